@@ -1,0 +1,224 @@
+//! The agent's validated configuration.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tidal_proto::v1;
+
+/// Default cap of a task's result (its stdout).
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
+
+/// Share of the server's lease TTL the agent uses as its own when none is
+/// configured (invariant 6: the agent's TTL must be the shorter one).
+pub const DEFAULT_TTL_SHARE: f64 = 0.6;
+
+/// What an agent is and how it runs tasks. Built by the CLI from its file,
+/// environment and flags, then checked with [`AgentConfig::validate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    /// Unique agent id within its DC.
+    pub id: String,
+    /// The DC this agent is in (must match the servers').
+    pub dc: String,
+    /// Task types this agent can run (t2i, sr, tts, train, ...).
+    pub task_types: Vec<String>,
+    /// Pipelines it implements; empty: any pipeline of its task types.
+    pub pipelines: Vec<String>,
+    /// Models present on this machine.
+    pub models: Vec<String>,
+    /// Concurrent task slots (at least 1).
+    pub slots: u32,
+    /// Relative weight for least-loaded placement (0 means 1).
+    pub weight: u32,
+    /// GPUs of this machine.
+    pub gpus: Vec<v1::Gpu>,
+    /// Free-form labels for placement constraints.
+    pub labels: BTreeMap<String, String>,
+    /// Servers of this DC (`HOST:PORT`); the leader is discovered.
+    pub endpoints: Vec<String>,
+    /// The program and its arguments, run once per task (required).
+    pub command: Vec<String>,
+    /// The agent-side lease TTL. Default: 60% of the server's TTL (learned at
+    /// registration). When set it must be shorter than the server's.
+    pub ttl: Option<Duration>,
+    /// Cap of a task's result (stdout); the rest is read and dropped.
+    pub max_result_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> AgentConfig {
+        AgentConfig {
+            id: String::new(),
+            dc: String::new(),
+            task_types: Vec::new(),
+            pipelines: Vec::new(),
+            models: Vec::new(),
+            slots: 1,
+            weight: 1,
+            gpus: Vec::new(),
+            labels: BTreeMap::new(),
+            endpoints: Vec::new(),
+            command: Vec::new(),
+            ttl: None,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+        }
+    }
+}
+
+/// A configuration the agent refuses to run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the agent id must not be empty")]
+    MissingId,
+    #[error("no task command given (the program to run for each task, then its arguments)")]
+    MissingCommand,
+    #[error("no server endpoints given (HOST:PORT of the DC's servers)")]
+    MissingEndpoints,
+    #[error("{0}")]
+    BadEndpoint(String),
+    #[error("slots must be at least 1")]
+    NoSlots,
+    #[error("max_result_bytes must be at least 1")]
+    NoResultBytes,
+    #[error("the agent ttl must be positive")]
+    ZeroTtl,
+    /// Invariant 6: the agent must stop its work before the server's lease
+    /// on it expires, so its own TTL must be the shorter.
+    #[error(
+        "the agent ttl ({agent:?}) must be shorter than the server's lease ttl ({server:?}); \
+         otherwise the server could reassign a task this agent still runs"
+    )]
+    TtlNotShorter { agent: Duration, server: Duration },
+}
+
+impl AgentConfig {
+    /// Checks everything that can be checked before connecting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id.trim().is_empty() {
+            return Err(ConfigError::MissingId);
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(ConfigError::MissingCommand);
+        }
+        if self.endpoints.is_empty() {
+            return Err(ConfigError::MissingEndpoints);
+        }
+        for e in &self.endpoints {
+            tidal_client::normalize_endpoint(e).map_err(|e| ConfigError::BadEndpoint(e.message))?;
+        }
+        if self.slots == 0 {
+            return Err(ConfigError::NoSlots);
+        }
+        if self.max_result_bytes == 0 {
+            return Err(ConfigError::NoResultBytes);
+        }
+        if self.ttl == Some(Duration::ZERO) {
+            return Err(ConfigError::ZeroTtl);
+        }
+        Ok(())
+    }
+
+    /// The spec sent in `Register`.
+    pub fn spec(&self) -> v1::AgentSpec {
+        v1::AgentSpec {
+            id: self.id.clone(),
+            dc: self.dc.clone(),
+            task_types: self.task_types.clone(),
+            pipelines: self.pipelines.clone(),
+            models: self.models.clone(),
+            slots: self.slots,
+            weight: self.weight,
+            gpus: self.gpus.clone(),
+            labels: self.labels.clone().into_iter().collect(),
+        }
+    }
+
+    /// The agent-side TTL given the server's: the configured one if shorter,
+    /// else [`DEFAULT_TTL_SHARE`] of the server's.
+    pub fn lease_ttl(&self, server_ttl: Duration) -> Result<Duration, ConfigError> {
+        match self.ttl {
+            Some(t) if t >= server_ttl => Err(ConfigError::TtlNotShorter {
+                agent: t,
+                server: server_ttl,
+            }),
+            Some(t) => Ok(t),
+            None => Ok(server_ttl.mul_f64(DEFAULT_TTL_SHARE)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> AgentConfig {
+        AgentConfig {
+            id: "a1".into(),
+            endpoints: vec!["127.0.0.1:7000".into()],
+            command: vec!["sh".into(), "-c".into(), "cat".into()],
+            ..AgentConfig::default()
+        }
+    }
+
+    #[test]
+    fn validates() {
+        assert_eq!(good().validate(), Ok(()));
+        assert_eq!(
+            AgentConfig {
+                id: " ".into(),
+                ..good()
+            }
+            .validate(),
+            Err(ConfigError::MissingId)
+        );
+        assert_eq!(
+            AgentConfig {
+                command: vec![],
+                ..good()
+            }
+            .validate(),
+            Err(ConfigError::MissingCommand)
+        );
+        assert_eq!(
+            AgentConfig {
+                endpoints: vec![],
+                ..good()
+            }
+            .validate(),
+            Err(ConfigError::MissingEndpoints)
+        );
+        assert!(matches!(
+            AgentConfig {
+                endpoints: vec!["nope".into()],
+                ..good()
+            }
+            .validate(),
+            Err(ConfigError::BadEndpoint(_))
+        ));
+        assert_eq!(
+            AgentConfig { slots: 0, ..good() }.validate(),
+            Err(ConfigError::NoSlots)
+        );
+    }
+
+    #[test]
+    fn lease_ttl_is_shorter_than_the_servers() {
+        let server = Duration::from_secs(10);
+        assert_eq!(good().lease_ttl(server), Ok(Duration::from_secs(6)));
+        let c = AgentConfig {
+            ttl: Some(Duration::from_secs(3)),
+            ..good()
+        };
+        assert_eq!(c.lease_ttl(server), Ok(Duration::from_secs(3)));
+        let c = AgentConfig {
+            ttl: Some(server),
+            ..good()
+        };
+        let e = c.lease_ttl(server).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("must be shorter than the server's lease ttl"),
+            "{e}"
+        );
+    }
+}

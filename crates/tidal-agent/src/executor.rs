@@ -1,0 +1,467 @@
+//! Tasks as child processes: start, capture, kill, and the slot count.
+//!
+//! Each task runs `command[0] command[1..]` in its own process group, with the
+//! payload on stdin and the task's identity in `TIDAL_*` variables. Its stdout
+//! (capped) is the result; the tail of its stderr explains a failure. A
+//! supervisor per child reports one [`ExecEvent`] when it is gone.
+
+use std::collections::BTreeMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidal_proto::v1;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+
+/// How much of a task's stderr is kept for its error message.
+pub const STDERR_TAIL_BYTES: usize = 4096;
+/// How long to wait for a finished task's pipes to close (a grandchild that
+/// escaped the process group could hold them open).
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// What every task of this agent runs with.
+#[derive(Debug, Clone)]
+pub struct ExecSettings {
+    pub agent_id: String,
+    /// Program and arguments (non-empty; checked by the config).
+    pub command: Vec<String>,
+    pub max_result_bytes: usize,
+}
+
+/// A child is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecEvent {
+    /// It exited on its own: the completion to report.
+    Exited(v1::TaskCompleted),
+    /// It was killed (cancel, self-fence, shutdown) and has been reaped.
+    Killed { task_id: String, token: u64 },
+}
+
+/// The outcome of [`Executor::start`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// The child runs; report `TaskStarted`.
+    Started,
+    /// The same task under the same token already runs: a duplicate push.
+    Duplicate,
+    /// The task could not start: report this failed completion.
+    Failed(v1::TaskCompleted),
+}
+
+#[derive(Debug)]
+struct Running {
+    slots: u32,
+    /// Dropping or firing it kills the child.
+    kill: Option<oneshot::Sender<()>>,
+}
+
+/// The children of this agent. Owned by the session loop; each child has a
+/// supervisor task that sends one event on the channel from [`Executor::new`].
+/// Dropping the executor kills every child.
+#[derive(Debug)]
+pub struct Executor {
+    settings: Arc<ExecSettings>,
+    slots: u32,
+    /// Keyed by (task, token): a task reassigned under a newer token may
+    /// briefly overlap its killed predecessor.
+    running: BTreeMap<(String, u64), Running>,
+    events: mpsc::UnboundedSender<ExecEvent>,
+}
+
+/// The slots a task needs (0 means 1).
+pub fn slots_of(spec: Option<&v1::TaskSpec>) -> u32 {
+    spec.map(|s| s.slots).unwrap_or(0).max(1)
+}
+
+impl Executor {
+    /// An executor with `slots` slots, and the channel its events arrive on.
+    pub fn new(
+        settings: ExecSettings,
+        slots: u32,
+    ) -> (Executor, mpsc::UnboundedReceiver<ExecEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        (
+            Executor {
+                settings: Arc::new(settings),
+                slots,
+                running: BTreeMap::new(),
+                events,
+            },
+            rx,
+        )
+    }
+
+    /// Slots held by children, including killed ones not yet reaped.
+    pub fn used_slots(&self) -> u32 {
+        self.running.values().map(|r| r.slots).sum()
+    }
+
+    /// Slots free for new tasks.
+    pub fn free_slots(&self) -> u32 {
+        self.slots.saturating_sub(self.used_slots())
+    }
+
+    /// Tasks running under a token this agent still holds (not killed).
+    pub fn running(&self) -> Vec<v1::RunningTask> {
+        self.running
+            .iter()
+            .filter(|(_, r)| r.kill.is_some())
+            .map(|((task_id, token), _)| v1::RunningTask {
+                task_id: task_id.clone(),
+                token: *token,
+            })
+            .collect()
+    }
+
+    /// The number of live (not killed) children.
+    pub fn live(&self) -> usize {
+        self.running.values().filter(|r| r.kill.is_some()).count()
+    }
+
+    /// True when no child, live or being killed, remains.
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Starts an assignment. Never runs more than `slots` slots at once: a
+    /// task that does not fit fails at once (the leader only assigns within
+    /// the credit the agent reported, so this means a stale view).
+    pub fn start(&mut self, a: &v1::Assignment) -> Start {
+        let key = (a.task_id.clone(), a.token);
+        if self.running.get(&key).is_some_and(|r| r.kill.is_some()) {
+            return Start::Duplicate;
+        }
+        // Invariant 1: a newer token for the same task means the older
+        // assignment is dead at the server; stop it without reporting.
+        let older: Vec<u64> = self
+            .running
+            .keys()
+            .filter(|(t, tok)| *t == a.task_id && *tok < a.token)
+            .map(|(_, tok)| *tok)
+            .collect();
+        for tok in older {
+            self.kill(&a.task_id, tok);
+        }
+        let need = slots_of(a.spec.as_ref());
+        let free = self.free_slots();
+        if need > free {
+            return Start::Failed(failed(
+                a,
+                format!(
+                    "agent {} has {free} free slot(s) of {}, the task needs {need}",
+                    self.settings.agent_id, self.slots
+                ),
+            ));
+        }
+        let mut child = match spawn(&self.settings, a) {
+            Ok(c) => c,
+            Err(e) => {
+                return Start::Failed(failed(
+                    a,
+                    format!("cannot start {:?}: {e}", self.settings.command[0]),
+                ));
+            }
+        };
+        let (kill_tx, kill_rx) = oneshot::channel();
+        let payload = a
+            .spec
+            .as_ref()
+            .map(|s| s.payload.clone())
+            .unwrap_or_default();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let events = self.events.clone();
+        let max = self.settings.max_result_bytes;
+        let (task_id, token) = key.clone();
+        tokio::spawn(async move {
+            let ev = supervise(
+                child, task_id, token, payload, stdin, stdout, stderr, max, kill_rx,
+            )
+            .await;
+            let _ = events.send(ev);
+        });
+        self.running.insert(
+            key,
+            Running {
+                slots: need,
+                kill: Some(kill_tx),
+            },
+        );
+        Start::Started
+    }
+
+    /// Kills the child of this task under this token. Its slots stay held
+    /// until it is reaped ([`ExecEvent::Killed`]). Returns false if no such
+    /// live child.
+    pub fn kill(&mut self, task_id: &str, token: u64) -> bool {
+        match self.running.get_mut(&(task_id.to_string(), token)) {
+            Some(r) => match r.kill.take() {
+                Some(k) => {
+                    let _ = k.send(());
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Kills every live child; returns how many.
+    pub fn kill_all(&mut self) -> usize {
+        let mut n = 0;
+        for r in self.running.values_mut() {
+            if let Some(k) = r.kill.take() {
+                let _ = k.send(());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Books an event from the channel. Returns the completion to report:
+    /// `Some` only for a child that exited on its own while still held.
+    pub fn on_event(&mut self, ev: &ExecEvent) -> Option<v1::TaskCompleted> {
+        match ev {
+            ExecEvent::Exited(c) => {
+                let r = self.running.remove(&(c.task_id.clone(), c.token))?;
+                r.kill.is_some().then(|| c.clone())
+            }
+            ExecEvent::Killed { task_id, token } => {
+                self.running.remove(&(task_id.clone(), *token));
+                None
+            }
+        }
+    }
+}
+
+fn failed(a: &v1::Assignment, error: String) -> v1::TaskCompleted {
+    v1::TaskCompleted {
+        task_id: a.task_id.clone(),
+        token: a.token,
+        success: false,
+        result: Vec::new(),
+        error,
+        exit_code: -1,
+    }
+}
+
+fn spawn(settings: &ExecSettings, a: &v1::Assignment) -> std::io::Result<Child> {
+    let spec = a.spec.clone().unwrap_or_default();
+    let mut cmd = Command::new(&settings.command[0]);
+    cmd.args(&settings.command[1..])
+        .env("TIDAL_TASK_ID", &a.task_id)
+        .env("TIDAL_FENCING_TOKEN", a.token.to_string())
+        .env("TIDAL_ATTEMPT", a.attempt.to_string())
+        .env("TIDAL_TASK_TYPE", &spec.task_type)
+        .env("TIDAL_PIPELINE", &spec.pipeline)
+        .env("TIDAL_MODELS", spec.models.join(","))
+        .env("TIDAL_AGENT_ID", &settings.agent_id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // Its own process group, so a kill reaches whatever the task started.
+    #[cfg(unix)]
+    cmd.process_group(0);
+    cmd.spawn()
+}
+
+/// Kills the child's whole process group (best effort: it may be gone).
+fn kill_group(child: &mut Child, pid: Option<u32>) {
+    #[cfg(unix)]
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) has no memory effects; a negative pid names the
+        // process group this child leads (process_group(0) above).
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+    let _ = child.start_kill();
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    mut child: Child,
+    task_id: String,
+    token: u64,
+    payload: Vec<u8>,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    max_result_bytes: usize,
+    kill: oneshot::Receiver<()>,
+) -> ExecEvent {
+    let pid = child.id();
+    let writer = tokio::spawn(async move {
+        if let Some(mut stdin) = stdin {
+            // A child that does not read its stdin gets EPIPE here: fine.
+            let _ = stdin.write_all(&payload).await;
+            let _ = stdin.shutdown().await;
+        }
+    });
+    let out = tokio::spawn(async move {
+        match stdout {
+            Some(s) => read_capped(s, max_result_bytes).await,
+            None => (Vec::new(), false),
+        }
+    });
+    let err = tokio::spawn(async move {
+        match stderr {
+            Some(s) => read_tail(s, STDERR_TAIL_BYTES).await,
+            None => Vec::new(),
+        }
+    });
+    // A fired or dropped sender both mean: stop.
+    let status = tokio::select! {
+        s = child.wait() => Some(s),
+        _ = kill => None,
+    };
+    let status = match status {
+        Some(s) => s,
+        None => {
+            kill_group(&mut child, pid);
+            let _ = child.wait().await;
+            writer.abort();
+            out.abort();
+            err.abort();
+            return ExecEvent::Killed { task_id, token };
+        }
+    };
+    // Whatever the task left behind in its group goes with it, closing pipes.
+    kill_group(&mut child, pid);
+    writer.abort();
+    let (result, truncated) = match tokio::time::timeout(PIPE_GRACE, out).await {
+        Ok(Ok(r)) => r,
+        _ => (Vec::new(), false),
+    };
+    let tail = match tokio::time::timeout(PIPE_GRACE, err).await {
+        Ok(Ok(t)) => t,
+        _ => Vec::new(),
+    };
+    ExecEvent::Exited(completion(
+        task_id,
+        token,
+        status,
+        result,
+        truncated,
+        &tail,
+        max_result_bytes,
+    ))
+}
+
+fn completion(
+    task_id: String,
+    token: u64,
+    status: std::io::Result<ExitStatus>,
+    result: Vec<u8>,
+    truncated: bool,
+    stderr_tail: &[u8],
+    max: usize,
+) -> v1::TaskCompleted {
+    let tail = String::from_utf8_lossy(stderr_tail).trim_end().to_string();
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            return v1::TaskCompleted {
+                task_id,
+                token,
+                success: false,
+                result,
+                error: format!("cannot wait for the task's process: {e}"),
+                exit_code: -1,
+            }
+        }
+    };
+    let exit_code = exit_code(&status);
+    let success = status.success();
+    let mut notes: Vec<String> = Vec::new();
+    if !success {
+        notes.push(if tail.is_empty() {
+            describe(&status)
+        } else {
+            tail
+        });
+    }
+    if truncated {
+        notes.push(format!("result truncated to {max} bytes"));
+    }
+    v1::TaskCompleted {
+        task_id,
+        token,
+        success,
+        result,
+        error: notes.join("; "),
+        exit_code,
+    }
+}
+
+/// The exit code, or 128 + the signal number as shells report it.
+fn exit_code(status: &ExitStatus) -> i32 {
+    if let Some(c) = status.code() {
+        return c;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return 128 + sig;
+        }
+    }
+    -1
+}
+
+fn describe(status: &ExitStatus) -> String {
+    match status.code() {
+        Some(c) => format!("exited with code {c}"),
+        None => format!("terminated by a signal (exit code {})", exit_code(status)),
+    }
+}
+
+/// Reads everything, keeping the first `max` bytes; reading on past the cap
+/// keeps the child from blocking on a full pipe.
+async fn read_capped(mut r: impl AsyncRead + Unpin, max: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len());
+                if n > room {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    (kept, truncated)
+}
+
+/// Reads everything, keeping the last `max` bytes.
+async fn read_tail(mut r: impl AsyncRead + Unpin, max: usize) -> Vec<u8> {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > max {
+                    let cut = tail.len() - max;
+                    tail.drain(..cut);
+                }
+            }
+        }
+    }
+    tail
+}
+
+#[cfg(test)]
+#[path = "executor_test.rs"]
+mod tests;

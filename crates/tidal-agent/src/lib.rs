@@ -1,0 +1,47 @@
+//! The tidal agent runtime: the library behind `tidal agent`.
+//!
+//! An agent holds one session (`Agents/Session`) with its DC's leader, runs
+//! each assigned task as a child process, reports starts and completions,
+//! and self-fences: when it has not renewed its lease within its own TTL
+//! (shorter than the server's), it kills its tasks and drops their tokens
+//! before the server can give them to another agent (invariant 6).
+//!
+//! Module map:
+//! - `config`: [`AgentConfig`] and its validation, the agent-side TTL.
+//! - `session`: the one loop: session, heartbeats, assignments, reconnects.
+//! - `executor`: tasks as child processes (stdin payload, capped stdout,
+//!   stderr tail, `TIDAL_*` environment, process-group kill).
+//! - `fence`: the lease deadline as a pure struct ([`Lease`]).
+//! - `outbox`: completions kept until the leader acknowledges them.
+//!
+//! Dependency rule: the agent speaks only the public API (`tidal-proto`
+//! through `tidal-client`), as any user's agent in another language would;
+//! it never depends on `tidal-core` or `tidal-server`.
+
+mod config;
+mod executor;
+mod fence;
+mod outbox;
+mod session;
+
+#[cfg(test)]
+mod session_test;
+
+use std::future::Future;
+
+pub use config::{AgentConfig, ConfigError, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TTL_SHARE};
+pub use executor::{ExecEvent, ExecSettings, Executor, Start, STDERR_TAIL_BYTES};
+pub use fence::Lease;
+pub use outbox::Outbox;
+
+/// Runs the agent until `shutdown` completes (then kills its tasks and
+/// returns `Ok`), or until a fatal error: an invalid configuration, a
+/// registration the server refuses as invalid, or an agent TTL that is not
+/// shorter than the server's. Connection trouble is never fatal: the agent
+/// reconnects with backoff and self-fences when its lease lapses.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    session::Agent::new(config, None)?.run(shutdown).await
+}

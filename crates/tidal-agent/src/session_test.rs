@@ -1,0 +1,395 @@
+//! Session tests against an in-process fake `Agents` server.
+
+use std::time::Duration;
+
+use tidal_proto::v1::{
+    self, agent_message::Msg as FromAgent, agents_server, server_message::Msg as ToAgent,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::session::Agent;
+use crate::{AgentConfig, ExecEvent};
+
+/// One session as the fake server sees it.
+struct FakeSession {
+    inbound: Streaming<v1::AgentMessage>,
+    out: mpsc::UnboundedSender<Result<v1::ServerMessage, Status>>,
+}
+
+impl FakeSession {
+    async fn recv(&mut self) -> Option<FromAgent> {
+        let m = tokio::time::timeout(Duration::from_secs(20), self.inbound.message())
+            .await
+            .expect("agent silent for 20s");
+        m.ok().flatten().and_then(|m| m.msg)
+    }
+
+    /// The next message that is not a heartbeat (heartbeats are acked when
+    /// `ack` is set).
+    async fn recv_non_heartbeat(&mut self, ack: bool) -> Option<FromAgent> {
+        loop {
+            match self.recv().await? {
+                FromAgent::Heartbeat(hb) => {
+                    if ack {
+                        self.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }));
+                    }
+                }
+                other => return Some(other),
+            }
+        }
+    }
+
+    fn send(&self, m: ToAgent) {
+        let _ = self.out.send(Ok(v1::ServerMessage { msg: Some(m) }));
+    }
+}
+
+struct FakeAgents {
+    sessions: mpsc::UnboundedSender<FakeSession>,
+}
+
+#[tonic::async_trait]
+impl agents_server::Agents for FakeAgents {
+    type SessionStream = UnboundedReceiverStream<Result<v1::ServerMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let (out, rx) = mpsc::unbounded_channel();
+        let _ = self.sessions.send(FakeSession {
+            inbound: request.into_inner(),
+            out,
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn list(
+        &self,
+        _r: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        Ok(Response::new(v1::ListAgentsResponse::default()))
+    }
+}
+
+struct Harness {
+    sessions: mpsc::UnboundedReceiver<FakeSession>,
+    events: mpsc::UnboundedReceiver<ExecEvent>,
+    stop: Option<oneshot::Sender<()>>,
+    agent: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Harness {
+    async fn start(script: &str, ttl: Option<Duration>) -> Harness {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (sessions_tx, sessions) = mpsc::unbounded_channel();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(agents_server::AgentsServer::new(FakeAgents {
+                    sessions: sessions_tx,
+                }))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let config = AgentConfig {
+            id: "agent-1".into(),
+            dc: "dc1".into(),
+            task_types: vec!["t2i".into()],
+            slots: 2,
+            endpoints: vec![addr],
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            ttl,
+            ..AgentConfig::default()
+        };
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let agent = Agent::new(config, Some(events_tx)).unwrap();
+        let agent = tokio::spawn(agent.run(async move {
+            let _ = stopped.await;
+        }));
+        Harness {
+            sessions,
+            events,
+            stop: Some(stop),
+            agent,
+        }
+    }
+
+    async fn session(&mut self) -> FakeSession {
+        tokio::time::timeout(Duration::from_secs(20), self.sessions.recv())
+            .await
+            .expect("no session within 20s")
+            .expect("server running")
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.agent)
+            .await
+            .expect("agent stops")
+            .expect("no panic")
+    }
+}
+
+fn registered(server_ttl_ms: u64, heartbeat_interval_ms: u64) -> ToAgent {
+    ToAgent::Registered(v1::Registered {
+        agent_id: "agent-1".into(),
+        leader_id: 1,
+        server_ttl_ms,
+        heartbeat_interval_ms,
+    })
+}
+
+fn assignment(task_id: &str, token: u64, payload: &[u8]) -> ToAgent {
+    ToAgent::Assignment(v1::Assignment {
+        task_id: task_id.into(),
+        token,
+        attempt: 1,
+        spec: Some(v1::TaskSpec {
+            task_type: "t2i".into(),
+            payload: payload.to_vec(),
+            ..Default::default()
+        }),
+    })
+}
+
+#[tokio::test]
+async fn runs_an_assignment_and_resends_its_completion_after_reconnect() {
+    let mut h = Harness::start("cat", None).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(reg)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    let spec = reg.spec.unwrap();
+    assert_eq!(
+        (spec.id.as_str(), spec.dc.as_str(), spec.slots),
+        ("agent-1", "dc1", 2)
+    );
+    assert!(reg.running.is_empty());
+
+    s.send(registered(10_000, 50));
+    s.send(assignment("t1", 42, b"hello payload"));
+    // A duplicate push (as after a reconnect) must not start a second child.
+    s.send(assignment("t1", 42, b"hello payload"));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 42)),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    let done = match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Completed(c)) => c,
+        other => panic!("expected Completed, got {other:?}"),
+    };
+    assert_eq!(
+        (
+            done.task_id.as_str(),
+            done.token,
+            done.success,
+            done.exit_code
+        ),
+        ("t1", 42, true, 0)
+    );
+    assert_eq!(done.result, b"hello payload");
+
+    // The leader goes away before acking: the agent reconnects, reports the
+    // task as held, and sends the completion again.
+    drop(s);
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(reg)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    assert_eq!(
+        reg.running,
+        vec![v1::RunningTask {
+            task_id: "t1".into(),
+            token: 42
+        }]
+    );
+    s.send(registered(10_000, 50));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Completed(c)) => assert_eq!(c, done),
+        other => panic!("expected the completion again, got {other:?}"),
+    }
+    s.send(ToAgent::CompletionAck(v1::CompletionAck {
+        task_id: "t1".into(),
+        token: 42,
+        accepted: true,
+        reason: String::new(),
+    }));
+    // Acked: heartbeats keep flowing and nothing else is sent.
+    for _ in 0..3 {
+        match s.recv().await {
+            Some(FromAgent::Heartbeat(hb)) => {
+                assert_eq!(hb.free_slots, 2);
+                s.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }));
+            }
+            other => panic!("expected only heartbeats, got {other:?}"),
+        }
+    }
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn self_fences_when_heartbeats_go_unacked() {
+    let agent_ttl = Duration::from_millis(600);
+    let server_ttl = Duration::from_millis(1500);
+    let mut h = Harness::start("sleep 30", Some(agent_ttl)).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(server_ttl.as_millis() as u64, 100));
+    s.send(assignment("t1", 7, b""));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!(st.task_id, "t1"),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    // Ack a few heartbeats, then stop acking (a partition the stream does
+    // not notice). The server's lease would run from the last ack's receipt.
+    let mut last_ack = Instant::now();
+    for _ in 0..3 {
+        if let Some(FromAgent::Heartbeat(hb)) = s.recv().await {
+            last_ack = Instant::now();
+            s.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }));
+        }
+    }
+    // Keep reading (without acking) while waiting for the child's death.
+    let give_up = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(give_up);
+    let mut stream_open = true;
+    let killed_at = loop {
+        tokio::select! {
+            ev = h.events.recv() => match ev {
+                Some(ExecEvent::Killed { task_id, token }) => {
+                    assert_eq!((task_id.as_str(), token), ("t1", 7));
+                    break Instant::now();
+                }
+                other => panic!("expected the child to be killed, got {other:?}"),
+            },
+            m = s.inbound.message(), if stream_open => match m {
+                Ok(Some(v1::AgentMessage { msg: Some(FromAgent::Heartbeat(_)) })) => {}
+                Ok(Some(other)) => panic!("nothing but heartbeats expected, got {other:?}"),
+                // The agent dropped the session when it fenced.
+                Ok(None) | Err(_) => stream_open = false,
+            },
+            _ = &mut give_up => panic!("the child was not killed within 10s"),
+        }
+    };
+    let after = killed_at - last_ack;
+    // Invariant 6: dead before the server's lease (from the last ack) ends,
+    // and not before the agent's own lease could have ended.
+    assert!(
+        after < server_ttl,
+        "killed {after:?} after the last ack; the server's ttl is {server_ttl:?}"
+    );
+    assert!(
+        after >= agent_ttl - Duration::from_millis(150),
+        "killed too early: {after:?}"
+    );
+
+    // It reconnects, holding nothing: the token was dropped, no completion.
+    let mut s2 = h.session().await;
+    match s2.recv().await {
+        Some(FromAgent::Register(reg)) => assert!(reg.running.is_empty(), "{:?}", reg.running),
+        other => panic!("expected Register, got {other:?}"),
+    }
+    s2.send(registered(server_ttl.as_millis() as u64, 100));
+    for _ in 0..2 {
+        match s2.recv().await {
+            Some(FromAgent::Heartbeat(hb)) => {
+                s2.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }))
+            }
+            other => panic!("no completion may follow a fence, got {other:?}"),
+        }
+    }
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_kills_the_child_without_a_completion() {
+    let mut h = Harness::start("sleep 30", None).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    s.send(assignment("t1", 3, b""));
+    assert!(matches!(
+        s.recv_non_heartbeat(true).await,
+        Some(FromAgent::Started(_))
+    ));
+    s.send(ToAgent::Cancel(v1::CancelTask {
+        task_id: "t1".into(),
+        token: 3,
+        reason: "user".into(),
+    }));
+    let ev = tokio::time::timeout(Duration::from_secs(10), h.events.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        ev,
+        Some(ExecEvent::Killed {
+            task_id: "t1".into(),
+            token: 3
+        })
+    );
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn refuses_an_agent_ttl_not_shorter_than_the_servers() {
+    let mut h = Harness::start("cat", Some(Duration::from_secs(2))).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(1000, 100));
+    let e = tokio::time::timeout(Duration::from_secs(10), &mut h.agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("must be shorter than the server's lease ttl"),
+        "{e:#}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_kills_running_tasks() {
+    let mut h = Harness::start("sleep 30", None).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    s.send(assignment("t1", 3, b""));
+    assert!(matches!(
+        s.recv_non_heartbeat(true).await,
+        Some(FromAgent::Started(_))
+    ));
+    let Harness {
+        events: mut ev,
+        stop,
+        agent,
+        ..
+    } = h;
+    let _ = stop.unwrap().send(());
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ev.recv().await,
+        Some(ExecEvent::Killed {
+            task_id: "t1".into(),
+            token: 3
+        })
+    );
+}

@@ -1,0 +1,104 @@
+//! The command line: every command, its flags and the options shared by the
+//! commands that talk to a cluster.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cmd;
+
+/// The default server a client command talks to.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7001";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tidal",
+    version,
+    about = "tidal: a control plane that schedules AI/GPU tasks onto agents through a Raft group per data center",
+    after_help = "Start a local 3-node cluster with 2 agents: `tidal dev`. \
+                  Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change what is logged.\n\
+                  Exit codes: 0 ok, 1 error, 2 usage, 3 unavailable (no server/leader answered), \
+                  4 `task watch`: the task failed or was cancelled."
+)]
+pub struct Cli {
+    /// How log lines on stderr are written.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one server (a member of a data center's Raft group) until SIGINT/SIGTERM.
+    Server(cmd::server::ServerArgs),
+    /// Run an agent that executes tasks as child processes (`tidal agent ... -- COMMAND`), or list agents.
+    Agent(cmd::agent::AgentArgs),
+    /// Submit, read, list, cancel and watch tasks.
+    #[command(subcommand)]
+    Task(cmd::task::TaskCmd),
+    /// Membership of the Raft group: add a learner, promote it, list members.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCmd),
+    /// Set and list queues (weights and placement strategy).
+    #[command(subcommand)]
+    Queue(cmd::queue::QueueCmd),
+    /// The cluster's status: every endpoint's role and indices, the leader's counts.
+    Status(cmd::status::StatusArgs),
+    /// Start a local 3-node cluster and agents on 127.0.0.1 as child processes, with a demo.
+    Dev(cmd::dev::DevArgs),
+    /// The demo worker that `tidal dev`'s agents run: reads a payload on stdin, prints a result.
+    #[command(hide = true)]
+    ExampleWorker(cmd::example_worker::WorkerArgs),
+}
+
+impl Command {
+    /// The log level when `RUST_LOG` is not set: long-running processes log
+    /// their lifecycle; `dev` prints its own progress, and one-shot client
+    /// commands log only problems.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Server(_) => "info",
+            Command::Agent(a) if a.action.is_none() => "info",
+            _ => "warn",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
+
+/// Options of every command that talks to a cluster.
+#[derive(Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// Servers to talk to, HOST:PORT,... Any member will do: requests find the leader.
+    #[arg(long, env = "TIDAL_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINT, value_name = "HOST:PORT,...")]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Give up on a request (including retries while a leader is elected) after this many milliseconds.
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    pub timeout_ms: u64,
+}
+
+impl ClientOpts {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+#[path = "cli_test.rs"]
+mod tests;

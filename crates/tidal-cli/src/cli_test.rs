@@ -1,0 +1,462 @@
+//! Every documented command form parses (`try_parse_from`), and mistakes are usage errors.
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use tidal_proto::v1;
+
+use super::{Cli, Command, OutputFormat};
+use crate::cmd::agent::AgentCmd;
+use crate::cmd::cluster::ClusterCmd;
+use crate::cmd::queue::{QueueCmd, StrategyArg};
+use crate::cmd::task::{PriorityArg, StateArg, TaskCmd};
+
+fn parse(args: &[&str]) -> Cli {
+    let mut v = vec!["tidal"];
+    v.extend_from_slice(args);
+    match Cli::try_parse_from(&v) {
+        Ok(c) => c,
+        Err(e) => panic!("{args:?} did not parse: {e}"),
+    }
+}
+
+fn usage_error(args: &[&str]) -> ErrorKind {
+    let mut v = vec!["tidal"];
+    v.extend_from_slice(args);
+    match Cli::try_parse_from(&v) {
+        Ok(c) => panic!("{args:?} parsed but should not: {c:?}"),
+        Err(e) => e.kind(),
+    }
+}
+
+#[test]
+fn server_flags_build_the_raw_config() {
+    let cli = parse(&[
+        "server",
+        "--id",
+        "1",
+        "--dc",
+        "dc1",
+        "--listen",
+        "127.0.0.1:7001",
+        "--data",
+        "/tmp/n1",
+        "--init",
+        "--config",
+        "n1.toml",
+        "--advertise",
+        "10.0.0.1:7001",
+    ]);
+    let Command::Server(a) = cli.command else {
+        panic!("not server")
+    };
+    let raw = a.raw();
+    assert_eq!(raw.id, Some(1));
+    assert_eq!(raw.dc.as_deref(), Some("dc1"));
+    assert_eq!(raw.listen.as_deref(), Some("127.0.0.1:7001"));
+    assert_eq!(raw.advertise.as_deref(), Some("10.0.0.1:7001"));
+    assert_eq!(raw.data.as_deref(), Some(std::path::Path::new("/tmp/n1")));
+    assert_eq!(raw.init, Some(true));
+    assert_eq!(a.config.as_deref(), Some(std::path::Path::new("n1.toml")));
+
+    // Without --init the flag layer leaves `init` to the file.
+    let Command::Server(a) = parse(&["server", "--id", "2"]).command else {
+        panic!()
+    };
+    assert_eq!(a.raw().init, None);
+    assert_eq!(a.raw().dc, None);
+}
+
+#[test]
+fn server_flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("n.toml");
+    std::fs::write(
+        &file,
+        "id = 7\ndc = \"file-dc\"\nlisten = \"127.0.0.1:7001\"\ndata = \"/d\"\ninit = true\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let Command::Server(a) = parse(&["server", "--config", f, "--dc", "flag-dc"]).command else {
+        panic!()
+    };
+    let merged = a.merged().unwrap();
+    assert_eq!(merged.id, Some(7));
+    assert_eq!(merged.dc.as_deref(), Some("flag-dc"));
+    assert_eq!(merged.init, Some(true));
+}
+
+#[test]
+fn cluster_forms() {
+    let Command::Cluster(ClusterCmd::AddLearner(a)) = parse(&[
+        "cluster",
+        "add-learner",
+        "--id",
+        "2",
+        "--addr",
+        "127.0.0.1:7002",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    assert_eq!((a.id, a.addr.as_str()), (2, "127.0.0.1:7002"));
+    let Command::Cluster(ClusterCmd::Promote(p)) = parse(&["cluster", "promote", "3"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(p.id, 3);
+    assert!(matches!(
+        parse(&["cluster", "members"]).command,
+        Command::Cluster(ClusterCmd::Members(_))
+    ));
+    assert_eq!(
+        usage_error(&["cluster", "promote"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        usage_error(&["cluster", "add-learner", "--id", "2"]),
+        ErrorKind::MissingRequiredArgument
+    );
+}
+
+#[test]
+fn agent_run_form() {
+    let cli = parse(&[
+        "agent",
+        "--id",
+        "gpu-1",
+        "--dc",
+        "dc1",
+        "--task-types",
+        "t2i,tts",
+        "--pipelines",
+        "sd,fast",
+        "--models",
+        "sdxl,vits",
+        "--slots",
+        "4",
+        "--weight",
+        "3",
+        "--gpus",
+        "A100:81920,A40:46068",
+        "--labels",
+        "zone=a,rack=r1",
+        "--ttl-ms",
+        "5000",
+        "--",
+        "python3",
+        "worker.py",
+        "--flag",
+    ]);
+    let Command::Agent(a) = cli.command else {
+        panic!()
+    };
+    assert!(a.action.is_none());
+    let c = a.run.to_config().unwrap();
+    assert_eq!(c.id, "gpu-1");
+    assert_eq!(c.dc, "dc1");
+    assert_eq!(c.task_types, ["t2i", "tts"]);
+    assert_eq!(c.pipelines, ["sd", "fast"]);
+    assert_eq!(c.models, ["sdxl", "vits"]);
+    assert_eq!((c.slots, c.weight), (4, 3));
+    assert_eq!(
+        c.gpus,
+        vec![
+            v1::Gpu {
+                model: "A100".into(),
+                memory_mb: 81920
+            },
+            v1::Gpu {
+                model: "A40".into(),
+                memory_mb: 46068
+            }
+        ]
+    );
+    assert_eq!(c.labels.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(c.labels.get("rack").map(String::as_str), Some("r1"));
+    assert_eq!(c.ttl, Some(std::time::Duration::from_millis(5000)));
+    assert_eq!(c.command, ["python3", "worker.py", "--flag"]);
+    assert!(!c.endpoints.is_empty());
+}
+
+#[test]
+fn agent_run_needs_a_command_and_good_lists() {
+    let base = ["agent", "--id", "a", "--dc", "d", "--task-types", "t2i"];
+    assert_eq!(usage_error(&base), ErrorKind::MissingRequiredArgument);
+    let mut bad_gpu = base.to_vec();
+    bad_gpu.extend(["--gpus", "A100", "--", "x"]);
+    assert_eq!(usage_error(&bad_gpu), ErrorKind::ValueValidation);
+    let mut bad_label = base.to_vec();
+    bad_label.extend(["--labels", "zone", "--", "x"]);
+    assert_eq!(usage_error(&bad_label), ErrorKind::ValueValidation);
+    let mut dup = base.to_vec();
+    dup.extend(["--labels", "a=1,a=2", "--", "x"]);
+    let Command::Agent(a) = parse(&dup).command else {
+        panic!()
+    };
+    assert!(format!("{:#}", a.run.to_config().unwrap_err()).contains("given twice"));
+}
+
+#[test]
+fn agent_list_form() {
+    let cli = parse(&[
+        "agent",
+        "list",
+        "--endpoints",
+        "127.0.0.1:7001,127.0.0.1:7002",
+        "--output",
+        "json",
+    ]);
+    let Command::Agent(a) = cli.command else {
+        panic!()
+    };
+    let Some(AgentCmd::List(l)) = a.action else {
+        panic!("not list")
+    };
+    assert_eq!(l.client.endpoints, ["127.0.0.1:7001", "127.0.0.1:7002"]);
+    assert_eq!(l.client.output, OutputFormat::Json);
+}
+
+#[test]
+fn task_submit_form() {
+    let cli = parse(&[
+        "task",
+        "submit",
+        "--type",
+        "t2i",
+        "--pipeline",
+        "sd",
+        "--models",
+        "sdxl,lora-x",
+        "--queue",
+        "vip",
+        "--key",
+        "k1",
+        "--payload",
+        "a red fox",
+        "--priority",
+        "online",
+        "--max-attempts",
+        "5",
+        "--slots",
+        "2",
+    ]);
+    let Command::Task(TaskCmd::Submit(s)) = cli.command else {
+        panic!()
+    };
+    assert_eq!(s.priority, Some(PriorityArg::Online));
+    let specs = s.specs().unwrap();
+    assert_eq!(specs.len(), 1);
+    let spec = &specs[0];
+    assert_eq!(spec.task_type, "t2i");
+    assert_eq!(spec.pipeline, "sd");
+    assert_eq!(spec.models, ["sdxl", "lora-x"]);
+    assert_eq!(spec.queue, "vip");
+    assert_eq!(spec.idempotency_key, "k1");
+    assert_eq!(spec.payload, b"a red fox");
+    assert_eq!(spec.priority, v1::Priority::Online as i32);
+    assert_eq!((spec.max_attempts, spec.slots), (5, 2));
+}
+
+#[test]
+fn task_submit_count_and_payload_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.bin");
+    std::fs::write(&f, [0u8, 255, 1]).unwrap();
+    let cli = parse(&[
+        "task",
+        "submit",
+        "--type",
+        "tts",
+        "--payload-file",
+        f.to_str().unwrap(),
+        "--count",
+        "3",
+        "--key",
+        "b",
+    ]);
+    let Command::Task(TaskCmd::Submit(s)) = cli.command else {
+        panic!()
+    };
+    let specs = s.specs().unwrap();
+    let keys: Vec<&str> = specs.iter().map(|s| s.idempotency_key.as_str()).collect();
+    assert_eq!(keys, ["b-1", "b-2", "b-3"]);
+    assert!(specs.iter().all(|s| s.payload == [0u8, 255, 1]));
+    assert_eq!(specs[0].priority, v1::Priority::Unspecified as i32);
+
+    assert_eq!(
+        usage_error(&["task", "submit"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        usage_error(&[
+            "task",
+            "submit",
+            "--type",
+            "t",
+            "--payload",
+            "x",
+            "--payload-file",
+            "f"
+        ]),
+        ErrorKind::ArgumentConflict
+    );
+    assert_eq!(
+        usage_error(&["task", "submit", "--type", "t", "--priority", "urgent"]),
+        ErrorKind::InvalidValue
+    );
+}
+
+#[test]
+fn task_read_forms() {
+    let Command::Task(TaskCmd::Get(g)) =
+        parse(&["task", "get", "t-1", "--stale", "-o", "json"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(g.id, "t-1");
+    assert!(g.stale);
+    assert_eq!(g.client.output, OutputFormat::Json);
+
+    let Command::Task(TaskCmd::List(l)) = parse(&[
+        "task", "list", "--state", "running", "--queue", "vip", "--limit", "10",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    assert_eq!(l.state, Some(StateArg::Running));
+    assert_eq!(
+        v1::TaskState::from(StateArg::Cancelled),
+        v1::TaskState::Cancelled
+    );
+    assert_eq!((l.queue.as_deref(), l.limit), (Some("vip"), Some(10)));
+
+    assert!(
+        matches!(parse(&["task", "cancel", "t-9"]).command, Command::Task(TaskCmd::Cancel(c)) if c.id == "t-9")
+    );
+    assert!(
+        matches!(parse(&["task", "watch", "t-9"]).command, Command::Task(TaskCmd::Watch(w)) if w.id == "t-9")
+    );
+    assert_eq!(
+        usage_error(&["task", "get"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        usage_error(&["task", "list", "--state", "done"]),
+        ErrorKind::InvalidValue
+    );
+}
+
+#[test]
+fn queue_and_status_forms() {
+    let Command::Queue(QueueCmd::Set(s)) = parse(&[
+        "queue",
+        "set",
+        "vip",
+        "--weight",
+        "8",
+        "--strategy",
+        "weighted-round-robin",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (s.name.as_str(), s.weight, s.strategy),
+        ("vip", 8, StrategyArg::WeightedRoundRobin)
+    );
+    assert_eq!(s.strategy.as_str(), "weighted-round-robin");
+    let Command::Queue(QueueCmd::Set(s)) =
+        parse(&["queue", "set", "normal", "--weight", "2"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(s.strategy.as_str(), "least-loaded");
+    assert!(matches!(
+        parse(&["queue", "list"]).command,
+        Command::Queue(QueueCmd::List(_))
+    ));
+    assert_eq!(
+        usage_error(&["queue", "set", "vip"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert!(matches!(parse(&["status"]).command, Command::Status(_)));
+}
+
+#[test]
+fn client_options_defaults_and_timeout() {
+    let Command::Status(s) = parse(&["status", "--timeout-ms", "500"]).command else {
+        panic!()
+    };
+    assert_eq!(s.client.timeout(), std::time::Duration::from_millis(500));
+    assert_eq!(s.client.output, OutputFormat::Table);
+    // The default is TIDAL_ENDPOINTS when set (tests must not depend on the environment).
+    if std::env::var_os("TIDAL_ENDPOINTS").is_none() {
+        assert_eq!(s.client.endpoints, [super::DEFAULT_ENDPOINT]);
+    }
+    assert_eq!(
+        usage_error(&["status", "--output", "yaml"]),
+        ErrorKind::InvalidValue
+    );
+}
+
+#[test]
+fn dev_form_and_global_log_format() {
+    let cli = parse(&[
+        "dev",
+        "--dir",
+        "/tmp/x",
+        "--base-port",
+        "8001",
+        "--agents",
+        "3",
+        "--no-demo",
+        "--fresh",
+    ]);
+    assert_eq!(cli.log_format, super::LogFormat::Text);
+    let Command::Dev(d) = cli.command else {
+        panic!()
+    };
+    assert_eq!(
+        (d.base_port, d.agents, d.no_demo, d.fresh),
+        (8001, 3, true, true)
+    );
+    let Command::Dev(d) = parse(&["dev"]).command else {
+        panic!()
+    };
+    assert_eq!(d.dir, std::path::PathBuf::from(".tidal-dev"));
+    assert_eq!(
+        (d.base_port, d.agents, d.no_demo, d.fresh),
+        (7001, 2, false, false)
+    );
+    assert_eq!(
+        parse(&["status", "--log-format", "json"]).log_format,
+        super::LogFormat::Json
+    );
+    assert_eq!(
+        parse(&["--log-format", "json", "status"]).log_format,
+        super::LogFormat::Json
+    );
+}
+
+#[test]
+fn example_worker_is_hidden_but_parses() {
+    assert!(matches!(
+        parse(&["example-worker"]).command,
+        Command::ExampleWorker(_)
+    ));
+    let mut help = Vec::new();
+    <Cli as clap::CommandFactory>::command()
+        .write_help(&mut help)
+        .unwrap();
+    let help = String::from_utf8(help).unwrap();
+    assert!(!help.contains("example-worker"), "{help}");
+    assert!(help.contains("dev"), "{help}");
+}
+
+#[test]
+fn clap_definitions_are_consistent() {
+    <Cli as clap::CommandFactory>::command().debug_assert();
+}

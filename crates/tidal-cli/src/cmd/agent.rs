@@ -1,0 +1,173 @@
+//! `tidal agent ... -- COMMAND`: run an agent; `tidal agent list`: list agents.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tidal_agent::AgentConfig;
+use tidal_proto::v1::Gpu;
+
+use super::Ctx;
+use crate::cli::{ClientOpts, DEFAULT_ENDPOINT};
+use crate::lists;
+use crate::output::{self, Table};
+use crate::shutdown;
+
+#[derive(Args, Debug)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Each task runs COMMAND with the task's payload on stdin; exit 0 means success and \
+        its stdout is the result.\n\
+        Example: tidal agent --id gpu-7 --dc dc1 --task-types t2i,tts --models sdxl --slots 2 \
+        --gpus A100:81920 --labels zone=a -- python3 worker.py"
+)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub action: Option<AgentCmd>,
+    #[command(flatten)]
+    pub run: AgentRunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCmd {
+    /// List the agents the cluster knows, with their state and load.
+    List(AgentListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgentListArgs {
+    /// Answer from the node reached, without a read index (may be stale).
+    #[arg(long)]
+    pub stale: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct AgentRunArgs {
+    /// This agent's id (unique in the DC).
+    #[arg(long, required = true, value_name = "NAME")]
+    pub id: Option<String>,
+    /// The data center this agent belongs to.
+    #[arg(long, required = true, value_name = "NAME")]
+    pub dc: Option<String>,
+    /// Task types this agent runs, comma-separated (e.g. t2i,tts).
+    #[arg(long, required = true, value_delimiter = ',', value_name = "TYPE,...")]
+    pub task_types: Vec<String>,
+    /// Pipelines it implements (empty: any pipeline of its task types).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub pipelines: Vec<String>,
+    /// Models present on this machine.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub models: Vec<String>,
+    /// How many task slots it offers.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub slots: u32,
+    /// Relative weight for least-loaded placement (an A100 counts more than an A40).
+    #[arg(long, default_value_t = 1, value_name = "W")]
+    pub weight: u32,
+    /// GPUs, MODEL:MEM_MB each (e.g. A100:81920,A100:81920).
+    #[arg(long, value_delimiter = ',', value_parser = lists::parse_gpu, value_name = "MODEL:MEM_MB,...")]
+    pub gpus: Vec<Gpu>,
+    /// Free-form labels, KEY=VALUE each (shown by `tidal agent list --output json`).
+    #[arg(long, value_delimiter = ',', value_parser = lists::parse_label, value_name = "K=V,...")]
+    pub labels: Vec<(String, String)>,
+    /// Agent-side lease TTL in ms: stop tasks when not renewed for this long (default: derived from the server's).
+    #[arg(long, value_name = "MS")]
+    pub ttl_ms: Option<u64>,
+    /// Longest result (task stdout) reported; longer output is truncated.
+    #[arg(long, default_value_t = tidal_agent::DEFAULT_MAX_RESULT_BYTES, value_name = "BYTES")]
+    pub max_result_bytes: usize,
+    /// Servers of this DC, HOST:PORT,...
+    #[arg(long, env = "TIDAL_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINT, value_name = "HOST:PORT,...")]
+    pub endpoints: Vec<String>,
+    /// The command that runs one task (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl AgentRunArgs {
+    pub fn to_config(&self) -> anyhow::Result<AgentConfig> {
+        let id = self.id.clone().ok_or_else(|| anyhow!("--id is required"))?;
+        let dc = self.dc.clone().ok_or_else(|| anyhow!("--dc is required"))?;
+        if self.command.is_empty() {
+            return Err(anyhow!("the command to run tasks is required after `--`"));
+        }
+        Ok(AgentConfig {
+            id,
+            dc,
+            task_types: lists::clean("--task-types", self.task_types.clone())
+                .map_err(|e| anyhow!(e))?,
+            pipelines: lists::clean("--pipelines", self.pipelines.clone())
+                .map_err(|e| anyhow!(e))?,
+            models: lists::clean("--models", self.models.clone()).map_err(|e| anyhow!(e))?,
+            slots: self.slots,
+            weight: self.weight,
+            gpus: self.gpus.clone(),
+            labels: lists::labels_map(self.labels.clone()).map_err(|e| anyhow!(e))?,
+            endpoints: lists::clean("--endpoints", self.endpoints.clone())
+                .map_err(|e| anyhow!(e))?,
+            command: self.command.clone(),
+            ttl: self.ttl_ms.map(Duration::from_millis),
+            max_result_bytes: self.max_result_bytes,
+        })
+    }
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    match args.action {
+        Some(AgentCmd::List(a)) => list(a).await,
+        None => {
+            let config = args
+                .run
+                .to_config()
+                .context("invalid agent configuration")?;
+            let shutdown = shutdown::on_signal()?;
+            tidal_agent::run(config, shutdown).await
+        }
+    }
+}
+
+async fn list(args: AgentListArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let agents = ctx
+        .client
+        .list_agents(args.stale)
+        .await
+        .context("listing agents")?;
+    if ctx.json() {
+        output::print_json(
+            &json!({ "agents": agents.iter().map(output::agent_json).collect::<Vec<_>>() }),
+        );
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "ID",
+        "DC",
+        "STATE",
+        "CONNECTED",
+        "SLOTS",
+        "GPUS",
+        "IN_FLIGHT",
+        "TASK_TYPES",
+        "MODELS",
+    ]);
+    for a in &agents {
+        let spec = a.spec.clone().unwrap_or_default();
+        t.row(vec![
+            spec.id,
+            spec.dc,
+            output::agent_state_name(a.state).to_string(),
+            if a.connected { "yes" } else { "no" }.to_string(),
+            format!("{}/{}", a.slots_in_use, spec.slots),
+            format!("{}/{}", a.gpus_in_use, spec.gpus.len()),
+            a.in_flight.to_string(),
+            output::dash(&spec.task_types.join(",")),
+            output::dash(&spec.models.join(",")),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}

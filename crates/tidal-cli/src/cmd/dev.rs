@@ -1,0 +1,511 @@
+//! `tidal dev`: a local 3-node cluster and agents on 127.0.0.1, as child
+//! processes of this binary, with a short demo; Ctrl-C stops everything.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tidal_client::Client;
+use tidal_proto::v1;
+use tokio::time::{sleep, Instant};
+
+use crate::output;
+use crate::procs::{Kind, Supervisor};
+use crate::shutdown;
+
+const NODES: u64 = 3;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Data and logs stay in DIR. Run `tidal dev` again to restart the same cluster \
+    from its data (membership is kept; nothing is re-initialised), or pass --fresh to delete \
+    DIR/node1..3 and the logs first."
+)]
+pub struct DevArgs {
+    /// Where nodes keep their data and everything writes its log.
+    #[arg(long, default_value = ".tidal-dev", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Node N listens on 127.0.0.1:(BASE_PORT + N - 1).
+    #[arg(long, default_value_t = 7001, value_name = "PORT")]
+    pub base_port: u16,
+    /// How many agents to start (agent-1 runs t2i,tts; agent-2 t2i,sr,i2i; then alternating).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub agents: u32,
+    /// Do not submit the demo tasks.
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Delete the previous run's data and logs in DIR first.
+    #[arg(long)]
+    pub fresh: bool,
+    /// The data center name.
+    #[arg(long, default_value = "dev", value_name = "NAME")]
+    pub dc: String,
+}
+
+/// What one dev agent offers.
+struct Profile {
+    task_types: &'static str,
+    models: &'static str,
+    gpus: &'static str,
+    labels: &'static str,
+    weight: u32,
+}
+
+const PROFILES: [Profile; 2] = [
+    Profile {
+        task_types: "t2i,tts",
+        models: "sdxl,vits",
+        gpus: "A100:81920",
+        labels: "zone=a",
+        weight: 2,
+    },
+    Profile {
+        task_types: "t2i,sr,i2i",
+        models: "sdxl,flux,esrgan",
+        gpus: "L40S:46068",
+        labels: "zone=b",
+        weight: 1,
+    },
+];
+
+struct Layout {
+    exe: PathBuf,
+    dir: PathBuf,
+    dc: String,
+    endpoints: Vec<String>,
+}
+
+impl Layout {
+    fn endpoint(&self, node: u64) -> &str {
+        &self.endpoints[(node - 1) as usize]
+    }
+
+    fn node_dir(&self, node: u64) -> PathBuf {
+        self.dir.join(format!("node{node}"))
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding this binary's path")?;
+    if args.base_port.checked_add(NODES as u16).is_none() {
+        bail!("--base-port {} is too high", args.base_port);
+    }
+    let endpoints: Vec<String> = (0..NODES)
+        .map(|i| format!("127.0.0.1:{}", args.base_port + i as u16))
+        .collect();
+    for e in &endpoints {
+        TcpListener::bind(e).with_context(|| {
+            format!("port {e} is in use (another `tidal dev` or server running? stop it or pick --base-port)")
+        })?;
+    }
+    if args.fresh {
+        clear(&args.dir)?;
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.dir.display()))?;
+    let layout = Layout {
+        exe,
+        dir,
+        dc: args.dc.clone(),
+        endpoints,
+    };
+
+    let signal = shutdown::on_signal()?;
+    tokio::pin!(signal);
+    let mut sup = Supervisor::default();
+    let started = tokio::select! {
+        r = start(&args, &layout, &mut sup) => r.map(Some),
+        _ = &mut signal => Ok(None),
+    };
+    let result = match started {
+        Ok(Some(())) => {
+            print_guide(&layout, args.agents);
+            loop {
+                tokio::select! {
+                    _ = &mut signal => break,
+                    _ = sleep(Duration::from_secs(1)) => {
+                        for (name, status, log) in sup.newly_exited() {
+                            eprintln!("warning: {name} exited ({status}); see {}", log.display());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    println!("\nstopping agents, then servers...");
+    sup.stop_all(Duration::from_secs(10)).await;
+    result
+}
+
+/// Deletes only what `tidal dev` creates: the node directories and logs.
+fn clear(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for i in 1..=NODES {
+        let d = dir.join(format!("node{i}"));
+        if d.exists() {
+            std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+        }
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn has_data(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+async fn start(args: &DevArgs, l: &Layout, sup: &mut Supervisor) -> anyhow::Result<()> {
+    let client = super::client(&l.endpoints, Duration::from_secs(20))?;
+    let restarting = (1..=NODES).any(|n| has_data(&l.node_dir(n)));
+    if restarting {
+        println!(
+            "restarting the cluster from {} (pass --fresh to start over)",
+            l.dir.display()
+        );
+        for n in 1..=NODES {
+            start_node(l, sup, n, false)?;
+        }
+    } else {
+        println!("starting a new cluster in {}", l.dir.display());
+        start_node(l, sup, 1, true)?;
+        wait_leader(&client, sup, &l.endpoints[..1]).await?;
+        for n in 2..=NODES {
+            start_node(l, sup, n, false)?;
+        }
+    }
+    let leader = wait_leader(&client, sup, &l.endpoints).await?;
+    println!("node {leader} is the leader");
+    join_members(&client, l).await?;
+
+    for (name, weight) in [("vip", 8), ("normal", 2)] {
+        client
+            .set_queue(name, weight, "least-loaded")
+            .await
+            .with_context(|| format!("setting queue {name}"))?;
+    }
+    println!("queues: vip (weight 8), normal (weight 2), default (weight 1)");
+
+    for i in 1..=args.agents {
+        start_agent(l, sup, i)?;
+    }
+    wait_agents(&client, sup, args.agents).await?;
+    println!("{} agent(s) connected", args.agents);
+
+    if args.no_demo {
+        return Ok(());
+    }
+    if args.agents == 0 {
+        println!("no agents, so no demo tasks (--agents 0)");
+        return Ok(());
+    }
+    demo(&client, args.agents).await
+}
+
+fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::Result<()> {
+    let name = format!("node{n}");
+    let mut a: Vec<String> = vec![
+        "server".into(),
+        "--id".into(),
+        n.to_string(),
+        "--dc".into(),
+        l.dc.clone(),
+        "--listen".into(),
+        l.endpoint(n).to_string(),
+        "--data".into(),
+        l.node_dir(n).display().to_string(),
+    ];
+    if init {
+        a.push("--init".into());
+    }
+    sup.spawn(&name, Kind::Server, &l.exe, &a, &l.log(&name))?;
+    println!(
+        "started node {n} on {} (log {})",
+        l.endpoint(n),
+        l.log(&name).display()
+    );
+    Ok(())
+}
+
+fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
+    let p = &PROFILES[((i - 1) as usize) % PROFILES.len()];
+    let name = format!("agent-{i}");
+    let a: Vec<String> = vec![
+        "agent".into(),
+        "--id".into(),
+        name.clone(),
+        "--dc".into(),
+        l.dc.clone(),
+        "--task-types".into(),
+        p.task_types.into(),
+        "--models".into(),
+        p.models.into(),
+        "--slots".into(),
+        "2".into(),
+        "--weight".into(),
+        p.weight.to_string(),
+        "--gpus".into(),
+        p.gpus.into(),
+        "--labels".into(),
+        p.labels.into(),
+        "--endpoints".into(),
+        l.endpoints.join(","),
+        "--".into(),
+        l.exe.display().to_string(),
+        "example-worker".into(),
+    ];
+    sup.spawn(&name, Kind::Agent, &l.exe, &a, &l.log(&name))?;
+    println!(
+        "started {name}: task types {}, models {} (log {})",
+        p.task_types,
+        p.models,
+        l.log(&name).display()
+    );
+    Ok(())
+}
+
+/// Polls each node's own status until one of `among` says it leads.
+async fn wait_leader(
+    client: &Client,
+    sup: &mut Supervisor,
+    among: &[String],
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for n in 1..=among.len() {
+            sup.check_alive(&format!("node{n}"))?;
+        }
+        for e in among {
+            if let Ok(s) = client.status_of(e).await {
+                if s.role == "leader" {
+                    return Ok(s.node_id);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no leader among {} after 30s; see the node logs",
+                among.join(", ")
+            );
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Adds nodes 2..=3 as learners and promotes them, one at a time; members
+/// already present (a restart) are left alone.
+async fn join_members(client: &Client, l: &Layout) -> anyhow::Result<()> {
+    for n in 2..=NODES {
+        let members = client.members().await.context("reading membership")?;
+        let found = members.members.iter().find(|m| m.id == n).map(|m| m.voter);
+        if found.is_none() {
+            client
+                .add_learner(n, l.endpoint(n))
+                .await
+                .with_context(|| format!("adding node {n} as a learner"))?;
+            println!("node {n} joined as a learner");
+        }
+        if found != Some(true) {
+            client
+                .promote(n)
+                .await
+                .with_context(|| format!("promoting node {n}"))?;
+            println!("node {n} promoted to voter");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_agents(client: &Client, sup: &mut Supervisor, n: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for i in 1..=n {
+            sup.check_alive(&format!("agent-{i}"))?;
+        }
+        let connected = match client.list_agents(false).await {
+            Ok(agents) => agents
+                .iter()
+                .filter(|a| a.connected && a.state == v1::AgentState::Ready as i32)
+                .count(),
+            Err(_) => 0,
+        };
+        if connected >= n as usize {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {connected} of {n} agents connected after 30s; see the agent logs");
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// (payload, task type, model, queue, which profile must be present)
+const DEMO: [(&str, &str, &str, &str, u32); 5] = [
+    ("a red fox in the snow", "t2i", "sdxl", "vip", 1),
+    ("hello from tidal", "tts", "vits", "normal", 1),
+    (
+        "a lighthouse at dusk, oil painting",
+        "t2i",
+        "flux",
+        "normal",
+        2,
+    ),
+    ("photo-0001.png", "sr", "esrgan", "vip", 2),
+    ("please fail", "t2i", "sdxl", "normal", 1),
+];
+
+async fn demo(client: &Client, agents: u32) -> anyhow::Result<()> {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut specs = Vec::new();
+    for (i, (payload, task_type, model, queue, needs)) in DEMO.iter().enumerate() {
+        if agents < *needs {
+            continue;
+        }
+        specs.push(v1::TaskSpec {
+            task_type: task_type.to_string(),
+            models: vec![model.to_string()],
+            queue: queue.to_string(),
+            idempotency_key: format!("dev-demo-{run}-{}", i + 1),
+            payload: payload.as_bytes().to_vec(),
+            max_attempts: if payload.contains("fail") { 1 } else { 0 },
+            priority: if *queue == "vip" {
+                v1::Priority::Online
+            } else {
+                v1::Priority::Nearline
+            } as i32,
+            ..v1::TaskSpec::default()
+        });
+    }
+    println!("\nsubmitting {} demo tasks in one batch...", specs.len());
+    let first = specs.first().cloned();
+    let results = client
+        .submit(specs)
+        .await
+        .context("submitting the demo tasks")?;
+    let mut ids = Vec::new();
+    for r in results {
+        match r.error {
+            Some(e) if e.code != 0 => bail!(
+                "a demo task was rejected: {}",
+                tidal_client::Error::from_item(&e)
+            ),
+            _ => ids.push(r.id),
+        }
+    }
+    if let Some(spec) = first {
+        let again = client
+            .submit_one(spec)
+            .await
+            .context("re-submitting the first demo task")?;
+        println!(
+            "re-submitted the first task with the same idempotency key: id {} (existed: {})",
+            again.id, again.existed
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tasks = loop {
+        let mut tasks = Vec::new();
+        for id in &ids {
+            tasks.push(
+                client
+                    .get_task(id, false)
+                    .await
+                    .with_context(|| format!("reading task {id}"))?,
+            );
+        }
+        if tasks.iter().all(|t| output::is_terminal(t.state)) {
+            break tasks;
+        }
+        if Instant::now() > deadline {
+            println!("some demo tasks are not finished after 60s:");
+            break tasks;
+        }
+        sleep(Duration::from_millis(300)).await;
+    };
+    println!();
+    print!("{}", super::task::tasks_table(&tasks));
+    println!("\nresults:");
+    for t in &tasks {
+        if !t.error.is_empty() {
+            println!(
+                "  {}  error (exit code {}): {}",
+                t.id,
+                t.exit_code,
+                t.error.trim()
+            );
+        } else {
+            println!("  {}  {}", t.id, output::encode_bytes(&t.result).0.trim());
+        }
+    }
+    Ok(())
+}
+
+fn print_guide(l: &Layout, agents: u32) {
+    let exe = l.exe.display();
+    let eps = l.endpoints.join(",");
+    let logs: Vec<String> = (1..=NODES)
+        .map(|n| format!("node{n}"))
+        .chain((1..=agents).map(|i| format!("agent-{i}")))
+        .map(|n| format!("{n}.log"))
+        .collect();
+    println!();
+    println!("tidal dev is running (dc {:?}).", l.dc);
+    println!(
+        "  servers:  {}",
+        l.endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{e} (node {})", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  agents:   {}",
+        (1..=agents)
+            .map(|i| format!(
+                "agent-{i} ({})",
+                PROFILES[((i - 1) as usize) % PROFILES.len()].task_types
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  data:     {}/node1..node{NODES}", l.dir.display());
+    println!("  logs:     {}/{{{}}}", l.dir.display(), logs.join(","));
+    println!();
+    println!(
+        "Try (from another terminal; `cargo run -q --bin tidal --` works in place of the path):"
+    );
+    println!("  {exe} task submit --type t2i --payload \"a red fox\" --endpoints {eps}");
+    println!("  {exe} task watch <ID> --endpoints {eps}");
+    println!("  export TIDAL_ENDPOINTS={eps}");
+    println!("  {exe} task list");
+    println!("  {exe} agent list");
+    println!("  {exe} status");
+    println!("  {exe} cluster members");
+    println!();
+    println!("Ctrl-C stops the agents, then the servers. The data stays in {}: run `tidal dev` again to restart from it, or add --fresh.", l.dir.display());
+}

@@ -1,0 +1,117 @@
+//! `tidal example-worker` (hidden): the demo task command that `tidal dev`'s
+//! agents run. It reads the payload on stdin and the task's identity from the
+//! `TIDAL_*` variables the agent sets, does a small deterministic piece of
+//! work and prints a JSON result. A payload containing "fail" exits 3 with a
+//! message on stderr, to show a failed task.
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::exit;
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Task type when TIDAL_TASK_TYPE is not set.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub task_type: Option<String>,
+    /// Pretend to work this long (default: 200 ms plus 10 ms per payload byte, at most 2 s).
+    #[arg(long, value_name = "MS")]
+    pub sleep_ms: Option<u64>,
+}
+
+/// Exit code of a demo task whose payload asks it to fail.
+pub const DEMO_FAILURE: i32 = 3;
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
+    let mut payload = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut payload)
+        .context("reading the payload from stdin")?;
+    let text = String::from_utf8_lossy(&payload).into_owned();
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let task_type = args.task_type.unwrap_or_else(|| env("TIDAL_TASK_TYPE"));
+    let models: Vec<String> = env("TIDAL_MODELS")
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    let sleep = args
+        .sleep_ms
+        .unwrap_or_else(|| (200 + 10 * payload.len() as u64).min(2_000));
+    tokio::time::sleep(Duration::from_millis(sleep)).await;
+    if text.contains("fail") {
+        eprintln!(
+            "example-worker: the payload asked to fail ({:?})",
+            text.trim()
+        );
+        return Ok(DEMO_FAILURE);
+    }
+    let mut out = work(&task_type, &text, &models);
+    out["task_id"] = json!(env("TIDAL_TASK_ID"));
+    out["agent"] = json!(env("TIDAL_AGENT_ID"));
+    out["token"] = json!(env("TIDAL_FENCING_TOKEN"));
+    println!("{out}");
+    Ok(exit::OK)
+}
+
+/// The deterministic "inference": the same input gives the same output.
+pub fn work(task_type: &str, text: &str, models: &[String]) -> Value {
+    let model = models
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "none".to_string());
+    let digest = format!(
+        "{:016x}",
+        fnv1a(format!("{task_type}\0{model}\0{text}").as_bytes())
+    );
+    match task_type {
+        "t2i" => {
+            json!({ "type": "t2i", "prompt": text, "model": model, "image": format!("fake-png:{digest}"), "width": 1024, "height": 1024 })
+        }
+        "i2i" => {
+            json!({ "type": "i2i", "input": text, "model": model, "image": format!("fake-png:{digest}") })
+        }
+        "sr" => {
+            json!({ "type": "sr", "input": text, "model": model, "scale": 4, "image": format!("fake-png:{digest}") })
+        }
+        "tts" => json!({
+            "type": "tts",
+            "text": text,
+            "voice": model,
+            "audio": format!("fake-wav:{digest}"),
+            "duration_ms": 60 * text.split_whitespace().count().max(1) as u64 * 5,
+        }),
+        other => json!({ "type": other, "echo": text, "model": model, "digest": digest }),
+    }
+}
+
+/// FNV-1a, 64 bits: tiny, stable across platforms and releases.
+fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_is_deterministic_and_typed() {
+        let m = vec!["sdxl".to_string()];
+        let a = work("t2i", "a red fox", &m);
+        assert_eq!(a, work("t2i", "a red fox", &m));
+        assert_eq!(a["prompt"], "a red fox");
+        assert_eq!(a["model"], "sdxl");
+        assert!(a["image"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("fake-png:")));
+        assert_ne!(a["image"], work("t2i", "a blue fox", &m)["image"]);
+        assert_eq!(work("tts", "hello there", &[])["voice"], "none");
+        assert_eq!(work("train", "x", &[])["echo"], "x");
+    }
+}

@@ -1,0 +1,108 @@
+//! `tidal server`: one member of a data center's Raft group.
+//!
+//! Settings come from the config file, then `TIDAL_*` environment variables,
+//! then flags, each overriding the previous field by field.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tidal_server::config::RawConfig;
+
+use crate::shutdown;
+
+#[derive(Args, Debug, Default)]
+#[command(
+    after_help = "Precedence: --config FILE, then TIDAL_* environment variables \
+    (TIDAL_ID, TIDAL_DC, TIDAL_LISTEN, TIDAL_ADVERTISE, TIDAL_DATA, TIDAL_AGENT_TTL_MS, \
+    TIDAL_HEARTBEAT_INTERVAL_MS), then flags.\n\
+    Example: tidal server --id 1 --dc dc1 --listen 127.0.0.1:7001 --data ./data/node1 --init"
+)]
+pub struct ServerArgs {
+    /// A TOML file with any of the settings below (flags and env override it).
+    #[arg(long, env = "TIDAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id in the Raft group (1 or more, unique in the DC).
+    #[arg(long, value_name = "N")]
+    pub id: Option<u64>,
+    /// This data center's name.
+    #[arg(long, value_name = "NAME")]
+    pub dc: Option<String>,
+    /// Address to bind for clients, agents and other servers.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Address others use to reach this node (default: --listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Directory for the Raft log, vote and snapshots.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Make this node the only member of a new cluster (once, on the first node; ignored when DIR has state).
+    #[arg(long)]
+    pub init: bool,
+    /// Agent lease on the server, in ms (default 10000).
+    #[arg(long, value_name = "MS")]
+    pub agent_ttl_ms: Option<u64>,
+    /// How often agents heartbeat, in ms (default 1000; at most a third of the TTL).
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Raft election timeout, lower bound in ms (default 300).
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Raft election timeout, upper bound in ms (default 600).
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Raft heartbeat interval in ms (default 100).
+    #[arg(long, value_name = "MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Take a snapshot after this many applied entries (default 20000).
+    #[arg(long, value_name = "N")]
+    pub snapshot_every: Option<u64>,
+    /// Largest task payload in bytes (default 1048576).
+    #[arg(long, value_name = "BYTES")]
+    pub max_payload_bytes: Option<usize>,
+    /// Most tasks in one submit batch (default 10000).
+    #[arg(long, value_name = "N")]
+    pub max_batch: Option<usize>,
+}
+
+impl ServerArgs {
+    /// The flags as a raw config layer (only what was given).
+    pub fn raw(&self) -> RawConfig {
+        RawConfig {
+            id: self.id,
+            dc: self.dc.clone(),
+            listen: self.listen.clone(),
+            advertise: self.advertise.clone(),
+            data: self.data.clone(),
+            init: self.init.then_some(true),
+            agent_ttl_ms: self.agent_ttl_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            raft_heartbeat_ms: self.raft_heartbeat_ms,
+            snapshot_every: self.snapshot_every,
+            max_payload_bytes: self.max_payload_bytes,
+            max_batch: self.max_batch,
+            ..RawConfig::default()
+        }
+    }
+
+    /// File, then env, then flags.
+    pub fn merged(&self) -> anyhow::Result<RawConfig> {
+        let file = match &self.config {
+            Some(path) => RawConfig::from_file(path)?,
+            None => RawConfig::default(),
+        };
+        Ok(file.merge(RawConfig::from_env()?).merge(self.raw()))
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args
+        .merged()?
+        .validate()
+        .context("invalid server configuration")?;
+    let shutdown = shutdown::on_signal()?;
+    tidal_server::run(config, shutdown).await
+}

@@ -1,0 +1,104 @@
+//! `tidal status`: each endpoint's own view (role, term, indices), then the
+//! leader's counts of tasks, agents and queues.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use tidal_proto::v1;
+
+use super::Ctx;
+use crate::cli::ClientOpts;
+use crate::output::{self, Table};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let endpoints = ctx.client.endpoints();
+    let mut nodes: Vec<(String, Result<v1::StatusResponse, tidal_client::Error>)> = Vec::new();
+    for e in &endpoints {
+        nodes.push((e.clone(), ctx.client.status_of(e).await));
+    }
+    let any_ok = nodes.iter().any(|(_, r)| r.is_ok());
+    // The leader's own view; `status` follows the leader named by a follower.
+    let leader = if any_ok {
+        ctx.client.status().await.ok()
+    } else {
+        None
+    };
+    if !any_ok {
+        let err = nodes
+            .into_iter()
+            .find_map(|(_, r)| r.err())
+            .context("no endpoints given")?;
+        return Err(anyhow::Error::new(err).context("no endpoint answered"));
+    }
+    if ctx.json() {
+        output::print_json(&json!({
+            "nodes": nodes.iter().map(|(e, r)| match r {
+                Ok(s) => json!({ "endpoint": e, "ok": true, "status": output::status_json(s) }),
+                Err(err) => json!({ "endpoint": e, "ok": false, "error": err.message }),
+            }).collect::<Vec<_>>(),
+            "leader": leader.as_ref().map(output::status_json),
+        }));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "ENDPOINT", "NODE", "DC", "ROLE", "TERM", "LEADER", "LAST_LOG", "APPLIED", "DIGEST",
+    ]);
+    for (e, r) in &nodes {
+        match r {
+            Ok(s) => t.row(vec![
+                e.clone(),
+                s.node_id.to_string(),
+                s.dc.clone(),
+                s.role.clone(),
+                s.term.to_string(),
+                if s.leader_id == 0 {
+                    "-".into()
+                } else {
+                    format!("{} ({})", s.leader_id, s.leader_addr)
+                },
+                s.last_log_index.to_string(),
+                s.applied_index.to_string(),
+                format!("{:016x}", s.state_digest),
+            ]),
+            Err(err) => t.row(vec![
+                e.clone(),
+                "-".into(),
+                "-".into(),
+                format!("unreachable: {}", err.message),
+            ]),
+        }
+    }
+    print!("{}", t.render());
+    if let Some(l) = leader.filter(|l| l.role == "leader") {
+        println!();
+        let by_state: std::collections::BTreeMap<_, _> = l.tasks_by_state.iter().collect();
+        let tasks: Vec<String> = by_state.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("leader {} ({}), term {}", l.node_id, l.leader_addr, l.term);
+        println!(
+            "tasks: {}",
+            if tasks.is_empty() {
+                "none".to_string()
+            } else {
+                tasks.join(", ")
+            }
+        );
+        println!(
+            "agents: {} known, {} connected",
+            l.agents, l.agents_connected
+        );
+        if !l.queues.is_empty() {
+            println!();
+            print!("{}", output::queues_table(&l.queues));
+        }
+    } else {
+        println!("\nno leader known right now");
+    }
+    Ok(())
+}

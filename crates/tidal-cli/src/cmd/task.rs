@@ -1,0 +1,429 @@
+//! `tidal task submit | get | list | cancel | watch`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use tidal_proto::v1;
+
+use super::Ctx;
+use crate::cli::ClientOpts;
+use crate::exit;
+use crate::lists;
+use crate::output::{self, Table};
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCmd {
+    /// Submit a task (or --count copies in one batch); prints the task id.
+    #[command(
+        after_help = "Example: tidal task submit --type t2i --models sdxl --queue vip \
+        --payload \"a red fox\" --key fox-1\n\
+        The same --key twice returns the same id (and does not create a second task)."
+    )]
+    Submit(SubmitArgs),
+    /// Show one task: state, agent, fencing token, attempt, result or error.
+    Get(GetArgs),
+    /// List tasks in id order, optionally filtered by state and queue.
+    List(ListArgs),
+    /// Cancel a task that has not finished; its agent is told to stop.
+    Cancel(CancelArgs),
+    /// Poll a task until it finishes, printing each state change.
+    #[command(after_help = "Exits 0 when the task succeeded, 4 when it failed or was cancelled.")]
+    Watch(WatchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PriorityArg {
+    Online,
+    Nearline,
+    Offline,
+}
+
+impl From<PriorityArg> for v1::Priority {
+    fn from(p: PriorityArg) -> v1::Priority {
+        match p {
+            PriorityArg::Online => v1::Priority::Online,
+            PriorityArg::Nearline => v1::Priority::Nearline,
+            PriorityArg::Offline => v1::Priority::Offline,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    Pending,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<StateArg> for v1::TaskState {
+    fn from(s: StateArg) -> v1::TaskState {
+        match s {
+            StateArg::Pending => v1::TaskState::Pending,
+            StateArg::Assigned => v1::TaskState::Assigned,
+            StateArg::Running => v1::TaskState::Running,
+            StateArg::Succeeded => v1::TaskState::Succeeded,
+            StateArg::Failed => v1::TaskState::Failed,
+            StateArg::Cancelled => v1::TaskState::Cancelled,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Task type (t2i, i2i, sr, tts, train, ...).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub task_type: String,
+    /// Pipeline that implements the type (default: any).
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Models the agent must have, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub models: Vec<String>,
+    /// Queue (default: "default"; other queues must be created with `tidal queue set`).
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+    /// Idempotency key: submitting the same key again returns the same task.
+    /// With --count N the keys are KEY-1 .. KEY-N.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Payload given to the task's command on stdin.
+    #[arg(long, value_name = "STR", conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// Read the payload from a file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub payload_file: Option<PathBuf>,
+    /// Priority class (default nearline).
+    #[arg(long, value_enum)]
+    pub priority: Option<PriorityArg>,
+    /// Attempts before the task fails for good (default: the server's, 3).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Task slots it occupies on the agent (default 1).
+    #[arg(long, value_name = "N")]
+    pub slots: Option<u32>,
+    /// GPUs it needs.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Minimum memory of each GPU, in MB.
+    #[arg(long, value_name = "MB")]
+    pub gpu_memory_mb: Option<u64>,
+    /// Tenant (user id) for accounting.
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+    /// Submit this many copies in one batch (ids printed one per line).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub count: u32,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// The task id.
+    pub id: String,
+    /// Answer from the node reached, without a read index (may be stale).
+    #[arg(long)]
+    pub stale: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only tasks in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<StateArg>,
+    /// Only tasks of this queue.
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+    /// At most this many tasks (server default 1000, at most 10000).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Only ids after this one (paging: pass the `next` id printed by the previous page).
+    #[arg(long, value_name = "ID")]
+    pub after: Option<String>,
+    /// Answer from the node reached, without a read index (may be stale).
+    #[arg(long)]
+    pub stale: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The task id.
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The task id.
+    pub id: String,
+    /// How often to poll, in ms.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub interval_ms: u64,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+pub async fn run(cmd: TaskCmd) -> anyhow::Result<i32> {
+    match cmd {
+        TaskCmd::Submit(a) => submit(a).await.map(|()| exit::OK),
+        TaskCmd::Get(a) => get(a).await.map(|()| exit::OK),
+        TaskCmd::List(a) => list(a).await.map(|()| exit::OK),
+        TaskCmd::Cancel(a) => cancel(a).await.map(|()| exit::OK),
+        TaskCmd::Watch(a) => watch(a).await,
+    }
+}
+
+impl SubmitArgs {
+    /// The specs to submit (one per --count), payload read here.
+    pub fn specs(&self) -> anyhow::Result<Vec<v1::TaskSpec>> {
+        if self.count == 0 {
+            bail!("--count must be 1 or more");
+        }
+        let payload = match (&self.payload, &self.payload_file) {
+            (Some(s), _) => s.clone().into_bytes(),
+            (None, Some(p)) if p.as_os_str() == "-" => {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .context("reading the payload from stdin")?;
+                buf
+            }
+            (None, Some(p)) => std::fs::read(p)
+                .with_context(|| format!("reading --payload-file {}", p.display()))?,
+            (None, None) => Vec::new(),
+        };
+        let base = v1::TaskSpec {
+            task_type: self.task_type.clone(),
+            pipeline: self.pipeline.clone().unwrap_or_default(),
+            models: lists::clean("--models", self.models.clone()).map_err(|e| anyhow!(e))?,
+            queue: self.queue.clone().unwrap_or_default(),
+            idempotency_key: String::new(),
+            payload,
+            max_attempts: self.max_attempts.unwrap_or(0),
+            priority: self
+                .priority
+                .map(v1::Priority::from)
+                .unwrap_or(v1::Priority::Unspecified) as i32,
+            slots: self.slots.unwrap_or(0),
+            gpus: self.gpus.unwrap_or(0),
+            gpu_memory_mb: self.gpu_memory_mb.unwrap_or(0),
+            tenant: self.tenant.clone().unwrap_or_default(),
+        };
+        Ok((1..=self.count)
+            .map(|i| {
+                let mut s = base.clone();
+                s.idempotency_key = match &self.key {
+                    Some(k) if self.count == 1 => k.clone(),
+                    Some(k) => format!("{k}-{i}"),
+                    None => String::new(),
+                };
+                s
+            })
+            .collect())
+    }
+}
+
+async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let specs = args.specs()?;
+    if specs.len() == 1 {
+        let spec = specs
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no task to submit"))?;
+        let r = ctx
+            .client
+            .submit_one(spec)
+            .await
+            .context("submitting the task")?;
+        if ctx.json() {
+            output::print_json(&json!({ "id": r.id, "existed": r.existed }));
+        } else {
+            println!("{}", r.id);
+        }
+        return Ok(());
+    }
+    let results = ctx
+        .client
+        .submit(specs)
+        .await
+        .context("submitting the tasks")?;
+    let mut rejected = 0usize;
+    let mut items = Vec::with_capacity(results.len());
+    for (i, r) in results.iter().enumerate() {
+        match &r.error {
+            Some(e) if e.code != 0 => {
+                rejected += 1;
+                eprintln!(
+                    "error: task {} of the batch was rejected: {}",
+                    i + 1,
+                    tidal_client::Error::from_item(e)
+                );
+                items.push(json!({ "id": null, "error": e.message, "code": e.code }));
+            }
+            _ => {
+                if !ctx.json() {
+                    println!("{}", r.id);
+                }
+                items.push(json!({ "id": r.id, "existed": r.existed }));
+            }
+        }
+    }
+    if ctx.json() {
+        output::print_json(&json!(items));
+    }
+    if rejected > 0 {
+        bail!("{rejected} of {} tasks were rejected", results.len());
+    }
+    Ok(())
+}
+
+async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let t = ctx
+        .client
+        .get_task(&args.id, args.stale)
+        .await
+        .with_context(|| format!("getting task {}", args.id))?;
+    if ctx.json() {
+        output::print_json(&output::task_json(&t));
+    } else {
+        print!("{}", output::task_text(&t));
+    }
+    Ok(())
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let req = v1::ListTasksRequest {
+        state: args
+            .state
+            .map(v1::TaskState::from)
+            .unwrap_or(v1::TaskState::Unspecified) as i32,
+        queue: args.queue.clone().unwrap_or_default(),
+        limit: args.limit.unwrap_or(0),
+        after_id: args.after.clone().unwrap_or_default(),
+        stale: args.stale,
+    };
+    let resp = ctx.client.list_tasks(req).await.context("listing tasks")?;
+    if ctx.json() {
+        output::print_json(&json!({
+            "tasks": resp.tasks.iter().map(output::task_json).collect::<Vec<_>>(),
+            "next_after_id": resp.next_after_id,
+        }));
+        return Ok(());
+    }
+    print!("{}", tasks_table(&resp.tasks));
+    if !resp.next_after_id.is_empty() {
+        eprintln!("(more tasks: add --after {})", resp.next_after_id);
+    }
+    Ok(())
+}
+
+/// The list view: one task per line, result or error shortened.
+pub fn tasks_table(tasks: &[v1::Task]) -> String {
+    let mut t = Table::new(&[
+        "ID",
+        "STATE",
+        "TYPE",
+        "QUEUE",
+        "PRIORITY",
+        "AGENT",
+        "ATTEMPT",
+        "UPDATED",
+        "RESULT/ERROR",
+    ]);
+    for task in tasks {
+        let spec = task.spec.clone().unwrap_or_default();
+        let outcome = if !task.error.is_empty() {
+            task.error.clone()
+        } else {
+            output::encode_bytes(&task.result).0
+        };
+        t.row(vec![
+            task.id.clone(),
+            output::task_state_name(task.state).to_string(),
+            spec.task_type,
+            spec.queue,
+            output::priority_name(spec.priority).to_string(),
+            output::dash(&task.agent),
+            task.attempt.to_string(),
+            output::ms_to_utc(task.updated_ms),
+            output::one_line(&outcome, 60),
+        ]);
+    }
+    t.render()
+}
+
+async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let t = ctx
+        .client
+        .cancel_task(&args.id)
+        .await
+        .with_context(|| format!("cancelling task {}", args.id))?;
+    if ctx.json() {
+        output::print_json(&output::task_json(&t));
+    } else {
+        println!("{} {}", t.id, output::task_state_name(t.state));
+    }
+    Ok(())
+}
+
+async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
+    let ctx = Ctx::new(&args.client)?;
+    let interval = Duration::from_millis(args.interval_ms.max(10));
+    let mut last: Option<(i32, String, u32)> = None;
+    loop {
+        let t = ctx
+            .client
+            .get_task(&args.id, false)
+            .await
+            .with_context(|| format!("watching task {}", args.id))?;
+        let now = (t.state, t.agent.clone(), t.attempt);
+        if last.as_ref() != Some(&now) {
+            let line = format!(
+                "{}  {:<9}  agent {}  attempt {}  token {}",
+                output::ms_to_utc(t.updated_ms),
+                output::task_state_name(t.state),
+                output::dash(&t.agent),
+                t.attempt,
+                t.token
+            );
+            // In JSON mode stdout carries only the final document.
+            if ctx.json() {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            last = Some(now);
+        }
+        if output::is_terminal(t.state) {
+            if ctx.json() {
+                output::print_json(&output::task_json(&t));
+            } else if !t.error.is_empty() {
+                println!("error (exit code {}): {}", t.exit_code, t.error);
+            } else if !t.result.is_empty() {
+                let (r, enc) = output::encode_bytes(&t.result);
+                println!("result ({enc}):\n{}", r.trim_end());
+            }
+            let succeeded = t.state == v1::TaskState::Succeeded as i32;
+            return Ok(if succeeded {
+                exit::OK
+            } else {
+                exit::TASK_NOT_SUCCEEDED
+            });
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,38 @@
+//! Exit codes, and how an error becomes one (the table is in `main.rs`).
+
+use tonic::Code;
+
+pub const OK: i32 = 0;
+pub const ERROR: i32 = 1;
+pub const UNAVAILABLE: i32 = 3;
+pub const TASK_NOT_SUCCEEDED: i32 = 4;
+
+/// 3 when the cause is that no server (or no leader) answered, else 1.
+pub fn code_of(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<tidal_client::Error>() {
+            return match e.code {
+                Code::Unavailable | Code::DeadlineExceeded => UNAVAILABLE,
+                _ => ERROR,
+            };
+        }
+    }
+    ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn unavailable_maps_to_3_through_context() {
+        let e: Result<(), tidal_client::Error> =
+            Err(tidal_client::Error::new(Code::Unavailable, "no leader"));
+        let e = e.context("getting task t-1").unwrap_err();
+        assert_eq!(code_of(&e), UNAVAILABLE);
+        let e = anyhow::Error::new(tidal_client::Error::new(Code::NotFound, "no such task"));
+        assert_eq!(code_of(&e), ERROR);
+        assert_eq!(code_of(&anyhow::anyhow!("plain")), ERROR);
+    }
+}

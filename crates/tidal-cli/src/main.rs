@@ -1,0 +1,73 @@
+//! `tidal`: the one binary. It parses flags, installs tracing and hands the
+//! work to a command module; everything else lives in the libraries.
+//!
+//! Module map:
+//! - [`cli`]: the clap definitions of every command and shared options.
+//! - `cmd::*`: one module per command group (server, agent, task, cluster,
+//!   queue, status, dev, the hidden example worker).
+//! - [`output`]: tables and JSON documents; [`lists`]: `--gpus`/`--labels` parsing.
+//! - [`exit`]: how an error becomes an exit code; [`shutdown`]: SIGINT/SIGTERM.
+//! - [`procs`]: child processes of `tidal dev`.
+//!
+//! Exit codes (scripts rely on them):
+//! - 0: success.
+//! - 1: an error: the server refused the request (bad input, not found, state
+//!   does not allow it, over a limit), a bad config, a local I/O failure.
+//! - 2: usage error (unknown flag, missing argument); printed by clap.
+//! - 3: unavailable: no server answered, or no leader within `--timeout-ms`.
+//! - 4: `tidal task watch` only: the task ended failed or cancelled.
+//!
+//! Errors print one line, `error: <message>`, on stderr.
+
+mod cli;
+mod cmd;
+mod exit;
+mod lists;
+mod output;
+mod procs;
+mod shutdown;
+
+use clap::Parser;
+
+use cli::{Cli, LogFormat};
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, cli.command.default_log_level());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(exit::ERROR);
+        }
+    };
+    let code = match runtime.block_on(cmd::dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::code_of(&e)
+        }
+    };
+    // Do not wait for detached tasks (a watch stream, a lazy channel) to end.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    std::process::exit(code);
+}
+
+/// Logs go to stderr, so stdout stays clean for results. `RUST_LOG` wins over
+/// the command's default level.
+fn init_tracing(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,472 @@
+//! What the commands print: aligned tables for people, one JSON document for
+//! scripts, and the lowercase names of states and priorities.
+
+use base64::Engine;
+use serde_json::{json, Value};
+use tidal_proto::v1;
+
+/// A table with a header row; columns are padded to their widest cell.
+#[derive(Debug, Default)]
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let cols = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(cols) {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for r in std::iter::once(&self.headers).chain(self.rows.iter()) {
+            let mut line = String::new();
+            for (i, w) in widths.iter().enumerate() {
+                let cell = r.get(i).map(String::as_str).unwrap_or("");
+                if i + 1 == cols {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(w - cell.chars().count() + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Prints one JSON document on stdout.
+pub fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// A bytes field as (text, encoding): UTF-8 text when it is valid, else base64.
+pub fn encode_bytes(b: &[u8]) -> (String, &'static str) {
+    match std::str::from_utf8(b) {
+        Ok(s) => (s.to_string(), "utf8"),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(b),
+            "base64",
+        ),
+    }
+}
+
+pub fn task_state_name(s: i32) -> &'static str {
+    match v1::TaskState::try_from(s).unwrap_or(v1::TaskState::Unspecified) {
+        v1::TaskState::Unspecified => "unspecified",
+        v1::TaskState::Pending => "pending",
+        v1::TaskState::Assigned => "assigned",
+        v1::TaskState::Running => "running",
+        v1::TaskState::Succeeded => "succeeded",
+        v1::TaskState::Failed => "failed",
+        v1::TaskState::Cancelled => "cancelled",
+    }
+}
+
+pub fn is_terminal(s: i32) -> bool {
+    matches!(
+        v1::TaskState::try_from(s),
+        Ok(v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled)
+    )
+}
+
+pub fn priority_name(p: i32) -> &'static str {
+    match v1::Priority::try_from(p).unwrap_or(v1::Priority::Unspecified) {
+        v1::Priority::Online => "online",
+        v1::Priority::Offline => "offline",
+        v1::Priority::Nearline | v1::Priority::Unspecified => "nearline",
+    }
+}
+
+pub fn agent_state_name(s: i32) -> &'static str {
+    match v1::AgentState::try_from(s).unwrap_or(v1::AgentState::Unspecified) {
+        v1::AgentState::Unspecified => "unspecified",
+        v1::AgentState::Ready => "ready",
+        v1::AgentState::Draining => "draining",
+        v1::AgentState::Down => "down",
+    }
+}
+
+/// A task as one JSON object. `result` and `payload` are UTF-8 text when
+/// valid, else base64; `result_encoding`/`payload_encoding` say which.
+pub fn task_json(t: &v1::Task) -> Value {
+    let spec = t.spec.clone().unwrap_or_default();
+    let (result, result_encoding) = encode_bytes(&t.result);
+    let mut v = json!({
+        "id": t.id,
+        "state": task_state_name(t.state),
+        "type": spec.task_type,
+        "pipeline": spec.pipeline,
+        "models": spec.models,
+        "queue": spec.queue,
+        "priority": priority_name(spec.priority),
+        "agent": t.agent,
+        "token": t.token,
+        "attempt": t.attempt,
+        "max_attempts": spec.max_attempts,
+        "slots": spec.slots,
+        "gpus": spec.gpus,
+        "gpu_memory_mb": spec.gpu_memory_mb,
+        "tenant": spec.tenant,
+        "idempotency_key": spec.idempotency_key,
+        "result": result,
+        "result_encoding": result_encoding,
+        "error": t.error,
+        "exit_code": t.exit_code,
+        "created_ms": t.created_ms,
+        "updated_ms": t.updated_ms,
+        "payload_bytes": t.payload_bytes,
+        "read_index": t.read_index,
+    });
+    if !spec.payload.is_empty() {
+        let (payload, enc) = encode_bytes(&spec.payload);
+        v["payload"] = json!(payload);
+        v["payload_encoding"] = json!(enc);
+    }
+    v
+}
+
+/// A task for people: one `field  value` line each.
+pub fn task_text(t: &v1::Task) -> String {
+    let spec = t.spec.clone().unwrap_or_default();
+    let mut table = Table::new(&["FIELD", "VALUE"]);
+    let mut kv = |k: &str, v: String| table.row(vec![k.to_string(), v]);
+    kv("id", t.id.clone());
+    kv("state", task_state_name(t.state).to_string());
+    kv("type", spec.task_type.clone());
+    if !spec.pipeline.is_empty() {
+        kv("pipeline", spec.pipeline.clone());
+    }
+    if !spec.models.is_empty() {
+        kv("models", spec.models.join(","));
+    }
+    kv("queue", spec.queue.clone());
+    kv("priority", priority_name(spec.priority).to_string());
+    kv("agent", dash(&t.agent));
+    kv("token", t.token.to_string());
+    kv("attempt", format!("{} of {}", t.attempt, spec.max_attempts));
+    kv("slots", spec.slots.to_string());
+    if spec.gpus > 0 {
+        kv(
+            "gpus",
+            format!("{} (>= {} MB each)", spec.gpus, spec.gpu_memory_mb),
+        );
+    }
+    kv("payload", format!("{} bytes", t.payload_bytes));
+    if is_terminal(t.state) {
+        kv("exit_code", t.exit_code.to_string());
+    }
+    if !t.error.is_empty() {
+        kv("error", t.error.clone());
+    }
+    kv("created", ms_to_utc(t.created_ms));
+    kv("updated", ms_to_utc(t.updated_ms));
+    let mut out = table.render();
+    // The header row is noise for a key/value listing.
+    if let Some(nl) = out.find('\n') {
+        out.drain(..=nl);
+    }
+    if !t.result.is_empty() {
+        let (r, enc) = encode_bytes(&t.result);
+        out.push_str(&format!(
+            "result ({enc}, {} bytes):\n{}\n",
+            t.result.len(),
+            r.trim_end()
+        ));
+    }
+    out
+}
+
+pub fn agent_json(a: &v1::AgentInfo) -> Value {
+    let spec = a.spec.clone().unwrap_or_default();
+    json!({
+        "id": spec.id,
+        "dc": spec.dc,
+        "state": agent_state_name(a.state),
+        "connected": a.connected,
+        "task_types": spec.task_types,
+        "pipelines": spec.pipelines,
+        "models": spec.models,
+        "slots": spec.slots,
+        "slots_in_use": a.slots_in_use,
+        "gpus": spec.gpus.iter().map(|g| json!({"model": g.model, "memory_mb": g.memory_mb})).collect::<Vec<_>>(),
+        "gpus_in_use": a.gpus_in_use,
+        "in_flight": a.in_flight,
+        "weight": spec.weight,
+        "labels": spec.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "registered_ms": a.registered_ms,
+    })
+}
+
+pub fn queue_json(q: &v1::Queue) -> Value {
+    json!({ "name": q.name, "weight": q.weight, "strategy": q.strategy, "pending": q.pending })
+}
+
+pub fn queues_table(queues: &[v1::Queue]) -> String {
+    let mut t = Table::new(&["NAME", "WEIGHT", "STRATEGY", "PENDING"]);
+    for q in queues {
+        t.row(vec![
+            q.name.clone(),
+            q.weight.to_string(),
+            q.strategy.clone(),
+            q.pending.to_string(),
+        ]);
+    }
+    t.render()
+}
+
+pub fn members_json(m: &v1::MembersResponse) -> Value {
+    json!({
+        "leader_id": m.leader_id,
+        "term": m.term,
+        "members": m.members.iter().map(|x| json!({
+            "id": x.id,
+            "addr": x.addr,
+            "role": if x.voter { "voter" } else { "learner" },
+            "voter": x.voter,
+            "leader": x.leader,
+            "matched_index": x.matched_index,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn members_table(m: &v1::MembersResponse) -> String {
+    let mut t = Table::new(&["ID", "ADDRESS", "ROLE", "LEADER", "MATCHED"]);
+    for x in &m.members {
+        t.row(vec![
+            x.id.to_string(),
+            x.addr.clone(),
+            if x.voter { "voter" } else { "learner" }.to_string(),
+            if x.leader { "*" } else { "" }.to_string(),
+            if x.matched_index > 0 {
+                x.matched_index.to_string()
+            } else {
+                "-".to_string()
+            },
+        ]);
+    }
+    let mut out = t.render();
+    out.push_str(&format!(
+        "term {}, leader {}\n",
+        m.term,
+        if m.leader_id == 0 {
+            "unknown".to_string()
+        } else {
+            m.leader_id.to_string()
+        }
+    ));
+    out
+}
+
+pub fn status_json(s: &v1::StatusResponse) -> Value {
+    json!({
+        "node_id": s.node_id,
+        "dc": s.dc,
+        "role": s.role,
+        "leader_id": s.leader_id,
+        "leader_addr": s.leader_addr,
+        "term": s.term,
+        "last_log_index": s.last_log_index,
+        "applied_index": s.applied_index,
+        "tasks_by_state": s.tasks_by_state.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "agents": s.agents,
+        "agents_connected": s.agents_connected,
+        "queues": s.queues.iter().map(queue_json).collect::<Vec<_>>(),
+        "state_digest": format!("{:016x}", s.state_digest),
+    })
+}
+
+pub fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS.mmm UTC` (no
+/// time zone database needed).
+pub fn ms_to_utc(ms: u64) -> String {
+    if ms == 0 {
+        return "-".to_string();
+    }
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!(
+        "{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}.{:03} UTC",
+        ms % 1000
+    )
+}
+
+/// A short one-line rendering of a result or error for list views.
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max.saturating_sub(3)).collect();
+        format!("{cut}...")
+    } else {
+        flat
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> v1::Task {
+        v1::Task {
+            id: "t-0000000000000042".into(),
+            spec: Some(v1::TaskSpec {
+                task_type: "t2i".into(),
+                queue: "vip".into(),
+                models: vec!["sdxl".into()],
+                max_attempts: 3,
+                slots: 1,
+                priority: v1::Priority::Online as i32,
+                payload: b"a red fox".to_vec(),
+                ..Default::default()
+            }),
+            state: v1::TaskState::Succeeded as i32,
+            agent: "agent-1".into(),
+            token: 17,
+            attempt: 1,
+            result: b"{\"ok\":true}\n".to_vec(),
+            exit_code: 0,
+            created_ms: 1_700_000_000_123,
+            updated_ms: 1_700_000_001_000,
+            payload_bytes: 9,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn task_json_shape() {
+        let v = task_json(&task());
+        for key in [
+            "id",
+            "state",
+            "agent",
+            "token",
+            "attempt",
+            "result",
+            "result_encoding",
+            "error",
+            "exit_code",
+            "queue",
+            "type",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["id"], "t-0000000000000042");
+        assert_eq!(v["state"], "succeeded");
+        assert_eq!(v["type"], "t2i");
+        assert_eq!(v["queue"], "vip");
+        assert_eq!(v["agent"], "agent-1");
+        assert_eq!(v["token"], 17);
+        assert_eq!(v["attempt"], 1);
+        assert_eq!(v["priority"], "online");
+        assert_eq!(v["result"], "{\"ok\":true}\n");
+        assert_eq!(v["result_encoding"], "utf8");
+        assert_eq!(v["payload"], "a red fox");
+        assert_eq!(v["error"], "");
+        assert_eq!(v["exit_code"], 0);
+    }
+
+    #[test]
+    fn binary_result_is_base64() {
+        let mut t = task();
+        t.result = vec![0xff, 0x00, 0x10];
+        let v = task_json(&t);
+        assert_eq!(v["result_encoding"], "base64");
+        assert_eq!(v["result"], "/wAQ");
+    }
+
+    #[test]
+    fn states_are_lowercase() {
+        let names: Vec<&str> = (1..=6).map(task_state_name).collect();
+        assert_eq!(
+            names,
+            [
+                "pending",
+                "assigned",
+                "running",
+                "succeeded",
+                "failed",
+                "cancelled"
+            ]
+        );
+        assert_eq!(task_state_name(99), "unspecified");
+        assert!(is_terminal(v1::TaskState::Cancelled as i32));
+        assert!(!is_terminal(v1::TaskState::Running as i32));
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["ID", "STATE"]);
+        t.row(vec!["t-1".into(), "pending".into()]);
+        t.row(vec!["t-1000".into(), "running".into()]);
+        assert_eq!(
+            t.render(),
+            "ID      STATE\nt-1     pending\nt-1000  running\n"
+        );
+    }
+
+    #[test]
+    fn task_text_lists_fields_and_result() {
+        let s = task_text(&task());
+        assert!(s.starts_with("id "), "{s}");
+        assert!(s.contains("state      succeeded"), "{s}");
+        assert!(s.contains("attempt    1 of 3"), "{s}");
+        assert!(
+            s.contains("result (utf8, 12 bytes):\n{\"ok\":true}\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(ms_to_utc(0), "-");
+        assert_eq!(ms_to_utc(1_700_000_000_123), "2023-11-14 22:13:20.123 UTC");
+        assert_eq!(ms_to_utc(951_782_400_000), "2000-02-29 00:00:00.000 UTC");
+    }
+
+    #[test]
+    fn one_line_truncates() {
+        assert_eq!(one_line("a\nb", 10), "a b");
+        assert_eq!(one_line("abcdefghijkl", 8), "abcde...");
+    }
+}

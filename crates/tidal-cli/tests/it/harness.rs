@@ -1,0 +1,436 @@
+//! Real `tidal` processes for cluster tests: N servers and some agents on free
+//! 127.0.0.1 ports in a tempdir, each logging to `<dir>/<name>.log`; all are
+//! SIGKILLed (and reaped) when the [`Cluster`] is dropped.
+//!
+//! ```ignore
+//! let mut c = Cluster::start(ClusterOpts::default()).await?; // 3 nodes, joined
+//! c.start_agent(AgentOpts::new("agent-1", &["t2i"]))?;
+//! c.wait_agents(1, Duration::from_secs(20)).await?;
+//! let out = c.tidal(&["task", "submit", "--type", "t2i", "--payload", "x"]);
+//! ```
+// Not every helper is used by every test binary configuration.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tempfile::TempDir;
+use tidal_client::{Client, ClientOptions};
+use tokio::time::{sleep, Instant};
+
+/// The binary under test.
+pub fn tidal_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_tidal")
+}
+
+/// `n` distinct free ports (all held while choosing, so they differ).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// One child process; SIGKILLed and reaped on drop.
+pub struct Proc {
+    pub name: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[String], log: &Path) -> anyhow::Result<Proc> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(tidal_exe());
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd.spawn().with_context(|| format!("spawn {name}"))?;
+        Ok(Proc {
+            name: name.to_string(),
+            log: log.to_path_buf(),
+            child: Some(child),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL and reap (a crash, as far as the process can tell).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `grace` for a clean exit, then SIGKILL.
+    /// Returns the exit code of a clean exit.
+    pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// The last `n` lines of the log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How to build a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOpts {
+    pub nodes: usize,
+    pub dc: String,
+    /// Extra flags for every `tidal server` (e.g. `--agent-ttl-ms 3000`).
+    pub server_args: Vec<String>,
+    /// Add nodes 2..=N as learners and promote them.
+    pub join: bool,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> ClusterOpts {
+        ClusterOpts {
+            nodes: 3,
+            dc: "dc1".into(),
+            server_args: Vec::new(),
+            join: true,
+        }
+    }
+}
+
+/// An agent to start; the command defaults to the built-in demo worker.
+#[derive(Clone, Debug)]
+pub struct AgentOpts {
+    pub id: String,
+    pub task_types: Vec<String>,
+    pub models: Vec<String>,
+    pub slots: u32,
+    pub extra_args: Vec<String>,
+    pub command: Vec<String>,
+}
+
+impl AgentOpts {
+    pub fn new(id: &str, task_types: &[&str]) -> AgentOpts {
+        AgentOpts {
+            id: id.to_string(),
+            task_types: task_types.iter().map(|s| s.to_string()).collect(),
+            models: Vec::new(),
+            slots: 1,
+            extra_args: Vec::new(),
+            command: vec![
+                tidal_exe().to_string(),
+                "example-worker".into(),
+                "--sleep-ms".into(),
+                "50".into(),
+            ],
+        }
+    }
+
+    pub fn models(mut self, models: &[&str]) -> AgentOpts {
+        self.models = models.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn slots(mut self, slots: u32) -> AgentOpts {
+        self.slots = slots;
+        self
+    }
+
+    pub fn command(mut self, command: &[&str]) -> AgentOpts {
+        self.command = command.iter().map(|s| s.to_string()).collect();
+        self
+    }
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+pub struct Cluster {
+    pub opts: ClusterOpts,
+    pub nodes: Vec<Node>,
+    pub agents: Vec<Proc>,
+    pub client: Client,
+    // Last, so processes are gone before the directory is removed.
+    pub dir: TempDir,
+}
+
+impl Cluster {
+    /// Ports and directories for `opts.nodes` servers; nothing is started.
+    pub fn new(opts: ClusterOpts) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("tidal-it-").tempdir()?;
+        let nodes: Vec<Node> = free_ports(opts.nodes)
+            .into_iter()
+            .enumerate()
+            .map(|(i, port)| Node {
+                id: i as u64 + 1,
+                addr: format!("127.0.0.1:{port}"),
+                data: dir.path().join(format!("node{}", i + 1)),
+                proc: None,
+            })
+            .collect();
+        let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+        let client = Client::with_options(
+            endpoints,
+            ClientOptions {
+                request_timeout: Duration::from_secs(5),
+                retry_for: Duration::from_secs(20),
+                connect_timeout: Duration::from_millis(500),
+            },
+        )?;
+        Ok(Cluster {
+            opts,
+            nodes,
+            agents: Vec::new(),
+            client,
+            dir,
+        })
+    }
+
+    /// Starts every node (node 1 with `--init`), waits for a leader and, if
+    /// `opts.join`, adds and promotes the others one at a time.
+    pub async fn start(opts: ClusterOpts) -> anyhow::Result<Cluster> {
+        let mut c = Cluster::new(opts)?;
+        c.start_node(1, true)?;
+        c.wait_leader(Duration::from_secs(20)).await?;
+        for id in 2..=c.nodes.len() as u64 {
+            c.start_node(id, false)?;
+        }
+        if c.opts.join {
+            c.join_all().await?;
+        }
+        Ok(c)
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// `--endpoints` value naming every node.
+    pub fn endpoints_arg(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// Starts (or restarts, on its existing data) node `id`.
+    pub fn start_node(&mut self, id: u64, init: bool) -> anyhow::Result<()> {
+        let (dc, extra) = (self.opts.dc.clone(), self.opts.server_args.clone());
+        let log = self.dir.path().join(format!("node{id}.log"));
+        let n = self.node_mut(id);
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--id".into(),
+            id.to_string(),
+            "--dc".into(),
+            dc,
+            "--listen".into(),
+            n.addr.clone(),
+            "--data".into(),
+            n.data.display().to_string(),
+        ];
+        if init {
+            args.push("--init".into());
+        }
+        args.extend(extra);
+        n.proc = Some(Proc::spawn(&format!("node{id}"), &args, &log)?);
+        Ok(())
+    }
+
+    /// SIGKILLs node `id` (its data stays for a restart).
+    pub fn kill_node(&mut self, id: u64) {
+        if let Some(mut p) = self.node_mut(id).proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Waits until some running node reports itself leader; returns its id and address.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<(u64, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
+                if let Ok(s) = self.client.status_of(&n.addr).await {
+                    if s.role == "leader" {
+                        return Ok((s.node_id, n.addr.clone()));
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader after {timeout:?}\n{}", self.logs_tail(20));
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Adds every node but 1 as a learner, then promotes it, one at a time.
+    pub async fn join_all(&self) -> anyhow::Result<()> {
+        for n in self.nodes.iter().skip(1) {
+            self.client
+                .add_learner(n.id, &n.addr)
+                .await
+                .with_context(|| format!("add-learner {}\n{}", n.id, self.logs_tail(20)))?;
+            self.client
+                .promote(n.id)
+                .await
+                .with_context(|| format!("promote {}\n{}", n.id, self.logs_tail(20)))?;
+        }
+        Ok(())
+    }
+
+    /// Starts an agent against every node of the cluster.
+    pub fn start_agent(&mut self, a: AgentOpts) -> anyhow::Result<()> {
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--id".into(),
+            a.id.clone(),
+            "--dc".into(),
+            self.opts.dc.clone(),
+            "--task-types".into(),
+            a.task_types.join(","),
+            "--slots".into(),
+            a.slots.to_string(),
+            "--endpoints".into(),
+            self.endpoints_arg(),
+        ];
+        if !a.models.is_empty() {
+            args.push("--models".into());
+            args.push(a.models.join(","));
+        }
+        args.extend(a.extra_args);
+        args.push("--".into());
+        args.extend(a.command);
+        let log = self.dir.path().join(format!("{}.log", a.id));
+        self.agents.push(Proc::spawn(&a.id, &args, &log)?);
+        Ok(())
+    }
+
+    /// Waits until at least `n` agents are connected and ready.
+    pub async fn wait_agents(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(agents) = self.client.list_agents(false).await {
+                let ready = agents
+                    .iter()
+                    .filter(|a| {
+                        a.connected && a.state == tidal_client::v1::AgentState::Ready as i32
+                    })
+                    .count();
+                if ready >= n {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "fewer than {n} agents connected after {timeout:?}\n{}",
+                    self.logs_tail(20)
+                );
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs the CLI against this cluster (`TIDAL_ENDPOINTS` names every node).
+    pub fn tidal(&self, args: &[&str]) -> Output {
+        Command::new(tidal_exe())
+            .args(args)
+            .env("TIDAL_ENDPOINTS", self.endpoints_arg())
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the tidal binary")
+    }
+
+    /// Like [`Cluster::tidal`], but fails with stderr unless the exit code is 0; returns stdout.
+    pub fn tidal_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let o = self.tidal(args);
+        if !o.status.success() {
+            bail!(
+                "tidal {args:?} exited {:?}: {}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// The end of every process's log, for failure messages.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for p in self
+            .nodes
+            .iter()
+            .filter_map(|n| n.proc.as_ref())
+            .chain(self.agents.iter())
+        {
+            out.push_str(&format!(
+                "--- {} ({})\n{}\n",
+                p.name,
+                p.log.display(),
+                p.log_tail(lines)
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill();
+        }
+        for n in &mut self.nodes {
+            if let Some(p) = n.proc.as_mut() {
+                p.kill();
+            }
+        }
+    }
+}

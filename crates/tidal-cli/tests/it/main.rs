@@ -1,0 +1,11 @@
+//! Integration tests of the `tidal` binary: real processes on 127.0.0.1.
+//!
+//! - `cli_errors`: usage and connection errors that need no server.
+//! - `harness`: starts servers and agents in a tempdir for cluster tests.
+//! - `smoke`: one small end-to-end run through the harness.
+//!
+//! Cluster tests go in their own module here, built on `harness::Cluster`.
+
+mod cli_errors;
+mod harness;
+mod smoke;

@@ -1,0 +1,597 @@
+//! `Client`: one cached channel per endpoint, leader discovery, retries.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tidal_proto::v1::{
+    self, agents_client::AgentsClient, cluster_client::ClusterClient, queues_client::QueuesClient,
+    tasks_client::TasksClient,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::endpoint;
+use crate::idempotency::auto_key;
+use crate::retry::{self, Backoff, Verdict};
+use crate::Error;
+
+/// Largest answer the client decodes (a page of tasks with their results).
+const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
+/// Immediate redirects followed before backing off (guards against a loop of
+/// nodes that each name another as leader).
+const MAX_REDIRECTS: u32 = 3;
+
+/// Timeouts and the retry budget.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Limit for one attempt of a unary request (and for opening a session).
+    pub request_timeout: Duration,
+    /// Total time spent retrying one call across endpoints before giving up.
+    pub retry_for: Duration,
+    /// Limit for establishing one TCP/HTTP2 connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            request_timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A typed client of one DC's servers. Cloning is cheap and clones share the
+/// channels and what they learned about the leader.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: ClientOptions,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The configured endpoints, then addresses learned from redirects.
+    known: Vec<String>,
+    leader: Option<String>,
+    channels: HashMap<String, Channel>,
+}
+
+/// An open agent session (`Agents/Session`) with the leader.
+pub struct Session {
+    /// What the server sends: `Registered` first, then assignments, acks, cancels.
+    pub inbound: tonic::Streaming<v1::ServerMessage>,
+    /// The endpoint (`HOST:PORT`) that accepted the session.
+    pub endpoint: String,
+    /// When the successful attempt started, before its first message could
+    /// have been sent: a lower bound of when the server received it.
+    pub opened_at: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("endpoint", &self.endpoint)
+            .field("opened_at", &self.opened_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.state();
+        f.debug_struct("Client")
+            .field("endpoints", &st.known)
+            .field("leader", &st.leader)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of these endpoints (`HOST:PORT` each) with default options.
+    /// Nothing is connected until the first request.
+    pub fn new<S: AsRef<str>>(endpoints: Vec<S>) -> Result<Client, Error> {
+        Client::with_options(endpoints, ClientOptions::default())
+    }
+
+    /// A client with explicit timeouts and retry budget.
+    pub fn with_options<S: AsRef<str>>(
+        endpoints: Vec<S>,
+        opts: ClientOptions,
+    ) -> Result<Client, Error> {
+        let known = endpoint::normalize_all(&endpoints)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                opts,
+                state: Mutex::new(State {
+                    known,
+                    ..State::default()
+                }),
+            }),
+        })
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    /// The configured endpoints, then those learned from redirects.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.state().known.clone()
+    }
+
+    /// The last known leader's address, if any.
+    pub fn leader(&self) -> Option<String> {
+        self.state().leader.clone()
+    }
+
+    /// Learns the leader from a status received outside this client's calls
+    /// (e.g. a session that ended with `Unavailable` and a leader address).
+    pub fn observe(&self, status: &Status) {
+        if let Some(addr) = retry::leader_hint(status) {
+            self.set_leader(&addr);
+        }
+    }
+
+    // ------------------------------------------------------------ tasks
+
+    /// Submits a batch. Specs without an idempotency key get a random one
+    /// (`auto-<hex>`), which is what makes retrying a submit safe.
+    pub async fn submit(
+        &self,
+        mut specs: Vec<v1::TaskSpec>,
+    ) -> Result<Vec<v1::SubmitResult>, Error> {
+        for s in &mut specs {
+            if s.idempotency_key.is_empty() {
+                s.idempotency_key = auto_key();
+            }
+        }
+        let req = v1::SubmitRequest { tasks: specs };
+        let resp = self
+            .call(true, |ch| {
+                let req = req.clone();
+                async move {
+                    Ok(TasksClient::new(ch)
+                        .max_decoding_message_size(MAX_DECODE_BYTES)
+                        .submit(req)
+                        .await?
+                        .into_inner())
+                }
+            })
+            .await?;
+        Ok(resp.results)
+    }
+
+    /// Submits one task; a rejection of the item is returned as `Err` with
+    /// its code and message.
+    pub async fn submit_one(&self, spec: v1::TaskSpec) -> Result<v1::SubmitResult, Error> {
+        let mut results = self.submit(vec![spec]).await?;
+        if results.len() != 1 {
+            return Err(Error::new(
+                Code::Internal,
+                format!("expected 1 submit result, got {}", results.len()),
+            ));
+        }
+        let r = results.remove(0);
+        match &r.error {
+            Some(e) if e.code != Code::Ok as i32 => Err(Error::from_item(e)),
+            _ => Ok(r),
+        }
+    }
+
+    /// Reads one task (linearizable unless `stale`).
+    pub async fn get_task(&self, id: &str, stale: bool) -> Result<v1::Task, Error> {
+        let req = v1::GetTaskRequest {
+            id: id.to_string(),
+            stale,
+        };
+        self.call(!stale, |ch| {
+            let req = req.clone();
+            async move {
+                Ok(TasksClient::new(ch)
+                    .max_decoding_message_size(MAX_DECODE_BYTES)
+                    .get(req)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Lists tasks (one page; follow `next_after_id` for more).
+    pub async fn list_tasks(
+        &self,
+        req: v1::ListTasksRequest,
+    ) -> Result<v1::ListTasksResponse, Error> {
+        self.call(!req.stale, |ch| {
+            let req = req.clone();
+            async move {
+                Ok(TasksClient::new(ch)
+                    .max_decoding_message_size(MAX_DECODE_BYTES)
+                    .list(req)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Cancels a task that has not finished.
+    pub async fn cancel_task(&self, id: &str) -> Result<v1::Task, Error> {
+        let req = v1::CancelTaskRequest { id: id.to_string() };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move {
+                Ok(TasksClient::new(ch)
+                    .max_decoding_message_size(MAX_DECODE_BYTES)
+                    .cancel(req)
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await
+    }
+
+    // ------------------------------------------------------------ agents
+
+    /// Lists agents (linearizable unless `stale`).
+    pub async fn list_agents(&self, stale: bool) -> Result<Vec<v1::AgentInfo>, Error> {
+        let req = v1::ListAgentsRequest { stale };
+        let resp = self
+            .call(!stale, |ch| async move {
+                Ok(AgentsClient::new(ch)
+                    .max_decoding_message_size(MAX_DECODE_BYTES)
+                    .list(req)
+                    .await?
+                    .into_inner())
+            })
+            .await?;
+        Ok(resp.agents)
+    }
+
+    /// Opens an agent session with the leader: `first` (the `Register`) is
+    /// sent first, then whatever arrives on `rest` until its senders are
+    /// dropped. Retried across endpoints like any call; messages are taken
+    /// from `rest` only by the attempt that is current, so send on it only
+    /// after this returns.
+    pub async fn open_session(
+        &self,
+        first: v1::AgentMessage,
+        rest: mpsc::Receiver<v1::AgentMessage>,
+    ) -> Result<Session, Error> {
+        let shared = Arc::new(Mutex::new(SharedRx {
+            rx: rest,
+            generation: 0,
+        }));
+        let ((inbound, opened_at), endpoint) = self
+            .call_at(true, |ch| {
+                let generation = {
+                    let mut g = lock(&shared);
+                    g.generation += 1;
+                    g.generation
+                };
+                let outbound = tokio_stream::once(first.clone()).chain(AttemptStream {
+                    shared: shared.clone(),
+                    generation,
+                });
+                async move {
+                    let opened_at = Instant::now();
+                    let resp = AgentsClient::new(ch)
+                        .max_decoding_message_size(MAX_DECODE_BYTES)
+                        .session(outbound)
+                        .await?;
+                    Ok((resp.into_inner(), opened_at))
+                }
+            })
+            .await?;
+        Ok(Session {
+            inbound,
+            endpoint,
+            opened_at,
+        })
+    }
+
+    // ------------------------------------------------------------ queues
+
+    /// Creates or updates a queue.
+    pub async fn set_queue(
+        &self,
+        name: &str,
+        weight: u32,
+        strategy: &str,
+    ) -> Result<v1::Queue, Error> {
+        let req = v1::SetQueueRequest {
+            name: name.to_string(),
+            weight,
+            strategy: strategy.to_string(),
+        };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(QueuesClient::new(ch).set(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Lists queues.
+    pub async fn list_queues(&self) -> Result<Vec<v1::Queue>, Error> {
+        let resp = self
+            .call(true, |ch| async move {
+                Ok(QueuesClient::new(ch)
+                    .list(v1::ListQueuesRequest {})
+                    .await?
+                    .into_inner())
+            })
+            .await?;
+        Ok(resp.queues)
+    }
+
+    // ------------------------------------------------------------ cluster
+
+    /// Adds a node as a learner.
+    pub async fn add_learner(&self, id: u64, addr: &str) -> Result<v1::MembersResponse, Error> {
+        let req = v1::AddLearnerRequest {
+            id,
+            addr: addr.to_string(),
+        };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(ClusterClient::new(ch).add_learner(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Promotes a learner to voter.
+    pub async fn promote(&self, id: u64) -> Result<v1::MembersResponse, Error> {
+        let req = v1::PromoteRequest { id };
+        self.call(true, |ch| async move {
+            Ok(ClusterClient::new(ch).promote(req).await?.into_inner())
+        })
+        .await
+    }
+
+    /// The current membership.
+    pub async fn members(&self) -> Result<v1::MembersResponse, Error> {
+        self.call(true, |ch| async move {
+            Ok(ClusterClient::new(ch)
+                .members(v1::MembersRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    /// The leader's status when a leader is known (following the address a
+    /// follower names); otherwise the status of the first node that answers.
+    pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
+        let (resp, at) = self
+            .call_at(false, |ch| async move {
+                Ok(ClusterClient::new(ch)
+                    .status(v1::StatusRequest {})
+                    .await?
+                    .into_inner())
+            })
+            .await?;
+        if resp.role == "leader" {
+            self.set_leader(&at);
+            return Ok(resp);
+        }
+        match endpoint::normalize(&resp.leader_addr) {
+            Ok(leader) if leader != at => match self.status_of(&leader).await {
+                Ok(l) if l.role == "leader" => {
+                    self.set_leader(&leader);
+                    Ok(l)
+                }
+                _ => Ok(resp),
+            },
+            _ => Ok(resp),
+        }
+    }
+
+    /// One node's own status: a single attempt, no redirect, no retry.
+    pub async fn status_of(&self, endpoint: &str) -> Result<v1::StatusResponse, Error> {
+        let addr = endpoint::normalize(endpoint)?;
+        let ch = self.channel(&addr)?;
+        let fut = async move { ClusterClient::new(ch).status(v1::StatusRequest {}).await };
+        match tokio::time::timeout(self.inner.opts.request_timeout, fut).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) if retry::is_transport(&s) => Err(Error::new(
+                Code::Unavailable,
+                format!("cannot reach {addr}: {}", s.message()),
+            )),
+            Ok(Err(s)) => Err(s.into()),
+            Err(_) => Err(Error::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "no answer from {addr} within {:?}",
+                    self.inner.opts.request_timeout
+                ),
+            )),
+        }
+    }
+
+    // ------------------------------------------------------------ machinery
+
+    async fn call<T, F, Fut>(&self, leader_only: bool, f: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        Ok(self.call_at(leader_only, f).await?.0)
+    }
+
+    /// Runs `f` against the leader (or any node when `!leader_only`), following
+    /// redirects at once and retrying transient failures on the next endpoint
+    /// with backoff, until `retry_for` has passed. Returns the answer and the
+    /// endpoint that gave it.
+    async fn call_at<T, F, Fut>(&self, leader_only: bool, mut f: F) -> Result<(T, String), Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let opts = &self.inner.opts;
+        let start = Instant::now();
+        let deadline = start + opts.retry_for;
+        let mut backoff = Backoff::default();
+        let mut tried: Vec<String> = Vec::new();
+        let (mut target, mut cursor) = {
+            let st = self.state();
+            match &st.leader {
+                Some(l) => (l.clone(), 0),
+                None => (st.known[0].clone(), 1),
+            }
+        };
+        let mut redirects = 0;
+        loop {
+            if !tried.contains(&target) {
+                tried.push(target.clone());
+            }
+            let ch = self.channel(&target)?;
+            let answer = match tokio::time::timeout(opts.request_timeout, f(ch)).await {
+                Ok(a) => a,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer from {target} within {:?}",
+                    opts.request_timeout
+                ))),
+            };
+            let status = match answer {
+                Ok(v) => {
+                    if leader_only {
+                        self.set_leader(&target);
+                    }
+                    return Ok((v, target));
+                }
+                Err(s) => s,
+            };
+            match retry::classify(&status) {
+                Verdict::Fail => return Err(status.into()),
+                Verdict::Redirect(addr) if addr != target && redirects < MAX_REDIRECTS => {
+                    tracing::debug!(from = %target, to = %addr, "following the leader's address");
+                    self.set_leader(&addr);
+                    target = addr;
+                    redirects += 1;
+                    if Instant::now() >= deadline {
+                        return Err(give_up(&tried, &status, start.elapsed()));
+                    }
+                    continue;
+                }
+                Verdict::Redirect(_) | Verdict::Retry => {}
+            }
+            tracing::debug!(endpoint = %target, code = ?status.code(), error = %status.message(), "attempt failed");
+            self.forget_leader(&target);
+            let delay = backoff.next_delay();
+            if Instant::now() + delay > deadline {
+                return Err(give_up(&tried, &status, start.elapsed()));
+            }
+            tokio::time::sleep(delay).await;
+            redirects = 0;
+            target = {
+                let st = self.state();
+                let t = st.known[cursor % st.known.len()].clone();
+                cursor += 1;
+                t
+            };
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.inner.state)
+    }
+
+    fn set_leader(&self, addr: &str) {
+        let mut st = self.state();
+        if st.leader.as_deref() != Some(addr) {
+            tracing::info!(leader = %addr, "leader changed");
+        }
+        if !st.known.iter().any(|k| k == addr) {
+            st.known.push(addr.to_string());
+        }
+        st.leader = Some(addr.to_string());
+    }
+
+    fn forget_leader(&self, addr: &str) {
+        let mut st = self.state();
+        if st.leader.as_deref() == Some(addr) {
+            st.leader = None;
+        }
+    }
+
+    /// The cached channel of `addr` (connected lazily on first use).
+    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        let mut st = self.state();
+        if let Some(ch) = st.channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::invalid_argument(format!("invalid endpoint {addr:?}: {e}")))?
+            .connect_timeout(self.inner.opts.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let ch = ep.connect_lazy();
+        st.channels.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// The error after the retry budget ran out: connection failures become
+/// `Unavailable`, naming every endpoint tried.
+fn give_up(tried: &[String], last: &Status, elapsed: Duration) -> Error {
+    let code = if retry::is_transport(last) {
+        Code::Unavailable
+    } else {
+        last.code()
+    };
+    Error::new(
+        code,
+        format!(
+            "no leader answered after {:.1}s (tried {}): {}",
+            elapsed.as_secs_f64(),
+            tried.join(", "),
+            last.message()
+        ),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The caller's receiver, shared by the attempts of one `open_session`.
+struct SharedRx {
+    rx: mpsc::Receiver<v1::AgentMessage>,
+    generation: u64,
+}
+
+/// The outbound messages of one attempt: it ends as soon as a newer attempt
+/// starts, so a failed attempt's stream can never take a message.
+struct AttemptStream {
+    shared: Arc<Mutex<SharedRx>>,
+    generation: u64,
+}
+
+impl Stream for AttemptStream {
+    type Item = v1::AgentMessage;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut g = lock(&self.shared);
+        if g.generation != self.generation {
+            return Poll::Ready(None);
+        }
+        g.rx.poll_recv(cx)
+    }
+}

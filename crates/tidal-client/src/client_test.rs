@@ -1,0 +1,369 @@
+//! Redirects and the retry policy against in-process tonic servers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidal_proto::v1::{self, cluster_server, tasks_server};
+use tidal_proto::LEADER_ADDR_KEY;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Response, Status};
+
+use crate::{Client, ClientOptions};
+
+#[derive(Clone, Debug)]
+enum Mode {
+    /// Answers.
+    Lead,
+    /// Not the leader; names this address.
+    Redirect(String),
+    /// Not the leader and no leader known, this many times, then answers.
+    NoLeader(usize),
+    /// The task does not exist.
+    NotFound,
+}
+
+#[derive(Clone)]
+struct Fake {
+    mode: Arc<Mutex<Mode>>,
+    calls: Arc<AtomicUsize>,
+    /// Idempotency keys of every submit received.
+    keys: Arc<Mutex<Vec<Vec<String>>>>,
+    role: &'static str,
+    leader_addr: String,
+}
+
+impl Fake {
+    fn new(mode: Mode) -> Fake {
+        Fake {
+            mode: Arc::new(Mutex::new(mode)),
+            calls: Arc::default(),
+            keys: Arc::default(),
+            role: "leader",
+            leader_addr: String::new(),
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Counts the call and answers per the mode (Ok(()) means: answer).
+    #[allow(clippy::result_large_err)] // tonic::Status is what handlers return
+    fn gate(&self) -> Result<(), Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut mode = self.mode.lock().unwrap();
+        match &mut *mode {
+            Mode::Lead => Ok(()),
+            Mode::Redirect(addr) => {
+                let mut s = Status::unavailable("this node is not the leader");
+                s.metadata_mut().insert(
+                    LEADER_ADDR_KEY,
+                    MetadataValue::try_from(addr.as_str()).unwrap(),
+                );
+                Err(s)
+            }
+            Mode::NoLeader(0) => Ok(()),
+            Mode::NoLeader(n) => {
+                *n -= 1;
+                Err(Status::unavailable("no leader is known yet"))
+            }
+            Mode::NotFound => Err(Status::not_found("task t-404 not found")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl tasks_server::Tasks for Fake {
+    async fn submit(
+        &self,
+        r: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let tasks = r.into_inner().tasks;
+        self.keys
+            .lock()
+            .unwrap()
+            .push(tasks.iter().map(|t| t.idempotency_key.clone()).collect());
+        self.gate()?;
+        let results = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.task_type.is_empty() {
+                    v1::SubmitResult {
+                        error: Some(v1::Error {
+                            code: Code::InvalidArgument as i32,
+                            message: "task_type is required".into(),
+                        }),
+                        ..Default::default()
+                    }
+                } else {
+                    v1::SubmitResult {
+                        id: format!("t-{i}"),
+                        log_index: 7,
+                        ..Default::default()
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::SubmitResponse { results }))
+    }
+
+    async fn get(&self, r: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        self.gate()?;
+        Ok(Response::new(v1::Task {
+            id: r.into_inner().id,
+            ..Default::default()
+        }))
+    }
+
+    async fn list(
+        &self,
+        _r: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        self.gate()?;
+        Ok(Response::new(v1::ListTasksResponse::default()))
+    }
+
+    async fn cancel(
+        &self,
+        r: Request<v1::CancelTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
+        self.gate()?;
+        Ok(Response::new(v1::Task {
+            id: r.into_inner().id,
+            state: v1::TaskState::Cancelled as i32,
+            ..Default::default()
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for Fake {
+    async fn add_learner(
+        &self,
+        _r: Request<v1::AddLearnerRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        self.gate()?;
+        Ok(Response::new(v1::MembersResponse::default()))
+    }
+
+    async fn promote(
+        &self,
+        _r: Request<v1::PromoteRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        self.gate()?;
+        Ok(Response::new(v1::MembersResponse::default()))
+    }
+
+    async fn members(
+        &self,
+        _r: Request<v1::MembersRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        self.gate()?;
+        Ok(Response::new(v1::MembersResponse {
+            leader_id: 1,
+            ..Default::default()
+        }))
+    }
+
+    async fn status(
+        &self,
+        _r: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        // Every node answers Status with its own view.
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(v1::StatusResponse {
+            role: self.role.into(),
+            leader_addr: self.leader_addr.clone(),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Serves `fake` on 127.0.0.1:0; returns its address.
+async fn serve(fake: Fake) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tasks_server::TasksServer::new(fake.clone()))
+            .add_service(cluster_server::ClusterServer::new(fake))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+/// An address nothing listens on.
+async fn dead_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn fast(endpoints: Vec<String>, retry_for: Duration) -> Client {
+    Client::with_options(
+        endpoints,
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            retry_for,
+            connect_timeout: Duration::from_millis(500),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn follows_the_leader_address_and_remembers_it() {
+    let leader = Fake::new(Mode::Lead);
+    let leader_addr = serve(leader.clone()).await;
+    let follower = Fake::new(Mode::Redirect(leader_addr.clone()));
+    let follower_addr = serve(follower.clone()).await;
+
+    let client = fast(vec![follower_addr.clone()], Duration::from_secs(5));
+    let t = client.get_task("t-1", false).await.unwrap();
+    assert_eq!(t.id, "t-1");
+    assert_eq!((follower.calls(), leader.calls()), (1, 1));
+    assert_eq!(client.leader().as_deref(), Some(leader_addr.as_str()));
+    assert!(
+        client.endpoints().contains(&leader_addr),
+        "a learned leader joins the known set"
+    );
+
+    // The next call goes straight to the leader.
+    client.cancel_task("t-1").await.unwrap();
+    assert_eq!((follower.calls(), leader.calls()), (1, 2));
+    // A clone shares what was learned.
+    client.clone().members().await.unwrap();
+    assert_eq!((follower.calls(), leader.calls()), (1, 3));
+}
+
+#[tokio::test]
+async fn retries_while_no_leader_is_known() {
+    let node = Fake::new(Mode::NoLeader(3));
+    let addr = serve(node.clone()).await;
+    let client = fast(vec![addr], Duration::from_secs(10));
+    client.members().await.unwrap();
+    assert_eq!(node.calls(), 4);
+}
+
+#[tokio::test]
+async fn final_answers_are_not_retried() {
+    let node = Fake::new(Mode::NotFound);
+    let addr = serve(node.clone()).await;
+    let client = fast(vec![addr], Duration::from_secs(10));
+    let e = client.get_task("t-404", false).await.unwrap_err();
+    assert_eq!(e.code, Code::NotFound);
+    assert_eq!(e.message, "task t-404 not found");
+    assert_eq!(node.calls(), 1);
+}
+
+#[tokio::test]
+async fn skips_dead_endpoints() {
+    let node = Fake::new(Mode::Lead);
+    let addr = serve(node.clone()).await;
+    let client = fast(
+        vec![dead_addr().await, addr.clone()],
+        Duration::from_secs(10),
+    );
+    client.get_task("t-1", true).await.unwrap();
+    assert_eq!(node.calls(), 1);
+    // A stale read may be served by any node: it does not make it the leader.
+    assert_eq!(client.leader(), None);
+}
+
+#[tokio::test]
+async fn gives_up_after_the_budget_naming_the_endpoints() {
+    let (a, b) = (dead_addr().await, dead_addr().await);
+    let client = fast(vec![a.clone(), b.clone()], Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    let e = client.get_task("t-1", false).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.code, Code::Unavailable, "{e}");
+    assert!(e.message.contains(&a) && e.message.contains(&b), "{e}");
+}
+
+#[tokio::test]
+async fn a_retried_submit_reuses_its_idempotency_keys() {
+    let node = Fake::new(Mode::NoLeader(1));
+    let addr = serve(node.clone()).await;
+    let client = fast(vec![addr], Duration::from_secs(10));
+    let specs = vec![
+        v1::TaskSpec {
+            task_type: "t2i".into(),
+            ..Default::default()
+        },
+        v1::TaskSpec {
+            task_type: "sr".into(),
+            idempotency_key: "mine".into(),
+            ..Default::default()
+        },
+    ];
+    let results = client.submit(specs).await.unwrap();
+    assert_eq!(results.len(), 2);
+    let keys = node.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2, "one failed attempt, one retry");
+    assert_eq!(keys[0], keys[1], "the retry carries the same keys");
+    assert!(
+        keys[0][0].starts_with("auto-") && keys[0][0].len() == 37,
+        "{:?}",
+        keys[0][0]
+    );
+    assert_eq!(keys[0][1], "mine");
+}
+
+#[tokio::test]
+async fn submit_one_turns_an_item_error_into_err() {
+    let addr = serve(Fake::new(Mode::Lead)).await;
+    let client = fast(vec![addr], Duration::from_secs(5));
+    let ok = client
+        .submit_one(v1::TaskSpec {
+            task_type: "tts".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.id, "t-0");
+    let e = client
+        .submit_one(v1::TaskSpec::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert_eq!(e.message, "task_type is required");
+}
+
+#[tokio::test]
+async fn status_follows_to_the_leader_and_status_of_does_not() {
+    let mut leader = Fake::new(Mode::Lead);
+    leader.role = "leader";
+    let leader_addr = serve(leader.clone()).await;
+    let mut follower = Fake::new(Mode::Redirect(leader_addr.clone()));
+    follower.role = "follower";
+    follower.leader_addr = leader_addr.clone();
+    let follower_addr = serve(follower.clone()).await;
+
+    let client = fast(vec![follower_addr.clone()], Duration::from_secs(5));
+    assert_eq!(client.status().await.unwrap().role, "leader");
+    assert_eq!(client.leader().as_deref(), Some(leader_addr.as_str()));
+    assert_eq!(
+        client.status_of(&follower_addr).await.unwrap().role,
+        "follower"
+    );
+    let e = client.status_of(&dead_addr().await).await.unwrap_err();
+    assert_eq!(e.code, Code::Unavailable);
+    assert!(client.status_of("not an endpoint").await.is_err());
+}
+
+#[test]
+fn new_validates_endpoints() {
+    assert!(Client::new(vec!["127.0.0.1:7000", "http://10.0.0.2:7000"]).is_ok());
+    let e = Client::new(Vec::<String>::new()).unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    let e = Client::new(vec!["127.0.0.1"]).unwrap_err();
+    assert!(e.message.contains("missing port"), "{e}");
+}

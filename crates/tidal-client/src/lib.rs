@@ -1,0 +1,36 @@
+//! A typed client of tidal's public gRPC API (`proto/tidal.proto`), with
+//! leader discovery and retries. Used by the CLI, the agent, chaos and benches.
+//!
+//! Module map:
+//! - `client`: [`Client`], its options and the agent [`Session`]; one lazily
+//!   connected channel per endpoint; the retry loop.
+//! - `retry`: which answers may be retried or redirected; backoff.
+//! - `endpoint`: `HOST:PORT` validation.
+//! - `idempotency`: random keys that make a retried submit safe.
+//! - `error`: [`Error`], a gRPC code and a message.
+//!
+//! Leader discovery: a call goes to the last known leader first, then to the
+//! endpoints in order. An `Unavailable` answer that names the leader
+//! (`tidal-leader-addr`) is followed at once; connection failures and
+//! `Unavailable` without a leader move to the next endpoint after a backoff
+//! (50ms doubling to 1s, jittered) until `retry_for` has passed. Final answers
+//! (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
+//! ResourceExhausted, ...) are never retried.
+//!
+//! Dependency rule: this crate uses only `tidal-proto`, `tonic` and `tokio`;
+//! it knows nothing of the server's internals.
+
+mod client;
+mod endpoint;
+mod error;
+mod idempotency;
+mod retry;
+
+#[cfg(test)]
+mod client_test;
+
+pub use client::{Client, ClientOptions, Session};
+pub use endpoint::normalize as normalize_endpoint;
+pub use error::Error;
+pub use idempotency::auto_key;
+pub use tidal_proto::v1;

@@ -1,0 +1,148 @@
+//! Commands (the payload of every Raft entry) and their responses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AgentId, AgentSpec, FencingToken, Outcome, Strategy, TaskId, TaskSpec};
+
+/// What the leader writes into one Raft entry: the command and the leader's
+/// clock at proposal time. Apply reads time only from here, never from a clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version of the command encoding, so mixed-version clusters can
+    /// refuse what they do not understand.
+    pub version: u8,
+    pub time_ms: u64,
+    pub command: Command,
+}
+
+impl Envelope {
+    pub const VERSION: u8 = 1;
+    pub fn new(time_ms: u64, command: Command) -> Self {
+        Envelope {
+            version: Self::VERSION,
+            time_ms,
+            command,
+        }
+    }
+}
+
+/// Context of one apply: where the entry sits in the log and its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyCtx {
+    /// The entry's Raft log index; becomes the fencing token of assignments.
+    pub log_index: u64,
+    /// The leader's clock, from the entry.
+    pub time_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A batch of submits; each item is accepted or rejected on its own.
+    Submit(Vec<TaskSpec>),
+    Cancel {
+        task: TaskId,
+    },
+    /// Register or update an agent; it becomes Ready.
+    RegisterAgent(AgentSpec),
+    DeregisterAgent {
+        agent: AgentId,
+    },
+    /// The agent missed its lease: it becomes Down and its tasks are requeued
+    /// with attempt + 1 (or fail once max_attempts is reached).
+    AgentDown {
+        agent: AgentId,
+    },
+    /// One dispatch round; each pair is validated at apply.
+    Assign(Vec<(TaskId, AgentId)>),
+    Started {
+        task: TaskId,
+        token: FencingToken,
+    },
+    /// Completions, batched; each checked against the task's current token.
+    Complete(Vec<Completion>),
+    SetQueue {
+        name: String,
+        weight: u32,
+        strategy: Strategy,
+    },
+    /// A no-op entry (used by tests and to carry time).
+    Noop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    pub task: TaskId,
+    pub token: FencingToken,
+    pub outcome: Outcome,
+}
+
+/// Why a command (or one item of a batch) was not applied. Data, never a panic:
+/// a committed entry cannot fail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("task {0} not found")]
+    TaskNotFound(TaskId),
+    #[error("agent {0:?} not found")]
+    AgentNotFound(AgentId),
+    #[error("queue {0:?} does not exist (create it with `tidal queue set`)")]
+    QueueNotFound(String),
+    #[error("stale fencing token {presented} for task {task}: current is {current:?}")]
+    StaleToken {
+        task: TaskId,
+        presented: FencingToken,
+        current: Option<FencingToken>,
+    },
+    #[error("task {task} is {state}, which does not allow this")]
+    WrongState { task: TaskId, state: String },
+    #[error("agent {agent:?} cannot take task {task}: {reason}")]
+    Ineligible {
+        task: TaskId,
+        agent: AgentId,
+        reason: String,
+    },
+    #[error("unsupported command format version {0}")]
+    UnsupportedVersion(u8),
+}
+
+/// The outcome of one submitted item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    pub id: TaskId,
+    /// The idempotency key was already used; `id` is the existing task.
+    pub existed: bool,
+}
+
+/// One accepted assignment, to be pushed to the agent after commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    pub task: TaskId,
+    pub agent: AgentId,
+    pub token: FencingToken,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Submitted(Vec<Result<Submitted, Rejection>>),
+    /// Assign: the granted pairs (rejected pairs are left out, with reasons).
+    Assigned {
+        granted: Vec<Granted>,
+        rejected: Vec<(TaskId, Rejection)>,
+    },
+    /// Complete: one result per completion, in order.
+    Completed(Vec<Result<(), Rejection>>),
+    /// Cancel: the task's holder before the cancel, so the leader can tell it.
+    Cancelled {
+        task: TaskId,
+        holder: Option<(AgentId, FencingToken)>,
+    },
+    /// AgentDown: the tasks that went back to Pending and those that failed.
+    AgentDown {
+        requeued: Vec<TaskId>,
+        failed: Vec<TaskId>,
+    },
+    Ok,
+    Rejected(Rejection),
+}

@@ -1,0 +1,365 @@
+//! Unit tests of the planner: queue weights, strategies, filtering, capacity.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::command::{ApplyCtx, Command, Response};
+use crate::model::{AgentSpec, Gpu, TaskSpec};
+
+struct Fixture {
+    state: State,
+    index: u64,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            state: State::new(),
+            index: 0,
+        }
+    }
+    fn apply(&mut self, cmd: Command) -> Response {
+        self.index += 1;
+        let r = self.state.apply(
+            cmd,
+            ApplyCtx {
+                log_index: self.index,
+                time_ms: self.index,
+            },
+        );
+        self.state.check_invariants().expect("invariants hold");
+        r
+    }
+    fn queue(&mut self, name: &str, weight: u32, strategy: Strategy) {
+        assert_eq!(
+            self.apply(Command::SetQueue {
+                name: name.into(),
+                weight,
+                strategy
+            }),
+            Response::Ok
+        );
+    }
+    fn agent(&mut self, id: &str, slots: u32, weight: u32, f: impl FnOnce(&mut AgentSpec)) {
+        let mut spec = AgentSpec {
+            id: id.into(),
+            dc: "dc1".into(),
+            task_types: ["t2i".to_string()].into(),
+            slots,
+            weight,
+            ..AgentSpec::default()
+        };
+        f(&mut spec);
+        assert_eq!(self.apply(Command::RegisterAgent(spec)), Response::Ok);
+    }
+    fn submit(&mut self, n: usize, queue: &str, f: impl Fn(&mut TaskSpec)) {
+        let specs = (0..n)
+            .map(|_| {
+                let mut s = TaskSpec {
+                    task_type: "t2i".into(),
+                    queue: queue.into(),
+                    ..TaskSpec::default()
+                };
+                f(&mut s);
+                s
+            })
+            .collect();
+        self.apply(Command::Submit(specs));
+    }
+    fn all(&self) -> BTreeSet<AgentId> {
+        self.state.agents().map(|a| a.spec.id.clone()).collect()
+    }
+    /// Plans a round over all agents and applies it, checking that apply
+    /// grants every pair (plan and apply agree).
+    fn round(&mut self, max: usize, cursor: &mut DispatchCursor) -> Vec<(TaskId, AgentId)> {
+        let connected = self.all();
+        let p = plan(&self.state, &connected, max, cursor);
+        match self.apply(Command::Assign(p.clone())) {
+            Response::Assigned { granted, rejected } => {
+                assert!(rejected.is_empty(), "{rejected:?}");
+                assert_eq!(granted.len(), p.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        p
+    }
+    fn per_queue(&self, p: &[(TaskId, AgentId)]) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for (t, _) in p {
+            *m.entry(self.state.task(*t).unwrap().spec.queue.clone())
+                .or_default() += 1;
+        }
+        m
+    }
+}
+
+fn per_agent(p: &[(TaskId, AgentId)]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for (_, a) in p {
+        *m.entry(a.clone()).or_default() += 1;
+    }
+    m
+}
+
+fn vip_normal() -> Fixture {
+    let mut f = Fixture::new();
+    f.queue("vip", 8, Strategy::LeastLoaded);
+    f.queue("normal", 2, Strategy::LeastLoaded);
+    f.agent("a1", 100, 1, |_| {});
+    f
+}
+
+#[test]
+fn weighted_queues_split_a_round_8_2() {
+    let mut f = vip_normal();
+    f.submit(50, "vip", |_| {});
+    f.submit(50, "normal", |_| {});
+    let mut cursor = DispatchCursor::default();
+    let p = f.round(10, &mut cursor);
+    assert_eq!(
+        f.per_queue(&p),
+        BTreeMap::from([("normal".into(), 2), ("vip".into(), 8)])
+    );
+    // And again: the proportion holds round after round.
+    let p = f.round(10, &mut cursor);
+    assert_eq!(
+        f.per_queue(&p),
+        BTreeMap::from([("normal".into(), 2), ("vip".into(), 8)])
+    );
+}
+
+#[test]
+fn weighted_queues_hold_over_one_task_rounds() {
+    let mut f = vip_normal();
+    f.submit(50, "vip", |_| {});
+    f.submit(50, "normal", |_| {});
+    let mut cursor = DispatchCursor::default();
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        all.extend(f.round(1, &mut cursor));
+    }
+    assert_eq!(
+        f.per_queue(&all),
+        BTreeMap::from([("normal".into(), 2), ("vip".into(), 8)])
+    );
+}
+
+#[test]
+fn an_empty_queue_leaves_its_share_to_the_others() {
+    let mut f = vip_normal();
+    f.submit(50, "normal", |_| {});
+    let p = f.round(10, &mut DispatchCursor::default());
+    assert_eq!(f.per_queue(&p), BTreeMap::from([("normal".into(), 10)]));
+    // A short vip queue gives up the rest of its share.
+    f.submit(3, "vip", |_| {});
+    let p = f.round(10, &mut DispatchCursor::default());
+    assert_eq!(
+        f.per_queue(&p),
+        BTreeMap::from([("normal".into(), 7), ("vip".into(), 3)])
+    );
+}
+
+#[test]
+fn an_unplaceable_queue_leaves_its_share_to_the_others() {
+    let mut f = vip_normal();
+    f.submit(50, "vip", |s| s.task_type = "train".into());
+    f.submit(50, "normal", |_| {});
+    let p = f.round(10, &mut DispatchCursor::default());
+    assert_eq!(f.per_queue(&p), BTreeMap::from([("normal".into(), 10)]));
+}
+
+#[test]
+fn within_a_queue_priority_then_age() {
+    let mut f = Fixture::new();
+    f.agent("a1", 2, 1, |_| {});
+    f.submit(2, "", |s| s.priority = crate::model::Priority::Offline);
+    f.submit(1, "", |_| {});
+    f.submit(1, "", |s| s.priority = crate::model::Priority::Online);
+    let p = f.round(10, &mut DispatchCursor::default());
+    assert_eq!(p.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), [4, 3]);
+}
+
+#[test]
+fn least_loaded_follows_agent_weight() {
+    let mut f = Fixture::new();
+    f.agent("a", 100, 1, |_| {});
+    f.agent("b", 100, 2, |_| {});
+    f.submit(30, "", |_| {});
+    let p = f.round(30, &mut DispatchCursor::default());
+    assert_eq!(
+        per_agent(&p),
+        BTreeMap::from([("a".into(), 10), ("b".into(), 20)])
+    );
+}
+
+#[test]
+fn least_loaded_counts_tasks_already_held() {
+    let mut f = Fixture::new();
+    f.agent("a", 100, 1, |_| {});
+    f.submit(4, "", |_| {});
+    f.round(4, &mut DispatchCursor::default());
+    f.agent("b", 100, 1, |_| {});
+    f.submit(6, "", |_| {});
+    let p = f.round(6, &mut DispatchCursor::default());
+    assert_eq!(
+        per_agent(&p),
+        BTreeMap::from([("a".into(), 1), ("b".into(), 5)])
+    );
+}
+
+#[test]
+fn weighted_round_robin_interleaves_by_weight() {
+    let mut f = Fixture::new();
+    f.queue("default", 1, Strategy::WeightedRoundRobin);
+    f.agent("a", 100, 1, |_| {});
+    f.agent("b", 100, 3, |_| {});
+    f.submit(40, "", |_| {});
+    let mut cursor = DispatchCursor::default();
+    let p = f.round(4, &mut cursor);
+    assert_eq!(
+        p.iter().map(|(_, a)| a.as_str()).collect::<Vec<_>>(),
+        ["b", "a", "b", "b"]
+    );
+    // The cursor carries the phase over; small rounds still split 1:3.
+    let mut all = Vec::new();
+    for _ in 0..9 {
+        all.extend(f.round(4, &mut cursor));
+    }
+    assert_eq!(
+        per_agent(&all),
+        BTreeMap::from([("a".into(), 9), ("b".into(), 27)])
+    );
+}
+
+#[test]
+fn filters_by_capability_model_pipeline_and_gpu() {
+    let mut f = Fixture::new();
+    f.agent("plain", 10, 1, |_| {});
+    f.agent("sdxl", 10, 1, |s| {
+        s.pipelines = ["sdxl".to_string()].into();
+        s.models = ["m1".to_string()].into();
+    });
+    f.agent("gpu", 10, 1, |s| {
+        s.task_types.insert("train".into());
+        s.gpus = vec![
+            Gpu {
+                model: "A100".into(),
+                memory_mb: 80_000
+            };
+            2
+        ];
+    });
+    f.submit(1, "", |s| s.models = vec!["m1".into()]);
+    f.submit(1, "", |s| s.pipeline = "flux".into());
+    f.submit(1, "", |s| {
+        s.task_type = "train".into();
+        s.gpus = 2;
+        s.gpu_memory_mb = 40_000;
+    });
+    f.submit(1, "", |s| s.task_type = "tts".into());
+    let p = f.round(10, &mut DispatchCursor::default());
+    let got: BTreeMap<u64, &str> = p.iter().map(|(t, a)| (t.0, a.as_str())).collect();
+    // t2 (pipeline flux) may go to plain or gpu, not sdxl; least-loaded picks "gpu" (id order).
+    assert_eq!(got, BTreeMap::from([(1, "sdxl"), (2, "gpu"), (3, "gpu")]));
+    assert_eq!(f.state.pending_total(), 1, "nobody runs tts");
+}
+
+#[test]
+fn only_connected_ready_agents() {
+    let mut f = Fixture::new();
+    f.agent("a", 10, 1, |_| {});
+    f.agent("b", 10, 1, |_| {});
+    f.agent("c", 10, 1, |_| {});
+    f.apply(Command::AgentDown { agent: "c".into() });
+    f.submit(6, "", |_| {});
+    let connected: BTreeSet<AgentId> = ["b".to_string(), "c".to_string()].into();
+    let p = plan(&f.state, &connected, 10, &mut DispatchCursor::default());
+    assert_eq!(per_agent(&p), BTreeMap::from([("b".into(), 6)]));
+    assert!(plan(
+        &f.state,
+        &BTreeSet::new(),
+        10,
+        &mut DispatchCursor::default()
+    )
+    .is_empty());
+}
+
+#[test]
+fn never_over_commits_slots_or_gpus() {
+    let mut f = Fixture::new();
+    f.agent("a", 3, 1, |s| {
+        s.gpus = vec![Gpu {
+            model: "A40".into(),
+            memory_mb: 48_000,
+        }]
+    });
+    f.submit(5, "", |s| s.slots = 2);
+    f.submit(5, "", |s| s.gpus = 1);
+    let p = f.round(100, &mut DispatchCursor::default());
+    // One 2-slot task, then one 1-slot GPU task fills the agent exactly.
+    assert_eq!(p.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), [1, 6]);
+    let a = f.state.agent("a").unwrap();
+    assert_eq!((a.slots_in_use, a.gpus_in_use), (3, 1));
+    assert!(f.round(100, &mut DispatchCursor::default()).is_empty());
+}
+
+#[test]
+fn skips_blocked_heads_within_the_scan_bound() {
+    let mut f = Fixture::new();
+    f.agent("a", 10, 1, |_| {});
+    f.submit(5, "", |s| s.task_type = "train".into());
+    f.submit(2, "", |_| {});
+    // max 2: budget 8 candidates reaches past the 5 blocked heads.
+    let p = plan(&f.state, &f.all(), 2, &mut DispatchCursor::default());
+    assert_eq!(p.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), [6, 7]);
+    // max 1: budget 4 does not.
+    assert!(plan(&f.state, &f.all(), 1, &mut DispatchCursor::default()).is_empty());
+}
+
+#[test]
+fn max_zero_and_nothing_pending() {
+    let mut f = Fixture::new();
+    f.agent("a", 10, 1, |_| {});
+    assert!(plan(&f.state, &f.all(), 10, &mut DispatchCursor::default()).is_empty());
+    f.submit(3, "", |_| {});
+    assert!(plan(&f.state, &f.all(), 0, &mut DispatchCursor::default()).is_empty());
+}
+
+#[test]
+fn cursor_forgets_removed_queues_and_agents() {
+    let mut f = Fixture::new();
+    f.queue("default", 1, Strategy::WeightedRoundRobin);
+    f.agent("a", 10, 1, |_| {});
+    f.agent("b", 10, 2, |_| {});
+    f.submit(3, "", |_| {});
+    let mut cursor = DispatchCursor::default();
+    f.round(1, &mut cursor);
+    assert!(cursor.agents["default"].contains_key("a"));
+    f.apply(Command::DeregisterAgent { agent: "a".into() });
+    f.round(1, &mut cursor);
+    assert!(!cursor.agents["default"].contains_key("a"));
+}
+
+#[test]
+fn large_round_is_fully_granted() {
+    // 10k pending tasks of a few shapes over 1k agents: the round completes,
+    // respects capacity, and apply grants all of it.
+    let mut f = Fixture::new();
+    f.queue("vip", 8, Strategy::WeightedRoundRobin);
+    for i in 0..1000 {
+        f.agent(&format!("a{i:04}"), 4, 1 + (i % 3), |s| {
+            if i % 2 == 0 {
+                s.models = ["m1".to_string()].into();
+            }
+        });
+    }
+    f.submit(5000, "vip", |s| s.models = vec!["m1".into()]);
+    f.submit(5000, "", |_| {});
+    let p = f.round(4096, &mut DispatchCursor::default());
+    assert_eq!(p.len(), 4000, "every slot of every agent is filled");
+    let vip = f.per_queue(&p)["vip"];
+    assert!(
+        (1500..=2000).contains(&vip),
+        "vip tasks fit only on the 500 agents with m1: {vip}"
+    );
+}

@@ -1,0 +1,288 @@
+//! Whether an agent can take a task: the one predicate shared by the planner and by `Assign` at apply.
+//!
+//! The planner works on a read-only view and the state machine re-checks at
+//! apply (nomad's plan/apply split). Both call the functions here, so a plan
+//! made from the current state is always granted in full, and apply can never
+//! over-commit an agent (invariant 3).
+
+use std::collections::BTreeMap;
+
+use crate::model::{Agent, AgentSpec, AgentState, TaskSpec};
+
+/// Static fit: task type, pipeline, models and GPU memory. It depends only on
+/// the two specs, so the planner caches it per task shape within a round.
+pub fn capable(agent: &AgentSpec, task: &TaskSpec) -> Result<(), String> {
+    if !agent.task_types.contains(&task.task_type) {
+        return Err(format!("does not run task type {:?}", task.task_type));
+    }
+    // An empty pipeline on either side means "any pipeline of the type".
+    if !task.pipeline.is_empty()
+        && !agent.pipelines.is_empty()
+        && !agent.pipelines.contains(&task.pipeline)
+    {
+        return Err(format!("does not run pipeline {:?}", task.pipeline));
+    }
+    if let Some(missing) = task.models.iter().find(|m| !agent.models.contains(*m)) {
+        return Err(format!("does not have model {missing:?}"));
+    }
+    if task.gpus as usize > agent.gpus.len() {
+        return Err(format!(
+            "has {} GPUs, the task needs {}",
+            agent.gpus.len(),
+            task.gpus
+        ));
+    }
+    if task.gpu_memory_mb > 0 {
+        // GPUs are counted, not tracked one by one, so the memory check is
+        // static: enough of the agent's GPUs are big enough. A task that asks
+        // for GPU memory without a GPU count needs at least one such GPU.
+        let needed = task.gpus.max(1) as usize;
+        let big = agent
+            .gpus
+            .iter()
+            .filter(|g| g.memory_mb >= task.gpu_memory_mb)
+            .count();
+        if big < needed {
+            return Err(format!(
+                "has {big} GPUs with at least {} MB, the task needs {needed}",
+                task.gpu_memory_mb
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Dynamic fit: free slots and free GPUs, given what is already in use.
+/// Invariant 3: a task is only placed where it fits entirely.
+pub fn fits(free_slots: u32, free_gpus: u32, task: &TaskSpec) -> Result<(), String> {
+    if free_slots < task.slots {
+        return Err(format!(
+            "has {free_slots} free slots, the task needs {}",
+            task.slots
+        ));
+    }
+    if free_gpus < task.gpus {
+        return Err(format!(
+            "has {free_gpus} free GPUs, the task needs {}",
+            task.gpus
+        ));
+    }
+    Ok(())
+}
+
+/// The agent's free slots; zero if its spec shrank below what is in use.
+pub fn free_slots(agent: &Agent) -> u32 {
+    agent.spec.slots.saturating_sub(agent.slots_in_use)
+}
+
+/// The agent's free GPUs; zero if its spec shrank below what is in use.
+pub fn free_gpus(agent: &Agent) -> u32 {
+    (agent.spec.gpus.len() as u32).saturating_sub(agent.gpus_in_use)
+}
+
+/// Whether the agent is taking new work at all.
+pub fn ready(agent: &Agent) -> Result<(), String> {
+    match agent.state {
+        AgentState::Ready => Ok(()),
+        AgentState::Draining => Err("is draining".to_string()),
+        AgentState::Down => Err("is down".to_string()),
+    }
+}
+
+/// The full predicate `Assign` applies: ready, capable, and the task fits in
+/// what is free now. The planner applies the same three parts, with the free
+/// capacity reduced by what it already placed in the round.
+pub fn eligible(agent: &Agent, task: &TaskSpec) -> Result<(), String> {
+    ready(agent)?;
+    capable(&agent.spec, task)?;
+    fits(free_slots(agent), free_gpus(agent), task)
+}
+
+/// An agent as the planner sees it during a round: capacity left after what
+/// the round already placed on it.
+pub(crate) struct Candidate<'a> {
+    pub(crate) agent: &'a Agent,
+    pub(crate) free_slots: u32,
+    pub(crate) free_gpus: u32,
+    /// Tasks held plus tasks placed in this round.
+    pub(crate) in_flight: u64,
+}
+
+impl Candidate<'_> {
+    fn weight(&self) -> u64 {
+        u64::from(self.agent.spec.weight.max(1))
+    }
+}
+
+/// LeastLoaded: the candidate with the fewest in-flight tasks per unit of
+/// weight. Compared exactly by cross-multiplication (no floats, so every node
+/// agrees); ties go to the earlier index, i.e. the smaller agent id.
+pub(crate) fn least_loaded(pool: &[Candidate<'_>], candidates: &[usize]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for &i in candidates {
+        let better = best.is_none_or(|b| {
+            let (c, d) = (&pool[i], &pool[b]);
+            u128::from(c.in_flight) * u128::from(d.weight())
+                < u128::from(d.in_flight) * u128::from(c.weight())
+        });
+        if better {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+/// WeightedRoundRobin: smooth weighted round-robin over the candidates by
+/// agent weight. `credits` is the queue's state, kept between rounds; agents
+/// that cannot take this task keep their credit.
+pub(crate) fn weighted_round_robin(
+    pool: &[Candidate<'_>],
+    candidates: &[usize],
+    credits: &mut BTreeMap<String, i64>,
+) -> Option<usize> {
+    let total: i64 = candidates.iter().map(|&i| pool[i].weight() as i64).sum();
+    let mut best: Option<(usize, i64)> = None;
+    for &i in candidates {
+        let credit = credits.entry(pool[i].agent.spec.id.clone()).or_insert(0);
+        *credit += pool[i].weight() as i64;
+        if best.is_none_or(|(_, c)| *credit > c) {
+            best = Some((i, *credit));
+        }
+    }
+    let (i, _) = best?;
+    *credits
+        .get_mut(&pool[i].agent.spec.id)
+        .expect("credited above") -= total;
+    Some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Gpu;
+
+    fn agent() -> Agent {
+        Agent {
+            spec: AgentSpec {
+                id: "a".into(),
+                dc: "dc".into(),
+                task_types: ["t2i".to_string(), "sr".to_string()].into(),
+                pipelines: ["sdxl".to_string()].into(),
+                models: ["m1".to_string(), "m2".to_string()].into(),
+                slots: 4,
+                weight: 1,
+                gpus: vec![
+                    Gpu {
+                        model: "A100".into(),
+                        memory_mb: 80_000,
+                    },
+                    Gpu {
+                        model: "A40".into(),
+                        memory_mb: 48_000,
+                    },
+                ],
+                labels: BTreeMap::new(),
+            },
+            state: AgentState::Ready,
+            tasks: BTreeMap::new(),
+            slots_in_use: 0,
+            gpus_in_use: 0,
+            registered_ms: 0,
+        }
+    }
+
+    fn task() -> TaskSpec {
+        TaskSpec {
+            task_type: "t2i".into(),
+            slots: 1,
+            max_attempts: 3,
+            ..TaskSpec::default()
+        }
+    }
+
+    #[test]
+    fn type_pipeline_models() {
+        let a = agent();
+        assert_eq!(eligible(&a, &task()), Ok(()));
+        let t = TaskSpec {
+            task_type: "tts".into(),
+            ..task()
+        };
+        assert!(eligible(&a, &t).unwrap_err().contains("task type \"tts\""));
+        let t = TaskSpec {
+            pipeline: "sdxl".into(),
+            ..task()
+        };
+        assert_eq!(eligible(&a, &t), Ok(()));
+        let t = TaskSpec {
+            pipeline: "flux".into(),
+            ..task()
+        };
+        assert!(eligible(&a, &t).unwrap_err().contains("pipeline \"flux\""));
+        let mut any = agent();
+        any.spec.pipelines.clear();
+        assert_eq!(
+            eligible(&any, &t),
+            Ok(()),
+            "an agent without pipelines runs any"
+        );
+        let t = TaskSpec {
+            models: vec!["m1".into(), "m2".into()],
+            ..task()
+        };
+        assert_eq!(eligible(&a, &t), Ok(()));
+        let t = TaskSpec {
+            models: vec!["m1".into(), "m3".into()],
+            ..task()
+        };
+        assert!(eligible(&a, &t).unwrap_err().contains("model \"m3\""));
+    }
+
+    #[test]
+    fn gpus_and_memory() {
+        let mut a = agent();
+        let t = TaskSpec { gpus: 2, ..task() };
+        assert_eq!(eligible(&a, &t), Ok(()));
+        let t = TaskSpec { gpus: 3, ..task() };
+        assert!(eligible(&a, &t).is_err());
+        let t = TaskSpec {
+            gpus: 1,
+            gpu_memory_mb: 60_000,
+            ..task()
+        };
+        assert_eq!(eligible(&a, &t), Ok(()));
+        let t = TaskSpec {
+            gpus: 2,
+            gpu_memory_mb: 60_000,
+            ..task()
+        };
+        assert!(eligible(&a, &t)
+            .unwrap_err()
+            .contains("1 GPUs with at least 60000 MB"));
+        let t = TaskSpec {
+            gpu_memory_mb: 100_000,
+            ..task()
+        };
+        assert!(
+            eligible(&a, &t).is_err(),
+            "memory without a count still needs one GPU"
+        );
+        a.gpus_in_use = 2;
+        let t = TaskSpec { gpus: 1, ..task() };
+        assert!(eligible(&a, &t).unwrap_err().contains("0 free GPUs"));
+    }
+
+    #[test]
+    fn slots_and_state() {
+        let mut a = agent();
+        a.slots_in_use = 3;
+        assert_eq!(eligible(&a, &task()), Ok(()));
+        let t = TaskSpec { slots: 2, ..task() };
+        assert!(eligible(&a, &t).unwrap_err().contains("1 free slots"));
+        a.slots_in_use = 9; // the spec shrank below what is in use
+        assert_eq!(free_slots(&a), 0);
+        a.slots_in_use = 0;
+        a.state = AgentState::Down;
+        assert_eq!(eligible(&a, &task()), Err("is down".into()));
+    }
+}

@@ -1,0 +1,325 @@
+//! Golden-file tests of the scheduling policies: `testdata/*.txt` scenarios and their expected plans.
+//!
+//! In the spirit of raft-rs's datadriven tests. A file is a scenario read top
+//! to bottom; each line is a directive, `#` starts a comment. A directive that
+//! prints something is followed by `----` and the expected output, ending at
+//! a blank line. Run with `TIDAL_REWRITE_GOLDEN=1` to rewrite the expected
+//! output from the actual one (then review the diff).
+//!
+//! Directives (`key=value` arguments, lists comma-separated):
+//!
+//! - `queue NAME weight=W [strategy=least-loaded|wrr]`
+//! - `agent ID slots=N [weight=W] [types=a,b] [pipelines=..] [models=..] [gpus=N] [gpu_mem=MB]`
+//!   (types default to `t2i`; GPUs all have `gpu_mem`, default 80000)
+//! - `submit N [queue=Q] [type=T] [pipeline=P] [models=..] [priority=online|nearline|offline]
+//!   [slots=S] [gpus=G] [gpu_mem=MB]`
+//! - `down AGENT`, `complete ID,ID,..` (success with the current token)
+//! - `plan max=N [connected=a,b]` (default: all agents): prints the plan, one
+//!   `task queue -> agent` line each, then per-queue and per-agent counts, and
+//!   applies it as one Assign, which must grant every pair.
+//! - `reset-cursor`: forgets the dispatcher's round-robin memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::command::{ApplyCtx, Command, Completion, Response};
+use crate::dispatch::{plan, DispatchCursor};
+use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, Strategy, TaskId, TaskSpec};
+use crate::state::State;
+
+struct Scenario {
+    state: State,
+    index: u64,
+    cursor: DispatchCursor,
+}
+
+fn args(words: &[&str]) -> BTreeMap<String, String> {
+    words
+        .iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (w.to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn list(args: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    args.get(key)
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn num<T: std::str::FromStr>(args: &BTreeMap<String, String>, key: &str, default: T) -> T {
+    args.get(key).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{key}={v} is not a number"))
+    })
+}
+
+impl Scenario {
+    fn apply(&mut self, cmd: Command) -> Response {
+        self.index += 1;
+        let r = self.state.apply(
+            cmd,
+            ApplyCtx {
+                log_index: self.index,
+                time_ms: self.index,
+            },
+        );
+        self.state.check_invariants().expect("invariants hold");
+        r
+    }
+
+    /// Runs one directive; returns its output, if it prints any.
+    fn run(&mut self, line: &str) -> Result<Option<String>, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (cmd, rest) = words.split_first().ok_or("empty directive")?;
+        let a = args(rest.get(1..).unwrap_or_default());
+        let first = rest.first().copied().unwrap_or_default();
+        match *cmd {
+            "queue" => {
+                let strategy = a
+                    .get("strategy")
+                    .map_or(Ok(Strategy::LeastLoaded), |s| s.parse())?;
+                let r = self.apply(Command::SetQueue {
+                    name: first.into(),
+                    weight: num(&a, "weight", 1),
+                    strategy,
+                });
+                expect_ok(r)
+            }
+            "agent" => {
+                let types = list(&a, "types");
+                let spec = AgentSpec {
+                    id: first.into(),
+                    dc: "dc1".into(),
+                    task_types: if types.is_empty() {
+                        ["t2i".to_string()].into()
+                    } else {
+                        types.into_iter().collect()
+                    },
+                    pipelines: list(&a, "pipelines").into_iter().collect(),
+                    models: list(&a, "models").into_iter().collect(),
+                    slots: num(&a, "slots", 1),
+                    weight: num(&a, "weight", 1),
+                    gpus: (0..num(&a, "gpus", 0))
+                        .map(|_| Gpu {
+                            model: "gpu".into(),
+                            memory_mb: num(&a, "gpu_mem", 80_000),
+                        })
+                        .collect(),
+                    labels: BTreeMap::new(),
+                };
+                expect_ok(self.apply(Command::RegisterAgent(spec)))
+            }
+            "submit" => {
+                let n: usize = first
+                    .parse()
+                    .map_err(|_| format!("submit count {first:?}"))?;
+                let priority = match a.get("priority").map(String::as_str) {
+                    None | Some("nearline") => Priority::Nearline,
+                    Some("online") => Priority::Online,
+                    Some("offline") => Priority::Offline,
+                    Some(other) => return Err(format!("unknown priority {other}")),
+                };
+                let spec = TaskSpec {
+                    task_type: a.get("type").cloned().unwrap_or_else(|| "t2i".into()),
+                    pipeline: a.get("pipeline").cloned().unwrap_or_default(),
+                    models: list(&a, "models"),
+                    queue: a.get("queue").cloned().unwrap_or_default(),
+                    priority,
+                    slots: num(&a, "slots", 1),
+                    gpus: num(&a, "gpus", 0),
+                    gpu_memory_mb: num(&a, "gpu_mem", 0),
+                    ..TaskSpec::default()
+                };
+                match self.apply(Command::Submit(vec![spec; n])) {
+                    Response::Submitted(v) if v.iter().all(Result::is_ok) => Ok(None),
+                    other => Err(format!("submit failed: {other:?}")),
+                }
+            }
+            "down" => match self.apply(Command::AgentDown {
+                agent: first.into(),
+            }) {
+                Response::AgentDown { .. } => Ok(None),
+                other => Err(format!("down failed: {other:?}")),
+            },
+            "complete" => {
+                let mut completions = Vec::new();
+                for id in first.split(',') {
+                    let id: TaskId = id.parse()?;
+                    let task = self.state.task(id).ok_or(format!("no task {id}"))?;
+                    let (_, token) = task
+                        .state
+                        .holder()
+                        .ok_or(format!("task {id} is not live"))?;
+                    let outcome = Outcome {
+                        success: true,
+                        result: Vec::new(),
+                        error: String::new(),
+                        exit_code: 0,
+                    };
+                    completions.push(Completion {
+                        task: id,
+                        token,
+                        outcome,
+                    });
+                }
+                match self.apply(Command::Complete(completions)) {
+                    Response::Completed(v) if v.iter().all(Result::is_ok) => Ok(None),
+                    other => Err(format!("complete failed: {other:?}")),
+                }
+            }
+            "reset-cursor" => {
+                self.cursor = DispatchCursor::default();
+                Ok(None)
+            }
+            "plan" => {
+                let all = args(rest);
+                let connected: BTreeSet<AgentId> = match all.get("connected") {
+                    Some(v) => v
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    None => self.state.agents().map(|a| a.spec.id.clone()).collect(),
+                };
+                let p = plan(
+                    &self.state,
+                    &connected,
+                    num(&all, "max", 0),
+                    &mut self.cursor,
+                );
+                let out = self.describe(&p);
+                match self.apply(Command::Assign(p.clone())) {
+                    Response::Assigned { granted, rejected }
+                        if rejected.is_empty() && granted.len() == p.len() =>
+                    {
+                        Ok(Some(out))
+                    }
+                    other => Err(format!("plan not granted in full: {other:?}")),
+                }
+            }
+            other => Err(format!("unknown directive {other:?}")),
+        }
+    }
+
+    fn describe(&self, p: &[(TaskId, AgentId)]) -> String {
+        let mut out = String::new();
+        let mut queues: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut agents: BTreeMap<&str, usize> = BTreeMap::new();
+        for (t, a) in p {
+            let queue = self.state.task(*t).map_or("?", |t| t.spec.queue.as_str());
+            writeln!(out, "t{} {queue} -> {a}", t.0).expect("writing to a String");
+            *queues.entry(queue).or_default() += 1;
+            *agents.entry(a).or_default() += 1;
+        }
+        let join = |m: &BTreeMap<&str, usize>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if p.is_empty() {
+            out.push_str("(nothing)\n");
+        } else {
+            writeln!(out, "queues: {}", join(&queues)).expect("writing to a String");
+            writeln!(out, "agents: {}", join(&agents)).expect("writing to a String");
+        }
+        out
+    }
+}
+
+fn expect_ok(r: Response) -> Result<Option<String>, String> {
+    match r {
+        Response::Ok => Ok(None),
+        other => Err(format!("expected Ok, got {other:?}")),
+    }
+}
+
+/// Runs one file; returns the rewritten text and the mismatches.
+fn run_file(text: &str) -> (String, Vec<String>) {
+    let mut s = Scenario {
+        state: State::new(),
+        index: 0,
+        cursor: DispatchCursor::default(),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut rewritten = String::new();
+    let mut failures = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        rewritten.push_str(line);
+        rewritten.push('\n');
+        i += 1;
+        let directive = line.trim();
+        if directive.is_empty() || directive.starts_with('#') {
+            continue;
+        }
+        let mut expected = None;
+        if lines.get(i).map(|l| l.trim()) == Some("----") {
+            let start = i + 1;
+            let mut end = start;
+            while end < lines.len() && !lines[end].trim().is_empty() {
+                end += 1;
+            }
+            expected = Some(
+                lines[start..end]
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>(),
+            );
+            i = end;
+        }
+        let actual = match s.run(directive) {
+            Ok(out) => out,
+            Err(e) => {
+                failures.push(format!("line {}: {directive}: {e}", i));
+                Some(format!("error: {e}\n"))
+            }
+        };
+        if let Some(actual) = &actual {
+            rewritten.push_str("----\n");
+            rewritten.push_str(actual);
+        }
+        if actual != expected {
+            failures.push(format!(
+                "{directive}\n--- expected\n{}--- actual\n{}",
+                expected.unwrap_or_default(),
+                actual.unwrap_or_default()
+            ));
+        }
+    }
+    (rewritten, failures)
+}
+
+#[test]
+fn golden_scheduling_policies() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let rewrite = std::env::var_os("TIDAL_REWRITE_GOLDEN").is_some();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("testdata/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no golden files in {}", dir.display());
+    let mut failures = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable golden file");
+        let (rewritten, errs) = run_file(&text);
+        if rewrite {
+            std::fs::write(&path, rewritten).expect("writable golden file");
+        } else {
+            failures.extend(errs.into_iter().map(|e| format!("{}: {e}", path.display())));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

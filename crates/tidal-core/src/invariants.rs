@@ -1,0 +1,120 @@
+//! Checks of the state's internal invariants, run by tests after every apply.
+
+use std::collections::BTreeSet;
+
+use crate::model::{TaskId, TaskState};
+use crate::state::State;
+
+impl State {
+    /// Checks the invariants one state can show on its own (invariant 1 across
+    /// time needs a history; see the property tests):
+    ///
+    /// - invariant 3: for every agent, `slots_in_use`/`gpus_in_use` equal the
+    ///   sums over the tasks it holds and do not exceed its capacity (the one
+    ///   legitimate exception, an agent re-registered with less capacity than in
+    ///   use, is reported too: callers that allow it filter it out);
+    /// - every Assigned/Running task is in its agent's map with its token, and
+    ///   every entry of an agent's map is such a task;
+    /// - the pending index holds exactly the Pending tasks, under their queue
+    ///   and priority;
+    /// - idempotency keys point at tasks with that key; ids are below `next_id`;
+    ///   every task's queue exists.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (name, agent) in &self.agents {
+            if *name != agent.spec.id {
+                return Err(format!(
+                    "agent {name:?} is stored under another id {:?}",
+                    agent.spec.id
+                ));
+            }
+            let (mut slots, mut gpus) = (0u64, 0u64);
+            for (id, token) in &agent.tasks {
+                let Some(task) = self.tasks.get(id) else {
+                    return Err(format!("agent {name} holds unknown task {id}"));
+                };
+                if task.state.holder() != Some((name, *token)) {
+                    return Err(format!(
+                        "agent {name} holds {id} with token {token}, but the task is {:?}",
+                        task.state
+                    ));
+                }
+                slots += u64::from(task.spec.slots);
+                gpus += u64::from(task.spec.gpus);
+            }
+            if slots != u64::from(agent.slots_in_use) || gpus != u64::from(agent.gpus_in_use) {
+                return Err(format!(
+                    "agent {name}: in use {}/{} slots/gpus, its tasks sum to {slots}/{gpus}",
+                    agent.slots_in_use, agent.gpus_in_use
+                ));
+            }
+            if agent.slots_in_use > agent.spec.slots
+                || agent.gpus_in_use as usize > agent.spec.gpus.len()
+            {
+                return Err(format!(
+                    "invariant 3: agent {name} uses {}/{} slots and {}/{} gpus",
+                    agent.slots_in_use,
+                    agent.spec.slots,
+                    agent.gpus_in_use,
+                    agent.spec.gpus.len()
+                ));
+            }
+        }
+        let mut pending_tasks = BTreeSet::new();
+        for (id, task) in &self.tasks {
+            if task.id != *id {
+                return Err(format!("task {id} is stored under another id {}", task.id));
+            }
+            if id.0 == 0 || id.0 >= self.next_id {
+                return Err(format!("task id {id} is outside 1..{}", self.next_id));
+            }
+            if !self.queues.contains_key(&task.spec.queue) {
+                return Err(format!(
+                    "task {id} is in missing queue {:?}",
+                    task.spec.queue
+                ));
+            }
+            if let Some((agent, token)) = task.state.holder() {
+                let held = self.agents.get(agent).and_then(|a| a.tasks.get(id));
+                if held != Some(&token) {
+                    return Err(format!(
+                        "task {id} is held by {agent} with {token}, the agent says {held:?}"
+                    ));
+                }
+            }
+            if task.state == TaskState::Pending {
+                pending_tasks.insert((task.spec.queue.as_str(), task.spec.priority, *id));
+            }
+            if task.attempt > task.spec.max_attempts {
+                return Err(format!(
+                    "task {id} attempt {} over max {}",
+                    task.attempt, task.spec.max_attempts
+                ));
+            }
+        }
+        let indexed: BTreeSet<_> = self
+            .pending
+            .iter()
+            .flat_map(|(q, set)| set.iter().map(move |(p, id)| (q.as_str(), *p, *id)))
+            .collect();
+        if indexed != pending_tasks {
+            let extra: Vec<TaskId> = indexed.difference(&pending_tasks).map(|e| e.2).collect();
+            let missing: Vec<TaskId> = pending_tasks.difference(&indexed).map(|e| e.2).collect();
+            return Err(format!(
+                "pending index: extra {extra:?}, missing {missing:?}"
+            ));
+        }
+        if self.pending.keys().any(|q| !self.queues.contains_key(q)) {
+            return Err("pending index names a missing queue".to_string());
+        }
+        for (key, id) in &self.keys {
+            let has = self
+                .tasks
+                .get(id)
+                .and_then(|t| t.spec.idempotency_key.as_deref());
+            if has != Some(key.as_str()) {
+                return Err(format!("key {key:?} points at {id}, which has key {has:?}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! tidal-core: tidal's domain and its replicated state machine — pure,
+//! deterministic, no I/O.
+//!
+//! Every change to a DC's state is a [`Command`] in a committed Raft entry,
+//! applied by [`State::apply`] on every replica. Apply reads time and the
+//! fencing token from the entry ([`ApplyCtx`]), iterates in a fixed order and
+//! rejects invalid input as data ([`Rejection`]), so replicas that apply the
+//! same log end equal (compare them with [`State::digest`]). The leader's
+//! dispatcher ([`dispatch::plan`]) is a pure function over the same state.
+//!
+//! # Modules
+//!
+//! - [`model`]: the domain nouns — tasks, agents, queues, fencing tokens.
+//! - [`command`]: commands (Raft entry payloads), their responses and rejections.
+//! - [`state`]: [`State`], the state machine: `apply` and the reads the server needs.
+//! - [`dispatch`]: the planner: weighted queues, placement strategies, and the
+//!   eligibility predicate shared with `Assign` at apply.
+//! - [`limits`]: stateless size and name checks run at the API edge.
+//! - `invariants`: [`State::check_invariants`], the checker tests run after every apply.
+//! - `digest`: a hand-written FNV-1a hasher for [`State::digest`].
+//!
+//! # Dependency rule
+//!
+//! This crate depends on serde and thiserror only. It never depends on tokio,
+//! tonic, sled, openraft or tracing, never reads a clock, a file or a socket,
+//! and uses no randomness outside tests: whatever it needs from the outside
+//! world arrives in a command or its [`ApplyCtx`].
+
+pub mod command;
+mod digest;
+pub mod dispatch;
+mod invariants;
+pub mod limits;
+pub mod model;
+pub mod state;
+
+#[cfg(test)]
+mod golden_test;
+#[cfg(test)]
+mod proptests;
+
+pub use command::{
+    ApplyCtx, Command, Completion, Envelope, Granted, Rejection, Response, Submitted,
+};
+pub use dispatch::{plan, DispatchCursor};
+pub use limits::Limits;
+pub use model::{
+    Agent, AgentId, AgentSpec, AgentState, FencingToken, Gpu, Outcome, Priority, Queue, Strategy,
+    Task, TaskId, TaskSpec, TaskState, TaskStateKind,
+};
+pub use state::State;

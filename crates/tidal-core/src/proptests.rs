@@ -1,0 +1,389 @@
+//! Property tests: random command sequences keep the invariants, replicas stay equal, plan and apply agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use crate::command::{ApplyCtx, Command, Completion, Rejection, Response};
+use crate::dispatch::{plan, DispatchCursor};
+use crate::model::Strategy as QueueStrategy;
+use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, TaskId, TaskSpec, TaskState};
+use crate::state::State;
+
+const AGENTS: u8 = 4;
+const QUEUES: [&str; 3] = ["default", "q1", "q2"];
+const TYPES: [&str; 3] = ["t0", "t1", "t2"];
+
+/// How a command picks the token it presents.
+#[derive(Clone, Debug)]
+enum Tok {
+    /// The task's current (or last) token.
+    Current,
+    /// An older token: current minus this much.
+    Older(u8),
+    Any(u64),
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    queue: u8,
+    ty: u8,
+    slots: u8,
+    gpus: u8,
+    key: Option<u8>,
+    prio: u8,
+    max_attempts: u8,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Submit(Vec<Item>),
+    Register {
+        agent: u8,
+        types: u8,
+        weight: u8,
+    },
+    Down(u8),
+    Deregister(u8),
+    Cancel(u16),
+    /// Plan a round over the agents in the mask and apply it as one Assign.
+    Plan {
+        max: u8,
+        connected: u8,
+    },
+    /// Arbitrary pairs, valid or not.
+    Assign(Vec<(u16, u8)>),
+    /// Tasks picked among the live (Assigned/Running) ones when `live`.
+    Started {
+        task: u16,
+        live: bool,
+        tok: Tok,
+    },
+    Complete {
+        live: bool,
+        list: Vec<(u16, Tok, bool)>,
+    },
+    SetQueue {
+        queue: u8,
+        weight: u16,
+        wrr: bool,
+    },
+    Noop,
+}
+
+fn tok() -> impl Strategy<Value = Tok> {
+    prop_oneof![
+        3 => Just(Tok::Current),
+        1 => (1u8..5).prop_map(Tok::Older),
+        1 => (0u64..200).prop_map(Tok::Any),
+    ]
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    (
+        0u8..3,
+        0u8..3,
+        0u8..4,
+        0u8..3,
+        proptest::option::weighted(0.3, 0u8..6),
+        0u8..3,
+        0u8..4,
+    )
+        .prop_map(|(queue, ty, slots, gpus, key, prio, max_attempts)| Item {
+            queue,
+            ty,
+            slots,
+            gpus,
+            key,
+            prio,
+            max_attempts,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => vec(item(), 1..5).prop_map(Op::Submit),
+        3 => (0..AGENTS, 0u8..8, 0u8..4).prop_map(|(agent, types, weight)| Op::Register { agent, types, weight }),
+        1 => (0..AGENTS).prop_map(Op::Down),
+        1 => (0..AGENTS + 1).prop_map(Op::Deregister),
+        1 => any::<u16>().prop_map(Op::Cancel),
+        6 => (0u8..8, any::<u8>()).prop_map(|(max, connected)| Op::Plan { max, connected }),
+        2 => vec((any::<u16>(), 0..AGENTS + 1), 1..4).prop_map(Op::Assign),
+        3 => (any::<u16>(), any::<bool>(), tok()).prop_map(|(task, live, tok)| Op::Started { task, live, tok }),
+        4 => (any::<bool>(), vec((any::<u16>(), tok(), any::<bool>()), 1..4))
+            .prop_map(|(live, list)| Op::Complete { live, list }),
+        1 => (0u8..3, 0u16..1100, any::<bool>()).prop_map(|(queue, weight, wrr)| Op::SetQueue { queue, weight, wrr }),
+        1 => Just(Op::Noop),
+    ]
+}
+
+fn agent_id(i: u8) -> AgentId {
+    format!("a{i}")
+}
+
+/// An agent's capacity depends only on its index, so a re-registration never
+/// shrinks it (a shrink is the one accepted way past invariant 3's bound).
+fn agent_spec(i: u8, types: u8, weight: u8) -> AgentSpec {
+    let types = if types == 0 { 1 } else { types };
+    AgentSpec {
+        id: agent_id(i),
+        dc: "dc1".into(),
+        task_types: (0..3)
+            .filter(|b| types & (1 << b) != 0)
+            .map(|b| TYPES[b].to_string())
+            .collect(),
+        slots: 1 + u32::from(i),
+        weight: u32::from(weight),
+        gpus: (0..i % 3)
+            .map(|g| Gpu {
+                model: "A40".into(),
+                memory_mb: 16_000 * (1 + u64::from(g)),
+            })
+            .collect(),
+        ..AgentSpec::default()
+    }
+}
+
+/// The driver: the replicas, the next log index and the history the
+/// cross-time checks need.
+struct Sim {
+    a: State,
+    b: State,
+    index: u64,
+    cursor: DispatchCursor,
+    /// Invariant 1: the last token each task was assigned.
+    last_token: BTreeMap<TaskId, u64>,
+}
+
+impl Sim {
+    fn task_id(&self, sel: u16) -> TaskId {
+        // One past the last id too, to exercise TaskNotFound.
+        TaskId(1 + u64::from(sel) % self.a.next_task_id().0)
+    }
+
+    /// A live task if there is one and `live`, else any id.
+    fn pick(&self, sel: u16, live: bool) -> TaskId {
+        let held: Vec<TaskId> = self
+            .a
+            .tasks_after(None)
+            .filter(|t| t.state.holder().is_some())
+            .map(|t| t.id)
+            .collect();
+        if live && !held.is_empty() {
+            held[usize::from(sel) % held.len()]
+        } else {
+            self.task_id(sel)
+        }
+    }
+
+    fn token(&self, id: TaskId, tok: &Tok) -> u64 {
+        let current = self.last_token.get(&id).copied().unwrap_or(0);
+        match tok {
+            Tok::Current => current,
+            Tok::Older(k) => current.saturating_sub(u64::from(*k)),
+            Tok::Any(t) => *t,
+        }
+    }
+
+    fn command(&mut self, op: &Op) -> Command {
+        match op {
+            Op::Submit(items) => Command::Submit(
+                items
+                    .iter()
+                    .map(|it| TaskSpec {
+                        task_type: TYPES[usize::from(it.ty)].into(),
+                        queue: if it.queue == 0 {
+                            String::new()
+                        } else {
+                            QUEUES[usize::from(it.queue)].into()
+                        },
+                        idempotency_key: it.key.map(|k| format!("k{k}")),
+                        slots: u32::from(it.slots),
+                        gpus: u32::from(it.gpus),
+                        max_attempts: u32::from(it.max_attempts),
+                        priority: [Priority::Online, Priority::Nearline, Priority::Offline]
+                            [usize::from(it.prio)],
+                        ..TaskSpec::default()
+                    })
+                    .collect(),
+            ),
+            Op::Register {
+                agent,
+                types,
+                weight,
+            } => Command::RegisterAgent(agent_spec(*agent, *types, *weight)),
+            Op::Down(i) => Command::AgentDown {
+                agent: agent_id(*i),
+            },
+            Op::Deregister(i) => Command::DeregisterAgent {
+                agent: agent_id(*i),
+            },
+            Op::Cancel(t) => Command::Cancel {
+                task: self.task_id(*t),
+            },
+            Op::Plan { max, connected } => {
+                let connected: BTreeSet<AgentId> = (0..AGENTS)
+                    .filter(|i| connected & (1 << i) != 0)
+                    .map(agent_id)
+                    .collect();
+                Command::Assign(plan(
+                    &self.a,
+                    &connected,
+                    usize::from(*max),
+                    &mut self.cursor,
+                ))
+            }
+            Op::Assign(pairs) => Command::Assign(
+                pairs
+                    .iter()
+                    .map(|(t, a)| (self.task_id(*t), agent_id(*a)))
+                    .collect(),
+            ),
+            Op::Started { task, live, tok } => {
+                let id = self.pick(*task, *live);
+                Command::Started {
+                    task: id,
+                    token: self.token(id, tok),
+                }
+            }
+            Op::Complete { live, list } => Command::Complete(
+                list.iter()
+                    .map(|(t, k, success)| {
+                        let id = self.pick(*t, *live);
+                        let outcome = Outcome {
+                            success: *success,
+                            result: vec![1],
+                            error: String::new(),
+                            exit_code: 0,
+                        };
+                        Completion {
+                            task: id,
+                            token: self.token(id, k),
+                            outcome,
+                        }
+                    })
+                    .collect(),
+            ),
+            Op::SetQueue { queue, weight, wrr } => Command::SetQueue {
+                name: QUEUES[usize::from(*queue)].into(),
+                weight: u32::from(*weight),
+                strategy: if *wrr {
+                    QueueStrategy::WeightedRoundRobin
+                } else {
+                    QueueStrategy::LeastLoaded
+                },
+            },
+            Op::Noop => Command::Noop,
+        }
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let cmd = self.command(op);
+        self.index += 1;
+        let ctx = ApplyCtx {
+            log_index: self.index,
+            time_ms: 1_000 * self.index,
+        };
+        let before = self.a.clone();
+        let ra = self.a.apply(cmd.clone(), ctx);
+        let rb = self.b.apply(cmd.clone(), ctx);
+
+        // Replicas applying the same log agree on responses, state and digest.
+        prop_assert_eq!(&ra, &rb);
+        prop_assert!(self.a == self.b, "replicas diverged after {:?}", cmd);
+        prop_assert_eq!(self.a.digest(), self.b.digest());
+        // Invariant 3 and the structural invariants, after every apply.
+        if let Err(e) = self.a.check_invariants() {
+            return Err(TestCaseError::fail(format!("after {cmd:?} -> {ra:?}: {e}")));
+        }
+
+        // Plan and apply agree: a fresh plan is granted in full.
+        if let (Op::Plan { .. }, Command::Assign(pairs), Response::Assigned { granted, rejected }) =
+            (op, &cmd, &ra)
+        {
+            prop_assert!(
+                rejected.is_empty(),
+                "plan {:?} rejected at apply: {:?}",
+                pairs,
+                rejected
+            );
+            prop_assert_eq!(granted.len(), pairs.len());
+        }
+
+        // Invariant 1, across time: a task's tokens strictly increase.
+        for task in self.a.tasks_after(None) {
+            if let Some((_, token)) = task.state.holder() {
+                let last = self.last_token.insert(task.id, token);
+                if let Some(last) = last {
+                    prop_assert!(
+                        token >= last,
+                        "task {} token went from {} to {}",
+                        task.id,
+                        last,
+                        token
+                    );
+                    if token != last {
+                        prop_assert_eq!(token, self.index, "a new token is this entry's index");
+                    }
+                }
+            }
+        }
+
+        // Invariant 1: a completion is accepted only with the current token,
+        // or acknowledged without effect when resent for an ended task.
+        if let (Command::Complete(list), Response::Completed(results)) = (&cmd, &ra) {
+            prop_assert_eq!(list.len(), results.len());
+            let mut seen = BTreeSet::new();
+            for (c, r) in list.iter().zip(results) {
+                let first = seen.insert(c.task);
+                let Some(prior) = before.task(c.task) else {
+                    prop_assert_eq!(r, &Err(Rejection::TaskNotFound(c.task)));
+                    continue;
+                };
+                match (r, prior.state.holder()) {
+                    (Ok(()), Some((_, current))) if first => prop_assert_eq!(c.token, current),
+                    (Ok(()), None) if first => {
+                        prop_assert!(prior.state.is_terminal());
+                        prop_assert_eq!(&self.a.task(c.task).unwrap().state, &prior.state);
+                    }
+                    _ => {}
+                }
+                if first && c.token == 0 {
+                    prop_assert!(r.is_err(), "token 0 is never current");
+                }
+            }
+        }
+
+        // Started moves only the current holder's task.
+        if let (Command::Started { task, token }, Response::Ok) = (&cmd, &ra) {
+            let now = &self.a.task(*task).unwrap().state;
+            let running = matches!(now, TaskState::Running { token: t, .. } if t == token);
+            prop_assert!(running, "started with {} left the task {:?}", token, now);
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_sequences_keep_invariants(ops in vec(op(), 1..120)) {
+        let mut sim = Sim {
+            a: State::new(),
+            b: State::new(),
+            index: 0,
+            cursor: DispatchCursor::default(),
+            last_token: BTreeMap::new(),
+        };
+        for op in &ops {
+            sim.step(op)?;
+        }
+        // Whatever happened, draining every agent returns all live work.
+        for i in 0..AGENTS {
+            sim.step(&Op::Down(i))?;
+        }
+        prop_assert_eq!(sim.a.agents().map(|a| a.slots_in_use).sum::<u32>(), 0);
+    }
+}

@@ -1,0 +1,552 @@
+//! The replicated state machine: `State::apply` is the only way tidal's state changes.
+//!
+//! Apply is deterministic: time comes from [`ApplyCtx`], fencing tokens are log
+//! indexes, and every collection is a `BTreeMap`/`BTreeSet`, so replicas that
+//! apply the same log end in equal states with equal [`State::digest`]s. Each
+//! command (or each item of a batch) is validated against the current state
+//! first and then applied whole; a rejection is returned as data, never a panic,
+//! because a committed entry cannot fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{
+    ApplyCtx, Command, Completion, Envelope, Granted, Rejection, Response, Submitted,
+};
+use crate::digest::Fnv64;
+use crate::dispatch::placement;
+use crate::model::{
+    Agent, AgentId, AgentSpec, AgentState, FencingToken, Priority, Queue, Strategy, Task, TaskId,
+    TaskSpec, TaskState, TaskStateKind,
+};
+
+/// The queue every state starts with; a submit without a queue goes here.
+pub const DEFAULT_QUEUE: &str = "default";
+/// What `max_attempts: 0` means at submit.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Highest queue weight `SetQueue` accepts.
+pub const MAX_QUEUE_WEIGHT: u32 = 1000;
+
+/// Tasks, agents and queues of one DC, as every replica holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct State {
+    pub(crate) tasks: BTreeMap<TaskId, Task>,
+    /// Idempotency key -> the task submitted with it.
+    pub(crate) keys: BTreeMap<String, TaskId>,
+    pub(crate) queues: BTreeMap<String, Queue>,
+    /// Per queue, its Pending tasks in dispatch order: priority class, then id
+    /// (age). Holds exactly the Pending tasks (checked by `check_invariants`).
+    pub(crate) pending: BTreeMap<String, BTreeSet<(Priority, TaskId)>>,
+    pub(crate) agents: BTreeMap<AgentId, Agent>,
+    /// The id the next submitted task gets; ids start at 1.
+    pub(crate) next_id: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Fills in the defaults a client may leave out, so every replica stores the
+/// same spec and the dispatcher never sees a zero-slot task.
+fn normalize(spec: &mut TaskSpec) {
+    if spec.queue.is_empty() {
+        spec.queue = DEFAULT_QUEUE.to_string();
+    }
+    if spec.max_attempts == 0 {
+        spec.max_attempts = DEFAULT_MAX_ATTEMPTS;
+    }
+    if spec.slots == 0 {
+        spec.slots = 1;
+    }
+}
+
+fn wrong_state(task: TaskId, state: &TaskState) -> Rejection {
+    Rejection::WrongState {
+        task,
+        state: state.kind().as_str().to_string(),
+    }
+}
+
+/// Gives back the capacity a task held on its agent. Invariant 3: the agent's
+/// in-use counters stay equal to the sum over the tasks it holds.
+fn release(agents: &mut BTreeMap<AgentId, Agent>, agent: &str, id: TaskId, spec: &TaskSpec) {
+    if let Some(a) = agents.get_mut(agent) {
+        if a.tasks.remove(&id).is_some() {
+            a.slots_in_use = a.slots_in_use.saturating_sub(spec.slots);
+            a.gpus_in_use = a.gpus_in_use.saturating_sub(spec.gpus);
+        }
+    }
+}
+
+impl State {
+    /// An empty state with the queue "default" (weight 1, least-loaded).
+    pub fn new() -> State {
+        let mut state = State {
+            tasks: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            next_id: 1,
+        };
+        state.upsert_queue(DEFAULT_QUEUE.to_string(), 1, Strategy::LeastLoaded);
+        state
+    }
+
+    /// Applies one log entry: checks its format version, then applies its
+    /// command with the entry's index and the leader's time.
+    pub fn apply_envelope(&mut self, env: Envelope, log_index: u64) -> Response {
+        if env.version != Envelope::VERSION {
+            return Response::Rejected(Rejection::UnsupportedVersion(env.version));
+        }
+        self.apply(
+            env.command,
+            ApplyCtx {
+                log_index,
+                time_ms: env.time_ms,
+            },
+        )
+    }
+
+    /// The only mutation of the state. Deterministic; never panics on input.
+    pub fn apply(&mut self, cmd: Command, ctx: ApplyCtx) -> Response {
+        match cmd {
+            Command::Submit(specs) => {
+                Response::Submitted(specs.into_iter().map(|s| self.submit(s, ctx)).collect())
+            }
+            Command::Cancel { task } => self.cancel(task, ctx),
+            Command::RegisterAgent(spec) => self.register_agent(spec, ctx),
+            Command::DeregisterAgent { agent } => self.deregister_agent(&agent, ctx),
+            Command::AgentDown { agent } => self.agent_down(&agent, ctx),
+            Command::Assign(pairs) => self.assign(pairs, ctx),
+            Command::Started { task, token } => self.started(task, token, ctx),
+            Command::Complete(list) => {
+                Response::Completed(list.into_iter().map(|c| self.complete(c, ctx)).collect())
+            }
+            Command::SetQueue {
+                name,
+                weight,
+                strategy,
+            } => self.set_queue(name, weight, strategy),
+            Command::Noop => Response::Ok,
+        }
+    }
+
+    fn submit(&mut self, mut spec: TaskSpec, ctx: ApplyCtx) -> Result<Submitted, Rejection> {
+        normalize(&mut spec);
+        // A repeated key returns the first task, also within one batch: the
+        // client retries a submit whose answer it lost (invariant 2).
+        if let Some(id) = spec.idempotency_key.as_ref().and_then(|k| self.keys.get(k)) {
+            return Ok(Submitted {
+                id: *id,
+                existed: true,
+            });
+        }
+        if spec.task_type.is_empty() {
+            return Err(Rejection::Invalid("task_type \"\" is empty".to_string()));
+        }
+        if !self.queues.contains_key(&spec.queue) {
+            return Err(Rejection::QueueNotFound(spec.queue));
+        }
+        let Some(after) = self.next_id.checked_add(1) else {
+            return Err(Rejection::Invalid("task id space exhausted".to_string()));
+        };
+        let id = TaskId(self.next_id);
+        self.next_id = after;
+        if let Some(key) = &spec.idempotency_key {
+            self.keys.insert(key.clone(), id);
+        }
+        self.pending
+            .entry(spec.queue.clone())
+            .or_default()
+            .insert((spec.priority, id));
+        let task = Task {
+            id,
+            spec,
+            state: TaskState::Pending,
+            attempt: 0,
+            result: Vec::new(),
+            error: String::new(),
+            exit_code: 0,
+            submitted_index: ctx.log_index,
+            created_ms: ctx.time_ms,
+            updated_ms: ctx.time_ms,
+        };
+        self.tasks.insert(id, task);
+        Ok(Submitted { id, existed: false })
+    }
+
+    fn cancel(&mut self, id: TaskId, ctx: ApplyCtx) -> Response {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Response::Rejected(Rejection::TaskNotFound(id));
+        };
+        if task.state.is_terminal() {
+            return Response::Rejected(wrong_state(id, &task.state));
+        }
+        let holder = task.state.holder().map(|(a, t)| (a.clone(), t));
+        match &holder {
+            Some((agent, _)) => release(&mut self.agents, agent, id, &task.spec),
+            None => {
+                if let Some(index) = self.pending.get_mut(&task.spec.queue) {
+                    index.remove(&(task.spec.priority, id));
+                }
+            }
+        }
+        task.state = TaskState::Cancelled {
+            agent: holder.as_ref().map(|(a, _)| a.clone()),
+            token: holder.as_ref().map_or(0, |(_, t)| *t),
+        };
+        task.updated_ms = ctx.time_ms;
+        Response::Cancelled { task: id, holder }
+    }
+
+    fn register_agent(&mut self, mut spec: AgentSpec, ctx: ApplyCtx) -> Response {
+        if spec.id.is_empty() {
+            return Response::Rejected(Rejection::Invalid("agent id \"\" is empty".to_string()));
+        }
+        if spec.slots == 0 {
+            return Response::Rejected(Rejection::Invalid(format!(
+                "agent {:?} offers 0 slots: use at least 1",
+                spec.id
+            )));
+        }
+        if spec.weight == 0 {
+            spec.weight = 1;
+        }
+        match self.agents.get_mut(&spec.id) {
+            // A re-registering agent keeps the tasks it holds (it reconnected
+            // and still runs them). If its new spec is smaller than what is in
+            // use, it just takes no new work until enough is freed.
+            Some(agent) => {
+                agent.spec = spec;
+                agent.state = AgentState::Ready;
+                agent.registered_ms = ctx.time_ms;
+            }
+            None => {
+                let agent = Agent {
+                    spec,
+                    state: AgentState::Ready,
+                    tasks: BTreeMap::new(),
+                    slots_in_use: 0,
+                    gpus_in_use: 0,
+                    registered_ms: ctx.time_ms,
+                };
+                self.agents.insert(agent.spec.id.clone(), agent);
+            }
+        }
+        Response::Ok
+    }
+
+    fn deregister_agent(&mut self, agent: &str, ctx: ApplyCtx) -> Response {
+        let response = self.agent_down(agent, ctx);
+        if matches!(response, Response::AgentDown { .. }) {
+            self.agents.remove(agent);
+        }
+        response
+    }
+
+    fn agent_down(&mut self, agent_id: &str, ctx: ApplyCtx) -> Response {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return Response::Rejected(Rejection::AgentNotFound(agent_id.to_string()));
+        };
+        agent.state = AgentState::Down;
+        // Invariant 3: the agent holds nothing once its tasks are taken back.
+        let held = std::mem::take(&mut agent.tasks);
+        agent.slots_in_use = 0;
+        agent.gpus_in_use = 0;
+        let (mut requeued, mut failed) = (Vec::new(), Vec::new());
+        for (id, token) in held {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                debug_assert!(false, "agent {agent_id} held unknown task {id}");
+                continue;
+            };
+            if task.state.holder() != Some((&agent_id.to_string(), token)) {
+                debug_assert!(
+                    false,
+                    "agent {agent_id} held {id} but the task says otherwise"
+                );
+                continue;
+            }
+            // The attempt is counted by the next Assign, so a task that already
+            // used all its attempts fails here instead of running again.
+            if task.attempt < task.spec.max_attempts {
+                task.state = TaskState::Pending;
+                self.pending
+                    .entry(task.spec.queue.clone())
+                    .or_default()
+                    .insert((task.spec.priority, id));
+                requeued.push(id);
+            } else {
+                task.state = TaskState::Failed {
+                    agent: Some(agent_id.to_string()),
+                    token,
+                };
+                task.error = format!(
+                    "agent {agent_id} down; max_attempts {} reached",
+                    task.spec.max_attempts
+                );
+                failed.push(id);
+            }
+            task.updated_ms = ctx.time_ms;
+        }
+        Response::AgentDown { requeued, failed }
+    }
+
+    fn assign(&mut self, pairs: Vec<(TaskId, AgentId)>, ctx: ApplyCtx) -> Response {
+        let mut granted = Vec::new();
+        let mut rejected = Vec::new();
+        for (task, agent) in pairs {
+            match self.assign_one(task, agent, ctx) {
+                Ok(g) => granted.push(g),
+                Err(r) => rejected.push((task, r)),
+            }
+        }
+        Response::Assigned { granted, rejected }
+    }
+
+    fn assign_one(
+        &mut self,
+        id: TaskId,
+        agent_id: AgentId,
+        ctx: ApplyCtx,
+    ) -> Result<Granted, Rejection> {
+        // Invariant 1: the token is this entry's log index, so it is larger than
+        // any token the task had before. Index 0 is not a log entry.
+        if ctx.log_index == 0 {
+            return Err(Rejection::Invalid(
+                "assign needs a log index above 0".to_string(),
+            ));
+        }
+        let task = self.tasks.get_mut(&id).ok_or(Rejection::TaskNotFound(id))?;
+        if task.state != TaskState::Pending {
+            return Err(wrong_state(id, &task.state));
+        }
+        let agent = self
+            .agents
+            .get_mut(&agent_id)
+            .ok_or_else(|| Rejection::AgentNotFound(agent_id.clone()))?;
+        // Invariant 3: the same predicate the planner used, re-checked here
+        // against the state this entry actually applies to.
+        if let Err(reason) = placement::eligible(agent, &task.spec) {
+            return Err(Rejection::Ineligible {
+                task: id,
+                agent: agent_id,
+                reason,
+            });
+        }
+        let token: FencingToken = ctx.log_index;
+        if let Some(index) = self.pending.get_mut(&task.spec.queue) {
+            index.remove(&(task.spec.priority, id));
+        }
+        agent.tasks.insert(id, token);
+        agent.slots_in_use += task.spec.slots;
+        agent.gpus_in_use += task.spec.gpus;
+        task.state = TaskState::Assigned {
+            agent: agent_id.clone(),
+            token,
+        };
+        task.attempt = task.attempt.saturating_add(1);
+        task.updated_ms = ctx.time_ms;
+        Ok(Granted {
+            task: id,
+            agent: agent_id,
+            token,
+            attempt: task.attempt,
+        })
+    }
+
+    fn started(&mut self, id: TaskId, token: FencingToken, ctx: ApplyCtx) -> Response {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Response::Rejected(Rejection::TaskNotFound(id));
+        };
+        match &task.state {
+            TaskState::Assigned {
+                agent,
+                token: current,
+            } if *current == token => {
+                task.state = TaskState::Running {
+                    agent: agent.clone(),
+                    token,
+                };
+                task.updated_ms = ctx.time_ms;
+                Response::Ok
+            }
+            // A resent report after a reconnect.
+            TaskState::Running { token: current, .. } if *current == token => Response::Ok,
+            // Invariant 1: only the current holder may report.
+            TaskState::Assigned { token: current, .. }
+            | TaskState::Running { token: current, .. } => {
+                Response::Rejected(Rejection::StaleToken {
+                    task: id,
+                    presented: token,
+                    current: Some(*current),
+                })
+            }
+            other => Response::Rejected(wrong_state(id, other)),
+        }
+    }
+
+    fn complete(&mut self, c: Completion, ctx: ApplyCtx) -> Result<(), Rejection> {
+        let id = c.task;
+        let task = self.tasks.get_mut(&id).ok_or(Rejection::TaskNotFound(id))?;
+        match task.state.holder() {
+            // Invariant 1: a completion is accepted only with the current token.
+            Some((agent, current)) if current == c.token => {
+                let agent = agent.clone();
+                release(&mut self.agents, &agent, id, &task.spec);
+                task.state = if c.outcome.success {
+                    TaskState::Succeeded {
+                        agent,
+                        token: current,
+                    }
+                } else {
+                    // No automatic retry: a failing exit code is the task's answer.
+                    TaskState::Failed {
+                        agent: Some(agent),
+                        token: current,
+                    }
+                };
+                task.result = c.outcome.result;
+                task.error = c.outcome.error;
+                task.exit_code = c.outcome.exit_code;
+                task.updated_ms = ctx.time_ms;
+                Ok(())
+            }
+            Some((_, current)) => Err(Rejection::StaleToken {
+                task: id,
+                presented: c.token,
+                current: Some(current),
+            }),
+            None => match &task.state {
+                // Agents resend completions after a reconnect: the same token on
+                // a task that already ended is acknowledged without a change.
+                TaskState::Succeeded { token, .. }
+                | TaskState::Failed {
+                    agent: Some(_),
+                    token,
+                }
+                | TaskState::Cancelled {
+                    agent: Some(_),
+                    token,
+                } if *token == c.token => Ok(()),
+                _ => Err(Rejection::StaleToken {
+                    task: id,
+                    presented: c.token,
+                    current: None,
+                }),
+            },
+        }
+    }
+
+    fn set_queue(&mut self, name: String, weight: u32, strategy: Strategy) -> Response {
+        if name.is_empty() {
+            return Response::Rejected(Rejection::Invalid("queue \"\" is empty".to_string()));
+        }
+        if !(1..=MAX_QUEUE_WEIGHT).contains(&weight) {
+            return Response::Rejected(Rejection::Invalid(format!(
+                "queue weight {weight} is out of range: use 1..={MAX_QUEUE_WEIGHT}"
+            )));
+        }
+        self.upsert_queue(name, weight, strategy);
+        Response::Ok
+    }
+
+    fn upsert_queue(&mut self, name: String, weight: u32, strategy: Strategy) {
+        self.pending.entry(name.clone()).or_default();
+        self.queues.insert(
+            name.clone(),
+            Queue {
+                name,
+                weight,
+                strategy,
+            },
+        );
+    }
+
+    // ---- reads ----
+
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(&id)
+    }
+
+    /// Tasks with ids above `after` (all tasks for `None`), in id order: a
+    /// resumable listing.
+    pub fn tasks_after(&self, after: Option<TaskId>) -> impl Iterator<Item = &Task> + '_ {
+        let lower = match after {
+            Some(id) => Bound::Excluded(id),
+            None => Bound::Unbounded,
+        };
+        self.tasks.range((lower, Bound::Unbounded)).map(|(_, t)| t)
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+
+    /// Agents in id order.
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> + '_ {
+        self.agents.values()
+    }
+
+    /// Queues in name order.
+    pub fn queues(&self) -> impl Iterator<Item = &Queue> + '_ {
+        self.queues.values()
+    }
+
+    pub fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.get(name)
+    }
+
+    pub fn pending_in_queue(&self, name: &str) -> usize {
+        self.pending.get(name).map_or(0, BTreeSet::len)
+    }
+
+    pub fn pending_total(&self) -> usize {
+        self.pending.values().map(BTreeSet::len).sum()
+    }
+
+    /// A queue's Pending tasks in dispatch order (priority class, then age).
+    pub fn pending_in_order<'a>(&'a self, queue: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.pending
+            .get(queue)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.tasks.get(id))
+    }
+
+    /// How many tasks are in each state (every kind present, zero included).
+    pub fn counts_by_state(&self) -> BTreeMap<TaskStateKind, u64> {
+        let mut counts: BTreeMap<TaskStateKind, u64> =
+            TaskStateKind::ALL.iter().map(|k| (*k, 0)).collect();
+        for t in self.tasks.values() {
+            *counts.entry(t.state.kind()).or_default() += 1;
+        }
+        counts
+    }
+
+    pub fn task_by_key(&self, key: &str) -> Option<TaskId> {
+        self.keys.get(key).copied()
+    }
+
+    /// The id the next submitted task will get.
+    pub fn next_task_id(&self) -> TaskId {
+        TaskId(self.next_id)
+    }
+
+    /// FNV-1a (64-bit) over the whole state: equal states give equal digests
+    /// in any process, so replicas can be compared cheaply.
+    pub fn digest(&self) -> u64 {
+        let mut h = Fnv64::default();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+#[cfg(test)]
+#[path = "state_test.rs"]
+mod tests;

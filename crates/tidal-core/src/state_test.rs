@@ -1,0 +1,738 @@
+//! Unit tests of each command's semantics and rejections.
+
+use super::*;
+use crate::model::{Gpu, Outcome};
+
+/// A state plus a log index that increases with every apply, like Raft's.
+pub(crate) struct Log {
+    pub(crate) state: State,
+    pub(crate) index: u64,
+}
+
+impl Log {
+    pub(crate) fn new() -> Log {
+        Log {
+            state: State::new(),
+            index: 0,
+        }
+    }
+    pub(crate) fn apply(&mut self, cmd: Command) -> Response {
+        self.index += 1;
+        let r = self.state.apply(
+            cmd,
+            ApplyCtx {
+                log_index: self.index,
+                time_ms: 1000 + self.index,
+            },
+        );
+        self.state
+            .check_invariants()
+            .unwrap_or_else(|e| panic!("after {r:?}: {e}"));
+        r
+    }
+    pub(crate) fn submit(&mut self, spec: TaskSpec) -> Result<Submitted, Rejection> {
+        match self.apply(Command::Submit(vec![spec])) {
+            Response::Submitted(mut v) => v.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+    pub(crate) fn register(&mut self, spec: AgentSpec) -> Response {
+        self.apply(Command::RegisterAgent(spec))
+    }
+    pub(crate) fn assign(&mut self, task: TaskId, agent: &str) -> Result<Granted, Rejection> {
+        match self.apply(Command::Assign(vec![(task, agent.to_string())])) {
+            Response::Assigned {
+                mut granted,
+                mut rejected,
+            } => match (granted.pop(), rejected.pop()) {
+                (Some(g), None) => Ok(g),
+                (None, Some((_, r))) => Err(r),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+    pub(crate) fn complete(
+        &mut self,
+        task: TaskId,
+        token: u64,
+        success: bool,
+    ) -> Result<(), Rejection> {
+        let outcome = Outcome {
+            success,
+            result: b"out".to_vec(),
+            error: String::new(),
+            exit_code: 0,
+        };
+        match self.apply(Command::Complete(vec![Completion {
+            task,
+            token,
+            outcome,
+        }])) {
+            Response::Completed(mut v) => v.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+pub(crate) fn task(t: &str) -> TaskSpec {
+    TaskSpec {
+        task_type: t.into(),
+        ..TaskSpec::default()
+    }
+}
+
+pub(crate) fn agent(id: &str, slots: u32) -> AgentSpec {
+    AgentSpec {
+        id: id.into(),
+        dc: "dc1".into(),
+        task_types: ["t2i".to_string()].into(),
+        slots,
+        weight: 1,
+        ..AgentSpec::default()
+    }
+}
+
+fn state_of(log: &Log, id: TaskId) -> TaskState {
+    log.state.task(id).unwrap().state.clone()
+}
+
+#[test]
+fn new_state_has_default_queue_and_first_id_1() {
+    let mut log = Log::new();
+    let q = log.state.queue("default").unwrap();
+    assert_eq!((q.weight, q.strategy), (1, Strategy::LeastLoaded));
+    assert_eq!(
+        log.submit(task("t2i")),
+        Ok(Submitted {
+            id: TaskId(1),
+            existed: false
+        })
+    );
+    assert_eq!(State::default().queues().count(), 1);
+}
+
+#[test]
+fn submit_normalizes_and_records_context() {
+    let mut log = Log::new();
+    log.apply(Command::Noop);
+    let id = log.submit(task("t2i")).unwrap().id;
+    let t = log.state.task(id).unwrap();
+    assert_eq!(t.spec.queue, "default");
+    assert_eq!(t.spec.max_attempts, 3);
+    assert_eq!(t.spec.slots, 1);
+    assert_eq!(t.state, TaskState::Pending);
+    assert_eq!(
+        (t.attempt, t.submitted_index, t.created_ms, t.updated_ms),
+        (0, 2, 1002, 1002)
+    );
+    assert_eq!(log.state.pending_in_queue("default"), 1);
+    assert_eq!(log.state.pending_total(), 1);
+}
+
+#[test]
+fn submit_to_unknown_queue_is_rejected_alone() {
+    let mut log = Log::new();
+    let r = log.apply(Command::Submit(vec![
+        TaskSpec {
+            queue: "nope".into(),
+            ..task("t2i")
+        },
+        task("t2i"),
+        TaskSpec {
+            task_type: String::new(),
+            ..task("t2i")
+        },
+    ]));
+    let Response::Submitted(v) = r else { panic!() };
+    assert_eq!(v[0], Err(Rejection::QueueNotFound("nope".into())));
+    assert_eq!(
+        v[1],
+        Ok(Submitted {
+            id: TaskId(1),
+            existed: false
+        })
+    );
+    assert!(matches!(v[2], Err(Rejection::Invalid(_))));
+    assert_eq!(log.state.tasks_after(None).count(), 1);
+}
+
+#[test]
+fn idempotency_key_returns_the_existing_task_also_within_a_batch() {
+    let mut log = Log::new();
+    let keyed = TaskSpec {
+        idempotency_key: Some("k1".into()),
+        ..task("t2i")
+    };
+    let r = log.apply(Command::Submit(vec![keyed.clone(), keyed.clone()]));
+    assert_eq!(
+        r,
+        Response::Submitted(vec![
+            Ok(Submitted {
+                id: TaskId(1),
+                existed: false
+            }),
+            Ok(Submitted {
+                id: TaskId(1),
+                existed: true
+            }),
+        ])
+    );
+    assert_eq!(
+        log.submit(keyed),
+        Ok(Submitted {
+            id: TaskId(1),
+            existed: true
+        })
+    );
+    assert_eq!(log.state.task_by_key("k1"), Some(TaskId(1)));
+    assert_eq!(log.state.tasks_after(None).count(), 1);
+    // A rejected item does not take the key.
+    let bad = TaskSpec {
+        idempotency_key: Some("k2".into()),
+        queue: "nope".into(),
+        ..task("t2i")
+    };
+    assert!(log.submit(bad).is_err());
+    assert_eq!(log.state.task_by_key("k2"), None);
+}
+
+#[test]
+fn assign_grants_with_the_log_index_as_token() {
+    let mut log = Log::new();
+    log.register(agent("a1", 2));
+    let id = log.submit(task("t2i")).unwrap().id;
+    let g = log.assign(id, "a1").unwrap();
+    assert_eq!(
+        g,
+        Granted {
+            task: id,
+            agent: "a1".into(),
+            token: 3,
+            attempt: 1
+        }
+    );
+    assert_eq!(
+        state_of(&log, id),
+        TaskState::Assigned {
+            agent: "a1".into(),
+            token: 3
+        }
+    );
+    let a = log.state.agent("a1").unwrap();
+    assert_eq!((a.slots_in_use, a.tasks.get(&id)), (1, Some(&3)));
+    assert_eq!(log.state.pending_total(), 0);
+    // Not Pending any more.
+    assert!(matches!(
+        log.assign(id, "a1"),
+        Err(Rejection::WrongState { .. })
+    ));
+}
+
+#[test]
+fn assign_rejections() {
+    let mut log = Log::new();
+    log.register(agent("a1", 1));
+    let t1 = log.submit(task("t2i")).unwrap().id;
+    let t2 = log.submit(task("t2i")).unwrap().id;
+    let tts = log.submit(task("tts")).unwrap().id;
+    assert_eq!(
+        log.assign(TaskId(99), "a1"),
+        Err(Rejection::TaskNotFound(TaskId(99)))
+    );
+    assert_eq!(
+        log.assign(t1, "zz"),
+        Err(Rejection::AgentNotFound("zz".into()))
+    );
+    assert!(
+        matches!(log.assign(tts, "a1"), Err(Rejection::Ineligible { reason, .. }) if reason.contains("tts"))
+    );
+    // Both in one entry: the second does not fit (invariant 3).
+    let r = log.apply(Command::Assign(vec![(t1, "a1".into()), (t2, "a1".into())]));
+    let Response::Assigned { granted, rejected } = r else {
+        panic!()
+    };
+    assert_eq!(granted.len(), 1);
+    assert!(
+        matches!(&rejected[..], [(t, Rejection::Ineligible { reason, .. })] if *t == t2 && reason.contains("0 free slots"))
+    );
+    // A down agent takes nothing.
+    log.apply(Command::AgentDown { agent: "a1".into() });
+    assert!(
+        matches!(log.assign(t2, "a1"), Err(Rejection::Ineligible { reason, .. }) if reason == "is down")
+    );
+}
+
+#[test]
+fn assign_checks_gpus_and_memory() {
+    let mut log = Log::new();
+    let mut a = agent("g", 8);
+    a.gpus = vec![
+        Gpu {
+            model: "A100".into(),
+            memory_mb: 80_000,
+        },
+        Gpu {
+            model: "A40".into(),
+            memory_mb: 48_000,
+        },
+    ];
+    log.register(a);
+    let big = log
+        .submit(TaskSpec {
+            gpus: 1,
+            gpu_memory_mb: 60_000,
+            ..task("t2i")
+        })
+        .unwrap()
+        .id;
+    let two = log
+        .submit(TaskSpec {
+            gpus: 2,
+            ..task("t2i")
+        })
+        .unwrap()
+        .id;
+    let one = log
+        .submit(TaskSpec {
+            gpus: 1,
+            ..task("t2i")
+        })
+        .unwrap()
+        .id;
+    log.assign(big, "g").unwrap();
+    assert_eq!(log.state.agent("g").unwrap().gpus_in_use, 1);
+    assert!(
+        matches!(log.assign(two, "g"), Err(Rejection::Ineligible { reason, .. }) if reason.contains("1 free GPUs"))
+    );
+    log.assign(one, "g").unwrap();
+    assert_eq!(log.state.agent("g").unwrap().gpus_in_use, 2);
+}
+
+#[test]
+fn started_checks_the_token() {
+    let mut log = Log::new();
+    log.register(agent("a1", 1));
+    let id = log.submit(task("t2i")).unwrap().id;
+    assert!(matches!(
+        log.apply(Command::Started { task: id, token: 1 }),
+        Response::Rejected(Rejection::WrongState { .. })
+    ));
+    let token = log.assign(id, "a1").unwrap().token;
+    assert_eq!(
+        log.apply(Command::Started {
+            task: id,
+            token: token + 7
+        }),
+        Response::Rejected(Rejection::StaleToken {
+            task: id,
+            presented: token + 7,
+            current: Some(token)
+        })
+    );
+    assert_eq!(
+        log.apply(Command::Started { task: id, token }),
+        Response::Ok
+    );
+    assert_eq!(
+        state_of(&log, id),
+        TaskState::Running {
+            agent: "a1".into(),
+            token
+        }
+    );
+    assert_eq!(
+        log.apply(Command::Started { task: id, token }),
+        Response::Ok,
+        "idempotent"
+    );
+    assert_eq!(
+        log.apply(Command::Started {
+            task: TaskId(9),
+            token
+        }),
+        Response::Rejected(Rejection::TaskNotFound(TaskId(9)))
+    );
+}
+
+#[test]
+fn complete_success_and_failure_free_capacity() {
+    let mut log = Log::new();
+    log.register(agent("a1", 2));
+    let ok = log.submit(task("t2i")).unwrap().id;
+    let bad = log.submit(task("t2i")).unwrap().id;
+    let t_ok = log.assign(ok, "a1").unwrap().token;
+    let t_bad = log.assign(bad, "a1").unwrap().token;
+    log.apply(Command::Started {
+        task: ok,
+        token: t_ok,
+    });
+    assert_eq!(log.complete(ok, t_ok, true), Ok(()));
+    assert_eq!(
+        state_of(&log, ok),
+        TaskState::Succeeded {
+            agent: "a1".into(),
+            token: t_ok
+        }
+    );
+    assert_eq!(log.state.task(ok).unwrap().result, b"out");
+    assert_eq!(log.complete(bad, t_bad, false), Ok(()));
+    assert_eq!(
+        state_of(&log, bad),
+        TaskState::Failed {
+            agent: Some("a1".into()),
+            token: t_bad
+        }
+    );
+    let a = log.state.agent("a1").unwrap();
+    assert_eq!((a.slots_in_use, a.tasks.len()), (0, 0));
+    // No automatic retry of a failed exit code.
+    assert_eq!(log.state.pending_total(), 0);
+}
+
+#[test]
+fn complete_is_fenced_and_idempotent() {
+    let mut log = Log::new();
+    log.register(agent("a1", 1));
+    log.register(agent("a2", 1));
+    let id = log.submit(task("t2i")).unwrap().id;
+    let old = log.assign(id, "a1").unwrap().token;
+    log.apply(Command::AgentDown { agent: "a1".into() });
+    // Invariant 1: the old holder's completion is stale once requeued...
+    assert_eq!(
+        log.complete(id, old, true),
+        Err(Rejection::StaleToken {
+            task: id,
+            presented: old,
+            current: None
+        })
+    );
+    let new = log.assign(id, "a2").unwrap().token;
+    assert!(new > old);
+    assert_eq!(log.state.task(id).unwrap().attempt, 2);
+    // ...and after reassignment.
+    assert_eq!(
+        log.complete(id, old, true),
+        Err(Rejection::StaleToken {
+            task: id,
+            presented: old,
+            current: Some(new)
+        })
+    );
+    assert_eq!(log.complete(id, new, true), Ok(()));
+    let before = log.state.clone();
+    assert_eq!(
+        log.complete(id, new, false),
+        Ok(()),
+        "a resent completion is acknowledged"
+    );
+    assert_eq!(log.state, before, "without changing anything");
+    assert!(matches!(
+        log.complete(id, old, true),
+        Err(Rejection::StaleToken { .. })
+    ));
+    assert_eq!(
+        log.complete(TaskId(42), 1, true),
+        Err(Rejection::TaskNotFound(TaskId(42)))
+    );
+}
+
+#[test]
+fn cancel_pending_assigned_and_terminal() {
+    let mut log = Log::new();
+    log.register(agent("a1", 1));
+    let p = log.submit(task("t2i")).unwrap().id;
+    let r = log.submit(task("t2i")).unwrap().id;
+    assert_eq!(
+        log.apply(Command::Cancel { task: p }),
+        Response::Cancelled {
+            task: p,
+            holder: None
+        }
+    );
+    assert_eq!(
+        state_of(&log, p),
+        TaskState::Cancelled {
+            agent: None,
+            token: 0
+        }
+    );
+    assert_eq!(log.state.pending_total(), 1);
+    let token = log.assign(r, "a1").unwrap().token;
+    assert_eq!(
+        log.apply(Command::Cancel { task: r }),
+        Response::Cancelled {
+            task: r,
+            holder: Some(("a1".into(), token))
+        }
+    );
+    assert_eq!(log.state.agent("a1").unwrap().slots_in_use, 0);
+    assert!(matches!(
+        log.apply(Command::Cancel { task: r }),
+        Response::Rejected(Rejection::WrongState { .. })
+    ));
+    assert_eq!(
+        log.apply(Command::Cancel { task: TaskId(77) }),
+        Response::Rejected(Rejection::TaskNotFound(TaskId(77)))
+    );
+    // The cancelled holder's late completion changes nothing.
+    assert_eq!(log.complete(r, token, true), Ok(()));
+    assert_eq!(
+        state_of(&log, r),
+        TaskState::Cancelled {
+            agent: Some("a1".into()),
+            token
+        }
+    );
+}
+
+#[test]
+fn agent_down_requeues_until_max_attempts() {
+    let mut log = Log::new();
+    log.register(agent("a1", 4));
+    let id = log
+        .submit(TaskSpec {
+            max_attempts: 2,
+            ..task("t2i")
+        })
+        .unwrap()
+        .id;
+    let other = log.submit(task("t2i")).unwrap().id;
+    log.assign(id, "a1").unwrap();
+    log.assign(other, "a1").unwrap();
+    let r = log.apply(Command::AgentDown { agent: "a1".into() });
+    assert_eq!(
+        r,
+        Response::AgentDown {
+            requeued: vec![id, other],
+            failed: vec![]
+        }
+    );
+    assert_eq!(
+        log.state.task(id).unwrap().attempt,
+        1,
+        "kept until the next assign"
+    );
+    assert_eq!(log.state.agent("a1").unwrap().state, AgentState::Down);
+    assert_eq!(log.state.agent("a1").unwrap().slots_in_use, 0);
+    log.register(agent("a1", 4));
+    let token = log.assign(id, "a1").unwrap().token;
+    let r = log.apply(Command::AgentDown { agent: "a1".into() });
+    assert_eq!(
+        r,
+        Response::AgentDown {
+            requeued: vec![],
+            failed: vec![id]
+        }
+    );
+    let t = log.state.task(id).unwrap();
+    assert_eq!(
+        t.state,
+        TaskState::Failed {
+            agent: Some("a1".into()),
+            token
+        }
+    );
+    assert_eq!(t.error, "agent a1 down; max_attempts 2 reached");
+    assert_eq!(
+        log.apply(Command::AgentDown { agent: "zz".into() }),
+        Response::Rejected(Rejection::AgentNotFound("zz".into()))
+    );
+}
+
+#[test]
+fn register_upserts_and_keeps_tasks() {
+    let mut log = Log::new();
+    assert!(matches!(
+        log.register(agent("a1", 0)),
+        Response::Rejected(Rejection::Invalid(_))
+    ));
+    let mut spec = agent("a1", 2);
+    spec.weight = 0;
+    assert_eq!(log.register(spec), Response::Ok);
+    assert_eq!(log.state.agent("a1").unwrap().spec.weight, 1);
+    assert_eq!(log.state.agent("a1").unwrap().registered_ms, 1002);
+    let t1 = log.submit(task("t2i")).unwrap().id;
+    let t2 = log.submit(task("t2i")).unwrap().id;
+    log.assign(t1, "a1").unwrap();
+    log.assign(t2, "a1").unwrap();
+    let t3 = log.submit(task("t2i")).unwrap().id;
+    // Shrinking below what is in use is accepted; it only blocks new work.
+    log.state.apply(
+        Command::RegisterAgent(agent("a1", 1)),
+        ApplyCtx {
+            log_index: 50,
+            time_ms: 5,
+        },
+    );
+    let a = log.state.agent("a1").unwrap();
+    assert_eq!(
+        (a.tasks.len(), a.slots_in_use, a.spec.slots, a.state),
+        (2, 2, 1, AgentState::Ready)
+    );
+    assert!(
+        log.state
+            .check_invariants()
+            .unwrap_err()
+            .contains("invariant 3"),
+        "a shrink is reported"
+    );
+    let r = log.state.apply(
+        Command::Assign(vec![(t3, "a1".into())]),
+        ApplyCtx {
+            log_index: 51,
+            time_ms: 6,
+        },
+    );
+    assert!(matches!(r, Response::Assigned { granted, .. } if granted.is_empty()));
+}
+
+#[test]
+fn deregister_requeues_then_removes() {
+    let mut log = Log::new();
+    log.register(agent("a1", 1));
+    let id = log.submit(task("t2i")).unwrap().id;
+    log.assign(id, "a1").unwrap();
+    let r = log.apply(Command::DeregisterAgent { agent: "a1".into() });
+    assert_eq!(
+        r,
+        Response::AgentDown {
+            requeued: vec![id],
+            failed: vec![]
+        }
+    );
+    assert!(log.state.agent("a1").is_none());
+    assert_eq!(state_of(&log, id), TaskState::Pending);
+    let r = log.apply(Command::DeregisterAgent { agent: "a1".into() });
+    assert_eq!(r, Response::Rejected(Rejection::AgentNotFound("a1".into())));
+}
+
+#[test]
+fn set_queue_validates_and_upserts() {
+    let mut log = Log::new();
+    let set = |name: &str, weight| Command::SetQueue {
+        name: name.into(),
+        weight,
+        strategy: Strategy::WeightedRoundRobin,
+    };
+    assert!(matches!(
+        log.apply(set("vip", 0)),
+        Response::Rejected(Rejection::Invalid(_))
+    ));
+    assert!(matches!(
+        log.apply(set("vip", 1001)),
+        Response::Rejected(Rejection::Invalid(_))
+    ));
+    assert!(matches!(
+        log.apply(set("", 5)),
+        Response::Rejected(Rejection::Invalid(_))
+    ));
+    assert_eq!(log.apply(set("vip", 8)), Response::Ok);
+    assert_eq!(log.apply(set("vip", 9)), Response::Ok);
+    assert_eq!(log.state.queue("vip").unwrap().weight, 9);
+    assert_eq!(
+        log.state
+            .queues()
+            .map(|q| q.name.as_str())
+            .collect::<Vec<_>>(),
+        ["default", "vip"]
+    );
+    assert!(log
+        .submit(TaskSpec {
+            queue: "vip".into(),
+            ..task("t2i")
+        })
+        .is_ok());
+    assert_eq!(log.state.pending_in_queue("vip"), 1);
+}
+
+#[test]
+fn envelope_version_is_checked() {
+    let mut s = State::new();
+    let mut env = Envelope::new(7, Command::Submit(vec![task("t2i")]));
+    env.version = 2;
+    assert_eq!(
+        s.apply_envelope(env, 1),
+        Response::Rejected(Rejection::UnsupportedVersion(2))
+    );
+    let env = Envelope::new(7, Command::Submit(vec![task("t2i")]));
+    assert!(matches!(s.apply_envelope(env, 3), Response::Submitted(_)));
+    let t = s.task(TaskId(1)).unwrap();
+    assert_eq!((t.submitted_index, t.created_ms), (3, 7));
+    assert_eq!(
+        s.apply_envelope(Envelope::new(8, Command::Noop), 4),
+        Response::Ok
+    );
+}
+
+#[test]
+fn reads_and_counts() {
+    let mut log = Log::new();
+    log.register(agent("a1", 1));
+    for _ in 0..3 {
+        log.submit(task("t2i")).unwrap();
+    }
+    log.assign(TaskId(2), "a1").unwrap();
+    let ids: Vec<u64> = log
+        .state
+        .tasks_after(Some(TaskId(1)))
+        .map(|t| t.id.0)
+        .collect();
+    assert_eq!(ids, [2, 3]);
+    let counts = log.state.counts_by_state();
+    assert_eq!(counts[&TaskStateKind::Pending], 2);
+    assert_eq!(counts[&TaskStateKind::Assigned], 1);
+    assert_eq!(counts[&TaskStateKind::Failed], 0);
+    assert_eq!(log.state.agents().count(), 1);
+    let order: Vec<u64> = log
+        .state
+        .pending_in_order("default")
+        .map(|t| t.id.0)
+        .collect();
+    assert_eq!(order, [1, 3]);
+    assert_eq!(log.state.next_task_id(), TaskId(4));
+}
+
+#[test]
+fn pending_order_is_priority_then_age() {
+    let mut log = Log::new();
+    log.submit(TaskSpec {
+        priority: Priority::Offline,
+        ..task("t2i")
+    })
+    .unwrap();
+    log.submit(task("t2i")).unwrap();
+    log.submit(TaskSpec {
+        priority: Priority::Online,
+        ..task("t2i")
+    })
+    .unwrap();
+    log.submit(TaskSpec {
+        priority: Priority::Online,
+        ..task("t2i")
+    })
+    .unwrap();
+    let order: Vec<u64> = log
+        .state
+        .pending_in_order("default")
+        .map(|t| t.id.0)
+        .collect();
+    assert_eq!(order, [3, 4, 2, 1]);
+}
+
+#[test]
+fn digest_is_deterministic_and_sensitive() {
+    let mut a = Log::new();
+    let mut b = Log::new();
+    for log in [&mut a, &mut b] {
+        log.register(agent("a1", 2));
+        log.submit(task("t2i")).unwrap();
+        log.assign(TaskId(1), "a1").unwrap();
+    }
+    assert_eq!(a.state, b.state);
+    assert_eq!(a.state.digest(), b.state.digest());
+    // Two independently built fresh states agree too.
+    assert_eq!(State::new().digest(), State::new().digest());
+    b.complete(TaskId(1), 3, true).unwrap();
+    assert_ne!(a.state.digest(), b.state.digest());
+}

@@ -1,0 +1,18 @@
+//! Code generated from `proto/`: the public API (`tidal.v1`) and the internal
+//! Raft transport (`tidal.raft.v1`). No logic lives here.
+#![allow(clippy::all, missing_docs)]
+
+/// The public API (`proto/tidal.proto`).
+pub mod v1 {
+    tonic::include_proto!("tidal.v1");
+}
+
+/// The Raft transport between servers of one data center (`proto/raft.proto`).
+pub mod raft {
+    tonic::include_proto!("tidal.raft.v1");
+}
+
+/// Metadata key naming the leader's id on an `Unavailable` answer.
+pub const LEADER_ID_KEY: &str = "tidal-leader-id";
+/// Metadata key naming the leader's address on an `Unavailable` answer.
+pub const LEADER_ADDR_KEY: &str = "tidal-leader-addr";

@@ -1,0 +1,142 @@
+//! Group commit: concurrent requests of one kind (submits, completions) are
+//! folded into one Raft entry, so throughput is not one fsync per task.
+//!
+//! A batch is taken from the queue only when an in-flight slot is free; while
+//! all slots are busy, requests pile up and the next entry carries them all.
+
+use std::sync::Arc;
+
+use tidal_core::command::{Command, Envelope, Response};
+use tidal_store::Raft;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::error::{Result, ServerError};
+use crate::now_ms;
+
+type Reply<O> = oneshot::Sender<Result<(Vec<O>, u64)>>;
+
+struct Job<I, O> {
+    items: Vec<I>,
+    reply: Reply<O>,
+}
+
+/// A queue of requests that become one command per batch.
+pub struct Batcher<I, O> {
+    tx: mpsc::UnboundedSender<Job<I, O>>,
+}
+
+impl<I, O> Clone for Batcher<I, O> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
+    /// Starts the batching loop. `wrap` makes the command of a batch; `unwrap`
+    /// takes the per-item results out of its response (in item order).
+    pub fn spawn(
+        raft: Raft,
+        max_items: usize,
+        max_in_flight: usize,
+        wrap: fn(Vec<I>) -> Command,
+        unwrap: fn(Response) -> Option<Vec<O>>,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job<I, O>>();
+        let slots = Arc::new(Semaphore::new(max_in_flight));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Some(first) = rx.recv().await else { return };
+                let mut count = first.items.len();
+                let mut jobs = vec![first];
+                while count < max_items {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            count += job.items.len();
+                            jobs.push(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let raft = raft.clone();
+                tokio::spawn(async move {
+                    commit(&raft, jobs, count, wrap, unwrap).await;
+                    drop(permit);
+                });
+            }
+        });
+        Batcher { tx }
+    }
+
+    /// Queues `items` for the next entry and waits for their results and the
+    /// entry's log index.
+    pub async fn call(&self, items: Vec<I>) -> Result<(Vec<O>, u64)> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { items, reply })
+            .map_err(|_| ServerError::Unavailable("server is shutting down".into()))?;
+        rx.await
+            .map_err(|_| ServerError::Unavailable("server is shutting down".into()))?
+    }
+}
+
+async fn commit<I, O>(
+    raft: &Raft,
+    jobs: Vec<Job<I, O>>,
+    count: usize,
+    wrap: fn(Vec<I>) -> Command,
+    unwrap: fn(Response) -> Option<Vec<O>>,
+) {
+    let mut all = Vec::with_capacity(count);
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        replies.push((job.items.len(), job.reply));
+        all.extend(job.items);
+    }
+    let written = raft.client_write(Envelope::new(now_ms(), wrap(all))).await;
+    match written {
+        Ok(resp) => {
+            let index = resp.log_id.index;
+            let Some(results) = unwrap(resp.data) else {
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(ServerError::Internal(
+                        "state machine answered a batch with the wrong response kind".into(),
+                    )));
+                }
+                return;
+            };
+            let mut results = results.into_iter();
+            for (n, reply) in replies {
+                let mine: Vec<O> = results.by_ref().take(n).collect();
+                let _ = reply.send(Ok((mine, index)));
+            }
+        }
+        Err(e) => {
+            let e = ServerError::from(e);
+            for (_, reply) in replies {
+                let _ = reply.send(Err(clone_error(&e)));
+            }
+        }
+    }
+}
+
+fn clone_error(e: &ServerError) -> ServerError {
+    match e {
+        ServerError::NotLeader {
+            leader_id,
+            leader_addr,
+        } => ServerError::NotLeader {
+            leader_id: *leader_id,
+            leader_addr: leader_addr.clone(),
+        },
+        other => match other.code() {
+            tonic::Code::Unavailable => ServerError::Unavailable(other.to_string()),
+            tonic::Code::FailedPrecondition => ServerError::FailedPrecondition(other.to_string()),
+            _ => ServerError::Internal(other.to_string()),
+        },
+    }
+}

@@ -1,0 +1,182 @@
+//! Server configuration in two stages: a raw layer (file, then `TIDAL_*`
+//! environment, then flags, merged in that order) validated into [`ServerConfig`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use tidal_core::limits::Limits;
+
+/// Every setting optional, as read from one source. Later sources override
+/// earlier ones field by field ([`RawConfig::merge`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub id: Option<u64>,
+    pub dc: Option<String>,
+    /// Address to bind, `HOST:PORT`.
+    pub listen: Option<String>,
+    /// Address other nodes and clients use to reach this node; defaults to `listen`.
+    pub advertise: Option<String>,
+    pub data: Option<PathBuf>,
+    pub init: Option<bool>,
+    /// Agent lease on the server, in milliseconds (default 10000).
+    pub agent_ttl_ms: Option<u64>,
+    /// How often agents heartbeat, in milliseconds (default 1000).
+    pub heartbeat_interval_ms: Option<u64>,
+    pub election_timeout_min_ms: Option<u64>,
+    pub election_timeout_max_ms: Option<u64>,
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Take a snapshot after this many applied entries (default 20000).
+    pub snapshot_every: Option<u64>,
+    pub max_payload_bytes: Option<usize>,
+    pub max_batch: Option<usize>,
+    /// Benchmarks only: delay every durable flush by this many microseconds.
+    pub flush_delay_us: Option<u64>,
+}
+
+macro_rules! merge_fields {
+    ($self:ident, $other:ident, $($f:ident),*) => { $( if $other.$f.is_some() { $self.$f = $other.$f; } )* };
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> anyhow::Result<RawConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Reads `TIDAL_ID`, `TIDAL_DC`, `TIDAL_LISTEN`, `TIDAL_ADVERTISE`, `TIDAL_DATA`,
+    /// `TIDAL_AGENT_TTL_MS` and `TIDAL_HEARTBEAT_INTERVAL_MS`.
+    pub fn from_env() -> anyhow::Result<RawConfig> {
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|v| !v.is_empty())
+        }
+        fn num(name: &str) -> anyhow::Result<Option<u64>> {
+            var(name)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .with_context(|| format!("{name}={v:?} is not a number"))
+                })
+                .transpose()
+        }
+        Ok(RawConfig {
+            id: num("TIDAL_ID")?,
+            dc: var("TIDAL_DC"),
+            listen: var("TIDAL_LISTEN"),
+            advertise: var("TIDAL_ADVERTISE"),
+            data: var("TIDAL_DATA").map(PathBuf::from),
+            agent_ttl_ms: num("TIDAL_AGENT_TTL_MS")?,
+            heartbeat_interval_ms: num("TIDAL_HEARTBEAT_INTERVAL_MS")?,
+            ..RawConfig::default()
+        })
+    }
+
+    /// Overrides the fields that `other` sets.
+    pub fn merge(mut self, other: RawConfig) -> RawConfig {
+        merge_fields!(
+            self,
+            other,
+            id,
+            dc,
+            listen,
+            advertise,
+            data,
+            init,
+            agent_ttl_ms,
+            heartbeat_interval_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            raft_heartbeat_ms,
+            snapshot_every,
+            max_payload_bytes,
+            max_batch,
+            flush_delay_us
+        );
+        self
+    }
+
+    /// Checks every setting and fills defaults.
+    pub fn validate(self) -> anyhow::Result<ServerConfig> {
+        let Some(node_id) = self.id else {
+            bail!("--id is required (a node id, 1 or more)")
+        };
+        if node_id == 0 {
+            bail!("--id must be 1 or more");
+        }
+        let Some(dc) = self.dc else {
+            bail!("--dc is required (this data center's name)")
+        };
+        let limits = Limits {
+            max_payload_bytes: self
+                .max_payload_bytes
+                .unwrap_or(Limits::default().max_payload_bytes),
+            max_batch: self.max_batch.unwrap_or(Limits::default().max_batch),
+            ..Limits::default()
+        };
+        tidal_core::limits::validate_name("dc", &dc, &limits)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(listen) = self.listen else {
+            bail!("--listen HOST:PORT is required")
+        };
+        let listen: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("--listen {listen:?} is not HOST:PORT with a numeric host"))?;
+        let advertise = self.advertise.unwrap_or_else(|| listen.to_string());
+        let Some(data_dir) = self.data else {
+            bail!("--data DIR is required")
+        };
+        let agent_ttl = Duration::from_millis(self.agent_ttl_ms.unwrap_or(10_000));
+        let heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.unwrap_or(1_000));
+        if heartbeat_interval * 3 > agent_ttl {
+            bail!(
+                "heartbeat_interval_ms ({}) must be at most a third of agent_ttl_ms ({})",
+                heartbeat_interval.as_millis(),
+                agent_ttl.as_millis()
+            );
+        }
+        let election_min = self.election_timeout_min_ms.unwrap_or(300);
+        let election_max = self.election_timeout_max_ms.unwrap_or(600);
+        let raft_heartbeat = self.raft_heartbeat_ms.unwrap_or(100);
+        if !(raft_heartbeat < election_min && election_min < election_max) {
+            bail!("need raft_heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
+        }
+        Ok(ServerConfig {
+            node_id,
+            dc,
+            listen,
+            advertise,
+            data_dir,
+            init: self.init.unwrap_or(false),
+            agent_ttl,
+            heartbeat_interval,
+            election_timeout: (election_min, election_max),
+            raft_heartbeat_ms: raft_heartbeat,
+            snapshot_every: self.snapshot_every.unwrap_or(20_000),
+            limits,
+            flush_delay: self.flush_delay_us.map(Duration::from_micros),
+        })
+    }
+}
+
+/// A checked configuration; everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub node_id: u64,
+    pub dc: String,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    /// Make this node the only member of a new cluster (ignored if it already has state).
+    pub init: bool,
+    pub agent_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: (u64, u64),
+    pub raft_heartbeat_ms: u64,
+    pub snapshot_every: u64,
+    pub limits: Limits,
+    pub flush_delay: Option<Duration>,
+}

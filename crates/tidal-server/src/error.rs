@@ -1,0 +1,129 @@
+//! The server's one error type and its one mapping to `tonic::Status`.
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::BasicNode;
+use tidal_core::command::Rejection;
+use tidal_proto::{LEADER_ADDR_KEY, LEADER_ID_KEY};
+use tonic::{Code, Status};
+
+/// Everything a request can fail with, before it becomes a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// This node is not the leader; the leader is named when known.
+    #[error("this node is not the leader{}", leader_hint(.leader_id, .leader_addr))]
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// No quorum, shutting down, or another transient condition.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn leader_hint(id: &Option<u64>, addr: &Option<String>) -> String {
+    match (id, addr) {
+        (Some(id), Some(addr)) => format!("; the leader is node {id} at {addr}"),
+        (Some(id), None) => format!("; the leader is node {id}"),
+        _ => "; no leader is known yet".to_string(),
+    }
+}
+
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+impl ServerError {
+    pub fn code(&self) -> Code {
+        match self {
+            ServerError::NotLeader { .. } | ServerError::Unavailable(_) => Code::Unavailable,
+            ServerError::Rejected(r) => rejection_code(r),
+            ServerError::InvalidArgument(_) => Code::InvalidArgument,
+            ServerError::NotFound(_) => Code::NotFound,
+            ServerError::AlreadyExists(_) => Code::AlreadyExists,
+            ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ServerError::Internal(_) => Code::Internal,
+        }
+    }
+
+    fn forward(f: ForwardToLeader<u64, BasicNode>) -> ServerError {
+        ServerError::NotLeader {
+            leader_id: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.addr),
+        }
+    }
+}
+
+/// The gRPC code for a rejection that the state machine returned as data.
+pub fn rejection_code(r: &Rejection) -> Code {
+    match r {
+        Rejection::Invalid(_) => Code::InvalidArgument,
+        Rejection::TaskNotFound(_) | Rejection::AgentNotFound(_) | Rejection::QueueNotFound(_) => {
+            Code::NotFound
+        }
+        Rejection::StaleToken { .. }
+        | Rejection::WrongState { .. }
+        | Rejection::Ineligible { .. } => Code::FailedPrecondition,
+        Rejection::UnsupportedVersion(_) => Code::FailedPrecondition,
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        let mut status = Status::new(e.code(), e.to_string());
+        if let ServerError::NotLeader {
+            leader_id,
+            leader_addr,
+        } = &e
+        {
+            let md = status.metadata_mut();
+            if let Some(id) = leader_id {
+                if let Ok(v) = id.to_string().parse() {
+                    md.insert(LEADER_ID_KEY, v);
+                }
+            }
+            if let Some(addr) = leader_addr {
+                if let Ok(v) = addr.parse() {
+                    md.insert(LEADER_ADDR_KEY, v);
+                }
+            }
+        }
+        status
+    }
+}
+
+impl From<RaftError<u64, ClientWriteError<u64, BasicNode>>> for ServerError {
+    fn from(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ServerError::forward(f),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                ServerError::FailedPrecondition(format!("membership change refused: {c}"))
+            }
+            RaftError::Fatal(f) => ServerError::Unavailable(format!("raft is stopped: {f}")),
+        }
+    }
+}
+
+impl From<RaftError<u64, CheckIsLeaderError<u64, BasicNode>>> for ServerError {
+    fn from(e: RaftError<u64, CheckIsLeaderError<u64, BasicNode>>) -> Self {
+        match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => ServerError::forward(f),
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+                ServerError::Unavailable(format!("cannot confirm leadership: {q}"))
+            }
+            RaftError::Fatal(f) => ServerError::Unavailable(format!("raft is stopped: {f}")),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! `tidal.v1.Agents`: the agent session (held with the leader) and listing.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tidal_core::command::{Command, Completion, Response as CoreResponse};
+use tidal_core::limits::validate_agent_spec;
+use tidal_core::model::{Outcome, TaskId};
+use tidal_proto::v1::{
+    self, agent_message::Msg as In, agents_server::Agents, server_message::Msg as Out,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use crate::error::ServerError;
+use crate::leader::dispatcher::assignment;
+use crate::leader::sessions::Outbound;
+use crate::leader::Leadership;
+use crate::node::Node;
+
+pub struct AgentService {
+    pub node: Arc<Node>,
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<v1::ServerMessage, Status>> + Send>>;
+
+fn msg(m: Out) -> v1::ServerMessage {
+    v1::ServerMessage { msg: Some(m) }
+}
+
+#[tonic::async_trait]
+impl Agents for AgentService {
+    type SessionStream = SessionStream;
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id, agent_id))]
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let node = self.node.clone();
+        let leadership = node.require_leader()?;
+        let mut inbound = request.into_inner();
+        let register = match inbound.message().await? {
+            Some(v1::AgentMessage {
+                msg: Some(In::Register(r)),
+            }) => r,
+            _ => {
+                return Err(ServerError::InvalidArgument(
+                    "a session must start with a Register message".into(),
+                )
+                .into())
+            }
+        };
+        let spec = convert::agent_spec_from(register.spec.unwrap_or_default());
+        validate_agent_spec(&spec, &node.config.limits).map_err(ServerError::from)?;
+        if spec.dc != node.config.dc {
+            return Err(ServerError::InvalidArgument(format!(
+                "agent {:?} is in dc {:?} but this server is in dc {:?}",
+                spec.id, spec.dc, node.config.dc
+            ))
+            .into());
+        }
+        let agent_id = spec.id.clone();
+        tracing::Span::current().record("agent_id", agent_id.as_str());
+        match node.propose(Command::RegisterAgent(spec)).await? {
+            (CoreResponse::Ok, _) => {}
+            (CoreResponse::Rejected(r), _) => return Err(ServerError::Rejected(r).into()),
+            (other, _) => {
+                return Err(ServerError::Internal(format!("unexpected response {other:?}")).into())
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let generation = leadership.sessions.attach(&agent_id, tx.clone());
+        let _ = tx.send(msg(Out::Registered(v1::Registered {
+            agent_id: agent_id.clone(),
+            leader_id: node.id,
+            server_ttl_ms: node.config.agent_ttl.as_millis() as u64,
+            heartbeat_interval_ms: node.config.heartbeat_interval.as_millis() as u64,
+        })));
+        reconcile(&node, &agent_id, &register.running, &tx);
+        leadership.wake.notify_one();
+        tracing::info!(agent_id = %agent_id, generation, "agent session started");
+        tokio::spawn(serve_session(
+            node, leadership, agent_id, generation, inbound, tx,
+        ));
+        let out = UnboundedReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn list(
+        &self,
+        request: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        if !request.into_inner().stale {
+            self.node.linearizable().await?;
+        }
+        let connected: BTreeSet<String> = self
+            .node
+            .leadership()
+            .map(|l| l.sessions.connected())
+            .unwrap_or_default();
+        let applied = self.node.state.read();
+        let agents = applied
+            .state
+            .agents()
+            .map(|a| convert::agent_to(a, connected.contains(&a.spec.id)))
+            .collect();
+        Ok(Response::new(v1::ListAgentsResponse { agents }))
+    }
+}
+
+/// After a (re)connect: resend assignments the agent does not report running,
+/// and cancel what it runs under a token that is no longer current.
+fn reconcile(node: &Node, agent_id: &str, running: &[v1::RunningTask], tx: &Outbound) {
+    let applied = node.state.read();
+    let state = &applied.state;
+    let reported: BTreeSet<(String, u64)> = running
+        .iter()
+        .map(|r| (r.task_id.clone(), r.token))
+        .collect();
+    if let Some(agent) = state.agent(agent_id) {
+        for (task_id, token) in &agent.tasks {
+            if !reported.contains(&(task_id.to_string(), *token)) {
+                if let Some(task) = state.task(*task_id) {
+                    let _ = tx.send(assignment(task, *token));
+                }
+            }
+        }
+    }
+    for r in running {
+        let current = r
+            .task_id
+            .parse::<TaskId>()
+            .ok()
+            .and_then(|id| state.task(id))
+            .and_then(|t| t.state.holder().map(|(a, tok)| (a.clone(), tok)));
+        if current != Some((agent_id.to_string(), r.token)) {
+            let _ = tx.send(msg(Out::Cancel(v1::CancelTask {
+                task_id: r.task_id.clone(),
+                token: r.token,
+                reason: "the task is no longer assigned to this agent under this token".into(),
+            })));
+        }
+    }
+}
+
+async fn serve_session(
+    node: Arc<Node>,
+    leadership: Arc<Leadership>,
+    agent_id: String,
+    generation: u64,
+    mut inbound: Streaming<v1::AgentMessage>,
+    tx: Outbound,
+) {
+    let mut alive = leadership.alive();
+    loop {
+        let next = tokio::select! {
+            m = inbound.message() => m,
+            _ = alive.wait_for(|a| !*a) => break,
+        };
+        let m = match next {
+            Ok(Some(v1::AgentMessage { msg: Some(m) })) => m,
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(agent_id = %agent_id, error = %status, "session stream error");
+                break;
+            }
+        };
+        match m {
+            In::Heartbeat(hb) => {
+                leadership.sessions.renew(&agent_id);
+                let _ = tx.send(msg(Out::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq })));
+            }
+            In::Started(s) => {
+                let Ok(task) = s.task_id.parse::<TaskId>() else {
+                    continue;
+                };
+                let node = node.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node
+                        .propose(Command::Started {
+                            task,
+                            token: s.token,
+                        })
+                        .await
+                    {
+                        tracing::debug!(task_id = %task, error = %e, "start not recorded");
+                    }
+                });
+            }
+            In::Completed(c) => {
+                let node = node.clone();
+                let tx = tx.clone();
+                let leadership = leadership.clone();
+                tokio::spawn(async move { complete(&node, &leadership, c, &tx).await });
+            }
+            In::Register(_) => {
+                tracing::warn!(agent_id = %agent_id, "ignoring a second Register on one session");
+            }
+        }
+    }
+    leadership.sessions.detach(&agent_id, generation);
+    tracing::info!(agent_id = %agent_id, generation, "agent session ended");
+}
+
+async fn complete(node: &Node, leadership: &Leadership, c: v1::TaskCompleted, tx: &Outbound) {
+    let ack = |accepted: bool, reason: String| {
+        msg(Out::CompletionAck(v1::CompletionAck {
+            task_id: c.task_id.clone(),
+            token: c.token,
+            accepted,
+            reason,
+        }))
+    };
+    let Ok(task) = c.task_id.parse::<TaskId>() else {
+        let _ = tx.send(ack(false, format!("invalid task id {:?}", c.task_id)));
+        return;
+    };
+    let mut result = c.result.clone();
+    result.truncate(node.config.limits.max_result_bytes);
+    let completion = Completion {
+        task,
+        token: c.token,
+        outcome: Outcome {
+            success: c.success,
+            result,
+            error: c.error.clone(),
+            exit_code: c.exit_code,
+        },
+    };
+    match node.completions.call(vec![completion]).await {
+        Ok((mut results, _)) => {
+            let reply = match results.pop() {
+                Some(Ok(())) => ack(true, String::new()),
+                Some(Err(r)) => ack(false, r.to_string()),
+                None => ack(false, "no result".into()),
+            };
+            let _ = tx.send(reply);
+            leadership.wake.notify_one();
+        }
+        // Not committed here: no ack, so the agent resends on its next session.
+        Err(e) => tracing::debug!(task_id = %task, error = %e, "completion not committed"),
+    }
+}

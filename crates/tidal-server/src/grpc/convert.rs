@@ -1,0 +1,184 @@
+//! Conversions between the public API's messages and tidal-core's domain types.
+
+use tidal_core::model::{
+    Agent, AgentSpec, AgentState, Gpu, Priority, Queue, Task, TaskId, TaskSpec, TaskState,
+    TaskStateKind,
+};
+use tidal_proto::v1;
+
+use crate::error::ServerError;
+
+pub fn task_id(s: &str) -> Result<TaskId, ServerError> {
+    s.parse().map_err(ServerError::InvalidArgument)
+}
+
+pub fn priority_from(p: i32) -> Priority {
+    match v1::Priority::try_from(p).unwrap_or(v1::Priority::Unspecified) {
+        v1::Priority::Online => Priority::Online,
+        v1::Priority::Offline => Priority::Offline,
+        v1::Priority::Nearline | v1::Priority::Unspecified => Priority::Nearline,
+    }
+}
+
+pub fn priority_to(p: Priority) -> v1::Priority {
+    match p {
+        Priority::Online => v1::Priority::Online,
+        Priority::Nearline => v1::Priority::Nearline,
+        Priority::Offline => v1::Priority::Offline,
+    }
+}
+
+pub fn spec_from(s: v1::TaskSpec) -> TaskSpec {
+    TaskSpec {
+        task_type: s.task_type,
+        pipeline: s.pipeline,
+        models: s.models,
+        queue: s.queue,
+        idempotency_key: Some(s.idempotency_key).filter(|k| !k.is_empty()),
+        payload: s.payload,
+        max_attempts: s.max_attempts,
+        priority: priority_from(s.priority),
+        slots: s.slots,
+        gpus: s.gpus,
+        gpu_memory_mb: s.gpu_memory_mb,
+        tenant: s.tenant,
+    }
+}
+
+pub fn spec_to(s: &TaskSpec, with_payload: bool) -> v1::TaskSpec {
+    v1::TaskSpec {
+        task_type: s.task_type.clone(),
+        pipeline: s.pipeline.clone(),
+        models: s.models.clone(),
+        queue: s.queue.clone(),
+        idempotency_key: s.idempotency_key.clone().unwrap_or_default(),
+        payload: if with_payload {
+            s.payload.clone()
+        } else {
+            Vec::new()
+        },
+        max_attempts: s.max_attempts,
+        priority: priority_to(s.priority) as i32,
+        slots: s.slots,
+        gpus: s.gpus,
+        gpu_memory_mb: s.gpu_memory_mb,
+        tenant: s.tenant.clone(),
+    }
+}
+
+pub fn state_kind_to(k: TaskStateKind) -> v1::TaskState {
+    match k {
+        TaskStateKind::Pending => v1::TaskState::Pending,
+        TaskStateKind::Assigned => v1::TaskState::Assigned,
+        TaskStateKind::Running => v1::TaskState::Running,
+        TaskStateKind::Succeeded => v1::TaskState::Succeeded,
+        TaskStateKind::Failed => v1::TaskState::Failed,
+        TaskStateKind::Cancelled => v1::TaskState::Cancelled,
+    }
+}
+
+pub fn state_kind_from(s: i32) -> Option<TaskStateKind> {
+    match v1::TaskState::try_from(s).ok()? {
+        v1::TaskState::Unspecified => None,
+        v1::TaskState::Pending => Some(TaskStateKind::Pending),
+        v1::TaskState::Assigned => Some(TaskStateKind::Assigned),
+        v1::TaskState::Running => Some(TaskStateKind::Running),
+        v1::TaskState::Succeeded => Some(TaskStateKind::Succeeded),
+        v1::TaskState::Failed => Some(TaskStateKind::Failed),
+        v1::TaskState::Cancelled => Some(TaskStateKind::Cancelled),
+    }
+}
+
+pub fn task_to(t: &Task, with_payload: bool, read_index: u64) -> v1::Task {
+    let (agent, token) = match &t.state {
+        TaskState::Pending => (None, 0),
+        TaskState::Assigned { agent, token }
+        | TaskState::Running { agent, token }
+        | TaskState::Succeeded { agent, token } => (Some(agent.clone()), *token),
+        TaskState::Failed { agent, token } | TaskState::Cancelled { agent, token } => {
+            (agent.clone(), *token)
+        }
+    };
+    v1::Task {
+        id: t.id.to_string(),
+        spec: Some(spec_to(&t.spec, with_payload)),
+        state: state_kind_to(t.state.kind()) as i32,
+        agent: agent.unwrap_or_default(),
+        token,
+        attempt: t.attempt,
+        result: t.result.clone(),
+        error: t.error.clone(),
+        exit_code: t.exit_code,
+        created_ms: t.created_ms,
+        updated_ms: t.updated_ms,
+        payload_bytes: t.spec.payload.len() as u64,
+        read_index,
+    }
+}
+
+pub fn agent_spec_from(s: v1::AgentSpec) -> AgentSpec {
+    AgentSpec {
+        id: s.id,
+        dc: s.dc,
+        task_types: s.task_types.into_iter().collect(),
+        pipelines: s.pipelines.into_iter().collect(),
+        models: s.models.into_iter().collect(),
+        slots: s.slots,
+        weight: s.weight,
+        gpus: s
+            .gpus
+            .into_iter()
+            .map(|g| Gpu {
+                model: g.model,
+                memory_mb: g.memory_mb,
+            })
+            .collect(),
+        labels: s.labels.into_iter().collect(),
+    }
+}
+
+pub fn agent_spec_to(s: &AgentSpec) -> v1::AgentSpec {
+    v1::AgentSpec {
+        id: s.id.clone(),
+        dc: s.dc.clone(),
+        task_types: s.task_types.iter().cloned().collect(),
+        pipelines: s.pipelines.iter().cloned().collect(),
+        models: s.models.iter().cloned().collect(),
+        slots: s.slots,
+        weight: s.weight,
+        gpus: s
+            .gpus
+            .iter()
+            .map(|g| v1::Gpu {
+                model: g.model.clone(),
+                memory_mb: g.memory_mb,
+            })
+            .collect(),
+        labels: s.labels.clone().into_iter().collect(),
+    }
+}
+
+pub fn agent_to(a: &Agent, connected: bool) -> v1::AgentInfo {
+    v1::AgentInfo {
+        spec: Some(agent_spec_to(&a.spec)),
+        state: match a.state {
+            AgentState::Ready => v1::AgentState::Ready,
+            AgentState::Draining => v1::AgentState::Draining,
+            AgentState::Down => v1::AgentState::Down,
+        } as i32,
+        slots_in_use: a.slots_in_use,
+        gpus_in_use: a.gpus_in_use,
+        in_flight: a.tasks.len() as u32,
+        connected,
+        registered_ms: a.registered_ms,
+    }
+}
+
+pub fn queue_to(q: &Queue, pending: usize) -> v1::Queue {
+    v1::Queue {
+        name: q.name.clone(),
+        weight: q.weight,
+        strategy: q.strategy.as_str().to_string(),
+        pending: pending as u64,
+    }
+}

@@ -1,0 +1,56 @@
+//! The gRPC services: the public API and the Raft transport on one port.
+
+pub mod agent_service;
+pub mod cluster_service;
+pub mod convert;
+pub mod queue_service;
+pub mod raft_service;
+pub mod task_service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tidal_proto::raft::raft_server::RaftServer;
+use tidal_proto::v1::agents_server::AgentsServer;
+use tidal_proto::v1::cluster_server::ClusterServer;
+use tidal_proto::v1::queues_server::QueuesServer;
+use tidal_proto::v1::tasks_server::TasksServer;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::node::Node;
+
+/// Headroom over the payload limit for the rest of a request.
+const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+pub async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // A batch may carry many payloads; the per-task limit is checked per item.
+    let max_message = (node.config.limits.max_payload_bytes + MESSAGE_OVERHEAD).max(64 << 20);
+    let tasks = TasksServer::new(task_service::TaskService { node: node.clone() })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let agents = AgentsServer::new(agent_service::AgentService { node: node.clone() })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let queues = QueuesServer::new(queue_service::QueueService { node: node.clone() });
+    let cluster = ClusterServer::new(cluster_service::ClusterService { node: node.clone() });
+    let raft = RaftServer::new(raft_service::RaftService {
+        raft: node.raft.clone(),
+    })
+    .max_decoding_message_size(usize::MAX)
+    .max_encoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(tasks)
+        .add_service(agents)
+        .add_service(queues)
+        .add_service(cluster)
+        .add_service(raft)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("serving gRPC")
+}

@@ -1,0 +1,203 @@
+//! `tidal.v1.Tasks`: submit (group-committed), get, list, cancel.
+
+use std::sync::Arc;
+
+use tidal_core::command::{Command, Response as CoreResponse};
+use tidal_core::limits::validate_task_spec;
+use tidal_core::model::TaskId;
+use tidal_proto::v1::{self, tasks_server::Tasks};
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::error::{rejection_code, ServerError};
+use crate::node::Node;
+
+pub struct TaskService {
+    pub node: Arc<Node>,
+}
+
+const DEFAULT_LIST_LIMIT: usize = 1_000;
+const MAX_LIST_LIMIT: usize = 10_000;
+
+fn item_error(code: tonic::Code, message: String) -> v1::SubmitResult {
+    v1::SubmitResult {
+        error: Some(v1::Error {
+            code: code as i32,
+            message,
+        }),
+        ..Default::default()
+    }
+}
+
+impl TaskService {
+    /// Serves a read at a linearizable point unless the caller accepts stale state.
+    async fn read_index(&self, stale: bool) -> Result<u64, ServerError> {
+        if stale {
+            Ok(self.node.applied_index())
+        } else {
+            self.node.linearizable().await
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for TaskService {
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn submit(
+        &self,
+        request: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let specs = request.into_inner().tasks;
+        let limits = &self.node.config.limits;
+        if specs.is_empty() {
+            return Err(ServerError::InvalidArgument("submit carries no tasks".into()).into());
+        }
+        if specs.len() > limits.max_batch {
+            return Err(ServerError::InvalidArgument(format!(
+                "submit carries {} tasks, over the batch limit of {}",
+                specs.len(),
+                limits.max_batch
+            ))
+            .into());
+        }
+        // Items that fail validation are answered here and never proposed.
+        let mut results: Vec<Option<v1::SubmitResult>> = Vec::with_capacity(specs.len());
+        let mut valid = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let spec = convert::spec_from(spec);
+            match validate_task_spec(&spec, limits) {
+                Ok(()) => {
+                    results.push(None);
+                    valid.push(spec);
+                }
+                Err(r) => results.push(Some(item_error(rejection_code(&r), r.to_string()))),
+            }
+        }
+        if !valid.is_empty() {
+            let (outcomes, index) = self.node.submits.call(valid).await?;
+            let mut outcomes = outcomes.into_iter();
+            for slot in results.iter_mut().filter(|r| r.is_none()) {
+                *slot = Some(match outcomes.next() {
+                    Some(Ok(s)) => v1::SubmitResult {
+                        id: s.id.to_string(),
+                        existed: s.existed,
+                        log_index: index,
+                        error: None,
+                    },
+                    Some(Err(r)) => item_error(rejection_code(&r), r.to_string()),
+                    None => item_error(tonic::Code::Internal, "no result for this item".into()),
+                });
+            }
+            if let Some(l) = self.node.leadership() {
+                l.wake.notify_one();
+            }
+        }
+        Ok(Response::new(v1::SubmitResponse {
+            results: results.into_iter().flatten().collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn get(
+        &self,
+        request: Request<v1::GetTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
+        let req = request.into_inner();
+        let id = convert::task_id(&req.id)?;
+        let index = self.read_index(req.stale).await?;
+        let applied = self.node.state.read();
+        let task = applied
+            .state
+            .task(id)
+            .ok_or_else(|| ServerError::NotFound(format!("task {id} not found")))?;
+        Ok(Response::new(convert::task_to(task, true, index)))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn list(
+        &self,
+        request: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit as usize {
+            0 => DEFAULT_LIST_LIMIT,
+            n if n > MAX_LIST_LIMIT => {
+                return Err(ServerError::InvalidArgument(format!(
+                    "limit {n} is over the maximum of {MAX_LIST_LIMIT}"
+                ))
+                .into())
+            }
+            n => n,
+        };
+        let after = if req.after_id.is_empty() {
+            None
+        } else {
+            Some(convert::task_id(&req.after_id)?)
+        };
+        let state_filter = convert::state_kind_from(req.state);
+        let index = self.read_index(req.stale).await?;
+        let applied = self.node.state.read();
+        let mut tasks = Vec::new();
+        let mut last: Option<TaskId> = None;
+        let mut more = false;
+        for t in applied.state.tasks_after(after) {
+            if state_filter.is_some_and(|k| t.state.kind() != k) {
+                continue;
+            }
+            if !req.queue.is_empty() && t.spec.queue != req.queue {
+                continue;
+            }
+            if tasks.len() == limit {
+                more = true;
+                break;
+            }
+            last = Some(t.id);
+            tasks.push(convert::task_to(t, false, index));
+        }
+        let next_after_id = if more {
+            last.map(|l| l.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListTasksResponse {
+            tasks,
+            next_after_id,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn cancel(
+        &self,
+        request: Request<v1::CancelTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
+        let id = convert::task_id(&request.into_inner().id)?;
+        let (resp, index) = self.node.propose(Command::Cancel { task: id }).await?;
+        match resp {
+            CoreResponse::Cancelled { holder, .. } => {
+                if let (Some((agent, token)), Some(l)) = (holder, self.node.leadership()) {
+                    l.sessions.send(
+                        &agent,
+                        v1::ServerMessage {
+                            msg: Some(v1::server_message::Msg::Cancel(v1::CancelTask {
+                                task_id: id.to_string(),
+                                token,
+                                reason: "cancelled by a user".into(),
+                            })),
+                        },
+                    );
+                    l.wake.notify_one();
+                }
+            }
+            CoreResponse::Rejected(r) => return Err(ServerError::Rejected(r).into()),
+            other => {
+                return Err(ServerError::Internal(format!("unexpected response {other:?}")).into())
+            }
+        }
+        let applied = self.node.state.read();
+        let task = applied
+            .state
+            .task(id)
+            .ok_or_else(|| ServerError::NotFound(format!("task {id} not found")))?;
+        Ok(Response::new(convert::task_to(task, false, index)))
+    }
+}

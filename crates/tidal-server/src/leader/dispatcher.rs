@@ -1,0 +1,81 @@
+//! The leader's dispatch loop: plans a round with tidal-core's pure
+//! dispatcher, commits it as one `Assign` entry, then pushes the granted
+//! assignments on the agents' sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidal_core::command::{Command, Granted, Response};
+use tidal_core::dispatch::{plan, DispatchCursor};
+use tidal_proto::v1;
+
+use super::Leadership;
+use crate::grpc::convert;
+use crate::node::Node;
+
+/// At most this many assignments per entry.
+const MAX_ROUND: usize = 4096;
+
+pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
+    let mut cursor = DispatchCursor::default();
+    while leadership.is_alive() {
+        let round = {
+            let applied = node.state.read();
+            let connected = leadership.sessions.connected();
+            plan(&applied.state, &connected, MAX_ROUND, &mut cursor)
+        };
+        if round.is_empty() {
+            // Wait for new work or capacity; the timeout is a safety net only.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), leadership.wake.notified()).await;
+            continue;
+        }
+        match node.propose(Command::Assign(round)).await {
+            Ok((Response::Assigned { granted, rejected }, index)) => {
+                if !rejected.is_empty() {
+                    tracing::debug!(
+                        log_index = index,
+                        rejected = rejected.len(),
+                        "assignments rejected at apply"
+                    );
+                }
+                push(&node, &leadership, &granted);
+            }
+            Ok((other, _)) => tracing::warn!(response = ?other, "unexpected response to assign"),
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatch round not committed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Sends each granted assignment to its agent. An agent without a session gets
+/// it again when it re-registers (the session reconciles held tasks).
+pub fn push(node: &Node, leadership: &Leadership, granted: &[Granted]) {
+    let messages: Vec<(String, v1::ServerMessage)> = {
+        let applied = node.state.read();
+        granted
+            .iter()
+            .filter_map(|g| {
+                let task = applied.state.task(g.task)?;
+                Some((g.agent.clone(), assignment(task, g.token)))
+            })
+            .collect()
+    };
+    for (agent, msg) in messages {
+        leadership.sessions.send(&agent, msg);
+    }
+}
+
+/// The message that hands a task to its agent.
+pub fn assignment(task: &tidal_core::model::Task, token: u64) -> v1::ServerMessage {
+    v1::ServerMessage {
+        msg: Some(v1::server_message::Msg::Assignment(v1::Assignment {
+            task_id: task.id.to_string(),
+            token,
+            attempt: task.attempt,
+            spec: Some(convert::spec_to(&task.spec, true)),
+        })),
+    }
+}

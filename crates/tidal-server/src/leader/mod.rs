@@ -1,0 +1,116 @@
+//! Leader-only memory, rebuilt on every election: agent sessions, lease
+//! deadlines, the dispatch loop and the lease reaper. It starts when this node
+//! becomes leader and is dropped when it steps down.
+
+pub mod dispatcher;
+pub mod reaper;
+pub mod sessions;
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::node::Node;
+use sessions::Sessions;
+
+/// The state of one term of leadership.
+pub struct Leadership {
+    pub term: u64,
+    pub sessions: Sessions,
+    /// Wakes the dispatcher: new pending work or freed capacity.
+    pub wake: Notify,
+    /// Flips to false when this leadership ends; session loops watch it.
+    alive: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Leadership {
+    fn new(term: u64, node: &Node) -> Arc<Leadership> {
+        let (alive, _) = watch::channel(true);
+        let leadership = Arc::new(Leadership {
+            term,
+            sessions: Sessions::new(node.config.agent_ttl),
+            wake: Notify::new(),
+            alive,
+            tasks: Mutex::new(Vec::new()),
+        });
+        // A new leader gives every known agent a full TTL of grace, so a
+        // failover causes no mass requeue (RELIABILITY.md, I7).
+        {
+            let applied = node.state.read();
+            for agent in applied.state.agents() {
+                leadership.sessions.renew(&agent.spec.id);
+            }
+        }
+        leadership
+    }
+
+    /// A receiver that sees `false` once this leadership has ended.
+    pub fn alive(&self) -> watch::Receiver<bool> {
+        self.alive.subscribe()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        *self.alive.borrow()
+    }
+
+    fn end(&self) {
+        self.alive.send_replace(false);
+        for task in self
+            .tasks
+            .lock()
+            .expect("leadership task list poisoned")
+            .drain(..)
+        {
+            task.abort();
+        }
+        self.sessions.clear();
+    }
+}
+
+/// Watches Raft metrics and starts or ends leadership as the role changes.
+pub async fn watch_leadership(node: Arc<Node>) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        let (is_leader, term) = {
+            let m = metrics.borrow_and_update();
+            (
+                m.current_leader == Some(node.id) && m.state.is_leader(),
+                m.current_term,
+            )
+        };
+        let current = node.leadership();
+        match (&current, is_leader) {
+            (Some(l), true) if l.term == term => {}
+            (_, true) => {
+                if let Some(old) = current {
+                    old.end();
+                }
+                tracing::info!(node_id = node.id, term, "became leader");
+                let leadership = Leadership::new(term, &node);
+                node.set_leadership(Some(leadership.clone()));
+                let d = tokio::spawn(dispatcher::run(node.clone(), leadership.clone()));
+                let r = tokio::spawn(reaper::run(node.clone(), leadership.clone()));
+                leadership
+                    .tasks
+                    .lock()
+                    .expect("leadership task list poisoned")
+                    .extend([d, r]);
+            }
+            (Some(old), false) => {
+                tracing::info!(node_id = node.id, term, "stepped down");
+                old.end();
+                node.set_leadership(None);
+            }
+            (None, false) => {}
+        }
+        if metrics.changed().await.is_err() {
+            if let Some(old) = node.leadership() {
+                old.end();
+            }
+            node.set_leadership(None);
+            return;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Agent sessions and lease deadlines, in leader memory only: heartbeats are
+//! not written to the log; only the transition to Down is (DESIGN.md).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tidal_proto::v1;
+use tokio::sync::mpsc;
+
+pub type Outbound = mpsc::UnboundedSender<v1::ServerMessage>;
+
+struct Session {
+    generation: u64,
+    tx: Outbound,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Session>,
+    deadlines: HashMap<String, Instant>,
+    next_generation: u64,
+}
+
+pub struct Sessions {
+    ttl: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl Sessions {
+    pub fn new(ttl: Duration) -> Sessions {
+        Sessions {
+            ttl,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("sessions lock poisoned")
+    }
+
+    /// Attaches a new session for `agent`, replacing an older one (whose
+    /// stream then ends). Returns the session's generation.
+    pub fn attach(&self, agent: &str, tx: Outbound) -> u64 {
+        let mut inner = self.lock();
+        inner.next_generation += 1;
+        let generation = inner.next_generation;
+        inner
+            .sessions
+            .insert(agent.to_string(), Session { generation, tx });
+        inner
+            .deadlines
+            .insert(agent.to_string(), Instant::now() + self.ttl);
+        generation
+    }
+
+    /// Detaches the session if it is still the given generation.
+    pub fn detach(&self, agent: &str, generation: u64) {
+        let mut inner = self.lock();
+        if inner
+            .sessions
+            .get(agent)
+            .is_some_and(|s| s.generation == generation)
+        {
+            inner.sessions.remove(agent);
+        }
+    }
+
+    /// Restarts the agent's lease: it may not be marked down before now + TTL.
+    pub fn renew(&self, agent: &str) {
+        let deadline = Instant::now() + self.ttl;
+        self.lock().deadlines.insert(agent.to_string(), deadline);
+    }
+
+    /// Agents whose lease ran out before `now`.
+    pub fn expired(&self, now: Instant) -> Vec<String> {
+        let inner = self.lock();
+        let mut out: Vec<String> = inner
+            .deadlines
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(a, _)| a.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Forgets an agent that was marked down: its session (if any) ends.
+    pub fn forget(&self, agent: &str) {
+        let mut inner = self.lock();
+        inner.sessions.remove(agent);
+        inner.deadlines.remove(agent);
+    }
+
+    /// Agents with a live session: the only ones the dispatcher may use.
+    pub fn connected(&self) -> BTreeSet<String> {
+        self.lock().sessions.keys().cloned().collect()
+    }
+
+    pub fn is_connected(&self, agent: &str) -> bool {
+        self.lock().sessions.contains_key(agent)
+    }
+
+    /// Sends to the agent's session; false if it has none.
+    pub fn send(&self, agent: &str, msg: v1::ServerMessage) -> bool {
+        match self.lock().sessions.get(agent) {
+            Some(s) => s.tx.send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.sessions.clear();
+        inner.deadlines.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_session_replaces_older_and_old_detach_is_ignored() {
+        let s = Sessions::new(Duration::from_secs(10));
+        let (tx1, _rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let g1 = s.attach("a", tx1);
+        let g2 = s.attach("a", tx2);
+        s.detach("a", g1);
+        assert!(s.is_connected("a"));
+        assert!(s.send("a", v1::ServerMessage::default()));
+        assert!(rx2.try_recv().is_ok());
+        s.detach("a", g2);
+        assert!(!s.is_connected("a"));
+    }
+
+    #[test]
+    fn lease_expires_only_after_ttl() {
+        let s = Sessions::new(Duration::from_secs(10));
+        s.renew("a");
+        let now = Instant::now();
+        assert!(s.expired(now).is_empty());
+        assert_eq!(
+            s.expired(now + Duration::from_secs(11)),
+            vec!["a".to_string()]
+        );
+        s.forget("a");
+        assert!(s.expired(now + Duration::from_secs(11)).is_empty());
+    }
+}

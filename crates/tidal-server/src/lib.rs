@@ -1,0 +1,65 @@
+//! tidal server: one member of a data center's Raft group.
+//!
+//! Module map:
+//! - [`config`]: raw settings (file, env, flags) validated into [`ServerConfig`].
+//! - [`node`]: the Raft node, its applied state and proposers.
+//! - [`batcher`]: group commit of concurrent submits and completions.
+//! - [`raft_network`] and [`grpc::raft_service`]: openraft over tonic.
+//! - [`grpc`]: the public API (tasks, agents, queues, cluster).
+//! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper.
+//! - [`error`]: the one mapping from errors to gRPC status codes.
+//!
+//! Depends on tidal-core (the state machine), tidal-store (storage) and
+//! tidal-proto; the agent and client crates never depend on this one.
+
+// gRPC handlers return `tonic::Status`, which is large by design.
+#![allow(clippy::result_large_err)]
+
+pub mod batcher;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod leader;
+pub mod node;
+pub mod raft_network;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+pub use config::{RawConfig, ServerConfig};
+use node::Node;
+
+/// The leader's clock, written into every entry it proposes.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs a server until `shutdown` completes.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let node = Node::start(config).await?;
+    tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started");
+    let watcher = tokio::spawn(leader::watch_leadership(node.clone()));
+    let served = grpc::serve(node.clone(), listener, shutdown).await;
+    watcher.abort();
+    if let Some(l) = node.leadership() {
+        drop(l);
+    }
+    let stopped = node.raft.shutdown().await;
+    served?;
+    stopped.map_err(|e| anyhow::anyhow!("raft did not stop cleanly: {e}"))?;
+    tracing::info!(node_id = node.id, "tidal server stopped");
+    Ok(())
+}
+
+/// Keeps `Arc<Node>` nameable by integration tests.
+pub type SharedNode = Arc<Node>;

@@ -1,0 +1,174 @@
+//! One tidal server: the Raft node, its applied state, the proposers and the
+//! current leadership (if any). Shared by every gRPC service.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use openraft::{BasicNode, SnapshotPolicy};
+use tidal_core::command::{Command, Completion, Envelope, Rejection, Response, Submitted};
+use tidal_core::model::TaskSpec;
+use tidal_store::{Raft, StateHandle, StoreOptions};
+
+use crate::batcher::Batcher;
+use crate::config::ServerConfig;
+use crate::error::{Result, ServerError};
+use crate::leader::Leadership;
+use crate::now_ms;
+use crate::raft_network::Network;
+
+pub struct Node {
+    pub id: u64,
+    pub config: ServerConfig,
+    pub raft: Raft,
+    pub state: StateHandle,
+    pub submits: Batcher<TaskSpec, Result<Submitted, Rejection>>,
+    pub completions: Batcher<Completion, Result<(), Rejection>>,
+    leadership: Mutex<Option<Arc<Leadership>>>,
+}
+
+impl Node {
+    /// Opens the store, starts Raft and, with `--init` on a new data
+    /// directory, makes this node the first member of a new cluster.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Arc<Node>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        check_identity(&config.data_dir, config.node_id, &config.dc)?;
+        let (log_store, state_machine) = tidal_store::open(
+            &config.data_dir.join("raft"),
+            StoreOptions {
+                flush_delay: config.flush_delay,
+            },
+        )
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        let state = state_machine.handle();
+        let raft_config = openraft::Config {
+            cluster_name: format!("tidal-{}", config.dc),
+            election_timeout_min: config.election_timeout.0,
+            election_timeout_max: config.election_timeout.1,
+            heartbeat_interval: config.raft_heartbeat_ms,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 512,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        }
+        .validate()
+        .context("raft configuration")?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Network::default(),
+            log_store,
+            state_machine,
+        )
+        .await
+        .context("starting raft")?;
+        if config.init && !raft.is_initialized().await.context("reading raft state")? {
+            let members = BTreeMap::from([(
+                config.node_id,
+                BasicNode {
+                    addr: config.advertise.clone(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .context("initializing a new cluster")?;
+            tracing::info!(node_id = config.node_id, dc = %config.dc, "initialized a new cluster");
+        }
+        let max_batch = config.limits.max_batch;
+        let submits = Batcher::spawn(raft.clone(), max_batch, 4, Command::Submit, |r| match r {
+            Response::Submitted(items) => Some(items),
+            _ => None,
+        });
+        let completions =
+            Batcher::spawn(raft.clone(), max_batch, 2, Command::Complete, |r| match r {
+                Response::Completed(items) => Some(items),
+                _ => None,
+            });
+        Ok(Arc::new(Node {
+            id: config.node_id,
+            config,
+            raft,
+            state,
+            submits,
+            completions,
+            leadership: Mutex::new(None),
+        }))
+    }
+
+    /// Commits one command and returns its response and log index.
+    pub async fn propose(&self, command: Command) -> Result<(Response, u64)> {
+        let resp = self
+            .raft
+            .client_write(Envelope::new(now_ms(), command))
+            .await?;
+        Ok((resp.data, resp.log_id.index))
+    }
+
+    /// Waits until this node may answer a linearizable read (it is the leader
+    /// of a quorum and has applied everything committed before the read began).
+    /// Returns the applied index the read is served at.
+    pub async fn linearizable(&self) -> Result<u64> {
+        self.raft.ensure_linearizable().await?;
+        Ok(self.applied_index())
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.state.read().last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    pub fn leadership(&self) -> Option<Arc<Leadership>> {
+        self.leadership
+            .lock()
+            .expect("leadership lock poisoned")
+            .clone()
+    }
+
+    pub(crate) fn set_leadership(&self, l: Option<Arc<Leadership>>) {
+        *self.leadership.lock().expect("leadership lock poisoned") = l;
+    }
+
+    /// The leadership of this node, or NotLeader naming the leader if known.
+    pub fn require_leader(&self) -> Result<Arc<Leadership>> {
+        if let Some(l) = self.leadership() {
+            return Ok(l);
+        }
+        Err(self.not_leader())
+    }
+
+    pub fn not_leader(&self) -> ServerError {
+        let m = self.raft.metrics().borrow().clone();
+        let leader_id = m.current_leader.filter(|l| *l != self.id);
+        let leader_addr = leader_id.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        ServerError::NotLeader {
+            leader_id,
+            leader_addr,
+        }
+    }
+}
+
+/// Records the node id and DC in the data directory on first start, and
+/// refuses to start a data directory under another identity.
+fn check_identity(dir: &Path, id: u64, dc: &str) -> anyhow::Result<()> {
+    let path = dir.join("identity");
+    let want = format!("node_id = {id}\ndc = \"{dc}\"\n");
+    match std::fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => bail!(
+            "data directory {} belongs to another node ({}); use that node's id and dc or a new directory",
+            dir.display(),
+            have.trim().replace('\n', ", ")
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, want).with_context(|| format!("writing {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}

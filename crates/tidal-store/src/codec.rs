@@ -1,0 +1,137 @@
+//! The encoding of every stored value: format version, crc32, bincode body.
+//!
+//! Layout: `[version: u8][crc32 of body: u32 little-endian][body]`, where the
+//! body is bincode 2 (serde, `config::standard()`). A value with another
+//! version or a failing checksum is an error, never a silent load
+//! (RELIABILITY.md: sled has no checksums of its own on our values).
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::StoreError;
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+const HEADER_LEN: usize = 1 + 4;
+
+/// Encodes `value` behind the version byte and checksum. `what` names the
+/// value in errors.
+pub fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    let body = bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
+        StoreError::Encode {
+            what: what.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Checks the version and checksum of `bytes`, then decodes the body; the
+/// body must be consumed exactly. `what` names the value in errors.
+pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    let body = verify(what, bytes)?;
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(body, bincode::config::standard())
+            .map_err(|e| StoreError::corrupt(what, format!("cannot decode: {e}")))?;
+    if used != body.len() {
+        return Err(StoreError::corrupt(
+            what,
+            format!("{} trailing bytes after the value", body.len() - used),
+        ));
+    }
+    Ok(value)
+}
+
+/// Checks the header of `bytes` and returns the body.
+pub fn verify<'a>(what: &str, bytes: &'a [u8]) -> Result<&'a [u8], StoreError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(StoreError::corrupt(
+            what,
+            format!(
+                "{} bytes is shorter than the {HEADER_LEN}-byte header",
+                bytes.len()
+            ),
+        ));
+    }
+    let (header, body) = bytes.split_at(HEADER_LEN);
+    if header[0] != FORMAT_VERSION {
+        return Err(StoreError::UnsupportedVersion {
+            what: what.to_string(),
+            found: header[0],
+            expected: FORMAT_VERSION,
+        });
+    }
+    let stored = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(StoreError::Checksum {
+            what: what.to_string(),
+            stored,
+            computed,
+        });
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let v = (7u64, "seven".to_string(), Some(vec![1u8, 2, 3]));
+        let bytes = encode("test value", &v).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        let back: (u64, String, Option<Vec<u8>>) = decode("test value", &bytes).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn flipped_body_byte_fails_checksum() {
+        let mut bytes = encode("v", &123456789u64).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        let err = decode::<u64>("v", &bytes).unwrap_err();
+        assert!(matches!(err, StoreError::Checksum { .. }), "{err}");
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn wrong_version_is_rejected() {
+        let mut bytes = encode("v", &1u64).unwrap();
+        bytes[0] = 9;
+        let err = decode::<u64>("v", &bytes).unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnsupportedVersion { found: 9, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncated_value_is_rejected() {
+        let err = decode::<u64>("v", &[FORMAT_VERSION, 0, 0]).unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+        let mut bytes = encode("v", &(1u64, 2u64)).unwrap();
+        bytes.truncate(bytes.len() - 1);
+        assert!(decode::<(u64, u64)>("v", &bytes)
+            .unwrap_err()
+            .is_corruption());
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        // A body with a valid checksum but more bytes than the value.
+        let mut body = bincode::serde::encode_to_vec(1u64, bincode::config::standard()).unwrap();
+        body.push(0);
+        let mut bytes = vec![FORMAT_VERSION];
+        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let err = decode::<u64>("v", &bytes).unwrap_err();
+        assert!(err.to_string().contains("trailing"), "{err}");
+    }
+}

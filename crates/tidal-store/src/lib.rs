@@ -1,0 +1,124 @@
+//! tidal-store: openraft storage for tidal on sled — the Raft log, the vote,
+//! the last purged log id, snapshots, and the in-memory state machine wrapper.
+//!
+//! [`open`] opens one sled database under a directory and returns the two
+//! halves openraft drives: a [`LogStore`] ([`openraft::storage::RaftLogStorage`])
+//! and a [`StateMachineStore`] ([`openraft::storage::RaftStateMachine`]). The
+//! applied [`tidal_core::State`] lives in memory behind a [`StateHandle`] the
+//! server reads from; it is rebuilt at start-up from the latest stored snapshot
+//! plus the log (openraft re-applies committed entries).
+//!
+//! Every stored value is a one-byte format version, a crc32 of the body, and
+//! a bincode body ([`codec`]). All of them are verified when the store opens:
+//! a corrupt store is a [`StoreError`] at start-up, never a silent load (such
+//! a node can be wiped and re-added through a snapshot).
+//!
+//! Durability (RELIABILITY.md, Known dependency risks): an append is
+//! acknowledged to openraft only after sled's flush *and* an fdatasync of
+//! sled's files ([`durability`]), done off the async runtime.
+//!
+//! # Modules
+//!
+//! - [`error`]: [`StoreError`] and its mapping to openraft's `StorageError`.
+//! - [`codec`]: the versioned, checksummed value encoding.
+//! - `durability`: flush + fsync of sled's files, and the group-commit flusher thread.
+//! - [`log_store`]: [`LogStore`] and [`LogReader`]: log entries, vote, purge, truncate.
+//! - [`state_machine`]: [`StateMachineStore`], [`Applied`], [`StateHandle`].
+//! - [`snapshot`]: snapshot encoding, the stored snapshot, and [`SnapshotBuilder`].
+//!
+//! # Dependency rule
+//!
+//! Depends on tidal-core, openraft, sled, bincode (and crc32fast, serde,
+//! thiserror, tracing, tokio for `spawn_blocking`). Never on tonic or the
+//! server; everything outside this crate sees the store only through
+//! openraft's storage traits, [`open`], and [`StateHandle`], so sled can be
+//! replaced.
+
+pub mod codec;
+mod durability;
+pub mod error;
+pub mod log_store;
+pub mod snapshot;
+pub mod state_machine;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::StoreError;
+pub use log_store::{LogReader, LogStore};
+pub use snapshot::{decode_snapshot, encode_snapshot, SnapshotBuilder};
+pub use state_machine::{Applied, StateHandle, StateMachineStore};
+
+use tidal_core::{Envelope, Response};
+
+/// Raft node ids are plain integers.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for tidal: entries carry an [`Envelope`],
+    /// apply returns a [`Response`].
+    pub TypeConfig:
+        D = Envelope,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of a tidal node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log id (term, leader node, index).
+pub type LogId = openraft::LogId<NodeId>;
+/// A vote.
+pub type Vote = openraft::Vote<NodeId>;
+/// One Raft log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A membership config.
+pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
+/// A membership config and the log id it was written at.
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+/// What a snapshot covers.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+/// A snapshot: its meta and its data.
+pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
+/// openraft's storage error, as this crate's trait impls return it.
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Tuning of the store; `Default` is what production uses.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// Benchmarks only: sleep this long before each durable flush, to imitate
+    /// a slow disk. `None` in production.
+    pub flush_delay: Option<Duration>,
+}
+
+/// Opens (or creates) the store under `dir`: one sled database holding the
+/// log, the vote, the last purged id and the latest snapshot.
+///
+/// Every stored value is verified (format version and checksum) and the log
+/// is checked for holes; the state machine is restored from the latest
+/// snapshot. Any problem is an error here, before the node serves anything.
+pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineStore), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        op: "create directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let db = sled::Config::new().path(dir).open()?;
+    let durability = Arc::new(durability::Durability::open(
+        db.clone(),
+        dir,
+        opts.flush_delay,
+    )?);
+    let log = LogStore::open(&db, durability.clone())?;
+    let sm = StateMachineStore::open(&db, durability)?;
+    tracing::info!(
+        dir = %dir.display(),
+        last_applied = ?sm.handle().read().last_applied,
+        "store opened"
+    );
+    Ok((log, sm))
+}

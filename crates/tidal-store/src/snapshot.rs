@@ -1,0 +1,187 @@
+//! Snapshots: their encoding, the one stored snapshot, and [`SnapshotBuilder`].
+//!
+//! A snapshot's data is an [`Applied`] (the state, the last applied log id and
+//! the membership) in the [`codec`] format, so it carries its own version and
+//! checksum wherever it travels (to a follower, to a backup). The store keeps
+//! only the latest snapshot: tree `snapshot`, keys `meta` and `data`, written
+//! in one atomic batch and synced before the snapshot is reported.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use openraft::storage::RaftSnapshotBuilder;
+use openraft::{ErrorSubject, ErrorVerb};
+
+use crate::codec;
+use crate::durability::Durability;
+use crate::error::blocking;
+use crate::state_machine::Applied;
+use crate::{LogId, Snapshot, SnapshotMeta, StorageError, StoreError, TypeConfig};
+
+const SNAPSHOT_TREE: &str = "snapshot";
+const META_KEY: &[u8] = b"meta";
+const DATA_KEY: &[u8] = b"data";
+
+/// Encodes an applied state as snapshot data (versioned and checksummed).
+pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, StoreError> {
+    codec::encode("snapshot data", applied)
+}
+
+/// Decodes snapshot data, verifying its version and checksum.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, StoreError> {
+    codec::decode("snapshot data", bytes)
+}
+
+/// Decodes `data` and checks it is the snapshot `meta` describes.
+pub(crate) fn decode_for(meta: &SnapshotMeta, data: &[u8]) -> Result<Applied, StoreError> {
+    let applied = decode_snapshot(data)?;
+    if applied.last_applied != meta.last_log_id || applied.membership != meta.last_membership {
+        return Err(StoreError::corrupt(
+            format!("snapshot {}", meta.snapshot_id),
+            format!(
+                "its data is at {:?} with membership {}, its meta says {:?} with {}",
+                applied.last_applied, applied.membership, meta.last_log_id, meta.last_membership
+            ),
+        ));
+    }
+    Ok(applied)
+}
+
+/// The latest snapshot in sled.
+pub(crate) struct SnapshotStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    durability: Arc<Durability>,
+    /// Serializes saves (check-then-write) and keeps loads from seeing the
+    /// meta of one snapshot with the data of another.
+    lock: Mutex<()>,
+}
+
+impl SnapshotStore {
+    /// Opens the tree and verifies the stored snapshot; returns the applied
+    /// state it holds, to restore the state machine from.
+    pub(crate) fn open(
+        db: &sled::Db,
+        durability: Arc<Durability>,
+    ) -> Result<(Self, Option<Applied>), StoreError> {
+        let tree = db.open_tree(SNAPSHOT_TREE)?;
+        for key in tree.iter().keys() {
+            let key = key?;
+            if &*key != META_KEY && &*key != DATA_KEY {
+                return Err(StoreError::corrupt(
+                    "snapshot",
+                    format!("unknown key {:?}", String::from_utf8_lossy(&key)),
+                ));
+            }
+        }
+        let store = SnapshotStore {
+            db: db.clone(),
+            tree,
+            durability,
+            lock: Mutex::new(()),
+        };
+        let restored = match store.load()? {
+            Some((meta, data)) => Some(decode_for(&meta, &data)?),
+            None => None,
+        };
+        Ok((store, restored))
+    }
+
+    /// The stored snapshot's meta and data, with the meta verified.
+    pub(crate) fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let meta = self.tree.get(META_KEY)?;
+        let data = self.tree.get(DATA_KEY)?;
+        match (meta, data) {
+            (None, None) => Ok(None),
+            (Some(meta), Some(data)) => {
+                let meta: SnapshotMeta = codec::decode("snapshot meta", &meta)?;
+                // The data is checked (checksum, version) where it is decoded.
+                codec::verify("snapshot data", &data)?;
+                Ok(Some((meta, data.to_vec())))
+            }
+            (meta, _) => Err(StoreError::corrupt(
+                "snapshot",
+                if meta.is_some() {
+                    "meta without data"
+                } else {
+                    "data without meta"
+                },
+            )),
+        }
+    }
+
+    /// A snapshot id unique in this store: `{term}-{index}-{counter}`, the
+    /// counter from sled's persistent id generator.
+    pub(crate) fn new_id(&self, last: Option<LogId>) -> Result<String, StoreError> {
+        let counter = self.db.generate_id()?;
+        Ok(match last {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, counter),
+            None => format!("0-none-{counter}"),
+        })
+    }
+
+    /// Stores `meta` + `data` as the current snapshot and syncs. With
+    /// `only_if_newer`, keeps a stored snapshot that is further along (a
+    /// build that raced with an install) and returns false. Blocking.
+    pub(crate) fn save(
+        &self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+        only_if_newer: bool,
+    ) -> Result<bool, StoreError> {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if only_if_newer {
+            if let Some(current) = self.tree.get(META_KEY)? {
+                let current: SnapshotMeta = codec::decode("snapshot meta", &current)?;
+                if current.last_log_id > meta.last_log_id {
+                    return Ok(false);
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(META_KEY, codec::encode("snapshot meta", meta)?);
+        batch.insert(DATA_KEY, data);
+        self.tree.apply_batch(batch)?;
+        self.durability.sync()?;
+        Ok(true)
+    }
+}
+
+/// Builds a snapshot off the apply path: clones the applied state under a
+/// short read lock, then encodes and stores it on a blocking thread while
+/// apply goes on.
+pub struct SnapshotBuilder {
+    pub(crate) applied: Arc<RwLock<Applied>>,
+    pub(crate) store: Arc<SnapshotStore>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let applied = self
+            .applied
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let store = self.store.clone();
+        let (meta, data) = blocking(move || {
+            let data = encode_snapshot(&applied)?;
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id: store.new_id(applied.last_applied)?,
+            };
+            if !store.save(&meta, &data, true)? {
+                tracing::info!(snapshot = %meta, "a newer snapshot is already stored; not replacing it");
+            }
+            Ok((meta, data))
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        tracing::info!(snapshot = %meta, bytes = data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

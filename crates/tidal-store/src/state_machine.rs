@@ -1,0 +1,160 @@
+//! [`StateMachineStore`]: the applied [`State`] in memory, restored from the
+//! latest snapshot at open; [`StateHandle`]: the server's read access to it.
+
+use std::io::Cursor;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb};
+use serde::{Deserialize, Serialize};
+use tidal_core::{Response, State};
+
+use crate::durability::Durability;
+use crate::error::blocking;
+use crate::snapshot::{decode_for, SnapshotBuilder, SnapshotStore};
+use crate::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoreError, StoredMembership, TypeConfig,
+};
+
+/// What the state machine has applied: the state, the last applied log id
+/// and the membership in effect. This is also a snapshot's content.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub state: State,
+    pub last_applied: Option<openraft::LogId<u64>>,
+    pub membership: openraft::StoredMembership<u64, openraft::BasicNode>,
+}
+
+/// A cheap, cloneable read handle to the applied state.
+#[derive(Clone)]
+pub struct StateHandle {
+    applied: Arc<RwLock<Applied>>,
+}
+
+impl StateHandle {
+    /// Read access to the applied state. Hold the guard briefly and never
+    /// across an `.await`: apply waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A poisoned lock means an apply panicked; openraft stops the node on
+        // that, and readers keep the last state rather than panicking too.
+        self.applied.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The Raft state machine: applies entries to the in-memory [`State`];
+/// durability comes from snapshots plus the log.
+pub struct StateMachineStore {
+    applied: Arc<RwLock<Applied>>,
+    snapshots: Arc<SnapshotStore>,
+}
+
+impl StateMachineStore {
+    /// Opens the snapshot tree and restores the state it holds.
+    pub(crate) fn open(db: &sled::Db, durability: Arc<Durability>) -> Result<Self, StoreError> {
+        let (snapshots, restored) = SnapshotStore::open(db, durability)?;
+        Ok(StateMachineStore {
+            applied: Arc::new(RwLock::new(restored.unwrap_or_default())),
+            snapshots: Arc::new(snapshots),
+        })
+    }
+
+    /// A read handle for the server.
+    pub fn handle(&self) -> StateHandle {
+        StateHandle {
+            applied: self.applied.clone(),
+        }
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.applied.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.handle();
+        let applied = applied.read();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    /// Applies each entry under its own short write lock, so readers wait at
+    /// most one entry.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries = entries.into_iter();
+        let mut responses = Vec::with_capacity(entries.size_hint().0);
+        for entry in entries {
+            let log_id = entry.log_id;
+            let mut applied = self.write();
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Ok,
+                // The entry's index becomes the fencing token of assignments.
+                EntryPayload::Normal(envelope) => {
+                    applied.state.apply_envelope(envelope, log_id.index)
+                }
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(log_id), membership);
+                    Response::Ok
+                }
+            };
+            applied.last_applied = Some(log_id);
+            drop(applied);
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            applied: self.applied.clone(),
+            store: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    /// Verifies the data, stores it durably as the current snapshot, then
+    /// replaces the in-memory state.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let store = self.snapshots.clone();
+        let owned_meta = meta.clone();
+        let applied = blocking(move || {
+            let applied = decode_for(&owned_meta, &data)?;
+            store.save(&owned_meta, &data, false)?;
+            Ok(applied)
+        })
+        .await
+        .map_err(|e| {
+            e.into_storage(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )
+        })?;
+        *self.write() = applied;
+        tracing::info!(snapshot = %meta, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let stored = self
+            .snapshots
+            .load()
+            .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        Ok(stored.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
