@@ -3,9 +3,11 @@
 //! - `cli_errors`: usage and connection errors that need no server.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `smoke`: one small end-to-end run through the harness.
+//! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
 
 mod cli_errors;
+mod failover;
 mod harness;
 mod smoke;
