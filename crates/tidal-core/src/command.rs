@@ -82,6 +82,9 @@ pub struct Completion {
 pub enum Rejection {
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A size over a documented limit (payload bytes, models per task).
+    #[error("over a limit: {0}")]
+    OverLimit(String),
     #[error("task {0} not found")]
     TaskNotFound(TaskId),
     #[error("agent {0:?} not found")]

@@ -95,7 +95,7 @@ pub fn validate_task_spec(spec: &TaskSpec, limits: &Limits) -> Result<(), Reject
         validate_name("idempotency_key", key, limits)?;
     }
     if spec.models.len() > limits.max_models {
-        return Err(invalid(format!(
+        return Err(Rejection::OverLimit(format!(
             "task requires {} models, over the limit of {}",
             spec.models.len(),
             limits.max_models
@@ -105,7 +105,7 @@ pub fn validate_task_spec(spec: &TaskSpec, limits: &Limits) -> Result<(), Reject
         validate_name("model", model, limits)?;
     }
     if spec.payload.len() > limits.max_payload_bytes {
-        return Err(invalid(format!(
+        return Err(Rejection::OverLimit(format!(
             "payload is {} bytes, over the limit of {} bytes",
             spec.payload.len(),
             limits.max_payload_bytes
@@ -189,6 +189,13 @@ mod tests {
         }
     }
 
+    fn over(r: Result<(), Rejection>) -> String {
+        match r {
+            Err(Rejection::OverLimit(m)) => m,
+            other => panic!("expected OverLimit, got {other:?}"),
+        }
+    }
+
     fn spec() -> TaskSpec {
         TaskSpec {
             task_type: "t2i".into(),
@@ -217,7 +224,7 @@ mod tests {
             ..spec()
         };
         assert_eq!(
-            msg(validate_task_spec(&s, &Limits::default())),
+            over(validate_task_spec(&s, &Limits::default())),
             "payload is 2000000 bytes, over the limit of 1048576 bytes"
         );
     }
@@ -257,7 +264,7 @@ mod tests {
             models: vec!["m".into(); 33],
             ..spec()
         };
-        assert!(msg(validate_task_spec(&s, &l)).contains("33 models"));
+        assert!(over(validate_task_spec(&s, &l)).contains("33 models"));
         let s = TaskSpec {
             max_attempts: 101,
             ..spec()

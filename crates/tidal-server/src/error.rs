@@ -70,6 +70,7 @@ impl ServerError {
 pub fn rejection_code(r: &Rejection) -> Code {
     match r {
         Rejection::Invalid(_) => Code::InvalidArgument,
+        Rejection::OverLimit(_) => Code::ResourceExhausted,
         Rejection::TaskNotFound(_) | Rejection::AgentNotFound(_) | Rejection::QueueNotFound(_) => {
             Code::NotFound
         }

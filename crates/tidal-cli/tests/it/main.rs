@@ -1,5 +1,6 @@
 //! Integration tests of the `tidal` binary: real processes on 127.0.0.1.
 //!
+//! - `bad_input`: refused requests against a real server: messages, codes, nothing lost.
 //! - `cli_errors`: usage and connection errors that need no server.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `smoke`: one small end-to-end run through the harness.
@@ -7,6 +8,7 @@
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
 
+mod bad_input;
 mod cli_errors;
 mod failover;
 mod harness;

@@ -53,7 +53,7 @@ impl Tasks for TaskService {
             return Err(ServerError::InvalidArgument("submit carries no tasks".into()).into());
         }
         if specs.len() > limits.max_batch {
-            return Err(ServerError::InvalidArgument(format!(
+            return Err(ServerError::ResourceExhausted(format!(
                 "submit carries {} tasks, over the batch limit of {}",
                 specs.len(),
                 limits.max_batch
