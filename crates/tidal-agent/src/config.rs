@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub ttl: Option<Duration>,
     /// Cap of a task's result (stdout); the rest is read and dropped.
     pub max_result_bytes: usize,
+    /// Local IP that connections to the servers leave from (None: the OS chooses).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for AgentConfig {
@@ -61,6 +63,7 @@ impl Default for AgentConfig {
             command: Vec::new(),
             ttl: None,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            source_ip: None,
         }
     }
 }

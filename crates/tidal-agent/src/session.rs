@@ -9,7 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tidal_client::{Client, Session};
+use tidal_client::{Client, ClientOptions, Session};
 use tidal_proto::v1::{self, agent_message::Msg as Out, server_message::Msg as In};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -90,7 +90,12 @@ impl Agent {
         observer: Option<mpsc::UnboundedSender<ExecEvent>>,
     ) -> anyhow::Result<Agent> {
         config.validate().context("invalid agent configuration")?;
-        let client = Client::new(config.endpoints.clone()).context("invalid server endpoints")?;
+        let options = ClientOptions {
+            source_ip: config.source_ip,
+            ..ClientOptions::default()
+        };
+        let client = Client::with_options(config.endpoints.clone(), options)
+            .context("invalid server endpoints")?;
         let (exec, events) = Executor::new(
             ExecSettings {
                 agent_id: config.id.clone(),

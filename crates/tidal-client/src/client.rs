@@ -37,6 +37,8 @@ pub struct ClientOptions {
     pub retry_for: Duration,
     /// Limit for establishing one TCP/HTTP2 connection.
     pub connect_timeout: Duration,
+    /// Local IP that connections leave from (None: the OS chooses).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientOptions {
@@ -45,6 +47,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(1),
+            source_ip: None,
         }
     }
 }
@@ -536,12 +539,14 @@ impl Client {
         }
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::invalid_argument(format!("invalid endpoint {addr:?}: {e}")))?
-            .connect_timeout(self.inner.opts.connect_timeout)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let ch = ep.connect_lazy();
+        let ch = tidal_proto::dial::connect_lazy(
+            ep,
+            self.inner.opts.source_ip,
+            self.inner.opts.connect_timeout,
+        );
         st.channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -33,6 +33,8 @@ struct Fake {
     keys: Arc<Mutex<Vec<Vec<String>>>>,
     role: &'static str,
     leader_addr: String,
+    /// The remote address of every Get.
+    peers: Arc<Mutex<Vec<std::net::SocketAddr>>>,
 }
 
 impl Fake {
@@ -43,6 +45,7 @@ impl Fake {
             keys: Arc::default(),
             role: "leader",
             leader_addr: String::new(),
+            peers: Arc::default(),
         }
     }
 
@@ -112,6 +115,7 @@ impl tasks_server::Tasks for Fake {
     }
 
     async fn get(&self, r: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        self.peers.lock().unwrap().extend(r.remote_addr());
         self.gate()?;
         Ok(Response::new(v1::Task {
             id: r.into_inner().id,
@@ -209,6 +213,7 @@ fn fast(endpoints: Vec<String>, retry_for: Duration) -> Client {
             request_timeout: Duration::from_secs(5),
             retry_for,
             connect_timeout: Duration::from_millis(500),
+            source_ip: None,
         },
     )
     .unwrap()
@@ -366,4 +371,23 @@ fn new_validates_endpoints() {
     assert_eq!(e.code, Code::InvalidArgument);
     let e = Client::new(vec!["127.0.0.1"]).unwrap_err();
     assert!(e.message.contains("missing port"), "{e}");
+}
+
+#[tokio::test]
+async fn connections_leave_from_the_source_ip() {
+    let fake = Fake::new(Mode::Lead);
+    let addr = serve(fake.clone()).await;
+    let source: std::net::IpAddr = "127.0.0.7".parse().unwrap();
+    let client = Client::with_options(
+        vec![addr],
+        ClientOptions {
+            source_ip: Some(source),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    client.get_task("t-1", false).await.unwrap();
+    let peers = fake.peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].ip(), source);
 }

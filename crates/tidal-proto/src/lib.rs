@@ -1,13 +1,17 @@
 //! Code generated from `proto/`: the public API (`tidal.v1`) and the internal
-//! Raft transport (`tidal.raft.v1`). No logic lives here.
-#![allow(clippy::all, missing_docs)]
+//! Raft transport (`tidal.raft.v1`), plus [`dial`], the one helper every
+//! crate that opens a channel shares. No other logic lives here.
+
+pub mod dial;
 
 /// The public API (`proto/tidal.proto`).
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("tidal.v1");
 }
 
 /// The Raft transport between servers of one data center (`proto/raft.proto`).
+#[allow(clippy::all, missing_docs)]
 pub mod raft {
     tonic::include_proto!("tidal.raft.v1");
 }

@@ -1,7 +1,7 @@
 //! Server configuration in two stages: a raw layer (file, then `TIDAL_*`
 //! environment, then flags, merged in that order) validated into [`ServerConfig`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub max_batch: Option<usize>,
     /// Benchmarks only: delay every durable flush by this many microseconds.
     pub flush_delay_us: Option<u64>,
+    /// Local IP that connections to other servers are made from (default: any).
+    pub source_ip: Option<String>,
 }
 
 macro_rules! merge_fields {
@@ -94,7 +96,8 @@ impl RawConfig {
             snapshot_every,
             max_payload_bytes,
             max_batch,
-            flush_delay_us
+            flush_delay_us,
+            source_ip
         );
         self
     }
@@ -129,6 +132,13 @@ impl RawConfig {
         let Some(data_dir) = self.data else {
             bail!("--data DIR is required")
         };
+        let source_ip = self
+            .source_ip
+            .map(|ip| {
+                ip.parse::<IpAddr>()
+                    .with_context(|| format!("--source-ip {ip:?} is not an IP address"))
+            })
+            .transpose()?;
         let agent_ttl = Duration::from_millis(self.agent_ttl_ms.unwrap_or(10_000));
         let heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.unwrap_or(1_000));
         if heartbeat_interval * 3 > agent_ttl {
@@ -158,6 +168,7 @@ impl RawConfig {
             snapshot_every: self.snapshot_every.unwrap_or(20_000),
             limits,
             flush_delay: self.flush_delay_us.map(Duration::from_micros),
+            source_ip,
         })
     }
 }
@@ -179,4 +190,6 @@ pub struct ServerConfig {
     pub snapshot_every: u64,
     pub limits: Limits,
     pub flush_delay: Option<Duration>,
+    /// Local IP for connections to other servers (None: the OS chooses).
+    pub source_ip: Option<IpAddr>,
 }

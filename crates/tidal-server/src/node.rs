@@ -59,7 +59,7 @@ impl Node {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network::default(),
+            Network::new(config.source_ip),
             log_store,
             state_machine,
         )

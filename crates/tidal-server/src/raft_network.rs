@@ -2,6 +2,7 @@
 //! bytes fields, over one cached tonic channel per peer.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,9 +35,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
 #[derive(Clone, Default)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    source_ip: Option<IpAddr>,
 }
 
 impl Network {
+    /// A network whose connections leave from `source_ip` when given.
+    pub fn new(source_ip: Option<IpAddr>) -> Network {
+        Network {
+            source_ip,
+            ..Network::default()
+        }
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().expect("channel cache lock poisoned");
         if let Some(ch) = channels.get(addr) {
@@ -44,11 +54,10 @@ impl Network {
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
-        let ch = endpoint.connect_lazy();
+        let ch =
+            tidal_proto::dial::connect_lazy(endpoint, self.source_ip, Duration::from_millis(500));
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -83,6 +83,9 @@ pub struct AgentRunArgs {
     /// Servers of this DC, HOST:PORT,...
     #[arg(long, env = "TIDAL_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINT, value_name = "HOST:PORT,...")]
     pub endpoints: Vec<String>,
+    /// Local IP to open connections to the servers from (default: chosen by the OS).
+    #[arg(long, value_name = "IP")]
+    pub source_ip: Option<std::net::IpAddr>,
     /// The command that runs one task (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -112,6 +115,7 @@ impl AgentRunArgs {
             command: self.command.clone(),
             ttl: self.ttl_ms.map(Duration::from_millis),
             max_result_bytes: self.max_result_bytes,
+            source_ip: self.source_ip,
         })
     }
 }

@@ -56,6 +56,7 @@ pub fn client(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client>
         request_timeout: timeout.min(Duration::from_secs(10)),
         retry_for: timeout,
         connect_timeout: timeout.min(Duration::from_secs(1)),
+        source_ip: None,
     };
     Client::with_options(endpoints.to_vec(), opts).context("bad --endpoints")
 }

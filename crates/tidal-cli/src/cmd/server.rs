@@ -64,6 +64,9 @@ pub struct ServerArgs {
     /// Most tasks in one submit batch (default 10000).
     #[arg(long, value_name = "N")]
     pub max_batch: Option<usize>,
+    /// Local IP to open connections to other servers from (default: chosen by the OS).
+    #[arg(long, value_name = "IP")]
+    pub source_ip: Option<String>,
 }
 
 impl ServerArgs {
@@ -84,6 +87,7 @@ impl ServerArgs {
             snapshot_every: self.snapshot_every,
             max_payload_bytes: self.max_payload_bytes,
             max_batch: self.max_batch,
+            source_ip: self.source_ip.clone(),
             ..RawConfig::default()
         }
     }

@@ -14,7 +14,11 @@ use crate::harness::{Cluster, ClusterOpts};
 fn refused(c: &Cluster, args: &[&str]) -> String {
     let o = c.tidal(args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "{args:?} should be refused: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?} should be refused: {err}"
+    );
     assert!(o.stdout.is_empty(), "{args:?} printed on stdout");
     assert!(err.starts_with("error: "), "{args:?}: {err}");
     err

@@ -220,6 +220,7 @@ impl Cluster {
                 request_timeout: Duration::from_secs(5),
                 retry_for: Duration::from_secs(20),
                 connect_timeout: Duration::from_millis(500),
+                source_ip: None,
             },
         )?;
         Ok(Cluster {
