@@ -47,6 +47,9 @@ pub enum Command {
     Status(cmd::status::StatusArgs),
     /// Start a local 3-node cluster and agents on 127.0.0.1 as child processes, with a demo.
     Dev(cmd::dev::DevArgs),
+    /// Fault-injection runs against real processes: partitions, kills, pauses, checked histories.
+    #[command(subcommand)]
+    Chaos(cmd::chaos::ChaosCmd),
     /// The demo worker that `tidal dev`'s agents run: reads a payload on stdin, prints a result.
     #[command(hide = true)]
     ExampleWorker(cmd::example_worker::WorkerArgs),
@@ -60,6 +63,7 @@ impl Command {
         match self {
             Command::Server(_) => "info",
             Command::Agent(a) if a.action.is_none() => "info",
+            Command::Chaos(_) => "warn,tidal_chaos=info",
             _ => "warn",
         }
     }

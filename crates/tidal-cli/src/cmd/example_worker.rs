@@ -3,6 +3,12 @@
 //! `TIDAL_*` variables the agent sets, does a small deterministic piece of
 //! work and prints a JSON result. A payload containing "fail" exits 3 with a
 //! message on stderr, to show a failed task.
+//!
+//! With `--fence-at HOST:PORT` it shows how a worker uses its fencing token:
+//! it presents `TIDAL_FENCING_TOKEN` to a resource that checks tokens (a line
+//! `BEGIN <task> <token> <agent>` when it starts, `COMMIT ...` when its work
+//! is done; the resource answers `OK` or `STALE <highest>`), and gives up
+//! (exit 75) when the resource has seen a newer holder of the task.
 
 use std::io::Read;
 use std::time::Duration;
@@ -21,7 +27,13 @@ pub struct WorkerArgs {
     /// Pretend to work this long (default: 200 ms plus 10 ms per payload byte, at most 2 s).
     #[arg(long, value_name = "MS")]
     pub sleep_ms: Option<u64>,
+    /// Present the fencing token to a token-checking resource at this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub fence_at: Option<String>,
 }
+
+/// Exit code when the fenced resource refused this worker's token.
+pub const FENCED_OUT: i32 = 75;
 
 /// Exit code of a demo task whose payload asks it to fail.
 pub const DEMO_FAILURE: i32 = 3;
@@ -42,7 +54,31 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     let sleep = args
         .sleep_ms
         .unwrap_or_else(|| (200 + 10 * payload.len() as u64).min(2_000));
+    let mut fence = match &args.fence_at {
+        Some(addr) => Some(
+            Fence::open(
+                addr,
+                &env("TIDAL_TASK_ID"),
+                &env("TIDAL_FENCING_TOKEN"),
+                &env("TIDAL_AGENT_ID"),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    if let Some(f) = fence.as_mut() {
+        if let Err(refusal) = f.say("BEGIN").await? {
+            eprintln!("example-worker: {refusal}");
+            return Ok(FENCED_OUT);
+        }
+    }
     tokio::time::sleep(Duration::from_millis(sleep)).await;
+    if let Some(f) = fence.as_mut() {
+        if let Err(refusal) = f.say("COMMIT").await? {
+            eprintln!("example-worker: {refusal}");
+            return Ok(FENCED_OUT);
+        }
+    }
     if text.contains("fail") {
         eprintln!(
             "example-worker: the payload asked to fail ({:?})",
@@ -56,6 +92,50 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     out["token"] = json!(env("TIDAL_FENCING_TOKEN"));
     println!("{out}");
     Ok(exit::OK)
+}
+
+/// A connection to a token-checking resource.
+struct Fence {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    ident: String,
+}
+
+impl Fence {
+    async fn open(addr: &str, task: &str, token: &str, agent: &str) -> anyhow::Result<Fence> {
+        use tokio::io::AsyncBufReadExt;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to the fenced resource at {addr}"))?;
+        let (r, writer) = stream.into_split();
+        Ok(Fence {
+            lines: tokio::io::BufReader::new(r).lines(),
+            writer,
+            ident: format!("{task} {token} {agent}"),
+        })
+    }
+
+    /// Sends `VERB task token agent`; Ok(Err(why)) when the token was refused.
+    async fn say(&mut self, verb: &str) -> anyhow::Result<Result<(), String>> {
+        use tokio::io::AsyncWriteExt;
+        self.writer
+            .write_all(format!("{verb} {}\n", self.ident).as_bytes())
+            .await
+            .context("writing to the fenced resource")?;
+        match self
+            .lines
+            .next_line()
+            .await
+            .context("reading from the fenced resource")?
+        {
+            Some(l) if l == "OK" => Ok(Ok(())),
+            Some(l) => Ok(Err(format!(
+                "the fenced resource refused {verb} under token {}: {l}",
+                self.ident
+            ))),
+            None => anyhow::bail!("the fenced resource closed the connection"),
+        }
+    }
 }
 
 /// The deterministic "inference": the same input gives the same output.

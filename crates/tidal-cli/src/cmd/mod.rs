@@ -2,6 +2,7 @@
 //! returns the process exit code.
 
 pub mod agent;
+pub mod chaos;
 pub mod cluster;
 pub mod dev;
 pub mod example_worker;
@@ -27,6 +28,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Queue(c) => queue::run(c).await.map(|()| exit::OK),
         Command::Status(a) => status::run(a).await.map(|()| exit::OK),
         Command::Dev(a) => dev::run(a).await.map(|()| exit::OK),
+        Command::Chaos(c) => chaos::run(c).await,
         Command::ExampleWorker(a) => example_worker::run(a).await,
     }
 }

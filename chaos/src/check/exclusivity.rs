@@ -1,0 +1,264 @@
+//! I4-I5: at most one holder per task, tokens rise, the sink never accepts a
+//! stale token.
+//!
+//! - One token, one holder: every observation (reads, the end state, what
+//!   workers presented to the sink) of a task's token names the same agent.
+//! - Tokens rise with attempts: a later attempt of a task holds a higher token.
+//! - The sink (a resource that checks fencing tokens, as a user's storage
+//!   would) accepted per task a non-decreasing sequence of tokens, and never
+//!   a token below one it had already seen.
+//! - A task that ends succeeded was committed to the sink under its final
+//!   token by its final agent (the success really is that holder's work).
+//! - Unless agents were paused, the work of two holders of a task never
+//!   overlapped in time: an agent that loses its lease stops its worker
+//!   before the task can be granted again.
+
+use std::collections::BTreeMap;
+
+use super::{final_tasks, Facts, Verdict};
+use crate::history::{ops, Event};
+
+pub fn check(events: &[Event], facts: &Facts) -> Verdict {
+    let mut problems = Vec::new();
+
+    // One token, one holder.
+    let mut holder: BTreeMap<(&str, u64), (&str, &str)> = BTreeMap::new();
+    let reads: Vec<&Event> = ops(events)
+        .into_iter()
+        .filter(|o| o.f() == "get" || o.f() == "cancel")
+        .filter_map(|o| o.ok())
+        .collect();
+    let finals = final_tasks(events);
+    let sink: Vec<&Event> = events.iter().filter(|e| e.proc == "sink").collect();
+    for e in reads
+        .iter()
+        .copied()
+        .chain(finals.values().copied())
+        .chain(sink.iter().copied())
+    {
+        let (Some(task), Some(token), Some(agent)) =
+            (e.task.as_deref(), e.token, e.agent.as_deref())
+        else {
+            continue;
+        };
+        if token == 0 || agent.is_empty() {
+            continue;
+        }
+        let source = if e.proc == "sink" {
+            "the sink"
+        } else if e.proc == "runner" {
+            "the end state"
+        } else {
+            "a read"
+        };
+        match holder.get(&(task, token)) {
+            Some((a, src)) if *a != agent => problems.push(format!(
+                "task {task} token {token} is held by {a} ({src}) and by {agent} ({source}): a double grant"
+            )),
+            Some(_) => {}
+            None => {
+                holder.insert((task, token), (agent, source));
+            }
+        }
+    }
+
+    // Tokens rise with attempts.
+    let mut by_attempt: BTreeMap<&str, BTreeMap<u32, u64>> = BTreeMap::new();
+    for e in reads.iter().chain(finals.values()) {
+        if let (Some(t), Some(tok), Some(att)) = (e.task.as_deref(), e.token, e.attempt) {
+            if tok > 0 && att > 0 {
+                let prev = by_attempt.entry(t).or_default().insert(att, tok);
+                if prev.is_some_and(|p| p != tok) {
+                    problems.push(format!(
+                        "task {t} attempt {att} has two tokens, {} and {tok}",
+                        prev.unwrap_or(0)
+                    ));
+                }
+            }
+        }
+    }
+    for (t, attempts) in &by_attempt {
+        let tokens: Vec<(u32, u64)> = attempts.iter().map(|(a, t)| (*a, *t)).collect();
+        for w in tokens.windows(2) {
+            if w[1].1 <= w[0].1 {
+                problems.push(format!(
+                    "task {t}: attempt {} has token {}, not above attempt {}'s {}",
+                    w[1].0, w[1].1, w[0].0, w[0].1
+                ));
+            }
+        }
+    }
+
+    // The sink never accepted a stale token.
+    let mut highest: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in sink.iter().filter(|e| e.f == "begin" || e.f == "commit") {
+        let (Some(t), Some(tok)) = (e.task.as_deref(), e.token) else {
+            continue;
+        };
+        let top = highest.get(t).copied().unwrap_or(0);
+        if e.accepted == Some(true) {
+            if tok < top {
+                problems.push(format!("the sink accepted token {tok} for task {t} after token {top}: a stale token got through"));
+            }
+            highest.insert(t, tok.max(top));
+        }
+    }
+
+    // A success is its final holder's committed work.
+    for (t, f) in &finals {
+        if f.state.as_deref() != Some("succeeded") {
+            continue;
+        }
+        let committed = sink.iter().any(|e| {
+            e.f == "commit"
+                && e.accepted == Some(true)
+                && e.task.as_deref() == Some(t)
+                && e.token == f.token
+                && e.agent == f.agent
+        });
+        if !committed {
+            problems.push(format!("task {t} succeeded with token {:?} on {:?}, but the sink never accepted that holder's work", f.token, f.agent));
+        }
+    }
+
+    // Holders' work never overlapped.
+    if !facts.agents_paused {
+        let mut spans: BTreeMap<(&str, u64), (u64, u64)> = BTreeMap::new();
+        for e in &sink {
+            let (Some(t), Some(tok)) = (e.task.as_deref(), e.token) else {
+                continue;
+            };
+            let span = spans.entry((t, tok)).or_insert((u64::MAX, u64::MAX));
+            match e.f.as_str() {
+                "begin" => span.0 = span.0.min(e.t),
+                "end" => span.1 = e.t,
+                _ => {}
+            }
+        }
+        let mut per_task: BTreeMap<&str, Vec<(u64, u64, u64)>> = BTreeMap::new();
+        for ((t, tok), (b, e)) in spans {
+            if b != u64::MAX {
+                per_task.entry(t).or_default().push((b, e, tok));
+            }
+        }
+        for (t, mut s) in per_task {
+            s.sort();
+            for w in s.windows(2) {
+                if w[1].0 < w[0].1 {
+                    problems.push(format!(
+                        "task {t}: the worker of token {} began while the worker of token {} was still running",
+                        w[1].2, w[0].2
+                    ));
+                }
+            }
+        }
+    }
+    Verdict {
+        checker: "exclusivity",
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::fixtures::H;
+
+    fn good() -> H {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t1", 5);
+        h.sink("begin", "t1", 7, "a1", true)
+            .sink("end", "t1", 7, "a1", true);
+        h.sink("begin", "t1", 12, "a2", true)
+            .sink("commit", "t1", 12, "a2", true)
+            .sink("end", "t1", 12, "a2", true);
+        h.get("c1", "t1", "running", 1, 7, "a1", 8);
+        h.get("c1", "t1", "succeeded", 2, 12, "a2", 13);
+        h.final_task("t1", "k1", "succeeded", 2, 12, "a2")
+            .final_done();
+        h
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let v = check(&good().events, &Facts::default());
+        assert!(v.ok(), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn a_double_grant_is_caught() {
+        let mut h = good();
+        h.get("c2", "t1", "running", 1, 7, "a3", 9);
+        let v = check(&h.events, &Facts::default());
+        assert!(
+            v.problems.iter().any(|p| p.contains("double grant")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn a_stale_token_through_the_sink_is_caught() {
+        let mut h = good();
+        h.sink("commit", "t1", 7, "a1", true);
+        let v = check(&h.events, &Facts::default());
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.contains("stale token got through")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn tokens_that_do_not_rise_are_caught() {
+        let mut h = H::new();
+        h.get("c1", "t1", "running", 1, 9, "a1", 10);
+        h.get("c1", "t1", "running", 2, 9, "a1", 11);
+        let v = check(&h.events, &Facts::default());
+        assert!(
+            v.problems.iter().any(|p| p.contains("not above")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn overlapping_holders_are_caught_unless_agents_were_paused() {
+        let mut h = H::new();
+        h.sink("begin", "t1", 7, "a1", true);
+        h.sink("begin", "t1", 12, "a2", true);
+        h.sink("end", "t1", 7, "a1", true)
+            .sink("end", "t1", 12, "a2", true);
+        let v = check(&h.events, &Facts::default());
+        assert!(
+            v.problems.iter().any(|p| p.contains("still running")),
+            "{:?}",
+            v.problems
+        );
+        assert!(check(
+            &h.events,
+            &Facts {
+                agents_paused: true
+            }
+        )
+        .ok());
+    }
+
+    #[test]
+    fn a_success_without_the_holders_work_is_caught() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t1", 5);
+        h.sink("begin", "t1", 7, "a1", true)
+            .sink("commit", "t1", 7, "a1", true);
+        h.final_task("t1", "k1", "succeeded", 2, 12, "a2")
+            .final_done();
+        let v = check(&h.events, &Facts::default());
+        assert!(
+            v.problems.iter().any(|p| p.contains("never accepted")),
+            "{:?}",
+            v.problems
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! I1-I3: task operations are linearizable.
+//!
+//! The committed log is the witness: every acknowledged write names the
+//! index it committed at and every linearizable read the applied index it
+//! was served at, so checking is a sort and a sweep (O(n log n)):
+//!
+//! - I1: ids are handed out in log order (a submit at a higher index has a
+//!   higher id) and no two different tasks claim the same id.
+//! - I2: real time agrees with log order: an operation that began after
+//!   another finished has a higher index (a write) or one at least as high
+//!   (a read).
+//! - I3: a task's state is a function of the index it was read at: reads of
+//!   one task, ordered by index, never go back; a read at or after the
+//!   submit's index finds the task, one before it does not; a read at or
+//!   after a cancel's index sees it finished.
+//!
+//! As a cross-check, each small per-task history is also searched
+//! exhaustively for an order that respects real time and never moves the
+//! task's version back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{version, Verdict};
+use crate::history::{ops, Event, Op};
+
+/// Per-task histories at most this long are searched exhaustively.
+const SEARCH_LIMIT: usize = 14;
+
+fn id_number(id: &str) -> Option<u64> {
+    id.trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
+}
+
+/// The index an acknowledged operation is ordered by, and whether it wrote.
+fn position(op: &Op) -> Option<(u64, bool)> {
+    let d = op.ok()?;
+    match op.f() {
+        "submit" | "cancel" => d.log_index.map(|i| (i, true)),
+        "get" => d.applied.map(|i| (i, false)),
+        _ => None,
+    }
+}
+
+pub fn check(events: &[Event]) -> Verdict {
+    let mut problems = Vec::new();
+    let ops = ops(events);
+
+    // I1: ids in log order; one task per id.
+    let mut submits: Vec<(u64, u64, &str, &str)> = ops
+        .iter()
+        .filter(|o| o.f() == "submit")
+        .filter_map(|o| {
+            let d = o.ok()?;
+            let id = d.task.as_deref()?;
+            Some((
+                d.log_index?,
+                id_number(id)?,
+                id,
+                o.invoke.key.as_deref().unwrap_or(""),
+            ))
+        })
+        .collect();
+    submits.sort();
+    let mut key_of: HashMap<&str, &str> = HashMap::new();
+    for (_, _, id, key) in &submits {
+        if let Some(other) = key_of.insert(id, key) {
+            if other != *key {
+                problems.push(format!(
+                    "task {id} was acknowledged to two keys, {other:?} and {key:?}"
+                ));
+            }
+        }
+    }
+    for w in submits.windows(2) {
+        let ((ia, na, a, _), (ib, nb, b, _)) = (w[0], w[1]);
+        if ia < ib && na >= nb {
+            problems.push(format!(
+                "{a} committed at {ia} before {b} at {ib} but has a higher id"
+            ));
+        }
+        if ia == ib && na == nb && a == b && key_of.get(a) != key_of.get(b) {
+            problems.push(format!("two submits claim task {a} at index {ia}"));
+        }
+    }
+
+    // I2: a sweep in real time.
+    let mut positioned: Vec<(&Op, u64, bool)> = ops
+        .iter()
+        .filter_map(|o| position(o).map(|(i, w)| (o, i, w)))
+        .collect();
+    let mut by_end: Vec<(u64, u64, bool, u64)> = positioned
+        .iter()
+        .map(|(o, i, w)| (o.end(), *i, *w, o.invoke.i))
+        .collect();
+    by_end.sort();
+    positioned.sort_by_key(|(o, _, _)| o.invoke.t);
+    let (mut next, mut max_any, mut max_write) = (0usize, None::<(u64, u64)>, None::<(u64, u64)>);
+    for (op, index, write) in &positioned {
+        while next < by_end.len() && by_end[next].0 < op.invoke.t {
+            let (_, i, w, at) = by_end[next];
+            if max_any.is_none_or(|(m, _)| i > m) {
+                max_any = Some((i, at));
+            }
+            if w && max_write.is_none_or(|(m, _)| i > m) {
+                max_write = Some((i, at));
+            }
+            next += 1;
+        }
+        let what = format!("{} #{} at index {index}", op.f(), op.invoke.i);
+        if *write {
+            if let Some((m, at)) = max_any.filter(|(m, _)| index <= m) {
+                problems.push(format!(
+                    "{what} began after operation #{at} at index {m} had finished"
+                ));
+            }
+        } else if let Some((m, at)) = max_write.filter(|(m, _)| index < m) {
+            problems.push(format!(
+                "{what} misses write #{at} at index {m}, finished before it began (a stale read)"
+            ));
+        } else if let Some((m, at)) = max_any.filter(|(m, _)| index < m) {
+            problems.push(format!(
+                "{what} went back behind operation #{at} at index {m}"
+            ));
+        }
+    }
+
+    // I3: per task, state as a function of the read index.
+    let mut per_task: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in &ops {
+        let task = op
+            .ok()
+            .and_then(|d| d.task.as_deref())
+            .or(op.invoke.task.as_deref());
+        if let Some(t) = task {
+            if op.ok().is_some() {
+                per_task.entry(t).or_default().push(op);
+            }
+        }
+    }
+    for (task, tops) in &per_task {
+        check_task(task, tops, &mut problems);
+        if tops.len() <= SEARCH_LIMIT && !search(tops) {
+            problems.push(format!("task {task}: no order of its {} operations respects real time and never moves it back", tops.len()));
+        }
+    }
+    Verdict {
+        checker: "linearizability",
+        problems,
+    }
+}
+
+fn check_task(task: &str, tops: &[&Op], problems: &mut Vec<String>) {
+    let submit_at = tops
+        .iter()
+        .find(|o| o.f() == "submit")
+        .and_then(|o| o.ok()?.log_index);
+    let cancel_at = tops
+        .iter()
+        .filter(|o| o.f() == "cancel")
+        .filter_map(|o| o.ok()?.log_index)
+        .min();
+    let mut reads: Vec<&Event> = tops
+        .iter()
+        .filter(|o| o.f() == "get")
+        .filter_map(|o| o.ok())
+        .collect();
+    reads.sort_by_key(|d| (d.applied, d.t));
+    for d in &reads {
+        let (Some(at), Some(state)) = (d.applied, d.state.as_deref()) else {
+            continue;
+        };
+        if let Some(s) = submit_at {
+            if at >= s && state == "absent" {
+                problems.push(format!("task {task} read as absent at {at}, after its submit at {s} (a lost or stale read)"));
+            }
+            if at < s && state != "absent" {
+                problems.push(format!(
+                    "task {task} read as {state} at {at}, before its submit at {s}"
+                ));
+            }
+        }
+        if let Some(c) = cancel_at {
+            if at >= c && !super::is_terminal(state) {
+                problems.push(format!(
+                    "task {task} read as {state} at {at}, after it was cancelled at {c}"
+                ));
+            }
+        }
+    }
+    for w in reads.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let va = version(a.state.as_deref().unwrap_or(""), a.attempt.unwrap_or(0));
+        let vb = version(b.state.as_deref().unwrap_or(""), b.attempt.unwrap_or(0));
+        if vb < va {
+            problems.push(format!(
+                "task {task} went back: {:?} at index {:?}, then {:?} at index {:?}",
+                a.state, a.applied, b.state, b.applied
+            ));
+        }
+        if a.applied == b.applied
+            && (a.state != b.state
+                || a.token != b.token
+                || a.attempt != b.attempt
+                || a.agent != b.agent)
+        {
+            problems.push(format!(
+                "task {task} read two ways at index {:?}: {:?}/{:?} and {:?}/{:?}",
+                a.applied, a.state, a.token, b.state, b.token
+            ));
+        }
+    }
+}
+
+/// Searches for an order of one task's acknowledged operations that respects
+/// real time (an operation that finished before another began comes first)
+/// in which the submit comes before every read that finds the task, after
+/// every read that does not, and the task's version never moves back.
+fn search(tops: &[&Op]) -> bool {
+    struct Item {
+        start: u64,
+        end: u64,
+        /// None: the submit; Some(v): an observation of version v.
+        seen: Option<(u32, u8)>,
+    }
+    let items: Vec<Item> = tops
+        .iter()
+        .filter_map(|o| {
+            let d = o.ok()?;
+            let seen = match o.f() {
+                "submit" => None,
+                _ => Some(version(d.state.as_deref()?, d.attempt.unwrap_or(0))),
+            };
+            Some(Item {
+                start: o.invoke.t,
+                end: d.t,
+                seen,
+            })
+        })
+        .collect();
+    let n = items.len();
+    let must_precede: Vec<u32> = (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| items[j].end < items[i].start)
+                .fold(0u32, |m, j| m | (1 << j))
+        })
+        .collect();
+    // State: which are placed, whether the task exists, the highest version seen.
+    let mut seen_states: std::collections::HashSet<(u32, bool, (u32, u8))> = Default::default();
+    fn dfs(
+        placed: u32,
+        created: bool,
+        cur: (u32, u8),
+        items: &[Item],
+        pre: &[u32],
+        memo: &mut std::collections::HashSet<(u32, bool, (u32, u8))>,
+    ) -> bool {
+        if placed.count_ones() as usize == items.len() {
+            return true;
+        }
+        if !memo.insert((placed, created, cur)) {
+            return false;
+        }
+        for (i, it) in items.iter().enumerate() {
+            if placed & (1 << i) != 0 || pre[i] & !placed != 0 {
+                continue;
+            }
+            let next = match it.seen {
+                None if !created => Some((true, cur)),
+                None => None,
+                Some((0, 0)) => (!created).then_some((false, cur)),
+                Some(v) => (created && v >= cur).then_some((true, v)),
+            };
+            if let Some((c, v)) = next {
+                if dfs(placed | (1 << i), c, v, items, pre, memo) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    dfs(0, false, (0, 0), &items, &must_precede, &mut seen_states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::fixtures::H;
+    use crate::history::Event;
+
+    #[test]
+    fn a_clean_history_passes() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000001", 5);
+        h.get("c2", "t0000000001", "pending", 0, 0, "", 5);
+        h.get("c1", "t0000000001", "assigned", 1, 7, "a1", 8);
+        h.submit("c2", "k2", "t0000000002", 9);
+        h.get("c1", "t0000000001", "succeeded", 1, 7, "a1", 11);
+        let v = check(&h.events);
+        assert!(v.ok(), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn a_stale_read_is_caught() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000001", 5);
+        h.get("c2", "t0000000001", "succeeded", 1, 7, "a1", 9);
+        // Began after the read above finished, yet served at an older index.
+        h.get("c3", "t0000000001", "running", 1, 7, "a1", 8);
+        let v = check(&h.events);
+        assert!(
+            v.problems.iter().any(|p| p.contains("went back")),
+            "{:?}",
+            v.problems
+        );
+        assert!(
+            v.problems.iter().any(|p| p.contains("no order")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn a_read_missing_an_acknowledged_submit_is_caught() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000001", 5);
+        h.get("c2", "t0000000001", "absent", 0, 0, "", 4);
+        let v = check(&h.events);
+        assert!(
+            v.problems.iter().any(|p| p.contains("stale read")),
+            "{:?}",
+            v.problems
+        );
+        assert!(
+            v.problems.iter().any(|p| p.contains("no order")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn ids_out_of_log_order_are_caught() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000002", 5);
+        h.submit("c2", "k2", "t0000000001", 6);
+        let v = check(&h.events);
+        assert!(
+            v.problems.iter().any(|p| p.contains("higher id")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn a_write_ordered_before_an_earlier_one_is_caught() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000001", 8);
+        h.submit("c2", "k2", "t0000000002", 6);
+        let v = check(&h.events);
+        assert!(
+            v.problems.iter().any(|p| p.contains("began after")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn a_task_read_two_ways_at_one_index_is_caught() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000001", 5);
+        h.push(Event {
+            task: Some("t0000000001".into()),
+            ..Event::new("c2", "invoke", "get")
+        });
+        h.push(Event {
+            task: Some("t0000000001".into()),
+            ..Event::new("c3", "invoke", "get")
+        });
+        for (p, agent) in [("c2", "a1"), ("c3", "a2")] {
+            h.push(Event {
+                task: Some("t0000000001".into()),
+                state: Some("assigned".into()),
+                attempt: Some(1),
+                token: Some(7),
+                agent: Some(agent.into()),
+                applied: Some(9),
+                ..Event::new(p, "ok", "get")
+            });
+        }
+        let v = check(&h.events);
+        assert!(
+            v.problems.iter().any(|p| p.contains("two ways")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn concurrent_reads_may_be_ordered_either_way() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000001", 5);
+        h.push(Event {
+            task: Some("t0000000001".into()),
+            ..Event::new("c2", "invoke", "get")
+        });
+        h.push(Event {
+            task: Some("t0000000001".into()),
+            ..Event::new("c3", "invoke", "get")
+        });
+        h.push(Event {
+            task: Some("t0000000001".into()),
+            state: Some("running".into()),
+            attempt: Some(1),
+            token: Some(7),
+            agent: Some("a1".into()),
+            applied: Some(9),
+            ..Event::new("c2", "ok", "get")
+        });
+        h.push(Event {
+            task: Some("t0000000001".into()),
+            state: Some("assigned".into()),
+            attempt: Some(1),
+            token: Some(7),
+            agent: Some("a1".into()),
+            applied: Some(8),
+            ..Event::new("c3", "ok", "get")
+        });
+        let v = check(&h.events);
+        assert!(v.ok(), "{:?}", v.problems);
+    }
+}

@@ -1,0 +1,416 @@
+//! Real `tidal` processes for a chaos run: nodes behind their proxies and
+//! agents whose workers present their tokens to the sink. Every process
+//! dials from its own loopback address so the proxies can fault each link.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tidal_client::{v1, Client, ClientOptions};
+use tokio::time::{sleep, Instant};
+
+use crate::proxy::{Net, Peer, Proxy};
+
+/// What a run's cluster looks like.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The `tidal` binary.
+    pub tidal: PathBuf,
+    /// Where data directories and logs go.
+    pub dir: PathBuf,
+    pub nodes: usize,
+    /// How many of the nodes join at the start (the rest run as strangers
+    /// until a scenario adds them).
+    pub voters: usize,
+    pub agents: usize,
+    pub agent_slots: u32,
+    /// The server's agent lease; agents take 60% of it.
+    pub agent_ttl_ms: u64,
+    /// How long a worker pretends to work.
+    pub work_ms: u64,
+    pub seed: u64,
+}
+
+/// One child process; SIGKILLed on drop.
+pub struct Proc {
+    pub log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    /// How many times it was restarted (the first start is incarnation 0).
+    pub incarnation: u32,
+    started: bool,
+    pub paused: bool,
+}
+
+impl Proc {
+    fn new(log: PathBuf, args: Vec<String>) -> Proc {
+        Proc {
+            log,
+            args,
+            child: None,
+            incarnation: 0,
+            started: false,
+            paused: false,
+        }
+    }
+
+    fn start(&mut self, tidal: &Path) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let out = File::options().create(true).append(true).open(&self.log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(tidal)
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("TIDAL_CHAOS_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", tidal.display()))?;
+        if self.started {
+            self.incarnation += 1;
+        }
+        self.started = true;
+        self.child = Some(child);
+        self.paused = false;
+        Ok(())
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.paused = false;
+    }
+
+    pub fn pause(&mut self) {
+        if self.child.is_some() && !self.paused {
+            self.signal(libc::SIGSTOP);
+            self.paused = true;
+        }
+    }
+
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.signal(libc::SIGCONT);
+            self.paused = false;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+pub struct Node {
+    pub id: u64,
+    /// Where the node listens; only the observer dials it directly.
+    pub private: SocketAddr,
+    /// Its proxy: what it advertises and everyone else dials.
+    pub public: SocketAddr,
+    pub proc: Proc,
+}
+
+pub struct Cluster {
+    pub layout: Layout,
+    pub nodes: Vec<Node>,
+    pub agents: Vec<Proc>,
+    pub net: Net,
+    /// An unfaulted client (it dials from 127.0.0.1) for set-up, the
+    /// observer and the end-of-run reads.
+    pub admin: Client,
+    /// Each node's incarnation, shared with the observer.
+    pub incarnations: Arc<Vec<AtomicU32>>,
+    _proxies: Vec<Proxy>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Cluster {
+    /// Starts the nodes behind their proxies, joins them into one group and
+    /// starts the agents; returns when every agent is connected.
+    pub async fn start(layout: Layout, sink: SocketAddr) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(&layout.dir)?;
+        let net = Net::default();
+        let mut nodes = Vec::new();
+        let mut proxies = Vec::new();
+        for i in 1..=layout.nodes as u64 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let public = listener.local_addr()?;
+            let private: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            proxies.push(Proxy::start(
+                listener,
+                i as u8,
+                private,
+                net.clone(),
+                layout.seed ^ i,
+            )?);
+            let args = node_args(&layout, i, private, public);
+            nodes.push(Node {
+                id: i,
+                private,
+                public,
+                proc: Proc::new(layout.dir.join(format!("node{i}.log")), args),
+            });
+        }
+        let publics: Vec<String> = nodes.iter().map(|n| n.public.to_string()).collect();
+        let mut agents = Vec::new();
+        for k in 1..=layout.agents {
+            let args = agent_args(&layout, k as u8, &publics, sink);
+            agents.push(Proc::new(layout.dir.join(format!("agent-{k}.log")), args));
+        }
+        let admin = Client::with_options(
+            publics.clone(),
+            ClientOptions {
+                request_timeout: Duration::from_secs(2),
+                retry_for: Duration::from_secs(10),
+                connect_timeout: Duration::from_millis(300),
+                source_ip: None,
+            },
+        )?;
+        let incarnations = Arc::new((0..nodes.len()).map(|_| AtomicU32::new(0)).collect());
+        let mut c = Cluster {
+            layout,
+            nodes,
+            agents,
+            net,
+            admin,
+            incarnations,
+            _proxies: proxies,
+        };
+        c.nodes[0].proc.args.push("--init".into());
+        c.nodes[0].proc.start(&c.layout.tidal)?;
+        c.wait_leader(Duration::from_secs(20)).await?;
+        for i in 1..c.nodes.len() {
+            c.nodes[i].proc.start(&c.layout.tidal)?;
+        }
+        for n in c.nodes.iter().take(c.layout.voters).skip(1) {
+            c.admin
+                .add_learner(n.id, &n.public.to_string())
+                .await
+                .with_context(|| format!("adding node {}", n.id))?;
+            c.admin
+                .promote(n.id)
+                .await
+                .with_context(|| format!("promoting node {}", n.id))?;
+        }
+        for a in &mut c.agents {
+            a.start(&c.layout.tidal)?;
+        }
+        c.wait_agents(Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        let tidal = self.layout.tidal.clone();
+        self.node(id).proc.start(&tidal)?;
+        let inc = self.node(id).proc.incarnation;
+        self.incarnations[(id - 1) as usize].store(inc, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn restart_agent(&mut self, k: usize) -> anyhow::Result<()> {
+        let tidal = self.layout.tidal.clone();
+        self.agents[k - 1].start(&tidal)
+    }
+
+    /// One node's own status, straight from its private port.
+    pub async fn status(&self, id: u64) -> Option<v1::StatusResponse> {
+        let n = &self.nodes[(id - 1) as usize];
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            self.admin.status_of(&n.private.to_string()),
+        )
+        .await
+        .ok()?
+        .ok()
+    }
+
+    /// The node that says it leads (among running, unpaused nodes).
+    pub async fn leader(&self) -> Option<u64> {
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| n.proc.running() && !n.proc.paused)
+        {
+            if let Some(s) = self.status(n.id).await {
+                if s.role == "leader" {
+                    return Some(n.id);
+                }
+            }
+        }
+        None
+    }
+
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader().await {
+                return Ok(l);
+            }
+            if Instant::now() > deadline {
+                bail!("no leader after {timeout:?}");
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_agents(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(agents) = self.admin.list_agents(false).await {
+                if agents.iter().filter(|a| a.connected).count() >= self.agents.len() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "fewer than {} agents connected after {timeout:?}",
+                    self.agents.len()
+                );
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every peer of the run, for faults that cut whole groups.
+    pub fn peers_except_nodes(&self, clients: usize) -> Vec<Peer> {
+        (1..=self.agents.len() as u8)
+            .map(Peer::Agent)
+            .chain((1..=clients as u8).map(Peer::Client))
+            .collect()
+    }
+
+    /// Heals the network, resumes paused processes and restarts dead ones.
+    pub fn heal_all(&mut self) -> anyhow::Result<()> {
+        self.net.heal();
+        for id in 1..=self.nodes.len() as u64 {
+            self.node(id).proc.resume();
+            self.restart(id)?;
+        }
+        for k in 1..=self.agents.len() {
+            self.agents[k - 1].resume();
+            self.restart_agent(k)?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs everything (the end of a run).
+    pub fn stop_all(&mut self) {
+        for a in &mut self.agents {
+            a.resume();
+            a.kill();
+        }
+        for n in &mut self.nodes {
+            n.proc.resume();
+            n.proc.kill();
+        }
+    }
+
+    /// Log lines that show a panic, with their file.
+    pub fn panics(&self) -> Vec<String> {
+        let logs = self
+            .nodes
+            .iter()
+            .map(|n| &n.proc.log)
+            .chain(self.agents.iter().map(|a| &a.log));
+        let mut out = Vec::new();
+        for log in logs {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("panicked")) {
+                out.push(format!("{}: {line}", log.display()));
+            }
+        }
+        out
+    }
+}
+
+fn node_args(l: &Layout, id: u64, private: SocketAddr, public: SocketAddr) -> Vec<String> {
+    let hb = (l.agent_ttl_ms / 4).max(50);
+    [
+        "server",
+        "--id",
+        &id.to_string(),
+        "--dc",
+        "chaos",
+        "--listen",
+        &private.to_string(),
+        "--advertise",
+        &public.to_string(),
+        "--data",
+        &l.dir.join(format!("node{id}")).display().to_string(),
+        "--source-ip",
+        &Peer::Node(id as u8).ip().to_string(),
+        "--agent-ttl-ms",
+        &l.agent_ttl_ms.to_string(),
+        "--heartbeat-interval-ms",
+        &hb.to_string(),
+        "--snapshot-every",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn agent_args(l: &Layout, k: u8, publics: &[String], sink: SocketAddr) -> Vec<String> {
+    [
+        "agent",
+        "--id",
+        &format!("agent-{k}"),
+        "--dc",
+        "chaos",
+        "--task-types",
+        "t2i",
+        "--slots",
+        &l.agent_slots.to_string(),
+        "--source-ip",
+        &Peer::Agent(k).ip().to_string(),
+        "--endpoints",
+        &publics.join(","),
+        "--",
+        &l.tidal.display().to_string(),
+        "example-worker",
+        "--sleep-ms",
+        &l.work_ms.to_string(),
+        "--fence-at",
+        &sink.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}

@@ -1,0 +1,475 @@
+//! The scenarios of RELIABILITY.md and the nemesis that plays each: a loop
+//! of inject, hold, heal, rest for the run's duration, every step recorded.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tokio::time::{sleep, Instant};
+
+use crate::cluster::Cluster;
+use crate::history::{Event, Recorder};
+use crate::proxy::Peer;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    KillLeader,
+    KillMinority,
+    KillAll,
+    IsolateLeader,
+    Split23,
+    MajoritiesRing,
+    Bridge,
+    OneWayLeader,
+    PauseLeader,
+    PauseAgent,
+    Failover,
+    Loss,
+    JitterFollower,
+    Membership,
+    Mix,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// RELIABILITY.md's id (S1 ...).
+    pub id: &'static str,
+    pub name: &'static str,
+    pub nodes: usize,
+    pub fault: Fault,
+    pub about: &'static str,
+}
+
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        id: "S1",
+        name: "none",
+        nodes: 3,
+        fault: Fault::None,
+        about: "no fault; no election after warm-up",
+    },
+    Scenario {
+        id: "S2",
+        name: "kill-leader",
+        nodes: 3,
+        fault: Fault::KillLeader,
+        about: "SIGKILL the leader every few seconds, restart it",
+    },
+    Scenario {
+        id: "S3",
+        name: "kill-minority",
+        nodes: 5,
+        fault: Fault::KillMinority,
+        about: "SIGKILL a random minority, restart it",
+    },
+    Scenario {
+        id: "S4",
+        name: "kill-all",
+        nodes: 3,
+        fault: Fault::KillAll,
+        about: "SIGKILL every node at once, restart them all",
+    },
+    Scenario {
+        id: "S5",
+        name: "isolate-leader",
+        nodes: 3,
+        fault: Fault::IsolateLeader,
+        about: "cut the leader off from everyone beyond the election timeout",
+    },
+    Scenario {
+        id: "S6",
+        name: "split-2-3",
+        nodes: 5,
+        fault: Fault::Split23,
+        about: "partition 5 nodes into 2 | 3",
+    },
+    Scenario {
+        id: "S7",
+        name: "majorities-ring",
+        nodes: 5,
+        fault: Fault::MajoritiesRing,
+        about: "each of 5 nodes sees only its two neighbours",
+    },
+    Scenario {
+        id: "S8",
+        name: "bridge",
+        nodes: 5,
+        fault: Fault::Bridge,
+        about: "two pairs joined only through one bridge node",
+    },
+    Scenario {
+        id: "S9",
+        name: "one-way-leader",
+        nodes: 3,
+        fault: Fault::OneWayLeader,
+        about: "the leader's messages are dropped, what it receives is not",
+    },
+    Scenario {
+        id: "S10",
+        name: "pause-leader",
+        nodes: 3,
+        fault: Fault::PauseLeader,
+        about: "SIGSTOP the leader beyond the election timeout, then SIGCONT",
+    },
+    Scenario {
+        id: "S11",
+        name: "pause-agent",
+        nodes: 3,
+        fault: Fault::PauseAgent,
+        about: "SIGSTOP an agent beyond its lease; its tasks are granted again",
+    },
+    Scenario {
+        id: "S12",
+        name: "failover-agents",
+        nodes: 3,
+        fault: Fault::Failover,
+        about: "leader failovers while agents heartbeat; no agent marked down",
+    },
+    Scenario {
+        id: "S13",
+        name: "loss",
+        nodes: 3,
+        fault: Fault::Loss,
+        about: "25% loss on every link, clients retrying",
+    },
+    Scenario {
+        id: "S14",
+        name: "jitter-follower",
+        nodes: 3,
+        fault: Fault::JitterFollower,
+        about: "100-300 ms of jitter on one follower's links",
+    },
+    Scenario {
+        id: "S18",
+        name: "membership",
+        nodes: 4,
+        fault: Fault::Membership,
+        about: "add a voter during a partition, then kill the leader",
+    },
+    Scenario {
+        id: "S21",
+        name: "random-mix",
+        nodes: 5,
+        fault: Fault::Mix,
+        about: "a seeded random mix of kills, pauses, partitions and loss",
+    },
+];
+
+pub fn find(name: &str) -> Option<Scenario> {
+    ALL.iter()
+        .copied()
+        .find(|s| s.name.eq_ignore_ascii_case(name) || s.id.eq_ignore_ascii_case(name))
+}
+
+/// How many nodes start as voters (the membership scenario adds the last later).
+pub fn initial_voters(s: &Scenario) -> usize {
+    if s.fault == Fault::Membership {
+        s.nodes - 1
+    } else {
+        s.nodes
+    }
+}
+
+/// Whether agents get paused: a paused agent cannot stop its own workers.
+pub fn pauses_agents(s: &Scenario) -> bool {
+    s.fault == Fault::PauseAgent
+}
+
+pub struct Nemesis<'a> {
+    pub cluster: &'a mut Cluster,
+    pub history: Recorder,
+    pub rng: StdRng,
+    pub clients: usize,
+}
+
+impl Nemesis<'_> {
+    fn note(&self, f: &str, detail: String) {
+        tracing::info!(fault = f, %detail, "nemesis");
+        self.history.record(Event {
+            detail: Some(detail),
+            ..Event::new("nemesis", "event", f)
+        });
+    }
+
+    async fn leader(&self) -> Option<u64> {
+        self.cluster.wait_leader(Duration::from_secs(10)).await.ok()
+    }
+
+    fn all_nodes(&self) -> Vec<Peer> {
+        (1..=self.cluster.nodes.len() as u8)
+            .map(Peer::Node)
+            .collect()
+    }
+
+    fn everyone_but(&self, node: u64) -> Vec<Peer> {
+        let mut v: Vec<Peer> = self
+            .all_nodes()
+            .into_iter()
+            .filter(|p| *p != Peer::Node(node as u8))
+            .collect();
+        v.extend(self.cluster.peers_except_nodes(self.clients));
+        v
+    }
+
+    fn heal(&mut self) -> anyhow::Result<()> {
+        self.cluster.heal_all()?;
+        self.note(
+            "heal",
+            "network healed, paused resumed, dead restarted".into(),
+        );
+        Ok(())
+    }
+
+    /// Plays `fault` until `until`, then heals everything.
+    pub async fn run(&mut self, fault: Fault, until: Instant) -> anyhow::Result<()> {
+        let mut round = 0u32;
+        while Instant::now() + Duration::from_millis(500) < until {
+            let f = if fault == Fault::Mix {
+                *[
+                    Fault::KillLeader,
+                    Fault::KillMinority,
+                    Fault::IsolateLeader,
+                    Fault::Split23,
+                    Fault::PauseLeader,
+                    Fault::OneWayLeader,
+                    Fault::Loss,
+                    Fault::JitterFollower,
+                ]
+                .choose(&mut self.rng)
+                .expect("a non-empty list")
+            } else {
+                fault
+            };
+            let rest = self.step(f, round).await?;
+            round += 1;
+            sleep(rest.min(until.saturating_duration_since(Instant::now()))).await;
+        }
+        self.heal()
+    }
+
+    /// One inject-hold-heal; returns how long to rest before the next.
+    async fn step(&mut self, f: Fault, round: u32) -> anyhow::Result<Duration> {
+        let n = self.cluster.nodes.len() as u64;
+        match f {
+            Fault::None => Ok(Duration::from_secs(1)),
+            Fault::KillLeader | Fault::Failover => {
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                self.cluster.node(l).proc.kill();
+                self.note("kill", format!("node {l} (the leader)"));
+                sleep(Duration::from_millis(self.rng.gen_range(800..2000))).await;
+                self.cluster.restart(l)?;
+                self.note("restart", format!("node {l}"));
+                Ok(Duration::from_secs(if f == Fault::Failover {
+                    3
+                } else {
+                    2
+                }))
+            }
+            Fault::KillMinority => {
+                let mut ids: Vec<u64> = (1..=n).collect();
+                ids.shuffle(&mut self.rng);
+                let k = self.rng.gen_range(1..=(n as usize - 1) / 2);
+                let victims = &ids[..k];
+                for &v in victims {
+                    self.cluster.node(v).proc.kill();
+                }
+                self.note("kill", format!("nodes {victims:?}"));
+                sleep(Duration::from_millis(self.rng.gen_range(1000..3000))).await;
+                for &v in victims {
+                    self.cluster.restart(v)?;
+                }
+                self.note("restart", format!("nodes {victims:?}"));
+                Ok(Duration::from_secs(2))
+            }
+            Fault::KillAll => {
+                for id in 1..=n {
+                    self.cluster.node(id).proc.kill();
+                }
+                self.note("kill", "every node".into());
+                sleep(Duration::from_millis(500)).await;
+                for id in 1..=n {
+                    self.cluster.restart(id)?;
+                }
+                self.note("restart", "every node".into());
+                Ok(Duration::from_secs(4))
+            }
+            Fault::IsolateLeader => {
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                self.cluster
+                    .net
+                    .cut(&[Peer::Node(l as u8)], &self.everyone_but(l));
+                self.note(
+                    "partition",
+                    format!(
+                        "node {l} (the leader) alone: {}",
+                        self.cluster.net.describe()
+                    ),
+                );
+                sleep(Duration::from_millis(self.rng.gen_range(1500..3000))).await;
+                self.heal()?;
+                Ok(Duration::from_secs(2))
+            }
+            Fault::Split23 | Fault::MajoritiesRing | Fault::Bridge => {
+                let mut ids: Vec<u8> = (1..=n as u8).collect();
+                ids.shuffle(&mut self.rng);
+                let node = |i: usize| Peer::Node(ids[i]);
+                match f {
+                    Fault::Split23 => self
+                        .cluster
+                        .net
+                        .cut(&[node(0), node(1)], &[node(2), node(3), node(4)]),
+                    Fault::MajoritiesRing => {
+                        // Ring order ids[0..5]: cut every pair that is not adjacent.
+                        for a in 0..5 {
+                            for b in 0..5 {
+                                let d = (a + 5 - b) % 5;
+                                if d == 2 || d == 3 {
+                                    self.cluster.net.cut(&[node(a)], &[node(b)]);
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        // {0,1} - 2 - {3,4}: node 2 bridges the two sides.
+                        self.cluster
+                            .net
+                            .cut(&[node(0), node(1)], &[node(3), node(4)]);
+                    }
+                }
+                self.note(
+                    "partition",
+                    format!("{f:?} over {ids:?}: {}", self.cluster.net.describe()),
+                );
+                sleep(Duration::from_millis(self.rng.gen_range(2000..4000))).await;
+                self.heal()?;
+                Ok(Duration::from_secs(2))
+            }
+            Fault::OneWayLeader => {
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                self.cluster
+                    .net
+                    .cut_one_way(&[Peer::Node(l as u8)], &self.everyone_but(l));
+                self.note(
+                    "partition",
+                    format!(
+                        "node {l} (the leader) cannot send: {}",
+                        self.cluster.net.describe()
+                    ),
+                );
+                sleep(Duration::from_millis(self.rng.gen_range(1500..3000))).await;
+                self.heal()?;
+                Ok(Duration::from_secs(2))
+            }
+            Fault::PauseLeader => {
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                self.cluster.node(l).proc.pause();
+                self.note("pause", format!("node {l} (the leader)"));
+                sleep(Duration::from_millis(self.rng.gen_range(1500..3000))).await;
+                self.cluster.node(l).proc.resume();
+                self.note("resume", format!("node {l}"));
+                Ok(Duration::from_secs(2))
+            }
+            Fault::PauseAgent => {
+                let k = 1 + (round as usize % self.cluster.agents.len());
+                self.cluster.agents[k - 1].pause();
+                self.note("pause", format!("agent-{k}"));
+                // Past the server's lease, so its tasks are granted again.
+                let ttl = self.cluster.layout.agent_ttl_ms;
+                sleep(Duration::from_millis(
+                    ttl + ttl / 2 + self.rng.gen_range(0..1000),
+                ))
+                .await;
+                self.cluster.agents[k - 1].resume();
+                self.note("resume", format!("agent-{k}"));
+                Ok(Duration::from_secs(2))
+            }
+            Fault::Loss => {
+                for a in self
+                    .all_nodes()
+                    .into_iter()
+                    .chain(self.cluster.peers_except_nodes(self.clients))
+                {
+                    for b in self.all_nodes() {
+                        if a != b {
+                            self.cluster.net.update(a, b, |f| f.loss = 0.25);
+                            self.cluster.net.update(b, a, |f| f.loss = 0.25);
+                        }
+                    }
+                }
+                self.note("loss", "25% on every link".into());
+                sleep(Duration::from_millis(self.rng.gen_range(3000..5000))).await;
+                self.heal()?;
+                Ok(Duration::from_secs(2))
+            }
+            Fault::JitterFollower => {
+                let l = self.leader().await.unwrap_or(1);
+                let follower = (1..=n).filter(|&i| i != l).collect::<Vec<_>>()
+                    [self.rng.gen_range(0..n as usize - 1)];
+                let me = Peer::Node(follower as u8);
+                for other in self.everyone_but(follower) {
+                    for (a, b) in [(me, other), (other, me)] {
+                        self.cluster.net.update(a, b, |f| {
+                            f.delay = Duration::from_millis(100);
+                            f.jitter = Duration::from_millis(200);
+                        });
+                    }
+                }
+                self.note("delay", format!("node {follower}: 100-300 ms each way"));
+                sleep(Duration::from_millis(self.rng.gen_range(3000..5000))).await;
+                self.heal()?;
+                Ok(Duration::from_secs(1))
+            }
+            Fault::Membership => {
+                let newcomer = n;
+                if round == 0 {
+                    // Cut one voter off, then add the newcomer and promote it.
+                    let victim = self.rng.gen_range(1..newcomer);
+                    self.cluster
+                        .net
+                        .cut(&[Peer::Node(victim as u8)], &self.everyone_but(victim));
+                    self.note("partition", format!("node {victim} alone"));
+                    let addr = self.cluster.nodes[(newcomer - 1) as usize]
+                        .public
+                        .to_string();
+                    let added = self.cluster.admin.add_learner(newcomer, &addr).await;
+                    let promoted = match added {
+                        Ok(_) => self.cluster.admin.promote(newcomer).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    self.note(
+                        "membership",
+                        format!("add and promote node {newcomer}: {promoted:?}"),
+                    );
+                    sleep(Duration::from_millis(1500)).await;
+                    self.heal()?;
+                    if promoted.is_err() {
+                        // Retry after healing: the end state must have it.
+                        let r = async {
+                            self.cluster.admin.add_learner(newcomer, &addr).await?;
+                            self.cluster.admin.promote(newcomer).await
+                        }
+                        .await;
+                        self.note(
+                            "membership",
+                            format!("retry after heal: {:?}", r.map(|_| ())),
+                        );
+                    }
+                    Ok(Duration::from_secs(2))
+                } else {
+                    Box::pin(self.step(Fault::KillLeader, round)).await
+                }
+            }
+            Fault::Mix => unreachable!("Mix picks a concrete fault"),
+        }
+    }
+}

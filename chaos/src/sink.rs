@@ -1,0 +1,143 @@
+//! The sink: a stand-in for the external resource a worker writes to (a
+//! bucket, a database), which checks fencing tokens the way a user's
+//! storage should. It accepts a task's token only if no higher token for
+//! that task has been seen, and records every contact in the history.
+//!
+//! Protocol, one line each way: the worker sends `BEGIN <task> <token>
+//! <agent>` when it starts and `COMMIT <task> <token> <agent>` when its work
+//! is done; the sink answers `OK` or `STALE <highest>`. When the worker's
+//! connection closes (it exited or was killed) the sink records `end`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::history::{Event, Recorder};
+
+pub struct Sink {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sink {
+    pub async fn start(history: Recorder) -> anyhow::Result<Sink> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let highest: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (history, highest) = (history.clone(), highest.clone());
+                tokio::spawn(async move {
+                    let (r, mut w) = stream.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    let mut last: Option<(String, u64, String)> = None;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let parts: Vec<&str> = line.split_whitespace().collect();
+                        let [verb @ ("BEGIN" | "COMMIT"), task, token, agent] = parts[..] else {
+                            let _ = w.write_all(b"ERR bad request\n").await;
+                            break;
+                        };
+                        let Ok(token) = token.parse::<u64>() else {
+                            break;
+                        };
+                        // Check and record under one lock, so the history
+                        // shows the order in which the sink decided.
+                        let (reply, _) = {
+                            let mut h = highest.lock().expect("sink lock poisoned");
+                            let top = h.entry(task.to_string()).or_insert(0);
+                            let accepted = token >= *top;
+                            if accepted {
+                                *top = token;
+                            }
+                            let reply = if accepted {
+                                "OK\n".to_string()
+                            } else {
+                                format!("STALE {top}\n")
+                            };
+                            let e = history.record(Event {
+                                task: Some(task.to_string()),
+                                token: Some(token),
+                                agent: Some(agent.to_string()),
+                                accepted: Some(accepted),
+                                ..Event::new("sink", "event", &verb.to_lowercase())
+                            });
+                            (reply, e)
+                        };
+                        last = Some((task.to_string(), token, agent.to_string()));
+                        if w.write_all(reply.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                    if let Some((task, token, agent)) = last {
+                        history.record(Event {
+                            task: Some(task),
+                            token: Some(token),
+                            agent: Some(agent),
+                            ..Event::new("sink", "event", "end")
+                        });
+                    }
+                });
+            }
+        });
+        Ok(Sink { addr, task })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+    use tokio::net::TcpStream;
+
+    async fn say(s: &mut BufReader<TcpStream>, line: &str) -> String {
+        s.get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_line(&mut out).await.unwrap();
+        out.trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn refuses_a_token_below_one_it_has_seen() {
+        let history = Recorder::new(None).unwrap();
+        let sink = Sink::start(history.clone()).await.unwrap();
+        let mut old = BufReader::new(TcpStream::connect(sink.addr).await.unwrap());
+        let mut new = BufReader::new(TcpStream::connect(sink.addr).await.unwrap());
+        assert_eq!(say(&mut old, "BEGIN t1 7 a1").await, "OK");
+        assert_eq!(say(&mut new, "BEGIN t1 12 a2").await, "OK");
+        assert_eq!(say(&mut old, "COMMIT t1 7 a1").await, "STALE 12");
+        assert_eq!(say(&mut new, "COMMIT t1 12 a2").await, "OK");
+        drop(old);
+        drop(new);
+        // Both ends are recorded once their connections close.
+        for _ in 0..100 {
+            if history.events().iter().filter(|e| e.f == "end").count() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let events = history.events();
+        let commits: Vec<(u64, bool)> = events
+            .iter()
+            .filter(|e| e.f == "commit")
+            .map(|e| (e.token.unwrap(), e.accepted.unwrap()))
+            .collect();
+        assert_eq!(commits, vec![(7, false), (12, true)]);
+        assert_eq!(events.iter().filter(|e| e.f == "end").count(), 2);
+    }
+}
