@@ -62,6 +62,9 @@ pub struct Event {
     /// How many times the node was (re)started before this observation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<u32>,
+    /// A submit found its key already used and returned the existing task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existed: Option<bool>,
     /// Whether the sink accepted a presented token; whether a check passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<bool>,

@@ -213,6 +213,12 @@ impl Nemesis<'_> {
         v
     }
 
+    /// Adds `id` as a learner and promotes it (both are idempotent).
+    async fn join(&self, id: u64, addr: &str) -> Result<(), tidal_client::Error> {
+        self.cluster.admin.add_learner(id, addr).await?;
+        self.cluster.admin.promote(id).await.map(|_| ())
+    }
+
     fn heal(&mut self) -> anyhow::Result<()> {
         self.cluster.heal_all()?;
         self.note(
@@ -431,43 +437,39 @@ impl Nemesis<'_> {
             }
             Fault::Membership => {
                 let newcomer = n;
-                if round == 0 {
-                    // Cut one voter off, then add the newcomer and promote it.
-                    let victim = self.rng.gen_range(1..newcomer);
-                    self.cluster
-                        .net
-                        .cut(&[Peer::Node(victim as u8)], &self.everyone_but(victim));
-                    self.note("partition", format!("node {victim} alone"));
-                    let addr = self.cluster.nodes[(newcomer - 1) as usize]
-                        .public
-                        .to_string();
-                    let added = self.cluster.admin.add_learner(newcomer, &addr).await;
-                    let promoted = match added {
-                        Ok(_) => self.cluster.admin.promote(newcomer).await.map(|_| ()),
-                        Err(e) => Err(e),
-                    };
-                    self.note(
-                        "membership",
-                        format!("add and promote node {newcomer}: {promoted:?}"),
-                    );
-                    sleep(Duration::from_millis(1500)).await;
-                    self.heal()?;
-                    if promoted.is_err() {
-                        // Retry after healing: the end state must have it.
-                        let r = async {
-                            self.cluster.admin.add_learner(newcomer, &addr).await?;
-                            self.cluster.admin.promote(newcomer).await
-                        }
-                        .await;
-                        self.note(
-                            "membership",
-                            format!("retry after heal: {:?}", r.map(|_| ())),
-                        );
-                    }
-                    Ok(Duration::from_secs(2))
-                } else {
-                    Box::pin(self.step(Fault::KillLeader, round)).await
+                if round > 0 {
+                    return Box::pin(self.step(Fault::KillLeader, round)).await;
                 }
+                // Cut one follower off, then add the newcomer and promote it
+                // through the majority that is left.
+                let leader = self.leader().await.unwrap_or(1);
+                let followers: Vec<u64> = (1..newcomer).filter(|&i| i != leader).collect();
+                let victim = *followers
+                    .choose(&mut self.rng)
+                    .expect("a group of 3 has followers");
+                self.cluster
+                    .net
+                    .cut(&[Peer::Node(victim as u8)], &self.everyone_but(victim));
+                self.note("partition", format!("node {victim} alone"));
+                let addr = self.cluster.nodes[(newcomer - 1) as usize]
+                    .public
+                    .to_string();
+                let mut joined = self.join(newcomer, &addr).await;
+                self.note("membership", format!("add and promote node {newcomer} while node {victim} is cut off: {joined:?}"));
+                sleep(Duration::from_millis(1500)).await;
+                self.heal()?;
+                // A change refused during the partition (say, by a leader that
+                // had just lost its majority) is retried until it lands.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while joined.is_err() && Instant::now() < deadline {
+                    sleep(Duration::from_millis(300)).await;
+                    joined = self.join(newcomer, &addr).await;
+                }
+                self.note(
+                    "membership",
+                    format!("node {newcomer} after healing: {joined:?}"),
+                );
+                Ok(Duration::from_secs(2))
             }
             Fault::Mix => unreachable!("Mix picks a concrete fault"),
         }

@@ -155,6 +155,7 @@ async fn submit(client: &Client, proc: &str, key: &str, history: &Recorder, know
                 key: inv.key,
                 task: Some(r.id),
                 log_index: Some(r.log_index),
+                existed: Some(r.existed),
                 ..Event::new(proc, "ok", "submit")
             });
             false

@@ -1,6 +1,7 @@
 //! Integration tests of the `tidal` binary: real processes on 127.0.0.1.
 //!
 //! - `bad_input`: refused requests against a real server: messages, codes, nothing lost.
+//! - `chaos`: the bounded chaos subset: every scenario for a few seconds.
 //! - `cli_errors`: usage and connection errors that need no server.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `smoke`: one small end-to-end run through the harness.
@@ -9,6 +10,7 @@
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
 
 mod bad_input;
+mod chaos;
 mod cli_errors;
 mod failover;
 mod harness;

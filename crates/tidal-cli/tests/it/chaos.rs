@@ -1,0 +1,79 @@
+//! The bounded chaos subset CI runs on every change: each scenario of
+//! RELIABILITY.md that fits, for a few seconds of faults, against real
+//! `tidal` processes, with every checker. A failure prints the report with
+//! the seed and the command that reproduces it, and keeps the run's
+//! history, logs and data under target/tmp/chaos/.
+//!
+//! The seed is fixed per scenario so CI replays the same fault schedule;
+//! `TIDAL_CHAOS_SEED=N` overrides it. The full matrix, longer:
+//! `tidal chaos run --scenario all --duration 60s`.
+
+use std::time::Duration;
+
+use tidal_chaos::RunOptions;
+
+/// `cargo test` runs the tests of a binary in parallel threads; chaos runs
+/// go one at a time (nextest gets the same from .config/nextest.toml).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn run(name: &str, seed: u64, seconds: u64) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let scenario = tidal_chaos::find(name).expect("a known scenario");
+    let seed = std::env::var("TIDAL_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(seed);
+    let options = RunOptions {
+        scenario,
+        seed,
+        duration: Duration::from_secs(seconds),
+        dir: std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("chaos")
+            .join(format!("{name}-{seed}")),
+        keep: false,
+        tidal: env!("CARGO_BIN_EXE_tidal").into(),
+        clients: 3,
+        agents: 2,
+    };
+    let _ = std::fs::remove_dir_all(&options.dir);
+    let report = tidal_chaos::run(options.clone()).await.unwrap_or_else(|e| {
+        panic!(
+            "{name} could not run: {e:#}\nreproduce: {}",
+            options.reproduce()
+        )
+    });
+    assert!(report.ok(), "\n{}", report.render());
+    assert!(
+        report.acknowledged_submits > 0,
+        "the workload made progress\n{}",
+        report.render()
+    );
+}
+
+macro_rules! scenarios {
+    ($($test:ident: $name:literal, $seed:literal, $seconds:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            run($name, $seed, $seconds).await;
+        }
+    )*};
+}
+
+scenarios! {
+    s01_none: "none", 101, 5;
+    s02_kill_leader: "kill-leader", 102, 10;
+    s03_kill_minority: "kill-minority", 103, 8;
+    s04_kill_all: "kill-all", 104, 8;
+    s05_isolate_leader: "isolate-leader", 105, 8;
+    s06_split_2_3: "split-2-3", 106, 8;
+    s07_majorities_ring: "majorities-ring", 107, 8;
+    s08_bridge: "bridge", 108, 8;
+    s09_one_way_leader: "one-way-leader", 109, 8;
+    s10_pause_leader: "pause-leader", 110, 8;
+    s11_pause_agent: "pause-agent", 111, 8;
+    s12_failover_agents: "failover-agents", 112, 8;
+    s13_loss: "loss", 113, 8;
+    s14_jitter_follower: "jitter-follower", 114, 8;
+    s18_membership: "membership", 118, 8;
+    s21_random_mix: "random-mix", 121, 12;
+}
