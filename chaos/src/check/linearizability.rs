@@ -222,19 +222,27 @@ fn check_task(task: &str, tops: &[&Op], problems: &mut Vec<String>) {
 /// in which the submit comes before every read that finds the task, after
 /// every read that does not, and the task's version never moves back.
 fn search(tops: &[&Op]) -> bool {
+    enum Seen {
+        /// The submit that created the task.
+        Create,
+        /// A retried submit that found the task (created by it or before it).
+        Exists,
+        /// A read or cancel that observed this version.
+        Version((u32, u8)),
+    }
     struct Item {
         start: u64,
         end: u64,
-        /// None: the submit; Some(v): an observation of version v.
-        seen: Option<(u32, u8)>,
+        seen: Seen,
     }
     let items: Vec<Item> = tops
         .iter()
         .filter_map(|o| {
             let d = o.ok()?;
             let seen = match o.f() {
-                "submit" => None,
-                _ => Some(version(d.state.as_deref()?, d.attempt.unwrap_or(0))),
+                "submit" if d.existed == Some(true) => Seen::Exists,
+                "submit" => Seen::Create,
+                _ => Seen::Version(version(d.state.as_deref()?, d.attempt.unwrap_or(0))),
             };
             Some(Item {
                 start: o.invoke.t,
@@ -272,10 +280,10 @@ fn search(tops: &[&Op]) -> bool {
                 continue;
             }
             let next = match it.seen {
-                None if !created => Some((true, cur)),
-                None => None,
-                Some((0, 0)) => (!created).then_some((false, cur)),
-                Some(v) => (created && v >= cur).then_some((true, v)),
+                Seen::Create => (!created).then_some((true, cur)),
+                Seen::Exists => Some((true, cur)),
+                Seen::Version((0, 0)) => (!created).then_some((false, cur)),
+                Seen::Version(v) => (created && v >= cur).then_some((true, v)),
             };
             if let Some((c, v)) = next {
                 if dfs(placed | (1 << i), c, v, items, pre, memo) {
