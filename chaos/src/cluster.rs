@@ -45,6 +45,8 @@ pub struct Proc {
     pub incarnation: u32,
     started: bool,
     pub paused: bool,
+    /// Extra environment for the next start (e.g. armed crash points).
+    pub env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -56,6 +58,7 @@ impl Proc {
             incarnation: 0,
             started: false,
             paused: false,
+            env: Vec::new(),
         }
     }
 
@@ -71,6 +74,8 @@ impl Proc {
                 "RUST_LOG",
                 std::env::var("TIDAL_CHAOS_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env_remove("FAILPOINTS")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -87,6 +92,13 @@ impl Proc {
 
     pub fn running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// If the process has exited on its own, reaps it and says how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
     }
 
     fn signal(&self, sig: i32) {
@@ -318,6 +330,14 @@ impl Cluster {
     /// Heals the network, resumes paused processes and restarts dead ones.
     pub fn heal_all(&mut self) -> anyhow::Result<()> {
         self.net.heal();
+        // Disarm crash points: restart armed nodes without them.
+        for id in 1..=self.nodes.len() as u64 {
+            if !self.node(id).proc.env.is_empty() {
+                self.node(id).proc.env.clear();
+                self.node(id).proc.resume();
+                self.node(id).proc.kill();
+            }
+        }
         for id in 1..=self.nodes.len() as u64 {
             self.node(id).proc.resume();
             self.restart(id)?;

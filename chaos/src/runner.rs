@@ -353,6 +353,17 @@ async fn expectations(
             let regranted = finals.iter().filter(|t| t.attempt > 1).count();
             expect(regranted > 0, format!("a paused agent's tasks are granted again with a higher token ({regranted} tasks)"));
         }
+        Fault::CrashPoints => {
+            let crashes = history
+                .events()
+                .iter()
+                .filter(|e| e.proc == "nemesis" && e.f == "crash")
+                .count();
+            expect(
+                crashes > 0,
+                format!("nodes aborted at crash points ({crashes} times; the tidal binary needs --features failpoints)"),
+            );
+        }
         Fault::Membership => {
             let members = cluster
                 .admin

@@ -29,6 +29,7 @@ pub enum Fault {
     Loss,
     JitterFollower,
     Membership,
+    CrashPoints,
     Mix,
 }
 
@@ -142,6 +143,13 @@ pub const ALL: &[Scenario] = &[
         about: "100-300 ms of jitter on one follower's links",
     },
     Scenario {
+        id: "S15",
+        name: "crash-points",
+        nodes: 3,
+        fault: Fault::CrashPoints,
+        about: "nodes abort at random around log append, flush, vote save and snapshot install",
+    },
+    Scenario {
         id: "S18",
         name: "membership",
         nodes: 4,
@@ -176,6 +184,14 @@ pub fn initial_voters(s: &Scenario) -> usize {
 pub fn pauses_agents(s: &Scenario) -> bool {
     s.fault == Fault::PauseAgent
 }
+
+/// The crash points armed in the crash-points scenario: rare on the hot
+/// path (appends and flushes happen many times a second), likelier around
+/// votes and snapshot installs, which are rare.
+pub const CRASH_POINTS: &str = "store::append::after_write=0.3%return;\
+store::flush::before_sync=0.3%return;store::flush::after_sync=0.3%return;\
+store::vote::before_sync=10%return;store::vote::after_sync=10%return;\
+store::snapshot::before_save=30%return;store::snapshot::after_save=30%return";
 
 pub struct Nemesis<'a> {
     pub cluster: &'a mut Cluster,
@@ -470,6 +486,31 @@ impl Nemesis<'_> {
                     format!("node {newcomer} after healing: {joined:?}"),
                 );
                 Ok(Duration::from_secs(2))
+            }
+            Fault::CrashPoints => {
+                if round == 0 {
+                    // Arm every node, one restart at a time.
+                    for id in 1..=n {
+                        self.cluster.node(id).proc.env =
+                            vec![("FAILPOINTS".into(), CRASH_POINTS.into())];
+                        self.cluster.node(id).proc.kill();
+                        self.cluster.restart(id)?;
+                        sleep(Duration::from_millis(700)).await;
+                    }
+                    self.note("arm", format!("FAILPOINTS={CRASH_POINTS} on every node"));
+                }
+                // Restart whoever aborted at a crash point.
+                let watch_until = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < watch_until {
+                    for id in 1..=n {
+                        if let Some(status) = self.cluster.node(id).proc.exited() {
+                            self.note("crash", format!("node {id} exited ({status})"));
+                            self.cluster.restart(id)?;
+                        }
+                    }
+                    sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Duration::ZERO)
             }
             Fault::Mix => unreachable!("Mix picks a concrete fault"),
         }

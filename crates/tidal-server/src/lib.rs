@@ -29,6 +29,7 @@ use std::sync::Arc;
 use anyhow::Context;
 pub use config::{RawConfig, ServerConfig};
 use node::Node;
+pub use tidal_store::crash::init_from_env as init_crash_points;
 
 /// The leader's clock, written into every entry it proposes.
 pub(crate) fn now_ms() -> u64 {

@@ -18,6 +18,9 @@ use crate::leader::Leadership;
 use crate::now_ms;
 use crate::raft_network::Network;
 
+/// How long a linearizable read waits for a new leadership's first commit.
+const READ_BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Node {
     pub id: u64,
     pub config: ServerConfig,
@@ -65,6 +68,10 @@ impl Node {
         )
         .await
         .context("starting raft")?;
+        // Raft's first metrics are a placeholder (term 0, empty log) until its
+        // core has loaded the store; answer no status before that.
+        let mut metrics = raft.metrics();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), metrics.changed()).await;
         if config.init && !raft.is_initialized().await.context("reading raft state")? {
             let members = BTreeMap::from([(
                 config.node_id,
@@ -111,6 +118,12 @@ impl Node {
     /// of a quorum and has applied everything committed before the read began).
     /// Returns the applied index the read is served at.
     pub async fn linearizable(&self) -> Result<u64> {
+        let leadership = self.require_leader()?;
+        if !leadership.reads_ready(READ_BARRIER_WAIT).await {
+            return Err(ServerError::Unavailable(
+                "this leader has not committed its first entry yet; retry".into(),
+            ));
+        }
         self.raft.ensure_linearizable().await?;
         Ok(self.applied_index())
     }

@@ -161,7 +161,9 @@ impl Flusher {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    crate::crash::point("store::flush::before_sync");
                     let result = durability.sync();
+                    crate::crash::point("store::flush::after_sync");
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "log flush failed; appends are not acknowledged");
                     }

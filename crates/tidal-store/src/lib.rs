@@ -21,6 +21,7 @@
 //!
 //! - [`error`]: [`StoreError`] and its mapping to openraft's `StorageError`.
 //! - [`codec`]: the versioned, checksummed value encoding.
+//! - [`crash`]: crash points for fault-injection runs (feature `failpoints`).
 //! - `durability`: flush + fsync of sled's files, and the group-commit flusher thread.
 //! - [`log_store`]: [`LogStore`] and [`LogReader`]: log entries, vote, purge, truncate.
 //! - [`state_machine`]: [`StateMachineStore`], [`Applied`], [`StateHandle`].
@@ -35,6 +36,7 @@
 //! replaced.
 
 pub mod codec;
+pub mod crash;
 mod durability;
 pub mod error;
 pub mod log_store;

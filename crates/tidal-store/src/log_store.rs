@@ -13,9 +13,9 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use serde::de::DeserializeOwned;
 
-use crate::codec;
 use crate::durability::{Durability, Flusher};
 use crate::error::blocking;
+use crate::{codec, crash};
 use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
 
 const LOG_TREE: &str = "log";
@@ -284,7 +284,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write);
         self.write_meta(VOTE_KEY, "vote", vote)
             .map_err(to_storage)?;
-        self.sync().await.map_err(to_storage)
+        crash::point("store::vote::before_sync");
+        self.sync().await.map_err(to_storage)?;
+        crash::point("store::vote::after_sync");
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -326,6 +329,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        crash::point("store::append::before_write");
         let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = codec::encode("log entry", &entry)
@@ -335,6 +339,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| StoreError::from(e).into_storage(ErrorSubject::Logs, ErrorVerb::Write))?;
+        crash::point("store::append::after_write");
         self.flusher.submit(callback).map_err(|callback| {
             let msg = "the store's flusher thread is gone";
             callback.log_io_completed(Err(std::io::Error::other(msg)));

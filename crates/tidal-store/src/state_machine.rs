@@ -132,7 +132,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let owned_meta = meta.clone();
         let applied = blocking(move || {
             let applied = decode_for(&owned_meta, &data)?;
+            crate::crash::point("store::snapshot::before_save");
             store.save(&owned_meta, &data, false)?;
+            crate::crash::point("store::snapshot::after_save");
             Ok(applied)
         })
         .await

@@ -107,6 +107,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .merged()?
         .validate()
         .context("invalid server configuration")?;
+    if tidal_server::init_crash_points() && std::env::var_os("FAILPOINTS").is_some() {
+        tracing::warn!("crash points armed from FAILPOINTS: this server will abort on purpose");
+    }
     let shutdown = shutdown::on_signal()?;
     tidal_server::run(config, shutdown).await
 }

@@ -74,6 +74,7 @@ scenarios! {
     s12_failover_agents: "failover-agents", 112, 8;
     s13_loss: "loss", 113, 8;
     s14_jitter_follower: "jitter-follower", 114, 8;
+    s15_crash_points: "crash-points", 115, 10;
     s18_membership: "membership", 118, 8;
     s21_random_mix: "random-mix", 121, 12;
 }

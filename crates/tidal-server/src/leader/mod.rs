@@ -22,17 +22,26 @@ pub struct Leadership {
     pub wake: Notify,
     /// Flips to false when this leadership ends; session loops watch it.
     alive: watch::Sender<bool>,
+    /// Flips to true once an entry proposed by this leadership is applied.
+    /// Until then this node's commit index may be behind: openraft restores
+    /// a leader that restarts within its term without a new blank entry, and
+    /// the committed index it reloads is not synced on every commit. A read
+    /// index taken before that could miss acknowledged writes (the chaos
+    /// harness found this, crash-points scenario).
+    reads_ready: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Leadership {
     fn new(term: u64, node: &Node) -> Arc<Leadership> {
         let (alive, _) = watch::channel(true);
+        let (reads_ready, _) = watch::channel(false);
         let leadership = Arc::new(Leadership {
             term,
             sessions: Sessions::new(node.config.agent_ttl),
             wake: Notify::new(),
             alive,
+            reads_ready,
             tasks: Mutex::new(Vec::new()),
         });
         // A new leader gives every known agent a full TTL of grace, so a
@@ -55,6 +64,18 @@ impl Leadership {
         *self.alive.borrow()
     }
 
+    /// Waits (at most `bound`) until this leadership has committed and
+    /// applied its first entry, so its commit index covers every entry
+    /// committed before it; false if it did not in time.
+    pub async fn reads_ready(&self, bound: std::time::Duration) -> bool {
+        let mut rx = self.reads_ready.subscribe();
+        let ready = matches!(
+            tokio::time::timeout(bound, rx.wait_for(|r| *r)).await,
+            Ok(Ok(_))
+        );
+        ready
+    }
+
     fn end(&self) {
         self.alive.send_replace(false);
         for task in self
@@ -66,6 +87,30 @@ impl Leadership {
             task.abort();
         }
         self.sessions.clear();
+    }
+}
+
+/// Commits one no-op entry for this leadership, retrying while it lasts;
+/// linearizable reads wait for it ([`Leadership::reads_ready`]).
+async fn commit_barrier(node: Arc<Node>, leadership: Arc<Leadership>) {
+    let mut backoff = std::time::Duration::from_millis(20);
+    while leadership.is_alive() {
+        match node.propose(tidal_core::command::Command::Noop).await {
+            Ok((_, index)) => {
+                tracing::debug!(
+                    node_id = node.id,
+                    log_index = index,
+                    "leadership barrier committed"
+                );
+                leadership.reads_ready.send_replace(true);
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(node_id = node.id, error = %e, "leadership barrier not committed yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+            }
+        }
     }
 }
 
@@ -90,13 +135,14 @@ pub async fn watch_leadership(node: Arc<Node>) {
                 tracing::info!(node_id = node.id, term, "became leader");
                 let leadership = Leadership::new(term, &node);
                 node.set_leadership(Some(leadership.clone()));
+                let b = tokio::spawn(commit_barrier(node.clone(), leadership.clone()));
                 let d = tokio::spawn(dispatcher::run(node.clone(), leadership.clone()));
                 let r = tokio::spawn(reaper::run(node.clone(), leadership.clone()));
                 leadership
                     .tasks
                     .lock()
                     .expect("leadership task list poisoned")
-                    .extend([d, r]);
+                    .extend([b, d, r]);
             }
             (Some(old), false) => {
                 tracing::info!(node_id = node.id, term, "stepped down");
