@@ -325,6 +325,15 @@ mod tests {
         addr
     }
 
+    /// An echo server as node 1, behind a proxy with no faults yet.
+    async fn echo_behind_proxy() -> (Net, Proxy) {
+        let upstream = echo_server().await;
+        let net = Net::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = Proxy::start(listener, 1, upstream, net.clone(), 7).unwrap();
+        (net, proxy)
+    }
+
     async fn dial(from: Peer, to: SocketAddr) -> TcpStream {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind(SocketAddr::new(from.ip(), 0)).unwrap();
@@ -333,16 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn blocks_one_link_and_closes_its_broken_stream_on_heal() {
-        let upstream = echo_server().await;
-        let net = Net::default();
-        let proxy = Proxy::start(
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-            1,
-            upstream,
-            net.clone(),
-            7,
-        )
-        .unwrap();
+        let (net, proxy) = echo_behind_proxy().await;
         let mut a = dial(Peer::Node(2), proxy.listen).await;
         let mut b = dial(Peer::Node(3), proxy.listen).await;
         let mut buf = [0u8; 5];
@@ -374,16 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_way_cut_drops_only_that_direction() {
-        let upstream = echo_server().await;
-        let net = Net::default();
-        let proxy = Proxy::start(
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-            1,
-            upstream,
-            net.clone(),
-            7,
-        )
-        .unwrap();
+        let (net, proxy) = echo_behind_proxy().await;
         // n1 cannot send to a1: the echo's answers are dropped, the request passes.
         net.cut_one_way(&[Peer::Node(1)], &[Peer::Agent(1)]);
         assert!(!net.fault(Peer::Agent(1), Peer::Node(1)).blocked);

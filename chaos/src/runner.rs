@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rand::SeedableRng;
-use tidal_client::v1;
+use tidal_client::{task_state_name as state_name, v1};
 use tokio::time::{sleep, Instant};
 
 use crate::check::{self, Facts, Verdict};
@@ -14,7 +14,7 @@ use crate::cluster::{Cluster, Layout};
 use crate::history::{Event, Recorder};
 use crate::scenarios::{self, Fault, Nemesis, Scenario};
 use crate::sink::Sink;
-use crate::workload::{state_name, Workload};
+use crate::workload::Workload;
 
 /// Service and convergence must return within this long after healing (I11).
 pub const HEAL_BOUND: Duration = Duration::from_secs(10);
@@ -293,23 +293,11 @@ async fn converge(cluster: &Cluster, bound: Duration) -> Result<Duration, String
 }
 
 async fn all_tasks(cluster: &Cluster) -> anyhow::Result<Vec<v1::Task>> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = cluster
-            .admin
-            .list_tasks(v1::ListTasksRequest {
-                limit: 10_000,
-                after_id: after.clone(),
-                ..Default::default()
-            })
-            .await?;
-        out.extend(page.tasks);
-        if page.next_after_id.is_empty() {
-            return Ok(out);
-        }
-        after = page.next_after_id;
-    }
+    let req = v1::ListTasksRequest {
+        limit: 10_000,
+        ..Default::default()
+    };
+    Ok(cluster.admin.list_all_tasks(req).await?)
 }
 
 /// The scenario's extra pass criteria, recorded as `expect` events.

@@ -55,7 +55,7 @@ impl Sink {
                         };
                         // Check and record under one lock, so the history
                         // shows the order in which the sink decided.
-                        let (reply, _) = {
+                        let reply = {
                             let mut h = highest.lock().expect("sink lock poisoned");
                             let top = h.entry(task.to_string()).or_insert(0);
                             let accepted = token >= *top;
@@ -67,14 +67,14 @@ impl Sink {
                             } else {
                                 format!("STALE {top}\n")
                             };
-                            let e = history.record(Event {
+                            history.record(Event {
                                 task: Some(task.to_string()),
                                 token: Some(token),
                                 agent: Some(agent.to_string()),
                                 accepted: Some(accepted),
                                 ..Event::new("sink", "event", &verb.to_lowercase())
                             });
-                            (reply, e)
+                            reply
                         };
                         last = Some((task.to_string(), token, agent.to_string()));
                         if w.write_all(reply.as_bytes()).await.is_err() {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use tidal_client::{v1, Client, ClientOptions, Error};
+use tidal_client::{task_state_name, v1, Client, ClientOptions, Error};
 use tokio::task::JoinHandle;
 use tonic::Code;
 
@@ -80,23 +80,11 @@ fn definite(e: &Error) -> bool {
 fn observed(e: Event, t: &v1::Task) -> Event {
     Event {
         task: Some(t.id.clone()),
-        state: Some(state_name(t.state).to_string()),
+        state: Some(task_state_name(t.state).to_string()),
         token: Some(t.token),
         attempt: Some(t.attempt),
         agent: Some(t.agent.clone()),
         ..e
-    }
-}
-
-pub fn state_name(s: i32) -> &'static str {
-    match v1::TaskState::try_from(s).unwrap_or(v1::TaskState::Unspecified) {
-        v1::TaskState::Pending => "pending",
-        v1::TaskState::Assigned => "assigned",
-        v1::TaskState::Running => "running",
-        v1::TaskState::Succeeded => "succeeded",
-        v1::TaskState::Failed => "failed",
-        v1::TaskState::Cancelled => "cancelled",
-        v1::TaskState::Unspecified => "unspecified",
     }
 }
 

@@ -70,17 +70,7 @@ pub fn encode_bytes(b: &[u8]) -> (String, &'static str) {
     }
 }
 
-pub fn task_state_name(s: i32) -> &'static str {
-    match v1::TaskState::try_from(s).unwrap_or(v1::TaskState::Unspecified) {
-        v1::TaskState::Unspecified => "unspecified",
-        v1::TaskState::Pending => "pending",
-        v1::TaskState::Assigned => "assigned",
-        v1::TaskState::Running => "running",
-        v1::TaskState::Succeeded => "succeeded",
-        v1::TaskState::Failed => "failed",
-        v1::TaskState::Cancelled => "cancelled",
-    }
-}
+pub use tidal_client::task_state_name;
 
 pub fn is_terminal(s: i32) -> bool {
     matches!(

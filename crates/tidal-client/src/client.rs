@@ -232,6 +232,23 @@ impl Client {
         .await
     }
 
+    /// Every task that matches `req`, following `next_after_id` page by page
+    /// (`req.limit` is the page size; `req.after_id` where to start).
+    pub async fn list_all_tasks(
+        &self,
+        mut req: v1::ListTasksRequest,
+    ) -> Result<Vec<v1::Task>, Error> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.list_tasks(req.clone()).await?;
+            out.extend(page.tasks);
+            if page.next_after_id.is_empty() {
+                return Ok(out);
+            }
+            req.after_id = page.next_after_id;
+        }
+    }
+
     /// Cancels a task that has not finished.
     pub async fn cancel_task(&self, id: &str) -> Result<v1::Task, Error> {
         let req = v1::CancelTaskRequest { id: id.to_string() };

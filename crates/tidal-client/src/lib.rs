@@ -7,6 +7,7 @@
 //! - `retry`: which answers may be retried or redirected; backoff.
 //! - `endpoint`: `HOST:PORT` validation.
 //! - `idempotency`: random keys that make a retried submit safe.
+//! - `names`: the lowercase names of API enums users see.
 //! - `error`: [`Error`], a gRPC code and a message.
 //!
 //! Leader discovery: a call goes to the last known leader first, then to the
@@ -24,6 +25,7 @@ mod client;
 mod endpoint;
 mod error;
 mod idempotency;
+mod names;
 mod retry;
 
 #[cfg(test)]
@@ -33,4 +35,5 @@ pub use client::{Client, ClientOptions, Session};
 pub use endpoint::normalize as normalize_endpoint;
 pub use error::Error;
 pub use idempotency::auto_key;
+pub use names::task_state_name;
 pub use tidal_proto::v1;

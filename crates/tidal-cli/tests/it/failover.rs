@@ -66,23 +66,12 @@ async fn submit_all(
 
 /// Every task of the cluster, read linearizably, page by page.
 async fn all_tasks(client: &Client, stale: bool) -> anyhow::Result<Vec<v1::Task>> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = client
-            .list_tasks(v1::ListTasksRequest {
-                limit: 1000,
-                after_id: after.clone(),
-                stale,
-                ..Default::default()
-            })
-            .await?;
-        out.extend(page.tasks);
-        if page.next_after_id.is_empty() {
-            return Ok(out);
-        }
-        after = page.next_after_id;
-    }
+    let req = v1::ListTasksRequest {
+        limit: 1000,
+        stale,
+        ..Default::default()
+    };
+    Ok(client.list_all_tasks(req).await?)
 }
 
 /// Waits until every task in `ids` has finished; fails on timeout.
