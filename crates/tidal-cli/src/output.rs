@@ -235,12 +235,23 @@ pub fn members_json(m: &v1::MembersResponse) -> Value {
             "voter": x.voter,
             "leader": x.leader,
             "matched_index": x.matched_index,
+            "lag": x.lag,
+            "last_contact_ms": (x.last_contact_ms >= 0).then_some(x.last_contact_ms),
         })).collect::<Vec<_>>(),
+        "last_log_index": m.last_log_index,
     })
 }
 
 pub fn members_table(m: &v1::MembersResponse) -> String {
-    let mut t = Table::new(&["ID", "ADDRESS", "ROLE", "LEADER", "MATCHED"]);
+    let mut t = Table::new(&[
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "LEADER",
+        "MATCHED",
+        "LAG",
+        "LAST_CONTACT",
+    ]);
     for x in &m.members {
         t.row(vec![
             x.id.to_string(),
@@ -251,6 +262,16 @@ pub fn members_table(m: &v1::MembersResponse) -> String {
                 x.matched_index.to_string()
             } else {
                 "-".to_string()
+            },
+            if x.matched_index > 0 {
+                x.lag.to_string()
+            } else {
+                "-".to_string()
+            },
+            match x.last_contact_ms {
+                ms if ms < 0 => "-".to_string(),
+                0 => "self".to_string(),
+                ms => format!("{ms} ms ago"),
             },
         ]);
     }

@@ -382,6 +382,54 @@ impl Client {
         .await
     }
 
+    /// Makes a voter a learner; `force` skips the server's safety checks.
+    pub async fn demote(&self, id: u64, force: bool) -> Result<v1::MembersResponse, Error> {
+        let req = v1::ChangeRequest { id, force };
+        self.call(true, |ch| async move {
+            Ok(ClusterClient::new(ch).demote(req).await?.into_inner())
+        })
+        .await
+    }
+
+    /// Removes a member; `force` skips the server's safety checks.
+    pub async fn remove(&self, id: u64, force: bool) -> Result<v1::MembersResponse, Error> {
+        let req = v1::ChangeRequest { id, force };
+        self.call(true, |ch| async move {
+            Ok(ClusterClient::new(ch).remove(req).await?.into_inner())
+        })
+        .await
+    }
+
+    /// Takes a snapshot on the leader now.
+    pub async fn snapshot(&self) -> Result<v1::SnapshotResponse, Error> {
+        self.call(true, |ch| async move {
+            Ok(ClusterClient::new(ch)
+                .snapshot(v1::SnapshotRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    /// A consistent backup of the leader's applied state: its bytes and the
+    /// log index it was read at.
+    pub async fn backup(&self) -> Result<(Vec<u8>, u64), Error> {
+        self.call(true, |ch| async move {
+            let mut stream = ClusterClient::new(ch)
+                .max_decoding_message_size(MAX_DECODE_BYTES)
+                .backup(v1::BackupRequest {})
+                .await?
+                .into_inner();
+            let (mut data, mut index) = (Vec::new(), 0);
+            while let Some(chunk) = stream.message().await? {
+                data.extend_from_slice(&chunk.data);
+                index = chunk.applied_index;
+            }
+            Ok((data, index))
+        })
+        .await
+    }
+
     /// The current membership.
     pub async fn members(&self) -> Result<v1::MembersResponse, Error> {
         self.call(true, |ch| async move {

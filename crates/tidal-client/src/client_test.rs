@@ -162,6 +162,36 @@ impl cluster_server::Cluster for Fake {
         Ok(Response::new(v1::MembersResponse::default()))
     }
 
+    async fn demote(
+        &self,
+        _r: Request<v1::ChangeRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn remove(
+        &self,
+        _r: Request<v1::ChangeRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn snapshot(
+        &self,
+        _r: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<v1::SnapshotResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    type BackupStream = tokio_stream::Empty<Result<v1::BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        _r: Request<v1::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     async fn members(
         &self,
         _r: Request<v1::MembersRequest>,

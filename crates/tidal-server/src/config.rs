@@ -31,6 +31,12 @@ pub struct RawConfig {
     pub raft_heartbeat_ms: Option<u64>,
     /// Take a snapshot after this many applied entries (default 20000).
     pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot, so a slow follower can catch up
+    /// from the log instead of a snapshot (default 1000).
+    pub keep_log_entries: Option<u64>,
+    /// Start a new single-node cluster from this backup (flag only).
+    #[serde(skip)]
+    pub restore: Option<PathBuf>,
     pub max_payload_bytes: Option<usize>,
     pub max_batch: Option<usize>,
     /// Benchmarks only: delay every durable flush by this many microseconds.
@@ -94,6 +100,8 @@ impl RawConfig {
             election_timeout_max_ms,
             raft_heartbeat_ms,
             snapshot_every,
+            keep_log_entries,
+            restore,
             max_payload_bytes,
             max_batch,
             flush_delay_us,
@@ -154,6 +162,9 @@ impl RawConfig {
         if !(raft_heartbeat < election_min && election_min < election_max) {
             bail!("need raft_heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
         }
+        if self.init == Some(true) && self.restore.is_some() {
+            bail!("--init and --restore both start a new cluster: give one of them");
+        }
         Ok(ServerConfig {
             node_id,
             dc,
@@ -166,6 +177,8 @@ impl RawConfig {
             election_timeout: (election_min, election_max),
             raft_heartbeat_ms: raft_heartbeat,
             snapshot_every: self.snapshot_every.unwrap_or(20_000),
+            keep_log_entries: self.keep_log_entries.unwrap_or(1_000),
+            restore: self.restore,
             limits,
             flush_delay: self.flush_delay_us.map(Duration::from_micros),
             source_ip,
@@ -188,6 +201,9 @@ pub struct ServerConfig {
     pub election_timeout: (u64, u64),
     pub raft_heartbeat_ms: u64,
     pub snapshot_every: u64,
+    pub keep_log_entries: u64,
+    /// A backup to start a new single-node cluster from (`--restore`).
+    pub restore: Option<PathBuf>,
     pub limits: Limits,
     pub flush_delay: Option<Duration>,
     /// Local IP for connections to other servers (None: the OS chooses).

@@ -50,7 +50,14 @@ pub async fn run(
     let node = Node::start(config).await?;
     tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started");
     let watcher = tokio::spawn(leader::watch_leadership(node.clone()));
-    let served = grpc::serve(node.clone(), listener, shutdown).await;
+    let mut removed = node.removed.subscribe();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = removed.wait_for(Option::is_some) => {}
+        }
+    };
+    let served = grpc::serve(node.clone(), listener, stop).await;
     watcher.abort();
     if let Some(l) = node.leadership() {
         drop(l);
@@ -58,6 +65,9 @@ pub async fn run(
     let stopped = node.raft.shutdown().await;
     served?;
     stopped.map_err(|e| anyhow::anyhow!("raft did not stop cleanly: {e}"))?;
+    if let Some(why) = node.removed.borrow().clone() {
+        anyhow::bail!("{why}");
+    }
     tracing::info!(node_id = node.id, "tidal server stopped");
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
 use crate::leader::Leadership;
 use crate::now_ms;
-use crate::raft_network::Network;
+use crate::raft_network::{Contacts, Network};
 
 /// How long a linearizable read waits for a new leadership's first commit.
 const READ_BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -29,6 +29,11 @@ pub struct Node {
     pub submits: Batcher<TaskSpec, Result<Submitted, Rejection>>,
     pub completions: Batcher<Completion, Result<(), Rejection>>,
     leadership: Mutex<Option<Arc<Leadership>>>,
+    /// When peers last answered this node's Raft RPCs.
+    pub contacts: Contacts,
+    /// Set (with the reason) once this node finds it was removed from the
+    /// cluster; the server then stops.
+    pub removed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Node {
@@ -38,6 +43,24 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         check_identity(&config.data_dir, config.node_id, &config.dc)?;
+        if let Some(backup) = &config.restore {
+            let bytes = std::fs::read(backup)
+                .with_context(|| format!("reading backup {}", backup.display()))?;
+            let index = tidal_store::restore(
+                &config.data_dir.join("raft"),
+                &bytes,
+                config.node_id,
+                &config.advertise,
+            )
+            .with_context(|| {
+                format!(
+                    "restoring {} into {}",
+                    backup.display(),
+                    config.data_dir.display()
+                )
+            })?;
+            tracing::info!(node_id = config.node_id, log_index = index, backup = %backup.display(), "restored a backup as a new single-node cluster");
+        }
         let (log_store, state_machine) = tidal_store::open(
             &config.data_dir.join("raft"),
             StoreOptions {
@@ -46,6 +69,7 @@ impl Node {
         )
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let state = state_machine.handle();
+        let network = Network::new(config.source_ip);
         let raft_config = openraft::Config {
             cluster_name: format!("tidal-{}", config.dc),
             election_timeout_min: config.election_timeout.0,
@@ -54,7 +78,7 @@ impl Node {
             install_snapshot_timeout: 10_000,
             max_payload_entries: 512,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: config.keep_log_entries,
             ..Default::default()
         }
         .validate()
@@ -62,7 +86,7 @@ impl Node {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network::new(config.source_ip),
+            network.clone(),
             log_store,
             state_machine,
         )
@@ -102,6 +126,8 @@ impl Node {
             submits,
             completions,
             leadership: Mutex::new(None),
+            contacts: network.contacts(),
+            removed: tokio::sync::watch::channel(None).0,
         }))
     }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -36,6 +36,30 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     source_ip: Option<IpAddr>,
+    contacts: Contacts,
+}
+
+/// When each peer last answered a Raft RPC of this node, for `cluster members`
+/// and for the reachability check of membership changes.
+#[derive(Clone, Default)]
+pub struct Contacts(Arc<Mutex<HashMap<u64, Instant>>>);
+
+impl Contacts {
+    fn touch(&self, peer: u64) {
+        self.0
+            .lock()
+            .expect("contacts lock poisoned")
+            .insert(peer, Instant::now());
+    }
+
+    /// How long ago `peer` last answered; `None` if it never did.
+    pub fn since(&self, peer: u64) -> Option<Duration> {
+        self.0
+            .lock()
+            .expect("contacts lock poisoned")
+            .get(&peer)
+            .map(Instant::elapsed)
+    }
 }
 
 impl Network {
@@ -45,6 +69,11 @@ impl Network {
             source_ip,
             ..Network::default()
         }
+    }
+
+    /// The shared record of when peers last answered.
+    pub fn contacts(&self) -> Contacts {
+        self.contacts.clone()
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
@@ -70,6 +99,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             channel: self.channel(&node.addr),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -77,6 +107,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: u64,
     channel: Result<Channel, String>,
+    contacts: Contacts,
 }
 
 #[derive(Clone, Copy)]
@@ -113,6 +144,9 @@ impl PeerClient {
             Rpc::Vote => client.vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
+        if reply.is_ok() {
+            self.contacts.touch(self.target);
+        }
         let reply = reply.map_err(|status| {
             // A refused connection means the peer is down: openraft backs off.
             if status.code() == tonic::Code::Unavailable {

@@ -25,6 +25,7 @@
 //! - `durability`: flush + fsync of sled's files, and the group-commit flusher thread.
 //! - [`log_store`]: [`LogStore`] and [`LogReader`]: log entries, vote, purge, truncate.
 //! - [`state_machine`]: [`StateMachineStore`], [`Applied`], [`StateHandle`].
+//! - [`restore`]: seeding an empty store from a backup (disaster recovery).
 //! - [`snapshot`]: snapshot encoding, the stored snapshot, and [`SnapshotBuilder`].
 //!
 //! # Dependency rule
@@ -40,6 +41,7 @@ pub mod crash;
 mod durability;
 pub mod error;
 pub mod log_store;
+pub mod restore;
 pub mod snapshot;
 pub mod state_machine;
 
@@ -49,6 +51,7 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use log_store::{LogReader, LogStore};
+pub use restore::restore;
 pub use snapshot::{decode_snapshot, encode_snapshot, SnapshotBuilder};
 pub use state_machine::{Applied, StateHandle, StateMachineStore};
 

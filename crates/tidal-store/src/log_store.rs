@@ -19,9 +19,9 @@ use crate::{codec, crash};
 use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
 
 const LOG_TREE: &str = "log";
-const META_TREE: &str = "meta";
-const VOTE_KEY: &[u8] = b"vote";
-const LAST_PURGED_KEY: &[u8] = b"last_purged";
+pub(crate) const META_TREE: &str = "meta";
+pub(crate) const VOTE_KEY: &[u8] = b"vote";
+pub(crate) const LAST_PURGED_KEY: &[u8] = b"last_purged";
 const COMMITTED_KEY: &[u8] = b"committed";
 
 fn index_key(index: u64) -> [u8; 8] {

@@ -58,6 +58,12 @@ pub struct ServerArgs {
     /// Take a snapshot after this many applied entries (default 20000).
     #[arg(long, value_name = "N")]
     pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot for slow followers (default 1000).
+    #[arg(long, value_name = "N")]
+    pub keep_log_entries: Option<u64>,
+    /// Start a new single-node cluster from a backup (`tidal cluster snapshot save FILE`); needs an empty --data.
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
     /// Largest task payload in bytes (default 1048576).
     #[arg(long, value_name = "BYTES")]
     pub max_payload_bytes: Option<usize>,
@@ -85,6 +91,8 @@ impl ServerArgs {
             election_timeout_max_ms: self.election_timeout_max_ms,
             raft_heartbeat_ms: self.raft_heartbeat_ms,
             snapshot_every: self.snapshot_every,
+            keep_log_entries: self.keep_log_entries,
+            restore: self.restore.clone(),
             max_payload_bytes: self.max_payload_bytes,
             max_batch: self.max_batch,
             source_ip: self.source_ip.clone(),

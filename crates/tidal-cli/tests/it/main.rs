@@ -4,6 +4,7 @@
 //! - `chaos`: the bounded chaos subset: every scenario for a few seconds.
 //! - `cli_errors`: usage and connection errors that need no server.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
+//! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
 //! - `smoke`: one small end-to-end run through the harness.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
 //!
@@ -14,4 +15,5 @@ mod chaos;
 mod cli_errors;
 mod failover;
 mod harness;
+mod membership;
 mod smoke;

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tidal_proto::v1::{self, cluster_server::Cluster};
 use tonic::{Request, Response, Status};
@@ -16,29 +17,187 @@ pub struct ClusterService {
     pub node: Arc<Node>,
 }
 
+/// Bytes per backup message.
+const BACKUP_CHUNK: usize = 1 << 20;
+
+/// A member is reachable when it answered within this many election
+/// timeouts (or is this node).
+const REACHABLE_WITHIN_ELECTION_TIMEOUTS: u32 = 3;
+
 impl ClusterService {
     fn members(&self) -> v1::MembersResponse {
         let m = self.node.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let matched = m.replication.clone().unwrap_or_default();
+        let last_log = m.last_log_index.unwrap_or(0);
+        let is_leader = m.current_leader == Some(self.node.id);
         let members = membership
             .nodes()
-            .map(|(id, n)| v1::Member {
-                id: *id,
-                addr: n.addr.clone(),
-                voter: voters.contains(id),
-                leader: m.current_leader == Some(*id),
-                matched_index: matched
-                    .get(id)
-                    .and_then(|l| l.map(|l| l.index))
-                    .unwrap_or(0),
+            .map(|(id, n)| {
+                let matched_index = if *id == self.node.id {
+                    last_log
+                } else {
+                    matched
+                        .get(id)
+                        .and_then(|l| l.map(|l| l.index))
+                        .unwrap_or(0)
+                };
+                let last_contact_ms = if *id == self.node.id {
+                    0
+                } else {
+                    self.node
+                        .contacts
+                        .since(*id)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(-1)
+                };
+                v1::Member {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                    leader: m.current_leader == Some(*id),
+                    matched_index: if is_leader { matched_index } else { 0 },
+                    lag: if is_leader {
+                        last_log.saturating_sub(matched_index)
+                    } else {
+                        0
+                    },
+                    last_contact_ms: if is_leader { last_contact_ms } else { -1 },
+                }
             })
             .collect();
         v1::MembersResponse {
             members,
             leader_id: m.current_leader.unwrap_or(0),
             term: m.current_term,
+            last_log_index: last_log,
+        }
+    }
+
+    /// The voters that answered recently (this node included).
+    fn reachable_voters(&self, voters: &BTreeSet<u64>) -> BTreeSet<u64> {
+        let bound = std::time::Duration::from_millis(self.node.config.election_timeout.1)
+            * REACHABLE_WITHIN_ELECTION_TIMEOUTS;
+        voters
+            .iter()
+            .copied()
+            .filter(|v| {
+                *v == self.node.id || self.node.contacts.since(*v).is_some_and(|d| d <= bound)
+            })
+            .collect()
+    }
+
+    /// Checks that taking `id` out of the voters is safe, unless `force`:
+    /// at least 3 voters remain, and the reachable voters are a majority of
+    /// the old and of the new configuration (joint consensus needs both).
+    fn check_fewer_voters(&self, id: u64, force: bool) -> Result<(), ServerError> {
+        let m = self.node.raft.metrics().borrow().clone();
+        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        let after: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != id).collect();
+        if after.is_empty() {
+            return Err(ServerError::FailedPrecondition(format!(
+                "node {id} is the last voter; a cluster needs at least one (even with --force)"
+            )));
+        }
+        if force {
+            return Ok(());
+        }
+        if after.len() < 3 {
+            return Err(ServerError::FailedPrecondition(format!(
+                "this would leave {} voter(s) ({after:?}); with fewer than 3 the cluster cannot survive a \
+                 failure. Add a node first, or pass --force",
+                after.len()
+            )));
+        }
+        let reachable = self.reachable_voters(&voters);
+        for (name, set) in [("current", &voters), ("new", &after)] {
+            let up = set.intersection(&reachable).count();
+            if up * 2 <= set.len() {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "only {up} of the {} voters of the {name} configuration {set:?} answered recently \
+                     ({reachable:?}); the change could not commit. Bring them back, or pass --force",
+                    set.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells node `id` at `addr` that it was removed (best effort): the
+    /// leader no longer replicates to it, so it may never see the entry.
+    async fn tell_removed(&self, id: u64, addr: &str) {
+        let membership_index = self
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .log_id()
+            .map(|l| l.index)
+            .unwrap_or(0);
+        let notice = tidal_proto::raft::RemovedNotice {
+            node_id: id,
+            leader_id: self.node.id,
+            membership_index,
+        };
+        let sent = async {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?;
+            let channel = tidal_proto::dial::connect_lazy(
+                endpoint,
+                self.node.config.source_ip,
+                std::time::Duration::from_secs(1),
+            );
+            tidal_proto::raft::raft_client::RaftClient::new(channel)
+                .removed(notice)
+                .await
+                .map_err(|s| s.message().to_string())
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(2), sent).await {
+            Ok(Ok(_)) => tracing::info!(
+                node_id = self.node.id,
+                removed = id,
+                "told the removed node"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(node_id = self.node.id, removed = id, error = %e, "could not tell the removed node; stop it by hand")
+            }
+            Err(_) => tracing::warn!(
+                node_id = self.node.id,
+                removed = id,
+                "the removed node did not answer; stop it by hand"
+            ),
+        }
+    }
+
+    /// The member `id`, or NotFound.
+    fn require_member(&self, id: u64) -> Result<bool, ServerError> {
+        let m = self.node.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(ServerError::NotFound(format!(
+                "node {id} is not a member (`tidal cluster members` lists them)"
+            )));
+        }
+        Ok(membership.voter_ids().any(|v| v == id))
+    }
+
+    /// Changes membership, naming a change already in flight clearly.
+    async fn change(
+        &self,
+        change: ChangeMembers<u64, BasicNode>,
+        retain: bool,
+    ) -> Result<(), ServerError> {
+        match self.node.raft.change_membership(change, retain).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(p),
+            ))) => Err(ServerError::FailedPrecondition(format!(
+                "another membership change is in progress (at log index {}); retry when it is done",
+                p.membership_log_id.map(|l| l.index).unwrap_or(0)
+            ))),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -89,7 +248,7 @@ impl Cluster for ClusterService {
         tracing::info!(node_id = self.node.id, learner = req.id, addr = %req.addr, "adding learner");
         self.node
             .raft
-            .add_learner(req.id, BasicNode { addr: req.addr }, true)
+            .add_learner(req.id, BasicNode { addr: req.addr }, false)
             .await
             .map_err(ServerError::from)?;
         Ok(Response::new(self.members()))
@@ -122,6 +281,130 @@ impl Cluster for ClusterService {
             .await
             .map_err(ServerError::from)?;
         Ok(Response::new(self.members()))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn demote(
+        &self,
+        request: Request<v1::ChangeRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        let req = request.into_inner();
+        self.node.require_leader()?;
+        if !self.require_member(req.id)? {
+            // Already a learner: nothing to do, so retries are safe.
+            return Ok(Response::new(self.members()));
+        }
+        self.check_fewer_voters(req.id, req.force)?;
+        tracing::info!(
+            node_id = self.node.id,
+            voter = req.id,
+            force = req.force,
+            "demoting voter to learner"
+        );
+        self.change(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), true)
+            .await?;
+        Ok(Response::new(self.members()))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn remove(
+        &self,
+        request: Request<v1::ChangeRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        let req = request.into_inner();
+        self.node.require_leader()?;
+        let voter = self.require_member(req.id)?;
+        let addr = self
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&req.id)
+            .map(|n| n.addr.clone());
+        if voter {
+            self.check_fewer_voters(req.id, req.force)?;
+            tracing::info!(
+                node_id = self.node.id,
+                voter = req.id,
+                force = req.force,
+                "removing voter"
+            );
+            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false)
+                .await?;
+        } else {
+            tracing::info!(node_id = self.node.id, learner = req.id, "removing learner");
+            self.change(ChangeMembers::RemoveNodes(BTreeSet::from([req.id])), false)
+                .await?;
+        }
+        if let Some(addr) = addr.filter(|_| req.id != self.node.id) {
+            self.tell_removed(req.id, &addr).await;
+        }
+        Ok(Response::new(self.members()))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn snapshot(
+        &self,
+        _request: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<v1::SnapshotResponse>, Status> {
+        let applied = self.node.applied_index();
+        self.node
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ServerError::Unavailable(format!("raft is stopped: {e}")))?;
+        let m = self
+            .node
+            .raft
+            .wait(Some(std::time::Duration::from_secs(30)))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot taken",
+            )
+            .await
+            .map_err(|e| ServerError::Unavailable(format!("the snapshot did not complete: {e}")))?;
+        Ok(Response::new(v1::SnapshotResponse {
+            node_id: self.node.id,
+            snapshot_index: m.snapshot.map(|s| s.index).unwrap_or(0),
+            purged_index: m.purged.map(|p| p.index).unwrap_or(0),
+        }))
+    }
+
+    type BackupStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::BackupChunk, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn backup(
+        &self,
+        _request: Request<v1::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        // Read linearizably, then encode a copy taken under the read lock.
+        self.node.linearizable().await?;
+        let copy = self.node.state.read().clone();
+        let applied_index = copy.last_applied.map(|l| l.index).unwrap_or(0);
+        let data = tokio::task::spawn_blocking(move || tidal_store::encode_snapshot(&copy))
+            .await
+            .map_err(|e| ServerError::Internal(format!("encoding the backup: {e}")))?
+            .map_err(|e| ServerError::Internal(format!("encoding the backup: {e}")))?;
+        let chunks: Vec<Result<v1::BackupChunk, Status>> = data
+            .chunks(BACKUP_CHUNK)
+            .map(|c| {
+                Ok(v1::BackupChunk {
+                    data: c.to_vec(),
+                    applied_index,
+                })
+            })
+            .collect();
+        tracing::info!(
+            node_id = self.node.id,
+            log_index = applied_index,
+            bytes = data.len(),
+            "backup served"
+        );
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
     async fn members(

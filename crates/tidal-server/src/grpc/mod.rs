@@ -40,6 +40,8 @@ pub async fn serve(
     let cluster = ClusterServer::new(cluster_service::ClusterService { node: node.clone() });
     let raft = RaftServer::new(raft_service::RaftService {
         raft: node.raft.clone(),
+        node_id: node.id,
+        removed: node.removed.clone(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);

@@ -117,12 +117,45 @@ async fn commit_barrier(node: Arc<Node>, leadership: Arc<Leadership>) {
     }
 }
 
+/// Why this node should stop: it was a member, and its latest membership no
+/// longer names it (it was removed with `tidal cluster remove`). Only a node
+/// that has seen itself as a member can be removed: a joining learner first
+/// sees older configurations (from the log or a snapshot) without itself.
+/// The leader stops replicating to a removed node once the change commits,
+/// so the membership entry itself is the signal; a node cut off while it was
+/// removed never receives it and must be stopped by hand.
+fn removed_from(
+    m: &openraft::RaftMetrics<u64, openraft::BasicNode>,
+    id: u64,
+    was_member: &mut bool,
+) -> Option<String> {
+    let stored = &m.membership_config;
+    let at = stored.log_id().as_ref()?;
+    let membership = stored.membership();
+    if membership.get_node(&id).is_some() {
+        *was_member = true;
+        return None;
+    }
+    (*was_member && membership.nodes().count() > 0).then(|| {
+        format!(
+            "node {id} was removed from the cluster (membership at log index {}); it stops serving. \
+             To bring this machine back, wipe its data directory and add it again with `tidal cluster add-learner`",
+            at.index
+        )
+    })
+}
+
 /// Watches Raft metrics and starts or ends leadership as the role changes.
 pub async fn watch_leadership(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
+    let mut was_member = false;
     loop {
         let (is_leader, term) = {
             let m = metrics.borrow_and_update();
+            if let Some(why) = removed_from(&m, node.id, &mut was_member) {
+                tracing::error!(node_id = node.id, "{why}");
+                node.removed.send_replace(Some(why));
+            }
             (
                 m.current_leader == Some(node.id) && m.state.is_leader(),
                 m.current_term,

@@ -1,0 +1,474 @@
+//! Operating a data center's Raft group from the CLI, against real
+//! processes: grow and shrink under load, a learner that needs a snapshot,
+//! a leader killed in the middle of a change, backup and restore, refusals.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tidal_client::{v1, Client, ClientOptions};
+use tokio::time::{sleep, Instant};
+
+use crate::harness::{free_ports, AgentOpts, Cluster, ClusterOpts, Proc};
+
+/// Members as node `addr` itself sees them: (id, voter) pairs.
+async fn members_seen_by(c: &Cluster, addr: &str) -> anyhow::Result<Vec<(u64, bool)>> {
+    let one = Client::with_options(
+        vec![addr.to_string()],
+        ClientOptions {
+            retry_for: Duration::from_secs(2),
+            ..c.client.options().clone()
+        },
+    )?;
+    let r = one.members().await?;
+    Ok(r.members.iter().map(|m| (m.id, m.voter)).collect())
+}
+
+/// Waits until every running node reports the same members, and returns them.
+async fn agreed_members(c: &Cluster, timeout: Duration) -> anyhow::Result<Vec<(u64, bool)>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut views = Vec::new();
+        for n in c.nodes.iter().filter(|n| n.proc.is_some()) {
+            views.push(members_seen_by(c, &n.addr).await.unwrap_or_default());
+        }
+        if views.windows(2).all(|w| w[0] == w[1]) && !views[0].is_empty() {
+            return Ok(views.remove(0));
+        }
+        if Instant::now() > deadline {
+            bail!("members disagree: {views:?}\n{}", c.logs_tail(20));
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn spec(key: String) -> v1::TaskSpec {
+    v1::TaskSpec {
+        task_type: "t2i".into(),
+        payload: key.clone().into_bytes(),
+        idempotency_key: key,
+        ..Default::default()
+    }
+}
+
+/// Waits until every task is finished; returns them all.
+async fn wait_all_finished(c: &Cluster, timeout: Duration) -> anyhow::Result<Vec<v1::Task>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let tasks = c
+            .client
+            .list_all_tasks(v1::ListTasksRequest {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await?;
+        let open = tasks
+            .iter()
+            .filter(|t| {
+                !matches!(
+                    tidal_client::task_state_name(t.state),
+                    "succeeded" | "failed" | "cancelled"
+                )
+            })
+            .count();
+        if open == 0 {
+            return Ok(tasks);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{open} tasks unfinished after {timeout:?}\n{}",
+                c.logs_tail(20)
+            );
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_to_five_and_shrink_to_three_under_load() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 5,
+        join: false,
+        ..ClusterOpts::default()
+    })
+    .await?;
+    for id in 2..=3 {
+        c.tidal_ok(&[
+            "cluster",
+            "add-learner",
+            "--id",
+            &id.to_string(),
+            "--addr",
+            &c.node(id).addr.clone(),
+            "--wait",
+        ])?;
+        c.tidal_ok(&["cluster", "promote", &id.to_string()])?;
+    }
+    let runs = c.dir.path().join("runs.log");
+    let worker = format!("echo \"$TIDAL_TASK_ID\" >> '{}'; cat", runs.display());
+    for a in ["agent-1", "agent-2"] {
+        c.start_agent(
+            AgentOpts::new(a, &["t2i"])
+                .slots(4)
+                .command(&["sh", "-c", &worker]),
+        )?;
+    }
+    c.wait_agents(2, Duration::from_secs(30)).await?;
+
+    // Four clients submit until told to stop; they keep what was acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for k in 0..4 {
+        let (client, stop) = (c.client.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                if let Ok(r) = client.submit_one(spec(format!("m{k}-{n}"))).await {
+                    acked.push(r.id);
+                }
+                sleep(Duration::from_millis(10)).await;
+            }
+            acked
+        }));
+    }
+
+    // Grow 3 -> 5, one change at a time, then shrink back, removing node 1
+    // (the first leader) and node 4.
+    for id in 4..=5 {
+        c.tidal_ok(&[
+            "cluster",
+            "add-learner",
+            "--id",
+            &id.to_string(),
+            "--addr",
+            &c.node(id).addr.clone(),
+            "--wait",
+        ])?;
+        c.tidal_ok(&["cluster", "promote", &id.to_string()])?;
+    }
+    let five = agreed_members(&c, Duration::from_secs(20)).await?;
+    assert_eq!(five.iter().filter(|m| m.1).count(), 5, "{five:?}");
+    for id in [1u64, 4] {
+        c.tidal_ok(&["cluster", "remove", &id.to_string()])?;
+    }
+    // A removed node says so and stops.
+    for id in [1u64, 4] {
+        let mut p: Proc = c.node_mut(id).proc.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while p.is_running() {
+            if Instant::now() > deadline {
+                bail!("removed node {id} still runs\n{}", p.log_tail(20));
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            p.log_tail(50).contains("was removed from the cluster"),
+            "{}",
+            p.log_tail(20)
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for h in clients {
+        acked.extend(h.await?);
+    }
+    assert!(
+        acked.len() > 50,
+        "the clients made progress: {}",
+        acked.len()
+    );
+    let three = agreed_members(&c, Duration::from_secs(20)).await?;
+    assert_eq!(three, vec![(2, true), (3, true), (5, true)]);
+
+    // Every acknowledged task completed, each exactly once.
+    let tasks = wait_all_finished(&c, Duration::from_secs(120)).await?;
+    let by_id: BTreeMap<&str, &v1::Task> = tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let log = std::fs::read_to_string(&runs)?;
+    let mut runs_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in log.lines() {
+        *runs_of.entry(line).or_default() += 1;
+    }
+    for id in &acked {
+        let t = by_id
+            .get(id.as_str())
+            .with_context(|| format!("acknowledged task {id} is lost"))?;
+        assert_eq!(tidal_client::task_state_name(t.state), "succeeded", "{t:?}");
+        assert_eq!(
+            runs_of.get(id.as_str()),
+            Some(&1),
+            "task {id} ran {:?} times",
+            runs_of.get(id.as_str())
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_behind_the_purged_log_catches_up_by_snapshot() -> anyhow::Result<()> {
+    let args = ["--snapshot-every", "50", "--keep-log-entries", "5"]
+        .map(String::from)
+        .to_vec();
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 4,
+        join: false,
+        server_args: args,
+        ..ClusterOpts::default()
+    })
+    .await?;
+    for id in 2..=3 {
+        c.client.add_learner(id, &c.node(id).addr).await?;
+        c.client.promote(id).await?;
+    }
+    c.kill_node(4);
+    for batch in 0..4 {
+        let specs = (0..50).map(|i| spec(format!("s{batch}-{i}"))).collect();
+        c.client.submit(specs).await?;
+    }
+    let snap = c.client.snapshot().await?;
+    assert!(snap.purged_index > 0, "the leader purged its log: {snap:?}");
+    c.start_node(4, false)?;
+    c.tidal_ok(&[
+        "cluster",
+        "add-learner",
+        "--id",
+        "4",
+        "--addr",
+        &c.node(4).addr.clone(),
+        "--wait",
+    ])?;
+    let leader = c.client.status().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.client.status_of(&c.node(4).addr).await?;
+        if s.applied_index == leader.applied_index && s.state_digest == leader.state_digest {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("node 4 did not catch up: {s:?} vs {leader:?}");
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(c.dir.path().join("node4.log"))?;
+    assert!(
+        log.contains("snapshot installed"),
+        "node 4 caught up by snapshot:\n{}",
+        c.logs_tail(20)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_change_leaves_one_agreed_configuration() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 4,
+        join: false,
+        ..ClusterOpts::default()
+    })
+    .await?;
+    for id in 2..=3 {
+        c.client.add_learner(id, &c.node(id).addr).await?;
+        c.client.promote(id).await?;
+    }
+    c.client.add_learner(4, &c.node(4).addr).await?;
+    let (leader, _) = c.wait_leader(Duration::from_secs(5)).await?;
+    // Promote node 4 and kill the leader while the change is in flight.
+    let client = c.client.clone();
+    let promote = tokio::spawn(async move { client.promote(4).await });
+    sleep(Duration::from_millis(5)).await;
+    c.kill_node(leader);
+    let _ = promote.await?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+    // Whatever the outcome, the survivors agree; a retried promote lands.
+    agreed_members(&c, Duration::from_secs(20)).await?;
+    c.client
+        .promote(4)
+        .await
+        .context("promote after the failover")?;
+    c.start_node(leader, false)?;
+    let members = agreed_members(&c, Duration::from_secs(30)).await?;
+    assert_eq!(members, vec![(1, true), (2, true), (3, true), (4, true)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_every_task_and_agent_into_a_new_cluster() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    c.start_agent(AgentOpts::new("agent-1", &["t2i"]).slots(4))?;
+    c.wait_agents(1, Duration::from_secs(30)).await?;
+    c.tidal_ok(&["queue", "set", "vip", "--weight", "8"])?;
+    c.client
+        .submit((0..40).map(|i| spec(format!("b{i}"))).collect())
+        .await?;
+    wait_all_finished(&c, Duration::from_secs(60)).await?;
+    c.client
+        .submit(
+            (0..5)
+                .map(|i| v1::TaskSpec {
+                    task_type: "nobody-runs-this".into(),
+                    ..spec(format!("p{i}"))
+                })
+                .collect(),
+        )
+        .await?;
+    let backup = c.dir.path().join("backup.tidal");
+    let out = c.tidal_ok(&["cluster", "snapshot", "save", &backup.display().to_string()])?;
+    assert!(out.contains("wrote a backup"), "{out}");
+    let tasks = c
+        .client
+        .list_all_tasks(v1::ListTasksRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    let agents = c.client.list_agents(false).await?;
+    let queues = c.client.list_queues().await?;
+
+    // A new single-node cluster from the backup, on another port and directory.
+    let addr = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let data = c.dir.path().join("restored");
+    let args: Vec<String> = [
+        "server",
+        "--id",
+        "1",
+        "--dc",
+        "dc1",
+        "--listen",
+        &addr,
+        "--data",
+        &data.display().to_string(),
+        "--restore",
+        &backup.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _restored = Proc::spawn("restored", &args, &c.dir.path().join("restored.log"))?;
+    let new = Client::with_options(vec![addr.clone()], c.client.options().clone())?;
+    let mut waited = 0;
+    let restored_tasks = loop {
+        match new
+            .list_all_tasks(v1::ListTasksRequest {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(t) => break t,
+            Err(e) if waited < 100 => {
+                waited += 1;
+                let _ = e;
+                sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => bail!("the restored node does not serve: {e}"),
+        }
+    };
+    let key = |t: &v1::Task| {
+        (
+            t.id.clone(),
+            t.state,
+            t.agent.clone(),
+            t.token,
+            t.attempt,
+            t.result.clone(),
+            t.spec.clone(),
+        )
+    };
+    assert_eq!(
+        restored_tasks.iter().map(key).collect::<Vec<_>>(),
+        tasks.iter().map(key).collect::<Vec<_>>()
+    );
+    let restored_agents = new.list_agents(false).await?;
+    let akey = |a: &v1::AgentInfo| (a.spec.clone(), a.state, a.slots_in_use, a.registered_ms);
+    assert_eq!(
+        restored_agents.iter().map(akey).collect::<Vec<_>>(),
+        agents.iter().map(akey).collect::<Vec<_>>()
+    );
+    assert_eq!(new.list_queues().await?, queues);
+    // It is a working cluster of its own: it takes new work.
+    let r = new.submit_one(spec("after-restore".into())).await?;
+    assert!(r.log_index > 0);
+    let members = new.members().await?;
+    assert_eq!(
+        members
+            .members
+            .iter()
+            .map(|m| (m.id, m.voter))
+            .collect::<Vec<_>>(),
+        vec![(1, true)]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_mistakes_are_refused_and_change_nothing() -> anyhow::Result<()> {
+    let c = Cluster::start(ClusterOpts::default()).await?;
+    let before = c.client.members().await?;
+    for (args, says) in [
+        (vec!["cluster", "promote", "9"], "node 9 is not a member"),
+        (vec!["cluster", "demote", "9"], "node 9 is not a member"),
+        (vec!["cluster", "remove", "9"], "node 9 is not a member"),
+        (vec!["cluster", "remove", "3"], "would leave 2 voter(s)"),
+        (vec!["cluster", "demote", "2"], "would leave 2 voter(s)"),
+        (
+            vec![
+                "cluster",
+                "add-learner",
+                "--id",
+                "2",
+                "--addr",
+                "127.0.0.1:1",
+            ],
+            "member id 2 is already in use",
+        ),
+        (
+            vec!["cluster", "add-learner", "--id", "7", "--addr", "localhost"],
+            "not HOST:PORT",
+        ),
+        (
+            vec!["cluster", "snapshot", "load", "x"],
+            "snapshot save FILE",
+        ),
+    ] {
+        let o = c.tidal(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_ne!(o.status.code(), Some(0), "{args:?} must be refused");
+        assert!(err.contains(says), "{args:?}: expected {says:?} in {err}");
+    }
+    assert_eq!(
+        c.client.remove(3, false).await.unwrap_err().code,
+        tonic::Code::FailedPrecondition
+    );
+    assert_eq!(
+        c.client.remove(9, false).await.unwrap_err().code,
+        tonic::Code::NotFound
+    );
+    // The last voter cannot go, even with --force.
+    let solo = Cluster::start(ClusterOpts {
+        nodes: 1,
+        ..ClusterOpts::default()
+    })
+    .await?;
+    let o = solo.tidal(&["cluster", "remove", "1", "--force"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("last voter"),
+        "{o:?}"
+    );
+    let after = c.client.members().await?;
+    assert_eq!(
+        after
+            .members
+            .iter()
+            .map(|m| (m.id, m.voter, m.addr.clone()))
+            .collect::<Vec<_>>(),
+        before
+            .members
+            .iter()
+            .map(|m| (m.id, m.voter, m.addr.clone()))
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
