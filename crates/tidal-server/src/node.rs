@@ -14,6 +14,7 @@ use tidal_store::{Raft, StateHandle, StoreOptions};
 use crate::batcher::Batcher;
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
+use crate::grpc::raft_service::VoteGate;
 use crate::leader::Leadership;
 use crate::now_ms;
 use crate::raft_network::{Contacts, Network};
@@ -34,6 +35,8 @@ pub struct Node {
     /// Set (with the reason) once this node finds it was removed from the
     /// cluster; the server then stops.
     pub removed: tokio::sync::watch::Sender<Option<String>>,
+    /// Keeps this node from voting while it catches up after an empty start.
+    pub vote_gate: Arc<VoteGate>,
 }
 
 impl Node {
@@ -61,7 +64,7 @@ impl Node {
             })?;
             tracing::info!(node_id = config.node_id, log_index = index, backup = %backup.display(), "restored a backup as a new single-node cluster");
         }
-        let (log_store, state_machine) = tidal_store::open(
+        let (mut log_store, state_machine) = tidal_store::open(
             &config.data_dir.join("raft"),
             StoreOptions {
                 flush_delay: config.flush_delay,
@@ -69,6 +72,20 @@ impl Node {
         )
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let state = state_machine.handle();
+        // Nothing in the log, no vote and no snapshot: a new node, or a member
+        // whose disk was wiped (see VoteGate).
+        let started_empty = {
+            use openraft::storage::RaftLogStorage;
+            let log = log_store
+                .get_log_state()
+                .await
+                .context("reading the log state")?;
+            let vote = log_store.read_vote().await.context("reading the vote")?;
+            log.last_log_id.is_none()
+                && vote.is_none()
+                && state.read().last_applied.is_none()
+                && !config.init
+        };
         let network = Network::new(config.source_ip);
         let raft_config = openraft::Config {
             cluster_name: format!("tidal-{}", config.dc),
@@ -128,6 +145,7 @@ impl Node {
             leadership: Mutex::new(None),
             contacts: network.contacts(),
             removed: tokio::sync::watch::channel(None).0,
+            vote_gate: Arc::new(VoteGate::new(started_empty)),
         }))
     }
 

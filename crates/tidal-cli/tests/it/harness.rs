@@ -433,5 +433,12 @@ impl Drop for Cluster {
                 p.kill();
             }
         }
+        // TIDAL_IT_KEEP=1 keeps the data directories and logs, for debugging.
+        if std::env::var_os("TIDAL_IT_KEEP").is_some() {
+            if let Ok(empty) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, empty).keep();
+                eprintln!("kept {}", kept.display());
+            }
+        }
     }
 }

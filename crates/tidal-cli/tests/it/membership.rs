@@ -472,3 +472,57 @@ async fn membership_mistakes_are_refused_and_change_nothing() -> anyhow::Result<
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_on_a_wiped_directory_does_not_corrupt_the_cluster() -> anyhow::Result<()>
+{
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    let first = c
+        .client
+        .submit((0..30).map(|i| spec(format!("w{i}"))).collect())
+        .await?;
+    let (leader, _) = c.wait_leader(Duration::from_secs(5)).await?;
+    let victim = if leader == 3 { 2 } else { 3 };
+    c.kill_node(victim);
+    std::fs::remove_dir_all(&c.node(victim).data)?;
+    c.start_node(victim, false)?;
+    // The leader meets a follower whose log went back to nothing: it must
+    // neither panic nor lose anything, and re-replicate to it.
+    let more = c
+        .client
+        .submit((0..10).map(|i| spec(format!("x{i}"))).collect())
+        .await?;
+    let leader_now = c.client.status().await?.leader_id;
+    let addr = c.node(victim).addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = c.client.status().await?;
+        if let Ok(s) = c.client.status_of(&addr).await {
+            if s.applied_index == l.applied_index && s.state_digest == l.state_digest {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the wiped node did not catch up\n{}", c.logs_tail(20));
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        c.client.status().await?.leader_id,
+        leader_now,
+        "the leader stayed up"
+    );
+    assert_eq!(leader_now, leader);
+    let tasks = c
+        .client
+        .list_all_tasks(v1::ListTasksRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    for r in first.iter().chain(&more) {
+        assert!(tasks.iter().any(|t| t.id == r.id), "task {} is lost", r.id);
+    }
+    assert_eq!(tasks.len(), 40);
+    Ok(())
+}

@@ -42,6 +42,7 @@ pub async fn serve(
         raft: node.raft.clone(),
         node_id: node.id,
         removed: node.removed.clone(),
+        vote_gate: node.vote_gate.clone(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);

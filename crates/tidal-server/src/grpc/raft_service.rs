@@ -1,16 +1,72 @@
 //! The Raft transport, server side: decodes openraft's RPCs and hands them to
 //! the local Raft node.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::raft::AppendEntriesRequest;
 use tidal_proto::raft::raft_server::Raft as RaftRpc;
 use tidal_proto::raft::RaftPayload;
-use tidal_store::Raft;
+use tidal_store::{Raft, TypeConfig};
 use tonic::{Request, Response, Status};
 
 use crate::raft_network::{decode, encode};
 
+/// Keeps a node that started on an empty store from voting until it holds
+/// everything committed when it came back. A member restarted on a wiped
+/// disk has lost entries it acknowledged; if its empty log helped elect a
+/// candidate that misses them, committed entries would be lost. So such a
+/// node votes only once it has applied the commit index of the first
+/// leader it hears from (a brand-new learner waits the same way, harmlessly).
+pub struct VoteGate {
+    open: AtomicBool,
+    /// The first leader commit index heard since start (`u64::MAX`: none yet).
+    target: AtomicU64,
+}
+
+impl VoteGate {
+    /// Closed for a node that started on an empty store, open otherwise.
+    pub fn new(started_empty: bool) -> VoteGate {
+        VoteGate {
+            open: AtomicBool::new(!started_empty),
+            target: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn saw_leader_commit(&self, commit: Option<u64>) {
+        if !self.open.load(Ordering::Relaxed) {
+            let _ = self.target.compare_exchange(
+                u64::MAX,
+                commit.unwrap_or(0),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn check(&self, applied: u64) -> Result<(), String> {
+        if self.open.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.target.load(Ordering::Relaxed) {
+            u64::MAX => Err("this node started on an empty store and has not heard from a leader yet; it does not vote".into()),
+            t if applied >= t => {
+                self.open.store(true, Ordering::Relaxed);
+                tracing::info!(log_index = applied, "caught up after starting empty; this node votes again");
+                Ok(())
+            }
+            t => Err(format!(
+                "this node started on an empty store and has applied {applied} of the {t} entries committed when it \
+                 came back; it does not vote until it has them all"
+            )),
+        }
+    }
+}
+
 pub struct RaftService {
     pub raft: Raft,
     pub node_id: u64,
+    pub vote_gate: Arc<VoteGate>,
     /// Set when the leader says this node was removed; the server then stops.
     pub removed: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -30,26 +86,23 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req = decode(&request.into_inner().data).map_err(bad_request)?;
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode(&request.into_inner().data).map_err(bad_request)?;
+        self.vote_gate
+            .saw_leader_commit(req.leader_commit.map(|l| l.index));
         reply(&self.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        // A node that knows no membership has not joined (or lost its data):
-        // its empty log must not help elect anyone, so it does not vote.
-        if self
+        let applied = self
             .raft
             .metrics()
             .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .next()
-            .is_none()
-        {
-            return Err(Status::failed_precondition(
-                "this node has not joined a cluster (or its data was wiped); it does not vote",
-            ));
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        if let Err(why) = self.vote_gate.check(applied) {
+            return Err(Status::failed_precondition(why));
         }
         let req = decode(&request.into_inner().data).map_err(bad_request)?;
         reply(&self.raft.vote(req).await)
@@ -83,5 +136,26 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftPayload>, Status> {
         let req = decode(&request.into_inner().data).map_err(bad_request)?;
         reply(&self.raft.install_snapshot(req).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VoteGate;
+
+    #[test]
+    fn an_empty_start_votes_only_after_applying_the_first_leader_commit() {
+        let gate = VoteGate::new(true);
+        assert!(gate.check(0).is_err(), "no leader heard yet");
+        gate.saw_leader_commit(Some(40));
+        gate.saw_leader_commit(Some(90)); // the first commit index heard is the target
+        assert!(gate.check(39).unwrap_err().contains("applied 39 of the 40"));
+        assert!(gate.check(40).is_ok());
+        assert!(gate.check(0).is_ok(), "once open, it stays open");
+    }
+
+    #[test]
+    fn a_node_with_state_votes_at_once() {
+        assert!(VoteGate::new(false).check(0).is_ok());
     }
 }
