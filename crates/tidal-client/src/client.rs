@@ -382,6 +382,26 @@ impl Client {
         .await
     }
 
+    /// Hands leadership to voter `id`.
+    pub async fn transfer_leader(&self, id: u64) -> Result<v1::MembersResponse, Error> {
+        let req = v1::TransferLeaderRequest { id };
+        let r = self
+            .call(true, |ch| async move {
+                Ok(ClusterClient::new(ch)
+                    .transfer_leader(req)
+                    .await?
+                    .into_inner())
+            })
+            .await?;
+        // The old leader answered; the next call goes to the new one.
+        if let Some(m) = r.members.iter().find(|m| m.id == id) {
+            if let Ok(addr) = endpoint::normalize(&m.addr) {
+                self.set_leader(&addr);
+            }
+        }
+        Ok(r)
+    }
+
     /// Makes a voter a learner; `force` skips the server's safety checks.
     pub async fn demote(&self, id: u64, force: bool) -> Result<v1::MembersResponse, Error> {
         let req = v1::ChangeRequest { id, force };

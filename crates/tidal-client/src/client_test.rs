@@ -162,6 +162,13 @@ impl cluster_server::Cluster for Fake {
         Ok(Response::new(v1::MembersResponse::default()))
     }
 
+    async fn transfer_leader(
+        &self,
+        _r: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     async fn demote(
         &self,
         _r: Request<v1::ChangeRequest>,

@@ -21,6 +21,11 @@ struct Job<I, O> {
 }
 
 /// A queue of requests that become one command per batch.
+/// Every proposal holds this for reading while it writes; a leadership
+/// transfer holds it for writing, so no new entry refreshes the followers'
+/// leader lease while the target campaigns.
+pub type WriteGate = Arc<tokio::sync::RwLock<()>>;
+
 pub struct Batcher<I, O> {
     tx: mpsc::UnboundedSender<Job<I, O>>,
 }
@@ -38,6 +43,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// takes the per-item results out of its response (in item order).
     pub fn spawn(
         raft: Raft,
+        gate: WriteGate,
         max_items: usize,
         max_in_flight: usize,
         wrap: fn(Vec<I>) -> Command,
@@ -62,8 +68,9 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                         Err(_) => break,
                     }
                 }
-                let raft = raft.clone();
+                let (raft, gate) = (raft.clone(), gate.clone());
                 tokio::spawn(async move {
+                    let _open = gate.read().await;
                     commit(&raft, jobs, count, wrap, unwrap).await;
                     drop(permit);
                 });

@@ -11,7 +11,7 @@ use tidal_core::command::{Command, Completion, Envelope, Rejection, Response, Su
 use tidal_core::model::TaskSpec;
 use tidal_store::{Raft, StateHandle, StoreOptions};
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, WriteGate};
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
 use crate::grpc::raft_service::VoteGate;
@@ -37,6 +37,8 @@ pub struct Node {
     pub removed: tokio::sync::watch::Sender<Option<String>>,
     /// Keeps this node from voting while it catches up after an empty start.
     pub vote_gate: Arc<VoteGate>,
+    /// Held for reading by every proposal, for writing by a leadership transfer.
+    pub write_gate: WriteGate,
 }
 
 impl Node {
@@ -126,15 +128,29 @@ impl Node {
             tracing::info!(node_id = config.node_id, dc = %config.dc, "initialized a new cluster");
         }
         let max_batch = config.limits.max_batch;
-        let submits = Batcher::spawn(raft.clone(), max_batch, 4, Command::Submit, |r| match r {
-            Response::Submitted(items) => Some(items),
-            _ => None,
-        });
-        let completions =
-            Batcher::spawn(raft.clone(), max_batch, 2, Command::Complete, |r| match r {
+        let write_gate = WriteGate::default();
+        let submits = Batcher::spawn(
+            raft.clone(),
+            write_gate.clone(),
+            max_batch,
+            4,
+            Command::Submit,
+            |r| match r {
+                Response::Submitted(items) => Some(items),
+                _ => None,
+            },
+        );
+        let completions = Batcher::spawn(
+            raft.clone(),
+            write_gate.clone(),
+            max_batch,
+            2,
+            Command::Complete,
+            |r| match r {
                 Response::Completed(items) => Some(items),
                 _ => None,
-            });
+            },
+        );
         Ok(Arc::new(Node {
             id: config.node_id,
             config,
@@ -146,11 +162,13 @@ impl Node {
             contacts: network.contacts(),
             removed: tokio::sync::watch::channel(None).0,
             vote_gate: Arc::new(VoteGate::new(started_empty)),
+            write_gate,
         }))
     }
 
     /// Commits one command and returns its response and log index.
     pub async fn propose(&self, command: Command) -> Result<(Response, u64)> {
+        let _open = self.write_gate.read().await;
         let resp = self
             .raft
             .client_write(Envelope::new(now_ms(), command))

@@ -1,5 +1,5 @@
-//! `tidal cluster add-learner | promote | demote | remove | members |
-//! snapshot`: the Raft group's membership and snapshots.
+//! `tidal cluster add-learner | promote | transfer-leader | demote | remove |
+//! members | snapshot`: the Raft group's membership and snapshots.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,6 +23,8 @@ pub enum ClusterCmd {
     AddLearner(AddLearnerArgs),
     /// Make a learner a voter.
     Promote(ChangeArgs),
+    /// Hand leadership to another voter (writes pause for about an election timeout).
+    TransferLeader(TransferArgs),
     /// Make a voter a learner (refused if it would leave fewer than 3 voters, unless --force).
     Demote(ChangeArgs),
     /// Remove a member (refused if it would leave fewer than 3 voters, unless --force); it stops serving.
@@ -55,6 +57,14 @@ pub struct ChangeArgs {
     /// Skip the safety checks (fewer than 3 voters left, unreachable voters).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    /// The voter that should lead.
+    pub id: u64,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -98,6 +108,15 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                 .promote(a.id)
                 .await
                 .with_context(|| format!("promoting node {}", a.id))?;
+            (ctx, r)
+        }
+        ClusterCmd::TransferLeader(a) => {
+            let ctx = Ctx::new(&a.client)?;
+            let r = ctx
+                .client
+                .transfer_leader(a.id)
+                .await
+                .with_context(|| format!("transferring leadership to node {}", a.id))?;
             (ctx, r)
         }
         ClusterCmd::Demote(a) => {

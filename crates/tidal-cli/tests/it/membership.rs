@@ -526,3 +526,66 @@ async fn a_member_restarted_on_a_wiped_directory_does_not_corrupt_the_cluster() 
     assert_eq!(tasks.len(), 40);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_named_voter_under_load() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    c.start_agent(AgentOpts::new("agent-1", &["t2i"]).slots(4))?;
+    c.wait_agents(1, Duration::from_secs(30)).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (client, flag) = (c.client.clone(), stop.clone());
+    let load = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut n = 0;
+        while !flag.load(Ordering::Relaxed) {
+            n += 1;
+            if let Ok(r) = client.submit_one(spec(format!("l{n}"))).await {
+                acked.push(r.id);
+            }
+        }
+        acked
+    });
+    for round in 0..3 {
+        let (leader, _) = c.wait_leader(Duration::from_secs(10)).await?;
+        let target = if leader == 3 { 1 } else { leader + 1 };
+        let out = c.tidal_ok(&[
+            "cluster",
+            "transfer-leader",
+            &target.to_string(),
+            "-o",
+            "json",
+        ])?;
+        let m: serde_json::Value = serde_json::from_str(&out)?;
+        assert_eq!(m["leader_id"], target, "round {round}: {m}");
+        let s = c.client.status().await?;
+        assert_eq!(s.leader_id, target);
+    }
+    // Not to a learner, and naming the leader itself changes nothing.
+    let (leader, _) = c.wait_leader(Duration::from_secs(10)).await?;
+    c.tidal_ok(&["cluster", "transfer-leader", &leader.to_string()])?;
+    assert_eq!(c.client.status().await?.leader_id, leader);
+    let o = c.tidal(&["cluster", "transfer-leader", "9"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a member"),
+        "{o:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let acked = load.await?;
+    assert!(!acked.is_empty());
+    let tasks = wait_all_finished(&c, Duration::from_secs(60)).await?;
+    for id in &acked {
+        let t = tasks
+            .iter()
+            .find(|t| &t.id == id)
+            .with_context(|| format!("task {id} lost"))?;
+        assert_eq!(tidal_client::task_state_name(t.state), "succeeded");
+    }
+    let agents = c.client.list_agents(false).await?;
+    assert!(
+        agents
+            .iter()
+            .all(|a| a.state == v1::AgentState::Ready as i32),
+        "{agents:?}"
+    );
+    Ok(())
+}

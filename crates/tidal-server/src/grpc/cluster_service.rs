@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
+use std::time::Duration;
+use tidal_proto::raft::raft_client::RaftClient;
 use tidal_proto::v1::{self, cluster_server::Cluster};
 use tonic::{Request, Response, Status};
 
@@ -124,6 +126,118 @@ impl ClusterService {
         Ok(())
     }
 
+    /// Moves leadership to voter `target`: no new entries (the write gate),
+    /// no heartbeats and no own election here, the other voters hold theirs,
+    /// the target campaigns once it has the whole log. Everything is put back
+    /// whatever the outcome; a hold on the other voters ends by itself.
+    async fn transfer_to(&self, target: u64) -> Result<(), ServerError> {
+        let election_max = Duration::from_millis(self.node.config.election_timeout.1);
+        let hold = election_max * 8;
+        let (voters, target_addr) = {
+            let m = self.node.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            let voters: Vec<(u64, String)> = membership
+                .voter_ids()
+                .filter(|v| *v != self.node.id && *v != target)
+                .filter_map(|v| membership.get_node(&v).map(|n| (v, n.addr.clone())))
+                .collect();
+            (
+                voters,
+                membership
+                    .get_node(&target)
+                    .map(|n| n.addr.clone())
+                    .unwrap_or_default(),
+            )
+        };
+        let _no_writes = self.node.write_gate.write().await;
+        let last = self.node.raft.metrics().borrow().last_log_index;
+        let caught_up = self
+            .node
+            .raft
+            .wait(Some(election_max * 4))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&target).copied().flatten())
+                        .map(|l| l.index)
+                        >= last
+                },
+                "the target has the whole log",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(ServerError::FailedPrecondition(format!(
+                "node {target} is behind the leader's log; try again when `tidal cluster members` shows it caught up"
+            )));
+        }
+        tracing::info!(node_id = self.node.id, target, "transferring leadership");
+        for (id, addr) in &voters {
+            let held = async {
+                self.peer(addr)?
+                    .hold_elections(tidal_proto::raft::HoldElectionsRequest {
+                        millis: hold.as_millis() as u64,
+                    })
+                    .await
+                    .map_err(|s| s.message().to_string())
+            };
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(1), held)
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()))
+            {
+                tracing::warn!(node_id = self.node.id, voter = id, error = %e, "could not hold the voter's elections");
+            }
+        }
+        let rt = self.node.raft.runtime_config();
+        rt.elect(false);
+        rt.heartbeat(false);
+        let campaign = async {
+            self.peer(&target_addr)?
+                .campaign(tidal_proto::raft::CampaignRequest { node_id: target })
+                .await
+                .map_err(|s| s.message().to_string())
+        };
+        let asked = tokio::time::timeout(Duration::from_secs(1), campaign)
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        let moved = match asked {
+            Ok(_) => self
+                .node
+                .raft
+                .wait(Some(hold))
+                .metrics(|m| m.current_leader == Some(target), "the target leads")
+                .await
+                .is_ok(),
+            Err(e) => {
+                tracing::warn!(node_id = self.node.id, target, error = %e, "the target did not take the campaign request");
+                false
+            }
+        };
+        rt.heartbeat(true);
+        rt.elect(true);
+        if moved {
+            tracing::info!(node_id = self.node.id, target, "leadership transferred");
+            Ok(())
+        } else {
+            let now = self.node.raft.metrics().borrow().current_leader;
+            Err(ServerError::Unavailable(format!(
+                "leadership did not move to node {target} in {hold:?} (the leader is now {now:?}); retry"
+            )))
+        }
+    }
+
+    /// A client of the internal Raft service of the node at `addr`.
+    fn peer(&self, addr: &str) -> Result<RaftClient<tonic::transport::Channel>, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?;
+        let channel = tidal_proto::dial::connect_lazy(
+            endpoint,
+            self.node.config.source_ip,
+            Duration::from_secs(1),
+        );
+        Ok(RaftClient::new(channel))
+    }
+
     /// Tells node `id` at `addr` that it was removed (best effort): the
     /// leader no longer replicates to it, so it may never see the entry.
     async fn tell_removed(&self, id: u64, addr: &str) {
@@ -142,14 +256,7 @@ impl ClusterService {
             membership_index,
         };
         let sent = async {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| e.to_string())?;
-            let channel = tidal_proto::dial::connect_lazy(
-                endpoint,
-                self.node.config.source_ip,
-                std::time::Duration::from_secs(1),
-            );
-            tidal_proto::raft::raft_client::RaftClient::new(channel)
+            self.peer(addr)?
                 .removed(notice)
                 .await
                 .map_err(|s| s.message().to_string())
@@ -280,6 +387,26 @@ impl Cluster for ClusterService {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(ServerError::from)?;
+        Ok(Response::new(self.members()))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn transfer_leader(
+        &self,
+        request: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::MembersResponse>, Status> {
+        let target = request.into_inner().id;
+        self.node.require_leader()?;
+        if target == self.node.id {
+            return Ok(Response::new(self.members()));
+        }
+        if !self.require_member(target)? {
+            return Err(ServerError::FailedPrecondition(format!(
+                "node {target} is a learner; promote it before it can lead"
+            ))
+            .into());
+        }
+        self.transfer_to(target).await?;
         Ok(Response::new(self.members()))
     }
 

@@ -130,6 +130,40 @@ impl RaftRpc for RaftService {
         Ok(Response::new(tidal_proto::raft::RemovedAck {}))
     }
 
+    async fn hold_elections(
+        &self,
+        request: Request<tidal_proto::raft::HoldElectionsRequest>,
+    ) -> Result<Response<tidal_proto::raft::RemovedAck>, Status> {
+        // Bounded, and restored by a timer: a transfer that dies half way
+        // must not leave a voter that never campaigns.
+        let hold = std::time::Duration::from_millis(request.into_inner().millis.min(10_000));
+        self.raft.runtime_config().elect(false);
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            raft.runtime_config().elect(true);
+        });
+        Ok(Response::new(tidal_proto::raft::RemovedAck {}))
+    }
+
+    async fn campaign(
+        &self,
+        request: Request<tidal_proto::raft::CampaignRequest>,
+    ) -> Result<Response<tidal_proto::raft::RemovedAck>, Status> {
+        if request.into_inner().node_id != self.node_id {
+            return Err(Status::invalid_argument(
+                "the campaign request names another node",
+            ));
+        }
+        tracing::info!(node_id = self.node_id, "asked to campaign for leadership");
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(format!("raft is stopped: {e}")))?;
+        Ok(Response::new(tidal_proto::raft::RemovedAck {}))
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<RaftPayload>,
