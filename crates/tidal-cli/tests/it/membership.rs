@@ -589,3 +589,53 @@ async fn leadership_moves_to_the_named_voter_under_load() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_unreachable_voters_would_block_is_refused() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 5,
+        ..ClusterOpts::default()
+    })
+    .await?;
+    let (leader, _) = c.wait_leader(Duration::from_secs(10)).await?;
+    let followers: Vec<u64> = (1..=5).filter(|&i| i != leader).collect();
+    // Members show lag and last contact for every voter while all are up.
+    let m: serde_json::Value =
+        serde_json::from_str(&c.tidal_ok(&["cluster", "members", "-o", "json"])?)?;
+    for x in m["members"].as_array().expect("members") {
+        assert!(
+            x["lag"].as_u64().is_some() && x["last_contact_ms"].as_i64().is_some(),
+            "{x}"
+        );
+    }
+    c.kill_node(followers[0]);
+    c.kill_node(followers[1]);
+    // Once the two are known to be gone, removing a third voter is refused:
+    // only 2 of the 4 voters left would answer.
+    let victim = followers[2].to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let err = loop {
+        let o = c.tidal(&["cluster", "remove", &victim]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        if err.contains("answered recently") {
+            break err;
+        }
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "the remove must not succeed: {err}"
+        );
+        if Instant::now() > deadline {
+            bail!("never refused for unreachable voters: {err}");
+        }
+        sleep(Duration::from_millis(300)).await;
+    };
+    assert!(err.contains("--force"), "{err}");
+    let members = c.client.members().await?;
+    assert_eq!(
+        members.members.iter().filter(|m| m.voter).count(),
+        5,
+        "nothing changed"
+    );
+    Ok(())
+}

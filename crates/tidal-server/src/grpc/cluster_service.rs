@@ -382,11 +382,8 @@ impl Cluster for ClusterService {
             }
         }
         tracing::info!(node_id = self.node.id, voter = id, "promoting learner");
-        self.node
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(ServerError::from)?;
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await?;
         Ok(Response::new(self.members()))
     }
 
