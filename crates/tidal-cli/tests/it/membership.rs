@@ -637,5 +637,54 @@ async fn a_change_that_unreachable_voters_would_block_is_refused() -> anyhow::Re
         5,
         "nothing changed"
     );
+
+    // Forced, the change goes in but cannot commit while the two are down;
+    // a second change meanwhile is refused.
+    let o = c.tidal(&[
+        "cluster",
+        "remove",
+        &victim,
+        "--force",
+        "--timeout-ms",
+        "2000",
+    ]);
+    assert_ne!(o.status.code(), Some(0), "it cannot commit yet");
+    let other = followers[3].to_string();
+    let o = c.tidal(&["cluster", "remove", &other, "--force"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another membership change is in progress"),
+        "{err}"
+    );
+    // Back up, the first change completes and everyone agrees.
+    c.start_node(followers[0], false)?;
+    c.start_node(followers[1], false)?;
+    // The removed node is told, and stops.
+    let mut removed: Proc = c.node_mut(followers[2]).proc.take().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while removed.is_running() {
+        if Instant::now() > deadline {
+            bail!("the removed node still runs\n{}", removed.log_tail(20));
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        removed
+            .log_tail(50)
+            .contains("was removed from the cluster"),
+        "{}",
+        removed.log_tail(20)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = agreed_members(&c, Duration::from_secs(30)).await?;
+        if v.len() == 4 && v.iter().all(|m| m.1 && m.0 != followers[2]) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the forced removal did not complete: {v:?}");
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }

@@ -174,7 +174,7 @@ impl ClusterService {
         tracing::info!(node_id = self.node.id, target, "transferring leadership");
         for (id, addr) in &voters {
             let held = async {
-                self.peer(addr)?
+                peer(&self.node, addr)?
                     .hold_elections(tidal_proto::raft::HoldElectionsRequest {
                         millis: hold.as_millis() as u64,
                     })
@@ -192,7 +192,7 @@ impl ClusterService {
         rt.elect(false);
         rt.heartbeat(false);
         let campaign = async {
-            self.peer(&target_addr)?
+            peer(&self.node, &target_addr)?
                 .campaign(tidal_proto::raft::CampaignRequest { node_id: target })
                 .await
                 .map_err(|s| s.message().to_string())
@@ -226,58 +226,6 @@ impl ClusterService {
         }
     }
 
-    /// A client of the internal Raft service of the node at `addr`.
-    fn peer(&self, addr: &str) -> Result<RaftClient<tonic::transport::Channel>, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?;
-        let channel = tidal_proto::dial::connect_lazy(
-            endpoint,
-            self.node.config.source_ip,
-            Duration::from_secs(1),
-        );
-        Ok(RaftClient::new(channel))
-    }
-
-    /// Tells node `id` at `addr` that it was removed (best effort): the
-    /// leader no longer replicates to it, so it may never see the entry.
-    async fn tell_removed(&self, id: u64, addr: &str) {
-        let membership_index = self
-            .node
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .log_id()
-            .map(|l| l.index)
-            .unwrap_or(0);
-        let notice = tidal_proto::raft::RemovedNotice {
-            node_id: id,
-            leader_id: self.node.id,
-            membership_index,
-        };
-        let sent = async {
-            self.peer(addr)?
-                .removed(notice)
-                .await
-                .map_err(|s| s.message().to_string())
-        };
-        match tokio::time::timeout(std::time::Duration::from_secs(2), sent).await {
-            Ok(Ok(_)) => tracing::info!(
-                node_id = self.node.id,
-                removed = id,
-                "told the removed node"
-            ),
-            Ok(Err(e)) => {
-                tracing::warn!(node_id = self.node.id, removed = id, error = %e, "could not tell the removed node; stop it by hand")
-            }
-            Err(_) => tracing::warn!(
-                node_id = self.node.id,
-                removed = id,
-                "the removed node did not answer; stop it by hand"
-            ),
-        }
-    }
-
     /// The member `id`, or NotFound.
     fn require_member(&self, id: u64) -> Result<bool, ServerError> {
         let m = self.node.raft.metrics().borrow().clone();
@@ -295,8 +243,23 @@ impl ClusterService {
         &self,
         change: ChangeMembers<u64, BasicNode>,
         retain: bool,
+        then_tell_removed: Option<(u64, String)>,
     ) -> Result<(), ServerError> {
-        match self.node.raft.change_membership(change, retain).await {
+        // openraft makes a change in two steps (joint, then the new voters),
+        // both driven by this call: run it detached, so a client that gives
+        // up cannot leave the group in the joint configuration.
+        let node = self.node.clone();
+        let running = tokio::spawn(async move {
+            let done = node.raft.change_membership(change, retain).await;
+            if let (Ok(_), Some((id, addr))) = (&done, then_tell_removed) {
+                tell_removed(&node, id, &addr).await;
+            }
+            done
+        });
+        let outcome = running.await.map_err(|e| {
+            ServerError::Internal(format!("the membership change task failed: {e}"))
+        })?;
+        match outcome {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                 ChangeMembershipError::InProgress(p),
@@ -382,8 +345,12 @@ impl Cluster for ClusterService {
             }
         }
         tracing::info!(node_id = self.node.id, voter = id, "promoting learner");
-        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await?;
+        self.change(
+            ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+            false,
+            None,
+        )
+        .await?;
         Ok(Response::new(self.members()))
     }
 
@@ -425,8 +392,12 @@ impl Cluster for ClusterService {
             force = req.force,
             "demoting voter to learner"
         );
-        self.change(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), true)
-            .await?;
+        self.change(
+            ChangeMembers::RemoveVoters(BTreeSet::from([req.id])),
+            true,
+            None,
+        )
+        .await?;
         Ok(Response::new(self.members()))
     }
 
@@ -447,6 +418,8 @@ impl Cluster for ClusterService {
             .membership()
             .get_node(&req.id)
             .map(|n| n.addr.clone());
+        // The leader cannot tell itself; it sees the entry and stops.
+        let tell = addr.filter(|_| req.id != self.node.id).map(|a| (req.id, a));
         if voter {
             self.check_fewer_voters(req.id, req.force)?;
             tracing::info!(
@@ -455,15 +428,20 @@ impl Cluster for ClusterService {
                 force = req.force,
                 "removing voter"
             );
-            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false)
-                .await?;
+            self.change(
+                ChangeMembers::RemoveVoters(BTreeSet::from([req.id])),
+                false,
+                tell,
+            )
+            .await?;
         } else {
             tracing::info!(node_id = self.node.id, learner = req.id, "removing learner");
-            self.change(ChangeMembers::RemoveNodes(BTreeSet::from([req.id])), false)
-                .await?;
-        }
-        if let Some(addr) = addr.filter(|_| req.id != self.node.id) {
-            self.tell_removed(req.id, &addr).await;
+            self.change(
+                ChangeMembers::RemoveNodes(BTreeSet::from([req.id])),
+                false,
+                tell,
+            )
+            .await?;
         }
         Ok(Response::new(self.members()))
     }
@@ -566,14 +544,19 @@ impl Cluster for ClusterService {
             .unwrap_or(0);
         let applied = node.state.read();
         let state = &applied.state;
+        let applied_index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         Ok(Response::new(v1::StatusResponse {
             node_id: node.id,
             dc: node.config.dc.clone(),
             leader_id: m.current_leader.unwrap_or(0),
             leader_addr,
             term: m.current_term,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: applied.last_applied.map(|l| l.index).unwrap_or(0),
+            // Raft publishes its metrics after the state machine has moved on,
+            // so the log index it reports can trail what is already applied
+            // (the chaos harness's leaders checker caught it); the log holds
+            // at least every applied entry.
+            last_log_index: m.last_log_index.unwrap_or(0).max(applied_index),
+            applied_index,
             role: role.to_string(),
             tasks_by_state: state
                 .counts_by_state()
@@ -588,5 +571,49 @@ impl Cluster for ClusterService {
                 .collect(),
             state_digest: state.digest(),
         }))
+    }
+}
+
+/// A client of the internal Raft service of the node at `addr`.
+fn peer(node: &Node, addr: &str) -> Result<RaftClient<tonic::transport::Channel>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?;
+    let channel =
+        tidal_proto::dial::connect_lazy(endpoint, node.config.source_ip, Duration::from_secs(1));
+    Ok(RaftClient::new(channel))
+}
+
+/// Tells node `id` at `addr` that it was removed (best effort): the
+/// leader no longer replicates to it, so it may never see the entry.
+async fn tell_removed(node: &Node, id: u64, addr: &str) {
+    let membership_index = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .log_id()
+        .map(|l| l.index)
+        .unwrap_or(0);
+    let notice = tidal_proto::raft::RemovedNotice {
+        node_id: id,
+        leader_id: node.id,
+        membership_index,
+    };
+    let sent = async {
+        peer(node, addr)?
+            .removed(notice)
+            .await
+            .map_err(|s| s.message().to_string())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), sent).await {
+        Ok(Ok(_)) => tracing::info!(node_id = node.id, removed = id, "told the removed node"),
+        Ok(Err(e)) => {
+            tracing::warn!(node_id = node.id, removed = id, error = %e, "could not tell the removed node; stop it by hand")
+        }
+        Err(_) => tracing::warn!(
+            node_id = node.id,
+            removed = id,
+            "the removed node did not answer; stop it by hand"
+        ),
     }
 }
