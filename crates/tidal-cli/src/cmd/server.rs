@@ -70,6 +70,9 @@ pub struct ServerArgs {
     /// Most tasks in one submit batch (default 10000).
     #[arg(long, value_name = "N")]
     pub max_batch: Option<usize>,
+    /// Benchmarks only: delay every durable flush by this many microseconds, to imitate a slow disk.
+    #[arg(long, value_name = "US")]
+    pub flush_delay_us: Option<u64>,
     /// Local IP to open connections to other servers from (default: chosen by the OS).
     #[arg(long, value_name = "IP")]
     pub source_ip: Option<String>,
@@ -96,7 +99,7 @@ impl ServerArgs {
             max_payload_bytes: self.max_payload_bytes,
             max_batch: self.max_batch,
             source_ip: self.source_ip.clone(),
-            ..RawConfig::default()
+            flush_delay_us: self.flush_delay_us,
         }
     }
 

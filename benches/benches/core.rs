@@ -1,0 +1,141 @@
+//! Micro benchmarks of the hot paths that do not need a cluster: applying a
+//! batch of submits and an assign round to the state machine, planning a
+//! dispatch round, and encoding/decoding log entries.
+//!
+//!     cargo bench -p tidal-bench --bench core
+
+use std::collections::BTreeSet;
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use tidal_core::command::{ApplyCtx, Command, Envelope};
+use tidal_core::dispatch::{plan, DispatchCursor};
+use tidal_core::model::{AgentSpec, Strategy, TaskSpec};
+use tidal_core::State;
+
+fn ctx(i: u64) -> ApplyCtx {
+    ApplyCtx {
+        log_index: i,
+        time_ms: i,
+    }
+}
+
+fn specs(n: usize, queue: &str) -> Vec<TaskSpec> {
+    (0..n)
+        .map(|i| TaskSpec {
+            task_type: "t2i".into(),
+            queue: queue.into(),
+            models: vec!["sdxl".into()],
+            idempotency_key: Some(format!("{queue}-{i}")),
+            payload: vec![b'x'; 200],
+            ..TaskSpec::default()
+        })
+        .collect()
+}
+
+/// A state with queues vip (8) and normal (2), `agents` agents of 4 slots
+/// and `pending` pending tasks split between the queues.
+fn loaded(agents: usize, pending: usize) -> (State, BTreeSet<String>, u64) {
+    let mut s = State::new();
+    let mut i = 1;
+    for (q, w) in [("vip", 8), ("normal", 2)] {
+        s.apply(
+            Command::SetQueue {
+                name: q.into(),
+                weight: w,
+                strategy: Strategy::LeastLoaded,
+            },
+            ctx(i),
+        );
+        i += 1;
+    }
+    let mut connected = BTreeSet::new();
+    for a in 0..agents {
+        let id = format!("agent-{a}");
+        s.apply(
+            Command::RegisterAgent(AgentSpec {
+                id: id.clone(),
+                dc: "dc1".into(),
+                task_types: ["t2i".to_string()].into(),
+                models: ["sdxl".to_string()].into(),
+                slots: 4,
+                weight: 1,
+                ..AgentSpec::default()
+            }),
+            ctx(i),
+        );
+        connected.insert(id);
+        i += 1;
+    }
+    for q in ["vip", "normal"] {
+        for chunk in specs(pending / 2, q).chunks(1000) {
+            s.apply(Command::Submit(chunk.to_vec()), ctx(i));
+            i += 1;
+        }
+    }
+    (s, connected, i)
+}
+
+fn apply_submits(c: &mut Criterion) {
+    let mut g = c.benchmark_group("apply_submit_batch");
+    for n in [100usize, 1000] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let (state, _, i) = loaded(10, 0);
+            let batch = specs(n, "vip");
+            b.iter_batched(
+                || (state.clone(), Command::Submit(batch.clone())),
+                |(mut s, cmd)| s.apply(cmd, ctx(i)),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn dispatch_and_assign(c: &mut Criterion) {
+    let (state, connected, i) = loaded(1000, 10_000);
+    let round = plan(&state, &connected, 4096, &mut DispatchCursor::default());
+    assert!(!round.is_empty(), "the fixture has work to plan");
+    let mut g = c.benchmark_group("dispatch");
+    g.throughput(Throughput::Elements(round.len() as u64));
+    g.bench_function("plan_10k_pending_1k_agents", |b| {
+        b.iter(|| plan(&state, &connected, 4096, &mut DispatchCursor::default()))
+    });
+    g.bench_function("apply_assign_round", |b| {
+        b.iter_batched(
+            || (state.clone(), Command::Assign(round.clone())),
+            |(mut s, cmd)| s.apply(cmd, ctx(i)),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn codec(c: &mut Criterion) {
+    let entry = openraft::Entry::<tidal_store::TypeConfig> {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 42),
+        payload: openraft::EntryPayload::Normal(Envelope::new(
+            1,
+            Command::Submit(specs(100, "vip")),
+        )),
+    };
+    let bytes = tidal_store::codec::encode("log entry", &entry).expect("encodes");
+    let mut g = c.benchmark_group("codec_log_entry_100_submits");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("encode", |b| {
+        b.iter(|| tidal_store::codec::encode("log entry", &entry).expect("encodes"))
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            tidal_store::codec::decode::<openraft::Entry<tidal_store::TypeConfig>>(
+                "log entry",
+                &bytes,
+            )
+            .expect("decodes")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, apply_submits, dispatch_and_assign, codec);
+criterion_main!(benches);

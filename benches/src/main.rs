@@ -1,0 +1,140 @@
+//! `tidal-bench`: drives a tidal cluster it starts itself (3 real `tidal
+//! server` processes on 127.0.0.1, data on disk, every append durable) or
+//! one given by `--endpoints`, and prints throughput and latency.
+//!
+//! Workloads:
+//! - `submit`: N concurrent clients submitting one task per request.
+//! - `e2e`: clients submit while simulated agents (real sessions in this
+//!   process) complete every assignment at once; tasks/s submitted,
+//!   assigned and completed, latency submit->assigned and submit->completed.
+//!
+//! Results: a table, or one JSON document with `--output json`, with the
+//! machine, the git revision and the settings.
+
+mod cluster;
+mod stats;
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tidal-bench",
+    about = "Load generator and benchmarks for tidal"
+)]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+    /// Benchmark this cluster instead of starting one (HOST:PORT,...).
+    #[arg(long, global = true, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// The `tidal` binary for the cluster it starts (default: next to this one).
+    #[arg(long, global = true)]
+    tidal: Option<PathBuf>,
+    /// Delay every durable flush on the servers it starts by this many microseconds (a slower disk).
+    #[arg(long, global = true, default_value_t = 0)]
+    flush_delay_us: u64,
+    /// How long each measurement runs, in seconds.
+    #[arg(long, global = true, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+enum Workload {
+    /// Submit throughput and latency with N concurrent clients (one run per value).
+    Submit {
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+    },
+    /// End to end: submit, assign, complete, with simulated agents.
+    E2e {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 8)]
+        agents: usize,
+        #[arg(long, default_value_t = 256)]
+        slots: u32,
+        /// Tasks per submit request.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cluster = if cli.endpoints.is_empty() {
+        let tidal = match &cli.tidal {
+            Some(t) => t.clone(),
+            None => std::env::current_exe()?.with_file_name("tidal"),
+        };
+        anyhow::ensure!(
+            tidal.exists(),
+            "no tidal binary at {} (build it: cargo build --release --bin tidal, or pass --tidal)",
+            tidal.display()
+        );
+        Some(
+            cluster::Cluster::start(&tidal, cli.flush_delay_us)
+                .await
+                .context("starting the cluster")?,
+        )
+    } else {
+        None
+    };
+    let endpoints = match &cluster {
+        Some(c) => c.endpoints(),
+        None => cli.endpoints.clone(),
+    };
+    let duration = Duration::from_secs(cli.seconds.max(1));
+    let mut results = Vec::new();
+    match &cli.workload {
+        Workload::Submit { clients } => {
+            for &n in clients {
+                eprintln!("submit: {n} clients for {duration:?}...");
+                results.push(workloads::submit(&endpoints, n, duration).await?);
+            }
+        }
+        Workload::E2e {
+            clients,
+            agents,
+            slots,
+            batch,
+        } => {
+            eprintln!(
+                "e2e: {clients} clients, {agents} agents x {slots} slots for {duration:?}..."
+            );
+            results.push(
+                workloads::e2e(&endpoints, *clients, *agents, *slots, *batch, duration).await?,
+            );
+        }
+    }
+    let report = serde_json::json!({
+        "machine": stats::machine(),
+        "git_revision": stats::git_revision(),
+        "settings": {
+            "cluster": if cluster.is_some() { "3 local servers, durable appends" } else { "given endpoints" },
+            "flush_delay_us": cli.flush_delay_us,
+            "seconds": cli.seconds,
+            "workload": format!("{:?}", cli.workload),
+        },
+        "results": results,
+    });
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", stats::table(&report)),
+    }
+    drop(cluster);
+    Ok(())
+}
