@@ -11,11 +11,17 @@ use tidal_client::Client;
 pub struct Cluster {
     addrs: Vec<String>,
     children: Vec<Child>,
+    /// How each node was started, to restart it.
+    commands: Vec<(std::path::PathBuf, Vec<String>)>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    pub async fn start(tidal: &Path, flush_delay_us: u64) -> anyhow::Result<Cluster> {
+    pub async fn start(
+        tidal: &Path,
+        flush_delay_us: u64,
+        extra: &[String],
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("tidal-bench-").tempdir()?;
         let listeners: Vec<std::net::TcpListener> = (0..3)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -28,6 +34,7 @@ impl Cluster {
         let mut c = Cluster {
             addrs,
             children: Vec::new(),
+            commands: Vec::new(),
             _dir: dir,
         };
         for id in 1..=3u64 {
@@ -52,9 +59,15 @@ impl Cluster {
             if flush_delay_us > 0 {
                 cmd.args(["--flush-delay-us", &flush_delay_us.to_string()]);
             }
+            cmd.args(extra);
             if id == 1 {
                 cmd.arg("--init");
             }
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            c.commands.push((tidal.to_path_buf(), args));
             c.children.push(
                 cmd.spawn()
                     .with_context(|| format!("starting {}", tidal.display()))?,
@@ -86,6 +99,42 @@ impl Cluster {
 
     pub fn endpoints(&self) -> Vec<String> {
         self.addrs.clone()
+    }
+
+    /// The id of the node that says it leads.
+    pub async fn leader(&self) -> Option<u64> {
+        let client = Client::new(self.addrs.clone()).ok()?;
+        for (i, a) in self.addrs.iter().enumerate() {
+            if let Ok(s) = client.status_of(a).await {
+                if s.role == "leader" {
+                    return Some(i as u64 + 1);
+                }
+            }
+        }
+        None
+    }
+
+    /// SIGKILLs node `id` (its data stays).
+    pub fn kill(&mut self, id: u64) {
+        let c = &mut self.children[id as usize - 1];
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Starts node `id` again on its data.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        let (tidal, args) = self.commands[id as usize - 1].clone();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self._dir.path().join(format!("node{id}.log")))?;
+        self.children[id as usize - 1] = Command::new(tidal)
+            .args(args.iter().filter(|a| *a != "--init"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(())
     }
 }
 

@@ -38,6 +38,9 @@ struct Cli {
     /// Delay every durable flush on the servers it starts by this many microseconds (a slower disk).
     #[arg(long, global = true, default_value_t = 0)]
     flush_delay_us: u64,
+    /// Extra flags for every server it starts, e.g. --server-arg=--election-timeout-max-ms=300.
+    #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// How long each measurement runs, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
     seconds: u64,
@@ -64,6 +67,16 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
+    /// SIGKILL the leader under load (only on the cluster it starts): time to
+    /// the first assignment from the new leader, and acknowledged tasks lost.
+    Failover {
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        #[arg(long, default_value_t = 5)]
+        kills: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -75,7 +88,7 @@ enum Output {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let cluster = if cli.endpoints.is_empty() {
+    let mut cluster = if cli.endpoints.is_empty() {
         let tidal = match &cli.tidal {
             Some(t) => t.clone(),
             None => std::env::current_exe()?.with_file_name("tidal"),
@@ -86,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
             tidal.display()
         );
         Some(
-            cluster::Cluster::start(&tidal, cli.flush_delay_us)
+            cluster::Cluster::start(&tidal, cli.flush_delay_us, &cli.server_args)
                 .await
                 .context("starting the cluster")?,
         )
@@ -119,6 +132,17 @@ async fn main() -> anyhow::Result<()> {
                 workloads::e2e(&endpoints, *clients, *agents, *slots, *batch, duration).await?,
             );
         }
+        Workload::Failover {
+            clients,
+            agents,
+            kills,
+        } => {
+            let c = cluster
+                .as_mut()
+                .context("failover needs the cluster tidal-bench starts (no --endpoints)")?;
+            eprintln!("failover: {clients} clients, {agents} agents, {kills} leader kills...");
+            results.push(workloads::failover(c, *clients, *agents, *kills).await?);
+        }
     }
     let report = serde_json::json!({
         "machine": stats::machine(),
@@ -126,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         "settings": {
             "cluster": if cluster.is_some() { "3 local servers, durable appends" } else { "given endpoints" },
             "flush_delay_us": cli.flush_delay_us,
+            "server_args": cli.server_args,
             "seconds": cli.seconds,
             "workload": format!("{:?}", cli.workload),
         },

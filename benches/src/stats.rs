@@ -59,6 +59,17 @@ pub fn table(report: &Value) -> String {
         "run", "per second", "p50 ms", "p99 ms", "p999 ms"
     ));
     for r in report["results"].as_array().into_iter().flatten() {
+        if let Some(f) = r.get("first_assignment_after_kill") {
+            out.push_str(&format!(
+                "{:<28} {:>12} {:>12} {:>12} {:>12}\n",
+                format!("{} (first assignment)", r["name"].as_str().unwrap_or("")),
+                format!("lost {}", r["lost"]),
+                f["p50_ms"].to_string(),
+                f["p99_ms"].to_string(),
+                f["max_ms"].to_string()
+            ));
+            continue;
+        }
         for (metric, rate, lat) in [
             ("submitted", &r["submitted_per_s"], &r["submit_latency"]),
             ("assigned", &r["assigned_per_s"], &r["assign_latency"]),

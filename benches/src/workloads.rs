@@ -90,6 +90,147 @@ pub async fn submit(
     }))
 }
 
+/// Simulated agents: real sessions that complete every assignment at once,
+/// reconnecting (and re-registering) whenever a session ends.
+struct SimAgents {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    epoch: Instant,
+    assigned: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
+    completed: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
+    n_assigned: Arc<AtomicU64>,
+    n_completed: Arc<AtomicU64>,
+    /// Nanoseconds after `epoch` of the latest assignment received.
+    last_assignment: Arc<AtomicU64>,
+}
+
+impl SimAgents {
+    fn start(
+        endpoints: &[String],
+        agents: usize,
+        slots: u32,
+        started: Arc<Mutex<HashMap<String, Instant>>>,
+    ) -> anyhow::Result<SimAgents> {
+        let mut sim = SimAgents {
+            tasks: Vec::new(),
+            epoch: Instant::now(),
+            assigned: Arc::new(Mutex::new(histogram())),
+            completed: Arc::new(Mutex::new(histogram())),
+            n_assigned: Arc::default(),
+            n_completed: Arc::default(),
+            last_assignment: Arc::default(),
+        };
+        for a in 0..agents {
+            let client = Client::new(endpoints.to_vec())?;
+            let (started, assigned, completed) =
+                (started.clone(), sim.assigned.clone(), sim.completed.clone());
+            let (n_assigned, n_completed, last) = (
+                sim.n_assigned.clone(),
+                sim.n_completed.clone(),
+                sim.last_assignment.clone(),
+            );
+            let epoch = sim.epoch;
+            sim.tasks.push(tokio::spawn(async move {
+                loop {
+                    let (tx, rx) = mpsc::channel(4096);
+                    let register = v1::AgentMessage {
+                        msg: Some(In::Register(v1::Register {
+                            spec: Some(v1::AgentSpec {
+                                id: format!("bench-agent-{a}"),
+                                dc: "bench".into(),
+                                task_types: vec!["t2i".into()],
+                                slots,
+                                ..Default::default()
+                            }),
+                            running: vec![],
+                        })),
+                    };
+                    let Ok(mut session) = client.open_session(register, rx).await else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let hb = tx.clone();
+                    let beat = tokio::spawn(async move {
+                        let mut seq = 0;
+                        loop {
+                            seq += 1;
+                            let m = v1::AgentMessage {
+                                msg: Some(In::Heartbeat(v1::Heartbeat { seq, free_slots: 0 })),
+                            };
+                            if hb.send(m).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    });
+                    let mut keys: HashMap<String, String> = HashMap::new();
+                    while let Ok(Some(m)) = session.inbound.message().await {
+                        match m.msg {
+                            Some(Out::Assignment(asg)) => {
+                                last.fetch_max(
+                                    epoch.elapsed().as_nanos() as u64,
+                                    Ordering::Relaxed,
+                                );
+                                let key = asg
+                                    .spec
+                                    .as_ref()
+                                    .map(|s| s.idempotency_key.clone())
+                                    .unwrap_or_default();
+                                if let Some(t0) = started.lock().expect("lock").get(&key) {
+                                    let _ = assigned
+                                        .lock()
+                                        .expect("lock")
+                                        .record(t0.elapsed().as_micros() as u64);
+                                }
+                                n_assigned.fetch_add(1, Ordering::Relaxed);
+                                keys.insert(asg.task_id.clone(), key);
+                                let done = v1::AgentMessage {
+                                    msg: Some(In::Completed(v1::TaskCompleted {
+                                        task_id: asg.task_id,
+                                        token: asg.token,
+                                        success: true,
+                                        ..Default::default()
+                                    })),
+                                };
+                                if tx.send(done).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Some(Out::CompletionAck(ack)) if ack.accepted => {
+                                if let Some(key) = keys.remove(&ack.task_id) {
+                                    if let Some(t0) = started.lock().expect("lock").remove(&key) {
+                                        let _ = completed
+                                            .lock()
+                                            .expect("lock")
+                                            .record(t0.elapsed().as_micros() as u64);
+                                    }
+                                }
+                                n_completed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {}
+                        }
+                    }
+                    beat.abort();
+                }
+            }));
+        }
+        Ok(sim)
+    }
+
+    /// Whether an assignment arrived after `t` (an instant after `epoch`).
+    fn assigned_since(&self, t: Instant) -> bool {
+        self.last_assignment.load(Ordering::Relaxed)
+            > t.duration_since(self.epoch).as_nanos() as u64
+    }
+}
+
+impl Drop for SimAgents {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 pub async fn e2e(
     endpoints: &[String],
     clients: usize,
@@ -99,114 +240,100 @@ pub async fn e2e(
     duration: Duration,
 ) -> anyhow::Result<Value> {
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let assigned = Arc::new(Mutex::new(histogram()));
-    let completed = Arc::new(Mutex::new(histogram()));
-    let (n_assigned, n_completed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut sessions = Vec::new();
-    for a in 0..agents {
-        let client = Client::new(endpoints.to_vec())?;
-        let (tx, rx) = mpsc::channel(4096);
-        let register = v1::AgentMessage {
-            msg: Some(In::Register(v1::Register {
-                spec: Some(v1::AgentSpec {
-                    id: format!("bench-agent-{a}"),
-                    dc: "bench".into(),
-                    task_types: vec!["t2i".into()],
-                    slots,
-                    ..Default::default()
-                }),
-                running: vec![],
-            })),
-        };
-        let mut session = client
-            .open_session(register, rx)
-            .await
-            .context("opening an agent session")?;
-        let hb = tx.clone();
-        let beat = tokio::spawn(async move {
-            let mut seq = 0;
-            loop {
-                seq += 1;
-                let m = v1::AgentMessage {
-                    msg: Some(In::Heartbeat(v1::Heartbeat { seq, free_slots: 0 })),
-                };
-                if hb.send(m).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        });
-        let (started, assigned, completed) = (started.clone(), assigned.clone(), completed.clone());
-        let (n_assigned, n_completed) = (n_assigned.clone(), n_completed.clone());
-        sessions.push((
-            beat,
-            tokio::spawn(async move {
-                let mut keys: HashMap<String, String> = HashMap::new();
-                while let Ok(Some(m)) = session.inbound.message().await {
-                    match m.msg {
-                        Some(Out::Assignment(a)) => {
-                            let key = a
-                                .spec
-                                .as_ref()
-                                .map(|s| s.idempotency_key.clone())
-                                .unwrap_or_default();
-                            if let Some(t0) = started.lock().expect("lock").get(&key) {
-                                let _ = assigned
-                                    .lock()
-                                    .expect("lock")
-                                    .record(t0.elapsed().as_micros() as u64);
-                            }
-                            n_assigned.fetch_add(1, Ordering::Relaxed);
-                            keys.insert(a.task_id.clone(), key);
-                            let done = v1::AgentMessage {
-                                msg: Some(In::Completed(v1::TaskCompleted {
-                                    task_id: a.task_id,
-                                    token: a.token,
-                                    success: true,
-                                    ..Default::default()
-                                })),
-                            };
-                            if tx.send(done).await.is_err() {
-                                return;
-                            }
-                        }
-                        Some(Out::CompletionAck(ack)) if ack.accepted => {
-                            if let Some(key) = keys.remove(&ack.task_id) {
-                                if let Some(t0) = started.lock().expect("lock").remove(&key) {
-                                    let _ = completed
-                                        .lock()
-                                        .expect("lock")
-                                        .record(t0.elapsed().as_micros() as u64);
-                                }
-                            }
-                            n_completed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {}
-                    }
-                }
-            }),
-        ));
-    }
+    let sim = SimAgents::start(endpoints, agents, slots, started.clone())?;
     let t0 = Instant::now();
     let (submitted, submit_h) =
         submitters(endpoints, clients, batch, duration, Some(started.clone())).await?;
     let secs = t0.elapsed().as_secs_f64();
     let (a, c) = (
-        n_assigned.load(Ordering::Relaxed),
-        n_completed.load(Ordering::Relaxed),
+        sim.n_assigned.load(Ordering::Relaxed),
+        sim.n_completed.load(Ordering::Relaxed),
     );
-    for (beat, s) in sessions {
-        beat.abort();
-        s.abort();
-    }
     let result = json!({
         "name": format!("e2e, {clients} clients x {batch}, {agents} agents x {slots} slots"),
         "submitted_per_s": submitted as f64 / secs,
         "assigned_per_s": a as f64 / secs,
         "completed_per_s": c as f64 / secs,
         "submit_latency": summary(&submit_h),
-        "assign_latency": summary(&assigned.lock().expect("lock")),
-        "complete_latency": summary(&completed.lock().expect("lock")),
+        "assign_latency": summary(&sim.assigned.lock().expect("lock")),
+        "complete_latency": summary(&sim.completed.lock().expect("lock")),
     });
     Ok(result)
+}
+
+/// Kills the leader `kills` times under load; for each, the time from the
+/// kill to the first assignment an agent receives afterwards (from the new
+/// leader). At the end, every acknowledged submit must exist.
+pub async fn failover(
+    cluster: &mut crate::cluster::Cluster,
+    clients: usize,
+    agents: usize,
+    kills: usize,
+) -> anyhow::Result<Value> {
+    let endpoints = cluster.endpoints();
+    let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let sim = SimAgents::start(&endpoints, agents, 256, started.clone())?;
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for k in 0..clients {
+        let client = Client::new(endpoints.clone())?;
+        let (acked, stop) = (acked.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                if let Ok(r) = client.submit_one(spec(format!("f{k}-{n}"))).await {
+                    acked.lock().expect("lock").push(r.id);
+                }
+            }
+        }));
+    }
+    let mut h = histogram();
+    for round in 0..kills {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let leader = cluster
+            .leader()
+            .await
+            .context("no leader before the kill")?;
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        while !sim.assigned_since(killed_at + Duration::from_millis(1)) {
+            anyhow::ensure!(
+                killed_at.elapsed() < Duration::from_secs(30),
+                "no assignment 30 s after kill {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = killed_at.elapsed();
+        eprintln!(
+            "kill {}: node {leader}; first assignment after {took:?}",
+            round + 1
+        );
+        let _ = h.record(took.as_micros() as u64);
+        cluster.restart(leader)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let _ = t.await;
+    }
+    let client = Client::new(endpoints.clone())?;
+    let tasks = client
+        .list_all_tasks(v1::ListTasksRequest {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await?;
+    let present: std::collections::HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    let acked = acked.lock().expect("lock").clone();
+    let lost = acked
+        .iter()
+        .filter(|id| !present.contains(id.as_str()))
+        .count();
+    Ok(json!({
+        "name": format!("failover, {clients} clients, {kills} leader kills"),
+        "first_assignment_after_kill": summary(&h),
+        "acknowledged": acked.len(),
+        "lost": lost,
+    }))
 }
