@@ -67,6 +67,9 @@ pub enum Command {
     },
     /// A no-op entry (used by tests and to carry time).
     Noop,
+    /// Starts reported by agents, batched: each is checked on its own like
+    /// `Started` (which stays for logs written before this existed).
+    StartedBatch(Vec<(TaskId, FencingToken)>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,4 +151,6 @@ pub enum Response {
     },
     Ok,
     Rejected(Rejection),
+    /// StartedBatch: one result per report, in order.
+    StartedBatch(Vec<Result<(), Rejection>>),
 }

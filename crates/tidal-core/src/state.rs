@@ -125,6 +125,14 @@ impl State {
             Command::AgentDown { agent } => self.agent_down(&agent, ctx),
             Command::Assign(pairs) => self.assign(pairs, ctx),
             Command::Started { task, token } => self.started(task, token, ctx),
+            Command::StartedBatch(list) => Response::StartedBatch(
+                list.into_iter()
+                    .map(|(task, token)| match self.started(task, token, ctx) {
+                        Response::Rejected(r) => Err(r),
+                        _ => Ok(()),
+                    })
+                    .collect(),
+            ),
             Command::Complete(list) => {
                 Response::Completed(list.into_iter().map(|c| self.complete(c, ctx)).collect())
             }

@@ -736,3 +736,38 @@ fn digest_is_deterministic_and_sensitive() {
     b.complete(TaskId(1), 3, true).unwrap();
     assert_ne!(a.state.digest(), b.state.digest());
 }
+
+#[test]
+fn started_batch_checks_each_report_on_its_own() {
+    let mut log = Log::new();
+    log.register(agent("a1", 2));
+    let a = log.submit(task("t2i")).unwrap().id;
+    let b = log.submit(task("t2i")).unwrap().id;
+    let ta = log.assign(a, "a1").unwrap().token;
+    let tb = log.assign(b, "a1").unwrap().token;
+    let r = log.apply(Command::StartedBatch(vec![
+        (a, ta),
+        (b, tb + 1),
+        (TaskId(99), 1),
+    ]));
+    let Response::StartedBatch(results) = r else {
+        panic!("unexpected {r:?}")
+    };
+    assert_eq!(results[0], Ok(()));
+    assert!(matches!(results[1], Err(Rejection::StaleToken { .. })));
+    assert!(matches!(results[2], Err(Rejection::TaskNotFound(_))));
+    assert_eq!(
+        state_of(&log, a),
+        TaskState::Running {
+            agent: "a1".into(),
+            token: ta
+        }
+    );
+    assert_eq!(
+        state_of(&log, b),
+        TaskState::Assigned {
+            agent: "a1".into(),
+            token: tb
+        }
+    );
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context};
 use openraft::{BasicNode, SnapshotPolicy};
 use tidal_core::command::{Command, Completion, Envelope, Rejection, Response, Submitted};
-use tidal_core::model::TaskSpec;
+use tidal_core::model::{TaskId, TaskSpec};
 use tidal_store::{Raft, StateHandle, StoreOptions};
 
 use crate::batcher::{Batcher, WriteGate};
@@ -29,6 +29,8 @@ pub struct Node {
     pub state: StateHandle,
     pub submits: Batcher<TaskSpec, Result<Submitted, Rejection>>,
     pub completions: Batcher<Completion, Result<(), Rejection>>,
+    /// Agents' start reports, batched like submits and completions.
+    pub starts: Batcher<(TaskId, u64), Result<(), Rejection>>,
     leadership: Mutex<Option<Arc<Leadership>>>,
     /// When peers last answered this node's Raft RPCs.
     pub contacts: Contacts,
@@ -140,6 +142,17 @@ impl Node {
                 _ => None,
             },
         );
+        let starts = Batcher::spawn(
+            raft.clone(),
+            write_gate.clone(),
+            max_batch,
+            2,
+            Command::StartedBatch,
+            |r| match r {
+                Response::StartedBatch(items) => Some(items),
+                _ => None,
+            },
+        );
         let completions = Batcher::spawn(
             raft.clone(),
             write_gate.clone(),
@@ -158,6 +171,7 @@ impl Node {
             state,
             submits,
             completions,
+            starts,
             leadership: Mutex::new(None),
             contacts: network.contacts(),
             removed: tokio::sync::watch::channel(None).0,

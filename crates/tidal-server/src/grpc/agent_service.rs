@@ -182,15 +182,17 @@ async fn serve_session(
                     continue;
                 };
                 let node = node.clone();
+                // Batched with other agents' starts into one entry.
                 tokio::spawn(async move {
-                    if let Err(e) = node
-                        .propose(Command::Started {
-                            task,
-                            token: s.token,
-                        })
-                        .await
-                    {
-                        tracing::debug!(task_id = %task, error = %e, "start not recorded");
+                    match node.starts.call(vec![(task, s.token)]).await {
+                        Ok((results, _)) => {
+                            if let Some(Err(r)) = results.first() {
+                                tracing::debug!(task_id = %task, reason = %r, "start refused");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(task_id = %task, error = %e, "start not recorded")
+                        }
                     }
                 });
             }
