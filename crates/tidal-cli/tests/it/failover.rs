@@ -223,21 +223,16 @@ async fn thousand_tasks_survive_a_leader_kill_and_the_node_catches_up() -> anyho
     c.start_node(old_leader, false)?;
     let leader_addr = c.node(new_leader).addr.clone();
     let restarted_addr = c.node(old_leader).addr.clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let l = c.client.status_of(&leader_addr).await?;
-        if let Ok(r) = c.client.status_of(&restarted_addr).await {
-            if r.applied_index == l.applied_index && r.state_digest == l.state_digest {
-                assert_eq!(r.role, "follower");
-                assert_eq!(r.leader_id, new_leader);
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("node {old_leader} did not catch up\n{}", c.logs_tail(20));
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
+    let r = c
+        .wait_caught_up(old_leader, Duration::from_secs(60))
+        .await?;
+    assert_eq!(r.role, "follower");
+    assert_eq!(r.leader_id, new_leader);
+    assert_eq!(
+        c.client.status().await?.node_id,
+        new_leader,
+        "{leader_addr} still leads"
+    );
     let only_restarted = Client::with_options(
         vec![restarted_addr],
         ClientOptions {

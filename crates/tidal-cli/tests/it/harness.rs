@@ -313,6 +313,33 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `id` reports the leader's applied index and state
+    /// digest; returns its status.
+    pub async fn wait_caught_up(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<tidal_client::v1::StatusResponse> {
+        let addr = self.node(id).addr.clone();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.client.status().await?;
+            if let Ok(s) = self.client.status_of(&addr).await {
+                if s.applied_index == leader.applied_index && s.state_digest == leader.state_digest
+                {
+                    return Ok(s);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {id} did not catch up after {timeout:?}\n{}",
+                    self.logs_tail(20)
+                );
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Adds every node but 1 as a learner, then promotes it, one at a time.
     pub async fn join_all(&self) -> anyhow::Result<()> {
         for n in self.nodes.iter().skip(1) {

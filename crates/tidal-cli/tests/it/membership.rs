@@ -240,18 +240,7 @@ async fn a_learner_behind_the_purged_log_catches_up_by_snapshot() -> anyhow::Res
         &c.node(4).addr.clone(),
         "--wait",
     ])?;
-    let leader = c.client.status().await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = c.client.status_of(&c.node(4).addr).await?;
-        if s.applied_index == leader.applied_index && s.state_digest == leader.state_digest {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("node 4 did not catch up: {s:?} vs {leader:?}");
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_caught_up(4, Duration::from_secs(30)).await?;
     let log = std::fs::read_to_string(c.dir.path().join("node4.log"))?;
     assert!(
         log.contains("snapshot installed"),
@@ -493,20 +482,7 @@ async fn a_member_restarted_on_a_wiped_directory_does_not_corrupt_the_cluster() 
         .submit((0..10).map(|i| spec(format!("x{i}"))).collect())
         .await?;
     let leader_now = c.client.status().await?.leader_id;
-    let addr = c.node(victim).addr.clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let l = c.client.status().await?;
-        if let Ok(s) = c.client.status_of(&addr).await {
-            if s.applied_index == l.applied_index && s.state_digest == l.state_digest {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("the wiped node did not catch up\n{}", c.logs_tail(20));
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_caught_up(victim, Duration::from_secs(30)).await?;
     assert_eq!(
         c.client.status().await?.leader_id,
         leader_now,
