@@ -68,7 +68,9 @@ impl Proc {
         }
         let out = File::options().create(true).append(true).open(&self.log)?;
         let err = out.try_clone()?;
-        let child = Command::new(tidal)
+        let mut cmd = Command::new(tidal);
+        die_with_parent(&mut cmd);
+        let child = cmd
             .args(&self.args)
             .env(
                 "RUST_LOG",
@@ -132,6 +134,25 @@ impl Proc {
         }
     }
 }
+
+/// On Linux, the child gets SIGKILL when the thread that started it ends,
+/// so a harness killed by a CI timeout leaves no servers or agents behind.
+/// (Processes are started from the runtime's worker threads, which live as
+/// long as the harness.)
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
 
 impl Drop for Proc {
     fn drop(&mut self) {
