@@ -45,6 +45,9 @@ pub enum Command {
     Queue(cmd::queue::QueueCmd),
     /// The cluster's status: every endpoint's role and indices, the leader's counts.
     Status(cmd::status::StatusArgs),
+    /// Cross-DC forwarding: the links to peer DCs.
+    #[command(subcommand)]
+    Dc(cmd::dc::DcCmd),
     /// Start a local 3-node cluster and agents on 127.0.0.1 as child processes, with a demo.
     Dev(cmd::dev::DevArgs),
     /// Fault-injection runs against real processes: partitions, kills, pauses, checked histories.

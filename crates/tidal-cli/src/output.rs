@@ -126,6 +126,10 @@ pub fn task_json(t: &v1::Task) -> Value {
         "updated_ms": t.updated_ms,
         "payload_bytes": t.payload_bytes,
         "read_index": t.read_index,
+        "forwarded_to": t.forwarded_to,
+        "remote_id": t.remote_id,
+        "origin_dc": t.origin_dc,
+        "origin_id": t.origin_id,
     });
     if !spec.payload.is_empty() {
         let (payload, enc) = encode_bytes(&spec.payload);
@@ -149,10 +153,26 @@ pub fn task_text(t: &v1::Task) -> String {
     if !spec.models.is_empty() {
         kv("models", spec.models.join(","));
     }
+    if !t.forwarded_to.is_empty() {
+        let remote = if t.remote_id.is_empty() {
+            "not accepted yet".to_string()
+        } else {
+            format!("as {}", t.remote_id)
+        };
+        kv("runs in", format!("DC {} ({remote})", t.forwarded_to));
+    }
+    if !t.origin_dc.is_empty() {
+        kv(
+            "from",
+            format!("DC {} (its id there: {})", t.origin_dc, t.origin_id),
+        );
+    }
     kv("queue", spec.queue.clone());
     kv("priority", priority_name(spec.priority).to_string());
     kv("agent", dash(&t.agent));
-    kv("token", t.token.to_string());
+    if t.forwarded_to.is_empty() {
+        kv("token", t.token.to_string());
+    }
     kv("attempt", format!("{} of {}", t.attempt, spec.max_attempts));
     kv("slots", spec.slots.to_string());
     if spec.gpus > 0 {

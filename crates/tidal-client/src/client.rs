@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tidal_proto::v1::{
-    self, agents_client::AgentsClient, cluster_client::ClusterClient, queues_client::QueuesClient,
-    tasks_client::TasksClient,
+    self, agents_client::AgentsClient, cluster_client::ClusterClient, dcs_client::DcsClient,
+    queues_client::QueuesClient, tasks_client::TasksClient,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -446,6 +446,17 @@ impl Client {
                 index = chunk.applied_index;
             }
             Ok((data, index))
+        })
+        .await
+    }
+
+    /// The cross-DC links as the leader sees them (`tidal dc status`).
+    pub async fn dc_status(&self) -> Result<v1::DcStatusResponse, Error> {
+        self.call(true, |ch| async move {
+            Ok(DcsClient::new(ch)
+                .status(v1::DcStatusRequest {})
+                .await?
+                .into_inner())
         })
         .await
     }

@@ -13,5 +13,6 @@ pub fn task_state_name(s: i32) -> &'static str {
         v1::TaskState::Succeeded => "succeeded",
         v1::TaskState::Failed => "failed",
         v1::TaskState::Cancelled => "cancelled",
+        v1::TaskState::Forwarded => "forwarded",
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::forwarding::{DcName, Record, Verdict};
 use crate::model::{AgentId, AgentSpec, FencingToken, Outcome, Strategy, TaskId, TaskSpec};
 
 /// What the leader writes into one Raft entry: the command and the leader's
@@ -70,6 +71,21 @@ pub enum Command {
     /// Starts reported by agents, batched: each is checked on its own like
     /// `Started` (which stays for logs written before this existed).
     StartedBatch(Vec<(TaskId, FencingToken)>),
+    /// Hand Pending tasks to peer DCs: each becomes Forwarded and a task
+    /// record is appended to that peer's outbox.
+    Forward(Vec<(TaskId, DcName)>),
+    /// Records shipped by an origin DC, in its sequence order; deduplicated
+    /// by (origin, sequence) and by (origin, origin task id).
+    Ingest {
+        origin: DcName,
+        records: Vec<(u64, Record)>,
+    },
+    /// A peer's verdicts on records of our outbox: they leave the outbox; a
+    /// refused task goes back to Pending here.
+    ForwardAck {
+        peer: DcName,
+        verdicts: Vec<(u64, Verdict)>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,4 +169,16 @@ pub enum Response {
     Rejected(Rejection),
     /// StartedBatch: one result per report, in order.
     StartedBatch(Vec<Result<(), Rejection>>),
+    /// Forward: per pair, the outbox sequence of its record.
+    Forwarded(Vec<Result<u64, Rejection>>),
+    /// Ingest: a verdict for each record taken (new or duplicate), and the
+    /// origin's high-water mark after the entry. Records after a gap in the
+    /// sequence are not taken and get no verdict.
+    Ingested {
+        verdicts: Vec<(u64, Verdict)>,
+        hwm: u64,
+        /// Tasks the origin cancelled that an agent here held, with the
+        /// holder, so the leader can tell it.
+        cancelled: Vec<(TaskId, AgentId, FencingToken)>,
+    },
 }

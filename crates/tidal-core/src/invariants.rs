@@ -19,6 +19,11 @@ impl State {
     ///   and priority;
     /// - idempotency keys point at tasks with that key; ids are below `next_id`;
     ///   every task's queue exists.
+    ///
+    /// - cross-DC (invariant 5): outbox sequences are below `next_seq` and
+    ///   above `acked`; an ingested task maps back to its origin id and
+    ///   the other way; an ingested task is never Forwarded; a task record
+    ///   in an outbox is a Forwarded task of that peer.
     pub fn check_invariants(&self) -> Result<(), String> {
         for (name, agent) in &self.agents {
             if *name != agent.spec.id {
@@ -106,6 +111,7 @@ impl State {
         if self.pending.keys().any(|q| !self.queues.contains_key(q)) {
             return Err("pending index names a missing queue".to_string());
         }
+        self.check_links()?;
         for (key, id) in &self.keys {
             let has = self
                 .tasks
@@ -113,6 +119,63 @@ impl State {
                 .and_then(|t| t.spec.idempotency_key.as_deref());
             if has != Some(key.as_str()) {
                 return Err(format!("key {key:?} points at {id}, which has key {has:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn check_links(&self) -> Result<(), String> {
+        let links = &self.links;
+        for (peer, outbox) in &links.outbox {
+            for seq in outbox.records.keys() {
+                if *seq >= outbox.next_seq || *seq <= outbox.acked {
+                    return Err(format!(
+                        "outbox {peer}: seq {seq} outside {}..{}",
+                        outbox.acked, outbox.next_seq
+                    ));
+                }
+            }
+            for (_, record) in outbox.records.values() {
+                if let crate::forwarding::Record::Task { origin_task, .. } = record {
+                    let ok = matches!(
+                        self.tasks.get(origin_task).map(|t| &t.state),
+                        Some(TaskState::Forwarded { dc, .. }) if dc == peer
+                    );
+                    if !ok {
+                        return Err(format!(
+                            "outbox {peer} holds task {origin_task}, which is not forwarded there"
+                        ));
+                    }
+                }
+            }
+        }
+        for (origin, inbound) in &links.inbound {
+            for (origin_task, local) in &inbound.tasks {
+                if links.origin_of.get(local) != Some(&(origin.clone(), *origin_task)) {
+                    return Err(format!(
+                        "ingested {origin}/{origin_task} -> {local} has no matching origin"
+                    ));
+                }
+            }
+        }
+        for (local, (origin, origin_task)) in &links.origin_of {
+            let Some(task) = self.tasks.get(local) else {
+                return Err(format!("ingested task {local} does not exist"));
+            };
+            if matches!(task.state, TaskState::Forwarded { .. }) {
+                return Err(format!("ingested task {local} was forwarded again"));
+            }
+            if links
+                .inbound
+                .get(origin)
+                .and_then(|i| i.tasks.get(origin_task))
+                != Some(local)
+            {
+                return Err(format!(
+                    "task {local} names origin {origin}/{origin_task}, which does not name it"
+                ));
             }
         }
         Ok(())

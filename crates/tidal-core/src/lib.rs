@@ -15,6 +15,8 @@
 //! - [`state`]: [`State`], the state machine: `apply` and the reads the server needs.
 //! - [`dispatch`]: the planner: weighted queues, placement strategies, and the
 //!   eligibility predicate shared with `Assign` at apply.
+//! - [`forwarding`]: cross-DC outboxes, ingest and acks in the state, the
+//!   capability summary peers exchange, and the forwarding policy.
 //! - [`limits`]: stateless size and name checks run at the API edge.
 //! - `invariants`: [`State::check_invariants`], the checker tests run after every apply.
 //! - `digest`: a hand-written FNV-1a hasher for [`State::digest`].
@@ -29,6 +31,7 @@
 pub mod command;
 mod digest;
 pub mod dispatch;
+pub mod forwarding;
 mod invariants;
 pub mod limits;
 pub mod model;
@@ -45,7 +48,7 @@ pub use command::{
 pub use dispatch::{plan, DispatchCursor};
 pub use limits::Limits;
 pub use model::{
-    Agent, AgentId, AgentSpec, AgentState, FencingToken, Gpu, Outcome, Priority, Queue, Strategy,
-    Task, TaskId, TaskSpec, TaskState, TaskStateKind,
+    Agent, AgentId, AgentSpec, AgentState, FencingToken, Gpu, Outcome, Priority, Queue, RemoteView,
+    Strategy, Task, TaskId, TaskSpec, TaskState, TaskStateKind,
 };
 pub use state::State;

@@ -87,14 +87,36 @@ pub enum TaskState {
         agent: Option<AgentId>,
         token: FencingToken,
     },
+    /// Handed to another DC, which owns it now (invariant 5). `remote` is
+    /// what that DC last told about it; `None` until it accepted the task.
+    Forwarded {
+        dc: String,
+        remote: Option<RemoteView>,
+    },
+}
+
+/// A forwarded task as the DC that runs it last reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RemoteView {
+    /// Its id in the DC that runs it.
+    pub task: TaskId,
+    pub state: TaskStateKind,
+    pub agent: Option<AgentId>,
+    pub attempt: u32,
 }
 
 impl TaskState {
+    /// Ended here, or ended in the DC it was forwarded to.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            TaskState::Succeeded { .. } | TaskState::Failed { .. } | TaskState::Cancelled { .. }
-        )
+        match self {
+            TaskState::Succeeded { .. }
+            | TaskState::Failed { .. }
+            | TaskState::Cancelled { .. } => true,
+            TaskState::Forwarded {
+                remote: Some(r), ..
+            } => r.state.is_terminal(),
+            _ => false,
+        }
     }
     /// The live holder and token, if the task is assigned or running.
     pub fn holder(&self) -> Option<(&AgentId, FencingToken)> {
@@ -105,6 +127,18 @@ impl TaskState {
             _ => None,
         }
     }
+    /// The current or last agent here and its token (0 when none).
+    pub fn last_holder(&self) -> (Option<&AgentId>, FencingToken) {
+        match self {
+            TaskState::Pending | TaskState::Forwarded { .. } => (None, 0),
+            TaskState::Assigned { agent, token }
+            | TaskState::Running { agent, token }
+            | TaskState::Succeeded { agent, token } => (Some(agent), *token),
+            TaskState::Failed { agent, token } | TaskState::Cancelled { agent, token } => {
+                (agent.as_ref(), *token)
+            }
+        }
+    }
     pub fn kind(&self) -> TaskStateKind {
         match self {
             TaskState::Pending => TaskStateKind::Pending,
@@ -113,6 +147,7 @@ impl TaskState {
             TaskState::Succeeded { .. } => TaskStateKind::Succeeded,
             TaskState::Failed { .. } => TaskStateKind::Failed,
             TaskState::Cancelled { .. } => TaskStateKind::Cancelled,
+            TaskState::Forwarded { .. } => TaskStateKind::Forwarded,
         }
     }
 }
@@ -126,16 +161,18 @@ pub enum TaskStateKind {
     Succeeded,
     Failed,
     Cancelled,
+    Forwarded,
 }
 
 impl TaskStateKind {
-    pub const ALL: [TaskStateKind; 6] = [
+    pub const ALL: [TaskStateKind; 7] = [
         TaskStateKind::Pending,
         TaskStateKind::Assigned,
         TaskStateKind::Running,
         TaskStateKind::Succeeded,
         TaskStateKind::Failed,
         TaskStateKind::Cancelled,
+        TaskStateKind::Forwarded,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -145,7 +182,14 @@ impl TaskStateKind {
             TaskStateKind::Succeeded => "succeeded",
             TaskStateKind::Failed => "failed",
             TaskStateKind::Cancelled => "cancelled",
+            TaskStateKind::Forwarded => "forwarded",
         }
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStateKind::Succeeded | TaskStateKind::Failed | TaskStateKind::Cancelled
+        )
     }
 }
 

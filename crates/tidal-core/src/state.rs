@@ -18,6 +18,7 @@ use crate::command::{
 };
 use crate::digest::Fnv64;
 use crate::dispatch::placement;
+use crate::forwarding::Links;
 use crate::model::{
     Agent, AgentId, AgentSpec, AgentState, FencingToken, Priority, Queue, Strategy, Task, TaskId,
     TaskSpec, TaskState, TaskStateKind,
@@ -43,6 +44,8 @@ pub struct State {
     pub(crate) agents: BTreeMap<AgentId, Agent>,
     /// The id the next submitted task gets; ids start at 1.
     pub(crate) next_id: u64,
+    /// Cross-DC outboxes and what was ingested from other DCs.
+    pub(crate) links: Links,
 }
 
 impl Default for State {
@@ -93,6 +96,7 @@ impl State {
             pending: BTreeMap::new(),
             agents: BTreeMap::new(),
             next_id: 1,
+            links: Links::default(),
         };
         state.upsert_queue(DEFAULT_QUEUE.to_string(), 1, Strategy::LeastLoaded);
         state
@@ -142,10 +146,22 @@ impl State {
                 strategy,
             } => self.set_queue(name, weight, strategy),
             Command::Noop => Response::Ok,
+            Command::Forward(pairs) => Response::Forwarded(
+                pairs
+                    .into_iter()
+                    .map(|(task, dc)| self.forward(task, dc, ctx))
+                    .collect(),
+            ),
+            Command::Ingest { origin, records } => self.ingest(origin, records, ctx),
+            Command::ForwardAck { peer, verdicts } => self.forward_ack(peer, verdicts, ctx),
         }
     }
 
-    fn submit(&mut self, mut spec: TaskSpec, ctx: ApplyCtx) -> Result<Submitted, Rejection> {
+    pub(crate) fn submit(
+        &mut self,
+        mut spec: TaskSpec,
+        ctx: ApplyCtx,
+    ) -> Result<Submitted, Rejection> {
         normalize(&mut spec);
         // A repeated key returns the first task, also within one batch: the
         // client retries a submit whose answer it lost (invariant 2).
@@ -189,12 +205,16 @@ impl State {
         Ok(Submitted { id, existed: false })
     }
 
-    fn cancel(&mut self, id: TaskId, ctx: ApplyCtx) -> Response {
+    pub(crate) fn cancel(&mut self, id: TaskId, ctx: ApplyCtx) -> Response {
         let Some(task) = self.tasks.get_mut(&id) else {
             return Response::Rejected(Rejection::TaskNotFound(id));
         };
-        if task.state.is_terminal() {
+        if task.state.is_terminal() || self.links.cancelled.contains(&id) {
             return Response::Rejected(wrong_state(id, &task.state));
+        }
+        if let TaskState::Forwarded { dc, .. } = &task.state {
+            let dc = dc.clone();
+            return self.cancel_forwarded(id, dc, ctx);
         }
         let holder = task.state.holder().map(|(a, t)| (a.clone(), t));
         match &holder {
@@ -210,6 +230,7 @@ impl State {
             token: holder.as_ref().map_or(0, |(_, t)| *t),
         };
         task.updated_ms = ctx.time_ms;
+        self.report(id, ctx);
         Response::Cancelled { task: id, holder }
     }
 
@@ -302,6 +323,9 @@ impl State {
             }
             task.updated_ms = ctx.time_ms;
         }
+        for id in requeued.iter().chain(&failed) {
+            self.report(*id, ctx);
+        }
         Response::AgentDown { requeued, failed }
     }
 
@@ -360,11 +384,13 @@ impl State {
         };
         task.attempt = task.attempt.saturating_add(1);
         task.updated_ms = ctx.time_ms;
+        let attempt = task.attempt;
+        self.report(id, ctx);
         Ok(Granted {
             task: id,
             agent: agent_id,
             token,
-            attempt: task.attempt,
+            attempt,
         })
     }
 
@@ -382,6 +408,7 @@ impl State {
                     token,
                 };
                 task.updated_ms = ctx.time_ms;
+                self.report(id, ctx);
                 Response::Ok
             }
             // A resent report after a reconnect.
@@ -423,6 +450,7 @@ impl State {
                 task.error = c.outcome.error;
                 task.exit_code = c.outcome.exit_code;
                 task.updated_ms = ctx.time_ms;
+                self.report(id, ctx);
                 Ok(())
             }
             Some((_, current)) => Err(Rejection::StaleToken {
@@ -557,4 +585,4 @@ impl State {
 
 #[cfg(test)]
 #[path = "state_test.rs"]
-mod tests;
+pub(crate) mod tests;

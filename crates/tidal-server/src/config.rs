@@ -43,6 +43,59 @@ pub struct RawConfig {
     pub flush_delay_us: Option<u64>,
     /// Local IP that connections to other servers are made from (default: any).
     pub source_ip: Option<String>,
+    /// Peer DCs in preference order (`[[peers]]` tables, or `--peer`).
+    pub peers: Option<Vec<RawPeer>>,
+    /// Cross-DC forwarding policy (`[forwarding]`).
+    pub forwarding: Option<RawForwarding>,
+}
+
+/// One peer DC: its name and the addresses of its servers (any of them; the
+/// shipper follows the way to the leader).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub dc: String,
+    pub endpoints: Vec<String>,
+}
+
+impl std::str::FromStr for RawPeer {
+    type Err = String;
+    /// `DC=HOST:PORT[,HOST:PORT...]`, as `--peer` takes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (dc, addrs) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--peer {s:?}: expected DC=HOST:PORT[,HOST:PORT...]"))?;
+        Ok(RawPeer {
+            dc: dc.trim().to_string(),
+            endpoints: addrs
+                .split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwarding {
+    /// Default for every queue: a task pending this long may go to a peer
+    /// with room (default 30000).
+    pub forward_after_ms: Option<u64>,
+    /// Unacknowledged records per peer past which no more tasks are
+    /// forwarded to it (default 10000).
+    pub outbox_limit: Option<usize>,
+    /// Per queue overrides.
+    #[serde(default)]
+    pub queues: std::collections::BTreeMap<String, RawQueueForwarding>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueueForwarding {
+    /// Whether this queue's tasks may leave the DC (default true).
+    pub allow: Option<bool>,
+    pub forward_after_ms: Option<u64>,
 }
 
 macro_rules! merge_fields {
@@ -105,7 +158,9 @@ impl RawConfig {
             max_payload_bytes,
             max_batch,
             flush_delay_us,
-            source_ip
+            source_ip,
+            peers,
+            forwarding
         );
         self
     }
@@ -162,6 +217,48 @@ impl RawConfig {
         if !(raft_heartbeat < election_min && election_min < election_max) {
             bail!("need raft_heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
         }
+        let peers = self.peers.unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &peers {
+            tidal_core::limits::validate_name("peer dc", &p.dc, &limits)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if p.dc == dc {
+                bail!("peer {:?} is this DC itself", p.dc);
+            }
+            if !seen.insert(p.dc.clone()) {
+                bail!("peer {:?} is listed twice", p.dc);
+            }
+            if p.endpoints.is_empty() {
+                bail!("peer {:?} has no endpoints", p.dc);
+            }
+            for e in &p.endpoints {
+                if e.parse::<SocketAddr>().is_err() {
+                    bail!(
+                        "peer {:?}: endpoint {e:?} is not HOST:PORT with a numeric host",
+                        p.dc
+                    );
+                }
+            }
+        }
+        let raw_fwd = self.forwarding.unwrap_or_default();
+        let forward_after_ms = raw_fwd.forward_after_ms.unwrap_or(30_000);
+        let forwarding = Forwarding {
+            forward_after_ms,
+            outbox_limit: raw_fwd.outbox_limit.unwrap_or(10_000),
+            queues: raw_fwd
+                .queues
+                .into_iter()
+                .map(|(q, r)| {
+                    (
+                        q,
+                        tidal_core::forwarding::QueuePolicy {
+                            allow: r.allow.unwrap_or(true),
+                            forward_after_ms: r.forward_after_ms.unwrap_or(forward_after_ms),
+                        },
+                    )
+                })
+                .collect(),
+        };
         if self.init == Some(true) && self.restore.is_some() {
             bail!("--init and --restore both start a new cluster: give one of them");
         }
@@ -182,6 +279,14 @@ impl RawConfig {
             limits,
             flush_delay: self.flush_delay_us.map(Duration::from_micros),
             source_ip,
+            peers: peers
+                .into_iter()
+                .map(|p| Peer {
+                    dc: p.dc,
+                    endpoints: p.endpoints,
+                })
+                .collect(),
+            forwarding,
         })
     }
 }
@@ -208,4 +313,34 @@ pub struct ServerConfig {
     pub flush_delay: Option<Duration>,
     /// Local IP for connections to other servers (None: the OS chooses).
     pub source_ip: Option<IpAddr>,
+    /// Peer DCs in preference order.
+    pub peers: Vec<Peer>,
+    pub forwarding: Forwarding,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub dc: String,
+    pub endpoints: Vec<String>,
+}
+
+/// The forwarding policy of this DC (used by its leader).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    pub forward_after_ms: u64,
+    pub outbox_limit: usize,
+    pub queues: std::collections::BTreeMap<String, tidal_core::forwarding::QueuePolicy>,
+}
+
+impl Forwarding {
+    /// A queue's policy: its own section, or allowed after the default wait.
+    pub fn policy(&self, queue: &str) -> tidal_core::forwarding::QueuePolicy {
+        self.queues
+            .get(queue)
+            .copied()
+            .unwrap_or(tidal_core::forwarding::QueuePolicy {
+                allow: true,
+                forward_after_ms: self.forward_after_ms,
+            })
+    }
 }

@@ -6,7 +6,9 @@
 //! - [`batcher`]: group commit of concurrent submits and completions.
 //! - [`raft_network`] and [`grpc::raft_service`]: openraft over tonic.
 //! - [`grpc`]: the public API (tasks, agents, queues, cluster).
-//! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper.
+//! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper,
+//!   and the cross-DC forwarder and shippers.
+//! - [`links`]: peer DCs' summaries and link health; the exchange format.
 //! - [`error`]: the one mapping from errors to gRPC status codes.
 //!
 //! Depends on tidal-core (the state machine), tidal-store (storage) and
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod leader;
+pub mod links;
 pub mod node;
 pub mod raft_network;
 

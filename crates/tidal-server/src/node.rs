@@ -16,6 +16,7 @@ use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
 use crate::grpc::raft_service::VoteGate;
 use crate::leader::Leadership;
+use crate::links::PeerTable;
 use crate::now_ms;
 use crate::raft_network::{Contacts, Network};
 
@@ -41,6 +42,8 @@ pub struct Node {
     pub vote_gate: Arc<VoteGate>,
     /// Held for reading by every proposal, for writing by a leadership transfer.
     pub write_gate: WriteGate,
+    /// Peer DCs: their last summaries and link health.
+    pub peers: PeerTable,
 }
 
 impl Node {
@@ -164,7 +167,9 @@ impl Node {
                 _ => None,
             },
         );
+        let peers = PeerTable::new(config.peers.clone());
         Ok(Arc::new(Node {
+            peers,
             id: config.node_id,
             config,
             raft,

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod chaos;
 pub mod cluster;
+pub mod dc;
 pub mod dev;
 pub mod example_worker;
 pub mod queue;
@@ -27,6 +28,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Cluster(c) => cluster::run(c).await.map(|()| exit::OK),
         Command::Queue(c) => queue::run(c).await.map(|()| exit::OK),
         Command::Status(a) => status::run(a).await.map(|()| exit::OK),
+        Command::Dc(c) => dc::run(c).await.map(|()| exit::OK),
         Command::Dev(a) => dev::run(a).await.map(|()| exit::OK),
         Command::Chaos(c) => chaos::run(c).await,
         Command::ExampleWorker(a) => example_worker::run(a).await,

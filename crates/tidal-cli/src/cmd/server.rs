@@ -76,6 +76,17 @@ pub struct ServerArgs {
     /// Local IP to open connections to other servers from (default: chosen by the OS).
     #[arg(long, value_name = "IP")]
     pub source_ip: Option<String>,
+    /// A peer DC to forward work to, in preference order (repeat the flag):
+    /// `DC=HOST:PORT[,HOST:PORT...]` (any servers of that DC). Replaces the
+    /// config file's [[peers]].
+    #[arg(long = "peer", value_name = "DC=ADDRS")]
+    pub peers: Vec<tidal_server::config::RawPeer>,
+    /// A pending task may go to a peer with room after this wait (default 30000; per queue in the config file).
+    #[arg(long, value_name = "MS")]
+    pub forward_after_ms: Option<u64>,
+    /// Unacknowledged records per peer past which tasks stay local (default 10000).
+    #[arg(long, value_name = "N")]
+    pub outbox_limit: Option<usize>,
 }
 
 impl ServerArgs {
@@ -100,6 +111,8 @@ impl ServerArgs {
             max_batch: self.max_batch,
             source_ip: self.source_ip.clone(),
             flush_delay_us: self.flush_delay_us,
+            peers: (!self.peers.is_empty()).then(|| self.peers.clone()),
+            forwarding: None,
         }
     }
 
@@ -109,7 +122,18 @@ impl ServerArgs {
             Some(path) => RawConfig::from_file(path)?,
             None => RawConfig::default(),
         };
-        Ok(file.merge(RawConfig::from_env()?).merge(self.raw()))
+        let mut merged = file.merge(RawConfig::from_env()?).merge(self.raw());
+        // Forwarding flags override single settings of the file's section.
+        if self.forward_after_ms.is_some() || self.outbox_limit.is_some() {
+            let fwd = merged.forwarding.get_or_insert_with(Default::default);
+            if self.forward_after_ms.is_some() {
+                fwd.forward_after_ms = self.forward_after_ms;
+            }
+            if self.outbox_limit.is_some() {
+                fwd.outbox_limit = self.outbox_limit;
+            }
+        }
+        Ok(merged)
     }
 }
 

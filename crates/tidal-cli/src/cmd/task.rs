@@ -59,6 +59,8 @@ pub enum StateArg {
     Succeeded,
     Failed,
     Cancelled,
+    /// Handed to another DC that has not reported on it yet.
+    Forwarded,
 }
 
 impl From<StateArg> for v1::TaskState {
@@ -70,6 +72,7 @@ impl From<StateArg> for v1::TaskState {
             StateArg::Succeeded => v1::TaskState::Succeeded,
             StateArg::Failed => v1::TaskState::Failed,
             StateArg::Cancelled => v1::TaskState::Cancelled,
+            StateArg::Forwarded => v1::TaskState::Forwarded,
         }
     }
 }

@@ -4,6 +4,7 @@ use tidal_core::model::{
     Agent, AgentSpec, AgentState, Gpu, Priority, Queue, Task, TaskId, TaskSpec, TaskState,
     TaskStateKind,
 };
+use tidal_core::State;
 use tidal_proto::v1;
 
 use crate::error::ServerError;
@@ -74,6 +75,7 @@ pub fn state_kind_to(k: TaskStateKind) -> v1::TaskState {
         TaskStateKind::Succeeded => v1::TaskState::Succeeded,
         TaskStateKind::Failed => v1::TaskState::Failed,
         TaskStateKind::Cancelled => v1::TaskState::Cancelled,
+        TaskStateKind::Forwarded => v1::TaskState::Forwarded,
     }
 }
 
@@ -86,26 +88,50 @@ pub fn state_kind_from(s: i32) -> Option<TaskStateKind> {
         v1::TaskState::Succeeded => Some(TaskStateKind::Succeeded),
         v1::TaskState::Failed => Some(TaskStateKind::Failed),
         v1::TaskState::Cancelled => Some(TaskStateKind::Cancelled),
+        v1::TaskState::Forwarded => Some(TaskStateKind::Forwarded),
     }
 }
 
-pub fn task_to(t: &Task, with_payload: bool, read_index: u64) -> v1::Task {
-    let (agent, token) = match &t.state {
-        TaskState::Pending => (None, 0),
-        TaskState::Assigned { agent, token }
-        | TaskState::Running { agent, token }
-        | TaskState::Succeeded { agent, token } => (Some(agent.clone()), *token),
-        TaskState::Failed { agent, token } | TaskState::Cancelled { agent, token } => {
-            (agent.clone(), *token)
+/// The state a client sees: a forwarded task shows what the DC that runs it
+/// reported last (FORWARDED until it reported).
+pub fn effective_kind(t: &Task) -> TaskStateKind {
+    match &t.state {
+        TaskState::Forwarded {
+            remote: Some(r), ..
+        } => r.state,
+        other => other.kind(),
+    }
+}
+
+/// A task for the API; `state` is the state it lives in, for its origin.
+pub fn task_to(state: &State, t: &Task, with_payload: bool, read_index: u64) -> v1::Task {
+    let (agent, token) = t.state.last_holder();
+    let mut agent = agent.cloned().unwrap_or_default();
+    let mut attempt = t.attempt;
+    let (mut forwarded_to, mut remote_id) = (String::new(), String::new());
+    if let TaskState::Forwarded { dc, remote } = &t.state {
+        forwarded_to = dc.clone();
+        if let Some(r) = remote {
+            remote_id = r.task.to_string();
+            agent = r.agent.clone().unwrap_or_default();
+            attempt = r.attempt;
         }
-    };
+    }
+    let (origin_dc, origin_id) = state
+        .origin_of(t.id)
+        .map(|(dc, id)| (dc.clone(), id.to_string()))
+        .unwrap_or_default();
     v1::Task {
         id: t.id.to_string(),
         spec: Some(spec_to(&t.spec, with_payload)),
-        state: state_kind_to(t.state.kind()) as i32,
-        agent: agent.unwrap_or_default(),
+        state: state_kind_to(effective_kind(t)) as i32,
+        agent,
         token,
-        attempt: t.attempt,
+        attempt,
+        forwarded_to,
+        remote_id,
+        origin_dc,
+        origin_id,
         result: t.result.clone(),
         error: t.error.clone(),
         exit_code: t.exit_code,

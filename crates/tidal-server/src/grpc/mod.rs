@@ -3,6 +3,7 @@
 pub mod agent_service;
 pub mod cluster_service;
 pub mod convert;
+pub mod dc_service;
 pub mod queue_service;
 pub mod raft_service;
 pub mod task_service;
@@ -14,6 +15,7 @@ use anyhow::Context;
 use tidal_proto::raft::raft_server::RaftServer;
 use tidal_proto::v1::agents_server::AgentsServer;
 use tidal_proto::v1::cluster_server::ClusterServer;
+use tidal_proto::v1::dcs_server::DcsServer;
 use tidal_proto::v1::queues_server::QueuesServer;
 use tidal_proto::v1::tasks_server::TasksServer;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -39,6 +41,9 @@ pub async fn serve(
         .max_encoding_message_size(max_message);
     let queues = QueuesServer::new(queue_service::QueueService { node: node.clone() });
     let cluster = ClusterServer::new(cluster_service::ClusterService { node: node.clone() });
+    let dcs = DcsServer::new(dc_service::DcService::new(node.clone()))
+        .max_decoding_message_size(crate::leader::shipper::MAX_EXCHANGE_MESSAGE)
+        .max_encoding_message_size(crate::leader::shipper::MAX_EXCHANGE_MESSAGE);
     let raft = RaftServer::new(raft_service::RaftService {
         raft: node.raft.clone(),
         node_id: node.id,
@@ -62,6 +67,7 @@ pub async fn serve(
         .add_service(agents)
         .add_service(queues)
         .add_service(cluster)
+        .add_service(dcs)
         .add_service(raft)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -110,7 +110,12 @@ impl Tasks for TaskService {
             .state
             .task(id)
             .ok_or_else(|| ServerError::NotFound(format!("task {id} not found")))?;
-        Ok(Response::new(convert::task_to(task, true, index)))
+        Ok(Response::new(convert::task_to(
+            &applied.state,
+            task,
+            true,
+            index,
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
@@ -141,7 +146,7 @@ impl Tasks for TaskService {
         let mut last: Option<TaskId> = None;
         let mut more = false;
         for t in applied.state.tasks_after(after) {
-            if state_filter.is_some_and(|k| t.state.kind() != k) {
+            if state_filter.is_some_and(|k| convert::effective_kind(t) != k) {
                 continue;
             }
             if !req.queue.is_empty() && t.spec.queue != req.queue {
@@ -152,7 +157,7 @@ impl Tasks for TaskService {
                 break;
             }
             last = Some(t.id);
-            tasks.push(convert::task_to(t, false, index));
+            tasks.push(convert::task_to(&applied.state, t, false, index));
         }
         let next_after_id = if more {
             last.map(|l| l.to_string()).unwrap_or_default()
@@ -198,6 +203,11 @@ impl Tasks for TaskService {
             .state
             .task(id)
             .ok_or_else(|| ServerError::NotFound(format!("task {id} not found")))?;
-        Ok(Response::new(convert::task_to(task, false, index)))
+        Ok(Response::new(convert::task_to(
+            &applied.state,
+            task,
+            false,
+            index,
+        )))
     }
 }

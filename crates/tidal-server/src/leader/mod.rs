@@ -3,8 +3,10 @@
 //! becomes leader and is dropped when it steps down.
 
 pub mod dispatcher;
+pub mod forwarder;
 pub mod reaper;
 pub mod sessions;
+pub mod shipper;
 
 use std::sync::{Arc, Mutex};
 
@@ -174,11 +176,25 @@ pub async fn watch_leadership(node: Arc<Node>) {
                 let b = tokio::spawn(commit_barrier(node.clone(), leadership.clone()));
                 let d = tokio::spawn(dispatcher::run(node.clone(), leadership.clone()));
                 let r = tokio::spawn(reaper::run(node.clone(), leadership.clone()));
+                let mut tasks = vec![b, d, r];
+                if !node.config.peers.is_empty() {
+                    tasks.push(tokio::spawn(forwarder::run(
+                        node.clone(),
+                        leadership.clone(),
+                    )));
+                    for peer in &node.config.peers {
+                        tasks.push(tokio::spawn(shipper::run(
+                            node.clone(),
+                            leadership.clone(),
+                            peer.clone(),
+                        )));
+                    }
+                }
                 leadership
                     .tasks
                     .lock()
                     .expect("leadership task list poisoned")
-                    .extend([b, d, r]);
+                    .extend(tasks);
             }
             (Some(old), false) => {
                 tracing::info!(node_id = node.id, term, "stepped down");

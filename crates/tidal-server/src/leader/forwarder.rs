@@ -1,0 +1,76 @@
+//! The leader's forwarding loop: asks tidal-core's policy
+//! ([`plan_forwards`]) which pending tasks should go to which peer DC, and
+//! commits them as one `Forward` entry. The shippers take it from there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidal_core::command::{Command, Response};
+use tidal_core::forwarding::{plan_forwards, PeerView, Record};
+
+use super::Leadership;
+use crate::node::Node;
+
+/// At most this many tasks per `Forward` entry.
+const MAX_ROUND: usize = 1024;
+/// How often pending work is looked at for forwarding.
+const EVERY: Duration = Duration::from_millis(200);
+
+pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
+    let fwd = &node.config.forwarding;
+    while leadership.is_alive() {
+        tokio::time::sleep(EVERY).await;
+        let round = {
+            let applied = node.state.read();
+            let state = &applied.state;
+            let mut peers: Vec<PeerView> = node
+                .peers
+                .peers()
+                .iter()
+                .map(|p| {
+                    let info = node.peers.get(&p.dc);
+                    let outbox = state.outbox(&p.dc);
+                    let depth = outbox.map_or(0, |o| o.records.len());
+                    let in_flight = outbox.map_or(0, |o| {
+                        o.records
+                            .values()
+                            .filter(|(_, r)| matches!(r, Record::Task { .. }))
+                            .count()
+                    }) as u32;
+                    PeerView {
+                        dc: p.dc.clone(),
+                        room: info
+                            .summary
+                            .as_ref()
+                            .map_or(0, |(s, _)| s.room().saturating_sub(in_flight)),
+                        summary: info.summary.map(|(s, _)| s.capabilities),
+                        accepting: depth < fwd.outbox_limit,
+                    }
+                })
+                .collect();
+            plan_forwards(
+                state,
+                &mut peers,
+                |q| fwd.policy(q),
+                crate::now_ms(),
+                MAX_ROUND,
+            )
+        };
+        if round.is_empty() {
+            continue;
+        }
+        match node.propose(Command::Forward(round)).await {
+            Ok((Response::Forwarded(results), index)) => {
+                let refused = results.iter().filter(|r| r.is_err()).count();
+                tracing::debug!(
+                    log_index = index,
+                    forwarded = results.len() - refused,
+                    refused,
+                    "forward round committed"
+                );
+            }
+            Ok((other, _)) => tracing::warn!(response = ?other, "unexpected answer to forward"),
+            Err(e) => tracing::warn!(error = %e, "forward round not committed"),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What this node knows about its peer DCs beyond the replicated state: their
+//! last capability summaries, the health of each link, and the wire format of
+//! `Dcs.Exchange`. The leader's shipper writes it; `Exchange` (a peer calling
+//! in) writes the caller's summary; `tidal dc status` reads it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tidal_core::forwarding::{CapabilitySummary, Record, Verdict};
+
+use crate::config::Peer;
+
+/// The body of an Exchange request (inside `ExchangeRequest.body`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExchangeBody {
+    pub summary: Summary,
+    pub records: Vec<(u64, Record)>,
+}
+
+/// The body of an Exchange answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExchangeReply {
+    pub summary: Summary,
+    pub verdicts: Vec<(u64, Verdict)>,
+    /// The sender's high-water mark at the receiver after this exchange.
+    pub hwm: u64,
+}
+
+/// A DC's capability summary and how many tasks wait there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub capabilities: CapabilitySummary,
+    pub pending: u64,
+}
+
+impl Summary {
+    pub fn of(state: &tidal_core::State) -> Summary {
+        Summary {
+            capabilities: CapabilitySummary::of(state),
+            pending: state.pending_total() as u64,
+        }
+    }
+
+    /// Free slots less the tasks already waiting: what a new task may find.
+    pub fn room(&self) -> u32 {
+        u64::from(self.capabilities.free_slots()).saturating_sub(self.pending) as u32
+    }
+}
+
+/// Link state of one peer, as the shipper last saw it.
+#[derive(Clone, Debug, Default)]
+pub struct PeerInfo {
+    pub summary: Option<(Summary, Instant)>,
+    /// None: not tried yet.
+    pub up: Option<bool>,
+    pub last_error: String,
+    pub last_ack: Option<Instant>,
+}
+
+/// Every configured peer's [`PeerInfo`], in preference order.
+pub struct PeerTable {
+    peers: Vec<Peer>,
+    info: Mutex<BTreeMap<String, PeerInfo>>,
+}
+
+impl PeerTable {
+    pub fn new(peers: Vec<Peer>) -> PeerTable {
+        PeerTable {
+            info: Mutex::new(
+                peers
+                    .iter()
+                    .map(|p| (p.dc.clone(), PeerInfo::default()))
+                    .collect(),
+            ),
+            peers,
+        }
+    }
+
+    /// The configured peers, in preference order.
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+
+    pub fn is_peer(&self, dc: &str) -> bool {
+        self.peers.iter().any(|p| p.dc == dc)
+    }
+
+    pub fn get(&self, dc: &str) -> PeerInfo {
+        self.lock().get(dc).cloned().unwrap_or_default()
+    }
+
+    /// A peer's summary arrived (in an answer or in its own request).
+    pub fn summary(&self, dc: &str, summary: Summary) {
+        if let Some(info) = self.lock().get_mut(dc) {
+            info.summary = Some((summary, Instant::now()));
+        }
+    }
+
+    /// The peer answered an exchange.
+    pub fn up(&self, dc: &str) {
+        if let Some(info) = self.lock().get_mut(dc) {
+            info.up = Some(true);
+            info.last_ack = Some(Instant::now());
+            info.last_error.clear();
+        }
+    }
+
+    /// An exchange with the peer failed.
+    pub fn down(&self, dc: &str, error: String) {
+        if let Some(info) = self.lock().get_mut(dc) {
+            info.up = Some(false);
+            info.last_error = error;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerInfo>> {
+        self.info.lock().expect("peer table poisoned")
+    }
+}
