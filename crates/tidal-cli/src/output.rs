@@ -70,14 +70,7 @@ pub fn encode_bytes(b: &[u8]) -> (String, &'static str) {
     }
 }
 
-pub use tidal_client::task_state_name;
-
-pub fn is_terminal(s: i32) -> bool {
-    matches!(
-        v1::TaskState::try_from(s),
-        Ok(v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled)
-    )
-}
+pub use tidal_client::{is_terminal, task_state_name};
 
 pub fn priority_name(p: i32) -> &'static str {
     match v1::Priority::try_from(p).unwrap_or(v1::Priority::Unspecified) {

@@ -35,5 +35,5 @@ pub use client::{Client, ClientOptions, Session};
 pub use endpoint::normalize as normalize_endpoint;
 pub use error::Error;
 pub use idempotency::auto_key;
-pub use names::task_state_name;
+pub use names::{is_terminal, task_state_name};
 pub use tidal_proto::v1;

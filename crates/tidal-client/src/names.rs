@@ -16,3 +16,12 @@ pub fn task_state_name(s: i32) -> &'static str {
         v1::TaskState::Forwarded => "forwarded",
     }
 }
+
+/// Whether a `TaskState` value is final: succeeded, failed or cancelled (a
+/// forwarded task shows the final state of the DC that ran it).
+pub fn is_terminal(s: i32) -> bool {
+    matches!(
+        v1::TaskState::try_from(s),
+        Ok(v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled)
+    )
+}

@@ -220,8 +220,8 @@ pub struct PeerView {
     pub summary: Option<CapabilitySummary>,
     /// Free slots it is believed to have, less what was sent since its summary.
     pub room: u32,
-    /// False when its outbox is at the configured limit.
-    pub accepting: bool,
+    /// Records its outbox may still take before the configured limit.
+    pub outbox_room: usize,
 }
 
 /// A queue's forwarding settings.
@@ -237,7 +237,8 @@ pub struct QueuePolicy {
 /// with room first; a task that waited longer than its queue's
 /// `forward_after` goes to the first capable peer with room, if any. Ingested
 /// tasks are never forwarded again, and a peer that refused a task is not
-/// asked again. Reduces each chosen peer's `room`.
+/// asked again, nor is a peer whose outbox is full. Reduces each chosen
+/// peer's `room` and `outbox_room`.
 pub fn plan_forwards(
     state: &State,
     peers: &mut [PeerView],
@@ -246,7 +247,10 @@ pub fn plan_forwards(
     max: usize,
 ) -> Vec<(TaskId, DcName)> {
     let mut out = Vec::new();
-    if peers.iter().all(|p| p.summary.is_none() || !p.accepting) {
+    if peers
+        .iter()
+        .all(|p| p.summary.is_none() || p.outbox_room == 0)
+    {
         return out;
     }
     // Whether a task shape runs here, computed once per shape.
@@ -282,7 +286,7 @@ pub fn plan_forwards(
             let capable: Vec<usize> = (0..peers.len())
                 .filter(|&i| {
                     let p = &peers[i];
-                    p.accepting
+                    p.outbox_room > 0
                         && !refused.is_some_and(|r| r.contains(&p.dc))
                         && p.summary.as_ref().is_some_and(|s| s.can_run(&task.spec))
                 })
@@ -298,6 +302,7 @@ pub fn plan_forwards(
             };
             if let Some(i) = chosen {
                 peers[i].room = peers[i].room.saturating_sub(task.spec.slots);
+                peers[i].outbox_room -= 1;
                 out.push((task.id, peers[i].dc.clone()));
             }
         }

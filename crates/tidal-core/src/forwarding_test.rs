@@ -201,13 +201,13 @@ fn refused_task_comes_back_and_is_not_offered_to_that_peer_again() {
             dc: "dc-b".into(),
             summary: Some(summary.clone()),
             room: 10,
-            accepting: true,
+            outbox_room: 10,
         },
         PeerView {
             dc: "dc-c".into(),
             summary: Some(summary),
             room: 10,
-            accepting: true,
+            outbox_room: 10,
         },
     ];
     let plan = plan_forwards(&a.state, &mut peers, |_| ALLOW_AFTER_MINUTE, 0, 10);
@@ -333,7 +333,7 @@ fn planner_forwards_what_cannot_run_here_and_what_waited_too_long() {
             dc: "dc-b".into(),
             summary: Some(full_b.clone()),
             room,
-            accepting: true,
+            outbox_room: 10,
         }]
     };
     let created = a.state.task(t2i).unwrap().updated_ms;
@@ -356,8 +356,15 @@ fn planner_forwards_what_cannot_run_here_and_what_waited_too_long() {
     assert!(plan_forwards(&a.state, &mut peers(5), deny, late, 10).is_empty());
     // A peer at its outbox limit, or without a summary, gets nothing.
     let mut p = peers(5);
-    p[0].accepting = false;
+    p[0].outbox_room = 0;
     assert!(plan_forwards(&a.state, &mut p, |_| ALLOW_AFTER_MINUTE, late, 10).is_empty());
+    // The outbox limit bounds a round too.
+    let mut p = peers(5);
+    p[0].outbox_room = 1;
+    assert_eq!(
+        plan_forwards(&a.state, &mut p, |_| ALLOW_AFTER_MINUTE, late, 10).len(),
+        1
+    );
     let mut p = peers(5);
     p[0].summary = None;
     assert!(plan_forwards(&a.state, &mut p, |_| ALLOW_AFTER_MINUTE, late, 10).is_empty());

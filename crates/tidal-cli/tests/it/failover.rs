@@ -11,21 +11,7 @@ use anyhow::{bail, Context};
 use tidal_client::{v1, Client, ClientOptions};
 use tokio::time::{sleep, Instant};
 
-use crate::harness::{AgentOpts, Cluster, ClusterOpts};
-
-/// The task command: record one line per execution, then echo the payload
-/// back as the result. `>>` appends with O_APPEND, so concurrent runs do not
-/// interleave their short lines.
-fn recording_worker(runs: &Path) -> Vec<String> {
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!(
-            "echo \"$TIDAL_TASK_ID $TIDAL_FENCING_TOKEN $TIDAL_AGENT_ID\" >> '{}'; cat",
-            runs.display()
-        ),
-    ]
-}
+use crate::harness::{recording_worker, AgentOpts, Cluster, ClusterOpts};
 
 fn spec(key: String) -> v1::TaskSpec {
     v1::TaskSpec {

@@ -27,6 +27,21 @@ pub fn tidal_exe() -> &'static str {
     env!("CARGO_BIN_EXE_tidal")
 }
 
+/// A task command that records one line per execution ("task-id token
+/// agent") in `runs`, then echoes the payload back as the result. `>>`
+/// appends with O_APPEND, so concurrent runs do not interleave their short
+/// lines.
+pub fn recording_worker(runs: &Path) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo \"$TIDAL_TASK_ID $TIDAL_FENCING_TOKEN $TIDAL_AGENT_ID\" >> '{}'; cat",
+            runs.display()
+        ),
+    ]
+}
+
 /// `n` distinct free ports (all held while choosing, so they differ).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -236,6 +251,15 @@ impl Cluster {
     /// `opts.join`, adds and promotes the others one at a time.
     pub async fn start(opts: ClusterOpts) -> anyhow::Result<Cluster> {
         let mut c = Cluster::new(opts)?;
+        c.launch().await?;
+        Ok(c)
+    }
+
+    /// Starts the nodes of a cluster made with [`Cluster::new`], as
+    /// [`Cluster::start`] does (for settings that need the ports first, like
+    /// two DCs naming each other as peers).
+    pub async fn launch(&mut self) -> anyhow::Result<()> {
+        let c = self;
         c.start_node(1, true)?;
         c.wait_leader(Duration::from_secs(20)).await?;
         for id in 2..=c.nodes.len() as u64 {
@@ -244,7 +268,7 @@ impl Cluster {
         if c.opts.join {
             c.join_all().await?;
         }
-        Ok(c)
+        Ok(())
     }
 
     pub fn node(&self, id: u64) -> &Node {
@@ -467,5 +491,60 @@ impl Drop for Cluster {
                 eprintln!("kept {}", kept.display());
             }
         }
+    }
+}
+
+/// A TCP relay to one address that a test can cut (every connection through
+/// it is closed and new ones are closed at once) and heal: a link between
+/// two DCs that can fail.
+pub struct Relay {
+    pub addr: String,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(target: &str) -> anyhow::Result<Relay> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let target = target.to_string();
+        let watch = cut.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut rx = watch.subscribe();
+                if *rx.borrow() {
+                    continue; // dropped: closed at once
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Ok(Relay { addr, cut, task })
+    }
+
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut.send_replace(true);
+        self.task.abort();
     }
 }

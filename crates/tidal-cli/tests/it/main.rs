@@ -7,6 +7,7 @@
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
 //! - `smoke`: one small end-to-end run through the harness.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
+//! - `xdc`: two DCs: forwarding by capability, a cut link, leader kills on both sides.
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
 
@@ -17,3 +18,4 @@ mod failover;
 mod harness;
 mod membership;
 mod smoke;
+mod xdc;

@@ -44,7 +44,7 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
                             .as_ref()
                             .map_or(0, |(s, _)| s.room().saturating_sub(in_flight)),
                         summary: info.summary.map(|(s, _)| s.capabilities),
-                        accepting: depth < fwd.outbox_limit,
+                        outbox_room: fwd.outbox_limit.saturating_sub(depth),
                     }
                 })
                 .collect();
