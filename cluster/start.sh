@@ -15,56 +15,12 @@ RUN=cluster/run
 ENDPOINTS=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 AGENTS=${AGENTS:-2}
 
-if [[ -z "${TIDAL:-}" ]]; then
-  cargo build --release --bin tidal
-  TIDAL=target/release/tidal
-fi
-TIDAL=$(cd "$(dirname "$TIDAL")" && pwd)/$(basename "$TIDAL")
+# shellcheck source=cluster/lib.sh
+source cluster/lib.sh
+build_tidal
 mkdir -p "$RUN" cluster/data
 
-running() { [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-
-# start NAME ARGS...: runs `tidal ARGS...` in the background, logging to $RUN/NAME.log.
-start() {
-  local name=$1
-  shift
-  if running "$name"; then
-    echo "$name is already running (pid $(cat "$RUN/$name.pid"))"
-    return
-  fi
-  "$TIDAL" "$@" >>"$RUN/$name.log" 2>&1 &
-  echo $! >"$RUN/$name.pid"
-  echo "started $name (pid $!, log $RUN/$name.log)"
-}
-
-# wait_leader ENDPOINTS: until one of them answers that it is the leader.
-wait_leader() {
-  for _ in $(seq 1 150); do
-    if "$TIDAL" status --endpoints "$1" --output json --timeout-ms 1000 2>/dev/null | grep -q '"role": "leader"'; then
-      return 0
-    fi
-    sleep 0.2
-  done
-  echo "error: no leader among $1 after 30s; see $RUN/node*.log" >&2
-  exit 1
-}
-
-if [[ -d cluster/data/node2 || -d cluster/data/node3 ]]; then
-  # A restart: a single node cannot elect itself in a 3-node group, so start all.
-  for n in 1 2 3; do start "node$n" server --config "cluster/node$n.toml"; done
-  wait_leader "$ENDPOINTS"
-else
-  start node1 server --config cluster/node1.toml
-  wait_leader 127.0.0.1:7001
-  for n in 2 3; do start "node$n" server --config "cluster/node$n.toml"; done
-fi
-
-# Joining is idempotent: a member already present is left as it is.
-for n in 2 3; do
-  "$TIDAL" cluster add-learner --id "$n" --addr "127.0.0.1:700$n" --endpoints "$ENDPOINTS" >/dev/null
-  "$TIDAL" cluster promote "$n" --endpoints "$ENDPOINTS" >/dev/null
-done
-"$TIDAL" cluster members --endpoints "$ENDPOINTS"
+start_dc "" cluster/data "$ENDPOINTS" cluster/node1.toml cluster/node2.toml cluster/node3.toml
 
 "$TIDAL" queue set vip --weight 8 --endpoints "$ENDPOINTS" >/dev/null
 "$TIDAL" queue set normal --weight 2 --endpoints "$ENDPOINTS" >/dev/null

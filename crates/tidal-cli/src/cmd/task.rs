@@ -386,22 +386,27 @@ async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
 async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     let ctx = Ctx::new(&args.client)?;
     let interval = Duration::from_millis(args.interval_ms.max(10));
-    let mut last: Option<(i32, String, u32)> = None;
+    let mut last: Option<(i32, String, u32, String)> = None;
     loop {
         let t = ctx
             .client
             .get_task(&args.id, false)
             .await
             .with_context(|| format!("watching task {}", args.id))?;
-        let now = (t.state, t.agent.clone(), t.attempt);
+        let now = (t.state, t.agent.clone(), t.attempt, t.remote_id.clone());
         if last.as_ref() != Some(&now) {
+            // A forwarded task has no token here: say where it runs instead.
+            let place = if t.forwarded_to.is_empty() {
+                format!("token {}", t.token)
+            } else {
+                format!("in DC {} as {}", t.forwarded_to, output::dash(&t.remote_id))
+            };
             let line = format!(
-                "{}  {:<9}  agent {}  attempt {}  token {}",
+                "{}  {:<9}  agent {}  attempt {}  {place}",
                 output::ms_to_utc(t.updated_ms),
                 output::task_state_name(t.state),
                 output::dash(&t.agent),
                 t.attempt,
-                t.token
             );
             // In JSON mode stdout carries only the final document.
             if ctx.json() {
