@@ -427,6 +427,15 @@ fn dev_form_and_global_log_format() {
         panic!()
     };
     assert_eq!(d.dir, std::path::PathBuf::from(".tidal-dev"));
+    assert_eq!(d.dcs, 1);
+    let Command::Dev(d) = parse(&["dev", "--dcs", "2"]).command else {
+        panic!()
+    };
+    assert_eq!(d.dcs, 2);
+    assert_eq!(
+        usage_error(&["dev", "--dcs", "3"]),
+        ErrorKind::ValueValidation
+    );
     assert_eq!(
         (d.base_port, d.agents, d.no_demo, d.fresh),
         (7001, 2, false, false)

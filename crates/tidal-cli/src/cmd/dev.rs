@@ -39,9 +39,14 @@ pub struct DevArgs {
     /// Delete the previous run's data and logs in DIR first.
     #[arg(long)]
     pub fresh: bool,
-    /// The data center name.
+    /// The data center name (with --dcs 2 the DCs are dc-a and dc-b).
     #[arg(long, default_value = "dev", value_name = "NAME")]
     pub dc: String,
+    /// How many data centers: 2 starts dc-a and dc-b (3 nodes each, dc-b's
+    /// on BASE_PORT+100..), peers of each other, with agents of different
+    /// capabilities, so part of the demo runs in dc-b and is followed from dc-a.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub dcs: u8,
 }
 
 /// What one dev agent offers.
@@ -70,11 +75,36 @@ const PROFILES: [Profile; 2] = [
     },
 ];
 
+/// With --dcs 2: dc-a runs image work, dc-b speech and super-resolution.
+const PROFILES_A: [Profile; 1] = [Profile {
+    task_types: "t2i,i2i",
+    models: "sdxl,flux",
+    gpus: "A100:81920",
+    labels: "zone=a",
+    weight: 2,
+}];
+const PROFILES_B: [Profile; 1] = [Profile {
+    task_types: "tts,sr",
+    models: "vits,esrgan",
+    gpus: "L40S:46068",
+    labels: "zone=b",
+    weight: 1,
+}];
+
+/// One data center of the dev setup.
 struct Layout {
     exe: PathBuf,
+    /// Where logs go (shared by every DC).
+    root: PathBuf,
+    /// Where this DC's nodes keep their data.
     dir: PathBuf,
     dc: String,
     endpoints: Vec<String>,
+    /// Process and log names start with this ("" for one DC, "dc-a-" ...).
+    prefix: String,
+    /// The other DCs: name and endpoints.
+    peers: Vec<(String, Vec<String>)>,
+    profiles: &'static [Profile],
 }
 
 impl Layout {
@@ -86,50 +116,99 @@ impl Layout {
         self.dir.join(format!("node{node}"))
     }
 
-    fn log(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.log"))
+    fn name(&self, what: &str) -> String {
+        format!("{}{what}", self.prefix)
     }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.root.join(format!("{name}.log"))
+    }
+
+    fn profile(&self, i: u32) -> &Profile {
+        &self.profiles[((i - 1) as usize) % self.profiles.len()]
+    }
+}
+
+/// Every DC of the dev setup: one, or dc-a and dc-b linked as peers.
+fn layouts(args: &DevArgs, exe: PathBuf, root: PathBuf) -> Vec<Layout> {
+    let names: Vec<String> = if args.dcs == 1 {
+        vec![args.dc.clone()]
+    } else {
+        vec!["dc-a".into(), "dc-b".into()]
+    };
+    let endpoints = |k: usize| -> Vec<String> {
+        (0..NODES)
+            .map(|i| format!("127.0.0.1:{}", args.base_port + 100 * k as u16 + i as u16))
+            .collect()
+    };
+    names
+        .iter()
+        .enumerate()
+        .map(|(k, dc)| Layout {
+            exe: exe.clone(),
+            root: root.clone(),
+            dir: if args.dcs == 1 {
+                root.clone()
+            } else {
+                root.join(dc)
+            },
+            dc: dc.clone(),
+            endpoints: endpoints(k),
+            prefix: if args.dcs == 1 {
+                String::new()
+            } else {
+                format!("{dc}-")
+            },
+            peers: names
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k)
+                .map(|(j, p)| (p.clone(), endpoints(j)))
+                .collect(),
+            profiles: match (args.dcs, k) {
+                (1, _) => &PROFILES,
+                (_, 0) => &PROFILES_A,
+                _ => &PROFILES_B,
+            },
+        })
+        .collect()
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this binary's path")?;
-    if args.base_port.checked_add(NODES as u16).is_none() {
+    if args
+        .base_port
+        .checked_add(100 * (u16::from(args.dcs) - 1) + NODES as u16)
+        .is_none()
+    {
         bail!("--base-port {} is too high", args.base_port);
-    }
-    let endpoints: Vec<String> = (0..NODES)
-        .map(|i| format!("127.0.0.1:{}", args.base_port + i as u16))
-        .collect();
-    for e in &endpoints {
-        TcpListener::bind(e).with_context(|| {
-            format!("port {e} is in use (another `tidal dev` or server running? stop it or pick --base-port)")
-        })?;
     }
     if args.fresh {
         clear(&args.dir)?;
     }
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let dir = args
+    let root = args
         .dir
         .canonicalize()
         .with_context(|| format!("resolving {}", args.dir.display()))?;
-    let layout = Layout {
-        exe,
-        dir,
-        dc: args.dc.clone(),
-        endpoints,
-    };
+    let layouts = layouts(&args, exe, root);
+    for e in layouts.iter().flat_map(|l| &l.endpoints) {
+        TcpListener::bind(e).with_context(|| {
+            format!("port {e} is in use (another `tidal dev` or server running? stop it or pick --base-port)")
+        })?;
+    }
 
     let signal = shutdown::on_signal()?;
     tokio::pin!(signal);
     let mut sup = Supervisor::default();
     let started = tokio::select! {
-        r = start(&args, &layout, &mut sup) => r.map(Some),
+        r = start(&args, &layouts, &mut sup) => r.map(Some),
         _ = &mut signal => Ok(None),
     };
     let result = match started {
         Ok(Some(())) => {
-            print_guide(&layout, args.agents);
+            print_guide(&layouts, args.agents);
             loop {
                 tokio::select! {
                     _ = &mut signal => break,
@@ -155,8 +234,11 @@ fn clear(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    for i in 1..=NODES {
-        let d = dir.join(format!("node{i}"));
+    let created = (1..=NODES)
+        .map(|i| format!("node{i}"))
+        .chain(["dc-a".to_string(), "dc-b".to_string()]);
+    for name in created {
+        let d = dir.join(name);
         if d.exists() {
             std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
         }
@@ -176,42 +258,24 @@ fn has_data(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-async fn start(args: &DevArgs, l: &Layout, sup: &mut Supervisor) -> anyhow::Result<()> {
-    let client = super::client(&l.endpoints, Duration::from_secs(20))?;
-    let restarting = (1..=NODES).any(|n| has_data(&l.node_dir(n)));
-    if restarting {
-        println!(
-            "restarting the cluster from {} (pass --fresh to start over)",
-            l.dir.display()
-        );
-        for n in 1..=NODES {
-            start_node(l, sup, n, false)?;
-        }
-    } else {
-        println!("starting a new cluster in {}", l.dir.display());
-        start_node(l, sup, 1, true)?;
-        wait_leader(&client, sup, &l.endpoints[..1]).await?;
-        for n in 2..=NODES {
-            start_node(l, sup, n, false)?;
+async fn start(args: &DevArgs, layouts: &[Layout], sup: &mut Supervisor) -> anyhow::Result<()> {
+    for l in layouts {
+        start_dc(l, sup).await?;
+    }
+    for l in layouts {
+        for i in 1..=args.agents {
+            start_agent(l, sup, i)?;
         }
     }
-    let leader = wait_leader(&client, sup, &l.endpoints).await?;
-    println!("node {leader} is the leader");
-    join_members(&client, l).await?;
-
-    for (name, weight) in [("vip", 8), ("normal", 2)] {
-        client
-            .set_queue(name, weight, "least-loaded")
-            .await
-            .with_context(|| format!("setting queue {name}"))?;
+    for l in layouts {
+        let client = super::client(&l.endpoints, Duration::from_secs(20))?;
+        wait_agents(&client, l, sup, args.agents).await?;
+        println!("{}: {} agent(s) connected", l.dc, args.agents);
     }
-    println!("queues: vip (weight 8), normal (weight 2), default (weight 1)");
-
-    for i in 1..=args.agents {
-        start_agent(l, sup, i)?;
+    let client = super::client(&layouts[0].endpoints, Duration::from_secs(20))?;
+    if layouts.len() > 1 {
+        wait_peer_summary(&client, &layouts[0]).await?;
     }
-    wait_agents(&client, sup, args.agents).await?;
-    println!("{} agent(s) connected", args.agents);
 
     if args.no_demo {
         return Ok(());
@@ -220,11 +284,87 @@ async fn start(args: &DevArgs, l: &Layout, sup: &mut Supervisor) -> anyhow::Resu
         println!("no agents, so no demo tasks (--agents 0)");
         return Ok(());
     }
-    demo(&client, args.agents).await
+    if layouts.len() > 1 {
+        demo(&client, &DEMO_TWO_DCS, &layouts[0].dc).await
+    } else {
+        let demo_tasks: Vec<DemoTask> = DEMO
+            .iter()
+            .filter(|d| args.agents >= d.4)
+            .map(|d| (d.0, d.1, d.2, d.3))
+            .collect();
+        demo(&client, &demo_tasks, &layouts[0].dc).await
+    }
+}
+
+/// Starts (or restarts) one DC's servers, joins them, sets its queues.
+async fn start_dc(l: &Layout, sup: &mut Supervisor) -> anyhow::Result<()> {
+    let client = super::client(&l.endpoints, Duration::from_secs(20))?;
+    let restarting = (1..=NODES).any(|n| has_data(&l.node_dir(n)));
+    if restarting {
+        println!(
+            "{}: restarting the cluster from {} (pass --fresh to start over)",
+            l.dc,
+            l.dir.display()
+        );
+        for n in 1..=NODES {
+            start_node(l, sup, n, false)?;
+        }
+    } else {
+        println!("{}: starting a new cluster in {}", l.dc, l.dir.display());
+        start_node(l, sup, 1, true)?;
+        wait_leader(&client, l, sup, &l.endpoints[..1]).await?;
+        for n in 2..=NODES {
+            start_node(l, sup, n, false)?;
+        }
+    }
+    let leader = wait_leader(&client, l, sup, &l.endpoints).await?;
+    println!("{}: node {leader} is the leader", l.dc);
+    join_members(&client, l).await?;
+
+    for (name, weight) in [("vip", 8), ("normal", 2)] {
+        client
+            .set_queue(name, weight, "least-loaded")
+            .await
+            .with_context(|| format!("setting queue {name}"))?;
+    }
+    println!(
+        "{}: queues vip (weight 8), normal (weight 2), default (weight 1)",
+        l.dc
+    );
+    Ok(())
+}
+
+/// Waits until the first DC has its peer's capability summary, so the demo's
+/// tasks for the peer are forwarded at once.
+async fn wait_peer_summary(client: &Client, l: &Layout) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = client.dc_status().await {
+            if s.peers.iter().all(|p| p.summary.is_some()) {
+                println!(
+                    "{}: linked to {}",
+                    l.dc,
+                    s.peers
+                        .iter()
+                        .map(|p| p.dc.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not hear from its peer DCs after 30s; see the node logs",
+                l.dc
+            );
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::Result<()> {
-    let name = format!("node{n}");
+    let name = l.name(&format!("node{n}"));
     let mut a: Vec<String> = vec![
         "server".into(),
         "--id".into(),
@@ -239,9 +379,14 @@ fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::R
     if init {
         a.push("--init".into());
     }
+    for (dc, endpoints) in &l.peers {
+        a.push("--peer".into());
+        a.push(format!("{dc}={}", endpoints.join(",")));
+    }
     sup.spawn(&name, Kind::Server, &l.exe, &a, &l.log(&name))?;
     println!(
-        "started node {n} on {} (log {})",
+        "{}: started node {n} on {} (log {})",
+        l.dc,
         l.endpoint(n),
         l.log(&name).display()
     );
@@ -249,8 +394,8 @@ fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::R
 }
 
 fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
-    let p = &PROFILES[((i - 1) as usize) % PROFILES.len()];
-    let name = format!("agent-{i}");
+    let p = l.profile(i);
+    let name = l.name(&format!("agent-{i}"));
     let a: Vec<String> = vec![
         "agent".into(),
         "--id".into(),
@@ -277,7 +422,8 @@ fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
     ];
     sup.spawn(&name, Kind::Agent, &l.exe, &a, &l.log(&name))?;
     println!(
-        "started {name}: task types {}, models {} (log {})",
+        "{}: started {name}: task types {}, models {} (log {})",
+        l.dc,
         p.task_types,
         p.models,
         l.log(&name).display()
@@ -288,13 +434,14 @@ fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
 /// Polls each node's own status until one of `among` says it leads.
 async fn wait_leader(
     client: &Client,
+    l: &Layout,
     sup: &mut Supervisor,
     among: &[String],
 ) -> anyhow::Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for n in 1..=among.len() {
-            sup.check_alive(&format!("node{n}"))?;
+            sup.check_alive(&l.name(&format!("node{n}")))?;
         }
         for e in among {
             if let Ok(s) = client.status_of(e).await {
@@ -324,24 +471,29 @@ async fn join_members(client: &Client, l: &Layout) -> anyhow::Result<()> {
                 .add_learner(n, l.endpoint(n))
                 .await
                 .with_context(|| format!("adding node {n} as a learner"))?;
-            println!("node {n} joined as a learner");
+            println!("{}: node {n} joined as a learner", l.dc);
         }
         if found != Some(true) {
             client
                 .promote(n)
                 .await
                 .with_context(|| format!("promoting node {n}"))?;
-            println!("node {n} promoted to voter");
+            println!("{}: node {n} promoted to voter", l.dc);
         }
     }
     Ok(())
 }
 
-async fn wait_agents(client: &Client, sup: &mut Supervisor, n: u32) -> anyhow::Result<()> {
+async fn wait_agents(
+    client: &Client,
+    l: &Layout,
+    sup: &mut Supervisor,
+    n: u32,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for i in 1..=n {
-            sup.check_alive(&format!("agent-{i}"))?;
+            sup.check_alive(&l.name(&format!("agent-{i}")))?;
         }
         let connected = match client.list_agents(false).await {
             Ok(agents) => agents
@@ -354,11 +506,30 @@ async fn wait_agents(client: &Client, sup: &mut Supervisor, n: u32) -> anyhow::R
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("only {connected} of {n} agents connected after 30s; see the agent logs");
+            bail!(
+                "{}: only {connected} of {n} agents connected after 30s; see the agent logs",
+                l.dc
+            );
         }
         sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// (payload, task type, model, queue)
+type DemoTask = (&'static str, &'static str, &'static str, &'static str);
+
+/// Submitted in dc-a with --dcs 2: tts and sr run in dc-b.
+const DEMO_TWO_DCS: [DemoTask; 4] = [
+    ("a red fox in the snow", "t2i", "sdxl", "vip"),
+    ("hello from dc-a", "tts", "vits", "normal"),
+    ("photo-0001.png", "sr", "esrgan", "vip"),
+    (
+        "a lighthouse at dusk, oil painting",
+        "t2i",
+        "flux",
+        "normal",
+    ),
+];
 
 /// (payload, task type, model, queue, which profile must be present)
 const DEMO: [(&str, &str, &str, &str, u32); 5] = [
@@ -375,16 +546,13 @@ const DEMO: [(&str, &str, &str, &str, u32); 5] = [
     ("please fail", "t2i", "sdxl", "normal", 1),
 ];
 
-async fn demo(client: &Client, agents: u32) -> anyhow::Result<()> {
+async fn demo(client: &Client, tasks: &[DemoTask], dc: &str) -> anyhow::Result<()> {
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let mut specs = Vec::new();
-    for (i, (payload, task_type, model, queue, needs)) in DEMO.iter().enumerate() {
-        if agents < *needs {
-            continue;
-        }
+    for (i, (payload, task_type, model, queue)) in tasks.iter().enumerate() {
         specs.push(v1::TaskSpec {
             task_type: task_type.to_string(),
             models: vec![model.to_string()],
@@ -400,7 +568,10 @@ async fn demo(client: &Client, agents: u32) -> anyhow::Result<()> {
             ..v1::TaskSpec::default()
         });
     }
-    println!("\nsubmitting {} demo tasks in one batch...", specs.len());
+    println!(
+        "\nsubmitting {} demo tasks in one batch to {dc}...",
+        specs.len()
+    );
     let first = specs.first().cloned();
     let results = client
         .submit(specs)
@@ -460,52 +631,83 @@ async fn demo(client: &Client, agents: u32) -> anyhow::Result<()> {
         } else {
             println!("  {}  {}", t.id, output::encode_bytes(&t.result).0.trim());
         }
+        if !t.forwarded_to.is_empty() {
+            println!(
+                "      (no agent in {dc} runs {}: it ran in {} as {})",
+                t.spec.as_ref().map_or("", |s| s.task_type.as_str()),
+                t.forwarded_to,
+                t.remote_id
+            );
+        }
     }
     Ok(())
 }
 
-fn print_guide(l: &Layout, agents: u32) {
-    let exe = l.exe.display();
-    let eps = l.endpoints.join(",");
-    let logs: Vec<String> = (1..=NODES)
-        .map(|n| format!("node{n}"))
-        .chain((1..=agents).map(|i| format!("agent-{i}")))
-        .map(|n| format!("{n}.log"))
-        .collect();
+fn print_guide(layouts: &[Layout], agents: u32) {
+    let first = &layouts[0];
+    let exe = first.exe.display();
+    let eps = first.endpoints.join(",");
     println!();
-    println!("tidal dev is running (dc {:?}).", l.dc);
-    println!(
-        "  servers:  {}",
-        l.endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| format!("{e} (node {})", i + 1))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "  agents:   {}",
-        (1..=agents)
-            .map(|i| format!(
-                "agent-{i} ({})",
-                PROFILES[((i - 1) as usize) % PROFILES.len()].task_types
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("  data:     {}/node1..node{NODES}", l.dir.display());
-    println!("  logs:     {}/{{{}}}", l.dir.display(), logs.join(","));
+    for l in layouts {
+        let logs: Vec<String> = (1..=NODES)
+            .map(|n| format!("node{n}"))
+            .chain((1..=agents).map(|i| format!("agent-{i}")))
+            .map(|n| format!("{}.log", l.name(&n)))
+            .collect();
+        println!("tidal dev is running (dc {:?}).", l.dc);
+        println!(
+            "  servers:  {}",
+            l.endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| format!("{e} (node {})", i + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  agents:   {}",
+            (1..=agents)
+                .map(|i| format!(
+                    "{} ({})",
+                    l.name(&format!("agent-{i}")),
+                    l.profile(i).task_types
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !l.peers.is_empty() {
+            println!(
+                "  peers:    {}",
+                l.peers
+                    .iter()
+                    .map(|(dc, _)| dc.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        println!("  data:     {}/node1..node{NODES}", l.dir.display());
+        println!("  logs:     {}/{{{}}}", l.root.display(), logs.join(","));
+    }
     println!();
     println!(
         "Try (from another terminal; `cargo run -q --bin tidal --` works in place of the path):"
     );
     println!("  {exe} task submit --type t2i --payload \"a red fox\" --endpoints {eps}");
+    if layouts.len() > 1 {
+        println!(
+            "  {exe} task submit --type tts --models vits --payload \"hello\" --endpoints {eps}   # runs in {}",
+            layouts[1].dc
+        );
+    }
     println!("  {exe} task watch <ID> --endpoints {eps}");
     println!("  export TIDAL_ENDPOINTS={eps}");
     println!("  {exe} task list");
     println!("  {exe} agent list");
     println!("  {exe} status");
     println!("  {exe} cluster members");
+    if layouts.len() > 1 {
+        println!("  {exe} dc status");
+    }
     println!();
-    println!("Ctrl-C stops the agents, then the servers. The data stays in {}: run `tidal dev` again to restart from it, or add --fresh.", l.dir.display());
+    println!("Ctrl-C stops the agents, then the servers. The data stays in {}: run `tidal dev` again to restart from it, or add --fresh.", first.root.display());
 }

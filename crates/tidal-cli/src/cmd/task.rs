@@ -359,7 +359,11 @@ pub fn tasks_table(tasks: &[v1::Task]) -> String {
             spec.task_type,
             spec.queue,
             output::priority_name(spec.priority).to_string(),
-            output::dash(&task.agent),
+            if task.forwarded_to.is_empty() {
+                output::dash(&task.agent)
+            } else {
+                format!("{}@{}", output::dash(&task.agent), task.forwarded_to)
+            },
             task.attempt.to_string(),
             output::ms_to_utc(task.updated_ms),
             output::one_line(&outcome, 60),

@@ -2,6 +2,7 @@
 //!
 //! - `bad_input`: refused requests against a real server: messages, codes, nothing lost.
 //! - `chaos`: the bounded chaos subset: every scenario for a few seconds.
+//! - `dev`: `tidal dev --dcs 2` up, its demo across two DCs, Ctrl-C.
 //! - `cli_errors`: usage and connection errors that need no server.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
@@ -14,6 +15,7 @@
 mod bad_input;
 mod chaos;
 mod cli_errors;
+mod dev;
 mod failover;
 mod harness;
 mod membership;
