@@ -400,8 +400,8 @@ impl State {
     }
 
     /// `Ingest`: takes records in sequence order; a record at or below the
-    /// origin's high-water mark is a duplicate and gets the verdict it got
-    /// the first time, without a change.
+    /// origin's high-water mark is a duplicate: it changes nothing and is
+    /// answered as the first time (accepted with the same id, or refused).
     pub(crate) fn ingest(
         &mut self,
         origin: DcName,
@@ -531,13 +531,14 @@ impl State {
                 Verdict::Accepted { remote_task: None }
             }
             Record::Status(status) => {
+                // A status for a task that is not forwarded there (a stale
+                // one after a refusal, say) is taken without effect, so a
+                // duplicate is answered the same way.
                 let Some(task) = self.tasks.get_mut(&status.origin_task) else {
-                    return Verdict::Rejected {
-                        reason: format!("no task {}", status.origin_task),
-                    };
+                    return Verdict::Accepted { remote_task: None };
                 };
-                match &mut task.state {
-                    TaskState::Forwarded { dc, remote } if dc == origin => {
+                if let TaskState::Forwarded { dc, remote } = &mut task.state {
+                    if dc == origin {
                         *remote = Some(RemoteView {
                             task: status.remote_task,
                             state: status.state,
@@ -552,16 +553,9 @@ impl State {
                             self.links.cancelled.remove(&status.origin_task);
                             self.links.refused.remove(&status.origin_task);
                         }
-                        Verdict::Accepted { remote_task: None }
                     }
-                    other => Verdict::Rejected {
-                        reason: format!(
-                            "task {} is {} here, not forwarded to {origin:?}",
-                            status.origin_task,
-                            other.kind().as_str()
-                        ),
-                    },
                 }
+                Verdict::Accepted { remote_task: None }
             }
         }
     }

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use crate::command::{ApplyCtx, Command, Completion, Rejection, Response};
 use crate::dispatch::{plan, DispatchCursor};
+use crate::forwarding::Verdict;
 use crate::model::Strategy as QueueStrategy;
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, TaskId, TaskSpec, TaskState};
 use crate::state::State;
@@ -70,7 +71,22 @@ enum Op {
         wrr: bool,
     },
     Noop,
+    /// Forward a task to the peer "dc-x".
+    Forward(u16),
+    /// Ingest, as if from "dc-x", `take` records of our own outbox to it,
+    /// starting `skip` records in (duplicates and gaps included).
+    Ingest {
+        skip: u8,
+        take: u8,
+    },
+    /// Acknowledge the first `take` records of the outbox to "dc-x".
+    Ack {
+        take: u8,
+        accept: bool,
+    },
 }
+
+const PEER: &str = "dc-x";
 
 fn tok() -> impl Strategy<Value = Tok> {
     prop_oneof![
@@ -115,6 +131,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(live, list)| Op::Complete { live, list }),
         1 => (0u8..3, 0u16..1100, any::<bool>()).prop_map(|(queue, weight, wrr)| Op::SetQueue { queue, weight, wrr }),
         1 => Just(Op::Noop),
+        2 => any::<u16>().prop_map(Op::Forward),
+        2 => (0u8..4, 0u8..6).prop_map(|(skip, take)| Op::Ingest { skip, take }),
+        2 => (0u8..6, any::<bool>()).prop_map(|(take, accept)| Op::Ack { take, accept }),
     ]
 }
 
@@ -275,6 +294,37 @@ impl Sim {
                 },
             },
             Op::Noop => Command::Noop,
+            Op::Forward(t) => Command::Forward(vec![(self.task_id(*t), PEER.into())]),
+            Op::Ingest { skip, take } => Command::Ingest {
+                origin: PEER.into(),
+                records: self
+                    .a
+                    .unshipped(PEER, 0, usize::MAX)
+                    .into_iter()
+                    .skip(usize::from(*skip))
+                    .take(usize::from(*take))
+                    .collect(),
+            },
+            Op::Ack { take, accept } => Command::ForwardAck {
+                peer: PEER.into(),
+                verdicts: self
+                    .a
+                    .unshipped(PEER, 0, usize::from(*take))
+                    .into_iter()
+                    .map(|(seq, _)| {
+                        let v = if *accept {
+                            Verdict::Accepted {
+                                remote_task: Some(TaskId(1000 + seq)),
+                            }
+                        } else {
+                            Verdict::Rejected {
+                                reason: "no capacity".into(),
+                            }
+                        };
+                        (seq, v)
+                    })
+                    .collect(),
+            },
         }
     }
 
@@ -296,6 +346,30 @@ impl Sim {
         // Invariant 3 and the structural invariants, after every apply.
         if let Err(e) = self.a.check_invariants() {
             return Err(TestCaseError::fail(format!("after {cmd:?} -> {ra:?}: {e}")));
+        }
+
+        // Invariant 5: ingest is idempotent; the same records again change
+        // nothing and get the same verdicts.
+        if let (Command::Ingest { .. }, Response::Ingested { verdicts, .. }) = (&cmd, &ra) {
+            let mut again = self.a.clone();
+            let later = ApplyCtx {
+                log_index: ctx.log_index + 1,
+                time_ms: ctx.time_ms + 1,
+            };
+            let r2 = again.apply(cmd.clone(), later);
+            prop_assert!(again == self.a, "a repeated ingest changed the state");
+            // The same verdicts; a refusal's reason may be worded differently.
+            let kinds = |v: &[(u64, Verdict)]| -> Vec<(u64, Option<TaskId>, bool)> {
+                v.iter()
+                    .map(|(seq, v)| match v {
+                        Verdict::Accepted { remote_task } => (*seq, *remote_task, true),
+                        Verdict::Rejected { .. } => (*seq, None, false),
+                    })
+                    .collect()
+            };
+            if let Response::Ingested { verdicts: v2, .. } = r2 {
+                prop_assert_eq!(kinds(verdicts), kinds(&v2));
+            }
         }
 
         // Plan and apply agree: a fresh plan is granted in full.
