@@ -344,3 +344,78 @@ impl Forwarding {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RawConfig {
+        RawConfig {
+            id: Some(1),
+            dc: Some("dc-a".into()),
+            listen: Some("127.0.0.1:7001".into()),
+            data: Some("/tmp/tidal-config-test".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    fn err(raw: RawConfig) -> String {
+        raw.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn peers_and_forwarding_from_toml() {
+        let file: RawConfig = toml::from_str(
+            r#"
+            [[peers]]
+            dc = "dc-b"
+            endpoints = ["127.0.0.1:7101", "127.0.0.1:7102"]
+            [[peers]]
+            dc = "dc-c"
+            endpoints = ["127.0.0.1:7201"]
+            [forwarding]
+            forward_after_ms = 5000
+            outbox_limit = 100
+            [forwarding.queues.local]
+            allow = false
+            [forwarding.queues.vip]
+            forward_after_ms = 1000
+            "#,
+        )
+        .unwrap();
+        let c = base().merge(file).validate().unwrap();
+        let names: Vec<&str> = c.peers.iter().map(|p| p.dc.as_str()).collect();
+        assert_eq!(names, ["dc-b", "dc-c"], "preference order is kept");
+        assert_eq!(c.peers[0].endpoints.len(), 2);
+        let f = &c.forwarding;
+        assert_eq!(f.outbox_limit, 100);
+        assert!(!f.policy("local").allow);
+        assert_eq!(f.policy("vip").forward_after_ms, 1000);
+        assert!(f.policy("vip").allow);
+        assert_eq!(f.policy("other").forward_after_ms, 5000);
+    }
+
+    #[test]
+    fn defaults_without_peers() {
+        let c = base().validate().unwrap();
+        assert!(c.peers.is_empty());
+        assert_eq!(c.forwarding.outbox_limit, 10_000);
+        assert_eq!(c.forwarding.policy("default").forward_after_ms, 30_000);
+    }
+
+    #[test]
+    fn bad_peers_are_refused_with_a_reason() {
+        let with = |p: &str| RawConfig {
+            peers: Some(p.split(' ').map(|p| p.parse().unwrap()).collect()),
+            ..base()
+        };
+        assert!(err(with("dc-a=127.0.0.1:7101")).contains("this DC itself"));
+        assert!(err(with("dc-b=127.0.0.1:1 dc-b=127.0.0.1:2")).contains("listed twice"));
+        assert!(err(with("dc-b=")).contains("no endpoints"));
+        assert!(err(with("dc-b=localhost:7101")).contains("not HOST:PORT"));
+        assert!(err(with("bad!name=127.0.0.1:1")).contains("peer dc"));
+        assert!("dc-b".parse::<RawPeer>().is_err());
+        let unknown = toml::from_str::<RawConfig>("[forwarding]\nforward_after = 1\n");
+        assert!(unknown.is_err(), "unknown fields are refused");
+    }
+}

@@ -19,6 +19,13 @@ pub struct ExchangeBody {
     pub records: Vec<(u64, Record)>,
 }
 
+impl ExchangeBody {
+    /// The bytes of `ExchangeRequest.body`.
+    pub fn encode(&self) -> Result<Vec<u8>, tidal_store::StoreError> {
+        tidal_store::codec::encode("exchange", self)
+    }
+}
+
 /// The body of an Exchange answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExchangeReply {

@@ -481,3 +481,67 @@ async fn a_dc_without_a_route_keeps_serving_local_work() -> anyhow::Result<()> {
     assert!(s.peers[0].summary.is_none());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_that_cannot_be_taken_are_refused_with_the_right_code() -> anyhow::Result<()> {
+    use tidal_core::forwarding::Record;
+    use tidal_core::model::TaskId;
+    use tidal_server::links::{ExchangeBody, Summary};
+    use tonic::Code;
+
+    let a = Cluster::start(ClusterOpts {
+        nodes: 1,
+        dc: "dc-a".into(),
+        server_args: vec!["--peer".into(), "dc-b=127.0.0.1:9".into()],
+        join: true,
+    })
+    .await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", a.node(1).addr))?
+        .connect()
+        .await?;
+    let mut dcs = v1::dcs_client::DcsClient::new(channel);
+    let body = |n: u64| {
+        ExchangeBody {
+            summary: Summary::default(),
+            records: (1..=n)
+                .map(|s| {
+                    (
+                        s,
+                        Record::Cancel {
+                            origin_task: TaskId(s),
+                        },
+                    )
+                })
+                .collect(),
+        }
+        .encode()
+        .unwrap()
+    };
+    let request = |origin: &str, target: &str, body: Vec<u8>| v1::ExchangeRequest {
+        origin_dc: origin.into(),
+        target_dc: target.into(),
+        body,
+    };
+    let code = |r: Result<tonic::Response<v1::ExchangeResponse>, tonic::Status>| {
+        r.map(|_| Code::Ok).unwrap_or_else(|s| s.code())
+    };
+    let wrong_dc = dcs.exchange(request("dc-b", "dc-z", body(1))).await;
+    assert_eq!(code(wrong_dc), Code::FailedPrecondition);
+    let stranger = dcs.exchange(request("dc-q", "dc-a", body(1))).await;
+    let status = stranger.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("not a peer"), "{status:?}");
+    let garbage = dcs.exchange(request("dc-b", "dc-a", vec![1, 2, 3])).await;
+    assert_eq!(code(garbage), Code::InvalidArgument);
+    let too_many = dcs.exchange(request("dc-b", "dc-a", body(513))).await;
+    assert_eq!(code(too_many), Code::ResourceExhausted);
+    // Nothing of it was taken; a good exchange is.
+    let ok = dcs
+        .exchange(request("dc-b", "dc-a", body(2)))
+        .await?
+        .into_inner();
+    assert_eq!(ok.dc, "dc-a");
+    let s = a.client.dc_status().await?;
+    assert_eq!(s.peers[0].inbound_hwm, 2);
+    Ok(())
+}

@@ -167,7 +167,8 @@ impl Link {
         summary: Summary,
         records: Vec<(u64, Record)>,
     ) -> Result<ExchangeReply, String> {
-        let body = tidal_store::codec::encode("exchange", &ExchangeBody { summary, records })
+        let body = ExchangeBody { summary, records }
+            .encode()
             .map_err(|e| format!("encoding: {e}"))?;
         let addr = self.endpoints[self.current % self.endpoints.len()].clone();
         let result = self.exchange_with(node, &addr, body).await;
