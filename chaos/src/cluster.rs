@@ -34,6 +34,24 @@ pub struct Layout {
     /// How long a worker pretends to work.
     pub work_ms: u64,
     pub seed: u64,
+    /// The data center's name.
+    pub dc: String,
+    /// Added to node and agent numbers for their loopback identities, so a
+    /// second DC's processes are told apart from the first's (0 and 10).
+    pub id_base: u8,
+    /// What its agents run, comma-separated.
+    pub task_types: String,
+}
+
+impl Layout {
+    /// The proxy identity of node `id`.
+    pub fn node_peer(&self, id: u64) -> Peer {
+        Peer::Node(self.id_base + id as u8)
+    }
+
+    fn agent_peer(&self, k: u8) -> Peer {
+        Peer::Agent(self.id_base + k)
+    }
 }
 
 /// One child process; SIGKILLed on drop.
@@ -193,8 +211,16 @@ impl Cluster {
     /// Starts the nodes behind their proxies, joins them into one group and
     /// starts the agents; returns when every agent is connected.
     pub async fn start(layout: Layout, sink: SocketAddr) -> anyhow::Result<Cluster> {
+        let mut c = Cluster::prepare(layout, sink, Net::default())?;
+        c.launch().await?;
+        Ok(c)
+    }
+
+    /// Binds the proxies and builds every process's arguments; starts
+    /// nothing. The DC's faults go through `net` (share one between DCs to
+    /// cut the link between them).
+    pub fn prepare(layout: Layout, sink: SocketAddr, net: Net) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(&layout.dir)?;
-        let net = Net::default();
         let mut nodes = Vec::new();
         let mut proxies = Vec::new();
         for i in 1..=layout.nodes as u64 {
@@ -203,7 +229,7 @@ impl Cluster {
             let private: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
             proxies.push(Proxy::start(
                 listener,
-                i as u8,
+                layout.id_base + i as u8,
                 private,
                 net.clone(),
                 layout.seed ^ i,
@@ -213,14 +239,24 @@ impl Cluster {
                 id: i,
                 private,
                 public,
-                proc: Proc::new(layout.dir.join(format!("node{i}.log")), args),
+                proc: Proc::new(
+                    layout
+                        .dir
+                        .join(format!("{}node{i}.log", log_prefix(&layout))),
+                    args,
+                ),
             });
         }
         let publics: Vec<String> = nodes.iter().map(|n| n.public.to_string()).collect();
         let mut agents = Vec::new();
         for k in 1..=layout.agents {
             let args = agent_args(&layout, k as u8, &publics, sink);
-            agents.push(Proc::new(layout.dir.join(format!("agent-{k}.log")), args));
+            agents.push(Proc::new(
+                layout
+                    .dir
+                    .join(format!("{}agent-{k}.log", log_prefix(&layout))),
+                args,
+            ));
         }
         let admin = Client::with_options(
             publics.clone(),
@@ -232,7 +268,7 @@ impl Cluster {
             },
         )?;
         let incarnations = Arc::new((0..nodes.len()).map(|_| AtomicU32::new(0)).collect());
-        let mut c = Cluster {
+        Ok(Cluster {
             layout,
             nodes,
             agents,
@@ -240,7 +276,25 @@ impl Cluster {
             admin,
             incarnations,
             _proxies: proxies,
-        };
+        })
+    }
+
+    /// What every other DC dials to reach this one: its nodes' proxies.
+    pub fn publics(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.public.to_string()).collect()
+    }
+
+    /// Adds server flags to every node (before [`Cluster::launch`]).
+    pub fn add_server_args(&mut self, args: &[String]) {
+        for n in &mut self.nodes {
+            n.proc.args.extend(args.iter().cloned());
+        }
+    }
+
+    /// Starts the nodes prepared by [`Cluster::prepare`], joins them and
+    /// starts the agents; returns when every agent is connected.
+    pub async fn launch(&mut self) -> anyhow::Result<()> {
+        let c = self;
         c.nodes[0].proc.args.push("--init".into());
         c.nodes[0].proc.start(&c.layout.tidal)?;
         c.wait_leader(Duration::from_secs(20)).await?;
@@ -261,7 +315,7 @@ impl Cluster {
             a.start(&c.layout.tidal)?;
         }
         c.wait_agents(Duration::from_secs(30)).await?;
-        Ok(c)
+        Ok(())
     }
 
     pub fn node(&mut self, id: u64) -> &mut Node {
@@ -343,7 +397,7 @@ impl Cluster {
     /// Every peer of the run, for faults that cut whole groups.
     pub fn peers_except_nodes(&self, clients: usize) -> Vec<Peer> {
         (1..=self.agents.len() as u8)
-            .map(Peer::Agent)
+            .map(|k| self.layout.agent_peer(k))
             .chain((1..=clients as u8).map(Peer::Client))
             .collect()
     }
@@ -400,6 +454,15 @@ impl Cluster {
     }
 }
 
+/// Log names of a second DC start with its name.
+fn log_prefix(l: &Layout) -> String {
+    if l.id_base == 0 {
+        String::new()
+    } else {
+        format!("{}-", l.dc)
+    }
+}
+
 fn node_args(l: &Layout, id: u64, private: SocketAddr, public: SocketAddr) -> Vec<String> {
     let hb = (l.agent_ttl_ms / 4).max(50);
     [
@@ -407,15 +470,18 @@ fn node_args(l: &Layout, id: u64, private: SocketAddr, public: SocketAddr) -> Ve
         "--id",
         &id.to_string(),
         "--dc",
-        "chaos",
+        &l.dc,
         "--listen",
         &private.to_string(),
         "--advertise",
         &public.to_string(),
         "--data",
-        &l.dir.join(format!("node{id}")).display().to_string(),
+        &l.dir
+            .join(format!("{}node{id}", log_prefix(l)))
+            .display()
+            .to_string(),
         "--source-ip",
-        &Peer::Node(id as u8).ip().to_string(),
+        &l.node_peer(id).ip().to_string(),
         "--agent-ttl-ms",
         &l.agent_ttl_ms.to_string(),
         "--heartbeat-interval-ms",
@@ -432,15 +498,15 @@ fn agent_args(l: &Layout, k: u8, publics: &[String], sink: SocketAddr) -> Vec<St
     [
         "agent",
         "--id",
-        &format!("agent-{k}"),
+        &format!("{}agent-{k}", log_prefix(l)),
         "--dc",
-        "chaos",
+        &l.dc,
         "--task-types",
-        "t2i",
+        &l.task_types,
         "--slots",
         &l.agent_slots.to_string(),
         "--source-ip",
-        &Peer::Agent(k).ip().to_string(),
+        &l.agent_peer(k).ip().to_string(),
         "--endpoints",
         &publics.join(","),
         "--",

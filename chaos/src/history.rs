@@ -68,6 +68,11 @@ pub struct Event {
     /// Whether the sink accepted a presented token; whether a check passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<bool>,
+    /// Cross-DC: for a task of the first DC, `DC/ID` where it was forwarded
+    /// (its id there once known); for a task the second DC ingested,
+    /// `DC/ID` of its origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     /// Free text: an error message, a fault's targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

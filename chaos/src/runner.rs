@@ -12,9 +12,11 @@ use tokio::time::{sleep, Instant};
 use crate::check::{self, Facts, Verdict};
 use crate::cluster::{Cluster, Layout};
 use crate::history::{Event, Recorder};
+use crate::proxy::Net;
 use crate::scenarios::{self, Fault, Nemesis, Scenario};
 use crate::sink::Sink;
 use crate::workload::Workload;
+use crate::workload::REMOTE_TYPE;
 
 /// Service and convergence must return within this long after healing (I11).
 pub const HEAL_BOUND: Duration = Duration::from_secs(10);
@@ -120,10 +122,48 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         agent_ttl_ms: 3000,
         work_ms: 100,
         seed: options.seed,
+        dc: "chaos".into(),
+        id_base: 0,
+        task_types: "t2i".into(),
     };
-    let mut cluster = Cluster::start(layout, sink.addr)
-        .await
-        .context("starting the cluster")?;
+    let net = Net::default();
+    let mut cluster = Cluster::prepare(layout.clone(), sink.addr, net.clone())?;
+    // A cross-DC scenario: a second DC, the only one that runs tts, with its
+    // own sink and history (its task ids are its own).
+    let mut remote = match scenarios::dcs(&s) {
+        1 => None,
+        _ => {
+            let history = Recorder::new(Some(&options.dir.join("history-remote.jsonl")))?;
+            let sink = Sink::start(history.clone()).await?;
+            let b = Layout {
+                nodes: 3,
+                voters: 3,
+                dc: REMOTE_DC.into(),
+                id_base: 10,
+                task_types: REMOTE_TYPE.into(),
+                ..layout.clone()
+            };
+            let mut b = Cluster::prepare(b, sink.addr, net.clone())?;
+            cluster.add_server_args(&[
+                "--peer".into(),
+                format!("{REMOTE_DC}={}", b.publics().join(",")),
+            ]);
+            b.add_server_args(&[
+                "--peer".into(),
+                format!("chaos={}", cluster.publics().join(",")),
+            ]);
+            Some(Remote {
+                cluster: b,
+                history,
+                _sink: sink,
+            })
+        }
+    };
+    cluster.launch().await.context("starting the cluster")?;
+    if let Some(r) = remote.as_mut() {
+        r.cluster.launch().await.context("starting the second DC")?;
+        linked(&cluster).await.context("linking the two DCs")?;
+    }
     let nodes = cluster.nodes.iter().map(|n| (n.id, n.private)).collect();
     let observer = crate::observer::start(
         cluster.admin.clone(),
@@ -133,18 +173,30 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     );
     let publics: Vec<String> = cluster.nodes.iter().map(|n| n.public.to_string()).collect();
     let term_before = cluster.admin.status().await.map(|st| st.term).unwrap_or(0);
-    let workload = Workload::start(options.clients, publics, history.clone(), options.seed)?;
+    let remote_share = if remote.is_some() { 0.3 } else { 0.0 };
+    let workload = Workload::start(
+        options.clients,
+        publics,
+        history.clone(),
+        options.seed,
+        remote_share,
+    )?;
 
     let until = Instant::now() + options.duration;
     let mut nemesis = Nemesis {
         cluster: &mut cluster,
+        remote: remote.as_mut().map(|r| &mut r.cluster),
         history: history.clone(),
         rng: rand::rngs::StdRng::seed_from_u64(options.seed),
         clients: options.clients,
+        until: None,
     };
     let played = nemesis.run(s.fault, until).await;
     // Heal whatever state the nemesis stopped in, even after an error.
     cluster.heal_all()?;
+    if let Some(r) = remote.as_mut() {
+        r.cluster.heal_all()?;
+    }
     history.record(Event::new("runner", "event", "healed"));
     let healed_at = Instant::now();
     played.context("playing the faults")?;
@@ -198,14 +250,29 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             token: Some(t.token),
             attempt: Some(t.attempt),
             agent: Some(t.agent.clone()),
+            remote: (!t.forwarded_to.is_empty())
+                .then(|| format!("{}/{}", t.forwarded_to, t.remote_id)),
             ..Event::new("runner", "event", "final")
         });
+    }
+    if let Some(r) = remote.as_ref() {
+        record_remote(r, &history).await?;
     }
     history.record(Event::new("runner", "event", "final-done"));
     expectations(&cluster, &s, term_before, &finals, &history).await;
 
     observer.abort();
     cluster.stop_all();
+    if let Some(r) = remote.as_mut() {
+        r.cluster.stop_all();
+        for p in r.cluster.panics() {
+            history.record(Event {
+                accepted: Some(false),
+                detail: Some(p),
+                ..Event::new("runner", "event", "log-panic")
+            });
+        }
+    }
     for p in cluster.panics() {
         history.record(Event {
             accepted: Some(false),
@@ -216,12 +283,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     history.flush();
 
     let events = history.events();
-    let verdicts = check::run_all(
-        &events,
-        &Facts {
-            agents_paused: scenarios::pauses_agents(&s),
-        },
-    );
+    let facts = Facts {
+        agents_paused: scenarios::pauses_agents(&s),
+    };
+    let mut verdicts = check::run_all(&events, &facts);
+    if let Some(r) = remote.as_ref() {
+        r.history.flush();
+        let mut v = check::exclusivity::check(&r.history.events(), &facts);
+        v.checker = "exclusivity (remote DC)";
+        verdicts.push(v);
+    }
     let ops = events.iter().filter(|e| e.kind == "invoke").count();
     let acknowledged_submits = events.iter().filter(|e| e.is("ok", "submit")).count();
     let report = Report {
@@ -237,6 +308,68 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         let _ = std::fs::remove_dir_all(&options.dir);
     }
     Ok(report)
+}
+
+/// The second DC of a cross-DC scenario.
+const REMOTE_DC: &str = "chaos-b";
+
+/// A cross-DC scenario's second DC: its processes, its history (its sink's
+/// records and its end state) and its sink.
+struct Remote {
+    cluster: Cluster,
+    history: Recorder,
+    _sink: Sink,
+}
+
+/// Waits until the first DC has the second's capability summary, so
+/// forwarding starts with the workload.
+async fn linked(cluster: &Cluster) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = cluster.admin.dc_status().await {
+            if s.peers.iter().all(|p| p.summary.is_some()) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the first DC has no summary of the second after 20s");
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The second DC's end state: its convergence as an expectation, every task
+/// as `final-remote` in the main history (for the forwarding checker) and
+/// as `final` in its own (for its exclusivity check).
+async fn record_remote(r: &Remote, history: &Recorder) -> anyhow::Result<()> {
+    let converged = converge(&r.cluster, HEAL_BOUND).await;
+    history.record(Event {
+        accepted: Some(converged.is_ok()),
+        detail: Some(format!("the remote DC converged: {converged:?}")),
+        ..Event::new("runner", "event", "expect")
+    });
+    let tasks = all_tasks(&r.cluster)
+        .await
+        .context("reading the remote DC's end state")?;
+    for t in &tasks {
+        let e = Event {
+            task: Some(t.id.clone()),
+            state: Some(state_name(t.state).to_string()),
+            token: Some(t.token),
+            attempt: Some(t.attempt),
+            agent: Some(t.agent.clone()),
+            remote: Some(format!("{}/{}", t.origin_dc, t.origin_id)),
+            ..Event::new("runner", "event", "final")
+        };
+        r.history.record(e.clone());
+        history.record(Event {
+            f: "final-remote".into(),
+            ..e
+        });
+    }
+    r.history
+        .record(Event::new("runner", "event", "final-done"));
+    Ok(())
 }
 
 /// The probe's task type, which no agent runs.
@@ -350,6 +483,13 @@ async fn expectations(
             expect(
                 crashes > 0,
                 format!("nodes aborted at crash points ({crashes} times; the tidal binary needs --features failpoints)"),
+            );
+        }
+        Fault::DcLinkCut | Fault::KillRemoteLeader => {
+            let forwarded = finals.iter().filter(|t| !t.forwarded_to.is_empty()).count();
+            expect(
+                forwarded > 0,
+                format!("tasks were forwarded to the other DC ({forwarded})"),
             );
         }
         Fault::Membership => {

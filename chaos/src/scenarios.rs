@@ -31,6 +31,10 @@ pub enum Fault {
     Membership,
     CrashPoints,
     Mix,
+    /// Two DCs: cut the link between them.
+    DcLinkCut,
+    /// Two DCs: lose the remote DC's answers, kill its leader.
+    KillRemoteLeader,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -157,6 +161,20 @@ pub const ALL: &[Scenario] = &[
         about: "add a voter during a partition, then kill the leader",
     },
     Scenario {
+        id: "S19",
+        name: "cut-dc-link",
+        nodes: 3,
+        fault: Fault::DcLinkCut,
+        about: "two DCs: cut the link between them for up to 20 s while tasks are forwarded",
+    },
+    Scenario {
+        id: "S20",
+        name: "kill-remote-leader",
+        nodes: 3,
+        fault: Fault::KillRemoteLeader,
+        about: "two DCs: drop the remote DC's answers (so records are resent), kill its leader mid-forward",
+    },
+    Scenario {
         id: "S21",
         name: "random-mix",
         nodes: 5,
@@ -180,6 +198,15 @@ pub fn initial_voters(s: &Scenario) -> usize {
     }
 }
 
+/// How many DCs the scenario runs: the cross-DC ones start a second DC
+/// whose agents run what the first DC's cannot.
+pub fn dcs(s: &Scenario) -> usize {
+    match s.fault {
+        Fault::DcLinkCut | Fault::KillRemoteLeader => 2,
+        _ => 1,
+    }
+}
+
 /// Whether agents get paused: a paused agent cannot stop its own workers.
 pub fn pauses_agents(s: &Scenario) -> bool {
     s.fault == Fault::PauseAgent
@@ -195,9 +222,13 @@ store::snapshot::before_save=30%return;store::snapshot::after_save=30%return";
 
 pub struct Nemesis<'a> {
     pub cluster: &'a mut Cluster,
+    /// The second DC of a cross-DC scenario.
+    pub remote: Option<&'a mut Cluster>,
     pub history: Recorder,
     pub rng: StdRng,
     pub clients: usize,
+    /// When the run's faults end (set by `run`).
+    pub until: Option<Instant>,
 }
 
 impl Nemesis<'_> {
@@ -211,6 +242,20 @@ impl Nemesis<'_> {
 
     async fn leader(&self) -> Option<u64> {
         self.cluster.wait_leader(Duration::from_secs(10)).await.ok()
+    }
+
+    /// The nodes of both DCs (a cross-DC scenario needs the second).
+    fn dc_nodes(&self) -> anyhow::Result<(Vec<Peer>, Vec<Peer>)> {
+        let Some(remote) = self.remote.as_deref() else {
+            anyhow::bail!("a cross-DC fault needs a second DC");
+        };
+        let a = (1..=self.cluster.nodes.len() as u64)
+            .map(|i| self.cluster.layout.node_peer(i))
+            .collect();
+        let b = (1..=remote.nodes.len() as u64)
+            .map(|i| remote.layout.node_peer(i))
+            .collect();
+        Ok((a, b))
     }
 
     fn all_nodes(&self) -> Vec<Peer> {
@@ -237,6 +282,9 @@ impl Nemesis<'_> {
 
     fn heal(&mut self) -> anyhow::Result<()> {
         self.cluster.heal_all()?;
+        if let Some(r) = self.remote.as_deref_mut() {
+            r.heal_all()?;
+        }
         self.note(
             "heal",
             "network healed, paused resumed, dead restarted".into(),
@@ -246,6 +294,7 @@ impl Nemesis<'_> {
 
     /// Plays `fault` until `until`, then heals everything.
     pub async fn run(&mut self, fault: Fault, until: Instant) -> anyhow::Result<()> {
+        self.until = Some(until);
         let mut round = 0u32;
         while Instant::now() + Duration::from_millis(500) < until {
             let f = if fault == Fault::Mix {
@@ -276,6 +325,44 @@ impl Nemesis<'_> {
         let n = self.cluster.nodes.len() as u64;
         match f {
             Fault::None => Ok(Duration::from_secs(1)),
+            Fault::DcLinkCut => {
+                let (a, b) = self.dc_nodes()?;
+                self.cluster.net.cut(&a, &b);
+                let left = self.until.map_or(Duration::ZERO, |u| {
+                    u.saturating_duration_since(Instant::now())
+                });
+                let hold = Duration::from_secs(20).min(left.saturating_sub(Duration::from_secs(1)));
+                self.note(
+                    "partition",
+                    format!("the DC link, {a:?} | {b:?}, for {hold:?}"),
+                );
+                sleep(hold).await;
+                self.cluster.net.heal();
+                self.note("heal", "the DC link".into());
+                Ok(Duration::from_secs(3))
+            }
+            Fault::KillRemoteLeader => {
+                let (a, b) = self.dc_nodes()?;
+                // Answers lost: the remote DC takes the records, the origin
+                // never hears, and sends them again after healing.
+                self.cluster.net.cut_one_way(&b, &a);
+                self.note("partition", format!("one way, {b:?} -> {a:?}"));
+                sleep(Duration::from_millis(self.rng.gen_range(800..1600))).await;
+                self.cluster.net.heal();
+                self.note("heal", "the DC link".into());
+                sleep(Duration::from_millis(self.rng.gen_range(100..600))).await;
+                let remote = self.remote.as_deref_mut().expect("dc_nodes checked");
+                let Ok(l) = remote.wait_leader(Duration::from_secs(10)).await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                remote.node(l).proc.kill();
+                self.note("kill", format!("node {l} of the remote DC (its leader)"));
+                sleep(Duration::from_millis(self.rng.gen_range(800..2000))).await;
+                let remote = self.remote.as_deref_mut().expect("dc_nodes checked");
+                remote.restart(l)?;
+                self.note("restart", format!("node {l} of the remote DC"));
+                Ok(Duration::from_secs(2))
+            }
             Fault::KillLeader | Fault::Failover => {
                 let Some(l) = self.leader().await else {
                     return Ok(Duration::from_secs(1));

@@ -26,11 +26,14 @@ pub struct Workload {
 type Known = Arc<Mutex<Vec<String>>>;
 
 impl Workload {
+    /// `remote_share` of the submits are of the task type only the second
+    /// DC runs (`tts`, keys ending in `-remote`); 0 with one DC.
     pub fn start(
         clients: usize,
         endpoints: Vec<String>,
         history: Recorder,
         seed: u64,
+        remote_share: f64,
     ) -> anyhow::Result<Workload> {
         let stop = Arc::new(AtomicBool::new(false));
         let known: Known = Arc::default();
@@ -49,7 +52,13 @@ impl Workload {
             let rng =
                 rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(u64::from(k)));
             tasks.push(tokio::spawn(run_client(
-                k, client, stop, known, history, rng,
+                k,
+                client,
+                stop,
+                known,
+                history,
+                rng,
+                remote_share,
             )));
         }
         Ok(Workload { stop, tasks })
@@ -84,6 +93,7 @@ fn observed(e: Event, t: &v1::Task) -> Event {
         token: Some(t.token),
         attempt: Some(t.attempt),
         agent: Some(t.agent.clone()),
+        remote: (!t.forwarded_to.is_empty()).then(|| format!("{}/{}", t.forwarded_to, t.remote_id)),
         ..e
     }
 }
@@ -95,6 +105,7 @@ async fn run_client(
     known: Known,
     history: Recorder,
     mut rng: rand::rngs::StdRng,
+    remote_share: f64,
 ) {
     let mut generation = 0u32;
     let mut n = 0u64;
@@ -110,7 +121,12 @@ async fn run_client(
             Some(id) if roll < 0.47 => cancel(&client, &proc, &id, &history).await,
             _ => {
                 n += 1;
-                submit(&client, &proc, &format!("w{k}-{n}"), &history, &known).await
+                let key = if rng.gen_bool(remote_share) {
+                    format!("w{k}-{n}{}", crate::check::forwarding::REMOTE_KEY_SUFFIX)
+                } else {
+                    format!("w{k}-{n}")
+                };
+                submit(&client, &proc, &key, &history, &known).await
             }
         };
         if unknown {
@@ -120,14 +136,18 @@ async fn run_client(
     }
 }
 
+/// The task type only the second DC's agents run.
+pub const REMOTE_TYPE: &str = "tts";
+
 /// Each returns whether the outcome is unknown (the process retires).
 async fn submit(client: &Client, proc: &str, key: &str, history: &Recorder, known: &Known) -> bool {
     let inv = history.record(Event {
         key: Some(key.into()),
         ..Event::new(proc, "invoke", "submit")
     });
+    let remote = key.ends_with(crate::check::forwarding::REMOTE_KEY_SUFFIX);
     let spec = v1::TaskSpec {
-        task_type: "t2i".into(),
+        task_type: if remote { REMOTE_TYPE } else { "t2i" }.into(),
         idempotency_key: key.into(),
         payload: key.as_bytes().to_vec(),
         max_attempts: 20,

@@ -106,7 +106,8 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
 
     // A success is its final holder's committed work.
     for (t, f) in &finals {
-        if f.state.as_deref() != Some("succeeded") {
+        // A task that ran in another DC is checked in that DC's history.
+        if f.state.as_deref() != Some("succeeded") || f.remote.is_some() {
             continue;
         }
         let committed = sink.iter().any(|e| {

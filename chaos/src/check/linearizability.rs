@@ -160,10 +160,14 @@ fn check_task(task: &str, tops: &[&Op], problems: &mut Vec<String>) {
         .iter()
         .find(|o| o.f() == "submit")
         .and_then(|o| o.ok()?.log_index);
+    // A cancel of a task that runs in another DC is a request: it travels
+    // there and the end comes back later, so it does not end the task here.
     let cancel_at = tops
         .iter()
         .filter(|o| o.f() == "cancel")
-        .filter_map(|o| o.ok()?.log_index)
+        .filter_map(|o| o.ok())
+        .filter(|d| d.remote.is_none())
+        .filter_map(|d| d.log_index)
         .min();
     let mut reads: Vec<&Event> = tops
         .iter()
@@ -195,8 +199,16 @@ fn check_task(task: &str, tops: &[&Op], problems: &mut Vec<String>) {
     }
     for w in reads.windows(2) {
         let (a, b) = (w[0], w[1]);
-        let va = version(a.state.as_deref().unwrap_or(""), a.attempt.unwrap_or(0));
-        let vb = version(b.state.as_deref().unwrap_or(""), b.attempt.unwrap_or(0));
+        let va = version(
+            a.state.as_deref().unwrap_or(""),
+            a.attempt.unwrap_or(0),
+            a.remote.is_some(),
+        );
+        let vb = version(
+            b.state.as_deref().unwrap_or(""),
+            b.attempt.unwrap_or(0),
+            b.remote.is_some(),
+        );
         if vb < va {
             problems.push(format!(
                 "task {task} went back: {:?} at index {:?}, then {:?} at index {:?}",
@@ -242,7 +254,11 @@ fn search(tops: &[&Op]) -> bool {
             let seen = match o.f() {
                 "submit" if d.existed == Some(true) => Seen::Exists,
                 "submit" => Seen::Create,
-                _ => Seen::Version(version(d.state.as_deref()?, d.attempt.unwrap_or(0))),
+                _ => Seen::Version(version(
+                    d.state.as_deref()?,
+                    d.attempt.unwrap_or(0),
+                    d.remote.is_some(),
+                )),
             };
             Some(Item {
                 start: o.invoke.t,
@@ -461,5 +477,52 @@ mod tests {
         });
         let v = check(&h.events);
         assert!(v.ok(), "{:?}", v.problems);
+    }
+
+    /// A read of a task that runs in another DC.
+    fn remote_get(h: &mut H, state: &str, attempt: u32, applied: u64) {
+        h.get("c1", "t0000000001", state, attempt, 0, "b1", applied);
+        h.events.last_mut().unwrap().remote = Some("b/t0000000007".into());
+    }
+
+    #[test]
+    fn a_forwarded_task_moves_on_through_the_other_dcs_states() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000001", 5);
+        h.get("c2", "t0000000001", "pending", 0, 0, "", 5);
+        remote_get(&mut h, "forwarded", 0, 6);
+        remote_get(&mut h, "pending", 0, 8);
+        remote_get(&mut h, "running", 1, 9);
+        // A cancel there is a request: the task still runs for a while.
+        h.push(Event {
+            task: Some("t0000000001".into()),
+            ..Event::new("c3", "invoke", "cancel")
+        });
+        h.push(Event {
+            task: Some("t0000000001".into()),
+            state: Some("running".into()),
+            attempt: Some(1),
+            log_index: Some(10),
+            remote: Some("b/t0000000007".into()),
+            ..Event::new("c3", "ok", "cancel")
+        });
+        remote_get(&mut h, "running", 1, 11);
+        remote_get(&mut h, "cancelled", 1, 12);
+        let v = check(&h.events);
+        assert!(v.ok(), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn a_forwarded_task_read_going_back_is_caught() {
+        let mut h = H::new();
+        h.submit("c1", "k1", "t0000000001", 5);
+        remote_get(&mut h, "running", 1, 9);
+        remote_get(&mut h, "forwarded", 0, 11);
+        let v = check(&h.events);
+        assert!(
+            v.problems.iter().any(|p| p.contains("went back")),
+            "{:?}",
+            v.problems
+        );
     }
 }

@@ -9,6 +9,8 @@
 //!   small per-task histories.
 //! - [`exclusivity`]: I4-I5, one holder per token, tokens rise, the sink never
 //!   accepts a stale token, holders' work never overlaps.
+//! - [`forwarding`]: I8, with two DCs: each forwarded task ingested once,
+//!   in order, no phantoms, delivered after healing.
 //! - [`leaders`]: I9-I10, one leader per term, terms never go back across
 //!   crashes, applied <= last log.
 //! - [`convergence`]: I11, after healing one leader, equal digests, service
@@ -17,6 +19,7 @@
 pub mod convergence;
 pub mod durability;
 pub mod exclusivity;
+pub mod forwarding;
 pub mod leaders;
 pub mod linearizability;
 
@@ -54,6 +57,7 @@ pub fn run_all(events: &[Event], facts: &Facts) -> Vec<Verdict> {
         exclusivity::check(events, facts),
         leaders::check(events),
         convergence::check(events),
+        forwarding::check(events),
     ]
 }
 
@@ -80,17 +84,25 @@ pub fn is_terminal(state: &str) -> bool {
 /// A task's progress as a totally ordered version: reads of one task must
 /// never observe a lower version after a higher one. The attempt counts at
 /// assignment, so `pending` after a requeue (attempt a) sorts after the
-/// states of attempt a and before attempt a + 1.
-pub fn version(state: &str, attempt: u32) -> (u32, u8) {
+/// states of attempt a and before attempt a + 1. A task forwarded to another
+/// DC (`forwarded`) has moved past every local version, and what that DC
+/// reports of it sorts after that, by its own attempts. (A task refused by
+/// the other DC comes back to local pending; the workloads avoid refusals.)
+pub fn version(state: &str, attempt: u32, forwarded: bool) -> (u32, u8) {
+    let base = if forwarded { REMOTE_PHASE } else { 0 };
     match state {
         "absent" => (0, 0),
-        "assigned" => (attempt, 2),
-        "running" => (attempt, 3),
-        "pending" => (attempt, 9),
+        "forwarded" => (REMOTE_PHASE, 1),
+        "assigned" => (base + attempt, 2),
+        "running" => (base + attempt, 3),
+        "pending" => (base + attempt, 9),
         s if is_terminal(s) => (u32::MAX, 0),
         _ => (0, 0),
     }
 }
+
+/// Where the versions of a forwarded task start: above any local attempt.
+const REMOTE_PHASE: u32 = 1 << 20;
 
 #[cfg(test)]
 pub(crate) mod fixtures {

@@ -76,5 +76,7 @@ scenarios! {
     s14_jitter_follower: "jitter-follower", 114, 8;
     s15_crash_points: "crash-points", 115, 10;
     s18_membership: "membership", 118, 8;
+    s19_cut_dc_link: "cut-dc-link", 119, 10;
+    s20_kill_remote_leader: "kill-remote-leader", 120, 10;
     s21_random_mix: "random-mix", 121, 12;
 }

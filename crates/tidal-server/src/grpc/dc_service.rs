@@ -80,6 +80,17 @@ impl DcService {
                 applied.state.inbound(origin).map_or(0, |i| i.hwm),
             )
         } else {
+            let hwm = node.state.read().state.inbound(origin).map_or(0, |i| i.hwm);
+            let again = body.records.iter().filter(|(seq, _)| *seq <= hwm).count();
+            if again > 0 {
+                // A lost answer or a new leader there: harmless, answered as before.
+                tracing::info!(
+                    origin,
+                    records = again,
+                    hwm,
+                    "records ingested before were sent again"
+                );
+            }
             match node
                 .propose(Command::Ingest {
                     origin: origin.to_string(),
