@@ -90,6 +90,23 @@ impl PeerTable {
         &self.peers
     }
 
+    /// Each configured peer in preference order, with what the link knows
+    /// of it and its outbox in `state`.
+    pub fn each<'a>(
+        &'a self,
+        state: &'a tidal_core::State,
+    ) -> impl Iterator<
+        Item = (
+            &'a Peer,
+            PeerInfo,
+            Option<&'a tidal_core::forwarding::Outbox>,
+        ),
+    > + 'a {
+        self.peers
+            .iter()
+            .map(move |p| (p, self.get(&p.dc), state.outbox(&p.dc)))
+    }
+
     pub fn is_peer(&self, dc: &str) -> bool {
         self.peers.iter().any(|p| p.dc == dc)
     }

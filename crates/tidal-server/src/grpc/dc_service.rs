@@ -200,33 +200,28 @@ impl Dcs for DcService {
         let state = &applied.state;
         let peers = node
             .peers
-            .peers()
-            .iter()
-            .map(|p| {
-                let info = node.peers.get(&p.dc);
-                let outbox = state.outbox(&p.dc);
-                v1::PeerStatus {
-                    dc: p.dc.clone(),
-                    endpoints: p.endpoints.clone(),
-                    link: match info.up {
-                        None => "unknown",
-                        Some(true) => "up",
-                        Some(false) => "down",
-                    }
-                    .to_string(),
-                    last_error: info.last_error.clone(),
-                    last_ack_ms_ago: ago(info.last_ack),
-                    outbox_depth: outbox.map_or(0, |o| o.records.len() as u64),
-                    oldest_unshipped_ms: outbox
-                        .and_then(|o| o.oldest_ms())
-                        .map_or(-1, |t| now_ms.saturating_sub(t) as i64),
-                    acked_seq: outbox.map_or(0, |o| o.acked),
-                    next_seq: outbox.map_or(1, |o| o.next_seq.max(1)),
-                    summary_age_ms: ago(info.summary.as_ref().map(|(_, t)| *t)),
-                    summary: info.summary.map(|(s, _)| summary_to(&s)),
-                    inbound_hwm: state.inbound(&p.dc).map_or(0, |i| i.hwm),
-                    outbox_limit: node.config.forwarding.outbox_limit as u64,
+            .each(state)
+            .map(|(p, info, outbox)| v1::PeerStatus {
+                dc: p.dc.clone(),
+                endpoints: p.endpoints.clone(),
+                link: match info.up {
+                    None => "unknown",
+                    Some(true) => "up",
+                    Some(false) => "down",
                 }
+                .to_string(),
+                last_error: info.last_error.clone(),
+                last_ack_ms_ago: ago(info.last_ack),
+                outbox_depth: outbox.map_or(0, |o| o.records.len() as u64),
+                oldest_unshipped_ms: outbox
+                    .and_then(|o| o.oldest_ms())
+                    .map_or(-1, |t| now_ms.saturating_sub(t) as i64),
+                acked_seq: outbox.map_or(0, |o| o.acked),
+                next_seq: outbox.map_or(1, |o| o.next_seq.max(1)),
+                summary_age_ms: ago(info.summary.as_ref().map(|(_, t)| *t)),
+                summary: info.summary.map(|(s, _)| summary_to(&s)),
+                inbound_hwm: state.inbound(&p.dc).map_or(0, |i| i.hwm),
+                outbox_limit: node.config.forwarding.outbox_limit as u64,
             })
             .collect();
         Ok(Response::new(v1::DcStatusResponse {

@@ -25,11 +25,8 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
             let state = &applied.state;
             let mut peers: Vec<PeerView> = node
                 .peers
-                .peers()
-                .iter()
-                .map(|p| {
-                    let info = node.peers.get(&p.dc);
-                    let outbox = state.outbox(&p.dc);
+                .each(state)
+                .map(|(p, info, outbox)| {
                     let depth = outbox.map_or(0, |o| o.records.len());
                     let in_flight = outbox.map_or(0, |o| {
                         o.records
