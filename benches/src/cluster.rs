@@ -114,6 +114,11 @@ impl Cluster {
         None
     }
 
+    /// The process id of node `id`.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.children[id as usize - 1].id()
+    }
+
     /// SIGKILLs node `id` (its data stays).
     pub fn kill(&mut self, id: u64) {
         let c = &mut self.children[id as usize - 1];
@@ -143,6 +148,13 @@ impl Drop for Cluster {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // TIDAL_BENCH_KEEP=1 keeps the servers' data and logs.
+        if std::env::var_os("TIDAL_BENCH_KEEP").is_some() {
+            if let Ok(empty) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self._dir, empty).keep();
+                eprintln!("kept {}", kept.display());
+            }
         }
     }
 }

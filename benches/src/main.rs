@@ -7,6 +7,10 @@
 //! - `e2e`: clients submit while simulated agents (real sessions in this
 //!   process) complete every assignment at once; tasks/s submitted,
 //!   assigned and completed, latency submit->assigned and submit->completed.
+//! - `failover`: the leader SIGKILLed under load; time to the new leader's
+//!   first assignment, acknowledged tasks lost.
+//! - `memory`: a million pending tasks; every server's memory, a snapshot,
+//!   a restart of every server to service.
 //!
 //! Results: a table, or one JSON document with `--output json`, with the
 //! machine, the git revision and the settings.
@@ -77,6 +81,20 @@ enum Workload {
         #[arg(long, default_value_t = 5)]
         kills: usize,
     },
+    /// Fill the cluster it starts with pending tasks (no agents): memory of
+    /// every server, a snapshot, and a restart of every server to service.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        tasks: usize,
+        /// Payload bytes per task.
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Give every task an idempotency key (kept in the state).
+        #[arg(long)]
+        keys: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -142,6 +160,18 @@ async fn main() -> anyhow::Result<()> {
                 .context("failover needs the cluster tidal-bench starts (no --endpoints)")?;
             eprintln!("failover: {clients} clients, {agents} agents, {kills} leader kills...");
             results.push(workloads::failover(c, *clients, *agents, *kills).await?);
+        }
+        Workload::Memory {
+            tasks,
+            payload,
+            clients,
+            keys,
+        } => {
+            let c = cluster
+                .as_mut()
+                .context("memory needs the cluster tidal-bench starts (no --endpoints)")?;
+            eprintln!("memory: {tasks} pending tasks of {payload} bytes...");
+            results.push(workloads::memory(c, *tasks, *payload, *clients, *keys).await?);
         }
     }
     let report = serde_json::json!({

@@ -337,3 +337,153 @@ pub async fn failover(
         "lost": lost,
     }))
 }
+
+/// A process's resident set and its peak, in MiB, from /proc (Linux).
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A client with room for slow answers (big batches, snapshots, restarts).
+fn patient_client(endpoints: &[String]) -> anyhow::Result<Client> {
+    Ok(Client::with_options(
+        endpoints.to_vec(),
+        tidal_client::ClientOptions {
+            request_timeout: Duration::from_secs(60),
+            retry_for: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(1),
+            source_ip: None,
+        },
+    )?)
+}
+
+/// Fills the cluster with `tasks` pending tasks of `payload` bytes (no
+/// agent takes them), then measures every server's memory, a snapshot of
+/// that state, and a restart of every server until the leader serves a
+/// linearizable read again with every task in place.
+pub async fn memory(
+    cluster: &mut crate::cluster::Cluster,
+    tasks: usize,
+    payload: usize,
+    clients: usize,
+    keys: bool,
+) -> anyhow::Result<Value> {
+    const BATCH: usize = 5_000;
+    let endpoints = cluster.endpoints();
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut fillers = Vec::new();
+    for _ in 0..clients.max(1) {
+        let client = patient_client(&endpoints)?;
+        let next = next.clone();
+        fillers.push(tokio::spawn(async move {
+            loop {
+                let from = next.fetch_add(BATCH as u64, Ordering::Relaxed) as usize;
+                if from >= tasks {
+                    return anyhow::Ok(());
+                }
+                let specs: Vec<v1::TaskSpec> = (from..(from + BATCH).min(tasks))
+                    .map(|i| v1::TaskSpec {
+                        task_type: "t2i".into(),
+                        payload: vec![b'x'; payload],
+                        idempotency_key: if keys {
+                            format!("m-{i}")
+                        } else {
+                            String::new()
+                        },
+                        ..Default::default()
+                    })
+                    .collect();
+                let results = client.submit(specs).await?;
+                if let Some(e) = results.iter().find_map(|r| r.error.as_ref()) {
+                    anyhow::bail!("a submit was refused: {}", e.message);
+                }
+                if from.is_multiple_of(100_000) {
+                    eprintln!("  {from} tasks submitted");
+                }
+            }
+        }));
+    }
+    for f in fillers {
+        f.await??;
+    }
+    let fill = started.elapsed();
+    let client = patient_client(&endpoints)?;
+    let status = client.status().await?;
+    let pending = status.tasks_by_state.get("pending").copied().unwrap_or(0);
+    anyhow::ensure!(
+        pending as usize >= tasks,
+        "{pending} tasks pending after submitting {tasks}"
+    );
+    let leader = status.leader_id;
+    let before: Vec<(f64, f64)> = (1..=3).map(|id| rss_mib(cluster.pid(id))).collect();
+
+    eprintln!("  snapshot...");
+    let t = Instant::now();
+    let snap = client.snapshot().await?;
+    let snapshot_took = t.elapsed();
+    let after_snapshot: Vec<(f64, f64)> = (1..=3).map(|id| rss_mib(cluster.pid(id))).collect();
+
+    eprintln!("  restart every server...");
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    let t = Instant::now();
+    for id in 1..=3 {
+        cluster.restart(id)?;
+    }
+    let probe = status.applied_index;
+    loop {
+        let now = client.status().await;
+        if let Ok(s) = &now {
+            let back = s.tasks_by_state.get("pending").copied().unwrap_or(0);
+            if s.role == "leader" && s.applied_index >= probe && back == pending {
+                // And a linearizable read through the new leadership.
+                if client
+                    .list_tasks(v1::ListTasksRequest {
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(120),
+            "no service 120 s after the restart; last status {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restart_took = t.elapsed();
+    let after_restart: Vec<(f64, f64)> = (1..=3).map(|id| rss_mib(cluster.pid(id))).collect();
+    let mib = |v: &[(f64, f64)]| {
+        json!(v
+            .iter()
+            .enumerate()
+            .map(|(i, (rss, peak))| json!({"node": i + 1, "rss_mib": rss.round(), "peak_mib": peak.round()}))
+            .collect::<Vec<_>>())
+    };
+    Ok(json!({
+        "name": format!("memory, {tasks} pending tasks of {payload} bytes{}", if keys { " with keys" } else { "" }),
+        "fill_seconds": fill.as_secs_f64(),
+        "fill_tasks_per_s": tasks as f64 / fill.as_secs_f64(),
+        "leader": leader,
+        "memory_filled": mib(&before),
+        "snapshot_seconds": snapshot_took.as_secs_f64(),
+        "snapshot_index": snap.snapshot_index,
+        "memory_after_snapshot": mib(&after_snapshot),
+        "restart_to_service_seconds": restart_took.as_secs_f64(),
+        "memory_after_restart": mib(&after_restart),
+    }))
+}

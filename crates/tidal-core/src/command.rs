@@ -182,3 +182,52 @@ pub enum Response {
         cancelled: Vec<(TaskId, AgentId, FencingToken)>,
     },
 }
+
+/// Rough encoded size of a task spec: its variable-length fields plus a
+/// fixed overhead. Used to keep Raft entries and replication messages to
+/// about a megabyte; not exact, never zero.
+pub fn spec_bytes(s: &crate::model::TaskSpec) -> usize {
+    64 + s.payload.len()
+        + s.task_type.len()
+        + s.pipeline.len()
+        + s.queue.len()
+        + s.tenant.len()
+        + s.idempotency_key.as_ref().map_or(0, String::len)
+        + s.models.iter().map(|m| m.len() + 8).sum::<usize>()
+}
+
+impl Completion {
+    /// Rough encoded size (see [`spec_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        48 + self.outcome.result.len() + self.outcome.error.len()
+    }
+}
+
+impl Command {
+    /// Rough encoded size of the command (see [`spec_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        use crate::forwarding::Record;
+        let record = |r: &Record| match r {
+            Record::Task { spec, .. } => 16 + spec_bytes(spec),
+            Record::Cancel { .. } => 16,
+            Record::Status(s) => 64 + s.result.len() + s.error.len(),
+        };
+        16 + match self {
+            Command::Submit(specs) => specs.iter().map(spec_bytes).sum(),
+            Command::Complete(list) => list.iter().map(Completion::approx_bytes).sum(),
+            Command::Assign(pairs) => pairs.iter().map(|(_, a)| 16 + a.len()).sum(),
+            Command::StartedBatch(list) => list.len() * 16,
+            Command::RegisterAgent(spec) => {
+                256 + spec
+                    .labels
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+            }
+            Command::Forward(pairs) => pairs.iter().map(|(_, dc)| 16 + dc.len()).sum(),
+            Command::Ingest { records, .. } => records.iter().map(|(_, r)| record(r)).sum(),
+            Command::ForwardAck { verdicts, .. } => verdicts.len() * 32,
+            _ => 64,
+        }
+    }
+}

@@ -52,6 +52,7 @@ pub struct RemoteStatus {
     pub state: TaskStateKind,
     pub agent: Option<AgentId>,
     pub attempt: u32,
+    #[serde(with = "serde_bytes")]
     pub result: Vec<u8>,
     pub error: String,
     pub exit_code: i32,

@@ -54,6 +54,7 @@ pub struct TaskSpec {
     pub models: Vec<String>,
     pub queue: String,
     pub idempotency_key: Option<String>,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub max_attempts: u32,
     pub priority: Priority,
@@ -201,6 +202,7 @@ pub struct Task {
     /// 0 before the first assignment; +1 on every assignment.
     pub attempt: u32,
     /// Stdout of a succeeded task (bounded by the agent and by the limits).
+    #[serde(with = "serde_bytes")]
     pub result: Vec<u8>,
     pub error: String,
     pub exit_code: i32,
@@ -293,6 +295,7 @@ pub struct Queue {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Outcome {
     pub success: bool,
+    #[serde(with = "serde_bytes")]
     pub result: Vec<u8>,
     pub error: String,
     pub exit_code: i32,

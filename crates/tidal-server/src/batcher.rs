@@ -2,7 +2,9 @@
 //! folded into one Raft entry, so throughput is not one fsync per task.
 //!
 //! A batch is taken from the queue only when an in-flight slot is free; while
-//! all slots are busy, requests pile up and the next entry carries them all.
+//! all slots are busy, requests pile up and the next entry carries them all,
+//! up to a number of items and about [`MAX_ENTRY_BYTES`] (a request is never
+//! split here: callers keep each request under that size).
 
 use std::sync::Arc;
 
@@ -15,8 +17,15 @@ use crate::now_ms;
 
 type Reply<O> = oneshot::Sender<Result<(Vec<O>, u64)>>;
 
+/// About how large one entry may grow by folding requests together.
+/// openraft gives each AppendEntries the Raft heartbeat interval to finish
+/// (100 ms by default), so entries, like replication messages
+/// (`raft_network`), are kept to about a megabyte.
+pub const MAX_ENTRY_BYTES: usize = 1 << 20;
+
 struct Job<I, O> {
     items: Vec<I>,
+    bytes: usize,
     reply: Reply<O>,
 }
 
@@ -28,19 +37,22 @@ pub type WriteGate = Arc<tokio::sync::RwLock<()>>;
 
 pub struct Batcher<I, O> {
     tx: mpsc::UnboundedSender<Job<I, O>>,
+    size: fn(&I) -> usize,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
     fn clone(&self) -> Self {
         Batcher {
             tx: self.tx.clone(),
+            size: self.size,
         }
     }
 }
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Starts the batching loop. `wrap` makes the command of a batch; `unwrap`
-    /// takes the per-item results out of its response (in item order).
+    /// takes the per-item results out of its response (in item order);
+    /// `size` tells an item's rough encoded size.
     pub fn spawn(
         raft: Raft,
         gate: WriteGate,
@@ -48,21 +60,36 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         max_in_flight: usize,
         wrap: fn(Vec<I>) -> Command,
         unwrap: fn(Response) -> Option<Vec<O>>,
+        size: fn(&I) -> usize,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job<I, O>>();
         let slots = Arc::new(Semaphore::new(max_in_flight));
         tokio::spawn(async move {
+            // A job that did not fit in the previous entry goes first.
+            let mut held: Option<Job<I, O>> = None;
             loop {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let Some(first) = rx.recv().await else { return };
+                let first = match held.take() {
+                    Some(job) => job,
+                    None => match rx.recv().await {
+                        Some(job) => job,
+                        None => return,
+                    },
+                };
                 let mut count = first.items.len();
+                let mut bytes = first.bytes;
                 let mut jobs = vec![first];
-                while count < max_items {
+                while count < max_items && bytes < MAX_ENTRY_BYTES {
                     match rx.try_recv() {
+                        Ok(job) if bytes + job.bytes > MAX_ENTRY_BYTES => {
+                            held = Some(job);
+                            break;
+                        }
                         Ok(job) => {
                             count += job.items.len();
+                            bytes += job.bytes;
                             jobs.push(job);
                         }
                         Err(_) => break,
@@ -76,15 +103,20 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                 });
             }
         });
-        Batcher { tx }
+        Batcher { tx, size }
     }
 
     /// Queues `items` for the next entry and waits for their results and the
     /// entry's log index.
     pub async fn call(&self, items: Vec<I>) -> Result<(Vec<O>, u64)> {
         let (reply, rx) = oneshot::channel();
+        let bytes = items.iter().map(self.size).sum();
         self.tx
-            .send(Job { items, reply })
+            .send(Job {
+                items,
+                bytes,
+                reply,
+            })
             .map_err(|_| ServerError::Unavailable("server is shutting down".into()))?;
         rx.await
             .map_err(|_| ServerError::Unavailable("server is shutting down".into()))?

@@ -144,6 +144,7 @@ impl Node {
                 Response::Submitted(items) => Some(items),
                 _ => None,
             },
+            tidal_core::command::spec_bytes,
         );
         let starts = Batcher::spawn(
             raft.clone(),
@@ -155,6 +156,7 @@ impl Node {
                 Response::StartedBatch(items) => Some(items),
                 _ => None,
             },
+            |_| 16,
         );
         let completions = Batcher::spawn(
             raft.clone(),
@@ -166,6 +168,7 @@ impl Node {
                 Response::Completed(items) => Some(items),
                 _ => None,
             },
+            Completion::approx_bytes,
         );
         let peers = PeerTable::new(config.peers.clone());
         Ok(Arc::new(Node {

@@ -161,13 +161,51 @@ impl PeerClient {
     }
 }
 
+/// About how many bytes of entries one AppendEntries carries. openraft
+/// gives each AppendEntries the Raft heartbeat interval (100 ms by default)
+/// to finish and retries the same range after a timeout, so a follower far
+/// behind on large entries would never catch up if a message held them all.
+const APPEND_BYTES: usize = crate::batcher::MAX_ENTRY_BYTES;
+
+/// Rough encoded size of an entry.
+fn entry_bytes(e: &openraft::Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(env) => 32 + env.command.approx_bytes(),
+        _ => 256,
+    }
+}
+
+/// How many of the entries fit in one message: at least one, then up to
+/// about [`APPEND_BYTES`].
+fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>]) -> usize {
+    let mut bytes = 0;
+    for (i, e) in entries.iter().enumerate() {
+        bytes += entry_bytes(e);
+        if i > 0 && bytes > APPEND_BYTES {
+            return i;
+        }
+    }
+    entries.len()
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// Sends the entries, or a prefix of about [`APPEND_BYTES`] and answers
+    /// `PartialSuccess` up to its last entry (openraft sends the rest next).
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let fit = entries_that_fit(&rpc.entries);
+        if fit == rpc.entries.len() {
+            return self.call(Rpc::Append, &rpc, &option).await;
+        }
+        rpc.entries.truncate(fit);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        match self.call(Rpc::Append, &rpc, &option).await? {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(

@@ -91,6 +91,28 @@ mod tests {
         assert_eq!(back, v);
     }
 
+    /// Payloads and results are written as byte strings (serde_bytes), which
+    /// in bincode are the same bytes as the sequence of u8 written before:
+    /// logs and snapshots from either read the same.
+    #[test]
+    fn byte_strings_encode_like_sequences_of_u8() {
+        #[derive(serde::Serialize)]
+        struct AsBytes(#[serde(with = "serde_bytes")] Vec<u8>, u64);
+        #[derive(serde::Serialize)]
+        struct AsSeq(Vec<u8>, u64);
+        let payload: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(AsBytes(payload.clone(), 7), config).unwrap();
+        let seq = bincode::serde::encode_to_vec(AsSeq(payload.clone(), 7), config).unwrap();
+        assert_eq!(bytes, seq);
+        let spec = tidal_core::TaskSpec {
+            payload,
+            ..Default::default()
+        };
+        let back: tidal_core::TaskSpec = decode("spec", &encode("spec", &spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
+
     #[test]
     fn flipped_body_byte_fails_checksum() {
         let mut bytes = encode("v", &123456789u64).unwrap();

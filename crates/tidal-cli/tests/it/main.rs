@@ -1,5 +1,6 @@
 //! Integration tests of the `tidal` binary: real processes on 127.0.0.1.
 //!
+//! - `big_entries`: a follower catches up on megabytes of entries.
 //! - `bad_input`: refused requests against a real server: messages, codes, nothing lost.
 //! - `chaos`: the bounded chaos subset: every scenario for a few seconds.
 //! - `dev`: `tidal dev --dcs 2` up, its demo across two DCs, Ctrl-C.
@@ -13,6 +14,7 @@
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
 
 mod bad_input;
+mod big_entries;
 mod chaos;
 mod cli_errors;
 mod dev;

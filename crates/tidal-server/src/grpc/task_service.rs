@@ -2,18 +2,38 @@
 
 use std::sync::Arc;
 
-use tidal_core::command::{Command, Response as CoreResponse};
+use tidal_core::command::{spec_bytes, Command, Response as CoreResponse};
 use tidal_core::limits::validate_task_spec;
 use tidal_core::model::TaskId;
+use tidal_core::model::TaskSpec;
 use tidal_proto::v1::{self, tasks_server::Tasks};
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::batcher::MAX_ENTRY_BYTES;
 use crate::error::{rejection_code, ServerError};
 use crate::node::Node;
 
 pub struct TaskService {
     pub node: Arc<Node>,
+}
+
+/// Splits specs into runs of about `batcher::MAX_ENTRY_BYTES` each (a spec
+/// larger than that alone), keeping their order.
+fn chunk_by_bytes(specs: Vec<TaskSpec>) -> Vec<Vec<TaskSpec>> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for spec in specs {
+        let size = spec_bytes(&spec);
+        let last = chunks.last_mut().expect("one chunk at least");
+        if !last.is_empty() && bytes + size > MAX_ENTRY_BYTES {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        chunks.last_mut().expect("one chunk at least").push(spec);
+    }
+    chunks
 }
 
 const DEFAULT_LIST_LIMIT: usize = 1_000;
@@ -74,17 +94,40 @@ impl Tasks for TaskService {
             }
         }
         if !valid.is_empty() {
-            let (outcomes, index) = self.node.submits.call(valid).await?;
+            // A request over about a megabyte becomes several entries (see
+            // batcher::MAX_ENTRY_BYTES), committed concurrently, in order.
+            let chunks = chunk_by_bytes(valid);
+            let committed =
+                futures::future::join_all(chunks.iter().map(|c| self.node.submits.call(c.clone())))
+                    .await;
+            if committed.iter().all(|c| c.is_err()) {
+                if let Some(Err(e)) = committed.into_iter().next() {
+                    return Err(e.into());
+                }
+                return Err(ServerError::Internal("an empty submit".into()).into());
+            }
+            let mut outcomes = Vec::new();
+            for (chunk, c) in chunks.iter().zip(committed) {
+                match c {
+                    Ok((items, index)) => {
+                        outcomes.extend(items.into_iter().map(|o| Ok((o, index))))
+                    }
+                    // Part of the request committed: the rest is answered
+                    // item by item, so nothing accepted goes unreported.
+                    Err(e) => outcomes.extend(chunk.iter().map(|_| Err((e.code(), e.to_string())))),
+                }
+            }
             let mut outcomes = outcomes.into_iter();
             for slot in results.iter_mut().filter(|r| r.is_none()) {
                 *slot = Some(match outcomes.next() {
-                    Some(Ok(s)) => v1::SubmitResult {
+                    Some(Ok((Ok(s), index))) => v1::SubmitResult {
                         id: s.id.to_string(),
                         existed: s.existed,
                         log_index: index,
                         error: None,
                     },
-                    Some(Err(r)) => item_error(rejection_code(&r), r.to_string()),
+                    Some(Ok((Err(r), _))) => item_error(rejection_code(&r), r.to_string()),
+                    Some(Err((code, message))) => item_error(code, message),
                     None => item_error(tonic::Code::Internal, "no result for this item".into()),
                 });
             }

@@ -24,8 +24,9 @@ use crate::node::Node;
 
 /// Records per exchange.
 pub const SHIP_BATCH: usize = 512;
-/// Payload bytes per exchange (a batch stops early past this).
-const SHIP_BYTES: usize = 8 << 20;
+/// Payload bytes per exchange (a batch stops early past this), so the
+/// receiver's ingest entry stays about a megabyte (batcher::MAX_ENTRY_BYTES).
+const SHIP_BYTES: usize = crate::batcher::MAX_ENTRY_BYTES;
 /// How often an idle link exchanges summaries.
 const IDLE_EXCHANGE: Duration = Duration::from_secs(1);
 /// How often an idle shipper looks for new records.
