@@ -52,7 +52,10 @@ impl Cluster {
             ])
             .arg("--data")
             .arg(&data)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TIDAL_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -134,7 +137,10 @@ impl Cluster {
             .open(self._dir.path().join(format!("node{id}.log")))?;
         self.children[id as usize - 1] = Command::new(tidal)
             .args(args.iter().filter(|a| *a != "--init"))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TIDAL_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -9,6 +9,8 @@
 //!   assigned and completed, latency submit->assigned and submit->completed.
 //! - `failover`: the leader SIGKILLed under load; time to the new leader's
 //!   first assignment, acknowledged tasks lost.
+//! - `agents`: ten thousand agents heartbeating at 1 Hz; the leader's CPU
+//!   and the heartbeat round trip.
 //! - `memory`: a million pending tasks; every server's memory, a snapshot,
 //!   a restart of every server to service.
 //!
@@ -16,6 +18,7 @@
 //! machine, the git revision and the settings.
 
 mod cluster;
+mod etcd;
 mod stats;
 mod workloads;
 
@@ -50,6 +53,16 @@ struct Cli {
     seconds: u64,
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Also run the same work against a 3-member etcd cluster on 127.0.0.1
+    /// (`submit`: puts; `e2e`: puts, then claims by 16 workers) and print
+    /// the ratios tidal/etcd.
+    #[arg(long, global = true, value_enum)]
+    compare: Option<Baseline>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Baseline {
+    Etcd,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +93,15 @@ enum Workload {
         agents: usize,
         #[arg(long, default_value_t = 5)]
         kills: usize,
+    },
+    /// Many agents heartbeating, no tasks: the leader's CPU and each
+    /// heartbeat's round trip.
+    Agents {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        /// Heartbeat interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
     },
     /// Fill the cluster it starts with pending tasks (no agents): memory of
     /// every server, a snapshot, and a restart of every server to service.
@@ -161,6 +183,22 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("failover: {clients} clients, {agents} agents, {kills} leader kills...");
             results.push(workloads::failover(c, *clients, *agents, *kills).await?);
         }
+        Workload::Agents {
+            agents,
+            interval_ms,
+        } => {
+            eprintln!("agents: {agents} agents heartbeating every {interval_ms} ms...");
+            results.push(
+                workloads::agents(
+                    cluster.as_ref(),
+                    &endpoints,
+                    *agents,
+                    Duration::from_millis(*interval_ms),
+                    duration,
+                )
+                .await?,
+            );
+        }
         Workload::Memory {
             tasks,
             payload,
@@ -174,11 +212,37 @@ async fn main() -> anyhow::Result<()> {
             results.push(workloads::memory(c, *tasks, *payload, *clients, *keys).await?);
         }
     }
+    let own_cluster = cluster.is_some();
+    if cli.compare == Some(Baseline::Etcd) {
+        drop(cluster.take());
+        eprintln!("etcd: starting 3 members...");
+        let etcd = etcd::Etcd::start().await.context("starting etcd")?;
+        let mut baseline = Vec::new();
+        match &cli.workload {
+            Workload::Submit { clients } => {
+                for &n in clients {
+                    eprintln!("etcd put: {n} clients for {duration:?}...");
+                    baseline.push(etcd::puts(&etcd, n, duration).await?);
+                }
+            }
+            Workload::E2e { .. } => {
+                eprintln!("etcd put: 64 clients for {duration:?} (fills the queue)...");
+                baseline.push(etcd::puts(&etcd, 64, duration).await?);
+                eprintln!("etcd claim: 16 workers for {duration:?}...");
+                baseline.push(etcd::claims(&etcd, 16, duration).await?);
+            }
+            other => anyhow::bail!("--compare etcd applies to submit and e2e, not {other:?}"),
+        }
+        let ratios = stats::ratios(&results, &baseline);
+        results.extend(baseline);
+        results.push(ratios);
+    }
     let report = serde_json::json!({
         "machine": stats::machine(),
         "git_revision": stats::git_revision(),
         "settings": {
-            "cluster": if cluster.is_some() { "3 local servers, durable appends" } else { "given endpoints" },
+            "cluster": if own_cluster { "3 local servers, durable appends" } else { "given endpoints" },
+            "compare": cli.compare.map(|c| format!("{c:?}")),
             "flush_delay_us": cli.flush_delay_us,
             "server_args": cli.server_args,
             "seconds": cli.seconds,

@@ -70,6 +70,61 @@ pub fn table(report: &Value) -> String {
             ));
             continue;
         }
+        if let Some(h) = r.get("heartbeat_round_trip") {
+            out.push_str(&format!(
+                "{:<28} {:>12.0} {:>12} {:>12} {:>12}\n",
+                format!("{} (heartbeats)", r["name"].as_str().unwrap_or("")),
+                r["heartbeats_per_s"].as_f64().unwrap_or(0.0),
+                h["p50_ms"].to_string(),
+                h["p99_ms"].to_string(),
+                h["p999_ms"].to_string()
+            ));
+            out.push_str(&format!(
+                "  leader CPU {} cores, load generator {} cores, registered in {:.1} s\n",
+                r["leader_cpu_cores"],
+                r["load_generator_cpu_cores"],
+                r["registered_seconds"].as_f64().unwrap_or(0.0)
+            ));
+            continue;
+        }
+        if let Some(lines) = r.get("ratios").and_then(Value::as_array) {
+            for l in lines {
+                out.push_str(&format!(
+                    "tidal/etcd: {}: throughput x{}, p99 x{}\n",
+                    l["what"].as_str().unwrap_or(""),
+                    l["throughput"],
+                    l["p99"]
+                ));
+            }
+            continue;
+        }
+        if r.get("memory_filled").is_some() {
+            let mib = |k: &str| {
+                r[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|n| {
+                        format!(
+                            "node {} {} MiB (peak {})",
+                            n["node"], n["rss_mib"], n["peak_mib"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push_str(&format!(
+                "{}\n  filled at {:.0} tasks/s; leader node {}\n  memory filled:         {}\n  snapshot: {:.1} s;      {}\n  restart to service: {:.1} s; {}\n",
+                r["name"].as_str().unwrap_or(""),
+                r["fill_tasks_per_s"].as_f64().unwrap_or(0.0),
+                r["leader"],
+                mib("memory_filled"),
+                r["snapshot_seconds"].as_f64().unwrap_or(0.0),
+                mib("memory_after_snapshot"),
+                r["restart_to_service_seconds"].as_f64().unwrap_or(0.0),
+                mib("memory_after_restart"),
+            ));
+            continue;
+        }
         for (metric, rate, lat) in [
             ("submitted", &r["submitted_per_s"], &r["submit_latency"]),
             ("assigned", &r["assigned_per_s"], &r["assign_latency"]),
@@ -89,4 +144,34 @@ pub fn table(report: &Value) -> String {
         }
     }
     out
+}
+
+/// tidal/etcd ratios of throughput and p99: submit runs against put runs of
+/// the same client count, in order; the end-to-end completion rate against
+/// etcd's claim rate (and submit -> assigned p99 against claim p99).
+pub fn ratios(tidal: &[Value], etcd: &[Value]) -> Value {
+    let ratio = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
+        _ => Value::Null,
+    };
+    let mut lines = Vec::new();
+    let puts = etcd.iter().filter(|e| e.get("submitted_per_s").is_some());
+    for (t, e) in tidal.iter().filter(|t| t.get("assigned_per_s").is_none()).zip(puts) {
+        lines.push(json!({
+            "what": format!("{} vs {}", t["name"].as_str().unwrap_or(""), e["name"].as_str().unwrap_or("")),
+            "throughput": ratio(&t["submitted_per_s"], &e["submitted_per_s"]),
+            "p99": ratio(&t["submit_latency"]["p99_ms"], &e["submit_latency"]["p99_ms"]),
+        }));
+    }
+    if let (Some(t), Some(e)) = (
+        tidal.iter().find(|t| t.get("completed_per_s").is_some()),
+        etcd.iter().find(|e| e.get("assigned_per_s").is_some()),
+    ) {
+        lines.push(json!({
+            "what": format!("{} completed vs {}", t["name"].as_str().unwrap_or(""), e["name"].as_str().unwrap_or("")),
+            "throughput": ratio(&t["completed_per_s"], &e["assigned_per_s"]),
+            "p99": ratio(&t["assign_latency"]["p99_ms"], &e["assign_latency"]["p99_ms"]),
+        }));
+    }
+    json!({ "name": "tidal/etcd", "ratios": lines })
 }

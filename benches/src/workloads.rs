@@ -440,28 +440,12 @@ pub async fn memory(
     for id in 1..=3 {
         cluster.restart(id)?;
     }
+    // Poll every server directly, with no client backoff in the way.
     let probe = status.applied_index;
-    loop {
-        let now = client.status().await;
-        if let Ok(s) = &now {
-            let back = s.tasks_by_state.get("pending").copied().unwrap_or(0);
-            if s.role == "leader" && s.applied_index >= probe && back == pending {
-                // And a linearizable read through the new leadership.
-                if client
-                    .list_tasks(v1::ListTasksRequest {
-                        limit: 1,
-                        ..Default::default()
-                    })
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-            }
-        }
+    while !served(&endpoints, probe, pending).await? {
         anyhow::ensure!(
             t.elapsed() < Duration::from_secs(120),
-            "no service 120 s after the restart; last status {now:?}"
+            "no service 120 s after the restart"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -486,4 +470,183 @@ pub async fn memory(
         "restart_to_service_seconds": restart_took.as_secs_f64(),
         "memory_after_restart": mib(&after_restart),
     }))
+}
+
+/// CPU time (user + system) a process has used, from /proc (Linux).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// Many agents holding sessions and heartbeating at `interval`, no tasks:
+/// the leader's CPU while they beat, and each heartbeat's round trip
+/// (heartbeat sent -> its ack received).
+pub async fn agents(
+    cluster: Option<&crate::cluster::Cluster>,
+    endpoints: &[String],
+    agents: usize,
+    interval: Duration,
+    duration: Duration,
+) -> anyhow::Result<Value> {
+    /// Sessions per client (one HTTP/2 connection each).
+    const PER_CLIENT: usize = 100;
+    let latency = Arc::new(Mutex::new(histogram()));
+    let connected = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..agents.div_ceil(PER_CLIENT) {
+        clients.push(patient_client(endpoints)?);
+    }
+    // Open sessions a few hundred at a time: each registration is an entry.
+    let opening = Arc::new(tokio::sync::Semaphore::new(256));
+    let started = Instant::now();
+    for a in 0..agents {
+        let client = clients[a / PER_CLIENT].clone();
+        let (latency, connected, measuring, opening) = (
+            latency.clone(),
+            connected.clone(),
+            measuring.clone(),
+            opening.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (tx, rx) = mpsc::channel(16);
+            let register = v1::AgentMessage {
+                msg: Some(In::Register(v1::Register {
+                    spec: Some(v1::AgentSpec {
+                        id: format!("scale-agent-{a}"),
+                        dc: "bench".into(),
+                        task_types: vec!["t2i".into()],
+                        slots: 1,
+                        ..Default::default()
+                    }),
+                    running: vec![],
+                })),
+            };
+            let permit = opening.acquire_owned().await;
+            let Ok(mut session) = client.open_session(register, rx).await else {
+                return;
+            };
+            // Registered once the server says so.
+            while let Ok(Some(m)) = session.inbound.message().await {
+                if matches!(m.msg, Some(Out::Registered(_))) {
+                    break;
+                }
+            }
+            drop(permit);
+            connected.fetch_add(1, Ordering::Relaxed);
+            let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+            let beats = sent.clone();
+            let beat = tokio::spawn(async move {
+                // Spread the agents over the interval.
+                let phase = interval.mul_f64((a % 1000) as f64 / 1000.0);
+                tokio::time::sleep(phase).await;
+                let mut tick = tokio::time::interval(interval);
+                let mut seq = 0;
+                loop {
+                    tick.tick().await;
+                    seq += 1;
+                    beats.lock().expect("lock").insert(seq, Instant::now());
+                    let m = v1::AgentMessage {
+                        msg: Some(In::Heartbeat(v1::Heartbeat { seq, free_slots: 1 })),
+                    };
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            while let Ok(Some(m)) = session.inbound.message().await {
+                if let Some(Out::HeartbeatAck(ack)) = m.msg {
+                    let t0 = sent.lock().expect("lock").remove(&ack.seq);
+                    if let (Some(t0), true) = (t0, measuring.load(Ordering::Relaxed)) {
+                        let _ = latency
+                            .lock()
+                            .expect("lock")
+                            .record(t0.elapsed().as_micros() as u64);
+                    }
+                }
+            }
+            beat.abort();
+        }));
+    }
+    while (connected.load(Ordering::Relaxed) as usize) < agents {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "only {} of {agents} agents registered after 600 s",
+            connected.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let registered_in = started.elapsed();
+    eprintln!("  {agents} agents registered in {registered_in:?}; measuring...");
+    // Settle for one interval, then measure.
+    tokio::time::sleep(interval).await;
+    let leader_pid = match cluster {
+        Some(c) => c.leader().await.map(|id| c.pid(id)),
+        None => None,
+    };
+    let cpu0 = leader_pid.and_then(cpu_time);
+    let own0 = cpu_time(std::process::id());
+    measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let wall = t0.elapsed();
+    let cores = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) => {
+            json!(((b - a).as_secs_f64() / wall.as_secs_f64() * 1000.0).round() / 1000.0)
+        }
+        _ => Value::Null,
+    };
+    let leader_cores = cores(cpu0, leader_pid.and_then(cpu_time));
+    let bench_cores = cores(own0, cpu_time(std::process::id()));
+    for t in tasks {
+        t.abort();
+    }
+    let h = latency.lock().expect("lock").clone();
+    Ok(json!({
+        "name": format!("agents, {agents} heartbeating every {interval:?}"),
+        "registered_seconds": registered_in.as_secs_f64(),
+        "heartbeats_per_s": h.len() as f64 / wall.as_secs_f64(),
+        "leader_cpu_cores": leader_cores,
+        "load_generator_cpu_cores": bench_cores,
+        "heartbeat_round_trip": summary(&h),
+    }))
+}
+
+/// Whether some server leads with at least `applied` applied, `pending`
+/// tasks pending, and serves a linearizable read. One quick try per server.
+async fn served(endpoints: &[String], applied: u64, pending: u64) -> anyhow::Result<bool> {
+    for e in endpoints {
+        let quick = Client::with_options(
+            vec![e.clone()],
+            tidal_client::ClientOptions {
+                request_timeout: Duration::from_secs(2),
+                retry_for: Duration::ZERO,
+                connect_timeout: Duration::from_millis(200),
+                source_ip: None,
+            },
+        )?;
+        let Ok(s) = quick.status_of(e).await else {
+            continue;
+        };
+        let back = s.tasks_by_state.get("pending").copied().unwrap_or(0);
+        if s.role != "leader" || s.applied_index < applied || back != pending {
+            continue;
+        }
+        let read = quick.list_tasks(v1::ListTasksRequest {
+            limit: 1,
+            ..Default::default()
+        });
+        if read.await.is_ok() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

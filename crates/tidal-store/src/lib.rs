@@ -100,6 +100,9 @@ pub struct StoreOptions {
     pub flush_delay: Option<Duration>,
 }
 
+/// sled's page cache.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+
 /// Opens (or creates) the store under `dir`: one sled database holding the
 /// log, the vote, the last purged id and the latest snapshot.
 ///
@@ -112,7 +115,13 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
         path: dir.to_path_buf(),
         source,
     })?;
-    let db = sled::Config::new().path(dir).open()?;
+    // sled caches 1 GiB by default; the state machine lives in memory and
+    // the log is read back only for followers that fall behind, so a small
+    // cache is enough and keeps the server's memory near its state's size.
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(SLED_CACHE_BYTES)
+        .open()?;
     let durability = Arc::new(durability::Durability::open(
         db.clone(),
         dir,
