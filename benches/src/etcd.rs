@@ -1,7 +1,7 @@
 //! The baseline: a 3-member etcd cluster on 127.0.0.1 (etcd from Debian's
 //! packages, `benches/setup-etcd.sh`) driven through its JSON gateway with
 //! the usual etcd work-queue pattern: producers put `q/pending/<id>`;
-//! workers read a few pending keys and claim one with a transaction
+//! workers read up to 64 pending keys and claim one with a transaction
 //! `compare(version(key) == v) -> delete key, put q/claimed/<id> = worker`,
 //! retrying on a lost race.
 
@@ -36,7 +36,9 @@ impl Etcd {
     /// commit, as tidal does) and waits until they serve.
     pub async fn start() -> anyhow::Result<Etcd> {
         let exe = which_etcd()?;
-        let dir = tempfile::Builder::new().prefix("tidal-bench-etcd-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tidal-bench-etcd-")
+            .tempdir()?;
         let ports: Vec<(u16, u16)> = (0..3)
             .map(|_| Ok((free_port()?, free_port()?)))
             .collect::<anyhow::Result<_>>()?;
@@ -87,12 +89,18 @@ impl Etcd {
         let mut c = Conn::open(&etcd.clients[0]).await;
         loop {
             if let Ok(c) = &mut c {
-                if c.call("/v3/kv/put", &put_body("warmup", b"x")).await.is_ok() {
+                if c.call("/v3/kv/put", &put_body("warmup", b"x"))
+                    .await
+                    .is_ok()
+                {
                     return Ok(etcd);
                 }
             }
             if Instant::now() > deadline {
-                bail!("etcd did not serve within 30 s; see {}", etcd._dir.path().display());
+                bail!(
+                    "etcd did not serve within 30 s; see {}",
+                    etcd._dir.path().display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             c = Conn::open(&etcd.clients[0]).await;
@@ -200,7 +208,7 @@ pub async fn puts(etcd: &Etcd, clients: usize, duration: Duration) -> anyhow::Re
     }))
 }
 
-/// Workers: each reads up to 16 pending keys, picks one and claims it with
+/// Workers: each reads up to 64 pending keys, picks one and claims it with
 /// a transaction on its version; a lost race reads again. Returns claims/s
 /// and the latency of each claim (first read to won transaction).
 pub async fn claims(etcd: &Etcd, workers: usize, duration: Duration) -> anyhow::Result<Value> {
@@ -221,7 +229,7 @@ pub async fn claims(etcd: &Etcd, workers: usize, duration: Duration) -> anyhow::
                     if stop.load(Ordering::Relaxed) {
                         break 'claim;
                     }
-                    let range = json!({ "key": prefix, "range_end": end, "limit": 16 });
+                    let range = json!({ "key": prefix, "range_end": end, "limit": 64, "keys_only": true });
                     let Ok(r) = c.call("/v3/kv/range", &range).await else {
                         continue;
                     };

@@ -156,7 +156,11 @@ pub fn ratios(tidal: &[Value], etcd: &[Value]) -> Value {
     };
     let mut lines = Vec::new();
     let puts = etcd.iter().filter(|e| e.get("submitted_per_s").is_some());
-    for (t, e) in tidal.iter().filter(|t| t.get("assigned_per_s").is_none()).zip(puts) {
+    for (t, e) in tidal
+        .iter()
+        .filter(|t| t.get("assigned_per_s").is_none())
+        .zip(puts)
+    {
         lines.push(json!({
             "what": format!("{} vs {}", t["name"].as_str().unwrap_or(""), e["name"].as_str().unwrap_or("")),
             "throughput": ratio(&t["submitted_per_s"], &e["submitted_per_s"]),
