@@ -44,6 +44,26 @@ pub struct Node {
     pub write_gate: WriteGate,
     /// Peer DCs: their last summaries and link health.
     pub peers: PeerTable,
+    /// When a leader last replicated to this node (a follower's view).
+    pub leader_contact: LeaderContact,
+}
+
+/// When this node last took an AppendEntries from a leader.
+#[derive(Clone, Default)]
+pub struct LeaderContact(Arc<Mutex<Option<std::time::Instant>>>);
+
+impl LeaderContact {
+    pub fn touch(&self) {
+        *self.0.lock().expect("contact lock poisoned") = Some(std::time::Instant::now());
+    }
+
+    /// How long ago; `None` if never.
+    pub fn since(&self) -> Option<std::time::Duration> {
+        self.0
+            .lock()
+            .expect("contact lock poisoned")
+            .map(|t| t.elapsed())
+    }
 }
 
 impl Node {
@@ -173,6 +193,7 @@ impl Node {
         let peers = PeerTable::new(config.peers.clone());
         Ok(Arc::new(Node {
             peers,
+            leader_contact: LeaderContact::default(),
             id: config.node_id,
             config,
             raft,
@@ -202,7 +223,7 @@ impl Node {
     /// of a quorum and has applied everything committed before the read began).
     /// Returns the applied index the read is served at.
     pub async fn linearizable(&self) -> Result<u64> {
-        let leadership = self.require_leader()?;
+        let leadership = self.await_leader().await?;
         if !leadership.reads_ready(READ_BARRIER_WAIT).await {
             return Err(ServerError::Unavailable(
                 "this leader has not committed its first entry yet; retry".into(),
@@ -225,6 +246,51 @@ impl Node {
 
     pub(crate) fn set_leadership(&self, l: Option<Arc<Leadership>>) {
         *self.leadership.lock().expect("leadership lock poisoned") = l;
+    }
+
+    /// This node's leadership; or NotLeader naming the leader. When the
+    /// leader this node knows has gone quiet (no AppendEntries for three Raft
+    /// heartbeats: it may have died), waits for the election to settle (at
+    /// most two election timeouts and two heartbeats), so the answer names
+    /// the new leader
+    /// (or this node serves, if it won). Clients then reach the new leader
+    /// as soon as there is one, instead of backing off against a dead one.
+    pub async fn await_leader(&self) -> Result<Arc<Leadership>> {
+        if let Some(l) = self.leadership() {
+            return Ok(l);
+        }
+        let quiet = std::time::Duration::from_millis(self.config.raft_heartbeat_ms * 3);
+        let heard = |c: &LeaderContact| c.since().is_some_and(|d| d < quiet);
+        let mut metrics = self.raft.metrics();
+        let known = metrics.borrow().current_leader;
+        if known.is_some() && known != Some(self.id) && heard(&self.leader_contact) {
+            return Err(self.not_leader());
+        }
+        // openraft 0.9 elects after its leader lease (election_timeout_max)
+        // plus one election timeout: wait that long and a little more.
+        let (max, hb) = (
+            self.config.election_timeout.1,
+            self.config.raft_heartbeat_ms,
+        );
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(2 * max + 2 * hb);
+        loop {
+            if let Some(l) = self.leadership() {
+                return Ok(l);
+            }
+            let now = metrics.borrow_and_update().current_leader;
+            let moved_on = now.is_some() && now != known && now != Some(self.id);
+            if moved_on || (now.is_some() && now != Some(self.id) && heard(&self.leader_contact)) {
+                return Err(self.not_leader());
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(self.not_leader());
+            }
+            // Contact is not in the metrics: look again every few ms.
+            let tick = left.min(std::time::Duration::from_millis(20));
+            let _ = tokio::time::timeout(tick, metrics.changed()).await;
+        }
     }
 
     /// The leadership of this node, or NotLeader naming the leader if known.

@@ -43,7 +43,7 @@ impl Agents for AgentService {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
         let node = self.node.clone();
-        let leadership = node.require_leader()?;
+        let leadership = node.await_leader().await?;
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {
             Some(v1::AgentMessage {

@@ -49,6 +49,7 @@ pub async fn serve(
         node_id: node.id,
         removed: node.removed.clone(),
         vote_gate: node.vote_gate.clone(),
+        contact: node.leader_contact.clone(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);

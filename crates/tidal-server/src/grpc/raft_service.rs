@@ -69,6 +69,8 @@ pub struct RaftService {
     pub vote_gate: Arc<VoteGate>,
     /// Set when the leader says this node was removed; the server then stops.
     pub removed: tokio::sync::watch::Sender<Option<String>>,
+    /// When a leader last replicated to this node.
+    pub contact: crate::node::LeaderContact,
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Status {
@@ -90,7 +92,12 @@ impl RaftRpc for RaftService {
             decode(&request.into_inner().data).map_err(bad_request)?;
         self.vote_gate
             .saw_leader_commit(req.leader_commit.map(|l| l.index));
-        reply(&self.raft.append_entries(req).await)
+        let resp = self.raft.append_entries(req).await;
+        if matches!(&resp, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+        {
+            self.contact.touch();
+        }
+        reply(&resp)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -94,6 +94,7 @@ impl Tasks for TaskService {
             }
         }
         if !valid.is_empty() {
+            self.node.await_leader().await?;
             // A request over about a megabyte becomes several entries (see
             // batcher::MAX_ENTRY_BYTES), committed concurrently, in order.
             let chunks = chunk_by_bytes(valid);
