@@ -134,6 +134,7 @@ impl Tasks for TaskService {
             }
             if let Some(l) = self.node.leadership() {
                 l.wake.notify_one();
+                l.forward_wake.notify_one();
             }
         }
         Ok(Response::new(v1::SubmitResponse {

@@ -13,13 +13,14 @@ use crate::node::Node;
 
 /// At most this many tasks per `Forward` entry.
 const MAX_ROUND: usize = 1024;
-/// How often pending work is looked at for forwarding.
+/// How often pending work is looked at for forwarding (for `forward_after`
+/// and new peer summaries); new submits wake the loop at once.
 const EVERY: Duration = Duration::from_millis(200);
 
 pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     let fwd = &node.config.forwarding;
     while leadership.is_alive() {
-        tokio::time::sleep(EVERY).await;
+        let _ = tokio::time::timeout(EVERY, leadership.forward_wake.notified()).await;
         let round = {
             let applied = node.state.read();
             let state = &applied.state;

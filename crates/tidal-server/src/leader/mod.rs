@@ -22,6 +22,8 @@ pub struct Leadership {
     pub sessions: Sessions,
     /// Wakes the dispatcher: new pending work or freed capacity.
     pub wake: Notify,
+    /// Wakes the cross-DC forwarder: new pending work.
+    pub forward_wake: Notify,
     /// Flips to false when this leadership ends; session loops watch it.
     alive: watch::Sender<bool>,
     /// Flips to true once an entry proposed by this leadership is applied.
@@ -42,6 +44,7 @@ impl Leadership {
             term,
             sessions: Sessions::new(node.config.agent_ttl),
             wake: Notify::new(),
+            forward_wake: Notify::new(),
             alive,
             reads_ready,
             tasks: Mutex::new(Vec::new()),
