@@ -113,12 +113,13 @@ pub fn table(report: &Value) -> String {
                     .join(", ")
             };
             out.push_str(&format!(
-                "{}\n  filled at {:.0} tasks/s; leader node {}\n  memory filled:         {}\n  snapshot: {:.1} s;      {}\n  restart to service: {:.1} s; {}\n",
+                "{}\n  filled at {:.0} tasks/s; leader node {}\n  memory filled:         {}\n  snapshot: {:.1} s (every server {:.1} s); {}\n  restart to service: {:.1} s; {}\n",
                 r["name"].as_str().unwrap_or(""),
                 r["fill_tasks_per_s"].as_f64().unwrap_or(0.0),
                 r["leader"],
                 mib("memory_filled"),
                 r["snapshot_seconds"].as_f64().unwrap_or(0.0),
+                r["snapshot_every_server_seconds"].as_f64().unwrap_or(0.0),
                 mib("memory_after_snapshot"),
                 r["restart_to_service_seconds"].as_f64().unwrap_or(0.0),
                 mib("memory_after_restart"),
