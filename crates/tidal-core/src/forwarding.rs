@@ -225,6 +225,13 @@ pub struct PeerView {
     pub outbox_room: usize,
 }
 
+/// How many pending tasks of a queue one forwarding round examines, per
+/// task it may forward: the round stays cheap with a million pending tasks.
+/// The front of a queue (highest priority, oldest) is examined first, which
+/// is where `forward_after` matters; tasks no local agent can run deeper
+/// than this are seen once the ones ahead of them move.
+pub const SCAN_FACTOR: usize = 16;
+
 /// A queue's forwarding settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueuePolicy {
@@ -262,7 +269,10 @@ pub fn plan_forwards(
         if !p.allow {
             continue;
         }
-        for task in state.pending_in_order(&queue.name) {
+        for task in state
+            .pending_in_order(&queue.name)
+            .take(max.saturating_mul(SCAN_FACTOR))
+        {
             if out.len() >= max {
                 return out;
             }

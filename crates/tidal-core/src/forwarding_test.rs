@@ -375,6 +375,32 @@ fn planner_forwards_what_cannot_run_here_and_what_waited_too_long() {
 }
 
 #[test]
+fn a_round_examines_a_bounded_front_of_each_queue() {
+    let mut a = Log::new();
+    a.register(agent("a1", 1)); // runs t2i
+    for _ in 0..SCAN_FACTOR {
+        a.submit(task("t2i")).unwrap();
+    }
+    let deep = a.submit(task("tts")).unwrap().id;
+    let mut b = Log::new();
+    b.register(tts_agent("b1"));
+    let peers = || {
+        vec![PeerView {
+            dc: "dc-b".into(),
+            summary: Some(CapabilitySummary::of(&b.state)),
+            room: 10,
+            outbox_room: 10,
+        }]
+    };
+    // max 1: SCAN_FACTOR tasks examined, all runnable here; the tts task
+    // behind them waits for the next rounds.
+    assert!(plan_forwards(&a.state, &mut peers(), |_| ALLOW_AFTER_MINUTE, 0, 1).is_empty());
+    // A larger round reaches it.
+    let plan = plan_forwards(&a.state, &mut peers(), |_| ALLOW_AFTER_MINUTE, 0, 2);
+    assert_eq!(plan, vec![(deep, "dc-b".to_string())]);
+}
+
+#[test]
 fn summary_groups_agents_and_counts_free_slots() {
     let mut b = Log::new();
     b.register(tts_agent("b1"));

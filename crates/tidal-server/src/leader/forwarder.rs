@@ -14,13 +14,17 @@ use crate::node::Node;
 /// At most this many tasks per `Forward` entry.
 const MAX_ROUND: usize = 1024;
 /// How often pending work is looked at for forwarding (for `forward_after`
-/// and new peer summaries); new submits wake the loop at once.
+/// and new peer summaries); new submits wake the loop sooner, but rounds
+/// are at least [`GAP`] apart, so a flood of submits does not turn into
+/// back-to-back scans.
 const EVERY: Duration = Duration::from_millis(200);
+const GAP: Duration = Duration::from_millis(20);
 
 pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     let fwd = &node.config.forwarding;
     while leadership.is_alive() {
         let _ = tokio::time::timeout(EVERY, leadership.forward_wake.notified()).await;
+        tokio::time::sleep(GAP).await;
         let round = {
             let applied = node.state.read();
             let state = &applied.state;
