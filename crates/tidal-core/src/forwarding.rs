@@ -213,6 +213,26 @@ pub fn runs_locally(state: &State, task: &TaskSpec) -> bool {
         .any(|a| placement::capable(&a.spec, task).is_ok())
 }
 
+/// What decides which agents can run a task (its capability needs).
+type Shape<'a> = (&'a str, &'a str, &'a [String], u32, u64);
+
+fn shape(s: &TaskSpec) -> Shape<'_> {
+    (
+        &s.task_type,
+        &s.pipeline,
+        &s.models,
+        s.gpus,
+        s.gpu_memory_mb,
+    )
+}
+
+/// Whether some Ready agent of this DC could run the task.
+fn ready_agent_runs(state: &State, task: &TaskSpec) -> bool {
+    state
+        .agents()
+        .any(|a| a.state == AgentState::Ready && placement::capable(&a.spec, task).is_ok())
+}
+
 /// A peer as the forwarding policy sees it.
 #[derive(Clone, Debug)]
 pub struct PeerView {
@@ -262,7 +282,6 @@ pub fn plan_forwards(
         return out;
     }
     // Whether a task shape runs here, computed once per shape.
-    type Shape<'a> = (&'a str, &'a str, &'a [String], u32, u64);
     let mut local: BTreeMap<Shape<'_>, bool> = BTreeMap::new();
     for queue in state.queues() {
         let p = policy(&queue.name);
@@ -282,13 +301,7 @@ pub fn plan_forwards(
             let waited = now_ms.saturating_sub(task.updated_ms) >= p.forward_after_ms;
             let s = &task.spec;
             let here = *local
-                .entry((
-                    &s.task_type,
-                    &s.pipeline,
-                    &s.models,
-                    s.gpus,
-                    s.gpu_memory_mb,
-                ))
+                .entry(shape(s))
                 .or_insert_with(|| runs_locally(state, s));
             if here && !waited {
                 continue;
@@ -421,7 +434,22 @@ impl State {
     ) -> Response {
         let mut verdicts = Vec::with_capacity(records.len());
         let mut cancelled = Vec::new();
-        for (seq, record) in records {
+        // Which task records a Ready agent here could run, once per shape:
+        // ingest changes no agent's state or capabilities, so this holds for
+        // the whole entry.
+        let runnable: Vec<bool> = {
+            let mut memo: BTreeMap<Shape<'_>, bool> = BTreeMap::new();
+            records
+                .iter()
+                .map(|(_, r)| match r {
+                    Record::Task { spec, .. } => *memo
+                        .entry(shape(spec))
+                        .or_insert_with(|| ready_agent_runs(self, spec)),
+                    _ => true,
+                })
+                .collect()
+        };
+        for ((seq, record), runnable) in records.into_iter().zip(runnable) {
             let hwm = self.links.inbound.get(&origin).map_or(0, |i| i.hwm);
             if seq <= hwm {
                 verdicts.push((seq, self.verdict_again(&origin, &record)));
@@ -431,7 +459,7 @@ impl State {
                 // A gap: the origin resends from hwm + 1.
                 break;
             }
-            let verdict = self.ingest_one(&origin, record, ctx, &mut cancelled);
+            let verdict = self.ingest_one(&origin, record, runnable, ctx, &mut cancelled);
             self.links.inbound.entry(origin.clone()).or_default().hwm = seq;
             verdicts.push((seq, verdict));
         }
@@ -468,6 +496,7 @@ impl State {
         &mut self,
         origin: &str,
         record: Record,
+        runnable: bool,
         ctx: ApplyCtx,
         cancelled: &mut Vec<(TaskId, AgentId, u64)>,
     ) -> Verdict {
@@ -486,10 +515,7 @@ impl State {
                         remote_task: Some(*local),
                     };
                 }
-                let ready_and_capable = self.agents().any(|a| {
-                    a.state == AgentState::Ready && placement::capable(&a.spec, &spec).is_ok()
-                });
-                if !ready_and_capable {
+                if !runnable {
                     return Verdict::Rejected {
                         reason: format!(
                             "no agent here can run task type {:?} with models {:?}",

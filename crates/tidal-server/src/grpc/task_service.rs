@@ -98,8 +98,9 @@ impl Tasks for TaskService {
             // A request over about a megabyte becomes several entries (see
             // batcher::MAX_ENTRY_BYTES), committed concurrently, in order.
             let chunks = chunk_by_bytes(valid);
+            let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
             let committed =
-                futures::future::join_all(chunks.iter().map(|c| self.node.submits.call(c.clone())))
+                futures::future::join_all(chunks.into_iter().map(|c| self.node.submits.call(c)))
                     .await;
             if committed.iter().all(|c| c.is_err()) {
                 if let Some(Err(e)) = committed.into_iter().next() {
@@ -108,14 +109,14 @@ impl Tasks for TaskService {
                 return Err(ServerError::Internal("an empty submit".into()).into());
             }
             let mut outcomes = Vec::new();
-            for (chunk, c) in chunks.iter().zip(committed) {
+            for (size, c) in sizes.into_iter().zip(committed) {
                 match c {
                     Ok((items, index)) => {
                         outcomes.extend(items.into_iter().map(|o| Ok((o, index))))
                     }
                     // Part of the request committed: the rest is answered
                     // item by item, so nothing accepted goes unreported.
-                    Err(e) => outcomes.extend(chunk.iter().map(|_| Err((e.code(), e.to_string())))),
+                    Err(e) => outcomes.extend((0..size).map(|_| Err((e.code(), e.to_string())))),
                 }
             }
             let mut outcomes = outcomes.into_iter();

@@ -41,15 +41,14 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>, peer: Peer) {
     let mut backoff = Duration::from_millis(50);
     let mut last_exchange: Option<tokio::time::Instant> = None;
     while leadership.is_alive() {
-        let (records, summary) = {
-            let applied = node.state.read();
-            (batch(&applied.state, &peer.dc), Summary::of(&applied.state))
-        };
+        let records = batch(&node.state.read().state, &peer.dc);
         let idle_due = last_exchange.is_none_or(|t| t.elapsed() >= IDLE_EXCHANGE);
         if records.is_empty() && !idle_due {
             tokio::time::sleep(POLL).await;
             continue;
         }
+        // Only for an exchange: it walks every agent.
+        let summary = Summary::of(&node.state.read().state);
         let first = records.first().map(|(s, _)| *s);
         let sent = records.len();
         match link.exchange(&node, summary, records).await {
