@@ -4,6 +4,7 @@
 //! - [`config`]: raw settings (file, env, flags) validated into [`ServerConfig`].
 //! - [`node`]: the Raft node, its applied state and proposers.
 //! - [`batcher`]: group commit of concurrent submits and completions.
+//! - [`channels`]: cached outgoing channels to other servers.
 //! - [`raft_network`] and [`grpc::raft_service`]: openraft over tonic.
 //! - [`grpc`]: the public API (tasks, agents, queues, cluster).
 //! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper,
@@ -18,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod batcher;
+pub mod channels;
 pub mod config;
 pub mod error;
 pub mod grpc;

@@ -18,7 +18,9 @@ use serde::Serialize;
 use tidal_proto::raft::raft_client::RaftClient;
 use tidal_proto::raft::RaftPayload;
 use tidal_store::TypeConfig;
-use tonic::transport::{Channel, Endpoint};
+
+use crate::channels::Channels;
+use tonic::transport::Channel;
 
 /// Encodes a Raft message for the wire.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
@@ -34,8 +36,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
 /// replication stream to a peer shares one HTTP/2 connection.
 #[derive(Clone, Default)]
 pub struct Network {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    source_ip: Option<IpAddr>,
+    channels: Channels,
     contacts: Contacts,
 }
 
@@ -66,7 +67,10 @@ impl Network {
     /// A network whose connections leave from `source_ip` when given.
     pub fn new(source_ip: Option<IpAddr>) -> Network {
         Network {
-            source_ip,
+            channels: Channels::new(source_ip, Duration::from_millis(500), |e| {
+                e.http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+            }),
             ..Network::default()
         }
     }
@@ -74,21 +78,6 @@ impl Network {
     /// The shared record of when peers last answered.
     pub fn contacts(&self) -> Contacts {
         self.contacts.clone()
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().expect("channel cache lock poisoned");
-        if let Some(ch) = channels.get(addr) {
-            return Ok(ch.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5));
-        let ch =
-            tidal_proto::dial::connect_lazy(endpoint, self.source_ip, Duration::from_millis(500));
-        channels.insert(addr.to_string(), ch.clone());
-        Ok(ch)
     }
 }
 
@@ -98,7 +87,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
         PeerClient {
             target,
-            channel: self.channel(&node.addr),
+            channel: self.channels.get(&node.addr),
             contacts: self.contacts.clone(),
         }
     }

@@ -2,15 +2,14 @@
 //! summary (on a follower it is passed to the leader, so peers may dial any
 //! server); `Status` is `tidal dc status`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidal_core::command::{Command, Response as CoreResponse};
 use tidal_proto::v1::{self, dcs_client::DcsClient, dcs_server::Dcs};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::channels::Channels;
 use crate::error::ServerError;
 use crate::leader::shipper::{MAX_EXCHANGE_MESSAGE, SHIP_BATCH};
 use crate::links::{ExchangeBody, ExchangeReply, Summary};
@@ -19,32 +18,15 @@ use crate::node::Node;
 pub struct DcService {
     pub node: Arc<Node>,
     /// Channels to this DC's leader, for passing exchanges on.
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
 }
 
 impl DcService {
     pub fn new(node: Arc<Node>) -> DcService {
-        DcService {
-            node,
-            channels: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, ServerError> {
-        let mut channels = self.channels.lock().expect("channel cache poisoned");
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ServerError::Internal(format!("leader address {addr:?}: {e}")))?
-            .timeout(Duration::from_secs(10));
-        let channel = tidal_proto::dial::connect_lazy(
-            endpoint,
-            self.node.config.source_ip,
-            Duration::from_secs(2),
-        );
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        let channels = Channels::new(node.config.source_ip, Duration::from_secs(2), |e| {
+            e.timeout(Duration::from_secs(10))
+        });
+        DcService { node, channels }
     }
 
     /// A follower passes the exchange to its leader (one hop).
@@ -60,7 +42,7 @@ impl DcService {
             ))
             .into());
         };
-        let mut client = DcsClient::new(self.channel(&addr)?)
+        let mut client = DcsClient::new(self.channels.get(&addr).map_err(ServerError::Internal)?)
             .max_decoding_message_size(MAX_EXCHANGE_MESSAGE)
             .max_encoding_message_size(MAX_EXCHANGE_MESSAGE);
         let mut request = Request::new(request);

@@ -15,9 +15,9 @@ use tidal_core::command::{Command, Response};
 use tidal_core::forwarding::Record;
 use tidal_proto::v1;
 use tidal_proto::v1::dcs_client::DcsClient;
-use tonic::transport::{Channel, Endpoint};
 
 use super::Leadership;
+use crate::channels::Channels;
 use crate::config::Peer;
 use crate::links::{ExchangeBody, ExchangeReply, Summary};
 use crate::node::Node;
@@ -37,7 +37,7 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_EXCHANGE_MESSAGE: usize = 64 << 20;
 
 pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>, peer: Peer) {
-    let mut link = Link::new(&peer);
+    let mut link = Link::new(&node, &peer);
     let mut backoff = Duration::from_millis(50);
     let mut last_exchange: Option<tokio::time::Instant> = None;
     while leadership.is_alive() {
@@ -131,33 +131,19 @@ struct Link {
     dc: String,
     endpoints: Vec<String>,
     current: usize,
-    channels: std::collections::HashMap<String, Channel>,
+    channels: Channels,
 }
 
 impl Link {
-    fn new(peer: &Peer) -> Link {
+    fn new(node: &Node, peer: &Peer) -> Link {
         Link {
             dc: peer.dc.clone(),
             endpoints: peer.endpoints.clone(),
             current: 0,
-            channels: Default::default(),
+            channels: Channels::new(node.config.source_ip, Duration::from_secs(2), |e| {
+                e.timeout(RPC_TIMEOUT)
+            }),
         }
-    }
-
-    fn channel(&mut self, node: &Node, addr: &str) -> Result<Channel, String> {
-        if let Some(c) = self.channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad endpoint {addr}: {e}"))?
-            .timeout(RPC_TIMEOUT);
-        let channel = tidal_proto::dial::connect_lazy(
-            endpoint,
-            node.config.source_ip,
-            Duration::from_secs(2),
-        );
-        self.channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
     }
 
     /// One exchange with the endpoint in use; a failure moves to the next.
@@ -184,7 +170,7 @@ impl Link {
         addr: &str,
         body: Vec<u8>,
     ) -> Result<ExchangeReply, String> {
-        let channel = self.channel(node, addr)?;
+        let channel = self.channels.get(addr)?;
         let mut client = DcsClient::new(channel)
             .max_decoding_message_size(MAX_EXCHANGE_MESSAGE)
             .max_encoding_message_size(MAX_EXCHANGE_MESSAGE);
