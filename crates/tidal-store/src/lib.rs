@@ -118,19 +118,27 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
     // sled caches 1 GiB by default; the state machine lives in memory and
     // the log is read back only for followers that fall behind, so a small
     // cache is enough and keeps the server's memory near its state's size.
+    let started = std::time::Instant::now();
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(SLED_CACHE_BYTES)
         .open()?;
+    let sled_ms = started.elapsed().as_millis() as u64;
     let durability = Arc::new(durability::Durability::open(
         db.clone(),
         dir,
         opts.flush_delay,
     )?);
+    let synced_ms = started.elapsed().as_millis() as u64;
     let log = LogStore::open(&db, durability.clone())?;
+    let log_ms = started.elapsed().as_millis() as u64;
     let sm = StateMachineStore::open(&db, durability)?;
     tracing::info!(
         dir = %dir.display(),
+        sled_ms,
+        synced_ms,
+        log_ms,
+        took_ms = started.elapsed().as_millis() as u64,
         last_applied = ?sm.handle().read().last_applied,
         "store opened"
     );

@@ -51,6 +51,28 @@ fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
     Ok(entry)
 }
 
+/// Checks an entry's version, checksum and index and returns its log id
+/// without decoding its payload (which may hold thousands of tasks).
+fn entry_log_id(index: u64, bytes: &[u8]) -> Result<LogId, StoreError> {
+    let what = || format!("log entry {index}");
+    let body = codec::verify(&what(), bytes)?;
+    // An entry encodes its log id first, so decoding only that reads a prefix.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        log_id: LogId,
+    }
+    let (head, _): (Head, usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| StoreError::corrupt(what(), format!("cannot decode: {e}")))?;
+    if head.log_id.index != index {
+        return Err(StoreError::corrupt(
+            what(),
+            format!("holds the entry of index {}", head.log_id.index),
+        ));
+    }
+    Ok(head.log_id)
+}
+
 fn read_meta<T: DeserializeOwned>(
     meta: &sled::Tree,
     key: &[u8],
@@ -71,6 +93,17 @@ pub struct LogReader {
 impl LogReader {
     /// The entries with indexes in `range`, in order.
     pub fn entries<R: RangeBounds<u64>>(&self, range: R) -> Result<Vec<Entry>, StoreError> {
+        self.entries_up_to(range, usize::MAX)
+    }
+
+    /// The entries with indexes in `range`, in order, stopping after the
+    /// first whose stored bytes reach `max_bytes` in total (so at least one
+    /// when the range holds any).
+    pub fn entries_up_to<R: RangeBounds<u64>>(
+        &self,
+        range: R,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         // Half-open [lo, hi) in u128, so `..=u64::MAX` and empty ranges need
         // no special cases (sled rejects a start past the end).
         let lo: u128 = match range.start_bound() {
@@ -93,9 +126,14 @@ impl LogReader {
             Err(_) => Bound::Unbounded,
         };
         let mut out = Vec::new();
+        let mut bytes = 0;
         for item in self.log.range::<[u8; 8], _>((start, end)) {
             let (key, value) = item?;
             out.push(decode_entry(key_index(&key)?, &value)?);
+            bytes += value.len();
+            if bytes >= max_bytes {
+                break;
+            }
         }
         Ok(out)
     }
@@ -103,7 +141,7 @@ impl LogReader {
     /// The id of the last entry present, if any.
     fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
         match self.log.last()? {
-            Some((key, value)) => Ok(Some(decode_entry(key_index(&key)?, &value)?.log_id)),
+            Some((key, value)) => Ok(Some(entry_log_id(key_index(&key)?, &value)?)),
             None => Ok(None),
         }
     }
@@ -117,7 +155,23 @@ impl RaftLogReader<TypeConfig> for LogReader {
         self.entries(range)
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
     }
+
+    /// Replication reads about [`REPLICATION_READ_BYTES`] at a time: openraft
+    /// asks for up to `max_payload_entries`, which for large entries would
+    /// decode hundreds of megabytes to send one message's worth.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.entries_up_to(start..end, REPLICATION_READ_BYTES)
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
+    }
 }
+
+/// How many stored bytes of entries one replication read decodes at most
+/// (plus one entry): about what one AppendEntries message carries.
+pub const REPLICATION_READ_BYTES: usize = 1 << 20;
 
 /// The Raft log storage: entries, vote, purge and truncation, made durable
 /// before openraft is told so.
@@ -131,7 +185,8 @@ pub struct LogStore {
 
 impl LogStore {
     /// Opens the trees and verifies every stored value: format version,
-    /// checksum, index keys, and no hole in the log.
+    /// checksum, index keys, and no hole in the log. Entries' payloads are
+    /// decoded when read, not here: a restart should not decode the log.
     pub(crate) fn open(db: &sled::Db, durability: Arc<Durability>) -> Result<Self, StoreError> {
         let log = db.open_tree(LOG_TREE)?;
         let meta = db.open_tree(META_TREE)?;
@@ -168,7 +223,7 @@ impl LogStore {
         for item in log.iter() {
             let (key, value) = item?;
             let index = key_index(&key)?;
-            decode_entry(index, &value)?;
+            entry_log_id(index, &value)?;
             if purged_index.is_some_and(|p| index <= p) {
                 leftovers.remove(key);
                 has_leftovers = true;
@@ -434,5 +489,34 @@ mod tests {
         r.log.insert(index_key(6), bytes).unwrap();
         let err = r.entries(..).unwrap_err();
         assert!(err.to_string().contains("log entry 6"), "{err}");
+    }
+
+    #[test]
+    fn the_last_log_id_comes_from_the_head_and_is_checked() {
+        let (_dir, r) = reader_with(&[5]);
+        let bytes = r.log.get(index_key(5)).unwrap().unwrap();
+        assert_eq!(entry_log_id(5, &bytes).unwrap().index, 5);
+        let err = entry_log_id(6, &bytes).unwrap_err();
+        assert!(err.to_string().contains("index 5"), "{err}");
+        let mut flipped = bytes.to_vec();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(entry_log_id(5, &flipped).is_err(), "a checksum mismatch");
+    }
+
+    #[test]
+    fn replication_reads_stop_after_a_byte_budget_but_return_one_entry() {
+        let (_dir, r) = reader_with(&[1, 2, 3, 4]);
+        let one = r.log.get(index_key(1)).unwrap().unwrap().len();
+        let read = |budget: usize| -> Vec<u64> {
+            r.entries_up_to(1..5, budget)
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect()
+        };
+        assert_eq!(read(1), vec![1], "at least one entry");
+        assert_eq!(read(one * 2), vec![1, 2]);
+        assert_eq!(read(one * 2 + 1), vec![1, 2, 3]);
+        assert_eq!(read(usize::MAX), vec![1, 2, 3, 4]);
     }
 }

@@ -65,30 +65,43 @@ impl SnapshotStore {
         durability: Arc<Durability>,
     ) -> Result<(Self, Option<Applied>), StoreError> {
         let tree = db.open_tree(SNAPSHOT_TREE)?;
-        for key in tree.iter().keys() {
-            let key = key?;
-            if &*key != META_KEY && &*key != DATA_KEY {
-                return Err(StoreError::corrupt(
-                    "snapshot",
-                    format!("unknown key {:?}", String::from_utf8_lossy(&key)),
-                ));
-            }
-        }
         let store = SnapshotStore {
             db: db.clone(),
             tree,
             durability,
             lock: Mutex::new(()),
         };
-        let restored = match store.load()? {
-            Some((meta, data)) => Some(decode_for(&meta, &data)?),
+        let started = std::time::Instant::now();
+        let restored = match store.load_unverified()? {
+            Some((meta, data)) => {
+                let read = started.elapsed();
+                let applied = decode_for(&meta, &data)?;
+                tracing::info!(
+                    snapshot = %meta.snapshot_id,
+                    bytes = data.len(),
+                    read_ms = read.as_millis() as u64,
+                    decode_ms = (started.elapsed() - read).as_millis() as u64,
+                    "snapshot restored"
+                );
+                Some(applied)
+            }
             None => None,
         };
         Ok((store, restored))
     }
 
-    /// The stored snapshot's meta and data, with the meta verified.
+    /// The stored snapshot's meta and data, both verified.
     pub(crate) fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
+        let Some((meta, data)) = self.load_unverified()? else {
+            return Ok(None);
+        };
+        codec::verify("snapshot data", &data)?;
+        Ok(Some((meta, data.to_vec())))
+    }
+
+    /// The stored snapshot's meta, verified, and its data as sled holds it,
+    /// not yet verified (decoding verifies it).
+    fn load_unverified(&self) -> Result<Option<(SnapshotMeta, sled::IVec)>, StoreError> {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let meta = self.tree.get(META_KEY)?;
         let data = self.tree.get(DATA_KEY)?;
@@ -96,9 +109,7 @@ impl SnapshotStore {
             (None, None) => Ok(None),
             (Some(meta), Some(data)) => {
                 let meta: SnapshotMeta = codec::decode("snapshot meta", &meta)?;
-                // The data is checked (checksum, version) where it is decoded.
-                codec::verify("snapshot data", &data)?;
-                Ok(Some((meta, data.to_vec())))
+                Ok(Some((meta, data)))
             }
             (meta, _) => Err(StoreError::corrupt(
                 "snapshot",

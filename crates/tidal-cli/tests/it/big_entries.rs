@@ -41,3 +41,57 @@ async fn a_follower_catches_up_on_megabytes_of_entries() -> anyhow::Result<()> {
     assert_eq!(s.tasks_by_state.get("pending"), Some(&12_000));
     Ok(())
 }
+
+/// After a restart of the whole group, the leader does not know what its
+/// followers hold, and openraft would send them everything from the middle
+/// of the log on: here megabytes each. The transport first asks whether a
+/// follower holds the last entry of a batch and sends nothing it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_group_does_not_send_its_followers_the_log_again() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    for r in 0..6 {
+        let specs: Vec<v1::TaskSpec> = (0..250)
+            .map(|i| v1::TaskSpec {
+                task_type: "t2i".into(),
+                payload: vec![b'p'; 4096],
+                idempotency_key: format!("restart-{r}-{i}"),
+                ..Default::default()
+            })
+            .collect();
+        let results = c.client.submit(specs).await?;
+        assert!(results.iter().all(|r| r.error.is_none()));
+    }
+    for id in 1..=3 {
+        c.wait_caught_up(id, Duration::from_secs(30)).await?;
+    }
+    for id in 1..=3 {
+        c.kill_node(id);
+    }
+    for id in 1..=3 {
+        c.start_node(id, false)?;
+    }
+    let (leader, _) = c.wait_leader(Duration::from_secs(30)).await?;
+    // A new entry after the held log ends the leader's probing.
+    c.client
+        .submit(vec![v1::TaskSpec {
+            task_type: "t2i".into(),
+            idempotency_key: "after-restart".into(),
+            ..Default::default()
+        }])
+        .await?;
+    for id in 1..=3 {
+        let s = c.wait_caught_up(id, Duration::from_secs(30)).await?;
+        assert_eq!(s.tasks_by_state.get("pending"), Some(&1_501));
+    }
+    let log = std::fs::read_to_string(c.dir.path().join(format!("node{leader}.log")))?;
+    let skipped = log
+        .lines()
+        .filter(|l| l.contains("already held the log up to here"))
+        .count();
+    assert!(
+        skipped >= 1,
+        "the new leader {leader} found its followers holding the log:\n{}",
+        c.logs_tail(30)
+    );
+    Ok(())
+}
