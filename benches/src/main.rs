@@ -83,6 +83,11 @@ enum Workload {
         /// Tasks per submit request.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Offered load in tasks per second over all clients, on a fixed
+        /// schedule (latency counts from the scheduled send); 0: as fast as
+        /// answers come back.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
     },
     /// SIGKILL the leader under load (only on the cluster it starts): time to
     /// the first assignment from the new leader, and acknowledged tasks lost.
@@ -164,12 +169,16 @@ async fn main() -> anyhow::Result<()> {
             agents,
             slots,
             batch,
+            rate,
         } => {
             eprintln!(
                 "e2e: {clients} clients, {agents} agents x {slots} slots for {duration:?}..."
             );
             results.push(
-                workloads::e2e(&endpoints, *clients, *agents, *slots, *batch, duration).await?,
+                workloads::e2e(
+                    &endpoints, *clients, *agents, *slots, *batch, *rate, duration,
+                )
+                .await?,
             );
         }
         Workload::Failover {

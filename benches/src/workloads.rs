@@ -25,15 +25,25 @@ fn spec(key: String) -> v1::TaskSpec {
 
 /// Runs `clients` submitters until `stop`; each records its latencies and,
 /// when `started` is given, the submit time of each key.
+/// `rate`: tasks per second over all clients (open loop: each client sends
+/// on a fixed schedule and latency counts from the scheduled time, so a slow
+/// answer is not hidden by sending the next request later); 0 means each
+/// client sends as soon as its previous answer is back.
 async fn submitters(
     endpoints: &[String],
     clients: usize,
     batch: usize,
+    rate: f64,
     duration: Duration,
     started: Option<Arc<Mutex<HashMap<String, Instant>>>>,
 ) -> anyhow::Result<(u64, hdrhistogram::Histogram<u64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
+    // Each client's interval between requests, and its offset so clients
+    // spread over the interval.
+    let period =
+        (rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 * batch as f64 / rate));
+    let begin = Instant::now();
     for k in 0..clients {
         let client = Client::new(endpoints.to_vec())?;
         let (stop, started) = (stop.clone(), started.clone());
@@ -41,6 +51,7 @@ async fn submitters(
             let mut h = histogram();
             let mut ok = 0u64;
             let mut n = 0u64;
+            let mut next = period.map(|p| begin + p.mul_f64(k as f64 / clients as f64));
             while !stop.load(Ordering::Relaxed) {
                 let specs: Vec<v1::TaskSpec> = (0..batch)
                     .map(|_| {
@@ -48,7 +59,15 @@ async fn submitters(
                         spec(format!("b{k}-{n}"))
                     })
                     .collect();
-                let t0 = Instant::now();
+                let t0 = match (next.as_mut(), period) {
+                    (Some(at), Some(p)) => {
+                        tokio::time::sleep_until((*at).into()).await;
+                        let scheduled = *at;
+                        *at += p;
+                        scheduled
+                    }
+                    _ => Instant::now(),
+                };
                 if let Some(s) = &started {
                     let mut s = s.lock().expect("lock");
                     for sp in &specs {
@@ -81,7 +100,7 @@ pub async fn submit(
     duration: Duration,
 ) -> anyhow::Result<Value> {
     let t0 = Instant::now();
-    let (ok, h) = submitters(endpoints, clients, 1, duration, None).await?;
+    let (ok, h) = submitters(endpoints, clients, 1, 0.0, duration, None).await?;
     let secs = t0.elapsed().as_secs_f64();
     Ok(json!({
         "name": format!("submit, {clients} clients"),
@@ -237,20 +256,32 @@ pub async fn e2e(
     agents: usize,
     slots: u32,
     batch: usize,
+    rate: f64,
     duration: Duration,
 ) -> anyhow::Result<Value> {
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let sim = SimAgents::start(endpoints, agents, slots, started.clone())?;
     let t0 = Instant::now();
-    let (submitted, submit_h) =
-        submitters(endpoints, clients, batch, duration, Some(started.clone())).await?;
+    let (submitted, submit_h) = submitters(
+        endpoints,
+        clients,
+        batch,
+        rate,
+        duration,
+        Some(started.clone()),
+    )
+    .await?;
     let secs = t0.elapsed().as_secs_f64();
     let (a, c) = (
         sim.n_assigned.load(Ordering::Relaxed),
         sim.n_completed.load(Ordering::Relaxed),
     );
     let result = json!({
-        "name": format!("e2e, {clients} clients x {batch}, {agents} agents x {slots} slots"),
+        "name": if rate > 0.0 {
+            format!("e2e at {rate:.0} tasks/s, {clients} clients x {batch}, {agents} agents x {slots} slots")
+        } else {
+            format!("e2e, {clients} clients x {batch}, {agents} agents x {slots} slots")
+        },
         "submitted_per_s": submitted as f64 / secs,
         "assigned_per_s": a as f64 / secs,
         "completed_per_s": c as f64 / secs,
