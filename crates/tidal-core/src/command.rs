@@ -86,6 +86,17 @@ pub enum Command {
         peer: DcName,
         verdicts: Vec<(u64, Verdict)>,
     },
+    /// A batch of submits that also assigns some of the new tasks, so a task
+    /// that finds a free agent is assigned by the entry that creates it (one
+    /// commit from submit to assignment instead of two). `place` pairs an
+    /// index into `specs` with an agent; each pair is granted if the task is
+    /// new and passes the checks of `Assign`; a refused pair leaves the task
+    /// Pending for the dispatcher. Which tasks to place (none that would
+    /// overtake a waiting one) is the leader's plan, as for `Assign`.
+    SubmitPlaced {
+        specs: Vec<TaskSpec>,
+        place: Vec<(u32, AgentId)>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +159,11 @@ pub struct Granted {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Submitted(Vec<Result<Submitted, Rejection>>),
+    /// SubmitPlaced: one result per spec, in order, and the granted pairs.
+    SubmittedPlaced {
+        submitted: Vec<Result<Submitted, Rejection>>,
+        granted: Vec<Granted>,
+    },
     /// Assign: the granted pairs (rejected pairs are left out, with reasons).
     Assigned {
         granted: Vec<Granted>,
@@ -214,6 +230,10 @@ impl Command {
         };
         16 + match self {
             Command::Submit(specs) => specs.iter().map(spec_bytes).sum(),
+            Command::SubmitPlaced { specs, place } => {
+                specs.iter().map(spec_bytes).sum::<usize>()
+                    + place.iter().map(|(_, a)| 8 + a.len()).sum::<usize>()
+            }
             Command::Complete(list) => list.iter().map(Completion::approx_bytes).sum(),
             Command::Assign(pairs) => pairs.iter().map(|(_, a)| 16 + a.len()).sum(),
             Command::StartedBatch(list) => list.len() * 16,

@@ -6,7 +6,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::command::{ApplyCtx, Command, Completion, Rejection, Response};
-use crate::dispatch::{plan, DispatchCursor};
+use crate::dispatch::{place_new, plan, DispatchCursor};
 use crate::forwarding::Verdict;
 use crate::model::Strategy as QueueStrategy;
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, TaskId, TaskSpec, TaskState};
@@ -40,6 +40,13 @@ struct Item {
 #[derive(Clone, Debug)]
 enum Op {
     Submit(Vec<Item>),
+    /// Submit with placements planned over the agents in the mask, plus
+    /// arbitrary (index, agent) pairs, valid or not.
+    SubmitPlaced {
+        items: Vec<Item>,
+        connected: u8,
+        extra: Vec<(u8, u8)>,
+    },
     Register {
         agent: u8,
         types: u8,
@@ -120,6 +127,8 @@ fn item() -> impl Strategy<Value = Item> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => vec(item(), 1..5).prop_map(Op::Submit),
+        3 => (vec(item(), 1..5), any::<u8>(), vec((0u8..6, 0..AGENTS + 1), 0..3))
+            .prop_map(|(items, connected, extra)| Op::SubmitPlaced { items, connected, extra }),
         3 => (0..AGENTS, 0u8..8, 0u8..4).prop_map(|(agent, types, weight)| Op::Register { agent, types, weight }),
         1 => (0..AGENTS).prop_map(Op::Down),
         1 => (0..AGENTS + 1).prop_map(Op::Deregister),
@@ -135,6 +144,23 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..4, 0u8..6).prop_map(|(skip, take)| Op::Ingest { skip, take }),
         2 => (0u8..6, any::<bool>()).prop_map(|(take, accept)| Op::Ack { take, accept }),
     ]
+}
+
+fn spec_of(it: &Item) -> TaskSpec {
+    TaskSpec {
+        task_type: TYPES[usize::from(it.ty)].into(),
+        queue: if it.queue == 0 {
+            String::new()
+        } else {
+            QUEUES[usize::from(it.queue)].into()
+        },
+        idempotency_key: it.key.map(|k| format!("k{k}")),
+        slots: u32::from(it.slots),
+        gpus: u32::from(it.gpus),
+        max_attempts: u32::from(it.max_attempts),
+        priority: [Priority::Online, Priority::Nearline, Priority::Offline][usize::from(it.prio)],
+        ..TaskSpec::default()
+    }
 }
 
 fn agent_id(i: u8) -> AgentId {
@@ -207,26 +233,28 @@ impl Sim {
 
     fn command(&mut self, op: &Op) -> Command {
         match op {
-            Op::Submit(items) => Command::Submit(
-                items
+            Op::Submit(items) => Command::Submit(items.iter().map(spec_of).collect()),
+            Op::SubmitPlaced {
+                items,
+                connected,
+                extra,
+            } => {
+                let specs: Vec<TaskSpec> = items
                     .iter()
-                    .map(|it| TaskSpec {
-                        task_type: TYPES[usize::from(it.ty)].into(),
-                        queue: if it.queue == 0 {
-                            String::new()
-                        } else {
-                            QUEUES[usize::from(it.queue)].into()
-                        },
-                        idempotency_key: it.key.map(|k| format!("k{k}")),
-                        slots: u32::from(it.slots),
-                        gpus: u32::from(it.gpus),
-                        max_attempts: u32::from(it.max_attempts),
-                        priority: [Priority::Online, Priority::Nearline, Priority::Offline]
-                            [usize::from(it.prio)],
-                        ..TaskSpec::default()
+                    .map(|it| {
+                        let mut s = spec_of(it);
+                        crate::state::normalize(&mut s);
+                        s
                     })
-                    .collect(),
-            ),
+                    .collect();
+                let connected: BTreeSet<AgentId> = (0..AGENTS)
+                    .filter(|i| connected & (1 << i) != 0)
+                    .map(agent_id)
+                    .collect();
+                let mut place = place_new(&self.a, &connected, &specs, &[], &mut self.cursor);
+                place.extend(extra.iter().map(|(i, a)| (u32::from(*i), agent_id(*a))));
+                Command::SubmitPlaced { specs, place }
+            }
             Op::Register {
                 agent,
                 types,

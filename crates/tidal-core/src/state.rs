@@ -55,8 +55,8 @@ impl Default for State {
 }
 
 /// Fills in the defaults a client may leave out, so every replica stores the
-/// same spec and the dispatcher never sees a zero-slot task.
-fn normalize(spec: &mut TaskSpec) {
+/// same spec and the dispatcher never sees a zero-slot task. Idempotent.
+pub fn normalize(spec: &mut TaskSpec) {
     if spec.queue.is_empty() {
         spec.queue = DEFAULT_QUEUE.to_string();
     }
@@ -154,7 +154,32 @@ impl State {
             ),
             Command::Ingest { origin, records } => self.ingest(origin, records, ctx),
             Command::ForwardAck { peer, verdicts } => self.forward_ack(peer, verdicts, ctx),
+            Command::SubmitPlaced { specs, place } => self.submit_placed(specs, place, ctx),
         }
+    }
+
+    fn submit_placed(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        place: Vec<(u32, AgentId)>,
+        ctx: ApplyCtx,
+    ) -> Response {
+        let mut place: BTreeMap<u32, AgentId> = place.into_iter().collect();
+        let mut submitted = Vec::with_capacity(specs.len());
+        let mut granted = Vec::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let agent = u32::try_from(i).ok().and_then(|i| place.remove(&i));
+            let result = self.submit(spec, ctx);
+            if let (Ok(s), Some(agent)) = (&result, agent) {
+                if !s.existed {
+                    if let Ok(g) = self.assign_one(s.id, agent, ctx) {
+                        granted.push(g);
+                    }
+                }
+            }
+            submitted.push(result);
+        }
+        Response::SubmittedPlaced { submitted, granted }
     }
 
     pub(crate) fn submit(

@@ -35,6 +35,11 @@ struct Job<I, O> {
 /// leader lease while the target campaigns.
 pub type WriteGate = Arc<tokio::sync::RwLock<()>>;
 
+/// Makes the command of a batch.
+pub type Wrap<I> = Arc<dyn Fn(Vec<I>) -> Command + Send + Sync>;
+/// Takes the per-item results out of a batch's response, in item order.
+pub type Unwrap<O> = Arc<dyn Fn(Response) -> Option<Vec<O>> + Send + Sync>;
+
 pub struct Batcher<I, O> {
     tx: mpsc::UnboundedSender<Job<I, O>>,
     size: fn(&I) -> usize,
@@ -58,8 +63,8 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         gate: WriteGate,
         max_items: usize,
         max_in_flight: usize,
-        wrap: fn(Vec<I>) -> Command,
-        unwrap: fn(Response) -> Option<Vec<O>>,
+        wrap: Wrap<I>,
+        unwrap: Unwrap<O>,
         size: fn(&I) -> usize,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job<I, O>>();
@@ -96,9 +101,10 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                     }
                 }
                 let (raft, gate) = (raft.clone(), gate.clone());
+                let (wrap, unwrap) = (wrap.clone(), unwrap.clone());
                 tokio::spawn(async move {
                     let _open = gate.read().await;
-                    commit(&raft, jobs, count, wrap, unwrap).await;
+                    commit(&raft, jobs, count, &*wrap, &*unwrap).await;
                     drop(permit);
                 });
             }
@@ -127,8 +133,8 @@ async fn commit<I, O>(
     raft: &Raft,
     jobs: Vec<Job<I, O>>,
     count: usize,
-    wrap: fn(Vec<I>) -> Command,
-    unwrap: fn(Response) -> Option<Vec<O>>,
+    wrap: &(dyn Fn(Vec<I>) -> Command + Send + Sync),
+    unwrap: &(dyn Fn(Response) -> Option<Vec<O>> + Send + Sync),
 ) {
     let mut all = Vec::with_capacity(count);
     let mut replies = Vec::with_capacity(jobs.len());

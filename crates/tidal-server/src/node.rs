@@ -15,6 +15,7 @@ use crate::batcher::{Batcher, WriteGate};
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
 use crate::grpc::raft_service::VoteGate;
+use crate::leader::eager::EagerPlacement;
 use crate::leader::Leadership;
 use crate::links::PeerTable;
 use crate::now_ms;
@@ -22,6 +23,10 @@ use crate::raft_network::{Contacts, Network};
 
 /// How long a linearizable read waits for a new leadership's first commit.
 const READ_BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// This node's current leadership, if it leads; shared with what must see
+/// it outside a request (the submit batcher's placement).
+pub type LeadershipSlot = Arc<Mutex<Option<Arc<Leadership>>>>;
 
 pub struct Node {
     pub id: u64,
@@ -32,7 +37,7 @@ pub struct Node {
     pub completions: Batcher<Completion, Result<(), Rejection>>,
     /// Agents' start reports, batched like submits and completions.
     pub starts: Batcher<(TaskId, u64), Result<(), Rejection>>,
-    leadership: Mutex<Option<Arc<Leadership>>>,
+    leadership: LeadershipSlot,
     /// When peers last answered this node's Raft RPCs.
     pub contacts: Contacts,
     /// Set (with the reason) once this node finds it was removed from the
@@ -154,16 +159,16 @@ impl Node {
         }
         let max_batch = config.limits.max_batch;
         let write_gate = WriteGate::default();
+        let leadership: LeadershipSlot = Arc::default();
+        let eager = Arc::new(EagerPlacement::new(state.clone(), leadership.clone()));
+        let (eager_wrap, eager_unwrap) = (eager.clone(), eager);
         let submits = Batcher::spawn(
             raft.clone(),
             write_gate.clone(),
             max_batch,
             4,
-            Command::Submit,
-            |r| match r {
-                Response::Submitted(items) => Some(items),
-                _ => None,
-            },
+            Arc::new(move |specs| eager_wrap.command(specs)),
+            Arc::new(move |r| eager_unwrap.results(r)),
             tidal_core::command::spec_bytes,
         );
         let starts = Batcher::spawn(
@@ -171,11 +176,11 @@ impl Node {
             write_gate.clone(),
             max_batch,
             2,
-            Command::StartedBatch,
-            |r| match r {
+            Arc::new(Command::StartedBatch),
+            Arc::new(|r| match r {
                 Response::StartedBatch(items) => Some(items),
                 _ => None,
-            },
+            }),
             |_| 16,
         );
         let completions = Batcher::spawn(
@@ -183,11 +188,11 @@ impl Node {
             write_gate.clone(),
             max_batch,
             2,
-            Command::Complete,
-            |r| match r {
+            Arc::new(Command::Complete),
+            Arc::new(|r| match r {
                 Response::Completed(items) => Some(items),
                 _ => None,
-            },
+            }),
             Completion::approx_bytes,
         );
         let peers = PeerTable::new(config.peers.clone());
@@ -201,7 +206,7 @@ impl Node {
             submits,
             completions,
             starts,
-            leadership: Mutex::new(None),
+            leadership,
             contacts: network.contacts(),
             removed: tokio::sync::watch::channel(None).0,
             vote_gate: Arc::new(VoteGate::new(started_empty)),

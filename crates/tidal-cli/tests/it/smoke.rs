@@ -68,3 +68,51 @@ async fn three_nodes_one_agent_run_a_task() {
     assert_eq!(result["prompt"], "a red fox");
     assert_eq!(result["task_id"], id.as_str());
 }
+
+/// An idle agent gets a new task from the entry that creates it (eager
+/// placement: one commit from submit to assignment): the task's fencing
+/// token is its submit's log index. While the agent is busy, new tasks wait
+/// and a later dispatch round assigns them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_is_assigned_a_task_by_its_submit_entry() -> anyhow::Result<()> {
+    let mut c = Cluster::start(ClusterOpts::default()).await?;
+    c.start_agent(AgentOpts::new("agent-1", &["t2i"]).slots(1).command(&[
+        crate::harness::tidal_exe(),
+        "example-worker",
+        "--sleep-ms",
+        "300",
+    ]))?;
+    c.wait_agents(1, Duration::from_secs(30)).await?;
+    let spec = |key: &str| tidal_client::v1::TaskSpec {
+        task_type: "t2i".into(),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    let first = c.client.submit_one(spec("eager-1")).await?;
+    // The agent's one slot is taken: this one waits for the dispatcher.
+    let second = c.client.submit_one(spec("eager-2")).await?;
+    let done = |id: String| {
+        let client = c.client.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let t = client.get_task(&id, false).await?;
+                if t.state == tidal_client::v1::TaskState::Succeeded as i32 {
+                    return anyhow::Ok(t);
+                }
+                anyhow::ensure!(std::time::Instant::now() < deadline, "not done: {t:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (t1, t2) = (
+        done(first.id.clone()).await?,
+        done(second.id.clone()).await?,
+    );
+    assert_eq!(t1.token, first.log_index, "assigned by its submit entry");
+    assert!(
+        t2.token > second.log_index,
+        "assigned by a later round: {t2:?}"
+    );
+    Ok(())
+}

@@ -363,3 +363,166 @@ fn large_round_is_fully_granted() {
         "vip tasks fit only on the 500 agents with m1: {vip}"
     );
 }
+
+fn t2i(queue: &str) -> TaskSpec {
+    let mut s = TaskSpec {
+        task_type: "t2i".into(),
+        queue: queue.into(),
+        ..TaskSpec::default()
+    };
+    crate::state::normalize(&mut s);
+    s
+}
+
+impl Fixture {
+    /// Plans eager placements for `specs` and applies them as one entry;
+    /// returns the plan and the granted tasks.
+    fn submit_placed(&mut self, specs: Vec<TaskSpec>) -> (Vec<(u32, AgentId)>, Vec<TaskId>) {
+        let connected = self.all();
+        let place = place_new(
+            &self.state,
+            &connected,
+            &specs,
+            &[],
+            &mut DispatchCursor::default(),
+        );
+        match self.apply(Command::SubmitPlaced {
+            specs,
+            place: place.clone(),
+        }) {
+            Response::SubmittedPlaced { granted, .. } => {
+                (place, granted.iter().map(|g| g.task).collect())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn new_tasks_are_assigned_by_the_entry_that_creates_them() {
+    let mut f = Fixture::new();
+    f.agent("a", 2, 1, |_| {});
+    f.agent("b", 1, 1, |_| {});
+    let (place, granted) = f.submit_placed(vec![t2i(""), t2i(""), t2i(""), t2i("")]);
+    // Three slots, least loaded first; the fourth task finds no room.
+    assert_eq!(place.len(), 3, "{place:?}");
+    assert_eq!(granted.len(), 3);
+    assert_eq!(f.state.pending_total(), 1);
+    for id in &granted {
+        assert!(matches!(
+            f.state.task(*id).unwrap().state,
+            crate::model::TaskState::Assigned { token, .. } if token == f.index
+        ));
+    }
+}
+
+#[test]
+fn a_new_task_does_not_overtake_a_waiting_one() {
+    let mut f = Fixture::new();
+    f.agent("a", 4, 1, |_| {});
+    // A task no agent can run waits in "default"; another queue is empty.
+    f.submit(1, "", |s| s.task_type = "train".into());
+    f.queue("online", 1, Strategy::LeastLoaded);
+    let (place, granted) = f.submit_placed(vec![t2i(""), t2i("online")]);
+    assert_eq!(place, vec![(1, "a".to_string())]);
+    assert_eq!(granted.len(), 1);
+    assert_eq!(f.state.pending_total(), 2);
+
+    // Apply checks only what `Assign` checks: a plan that is stale by the
+    // time it applies may place a task past one that started waiting in
+    // between (entries in flight); the planner avoids it whenever it can see.
+    let connected = f.all();
+    let specs = vec![t2i("online")];
+    let place = place_new(
+        &f.state,
+        &connected,
+        &specs,
+        &[],
+        &mut DispatchCursor::default(),
+    );
+    assert_eq!(place.len(), 1);
+    f.submit(1, "online", |s| s.task_type = "train".into());
+    assert!(place_new(
+        &f.state,
+        &connected,
+        &specs,
+        &[],
+        &mut DispatchCursor::default()
+    )
+    .is_empty());
+    match f.apply(Command::SubmitPlaced { specs, place }) {
+        Response::SubmittedPlaced { submitted, granted } => {
+            assert!(submitted[0].is_ok());
+            assert_eq!(granted.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn placements_apply_refuses_leave_the_task_pending() {
+    let mut f = Fixture::new();
+    f.agent("a", 1, 1, |_| {});
+    let specs = vec![t2i(""), t2i("")];
+    // A stale plan: both on one slot, one to an agent that does not exist,
+    // and a repeated key that names an existing task.
+    let r = f.apply(Command::SubmitPlaced {
+        specs: specs.clone(),
+        place: vec![(0, "a".into()), (1, "a".into()), (7, "a".into())],
+    });
+    let Response::SubmittedPlaced { submitted, granted } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(submitted.len(), 2);
+    assert_eq!(granted.len(), 1);
+    assert_eq!(f.state.pending_total(), 1);
+    let mut keyed = t2i("");
+    keyed.idempotency_key = Some("k".into());
+    f.submit_placed(vec![keyed.clone()]);
+    let r = f.apply(Command::SubmitPlaced {
+        specs: vec![keyed],
+        place: vec![(0, "ghost".into())],
+    });
+    let Response::SubmittedPlaced { submitted, granted } = r else {
+        panic!("{r:?}")
+    };
+    assert!(submitted[0].as_ref().unwrap().existed);
+    assert!(granted.is_empty());
+}
+
+#[test]
+fn the_round_in_flight_neither_waits_nor_leaves_its_capacity() {
+    let mut f = Fixture::new();
+    f.agent("a", 2, 1, |_| {});
+    f.agent("b", 1, 1, |_| {});
+    f.submit(2, "", |_| {});
+    let connected = f.all();
+    let round = plan(&f.state, &connected, 10, &mut DispatchCursor::default());
+    assert_eq!(round.len(), 2);
+    // While that round is in flight, one slot is left for new tasks.
+    let specs = vec![t2i(""), t2i("")];
+    let place = place_new(
+        &f.state,
+        &connected,
+        &specs,
+        &round,
+        &mut DispatchCursor::default(),
+    );
+    assert_eq!(place.len(), 1, "{place:?}");
+    // Without knowing the round, its tasks look like a queue that waits.
+    let none = place_new(
+        &f.state,
+        &connected,
+        &specs,
+        &[],
+        &mut DispatchCursor::default(),
+    );
+    assert!(none.is_empty());
+    // The round commits first, then the batch: all three are granted.
+    f.apply(Command::Assign(round));
+    match f.apply(Command::SubmitPlaced { specs, place }) {
+        Response::SubmittedPlaced { granted, .. } => assert_eq!(granted.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.state.pending_total(), 1);
+}

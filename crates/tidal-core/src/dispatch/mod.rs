@@ -21,7 +21,7 @@ mod weighted_queues;
 use std::collections::btree_set;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{AgentId, Priority, Strategy, Task, TaskId};
+use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
 use crate::state::State;
 use placement::Candidate;
 use weighted_queues::QueueRotation;
@@ -56,8 +56,7 @@ impl DispatchCursor {
 /// Tasks with equal shapes have equal candidate lists.
 type Shape<'a> = (&'a str, &'a str, &'a [String], u32, u32, u64);
 
-fn shape(task: &Task) -> Shape<'_> {
-    let s = &task.spec;
+fn shape(s: &TaskSpec) -> Shape<'_> {
     (
         &s.task_type,
         &s.pipeline,
@@ -89,15 +88,15 @@ impl<'a> Round<'a> {
     /// The agent for `task` under `strategy`, if any can take it now.
     fn choose(
         &mut self,
-        task: &'a Task,
+        spec: &'a TaskSpec,
         strategy: Strategy,
         credits: &mut BTreeMap<AgentId, i64>,
     ) -> Option<usize> {
         let pool = &self.pool;
-        let entry = self.shapes.entry(shape(task)).or_insert_with(|| {
+        let entry = self.shapes.entry(shape(spec)).or_insert_with(|| {
             Capable::Agents(
                 (0..pool.len())
-                    .filter(|&i| placement::capable(&pool[i].agent.spec, &task.spec).is_ok())
+                    .filter(|&i| placement::capable(&pool[i].agent.spec, spec).is_ok())
                     .collect(),
             )
         });
@@ -109,7 +108,7 @@ impl<'a> Round<'a> {
         let fit: Vec<usize> = capable
             .iter()
             .copied()
-            .filter(|&i| placement::fits(pool[i].free_slots, pool[i].free_gpus, &task.spec).is_ok())
+            .filter(|&i| placement::fits(pool[i].free_slots, pool[i].free_gpus, spec).is_ok())
             .collect();
         let chosen = match strategy {
             Strategy::LeastLoaded => placement::least_loaded(pool, &fit),
@@ -122,10 +121,10 @@ impl<'a> Round<'a> {
     }
 
     /// Books the task's resources on the agent for the rest of the round.
-    fn book(&mut self, i: usize, task: &Task) {
+    fn book(&mut self, i: usize, spec: &TaskSpec) {
         let c = &mut self.pool[i];
-        c.free_slots -= task.spec.slots;
-        c.free_gpus -= task.spec.gpus;
+        c.free_slots -= spec.slots;
+        c.free_gpus -= spec.gpus;
         c.in_flight += 1;
         if c.free_slots == 0 {
             self.with_room -= 1;
@@ -140,16 +139,9 @@ struct QueueScan<'a> {
     scanned: usize,
 }
 
-/// Plans one dispatch round of at most `max` assignments onto agents that are
-/// Ready and in `connected`. Pure: reads `state`, updates only `cursor`.
-pub fn plan(
-    state: &State,
-    connected: &BTreeSet<AgentId>,
-    max: usize,
-    cursor: &mut DispatchCursor,
-) -> Vec<(TaskId, AgentId)> {
-    cursor.prune(state);
-    let pool: Vec<Candidate<'_>> = state
+/// The agents a round may place on: Ready, connected, with a free slot.
+fn pool<'a>(state: &'a State, connected: &BTreeSet<AgentId>) -> Vec<Candidate<'a>> {
+    state
         .agents
         .values()
         .filter(|a| connected.contains(&a.spec.id) && placement::ready(a).is_ok())
@@ -160,7 +152,104 @@ pub fn plan(
             in_flight: a.tasks.len() as u64,
         })
         .filter(|c| c.free_slots > 0)
+        .collect()
+}
+
+/// Plans where the tasks of a submit batch go, for the entry that creates
+/// them to assign them too (`Command::SubmitPlaced`): same pool and
+/// strategies as [`plan`], but only for tasks whose queue has nothing
+/// pending apart from the tasks of the round in flight (`dispatching`, whose
+/// capacity is taken too), and in a queue only until one task finds no agent
+/// (the ones after it would overtake it). Returns (index into `specs`, agent) pairs. Specs
+/// that apply will reject, or that repeat an idempotency key, may be planned:
+/// apply skips them. Pure: reads `state`, updates only `cursor`.
+pub fn place_new(
+    state: &State,
+    connected: &BTreeSet<AgentId>,
+    specs: &[TaskSpec],
+    dispatching: &[(TaskId, AgentId)],
+    cursor: &mut DispatchCursor,
+) -> Vec<(u32, AgentId)> {
+    cursor.prune(state);
+    let mut pool = pool(state, connected);
+    // The round in flight: its tasks are not waiting, its capacity is taken.
+    let mut in_flight: BTreeMap<&str, usize> = BTreeMap::new();
+    let by_id: BTreeMap<&str, usize> = pool
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.agent.spec.id.as_str(), i))
         .collect();
+    for (id, agent) in dispatching {
+        let Some(task) = state.tasks.get(id) else {
+            continue;
+        };
+        *in_flight.entry(task.spec.queue.as_str()).or_default() += 1;
+        if let Some(c) = by_id.get(agent.as_str()).map(|&i| &mut pool[i]) {
+            c.free_slots = c.free_slots.saturating_sub(task.spec.slots);
+            c.free_gpus = c.free_gpus.saturating_sub(task.spec.gpus);
+            c.in_flight += 1;
+        }
+    }
+    pool.retain(|c| c.free_slots > 0);
+    let mut out = Vec::new();
+    if pool.is_empty() {
+        return out;
+    }
+    let mut round = Round {
+        state,
+        with_room: pool.len(),
+        pool,
+        shapes: BTreeMap::new(),
+    };
+    // Queues where a task is waiting, or where one of this batch found no agent.
+    let mut closed: BTreeSet<&str> = BTreeSet::new();
+    for (i, spec) in specs.iter().enumerate() {
+        if round.with_room == 0 {
+            break;
+        }
+        let Ok(index) = u32::try_from(i) else { break };
+        // Apply gives these defaults (state::normalize); only what planning reads.
+        let queue = if spec.queue.is_empty() {
+            crate::state::DEFAULT_QUEUE
+        } else {
+            spec.queue.as_str()
+        };
+        if closed.contains(queue) || spec.slots == 0 {
+            continue;
+        }
+        let Some(q) = state.queue(queue) else {
+            continue;
+        };
+        let waiting = state.pending.get(queue).map_or(0, BTreeSet::len);
+        if waiting > in_flight.get(queue).copied().unwrap_or(0) {
+            closed.insert(queue);
+            continue;
+        }
+        let credits = cursor.agents.entry(queue.to_string()).or_default();
+        match round.choose(spec, q.strategy, credits) {
+            Some(agent) => {
+                round.book(agent, spec);
+                out.push((index, round.pool[agent].agent.spec.id.clone()));
+            }
+            None => {
+                closed.insert(queue);
+            }
+        }
+    }
+    cursor.agents.retain(|_, credits| !credits.is_empty());
+    out
+}
+
+/// Plans one dispatch round of at most `max` assignments onto agents that are
+/// Ready and in `connected`. Pure: reads `state`, updates only `cursor`.
+pub fn plan(
+    state: &State,
+    connected: &BTreeSet<AgentId>,
+    max: usize,
+    cursor: &mut DispatchCursor,
+) -> Vec<(TaskId, AgentId)> {
+    cursor.prune(state);
+    let pool = pool(state, connected);
     let mut out = Vec::new();
     if max == 0 || pool.is_empty() || state.pending_total() == 0 {
         return out;
@@ -206,14 +295,14 @@ pub fn plan(
             let Some(task) = round.state.tasks.get(&id) else {
                 continue;
             };
-            if let Some(agent) = round.choose(task, scan.strategy, credits) {
+            if let Some(agent) = round.choose(&task.spec, scan.strategy, credits) {
                 placed = Some((task, agent));
                 break;
             }
         }
         match placed {
             Some((task, agent)) => {
-                round.book(agent, task);
+                round.book(agent, &task.spec);
                 out.push((task.id, round.pool[agent].agent.spec.id.clone()));
             }
             // Nothing placeable left in this queue this round: its share goes

@@ -84,7 +84,9 @@ impl Tasks for TaskService {
         let mut results: Vec<Option<v1::SubmitResult>> = Vec::with_capacity(specs.len());
         let mut valid = Vec::with_capacity(specs.len());
         for spec in specs {
-            let spec = convert::spec_from(spec);
+            let mut spec = convert::spec_from(spec);
+            // Apply fills in the same defaults; planning (leader/eager) reads them.
+            tidal_core::state::normalize(&mut spec);
             match validate_task_spec(&spec, limits) {
                 Ok(()) => {
                     results.push(None);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tidal_core::command::{Command, Granted, Response};
 use tidal_core::dispatch::{plan, DispatchCursor};
+use tidal_core::model::TaskId;
 use tidal_proto::v1;
+use tidal_store::StateHandle;
 
 use super::Leadership;
 use crate::grpc::convert;
@@ -30,7 +32,10 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
                 tokio::time::timeout(Duration::from_millis(500), leadership.wake.notified()).await;
             continue;
         }
-        match node.propose(Command::Assign(round)).await {
+        set_dispatching(&leadership, round.clone());
+        let committed = node.propose(Command::Assign(round)).await;
+        set_dispatching(&leadership, Vec::new());
+        match committed {
             Ok((Response::Assigned { granted, rejected }, index)) => {
                 if !rejected.is_empty() {
                     tracing::debug!(
@@ -39,7 +44,7 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
                         "assignments rejected at apply"
                     );
                 }
-                push(&node, &leadership, &granted);
+                push(&node.state, &leadership, &granted);
             }
             Ok((other, _)) => tracing::warn!(response = ?other, "unexpected response to assign"),
             Err(e) => {
@@ -50,11 +55,18 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     }
 }
 
+fn set_dispatching(leadership: &Leadership, round: Vec<(TaskId, String)>) {
+    *leadership
+        .dispatching
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = round;
+}
+
 /// Sends each granted assignment to its agent. An agent without a session gets
 /// it again when it re-registers (the session reconciles held tasks).
-pub fn push(node: &Node, leadership: &Leadership, granted: &[Granted]) {
+pub fn push(state: &StateHandle, leadership: &Leadership, granted: &[Granted]) {
     let messages: Vec<(String, v1::ServerMessage)> = {
-        let applied = node.state.read();
+        let applied = state.read();
         granted
             .iter()
             .filter_map(|g| {

@@ -3,6 +3,7 @@
 //! becomes leader and is dropped when it steps down.
 
 pub mod dispatcher;
+pub mod eager;
 pub mod forwarder;
 pub mod reaper;
 pub mod sessions;
@@ -24,6 +25,8 @@ pub struct Leadership {
     pub wake: Notify,
     /// Wakes the cross-DC forwarder: new pending work.
     pub forward_wake: Notify,
+    /// The dispatch round being committed, for eager placement to plan around.
+    pub dispatching: Mutex<Vec<(tidal_core::model::TaskId, String)>>,
     /// Flips to false when this leadership ends; session loops watch it.
     alive: watch::Sender<bool>,
     /// Flips to true once an entry proposed by this leadership is applied.
@@ -45,6 +48,7 @@ impl Leadership {
             sessions: Sessions::new(node.config.agent_ttl),
             wake: Notify::new(),
             forward_wake: Notify::new(),
+            dispatching: Mutex::new(Vec::new()),
             alive,
             reads_ready,
             tasks: Mutex::new(Vec::new()),

@@ -1,0 +1,93 @@
+//! Eager placement: a submit batch that finds free agents assigns its new
+//! tasks in the same entry (`Command::SubmitPlaced`), so an idle or keeping-up
+//! fleet sees a task one commit after its submit instead of two (submit, then
+//! a dispatch round). Only tasks whose queue has nothing waiting apart from
+//! the dispatch round in flight are placed this way, so a new task does not
+//! overtake a waiting one; the rest stay Pending for the dispatcher, as do
+//! placements that apply refuses because the capacity was taken in between.
+//! Entries in flight do not see each other: a task that an earlier entry
+//! leaves Pending (no room by the time it applied) can be overtaken by tasks
+//! of the entries already in flight behind it, never by later ones.
+
+use std::sync::{Mutex, PoisonError};
+
+use tidal_core::command::{Command, Rejection, Response, Submitted};
+use tidal_core::dispatch::{place_new, DispatchCursor};
+use tidal_core::model::TaskSpec;
+use tidal_store::StateHandle;
+
+use super::dispatcher;
+use crate::node::LeadershipSlot;
+
+pub struct EagerPlacement {
+    state: StateHandle,
+    leadership: LeadershipSlot,
+    /// Round-robin credits of this planner (apart from the dispatcher's).
+    cursor: Mutex<DispatchCursor>,
+}
+
+impl EagerPlacement {
+    pub fn new(state: StateHandle, leadership: LeadershipSlot) -> Self {
+        EagerPlacement {
+            state,
+            leadership,
+            cursor: Mutex::new(DispatchCursor::default()),
+        }
+    }
+
+    /// The command for a batch of (normalized) specs: `SubmitPlaced` when this
+    /// node leads and some of them find an agent, else `Submit`.
+    pub fn command(&self, specs: Vec<TaskSpec>) -> Command {
+        let Some(leadership) = self.current() else {
+            return Command::Submit(specs);
+        };
+        let connected = leadership.sessions.connected();
+        let place = {
+            let dispatching = leadership
+                .dispatching
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let applied = self.state.read();
+            let mut cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+            place_new(
+                &applied.state,
+                &connected,
+                &specs,
+                &dispatching,
+                &mut cursor,
+            )
+        };
+        if place.is_empty() {
+            Command::Submit(specs)
+        } else {
+            Command::SubmitPlaced { specs, place }
+        }
+    }
+
+    /// The per-spec results of a committed batch; pushes what it assigned to
+    /// the agents' sessions.
+    pub fn results(&self, response: Response) -> Option<Vec<Result<Submitted, Rejection>>> {
+        match response {
+            Response::Submitted(items) => Some(items),
+            Response::SubmittedPlaced { submitted, granted } => {
+                if !granted.is_empty() {
+                    // Without a leadership the agents get their tasks when
+                    // they register with the next leader.
+                    if let Some(leadership) = self.current() {
+                        dispatcher::push(&self.state, &leadership, &granted);
+                    }
+                }
+                Some(submitted)
+            }
+            _ => None,
+        }
+    }
+
+    fn current(&self) -> Option<std::sync::Arc<super::Leadership>> {
+        self.leadership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|l| l.is_alive())
+    }
+}
