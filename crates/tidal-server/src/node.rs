@@ -118,7 +118,10 @@ impl Node {
                 && state.read().last_applied.is_none()
                 && !config.init
         };
-        let network = Network::new(config.source_ip);
+        let network = Network::new(
+            config.source_ip,
+            std::time::Duration::from_millis(config.raft_heartbeat_ms),
+        );
         let raft_config = openraft::Config {
             cluster_name: format!("tidal-{}", config.dc),
             election_timeout_min: config.election_timeout.0,

@@ -34,10 +34,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
 
 /// Hands openraft a client per peer; channels are cached by address so every
 /// replication stream to a peer shares one HTTP/2 connection.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     channels: Channels,
     contacts: Contacts,
+    /// How long replication to an unreachable peer waits between attempts.
+    retry: Duration,
 }
 
 /// When each peer last answered a Raft RPC of this node, for `cluster members`
@@ -64,14 +66,19 @@ impl Contacts {
 }
 
 impl Network {
-    /// A network whose connections leave from `source_ip` when given.
-    pub fn new(source_ip: Option<IpAddr>) -> Network {
+    /// A network whose connections leave from `source_ip` when given, and
+    /// whose replication retries an unreachable peer every `retry` (the Raft
+    /// heartbeat interval: openraft's default of 500 ms kept a restarted
+    /// peer without heartbeats past its election timeout, and its election
+    /// deposed a healthy leader).
+    pub fn new(source_ip: Option<IpAddr>, retry: Duration) -> Network {
         Network {
             channels: Channels::new(source_ip, Duration::from_millis(500), |e| {
                 e.http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
             }),
-            ..Network::default()
+            contacts: Contacts::default(),
+            retry,
         }
     }
 
@@ -91,6 +98,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             contacts: self.contacts.clone(),
             probing: true,
             held: None,
+            retry: self.retry,
         }
     }
 }
@@ -105,6 +113,7 @@ pub struct PeerClient {
     probing: bool,
     /// The last entry a probe found the peer already holding.
     held: Option<openraft::LogId<u64>>,
+    retry: Duration,
 }
 
 #[derive(Clone, Copy)]
@@ -233,6 +242,10 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry))
+    }
+
     /// Sends the entries, or a prefix of about [`APPEND_BYTES`] and answers
     /// `PartialSuccess` up to its last entry (openraft sends the rest next).
     async fn append_entries(
@@ -274,5 +287,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_peer_is_retried_every_raft_heartbeat() {
+        let mut network = Network::new(None, Duration::from_millis(25));
+        let client = network.new_client(2, &BasicNode::new("127.0.0.1:1")).await;
+        let waits: Vec<Duration> = client.backoff().take(3).collect();
+        assert_eq!(waits, vec![Duration::from_millis(25); 3]);
     }
 }
