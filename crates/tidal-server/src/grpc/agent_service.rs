@@ -99,7 +99,7 @@ impl Agents for AgentService {
         if !request.into_inner().stale {
             self.node.linearizable().await?;
         }
-        let connected: BTreeSet<String> = self
+        let connected: std::sync::Arc<BTreeSet<String>> = self
             .node
             .leadership()
             .map(|l| l.sessions.connected())

@@ -2,7 +2,7 @@
 //! not written to the log; only the transition to Down is (DESIGN.md).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidal_proto::v1;
@@ -20,6 +20,10 @@ struct Inner {
     sessions: HashMap<String, Session>,
     deadlines: HashMap<String, Instant>,
     next_generation: u64,
+    /// The ids of `sessions`, built when asked for after a change: planning
+    /// reads it for every dispatch round and submit batch, sessions change
+    /// rarely.
+    connected: Option<Arc<BTreeSet<String>>>,
 }
 
 pub struct Sessions {
@@ -48,6 +52,7 @@ impl Sessions {
         inner
             .sessions
             .insert(agent.to_string(), Session { generation, tx });
+        inner.connected = None;
         inner
             .deadlines
             .insert(agent.to_string(), Instant::now() + self.ttl);
@@ -63,6 +68,7 @@ impl Sessions {
             .is_some_and(|s| s.generation == generation)
         {
             inner.sessions.remove(agent);
+            inner.connected = None;
         }
     }
 
@@ -90,11 +96,16 @@ impl Sessions {
         let mut inner = self.lock();
         inner.sessions.remove(agent);
         inner.deadlines.remove(agent);
+        inner.connected = None;
     }
 
     /// Agents with a live session: the only ones the dispatcher may use.
-    pub fn connected(&self) -> BTreeSet<String> {
-        self.lock().sessions.keys().cloned().collect()
+    pub fn connected(&self) -> Arc<BTreeSet<String>> {
+        let mut inner = self.lock();
+        if inner.connected.is_none() {
+            inner.connected = Some(Arc::new(inner.sessions.keys().cloned().collect()));
+        }
+        inner.connected.clone().unwrap_or_default()
     }
 
     pub fn is_connected(&self, agent: &str) -> bool {
