@@ -6,6 +6,10 @@
 //! rejected pair by pair, never over-commits (invariant 3), and a fresh plan is
 //! granted in full.
 //!
+//! [`place_new`] plans the same way for the tasks a submit batch is about to
+//! create, so the entry that creates them assigns them too
+//! (`Command::SubmitPlaced`), when their queue has nothing waiting.
+//!
 //! Which task next: queues by smooth weighted round-robin ([`weighted_queues`]),
 //! then priority class, then age (id). Which agent: the queue's [`Strategy`].
 //!
