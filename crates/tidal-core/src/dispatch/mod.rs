@@ -89,6 +89,15 @@ struct Round<'a> {
 }
 
 impl<'a> Round<'a> {
+    fn new(state: &'a State, pool: Vec<Candidate<'a>>) -> Self {
+        Round {
+            state,
+            with_room: pool.len(),
+            pool,
+            shapes: BTreeMap::new(),
+        }
+    }
+
     /// The agent for `task` under `strategy`, if any can take it now.
     fn choose(
         &mut self,
@@ -199,12 +208,7 @@ pub fn place_new(
     if pool.is_empty() {
         return out;
     }
-    let mut round = Round {
-        state,
-        with_room: pool.len(),
-        pool,
-        shapes: BTreeMap::new(),
-    };
+    let mut round = Round::new(state, pool);
     // Queues where a task is waiting, or where one of this batch found no agent.
     let mut closed: BTreeSet<&str> = BTreeSet::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -258,12 +262,7 @@ pub fn plan(
     if max == 0 || pool.is_empty() || state.pending_total() == 0 {
         return out;
     }
-    let mut round = Round {
-        state,
-        with_room: pool.len(),
-        pool,
-        shapes: BTreeMap::new(),
-    };
+    let mut round = Round::new(state, pool);
 
     let queues: Vec<(&str, u32)> = state
         .queues
