@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use tidal_core::command::{ApplyCtx, Command, Envelope};
-use tidal_core::dispatch::{plan, DispatchCursor};
+use tidal_core::dispatch::{place_new, plan, DispatchCursor, InFlight};
 use tidal_core::model::{AgentSpec, Strategy, TaskSpec};
 use tidal_core::State;
 
@@ -111,6 +111,48 @@ fn dispatch_and_assign(c: &mut Criterion) {
     g.finish();
 }
 
+/// Eager placement of a submit batch of 20 (what the leader plans for every
+/// submit entry), over fleets of 100, 1,000 and 10,000 idle agents.
+fn eager_placement(c: &mut Criterion) {
+    let mut g = c.benchmark_group("place_new_20_tasks");
+    let batch: Vec<TaskSpec> = specs(20, "vip")
+        .into_iter()
+        .map(|mut s| {
+            tidal_core::state::normalize(&mut s);
+            s
+        })
+        .collect();
+    for agents in [100, 1_000, 10_000] {
+        let (state, connected, _) = loaded(agents, 0);
+        let placed = place_new(
+            &state,
+            &connected,
+            &batch,
+            &InFlight::default(),
+            &mut DispatchCursor::default(),
+        );
+        assert_eq!(
+            placed.len(),
+            batch.len(),
+            "the fixture has room for the batch"
+        );
+        g.throughput(Throughput::Elements(batch.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(agents), &agents, |b, _| {
+            let mut cursor = DispatchCursor::default();
+            b.iter(|| {
+                place_new(
+                    &state,
+                    &connected,
+                    &batch,
+                    &InFlight::default(),
+                    &mut cursor,
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
 fn codec(c: &mut Criterion) {
     let entry = openraft::Entry::<tidal_store::TypeConfig> {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 42),
@@ -137,5 +179,11 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, apply_submits, dispatch_and_assign, codec);
+criterion_group!(
+    benches,
+    apply_submits,
+    dispatch_and_assign,
+    eager_placement,
+    codec
+);
 criterion_main!(benches);

@@ -6,7 +6,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::command::{ApplyCtx, Command, Completion, Rejection, Response};
-use crate::dispatch::{place_new, plan, DispatchCursor};
+use crate::dispatch::{place_new, plan, DispatchCursor, InFlight};
 use crate::forwarding::Verdict;
 use crate::model::Strategy as QueueStrategy;
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, TaskId, TaskSpec, TaskState};
@@ -251,7 +251,13 @@ impl Sim {
                     .filter(|i| connected & (1 << i) != 0)
                     .map(agent_id)
                     .collect();
-                let mut place = place_new(&self.a, &connected, &specs, &[], &mut self.cursor);
+                let mut place = place_new(
+                    &self.a,
+                    &connected,
+                    &specs,
+                    &InFlight::default(),
+                    &mut self.cursor,
+                );
                 place.extend(extra.iter().map(|(i, a)| (u32::from(*i), agent_id(*a))));
                 Command::SubmitPlaced { specs, place }
             }

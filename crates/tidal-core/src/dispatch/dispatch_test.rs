@@ -383,7 +383,7 @@ impl Fixture {
             &self.state,
             &connected,
             &specs,
-            &[],
+            &InFlight::default(),
             &mut DispatchCursor::default(),
         );
         match self.apply(Command::SubmitPlaced {
@@ -437,7 +437,7 @@ fn a_new_task_does_not_overtake_a_waiting_one() {
         &f.state,
         &connected,
         &specs,
-        &[],
+        &InFlight::default(),
         &mut DispatchCursor::default(),
     );
     assert_eq!(place.len(), 1);
@@ -446,7 +446,7 @@ fn a_new_task_does_not_overtake_a_waiting_one() {
         &f.state,
         &connected,
         &specs,
-        &[],
+        &InFlight::default(),
         &mut DispatchCursor::default()
     )
     .is_empty());
@@ -501,11 +501,12 @@ fn the_round_in_flight_neither_waits_nor_leaves_its_capacity() {
     assert_eq!(round.len(), 2);
     // While that round is in flight, one slot is left for new tasks.
     let specs = vec![t2i(""), t2i("")];
+    let in_flight = InFlight::of(&f.state, &round);
     let place = place_new(
         &f.state,
         &connected,
         &specs,
-        &round,
+        &in_flight,
         &mut DispatchCursor::default(),
     );
     assert_eq!(place.len(), 1, "{place:?}");
@@ -514,7 +515,7 @@ fn the_round_in_flight_neither_waits_nor_leaves_its_capacity() {
         &f.state,
         &connected,
         &specs,
-        &[],
+        &InFlight::default(),
         &mut DispatchCursor::default(),
     );
     assert!(none.is_empty());
@@ -525,4 +526,33 @@ fn the_round_in_flight_neither_waits_nor_leaves_its_capacity() {
         other => panic!("{other:?}"),
     }
     assert_eq!(f.state.pending_total(), 1);
+}
+
+#[test]
+fn eager_placement_looks_at_a_turning_window_of_the_fleet() {
+    let mut f = Fixture::new();
+    for i in 0..100 {
+        f.agent(&format!("a{i:03}"), 1, 1, |_| {});
+    }
+    // The first 50 agents are busy.
+    f.submit(50, "", |_| {});
+    f.round(50, &mut DispatchCursor::default());
+    let connected = f.all();
+    let mut cursor = DispatchCursor::default();
+    let mut chosen = BTreeSet::new();
+    for _ in 0..4 {
+        let place = place_new(
+            &f.state,
+            &connected,
+            &[t2i("")],
+            &InFlight::default(),
+            &mut cursor,
+        );
+        assert_eq!(place.len(), 1, "an agent with room past the busy ones");
+        let agent = &place[0].1;
+        assert!(agent.as_str() >= "a050", "{agent} is busy");
+        chosen.insert(agent.clone());
+    }
+    // Each call starts where the previous stopped: the load spreads.
+    assert!(chosen.len() > 1, "{chosen:?}");
 }

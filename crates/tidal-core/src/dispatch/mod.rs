@@ -24,6 +24,7 @@ mod weighted_queues;
 
 use std::collections::btree_set;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
 use crate::state::State;
@@ -42,6 +43,8 @@ pub struct DispatchCursor {
     queues: BTreeMap<String, i64>,
     /// Per queue, smooth-WRR credit of each agent (WeightedRoundRobin queues).
     agents: BTreeMap<String, BTreeMap<AgentId, i64>>,
+    /// Where eager placement's next window of agents starts.
+    next_agent: Option<AgentId>,
 }
 
 impl DispatchCursor {
@@ -168,43 +171,121 @@ fn pool<'a>(state: &'a State, connected: &BTreeSet<AgentId>) -> Vec<Candidate<'a
         .collect()
 }
 
+/// Up to `want` agents with room (after what the round in flight takes),
+/// connected and Ready, visiting at most `want * WINDOW_VISITS` agents from
+/// the cursor's position on, wrapping around once; moves the cursor past the
+/// last agent visited. True if the visit passed the end of the fleet.
+fn window<'a>(
+    state: &'a State,
+    connected: &BTreeSet<AgentId>,
+    dispatching: &InFlight,
+    cursor: &mut DispatchCursor,
+    want: usize,
+) -> (Vec<Candidate<'a>>, bool) {
+    let start = cursor.next_agent.take().unwrap_or_default();
+    let after = state
+        .agents
+        .range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded));
+    let before = state
+        .agents
+        .range::<str, _>((Bound::Unbounded, Bound::Excluded(start.as_str())));
+    let mut pool = Vec::new();
+    let mut wrapped = false;
+    let mut last = None;
+    let budget = want.saturating_mul(WINDOW_VISITS);
+    for (n, (id, a)) in after.chain(before).enumerate() {
+        if n == budget || pool.len() == want {
+            cursor.next_agent = Some(id.clone());
+            return (pool, wrapped);
+        }
+        if last.is_some_and(|l: &AgentId| id < l) {
+            wrapped = true;
+        }
+        last = Some(id);
+        if !connected.contains(id) || placement::ready(a).is_err() {
+            continue;
+        }
+        let (slots, gpus, tasks) = dispatching.per_agent.get(id).copied().unwrap_or_default();
+        let c = Candidate {
+            agent: a,
+            free_slots: placement::free_slots(a).saturating_sub(slots),
+            free_gpus: placement::free_gpus(a).saturating_sub(gpus),
+            in_flight: a.tasks.len() as u64 + tasks,
+        };
+        if c.free_slots > 0 {
+            pool.push(c);
+        }
+    }
+    // Visited the whole fleet: the next call starts from the beginning.
+    (pool, true)
+}
+
+/// A dispatch round being committed, as eager placement needs it: how many
+/// of its tasks each queue has (they are pending but not waiting) and what it
+/// takes from each agent. Built once per round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    per_queue: BTreeMap<String, usize>,
+    /// Slots, GPUs and tasks per agent.
+    per_agent: BTreeMap<AgentId, (u32, u32, u64)>,
+}
+
+impl InFlight {
+    pub fn of(state: &State, round: &[(TaskId, AgentId)]) -> InFlight {
+        let mut f = InFlight::default();
+        for (id, agent) in round {
+            let Some(task) = state.tasks.get(id) else {
+                continue;
+            };
+            *f.per_queue.entry(task.spec.queue.clone()).or_default() += 1;
+            let e = f.per_agent.entry(agent.clone()).or_default();
+            e.0 += task.spec.slots;
+            e.1 += task.spec.gpus;
+            e.2 += 1;
+        }
+        f
+    }
+}
+
+/// How many agents with room eager placement considers per spec (at least
+/// [`WINDOW_MIN`]), and how many agents it may look at per candidate found.
+const WINDOW_PER_SPEC: usize = 2;
+const WINDOW_MIN: usize = 32;
+const WINDOW_VISITS: usize = 8;
+
 /// Plans where the tasks of a submit batch go, for the entry that creates
-/// them to assign them too (`Command::SubmitPlaced`): same pool and
-/// strategies as [`plan`], but only for tasks whose queue has nothing
-/// pending apart from the tasks of the round in flight (`dispatching`, whose
-/// capacity is taken too), and in a queue only until one task finds no agent
-/// (the ones after it would overtake it). Returns (index into `specs`, agent) pairs. Specs
-/// that apply will reject, or that repeat an idempotency key, may be planned:
-/// apply skips them. Pure: reads `state`, updates only `cursor`.
+/// them to assign them too (`Command::SubmitPlaced`), with the queues'
+/// strategies, only for tasks whose queue has nothing pending apart from the
+/// tasks of the round in flight (whose capacity is taken too), and in a
+/// queue only until one task finds no agent (the ones after it would
+/// overtake it). It runs for every submit entry, so it does not look at the
+/// whole fleet: it takes a window of agents with room, starting where the
+/// previous call stopped (a rotation over the fleet), so the strategies hold
+/// within the window and the load spreads as the window turns. Returns
+/// (index into `specs`, agent) pairs. Specs that apply will reject, or that
+/// repeat an idempotency key, may be planned: apply skips them. Pure: reads
+/// `state`, updates only `cursor`.
 pub fn place_new(
     state: &State,
     connected: &BTreeSet<AgentId>,
     specs: &[TaskSpec],
-    dispatching: &[(TaskId, AgentId)],
+    dispatching: &InFlight,
     cursor: &mut DispatchCursor,
 ) -> Vec<(u32, AgentId)> {
-    cursor.prune(state);
-    let mut pool = pool(state, connected);
-    // The round in flight: its tasks are not waiting, its capacity is taken.
-    let mut in_flight: BTreeMap<&str, usize> = BTreeMap::new();
-    let by_id: BTreeMap<&str, usize> = pool
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.agent.spec.id.as_str(), i))
-        .collect();
-    for (id, agent) in dispatching {
-        let Some(task) = state.tasks.get(id) else {
-            continue;
-        };
-        *in_flight.entry(task.spec.queue.as_str()).or_default() += 1;
-        if let Some(c) = by_id.get(agent.as_str()).map(|&i| &mut pool[i]) {
-            c.free_slots = c.free_slots.saturating_sub(task.spec.slots);
-            c.free_gpus = c.free_gpus.saturating_sub(task.spec.gpus);
-            c.in_flight += 1;
-        }
-    }
-    pool.retain(|c| c.free_slots > 0);
     let mut out = Vec::new();
+    // Queues where a task waits (pending and not in the round in flight).
+    let waits = |queue: &str| {
+        let pending = state.pending.get(queue).map_or(0, BTreeSet::len);
+        pending > dispatching.per_queue.get(queue).copied().unwrap_or(0)
+    };
+    if specs.iter().all(|s| waits(&s.queue)) {
+        return out;
+    }
+    let want = (specs.len() * WINDOW_PER_SPEC).max(WINDOW_MIN);
+    let (pool, wrapped) = window(state, connected, dispatching, cursor, want);
+    if wrapped {
+        cursor.prune(state);
+    }
     if pool.is_empty() {
         return out;
     }
@@ -228,8 +309,7 @@ pub fn place_new(
         let Some(q) = state.queue(queue) else {
             continue;
         };
-        let waiting = state.pending.get(queue).map_or(0, BTreeSet::len);
-        if waiting > in_flight.get(queue).copied().unwrap_or(0) {
+        if waits(queue) {
             closed.insert(queue);
             continue;
         }

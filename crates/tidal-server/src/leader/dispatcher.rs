@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidal_core::command::{Command, Granted, Response};
-use tidal_core::dispatch::{plan, DispatchCursor};
-use tidal_core::model::TaskId;
+use tidal_core::dispatch::{plan, DispatchCursor, InFlight};
 use tidal_proto::v1;
 use tidal_store::StateHandle;
 
@@ -21,10 +20,12 @@ const MAX_ROUND: usize = 4096;
 pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     let mut cursor = DispatchCursor::default();
     while leadership.is_alive() {
-        let round = {
+        let (round, in_flight) = {
             let applied = node.state.read();
             let connected = leadership.sessions.connected();
-            plan(&applied.state, &connected, MAX_ROUND, &mut cursor)
+            let round = plan(&applied.state, &connected, MAX_ROUND, &mut cursor);
+            let in_flight = InFlight::of(&applied.state, &round);
+            (round, in_flight)
         };
         if round.is_empty() {
             // Wait for new work or capacity; the timeout is a safety net only.
@@ -32,9 +33,9 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
                 tokio::time::timeout(Duration::from_millis(500), leadership.wake.notified()).await;
             continue;
         }
-        set_dispatching(&leadership, round.clone());
+        set_dispatching(&leadership, in_flight);
         let committed = node.propose(Command::Assign(round)).await;
-        set_dispatching(&leadership, Vec::new());
+        set_dispatching(&leadership, InFlight::default());
         match committed {
             Ok((Response::Assigned { granted, rejected }, index)) => {
                 if !rejected.is_empty() {
@@ -55,7 +56,7 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     }
 }
 
-fn set_dispatching(leadership: &Leadership, round: Vec<(TaskId, String)>) {
+fn set_dispatching(leadership: &Leadership, round: InFlight) {
     *leadership
         .dispatching
         .lock()

@@ -26,7 +26,7 @@ pub struct Leadership {
     /// Wakes the cross-DC forwarder: new pending work.
     pub forward_wake: Notify,
     /// The dispatch round being committed, for eager placement to plan around.
-    pub dispatching: Mutex<Vec<(tidal_core::model::TaskId, String)>>,
+    pub dispatching: Mutex<tidal_core::dispatch::InFlight>,
     /// Flips to false when this leadership ends; session loops watch it.
     alive: watch::Sender<bool>,
     /// Flips to true once an entry proposed by this leadership is applied.
@@ -48,7 +48,7 @@ impl Leadership {
             sessions: Sessions::new(node.config.agent_ttl),
             wake: Notify::new(),
             forward_wake: Notify::new(),
-            dispatching: Mutex::new(Vec::new()),
+            dispatching: Mutex::default(),
             alive,
             reads_ready,
             tasks: Mutex::new(Vec::new()),
