@@ -336,10 +336,15 @@ pub fn plan(
     max: usize,
     cursor: &mut DispatchCursor,
 ) -> Vec<(TaskId, AgentId)> {
+    let mut out = Vec::new();
+    // Woken by every submit, most of which eager placement already placed:
+    // nothing pending costs no look at the fleet.
+    if max == 0 || state.pending_total() == 0 {
+        return out;
+    }
     cursor.prune(state);
     let pool = pool(state, connected);
-    let mut out = Vec::new();
-    if max == 0 || pool.is_empty() || state.pending_total() == 0 {
+    if pool.is_empty() {
         return out;
     }
     let mut round = Round::new(state, pool);
