@@ -7,7 +7,9 @@
 //! placements that apply refuses because the capacity was taken in between.
 //! Entries in flight do not see each other: a task that an earlier entry
 //! leaves Pending (no room by the time it applied) can be overtaken by tasks
-//! of the entries already in flight behind it, never by later ones.
+//! of the entries already in flight behind it, never by later ones. Planning
+//! runs for every submit entry, so it looks at a turning window of the
+//! fleet, not all of it (`tidal_core::dispatch::place_new`).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -22,7 +24,8 @@ use crate::node::LeadershipSlot;
 pub struct EagerPlacement {
     state: StateHandle,
     leadership: LeadershipSlot,
-    /// Round-robin credits of this planner (apart from the dispatcher's).
+    /// This planner's round-robin credits (apart from the dispatcher's) and
+    /// where its next window of agents starts.
     cursor: Mutex<DispatchCursor>,
 }
 
