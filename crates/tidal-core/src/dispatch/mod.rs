@@ -262,9 +262,10 @@ const WINDOW_VISITS: usize = 8;
 /// whole fleet: it takes a window of agents with room, starting where the
 /// previous call stopped (a rotation over the fleet), so the strategies hold
 /// within the window and the load spreads as the window turns. Returns
-/// (index into `specs`, agent) pairs. Specs that apply will reject, or that
-/// repeat an idempotency key, may be planned: apply skips them. Pure: reads
-/// `state`, updates only `cursor`.
+/// (index into `specs`, agent) pairs. Expects specs with apply's defaults
+/// filled in (`state::normalize`); others are not placed. Specs that apply
+/// will reject, or that repeat an idempotency key, may be planned: apply
+/// skips them. Pure: reads `state`, updates only `cursor`.
 pub fn place_new(
     state: &State,
     connected: &BTreeSet<AgentId>,
@@ -297,13 +298,9 @@ pub fn place_new(
             break;
         }
         let Ok(index) = u32::try_from(i) else { break };
-        // Apply gives these defaults (state::normalize); only what planning reads.
-        let queue = if spec.queue.is_empty() {
-            crate::state::DEFAULT_QUEUE
-        } else {
-            spec.queue.as_str()
-        };
-        if closed.contains(queue) || spec.slots == 0 {
+        let queue = spec.queue.as_str();
+        // Not normalized: apply would give it other values than planning read.
+        if closed.contains(queue) || queue.is_empty() || spec.slots == 0 {
             continue;
         }
         let Some(q) = state.queue(queue) else {
