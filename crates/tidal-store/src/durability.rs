@@ -1,5 +1,6 @@
-//! Making sled's writes durable: flush, then fdatasync sled's files; and the
-//! flusher thread that acknowledges appends only after that.
+//! Making sled's writes durable (votes, purges, snapshots): flush, then
+//! fdatasync sled's files; and the flusher thread that acknowledges log
+//! appends only after the log files' sync (`wal`).
 //!
 //! Why not just `Db::flush`: sled 0.34.7 writes its log into one file, `db`,
 //! and its flush ends in `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`
@@ -8,7 +9,7 @@
 //! as the file's grown size. Values too large for a segment go to
 //! `blobs/<lsn>` files (`pagecache/blob_io.rs`), which sled never fsyncs, and
 //! neither the `blobs` directory nor sled's `conf` file are synced. openraft
-//! requires that an acknowledged append, a saved vote and a purge survive a
+//! requires that a saved vote and a purge survive a
 //! power loss (RELIABILITY.md, Known dependency risks), so after every flush
 //! we fdatasync `db`, fsync each new blob file and then the `blobs` directory.
 
@@ -17,7 +18,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -39,12 +40,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// fsyncs a directory, so the names created in it survive a crash.
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", path))
-}
+use crate::wal::sync_dir;
 
 /// Flushes sled and fsyncs its files. Shared by the log store (appends, vote,
 /// purge) and the state machine store (snapshots): one sled log holds all.
@@ -145,15 +141,18 @@ impl Durability {
 }
 
 /// A thread that acknowledges appends once they are durable. It takes every
-/// callback queued so far, syncs once (group commit), then fires them in
-/// order; appends that arrive meanwhile wait for the next round.
+/// callback queued so far, syncs once (group commit: the log files'
+/// fdatasync, `wal::Wal::sync`), then fires them in order; appends that
+/// arrive meanwhile wait for the next round.
 pub(crate) struct Flusher {
     tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Flusher {
-    pub(crate) fn spawn(durability: Arc<Durability>) -> Result<Self, StoreError> {
+    pub(crate) fn spawn(
+        sync: impl Fn() -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let thread = std::thread::Builder::new()
             .name("tidal-store-flush".to_string())
@@ -162,7 +161,7 @@ impl Flusher {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     crate::crash::point("store::flush::before_sync");
-                    let result = durability.sync();
+                    let result = sync();
                     crate::crash::point("store::flush::after_sync");
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "log flush failed; appends are not acknowledged");
@@ -177,7 +176,7 @@ impl Flusher {
             })
             .map_err(|source| StoreError::Io {
                 op: "spawn the flusher thread for",
-                path: PathBuf::from(SLED_DATA_FILE),
+                path: PathBuf::from(crate::wal::LOG_DIR),
                 source,
             })?;
         Ok(Flusher {

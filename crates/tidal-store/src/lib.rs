@@ -1,7 +1,8 @@
-//! tidal-store: openraft storage for tidal on sled — the Raft log, the vote,
-//! the last purged log id, snapshots, and the in-memory state machine wrapper.
+//! tidal-store: openraft storage for tidal — the Raft log in its own segment
+//! files; the vote, the last purged log id and snapshots on sled; and the
+//! in-memory state machine wrapper.
 //!
-//! [`open`] opens one sled database under a directory and returns the two
+//! [`open`] opens the log files and one sled database under a directory and returns the two
 //! halves openraft drives: a [`LogStore`] ([`openraft::storage::RaftLogStorage`])
 //! and a [`StateMachineStore`] ([`openraft::storage::RaftStateMachine`]). The
 //! applied [`tidal_core::State`] lives in memory behind a [`StateHandle`] the
@@ -14,8 +15,10 @@
 //! a node can be wiped and re-added through a snapshot).
 //!
 //! Durability (RELIABILITY.md, Known dependency risks): an append is
-//! acknowledged to openraft only after sled's flush *and* an fdatasync of
-//! sled's files ([`durability`]), done off the async runtime.
+//! acknowledged to openraft only after an fdatasync of the log files (one per
+//! group of appends, on the flusher thread); a vote, a purge or a snapshot
+//! only after sled's flush *and* an fdatasync of sled's files
+//! ([`durability`]), done off the async runtime.
 //!
 //! # Modules
 //!
@@ -23,6 +26,7 @@
 //! - [`codec`]: the versioned, checksummed value encoding.
 //! - [`crash`]: crash points for fault-injection runs (feature `failpoints`).
 //! - `durability`: flush + fsync of sled's files, and the group-commit flusher thread.
+//! - `wal`: the Raft log's segment files: append, read, truncate, purge, recovery.
 //! - [`log_store`]: [`LogStore`] and [`LogReader`]: log entries, vote, purge, truncate.
 //! - [`state_machine`]: [`StateMachineStore`], [`Applied`], [`StateHandle`].
 //! - [`restore`]: seeding an empty store from a backup (disaster recovery).
@@ -44,6 +48,7 @@ pub mod log_store;
 pub mod restore;
 pub mod snapshot;
 pub mod state_machine;
+mod wal;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -103,8 +108,9 @@ pub struct StoreOptions {
 /// sled's page cache.
 const SLED_CACHE_BYTES: u64 = 64 << 20;
 
-/// Opens (or creates) the store under `dir`: one sled database holding the
-/// log, the vote, the last purged id and the latest snapshot.
+/// Opens (or creates) the store under `dir`: the log's segment files under
+/// `dir/log`, and one sled database holding the vote, the last purged id and
+/// the latest snapshot.
 ///
 /// Every stored value is verified (format version and checksum) and the log
 /// is checked for holes; the state machine is restored from the latest
@@ -130,7 +136,7 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
         opts.flush_delay,
     )?);
     let synced_ms = started.elapsed().as_millis() as u64;
-    let log = LogStore::open(&db, durability.clone())?;
+    let log = LogStore::open(&db, dir, durability.clone(), opts.flush_delay)?;
     let log_ms = started.elapsed().as_millis() as u64;
     let sm = StateMachineStore::open(&db, durability)?;
     tracing::info!(

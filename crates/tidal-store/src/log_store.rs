@@ -1,13 +1,17 @@
-//! [`LogStore`]: the Raft log, the vote, the last purged and the committed log
-//! id in sled; [`LogReader`]: the cheap clone replication tasks read through.
+//! [`LogStore`]: the Raft log in its own segment files ([`crate::wal`]), the
+//! vote, the last purged and the committed log id in sled; [`LogReader`]: the
+//! cheap clone replication tasks read through.
 //!
-//! Layout: tree `log` maps a big-endian u64 index (so sled's byte order is
-//! index order) to a [`codec`]-encoded entry; tree `meta` holds the vote, the
-//! last purged log id and the committed log id under fixed keys.
+//! sled's tree `meta` holds the vote, the last purged log id and the
+//! committed log id under fixed keys. Earlier versions kept the entries in
+//! sled's tree `log` (big-endian index keys); opening such a store moves them
+//! into the segment files once.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
@@ -15,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::durability::{Durability, Flusher};
 use crate::error::blocking;
+use crate::wal::{encode_entries, Wal};
 use crate::{codec, crash};
 use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
 
@@ -24,6 +29,7 @@ pub(crate) const VOTE_KEY: &[u8] = b"vote";
 pub(crate) const LAST_PURGED_KEY: &[u8] = b"last_purged";
 const COMMITTED_KEY: &[u8] = b"committed";
 
+#[cfg(test)]
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -39,7 +45,7 @@ fn key_index(key: &[u8]) -> Result<u64, StoreError> {
 }
 
 /// Decodes a stored entry and checks it sits under its own index.
-fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
+pub(crate) fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
     let what = format!("log entry {index}");
     let entry: Entry = codec::decode(&what, bytes)?;
     if entry.log_id.index != index {
@@ -53,7 +59,7 @@ fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
 
 /// Checks an entry's version, checksum and index and returns its log id
 /// without decoding its payload (which may hold thousands of tasks).
-fn entry_log_id(index: u64, bytes: &[u8]) -> Result<LogId, StoreError> {
+pub(crate) fn entry_log_id(index: u64, bytes: &[u8]) -> Result<LogId, StoreError> {
     let what = || format!("log entry {index}");
     let body = codec::verify(&what(), bytes)?;
     // An entry encodes its log id first, so decoding only that reads a prefix.
@@ -87,7 +93,7 @@ fn read_meta<T: DeserializeOwned>(
 /// Reads log entries; cloned for each replication task.
 #[derive(Clone)]
 pub struct LogReader {
-    log: sled::Tree,
+    wal: Arc<Wal>,
 }
 
 impl LogReader {
@@ -97,7 +103,7 @@ impl LogReader {
     }
 
     /// The entries with indexes in `range`, in order, stopping after the
-    /// first whose stored bytes reach `max_bytes` in total (so at least one
+    /// first whose stored records reach `max_bytes` in total (so at least one
     /// when the range holds any).
     pub fn entries_up_to<R: RangeBounds<u64>>(
         &self,
@@ -105,7 +111,7 @@ impl LogReader {
         max_bytes: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         // Half-open [lo, hi) in u128, so `..=u64::MAX` and empty ranges need
-        // no special cases (sled rejects a start past the end).
+        // no special cases.
         let lo: u128 = match range.start_bound() {
             Bound::Included(&s) => s.into(),
             Bound::Excluded(&s) => u128::from(s) + 1,
@@ -116,34 +122,15 @@ impl LogReader {
             Bound::Excluded(&e) => e.into(),
             Bound::Unbounded => u128::from(u64::MAX) + 1,
         };
-        if lo >= hi {
-            return Ok(Vec::new());
+        match u64::try_from(lo) {
+            Ok(lo) if u128::from(lo) < hi => self.wal.entries(lo, hi, max_bytes),
+            _ => Ok(Vec::new()),
         }
-        // lo < hi <= 2^64, so lo fits in a u64.
-        let start = Bound::Included(index_key(lo as u64));
-        let end = match u64::try_from(hi) {
-            Ok(hi) => Bound::Excluded(index_key(hi)),
-            Err(_) => Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for item in self.log.range::<[u8; 8], _>((start, end)) {
-            let (key, value) = item?;
-            out.push(decode_entry(key_index(&key)?, &value)?);
-            bytes += value.len();
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
     }
 
     /// The id of the last entry present, if any.
-    fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
-        match self.log.last()? {
-            Some((key, value)) => Ok(Some(entry_log_id(key_index(&key)?, &value)?)),
-            None => Ok(None),
-        }
+    fn last_log_id(&self) -> Option<LogId> {
+        self.wal.last_log_id()
     }
 }
 
@@ -176,21 +163,25 @@ pub const REPLICATION_READ_BYTES: usize = 1 << 20;
 /// The Raft log storage: entries, vote, purge and truncation, made durable
 /// before openraft is told so.
 pub struct LogStore {
-    log: sled::Tree,
     meta: sled::Tree,
     durability: Arc<Durability>,
+    wal: Arc<Wal>,
     flusher: Flusher,
     reader: LogReader,
 }
 
 impl LogStore {
-    /// Opens the trees and verifies every stored value: format version,
-    /// checksum, index keys, and no hole in the log. Entries' payloads are
-    /// decoded when read, not here: a restart should not decode the log.
-    pub(crate) fn open(db: &sled::Db, durability: Arc<Durability>) -> Result<Self, StoreError> {
-        let log = db.open_tree(LOG_TREE)?;
+    /// Checks the metadata, opens the log files (checking every record: format
+    /// version, checksum, index, no hole) and moves a log an earlier version
+    /// kept in sled into them. Entries' payloads are decoded when read, not
+    /// here: a restart should not decode the log.
+    pub(crate) fn open(
+        db: &sled::Db,
+        dir: &Path,
+        durability: Arc<Durability>,
+        flush_delay: Option<Duration>,
+    ) -> Result<Self, StoreError> {
         let meta = db.open_tree(META_TREE)?;
-
         for item in meta.iter() {
             let (key, value) = item?;
             match &*key {
@@ -212,49 +203,16 @@ impl LogStore {
             }
         }
         let last_purged: Option<LogId> = read_meta(&meta, LAST_PURGED_KEY, "last purged log id")?;
-        let purged_index = last_purged.map(|id| id.index);
+        let wal = Arc::new(Wal::open(dir, last_purged, flush_delay)?);
+        migrate_sled_log(db, &wal, &durability, last_purged)?;
 
-        // Entries at or below the last purged id are what a purge interrupted
-        // by a crash left behind (the id is written before the deletes):
-        // finish that purge. Above it, the log must be contiguous.
-        let mut leftovers = sled::Batch::default();
-        let mut has_leftovers = false;
-        let mut prev: Option<u64> = None;
-        for item in log.iter() {
-            let (key, value) = item?;
-            let index = key_index(&key)?;
-            entry_log_id(index, &value)?;
-            if purged_index.is_some_and(|p| index <= p) {
-                leftovers.remove(key);
-                has_leftovers = true;
-                continue;
-            }
-            let expected = prev.map(|p| p + 1).or(purged_index.map(|p| p + 1));
-            if let Some(expected) = expected {
-                if index != expected {
-                    return Err(StoreError::corrupt(
-                        "log",
-                        format!("a hole: entry {index} follows {}", expected - 1),
-                    ));
-                }
-            }
-            prev = Some(index);
-        }
-        if has_leftovers {
-            tracing::warn!(
-                last_purged = ?last_purged,
-                "finishing a purge interrupted by a crash"
-            );
-            log.apply_batch(leftovers)?;
-            durability.sync()?;
-        }
-
-        let flusher = Flusher::spawn(durability.clone())?;
+        let sync_wal = wal.clone();
+        let flusher = Flusher::spawn(move || sync_wal.sync())?;
         Ok(LogStore {
-            reader: LogReader { log: log.clone() },
-            log,
+            reader: LogReader { wal: wal.clone() },
             meta,
             durability,
+            wal,
             flusher,
         })
     }
@@ -267,8 +225,8 @@ impl LogStore {
         read_meta(&self.meta, key, what)
     }
 
-    /// Flush + fsync on a blocking thread; returns once durable.
-    async fn sync(&self) -> Result<(), StoreError> {
+    /// sled's flush + fsync on a blocking thread; returns once durable.
+    async fn sync_meta(&self) -> Result<(), StoreError> {
         let durability = self.durability.clone();
         blocking(move || durability.sync()).await
     }
@@ -282,26 +240,54 @@ impl LogStore {
         self.meta.insert(key, codec::encode(what, value)?)?;
         Ok(())
     }
+}
 
-    /// Removes the entries with index >= `from`, in one atomic batch.
-    fn remove_from(&self, from: u64) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(index_key(from)..).keys() {
-            batch.remove(key?);
-        }
-        self.log.apply_batch(batch)?;
-        Ok(())
+/// Moves the entries an earlier version kept in sled's tree `log` into the
+/// log files: written and synced there first, then removed from sled. A crash
+/// in between leaves them in sled, and the next open starts the move again
+/// from empty files.
+fn migrate_sled_log(
+    db: &sled::Db,
+    wal: &Wal,
+    durability: &Durability,
+    last_purged: Option<LogId>,
+) -> Result<(), StoreError> {
+    let old = db.open_tree(LOG_TREE)?;
+    if old.is_empty() {
+        return Ok(());
     }
-
-    /// Removes the entries with index <= `upto`, in one atomic batch.
-    fn remove_upto(&self, upto: u64) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(..=index_key(upto)).keys() {
-            batch.remove(key?);
-        }
-        self.log.apply_batch(batch)?;
-        Ok(())
+    if !wal.is_empty() {
+        wal.clear()?;
     }
+    let purged = last_purged.map(|id| id.index);
+    let mut moved = 0u64;
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    for item in old.iter() {
+        let (key, value) = item?;
+        let index = key_index(&key)?;
+        if purged.is_some_and(|p| index <= p) {
+            continue;
+        }
+        let id = entry_log_id(index, &value)?;
+        chunk_bytes += value.len();
+        chunk.push((id, value.to_vec()));
+        if chunk_bytes >= 16 << 20 {
+            moved += chunk.len() as u64;
+            wal.append(std::mem::take(&mut chunk))?;
+            chunk_bytes = 0;
+        }
+    }
+    moved += chunk.len() as u64;
+    wal.append(chunk)?;
+    wal.sync()?;
+    old.clear()?;
+    durability.sync()?;
+    tracing::info!(
+        entries = moved,
+        "moved the Raft log from sled into its own files"
+    );
+    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -317,17 +303,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let read = || -> Result<_, StoreError> {
-            let last_purged_log_id: Option<LogId> =
-                self.read_meta(LAST_PURGED_KEY, "last purged log id")?;
-            let last = self.reader.last_log_id()?;
-            // With every entry purged, the last log id is the last purged one.
-            Ok(LogState {
-                last_purged_log_id,
-                last_log_id: last.max(last_purged_log_id),
-            })
-        };
-        read().map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
+        let last_purged_log_id: Option<LogId> = self
+            .read_meta(LAST_PURGED_KEY, "last purged log id")
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))?;
+        let last = self.reader.last_log_id();
+        // With every entry purged, the last log id is the last purged one.
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.max(last_purged_log_id),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -340,7 +324,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_meta(VOTE_KEY, "vote", vote)
             .map_err(to_storage)?;
         crash::point("store::vote::before_sync");
-        self.sync().await.map_err(to_storage)?;
+        self.sync_meta().await.map_err(to_storage)?;
         crash::point("store::vote::after_sync");
         Ok(())
     }
@@ -352,10 +336,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Not synced on its own: losing the latest committed id in a crash only
     /// means re-applying less at start-up; openraft learns it again from the
-    /// leader. It becomes durable with the next append or vote.
+    /// leader. sled writes it out with its next flush, which may come before
+    /// the log files' next sync, so what is stored is never past the last
+    /// entry known durable: a restart never finds a committed id its log
+    /// does not reach.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Store, ErrorVerb::Write);
-        match committed {
+        let durable = self.wal.durable_log_id();
+        let stored = match (committed, durable) {
+            (Some(c), Some(d)) if d.index < c.index => Some(d),
+            (Some(c), Some(_)) => Some(c),
+            _ => None,
+        };
+        match stored {
             Some(id) => self
                 .write_meta(COMMITTED_KEY, "committed log id", &id)
                 .map_err(to_storage),
@@ -372,9 +365,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))
     }
 
-    /// Writes the batch atomically (readable at once), then hands the
-    /// callback to the flusher thread, which fires it only after the flush
-    /// and fsync that cover this batch.
+    /// Writes the entries at the end of the log files (readable at once),
+    /// then hands the callback to the flusher thread, which fires it only
+    /// after the fdatasync that covers them.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -385,15 +378,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         crash::point("store::append::before_write");
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            let bytes = codec::encode("log entry", &entry)
-                .map_err(|e| e.into_storage(ErrorSubject::Log(entry.log_id), ErrorVerb::Write))?;
-            batch.insert(&index_key(entry.log_id.index)[..], bytes);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StoreError::from(e).into_storage(ErrorSubject::Logs, ErrorVerb::Write))?;
+        let records = encode_entries(entries)
+            .map_err(|(id, e)| e.into_storage(ErrorSubject::Log(id), ErrorVerb::Write))?;
+        self.wal
+            .append(records)
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Write))?;
         crash::point("store::append::after_write");
         self.flusher.submit(callback).map_err(|callback| {
             let msg = "the store's flusher thread is gone";
@@ -405,15 +394,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Removes entries from `log_id.index` on, inclusive; durable before
     /// returning, so a restart never resurrects a conflicting suffix.
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let to_storage =
-            |e: StoreError| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete);
-        self.remove_from(log_id.index).map_err(to_storage)?;
-        self.sync().await.map_err(to_storage)
+        let wal = self.wal.clone();
+        blocking(move || wal.truncate(log_id.index))
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
     }
 
-    /// Records `log_id` as the last purged id first, then deletes the entries
-    /// up to it, then syncs: a crash in between leaves only entries at or
-    /// below the purged id, which `open` removes. Never a hole.
+    /// Records `log_id` as the last purged id durably first, then deletes the
+    /// log files wholly at or below it: a crash in between leaves only such
+    /// files, which `open` deletes. Never a hole.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let to_storage =
             |e: StoreError| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete);
@@ -425,8 +414,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.write_meta(LAST_PURGED_KEY, "last purged log id", &log_id)
             .map_err(to_storage)?;
-        self.remove_upto(log_id.index).map_err(to_storage)?;
-        self.sync().await.map_err(to_storage)
+        self.sync_meta().await.map_err(to_storage)?;
+        let wal = self.wal.clone();
+        blocking(move || wal.purge(log_id.index))
+            .await
+            .map_err(to_storage)
     }
 }
 
@@ -438,19 +430,20 @@ mod tests {
 
     use super::*;
 
-    fn reader_with(indexes: &[u64]) -> (tempfile::TempDir, LogReader) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let log = db.open_tree(LOG_TREE).unwrap();
-        for &i in indexes {
-            let entry = Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-                payload: EntryPayload::Blank,
-            };
-            log.insert(index_key(i), codec::encode("e", &entry).unwrap())
-                .unwrap();
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
         }
-        (dir, LogReader { log })
+    }
+
+    /// A reader over a log holding `indexes` (contiguous), in small segments.
+    fn reader_with(indexes: std::ops::RangeInclusive<u64>) -> (tempfile::TempDir, LogReader) {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open_with(dir.path(), None, None, 64).unwrap();
+        wal.append(encode_entries(indexes.map(entry)).unwrap())
+            .unwrap();
+        (dir, LogReader { wal: Arc::new(wal) })
     }
 
     fn indexes<R: RangeBounds<u64>>(reader: &LogReader, range: R) -> Vec<u64> {
@@ -464,37 +457,47 @@ mod tests {
 
     #[test]
     fn ranges_follow_index_order_and_bounds() {
-        // 256 and 255 differ in the first key byte: big-endian keys sort by index.
-        let (_dir, r) = reader_with(&[254, 255, 256, 257, u64::MAX]);
-        assert_eq!(indexes(&r, ..), vec![254, 255, 256, 257, u64::MAX]);
+        let (_dir, r) = reader_with(254..=258);
+        assert_eq!(indexes(&r, ..), vec![254, 255, 256, 257, 258]);
         assert_eq!(indexes(&r, 255..257), vec![255, 256]);
         assert_eq!(indexes(&r, 255..=257), vec![255, 256, 257]);
         assert_eq!(
             indexes(&r, (Bound::Excluded(255), Bound::Unbounded)),
-            vec![256, 257, u64::MAX]
+            vec![256, 257, 258]
         );
-        assert_eq!(indexes(&r, ..=u64::MAX), vec![254, 255, 256, 257, u64::MAX]);
+        assert_eq!(indexes(&r, ..=u64::MAX), vec![254, 255, 256, 257, 258]);
+        assert_eq!(
+            indexes(&r, (Bound::Excluded(u64::MAX), Bound::Unbounded)),
+            Vec::<u64>::new()
+        );
         assert_eq!(
             indexes(&r, (Bound::Included(300), Bound::Excluded(200))),
             Vec::<u64>::new()
         );
         assert_eq!(indexes(&r, 256..256), Vec::<u64>::new());
-        assert_eq!(r.last_log_id().unwrap().map(|id| id.index), Some(u64::MAX));
+        assert_eq!(indexes(&r, 100..200), Vec::<u64>::new());
+        assert_eq!(r.last_log_id().map(|id| id.index), Some(258));
     }
 
     #[test]
-    fn an_entry_under_the_wrong_key_is_corruption() {
-        let (_dir, r) = reader_with(&[5]);
-        let bytes = r.log.get(index_key(5)).unwrap().unwrap();
-        r.log.insert(index_key(6), bytes).unwrap();
+    fn an_entry_under_the_wrong_index_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None, None).unwrap();
+        let (_, bytes) = encode_entries([entry(6)]).unwrap().remove(0);
+        wal.append(vec![(entry(5).log_id, bytes)]).unwrap();
+        let r = LogReader { wal: Arc::new(wal) };
         let err = r.entries(..).unwrap_err();
-        assert!(err.to_string().contains("log entry 6"), "{err}");
+        assert!(err.to_string().contains("log entry 5"), "{err}");
+        drop(r);
+        let err = Wal::open(dir.path(), None, None)
+            .err()
+            .expect("checked at open");
+        assert!(err.to_string().contains("index 6"), "{err}");
     }
 
     #[test]
     fn the_last_log_id_comes_from_the_head_and_is_checked() {
-        let (_dir, r) = reader_with(&[5]);
-        let bytes = r.log.get(index_key(5)).unwrap().unwrap();
+        let bytes = codec::encode("e", &entry(5)).unwrap();
         assert_eq!(entry_log_id(5, &bytes).unwrap().index, 5);
         let err = entry_log_id(6, &bytes).unwrap_err();
         assert!(err.to_string().contains("index 5"), "{err}");
@@ -505,8 +508,9 @@ mod tests {
 
     #[test]
     fn replication_reads_stop_after_a_byte_budget_but_return_one_entry() {
-        let (_dir, r) = reader_with(&[1, 2, 3, 4]);
-        let one = r.log.get(index_key(1)).unwrap().unwrap().len();
+        let (_dir, r) = reader_with(1..=4);
+        // A record: a 4-byte length, then the codec value.
+        let one = 4 + codec::encode("e", &entry(1)).unwrap().len();
         let read = |budget: usize| -> Vec<u64> {
             r.entries_up_to(1..5, budget)
                 .unwrap()
@@ -518,5 +522,35 @@ mod tests {
         assert_eq!(read(one * 2), vec![1, 2]);
         assert_eq!(read(one * 2 + 1), vec![1, 2, 3]);
         assert_eq!(read(usize::MAX), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_log_kept_in_sled_moves_into_the_log_files() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree(LOG_TREE).unwrap();
+            for i in 3..=9 {
+                old.insert(index_key(i), codec::encode("e", &entry(i)).unwrap())
+                    .unwrap();
+            }
+            let meta = db.open_tree(META_TREE).unwrap();
+            let purged = entry(4).log_id;
+            meta.insert(LAST_PURGED_KEY, codec::encode("p", &purged).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let durability = Arc::new(Durability::open(db.clone(), dir.path(), None).unwrap());
+        let store = LogStore::open(&db, dir.path(), durability, None).unwrap();
+        assert_eq!(
+            indexes(&store.reader, ..),
+            vec![5, 6, 7, 8, 9],
+            "purged ones dropped"
+        );
+        assert!(db.open_tree(LOG_TREE).unwrap().is_empty());
+        drop(store);
+        let wal = Wal::open(dir.path(), Some(entry(4).log_id), None).unwrap();
+        assert_eq!(wal.last_log_id(), Some(entry(9).log_id));
     }
 }
