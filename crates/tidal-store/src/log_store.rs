@@ -252,8 +252,17 @@ fn migrate_sled_log(
     durability: &Durability,
     last_purged: Option<LogId>,
 ) -> Result<(), StoreError> {
+    // Opening a tree creates it: look first.
+    if !db
+        .tree_names()
+        .iter()
+        .any(|name| &name[..] == LOG_TREE.as_bytes())
+    {
+        return Ok(());
+    }
     let old = db.open_tree(LOG_TREE)?;
     if old.is_empty() {
+        db.drop_tree(LOG_TREE)?;
         return Ok(());
     }
     if !wal.is_empty() {
@@ -281,7 +290,8 @@ fn migrate_sled_log(
     moved += chunk.len() as u64;
     wal.append(chunk)?;
     wal.sync()?;
-    old.clear()?;
+    drop(old);
+    db.drop_tree(LOG_TREE)?;
     durability.sync()?;
     tracing::info!(
         entries = moved,
@@ -548,7 +558,10 @@ mod tests {
             vec![5, 6, 7, 8, 9],
             "purged ones dropped"
         );
-        assert!(db.open_tree(LOG_TREE).unwrap().is_empty());
+        assert!(!db
+            .tree_names()
+            .iter()
+            .any(|n| &n[..] == LOG_TREE.as_bytes()));
         drop(store);
         let wal = Wal::open(dir.path(), Some(entry(4).log_id), None).unwrap();
         assert_eq!(wal.last_log_id(), Some(entry(9).log_id));
