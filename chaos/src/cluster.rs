@@ -201,10 +201,41 @@ pub struct Cluster {
     _proxies: Vec<Proxy>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Where [`server_port`] looks: from here up to the kernel's range for
+/// outgoing connections.
+const SERVER_PORTS_FROM: u32 = 10_000;
+
+/// A free 127.0.0.1 port for a server that binds it later, and again after
+/// each restart. A port from `127.0.0.1:0` comes from the kernel's range for
+/// outgoing connections (`ip_local_port_range`, 32768-60999 by default), so
+/// any connection made in the meantime may take it as its source port and
+/// the server then fails with "Address already in use" (seen in CI: a node
+/// of S18 never started). These ports come from below that range, from a
+/// starting point that differs per process and moves on with each call;
+/// each is checked free by binding it.
+pub fn server_port() -> anyhow::Result<u16> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let outgoing_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .min(u32::from(u16::MAX));
+    let Some(span) = outgoing_from
+        .checked_sub(SERVER_PORTS_FROM)
+        .filter(|&n| n >= 1_000)
+    else {
+        bail!("no room for server ports below the outgoing range, which starts at {outgoing_from}");
+    };
+    // Spread processes (nextest runs each test in its own) over the span.
+    let base = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = (SERVER_PORTS_FROM + (base + k) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {SERVER_PORTS_FROM} and {outgoing_from}")
 }
 
 impl Cluster {
@@ -226,7 +257,7 @@ impl Cluster {
         for i in 1..=layout.nodes as u64 {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             let public = listener.local_addr()?;
-            let private: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            let private: SocketAddr = format!("127.0.0.1:{}", server_port()?).parse()?;
             proxies.push(Proxy::start(
                 listener,
                 layout.id_base + i as u8,
@@ -520,4 +551,26 @@ fn agent_args(l: &Layout, k: u8, publics: &[String], sink: SocketAddr) -> Vec<St
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_ports_are_distinct_and_below_the_outgoing_range() {
+        let outgoing_from: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let ports: Vec<u16> = (0..50).map(|_| server_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for &p in &ports {
+            assert!(
+                u32::from(p) >= SERVER_PORTS_FROM && u32::from(p) < outgoing_from,
+                "{p}"
+            );
+        }
+    }
 }

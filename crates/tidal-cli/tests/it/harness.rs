@@ -12,7 +12,6 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -42,14 +41,11 @@ pub fn recording_worker(runs: &Path) -> Vec<String> {
     ]
 }
 
-/// `n` distinct free ports (all held while choosing, so they differ).
+/// `n` distinct free ports for servers, outside the range the kernel takes
+/// source ports of outgoing connections from (`tidal_chaos::cluster::server_port`).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
+    (0..n)
+        .map(|_| tidal_chaos::cluster::server_port().expect("a free server port"))
         .collect()
 }
 
