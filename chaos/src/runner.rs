@@ -33,17 +33,23 @@ pub struct RunOptions {
     pub tidal: PathBuf,
     pub clients: usize,
     pub agents: usize,
+    /// Flags added to every server's command line (e.g. other timeouts).
+    pub server_args: Vec<String>,
 }
 
 impl RunOptions {
     /// The command that repeats this run.
     pub fn reproduce(&self) -> String {
-        format!(
+        let mut cmd = format!(
             "tidal chaos run --scenario {} --seed {} --duration {}s",
             self.scenario.name,
             self.seed,
             self.duration.as_secs()
-        )
+        );
+        for arg in &self.server_args {
+            cmd.push_str(&format!(" --server-arg={arg}"));
+        }
+        cmd
     }
 }
 
@@ -159,6 +165,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             })
         }
     };
+    cluster.add_server_args(&options.server_args);
+    if let Some(r) = remote.as_mut() {
+        r.cluster.add_server_args(&options.server_args);
+    }
     cluster.launch().await.context("starting the cluster")?;
     if let Some(r) = remote.as_mut() {
         r.cluster.launch().await.context("starting the second DC")?;

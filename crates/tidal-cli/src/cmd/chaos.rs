@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// The `tidal` binary to test (default: this one).
     #[arg(long, value_name = "PATH")]
     pub tidal: Option<PathBuf>,
+    /// A flag for every server the run starts, e.g.
+    /// `--server-arg=--election-timeout-min-ms=80` (repeatable)
+    #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +152,7 @@ async fn run_scenarios(a: RunArgs) -> anyhow::Result<i32> {
             tidal: tidal.clone(),
             clients: a.clients,
             agents: a.agents,
+            server_args: a.server_args.clone(),
         };
         eprintln!(
             "running {} ({}) with seed {seed} for {:?}...",

@@ -34,6 +34,7 @@ async fn run(name: &str, seed: u64, seconds: u64) {
         tidal: env!("CARGO_BIN_EXE_tidal").into(),
         clients: 3,
         agents: 2,
+        server_args: Vec::new(),
     };
     let _ = std::fs::remove_dir_all(&options.dir);
     let report = tidal_chaos::run(options.clone()).await.unwrap_or_else(|e| {
