@@ -205,6 +205,15 @@ pub struct Cluster {
 /// outgoing connections.
 const SERVER_PORTS_FROM: u32 = 10_000;
 
+/// The first port of the kernel's range for outgoing connections.
+fn outgoing_ports_from() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .min(u32::from(u16::MAX))
+}
+
 /// A free 127.0.0.1 port for a server that binds it later, and again after
 /// each restart. A port from `127.0.0.1:0` comes from the kernel's range for
 /// outgoing connections (`ip_local_port_range`, 32768-60999 by default), so
@@ -215,11 +224,7 @@ const SERVER_PORTS_FROM: u32 = 10_000;
 /// each is checked free by binding it.
 pub fn server_port() -> anyhow::Result<u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let outgoing_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768)
-        .min(u32::from(u16::MAX));
+    let outgoing_from = outgoing_ports_from();
     let Some(span) = outgoing_from
         .checked_sub(SERVER_PORTS_FROM)
         .filter(|&n| n >= 1_000)
@@ -559,10 +564,7 @@ mod tests {
 
     #[test]
     fn server_ports_are_distinct_and_below_the_outgoing_range() {
-        let outgoing_from: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768);
+        let outgoing_from = outgoing_ports_from();
         let ports: Vec<u16> = (0..50).map(|_| server_port().unwrap()).collect();
         let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");

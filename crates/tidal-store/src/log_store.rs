@@ -352,12 +352,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// does not reach.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Store, ErrorVerb::Write);
-        let durable = self.wal.durable_log_id();
-        let stored = match (committed, durable) {
-            (Some(c), Some(d)) if d.index < c.index => Some(d),
-            (Some(c), Some(_)) => Some(c),
-            _ => None,
-        };
+        let stored =
+            committed
+                .zip(self.wal.durable_log_id())
+                .map(|(c, d)| if d.index < c.index { d } else { c });
         match stored {
             Some(id) => self
                 .write_meta(COMMITTED_KEY, "committed log id", &id)

@@ -135,6 +135,10 @@ pub(crate) struct Wal {
     sync_lock: Mutex<Option<Duration>>,
     /// The last entry the last sync made durable.
     durable: Mutex<Option<LogId>>,
+    /// Set by a failed sync. Linux may drop dirty pages after a failed
+    /// fsync and report success the next time, so once one fails no later
+    /// sync may claim anything is durable: every one fails with this.
+    failed: Mutex<Option<String>>,
 }
 
 impl Wal {
@@ -258,6 +262,7 @@ impl Wal {
             unsynced: Mutex::new(Unsynced::default()),
             sync_lock: Mutex::new(flush_delay),
             durable: Mutex::new(last),
+            failed: Mutex::new(None),
         })
     }
 
@@ -308,8 +313,9 @@ impl Wal {
         let mut k = 0;
         while k < records.len() {
             let index = records[k].0.index;
-            // An empty log takes any first index above the purged ones.
-            let expected = inner.next().unwrap_or(index.max(inner.start));
+            // An empty log takes any first index (the filter above kept
+            // only those above the purged ones).
+            let expected = inner.next().unwrap_or(index);
             if index != expected {
                 return Err(StoreError::corrupt(
                     "log append",
@@ -380,17 +386,27 @@ impl Wal {
         if let Some(delay) = *delay {
             std::thread::sleep(delay);
         }
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reason) = failed.as_ref() {
+            return Err(StoreError::Background(format!(
+                "an earlier sync of the log failed ({reason}); nothing written since is durable"
+            )));
+        }
         // Every append up to `last` marked its file before `last` moved
         // (both under the write lock), so the files taken next hold it.
         let last = self.read().last;
         let Unsynced { files, dir } =
             std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(PoisonError::into_inner));
-        for file in &files {
-            file.sync_data()
-                .map_err(io_err("fdatasync log segment", &self.dir))?;
-        }
-        if dir {
-            sync_dir(&self.dir)?;
+        let synced = files
+            .iter()
+            .try_for_each(|file| {
+                file.sync_data()
+                    .map_err(io_err("fdatasync log segment", &self.dir))
+            })
+            .and_then(|()| if dir { sync_dir(&self.dir) } else { Ok(()) });
+        if let Err(e) = &synced {
+            *failed = Some(e.to_string());
+            return synced;
         }
         *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = last;
         Ok(())
@@ -779,6 +795,25 @@ mod tests {
         let wal = Wal::open_with(dir.path(), None, None, SMALL).unwrap();
         assert_eq!(ids(&wal), (0..=4).map(|i| (1, i)).collect::<Vec<_>>());
         assert!(!segment_files(dir.path()).contains(&keep_late));
+    }
+
+    #[test]
+    fn after_a_failed_sync_no_sync_claims_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open_with(dir.path(), None, None, SMALL).unwrap();
+        append(&wal, 1, 0..=2);
+        wal.sync().unwrap();
+        // fdatasync of a pipe fails (EINVAL), as a failing disk's would.
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let broken = File::from(std::os::fd::OwnedFd::from(reader));
+        wal.mark_unsynced(Some(Arc::new(broken)), false);
+        append(&wal, 1, 3..=3);
+        assert!(wal.sync().is_err());
+        assert_eq!(wal.durable_log_id(), Some(entry(1, 2).log_id));
+        append(&wal, 1, 4..=4);
+        let err = wal.sync().unwrap_err();
+        assert!(err.to_string().contains("earlier sync"), "{err}");
+        assert_eq!(wal.durable_log_id(), Some(entry(1, 2).log_id));
     }
 
     #[test]
