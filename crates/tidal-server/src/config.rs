@@ -9,6 +9,15 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tidal_core::limits::Limits;
 
+/// A voter that hears nothing from a leader for a random time in this range
+/// (ms) asks for a pre-vote, then elects. With the pre-vote (elections.rs)
+/// a node with a slow link or back from a pause cannot depose a healthy
+/// leader, so the range can be short: a dead leader is replaced within
+/// about 150-300 ms of its last heartbeat.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: (u64, u64) = (150, 300);
+/// How often a leader sends AppendEntries when it has nothing new.
+pub const DEFAULT_RAFT_HEARTBEAT_MS: u64 = 50;
+
 /// Every setting optional, as read from one source. Later sources override
 /// earlier ones field by field ([`RawConfig::merge`]).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -211,11 +220,21 @@ impl RawConfig {
                 agent_ttl.as_millis()
             );
         }
-        let election_min = self.election_timeout_min_ms.unwrap_or(300);
-        let election_max = self.election_timeout_max_ms.unwrap_or(600);
-        let raft_heartbeat = self.raft_heartbeat_ms.unwrap_or(100);
-        if !(raft_heartbeat < election_min && election_min < election_max) {
-            bail!("need raft_heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
+        let election_min = self
+            .election_timeout_min_ms
+            .unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS.0);
+        let election_max = self
+            .election_timeout_max_ms
+            .unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS.1);
+        let raft_heartbeat = self.raft_heartbeat_ms.unwrap_or(DEFAULT_RAFT_HEARTBEAT_MS);
+        if !(raft_heartbeat > 0
+            && 2 * raft_heartbeat <= election_min
+            && election_min < election_max)
+        {
+            bail!(
+                "need 0 < 2 x raft_heartbeat_ms <= election_timeout_min_ms < election_timeout_max_ms \
+                 (got {raft_heartbeat}, {election_min}, {election_max})"
+            );
         }
         let peers = self.peers.unwrap_or_default();
         let mut seen = std::collections::BTreeSet::new();

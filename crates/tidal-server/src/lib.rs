@@ -6,6 +6,7 @@
 //! - [`batcher`]: group commit of concurrent submits and completions.
 //! - [`channels`]: cached outgoing channels to other servers.
 //! - [`raft_network`] and [`grpc::raft_service`]: openraft over tonic.
+//! - [`elections`]: when to elect: a pre-vote first, then openraft's election.
 //! - [`grpc`]: the public API (tasks, agents, queues, cluster).
 //! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper,
 //!   and the cross-DC forwarder and shippers.
@@ -21,6 +22,7 @@
 pub mod batcher;
 pub mod channels;
 pub mod config;
+pub mod elections;
 pub mod error;
 pub mod grpc;
 pub mod leader;
@@ -55,6 +57,7 @@ pub async fn run(
     let node = Node::start(config).await?;
     tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started");
     let watcher = tokio::spawn(leader::watch_leadership(node.clone()));
+    let elections = tokio::spawn(node.elections.clone().run());
     let mut removed = node.removed.subscribe();
     let stop = async move {
         tokio::select! {
@@ -64,6 +67,7 @@ pub async fn run(
     };
     let served = grpc::serve(node.clone(), listener, stop).await;
     watcher.abort();
+    elections.abort();
     if let Some(l) = node.leadership() {
         drop(l);
     }

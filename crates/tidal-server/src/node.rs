@@ -13,6 +13,7 @@ use tidal_store::{Raft, StateHandle, StoreOptions};
 
 use crate::batcher::{Batcher, WriteGate};
 use crate::config::ServerConfig;
+use crate::elections::Elections;
 use crate::error::{Result, ServerError};
 use crate::grpc::raft_service::VoteGate;
 use crate::leader::eager::EagerPlacement;
@@ -68,6 +69,8 @@ pub struct Node {
     pub peers: PeerTable,
     /// When a leader last replicated to this node (a follower's view).
     pub leader_contact: LeaderContact,
+    /// When to elect (after a pre-vote), holds and campaigns.
+    pub elections: Arc<Elections>,
 }
 
 /// When this node last took an AppendEntries from a leader.
@@ -135,14 +138,25 @@ impl Node {
                 && state.read().last_applied.is_none()
                 && !config.init
         };
+        let log_reader = {
+            use openraft::storage::RaftLogStorage;
+            log_store.get_log_reader().await
+        };
         let network = Network::new(
             config.source_ip,
             std::time::Duration::from_millis(config.raft_heartbeat_ms),
         );
+        // Elections are this server's (elections.rs: a pre-vote first);
+        // openraft's timeouts become its leader lease and vote RPC timeout.
+        let (lease_min, lease) = crate::elections::openraft_timeouts(
+            config.raft_heartbeat_ms,
+            config.election_timeout.0,
+        );
         let raft_config = openraft::Config {
             cluster_name: format!("tidal-{}", config.dc),
-            election_timeout_min: config.election_timeout.0,
-            election_timeout_max: config.election_timeout.1,
+            election_timeout_min: lease_min,
+            election_timeout_max: lease,
+            enable_elect: false,
             heartbeat_interval: config.raft_heartbeat_ms,
             install_snapshot_timeout: 10_000,
             max_payload_entries: 512,
@@ -216,7 +230,18 @@ impl Node {
             Completion::approx_bytes,
         );
         let peers = PeerTable::new(config.peers.clone());
+        let vote_gate = Arc::new(VoteGate::new(started_empty));
+        let elections = Arc::new(Elections::new(
+            config.node_id,
+            raft.clone(),
+            log_reader,
+            vote_gate.clone(),
+            network.channels(),
+            config.election_timeout,
+            config.raft_heartbeat_ms,
+        ));
         Ok(Arc::new(Node {
+            elections,
             peers,
             leader_contact: LeaderContact::default(),
             id: config.node_id,
@@ -229,7 +254,7 @@ impl Node {
             leadership,
             contacts: network.contacts(),
             removed: tokio::sync::watch::channel(None).0,
-            vote_gate: Arc::new(VoteGate::new(started_empty)),
+            vote_gate,
             write_gate,
         }))
     }
@@ -277,8 +302,7 @@ impl Node {
     /// leader this node knows has gone quiet (no AppendEntries for three Raft
     /// heartbeats: it may have died), waits for the election to settle (at
     /// most two election timeouts and two heartbeats), so the answer names
-    /// the new leader
-    /// (or this node serves, if it won). Clients then reach the new leader
+    /// the new leader (or this node serves, if it won). Clients then reach the new leader
     /// as soon as there is one, instead of backing off against a dead one.
     pub async fn await_leader(&self) -> Result<Arc<Leadership>> {
         if let Some(l) = self.leadership() {
@@ -291,8 +315,9 @@ impl Node {
         if known.is_some() && known != Some(self.id) && heard(&self.leader_contact) {
             return Err(self.not_leader());
         }
-        // openraft 0.9 elects after its leader lease (election_timeout_max)
-        // plus one election timeout: wait that long and a little more.
+        // A voter elects after at most election_timeout_max of quiet (then
+        // a pre-vote and a vote); a lost round costs another timeout: wait
+        // for two and a little more.
         let (max, hb) = (
             self.config.election_timeout.1,
             self.config.raft_heartbeat_ms,

@@ -86,6 +86,11 @@ impl Network {
     pub fn contacts(&self) -> Contacts {
         self.contacts.clone()
     }
+
+    /// The outgoing channels, shared with the pre-votes.
+    pub fn channels(&self) -> Channels {
+        self.channels.clone()
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {

@@ -129,7 +129,7 @@ impl LogReader {
     }
 
     /// The id of the last entry present, if any.
-    fn last_log_id(&self) -> Option<LogId> {
+    pub fn last_log_id(&self) -> Option<LogId> {
         self.wal.last_log_id()
     }
 }

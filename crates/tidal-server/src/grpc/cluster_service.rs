@@ -189,7 +189,7 @@ impl ClusterService {
             }
         }
         let rt = self.node.raft.runtime_config();
-        rt.elect(false);
+        self.node.elections.hold(hold);
         rt.heartbeat(false);
         let campaign = async {
             peer(&self.node, &target_addr)?
@@ -214,7 +214,7 @@ impl ClusterService {
             }
         };
         rt.heartbeat(true);
-        rt.elect(true);
+        self.node.elections.release();
         if moved {
             tracing::info!(node_id = self.node.id, target, "leadership transferred");
             Ok(())

@@ -50,6 +50,7 @@ pub async fn serve(
         removed: node.removed.clone(),
         vote_gate: node.vote_gate.clone(),
         contact: node.leader_contact.clone(),
+        elections: node.elections.clone(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);

@@ -44,7 +44,7 @@ impl VoteGate {
         }
     }
 
-    fn check(&self, applied: u64) -> Result<(), String> {
+    pub(crate) fn check(&self, applied: u64) -> Result<(), String> {
         if self.open.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -71,6 +71,8 @@ pub struct RaftService {
     pub removed: tokio::sync::watch::Sender<Option<String>>,
     /// When a leader last replicated to this node.
     pub contact: crate::node::LeaderContact,
+    /// Pre-votes, holds and campaigns.
+    pub elections: Arc<crate::elections::Elections>,
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Status {
@@ -141,15 +143,10 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<tidal_proto::raft::HoldElectionsRequest>,
     ) -> Result<Response<tidal_proto::raft::RemovedAck>, Status> {
-        // Bounded, and restored by a timer: a transfer that dies half way
-        // must not leave a voter that never campaigns.
+        // Bounded, and ends by itself: a transfer that dies half way must
+        // not leave a voter that never campaigns.
         let hold = std::time::Duration::from_millis(request.into_inner().millis.min(10_000));
-        self.raft.runtime_config().elect(false);
-        let raft = self.raft.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            raft.runtime_config().elect(true);
-        });
+        self.elections.hold(hold);
         Ok(Response::new(tidal_proto::raft::RemovedAck {}))
     }
 
@@ -163,12 +160,28 @@ impl RaftRpc for RaftService {
             ));
         }
         tracing::info!(node_id = self.node_id, "asked to campaign for leadership");
-        self.raft
-            .trigger()
-            .elect()
+        self.elections
+            .campaign()
             .await
-            .map_err(|e| Status::unavailable(format!("raft is stopped: {e}")))?;
+            .map_err(Status::unavailable)?;
         Ok(Response::new(tidal_proto::raft::RemovedAck {}))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<tidal_proto::raft::PreVoteRequest>,
+    ) -> Result<Response<tidal_proto::raft::PreVoteResponse>, Status> {
+        let req = request.into_inner();
+        let last_log_id = crate::elections::Elections::decode_last_log_id(&req.last_log_id)
+            .map_err(Status::invalid_argument)?;
+        let answer = self
+            .elections
+            .answer_pre_vote(req.candidate_id, last_log_id)
+            .await;
+        Ok(Response::new(tidal_proto::raft::PreVoteResponse {
+            granted: answer.is_ok(),
+            reason: answer.err().unwrap_or_default(),
+        }))
     }
 
     async fn install_snapshot(

@@ -1,0 +1,482 @@
+//! Elections with a pre-vote: a voter that has not heard from a leader for a
+//! random election timeout first asks the other voters whether they would
+//! elect it, and starts a real election (a new term) only when a majority of
+//! every voter configuration would.
+//!
+//! openraft 0.9 has no pre-vote: its followers campaign on their own timer,
+//! each campaign raises the term, and a higher term deposes a healthy leader
+//! (a follower with a slow link, or one back from a pause or a restart, did
+//! that over and over). It guards against this with a leader lease of
+//! `election_timeout_max` plus a timeout, which made every failover take
+//! min + max of the election timeout or more. Here openraft's own timer is
+//! off (`enable_elect = false`) and this module decides when to elect:
+//!
+//! - A voter asks once it has heard nothing from a leader (openraft's vote
+//!   was last touched: an AppendEntries, a vote it granted, its own
+//!   candidacy) for a timeout drawn in `[min, max]`, redrawn every try.
+//! - A voter grants a pre-vote unless it leads, it heard from a leader
+//!   within `min`, the candidate's log ends before its own, or it started on
+//!   an empty store and has not caught up ([`VoteGate`]). Granting changes
+//!   nothing on the voter.
+//! - openraft's leader lease (its `election_timeout_max`) is set to `min`:
+//!   a voter that granted a pre-vote also grants the real vote that follows,
+//!   and one that still hears a leader refuses a stray vote (from a
+//!   candidate that skipped the pre-vote: a leadership transfer's target).
+//!
+//! Raft's safety does not rest on any of this: the real vote still checks
+//! the term and the log. A pre-vote only keeps a candidate that cannot win
+//! from raising the term.
+//!
+//! [`VoteGate`]: crate::grpc::raft_service::VoteGate
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use openraft::{LogId, ServerState};
+use rand::Rng;
+use tidal_proto::raft::raft_client::RaftClient;
+use tidal_proto::raft::{PreVoteRequest, PreVoteResponse};
+use tidal_store::{LogReader, Raft};
+use tokio::time::Instant;
+
+use crate::channels::Channels;
+use crate::grpc::raft_service::VoteGate;
+use crate::raft_network::{decode, encode};
+
+/// The election timeouts to give openraft, whose own election timer is off:
+/// its leader lease (its `election_timeout_max`) becomes `min`, and its
+/// `election_timeout_min`, which only bounds each vote RPC now, lies between
+/// the heartbeat and `min`. Needs `heartbeat + 2 <= min`.
+pub fn openraft_timeouts(raft_heartbeat_ms: u64, election_min_ms: u64) -> (u64, u64) {
+    ((raft_heartbeat_ms + election_min_ms) / 2, election_min_ms)
+}
+
+/// What a voter knows when asked for a pre-vote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VoterView {
+    pub leads: bool,
+    /// How long ago a leader last reached this node (its vote was last
+    /// touched while committed); `None` when it follows no leader.
+    pub leader_heard: Option<Duration>,
+    pub last_log_id: Option<LogId<u64>>,
+}
+
+/// A voter's answer to a pre-vote: `Ok` grants it, `Err` says why not.
+/// `quiet` is how long a voter must not have heard from a leader (the
+/// election timeout's minimum).
+pub fn answer(
+    view: &VoterView,
+    candidate_last_log_id: Option<LogId<u64>>,
+    quiet: Duration,
+) -> Result<(), String> {
+    if view.leads {
+        return Err("this node is the leader".into());
+    }
+    if let Some(heard) = view.leader_heard.filter(|h| *h < quiet) {
+        return Err(format!(
+            "this node heard from its leader {} ms ago",
+            heard.as_millis()
+        ));
+    }
+    // Raft's up-to-date rule, as openraft's vote applies it (LogId is only
+    // partially ordered: `!(a >= b)` does not imply `a < b`).
+    if candidate_last_log_id.as_ref() >= view.last_log_id.as_ref() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the candidate's log ends at {}, before this node's {}",
+            show(candidate_last_log_id),
+            show(view.last_log_id)
+        ))
+    }
+}
+
+fn show(id: Option<LogId<u64>>) -> String {
+    id.map_or_else(|| "(empty)".into(), |l| l.to_string())
+}
+
+/// True when `granted` (the candidate included) holds a majority of every
+/// voter configuration (two during a joint membership change).
+pub fn won(configs: &[BTreeSet<u64>], granted: &BTreeSet<u64>) -> bool {
+    !configs.is_empty()
+        && configs
+            .iter()
+            .all(|c| c.intersection(granted).count() * 2 > c.len())
+}
+
+/// This node's election driver and its answers to pre-votes.
+pub struct Elections {
+    node_id: u64,
+    raft: Raft,
+    log: LogReader,
+    vote_gate: Arc<VoteGate>,
+    channels: Channels,
+    min: Duration,
+    max: Duration,
+    heartbeat: Duration,
+    /// No own election before this instant (a leadership transfer).
+    hold_until: Mutex<Option<Instant>>,
+}
+
+/// What the driver reads from openraft before each decision.
+struct Local {
+    state: ServerState,
+    /// When the vote was last touched: a leader's message, a vote granted,
+    /// this node's own candidacy.
+    touched: Option<Instant>,
+    leader_heard: Option<Duration>,
+    voter: bool,
+    configs: Vec<BTreeSet<u64>>,
+    /// Addresses of the other voters.
+    others: Vec<(u64, String)>,
+    term: u64,
+}
+
+impl Elections {
+    pub fn new(
+        node_id: u64,
+        raft: Raft,
+        log: LogReader,
+        vote_gate: Arc<VoteGate>,
+        channels: Channels,
+        timeout_ms: (u64, u64),
+        heartbeat_ms: u64,
+    ) -> Elections {
+        Elections {
+            node_id,
+            raft,
+            log,
+            vote_gate,
+            channels,
+            min: Duration::from_millis(timeout_ms.0),
+            max: Duration::from_millis(timeout_ms.1),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            hold_until: Mutex::new(None),
+        }
+    }
+
+    /// Keeps this node from starting an election for `d` (a leadership
+    /// transfer under way); it still answers pre-votes and votes.
+    pub fn hold(&self, d: Duration) {
+        *self.hold_until.lock().expect("hold lock poisoned") = Some(Instant::now() + d);
+    }
+
+    /// Ends a hold early.
+    pub fn release(&self) {
+        *self.hold_until.lock().expect("hold lock poisoned") = None;
+    }
+
+    fn held(&self) -> bool {
+        self.hold_until
+            .lock()
+            .expect("hold lock poisoned")
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// The last log id this node holds: its log's last entry, or the last
+    /// purged one when a snapshot replaced the whole log.
+    fn last_log_id(&self) -> Option<LogId<u64>> {
+        let purged = self.raft.metrics().borrow().purged;
+        self.log.last_log_id().max(purged)
+    }
+
+    fn applied(&self) -> u64 {
+        let m = self.raft.metrics();
+        let applied = m.borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        applied
+    }
+
+    async fn local(&self) -> Option<Local> {
+        let me = self.node_id;
+        self.raft
+            .with_raft_state(move |st| {
+                let membership = st.membership_state.effective().membership();
+                let vote = st.vote_ref();
+                let touched = st.vote_last_modified();
+                Local {
+                    state: st.server_state,
+                    touched,
+                    leader_heard: touched.filter(|_| vote.is_committed()).map(|t| t.elapsed()),
+                    voter: membership.voter_ids().any(|v| v == me),
+                    configs: membership.get_joint_config().clone(),
+                    others: membership
+                        .voter_ids()
+                        .filter(|v| *v != me)
+                        .filter_map(|v| membership.get_node(&v).map(|n| (v, n.addr.clone())))
+                        .collect(),
+                    term: vote.leader_id().term,
+                }
+            })
+            .await
+            .ok()
+    }
+
+    /// This node's answer to a pre-vote from a candidate whose log ends at
+    /// `candidate_last_log_id`.
+    pub async fn answer_pre_vote(
+        &self,
+        candidate: u64,
+        candidate_last_log_id: Option<LogId<u64>>,
+    ) -> Result<(), String> {
+        self.vote_gate.check(self.applied())?;
+        let local = self
+            .local()
+            .await
+            .ok_or_else(|| "raft is stopped".to_string())?;
+        let view = VoterView {
+            leads: local.state == ServerState::Leader,
+            leader_heard: local.leader_heard,
+            last_log_id: self.last_log_id(),
+        };
+        let verdict = answer(&view, candidate_last_log_id, self.min);
+        match &verdict {
+            Ok(()) => {
+                tracing::info!(
+                    node_id = self.node_id,
+                    candidate,
+                    term = local.term,
+                    "granted a pre-vote"
+                )
+            }
+            Err(why) => {
+                tracing::debug!(node_id = self.node_id, candidate, term = local.term, reason = %why, "refused a pre-vote")
+            }
+        }
+        verdict
+    }
+
+    fn draw_timeout(&self) -> Duration {
+        let (lo, hi) = (self.min.as_millis() as u64, self.max.as_millis() as u64);
+        Duration::from_millis(rand::thread_rng().gen_range(lo..=hi))
+    }
+
+    /// Runs until Raft stops: waits out a random election timeout without
+    /// news from a leader, asks for pre-votes, elects when they are won.
+    pub async fn run(self: Arc<Self>) {
+        let started = Instant::now();
+        let mut last_try: Option<Instant> = None;
+        let mut timeout = self.draw_timeout();
+        loop {
+            let Some(local) = self.local().await else {
+                return; // Raft stopped.
+            };
+            let base = [local.touched, last_try]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(started);
+            let due = base + timeout;
+            let now = Instant::now();
+            if now < due {
+                tokio::time::sleep_until(due).await;
+                continue;
+            }
+            if local.state == ServerState::Leader || !local.voter || self.held() {
+                // Look again in a while: leadership, membership and holds
+                // change without touching the vote.
+                last_try = Some(now);
+                timeout = self.draw_timeout();
+                continue;
+            }
+            if self.vote_gate.check(self.applied()).is_err() {
+                // It would lose: its log lacks entries it once acknowledged.
+                last_try = Some(now);
+                timeout = self.draw_timeout();
+                continue;
+            }
+            let (granted, refusals) = self.canvass(&local).await;
+            last_try = Some(Instant::now());
+            timeout = self.draw_timeout();
+            if won(&local.configs, &granted) {
+                tracing::info!(
+                    node_id = self.node_id,
+                    term = local.term + 1,
+                    granted = ?granted,
+                    "won a pre-vote; starting an election"
+                );
+                if self.raft.trigger().elect().await.is_err() {
+                    return;
+                }
+            } else {
+                tracing::debug!(
+                    node_id = self.node_id,
+                    term = local.term,
+                    granted = ?granted,
+                    refusals = ?refusals,
+                    "lost a pre-vote; no election"
+                );
+            }
+        }
+    }
+
+    /// Asks the other voters for a pre-vote; returns who granted it (this
+    /// node included) and why the others did not. Stops asking once every
+    /// configuration has its majority.
+    async fn canvass(&self, local: &Local) -> (BTreeSet<u64>, Vec<(u64, String)>) {
+        let mut granted = BTreeSet::from([self.node_id]);
+        let mut refusals = Vec::new();
+        if won(&local.configs, &granted) {
+            return (granted, refusals);
+        }
+        let last = self.last_log_id();
+        let last_log_id = match encode(&last) {
+            Ok(b) => b,
+            Err(e) => {
+                refusals.push((self.node_id, format!("encoding the last log id: {e}")));
+                return (granted, refusals);
+            }
+        };
+        // A pre-vote that takes longer than half the shortest timeout comes
+        // from a voter too slow to make the election worth starting.
+        let wait = self.min / 2;
+        let mut asks: FuturesUnordered<_> = local
+            .others
+            .iter()
+            .map(|(id, addr)| {
+                let req = PreVoteRequest {
+                    candidate_id: self.node_id,
+                    last_log_id: last_log_id.clone(),
+                };
+                let channel = self.channels.get(addr);
+                let id = *id;
+                async move {
+                    let asked = async {
+                        let mut client = RaftClient::new(channel?);
+                        client
+                            .pre_vote(req)
+                            .await
+                            .map(|r| r.into_inner())
+                            .map_err(|s| s.message().to_string())
+                    };
+                    let answer = tokio::time::timeout(wait, asked)
+                        .await
+                        .unwrap_or_else(|_| Err(format!("no answer in {} ms", wait.as_millis())));
+                    (id, answer)
+                }
+            })
+            .collect();
+        while let Some((id, answer)) = asks.next().await {
+            match answer {
+                Ok(PreVoteResponse { granted: true, .. }) => {
+                    granted.insert(id);
+                    if won(&local.configs, &granted) {
+                        break;
+                    }
+                }
+                Ok(PreVoteResponse { reason, .. }) => refusals.push((id, reason)),
+                Err(e) => refusals.push((id, e)),
+            }
+        }
+        (granted, refusals)
+    }
+
+    /// The pre-vote request's log id, decoded.
+    pub fn decode_last_log_id(bytes: &[u8]) -> Result<Option<LogId<u64>>, String> {
+        decode(bytes).map_err(|e| format!("undecodable last log id: {e}"))
+    }
+
+    /// Starts an election now, without a pre-vote (the target of a
+    /// leadership transfer), once the voters' leader lease has run out: the
+    /// leader stopped its heartbeats before asking, so that is `min` after
+    /// this node last heard from it, plus a heartbeat's worth for the voter
+    /// that heard last.
+    pub async fn campaign(&self) -> Result<(), String> {
+        let local = self
+            .local()
+            .await
+            .ok_or_else(|| "raft is stopped".to_string())?;
+        if let Some(touched) = local.touched {
+            let until = touched + self.min + self.heartbeat;
+            // Bounded: a leader that went on heartbeating would keep moving it.
+            let until = until.min(Instant::now() + self.max * 2);
+            tokio::time::sleep_until(until).await;
+        }
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| format!("raft is stopped: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn log_id(term: u64, index: u64) -> Option<LogId<u64>> {
+        Some(LogId::new(CommittedLeaderId::new(term, 1), index))
+    }
+
+    fn follower(heard_ms: Option<u64>, last: Option<LogId<u64>>) -> VoterView {
+        VoterView {
+            leads: false,
+            leader_heard: heard_ms.map(Duration::from_millis),
+            last_log_id: last,
+        }
+    }
+
+    const QUIET: Duration = Duration::from_millis(150);
+
+    #[test]
+    fn a_voter_that_hears_its_leader_refuses() {
+        let view = follower(Some(40), log_id(2, 10));
+        let why = answer(&view, log_id(2, 10), QUIET).unwrap_err();
+        assert!(why.contains("heard from its leader 40 ms ago"), "{why}");
+        // Quiet for the whole minimum: granted.
+        assert!(answer(&follower(Some(150), log_id(2, 10)), log_id(2, 10), QUIET).is_ok());
+        // Following no leader (after a restart, or a vote granted): granted.
+        assert!(answer(&follower(None, log_id(2, 10)), log_id(2, 10), QUIET).is_ok());
+    }
+
+    #[test]
+    fn the_leader_refuses() {
+        let view = VoterView {
+            leads: true,
+            leader_heard: Some(Duration::from_secs(10)),
+            last_log_id: None,
+        };
+        assert_eq!(
+            answer(&view, log_id(9, 99), QUIET).unwrap_err(),
+            "this node is the leader"
+        );
+    }
+
+    #[test]
+    fn a_candidate_behind_the_voters_log_is_refused() {
+        let view = follower(None, log_id(3, 20));
+        // Shorter log in the same term, or an older last term.
+        assert!(answer(&view, log_id(3, 19), QUIET)
+            .unwrap_err()
+            .contains("before this node's"));
+        assert!(answer(&view, log_id(2, 50), QUIET).is_err());
+        assert!(answer(&view, None, QUIET).is_err());
+        // Equal or newer: granted.
+        assert!(answer(&view, log_id(3, 20), QUIET).is_ok());
+        assert!(answer(&view, log_id(4, 1), QUIET).is_ok());
+        assert!(answer(&follower(None, None), None, QUIET).is_ok());
+    }
+
+    #[test]
+    fn a_pre_vote_is_won_by_a_majority_of_every_configuration() {
+        let three = vec![BTreeSet::from([1, 2, 3])];
+        assert!(!won(&three, &BTreeSet::from([1])));
+        assert!(won(&three, &BTreeSet::from([1, 3])));
+        let single = vec![BTreeSet::from([1])];
+        assert!(won(&single, &BTreeSet::from([1])));
+        // Joint: {1,2,3} -> {3,4,5}; 1 and 3 are a majority of the old only.
+        let joint = vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([3, 4, 5])];
+        assert!(!won(&joint, &BTreeSet::from([1, 3])));
+        assert!(won(&joint, &BTreeSet::from([1, 3, 4])));
+        assert!(!won(&[], &BTreeSet::from([1])));
+    }
+
+    #[test]
+    fn openraft_gets_a_lease_of_the_minimum_and_a_shorter_vote_timeout() {
+        assert_eq!(openraft_timeouts(50, 150), (100, 150));
+        let (lo, hi) = openraft_timeouts(25, 52);
+        assert!(25 < lo && lo < hi, "{lo} {hi}");
+    }
+}
