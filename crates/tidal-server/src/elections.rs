@@ -63,6 +63,42 @@ pub struct VoterView {
     pub last_log_id: Option<LogId<u64>>,
 }
 
+/// Why a voter refuses a pre-vote.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    Leads,
+    /// It heard from a leader this long ago, under the quiet minimum.
+    HeardLeader(Duration),
+    /// The candidate's log ends before the voter's (the voter would be the
+    /// better candidate).
+    LogBehind {
+        candidate: Option<LogId<u64>>,
+        voter: Option<LogId<u64>>,
+    },
+    /// Anything else (a voter that started empty and has not caught up).
+    Other(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Leads => write!(f, "this node is the leader"),
+            Refusal::HeardLeader(ago) => write!(
+                f,
+                "this node heard from its leader {} ms ago",
+                ago.as_millis()
+            ),
+            Refusal::LogBehind { candidate, voter } => write!(
+                f,
+                "the candidate's log ends at {}, before this node's {}",
+                show(*candidate),
+                show(*voter)
+            ),
+            Refusal::Other(why) => f.write_str(why),
+        }
+    }
+}
+
 /// A voter's answer to a pre-vote: `Ok` grants it, `Err` says why not.
 /// `quiet` is how long a voter must not have heard from a leader (the
 /// election timeout's minimum).
@@ -70,26 +106,22 @@ pub fn answer(
     view: &VoterView,
     candidate_last_log_id: Option<LogId<u64>>,
     quiet: Duration,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     if view.leads {
-        return Err("this node is the leader".into());
+        return Err(Refusal::Leads);
     }
     if let Some(heard) = view.leader_heard.filter(|h| *h < quiet) {
-        return Err(format!(
-            "this node heard from its leader {} ms ago",
-            heard.as_millis()
-        ));
+        return Err(Refusal::HeardLeader(heard));
     }
     // Raft's up-to-date rule, as openraft's vote applies it (LogId is only
     // partially ordered: `!(a >= b)` does not imply `a < b`).
     if candidate_last_log_id.as_ref() >= view.last_log_id.as_ref() {
         Ok(())
     } else {
-        Err(format!(
-            "the candidate's log ends at {}, before this node's {}",
-            show(candidate_last_log_id),
-            show(view.last_log_id)
-        ))
+        Err(Refusal::LogBehind {
+            candidate: candidate_last_log_id,
+            voter: view.last_log_id,
+        })
     }
 }
 
@@ -118,6 +150,9 @@ pub struct Elections {
     heartbeat: Duration,
     /// No own election before this instant (a leadership transfer).
     hold_until: Mutex<Option<Instant>>,
+    /// Wakes the driver to ask for pre-votes before its timeout: a
+    /// candidate behind this node's log asked for one.
+    nudge: tokio::sync::Notify,
 }
 
 /// What the driver reads from openraft before each decision.
@@ -154,6 +189,7 @@ impl Elections {
             max: Duration::from_millis(timeout_ms.1),
             heartbeat: Duration::from_millis(heartbeat_ms),
             hold_until: Mutex::new(None),
+            nudge: tokio::sync::Notify::new(),
         }
     }
 
@@ -161,6 +197,12 @@ impl Elections {
     /// transfer under way); it still answers pre-votes and votes.
     pub fn hold(&self, d: Duration) {
         *self.hold_until.lock().expect("hold lock poisoned") = Some(Instant::now() + d);
+    }
+
+    /// How long a voter must not have heard from a leader to grant a
+    /// pre-vote: the election timeout's minimum.
+    pub fn quiet(&self) -> Duration {
+        self.min
     }
 
     /// Ends a hold early.
@@ -214,17 +256,22 @@ impl Elections {
     }
 
     /// This node's answer to a pre-vote from a candidate whose log ends at
-    /// `candidate_last_log_id`.
+    /// `candidate_last_log_id`. A voter that refuses only because its own
+    /// log is further ahead, and has not heard from a leader either, asks
+    /// for pre-votes itself at once: it is the candidate that can win, and
+    /// waiting for its own timeout would only make the failover longer.
     pub async fn answer_pre_vote(
         &self,
         candidate: u64,
         candidate_last_log_id: Option<LogId<u64>>,
-    ) -> Result<(), String> {
-        self.vote_gate.check(self.applied())?;
+    ) -> Result<(), Refusal> {
+        self.vote_gate
+            .check(self.applied())
+            .map_err(Refusal::Other)?;
         let local = self
             .local()
             .await
-            .ok_or_else(|| "raft is stopped".to_string())?;
+            .ok_or_else(|| Refusal::Other("raft is stopped".into()))?;
         let view = VoterView {
             leads: local.state == ServerState::Leader,
             leader_heard: local.leader_heard,
@@ -244,6 +291,9 @@ impl Elections {
                 tracing::debug!(node_id = self.node_id, candidate, term = local.term, reason = %why, "refused a pre-vote")
             }
         }
+        if matches!(verdict, Err(Refusal::LogBehind { .. })) && local.voter && !self.held() {
+            self.nudge.notify_one();
+        }
         verdict
     }
 
@@ -258,6 +308,11 @@ impl Elections {
         let started = Instant::now();
         let mut last_try: Option<Instant> = None;
         let mut timeout = self.draw_timeout();
+        // A lost pre-vote is logged at info once after each contact with a
+        // leader (or a vote): a follower cut off for long would log one per
+        // timeout.
+        let mut last_touched = None;
+        let mut lost_since_heard = false;
         loop {
             let Some(local) = self.local().await else {
                 return; // Raft stopped.
@@ -269,10 +324,24 @@ impl Elections {
                 .unwrap_or(started);
             let due = base + timeout;
             let now = Instant::now();
-            if now < due {
-                tokio::time::sleep_until(due).await;
-                continue;
-            }
+            let local = if now < due {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => continue,
+                    _ = self.nudge.notified() => {}
+                }
+                // Nudged: go ahead only if no leader was heard for the minimum.
+                let Some(fresh) = self.local().await else {
+                    return;
+                };
+                let quiet = fresh.touched.map_or(started.elapsed(), |t| t.elapsed());
+                if quiet < self.min {
+                    continue;
+                }
+                fresh
+            } else {
+                local
+            };
+            let now = Instant::now();
             if local.state == ServerState::Leader || !local.voter || self.held() {
                 // Look again in a while: leadership, membership and holds
                 // change without touching the vote.
@@ -286,9 +355,20 @@ impl Elections {
                 timeout = self.draw_timeout();
                 continue;
             }
-            let (granted, refusals) = self.canvass(&local).await;
+            if local.touched != last_touched {
+                last_touched = local.touched;
+                lost_since_heard = false;
+            }
+            let base_quiet = local.touched.map_or(now - started, |t| now - t);
+            let (granted, refusals, retry_after) = self.canvass(&local).await;
             last_try = Some(Instant::now());
             timeout = self.draw_timeout();
+            if let Some(r) = retry_after {
+                // A voter would grant it that soon (it heard the leader just
+                // under the minimum ago): ask again then, not a whole
+                // timeout later.
+                timeout = timeout.min(r + Duration::from_millis(2));
+            }
             if won(&local.configs, &granted) {
                 tracing::info!(
                     node_id = self.node_id,
@@ -299,6 +379,16 @@ impl Elections {
                 if self.raft.trigger().elect().await.is_err() {
                     return;
                 }
+            } else if !lost_since_heard {
+                // Once per spell without a leader; the rest at debug.
+                tracing::info!(
+                    node_id = self.node_id,
+                    term = local.term,
+                    quiet_ms = base_quiet.as_millis() as u64,
+                    granted = ?granted,
+                    refusals = ?refusals,
+                    "heard no leader, but lost a pre-vote: no election (the others may still hear the leader)"
+                );
             } else {
                 tracing::debug!(
                     node_id = self.node_id,
@@ -308,24 +398,30 @@ impl Elections {
                     "lost a pre-vote; no election"
                 );
             }
+            lost_since_heard = true;
         }
     }
 
     /// Asks the other voters for a pre-vote; returns who granted it (this
-    /// node included) and why the others did not. Stops asking once every
+    /// node included), why the others did not, and the soonest time a
+    /// refusing voter said it would grant. Stops asking once every
     /// configuration has its majority.
-    async fn canvass(&self, local: &Local) -> (BTreeSet<u64>, Vec<(u64, String)>) {
+    async fn canvass(
+        &self,
+        local: &Local,
+    ) -> (BTreeSet<u64>, Vec<(u64, String)>, Option<Duration>) {
         let mut granted = BTreeSet::from([self.node_id]);
         let mut refusals = Vec::new();
+        let mut retry_after: Option<Duration> = None;
         if won(&local.configs, &granted) {
-            return (granted, refusals);
+            return (granted, refusals, retry_after);
         }
         let last = self.last_log_id();
         let last_log_id = match encode(&last) {
             Ok(b) => b,
             Err(e) => {
                 refusals.push((self.node_id, format!("encoding the last log id: {e}")));
-                return (granted, refusals);
+                return (granted, refusals, retry_after);
             }
         };
         // A pre-vote that takes longer than half the shortest timeout comes
@@ -365,11 +461,21 @@ impl Elections {
                         break;
                     }
                 }
-                Ok(PreVoteResponse { reason, .. }) => refusals.push((id, reason)),
+                Ok(PreVoteResponse {
+                    reason,
+                    retry_after_ms,
+                    ..
+                }) => {
+                    if retry_after_ms > 0 {
+                        let r = Duration::from_millis(retry_after_ms);
+                        retry_after = Some(retry_after.map_or(r, |s| s.min(r)));
+                    }
+                    refusals.push((id, reason));
+                }
                 Err(e) => refusals.push((id, e)),
             }
         }
-        (granted, refusals)
+        (granted, refusals, retry_after)
     }
 
     /// The pre-vote request's log id, decoded.
@@ -424,7 +530,8 @@ mod tests {
     fn a_voter_that_hears_its_leader_refuses() {
         let view = follower(Some(40), log_id(2, 10));
         let why = answer(&view, log_id(2, 10), QUIET).unwrap_err();
-        assert!(why.contains("heard from its leader 40 ms ago"), "{why}");
+        assert_eq!(why, Refusal::HeardLeader(Duration::from_millis(40)));
+        assert_eq!(why.to_string(), "this node heard from its leader 40 ms ago");
         // Quiet for the whole minimum: granted.
         assert!(answer(&follower(Some(150), log_id(2, 10)), log_id(2, 10), QUIET).is_ok());
         // Following no leader (after a restart, or a vote granted): granted.
@@ -438,19 +545,16 @@ mod tests {
             leader_heard: Some(Duration::from_secs(10)),
             last_log_id: None,
         };
-        assert_eq!(
-            answer(&view, log_id(9, 99), QUIET).unwrap_err(),
-            "this node is the leader"
-        );
+        assert_eq!(answer(&view, log_id(9, 99), QUIET), Err(Refusal::Leads));
     }
 
     #[test]
     fn a_candidate_behind_the_voters_log_is_refused() {
         let view = follower(None, log_id(3, 20));
         // Shorter log in the same term, or an older last term.
-        assert!(answer(&view, log_id(3, 19), QUIET)
-            .unwrap_err()
-            .contains("before this node's"));
+        let why = answer(&view, log_id(3, 19), QUIET).unwrap_err();
+        assert!(matches!(why, Refusal::LogBehind { .. }));
+        assert!(why.to_string().contains("before this node's"), "{why}");
         assert!(answer(&view, log_id(2, 50), QUIET).is_err());
         assert!(answer(&view, None, QUIET).is_err());
         // Equal or newer: granted.

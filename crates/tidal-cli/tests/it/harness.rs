@@ -286,7 +286,14 @@ impl Cluster {
 
     /// Starts (or restarts, on its existing data) node `id`.
     pub fn start_node(&mut self, id: u64, init: bool) -> anyhow::Result<()> {
-        let (dc, extra) = (self.opts.dc.clone(), self.opts.server_args.clone());
+        self.start_node_with(id, init, &[])
+    }
+
+    /// Starts node `id` with flags of its own after the cluster's.
+    pub fn start_node_with(&mut self, id: u64, init: bool, own: &[String]) -> anyhow::Result<()> {
+        let dc = self.opts.dc.clone();
+        let mut extra = self.opts.server_args.clone();
+        extra.extend_from_slice(own);
         let log = self.dir.path().join(format!("node{id}.log"));
         let n = self.node_mut(id);
         let mut args: Vec<String> = vec![

@@ -5,6 +5,7 @@
 //! - `chaos`: the bounded chaos subset: every scenario for a few seconds.
 //! - `dev`: `tidal dev --dcs 2` up, its demo across two DCs, Ctrl-C.
 //! - `cli_errors`: usage and connection errors that need no server.
+//! - `elections`: a follower cut off from the leader rejoins without an election.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
 //! - `smoke`: one small end-to-end run through the harness.
@@ -18,6 +19,7 @@ mod big_entries;
 mod chaos;
 mod cli_errors;
 mod dev;
+mod elections;
 mod failover;
 mod harness;
 mod membership;

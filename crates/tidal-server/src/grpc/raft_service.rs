@@ -10,6 +10,7 @@ use tidal_proto::raft::RaftPayload;
 use tidal_store::{Raft, TypeConfig};
 use tonic::{Request, Response, Status};
 
+use crate::elections::Refusal;
 use crate::raft_network::{decode, encode};
 
 /// Keeps a node that started on an empty store from voting until it holds
@@ -178,9 +179,16 @@ impl RaftRpc for RaftService {
             .elections
             .answer_pre_vote(req.candidate_id, last_log_id)
             .await;
+        let retry_after_ms = match &answer {
+            Err(Refusal::HeardLeader(ago)) => {
+                (self.elections.quiet().saturating_sub(*ago).as_millis() as u64).max(1)
+            }
+            _ => 0,
+        };
         Ok(Response::new(tidal_proto::raft::PreVoteResponse {
             granted: answer.is_ok(),
-            reason: answer.err().unwrap_or_default(),
+            reason: answer.err().map(|r| r.to_string()).unwrap_or_default(),
+            retry_after_ms,
         }))
     }
 
