@@ -27,6 +27,9 @@ const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
 /// Immediate redirects followed before backing off (guards against a loop of
 /// nodes that each name another as leader).
 const MAX_REDIRECTS: u32 = 3;
+/// How long to wait before asking again a node that named a leader this call
+/// could not reach (it names the new leader once its election settles).
+const STALE_LEADER_PAUSE: Duration = Duration::from_millis(20);
 
 /// Timeouts and the retry budget.
 #[derive(Clone, Debug)]
@@ -553,6 +556,9 @@ impl Client {
             }
         };
         let mut redirects = 0;
+        // Endpoints this call could not reach at all (connection refused or
+        // reset): a dead leader, until the others notice.
+        let mut unreachable: Vec<String> = Vec::new();
         loop {
             if !tried.contains(&target) {
                 tried.push(target.clone());
@@ -576,6 +582,19 @@ impl Client {
             };
             match retry::classify(&status) {
                 Verdict::Fail => return Err(status.into()),
+                Verdict::Redirect(addr) if unreachable.contains(&addr) => {
+                    // This node names a leader this call could not reach: it
+                    // has not noticed that the leader is gone. Ask it again
+                    // shortly: once its leader has been quiet for a few Raft
+                    // heartbeats it holds the request until the election
+                    // settles, then names the new leader (or serves).
+                    tracing::debug!(endpoint = %target, leader = %addr, "the named leader is unreachable; asking again");
+                    if Instant::now() + STALE_LEADER_PAUSE > deadline {
+                        return Err(give_up(&tried, &status, start.elapsed()));
+                    }
+                    tokio::time::sleep(STALE_LEADER_PAUSE).await;
+                    continue;
+                }
                 Verdict::Redirect(addr) if addr != target && redirects < MAX_REDIRECTS => {
                     tracing::debug!(from = %target, to = %addr, "following the leader's address");
                     self.set_leader(&addr);
@@ -590,6 +609,9 @@ impl Client {
             }
             tracing::debug!(endpoint = %target, code = ?status.code(), error = %status.message(), "attempt failed");
             self.forget_leader(&target);
+            if retry::is_transport(&status) && !unreachable.contains(&target) {
+                unreachable.push(target.clone());
+            }
             let delay = backoff.next_delay();
             if Instant::now() + delay > deadline {
                 return Err(give_up(&tried, &status, start.elapsed()));
@@ -597,10 +619,16 @@ impl Client {
             tokio::time::sleep(delay).await;
             redirects = 0;
             target = {
+                // The next endpoint, passing over those found unreachable
+                // while another is left.
                 let st = self.state();
-                let t = st.known[cursor % st.known.len()].clone();
-                cursor += 1;
-                t
+                let n = st.known.len();
+                let pick = (0..n)
+                    .map(|i| (cursor + i) % n)
+                    .find(|&i| !unreachable.contains(&st.known[i]))
+                    .unwrap_or(cursor % n);
+                cursor = pick + 1;
+                st.known[pick].clone()
             };
         }
     }

@@ -19,6 +19,8 @@ enum Mode {
     Lead,
     /// Not the leader; names this address.
     Redirect(String),
+    /// Names the first address this many times, then the second.
+    RedirectThen(String, usize, String),
     /// Not the leader and no leader known, this many times, then answers.
     NoLeader(usize),
     /// The task does not exist.
@@ -61,6 +63,20 @@ impl Fake {
         match &mut *mode {
             Mode::Lead => Ok(()),
             Mode::Redirect(addr) => {
+                let mut s = Status::unavailable("this node is not the leader");
+                s.metadata_mut().insert(
+                    LEADER_ADDR_KEY,
+                    MetadataValue::try_from(addr.as_str()).unwrap(),
+                );
+                Err(s)
+            }
+            Mode::RedirectThen(first, n, then) => {
+                let addr = if *n == 0 {
+                    then.clone()
+                } else {
+                    *n -= 1;
+                    first.clone()
+                };
                 let mut s = Status::unavailable("this node is not the leader");
                 s.metadata_mut().insert(
                     LEADER_ADDR_KEY,
@@ -313,6 +329,49 @@ async fn skips_dead_endpoints() {
     assert_eq!(node.calls(), 1);
     // A stale read may be served by any node: it does not make it the leader.
     assert_eq!(client.leader(), None);
+}
+
+/// A node that accepts connections and closes them at once (a transport
+/// error for the client, as from a server that just died); counts them.
+async fn closing_addr() -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_leader_named_after_it_failed_is_not_tried_again_in_the_same_call() {
+    // The old leader is gone; a follower keeps naming it until its election
+    // settles, then names the new leader.
+    let (dead, dialed) = closing_addr().await;
+    let leader = Fake::new(Mode::Lead);
+    let leader_addr = serve(leader.clone()).await;
+    let follower = Fake::new(Mode::RedirectThen(dead.clone(), 6, leader_addr.clone()));
+    let follower_addr = serve(follower.clone()).await;
+
+    let client = fast(vec![follower_addr], Duration::from_secs(10));
+    client.members().await.unwrap();
+    assert_eq!(leader.calls(), 1);
+    assert_eq!(
+        follower.calls(),
+        7,
+        "asked again until it named the new leader"
+    );
+    // Followed once; after it failed, the follower was asked again instead.
+    assert!(
+        dialed.load(Ordering::SeqCst) <= 2,
+        "dialed the dead leader {} times",
+        dialed.load(Ordering::SeqCst)
+    );
+    assert_eq!(client.leader().as_deref(), Some(leader_addr.as_str()));
 }
 
 #[tokio::test]
