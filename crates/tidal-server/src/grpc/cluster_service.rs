@@ -172,22 +172,7 @@ impl ClusterService {
             )));
         }
         tracing::info!(node_id = self.node.id, target, "transferring leadership");
-        for (id, addr) in &voters {
-            let held = async {
-                peer(&self.node, addr)?
-                    .hold_elections(tidal_proto::raft::HoldElectionsRequest {
-                        millis: hold.as_millis() as u64,
-                    })
-                    .await
-                    .map_err(|s| s.message().to_string())
-            };
-            if let Err(e) = tokio::time::timeout(Duration::from_secs(1), held)
-                .await
-                .unwrap_or_else(|_| Err("timed out".into()))
-            {
-                tracing::warn!(node_id = self.node.id, voter = id, error = %e, "could not hold the voter's elections");
-            }
-        }
+        self.hold_elections(&voters, hold).await;
         let rt = self.node.raft.runtime_config();
         self.node.elections.hold(hold);
         rt.heartbeat(false);
@@ -215,6 +200,9 @@ impl ClusterService {
         };
         rt.heartbeat(true);
         self.node.elections.release();
+        // Done either way: the other voters may elect again (a new leader
+        // that dies now must not wait for their holds to run out).
+        self.hold_elections(&voters, Duration::ZERO).await;
         if moved {
             tracing::info!(node_id = self.node.id, target, "leadership transferred");
             Ok(())
@@ -224,6 +212,28 @@ impl ClusterService {
                 "leadership did not move to node {target} in {hold:?} (the leader is now {now:?}); retry"
             )))
         }
+    }
+
+    /// Asks each of `voters` to start no election for `hold` (zero: ends a
+    /// hold), best effort.
+    async fn hold_elections(&self, voters: &[(u64, String)], hold: Duration) {
+        let asks = voters.iter().map(|(id, addr)| async move {
+            let held = async {
+                peer(&self.node, addr)?
+                    .hold_elections(tidal_proto::raft::HoldElectionsRequest {
+                        millis: hold.as_millis() as u64,
+                    })
+                    .await
+                    .map_err(|s| s.message().to_string())
+            };
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(1), held)
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()))
+            {
+                tracing::warn!(node_id = self.node.id, voter = id, error = %e, "could not hold or release the voter's elections");
+            }
+        });
+        futures::future::join_all(asks).await;
     }
 
     /// The member `id`, or NotFound.
