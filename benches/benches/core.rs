@@ -179,11 +179,23 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a status request walks: the state digest (equal on every replica
+/// at the same applied index) and the task counts, over 100,000 tasks.
+fn status(c: &mut Criterion) {
+    let (state, _, _) = loaded(10, 100_000);
+    let mut g = c.benchmark_group("status_100k_tasks");
+    g.throughput(Throughput::Elements(100_000));
+    g.bench_function("digest", |b| b.iter(|| state.digest()));
+    g.bench_function("counts_by_state", |b| b.iter(|| state.counts_by_state()));
+    g.finish();
+}
+
 criterion_group!(
     benches,
     apply_submits,
     dispatch_and_assign,
     eager_placement,
-    codec
+    codec,
+    status
 );
 criterion_main!(benches);

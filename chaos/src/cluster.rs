@@ -376,7 +376,7 @@ impl Cluster {
         let n = &self.nodes[(id - 1) as usize];
         tokio::time::timeout(
             Duration::from_millis(500),
-            self.admin.status_of(&n.private.to_string()),
+            self.admin.status_digest_of(&n.private.to_string()),
         )
         .await
         .ok()?

@@ -25,7 +25,8 @@ pub fn start(
         loop {
             for (i, (id, addr)) in nodes.iter().enumerate() {
                 let addr = addr.to_string();
-                let fut = admin.status_of(&addr);
+                // With the digest: the states of a chaos run are small.
+                let fut = admin.status_digest_of(&addr);
                 let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), fut).await else {
                     continue;
                 };

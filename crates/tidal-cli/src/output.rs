@@ -315,7 +315,8 @@ pub fn status_json(s: &v1::StatusResponse) -> Value {
         "agents": s.agents,
         "agents_connected": s.agents_connected,
         "queues": s.queues.iter().map(queue_json).collect::<Vec<_>>(),
-        "state_digest": format!("{:016x}", s.state_digest),
+        // Computed only when asked for (`tidal status --digest`).
+        "state_digest": (s.state_digest != 0).then(|| format!("{:016x}", s.state_digest)),
     })
 }
 

@@ -350,10 +350,10 @@ impl Cluster {
         let addr = self.node(id).addr.clone();
         let deadline = Instant::now() + timeout;
         loop {
-            let leader = self.client.status().await?;
-            if let Ok(s) = self.client.status_of(&addr).await {
-                if s.applied_index == leader.applied_index && s.state_digest == leader.state_digest
-                {
+            let leader_addr = self.client.status().await?.leader_addr;
+            let leader = self.client.status_digest_of(&leader_addr).await;
+            if let (Ok(l), Ok(s)) = (leader, self.client.status_digest_of(&addr).await) {
+                if s.applied_index == l.applied_index && s.state_digest == l.state_digest {
                     return Ok(s);
                 }
             }

@@ -528,8 +528,9 @@ impl Cluster for ClusterService {
 
     async fn status(
         &self,
-        _request: Request<v1::StatusRequest>,
+        request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
+        let with_digest = request.into_inner().digest;
         let node = &self.node;
         let m = node.raft.metrics().borrow().clone();
         let leader_addr = m
@@ -552,9 +553,16 @@ impl Cluster for ClusterService {
             .leadership()
             .map(|l| l.sessions.connected().len())
             .unwrap_or(0);
-        let applied = node.state.read();
-        let state = &applied.state;
-        let applied_index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        let report = if with_digest {
+            // The digest walks the whole state: off the async runtime, so
+            // this node's Raft heartbeats and sessions go on meanwhile.
+            let state = node.state.clone();
+            tokio::task::spawn_blocking(move || StateReport::of(&state.read(), true))
+                .await
+                .map_err(|e| Status::internal(format!("computing the state digest: {e}")))?
+        } else {
+            StateReport::of(&node.state.read(), false)
+        };
         Ok(Response::new(v1::StatusResponse {
             node_id: node.id,
             dc: node.config.dc.clone(),
@@ -565,22 +573,44 @@ impl Cluster for ClusterService {
             // so the log index it reports can trail what is already applied
             // (the chaos harness's leaders checker caught it); the log holds
             // at least every applied entry.
-            last_log_index: m.last_log_index.unwrap_or(0).max(applied_index),
-            applied_index,
+            last_log_index: m.last_log_index.unwrap_or(0).max(report.applied_index),
+            applied_index: report.applied_index,
             role: role.to_string(),
+            tasks_by_state: report.tasks_by_state,
+            agents: report.agents,
+            agents_connected: connected as u32,
+            queues: report.queues,
+            state_digest: report.digest,
+        }))
+    }
+}
+
+/// What a status answer reads from the applied state, in one hold of it.
+struct StateReport {
+    applied_index: u64,
+    tasks_by_state: std::collections::HashMap<String, u64>,
+    agents: u32,
+    queues: Vec<v1::Queue>,
+    digest: u64,
+}
+
+impl StateReport {
+    fn of(applied: &tidal_store::Applied, with_digest: bool) -> StateReport {
+        let state = &applied.state;
+        StateReport {
+            applied_index: applied.last_applied.map(|l| l.index).unwrap_or(0),
             tasks_by_state: state
                 .counts_by_state()
                 .into_iter()
                 .map(|(k, v)| (k.as_str().to_string(), v))
                 .collect(),
             agents: state.agents().count() as u32,
-            agents_connected: connected as u32,
             queues: state
                 .queues()
                 .map(|q| convert::queue_to(q, state.pending_in_queue(&q.name)))
                 .collect(),
-            state_digest: state.digest(),
-        }))
+            digest: if with_digest { state.digest() } else { 0 },
+        }
     }
 }
 
