@@ -423,6 +423,25 @@ mod tests {
     }
 
     #[test]
+    fn election_timeouts_default_and_are_checked_against_the_heartbeat() {
+        let c = base().validate().unwrap();
+        assert_eq!(c.election_timeout, (150, 300));
+        assert_eq!(c.raft_heartbeat_ms, 50);
+        let with = |hb, min, max| RawConfig {
+            raft_heartbeat_ms: Some(hb),
+            election_timeout_min_ms: Some(min),
+            election_timeout_max_ms: Some(max),
+            ..base()
+        };
+        assert!(with(25, 80, 140).validate().is_ok());
+        assert!(with(40, 80, 140).validate().is_ok());
+        for (hb, min, max) in [(41, 80, 140), (0, 80, 140), (25, 140, 140), (25, 150, 100)] {
+            let e = err(with(hb, min, max));
+            assert!(e.contains("2 x raft_heartbeat_ms"), "{hb} {min} {max}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_peers_are_refused_with_a_reason() {
         let with = |p: &str| RawConfig {
             peers: Some(p.split(' ').map(|p| p.parse().unwrap()).collect()),
