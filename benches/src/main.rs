@@ -98,6 +98,13 @@ enum Workload {
         agents: usize,
         #[arg(long, default_value_t = 5)]
         kills: usize,
+        /// Tasks per submit request.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Tasks per second over all clients (each client paced on its own);
+        /// 0: as fast as answers come back.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
     },
     /// Many agents heartbeating, no tasks: the leader's CPU and each
     /// heartbeat's round trip.
@@ -185,12 +192,21 @@ async fn main() -> anyhow::Result<()> {
             clients,
             agents,
             kills,
+            batch,
+            rate,
         } => {
             let c = cluster
                 .as_mut()
                 .context("failover needs the cluster tidal-bench starts (no --endpoints)")?;
-            eprintln!("failover: {clients} clients, {agents} agents, {kills} leader kills...");
-            results.push(workloads::failover(c, *clients, *agents, *kills).await?);
+            eprintln!(
+                "failover: {clients} clients x {batch}, {agents} agents, {kills} leader kills..."
+            );
+            let load = workloads::Load {
+                clients: *clients,
+                batch: (*batch).max(1),
+                rate: *rate,
+            };
+            results.push(workloads::failover(c, load, *agents, *kills).await?);
         }
         Workload::Agents {
             agents,

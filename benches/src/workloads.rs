@@ -354,27 +354,63 @@ pub async fn e2e(
 /// Kills the leader `kills` times under load; for each, the time from the
 /// kill to the first assignment an agent receives afterwards (from the new
 /// leader). At the end, every acknowledged submit must exist.
+/// The submit load of a failover run.
+pub struct Load {
+    pub clients: usize,
+    /// Tasks per request.
+    pub batch: usize,
+    /// Tasks per second over all clients; 0: as fast as answers come back.
+    pub rate: f64,
+}
+
 pub async fn failover(
     cluster: &mut crate::cluster::Cluster,
-    clients: usize,
+    load_of: Load,
     agents: usize,
     kills: usize,
 ) -> anyhow::Result<Value> {
+    let Load {
+        clients,
+        batch,
+        rate,
+    } = load_of;
     let endpoints = cluster.endpoints();
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let sim = SimAgents::start(&endpoints, agents, 256, started.clone())?;
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
+    // Each client sends a request every `clients * batch / rate` seconds
+    // (skipping the sends it is too late for), or back to back.
+    let every = (rate > 0.0).then(|| Duration::from_secs_f64((clients * batch) as f64 / rate));
+    let load_started = Instant::now();
     for k in 0..clients {
         let client = Client::new(endpoints.clone())?;
         let (acked, stop) = (acked.clone(), stop.clone());
         load.push(tokio::spawn(async move {
+            let mut ticks = every.map(|d| {
+                let mut t = tokio::time::interval(d);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                t
+            });
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                if let Ok(r) = client.submit_one(spec(format!("f{k}-{n}"))).await {
-                    acked.lock().expect("lock").push(r.id);
+                if let Some(t) = ticks.as_mut() {
+                    t.tick().await;
+                }
+                let specs: Vec<v1::TaskSpec> = (0..batch)
+                    .map(|_| {
+                        n += 1;
+                        spec(format!("f{k}-{n}"))
+                    })
+                    .collect();
+                if let Ok(results) = client.submit(specs).await {
+                    let mut acked = acked.lock().expect("lock");
+                    for r in results {
+                        if r.error.as_ref().is_none_or(|e| e.code == 0) {
+                            acked.push(r.id);
+                        }
+                    }
                 }
             }
         }));
@@ -407,6 +443,7 @@ pub async fn failover(
     for t in load {
         let _ = t.await;
     }
+    let load_secs = load_started.elapsed().as_secs_f64();
     let client = Client::new(endpoints.clone())?;
     let tasks = client
         .list_all_tasks(v1::ListTasksRequest {
@@ -420,10 +457,16 @@ pub async fn failover(
         .iter()
         .filter(|id| !present.contains(id.as_str()))
         .count();
+    let per_s = acked.len() as f64 / load_secs;
+    eprintln!(
+        "acknowledged {} tasks, {per_s:.0} per second over the run",
+        acked.len()
+    );
     Ok(json!({
-        "name": format!("failover, {clients} clients, {kills} leader kills"),
+        "name": format!("failover, {clients} clients x {batch}, {kills} leader kills"),
         "first_assignment_after_kill": summary(&h),
         "acknowledged": acked.len(),
+        "acknowledged_per_s": per_s,
         "lost": lost,
     }))
 }
