@@ -30,6 +30,28 @@ const MAX_REDIRECTS: u32 = 3;
 /// How long to wait before asking again a node that named a leader this call
 /// could not reach (it names the new leader once its election settles).
 const STALE_LEADER_PAUSE: Duration = Duration::from_millis(20);
+/// How long an endpoint that could not be reached is passed over: longer
+/// than the others take to elect a new leader after a leader died, short
+/// enough that a node that restarts is tried again soon.
+const UNREACHABLE_FOR: Duration = Duration::from_millis(500);
+
+/// Endpoints that one call could not reach, and when.
+#[derive(Default)]
+struct Unreachable(Vec<(String, Instant)>);
+
+impl Unreachable {
+    fn mark(&mut self, addr: &str) {
+        self.0.retain(|(a, _)| a != addr);
+        self.0.push((addr.to_string(), Instant::now()));
+    }
+
+    /// Whether `addr` failed within the last [`UNREACHABLE_FOR`].
+    fn recently(&self, addr: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(a, at)| a == addr && at.elapsed() < UNREACHABLE_FOR)
+    }
+}
 
 /// Timeouts and the retry budget.
 #[derive(Clone, Debug)]
@@ -573,8 +595,9 @@ impl Client {
         };
         let mut redirects = 0;
         // Endpoints this call could not reach at all (connection refused or
-        // reset): a dead leader, until the others notice.
-        let mut unreachable: Vec<String> = Vec::new();
+        // reset) in the last UNREACHABLE_FOR: a dead leader, until the
+        // others notice, or a node restarting.
+        let mut unreachable = Unreachable::default();
         loop {
             if !tried.contains(&target) {
                 tried.push(target.clone());
@@ -598,7 +621,7 @@ impl Client {
             };
             match retry::classify(&status) {
                 Verdict::Fail => return Err(status.into()),
-                Verdict::Redirect(addr) if unreachable.contains(&addr) => {
+                Verdict::Redirect(addr) if unreachable.recently(&addr) => {
                     // This node names a leader this call could not reach: it
                     // has not noticed that the leader is gone. Ask it again
                     // shortly: once its leader has been quiet for a few Raft
@@ -625,8 +648,8 @@ impl Client {
             }
             tracing::debug!(endpoint = %target, code = ?status.code(), error = %status.message(), "attempt failed");
             self.forget_leader(&target);
-            if retry::is_transport(&status) && !unreachable.contains(&target) {
-                unreachable.push(target.clone());
+            if retry::is_transport(&status) {
+                unreachable.mark(&target);
             }
             let delay = backoff.next_delay();
             if Instant::now() + delay > deadline {
@@ -641,7 +664,7 @@ impl Client {
                 let n = st.known.len();
                 let pick = (0..n)
                     .map(|i| (cursor + i) % n)
-                    .find(|&i| !unreachable.contains(&st.known[i]))
+                    .find(|&i| !unreachable.recently(&st.known[i]))
                     .unwrap_or(cursor % n);
                 cursor = pick + 1;
                 st.known[pick].clone()

@@ -333,25 +333,26 @@ async fn skips_dead_endpoints() {
 
 /// A node that accepts connections and closes them at once (a transport
 /// error for the client, as from a server that just died); counts them.
-async fn closing_addr() -> (String, Arc<AtomicUsize>) {
+/// Aborting the task frees the port.
+async fn closing_addr() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Ok((conn, _)) = l.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
             drop(conn);
         }
     });
-    (addr, accepted)
+    (addr, accepted, task)
 }
 
 #[tokio::test]
 async fn a_leader_named_after_it_failed_is_not_tried_again_in_the_same_call() {
     // The old leader is gone; a follower keeps naming it until its election
     // settles, then names the new leader.
-    let (dead, dialed) = closing_addr().await;
+    let (dead, dialed, _closing) = closing_addr().await;
     let leader = Fake::new(Mode::Lead);
     let leader_addr = serve(leader.clone()).await;
     let follower = Fake::new(Mode::RedirectThen(dead.clone(), 6, leader_addr.clone()));
@@ -372,6 +373,51 @@ async fn a_leader_named_after_it_failed_is_not_tried_again_in_the_same_call() {
         dialed.load(Ordering::SeqCst)
     );
     assert_eq!(client.leader().as_deref(), Some(leader_addr.as_str()));
+}
+
+#[tokio::test]
+async fn a_named_leader_that_could_not_be_reached_is_tried_again_once_back() {
+    // The leader restarts: a follower names it throughout; it refuses
+    // connections at first, then serves on the same address.
+    let (dead, dialed, closing) = closing_addr().await;
+    let follower = Fake::new(Mode::Redirect(dead.clone()));
+    let follower_addr = serve(follower.clone()).await;
+    let client = fast(vec![follower_addr], Duration::from_secs(10));
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.members().await }
+    });
+    // Wait until the client has found it unreachable, then bring it back.
+    while dialed.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let leader = Fake::new(Mode::Lead);
+    closing.abort();
+    let back = restart_at(&dead, leader.clone()).await;
+    call.await.unwrap().unwrap();
+    assert_eq!(
+        leader.calls(),
+        1,
+        "the call reached the leader once it was back"
+    );
+    assert_eq!(client.leader().as_deref(), Some(back.as_str()));
+}
+
+/// Serves `fake` on `addr` once the address is free again.
+async fn restart_at(addr: &str, fake: Fake) -> String {
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tasks_server::TasksServer::new(fake.clone()))
+            .add_service(cluster_server::ClusterServer::new(fake))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr.to_string()
 }
 
 #[tokio::test]
