@@ -33,6 +33,16 @@ use cli::{Cli, LogFormat};
 
 fn main() {
     let cli = Cli::parse();
+    if cli.command.is_one_shot() {
+        // A reader that goes away (`tidal task list | head`) ends the
+        // command quietly, as it does other command-line tools, instead of a
+        // panic on the next line printed. Long-running commands keep Rust's
+        // default (ignored), so a closed child pipe is an error they handle.
+        // SAFETY: called first in main, before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_tracing(cli.log_format, cli.command.default_log_level());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

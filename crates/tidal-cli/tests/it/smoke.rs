@@ -67,6 +67,37 @@ async fn three_nodes_one_agent_run_a_task() {
     let result: serde_json::Value = serde_json::from_str(task["result"].as_str().unwrap()).unwrap();
     assert_eq!(result["prompt"], "a red fox");
     assert_eq!(result["task_id"], id.as_str());
+
+    // A reader that stops early (`| head`) ends the listing quietly: SIGPIPE,
+    // not a panic. 2,000 rows are well over a pipe's buffer.
+    c.tidal_ok(&[
+        "task",
+        "submit",
+        "--type",
+        "tts",
+        "--payload",
+        "x",
+        "--count",
+        "2000",
+    ])
+    .unwrap();
+    let piped = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "{} task list --limit 2000 | head -n 1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+                crate::harness::tidal_exe()
+            ),
+        ])
+        .env("TIDAL_ENDPOINTS", c.endpoints_arg())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout).trim(),
+        "141",
+        "tidal task list into a closed pipe: {}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
 }
 
 /// An idle agent gets a new task from the entry that creates it (eager
