@@ -365,7 +365,7 @@ pub struct Load {
 
 pub async fn failover(
     cluster: &mut crate::cluster::Cluster,
-    load_of: Load,
+    load: Load,
     agents: usize,
     kills: usize,
 ) -> anyhow::Result<Value> {
@@ -373,13 +373,13 @@ pub async fn failover(
         clients,
         batch,
         rate,
-    } = load_of;
+    } = load;
     let endpoints = cluster.endpoints();
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let sim = SimAgents::start(&endpoints, agents, 256, started.clone())?;
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
+    let mut submitters = Vec::new();
     // Each client sends a request every `clients * batch / rate` seconds
     // (skipping the sends it is too late for), or back to back.
     let every = (rate > 0.0).then(|| Duration::from_secs_f64((clients * batch) as f64 / rate));
@@ -387,7 +387,7 @@ pub async fn failover(
     for k in 0..clients {
         let client = Client::new(endpoints.clone())?;
         let (acked, stop) = (acked.clone(), stop.clone());
-        load.push(tokio::spawn(async move {
+        submitters.push(tokio::spawn(async move {
             let mut ticks = every.map(|d| {
                 let mut t = tokio::time::interval(d);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -440,7 +440,7 @@ pub async fn failover(
         cluster.restart(leader)?;
     }
     stop.store(true, Ordering::Relaxed);
-    for t in load {
+    for t in submitters {
         let _ = t.await;
     }
     let load_secs = load_started.elapsed().as_secs_f64();

@@ -79,6 +79,20 @@ pub enum Refusal {
     Other(String),
 }
 
+impl Refusal {
+    /// When the voter would grant the same pre-vote, if only time stands in
+    /// the way: `quiet` (the election timeout's minimum) after it last heard
+    /// its leader.
+    pub fn retry_after(&self, quiet: Duration) -> Option<Duration> {
+        match self {
+            Refusal::HeardLeader(ago) => {
+                Some(quiet.saturating_sub(*ago).max(Duration::from_millis(1)))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -199,10 +213,10 @@ impl Elections {
         *self.hold_until.lock().expect("hold lock poisoned") = Some(Instant::now() + d);
     }
 
-    /// How long a voter must not have heard from a leader to grant a
-    /// pre-vote: the election timeout's minimum.
-    pub fn quiet(&self) -> Duration {
-        self.min
+    /// When a refusing voter would grant the same pre-vote, if only time
+    /// stands in the way (it heard its leader under the minimum ago).
+    pub fn retry_after(&self, refusal: &Refusal) -> Option<Duration> {
+        refusal.retry_after(self.min)
     }
 
     /// Ends a hold early.
@@ -224,10 +238,11 @@ impl Elections {
         self.log.last_log_id().max(purged)
     }
 
-    fn applied(&self) -> u64 {
-        let m = self.raft.metrics();
-        let applied = m.borrow().last_applied.map(|l| l.index).unwrap_or(0);
-        applied
+    /// Whether this node may vote (and so campaign): not while it catches
+    /// up after starting on an empty store ([`VoteGate`]).
+    pub fn may_vote(&self) -> Result<(), String> {
+        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
+        self.vote_gate.check(applied.unwrap_or(0))
     }
 
     async fn local(&self) -> Option<Local> {
@@ -265,9 +280,7 @@ impl Elections {
         candidate: u64,
         candidate_last_log_id: Option<LogId<u64>>,
     ) -> Result<(), Refusal> {
-        self.vote_gate
-            .check(self.applied())
-            .map_err(Refusal::Other)?;
+        self.may_vote().map_err(Refusal::Other)?;
         let local = self
             .local()
             .await
@@ -349,7 +362,7 @@ impl Elections {
                 timeout = self.draw_timeout();
                 continue;
             }
-            if self.vote_gate.check(self.applied()).is_err() {
+            if self.may_vote().is_err() {
                 // It would lose: its log lacks entries it once acknowledged.
                 last_try = Some(now);
                 timeout = self.draw_timeout();
@@ -536,6 +549,25 @@ mod tests {
         assert!(answer(&follower(Some(150), log_id(2, 10)), log_id(2, 10), QUIET).is_ok());
         // Following no leader (after a restart, or a vote granted): granted.
         assert!(answer(&follower(None, log_id(2, 10)), log_id(2, 10), QUIET).is_ok());
+    }
+
+    #[test]
+    fn only_a_refusal_for_a_recent_leader_says_when_to_ask_again() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            Refusal::HeardLeader(ms(40)).retry_after(QUIET),
+            Some(ms(110))
+        );
+        assert_eq!(
+            Refusal::HeardLeader(ms(150)).retry_after(QUIET),
+            Some(ms(1))
+        );
+        assert_eq!(Refusal::Leads.retry_after(QUIET), None);
+        let behind = Refusal::LogBehind {
+            candidate: log_id(1, 1),
+            voter: log_id(1, 2),
+        };
+        assert_eq!(behind.retry_after(QUIET), None);
     }
 
     #[test]

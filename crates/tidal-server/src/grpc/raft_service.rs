@@ -10,7 +10,6 @@ use tidal_proto::raft::RaftPayload;
 use tidal_store::{Raft, TypeConfig};
 use tonic::{Request, Response, Status};
 
-use crate::elections::Refusal;
 use crate::raft_network::{decode, encode};
 
 /// Keeps a node that started on an empty store from voting until it holds
@@ -104,16 +103,9 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let applied = self
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map(|l| l.index)
-            .unwrap_or(0);
-        if let Err(why) = self.vote_gate.check(applied) {
-            return Err(Status::failed_precondition(why));
-        }
+        self.elections
+            .may_vote()
+            .map_err(Status::failed_precondition)?;
         let req = decode(&request.into_inner().data).map_err(bad_request)?;
         reply(&self.raft.vote(req).await)
     }
@@ -179,12 +171,11 @@ impl RaftRpc for RaftService {
             .elections
             .answer_pre_vote(req.candidate_id, last_log_id)
             .await;
-        let retry_after_ms = match &answer {
-            Err(Refusal::HeardLeader(ago)) => {
-                (self.elections.quiet().saturating_sub(*ago).as_millis() as u64).max(1)
-            }
-            _ => 0,
-        };
+        let retry_after_ms = answer
+            .as_ref()
+            .err()
+            .and_then(|r| self.elections.retry_after(r))
+            .map_or(0, |d| d.as_millis() as u64);
         Ok(Response::new(tidal_proto::raft::PreVoteResponse {
             granted: answer.is_ok(),
             reason: answer.err().map(|r| r.to_string()).unwrap_or_default(),
