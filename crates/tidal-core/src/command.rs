@@ -97,6 +97,18 @@ pub enum Command {
         specs: Vec<TaskSpec>,
         place: Vec<(u32, AgentId)>,
     },
+    /// Tasks an agent holds that it does not run: its session began without
+    /// them in its running list (it stopped them when it fenced itself, or
+    /// never received them). Their tokens are never sent again: each task
+    /// still held by `agent` under the given token is granted anew to the
+    /// same agent under this entry's index, or goes back to Pending when the
+    /// agent can no longer take it. An assignment the agent never started
+    /// keeps its attempt; a started one spends it (and fails once
+    /// `max_attempts` is used up), as when an agent is lost.
+    Regrant {
+        agent: AgentId,
+        tasks: Vec<(TaskId, FencingToken)>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +197,14 @@ pub enum Response {
     Rejected(Rejection),
     /// StartedBatch: one result per report, in order.
     StartedBatch(Vec<Result<(), Rejection>>),
+    /// Regrant: the new grants, the tasks that went back to Pending, those
+    /// that failed (attempts used up), and items no longer held as named.
+    Regranted {
+        granted: Vec<Granted>,
+        requeued: Vec<TaskId>,
+        failed: Vec<TaskId>,
+        rejected: Vec<(TaskId, Rejection)>,
+    },
     /// Forward: per pair, the outbox sequence of its record.
     Forwarded(Vec<Result<u64, Rejection>>),
     /// Ingest: a verdict for each record taken (new or duplicate), and the
@@ -237,6 +257,7 @@ impl Command {
             Command::Complete(list) => list.iter().map(Completion::approx_bytes).sum(),
             Command::Assign(pairs) => pairs.iter().map(|(_, a)| 16 + a.len()).sum(),
             Command::StartedBatch(list) => list.len() * 16,
+            Command::Regrant { agent, tasks } => agent.len() + tasks.len() * 16,
             Command::RegisterAgent(spec) => {
                 256 + spec
                     .labels

@@ -155,6 +155,7 @@ impl State {
             Command::Ingest { origin, records } => self.ingest(origin, records, ctx),
             Command::ForwardAck { peer, verdicts } => self.forward_ack(peer, verdicts, ctx),
             Command::SubmitPlaced { specs, place } => self.submit_placed(specs, place, ctx),
+            Command::Regrant { agent, tasks } => self.regrant(&agent, tasks, ctx),
         }
     }
 
@@ -352,6 +353,105 @@ impl State {
             self.report(*id, ctx);
         }
         Response::AgentDown { requeued, failed }
+    }
+
+    fn regrant(
+        &mut self,
+        agent_id: &str,
+        items: Vec<(TaskId, FencingToken)>,
+        ctx: ApplyCtx,
+    ) -> Response {
+        let (mut granted, mut requeued, mut failed, mut rejected) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if ctx.log_index == 0 {
+            return Response::Rejected(Rejection::Invalid(
+                "regrant needs a log index above 0".to_string(),
+            ));
+        }
+        for (id, token) in items {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                rejected.push((id, Rejection::TaskNotFound(id)));
+                continue;
+            };
+            let started = match &task.state {
+                TaskState::Assigned { agent, token: t } if agent == agent_id && *t == token => {
+                    false
+                }
+                TaskState::Running { agent, token: t } if agent == agent_id && *t == token => true,
+                _ => {
+                    rejected.push((
+                        id,
+                        Rejection::StaleToken {
+                            task: id,
+                            presented: token,
+                            current: task.state.holder().map(|(_, t)| t),
+                        },
+                    ));
+                    continue;
+                }
+            };
+            let Some(agent) = self.agents.get_mut(agent_id) else {
+                rejected.push((id, Rejection::AgentNotFound(agent_id.to_string())));
+                continue;
+            };
+            // Invariant 3: the hold is released before anything else happens.
+            agent.tasks.remove(&id);
+            agent.slots_in_use = agent.slots_in_use.saturating_sub(task.spec.slots);
+            agent.gpus_in_use = agent.gpus_in_use.saturating_sub(task.spec.gpus);
+            task.updated_ms = ctx.time_ms;
+            if started && task.attempt >= task.spec.max_attempts {
+                task.state = TaskState::Failed {
+                    agent: Some(agent_id.to_string()),
+                    token,
+                };
+                task.error = format!(
+                    "agent {agent_id} stopped the task (its lease lapsed); max_attempts {} reached",
+                    task.spec.max_attempts
+                );
+                failed.push(id);
+                self.report(id, ctx);
+                continue;
+            }
+            if placement::eligible(agent, &task.spec).is_ok() {
+                // Invariant 1: a new token, this entry's index.
+                let token = ctx.log_index;
+                agent.tasks.insert(id, token);
+                agent.slots_in_use += task.spec.slots;
+                agent.gpus_in_use += task.spec.gpus;
+                task.state = TaskState::Assigned {
+                    agent: agent_id.to_string(),
+                    token,
+                };
+                if started {
+                    task.attempt = task.attempt.saturating_add(1);
+                }
+                granted.push(Granted {
+                    task: id,
+                    agent: agent_id.to_string(),
+                    token,
+                    attempt: task.attempt,
+                });
+            } else {
+                // The next Assign counts an attempt: give back the one an
+                // assignment that never started had counted.
+                if !started {
+                    task.attempt = task.attempt.saturating_sub(1);
+                }
+                task.state = TaskState::Pending;
+                self.pending
+                    .entry(task.spec.queue.clone())
+                    .or_default()
+                    .insert((task.spec.priority, id));
+                requeued.push(id);
+            }
+            self.report(id, ctx);
+        }
+        Response::Regranted {
+            granted,
+            requeued,
+            failed,
+            rejected,
+        }
     }
 
     fn assign(&mut self, pairs: Vec<(TaskId, AgentId)>, ctx: ApplyCtx) -> Response {

@@ -771,3 +771,111 @@ fn started_batch_checks_each_report_on_its_own() {
         }
     );
 }
+
+#[test]
+fn regrant_gives_a_new_token_and_keeps_the_attempt_of_an_unstarted_task() {
+    let mut log = Log::new();
+    log.register(agent("a1", 2));
+    let id = log.submit(task("t2i")).unwrap().id;
+    let first = log.assign(id, "a1").unwrap();
+    assert_eq!(first.attempt, 1);
+    let r = log.apply(Command::Regrant {
+        agent: "a1".into(),
+        tasks: vec![(id, first.token)],
+    });
+    let Response::Regranted {
+        granted,
+        requeued,
+        failed,
+        rejected,
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    assert!(requeued.is_empty() && failed.is_empty() && rejected.is_empty());
+    assert_eq!(granted.len(), 1);
+    let second = &granted[0];
+    assert!(second.token > first.token, "a new, higher token");
+    assert_eq!(second.attempt, 1, "no attempt was spent");
+    assert_eq!(log.state.agent("a1").unwrap().slots_in_use, 1);
+    // The old token is dead: its completion is refused, the new one's taken.
+    assert!(matches!(
+        log.complete(id, first.token, true),
+        Err(Rejection::StaleToken { .. })
+    ));
+    // Naming the old token again changes nothing.
+    let again = log.apply(Command::Regrant {
+        agent: "a1".into(),
+        tasks: vec![(id, first.token)],
+    });
+    assert!(
+        matches!(&again, Response::Regranted { granted, rejected, .. } if granted.is_empty() && rejected.len() == 1),
+        "{again:?}"
+    );
+    log.complete(id, second.token, true).unwrap();
+}
+
+#[test]
+fn regrant_of_a_started_task_spends_an_attempt_and_fails_when_none_is_left() {
+    let mut log = Log::new();
+    log.register(agent("a1", 2));
+    let id = log
+        .submit(TaskSpec {
+            max_attempts: 2,
+            ..task("t2i")
+        })
+        .unwrap()
+        .id;
+    let g = log.assign(id, "a1").unwrap();
+    log.apply(Command::Started {
+        task: id,
+        token: g.token,
+    });
+    let r = log.apply(Command::Regrant {
+        agent: "a1".into(),
+        tasks: vec![(id, g.token)],
+    });
+    let Response::Regranted { granted, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(granted[0].attempt, 2);
+    let token = granted[0].token;
+    log.apply(Command::Started { task: id, token });
+    let r = log.apply(Command::Regrant {
+        agent: "a1".into(),
+        tasks: vec![(id, token)],
+    });
+    assert!(
+        matches!(&r, Response::Regranted { failed, granted, .. } if failed == &vec![id] && granted.is_empty()),
+        "{r:?}"
+    );
+    assert_eq!(log.state.agent("a1").unwrap().slots_in_use, 0);
+    assert!(matches!(
+        log.state.task(id).unwrap().state,
+        TaskState::Failed { .. }
+    ));
+}
+
+#[test]
+fn regrant_to_an_agent_that_can_no_longer_take_the_task_requeues_it() {
+    let mut log = Log::new();
+    log.register(agent("a1", 2));
+    let id = log.submit(task("t2i")).unwrap().id;
+    let g = log.assign(id, "a1").unwrap();
+    // The agent re-registers without t2i.
+    log.register(AgentSpec {
+        task_types: ["tts".to_string()].into(),
+        ..agent("a1", 2)
+    });
+    let r = log.apply(Command::Regrant {
+        agent: "a1".into(),
+        tasks: vec![(id, g.token)],
+    });
+    assert!(
+        matches!(&r, Response::Regranted { requeued, .. } if requeued == &vec![id]),
+        "{r:?}"
+    );
+    let t = log.state.task(id).unwrap();
+    assert_eq!(t.state, TaskState::Pending);
+    assert_eq!(t.attempt, 0, "the next assignment is attempt 1 again");
+}
