@@ -3,7 +3,9 @@
 //!
 //! - One token, one holder: every observation (reads, the end state, what
 //!   workers presented to the sink) of a task's token names the same agent.
-//! - Tokens rise with attempts: a later attempt of a task holds a higher token.
+//! - Tokens rise with attempts: a later attempt of a task holds a higher
+//!   token. An attempt holds a second token only when its first never ran
+//!   (a regrant of an assignment its agent never started).
 //! - The sink (a resource that checks fencing tokens, as a user's storage
 //!   would) accepted per task a non-decreasing sequence of tokens, and never
 //!   a token below one it had already seen.
@@ -13,7 +15,7 @@
 //!   overlapped in time: an agent that loses its lease stops its worker
 //!   before the task can be granted again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{final_tasks, Facts, Verdict};
 use crate::history::{ops, Event};
@@ -62,28 +64,55 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
         }
     }
 
-    // Tokens rise with attempts.
-    let mut by_attempt: BTreeMap<&str, BTreeMap<u32, u64>> = BTreeMap::new();
+    // Tokens rise with attempts. One attempt holds several tokens only when
+    // an assignment that never ran was granted again (a regrant keeps the
+    // attempt of a task its agent never started): every token of an
+    // attempt but its last must never have reached the sink.
+    let mut by_attempt: BTreeMap<&str, BTreeMap<u32, BTreeSet<u64>>> = BTreeMap::new();
     for e in reads.iter().chain(finals.values()) {
         if let (Some(t), Some(tok), Some(att)) = (e.task.as_deref(), e.token, e.attempt) {
             if tok > 0 && att > 0 {
-                let prev = by_attempt.entry(t).or_default().insert(att, tok);
-                if prev.is_some_and(|p| p != tok) {
+                by_attempt
+                    .entry(t)
+                    .or_default()
+                    .entry(att)
+                    .or_default()
+                    .insert(tok);
+            }
+        }
+    }
+    let ran: BTreeSet<(&str, u64)> = sink
+        .iter()
+        .filter(|e| e.f == "begin")
+        .filter_map(|e| Some((e.task.as_deref()?, e.token?)))
+        .collect();
+    for (t, attempts) in &by_attempt {
+        for (att, tokens) in attempts {
+            let last = tokens.iter().next_back().copied().unwrap_or(0);
+            for tok in tokens.iter().filter(|tok| **tok != last) {
+                if ran.contains(&(*t, *tok)) {
                     problems.push(format!(
-                        "task {t} attempt {att} has two tokens, {} and {tok}",
-                        prev.unwrap_or(0)
+                        "task {t} attempt {att} has two tokens, {tok} and {last}, and token {tok} ran: \
+                         a task that ran is granted again only under a new attempt"
                     ));
                 }
             }
         }
-    }
-    for (t, attempts) in &by_attempt {
-        let tokens: Vec<(u32, u64)> = attempts.iter().map(|(a, t)| (*a, *t)).collect();
-        for w in tokens.windows(2) {
-            if w[1].1 <= w[0].1 {
+        let spans: Vec<(u32, u64, u64)> = attempts
+            .iter()
+            .map(|(a, toks)| {
+                (
+                    *a,
+                    toks.iter().next().copied().unwrap_or(0),
+                    toks.iter().next_back().copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        for w in spans.windows(2) {
+            if w[1].1 <= w[0].2 {
                 problems.push(format!(
                     "task {t}: attempt {} has token {}, not above attempt {}'s {}",
-                    w[1].0, w[1].1, w[0].0, w[0].1
+                    w[1].0, w[1].1, w[0].0, w[0].2
                 ));
             }
         }
@@ -220,6 +249,26 @@ mod tests {
         let v = check(&h.events, &Facts::default());
         assert!(
             v.problems.iter().any(|p| p.contains("not above")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn an_attempt_has_a_second_token_only_if_the_first_never_ran() {
+        // Token 7 was granted, never ran, and was regranted as 9 (attempt 1).
+        let mut h = H::new();
+        h.get("c1", "t1", "assigned", 1, 7, "a1", 8);
+        h.sink("begin", "t1", 9, "a1", true)
+            .sink("end", "t1", 9, "a1", true);
+        h.get("c1", "t1", "running", 1, 9, "a1", 10);
+        let v = check(&h.events, &Facts::default());
+        assert!(v.ok(), "{:?}", v.problems);
+        // Had token 7 run, its task may not keep the attempt.
+        h.sink("begin", "t1", 7, "a1", true);
+        let v = check(&h.events, &Facts::default());
+        assert!(
+            v.problems.iter().any(|p| p.contains("two tokens")),
             "{:?}",
             v.problems
         );

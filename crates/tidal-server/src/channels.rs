@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+/// HTTP/2 keepalive of every server-to-server connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Channels {
     cache: Arc<Mutex<HashMap<String, Channel>>>,
@@ -39,8 +43,14 @@ impl Channels {
         if let Some(ch) = cache.get(addr) {
             return Ok(ch.clone());
         }
+        // A silent peer (dropped packets, a paused process) fails its calls
+        // within interval + timeout and the connection is closed; the
+        // channel dials anew on its next call instead of waiting on it.
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+            .map_err(|e| format!("bad address {addr:?}: {e}"))?
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let ch = tidal_proto::dial::connect_lazy(
             (self.configure)(endpoint),
             self.source_ip,

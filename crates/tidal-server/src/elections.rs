@@ -167,6 +167,8 @@ pub struct Elections {
     /// Wakes the driver to ask for pre-votes before its timeout: a
     /// candidate behind this node's log asked for one.
     nudge: tokio::sync::Notify,
+    /// When this process made its elections driver.
+    started: Instant,
 }
 
 /// What the driver reads from openraft before each decision.
@@ -204,6 +206,7 @@ impl Elections {
             heartbeat: Duration::from_millis(heartbeat_ms),
             hold_until: Mutex::new(None),
             nudge: tokio::sync::Notify::new(),
+            started: Instant::now(),
         }
     }
 
@@ -240,7 +243,21 @@ impl Elections {
 
     /// Whether this node may vote (and so campaign): not while it catches
     /// up after starting on an empty store ([`VoteGate`]).
+    ///
+    /// Nor within the election timeout's minimum after this process started:
+    /// a voter forgets when it last heard its leader when it restarts, and
+    /// the leader's lease counts on every voter that accepted its entries
+    /// refusing other candidates for that long (leader/quorum.rs).
     pub fn may_vote(&self) -> Result<(), String> {
+        let up = self.started.elapsed();
+        if up < self.min {
+            return Err(format!(
+                "this node started {} ms ago; it votes only {} ms after its start, \
+                 so the lease of the leader it may have acknowledged before holds",
+                up.as_millis(),
+                self.min.as_millis()
+            ));
+        }
         let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
         self.vote_gate.check(applied.unwrap_or(0))
     }

@@ -17,6 +17,7 @@ use crate::elections::Elections;
 use crate::error::{Result, ServerError};
 use crate::grpc::raft_service::VoteGate;
 use crate::leader::eager::EagerPlacement;
+use crate::leader::quorum::{quorum_contact, verdict, Bounds, Verdict};
 use crate::leader::Leadership;
 use crate::links::PeerTable;
 use crate::now_ms;
@@ -287,11 +288,44 @@ impl Node {
         self.state.read().last_applied.map(|l| l.index).unwrap_or(0)
     }
 
+    /// The leadership this node acts under, if any (see [`Leadership`]).
     pub fn leadership(&self) -> Option<Arc<Leadership>> {
         self.leadership
             .lock()
             .expect("leadership lock poisoned")
             .clone()
+            .filter(|l| l.is_alive())
+    }
+
+    /// Check-quorum for this node as leader of `term` since `since`
+    /// ([`crate::leader::quorum`]).
+    pub fn quorum_verdict(&self, term: u64, since: std::time::Instant) -> Verdict {
+        let configs = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .clone();
+        let now = std::time::Instant::now();
+        let contact = quorum_contact(&configs, self.id, now, |peer| {
+            self.contacts.accepted_at(peer, term)
+        });
+        let (min, max) = self.config.election_timeout;
+        let bounds = Bounds {
+            lease: std::time::Duration::from_millis(min),
+            step_down: std::time::Duration::from_millis(max),
+        };
+        verdict(bounds, now, since, contact)
+    }
+
+    /// Whether `leadership` may renew an agent's lease now: it is alive and
+    /// a majority heard this node within the leader lease, so no other
+    /// leader can exist yet (README, guarantee 6).
+    pub fn lease_holds(&self, leadership: &Leadership) -> bool {
+        leadership.is_alive()
+            && self.quorum_verdict(leadership.term, leadership.since) == Verdict::Lease
     }
 
     pub(crate) fn set_leadership(&self, l: Option<Arc<Leadership>>) {
@@ -347,6 +381,17 @@ impl Node {
     pub fn require_leader(&self) -> Result<Arc<Leadership>> {
         if let Some(l) = self.leadership() {
             return Ok(l);
+        }
+        Err(self.not_leader())
+    }
+
+    /// Ok when openraft has this node lead, acting or not: membership
+    /// changes need only that (they commit through Raft, and a leader that
+    /// lost its majority answers their refusals as well as any).
+    pub fn require_raft_leader(&self) -> Result<()> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state.is_leader() && m.current_leader == Some(self.id) {
+            return Ok(());
         }
         Err(self.not_leader())
     }

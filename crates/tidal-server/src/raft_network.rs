@@ -42,26 +42,60 @@ pub struct Network {
     retry: Duration,
 }
 
-/// When each peer last answered a Raft RPC of this node, for `cluster members`
-/// and for the reachability check of membership changes.
+/// When each peer last answered a Raft RPC of this node (for `cluster
+/// members` and the reachability check of membership changes), and, for the
+/// leader's check-quorum, when this node *sent* the latest AppendEntries
+/// each peer accepted as coming from its leader, per term.
 #[derive(Clone, Default)]
-pub struct Contacts(Arc<Mutex<HashMap<u64, Instant>>>);
+pub struct Contacts(Arc<Mutex<ContactTable>>);
+
+#[derive(Default)]
+struct ContactTable {
+    answered: HashMap<u64, Instant>,
+    /// peer -> (term, send time of the latest accepted AppendEntries).
+    accepted: HashMap<u64, (u64, Instant)>,
+}
 
 impl Contacts {
-    fn touch(&self, peer: u64) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ContactTable> {
         self.0
             .lock()
-            .expect("contacts lock poisoned")
-            .insert(peer, Instant::now());
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn touch(&self, peer: u64) {
+        self.lock().answered.insert(peer, Instant::now());
+    }
+
+    /// `peer` accepted an AppendEntries of `term` that was sent at `sent_at`:
+    /// from its receipt (after `sent_at`) it refuses to vote for anyone else
+    /// for the election timeout's minimum (openraft's leader lease there).
+    pub fn accepted(&self, peer: u64, term: u64, sent_at: Instant) {
+        let mut t = self.lock();
+        let newer = match t.accepted.get(&peer) {
+            Some((have_term, have_at)) => {
+                term > *have_term || (term == *have_term && sent_at > *have_at)
+            }
+            None => true,
+        };
+        if newer {
+            t.accepted.insert(peer, (term, sent_at));
+        }
+    }
+
+    /// When this node sent the latest AppendEntries of `term` that `peer`
+    /// accepted; `None` if it accepted none of that term.
+    pub fn accepted_at(&self, peer: u64, term: u64) -> Option<Instant> {
+        self.lock()
+            .accepted
+            .get(&peer)
+            .filter(|(t, _)| *t == term)
+            .map(|(_, at)| *at)
     }
 
     /// How long ago `peer` last answered; `None` if it never did.
     pub fn since(&self, peer: u64) -> Option<Duration> {
-        self.0
-            .lock()
-            .expect("contacts lock poisoned")
-            .get(&peer)
-            .map(Instant::elapsed)
+        self.lock().answered.get(&peer).map(Instant::elapsed)
     }
 }
 
@@ -73,10 +107,7 @@ impl Network {
     /// deposed a healthy leader).
     pub fn new(source_ip: Option<IpAddr>, retry: Duration) -> Network {
         Network {
-            channels: Channels::new(source_ip, Duration::from_millis(500), |e| {
-                e.http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(Duration::from_secs(5))
-            }),
+            channels: Channels::new(source_ip, Duration::from_millis(500), |e| e),
             contacts: Contacts::default(),
             retry,
         }
@@ -246,14 +277,8 @@ impl PeerClient {
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
-    fn backoff(&self) -> openraft::network::Backoff {
-        openraft::network::Backoff::new(std::iter::repeat(self.retry))
-    }
-
-    /// Sends the entries, or a prefix of about [`APPEND_BYTES`] and answers
-    /// `PartialSuccess` up to its last entry (openraft sends the rest next).
-    async fn append_entries(
+impl PeerClient {
+    async fn send_entries(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
@@ -273,6 +298,31 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
             other => Ok(other),
         }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry))
+    }
+
+    /// Sends the entries, or a prefix of about [`APPEND_BYTES`] and answers
+    /// `PartialSuccess` up to its last entry (openraft sends the rest next).
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        // Taken before anything is sent: the peer received it later.
+        let sent_at = Instant::now();
+        let term = rpc.vote.leader_id().term;
+        let answer = self.send_entries(rpc, option).await;
+        if let Ok(r) = &answer {
+            if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                self.contacts.accepted(self.target, term, sent_at);
+            }
+        }
+        answer
     }
 
     async fn install_snapshot(

@@ -586,8 +586,35 @@ async fn a_change_that_unreachable_voters_would_block_is_refused() -> anyhow::Re
     }
     c.kill_node(followers[0]);
     c.kill_node(followers[1]);
-    // Once the two are known to be gone, removing a third voter is refused:
-    // only 2 of the 4 voters left would answer.
+    // Wait until the leader knows the two are gone (`cluster members` shows
+    // their last contact past the bound the check uses, three election
+    // timeouts), as an operator would look before changing anything: a
+    // change proposed before that could not commit, and a leader without a
+    // majority of its joint configuration steps down (check-quorum).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m: serde_json::Value =
+            serde_json::from_str(&c.tidal_ok(&["cluster", "members", "-o", "json"])?)?;
+        let gone = m["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter(|x| {
+                let id = x["id"].as_u64();
+                (id == Some(followers[0]) || id == Some(followers[1]))
+                    && x["last_contact_ms"].as_i64().is_some_and(|ms| ms > 900)
+            })
+            .count();
+        if gone == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the leader never saw the two voters gone: {m}");
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    // Now removing a third voter is refused: only 2 of the 4 voters left
+    // would answer.
     let victim = followers[2].to_string();
     let deadline = Instant::now() + Duration::from_secs(15);
     let err = loop {
@@ -602,7 +629,10 @@ async fn a_change_that_unreachable_voters_would_block_is_refused() -> anyhow::Re
             "the remove must not succeed: {err}"
         );
         if Instant::now() > deadline {
-            bail!("never refused for unreachable voters: {err}");
+            bail!(
+                "never refused for unreachable voters: {err}\n{}",
+                c.logs_tail(3000)
+            );
         }
         sleep(Duration::from_millis(300)).await;
     };

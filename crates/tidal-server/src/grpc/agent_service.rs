@@ -18,7 +18,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::error::ServerError;
-use crate::leader::dispatcher::assignment;
 use crate::leader::sessions::Outbound;
 use crate::leader::Leadership;
 use crate::node::Node;
@@ -75,14 +74,22 @@ impl Agents for AgentService {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let generation = leadership.sessions.attach(&agent_id, tx.clone());
         let _ = tx.send(msg(Out::Registered(v1::Registered {
             agent_id: agent_id.clone(),
             leader_id: node.id,
             server_ttl_ms: node.config.agent_ttl.as_millis() as u64,
             heartbeat_interval_ms: node.config.heartbeat_interval.as_millis() as u64,
         })));
-        reconcile(&node, &agent_id, &register.running, &tx);
+        let (generation, stopped) =
+            reconcile(&node, &leadership, &agent_id, &register.running, &tx);
+        if !stopped.is_empty() {
+            tokio::spawn(regrant(
+                node.clone(),
+                leadership.clone(),
+                agent_id.clone(),
+                stopped,
+            ));
+        }
         leadership.wake.notify_one();
         tracing::info!(agent_id = %agent_id, generation, "agent session started");
         tokio::spawn(serve_session(
@@ -114,21 +121,35 @@ impl Agents for AgentService {
     }
 }
 
-/// After a (re)connect: resend assignments the agent does not report running,
-/// and cancel what it runs under a token that is no longer current.
-fn reconcile(node: &Node, agent_id: &str, running: &[v1::RunningTask], tx: &Outbound) {
+/// After a (re)connect: attaches the session and settles every task the
+/// state says the agent holds. One it reports running under the current
+/// token goes on; one it does not is returned (with its token) to be
+/// regranted under a new token, never sent again under the old one (the
+/// agent may have run it and stopped it when it fenced itself). What it
+/// runs under a token that is no longer current is cancelled. The state is
+/// read and the session attached under one read lock, so every assignment
+/// is settled either here (token at or below the applied index) or pushed
+/// on this session afterwards (above it), never both.
+fn reconcile(
+    node: &Node,
+    leadership: &Leadership,
+    agent_id: &str,
+    running: &[v1::RunningTask],
+    tx: &Outbound,
+) -> (u64, Vec<(TaskId, u64)>) {
     let applied = node.state.read();
     let state = &applied.state;
+    let at = applied.last_applied.map(|l| l.index).unwrap_or(0);
+    let generation = leadership.sessions.attach(agent_id, tx.clone(), at);
     let reported: BTreeSet<(String, u64)> = running
         .iter()
         .map(|r| (r.task_id.clone(), r.token))
         .collect();
+    let mut stopped = Vec::new();
     if let Some(agent) = state.agent(agent_id) {
         for (task_id, token) in &agent.tasks {
             if !reported.contains(&(task_id.to_string(), *token)) {
-                if let Some(task) = state.task(*task_id) {
-                    let _ = tx.send(assignment(task, *token));
-                }
+                stopped.push((*task_id, *token));
             }
         }
     }
@@ -146,6 +167,54 @@ fn reconcile(node: &Node, agent_id: &str, running: &[v1::RunningTask], tx: &Outb
                 reason: "the task is no longer assigned to this agent under this token".into(),
             })));
         }
+    }
+    (generation, stopped)
+}
+
+/// Commits a `Regrant` of tasks the agent holds but does not run, then
+/// pushes the new assignments on its session.
+async fn regrant(
+    node: Arc<Node>,
+    leadership: Arc<Leadership>,
+    agent_id: String,
+    tasks: Vec<(TaskId, u64)>,
+) {
+    let n = tasks.len();
+    match node
+        .propose(Command::Regrant {
+            agent: agent_id.clone(),
+            tasks,
+        })
+        .await
+    {
+        Ok((
+            CoreResponse::Regranted {
+                granted,
+                requeued,
+                failed,
+                rejected,
+            },
+            index,
+        )) => {
+            tracing::info!(
+                agent_id = %agent_id,
+                log_index = index,
+                held = n,
+                regranted = granted.len(),
+                requeued = requeued.len(),
+                failed = failed.len(),
+                settled_elsewhere = rejected.len(),
+                "the agent did not run tasks it held: granted again under new tokens"
+            );
+            crate::leader::dispatcher::push(&node.state, &leadership, &granted);
+            leadership.wake.notify_one();
+        }
+        Ok((other, _)) => {
+            tracing::warn!(agent_id = %agent_id, response = ?other, "unexpected response to regrant")
+        }
+        // Not committed: the tasks stay held under their old tokens, which
+        // are never pushed again; the next session (or the lease) settles them.
+        Err(e) => tracing::warn!(agent_id = %agent_id, error = %e, "could not commit the regrant"),
     }
 }
 
@@ -174,8 +243,16 @@ async fn serve_session(
         };
         match m {
             In::Heartbeat(hb) => {
-                leadership.sessions.renew(&agent_id);
-                let _ = tx.send(msg(Out::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq })));
+                // Guarantee 6: a renewal counts only while a majority's
+                // recent contact proves no other leader exists; otherwise
+                // the heartbeat goes unanswered and the agent's own
+                // deadline keeps running.
+                if node.lease_holds(&leadership) {
+                    leadership.sessions.renew(&agent_id);
+                    let _ = tx.send(msg(Out::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq })));
+                } else {
+                    tracing::debug!(agent_id = %agent_id, seq = hb.seq, "heartbeat not acknowledged: no majority heard this leader within its lease");
+                }
             }
             In::Started(s) => {
                 let Ok(task) = s.task_id.parse::<TaskId>() else {

@@ -300,7 +300,7 @@ impl Cluster for ClusterService {
             ))
             .into());
         }
-        self.node.require_leader()?;
+        self.node.require_raft_leader()?;
         {
             let m = self.node.raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
@@ -340,7 +340,7 @@ impl Cluster for ClusterService {
         request: Request<v1::PromoteRequest>,
     ) -> Result<Response<v1::MembersResponse>, Status> {
         let id = request.into_inner().id;
-        self.node.require_leader()?;
+        self.node.require_raft_leader()?;
         {
             let m = self.node.raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
@@ -370,7 +370,7 @@ impl Cluster for ClusterService {
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::MembersResponse>, Status> {
         let target = request.into_inner().id;
-        self.node.require_leader()?;
+        self.node.require_raft_leader()?;
         if target == self.node.id {
             return Ok(Response::new(self.members()));
         }
@@ -390,7 +390,7 @@ impl Cluster for ClusterService {
         request: Request<v1::ChangeRequest>,
     ) -> Result<Response<v1::MembersResponse>, Status> {
         let req = request.into_inner();
-        self.node.require_leader()?;
+        self.node.require_raft_leader()?;
         if !self.require_member(req.id)? {
             // Already a learner: nothing to do, so retries are safe.
             return Ok(Response::new(self.members()));
@@ -417,7 +417,7 @@ impl Cluster for ClusterService {
         request: Request<v1::ChangeRequest>,
     ) -> Result<Response<v1::MembersResponse>, Status> {
         let req = request.into_inner();
-        self.node.require_leader()?;
+        self.node.require_raft_leader()?;
         let voter = self.require_member(req.id)?;
         let addr = self
             .node

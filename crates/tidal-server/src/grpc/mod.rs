@@ -65,6 +65,10 @@ pub async fn serve(
     });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // A client or agent that went silent (dropped packets, a paused or
+        // dead machine) has its streams failed within interval + timeout.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
         .add_service(tasks)
         .add_service(agents)
         .add_service(queues)

@@ -96,14 +96,26 @@ impl Tasks for TaskService {
             }
         }
         if !valid.is_empty() {
-            self.node.await_leader().await?;
+            let leadership = self.node.await_leader().await?;
             // A request over about a megabyte becomes several entries (see
             // batcher::MAX_ENTRY_BYTES), committed concurrently, in order.
             let chunks = chunk_by_bytes(valid);
             let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
-            let committed =
-                futures::future::join_all(chunks.into_iter().map(|c| self.node.submits.call(c)))
-                    .await;
+            let committing =
+                futures::future::join_all(chunks.into_iter().map(|c| self.node.submits.call(c)));
+            // A leader that steps down (check-quorum, a higher vote) may
+            // never learn whether its entries commit: answer at once, so
+            // the client retries elsewhere with the same idempotency keys.
+            let committed = tokio::select! {
+                c = committing => c,
+                _ = leadership.ended() => {
+                    return Err(ServerError::Unavailable(
+                        "this server stopped leading before the submit committed; it may or may not \
+                         have been applied: retry with the same idempotency keys".into(),
+                    )
+                    .into())
+                }
+            };
             if committed.iter().all(|c| c.is_err()) {
                 if let Some(Err(e)) = committed.into_iter().next() {
                     return Err(e.into());

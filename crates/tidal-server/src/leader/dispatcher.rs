@@ -63,21 +63,22 @@ fn set_dispatching(leadership: &Leadership, round: InFlight) {
         .unwrap_or_else(std::sync::PoisonError::into_inner) = round;
 }
 
-/// Sends each granted assignment to its agent. An agent without a session gets
-/// it again when it re-registers (the session reconciles held tasks).
+/// Sends each granted assignment to its agent. An agent without a session
+/// never receives this token: when it registers, the session's reconcile
+/// finds the task held and not running and regrants it under a new token.
 pub fn push(state: &StateHandle, leadership: &Leadership, granted: &[Granted]) {
-    let messages: Vec<(String, v1::ServerMessage)> = {
+    let messages: Vec<(String, u64, v1::ServerMessage)> = {
         let applied = state.read();
         granted
             .iter()
             .filter_map(|g| {
                 let task = applied.state.task(g.task)?;
-                Some((g.agent.clone(), assignment(task, g.token)))
+                Some((g.agent.clone(), g.token, assignment(task, g.token)))
             })
             .collect()
     };
-    for (agent, msg) in messages {
-        leadership.sessions.send(&agent, msg);
+    for (agent, token, msg) in messages {
+        leadership.sessions.send_assignment(&agent, token, msg);
     }
 }
 

@@ -5,21 +5,34 @@
 pub mod dispatcher;
 pub mod eager;
 pub mod forwarder;
+pub mod quorum;
 pub mod reaper;
 pub mod sessions;
 pub mod shipper;
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::node::Node;
+use quorum::Verdict;
 use sessions::Sessions;
 
 /// The state of one term of leadership.
+///
+/// It is made when openraft makes this node leader, and acts (agent
+/// sessions, leases, dispatch, forwarding) only once an entry of its own has
+/// committed ([`establish`]): a node that openraft restores as leader after
+/// a restart, or that a newer leader has replaced without it knowing, never
+/// commits one and so never acts. It ends the moment the node sees a higher
+/// vote, or when it has not heard from a majority of voters for an election
+/// timeout (check-quorum, [`quorum`]).
 pub struct Leadership {
     pub term: u64,
+    /// When openraft made this node leader of `term`.
+    pub since: Instant,
     pub sessions: Sessions,
     /// Wakes the dispatcher: new pending work or freed capacity.
     pub wake: Notify,
@@ -40,11 +53,12 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    fn new(term: u64, node: &Node) -> Arc<Leadership> {
+    fn new(term: u64, since: Instant, node: &Node) -> Arc<Leadership> {
         let (alive, _) = watch::channel(true);
         let (reads_ready, _) = watch::channel(false);
-        let leadership = Arc::new(Leadership {
+        Arc::new(Leadership {
             term,
+            since,
             sessions: Sessions::new(node.config.agent_ttl),
             wake: Notify::new(),
             forward_wake: Notify::new(),
@@ -52,16 +66,7 @@ impl Leadership {
             alive,
             reads_ready,
             tasks: Mutex::new(Vec::new()),
-        });
-        // A new leader gives every known agent a full TTL of grace, so a
-        // failover causes no mass requeue (RELIABILITY.md, I7).
-        {
-            let applied = node.state.read();
-            for agent in applied.state.agents() {
-                leadership.sessions.renew(&agent.spec.id);
-            }
-        }
-        leadership
+        })
     }
 
     /// A receiver that sees `false` once this leadership has ended.
@@ -71,6 +76,12 @@ impl Leadership {
 
     pub fn is_alive(&self) -> bool {
         *self.alive.borrow()
+    }
+
+    /// Resolves once this leadership has ended.
+    pub async fn ended(&self) {
+        let mut rx = self.alive.subscribe();
+        let _ = rx.wait_for(|a| !*a).await;
     }
 
     /// Waits (at most `bound`) until this leadership has committed and
@@ -88,22 +99,23 @@ impl Leadership {
         ready
     }
 
+    fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn end(&self) {
         self.alive.send_replace(false);
-        for task in self
-            .tasks
-            .lock()
-            .expect("leadership task list poisoned")
-            .drain(..)
-        {
+        for task in self.tasks().drain(..) {
             task.abort();
         }
         self.sessions.clear();
     }
 }
 
-/// Commits one no-op entry for this leadership, retrying while it lasts;
-/// linearizable reads wait for it ([`Leadership::reads_ready`]).
+/// Commits one no-op entry for this leadership, retrying while it lasts,
+/// then establishes it ([`establish`]).
 async fn commit_barrier(node: Arc<Node>, leadership: Arc<Leadership>) {
     let mut backoff = std::time::Duration::from_millis(20);
     while leadership.is_alive() {
@@ -114,7 +126,7 @@ async fn commit_barrier(node: Arc<Node>, leadership: Arc<Leadership>) {
                     log_index = index,
                     "leadership barrier committed"
                 );
-                leadership.reads_ready.send_replace(true);
+                establish(&node, &leadership);
                 return;
             }
             Err(e) => {
@@ -124,6 +136,49 @@ async fn commit_barrier(node: Arc<Node>, leadership: Arc<Leadership>) {
             }
         }
     }
+}
+
+/// The leadership has committed an entry of its own: it serves linearizable
+/// reads, takes agent sessions, renews every known agent's lease for a full
+/// TTL (a failover causes no mass requeue: RELIABILITY.md, I7) and starts
+/// dispatching, reaping and forwarding.
+fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
+    let mut tasks = leadership.tasks();
+    // Checked under the task lock: `end` flips `alive` before taking it.
+    if !leadership.is_alive() {
+        return;
+    }
+    {
+        let applied = node.state.read();
+        for agent in applied.state.agents() {
+            leadership.sessions.renew(&agent.spec.id);
+        }
+    }
+    leadership.reads_ready.send_replace(true);
+    node.set_leadership(Some(leadership.clone()));
+    tasks.push(tokio::spawn(dispatcher::run(
+        node.clone(),
+        leadership.clone(),
+    )));
+    tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
+    if !node.config.peers.is_empty() {
+        tasks.push(tokio::spawn(forwarder::run(
+            node.clone(),
+            leadership.clone(),
+        )));
+        for peer in &node.config.peers {
+            tasks.push(tokio::spawn(shipper::run(
+                node.clone(),
+                leadership.clone(),
+                peer.clone(),
+            )));
+        }
+    }
+    tracing::info!(
+        node_id = node.id,
+        term = leadership.term,
+        "acting as leader: sessions, leases and dispatch"
+    );
 }
 
 /// Why this node should stop: it was a member, and its latest membership no
@@ -154,10 +209,22 @@ fn removed_from(
     })
 }
 
-/// Watches Raft metrics and starts or ends leadership as the role changes.
+/// Watches Raft metrics (and, every Raft heartbeat, the contact with a
+/// majority) and starts or ends leadership as the role changes.
 pub async fn watch_leadership(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
     let mut was_member = false;
+    // The term openraft has this node lead, and since when.
+    let mut led: Option<(u64, Instant)> = None;
+    // The leadership of that term (establishing or acting), if any.
+    let mut current: Option<Arc<Leadership>> = None;
+    // Set when check-quorum ended the leadership of `led`'s term: it starts
+    // again only once a majority is heard within the lease.
+    let mut deposed = false;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        node.config.raft_heartbeat_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (is_leader, term) = {
             let m = metrics.borrow_and_update();
@@ -170,52 +237,67 @@ pub async fn watch_leadership(node: Arc<Node>) {
                 m.current_term,
             )
         };
-        let current = node.leadership();
-        match (&current, is_leader) {
-            (Some(l), true) if l.term == term => {}
-            (_, true) => {
-                if let Some(old) = current {
-                    old.end();
-                }
-                tracing::info!(node_id = node.id, term, "became leader");
-                let leadership = Leadership::new(term, &node);
-                node.set_leadership(Some(leadership.clone()));
-                let b = tokio::spawn(commit_barrier(node.clone(), leadership.clone()));
-                let d = tokio::spawn(dispatcher::run(node.clone(), leadership.clone()));
-                let r = tokio::spawn(reaper::run(node.clone(), leadership.clone()));
-                let mut tasks = vec![b, d, r];
-                if !node.config.peers.is_empty() {
-                    tasks.push(tokio::spawn(forwarder::run(
-                        node.clone(),
-                        leadership.clone(),
-                    )));
-                    for peer in &node.config.peers {
-                        tasks.push(tokio::spawn(shipper::run(
-                            node.clone(),
-                            leadership.clone(),
-                            peer.clone(),
-                        )));
-                    }
-                }
-                leadership
-                    .tasks
-                    .lock()
-                    .expect("leadership task list poisoned")
-                    .extend(tasks);
-            }
-            (Some(old), false) => {
-                tracing::info!(node_id = node.id, term, "stepped down");
-                old.end();
-                node.set_leadership(None);
-            }
-            (None, false) => {}
+        let now = Instant::now();
+        if !is_leader {
+            led = None;
+        } else if led.map(|(t, _)| t) != Some(term) {
+            led = Some((term, now));
+            deposed = false;
         }
-        if metrics.changed().await.is_err() {
-            if let Some(old) = node.leadership() {
-                old.end();
+        match (led, &current) {
+            (Some((term, since)), Some(l)) if l.term == term => {
+                if node.quorum_verdict(term, since) == Verdict::StepDown {
+                    tracing::warn!(
+                        node_id = node.id,
+                        term,
+                        after_ms = node.config.election_timeout.1,
+                        "stepped down: no contact with a majority of voters within the election timeout; \
+                         acknowledging no heartbeat and accepting no work until a majority is heard again"
+                    );
+                    l.end();
+                    node.set_leadership(None);
+                    current = None;
+                    deposed = true;
+                }
             }
-            node.set_leadership(None);
-            return;
+            (Some((term, since)), _) => {
+                if let Some(old) = current.take() {
+                    old.end();
+                    node.set_leadership(None);
+                }
+                if !deposed || node.quorum_verdict(term, since) == Verdict::Lease {
+                    if deposed {
+                        tracing::info!(node_id = node.id, term, "a majority hears this node again");
+                    }
+                    tracing::info!(node_id = node.id, term, "became leader");
+                    deposed = false;
+                    let leadership = Leadership::new(term, since, &node);
+                    let barrier = tokio::spawn(commit_barrier(node.clone(), leadership.clone()));
+                    leadership.tasks().push(barrier);
+                    current = Some(leadership);
+                }
+            }
+            (None, Some(_)) => {
+                if let Some(old) = current.take() {
+                    tracing::info!(node_id = node.id, term, "stepped down");
+                    old.end();
+                    node.set_leadership(None);
+                }
+            }
+            (None, None) => {}
+        }
+        let tick_needed = led.is_some();
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    if let Some(old) = current.take() {
+                        old.end();
+                    }
+                    node.set_leadership(None);
+                    return;
+                }
+            }
+            _ = tick.tick(), if tick_needed => {}
         }
     }
 }

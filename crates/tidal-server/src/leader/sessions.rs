@@ -13,6 +13,10 @@ pub type Outbound = mpsc::UnboundedSender<v1::ServerMessage>;
 struct Session {
     generation: u64,
     tx: Outbound,
+    /// The applied index the session's reconcile looked at: assignments
+    /// with a token at or below it were settled there (kept or regranted),
+    /// so only later ones are pushed on this session.
+    attached_at: u64,
 }
 
 #[derive(Default)]
@@ -44,14 +48,20 @@ impl Sessions {
     }
 
     /// Attaches a new session for `agent`, replacing an older one (whose
-    /// stream then ends). Returns the session's generation.
-    pub fn attach(&self, agent: &str, tx: Outbound) -> u64 {
+    /// stream then ends), reconciled against the state at applied index
+    /// `attached_at`. Returns the session's generation.
+    pub fn attach(&self, agent: &str, tx: Outbound, attached_at: u64) -> u64 {
         let mut inner = self.lock();
         inner.next_generation += 1;
         let generation = inner.next_generation;
-        inner
-            .sessions
-            .insert(agent.to_string(), Session { generation, tx });
+        inner.sessions.insert(
+            agent.to_string(),
+            Session {
+                generation,
+                tx,
+                attached_at,
+            },
+        );
         inner.connected = None;
         inner
             .deadlines
@@ -120,6 +130,17 @@ impl Sessions {
         }
     }
 
+    /// Sends an assignment under `token` to the agent's session, unless the
+    /// session began after that entry applied: its reconcile settled it
+    /// (the agent reported it running, or it was regranted under a new
+    /// token), and sending it now could run one token twice.
+    pub fn send_assignment(&self, agent: &str, token: u64, msg: v1::ServerMessage) -> bool {
+        match self.lock().sessions.get(agent) {
+            Some(s) if token > s.attached_at => s.tx.send(msg).is_ok(),
+            _ => false,
+        }
+    }
+
     pub fn clear(&self) {
         let mut inner = self.lock();
         inner.sessions.clear();
@@ -136,14 +157,26 @@ mod tests {
         let s = Sessions::new(Duration::from_secs(10));
         let (tx1, _rx1) = mpsc::unbounded_channel();
         let (tx2, mut rx2) = mpsc::unbounded_channel();
-        let g1 = s.attach("a", tx1);
-        let g2 = s.attach("a", tx2);
+        let g1 = s.attach("a", tx1, 0);
+        let g2 = s.attach("a", tx2, 0);
         s.detach("a", g1);
         assert!(s.is_connected("a"));
         assert!(s.send("a", v1::ServerMessage::default()));
         assert!(rx2.try_recv().is_ok());
         s.detach("a", g2);
         assert!(!s.is_connected("a"));
+    }
+
+    #[test]
+    fn assignments_settled_by_the_reconcile_are_not_pushed() {
+        let s = Sessions::new(Duration::from_secs(10));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        s.attach("a", tx, 40);
+        assert!(!s.send_assignment("a", 40, v1::ServerMessage::default()));
+        assert!(rx.try_recv().is_err());
+        assert!(s.send_assignment("a", 41, v1::ServerMessage::default()));
+        assert!(rx.try_recv().is_ok());
+        assert!(!s.send_assignment("b", 41, v1::ServerMessage::default()));
     }
 
     #[test]
