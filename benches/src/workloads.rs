@@ -494,6 +494,7 @@ fn patient_client(endpoints: &[String]) -> anyhow::Result<Client> {
             retry_for: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(1),
             source_ip: None,
+            ..tidal_client::ClientOptions::default()
         },
     )?)
 }
@@ -772,6 +773,7 @@ async fn served(endpoints: &[String], applied: u64, pending: u64) -> anyhow::Res
                 retry_for: Duration::ZERO,
                 connect_timeout: Duration::from_millis(200),
                 source_ip: None,
+                ..tidal_client::ClientOptions::default()
             },
         )?;
         let Ok(s) = quick.status_of(e).await else {

@@ -301,6 +301,7 @@ impl Cluster {
                 retry_for: Duration::from_secs(10),
                 connect_timeout: Duration::from_millis(300),
                 source_ip: None,
+                ..ClientOptions::default()
             },
         )?;
         let incarnations = Arc::new((0..nodes.len()).map(|_| AtomicU32::new(0)).collect());

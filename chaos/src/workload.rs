@@ -46,6 +46,7 @@ impl Workload {
                     retry_for: Duration::from_secs(4),
                     connect_timeout: Duration::from_millis(300),
                     source_ip: Some(Peer::Client(k).ip()),
+                    ..ClientOptions::default()
                 },
             )?;
             let (stop, known, history) = (stop.clone(), known.clone(), history.clone());

@@ -79,6 +79,17 @@ impl Lease {
         true
     }
 
+    /// The session that carried the heartbeats in flight is gone: their acks
+    /// can no longer come. The deadline is unchanged.
+    pub fn abandon_in_flight(&mut self) {
+        self.in_flight.clear();
+    }
+
+    /// When the oldest heartbeat still unacknowledged was sent.
+    pub fn oldest_unacked(&self) -> Option<Instant> {
+        self.in_flight.front().map(|(_, at)| *at)
+    }
+
     /// When the agent must have stopped its work, if the lease is armed.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
@@ -152,6 +163,20 @@ mod tests {
         assert_eq!(l.deadline(), Some(t0 + 800 * MS));
         assert!(l.acked(3));
         assert_eq!(l.deadline(), Some(t0 + 900 * MS));
+    }
+
+    #[test]
+    fn the_oldest_unacked_heartbeat_is_tracked() {
+        let t0 = Instant::now();
+        let mut l = Lease::new(600 * MS);
+        assert_eq!(l.oldest_unacked(), None);
+        l.sent(1, t0);
+        l.sent(2, t0 + 100 * MS);
+        assert_eq!(l.oldest_unacked(), Some(t0));
+        l.acked(1);
+        assert_eq!(l.oldest_unacked(), Some(t0 + 100 * MS));
+        l.acked(2);
+        assert_eq!(l.oldest_unacked(), None);
     }
 
     #[test]

@@ -30,6 +30,12 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 /// How long shutdown waits for killed children to be reaped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A heartbeat unanswered for this many heartbeat intervals means the
+/// leader went silent or stopped leading: look for the new one at once.
+const ACK_DEADLINE_BEATS: u32 = 2;
+/// Tokens this agent stopped when it fenced itself, remembered so that none
+/// is ever started again (the leader regrants them under new tokens).
+const STOPPED_TOKENS: usize = 4096;
 
 enum Conn {
     /// No session; open one at `retry_at`.
@@ -51,6 +57,8 @@ struct Open {
     opened_at: Instant,
     /// Set once `Registered` arrived: heartbeats then run on it.
     heartbeat: Option<Interval>,
+    /// How long a heartbeat may go unacknowledged on this session.
+    ack_timeout: Duration,
 }
 
 enum ConnEvent {
@@ -58,6 +66,8 @@ enum ConnEvent {
     Connected(Result<Session, tidal_client::Error>),
     Inbound(Result<Option<v1::ServerMessage>, tonic::Status>),
     HeartbeatDue,
+    /// A heartbeat went unacknowledged past the session's deadline.
+    Silent,
 }
 
 /// Short-lived, on the stack of one loop turn: size does not matter.
@@ -80,6 +90,8 @@ pub(crate) struct Agent {
     conn: Conn,
     heartbeat_seq: u64,
     reconnect_delay: Duration,
+    /// (task, token) pairs stopped by a self-fence: never started again.
+    stopped: std::collections::VecDeque<(String, u64)>,
     /// Tests watch the children's events through this.
     observer: Option<mpsc::UnboundedSender<ExecEvent>>,
 }
@@ -116,6 +128,7 @@ impl Agent {
             },
             heartbeat_seq: 0,
             reconnect_delay: RECONNECT_MIN,
+            stopped: std::collections::VecDeque::new(),
             observer,
         })
     }
@@ -133,7 +146,7 @@ impl Agent {
                 _ = &mut shutdown => Event::Shutdown,
                 _ = sleep_until_opt(self.lease.deadline()) => Event::LeaseExpired,
                 Some(e) = self.events.recv() => Event::Exec(e),
-                c = next_conn_event(&mut self.conn) => Event::Conn(c),
+                c = next_conn_event(&mut self.conn, self.lease.oldest_unacked()) => Event::Conn(c),
             };
             // Invariant 6: whatever arrived, a lapsed lease is acted on first,
             // so nothing (not even a late Registered) extends it.
@@ -180,6 +193,12 @@ impl Agent {
     /// The lease lapsed: stop all work and drop its tokens. Their results are
     /// not reported; the server requeues the tasks after its own TTL.
     fn fence(&mut self) {
+        for r in self.exec.running() {
+            self.stopped.push_back((r.task_id, r.token));
+        }
+        while self.stopped.len() > STOPPED_TOKENS {
+            self.stopped.pop_front();
+        }
         let killed = self.exec.kill_all();
         self.lease.reset();
         let ttl_ms = self.lease.ttl().as_millis() as u64;
@@ -238,6 +257,7 @@ impl Agent {
                     endpoint: session.endpoint,
                     opened_at: session.opened_at,
                     heartbeat: None,
+                    ack_timeout: RECONNECT_MAX,
                 }));
             }
             ConnEvent::Connected(Err(e)) => {
@@ -262,14 +282,29 @@ impl Agent {
             }
             ConnEvent::Inbound(Ok(None)) => {
                 tracing::info!("the leader closed the session; reconnecting");
+                self.forget_endpoint();
                 self.schedule_reconnect();
             }
             ConnEvent::Inbound(Err(status)) => {
+                self.forget_endpoint();
                 self.client.observe(&status);
                 tracing::warn!(code = ?status.code(), error = %status.message(), "session lost; reconnecting");
                 self.schedule_reconnect();
             }
             ConnEvent::HeartbeatDue => self.heartbeat(),
+            ConnEvent::Silent => {
+                let timeout_ms = match &self.conn {
+                    Conn::Open(o) => o.ack_timeout.as_millis() as u64,
+                    _ => 0,
+                };
+                tracing::warn!(
+                    timeout_ms,
+                    "the leader has not acknowledged a heartbeat in time; looking for the leader again"
+                );
+                self.forget_endpoint();
+                self.reconnect_delay = RECONNECT_MIN;
+                self.drop_session(Instant::now());
+            }
         }
         Ok(())
     }
@@ -322,6 +357,7 @@ impl Agent {
         let mut hb = tokio::time::interval_at(Instant::now() + every, every);
         hb.set_missed_tick_behavior(MissedTickBehavior::Delay);
         open.heartbeat = Some(hb);
+        open.ack_timeout = every * ACK_DEADLINE_BEATS;
         // The server's lease began when it received the Register, which was
         // sent after `opened_at`.
         self.lease.set_ttl(ttl);
@@ -347,6 +383,19 @@ impl Agent {
     fn on_assignment(&mut self, a: v1::Assignment) {
         if !self.registered() {
             tracing::warn!(task_id = %a.task_id, token = a.token, "assignment before registration; ignored");
+            return;
+        }
+        if self
+            .stopped
+            .iter()
+            .any(|(t, k)| *t == a.task_id && *k == a.token)
+        {
+            tracing::error!(
+                task_id = %a.task_id,
+                token = a.token,
+                "refusing an assignment under a token this agent stopped when it fenced itself; \
+                 a token never runs twice (the leader regrants the task under a new token)"
+            );
             return;
         }
         if let Some(done) = self.outbox.get(&a.task_id, a.token).cloned() {
@@ -418,6 +467,14 @@ impl Agent {
         self.conn = Conn::Connecting { handle, tx };
     }
 
+    /// The session's server failed or went silent: do not trust it to be
+    /// the leader, nor its connection to be alive, on the next attempt.
+    fn forget_endpoint(&self) {
+        if let Conn::Open(open) = &self.conn {
+            self.client.lost(&open.endpoint);
+        }
+    }
+
     fn schedule_reconnect(&mut self) {
         let d = self.reconnect_delay;
         self.reconnect_delay = (d * 2).min(RECONNECT_MAX);
@@ -431,10 +488,11 @@ impl Agent {
         // Dropping the sender ends the outbound stream; dropping the inbound
         // stream cancels the call.
         self.conn = Conn::Idle { retry_at };
+        self.lease.abandon_in_flight();
     }
 }
 
-async fn next_conn_event(conn: &mut Conn) -> ConnEvent {
+async fn next_conn_event(conn: &mut Conn, oldest_unacked: Option<Instant>) -> ConnEvent {
     match conn {
         Conn::Idle { retry_at } => {
             tokio::time::sleep_until(*retry_at).await;
@@ -449,11 +507,18 @@ async fn next_conn_event(conn: &mut Conn) -> ConnEvent {
         },
         Conn::Open(open) => {
             let Open {
-                inbound, heartbeat, ..
+                inbound,
+                heartbeat,
+                ack_timeout,
+                ..
             } = &mut **open;
+            let silent_at = oldest_unacked
+                .filter(|_| heartbeat.is_some())
+                .map(|at| at + *ack_timeout);
             tokio::select! {
                 m = inbound.message() => ConnEvent::Inbound(m),
                 _ = tick_opt(heartbeat) => ConnEvent::HeartbeatDue,
+                _ = sleep_until_opt(silent_at) => ConnEvent::Silent,
             }
         }
     }

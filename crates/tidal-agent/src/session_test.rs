@@ -262,6 +262,7 @@ async fn self_fences_when_heartbeats_go_unacked() {
     let give_up = tokio::time::sleep(Duration::from_secs(10));
     tokio::pin!(give_up);
     let mut stream_open = true;
+    let mut left_at = None;
     let killed_at = loop {
         tokio::select! {
             ev = h.events.recv() => match ev {
@@ -274,8 +275,11 @@ async fn self_fences_when_heartbeats_go_unacked() {
             m = s.inbound.message(), if stream_open => match m {
                 Ok(Some(v1::AgentMessage { msg: Some(FromAgent::Heartbeat(_)) })) => {}
                 Ok(Some(other)) => panic!("nothing but heartbeats expected, got {other:?}"),
-                // The agent dropped the session when it fenced.
-                Ok(None) | Err(_) => stream_open = false,
+                // The agent dropped the silent session.
+                Ok(None) | Err(_) => {
+                    stream_open = false;
+                    left_at = Some(Instant::now());
+                }
             },
             _ = &mut give_up => panic!("the child was not killed within 10s"),
         }
@@ -291,21 +295,48 @@ async fn self_fences_when_heartbeats_go_unacked() {
         after >= agent_ttl - Duration::from_millis(150),
         "killed too early: {after:?}"
     );
+    let left = left_at.expect("the agent left the silent session") - last_ack;
+    assert!(
+        left < agent_ttl,
+        "left the silent session {left:?} after the last ack, not before its lease ran out"
+    );
 
-    // It reconnects, holding nothing: the token was dropped, no completion.
-    let mut s2 = h.session().await;
-    match s2.recv().await {
-        Some(FromAgent::Register(reg)) => assert!(reg.running.is_empty(), "{:?}", reg.running),
-        other => panic!("expected Register, got {other:?}"),
-    }
+    // It left the silent session after two heartbeat intervals and looked
+    // for the leader again while its lease lasted, still holding t1 (this
+    // fake server never answers those). Once fenced, it reconnects holding
+    // nothing: the token was dropped, no completion.
+    let mut s2 = loop {
+        let mut s = h.session().await;
+        match s.recv().await {
+            Some(FromAgent::Register(reg)) if reg.running.is_empty() => break s,
+            Some(FromAgent::Register(reg)) => assert_eq!(
+                reg.running,
+                vec![v1::RunningTask {
+                    task_id: "t1".into(),
+                    token: 7
+                }]
+            ),
+            // A registration aborted by the fence.
+            None => {}
+            other => panic!("expected Register, got {other:?}"),
+        }
+    };
     s2.send(registered(server_ttl.as_millis() as u64, 100));
+    // A token stopped by the fence never runs again, even if a server sends
+    // it; a new token of the same task does.
+    s2.send(assignment("t1", 7, b""));
     for _ in 0..2 {
         match s2.recv().await {
             Some(FromAgent::Heartbeat(hb)) => {
                 s2.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }))
             }
-            other => panic!("no completion may follow a fence, got {other:?}"),
+            other => panic!("no completion or start may follow a fence, got {other:?}"),
         }
+    }
+    s2.send(assignment("t1", 9, b""));
+    match s2.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
+        other => panic!("expected the new token to start, got {other:?}"),
     }
     h.stop().await.unwrap();
 }

@@ -35,6 +35,15 @@ const STALE_LEADER_PAUSE: Duration = Duration::from_millis(20);
 /// enough that a node that restarts is tried again soon.
 const UNREACHABLE_FOR: Duration = Duration::from_millis(500);
 
+/// Default per-endpoint connect timeout: a server in the same DC answers a
+/// connect in well under a millisecond; a dead or cut-off one never does.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// Default keepalive: a silent server is noticed within about 500 ms, one
+/// election timeout and a little more, so an agent moves to the new leader
+/// long before any lease runs out.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// Endpoints that one call could not reach, and when.
 #[derive(Default)]
 struct Unreachable(Vec<(String, Instant)>);
@@ -60,8 +69,15 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Total time spent retrying one call across endpoints before giving up.
     pub retry_for: Duration,
-    /// Limit for establishing one TCP/HTTP2 connection.
+    /// Limit for establishing one TCP/HTTP2 connection, per endpoint.
     pub connect_timeout: Duration,
+    /// An HTTP/2 ping goes out after this long without a frame from the
+    /// server (also on idle connections and open agent sessions)...
+    pub keepalive_interval: Duration,
+    /// ...and a connection whose ping is not answered within this is
+    /// closed, failing what runs on it: a silent peer (dropped packets, a
+    /// paused or dead machine) is noticed within interval + timeout.
+    pub keepalive_timeout: Duration,
     /// Local IP that connections leave from (None: the OS chooses).
     pub source_ip: Option<std::net::IpAddr>,
 }
@@ -71,7 +87,9 @@ impl Default for ClientOptions {
         ClientOptions {
             request_timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(15),
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             source_ip: None,
         }
     }
@@ -603,11 +621,15 @@ impl Client {
                 tried.push(target.clone());
             }
             let ch = self.channel(&target)?;
-            let answer = match tokio::time::timeout(opts.request_timeout, f(ch)).await {
+            // One attempt never outlives the call's own budget.
+            let limit = opts
+                .request_timeout
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
+            let answer = match tokio::time::timeout(limit, f(ch)).await {
                 Ok(a) => a,
                 Err(_) => Err(Status::deadline_exceeded(format!(
-                    "no answer from {target} within {:?}",
-                    opts.request_timeout
+                    "no answer from {target} within {limit:?}"
                 ))),
             };
             let status = match answer {
@@ -648,8 +670,11 @@ impl Client {
             }
             tracing::debug!(endpoint = %target, code = ?status.code(), error = %status.message(), "attempt failed");
             self.forget_leader(&target);
-            if retry::is_transport(&status) {
+            if retry::is_transport(&status) || status.code() == Code::DeadlineExceeded {
+                // A dead or silent connection is not reused: the next
+                // attempt at this endpoint dials afresh.
                 unreachable.mark(&target);
+                self.drop_channel(&target);
             }
             let delay = backoff.next_delay();
             if Instant::now() + delay > deadline {
@@ -694,6 +719,20 @@ impl Client {
         }
     }
 
+    /// Forgets the cached channel of `addr` (its connection failed or went
+    /// silent); the next use dials a new one.
+    pub fn drop_channel(&self, addr: &str) {
+        self.state().channels.remove(addr);
+    }
+
+    /// A long-lived call on `addr` (an agent session) failed or went silent:
+    /// it is no longer taken for the leader, and its connection is not
+    /// reused.
+    pub fn lost(&self, addr: &str) {
+        self.forget_leader(addr);
+        self.drop_channel(addr);
+    }
+
     /// The cached channel of `addr` (connected lazily on first use).
     fn channel(&self, addr: &str) -> Result<Channel, Error> {
         let mut st = self.state();
@@ -702,8 +741,8 @@ impl Client {
         }
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::invalid_argument(format!("invalid endpoint {addr:?}: {e}")))?
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(self.inner.opts.keepalive_interval)
+            .keep_alive_timeout(self.inner.opts.keepalive_timeout)
             .keep_alive_while_idle(true);
         let ch = tidal_proto::dial::connect_lazy(
             ep,

@@ -267,6 +267,7 @@ fn fast(endpoints: Vec<String>, retry_for: Duration) -> Client {
             retry_for,
             connect_timeout: Duration::from_millis(500),
             source_ip: None,
+            ..ClientOptions::default()
         },
     )
     .unwrap()

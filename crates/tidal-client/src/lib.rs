@@ -31,7 +31,10 @@ mod retry;
 #[cfg(test)]
 mod client_test;
 
-pub use client::{Client, ClientOptions, Session};
+pub use client::{
+    Client, ClientOptions, Session, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+};
 pub use endpoint::normalize as normalize_endpoint;
 pub use error::Error;
 pub use idempotency::auto_key;

@@ -59,8 +59,8 @@ pub fn client(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client>
     let opts = ClientOptions {
         request_timeout: timeout.min(Duration::from_secs(10)),
         retry_for: timeout,
-        connect_timeout: timeout.min(Duration::from_secs(1)),
-        source_ip: None,
+        connect_timeout: timeout.min(tidal_client::DEFAULT_CONNECT_TIMEOUT),
+        ..ClientOptions::default()
     };
     Client::with_options(endpoints.to_vec(), opts).context("bad --endpoints")
 }

@@ -232,6 +232,7 @@ impl Cluster {
                 retry_for: Duration::from_secs(20),
                 connect_timeout: Duration::from_millis(500),
                 source_ip: None,
+                ..ClientOptions::default()
             },
         )?;
         Ok(Cluster {
