@@ -73,6 +73,10 @@ pub struct Event {
     /// `DC/ID` of its origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// The sink's number of one worker run (one worker process's
+    /// connection): its `begin`, `commit` and `end` carry the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
     /// Free text: an error message, a fault's targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

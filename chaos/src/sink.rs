@@ -7,9 +7,15 @@
 //! <agent>` when it starts and `COMMIT <task> <token> <agent>` when its work
 //! is done; the sink answers `OK` or `STALE <highest>`. When the worker's
 //! connection closes (it exited or was killed) the sink records `end`.
+//!
+//! A worker process opens one connection, so a connection is one worker
+//! run: the sink numbers them, and `begin` (the run's start), `commit` and
+//! `end` (the run's end) carry the run's number (`run`), which the
+//! one-run-per-token checker reads.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -31,15 +37,23 @@ impl Drop for Sink {
 
 impl Sink {
     pub async fn start(history: Recorder) -> anyhow::Result<Sink> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Sink::start_at(history, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// A sink listening on `ip` (the netns mode: the root namespace's
+    /// address on the run's bridge, which the agents' workers reach).
+    pub async fn start_at(history: Recorder, ip: IpAddr) -> anyhow::Result<Sink> {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let addr = listener.local_addr()?;
         let highest: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let runs = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (history, highest) = (history.clone(), highest.clone());
+                let run = runs.fetch_add(1, Ordering::Relaxed) + 1;
                 tokio::spawn(async move {
                     let (r, mut w) = stream.into_split();
                     let mut lines = BufReader::new(r).lines();
@@ -72,6 +86,7 @@ impl Sink {
                                 token: Some(token),
                                 agent: Some(agent.to_string()),
                                 accepted: Some(accepted),
+                                run: Some(run),
                                 ..Event::new("sink", "event", &verb.to_lowercase())
                             });
                             reply
@@ -86,6 +101,7 @@ impl Sink {
                             task: Some(task),
                             token: Some(token),
                             agent: Some(agent),
+                            run: Some(run),
                             ..Event::new("sink", "event", "end")
                         });
                     }
@@ -139,5 +155,15 @@ mod tests {
             .collect();
         assert_eq!(commits, vec![(7, false), (12, true)]);
         assert_eq!(events.iter().filter(|e| e.f == "end").count(), 2);
+        // Each connection is one run, numbered on all its events.
+        let run_of = |tok: u64| -> Vec<Option<u64>> {
+            events
+                .iter()
+                .filter(|e| e.token == Some(tok))
+                .map(|e| e.run)
+                .collect()
+        };
+        assert_eq!(run_of(7), vec![Some(1); 3]);
+        assert_eq!(run_of(12), vec![Some(2); 3]);
     }
 }

@@ -13,11 +13,12 @@
 //!   token by its final agent (the success really is that holder's work).
 //! - Unless agents were paused, the work of two holders of a task never
 //!   overlapped in time: an agent that loses its lease stops its worker
-//!   before the task can be granted again.
+//!   before the task can be granted again. The problem names both tokens,
+//!   their agents and their times (seconds since the run began).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{final_tasks, Facts, Verdict};
+use super::{final_tasks, secs, Facts, Verdict};
 use crate::history::{ops, Event};
 
 pub fn check(events: &[Event], facts: &Facts) -> Verdict {
@@ -153,31 +154,49 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
 
     // Holders' work never overlapped.
     if !facts.agents_paused {
-        let mut spans: BTreeMap<(&str, u64), (u64, u64)> = BTreeMap::new();
+        let mut spans: BTreeMap<(&str, u64), (u64, u64, &str)> = BTreeMap::new();
         for e in &sink {
             let (Some(t), Some(tok)) = (e.task.as_deref(), e.token) else {
                 continue;
             };
-            let span = spans.entry((t, tok)).or_insert((u64::MAX, u64::MAX));
+            let agent = e.agent.as_deref().unwrap_or("?");
+            let span = spans.entry((t, tok)).or_insert((u64::MAX, u64::MAX, agent));
             match e.f.as_str() {
                 "begin" => span.0 = span.0.min(e.t),
                 "end" => span.1 = e.t,
                 _ => {}
             }
         }
-        let mut per_task: BTreeMap<&str, Vec<(u64, u64, u64)>> = BTreeMap::new();
-        for ((t, tok), (b, e)) in spans {
+        let mut per_task: BTreeMap<&str, Vec<(u64, u64, u64, &str)>> = BTreeMap::new();
+        for ((t, tok), (b, e, agent)) in spans {
             if b != u64::MAX {
-                per_task.entry(t).or_default().push((b, e, tok));
+                per_task.entry(t).or_default().push((b, e, tok, agent));
             }
         }
+        let until = |e: u64| {
+            if e == u64::MAX {
+                "the end of the history".to_string()
+            } else {
+                secs(e)
+            }
+        };
         for (t, mut s) in per_task {
             s.sort();
             for w in s.windows(2) {
-                if w[1].0 < w[0].1 {
+                let ((b0, e0, tok0, a0), (b1, e1, tok1, a1)) = (w[0], w[1]);
+                if b1 < e0 {
                     problems.push(format!(
-                        "task {t}: the worker of token {} began while the worker of token {} was still running",
-                        w[1].2, w[0].2
+                        "task {t}: the worker of token {tok1} on {a1} (from {} to {}) began while \
+                         the worker of token {tok0} on {a0} (from {} to {}) was still running: \
+                         two different tokens of one task overlapped {}",
+                        secs(b1),
+                        until(e1),
+                        secs(b0),
+                        until(e0),
+                        match e0.min(e1) {
+                            u64::MAX => "until the end of the history".to_string(),
+                            e => format!("for {}", secs(e - b1)),
+                        }
                     ));
                 }
             }
@@ -294,6 +313,36 @@ mod tests {
             }
         )
         .ok());
+    }
+
+    #[test]
+    fn overlapping_tokens_are_reported_with_agents_and_times() {
+        let mut h = H::new();
+        h.sink("begin", "t1", 7, "a1", true)
+            .sink("begin", "t1", 12, "a2", true)
+            .sink("end", "t1", 7, "a1", true)
+            .sink("end", "t1", 12, "a2", true)
+            .sink("begin", "t2", 8, "a1", true)
+            .sink("begin", "t2", 15, "a2", true)
+            .sink("end", "t2", 15, "a2", true);
+        // The fixture's clock ticks 10 ns per event: make it 1 s.
+        for e in &mut h.events {
+            e.t *= 100_000_000;
+        }
+        let v = check(&h.events, &Facts::default());
+        assert_eq!(
+            v.problems,
+            vec![
+                "task t1: the worker of token 12 on a2 (from 2.000s to 4.000s) began while \
+                 the worker of token 7 on a1 (from 1.000s to 3.000s) was still running: \
+                 two different tokens of one task overlapped for 1.000s"
+                    .to_string(),
+                "task t2: the worker of token 15 on a2 (from 6.000s to 7.000s) began while \
+                 the worker of token 8 on a1 (from 5.000s to the end of the history) was still \
+                 running: two different tokens of one task overlapped for 1.000s"
+                    .to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   small per-task histories.
 //! - [`exclusivity`]: I4-I5, one holder per token, tokens rise, the sink never
 //!   accepts a stale token, holders' work never overlaps.
+//! - [`runs`]: I5 at the worker, one run per token: no (task, token) is
+//!   run by two worker processes.
 //! - [`forwarding`]: I8, with two DCs: each forwarded task ingested once,
 //!   in order, no phantoms, delivered after healing.
 //! - [`leaders`]: I9-I10, one leader per term, terms never go back across
@@ -22,6 +24,7 @@ pub mod exclusivity;
 pub mod forwarding;
 pub mod leaders;
 pub mod linearizability;
+pub mod runs;
 
 use std::collections::BTreeMap;
 
@@ -55,10 +58,16 @@ pub fn run_all(events: &[Event], facts: &Facts) -> Vec<Verdict> {
         durability::check(events),
         linearizability::check(events),
         exclusivity::check(events, facts),
+        runs::check(events),
         leaders::check(events),
         convergence::check(events),
         forwarding::check(events),
     ]
+}
+
+/// A history time (nanoseconds since the run began) as seconds, e.g. `12.345s`.
+pub fn secs(t: u64) -> String {
+    format!("{:.3}s", t as f64 / 1e9)
 }
 
 /// The end state the runner recorded (`f: "final"`), by task id.
