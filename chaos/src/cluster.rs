@@ -1,9 +1,12 @@
 //! Real `tidal` processes for a chaos run: nodes behind their proxies and
 //! agents whose workers present their tokens to the sink. Every process
 //! dials from its own loopback address so the proxies can fault each link.
+//! In the netns mode there are no proxies: each node and agent runs in its
+//! own network namespace (`ip netns exec NS tidal ...`), the nodes listen
+//! on their namespace's address and nftables drops the faulted packets.
 
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,6 +44,10 @@ pub struct Layout {
     pub id_base: u8,
     /// What its agents run, comma-separated.
     pub task_types: String,
+    /// Agent 1's work when it differs from `work_ms` (the netns scenarios
+    /// give the agent that stays with a deposed leader long tasks, so its
+    /// workers still run when the task could be granted again).
+    pub agent1_work_ms: Option<u64>,
 }
 
 impl Layout {
@@ -49,7 +56,7 @@ impl Layout {
         Peer::Node(self.id_base + id as u8)
     }
 
-    fn agent_peer(&self, k: u8) -> Peer {
+    pub fn agent_peer(&self, k: u8) -> Peer {
         Peer::Agent(self.id_base + k)
     }
 }
@@ -58,6 +65,8 @@ impl Layout {
 pub struct Proc {
     pub log: PathBuf,
     args: Vec<String>,
+    /// The network namespace it runs in (netns mode).
+    netns: Option<String>,
     child: Option<Child>,
     /// How many times it was restarted (the first start is incarnation 0).
     pub incarnation: u32,
@@ -68,10 +77,11 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn new(log: PathBuf, args: Vec<String>) -> Proc {
+    fn new(log: PathBuf, args: Vec<String>, netns: Option<String>) -> Proc {
         Proc {
             log,
             args,
+            netns,
             child: None,
             incarnation: 0,
             started: false,
@@ -86,7 +96,16 @@ impl Proc {
         }
         let out = File::options().create(true).append(true).open(&self.log)?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new(tidal);
+        // `ip netns exec` enters the namespace and execs tidal in place, so
+        // the child's pid is tidal's (signals reach it, not a wrapper).
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(tidal);
+                c
+            }
+            None => Command::new(tidal),
+        };
         die_with_parent(&mut cmd);
         let child = cmd
             .args(&self.args)
@@ -201,6 +220,10 @@ pub struct Cluster {
     _proxies: Vec<Proxy>,
 }
 
+/// The port every node listens on in the netns mode (each in its own
+/// namespace, on its own address).
+pub const NETNS_SERVER_PORT: u16 = 7100;
+
 /// Where [`server_port`] looks: from here up to the kernel's range for
 /// outgoing connections.
 const SERVER_PORTS_FROM: u32 = 10_000;
@@ -259,18 +282,33 @@ impl Cluster {
         std::fs::create_dir_all(&layout.dir)?;
         let mut nodes = Vec::new();
         let mut proxies = Vec::new();
+        let ns = net.namespaces();
+        if ns.is_some() && layout.id_base != 0 {
+            bail!("the netns mode runs one DC");
+        }
         for i in 1..=layout.nodes as u64 {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let public = listener.local_addr()?;
-            let private: SocketAddr = format!("127.0.0.1:{}", server_port()?).parse()?;
-            proxies.push(Proxy::start(
-                listener,
-                layout.id_base + i as u8,
-                private,
-                net.clone(),
-                layout.seed ^ i,
-            )?);
-            let args = node_args(&layout, i, private, public);
+            let peer = layout.node_peer(i);
+            let (private, public) = match ns {
+                // Its own namespace: one address, no proxy.
+                Some(ns) => {
+                    let addr = SocketAddr::new(ns.ip(peer), NETNS_SERVER_PORT);
+                    (addr, addr)
+                }
+                None => {
+                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                    let public = listener.local_addr()?;
+                    let private: SocketAddr = format!("127.0.0.1:{}", server_port()?).parse()?;
+                    proxies.push(Proxy::start(
+                        listener,
+                        layout.id_base + i as u8,
+                        private,
+                        net.clone(),
+                        layout.seed ^ i,
+                    )?);
+                    (private, public)
+                }
+            };
+            let args = node_args(&layout, i, private, public, net.ip(peer));
             nodes.push(Node {
                 id: i,
                 private,
@@ -280,18 +318,21 @@ impl Cluster {
                         .dir
                         .join(format!("{}node{i}.log", log_prefix(&layout))),
                     args,
+                    ns.and_then(|n| n.ns(peer)),
                 ),
             });
         }
         let publics: Vec<String> = nodes.iter().map(|n| n.public.to_string()).collect();
         let mut agents = Vec::new();
         for k in 1..=layout.agents {
-            let args = agent_args(&layout, k as u8, &publics, sink);
+            let peer = layout.agent_peer(k as u8);
+            let args = agent_args(&layout, k as u8, &publics, sink, net.ip(peer));
             agents.push(Proc::new(
                 layout
                     .dir
                     .join(format!("{}agent-{k}.log", log_prefix(&layout))),
                 args,
+                ns.and_then(|n| n.ns(peer)),
             ));
         }
         let admin = Client::with_options(
@@ -300,7 +341,8 @@ impl Cluster {
                 request_timeout: Duration::from_secs(2),
                 retry_for: Duration::from_secs(10),
                 connect_timeout: Duration::from_millis(300),
-                source_ip: None,
+                // The root namespace's own address, which no fault names.
+                source_ip: ns.map(|n| n.host_ip()),
                 ..ClientOptions::default()
             },
         )?;
@@ -473,6 +515,20 @@ impl Cluster {
         }
     }
 
+    /// The nodes' log lines that contain `needle`.
+    pub fn node_log_lines(&self, needle: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.proc.log).unwrap_or_default();
+            out.extend(
+                text.lines()
+                    .filter(|l| l.contains(needle))
+                    .map(|l| format!("node {}: {}", n.id, l.trim())),
+            );
+        }
+        out
+    }
+
     /// Log lines that show a panic, with their file.
     pub fn panics(&self) -> Vec<String> {
         let logs = self
@@ -500,7 +556,13 @@ fn log_prefix(l: &Layout) -> String {
     }
 }
 
-fn node_args(l: &Layout, id: u64, private: SocketAddr, public: SocketAddr) -> Vec<String> {
+fn node_args(
+    l: &Layout,
+    id: u64,
+    private: SocketAddr,
+    public: SocketAddr,
+    source_ip: IpAddr,
+) -> Vec<String> {
     let hb = (l.agent_ttl_ms / 4).max(50);
     [
         "server",
@@ -518,7 +580,7 @@ fn node_args(l: &Layout, id: u64, private: SocketAddr, public: SocketAddr) -> Ve
             .display()
             .to_string(),
         "--source-ip",
-        &l.node_peer(id).ip().to_string(),
+        &source_ip.to_string(),
         "--agent-ttl-ms",
         &l.agent_ttl_ms.to_string(),
         "--heartbeat-interval-ms",
@@ -531,7 +593,17 @@ fn node_args(l: &Layout, id: u64, private: SocketAddr, public: SocketAddr) -> Ve
     .collect()
 }
 
-fn agent_args(l: &Layout, k: u8, publics: &[String], sink: SocketAddr) -> Vec<String> {
+fn agent_args(
+    l: &Layout,
+    k: u8,
+    publics: &[String],
+    sink: SocketAddr,
+    source_ip: IpAddr,
+) -> Vec<String> {
+    let work_ms = match l.agent1_work_ms {
+        Some(ms) if k == 1 => ms,
+        _ => l.work_ms,
+    };
     [
         "agent",
         "--id",
@@ -543,14 +615,14 @@ fn agent_args(l: &Layout, k: u8, publics: &[String], sink: SocketAddr) -> Vec<St
         "--slots",
         &l.agent_slots.to_string(),
         "--source-ip",
-        &l.agent_peer(k).ip().to_string(),
+        &source_ip.to_string(),
         "--endpoints",
         &publics.join(","),
         "--",
         &l.tidal.display().to_string(),
         "example-worker",
         "--sleep-ms",
-        &l.work_ms.to_string(),
+        &work_ms.to_string(),
         "--fence-at",
         &sink.to_string(),
     ]

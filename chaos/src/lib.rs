@@ -8,6 +8,9 @@
 //!
 //! - [`proxy`]: the fault layer, a TCP proxy in front of every node that
 //!   blocks, delays or stalls each directed link.
+//! - [`netns`]: the other fault layer (`--net netns`, root): every node and
+//!   agent in its own network namespace, faults as nftables rules that drop
+//!   packets silently.
 //! - [`cluster`]: the node and agent processes; kill, pause, restart.
 //! - [`sink`]: the token-checking resource the workers write to.
 //! - [`workload`]: clients submitting, reading and cancelling tasks.
@@ -25,6 +28,7 @@
 pub mod check;
 pub mod cluster;
 pub mod history;
+pub mod netns;
 pub mod observer;
 pub mod proxy;
 pub mod runner;

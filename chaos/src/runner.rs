@@ -12,7 +12,8 @@ use tokio::time::{sleep, Instant};
 use crate::check::{self, Facts, Verdict};
 use crate::cluster::{Cluster, Layout};
 use crate::history::{Event, Recorder};
-use crate::proxy::Net;
+use crate::netns::{Netns, Skipped};
+use crate::proxy::{Net, Peer};
 use crate::scenarios::{self, Fault, Nemesis, Scenario};
 use crate::sink::Sink;
 use crate::workload::Workload;
@@ -20,6 +21,39 @@ use crate::workload::REMOTE_TYPE;
 
 /// Service and convergence must return within this long after healing (I11).
 pub const HEAL_BOUND: Duration = Duration::from_secs(10);
+
+/// How faults reach the network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetMode {
+    /// Every node behind a userspace TCP proxy on 127.0.0.0/8 (no
+    /// privileges): a fault closes or stalls streams both ends see.
+    #[default]
+    Proxy,
+    /// Every node and agent in its own network namespace; faults are
+    /// nftables rules that drop packets silently (root, `ip`, `nft`).
+    Netns,
+}
+
+impl NetMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetMode::Proxy => "proxy",
+            NetMode::Netns => "netns",
+        }
+    }
+}
+
+impl std::str::FromStr for NetMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NetMode, String> {
+        match s {
+            "proxy" => Ok(NetMode::Proxy),
+            "netns" => Ok(NetMode::Netns),
+            _ => Err(format!("{s:?}: the network is `proxy` or `netns`")),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -35,6 +69,8 @@ pub struct RunOptions {
     pub agents: usize,
     /// Flags added to every server's command line (e.g. other timeouts).
     pub server_args: Vec<String>,
+    /// The fault layer (a scenario marked netns always runs in netns).
+    pub net: NetMode,
 }
 
 impl RunOptions {
@@ -46,6 +82,9 @@ impl RunOptions {
             self.seed,
             self.duration.as_secs()
         );
+        if self.net == NetMode::Netns || self.scenario.netns {
+            cmd.push_str(" --net netns");
+        }
         for arg in &self.server_args {
             cmd.push_str(&format!(" --server-arg={arg}"));
         }
@@ -69,11 +108,16 @@ impl Report {
     pub fn render(&self) -> String {
         let o = &self.options;
         let mut s = format!(
-            "scenario {} ({}) seed {} duration {}s: {} operations, {} acknowledged submits, {} tasks at the end\n",
+            "scenario {} ({}) seed {} duration {}s{}: {} operations, {} acknowledged submits, {} tasks at the end\n",
             o.scenario.name,
             o.scenario.id,
             o.seed,
             o.duration.as_secs(),
+            if o.net == NetMode::Netns {
+                " in network namespaces"
+            } else {
+                ""
+            },
             self.ops,
             self.acknowledged_submits,
             self.tasks
@@ -105,8 +149,22 @@ impl Report {
     }
 }
 
-pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
+/// One run. In the netns mode, an error that [`crate::netns::skipped`]
+/// recognises says the run was skipped (not root, no `ip` or `nft`, or a
+/// scenario that needs the proxy) and why.
+pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
     let s = options.scenario;
+    if s.netns {
+        options.net = NetMode::Netns;
+    }
+    if options.net == NetMode::Netns {
+        if let Some(why) = scenarios::netns_unsupported(&s) {
+            return Err(Skipped(format!("{} ({}) in the netns mode: {why}", s.name, s.id)).into());
+        }
+        if let Some(why) = crate::netns::unavailable() {
+            return Err(Skipped(why).into());
+        }
+    }
     std::fs::create_dir_all(&options.dir)
         .with_context(|| format!("creating {}", options.dir.display()))?;
     let history = Recorder::new(Some(&options.dir.join("history.jsonl")))?;
@@ -117,7 +175,34 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         )),
         ..Event::new("runner", "event", "start")
     });
-    let sink = Sink::start(history.clone()).await?;
+    // The netns mode's network, before anything listens on it; removed when
+    // the last holder of `net` (the cluster, the runner) is dropped, also
+    // on an error or a panic.
+    let net = match options.net {
+        NetMode::Proxy => Net::default(),
+        NetMode::Netns => Net::netns(
+            Netns::create(s.nodes, options.agents, options.clients)
+                .context("setting up the network namespaces")?,
+        ),
+    };
+    if let Some(ns) = net.namespaces() {
+        history.record(Event {
+            detail: Some(format!(
+                "network namespaces {}-*: nodes at {}.., agents at {}.., clients at {}.., \
+                 the sink and the observer at {}",
+                ns.name(),
+                ns.ip(Peer::Node(1)),
+                ns.ip(Peer::Agent(1)),
+                ns.ip(Peer::Client(1)),
+                ns.host_ip()
+            )),
+            ..Event::new("runner", "event", "netns")
+        });
+    }
+    let sink = match net.namespaces() {
+        Some(ns) => Sink::start_at(history.clone(), ns.host_ip()).await?,
+        None => Sink::start(history.clone()).await?,
+    };
     let layout = Layout {
         tidal: options.tidal.clone(),
         dir: options.dir.clone(),
@@ -131,8 +216,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         dc: "chaos".into(),
         id_base: 0,
         task_types: "t2i".into(),
+        agent1_work_ms: scenarios::agent1_work_ms(&s),
     };
-    let net = Net::default();
     let mut cluster = Cluster::prepare(layout.clone(), sink.addr, net.clone())?;
     // A cross-DC scenario: a second DC, the only one that runs tts, with its
     // own sink and history (its task ids are its own).
@@ -187,6 +272,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let workload = Workload::start(
         options.clients,
         publics,
+        &net,
         history.clone(),
         options.seed,
         remote_share,
@@ -270,6 +356,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     }
     history.record(Event::new("runner", "event", "final-done"));
     expectations(&cluster, &s, term_before, &finals, &history).await;
+    if let Some(ns) = net.namespaces() {
+        for e in ns.errors() {
+            history.record(Event {
+                accepted: Some(false),
+                detail: Some(format!("a fault was not applied: {e}")),
+                ..Event::new("runner", "event", "expect")
+            });
+        }
+    }
 
     observer.abort();
     cluster.stop_all();
@@ -443,6 +538,64 @@ async fn all_tasks(cluster: &Cluster) -> anyhow::Result<Vec<v1::Task>> {
     Ok(cluster.admin.list_all_tasks(req).await?)
 }
 
+/// S12's criterion: no agent is marked down, seen as none down at the end
+/// and no task granted a second time (marking an agent down requeues its
+/// tasks with attempt + 1). Says whether it holds, and the counts.
+async fn none_marked_down(cluster: &Cluster, finals: &[v1::Task]) -> (bool, String) {
+    let agents = cluster.admin.list_agents(false).await.unwrap_or_default();
+    let down: Vec<&str> = agents
+        .iter()
+        .filter(|a| a.state != v1::AgentState::Ready as i32)
+        .map(|a| a.spec.as_ref().map_or("?", |sp| sp.id.as_str()))
+        .collect();
+    let requeued = finals.iter().filter(|t| t.attempt > 1).count();
+    (
+        down.is_empty() && requeued == 0,
+        format!("{} down {down:?}, {requeued} tasks requeued", down.len()),
+    )
+}
+
+/// Whether some submit was acknowledged during every partition of the
+/// nemesis (from its `partition` to the next `heal`), with the counts.
+fn committed_while_cut(events: &[Event]) -> (bool, String) {
+    let mut windows = Vec::new();
+    let mut open = None;
+    for e in events.iter().filter(|e| e.proc == "nemesis") {
+        match e.f.as_str() {
+            "partition" => open = Some(e.t),
+            "heal" => {
+                if let Some(from) = open.take() {
+                    windows.push((from, e.t));
+                }
+            }
+            _ => {}
+        }
+    }
+    let counts: Vec<String> = windows
+        .iter()
+        .map(|&(from, to)| {
+            let n = events
+                .iter()
+                .filter(|e| e.is("ok", "submit") && e.t > from && e.t < to)
+                .count();
+            format!("{n} from {} to {}", check::secs(from), check::secs(to))
+        })
+        .collect();
+    let ok = !windows.is_empty()
+        && windows.iter().all(|&(from, to)| {
+            events
+                .iter()
+                .any(|e| e.is("ok", "submit") && e.t > from && e.t < to)
+        });
+    (
+        ok,
+        format!(
+            "acknowledged submits per partition: [{}]",
+            counts.join(", ")
+        ),
+    )
+}
+
 /// The scenario's extra pass criteria, recorded as `expect` events.
 async fn expectations(
     cluster: &Cluster,
@@ -477,17 +630,27 @@ async fn expectations(
             );
         }
         Fault::Failover => {
-            let agents = cluster.admin.list_agents(false).await.unwrap_or_default();
-            let down = agents
-                .iter()
-                .filter(|a| a.state != v1::AgentState::Ready as i32)
-                .count();
-            let requeued = finals.iter().filter(|t| t.attempt > 1).count();
+            let (ok, what) = none_marked_down(cluster, finals).await;
+            expect(ok, format!("leader failovers mark no agent down ({what})"));
+        }
+        Fault::IsolateLeaderSilently => {
+            let (ok, what) = none_marked_down(cluster, finals).await;
+            // What the servers logged, for the reader (the criterion is
+            // S12's, on the end state).
+            let logged = cluster.node_log_lines("marked down");
             expect(
-                down == 0 && requeued == 0,
+                ok,
                 format!(
-                    "leader failovers mark no agent down ({down} down, {requeued} tasks requeued)"
+                    "agents reach the new leader before the server's agent TTL: no agent marked down \
+                     ({what}; {} \"marked down\" lines in the servers' logs{})",
+                    logged.len(),
+                    logged.first().map_or(String::new(), |l| format!(", the first: {l}"))
                 ),
+            );
+            let (ok, what) = committed_while_cut(&history.events());
+            expect(
+                ok,
+                format!("the workload keeps committing while the leader is isolated: {what}"),
             );
         }
         Fault::PauseAgent => {

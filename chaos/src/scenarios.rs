@@ -35,6 +35,15 @@ pub enum Fault {
     DcLinkCut,
     /// Two DCs: lose the remote DC's answers, kill its leader.
     KillRemoteLeader,
+    /// (netns) Cut the leader from the other nodes, the clients and every
+    /// agent but agent 1, by dropped packets.
+    CutLeaderButAgent1,
+    /// (netns) SIGSTOP the leader past the agents' lease but not past the
+    /// server's.
+    PauseLeaderPastAgentTtl,
+    /// (netns) Isolate the leader by dropped packets past the server's
+    /// agent TTL.
+    IsolateLeaderSilently,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +54,9 @@ pub struct Scenario {
     pub nodes: usize,
     pub fault: Fault,
     pub about: &'static str,
+    /// Runs only in network namespaces (`--net netns`): its faults must be
+    /// silent packet drops, which the proxy cannot give.
+    pub netns: bool,
 }
 
 pub const ALL: &[Scenario] = &[
@@ -54,6 +66,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::None,
         about: "no fault; no election after warm-up",
+        netns: false,
     },
     Scenario {
         id: "S2",
@@ -61,6 +74,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::KillLeader,
         about: "SIGKILL the leader every few seconds, restart it",
+        netns: false,
     },
     Scenario {
         id: "S3",
@@ -68,6 +82,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 5,
         fault: Fault::KillMinority,
         about: "SIGKILL a random minority, restart it",
+        netns: false,
     },
     Scenario {
         id: "S4",
@@ -75,6 +90,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::KillAll,
         about: "SIGKILL every node at once, restart them all",
+        netns: false,
     },
     Scenario {
         id: "S5",
@@ -82,6 +98,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::IsolateLeader,
         about: "cut the leader off from everyone beyond the election timeout",
+        netns: false,
     },
     Scenario {
         id: "S6",
@@ -89,6 +106,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 5,
         fault: Fault::Split23,
         about: "partition 5 nodes into 2 | 3",
+        netns: false,
     },
     Scenario {
         id: "S7",
@@ -96,6 +114,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 5,
         fault: Fault::MajoritiesRing,
         about: "each of 5 nodes sees only its two neighbours",
+        netns: false,
     },
     Scenario {
         id: "S8",
@@ -103,6 +122,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 5,
         fault: Fault::Bridge,
         about: "two pairs joined only through one bridge node",
+        netns: false,
     },
     Scenario {
         id: "S9",
@@ -110,6 +130,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::OneWayLeader,
         about: "the leader's messages are dropped, what it receives is not",
+        netns: false,
     },
     Scenario {
         id: "S10",
@@ -117,6 +138,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::PauseLeader,
         about: "SIGSTOP the leader beyond the election timeout, then SIGCONT",
+        netns: false,
     },
     Scenario {
         id: "S11",
@@ -124,6 +146,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::PauseAgent,
         about: "SIGSTOP an agent beyond its lease; its tasks are granted again",
+        netns: false,
     },
     Scenario {
         id: "S12",
@@ -131,6 +154,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::Failover,
         about: "leader failovers while agents heartbeat; no agent marked down",
+        netns: false,
     },
     Scenario {
         id: "S13",
@@ -138,6 +162,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::Loss,
         about: "25% loss on every link, clients retrying",
+        netns: false,
     },
     Scenario {
         id: "S14",
@@ -145,6 +170,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::JitterFollower,
         about: "100-300 ms of jitter on one follower's links",
+        netns: false,
     },
     Scenario {
         id: "S15",
@@ -152,6 +178,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::CrashPoints,
         about: "nodes abort at random around log append, flush, vote save and snapshot install",
+        netns: false,
     },
     Scenario {
         id: "S18",
@@ -159,6 +186,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 4,
         fault: Fault::Membership,
         about: "add a voter during a partition, then kill the leader",
+        netns: false,
     },
     Scenario {
         id: "S19",
@@ -166,6 +194,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::DcLinkCut,
         about: "two DCs: cut the link between them for up to 20 s while tasks are forwarded",
+        netns: false,
     },
     Scenario {
         id: "S20",
@@ -173,6 +202,7 @@ pub const ALL: &[Scenario] = &[
         nodes: 3,
         fault: Fault::KillRemoteLeader,
         about: "two DCs: drop the remote DC's answers (so records are resent), kill its leader mid-forward",
+        netns: false,
     },
     Scenario {
         id: "S21",
@@ -180,6 +210,31 @@ pub const ALL: &[Scenario] = &[
         nodes: 5,
         fault: Fault::Mix,
         about: "a seeded random mix of kills, pauses, partitions and loss",
+        netns: false,
+    },
+    Scenario {
+        id: "S22",
+        name: "cut-leader-but-agent",
+        nodes: 3,
+        fault: Fault::CutLeaderButAgent1,
+        about: "(netns) drop the leader's packets to and from the other nodes, agent 2 and the clients, not agent 1; no two tokens of a task overlap",
+        netns: true,
+    },
+    Scenario {
+        id: "S23",
+        name: "pause-leader-agent-ttl",
+        nodes: 3,
+        fault: Fault::PauseLeaderPastAgentTtl,
+        about: "(netns) SIGSTOP the leader longer than the agents' lease, shorter than the server's; no token runs twice",
+        netns: true,
+    },
+    Scenario {
+        id: "S24",
+        name: "silent-isolate-leader",
+        nodes: 3,
+        fault: Fault::IsolateLeaderSilently,
+        about: "(netns) isolate the leader by dropped packets past the server's agent TTL; no agent marked down, writes go on",
+        netns: true,
     },
 ];
 
@@ -205,6 +260,28 @@ pub fn dcs(s: &Scenario) -> usize {
         Fault::DcLinkCut | Fault::KillRemoteLeader => 2,
         _ => 1,
     }
+}
+
+/// Why `s` cannot run in the netns mode (`None`: it can).
+pub fn netns_unsupported(s: &Scenario) -> Option<&'static str> {
+    match s.fault {
+        Fault::JitterFollower => {
+            Some("its jitter needs the proxy: nftables drops packets but cannot delay them")
+        }
+        Fault::DcLinkCut | Fault::KillRemoteLeader => {
+            Some("its two DCs need the proxy: the netns mode runs one DC")
+        }
+        _ => None,
+    }
+}
+
+/// Agent 1's work when it differs from the others': the netns scenarios
+/// keep its workers running longer than a cut (the server's agent TTL plus
+/// up to 2.5 s) and the reconnection after it, so a worker that outlives
+/// its lease is still running when its task can be granted again, and a
+/// worker its agent fenced is cut short (visible in the sink's history).
+pub fn agent1_work_ms(s: &Scenario) -> Option<u64> {
+    s.netns.then_some(8_000)
 }
 
 /// Whether agents get paused: a paused agent cannot stop its own workers.
@@ -298,6 +375,8 @@ impl Nemesis<'_> {
         let mut round = 0u32;
         while Instant::now() + Duration::from_millis(500) < until {
             let f = if fault == Fault::Mix {
+                // nftables cannot delay: no jitter in the netns mode.
+                let netns = self.cluster.net.namespaces().is_some();
                 *[
                     Fault::KillLeader,
                     Fault::KillMinority,
@@ -307,9 +386,9 @@ impl Nemesis<'_> {
                     Fault::OneWayLeader,
                     Fault::Loss,
                     Fault::JitterFollower,
-                ]
-                .choose(&mut self.rng)
-                .expect("a non-empty list")
+                ][..if netns { 7 } else { 8 }]
+                    .choose(&mut self.rng)
+                    .expect("a non-empty list")
             } else {
                 fault
             };
@@ -598,6 +677,63 @@ impl Nemesis<'_> {
                     sleep(Duration::from_millis(50)).await;
                 }
                 Ok(Duration::ZERO)
+            }
+            Fault::CutLeaderButAgent1 | Fault::IsolateLeaderSilently => {
+                if self.cluster.net.namespaces().is_none() {
+                    anyhow::bail!("{f:?} drops packets: it runs only in the netns mode");
+                }
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                let mut cut = self.everyone_but(l);
+                if f == Fault::CutLeaderButAgent1 {
+                    cut.retain(|p| *p != self.cluster.layout.agent_peer(1));
+                }
+                self.cluster.net.cut(&[Peer::Node(l as u8)], &cut);
+                let who = if f == Fault::CutLeaderButAgent1 {
+                    "cut from the other nodes, agent 2 and up and the clients; agent-1 still reaches it"
+                } else {
+                    "isolated from every node, agent and client"
+                };
+                self.note(
+                    "partition",
+                    format!(
+                        "node {l} (the leader) {who}, by dropped packets: {}",
+                        self.cluster.net.describe()
+                    ),
+                );
+                // Past the server's agent TTL (counted from the new
+                // leader's election): an agent that did not reach the new
+                // leader by then is marked down.
+                let ttl = self.cluster.layout.agent_ttl_ms;
+                sleep(Duration::from_millis(ttl + self.rng.gen_range(1500..2500))).await;
+                self.heal()?;
+                Ok(Duration::from_secs(3))
+            }
+            Fault::PauseLeaderPastAgentTtl => {
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                // The layout's TTL is the server's; agents fence themselves
+                // after 60% of it. Pause between the two.
+                let server_ttl = self.cluster.layout.agent_ttl_ms;
+                let agent_ttl = server_ttl * 6 / 10;
+                let hold = self.rng.gen_range(
+                    agent_ttl + (server_ttl - agent_ttl) / 4
+                        ..agent_ttl + (server_ttl - agent_ttl) * 3 / 4,
+                );
+                self.cluster.node(l).proc.pause();
+                self.note(
+                    "pause",
+                    format!(
+                        "node {l} (the leader) for {hold} ms: past the agents' lease ({agent_ttl} ms), \
+                         short of the server's agent TTL ({server_ttl} ms)"
+                    ),
+                );
+                sleep(Duration::from_millis(hold)).await;
+                self.cluster.node(l).proc.resume();
+                self.note("resume", format!("node {l}"));
+                Ok(Duration::from_secs(3))
             }
             Fault::Mix => unreachable!("Mix picks a concrete fault"),
         }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 
 use crate::history::{Event, Recorder};
-use crate::proxy::Peer;
+use crate::proxy::{Net, Peer};
 
 pub struct Workload {
     stop: Arc<AtomicBool>,
@@ -27,10 +27,12 @@ type Known = Arc<Mutex<Vec<String>>>;
 
 impl Workload {
     /// `remote_share` of the submits are of the task type only the second
-    /// DC runs (`tts`, keys ending in `-remote`); 0 with one DC.
+    /// DC runs (`tts`, keys ending in `-remote`); 0 with one DC. Client k
+    /// dials from `net`'s address of `Peer::Client(k)`.
     pub fn start(
         clients: usize,
         endpoints: Vec<String>,
+        net: &Net,
         history: Recorder,
         seed: u64,
         remote_share: f64,
@@ -45,7 +47,7 @@ impl Workload {
                     request_timeout: Duration::from_millis(1500),
                     retry_for: Duration::from_secs(4),
                     connect_timeout: Duration::from_millis(300),
-                    source_ip: Some(Peer::Client(k).ip()),
+                    source_ip: Some(net.ip(Peer::Client(k))),
                     ..ClientOptions::default()
                 },
             )?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use tidal_chaos::check::{self, Facts};
+use tidal_chaos::runner::NetMode;
 use tidal_chaos::{history, RunOptions, Scenario, SCENARIOS};
 
 use crate::exit;
@@ -53,6 +54,13 @@ pub struct RunArgs {
     /// `--server-arg=--election-timeout-min-ms=80` (repeatable)
     #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// The fault layer: `proxy` (userspace TCP proxies on 127.0.0.0/8, no
+    /// privileges) or `netns` (each node and agent in its own network
+    /// namespace, faults as nftables rules that drop packets; needs root,
+    /// `ip` and `nft`, and is skipped without them). S22-S24 always run in
+    /// netns.
+    #[arg(long, default_value = "proxy", value_name = "proxy|netns")]
+    pub net: NetMode,
 }
 
 #[derive(Args, Debug)]
@@ -87,7 +95,7 @@ pub async fn run(cmd: ChaosCmd) -> anyhow::Result<i32> {
     match cmd {
         ChaosCmd::List => {
             for s in SCENARIOS {
-                println!("{:<4} {:<16} {} nodes  {}", s.id, s.name, s.nodes, s.about);
+                println!("{:<4} {:<22} {} nodes  {}", s.id, s.name, s.nodes, s.about);
             }
             Ok(exit::OK)
         }
@@ -142,6 +150,7 @@ async fn run_scenarios(a: RunArgs) -> anyhow::Result<i32> {
             .unwrap_or(1)
     });
     let mut failed = Vec::new();
+    let mut skipped = Vec::new();
     for s in scenarios {
         let options = RunOptions {
             scenario: s,
@@ -153,10 +162,15 @@ async fn run_scenarios(a: RunArgs) -> anyhow::Result<i32> {
             clients: a.clients,
             agents: a.agents,
             server_args: a.server_args.clone(),
+            net: a.net,
         };
+        let netns = s.netns || a.net == NetMode::Netns;
         eprintln!(
-            "running {} ({}) with seed {seed} for {:?}...",
-            s.name, s.id, a.duration
+            "running {} ({}) with seed {seed} for {:?}{}...",
+            s.name,
+            s.id,
+            a.duration,
+            if netns { " in network namespaces" } else { "" }
         );
         match tidal_chaos::run(options.clone()).await {
             Ok(report) => {
@@ -164,6 +178,10 @@ async fn run_scenarios(a: RunArgs) -> anyhow::Result<i32> {
                 if !report.ok() {
                     failed.push(s.name);
                 }
+            }
+            Err(e) if tidal_chaos::netns::skipped(&e).is_some() => {
+                println!("scenario {} ({}) {e}", s.name, s.id);
+                skipped.push(s.name);
             }
             Err(e) => {
                 println!(
@@ -175,6 +193,9 @@ async fn run_scenarios(a: RunArgs) -> anyhow::Result<i32> {
                 failed.push(s.name);
             }
         }
+    }
+    if !skipped.is_empty() {
+        eprintln!("skipped (not run, not passed): {}", skipped.join(", "));
     }
     if failed.is_empty() {
         Ok(exit::OK)
