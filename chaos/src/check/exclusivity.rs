@@ -180,7 +180,7 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
                 secs(e)
             }
         };
-        for (t, mut s) in per_task {
+        for (t, s) in per_task.iter_mut() {
             s.sort();
             for w in s.windows(2) {
                 let ((b0, e0, tok0, a0), (b1, e1, tok1, a1)) = (w[0], w[1]);
@@ -199,6 +199,59 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
                         }
                     ));
                 }
+            }
+        }
+
+        // A worker ran on after a linearizable read had seen its token
+        // taken back: the task granted under a higher token, or pending
+        // again at or past the worker's attempt (a requeue). The new
+        // holder's lease and the old worker overlapped, whether or not the
+        // new holder's worker had started yet.
+        let attempt_of: BTreeMap<(&str, u64), u32> = by_attempt
+            .iter()
+            .flat_map(|(t, m)| m.iter().map(move |(a, tok)| ((*t, *tok), *a)))
+            .collect();
+        for r in &reads {
+            let (Some(t), Some(state)) = (r.task.as_deref(), r.state.as_deref()) else {
+                continue;
+            };
+            let Some(runs) = per_task.get(t) else {
+                continue;
+            };
+            let read_token = r.token.unwrap_or(0);
+            let read_attempt = r.attempt.unwrap_or(0);
+            for &(b, e, tok, agent) in runs {
+                if e <= r.t || tok == 0 {
+                    continue;
+                }
+                let taken_back = if read_token > tok && state != "pending" {
+                    format!(
+                        "{state} under token {read_token} on {}",
+                        r.agent.as_deref().unwrap_or("?")
+                    )
+                } else if state == "pending"
+                    && attempt_of
+                        .get(&(t, tok))
+                        .is_some_and(|&a| read_attempt >= a)
+                {
+                    format!("pending again (attempt {read_attempt}: requeued)")
+                } else {
+                    continue;
+                };
+                problems.push(format!(
+                    "task {t}: the worker of token {tok} on {agent} (from {} to {}) was still running \
+                     after a linearizable read ({} at {}) had seen the task {taken_back}: \
+                     token {tok} was taken back, yet its worker ran on for {}",
+                    secs(b),
+                    until(e),
+                    r.proc,
+                    secs(r.t),
+                    if e == u64::MAX {
+                        "the rest of the history".to_string()
+                    } else {
+                        secs(e - r.t)
+                    }
+                ));
             }
         }
     }
@@ -343,6 +396,45 @@ mod tests {
                     .to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn a_worker_running_after_its_token_was_taken_back_is_caught() {
+        // Token 7 (attempt 1) runs on a1 while reads see the task requeued
+        // and then granted to a2 under token 12; a2's worker has not begun.
+        let mut h = H::new();
+        h.get("c1", "t1", "running", 1, 7, "a1", 8);
+        h.sink("begin", "t1", 7, "a1", true);
+        h.get("c1", "t1", "pending", 1, 7, "a1", 10);
+        h.get("c2", "t1", "assigned", 2, 12, "a2", 12);
+        h.sink("end", "t1", 7, "a1", true);
+        for e in &mut h.events {
+            e.t *= 100_000_000;
+        }
+        let v = check(&h.events, &Facts::default());
+        assert_eq!(
+            v.problems,
+            vec![
+                "task t1: the worker of token 7 on a1 (from 3.000s to 8.000s) was still running \
+                 after a linearizable read (c1 at 5.000s) had seen the task pending again \
+                 (attempt 1: requeued): token 7 was taken back, yet its worker ran on for 3.000s"
+                    .to_string(),
+                "task t1: the worker of token 7 on a1 (from 3.000s to 8.000s) was still running \
+                 after a linearizable read (c2 at 7.000s) had seen the task assigned under token \
+                 12 on a2: token 7 was taken back, yet its worker ran on for 1.000s"
+                    .to_string(),
+            ]
+        );
+        // Reads of its own token, or from before its grant, are no problem.
+        let mut ok = H::new();
+        ok.get("c1", "t1", "pending", 0, 0, "", 4);
+        ok.get("c1", "t1", "running", 1, 7, "a1", 8);
+        ok.sink("begin", "t1", 7, "a1", true);
+        ok.get("c1", "t1", "running", 1, 7, "a1", 9);
+        ok.sink("end", "t1", 7, "a1", true);
+        ok.get("c1", "t1", "pending", 1, 7, "a1", 10);
+        let v = check(&ok.events, &Facts::default());
+        assert!(v.ok(), "{:?}", v.problems);
     }
 
     #[test]
