@@ -209,7 +209,10 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
         // new holder's worker had started yet.
         let attempt_of: BTreeMap<(&str, u64), u32> = by_attempt
             .iter()
-            .flat_map(|(t, m)| m.iter().map(move |(a, tok)| ((*t, *tok), *a)))
+            .flat_map(|(t, m)| {
+                m.iter()
+                    .flat_map(move |(a, toks)| toks.iter().map(move |tok| ((*t, *tok), *a)))
+            })
             .collect();
         for r in &reads {
             let (Some(t), Some(state)) = (r.task.as_deref(), r.state.as_deref()) else {
