@@ -12,6 +12,7 @@
 //!   and the cross-DC forwarder and shippers.
 //! - [`links`]: peer DCs' summaries and link health; the exchange format.
 //! - [`error`]: the one mapping from errors to gRPC status codes.
+//! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
 //!
 //! Depends on tidal-core (the state machine), tidal-store (storage) and
 //! tidal-proto; the agent and client crates never depend on this one.
@@ -29,6 +30,7 @@ pub mod leader;
 pub mod links;
 pub mod node;
 pub mod raft_network;
+pub mod stall;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +60,10 @@ pub async fn run(
     tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started");
     let watcher = tokio::spawn(leader::watch_leadership(node.clone()));
     let elections = tokio::spawn(node.elections.clone().run());
+    let stalls = tokio::spawn(stall::watch(
+        node.id,
+        std::time::Duration::from_millis(node.config.election_timeout.0 / 2),
+    ));
     let mut removed = node.removed.subscribe();
     let stop = async move {
         tokio::select! {
@@ -68,6 +74,7 @@ pub async fn run(
     let served = grpc::serve(node.clone(), listener, stop).await;
     watcher.abort();
     elections.abort();
+    stalls.abort();
     if let Some(l) = node.leadership() {
         drop(l);
     }
