@@ -464,6 +464,7 @@ impl Elections {
                 let req = PreVoteRequest {
                     candidate_id: self.node_id,
                     last_log_id: last_log_id.clone(),
+                    format: crate::raft_network::WIRE_FORMAT,
                 };
                 let channel = self.channels.get(addr);
                 let id = *id;

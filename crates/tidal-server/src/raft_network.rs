@@ -22,6 +22,22 @@ use tidal_store::TypeConfig;
 use crate::channels::Channels;
 use tonic::transport::Channel;
 
+/// The encoding of Raft payloads this build sends and accepts: the store
+/// format, since both carry openraft's log ids (RaftPayload.format).
+pub const WIRE_FORMAT: u32 = tidal_store::codec::FORMAT_VERSION as u32;
+
+/// Refuses a payload (or pre-vote) of another wire format.
+pub fn check_format(format: u32) -> Result<(), String> {
+    if format == WIRE_FORMAT {
+        return Ok(());
+    }
+    Err(format!(
+        "the peer sends Raft wire format {format}, this server speaks {WIRE_FORMAT}: \
+         every server of a data center must run a tidal of the same store format \
+         (README.md, \"Upgrading from store format 1\")"
+    ))
+}
+
 /// Encodes a Raft message for the wire.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
@@ -179,7 +195,10 @@ impl PeerClient {
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        let mut request = tonic::Request::new(RaftPayload { data });
+        let mut request = tonic::Request::new(RaftPayload {
+            data,
+            format: WIRE_FORMAT,
+        });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::Append => client.append_entries(request).await,
@@ -197,8 +216,11 @@ impl PeerClient {
                 RPCError::Network(NetworkError::new(&status))
             }
         })?;
-        let result: Result<Resp, RaftError<u64, E>> = decode(&reply.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = reply.into_inner();
+        check_format(reply.format)
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
+        let result: Result<Resp, RaftError<u64, E>> =
+            decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
     }
 }

@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use crate::StoreError;
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version this build writes and reads. Format 1 stored openraft
+/// log ids with a (term, node) leader id; format 2 stores standard Raft's,
+/// the term alone (openraft's `single-term-leader`). See [`crate::upgrade`].
+pub const FORMAT_VERSION: u8 = 2;
 
 const HEADER_LEN: usize = 1 + 4;
 
@@ -49,6 +51,20 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreE
 
 /// Checks the header of `bytes` and returns the body.
 pub fn verify<'a>(what: &str, bytes: &'a [u8]) -> Result<&'a [u8], StoreError> {
+    verify_version(what, bytes, FORMAT_VERSION)
+}
+
+/// The format version a value was written with (its first byte).
+pub fn version_of(bytes: &[u8]) -> Option<u8> {
+    bytes.first().copied()
+}
+
+/// Checks the header of `bytes` for format `version` and returns the body.
+pub fn verify_version<'a>(
+    what: &str,
+    bytes: &'a [u8],
+    version: u8,
+) -> Result<&'a [u8], StoreError> {
     if bytes.len() < HEADER_LEN {
         return Err(StoreError::corrupt(
             what,
@@ -59,11 +75,11 @@ pub fn verify<'a>(what: &str, bytes: &'a [u8]) -> Result<&'a [u8], StoreError> {
         ));
     }
     let (header, body) = bytes.split_at(HEADER_LEN);
-    if header[0] != FORMAT_VERSION {
+    if header[0] != version {
         return Err(StoreError::UnsupportedVersion {
             what: what.to_string(),
             found: header[0],
-            expected: FORMAT_VERSION,
+            expected: version,
         });
     }
     let stored = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);

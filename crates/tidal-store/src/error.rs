@@ -23,7 +23,8 @@ pub enum StoreError {
     },
 
     #[error(
-        "corrupt store: {what} has format version {found}, this build reads version {expected}"
+        "{what} has store format version {found}, this build reads version {expected}{}",
+        version_hint(*found, *expected)
     )]
     UnsupportedVersion {
         what: String,
@@ -88,4 +89,17 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Background(e.to_string()))?
+}
+
+/// What to do about a value of another format version.
+fn version_hint(found: u8, expected: u8) -> &'static str {
+    if found == 1 && expected == 2 {
+        ": it was written by a tidal from before format 2 (standard Raft leader ids). \
+         Such a data directory cannot be opened; restore a backup instead \
+         (README.md, \"Upgrading from store format 1\")"
+    } else if found > expected {
+        ": it was written by a newer tidal"
+    } else {
+        ""
+    }
 }

@@ -48,6 +48,7 @@ pub mod log_store;
 pub mod restore;
 pub mod snapshot;
 pub mod state_machine;
+pub mod upgrade;
 mod wal;
 
 use std::path::Path;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use openraft::BasicNode;
 
 use crate::durability::Durability;
-use crate::snapshot::{decode_snapshot, encode_snapshot, SnapshotStore};
+use crate::snapshot::{encode_snapshot, SnapshotStore};
 use crate::{
     codec, log_store, LogId, Membership, SnapshotMeta, StoreError, StoredMembership, Vote,
 };
@@ -22,7 +22,7 @@ use crate::{
 /// Writes `backup` into the empty store at `dir` for node `node_id` at
 /// `addr`; returns the log index the restored state is at.
 pub fn restore(dir: &Path, backup: &[u8], node_id: u64, addr: &str) -> Result<u64, StoreError> {
-    let mut applied = decode_snapshot(backup)?;
+    let mut applied = crate::upgrade::decode_backup(backup)?;
     let last: LogId = applied
         .last_applied
         .ok_or_else(|| StoreError::corrupt("backup", "it covers no log entry"))?;

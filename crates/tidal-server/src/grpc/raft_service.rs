@@ -75,13 +75,23 @@ pub struct RaftService {
     pub elections: Arc<crate::elections::Elections>,
 }
 
+/// Decodes a Raft payload of this server's wire format.
+fn payload<T: serde::de::DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
+    let p = request.into_inner();
+    crate::raft_network::check_format(p.format).map_err(Status::failed_precondition)?;
+    decode(&p.data).map_err(bad_request)
+}
+
 fn bad_request(e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("undecodable raft message: {e}"))
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
     let data = encode(value).map_err(|e| Status::internal(format!("encoding raft reply: {e}")))?;
-    Ok(Response::new(RaftPayload { data }))
+    Ok(Response::new(RaftPayload {
+        data,
+        format: crate::raft_network::WIRE_FORMAT,
+    }))
 }
 
 #[tonic::async_trait]
@@ -90,8 +100,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req: AppendEntriesRequest<TypeConfig> =
-            decode(&request.into_inner().data).map_err(bad_request)?;
+        let req: AppendEntriesRequest<TypeConfig> = payload(request)?;
         self.vote_gate
             .saw_leader_commit(req.leader_commit.map(|l| l.index));
         let resp = self.raft.append_entries(req).await;
@@ -106,7 +115,7 @@ impl RaftRpc for RaftService {
         self.elections
             .may_vote()
             .map_err(Status::failed_precondition)?;
-        let req = decode(&request.into_inner().data).map_err(bad_request)?;
+        let req = payload(request)?;
         reply(&self.raft.vote(req).await)
     }
 
@@ -165,6 +174,7 @@ impl RaftRpc for RaftService {
         request: Request<tidal_proto::raft::PreVoteRequest>,
     ) -> Result<Response<tidal_proto::raft::PreVoteResponse>, Status> {
         let req = request.into_inner();
+        crate::raft_network::check_format(req.format).map_err(Status::failed_precondition)?;
         let last_log_id = crate::elections::Elections::decode_last_log_id(&req.last_log_id)
             .map_err(Status::invalid_argument)?;
         let answer = self
@@ -187,7 +197,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req = decode(&request.into_inner().data).map_err(bad_request)?;
+        let req = payload(request)?;
         reply(&self.raft.install_snapshot(req).await)
     }
 }

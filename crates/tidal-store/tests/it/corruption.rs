@@ -110,13 +110,29 @@ async fn flipped_log_entry_byte_is_a_checksum_error() {
 async fn unknown_format_version_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path()).await;
-    damage_log(dir.path(), 3, |v| v[0] = 2);
+    damage_log(dir.path(), 3, |v| v[0] = 9);
     let err = open_err(dir.path());
     assert!(
-        matches!(err, StoreError::UnsupportedVersion { found: 2, .. }),
+        matches!(err, StoreError::UnsupportedVersion { found: 9, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("log entry 3"), "{err}");
+    assert!(err.to_string().contains("newer tidal"), "{err}");
+}
+
+#[tokio::test]
+async fn a_format_1_store_is_refused_with_the_way_to_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path()).await;
+    damage(dir.path(), "meta", b"vote", |v| v[0] = 1);
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StoreError::UnsupportedVersion { found: 1, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("vote"), "{text}");
+    assert!(text.contains("Upgrading from store format 1"), "{text}");
 }
 
 #[tokio::test]
