@@ -660,12 +660,8 @@ impl State {
                         };
                         self.links.refused.remove(&id);
                     } else {
-                        task.state = TaskState::Pending;
                         task.error = format!("DC {peer:?} refused it: {reason}");
-                        self.pending
-                            .entry(task.spec.queue.clone())
-                            .or_default()
-                            .insert((task.spec.priority, id));
+                        crate::state::requeue(&mut self.pending, task, id);
                     }
                 }
             }

@@ -48,6 +48,31 @@ pub struct State {
     pub(crate) links: Links,
 }
 
+/// Puts a task back among the Pending of its queue.
+pub(crate) fn requeue(
+    pending: &mut BTreeMap<String, BTreeSet<(Priority, TaskId)>>,
+    task: &mut Task,
+    id: TaskId,
+) {
+    task.state = TaskState::Pending;
+    pending
+        .entry(task.spec.queue.clone())
+        .or_default()
+        .insert((task.spec.priority, id));
+}
+
+/// Fails a task that lost its holder with no attempt left.
+fn fail_exhausted(task: &mut Task, agent_id: &str, token: FencingToken, what: &str) {
+    task.state = TaskState::Failed {
+        agent: Some(agent_id.to_string()),
+        token,
+    };
+    task.error = format!(
+        "agent {agent_id} {what}; max_attempts {} reached",
+        task.spec.max_attempts
+    );
+}
+
 impl Default for State {
     fn default() -> Self {
         Self::new()
@@ -330,21 +355,10 @@ impl State {
             // The attempt is counted by the next Assign, so a task that already
             // used all its attempts fails here instead of running again.
             if task.attempt < task.spec.max_attempts {
-                task.state = TaskState::Pending;
-                self.pending
-                    .entry(task.spec.queue.clone())
-                    .or_default()
-                    .insert((task.spec.priority, id));
+                requeue(&mut self.pending, task, id);
                 requeued.push(id);
             } else {
-                task.state = TaskState::Failed {
-                    agent: Some(agent_id.to_string()),
-                    token,
-                };
-                task.error = format!(
-                    "agent {agent_id} down; max_attempts {} reached",
-                    task.spec.max_attempts
-                );
+                fail_exhausted(task, agent_id, token, "down");
                 failed.push(id);
             }
             task.updated_ms = ctx.time_ms;
@@ -400,14 +414,7 @@ impl State {
             agent.gpus_in_use = agent.gpus_in_use.saturating_sub(task.spec.gpus);
             task.updated_ms = ctx.time_ms;
             if started && task.attempt >= task.spec.max_attempts {
-                task.state = TaskState::Failed {
-                    agent: Some(agent_id.to_string()),
-                    token,
-                };
-                task.error = format!(
-                    "agent {agent_id} stopped the task (its lease lapsed); max_attempts {} reached",
-                    task.spec.max_attempts
-                );
+                fail_exhausted(task, agent_id, token, "stopped the task (its lease lapsed)");
                 failed.push(id);
                 self.report(id, ctx);
                 continue;
@@ -437,11 +444,7 @@ impl State {
                 if !started {
                     task.attempt = task.attempt.saturating_sub(1);
                 }
-                task.state = TaskState::Pending;
-                self.pending
-                    .entry(task.spec.queue.clone())
-                    .or_default()
-                    .insert((task.spec.priority, id));
+                requeue(&mut self.pending, task, id);
                 requeued.push(id);
             }
             self.report(id, ctx);
