@@ -17,7 +17,9 @@ use anyhow::{bail, Context};
 use tidal_client::{v1, Client, ClientOptions};
 use tokio::time::{sleep, Instant};
 
-use crate::proxy::{Net, Peer, Proxy};
+use crate::link::Peer;
+use crate::net::Net;
+use crate::proxy::Proxy;
 
 /// What a run's cluster looks like.
 #[derive(Clone, Debug)]

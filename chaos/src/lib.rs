@@ -28,6 +28,8 @@
 pub mod check;
 pub mod cluster;
 pub mod history;
+pub mod link;
+pub mod net;
 pub mod netns;
 pub mod observer;
 pub mod proxy;

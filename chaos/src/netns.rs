@@ -34,7 +34,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 
-use crate::proxy::{LinkFault, Peer};
+use crate::link::{LinkFault, Peer};
 
 /// Why a run cannot use network namespaces here; the run is skipped.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use tokio::time::{sleep, Instant};
 
 use crate::cluster::Cluster;
 use crate::history::{Event, Recorder};
-use crate::proxy::Peer;
+use crate::link::Peer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 
 use crate::history::{Event, Recorder};
-use crate::proxy::{Net, Peer};
+use crate::link::Peer;
+use crate::net::Net;
 
 pub struct Workload {
     stop: Arc<AtomicBool>,
