@@ -6,10 +6,19 @@ pub const OK: i32 = 0;
 pub const ERROR: i32 = 1;
 pub const UNAVAILABLE: i32 = 3;
 pub const TASK_NOT_SUCCEEDED: i32 = 4;
+/// `tidal server` only: its store could not write (disk full, I/O error).
+pub const STORAGE_FAILED: i32 = 5;
 
-/// 3 when the cause is that no server (or no leader) answered, else 1.
+/// 3 when the cause is that no server (or no leader) answered; 5 when a
+/// server stopped because its store could not write; else 1.
 pub fn code_of(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
+        if cause
+            .downcast_ref::<tidal_server::fatal::StorageFailed>()
+            .is_some()
+        {
+            return STORAGE_FAILED;
+        }
         if let Some(e) = cause.downcast_ref::<tidal_client::Error>() {
             return match e.code {
                 Code::Unavailable | Code::DeadlineExceeded => UNAVAILABLE,
@@ -34,5 +43,18 @@ mod tests {
         let e = anyhow::Error::new(tidal_client::Error::new(Code::NotFound, "no such task"));
         assert_eq!(code_of(&e), ERROR);
         assert_eq!(code_of(&anyhow::anyhow!("plain")), ERROR);
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_maps_to_5() {
+        let e = anyhow::Error::new(tidal_server::fatal::StorageFailed(
+            "cannot write the Raft log in /d/raft/log: No space left on device (os error 28)"
+                .into(),
+        ));
+        assert_eq!(code_of(&e), STORAGE_FAILED);
+        assert_eq!(
+            e.to_string(),
+            "cannot write the Raft log in /d/raft/log: No space left on device (os error 28); this server stops"
+        );
     }
 }

@@ -16,6 +16,8 @@
 //! - 2: usage error (unknown flag, missing argument); printed by clap.
 //! - 3: unavailable: no server answered, or no leader within `--timeout-ms`.
 //! - 4: `tidal task watch` only: the task ended failed or cancelled.
+//! - 5: `tidal server` only: its store could not write (disk full, I/O
+//!   error); it stopped at once, naming the directory and the operation.
 //!
 //! Errors print one line, `error: <message>`, on stderr.
 

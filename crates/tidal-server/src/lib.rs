@@ -13,6 +13,7 @@
 //! - [`links`]: peer DCs' summaries and link health; the exchange format.
 //! - [`error`]: the one mapping from errors to gRPC status codes.
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
+//! - [`fatal`]: stopping, with the reason, when the store cannot write.
 //!
 //! Depends on tidal-core (the state machine), tidal-store (storage) and
 //! tidal-proto; the agent and client crates never depend on this one.
@@ -25,6 +26,7 @@ pub mod channels;
 pub mod config;
 pub mod elections;
 pub mod error;
+pub mod fatal;
 pub mod grpc;
 pub mod leader;
 pub mod links;
@@ -48,7 +50,11 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs a server until `shutdown` completes.
+/// How long open connections may take to close once the store failed.
+const FAILED_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs a server until `shutdown` completes, the node is removed, or its
+/// store cannot write ([`fatal::StorageFailed`]: an error, never a clean exit).
 pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -58,6 +64,8 @@ pub async fn run(
         .with_context(|| format!("binding {}", config.listen))?;
     let node = Node::start(config).await?;
     tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started");
+    let (node_id, raft_metrics, failures) =
+        (node.id, node.raft.metrics(), node.store_failures.clone());
     let watcher = tokio::spawn(leader::watch_leadership(node.clone()));
     let elections = tokio::spawn(node.elections.clone().run());
     let stalls = tokio::spawn(stall::watch(
@@ -65,18 +73,56 @@ pub async fn run(
         std::time::Duration::from_millis(node.config.election_timeout.0 / 2),
     ));
     let mut removed = node.removed.subscribe();
+    // Set once the Raft core stopped on its own (the store cannot write).
+    let (failed_tx, mut failed) = tokio::sync::watch::channel(None::<String>);
+    let failure_watch = tokio::spawn(async move {
+        let why = fatal::core_stopped(raft_metrics, failures).await;
+        tracing::error!(node_id, error = %why, "stopping: the store failed");
+        failed_tx.send_replace(Some(why.0));
+    });
+    let mut failed_stop = failed.clone();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             _ = removed.wait_for(Option::is_some) => {}
+            _ = failed_stop.wait_for(Option::is_some) => {}
         }
     };
-    let served = grpc::serve(node.clone(), listener, stop).await;
+    let served = grpc::serve(node.clone(), listener, stop);
+    tokio::pin!(served);
+    // After a store failure, open streams (agent sessions, watches) get a
+    // short grace to close, not as long as they like: the process must end.
+    let served = tokio::select! {
+        r = &mut served => r,
+        _ = async {
+            let _ = failed.wait_for(Option::is_some).await;
+            tokio::time::sleep(FAILED_DRAIN).await;
+        } => Ok(()),
+    };
+    failure_watch.abort();
     watcher.abort();
     elections.abort();
     stalls.abort();
     if let Some(l) = node.leadership() {
         drop(l);
+    }
+    // Whatever stopped serving (even a SIGTERM that came later), a core
+    // that stopped on a storage error makes this an error exit.
+    let core_failed = node
+        .raft
+        .metrics()
+        .borrow()
+        .running_state
+        .as_ref()
+        .is_err_and(|e| !matches!(e, openraft::error::Fatal::Stopped));
+    if core_failed {
+        let why = failed.borrow().clone();
+        let why = match why {
+            Some(why) => fatal::StorageFailed(why),
+            None => fatal::core_stopped(node.raft.metrics(), node.store_failures.clone()).await,
+        };
+        let _ = node.raft.shutdown().await;
+        return Err(why.into());
     }
     let stopped = node.raft.shutdown().await;
     served?;

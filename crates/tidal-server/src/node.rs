@@ -72,6 +72,8 @@ pub struct Node {
     pub leader_contact: LeaderContact,
     /// When to elect (after a pre-vote), holds and campaigns.
     pub elections: Arc<Elections>,
+    /// The store's first failed write, to name in the error the server stops with.
+    pub store_failures: tidal_store::Failures,
 }
 
 /// When this node last took an AppendEntries from a leader.
@@ -125,6 +127,7 @@ impl Node {
         )
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let state = state_machine.handle();
+        let store_failures = log_store.failures();
         // Nothing in the log, no vote and no snapshot: a new node, or a member
         // whose disk was wiped (see VoteGate).
         let started_empty = {
@@ -257,6 +260,7 @@ impl Node {
             removed: tokio::sync::watch::channel(None).0,
             vote_gate,
             write_gate,
+            store_failures,
         }))
     }
 

@@ -23,6 +23,7 @@
 //! # Modules
 //!
 //! - [`error`]: [`StoreError`] and its mapping to openraft's `StorageError`.
+//! - [`failure`]: [`Failures`], the first write the store could not make.
 //! - [`codec`]: the versioned, checksummed value encoding.
 //! - [`crash`]: crash points for fault-injection runs (feature `failpoints`).
 //! - `durability`: flush + fsync of sled's files, and the group-commit flusher thread.
@@ -44,6 +45,7 @@ pub mod codec;
 pub mod crash;
 mod durability;
 pub mod error;
+pub mod failure;
 pub mod log_store;
 pub mod restore;
 pub mod snapshot;
@@ -56,6 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::StoreError;
+pub use failure::{Failures, WriteFailure};
 pub use log_store::{LogReader, LogStore};
 pub use restore::restore;
 pub use snapshot::{decode_snapshot, encode_snapshot, SnapshotBuilder};
@@ -137,9 +140,16 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
         opts.flush_delay,
     )?);
     let synced_ms = started.elapsed().as_millis() as u64;
-    let log = LogStore::open(&db, dir, durability.clone(), opts.flush_delay)?;
+    let failures = Failures::new(dir);
+    let log = LogStore::open(
+        &db,
+        dir,
+        durability.clone(),
+        opts.flush_delay,
+        failures.clone(),
+    )?;
     let log_ms = started.elapsed().as_millis() as u64;
-    let sm = StateMachineStore::open(&db, durability)?;
+    let sm = StateMachineStore::open(&db, durability, failures)?;
     tracing::info!(
         dir = %dir.display(),
         sled_ms,

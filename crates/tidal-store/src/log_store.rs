@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::durability::{Durability, Flusher};
 use crate::error::blocking;
+use crate::failure::Failures;
 use crate::wal::{encode_entries, Wal};
 use crate::{codec, crash};
 use crate::{Entry, LogId, StorageError, StoreError, TypeConfig, Vote};
@@ -168,6 +169,7 @@ pub struct LogStore {
     wal: Arc<Wal>,
     flusher: Flusher,
     reader: LogReader,
+    failures: Failures,
 }
 
 impl LogStore {
@@ -180,6 +182,7 @@ impl LogStore {
         dir: &Path,
         durability: Arc<Durability>,
         flush_delay: Option<Duration>,
+        failures: Failures,
     ) -> Result<Self, StoreError> {
         let meta = db.open_tree(META_TREE)?;
         for item in meta.iter() {
@@ -207,14 +210,25 @@ impl LogStore {
         migrate_sled_log(db, &wal, &durability, last_purged)?;
 
         let sync_wal = wal.clone();
-        let flusher = Flusher::spawn(move || sync_wal.sync())?;
+        let sync_failures = failures.clone();
+        let flusher = Flusher::spawn(move || {
+            sync_wal
+                .sync()
+                .inspect_err(|e| sync_failures.log("sync the Raft log", e))
+        })?;
         Ok(LogStore {
             reader: LogReader { wal: wal.clone() },
             meta,
             durability,
             wal,
             flusher,
+            failures,
         })
+    }
+
+    /// The store's first write failure, shared with the state machine store.
+    pub fn failures(&self) -> Failures {
+        self.failures.clone()
     }
 
     fn read_meta<T: DeserializeOwned>(
@@ -330,7 +344,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Durable before returning: openraft must never vote twice in a term.
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write);
+        let to_storage = |e: StoreError| {
+            self.failures.db("save the vote", &e);
+            e.into_storage(ErrorSubject::Vote, ErrorVerb::Write)
+        };
         self.write_meta(VOTE_KEY, "vote", vote)
             .map_err(to_storage)?;
         crash::point("store::vote::before_sync");
@@ -351,7 +368,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// entry known durable: a restart never finds a committed id its log
     /// does not reach.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Store, ErrorVerb::Write);
+        let to_storage = |e: StoreError| {
+            self.failures.db("save the committed log id", &e);
+            e.into_storage(ErrorSubject::Store, ErrorVerb::Write)
+        };
         let stored =
             committed
                 .zip(self.wal.durable_log_id())
@@ -388,9 +408,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         crash::point("store::append::before_write");
         let records = encode_entries(entries)
             .map_err(|(id, e)| e.into_storage(ErrorSubject::Log(id), ErrorVerb::Write))?;
-        self.wal
-            .append(records)
-            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Write))?;
+        self.wal.append(records).map_err(|e| {
+            self.failures.log("write the Raft log", &e);
+            e.into_storage(ErrorSubject::Logs, ErrorVerb::Write)
+        })?;
         crash::point("store::append::after_write");
         self.flusher.submit(callback).map_err(|callback| {
             let msg = "the store's flusher thread is gone";
@@ -405,7 +426,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let wal = self.wal.clone();
         blocking(move || wal.truncate(log_id.index))
             .await
-            .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+            .map_err(|e| {
+                self.failures.log("truncate the Raft log", &e);
+                e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete)
+            })
     }
 
     /// Records `log_id` as the last purged id durably first, then deletes the
@@ -420,13 +444,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if current >= Some(log_id) {
             return Ok(());
         }
+        let record_failure = |e: StoreError| {
+            self.failures.db("record a purge of the Raft log", &e);
+            to_storage(e)
+        };
         self.write_meta(LAST_PURGED_KEY, "last purged log id", &log_id)
-            .map_err(to_storage)?;
-        self.sync_meta().await.map_err(to_storage)?;
+            .map_err(record_failure)?;
+        self.sync_meta().await.map_err(record_failure)?;
         let wal = self.wal.clone();
         blocking(move || wal.purge(log_id.index))
             .await
-            .map_err(to_storage)
+            .map_err(|e| {
+                self.failures.log("delete purged Raft log segments", &e);
+                to_storage(e)
+            })
     }
 }
 
@@ -550,7 +581,8 @@ mod tests {
         }
         let db = sled::open(dir.path()).unwrap();
         let durability = Arc::new(Durability::open(db.clone(), dir.path(), None).unwrap());
-        let store = LogStore::open(&db, dir.path(), durability, None).unwrap();
+        let failures = Failures::new(dir.path());
+        let store = LogStore::open(&db, dir.path(), durability, None, failures).unwrap();
         assert_eq!(
             indexes(&store.reader, ..),
             vec![5, 6, 7, 8, 9],

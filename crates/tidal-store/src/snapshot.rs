@@ -15,6 +15,7 @@ use openraft::{ErrorSubject, ErrorVerb};
 use crate::codec;
 use crate::durability::Durability;
 use crate::error::blocking;
+use crate::failure::Failures;
 use crate::state_machine::Applied;
 use crate::{LogId, Snapshot, SnapshotMeta, StorageError, StoreError, TypeConfig};
 
@@ -167,6 +168,7 @@ impl SnapshotStore {
 pub struct SnapshotBuilder {
     pub(crate) applied: Arc<RwLock<Applied>>,
     pub(crate) store: Arc<SnapshotStore>,
+    pub(crate) failures: Failures,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -193,7 +195,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Ok((meta, data))
         })
         .await
-        .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        .map_err(|e| {
+            self.failures.db("write a snapshot", &e);
+            e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Write)
+        })?;
         tracing::info!(snapshot = %meta, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,

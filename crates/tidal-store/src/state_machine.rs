@@ -11,6 +11,7 @@ use tidal_core::{Response, State};
 
 use crate::durability::Durability;
 use crate::error::blocking;
+use crate::failure::Failures;
 use crate::snapshot::{decode_for, SnapshotBuilder, SnapshotStore};
 use crate::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoreError, StoredMembership, TypeConfig,
@@ -46,16 +47,27 @@ impl StateHandle {
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     snapshots: Arc<SnapshotStore>,
+    failures: Failures,
 }
 
 impl StateMachineStore {
     /// Opens the snapshot tree and restores the state it holds.
-    pub(crate) fn open(db: &sled::Db, durability: Arc<Durability>) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        db: &sled::Db,
+        durability: Arc<Durability>,
+        failures: Failures,
+    ) -> Result<Self, StoreError> {
         let (snapshots, restored) = SnapshotStore::open(db, durability)?;
         Ok(StateMachineStore {
             applied: Arc::new(RwLock::new(restored.unwrap_or_default())),
             snapshots: Arc::new(snapshots),
+            failures,
         })
+    }
+
+    /// The store's first write failure, shared with the log store.
+    pub fn failures(&self) -> Failures {
+        self.failures.clone()
     }
 
     /// A read handle for the server.
@@ -113,6 +125,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             applied: self.applied.clone(),
             store: self.snapshots.clone(),
+            failures: self.failures.clone(),
         }
     }
 
@@ -139,6 +152,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(|e| {
+            if !e.is_corruption() {
+                self.failures.db("write a received snapshot", &e);
+            }
             e.into_storage(
                 ErrorSubject::Snapshot(Some(meta.signature())),
                 ErrorVerb::Write,
