@@ -71,6 +71,14 @@ impl Command {
         }
     }
 
+    /// Per-target log directives added to the level (see `init_tracing`).
+    pub fn log_defaults(&self) -> &'static [&'static str] {
+        match self {
+            Command::Server(_) => tidal_server::LOG_DEFAULTS,
+            _ => &[],
+        }
+    }
+
     /// True for the one-shot commands whose output is meant to be read or
     /// piped (`tidal task list | head`); false for the processes that
     /// write to sockets and child processes' pipes for a long time.

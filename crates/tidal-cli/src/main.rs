@@ -45,7 +45,11 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    init_tracing(cli.log_format, cli.command.default_log_level());
+    init_tracing(
+        cli.log_format,
+        cli.command.default_log_level(),
+        cli.command.log_defaults(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,10 +73,21 @@ fn main() {
 }
 
 /// Logs go to stderr, so stdout stays clean for results. `RUST_LOG` wins over
-/// the command's default level.
-fn init_tracing(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// the command's default level; the command's `defaults` (per-target
+/// directives) apply on top unless `RUST_LOG` names their target or a
+/// parent of it (`RUST_LOG=openraft=debug` keeps all of openraft's lines).
+fn init_tracing(format: LogFormat, default_level: &str, defaults: &[&str]) {
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    for directive in defaults {
+        let target = directive.split('=').next().unwrap_or(directive);
+        if !names_target(&rust_log, target) {
+            if let Ok(d) = directive.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -81,5 +96,32 @@ fn init_tracing(format: LogFormat, default_level: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// True if a directive of `rust_log` is about `target` or a module above it.
+fn names_target(rust_log: &str, target: &str) -> bool {
+    rust_log.split(',').any(|d| {
+        let Some((named, _level)) = d.trim().split_once('=') else {
+            return false;
+        };
+        let named = named.split('[').next().unwrap_or(named);
+        target == named || target.starts_with(&format!("{named}::"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_target;
+
+    #[test]
+    fn a_rust_log_directive_names_its_target_and_the_modules_below() {
+        let t = "openraft::replication";
+        assert!(names_target("info,openraft::replication=debug", t));
+        assert!(names_target("openraft=trace", t));
+        assert!(!names_target("info", t));
+        assert!(!names_target("debug,tidal_server=trace", t));
+        assert!(!names_target("openraft::engine=debug", t));
+        assert!(!names_target("open=debug", t));
     }
 }

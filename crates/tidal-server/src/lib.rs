@@ -42,6 +42,19 @@ pub use config::{RawConfig, ServerConfig};
 use node::Node;
 pub use tidal_store::crash::init_from_env as init_crash_points;
 
+/// Log filter directives a server adds to `RUST_LOG` (or the default level)
+/// unless `RUST_LOG` names their target itself. openraft logs every failed
+/// replication attempt (a warning, an error and two more warnings every Raft
+/// heartbeat per unreachable peer: thousands of lines a minute); the
+/// transport logs a peer that does not answer instead, once and then every
+/// few seconds ([`raft_network::Outages`]). A storage error on the leader's
+/// replication still stops the Raft core, which openraft logs and
+/// [`fatal`] reports.
+pub const LOG_DEFAULTS: &[&str] = &[
+    "openraft::replication=off",
+    "openraft::engine::handler::replication_handler=error",
+];
+
 /// The leader's clock, written into every entry it proposes.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -1,5 +1,6 @@
 //! The Raft transport, client side: openraft's RPCs as bincode inside gRPC
-//! bytes fields, over one cached tonic channel per peer.
+//! bytes fields, over one cached tonic channel per peer; and [`Outages`], the
+//! one rate-limited log line per peer that does not answer.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -54,6 +55,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
 pub struct Network {
     channels: Channels,
     contacts: Contacts,
+    outages: Outages,
     /// How long replication to an unreachable peer waits between attempts.
     retry: Duration,
 }
@@ -125,6 +127,7 @@ impl Network {
         Network {
             channels: Channels::new(source_ip, Duration::from_millis(500), |e| e),
             contacts: Contacts::default(),
+            outages: Outages::default(),
             retry,
         }
     }
@@ -148,6 +151,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             channel: self.channels.get(&node.addr),
             contacts: self.contacts.clone(),
+            outages: self.outages.clone(),
             probing: true,
             held: None,
             retry: self.retry,
@@ -160,6 +164,7 @@ pub struct PeerClient {
     target: u64,
     channel: Result<Channel, String>,
     contacts: Contacts,
+    outages: Outages,
     /// True until a probe finds the peer without the entries it is sent:
     /// see [`PeerClient::already_held`].
     probing: bool,
@@ -176,7 +181,28 @@ enum Rpc {
 }
 
 impl PeerClient {
+    /// One RPC; its outcome also goes to [`Outages`], which logs a peer that
+    /// stops answering once, then a summary now and then, and its return.
     async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result = self.try_call(rpc, req, option).await;
+        match &result {
+            Ok(_) => self.outages.answered(self.target, Instant::now()),
+            Err(e) => self.outages.failed(self.target, Instant::now(), e),
+        }
+        result
+    }
+
+    async fn try_call<Req, Resp, E>(
         &self,
         rpc: Rpc,
         req: &Req,
@@ -222,6 +248,99 @@ impl PeerClient {
         let result: Result<Resp, RaftError<u64, E>> =
             decode(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+    }
+}
+
+/// How often a peer that still does not answer is logged again.
+pub const OUTAGE_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// Peers whose Raft RPCs fail, shared by every replication stream of this
+/// node. openraft retries an unreachable peer every Raft heartbeat and logs
+/// each attempt (a warning and an error every 50 ms per peer); tidal quiets
+/// those targets (`LOG_DEFAULTS`) and logs here instead: one warning when a
+/// peer stops answering, one every [`OUTAGE_SUMMARY_EVERY`] while it stays
+/// down, and one line when it answers again.
+#[derive(Clone, Default)]
+pub struct Outages(Arc<Mutex<HashMap<u64, Outage>>>);
+
+/// One peer's current run of failed RPCs.
+#[derive(Clone, Debug, PartialEq)]
+struct Outage {
+    since: Instant,
+    logged: Instant,
+    failures: u64,
+}
+
+/// What [`Outages`] has to say after an RPC's outcome.
+#[derive(Debug, PartialEq)]
+enum OutageLog {
+    Down,
+    StillDown { for_s: u64, failures: u64 },
+    Back { after_ms: u64, failures: u64 },
+}
+
+impl Outages {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outage>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn on_failure(&self, peer: u64, now: Instant) -> Option<OutageLog> {
+        let mut outages = self.lock();
+        let Some(o) = outages.get_mut(&peer) else {
+            outages.insert(
+                peer,
+                Outage {
+                    since: now,
+                    logged: now,
+                    failures: 1,
+                },
+            );
+            return Some(OutageLog::Down);
+        };
+        o.failures += 1;
+        if now.saturating_duration_since(o.logged) < OUTAGE_SUMMARY_EVERY {
+            return None;
+        }
+        o.logged = now;
+        Some(OutageLog::StillDown {
+            for_s: now.saturating_duration_since(o.since).as_secs(),
+            failures: o.failures,
+        })
+    }
+
+    fn on_answer(&self, peer: u64, now: Instant) -> Option<OutageLog> {
+        let o = self.lock().remove(&peer)?;
+        Some(OutageLog::Back {
+            after_ms: now.saturating_duration_since(o.since).as_millis() as u64,
+            failures: o.failures,
+        })
+    }
+
+    fn failed(&self, peer: u64, now: Instant, error: &dyn std::fmt::Display) {
+        match self.on_failure(peer, now) {
+            Some(OutageLog::Down) => tracing::warn!(
+                peer,
+                error = %error,
+                "a Raft peer does not answer; retrying every heartbeat, logging it every {}s",
+                OUTAGE_SUMMARY_EVERY.as_secs()
+            ),
+            Some(OutageLog::StillDown { for_s, failures }) => tracing::warn!(
+                peer,
+                for_s,
+                failures,
+                error = %error,
+                "a Raft peer still does not answer"
+            ),
+            _ => {}
+        }
+    }
+
+    fn answered(&self, peer: u64, now: Instant) {
+        if let Some(OutageLog::Back { after_ms, failures }) = self.on_answer(peer, now) {
+            tracing::info!(peer, after_ms, failures, "a Raft peer answers again");
+        }
     }
 }
 
@@ -370,6 +489,44 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_that_does_not_answer_is_logged_once_then_now_and_then_then_back() {
+        let outages = Outages::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(outages.on_failure(2, at(0)), Some(OutageLog::Down));
+        // Every heartbeat for almost a summary period: quiet.
+        let period = OUTAGE_SUMMARY_EVERY.as_millis() as u64;
+        let quiet = (50..period)
+            .step_by(50)
+            .filter_map(|ms| outages.on_failure(2, at(ms)))
+            .count();
+        assert_eq!(quiet, 0);
+        // Another peer has its own outage.
+        assert_eq!(outages.on_failure(3, at(100)), Some(OutageLog::Down));
+        let failures = period / 50 + 1;
+        assert_eq!(
+            outages.on_failure(2, at(period)),
+            Some(OutageLog::StillDown {
+                for_s: OUTAGE_SUMMARY_EVERY.as_secs(),
+                failures
+            })
+        );
+        assert_eq!(outages.on_failure(2, at(period + 50)), None);
+        assert_eq!(
+            outages.on_answer(2, at(period + 100)),
+            Some(OutageLog::Back {
+                after_ms: period + 100,
+                failures: failures + 1
+            })
+        );
+        assert_eq!(outages.on_answer(2, at(period + 150)), None, "once");
+        assert_eq!(
+            outages.on_failure(2, at(period + 200)),
+            Some(OutageLog::Down)
+        );
+    }
 
     #[tokio::test]
     async fn an_unreachable_peer_is_retried_every_raft_heartbeat() {
