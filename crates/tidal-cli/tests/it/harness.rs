@@ -86,6 +86,13 @@ impl Proc {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// The exit status if the process has exited (it is reaped then), else `None`.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// SIGKILL and reap (a crash, as far as the process can tell).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -9,6 +9,8 @@
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
 //! - `smoke`: one small end-to-end run through the harness.
+//! - `full_disk`: a follower whose data directory fills up exits 5 and names
+//!   it; the others serve on without flooding their logs; freed, it catches up.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
 //! - `xdc`: two DCs: forwarding by capability, a cut link, leader kills on both sides.
 //!
@@ -21,6 +23,7 @@ mod cli_errors;
 mod dev;
 mod elections;
 mod failover;
+mod full_disk;
 mod harness;
 mod membership;
 mod smoke;
