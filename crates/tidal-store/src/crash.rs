@@ -9,14 +9,39 @@
 //! `store::flush::after_sync` (durable, not yet acknowledged),
 //! `store::vote::before_sync`, `store::vote::after_sync`,
 //! `store::snapshot::before_save`, `store::snapshot::after_save`.
+//!
+//! Power loss ([`power_loss`], `failpoints` builds only): the store tracks
+//! what it has fsynced, and on demand throws away everything else and
+//! aborts, as a machine losing power would lose its page cache. `tidal
+//! server` fires it on SIGUSR1; a point armed with `return(power-loss)`
+//! fires it at that point.
 
-/// Aborts the process if the point `name` is configured to fire now.
+/// Aborts the process if the point `name` is configured to fire now: with
+/// `return(power-loss)`, after a simulated power loss ([`power_loss`]);
+/// with any other `return`, at once.
 #[cfg(feature = "failpoints")]
 pub(crate) fn point(name: &str) {
-    if fail::eval(name, |_| ()).is_some() {
+    if let Some(arg) = fail::eval(name, |arg| arg) {
+        if arg.as_deref() == Some(POWER_LOSS_ARG) {
+            eprintln!("crash point {name}: power loss");
+            power_loss();
+        }
         eprintln!("crash point {name}: aborting");
         std::process::abort();
     }
+}
+
+/// The argument that makes a crash point lose power rather than just abort:
+/// `store::vote::before_sync=return(power-loss)`.
+#[cfg(feature = "failpoints")]
+pub const POWER_LOSS_ARG: &str = "power-loss";
+
+/// Arms (or, with `off`, disarms) one point from code, in the `fail`
+/// crate's syntax (`return`, `return(power-loss)`, `pause`, `1%return`, ...),
+/// as `FAILPOINTS` does at start-up. For tests.
+#[cfg(feature = "failpoints")]
+pub fn arm(point: &str, actions: &str) -> Result<(), String> {
+    fail::cfg(point, actions)
 }
 
 #[cfg(not(feature = "failpoints"))]
@@ -34,4 +59,25 @@ pub fn init_from_env() -> bool {
     }
     #[cfg(not(feature = "failpoints"))]
     false
+}
+
+/// Simulates a power loss: every open store of this process drops what it
+/// has not made durable (log bytes written since the last sync that covered
+/// them, segments created since, and every change to sled's files since the
+/// last durability sync), then the process aborts at once: no further
+/// write, no clean shutdown. Prints what was dropped on stderr first.
+///
+/// The chaos harness fires it with SIGUSR1, which `tidal server` handles
+/// only in `failpoints` builds (in a normal build SIGUSR1 just terminates
+/// the process, discarding nothing).
+#[cfg(feature = "failpoints")]
+pub fn power_loss() -> ! {
+    let lines = crate::power_loss::discard_all();
+    if lines.is_empty() {
+        eprintln!("power loss: no store open; aborting");
+    }
+    for line in lines {
+        eprintln!("power loss: {line}; aborting");
+    }
+    std::process::abort();
 }

@@ -55,6 +55,9 @@ pub(crate) struct Durability {
     /// whole sync rounds.
     synced_blobs: Mutex<BTreeSet<OsString>>,
     flush_delay: Option<Duration>,
+    /// sled's files as of the last successful sync (power-loss runs only).
+    #[cfg(feature = "failpoints")]
+    image: Mutex<crate::power_loss::SledImage>,
 }
 
 impl Durability {
@@ -83,6 +86,8 @@ impl Durability {
             blob_dir,
             synced_blobs: Mutex::new(BTreeSet::new()),
             flush_delay,
+            #[cfg(feature = "failpoints")]
+            image: Mutex::new(crate::power_loss::SledImage::new(dir)),
         };
         durability.sync()?;
         sync_dir(&durability.blob_dir)?;
@@ -107,7 +112,30 @@ impl Durability {
         self.data_file
             .sync_data()
             .map_err(io_err("fdatasync sled data file", &self.data_path))?;
-        self.sync_new_blobs(&mut synced)
+        self.sync_new_blobs(&mut synced)?;
+        #[cfg(feature = "failpoints")]
+        self.image
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Ok(())
+    }
+
+    /// Takes the sync lock for good (no sync ever runs again) and the image
+    /// of sled's files as of the last one (power-loss runs only).
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn freeze(
+        &self,
+    ) -> (
+        std::sync::MutexGuard<'_, BTreeSet<OsString>>,
+        std::sync::MutexGuard<'_, crate::power_loss::SledImage>,
+    ) {
+        let round = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let image = self.image.lock().unwrap_or_else(PoisonError::into_inner);
+        (round, image)
     }
 
     fn sync_new_blobs(&self, synced: &mut BTreeSet<OsString>) -> Result<(), StoreError> {

@@ -25,7 +25,9 @@
 //! - [`error`]: [`StoreError`] and its mapping to openraft's `StorageError`.
 //! - [`failure`]: [`Failures`], the first write the store could not make.
 //! - [`codec`]: the versioned, checksummed value encoding.
-//! - [`crash`]: crash points for fault-injection runs (feature `failpoints`).
+//! - [`crash`]: crash points and simulated power loss for fault-injection runs
+//!   (feature `failpoints`).
+//! - `power_loss`: what is durable of the log and of sled, and discarding the rest.
 //! - `durability`: flush + fsync of sled's files, and the group-commit flusher thread.
 //! - `wal`: the Raft log's segment files: append, read, truncate, purge, recovery.
 //! - [`log_store`]: [`LogStore`] and [`LogReader`]: log entries, vote, purge, truncate.
@@ -47,6 +49,7 @@ mod durability;
 pub mod error;
 pub mod failure;
 pub mod log_store;
+mod power_loss;
 pub mod restore;
 pub mod snapshot;
 pub mod state_machine;

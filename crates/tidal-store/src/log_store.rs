@@ -209,6 +209,8 @@ impl LogStore {
         let wal = Arc::new(Wal::open(dir, last_purged, flush_delay)?);
         migrate_sled_log(db, &wal, &durability, last_purged)?;
 
+        #[cfg(feature = "failpoints")]
+        crate::power_loss::register(&wal, &durability);
         let sync_wal = wal.clone();
         let sync_failures = failures.clone();
         let flusher = Flusher::spawn(move || {

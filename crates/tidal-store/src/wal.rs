@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::log_store::{decode_entry, entry_log_id};
+use crate::power_loss::SyncedLens;
 use crate::{codec, Entry, LogId, StoreError};
 
 /// The log's directory under the store's.
@@ -139,6 +140,9 @@ pub(crate) struct Wal {
     /// fsync and report success the next time, so once one fails no later
     /// sync may claim anything is durable: every one fails with this.
     failed: Mutex<Option<String>>,
+    /// What is durable of each segment, for simulated power losses
+    /// (`failpoints` builds; keeps nothing otherwise).
+    lens: SyncedLens,
 }
 
 impl Wal {
@@ -245,11 +249,13 @@ impl Wal {
         }
         // What a crashed process wrote is in the page cache, not necessarily
         // on disk: make it durable before counting on it.
+        let lens = SyncedLens::new();
         for segment in &segments {
             segment
                 .file
                 .sync_data()
                 .map_err(io_err("fdatasync log segment", &segment.path))?;
+            lens.opened(segment.first, segment.len);
         }
         Ok(Wal {
             dir,
@@ -263,6 +269,7 @@ impl Wal {
             sync_lock: Mutex::new(flush_delay),
             durable: Mutex::new(last),
             failed: Mutex::new(None),
+            lens,
         })
     }
 
@@ -342,6 +349,7 @@ impl Wal {
                     offsets: Vec::new(),
                     len: 0,
                 });
+                self.lens.created(index);
                 self.mark_unsynced(None, true);
             }
             let segment = inner
@@ -394,7 +402,13 @@ impl Wal {
         }
         // Every append up to `last` marked its file before `last` moved
         // (both under the write lock), so the files taken next hold it.
-        let last = self.read().last;
+        let (last, capture) = {
+            let inner = self.read();
+            let capture = self
+                .lens
+                .capture(inner.segments.iter().map(|s| (s.first, s.len)));
+            (inner.last, capture)
+        };
         let Unsynced { files, dir } =
             std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(PoisonError::into_inner));
         let synced = files
@@ -409,6 +423,7 @@ impl Wal {
             return synced;
         }
         *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = last;
+        self.lens.synced(capture);
         Ok(())
     }
 
@@ -481,7 +496,9 @@ impl Wal {
         }
         let mut removed = false;
         while inner.segments.last().is_some_and(|s| s.first >= from) {
-            inner.segments.pop().expect("checked").remove()?;
+            let segment = inner.segments.pop().expect("checked");
+            self.lens.removed(segment.first);
+            segment.remove()?;
             removed = true;
         }
         if let Some(segment) = inner.segments.last_mut() {
@@ -491,6 +508,7 @@ impl Wal {
                 .set_len(cut)
                 .and_then(|()| segment.file.sync_data())
                 .map_err(io_err("truncate log segment", &segment.path))?;
+            self.lens.truncated(segment.first, cut);
             segment.offsets.truncate((from - segment.first) as usize);
             segment.len = cut;
         }
@@ -525,6 +543,7 @@ impl Wal {
         let start = inner.start;
         let whole = inner.segments.partition_point(|s| s.next() <= start);
         for segment in inner.segments.drain(..whole).collect::<Vec<_>>() {
+            self.lens.removed(segment.first);
             segment.remove()?;
         }
         Ok(())
@@ -534,10 +553,77 @@ impl Wal {
     pub(crate) fn clear(&self) -> Result<(), StoreError> {
         let mut inner = self.write();
         for segment in inner.segments.drain(..).collect::<Vec<_>>() {
+            self.lens.removed(segment.first);
             segment.remove()?;
         }
         inner.last = None;
         sync_dir(&self.dir)
+    }
+}
+
+/// The log's locks, held by a simulated power loss until the process aborts.
+#[cfg(feature = "failpoints")]
+pub(crate) struct Frozen<'a> {
+    wal: &'a Wal,
+    _syncs: std::sync::MutexGuard<'a, Option<Duration>>,
+    inner: std::sync::RwLockWriteGuard<'a, Inner>,
+}
+
+#[cfg(feature = "failpoints")]
+impl Wal {
+    /// Waits for a sync under way to finish (its acknowledgements are
+    /// honest: it made its entries durable), then takes the sync and write
+    /// locks, so nothing is appended, truncated or synced from here on.
+    pub(crate) fn freeze(&self) -> Frozen<'_> {
+        let syncs = self
+            .sync_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Frozen {
+            wal: self,
+            _syncs: syncs,
+            inner: self.write(),
+        }
+    }
+}
+
+#[cfg(feature = "failpoints")]
+impl Frozen<'_> {
+    /// Cuts each segment back to its durable length and deletes the
+    /// segments never made durable. Returns a summary.
+    pub(crate) fn discard_unsynced(&mut self) -> Result<String, StoreError> {
+        let plan = self.wal.lens.plan();
+        let (mut cut, mut deleted, mut bytes) = (0, 0, 0u64);
+        let mut durable_next = None;
+        for segment in &self.inner.segments {
+            match plan.get(&segment.first).copied().flatten() {
+                Some(len) => {
+                    if len < segment.len {
+                        segment
+                            .file
+                            .set_len(len)
+                            .map_err(io_err("cut log segment", &segment.path))?;
+                        cut += 1;
+                        bytes += segment.len - len;
+                    }
+                    let kept = segment.offsets.partition_point(|&o| o < len);
+                    durable_next = Some(segment.first + kept as u64);
+                }
+                None => {
+                    fs::remove_file(&segment.path)
+                        .map_err(io_err("delete log segment", &segment.path))?;
+                    deleted += 1;
+                    bytes += segment.len;
+                }
+            }
+        }
+        let written_next = self.inner.next();
+        Ok(format!(
+            "the log: {bytes} unsynced bytes dropped ({cut} segments cut, {deleted} never-synced \
+             segments deleted); entries up to {} written, up to {} kept",
+            written_next.map_or("none".to_string(), |n| n.saturating_sub(1).to_string()),
+            durable_next.map_or("none".to_string(), |n| n.saturating_sub(1).to_string()),
+        ))
     }
 }
 
@@ -828,5 +914,47 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("a hole"), "{err}");
+    }
+
+    /// A simulated power loss keeps what the syncs and truncations made
+    /// durable and nothing else: unsynced tails are cut, segments created
+    /// since the last sync are deleted, and the log reopens cleanly.
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn a_power_loss_keeps_only_what_was_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open_with(dir.path(), None, None, SMALL).unwrap();
+        append(&wal, 1, 0..=6);
+        wal.sync().unwrap();
+        let synced_files = segment_files(dir.path());
+        // Unsynced: more entries in the last segment and new segments.
+        append(&wal, 1, 7..=20);
+        // A truncation is durable at once: the cut stays cut.
+        wal.truncate(15).unwrap();
+        append(&wal, 2, 15..=17);
+        assert!(segment_files(dir.path()).len() > synced_files.len());
+        let mut frozen = wal.freeze();
+        let summary = frozen.discard_unsynced().unwrap();
+        assert!(
+            summary.contains("up to 17 written, up to 6 kept"),
+            "{summary}"
+        );
+        drop(frozen);
+        drop(wal);
+        assert_eq!(segment_files(dir.path()), synced_files, "{summary}");
+        let wal = Wal::open_with(dir.path(), None, None, SMALL).unwrap();
+        assert_eq!(ids(&wal), (0..=6).map(|i| (1, i)).collect::<Vec<_>>());
+        append(&wal, 3, 7..=9);
+        wal.sync().unwrap();
+        // Synced after the reopen, then cut by a truncation, then more
+        // unsynced appends: the power loss keeps the cut, not the rest.
+        wal.truncate(8).unwrap();
+        append(&wal, 4, 8..=12);
+        wal.freeze().discard_unsynced().unwrap();
+        drop(wal);
+        let wal = Wal::open_with(dir.path(), None, None, SMALL).unwrap();
+        let mut expected: Vec<_> = (0..=6).map(|i| (1, i)).collect();
+        expected.push((3, 7));
+        assert_eq!(ids(&wal), expected);
     }
 }

@@ -3,6 +3,8 @@
 mod common;
 mod corruption;
 mod crash;
+#[cfg(feature = "failpoints")]
+mod power_loss;
 mod reopen;
 mod snapshot;
 mod suite;
