@@ -114,28 +114,25 @@ impl Durability {
             .map_err(io_err("fdatasync sled data file", &self.data_path))?;
         self.sync_new_blobs(&mut synced)?;
         #[cfg(feature = "failpoints")]
-        self.image
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
+        {
+            let mut image = self.image.lock().unwrap_or_else(PoisonError::into_inner);
+            if image.frozen {
+                // A power loss came first: this sync never happened.
+                crate::power_loss::halt();
+            }
+            image.take()?;
+        }
         Ok(())
     }
 
-    /// Takes the sync lock for good (no sync ever runs again) and the image
-    /// of sled's files as of the last one (power-loss runs only).
+    /// Takes the image of sled's files as of the last sync and marks it
+    /// frozen: a sync under way or to come never returns (power-loss runs
+    /// only).
     #[cfg(feature = "failpoints")]
-    pub(crate) fn freeze(
-        &self,
-    ) -> (
-        std::sync::MutexGuard<'_, BTreeSet<OsString>>,
-        std::sync::MutexGuard<'_, crate::power_loss::SledImage>,
-    ) {
-        let round = self
-            .synced_blobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let image = self.image.lock().unwrap_or_else(PoisonError::into_inner);
-        (round, image)
+    pub(crate) fn freeze(&self) -> std::sync::MutexGuard<'_, crate::power_loss::SledImage> {
+        let mut image = self.image.lock().unwrap_or_else(PoisonError::into_inner);
+        image.frozen = true;
+        image
     }
 
     fn sync_new_blobs(&self, synced: &mut BTreeSet<OsString>) -> Result<(), StoreError> {

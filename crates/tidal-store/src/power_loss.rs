@@ -18,10 +18,14 @@
 //!   so copying sled's files each time is affordable in this test-only mode;
 //!   the cost is counted and printed with each power loss.
 //!
-//! A power loss takes the log's sync and write locks and sled's sync lock
-//! for good before it discards anything, so no write, sync or
-//! acknowledgement can slip in between; sled's files are replaced by rename,
-//! so a write sled's own threads still issue goes to the old, unlinked file.
+//! A power loss takes the log's write lock and the image's lock for good
+//! and marks both frozen before it discards anything: no append or
+//! truncation runs again, and a sync that was under way (its fdatasync may
+//! be in flight, as at a real power cut) or starts later never records its
+//! result and never returns, so nothing it covered is acknowledged. A sync
+//! that recorded its result before the freeze made its writes durable, and
+//! they are kept. sled's files are replaced by rename, so a write sled's own
+//! threads still issue goes to the old, unlinked file.
 //!
 //! Without the feature, [`SyncedLens`] keeps nothing and [`SledImage`] does
 //! not exist: a normal build has no trace of this.
@@ -93,6 +97,8 @@ mod enabled {
     struct Lens {
         next_serial: u64,
         segs: BTreeMap<u64, Seg>,
+        /// Set by a power loss: no sync may record anything from here on.
+        frozen: bool,
     }
 
     /// Each log segment's durable length. Every call is made under the
@@ -163,8 +169,14 @@ mod enabled {
 
         /// The sync that made `capture` succeeded: each segment it covered
         /// is durable up to its captured length, or to a later truncation.
+        /// Never returns if a power loss came first: that sync did not
+        /// complete, and must acknowledge nothing.
         pub(crate) fn synced(&self, capture: Capture) {
             let mut l = lock(&self.inner);
+            if l.frozen {
+                drop(l);
+                halt();
+            }
             for (first, serial, len) in capture.0 {
                 if let Some(seg) = l.segs.get_mut(&first).filter(|s| s.serial == serial) {
                     let len = seg.cut_since_capture.map_or(len, |c| c.min(len));
@@ -173,13 +185,12 @@ mod enabled {
             }
         }
 
-        /// Each segment's durable length (`None`: delete it).
-        pub(crate) fn plan(&self) -> BTreeMap<u64, Option<u64>> {
-            lock(&self.inner)
-                .segs
-                .iter()
-                .map(|(first, s)| (*first, s.synced))
-                .collect()
+        /// Freezes the map (no sync records anything again) and returns
+        /// each segment's durable length (`None`: delete it).
+        pub(crate) fn freeze(&self) -> BTreeMap<u64, Option<u64>> {
+            let mut l = lock(&self.inner);
+            l.frozen = true;
+            l.segs.iter().map(|(first, s)| (*first, s.synced)).collect()
         }
     }
 
@@ -192,6 +203,16 @@ mod enabled {
         copies: u64,
         copy_time: Duration,
         bytes: u64,
+        /// Set by a power loss: no sync may take a copy (or return) again.
+        pub(crate) frozen: bool,
+    }
+
+    /// Where a sync that lost the race with a power loss ends: it never
+    /// returns, so nothing it covered is acknowledged; the process aborts.
+    pub(crate) fn halt() -> ! {
+        loop {
+            std::thread::park();
+        }
     }
 
     /// Every regular file under `dir` (relative paths), but the log's.
@@ -239,6 +260,7 @@ mod enabled {
                 copies: 0,
                 copy_time: Duration::ZERO,
                 bytes: 0,
+                frozen: false,
             }
         }
 
@@ -290,8 +312,12 @@ mod enabled {
                     }
                 }
             }
+            let mut changed = 0;
             for (rel, bytes) in &self.files {
                 let path = self.dir.join(rel);
+                if fs::read(&path).map_or(true, |now| now != *bytes) {
+                    changed += 1;
+                }
                 let mut tmp = path.clone().into_os_string();
                 tmp.push(".power-loss");
                 let tmp = PathBuf::from(tmp);
@@ -299,10 +325,11 @@ mod enabled {
                 fs::rename(&tmp, &path).map_err(io("replace", &path))?;
             }
             Ok(format!(
-                "sled's {} files put back as of its last sync ({} bytes; {} newer files deleted; \
-                 {} copies taken, {} ms in all, {:.2} ms each)",
+                "sled's {} files put back as of its last sync ({} bytes; {} of them written since, \
+                 {} newer files deleted; {} copies taken, {} ms in all, {:.2} ms each)",
                 self.files.len(),
                 self.bytes,
+                changed,
                 deleted,
                 self.copies,
                 self.copy_time.as_millis(),
@@ -335,7 +362,7 @@ mod enabled {
             .map(|(wal, durability)| (wal.freeze(), durability.freeze()))
             .collect();
         let mut lines = Vec::new();
-        for (mut wal, (round, image)) in frozen {
+        for (mut wal, image) in frozen {
             let log = wal
                 .discard_unsynced()
                 .unwrap_or_else(|e| format!("the log: {e}"));
@@ -343,7 +370,6 @@ mod enabled {
             lines.push(format!("{log}; {sled}"));
             // Never unlocked: nothing may touch the files again.
             std::mem::forget(wal);
-            std::mem::forget(round);
             std::mem::forget(image);
         }
         std::mem::forget(live);

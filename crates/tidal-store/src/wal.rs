@@ -422,8 +422,10 @@ impl Wal {
             *failed = Some(e.to_string());
             return synced;
         }
-        *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = last;
+        // In failpoints builds, never returns if a simulated power loss
+        // came first: nothing this sync covered is acknowledged.
         self.lens.synced(capture);
+        *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = last;
         Ok(())
     }
 
@@ -565,23 +567,17 @@ impl Wal {
 #[cfg(feature = "failpoints")]
 pub(crate) struct Frozen<'a> {
     wal: &'a Wal,
-    _syncs: std::sync::MutexGuard<'a, Option<Duration>>,
     inner: std::sync::RwLockWriteGuard<'a, Inner>,
 }
 
 #[cfg(feature = "failpoints")]
 impl Wal {
-    /// Waits for a sync under way to finish (its acknowledgements are
-    /// honest: it made its entries durable), then takes the sync and write
-    /// locks, so nothing is appended, truncated or synced from here on.
+    /// Takes the write lock, so nothing is appended or truncated from here
+    /// on. (Syncs are stopped by [`Frozen::discard_unsynced`], which freezes
+    /// the record of what is durable.)
     pub(crate) fn freeze(&self) -> Frozen<'_> {
-        let syncs = self
-            .sync_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
         Frozen {
             wal: self,
-            _syncs: syncs,
             inner: self.write(),
         }
     }
@@ -592,7 +588,7 @@ impl Frozen<'_> {
     /// Cuts each segment back to its durable length and deletes the
     /// segments never made durable. Returns a summary.
     pub(crate) fn discard_unsynced(&mut self) -> Result<String, StoreError> {
-        let plan = self.wal.lens.plan();
+        let plan = self.wal.lens.freeze();
         let (mut cut, mut deleted, mut bytes) = (0, 0, 0u64);
         let mut durable_next = None;
         for segment in &self.inner.segments {
