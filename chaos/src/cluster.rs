@@ -159,6 +159,39 @@ impl Proc {
         self.paused = false;
     }
 
+    /// Sends SIGUSR1: a `tidal server` built with `failpoints` loses power
+    /// (drops every write it has not fsynced and aborts).
+    pub fn lose_power(&self) {
+        self.signal(libc::SIGUSR1);
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; reaps it
+    /// and says how.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if self.child.is_none() || tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The last line of its log that contains `needle`.
+    pub fn last_log_line(&self, needle: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        text.lines()
+            .rev()
+            .find(|l| l.contains(needle))
+            .map(|l| l.trim().to_string())
+    }
+
     pub fn pause(&mut self) {
         if self.child.is_some() && !self.paused {
             self.signal(libc::SIGSTOP);

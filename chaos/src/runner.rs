@@ -251,6 +251,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
             })
         }
     };
+    cluster.add_server_args(&scenarios::server_args(&s));
     cluster.add_server_args(&options.server_args);
     if let Some(r) = remote.as_mut() {
         r.cluster.add_server_args(&options.server_args);
@@ -711,6 +712,22 @@ async fn expectations(
             expect(
                 crashes > 0,
                 format!("nodes aborted at crash points ({crashes} times; the tidal binary needs --features failpoints)"),
+            );
+        }
+        Fault::PowerLoss => {
+            let events = history.events();
+            let losses: Vec<&Event> = events
+                .iter()
+                .filter(|e| e.proc == "nemesis" && e.f == "lost-power")
+                .collect();
+            let real = losses.iter().filter(|e| e.accepted == Some(true)).count();
+            expect(
+                real > 0 && real == losses.len(),
+                format!(
+                    "nodes lost power {real} times, each dropping its unsynced writes, of {} signalled \
+                     (the tidal binary needs --features failpoints)",
+                    losses.len()
+                ),
             );
         }
         Fault::DcLinkCut | Fault::KillRemoteLeader => {

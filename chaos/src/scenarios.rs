@@ -30,6 +30,9 @@ pub enum Fault {
     JitterFollower,
     Membership,
     CrashPoints,
+    /// Simulated power loss (SIGUSR1 to a failpoints build) on a random
+    /// minority: every write a node did not fsync is dropped.
+    PowerLoss,
     Mix,
     /// Two DCs: cut the link between them.
     DcLinkCut,
@@ -181,6 +184,14 @@ pub const ALL: &[Scenario] = &[
         netns: false,
     },
     Scenario {
+        id: "S16",
+        name: "lost-writes",
+        nodes: 5,
+        fault: Fault::PowerLoss,
+        about: "power loss on a random minority: each drops every write it did not fsync, then restarts",
+        netns: false,
+    },
+    Scenario {
         id: "S18",
         name: "membership",
         nodes: 4,
@@ -282,6 +293,17 @@ pub fn netns_unsupported(s: &Scenario) -> Option<&'static str> {
 /// worker its agent fenced is cut short (visible in the sink's history).
 pub fn agent1_work_ms(s: &Scenario) -> Option<u64> {
     s.netns.then_some(8_000)
+}
+
+/// Flags every server of the scenario gets. S16's nodes sync their log
+/// and sled 20 ms late (a slow disk), so at any moment of the workload
+/// some acknowledged-to-nobody writes are on their way to the disk: a
+/// power loss has unsynced writes to drop.
+pub fn server_args(s: &Scenario) -> Vec<String> {
+    match s.fault {
+        Fault::PowerLoss => vec!["--flush-delay-us".into(), "20000".into()],
+        _ => Vec::new(),
+    }
 }
 
 /// Whether agents get paused: a paused agent cannot stop its own workers.
@@ -677,6 +699,62 @@ impl Nemesis<'_> {
                     sleep(Duration::from_millis(50)).await;
                 }
                 Ok(Duration::ZERO)
+            }
+            Fault::PowerLoss => {
+                let mut ids: Vec<u64> = (1..=n).collect();
+                ids.shuffle(&mut self.rng);
+                let k = self.rng.gen_range(1..=(n as usize - 1) / 2);
+                let victims = ids[..k].to_vec();
+                let leader = self.cluster.leader().await;
+                // At a random moment of the workload.
+                sleep(Duration::from_millis(self.rng.gen_range(0..400))).await;
+                for &v in &victims {
+                    self.cluster.node(v).proc.lose_power();
+                }
+                let with_leader = leader
+                    .filter(|l| victims.contains(l))
+                    .map_or(String::new(), |l| format!(" (node {l} led)"));
+                self.note(
+                    "power-loss",
+                    format!("SIGUSR1 to nodes {victims:?}{with_leader}"),
+                );
+                for &v in &victims {
+                    let proc = &mut self.cluster.node(v).proc;
+                    let status = proc.wait_exit(Duration::from_secs(10)).await;
+                    let dropped: Vec<String> = proc
+                        .last_log_line("power loss: the log")
+                        .into_iter()
+                        .collect();
+                    // A failpoints build aborts (SIGABRT) after dropping
+                    // its unsynced writes; any other end is no power loss.
+                    use std::os::unix::process::ExitStatusExt;
+                    let lost = status.and_then(|s| s.signal()) == Some(libc::SIGABRT)
+                        && !dropped.is_empty();
+                    if status.is_none() {
+                        proc.kill();
+                    }
+                    let detail = format!(
+                        "node {v}: {}; {}",
+                        status.map_or("did not exit within 10 s; killed".to_string(), |s| s
+                            .to_string()),
+                        dropped
+                            .first()
+                            .map_or("no power-loss report in its log", String::as_str)
+                    );
+                    tracing::info!(fault = "lost-power", %detail, "nemesis");
+                    self.history.record(Event {
+                        node: Some(v),
+                        accepted: Some(lost),
+                        detail: Some(detail),
+                        ..Event::new("nemesis", "event", "lost-power")
+                    });
+                }
+                sleep(Duration::from_millis(self.rng.gen_range(300..1200))).await;
+                for &v in &victims {
+                    self.cluster.restart(v)?;
+                }
+                self.note("restart", format!("nodes {victims:?}"));
+                Ok(Duration::from_millis(1500))
             }
             Fault::CutLeaderButAgent1 | Fault::IsolateLeaderSilently => {
                 if self.cluster.net.namespaces().is_none() {

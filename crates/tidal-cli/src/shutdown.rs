@@ -1,4 +1,5 @@
-//! The shutdown future handed to servers and agents: the first SIGINT or SIGTERM.
+//! The shutdown future handed to servers and agents: the first SIGINT or
+//! SIGTERM; and, in failpoints builds, the simulated power loss on SIGUSR1.
 
 use std::future::Future;
 
@@ -17,4 +18,20 @@ pub fn on_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> 
         };
         tracing::info!(signal = name, "shutting down");
     })
+}
+
+/// Failpoints builds only: on SIGUSR1 the server loses power: its store
+/// drops every write it has not fsynced and the process aborts at once
+/// (`tidal_store::crash::power_loss`). The chaos scenario S16 sends it. In
+/// a normal build SIGUSR1 is not handled (it terminates the process).
+#[cfg(feature = "failpoints")]
+pub fn power_loss_on_sigusr1() -> anyhow::Result<()> {
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    tokio::spawn(async move {
+        if usr1.recv().await.is_some() {
+            eprintln!("SIGUSR1: simulated power loss");
+            tidal_server::power_loss();
+        }
+    });
+    Ok(())
 }

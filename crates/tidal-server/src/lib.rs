@@ -41,6 +41,9 @@ use anyhow::Context;
 pub use config::{RawConfig, ServerConfig};
 use node::Node;
 pub use tidal_store::crash::init_from_env as init_crash_points;
+/// Simulated power loss (failpoints builds): drop every unsynced write, abort.
+#[cfg(feature = "failpoints")]
+pub use tidal_store::crash::power_loss;
 
 /// Log filter directives a server adds to `RUST_LOG` (or the default level)
 /// unless `RUST_LOG` names their target itself. openraft logs every failed

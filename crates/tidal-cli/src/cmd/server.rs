@@ -145,6 +145,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if tidal_server::init_crash_points() && std::env::var_os("FAILPOINTS").is_some() {
         tracing::warn!("crash points armed from FAILPOINTS: this server will abort on purpose");
     }
+    #[cfg(feature = "failpoints")]
+    shutdown::power_loss_on_sigusr1()?;
     let shutdown = shutdown::on_signal()?;
     tidal_server::run(config, shutdown).await
 }

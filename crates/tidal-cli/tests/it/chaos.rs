@@ -88,6 +88,7 @@ scenarios! {
     s13_loss: "loss", 113, 8;
     s14_jitter_follower: "jitter-follower", 114, 8;
     s15_crash_points: "crash-points", 115, 10;
+    s16_lost_writes: "lost-writes", 116, 10;
     s18_membership: "membership", 118, 8;
     s19_cut_dc_link: "cut-dc-link", 119, 10;
     s20_kill_remote_leader: "kill-remote-leader", 120, 10;
