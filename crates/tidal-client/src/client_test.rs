@@ -332,6 +332,62 @@ async fn skips_dead_endpoints() {
     assert_eq!(client.leader(), None);
 }
 
+/// A node whose kernel accepts connections but which never answers, as a
+/// paused (SIGSTOP) or wedged process: the connections are held open.
+async fn silent_addr() -> (String, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_silent_endpoint_is_left_within_the_keepalive_not_the_request_timeout() {
+    let node = Fake::new(Mode::Lead);
+    let addr = serve(node.clone()).await;
+    let (silent, _hold) = silent_addr().await;
+    // Each attempt may take 5 s; the silent endpoint comes first.
+    let client = fast(vec![silent.clone(), addr.clone()], Duration::from_secs(10));
+    let started = tokio::time::Instant::now();
+    client.get_task("t-1", false).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(node.calls(), 1);
+    assert!(
+        took < Duration::from_secs(3),
+        "the silent endpoint held the call for {took:?}: it must be left once its pings go unanswered"
+    );
+    assert_eq!(client.leader().as_deref(), Some(addr.as_str()));
+}
+
+#[tokio::test]
+async fn an_attempt_never_outlives_the_calls_budget() {
+    let (silent, _hold) = silent_addr().await;
+    let client = Client::with_options(
+        vec![silent],
+        ClientOptions {
+            request_timeout: Duration::from_secs(30),
+            retry_for: Duration::from_millis(400),
+            // No keepalive to rescue the call: only the budget ends it.
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let e = client.get_task("t-1", false).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}: {e}",
+        started.elapsed()
+    );
+}
+
 /// A node that accepts connections and closes them at once (a transport
 /// error for the client, as from a server that just died); counts them.
 /// Aborting the task frees the port.
