@@ -306,6 +306,7 @@ pub fn status_json(s: &v1::StatusResponse) -> Value {
         "node_id": s.node_id,
         "dc": s.dc,
         "role": s.role,
+        "acting": s.acting,
         "leader_id": s.leader_id,
         "leader_addr": s.leader_addr,
         "term": s.term,

@@ -71,7 +71,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                     e.clone(),
                     s.node_id.to_string(),
                     s.dc.clone(),
-                    s.role.clone(),
+                    if s.role == "leader" && !s.acting {
+                        // Establishing, or stepped down for want of a majority.
+                        "leader (not acting)".into()
+                    } else {
+                        s.role.clone()
+                    },
                     s.term.to_string(),
                     if s.leader_id == 0 {
                         "-".into()

@@ -549,8 +549,9 @@ impl Cluster for ClusterService {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
-        let connected = node
-            .leadership()
+        let acting = node.leadership();
+        let connected = acting
+            .as_ref()
             .map(|l| l.sessions.connected().len())
             .unwrap_or(0);
         let report = if with_digest {
@@ -581,6 +582,7 @@ impl Cluster for ClusterService {
             agents_connected: connected as u32,
             queues: report.queues,
             state_digest: report.digest,
+            acting: acting.is_some(),
         }))
     }
 }
