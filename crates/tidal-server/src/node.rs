@@ -74,6 +74,9 @@ pub struct Node {
     pub elections: Arc<Elections>,
     /// The store's first failed write, to name in the error the server stops with.
     pub store_failures: tidal_store::Failures,
+    /// True while openraft has this node lead but check-quorum made it step
+    /// down (no majority heard it): requests are sent on at once.
+    pub deposed: std::sync::atomic::AtomicBool,
 }
 
 /// When this node last took an AppendEntries from a leader.
@@ -261,6 +264,7 @@ impl Node {
             vote_gate,
             write_gate,
             store_failures,
+            deposed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -345,6 +349,10 @@ impl Node {
     pub async fn await_leader(&self) -> Result<Arc<Leadership>> {
         if let Some(l) = self.leadership() {
             return Ok(l);
+        }
+        // A leader without a majority: the others may have elected already.
+        if self.deposed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(self.not_leader());
         }
         let quiet = std::time::Duration::from_millis(self.config.raft_heartbeat_ms * 3);
         let heard = |c: &LeaderContact| c.since().is_some_and(|d| d < quiet);

@@ -286,6 +286,10 @@ pub async fn watch_leadership(node: Arc<Node>) {
             }
             (None, None) => {}
         }
+        node.deposed.store(
+            deposed && led.is_some(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let tick_needed = led.is_some();
         tokio::select! {
             changed = metrics.changed() => {
