@@ -132,10 +132,11 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
     // the log is read back only for followers that fall behind, so a small
     // cache is enough and keeps the server's memory near its state's size.
     let started = std::time::Instant::now();
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(SLED_CACHE_BYTES)
-        .open()?;
+    let db = open_sled(
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES),
+    )?;
     let sled_ms = started.elapsed().as_millis() as u64;
     let durability = Arc::new(durability::Durability::open(
         db.clone(),
@@ -163,4 +164,27 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
         "store opened"
     );
     Ok((log, sm))
+}
+
+/// How long [`open_sled`] waits for sled's lock to be released.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled, waiting (at most [`SLED_LOCK_WAIT`]) while its directory's
+/// lock is held: sled releases it only when its last background thread has
+/// let go of the database, some time after the `Db` was dropped, and a
+/// process restarted by its supervisor may start before the old one has
+/// quite exited. Then it is an error naming the directory.
+pub fn open_sled(config: sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(StoreError::from),
+        }
+    }
 }

@@ -581,7 +581,8 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        // sled lets go of its lock some time after the last `Db` is dropped.
+        let db = crate::open_sled(sled::Config::new().path(dir.path())).unwrap();
         let durability = Arc::new(Durability::open(db.clone(), dir.path(), None).unwrap());
         let failures = Failures::new(dir.path());
         let store = LogStore::open(&db, dir.path(), durability, None, failures).unwrap();

@@ -56,7 +56,7 @@ pub fn restore(dir: &Path, backup: &[u8], node_id: u64, addr: &str) -> Result<u6
         last_membership: applied.membership.clone(),
         snapshot_id: format!("restored-{}-{}", last.leader_id.term, last.index),
     };
-    let db = sled::Config::new().path(dir).open()?;
+    let db = crate::open_sled(sled::Config::new().path(dir))?;
     let durability = Arc::new(Durability::open(db.clone(), dir, None)?);
     let (snapshots, _) = SnapshotStore::open(&db, durability.clone())?;
     snapshots.save(&meta, &data, false)?;

@@ -25,7 +25,7 @@ async fn populated(dir: &Path) {
 
 /// Rewrites one stored value through sled directly, bypassing the codec.
 fn damage(dir: &Path, tree: &str, key: &[u8], f: impl FnOnce(&mut [u8])) {
-    let db = sled::open(dir).expect("open sled");
+    let db = tidal_store::open_sled(sled::Config::new().path(dir)).expect("open sled");
     let tree = db.open_tree(tree).expect("tree");
     let mut value = tree
         .get(key)
