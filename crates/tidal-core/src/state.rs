@@ -61,6 +61,17 @@ pub(crate) fn requeue(
         .insert((task.spec.priority, id));
 }
 
+/// Makes `agent` hold `task` under `token`: its capacity is taken.
+fn hold(agent: &mut Agent, task: &mut Task, id: TaskId, token: FencingToken) {
+    agent.tasks.insert(id, token);
+    agent.slots_in_use += task.spec.slots;
+    agent.gpus_in_use += task.spec.gpus;
+    task.state = TaskState::Assigned {
+        agent: agent.spec.id.clone(),
+        token,
+    };
+}
+
 /// Fails a task that lost its holder with no attempt left.
 fn fail_exhausted(task: &mut Task, agent_id: &str, token: FencingToken, what: &str) {
     task.state = TaskState::Failed {
@@ -104,10 +115,15 @@ fn wrong_state(task: TaskId, state: &TaskState) -> Rejection {
 /// in-use counters stay equal to the sum over the tasks it holds.
 fn release(agents: &mut BTreeMap<AgentId, Agent>, agent: &str, id: TaskId, spec: &TaskSpec) {
     if let Some(a) = agents.get_mut(agent) {
-        if a.tasks.remove(&id).is_some() {
-            a.slots_in_use = a.slots_in_use.saturating_sub(spec.slots);
-            a.gpus_in_use = a.gpus_in_use.saturating_sub(spec.gpus);
-        }
+        release_from(a, id, spec);
+    }
+}
+
+/// [`release`] on an agent at hand; the task's state is the caller's to set.
+fn release_from(agent: &mut Agent, id: TaskId, spec: &TaskSpec) {
+    if agent.tasks.remove(&id).is_some() {
+        agent.slots_in_use = agent.slots_in_use.saturating_sub(spec.slots);
+        agent.gpus_in_use = agent.gpus_in_use.saturating_sub(spec.gpus);
     }
 }
 
@@ -409,9 +425,7 @@ impl State {
                 continue;
             };
             // Invariant 3: the hold is released before anything else happens.
-            agent.tasks.remove(&id);
-            agent.slots_in_use = agent.slots_in_use.saturating_sub(task.spec.slots);
-            agent.gpus_in_use = agent.gpus_in_use.saturating_sub(task.spec.gpus);
+            release_from(agent, id, &task.spec);
             task.updated_ms = ctx.time_ms;
             if started && task.attempt >= task.spec.max_attempts {
                 fail_exhausted(task, agent_id, token, "stopped the task (its lease lapsed)");
@@ -422,13 +436,7 @@ impl State {
             if placement::eligible(agent, &task.spec).is_ok() {
                 // Invariant 1: a new token, this entry's index.
                 let token = ctx.log_index;
-                agent.tasks.insert(id, token);
-                agent.slots_in_use += task.spec.slots;
-                agent.gpus_in_use += task.spec.gpus;
-                task.state = TaskState::Assigned {
-                    agent: agent_id.to_string(),
-                    token,
-                };
+                hold(agent, task, id, token);
                 if started {
                     task.attempt = task.attempt.saturating_add(1);
                 }
@@ -503,13 +511,7 @@ impl State {
         if let Some(index) = self.pending.get_mut(&task.spec.queue) {
             index.remove(&(task.spec.priority, id));
         }
-        agent.tasks.insert(id, token);
-        agent.slots_in_use += task.spec.slots;
-        agent.gpus_in_use += task.spec.gpus;
-        task.state = TaskState::Assigned {
-            agent: agent_id.clone(),
-            token,
-        };
+        hold(agent, task, id, token);
         task.attempt = task.attempt.saturating_add(1);
         task.updated_ms = ctx.time_ms;
         let attempt = task.attempt;
