@@ -12,6 +12,13 @@ pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
 /// configured (invariant 6: the agent's TTL must be the shorter one).
 pub const DEFAULT_TTL_SHARE: f64 = 0.6;
 
+/// Default deadline of the drain a SIGTERM starts: its tasks have this long
+/// to finish before the leader has them stopped.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default time a stopped task's worker gets between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// What an agent is and how it runs tasks. Built by the CLI from its file,
 /// environment and flags, then checked with [`AgentConfig::validate`].
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +52,10 @@ pub struct AgentConfig {
     pub max_result_bytes: usize,
     /// Local IP that connections to the servers leave from (None: the OS chooses).
     pub source_ip: Option<std::net::IpAddr>,
+    /// The deadline of the drain a shutdown signal starts.
+    pub drain_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a task is stopped on the leader's order.
+    pub stop_grace: Duration,
 }
 
 impl Default for AgentConfig {
@@ -64,6 +75,8 @@ impl Default for AgentConfig {
             ttl: None,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             source_ip: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            stop_grace: DEFAULT_STOP_GRACE,
         }
     }
 }

@@ -1,9 +1,11 @@
-//! Tasks as child processes: start, capture, kill, and the slot count.
+//! Tasks as child processes: start, capture, stop, kill, and the slot count.
 //!
 //! Each task runs `command[0] command[1..]` in its own process group, with the
 //! payload on stdin and the task's identity in `TIDAL_*` variables. Its stdout
 //! (capped) is the result; the tail of its stderr explains a failure. A
-//! supervisor per child reports one [`ExecEvent`] when it is gone.
+//! supervisor per child reports one [`ExecEvent`] when it is gone. A kill
+//! is SIGKILL to the child's process group; a stop ([`Executor::stop`],
+//! a drain's deadline) is SIGTERM to the group, then SIGKILL after a grace.
 
 use std::collections::BTreeMap;
 use std::process::{ExitStatus, Stdio};
@@ -13,7 +15,7 @@ use std::time::Duration;
 use tidal_proto::v1;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// How much of a task's stderr is kept for its error message.
 pub const STDERR_TAIL_BYTES: usize = 4096;
@@ -37,6 +39,17 @@ pub enum ExecEvent {
     Exited(v1::TaskCompleted),
     /// It was killed (cancel, self-fence, shutdown) and has been reaped.
     Killed { task_id: String, token: u64 },
+    /// It was stopped ([`Executor::stop`]) and has been reaped.
+    Stopped { task_id: String, token: u64 },
+}
+
+/// What the session loop asks of a child's supervisor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Order {
+    /// SIGKILL its process group now.
+    Kill,
+    /// SIGTERM its process group, SIGKILL after this grace.
+    Stop(Duration),
 }
 
 /// The outcome of [`Executor::start`].
@@ -53,8 +66,11 @@ pub enum Start {
 #[derive(Debug)]
 struct Running {
     slots: u32,
-    /// Dropping or firing it kills the child.
-    kill: Option<oneshot::Sender<()>>,
+    /// Orders to the child's supervisor; dropping it kills the child.
+    /// `None` once the child was killed (its token is given up).
+    kill: Option<mpsc::UnboundedSender<Order>>,
+    /// Told to stop: reported as stopped once gone (unless killed after).
+    stopping: bool,
 }
 
 /// The children of this agent. Owned by the session loop; each child has a
@@ -164,7 +180,7 @@ impl Executor {
                 ));
             }
         };
-        let (kill_tx, kill_rx) = oneshot::channel();
+        let (kill_tx, kill_rx) = mpsc::unbounded_channel();
         let payload = a
             .spec
             .as_ref()
@@ -188,6 +204,7 @@ impl Executor {
             Running {
                 slots: need,
                 kill: Some(kill_tx),
+                stopping: false,
             },
         );
         Start::Started
@@ -200,7 +217,29 @@ impl Executor {
         match self.running.get_mut(&(task_id.to_string(), token)) {
             Some(r) => match r.kill.take() {
                 Some(k) => {
-                    let _ = k.send(());
+                    let _ = k.send(Order::Kill);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Stops the child of this task under this token: SIGTERM to its
+    /// process group, SIGKILL after `grace` if it is still there. It is
+    /// reported as [`ExecEvent::Stopped`] once reaped (or as `Exited` if it
+    /// ended on its own before the order reached it); its slots stay held
+    /// until then. Returns false if no such live child; true also when it
+    /// is already stopping.
+    pub fn stop(&mut self, task_id: &str, token: u64, grace: Duration) -> bool {
+        match self.running.get_mut(&(task_id.to_string(), token)) {
+            Some(r) => match &r.kill {
+                Some(k) => {
+                    if !r.stopping {
+                        r.stopping = true;
+                        let _ = k.send(Order::Stop(grace));
+                    }
                     true
                 }
                 None => false,
@@ -214,7 +253,7 @@ impl Executor {
         let mut n = 0;
         for r in self.running.values_mut() {
             if let Some(k) = r.kill.take() {
-                let _ = k.send(());
+                let _ = k.send(Order::Kill);
                 n += 1;
             }
         }
@@ -233,7 +272,24 @@ impl Executor {
                 self.running.remove(&(task_id.clone(), *token));
                 None
             }
+            ExecEvent::Stopped { task_id, token } => {
+                let r = self.running.remove(&(task_id.clone(), *token))?;
+                r.kill.is_some().then(|| stopped(task_id.clone(), *token))
+            }
         }
+    }
+}
+
+/// The report of a task stopped on the leader's order: not a result.
+pub(crate) fn stopped(task_id: String, token: u64) -> v1::TaskCompleted {
+    v1::TaskCompleted {
+        task_id,
+        token,
+        success: false,
+        result: Vec::new(),
+        error: "stopped on the leader's order (the agent's drain deadline passed)".into(),
+        exit_code: -1,
+        stopped: true,
     }
 }
 
@@ -245,6 +301,7 @@ fn failed(a: &v1::Assignment, error: String) -> v1::TaskCompleted {
         result: Vec::new(),
         error,
         exit_code: -1,
+        stopped: false,
     }
 }
 
@@ -267,6 +324,20 @@ fn spawn(settings: &ExecSettings, a: &v1::Assignment) -> std::io::Result<Child> 
     #[cfg(unix)]
     cmd.process_group(0);
     cmd.spawn()
+}
+
+/// Sends `sig` to the child's process group (best effort: it may be gone).
+fn signal_group(pid: Option<u32>, sig: i32) {
+    #[cfg(unix)]
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) has no memory effects; a negative pid names the
+        // process group this child leads (its own group, see `spawn`).
+        unsafe {
+            libc::kill(-pid, sig);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (pid, sig);
 }
 
 /// Kills the child's whole process group (best effort: it may be gone).
@@ -294,7 +365,7 @@ async fn supervise(
     stdout: Option<tokio::process::ChildStdout>,
     stderr: Option<tokio::process::ChildStderr>,
     max_result_bytes: usize,
-    kill: oneshot::Receiver<()>,
+    mut orders: mpsc::UnboundedReceiver<Order>,
 ) -> ExecEvent {
     let pid = child.id();
     let writer = tokio::spawn(async move {
@@ -316,20 +387,28 @@ async fn supervise(
             None => Vec::new(),
         }
     });
-    // A fired or dropped sender both mean: stop.
-    let status = tokio::select! {
-        s = child.wait() => Some(s),
-        _ = kill => None,
+    // A kill order or a dropped sender both mean: kill.
+    let order = tokio::select! {
+        s = child.wait() => Ok(s),
+        o = orders.recv() => Err(o.unwrap_or(Order::Kill)),
     };
-    let status = match status {
-        Some(s) => s,
-        None => {
+    let status = match order {
+        Ok(s) => s,
+        Err(order) => {
+            let stopped = match order {
+                Order::Stop(grace) => stop_child(&mut child, pid, grace, &mut orders).await,
+                Order::Kill => false,
+            };
             kill_group(&mut child, pid);
             let _ = child.wait().await;
             writer.abort();
             out.abort();
             err.abort();
-            return ExecEvent::Killed { task_id, token };
+            return if stopped {
+                ExecEvent::Stopped { task_id, token }
+            } else {
+                ExecEvent::Killed { task_id, token }
+            };
         }
     };
     // Whatever the task left behind in its group goes with it, closing pipes.
@@ -354,6 +433,32 @@ async fn supervise(
     ))
 }
 
+/// SIGTERM to the group, then waits for the child up to `grace`. True if
+/// it ended or the grace ran out (a stop); false if a kill order came
+/// meanwhile (a kill). The caller SIGKILLs what is left of the group.
+async fn stop_child(
+    child: &mut Child,
+    pid: Option<u32>,
+    grace: Duration,
+    orders: &mut mpsc::UnboundedReceiver<Order>,
+) -> bool {
+    #[cfg(unix)]
+    signal_group(pid, libc::SIGTERM);
+    #[cfg(not(unix))]
+    let _ = pid;
+    let until = tokio::time::Instant::now() + grace;
+    loop {
+        tokio::select! {
+            _ = child.wait() => return true,
+            _ = tokio::time::sleep_until(until) => return true,
+            o = orders.recv() => match o {
+                Some(Order::Stop(_)) => continue,
+                Some(Order::Kill) | None => return false,
+            },
+        }
+    }
+}
+
 fn completion(
     task_id: String,
     token: u64,
@@ -374,6 +479,7 @@ fn completion(
                 result,
                 error: format!("cannot wait for the task's process: {e}"),
                 exit_code: -1,
+                stopped: false,
             }
         }
     };
@@ -397,6 +503,7 @@ fn completion(
         result,
         error: notes.join("; "),
         exit_code,
+        stopped: false,
     }
 }
 

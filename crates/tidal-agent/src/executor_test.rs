@@ -275,3 +275,93 @@ async fn duplicate_push_is_ignored_and_newer_token_replaces() {
     assert_eq!(exec.on_event(&ev), None);
     exec.kill_all();
 }
+
+/// Starts `script` as task t1 token 5 and waits until it wrote `ready`.
+async fn start_ready(
+    script: &str,
+    ready: &std::path::Path,
+) -> (Executor, mpsc::UnboundedReceiver<ExecEvent>) {
+    let (mut exec, rx) = executor(script, 2, 1024);
+    assert_eq!(exec.start(&assignment("t1", 5, b"")), Start::Started);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (exec, rx)
+}
+
+#[tokio::test]
+async fn stop_sends_sigterm_and_reports_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let termed = dir.path().join("termed");
+    let script = format!(
+        "trap 'echo yes > {}; exit 0' TERM; touch {}; while :; do sleep 0.05; done",
+        termed.display(),
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    assert!(
+        !exec.stop("t1", 4, Duration::from_secs(10)),
+        "another token"
+    );
+    let started = tokio::time::Instant::now();
+    assert!(exec.stop("t1", 5, Duration::from_secs(10)));
+    assert!(
+        exec.stop("t1", 5, Duration::from_secs(10)),
+        "a repeated order"
+    );
+    assert_eq!(exec.running().len(), 1, "held until it is gone");
+    let ev = next(&mut rx).await;
+    assert_eq!(
+        ev,
+        ExecEvent::Stopped {
+            task_id: "t1".into(),
+            token: 5
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it ended on SIGTERM"
+    );
+    assert!(termed.exists(), "the worker saw SIGTERM");
+    let report = exec.on_event(&ev).expect("a stop is reported");
+    assert!(report.stopped && !report.success, "{report:?}");
+    assert_eq!((report.task_id.as_str(), report.token), ("t1", 5));
+    assert!(exec.is_idle());
+}
+
+#[tokio::test]
+async fn stop_kills_a_worker_that_ignores_sigterm_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let script = format!("trap '' TERM; touch {}; sleep 30", ready.display());
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    let started = tokio::time::Instant::now();
+    assert!(exec.stop("t1", 5, Duration::from_millis(300)));
+    let ev = next(&mut rx).await;
+    assert!(matches!(ev, ExecEvent::Stopped { .. }), "{ev:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "SIGKILL after the grace, not before: {took:?}"
+    );
+    assert!(exec.on_event(&ev).is_some_and(|c| c.stopped));
+}
+
+#[tokio::test]
+async fn a_kill_during_a_stop_wins_and_is_not_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let script = format!("trap '' TERM; touch {}; sleep 30", ready.display());
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    assert!(exec.stop("t1", 5, Duration::from_secs(20)));
+    assert!(exec.kill("t1", 5));
+    let ev = next(&mut rx).await;
+    assert!(matches!(ev, ExecEvent::Killed { .. }), "{ev:?}");
+    assert_eq!(exec.on_event(&ev), None);
+}

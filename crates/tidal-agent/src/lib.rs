@@ -29,7 +29,10 @@ mod session_test;
 
 use std::future::Future;
 
-pub use config::{AgentConfig, ConfigError, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TTL_SHARE};
+pub use config::{
+    AgentConfig, ConfigError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_RESULT_BYTES, DEFAULT_STOP_GRACE,
+    DEFAULT_TTL_SHARE,
+};
 pub use executor::{ExecEvent, ExecSettings, Executor, Start, STDERR_TAIL_BYTES};
 pub use fence::Lease;
 pub use outbox::Outbox;
@@ -44,4 +47,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     session::Agent::new(config, None)?.run(shutdown).await
+}
+
+/// Runs the agent like [`run`], but leaves gracefully: when `drain`
+/// completes (the first SIGTERM), the agent asks the leader to drain it
+/// with a deadline of `config.drain_timeout`: nothing new is placed on it,
+/// its tasks finish or are stopped at the deadline (and requeued). Once it
+/// runs nothing and every report is acknowledged, it deregisters and
+/// returns `Ok`. When `now` completes first (a second signal), it kills its
+/// tasks and returns at once: `Ok` if nothing was running, else an error
+/// naming how many tasks were killed.
+pub async fn run_draining(
+    config: AgentConfig,
+    drain: impl Future<Output = ()> + Send,
+    now: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    session::Agent::new(config, None)?
+        .run_with_drain(drain, now)
+        .await
 }

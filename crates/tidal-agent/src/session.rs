@@ -1,5 +1,6 @@
 //! The session loop: one stream to the leader, heartbeats, assignments,
-//! completions, reconnects and self-fencing.
+//! completions, stops, reconnects, self-fencing and a graceful exit (drain,
+//! then deregister).
 //!
 //! Everything the agent owns (children, outbox, lease) lives in one task: the
 //! loop in [`Agent::run`]. Opening a session runs in a spawned task so the
@@ -36,6 +37,35 @@ const ACK_DEADLINE_BEATS: u32 = 2;
 /// Tokens this agent stopped when it fenced itself, remembered so that none
 /// is ever started again (the leader regrants them under new tokens).
 const STOPPED_TOKENS: usize = 4096;
+/// A graceful exit gives up (and exits with an error) this long after the
+/// drain's deadline and the stop grace, when it could not finish: no
+/// leader to commit the drain, the stops or the deregistration.
+const LEAVE_SLACK: Duration = Duration::from_secs(30);
+/// Pause between retries of a graceful exit's requests.
+const LEAVE_RETRY: Duration = Duration::from_millis(500);
+
+/// A graceful exit under way (after the first shutdown signal).
+struct Leaving {
+    step: LeaveStep,
+    /// The request in flight: true when it was done, false when the
+    /// cluster does not know this agent (nothing to drain or deregister).
+    call: Option<JoinHandle<bool>>,
+    /// False once the cluster said it does not know this agent.
+    known: bool,
+    give_up_at: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaveStep {
+    /// Asking the leader to drain this agent.
+    Draining,
+    /// The drain is committed: waiting until nothing runs and every
+    /// report is acknowledged.
+    Drained,
+    /// Asking the leader to remove this agent; no reconnect from here on
+    /// (a registration would add it back).
+    Deregistering,
+}
 
 enum Conn {
     /// No session; open one at `retry_at`.
@@ -74,6 +104,12 @@ enum ConnEvent {
 #[allow(clippy::large_enum_variant)]
 enum Event {
     Shutdown,
+    /// The first shutdown signal of a graceful exit: drain, then leave.
+    Drain,
+    /// The graceful exit's request in flight answered (see [`Leaving`]).
+    Leave(bool),
+    /// The graceful exit did not finish in time.
+    GiveUp,
     LeaseExpired,
     Exec(ExecEvent),
     Conn(ConnEvent),
@@ -94,6 +130,8 @@ pub(crate) struct Agent {
     stopped: std::collections::VecDeque<(String, u64)>,
     /// Tests watch the children's events through this.
     observer: Option<mpsc::UnboundedSender<ExecEvent>>,
+    /// Set once a graceful exit began.
+    leaving: Option<Leaving>,
 }
 
 impl Agent {
@@ -130,20 +168,35 @@ impl Agent {
             reconnect_delay: RECONNECT_MIN,
             stopped: std::collections::VecDeque::new(),
             observer,
+            leaving: None,
         })
     }
 
+    /// Runs until `shutdown` completes, then kills the tasks and returns.
+    pub(crate) async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        self.run_with_drain(std::future::pending(), shutdown).await
+    }
+
+    /// Runs until `now` completes (kill the tasks, return), or until the
+    /// graceful exit that `drain` starts is done (see `run_draining`).
     #[tracing::instrument(name = "agent", skip_all, fields(agent_id = %self.config.id))]
-    pub(crate) async fn run(
+    pub(crate) async fn run_with_drain(
         mut self,
+        drain: impl Future<Output = ()> + Send,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        tokio::pin!(drain);
         tracing::info!(endpoints = ?self.config.endpoints, slots = self.config.slots, "agent starting");
         let outcome = loop {
+            let leaving = self.leaving.is_some();
+            let give_up_at = self.leaving.as_ref().map(|l| l.give_up_at);
             let ev = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
+                _ = &mut drain, if !leaving => Event::Drain,
+                done = leave_call(&mut self.leaving) => Event::Leave(done),
+                _ = sleep_until_opt(give_up_at) => Event::GiveUp,
                 _ = sleep_until_opt(self.lease.deadline()) => Event::LeaseExpired,
                 Some(e) = self.events.recv() => Event::Exec(e),
                 c = next_conn_event(&mut self.conn, self.lease.oldest_unacked()) => Event::Conn(c),
@@ -154,7 +207,33 @@ impl Agent {
                 self.fence();
             }
             let step = match ev {
-                Event::Shutdown => break Ok(()),
+                Event::Shutdown => {
+                    let live = self.exec.live();
+                    if self.leaving.is_some() && live > 0 {
+                        break Err(anyhow::anyhow!(
+                            "a second signal: exiting without finishing the drain; \
+                             killed {live} running task(s), which the leader requeues once this agent's lease runs out"
+                        ));
+                    }
+                    break Ok(());
+                }
+                Event::Drain => {
+                    self.start_leaving();
+                    Ok(())
+                }
+                Event::Leave(done) => match self.on_leave(done) {
+                    true => break Ok(()),
+                    false => Ok(()),
+                },
+                Event::GiveUp => {
+                    let step = self.leaving.as_ref().map(|l| l.step);
+                    break Err(anyhow::anyhow!(
+                        "the drain did not finish within {:?} (at step {step:?}; no leader to commit it?): \
+                         killing {} running task(s) and exiting",
+                        self.config.drain_timeout + self.config.stop_grace + LEAVE_SLACK,
+                        self.exec.live()
+                    ));
+                }
                 Event::LeaseExpired => Ok(()),
                 Event::Exec(e) => {
                     self.on_exec(e);
@@ -165,9 +244,107 @@ impl Agent {
             if let Err(e) = step {
                 break Err(e);
             }
+            self.leave_when_idle();
         };
         self.stop().await;
         outcome
+    }
+
+    /// The first shutdown signal: ask the leader to drain this agent.
+    fn start_leaving(&mut self) {
+        let deadline_ms = self.config.drain_timeout.as_millis() as u64;
+        tracing::info!(
+            deadline_ms,
+            running = self.exec.live(),
+            "shutdown signal: draining (no new tasks; running tasks finish or are stopped at the deadline), \
+             then deregistering and exiting; a second signal exits at once"
+        );
+        let (client, id) = (self.client.clone(), self.config.id.clone());
+        let call = tokio::spawn(async move {
+            loop {
+                match client.drain_agent(&id, Some(deadline_ms)).await {
+                    Ok(_) => return true,
+                    Err(e) if e.code == Code::NotFound => return false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot drain this agent yet; retrying");
+                        tokio::time::sleep(LEAVE_RETRY).await;
+                    }
+                }
+            }
+        });
+        self.leaving = Some(Leaving {
+            step: LeaveStep::Draining,
+            call: Some(call),
+            known: true,
+            give_up_at: Instant::now()
+                + self.config.drain_timeout
+                + self.config.stop_grace
+                + LEAVE_SLACK,
+        });
+    }
+
+    /// The graceful exit's request answered; true when the exit is done.
+    fn on_leave(&mut self, done: bool) -> bool {
+        let Some(l) = self.leaving.as_mut() else {
+            return false;
+        };
+        l.call = None;
+        match l.step {
+            LeaveStep::Draining => {
+                l.step = LeaveStep::Drained;
+                l.known = done;
+                if done {
+                    tracing::info!("drain committed: no new tasks; waiting for the running ones");
+                } else {
+                    tracing::info!("the cluster does not know this agent: nothing to drain");
+                }
+                false
+            }
+            LeaveStep::Drained => false,
+            LeaveStep::Deregistering => {
+                tracing::info!("deregistered; exiting");
+                true
+            }
+        }
+    }
+
+    /// Once the drain is committed, nothing runs and every report is
+    /// acknowledged: deregister (or, for an agent the cluster does not
+    /// know, leave at once).
+    fn leave_when_idle(&mut self) {
+        let idle = self.exec.is_idle() && self.outbox.is_empty();
+        let Some(l) = self.leaving.as_mut() else {
+            return;
+        };
+        if l.step != LeaveStep::Drained || !idle {
+            return;
+        }
+        l.step = LeaveStep::Deregistering;
+        if !l.known {
+            l.call = Some(tokio::spawn(async { true }));
+            return;
+        }
+        tracing::info!("drained: nothing runs and every report is acknowledged; deregistering");
+        let (client, id) = (self.client.clone(), self.config.id.clone());
+        l.call = Some(tokio::spawn(async move {
+            loop {
+                match client.deregister_agent(&id).await {
+                    // NotFound: a retry after an answer that was lost.
+                    Ok(_) => return true,
+                    Err(e) if e.code == Code::NotFound => return true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot deregister this agent yet; retrying");
+                        tokio::time::sleep(LEAVE_RETRY).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    fn deregistering(&self) -> bool {
+        self.leaving
+            .as_ref()
+            .is_some_and(|l| l.step == LeaveStep::Deregistering)
     }
 
     /// Stops heartbeating, kills every child and waits (briefly) for them.
@@ -227,7 +404,11 @@ impl Agent {
 
     fn on_exec(&mut self, e: ExecEvent) {
         if let Some(c) = self.exec.on_event(&e) {
-            tracing::info!(task_id = %c.task_id, token = c.token, success = c.success, exit_code = c.exit_code, "task finished");
+            if c.stopped {
+                tracing::info!(task_id = %c.task_id, token = c.token, "task stopped on the leader's order; reporting it");
+            } else {
+                tracing::info!(task_id = %c.task_id, token = c.token, success = c.success, exit_code = c.exit_code, "task finished");
+            }
             self.outbox.push(c.clone());
             self.send_if_registered(Out::Completed(c));
         }
@@ -236,6 +417,12 @@ impl Agent {
 
     fn on_conn(&mut self, c: ConnEvent) -> anyhow::Result<()> {
         match c {
+            // Deregistering: a new registration would add this agent back.
+            ConnEvent::ReconnectDue if self.deregistering() => {
+                self.conn = Conn::Idle {
+                    retry_at: Instant::now() + RECONNECT_MAX,
+                };
+            }
             ConnEvent::ReconnectDue => self.connect(),
             ConnEvent::Connected(Ok(session)) => {
                 let tx = match std::mem::replace(
@@ -323,6 +510,7 @@ impl Agent {
                     tracing::debug!(task_id = %c.task_id, token = c.token, "cancel for a task not running here");
                 }
             }
+            In::Stop(s) => self.on_stop(s),
             In::CompletionAck(a) => {
                 self.outbox.ack(&a.task_id, a.token);
                 if a.accepted {
@@ -378,6 +566,28 @@ impl Agent {
             self.send_if_registered(Out::Completed(c));
         }
         Ok(())
+    }
+
+    /// The leader's order to stop a task (its drain's deadline passed).
+    fn on_stop(&mut self, s: v1::StopTask) {
+        if self.exec.stop(&s.task_id, s.token, self.config.stop_grace) {
+            tracing::info!(task_id = %s.task_id, token = s.token, reason = %s.reason, grace_ms = self.config.stop_grace.as_millis() as u64, "stopping task: SIGTERM to its process group, SIGKILL after the grace");
+            return;
+        }
+        if self.outbox.get(&s.task_id, s.token).is_some() {
+            tracing::debug!(task_id = %s.task_id, token = s.token, "stop for a task that already ended; its report settles it");
+            return;
+        }
+        // Not running here under this token: it is stopped already, and
+        // this token is never started here.
+        self.stopped.push_back((s.task_id.clone(), s.token));
+        while self.stopped.len() > STOPPED_TOKENS {
+            self.stopped.pop_front();
+        }
+        tracing::info!(task_id = %s.task_id, token = s.token, "task stopped on the leader's order (it was not running); reporting it");
+        let c = crate::executor::stopped(s.task_id, s.token);
+        self.outbox.push(c.clone());
+        self.send_if_registered(Out::Completed(c));
     }
 
     fn on_assignment(&mut self, a: v1::Assignment) {
@@ -521,6 +731,15 @@ async fn next_conn_event(conn: &mut Conn, oldest_unacked: Option<Instant>) -> Co
                 _ = sleep_until_opt(silent_at) => ConnEvent::Silent,
             }
         }
+    }
+}
+
+/// The graceful exit's request in flight, if any.
+async fn leave_call(leaving: &mut Option<Leaving>) -> bool {
+    match leaving.as_mut().and_then(|l| l.call.as_mut()) {
+        // A request task that panicked or was aborted counts as done.
+        Some(call) => call.await.unwrap_or(true),
+        None => std::future::pending().await,
     }
 }
 

@@ -74,6 +74,27 @@ impl agents_server::Agents for FakeAgents {
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         Ok(Response::new(v1::ListAgentsResponse::default()))
     }
+
+    async fn drain(
+        &self,
+        _r: Request<v1::DrainAgentRequest>,
+    ) -> Result<Response<v1::AgentInfo>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn undrain(
+        &self,
+        _r: Request<v1::UndrainAgentRequest>,
+    ) -> Result<Response<v1::AgentInfo>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn deregister(
+        &self,
+        _r: Request<v1::DeregisterAgentRequest>,
+    ) -> Result<Response<v1::DeregisterAgentResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
 }
 
 struct Harness {

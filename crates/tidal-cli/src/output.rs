@@ -85,6 +85,7 @@ pub fn agent_state_name(s: i32) -> &'static str {
         v1::AgentState::Unspecified => "unspecified",
         v1::AgentState::Ready => "ready",
         v1::AgentState::Draining => "draining",
+        v1::AgentState::Drained => "drained",
         v1::AgentState::Down => "down",
     }
 }
@@ -217,6 +218,7 @@ pub fn agent_json(a: &v1::AgentInfo) -> Value {
         "weight": spec.weight,
         "labels": spec.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "registered_ms": a.registered_ms,
+        "drain_deadline_ms": (a.drain_deadline_ms > 0).then_some(a.drain_deadline_ms),
     })
 }
 

@@ -20,6 +20,26 @@ pub fn on_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> 
     })
 }
 
+/// Installs the handlers now and counts SIGINT and SIGTERM: the receiver
+/// sees 1 after the first signal, 2 after the second, and so on.
+pub fn signal_count() -> anyhow::Result<tokio::sync::watch::Receiver<u32>> {
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            let n = *tx.borrow() + 1;
+            tracing::info!(signal = name, count = n, "signal received");
+            tx.send_replace(n);
+        }
+    });
+    Ok(rx)
+}
+
 /// Failpoints builds only: on SIGUSR1 the server loses power: its store
 /// drops every write it has not fsynced and the process aborts at once
 /// (`tidal_store::crash::power_loss`). The chaos scenario S16 sends it. In

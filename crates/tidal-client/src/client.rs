@@ -325,6 +325,48 @@ impl Client {
         Ok(resp.agents)
     }
 
+    /// Drains an agent: nothing new is placed on it; at `deadline_ms` from
+    /// now (if given) its tasks are stopped and requeued.
+    pub async fn drain_agent(
+        &self,
+        id: &str,
+        deadline_ms: Option<u64>,
+    ) -> Result<v1::AgentInfo, Error> {
+        let req = v1::DrainAgentRequest {
+            agent_id: id.to_string(),
+            deadline_ms,
+        };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(AgentsClient::new(ch).drain(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Ends an agent's drain.
+    pub async fn undrain_agent(&self, id: &str) -> Result<v1::AgentInfo, Error> {
+        let req = v1::UndrainAgentRequest {
+            agent_id: id.to_string(),
+        };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(AgentsClient::new(ch).undrain(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Removes an agent that holds no task.
+    pub async fn deregister_agent(&self, id: &str) -> Result<v1::DeregisterAgentResponse, Error> {
+        let req = v1::DeregisterAgentRequest {
+            agent_id: id.to_string(),
+        };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(AgentsClient::new(ch).deregister(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     /// Opens an agent session with the leader: `first` (the `Register`) is
     /// sent first, then whatever arrives on `rest` until its senders are
     /// dropped. Retried across endpoints like any call; messages are taken

@@ -109,6 +109,27 @@ pub enum Command {
         agent: AgentId,
         tasks: Vec<(TaskId, FencingToken)>,
     },
+    /// Drains an agent (or changes the deadline of its drain): it takes no
+    /// new work, its tasks finish; at `deadline_ms`, an absolute time on the
+    /// leader's clock computed when the leader proposed this entry, the
+    /// leader has the agent stop the tasks it still holds (they come back
+    /// through `Stopped`). `None`: no deadline. A drain lasts across the
+    /// agent's reconnects, until `UndrainAgent`, until it is deregistered,
+    /// or until it is marked down (which takes its tasks back anyway).
+    DrainAgent {
+        agent: AgentId,
+        deadline_ms: Option<u64>,
+    },
+    /// Ends an agent's drain: it is Ready again.
+    UndrainAgent {
+        agent: AgentId,
+    },
+    /// Tasks their agent stopped on the leader's order (a drain's deadline
+    /// passed), each with the token it ran under: one still held under
+    /// that token goes back to Pending without spending an attempt (the
+    /// next assignment has the attempt number this one had). Checked
+    /// against the current token like a completion.
+    Stopped(Vec<(TaskId, FencingToken)>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +170,8 @@ pub enum Rejection {
     },
     #[error("unsupported command format version {0}")]
     UnsupportedVersion(u8),
+    #[error("agent {agent:?} is {state}, which does not allow this")]
+    AgentWrongState { agent: AgentId, state: String },
 }
 
 /// The outcome of one submitted item.
@@ -217,6 +240,8 @@ pub enum Response {
         /// holder, so the leader can tell it.
         cancelled: Vec<(TaskId, AgentId, FencingToken)>,
     },
+    /// Stopped: one result per item, in order.
+    Stopped(Vec<Result<(), Rejection>>),
 }
 
 /// Rough encoded size of a task spec: its variable-length fields plus a
@@ -268,6 +293,7 @@ impl Command {
             Command::Forward(pairs) => pairs.iter().map(|(_, dc)| 16 + dc.len()).sum(),
             Command::Ingest { records, .. } => records.iter().map(|(_, r)| record(r)).sum(),
             Command::ForwardAck { verdicts, .. } => verdicts.len() * 32,
+            Command::Stopped(list) => list.len() * 16,
             _ => 64,
         }
     }

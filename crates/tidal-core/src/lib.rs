@@ -15,6 +15,7 @@
 //! - [`state`]: [`State`], the state machine: `apply` and the reads the server needs.
 //! - [`dispatch`]: the planner: weighted queues, placement strategies, and the
 //!   eligibility predicate shared with `Assign` at apply.
+//! - [`drain`]: which tasks of draining agents are due to be stopped.
 //! - [`forwarding`]: cross-DC outboxes, ingest and acks in the state, the
 //!   capability summary peers exchange, and the forwarding policy.
 //! - [`limits`]: stateless size and name checks run at the API edge.
@@ -31,6 +32,7 @@
 pub mod command;
 mod digest;
 pub mod dispatch;
+pub mod drain;
 pub mod forwarding;
 mod invariants;
 pub mod limits;

@@ -237,7 +237,15 @@ pub struct AgentSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AgentState {
     Ready,
-    Draining,
+    /// Takes no new work; the tasks it holds finish, or at `deadline_ms`
+    /// (the leader's clock, absolute, from the `DrainAgent` entry) the leader
+    /// has the agent stop them and they are requeued. `None`: no deadline.
+    /// The variant carried no data before drains were committed, and no
+    /// entry or snapshot could hold it then (nothing set it), so giving it
+    /// a field changes no stored encoding.
+    Draining {
+        deadline_ms: Option<u64>,
+    },
     Down,
 }
 
@@ -250,6 +258,26 @@ pub struct Agent {
     pub slots_in_use: u32,
     pub gpus_in_use: u32,
     pub registered_ms: u64,
+}
+
+impl Agent {
+    /// True while a drain is on (the agent takes no new work).
+    pub fn is_draining(&self) -> bool {
+        matches!(self.state, AgentState::Draining { .. })
+    }
+
+    /// The deadline of the agent's drain, if it is draining with one.
+    pub fn drain_deadline(&self) -> Option<u64> {
+        match self.state {
+            AgentState::Draining { deadline_ms } => deadline_ms,
+            _ => None,
+        }
+    }
+
+    /// Draining and holding no task: safe to stop.
+    pub fn is_drained(&self) -> bool {
+        self.is_draining() && self.tasks.is_empty()
+    }
 }
 
 /// How a queue picks an agent for its tasks.

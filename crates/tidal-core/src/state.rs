@@ -197,6 +197,13 @@ impl State {
             Command::ForwardAck { peer, verdicts } => self.forward_ack(peer, verdicts, ctx),
             Command::SubmitPlaced { specs, place } => self.submit_placed(specs, place, ctx),
             Command::Regrant { agent, tasks } => self.regrant(&agent, tasks, ctx),
+            Command::DrainAgent { agent, deadline_ms } => self.drain_agent(&agent, deadline_ms),
+            Command::UndrainAgent { agent } => self.undrain_agent(&agent),
+            Command::Stopped(list) => Response::Stopped(
+                list.into_iter()
+                    .map(|(task, token)| self.stopped(task, token, ctx))
+                    .collect(),
+            ),
         }
     }
 
@@ -318,9 +325,13 @@ impl State {
             // A re-registering agent keeps the tasks it holds (it reconnected
             // and still runs them). If its new spec is smaller than what is in
             // use, it just takes no new work until enough is freed.
+            // A draining agent that reconnects (a new session, a new
+            // leader) stays draining, with its deadline.
             Some(agent) => {
                 agent.spec = spec;
-                agent.state = AgentState::Ready;
+                if !agent.is_draining() {
+                    agent.state = AgentState::Ready;
+                }
                 agent.registered_ms = ctx.time_ms;
             }
             None => {
@@ -383,6 +394,62 @@ impl State {
             self.report(*id, ctx);
         }
         Response::AgentDown { requeued, failed }
+    }
+
+    fn drain_agent(&mut self, agent_id: &str, deadline_ms: Option<u64>) -> Response {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return Response::Rejected(Rejection::AgentNotFound(agent_id.to_string()));
+        };
+        if agent.state == AgentState::Down {
+            return Response::Rejected(Rejection::AgentWrongState {
+                agent: agent_id.to_string(),
+                state: "down (it holds no task and takes none until it registers again)"
+                    .to_string(),
+            });
+        }
+        agent.state = AgentState::Draining { deadline_ms };
+        Response::Ok
+    }
+
+    fn undrain_agent(&mut self, agent_id: &str) -> Response {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return Response::Rejected(Rejection::AgentNotFound(agent_id.to_string()));
+        };
+        match agent.state {
+            AgentState::Draining { .. } => agent.state = AgentState::Ready,
+            AgentState::Ready => {}
+            AgentState::Down => {
+                return Response::Rejected(Rejection::AgentWrongState {
+                    agent: agent_id.to_string(),
+                    state: "down (it is Ready again once it registers)".to_string(),
+                })
+            }
+        }
+        Response::Ok
+    }
+
+    /// A task its agent stopped on the leader's order: back to Pending,
+    /// its attempt given back (the next `Assign` counts it again).
+    fn stopped(&mut self, id: TaskId, token: FencingToken, ctx: ApplyCtx) -> Result<(), Rejection> {
+        let task = self.tasks.get_mut(&id).ok_or(Rejection::TaskNotFound(id))?;
+        // Invariant 1: only the current holder's report counts.
+        let agent = match task.state.holder() {
+            Some((agent, current)) if current == token => agent.clone(),
+            holder => {
+                return Err(Rejection::StaleToken {
+                    task: id,
+                    presented: token,
+                    current: holder.map(|(_, t)| t),
+                })
+            }
+        };
+        // Invariant 3: the hold is released with the requeue.
+        release(&mut self.agents, &agent, id, &task.spec);
+        task.attempt = task.attempt.saturating_sub(1);
+        task.updated_ms = ctx.time_ms;
+        requeue(&mut self.pending, task, id);
+        self.report(id, ctx);
+        Ok(())
     }
 
     fn regrant(

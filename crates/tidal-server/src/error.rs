@@ -77,7 +77,9 @@ pub fn rejection_code(r: &Rejection) -> Code {
         Rejection::StaleToken { .. }
         | Rejection::WrongState { .. }
         | Rejection::Ineligible { .. } => Code::FailedPrecondition,
-        Rejection::UnsupportedVersion(_) => Code::FailedPrecondition,
+        Rejection::UnsupportedVersion(_) | Rejection::AgentWrongState { .. } => {
+            Code::FailedPrecondition
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `tidal agent ... -- COMMAND`: run an agent; `tidal agent list`: list agents.
+//! `tidal agent ... -- COMMAND`: run an agent; `tidal agent list`: list
+//! agents; `tidal agent drain | undrain ID`: drain an agent and end it.
 
 use std::time::Duration;
 
@@ -34,6 +35,34 @@ pub struct AgentArgs {
 pub enum AgentCmd {
     /// List the agents the cluster knows, with their state and load.
     List(AgentListArgs),
+    /// Drain an agent: nothing new is placed on it; its tasks finish, or at
+    /// the deadline are stopped (SIGTERM, SIGKILL after the agent's grace)
+    /// and requeued without spending an attempt. `agent list` shows it
+    /// draining, then drained (it holds no task).
+    Drain(AgentDrainArgs),
+    /// End an agent's drain: it is ready for new tasks again.
+    Undrain(AgentUndrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgentDrainArgs {
+    /// The agent's id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Stop its tasks this many ms from now (at most 7 days); without it they run to their end.
+    #[arg(long, value_name = "MS")]
+    pub deadline_ms: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentUndrainArgs {
+    /// The agent's id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 #[derive(Args, Debug)]
@@ -86,6 +115,14 @@ pub struct AgentRunArgs {
     /// Local IP to open connections to the servers from (default: chosen by the OS).
     #[arg(long, value_name = "IP")]
     pub source_ip: Option<std::net::IpAddr>,
+    /// On SIGTERM or SIGINT the agent drains with this deadline: running tasks
+    /// get this long to finish, then are stopped and requeued; it then
+    /// deregisters and exits 0. A second signal exits at once, killing its tasks.
+    #[arg(long, default_value_t = tidal_agent::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    pub drain_timeout_ms: u64,
+    /// Time a stopped task's worker gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = tidal_agent::DEFAULT_STOP_GRACE.as_millis() as u64, value_name = "MS")]
+    pub stop_grace_ms: u64,
     /// The command that runs one task (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -116,6 +153,8 @@ impl AgentRunArgs {
             ttl: self.ttl_ms.map(Duration::from_millis),
             max_result_bytes: self.max_result_bytes,
             source_ip: self.source_ip,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            stop_grace: Duration::from_millis(self.stop_grace_ms),
         })
     }
 }
@@ -123,15 +162,75 @@ impl AgentRunArgs {
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.action {
         Some(AgentCmd::List(a)) => list(a).await,
+        Some(AgentCmd::Drain(a)) => drain(a).await,
+        Some(AgentCmd::Undrain(a)) => undrain(a).await,
         None => {
             let config = args
                 .run
                 .to_config()
                 .context("invalid agent configuration")?;
-            let shutdown = shutdown::on_signal()?;
-            tidal_agent::run(config, shutdown).await
+            let signals = shutdown::signal_count()?;
+            let (mut first, mut second) = (signals.clone(), signals);
+            let drain = async move {
+                let _ = first.wait_for(|n| *n >= 1).await;
+            };
+            let now = async move {
+                let _ = second.wait_for(|n| *n >= 2).await;
+            };
+            tidal_agent::run_draining(config, drain, now).await
         }
     }
+}
+
+async fn drain(args: AgentDrainArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let a = ctx
+        .client
+        .drain_agent(&args.id, args.deadline_ms)
+        .await
+        .with_context(|| format!("draining agent {}", args.id))?;
+    show_one(&ctx, &a);
+    Ok(())
+}
+
+async fn undrain(args: AgentUndrainArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let a = ctx
+        .client
+        .undrain_agent(&args.id)
+        .await
+        .with_context(|| format!("undraining agent {}", args.id))?;
+    show_one(&ctx, &a);
+    Ok(())
+}
+
+fn show_one(ctx: &Ctx, a: &tidal_proto::v1::AgentInfo) {
+    if ctx.json() {
+        output::print_json(&output::agent_json(a));
+        return;
+    }
+    let spec = a.spec.clone().unwrap_or_default();
+    let deadline = if a.drain_deadline_ms > 0 {
+        format!(
+            ", its tasks are stopped at {} (in {} ms)",
+            a.drain_deadline_ms,
+            a.drain_deadline_ms.saturating_sub(now_ms())
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "agent {} is {} ({} task(s) held{deadline})",
+        spec.id,
+        output::agent_state_name(a.state),
+        a.in_flight
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn list(args: AgentListArgs) -> anyhow::Result<()> {

@@ -84,7 +84,7 @@ pub fn free_gpus(agent: &Agent) -> u32 {
 pub fn ready(agent: &Agent) -> Result<(), String> {
     match agent.state {
         AgentState::Ready => Ok(()),
-        AgentState::Draining => Err("is draining".to_string()),
+        AgentState::Draining { .. } => Err("is draining".to_string()),
         AgentState::Down => Err("is down".to_string()),
     }
 }

@@ -119,6 +119,144 @@ impl Agents for AgentService {
             .collect();
         Ok(Response::new(v1::ListAgentsResponse { agents }))
     }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id, agent_id))]
+    async fn drain(
+        &self,
+        request: Request<v1::DrainAgentRequest>,
+    ) -> Result<Response<v1::AgentInfo>, Status> {
+        let r = request.into_inner();
+        let agent = named_agent(&r.agent_id)?;
+        tracing::Span::current().record("agent_id", agent.as_str());
+        let deadline_ms = match r.deadline_ms {
+            Some(ms) if ms > MAX_DRAIN_DEADLINE_MS => {
+                return Err(ServerError::InvalidArgument(format!(
+                    "drain deadline {ms} ms is over the limit of {MAX_DRAIN_DEADLINE_MS} ms (7 days)"
+                ))
+                .into())
+            }
+            // Absolute, on this (the leader's) clock: apply reads it from
+            // the entry, and whichever node leads at the deadline acts.
+            Some(ms) => Some(crate::now_ms().saturating_add(ms)),
+            None => None,
+        };
+        let index = self
+            .admin_write(Command::DrainAgent {
+                agent: agent.clone(),
+                deadline_ms,
+            })
+            .await?;
+        tracing::info!(agent_id = %agent, log_index = index, deadline_ms = ?r.deadline_ms, "agent draining");
+        Ok(Response::new(self.agent_info(&agent)?))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id, agent_id))]
+    async fn undrain(
+        &self,
+        request: Request<v1::UndrainAgentRequest>,
+    ) -> Result<Response<v1::AgentInfo>, Status> {
+        let agent = named_agent(&request.into_inner().agent_id)?;
+        tracing::Span::current().record("agent_id", agent.as_str());
+        let index = self
+            .admin_write(Command::UndrainAgent {
+                agent: agent.clone(),
+            })
+            .await?;
+        tracing::info!(agent_id = %agent, log_index = index, "agent undrained: ready again");
+        Ok(Response::new(self.agent_info(&agent)?))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id, agent_id))]
+    async fn deregister(
+        &self,
+        request: Request<v1::DeregisterAgentRequest>,
+    ) -> Result<Response<v1::DeregisterAgentResponse>, Status> {
+        let agent = named_agent(&request.into_inner().agent_id)?;
+        tracing::Span::current().record("agent_id", agent.as_str());
+        let held = {
+            let applied = self.node.state.read();
+            match applied.state.agent(&agent) {
+                Some(a) => a.tasks.len(),
+                None => {
+                    return Err(ServerError::Rejected(
+                        tidal_core::command::Rejection::AgentNotFound(agent),
+                    )
+                    .into())
+                }
+            }
+        };
+        // Checked here, not at apply: deregistering an agent that holds
+        // tasks requeues them with an attempt spent, which only a lost
+        // agent should cost. A task granted between this check and the
+        // commit is requeued that way (the agent is draining, so none is).
+        if held > 0 {
+            return Err(ServerError::FailedPrecondition(format!(
+                "agent {agent:?} still holds {held} task(s): drain it first (`tidal agent drain {agent}`)"
+            ))
+            .into());
+        }
+        let index = self
+            .admin_write(Command::DeregisterAgent {
+                agent: agent.clone(),
+            })
+            .await?;
+        if let Some(l) = self.node.leadership() {
+            l.sessions.forget(&agent);
+        }
+        tracing::info!(agent_id = %agent, log_index = index, "agent deregistered");
+        Ok(Response::new(v1::DeregisterAgentResponse {
+            log_index: index,
+        }))
+    }
+}
+
+/// Longest drain deadline accepted, from now: 7 days.
+pub const MAX_DRAIN_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
+
+fn named_agent(id: &str) -> Result<String, Status> {
+    if id.trim().is_empty() {
+        return Err(ServerError::InvalidArgument("agent_id is empty".into()).into());
+    }
+    Ok(id.to_string())
+}
+
+impl AgentService {
+    /// Commits an agent command that answers `Ok` or a rejection; wakes the
+    /// drain driver and the dispatcher (a drain or its end changes both).
+    async fn admin_write(&self, cmd: Command) -> Result<u64, Status> {
+        let (resp, index) = self.node.propose(cmd).await?;
+        match resp {
+            CoreResponse::Ok | CoreResponse::AgentDown { .. } => {}
+            CoreResponse::Rejected(r) => return Err(ServerError::Rejected(r).into()),
+            other => {
+                return Err(ServerError::Internal(format!("unexpected response {other:?}")).into())
+            }
+        }
+        if let Some(l) = self.node.leadership() {
+            l.drain_wake.notify_one();
+            l.wake.notify_one();
+        }
+        Ok(index)
+    }
+
+    /// The agent as the state has it now (after the write this node applied).
+    fn agent_info(&self, agent: &str) -> Result<v1::AgentInfo, Status> {
+        let connected = self
+            .node
+            .leadership()
+            .is_some_and(|l| l.sessions.is_connected(agent));
+        let applied = self.node.state.read();
+        applied
+            .state
+            .agent(agent)
+            .map(|a| convert::agent_to(a, connected))
+            .ok_or_else(|| {
+                ServerError::Rejected(tidal_core::command::Rejection::AgentNotFound(
+                    agent.to_string(),
+                ))
+                .into()
+            })
+    }
 }
 
 /// After a (re)connect: attaches the session and settles every task the
@@ -301,6 +439,28 @@ async fn complete(node: &Node, leadership: &Leadership, c: v1::TaskCompleted, tx
         let _ = tx.send(ack(false, format!("invalid task id {:?}", c.task_id)));
         return;
     };
+    if c.stopped {
+        match node.propose(Command::Stopped(vec![(task, c.token)])).await {
+            Ok((CoreResponse::Stopped(mut results), index)) => {
+                let reply = match results.pop() {
+                    Some(Ok(())) => {
+                        tracing::info!(task_id = %task, token = c.token, log_index = index, "task stopped by its draining agent: requeued without spending an attempt");
+                        ack(true, String::new())
+                    }
+                    Some(Err(r)) => ack(false, r.to_string()),
+                    None => ack(false, "no result".into()),
+                };
+                let _ = tx.send(reply);
+                leadership.wake.notify_one();
+            }
+            Ok((other, _)) => {
+                tracing::warn!(task_id = %task, response = ?other, "unexpected response to stopped")
+            }
+            // Not committed: no ack, so the agent resends on its next session.
+            Err(e) => tracing::debug!(task_id = %task, error = %e, "stop report not committed"),
+        }
+        return;
+    }
     let mut result = c.result.clone();
     result.truncate(node.config.limits.max_result_bytes);
     let completion = Completion {

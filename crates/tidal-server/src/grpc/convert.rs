@@ -189,7 +189,8 @@ pub fn agent_to(a: &Agent, connected: bool) -> v1::AgentInfo {
         spec: Some(agent_spec_to(&a.spec)),
         state: match a.state {
             AgentState::Ready => v1::AgentState::Ready,
-            AgentState::Draining => v1::AgentState::Draining,
+            AgentState::Draining { .. } if a.tasks.is_empty() => v1::AgentState::Drained,
+            AgentState::Draining { .. } => v1::AgentState::Draining,
             AgentState::Down => v1::AgentState::Down,
         } as i32,
         slots_in_use: a.slots_in_use,
@@ -197,6 +198,7 @@ pub fn agent_to(a: &Agent, connected: bool) -> v1::AgentInfo {
         in_flight: a.tasks.len() as u32,
         connected,
         registered_ms: a.registered_ms,
+        drain_deadline_ms: a.drain_deadline().unwrap_or(0),
     }
 }
 

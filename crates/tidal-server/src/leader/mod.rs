@@ -3,6 +3,7 @@
 //! becomes leader and is dropped when it steps down.
 
 pub mod dispatcher;
+pub mod drainer;
 pub mod eager;
 pub mod forwarder;
 pub mod quorum;
@@ -38,6 +39,8 @@ pub struct Leadership {
     pub wake: Notify,
     /// Wakes the cross-DC forwarder: new pending work.
     pub forward_wake: Notify,
+    /// Wakes the drain driver: a drain or its deadline changed.
+    pub drain_wake: Notify,
     /// The dispatch round being committed, for eager placement to plan around.
     pub dispatching: Mutex<tidal_core::dispatch::InFlight>,
     /// Flips to false when this leadership ends; session loops watch it.
@@ -62,6 +65,7 @@ impl Leadership {
             sessions: Sessions::new(node.config.agent_ttl),
             wake: Notify::new(),
             forward_wake: Notify::new(),
+            drain_wake: Notify::new(),
             dispatching: Mutex::default(),
             alive,
             reads_ready,
@@ -161,6 +165,7 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
         leadership.clone(),
     )));
     tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
+    tasks.push(tokio::spawn(drainer::run(node.clone(), leadership.clone())));
     if !node.config.peers.is_empty() {
         tasks.push(tokio::spawn(forwarder::run(
             node.clone(),

@@ -118,6 +118,11 @@ impl Sessions {
         inner.connected.clone().unwrap_or_default()
     }
 
+    /// The generation of the agent's session, if it has one.
+    pub fn generation(&self, agent: &str) -> Option<u64> {
+        self.lock().sessions.get(agent).map(|s| s.generation)
+    }
+
     pub fn is_connected(&self, agent: &str) -> bool {
         self.lock().sessions.contains_key(agent)
     }
