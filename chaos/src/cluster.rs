@@ -61,6 +61,11 @@ impl Layout {
     pub fn agent_peer(&self, k: u8) -> Peer {
         Peer::Agent(self.id_base + k)
     }
+
+    /// The id agent `k` registers with.
+    pub fn agent_id(&self, k: u8) -> String {
+        format!("{}agent-{k}", log_prefix(self))
+    }
 }
 
 /// One child process; SIGKILLed on drop.
@@ -564,6 +569,20 @@ impl Cluster {
         out
     }
 
+    /// The agents' log lines that contain `needle`.
+    pub fn agent_log_lines(&self, needle: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in &self.agents {
+            let text = std::fs::read_to_string(&a.log).unwrap_or_default();
+            out.extend(
+                text.lines()
+                    .filter(|l| l.contains(needle))
+                    .map(|l| l.trim().to_string()),
+            );
+        }
+        out
+    }
+
     /// Log lines that show a panic, with their file.
     pub fn panics(&self) -> Vec<String> {
         let logs = self
@@ -642,7 +661,7 @@ fn agent_args(
     [
         "agent",
         "--id",
-        &format!("{}agent-{k}", log_prefix(l)),
+        &l.agent_id(k),
         "--dc",
         &l.dc,
         "--task-types",

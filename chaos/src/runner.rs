@@ -387,6 +387,10 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
             ..Event::new("runner", "event", "log-panic")
         });
     }
+    let stops = record_stops(&cluster, &history);
+    if s.fault == Fault::DrainUnderFaults {
+        drain_expectations(&history, stops);
+    }
     history.flush();
 
     let events = history.events();
@@ -477,6 +481,56 @@ async fn record_remote(r: &Remote, history: &Recorder) -> anyhow::Result<()> {
     r.history
         .record(Event::new("runner", "event", "final-done"));
     Ok(())
+}
+
+/// The agents' own word (their logs, complete once they are stopped) on
+/// the tasks they stopped on the leader's order, a drain's deadline: one
+/// `stopped` event each, with the task, token and agent. Such a task goes
+/// back to Pending keeping its attempt, which the exclusivity checker
+/// allows only for these tokens. Returns how many.
+fn record_stops(cluster: &Cluster, history: &Recorder) -> usize {
+    let lines = cluster.agent_log_lines("task stopped on the leader's order");
+    for line in &lines {
+        let field = |name: &str| {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .and_then(|v| v.split(|c: char| c.is_whitespace() || c == '}').next())
+                .map(str::to_string)
+        };
+        history.record(Event {
+            task: field("task_id"),
+            token: field("token").and_then(|t| t.parse().ok()),
+            agent: field("agent_id"),
+            ..Event::new("runner", "event", "stopped")
+        });
+    }
+    lines.len()
+}
+
+/// drain-under-faults' pass criteria: every drain ended drained, and
+/// agent 1's drains (deadlines shorter than its tasks) stopped tasks.
+fn drain_expectations(history: &Recorder, stops: usize) {
+    let events = history.events();
+    let drains: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.proc == "nemesis" && e.f == "drained")
+        .collect();
+    let ended = drains.iter().filter(|e| e.accepted == Some(true)).count();
+    history.record(Event {
+        accepted: Some(!drains.is_empty() && ended == drains.len()),
+        detail: Some(format!(
+            "every drain under a leader kill ended drained ({ended} of {})",
+            drains.len()
+        )),
+        ..Event::new("runner", "event", "expect")
+    });
+    history.record(Event {
+        accepted: Some(stops > 0),
+        detail: Some(format!(
+            "drains with a deadline stopped running tasks, which were requeued ({stops} stops in the agents' logs)"
+        )),
+        ..Event::new("runner", "event", "expect")
+    });
 }
 
 /// The probe's task type, which no agent runs.

@@ -47,6 +47,9 @@ pub enum Fault {
     /// (netns) Isolate the leader by dropped packets past the server's
     /// agent TTL.
     IsolateLeaderSilently,
+    /// Drain an agent and kill the leader while the drain commits and its
+    /// deadline passes; wait until the agent is drained, undrain it.
+    DrainUnderFaults,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -247,6 +250,14 @@ pub const ALL: &[Scenario] = &[
         about: "(netns) isolate the leader by dropped packets past the server's agent TTL; no agent marked down, writes go on",
         netns: true,
     },
+    Scenario {
+        id: "S28",
+        name: "drain-under-faults",
+        nodes: 3,
+        fault: Fault::DrainUnderFaults,
+        about: "drain an agent (agent 1 with a deadline shorter than its tasks, the others without) while the leader is killed; every drain ends drained, stopped tasks requeue and run once per token",
+        netns: false,
+    },
 ];
 
 pub fn find(name: &str) -> Option<Scenario> {
@@ -291,8 +302,28 @@ pub fn netns_unsupported(s: &Scenario) -> Option<&'static str> {
 /// up to 2.5 s) and the reconnection after it, so a worker that outlives
 /// its lease is still running when its task can be granted again, and a
 /// worker its agent fenced is cut short (visible in the sink's history).
+/// In drain-under-faults, agent 1's tasks outlast the deadline of its
+/// drains, so they are stopped and requeued.
 pub fn agent1_work_ms(s: &Scenario) -> Option<u64> {
+    if s.fault == Fault::DrainUnderFaults {
+        return Some(DRAIN_WORK_MS);
+    }
     s.netns.then_some(8_000)
+}
+
+/// How long agent 1's tasks take in drain-under-faults.
+const DRAIN_WORK_MS: u64 = 2500;
+
+/// What `tidal agent list` says an agent is.
+fn agent_state(a: &tidal_client::v1::AgentInfo) -> &'static str {
+    use tidal_client::v1::AgentState;
+    match AgentState::try_from(a.state).unwrap_or(AgentState::Unspecified) {
+        AgentState::Ready => "ready",
+        AgentState::Draining => "draining",
+        AgentState::Drained => "drained",
+        AgentState::Down => "down",
+        AgentState::Unspecified => "unspecified",
+    }
 }
 
 /// Flags every server of the scenario gets. S16's nodes sync their log
@@ -389,6 +420,82 @@ impl Nemesis<'_> {
             "network healed, paused resumed, dead restarted".into(),
         );
         Ok(())
+    }
+
+    /// One drain while the leader is killed: agent 1 (long tasks) with a
+    /// deadline shorter than its tasks, the others with none. Records
+    /// `drain` (the call's answer), `drained` (accepted: the agent was
+    /// seen drained within the bound) and `undrain`.
+    async fn drain_under_faults(&mut self, round: u32) -> anyhow::Result<Duration> {
+        if round == 0 {
+            // Let the workload fill the agents first.
+            sleep(Duration::from_secs(1)).await;
+        }
+        let k = 1 + (round as usize % self.cluster.agents.len());
+        let id = self.cluster.layout.agent_id(k as u8);
+        // Often past the kill and the election that follows it: the new leader
+        // reads the deadline from the state and has the tasks stopped.
+        let deadline = (k == 1).then(|| self.rng.gen_range(200..DRAIN_WORK_MS * 2 / 5));
+        let call = tokio::spawn({
+            let (admin, id) = (self.cluster.admin.clone(), id.clone());
+            async move { admin.drain_agent(&id, deadline).await }
+        });
+        sleep(Duration::from_millis(self.rng.gen_range(0..200))).await;
+        let leader = self.leader().await;
+        if let Some(l) = leader {
+            self.cluster.node(l).proc.kill();
+            self.note("kill", format!("node {l} (the leader) while {id} drains"));
+        }
+        let answer = match call.await {
+            Ok(Ok(a)) => Ok(agent_state(&a)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.history.record(Event {
+            agent: Some(id.clone()),
+            accepted: Some(answer.is_ok()),
+            detail: Some(format!("{id} with deadline {deadline:?} ms: {answer:?}")),
+            ..Event::new("nemesis", "event", "drain")
+        });
+        sleep(Duration::from_millis(self.rng.gen_range(800..1500))).await;
+        if let Some(l) = leader {
+            self.cluster.restart(l)?;
+            self.note("restart", format!("node {l}"));
+        }
+        let bound = Duration::from_secs(20);
+        let until = Instant::now() + bound;
+        let mut seen = "unknown";
+        while Instant::now() < until {
+            if let Ok(agents) = self.cluster.admin.list_agents(false).await {
+                if let Some(a) = agents
+                    .iter()
+                    .find(|a| a.spec.as_ref().is_some_and(|s| s.id == id))
+                {
+                    seen = agent_state(a);
+                }
+            }
+            if seen == "drained" {
+                break;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        self.history.record(Event {
+            agent: Some(id.clone()),
+            accepted: Some(seen == "drained"),
+            detail: Some(format!("{id} is {seen} (bound {bound:?})")),
+            ..Event::new("nemesis", "event", "drained")
+        });
+        let mut undrained = self.cluster.admin.undrain_agent(&id).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while undrained.is_err() && Instant::now() < until {
+            sleep(Duration::from_millis(200)).await;
+            undrained = self.cluster.admin.undrain_agent(&id).await;
+        }
+        self.note(
+            "undrain",
+            format!("{id}: {:?}", undrained.map(|a| agent_state(&a))),
+        );
+        Ok(Duration::from_millis(500))
     }
 
     /// Plays `fault` until `until`, then heals everything.
@@ -813,6 +920,7 @@ impl Nemesis<'_> {
                 self.note("resume", format!("node {l}"));
                 Ok(Duration::from_secs(3))
             }
+            Fault::DrainUnderFaults => self.drain_under_faults(round).await,
             Fault::Mix => unreachable!("Mix picks a concrete fault"),
         }
     }

@@ -5,7 +5,10 @@
 //!   workers presented to the sink) of a task's token names the same agent.
 //! - Tokens rise with attempts: a later attempt of a task holds a higher
 //!   token. An attempt holds a second token only when its first never ran
-//!   (a regrant of an assignment its agent never started).
+//!   (a regrant of an assignment its agent never started), or when its
+//!   agent stopped it on the leader's order (a drain's deadline: the task
+//!   is requeued keeping its attempt; the runner records these `stopped`
+//!   from the agents' logs).
 //! - The sink (a resource that checks fencing tokens, as a user's storage
 //!   would) accepted per task a non-decreasing sequence of tokens, and never
 //!   a token below one it had already seen.
@@ -82,10 +85,16 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
             }
         }
     }
+    let stopped: BTreeSet<(&str, u64)> = events
+        .iter()
+        .filter(|e| e.proc == "runner" && e.f == "stopped")
+        .filter_map(|e| Some((e.task.as_deref()?, e.token?)))
+        .collect();
     let ran: BTreeSet<(&str, u64)> = sink
         .iter()
         .filter(|e| e.f == "begin")
         .filter_map(|e| Some((e.task.as_deref()?, e.token?)))
+        .filter(|run| !stopped.contains(run))
         .collect();
     for (t, attempts) in &by_attempt {
         for (att, tokens) in attempts {
@@ -347,6 +356,33 @@ mod tests {
             "{:?}",
             v.problems
         );
+    }
+
+    #[test]
+    fn a_token_its_agent_stopped_on_a_drain_may_share_its_attempt() {
+        // Token 7 ran and was stopped at a drain's deadline; the task was
+        // requeued keeping attempt 1 and ran again as token 9.
+        let mut h = H::new();
+        h.get("c1", "t1", "running", 1, 7, "a1", 8);
+        h.sink("begin", "t1", 7, "a1", true)
+            .sink("end", "t1", 7, "a1", true);
+        h.sink("begin", "t1", 9, "a2", true)
+            .sink("end", "t1", 9, "a2", true);
+        h.get("c1", "t1", "running", 1, 9, "a2", 10);
+        let v = check(&h.events, &Facts::default());
+        assert!(
+            v.problems.iter().any(|p| p.contains("two tokens")),
+            "without the agent's stop it is a problem: {:?}",
+            v.problems
+        );
+        h.events.push(Event {
+            task: Some("t1".into()),
+            token: Some(7),
+            agent: Some("a1".into()),
+            ..Event::new("runner", "event", "stopped")
+        });
+        let v = check(&h.events, &Facts::default());
+        assert!(v.ok(), "{:?}", v.problems);
     }
 
     #[test]
