@@ -445,3 +445,59 @@ async fn shutdown_kills_running_tasks() {
         })
     );
 }
+
+#[tokio::test]
+async fn a_stop_order_stops_the_child_and_reports_it_stopped_until_acked() {
+    let mut h = Harness::start("sleep 30", None).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    s.send(assignment("t1", 9, b""));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    s.send(ToAgent::Stop(v1::StopTask {
+        task_id: "t1".into(),
+        token: 9,
+        reason: "the agent's drain deadline passed".into(),
+    }));
+    let report = match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Completed(c)) => c,
+        other => panic!("expected the stop report, got {other:?}"),
+    };
+    assert!(report.stopped && !report.success, "{report:?}");
+    assert_eq!((report.task_id.as_str(), report.token), ("t1", 9));
+    assert!(matches!(
+        h.events.recv().await,
+        Some(ExecEvent::Stopped { .. })
+    ));
+    // A stop for a task it does not run is reported at once.
+    s.send(ToAgent::Stop(v1::StopTask {
+        task_id: "t2".into(),
+        token: 11,
+        reason: String::new(),
+    }));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Completed(c)) => {
+            assert!(c.stopped);
+            assert_eq!((c.task_id.as_str(), c.token), ("t2", 11));
+        }
+        other => panic!("expected the stop report, got {other:?}"),
+    }
+    // Not acked: after a reconnect both are held and reported again.
+    drop(s);
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(reg)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    assert_eq!(reg.running.len(), 2, "{:?}", reg.running);
+    s.send(registered(10_000, 50));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Completed(c)) => assert_eq!(c, report),
+        other => panic!("expected the stop report again, got {other:?}"),
+    }
+    h.stop().await.unwrap();
+}

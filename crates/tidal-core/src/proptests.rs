@@ -91,6 +91,18 @@ enum Op {
         take: u8,
         accept: bool,
     },
+    /// Drain an agent (unknown ones too), with a deadline or none.
+    Drain {
+        agent: u8,
+        deadline: Option<u8>,
+    },
+    Undrain(u8),
+    /// An agent's report that it stopped a task on the leader's order.
+    Stop {
+        task: u16,
+        live: bool,
+        tok: Tok,
+    },
 }
 
 const PEER: &str = "dc-x";
@@ -143,6 +155,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u16>().prop_map(Op::Forward),
         2 => (0u8..4, 0u8..6).prop_map(|(skip, take)| Op::Ingest { skip, take }),
         2 => (0u8..6, any::<bool>()).prop_map(|(take, accept)| Op::Ack { take, accept }),
+        1 => (0..AGENTS + 1, proptest::option::of(any::<u8>()))
+            .prop_map(|(agent, deadline)| Op::Drain { agent, deadline }),
+        1 => (0..AGENTS + 1).prop_map(Op::Undrain),
+        2 => (any::<u16>(), any::<bool>(), tok()).prop_map(|(task, live, tok)| Op::Stop { task, live, tok }),
     ]
 }
 
@@ -328,6 +344,17 @@ impl Sim {
                 },
             },
             Op::Noop => Command::Noop,
+            Op::Drain { agent, deadline } => Command::DrainAgent {
+                agent: agent_id(*agent),
+                deadline_ms: deadline.map(|d| 1_000 * (self.index + u64::from(d))),
+            },
+            Op::Undrain(agent) => Command::UndrainAgent {
+                agent: agent_id(*agent),
+            },
+            Op::Stop { task, live, tok } => {
+                let id = self.pick(*task, *live);
+                Command::Stopped(vec![(id, self.token(id, tok))])
+            }
             Op::Forward(t) => Command::Forward(vec![(self.task_id(*t), PEER.into())]),
             Op::Ingest { skip, take } => Command::Ingest {
                 origin: PEER.into(),
@@ -459,6 +486,21 @@ impl Sim {
                 }
                 if first && c.token == 0 {
                     prop_assert!(r.is_err(), "token 0 is never current");
+                }
+            }
+        }
+
+        // A stop is accepted only with the current token, and requeues the
+        // task with its attempt given back.
+        if let (Command::Stopped(list), Response::Stopped(results)) = (&cmd, &ra) {
+            for ((task, token), r) in list.iter().zip(results) {
+                let prior = before.task(*task);
+                let current = prior.and_then(|t| t.state.holder().map(|(_, k)| k));
+                prop_assert_eq!(r.is_ok(), current == Some(*token), "{:?}", r);
+                if r.is_ok() {
+                    let now = self.a.task(*task).unwrap();
+                    prop_assert_eq!(&now.state, &TaskState::Pending);
+                    prop_assert_eq!(now.attempt, prior.unwrap().attempt.saturating_sub(1));
                 }
             }
         }

@@ -416,6 +416,10 @@ fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
         p.labels.into(),
         "--endpoints".into(),
         l.endpoints.join(","),
+        // Stopped with SIGTERM: drain, deregister, exit within the
+        // supervisor's grace (demo tasks take 2 s at most).
+        "--drain-timeout-ms".into(),
+        "5000".into(),
         "--".into(),
         l.exe.display().to_string(),
         "example-worker".into(),
