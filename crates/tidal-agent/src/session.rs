@@ -34,7 +34,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A heartbeat unanswered for this many heartbeat intervals means the
 /// leader went silent or stopped leading: look for the new one at once.
 const ACK_DEADLINE_BEATS: u32 = 2;
-/// Tokens this agent stopped when it fenced itself, remembered so that none
+/// Tokens this agent stopped (self-fence, stop orders), remembered so that none
 /// is ever started again (the leader regrants them under new tokens).
 const STOPPED_TOKENS: usize = 4096;
 /// A graceful exit gives up (and exits with an error) this long after the
@@ -126,7 +126,7 @@ pub(crate) struct Agent {
     conn: Conn,
     heartbeat_seq: u64,
     reconnect_delay: Duration,
-    /// (task, token) pairs stopped by a self-fence: never started again.
+    /// (task, token) pairs stopped by a self-fence or on the leader's order: never started again.
     stopped: std::collections::VecDeque<(String, u64)>,
     /// Tests watch the children's events through this.
     observer: Option<mpsc::UnboundedSender<ExecEvent>>,
@@ -215,6 +215,15 @@ impl Agent {
                              killed {live} running task(s), which the leader requeues once this agent's lease runs out"
                         ));
                     }
+                    break Ok(());
+                }
+                Event::Drain
+                    if self.exec.is_idle() && self.outbox.is_empty() && !self.registered() =>
+                {
+                    // No leader to drain with, and nothing that a drain
+                    // would wait for: its registration (if any) ends with
+                    // its lease on the server.
+                    tracing::info!("shutdown signal: nothing runs and no session is open; exiting without deregistering");
                     break Ok(());
                 }
                 Event::Drain => {
@@ -405,6 +414,12 @@ impl Agent {
     fn on_exec(&mut self, e: ExecEvent) {
         if let Some(c) = self.exec.on_event(&e) {
             if c.stopped {
+                // Its token never runs here again (the leader requeues the
+                // task and grants it under a new one).
+                self.stopped.push_back((c.task_id.clone(), c.token));
+                while self.stopped.len() > STOPPED_TOKENS {
+                    self.stopped.pop_front();
+                }
                 tracing::info!(task_id = %c.task_id, token = c.token, "task stopped on the leader's order; reporting it");
             } else {
                 tracing::info!(task_id = %c.task_id, token = c.token, success = c.success, exit_code = c.exit_code, "task finished");
@@ -603,7 +618,7 @@ impl Agent {
             tracing::error!(
                 task_id = %a.task_id,
                 token = a.token,
-                "refusing an assignment under a token this agent stopped when it fenced itself; \
+                "refusing an assignment under a token this agent stopped (when it fenced itself, or on the leader's order); \
                  a token never runs twice (the leader regrants the task under a new token)"
             );
             return;

@@ -218,6 +218,62 @@ fn agent_list_form() {
 }
 
 #[test]
+fn agent_drain_and_undrain_forms() {
+    let Command::Agent(a) = parse(&["agent", "drain", "gpu-7", "--deadline-ms", "600000"]).command
+    else {
+        panic!()
+    };
+    let Some(AgentCmd::Drain(d)) = a.action else {
+        panic!("not drain")
+    };
+    assert_eq!((d.id.as_str(), d.deadline_ms), ("gpu-7", Some(600_000)));
+    let Command::Agent(a) = parse(&["agent", "drain", "gpu-7"]).command else {
+        panic!()
+    };
+    assert!(matches!(a.action, Some(AgentCmd::Drain(d)) if d.deadline_ms.is_none()));
+    let Command::Agent(a) = parse(&["agent", "undrain", "gpu-7"]).command else {
+        panic!()
+    };
+    assert!(matches!(a.action, Some(AgentCmd::Undrain(u)) if u.id == "gpu-7"));
+    assert_eq!(
+        usage_error(&["agent", "drain"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        usage_error(&["agent", "drain", "a", "--deadline-ms", "-5"]),
+        ErrorKind::UnknownArgument
+    );
+    // The agent's own drain on SIGTERM and its stop grace.
+    let Command::Agent(a) = parse(&[
+        "agent",
+        "--id",
+        "a",
+        "--dc",
+        "d",
+        "--task-types",
+        "t2i",
+        "--drain-timeout-ms",
+        "1500",
+        "--stop-grace-ms",
+        "200",
+        "--",
+        "x",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    let c = a.run.to_config().unwrap();
+    assert_eq!(
+        (c.drain_timeout, c.stop_grace),
+        (
+            std::time::Duration::from_millis(1500),
+            std::time::Duration::from_millis(200)
+        )
+    );
+}
+
+#[test]
 fn task_submit_form() {
     let cli = parse(&[
         "task",

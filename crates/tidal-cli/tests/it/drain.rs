@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::bail;
 use tidal_client::v1;
 use tokio::time::{sleep, Instant};
+use tonic::Code;
 
 use crate::harness::{AgentOpts, Cluster, ClusterOpts};
 
@@ -192,6 +193,29 @@ async fn a_drained_agents_task_finishes_then_it_is_drained_until_undrained() {
         String::from_utf8_lossy(&o.stderr).contains("over the limit"),
         "{o:?}"
     );
+    // The same through the API, with their codes.
+    let code = |r: Result<v1::AgentInfo, tidal_client::Error>| r.unwrap_err().code;
+    assert_eq!(
+        code(c.client.drain_agent("nope", None).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.client.drain_agent(" ", None).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(c.client.drain_agent("a1", Some(u64::MAX)).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(code(c.client.undrain_agent("nope").await), Code::NotFound);
+    // Deregistering an agent that holds a task is refused.
+    let t3 = submit(&c).await;
+    wait_task(&c, &t3, "running", |t| state(t) == "running")
+        .await
+        .unwrap();
+    let e = c.client.deregister_agent("a1").await.unwrap_err();
+    assert_eq!(e.code, Code::FailedPrecondition, "{e}");
+    assert!(e.message.contains("still holds 1 task"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
