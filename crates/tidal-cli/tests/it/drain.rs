@@ -329,3 +329,41 @@ async fn a_second_sigterm_exits_at_once_and_kills_the_worker() {
         "the worker {worker_pid} outlived its agent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_deadline_shorter_than_the_task_stops_it_and_exits_0() {
+    let mut c = one_node().await;
+    let runs = c.dir.path().join("runs");
+    let cmd = worker(&runs, 60_000, 200);
+    let mut a1 = agent("a1", &cmd);
+    a1.extra_args
+        .extend(["--drain-timeout-ms".into(), "300".into()]);
+    c.start_agent(a1).unwrap();
+    c.wait_agents(1, WAIT).await.unwrap();
+    let id = submit(&c).await;
+    let first = wait_task(&c, &id, "running on a1", |t| state(t) == "running")
+        .await
+        .unwrap();
+    c.start_agent(agent("a2", &cmd)).unwrap();
+    c.wait_agents(2, WAIT).await.unwrap();
+
+    let pid = c.agents[0].pid().unwrap();
+    // SAFETY: kill(2) to the agent process this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let done = wait_task(&c, &id, "succeeded on a2", |t| state(t) == "succeeded")
+        .await
+        .unwrap();
+    assert_eq!((done.agent.as_str(), done.attempt), ("a2", first.attempt));
+    wait_agent_state(&c, "a1", None).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = c.agents[0].try_exit() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{}", c.logs_tail(30));
+        sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{}", c.logs_tail(30));
+    let r = runs_of(&runs, &id);
+    assert!(!alive(r[0].3), "a1's worker {} still runs", r[0].3);
+}
