@@ -173,6 +173,8 @@ impl Agents for AgentService {
     ) -> Result<Response<v1::DeregisterAgentResponse>, Status> {
         let agent = named_agent(&request.into_inner().agent_id)?;
         tracing::Span::current().record("agent_id", agent.as_str());
+        // The check reads the leader's state as of now, not a follower's.
+        self.node.linearizable().await?;
         let held = {
             let applied = self.node.state.read();
             match applied.state.agent(&agent) {
