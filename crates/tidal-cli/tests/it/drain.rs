@@ -1,6 +1,7 @@
 //! Drains with real processes: a drained agent's running task finishes and
 //! it shows drained; a drain deadline stops the worker (its process gone)
-//! and the task runs on another agent with the same attempt; SIGTERM to an
+//! and the task runs on another agent with the same attempt, also when the
+//! leader that committed the drain dies before its deadline; SIGTERM to an
 //! agent drains it, deregisters it and it exits 0; a second SIGTERM exits
 //! at once.
 
@@ -364,6 +365,43 @@ async fn sigterm_with_a_deadline_shorter_than_the_task_stops_it_and_exits_0() {
         sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status.code(), Some(0), "{}", c.logs_tail(30));
+    let r = runs_of(&runs, &id);
+    assert!(!alive(r[0].3), "a1's worker {} still runs", r[0].3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_carries_on_a_drain_whose_deadline_passes_after_a_failover() {
+    let mut c = Cluster::start(ClusterOpts::default())
+        .await
+        .expect("cluster");
+    let runs = c.dir.path().join("runs");
+    let cmd = worker(&runs, 60_000, 200);
+    c.start_agent(agent("a1", &cmd)).unwrap();
+    c.wait_agents(1, WAIT).await.unwrap();
+    let id = submit(&c).await;
+    let first = wait_task(&c, &id, "running on a1", |t| state(t) == "running")
+        .await
+        .unwrap();
+    c.start_agent(agent("a2", &cmd)).unwrap();
+    c.wait_agents(2, WAIT).await.unwrap();
+
+    let (old, _) = c.wait_leader(WAIT).await.unwrap();
+    c.client.drain_agent("a1", Some(1500)).await.unwrap();
+    // The leader that committed the drain dies before its deadline.
+    c.kill_node(old);
+    let done = wait_task(&c, &id, "succeeded on a2", |t| state(t) == "succeeded")
+        .await
+        .unwrap();
+    assert_eq!((done.agent.as_str(), done.attempt), ("a2", first.attempt));
+    let (new, _) = c.wait_leader(WAIT).await.unwrap();
+    assert_ne!(new, old);
+    let log = std::fs::read_to_string(&c.node(new).proc.as_ref().unwrap().log).unwrap();
+    assert!(
+        log.contains("drain deadline passed: told the agent to stop the task"),
+        "the new leader stopped it:\n{}",
+        c.logs_tail(30)
+    );
+    wait_agent_state(&c, "a1", Some("drained")).await.unwrap();
     let r = runs_of(&runs, &id);
     assert!(!alive(r[0].3), "a1's worker {} still runs", r[0].3);
 }

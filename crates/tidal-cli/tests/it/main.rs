@@ -3,7 +3,8 @@
 //! - `big_entries`: a follower catches up on megabytes of entries.
 //! - `bad_input`: refused requests against a real server: messages, codes, nothing lost.
 //! - `chaos`: the bounded chaos subset: every scenario for a few seconds.
-//! - `drain`: drain and undrain, a deadline that stops a worker, SIGTERM to an agent.
+//! - `drain`: drain and undrain, a deadline that stops a worker, a drain
+//!   carried on by a new leader, SIGTERM to an agent.
 //! - `dev`: `tidal dev --dcs 2` up, its demo across two DCs, Ctrl-C.
 //! - `cli_errors`: usage and connection errors that need no server.
 //! - `elections`: a follower cut off from the leader rejoins without an election.
