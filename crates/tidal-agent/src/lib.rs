@@ -8,11 +8,14 @@
 //!
 //! Module map:
 //! - `config`: [`AgentConfig`] and its validation, the agent-side TTL.
-//! - `session`: the one loop: session, heartbeats, assignments, reconnects.
+//! - `session`: the one loop: session, heartbeats, assignments, stop
+//!   orders, reconnects, and the graceful exit (drain, deregister).
 //! - `executor`: tasks as child processes (stdin payload, capped stdout,
-//!   stderr tail, `TIDAL_*` environment, process-group kill).
+//!   stderr tail, `TIDAL_*` environment, process-group kill, and stop:
+//!   SIGTERM to the group, SIGKILL after a grace).
 //! - `fence`: the lease deadline as a pure struct ([`Lease`]).
-//! - `outbox`: completions kept until the leader acknowledges them.
+//! - `outbox`: completions and stop reports kept until the leader
+//!   acknowledges them.
 //!
 //! Dependency rule: the agent speaks only the public API (`tidal-proto`
 //! through `tidal-client`), as any user's agent in another language would;

@@ -9,7 +9,8 @@
 //! - [`elections`]: when to elect: a pre-vote first, then openraft's election.
 //! - [`grpc`]: the public API (tasks, agents, queues, cluster).
 //! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper,
-//!   and the cross-DC forwarder and shippers.
+//!   the drain driver (stop orders at a drain's deadline), and the cross-DC
+//!   forwarder and shippers.
 //! - [`links`]: peer DCs' summaries and link health; the exchange format.
 //! - [`error`]: the one mapping from errors to gRPC status codes.
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
