@@ -172,6 +172,17 @@ pub enum Rejection {
     UnsupportedVersion(u8),
     #[error("agent {agent:?} is {state}, which does not allow this")]
     AgentWrongState { agent: AgentId, state: String },
+    /// A submit whose idempotency key was used before for a task with
+    /// another spec (compared as [`crate::state::same_spec`] does).
+    #[error(
+        "idempotency key {key:?} is already used by task {existing}, which was submitted \
+         with a different spec: use a new key, or resend the same spec to get {existing} back"
+    )]
+    KeyConflict { key: String, existing: TaskId },
+    /// A completion for a task that has already ended: one completion per
+    /// attempt is ever accepted, a resent or a second one is refused.
+    #[error("task {task} already finished as {state}")]
+    Finished { task: TaskId, state: String },
 }
 
 /// The outcome of one submitted item.

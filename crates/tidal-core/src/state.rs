@@ -104,6 +104,24 @@ pub fn normalize(spec: &mut TaskSpec) {
     }
 }
 
+/// Whether two specs ask for the same task, so a submit that reuses an
+/// idempotency key gets the existing task back instead of a conflict. Both
+/// are compared after [`normalize`] (an empty queue is "default",
+/// `max_attempts` 0 is the default, `slots` 0 is 1; the API maps an
+/// unspecified priority to nearline before this), field by field, payload
+/// bytes included; `models` is compared as a set, since order and repeats do
+/// not change where a task can run.
+pub fn same_spec(a: &TaskSpec, b: &TaskSpec) -> bool {
+    let (mut a, mut b) = (a.clone(), b.clone());
+    normalize(&mut a);
+    normalize(&mut b);
+    for models in [&mut a.models, &mut b.models] {
+        models.sort_unstable();
+        models.dedup();
+    }
+    a == b
+}
+
 fn wrong_state(task: TaskId, state: &TaskState) -> Rejection {
     Rejection::WrongState {
         task,
@@ -237,13 +255,26 @@ impl State {
         ctx: ApplyCtx,
     ) -> Result<Submitted, Rejection> {
         normalize(&mut spec);
-        // A repeated key returns the first task, also within one batch: the
-        // client retries a submit whose answer it lost (invariant 2).
-        if let Some(id) = spec.idempotency_key.as_ref().and_then(|k| self.keys.get(k)) {
-            return Ok(Submitted {
-                id: *id,
-                existed: true,
-            });
+        // A repeated key with the same spec returns the first task, also
+        // within one batch: the client retries a submit whose answer it lost
+        // (invariant 2). The same key with another spec is a conflict, never
+        // the old task passed off as this one.
+        if let Some((key, id)) = spec
+            .idempotency_key
+            .as_ref()
+            .and_then(|k| self.keys.get(k).map(|id| (k, *id)))
+        {
+            let same = self
+                .tasks
+                .get(&id)
+                .is_some_and(|t| same_spec(&t.spec, &spec));
+            if !same {
+                return Err(Rejection::KeyConflict {
+                    key: key.clone(),
+                    existing: id,
+                });
+            }
+            return Ok(Submitted { id, existed: true });
         }
         if spec.task_type.is_empty() {
             return Err(Rejection::Invalid("task_type \"\" is empty".to_string()));
@@ -656,17 +687,15 @@ impl State {
                 current: Some(current),
             }),
             None => match &task.state {
-                // Agents resend completions after a reconnect: the same token on
-                // a task that already ended is acknowledged without a change.
-                TaskState::Succeeded { token, .. }
-                | TaskState::Failed {
-                    agent: Some(_),
-                    token,
-                }
-                | TaskState::Cancelled {
-                    agent: Some(_),
-                    token,
-                } if *token == c.token => Ok(()),
+                // One completion per attempt is accepted: a second one (a
+                // resend after a lost answer, or another outcome) is refused
+                // and changes nothing, whatever its token.
+                TaskState::Succeeded { .. }
+                | TaskState::Failed { .. }
+                | TaskState::Cancelled { .. } => Err(Rejection::Finished {
+                    task: id,
+                    state: task.state.kind().as_str().to_string(),
+                }),
                 _ => Err(Rejection::StaleToken {
                     task: id,
                     presented: c.token,

@@ -198,6 +198,128 @@ fn idempotency_key_returns_the_existing_task_also_within_a_batch() {
 }
 
 #[test]
+fn a_known_key_with_another_spec_is_a_conflict_naming_the_task() {
+    let mut log = Log::new();
+    log.apply(Command::SetQueue {
+        name: "vip".into(),
+        weight: 2,
+        strategy: Strategy::LeastLoaded,
+    });
+    let keyed = TaskSpec {
+        idempotency_key: Some("k1".into()),
+        models: vec!["m1".into(), "m2".into()],
+        payload: b"p".to_vec(),
+        ..task("t2i")
+    };
+    let first = log.submit(keyed.clone()).unwrap();
+    let before = log.state.clone();
+    let conflict = |id| {
+        Err(Rejection::KeyConflict {
+            key: "k1".into(),
+            existing: id,
+        })
+    };
+    // Every field counts: each of these is another task under the same key.
+    let others = [
+        TaskSpec {
+            payload: b"q".to_vec(),
+            ..keyed.clone()
+        },
+        TaskSpec {
+            task_type: "tts".into(),
+            ..keyed.clone()
+        },
+        TaskSpec {
+            pipeline: "p1".into(),
+            ..keyed.clone()
+        },
+        TaskSpec {
+            models: vec!["m1".into()],
+            ..keyed.clone()
+        },
+        TaskSpec {
+            queue: "vip".into(),
+            ..keyed.clone()
+        },
+        TaskSpec {
+            max_attempts: 7,
+            ..keyed.clone()
+        },
+        TaskSpec {
+            priority: Priority::Online,
+            ..keyed.clone()
+        },
+        TaskSpec {
+            slots: 2,
+            ..keyed.clone()
+        },
+        TaskSpec {
+            gpus: 1,
+            ..keyed.clone()
+        },
+        TaskSpec {
+            gpu_memory_mb: 10,
+            ..keyed.clone()
+        },
+        TaskSpec {
+            tenant: "u1".into(),
+            ..keyed.clone()
+        },
+    ];
+    for other in others {
+        assert_eq!(log.submit(other.clone()), conflict(first.id), "{other:?}");
+    }
+    // Also within one batch, after the first item took the key.
+    let r = log.apply(Command::Submit(vec![
+        TaskSpec {
+            idempotency_key: Some("k3".into()),
+            ..task("t2i")
+        },
+        TaskSpec {
+            idempotency_key: Some("k3".into()),
+            ..task("tts")
+        },
+    ]));
+    let Response::Submitted(v) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        v[1],
+        Err(Rejection::KeyConflict {
+            key: "k3".into(),
+            existing: v[0].clone().unwrap().id
+        })
+    );
+    assert_eq!(log.state.task(first.id), before.task(first.id), "unchanged");
+    // Normalised the same: explicit defaults and model order or repeats do
+    // not make another spec.
+    let same = TaskSpec {
+        queue: DEFAULT_QUEUE.into(),
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        slots: 1,
+        priority: Priority::Nearline,
+        models: vec!["m2".into(), "m1".into(), "m2".into()],
+        ..keyed.clone()
+    };
+    assert_eq!(
+        log.submit(same),
+        Ok(Submitted {
+            id: first.id,
+            existed: true
+        })
+    );
+    let message = Rejection::KeyConflict {
+        key: "k1".into(),
+        existing: first.id,
+    }
+    .to_string();
+    assert!(
+        message.contains("\"k1\"") && message.contains("t0000000001"),
+        "{message}"
+    );
+}
+
+#[test]
 fn assign_grants_with_the_log_index_as_token() {
     let mut log = Log::new();
     log.register(agent("a1", 2));
@@ -391,6 +513,55 @@ fn complete_success_and_failure_free_capacity() {
 }
 
 #[test]
+fn of_two_completions_in_one_entry_the_first_wins_and_alone_is_accepted() {
+    let mut log = Log::new();
+    log.register(agent("a1", 1));
+    let id = log.submit(task("t2i")).unwrap().id;
+    let token = log.assign(id, "a1").unwrap().token;
+    let outcome = |success: bool| Outcome {
+        success,
+        result: if success { b"yes".to_vec() } else { Vec::new() },
+        error: if success { String::new() } else { "no".into() },
+        exit_code: i32::from(!success),
+    };
+    let r = log.apply(Command::Complete(vec![
+        Completion {
+            task: id,
+            token,
+            outcome: outcome(true),
+        },
+        Completion {
+            task: id,
+            token,
+            outcome: outcome(false),
+        },
+    ]));
+    assert_eq!(
+        r,
+        Response::Completed(vec![
+            Ok(()),
+            Err(Rejection::Finished {
+                task: id,
+                state: "succeeded".into()
+            })
+        ])
+    );
+    let t = log.state.task(id).unwrap();
+    assert_eq!((t.result.as_slice(), t.exit_code), (&b"yes"[..], 0));
+    // A cancelled task refuses its holder's late completion the same way.
+    let id = log.submit(task("t2i")).unwrap().id;
+    let token = log.assign(id, "a1").unwrap().token;
+    log.apply(Command::Cancel { task: id });
+    assert_eq!(
+        log.complete(id, token, true),
+        Err(Rejection::Finished {
+            task: id,
+            state: "cancelled".into()
+        })
+    );
+}
+
+#[test]
 fn complete_is_fenced_and_idempotent() {
     let mut log = Log::new();
     log.register(agent("a1", 1));
@@ -421,16 +592,21 @@ fn complete_is_fenced_and_idempotent() {
     );
     assert_eq!(log.complete(id, new, true), Ok(()));
     let before = log.state.clone();
-    assert_eq!(
-        log.complete(id, new, false),
-        Ok(()),
-        "a resent completion is acknowledged"
-    );
+    let refusal = Rejection::Finished {
+        task: id,
+        state: "succeeded".into(),
+    };
+    let finished = Err(refusal.clone());
+    // One completion per attempt is accepted: a resend, another outcome and
+    // an old holder's are all refused, and change nothing.
+    assert_eq!(log.complete(id, new, true), finished, "a resend");
+    assert_eq!(log.complete(id, new, false), finished, "another outcome");
+    assert_eq!(log.complete(id, old, true), finished, "an old holder");
     assert_eq!(log.state, before, "without changing anything");
-    assert!(matches!(
-        log.complete(id, old, true),
-        Err(Rejection::StaleToken { .. })
-    ));
+    assert_eq!(
+        refusal.to_string(),
+        format!("task {id} already finished as succeeded")
+    );
     assert_eq!(
         log.complete(TaskId(42), 1, true),
         Err(Rejection::TaskNotFound(TaskId(42)))
@@ -475,8 +651,14 @@ fn cancel_pending_assigned_and_terminal() {
         log.apply(Command::Cancel { task: TaskId(77) }),
         Response::Rejected(Rejection::TaskNotFound(TaskId(77)))
     );
-    // The cancelled holder's late completion changes nothing.
-    assert_eq!(log.complete(r, token, true), Ok(()));
+    // The cancelled holder's late completion is refused and changes nothing.
+    assert_eq!(
+        log.complete(r, token, true),
+        Err(Rejection::Finished {
+            task: r,
+            state: "cancelled".into()
+        })
+    );
     assert_eq!(
         state_of(&log, r),
         TaskState::Cancelled {
