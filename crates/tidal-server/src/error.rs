@@ -80,6 +80,8 @@ pub fn rejection_code(r: &Rejection) -> Code {
         Rejection::UnsupportedVersion(_) | Rejection::AgentWrongState { .. } => {
             Code::FailedPrecondition
         }
+        Rejection::KeyConflict { .. } => Code::AlreadyExists,
+        Rejection::Finished { .. } => Code::FailedPrecondition,
     }
 }
 

@@ -11,6 +11,8 @@
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
 //! - `smoke`: one small end-to-end run through the harness.
+//! - `strict_input`: out-of-range enums, key conflicts, second completions,
+//!   undecodable requests and agent-stream garbage, over the wire.
 //! - `full_disk`: a follower whose data directory fills up exits 5 and names
 //!   it; the others serve on without flooding their logs; freed, it catches up.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
@@ -30,4 +32,5 @@ mod full_disk;
 mod harness;
 mod membership;
 mod smoke;
+mod strict_input;
 mod xdc;

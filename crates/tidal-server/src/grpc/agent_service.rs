@@ -11,7 +11,7 @@ use tidal_core::model::{Outcome, TaskId};
 use tidal_proto::v1::{
     self, agent_message::Msg as In, agents_server::Agents, server_message::Msg as Out,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -92,10 +92,14 @@ impl Agents for AgentService {
         }
         leadership.wake.notify_one();
         tracing::info!(agent_id = %agent_id, generation, "agent session started");
+        // A session that fails (garbage on the stream) ends with that error
+        // as its status, not OK.
+        let (fail, failed) = oneshot::channel::<Status>();
         tokio::spawn(serve_session(
-            node, leadership, agent_id, generation, inbound, tx,
+            node, leadership, agent_id, generation, inbound, tx, fail,
         ));
-        let out = UnboundedReceiverStream::new(rx).map(Ok);
+        let failed = futures::stream::once(failed).filter_map(|r| r.ok().map(Err));
+        let out = futures::stream::select(UnboundedReceiverStream::new(rx).map(Ok), failed);
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -365,19 +369,44 @@ async fn serve_session(
     generation: u64,
     mut inbound: Streaming<v1::AgentMessage>,
     tx: Outbound,
+    fail: oneshot::Sender<Status>,
 ) {
     let mut alive = leadership.alive();
+    // Completions go through one worker per session, in the order the agent
+    // sent them, so the first of two for one attempt is the one proposed
+    // first (and the only one accepted).
+    let (completions, pending) = mpsc::unbounded_channel();
+    tokio::spawn(complete_in_order(
+        node.clone(),
+        leadership.clone(),
+        pending,
+        tx.clone(),
+    ));
+    let mut fail = Some(fail);
     loop {
         let next = tokio::select! {
             m = inbound.message() => m,
             _ = alive.wait_for(|a| !*a) => break,
         };
-        let m = match next {
-            Ok(Some(v1::AgentMessage { msg: Some(m) })) => m,
-            Ok(Some(_)) => continue,
+        let failure = match next {
+            Ok(Some(v1::AgentMessage { msg: Some(m) })) => Ok(m),
+            Ok(Some(_)) => Err(Status::invalid_argument(
+                "an agent message with none of register, heartbeat, started or completed set",
+            )),
             Ok(None) => break,
+            Err(status) => Err(status),
+        };
+        let m = match failure {
+            Ok(m) => m,
             Err(status) => {
-                tracing::debug!(agent_id = %agent_id, error = %status, "session stream error");
+                if status.code() == tonic::Code::InvalidArgument {
+                    tracing::warn!(agent_id = %agent_id, error = %status, "agent session ended: bad input");
+                } else {
+                    tracing::debug!(agent_id = %agent_id, error = %status, "session stream error");
+                }
+                if let Some(fail) = fail.take() {
+                    let _ = fail.send(status);
+                }
                 break;
             }
         };
@@ -414,10 +443,7 @@ async fn serve_session(
                 });
             }
             In::Completed(c) => {
-                let node = node.clone();
-                let tx = tx.clone();
-                let leadership = leadership.clone();
-                tokio::spawn(async move { complete(&node, &leadership, c, &tx).await });
+                let _ = completions.send(c);
             }
             In::Register(_) => {
                 tracing::warn!(agent_id = %agent_id, "ignoring a second Register on one session");
@@ -428,64 +454,136 @@ async fn serve_session(
     tracing::info!(agent_id = %agent_id, generation, "agent session ended");
 }
 
-async fn complete(node: &Node, leadership: &Leadership, c: v1::TaskCompleted, tx: &Outbound) {
-    let ack = |accepted: bool, reason: String| {
-        msg(Out::CompletionAck(v1::CompletionAck {
-            task_id: c.task_id.clone(),
-            token: c.token,
-            accepted,
-            reason,
-        }))
-    };
-    let Ok(task) = c.task_id.parse::<TaskId>() else {
-        let _ = tx.send(ack(false, format!("invalid task id {:?}", c.task_id)));
-        return;
-    };
-    if c.stopped {
-        match node.propose(Command::Stopped(vec![(task, c.token)])).await {
-            Ok((CoreResponse::Stopped(mut results), index)) => {
-                let reply = match results.pop() {
-                    Some(Ok(())) => {
-                        tracing::info!(task_id = %task, token = c.token, log_index = index, "task stopped by its draining agent: requeued without spending an attempt");
-                        ack(true, String::new())
-                    }
-                    Some(Err(r)) => ack(false, r.to_string()),
-                    None => ack(false, "no result".into()),
-                };
-                let _ = tx.send(reply);
-                leadership.wake.notify_one();
+/// A session's completions, proposed in the order they arrived: whatever
+/// accumulated while one entry commits goes into the next, up to about half
+/// an entry.
+async fn complete_in_order(
+    node: Arc<Node>,
+    leadership: Arc<Leadership>,
+    mut pending: mpsc::UnboundedReceiver<v1::TaskCompleted>,
+    tx: Outbound,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].result.len();
+        while bytes < crate::batcher::MAX_ENTRY_BYTES / 2 {
+            match pending.try_recv() {
+                Ok(c) => {
+                    bytes += c.result.len() + c.error.len() + 48;
+                    batch.push(c);
+                }
+                Err(_) => break,
             }
-            Ok((other, _)) => {
-                tracing::warn!(task_id = %task, response = ?other, "unexpected response to stopped")
-            }
-            // Not committed: no ack, so the agent resends on its next session.
-            Err(e) => tracing::debug!(task_id = %task, error = %e, "stop report not committed"),
         }
-        return;
+        // A draining agent's stop reports are their own command; the runs
+        // of completions between them keep their place in the order.
+        let mut run = Vec::new();
+        for c in batch {
+            if c.stopped {
+                if !run.is_empty() {
+                    complete(&node, &leadership, std::mem::take(&mut run), &tx).await;
+                }
+                stopped(&node, &leadership, c, &tx).await;
+            } else {
+                run.push(c);
+            }
+        }
+        if !run.is_empty() {
+            complete(&node, &leadership, run, &tx).await;
+        }
     }
-    let mut result = c.result.clone();
-    result.truncate(node.config.limits.max_result_bytes);
-    let completion = Completion {
-        task,
-        token: c.token,
-        outcome: Outcome {
-            success: c.success,
-            result,
-            error: c.error.clone(),
-            exit_code: c.exit_code,
-        },
+}
+
+/// A task the draining agent stopped: requeued without spending an attempt.
+async fn stopped(node: &Node, leadership: &Leadership, c: v1::TaskCompleted, tx: &Outbound) {
+    let Ok(task) = c.task_id.parse::<TaskId>() else {
+        let _ = tx.send(completion_ack(
+            &c,
+            false,
+            format!("invalid task id {:?}", c.task_id),
+        ));
+        return;
     };
-    match node.completions.call(vec![completion]).await {
-        Ok((mut results, _)) => {
+    match node.propose(Command::Stopped(vec![(task, c.token)])).await {
+        Ok((CoreResponse::Stopped(mut results), index)) => {
             let reply = match results.pop() {
-                Some(Ok(())) => ack(true, String::new()),
-                Some(Err(r)) => ack(false, r.to_string()),
-                None => ack(false, "no result".into()),
+                Some(Ok(())) => {
+                    tracing::info!(task_id = %task, token = c.token, log_index = index, "task stopped by its draining agent: requeued without spending an attempt");
+                    completion_ack(&c, true, String::new())
+                }
+                Some(Err(r)) => completion_ack(&c, false, r.to_string()),
+                None => completion_ack(&c, false, "no result".into()),
             };
             let _ = tx.send(reply);
             leadership.wake.notify_one();
         }
+        Ok((other, _)) => {
+            tracing::warn!(task_id = %task, response = ?other, "unexpected response to stopped")
+        }
+        // Not committed: no ack, so the agent resends on its next session.
+        Err(e) => tracing::debug!(task_id = %task, error = %e, "stop report not committed"),
+    }
+}
+
+fn completion_ack(c: &v1::TaskCompleted, accepted: bool, reason: String) -> v1::ServerMessage {
+    msg(Out::CompletionAck(v1::CompletionAck {
+        task_id: c.task_id.clone(),
+        token: c.token,
+        accepted,
+        reason,
+    }))
+}
+
+async fn complete(
+    node: &Node,
+    leadership: &Leadership,
+    batch: Vec<v1::TaskCompleted>,
+    tx: &Outbound,
+) {
+    let mut proposed = Vec::with_capacity(batch.len());
+    let mut completions = Vec::with_capacity(batch.len());
+    for c in batch {
+        let Ok(task) = c.task_id.parse::<TaskId>() else {
+            let _ = tx.send(completion_ack(
+                &c,
+                false,
+                format!("invalid task id {:?}", c.task_id),
+            ));
+            continue;
+        };
+        let mut result = c.result.clone();
+        result.truncate(node.config.limits.max_result_bytes);
+        completions.push(Completion {
+            task,
+            token: c.token,
+            outcome: Outcome {
+                success: c.success,
+                result,
+                error: c.error.clone(),
+                exit_code: c.exit_code,
+            },
+        });
+        proposed.push(c);
+    }
+    if completions.is_empty() {
+        return;
+    }
+    match node.completions.call(completions).await {
+        Ok((results, _)) => {
+            let mut results = results.into_iter();
+            for c in &proposed {
+                let reply = match results.next() {
+                    Some(Ok(())) => completion_ack(c, true, String::new()),
+                    Some(Err(r)) => completion_ack(c, false, r.to_string()),
+                    None => completion_ack(c, false, "no result".into()),
+                };
+                let _ = tx.send(reply);
+            }
+            leadership.wake.notify_one();
+        }
         // Not committed here: no ack, so the agent resends on its next session.
-        Err(e) => tracing::debug!(task_id = %task, error = %e, "completion not committed"),
+        Err(e) => {
+            tracing::debug!(completions = proposed.len(), error = %e, "completions not committed")
+        }
     }
 }

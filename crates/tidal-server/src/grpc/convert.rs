@@ -13,12 +13,24 @@ pub fn task_id(s: &str) -> Result<TaskId, ServerError> {
     s.parse().map_err(ServerError::InvalidArgument)
 }
 
-pub fn priority_from(p: i32) -> Priority {
-    match v1::Priority::try_from(p).unwrap_or(v1::Priority::Unspecified) {
-        v1::Priority::Online => Priority::Online,
-        v1::Priority::Offline => Priority::Offline,
-        v1::Priority::Nearline | v1::Priority::Unspecified => Priority::Nearline,
+/// A priority from the API: unspecified is nearline; a value outside the
+/// enum is refused, naming the field.
+pub fn priority_from(p: i32) -> Result<Priority, ServerError> {
+    match v1::Priority::try_from(p) {
+        Ok(v1::Priority::Online) => Ok(Priority::Online),
+        Ok(v1::Priority::Offline) => Ok(Priority::Offline),
+        Ok(v1::Priority::Nearline | v1::Priority::Unspecified) => Ok(Priority::Nearline),
+        Err(_) => Err(out_of_range(
+            "priority",
+            p,
+            "0 (unspecified), 1 (online), 2 (nearline) or 3 (offline)",
+        )),
     }
+}
+
+/// The INVALID_ARGUMENT for an enum field whose value the API does not define.
+fn out_of_range(field: &str, value: i32, valid: &str) -> ServerError {
+    ServerError::InvalidArgument(format!("{field} {value} is not a valid value: use {valid}"))
 }
 
 pub fn priority_to(p: Priority) -> v1::Priority {
@@ -29,8 +41,8 @@ pub fn priority_to(p: Priority) -> v1::Priority {
     }
 }
 
-pub fn spec_from(s: v1::TaskSpec) -> TaskSpec {
-    TaskSpec {
+pub fn spec_from(s: v1::TaskSpec) -> Result<TaskSpec, ServerError> {
+    Ok(TaskSpec {
         task_type: s.task_type,
         pipeline: s.pipeline,
         models: s.models,
@@ -38,12 +50,12 @@ pub fn spec_from(s: v1::TaskSpec) -> TaskSpec {
         idempotency_key: Some(s.idempotency_key).filter(|k| !k.is_empty()),
         payload: s.payload,
         max_attempts: s.max_attempts,
-        priority: priority_from(s.priority),
+        priority: priority_from(s.priority)?,
         slots: s.slots,
         gpus: s.gpus,
         gpu_memory_mb: s.gpu_memory_mb,
         tenant: s.tenant,
-    }
+    })
 }
 
 pub fn spec_to(s: &TaskSpec, with_payload: bool) -> v1::TaskSpec {
@@ -79,8 +91,17 @@ pub fn state_kind_to(k: TaskStateKind) -> v1::TaskState {
     }
 }
 
-pub fn state_kind_from(s: i32) -> Option<TaskStateKind> {
-    match v1::TaskState::try_from(s).ok()? {
+/// A state filter from the API: unspecified is no filter; a value outside
+/// the enum is refused, naming the field.
+pub fn state_kind_from(s: i32) -> Result<Option<TaskStateKind>, ServerError> {
+    let state = v1::TaskState::try_from(s).map_err(|_| {
+        out_of_range(
+            "state",
+            s,
+            "0 (any) or 1..=7 (pending, assigned, running, succeeded, failed, cancelled, forwarded)",
+        )
+    })?;
+    Ok(match state {
         v1::TaskState::Unspecified => None,
         v1::TaskState::Pending => Some(TaskStateKind::Pending),
         v1::TaskState::Assigned => Some(TaskStateKind::Assigned),
@@ -89,7 +110,7 @@ pub fn state_kind_from(s: i32) -> Option<TaskStateKind> {
         v1::TaskState::Failed => Some(TaskStateKind::Failed),
         v1::TaskState::Cancelled => Some(TaskStateKind::Cancelled),
         v1::TaskState::Forwarded => Some(TaskStateKind::Forwarded),
-    }
+    })
 }
 
 /// The state a client sees: a forwarded task shows what the DC that runs it

@@ -4,6 +4,7 @@ pub mod agent_service;
 pub mod cluster_service;
 pub mod convert;
 pub mod dc_service;
+pub mod framing;
 pub mod queue_service;
 pub mod raft_service;
 pub mod task_service;
@@ -22,6 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::node::Node;
+use framing::Framed;
 
 /// Headroom over the payload limit for the rest of a request.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
@@ -69,12 +71,12 @@ pub async fn serve(
         // dead machine) has its streams failed within interval + timeout.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
-        .add_service(tasks)
-        .add_service(agents)
-        .add_service(queues)
-        .add_service(cluster)
-        .add_service(dcs)
-        .add_service(raft)
+        .add_service(Framed(tasks))
+        .add_service(Framed(agents))
+        .add_service(Framed(queues))
+        .add_service(Framed(cluster))
+        .add_service(Framed(dcs))
+        .add_service(Framed(raft))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("serving gRPC")

@@ -84,7 +84,13 @@ impl Tasks for TaskService {
         let mut results: Vec<Option<v1::SubmitResult>> = Vec::with_capacity(specs.len());
         let mut valid = Vec::with_capacity(specs.len());
         for spec in specs {
-            let mut spec = convert::spec_from(spec);
+            let mut spec = match convert::spec_from(spec) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    results.push(Some(item_error(e.code(), e.to_string())));
+                    continue;
+                }
+            };
             // Apply fills in the same defaults; planning (leader/eager) reads them.
             tidal_core::state::normalize(&mut spec);
             match validate_task_spec(&spec, limits) {
@@ -199,7 +205,7 @@ impl Tasks for TaskService {
         } else {
             Some(convert::task_id(&req.after_id)?)
         };
-        let state_filter = convert::state_kind_from(req.state);
+        let state_filter = convert::state_kind_from(req.state)?;
         let index = self.read_index(req.stale).await?;
         let applied = self.node.state.read();
         let mut tasks = Vec::new();
