@@ -199,6 +199,7 @@ impl SimAgents {
                                 ..Default::default()
                             }),
                             running: vec![],
+                            instance: format!("bench-agent-{a}-{}", std::process::id()),
                         })),
                     };
                     let Ok(mut session) = client.open_session(register, rx).await else {
@@ -669,6 +670,7 @@ pub async fn agents(
                         ..Default::default()
                     }),
                     running: vec![],
+                    instance: format!("scale-agent-{a}-{}", std::process::id()),
                 })),
             };
             let permit = opening.acquire_owned().await;

@@ -6,9 +6,13 @@
 //! supervisor per child reports one [`ExecEvent`] when it is gone. A kill
 //! is SIGKILL to the child's process group; a stop ([`Executor::stop`],
 //! a drain's deadline) is SIGTERM to the group, then SIGKILL after a grace.
+//! Workers never outlive the agent: see `lifetime` (PDEATHSIG, a reaper of
+//! process groups, a cgroup per worker where delegated).
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +20,8 @@ use tidal_proto::v1;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+
+use crate::lifetime::{self, Cgroups, Reaper, WorkerCgroup};
 
 /// How much of a task's stderr is kept for its error message.
 pub const STDERR_TAIL_BYTES: usize = 4096;
@@ -84,6 +90,65 @@ pub struct Executor {
     /// briefly overlap its killed predecessor.
     running: BTreeMap<(String, u64), Running>,
     events: mpsc::UnboundedSender<ExecEvent>,
+    /// Shared with the supervisors: the reaper and cgroups go when the last
+    /// child is gone.
+    guard: Arc<Guard>,
+}
+
+/// What makes workers die with the agent, beyond PDEATHSIG.
+#[derive(Debug)]
+struct Guard {
+    reaper: Option<Reaper>,
+    cgroups: Option<Cgroups>,
+    /// Cleared when moving a worker into its cgroup failed once.
+    cgroups_work: AtomicBool,
+}
+
+impl Guard {
+    fn new() -> Guard {
+        let cgroups = Cgroups::detect();
+        let reaper = match Reaper::start(cgroups.as_ref().map(Cgroups::kill_fd)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the worker reaper: what a worker forks may outlive a killed agent");
+                None
+            }
+        };
+        match &cgroups {
+            Some(c) => {
+                tracing::info!(cgroup = %c.parent().display(), "cgroup v2 is delegated: each task runs in a cgroup of its own")
+            }
+            None => tracing::debug!(
+                "no delegated cgroup v2: tasks are contained by process groups and the reaper"
+            ),
+        }
+        Guard {
+            reaper,
+            cgroups,
+            cgroups_work: AtomicBool::new(true),
+        }
+    }
+
+    /// A cgroup for the next worker, if cgroups are in use.
+    fn cgroup(&self) -> Option<(WorkerCgroup, std::os::fd::OwnedFd)> {
+        let c = self.cgroups.as_ref()?;
+        if !self.cgroups_work.load(Ordering::Relaxed) {
+            return None;
+        }
+        match c.create() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.disable_cgroups(&e);
+                None
+            }
+        }
+    }
+
+    fn disable_cgroups(&self, e: &std::io::Error) {
+        if self.cgroups_work.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "cannot run tasks in cgroups of their own; using process groups only");
+        }
+    }
 }
 
 /// The slots a task needs (0 means 1).
@@ -104,6 +169,7 @@ impl Executor {
                 slots,
                 running: BTreeMap::new(),
                 events,
+                guard: Arc::new(Guard::new()),
             },
             rx,
         )
@@ -171,7 +237,7 @@ impl Executor {
                 ),
             ));
         }
-        let mut child = match spawn(&self.settings, a) {
+        let (mut child, cgroup) = match spawn(&self.settings, a, &self.guard) {
             Ok(c) => c,
             Err(e) => {
                 return Start::Failed(failed(
@@ -192,11 +258,24 @@ impl Executor {
         let events = self.events.clone();
         let max = self.settings.max_result_bytes;
         let (task_id, token) = key.clone();
+        let guard = self.guard.clone();
+        let pid = child.id();
+        if let (Some(r), Some(pid)) = (&guard.reaper, pid) {
+            r.watch(pid);
+        }
         tokio::spawn(async move {
             let ev = supervise(
                 child, task_id, token, payload, stdin, stdout, stderr, max, kill_rx,
             )
             .await;
+            // The group was killed and its leader reaped; the cgroup takes
+            // whatever left the group.
+            if let Some(cg) = cgroup {
+                cg.kill_and_remove().await;
+            }
+            if let (Some(r), Some(pid)) = (&guard.reaper, pid) {
+                r.forget(pid);
+            }
             let _ = events.send(ev);
         });
         self.running.insert(
@@ -305,7 +384,7 @@ fn failed(a: &v1::Assignment, error: String) -> v1::TaskCompleted {
     }
 }
 
-fn spawn(settings: &ExecSettings, a: &v1::Assignment) -> std::io::Result<Child> {
+fn command(settings: &ExecSettings, a: &v1::Assignment) -> Command {
     let spec = a.spec.clone().unwrap_or_default();
     let mut cmd = Command::new(&settings.command[0]);
     cmd.args(&settings.command[1..])
@@ -321,9 +400,37 @@ fn spawn(settings: &ExecSettings, a: &v1::Assignment) -> std::io::Result<Child> 
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     // Its own process group, so a kill reaches whatever the task started.
-    #[cfg(unix)]
     cmd.process_group(0);
-    cmd.spawn()
+    cmd
+}
+
+/// Starts the worker, dying with the agent, in a cgroup of its own when
+/// cgroups are in use (and without, if entering it fails).
+fn spawn(
+    settings: &ExecSettings,
+    a: &v1::Assignment,
+    guard: &Guard,
+) -> std::io::Result<(Child, Option<WorkerCgroup>)> {
+    let mut cgroup_error = None;
+    if let Some((cg, procs)) = guard.cgroup() {
+        let mut cmd = command(settings, a);
+        lifetime::guard(&mut cmd, Some(procs.as_raw_fd()));
+        match lifetime::spawn(cmd) {
+            Ok(child) => return Ok((child, Some(cg))),
+            Err(e) => {
+                cg.remove();
+                cgroup_error = Some(e);
+            }
+        }
+    }
+    let mut cmd = command(settings, a);
+    lifetime::guard(&mut cmd, None);
+    let child = lifetime::spawn(cmd)?;
+    // It starts without a cgroup: entering one was what failed.
+    if let Some(e) = cgroup_error {
+        guard.disable_cgroups(&e);
+    }
+    Ok((child, None))
 }
 
 /// Sends `sig` to the child's process group (best effort: it may be gone).

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::lifetime::{Cgroups, Reaper};
 
 fn executor(
     script: &str,
@@ -364,4 +365,140 @@ async fn a_kill_during_a_stop_wins_and_is_not_reported() {
     let ev = next(&mut rx).await;
     assert!(matches!(ev, ExecEvent::Killed { .. }), "{ev:?}");
     assert_eq!(exec.on_event(&ev), None);
+}
+
+async fn read_pid(path: &std::path::Path) -> i32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if let Ok(p) = s.trim().parse::<i32>() {
+                return p;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pid in {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_gone(pid: i32, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while is_alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} {pid} is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// PDEATHSIG fires when the *thread* that forked the worker exits. A worker
+/// started from a thread that then exits must live on (it was forked by the
+/// spawner thread); a control child forked by that thread itself, with the
+/// same guard, dies: proof the test would see the difference.
+#[tokio::test]
+async fn workers_outlive_the_thread_that_started_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("worker.pid");
+    let (exec, mut rx) = executor(
+        &format!("echo $$ > {}; exec sleep 30", pidfile.display()),
+        1,
+        1024,
+    );
+    let handle = tokio::runtime::Handle::current();
+    let (mut exec, mut control) = std::thread::spawn(move || {
+        let _enter = handle.enter();
+        let mut exec = exec;
+        assert_eq!(exec.start(&assignment("t1", 1, b"")), Start::Started);
+        let mut cmd = tokio::process::Command::new("sleep");
+        cmd.arg("30").kill_on_drop(true);
+        lifetime::guard(&mut cmd, None);
+        let control = cmd.spawn().expect("spawn the control child");
+        (exec, control)
+    })
+    .join()
+    .expect("the starting thread");
+    let status = tokio::time::timeout(Duration::from_secs(10), control.wait())
+        .await
+        .expect("the control child died with the thread that forked it")
+        .unwrap();
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    }
+    // The kernel signals the exiting thread's children in the order they
+    // were forked, so a worker forked by that thread would have been sent
+    // its SIGKILL before the control; give it ample time to die of it.
+    let pid = read_pid(&pidfile).await;
+    let ev = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+    assert!(ev.is_err(), "the worker ended: {ev:?}");
+    assert!(
+        is_alive(pid),
+        "the worker died with the thread that asked for it"
+    );
+    exec.kill_all();
+    assert!(matches!(next(&mut rx).await, ExecEvent::Killed { .. }));
+}
+
+/// When the agent is gone (here: the reaper's pipe closes, as it does when
+/// the agent process dies), the reaper kills every group still listed, so a
+/// worker's children die too (PDEATHSIG reaches only the worker).
+#[tokio::test]
+async fn the_reaper_kills_listed_groups_when_the_agent_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 30 & echo $! > {}; wait", pidfile.display()))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let grandchild = read_pid(&pidfile).await;
+    let reaper = Reaper::start(None).unwrap();
+    reaper.watch(child.id().unwrap());
+    drop(reaper);
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("the worker died")
+        .unwrap();
+    assert!(!status.success());
+    wait_gone(grandchild, "the worker's child").await;
+}
+
+/// A process that left the worker's process group (setsid) still dies with
+/// the task where cgroup v2 is delegated. Without delegation there is no
+/// cgroup layer to test.
+#[tokio::test]
+async fn a_task_cgroup_takes_what_left_the_process_group() {
+    if Cgroups::detect().is_none() {
+        eprintln!("cgroup v2 is not delegated here: the cgroup layer is off");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("escaped.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 30' & wait; sleep 30",
+        pidfile.display()
+    );
+    let (mut exec, mut rx) = executor(&script, 1, 1024);
+    assert!(exec.guard.cgroups.is_some());
+    exec.start(&assignment("t1", 1, b""));
+    let escaped = read_pid(&pidfile).await;
+    let parent = exec.guard.cgroups.as_ref().unwrap().parent().to_path_buf();
+    exec.kill_all();
+    assert!(matches!(next(&mut rx).await, ExecEvent::Killed { .. }));
+    wait_gone(escaped, "the process that left the group").await;
+    let leftover: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    assert!(leftover.is_empty(), "worker cgroups left: {leftover:?}");
+    drop(exec);
+    assert!(!parent.exists(), "{} was not removed", parent.display());
 }

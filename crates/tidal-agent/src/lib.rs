@@ -13,6 +13,9 @@
 //! - `executor`: tasks as child processes (stdin payload, capped stdout,
 //!   stderr tail, `TIDAL_*` environment, process-group kill, and stop:
 //!   SIGTERM to the group, SIGKILL after a grace).
+//! - `lifetime`: workers never outlive the agent (PDEATHSIG from a spawner
+//!   thread that never exits, a reaper process for their process groups, a
+//!   cgroup per worker where cgroup v2 is delegated).
 //! - `fence`: the lease deadline as a pure struct ([`Lease`]).
 //! - `outbox`: completions and stop reports kept until the leader
 //!   acknowledges them.
@@ -24,6 +27,7 @@
 mod config;
 mod executor;
 mod fence;
+mod lifetime;
 mod outbox;
 mod session;
 
@@ -39,6 +43,7 @@ pub use config::{
 pub use executor::{ExecEvent, ExecSettings, Executor, Start, STDERR_TAIL_BYTES};
 pub use fence::Lease;
 pub use outbox::Outbox;
+pub use session::Displaced;
 
 /// Runs the agent until `shutdown` completes (then kills its tasks and
 /// returns `Ok`), or until a fatal error: an invalid configuration, a

@@ -34,6 +34,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A heartbeat unanswered for this many heartbeat intervals means the
 /// leader went silent or stopped leading: look for the new one at once.
 const ACK_DEADLINE_BEATS: u32 = 2;
+/// The trailer on a session the leader closed because another agent process
+/// registered under this agent id (the server sets the same name).
+const DISPLACED_TRAILER: &str = "tidal-agent-displaced";
+/// Words of the server's message for the same (when no trailer arrives).
+const DISPLACED_PHRASE: &str = "took the id over";
 /// Tokens this agent stopped (self-fence, stop orders), remembered so that none
 /// is ever started again (the leader regrants them under new tokens).
 const STOPPED_TOKENS: usize = 4096;
@@ -118,6 +123,9 @@ enum Event {
 /// The agent runtime's state, owned by its one loop.
 pub(crate) struct Agent {
     config: AgentConfig,
+    /// This process's name in `Register`: the leader tells a reconnect of
+    /// this process from another process under the same agent id.
+    instance: String,
     client: Client,
     exec: Executor,
     events: mpsc::UnboundedReceiver<ExecEvent>,
@@ -156,6 +164,7 @@ impl Agent {
         );
         Ok(Agent {
             lease: Lease::new(config.ttl.unwrap_or(Duration::from_secs(1))),
+            instance: instance_id(),
             config,
             client,
             exec,
@@ -187,7 +196,7 @@ impl Agent {
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         tokio::pin!(drain);
-        tracing::info!(endpoints = ?self.config.endpoints, slots = self.config.slots, "agent starting");
+        tracing::info!(endpoints = ?self.config.endpoints, slots = self.config.slots, instance = %self.instance, "agent starting");
         let outcome = loop {
             let leaving = self.leaving.is_some();
             let give_up_at = self.leaving.as_ref().map(|l| l.give_up_at);
@@ -463,6 +472,16 @@ impl Agent {
                 }));
             }
             ConnEvent::Connected(Err(e)) => {
+                // The leader refused a process it displaced before (should
+                // the refusal come as the call's status, not the stream's).
+                if e.code == Code::Aborted && e.message.contains(DISPLACED_PHRASE) {
+                    tracing::error!(instance = %self.instance, error = %e.message, "another agent process took this agent id over: stopping every task and exiting");
+                    return Err(Displaced {
+                        agent_id: self.config.id.clone(),
+                        message: e.message,
+                    }
+                    .into());
+                }
                 if matches!(
                     e.code,
                     Code::InvalidArgument
@@ -488,6 +507,21 @@ impl Agent {
                 self.schedule_reconnect();
             }
             ConnEvent::Inbound(Err(status)) => {
+                if let Some(by) = status.metadata().get(DISPLACED_TRAILER) {
+                    let by = by.to_str().unwrap_or("unknown").to_string();
+                    tracing::error!(
+                        instance = %self.instance,
+                        displaced_by = %by,
+                        running = self.exec.live(),
+                        error = %status.message(),
+                        "another agent process took this agent id over: stopping every task and exiting"
+                    );
+                    return Err(Displaced {
+                        agent_id: self.config.id.clone(),
+                        message: status.message().to_string(),
+                    }
+                    .into());
+                }
                 self.forget_endpoint();
                 self.client.observe(&status);
                 tracing::warn!(code = ?status.code(), error = %status.message(), "session lost; reconnecting");
@@ -563,6 +597,14 @@ impl Agent {
         open.ack_timeout = every * ACK_DEADLINE_BEATS;
         // The server's lease began when it received the Register, which was
         // sent after `opened_at`.
+        if !r.displaced_instance.is_empty() {
+            tracing::warn!(
+                instance = %self.instance,
+                displaced_instance = %r.displaced_instance,
+                "another agent process held this agent id: this process took it over, and that \
+                 one was told to stop its tasks and exit; its tasks run again here once its lease has ended"
+            );
+        }
         self.lease.set_ttl(ttl);
         self.lease.renewed_from(open.opened_at);
         self.reconnect_delay = RECONNECT_MIN;
@@ -683,6 +725,7 @@ impl Agent {
             msg: Some(Out::Register(v1::Register {
                 spec: Some(self.config.spec()),
                 running,
+                instance: self.instance.clone(),
             })),
         };
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -715,6 +758,36 @@ impl Agent {
         self.conn = Conn::Idle { retry_at };
         self.lease.abandon_in_flight();
     }
+}
+
+/// The agent stopped because another agent process registered under its id
+/// and the leader closed this one's session (`tidal agent` exits 6).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "agent {agent_id:?} was taken over by another agent process; its tasks were stopped: {message}"
+)]
+pub struct Displaced {
+    pub agent_id: String,
+    pub message: String,
+}
+
+/// A name for this process, unique among agent processes: host, pid and
+/// the start time.
+fn instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{host}:{}:{:x}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    )
 }
 
 async fn next_conn_event(conn: &mut Conn, oldest_unacked: Option<Instant>) -> ConnEvent {

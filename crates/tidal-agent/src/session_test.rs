@@ -164,6 +164,7 @@ fn registered(server_ttl_ms: u64, heartbeat_interval_ms: u64) -> ToAgent {
         leader_id: 1,
         server_ttl_ms,
         heartbeat_interval_ms,
+        displaced_instance: String::new(),
     })
 }
 

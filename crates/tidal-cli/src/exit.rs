@@ -8,9 +8,13 @@ pub const UNAVAILABLE: i32 = 3;
 pub const TASK_NOT_SUCCEEDED: i32 = 4;
 /// `tidal server` only: its store could not write (disk full, I/O error).
 pub const STORAGE_FAILED: i32 = 5;
+/// `tidal agent` only: another agent process registered under its id and
+/// took it over; this one stopped its tasks.
+pub const AGENT_DISPLACED: i32 = 6;
 
 /// 3 when the cause is that no server (or no leader) answered; 5 when a
-/// server stopped because its store could not write; else 1.
+/// server stopped because its store could not write; 6 when another agent
+/// process took this agent's id over; else 1.
 pub fn code_of(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
         if cause
@@ -18,6 +22,9 @@ pub fn code_of(err: &anyhow::Error) -> i32 {
             .is_some()
         {
             return STORAGE_FAILED;
+        }
+        if cause.downcast_ref::<tidal_agent::Displaced>().is_some() {
+            return AGENT_DISPLACED;
         }
         if let Some(e) = cause.downcast_ref::<tidal_client::Error>() {
             return match e.code {
@@ -56,5 +63,14 @@ mod tests {
             e.to_string(),
             "cannot write the Raft log in /d/raft/log: No space left on device (os error 28); this server stops"
         );
+    }
+
+    #[test]
+    fn a_displaced_agent_maps_to_6() {
+        let e = anyhow::Error::new(tidal_agent::Displaced {
+            agent_id: "gpu-7".into(),
+            message: "taken over".into(),
+        });
+        assert_eq!(code_of(&e), AGENT_DISPLACED);
     }
 }

@@ -18,6 +18,8 @@
 //! - 4: `tidal task watch` only: the task ended failed or cancelled.
 //! - 5: `tidal server` only: its store could not write (disk full, I/O
 //!   error); it stopped at once, naming the directory and the operation.
+//! - 6: `tidal agent` only: another agent process registered under its
+//!   `--id` and took the id over; this one stopped its tasks and exited.
 //!
 //! Errors print one line, `error: <message>`, on stderr.
 

@@ -47,6 +47,7 @@ fn register(spec: v1::AgentSpec) -> v1::AgentMessage {
         msg: Some(In::Register(v1::Register {
             spec: Some(spec),
             running: vec![],
+            instance: String::new(),
         })),
     }
 }

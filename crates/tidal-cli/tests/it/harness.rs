@@ -41,6 +41,57 @@ pub fn recording_worker(runs: &Path) -> Vec<String> {
     ]
 }
 
+/// A task command that logs the start and the end of each execution to
+/// `runs` ("start|end task-id token agent-id agent-pid unix-nanos"), sleeps
+/// `sleep_s` seconds in between, then echoes the payload back. A killed
+/// execution has a start and no end.
+pub fn timed_worker(runs: &Path, sleep_s: f64) -> Vec<String> {
+    let line = |what: &str| {
+        format!(
+            "echo \"{what} $TIDAL_TASK_ID $TIDAL_FENCING_TOKEN $TIDAL_AGENT_ID $PPID $(date +%s%N)\" >> '{}'",
+            runs.display()
+        )
+    };
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("{}; sleep {sleep_s}; {}; cat", line("start"), line("end")),
+    ]
+}
+
+/// One line of a [`timed_worker`]'s log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub start: bool,
+    pub task: String,
+    pub token: u64,
+    pub agent: String,
+    pub agent_pid: u32,
+    pub at_nanos: u128,
+}
+
+/// The lines of a [`timed_worker`]'s log.
+pub fn read_runs(runs: &Path) -> Vec<Run> {
+    std::fs::read_to_string(runs)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() != 6 {
+                return None;
+            }
+            Some(Run {
+                start: f[0] == "start",
+                task: f[1].to_string(),
+                token: f[2].parse().ok()?,
+                agent: f[3].to_string(),
+                agent_pid: f[4].parse().ok()?,
+                at_nanos: f[5].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 /// `n` distinct free ports for servers, outside the range the kernel takes
 /// source ports of outgoing connections from (`tidal_chaos::cluster::server_port`).
 pub fn free_ports(n: usize) -> Vec<u16> {
@@ -58,6 +109,16 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[String], log: &Path) -> anyhow::Result<Proc> {
+        Proc::spawn_env(name, args, &[], log)
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_env(
+        name: &str,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<Proc> {
         let out = File::options()
             .create(true)
             .append(true)
@@ -66,6 +127,7 @@ impl Proc {
         let err = out.try_clone()?;
         let mut cmd = Command::new(tidal_exe());
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -166,6 +228,8 @@ pub struct AgentOpts {
     pub slots: u32,
     pub extra_args: Vec<String>,
     pub command: Vec<String>,
+    /// Extra environment variables of the agent process.
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentOpts {
@@ -182,7 +246,13 @@ impl AgentOpts {
                 "--sleep-ms".into(),
                 "50".into(),
             ],
+            env: Vec::new(),
         }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> AgentOpts {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     pub fn models(mut self, models: &[&str]) -> AgentOpts {
@@ -412,8 +482,15 @@ impl Cluster {
         args.extend(a.extra_args);
         args.push("--".into());
         args.extend(a.command);
-        let log = self.dir.path().join(format!("{}.log", a.id));
-        self.agents.push(Proc::spawn(&a.id, &args, &log)?);
+        // A second process under one id gets a log of its own.
+        let mut log = self.dir.path().join(format!("{}.log", a.id));
+        let mut n = 1;
+        while log.exists() {
+            n += 1;
+            log = self.dir.path().join(format!("{}.{n}.log", a.id));
+        }
+        self.agents
+            .push(Proc::spawn_env(&a.id, &args, &a.env, &log)?);
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! - `drain`: drain and undrain, a deadline that stops a worker, a drain
 //!   carried on by a new leader, SIGTERM to an agent.
 //! - `dev`: `tidal dev --dcs 2` up, its demo across two DCs, Ctrl-C.
+//! - `duplicate_agent`: a second agent process under a live id takes it over; the first exits 6.
 //! - `cli_errors`: usage and connection errors that need no server.
 //! - `elections`: a follower cut off from the leader rejoins without an election.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
@@ -16,6 +17,7 @@
 //! - `full_disk`: a follower whose data directory fills up exits 5 and names
 //!   it; the others serve on without flooding their logs; freed, it catches up.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
+//! - `workers`: a SIGKILLed agent leaves no worker process running.
 //! - `xdc`: two DCs: forwarding by capability, a cut link, leader kills on both sides.
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
@@ -26,6 +28,7 @@ mod chaos;
 mod cli_errors;
 mod dev;
 mod drain;
+mod duplicate_agent;
 mod elections;
 mod failover;
 mod full_disk;
@@ -33,4 +36,5 @@ mod harness;
 mod membership;
 mod smoke;
 mod strict_input;
+mod workers;
 mod xdc;

@@ -12,13 +12,12 @@ use tidal_proto::v1::{
     self, agent_message::Msg as In, agents_server::Agents, server_message::Msg as Out,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::error::ServerError;
-use crate::leader::sessions::Outbound;
+use crate::leader::sessions::{Attached, Closed, Outbound, Peer};
 use crate::leader::Leadership;
 use crate::node::Node;
 
@@ -32,6 +31,75 @@ fn msg(m: Out) -> v1::ServerMessage {
     v1::ServerMessage { msg: Some(m) }
 }
 
+/// The trailer that tells an agent process another process took its id
+/// over (tidal-agent reads the same name): it stops its tasks and exits.
+pub const DISPLACED_TRAILER: &str = "tidal-agent-displaced";
+
+/// The status a closed session ends with.
+fn closed_status(agent_id: &str, closed: &Closed) -> Status {
+    match closed {
+        Closed::Displaced { by, from } => {
+            let mut md = tonic::metadata::MetadataMap::new();
+            if let Ok(v) = by.parse() {
+                md.insert(DISPLACED_TRAILER, v);
+            } else if let Ok(v) = "unknown".parse() {
+                md.insert(DISPLACED_TRAILER, v);
+            }
+            Status::with_metadata(
+                tonic::Code::Aborted,
+                format!(
+                    "another agent process registered as agent {agent_id:?} (instance {}, from {from}) \
+                     and took the id over; this process must stop its tasks and exit: \
+                     two processes may not share an agent id",
+                    if by.is_empty() { "unnamed" } else { by.as_str() }
+                ),
+                md,
+            )
+        }
+        Closed::Replaced => Status::cancelled(format!(
+            "a newer session of the same agent process replaced this one (agent {agent_id:?})"
+        )),
+        Closed::Expired => Status::unavailable(format!(
+            "the lease of agent {agent_id:?} expired: it was marked down and its tasks requeued; register again"
+        )),
+    }
+}
+
+/// Why the session was closed; `None` if it never will be (the leadership
+/// dropped it).
+async fn wait_closed(closed: &mut tokio::sync::watch::Receiver<Option<Closed>>) -> Option<Closed> {
+    match closed.wait_for(Option::is_some).await {
+        Ok(c) => c.clone(),
+        Err(_) => None,
+    }
+}
+
+/// The session's messages until the leader closes it, then the status.
+fn session_stream(
+    agent_id: String,
+    rx: mpsc::UnboundedReceiver<v1::ServerMessage>,
+    closed: tokio::sync::watch::Receiver<Option<Closed>>,
+) -> SessionStream {
+    Box::pin(futures::stream::unfold(
+        (Some(rx), closed),
+        move |(rx, mut closed)| {
+            let agent_id = agent_id.clone();
+            async move {
+                let mut rx = rx?;
+                tokio::select! {
+                    biased;
+                    c = wait_closed(&mut closed) => match c {
+                        Some(c) => Some((Err(closed_status(&agent_id, &c)), (None, closed))),
+                        // Never closed: the messages end when the session does.
+                        None => rx.recv().await.map(|m| (Ok(m), (Some(rx), closed))),
+                    },
+                    m = rx.recv() => m.map(|m| (Ok(m), (Some(rx), closed))),
+                }
+            }
+        },
+    ))
+}
+
 #[tonic::async_trait]
 impl Agents for AgentService {
     type SessionStream = SessionStream;
@@ -43,6 +111,10 @@ impl Agents for AgentService {
     ) -> Result<Response<SessionStream>, Status> {
         let node = self.node.clone();
         let leadership = node.await_leader().await?;
+        let addr = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "an unknown address".into());
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {
             Some(v1::AgentMessage {
@@ -66,6 +138,24 @@ impl Agents for AgentService {
         }
         let agent_id = spec.id.clone();
         tracing::Span::current().record("agent_id", agent_id.as_str());
+        let peer = Peer {
+            instance: register.instance.clone(),
+            addr,
+        };
+        // A process whose id was taken over may not take it back (it did
+        // not hear it was displaced): it is told again, and exits.
+        if leadership.sessions.was_displaced(&agent_id, &peer.instance) {
+            tracing::warn!(agent_id = %agent_id, instance = %peer.instance, from = %peer.addr, "refusing a session: this agent process was displaced by another process under the same id");
+            let status = closed_status(
+                &agent_id,
+                &Closed::Displaced {
+                    by: "another process".into(),
+                    from: "an earlier session".into(),
+                },
+            );
+            let out = futures::stream::once(async move { Err(status) });
+            return Ok(Response::new(Box::pin(out)));
+        }
         match node.propose(Command::RegisterAgent(spec)).await? {
             (CoreResponse::Ok, _) => {}
             (CoreResponse::Rejected(r), _) => return Err(ServerError::Rejected(r).into()),
@@ -74,32 +164,81 @@ impl Agents for AgentService {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(msg(Out::Registered(v1::Registered {
+        let (attached, stopped) = reconcile(
+            &node,
+            &leadership,
+            &agent_id,
+            peer.clone(),
+            &register.running,
+            &tx,
+        );
+        let Attached {
+            generation,
+            closed,
+            displaced,
+            regrant_at,
+        } = attached;
+        // Registered goes first: reconcile's cancels were queued behind
+        // nothing else yet, and the agent only acts on them once registered.
+        let registered = msg(Out::Registered(v1::Registered {
             agent_id: agent_id.clone(),
             leader_id: node.id,
             server_ttl_ms: node.config.agent_ttl.as_millis() as u64,
             heartbeat_interval_ms: node.config.heartbeat_interval.as_millis() as u64,
-        })));
-        let (generation, stopped) =
-            reconcile(&node, &leadership, &agent_id, &register.running, &tx);
+            displaced_instance: displaced
+                .as_ref()
+                .map(|d| d.instance.clone())
+                .unwrap_or_default(),
+        }));
+        if let Some(d) = &displaced {
+            tracing::warn!(
+                agent_id = %agent_id,
+                instance = %peer.instance,
+                from = %peer.addr,
+                displaced_instance = %d.instance,
+                displaced_from = %d.addr,
+                "a second agent process registered under a live agent id: it takes the id over; \
+                 the other process's session is closed (ABORTED) and it stops its tasks"
+            );
+        }
+        let wait = regrant_at.map(|at| at.saturating_duration_since(std::time::Instant::now()));
         if !stopped.is_empty() {
+            if let Some(wait) = wait {
+                tracing::info!(
+                    agent_id = %agent_id,
+                    held = stopped.len(),
+                    wait_ms = wait.as_millis() as u64,
+                    "tasks the agent id holds that this process does not run are regranted once the \
+                     lease of the process that may still run them has ended"
+                );
+            }
             tokio::spawn(regrant(
                 node.clone(),
                 leadership.clone(),
                 agent_id.clone(),
                 stopped,
+                wait,
             ));
         }
         leadership.wake.notify_one();
-        tracing::info!(agent_id = %agent_id, generation, "agent session started");
+        tracing::info!(agent_id = %agent_id, generation, instance = %peer.instance, "agent session started");
         // A session that fails (garbage on the stream) ends with that error
         // as its status, not OK.
         let (fail, failed) = oneshot::channel::<Status>();
         tokio::spawn(serve_session(
-            node, leadership, agent_id, generation, inbound, tx, fail,
+            node,
+            leadership,
+            agent_id.clone(),
+            generation,
+            closed.clone(),
+            inbound,
+            tx,
+            fail,
         ));
         let failed = futures::stream::once(failed).filter_map(|r| r.ok().map(Err));
-        let out = futures::stream::select(UnboundedReceiverStream::new(rx).map(Ok), failed);
+        let out = futures::stream::once(async move { Ok(registered) }).chain(
+            futures::stream::select(session_stream(agent_id, rx, closed), failed),
+        );
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -278,13 +417,14 @@ fn reconcile(
     node: &Node,
     leadership: &Leadership,
     agent_id: &str,
+    peer: Peer,
     running: &[v1::RunningTask],
     tx: &Outbound,
-) -> (u64, Vec<(TaskId, u64)>) {
+) -> (Attached, Vec<(TaskId, u64)>) {
     let applied = node.state.read();
     let state = &applied.state;
     let at = applied.last_applied.map(|l| l.index).unwrap_or(0);
-    let generation = leadership.sessions.attach(agent_id, tx.clone(), at);
+    let attached = leadership.sessions.attach(agent_id, peer, tx.clone(), at);
     let reported: BTreeSet<(String, u64)> = running
         .iter()
         .map(|r| (r.task_id.clone(), r.token))
@@ -312,17 +452,25 @@ fn reconcile(
             })));
         }
     }
-    (generation, stopped)
+    (attached, stopped)
 }
 
-/// Commits a `Regrant` of tasks the agent holds but does not run, then
+/// Commits a `Regrant` of tasks the agent holds but does not run (after
+/// `wait`, when another process may still run them until then), then
 /// pushes the new assignments on its session.
 async fn regrant(
     node: Arc<Node>,
     leadership: Arc<Leadership>,
     agent_id: String,
     tasks: Vec<(TaskId, u64)>,
+    wait: Option<std::time::Duration>,
 ) {
+    if let Some(wait) = wait {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = leadership.ended() => return,
+        }
+    }
     let n = tasks.len();
     match node
         .propose(Command::Regrant {
@@ -367,6 +515,7 @@ async fn serve_session(
     leadership: Arc<Leadership>,
     agent_id: String,
     generation: u64,
+    mut closed: tokio::sync::watch::Receiver<Option<Closed>>,
     mut inbound: Streaming<v1::AgentMessage>,
     tx: Outbound,
     fail: oneshot::Sender<Status>,
@@ -387,6 +536,8 @@ async fn serve_session(
         let next = tokio::select! {
             m = inbound.message() => m,
             _ = alive.wait_for(|a| !*a) => break,
+            // Displaced, replaced or expired: this session takes nothing more.
+            _ = closed.wait_for(Option::is_some) => break,
         };
         let failure = match next {
             Ok(Some(v1::AgentMessage { msg: Some(m) })) => Ok(m),
@@ -417,8 +568,9 @@ async fn serve_session(
                 // the heartbeat goes unanswered and the agent's own
                 // deadline keeps running.
                 if node.lease_holds(&leadership) {
-                    leadership.sessions.renew(&agent_id);
-                    let _ = tx.send(msg(Out::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq })));
+                    if leadership.sessions.renew(&agent_id, generation) {
+                        let _ = tx.send(msg(Out::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq })));
+                    }
                 } else {
                     tracing::debug!(agent_id = %agent_id, seq = hb.seq, "heartbeat not acknowledged: no majority heard this leader within its lease");
                 }

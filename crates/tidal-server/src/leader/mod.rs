@@ -155,7 +155,7 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     {
         let applied = node.state.read();
         for agent in applied.state.agents() {
-            leadership.sessions.renew(&agent.spec.id);
+            leadership.sessions.grace(&agent.spec.id);
         }
     }
     leadership.reads_ready.send_replace(true);

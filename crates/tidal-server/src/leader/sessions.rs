@@ -1,28 +1,83 @@
 //! Agent sessions and lease deadlines, in leader memory only: heartbeats are
 //! not written to the log; only the transition to Down is (DESIGN.md).
+//!
+//! One live session per agent id. Each agent process names itself with an
+//! instance id in `Register`. A new session of the same instance replaces
+//! its older one (a reconnect). A session of another instance takes the id
+//! over: the old session is closed ([`Closed::Displaced`]) and stops being
+//! renewed, and the tasks the agent id held that the new process does not
+//! report running are only regranted once the old process's lease has ended
+//! (it may run them until then): `Attached::regrant_at`. A leadership that
+//! does not know which instance held an id (it was just elected) treats
+//! every first session as another instance.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidal_proto::v1;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub type Outbound = mpsc::UnboundedSender<v1::ServerMessage>;
 
+/// Displaced instances remembered per agent id (refused if they come back).
+const DISPLACED_REMEMBERED: usize = 16;
+
+/// Why the leader closed a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// Another agent process registered under this id and took it over.
+    Displaced { by: String, from: String },
+    /// The same agent process opened a newer session.
+    Replaced,
+    /// The lease ran out: the agent was marked down.
+    Expired,
+}
+
+/// Who opened a session.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The agent process's instance id (empty: an agent that sends none).
+    pub instance: String,
+    /// The address it connected from, for the operator.
+    pub addr: String,
+}
+
 struct Session {
     generation: u64,
+    peer: Peer,
     tx: Outbound,
     /// The applied index the session's reconcile looked at: assignments
     /// with a token at or below it were settled there (kept or regranted),
     /// so only later ones are pushed on this session.
     attached_at: u64,
+    close: watch::Sender<Option<Closed>>,
+}
+
+/// A session just attached.
+#[derive(Debug)]
+pub struct Attached {
+    pub generation: u64,
+    /// Becomes `Some` when the leader closes this session.
+    pub closed: watch::Receiver<Option<Closed>>,
+    /// The other agent process whose live session this one displaced.
+    pub displaced: Option<Peer>,
+    /// Tasks of this agent not reported running by the new session may
+    /// still run in another process until then: regrant them no earlier.
+    pub regrant_at: Option<Instant>,
 }
 
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<String, Session>,
     deadlines: HashMap<String, Instant>,
+    /// The instance whose heartbeats the deadline counts (absent: unknown,
+    /// as after an election).
+    holders: HashMap<String, String>,
+    /// Until when a displaced or unknown process may still run tasks of
+    /// this agent id.
+    fenced_until: HashMap<String, Instant>,
+    displaced: HashMap<String, VecDeque<String>>,
     next_generation: u64,
     /// The ids of `sessions`, built when asked for after a change: planning
     /// reads it for every dispatch round and submit batch, sessions change
@@ -47,26 +102,80 @@ impl Sessions {
         self.inner.lock().expect("sessions lock poisoned")
     }
 
-    /// Attaches a new session for `agent`, replacing an older one (whose
-    /// stream then ends), reconciled against the state at applied index
-    /// `attached_at`. Returns the session's generation.
-    pub fn attach(&self, agent: &str, tx: Outbound, attached_at: u64) -> u64 {
+    /// Attaches a new session for `agent`, reconciled against the state at
+    /// applied index `attached_at`, closing an older one: as replaced when
+    /// it is the same instance, as displaced when it is another.
+    pub fn attach(&self, agent: &str, peer: Peer, tx: Outbound, attached_at: u64) -> Attached {
+        let now = Instant::now();
         let mut inner = self.lock();
+        let same = !peer.instance.is_empty()
+            && inner
+                .holders
+                .get(agent)
+                .is_some_and(|h| *h == peer.instance);
+        let mut displaced = None;
+        if let Some(old) = inner.sessions.remove(agent) {
+            if same {
+                old.close.send_replace(Some(Closed::Replaced));
+            } else {
+                old.close.send_replace(Some(Closed::Displaced {
+                    by: peer.instance.clone(),
+                    from: peer.addr.clone(),
+                }));
+                if !old.peer.instance.is_empty() {
+                    let list = inner.displaced.entry(agent.to_string()).or_default();
+                    list.push_back(old.peer.instance.clone());
+                    while list.len() > DISPLACED_REMEMBERED {
+                        list.pop_front();
+                    }
+                }
+                displaced = Some(old.peer);
+            }
+        }
+        if !same {
+            // Whoever the lease was renewed for may run this id's tasks
+            // until it ends (and fences itself before that).
+            if let Some(d) = inner.deadlines.get(agent).copied().filter(|d| *d > now) {
+                let f = inner.fenced_until.entry(agent.to_string()).or_insert(d);
+                *f = (*f).max(d);
+            }
+        }
+        let regrant_at = inner.fenced_until.get(agent).copied().filter(|f| *f > now);
         inner.next_generation += 1;
         let generation = inner.next_generation;
+        let (close, closed) = watch::channel(None);
+        inner
+            .holders
+            .insert(agent.to_string(), peer.instance.clone());
         inner.sessions.insert(
             agent.to_string(),
             Session {
                 generation,
+                peer,
                 tx,
                 attached_at,
+                close,
             },
         );
         inner.connected = None;
-        inner
-            .deadlines
-            .insert(agent.to_string(), Instant::now() + self.ttl);
-        generation
+        inner.deadlines.insert(agent.to_string(), now + self.ttl);
+        Attached {
+            generation,
+            closed,
+            displaced,
+            regrant_at,
+        }
+    }
+
+    /// True if this instance's session under `agent` was displaced by
+    /// another process: it may not come back.
+    pub fn was_displaced(&self, agent: &str, instance: &str) -> bool {
+        !instance.is_empty()
+            && self
+                .lock()
+                .displaced
+                .get(agent)
+                .is_some_and(|l| l.iter().any(|i| i == instance))
     }
 
     /// Detaches the session if it is still the given generation.
@@ -82,8 +191,26 @@ impl Sessions {
         }
     }
 
-    /// Restarts the agent's lease: it may not be marked down before now + TTL.
-    pub fn renew(&self, agent: &str) {
+    /// A heartbeat on session `generation`: restarts the agent's lease (it
+    /// may not be marked down before now + TTL). False, renewing nothing,
+    /// if that session is no longer the agent's.
+    pub fn renew(&self, agent: &str, generation: u64) -> bool {
+        let deadline = Instant::now() + self.ttl;
+        let mut inner = self.lock();
+        if inner
+            .sessions
+            .get(agent)
+            .is_none_or(|s| s.generation != generation)
+        {
+            return false;
+        }
+        inner.deadlines.insert(agent.to_string(), deadline);
+        true
+    }
+
+    /// A new leadership gives every known agent a full TTL, held by no
+    /// known instance.
+    pub fn grace(&self, agent: &str) {
         let deadline = Instant::now() + self.ttl;
         self.lock().deadlines.insert(agent.to_string(), deadline);
     }
@@ -104,8 +231,12 @@ impl Sessions {
     /// Forgets an agent that was marked down: its session (if any) ends.
     pub fn forget(&self, agent: &str) {
         let mut inner = self.lock();
-        inner.sessions.remove(agent);
+        if let Some(s) = inner.sessions.remove(agent) {
+            s.close.send_replace(Some(Closed::Expired));
+        }
         inner.deadlines.remove(agent);
+        inner.holders.remove(agent);
+        inner.fenced_until.remove(agent);
         inner.connected = None;
     }
 
@@ -150,6 +281,9 @@ impl Sessions {
         let mut inner = self.lock();
         inner.sessions.clear();
         inner.deadlines.clear();
+        inner.holders.clear();
+        inner.fenced_until.clear();
+        inner.connected = None;
     }
 }
 
@@ -157,26 +291,89 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn peer(instance: &str) -> Peer {
+        Peer {
+            instance: instance.into(),
+            addr: "127.0.0.1:1".into(),
+        }
+    }
+
     #[test]
     fn newer_session_replaces_older_and_old_detach_is_ignored() {
         let s = Sessions::new(Duration::from_secs(10));
         let (tx1, _rx1) = mpsc::unbounded_channel();
         let (tx2, mut rx2) = mpsc::unbounded_channel();
-        let g1 = s.attach("a", tx1, 0);
-        let g2 = s.attach("a", tx2, 0);
-        s.detach("a", g1);
+        let a1 = s.attach("a", peer("p1"), tx1, 0);
+        let a2 = s.attach("a", peer("p1"), tx2, 0);
+        assert_eq!(*a1.closed.borrow(), Some(Closed::Replaced));
+        assert!(a2.displaced.is_none());
+        assert!(
+            a2.regrant_at.is_none(),
+            "the same process: nothing to wait for"
+        );
+        s.detach("a", a1.generation);
         assert!(s.is_connected("a"));
         assert!(s.send("a", v1::ServerMessage::default()));
         assert!(rx2.try_recv().is_ok());
-        s.detach("a", g2);
+        assert!(
+            !s.renew("a", a1.generation),
+            "the replaced session renews nothing"
+        );
+        assert!(s.renew("a", a2.generation));
+        s.detach("a", a2.generation);
         assert!(!s.is_connected("a"));
+    }
+
+    #[test]
+    fn another_instance_displaces_and_waits_out_the_old_lease() {
+        let s = Sessions::new(Duration::from_secs(10));
+        let (tx1, _rx1) = mpsc::unbounded_channel();
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        let before = Instant::now();
+        let a1 = s.attach("a", peer("p1"), tx1, 0);
+        assert!(
+            a1.regrant_at.is_none(),
+            "a first session with no lease before it"
+        );
+        let a2 = s.attach("a", peer("p2"), tx2, 0);
+        assert_eq!(
+            *a1.closed.borrow(),
+            Some(Closed::Displaced {
+                by: "p2".into(),
+                from: "127.0.0.1:1".into()
+            })
+        );
+        assert_eq!(a2.displaced.unwrap().instance, "p1");
+        let at = a2.regrant_at.expect("the old lease still runs");
+        assert!(at >= before + Duration::from_secs(10));
+        assert!(!s.renew("a", a1.generation));
+        assert!(s.was_displaced("a", "p1"));
+        assert!(!s.was_displaced("a", "p2"));
+        // The new process reconnecting is still fenced by the old lease.
+        let (tx3, _rx3) = mpsc::unbounded_channel();
+        let a3 = s.attach("a", peer("p2"), tx3, 0);
+        assert_eq!(*a2.closed.borrow(), Some(Closed::Replaced));
+        assert_eq!(a3.regrant_at, Some(at));
+    }
+
+    #[test]
+    fn after_an_election_the_first_session_waits_out_the_grace() {
+        let s = Sessions::new(Duration::from_secs(10));
+        s.grace("a");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let a = s.attach("a", peer("p1"), tx, 0);
+        assert!(a.regrant_at.is_some());
+        s.forget("a");
+        assert_eq!(*a.closed.borrow(), Some(Closed::Expired));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        assert!(s.attach("a", peer("p1"), tx, 0).regrant_at.is_none());
     }
 
     #[test]
     fn assignments_settled_by_the_reconcile_are_not_pushed() {
         let s = Sessions::new(Duration::from_secs(10));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        s.attach("a", tx, 40);
+        s.attach("a", peer("p1"), tx, 40);
         assert!(!s.send_assignment("a", 40, v1::ServerMessage::default()));
         assert!(rx.try_recv().is_err());
         assert!(s.send_assignment("a", 41, v1::ServerMessage::default()));
@@ -187,7 +384,7 @@ mod tests {
     #[test]
     fn lease_expires_only_after_ttl() {
         let s = Sessions::new(Duration::from_secs(10));
-        s.renew("a");
+        s.grace("a");
         let now = Instant::now();
         assert!(s.expired(now).is_empty());
         assert_eq!(
