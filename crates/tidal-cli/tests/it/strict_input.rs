@@ -34,6 +34,7 @@ fn register(id: &str) -> v1::AgentMessage {
                 ..Default::default()
             }),
             running: vec![],
+            instance: String::new(),
         })),
     }
 }

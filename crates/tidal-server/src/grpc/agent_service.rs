@@ -510,6 +510,7 @@ async fn regrant(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_session(
     node: Arc<Node>,
     leadership: Arc<Leadership>,
