@@ -523,9 +523,16 @@ impl Agent {
                     .into());
                 }
                 self.forget_endpoint();
-                self.client.observe(&status);
-                tracing::warn!(code = ?status.code(), error = %status.message(), "session lost; reconnecting");
-                self.schedule_reconnect();
+                if self.client.observe(&status) {
+                    // The server named the new leader (it stepped down, handed
+                    // leadership over or is shutting down): go there at once.
+                    tracing::info!(code = ?status.code(), error = %status.message(), "session ended; reconnecting to the leader it named");
+                    self.reconnect_delay = RECONNECT_MIN;
+                    self.drop_session(Instant::now());
+                } else {
+                    tracing::warn!(code = ?status.code(), error = %status.message(), "session lost; reconnecting");
+                    self.schedule_reconnect();
+                }
             }
             ConnEvent::HeartbeatDue => self.heartbeat(),
             ConnEvent::Silent => {

@@ -7,7 +7,9 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Installs the handlers now (so an early signal is not lost) and returns a
-/// future that completes on the first SIGINT or SIGTERM.
+/// future that completes on the first SIGINT or SIGTERM. From then on a
+/// second SIGINT or SIGTERM ends the process at once, with exit code 1
+/// (an operator who does not want to wait out a graceful stop).
 pub fn on_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -16,7 +18,18 @@ pub fn on_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> 
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
-        tracing::info!(signal = name, "shutting down");
+        tracing::info!(
+            signal = name,
+            "shutting down (a second SIGINT or SIGTERM exits at once)"
+        );
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            eprintln!("{name} again: exiting at once");
+            std::process::exit(crate::exit::ERROR);
+        });
     })
 }
 

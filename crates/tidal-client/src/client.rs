@@ -186,9 +186,14 @@ impl Client {
 
     /// Learns the leader from a status received outside this client's calls
     /// (e.g. a session that ended with `Unavailable` and a leader address).
-    pub fn observe(&self, status: &Status) {
-        if let Some(addr) = retry::leader_hint(status) {
-            self.set_leader(&addr);
+    /// True if the status named a leader.
+    pub fn observe(&self, status: &Status) -> bool {
+        match retry::leader_hint(status) {
+            Some(addr) => {
+                self.set_leader(&addr);
+                true
+            }
+            None => false,
         }
     }
 

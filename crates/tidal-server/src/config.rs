@@ -17,6 +17,9 @@ use tidal_core::limits::Limits;
 pub const DEFAULT_ELECTION_TIMEOUT_MS: (u64, u64) = (150, 300);
 /// How often a leader sends AppendEntries when it has nothing new.
 pub const DEFAULT_RAFT_HEARTBEAT_MS: u64 = 50;
+/// How long a SIGTERM or SIGINT may take to hand leadership over, close
+/// streams and stop Raft before the server exits anyway.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 2_000;
 
 /// Every setting optional, as read from one source. Later sources override
 /// earlier ones field by field ([`RawConfig::merge`]).
@@ -56,6 +59,8 @@ pub struct RawConfig {
     pub peers: Option<Vec<RawPeer>>,
     /// Cross-DC forwarding policy (`[forwarding]`).
     pub forwarding: Option<RawForwarding>,
+    /// Bound on a graceful shutdown, in milliseconds (default 2000).
+    pub shutdown_timeout_ms: Option<u64>,
 }
 
 /// One peer DC: its name and the addresses of its servers (any of them; the
@@ -120,7 +125,7 @@ impl RawConfig {
     }
 
     /// Reads `TIDAL_ID`, `TIDAL_DC`, `TIDAL_LISTEN`, `TIDAL_ADVERTISE`, `TIDAL_DATA`,
-    /// `TIDAL_AGENT_TTL_MS` and `TIDAL_HEARTBEAT_INTERVAL_MS`.
+    /// `TIDAL_AGENT_TTL_MS`, `TIDAL_HEARTBEAT_INTERVAL_MS` and `TIDAL_SHUTDOWN_TIMEOUT_MS`.
     pub fn from_env() -> anyhow::Result<RawConfig> {
         fn var(name: &str) -> Option<String> {
             std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -141,6 +146,7 @@ impl RawConfig {
             data: var("TIDAL_DATA").map(PathBuf::from),
             agent_ttl_ms: num("TIDAL_AGENT_TTL_MS")?,
             heartbeat_interval_ms: num("TIDAL_HEARTBEAT_INTERVAL_MS")?,
+            shutdown_timeout_ms: num("TIDAL_SHUTDOWN_TIMEOUT_MS")?,
             ..RawConfig::default()
         })
     }
@@ -169,7 +175,8 @@ impl RawConfig {
             flush_delay_us,
             source_ip,
             peers,
-            forwarding
+            forwarding,
+            shutdown_timeout_ms
         );
         self
     }
@@ -278,6 +285,13 @@ impl RawConfig {
                 })
                 .collect(),
         };
+        let shutdown_timeout = Duration::from_millis(
+            self.shutdown_timeout_ms
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+        );
+        if shutdown_timeout.is_zero() {
+            bail!("shutdown_timeout_ms must be 1 or more");
+        }
         if self.init == Some(true) && self.restore.is_some() {
             bail!("--init and --restore both start a new cluster: give one of them");
         }
@@ -306,6 +320,7 @@ impl RawConfig {
                 })
                 .collect(),
             forwarding,
+            shutdown_timeout,
         })
     }
 }
@@ -335,6 +350,9 @@ pub struct ServerConfig {
     /// Peer DCs in preference order.
     pub peers: Vec<Peer>,
     pub forwarding: Forwarding,
+    /// Bound on a graceful shutdown (SIGTERM, SIGINT): leadership handed
+    /// over, streams closed, Raft stopped.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 //! - [`error`]: the one mapping from errors to gRPC status codes.
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
 //! - [`fatal`]: stopping, with the reason, when the store cannot write.
+//! - [`transfer`]: handing leadership over (`transfer-leader`, shutdown).
 //!
 //! Depends on tidal-core (the state machine), tidal-store (storage) and
 //! tidal-proto; the agent and client crates never depend on this one.
@@ -34,6 +35,7 @@ pub mod links;
 pub mod node;
 pub mod raft_network;
 pub mod stall;
+pub mod transfer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -70,8 +72,23 @@ pub(crate) fn now_ms() -> u64 {
 /// How long open connections may take to close once the store failed.
 const FAILED_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Shares of `--shutdown-timeout-ms` by the end of which each step of a
+/// graceful shutdown is given up on (in tenths): handing leadership over,
+/// then closing connections, then stopping Raft; the rest is for the
+/// process to end.
+const HAND_OVER_BY: u32 = 6;
+const CLOSE_BY: u32 = 8;
+const STOP_RAFT_BY: u32 = 9;
+
 /// Runs a server until `shutdown` completes, the node is removed, or its
 /// store cannot write ([`fatal::StorageFailed`]: an error, never a clean exit).
+///
+/// When `shutdown` completes (SIGTERM, SIGINT) the server stops within
+/// `shutdown_timeout`: it takes no new request or session (each is answered
+/// NotLeader, naming the leader it knows); a leader with another reachable
+/// voter hands leadership to the most up-to-date one ([`transfer`]); its
+/// leadership ends, so agent sessions end with NotLeader naming the new
+/// leader; open connections close; Raft stops; `Ok(())`.
 pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -97,31 +114,53 @@ pub async fn run(
         tracing::error!(node_id, error = %why, "stopping: the store failed");
         failed_tx.send_replace(Some(why.0));
     });
+    // Set when a graceful shutdown began: its start.
+    let (began_tx, mut began) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
     let mut failed_stop = failed.clone();
+    let (watcher_stop, elections_stop) = (watcher.abort_handle(), elections.abort_handle());
+    let leaving = node.clone();
     let stop = async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = removed.wait_for(Option::is_some) => {}
-            _ = failed_stop.wait_for(Option::is_some) => {}
+        let graceful = tokio::select! {
+            _ = shutdown => true,
+            _ = async { let _ = removed.wait_for(Option::is_some).await; } => false,
+            _ = async { let _ = failed_stop.wait_for(Option::is_some).await; } => false,
+        };
+        if graceful {
+            let start = tokio::time::Instant::now();
+            began_tx.send_replace(Some(start));
+            leave(&leaving, start, watcher_stop, elections_stop).await;
         }
     };
     let served = grpc::serve(node.clone(), listener, stop);
     tokio::pin!(served);
+    let timeout = node.config.shutdown_timeout;
+    let share = move |start: tokio::time::Instant, tenths: u32| start + timeout * tenths / 10;
     // After a store failure, open streams (agent sessions, watches) get a
     // short grace to close, not as long as they like: the process must end.
+    // A graceful shutdown gives them what is left of its timeout.
     let served = tokio::select! {
         r = &mut served => r,
         _ = async {
             let _ = failed.wait_for(Option::is_some).await;
             tokio::time::sleep(FAILED_DRAIN).await;
         } => Ok(()),
+        _ = async {
+            let start = began.wait_for(Option::is_some).await.ok().and_then(|s| *s);
+            let Some(start) = start else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(share(start, CLOSE_BY)).await;
+        } => {
+            tracing::warn!(node_id = node.id, "connections still open at the shutdown timeout: closing them");
+            Ok(())
+        }
     };
     failure_watch.abort();
     watcher.abort();
     elections.abort();
     stalls.abort();
-    if let Some(l) = node.leadership() {
-        drop(l);
+    if let Some(l) = node.take_leadership() {
+        l.end();
     }
     // Whatever stopped serving (even a SIGTERM that came later), a core
     // that stopped on a storage error makes this an error exit.
@@ -141,14 +180,89 @@ pub async fn run(
         let _ = node.raft.shutdown().await;
         return Err(why.into());
     }
-    let stopped = node.raft.shutdown().await;
+    let graceful = *began.borrow();
+    let stopped = match graceful {
+        Some(start) => {
+            let bound = share(start, STOP_RAFT_BY)
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(std::time::Duration::from_millis(50));
+            match tokio::time::timeout(bound, node.raft.shutdown()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // Every acknowledged entry is on disk already: exiting
+                    // without Raft's own stop loses nothing.
+                    tracing::warn!(
+                        node_id = node.id,
+                        "raft did not stop within the shutdown timeout; exiting anyway"
+                    );
+                    Ok(())
+                }
+            }
+        }
+        None => node.raft.shutdown().await,
+    };
     served?;
     stopped.map_err(|e| anyhow::anyhow!("raft did not stop cleanly: {e}"))?;
     if let Some(why) = node.removed.borrow().clone() {
         anyhow::bail!("{why}");
     }
-    tracing::info!(node_id = node.id, "tidal server stopped");
+    match graceful {
+        Some(start) => tracing::info!(
+            node_id = node.id,
+            took_ms = start.elapsed().as_millis() as u64,
+            "tidal server stopped"
+        ),
+        None => tracing::info!(node_id = node.id, "tidal server stopped"),
+    }
     Ok(())
+}
+
+/// The first steps of a graceful shutdown, before connections close: no
+/// new work, leadership handed over if this node leads, leadership ended.
+async fn leave(
+    node: &Arc<Node>,
+    start: tokio::time::Instant,
+    watcher: tokio::task::AbortHandle,
+    elections: tokio::task::AbortHandle,
+) {
+    node.shutting_down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // A node on its way out starts no election.
+    elections.abort();
+    let timeout = node.config.shutdown_timeout;
+    let leads = node.raft.metrics().borrow().current_leader == Some(node.id);
+    if leads {
+        let candidates = transfer::candidates(node);
+        match transfer::best_target(node.id, &candidates) {
+            Some(target) => {
+                tracing::info!(
+                    node_id = node.id,
+                    target,
+                    "shutting down: handing leadership over"
+                );
+                let by = start + timeout * HAND_OVER_BY / 10;
+                if let Err(e) = transfer::transfer(node, target, by).await {
+                    tracing::warn!(node_id = node.id, target, error = %e,
+                        "shutting down without handing leadership over: the others elect once this node is gone");
+                }
+            }
+            None if candidates.is_empty() => {
+                tracing::info!(node_id = node.id, "shutting down: the only voter");
+            }
+            None => {
+                tracing::warn!(node_id = node.id,
+                "shutting down without handing leadership over: no other voter answered recently")
+            }
+        }
+    } else {
+        tracing::info!(node_id = node.id, "shutting down: not the leader");
+    }
+    // No leadership starts again here; the one there is ends, and with it
+    // every agent session (NotLeader, naming the new leader).
+    watcher.abort();
+    if let Some(l) = node.take_leadership() {
+        l.end();
+    }
 }
 
 /// Keeps `Arc<Node>` nameable by integration tests.

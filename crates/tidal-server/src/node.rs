@@ -77,6 +77,9 @@ pub struct Node {
     /// True while openraft has this node lead but check-quorum made it step
     /// down (no majority heard it): requests are sent on at once.
     pub deposed: std::sync::atomic::AtomicBool,
+    /// Set on SIGTERM or SIGINT: this node takes no new request, session
+    /// or leadership; it answers NotLeader naming the leader it knows.
+    pub shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// When this node last took an AppendEntries from a leader.
@@ -265,6 +268,7 @@ impl Node {
             write_gate,
             store_failures,
             deposed: std::sync::atomic::AtomicBool::new(false),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -336,6 +340,19 @@ impl Node {
             && self.quorum_verdict(leadership.term, leadership.since) == Verdict::Lease
     }
 
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The leadership in the slot, alive or not (shutdown ends it).
+    pub(crate) fn take_leadership(&self) -> Option<Arc<Leadership>> {
+        self.leadership
+            .lock()
+            .expect("leadership lock poisoned")
+            .take()
+    }
+
     pub(crate) fn set_leadership(&self, l: Option<Arc<Leadership>>) {
         *self.leadership.lock().expect("leadership lock poisoned") = l;
     }
@@ -347,6 +364,9 @@ impl Node {
     /// the new leader (or this node serves, if it won). Clients then reach the new leader
     /// as soon as there is one, instead of backing off against a dead one.
     pub async fn await_leader(&self) -> Result<Arc<Leadership>> {
+        if self.is_shutting_down() {
+            return Err(self.not_leader());
+        }
         if let Some(l) = self.leadership() {
             return Ok(l);
         }
@@ -391,6 +411,9 @@ impl Node {
 
     /// The leadership of this node, or NotLeader naming the leader if known.
     pub fn require_leader(&self) -> Result<Arc<Leadership>> {
+        if self.is_shutting_down() {
+            return Err(self.not_leader());
+        }
         if let Some(l) = self.leadership() {
             return Ok(l);
         }
@@ -402,7 +425,7 @@ impl Node {
     /// lost its majority answers their refusals as well as any).
     pub fn require_raft_leader(&self) -> Result<()> {
         let m = self.raft.metrics().borrow().clone();
-        if m.state.is_leader() && m.current_leader == Some(self.id) {
+        if m.state.is_leader() && m.current_leader == Some(self.id) && !self.is_shutting_down() {
             return Ok(());
         }
         Err(self.not_leader())

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use tidal_server::config::RawConfig;
+use tidal_server::config::{
+    RawConfig, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_RAFT_HEARTBEAT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS,
+};
 
 use crate::shutdown;
 
@@ -15,7 +17,10 @@ use crate::shutdown;
 #[command(
     after_help = "Precedence: --config FILE, then TIDAL_* environment variables \
     (TIDAL_ID, TIDAL_DC, TIDAL_LISTEN, TIDAL_ADVERTISE, TIDAL_DATA, TIDAL_AGENT_TTL_MS, \
-    TIDAL_HEARTBEAT_INTERVAL_MS), then flags.\n\
+    TIDAL_HEARTBEAT_INTERVAL_MS, TIDAL_SHUTDOWN_TIMEOUT_MS), then flags.\n\
+    SIGTERM or SIGINT: a leader hands leadership to the most up-to-date voter, tells agents and \
+    clients where it went and exits 0, all within --shutdown-timeout-ms; a follower exits at once; \
+    a second signal exits at once (code 1).\n\
     Example: tidal server --id 1 --dc dc1 --listen 127.0.0.1:7001 --data ./data/node1 --init"
 )]
 pub struct ServerArgs {
@@ -46,15 +51,19 @@ pub struct ServerArgs {
     /// How often agents heartbeat, in ms (default 1000; at most a third of the TTL).
     #[arg(long, value_name = "MS")]
     pub heartbeat_interval_ms: Option<u64>,
-    /// Raft election timeout, lower bound in ms (default 300).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", help = format!(
+        "Raft election timeout, lower bound in ms (default {})", DEFAULT_ELECTION_TIMEOUT_MS.0))]
     pub election_timeout_min_ms: Option<u64>,
-    /// Raft election timeout, upper bound in ms (default 600).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", help = format!(
+        "Raft election timeout, upper bound in ms (default {})", DEFAULT_ELECTION_TIMEOUT_MS.1))]
     pub election_timeout_max_ms: Option<u64>,
-    /// Raft heartbeat interval in ms (default 100).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", help = format!(
+        "Raft heartbeat interval in ms (default {DEFAULT_RAFT_HEARTBEAT_MS})"))]
     pub raft_heartbeat_ms: Option<u64>,
+    #[arg(long, value_name = "MS", help = format!(
+        "Bound on a graceful shutdown (SIGTERM or SIGINT) in ms: leadership handed over, \
+         streams closed, Raft stopped (default {DEFAULT_SHUTDOWN_TIMEOUT_MS})"))]
+    pub shutdown_timeout_ms: Option<u64>,
     /// Take a snapshot after this many applied entries (default 20000).
     #[arg(long, value_name = "N")]
     pub snapshot_every: Option<u64>,
@@ -113,6 +122,7 @@ impl ServerArgs {
             flush_delay_us: self.flush_delay_us,
             peers: (!self.peers.is_empty()).then(|| self.peers.clone()),
             forwarding: None,
+            shutdown_timeout_ms: self.shutdown_timeout_ms,
         }
     }
 

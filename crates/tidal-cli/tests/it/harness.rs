@@ -183,6 +183,48 @@ impl Proc {
         None
     }
 
+    /// Sends `signal` (e.g. `libc::SIGTERM`) and returns at once.
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: a plain kill(2) of our own child, which is not reaped yet.
+            unsafe {
+                libc::kill(pid as libc::pid_t, signal);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, reaped.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_exit() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits up to `timeout` until the log has a line containing `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if std::fs::read_to_string(&self.log).is_ok_and(|t| t.contains(needle)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} logged no {needle:?} in {timeout:?}\n{}",
+                    self.name,
+                    self.log_tail(20)
+                );
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The last `n` lines of the log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -398,6 +440,27 @@ impl Cluster {
         if let Some(mut p) = self.node_mut(id).proc.take() {
             p.kill();
         }
+    }
+
+    /// SIGTERMs node `id` and waits up to `timeout` for it to exit; its
+    /// exit status (`None`: still running, then SIGKILLed) and how long it took.
+    pub async fn terminate_node(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> (Option<std::process::ExitStatus>, Duration) {
+        let Some(mut p) = self.node_mut(id).proc.take() else {
+            return (None, Duration::ZERO);
+        };
+        let start = Instant::now();
+        p.signal(libc::SIGTERM);
+        let st = p.wait_exit(timeout).await;
+        let took = start.elapsed();
+        if st.is_none() {
+            eprintln!("--- node{id} did not exit:\n{}", p.log_tail(30));
+            p.kill();
+        }
+        (st, took)
     }
 
     /// Waits until some running node reports itself leader; returns its id and address.

@@ -11,6 +11,8 @@
 //! - `elections`: a follower cut off from the leader rejoins without an election.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
+//! - `shutdown`: SIGTERM on a leader (handed over, exit 0) and a follower,
+//!   a second signal, a rolling restart of three servers under load.
 //! - `smoke`: one small end-to-end run through the harness.
 //! - `strict_input`: out-of-range enums, key conflicts, second completions,
 //!   undecodable requests and agent-stream garbage, over the wire.
@@ -34,6 +36,7 @@ mod failover;
 mod full_disk;
 mod harness;
 mod membership;
+mod shutdown;
 mod smoke;
 mod strict_input;
 mod workers;

@@ -226,8 +226,8 @@ impl Agents for AgentService {
         // as its status, not OK.
         let (fail, failed) = oneshot::channel::<Status>();
         tokio::spawn(serve_session(
-            node,
-            leadership,
+            node.clone(),
+            leadership.clone(),
             agent_id.clone(),
             generation,
             closed.clone(),
@@ -236,9 +236,33 @@ impl Agents for AgentService {
             fail,
         ));
         let failed = futures::stream::once(failed).filter_map(|r| r.ok().map(Err));
-        let out = futures::stream::once(async move { Ok(registered) }).chain(
-            futures::stream::select(session_stream(agent_id, rx, closed), failed),
-        );
+        // A session that ends because this leadership ended (a step-down,
+        // a transfer, a graceful shutdown) ends with NotLeader naming the
+        // new leader, so the agent goes to it at once. A node that has just
+        // granted its vote learns who won with the winner's first append:
+        // wait for that a little (an election timeout at most).
+        let ended = futures::stream::once(async move {
+            if leadership.is_alive() {
+                return None;
+            }
+            let within = std::time::Duration::from_millis(node.config.election_timeout.1);
+            let _ = node
+                .raft
+                .wait(Some(within))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != node.id),
+                    "another leader is known",
+                )
+                .await;
+            Some(Err(Status::from(node.not_leader())))
+        })
+        .filter_map(|end| end);
+        let out = futures::stream::once(async move { Ok(registered) })
+            .chain(futures::stream::select(
+                session_stream(agent_id, rx, closed),
+                failed,
+            ))
+            .chain(ended);
         Ok(Response::new(Box::pin(out)))
     }
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::time::Duration;
-use tidal_proto::raft::raft_client::RaftClient;
 use tidal_proto::v1::{self, cluster_server::Cluster};
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::error::ServerError;
 use crate::node::Node;
+use crate::transfer::{peer, REACHABLE_WITHIN_ELECTION_TIMEOUTS};
 
 pub struct ClusterService {
     pub node: Arc<Node>,
@@ -21,10 +21,6 @@ pub struct ClusterService {
 
 /// Bytes per backup message.
 const BACKUP_CHUNK: usize = 1 << 20;
-
-/// A member is reachable when it answered within this many election
-/// timeouts (or is this node).
-const REACHABLE_WITHIN_ELECTION_TIMEOUTS: u32 = 3;
 
 impl ClusterService {
     fn members(&self) -> v1::MembersResponse {
@@ -126,114 +122,12 @@ impl ClusterService {
         Ok(())
     }
 
-    /// Moves leadership to voter `target`: no new entries (the write gate),
-    /// no heartbeats and no own election here, the other voters hold theirs,
-    /// the target campaigns once it has the whole log. Everything is put back
-    /// whatever the outcome; a hold on the other voters ends by itself.
+    /// Moves leadership to voter `target` (`crate::transfer`), with
+    /// room for each of its steps.
     async fn transfer_to(&self, target: u64) -> Result<(), ServerError> {
         let election_max = Duration::from_millis(self.node.config.election_timeout.1);
-        let hold = election_max * 8;
-        let (voters, target_addr) = {
-            let m = self.node.raft.metrics().borrow().clone();
-            let membership = m.membership_config.membership();
-            let voters: Vec<(u64, String)> = membership
-                .voter_ids()
-                .filter(|v| *v != self.node.id && *v != target)
-                .filter_map(|v| membership.get_node(&v).map(|n| (v, n.addr.clone())))
-                .collect();
-            (
-                voters,
-                membership
-                    .get_node(&target)
-                    .map(|n| n.addr.clone())
-                    .unwrap_or_default(),
-            )
-        };
-        let _no_writes = self.node.write_gate.write().await;
-        let last = self.node.raft.metrics().borrow().last_log_index;
-        let caught_up = self
-            .node
-            .raft
-            .wait(Some(election_max * 4))
-            .metrics(
-                |m| {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&target).copied().flatten())
-                        .map(|l| l.index)
-                        >= last
-                },
-                "the target has the whole log",
-            )
-            .await;
-        if caught_up.is_err() {
-            return Err(ServerError::FailedPrecondition(format!(
-                "node {target} is behind the leader's log; try again when `tidal cluster members` shows it caught up"
-            )));
-        }
-        tracing::info!(node_id = self.node.id, target, "transferring leadership");
-        self.hold_elections(&voters, hold).await;
-        let rt = self.node.raft.runtime_config();
-        self.node.elections.hold(hold);
-        rt.heartbeat(false);
-        let campaign = async {
-            peer(&self.node, &target_addr)?
-                .campaign(tidal_proto::raft::CampaignRequest { node_id: target })
-                .await
-                .map_err(|s| s.message().to_string())
-        };
-        let asked = tokio::time::timeout(Duration::from_secs(1), campaign)
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
-        let moved = match asked {
-            Ok(_) => self
-                .node
-                .raft
-                .wait(Some(hold))
-                .metrics(|m| m.current_leader == Some(target), "the target leads")
-                .await
-                .is_ok(),
-            Err(e) => {
-                tracing::warn!(node_id = self.node.id, target, error = %e, "the target did not take the campaign request");
-                false
-            }
-        };
-        rt.heartbeat(true);
-        self.node.elections.release();
-        // Done either way: the other voters may elect again (a new leader
-        // that dies now must not wait for their holds to run out).
-        self.hold_elections(&voters, Duration::ZERO).await;
-        if moved {
-            tracing::info!(node_id = self.node.id, target, "leadership transferred");
-            Ok(())
-        } else {
-            let now = self.node.raft.metrics().borrow().current_leader;
-            Err(ServerError::Unavailable(format!(
-                "leadership did not move to node {target} in {hold:?} (the leader is now {now:?}); retry"
-            )))
-        }
-    }
-
-    /// Asks each of `voters` to start no election for `hold` (zero: ends a
-    /// hold), best effort.
-    async fn hold_elections(&self, voters: &[(u64, String)], hold: Duration) {
-        let asks = voters.iter().map(|(id, addr)| async move {
-            let held = async {
-                peer(&self.node, addr)?
-                    .hold_elections(tidal_proto::raft::HoldElectionsRequest {
-                        millis: hold.as_millis() as u64,
-                    })
-                    .await
-                    .map_err(|s| s.message().to_string())
-            };
-            if let Err(e) = tokio::time::timeout(Duration::from_secs(1), held)
-                .await
-                .unwrap_or_else(|_| Err("timed out".into()))
-            {
-                tracing::warn!(node_id = self.node.id, voter = id, error = %e, "could not hold or release the voter's elections");
-            }
-        });
-        futures::future::join_all(asks).await;
+        let deadline = tokio::time::Instant::now() + election_max * 12 + Duration::from_secs(3);
+        crate::transfer::transfer(&self.node, target, deadline).await
     }
 
     /// The member `id`, or NotFound.
@@ -614,15 +508,6 @@ impl StateReport {
             digest: if with_digest { state.digest() } else { 0 },
         }
     }
-}
-
-/// A client of the internal Raft service of the node at `addr`.
-fn peer(node: &Node, addr: &str) -> Result<RaftClient<tonic::transport::Channel>, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?;
-    let channel =
-        tidal_proto::dial::connect_lazy(endpoint, node.config.source_ip, Duration::from_secs(1));
-    Ok(RaftClient::new(channel))
 }
 
 /// Tells node `id` at `addr` that it was removed (best effort): the

@@ -109,7 +109,7 @@ impl Leadership {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn end(&self) {
+    pub(crate) fn end(&self) {
         self.alive.send_replace(false);
         for task in self.tasks().drain(..) {
             task.abort();
