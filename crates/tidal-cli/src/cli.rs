@@ -78,18 +78,6 @@ impl Command {
             _ => &[],
         }
     }
-
-    /// True for the one-shot commands whose output is meant to be read or
-    /// piped (`tidal task list | head`); false for the processes that
-    /// write to sockets and child processes' pipes for a long time.
-    pub fn is_one_shot(&self) -> bool {
-        match self {
-            Command::Server(_) | Command::Dev(_) | Command::Chaos(_) => false,
-            Command::Agent(a) => a.action.is_some(),
-            Command::ExampleWorker(_) => false,
-            _ => true,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -37,16 +37,9 @@ use cli::{Cli, LogFormat};
 
 fn main() {
     let cli = Cli::parse();
-    if cli.command.is_one_shot() {
-        // A reader that goes away (`tidal task list | head`) ends the
-        // command quietly, as it does other command-line tools, instead of a
-        // panic on the next line printed. Long-running commands keep Rust's
-        // default (ignored), so a closed child pipe is an error they handle.
-        // SAFETY: called first in main, before any thread is started.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
+    // SIGPIPE stays ignored (Rust's default): a connection the server
+    // closed is an error the command reports. A closed stdout ends a
+    // one-shot command as SIGPIPE would (`output::write_stdout`).
     init_tracing(
         cli.log_format,
         cli.command.default_log_level(),

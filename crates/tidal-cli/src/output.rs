@@ -5,6 +5,40 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tidal_proto::v1;
 
+/// `print!` to stdout for one-shot commands ([`write_stdout`]).
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` to stdout for one-shot commands ([`write_stdout`]).
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+pub(crate) use {out, outln};
+
+/// Writes what a one-shot command prints. SIGPIPE is ignored in this
+/// process (so a server that goes away mid-call is an error the command
+/// reports, never a death by signal); a reader of stdout that went away
+/// (`tidal task list | head`) ends the command as SIGPIPE ends other
+/// command-line tools. Any other write error ends it with exit code 1.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let Err(e) = std::io::stdout().lock().write_fmt(args) else {
+        return;
+    };
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // SAFETY: restores the default action of SIGPIPE and raises it on
+        // this thread, which ends the process; nothing runs after it.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+    }
+    eprintln!("error: writing to stdout: {e}");
+    std::process::exit(crate::exit::ERROR);
+}
+
 /// A table with a header row; columns are padded to their widest cell.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -53,7 +87,7 @@ impl Table {
 
 /// Prints one JSON document on stdout.
 pub fn print_json(v: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
@@ -283,9 +317,12 @@ pub fn members_table(m: &v1::MembersResponse) -> String {
             } else {
                 "-".to_string()
             },
+            // Only the leader reports contacts, so the leader is the node
+            // that answered; others heard from it within the last
+            // millisecond show 0 ms, not "self".
             match x.last_contact_ms {
                 ms if ms < 0 => "-".to_string(),
-                0 => "self".to_string(),
+                _ if x.id == m.leader_id => "self".to_string(),
                 ms => format!("{ms} ms ago"),
             },
         ]);
@@ -399,6 +436,30 @@ mod tests {
             payload_bytes: 9,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn members_table_marks_only_the_answering_leader_as_self() {
+        let member = |id: u64, last_contact_ms: i64| v1::Member {
+            id,
+            addr: format!("127.0.0.1:700{id}"),
+            voter: true,
+            leader: id == 1,
+            matched_index: 9,
+            lag: 0,
+            last_contact_ms,
+        };
+        let t = members_table(&v1::MembersResponse {
+            members: vec![member(1, 0), member(2, 0), member(3, 4)],
+            leader_id: 1,
+            term: 2,
+            last_log_index: 9,
+        });
+        let rows: Vec<&str> = t.lines().collect();
+        assert!(rows[1].ends_with("self"), "{t}");
+        assert!(rows[2].ends_with("0 ms ago"), "{t}");
+        assert!(rows[3].ends_with("4 ms ago"), "{t}");
+        assert_eq!(t.matches("self").count(), 1, "{t}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `tidal agent ... -- COMMAND`: run an agent; `tidal agent list`: list
 //! agents; `tidal agent drain | undrain ID`: drain an agent and end it.
 
+use crate::output::out;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -271,6 +272,6 @@ async fn list(args: AgentListArgs) -> anyhow::Result<()> {
             output::dash(&spec.models.join(",")),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `tidal cluster add-learner | promote | transfer-leader | demote | remove |
 //! members | snapshot`: the Raft group's membership and snapshots.
 
+use crate::output::{out, outln};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -147,7 +148,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
     if ctx.json() {
         output::print_json(&output::members_json(&resp));
     } else {
-        print!("{}", output::members_table(&resp));
+        out!("{}", output::members_table(&resp));
     }
     Ok(())
 }
@@ -211,9 +212,11 @@ async fn snapshot(a: SnapshotArgs) -> anyhow::Result<()> {
                     "node_id": r.node_id, "snapshot_index": r.snapshot_index, "purged_index": r.purged_index,
                 }));
             } else {
-                println!(
+                outln!(
                     "node {} took a snapshot at log index {}; the log is purged up to {}",
-                    r.node_id, r.snapshot_index, r.purged_index
+                    r.node_id,
+                    r.snapshot_index,
+                    r.purged_index
                 );
             }
         }
@@ -236,7 +239,7 @@ async fn snapshot(a: SnapshotArgs) -> anyhow::Result<()> {
                     &serde_json::json!({ "file": file, "log_index": index, "bytes": data.len() }),
                 );
             } else {
-                println!(
+                outln!(
                     "wrote a backup at log index {index} to {file} ({} bytes)",
                     data.len()
                 );

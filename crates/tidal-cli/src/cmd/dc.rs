@@ -1,5 +1,6 @@
 //! `tidal dc status`: this DC's links to its peer DCs, as its leader sees them.
 
+use crate::output::out;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -34,7 +35,7 @@ pub async fn run(cmd: DcCmd) -> anyhow::Result<()> {
             if ctx.json() {
                 output::print_json(&status_json(&s));
             } else {
-                print!("{}", status_text(&s));
+                out!("{}", status_text(&s));
             }
         }
     }

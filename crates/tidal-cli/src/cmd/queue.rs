@@ -1,5 +1,6 @@
 //! `tidal queue set | list`: queue weights and placement strategy.
 
+use crate::output::out;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
@@ -69,7 +70,7 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
             if ctx.json() {
                 output::print_json(&output::queue_json(&q));
             } else {
-                print!("{}", output::queues_table(std::slice::from_ref(&q)));
+                out!("{}", output::queues_table(std::slice::from_ref(&q)));
             }
         }
         QueueCmd::List(a) => {
@@ -80,7 +81,7 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
                     &json!({ "queues": qs.iter().map(output::queue_json).collect::<Vec<_>>() }),
                 );
             } else {
-                print!("{}", output::queues_table(&qs));
+                out!("{}", output::queues_table(&qs));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `tidal status`: each endpoint's own view (role, term, indices), then the
 //! leader's counts of tasks, agents and queues.
 
+use crate::output::{out, outln};
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
@@ -99,13 +100,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             ]),
         }
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     if let Some(l) = leader.filter(|l| l.role == "leader") {
-        println!();
+        outln!();
         let by_state: std::collections::BTreeMap<_, _> = l.tasks_by_state.iter().collect();
         let tasks: Vec<String> = by_state.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("leader {} ({}), term {}", l.node_id, l.leader_addr, l.term);
-        println!(
+        outln!("leader {} ({}), term {}", l.node_id, l.leader_addr, l.term);
+        outln!(
             "tasks: {}",
             if tasks.is_empty() {
                 "none".to_string()
@@ -113,16 +114,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 tasks.join(", ")
             }
         );
-        println!(
+        outln!(
             "agents: {} known, {} connected",
-            l.agents, l.agents_connected
+            l.agents,
+            l.agents_connected
         );
         if !l.queues.is_empty() {
-            println!();
-            print!("{}", output::queues_table(&l.queues));
+            outln!();
+            out!("{}", output::queues_table(&l.queues));
         }
     } else {
-        println!("\nno leader known right now");
+        outln!("\nno leader known right now");
     }
     Ok(())
 }

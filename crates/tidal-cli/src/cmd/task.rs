@@ -1,5 +1,6 @@
 //! `tidal task submit | get | list | cancel | watch`.
 
+use crate::output::{out, outln};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -252,7 +253,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         if ctx.json() {
             output::print_json(&json!({ "id": r.id, "existed": r.existed }));
         } else {
-            println!("{}", r.id);
+            outln!("{}", r.id);
         }
         return Ok(());
     }
@@ -276,7 +277,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
             }
             _ => {
                 if !ctx.json() {
-                    println!("{}", r.id);
+                    outln!("{}", r.id);
                 }
                 items.push(json!({ "id": r.id, "existed": r.existed }));
             }
@@ -301,7 +302,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     if ctx.json() {
         output::print_json(&output::task_json(&t));
     } else {
-        print!("{}", output::task_text(&t));
+        out!("{}", output::task_text(&t));
     }
     Ok(())
 }
@@ -326,7 +327,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         }));
         return Ok(());
     }
-    print!("{}", tasks_table(&resp.tasks));
+    out!("{}", tasks_table(&resp.tasks));
     if !resp.next_after_id.is_empty() {
         eprintln!("(more tasks: add --after {})", resp.next_after_id);
     }
@@ -382,7 +383,7 @@ async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
     if ctx.json() {
         output::print_json(&output::task_json(&t));
     } else {
-        println!("{} {}", t.id, output::task_state_name(t.state));
+        outln!("{} {}", t.id, output::task_state_name(t.state));
     }
     Ok(())
 }
@@ -416,7 +417,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
             if ctx.json() {
                 eprintln!("{line}");
             } else {
-                println!("{line}");
+                outln!("{line}");
             }
             last = Some(now);
         }
@@ -424,10 +425,10 @@ async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
             if ctx.json() {
                 output::print_json(&output::task_json(&t));
             } else if !t.error.is_empty() {
-                println!("error (exit code {}): {}", t.exit_code, t.error);
+                outln!("error (exit code {}): {}", t.exit_code, t.error);
             } else if !t.result.is_empty() {
                 let (r, enc) = output::encode_bytes(&t.result);
-                println!("result ({enc}):\n{}", r.trim_end());
+                outln!("result ({enc}):\n{}", r.trim_end());
             }
             let succeeded = t.state == v1::TaskState::Succeeded as i32;
             return Ok(if succeeded {

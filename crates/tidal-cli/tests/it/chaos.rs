@@ -93,6 +93,7 @@ scenarios! {
     s19_cut_dc_link: "cut-dc-link", 119, 10;
     s20_kill_remote_leader: "kill-remote-leader", 120, 10;
     s21_random_mix: "random-mix", 121, 12;
+    s25_rolling_restart: "rolling-restart", 125, 8;
     // Network namespaces and nftables (skipped unless root).
     s22_cut_leader_but_agent: "cut-leader-but-agent", 122, 10;
     s23_pause_leader_agent_ttl: "pause-leader-agent-ttl", 123, 8;

@@ -147,3 +147,74 @@ fn example_worker_succeeds_and_fails_on_request() {
     assert_eq!(bad.status.code(), Some(3));
     assert!(stderr(&bad).contains("fail"));
 }
+
+/// A server that goes away mid-call (here: every connection is closed at
+/// once, unread) is an error the command reports, never a death by SIGPIPE.
+#[test]
+fn a_server_closing_connections_mid_call_is_unavailable_not_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resetter = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    // Closed unread: the kernel answers what the
+                    // client sends next with RST, and its writes after
+                    // that fail with EPIPE.
+                    Ok((s, _)) => drop(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+    };
+    let o = tidal(&[
+        "task",
+        "submit",
+        "--endpoints",
+        &addr,
+        "--timeout-ms",
+        "1500",
+        "--type",
+        "t2i",
+        "--payload",
+        &"x".repeat(100 * 1024),
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = resetter.join();
+    assert_eq!(o.status.signal(), None, "killed by a signal: {o:?}");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+}
+
+/// `tidal server --help` shows the defaults the server uses: the same
+/// constants (tidal_server::config).
+#[test]
+fn server_help_shows_the_defaults_the_server_uses() {
+    use tidal_server::config::{
+        DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_RAFT_HEARTBEAT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    };
+    let o = tidal(&["server", "--help"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let help = String::from_utf8_lossy(&o.stdout);
+    let line = |flag: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} in\n{help}"))
+            .to_string()
+    };
+    for (flag, default) in [
+        ("--election-timeout-min-ms", DEFAULT_ELECTION_TIMEOUT_MS.0),
+        ("--election-timeout-max-ms", DEFAULT_ELECTION_TIMEOUT_MS.1),
+        ("--raft-heartbeat-ms", DEFAULT_RAFT_HEARTBEAT_MS),
+        ("--shutdown-timeout-ms", DEFAULT_SHUTDOWN_TIMEOUT_MS),
+    ] {
+        let l = line(flag);
+        assert!(l.contains(&format!("(default {default})")), "{l}");
+    }
+    assert_eq!(DEFAULT_ELECTION_TIMEOUT_MS, (150, 300));
+    assert_eq!(DEFAULT_RAFT_HEARTBEAT_MS, 50);
+}
