@@ -164,6 +164,11 @@ impl Proc {
         self.paused = false;
     }
 
+    /// Sends SIGTERM: a graceful stop.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
     /// Sends SIGUSR1: a `tidal server` built with `failpoints` loses power
     /// (drops every write it has not fsynced and aborts).
     pub fn lose_power(&self) {

@@ -733,6 +733,13 @@ async fn expectations(
             let (ok, what) = none_marked_down(cluster, finals).await;
             expect(ok, format!("leader failovers mark no agent down ({what})"));
         }
+        Fault::RollingRestart => {
+            let (ok, what) = none_marked_down(cluster, finals).await;
+            expect(
+                ok,
+                format!("graceful stops and restarts mark no agent down ({what})"),
+            );
+        }
         Fault::IsolateLeaderSilently => {
             let (ok, what) = none_marked_down(cluster, finals).await;
             // What the servers logged, for the reader (the criterion is

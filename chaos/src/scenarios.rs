@@ -50,6 +50,8 @@ pub enum Fault {
     /// Drain an agent and kill the leader while the drain commits and its
     /// deadline passes; wait until the agent is drained, undrain it.
     DrainUnderFaults,
+    /// SIGTERM each node in turn (a graceful stop: exit 0), restart it.
+    RollingRestart,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -251,6 +253,14 @@ pub const ALL: &[Scenario] = &[
         netns: true,
     },
     Scenario {
+        id: "S25",
+        name: "rolling-restart",
+        nodes: 3,
+        fault: Fault::RollingRestart,
+        about: "SIGTERM each node in turn under load and restart it; each exits 0 within its shutdown timeout, no agent marked down",
+        netns: false,
+    },
+    Scenario {
         id: "S28",
         name: "drain-under-faults",
         nodes: 3,
@@ -349,6 +359,10 @@ pub const CRASH_POINTS: &str = "store::append::after_write=0.3%return;\
 store::flush::before_sync=0.3%return;store::flush::after_sync=0.3%return;\
 store::vote::before_sync=10%return;store::vote::after_sync=10%return;\
 store::snapshot::before_save=30%return;store::snapshot::after_save=30%return";
+
+/// How long a SIGTERMed server may take to exit: its default
+/// `--shutdown-timeout-ms` (2 s) and room for a loaded machine.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(4);
 
 pub struct Nemesis<'a> {
     pub cluster: &'a mut Cluster,
@@ -601,6 +615,38 @@ impl Nemesis<'_> {
                 }
                 self.note("restart", format!("nodes {victims:?}"));
                 Ok(Duration::from_secs(2))
+            }
+            Fault::RollingRestart => {
+                // Node 1, 2, 3, 1, ...: the leader's turn comes in every
+                // round of three, whichever node leads.
+                let id = u64::from(round) % n + 1;
+                let led = self.cluster.leader().await == Some(id);
+                let proc = &mut self.cluster.node(id).proc;
+                let start = Instant::now();
+                proc.terminate();
+                let status = proc.wait_exit(SHUTDOWN_BOUND).await;
+                let took = start.elapsed();
+                if status.is_none() {
+                    proc.kill();
+                }
+                let ok = status.is_some_and(|s| s.code() == Some(0));
+                let detail = format!(
+                    "node {id}{} stopped gracefully on SIGTERM: {} after {} ms",
+                    if led { " (the leader)" } else { "" },
+                    status.map_or("did not exit; killed".to_string(), |s| s.to_string()),
+                    took.as_millis()
+                );
+                tracing::info!(fault = "sigterm", %detail, "nemesis");
+                self.history.record(Event {
+                    node: Some(id),
+                    accepted: Some(ok),
+                    detail: Some(detail),
+                    ..Event::new("runner", "event", "expect")
+                });
+                sleep(Duration::from_millis(self.rng.gen_range(200..800))).await;
+                self.cluster.restart(id)?;
+                self.note("restart", format!("node {id}"));
+                Ok(Duration::from_millis(1500))
             }
             Fault::KillAll => {
                 for id in 1..=n {
