@@ -208,8 +208,9 @@ impl Executor {
     }
 
     /// Starts an assignment. Never runs more than `slots` slots at once: a
-    /// task that does not fit fails at once (the leader only assigns within
-    /// the credit the agent reported, so this means a stale view).
+    /// task that does not fit fails at once (the leader assigns only within
+    /// the slots this agent declared, counting the tasks the committed state
+    /// gives it, so this means the two views disagree).
     pub fn start(&mut self, a: &v1::Assignment) -> Start {
         let key = (a.task_id.clone(), a.token);
         if self.running.get(&key).is_some_and(|r| r.kill.is_some()) {
