@@ -365,6 +365,18 @@ impl Node {
     /// as soon as there is one, instead of backing off against a dead one.
     pub async fn await_leader(&self) -> Result<Arc<Leadership>> {
         if self.is_shutting_down() {
+            // While this node hands leadership over, wait (an election
+            // timeout or two) for the answer to name the new leader: a
+            // client told "no leader known" would back off instead.
+            let within = std::time::Duration::from_millis(2 * self.config.election_timeout.1);
+            let _ = self
+                .raft
+                .wait(Some(within))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != self.id),
+                    "another leader is known",
+                )
+                .await;
             return Err(self.not_leader());
         }
         if let Some(l) = self.leadership() {
