@@ -129,6 +129,30 @@ impl Cluster {
         let _ = c.wait();
     }
 
+    /// SIGTERMs node `id` and waits up to `timeout` for it to exit (then
+    /// SIGKILLs it): its exit status, if it exited, and how long it took.
+    pub async fn terminate(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> (Option<std::process::ExitStatus>, Duration) {
+        let c = &mut self.children[id as usize - 1];
+        let start = std::time::Instant::now();
+        // SAFETY: kill(2) of our own child, not reaped yet.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = c.try_wait() {
+                return (Some(st), start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        (None, start.elapsed())
+    }
+
     /// Starts node `id` again on its data.
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         let (tidal, args) = self.commands[id as usize - 1].clone();

@@ -9,6 +9,8 @@
 //!   assigned and completed, latency submit->assigned and submit->completed.
 //! - `failover`: the leader SIGKILLed under load; time to the new leader's
 //!   first assignment, acknowledged tasks lost.
+//! - `rolling-restart`: each server SIGTERMed in turn under load and
+//!   restarted; per server, the longest time without an acknowledged submit.
 //! - `agents`: ten thousand agents heartbeating at 1 Hz; the leader's CPU
 //!   and the heartbeat round trip.
 //! - `memory`: a million pending tasks; every server's memory, a snapshot,
@@ -103,6 +105,24 @@ enum Workload {
         batch: usize,
         /// Tasks per second over all clients (each client paced on its own);
         /// 0: as fast as answers come back.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+    },
+    /// SIGTERM each server in turn under load and restart it (only on the
+    /// cluster it starts): per server, its exit and the longest time without
+    /// an acknowledged submit; acknowledged tasks lost.
+    RollingRestart {
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        /// Rounds of three restarts (each server once per round).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Tasks per submit request.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Tasks per second over all clients; 0: as fast as answers come back.
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
     },
@@ -207,6 +227,26 @@ async fn main() -> anyhow::Result<()> {
                 rate: *rate,
             };
             results.push(workloads::failover(c, load, *agents, *kills).await?);
+        }
+        Workload::RollingRestart {
+            clients,
+            agents,
+            rounds,
+            batch,
+            rate,
+        } => {
+            let c = cluster
+                .as_mut()
+                .context("rolling-restart needs the cluster tidal-bench starts (no --endpoints)")?;
+            eprintln!(
+                "rolling-restart: {clients} clients x {batch}, {agents} agents, {rounds} round(s) of 3 SIGTERMs..."
+            );
+            let load = workloads::Load {
+                clients: *clients,
+                batch: (*batch).max(1),
+                rate: *rate,
+            };
+            results.push(workloads::rolling_restart(c, load, *agents, (*rounds).max(1)).await?);
         }
         Workload::Agents {
             agents,

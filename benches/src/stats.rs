@@ -70,6 +70,26 @@ pub fn table(report: &Value) -> String {
             ));
             continue;
         }
+        if let Some(restarts) = r.get("restarts").and_then(Value::as_array) {
+            out.push_str(&format!(
+                "{}: {:.0} acknowledged tasks/s, lost {}\n",
+                r["name"].as_str().unwrap_or(""),
+                r["acknowledged_per_s"].as_f64().unwrap_or(0.0),
+                r["lost"]
+            ));
+            for x in restarts {
+                out.push_str(&format!(
+                    "  round {} node {}{}: exit code {} after {:.0} ms; longest time without an acknowledged submit {:.0} ms\n",
+                    x["round"],
+                    x["node"],
+                    if x["was_leader"].as_bool() == Some(true) { " (leader)" } else { "" },
+                    x["exit_code"],
+                    x["exit_ms"].as_f64().unwrap_or(0.0),
+                    x["longest_gap_ms"].as_f64().unwrap_or(0.0)
+                ));
+            }
+            continue;
+        }
         if let Some(h) = r.get("heartbeat_round_trip") {
             out.push_str(&format!(
                 "{:<28} {:>12.0} {:>12} {:>12} {:>12}\n",

@@ -370,52 +370,14 @@ pub async fn failover(
     agents: usize,
     kills: usize,
 ) -> anyhow::Result<Value> {
-    let Load {
-        clients,
-        batch,
-        rate,
-    } = load;
+    let Load { clients, batch, .. } = load;
     let endpoints = cluster.endpoints();
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let sim = SimAgents::start(&endpoints, agents, 256, started.clone())?;
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut submitters = Vec::new();
-    // Each client sends a request every `clients * batch / rate` seconds
-    // (skipping the sends it is too late for), or back to back.
-    let every = (rate > 0.0).then(|| Duration::from_secs_f64((clients * batch) as f64 / rate));
     let load_started = Instant::now();
-    for k in 0..clients {
-        let client = Client::new(endpoints.clone())?;
-        let (acked, stop) = (acked.clone(), stop.clone());
-        submitters.push(tokio::spawn(async move {
-            let mut ticks = every.map(|d| {
-                let mut t = tokio::time::interval(d);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                t
-            });
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(t) = ticks.as_mut() {
-                    t.tick().await;
-                }
-                let specs: Vec<v1::TaskSpec> = (0..batch)
-                    .map(|_| {
-                        n += 1;
-                        spec(format!("f{k}-{n}"))
-                    })
-                    .collect();
-                if let Ok(results) = client.submit(specs).await {
-                    let mut acked = acked.lock().expect("lock");
-                    for r in results {
-                        if r.error.as_ref().is_none_or(|e| e.code == 0) {
-                            acked.push(r.id);
-                        }
-                    }
-                }
-            }
-        }));
-    }
+    let submitters = paced_load(&endpoints, &load, "f", &acked, &stop)?;
     let mut h = histogram();
     for round in 0..kills {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -453,7 +415,12 @@ pub async fn failover(
         })
         .await?;
     let present: std::collections::HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-    let acked = acked.lock().expect("lock").clone();
+    let acked: Vec<String> = acked
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
     let lost = acked
         .iter()
         .filter(|id| !present.contains(id.as_str()))
@@ -466,6 +433,175 @@ pub async fn failover(
     Ok(json!({
         "name": format!("failover, {clients} clients x {batch}, {kills} leader kills"),
         "first_assignment_after_kill": summary(&h),
+        "acknowledged": acked.len(),
+        "acknowledged_per_s": per_s,
+        "lost": lost,
+    }))
+}
+
+/// Acknowledged task ids, each with when its submit was answered.
+type Acked = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// Starts `load.clients` submitters until `stop`, recording every
+/// acknowledged task in `acked`. Each client sends a request every
+/// `clients * batch / rate` seconds (skipping the sends it is too late
+/// for), or back to back.
+fn paced_load(
+    endpoints: &[String],
+    load: &Load,
+    prefix: &str,
+    acked: &Acked,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let (clients, batch, rate) = (load.clients, load.batch.max(1), load.rate);
+    let every = (rate > 0.0).then(|| Duration::from_secs_f64((clients * batch) as f64 / rate));
+    let mut submitters = Vec::new();
+    for k in 0..clients {
+        let client = Client::new(endpoints.to_vec())?;
+        let (acked, stop, prefix) = (acked.clone(), stop.clone(), prefix.to_string());
+        submitters.push(tokio::spawn(async move {
+            let mut ticks = every.map(|d| {
+                let mut t = tokio::time::interval(d);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                t
+            });
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(t) = ticks.as_mut() {
+                    t.tick().await;
+                }
+                let specs: Vec<v1::TaskSpec> = (0..batch)
+                    .map(|_| {
+                        n += 1;
+                        spec(format!("{prefix}{k}-{n}"))
+                    })
+                    .collect();
+                if let Ok(results) = client.submit(specs).await {
+                    let now = Instant::now();
+                    let mut acked = acked.lock().expect("lock");
+                    for r in results {
+                        if r.error.as_ref().is_none_or(|e| e.code == 0) {
+                            acked.push((r.id, now));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    Ok(submitters)
+}
+
+/// SIGTERMs each server in turn under load and starts it again once it
+/// exited; for each, whether it led, how long it took to exit (and its
+/// exit code), and the longest time without an acknowledged submit from
+/// the SIGTERM until the next restart began (or the end). At the end,
+/// every acknowledged submit must exist.
+pub async fn rolling_restart(
+    cluster: &mut crate::cluster::Cluster,
+    load: Load,
+    agents: usize,
+    rounds: usize,
+) -> anyhow::Result<Value> {
+    let endpoints = cluster.endpoints();
+    let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let _sim = SimAgents::start(&endpoints, agents, 256, started)?;
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load_started = Instant::now();
+    let submitters = paced_load(&endpoints, &load, "r", &acked, &stop)?;
+    let client = Client::new(endpoints.clone())?;
+    let mut restarts = Vec::new();
+    for round in 0..rounds {
+        for id in 1..=3u64 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let led = cluster.leader().await == Some(id);
+            let sent = Instant::now();
+            let (status, took) = cluster.terminate(id, Duration::from_secs(10)).await;
+            let code = status.and_then(|s| s.code());
+            cluster.restart(id)?;
+            // Caught up: it applied what the leader had when it started.
+            let target = client.status().await?.applied_index;
+            let addr = endpoints[id as usize - 1].clone();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(s) = client.status_of(&addr).await {
+                    if s.applied_index >= target {
+                        break;
+                    }
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "node {id} did not catch up in 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            restarts.push((round, id, led, code, took, sent));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in submitters {
+        let _ = t.await;
+    }
+    let ended = Instant::now();
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let mut times: Vec<Instant> = acked
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, t)| *t)
+        .collect();
+    times.sort();
+    let longest_gap = |from: Instant, to: Instant| {
+        let mut last = from;
+        let mut gap = Duration::ZERO;
+        for t in times.iter().filter(|t| **t > from && **t <= to) {
+            gap = gap.max(*t - last);
+            last = *t;
+        }
+        gap.max(to.saturating_duration_since(last))
+    };
+    let mut per_node = Vec::new();
+    for (i, (round, id, led, code, took, sent)) in restarts.iter().enumerate() {
+        let until = restarts.get(i + 1).map_or(ended, |r| r.5);
+        let gap = longest_gap(*sent, until);
+        eprintln!(
+            "round {} node {id}{}: exit code {code:?} after {took:?}; longest time without an acknowledged submit {gap:?}",
+            round + 1,
+            if *led { " (leader)" } else { "" },
+        );
+        per_node.push(json!({
+            "round": round + 1,
+            "node": id,
+            "was_leader": led,
+            "exit_code": code,
+            "exit_ms": took.as_secs_f64() * 1e3,
+            "longest_gap_ms": gap.as_secs_f64() * 1e3,
+        }));
+    }
+    let tasks = client
+        .list_all_tasks(v1::ListTasksRequest {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await?;
+    let present: std::collections::HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    let acked = acked.lock().expect("lock");
+    let lost = acked
+        .iter()
+        .filter(|(id, _)| !present.contains(id.as_str()))
+        .count();
+    let per_s = acked.len() as f64 / load_secs;
+    eprintln!(
+        "acknowledged {} tasks, {per_s:.0} per second over the run; lost {lost}",
+        acked.len()
+    );
+    Ok(json!({
+        "name": format!(
+            "rolling restart, {} clients x {}, {} rounds of 3 SIGTERMs",
+            load.clients, load.batch, rounds
+        ),
+        "restarts": per_node,
         "acknowledged": acked.len(),
         "acknowledged_per_s": per_s,
         "lost": lost,
