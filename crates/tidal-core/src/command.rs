@@ -130,6 +130,15 @@ pub enum Command {
     /// next assignment has the attempt number this one had). Checked
     /// against the current token like a completion.
     Stopped(Vec<(TaskId, FencingToken)>),
+    /// Retention: removes finished tasks (succeeded, failed, cancelled, or
+    /// forwarded and finished there) and their idempotency keys. Each task
+    /// must have finished at or before `before_ms`, which must not be after
+    /// the entry's time, so every replica removes the same tasks at the same
+    /// index; the leader picks them from [`crate::State::finished_before`].
+    Expire {
+        before_ms: u64,
+        tasks: Vec<TaskId>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +262,12 @@ pub enum Response {
     },
     /// Stopped: one result per item, in order.
     Stopped(Vec<Result<(), Rejection>>),
+    /// Expire: the tasks removed, and those refused (not finished, finished
+    /// after the cut-off, or gone).
+    Expired {
+        removed: Vec<TaskId>,
+        rejected: Vec<(TaskId, Rejection)>,
+    },
 }
 
 /// Rough encoded size of a task spec: its variable-length fields plus a
@@ -304,6 +319,7 @@ impl Command {
             Command::Forward(pairs) => pairs.iter().map(|(_, dc)| 16 + dc.len()).sum(),
             Command::Ingest { records, .. } => records.iter().map(|(_, r)| record(r)).sum(),
             Command::ForwardAck { verdicts, .. } => verdicts.len() * 32,
+            Command::Expire { tasks, .. } => tasks.len() * 8,
             Command::Stopped(list) => list.len() * 16,
             _ => 64,
         }

@@ -574,6 +574,7 @@ impl State {
                 let Some(task) = self.tasks.get_mut(&status.origin_task) else {
                     return Verdict::Accepted { remote_task: None };
                 };
+                let before = task.state.is_terminal().then_some(task.updated_ms);
                 if let TaskState::Forwarded { dc, remote } = &mut task.state {
                     if dc == origin {
                         *remote = Some(RemoteView {
@@ -586,6 +587,7 @@ impl State {
                         task.error = status.error;
                         task.exit_code = status.exit_code;
                         task.updated_ms = ctx.time_ms;
+                        crate::state::refile(&mut self.finished, task, before);
                         if status.state.is_terminal() {
                             self.links.cancelled.remove(&status.origin_task);
                             self.links.refused.remove(&status.origin_task);
@@ -647,6 +649,7 @@ impl State {
                 }
                 Verdict::Accepted { remote_task: None } => {}
                 Verdict::Rejected { reason } => {
+                    let before = task.state.is_terminal().then_some(task.updated_ms);
                     self.links
                         .refused
                         .entry(id)
@@ -663,6 +666,7 @@ impl State {
                         task.error = format!("DC {peer:?} refused it: {reason}");
                         crate::state::requeue(&mut self.pending, task, id);
                     }
+                    crate::state::refile(&mut self.finished, task, before);
                 }
             }
         }

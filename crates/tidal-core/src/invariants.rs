@@ -18,7 +18,8 @@ impl State {
     /// - the pending index holds exactly the Pending tasks, under their queue
     ///   and priority;
     /// - idempotency keys point at tasks with that key; ids are below `next_id`;
-    ///   every task's queue exists.
+    ///   every task's queue exists;
+    /// - the finished index holds exactly the finished tasks, by `updated_ms`;
     ///
     /// - cross-DC (invariant 5): outbox sequences are below `next_seq` and
     ///   above `acked`; an ingested task maps back to its origin id and
@@ -111,6 +112,13 @@ impl State {
         if self.pending.keys().any(|q| !self.queues.contains_key(q)) {
             return Err("pending index names a missing queue".to_string());
         }
+        if self.finished != crate::state::finished_index(&self.tasks) {
+            return Err(format!(
+                "finished index holds {} entries, the finished tasks are {}",
+                self.finished.len(),
+                crate::state::finished_index(&self.tasks).len()
+            ));
+        }
         self.check_links()?;
         for (key, id) in &self.keys {
             let has = self
@@ -139,10 +147,12 @@ impl State {
             }
             for (_, record) in outbox.records.values() {
                 if let crate::forwarding::Record::Task { origin_task, .. } = record {
-                    let ok = matches!(
-                        self.tasks.get(origin_task).map(|t| &t.state),
-                        Some(TaskState::Forwarded { dc, .. }) if dc == peer
-                    );
+                    // Or expired: retention removed it after it finished there.
+                    let ok = self.expired(*origin_task)
+                        || matches!(
+                            self.tasks.get(origin_task).map(|t| &t.state),
+                            Some(TaskState::Forwarded { dc, .. }) if dc == peer
+                        );
                     if !ok {
                         return Err(format!(
                             "outbox {peer} holds task {origin_task}, which is not forwarded there"
@@ -153,6 +163,10 @@ impl State {
         }
         for (origin, inbound) in &links.inbound {
             for (origin_task, local) in &inbound.tasks {
+                // An expired task keeps its dedup entry, nothing else.
+                if self.expired(*local) {
+                    continue;
+                }
                 if links.origin_of.get(local) != Some(&(origin.clone(), *origin_task)) {
                     return Err(format!(
                         "ingested {origin}/{origin_task} -> {local} has no matching origin"

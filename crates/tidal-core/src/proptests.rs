@@ -98,6 +98,13 @@ enum Op {
     },
     Undrain(u8),
     /// An agent's report that it stopped a task on the leader's order.
+    /// Retention: the tasks finished at least `age` entries ago (up to
+    /// `take` of them), plus arbitrary ids, finished or not.
+    Expire {
+        age: u8,
+        take: u8,
+        extra: Vec<u16>,
+    },
     Stop {
         task: u16,
         live: bool,
@@ -159,6 +166,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(agent, deadline)| Op::Drain { agent, deadline }),
         1 => (0..AGENTS + 1).prop_map(Op::Undrain),
         2 => (any::<u16>(), any::<bool>(), tok()).prop_map(|(task, live, tok)| Op::Stop { task, live, tok }),
+        2 => (0u8..20, 0u8..6, vec(any::<u16>(), 0..2))
+            .prop_map(|(age, take, extra)| Op::Expire { age, take, extra }),
     ]
 }
 
@@ -357,6 +366,13 @@ impl Sim {
                 let id = self.pick(*task, *live);
                 Command::Stopped(vec![(id, self.token(id, tok))])
             }
+            Op::Expire { age, take, extra } => {
+                // This entry's time is 1000 x (index + 1).
+                let before_ms = (1_000 * self.index).saturating_sub(1_000 * u64::from(*age));
+                let mut tasks = self.a.finished_before(before_ms, usize::from(*take));
+                tasks.extend(extra.iter().map(|t| self.task_id(*t)));
+                Command::Expire { before_ms, tasks }
+            }
             Op::Forward(t) => Command::Forward(vec![(self.task_id(*t), PEER.into())]),
             Op::Ingest { skip, take } => Command::Ingest {
                 origin: PEER.into(),
@@ -409,6 +425,25 @@ impl Sim {
         // Invariant 3 and the structural invariants, after every apply.
         if let Err(e) = self.a.check_invariants() {
             return Err(TestCaseError::fail(format!("after {cmd:?} -> {ra:?}: {e}")));
+        }
+
+        // Retention removes exactly the finished tasks named that finished
+        // by the cut-off, with their keys; everything else stays as it was.
+        if let (Command::Expire { before_ms, tasks }, Response::Expired { removed, rejected }) =
+            (&cmd, &ra)
+        {
+            prop_assert_eq!(removed.len() + rejected.len(), tasks.len());
+            for id in removed {
+                let prior = before.task(*id).expect("removed tasks existed");
+                prop_assert!(prior.state.is_terminal() && prior.updated_ms <= *before_ms);
+                prop_assert!(self.a.task(*id).is_none() && self.a.expired(*id));
+                if let Some(k) = &prior.spec.idempotency_key {
+                    prop_assert_eq!(self.a.task_by_key(k), None);
+                }
+            }
+            for (id, _) in rejected.iter().filter(|(id, _)| !removed.contains(id)) {
+                prop_assert_eq!(self.a.task(*id), before.task(*id));
+            }
         }
 
         // Invariant 5: ingest is idempotent; the same records again change

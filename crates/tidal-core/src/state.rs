@@ -32,7 +32,13 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const MAX_QUEUE_WEIGHT: u32 = 1000;
 
 /// Tasks, agents and queues of one DC, as every replica holds them.
+///
+/// Encoded field by field in this order (snapshots, backups); `finished` is
+/// derived from the tasks, not encoded, and rebuilt when a state is decoded
+/// (through [`StateData`], which lists the same encoded fields in the same
+/// order), so adding it left the snapshot format as it was.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "StateData")]
 pub struct State {
     pub(crate) tasks: BTreeMap<TaskId, Task>,
     /// Idempotency key -> the task submitted with it.
@@ -46,6 +52,61 @@ pub struct State {
     pub(crate) next_id: u64,
     /// Cross-DC outboxes and what was ingested from other DCs.
     pub(crate) links: Links,
+    /// Every finished task (`TaskState::is_terminal`) by the time it
+    /// finished, its `updated_ms`, which does not change once it finished:
+    /// what retention expires, oldest first. Holds exactly the finished
+    /// tasks (checked by `check_invariants`).
+    #[serde(skip)]
+    pub(crate) finished: BTreeSet<(u64, TaskId)>,
+}
+
+/// The encoded fields of [`State`], in its order; decoding goes through
+/// this and rebuilds the derived index.
+#[derive(Deserialize)]
+struct StateData {
+    tasks: BTreeMap<TaskId, Task>,
+    keys: BTreeMap<String, TaskId>,
+    queues: BTreeMap<String, Queue>,
+    pending: BTreeMap<String, BTreeSet<(Priority, TaskId)>>,
+    agents: BTreeMap<AgentId, Agent>,
+    next_id: u64,
+    links: Links,
+}
+
+impl From<StateData> for State {
+    fn from(d: StateData) -> State {
+        let finished = finished_index(&d.tasks);
+        State {
+            tasks: d.tasks,
+            keys: d.keys,
+            queues: d.queues,
+            pending: d.pending,
+            agents: d.agents,
+            next_id: d.next_id,
+            links: d.links,
+            finished,
+        }
+    }
+}
+
+/// The finished tasks of `tasks` by finish time (see `State::finished`).
+pub(crate) fn finished_index(tasks: &BTreeMap<TaskId, Task>) -> BTreeSet<(u64, TaskId)> {
+    tasks
+        .values()
+        .filter(|t| t.state.is_terminal())
+        .map(|t| (t.updated_ms, t.id))
+        .collect()
+}
+
+/// Keeps `State::finished` in step with a task after a change: `before` is
+/// its finish time if it had finished before the change.
+pub(crate) fn refile(finished: &mut BTreeSet<(u64, TaskId)>, task: &Task, before: Option<u64>) {
+    if let Some(t) = before {
+        finished.remove(&(t, task.id));
+    }
+    if task.state.is_terminal() {
+        finished.insert((task.updated_ms, task.id));
+    }
 }
 
 /// Puts a task back among the Pending of its queue.
@@ -156,6 +217,7 @@ impl State {
             agents: BTreeMap::new(),
             next_id: 1,
             links: Links::default(),
+            finished: BTreeSet::new(),
         };
         state.upsert_queue(DEFAULT_QUEUE.to_string(), 1, Strategy::LeastLoaded);
         state
@@ -222,6 +284,7 @@ impl State {
                     .map(|(task, token)| self.stopped(task, token, ctx))
                     .collect(),
             ),
+            Command::Expire { before_ms, tasks } => self.expire(before_ms, tasks, ctx),
         }
     }
 
@@ -335,6 +398,7 @@ impl State {
             token: holder.as_ref().map_or(0, |(_, t)| *t),
         };
         task.updated_ms = ctx.time_ms;
+        refile(&mut self.finished, task, None);
         self.report(id, ctx);
         Response::Cancelled { task: id, holder }
     }
@@ -420,6 +484,7 @@ impl State {
                 failed.push(id);
             }
             task.updated_ms = ctx.time_ms;
+            refile(&mut self.finished, task, None);
         }
         for id in requeued.iter().chain(&failed) {
             self.report(*id, ctx);
@@ -527,6 +592,7 @@ impl State {
             task.updated_ms = ctx.time_ms;
             if started && task.attempt >= task.spec.max_attempts {
                 fail_exhausted(task, agent_id, token, "stopped the task (its lease lapsed)");
+                refile(&mut self.finished, task, None);
                 failed.push(id);
                 self.report(id, ctx);
                 continue;
@@ -678,6 +744,7 @@ impl State {
                 task.error = c.outcome.error;
                 task.exit_code = c.outcome.exit_code;
                 task.updated_ms = ctx.time_ms;
+                refile(&mut self.finished, task, None);
                 self.report(id, ctx);
                 Ok(())
             }
@@ -730,7 +797,79 @@ impl State {
         );
     }
 
+    /// `Expire`: removes each named task that finished at or before
+    /// `before_ms`, with its idempotency key and its cross-DC bookkeeping.
+    /// What other records keep of its id stays valid: an agent holds only
+    /// unfinished tasks; an outbox record, an ingest's dedup entry
+    /// (`Inbound::tasks`) or a late status naming it is answered as for a
+    /// task that is gone.
+    fn expire(&mut self, before_ms: u64, ids: Vec<TaskId>, ctx: ApplyCtx) -> Response {
+        if before_ms > ctx.time_ms {
+            return Response::Rejected(Rejection::Invalid(format!(
+                "expiry cut-off {before_ms} ms is after the entry's time {} ms",
+                ctx.time_ms
+            )));
+        }
+        let (mut removed, mut rejected) = (Vec::new(), Vec::new());
+        for id in ids {
+            let Some(task) = self.tasks.get(&id) else {
+                rejected.push((id, Rejection::TaskNotFound(id)));
+                continue;
+            };
+            if !task.state.is_terminal() {
+                rejected.push((id, wrong_state(id, &task.state)));
+                continue;
+            }
+            if task.updated_ms > before_ms {
+                rejected.push((
+                    id,
+                    Rejection::Invalid(format!(
+                        "task {id} finished at {} ms, after the cut-off {before_ms} ms",
+                        task.updated_ms
+                    )),
+                ));
+                continue;
+            }
+            let task = self.tasks.remove(&id).expect("present: looked up above");
+            self.finished.remove(&(task.updated_ms, id));
+            if let Some(key) = &task.spec.idempotency_key {
+                if self.keys.get(key) == Some(&id) {
+                    self.keys.remove(key);
+                }
+            }
+            self.links.origin_of.remove(&id);
+            self.links.refused.remove(&id);
+            self.links.cancelled.remove(&id);
+            removed.push(id);
+        }
+        Response::Expired { removed, rejected }
+    }
+
     // ---- reads ----
+
+    /// Up to `limit` finished tasks that finished at or before `before_ms`,
+    /// oldest first: what an `Expire` may remove.
+    pub fn finished_before(&self, before_ms: u64, limit: usize) -> Vec<TaskId> {
+        self.finished
+            .iter()
+            .take_while(|(t, _)| *t <= before_ms)
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// How many tasks have finished (and not expired yet).
+    pub fn finished_count(&self) -> usize {
+        self.finished.len()
+    }
+
+    /// Whether `id` was a task here that retention removed: ids are given
+    /// out densely from 1 and only `Expire` removes a task, so an id below
+    /// the next one that is not here expired; one at or above it never
+    /// existed.
+    pub fn expired(&self, id: TaskId) -> bool {
+        id.0 >= 1 && id.0 < self.next_id && !self.tasks.contains_key(&id)
+    }
 
     pub fn task(&self, id: TaskId) -> Option<&Task> {
         self.tasks.get(&id)

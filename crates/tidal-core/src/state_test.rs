@@ -1061,3 +1061,85 @@ fn regrant_to_an_agent_that_can_no_longer_take_the_task_requeues_it() {
     assert_eq!(t.state, TaskState::Pending);
     assert_eq!(t.attempt, 0, "the next assignment is attempt 1 again");
 }
+
+#[test]
+fn expire_removes_finished_tasks_and_keys_by_the_entrys_cut_off() {
+    let mut log = Log::new();
+    log.register(agent("a1", 2));
+    let keyed = |k: &str| TaskSpec {
+        idempotency_key: Some(k.into()),
+        ..task("t2i")
+    };
+    let done = log.submit(keyed("k-done")).unwrap().id;
+    let token = log.assign(done, "a1").unwrap().token;
+    log.complete(done, token, true).unwrap();
+    let done_at = log.state.task(done).unwrap().updated_ms;
+    let cancelled = log.submit(keyed("k-cancel")).unwrap().id;
+    log.apply(Command::Cancel { task: cancelled });
+    let running = log.submit(keyed("k-run")).unwrap().id;
+    log.assign(running, "a1").unwrap();
+    assert_eq!(log.state.finished_before(done_at, 10), vec![done]);
+    assert_eq!(
+        log.state.finished_before(u64::MAX, 10),
+        vec![done, cancelled]
+    );
+
+    // A cut-off after the entry's own time is refused whole.
+    let now = 1000 + log.index + 1;
+    assert!(matches!(
+        log.apply(Command::Expire {
+            before_ms: now + 1,
+            tasks: vec![done],
+        }),
+        Response::Rejected(Rejection::Invalid(_))
+    ));
+    // Only what finished by the cut-off goes; the rest is refused by name.
+    let r = log.apply(Command::Expire {
+        before_ms: done_at,
+        tasks: vec![done, cancelled, running, TaskId(99)],
+    });
+    let Response::Expired { removed, rejected } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(removed, vec![done]);
+    let refused: Vec<TaskId> = rejected.iter().map(|(id, _)| *id).collect();
+    assert_eq!(refused, vec![cancelled, running, TaskId(99)]);
+    assert!(log.state.task(done).is_none());
+    assert!(log.state.expired(done), "an expired id is told apart");
+    assert!(
+        !log.state.expired(TaskId(99)),
+        "from one that never existed"
+    );
+    assert!(!log.state.expired(running));
+    assert_eq!(log.state.task_by_key("k-done"), None);
+    assert_eq!(log.state.task_by_key("k-cancel"), Some(cancelled));
+    // The key is free again: a new task, with a new id.
+    let again = log.submit(keyed("k-done")).unwrap();
+    assert!(!again.existed && again.id > running, "{again:?}");
+    assert_eq!(log.state.finished_before(u64::MAX, 10), vec![cancelled]);
+}
+
+#[test]
+fn replicas_that_expire_by_the_same_entries_stay_equal() {
+    let (mut a, mut b) = (Log::new(), Log::new());
+    for log in [&mut a, &mut b] {
+        log.register(agent("a1", 4));
+        for i in 0..6u64 {
+            let id = log.submit(task("t2i")).unwrap().id;
+            let token = log.assign(id, "a1").unwrap().token;
+            log.complete(id, token, i % 2 == 0).unwrap();
+        }
+    }
+    let cut = a.state.task(TaskId(3)).unwrap().updated_ms;
+    let pick = a.state.finished_before(cut, 100);
+    assert_eq!(pick, vec![TaskId(1), TaskId(2), TaskId(3)]);
+    for log in [&mut a, &mut b] {
+        log.apply(Command::Expire {
+            before_ms: cut,
+            tasks: pick.clone(),
+        });
+    }
+    assert_eq!(a.state, b.state);
+    assert_eq!(a.state.digest(), b.state.digest());
+    assert_eq!(a.state.finished_count(), 3);
+}
