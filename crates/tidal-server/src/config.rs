@@ -15,6 +15,8 @@ use tidal_core::limits::Limits;
 /// leader, so the range can be short: a dead leader is replaced within
 /// about 150-300 ms of its last heartbeat.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: (u64, u64) = (150, 300);
+/// How long finished tasks are kept by default: 24 h.
+pub const DEFAULT_RETAIN_FINISHED_MS: u64 = 24 * 60 * 60 * 1000;
 /// How often a leader sends AppendEntries when it has nothing new.
 pub const DEFAULT_RAFT_HEARTBEAT_MS: u64 = 50;
 /// How long a SIGTERM or SIGINT may take to hand leadership over, close
@@ -38,6 +40,9 @@ pub struct RawConfig {
     pub agent_ttl_ms: Option<u64>,
     /// How often agents heartbeat, in milliseconds (default 1000).
     pub heartbeat_interval_ms: Option<u64>,
+    /// Finished tasks and their idempotency keys are removed this long
+    /// after they finish, in milliseconds (default 86400000, 24 h).
+    pub retain_finished_ms: Option<u64>,
     pub election_timeout_min_ms: Option<u64>,
     pub election_timeout_max_ms: Option<u64>,
     pub raft_heartbeat_ms: Option<u64>,
@@ -147,6 +152,7 @@ impl RawConfig {
             agent_ttl_ms: num("TIDAL_AGENT_TTL_MS")?,
             heartbeat_interval_ms: num("TIDAL_HEARTBEAT_INTERVAL_MS")?,
             shutdown_timeout_ms: num("TIDAL_SHUTDOWN_TIMEOUT_MS")?,
+            retain_finished_ms: num("TIDAL_RETAIN_FINISHED_MS")?,
             ..RawConfig::default()
         })
     }
@@ -164,6 +170,7 @@ impl RawConfig {
             init,
             agent_ttl_ms,
             heartbeat_interval_ms,
+            retain_finished_ms,
             election_timeout_min_ms,
             election_timeout_max_ms,
             raft_heartbeat_ms,
@@ -304,6 +311,10 @@ impl RawConfig {
             init: self.init.unwrap_or(false),
             agent_ttl,
             heartbeat_interval,
+            retain_finished: Duration::from_millis(
+                self.retain_finished_ms
+                    .unwrap_or(DEFAULT_RETAIN_FINISHED_MS),
+            ),
             election_timeout: (election_min, election_max),
             raft_heartbeat_ms: raft_heartbeat,
             snapshot_every: self.snapshot_every.unwrap_or(20_000),
@@ -337,6 +348,8 @@ pub struct ServerConfig {
     pub init: bool,
     pub agent_ttl: Duration,
     pub heartbeat_interval: Duration,
+    /// How long a finished task is kept after it finished (retention).
+    pub retain_finished: Duration,
     pub election_timeout: (u64, u64),
     pub raft_heartbeat_ms: u64,
     pub snapshot_every: u64,

@@ -129,6 +129,64 @@ mod tests {
         assert_eq!(back, spec);
     }
 
+    /// The state's finished-task index is derived, not encoded: a state
+    /// encodes exactly as it did before the index existed (its encoded
+    /// fields, in order), and decoding rebuilds the index.
+    #[test]
+    fn the_finished_index_is_rebuilt_on_decode_and_not_encoded() {
+        use tidal_core::command::{ApplyCtx, Command, Completion};
+        use tidal_core::model::{AgentSpec, Outcome, TaskId};
+        let mut state = tidal_core::State::new();
+        let mut index = 0;
+        let mut apply = |state: &mut tidal_core::State, cmd| {
+            index += 1;
+            state.apply(
+                cmd,
+                ApplyCtx {
+                    log_index: index,
+                    time_ms: 1000 + index,
+                },
+            )
+        };
+        apply(
+            &mut state,
+            Command::RegisterAgent(AgentSpec {
+                id: "a1".into(),
+                task_types: ["t2i".to_string()].into(),
+                slots: 1,
+                ..Default::default()
+            }),
+        );
+        apply(
+            &mut state,
+            Command::Submit(vec![tidal_core::TaskSpec {
+                task_type: "t2i".into(),
+                ..Default::default()
+            }]),
+        );
+        apply(&mut state, Command::Assign(vec![(TaskId(1), "a1".into())]));
+        apply(
+            &mut state,
+            Command::Complete(vec![Completion {
+                task: TaskId(1),
+                token: 3,
+                outcome: Outcome {
+                    success: true,
+                    result: vec![],
+                    error: String::new(),
+                    exit_code: 0,
+                },
+            }]),
+        );
+        assert_eq!(state.finished_before(u64::MAX, 10), vec![TaskId(1)]);
+        let bytes = encode("state", &state).unwrap();
+        let back: tidal_core::State = decode("state", &bytes).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(back.finished_before(u64::MAX, 10), vec![TaskId(1)]);
+        back.check_invariants().unwrap();
+        assert_eq!(encode("state", &back).unwrap(), bytes);
+    }
+
     #[test]
     fn flipped_body_byte_fails_checksum() {
         let mut bytes = encode("v", &123456789u64).unwrap();

@@ -51,6 +51,9 @@ pub struct ServerArgs {
     /// How often agents heartbeat, in ms (default 1000; at most a third of the TTL).
     #[arg(long, value_name = "MS")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// Remove finished tasks and their idempotency keys this long after they finish, in ms (default 86400000, 24 h).
+    #[arg(long, value_name = "MS")]
+    pub retain_finished_ms: Option<u64>,
     #[arg(long, value_name = "MS", help = format!(
         "Raft election timeout, lower bound in ms (default {})", DEFAULT_ELECTION_TIMEOUT_MS.0))]
     pub election_timeout_min_ms: Option<u64>,
@@ -110,6 +113,7 @@ impl ServerArgs {
             init: self.init.then_some(true),
             agent_ttl_ms: self.agent_ttl_ms,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
+            retain_finished_ms: self.retain_finished_ms,
             election_timeout_min_ms: self.election_timeout_min_ms,
             election_timeout_max_ms: self.election_timeout_max_ms,
             raft_heartbeat_ms: self.raft_heartbeat_ms,

@@ -11,6 +11,7 @@
 //! - `elections`: a follower cut off from the leader rejoins without an election.
 //! - `harness`: starts servers and agents in a tempdir for cluster tests.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
+//! - `retention`: finished tasks and their keys expire; `get` says expired.
 //! - `shutdown`: SIGTERM on a leader (handed over, exit 0) and a follower,
 //!   a second signal, a rolling restart of three servers under load.
 //! - `smoke`: one small end-to-end run through the harness.
@@ -36,6 +37,7 @@ mod failover;
 mod full_disk;
 mod harness;
 mod membership;
+mod retention;
 mod shutdown;
 mod smoke;
 mod strict_input;

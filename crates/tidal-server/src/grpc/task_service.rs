@@ -172,10 +172,17 @@ impl Tasks for TaskService {
         let id = convert::task_id(&req.id)?;
         let index = self.read_index(req.stale).await?;
         let applied = self.node.state.read();
-        let task = applied
-            .state
-            .task(id)
-            .ok_or_else(|| ServerError::NotFound(format!("task {id} not found")))?;
+        let Some(task) = applied.state.task(id) else {
+            if applied.state.expired(id) {
+                return Err(ServerError::NotFound(format!(
+                    "task {id} expired: finished tasks are removed {} ms after they finish \
+                     (--retain-finished-ms)",
+                    self.node.config.retain_finished.as_millis()
+                ))
+                .into());
+            }
+            return Err(ServerError::NotFound(format!("task {id} not found")).into());
+        };
         Ok(Response::new(convert::task_to(
             &applied.state,
             task,

@@ -1,10 +1,11 @@
 //! Leader-only memory, rebuilt on every election: agent sessions, lease
-//! deadlines, the dispatch loop and the lease reaper. It starts when this node
+//! deadlines, the dispatch loop, the lease reaper and retention's expirer. It starts when this node
 //! becomes leader and is dropped when it steps down.
 
 pub mod dispatcher;
 pub mod drainer;
 pub mod eager;
+pub mod expirer;
 pub mod forwarder;
 pub mod quorum;
 pub mod reaper;
@@ -166,6 +167,7 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     )));
     tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
     tasks.push(tokio::spawn(drainer::run(node.clone(), leadership.clone())));
+    tasks.push(tokio::spawn(expirer::run(node.clone(), leadership.clone())));
     if !node.config.peers.is_empty() {
         tasks.push(tokio::spawn(forwarder::run(
             node.clone(),
