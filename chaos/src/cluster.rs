@@ -50,6 +50,10 @@ pub struct Layout {
     /// give the agent that stays with a deposed leader long tasks, so its
     /// workers still run when the task could be granted again).
     pub agent1_work_ms: Option<u64>,
+    /// Run each worker under `sh`, so the process that presents the token
+    /// to the sink is the agent's grandchild (agent-kill: PDEATHSIG reaches
+    /// only the shell; the rest must die by the agent's reaper or cgroup).
+    pub wrap_workers: bool,
 }
 
 impl Layout {
@@ -256,6 +260,9 @@ pub struct Cluster {
     pub layout: Layout,
     pub nodes: Vec<Node>,
     pub agents: Vec<Proc>,
+    /// Agent processes replaced by another process under their id
+    /// (duplicate-agent-id), kept for their logs.
+    pub retired: Vec<Proc>,
     pub net: Net,
     /// An unfaulted client (it dials from 127.0.0.1) for set-up, the
     /// observer and the end-of-run reads.
@@ -396,6 +403,7 @@ impl Cluster {
             layout,
             nodes,
             agents,
+            retired: Vec::new(),
             net,
             admin,
             incarnations,
@@ -457,6 +465,26 @@ impl Cluster {
     pub fn restart_agent(&mut self, k: usize) -> anyhow::Result<()> {
         let tidal = self.layout.tidal.clone();
         self.agents[k - 1].start(&tidal)
+    }
+
+    /// Starts a second process with agent `k`'s id and flags (its own log,
+    /// `agent-K.dupN.log`), while agent `k` may still run.
+    pub fn start_duplicate_agent(&mut self, k: usize) -> anyhow::Result<Proc> {
+        let a = &self.agents[k - 1];
+        let n = self.retired.len() + 1;
+        let log = self
+            .layout
+            .dir
+            .join(format!("{}agent-{k}.dup{n}.log", log_prefix(&self.layout)));
+        let mut p = Proc::new(log, a.args.clone(), a.netns.clone());
+        p.start(&self.layout.tidal)?;
+        Ok(p)
+    }
+
+    /// Makes `p` agent `k`'s process; the one it replaces is retired.
+    pub fn replace_agent(&mut self, k: usize, p: Proc) {
+        let old = std::mem::replace(&mut self.agents[k - 1], p);
+        self.retired.push(old);
     }
 
     /// One node's own status, straight from its private port.
@@ -550,7 +578,7 @@ impl Cluster {
 
     /// SIGKILLs everything (the end of a run).
     pub fn stop_all(&mut self) {
-        for a in &mut self.agents {
+        for a in self.agents.iter_mut().chain(self.retired.iter_mut()) {
             a.resume();
             a.kill();
         }
@@ -577,7 +605,7 @@ impl Cluster {
     /// The agents' log lines that contain `needle`.
     pub fn agent_log_lines(&self, needle: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for a in &self.agents {
+        for a in self.agents.iter().chain(&self.retired) {
             let text = std::fs::read_to_string(&a.log).unwrap_or_default();
             out.extend(
                 text.lines()
@@ -594,7 +622,7 @@ impl Cluster {
             .nodes
             .iter()
             .map(|n| &n.proc.log)
-            .chain(self.agents.iter().map(|a| &a.log));
+            .chain(self.agents.iter().chain(&self.retired).map(|a| &a.log));
         let mut out = Vec::new();
         for log in logs {
             let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -663,6 +691,12 @@ fn agent_args(
         Some(ms) if k == 1 => ms,
         _ => l.work_ms,
     };
+    let wrap: &[&str] = if l.wrap_workers {
+        // The shell waits for the worker and exits with its status.
+        &["sh", "-c", "\"$@\"; exit $?", "sh"]
+    } else {
+        &[]
+    };
     [
         "agent",
         "--id",
@@ -678,14 +712,17 @@ fn agent_args(
         "--endpoints",
         &publics.join(","),
         "--",
-        &l.tidal.display().to_string(),
+    ]
+    .iter()
+    .chain(wrap)
+    .chain(&[
+        l.tidal.display().to_string().as_str(),
         "example-worker",
         "--sleep-ms",
         &work_ms.to_string(),
         "--fence-at",
         &sink.to_string(),
-    ]
-    .iter()
+    ])
     .map(|s| s.to_string())
     .collect()
 }

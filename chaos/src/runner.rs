@@ -218,6 +218,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
         id_base: 0,
         task_types: "t2i".into(),
         agent1_work_ms: scenarios::agent1_work_ms(&s),
+        wrap_workers: scenarios::wrap_workers(&s),
     };
     let mut cluster = Cluster::prepare(layout.clone(), sink.addr, net.clone())?;
     // A cross-DC scenario: a second DC, the only one that runs tts, with its
@@ -391,6 +392,9 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
     if s.fault == Fault::DrainUnderFaults {
         drain_expectations(&history, stops);
     }
+    if s.fault == Fault::DuplicateAgentId {
+        displaced_expectations(&history);
+    }
     history.flush();
 
     let events = history.events();
@@ -528,6 +532,35 @@ fn drain_expectations(history: &Recorder, stops: usize) {
         accepted: Some(stops > 0),
         detail: Some(format!(
             "drains with a deadline stopped running tasks, which were requeued ({stops} stops in the agents' logs)"
+        )),
+        ..Event::new("runner", "event", "expect")
+    });
+}
+
+/// duplicate-agent-id's pass criterion: every displaced process exited 6,
+/// saying its id was taken over.
+fn displaced_expectations(history: &Recorder) {
+    let events = history.events();
+    let all: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.proc == "nemesis" && e.f == "displaced")
+        .collect();
+    let ok = all.iter().filter(|e| e.accepted == Some(true)).count();
+    let bad: Vec<&str> = all
+        .iter()
+        .filter(|e| e.accepted != Some(true))
+        .filter_map(|e| e.detail.as_deref())
+        .collect();
+    history.record(Event {
+        accepted: Some(!all.is_empty() && ok == all.len()),
+        detail: Some(format!(
+            "every agent process displaced by a second one under its id exited 6 ({ok} of {}){}",
+            all.len(),
+            if bad.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", bad.join("; "))
+            }
         )),
         ..Event::new("runner", "event", "expect")
     });

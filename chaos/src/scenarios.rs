@@ -52,6 +52,12 @@ pub enum Fault {
     DrainUnderFaults,
     /// SIGTERM each node in turn (a graceful stop: exit 0), restart it.
     RollingRestart,
+    /// SIGKILL an agent while its workers (run under `sh`, so the process
+    /// the sink sees is the agent's grandchild) work; restart it.
+    KillAgent,
+    /// Start a second process under a live agent's id: it takes the id
+    /// over, and the first must exit 6.
+    DuplicateAgentId,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -268,6 +274,22 @@ pub const ALL: &[Scenario] = &[
         about: "drain an agent (agent 1 with a deadline shorter than its tasks, the others without) while the leader is killed; every drain ends drained, stopped tasks requeue and run once per token",
         netns: false,
     },
+    Scenario {
+        id: "S26",
+        name: "agent-kill",
+        nodes: 3,
+        fault: Fault::KillAgent,
+        about: "SIGKILL an agent whose workers (grandchildren, under sh) run; restart it under its id; its workers end within 1 s, no two executions of a task overlap",
+        netns: false,
+    },
+    Scenario {
+        id: "S27",
+        name: "duplicate-agent-id",
+        nodes: 3,
+        fault: Fault::DuplicateAgentId,
+        about: "start a second process under a live agent's id: it takes the id over, the first exits 6; no two executions of a task overlap",
+        netns: false,
+    },
 ];
 
 pub fn find(name: &str) -> Option<Scenario> {
@@ -313,12 +335,23 @@ pub fn netns_unsupported(s: &Scenario) -> Option<&'static str> {
 /// its lease is still running when its task can be granted again, and a
 /// worker its agent fenced is cut short (visible in the sink's history).
 /// In drain-under-faults, agent 1's tasks outlast the deadline of its
-/// drains, so they are stopped and requeued.
+/// drains, so they are stopped and requeued. In agent-kill and
+/// duplicate-agent-id, agent 1 (the one killed or displaced) is in the
+/// middle of its tasks when that happens; the other agents clear the
+/// workload quickly.
 pub fn agent1_work_ms(s: &Scenario) -> Option<u64> {
     if s.fault == Fault::DrainUnderFaults {
         return Some(DRAIN_WORK_MS);
     }
+    if matches!(s.fault, Fault::KillAgent | Fault::DuplicateAgentId) {
+        return Some(1500);
+    }
     s.netns.then_some(8_000)
+}
+
+/// Whether workers run under `sh` (their own child does the work).
+pub fn wrap_workers(s: &Scenario) -> bool {
+    s.fault == Fault::KillAgent
 }
 
 /// How long agent 1's tasks take in drain-under-faults.
@@ -967,6 +1000,58 @@ impl Nemesis<'_> {
                 Ok(Duration::from_secs(3))
             }
             Fault::DrainUnderFaults => self.drain_under_faults(round).await,
+            Fault::KillAgent => {
+                let k = 1;
+                let id = self.cluster.layout.agent_id(k as u8);
+                self.cluster.agents[k - 1].kill();
+                // The checker: this agent's workers running now end within
+                // 1 s of this event.
+                self.history.record(Event {
+                    agent: Some(id.clone()),
+                    detail: Some(format!("agent-{k} SIGKILLed")),
+                    ..Event::new("nemesis", "event", "kill-agent")
+                });
+                tracing::info!(fault = "kill-agent", agent = %id, "nemesis");
+                sleep(Duration::from_millis(self.rng.gen_range(300..1500))).await;
+                // A new process under the same id, while the old lease runs.
+                self.cluster.restart_agent(k)?;
+                self.note("restart", format!("agent-{k}"));
+                Ok(Duration::from_secs(2))
+            }
+            Fault::DuplicateAgentId => {
+                let k = 1;
+                let id = self.cluster.layout.agent_id(k as u8);
+                if !self.cluster.agents[k - 1].running() {
+                    self.cluster.restart_agent(k)?;
+                }
+                let dup = self.cluster.start_duplicate_agent(k)?;
+                self.note(
+                    "duplicate",
+                    format!("a second process under {id} ({})", dup.log.display()),
+                );
+                // The first process is told its id was taken over: it stops
+                // its workers and exits 6.
+                let status = self.cluster.agents[k - 1]
+                    .wait_exit(Duration::from_secs(15))
+                    .await;
+                let code = status.and_then(|s| s.code());
+                self.history.record(Event {
+                    agent: Some(id.clone()),
+                    accepted: Some(code == Some(6)),
+                    detail: Some(format!(
+                        "the first process under {id} exited {status:?} (expected code 6): {}",
+                        self.cluster.agents[k - 1]
+                            .last_log_line("took this agent id over")
+                            .unwrap_or_else(|| "no log line saying its id was taken over".into())
+                    )),
+                    ..Event::new("nemesis", "event", "displaced")
+                });
+                if status.is_none() {
+                    self.cluster.agents[k - 1].kill();
+                }
+                self.cluster.replace_agent(k, dup);
+                Ok(Duration::from_secs(2))
+            }
             Fault::Mix => unreachable!("Mix picks a concrete fault"),
         }
     }

@@ -9,6 +9,8 @@
 //!   small per-task histories.
 //! - [`exclusivity`]: I4-I5, one holder per token, tokens rise, the sink never
 //!   accepts a stale token, holders' work never overlaps.
+//! - [`overlap`]: no two executions (worker runs) of one task overlap in
+//!   time, whatever their tokens; a SIGKILLed agent's workers end within 1 s.
 //! - [`runs`]: I5 at the worker, one run per token: no (task, token) is
 //!   run by two worker processes.
 //! - [`forwarding`]: I8, with two DCs: each forwarded task ingested once,
@@ -24,6 +26,7 @@ pub mod exclusivity;
 pub mod forwarding;
 pub mod leaders;
 pub mod linearizability;
+pub mod overlap;
 pub mod runs;
 
 use std::collections::BTreeMap;
@@ -59,6 +62,7 @@ pub fn run_all(events: &[Event], facts: &Facts) -> Vec<Verdict> {
         linearizability::check(events),
         exclusivity::check(events, facts),
         runs::check(events),
+        overlap::check(events, facts),
         leaders::check(events),
         convergence::check(events),
         forwarding::check(events),

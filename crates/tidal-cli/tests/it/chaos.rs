@@ -98,5 +98,7 @@ scenarios! {
     s22_cut_leader_but_agent: "cut-leader-but-agent", 122, 10;
     s23_pause_leader_agent_ttl: "pause-leader-agent-ttl", 123, 8;
     s24_silent_isolate_leader: "silent-isolate-leader", 124, 10;
+    s26_agent_kill: "agent-kill", 126, 8;
+    s27_duplicate_agent_id: "duplicate-agent-id", 127, 8;
     s28_drain_under_faults: "drain-under-faults", 128, 8;
 }

@@ -177,6 +177,7 @@ impl Agents for AgentService {
             closed,
             displaced,
             regrant_at,
+            taken_over,
         } = attached;
         // Registered goes first: reconcile's cancels were queued behind
         // nothing else yet, and the agent only acts on them once registered.
@@ -218,6 +219,7 @@ impl Agents for AgentService {
                 agent_id.clone(),
                 stopped,
                 wait,
+                taken_over,
             ));
         }
         leadership.wake.notify_one();
@@ -488,11 +490,24 @@ async fn regrant(
     agent_id: String,
     tasks: Vec<(TaskId, u64)>,
     wait: Option<std::time::Duration>,
+    taken_over: bool,
 ) {
     if let Some(wait) = wait {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = leadership.ended() => return,
+        }
+    }
+    // Another agent process held these tokens: it may have started them
+    // without its report reaching the leader. Count them as started, so
+    // the regrant spends an attempt (a task that may have run never keeps
+    // its attempt). Tokens already running or settled are refused,
+    // harmlessly. (After an election the holder is unknown; a failover
+    // keeps attempts, as before.)
+    if taken_over {
+        if let Err(e) = node.starts.call(tasks.clone()).await {
+            tracing::warn!(agent_id = %agent_id, error = %e, "could not record the held tasks as started; not regranting them now");
+            return;
         }
     }
     let n = tasks.len();

@@ -65,6 +65,10 @@ pub struct Attached {
     /// Tasks of this agent not reported running by the new session may
     /// still run in another process until then: regrant them no earlier.
     pub regrant_at: Option<Instant>,
+    /// Another known agent process held this id (not merely one this
+    /// leadership does not know): it may have started the tasks it held
+    /// without its report arriving, so they count as started.
+    pub taken_over: bool,
 }
 
 #[derive(Default)]
@@ -77,6 +81,8 @@ struct Inner {
     /// Until when a displaced or unknown process may still run tasks of
     /// this agent id.
     fenced_until: HashMap<String, Instant>,
+    /// The part of `fenced_until` owed to another known instance.
+    taken_over_until: HashMap<String, Instant>,
     displaced: HashMap<String, VecDeque<String>>,
     next_generation: u64,
     /// The ids of `sessions`, built when asked for after a change: planning
@@ -138,9 +144,18 @@ impl Sessions {
             if let Some(d) = inner.deadlines.get(agent).copied().filter(|d| *d > now) {
                 let f = inner.fenced_until.entry(agent.to_string()).or_insert(d);
                 *f = (*f).max(d);
+                let known_other = inner
+                    .holders
+                    .get(agent)
+                    .is_some_and(|h| !h.is_empty() && *h != peer.instance);
+                if known_other || displaced.is_some() {
+                    let f = inner.taken_over_until.entry(agent.to_string()).or_insert(d);
+                    *f = (*f).max(d);
+                }
             }
         }
         let regrant_at = inner.fenced_until.get(agent).copied().filter(|f| *f > now);
+        let taken_over = inner.taken_over_until.get(agent).is_some_and(|f| *f > now);
         inner.next_generation += 1;
         let generation = inner.next_generation;
         let (close, closed) = watch::channel(None);
@@ -164,6 +179,7 @@ impl Sessions {
             closed,
             displaced,
             regrant_at,
+            taken_over,
         }
     }
 
@@ -237,6 +253,7 @@ impl Sessions {
         inner.deadlines.remove(agent);
         inner.holders.remove(agent);
         inner.fenced_until.remove(agent);
+        inner.taken_over_until.remove(agent);
         inner.connected = None;
     }
 
@@ -283,6 +300,7 @@ impl Sessions {
         inner.deadlines.clear();
         inner.holders.clear();
         inner.fenced_until.clear();
+        inner.taken_over_until.clear();
         inner.connected = None;
     }
 }
@@ -345,6 +363,7 @@ mod tests {
         );
         assert_eq!(a2.displaced.unwrap().instance, "p1");
         let at = a2.regrant_at.expect("the old lease still runs");
+        assert!(a2.taken_over);
         assert!(at >= before + Duration::from_secs(10));
         assert!(!s.renew("a", a1.generation));
         assert!(s.was_displaced("a", "p1"));
@@ -363,6 +382,7 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let a = s.attach("a", peer("p1"), tx, 0);
         assert!(a.regrant_at.is_some());
+        assert!(!a.taken_over, "an unknown holder is not another process");
         s.forget("a");
         assert_eq!(*a.closed.borrow(), Some(Closed::Expired));
         let (tx, _rx) = mpsc::unbounded_channel();
