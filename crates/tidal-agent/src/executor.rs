@@ -107,7 +107,7 @@ struct Guard {
 impl Guard {
     fn new() -> Guard {
         let cgroups = Cgroups::detect();
-        let reaper = match Reaper::start(cgroups.as_ref().map(Cgroups::kill_fd)) {
+        let reaper = match Reaper::start(cgroups.as_ref().map(Cgroups::for_reaper)) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the worker reaper: what a worker forks may outlive a killed agent");

@@ -137,10 +137,25 @@ pub struct Reaper {
 const OP_WATCH: i32 = 1;
 const OP_FORGET: i32 = 2;
 
+/// What the reaper needs of the workers' cgroups, opened before the fork:
+/// it kills them and removes their directories when the agent is gone.
+#[derive(Debug, Clone, Copy)]
+pub struct ReaperCgroup {
+    /// `<parent>/cgroup.kill`.
+    kill: RawFd,
+    /// The parent `tidal-agent-<pid>` directory.
+    parent: RawFd,
+    /// The agent's own cgroup directory, which holds the parent.
+    own: RawFd,
+    /// The parent's name, NUL-terminated (lives in the Cgroups, which
+    /// outlive the fork; the child has its own copy of the memory).
+    name: *const libc::c_char,
+}
+
 impl Reaper {
-    /// Forks the reaper. `cgroup_kill`: an open `cgroup.kill` it writes when
-    /// the agent is gone.
-    pub fn start(cgroup_kill: Option<RawFd>) -> io::Result<Reaper> {
+    /// Forks the reaper. With `cgroup`, it also kills the workers' cgroups
+    /// and removes them when the agent is gone.
+    pub fn start(cgroup: Option<ReaperCgroup>) -> io::Result<Reaper> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: pipe2 writes two fds into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -161,7 +176,7 @@ impl Reaper {
         }
         if pid == 0 {
             // SAFETY: in the forked child.
-            unsafe { reaper_main(rfd, cgroup_kill.unwrap_or(-1)) }
+            unsafe { reaper_main(rfd, cgroup) }
         }
         // SAFETY: the read end is the reaper's now; wfd is ours alone.
         unsafe { libc::close(rfd) };
@@ -224,11 +239,15 @@ impl Drop for Reaper {
 
 /// The reaper's body, in the forked child: async-signal-safe calls only, no
 /// allocation, no panics (no indexing that can fail), never returns.
-unsafe fn reaper_main(rfd: RawFd, cgroup_kill: RawFd) -> ! {
+unsafe fn reaper_main(rfd: RawFd, cgroup: Option<ReaperCgroup>) -> ! {
     // Its own group: a terminal's ^C or a kill of the agent's group leaves
     // it to do its job.
     libc::setpgid(0, 0);
-    close_except(rfd, cgroup_kill);
+    let mut keep = [rfd, -1, -1, -1];
+    if let Some(c) = cgroup {
+        keep = [rfd, c.kill, c.parent, c.own];
+    }
+    close_except(keep);
     let mut groups = [0i32; REAPER_GROUPS];
     let mut n = 0usize;
     let mut buf = [0u8; 4096];
@@ -282,25 +301,76 @@ unsafe fn reaper_main(rfd: RawFd, cgroup_kill: RawFd) -> ! {
         }
         j += 1;
     }
-    if cgroup_kill >= 0 {
-        libc::write(cgroup_kill, b"1".as_ptr().cast(), 1);
+    if let Some(c) = cgroup {
+        libc::write(c.kill, b"1".as_ptr().cast(), 1);
+        // cgroup.kill is asynchronous: a cgroup is removable once its
+        // processes have exited. Up to about 2 s.
+        let mut tries = 0;
+        loop {
+            if !remove_children(c.parent, &mut buf)
+                && (libc::unlinkat(c.own, c.name, libc::AT_REMOVEDIR) == 0
+                    || *libc::__errno_location() != libc::EBUSY)
+            {
+                break;
+            }
+            tries += 1;
+            if tries > 400 {
+                break;
+            }
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 5_000_000,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
+        }
     }
     libc::_exit(0)
 }
 
-/// Closes every fd but `a` and `b` (-1 for none).
-unsafe fn close_except(a: RawFd, b: RawFd) {
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+/// Removes every subdirectory (worker cgroup) of `dir`; true if some
+/// remain. Raw getdents64: async-signal-safe, no allocation.
+unsafe fn remove_children(dir: RawFd, buf: &mut [u8; 4096]) -> bool {
+    let mut left = false;
+    libc::lseek(dir, 0, libc::SEEK_SET);
+    loop {
+        let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+        if n <= 0 {
+            return left;
+        }
+        let n = (n as usize).min(buf.len());
+        let mut off = 0usize;
+        // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+        while off + 19 < n {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let kind = buf[off + 18];
+            if reclen < 21 || off + reclen > n {
+                break;
+            }
+            let name = buf.as_ptr().add(off + 19).cast::<libc::c_char>();
+            let dot = buf[off + 19] == b'.'
+                && (buf[off + 20] == 0
+                    || (buf[off + 20] == b'.' && off + 21 < n && buf[off + 21] == 0));
+            if kind == libc::DT_DIR && !dot && libc::unlinkat(dir, name, libc::AT_REMOVEDIR) != 0 {
+                left = true;
+            }
+            off += reclen;
+        }
+    }
+}
+
+/// Closes every fd but those in `keep` (-1 for none).
+unsafe fn close_except(mut keep: [RawFd; 4]) {
+    keep.sort_unstable();
     let mut from: libc::c_uint = 0;
-    for keep in [lo, hi] {
-        if keep < 0 {
+    for k in keep {
+        if k < 0 {
             continue;
         }
-        let keep = keep as libc::c_uint;
-        if keep > from {
-            close_range(from, keep - 1);
+        let k = k as libc::c_uint;
+        if k > from {
+            close_range(from, k - 1);
         }
-        from = keep + 1;
+        from = from.max(k + 1);
     }
     close_range(from, libc::c_uint::MAX);
 }
@@ -324,6 +394,11 @@ pub struct Cgroups {
     parent: PathBuf,
     /// `<parent>/cgroup.kill`, open for the reaper.
     kill: OwnedFd,
+    /// The parent and the agent's own cgroup directories, open for the
+    /// reaper, and the parent's name.
+    parent_dir: OwnedFd,
+    own_dir: OwnedFd,
+    name: std::ffi::CString,
     next: AtomicU64,
 }
 
@@ -364,7 +439,8 @@ impl Cgroups {
         }
         remove_stale(&own);
         // SAFETY: getpid has no preconditions.
-        let parent = own.join(format!("tidal-agent-{}", unsafe { libc::getpid() }));
+        let name = format!("tidal-agent-{}", unsafe { libc::getpid() });
+        let parent = own.join(&name);
         if let Err(e) = std::fs::create_dir(&parent) {
             if e.kind() != io::ErrorKind::AlreadyExists {
                 return None;
@@ -381,9 +457,21 @@ impl Cgroups {
                 return None;
             }
         };
+        let open_dir = |p: &Path| std::fs::File::open(p).map(OwnedFd::from);
+        let (Ok(parent_dir), Ok(own_dir), Ok(name)) = (
+            open_dir(&parent),
+            open_dir(&own),
+            std::ffi::CString::new(name),
+        ) else {
+            let _ = std::fs::remove_dir(&parent);
+            return None;
+        };
         Some(Cgroups {
             parent,
             kill,
+            parent_dir,
+            own_dir,
+            name,
             next: AtomicU64::new(1),
         })
     }
@@ -392,9 +480,14 @@ impl Cgroups {
         &self.parent
     }
 
-    /// The parent's `cgroup.kill`, for the reaper.
-    pub fn kill_fd(&self) -> RawFd {
-        self.kill.as_raw_fd()
+    /// What the reaper needs to kill and remove the workers' cgroups.
+    pub fn for_reaper(&self) -> ReaperCgroup {
+        ReaperCgroup {
+            kill: self.kill.as_raw_fd(),
+            parent: self.parent_dir.as_raw_fd(),
+            own: self.own_dir.as_raw_fd(),
+            name: self.name.as_ptr(),
+        }
     }
 
     /// Makes a cgroup for one worker and opens its `cgroup.procs` (closed on

@@ -108,16 +108,26 @@ async fn sigkilled_agent_leaves_no_worker(cgroups: bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The killed agent's (empty) cgroup directory stays until the next agent
-    // starts there; this test removes it itself.
-    if let Some(dir) = cgroup {
-        if let Ok(children) = std::fs::read_dir(&dir) {
+    // The reaper removes the killed agent's cgroups once they are empty.
+    if let Some(dir) = &cgroup {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while dir.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let left = cgroup.as_ref().filter(|d| d.exists()).cloned();
+    if let Some(dir) = &left {
+        if let Ok(children) = std::fs::read_dir(dir) {
             for ch in children.flatten().filter(|e| e.path().is_dir()) {
                 let _ = std::fs::remove_dir(ch.path());
             }
         }
-        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(dir);
     }
+    assert!(
+        left.is_none(),
+        "the killed agent's cgroup {left:?} was not removed"
+    );
     println!(
         "cgroups {cgroups}: the worker's group was gone {:?} after the agent's SIGKILL",
         killed.elapsed()
