@@ -11,12 +11,22 @@ pub const STORAGE_FAILED: i32 = 5;
 /// `tidal agent` only: another agent process registered under its id and
 /// took it over; this one stopped its tasks.
 pub const AGENT_DISPLACED: i32 = 6;
+/// `tidal server` only: it met an entry or a snapshot of a cluster format
+/// version it does not support (README: Rolling upgrade).
+pub const NEEDS_VERSION: i32 = 7;
 
 /// 3 when the cause is that no server (or no leader) answered; 5 when a
 /// server stopped because its store could not write; 6 when another agent
-/// process took this agent's id over; else 1.
+/// process took this agent's id over; 7 when a server stopped at a format
+/// version it does not support; else 1.
 pub fn code_of(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
+        if cause
+            .downcast_ref::<tidal_server::fatal::NeedsVersion>()
+            .is_some()
+        {
+            return NEEDS_VERSION;
+        }
         if cause
             .downcast_ref::<tidal_server::fatal::StorageFailed>()
             .is_some()
@@ -50,6 +60,20 @@ mod tests {
         let e = anyhow::Error::new(tidal_client::Error::new(Code::NotFound, "no such task"));
         assert_eq!(code_of(&e), ERROR);
         assert_eq!(code_of(&anyhow::anyhow!("plain")), ERROR);
+    }
+
+    #[test]
+    fn an_unsupported_format_version_maps_to_7() {
+        let e = anyhow::Error::new(tidal_server::fatal::NeedsVersion {
+            needed: 2,
+            supported: 1,
+            reason: "entry 9 needs cluster format version 2; this node supports versions 1 to 1"
+                .into(),
+        });
+        assert_eq!(code_of(&e), NEEDS_VERSION);
+        assert!(e
+            .to_string()
+            .contains("run a tidal that supports cluster format version 2"));
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //!   error); it stopped at once, naming the directory and the operation.
 //! - 6: `tidal agent` only: another agent process registered under its
 //!   `--id` and took the id over; this one stopped its tasks and exited.
+//! - 7: `tidal server` only: it met an entry or a snapshot of a cluster
+//!   format version it does not support; it applied nothing of it (README:
+//!   Rolling upgrade).
 //!
 //! Errors print one line, `error: <message>`, on stderr.
 

@@ -273,10 +273,25 @@ pub fn queues_table(queues: &[v1::Queue]) -> String {
     t.render()
 }
 
+/// A cluster format version; 0 (from a server before format versions) is 1.
+pub fn format_version(v: u32) -> String {
+    v.max(1).to_string()
+}
+
+/// The format versions a server supports, `MIN-MAX`; `-` when unknown.
+pub fn format_range(min: u32, max: u32) -> String {
+    if max == 0 {
+        "-".to_string()
+    } else {
+        format!("{}-{max}", min.max(1))
+    }
+}
+
 pub fn members_json(m: &v1::MembersResponse) -> Value {
     json!({
         "leader_id": m.leader_id,
         "term": m.term,
+        "cluster_format_version": m.cluster_format_version.max(1),
         "members": m.members.iter().map(|x| json!({
             "id": x.id,
             "addr": x.addr,
@@ -286,6 +301,8 @@ pub fn members_json(m: &v1::MembersResponse) -> Value {
             "matched_index": x.matched_index,
             "lag": x.lag,
             "last_contact_ms": (x.last_contact_ms >= 0).then_some(x.last_contact_ms),
+            "min_format_version": (x.max_format_version > 0).then_some(x.min_format_version.max(1)),
+            "max_format_version": (x.max_format_version > 0).then_some(x.max_format_version),
         })).collect::<Vec<_>>(),
         "last_log_index": m.last_log_index,
     })
@@ -299,6 +316,7 @@ pub fn members_table(m: &v1::MembersResponse) -> String {
         "LEADER",
         "MATCHED",
         "LAG",
+        "SUPPORTS",
         "LAST_CONTACT",
     ]);
     for x in &m.members {
@@ -317,6 +335,7 @@ pub fn members_table(m: &v1::MembersResponse) -> String {
             } else {
                 "-".to_string()
             },
+            format_range(x.min_format_version, x.max_format_version),
             // Only the leader reports contacts, so the leader is the node
             // that answered; others heard from it within the last
             // millisecond show 0 ms, not "self".
@@ -329,13 +348,14 @@ pub fn members_table(m: &v1::MembersResponse) -> String {
     }
     let mut out = t.render();
     out.push_str(&format!(
-        "term {}, leader {}\n",
+        "term {}, leader {}, cluster format version {}\n",
         m.term,
         if m.leader_id == 0 {
             "unknown".to_string()
         } else {
             m.leader_id.to_string()
-        }
+        },
+        format_version(m.cluster_format_version)
     ));
     out
 }
@@ -346,6 +366,9 @@ pub fn status_json(s: &v1::StatusResponse) -> Value {
         "dc": s.dc,
         "role": s.role,
         "acting": s.acting,
+        "cluster_format_version": s.cluster_format_version.max(1),
+        "min_format_version": (s.max_format_version > 0).then_some(s.min_format_version.max(1)),
+        "max_format_version": (s.max_format_version > 0).then_some(s.max_format_version),
         "leader_id": s.leader_id,
         "leader_addr": s.leader_addr,
         "term": s.term,
@@ -448,18 +471,24 @@ mod tests {
             matched_index: 9,
             lag: 0,
             last_contact_ms,
+            min_format_version: 1,
+            max_format_version: if id == 3 { 1 } else { 2 },
         };
         let t = members_table(&v1::MembersResponse {
             members: vec![member(1, 0), member(2, 0), member(3, 4)],
             leader_id: 1,
             term: 2,
             last_log_index: 9,
+            cluster_format_version: 1,
         });
         let rows: Vec<&str> = t.lines().collect();
         assert!(rows[1].ends_with("self"), "{t}");
         assert!(rows[2].ends_with("0 ms ago"), "{t}");
         assert!(rows[3].ends_with("4 ms ago"), "{t}");
         assert_eq!(t.matches("self").count(), 1, "{t}");
+        assert!(rows[1].contains(" 1-2 "), "{t}");
+        assert!(rows[3].contains(" 1-1 "), "{t}");
+        assert!(t.contains("cluster format version 1"), "{t}");
     }
 
     #[test]

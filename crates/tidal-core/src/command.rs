@@ -5,26 +5,198 @@ use serde::{Deserialize, Serialize};
 use crate::forwarding::{DcName, Record, Verdict};
 use crate::model::{AgentId, AgentSpec, FencingToken, Outcome, Strategy, TaskId, TaskSpec};
 
+/// The oldest cluster format version: what every cluster starts at, and the
+/// only one a build from before format versions knows.
+pub const FORMAT_VERSION_MIN: u8 = 1;
+/// The newest cluster format version this build knows (README: Rolling
+/// upgrade). Version 2 adds the commands of issue 15 (see
+/// [`Command::required_version`]) and the envelope layout that lets a node
+/// read an entry's version before its command.
+pub const FORMAT_VERSION_MAX: u8 = 2;
+
 /// What the leader writes into one Raft entry: the command and the leader's
 /// clock at proposal time. Apply reads time only from here, never from a clock.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `version` is the format version the entry needs: the command's
+/// [`Command::required_version`]. Its encoding (bincode, as a struct of
+/// three fields) depends on it:
+///
+/// - version 1: `version`, `time_ms`, then the command inline, exactly as
+///   builds from before format versions write and read it;
+/// - version 2 and later: `version`, `time_ms`, then the command's own
+///   bincode as a byte string. A node reads the version and the time first
+///   and keeps the command's bytes as they are when it cannot decode them
+///   ([`Body::Undecoded`]): a newer variant is then "needs version N", never
+///   a decode error of the whole entry, and the entry is stored and passed on
+///   unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
-    /// Format version of the command encoding, so mixed-version clusters can
-    /// refuse what they do not understand.
+    /// The format version of the entry (see above).
     pub version: u8,
     pub time_ms: u64,
-    pub command: Command,
+    pub body: Body,
+}
+
+/// An entry's command, or the bytes of one this build cannot read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    Command(Command),
+    /// A command of a format version this build does not know, or one that
+    /// does not decode. Applying it is not possible: the node stops
+    /// (tidal-store halts apply) instead of skipping it.
+    Undecoded {
+        /// The command's encoded bytes, kept so the entry re-encodes as it was.
+        bytes: Vec<u8>,
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 impl Envelope {
-    pub const VERSION: u8 = 1;
+    /// The version builds from before format versions wrote (and the only
+    /// one they accept).
+    pub const VERSION: u8 = FORMAT_VERSION_MIN;
+
+    /// An entry for `command`, of the format version it needs.
     pub fn new(time_ms: u64, command: Command) -> Self {
         Envelope {
-            version: Self::VERSION,
+            version: command.required_version(),
             time_ms,
-            command,
+            body: Body::Command(command),
         }
     }
+
+    /// Rough encoded size of the entry's command (see [`spec_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        match &self.body {
+            Body::Command(c) => c.approx_bytes(),
+            Body::Undecoded { bytes, .. } => 16 + bytes.len(),
+        }
+    }
+
+    /// The command, if this build could decode it.
+    pub fn command(&self) -> Option<&Command> {
+        match &self.body {
+            Body::Command(c) => Some(c),
+            Body::Undecoded { .. } => None,
+        }
+    }
+}
+
+fn encode_command(command: &Command) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(command, bincode::config::standard()).map_err(|e| e.to_string())
+}
+
+/// Decodes a command of an entry of format `version` from its bytes.
+fn decode_command(version: u8, bytes: &[u8]) -> Body {
+    let undecoded = |reason: String| Body::Undecoded {
+        bytes: bytes.to_vec(),
+        reason,
+    };
+    if version > FORMAT_VERSION_MAX {
+        return undecoded(format!(
+            "the entry needs cluster format version {version}; this build knows versions \
+             {FORMAT_VERSION_MIN} to {FORMAT_VERSION_MAX}"
+        ));
+    }
+    match bincode::serde::decode_from_slice::<Command, _>(bytes, bincode::config::standard()) {
+        Ok((command, used)) if used == bytes.len() && command.required_version() <= version => {
+            Body::Command(command)
+        }
+        Ok((command, used)) if used == bytes.len() => undecoded(format!(
+            "an entry of format version {version} holds a command of version {}",
+            command.required_version()
+        )),
+        Ok((_, used)) => undecoded(format!(
+            "{} trailing bytes after the command of an entry of format version {version}",
+            bytes.len() - used
+        )),
+        Err(e) => undecoded(format!(
+            "the command of an entry of format version {version} does not decode: {e}"
+        )),
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let mut s = serializer.serialize_struct("Envelope", 3)?;
+        s.serialize_field("version", &self.version)?;
+        s.serialize_field("time_ms", &self.time_ms)?;
+        match &self.body {
+            Body::Command(c) if self.version <= FORMAT_VERSION_MIN => {
+                s.serialize_field("command", c)?
+            }
+            Body::Command(c) => {
+                let bytes = encode_command(c).map_err(S::Error::custom)?;
+                s.serialize_field("command", serde_bytes::Bytes::new(&bytes))?
+            }
+            Body::Undecoded { .. } if self.version <= FORMAT_VERSION_MIN => {
+                return Err(S::Error::custom(
+                    "an undecoded command cannot be written as format version 1",
+                ))
+            }
+            Body::Undecoded { bytes, .. } => {
+                s.serialize_field("command", serde_bytes::Bytes::new(bytes))?
+            }
+        }
+        s.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an entry envelope: version, time, command")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Envelope, A::Error> {
+                use serde::de::Error;
+                let version: u8 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let time_ms: u64 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let body = if version <= FORMAT_VERSION_MIN {
+                    Body::Command(
+                        seq.next_element()?
+                            .ok_or_else(|| A::Error::invalid_length(2, &self))?,
+                    )
+                } else {
+                    let bytes: serde_bytes::ByteBuf = seq
+                        .next_element()?
+                        .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+                    decode_command(version, &bytes)
+                };
+                Ok(Envelope {
+                    version,
+                    time_ms,
+                    body,
+                })
+            }
+        }
+        deserializer.deserialize_struct("Envelope", &["version", "time_ms", "command"], Visitor)
+    }
+}
+
+/// Why a node cannot apply an entry: it is of a format version the node
+/// does not support, or its command does not decode. The node must stop
+/// applying (never skip the entry): tidal-store halts and the server exits
+/// (README: Rolling upgrade).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct CannotApply {
+    /// The format version the entry needs.
+    pub needed: u8,
+    /// The highest version this node supports.
+    pub supported: u8,
+    pub reason: String,
 }
 
 /// Context of one apply: where the entry sits in the log and its time.
@@ -139,6 +311,12 @@ pub enum Command {
         before_ms: u64,
         tasks: Vec<TaskId>,
     },
+    /// Raises the cluster's format version (README: Rolling upgrade). The
+    /// leader proposes it only once every member said it supports
+    /// `version`; a version at or below the current one is refused.
+    SetClusterVersion {
+        version: u8,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +370,9 @@ pub enum Rejection {
     /// attempt is ever accepted, a resent or a second one is refused.
     #[error("task {task} already finished as {state}")]
     Finished { task: TaskId, state: String },
+    /// The command needs a cluster format version the cluster is not at.
+    #[error("needs cluster format version {needed}; the cluster is at version {current}")]
+    NeedsClusterVersion { needed: u8, current: u8 },
 }
 
 /// The outcome of one submitted item.
@@ -291,6 +472,38 @@ impl Completion {
 }
 
 impl Command {
+    /// The cluster format version a command needs: the leader proposes it
+    /// only once the cluster is at that version, and apply refuses it below
+    /// (README: Rolling upgrade). Every new variant must choose here: a
+    /// variant added after version 2 takes the next version, which
+    /// [`FORMAT_VERSION_MAX`] then becomes.
+    pub fn required_version(&self) -> u8 {
+        match self {
+            Command::Submit(_)
+            | Command::Cancel { .. }
+            | Command::RegisterAgent(_)
+            | Command::DeregisterAgent { .. }
+            | Command::AgentDown { .. }
+            | Command::Assign(_)
+            | Command::Started { .. }
+            | Command::Complete(_)
+            | Command::SetQueue { .. }
+            | Command::Noop
+            | Command::StartedBatch(_)
+            | Command::Forward(_)
+            | Command::Ingest { .. }
+            | Command::ForwardAck { .. }
+            | Command::SubmitPlaced { .. }
+            | Command::Regrant { .. } => 1,
+            Command::DrainAgent { .. }
+            | Command::UndrainAgent { .. }
+            | Command::Stopped(_)
+            | Command::Expire { .. } => 2,
+            // Raising to a version needs at least that version.
+            Command::SetClusterVersion { version } => (*version).max(2),
+        }
+    }
+
     /// Rough encoded size of the command (see [`spec_bytes`]).
     pub fn approx_bytes(&self) -> usize {
         use crate::forwarding::Record;

@@ -45,7 +45,8 @@ mod golden_test;
 mod proptests;
 
 pub use command::{
-    ApplyCtx, Command, Completion, Envelope, Granted, Rejection, Response, Submitted,
+    ApplyCtx, Body, CannotApply, Command, Completion, Envelope, Granted, Rejection, Response,
+    Submitted, FORMAT_VERSION_MAX, FORMAT_VERSION_MIN,
 };
 pub use dispatch::{plan, DispatchCursor};
 pub use limits::Limits;

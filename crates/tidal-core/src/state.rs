@@ -14,7 +14,8 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    ApplyCtx, Command, Completion, Envelope, Granted, Rejection, Response, Submitted,
+    ApplyCtx, Body, CannotApply, Command, Completion, Envelope, Granted, Rejection, Response,
+    Submitted, FORMAT_VERSION_MAX, FORMAT_VERSION_MIN,
 };
 use crate::digest::Fnv64;
 use crate::dispatch::placement;
@@ -58,6 +59,13 @@ pub struct State {
     /// tasks (checked by `check_invariants`).
     #[serde(skip)]
     pub(crate) finished: BTreeSet<(u64, TaskId)>,
+    /// The cluster's format version (README: Rolling upgrade): commands of a
+    /// higher [`Command::required_version`] are refused. Not part of the
+    /// state's own encoding, which stays what builds before format versions
+    /// read: tidal-store writes it after the state in snapshots of version 2
+    /// and later, and a snapshot without it is of version 1.
+    #[serde(skip)]
+    pub(crate) cluster_version: u8,
 }
 
 /// The encoded fields of [`State`], in its order; decoding goes through
@@ -85,6 +93,8 @@ impl From<StateData> for State {
             next_id: d.next_id,
             links: d.links,
             finished,
+            // Kept beside the state in snapshots (tidal-store).
+            cluster_version: FORMAT_VERSION_MIN,
         }
     }
 }
@@ -218,24 +228,94 @@ impl State {
             next_id: 1,
             links: Links::default(),
             finished: BTreeSet::new(),
+            cluster_version: FORMAT_VERSION_MIN,
         };
         state.upsert_queue(DEFAULT_QUEUE.to_string(), 1, Strategy::LeastLoaded);
         state
     }
 
-    /// Applies one log entry: checks its format version, then applies its
-    /// command with the entry's index and the leader's time.
-    pub fn apply_envelope(&mut self, env: Envelope, log_index: u64) -> Response {
-        if env.version != Envelope::VERSION {
-            return Response::Rejected(Rejection::UnsupportedVersion(env.version));
+    /// Applies one log entry with the entry's index and the leader's time.
+    ///
+    /// An entry of a format version above `supported` (this node's highest,
+    /// at most [`FORMAT_VERSION_MAX`]), or whose command did not decode, is
+    /// [`CannotApply`]: the state is left as it was and the caller must stop
+    /// applying, never skip the entry. A command the cluster's version does
+    /// not include is refused (as data, like any rejection: every replica
+    /// refuses it alike).
+    pub fn apply_envelope(
+        &mut self,
+        env: Envelope,
+        log_index: u64,
+        supported: u8,
+    ) -> Result<Response, CannotApply> {
+        let supported = supported.min(FORMAT_VERSION_MAX);
+        if env.version > supported {
+            return Err(CannotApply {
+                needed: env.version,
+                supported,
+                reason: format!(
+                    "entry {log_index} needs cluster format version {}; this node supports \
+                     versions {FORMAT_VERSION_MIN} to {supported}",
+                    env.version
+                ),
+            });
         }
-        self.apply(
-            env.command,
-            ApplyCtx {
-                log_index,
-                time_ms: env.time_ms,
-            },
-        )
+        let command = match env.body {
+            Body::Command(c) => c,
+            Body::Undecoded { reason, .. } => {
+                return Err(CannotApply {
+                    needed: env.version,
+                    supported,
+                    reason: format!("entry {log_index} cannot be read: {reason}"),
+                })
+            }
+        };
+        let ctx = ApplyCtx {
+            log_index,
+            time_ms: env.time_ms,
+        };
+        let needed = command.required_version();
+        if needed > env.version {
+            return Ok(Response::Rejected(Rejection::UnsupportedVersion(
+                env.version,
+            )));
+        }
+        // The command that raises the version is the one exception.
+        if needed > self.cluster_version && !matches!(command, Command::SetClusterVersion { .. }) {
+            return Ok(Response::Rejected(Rejection::NeedsClusterVersion {
+                needed,
+                current: self.cluster_version,
+            }));
+        }
+        Ok(self.apply(command, ctx))
+    }
+
+    /// The cluster's format version (README: Rolling upgrade).
+    pub fn cluster_version(&self) -> u8 {
+        self.cluster_version
+    }
+
+    /// Sets the cluster's format version of a state read from a snapshot
+    /// (tidal-store keeps it beside the state). Not a replicated change:
+    /// [`Command::SetClusterVersion`] is.
+    pub fn restore_cluster_version(&mut self, version: u8) {
+        self.cluster_version = version;
+    }
+
+    fn set_cluster_version(&mut self, version: u8) -> Response {
+        if version <= self.cluster_version {
+            return Response::Rejected(Rejection::Invalid(format!(
+                "the cluster is already at format version {}, not below {version}",
+                self.cluster_version
+            )));
+        }
+        if version > FORMAT_VERSION_MAX {
+            // Not reached through apply_envelope, whose entry version is at
+            // least `version`; kept for direct calls of `apply`.
+            return Response::Rejected(Rejection::UnsupportedVersion(version));
+        }
+        self.cluster_version = version;
+        Response::Ok
     }
 
     /// The only mutation of the state. Deterministic; never panics on input.
@@ -285,6 +365,7 @@ impl State {
                     .collect(),
             ),
             Command::Expire { before_ms, tasks } => self.expire(before_ms, tasks, ctx),
+            Command::SetClusterVersion { version } => self.set_cluster_version(version),
         }
     }
 

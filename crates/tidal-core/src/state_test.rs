@@ -831,20 +831,155 @@ fn set_queue_validates_and_upserts() {
 #[test]
 fn envelope_version_is_checked() {
     let mut s = State::new();
+    // An entry of a version above what the node supports cannot be applied:
+    // the state is untouched and the caller must stop, not skip it.
     let mut env = Envelope::new(7, Command::Submit(vec![task("t2i")]));
     env.version = 2;
-    assert_eq!(
-        s.apply_envelope(env, 1),
-        Response::Rejected(Rejection::UnsupportedVersion(2))
+    let before = s.digest();
+    let err = s.apply_envelope(env.clone(), 1, 1).unwrap_err();
+    assert_eq!((err.needed, err.supported), (2, 1));
+    assert!(
+        err.to_string().contains("needs cluster format version 2"),
+        "{err}"
     );
+    assert_eq!(s.digest(), before);
+    // A node that knows version 2 applies it.
+    assert!(matches!(
+        s.apply_envelope(env, 2, FORMAT_VERSION_MAX),
+        Ok(Response::Submitted(_))
+    ));
     let env = Envelope::new(7, Command::Submit(vec![task("t2i")]));
-    assert!(matches!(s.apply_envelope(env, 3), Response::Submitted(_)));
-    let t = s.task(TaskId(1)).unwrap();
+    assert!(matches!(
+        s.apply_envelope(env, 3, 1),
+        Ok(Response::Submitted(_))
+    ));
+    let t = s.task(TaskId(2)).unwrap();
     assert_eq!((t.submitted_index, t.created_ms), (3, 7));
     assert_eq!(
-        s.apply_envelope(Envelope::new(8, Command::Noop), 4),
-        Response::Ok
+        s.apply_envelope(Envelope::new(8, Command::Noop), 4, 1),
+        Ok(Response::Ok)
     );
+}
+
+#[test]
+fn an_undecoded_command_cannot_be_applied() {
+    let mut s = State::new();
+    let env = Envelope {
+        version: 3,
+        time_ms: 1,
+        body: crate::command::Body::Undecoded {
+            bytes: vec![99, 1, 2],
+            reason: "unknown".into(),
+        },
+    };
+    let err = s.apply_envelope(env, 5, FORMAT_VERSION_MAX).unwrap_err();
+    assert_eq!(err.needed, 3);
+    assert!(
+        err.to_string()
+            .contains("entry 5 needs cluster format version 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cluster_version_gates_commands() {
+    let mut s = State::new();
+    assert_eq!(s.cluster_version(), 1);
+    // Every existing command is version 1; raising the version is version 2.
+    assert_eq!(Command::Noop.required_version(), 1);
+    let raise = |v| Command::SetClusterVersion { version: v };
+    assert_eq!(raise(2).required_version(), 2);
+    assert_eq!(raise(3).required_version(), 3);
+    // A version-2 command below version 2 is refused alike on every replica.
+    let mut env = Envelope::new(1, Command::Noop);
+    env.body = crate::command::Body::Command(raise(2));
+    env.version = 1;
+    assert_eq!(
+        s.apply_envelope(env, 1, FORMAT_VERSION_MAX),
+        Ok(Response::Rejected(Rejection::UnsupportedVersion(1)))
+    );
+    assert_eq!(
+        s.apply_envelope(Envelope::new(2, raise(2)), 2, FORMAT_VERSION_MAX),
+        Ok(Response::Ok)
+    );
+    assert_eq!(s.cluster_version(), 2);
+    assert!(matches!(
+        s.apply_envelope(Envelope::new(3, raise(2)), 3, FORMAT_VERSION_MAX),
+        Ok(Response::Rejected(Rejection::Invalid(_)))
+    ));
+    assert_eq!(s.cluster_version(), 2);
+}
+
+#[test]
+fn envelopes_round_trip_and_version_1_keeps_the_old_layout() {
+    let config = bincode::config::standard();
+    // What builds before format versions wrote: the derived encoding.
+    #[derive(serde::Serialize)]
+    struct Legacy {
+        version: u8,
+        time_ms: u64,
+        command: Command,
+    }
+    let legacy = Legacy {
+        version: 1,
+        time_ms: 42,
+        command: Command::Cancel { task: TaskId(9) },
+    };
+    let old = bincode::serde::encode_to_vec(&legacy, config).unwrap();
+    let env = Envelope::new(42, Command::Cancel { task: TaskId(9) });
+    assert_eq!(bincode::serde::encode_to_vec(&env, config).unwrap(), old);
+    let (back, _): (Envelope, _) = bincode::serde::decode_from_slice(&old, config).unwrap();
+    assert_eq!(back, env);
+    // Version 2: the command as a byte string; it round-trips.
+    let env = Envelope::new(43, Command::SetClusterVersion { version: 2 });
+    assert_eq!(env.version, 2);
+    let bytes = bincode::serde::encode_to_vec(&env, config).unwrap();
+    let (back, used): (Envelope, _) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!((back, used), (env, bytes.len()));
+}
+
+#[test]
+fn an_entry_of_an_unknown_version_decodes_as_undecoded_and_reencodes_unchanged() {
+    let config = bincode::config::standard();
+    // A future build's entry: version 9, a variant index this build lacks.
+    #[derive(serde::Serialize)]
+    struct Future {
+        version: u8,
+        time_ms: u64,
+        #[serde(with = "serde_bytes")]
+        command: Vec<u8>,
+    }
+    let future = Future {
+        version: 9,
+        time_ms: 5,
+        command: vec![200, 1, 7, 7],
+    };
+    let bytes = bincode::serde::encode_to_vec(&future, config).unwrap();
+    let (env, used): (Envelope, _) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(used, bytes.len());
+    assert_eq!(env.version, 9);
+    match &env.body {
+        crate::command::Body::Undecoded { reason, .. } => {
+            assert!(
+                reason.contains("needs cluster format version 9"),
+                "{reason}"
+            )
+        }
+        other => panic!("decoded {other:?}"),
+    }
+    assert_eq!(bincode::serde::encode_to_vec(&env, config).unwrap(), bytes);
+    // A known version whose command does not decode is undecoded too.
+    let garbage = Future {
+        version: 2,
+        time_ms: 5,
+        command: vec![200, 1],
+    };
+    let bytes = bincode::serde::encode_to_vec(&garbage, config).unwrap();
+    let (env, _): (Envelope, _) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert!(env.command().is_none());
+    let mut s = State::new();
+    let err = s.apply_envelope(env, 7, FORMAT_VERSION_MAX).unwrap_err();
+    assert!(err.to_string().contains("does not decode"), "{err}");
 }
 
 #[test]

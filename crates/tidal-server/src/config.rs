@@ -58,6 +58,9 @@ pub struct RawConfig {
     pub max_batch: Option<usize>,
     /// Benchmarks only: delay every durable flush by this many microseconds.
     pub flush_delay_us: Option<u64>,
+    /// Tests only: claim to support cluster format versions up to this one
+    /// (below the build's), to imitate an older build in an upgrade test.
+    pub max_format_version: Option<u8>,
     /// Local IP that connections to other servers are made from (default: any).
     pub source_ip: Option<String>,
     /// Peer DCs in preference order (`[[peers]]` tables, or `--peer`).
@@ -180,6 +183,7 @@ impl RawConfig {
             max_payload_bytes,
             max_batch,
             flush_delay_us,
+            max_format_version,
             source_ip,
             peers,
             forwarding,
@@ -299,6 +303,19 @@ impl RawConfig {
         if shutdown_timeout.is_zero() {
             bail!("shutdown_timeout_ms must be 1 or more");
         }
+        let max_format_version = match self.max_format_version {
+            Some(v)
+                if !(tidal_core::FORMAT_VERSION_MIN..=tidal_core::FORMAT_VERSION_MAX)
+                    .contains(&v) =>
+            {
+                bail!(
+                    "max format version {v} is out of range: this build knows versions {} to {}",
+                    tidal_core::FORMAT_VERSION_MIN,
+                    tidal_core::FORMAT_VERSION_MAX
+                )
+            }
+            v => v,
+        };
         if self.init == Some(true) && self.restore.is_some() {
             bail!("--init and --restore both start a new cluster: give one of them");
         }
@@ -322,6 +339,7 @@ impl RawConfig {
             restore: self.restore,
             limits,
             flush_delay: self.flush_delay_us.map(Duration::from_micros),
+            max_format_version,
             source_ip,
             peers: peers
                 .into_iter()
@@ -358,6 +376,9 @@ pub struct ServerConfig {
     pub restore: Option<PathBuf>,
     pub limits: Limits,
     pub flush_delay: Option<Duration>,
+    /// Tests only: the highest cluster format version this node claims to
+    /// support (None: the build's, [`tidal_core::FORMAT_VERSION_MAX`]).
+    pub max_format_version: Option<u8>,
     /// Local IP for connections to other servers (None: the OS chooses).
     pub source_ip: Option<IpAddr>,
     /// Peer DCs in preference order.

@@ -77,9 +77,9 @@ pub fn rejection_code(r: &Rejection) -> Code {
         Rejection::StaleToken { .. }
         | Rejection::WrongState { .. }
         | Rejection::Ineligible { .. } => Code::FailedPrecondition,
-        Rejection::UnsupportedVersion(_) | Rejection::AgentWrongState { .. } => {
-            Code::FailedPrecondition
-        }
+        Rejection::UnsupportedVersion(_)
+        | Rejection::AgentWrongState { .. }
+        | Rejection::NeedsClusterVersion { .. } => Code::FailedPrecondition,
         Rejection::KeyConflict { .. } => Code::AlreadyExists,
         Rejection::Finished { .. } => Code::FailedPrecondition,
     }

@@ -7,6 +7,8 @@
 //! (DESIGN.md, Storage): `run` stops serving as soon as this is seen and
 //! returns [`StorageFailed`], which the binary turns into its exit code.
 
+use std::fmt;
+
 use openraft::error::Fatal;
 use openraft::RaftMetrics;
 use tidal_store::Failures;
@@ -39,4 +41,39 @@ pub async fn core_stopped(
         Some(failure) => failure.to_string(),
         None => format!("the Raft core stopped: {reason}"),
     })
+}
+
+/// The server stopped because it met an entry or a snapshot of a cluster
+/// format version it does not support, or one that does not decode (README:
+/// Rolling upgrade). It applied everything before it and skipped nothing:
+/// started again with a tidal that supports `needed`, it goes on from there.
+#[derive(Debug, thiserror::Error)]
+pub struct NeedsVersion {
+    /// The format version the entry or snapshot needs.
+    pub needed: u8,
+    /// The highest version this server supports.
+    pub supported: u8,
+    /// What was met, e.g. "entry 42 needs cluster format version 2; ...".
+    pub reason: String,
+}
+
+impl fmt::Display for NeedsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}; this server stops without applying it: run a tidal that supports cluster \
+             format version {} (README: Rolling upgrade)",
+            self.reason, self.needed
+        )
+    }
+}
+
+impl From<tidal_core::CannotApply> for NeedsVersion {
+    fn from(c: tidal_core::CannotApply) -> Self {
+        NeedsVersion {
+            needed: c.needed,
+            supported: c.supported,
+            reason: c.reason,
+        }
+    }
 }

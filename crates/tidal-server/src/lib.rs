@@ -110,8 +110,13 @@ pub async fn run(
     // Set once the Raft core stopped on its own (the store cannot write).
     let (failed_tx, mut failed) = tokio::sync::watch::channel(None::<String>);
     let failure_watch = tokio::spawn(async move {
-        let why = fatal::core_stopped(raft_metrics, failures).await;
-        tracing::error!(node_id, error = %why, "stopping: the store failed");
+        let why = fatal::core_stopped(raft_metrics, failures.clone()).await;
+        match failures.halted() {
+            Some(halt) => {
+                tracing::error!(node_id, error = %fatal::NeedsVersion::from(halt), "stopping: an unsupported format version")
+            }
+            None => tracing::error!(node_id, error = %why, "stopping: the store failed"),
+        }
         failed_tx.send_replace(Some(why.0));
     });
     // Set when a graceful shutdown began: its start.
@@ -172,6 +177,10 @@ pub async fn run(
         .as_ref()
         .is_err_and(|e| !matches!(e, openraft::error::Fatal::Stopped));
     if core_failed {
+        if let Some(halt) = node.store_failures.halted() {
+            let _ = node.raft.shutdown().await;
+            return Err(fatal::NeedsVersion::from(halt).into());
+        }
         let why = failed.borrow().clone();
         let why = match why {
             Some(why) => fatal::StorageFailed(why),

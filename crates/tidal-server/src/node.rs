@@ -100,6 +100,10 @@ impl LeaderContact {
     }
 }
 
+/// How long a command waits for a raise of the cluster format version that
+/// every member already supports (see `Node::await_format_version`).
+const FORMAT_RAISE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Node {
     /// Opens the store, starts Raft and, with `--init` on a new data
     /// directory, makes this node the first member of a new cluster.
@@ -129,9 +133,31 @@ impl Node {
             &config.data_dir.join("raft"),
             StoreOptions {
                 flush_delay: config.flush_delay,
+                max_format_version: config.max_format_version,
             },
         )
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        .map_err(|e| match e {
+            // A snapshot of a version this node does not support: the same
+            // stop (and exit code) as meeting such an entry while running.
+            tidal_store::StoreError::NeedsFormatVersion {
+                what,
+                needed,
+                supported,
+            } => anyhow::Error::new(crate::fatal::NeedsVersion {
+                needed,
+                supported,
+                reason: format!(
+                    "{what} in {} needs cluster format version {needed}; this node supports \
+                     versions {} to {supported}",
+                    config.data_dir.display(),
+                    tidal_core::FORMAT_VERSION_MIN
+                ),
+            }),
+            e => anyhow::Error::new(e).context(format!(
+                "opening the store in {}",
+                config.data_dir.display()
+            )),
+        })?;
         let state = state_machine.handle();
         let store_failures = log_store.failures();
         // Nothing in the log, no vote and no snapshot: a new node, or a member
@@ -272,14 +298,69 @@ impl Node {
         }))
     }
 
-    /// Commits one command and returns its response and log index.
+    /// Commits one command and returns its response and log index. A
+    /// command the cluster's format version does not include is refused
+    /// with FAILED_PRECONDITION and never proposed (README: Rolling upgrade).
     pub async fn propose(&self, command: Command) -> Result<(Response, u64)> {
+        self.await_format_version(&command).await?;
         let _open = self.write_gate.read().await;
         let resp = self
             .raft
             .client_write(Envelope::new(now_ms(), command))
             .await?;
         Ok((resp.data, resp.log_id.index))
+    }
+
+    /// The highest cluster format version this node supports (the build's,
+    /// or less with the test-only `--max-format-version`).
+    pub fn supported_format_version(&self) -> u8 {
+        self.config
+            .max_format_version
+            .unwrap_or(tidal_core::FORMAT_VERSION_MAX)
+    }
+
+    /// On the leader, refuses a command that needs a cluster format version
+    /// above the cluster's (apply refuses it too, on every replica alike,
+    /// should the version be behind at commit). When every member already
+    /// supports that version the leader is about to raise it (a new cluster
+    /// right after it started, the last node of an upgrade just back): the
+    /// command waits for that, at most [`FORMAT_RAISE_WAIT`]. Elsewhere the
+    /// write is forwarded to the leader, which decides.
+    async fn await_format_version(&self, command: &Command) -> Result<()> {
+        let needed = command.required_version();
+        let current = || self.state.read().state.cluster_version();
+        if needed <= current()
+            || matches!(command, Command::SetClusterVersion { .. })
+            || self.raft.metrics().borrow().current_leader != Some(self.id)
+        {
+            return Ok(());
+        }
+        if crate::leader::upgrader::version_to_raise(self, current()).is_some_and(|v| v >= needed) {
+            let _ = self
+                .raft
+                .wait(Some(FORMAT_RAISE_WAIT))
+                .metrics(
+                    |_| self.state.read().state.cluster_version() >= needed,
+                    "the cluster format version is raised",
+                )
+                .await;
+        }
+        self.check_format_version(command)
+    }
+
+    /// Refuses a command that needs a cluster format version above the
+    /// cluster's, as this node has applied it.
+    pub fn check_format_version(&self, command: &Command) -> Result<()> {
+        let needed = command.required_version();
+        let current = self.state.read().state.cluster_version();
+        if needed <= current || matches!(command, Command::SetClusterVersion { .. }) {
+            return Ok(());
+        }
+        Err(ServerError::FailedPrecondition(format!(
+            "this needs cluster format version {needed}; the cluster is at version {current} \
+             until every member supports {needed} (`tidal status` shows each node's versions; \
+             README: Rolling upgrade)"
+        )))
     }
 
     /// Waits until this node may answer a linearizable read (it is the leader

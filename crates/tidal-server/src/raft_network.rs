@@ -72,6 +72,9 @@ struct ContactTable {
     answered: HashMap<u64, Instant>,
     /// peer -> (term, send time of the latest accepted AppendEntries).
     accepted: HashMap<u64, (u64, Instant)>,
+    /// peer -> (the highest cluster format version its latest reply named,
+    /// when that reply came).
+    formats: HashMap<u64, (u8, Instant)>,
 }
 
 impl Contacts {
@@ -109,6 +112,22 @@ impl Contacts {
             .get(&peer)
             .filter(|(t, _)| *t == term)
             .map(|(_, at)| *at)
+    }
+
+    /// `peer` answered, saying it supports cluster format versions up to
+    /// `max` (0 from a server before format versions: version 1 only).
+    fn format(&self, peer: u64, max: u32) {
+        let max = u8::try_from(max.max(1)).unwrap_or(u8::MAX);
+        self.lock().formats.insert(peer, (max, Instant::now()));
+    }
+
+    /// The highest cluster format version `peer` said it supports, and how
+    /// long ago; `None` if it never answered.
+    pub fn format_of(&self, peer: u64) -> Option<(u8, Duration)> {
+        self.lock()
+            .formats
+            .get(&peer)
+            .map(|(max, at)| (*max, at.elapsed()))
     }
 
     /// How long ago `peer` last answered; `None` if it never did.
@@ -224,6 +243,7 @@ impl PeerClient {
         let mut request = tonic::Request::new(RaftPayload {
             data,
             format: WIRE_FORMAT,
+            max_format_version: 0,
         });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
@@ -243,6 +263,7 @@ impl PeerClient {
             }
         })?;
         let reply = reply.into_inner();
+        self.contacts.format(self.target, reply.max_format_version);
         check_format(reply.format)
             .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         let result: Result<Resp, RaftError<u64, E>> =
@@ -353,7 +374,7 @@ const APPEND_BYTES: usize = crate::batcher::MAX_ENTRY_BYTES;
 /// Rough encoded size of an entry.
 fn entry_bytes(e: &openraft::Entry<TypeConfig>) -> usize {
     match &e.payload {
-        openraft::EntryPayload::Normal(env) => 32 + env.command.approx_bytes(),
+        openraft::EntryPayload::Normal(env) => 32 + env.approx_bytes(),
         _ => 256,
     }
 }

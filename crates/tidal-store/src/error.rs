@@ -49,6 +49,18 @@ pub enum StoreError {
 
     #[error("store background task failed: {0}")]
     Background(String),
+
+    /// Data of a cluster format version this node does not support: it was
+    /// written by a cluster upgraded past this build (README: Rolling upgrade).
+    #[error(
+        "{what} needs cluster format version {needed}; this node supports versions 1 to \
+         {supported}: run a tidal that supports version {needed} (README: Rolling upgrade)"
+    )]
+    NeedsFormatVersion {
+        what: String,
+        needed: u8,
+        supported: u8,
+    },
 }
 
 impl StoreError {

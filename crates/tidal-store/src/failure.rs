@@ -10,6 +10,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use tidal_core::CannotApply;
+
 use crate::wal::LOG_DIR;
 use crate::StoreError;
 
@@ -43,6 +45,7 @@ impl fmt::Display for WriteFailure {
 pub struct Failures {
     store_dir: PathBuf,
     first: Arc<OnceLock<WriteFailure>>,
+    halted: Arc<OnceLock<CannotApply>>,
 }
 
 impl Failures {
@@ -50,7 +53,19 @@ impl Failures {
         Failures {
             store_dir: store_dir.to_path_buf(),
             first: Arc::new(OnceLock::new()),
+            halted: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Why apply stopped: an entry or a snapshot of a cluster format version
+    /// this node does not support (README: Rolling upgrade), if it did.
+    pub fn halted(&self) -> Option<CannotApply> {
+        self.halted.get().cloned()
+    }
+
+    /// Records that apply stopped, and why; the first reason is kept.
+    pub(crate) fn halt(&self, why: CannotApply) {
+        let _ = self.halted.set(why);
     }
 
     /// The first write failure, if any.

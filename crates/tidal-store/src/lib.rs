@@ -110,6 +110,22 @@ pub struct StoreOptions {
     /// Benchmarks only: sleep this long before each durable flush, to imitate
     /// a slow disk. `None` in production.
     pub flush_delay: Option<Duration>,
+    /// Tests only: the highest cluster format version this node claims to
+    /// support, below the build's [`tidal_core::FORMAT_VERSION_MAX`], to
+    /// imitate an older build. `None`: the build's.
+    pub max_format_version: Option<u8>,
+}
+
+impl StoreOptions {
+    /// The highest cluster format version this node supports.
+    pub fn supported_format_version(&self) -> u8 {
+        self.max_format_version
+            .unwrap_or(tidal_core::FORMAT_VERSION_MAX)
+            .clamp(
+                tidal_core::FORMAT_VERSION_MIN,
+                tidal_core::FORMAT_VERSION_MAX,
+            )
+    }
 }
 
 /// sled's page cache.
@@ -153,7 +169,7 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
         failures.clone(),
     )?;
     let log_ms = started.elapsed().as_millis() as u64;
-    let sm = StateMachineStore::open(&db, durability, failures)?;
+    let sm = StateMachineStore::open(&db, durability, failures, opts.supported_format_version())?;
     tracing::info!(
         dir = %dir.display(),
         sled_ms,

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use openraft::storage::RaftSnapshotBuilder;
 use openraft::{ErrorSubject, ErrorVerb};
 
+use tidal_core::{FORMAT_VERSION_MAX, FORMAT_VERSION_MIN};
+
 use crate::codec;
 use crate::durability::Durability;
 use crate::error::blocking;
@@ -24,13 +26,47 @@ const META_KEY: &[u8] = b"meta";
 const DATA_KEY: &[u8] = b"data";
 
 /// Encodes an applied state as snapshot data (versioned and checksummed).
+///
+/// The body is the [`Applied`] and, when the cluster's format version is
+/// above 1, that version as one byte after it (later versions may add more
+/// after their byte). A state of cluster version 1 encodes exactly as builds
+/// from before format versions wrote it, so they can still install it.
 pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, StoreError> {
-    codec::encode("snapshot data", applied)
+    let version = applied.state.cluster_version();
+    if version <= FORMAT_VERSION_MIN {
+        return codec::encode("snapshot data", applied);
+    }
+    codec::encode("snapshot data", &(applied, version))
 }
 
-/// Decodes snapshot data, verifying its version and checksum.
+/// Decodes snapshot data, verifying its version and checksum. Data of a
+/// cluster format version above this build's is
+/// [`StoreError::NeedsFormatVersion`].
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, StoreError> {
-    codec::decode("snapshot data", bytes)
+    const WHAT: &str = "snapshot data";
+    let body = codec::verify(WHAT, bytes)?;
+    let config = bincode::config::standard();
+    let (mut applied, used): (Applied, usize) = bincode::serde::decode_from_slice(body, config)
+        .map_err(|e| StoreError::corrupt(WHAT, format!("cannot decode: {e}")))?;
+    let version = match &body[used..] {
+        [] => FORMAT_VERSION_MIN,
+        [version, ..] if *version > FORMAT_VERSION_MAX => {
+            return Err(StoreError::NeedsFormatVersion {
+                what: "the snapshot".into(),
+                needed: *version,
+                supported: FORMAT_VERSION_MAX,
+            })
+        }
+        [version] if *version > FORMAT_VERSION_MIN => *version,
+        rest => {
+            return Err(StoreError::corrupt(
+                WHAT,
+                format!("{} trailing bytes after the value", rest.len()),
+            ))
+        }
+    };
+    applied.state.restore_cluster_version(version);
+    Ok(applied)
 }
 
 /// Decodes `data` and checks it is the snapshot `meta` describes.

@@ -7,14 +7,15 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb};
 use serde::{Deserialize, Serialize};
-use tidal_core::{Response, State};
+use tidal_core::{CannotApply, Response, State};
 
 use crate::durability::Durability;
 use crate::error::blocking;
 use crate::failure::Failures;
 use crate::snapshot::{decode_for, SnapshotBuilder, SnapshotStore};
 use crate::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoreError, StoredMembership, TypeConfig,
+    Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoreError, StoredMembership,
+    TypeConfig,
 };
 
 /// What the state machine has applied: the state, the last applied log id
@@ -48,21 +49,51 @@ pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     snapshots: Arc<SnapshotStore>,
     failures: Failures,
+    /// The highest cluster format version this node supports.
+    supported: u8,
 }
 
 impl StateMachineStore {
-    /// Opens the snapshot tree and restores the state it holds.
+    /// Opens the snapshot tree and restores the state it holds. A snapshot
+    /// of a cluster format version above `supported` is
+    /// [`StoreError::NeedsFormatVersion`].
     pub(crate) fn open(
         db: &sled::Db,
         durability: Arc<Durability>,
         failures: Failures,
+        supported: u8,
     ) -> Result<Self, StoreError> {
         let (snapshots, restored) = SnapshotStore::open(db, durability)?;
+        if let Some(applied) = &restored {
+            check_supported("the stored snapshot", applied, supported)?;
+        }
         Ok(StateMachineStore {
             applied: Arc::new(RwLock::new(restored.unwrap_or_default())),
             snapshots: Arc::new(snapshots),
             failures,
+            supported,
         })
+    }
+
+    /// The highest cluster format version this node supports.
+    pub fn supported_format_version(&self) -> u8 {
+        self.supported
+    }
+
+    /// Stops apply for good: records why (the server exits saying so) and
+    /// returns the error that stops openraft's core.
+    fn halt(&self, why: CannotApply, subject: ErrorSubject<NodeId>) -> StorageError {
+        tracing::error!(error = %why, "stopping apply: an entry or snapshot of an unsupported format version");
+        self.failures.halt(why.clone());
+        StoreError::NeedsFormatVersion {
+            what: match &subject {
+                ErrorSubject::Apply(log_id) => format!("entry {}", log_id.index),
+                _ => "an entry".to_string(),
+            },
+            needed: why.needed,
+            supported: why.supported,
+        }
+        .into_storage(subject, ErrorVerb::Read)
     }
 
     /// The store's first write failure, shared with the log store.
@@ -106,8 +137,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Ok,
                 // The entry's index becomes the fencing token of assignments.
+                // One this node cannot apply stops apply here, before the
+                // entry: it is never skipped (README: Rolling upgrade).
                 EntryPayload::Normal(envelope) => {
-                    applied.state.apply_envelope(envelope, log_id.index)
+                    match applied
+                        .state
+                        .apply_envelope(envelope, log_id.index, self.supported)
+                    {
+                        Ok(response) => response,
+                        Err(why) => {
+                            drop(applied);
+                            return Err(self.halt(why, ErrorSubject::Apply(log_id)));
+                        }
+                    }
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(log_id), membership);
@@ -143,8 +185,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let store = self.snapshots.clone();
         let owned_meta = meta.clone();
+        let supported = self.supported;
         let applied = blocking(move || {
             let applied = decode_for(&owned_meta, &data)?;
+            check_supported(
+                &format!("snapshot {}", owned_meta.snapshot_id),
+                &applied,
+                supported,
+            )?;
             crate::crash::point("store::snapshot::before_save");
             store.save(&owned_meta, &data, false)?;
             crate::crash::point("store::snapshot::after_save");
@@ -152,7 +200,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(|e| {
-            if !e.is_corruption() {
+            if let StoreError::NeedsFormatVersion {
+                what,
+                needed,
+                supported,
+            } = &e
+            {
+                self.failures.halt(CannotApply {
+                    needed: *needed,
+                    supported: *supported,
+                    reason: format!(
+                        "{what} needs cluster format version {needed}; this node supports \
+                         versions 1 to {supported}"
+                    ),
+                });
+            } else if !e.is_corruption() {
                 self.failures.db("write a received snapshot", &e);
             }
             e.into_storage(
@@ -175,4 +237,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
+}
+
+/// A snapshot's state of a cluster format version above `supported` is
+/// [`StoreError::NeedsFormatVersion`].
+fn check_supported(what: &str, applied: &Applied, supported: u8) -> Result<(), StoreError> {
+    let needed = applied.state.cluster_version();
+    if needed > supported {
+        return Err(StoreError::NeedsFormatVersion {
+            what: what.to_string(),
+            needed,
+            supported,
+        });
+    }
+    Ok(())
 }

@@ -85,6 +85,10 @@ pub struct ServerArgs {
     /// Benchmarks only: delay every durable flush by this many microseconds, to imitate a slow disk.
     #[arg(long, value_name = "US")]
     pub flush_delay_us: Option<u64>,
+    /// Tests only: claim to support cluster format versions up to N only
+    /// (below this build's), to imitate an older build (README: Rolling upgrade).
+    #[arg(long, value_name = "N", hide = true)]
+    pub max_format_version: Option<u8>,
     /// Local IP to open connections to other servers from (default: chosen by the OS).
     #[arg(long, value_name = "IP")]
     pub source_ip: Option<String>,
@@ -124,6 +128,7 @@ impl ServerArgs {
             max_batch: self.max_batch,
             source_ip: self.source_ip.clone(),
             flush_delay_us: self.flush_delay_us,
+            max_format_version: self.max_format_version,
             peers: (!self.peers.is_empty()).then(|| self.peers.clone()),
             forwarding: None,
             shutdown_timeout_ms: self.shutdown_timeout_ms,

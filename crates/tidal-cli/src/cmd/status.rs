@@ -59,7 +59,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut columns = vec![
-        "ENDPOINT", "NODE", "DC", "ROLE", "TERM", "LEADER", "LAST_LOG", "APPLIED",
+        "ENDPOINT", "NODE", "DC", "ROLE", "TERM", "LEADER", "LAST_LOG", "APPLIED", "FORMAT",
+        "SUPPORTS",
     ];
     if args.digest {
         columns.push("DIGEST");
@@ -86,6 +87,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                     },
                     s.last_log_index.to_string(),
                     s.applied_index.to_string(),
+                    // The cluster's format version as this node applied it,
+                    // and the versions this node supports.
+                    output::format_version(s.cluster_format_version),
+                    output::format_range(s.min_format_version, s.max_format_version),
                 ];
                 if args.digest {
                     row.push(format!("{:016x}", s.state_digest));
@@ -106,6 +111,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         let by_state: std::collections::BTreeMap<_, _> = l.tasks_by_state.iter().collect();
         let tasks: Vec<String> = by_state.iter().map(|(k, v)| format!("{k} {v}")).collect();
         outln!("leader {} ({}), term {}", l.node_id, l.leader_addr, l.term);
+        outln!(
+            "cluster format version: {}",
+            output::format_version(l.cluster_format_version)
+        );
         outln!(
             "tasks: {}",
             if tasks.is_empty() {

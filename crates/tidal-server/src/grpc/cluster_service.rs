@@ -50,7 +50,24 @@ impl ClusterService {
                         .map(|d| d.as_millis() as i64)
                         .unwrap_or(-1)
                 };
+                // What its Raft replies said (this node: its own).
+                let max_format_version = if *id == self.node.id {
+                    u32::from(self.node.supported_format_version())
+                } else if is_leader {
+                    self.node
+                        .contacts
+                        .format_of(*id)
+                        .map_or(0, |(max, _)| u32::from(max))
+                } else {
+                    0
+                };
                 v1::Member {
+                    min_format_version: if max_format_version > 0 {
+                        u32::from(tidal_core::FORMAT_VERSION_MIN)
+                    } else {
+                        0
+                    },
+                    max_format_version,
                     id: *id,
                     addr: n.addr.clone(),
                     voter: voters.contains(id),
@@ -70,6 +87,7 @@ impl ClusterService {
             leader_id: m.current_leader.unwrap_or(0),
             term: m.current_term,
             last_log_index: last_log,
+            cluster_format_version: u32::from(self.node.state.read().state.cluster_version()),
         }
     }
 
@@ -477,6 +495,9 @@ impl Cluster for ClusterService {
             queues: report.queues,
             state_digest: report.digest,
             acting: acting.is_some(),
+            cluster_format_version: u32::from(report.cluster_format_version),
+            min_format_version: u32::from(tidal_core::FORMAT_VERSION_MIN),
+            max_format_version: u32::from(node.supported_format_version()),
         }))
     }
 }
@@ -484,6 +505,7 @@ impl Cluster for ClusterService {
 /// What a status answer reads from the applied state, in one hold of it.
 struct StateReport {
     applied_index: u64,
+    cluster_format_version: u8,
     tasks_by_state: std::collections::HashMap<String, u64>,
     agents: u32,
     queues: Vec<v1::Queue>,
@@ -495,6 +517,7 @@ impl StateReport {
         let state = &applied.state;
         StateReport {
             applied_index: applied.last_applied.map(|l| l.index).unwrap_or(0),
+            cluster_format_version: state.cluster_version(),
             tasks_by_state: state
                 .counts_by_state()
                 .into_iter()

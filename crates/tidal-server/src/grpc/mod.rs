@@ -53,6 +53,7 @@ pub async fn serve(
         vote_gate: node.vote_gate.clone(),
         contact: node.leader_contact.clone(),
         elections: node.elections.clone(),
+        max_format_version: node.supported_format_version(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);

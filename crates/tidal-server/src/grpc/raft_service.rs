@@ -73,6 +73,9 @@ pub struct RaftService {
     pub contact: crate::node::LeaderContact,
     /// Pre-votes, holds and campaigns.
     pub elections: Arc<crate::elections::Elections>,
+    /// The highest cluster format version this node supports, sent in
+    /// every reply so the leader knows (README: Rolling upgrade).
+    pub max_format_version: u8,
 }
 
 /// Decodes a Raft payload of this server's wire format.
@@ -86,12 +89,16 @@ fn bad_request(e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("undecodable raft message: {e}"))
 }
 
-fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = encode(value).map_err(|e| Status::internal(format!("encoding raft reply: {e}")))?;
-    Ok(Response::new(RaftPayload {
-        data,
-        format: crate::raft_network::WIRE_FORMAT,
-    }))
+impl RaftService {
+    fn reply<T: serde::Serialize>(&self, value: &T) -> Result<Response<RaftPayload>, Status> {
+        let data =
+            encode(value).map_err(|e| Status::internal(format!("encoding raft reply: {e}")))?;
+        Ok(Response::new(RaftPayload {
+            data,
+            format: crate::raft_network::WIRE_FORMAT,
+            max_format_version: self.max_format_version.into(),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -108,7 +115,7 @@ impl RaftRpc for RaftService {
         {
             self.contact.touch();
         }
-        reply(&resp)
+        self.reply(&resp)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -116,7 +123,7 @@ impl RaftRpc for RaftService {
             .may_vote()
             .map_err(Status::failed_precondition)?;
         let req = payload(request)?;
-        reply(&self.raft.vote(req).await)
+        self.reply(&self.raft.vote(req).await)
     }
 
     async fn removed(
@@ -198,7 +205,7 @@ impl RaftRpc for RaftService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let req = payload(request)?;
-        reply(&self.raft.install_snapshot(req).await)
+        self.reply(&self.raft.install_snapshot(req).await)
     }
 }
 

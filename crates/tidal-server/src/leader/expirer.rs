@@ -21,8 +21,19 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     let retain = node.config.retain_finished.as_millis() as u64;
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `Expire` is of cluster format version 2: a cluster still at 1 (an
+    // upgrade under way, README: Rolling upgrade) keeps its finished tasks
+    // until every member supports it.
+    let needed = Command::Expire {
+        before_ms: 0,
+        tasks: Vec::new(),
+    }
+    .required_version();
     while leadership.is_alive() {
         tick.tick().await;
+        if node.state.read().state.cluster_version() < needed {
+            continue;
+        }
         // Batches back to back until nothing old enough is left.
         while leadership.is_alive() {
             let before_ms = now_ms().saturating_sub(retain);

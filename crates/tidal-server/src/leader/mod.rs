@@ -11,6 +11,7 @@ pub mod quorum;
 pub mod reaper;
 pub mod sessions;
 pub mod shipper;
+pub mod upgrader;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -168,6 +169,10 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
     tasks.push(tokio::spawn(drainer::run(node.clone(), leadership.clone())));
     tasks.push(tokio::spawn(expirer::run(node.clone(), leadership.clone())));
+    tasks.push(tokio::spawn(upgrader::run(
+        node.clone(),
+        leadership.clone(),
+    )));
     if !node.config.peers.is_empty() {
         tasks.push(tokio::spawn(forwarder::run(
             node.clone(),

@@ -3,6 +3,7 @@
 mod common;
 mod corruption;
 mod crash;
+mod format_version;
 #[cfg(feature = "failpoints")]
 mod power_loss;
 mod reopen;

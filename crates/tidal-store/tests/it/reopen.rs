@@ -77,7 +77,9 @@ fn replayed(upto: u64) -> tidal_core::State {
     let mut state = tidal_core::State::new();
     for entry in common::entries(1, upto) {
         if let openraft::EntryPayload::Normal(env) = entry.payload {
-            state.apply_envelope(env, entry.log_id.index);
+            state
+                .apply_envelope(env, entry.log_id.index, tidal_core::FORMAT_VERSION_MAX)
+                .expect("a known version");
         }
     }
     state

@@ -1,0 +1,205 @@
+//! Cluster format versions at the state machine: an entry or a snapshot of a
+//! version the node does not support stops apply before it (never skipped),
+//! the reason is recorded for the server, and nothing after it is applied.
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use tidal_core::{Body, Command, Envelope, FORMAT_VERSION_MAX};
+use tidal_store::{decode_snapshot, encode_snapshot, StoreError, StoreOptions};
+
+use crate::common;
+
+fn open_supporting(
+    dir: &std::path::Path,
+    max: u8,
+) -> (tidal_store::LogStore, tidal_store::StateMachineStore) {
+    tidal_store::open(
+        dir,
+        StoreOptions {
+            max_format_version: Some(max),
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open the store")
+}
+
+fn raise(index: u64) -> tidal_store::Entry {
+    common::normal(1, index, Command::SetClusterVersion { version: 2 })
+}
+
+#[tokio::test]
+async fn an_entry_of_an_unsupported_version_halts_apply_instead_of_skipping_it() {
+    let (dir_new, dir_old) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_l1, mut new) = common::open(dir_new.path());
+    let (_l2, mut old) = open_supporting(dir_old.path(), 1);
+    assert_eq!(old.supported_format_version(), 1);
+
+    let mut entries = common::entries(1, 10);
+    entries.push(raise(11));
+    entries.extend(common::entries(12, 15));
+    let n = entries.len();
+    let responses = new.apply(entries.clone()).await.expect("apply");
+    assert_eq!(responses.len(), n);
+    assert_eq!(new.handle().read().state.cluster_version(), 2);
+
+    // The node of version 1 applies up to entry 10, then stops at 11.
+    let err = old.apply(entries).await.unwrap_err();
+    assert!(
+        err.to_string().contains("cluster format version 2"),
+        "{err}"
+    );
+    let applied = old.handle().read().clone();
+    assert_eq!(applied.last_applied, Some(common::log_id(1, 10)));
+    assert_eq!(applied.state.cluster_version(), 1);
+    let halted = old.failures().halted().expect("the halt is recorded");
+    assert_eq!((halted.needed, halted.supported), (2, 1));
+    assert!(
+        halted
+            .to_string()
+            .contains("entry 11 needs cluster format version 2"),
+        "{halted}"
+    );
+    assert_eq!(old.failures().first(), None, "not a write failure");
+
+    // A replica that supports version 2 goes on where it stopped and ends
+    // in the same state as the others (nothing was skipped).
+    let (_l3, mut again) = common::open(tempfile::tempdir().unwrap().path());
+    common::apply(&mut again, common::entries(1, 10)).await;
+    let mut rest = vec![raise(11)];
+    rest.extend(common::entries(12, 15));
+    common::apply(&mut again, rest).await;
+    assert_eq!(
+        again.handle().read().state.digest(),
+        new.handle().read().state.digest()
+    );
+}
+
+#[tokio::test]
+async fn an_entry_of_a_version_this_build_does_not_know_halts_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = common::open(dir.path());
+    common::apply(&mut sm, common::entries(1, 5)).await;
+    let future = tidal_store::Entry {
+        log_id: common::log_id(1, 6),
+        payload: openraft::EntryPayload::Normal(Envelope {
+            version: FORMAT_VERSION_MAX + 1,
+            time_ms: 6,
+            body: Body::Undecoded {
+                bytes: vec![250, 1, 2, 3],
+                reason: "from a newer build".into(),
+            },
+        }),
+    };
+    let before = sm.handle().read().clone();
+    let err = sm
+        .apply(vec![future, common::normal(1, 7, Command::Noop)])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("needs cluster format version"),
+        "{err}"
+    );
+    assert_eq!(*sm.handle().read(), before, "nothing applied");
+    assert_eq!(
+        sm.failures().halted().map(|h| h.needed),
+        Some(FORMAT_VERSION_MAX + 1)
+    );
+}
+
+#[tokio::test]
+async fn snapshots_carry_the_cluster_version_and_an_unsupported_one_is_refused() {
+    let (dir_a, dir_b, dir_c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (_la, mut a) = common::open(dir_a.path());
+    common::apply(&mut a, common::entries(1, 8)).await;
+
+    // At version 1 a snapshot is what builds before format versions wrote.
+    let v1 = a.handle().read().clone();
+    let bytes = encode_snapshot(&v1).unwrap();
+    assert_eq!(
+        bytes,
+        tidal_store::codec::encode("snapshot data", &v1).unwrap()
+    );
+    assert_eq!(decode_snapshot(&bytes).unwrap().state.cluster_version(), 1);
+
+    common::apply(&mut a, vec![raise(9)]).await;
+    let built = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let v2 = a.handle().read().clone();
+    assert_eq!(v2.state.cluster_version(), 2);
+    let decoded = decode_snapshot(&built.snapshot.clone().into_inner()).unwrap();
+    assert_eq!(decoded, v2);
+    assert_eq!(decoded.state.digest(), v2.state.digest());
+
+    // A node that supports version 2 installs it; one of version 1 stops.
+    let (_lb, mut b) = common::open(dir_b.path());
+    let mut receiving = b.begin_receiving_snapshot().await.unwrap();
+    *receiving = *built.snapshot.clone();
+    b.install_snapshot(&built.meta, receiving).await.unwrap();
+    assert_eq!(b.handle().read().state.cluster_version(), 2);
+
+    let (_lc, mut c) = open_supporting(dir_c.path(), 1);
+    let mut receiving = c.begin_receiving_snapshot().await.unwrap();
+    *receiving = *built.snapshot.clone();
+    let err = c
+        .install_snapshot(&built.meta, receiving)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cluster format version 2"),
+        "{err}"
+    );
+    assert_eq!(c.failures().halted().map(|h| h.needed), Some(2));
+    assert_eq!(c.handle().read().last_applied, None);
+
+    // Reopened as a node of version 1, b's stored snapshot is refused.
+    drop((_lb, b));
+    let err = loop {
+        match tidal_store::open(
+            dir_b.path(),
+            StoreOptions {
+                max_format_version: Some(1),
+                ..StoreOptions::default()
+            },
+        ) {
+            Err(e) if e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => break e,
+            Ok(_) => panic!("a version-1 node opened a version-2 snapshot"),
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            StoreError::NeedsFormatVersion {
+                needed: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // A snapshot of a version above the build's is refused as such.
+    let mut future = v2.clone();
+    future.state.restore_cluster_version(FORMAT_VERSION_MAX + 1);
+    let body = bincode::serde::encode_to_vec(
+        (&future, FORMAT_VERSION_MAX + 1),
+        bincode::config::standard(),
+    )
+    .unwrap();
+    let mut bytes = vec![tidal_store::codec::FORMAT_VERSION];
+    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    assert!(matches!(
+        decode_snapshot(&bytes),
+        Err(StoreError::NeedsFormatVersion { .. })
+    ));
+}
