@@ -10,9 +10,14 @@
 //! - [`procs`]: child processes of `tidal dev`.
 //!
 //! Exit codes (scripts rely on them):
-//! - 0: success.
+//! - 0: success; `tidal server` stopped by SIGINT or SIGTERM (a graceful stop).
 //! - 1: an error: the server refused the request (bad input, not found, state
-//!   does not allow it, over a limit), a bad config, a local I/O failure.
+//!   does not allow it, over a limit), a bad config, a local I/O failure; a
+//!   second SIGINT or SIGTERM during a graceful stop.
+//!
+//! A one-shot command whose stdout was closed by its reader (`tidal task
+//! list | head`) ends by SIGPIPE, as other command-line tools do; SIGPIPE
+//! from a connection to a server that went away never ends a command.
 //! - 2: usage error (unknown flag, missing argument); printed by clap.
 //! - 3: unavailable: no server answered, or no leader within `--timeout-ms`.
 //! - 4: `tidal task watch` only: the task ended failed or cancelled.
