@@ -210,7 +210,11 @@ impl Node {
             state_machine,
         )
         .await
-        .context("starting raft")?;
+        .map_err(|e| match store_failures.halted() {
+            // Re-applying the log met an entry this node cannot apply.
+            Some(halt) => anyhow::Error::new(crate::fatal::NeedsVersion::from(halt)),
+            None => anyhow::Error::new(e).context("starting raft"),
+        })?;
         // Raft's first metrics are a placeholder (term 0, empty log) until its
         // core has loaded the store; answer no status before that.
         let mut metrics = raft.metrics();

@@ -21,6 +21,9 @@
 //!   it; the others serve on without flooding their logs; freed, it catches up.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
 //! - `workers`: a SIGKILLed agent leaves no worker process running.
+//! - `upgrade`: a rolling upgrade: a node of an older format version holds
+//!   the cluster's version, which rises once it is upgraded; an older build
+//!   on an upgraded cluster exits 7.
 //! - `xdc`: two DCs: forwarding by capability, a cut link, leader kills on both sides.
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
@@ -41,5 +44,6 @@ mod retention;
 mod shutdown;
 mod smoke;
 mod strict_input;
+mod upgrade;
 mod workers;
 mod xdc;
