@@ -186,6 +186,12 @@ struct Local {
 }
 
 impl Elections {
+    /// The outgoing channels to other servers (shared with the Raft
+    /// transport), e.g. to ask a server joining the cluster for its status.
+    pub fn channels(&self) -> Channels {
+        self.channels.clone()
+    }
+
     pub fn new(
         node_id: u64,
         raft: Raft,

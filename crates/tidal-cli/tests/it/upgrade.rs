@@ -4,7 +4,8 @@
 //! version 1, a command of version 2 is refused and never proposed. Node 1
 //! restarted as a full build, the cluster raises itself to version 2. A node
 //! then started as an older build stops at the entry it cannot apply, exits
-//! 7 naming the version it needs, and catches up once started as a full build.
+//! 7 naming the version it needs, and catches up once started as a full
+//! build; a new server of the older build is refused by `add-learner`.
 
 use std::time::Duration;
 
@@ -167,6 +168,42 @@ async fn a_cluster_waits_for_its_oldest_node_then_moves_to_the_new_version() -> 
     );
     c.start_node(2, false)?;
     c.wait_caught_up(2, WAIT).await?;
+    wait_version(&c, 2).await?;
+
+    // Joining: a server that says it lacks the cluster's version is not
+    // added; the same server of the new build is.
+    let leader = c.client.status().await?.leader_id;
+    let joiner = if leader == 3 { 2 } else { 3 };
+    c.client.remove(joiner, true).await?;
+    c.kill_node(joiner);
+    std::fs::remove_dir_all(&c.node(joiner).data)?;
+    c.start_node_with(joiner, false, &older())?;
+    let addr = c.node(joiner).addr.clone();
+    let deadline = Instant::now() + WAIT;
+    while c.client.status_of(&addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("node {joiner} does not answer\n{}", c.logs_tail(20));
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    let err = c.client.add_learner(joiner, &addr).await.unwrap_err();
+    assert_eq!(err.code, tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message
+            .contains("supports cluster format versions 1 to 1; the cluster is at version 2"),
+        "{err:?}"
+    );
+    let members = c.client.members().await?;
+    assert!(
+        members.members.iter().all(|m| m.id != joiner),
+        "{members:?}"
+    );
+    c.kill_node(joiner);
+    std::fs::remove_dir_all(&c.node(joiner).data)?;
+    c.start_node(joiner, false)?;
+    c.client.add_learner(joiner, &addr).await?;
+    c.client.promote(joiner).await?;
+    c.wait_caught_up(joiner, WAIT).await?;
     wait_version(&c, 2).await?;
     Ok(())
 }

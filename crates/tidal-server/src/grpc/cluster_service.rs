@@ -22,6 +22,9 @@ pub struct ClusterService {
 /// Bytes per backup message.
 const BACKUP_CHUNK: usize = 1 << 20;
 
+/// How long `add-learner` waits for the new server's status.
+const JOINER_STATUS_WAIT: Duration = Duration::from_secs(1);
+
 impl ClusterService {
     fn members(&self) -> v1::MembersResponse {
         let m = self.node.raft.metrics().borrow().clone();
@@ -89,6 +92,43 @@ impl ClusterService {
             last_log_index: last_log,
             cluster_format_version: u32::from(self.node.state.read().state.cluster_version()),
         }
+    }
+
+    /// Refuses to add a server that says it does not support the cluster's
+    /// format version: it would stop at the first entry or snapshot it could
+    /// not apply (README: Rolling upgrade). Best effort: a server that does
+    /// not answer within [`JOINER_STATUS_WAIT`] (not started yet) is added,
+    /// and one of an older build stops by itself, exit 7.
+    async fn check_joiner_supports_the_cluster(&self, id: u64, addr: &str) -> Result<(), Status> {
+        let current = self.node.state.read().state.cluster_version();
+        if current <= tidal_core::FORMAT_VERSION_MIN {
+            return Ok(());
+        }
+        let Ok(channel) = self.node.elections.channels().get(addr) else {
+            return Ok(());
+        };
+        let mut request = Request::new(v1::StatusRequest { digest: false });
+        request.set_timeout(JOINER_STATUS_WAIT);
+        let status = tokio::time::timeout(
+            JOINER_STATUS_WAIT,
+            v1::cluster_client::ClusterClient::new(channel).status(request),
+        )
+        .await;
+        let Ok(Ok(status)) = status else {
+            return Ok(());
+        };
+        // 0: a server from before format versions, which supports 1 only.
+        let max = status.into_inner().max_format_version.max(1);
+        if max < u32::from(current) {
+            return Err(ServerError::FailedPrecondition(format!(
+                "node {id} at {addr} supports cluster format versions {} to {max}; the cluster \
+                 is at version {current}: start it with a tidal that supports version {current} \
+                 (README: Rolling upgrade)",
+                tidal_core::FORMAT_VERSION_MIN
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     /// The voters that answered recently (this node included).
@@ -237,6 +277,8 @@ impl Cluster for ClusterService {
                 }
             }
         }
+        self.check_joiner_supports_the_cluster(req.id, &req.addr)
+            .await?;
         tracing::info!(node_id = self.node.id, learner = req.id, addr = %req.addr, "adding learner");
         self.node
             .raft
