@@ -15,6 +15,8 @@
 //!   and the heartbeat round trip.
 //! - `memory`: a million pending tasks; every server's memory, a snapshot,
 //!   a restart of every server to service.
+//! - `soak`: a million tasks through at a steady rate with a short
+//!   retention; the leader's resident memory and state size over time.
 //!
 //! Results: a table, or one JSON document with `--output json`, with the
 //! machine, the git revision and the settings.
@@ -149,6 +151,27 @@ enum Workload {
         #[arg(long)]
         keys: bool,
     },
+    /// Tasks through at a steady rate, completed at once, on the cluster it
+    /// starts with `--retain-finished-ms`: the leader's memory over time.
+    Soak {
+        #[arg(long, default_value_t = 1_000_000)]
+        tasks: usize,
+        /// Tasks per second over all clients.
+        #[arg(long, default_value_t = 4_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 8)]
+        agents: usize,
+        #[arg(long, default_value_t = 256)]
+        slots: u32,
+        /// The servers' --retain-finished-ms.
+        #[arg(long, default_value_t = 10_000)]
+        retain_ms: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 10)]
+        sample_s: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -170,8 +193,12 @@ async fn main() -> anyhow::Result<()> {
             "no tidal binary at {} (build it: cargo build --release --bin tidal, or pass --tidal)",
             tidal.display()
         );
+        let mut server_args = cli.server_args.clone();
+        if let Workload::Soak { retain_ms, .. } = &cli.workload {
+            server_args.push(format!("--retain-finished-ms={retain_ms}"));
+        }
         Some(
-            cluster::Cluster::start(&tidal, cli.flush_delay_us, &cli.server_args)
+            cluster::Cluster::start(&tidal, cli.flush_delay_us, &server_args)
                 .await
                 .context("starting the cluster")?,
         )
@@ -275,6 +302,33 @@ async fn main() -> anyhow::Result<()> {
                 .context("memory needs the cluster tidal-bench starts (no --endpoints)")?;
             eprintln!("memory: {tasks} pending tasks of {payload} bytes...");
             results.push(workloads::memory(c, *tasks, *payload, *clients, *keys).await?);
+        }
+        Workload::Soak {
+            tasks,
+            rate,
+            clients,
+            agents,
+            slots,
+            retain_ms,
+            sample_s,
+        } => {
+            let c = cluster
+                .as_ref()
+                .context("soak needs the cluster tidal-bench starts (no --endpoints)")?;
+            eprintln!("soak: {tasks} tasks at {rate}/s, retention {retain_ms} ms...");
+            results.push(
+                workloads::soak(
+                    c,
+                    *tasks,
+                    *rate,
+                    *clients,
+                    *agents,
+                    *slots,
+                    Duration::from_millis(*retain_ms),
+                    Duration::from_secs((*sample_s).max(1)),
+                )
+                .await?,
+            );
         }
     }
     let own_cluster = cluster.is_some();

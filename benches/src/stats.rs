@@ -90,6 +90,21 @@ pub fn table(report: &Value) -> String {
             }
             continue;
         }
+        if let Some(samples) = r.get("samples").and_then(Value::as_array) {
+            out.push_str(&format!(
+                "{}: submitted {}, completed {}\n",
+                r["name"].as_str().unwrap_or(""),
+                r["submitted"],
+                r["completed"]
+            ));
+            for x in samples {
+                out.push_str(&format!(
+                    "  {:>5} s: completed {:>8}, tasks in state {:>7}, leader rss {} MiB (peak {})\n",
+                    x["seconds"], x["completed"], x["tasks_in_state"], x["leader_rss_mib"], x["leader_peak_mib"]
+                ));
+            }
+            continue;
+        }
         if let Some(h) = r.get("heartbeat_round_trip") {
             out.push_str(&format!(
                 "{:<28} {:>12.0} {:>12} {:>12} {:>12}\n",

@@ -931,3 +931,73 @@ async fn served(endpoints: &[String], applied: u64, pending: u64) -> anyhow::Res
     }
     Ok(false)
 }
+
+/// Retention under a steady load: `tasks` tasks submitted at `rate` tasks/s,
+/// every one run and completed by simulated agents at once, on a cluster
+/// whose servers remove finished tasks `retain` after they finish. Every
+/// `sample` the leader's resident memory (VmRSS) and the tasks its state
+/// holds: with retention both level off once the first tasks expire.
+#[allow(clippy::too_many_arguments)]
+pub async fn soak(
+    cluster: &crate::cluster::Cluster,
+    tasks: usize,
+    rate: f64,
+    clients: usize,
+    agents: usize,
+    slots: u32,
+    retain: Duration,
+    sample: Duration,
+) -> anyhow::Result<Value> {
+    anyhow::ensure!(rate > 0.0, "soak needs --rate above 0");
+    let endpoints = cluster.endpoints();
+    let sim = SimAgents::start(&endpoints, agents, slots, Arc::default())?;
+    sim.wait_registered(agents).await?;
+    let duration = Duration::from_secs_f64(tasks as f64 / rate);
+    let t0 = Instant::now();
+    let load = {
+        let endpoints = endpoints.clone();
+        tokio::spawn(async move { submitters(&endpoints, clients, 8, rate, duration, None).await })
+    };
+    let client = patient_client(&endpoints)?;
+    let mut samples = Vec::new();
+    // Past the end of the load: one retention more, so the last tasks expire.
+    let end = duration + retain + 2 * sample;
+    loop {
+        tokio::time::sleep(sample).await;
+        let at = t0.elapsed();
+        let status = client.status().await?;
+        let held: u64 = status.tasks_by_state.values().sum();
+        let (rss, peak) = match cluster.leader().await {
+            Some(id) => rss_mib(cluster.pid(id)),
+            None => (f64::NAN, f64::NAN),
+        };
+        let completed = sim.n_completed.load(Ordering::Relaxed);
+        eprintln!(
+            "  {:>5.0} s: completed {completed}, state holds {held} tasks, leader rss {rss:.0} MiB (peak {peak:.0})",
+            at.as_secs_f64()
+        );
+        samples.push(json!({
+            "seconds": at.as_secs_f64().round(),
+            "completed": completed,
+            "tasks_in_state": held,
+            "leader": status.leader_id,
+            "leader_rss_mib": rss.round(),
+            "leader_peak_mib": peak.round(),
+        }));
+        if at >= end {
+            break;
+        }
+    }
+    let (submitted, submit_h) = load.await??;
+    let completed = sim.n_completed.load(Ordering::Relaxed);
+    Ok(json!({
+        "name": format!(
+            "soak, {tasks} tasks at {rate:.0}/s, retention {} s, {agents} agents x {slots} slots",
+            retain.as_secs_f64()
+        ),
+        "submitted": submitted,
+        "completed": completed,
+        "submit_latency": summary(&submit_h),
+        "samples": samples,
+    }))
+}
