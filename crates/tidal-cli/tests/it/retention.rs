@@ -60,6 +60,11 @@ async fn a_finished_task_expires_its_key_is_free_and_get_says_expired() -> anyho
     );
     assert_eq!(e.code, Code::NotFound, "{e}");
     assert!(e.message.contains("expired"), "{e}");
+    let e = c.client.cancel_task(&first.id).await.unwrap_err();
+    assert!(
+        e.code == Code::NotFound && e.message.contains("expired"),
+        "{e}"
+    );
     // A task that never existed is just not found.
     let e = c.client.get_task("t0000099999", false).await.unwrap_err();
     assert_eq!(e.code, Code::NotFound);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tidal_core::command::{spec_bytes, Command, Response as CoreResponse};
+use tidal_core::command::{spec_bytes, Command, Rejection, Response as CoreResponse};
 use tidal_core::limits::validate_task_spec;
 use tidal_core::model::TaskId;
 use tidal_core::model::TaskSpec;
@@ -50,6 +50,15 @@ fn item_error(code: tonic::Code, message: String) -> v1::SubmitResult {
 }
 
 impl TaskService {
+    /// NOT_FOUND for a task that retention removed.
+    fn expired(&self, id: TaskId) -> ServerError {
+        ServerError::NotFound(format!(
+            "task {id} expired: finished tasks are removed {} ms after they finish \
+             (--retain-finished-ms)",
+            self.node.config.retain_finished.as_millis()
+        ))
+    }
+
     /// Serves a read at a linearizable point unless the caller accepts stale state.
     async fn read_index(&self, stale: bool) -> Result<u64, ServerError> {
         if stale {
@@ -174,12 +183,7 @@ impl Tasks for TaskService {
         let applied = self.node.state.read();
         let Some(task) = applied.state.task(id) else {
             if applied.state.expired(id) {
-                return Err(ServerError::NotFound(format!(
-                    "task {id} expired: finished tasks are removed {} ms after they finish \
-                     (--retain-finished-ms)",
-                    self.node.config.retain_finished.as_millis()
-                ))
-                .into());
+                return Err(self.expired(id).into());
             }
             return Err(ServerError::NotFound(format!("task {id} not found")).into());
         };
@@ -265,6 +269,11 @@ impl Tasks for TaskService {
                     );
                     l.wake.notify_one();
                 }
+            }
+            CoreResponse::Rejected(Rejection::TaskNotFound(t))
+                if self.node.state.read().state.expired(t) =>
+            {
+                return Err(self.expired(t).into())
             }
             CoreResponse::Rejected(r) => return Err(ServerError::Rejected(r).into()),
             other => {
