@@ -37,11 +37,21 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
         // Batches back to back until nothing old enough is left.
         while leadership.is_alive() {
             let before_ms = now_ms().saturating_sub(retain);
-            let tasks = node
-                .state
-                .read()
-                .state
-                .finished_before(before_ms, EXPIRE_BATCH);
+            let tasks = {
+                let applied = node.state.read();
+                // A cluster still on a format version without `Expire`
+                // (mid rolling upgrade) keeps its finished tasks until it
+                // moves up.
+                let needed = Command::Expire {
+                    before_ms,
+                    tasks: Vec::new(),
+                }
+                .required_version();
+                if applied.state.cluster_version() < needed {
+                    break;
+                }
+                applied.state.finished_before(before_ms, EXPIRE_BATCH)
+            };
             if tasks.is_empty() {
                 break;
             }
