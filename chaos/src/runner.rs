@@ -490,8 +490,10 @@ async fn record_remote(r: &Remote, history: &Recorder) -> anyhow::Result<()> {
 /// The agents' own word (their logs, complete once they are stopped) on
 /// the tasks they stopped on the leader's order, a drain's deadline: one
 /// `stopped` event each, with the task, token and agent. Such a task goes
-/// back to Pending keeping its attempt, which the exclusivity checker
-/// allows only for these tokens. Returns how many.
+/// back to Pending without spending its attempt, which the exclusivity
+/// checker (two tokens of one attempt) and the linearizability checker (a
+/// read of pending after one of assigned or running) allow only for these
+/// tokens. Returns how many.
 fn record_stops(cluster: &Cluster, history: &Recorder) -> usize {
     let lines = cluster.agent_log_lines("task stopped on the leader's order");
     for line in &lines {

@@ -19,10 +19,20 @@
 //! As a cross-check, each small per-task history is also searched
 //! exhaustively for an order that respects real time and never moves the
 //! task's version back.
+//!
+//! One move back is legitimate: a task its agent stopped on the leader's
+//! order (a drain's deadline passed) goes from assigned or running back to
+//! pending without spending its attempt (`Command::Stopped`), so a read
+//! sees the attempt it had before that grant. Only a token the runner
+//! recorded as `stopped` (from the agents' logs, as the exclusivity checker
+//! uses them) allows it: such a pending read may sit just after that
+//! token's hold, and every later read must be of a later token. A task
+//! that goes back for any other reason, or a stopped token read again
+//! after its task went back, is still a problem.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{version, Verdict};
+use super::{final_tasks, version, Verdict};
 use crate::history::{ops, Event, Op};
 
 /// Per-task histories at most this long are searched exhaustively.
@@ -143,9 +153,25 @@ pub fn check(events: &[Event]) -> Verdict {
             }
         }
     }
+    let mut stopped: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e.proc == "runner" && e.f == "stopped")
+    {
+        if let (Some(t), Some(tok)) = (e.task.as_deref(), e.token) {
+            stopped.entry(t).or_default().insert(tok);
+        }
+    }
+    let finals = final_tasks(events);
     for (task, tops) in &per_task {
-        check_task(task, tops, &mut problems);
-        if tops.len() <= SEARCH_LIMIT && !search(tops) {
+        let stops = Stops::new(
+            stopped.get(task),
+            tops.iter()
+                .filter_map(|o| o.ok())
+                .chain(finals.get(task).copied()),
+        );
+        check_task(task, tops, &stops, &mut problems);
+        if tops.len() <= SEARCH_LIMIT && !search(tops, &stops) {
             problems.push(format!("task {task}: no order of its {} operations respects real time and never moves it back", tops.len()));
         }
     }
@@ -155,7 +181,81 @@ pub fn check(events: &[Event]) -> Verdict {
     }
 }
 
-fn check_task(task: &str, tops: &[&Op], problems: &mut Vec<String>) {
+/// A task's version with the stops its agents made: (attempt, how many
+/// stopped tokens lie below the hold, phase). See [`version`].
+type V = (u32, u32, u8);
+
+/// The tokens of one task its agents stopped on the leader's order, and
+/// the attempt each observed token held (reads and the end state).
+struct Stops {
+    tokens: Vec<u64>,
+    attempts: BTreeMap<u64, u32>,
+}
+
+impl Stops {
+    fn new<'a>(stopped: Option<&BTreeSet<u64>>, seen: impl Iterator<Item = &'a Event>) -> Stops {
+        let attempts = seen
+            .filter(|d| d.remote.is_none())
+            .filter_map(|d| Some((d.token?, d.attempt?)))
+            .filter(|(tok, att)| *tok > 0 && *att > 0)
+            .collect();
+        Stops {
+            tokens: stopped
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+            attempts,
+        }
+    }
+
+    /// How many stopped tokens are below `token`.
+    fn rank(&self, token: u64) -> u32 {
+        self.tokens.partition_point(|s| *s < token) as u32
+    }
+
+    /// Whether stopped token `s` may have held attempt `attempt`: the
+    /// attempt a read saw it hold or, unseen (e.g. a regrant stopped before
+    /// any read), one between those of the nearest seen tokens around it.
+    fn may_hold(&self, s: u64, attempt: u32) -> bool {
+        if let Some(a) = self.attempts.get(&s) {
+            return *a == attempt;
+        }
+        let lo = self.attempts.range(..s).next_back().map_or(1, |(_, a)| *a);
+        let hi = self
+            .attempts
+            .range(s + 1..)
+            .next()
+            .map_or(u32::MAX, |(_, a)| *a);
+        (lo..=hi).contains(&attempt)
+    }
+
+    /// The versions a read may stand for: its own, and for a pending read,
+    /// the places just after each stop of a token that held the next
+    /// attempt (the stop gave that attempt back).
+    fn versions(&self, d: &Event) -> Vec<V> {
+        let state = d.state.as_deref().unwrap_or("");
+        let attempt = d.attempt.unwrap_or(0);
+        let remote = d.remote.is_some();
+        let (major, minor) = version(state, attempt, remote);
+        let below = match state {
+            "pending" => u32::MAX,
+            "assigned" | "running" if !remote => self.rank(d.token.unwrap_or(0)),
+            _ => 0,
+        };
+        let mut all = vec![(major, below, minor)];
+        if state == "pending" && !remote {
+            let next = attempt.saturating_add(1);
+            all.extend(
+                self.tokens
+                    .iter()
+                    .filter(|s| self.may_hold(**s, next))
+                    .map(|s| (next, self.rank(*s) + 1, 0)),
+            );
+        }
+        all
+    }
+}
+
+fn check_task(task: &str, tops: &[&Op], stops: &Stops, problems: &mut Vec<String>) {
     let submit_at = tops
         .iter()
         .find(|o| o.f() == "submit")
@@ -197,24 +297,28 @@ fn check_task(task: &str, tops: &[&Op], problems: &mut Vec<String>) {
             }
         }
     }
+    // The lowest version each read may stand for that does not go back.
+    let mut prev: Option<(&Event, V)> = None;
+    for b in &reads {
+        let vs = stops.versions(b);
+        let lowest = vs.iter().copied().min().unwrap_or_default();
+        let v = match prev {
+            None => lowest,
+            Some((a, va)) => match vs.iter().copied().filter(|v| *v >= va).min() {
+                Some(v) => v,
+                None => {
+                    problems.push(format!(
+                        "task {task} went back: {:?} at index {:?}, then {:?} at index {:?}",
+                        a.state, a.applied, b.state, b.applied
+                    ));
+                    lowest
+                }
+            },
+        };
+        prev = Some((b, v));
+    }
     for w in reads.windows(2) {
         let (a, b) = (w[0], w[1]);
-        let va = version(
-            a.state.as_deref().unwrap_or(""),
-            a.attempt.unwrap_or(0),
-            a.remote.is_some(),
-        );
-        let vb = version(
-            b.state.as_deref().unwrap_or(""),
-            b.attempt.unwrap_or(0),
-            b.remote.is_some(),
-        );
-        if vb < va {
-            problems.push(format!(
-                "task {task} went back: {:?} at index {:?}, then {:?} at index {:?}",
-                a.state, a.applied, b.state, b.applied
-            ));
-        }
         if a.applied == b.applied
             && (a.state != b.state
                 || a.token != b.token
@@ -233,14 +337,14 @@ fn check_task(task: &str, tops: &[&Op], problems: &mut Vec<String>) {
 /// real time (an operation that finished before another began comes first)
 /// in which the submit comes before every read that finds the task, after
 /// every read that does not, and the task's version never moves back.
-fn search(tops: &[&Op]) -> bool {
+fn search(tops: &[&Op], stops: &Stops) -> bool {
     enum Seen {
         /// The submit that created the task.
         Create,
         /// A retried submit that found the task (created by it or before it).
         Exists,
-        /// A read or cancel that observed this version.
-        Version((u32, u8)),
+        /// A read or cancel that observed one of these versions.
+        Version(Vec<V>),
     }
     struct Item {
         start: u64,
@@ -254,11 +358,10 @@ fn search(tops: &[&Op]) -> bool {
             let seen = match o.f() {
                 "submit" if d.existed == Some(true) => Seen::Exists,
                 "submit" => Seen::Create,
-                _ => Seen::Version(version(
-                    d.state.as_deref()?,
-                    d.attempt.unwrap_or(0),
-                    d.remote.is_some(),
-                )),
+                _ => {
+                    d.state.as_deref()?;
+                    Seen::Version(stops.versions(d))
+                }
             };
             Some(Item {
                 start: o.invoke.t,
@@ -276,14 +379,14 @@ fn search(tops: &[&Op]) -> bool {
         })
         .collect();
     // State: which are placed, whether the task exists, the highest version seen.
-    let mut seen_states: std::collections::HashSet<(u32, bool, (u32, u8))> = Default::default();
+    let mut seen_states: std::collections::HashSet<(u32, bool, V)> = Default::default();
     fn dfs(
         placed: u32,
         created: bool,
-        cur: (u32, u8),
+        cur: V,
         items: &[Item],
         pre: &[u32],
-        memo: &mut std::collections::HashSet<(u32, bool, (u32, u8))>,
+        memo: &mut std::collections::HashSet<(u32, bool, V)>,
     ) -> bool {
         if placed.count_ones() as usize == items.len() {
             return true;
@@ -295,11 +398,18 @@ fn search(tops: &[&Op]) -> bool {
             if placed & (1 << i) != 0 || pre[i] & !placed != 0 {
                 continue;
             }
-            let next = match it.seen {
+            // Of the versions a read may stand for, the lowest that does
+            // not go back leaves the most room for the rest.
+            let next = match &it.seen {
                 Seen::Create => (!created).then_some((true, cur)),
                 Seen::Exists => Some((true, cur)),
-                Seen::Version((0, 0)) => (!created).then_some((false, cur)),
-                Seen::Version(v) => (created && v >= cur).then_some((true, v)),
+                Seen::Version(vs) if vs[..] == [(0, 0, 0)] => (!created).then_some((false, cur)),
+                Seen::Version(vs) => vs
+                    .iter()
+                    .copied()
+                    .filter(|v| created && *v >= cur)
+                    .min()
+                    .map(|v| (true, v)),
             };
             if let Some((c, v)) = next {
                 if dfs(placed | (1 << i), c, v, items, pre, memo) {
@@ -309,7 +419,7 @@ fn search(tops: &[&Op]) -> bool {
         }
         false
     }
-    dfs(0, false, (0, 0), &items, &must_precede, &mut seen_states)
+    dfs(0, false, (0, 0, 0), &items, &must_precede, &mut seen_states)
 }
 
 #[cfg(test)]
@@ -524,5 +634,92 @@ mod tests {
             "{:?}",
             v.problems
         );
+    }
+
+    /// The runner's record that an agent stopped `token` of `task` on the
+    /// leader's order.
+    fn stopped(h: &mut H, task: &str, token: u64) {
+        h.push(Event {
+            task: Some(task.into()),
+            token: Some(token),
+            agent: Some("a1".into()),
+            ..Event::new("runner", "event", "stopped")
+        });
+    }
+
+    fn went_back(v: &Verdict) -> bool {
+        v.problems.iter().any(|p| p.contains("went back"))
+            && v.problems.iter().any(|p| p.contains("no order"))
+    }
+
+    #[test]
+    fn a_task_its_agent_stopped_goes_back_to_pending_keeping_its_attempt() {
+        // Token 7 ran and was stopped at a drain's deadline: the task went
+        // back to pending with attempt 0 and ran again as token 9.
+        let mut h = H::new();
+        h.submit("c1", "k1", "t1", 5);
+        h.get("c2", "t1", "pending", 0, 0, "", 5);
+        h.get("c2", "t1", "running", 1, 7, "a1", 8);
+        h.get("c2", "t1", "pending", 0, 0, "", 10);
+        h.get("c2", "t1", "running", 1, 9, "a2", 11);
+        h.get("c2", "t1", "succeeded", 1, 9, "a2", 12);
+        let v = check(&h.events);
+        assert!(
+            went_back(&v),
+            "without the agent's stop it is a problem: {:?}",
+            v.problems
+        );
+        // Another task's stop excuses nothing here.
+        stopped(&mut h, "t2", 7);
+        assert!(went_back(&check(&h.events)));
+        stopped(&mut h, "t1", 7);
+        let v = check(&h.events);
+        assert!(v.ok(), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn a_stopped_regrant_no_read_saw_may_give_its_attempt_back() {
+        // Token 7 was assigned, regranted as 9 (no read saw it), and 9 was
+        // stopped before it ran.
+        let mut h = H::new();
+        h.submit("c1", "k1", "t1", 5);
+        h.get("c2", "t1", "assigned", 1, 7, "a1", 8);
+        h.get("c2", "t1", "pending", 0, 0, "", 10);
+        h.get("c2", "t1", "running", 1, 12, "a2", 13);
+        stopped(&mut h, "t1", 9);
+        let v = check(&h.events);
+        assert!(v.ok(), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn a_stop_excuses_only_its_own_token() {
+        // Token 7 was stopped, token 9 was not: going back after 9 is a bug.
+        let mut h = H::new();
+        h.submit("c1", "k1", "t1", 5);
+        h.get("c2", "t1", "running", 1, 7, "a1", 8);
+        h.get("c2", "t1", "pending", 0, 0, "", 10);
+        h.get("c2", "t1", "running", 1, 9, "a2", 11);
+        h.get("c2", "t1", "pending", 0, 0, "", 12);
+        stopped(&mut h, "t1", 7);
+        assert!(went_back(&check(&h.events)));
+
+        // A requeue that keeps the attempt (a lease ran out) sorts after
+        // it; a stopped token read again after its task went back does not.
+        let mut h = H::new();
+        h.submit("c1", "k1", "t1", 5);
+        h.get("c2", "t1", "running", 1, 7, "a1", 8);
+        h.get("c2", "t1", "pending", 0, 0, "", 10);
+        h.get("c2", "t1", "running", 1, 7, "a1", 11);
+        stopped(&mut h, "t1", 7);
+        assert!(went_back(&check(&h.events)));
+
+        // Pending with an attempt a stop cannot explain (two below the hold).
+        let mut h = H::new();
+        h.submit("c1", "k1", "t1", 5);
+        h.get("c2", "t1", "pending", 1, 0, "", 6);
+        h.get("c2", "t1", "running", 2, 7, "a1", 8);
+        h.get("c2", "t1", "pending", 0, 0, "", 10);
+        stopped(&mut h, "t1", 7);
+        assert!(went_back(&check(&h.events)));
     }
 }

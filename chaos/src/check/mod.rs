@@ -97,7 +97,9 @@ pub fn is_terminal(state: &str) -> bool {
 /// A task's progress as a totally ordered version: reads of one task must
 /// never observe a lower version after a higher one. The attempt counts at
 /// assignment, so `pending` after a requeue (attempt a) sorts after the
-/// states of attempt a and before attempt a + 1. A task forwarded to another
+/// states of attempt a and before attempt a + 1. (A task its agent stopped
+/// on the leader's order goes back to pending with attempt a - 1; the
+/// linearizability checker places those reads.) A task forwarded to another
 /// DC (`forwarded`) has moved past every local version, and what that DC
 /// reports of it sorts after that, by its own attempts. (A task refused by
 /// the other DC comes back to local pending; the workloads avoid refusals.)
