@@ -14,10 +14,6 @@
 //! - 1: an error: the server refused the request (bad input, not found, state
 //!   does not allow it, over a limit), a bad config, a local I/O failure; a
 //!   second SIGINT or SIGTERM during a graceful stop.
-//!
-//! A one-shot command whose stdout was closed by its reader (`tidal task
-//! list | head`) ends by SIGPIPE, as other command-line tools do; SIGPIPE
-//! from a connection to a server that went away never ends a command.
 //! - 2: usage error (unknown flag, missing argument); printed by clap.
 //! - 3: unavailable: no server answered, or no leader within `--timeout-ms`.
 //! - 4: `tidal task watch` only: the task ended failed or cancelled.
@@ -28,6 +24,10 @@
 //! - 7: `tidal server` only: it met an entry or a snapshot of a cluster
 //!   format version it does not support; it applied nothing of it (README:
 //!   Rolling upgrade).
+//!
+//! A one-shot command whose stdout was closed by its reader (`tidal task
+//! list | head`) ends by SIGPIPE, as other command-line tools do; SIGPIPE
+//! from a connection to a server that went away never ends a command.
 //!
 //! Errors print one line, `error: <message>`, on stderr.
 
