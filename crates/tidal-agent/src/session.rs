@@ -642,16 +642,17 @@ impl Agent {
             tracing::debug!(task_id = %s.task_id, token = s.token, "stop for a task that already ended; its report settles it");
             return;
         }
-        // Not running here under this token: it is stopped already, and
-        // this token is never started here.
+        // Not running here under this token: this process never ran it, or
+        // it ended and its report was settled. Another process (the one whose
+        // agent id this one took over) may still run it, so a "stopped"
+        // report from here could requeue it while that copy runs: none is
+        // sent (the leader settles it once that process's lease has ended).
+        // This token never starts here.
         self.stopped.push_back((s.task_id.clone(), s.token));
         while self.stopped.len() > STOPPED_TOKENS {
             self.stopped.pop_front();
         }
-        tracing::info!(task_id = %s.task_id, token = s.token, "task stopped on the leader's order (it was not running); reporting it");
-        let c = crate::executor::stopped(s.task_id, s.token);
-        self.outbox.push(c.clone());
-        self.send_if_registered(Out::Completed(c));
+        tracing::warn!(task_id = %s.task_id, token = s.token, "stop order for a task this process does not run; not reporting it stopped (the leader requeues it once whoever may run it has stopped)");
     }
 
     fn on_assignment(&mut self, a: v1::Assignment) {

@@ -405,3 +405,120 @@ async fn a_new_leader_carries_on_a_drain_whose_deadline_passes_after_a_failover(
     let r = runs_of(&runs, &id);
     assert!(!alive(r[0].3), "a1's worker {} still runs", r[0].3);
 }
+
+/// Review item: a drain deadline that passes while a second process under
+/// the agent's id waits out the first one's lease. The first process is
+/// frozen (SIGSTOP, a stand-in for a partition) running a task; the second
+/// one takes the id over and reports nothing running. The leader may not
+/// have the second process stop (and so requeue) a task it never ran: the
+/// task runs elsewhere only after the first process's worker is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_deadline_during_a_take_over_does_not_run_a_task_twice() {
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        join: false,
+        server_args: vec!["--agent-ttl-ms".into(), "6000".into()],
+        ..ClusterOpts::default()
+    })
+    .await
+    .expect("cluster");
+    let runs = c.dir.path().join("runs");
+    // "task token agent pid unix-nanos" at each start.
+    let cmd: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo \"$TIDAL_TASK_ID $TIDAL_FENCING_TOKEN $TIDAL_AGENT_ID $$ $(date +%s%N)\" >> '{}'; \
+             if [ \"$TIDAL_AGENT_ID\" = a1 ]; then sleep 60; else sleep 0.2; fi; cat",
+            runs.display()
+        ),
+    ];
+    let starts = |id: &str| -> Vec<(u64, String, i32, u128)> {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 5 && f[0] == id).then(|| {
+                    (
+                        f[1].parse().unwrap(),
+                        f[2].to_string(),
+                        f[3].parse().unwrap(),
+                        f[4].parse().unwrap(),
+                    )
+                })
+            })
+            .collect()
+    };
+    c.start_agent(agent("a1", &cmd)).unwrap();
+    c.wait_agents(1, WAIT).await.unwrap();
+    let id = submit(&c).await;
+    let first = wait_task(&c, &id, "running on a1", |t| state(t) == "running")
+        .await
+        .unwrap();
+    let first_worker = starts(&id)[0].2;
+    let (leader, _) = c.wait_leader(WAIT).await.unwrap();
+
+    // Freeze the first process: its worker runs on, its lease on the
+    // leader runs 6 s from its last heartbeat.
+    c.agents[0].signal(libc::SIGSTOP);
+    c.client.drain_agent("a1", Some(300)).await.unwrap();
+    c.start_agent(agent("a1", &cmd)).unwrap();
+    c.start_agent(agent("a2", &cmd)).unwrap();
+
+    // The deadline passes while the second process holds the id: the
+    // leader says it does not stop the task there.
+    let server_log = c.node(leader).proc.as_ref().unwrap().log.clone();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = std::fs::read_to_string(&server_log).unwrap_or_default();
+        let again = starts(&id);
+        assert!(
+            again.len() == 1,
+            "the task started again while the first process's worker {first_worker} runs: {again:?}\n{}",
+            c.logs_tail(40)
+        );
+        if log.contains("the agent's session does not run the task") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", c.logs_tail(40));
+        sleep(Duration::from_millis(20)).await;
+    }
+    let t = c.client.get_task(&id, false).await.unwrap();
+    assert_eq!((state(&t), t.token), ("running", first.token), "{t:?}");
+    assert!(alive(first_worker));
+
+    // The first process wakes, hears it was displaced, stops its worker
+    // and exits 6.
+    c.agents[0].signal(libc::SIGCONT);
+    let deadline = Instant::now() + WAIT;
+    let (status, exited_by) = loop {
+        if let Some(s) = c.agents[0].try_exit() {
+            break (s, std::time::SystemTime::now());
+        }
+        assert!(Instant::now() < deadline, "{}", c.logs_tail(40));
+        sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(6), "{}", c.agents[0].log_tail(20));
+    let exited_by = exited_by
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    assert!(!alive(first_worker));
+
+    // Once the first process's lease has ended, the task runs on a2, once,
+    // after the first worker was gone; never in the second a1 process.
+    let done = wait_task(&c, &id, "succeeded on a2", |t| state(t) == "succeeded")
+        .await
+        .unwrap();
+    assert_eq!(done.agent, "a2");
+    let all = starts(&id);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!((all[0].0, all[0].1.as_str()), (first.token, "a1"));
+    assert_eq!((all[1].0, all[1].1.as_str()), (done.token, "a2"));
+    assert!(
+        all[1].3 > exited_by,
+        "a2 started the task before the first process had stopped it: {all:?}"
+    );
+    wait_agent_state(&c, "a1", Some("drained")).await.unwrap();
+}

@@ -450,7 +450,13 @@ fn reconcile(
     let applied = node.state.read();
     let state = &applied.state;
     let at = applied.last_applied.map(|l| l.index).unwrap_or(0);
-    let attached = leadership.sessions.attach(agent_id, peer, tx.clone(), at);
+    let held: BTreeSet<(TaskId, u64)> = running
+        .iter()
+        .filter_map(|r| Some((r.task_id.parse::<TaskId>().ok()?, r.token)))
+        .collect();
+    let attached = leadership
+        .sessions
+        .attach(agent_id, peer, tx.clone(), at, held);
     let reported: BTreeSet<(String, u64)> = running
         .iter()
         .map(|r| (r.task_id.clone(), r.token))
@@ -568,6 +574,7 @@ async fn serve_session(
     tokio::spawn(complete_in_order(
         node.clone(),
         leadership.clone(),
+        (agent_id.clone(), generation),
         pending,
         tx.clone(),
     ));
@@ -652,6 +659,7 @@ async fn serve_session(
 async fn complete_in_order(
     node: Arc<Node>,
     leadership: Arc<Leadership>,
+    session: (String, u64),
     mut pending: mpsc::UnboundedReceiver<v1::TaskCompleted>,
     tx: Outbound,
 ) {
@@ -675,7 +683,7 @@ async fn complete_in_order(
                 if !run.is_empty() {
                     complete(&node, &leadership, std::mem::take(&mut run), &tx).await;
                 }
-                stopped(&node, &leadership, c, &tx).await;
+                stopped(&node, &leadership, &session, c, &tx).await;
             } else {
                 run.push(c);
             }
@@ -687,7 +695,19 @@ async fn complete_in_order(
 }
 
 /// A task the draining agent stopped: requeued without spending an attempt.
-async fn stopped(node: &Node, leadership: &Leadership, c: v1::TaskCompleted, tx: &Outbound) {
+/// Only from the session that holds it (reported it running when it
+/// registered, or had it pushed): a stop report from a process that never
+/// ran it proves nothing about the process that may (the one whose id it
+/// took over, or the one an earlier leader knew), so it is refused; the
+/// session's delayed Regrant settles that task once that process's lease
+/// has ended.
+async fn stopped(
+    node: &Node,
+    leadership: &Leadership,
+    (agent_id, generation): &(String, u64),
+    c: v1::TaskCompleted,
+    tx: &Outbound,
+) {
     let Ok(task) = c.task_id.parse::<TaskId>() else {
         let _ = tx.send(completion_ack(
             &c,
@@ -696,6 +716,22 @@ async fn stopped(node: &Node, leadership: &Leadership, c: v1::TaskCompleted, tx:
         ));
         return;
     };
+    if !leadership
+        .sessions
+        .holds(agent_id, *generation, task, c.token)
+    {
+        tracing::warn!(agent_id = %agent_id, task_id = %task, token = c.token, "refusing a stop report for a task this session never held");
+        let _ = tx.send(completion_ack(
+            &c,
+            false,
+            format!(
+                "this session never held task {task} under token {}: a stop report counts only from \
+                 the session that runs it",
+                c.token
+            ),
+        ));
+        return;
+    }
     match node.propose(Command::Stopped(vec![(task, c.token)])).await {
         Ok((CoreResponse::Stopped(mut results), index)) => {
             let reply = match results.pop() {

@@ -2,7 +2,8 @@
 //! the state, so a new leader carries on an old leader's drain), tells the
 //! agent to stop each task it still holds. The agent reports each stopped
 //! task (`TaskCompleted.stopped`), which the session commits as
-//! `Command::Stopped`. Which stops are due is tidal-core's pure
+//! `Command::Stopped`. Only a session that holds the task (reported it
+//! running when it registered, or had it pushed) is told. Which stops are due is tidal-core's pure
 //! [`tidal_core::drain::due_stops`]; this loop only sends.
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use tidal_core::drain::{due_stops, next_deadline, DueStop};
 use tidal_core::model::TaskId;
 use tidal_proto::v1;
 
+use super::sessions::StopSent;
 use super::Leadership;
 use crate::node::Node;
 
@@ -62,13 +64,34 @@ fn tell(leadership: &Leadership, stop: &DueStop, sent: &mut HashMap<(TaskId, u64
             reason: "the agent's drain deadline passed".into(),
         })),
     };
-    if leadership.sessions.send(&stop.agent, msg) {
-        tracing::info!(
-            agent_id = %stop.agent,
-            task_id = %stop.task,
-            token = stop.token,
-            "drain deadline passed: told the agent to stop the task"
-        );
-        sent.insert(key, generation);
+    // Only the session that holds the assignment is told: a process that
+    // took the id over (or the first session after an election) did not
+    // report it running, so another process may still run it; the session's
+    // delayed Regrant settles it once that process's lease has ended.
+    match leadership
+        .sessions
+        .send_stop(&stop.agent, stop.task, stop.token, msg)
+    {
+        StopSent::Sent(generation) => {
+            tracing::info!(
+                agent_id = %stop.agent,
+                task_id = %stop.task,
+                token = stop.token,
+                "drain deadline passed: told the agent to stop the task"
+            );
+            sent.insert(key, generation);
+        }
+        StopSent::NotHeld(generation) => {
+            tracing::info!(
+                agent_id = %stop.agent,
+                task_id = %stop.task,
+                token = stop.token,
+                "drain deadline passed, but the agent's session does not run the task (another process \
+                 under this id may still run it): not stopping it here; it is requeued once that \
+                 process's lease has ended"
+            );
+            sent.insert(key, generation);
+        }
+        StopSent::NoSession => {}
     }
 }

@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tidal_core::model::TaskId;
 use tidal_proto::v1;
 use tokio::sync::{mpsc, watch};
 
@@ -51,7 +52,32 @@ struct Session {
     /// with a token at or below it were settled there (kept or regranted),
     /// so only later ones are pushed on this session.
     attached_at: u64,
+    /// The (task, token) pairs the agent process reported running (or
+    /// ended, its report not yet acknowledged) in its Register. With the
+    /// pairs pushed on this session (token above `attached_at`), these are
+    /// the assignments this session holds: the only ones it may be told to
+    /// stop, and the only ones whose stop report it may make.
+    reported: BTreeSet<(TaskId, u64)>,
     close: watch::Sender<Option<Closed>>,
+}
+
+impl Session {
+    fn holds(&self, task: TaskId, token: u64) -> bool {
+        token > self.attached_at || self.reported.contains(&(task, token))
+    }
+}
+
+/// What [`Sessions::send_stop`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSent {
+    /// Sent on the session of this generation, which holds the assignment.
+    Sent(u64),
+    /// Not sent: the session of this generation never held the assignment
+    /// (another process under the agent id, or one an earlier leadership
+    /// knew, may still run it).
+    NotHeld(u64),
+    /// The agent has no session.
+    NoSession,
 }
 
 /// A session just attached.
@@ -110,8 +136,16 @@ impl Sessions {
 
     /// Attaches a new session for `agent`, reconciled against the state at
     /// applied index `attached_at`, closing an older one: as replaced when
-    /// it is the same instance, as displaced when it is another.
-    pub fn attach(&self, agent: &str, peer: Peer, tx: Outbound, attached_at: u64) -> Attached {
+    /// it is the same instance, as displaced when it is another. `reported`:
+    /// the assignments the process named in its Register.
+    pub fn attach(
+        &self,
+        agent: &str,
+        peer: Peer,
+        tx: Outbound,
+        attached_at: u64,
+        reported: BTreeSet<(TaskId, u64)>,
+    ) -> Attached {
         let now = Instant::now();
         let mut inner = self.lock();
         let same = !peer.instance.is_empty()
@@ -169,6 +203,7 @@ impl Sessions {
                 peer,
                 tx,
                 attached_at,
+                reported,
                 close,
             },
         );
@@ -271,6 +306,35 @@ impl Sessions {
         self.lock().sessions.get(agent).map(|s| s.generation)
     }
 
+    /// True if the agent's session `generation` holds the assignment
+    /// (task, token): reported in its Register, or pushed on it.
+    pub fn holds(&self, agent: &str, generation: u64, task: TaskId, token: u64) -> bool {
+        self.lock()
+            .sessions
+            .get(agent)
+            .is_some_and(|s| s.generation == generation && s.holds(task, token))
+    }
+
+    /// Sends a stop order for (task, token) to the agent's session, only if
+    /// that session holds the assignment: a process that does not run it
+    /// would report it stopped while the process that does runs on.
+    pub fn send_stop(
+        &self,
+        agent: &str,
+        task: TaskId,
+        token: u64,
+        msg: v1::ServerMessage,
+    ) -> StopSent {
+        match self.lock().sessions.get(agent) {
+            None => StopSent::NoSession,
+            Some(s) if !s.holds(task, token) => StopSent::NotHeld(s.generation),
+            Some(s) => match s.tx.send(msg) {
+                Ok(()) => StopSent::Sent(s.generation),
+                Err(_) => StopSent::NoSession,
+            },
+        }
+    }
+
     pub fn is_connected(&self, agent: &str) -> bool {
         self.lock().sessions.contains_key(agent)
     }
@@ -321,8 +385,8 @@ mod tests {
         let s = Sessions::new(Duration::from_secs(10));
         let (tx1, _rx1) = mpsc::unbounded_channel();
         let (tx2, mut rx2) = mpsc::unbounded_channel();
-        let a1 = s.attach("a", peer("p1"), tx1, 0);
-        let a2 = s.attach("a", peer("p1"), tx2, 0);
+        let a1 = s.attach("a", peer("p1"), tx1, 0, BTreeSet::new());
+        let a2 = s.attach("a", peer("p1"), tx2, 0, BTreeSet::new());
         assert_eq!(*a1.closed.borrow(), Some(Closed::Replaced));
         assert!(a2.displaced.is_none());
         assert!(
@@ -348,12 +412,12 @@ mod tests {
         let (tx1, _rx1) = mpsc::unbounded_channel();
         let (tx2, _rx2) = mpsc::unbounded_channel();
         let before = Instant::now();
-        let a1 = s.attach("a", peer("p1"), tx1, 0);
+        let a1 = s.attach("a", peer("p1"), tx1, 0, BTreeSet::new());
         assert!(
             a1.regrant_at.is_none(),
             "a first session with no lease before it"
         );
-        let a2 = s.attach("a", peer("p2"), tx2, 0);
+        let a2 = s.attach("a", peer("p2"), tx2, 0, BTreeSet::new());
         assert_eq!(
             *a1.closed.borrow(),
             Some(Closed::Displaced {
@@ -370,7 +434,7 @@ mod tests {
         assert!(!s.was_displaced("a", "p2"));
         // The new process reconnecting is still fenced by the old lease.
         let (tx3, _rx3) = mpsc::unbounded_channel();
-        let a3 = s.attach("a", peer("p2"), tx3, 0);
+        let a3 = s.attach("a", peer("p2"), tx3, 0, BTreeSet::new());
         assert_eq!(*a2.closed.borrow(), Some(Closed::Replaced));
         assert_eq!(a3.regrant_at, Some(at));
     }
@@ -380,25 +444,75 @@ mod tests {
         let s = Sessions::new(Duration::from_secs(10));
         s.grace("a");
         let (tx, _rx) = mpsc::unbounded_channel();
-        let a = s.attach("a", peer("p1"), tx, 0);
+        let a = s.attach("a", peer("p1"), tx, 0, BTreeSet::new());
         assert!(a.regrant_at.is_some());
         assert!(!a.taken_over, "an unknown holder is not another process");
         s.forget("a");
         assert_eq!(*a.closed.borrow(), Some(Closed::Expired));
         let (tx, _rx) = mpsc::unbounded_channel();
-        assert!(s.attach("a", peer("p1"), tx, 0).regrant_at.is_none());
+        assert!(s
+            .attach("a", peer("p1"), tx, 0, BTreeSet::new())
+            .regrant_at
+            .is_none());
     }
 
     #[test]
     fn assignments_settled_by_the_reconcile_are_not_pushed() {
         let s = Sessions::new(Duration::from_secs(10));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        s.attach("a", peer("p1"), tx, 40);
+        s.attach("a", peer("p1"), tx, 40, BTreeSet::new());
         assert!(!s.send_assignment("a", 40, v1::ServerMessage::default()));
         assert!(rx.try_recv().is_err());
         assert!(s.send_assignment("a", 41, v1::ServerMessage::default()));
         assert!(rx.try_recv().is_ok());
         assert!(!s.send_assignment("b", 41, v1::ServerMessage::default()));
+    }
+
+    #[test]
+    fn a_stop_goes_only_to_a_session_that_holds_the_assignment() {
+        let s = Sessions::new(Duration::from_secs(10));
+        let stop = v1::ServerMessage::default;
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let a1 = s.attach("a", peer("p1"), tx1, 40, BTreeSet::from([(TaskId(1), 30)]));
+        // Reported in the Register, or pushed on the session (token > 40).
+        assert_eq!(
+            s.send_stop("a", TaskId(1), 30, stop()),
+            StopSent::Sent(a1.generation)
+        );
+        assert_eq!(
+            s.send_stop("a", TaskId(2), 41, stop()),
+            StopSent::Sent(a1.generation)
+        );
+        assert_eq!(rx1.try_recv().map(|_| ()), Ok(()));
+        assert_eq!(rx1.try_recv().map(|_| ()), Ok(()));
+        // Settled by the reconcile and not reported: not this session's.
+        assert_eq!(
+            s.send_stop("a", TaskId(3), 35, stop()),
+            StopSent::NotHeld(a1.generation)
+        );
+        assert!(rx1.try_recv().is_err());
+        assert!(s.holds("a", a1.generation, TaskId(1), 30));
+        assert!(!s.holds("a", a1.generation, TaskId(3), 35));
+        // Another process takes the id over: it reported nothing, so what
+        // the first one held (and may still run) is not its to stop.
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let a2 = s.attach("a", peer("p2"), tx2, 50, BTreeSet::new());
+        assert_eq!(
+            s.send_stop("a", TaskId(1), 30, stop()),
+            StopSent::NotHeld(a2.generation)
+        );
+        assert_eq!(
+            s.send_stop("a", TaskId(2), 41, stop()),
+            StopSent::NotHeld(a2.generation)
+        );
+        assert!(rx2.try_recv().is_err());
+        assert!(!s.holds("a", a2.generation, TaskId(1), 30));
+        assert!(
+            !s.holds("a", a1.generation, TaskId(1), 30),
+            "a closed session holds nothing"
+        );
+        assert!(s.holds("a", a2.generation, TaskId(4), 51));
+        assert_eq!(s.send_stop("b", TaskId(1), 30, stop()), StopSent::NoSession);
     }
 
     #[test]
