@@ -52,12 +52,31 @@ const LEAVE_RETRY: Duration = Duration::from_millis(500);
 /// A graceful exit under way (after the first shutdown signal).
 struct Leaving {
     step: LeaveStep,
-    /// The request in flight: true when it was done, false when the
-    /// cluster does not know this agent (nothing to drain or deregister).
-    call: Option<JoinHandle<bool>>,
+    /// The request in flight (see [`Answer`]).
+    call: Option<JoinHandle<Answer>>,
     /// False once the cluster said it does not know this agent.
     known: bool,
+    /// The cluster cannot record a drain (its format version is 1, or the
+    /// server predates drains): this agent drains by itself, see
+    /// [`Agent::on_leave`].
+    local: bool,
+    /// The drain's deadline: the signal plus `--drain-timeout-ms`.
+    deadline: Instant,
+    /// A local drain stops what still runs at `deadline`; None once done.
+    stop_at: Option<Instant>,
     give_up_at: Instant,
+}
+
+/// How a graceful exit's request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Answer {
+    Done,
+    /// The cluster does not know this agent: nothing to drain or deregister.
+    Unknown,
+    /// The cluster cannot do it (FAILED_PRECONDITION: its format version
+    /// lacks drains, or the agent still holds tasks; UNIMPLEMENTED: an older
+    /// server), with the server's message.
+    Cannot(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +131,9 @@ enum Event {
     /// The first shutdown signal of a graceful exit: drain, then leave.
     Drain,
     /// The graceful exit's request in flight answered (see [`Leaving`]).
-    Leave(bool),
+    Leave(Answer),
+    /// A local drain's deadline: stop what still runs.
+    LocalDeadline,
     /// The graceful exit did not finish in time.
     GiveUp,
     LeaseExpired,
@@ -200,12 +221,14 @@ impl Agent {
         let outcome = loop {
             let leaving = self.leaving.is_some();
             let give_up_at = self.leaving.as_ref().map(|l| l.give_up_at);
+            let stop_at = self.leaving.as_ref().and_then(|l| l.stop_at);
             let ev = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
                 _ = &mut drain, if !leaving => Event::Drain,
                 done = leave_call(&mut self.leaving) => Event::Leave(done),
                 _ = sleep_until_opt(give_up_at) => Event::GiveUp,
+                _ = sleep_until_opt(stop_at) => Event::LocalDeadline,
                 _ = sleep_until_opt(self.lease.deadline()) => Event::LeaseExpired,
                 Some(e) = self.events.recv() => Event::Exec(e),
                 c = next_conn_event(&mut self.conn, self.lease.oldest_unacked()) => Event::Conn(c),
@@ -239,10 +262,14 @@ impl Agent {
                     self.start_leaving();
                     Ok(())
                 }
-                Event::Leave(done) => match self.on_leave(done) {
+                Event::Leave(answer) => match self.on_leave(answer) {
                     true => break Ok(()),
                     false => Ok(()),
                 },
+                Event::LocalDeadline => {
+                    self.stop_at_local_deadline();
+                    Ok(())
+                }
                 Event::GiveUp => {
                     let step = self.leaving.as_ref().map(|l| l.step);
                     break Err(anyhow::anyhow!(
@@ -277,32 +304,69 @@ impl Agent {
             "shutdown signal: draining (no new tasks; running tasks finish or are stopped at the deadline), \
              then deregistering and exiting; a second signal exits at once"
         );
+        let call = self.drain_call(deadline_ms);
+        let now = Instant::now();
+        self.leaving = Some(Leaving {
+            step: LeaveStep::Draining,
+            call: Some(call),
+            known: true,
+            local: false,
+            deadline: now + self.config.drain_timeout,
+            stop_at: None,
+            give_up_at: now + self.config.drain_timeout + self.config.stop_grace + LEAVE_SLACK,
+        });
+    }
+
+    /// Asks the leader to drain this agent with a deadline `deadline_ms`
+    /// from now, retrying what may pass.
+    fn drain_call(&self, deadline_ms: u64) -> JoinHandle<Answer> {
         let (client, id) = (self.client.clone(), self.config.id.clone());
-        let call = tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 match client.drain_agent(&id, Some(deadline_ms)).await {
-                    Ok(_) => return true,
-                    Err(e) if e.code == Code::NotFound => return false,
+                    Ok(_) => return Answer::Done,
+                    Err(e) if e.code == Code::NotFound => return Answer::Unknown,
+                    // The cluster's format version lacks drains (a rolling
+                    // upgrade under way), or the server predates them.
+                    Err(e) if matches!(e.code, Code::FailedPrecondition | Code::Unimplemented) => {
+                        return Answer::Cannot(e.to_string())
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot drain this agent yet; retrying");
                         tokio::time::sleep(LEAVE_RETRY).await;
                     }
                 }
             }
-        });
-        self.leaving = Some(Leaving {
-            step: LeaveStep::Draining,
-            call: Some(call),
-            known: true,
-            give_up_at: Instant::now()
-                + self.config.drain_timeout
-                + self.config.stop_grace
-                + LEAVE_SLACK,
-        });
+        })
+    }
+
+    /// A local drain's deadline: every task still running is stopped
+    /// (SIGTERM to its group, SIGKILL after the grace). Their stops are not
+    /// reported (the cluster cannot take them back without an attempt): the
+    /// leader requeues them once this agent's lease has ended.
+    fn stop_at_local_deadline(&mut self) {
+        if let Some(l) = self.leaving.as_mut() {
+            l.stop_at = None;
+        }
+        let running = self.exec.running();
+        if !running.is_empty() {
+            tracing::warn!(
+                running = running.len(),
+                grace_ms = self.config.stop_grace.as_millis() as u64,
+                "local drain deadline passed: stopping the running tasks (SIGTERM to their process groups, SIGKILL after the grace)"
+            );
+        }
+        for r in running {
+            self.exec.stop(&r.task_id, r.token, self.config.stop_grace);
+        }
+    }
+
+    fn leaving_locally(&self) -> bool {
+        self.leaving.as_ref().is_some_and(|l| l.local)
     }
 
     /// The graceful exit's request answered; true when the exit is done.
-    fn on_leave(&mut self, done: bool) -> bool {
+    fn on_leave(&mut self, answer: Answer) -> bool {
         let Some(l) = self.leaving.as_mut() else {
             return false;
         };
@@ -310,17 +374,49 @@ impl Agent {
         match l.step {
             LeaveStep::Draining => {
                 l.step = LeaveStep::Drained;
-                l.known = done;
-                if done {
-                    tracing::info!("drain committed: no new tasks; waiting for the running ones");
-                } else {
-                    tracing::info!("the cluster does not know this agent: nothing to drain");
+                match answer {
+                    Answer::Done => {
+                        tracing::info!(
+                            "drain committed: no new tasks; waiting for the running ones"
+                        )
+                    }
+                    Answer::Unknown => {
+                        l.known = false;
+                        tracing::info!("the cluster does not know this agent: nothing to drain");
+                    }
+                    Answer::Cannot(e) => {
+                        // Drain here: start nothing new, let the running
+                        // tasks finish until the deadline, stop the rest
+                        // then, and leave as after a committed drain.
+                        l.local = true;
+                        l.stop_at = Some(l.deadline);
+                        tracing::warn!(
+                            error = %e,
+                            deadline_ms = l.deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+                            "the cluster cannot record a drain (its format version is 1, or the server is older): \
+                             draining locally: no new task starts here, the running ones finish or are stopped at \
+                             the deadline, then this agent deregisters (or, if the leader still counts tasks on it, \
+                             exits and they are requeued once its lease has ended)"
+                        );
+                    }
                 }
                 false
             }
-            LeaveStep::Drained => false,
+            LeaveStep::Drained => {
+                if answer != Answer::Done {
+                    tracing::warn!(answer = ?answer, "the drain asked for again was not committed");
+                }
+                false
+            }
             LeaveStep::Deregistering => {
-                tracing::info!("deregistered; exiting");
+                match answer {
+                    Answer::Cannot(e) => tracing::warn!(
+                        error = %e,
+                        "cannot deregister after a local drain; exiting: the leader requeues what it still counts \
+                         on this agent once its lease has ended"
+                    ),
+                    _ => tracing::info!("deregistered; exiting"),
+                }
                 true
             }
         }
@@ -339,17 +435,26 @@ impl Agent {
         }
         l.step = LeaveStep::Deregistering;
         if !l.known {
-            l.call = Some(tokio::spawn(async { true }));
+            l.call = Some(tokio::spawn(async { Answer::Done }));
             return;
         }
         tracing::info!("drained: nothing runs and every report is acknowledged; deregistering");
-        let (client, id) = (self.client.clone(), self.config.id.clone());
+        let (client, id, local) = (self.client.clone(), self.config.id.clone(), l.local);
         l.call = Some(tokio::spawn(async move {
             loop {
                 match client.deregister_agent(&id).await {
                     // NotFound: a retry after an answer that was lost.
-                    Ok(_) => return true,
-                    Err(e) if e.code == Code::NotFound => return true,
+                    Ok(_) => return Answer::Done,
+                    Err(e) if e.code == Code::NotFound => return Answer::Done,
+                    // After a local drain the leader may still count tasks
+                    // on this agent (stopped here, not reported), or the
+                    // server may predate deregistration.
+                    Err(e)
+                        if local
+                            && matches!(e.code, Code::FailedPrecondition | Code::Unimplemented) =>
+                    {
+                        return Answer::Cannot(e.to_string())
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot deregister this agent yet; retrying");
                         tokio::time::sleep(LEAVE_RETRY).await;
@@ -422,6 +527,19 @@ impl Agent {
 
     fn on_exec(&mut self, e: ExecEvent) {
         if let Some(c) = self.exec.on_event(&e) {
+            if c.stopped && self.leaving_locally() {
+                // Stopped at a local drain's deadline: not reported (the
+                // cluster cannot take it back); its token never runs here
+                // again, and the leader requeues it once this agent's lease
+                // has ended.
+                self.stopped.push_back((c.task_id.clone(), c.token));
+                while self.stopped.len() > STOPPED_TOKENS {
+                    self.stopped.pop_front();
+                }
+                tracing::info!(task_id = %c.task_id, token = c.token, "task stopped at the local drain deadline; the leader requeues it once this agent's lease has ended");
+                self.observe(e);
+                return;
+            }
             if c.stopped {
                 // Its token never runs here again (the leader requeues the
                 // task and grants it under a new one).
@@ -629,7 +747,29 @@ impl Agent {
         for c in resend {
             self.send_if_registered(Out::Completed(c));
         }
+        self.drain_again();
         Ok(())
+    }
+
+    /// Registered again while leaving after a committed drain: the drain
+    /// ended if the agent was marked down meanwhile (it registered as
+    /// ready), so it is asked for again, with what is left of the deadline.
+    fn drain_again(&mut self) {
+        let Some(l) = self.leaving.as_ref() else {
+            return;
+        };
+        if l.step != LeaveStep::Drained || !l.known || l.local || l.call.is_some() {
+            return;
+        }
+        let left = l.deadline.saturating_duration_since(Instant::now());
+        tracing::info!(
+            deadline_ms = left.as_millis() as u64,
+            "registered again while leaving: asking the leader to drain this agent again"
+        );
+        let call = self.drain_call(left.as_millis() as u64);
+        if let Some(l) = self.leaving.as_mut() {
+            l.call = Some(call);
+        }
     }
 
     /// The leader's order to stop a task (its drain's deadline passed).
@@ -676,6 +816,26 @@ impl Agent {
         if let Some(done) = self.outbox.get(&a.task_id, a.token).cloned() {
             // Already ran under this token: the leader has not seen the result.
             self.send_if_registered(Out::Completed(done));
+            return;
+        }
+        if let Some(local) = self.leaving.as_ref().map(|l| l.local) {
+            // Leaving: nothing new starts here (the leader may place a task
+            // before the drain is committed, or after this agent was marked
+            // down and registered again as ready). Its token never runs here.
+            self.stopped.push_back((a.task_id.clone(), a.token));
+            while self.stopped.len() > STOPPED_TOKENS {
+                self.stopped.pop_front();
+            }
+            if local {
+                tracing::warn!(task_id = %a.task_id, token = a.token, "assignment while draining locally: not started; the leader requeues it once this agent's lease has ended");
+                return;
+            }
+            // Handed back at once as stopped: requeued without spending an
+            // attempt (the session it came on holds it, so the report counts).
+            tracing::info!(task_id = %a.task_id, token = a.token, "assignment while leaving: not started; handing it back as stopped");
+            let c = crate::executor::stopped(a.task_id, a.token);
+            self.outbox.push(c.clone());
+            self.send_if_registered(Out::Completed(c));
             return;
         }
         match self.exec.start(&a) {
@@ -831,10 +991,10 @@ async fn next_conn_event(conn: &mut Conn, oldest_unacked: Option<Instant>) -> Co
 }
 
 /// The graceful exit's request in flight, if any.
-async fn leave_call(leaving: &mut Option<Leaving>) -> bool {
+async fn leave_call(leaving: &mut Option<Leaving>) -> Answer {
     match leaving.as_mut().and_then(|l| l.call.as_mut()) {
         // A request task that panicked or was aborted counts as done.
-        Some(call) => call.await.unwrap_or(true),
+        Some(call) => call.await.unwrap_or(Answer::Done),
         None => std::future::pending().await,
     }
 }

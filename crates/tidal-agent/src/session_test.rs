@@ -50,6 +50,10 @@ impl FakeSession {
 
 struct FakeAgents {
     sessions: mpsc::UnboundedSender<FakeSession>,
+    /// How `Drain` and `Deregister` answer: `None` is OK.
+    refuse: Option<tonic::Code>,
+    /// Each `Drain` request's deadline.
+    drains: mpsc::UnboundedSender<Option<u64>>,
 }
 
 #[tonic::async_trait]
@@ -77,9 +81,16 @@ impl agents_server::Agents for FakeAgents {
 
     async fn drain(
         &self,
-        _r: Request<v1::DrainAgentRequest>,
+        r: Request<v1::DrainAgentRequest>,
     ) -> Result<Response<v1::AgentInfo>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        let _ = self.drains.send(r.into_inner().deadline_ms);
+        match self.refuse {
+            Some(code) => Err(Status::new(
+                code,
+                "this needs cluster format version 2 (fake)",
+            )),
+            None => Ok(Response::new(v1::AgentInfo::default())),
+        }
     }
 
     async fn undrain(
@@ -93,7 +104,10 @@ impl agents_server::Agents for FakeAgents {
         &self,
         _r: Request<v1::DeregisterAgentRequest>,
     ) -> Result<Response<v1::DeregisterAgentResponse>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        match self.refuse {
+            Some(code) => Err(Status::new(code, "agent still holds 1 task(s) (fake)")),
+            None => Ok(Response::new(v1::DeregisterAgentResponse::default())),
+        }
     }
 }
 
@@ -101,18 +115,33 @@ struct Harness {
     sessions: mpsc::UnboundedReceiver<FakeSession>,
     events: mpsc::UnboundedReceiver<ExecEvent>,
     stop: Option<oneshot::Sender<()>>,
+    /// Fires the graceful exit (the first SIGTERM).
+    drain: Option<oneshot::Sender<()>>,
+    drains: mpsc::UnboundedReceiver<Option<u64>>,
     agent: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Harness {
     async fn start(script: &str, ttl: Option<Duration>) -> Harness {
+        Harness::start_with(script, ttl, None, |_| {}).await
+    }
+
+    async fn start_with(
+        script: &str,
+        ttl: Option<Duration>,
+        refuse: Option<tonic::Code>,
+        tweak: impl FnOnce(&mut AgentConfig),
+    ) -> Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
+        let (drains_tx, drains) = mpsc::unbounded_channel();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(agents_server::AgentsServer::new(FakeAgents {
                     sessions: sessions_tx,
+                    refuse,
+                    drains: drains_tx,
                 }))
                 .serve_with_incoming(TcpListenerStream::new(listener)),
         );
@@ -126,17 +155,35 @@ impl Harness {
             ttl,
             ..AgentConfig::default()
         };
+        let mut config = config;
+        tweak(&mut config);
         let (events_tx, events) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (drain, drain_rx) = oneshot::channel::<()>();
         let agent = Agent::new(config, Some(events_tx)).unwrap();
-        let agent = tokio::spawn(agent.run(async move {
-            let _ = stopped.await;
-        }));
+        let agent = tokio::spawn(agent.run_with_drain(
+            async move {
+                if drain_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Harness {
             sessions,
             events,
             stop: Some(stop),
+            drain: Some(drain),
+            drains,
             agent,
+        }
+    }
+
+    fn signal_drain(&mut self) {
+        if let Some(d) = self.drain.take() {
+            let _ = d.send(());
         }
     }
 
@@ -508,4 +555,126 @@ async fn a_stop_order_stops_the_child_and_reports_it_stopped_until_acked() {
         other => panic!("expected the stop report again, got {other:?}"),
     }
     h.stop().await.unwrap();
+}
+
+/// Review item 2: a cluster at format version 1 (FAILED_PRECONDITION) or an
+/// older server (UNIMPLEMENTED) cannot record a drain: the agent drains by
+/// itself (starts nothing new, stops what runs at the deadline, without
+/// reporting those stops) and exits, instead of retrying until it gives up.
+#[tokio::test]
+async fn a_drain_the_cluster_cannot_record_is_done_locally() {
+    for code in [tonic::Code::FailedPrecondition, tonic::Code::Unimplemented] {
+        let mut h = Harness::start_with("sleep 30", None, Some(code), |c| {
+            c.drain_timeout = Duration::from_millis(300);
+            c.stop_grace = Duration::from_millis(200);
+        })
+        .await;
+        let mut s = h.session().await;
+        let Some(FromAgent::Register(_)) = s.recv().await else {
+            panic!("first message must be Register")
+        };
+        s.send(registered(10_000, 50));
+        s.send(assignment("t1", 9, b""));
+        match s.recv_non_heartbeat(true).await {
+            Some(FromAgent::Started(st)) => assert_eq!(st.task_id, "t1"),
+            other => panic!("expected Started, got {other:?}"),
+        }
+        let signalled = Instant::now();
+        h.signal_drain();
+        assert_eq!(h.drains.recv().await, Some(Some(300)));
+        // Nothing new starts; the running task is stopped at the deadline,
+        // and neither is reported (the cluster cannot take them back).
+        s.send(assignment("t2", 10, b""));
+        let mut seen = Vec::new();
+        let watch = tokio::spawn(async move {
+            while let Some(m) = s.recv_non_heartbeat(true).await {
+                seen.push(m);
+            }
+            seen
+        });
+        let exited = tokio::time::timeout(Duration::from_secs(10), &mut h.agent)
+            .await
+            .expect("the agent exits after its local drain")
+            .expect("no panic");
+        assert!(exited.is_ok(), "{code:?}: {exited:?}");
+        assert!(
+            signalled.elapsed() >= Duration::from_millis(300),
+            "{code:?}: the running task was given until the deadline"
+        );
+        let mut stopped = false;
+        while let Ok(e) = h.events.try_recv() {
+            if matches!(e, ExecEvent::Stopped { task_id, .. } if task_id == "t1") {
+                stopped = true;
+            }
+        }
+        assert!(stopped, "{code:?}: t1 stopped at the deadline");
+        let seen = watch.await.unwrap();
+        assert!(
+            seen.iter()
+                .all(|m| !matches!(m, FromAgent::Started(_) | FromAgent::Completed(_))),
+            "{code:?}: {seen:?}"
+        );
+    }
+}
+
+/// Review item 5: an agent that is leaving takes no new work: an
+/// assignment is handed back at once as stopped (requeued without an
+/// attempt), and after registering again (it was marked down, which ends a
+/// drain) it asks for the drain again with what is left of its deadline.
+#[tokio::test]
+async fn a_leaving_agent_hands_back_assignments_and_drains_again_after_registering() {
+    let mut h = Harness::start_with("sleep 30", None, None, |c| {
+        c.drain_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    s.send(assignment("t1", 9, b""));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!(st.task_id, "t1"),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    h.signal_drain();
+    assert_eq!(h.drains.recv().await, Some(Some(20_000)));
+    s.send(assignment("t2", 10, b""));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Completed(c)) => {
+            assert!(c.stopped && !c.success, "{c:?}");
+            assert_eq!((c.task_id.as_str(), c.token), ("t2", 10));
+        }
+        other => panic!("expected t2 handed back as stopped, got {other:?}"),
+    }
+    s.send(ToAgent::CompletionAck(v1::CompletionAck {
+        task_id: "t2".into(),
+        token: 10,
+        accepted: true,
+        reason: String::new(),
+    }));
+    // The session ends (the agent was marked down): on the next one it
+    // drains again, with less than the whole deadline left.
+    drop(s);
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(reg)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    assert_eq!(reg.running.len(), 1, "{:?}", reg.running);
+    s.send(registered(10_000, 50));
+    let again = tokio::time::timeout(Duration::from_secs(10), h.drains.recv())
+        .await
+        .expect("the drain is asked for again")
+        .expect("fake running")
+        .expect("with a deadline");
+    assert!(again <= 20_000, "{again}");
+    // The refused token never starts here.
+    s.send(assignment("t2", 10, b""));
+    s.send(assignment("t3", 11, b""));
+    match s.recv_non_heartbeat(true).await {
+        // Nothing about t2, and t3 handed back without starting.
+        Some(FromAgent::Completed(c)) => assert_eq!((c.task_id.as_str(), c.stopped), ("t3", true)),
+        other => panic!("expected t3 handed back, got {other:?}"),
+    }
+    h.stop().await.unwrap_err();
 }

@@ -748,6 +748,14 @@ async fn stopped(
         Ok((other, _)) => {
             tracing::warn!(task_id = %task, response = ?other, "unexpected response to stopped")
         }
+        // The cluster's format version lacks stops (an agent draining
+        // itself during a rolling upgrade): refused for good, so the agent
+        // does not hold it forever; the task stays held until the agent's
+        // lease ends, then is requeued.
+        Err(ServerError::FailedPrecondition(reason)) => {
+            tracing::info!(task_id = %task, reason = %reason, "stop report refused");
+            let _ = tx.send(completion_ack(&c, false, reason));
+        }
         // Not committed: no ack, so the agent resends on its next session.
         Err(e) => tracing::debug!(task_id = %task, error = %e, "stop report not committed"),
     }
