@@ -522,3 +522,75 @@ async fn a_drain_deadline_during_a_take_over_does_not_run_a_task_twice() {
     );
     wait_agent_state(&c, "a1", Some("drained")).await.unwrap();
 }
+
+/// Review item: SIGTERM to an agent while the cluster is at format version
+/// 1 (a rolling upgrade not finished) cannot commit a drain: the agent
+/// drains by itself, starts nothing new, stops its task at its deadline and
+/// exits 0 (it used to retry for 95 s and exit 1); the tasks run elsewhere
+/// once its lease has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_at_format_version_1_drains_locally_and_exits_0() {
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        join: false,
+        server_args: vec!["--max-format-version".into(), "1".into()],
+        ..ClusterOpts::default()
+    })
+    .await
+    .expect("cluster");
+    let runs = c.dir.path().join("runs");
+    let cmd = worker(&runs, 60_000, 200);
+    let mut a1 = agent("a1", &cmd);
+    a1.extra_args
+        .extend(["--drain-timeout-ms".into(), "1500".into()]);
+    c.start_agent(a1).unwrap();
+    c.wait_agents(1, WAIT).await.unwrap();
+    let t1 = submit(&c).await;
+    wait_task(&c, &t1, "running on a1", |t| state(t) == "running")
+        .await
+        .unwrap();
+
+    let signalled = Instant::now();
+    c.agents[0].signal(libc::SIGTERM);
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&c.agents[0].log)
+        .unwrap_or_default()
+        .contains("draining locally")
+    {
+        assert!(Instant::now() < deadline, "{}", c.logs_tail(30));
+        sleep(Duration::from_millis(20)).await;
+    }
+    // A task placed on it now is not started there.
+    let t2 = submit(&c).await;
+    let status = loop {
+        if let Some(s) = c.agents[0].try_exit() {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "the agent did not exit after its local drain\n{}",
+            c.logs_tail(30)
+        );
+        sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{}", c.agents[0].log_tail(30));
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1500),
+        "the task had until the deadline"
+    );
+    let r1 = runs_of(&runs, &t1);
+    assert_eq!(r1.len(), 1, "{r1:?}");
+    assert!(!alive(r1[0].3), "a1's worker {} still runs", r1[0].3);
+    assert!(
+        runs_of(&runs, &t2).is_empty(),
+        "t2 started on the leaving agent"
+    );
+
+    c.start_agent(agent("a2", &cmd)).unwrap();
+    for id in [&t1, &t2] {
+        let t = wait_task(&c, id, "succeeded on a2", |t| state(t) == "succeeded")
+            .await
+            .unwrap();
+        assert_eq!(t.agent, "a2");
+    }
+}
