@@ -1054,6 +1054,101 @@ fn digest_is_deterministic_and_sensitive() {
     assert_ne!(a.state.digest(), b.state.digest());
 }
 
+/// The state's digest covers each replicated field: two states that differ
+/// in any one of them hash differently, so `status --digest` equality and
+/// chaos's convergence check mean equal replicated state.
+#[test]
+fn digest_differs_when_a_replicated_field_differs() {
+    let mut base = Log::new();
+    base.register(agent("a1", 2));
+    base.submit(task("t2i")).unwrap();
+    let d = base.state.digest();
+
+    let mut other = base.state.clone();
+    other.next_id += 1;
+    assert_ne!(other.digest(), d, "next_id");
+
+    let mut other = base.state.clone();
+    other.keys.insert("k".into(), TaskId(1));
+    assert_ne!(other.digest(), d, "keys");
+
+    let mut other = base.state.clone();
+    other.queues.get_mut(DEFAULT_QUEUE).unwrap().weight += 1;
+    assert_ne!(other.digest(), d, "queues");
+
+    let mut other = base.state.clone();
+    other.pending.clear();
+    assert_ne!(other.digest(), d, "pending");
+
+    let mut other = base.state.clone();
+    other.agents.clear();
+    assert_ne!(other.digest(), d, "agents");
+
+    let mut other = base.state.clone();
+    other.tasks.get_mut(&TaskId(1)).unwrap().attempt += 1;
+    assert_ne!(other.digest(), d, "tasks");
+
+    // A raised format version is replicated state too.
+    let mut other = base.state.clone();
+    assert!(matches!(
+        other.apply(
+            Command::SetClusterVersion { version: 2 },
+            ApplyCtx {
+                log_index: 100,
+                time_ms: 2000,
+            },
+        ),
+        Response::Ok
+    ));
+    assert_eq!(other.cluster_version(), 2);
+    assert_ne!(other.digest(), d, "cluster_version");
+}
+
+/// The `finished` index is derived from the tasks: it does not enter the
+/// digest (a state rebuilt from its encoding hashes the same), and a state
+/// at format version 1 hashes as the derived `Hash` of builds before the
+/// index and format versions did, so a mixed cluster compares equal.
+#[test]
+fn digest_leaves_out_the_derived_index_and_version_1() {
+    let mut log = Log::new();
+    log.register(agent("a1", 2));
+    log.submit(task("t2i")).unwrap();
+    log.assign(TaskId(1), "a1").unwrap();
+    log.complete(TaskId(1), 3, true).unwrap();
+    assert!(!log.state.finished.is_empty());
+    let d = log.state.digest();
+
+    let mut other = log.state.clone();
+    other.finished.clear();
+    assert_eq!(other.digest(), d);
+
+    // What the earlier builds' `#[derive(Hash)]` over the encoded fields gave.
+    #[derive(Hash)]
+    struct Earlier<'a> {
+        tasks: &'a BTreeMap<TaskId, Task>,
+        keys: &'a BTreeMap<String, TaskId>,
+        queues: &'a BTreeMap<String, Queue>,
+        pending: &'a BTreeMap<String, BTreeSet<(Priority, TaskId)>>,
+        agents: &'a BTreeMap<AgentId, Agent>,
+        next_id: &'a u64,
+        links: &'a Links,
+    }
+    let s = &log.state;
+    assert_eq!(s.cluster_version(), FORMAT_VERSION_MIN);
+    let mut h = Fnv64::default();
+    Earlier {
+        tasks: &s.tasks,
+        keys: &s.keys,
+        queues: &s.queues,
+        pending: &s.pending,
+        agents: &s.agents,
+        next_id: &s.next_id,
+        links: &s.links,
+    }
+    .hash(&mut h);
+    assert_eq!(h.finish(), d);
+}
+
 #[test]
 fn started_batch_checks_each_report_on_its_own() {
     let mut log = Log::new();
