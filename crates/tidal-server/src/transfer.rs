@@ -56,12 +56,43 @@ pub fn candidates(node: &Node) -> Vec<Candidate> {
         .collect()
 }
 
+/// Why leadership is handed over, which decides what a transfer leaves
+/// behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// `tidal cluster transfer-leader`: this node serves on, so if the
+    /// transfer fails it leads as before, heartbeats included.
+    Asked,
+    /// A graceful shutdown: this node stops whatever the outcome, so its
+    /// heartbeats stay off; after a failed transfer the other voters stop
+    /// hearing from it and elect one election timeout later, instead of
+    /// waiting until its Raft has stopped.
+    Leaving,
+}
+
+impl Handover {
+    /// Whether this node sends Raft heartbeats again once the transfer is
+    /// over, moved or not.
+    pub fn heartbeats_after(self) -> bool {
+        match self {
+            Handover::Asked => true,
+            Handover::Leaving => false,
+        }
+    }
+}
+
 /// Moves leadership to voter `target` by `deadline`: no new entries (the
 /// write gate), no heartbeats and no own election here, the other voters
 /// hold theirs, the target campaigns once it has the whole log. Everything
-/// is put back whatever the outcome; a hold on the other voters ends by
+/// is put back whatever the outcome, except the heartbeats of a node that
+/// is leaving (see [`Handover`]); a hold on the other voters ends by
 /// itself.
-pub async fn transfer(node: &Node, target: u64, deadline: Instant) -> Result<(), ServerError> {
+pub async fn transfer(
+    node: &Node,
+    target: u64,
+    deadline: Instant,
+    why: Handover,
+) -> Result<(), ServerError> {
     let election_max = Duration::from_millis(node.config.election_timeout.1);
     let left = || deadline.saturating_duration_since(Instant::now());
     // One RPC: at most a second, at least a little even past the deadline
@@ -138,7 +169,7 @@ pub async fn transfer(node: &Node, target: u64, deadline: Instant) -> Result<(),
             false
         }
     };
-    rt.heartbeat(true);
+    rt.heartbeat(why.heartbeats_after());
     node.elections.release();
     // Done either way: the other voters may elect again (a new leader
     // that dies now must not wait for their holds to run out).
@@ -190,7 +221,7 @@ pub(crate) fn peer(
 
 #[cfg(test)]
 mod tests {
-    use super::{best_target, Candidate};
+    use super::{best_target, Candidate, Handover};
 
     fn c(id: u64, matched: u64, reachable: bool) -> Candidate {
         Candidate {
@@ -218,5 +249,13 @@ mod tests {
         assert_eq!(best_target(1, &[c(1, 50, true), c(2, 7, true)]), Some(2));
         assert_eq!(best_target(1, &[c(1, 50, true)]), None);
         assert_eq!(best_target(1, &[]), None);
+    }
+
+    /// A leaving leader never turns its heartbeats back on, whatever the
+    /// transfer's outcome; one asked to transfer serves on as before.
+    #[test]
+    fn only_an_asked_transfer_turns_heartbeats_back_on() {
+        assert!(!Handover::Leaving.heartbeats_after());
+        assert!(Handover::Asked.heartbeats_after());
     }
 }

@@ -185,7 +185,13 @@ impl ClusterService {
     async fn transfer_to(&self, target: u64) -> Result<(), ServerError> {
         let election_max = Duration::from_millis(self.node.config.election_timeout.1);
         let deadline = tokio::time::Instant::now() + election_max * 12 + Duration::from_secs(3);
-        crate::transfer::transfer(&self.node, target, deadline).await
+        crate::transfer::transfer(
+            &self.node,
+            target,
+            deadline,
+            crate::transfer::Handover::Asked,
+        )
+        .await
     }
 
     /// The member `id`, or NotFound.
