@@ -18,7 +18,10 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7001";
     after_help = "Start a local 3-node cluster with 2 agents: `tidal dev`. \
                   Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change what is logged.\n\
                   Exit codes: 0 ok, 1 error, 2 usage, 3 unavailable (no server/leader answered), \
-                  4 `task watch`: the task failed or was cancelled."
+                  4 `task watch`: the task failed or was cancelled, \
+                  5 `server`: its data directory could not be written, \
+                  6 `agent`: another agent process took its --id over, \
+                  7 `server`: an entry or snapshot needs a newer cluster format version."
 )]
 pub struct Cli {
     /// How log lines on stderr are written.

@@ -525,3 +525,28 @@ fn example_worker_is_hidden_but_parses() {
 fn clap_definitions_are_consistent() {
     <Cli as clap::CommandFactory>::command().debug_assert();
 }
+
+#[test]
+fn help_lists_every_exit_code() {
+    let help = <Cli as clap::CommandFactory>::command()
+        .render_long_help()
+        .to_string();
+    // Clap may wrap the text: compare with single spaces.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let codes = &help[help.find("Exit codes:").expect("no exit codes in help")..];
+    for (code, what) in [
+        (crate::exit::OK, "ok"),
+        (crate::exit::ERROR, "error"),
+        (2, "usage"),
+        (crate::exit::UNAVAILABLE, "unavailable"),
+        (crate::exit::TASK_NOT_SUCCEEDED, "`task watch`"),
+        (crate::exit::STORAGE_FAILED, "`server`"),
+        (crate::exit::AGENT_DISPLACED, "`agent`"),
+        (crate::exit::NEEDS_VERSION, "`server`"),
+    ] {
+        assert!(
+            codes.contains(&format!(" {code} {what}")),
+            "help lacks exit code {code}: {codes}"
+        );
+    }
+}
