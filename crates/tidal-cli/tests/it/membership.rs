@@ -575,14 +575,25 @@ async fn a_change_that_unreachable_voters_would_block_is_refused() -> anyhow::Re
     .await?;
     let (leader, _) = c.wait_leader(Duration::from_secs(10)).await?;
     let followers: Vec<u64> = (1..=5).filter(|&i| i != leader).collect();
-    // Members show lag and last contact for every voter while all are up.
-    let m: serde_json::Value =
-        serde_json::from_str(&c.tidal_ok(&["cluster", "members", "-o", "json"])?)?;
-    for x in m["members"].as_array().expect("members") {
-        assert!(
-            x["lag"].as_u64().is_some() && x["last_contact_ms"].as_i64().is_some(),
-            "{x}"
-        );
+    // Members show lag and last contact for every voter while all are up,
+    // once the new leader has heard from each of them (right after the
+    // election a voter it has not reached yet shows no contact).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m: serde_json::Value =
+            serde_json::from_str(&c.tidal_ok(&["cluster", "members", "-o", "json"])?)?;
+        let members = m["members"].as_array().expect("members");
+        assert_eq!(members.len(), 5, "{m}");
+        if members
+            .iter()
+            .all(|x| x["lag"].as_u64().is_some() && x["last_contact_ms"].as_i64().is_some())
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the leader never showed lag and contact for every voter: {m}");
+        }
+        sleep(Duration::from_millis(100)).await;
     }
     c.kill_node(followers[0]);
     c.kill_node(followers[1]);
