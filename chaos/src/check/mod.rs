@@ -124,6 +124,18 @@ pub(crate) mod fixtures {
     //! Builders for hand-made histories.
     use crate::history::Event;
 
+    /// A sink event `f` (start, end...) of worker run `run` of a task.
+    pub fn sink_event(f: &str, task: &str, token: u64, agent: &str, run: u64) -> Event {
+        Event {
+            task: Some(task.into()),
+            token: Some(token),
+            agent: Some(agent.into()),
+            accepted: Some(true),
+            run: Some(run),
+            ..Event::new("sink", "event", f)
+        }
+    }
+
     pub struct H {
         pub events: Vec<Event>,
         t: u64,

@@ -143,18 +143,7 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::fixtures::H;
-
-    fn ev(f: &str, task: &str, token: u64, agent: &str, run: u64) -> Event {
-        Event {
-            task: Some(task.into()),
-            token: Some(token),
-            agent: Some(agent.into()),
-            accepted: Some(true),
-            run: Some(run),
-            ..Event::new("sink", "event", f)
-        }
-    }
+    use crate::check::fixtures::{sink_event as ev, H};
 
     fn kill(agent: &str) -> Event {
         Event {

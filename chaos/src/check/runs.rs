@@ -96,19 +96,7 @@ pub fn check(events: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::fixtures::H;
-
-    /// A sink event of worker run `run`.
-    fn ev(f: &str, task: &str, token: u64, agent: &str, run: u64) -> Event {
-        Event {
-            task: Some(task.into()),
-            token: Some(token),
-            agent: Some(agent.into()),
-            accepted: Some(true),
-            run: Some(run),
-            ..Event::new("sink", "event", f)
-        }
-    }
+    use crate::check::fixtures::{sink_event as ev, H};
 
     fn good() -> H {
         let mut h = H::new();

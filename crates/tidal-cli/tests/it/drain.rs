@@ -127,6 +127,19 @@ async fn wait_agent_state(c: &Cluster, id: &str, want: Option<&str>) -> anyhow::
 
 /// The lines of `runs` for task `id`: (token, agent, attempt, pid).
 fn runs_of(runs: &Path, id: &str) -> Vec<(u64, String, u32, i32)> {
+    lines_of(runs, id)
+}
+
+/// The five-field lines of `runs` for task `id`, after the id: (token,
+/// agent, then two fields of the worker's choosing).
+fn lines_of<A: std::str::FromStr, B: std::str::FromStr>(
+    runs: &Path,
+    id: &str,
+) -> Vec<(u64, String, A, B)>
+where
+    A::Err: std::fmt::Debug,
+    B::Err: std::fmt::Debug,
+{
     std::fs::read_to_string(runs)
         .unwrap_or_default()
         .lines()
@@ -433,23 +446,8 @@ async fn a_drain_deadline_during_a_take_over_does_not_run_a_task_twice() {
             runs.display()
         ),
     ];
-    let starts = |id: &str| -> Vec<(u64, String, i32, u128)> {
-        std::fs::read_to_string(&runs)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() == 5 && f[0] == id).then(|| {
-                    (
-                        f[1].parse().unwrap(),
-                        f[2].to_string(),
-                        f[3].parse().unwrap(),
-                        f[4].parse().unwrap(),
-                    )
-                })
-            })
-            .collect()
-    };
+    // (token, agent, pid, start time in ns) of each start of a task.
+    let starts = |id: &str| -> Vec<(u64, String, i32, u128)> { lines_of(&runs, id) };
     c.start_agent(agent("a1", &cmd)).unwrap();
     c.wait_agents(1, WAIT).await.unwrap();
     let id = submit(&c).await;
