@@ -27,7 +27,7 @@
 //! the term and the log. A pre-vote only keeps a candidate that cannot win
 //! from raising the term.
 //!
-//! [`VoteGate`]: crate::grpc::raft_service::VoteGate
+//! [`VoteGate`]: crate::raft::vote_gate::VoteGate
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ use tidal_store::{LogReader, Raft};
 use tokio::time::Instant;
 
 use crate::channels::Channels;
-use crate::grpc::raft_service::VoteGate;
+use crate::raft::vote_gate::VoteGate;
 use crate::raft_network::{decode, encode};
 
 /// The election timeouts to give openraft, whose own election timer is off:

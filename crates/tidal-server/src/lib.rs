@@ -7,6 +7,7 @@
 //! - [`channels`]: cached outgoing channels to other servers.
 //! - [`raft_network`] and [`grpc::raft_service`]: openraft over tonic.
 //! - [`elections`]: when to elect: a pre-vote first, then openraft's election.
+//! - [`raft`]: the vote gate and the leader contact a follower keeps.
 //! - [`grpc`]: the public API (tasks, agents, queues, cluster).
 //! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper,
 //!   the drain driver (stop orders at a drain's deadline), and the cross-DC
@@ -33,6 +34,7 @@ pub mod grpc;
 pub mod leader;
 pub mod links;
 pub mod node;
+pub mod raft;
 pub mod raft_network;
 pub mod stall;
 pub mod transfer;

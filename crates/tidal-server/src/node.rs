@@ -15,12 +15,13 @@ use crate::batcher::{Batcher, WriteGate};
 use crate::config::ServerConfig;
 use crate::elections::Elections;
 use crate::error::{Result, ServerError};
-use crate::grpc::raft_service::VoteGate;
 use crate::leader::eager::EagerPlacement;
 use crate::leader::quorum::{quorum_contact, verdict, Bounds, Verdict};
 use crate::leader::Leadership;
 use crate::links::PeerTable;
 use crate::now_ms;
+use crate::raft::contact::LeaderContact;
+use crate::raft::vote_gate::VoteGate;
 use crate::raft_network::{Contacts, Network};
 
 /// How long a linearizable read waits for a new leadership's first commit.
@@ -80,24 +81,6 @@ pub struct Node {
     /// Set on SIGTERM or SIGINT: this node takes no new request, session
     /// or leadership; it answers NotLeader naming the leader it knows.
     pub shutting_down: std::sync::atomic::AtomicBool,
-}
-
-/// When this node last took an AppendEntries from a leader.
-#[derive(Clone, Default)]
-pub struct LeaderContact(Arc<Mutex<Option<std::time::Instant>>>);
-
-impl LeaderContact {
-    pub fn touch(&self) {
-        *self.0.lock().expect("contact lock poisoned") = Some(std::time::Instant::now());
-    }
-
-    /// How long ago; `None` if never.
-    pub fn since(&self) -> Option<std::time::Duration> {
-        self.0
-            .lock()
-            .expect("contact lock poisoned")
-            .map(|t| t.elapsed())
-    }
 }
 
 /// How long a command waits for a raise of the cluster format version that
