@@ -4,7 +4,9 @@
 
 pub mod dispatcher;
 pub mod drainer;
+pub mod driver;
 pub mod eager;
+pub mod engine;
 pub mod expirer;
 pub mod forwarder;
 pub mod quorum;
@@ -16,7 +18,7 @@ pub mod upgrader;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::node::Node;
@@ -55,12 +57,17 @@ pub struct Leadership {
     /// harness found this, crash-points scenario).
     reads_ready: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Events for this leadership's engine ([`driver`]).
+    inbox: driver::Inbox,
+    /// The engine's end of `inbox`, until its driver starts.
+    events: Mutex<Option<mpsc::UnboundedReceiver<engine::Event>>>,
 }
 
 impl Leadership {
     fn new(term: u64, since: Instant, node: &Node) -> Arc<Leadership> {
         let (alive, _) = watch::channel(true);
         let (reads_ready, _) = watch::channel(false);
+        let (inbox, events) = mpsc::unbounded_channel();
         Arc::new(Leadership {
             term,
             since,
@@ -72,7 +79,19 @@ impl Leadership {
             alive,
             reads_ready,
             tasks: Mutex::new(Vec::new()),
+            inbox,
+            events: Mutex::new(Some(events)),
         })
+    }
+
+    /// Tells this leadership's engine of `event` (nothing once it ended).
+    pub fn notify(&self, event: engine::Event) {
+        let _ = self.inbox.send(event);
+    }
+
+    /// A sender of events to this leadership's engine.
+    pub fn inbox(&self) -> driver::Inbox {
+        self.inbox.clone()
     }
 
     /// A receiver that sees `false` once this leadership has ended.
@@ -162,6 +181,18 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     }
     leadership.reads_ready.send_replace(true);
     node.set_leadership(Some(leadership.clone()));
+    let events = leadership
+        .events
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(events) = events {
+        tasks.push(tokio::spawn(driver::run(
+            node.clone(),
+            leadership.clone(),
+            events,
+        )));
+    }
     tasks.push(tokio::spawn(dispatcher::run(
         node.clone(),
         leadership.clone(),

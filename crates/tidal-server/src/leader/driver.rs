@@ -1,0 +1,110 @@
+//! The leader engine's driver: one task per leadership that runs the [`Engine`] and does its I/O.
+//!
+//! It steps the engine with each event (under a brief read of the applied
+//! state, never held across an await), carries out the actions, and sleeps
+//! until the next event or the engine's next timer. Proposals run as spawned
+//! tasks whose results come back as events, so the engine never waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::engine::{Action, Engine, EngineConfig, Event, Handler, Now, ProposeError};
+use super::Leadership;
+use crate::node::Node;
+use crate::now_ms;
+
+/// Where events for a leadership's engine go.
+pub type Inbox = mpsc::UnboundedSender<Event>;
+
+/// The engine's settings from the server's configuration. Every handler the
+/// engine has is on: each took over a loop that no longer runs elsewhere.
+pub fn config(node: &Node) -> EngineConfig {
+    let c = &node.config;
+    EngineConfig {
+        node_id: node.id,
+        handlers: Handler::ALL.iter().copied().collect(),
+        seed: rand::random(),
+        agent_ttl_ms: c.agent_ttl.as_millis() as u64,
+        heartbeat_interval_ms: c.heartbeat_interval.as_millis() as u64,
+        retain_finished_ms: c.retain_finished.as_millis() as u64,
+        raft_heartbeat_ms: c.raft_heartbeat_ms,
+        election_timeout_max_ms: c.election_timeout.1,
+    }
+}
+
+/// Runs `leadership`'s engine until the leadership ends; `events` is the
+/// receiving end of its [`Inbox`].
+pub async fn run(
+    node: Arc<Node>,
+    leadership: Arc<Leadership>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) {
+    let mut engine = Engine::new(config(&node));
+    let inbox = leadership.inbox();
+    let since = tokio::time::Instant::from_std(leadership.since);
+    let clock = || Now {
+        mono_ms: since.elapsed().as_millis() as u64,
+        wall_ms: now_ms(),
+    };
+    let mut event = Event::Established;
+    loop {
+        step(&node, &mut engine, clock(), event, &inbox);
+        // Whatever else arrived meanwhile, before sleeping again.
+        while let Ok(more) = events.try_recv() {
+            step(&node, &mut engine, clock(), more, &inbox);
+        }
+        let wake = engine
+            .next_wake()
+            .map(|ms| since + Duration::from_millis(ms));
+        event = tokio::select! {
+            received = events.recv() => match received {
+                Some(e) => e,
+                None => return,
+            },
+            _ = sleep_until(wake) => Event::Tick,
+            _ = leadership.ended() => return,
+        };
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn step(node: &Arc<Node>, engine: &mut Engine, now: Now, event: Event, inbox: &Inbox) {
+    {
+        let applied = node.state.read();
+        engine.step(now, &applied.state, event);
+    }
+    for action in engine.take_actions() {
+        perform(node, action, inbox);
+    }
+}
+
+fn perform(node: &Arc<Node>, action: Action, inbox: &Inbox) {
+    match action {
+        Action::Propose { id, command } => {
+            let (node, inbox) = (node.clone(), inbox.clone());
+            tokio::spawn(async move {
+                let event = match node.propose(command).await {
+                    Ok((response, index)) => Event::Committed {
+                        id,
+                        index,
+                        response,
+                    },
+                    Err(e) => Event::NotCommitted {
+                        id,
+                        error: ProposeError(e.to_string()),
+                    },
+                };
+                // A leadership that ended has no engine to tell.
+                let _ = inbox.send(event);
+            });
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The leader engine: what a leadership decides between entries, as a pure step function.
+//!
+//! In the shape of openraft's `Engine` and raft-rs's `RawNode`: the driver
+//! ([`crate::leader::driver`]) feeds it [`Event`]s with the time passed in
+//! ([`Now`]) and the applied state to read, and carries out the [`Action`]s it
+//! leaves behind ([`Engine::take_actions`]). It then sleeps until
+//! [`Engine::next_wake`] or the next event, whichever comes first.
+//!
+//! ```text
+//!            events (Established, Tick, Work, Committed, NotCommitted, ...)
+//!   driver ───────────────────────────────────────────────────▶ Engine::step
+//!     ▲                                                            │
+//!     └──────────── take_actions (Propose, ...), next_wake ◀──────┘
+//! ```
+//!
+//! Nothing here is async, reads a clock, draws a random number or does I/O:
+//! a handler that needs randomness takes it from [`EngineConfig::seed`].
+//! Each handler lives in its own file beside this one, with a scenario file
+//! under `testdata/engine/` (run by `scenario_test.rs`).
+//!
+//! A proposal is answered by `Committed` or `NotCommitted` with the id the
+//! engine gave it; the engine remembers which handler proposed what
+//! ([`Purpose`]) and routes the answer there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use tidal_core::command::{Command, Response};
+use tidal_core::State;
+
+/// Names a proposal from the engine to its answer.
+pub type ProposalId = u64;
+
+/// The time, passed in: `mono_ms` (milliseconds since the leadership began,
+/// never going back) for timers and leases, `wall_ms` (the Unix clock) for
+/// what is compared with entries' timestamps (retention, `forward_after`,
+/// drain deadlines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    pub mono_ms: u64,
+    pub wall_ms: u64,
+}
+
+/// Why a proposal did not commit (the server error, as text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposeError(pub String);
+
+impl fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Something that wakes a handler sooner than its timer (each replaces a
+/// `Notify` the loops shared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// New pending tasks (a submit).
+    Submitted,
+    /// Capacity came free or tasks went back to pending.
+    Freed,
+    /// A queue's settings changed.
+    QueueSet,
+    /// A drain started, ended or its deadline changed.
+    DrainChanged,
+}
+
+/// What happens to a leadership. The driver turns I/O results into these.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The leadership's first entry committed: it acts from now on.
+    Established,
+    /// Time passed (`Now` says how much); due timers fire.
+    Tick,
+    /// Work that a handler should look at now.
+    Work(Work),
+    /// A proposal of the engine committed with this response at this index.
+    Committed {
+        id: ProposalId,
+        index: u64,
+        response: Response,
+    },
+    /// A proposal of the engine failed.
+    NotCommitted { id: ProposalId, error: ProposeError },
+    // Handlers add their events below this line: agent sessions
+    // (SessionOpened, SessionClosed, Heartbeat, StopReported, Granted,
+    // Cancelled, Forgotten), member formats, peer answers.
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Propose `command`; answer with `Committed` or `NotCommitted` and `id`.
+    Propose { id: ProposalId, command: Command },
+    // Handlers add their actions below this line: to agent sessions (Send,
+    // Close, Attached), to peer DCs (Exchange, PeerLink), Publish.
+}
+
+/// One handler of the engine; only the enabled ones act (the driver enables
+/// the handlers whose loop has moved here; a scenario file names those it
+/// tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Handler {
+    // One variant per handler file: engine/<name>.rs.
+}
+
+impl Handler {
+    /// Every handler, in order.
+    pub const ALL: &'static [Handler] = &[];
+
+    pub fn name(self) -> &'static str {
+        match self {}
+    }
+}
+
+impl std::str::FromStr for Handler {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Handler, String> {
+        Handler::ALL
+            .iter()
+            .copied()
+            .find(|h| h.name() == s)
+            .ok_or_else(|| format!("no handler {s:?}"))
+    }
+}
+
+/// The settings the engine decides by (from the server's configuration).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub node_id: u64,
+    /// The handlers that act.
+    pub handlers: BTreeSet<Handler>,
+    /// Seeds any random choice a handler makes (none does yet).
+    pub seed: u64,
+    pub agent_ttl_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub retain_finished_ms: u64,
+    pub raft_heartbeat_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node_id: 1,
+            handlers: BTreeSet::new(),
+            seed: 0,
+            agent_ttl_ms: 10_000,
+            heartbeat_interval_ms: 2_000,
+            retain_finished_ms: 24 * 3600 * 1000,
+            raft_heartbeat_ms: 100,
+            election_timeout_max_ms: 600,
+        }
+    }
+}
+
+/// Which handler proposed a command (and what it needs to handle the answer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    // One variant per proposing handler.
+}
+
+/// Where handlers write: the actions for the driver and the proposals in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    actions: Vec<Action>,
+    next_id: ProposalId,
+    inflight: BTreeMap<ProposalId, Purpose>,
+}
+
+impl Output {
+    /// Proposes `command` for `purpose`; returns its id.
+    #[allow(dead_code)]
+    pub(crate) fn propose(&mut self, purpose: Purpose, command: Command) -> ProposalId {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.inflight.insert(id, purpose);
+        self.actions.push(Action::Propose { id, command });
+        id
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn push(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+}
+
+/// The leader engine of one leadership.
+pub struct Engine {
+    cfg: EngineConfig,
+    established: bool,
+    out: Output,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine {
+            cfg,
+            established: false,
+            out: Output::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Whether handler `h` acts.
+    #[allow(dead_code)]
+    fn on(&self, h: Handler) -> bool {
+        self.cfg.handlers.contains(&h)
+    }
+
+    /// Takes in one event at `now`, reading `state` (the applied state); then
+    /// fires every timer that is due. The actions wait in
+    /// [`Engine::take_actions`].
+    pub fn step(&mut self, now: Now, state: &State, event: Event) {
+        match event {
+            Event::Established => self.established = true,
+            Event::Tick => {}
+            Event::Work(_work) => {}
+            Event::Committed {
+                id,
+                index: _index,
+                response: _response,
+            } => {
+                if let Some(purpose) = self.out.inflight.remove(&id) {
+                    match purpose {}
+                }
+            }
+            Event::NotCommitted { id, error: _error } => {
+                if let Some(purpose) = self.out.inflight.remove(&id) {
+                    match purpose {}
+                }
+            }
+        }
+        if self.established {
+            self.fire(now, state);
+        }
+    }
+
+    /// Runs each enabled handler whose timer is due at `now`.
+    fn fire(&mut self, _now: Now, _state: &State) {}
+
+    /// The actions since the last call, in the order they were decided.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out.actions)
+    }
+
+    /// The earliest `mono_ms` at which a timer is due, if any: the driver
+    /// steps a [`Event::Tick`] then (or earlier, with another event).
+    pub fn next_wake(&self) -> Option<u64> {
+        let wakes: [Option<u64>; 0] = [];
+        wakes.into_iter().flatten().min()
+    }
+
+    /// Proposals sent and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.out.inflight.len()
+    }
+}
+
+#[cfg(test)]
+mod scenario_test;

@@ -1,0 +1,469 @@
+//! Scenario-file tests of the leader engine: `testdata/engine/*.txt`, run against a real `State`.
+//!
+//! The format of tidal-core's golden tests (`crates/tidal-core/src/golden_test.rs`):
+//! a file is read top to bottom, one directive a line, `#` starts a comment;
+//! a directive that prints is followed by `----` and the expected output up
+//! to a blank line. `TIDAL_REWRITE_GOLDEN=1` rewrites the expected output
+//! from the actual one (then review the diff).
+//!
+//! The runner keeps a real `tidal_core::State`. The engine's proposals are
+//! applied to it (`State::apply`, so they pass real validation) only when the
+//! file says `commit`. Time starts at mono 0 and wall [`WALL0`]; entries
+//! applied here carry the wall time.
+//!
+//! Directives (`key=value` arguments, lists comma-separated):
+//!
+//! - `config [handlers=a,b] [seed=N] [agent_ttl=MS] [heartbeat=MS] [retain=MS]
+//!   [raft_heartbeat=MS] [election_max=MS]`: a new engine (before the first event).
+//! - `time +MS`: advances both clocks.
+//! - State, applied directly: `agent ID [slots=N] [types=a,b]`,
+//!   `queue NAME [weight=W]`, `submit N [type=T] [queue=Q]`,
+//!   `start ID,..` (the holder reports them running), `complete ID,..` (success
+//!   with the current token), `down AGENT`, `version V` (cluster format version).
+//! - Events: `established`, `tick`, `work submitted|freed|queue-set|drain-changed`,
+//!   `commit #ID` (applies the proposal and prints its response),
+//!   `fail #ID [ERROR]`.
+//! - `actions`: prints the actions since the last `actions`, one a line, then
+//!   `wake-at MS` (the engine's next timer) or `wake-at none`.
+//!
+//! Adding a handler: give it a name in `Handler`, make its events and their
+//! directives here, and describe its actions in [`describe`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use tidal_core::command::{ApplyCtx, Command, Completion, Response};
+use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec};
+use tidal_core::State;
+
+use super::{Action, Engine, EngineConfig, Event, Now, ProposalId, ProposeError, Work};
+
+/// The wall clock when a scenario starts.
+const WALL0: u64 = 1_000_000;
+
+struct Scenario {
+    state: State,
+    index: u64,
+    now: Now,
+    engine: Option<Engine>,
+    cfg: EngineConfig,
+    /// Actions taken from the engine and not printed yet.
+    unprinted: Vec<Action>,
+    /// Proposals not answered yet.
+    proposed: BTreeMap<ProposalId, Command>,
+}
+
+type Args = BTreeMap<String, String>;
+
+fn args(words: &[&str]) -> Args {
+    words
+        .iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (w.to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn list(args: &Args, key: &str) -> Vec<String> {
+    args.get(key)
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn num<T: std::str::FromStr>(args: &Args, key: &str, default: T) -> Result<T, String> {
+    match args.get(key) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| format!("{key}={v} is not a number")),
+    }
+}
+
+fn proposal(word: &str) -> Result<ProposalId, String> {
+    word.strip_prefix('#')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{word:?} is not a proposal (#N)"))
+}
+
+fn ids(word: &str) -> Result<Vec<TaskId>, String> {
+    word.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<TaskId>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl Scenario {
+    fn new() -> Scenario {
+        Scenario {
+            state: State::new(),
+            index: 0,
+            now: Now {
+                mono_ms: 0,
+                wall_ms: WALL0,
+            },
+            engine: None,
+            cfg: EngineConfig::default(),
+            unprinted: Vec::new(),
+            proposed: BTreeMap::new(),
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) -> (Response, u64) {
+        self.index += 1;
+        let r = self.state.apply(
+            cmd,
+            ApplyCtx {
+                log_index: self.index,
+                time_ms: self.now.wall_ms,
+            },
+        );
+        self.state.check_invariants().expect("invariants hold");
+        (r, self.index)
+    }
+
+    fn engine(&mut self) -> &mut Engine {
+        let cfg = self.cfg.clone();
+        self.engine.get_or_insert_with(|| Engine::new(cfg))
+    }
+
+    fn step(&mut self, event: Event) {
+        let now = self.now;
+        let engine = self
+            .engine
+            .get_or_insert_with(|| Engine::new(self.cfg.clone()));
+        engine.step(now, &self.state, event);
+        for action in engine.take_actions() {
+            #[allow(irrefutable_let_patterns)] // until a handler adds an action
+            if let Action::Propose { id, command } = &action {
+                self.proposed.insert(*id, command.clone());
+            }
+            self.unprinted.push(action);
+        }
+    }
+
+    /// Runs one directive; returns its output, if it prints any.
+    fn run(&mut self, line: &str) -> Result<Option<String>, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (cmd, rest) = words.split_first().ok_or("empty directive")?;
+        let first = rest.first().copied().unwrap_or_default();
+        let a = args(rest.get(1..).unwrap_or_default());
+        match *cmd {
+            "config" => {
+                if self.engine.is_some() {
+                    return Err("config comes before the first event".into());
+                }
+                let a = args(rest);
+                let d = EngineConfig::default();
+                self.cfg = EngineConfig {
+                    handlers: list(&a, "handlers")
+                        .iter()
+                        .map(|h| h.parse())
+                        .collect::<Result<_, _>>()?,
+                    seed: num(&a, "seed", d.seed)?,
+                    agent_ttl_ms: num(&a, "agent_ttl", d.agent_ttl_ms)?,
+                    heartbeat_interval_ms: num(&a, "heartbeat", d.heartbeat_interval_ms)?,
+                    retain_finished_ms: num(&a, "retain", d.retain_finished_ms)?,
+                    raft_heartbeat_ms: num(&a, "raft_heartbeat", d.raft_heartbeat_ms)?,
+                    election_timeout_max_ms: num(&a, "election_max", d.election_timeout_max_ms)?,
+                    ..d
+                };
+                Ok(None)
+            }
+            "time" => {
+                let ms: u64 = first
+                    .strip_prefix('+')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("time {first:?}: want +MS"))?;
+                self.now.mono_ms += ms;
+                self.now.wall_ms += ms;
+                Ok(None)
+            }
+            "agent" => {
+                let types = list(&a, "types");
+                let spec = AgentSpec {
+                    id: first.into(),
+                    dc: "dc1".into(),
+                    task_types: if types.is_empty() {
+                        ["t2i".to_string()].into()
+                    } else {
+                        types.into_iter().collect()
+                    },
+                    slots: num(&a, "slots", 1)?,
+                    weight: 1,
+                    ..AgentSpec::default()
+                };
+                expect_ok(self.apply(Command::RegisterAgent(spec)).0)
+            }
+            "queue" => {
+                let r = self.apply(Command::SetQueue {
+                    name: first.into(),
+                    weight: num(&a, "weight", 1)?,
+                    strategy: Strategy::LeastLoaded,
+                });
+                expect_ok(r.0)
+            }
+            "submit" => {
+                let n: usize = first
+                    .parse()
+                    .map_err(|_| format!("submit count {first:?}"))?;
+                let spec = TaskSpec {
+                    task_type: a.get("type").cloned().unwrap_or_else(|| "t2i".into()),
+                    queue: a.get("queue").cloned().unwrap_or_default(),
+                    slots: 1,
+                    ..TaskSpec::default()
+                };
+                match self.apply(Command::Submit(vec![spec; n])).0 {
+                    Response::Submitted(v) if v.iter().all(Result::is_ok) => Ok(None),
+                    other => Err(format!("submit failed: {other:?}")),
+                }
+            }
+            "start" => {
+                let mut items = Vec::new();
+                for id in ids(first)? {
+                    items.push((id, self.token(id)?));
+                }
+                match self.apply(Command::StartedBatch(items)).0 {
+                    Response::StartedBatch(v) if v.iter().all(Result::is_ok) => Ok(None),
+                    other => Err(format!("start failed: {other:?}")),
+                }
+            }
+            "complete" => {
+                let mut completions = Vec::new();
+                for id in ids(first)? {
+                    completions.push(Completion {
+                        task: id,
+                        token: self.token(id)?,
+                        outcome: Outcome {
+                            success: true,
+                            result: Vec::new(),
+                            error: String::new(),
+                            exit_code: 0,
+                        },
+                    });
+                }
+                match self.apply(Command::Complete(completions)).0 {
+                    Response::Completed(v) if v.iter().all(Result::is_ok) => Ok(None),
+                    other => Err(format!("complete failed: {other:?}")),
+                }
+            }
+            "down" => match self
+                .apply(Command::AgentDown {
+                    agent: first.into(),
+                })
+                .0
+            {
+                Response::AgentDown { .. } => Ok(None),
+                other => Err(format!("down failed: {other:?}")),
+            },
+            "version" => {
+                let version = first
+                    .parse()
+                    .map_err(|_| format!("version {first:?} is not a number"))?;
+                expect_ok(self.apply(Command::SetClusterVersion { version }).0)
+            }
+            "established" => {
+                self.step(Event::Established);
+                Ok(None)
+            }
+            "tick" => {
+                self.step(Event::Tick);
+                Ok(None)
+            }
+            "work" => {
+                let work = match first {
+                    "submitted" => Work::Submitted,
+                    "freed" => Work::Freed,
+                    "queue-set" => Work::QueueSet,
+                    "drain-changed" => Work::DrainChanged,
+                    other => return Err(format!("unknown work {other:?}")),
+                };
+                self.step(Event::Work(work));
+                Ok(None)
+            }
+            "commit" => {
+                let id = proposal(first)?;
+                let command = self
+                    .proposed
+                    .remove(&id)
+                    .ok_or_else(|| format!("no proposal #{id} in flight"))?;
+                let (response, index) = self.apply(command);
+                let out = format!("{}\n", describe_response(&response));
+                self.step(Event::Committed {
+                    id,
+                    index,
+                    response,
+                });
+                Ok(Some(out))
+            }
+            "fail" => {
+                let id = proposal(first)?;
+                self.proposed
+                    .remove(&id)
+                    .ok_or_else(|| format!("no proposal #{id} in flight"))?;
+                let error = rest.get(1..).unwrap_or_default().join(" ");
+                self.step(Event::NotCommitted {
+                    id,
+                    error: ProposeError(if error.is_empty() {
+                        "unavailable".into()
+                    } else {
+                        error
+                    }),
+                });
+                Ok(None)
+            }
+            "actions" => {
+                let mut out = String::new();
+                for action in std::mem::take(&mut self.unprinted) {
+                    writeln!(out, "{}", describe(&action)).expect("writing to a String");
+                }
+                match self.engine().next_wake() {
+                    Some(at) => writeln!(out, "wake-at {at}"),
+                    None => writeln!(out, "wake-at none"),
+                }
+                .expect("writing to a String");
+                Ok(Some(out))
+            }
+            other => Err(format!("unknown directive {other:?}")),
+        }
+    }
+
+    /// The fencing token of a live task.
+    fn token(&self, id: TaskId) -> Result<u64, String> {
+        let task = self.state.task(id).ok_or(format!("no task {id}"))?;
+        task.state
+            .holder()
+            .map(|(_, token)| token)
+            .ok_or(format!("task {id} is not live"))
+    }
+}
+
+fn expect_ok(r: Response) -> Result<Option<String>, String> {
+    match r {
+        Response::Ok => Ok(None),
+        other => Err(format!("expected Ok, got {other:?}")),
+    }
+}
+
+fn tasks(ids: &[TaskId]) -> String {
+    let ids: Vec<String> = ids.iter().map(|t| t.0.to_string()).collect();
+    if ids.is_empty() {
+        "-".into()
+    } else {
+        ids.join(",")
+    }
+}
+
+/// One action as a line of a scenario file.
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Propose { id, command } => format!("propose #{id} {}", describe_command(command)),
+    }
+}
+
+fn describe_command(command: &Command) -> String {
+    match command {
+        Command::Expire {
+            before_ms,
+            tasks: t,
+        } => {
+            format!("Expire before={before_ms} tasks={}", tasks(t))
+        }
+        Command::SetClusterVersion { version } => format!("SetClusterVersion {version}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn describe_response(response: &Response) -> String {
+    match response {
+        Response::Ok => "ok".into(),
+        Response::Expired { removed, rejected } => format!(
+            "expired removed={} refused={}",
+            removed.len(),
+            rejected.len()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Runs one file; returns the rewritten text and the mismatches.
+fn run_file(text: &str) -> (String, Vec<String>) {
+    let mut s = Scenario::new();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut rewritten = String::new();
+    let mut failures = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        rewritten.push_str(line);
+        rewritten.push('\n');
+        i += 1;
+        let directive = line.trim();
+        if directive.is_empty() || directive.starts_with('#') {
+            continue;
+        }
+        let at = i;
+        let mut expected = None;
+        if lines.get(i).map(|l| l.trim()) == Some("----") {
+            let start = i + 1;
+            let mut end = start;
+            while end < lines.len() && !lines[end].trim().is_empty() {
+                end += 1;
+            }
+            expected = Some(
+                lines[start..end]
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>(),
+            );
+            i = end;
+        }
+        let actual = match s.run(directive) {
+            Ok(out) => out,
+            Err(e) => {
+                failures.push(format!("line {at}: {directive}: {e}"));
+                Some(format!("error: {e}\n"))
+            }
+        };
+        if let Some(actual) = &actual {
+            rewritten.push_str("----\n");
+            rewritten.push_str(actual);
+        }
+        if actual != expected {
+            failures.push(format!(
+                "line {at}: {directive}\n--- expected\n{}--- actual\n{}",
+                expected.unwrap_or_default(),
+                actual.unwrap_or_default()
+            ));
+        }
+    }
+    (rewritten, failures)
+}
+
+#[test]
+fn engine_scenarios() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/engine");
+    let rewrite = std::env::var_os("TIDAL_REWRITE_GOLDEN").is_some();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("testdata/engine/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scenario files in {}", dir.display());
+    let mut failures = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable scenario file");
+        let (rewritten, errs) = run_file(&text);
+        if rewrite {
+            std::fs::write(&path, rewritten).expect("writable scenario file");
+        } else {
+            failures.extend(errs.into_iter().map(|e| format!("{}: {e}", path.display())));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
