@@ -82,8 +82,19 @@ const HAND_OVER_BY: u32 = 6;
 const CLOSE_BY: u32 = 8;
 const STOP_RAFT_BY: u32 = 9;
 
-/// Runs a server until `shutdown` completes, the node is removed, or its
-/// store cannot write ([`fatal::StorageFailed`]: an error, never a clean exit).
+/// The file in a server's data directory that holds the address it
+/// listens on (one line, `HOST:PORT`), written once the node has started.
+pub const LISTEN_ADDR_FILE: &str = "listen.addr";
+
+/// Runs a server on `listener` until `shutdown` completes, the node is
+/// removed, or its store cannot write ([`fatal::StorageFailed`]: an error,
+/// never a clean exit).
+///
+/// The listener's address is the one the server listens on; when
+/// `config.advertise` is `config.listen` and that names port 0, the server
+/// advertises the address bound instead. Once the node has started, the
+/// address is written to [`LISTEN_ADDR_FILE`] in the data directory (a new
+/// file renamed into place, so a reader never sees half of it).
 ///
 /// When `shutdown` completes (SIGTERM, SIGINT) the server stops within
 /// `shutdown_timeout`: it takes no new request or session (each is answered
@@ -92,13 +103,19 @@ const STOP_RAFT_BY: u32 = 9;
 /// leadership ends, so agent sessions end with NotLeader naming the new
 /// leader; open connections close; Raft stops; `Ok(())`.
 pub async fn run(
-    config: ServerConfig,
+    mut config: ServerConfig,
+    listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    if config.listen.port() == 0 && config.advertise == config.listen.to_string() {
+        config.advertise = bound.to_string();
+    }
+    config.listen = bound;
     let node = Node::start(config).await?;
+    write_listen_addr(&node.config.data_dir, bound)?;
     tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started");
     let (node_id, raft_metrics, failures) =
         (node.id, node.raft.metrics(), node.store_failures.clone());
@@ -226,6 +243,15 @@ pub async fn run(
         None => tracing::info!(node_id = node.id, "tidal server stopped"),
     }
     Ok(())
+}
+
+/// Writes `addr` to `<data>/listen.addr` through a temporary file and a rename.
+fn write_listen_addr(data: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let path = data.join(LISTEN_ADDR_FILE);
+    let tmp = data.join(format!("{LISTEN_ADDR_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The first steps of a graceful shutdown, before connections close: no

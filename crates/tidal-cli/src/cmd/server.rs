@@ -3,6 +3,7 @@
 //! Settings come from the config file, then `TIDAL_*` environment variables,
 //! then flags, each overriding the previous field by field.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -167,5 +168,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     #[cfg(feature = "failpoints")]
     shutdown::power_loss_on_sigusr1()?;
     let shutdown = shutdown::on_signal()?;
-    tidal_server::run(config, shutdown).await
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    // One line on stdout (logs go to stderr): the address a launcher that
+    // passed port 0 connects to.
+    let _ = writeln!(std::io::stdout(), "listening on {bound}");
+    tidal_server::run(config, listener, shutdown).await
 }

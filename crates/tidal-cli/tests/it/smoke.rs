@@ -147,3 +147,57 @@ async fn an_idle_agent_is_assigned_a_task_by_its_submit_entry() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// `--listen 127.0.0.1:0`: the server binds a port of the kernel's choice,
+/// prints it, writes it to `<data>/listen.addr` and advertises it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_port_zero_reports_the_address_it_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node1");
+    let args: Vec<String> = [
+        "server",
+        "--id",
+        "1",
+        "--dc",
+        "dc1",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        &data.display().to_string(),
+        "--init",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = dir.path().join("node1.log");
+    let node = crate::harness::Proc::spawn("node1", &args, &log).unwrap();
+    node.wait_log("listening on ", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let printed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listening on "))
+        .unwrap()
+        .to_string();
+    assert!(!printed.ends_with(":0"), "{printed}");
+
+    let client = tidal_client::Client::new(vec![printed.clone()]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !client
+        .status_of(&printed)
+        .await
+        .is_ok_and(|s| s.role == "leader")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader\n{}",
+            node.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = std::fs::read_to_string(data.join("listen.addr")).unwrap();
+    assert_eq!(written.trim(), printed);
+    let members = client.members().await.unwrap();
+    assert_eq!(members.members[0].addr, printed);
+}

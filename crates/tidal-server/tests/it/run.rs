@@ -1,0 +1,62 @@
+//! `run(config, listener, shutdown)`: the server serves on the listener it is
+//! given, advertises its bound address, writes `listen.addr`, and stops when
+//! the shutdown future completes.
+
+use std::time::Duration;
+
+use tidal_client::Client;
+use tidal_server::{RawConfig, LISTEN_ADDR_FILE};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_the_given_listener_and_stops_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node1");
+    let config = RawConfig {
+        id: Some(1),
+        dc: Some("dc1".into()),
+        listen: Some("127.0.0.1:0".into()),
+        data: Some(data.clone()),
+        init: Some(true),
+        ..RawConfig::default()
+    }
+    .validate()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tidal_server::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let client = Client::new(vec![addr.clone()]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = client.status_of(&addr).await {
+            if s.role == "leader" {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Port 0 was asked for, so the member's address is the bound one.
+    let members = client.members().await.unwrap();
+    assert_eq!(members.members.len(), 1);
+    assert_eq!(members.members[0].addr, addr);
+    let written = std::fs::read_to_string(data.join(LISTEN_ADDR_FILE)).unwrap();
+    assert_eq!(written.trim(), addr);
+
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server stops within its shutdown timeout")
+        .unwrap();
+    result.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "nothing listens on {addr} after the shutdown"
+    );
+}
