@@ -31,6 +31,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the command line and the variables of `tidal server`'s
+    /// settings, where an empty `TIDAL_*` variable counts as unset.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command().mut_subcommand("server", |mut server| {
+            let empty: Vec<clap::Id> = server
+                .get_arguments()
+                .filter(|a| {
+                    a.get_env()
+                        .and_then(std::env::var_os)
+                        .is_some_and(|v| v.is_empty())
+                })
+                .map(|a| a.get_id().clone())
+                .collect();
+            for id in empty {
+                server = server.mut_arg(id, |a| a.env(None));
+            }
+            server
+        });
+        let mut matches = cmd.get_matches_mut();
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one server (a member of a data center's Raft group) until SIGINT/SIGTERM.

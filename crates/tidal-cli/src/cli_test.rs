@@ -49,7 +49,7 @@ fn server_flags_build_the_raw_config() {
     let Command::Server(a) = cli.command else {
         panic!("not server")
     };
-    let raw = a.raw();
+    let raw = &a.settings;
     assert_eq!(raw.id, Some(1));
     assert_eq!(raw.dc.as_deref(), Some("dc1"));
     assert_eq!(raw.listen.as_deref(), Some("127.0.0.1:7001"));
@@ -62,8 +62,8 @@ fn server_flags_build_the_raw_config() {
     let Command::Server(a) = parse(&["server", "--id", "2"]).command else {
         panic!()
     };
-    assert_eq!(a.raw().init, None);
-    assert_eq!(a.raw().dc, None);
+    assert_eq!(a.settings.init, None);
+    assert_eq!(a.settings.dc, None);
 }
 
 #[test]
@@ -72,7 +72,9 @@ fn server_flags_override_the_file() {
     let file = dir.path().join("n.toml");
     std::fs::write(
         &file,
-        "id = 7\ndc = \"file-dc\"\nlisten = \"127.0.0.1:7001\"\ndata = \"/d\"\ninit = true\n",
+        "id = 7\ndc = \"file-dc\"\nlisten = \"127.0.0.1:7001\"\ndata = \"/d\"\ninit = true\n\
+         [[peers]]\ndc = \"dc-f\"\nendpoints = [\"127.0.0.1:7101\"]\n\
+         [forwarding]\nforward_after_ms = 1\noutbox_limit = 5\n",
     )
     .unwrap();
     let f = file.to_str().unwrap();
@@ -83,6 +85,36 @@ fn server_flags_override_the_file() {
     assert_eq!(merged.id, Some(7));
     assert_eq!(merged.dc.as_deref(), Some("flag-dc"));
     assert_eq!(merged.init, Some(true));
+    assert_eq!(merged.peers.as_ref().unwrap()[0].dc, "dc-f");
+
+    // A forwarding flag overrides one field of the file's table; --peer
+    // replaces the file's list; --init=false overrides the file's true.
+    let Command::Server(a) = parse(&[
+        "server",
+        "--config",
+        f,
+        "--init=false",
+        "--forward-after-ms",
+        "9",
+        "--peer",
+        "dc-x=127.0.0.1:7201,127.0.0.1:7202",
+        "--peer",
+        "dc-y=127.0.0.1:7301",
+        "--print-config",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    assert!(a.print_config);
+    let merged = a.merged().unwrap();
+    assert_eq!(merged.init, Some(false));
+    assert_eq!(merged.forwarding.forward_after_ms, Some(9));
+    assert_eq!(merged.forwarding.outbox_limit, Some(5));
+    let peers = merged.peers.unwrap();
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers[0].endpoints.len(), 2);
+    assert_eq!(peers[1].dc, "dc-y");
 }
 
 #[test]

@@ -39,12 +39,10 @@ mod output;
 mod procs;
 mod shutdown;
 
-use clap::Parser;
-
 use cli::{Cli, LogFormat};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     // SIGPIPE stays ignored (Rust's default): a connection the server
     // closed is an error the command reports. A closed stdout ends a
     // one-shot command as SIGPIPE would (`output::write_stdout`).

@@ -1,12 +1,14 @@
-//! Server configuration in two stages: a raw layer (file, then `TIDAL_*`
-//! environment, then flags, merged in that order) validated into [`ServerConfig`].
+//! Server configuration in two stages: [`RawConfig`], every setting as a flag,
+//! a `TIDAL_*` variable and a TOML field, merged from the file and the command
+//! line, then validated into [`ServerConfig`].
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tidal_core::limits::Limits;
 
 /// A voter that hears nothing from a leader for a random time in this range
@@ -23,57 +25,113 @@ pub const DEFAULT_RAFT_HEARTBEAT_MS: u64 = 50;
 /// streams and stop Raft before the server exits anyway.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 2_000;
 
-/// Every setting optional, as read from one source. Later sources override
-/// earlier ones field by field ([`RawConfig::merge`]).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// How the layers of settings combine, shown by `tidal server --help`.
+pub const PRECEDENCE: &str = "Settings: each has a flag, a TIDAL_* variable and a field of the \
+    --config FILE (TOML; --print-config writes one). A flag overrides its variable, which \
+    overrides the file, field by field; [forwarding] is merged field by field too, while \
+    --peer replaces the file's [[peers]].";
+
+/// Every server setting, each optional, with its flag, its `TIDAL_*`
+/// variable and its TOML field. clap reads the command line (a flag, else its
+/// variable) and serde reads the `--config` file into this same struct;
+/// [`RawConfig::merge`] puts the first over the second ([`PRECEDENCE`]) and
+/// [`RawConfig::validate`] checks the result and fills in the defaults.
+///
+/// The variable of a flag `--some-name` is `TIDAL_SOME_NAME` and its field
+/// `some_name` (a test keeps it so). `--peer` is given once per peer DC;
+/// its variable `TIDAL_PEERS` and field `peers` hold the list. `--restore`
+/// acts once, on an empty data directory: it has a variable but no field.
+/// Forwarding settings sit in the file's `[forwarding]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// This node's id in the Raft group (1 or more, unique in the DC).
+    #[arg(long, env = "TIDAL_ID", value_name = "N")]
     pub id: Option<u64>,
+    /// This data center's name.
+    #[arg(long, env = "TIDAL_DC", value_name = "NAME")]
     pub dc: Option<String>,
-    /// Address to bind, `HOST:PORT`.
+    /// Address to bind for clients, agents and other servers.
+    #[arg(long, env = "TIDAL_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// Address other nodes and clients use to reach this node; defaults to `listen`.
+    /// Address others use to reach this node (default: --listen).
+    #[arg(long, env = "TIDAL_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Directory for the Raft log, vote and snapshots.
+    #[arg(long, env = "TIDAL_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Make this node the only member of a new cluster (once, on the first node; ignored when DIR has state).
+    #[arg(long, env = "TIDAL_INIT", value_name = "BOOL", num_args = 0..=1,
+        require_equals = true, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
     pub init: Option<bool>,
-    /// Agent lease on the server, in milliseconds (default 10000).
+    /// Agent lease on the server, in ms (default 10000).
+    #[arg(long, env = "TIDAL_AGENT_TTL_MS", value_name = "MS")]
     pub agent_ttl_ms: Option<u64>,
-    /// How often agents heartbeat, in milliseconds (default 1000).
+    /// How often agents heartbeat, in ms (default 1000; at most a third of the TTL).
+    #[arg(long, env = "TIDAL_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
     pub heartbeat_interval_ms: Option<u64>,
-    /// Finished tasks and their idempotency keys are removed this long
-    /// after they finish, in milliseconds (default 86400000, 24 h).
+    /// Remove finished tasks and their idempotency keys this long after they finish, in ms (default 86400000, 24 h).
+    #[arg(long, env = "TIDAL_RETAIN_FINISHED_MS", value_name = "MS")]
     pub retain_finished_ms: Option<u64>,
+    #[arg(long, env = "TIDAL_ELECTION_TIMEOUT_MIN_MS", value_name = "MS", help = format!(
+        "Raft election timeout, lower bound in ms (default {})", DEFAULT_ELECTION_TIMEOUT_MS.0))]
     pub election_timeout_min_ms: Option<u64>,
+    #[arg(long, env = "TIDAL_ELECTION_TIMEOUT_MAX_MS", value_name = "MS", help = format!(
+        "Raft election timeout, upper bound in ms (default {})", DEFAULT_ELECTION_TIMEOUT_MS.1))]
     pub election_timeout_max_ms: Option<u64>,
+    #[arg(long, env = "TIDAL_RAFT_HEARTBEAT_MS", value_name = "MS", help = format!(
+        "Raft heartbeat interval in ms (default {DEFAULT_RAFT_HEARTBEAT_MS})"))]
     pub raft_heartbeat_ms: Option<u64>,
+    #[arg(long, env = "TIDAL_SHUTDOWN_TIMEOUT_MS", value_name = "MS", help = format!(
+        "Bound on a graceful shutdown (SIGTERM or SIGINT) in ms: leadership handed over, \
+         streams closed, Raft stopped (default {DEFAULT_SHUTDOWN_TIMEOUT_MS})"))]
+    pub shutdown_timeout_ms: Option<u64>,
     /// Take a snapshot after this many applied entries (default 20000).
+    #[arg(long, env = "TIDAL_SNAPSHOT_EVERY", value_name = "N")]
     pub snapshot_every: Option<u64>,
-    /// Log entries kept behind a snapshot, so a slow follower can catch up
-    /// from the log instead of a snapshot (default 1000).
+    /// Log entries kept behind a snapshot for slow followers (default 1000).
+    #[arg(long, env = "TIDAL_KEEP_LOG_ENTRIES", value_name = "N")]
     pub keep_log_entries: Option<u64>,
-    /// Start a new single-node cluster from this backup (flag only).
+    /// Start a new single-node cluster from a backup (`tidal cluster snapshot save FILE`); needs an empty --data.
+    #[arg(long, env = "TIDAL_RESTORE", value_name = "FILE")]
     #[serde(skip)]
     pub restore: Option<PathBuf>,
+    /// Largest task payload in bytes (default 1048576).
+    #[arg(long, env = "TIDAL_MAX_PAYLOAD_BYTES", value_name = "BYTES")]
     pub max_payload_bytes: Option<usize>,
+    /// Most tasks in one submit batch (default 10000).
+    #[arg(long, env = "TIDAL_MAX_BATCH", value_name = "N")]
     pub max_batch: Option<usize>,
-    /// Benchmarks only: delay every durable flush by this many microseconds.
+    /// Benchmarks only: delay every durable flush by this many microseconds, to imitate a slow disk.
+    #[arg(long, env = "TIDAL_FLUSH_DELAY_US", value_name = "US")]
     pub flush_delay_us: Option<u64>,
-    /// Tests only: claim to support cluster format versions up to this one
-    /// (below the build's), to imitate an older build in an upgrade test.
+    /// Tests only: claim to support cluster format versions up to N only
+    /// (below this build's), to imitate an older build (README: Rolling upgrade).
+    #[arg(long, env = "TIDAL_MAX_FORMAT_VERSION", value_name = "N", hide = true)]
     pub max_format_version: Option<u8>,
-    /// Local IP that connections to other servers are made from (default: any).
+    /// Local IP to open connections to other servers from (default: chosen by the OS).
+    #[arg(long, env = "TIDAL_SOURCE_IP", value_name = "IP")]
     pub source_ip: Option<String>,
-    /// Peer DCs in preference order (`[[peers]]` tables, or `--peer`).
+    /// A peer DC to forward work to, in preference order (repeat the flag):
+    /// `DC=HOST:PORT[,HOST:PORT...]` (any servers of that DC). Replaces the
+    /// config file's [[peers]]; TIDAL_PEERS separates peers with `;`.
+    #[arg(
+        long = "peer",
+        env = "TIDAL_PEERS",
+        value_name = "DC=ADDRS",
+        value_delimiter = ';'
+    )]
     pub peers: Option<Vec<RawPeer>>,
-    /// Cross-DC forwarding policy (`[forwarding]`).
-    pub forwarding: Option<RawForwarding>,
-    /// Bound on a graceful shutdown, in milliseconds (default 2000).
-    pub shutdown_timeout_ms: Option<u64>,
+    /// Cross-DC forwarding policy (`[forwarding]` in the file).
+    #[command(flatten)]
+    #[serde(default, skip_serializing_if = "RawForwarding::is_empty")]
+    pub forwarding: RawForwarding,
 }
 
 /// One peer DC: its name and the addresses of its servers (any of them; the
 /// shipper follows the way to the leader).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawPeer {
     pub dc: String,
@@ -98,30 +156,34 @@ impl std::str::FromStr for RawPeer {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The `[forwarding]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawForwarding {
-    /// Default for every queue: a task pending this long may go to a peer
-    /// with room (default 30000).
+    /// A pending task may go to a peer with room after this wait, in ms (default 30000; per queue in the config file).
+    #[arg(long, env = "TIDAL_FORWARD_AFTER_MS", value_name = "MS")]
     pub forward_after_ms: Option<u64>,
-    /// Unacknowledged records per peer past which no more tasks are
-    /// forwarded to it (default 10000).
+    /// Unacknowledged records per peer past which tasks stay local (default 10000).
+    #[arg(long, env = "TIDAL_OUTBOX_LIMIT", value_name = "N")]
     pub outbox_limit: Option<usize>,
-    /// Per queue overrides.
-    #[serde(default)]
-    pub queues: std::collections::BTreeMap<String, RawQueueForwarding>,
+    /// Per queue overrides (`[forwarding.queues.NAME]`, file only).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub queues: BTreeMap<String, RawQueueForwarding>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+impl RawForwarding {
+    fn is_empty(&self) -> bool {
+        *self == RawForwarding::default()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQueueForwarding {
     /// Whether this queue's tasks may leave the DC (default true).
     pub allow: Option<bool>,
     pub forward_after_ms: Option<u64>,
-}
-
-macro_rules! merge_fields {
-    ($self:ident, $other:ident, $($f:ident),*) => { $( if $other.$f.is_some() { $self.$f = $other.$f; } )* };
 }
 
 impl RawConfig {
@@ -132,64 +194,90 @@ impl RawConfig {
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
     }
 
-    /// Reads `TIDAL_ID`, `TIDAL_DC`, `TIDAL_LISTEN`, `TIDAL_ADVERTISE`, `TIDAL_DATA`,
-    /// `TIDAL_AGENT_TTL_MS`, `TIDAL_HEARTBEAT_INTERVAL_MS` and `TIDAL_SHUTDOWN_TIMEOUT_MS`.
-    pub fn from_env() -> anyhow::Result<RawConfig> {
-        fn var(name: &str) -> Option<String> {
-            std::env::var(name).ok().filter(|v| !v.is_empty())
+    /// `over` on top of `self`: every field `over` sets wins, tables
+    /// (`[forwarding]`) merge field by field, lists (`peers`) are replaced.
+    pub fn merge(self, over: RawConfig) -> anyhow::Result<RawConfig> {
+        fn table(raw: &RawConfig) -> anyhow::Result<toml::Table> {
+            toml::Table::try_from(raw).context("a setting cannot be written as TOML")
         }
-        fn num(name: &str) -> anyhow::Result<Option<u64>> {
-            var(name)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .with_context(|| format!("{name}={v:?} is not a number"))
-                })
-                .transpose()
+        fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+            for (key, value) in over {
+                match (base.get_mut(&key), value) {
+                    (Some(toml::Value::Table(base)), toml::Value::Table(over)) => {
+                        merge_tables(base, over)
+                    }
+                    (_, value) => {
+                        base.insert(key, value);
+                    }
+                }
+            }
         }
-        Ok(RawConfig {
-            id: num("TIDAL_ID")?,
-            dc: var("TIDAL_DC"),
-            listen: var("TIDAL_LISTEN"),
-            advertise: var("TIDAL_ADVERTISE"),
-            data: var("TIDAL_DATA").map(PathBuf::from),
-            agent_ttl_ms: num("TIDAL_AGENT_TTL_MS")?,
-            heartbeat_interval_ms: num("TIDAL_HEARTBEAT_INTERVAL_MS")?,
-            shutdown_timeout_ms: num("TIDAL_SHUTDOWN_TIMEOUT_MS")?,
-            retain_finished_ms: num("TIDAL_RETAIN_FINISHED_MS")?,
-            ..RawConfig::default()
-        })
+        let mut merged = table(&self)?;
+        merge_tables(&mut merged, table(&over)?);
+        let mut merged: RawConfig = merged.try_into().context("merging settings")?;
+        // Not a TOML field, so carried over by hand.
+        merged.restore = over.restore.or(self.restore);
+        Ok(merged)
     }
 
-    /// Overrides the fields that `other` sets.
-    pub fn merge(mut self, other: RawConfig) -> RawConfig {
-        merge_fields!(
-            self,
-            other,
-            id,
-            dc,
-            listen,
-            advertise,
-            data,
-            init,
-            agent_ttl_ms,
-            heartbeat_interval_ms,
-            retain_finished_ms,
-            election_timeout_min_ms,
-            election_timeout_max_ms,
-            raft_heartbeat_ms,
-            snapshot_every,
-            keep_log_entries,
-            restore,
-            max_payload_bytes,
-            max_batch,
-            flush_delay_us,
-            max_format_version,
-            source_ip,
-            peers,
-            forwarding,
-            shutdown_timeout_ms
-        );
-        self
+    /// A configuration's every setting, defaults included, as `--config`
+    /// reads it (`--restore` left out: it is not a lasting setting).
+    pub fn from_config(c: &ServerConfig) -> RawConfig {
+        RawConfig {
+            id: Some(c.node_id),
+            dc: Some(c.dc.clone()),
+            listen: Some(c.listen.to_string()),
+            advertise: Some(c.advertise.clone()),
+            data: Some(c.data_dir.clone()),
+            init: Some(c.init),
+            agent_ttl_ms: Some(c.agent_ttl.as_millis() as u64),
+            heartbeat_interval_ms: Some(c.heartbeat_interval.as_millis() as u64),
+            retain_finished_ms: Some(c.retain_finished.as_millis() as u64),
+            election_timeout_min_ms: Some(c.election_timeout.0),
+            election_timeout_max_ms: Some(c.election_timeout.1),
+            raft_heartbeat_ms: Some(c.raft_heartbeat_ms),
+            shutdown_timeout_ms: Some(c.shutdown_timeout.as_millis() as u64),
+            snapshot_every: Some(c.snapshot_every),
+            keep_log_entries: Some(c.keep_log_entries),
+            restore: None,
+            max_payload_bytes: Some(c.limits.max_payload_bytes),
+            max_batch: Some(c.limits.max_batch),
+            flush_delay_us: c.flush_delay.map(|d| d.as_micros() as u64),
+            max_format_version: c.max_format_version,
+            source_ip: c.source_ip.map(|ip| ip.to_string()),
+            peers: Some(
+                c.peers
+                    .iter()
+                    .map(|p| RawPeer {
+                        dc: p.dc.clone(),
+                        endpoints: p.endpoints.clone(),
+                    })
+                    .collect(),
+            ),
+            forwarding: RawForwarding {
+                forward_after_ms: Some(c.forwarding.forward_after_ms),
+                outbox_limit: Some(c.forwarding.outbox_limit),
+                queues: c
+                    .forwarding
+                    .queues
+                    .iter()
+                    .map(|(q, p)| {
+                        (
+                            q.clone(),
+                            RawQueueForwarding {
+                                allow: Some(p.allow),
+                                forward_after_ms: Some(p.forward_after_ms),
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// These settings as a TOML document.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("a setting cannot be written as TOML")
     }
 
     /// Checks every setting and fills defaults.
@@ -277,7 +365,7 @@ impl RawConfig {
                 }
             }
         }
-        let raw_fwd = self.forwarding.unwrap_or_default();
+        let raw_fwd = self.forwarding;
         let forward_after_ms = raw_fwd.forward_after_ms.unwrap_or(30_000);
         let forwarding = Forwarding {
             forward_after_ms,
@@ -355,7 +443,7 @@ impl RawConfig {
 }
 
 /// A checked configuration; everything the server needs to start.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
     pub node_id: u64,
     pub dc: String,
@@ -417,95 +505,5 @@ impl Forwarding {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base() -> RawConfig {
-        RawConfig {
-            id: Some(1),
-            dc: Some("dc-a".into()),
-            listen: Some("127.0.0.1:7001".into()),
-            data: Some("/tmp/tidal-config-test".into()),
-            ..RawConfig::default()
-        }
-    }
-
-    fn err(raw: RawConfig) -> String {
-        raw.validate().unwrap_err().to_string()
-    }
-
-    #[test]
-    fn peers_and_forwarding_from_toml() {
-        let file: RawConfig = toml::from_str(
-            r#"
-            [[peers]]
-            dc = "dc-b"
-            endpoints = ["127.0.0.1:7101", "127.0.0.1:7102"]
-            [[peers]]
-            dc = "dc-c"
-            endpoints = ["127.0.0.1:7201"]
-            [forwarding]
-            forward_after_ms = 5000
-            outbox_limit = 100
-            [forwarding.queues.local]
-            allow = false
-            [forwarding.queues.vip]
-            forward_after_ms = 1000
-            "#,
-        )
-        .unwrap();
-        let c = base().merge(file).validate().unwrap();
-        let names: Vec<&str> = c.peers.iter().map(|p| p.dc.as_str()).collect();
-        assert_eq!(names, ["dc-b", "dc-c"], "preference order is kept");
-        assert_eq!(c.peers[0].endpoints.len(), 2);
-        let f = &c.forwarding;
-        assert_eq!(f.outbox_limit, 100);
-        assert!(!f.policy("local").allow);
-        assert_eq!(f.policy("vip").forward_after_ms, 1000);
-        assert!(f.policy("vip").allow);
-        assert_eq!(f.policy("other").forward_after_ms, 5000);
-    }
-
-    #[test]
-    fn defaults_without_peers() {
-        let c = base().validate().unwrap();
-        assert!(c.peers.is_empty());
-        assert_eq!(c.forwarding.outbox_limit, 10_000);
-        assert_eq!(c.forwarding.policy("default").forward_after_ms, 30_000);
-    }
-
-    #[test]
-    fn election_timeouts_default_and_are_checked_against_the_heartbeat() {
-        let c = base().validate().unwrap();
-        assert_eq!(c.election_timeout, (150, 300));
-        assert_eq!(c.raft_heartbeat_ms, 50);
-        let with = |hb, min, max| RawConfig {
-            raft_heartbeat_ms: Some(hb),
-            election_timeout_min_ms: Some(min),
-            election_timeout_max_ms: Some(max),
-            ..base()
-        };
-        assert!(with(25, 80, 140).validate().is_ok());
-        assert!(with(40, 80, 140).validate().is_ok());
-        for (hb, min, max) in [(41, 80, 140), (0, 80, 140), (25, 140, 140), (25, 150, 100)] {
-            let e = err(with(hb, min, max));
-            assert!(e.contains("2 x raft_heartbeat_ms"), "{hb} {min} {max}: {e}");
-        }
-    }
-
-    #[test]
-    fn bad_peers_are_refused_with_a_reason() {
-        let with = |p: &str| RawConfig {
-            peers: Some(p.split(' ').map(|p| p.parse().unwrap()).collect()),
-            ..base()
-        };
-        assert!(err(with("dc-a=127.0.0.1:7101")).contains("this DC itself"));
-        assert!(err(with("dc-b=127.0.0.1:1 dc-b=127.0.0.1:2")).contains("listed twice"));
-        assert!(err(with("dc-b=")).contains("no endpoints"));
-        assert!(err(with("dc-b=localhost:7101")).contains("not HOST:PORT"));
-        assert!(err(with("bad!name=127.0.0.1:1")).contains("peer dc"));
-        assert!("dc-b".parse::<RawPeer>().is_err());
-        let unknown = toml::from_str::<RawConfig>("[forwarding]\nforward_after = 1\n");
-        assert!(unknown.is_err(), "unknown fields are refused");
-    }
-}
+#[path = "config_test.rs"]
+mod tests;

@@ -14,6 +14,8 @@
 //! - `retention`: finished tasks and their keys expire; `get` says expired.
 //! - `shutdown`: SIGTERM on a leader (handed over, exit 0) and a follower,
 //!   a second signal, a rolling restart of three servers under load.
+//! - `settings`: `tidal server` settings: file < variables < flags; `--print-config`
+//!   read back by `--config`.
 //! - `smoke`: one small end-to-end run through the harness.
 //! - `strict_input`: out-of-range enums, key conflicts, second completions,
 //!   undecodable requests and agent-stream garbage, over the wire.
@@ -41,6 +43,7 @@ mod full_disk;
 mod harness;
 mod membership;
 mod retention;
+mod settings;
 mod shutdown;
 mod smoke;
 mod strict_input;

@@ -1,0 +1,225 @@
+//! Tests of the server settings: merging the layers, defaults, validation.
+
+use super::*;
+
+fn base() -> RawConfig {
+    RawConfig {
+        id: Some(1),
+        dc: Some("dc-a".into()),
+        listen: Some("127.0.0.1:7001".into()),
+        data: Some("/tmp/tidal-config-test".into()),
+        ..RawConfig::default()
+    }
+}
+
+fn err(raw: RawConfig) -> String {
+    raw.validate().unwrap_err().to_string()
+}
+
+#[test]
+fn peers_and_forwarding_from_toml() {
+    let file: RawConfig = toml::from_str(
+        r#"
+        [[peers]]
+        dc = "dc-b"
+        endpoints = ["127.0.0.1:7101", "127.0.0.1:7102"]
+        [[peers]]
+        dc = "dc-c"
+        endpoints = ["127.0.0.1:7201"]
+        [forwarding]
+        forward_after_ms = 5000
+        outbox_limit = 100
+        [forwarding.queues.local]
+        allow = false
+        [forwarding.queues.vip]
+        forward_after_ms = 1000
+        "#,
+    )
+    .unwrap();
+    let c = base().merge(file).unwrap().validate().unwrap();
+    let names: Vec<&str> = c.peers.iter().map(|p| p.dc.as_str()).collect();
+    assert_eq!(names, ["dc-b", "dc-c"], "preference order is kept");
+    assert_eq!(c.peers[0].endpoints.len(), 2);
+    let f = &c.forwarding;
+    assert_eq!(f.outbox_limit, 100);
+    assert!(!f.policy("local").allow);
+    assert_eq!(f.policy("vip").forward_after_ms, 1000);
+    assert!(f.policy("vip").allow);
+    assert_eq!(f.policy("other").forward_after_ms, 5000);
+}
+
+#[test]
+fn defaults_without_peers() {
+    let c = base().validate().unwrap();
+    assert!(c.peers.is_empty());
+    assert_eq!(c.forwarding.outbox_limit, 10_000);
+    assert_eq!(c.forwarding.policy("default").forward_after_ms, 30_000);
+}
+
+#[test]
+fn election_timeouts_default_and_are_checked_against_the_heartbeat() {
+    let c = base().validate().unwrap();
+    assert_eq!(c.election_timeout, (150, 300));
+    assert_eq!(c.raft_heartbeat_ms, 50);
+    let with = |hb, min, max| RawConfig {
+        raft_heartbeat_ms: Some(hb),
+        election_timeout_min_ms: Some(min),
+        election_timeout_max_ms: Some(max),
+        ..base()
+    };
+    assert!(with(25, 80, 140).validate().is_ok());
+    assert!(with(40, 80, 140).validate().is_ok());
+    for (hb, min, max) in [(41, 80, 140), (0, 80, 140), (25, 140, 140), (25, 150, 100)] {
+        let e = err(with(hb, min, max));
+        assert!(e.contains("2 x raft_heartbeat_ms"), "{hb} {min} {max}: {e}");
+    }
+}
+
+#[test]
+fn bad_peers_are_refused_with_a_reason() {
+    let with = |p: &str| RawConfig {
+        peers: Some(p.split(' ').map(|p| p.parse().unwrap()).collect()),
+        ..base()
+    };
+    assert!(err(with("dc-a=127.0.0.1:7101")).contains("this DC itself"));
+    assert!(err(with("dc-b=127.0.0.1:1 dc-b=127.0.0.1:2")).contains("listed twice"));
+    assert!(err(with("dc-b=")).contains("no endpoints"));
+    assert!(err(with("dc-b=localhost:7101")).contains("not HOST:PORT"));
+    assert!(err(with("bad!name=127.0.0.1:1")).contains("peer dc"));
+    assert!("dc-b".parse::<RawPeer>().is_err());
+    let unknown = toml::from_str::<RawConfig>("[forwarding]\nforward_after = 1\n");
+    assert!(unknown.is_err(), "unknown fields are refused");
+}
+
+/// A configuration with every setting given, none at its default.
+fn everything() -> RawConfig {
+    let file: RawConfig = toml::from_str(
+        r#"
+        [[peers]]
+        dc = "dc-b"
+        endpoints = ["127.0.0.1:7101", "127.0.0.1:7102"]
+        [forwarding]
+        forward_after_ms = 5000
+        outbox_limit = 100
+        [forwarding.queues.local]
+        allow = false
+        "#,
+    )
+    .unwrap();
+    RawConfig {
+        advertise: Some("10.0.0.1:7001".into()),
+        init: Some(true),
+        agent_ttl_ms: Some(9_000),
+        heartbeat_interval_ms: Some(900),
+        retain_finished_ms: Some(60_000),
+        election_timeout_min_ms: Some(200),
+        election_timeout_max_ms: Some(400),
+        raft_heartbeat_ms: Some(60),
+        shutdown_timeout_ms: Some(3_000),
+        snapshot_every: Some(500),
+        keep_log_entries: Some(50),
+        max_payload_bytes: Some(4096),
+        max_batch: Some(10),
+        flush_delay_us: Some(250),
+        max_format_version: Some(tidal_core::FORMAT_VERSION_MIN),
+        source_ip: Some("127.0.0.2".into()),
+        ..base().merge(file).unwrap()
+    }
+}
+
+#[test]
+fn every_flag_has_its_variable_and_its_field() {
+    use clap::Args;
+    let cmd = RawConfig::augment_args(clap::Command::new("server"));
+    // Every field of a full configuration, `[forwarding]`'s among them.
+    let doc = toml::Table::try_from(everything()).unwrap();
+    let mut fields: Vec<String> = doc.keys().filter(|k| *k != "forwarding").cloned().collect();
+    let toml::Value::Table(fwd) = &doc["forwarding"] else {
+        panic!("no [forwarding] table")
+    };
+    fields.extend(fwd.keys().filter(|k| *k != "queues").cloned());
+    fields.sort();
+    let mut names = Vec::new();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        let long = arg.get_long().unwrap_or_else(|| panic!("{id} has no flag"));
+        // `--peer` is given once per peer; the field and variable hold the list.
+        let expected_long = if id == "peers" {
+            "peer".to_string()
+        } else {
+            id.replace('_', "-")
+        };
+        assert_eq!(long, expected_long, "the flag of {id}");
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("--{long} has no variable"));
+        assert_eq!(
+            env.to_str(),
+            Some(format!("TIDAL_{}", id.to_uppercase()).as_str())
+        );
+        // `--restore` acts once on an empty data directory: no file field.
+        if id != "restore" {
+            names.push(id.to_string());
+        }
+    }
+    names.sort();
+    assert_eq!(
+        names, fields,
+        "flags and TOML fields name the same settings"
+    );
+    // Each field alone is read back from a file.
+    for key in doc.keys() {
+        let one: toml::Table = [(key.clone(), doc[key].clone())].into_iter().collect();
+        toml::to_string(&one)
+            .ok()
+            .and_then(|t| toml::from_str::<RawConfig>(&t).ok())
+            .unwrap_or_else(|| panic!("field {key} does not read back"));
+    }
+}
+
+#[test]
+fn printed_settings_read_back_to_the_same_configuration() {
+    for raw in [base(), everything()] {
+        let config = raw.validate().unwrap();
+        let printed = RawConfig::from_config(&config).to_toml().unwrap();
+        let again: RawConfig = toml::from_str(&printed).unwrap();
+        assert_eq!(again.validate().unwrap(), config, "{printed}");
+    }
+}
+
+#[test]
+fn the_command_line_overrides_the_file_field_by_field() {
+    let file = everything();
+    let over = RawConfig {
+        dc: Some("dc-z".into()),
+        restore: Some("/backup".into()),
+        forwarding: RawForwarding {
+            outbox_limit: Some(7),
+            ..RawForwarding::default()
+        },
+        peers: Some(vec!["dc-c=127.0.0.1:7201".parse().unwrap()]),
+        ..RawConfig::default()
+    };
+    let merged = file.clone().merge(over).unwrap();
+    assert_eq!(merged.dc.as_deref(), Some("dc-z"));
+    assert_eq!(merged.restore.as_deref(), Some(Path::new("/backup")));
+    assert_eq!(merged.forwarding.outbox_limit, Some(7));
+    assert_eq!(merged.forwarding.forward_after_ms, Some(5000));
+    assert_eq!(merged.forwarding.queues, file.forwarding.queues);
+    let peers: Vec<&str> = merged
+        .peers
+        .iter()
+        .flatten()
+        .map(|p| p.dc.as_str())
+        .collect();
+    assert_eq!(peers, ["dc-c"], "a list is replaced, not merged");
+    let untouched = RawConfig {
+        dc: file.dc.clone(),
+        restore: None,
+        forwarding: file.forwarding.clone(),
+        peers: file.peers.clone(),
+        ..merged
+    };
+    assert_eq!(untouched, file);
+    assert_eq!(file.clone().merge(RawConfig::default()).unwrap(), file);
+}
