@@ -12,8 +12,8 @@ use tidal_core::command::{Command, Envelope, Response};
 use tidal_store::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::clock::now_ms;
 use crate::error::{Result, ServerError};
-use crate::now_ms;
 
 type Reply<O> = oneshot::Sender<Result<(Vec<O>, u64)>>;
 

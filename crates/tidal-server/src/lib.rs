@@ -5,6 +5,7 @@
 //! - [`node`]: the Raft node, its applied state and proposers.
 //! - [`batcher`]: group commit of concurrent submits and completions.
 //! - [`channels`]: cached outgoing channels to other servers.
+//! - [`clock`]: the leader's wall clock, written into every entry.
 //! - [`raft_network`] and [`grpc::raft_service`]: openraft over tonic.
 //! - [`elections`]: when to elect: a pre-vote first, then openraft's election.
 //! - [`raft`]: the vote gate and the leader contact a follower keeps.
@@ -26,6 +27,7 @@
 
 pub mod batcher;
 pub mod channels;
+pub mod clock;
 pub mod config;
 pub mod elections;
 pub mod error;
@@ -62,14 +64,6 @@ pub const LOG_DEFAULTS: &[&str] = &[
     "openraft::replication=off",
     "openraft::engine::handler::replication_handler=error",
 ];
-
-/// The leader's clock, written into every entry it proposes.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// How long open connections may take to close once the store failed.
 const FAILED_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);

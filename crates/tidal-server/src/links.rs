@@ -12,6 +12,11 @@ use tidal_core::forwarding::{CapabilitySummary, Record, Verdict};
 
 use crate::config::Peer;
 
+/// Records per exchange.
+pub const SHIP_BATCH: usize = 512;
+/// Largest Exchange message either way.
+pub const MAX_EXCHANGE_MESSAGE: usize = 64 << 20;
+
 /// The body of an Exchange request (inside `ExchangeRequest.body`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExchangeBody {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use openraft::{BasicNode, SnapshotPolicy};
@@ -12,14 +12,14 @@ use tidal_core::model::{TaskId, TaskSpec};
 use tidal_store::{Raft, StateHandle, StoreOptions};
 
 use crate::batcher::{Batcher, WriteGate};
+use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::elections::Elections;
 use crate::error::{Result, ServerError};
 use crate::leader::eager::EagerPlacement;
+use crate::leader::leadership::{Leadership, LeadershipSlot};
 use crate::leader::quorum::{quorum_contact, verdict, Bounds, Verdict};
-use crate::leader::Leadership;
 use crate::links::PeerTable;
-use crate::now_ms;
 use crate::raft::contact::LeaderContact;
 use crate::raft::vote_gate::VoteGate;
 use crate::raft_network::{Contacts, Network};
@@ -43,10 +43,6 @@ const SUBMITS_IN_FLIGHT: usize = 2;
 /// end-to-end rate from about 36,000 to 47,000-49,000 tasks/s (32 clients x
 /// 20) and the p50 submit -> assigned at 10,000 tasks/s from 3.5 to 3.1 ms.
 const REPORTS_IN_FLIGHT: usize = 1;
-
-/// This node's current leadership, if it leads; shared with what must see
-/// it outside a request (the submit batcher's placement).
-pub type LeadershipSlot = Arc<Mutex<Option<Arc<Leadership>>>>;
 
 pub struct Node {
     pub id: u64,
@@ -306,6 +302,28 @@ impl Node {
             .unwrap_or(tidal_core::FORMAT_VERSION_MAX)
     }
 
+    /// The version every member supports now, if it is above `current`.
+    pub(crate) fn version_to_raise(&self, current: u8) -> Option<u8> {
+        let fresh = std::time::Duration::from_millis(self.config.election_timeout.1);
+        let members: Vec<u64> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let mut common = self.supported_format_version();
+        for id in members.into_iter().filter(|id| *id != self.id) {
+            match self.contacts.format_of(id) {
+                Some((max, age)) if age <= fresh => common = common.min(max),
+                _ => return None,
+            }
+        }
+        (common > current).then_some(common)
+    }
+
     /// On the leader, refuses a command that needs a cluster format version
     /// above the cluster's (apply refuses it too, on every replica alike,
     /// should the version be behind at commit). When every member already
@@ -322,7 +340,10 @@ impl Node {
         {
             return Ok(());
         }
-        if crate::leader::upgrader::version_to_raise(self, current()).is_some_and(|v| v >= needed) {
+        if self
+            .version_to_raise(current())
+            .is_some_and(|v| v >= needed)
+        {
             let _ = self
                 .raft
                 .wait(Some(FORMAT_RAISE_WAIT))

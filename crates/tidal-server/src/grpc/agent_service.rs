@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::error::ServerError;
+use crate::leader::leadership::Leadership;
 use crate::leader::sessions::{Attached, Closed, Outbound, Peer};
-use crate::leader::Leadership;
 use crate::node::Node;
 
 pub struct AgentService {
@@ -306,7 +306,7 @@ impl Agents for AgentService {
             }
             // Absolute, on this (the leader's) clock: apply reads it from
             // the entry, and whichever node leads at the deadline acts.
-            Some(ms) => Some(crate::now_ms().saturating_add(ms)),
+            Some(ms) => Some(crate::clock::now_ms().saturating_add(ms)),
             None => None,
         };
         let index = self
@@ -543,7 +543,7 @@ async fn regrant(
                 settled_elsewhere = rejected.len(),
                 "the agent did not run tasks it held: granted again under new tokens"
             );
-            crate::leader::dispatcher::push(&node.state, &leadership, &granted);
+            crate::leader::push::push(&node.state, &leadership, &granted);
             leadership.wake.notify_one();
         }
         Ok((other, _)) => {

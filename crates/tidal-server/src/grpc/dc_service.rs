@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 use crate::channels::Channels;
 use crate::error::ServerError;
-use crate::leader::shipper::{MAX_EXCHANGE_MESSAGE, SHIP_BATCH};
 use crate::links::{ExchangeBody, ExchangeReply, Summary};
+use crate::links::{MAX_EXCHANGE_MESSAGE, SHIP_BATCH};
 use crate::node::Node;
 
 pub struct DcService {
@@ -176,7 +176,7 @@ impl Dcs for DcService {
         let node = &self.node;
         node.require_leader()?;
         let now = Instant::now();
-        let now_ms = crate::now_ms();
+        let now_ms = crate::clock::now_ms();
         let ago = |t: Option<Instant>| t.map_or(-1, |t| now.duration_since(t).as_millis() as i64);
         let applied = node.state.read();
         let state = &applied.state;

@@ -44,8 +44,8 @@ pub async fn serve(
     let queues = QueuesServer::new(queue_service::QueueService { node: node.clone() });
     let cluster = ClusterServer::new(cluster_service::ClusterService { node: node.clone() });
     let dcs = DcsServer::new(dc_service::DcService::new(node.clone()))
-        .max_decoding_message_size(crate::leader::shipper::MAX_EXCHANGE_MESSAGE)
-        .max_encoding_message_size(crate::leader::shipper::MAX_EXCHANGE_MESSAGE);
+        .max_decoding_message_size(crate::links::MAX_EXCHANGE_MESSAGE)
+        .max_encoding_message_size(crate::links::MAX_EXCHANGE_MESSAGE);
     let raft = RaftServer::new(raft_service::RaftService {
         raft: node.raft.clone(),
         node_id: node.id,

@@ -5,13 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidal_core::command::{Command, Granted, Response};
+use tidal_core::command::{Command, Response};
 use tidal_core::dispatch::{plan, DispatchCursor, InFlight};
-use tidal_proto::v1;
-use tidal_store::StateHandle;
 
-use super::Leadership;
-use crate::grpc::convert;
+use super::leadership::Leadership;
+use super::push::push;
 use crate::node::Node;
 
 /// At most this many assignments per entry.
@@ -61,35 +59,4 @@ fn set_dispatching(leadership: &Leadership, round: InFlight) {
         .dispatching
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = round;
-}
-
-/// Sends each granted assignment to its agent. An agent without a session
-/// never receives this token: when it registers, the session's reconcile
-/// finds the task held and not running and regrants it under a new token.
-pub fn push(state: &StateHandle, leadership: &Leadership, granted: &[Granted]) {
-    let messages: Vec<(String, u64, v1::ServerMessage)> = {
-        let applied = state.read();
-        granted
-            .iter()
-            .filter_map(|g| {
-                let task = applied.state.task(g.task)?;
-                Some((g.agent.clone(), g.token, assignment(task, g.token)))
-            })
-            .collect()
-    };
-    for (agent, token, msg) in messages {
-        leadership.sessions.send_assignment(&agent, token, msg);
-    }
-}
-
-/// The message that hands a task to its agent.
-pub fn assignment(task: &tidal_core::model::Task, token: u64) -> v1::ServerMessage {
-    v1::ServerMessage {
-        msg: Some(v1::server_message::Msg::Assignment(v1::Assignment {
-            task_id: task.id.to_string(),
-            token,
-            attempt: task.attempt,
-            spec: Some(convert::spec_to(&task.spec, true)),
-        })),
-    }
 }

@@ -14,8 +14,8 @@ use tidal_core::drain::{due_stops, next_deadline, DueStop};
 use tidal_core::model::TaskId;
 use tidal_proto::v1;
 
+use super::leadership::Leadership;
 use super::sessions::StopSent;
-use super::Leadership;
 use crate::node::Node;
 
 /// The longest the loop sleeps without looking: a new session of a
@@ -27,7 +27,7 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     // again only on a newer session (the old one may have lost it).
     let mut sent: HashMap<(TaskId, u64), u64> = HashMap::new();
     while leadership.is_alive() {
-        let now = crate::now_ms();
+        let now = crate::clock::now_ms();
         let (due, next) = {
             let applied = node.state.read();
             (

@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::engine::{Action, Engine, EngineConfig, Event, Handler, Now, ProposeError};
-use super::Leadership;
+use super::leadership::Leadership;
+use crate::clock::now_ms;
 use crate::node::Node;
-use crate::now_ms;
 
 /// Where events for a leadership's engine go.
 pub type Inbox = mpsc::UnboundedSender<Event>;

@@ -18,8 +18,8 @@ use tidal_core::dispatch::{place_new, DispatchCursor};
 use tidal_core::model::TaskSpec;
 use tidal_store::StateHandle;
 
-use super::dispatcher;
-use crate::node::LeadershipSlot;
+use super::leadership::LeadershipSlot;
+use super::push;
 
 pub struct EagerPlacement {
     state: StateHandle,
@@ -77,7 +77,7 @@ impl EagerPlacement {
                     // Without a leadership the agents get their tasks when
                     // they register with the next leader.
                     if let Some(leadership) = self.current() {
-                        dispatcher::push(&self.state, &leadership, &granted);
+                        push::push(&self.state, &leadership, &granted);
                     }
                 }
                 Some(submitted)
@@ -86,7 +86,7 @@ impl EagerPlacement {
         }
     }
 
-    fn current(&self) -> Option<std::sync::Arc<super::Leadership>> {
+    fn current(&self) -> Option<std::sync::Arc<super::leadership::Leadership>> {
         self.leadership
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

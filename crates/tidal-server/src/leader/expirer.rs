@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tidal_core::command::{Command, Response};
 
-use super::Leadership;
+use super::leadership::Leadership;
+use crate::clock::now_ms;
 use crate::node::Node;
-use crate::now_ms;
 
 /// Tasks per `Expire` entry: 8 bytes each, so an entry stays small and the
 /// state is held for writing only briefly per entry.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tidal_core::command::{Command, Response};
 use tidal_core::forwarding::{plan_forwards, PeerView, Record};
 
-use super::Leadership;
+use super::leadership::Leadership;
 use crate::node::Node;
 
 /// At most this many tasks per `Forward` entry.
@@ -54,7 +54,7 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
                 state,
                 &mut peers,
                 |q| fwd.policy(q),
-                crate::now_ms(),
+                crate::clock::now_ms(),
                 MAX_ROUND,
             )
         };

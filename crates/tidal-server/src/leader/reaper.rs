@@ -7,7 +7,7 @@ use std::time::Instant;
 use tidal_core::command::{Command, Response};
 use tidal_core::model::AgentState;
 
-use super::Leadership;
+use super::leadership::Leadership;
 use crate::node::Node;
 
 pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {

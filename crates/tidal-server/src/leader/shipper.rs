@@ -16,14 +16,12 @@ use tidal_core::forwarding::Record;
 use tidal_proto::v1;
 use tidal_proto::v1::dcs_client::DcsClient;
 
-use super::Leadership;
+use super::leadership::Leadership;
 use crate::channels::Channels;
 use crate::config::Peer;
-use crate::links::{ExchangeBody, ExchangeReply, Summary};
+use crate::links::{ExchangeBody, ExchangeReply, Summary, MAX_EXCHANGE_MESSAGE, SHIP_BATCH};
 use crate::node::Node;
 
-/// Records per exchange.
-pub const SHIP_BATCH: usize = 512;
 /// Payload bytes per exchange (a batch stops early past this), so the
 /// receiver's ingest entry stays about a megabyte (batcher::MAX_ENTRY_BYTES).
 const SHIP_BYTES: usize = crate::batcher::MAX_ENTRY_BYTES;
@@ -33,8 +31,6 @@ const IDLE_EXCHANGE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest Exchange message either way.
-pub const MAX_EXCHANGE_MESSAGE: usize = 64 << 20;
 
 pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>, peer: Peer) {
     let mut link = Link::new(&node, &peer);

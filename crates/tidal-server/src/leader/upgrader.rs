@@ -14,30 +14,8 @@ use std::time::Duration;
 
 use tidal_core::command::{Command, Response};
 
-use super::Leadership;
+use super::leadership::Leadership;
 use crate::node::Node;
-
-/// The version every member supports now, if it is above `current`.
-pub(crate) fn version_to_raise(node: &Node, current: u8) -> Option<u8> {
-    let fresh = Duration::from_millis(node.config.election_timeout.1);
-    let members: Vec<u64> = {
-        let metrics = node.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect()
-    };
-    let mut common = node.supported_format_version();
-    for id in members.into_iter().filter(|id| *id != node.id) {
-        match node.contacts.format_of(id) {
-            Some((max, age)) if age <= fresh => common = common.min(max),
-            _ => return None,
-        }
-    }
-    (common > current).then_some(common)
-}
 
 pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     let mut tick = tokio::time::interval(Duration::from_millis(
@@ -47,7 +25,7 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     while leadership.is_alive() {
         tick.tick().await;
         let current = node.state.read().state.cluster_version();
-        let Some(version) = version_to_raise(&node, current) else {
+        let Some(version) = node.version_to_raise(current) else {
             continue;
         };
         match node.propose(Command::SetClusterVersion { version }).await {

@@ -1,0 +1,129 @@
+//! The state of one term of leadership, shared by the leader's loops, and
+//! the slot through which the rest of the node sees the current one.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::engine;
+use super::sessions::Sessions;
+
+/// This node's current leadership, if it leads; shared with what must see
+/// it outside a request (the submit batcher's placement).
+pub type LeadershipSlot = Arc<Mutex<Option<Arc<Leadership>>>>;
+
+/// The state of one term of leadership.
+///
+/// It is made when openraft makes this node leader, and acts (agent
+/// sessions, leases, dispatch, forwarding) only once an entry of its own has
+/// committed (`establish` in [`super`]): a node that openraft restores as leader after
+/// a restart, or that a newer leader has replaced without it knowing, never
+/// commits one and so never acts. It ends the moment the node sees a higher
+/// vote, or when it has not heard from a majority of voters for an election
+/// timeout (check-quorum, [`super::quorum`]).
+pub struct Leadership {
+    pub term: u64,
+    /// When openraft made this node leader of `term`.
+    pub since: Instant,
+    pub sessions: Sessions,
+    /// Wakes the dispatcher: new pending work or freed capacity.
+    pub wake: Notify,
+    /// Wakes the cross-DC forwarder: new pending work.
+    pub forward_wake: Notify,
+    /// Wakes the drain driver: a drain or its deadline changed.
+    pub drain_wake: Notify,
+    /// The dispatch round being committed, for eager placement to plan around.
+    pub dispatching: Mutex<tidal_core::dispatch::InFlight>,
+    /// Flips to false when this leadership ends; session loops watch it.
+    alive: watch::Sender<bool>,
+    /// Flips to true once an entry proposed by this leadership is applied.
+    /// Until then this node's commit index may be behind: openraft restores
+    /// a leader that restarts within its term without a new blank entry, and
+    /// the committed index it reloads is not synced on every commit. A read
+    /// index taken before that could miss acknowledged writes (the chaos
+    /// harness found this, crash-points scenario).
+    pub(super) reads_ready: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Events for this leadership's engine (`super::driver`).
+    inbox: mpsc::UnboundedSender<engine::Event>,
+    /// The engine's end of `inbox`, until its driver starts.
+    pub(super) events: Mutex<Option<mpsc::UnboundedReceiver<engine::Event>>>,
+}
+
+impl Leadership {
+    pub(super) fn new(term: u64, since: Instant, agent_ttl: Duration) -> Arc<Leadership> {
+        let (alive, _) = watch::channel(true);
+        let (reads_ready, _) = watch::channel(false);
+        let (inbox, events) = mpsc::unbounded_channel();
+        Arc::new(Leadership {
+            term,
+            since,
+            sessions: Sessions::new(agent_ttl),
+            wake: Notify::new(),
+            forward_wake: Notify::new(),
+            drain_wake: Notify::new(),
+            dispatching: Mutex::default(),
+            alive,
+            reads_ready,
+            tasks: Mutex::new(Vec::new()),
+            inbox,
+            events: Mutex::new(Some(events)),
+        })
+    }
+
+    /// Tells this leadership's engine of `event` (nothing once it ended).
+    pub fn notify(&self, event: engine::Event) {
+        let _ = self.inbox.send(event);
+    }
+
+    /// A sender of events to this leadership's engine.
+    pub fn inbox(&self) -> mpsc::UnboundedSender<engine::Event> {
+        self.inbox.clone()
+    }
+
+    /// A receiver that sees `false` once this leadership has ended.
+    pub fn alive(&self) -> watch::Receiver<bool> {
+        self.alive.subscribe()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        *self.alive.borrow()
+    }
+
+    /// Resolves once this leadership has ended.
+    pub async fn ended(&self) {
+        let mut rx = self.alive.subscribe();
+        let _ = rx.wait_for(|a| !*a).await;
+    }
+
+    /// Waits (at most `bound`) until this leadership has committed and
+    /// applied its first entry, so its commit index covers every entry
+    /// committed before it; false if it did not in time.
+    pub async fn reads_ready(&self, bound: std::time::Duration) -> bool {
+        if *self.reads_ready.borrow() {
+            return true;
+        }
+        let mut rx = self.reads_ready.subscribe();
+        let ready = matches!(
+            tokio::time::timeout(bound, rx.wait_for(|r| *r)).await,
+            Ok(Ok(_))
+        );
+        ready
+    }
+
+    pub(super) fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn end(&self) {
+        self.alive.send_replace(false);
+        for task in self.tasks().drain(..) {
+            task.abort();
+        }
+        self.sessions.clear();
+    }
+}
