@@ -1,0 +1,399 @@
+//! N `tidal server` processes on held 127.0.0.1 ports in one directory,
+//! each logging to `<dir>/node<N>.log`, joined into one group, with agents;
+//! every process is SIGKILLed (and reaped) when the [`Cluster`] is dropped.
+//!
+//! ```ignore
+//! let mut c = Cluster::start(ClusterSpec::new(tidal)).await?; // 3 nodes, joined
+//! c.start_agent(AgentSpec::new("agent-1", &["t2i"]))?;
+//! c.wait_agents(1, Duration::from_secs(20)).await?;
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Output};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tempfile::TempDir;
+use tidal_client::{v1, Client, ClientOptions};
+use tokio::time::{sleep, Instant};
+
+use crate::ports::Port;
+use crate::proc::Proc;
+use crate::spec::{AgentSpec, ServerSpec};
+
+/// How to build a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// The `tidal` binary.
+    pub tidal: PathBuf,
+    pub nodes: usize,
+    pub dc: String,
+    /// Extra flags for every `tidal server` (e.g. `--agent-ttl-ms 3000`).
+    pub server_args: Vec<String>,
+    /// Add nodes 2..=N as learners and promote them.
+    pub join: bool,
+    /// `RUST_LOG` of every process (`None`: inherited).
+    pub rust_log: Option<String>,
+    /// The temporary directory's name starts with this.
+    pub prefix: String,
+    /// An environment variable that, when set, keeps the directory (data
+    /// and logs) after the cluster is dropped, for debugging.
+    pub keep_var: Option<String>,
+    /// The client's options (`endpoints` aside).
+    pub client: ClientOptions,
+}
+
+impl ClusterSpec {
+    /// Three nodes of DC `dc1`, joined.
+    pub fn new(tidal: impl Into<PathBuf>) -> ClusterSpec {
+        ClusterSpec {
+            tidal: tidal.into(),
+            nodes: 3,
+            dc: "dc1".into(),
+            server_args: Vec::new(),
+            join: true,
+            rust_log: None,
+            prefix: "tidal-".into(),
+            keep_var: None,
+            client: ClientOptions {
+                request_timeout: Duration::from_secs(5),
+                retry_for: Duration::from_secs(20),
+                connect_timeout: Duration::from_millis(500),
+                source_ip: None,
+                ..ClientOptions::default()
+            },
+        }
+    }
+}
+
+/// One server of the cluster.
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data: PathBuf,
+    /// The running process, if any.
+    pub proc: Option<Proc>,
+    /// Held for the cluster's life, so a restart listens on the same address.
+    pub port: Port,
+}
+
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub nodes: Vec<Node>,
+    pub agents: Vec<Proc>,
+    pub client: Client,
+    // Last, so processes are gone before the directory is removed.
+    pub dir: TempDir,
+}
+
+impl Cluster {
+    /// Ports and directories for `spec.nodes` servers; nothing is started.
+    pub fn new(spec: ClusterSpec) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix(&spec.prefix).tempdir()?;
+        let mut nodes = Vec::new();
+        for i in 1..=spec.nodes as u64 {
+            let port = Port::local().context("holding a server port")?;
+            nodes.push(Node {
+                id: i,
+                addr: port.addr().to_string(),
+                data: dir.path().join(format!("node{i}")),
+                proc: None,
+                port,
+            });
+        }
+        let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+        let client = Client::with_options(endpoints, spec.client.clone())?;
+        Ok(Cluster {
+            spec,
+            nodes,
+            agents: Vec::new(),
+            client,
+            dir,
+        })
+    }
+
+    /// Starts every node (node 1 with `--init`), waits for a leader and, if
+    /// `spec.join`, adds and promotes the others one at a time.
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Cluster> {
+        let mut c = Cluster::new(spec)?;
+        c.launch().await?;
+        Ok(c)
+    }
+
+    /// Starts the nodes of a cluster made with [`Cluster::new`], as
+    /// [`Cluster::start`] does (for settings that need the addresses first,
+    /// like two DCs naming each other as peers).
+    pub async fn launch(&mut self) -> anyhow::Result<()> {
+        self.start_node(1, true)?;
+        self.wait_leader(Duration::from_secs(20)).await?;
+        for id in 2..=self.nodes.len() as u64 {
+            self.start_node(id, false)?;
+        }
+        if self.spec.join {
+            self.join_all().await?;
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// `--endpoints` value naming every node.
+    pub fn endpoints_arg(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// A process of the `tidal` binary with this cluster's `RUST_LOG`.
+    pub fn spawn(
+        &self,
+        name: &str,
+        args: Vec<String>,
+        log: &std::path::Path,
+    ) -> anyhow::Result<Proc> {
+        let mut p = Proc::new(name, &self.spec.tidal, args, log);
+        if let Some(level) = &self.spec.rust_log {
+            p = p.env("RUST_LOG", level);
+        }
+        p.start()?;
+        Ok(p)
+    }
+
+    /// Starts (or restarts, on its existing data) node `id`.
+    pub fn start_node(&mut self, id: u64, init: bool) -> anyhow::Result<()> {
+        self.start_node_with(id, init, &[])
+    }
+
+    /// Starts node `id` with flags of its own after the cluster's.
+    pub fn start_node_with(&mut self, id: u64, init: bool, own: &[String]) -> anyhow::Result<()> {
+        let n = self.node(id);
+        let mut spec = ServerSpec::new(id, &self.spec.dc, &n.addr, n.data.clone());
+        spec.init = init;
+        spec.args = self.spec.server_args.clone();
+        spec.args.extend_from_slice(own);
+        let log = self.dir.path().join(format!("node{id}.log"));
+        let p = self.spawn(&format!("node{id}"), spec.args(), &log)?;
+        self.node_mut(id).proc = Some(p);
+        Ok(())
+    }
+
+    /// Starts node `id` again on its data (no-op if it runs).
+    pub fn restart_node(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.node(id).proc.as_ref().is_some_and(Proc::running) {
+            return Ok(());
+        }
+        self.start_node(id, false)
+    }
+
+    /// SIGKILLs node `id` (its data stays for a restart).
+    pub fn kill_node(&mut self, id: u64) {
+        if let Some(mut p) = self.node_mut(id).proc.take() {
+            p.kill();
+        }
+    }
+
+    /// SIGTERMs node `id` and waits up to `timeout` for it to exit; its
+    /// exit status (`None`: still running, then SIGKILLed) and how long it took.
+    pub async fn terminate_node(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> (Option<ExitStatus>, Duration) {
+        let Some(mut p) = self.node_mut(id).proc.take() else {
+            return (None, Duration::ZERO);
+        };
+        let start = Instant::now();
+        p.terminate();
+        let st = p.wait_exit(timeout).await;
+        let took = start.elapsed();
+        if st.is_none() {
+            eprintln!("--- node{id} did not exit:\n{}", p.log_tail(30));
+            p.kill();
+        }
+        (st, took)
+    }
+
+    /// The id of a running node that says it leads.
+    pub async fn leader(&self) -> Option<u64> {
+        for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
+            if let Ok(s) = self.client.status_of(&n.addr).await {
+                if s.role == "leader" {
+                    return Some(s.node_id);
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits until some running node reports itself leader; returns its id and address.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<(u64, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
+                if let Ok(s) = self.client.status_of(&n.addr).await {
+                    if s.role == "leader" {
+                        return Ok((s.node_id, n.addr.clone()));
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader after {timeout:?}\n{}", self.logs_tail(20));
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until node `id` reports the leader's applied index and state
+    /// digest; returns its status.
+    pub async fn wait_caught_up(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<v1::StatusResponse> {
+        let addr = self.node(id).addr.clone();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader_addr = self.client.status().await?.leader_addr;
+            let leader = self.client.status_digest_of(&leader_addr).await;
+            if let (Ok(l), Ok(s)) = (leader, self.client.status_digest_of(&addr).await) {
+                if s.applied_index == l.applied_index && s.state_digest == l.state_digest {
+                    return Ok(s);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {id} did not catch up after {timeout:?}\n{}",
+                    self.logs_tail(20)
+                );
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Adds every node but 1 as a learner, then promotes it, one at a time.
+    pub async fn join_all(&self) -> anyhow::Result<()> {
+        for n in self.nodes.iter().skip(1) {
+            self.client
+                .add_learner(n.id, &n.addr)
+                .await
+                .with_context(|| format!("add-learner {}\n{}", n.id, self.logs_tail(20)))?;
+            self.client
+                .promote(n.id)
+                .await
+                .with_context(|| format!("promote {}\n{}", n.id, self.logs_tail(20)))?;
+        }
+        Ok(())
+    }
+
+    /// Starts an agent against every node of the cluster.
+    pub fn start_agent(&mut self, a: AgentSpec) -> anyhow::Result<()> {
+        let args = a.args(&self.spec.dc, &self.endpoints(), &self.spec.tidal);
+        // A second process under one id gets a log of its own.
+        let mut log = self.dir.path().join(format!("{}.log", a.id));
+        let mut n = 1;
+        while log.exists() {
+            n += 1;
+            log = self.dir.path().join(format!("{}.{n}.log", a.id));
+        }
+        let mut p = Proc::new(&a.id, &self.spec.tidal, args, &log).envs(&a.env);
+        if let Some(level) = &self.spec.rust_log {
+            p = p.env("RUST_LOG", level);
+        }
+        p.start()?;
+        self.agents.push(p);
+        Ok(())
+    }
+
+    /// Waits until at least `n` agents are connected and ready.
+    pub async fn wait_agents(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(agents) = self.client.list_agents(false).await {
+                let ready = agents
+                    .iter()
+                    .filter(|a| a.connected && a.state == v1::AgentState::Ready as i32)
+                    .count();
+                if ready >= n {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "fewer than {n} agents connected after {timeout:?}\n{}",
+                    self.logs_tail(20)
+                );
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs the CLI against this cluster (`TIDAL_ENDPOINTS` names every node).
+    pub fn tidal(&self, args: &[&str]) -> Output {
+        Command::new(&self.spec.tidal)
+            .args(args)
+            .env("TIDAL_ENDPOINTS", self.endpoints_arg())
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the tidal binary")
+    }
+
+    /// Like [`Cluster::tidal`], but fails with stderr unless the exit code is 0; returns stdout.
+    pub fn tidal_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let o = self.tidal(args);
+        if !o.status.success() {
+            bail!(
+                "tidal {args:?} exited {:?}: {}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// The end of every process's log, for failure messages.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for p in self
+            .nodes
+            .iter()
+            .filter_map(|n| n.proc.as_ref())
+            .chain(self.agents.iter())
+        {
+            out.push_str(&format!(
+                "--- {} ({})\n{}\n",
+                p.name,
+                p.log.display(),
+                p.log_tail(lines)
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill();
+        }
+        for n in &mut self.nodes {
+            if let Some(p) = n.proc.as_mut() {
+                p.kill();
+            }
+        }
+        let keep = self.spec.keep_var.as_ref();
+        if keep.is_some_and(|v| std::env::var_os(v).is_some()) {
+            if let Ok(empty) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, empty).keep();
+                eprintln!("kept {}", kept.display());
+            }
+        }
+    }
+}
