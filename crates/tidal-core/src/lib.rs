@@ -16,6 +16,7 @@
 //! - [`dispatch`]: the planner: weighted queues, placement strategies, and the
 //!   eligibility predicate shared with `Assign` at apply.
 //! - [`drain`]: which tasks of draining agents are due to be stopped.
+//! - [`reconcile`]: what a registering agent's session regrants and cancels.
 //! - [`forwarding`]: cross-DC outboxes, ingest and acks in the state, the
 //!   capability summary peers exchange, and the forwarding policy.
 //! - [`limits`]: stateless size and name checks run at the API edge.
@@ -37,6 +38,7 @@ pub mod forwarding;
 mod invariants;
 pub mod limits;
 pub mod model;
+pub mod reconcile;
 pub mod state;
 
 #[cfg(test)]

@@ -431,7 +431,8 @@ impl AgentService {
 }
 
 /// After a (re)connect: attaches the session and settles every task the
-/// state says the agent holds. One it reports running under the current
+/// state says the agent holds ([`tidal_core::reconcile::settle`] decides;
+/// this sends its cancels and returns its regrants). One it reports running under the current
 /// token goes on; one it does not is returned (with its token) to be
 /// regranted under a new token, never sent again under the old one (the
 /// agent may have run it and stopped it when it fenced itself). What it
@@ -457,34 +458,19 @@ fn reconcile(
     let attached = leadership
         .sessions
         .attach(agent_id, peer, tx.clone(), at, held);
-    let reported: BTreeSet<(String, u64)> = running
+    let reported: Vec<(String, u64)> = running
         .iter()
         .map(|r| (r.task_id.clone(), r.token))
         .collect();
-    let mut stopped = Vec::new();
-    if let Some(agent) = state.agent(agent_id) {
-        for (task_id, token) in &agent.tasks {
-            if !reported.contains(&(task_id.to_string(), *token)) {
-                stopped.push((*task_id, *token));
-            }
-        }
+    let settlement = tidal_core::reconcile::settle(state, agent_id, &reported);
+    for (task_id, token) in settlement.cancel {
+        let _ = tx.send(msg(Out::Cancel(v1::CancelTask {
+            task_id,
+            token,
+            reason: "the task is no longer assigned to this agent under this token".into(),
+        })));
     }
-    for r in running {
-        let current = r
-            .task_id
-            .parse::<TaskId>()
-            .ok()
-            .and_then(|id| state.task(id))
-            .and_then(|t| t.state.holder().map(|(a, tok)| (a.clone(), tok)));
-        if current != Some((agent_id.to_string(), r.token)) {
-            let _ = tx.send(msg(Out::Cancel(v1::CancelTask {
-                task_id: r.task_id.clone(),
-                token: r.token,
-                reason: "the task is no longer assigned to this agent under this token".into(),
-            })));
-        }
-    }
-    (attached, stopped)
+    (attached, settlement.regrant)
 }
 
 /// Commits a `Regrant` of tasks the agent holds but does not run (after
