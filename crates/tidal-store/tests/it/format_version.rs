@@ -203,3 +203,136 @@ async fn snapshots_carry_the_cluster_version_and_an_unsupported_one_is_refused()
         Err(StoreError::NeedsFormatVersion { .. })
     ));
 }
+
+/// A state with something in each of its maps and sets: tasks (pending,
+/// assigned, finished, forwarded, cancelled, ingested), keys, queues,
+/// agents, an outbox, an inbound origin and a refusal.
+async fn every_kind_of_entry(sm: &mut tidal_store::StateMachineStore) {
+    use tidal_core::forwarding::{Record, Verdict};
+    use tidal_core::{AgentSpec, Completion, Outcome, Priority, Strategy, TaskId, TaskSpec};
+    let spec = |i: u64, queue: &str, priority| TaskSpec {
+        task_type: "t2i".to_string(),
+        queue: queue.to_string(),
+        idempotency_key: (i % 2 == 0).then(|| format!("key-{i}")),
+        payload: i.to_be_bytes().to_vec(),
+        priority,
+        tenant: "alice".to_string(),
+        ..Default::default()
+    };
+    let commands = vec![
+        Command::SetQueue {
+            name: "q1".to_string(),
+            weight: 3,
+            strategy: Strategy::LeastLoaded,
+        },
+        Command::RegisterAgent(AgentSpec {
+            id: "agent-a".to_string(),
+            dc: "dc1".to_string(),
+            task_types: ["t2i".to_string()].into_iter().collect(),
+            slots: 4,
+            weight: 1,
+            ..Default::default()
+        }),
+        // Tasks 1-6.
+        Command::Submit(vec![
+            spec(1, "default", Priority::Nearline),
+            spec(2, "q1", Priority::Online),
+            spec(3, "default", Priority::Offline),
+            spec(4, "q1", Priority::Nearline),
+            spec(5, "default", Priority::Online),
+            spec(6, "q1", Priority::Offline),
+        ]),
+        // Entry 6: its index is the token of tasks 1 and 2.
+        Command::Assign(vec![
+            (TaskId(1), "agent-a".to_string()),
+            (TaskId(2), "agent-a".to_string()),
+        ]),
+        Command::Complete(vec![Completion {
+            task: TaskId(1),
+            token: 6,
+            outcome: Outcome {
+                success: true,
+                result: b"done".to_vec(),
+                error: String::new(),
+                exit_code: 0,
+            },
+        }]),
+        Command::Forward(vec![
+            (TaskId(3), "dc2".to_string()),
+            (TaskId(4), "dc2".to_string()),
+        ]),
+        Command::Forward(vec![(TaskId(5), "dc3".to_string())]),
+        Command::ForwardAck {
+            peer: "dc2".to_string(),
+            verdicts: vec![
+                (
+                    1,
+                    Verdict::Accepted {
+                        remote_task: Some(TaskId(70)),
+                    },
+                ),
+                (
+                    2,
+                    Verdict::Rejected {
+                        reason: "no agent".to_string(),
+                    },
+                ),
+            ],
+        },
+        Command::Cancel { task: TaskId(3) },
+        Command::Ingest {
+            origin: "dc9".to_string(),
+            records: vec![(
+                1,
+                Record::Task {
+                    origin_task: TaskId(40),
+                    spec: spec(40, "default", Priority::Nearline),
+                },
+            )],
+        },
+    ];
+    let mut entries = common::entries(1, 2);
+    entries.extend(
+        commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| common::normal(1, 3 + i as u64, c)),
+    );
+    let responses = sm.apply(entries).await.expect("apply");
+    for r in &responses {
+        assert!(!format!("{r:?}").contains("Rejected"), "{responses:?}");
+    }
+}
+
+/// The snapshot encoding of a fixed state is byte for byte the checked-in
+/// one, and so is its digest: a change of the state's types must not change
+/// what is on disk or what `status --digest` compares. Rewrite with
+/// `TIDAL_REWRITE_GOLDEN=1` only when a new format version says so.
+#[tokio::test]
+async fn a_fixed_state_encodes_to_the_checked_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = common::open(dir.path());
+    every_kind_of_entry(&mut sm).await;
+    let applied = sm.handle().read().clone();
+    let state = &applied.state;
+    assert_eq!(state.outbox("dc3").map(|o| o.records.len()), Some(1));
+    assert_eq!(state.inbound("dc9").map(|i| i.tasks.len()), Some(1));
+    let bytes = encode_snapshot(&applied).unwrap();
+    let digest = format!("{:016x}\n", applied.state.digest());
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/testdata");
+    let (bytes_file, digest_file) = (
+        golden.join("state-v1.snapshot"),
+        golden.join("state-v1.digest"),
+    );
+    if std::env::var_os("TIDAL_REWRITE_GOLDEN").is_some() {
+        std::fs::create_dir_all(&golden).unwrap();
+        std::fs::write(&bytes_file, &bytes).unwrap();
+        std::fs::write(&digest_file, &digest).unwrap();
+    }
+    let want = std::fs::read(&bytes_file).expect("the checked-in snapshot");
+    assert!(bytes == want, "the encoding of the fixed state changed");
+    assert_eq!(digest, std::fs::read_to_string(&digest_file).unwrap());
+    let decoded = decode_snapshot(&want).unwrap();
+    assert_eq!(decoded, applied);
+    assert_eq!(decoded.state.digest(), applied.state.digest());
+}
