@@ -213,7 +213,7 @@ async fn every_kind_of_entry(sm: &mut tidal_store::StateMachineStore) {
     let spec = |i: u64, queue: &str, priority| TaskSpec {
         task_type: "t2i".to_string(),
         queue: queue.to_string(),
-        idempotency_key: (i % 2 == 0).then(|| format!("key-{i}")),
+        idempotency_key: i.is_multiple_of(2).then(|| format!("key-{i}")),
         payload: i.to_be_bytes().to_vec(),
         priority,
         tenant: "alice".to_string(),
