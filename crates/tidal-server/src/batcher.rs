@@ -20,7 +20,7 @@ type Reply<O> = oneshot::Sender<Result<(Vec<O>, u64)>>;
 /// About how large one entry may grow by folding requests together.
 /// openraft gives each AppendEntries the Raft heartbeat interval to finish
 /// (100 ms by default), so entries, like replication messages
-/// (`raft_network`), are kept to about a megabyte.
+/// (`raft::network`), are kept to about a megabyte.
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 
 struct Job<I, O> {

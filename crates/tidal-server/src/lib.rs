@@ -6,9 +6,9 @@
 //! - [`batcher`]: group commit of concurrent submits and completions.
 //! - [`channels`]: cached outgoing channels to other servers.
 //! - [`clock`]: the leader's wall clock, written into every entry.
-//! - [`raft_network`] and [`grpc::raft_service`]: openraft over tonic.
-//! - [`elections`]: when to elect: a pre-vote first, then openraft's election.
-//! - [`raft`]: the vote gate and the leader contact a follower keeps.
+//! - [`raft`]: openraft over tonic ([`raft::network`], and
+//!   [`grpc::raft_service`] on the server side), elections with a pre-vote,
+//!   leadership transfer, check-quorum and the leader's lease.
 //! - [`grpc`]: the public API (tasks, agents, queues, cluster).
 //! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper,
 //!   the drain driver (stop orders at a drain's deadline), and the cross-DC
@@ -17,7 +17,6 @@
 //! - [`error`]: the one mapping from errors to gRPC status codes.
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
 //! - [`fatal`]: stopping, with the reason, when the store cannot write.
-//! - [`transfer`]: handing leadership over (`transfer-leader`, shutdown).
 //!
 //! Depends on tidal-core (the state machine), tidal-store (storage) and
 //! tidal-proto; the agent and client crates never depend on this one.
@@ -29,7 +28,6 @@ pub mod batcher;
 pub mod channels;
 pub mod clock;
 pub mod config;
-pub mod elections;
 pub mod error;
 pub mod fatal;
 pub mod grpc;
@@ -37,9 +35,7 @@ pub mod leader;
 pub mod links;
 pub mod node;
 pub mod raft;
-pub mod raft_network;
 pub mod stall;
-pub mod transfer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,7 +53,7 @@ pub use tidal_store::crash::power_loss;
 /// replication attempt (a warning, an error and two more warnings every Raft
 /// heartbeat per unreachable peer: thousands of lines a minute); the
 /// transport logs a peer that does not answer instead, once and then every
-/// few seconds ([`raft_network::Outages`]). A storage error on the leader's
+/// few seconds ([`raft::network::Outages`]). A storage error on the leader's
 /// replication still stops the Raft core, which openraft logs and
 /// [`fatal`] reports.
 pub const LOG_DEFAULTS: &[&str] = &[
@@ -93,7 +89,7 @@ pub const LISTEN_ADDR_FILE: &str = "listen.addr";
 /// When `shutdown` completes (SIGTERM, SIGINT) the server stops within
 /// `shutdown_timeout`: it takes no new request or session (each is answered
 /// NotLeader, naming the leader it knows); a leader with another reachable
-/// voter hands leadership to the most up-to-date one ([`transfer`]); its
+/// voter hands leadership to the most up-to-date one ([`raft::transfer`]); its
 /// leadership ends, so agent sessions end with NotLeader naming the new
 /// leader; open connections close; Raft stops; `Ok(())`.
 pub async fn run(
@@ -263,8 +259,8 @@ async fn leave(
     let timeout = node.config.shutdown_timeout;
     let leads = node.raft.metrics().borrow().current_leader == Some(node.id);
     if leads {
-        let candidates = transfer::candidates(node);
-        match transfer::best_target(node.id, &candidates) {
+        let candidates = raft::transfer::candidates(node);
+        match raft::transfer::best_target(node.id, &candidates) {
             Some(target) => {
                 tracing::info!(
                     node_id = node.id,
@@ -273,7 +269,8 @@ async fn leave(
                 );
                 let by = start + timeout * HAND_OVER_BY / 10;
                 if let Err(e) =
-                    transfer::transfer(node, target, by, transfer::Handover::Leaving).await
+                    raft::transfer::transfer(node, target, by, raft::transfer::Handover::Leaving)
+                        .await
                 {
                     tracing::warn!(node_id = node.id, target, error = %e,
                         "shutting down without handing leadership over: the others elect once this node is gone");

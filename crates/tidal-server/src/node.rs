@@ -14,15 +14,15 @@ use tidal_store::{Raft, StateHandle, StoreOptions};
 use crate::batcher::{Batcher, WriteGate};
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
-use crate::elections::Elections;
 use crate::error::{Result, ServerError};
 use crate::leader::eager::EagerPlacement;
 use crate::leader::leadership::{Leadership, LeadershipSlot};
-use crate::leader::quorum::{quorum_contact, verdict, Bounds, Verdict};
 use crate::links::PeerTable;
 use crate::raft::contact::LeaderContact;
+use crate::raft::network::{Contacts, Network};
+use crate::raft::quorum::{quorum_contact, verdict, Bounds, Verdict};
 use crate::raft::vote_gate::VoteGate;
-use crate::raft_network::{Contacts, Network};
+use crate::raft::Elections;
 
 /// How long a linearizable read waits for a new leadership's first commit.
 const READ_BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -161,12 +161,10 @@ impl Node {
             config.source_ip,
             std::time::Duration::from_millis(config.raft_heartbeat_ms),
         );
-        // Elections are this server's (elections.rs: a pre-vote first);
+        // Elections are this server's (raft/elections.rs: a pre-vote first);
         // openraft's timeouts become its leader lease and vote RPC timeout.
-        let (lease_min, lease) = crate::elections::openraft_timeouts(
-            config.raft_heartbeat_ms,
-            config.election_timeout.0,
-        );
+        let (lease_min, lease) =
+            crate::raft::openraft_timeouts(config.raft_heartbeat_ms, config.election_timeout.0);
         let raft_config = openraft::Config {
             cluster_name: format!("tidal-{}", config.dc),
             election_timeout_min: lease_min,
@@ -399,7 +397,7 @@ impl Node {
     }
 
     /// Check-quorum for this node as leader of `term` since `since`
-    /// ([`crate::leader::quorum`]).
+    /// ([`crate::raft::quorum`]).
     pub fn quorum_verdict(&self, term: u64, since: std::time::Instant) -> Verdict {
         let configs = self
             .raft

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::error::ServerError;
 use crate::node::Node;
-use crate::transfer::{peer, REACHABLE_WITHIN_ELECTION_TIMEOUTS};
+use crate::raft::transfer::{peer, REACHABLE_WITHIN_ELECTION_TIMEOUTS};
 
 pub struct ClusterService {
     pub node: Arc<Node>,
@@ -180,16 +180,16 @@ impl ClusterService {
         Ok(())
     }
 
-    /// Moves leadership to voter `target` (`crate::transfer`), with
+    /// Moves leadership to voter `target` (`crate::raft::transfer`), with
     /// room for each of its steps.
     async fn transfer_to(&self, target: u64) -> Result<(), ServerError> {
         let election_max = Duration::from_millis(self.node.config.election_timeout.1);
         let deadline = tokio::time::Instant::now() + election_max * 12 + Duration::from_secs(3);
-        crate::transfer::transfer(
+        crate::raft::transfer::transfer(
             &self.node,
             target,
             deadline,
-            crate::transfer::Handover::Asked,
+            crate::raft::transfer::Handover::Asked,
         )
         .await
     }

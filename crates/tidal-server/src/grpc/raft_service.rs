@@ -10,8 +10,8 @@ use tidal_store::{Raft, TypeConfig};
 use tonic::{Request, Response, Status};
 
 use crate::raft::contact::LeaderContact;
+use crate::raft::network::{decode, encode};
 use crate::raft::vote_gate::VoteGate;
-use crate::raft_network::{decode, encode};
 
 pub struct RaftService {
     pub raft: Raft,
@@ -22,7 +22,7 @@ pub struct RaftService {
     /// When a leader last replicated to this node.
     pub contact: LeaderContact,
     /// Pre-votes, holds and campaigns.
-    pub elections: Arc<crate::elections::Elections>,
+    pub elections: Arc<crate::raft::Elections>,
     /// The highest cluster format version this node supports, sent in
     /// every reply so the leader knows (README: Rolling upgrade).
     pub max_format_version: u8,
@@ -31,7 +31,7 @@ pub struct RaftService {
 /// Decodes a Raft payload of this server's wire format.
 fn payload<T: serde::de::DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
     let p = request.into_inner();
-    crate::raft_network::check_format(p.format).map_err(Status::failed_precondition)?;
+    crate::raft::network::check_format(p.format).map_err(Status::failed_precondition)?;
     decode(&p.data).map_err(bad_request)
 }
 
@@ -45,7 +45,7 @@ impl RaftService {
             encode(value).map_err(|e| Status::internal(format!("encoding raft reply: {e}")))?;
         Ok(Response::new(RaftPayload {
             data,
-            format: crate::raft_network::WIRE_FORMAT,
+            format: crate::raft::network::WIRE_FORMAT,
             max_format_version: self.max_format_version.into(),
         }))
     }
@@ -131,8 +131,8 @@ impl RaftRpc for RaftService {
         request: Request<tidal_proto::raft::PreVoteRequest>,
     ) -> Result<Response<tidal_proto::raft::PreVoteResponse>, Status> {
         let req = request.into_inner();
-        crate::raft_network::check_format(req.format).map_err(Status::failed_precondition)?;
-        let last_log_id = crate::elections::Elections::decode_last_log_id(&req.last_log_id)
+        crate::raft::network::check_format(req.format).map_err(Status::failed_precondition)?;
+        let last_log_id = crate::raft::Elections::decode_last_log_id(&req.last_log_id)
             .map_err(Status::invalid_argument)?;
         let answer = self
             .elections

@@ -22,7 +22,7 @@ pub type LeadershipSlot = Arc<Mutex<Option<Arc<Leadership>>>>;
 /// a restart, or that a newer leader has replaced without it knowing, never
 /// commits one and so never acts. It ends the moment the node sees a higher
 /// vote, or when it has not heard from a majority of voters for an election
-/// timeout (check-quorum, [`super::quorum`]).
+/// timeout (check-quorum, [`crate::raft::quorum`]).
 pub struct Leadership {
     pub term: u64,
     /// When openraft made this node leader of `term`.

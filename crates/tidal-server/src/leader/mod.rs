@@ -11,7 +11,6 @@ pub mod expirer;
 pub mod forwarder;
 pub mod leadership;
 pub mod push;
-pub mod quorum;
 pub mod reaper;
 pub mod sessions;
 pub mod shipper;
@@ -21,8 +20,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::node::Node;
+use crate::raft::quorum::Verdict;
 use leadership::Leadership;
-use quorum::Verdict;
 
 /// Commits one no-op entry for this leadership, retrying while it lasts,
 /// then establishes it ([`establish`]).

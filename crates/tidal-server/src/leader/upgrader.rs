@@ -3,7 +3,7 @@
 //! alike, supports a higher cluster format version than the cluster's.
 //!
 //! Each server names the highest version it supports in its Raft replies
-//! ([`crate::raft_network::Contacts::format_of`]); the leader counts a reply
+//! ([`crate::raft::network::Contacts::format_of`]); the leader counts a reply
 //! only if it is recent (within the election timeout), so a member that is
 //! down, or was just restarted with another build, holds the version where
 //! it is until it answers again. Learners count because they apply the same

@@ -41,9 +41,9 @@ use tidal_proto::raft::{PreVoteRequest, PreVoteResponse};
 use tidal_store::{LogReader, Raft};
 use tokio::time::Instant;
 
+use super::network::{decode, encode};
+use super::vote_gate::VoteGate;
 use crate::channels::Channels;
-use crate::raft::vote_gate::VoteGate;
-use crate::raft_network::{decode, encode};
 
 /// The election timeouts to give openraft, whose own election timer is off:
 /// its leader lease (its `election_timeout_max`) becomes `min`, and its
@@ -253,7 +253,7 @@ impl Elections {
     /// Nor within the election timeout's minimum after this process started:
     /// a voter forgets when it last heard its leader when it restarts, and
     /// the leader's lease counts on every voter that accepted its entries
-    /// refusing other candidates for that long (leader/quorum.rs).
+    /// refusing other candidates for that long (raft/quorum.rs).
     pub fn may_vote(&self) -> Result<(), String> {
         let up = self.started.elapsed();
         if up < self.min {
@@ -470,7 +470,7 @@ impl Elections {
                 let req = PreVoteRequest {
                     candidate_id: self.node_id,
                     last_log_id: last_log_id.clone(),
-                    format: crate::raft_network::WIRE_FORMAT,
+                    format: super::network::WIRE_FORMAT,
                 };
                 let channel = self.channels.get(addr);
                 let id = *id;

@@ -22,7 +22,7 @@
 //!   as leader ([`Verdict::StepDown`]) and acknowledges nothing until a
 //!   majority accepts its entries again.
 //!
-//! [`Contacts::accepted`]: crate::raft_network::Contacts::accepted
+//! [`Contacts::accepted`]: crate::raft::network::Contacts::accepted
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
