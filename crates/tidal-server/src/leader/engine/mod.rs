@@ -22,6 +22,8 @@
 //! engine gave it; the engine remembers which handler proposed what
 //! ([`Purpose`]) and routes the answer there.
 
+pub mod sessions;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
