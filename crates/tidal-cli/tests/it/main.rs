@@ -9,7 +9,7 @@
 //! - `duplicate_agent`: a second agent process under a live id takes it over; the first exits 6.
 //! - `cli_errors`: usage and connection errors that need no server.
 //! - `elections`: a follower cut off from the leader rejoins without an election.
-//! - `harness`: starts servers and agents in a tempdir for cluster tests.
+//! - `harness`: tidal-testkit's cluster of the binary under test; worker scripts, a cuttable relay.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
 //! - `retention`: finished tasks and their keys expire; `get` says expired.
 //! - `shutdown`: SIGTERM on a leader (handed over, exit 0) and a follower,

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use tidal_client::{v1, Client, ClientOptions};
 use tokio::time::{sleep, Instant};
 
-use crate::harness::{free_ports, AgentOpts, Cluster, ClusterOpts, Proc};
+use crate::harness::{spawn, AgentOpts, Cluster, ClusterOpts, Proc};
 
 /// Members as node `addr` itself sees them: (id, voter) pairs.
 async fn members_seen_by(c: &Cluster, addr: &str) -> anyhow::Result<Vec<(u64, bool)>> {
@@ -316,8 +316,8 @@ async fn a_backup_restores_every_task_and_agent_into_a_new_cluster() -> anyhow::
     let agents = c.client.list_agents(false).await?;
     let queues = c.client.list_queues().await?;
 
-    // A new single-node cluster from the backup, on another port and directory.
-    let addr = format!("127.0.0.1:{}", free_ports(1)[0]);
+    // A new single-node cluster from the backup, on a port of the kernel's
+    // choice (it writes the one it bound to <data>/listen.addr) and another directory.
     let data = c.dir.path().join("restored");
     let args: Vec<String> = [
         "server",
@@ -326,7 +326,7 @@ async fn a_backup_restores_every_task_and_agent_into_a_new_cluster() -> anyhow::
         "--dc",
         "dc1",
         "--listen",
-        &addr,
+        "127.0.0.1:0",
         "--data",
         &data.display().to_string(),
         "--restore",
@@ -335,7 +335,10 @@ async fn a_backup_restores_every_task_and_agent_into_a_new_cluster() -> anyhow::
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let _restored = Proc::spawn("restored", &args, &c.dir.path().join("restored.log"))?;
+    let _restored = spawn("restored", &args, &c.dir.path().join("restored.log"))?;
+    let addr = tidal_testkit::ports::wait_listen_addr(&data, Duration::from_secs(30))
+        .await?
+        .to_string();
     let new = Client::with_options(vec![addr.clone()], c.client.options().clone())?;
     let mut waited = 0;
     let restored_tasks = loop {

@@ -170,7 +170,7 @@ async fn a_server_on_port_zero_reports_the_address_it_bound() {
     .map(|s| s.to_string())
     .collect();
     let log = dir.path().join("node1.log");
-    let node = crate::harness::Proc::spawn("node1", &args, &log).unwrap();
+    let node = crate::harness::spawn("node1", &args, &log).unwrap();
     node.wait_log("listening on ", Duration::from_secs(20))
         .await
         .unwrap();

@@ -52,11 +52,11 @@ impl TwoDcs {
                     .join(",")
             }
         };
-        a.opts.server_args = vec!["--peer".into(), format!("dc-b={}", via(&to_b, &b))];
-        a.opts
+        a.spec.server_args = vec!["--peer".into(), format!("dc-b={}", via(&to_b, &b))];
+        a.spec
             .server_args
             .extend(a_args.iter().map(|s| s.to_string()));
-        b.opts.server_args = vec!["--peer".into(), format!("dc-a={}", via(&to_a, &a))];
+        b.spec.server_args = vec!["--peer".into(), format!("dc-a={}", via(&to_a, &a))];
         a.launch().await?;
         b.launch().await?;
         Ok(TwoDcs { a, b, to_a, to_b })
@@ -436,7 +436,8 @@ async fn leader_kills_on_both_sides_lose_no_record_and_ingest_none_twice() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dc_without_a_route_keeps_serving_local_work() -> anyhow::Result<()> {
     // The peer's address answers nothing: no server listens there.
-    let nowhere = format!("127.0.0.1:{}", crate::harness::free_ports(1)[0]);
+    let held = tidal_testkit::Port::local()?;
+    let nowhere = held.addr().to_string();
     let mut a = Cluster::new(ClusterOpts {
         nodes: 1,
         dc: "dc-a".into(),
