@@ -7,7 +7,6 @@ pub mod drainer;
 pub mod driver;
 pub mod eager;
 pub mod engine;
-pub mod expirer;
 pub mod forwarder;
 pub mod leadership;
 pub mod push;
@@ -83,7 +82,6 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     )));
     tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
     tasks.push(tokio::spawn(drainer::run(node.clone(), leadership.clone())));
-    tasks.push(tokio::spawn(expirer::run(node.clone(), leadership.clone())));
     tasks.push(tokio::spawn(upgrader::run(
         node.clone(),
         leadership.clone(),

@@ -7,9 +7,8 @@
 //! recent finished tasks. A failed commit waits for the next look.
 
 use tidal_core::command::{Command, Response};
-use tidal_core::State;
 
-use super::{EngineConfig, Now, Output, ProposeError, Purpose};
+use super::{Ctx, Now, ProposeError, Purpose};
 
 /// Tasks per `Expire` entry: 8 bytes each, so an entry stays small and the
 /// state is held for writing only briefly per entry.
@@ -37,19 +36,19 @@ impl Expiry {
     }
 
     /// Looks if a look is due.
-    pub(crate) fn fire(&mut self, now: Now, state: &State, cfg: &EngineConfig, out: &mut Output) {
+    pub(crate) fn fire(&mut self, cx: &mut Ctx) {
         match self.next {
-            Some(at) if at <= now.mono_ms && !self.in_flight => {
-                self.next = Some(now.mono_ms + EXPIRE_EVERY_MS);
-                self.batch(now, state, cfg, out);
+            Some(at) if at <= cx.now.mono_ms && !self.in_flight => {
+                self.next = Some(cx.now.mono_ms + EXPIRE_EVERY_MS);
+                self.batch(cx);
             }
             _ => {}
         }
     }
 
     /// Proposes the next batch, if anything is old enough.
-    fn batch(&mut self, now: Now, state: &State, cfg: &EngineConfig, out: &mut Output) {
-        let before_ms = now.wall_ms.saturating_sub(cfg.retain_finished_ms);
+    fn batch(&mut self, cx: &mut Ctx) {
+        let before_ms = cx.now.wall_ms.saturating_sub(cx.cfg.retain_finished_ms);
         // `Expire` is of cluster format version 2: a cluster still at 1 (an
         // upgrade under way, README: Rolling upgrade) keeps its finished
         // tasks until every member supports it.
@@ -58,28 +57,22 @@ impl Expiry {
             tasks: Vec::new(),
         }
         .required_version();
-        if state.cluster_version() < needed {
+        if cx.state.cluster_version() < needed {
             return;
         }
-        let tasks = state.finished_before(before_ms, EXPIRE_BATCH);
+        let tasks = cx.state.finished_before(before_ms, EXPIRE_BATCH);
         if tasks.is_empty() {
             return;
         }
         let full = tasks.len() >= EXPIRE_BATCH;
-        out.propose(Purpose::Expire { full }, Command::Expire { before_ms, tasks });
+        cx.out.propose(
+            Purpose::Expire { full },
+            Command::Expire { before_ms, tasks },
+        );
         self.in_flight = true;
     }
 
-    pub(crate) fn committed(
-        &mut self,
-        full: bool,
-        index: u64,
-        response: Response,
-        now: Now,
-        state: &State,
-        cfg: &EngineConfig,
-        out: &mut Output,
-    ) {
+    pub(crate) fn committed(&mut self, full: bool, index: u64, response: Response, cx: &mut Ctx) {
         self.in_flight = false;
         match response {
             Response::Expired { removed, rejected } => {
@@ -91,7 +84,7 @@ impl Expiry {
                 );
                 // Batches back to back until nothing old enough is left.
                 if !removed.is_empty() && full {
-                    self.batch(now, state, cfg, out);
+                    self.batch(cx);
                 }
             }
             other => tracing::warn!(response = ?other, "expiry not applied"),

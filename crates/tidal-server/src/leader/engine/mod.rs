@@ -30,6 +30,10 @@ use std::fmt;
 use tidal_core::command::{Command, Response};
 use tidal_core::State;
 
+mod expiry;
+
+pub use expiry::{EXPIRE_BATCH, EXPIRE_EVERY_MS};
+
 /// Names a proposal from the engine to its answer.
 pub type ProposalId = u64;
 
@@ -104,14 +108,19 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Handler {
     // One variant per handler file: engine/<name>.rs.
+    /// Retention's expirer (`expiry.rs`).
+    Expiry,
 }
 
 impl Handler {
     /// Every handler, in order.
-    pub const ALL: &'static [Handler] = &[];
+    pub const ALL: &'static [Handler] = &[Handler::Expiry];
 
+    /// The handler's name in scenario files.
     pub fn name(self) -> &'static str {
-        match self {}
+        match self {
+            Handler::Expiry => "expiry",
+        }
     }
 }
 
@@ -161,6 +170,16 @@ impl Default for EngineConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Purpose {
     // One variant per proposing handler.
+    /// An `Expire` batch; `full` if it held [`EXPIRE_BATCH`] tasks.
+    Expire { full: bool },
+}
+
+/// What a handler is given: the time, the applied state, the settings, and where to write.
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Now,
+    pub(crate) state: &'a State,
+    pub(crate) cfg: &'a EngineConfig,
+    pub(crate) out: &'a mut Output,
 }
 
 /// Where handlers write: the actions for the driver and the proposals in flight.
@@ -173,7 +192,6 @@ pub(crate) struct Output {
 
 impl Output {
     /// Proposes `command` for `purpose`; returns its id.
-    #[allow(dead_code)]
     pub(crate) fn propose(&mut self, purpose: Purpose, command: Command) -> ProposalId {
         self.next_id += 1;
         let id = self.next_id;
@@ -193,6 +211,7 @@ pub struct Engine {
     cfg: EngineConfig,
     established: bool,
     out: Output,
+    expiry: expiry::Expiry,
 }
 
 impl Engine {
@@ -201,6 +220,7 @@ impl Engine {
             cfg,
             established: false,
             out: Output::default(),
+            expiry: expiry::Expiry::default(),
         }
     }
 
@@ -208,42 +228,46 @@ impl Engine {
         &self.cfg
     }
 
-    /// Whether handler `h` acts.
-    #[allow(dead_code)]
-    fn on(&self, h: Handler) -> bool {
-        self.cfg.handlers.contains(&h)
-    }
-
     /// Takes in one event at `now`, reading `state` (the applied state); then
     /// fires every timer that is due. The actions wait in
     /// [`Engine::take_actions`].
     pub fn step(&mut self, now: Now, state: &State, event: Event) {
+        let mut cx = Ctx {
+            now,
+            state,
+            cfg: &self.cfg,
+            out: &mut self.out,
+        };
         match event {
-            Event::Established => self.established = true,
+            Event::Established => {
+                self.established = true;
+                if cx.cfg.handlers.contains(&Handler::Expiry) {
+                    self.expiry.start(now);
+                }
+            }
             Event::Tick => {}
             Event::Work(_work) => {}
             Event::Committed {
                 id,
-                index: _index,
-                response: _response,
-            } => {
-                if let Some(purpose) = self.out.inflight.remove(&id) {
-                    match purpose {}
+                index,
+                response,
+            } => match cx.out.inflight.remove(&id) {
+                Some(Purpose::Expire { full }) => {
+                    self.expiry.committed(full, index, response, &mut cx)
                 }
-            }
-            Event::NotCommitted { id, error: _error } => {
-                if let Some(purpose) = self.out.inflight.remove(&id) {
-                    match purpose {}
-                }
-            }
+                None => {}
+            },
+            Event::NotCommitted { id, error } => match cx.out.inflight.remove(&id) {
+                Some(Purpose::Expire { .. }) => self.expiry.not_committed(&error),
+                None => {}
+            },
         }
         if self.established {
-            self.fire(now, state);
+            // Each enabled handler whose timer is due at `now` (a handler
+            // that was not started has none).
+            self.expiry.fire(&mut cx);
         }
     }
-
-    /// Runs each enabled handler whose timer is due at `now`.
-    fn fire(&mut self, _now: Now, _state: &State) {}
 
     /// The actions since the last call, in the order they were decided.
     pub fn take_actions(&mut self) -> Vec<Action> {
@@ -253,7 +277,7 @@ impl Engine {
     /// The earliest `mono_ms` at which a timer is due, if any: the driver
     /// steps a [`Event::Tick`] then (or earlier, with another event).
     pub fn next_wake(&self) -> Option<u64> {
-        let wakes: [Option<u64>; 0] = [];
+        let wakes = [self.expiry.next_wake()];
         wakes.into_iter().flatten().min()
     }
 

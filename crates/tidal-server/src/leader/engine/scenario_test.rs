@@ -18,8 +18,9 @@
 //! - `time +MS`: advances both clocks.
 //! - State, applied directly: `agent ID [slots=N] [types=a,b]`,
 //!   `queue NAME [weight=W]`, `submit N [type=T] [queue=Q]`,
-//!   `start ID,..` (the holder reports them running), `complete ID,..` (success
-//!   with the current token), `down AGENT`, `version V` (cluster format version).
+//!   `assign AGENT ID,..` (ids may be ranges: `1-20`), `start ID,..` (the
+//!   holder reports them running), `complete ID,..` (success with the current
+//!   token), `down AGENT`, `version V` (raises the cluster format version).
 //! - Events: `established`, `tick`, `work submitted|freed|queue-set|drain-changed`,
 //!   `commit #ID` (applies the proposal and prints its response),
 //!   `fail #ID [ERROR]`.
@@ -90,11 +91,19 @@ fn proposal(word: &str) -> Result<ProposalId, String> {
         .ok_or_else(|| format!("{word:?} is not a proposal (#N)"))
 }
 
+/// Task ids: `1,2,5-9`.
 fn ids(word: &str) -> Result<Vec<TaskId>, String> {
-    word.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<TaskId>().map_err(|e| e.to_string()))
-        .collect()
+    let mut out = Vec::new();
+    for part in word.split(',').filter(|s| !s.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (a.parse::<TaskId>()?, b.parse::<TaskId>()?);
+                out.extend((a.0..=b.0).map(TaskId));
+            }
+            None => out.push(part.parse::<TaskId>()?),
+        }
+    }
+    Ok(out)
 }
 
 impl Scenario {
@@ -220,6 +229,17 @@ impl Scenario {
                 match self.apply(Command::Submit(vec![spec; n])).0 {
                     Response::Submitted(v) if v.iter().all(Result::is_ok) => Ok(None),
                     other => Err(format!("submit failed: {other:?}")),
+                }
+            }
+            "assign" => {
+                let tasks = rest.get(1).ok_or("assign AGENT IDS")?;
+                let pairs = ids(tasks)?
+                    .into_iter()
+                    .map(|t| (t, first.to_string()))
+                    .collect();
+                match self.apply(Command::Assign(pairs)).0 {
+                    Response::Assigned { rejected, .. } if rejected.is_empty() => Ok(None),
+                    other => Err(format!("assign failed: {other:?}")),
                 }
             }
             "start" => {
@@ -349,13 +369,29 @@ fn expect_ok(r: Response) -> Result<Option<String>, String> {
     }
 }
 
+/// Task ids with runs shown as ranges: `1,4-9`.
 fn tasks(ids: &[TaskId]) -> String {
-    let ids: Vec<String> = ids.iter().map(|t| t.0.to_string()).collect();
-    if ids.is_empty() {
-        "-".into()
-    } else {
-        ids.join(",")
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for id in ids {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == id.0 => *end = id.0,
+            _ => runs.push((id.0, id.0)),
+        }
     }
+    if runs.is_empty() {
+        return "-".into();
+    }
+    let runs: Vec<String> = runs
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    runs.join(",")
 }
 
 /// One action as a line of a scenario file.
