@@ -16,6 +16,7 @@ use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
 use crate::leader::eager::EagerPlacement;
+use crate::leader::engine::{version_to_raise, MemberFormat};
 use crate::leader::leadership::{Leadership, LeadershipSlot};
 use crate::links::PeerTable;
 use crate::raft::contact::LeaderContact;
@@ -300,9 +301,9 @@ impl Node {
             .unwrap_or(tidal_core::FORMAT_VERSION_MAX)
     }
 
-    /// The version every member supports now, if it is above `current`.
-    pub(crate) fn version_to_raise(&self, current: u8) -> Option<u8> {
-        let fresh = std::time::Duration::from_millis(self.config.election_timeout.1);
+    /// What every other member of the cluster (voters and learners) last
+    /// said of the format versions it supports ([`Contacts::format_of`]).
+    pub fn member_formats(&self) -> Vec<MemberFormat> {
         let members: Vec<u64> = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
@@ -312,14 +313,28 @@ impl Node {
                 .map(|(id, _)| *id)
                 .collect()
         };
-        let mut common = self.supported_format_version();
-        for id in members.into_iter().filter(|id| *id != self.id) {
-            match self.contacts.format_of(id) {
-                Some((max, age)) if age <= fresh => common = common.min(max),
-                _ => return None,
-            }
-        }
-        (common > current).then_some(common)
+        members
+            .into_iter()
+            .filter(|id| *id != self.id)
+            .map(|id| MemberFormat {
+                id,
+                format: self
+                    .contacts
+                    .format_of(id)
+                    .map(|(max, age)| (max, age.as_millis() as u64)),
+            })
+            .collect()
+    }
+
+    /// The cluster format version every member supports now, if it is above
+    /// `current` (README: Rolling upgrade; the leader engine's raiser).
+    pub fn version_to_raise(&self, current: u8) -> Option<u8> {
+        version_to_raise(
+            self.supported_format_version(),
+            current,
+            &self.member_formats(),
+            self.config.election_timeout.1,
+        )
     }
 
     /// On the leader, refuses a command that needs a cluster format version

@@ -31,6 +31,7 @@ pub fn config(node: &Node) -> EngineConfig {
         retain_finished_ms: c.retain_finished.as_millis() as u64,
         raft_heartbeat_ms: c.raft_heartbeat_ms,
         election_timeout_max_ms: c.election_timeout.1,
+        supported_format: node.supported_format_version(),
     }
 }
 
@@ -63,7 +64,11 @@ pub async fn run(
                 Some(e) => e,
                 None => return,
             },
-            _ = sleep_until(wake) => Event::Tick,
+            _ = sleep_until(wake) => {
+                // What the timers read besides the state, as of now.
+                step(&node, &mut engine, clock(), Event::MemberFormats(node.member_formats()), &inbox);
+                Event::Tick
+            }
             _ = leadership.ended() => return,
         };
     }

@@ -13,7 +13,6 @@ pub mod push;
 pub mod reaper;
 pub mod sessions;
 pub mod shipper;
-pub mod upgrader;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,10 +81,6 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     )));
     tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
     tasks.push(tokio::spawn(drainer::run(node.clone(), leadership.clone())));
-    tasks.push(tokio::spawn(upgrader::run(
-        node.clone(),
-        leadership.clone(),
-    )));
     if !node.config.peers.is_empty() {
         tasks.push(tokio::spawn(forwarder::run(
             node.clone(),

@@ -31,8 +31,10 @@ use tidal_core::command::{Command, Response};
 use tidal_core::State;
 
 mod expiry;
+mod upgrade;
 
 pub use expiry::{EXPIRE_BATCH, EXPIRE_EVERY_MS};
+pub use upgrade::{version_to_raise, MemberFormat};
 
 /// Names a proposal from the engine to its answer.
 pub type ProposalId = u64;
@@ -88,6 +90,10 @@ pub enum Event {
     },
     /// A proposal of the engine failed.
     NotCommitted { id: ProposalId, error: ProposeError },
+    /// What the other members of the cluster last said of the format
+    /// versions they support, as of now (the driver reads them before each
+    /// timer `Tick`; the raiser looks when told).
+    MemberFormats(Vec<MemberFormat>),
     // Handlers add their events below this line: agent sessions
     // (SessionOpened, SessionClosed, Heartbeat, StopReported, Granted,
     // Cancelled, Forgotten), member formats, peer answers.
@@ -110,16 +116,19 @@ pub enum Handler {
     // One variant per handler file: engine/<name>.rs.
     /// Retention's expirer (`expiry.rs`).
     Expiry,
+    /// The format-version raiser (`upgrade.rs`).
+    Upgrade,
 }
 
 impl Handler {
     /// Every handler, in order.
-    pub const ALL: &'static [Handler] = &[Handler::Expiry];
+    pub const ALL: &'static [Handler] = &[Handler::Expiry, Handler::Upgrade];
 
     /// The handler's name in scenario files.
     pub fn name(self) -> &'static str {
         match self {
             Handler::Expiry => "expiry",
+            Handler::Upgrade => "upgrade",
         }
     }
 }
@@ -149,6 +158,8 @@ pub struct EngineConfig {
     pub retain_finished_ms: u64,
     pub raft_heartbeat_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// The highest cluster format version this node supports.
+    pub supported_format: u8,
 }
 
 impl Default for EngineConfig {
@@ -162,6 +173,7 @@ impl Default for EngineConfig {
             retain_finished_ms: 24 * 3600 * 1000,
             raft_heartbeat_ms: 100,
             election_timeout_max_ms: 600,
+            supported_format: tidal_core::FORMAT_VERSION_MAX,
         }
     }
 }
@@ -172,6 +184,8 @@ pub(crate) enum Purpose {
     // One variant per proposing handler.
     /// An `Expire` batch; `full` if it held [`EXPIRE_BATCH`] tasks.
     Expire { full: bool },
+    /// A `SetClusterVersion` from one version to another.
+    RaiseVersion { from: u8, to: u8 },
 }
 
 /// What a handler is given: the time, the applied state, the settings, and where to write.
@@ -212,6 +226,7 @@ pub struct Engine {
     established: bool,
     out: Output,
     expiry: expiry::Expiry,
+    upgrade: upgrade::Upgrade,
 }
 
 impl Engine {
@@ -221,6 +236,7 @@ impl Engine {
             established: false,
             out: Output::default(),
             expiry: expiry::Expiry::default(),
+            upgrade: upgrade::Upgrade::default(),
         }
     }
 
@@ -241,8 +257,12 @@ impl Engine {
         match event {
             Event::Established => {
                 self.established = true;
-                if cx.cfg.handlers.contains(&Handler::Expiry) {
+                let on = |h| cx.cfg.handlers.contains(&h);
+                if on(Handler::Expiry) {
                     self.expiry.start(now);
+                }
+                if on(Handler::Upgrade) {
+                    self.upgrade.start(now);
                 }
             }
             Event::Tick => {}
@@ -255,12 +275,19 @@ impl Engine {
                 Some(Purpose::Expire { full }) => {
                     self.expiry.committed(full, index, response, &mut cx)
                 }
+                Some(Purpose::RaiseVersion { from, to }) => {
+                    self.upgrade.committed((from, to), index, response, cx.cfg)
+                }
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.inflight.remove(&id) {
                 Some(Purpose::Expire { .. }) => self.expiry.not_committed(&error),
+                Some(Purpose::RaiseVersion { to, .. }) => {
+                    self.upgrade.not_committed(to, &error, cx.cfg)
+                }
                 None => {}
             },
+            Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
         }
         if self.established {
             // Each enabled handler whose timer is due at `now` (a handler
@@ -277,7 +304,7 @@ impl Engine {
     /// The earliest `mono_ms` at which a timer is due, if any: the driver
     /// steps a [`Event::Tick`] then (or earlier, with another event).
     pub fn next_wake(&self) -> Option<u64> {
-        let wakes = [self.expiry.next_wake()];
+        let wakes = [self.expiry.next_wake(), self.upgrade.next_wake()];
         wakes.into_iter().flatten().min()
     }
 

@@ -14,7 +14,7 @@
 //! Directives (`key=value` arguments, lists comma-separated):
 //!
 //! - `config [handlers=a,b] [seed=N] [agent_ttl=MS] [heartbeat=MS] [retain=MS]
-//!   [raft_heartbeat=MS] [election_max=MS]`: a new engine (before the first event).
+//!   [raft_heartbeat=MS] [election_max=MS] [supported=V]`: a new engine (before the first event).
 //! - `time +MS`: advances both clocks.
 //! - State, applied directly: `agent ID [slots=N] [types=a,b]`,
 //!   `queue NAME [weight=W]`, `submit N [type=T] [queue=Q]`,
@@ -23,7 +23,8 @@
 //!   token), `down AGENT`, `version V` (raises the cluster format version).
 //! - Events: `established`, `tick`, `work submitted|freed|queue-set|drain-changed`,
 //!   `commit #ID` (applies the proposal and prints its response),
-//!   `fail #ID [ERROR]`.
+//!   `fail #ID [ERROR]`, `formats ID=V@AGE|ID=never,..` (the other members'
+//!   supported format versions and their replies' age in ms).
 //! - `actions`: prints the actions since the last `actions`, one a line, then
 //!   `wake-at MS` (the engine's next timer) or `wake-at none`.
 //!
@@ -38,7 +39,9 @@ use tidal_core::command::{ApplyCtx, Command, Completion, Response};
 use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec};
 use tidal_core::State;
 
-use super::{Action, Engine, EngineConfig, Event, Now, ProposalId, ProposeError, Work};
+use super::{
+    Action, Engine, EngineConfig, Event, MemberFormat, Now, ProposalId, ProposeError, Work,
+};
 
 /// The wall clock when a scenario starts.
 const WALL0: u64 = 1_000_000;
@@ -179,6 +182,7 @@ impl Scenario {
                     retain_finished_ms: num(&a, "retain", d.retain_finished_ms)?,
                     raft_heartbeat_ms: num(&a, "raft_heartbeat", d.raft_heartbeat_ms)?,
                     election_timeout_max_ms: num(&a, "election_max", d.election_timeout_max_ms)?,
+                    supported_format: num(&a, "supported", d.supported_format)?,
                     ..d
                 };
                 Ok(None)
@@ -303,6 +307,26 @@ impl Scenario {
                     other => return Err(format!("unknown work {other:?}")),
                 };
                 self.step(Event::Work(work));
+                Ok(None)
+            }
+            "formats" => {
+                let mut formats = Vec::new();
+                for item in first.split(',').filter(|s| !s.is_empty()) {
+                    let (id, format) = item
+                        .split_once('=')
+                        .ok_or_else(|| format!("{item:?}: want ID=V@AGE or ID=never"))?;
+                    let id = id.parse().map_err(|_| format!("member {id:?}"))?;
+                    let format = match format.split_once('@') {
+                        None if format == "never" => None,
+                        Some((v, age)) => Some((
+                            v.parse().map_err(|_| format!("version {v:?}"))?,
+                            age.parse().map_err(|_| format!("age {age:?}"))?,
+                        )),
+                        None => return Err(format!("{item:?}: want ID=V@AGE or ID=never")),
+                    };
+                    formats.push(MemberFormat { id, format });
+                }
+                self.step(Event::MemberFormats(formats));
                 Ok(None)
             }
             "commit" => {
