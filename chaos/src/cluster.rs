@@ -5,16 +5,16 @@
 //! own network namespace (`ip netns exec NS tidal ...`), the nodes listen
 //! on their namespace's address and nftables drops the faulted packets.
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tidal_client::{v1, Client, ClientOptions};
+use tidal_testkit::Port;
+pub use tidal_testkit::Proc;
 use tokio::time::{sleep, Instant};
 
 use crate::link::Peer;
@@ -72,185 +72,31 @@ impl Layout {
     }
 }
 
-/// One child process; SIGKILLed on drop.
-pub struct Proc {
-    pub log: PathBuf,
+/// A node or agent process of the run: `ip netns exec NS tidal ...` in the
+/// netns mode, killed when the harness dies, logging at `TIDAL_CHAOS_LOG`
+/// (default info), never armed by the harness's own `FAILPOINTS`.
+fn proc(
+    layout: &Layout,
+    name: &str,
     args: Vec<String>,
-    /// The network namespace it runs in (netns mode).
+    log: PathBuf,
     netns: Option<String>,
-    child: Option<Child>,
-    /// How many times it was restarted (the first start is incarnation 0).
-    pub incarnation: u32,
-    started: bool,
-    pub paused: bool,
-    /// Extra environment for the next start (e.g. armed crash points).
-    pub env: Vec<(String, String)>,
-}
-
-impl Proc {
-    fn new(log: PathBuf, args: Vec<String>, netns: Option<String>) -> Proc {
-        Proc {
-            log,
-            args,
-            netns,
-            child: None,
-            incarnation: 0,
-            started: false,
-            paused: false,
-            env: Vec::new(),
-        }
-    }
-
-    fn start(&mut self, tidal: &Path) -> anyhow::Result<()> {
-        if self.child.is_some() {
-            return Ok(());
-        }
-        let out = File::options().create(true).append(true).open(&self.log)?;
-        let err = out.try_clone()?;
-        // `ip netns exec` enters the namespace and execs tidal in place, so
-        // the child's pid is tidal's (signals reach it, not a wrapper).
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(tidal);
-                c
-            }
-            None => Command::new(tidal),
-        };
-        die_with_parent(&mut cmd);
-        let child = cmd
-            .args(&self.args)
-            .env(
-                "RUST_LOG",
-                std::env::var("TIDAL_CHAOS_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env_remove("FAILPOINTS")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {}", tidal.display()))?;
-        if self.started {
-            self.incarnation += 1;
-        }
-        self.started = true;
-        self.child = Some(child);
-        self.paused = false;
-        Ok(())
-    }
-
-    pub fn running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    /// If the process has exited on its own, reaps it and says how.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(status)
-    }
-
-    fn signal(&self, sig: i32) {
-        if let Some(c) = &self.child {
-            // SAFETY: kill(2) on our own child's pid has no memory effects.
-            unsafe {
-                libc::kill(c.id() as i32, sig);
-            }
-        }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.paused = false;
-    }
-
-    /// Sends SIGTERM: a graceful stop.
-    pub fn terminate(&self) {
-        self.signal(libc::SIGTERM);
-    }
-
-    /// Sends SIGUSR1: a `tidal server` built with `failpoints` loses power
-    /// (drops every write it has not fsynced and aborts).
-    pub fn lose_power(&self) {
-        self.signal(libc::SIGUSR1);
-    }
-
-    /// Waits up to `timeout` for the process to exit on its own; reaps it
-    /// and says how.
-    pub async fn wait_exit(
-        &mut self,
-        timeout: std::time::Duration,
-    ) -> Option<std::process::ExitStatus> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            if self.child.is_none() || tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    }
-
-    /// The last line of its log that contains `needle`.
-    pub fn last_log_line(&self, needle: &str) -> Option<String> {
-        let text = std::fs::read_to_string(&self.log).ok()?;
-        text.lines()
-            .rev()
-            .find(|l| l.contains(needle))
-            .map(|l| l.trim().to_string())
-    }
-
-    pub fn pause(&mut self) {
-        if self.child.is_some() && !self.paused {
-            self.signal(libc::SIGSTOP);
-            self.paused = true;
-        }
-    }
-
-    pub fn resume(&mut self) {
-        if self.paused {
-            self.signal(libc::SIGCONT);
-            self.paused = false;
-        }
-    }
-}
-
-/// On Linux, the child gets SIGKILL when the thread that started it ends,
-/// so a harness killed by a CI timeout leaves no servers or agents behind.
-/// (Processes are started from the runtime's worker threads, which live as
-/// long as the harness.)
-#[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.resume();
-        self.kill();
-    }
+) -> Proc {
+    let level = std::env::var("TIDAL_CHAOS_LOG").unwrap_or_else(|_| "info".into());
+    Proc::new(name, &layout.tidal, args, &log)
+        .netns(netns)
+        .die_with_parent(libc::SIGKILL)
+        .env("RUST_LOG", &level)
+        .env_remove("FAILPOINTS")
 }
 
 pub struct Node {
     pub id: u64,
     /// Where the node listens; only the observer dials it directly.
     pub private: SocketAddr,
+    /// Holds `private` for the run (not in the netns mode, where each node
+    /// has its namespace's address to itself).
+    _held: Option<Port>,
     /// Its proxy: what it advertises and everyone else dials.
     pub public: SocketAddr,
     pub proc: Proc,
@@ -276,48 +122,6 @@ pub struct Cluster {
 /// namespace, on its own address).
 pub const NETNS_SERVER_PORT: u16 = 7100;
 
-/// Where [`server_port`] looks: from here up to the kernel's range for
-/// outgoing connections.
-const SERVER_PORTS_FROM: u32 = 10_000;
-
-/// The first port of the kernel's range for outgoing connections.
-fn outgoing_ports_from() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768)
-        .min(u32::from(u16::MAX))
-}
-
-/// A free 127.0.0.1 port for a server that binds it later, and again after
-/// each restart. A port from `127.0.0.1:0` comes from the kernel's range for
-/// outgoing connections (`ip_local_port_range`, 32768-60999 by default), so
-/// any connection made in the meantime may take it as its source port and
-/// the server then fails with "Address already in use" (seen in CI: a node
-/// of S18 never started). These ports come from below that range, from a
-/// starting point that differs per process and moves on with each call;
-/// each is checked free by binding it.
-pub fn server_port() -> anyhow::Result<u16> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let outgoing_from = outgoing_ports_from();
-    let Some(span) = outgoing_from
-        .checked_sub(SERVER_PORTS_FROM)
-        .filter(|&n| n >= 1_000)
-    else {
-        bail!("no room for server ports below the outgoing range, which starts at {outgoing_from}");
-    };
-    // Spread processes (nextest runs each test in its own) over the span.
-    let base = std::process::id().wrapping_mul(2_654_435_761) % span;
-    for _ in 0..span {
-        let k = NEXT.fetch_add(1, Ordering::Relaxed) % span;
-        let port = (SERVER_PORTS_FROM + (base + k) % span) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port between {SERVER_PORTS_FROM} and {outgoing_from}")
-}
-
 impl Cluster {
     /// Starts the nodes behind their proxies, joins them into one group and
     /// starts the agents; returns when every agent is connected.
@@ -340,16 +144,17 @@ impl Cluster {
         }
         for i in 1..=layout.nodes as u64 {
             let peer = layout.node_peer(i);
-            let (private, public) = match ns {
+            let (private, public, held) = match ns {
                 // Its own namespace: one address, no proxy.
                 Some(ns) => {
                     let addr = SocketAddr::new(ns.ip(peer), NETNS_SERVER_PORT);
-                    (addr, addr)
+                    (addr, addr, None)
                 }
                 None => {
                     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
                     let public = listener.local_addr()?;
-                    let private: SocketAddr = format!("127.0.0.1:{}", server_port()?).parse()?;
+                    let held = Port::local().context("holding a server port")?;
+                    let private = held.addr();
                     proxies.push(Proxy::start(
                         listener,
                         layout.id_base + i as u8,
@@ -357,21 +162,18 @@ impl Cluster {
                         net.clone(),
                         layout.seed ^ i,
                     )?);
-                    (private, public)
+                    (private, public, Some(held))
                 }
             };
             let args = node_args(&layout, i, private, public, net.ip(peer));
+            let name = format!("{}node{i}", log_prefix(&layout));
+            let log = layout.dir.join(format!("{name}.log"));
             nodes.push(Node {
                 id: i,
                 private,
+                _held: held,
                 public,
-                proc: Proc::new(
-                    layout
-                        .dir
-                        .join(format!("{}node{i}.log", log_prefix(&layout))),
-                    args,
-                    ns.and_then(|n| n.ns(peer)),
-                ),
+                proc: proc(&layout, &name, args, log, ns.and_then(|n| n.ns(peer))),
             });
         }
         let publics: Vec<String> = nodes.iter().map(|n| n.public.to_string()).collect();
@@ -379,13 +181,9 @@ impl Cluster {
         for k in 1..=layout.agents {
             let peer = layout.agent_peer(k as u8);
             let args = agent_args(&layout, k as u8, &publics, sink, net.ip(peer));
-            agents.push(Proc::new(
-                layout
-                    .dir
-                    .join(format!("{}agent-{k}.log", log_prefix(&layout))),
-                args,
-                ns.and_then(|n| n.ns(peer)),
-            ));
+            let name = format!("{}agent-{k}", log_prefix(&layout));
+            let log = layout.dir.join(format!("{name}.log"));
+            agents.push(proc(&layout, &name, args, log, ns.and_then(|n| n.ns(peer))));
         }
         let admin = Client::with_options(
             publics.clone(),
@@ -428,10 +226,10 @@ impl Cluster {
     pub async fn launch(&mut self) -> anyhow::Result<()> {
         let c = self;
         c.nodes[0].proc.args.push("--init".into());
-        c.nodes[0].proc.start(&c.layout.tidal)?;
+        c.nodes[0].proc.start()?;
         c.wait_leader(Duration::from_secs(20)).await?;
         for i in 1..c.nodes.len() {
-            c.nodes[i].proc.start(&c.layout.tidal)?;
+            c.nodes[i].proc.start()?;
         }
         for n in c.nodes.iter().take(c.layout.voters).skip(1) {
             c.admin
@@ -444,7 +242,7 @@ impl Cluster {
                 .with_context(|| format!("promoting node {}", n.id))?;
         }
         for a in &mut c.agents {
-            a.start(&c.layout.tidal)?;
+            a.start()?;
         }
         c.wait_agents(Duration::from_secs(30)).await?;
         Ok(())
@@ -455,16 +253,14 @@ impl Cluster {
     }
 
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
-        let tidal = self.layout.tidal.clone();
-        self.node(id).proc.start(&tidal)?;
+        self.node(id).proc.start()?;
         let inc = self.node(id).proc.incarnation;
         self.incarnations[(id - 1) as usize].store(inc, Ordering::Relaxed);
         Ok(())
     }
 
     pub fn restart_agent(&mut self, k: usize) -> anyhow::Result<()> {
-        let tidal = self.layout.tidal.clone();
-        self.agents[k - 1].start(&tidal)
+        self.agents[k - 1].start()
     }
 
     /// Starts a second process with agent `k`'s id and flags (its own log,
@@ -472,12 +268,10 @@ impl Cluster {
     pub fn start_duplicate_agent(&mut self, k: usize) -> anyhow::Result<Proc> {
         let a = &self.agents[k - 1];
         let n = self.retired.len() + 1;
-        let log = self
-            .layout
-            .dir
-            .join(format!("{}agent-{k}.dup{n}.log", log_prefix(&self.layout)));
-        let mut p = Proc::new(log, a.args.clone(), a.netns.clone());
-        p.start(&self.layout.tidal)?;
+        let name = format!("{}agent-{k}.dup{n}", log_prefix(&self.layout));
+        let log = self.layout.dir.join(format!("{name}.log"));
+        let mut p = proc(&self.layout, &name, a.args.clone(), log, a.netns.clone());
+        p.start()?;
         Ok(p)
     }
 
@@ -559,8 +353,8 @@ impl Cluster {
         self.net.heal();
         // Disarm crash points: restart armed nodes without them.
         for id in 1..=self.nodes.len() as u64 {
-            if !self.node(id).proc.env.is_empty() {
-                self.node(id).proc.env.clear();
+            if !self.node(id).proc.extra_env.is_empty() {
+                self.node(id).proc.extra_env.clear();
                 self.node(id).proc.resume();
                 self.node(id).proc.kill();
             }
@@ -725,23 +519,4 @@ fn agent_args(
     ])
     .map(|s| s.to_string())
     .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_ports_are_distinct_and_below_the_outgoing_range() {
-        let outgoing_from = outgoing_ports_from();
-        let ports: Vec<u16> = (0..50).map(|_| server_port().unwrap()).collect();
-        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
-        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
-        for &p in &ports {
-            assert!(
-                u32::from(p) >= SERVER_PORTS_FROM && u32::from(p) < outgoing_from,
-                "{p}"
-            );
-        }
-    }
 }

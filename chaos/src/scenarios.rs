@@ -865,7 +865,7 @@ impl Nemesis<'_> {
                 if round == 0 {
                     // Arm every node, one restart at a time.
                     for id in 1..=n {
-                        self.cluster.node(id).proc.env =
+                        self.cluster.node(id).proc.extra_env =
                             vec![("FAILPOINTS".into(), CRASH_POINTS.into())];
                         self.cluster.node(id).proc.kill();
                         self.cluster.restart(id)?;
@@ -877,7 +877,7 @@ impl Nemesis<'_> {
                 let watch_until = Instant::now() + Duration::from_secs(2);
                 while Instant::now() < watch_until {
                     for id in 1..=n {
-                        if let Some(status) = self.cluster.node(id).proc.exited() {
+                        if let Some(status) = self.cluster.node(id).proc.try_exit() {
                             self.note("crash", format!("node {id} exited ({status})"));
                             self.cluster.restart(id)?;
                         }

@@ -20,8 +20,11 @@ pub struct Proc {
     pub log: PathBuf,
     pub exe: PathBuf,
     pub args: Vec<String>,
-    /// Extra environment of the next start (e.g. armed crash points).
-    pub env: Vec<(String, String)>,
+    /// Environment of every start.
+    env: Vec<(String, String)>,
+    /// Environment of the next starts after `env`, for the launcher to
+    /// change between starts (e.g. armed crash points).
+    pub extra_env: Vec<(String, String)>,
     /// Variables removed from the inherited environment at each start.
     pub env_remove: Vec<String>,
     /// The network namespace it runs in (`ip netns exec NS exe ...`).
@@ -47,6 +50,7 @@ impl Proc {
             exe: exe.to_path_buf(),
             args,
             env: Vec::new(),
+            extra_env: Vec::new(),
             env_remove: Vec::new(),
             netns: None,
             death_signal: None,
@@ -129,7 +133,7 @@ impl Proc {
         for k in &self.env_remove {
             cmd.env_remove(k);
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+        cmd.envs(self.env.iter().chain(&self.extra_env).map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
