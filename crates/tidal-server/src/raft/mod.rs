@@ -3,7 +3,10 @@
 //!
 //! - [`network`]: openraft's RPCs over tonic, client side (the server side is
 //!   `grpc::raft_service`), and when each peer last accepted this node's entries.
-//! - [`elections`]: when to elect: a pre-vote first, then openraft's election.
+//! - `elections`: when to elect, the driver: a pre-vote first, then
+//!   openraft's election.
+//! - `pre_vote`: the pre-vote's rules, a pure state machine (time and seed
+//!   passed in).
 //! - [`transfer`]: handing leadership over (`transfer-leader`, shutdown).
 //! - [`quorum`]: check-quorum and the leader's lease.
 //! - [`vote_gate`]: a node that started on an empty store votes only once it
@@ -13,6 +16,7 @@
 pub mod contact;
 mod elections;
 pub mod network;
+mod pre_vote;
 pub mod quorum;
 pub mod transfer;
 pub mod vote_gate;
