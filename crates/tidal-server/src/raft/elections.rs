@@ -391,7 +391,7 @@ impl Elections {
 
     /// Starts an election now, without a pre-vote (the target of a
     /// leadership transfer), once the voters' leader lease has run out
-    /// ([`PreVote::campaign_at`]).
+    /// (`PreVote::campaign_at`).
     pub async fn campaign(&self) -> Result<(), String> {
         let local = self
             .local()
