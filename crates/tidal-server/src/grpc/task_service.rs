@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::batcher::MAX_ENTRY_BYTES;
 use crate::error::{rejection_code, ServerError};
+use crate::leader::engine::{Event, Work};
 use crate::node::Node;
 
 pub struct TaskService {
@@ -164,7 +165,9 @@ impl Tasks for TaskService {
             }
             if let Some(l) = self.node.leadership() {
                 l.wake.notify_one();
-                l.forward_wake.notify_one();
+                if !self.node.config.peers.is_empty() {
+                    l.notify(Event::Work(Work::Submitted));
+                }
             }
         }
         Ok(Response::new(v1::SubmitResponse {

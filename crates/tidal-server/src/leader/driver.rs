@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::engine::{Action, Engine, EngineConfig, Event, Handler, Now, ProposeError};
+use tidal_core::forwarding::DcName;
+
+use super::engine::{
+    Action, Engine, EngineConfig, Event, ForwardPolicy, Handler, Now, PeerSummary, ProposeError,
+};
 use super::leadership::Leadership;
 use crate::clock::now_ms;
 use crate::node::Node;
@@ -32,6 +36,12 @@ pub fn config(node: &Node) -> EngineConfig {
         raft_heartbeat_ms: c.raft_heartbeat_ms,
         election_timeout_max_ms: c.election_timeout.1,
         supported_format: node.supported_format_version(),
+        peers: c.peers.iter().map(|p| p.dc.clone()).collect(),
+        forwarding: ForwardPolicy {
+            forward_after_ms: c.forwarding.forward_after_ms,
+            outbox_limit: c.forwarding.outbox_limit,
+            queues: c.forwarding.queues.clone(),
+        },
     }
 }
 
@@ -67,11 +77,30 @@ pub async fn run(
             _ = sleep_until(wake) => {
                 // What the timers read besides the state, as of now.
                 step(&node, &mut engine, clock(), Event::MemberFormats(node.member_formats()), &inbox);
+                if !node.config.peers.is_empty() {
+                    step(&node, &mut engine, clock(), Event::PeerSummaries(peer_summaries(&node)), &inbox);
+                }
                 Event::Tick
             }
             _ = leadership.ended() => return,
         };
     }
+}
+
+/// What the peer DCs last said of themselves (in an answer to this node's
+/// exchange or in their own).
+fn peer_summaries(node: &Node) -> Vec<(DcName, Option<PeerSummary>)> {
+    node.peers
+        .peers()
+        .iter()
+        .map(|p| {
+            let summary = node.peers.get(&p.dc).summary.map(|(s, _)| PeerSummary {
+                capabilities: s.capabilities,
+                pending: s.pending,
+            });
+            (p.dc.clone(), summary)
+        })
+        .collect()
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

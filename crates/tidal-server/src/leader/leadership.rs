@@ -30,8 +30,6 @@ pub struct Leadership {
     pub sessions: Sessions,
     /// Wakes the dispatcher: new pending work or freed capacity.
     pub wake: Notify,
-    /// Wakes the cross-DC forwarder: new pending work.
-    pub forward_wake: Notify,
     /// Wakes the drain driver: a drain or its deadline changed.
     pub drain_wake: Notify,
     /// The dispatch round being committed, for eager placement to plan around.
@@ -62,7 +60,6 @@ impl Leadership {
             since,
             sessions: Sessions::new(agent_ttl),
             wake: Notify::new(),
-            forward_wake: Notify::new(),
             drain_wake: Notify::new(),
             dispatching: Mutex::default(),
             alive,

@@ -7,7 +7,6 @@ pub mod drainer;
 pub mod driver;
 pub mod eager;
 pub mod engine;
-pub mod forwarder;
 pub mod leadership;
 pub mod push;
 pub mod reaper;
@@ -82,10 +81,6 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
     tasks.push(tokio::spawn(drainer::run(node.clone(), leadership.clone())));
     if !node.config.peers.is_empty() {
-        tasks.push(tokio::spawn(forwarder::run(
-            node.clone(),
-            leadership.clone(),
-        )));
         for peer in &node.config.peers {
             tasks.push(tokio::spawn(shipper::run(
                 node.clone(),

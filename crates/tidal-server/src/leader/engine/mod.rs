@@ -28,12 +28,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use tidal_core::command::{Command, Response};
+use tidal_core::forwarding::DcName;
 use tidal_core::State;
 
 mod expiry;
+mod forward;
 mod upgrade;
 
 pub use expiry::{EXPIRE_BATCH, EXPIRE_EVERY_MS};
+pub use forward::{ForwardPolicy, PeerSummary};
 pub use upgrade::{version_to_raise, MemberFormat};
 
 /// Names a proposal from the engine to its answer.
@@ -94,6 +97,9 @@ pub enum Event {
     /// versions they support, as of now (the driver reads them before each
     /// timer `Tick`; the raiser looks when told).
     MemberFormats(Vec<MemberFormat>),
+    /// The peer DCs' last summaries, as of now (the driver reads them
+    /// before each timer `Tick`; the forwarder plans its round when told).
+    PeerSummaries(Vec<(DcName, Option<PeerSummary>)>),
     // Handlers add their events below this line: agent sessions
     // (SessionOpened, SessionClosed, Heartbeat, StopReported, Granted,
     // Cancelled, Forgotten), member formats, peer answers.
@@ -118,17 +124,20 @@ pub enum Handler {
     Expiry,
     /// The format-version raiser (`upgrade.rs`).
     Upgrade,
+    /// The cross-DC forwarder (`forward.rs`).
+    Forward,
 }
 
 impl Handler {
     /// Every handler, in order.
-    pub const ALL: &'static [Handler] = &[Handler::Expiry, Handler::Upgrade];
+    pub const ALL: &'static [Handler] = &[Handler::Expiry, Handler::Upgrade, Handler::Forward];
 
     /// The handler's name in scenario files.
     pub fn name(self) -> &'static str {
         match self {
             Handler::Expiry => "expiry",
             Handler::Upgrade => "upgrade",
+            Handler::Forward => "forward",
         }
     }
 }
@@ -160,6 +169,9 @@ pub struct EngineConfig {
     pub election_timeout_max_ms: u64,
     /// The highest cluster format version this node supports.
     pub supported_format: u8,
+    /// The peer DCs, in preference order.
+    pub peers: Vec<DcName>,
+    pub forwarding: ForwardPolicy,
 }
 
 impl Default for EngineConfig {
@@ -174,6 +186,8 @@ impl Default for EngineConfig {
             raft_heartbeat_ms: 100,
             election_timeout_max_ms: 600,
             supported_format: tidal_core::FORMAT_VERSION_MAX,
+            peers: Vec::new(),
+            forwarding: ForwardPolicy::default(),
         }
     }
 }
@@ -186,6 +200,8 @@ pub(crate) enum Purpose {
     Expire { full: bool },
     /// A `SetClusterVersion` from one version to another.
     RaiseVersion { from: u8, to: u8 },
+    /// A `Forward` round.
+    Forward,
 }
 
 /// What a handler is given: the time, the applied state, the settings, and where to write.
@@ -227,6 +243,7 @@ pub struct Engine {
     out: Output,
     expiry: expiry::Expiry,
     upgrade: upgrade::Upgrade,
+    forward: forward::Forward,
 }
 
 impl Engine {
@@ -237,6 +254,7 @@ impl Engine {
             out: Output::default(),
             expiry: expiry::Expiry::default(),
             upgrade: upgrade::Upgrade::default(),
+            forward: forward::Forward::default(),
         }
     }
 
@@ -264,9 +282,16 @@ impl Engine {
                 if on(Handler::Upgrade) {
                     self.upgrade.start(now);
                 }
+                if on(Handler::Forward) && !cx.cfg.peers.is_empty() {
+                    self.forward.start(now);
+                }
             }
             Event::Tick => {}
-            Event::Work(_work) => {}
+            Event::Work(work) => {
+                if work == Work::Submitted {
+                    self.forward.work(now);
+                }
+            }
             Event::Committed {
                 id,
                 index,
@@ -278,6 +303,7 @@ impl Engine {
                 Some(Purpose::RaiseVersion { from, to }) => {
                     self.upgrade.committed((from, to), index, response, cx.cfg)
                 }
+                Some(Purpose::Forward) => self.forward.committed(index, response, now),
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.inflight.remove(&id) {
@@ -285,9 +311,11 @@ impl Engine {
                 Some(Purpose::RaiseVersion { to, .. }) => {
                     self.upgrade.not_committed(to, &error, cx.cfg)
                 }
+                Some(Purpose::Forward) => self.forward.not_committed(&error, now),
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
+            Event::PeerSummaries(peers) => self.forward.told(&peers, &mut cx),
         }
         if self.established {
             // Each enabled handler whose timer is due at `now` (a handler
@@ -304,7 +332,11 @@ impl Engine {
     /// The earliest `mono_ms` at which a timer is due, if any: the driver
     /// steps a [`Event::Tick`] then (or earlier, with another event).
     pub fn next_wake(&self) -> Option<u64> {
-        let wakes = [self.expiry.next_wake(), self.upgrade.next_wake()];
+        let wakes = [
+            self.expiry.next_wake(),
+            self.upgrade.next_wake(),
+            self.forward.next_wake(),
+        ];
         wakes.into_iter().flatten().min()
     }
 

@@ -14,7 +14,9 @@
 //! Directives (`key=value` arguments, lists comma-separated):
 //!
 //! - `config [handlers=a,b] [seed=N] [agent_ttl=MS] [heartbeat=MS] [retain=MS]
-//!   [raft_heartbeat=MS] [election_max=MS] [supported=V]`: a new engine (before the first event).
+//!   [raft_heartbeat=MS] [election_max=MS] [supported=V] [peers=dc2,..]
+//!   [forward_after=MS] [outbox_limit=N] [deny=QUEUE,..]`: a new engine
+//!   (before the first event).
 //! - `time +MS`: advances both clocks.
 //! - State, applied directly: `agent ID [slots=N] [types=a,b]`,
 //!   `queue NAME [weight=W]`, `submit N [type=T] [queue=Q]`,
@@ -24,7 +26,9 @@
 //! - Events: `established`, `tick`, `work submitted|freed|queue-set|drain-changed`,
 //!   `commit #ID` (applies the proposal and prints its response),
 //!   `fail #ID [ERROR]`, `formats ID=V@AGE|ID=never,..` (the other members'
-//!   supported format versions and their replies' age in ms).
+//!   supported format versions and their replies' age in ms),
+//!   `peers DC=TYPES:FREE[:PENDING]|DC=none,..` (the peer DCs' summaries:
+//!   one group of agents with those task types, `+`-separated, and free slots).
 //! - `actions`: prints the actions since the last `actions`, one a line, then
 //!   `wake-at MS` (the engine's next timer) or `wake-at none`.
 //!
@@ -36,11 +40,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use tidal_core::command::{ApplyCtx, Command, Completion, Response};
+use tidal_core::forwarding::{CapabilityGroup, CapabilitySummary, QueuePolicy};
 use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec};
 use tidal_core::State;
 
 use super::{
-    Action, Engine, EngineConfig, Event, MemberFormat, Now, ProposalId, ProposeError, Work,
+    Action, Engine, EngineConfig, Event, ForwardPolicy, MemberFormat, Now, PeerSummary, ProposalId,
+    ProposeError, Work,
 };
 
 /// The wall clock when a scenario starts.
@@ -183,6 +189,21 @@ impl Scenario {
                     raft_heartbeat_ms: num(&a, "raft_heartbeat", d.raft_heartbeat_ms)?,
                     election_timeout_max_ms: num(&a, "election_max", d.election_timeout_max_ms)?,
                     supported_format: num(&a, "supported", d.supported_format)?,
+                    peers: list(&a, "peers"),
+                    forwarding: ForwardPolicy {
+                        forward_after_ms: num(&a, "forward_after", 60_000)?,
+                        outbox_limit: num(&a, "outbox_limit", 100_000)?,
+                        queues: list(&a, "deny")
+                            .into_iter()
+                            .map(|q| {
+                                let deny = QueuePolicy {
+                                    allow: false,
+                                    forward_after_ms: 0,
+                                };
+                                (q, deny)
+                            })
+                            .collect(),
+                    },
                     ..d
                 };
                 Ok(None)
@@ -329,6 +350,40 @@ impl Scenario {
                 self.step(Event::MemberFormats(formats));
                 Ok(None)
             }
+            "peers" => {
+                let mut peers = Vec::new();
+                for item in first.split(',').filter(|s| !s.is_empty()) {
+                    let (dc, summary) = item
+                        .split_once('=')
+                        .ok_or_else(|| format!("{item:?}: want DC=TYPES:FREE[:PENDING]"))?;
+                    let summary = if summary == "none" {
+                        None
+                    } else {
+                        let parts: Vec<&str> = summary.split(':').collect();
+                        let n = |i: usize| -> Result<u64, String> {
+                            parts
+                                .get(i)
+                                .map_or(Ok(0), |v| v.parse().map_err(|_| format!("{v:?}")))
+                        };
+                        let free = n(1)? as u32;
+                        Some(PeerSummary {
+                            capabilities: CapabilitySummary {
+                                groups: vec![CapabilityGroup {
+                                    task_types: parts[0].split('+').map(str::to_string).collect(),
+                                    agents: 1,
+                                    slots: free,
+                                    free_slots: free,
+                                    ..CapabilityGroup::default()
+                                }],
+                            },
+                            pending: n(2)?,
+                        })
+                    };
+                    peers.push((dc.to_string(), summary));
+                }
+                self.step(Event::PeerSummaries(peers));
+                Ok(None)
+            }
             "commit" => {
                 let id = proposal(first)?;
                 let command = self
@@ -434,6 +489,13 @@ fn describe_command(command: &Command) -> String {
             format!("Expire before={before_ms} tasks={}", tasks(t))
         }
         Command::SetClusterVersion { version } => format!("SetClusterVersion {version}"),
+        Command::Forward(round) => {
+            let pairs: Vec<String> = round
+                .iter()
+                .map(|(t, dc)| format!("{}->{dc}", t.0))
+                .collect();
+            format!("Forward {}", pairs.join(","))
+        }
         other => format!("{other:?}"),
     }
 }
@@ -446,6 +508,16 @@ fn describe_response(response: &Response) -> String {
             removed.len(),
             rejected.len()
         ),
+        Response::Forwarded(results) => {
+            let seqs: Vec<String> = results
+                .iter()
+                .map(|r| match r {
+                    Ok(seq) => seq.to_string(),
+                    Err(e) => format!("refused({e})"),
+                })
+                .collect();
+            format!("forwarded {}", seqs.join(","))
+        }
         other => format!("{other:?}"),
     }
 }
