@@ -7,7 +7,6 @@
 //!   queue, status, dev, the hidden example worker).
 //! - [`output`]: tables and JSON documents; [`lists`]: `--gpus`/`--labels` parsing.
 //! - [`exit`]: how an error becomes an exit code; [`shutdown`]: SIGINT/SIGTERM.
-//! - [`procs`]: child processes of `tidal dev`.
 //!
 //! Exit codes (scripts rely on them):
 //! - 0: success; `tidal server` stopped by SIGINT or SIGTERM (a graceful stop).
@@ -36,7 +35,6 @@ mod cmd;
 mod exit;
 mod lists;
 mod output;
-mod procs;
 mod shutdown;
 
 use cli::{Cli, LogFormat};

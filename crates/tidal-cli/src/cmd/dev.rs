@@ -9,10 +9,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use tidal_client::Client;
 use tidal_proto::v1;
+use tidal_testkit::{AgentSpec, Kind, ServerSpec, Supervisor};
 use tokio::time::{sleep, Instant};
 
 use crate::output;
-use crate::procs::{Kind, Supervisor};
 use crate::shutdown;
 
 const NODES: u64 = 3;
@@ -365,25 +365,13 @@ async fn wait_peer_summary(client: &Client, l: &Layout) -> anyhow::Result<()> {
 
 fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::Result<()> {
     let name = l.name(&format!("node{n}"));
-    let mut a: Vec<String> = vec![
-        "server".into(),
-        "--id".into(),
-        n.to_string(),
-        "--dc".into(),
-        l.dc.clone(),
-        "--listen".into(),
-        l.endpoint(n).to_string(),
-        "--data".into(),
-        l.node_dir(n).display().to_string(),
-    ];
-    if init {
-        a.push("--init".into());
-    }
+    let mut spec = ServerSpec::new(n, &l.dc, l.endpoint(n), l.node_dir(n));
+    spec.init = init;
     for (dc, endpoints) in &l.peers {
-        a.push("--peer".into());
-        a.push(format!("{dc}={}", endpoints.join(",")));
+        spec.args.push("--peer".into());
+        spec.args.push(format!("{dc}={}", endpoints.join(",")));
     }
-    sup.spawn(&name, Kind::Server, &l.exe, &a, &l.log(&name))?;
+    sup.spawn(&name, Kind::Server, &l.exe, &spec.args(), &l.log(&name))?;
     println!(
         "{}: started node {n} on {} (log {})",
         l.dc,
@@ -396,35 +384,30 @@ fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::R
 fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
     let p = l.profile(i);
     let name = l.name(&format!("agent-{i}"));
-    let a: Vec<String> = vec![
-        "agent".into(),
-        "--id".into(),
-        name.clone(),
-        "--dc".into(),
-        l.dc.clone(),
-        "--task-types".into(),
-        p.task_types.into(),
-        "--models".into(),
-        p.models.into(),
-        "--slots".into(),
-        "2".into(),
-        "--weight".into(),
-        p.weight.to_string(),
-        "--gpus".into(),
-        p.gpus.into(),
-        "--labels".into(),
-        p.labels.into(),
-        "--endpoints".into(),
-        l.endpoints.join(","),
+    let types: Vec<&str> = p.task_types.split(',').collect();
+    let models: Vec<&str> = p.models.split(',').collect();
+    let exe = l.exe.display().to_string();
+    let mut spec = AgentSpec::new(&name, &types)
+        .models(&models)
+        .slots(2)
+        .command(&[&exe, "example-worker"]);
+    spec.extra_args = [
+        "--weight",
+        &p.weight.to_string(),
+        "--gpus",
+        p.gpus,
+        "--labels",
+        p.labels,
         // Stopped with SIGTERM: drain, deregister, exit within the
         // supervisor's grace (demo tasks take 2 s at most).
-        "--drain-timeout-ms".into(),
-        "5000".into(),
-        "--".into(),
-        l.exe.display().to_string(),
-        "example-worker".into(),
-    ];
-    sup.spawn(&name, Kind::Agent, &l.exe, &a, &l.log(&name))?;
+        "--drain-timeout-ms",
+        "5000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args = spec.args(&l.dc, &l.endpoints, &l.exe);
+    sup.spawn(&name, Kind::Agent, &l.exe, &args, &l.log(&name))?;
     println!(
         "{}: started {name}: task types {}, models {} (log {})",
         l.dc,
