@@ -1,5 +1,7 @@
-//! When this node last heard from a leader: the Raft service touches it on
-//! every AppendEntries a leader sends, and a follower reads it.
+//! When this node last heard from a leader.
+//!
+//! The Raft service touches it on every AppendEntries a leader sends; a
+//! follower reads it to tell whether the leader it knows is alive.
 
 use std::sync::{Arc, Mutex};
 

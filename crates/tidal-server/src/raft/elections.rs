@@ -1,6 +1,8 @@
-//! Elections with a pre-vote, the driver: it reads openraft's state, keeps
-//! the time, sends and answers pre-votes and starts openraft's election; the
-//! rules are [`pre_vote`](super::pre_vote)'s, a pure state machine.
+//! Elections with a pre-vote: the driver of [`pre_vote`](super::pre_vote)'s rules.
+//!
+//! It reads openraft's state, keeps the time, sends and answers pre-votes
+//! and starts openraft's election; the decisions are the pure state
+//! machine's.
 //!
 //! openraft 0.9 has no pre-vote: its followers campaign on their own timer,
 //! each campaign raises the term, and a higher term deposes a healthy leader
