@@ -1,6 +1,6 @@
 //! What this node knows about its peer DCs beyond the replicated state: their
 //! last capability summaries, the health of each link, and the wire format of
-//! `Dcs.Exchange`. The leader's shipper writes it; `Exchange` (a peer calling
+//! `Dcs.Exchange`. The leader's shippers write it; `Exchange` (a peer calling
 //! in) writes the caller's summary; `tidal dc status` reads it.
 
 use std::collections::BTreeMap;
@@ -12,8 +12,7 @@ use tidal_core::forwarding::{CapabilitySummary, Record, Verdict};
 
 use crate::config::Peer;
 
-/// Records per exchange.
-pub const SHIP_BATCH: usize = 512;
+pub use crate::leader::engine::SHIP_BATCH;
 /// Largest Exchange message either way.
 pub const MAX_EXCHANGE_MESSAGE: usize = 64 << 20;
 

@@ -5,18 +5,22 @@
 //! until the next event or the engine's next timer. Proposals run as spawned
 //! tasks whose results come back as events, so the engine never waits.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 
 use tidal_core::forwarding::DcName;
 
 use super::engine::{
-    Action, Engine, EngineConfig, Event, ForwardPolicy, Handler, Now, PeerSummary, ProposeError,
+    Action, Engine, EngineConfig, Event, ForwardPolicy, Handler, LinkNews, Now, PeerReply,
+    PeerSummary, ProposeError,
 };
 use super::leadership::Leadership;
+use super::link::Link;
 use crate::clock::now_ms;
+use crate::links::Summary;
 use crate::node::Node;
 
 /// Where events for a leadership's engine go.
@@ -36,6 +40,7 @@ pub fn config(node: &Node) -> EngineConfig {
         raft_heartbeat_ms: c.raft_heartbeat_ms,
         election_timeout_max_ms: c.election_timeout.1,
         supported_format: node.supported_format_version(),
+        ship_bytes: crate::batcher::MAX_ENTRY_BYTES,
         peers: c.peers.iter().map(|p| p.dc.clone()).collect(),
         forwarding: ForwardPolicy {
             forward_after_ms: c.forwarding.forward_after_ms,
@@ -53,7 +58,18 @@ pub async fn run(
     mut events: mpsc::UnboundedReceiver<Event>,
 ) {
     let mut engine = Engine::new(config(&node));
-    let inbox = leadership.inbox();
+    let io = Io {
+        inbox: leadership.inbox(),
+        links: node
+            .config
+            .peers
+            .iter()
+            .map(|p| (p.dc.clone(), Arc::new(Mutex::new(Link::new(&node, p)))))
+            .collect(),
+        node,
+        leadership,
+    };
+    let (node, leadership) = (&io.node, &io.leadership);
     let since = tokio::time::Instant::from_std(leadership.since);
     let clock = || Now {
         mono_ms: since.elapsed().as_millis() as u64,
@@ -61,10 +77,10 @@ pub async fn run(
     };
     let mut event = Event::Established;
     loop {
-        step(&node, &mut engine, clock(), event, &inbox);
+        step(&io, &mut engine, clock(), event);
         // Whatever else arrived meanwhile, before sleeping again.
         while let Ok(more) = events.try_recv() {
-            step(&node, &mut engine, clock(), more, &inbox);
+            step(&io, &mut engine, clock(), more);
         }
         let wake = engine
             .next_wake()
@@ -76,9 +92,9 @@ pub async fn run(
             },
             _ = sleep_until(wake) => {
                 // What the timers read besides the state, as of now.
-                step(&node, &mut engine, clock(), Event::MemberFormats(node.member_formats()), &inbox);
+                step(&io, &mut engine, clock(), Event::MemberFormats(node.member_formats()));
                 if !node.config.peers.is_empty() {
-                    step(&node, &mut engine, clock(), Event::PeerSummaries(peer_summaries(&node)), &inbox);
+                    step(&io, &mut engine, clock(), Event::PeerSummaries(peer_summaries(node)));
                 }
                 Event::Tick
             }
@@ -110,20 +126,30 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn step(node: &Arc<Node>, engine: &mut Engine, now: Now, event: Event, inbox: &Inbox) {
+/// What the driver acts on.
+struct Io {
+    node: Arc<Node>,
+    leadership: Arc<Leadership>,
+    inbox: Inbox,
+    /// One per peer DC; an exchange holds its link until it is answered.
+    links: BTreeMap<DcName, Arc<Mutex<Link>>>,
+}
+
+fn step(io: &Io, engine: &mut Engine, now: Now, event: Event) {
     {
-        let applied = node.state.read();
+        let applied = io.node.state.read();
         engine.step(now, &applied.state, event);
     }
     for action in engine.take_actions() {
-        perform(node, action, inbox);
+        perform(io, action);
     }
 }
 
-fn perform(node: &Arc<Node>, action: Action, inbox: &Inbox) {
+fn perform(io: &Io, action: Action) {
+    let node = &io.node;
     match action {
         Action::Propose { id, command } => {
-            let (node, inbox) = (node.clone(), inbox.clone());
+            let (node, inbox) = (node.clone(), io.inbox.clone());
             tokio::spawn(async move {
                 let event = match node.propose(command).await {
                     Ok((response, index)) => Event::Committed {
@@ -140,5 +166,43 @@ fn perform(node: &Arc<Node>, action: Action, inbox: &Inbox) {
                 let _ = inbox.send(event);
             });
         }
+        Action::Exchange { dc, records } => {
+            let Some(link) = io.links.get(&dc).cloned() else {
+                return;
+            };
+            // Only for an exchange: it walks every agent.
+            let summary = Summary::of(&node.state.read().state);
+            let (node, inbox) = (node.clone(), io.inbox.clone());
+            let leadership = io.leadership.clone();
+            tokio::spawn(async move {
+                let mut link = link.lock().await;
+                // An exchange ends with the leadership that sent it.
+                let answer = tokio::select! {
+                    answer = link.exchange(&node, summary, records) => answer,
+                    _ = leadership.ended() => return,
+                };
+                let answer = answer.map(|r| PeerReply {
+                    summary: PeerSummary {
+                        capabilities: r.summary.capabilities,
+                        pending: r.summary.pending,
+                    },
+                    verdicts: r.verdicts,
+                    hwm: r.hwm,
+                });
+                let _ = inbox.send(Event::PeerAnswer { dc, answer });
+            });
+        }
+        Action::PeerLink { dc, news } => match news {
+            LinkNews::Up => node.peers.up(&dc),
+            LinkNews::Down(why) => node.peers.down(&dc, why),
+            LinkNews::Summary(s) => node.peers.summary(
+                &dc,
+                Summary {
+                    capabilities: s.capabilities,
+                    pending: s.pending,
+                },
+            ),
+        },
+        Action::WakeDispatcher => io.leadership.wake.notify_one(),
     }
 }

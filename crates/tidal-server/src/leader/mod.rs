@@ -8,10 +8,10 @@ pub mod driver;
 pub mod eager;
 pub mod engine;
 pub mod leadership;
+pub mod link;
 pub mod push;
 pub mod reaper;
 pub mod sessions;
-pub mod shipper;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,15 +80,6 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     )));
     tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
     tasks.push(tokio::spawn(drainer::run(node.clone(), leadership.clone())));
-    if !node.config.peers.is_empty() {
-        for peer in &node.config.peers {
-            tasks.push(tokio::spawn(shipper::run(
-                node.clone(),
-                leadership.clone(),
-                peer.clone(),
-            )));
-        }
-    }
     tracing::info!(
         node_id = node.id,
         term = leadership.term,

@@ -28,15 +28,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use tidal_core::command::{Command, Response};
-use tidal_core::forwarding::DcName;
+use tidal_core::forwarding::{DcName, Record};
 use tidal_core::State;
 
 mod expiry;
 mod forward;
+mod ship;
 mod upgrade;
 
 pub use expiry::{EXPIRE_BATCH, EXPIRE_EVERY_MS};
 pub use forward::{ForwardPolicy, PeerSummary};
+pub use ship::{LinkNews, PeerReply, SHIP_BATCH};
 pub use upgrade::{version_to_raise, MemberFormat};
 
 /// Names a proposal from the engine to its answer.
@@ -100,6 +102,11 @@ pub enum Event {
     /// The peer DCs' last summaries, as of now (the driver reads them
     /// before each timer `Tick`; the forwarder plans its round when told).
     PeerSummaries(Vec<(DcName, Option<PeerSummary>)>),
+    /// A peer DC's answer to the exchange of [`Action::Exchange`], or why it failed.
+    PeerAnswer {
+        dc: DcName,
+        answer: Result<PeerReply, String>,
+    },
     // Handlers add their events below this line: agent sessions
     // (SessionOpened, SessionClosed, Heartbeat, StopReported, Granted,
     // Cancelled, Forgotten), member formats, peer answers.
@@ -110,6 +117,16 @@ pub enum Event {
 pub enum Action {
     /// Propose `command`; answer with `Committed` or `NotCommitted` and `id`.
     Propose { id: ProposalId, command: Command },
+    /// Send these outbox records (maybe none) to a peer DC, with this DC's
+    /// summary; answer with [`Event::PeerAnswer`].
+    Exchange {
+        dc: DcName,
+        records: Vec<(u64, Record)>,
+    },
+    /// Record what the link to a peer DC learned (the node's peer table).
+    PeerLink { dc: DcName, news: LinkNews },
+    /// Wake the dispatch loop (tasks a peer refused are pending again).
+    WakeDispatcher,
     // Handlers add their actions below this line: to agent sessions (Send,
     // Close, Attached), to peer DCs (Exchange, PeerLink), Publish.
 }
@@ -126,11 +143,18 @@ pub enum Handler {
     Upgrade,
     /// The cross-DC forwarder (`forward.rs`).
     Forward,
+    /// The shippers, one per peer DC (`ship.rs`).
+    Ship,
 }
 
 impl Handler {
     /// Every handler, in order.
-    pub const ALL: &'static [Handler] = &[Handler::Expiry, Handler::Upgrade, Handler::Forward];
+    pub const ALL: &'static [Handler] = &[
+        Handler::Expiry,
+        Handler::Upgrade,
+        Handler::Forward,
+        Handler::Ship,
+    ];
 
     /// The handler's name in scenario files.
     pub fn name(self) -> &'static str {
@@ -138,6 +162,7 @@ impl Handler {
             Handler::Expiry => "expiry",
             Handler::Upgrade => "upgrade",
             Handler::Forward => "forward",
+            Handler::Ship => "ship",
         }
     }
 }
@@ -172,6 +197,9 @@ pub struct EngineConfig {
     /// The peer DCs, in preference order.
     pub peers: Vec<DcName>,
     pub forwarding: ForwardPolicy,
+    /// Payload bytes per exchange (a batch stops early past this), so the
+    /// receiver's ingest entry stays about this size.
+    pub ship_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -188,6 +216,7 @@ impl Default for EngineConfig {
             supported_format: tidal_core::FORMAT_VERSION_MAX,
             peers: Vec::new(),
             forwarding: ForwardPolicy::default(),
+            ship_bytes: 1 << 20,
         }
     }
 }
@@ -202,6 +231,8 @@ pub(crate) enum Purpose {
     RaiseVersion { from: u8, to: u8 },
     /// A `Forward` round.
     Forward,
+    /// A `ForwardAck` of a peer's verdicts.
+    ForwardAck(DcName),
 }
 
 /// What a handler is given: the time, the applied state, the settings, and where to write.
@@ -230,7 +261,6 @@ impl Output {
         id
     }
 
-    #[allow(dead_code)]
     pub(crate) fn push(&mut self, action: Action) {
         self.actions.push(action);
     }
@@ -244,6 +274,7 @@ pub struct Engine {
     expiry: expiry::Expiry,
     upgrade: upgrade::Upgrade,
     forward: forward::Forward,
+    shippers: BTreeMap<DcName, ship::Shipper>,
 }
 
 impl Engine {
@@ -255,6 +286,7 @@ impl Engine {
             expiry: expiry::Expiry::default(),
             upgrade: upgrade::Upgrade::default(),
             forward: forward::Forward::default(),
+            shippers: BTreeMap::new(),
         }
     }
 
@@ -285,6 +317,13 @@ impl Engine {
                 if on(Handler::Forward) && !cx.cfg.peers.is_empty() {
                     self.forward.start(now);
                 }
+                if on(Handler::Ship) {
+                    for dc in &cx.cfg.peers {
+                        let mut shipper = ship::Shipper::new(dc.clone());
+                        shipper.start(now);
+                        self.shippers.insert(dc.clone(), shipper);
+                    }
+                }
             }
             Event::Tick => {}
             Event::Work(work) => {
@@ -304,6 +343,13 @@ impl Engine {
                     self.upgrade.committed((from, to), index, response, cx.cfg)
                 }
                 Some(Purpose::Forward) => self.forward.committed(index, response, now),
+                Some(Purpose::ForwardAck(dc)) => {
+                    if let Some(shipper) = self.shippers.get_mut(&dc) {
+                        if shipper.committed(index, response, &mut cx) {
+                            cx.out.push(Action::WakeDispatcher);
+                        }
+                    }
+                }
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.inflight.remove(&id) {
@@ -312,15 +358,28 @@ impl Engine {
                     self.upgrade.not_committed(to, &error, cx.cfg)
                 }
                 Some(Purpose::Forward) => self.forward.not_committed(&error, now),
+                Some(Purpose::ForwardAck(dc)) => {
+                    if let Some(shipper) = self.shippers.get_mut(&dc) {
+                        shipper.not_committed(&error, &mut cx);
+                    }
+                }
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
             Event::PeerSummaries(peers) => self.forward.told(&peers, &mut cx),
+            Event::PeerAnswer { dc, answer } => {
+                if let Some(shipper) = self.shippers.get_mut(&dc) {
+                    shipper.answered(answer, &mut cx);
+                }
+            }
         }
         if self.established {
             // Each enabled handler whose timer is due at `now` (a handler
             // that was not started has none).
             self.expiry.fire(&mut cx);
+            for shipper in self.shippers.values_mut() {
+                shipper.fire(&mut cx);
+            }
         }
     }
 
@@ -337,7 +396,8 @@ impl Engine {
             self.upgrade.next_wake(),
             self.forward.next_wake(),
         ];
-        wakes.into_iter().flatten().min()
+        let ships = self.shippers.values().map(ship::Shipper::next_wake);
+        wakes.into_iter().chain(ships).flatten().min()
     }
 
     /// Proposals sent and not answered yet.

@@ -28,7 +28,11 @@
 //!   `fail #ID [ERROR]`, `formats ID=V@AGE|ID=never,..` (the other members'
 //!   supported format versions and their replies' age in ms),
 //!   `peers DC=TYPES:FREE[:PENDING]|DC=none,..` (the peer DCs' summaries:
-//!   one group of agents with those task types, `+`-separated, and free slots).
+//!   one group of agents with those task types, `+`-separated, and free slots),
+//!   `answer DC ok [hwm=H] [verdicts=SEQ,..] [refused=SEQ,..] [summary=TYPES:FREE]`
+//!   or `answer DC err=WHY` (a peer's answer to the exchange in flight).
+//! - `forward DC ID,..`: applies a `Forward` of those tasks to that peer
+//!   directly (its outbox records).
 //! - `actions`: prints the actions since the last `actions`, one a line, then
 //!   `wake-at MS` (the engine's next timer) or `wake-at none`.
 //!
@@ -40,13 +44,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use tidal_core::command::{ApplyCtx, Command, Completion, Response};
-use tidal_core::forwarding::{CapabilityGroup, CapabilitySummary, QueuePolicy};
+use tidal_core::forwarding::{CapabilityGroup, CapabilitySummary, QueuePolicy, Verdict};
 use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec};
 use tidal_core::State;
 
 use super::{
-    Action, Engine, EngineConfig, Event, ForwardPolicy, MemberFormat, Now, PeerSummary, ProposalId,
-    ProposeError, Work,
+    Action, Engine, EngineConfig, Event, ForwardPolicy, LinkNews, MemberFormat, Now, PeerReply,
+    PeerSummary, ProposalId, ProposeError, Work,
 };
 
 /// The wall clock when a scenario starts.
@@ -156,7 +160,6 @@ impl Scenario {
             .get_or_insert_with(|| Engine::new(self.cfg.clone()));
         engine.step(now, &self.state, event);
         for action in engine.take_actions() {
-            #[allow(irrefutable_let_patterns)] // until a handler adds an action
             if let Action::Propose { id, command } = &action {
                 self.proposed.insert(*id, command.clone());
             }
@@ -359,29 +362,58 @@ impl Scenario {
                     let summary = if summary == "none" {
                         None
                     } else {
-                        let parts: Vec<&str> = summary.split(':').collect();
-                        let n = |i: usize| -> Result<u64, String> {
-                            parts
-                                .get(i)
-                                .map_or(Ok(0), |v| v.parse().map_err(|_| format!("{v:?}")))
-                        };
-                        let free = n(1)? as u32;
-                        Some(PeerSummary {
-                            capabilities: CapabilitySummary {
-                                groups: vec![CapabilityGroup {
-                                    task_types: parts[0].split('+').map(str::to_string).collect(),
-                                    agents: 1,
-                                    slots: free,
-                                    free_slots: free,
-                                    ..CapabilityGroup::default()
-                                }],
-                            },
-                            pending: n(2)?,
-                        })
+                        Some(peer_summary(summary)?)
                     };
                     peers.push((dc.to_string(), summary));
                 }
                 self.step(Event::PeerSummaries(peers));
+                Ok(None)
+            }
+            "forward" => {
+                let tasks = rest.get(1).ok_or("forward DC IDS")?;
+                let round = ids(tasks)?
+                    .into_iter()
+                    .map(|t| (t, first.to_string()))
+                    .collect();
+                match self.apply(Command::Forward(round)).0 {
+                    Response::Forwarded(v) if v.iter().all(Result::is_ok) => Ok(None),
+                    other => Err(format!("forward failed: {other:?}")),
+                }
+            }
+            "answer" => {
+                let all = args(rest.get(1..).unwrap_or_default());
+                let answer = if let Some(why) = all.get("err") {
+                    Err(why.clone())
+                } else {
+                    let seqs = |key| -> Result<Vec<u64>, String> {
+                        list(&all, key)
+                            .iter()
+                            .map(|n| n.parse().map_err(|_| format!("{key}: {n:?}")))
+                            .collect()
+                    };
+                    let mut verdicts: Vec<(u64, Verdict)> = seqs("verdicts")?
+                        .into_iter()
+                        .map(|n| (n, Verdict::Accepted { remote_task: None }))
+                        .collect();
+                    verdicts.extend(seqs("refused")?.into_iter().map(|n| {
+                        let reason = "no agent can run it".to_string();
+                        (n, Verdict::Rejected { reason })
+                    }));
+                    verdicts.sort_by_key(|(n, _)| *n);
+                    let summary = match all.get("summary") {
+                        Some(s) => peer_summary(s)?,
+                        None => PeerSummary::default(),
+                    };
+                    Ok(PeerReply {
+                        summary,
+                        verdicts,
+                        hwm: num(&all, "hwm", 0)?,
+                    })
+                };
+                self.step(Event::PeerAnswer {
+                    dc: first.to_string(),
+                    answer,
+                });
                 Ok(None)
             }
             "commit" => {
@@ -473,10 +505,48 @@ fn tasks(ids: &[TaskId]) -> String {
     runs.join(",")
 }
 
+/// A peer's summary from `TYPES:FREE[:PENDING]`: one group of agents.
+fn peer_summary(text: &str) -> Result<PeerSummary, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let n = |i: usize| -> Result<u64, String> {
+        parts
+            .get(i)
+            .map_or(Ok(0), |v| v.parse().map_err(|_| format!("{v:?}")))
+    };
+    let free = n(1)? as u32;
+    Ok(PeerSummary {
+        capabilities: CapabilitySummary {
+            groups: vec![CapabilityGroup {
+                task_types: parts[0].split('+').map(str::to_string).collect(),
+                agents: 1,
+                slots: free,
+                free_slots: free,
+                ..CapabilityGroup::default()
+            }],
+        },
+        pending: n(2)?,
+    })
+}
+
 /// One action as a line of a scenario file.
 fn describe(action: &Action) -> String {
     match action {
         Action::Propose { id, command } => format!("propose #{id} {}", describe_command(command)),
+        Action::Exchange { dc, records } => {
+            let seqs: Vec<u64> = records.iter().map(|(n, _)| *n).collect();
+            let shown = match (seqs.first(), seqs.last()) {
+                (Some(a), Some(b)) if a == b => a.to_string(),
+                (Some(a), Some(b)) => format!("{a}..{b}"),
+                _ => "-".into(),
+            };
+            format!("exchange {dc} records={shown}")
+        }
+        Action::PeerLink { dc, news } => match news {
+            LinkNews::Up => format!("peer {dc} up"),
+            LinkNews::Down(why) => format!("peer {dc} down {why:?}"),
+            LinkNews::Summary(s) => format!("peer {dc} summary room={}", s.room()),
+        },
+        Action::WakeDispatcher => "wake dispatcher".into(),
     }
 }
 
@@ -489,6 +559,16 @@ fn describe_command(command: &Command) -> String {
             format!("Expire before={before_ms} tasks={}", tasks(t))
         }
         Command::SetClusterVersion { version } => format!("SetClusterVersion {version}"),
+        Command::ForwardAck { peer, verdicts } => {
+            let seqs: Vec<String> = verdicts
+                .iter()
+                .map(|(n, v)| match v {
+                    Verdict::Accepted { .. } => n.to_string(),
+                    Verdict::Rejected { .. } => format!("{n}(refused)"),
+                })
+                .collect();
+            format!("ForwardAck {peer} verdicts={}", seqs.join(","))
+        }
         Command::Forward(round) => {
             let pairs: Vec<String> = round
                 .iter()

@@ -1,0 +1,87 @@
+//! The leader's link to one peer DC: its endpoints, the one in use, and the `Dcs.Exchange` call.
+//!
+//! The leader engine's shippers decide what to send and when
+//! (`engine/ship.rs`); the driver makes the call through a [`Link`].
+
+use std::time::Duration;
+
+use tidal_core::forwarding::Record;
+use tidal_proto::v1;
+use tidal_proto::v1::dcs_client::DcsClient;
+
+use crate::channels::Channels;
+use crate::config::Peer;
+use crate::links::{ExchangeBody, ExchangeReply, Summary, MAX_EXCHANGE_MESSAGE};
+use crate::node::Node;
+
+/// How long one exchange may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection to one peer DC: its endpoints and the one in use. Any
+/// server of the peer takes an exchange (a follower passes it to its leader),
+/// so the shipper never needs the peer's internal addresses: the endpoints
+/// may be a proxy or a load balancer.
+pub struct Link {
+    dc: String,
+    endpoints: Vec<String>,
+    current: usize,
+    channels: Channels,
+}
+
+impl Link {
+    pub fn new(node: &Node, peer: &Peer) -> Link {
+        Link {
+            dc: peer.dc.clone(),
+            endpoints: peer.endpoints.clone(),
+            current: 0,
+            channels: Channels::new(node.config.source_ip, Duration::from_secs(2), |e| {
+                e.timeout(RPC_TIMEOUT)
+            }),
+        }
+    }
+
+    /// One exchange with the endpoint in use; a failure moves to the next.
+    pub async fn exchange(
+        &mut self,
+        node: &Node,
+        summary: Summary,
+        records: Vec<(u64, Record)>,
+    ) -> Result<ExchangeReply, String> {
+        let body = ExchangeBody { summary, records }
+            .encode()
+            .map_err(|e| format!("encoding: {e}"))?;
+        let addr = self.endpoints[self.current % self.endpoints.len()].clone();
+        let result = self.exchange_with(node, &addr, body).await;
+        if result.is_err() {
+            self.current = self.current.wrapping_add(1);
+        }
+        result
+    }
+
+    async fn exchange_with(
+        &mut self,
+        node: &Node,
+        addr: &str,
+        body: Vec<u8>,
+    ) -> Result<ExchangeReply, String> {
+        let channel = self.channels.get(addr)?;
+        let mut client = DcsClient::new(channel)
+            .max_decoding_message_size(MAX_EXCHANGE_MESSAGE)
+            .max_encoding_message_size(MAX_EXCHANGE_MESSAGE);
+        let request = v1::ExchangeRequest {
+            origin_dc: node.config.dc.clone(),
+            target_dc: self.dc.clone(),
+            body,
+        };
+        let resp = client
+            .exchange(request)
+            .await
+            .map_err(|s| format!("{addr}: {}", s.message()))?
+            .into_inner();
+        if resp.dc != self.dc {
+            return Err(format!("{addr} is DC {:?}, not {:?}", resp.dc, self.dc));
+        }
+        tidal_store::codec::decode("exchange reply", &resp.body)
+            .map_err(|e| format!("decoding the answer of {addr}: {e}"))
+    }
+}
