@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use tidal_core::command::{Command, Envelope, Response};
+use tidal_core::command::{Command, Completion, Envelope, Rejection, Response};
+use tidal_core::model::TaskId;
 use tidal_store::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -35,43 +36,93 @@ struct Job<I, O> {
 /// leader lease while the target campaigns.
 pub type WriteGate = Arc<tokio::sync::RwLock<()>>;
 
-/// Makes the command of a batch.
-pub type Wrap<I> = Arc<dyn Fn(Vec<I>) -> Command + Send + Sync>;
-/// Takes the per-item results out of a batch's response, in item order.
-pub type Unwrap<O> = Arc<dyn Fn(Response) -> Option<Vec<O>> + Send + Sync>;
-
-pub struct Batcher<I, O> {
-    tx: mpsc::UnboundedSender<Job<I, O>>,
-    size: fn(&I) -> usize,
+/// One kind of request that is batched: how a batch of its items becomes
+/// one command, and how the command's response splits into per-item results.
+pub trait Fold: Send + Sync + 'static {
+    type Item: Send + 'static;
+    type Out: Send + 'static;
+    /// The command of a batch.
+    fn command(&self, items: Vec<Self::Item>) -> Command;
+    /// The per-item results in the batch's response, in item order; `None`
+    /// if the response is of another kind.
+    fn results(&self, response: Response) -> Option<Vec<Self::Out>>;
+    /// An item's rough encoded size.
+    fn size(item: &Self::Item) -> usize;
 }
 
-impl<I, O> Clone for Batcher<I, O> {
+/// Agents' start reports: one `StartedBatch`.
+pub struct StartsFold;
+
+impl Fold for StartsFold {
+    type Item = (TaskId, u64);
+    type Out = Result<(), Rejection>;
+
+    fn command(&self, items: Vec<(TaskId, u64)>) -> Command {
+        Command::StartedBatch(items)
+    }
+
+    fn results(&self, response: Response) -> Option<Vec<Self::Out>> {
+        match response {
+            Response::StartedBatch(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn size(_: &(TaskId, u64)) -> usize {
+        16
+    }
+}
+
+/// Agents' completion reports: one `Complete`.
+pub struct CompletionsFold;
+
+impl Fold for CompletionsFold {
+    type Item = Completion;
+    type Out = Result<(), Rejection>;
+
+    fn command(&self, items: Vec<Completion>) -> Command {
+        Command::Complete(items)
+    }
+
+    fn results(&self, response: Response) -> Option<Vec<Self::Out>> {
+        match response {
+            Response::Completed(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn size(item: &Completion) -> usize {
+        item.approx_bytes()
+    }
+}
+
+pub struct Batcher<F: Fold> {
+    tx: mpsc::UnboundedSender<Job<F::Item, F::Out>>,
+}
+
+impl<F: Fold> Clone for Batcher<F> {
     fn clone(&self) -> Self {
         Batcher {
             tx: self.tx.clone(),
-            size: self.size,
         }
     }
 }
 
-impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
-    /// Starts the batching loop. `wrap` makes the command of a batch; `unwrap`
-    /// takes the per-item results out of its response (in item order);
-    /// `size` tells an item's rough encoded size.
+impl<F: Fold> Batcher<F> {
+    /// Starts the batching loop; `fold` makes each batch's command and splits its response.
     pub fn spawn(
         raft: Raft,
         gate: WriteGate,
         max_items: usize,
         max_in_flight: usize,
-        wrap: Wrap<I>,
-        unwrap: Unwrap<O>,
-        size: fn(&I) -> usize,
+        fold: F,
     ) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job<I, O>>();
+        let fold = Arc::new(fold);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job<F::Item, F::Out>>();
         let slots = Arc::new(Semaphore::new(max_in_flight));
         tokio::spawn(async move {
             // A job that did not fit in the previous entry goes first.
-            let mut held: Option<Job<I, O>> = None;
+            let mut held: Option<Job<F::Item, F::Out>> = None;
             loop {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
@@ -100,23 +151,22 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                         Err(_) => break,
                     }
                 }
-                let (raft, gate) = (raft.clone(), gate.clone());
-                let (wrap, unwrap) = (wrap.clone(), unwrap.clone());
+                let (raft, gate, fold) = (raft.clone(), gate.clone(), fold.clone());
                 tokio::spawn(async move {
                     let _open = gate.read().await;
-                    commit(&raft, jobs, count, &*wrap, &*unwrap).await;
+                    commit(&raft, jobs, count, &*fold).await;
                     drop(permit);
                 });
             }
         });
-        Batcher { tx, size }
+        Batcher { tx }
     }
 
     /// Queues `items` for the next entry and waits for their results and the
     /// entry's log index.
-    pub async fn call(&self, items: Vec<I>) -> Result<(Vec<O>, u64)> {
+    pub async fn call(&self, items: Vec<F::Item>) -> Result<(Vec<F::Out>, u64)> {
         let (reply, rx) = oneshot::channel();
-        let bytes = items.iter().map(self.size).sum();
+        let bytes = items.iter().map(F::size).sum();
         self.tx
             .send(Job {
                 items,
@@ -129,24 +179,20 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 }
 
-async fn commit<I, O>(
-    raft: &Raft,
-    jobs: Vec<Job<I, O>>,
-    count: usize,
-    wrap: &(dyn Fn(Vec<I>) -> Command + Send + Sync),
-    unwrap: &(dyn Fn(Response) -> Option<Vec<O>> + Send + Sync),
-) {
+async fn commit<F: Fold>(raft: &Raft, jobs: Vec<Job<F::Item, F::Out>>, count: usize, fold: &F) {
     let mut all = Vec::with_capacity(count);
     let mut replies = Vec::with_capacity(jobs.len());
     for job in jobs {
         replies.push((job.items.len(), job.reply));
         all.extend(job.items);
     }
-    let written = raft.client_write(Envelope::new(now_ms(), wrap(all))).await;
+    let written = raft
+        .client_write(Envelope::new(now_ms(), fold.command(all)))
+        .await;
     match written {
         Ok(resp) => {
             let index = resp.log_id.index;
-            let Some(results) = unwrap(resp.data) else {
+            let Some(results) = fold.results(resp.data) else {
                 for (_, reply) in replies {
                     let _ = reply.send(Err(ServerError::Internal(
                         "state machine answered a batch with the wrong response kind".into(),
@@ -156,7 +202,7 @@ async fn commit<I, O>(
             };
             let mut results = results.into_iter();
             for (n, reply) in replies {
-                let mine: Vec<O> = results.by_ref().take(n).collect();
+                let mine: Vec<F::Out> = results.by_ref().take(n).collect();
                 let _ = reply.send(Ok((mine, index)));
             }
         }

@@ -7,15 +7,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use openraft::{BasicNode, SnapshotPolicy};
-use tidal_core::command::{Command, Completion, Envelope, Rejection, Response, Submitted};
-use tidal_core::model::{TaskId, TaskSpec};
+use tidal_core::command::{Command, Envelope, Response};
 use tidal_store::{Raft, StateHandle, StoreOptions};
 
-use crate::batcher::{Batcher, WriteGate};
+use crate::batcher::{Batcher, CompletionsFold, StartsFold, WriteGate};
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
-use crate::leader::eager::EagerPlacement;
+use crate::leader::eager::{EagerPlacement, SubmitFold};
 use crate::leader::engine::{version_to_raise, MemberFormat};
 use crate::leader::leadership::{Leadership, LeadershipSlot};
 use crate::links::PeerTable;
@@ -50,10 +49,10 @@ pub struct Node {
     pub config: ServerConfig,
     pub raft: Raft,
     pub state: StateHandle,
-    pub submits: Batcher<TaskSpec, Result<Submitted, Rejection>>,
-    pub completions: Batcher<Completion, Result<(), Rejection>>,
+    pub submits: Batcher<SubmitFold>,
+    pub completions: Batcher<CompletionsFold>,
     /// Agents' start reports, batched like submits and completions.
-    pub starts: Batcher<(TaskId, u64), Result<(), Rejection>>,
+    pub starts: Batcher<StartsFold>,
     leadership: LeadershipSlot,
     /// When peers last answered this node's Raft RPCs.
     pub contacts: Contacts,
@@ -213,39 +212,26 @@ impl Node {
         let write_gate = WriteGate::default();
         let leadership: LeadershipSlot = Arc::default();
         let eager = Arc::new(EagerPlacement::new(state.clone(), leadership.clone()));
-        let (eager_wrap, eager_unwrap) = (eager.clone(), eager);
         let submits = Batcher::spawn(
             raft.clone(),
             write_gate.clone(),
             max_batch,
             SUBMITS_IN_FLIGHT,
-            Arc::new(move |specs| eager_wrap.command(specs)),
-            Arc::new(move |r| eager_unwrap.results(r)),
-            tidal_core::command::spec_bytes,
+            SubmitFold(eager),
         );
         let starts = Batcher::spawn(
             raft.clone(),
             write_gate.clone(),
             max_batch,
             REPORTS_IN_FLIGHT,
-            Arc::new(Command::StartedBatch),
-            Arc::new(|r| match r {
-                Response::StartedBatch(items) => Some(items),
-                _ => None,
-            }),
-            |_| 16,
+            StartsFold,
         );
         let completions = Batcher::spawn(
             raft.clone(),
             write_gate.clone(),
             max_batch,
             REPORTS_IN_FLIGHT,
-            Arc::new(Command::Complete),
-            Arc::new(|r| match r {
-                Response::Completed(items) => Some(items),
-                _ => None,
-            }),
-            Completion::approx_bytes,
+            CompletionsFold,
         );
         let peers = PeerTable::new(config.peers.clone());
         let vote_gate = Arc::new(VoteGate::new(started_empty));

@@ -94,3 +94,23 @@ impl EagerPlacement {
             .filter(|l| l.is_alive())
     }
 }
+
+/// Submits: one `Submit` or `SubmitPlaced` per batch ([`EagerPlacement`]).
+pub struct SubmitFold(pub std::sync::Arc<EagerPlacement>);
+
+impl crate::batcher::Fold for SubmitFold {
+    type Item = TaskSpec;
+    type Out = Result<Submitted, Rejection>;
+
+    fn command(&self, specs: Vec<TaskSpec>) -> Command {
+        self.0.command(specs)
+    }
+
+    fn results(&self, response: Response) -> Option<Vec<Self::Out>> {
+        self.0.results(response)
+    }
+
+    fn size(spec: &TaskSpec) -> usize {
+        tidal_core::command::spec_bytes(spec)
+    }
+}
