@@ -10,9 +10,10 @@
 //!   [`grpc::raft_service`] on the server side), elections with a pre-vote,
 //!   leadership transfer, check-quorum and the leader's lease.
 //! - [`grpc`]: the public API (tasks, agents, queues, cluster).
-//! - [`leader`]: leader-only memory: sessions, leases, dispatch loop, reaper,
-//!   the drain driver (stop orders at a drain's deadline), and the cross-DC
-//!   forwarder and shippers.
+//! - [`leader`]: leader-only memory: the leader engine (agent sessions and
+//!   leases, the reaper, drains' stop orders, retention, format upgrades)
+//!   and its driver, the dispatch loop, and the cross-DC forwarder and
+//!   shippers.
 //! - [`links`]: peer DCs' summaries and link health; the exchange format.
 //! - [`error`]: the one mapping from errors to gRPC status codes.
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).

@@ -11,15 +11,19 @@ use tidal_core::model::{Outcome, TaskId};
 use tidal_proto::v1::{
     self, agent_message::Msg as In, agents_server::Agents, server_message::Msg as Out,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::error::ServerError;
+use crate::leader::driver::{Opened, Outbound, SessionInput};
+use crate::leader::engine::{Closed, Event, Peer, ToAgent, Work};
 use crate::leader::leadership::Leadership;
-use crate::leader::sessions::{Attached, Closed, Outbound, Peer};
 use crate::node::Node;
+
+/// The sending end of a session's messages.
+type Tx = mpsc::UnboundedSender<ToAgent>;
 
 pub struct AgentService {
     pub node: Arc<Node>,
@@ -67,7 +71,7 @@ fn closed_status(agent_id: &str, closed: &Closed) -> Status {
 
 /// Why the session was closed; `None` if it never will be (the leadership
 /// dropped it).
-async fn wait_closed(closed: &mut tokio::sync::watch::Receiver<Option<Closed>>) -> Option<Closed> {
+async fn wait_closed(closed: &mut watch::Receiver<Option<Closed>>) -> Option<Closed> {
     match closed.wait_for(Option::is_some).await {
         Ok(c) => c.clone(),
         Err(_) => None,
@@ -76,28 +80,32 @@ async fn wait_closed(closed: &mut tokio::sync::watch::Receiver<Option<Closed>>) 
 
 /// The session's messages until the leader closes it, then the status.
 fn session_stream(
+    node: Arc<Node>,
     agent_id: String,
-    rx: mpsc::UnboundedReceiver<v1::ServerMessage>,
-    closed: tokio::sync::watch::Receiver<Option<Closed>>,
+    rx: mpsc::UnboundedReceiver<ToAgent>,
+    closed: watch::Receiver<Option<Closed>>,
 ) -> SessionStream {
-    Box::pin(futures::stream::unfold(
-        (Some(rx), closed),
-        move |(rx, mut closed)| {
-            let agent_id = agent_id.clone();
-            async move {
-                let mut rx = rx?;
-                tokio::select! {
-                    biased;
-                    c = wait_closed(&mut closed) => match c {
-                        Some(c) => Some((Err(closed_status(&agent_id, &c)), (None, closed))),
-                        // Never closed: the messages end when the session does.
-                        None => rx.recv().await.map(|m| (Ok(m), (Some(rx), closed))),
-                    },
-                    m = rx.recv() => m.map(|m| (Ok(m), (Some(rx), closed))),
-                }
+    let messages = futures::stream::unfold((Some(rx), closed), move |(rx, mut closed)| {
+        let agent_id = agent_id.clone();
+        async move {
+            let mut rx = rx?;
+            tokio::select! {
+                biased;
+                c = wait_closed(&mut closed) => match c {
+                    Some(c) => Some((Err(closed_status(&agent_id, &c)), (None, closed))),
+                    // Never closed: the messages end when the session does.
+                    None => rx.recv().await.map(|m| (Ok(m), (Some(rx), closed))),
+                },
+                m = rx.recv() => m.map(|m| (Ok(m), (Some(rx), closed))),
             }
-        },
-    ))
+        }
+    });
+    // The wire form is built as each message leaves (an assignment reads
+    // its task's spec from the applied state).
+    Box::pin(messages.filter_map(move |m| match m {
+        Ok(m) => convert::to_agent(&node.state.read().state, m).map(Ok),
+        Err(status) => Some(Err(status)),
+    }))
 }
 
 #[tonic::async_trait]
@@ -144,7 +152,7 @@ impl Agents for AgentService {
         };
         // A process whose id was taken over may not take it back (it did
         // not hear it was displaced): it is told again, and exits.
-        if leadership.sessions.was_displaced(&agent_id, &peer.instance) {
+        if was_displaced(&node, &leadership, &agent_id, &peer.instance).await? {
             tracing::warn!(agent_id = %agent_id, instance = %peer.instance, from = %peer.addr, "refusing a session: this agent process was displaced by another process under the same id");
             let status = closed_status(
                 &agent_id,
@@ -164,21 +172,38 @@ impl Agents for AgentService {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let (attached, stopped) = reconcile(
-            &node,
-            &leadership,
-            &agent_id,
-            peer.clone(),
-            &register.running,
-            &tx,
-        );
-        let Attached {
+        let (close, closed) = watch::channel(None);
+        let (reply, opened) = oneshot::channel();
+        // The engine attaches the session and settles what the agent id
+        // holds against what the process reported, under one read of the
+        // state: every assignment is settled there (token at or below the
+        // applied index) or pushed on this session afterwards (above it),
+        // never both. Its cancels are queued on `tx`.
+        leadership.session_input(SessionInput::Open {
+            agent: agent_id.clone(),
+            peer: peer.clone(),
+            reported: register
+                .running
+                .iter()
+                .map(|r| (r.task_id.clone(), r.token))
+                .collect(),
+            outbound: Outbound {
+                tx: tx.clone(),
+                close,
+            },
+            reply,
+        });
+        let Ok(Opened {
             generation,
-            closed,
             displaced,
+            regrant: stopped,
             regrant_at,
             taken_over,
-        } = attached;
+        }) = opened.await
+        else {
+            // The leadership ended before the session attached.
+            return Err(node.not_leader().into());
+        };
         // Registered goes first: reconcile's cancels were queued behind
         // nothing else yet, and the agent only acts on them once registered.
         let registered = msg(Out::Registered(v1::Registered {
@@ -261,7 +286,7 @@ impl Agents for AgentService {
         .filter_map(|end| end);
         let out = futures::stream::once(async move { Ok(registered) })
             .chain(futures::stream::select(
-                session_stream(agent_id, rx, closed),
+                session_stream(self.node.clone(), agent_id, rx, closed),
                 failed,
             ))
             .chain(ended);
@@ -278,7 +303,7 @@ impl Agents for AgentService {
         let connected: std::sync::Arc<BTreeSet<String>> = self
             .node
             .leadership()
-            .map(|l| l.sessions.connected())
+            .map(|l| l.connected())
             .unwrap_or_default();
         let applied = self.node.state.read();
         let agents = applied
@@ -372,7 +397,9 @@ impl Agents for AgentService {
             })
             .await?;
         if let Some(l) = self.node.leadership() {
-            l.sessions.forget(&agent);
+            l.notify(Event::Forgotten {
+                agent: agent.clone(),
+            });
         }
         tracing::info!(agent_id = %agent, log_index = index, "agent deregistered");
         Ok(Response::new(v1::DeregisterAgentResponse {
@@ -404,7 +431,7 @@ impl AgentService {
             }
         }
         if let Some(l) = self.node.leadership() {
-            l.drain_wake.notify_one();
+            l.notify(Event::Work(Work::DrainChanged));
             l.wake.notify_one();
         }
         Ok(index)
@@ -415,7 +442,7 @@ impl AgentService {
         let connected = self
             .node
             .leadership()
-            .is_some_and(|l| l.sessions.is_connected(agent));
+            .is_some_and(|l| l.connected().contains(agent));
         let applied = self.node.state.read();
         applied
             .state
@@ -428,49 +455,6 @@ impl AgentService {
                 .into()
             })
     }
-}
-
-/// After a (re)connect: attaches the session and settles every task the
-/// state says the agent holds ([`tidal_core::reconcile::settle`] decides;
-/// this sends its cancels and returns its regrants). One it reports running under the current
-/// token goes on; one it does not is returned (with its token) to be
-/// regranted under a new token, never sent again under the old one (the
-/// agent may have run it and stopped it when it fenced itself). What it
-/// runs under a token that is no longer current is cancelled. The state is
-/// read and the session attached under one read lock, so every assignment
-/// is settled either here (token at or below the applied index) or pushed
-/// on this session afterwards (above it), never both.
-fn reconcile(
-    node: &Node,
-    leadership: &Leadership,
-    agent_id: &str,
-    peer: Peer,
-    running: &[v1::RunningTask],
-    tx: &Outbound,
-) -> (Attached, Vec<(TaskId, u64)>) {
-    let applied = node.state.read();
-    let state = &applied.state;
-    let at = applied.last_applied.map(|l| l.index).unwrap_or(0);
-    let held: BTreeSet<(TaskId, u64)> = running
-        .iter()
-        .filter_map(|r| Some((r.task_id.parse::<TaskId>().ok()?, r.token)))
-        .collect();
-    let attached = leadership
-        .sessions
-        .attach(agent_id, peer, tx.clone(), at, held);
-    let reported: Vec<(String, u64)> = running
-        .iter()
-        .map(|r| (r.task_id.clone(), r.token))
-        .collect();
-    let settlement = tidal_core::reconcile::settle(state, agent_id, &reported);
-    for (task_id, token) in settlement.cancel {
-        let _ = tx.send(msg(Out::Cancel(v1::CancelTask {
-            task_id,
-            token,
-            reason: "the task is no longer assigned to this agent under this token".into(),
-        })));
-    }
-    (attached, settlement.regrant)
 }
 
 /// Commits a `Regrant` of tasks the agent holds but does not run (after
@@ -529,7 +513,7 @@ async fn regrant(
                 settled_elsewhere = rejected.len(),
                 "the agent did not run tasks it held: granted again under new tokens"
             );
-            crate::leader::push::push(&node.state, &leadership, &granted);
+            crate::leader::push::push(&leadership, &granted);
             leadership.wake.notify_one();
         }
         Ok((other, _)) => {
@@ -547,9 +531,9 @@ async fn serve_session(
     leadership: Arc<Leadership>,
     agent_id: String,
     generation: u64,
-    mut closed: tokio::sync::watch::Receiver<Option<Closed>>,
+    mut closed: watch::Receiver<Option<Closed>>,
     mut inbound: Streaming<v1::AgentMessage>,
-    tx: Outbound,
+    tx: Tx,
     fail: oneshot::Sender<Status>,
 ) {
     let mut alive = leadership.alive();
@@ -600,13 +584,13 @@ async fn serve_session(
                 // recent contact proves no other leader exists; otherwise
                 // the heartbeat goes unanswered and the agent's own
                 // deadline keeps running.
-                if node.lease_holds(&leadership) {
-                    if leadership.sessions.renew(&agent_id, generation) {
-                        let _ = tx.send(msg(Out::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq })));
-                    }
-                } else {
-                    tracing::debug!(agent_id = %agent_id, seq = hb.seq, "heartbeat not acknowledged: no majority heard this leader within its lease");
-                }
+                // The driver looks at the lease as it renews (and acks on
+                // the session).
+                leadership.session_input(SessionInput::Heartbeat {
+                    agent: agent_id.clone(),
+                    generation,
+                    seq: hb.seq,
+                });
             }
             In::Started(s) => {
                 let Ok(task) = s.task_id.parse::<TaskId>() else {
@@ -635,7 +619,10 @@ async fn serve_session(
             }
         }
     }
-    leadership.sessions.detach(&agent_id, generation);
+    leadership.session_input(SessionInput::Closed {
+        agent: agent_id.clone(),
+        generation,
+    });
     tracing::info!(agent_id = %agent_id, generation, "agent session ended");
 }
 
@@ -647,7 +634,7 @@ async fn complete_in_order(
     leadership: Arc<Leadership>,
     session: (String, u64),
     mut pending: mpsc::UnboundedReceiver<v1::TaskCompleted>,
-    tx: Outbound,
+    tx: Tx,
 ) {
     while let Some(first) = pending.recv().await {
         let mut batch = vec![first];
@@ -692,7 +679,7 @@ async fn stopped(
     leadership: &Leadership,
     (agent_id, generation): &(String, u64),
     c: v1::TaskCompleted,
-    tx: &Outbound,
+    tx: &Tx,
 ) {
     let Ok(task) = c.task_id.parse::<TaskId>() else {
         let _ = tx.send(completion_ack(
@@ -702,10 +689,16 @@ async fn stopped(
         ));
         return;
     };
-    if !leadership
-        .sessions
-        .holds(agent_id, *generation, task, c.token)
-    {
+    let (reply, held) = oneshot::channel();
+    leadership.session_input(SessionInput::Holds {
+        agent: agent_id.clone(),
+        generation: *generation,
+        task,
+        token: c.token,
+        reply,
+    });
+    // A leadership that ended holds nothing.
+    if !held.await.unwrap_or(false) {
         tracing::warn!(agent_id = %agent_id, task_id = %task, token = c.token, "refusing a stop report for a task this session never held");
         let _ = tx.send(completion_ack(
             &c,
@@ -747,21 +740,33 @@ async fn stopped(
     }
 }
 
-fn completion_ack(c: &v1::TaskCompleted, accepted: bool, reason: String) -> v1::ServerMessage {
-    msg(Out::CompletionAck(v1::CompletionAck {
+fn completion_ack(c: &v1::TaskCompleted, accepted: bool, reason: String) -> ToAgent {
+    ToAgent::CompletionAck {
         task_id: c.task_id.clone(),
         token: c.token,
         accepted,
         reason,
-    }))
+    }
 }
 
-async fn complete(
+/// Whether this agent process's session under `agent` was displaced by
+/// another process (the leadership's driver knows).
+async fn was_displaced(
     node: &Node,
     leadership: &Leadership,
-    batch: Vec<v1::TaskCompleted>,
-    tx: &Outbound,
-) {
+    agent: &str,
+    instance: &str,
+) -> Result<bool, Status> {
+    let (reply, answer) = oneshot::channel();
+    leadership.session_input(SessionInput::WasDisplaced {
+        agent: agent.to_string(),
+        instance: instance.to_string(),
+        reply,
+    });
+    answer.await.map_err(|_| Status::from(node.not_leader()))
+}
+
+async fn complete(node: &Node, leadership: &Leadership, batch: Vec<v1::TaskCompleted>, tx: &Tx) {
     let mut proposed = Vec::with_capacity(batch.len());
     let mut completions = Vec::with_capacity(batch.len());
     for c in batch {

@@ -510,10 +510,7 @@ impl Cluster for ClusterService {
             ServerState::Shutdown => "shutdown",
         };
         let acting = node.leadership();
-        let connected = acting
-            .as_ref()
-            .map(|l| l.sessions.connected().len())
-            .unwrap_or(0);
+        let connected = acting.as_ref().map(|l| l.connected().len()).unwrap_or(0);
         let report = if with_digest {
             // The digest walks the whole state: off the async runtime, so
             // this node's Raft heartbeats and sessions go on meanwhile.

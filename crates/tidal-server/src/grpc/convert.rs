@@ -8,6 +8,7 @@ use tidal_core::State;
 use tidal_proto::v1;
 
 use crate::error::ServerError;
+use crate::leader::engine::ToAgent;
 
 pub fn task_id(s: &str) -> Result<TaskId, ServerError> {
     s.parse().map_err(ServerError::InvalidArgument)
@@ -229,5 +230,57 @@ pub fn queue_to(q: &Queue, pending: usize) -> v1::Queue {
         weight: q.weight,
         strategy: q.strategy.as_str().to_string(),
         pending: pending as u64,
+    }
+}
+
+/// The wire form of a message for an agent's session; `None` for an
+/// assignment of a task the state no longer has.
+pub fn to_agent(state: &State, msg: ToAgent) -> Option<v1::ServerMessage> {
+    use v1::server_message::Msg;
+    let msg = match msg {
+        ToAgent::Assign { task, token } => return state.task(task).map(|t| assignment(t, token)),
+        ToAgent::Cancel {
+            task_id,
+            token,
+            reason,
+        } => Msg::Cancel(v1::CancelTask {
+            task_id,
+            token,
+            reason,
+        }),
+        ToAgent::Stop {
+            task,
+            token,
+            reason,
+        } => Msg::Stop(v1::StopTask {
+            task_id: task.to_string(),
+            token,
+            reason,
+        }),
+        ToAgent::HeartbeatAck { seq } => Msg::HeartbeatAck(v1::HeartbeatAck { seq }),
+        ToAgent::CompletionAck {
+            task_id,
+            token,
+            accepted,
+            reason,
+        } => Msg::CompletionAck(v1::CompletionAck {
+            task_id,
+            token,
+            accepted,
+            reason,
+        }),
+    };
+    Some(v1::ServerMessage { msg: Some(msg) })
+}
+
+/// The message that hands a task to its agent.
+pub fn assignment(task: &Task, token: u64) -> v1::ServerMessage {
+    v1::ServerMessage {
+        msg: Some(v1::server_message::Msg::Assignment(v1::Assignment {
+            task_id: task.id.to_string(),
+            token,
+            attempt: task.attempt,
+            spec: Some(spec_to(&task.spec, true)),
+        })),
     }
 }

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::channels::Channels;
 use crate::error::ServerError;
+use crate::leader::engine::Event;
 use crate::links::{ExchangeBody, ExchangeReply, Summary};
 use crate::links::{MAX_EXCHANGE_MESSAGE, SHIP_BATCH};
 use crate::node::Node;
@@ -90,7 +91,12 @@ impl DcService {
                 ) => {
                     if let Some(l) = node.leadership() {
                         for (task, agent, token) in cancelled {
-                            l.sessions.send(&agent, cancel_message(task, token));
+                            l.notify(Event::Cancelled {
+                                agent,
+                                task,
+                                token,
+                                reason: "cancelled in the DC it came from".into(),
+                            });
                         }
                     }
                     (verdicts, hwm)
@@ -232,16 +238,5 @@ fn summary_to(s: &Summary) -> v1::CapabilitySummary {
             })
             .collect(),
         pending: s.pending,
-    }
-}
-
-/// Tells an agent to stop a task the origin DC cancelled.
-fn cancel_message(task: tidal_core::model::TaskId, token: u64) -> v1::ServerMessage {
-    v1::ServerMessage {
-        msg: Some(v1::server_message::Msg::Cancel(v1::CancelTask {
-            task_id: task.to_string(),
-            token,
-            reason: "cancelled in the DC it came from".into(),
-        })),
     }
 }

@@ -260,16 +260,12 @@ impl Tasks for TaskService {
         match resp {
             CoreResponse::Cancelled { holder, .. } => {
                 if let (Some((agent, token)), Some(l)) = (holder, self.node.leadership()) {
-                    l.sessions.send(
-                        &agent,
-                        v1::ServerMessage {
-                            msg: Some(v1::server_message::Msg::Cancel(v1::CancelTask {
-                                task_id: id.to_string(),
-                                token,
-                                reason: "cancelled by a user".into(),
-                            })),
-                        },
-                    );
+                    l.notify(Event::Cancelled {
+                        agent,
+                        task: id,
+                        token,
+                        reason: "cancelled by a user".into(),
+                    });
                     l.wake.notify_one();
                 }
             }

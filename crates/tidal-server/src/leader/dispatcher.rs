@@ -20,7 +20,7 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
     while leadership.is_alive() {
         let (round, in_flight) = {
             let applied = node.state.read();
-            let connected = leadership.sessions.connected();
+            let connected = leadership.connected();
             let round = plan(&applied.state, &connected, MAX_ROUND, &mut cursor);
             let in_flight = InFlight::of(&applied.state, &round);
             (round, in_flight)
@@ -43,7 +43,7 @@ pub async fn run(node: Arc<Node>, leadership: Arc<Leadership>) {
                         "assignments rejected at apply"
                     );
                 }
-                push(&node.state, &leadership, &granted);
+                push(&leadership, &granted);
             }
             Ok((other, _)) => tracing::warn!(response = ?other, "unexpected response to assign"),
             Err(e) => {

@@ -5,17 +5,17 @@
 //! until the next event or the engine's next timer. Proposals run as spawned
 //! tasks whose results come back as events, so the engine never waits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
 use tidal_core::forwarding::DcName;
+use tidal_core::model::{FencingToken, TaskId};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use super::engine::{
-    Action, Engine, EngineConfig, Event, ForwardPolicy, Handler, LinkNews, Now, PeerReply,
-    PeerSummary, ProposeError,
+    Action, Closed, Engine, EngineConfig, Event, ForwardPolicy, Handler, LinkNews, Now, Peer,
+    PeerReply, PeerSummary, ProposeError, ToAgent,
 };
 use super::leadership::Leadership;
 use super::link::Link;
@@ -50,6 +50,80 @@ pub fn config(node: &Node) -> EngineConfig {
     }
 }
 
+/// The sending ends of one agent session: its messages, and its close.
+#[derive(Debug)]
+pub struct Outbound {
+    pub tx: mpsc::UnboundedSender<ToAgent>,
+    /// Becomes `Some` when the leader closes the session.
+    pub close: watch::Sender<Option<Closed>>,
+}
+
+/// A session just attached (the engine's `Attached`).
+#[derive(Debug)]
+pub struct Opened {
+    pub generation: u64,
+    /// The other agent process whose live session this one displaced.
+    pub displaced: Option<Peer>,
+    /// Assignments of this agent that the process did not report running:
+    /// to regrant under new tokens.
+    pub regrant: Vec<(TaskId, FencingToken)>,
+    /// Another process may still run them until then: regrant no earlier.
+    pub regrant_at: Option<Instant>,
+    /// Another known agent process held the id: count them as started first.
+    pub taken_over: bool,
+}
+
+/// What an agent session asks of the driver; answers come on the oneshots.
+#[derive(Debug)]
+pub enum SessionInput {
+    /// The agent registered: attach its session (answered with [`Opened`]).
+    Open {
+        agent: String,
+        peer: Peer,
+        /// The runs the process reported, task ids as it sent them.
+        reported: Vec<(String, FencingToken)>,
+        outbound: Outbound,
+        reply: oneshot::Sender<Opened>,
+    },
+    /// A heartbeat: renewed (and acknowledged on the session) only while a
+    /// majority heard this leader within its lease.
+    Heartbeat {
+        agent: String,
+        generation: u64,
+        seq: u64,
+    },
+    /// The session ended on its own.
+    Closed { agent: String, generation: u64 },
+    /// Whether the session holds the assignment (reported or pushed on it).
+    Holds {
+        agent: String,
+        generation: u64,
+        task: TaskId,
+        token: FencingToken,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Whether this agent process was displaced by another under its id.
+    WasDisplaced {
+        agent: String,
+        instance: String,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// One leadership's engine and the I/O ends it acts through.
+struct Driver {
+    node: Arc<Node>,
+    leadership: Arc<Leadership>,
+    engine: Engine,
+    inbox: Inbox,
+    /// One per peer DC; an exchange holds its link until it is answered.
+    links: BTreeMap<DcName, Arc<Mutex<Link>>>,
+    /// The live session of each agent, by generation.
+    outbound: HashMap<String, (u64, Outbound)>,
+    /// Sessions stepped as opened, until the engine answers.
+    opening: HashMap<String, (Outbound, oneshot::Sender<Opened>)>,
+}
+
 /// Runs `leadership`'s engine until the leadership ends; `events` is the
 /// receiving end of its [`Inbox`].
 pub async fn run(
@@ -57,8 +131,16 @@ pub async fn run(
     leadership: Arc<Leadership>,
     mut events: mpsc::UnboundedReceiver<Event>,
 ) {
-    let mut engine = Engine::new(config(&node));
-    let io = Io {
+    let Some(mut sessions) = leadership
+        .session_inputs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    else {
+        return;
+    };
+    let mut d = Driver {
+        engine: Engine::new(config(&node)),
         inbox: leadership.inbox(),
         links: node
             .config
@@ -68,38 +150,49 @@ pub async fn run(
             .collect(),
         node,
         leadership,
+        outbound: HashMap::new(),
+        opening: HashMap::new(),
     };
-    let (node, leadership) = (&io.node, &io.leadership);
-    let since = tokio::time::Instant::from_std(leadership.since);
-    let clock = || Now {
-        mono_ms: since.elapsed().as_millis() as u64,
-        wall_ms: now_ms(),
-    };
-    let mut event = Event::Established;
+    let since = tokio::time::Instant::from_std(d.leadership.since);
+    let mut event = Some(Event::Established);
+    let mut input = None;
     loop {
-        step(&io, &mut engine, clock(), event);
+        if let Some(e) = event.take() {
+            d.step(e);
+        }
+        if let Some(i) = input.take() {
+            d.session(i);
+        }
         // Whatever else arrived meanwhile, before sleeping again.
         while let Ok(more) = events.try_recv() {
-            step(&io, &mut engine, clock(), more);
+            d.step(more);
         }
-        let wake = engine
+        while let Ok(more) = sessions.try_recv() {
+            d.session(more);
+        }
+        let wake = d
+            .engine
             .next_wake()
             .map(|ms| since + Duration::from_millis(ms));
-        event = tokio::select! {
+        tokio::select! {
             received = events.recv() => match received {
-                Some(e) => e,
+                Some(e) => event = Some(e),
+                None => return,
+            },
+            received = sessions.recv() => match received {
+                Some(i) => input = Some(i),
                 None => return,
             },
             _ = sleep_until(wake) => {
                 // What the timers read besides the state, as of now.
-                step(&io, &mut engine, clock(), Event::MemberFormats(node.member_formats()));
-                if !node.config.peers.is_empty() {
-                    step(&io, &mut engine, clock(), Event::PeerSummaries(peer_summaries(node)));
+                d.step(Event::MemberFormats(d.node.member_formats()));
+                if !d.node.config.peers.is_empty() {
+                    d.step(Event::PeerSummaries(peer_summaries(&d.node)));
                 }
-                Event::Tick
+                event = Some(Event::Tick);
             }
-            _ = leadership.ended() => return,
-        };
+            _ = d.leadership.ended() => return,
+        }
     }
 }
 
@@ -126,83 +219,212 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// What the driver acts on.
-struct Io {
-    node: Arc<Node>,
-    leadership: Arc<Leadership>,
-    inbox: Inbox,
-    /// One per peer DC; an exchange holds its link until it is answered.
-    links: BTreeMap<DcName, Arc<Mutex<Link>>>,
-}
-
-fn step(io: &Io, engine: &mut Engine, now: Now, event: Event) {
-    {
-        let applied = io.node.state.read();
-        engine.step(now, &applied.state, event);
-    }
-    for action in engine.take_actions() {
-        perform(io, action);
-    }
-}
-
-fn perform(io: &Io, action: Action) {
-    let node = &io.node;
-    match action {
-        Action::Propose { id, command } => {
-            let (node, inbox) = (node.clone(), io.inbox.clone());
-            tokio::spawn(async move {
-                let event = match node.propose(command).await {
-                    Ok((response, index)) => Event::Committed {
-                        id,
-                        index,
-                        response,
-                    },
-                    Err(e) => Event::NotCommitted {
-                        id,
-                        error: ProposeError(e.to_string()),
-                    },
-                };
-                // A leadership that ended has no engine to tell.
-                let _ = inbox.send(event);
-            });
+impl Driver {
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: tokio::time::Instant::from_std(self.leadership.since)
+                .elapsed()
+                .as_millis() as u64,
+            wall_ms: now_ms(),
         }
-        Action::Exchange { dc, records } => {
-            let Some(link) = io.links.get(&dc).cloned() else {
-                return;
-            };
-            // Only for an exchange: it walks every agent.
-            let summary = Summary::of(&node.state.read().state);
-            let (node, inbox) = (node.clone(), io.inbox.clone());
-            let leadership = io.leadership.clone();
-            tokio::spawn(async move {
-                let mut link = link.lock().await;
-                // An exchange ends with the leadership that sent it.
-                let answer = tokio::select! {
-                    answer = link.exchange(&node, summary, records) => answer,
-                    _ = leadership.ended() => return,
-                };
-                let answer = answer.map(|r| PeerReply {
-                    summary: PeerSummary {
-                        capabilities: r.summary.capabilities,
-                        pending: r.summary.pending,
-                    },
-                    verdicts: r.verdicts,
-                    hwm: r.hwm,
+    }
+
+    fn step(&mut self, event: Event) {
+        self.step_with(|_| event);
+    }
+
+    /// Steps the event made from the applied index of the state the step
+    /// reads (under one read of it).
+    fn step_with(&mut self, event: impl FnOnce(u64) -> Event) {
+        let now = self.now();
+        {
+            let applied = self.node.state.read();
+            let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+            self.engine.step(now, &applied.state, event(index));
+        }
+        for action in self.engine.take_actions() {
+            self.perform(action);
+        }
+    }
+
+    fn session(&mut self, input: SessionInput) {
+        match input {
+            SessionInput::Open {
+                agent,
+                peer,
+                reported,
+                outbound,
+                reply,
+            } => {
+                self.opening.insert(agent.clone(), (outbound, reply));
+                self.step_with(|attached_at| Event::SessionOpened {
+                    agent,
+                    peer,
+                    reported,
+                    attached_at,
                 });
-                let _ = inbox.send(Event::PeerAnswer { dc, answer });
-            });
+            }
+            SessionInput::Heartbeat {
+                agent,
+                generation,
+                seq,
+            } => {
+                // Guarantee 6: looked at as the renewal is decided.
+                let lease_holds = self.node.lease_holds(&self.leadership);
+                self.step(Event::Heartbeat {
+                    agent,
+                    generation,
+                    seq,
+                    lease_holds,
+                });
+            }
+            SessionInput::Closed { agent, generation } => {
+                self.step(Event::SessionClosed { agent, generation })
+            }
+            SessionInput::Holds {
+                agent,
+                generation,
+                task,
+                token,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.engine
+                        .sessions()
+                        .holds(&agent, generation, task, token),
+                );
+            }
+            SessionInput::WasDisplaced {
+                agent,
+                instance,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.sessions().was_displaced(&agent, &instance));
+            }
         }
-        Action::PeerLink { dc, news } => match news {
-            LinkNews::Up => node.peers.up(&dc),
-            LinkNews::Down(why) => node.peers.down(&dc, why),
-            LinkNews::Summary(s) => node.peers.summary(
-                &dc,
-                Summary {
-                    capabilities: s.capabilities,
-                    pending: s.pending,
-                },
-            ),
-        },
-        Action::WakeDispatcher => io.leadership.wake.notify_one(),
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Propose { id, command } => {
+                let (node, inbox) = (self.node.clone(), self.inbox.clone());
+                tokio::spawn(async move {
+                    let event = match node.propose(command).await {
+                        Ok((response, index)) => Event::Committed {
+                            id,
+                            index,
+                            response,
+                        },
+                        Err(e) => Event::NotCommitted {
+                            id,
+                            error: ProposeError(e.to_string()),
+                        },
+                    };
+                    // A leadership that ended has no engine to tell.
+                    let _ = inbox.send(event);
+                });
+            }
+            Action::Attached {
+                agent,
+                generation,
+                displaced,
+                regrant,
+                regrant_at,
+                taken_over,
+            } => {
+                let Some((outbound, reply)) = self.opening.remove(&agent) else {
+                    return;
+                };
+                self.outbound.insert(agent.clone(), (generation, outbound));
+                let opened = Opened {
+                    generation,
+                    displaced,
+                    regrant,
+                    regrant_at: regrant_at.map(|ms| self.leadership.instant_at(ms)),
+                    taken_over,
+                };
+                if reply.send(opened).is_err() {
+                    // The session went away before it heard: it will not
+                    // say it ended.
+                    self.step(Event::SessionClosed { agent, generation });
+                }
+            }
+            Action::Close {
+                agent,
+                generation,
+                why,
+            } => {
+                if self
+                    .outbound
+                    .get(&agent)
+                    .is_some_and(|(g, _)| *g == generation)
+                {
+                    if let Some((_, out)) = self.outbound.remove(&agent) {
+                        out.close.send_replace(Some(why));
+                    }
+                }
+            }
+            Action::Detach { agent, generation } => {
+                if self
+                    .outbound
+                    .get(&agent)
+                    .is_some_and(|(g, _)| *g == generation)
+                {
+                    self.outbound.remove(&agent);
+                }
+            }
+            Action::Send {
+                agent,
+                generation,
+                msg,
+            } => {
+                if let Some((g, out)) = self.outbound.get(&agent) {
+                    if *g == generation {
+                        let _ = out.tx.send(msg);
+                    }
+                }
+            }
+            Action::Publish(view) => {
+                self.leadership.view.send_replace(view);
+            }
+            Action::Exchange { dc, records } => {
+                let Some(link) = self.links.get(&dc).cloned() else {
+                    return;
+                };
+                // Only for an exchange: it walks every agent.
+                let summary = Summary::of(&self.node.state.read().state);
+                let (node, inbox) = (self.node.clone(), self.inbox.clone());
+                let leadership = self.leadership.clone();
+                tokio::spawn(async move {
+                    let mut link = link.lock().await;
+                    // An exchange ends with the leadership that sent it.
+                    let answer = tokio::select! {
+                        answer = link.exchange(&node, summary, records) => answer,
+                        _ = leadership.ended() => return,
+                    };
+                    let answer = answer.map(|r| PeerReply {
+                        summary: PeerSummary {
+                            capabilities: r.summary.capabilities,
+                            pending: r.summary.pending,
+                        },
+                        verdicts: r.verdicts,
+                        hwm: r.hwm,
+                    });
+                    let _ = inbox.send(Event::PeerAnswer { dc, answer });
+                });
+            }
+            Action::PeerLink { dc, news } => match news {
+                LinkNews::Up => self.node.peers.up(&dc),
+                LinkNews::Down(why) => self.node.peers.down(&dc, why),
+                LinkNews::Summary(s) => self.node.peers.summary(
+                    &dc,
+                    Summary {
+                        capabilities: s.capabilities,
+                        pending: s.pending,
+                    },
+                ),
+            },
+            Action::WakeDispatcher => self.leadership.wake.notify_one(),
+        }
     }
 }

@@ -44,7 +44,7 @@ impl EagerPlacement {
         let Some(leadership) = self.current() else {
             return Command::Submit(specs);
         };
-        let connected = leadership.sessions.connected();
+        let connected = leadership.connected();
         let place = {
             let dispatching = leadership
                 .dispatching
@@ -77,7 +77,7 @@ impl EagerPlacement {
                     // Without a leadership the agents get their tasks when
                     // they register with the next leader.
                     if let Some(leadership) = self.current() {
-                        push::push(&self.state, &leadership, &granted);
+                        push::push(&leadership, &granted);
                     }
                 }
                 Some(submitted)

@@ -1,14 +1,15 @@
 //! The state of one term of leadership, shared by the leader's loops, and
 //! the slot through which the rest of the node sees the current one.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::driver::SessionInput;
 use super::engine;
-use super::sessions::Sessions;
 
 /// This node's current leadership, if it leads; shared with what must see
 /// it outside a request (the submit batcher's placement).
@@ -27,11 +28,8 @@ pub struct Leadership {
     pub term: u64,
     /// When openraft made this node leader of `term`.
     pub since: Instant,
-    pub sessions: Sessions,
     /// Wakes the dispatcher: new pending work or freed capacity.
     pub wake: Notify,
-    /// Wakes the drain driver: a drain or its deadline changed.
-    pub drain_wake: Notify,
     /// The dispatch round being committed, for eager placement to plan around.
     pub dispatching: Mutex<tidal_core::dispatch::InFlight>,
     /// Flips to false when this leadership ends; session loops watch it.
@@ -48,26 +46,51 @@ pub struct Leadership {
     inbox: mpsc::UnboundedSender<engine::Event>,
     /// The engine's end of `inbox`, until its driver starts.
     pub(super) events: Mutex<Option<mpsc::UnboundedReceiver<engine::Event>>>,
+    /// Agent sessions' requests to the driver (`super::driver::SessionInput`).
+    sessions: mpsc::UnboundedSender<SessionInput>,
+    /// The driver's end of `sessions`, until it starts.
+    pub(super) session_inputs: Mutex<Option<mpsc::UnboundedReceiver<SessionInput>>>,
+    /// What the engine last published: the connected agents.
+    pub(super) view: watch::Sender<engine::View>,
 }
 
 impl Leadership {
-    pub(super) fn new(term: u64, since: Instant, agent_ttl: Duration) -> Arc<Leadership> {
+    pub(super) fn new(term: u64, since: Instant) -> Arc<Leadership> {
         let (alive, _) = watch::channel(true);
         let (reads_ready, _) = watch::channel(false);
         let (inbox, events) = mpsc::unbounded_channel();
+        let (sessions, session_inputs) = mpsc::unbounded_channel();
+        let (view, _) = watch::channel(engine::View::default());
         Arc::new(Leadership {
             term,
             since,
-            sessions: Sessions::new(agent_ttl),
             wake: Notify::new(),
-            drain_wake: Notify::new(),
             dispatching: Mutex::default(),
             alive,
             reads_ready,
             tasks: Mutex::new(Vec::new()),
             inbox,
             events: Mutex::new(Some(events)),
+            sessions,
+            session_inputs: Mutex::new(Some(session_inputs)),
+            view,
         })
+    }
+
+    /// Asks this leadership's driver about or for an agent session; false
+    /// once the leadership ended.
+    pub fn session_input(&self, input: SessionInput) -> bool {
+        self.sessions.send(input).is_ok()
+    }
+
+    /// Agents with a live session: the only ones placement may use.
+    pub fn connected(&self) -> Arc<BTreeSet<String>> {
+        self.view.borrow().connected.clone()
+    }
+
+    /// The `mono_ms` of the engine's clock as an instant.
+    pub fn instant_at(&self, mono_ms: u64) -> Instant {
+        self.since + Duration::from_millis(mono_ms)
     }
 
     /// Tells this leadership's engine of `event` (nothing once it ended).
@@ -121,6 +144,5 @@ impl Leadership {
         for task in self.tasks().drain(..) {
             task.abort();
         }
-        self.sessions.clear();
     }
 }

@@ -1,17 +1,15 @@
-//! Leader-only memory, rebuilt on every election: agent sessions, lease
-//! deadlines, the dispatch loop, the lease reaper and retention's expirer. It starts when this node
-//! becomes leader and is dropped when it steps down.
+//! Leader-only memory, rebuilt on every election: the leader engine and its
+//! driver (agent sessions, lease deadlines, the reaper, drains, retention's
+//! expirer), the dispatch loop and cross-DC forwarding. It starts when this
+//! node becomes leader and is dropped when it steps down.
 
 pub mod dispatcher;
-pub mod drainer;
 pub mod driver;
 pub mod eager;
 pub mod engine;
 pub mod leadership;
 pub mod link;
 pub mod push;
-pub mod reaper;
-pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,20 +43,14 @@ async fn commit_barrier(node: Arc<Node>, leadership: Arc<Leadership>) {
 }
 
 /// The leadership has committed an entry of its own: it serves linearizable
-/// reads, takes agent sessions, renews every known agent's lease for a full
-/// TTL (a failover causes no mass requeue: RELIABILITY.md, I7) and starts
-/// dispatching, reaping and forwarding.
+/// reads, takes agent sessions, and starts its engine's driver (whose first
+/// event gives every known agent's lease a full TTL: a failover causes no
+/// mass requeue, RELIABILITY.md, I7), dispatching and forwarding.
 fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
     let mut tasks = leadership.tasks();
     // Checked under the task lock: `end` flips `alive` before taking it.
     if !leadership.is_alive() {
         return;
-    }
-    {
-        let applied = node.state.read();
-        for agent in applied.state.agents() {
-            leadership.sessions.grace(&agent.spec.id);
-        }
     }
     leadership.reads_ready.send_replace(true);
     node.set_leadership(Some(leadership.clone()));
@@ -78,8 +70,6 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
         node.clone(),
         leadership.clone(),
     )));
-    tasks.push(tokio::spawn(reaper::run(node.clone(), leadership.clone())));
-    tasks.push(tokio::spawn(drainer::run(node.clone(), leadership.clone())));
     tracing::info!(
         node_id = node.id,
         term = leadership.term,
@@ -177,7 +167,7 @@ pub async fn watch_leadership(node: Arc<Node>) {
                     }
                     tracing::info!(node_id = node.id, term, "became leader");
                     deposed = false;
-                    let leadership = Leadership::new(term, since, node.config.agent_ttl);
+                    let leadership = Leadership::new(term, since);
                     let barrier = tokio::spawn(commit_barrier(node.clone(), leadership.clone()));
                     leadership.tasks().push(barrier);
                     current = Some(leadership);

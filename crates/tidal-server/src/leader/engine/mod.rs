@@ -26,15 +26,22 @@ pub mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
-use tidal_core::command::{Command, Response};
+use tidal_core::command::{Command, Granted, Response};
 use tidal_core::forwarding::{DcName, Record};
+use tidal_core::model::{AgentId, FencingToken, TaskId};
 use tidal_core::State;
 
+mod drain;
 mod expiry;
 mod forward;
+mod leases;
 mod ship;
 mod upgrade;
+
+pub use drain::LOOK_EVERY_MS as DRAIN_LOOK_EVERY_MS;
+pub use sessions::{Closed, Peer};
 
 pub use expiry::{EXPIRE_BATCH, EXPIRE_EVERY_MS};
 pub use forward::{ForwardPolicy, PeerSummary};
@@ -110,6 +117,74 @@ pub enum Event {
     // Handlers add their events below this line: agent sessions
     // (SessionOpened, SessionClosed, Heartbeat, StopReported, Granted,
     // Cancelled, Forgotten), member formats, peer answers.
+    /// An agent process opened a session and registered (`leases`):
+    /// `reported` are the runs it named (task ids as it sent them), and
+    /// `attached_at` is the applied index of the state this step reads.
+    SessionOpened {
+        agent: AgentId,
+        peer: Peer,
+        reported: Vec<(String, FencingToken)>,
+        attached_at: u64,
+    },
+    /// A session ended on its own (the agent went away, or sent garbage).
+    SessionClosed { agent: AgentId, generation: u64 },
+    /// A heartbeat on a session; `lease_holds`: a majority heard this
+    /// leader within its lease when the driver looked (invariant 6).
+    Heartbeat {
+        agent: AgentId,
+        generation: u64,
+        seq: u64,
+        lease_holds: bool,
+    },
+    /// The agent was deregistered.
+    Forgotten { agent: AgentId },
+    /// Assignments committed outside the engine, to push to their agents.
+    Granted(Vec<Granted>),
+    /// A committed cancel of a task this agent held under `token`.
+    Cancelled {
+        agent: AgentId,
+        task: TaskId,
+        token: FencingToken,
+        reason: String,
+    },
+}
+
+/// A message for an agent's session; the gRPC edge builds its wire form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToAgent {
+    /// Run the task under `token` (the edge reads its spec and attempt from
+    /// the applied state).
+    Assign { task: TaskId, token: FencingToken },
+    /// Stop running the task under `token`, for good (`task_id` as the agent
+    /// named it, or the task's id).
+    Cancel {
+        task_id: String,
+        token: FencingToken,
+        reason: String,
+    },
+    /// Stop the task and report it stopped (a drain's deadline passed).
+    Stop {
+        task: TaskId,
+        token: FencingToken,
+        reason: String,
+    },
+    /// The heartbeat `seq` renewed the lease.
+    HeartbeatAck { seq: u64 },
+    /// The answer to a completion (or stop) report of the task (`task_id` as
+    /// the agent named it) under `token`.
+    CompletionAck {
+        task_id: String,
+        token: FencingToken,
+        accepted: bool,
+        reason: String,
+    },
+}
+
+/// What the rest of the node reads of the engine between events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// Agents with a live session: the only ones placement may use.
+    pub connected: Arc<BTreeSet<AgentId>>,
 }
 
 /// What the driver must do.
@@ -125,10 +200,40 @@ pub enum Action {
     },
     /// Record what the link to a peer DC learned (the node's peer table).
     PeerLink { dc: DcName, news: LinkNews },
-    /// Wake the dispatch loop (tasks a peer refused are pending again).
+    /// Wake the dispatch loop (tasks a peer refused are pending again, an
+    /// agent marked down freed its tasks).
     WakeDispatcher,
     // Handlers add their actions below this line: to agent sessions (Send,
     // Close, Attached), to peer DCs (Exchange, PeerLink), Publish.
+    /// The answer to `SessionOpened`: the session's generation, the process
+    /// it displaced, and the assignments to regrant (no earlier than
+    /// `regrant_at`; counted as started first if `taken_over`).
+    Attached {
+        agent: AgentId,
+        generation: u64,
+        displaced: Option<Peer>,
+        regrant: Vec<(TaskId, FencingToken)>,
+        regrant_at: Option<u64>,
+        taken_over: bool,
+    },
+    /// Close the agent's session of `generation` (it ends with `why`).
+    Close {
+        agent: AgentId,
+        generation: u64,
+        why: Closed,
+    },
+    /// The agent's session of `generation` ended on its own: drop its
+    /// sending end.
+    Detach { agent: AgentId, generation: u64 },
+    /// Send `msg` on the agent's session of `generation` (dropped if that
+    /// session is gone).
+    Send {
+        agent: AgentId,
+        generation: u64,
+        msg: ToAgent,
+    },
+    /// The view changed: publish it.
+    Publish(View),
 }
 
 /// One handler of the engine; only the enabled ones act (the driver enables
@@ -145,6 +250,10 @@ pub enum Handler {
     Forward,
     /// The shippers, one per peer DC (`ship.rs`).
     Ship,
+    /// Agent sessions, leases and the reaper (`leases.rs`).
+    Leases,
+    /// Drain deadlines' stop orders (`drain.rs`).
+    Drain,
 }
 
 impl Handler {
@@ -154,6 +263,8 @@ impl Handler {
         Handler::Upgrade,
         Handler::Forward,
         Handler::Ship,
+        Handler::Leases,
+        Handler::Drain,
     ];
 
     /// The handler's name in scenario files.
@@ -163,6 +274,8 @@ impl Handler {
             Handler::Upgrade => "upgrade",
             Handler::Forward => "forward",
             Handler::Ship => "ship",
+            Handler::Leases => "leases",
+            Handler::Drain => "drain",
         }
     }
 }
@@ -233,6 +346,8 @@ pub(crate) enum Purpose {
     Forward,
     /// A `ForwardAck` of a peer's verdicts.
     ForwardAck(DcName),
+    /// The reaper's `AgentDown` of this agent.
+    AgentDown { agent: AgentId },
 }
 
 /// What a handler is given: the time, the applied state, the settings, and where to write.
@@ -275,19 +390,28 @@ pub struct Engine {
     upgrade: upgrade::Upgrade,
     forward: forward::Forward,
     shippers: BTreeMap<DcName, ship::Shipper>,
+    leases: leases::Leases,
+    drain: drain::Drain,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         Engine {
-            cfg,
             established: false,
             out: Output::default(),
             expiry: expiry::Expiry::default(),
             upgrade: upgrade::Upgrade::default(),
             forward: forward::Forward::default(),
             shippers: BTreeMap::new(),
+            leases: leases::Leases::new(cfg.agent_ttl_ms),
+            drain: drain::Drain::default(),
+            cfg,
         }
+    }
+
+    /// The agent sessions and leases, for the driver's questions between events.
+    pub fn sessions(&self) -> &sessions::SessionTable {
+        &self.leases.table
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -324,11 +448,20 @@ impl Engine {
                         self.shippers.insert(dc.clone(), shipper);
                     }
                 }
+                if on(Handler::Leases) {
+                    self.leases.start(&mut cx);
+                }
+                if on(Handler::Drain) {
+                    self.drain.start(now);
+                }
             }
             Event::Tick => {}
             Event::Work(work) => {
                 if work == Work::Submitted {
                     self.forward.work(now);
+                }
+                if work == Work::DrainChanged {
+                    self.drain.changed(now);
                 }
             }
             Event::Committed {
@@ -350,6 +483,9 @@ impl Engine {
                         }
                     }
                 }
+                Some(Purpose::AgentDown { agent }) => {
+                    self.leases.committed(&mut cx, agent, index, response)
+                }
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.inflight.remove(&id) {
@@ -363,6 +499,9 @@ impl Engine {
                         shipper.not_committed(&error, &mut cx);
                     }
                 }
+                Some(Purpose::AgentDown { agent }) => {
+                    self.leases.not_committed(&mut cx, agent, &error)
+                }
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
@@ -372,6 +511,35 @@ impl Engine {
                     shipper.answered(answer, &mut cx);
                 }
             }
+            // Sessions open only once the leadership acts.
+            _ if !self.established || !cx.cfg.handlers.contains(&Handler::Leases) => {}
+            Event::SessionOpened {
+                agent,
+                peer,
+                reported,
+                attached_at,
+            } => self
+                .leases
+                .opened(&mut cx, agent, peer, reported, attached_at),
+            Event::SessionClosed { agent, generation } => {
+                self.leases.closed(&mut cx, agent, generation)
+            }
+            Event::Heartbeat {
+                agent,
+                generation,
+                seq,
+                lease_holds,
+            } => self
+                .leases
+                .heartbeat(&mut cx, agent, generation, seq, lease_holds),
+            Event::Forgotten { agent } => self.leases.forget(&mut cx, &agent),
+            Event::Granted(granted) => self.leases.granted(&mut cx, granted),
+            Event::Cancelled {
+                agent,
+                task,
+                token,
+                reason,
+            } => self.leases.cancelled(&mut cx, agent, task, token, reason),
         }
         if self.established {
             // Each enabled handler whose timer is due at `now` (a handler
@@ -380,6 +548,8 @@ impl Engine {
             for shipper in self.shippers.values_mut() {
                 shipper.fire(&mut cx);
             }
+            self.leases.fire(&mut cx);
+            self.drain.fire(&mut cx, &self.leases.table);
         }
     }
 
@@ -395,6 +565,8 @@ impl Engine {
             self.expiry.next_wake(),
             self.upgrade.next_wake(),
             self.forward.next_wake(),
+            self.leases.next_wake(),
+            self.drain.next_wake(),
         ];
         let ships = self.shippers.values().map(ship::Shipper::next_wake);
         wakes.into_iter().chain(ships).flatten().min()

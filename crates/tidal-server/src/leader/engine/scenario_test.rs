@@ -33,6 +33,13 @@
 //!   or `answer DC err=WHY` (a peer's answer to the exchange in flight).
 //! - `forward DC ID,..`: applies a `Forward` of those tasks to that peer
 //!   directly (its outbox records).
+//! - Agent sessions (`leases`, `drain`): `open AGENT [inst=I] [addr=A]
+//!   [running=ID:TOKEN,..]` (attached at the last applied index; an ID
+//!   that is not a number goes as sent), `close AGENT gen=G` (the session
+//!   ended), `hb AGENT gen=G seq=S [noquorum]`, `forget AGENT`, `granted
+//!   ID,..` (each task's current assignment, committed elsewhere), `cancel
+//!   ID` (applied; its holder told), `drain AGENT [deadline=MS]` (applied,
+//!   deadline from now; then `work drain-changed`).
 //! - `actions`: prints the actions since the last `actions`, one a line, then
 //!   `wake-at MS` (the engine's next timer) or `wake-at none`.
 //!
@@ -43,14 +50,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use tidal_core::command::{ApplyCtx, Command, Completion, Response};
+use tidal_core::command::{ApplyCtx, Command, Completion, Granted, Response};
 use tidal_core::forwarding::{CapabilityGroup, CapabilitySummary, QueuePolicy, Verdict};
 use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec};
 use tidal_core::State;
 
 use super::{
-    Action, Engine, EngineConfig, Event, ForwardPolicy, LinkNews, MemberFormat, Now, PeerReply,
-    PeerSummary, ProposalId, ProposeError, Work,
+    Action, Closed, Engine, EngineConfig, Event, ForwardPolicy, LinkNews, MemberFormat, Now, Peer,
+    PeerReply, PeerSummary, ProposalId, ProposeError, ToAgent, Work,
 };
 
 /// The wall clock when a scenario starts.
@@ -298,6 +305,114 @@ impl Scenario {
                     Response::Completed(v) if v.iter().all(Result::is_ok) => Ok(None),
                     other => Err(format!("complete failed: {other:?}")),
                 }
+            }
+            "open" => {
+                let mut reported = Vec::new();
+                for item in list(&a, "running") {
+                    let (id, token) = item
+                        .split_once(':')
+                        .ok_or_else(|| format!("running {item:?}: want ID:TOKEN"))?;
+                    let token = token.parse().map_err(|_| format!("token {token:?}"))?;
+                    // A number is a task id in its canonical form; any other
+                    // word goes as the agent sent it.
+                    let id = match id.parse::<u64>() {
+                        Ok(n) => TaskId(n).to_string(),
+                        Err(_) => id.to_string(),
+                    };
+                    reported.push((id, token));
+                }
+                self.step(Event::SessionOpened {
+                    agent: first.into(),
+                    peer: Peer {
+                        instance: a.get("inst").cloned().unwrap_or_default(),
+                        addr: a
+                            .get("addr")
+                            .cloned()
+                            .unwrap_or_else(|| "10.0.0.1:1".into()),
+                    },
+                    reported,
+                    attached_at: self.index,
+                });
+                Ok(None)
+            }
+            "close" => {
+                self.step(Event::SessionClosed {
+                    agent: first.into(),
+                    generation: num(&a, "gen", 0)?,
+                });
+                Ok(None)
+            }
+            "hb" => {
+                self.step(Event::Heartbeat {
+                    agent: first.into(),
+                    generation: num(&a, "gen", 0)?,
+                    seq: num(&a, "seq", 0)?,
+                    lease_holds: !a.contains_key("noquorum"),
+                });
+                Ok(None)
+            }
+            "forget" => {
+                self.step(Event::Forgotten {
+                    agent: first.into(),
+                });
+                Ok(None)
+            }
+            "granted" => {
+                let mut granted = Vec::new();
+                for id in ids(first)? {
+                    let task = self.state.task(id).ok_or(format!("no task {id}"))?;
+                    let (agent, token) = task
+                        .state
+                        .holder()
+                        .ok_or(format!("task {id} is not live"))?;
+                    granted.push(Granted {
+                        task: id,
+                        agent: agent.clone(),
+                        token,
+                        attempt: task.attempt,
+                    });
+                }
+                self.step(Event::Granted(granted));
+                Ok(None)
+            }
+            "cancel" => {
+                let [task] = ids(first)?[..] else {
+                    return Err("cancel ID".into());
+                };
+                match self.apply(Command::Cancel { task }).0 {
+                    Response::Cancelled {
+                        holder: Some((agent, token)),
+                        ..
+                    } => {
+                        self.step(Event::Cancelled {
+                            agent,
+                            task,
+                            token,
+                            reason: "cancelled by a user".into(),
+                        });
+                        Ok(None)
+                    }
+                    other => Err(format!("cancel of a held task: {other:?}")),
+                }
+            }
+            "drain" => {
+                let deadline_ms = match a.get("deadline") {
+                    Some(ms) => Some(
+                        self.now.wall_ms
+                            + ms.parse::<u64>()
+                                .map_err(|_| format!("deadline={ms}: want MS from now"))?,
+                    ),
+                    None => None,
+                };
+                expect_ok(
+                    self.apply(Command::DrainAgent {
+                        agent: first.into(),
+                        deadline_ms,
+                    })
+                    .0,
+                )?;
+                self.step(Event::Work(Work::DrainChanged));
+                Ok(None)
             }
             "down" => match self
                 .apply(Command::AgentDown {
@@ -547,6 +662,73 @@ fn describe(action: &Action) -> String {
             LinkNews::Summary(s) => format!("peer {dc} summary room={}", s.room()),
         },
         Action::WakeDispatcher => "wake dispatcher".into(),
+        Action::Attached {
+            agent,
+            generation,
+            displaced,
+            regrant,
+            regrant_at,
+            taken_over,
+        } => {
+            let mut line = format!("attached {agent}@{generation}");
+            if let Some(d) = displaced {
+                write!(line, " displaced={}", d.instance).expect("writing to a String");
+            }
+            if !regrant.is_empty() {
+                let r: Vec<String> = regrant
+                    .iter()
+                    .map(|(t, k)| format!("{}:{k}", t.0))
+                    .collect();
+                write!(line, " regrant={}", r.join(",")).expect("writing to a String");
+            }
+            if let Some(at) = regrant_at {
+                write!(line, " regrant_at={at}").expect("writing to a String");
+            }
+            if *taken_over {
+                line.push_str(" taken_over");
+            }
+            line
+        }
+        Action::Close {
+            agent,
+            generation,
+            why,
+        } => {
+            let why = match why {
+                Closed::Displaced { by, from } => format!("displaced by={by} from={from}"),
+                Closed::Replaced => "replaced".into(),
+                Closed::Expired => "expired".into(),
+            };
+            format!("close {agent}@{generation} {why}")
+        }
+        Action::Detach { agent, generation } => format!("detach {agent}@{generation}"),
+        Action::Send {
+            agent,
+            generation,
+            msg,
+        } => {
+            let msg = match msg {
+                ToAgent::Assign { task, token } => format!("assign {} token={token}", task.0),
+                ToAgent::Cancel {
+                    task_id,
+                    token,
+                    reason,
+                } => format!("cancel {task_id} token={token} ({reason})"),
+                ToAgent::Stop { task, token, .. } => format!("stop {} token={token}", task.0),
+                ToAgent::HeartbeatAck { seq } => format!("heartbeat-ack seq={seq}"),
+                ToAgent::CompletionAck {
+                    task_id,
+                    token,
+                    accepted,
+                    reason,
+                } => format!("completion-ack {task_id} token={token} accepted={accepted} {reason}"),
+            };
+            format!("send {agent}@{generation} {msg}")
+        }
+        Action::Publish(view) => {
+            let c: Vec<&str> = view.connected.iter().map(String::as_str).collect();
+            format!("publish connected={}", c.join(","))
+        }
     }
 }
 
@@ -576,6 +758,7 @@ fn describe_command(command: &Command) -> String {
                 .collect();
             format!("Forward {}", pairs.join(","))
         }
+        Command::AgentDown { agent } => format!("AgentDown {agent}"),
         other => format!("{other:?}"),
     }
 }
@@ -598,6 +781,11 @@ fn describe_response(response: &Response) -> String {
                 .collect();
             format!("forwarded {}", seqs.join(","))
         }
+        Response::AgentDown { requeued, failed } => format!(
+            "agent-down requeued={} failed={}",
+            tasks(requeued),
+            tasks(failed)
+        ),
         other => format!("{other:?}"),
     }
 }

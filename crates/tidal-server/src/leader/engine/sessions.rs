@@ -105,6 +105,8 @@ pub struct SessionTable {
     sessions: BTreeMap<AgentId, Session>,
     /// When each agent's lease ends: it may be marked down from then on.
     deadlines: BTreeMap<AgentId, u64>,
+    /// `deadlines` in deadline order.
+    by_deadline: BTreeSet<(u64, AgentId)>,
     /// The instance whose heartbeats the deadline counts (absent: unknown,
     /// as after an election).
     holders: BTreeMap<AgentId, String>,
@@ -128,6 +130,7 @@ impl SessionTable {
             ttl_ms,
             sessions: BTreeMap::new(),
             deadlines: BTreeMap::new(),
+            by_deadline: BTreeSet::new(),
             holders: BTreeMap::new(),
             fenced_until: BTreeMap::new(),
             taken_over_until: BTreeMap::new(),
@@ -207,8 +210,7 @@ impl SessionTable {
             },
         );
         self.connected = None;
-        self.deadlines
-            .insert(agent.to_string(), now.saturating_add(self.ttl_ms));
+        self.set_deadline(agent, now.saturating_add(self.ttl_ms));
         Attached {
             generation,
             closed,
@@ -253,30 +255,43 @@ impl SessionTable {
         {
             return false;
         }
-        self.deadlines
-            .insert(agent.to_string(), now.saturating_add(self.ttl_ms));
+        self.set_deadline(agent, now.saturating_add(self.ttl_ms));
         true
     }
 
     /// A new leadership gives every known agent a full TTL from `now`, held
     /// by no known instance.
     pub fn grace(&mut self, agent: &str, now: u64) {
-        self.deadlines
-            .insert(agent.to_string(), now.saturating_add(self.ttl_ms));
+        self.set_deadline(agent, now.saturating_add(self.ttl_ms));
+    }
+
+    fn set_deadline(&mut self, agent: &str, deadline: u64) {
+        if let Some(old) = self.deadlines.insert(agent.to_string(), deadline) {
+            self.by_deadline.remove(&(old, agent.to_string()));
+        }
+        self.by_deadline.insert((deadline, agent.to_string()));
     }
 
     /// Agents whose lease ran out at or before `now`, in id order.
     pub fn expired(&self, now: u64) -> Vec<AgentId> {
-        self.deadlines
+        let mut out: Vec<AgentId> = self
+            .by_deadline
             .iter()
-            .filter(|(_, d)| **d <= now)
-            .map(|(a, _)| a.clone())
-            .collect()
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, a)| a.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The lease deadlines in the order they end.
+    pub fn deadlines(&self) -> impl Iterator<Item = (u64, &AgentId)> + '_ {
+        self.by_deadline.iter().map(|(d, a)| (*d, a))
     }
 
     /// The earliest lease deadline, if any agent has one.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.deadlines.values().copied().min()
+        self.by_deadline.first().map(|(d, _)| *d)
     }
 
     /// The agent's lease deadline, if it has one.
@@ -289,7 +304,9 @@ impl SessionTable {
     /// [`Closed::Expired`].
     pub fn forget(&mut self, agent: &str) -> Option<u64> {
         let closed = self.sessions.remove(agent).map(|s| s.generation);
-        self.deadlines.remove(agent);
+        if let Some(d) = self.deadlines.remove(agent) {
+            self.by_deadline.remove(&(d, agent.to_string()));
+        }
         self.holders.remove(agent);
         self.fenced_until.remove(agent);
         self.taken_over_until.remove(agent);
