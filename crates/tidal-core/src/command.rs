@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::forwarding::{DcName, Record, Verdict};
+use crate::forwarding::types::{DcName, Record, Verdict};
 use crate::model::{AgentId, AgentSpec, FencingToken, Outcome, Strategy, TaskId, TaskSpec};
 
 /// The oldest cluster format version: what every cluster starts at, and the
@@ -506,7 +506,7 @@ impl Command {
 
     /// Rough encoded size of the command (see [`spec_bytes`]).
     pub fn approx_bytes(&self) -> usize {
-        use crate::forwarding::Record;
+        use crate::forwarding::types::Record;
         let record = |r: &Record| match r {
             Record::Task { spec, .. } => 16 + spec_bytes(spec),
             Record::Cancel { .. } => 16,

@@ -146,7 +146,7 @@ impl State {
                 }
             }
             for (_, record) in outbox.records.values() {
-                if let crate::forwarding::Record::Task { origin_task, .. } = record {
+                if let crate::forwarding::types::Record::Task { origin_task, .. } = record {
                     // Or expired: retention removed it after it finished there.
                     let ok = self.expired(*origin_task)
                         || matches!(

@@ -19,7 +19,7 @@ use crate::command::{
 };
 use crate::digest::Fnv64;
 use crate::dispatch::placement;
-use crate::forwarding::Links;
+use crate::forwarding::types::Links;
 use crate::model::{
     Agent, AgentId, AgentSpec, AgentState, FencingToken, Priority, Queue, Strategy, Task, TaskId,
     TaskSpec, TaskState, TaskStateKind,
