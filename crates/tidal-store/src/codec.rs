@@ -8,7 +8,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::StoreError;
+use crate::{Entry, LogId, StoreError};
 
 /// The format version this build writes and reads. Format 1 stored openraft
 /// log ids with a (term, node) leader id; format 2 stores standard Raft's,
@@ -92,6 +92,41 @@ pub fn verify_version<'a>(
         });
     }
     Ok(body)
+}
+
+/// Decodes a stored entry and checks it sits under its own index.
+pub(crate) fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
+    let what = format!("log entry {index}");
+    let entry: Entry = decode(&what, bytes)?;
+    if entry.log_id.index != index {
+        return Err(StoreError::corrupt(
+            what,
+            format!("holds the entry of index {}", entry.log_id.index),
+        ));
+    }
+    Ok(entry)
+}
+
+/// Checks an entry's version, checksum and index and returns its log id
+/// without decoding its payload (which may hold thousands of tasks).
+pub(crate) fn entry_log_id(index: u64, bytes: &[u8]) -> Result<LogId, StoreError> {
+    let what = || format!("log entry {index}");
+    let body = verify(&what(), bytes)?;
+    // An entry encodes its log id first, so decoding only that reads a prefix.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        log_id: LogId,
+    }
+    let (head, _): (Head, usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| StoreError::corrupt(what(), format!("cannot decode: {e}")))?;
+    if head.log_id.index != index {
+        return Err(StoreError::corrupt(
+            what(),
+            format!("holds the entry of index {}", head.log_id.index),
+        ));
+    }
+    Ok(head.log_id)
 }
 
 #[cfg(test)]

@@ -72,7 +72,10 @@ pub fn init_from_env() -> bool {
 /// the process, discarding nothing).
 #[cfg(feature = "failpoints")]
 pub fn power_loss() -> ! {
-    let lines = crate::power_loss::discard_all();
+    let lines = DISCARD_ALL
+        .get()
+        .map(|discard| discard())
+        .unwrap_or_default();
     if lines.is_empty() {
         eprintln!("power loss: no store open; aborting");
     }
@@ -80,4 +83,16 @@ pub fn power_loss() -> ! {
         eprintln!("power loss: {line}; aborting");
     }
     std::process::abort();
+}
+
+/// What a power loss runs first: freezes every open store and discards what
+/// it did not make durable, one line per store. Set when the first store
+/// opens (`power_loss::register`); unset, no store is open.
+#[cfg(feature = "failpoints")]
+static DISCARD_ALL: std::sync::OnceLock<fn() -> Vec<String>> = std::sync::OnceLock::new();
+
+/// Sets what [`power_loss`] runs to discard the open stores' unsynced writes.
+#[cfg(feature = "failpoints")]
+pub(crate) fn on_power_loss(discard_all: fn() -> Vec<String>) {
+    let _ = DISCARD_ALL.set(discard_all);
 }

@@ -57,7 +57,7 @@ pub(crate) struct Durability {
     flush_delay: Option<Duration>,
     /// sled's files as of the last successful sync (power-loss runs only).
     #[cfg(feature = "failpoints")]
-    image: Mutex<crate::power_loss::SledImage>,
+    image: Mutex<crate::sled_image::SledImage>,
 }
 
 impl Durability {
@@ -87,7 +87,7 @@ impl Durability {
             synced_blobs: Mutex::new(BTreeSet::new()),
             flush_delay,
             #[cfg(feature = "failpoints")]
-            image: Mutex::new(crate::power_loss::SledImage::new(dir)),
+            image: Mutex::new(crate::sled_image::SledImage::new(dir)),
         };
         durability.sync()?;
         sync_dir(&durability.blob_dir)?;
@@ -118,7 +118,7 @@ impl Durability {
             let mut image = self.image.lock().unwrap_or_else(PoisonError::into_inner);
             if image.frozen {
                 // A power loss came first: this sync never happened.
-                crate::power_loss::halt();
+                crate::synced_lens::halt();
             }
             image.take()?;
         }
@@ -129,7 +129,7 @@ impl Durability {
     /// frozen: a sync under way or to come never returns (power-loss runs
     /// only).
     #[cfg(feature = "failpoints")]
-    pub(crate) fn freeze(&self) -> std::sync::MutexGuard<'_, crate::power_loss::SledImage> {
+    pub(crate) fn freeze(&self) -> std::sync::MutexGuard<'_, crate::sled_image::SledImage> {
         let mut image = self.image.lock().unwrap_or_else(PoisonError::into_inner);
         image.frozen = true;
         image

@@ -43,16 +43,22 @@
 //! openraft's storage traits, [`open`], and [`StateHandle`], so sled can be
 //! replaced.
 
+pub mod applied;
 pub mod codec;
 pub mod crash;
 mod durability;
 pub mod error;
 pub mod failure;
 pub mod log_store;
+#[cfg(feature = "failpoints")]
 mod power_loss;
 pub mod restore;
+#[cfg(feature = "failpoints")]
+mod sled_image;
 pub mod snapshot;
 pub mod state_machine;
+mod synced_lens;
+mod types;
 pub mod upgrade;
 mod wal;
 
@@ -60,49 +66,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use applied::Applied;
 pub use error::StoreError;
 pub use failure::{Failures, WriteFailure};
 pub use log_store::{LogReader, LogStore};
 pub use restore::restore;
 pub use snapshot::{decode_snapshot, encode_snapshot, SnapshotBuilder};
-pub use state_machine::{Applied, StateHandle, StateMachineStore};
-
-use tidal_core::{Envelope, Response};
-
-/// Raft node ids are plain integers.
-pub type NodeId = u64;
-
-openraft::declare_raft_types!(
-    /// openraft's type configuration for tidal: entries carry an [`Envelope`],
-    /// apply returns a [`Response`].
-    pub TypeConfig:
-        D = Envelope,
-        R = Response,
-        NodeId = u64,
-        Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
-);
-
-/// The Raft handle of a tidal node.
-pub type Raft = openraft::Raft<TypeConfig>;
-/// A log id (term, leader node, index).
-pub type LogId = openraft::LogId<NodeId>;
-/// A vote.
-pub type Vote = openraft::Vote<NodeId>;
-/// One Raft log entry.
-pub type Entry = openraft::Entry<TypeConfig>;
-/// A membership config.
-pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
-/// A membership config and the log id it was written at.
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-/// What a snapshot covers.
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
-/// A snapshot: its meta and its data.
-pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
-/// openraft's storage error, as this crate's trait impls return it.
-pub type StorageError = openraft::StorageError<NodeId>;
+pub use state_machine::{StateHandle, StateMachineStore};
+pub use types::{
+    Entry, LogId, Membership, NodeId, Raft, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig, Vote,
+};
 
 /// Tuning of the store; `Default` is what production uses.
 #[derive(Clone, Debug, Default)]

@@ -17,6 +17,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use serde::de::DeserializeOwned;
 
+use crate::codec::entry_log_id;
 use crate::durability::{Durability, Flusher};
 use crate::error::blocking;
 use crate::failure::Failures;
@@ -43,41 +44,6 @@ fn key_index(key: &[u8]) -> Result<u64, StoreError> {
         )
     })?;
     Ok(u64::from_be_bytes(bytes))
-}
-
-/// Decodes a stored entry and checks it sits under its own index.
-pub(crate) fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StoreError> {
-    let what = format!("log entry {index}");
-    let entry: Entry = codec::decode(&what, bytes)?;
-    if entry.log_id.index != index {
-        return Err(StoreError::corrupt(
-            what,
-            format!("holds the entry of index {}", entry.log_id.index),
-        ));
-    }
-    Ok(entry)
-}
-
-/// Checks an entry's version, checksum and index and returns its log id
-/// without decoding its payload (which may hold thousands of tasks).
-pub(crate) fn entry_log_id(index: u64, bytes: &[u8]) -> Result<LogId, StoreError> {
-    let what = || format!("log entry {index}");
-    let body = codec::verify(&what(), bytes)?;
-    // An entry encodes its log id first, so decoding only that reads a prefix.
-    #[derive(serde::Deserialize)]
-    struct Head {
-        log_id: LogId,
-    }
-    let (head, _): (Head, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| StoreError::corrupt(what(), format!("cannot decode: {e}")))?;
-    if head.log_id.index != index {
-        return Err(StoreError::corrupt(
-            what(),
-            format!("holds the entry of index {}", head.log_id.index),
-        ));
-    }
-    Ok(head.log_id)
 }
 
 fn read_meta<T: DeserializeOwned>(

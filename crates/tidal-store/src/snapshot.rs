@@ -14,11 +14,11 @@ use openraft::{ErrorSubject, ErrorVerb};
 
 use tidal_core::{FORMAT_VERSION_MAX, FORMAT_VERSION_MIN};
 
+use crate::applied::Applied;
 use crate::codec;
 use crate::durability::Durability;
 use crate::error::blocking;
 use crate::failure::Failures;
-use crate::state_machine::Applied;
 use crate::{LogId, Snapshot, SnapshotMeta, StorageError, StoreError, TypeConfig};
 
 const SNAPSHOT_TREE: &str = "snapshot";

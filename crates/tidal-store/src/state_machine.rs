@@ -1,4 +1,4 @@
-//! [`StateMachineStore`]: the applied [`State`] in memory, restored from the
+//! [`StateMachineStore`]: the applied [`State`](tidal_core::State) in memory, restored from the
 //! latest snapshot at open; [`StateHandle`]: the server's read access to it.
 
 use std::io::Cursor;
@@ -6,9 +6,9 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb};
-use serde::{Deserialize, Serialize};
-use tidal_core::{CannotApply, Response, State};
+use tidal_core::{CannotApply, Response};
 
+use crate::applied::Applied;
 use crate::durability::Durability;
 use crate::error::blocking;
 use crate::failure::Failures;
@@ -17,15 +17,6 @@ use crate::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoreError, StoredMembership,
     TypeConfig,
 };
-
-/// What the state machine has applied: the state, the last applied log id
-/// and the membership in effect. This is also a snapshot's content.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Applied {
-    pub state: State,
-    pub last_applied: Option<openraft::LogId<u64>>,
-    pub membership: openraft::StoredMembership<u64, openraft::BasicNode>,
-}
 
 /// A cheap, cloneable read handle to the applied state.
 #[derive(Clone)]
@@ -43,7 +34,7 @@ impl StateHandle {
     }
 }
 
-/// The Raft state machine: applies entries to the in-memory [`State`];
+/// The Raft state machine: applies entries to the in-memory [`State`](tidal_core::State);
 /// durability comes from snapshots plus the log.
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,

@@ -14,7 +14,7 @@ use openraft::{BasicNode, CommittedLeaderId};
 use serde::Deserialize;
 use tidal_core::state::State;
 
-use crate::state_machine::Applied;
+use crate::applied::Applied;
 use crate::{codec, LogId, Membership, StoreError, StoredMembership};
 
 #[derive(Deserialize)]

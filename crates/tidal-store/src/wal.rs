@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::log_store::{decode_entry, entry_log_id};
-use crate::power_loss::SyncedLens;
+use crate::codec::{decode_entry, entry_log_id};
+use crate::synced_lens::SyncedLens;
 use crate::{codec, Entry, LogId, StoreError};
 
 /// The log's directory under the store's.
