@@ -4,11 +4,12 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use tidal_proto::v1;
 
-use super::{Cli, Command, OutputFormat};
+use super::{Cli, Command};
 use crate::cmd::agent::AgentCmd;
 use crate::cmd::cluster::ClusterCmd;
 use crate::cmd::queue::{QueueCmd, StrategyArg};
 use crate::cmd::task::{PriorityArg, StateArg, TaskCmd};
+use crate::opts::OutputFormat;
 
 fn parse(args: &[&str]) -> Cli {
     let mut v = vec!["tidal"];
@@ -482,7 +483,7 @@ fn client_options_defaults_and_timeout() {
     assert_eq!(s.client.output, OutputFormat::Table);
     // The default is TIDAL_ENDPOINTS when set (tests must not depend on the environment).
     if std::env::var_os("TIDAL_ENDPOINTS").is_none() {
-        assert_eq!(s.client.endpoints, [super::DEFAULT_ENDPOINT]);
+        assert_eq!(s.client.endpoints, [crate::opts::DEFAULT_ENDPOINT]);
     }
     assert_eq!(
         usage_error(&["status", "--output", "yaml"]),

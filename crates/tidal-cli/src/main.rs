@@ -34,10 +34,11 @@ mod cli;
 mod cmd;
 mod exit;
 mod lists;
+mod opts;
 mod output;
 mod shutdown;
 
-use cli::{Cli, LogFormat};
+use cli::{Cli, Command, LogFormat};
 
 fn main() {
     let cli = Cli::parse_args();
@@ -59,7 +60,7 @@ fn main() {
             std::process::exit(exit::ERROR);
         }
     };
-    let code = match runtime.block_on(cmd::dispatch(cli.command)) {
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -107,6 +108,22 @@ fn names_target(rust_log: &str, target: &str) -> bool {
         let named = named.split('[').next().unwrap_or(named);
         target == named || target.starts_with(&format!("{named}::"))
     })
+}
+
+/// Runs the parsed command; returns the process exit code.
+async fn dispatch(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Server(a) => cmd::server::run(a).await.map(|()| exit::OK),
+        Command::Agent(a) => cmd::agent::run(a).await.map(|()| exit::OK),
+        Command::Task(c) => cmd::task::run(c).await,
+        Command::Cluster(c) => cmd::cluster::run(c).await.map(|()| exit::OK),
+        Command::Queue(c) => cmd::queue::run(c).await.map(|()| exit::OK),
+        Command::Status(a) => cmd::status::run(a).await.map(|()| exit::OK),
+        Command::Dc(c) => cmd::dc::run(c).await.map(|()| exit::OK),
+        Command::Dev(a) => cmd::dev::run(a).await.map(|()| exit::OK),
+        Command::Chaos(c) => cmd::chaos::run(c).await,
+        Command::ExampleWorker(a) => cmd::example_worker::run(a).await,
+    }
 }
 
 #[cfg(test)]

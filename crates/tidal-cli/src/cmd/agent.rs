@@ -11,8 +11,8 @@ use tidal_agent::AgentConfig;
 use tidal_proto::v1::Gpu;
 
 use super::Ctx;
-use crate::cli::{ClientOpts, DEFAULT_ENDPOINT};
 use crate::lists;
+use crate::opts::{ClientOpts, DEFAULT_ENDPOINT};
 use crate::output::{self, Table};
 use crate::shutdown;
 

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use tidal_client::v1;
 
 use super::Ctx;
-use crate::cli::ClientOpts;
+use crate::opts::ClientOpts;
 use crate::output;
 
 #[derive(Subcommand, Debug)]

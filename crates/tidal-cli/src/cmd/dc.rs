@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tidal_proto::v1;
 
 use super::Ctx;
-use crate::cli::ClientOpts;
+use crate::opts::ClientOpts;
 use crate::output::{self, Table};
 
 #[derive(Subcommand, Debug)]

@@ -1,5 +1,5 @@
-//! One module per command group; [`dispatch`] runs the parsed command and
-//! returns the process exit code.
+//! One module per command group, and what the client commands share: a
+//! client and how to print.
 
 pub mod agent;
 pub mod chaos;
@@ -17,23 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tidal_client::{Client, ClientOptions};
 
-use crate::cli::{ClientOpts, Command, OutputFormat};
-use crate::exit;
-
-pub async fn dispatch(command: Command) -> anyhow::Result<i32> {
-    match command {
-        Command::Server(a) => server::run(a).await.map(|()| exit::OK),
-        Command::Agent(a) => agent::run(a).await.map(|()| exit::OK),
-        Command::Task(c) => task::run(c).await,
-        Command::Cluster(c) => cluster::run(c).await.map(|()| exit::OK),
-        Command::Queue(c) => queue::run(c).await.map(|()| exit::OK),
-        Command::Status(a) => status::run(a).await.map(|()| exit::OK),
-        Command::Dc(c) => dc::run(c).await.map(|()| exit::OK),
-        Command::Dev(a) => dev::run(a).await.map(|()| exit::OK),
-        Command::Chaos(c) => chaos::run(c).await,
-        Command::ExampleWorker(a) => example_worker::run(a).await,
-    }
-}
+use crate::opts::{ClientOpts, OutputFormat};
 
 /// What a client command works with: a client and how to print.
 pub struct Ctx {

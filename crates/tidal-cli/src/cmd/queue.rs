@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 
 use super::Ctx;
-use crate::cli::ClientOpts;
+use crate::opts::ClientOpts;
 use crate::output;
 
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,7 @@ use serde_json::json;
 use tidal_proto::v1;
 
 use super::Ctx;
-use crate::cli::ClientOpts;
+use crate::opts::ClientOpts;
 use crate::output::{self, Table};
 
 #[derive(Args, Debug)]

@@ -10,9 +10,9 @@ use serde_json::json;
 use tidal_proto::v1;
 
 use super::Ctx;
-use crate::cli::ClientOpts;
 use crate::exit;
 use crate::lists;
+use crate::opts::ClientOpts;
 use crate::output::{self, Table};
 
 #[derive(Subcommand, Debug)]
