@@ -20,6 +20,7 @@
 //! - [`convergence`]: I11, after healing one leader, equal digests, service
 //!   within the bound, no panic in any log.
 
+mod all;
 pub mod convergence;
 pub mod durability;
 pub mod exclusivity;
@@ -32,6 +33,8 @@ pub mod runs;
 use std::collections::BTreeMap;
 
 use crate::history::Event;
+
+pub use all::run_all;
 
 /// What a checker found.
 #[derive(Clone, Debug)]
@@ -53,20 +56,6 @@ pub struct Facts {
     /// workers, so only the sink's token check keeps them apart (the
     /// overlap check is skipped; the token checks still hold).
     pub agents_paused: bool,
-}
-
-/// Runs every checker.
-pub fn run_all(events: &[Event], facts: &Facts) -> Vec<Verdict> {
-    vec![
-        durability::check(events),
-        linearizability::check(events),
-        exclusivity::check(events, facts),
-        runs::check(events),
-        overlap::check(events, facts),
-        leaders::check(events),
-        convergence::check(events),
-        forwarding::check(events),
-    ]
 }
 
 /// A history time (nanoseconds since the run began) as seconds, e.g. `12.345s`.
