@@ -241,7 +241,7 @@ pub enum Command {
     /// A no-op entry (used by tests and to carry time).
     Noop,
     /// Starts reported by agents, batched: each is checked on its own like
-    /// `Started` (which stays for logs written before this existed).
+    /// `Started` (which stays so that logs holding it still apply).
     StartedBatch(Vec<(TaskId, FencingToken)>),
     /// Hand Pending tasks to peer DCs: each becomes Forwarded and a task
     /// record is appended to that peer's outbox.
