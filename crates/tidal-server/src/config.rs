@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tidal_core::limits::Limits;
 
 /// A voter that hears nothing from a leader for a random time in this range
-/// (ms) asks for a pre-vote, then elects. With the pre-vote (elections.rs)
+/// (ms) asks for a pre-vote, then elects. With the pre-vote (raft/pre_vote.rs)
 /// a node with a slow link or back from a pause cannot depose a healthy
 /// leader, so the range can be short: a dead leader is replaced within
 /// about 150-300 ms of its last heartbeat.

@@ -42,7 +42,7 @@ use crate::channels::Channels;
 
 /// The election timeouts to give openraft, whose own election timer is off:
 /// its leader lease (its `election_timeout_max`) becomes `min`, and its
-/// `election_timeout_min`, which only bounds each vote RPC now, lies between
+/// `election_timeout_min`, which only bounds each vote RPC, lies between
 /// the heartbeat and `min`. Needs `heartbeat + 2 <= min`.
 pub fn openraft_timeouts(raft_heartbeat_ms: u64, election_min_ms: u64) -> (u64, u64) {
     ((raft_heartbeat_ms + election_min_ms) / 2, election_min_ms)
