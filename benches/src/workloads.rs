@@ -105,9 +105,9 @@ async fn submitters(
 /// The open-loop schedule: client `k` is due at `begin + (k / clients + i)
 /// x period` for i = 0, 1, ... Runs on its own thread with the OS's sleep
 /// (tens of microseconds late) rather than tokio's timer, which rounds up to
-/// the next millisecond: that made every request about 1 ms late (p99 1.9
-/// ms), and since latency counts from the scheduled time, the load
-/// generator's own lateness was counted as the cluster's. A client still
+/// the next millisecond: since latency counts from the scheduled time, the
+/// load generator's own lateness would count as the cluster's (figures in
+/// benches/README.md, Results). A client still
 /// busy with its previous request finds its next due times queued, so a
 /// slow answer still shows in the latency of the requests after it.
 fn pacer(clients: Vec<mpsc::UnboundedSender<Instant>>, period: Duration, stop: &AtomicBool) {
@@ -280,7 +280,7 @@ impl SimAgents {
 
     /// Waits until every agent's first session is registered, so a run's
     /// first requests do not meet a fleet still registering (with 1,000
-    /// agents that took the p99 of a 10-second run to 0.3-0.4 s).
+    /// agents that would dominate a short run's p99).
     async fn wait_registered(&self, agents: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while self.registered.load(Ordering::Relaxed) < agents as u64 {
