@@ -521,11 +521,11 @@ async fn a_drain_deadline_during_a_take_over_does_not_run_a_task_twice() {
     wait_agent_state(&c, "a1", Some("drained")).await.unwrap();
 }
 
-/// Review item: SIGTERM to an agent while the cluster is at format version
-/// 1 (a rolling upgrade not finished) cannot commit a drain: the agent
-/// drains by itself, starts nothing new, stops its task at its deadline and
-/// exits 0 (it used to retry for 95 s and exit 1); the tasks run elsewhere
-/// once its lease has ended.
+/// SIGTERM to an agent while the cluster is at format version 1 (a rolling
+/// upgrade not finished) cannot commit a drain: the agent drains by itself,
+/// starts nothing new, stops its task at its deadline and exits 0 (it does
+/// not keep retrying the drain); the tasks run elsewhere once its lease has
+/// ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_at_format_version_1_drains_locally_and_exits_0() {
     let mut c = Cluster::start(ClusterOpts {
