@@ -307,6 +307,20 @@ impl RawConfig {
             .parse()
             .with_context(|| format!("--listen {listen:?} is not HOST:PORT with a numeric host"))?;
         let advertise = self.advertise.unwrap_or_else(|| listen.to_string());
+        // Port 0 of --listen is replaced by the port bound (`crate::run`),
+        // and so is an advertised address equal to it; any other port 0
+        // would be what other nodes, agents and clients dial.
+        if advertise != listen.to_string()
+            && advertise
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port == "0")
+        {
+            bail!(
+                "--advertise {advertise:?} names port 0: give the port others reach this \
+                 node on (with --listen HOST:0, leave --advertise out to advertise the \
+                 port bound)"
+            );
+        }
         let Some(data_dir) = self.data else {
             bail!("--data DIR is required")
         };

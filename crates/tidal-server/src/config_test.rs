@@ -223,3 +223,25 @@ fn the_command_line_overrides_the_file_field_by_field() {
     assert_eq!(untouched, file);
     assert_eq!(file.clone().merge(RawConfig::default()).unwrap(), file);
 }
+
+#[test]
+fn an_advertised_port_0_is_refused_unless_it_is_the_listen_address() {
+    let with = |listen: &str, advertise: &str| RawConfig {
+        listen: Some(listen.into()),
+        advertise: Some(advertise.into()),
+        ..base()
+    };
+    // Port 0 of --listen: the server advertises the port it binds.
+    let c = with("127.0.0.1:0", "127.0.0.1:0").validate().unwrap();
+    assert_eq!(c.advertise, "127.0.0.1:0");
+    assert!(with("127.0.0.1:0", "127.0.0.1:7001").validate().is_ok());
+    // Any other advertised port 0 would be written into the membership.
+    for (listen, advertise) in [
+        ("127.0.0.1:0", "127.0.0.2:0"),
+        ("0.0.0.0:0", "node1.example:0"),
+        ("127.0.0.1:7001", "127.0.0.1:0"),
+    ] {
+        let e = err(with(listen, advertise));
+        assert!(e.contains("--advertise") && e.contains("port 0"), "{e}");
+    }
+}
