@@ -791,7 +791,7 @@ impl Client {
             .http2_keep_alive_interval(self.inner.opts.keepalive_interval)
             .keep_alive_timeout(self.inner.opts.keepalive_timeout)
             .keep_alive_while_idle(true);
-        let ch = tidal_proto::dial::connect_lazy(
+        let ch = crate::dial::connect_lazy(
             ep,
             self.inner.opts.source_ip,
             self.inner.opts.connect_timeout,

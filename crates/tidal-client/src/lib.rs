@@ -9,6 +9,8 @@
 //! - `idempotency`: random keys that make a retried submit safe.
 //! - `names`: the lowercase names of API enums users see.
 //! - `error`: [`Error`], a gRPC code and a message.
+//! - [`dial`]: channels to tidal servers, optionally from a fixed local IP
+//!   (the server's Raft network uses it too).
 //!
 //! Leader discovery: a call goes to the last known leader first, then to the
 //! endpoints in order. An `Unavailable` answer that names the leader
@@ -18,10 +20,12 @@
 //! (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
 //! ResourceExhausted, ...) are never retried.
 //!
-//! Dependency rule: this crate uses only `tidal-proto`, `tonic` and `tokio`;
-//! it knows nothing of the server's internals.
+//! Dependency rule: this crate uses only `tidal-proto`, `tonic` and `tokio`
+//! (with `hyper-util` and `tower` for [`dial`]); it knows nothing of the
+//! server's internals.
 
 mod client;
+pub mod dial;
 mod endpoint;
 mod error;
 mod idempotency;

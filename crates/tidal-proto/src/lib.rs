@@ -1,10 +1,8 @@
 //! Code generated from `proto/`: the public API (`tidal.v1`) and the internal
-//! Raft transport (`tidal.raft.v1`), plus [`dial`], the one helper every
-//! crate that opens a channel shares, and [`codec`], the codec of every
-//! service. No other logic lives here.
+//! Raft transport (`tidal.raft.v1`), and [`codec`], the codec the generated
+//! code names for every service. No other logic lives here.
 
 pub mod codec;
-pub mod dial;
 
 /// The public API (`proto/tidal.proto`).
 #[allow(clippy::all, missing_docs)]

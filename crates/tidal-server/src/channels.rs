@@ -51,7 +51,7 @@ impl Channels {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let ch = tidal_proto::dial::connect_lazy(
+        let ch = tidal_client::dial::connect_lazy(
             (self.configure)(endpoint),
             self.source_ip,
             self.connect_timeout,

@@ -19,8 +19,9 @@
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
 //! - [`fatal`]: stopping, with the reason, when the store cannot write.
 //!
-//! Depends on tidal-core (the state machine), tidal-store (storage) and
-//! tidal-proto; the agent and client crates never depend on this one.
+//! Depends on tidal-core (the state machine), tidal-store (storage),
+//! tidal-proto and tidal-client (its dialer, for channels to other servers);
+//! the agent and client crates never depend on this one.
 
 // gRPC handlers return `tonic::Status`, which is large by design.
 #![allow(clippy::result_large_err)]

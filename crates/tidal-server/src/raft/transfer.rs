@@ -215,7 +215,7 @@ pub(crate) fn peer(
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?;
     let channel =
-        tidal_proto::dial::connect_lazy(endpoint, node.config.source_ip, Duration::from_secs(1));
+        tidal_client::dial::connect_lazy(endpoint, node.config.source_ip, Duration::from_secs(1));
     Ok(RaftClient::new(channel))
 }
 

@@ -1,7 +1,7 @@
 //! Channels to tidal servers, optionally dialed from a fixed local IP.
 //!
-//! The one transport helper outside generated code, shared by the server's
-//! Raft network and the client. A fixed source address serves multi-homed
+//! The one transport helper, shared by the client and the server's Raft
+//! network. A fixed source address serves multi-homed
 //! hosts (pick the interface the peers expect) and fault-injection harnesses,
 //! which tell links apart by the source address of each connection.
 
