@@ -19,17 +19,19 @@
 //! - [`reconcile`]: what a registering agent's session regrants and cancels.
 //! - [`forwarding`]: cross-DC outboxes, ingest and acks in the state, the
 //!   capability summary peers exchange, and the forwarding policy.
+//! - [`collections`]: the state's persistent ordered maps and sets (O(1) copies).
 //! - [`limits`]: stateless size and name checks run at the API edge.
 //! - `invariants`: [`State::check_invariants`], the checker tests run after every apply.
 //! - `digest`: a hand-written FNV-1a hasher for [`State::digest`].
 //!
 //! # Dependency rule
 //!
-//! This crate depends on serde and thiserror only. It never depends on tokio,
+//! This crate depends on serde, thiserror and imbl (persistent collections) only. It never depends on tokio,
 //! tonic, sled, openraft or tracing, never reads a clock, a file or a socket,
 //! and uses no randomness outside tests: whatever it needs from the outside
 //! world arrives in a command or its [`ApplyCtx`].
 
+pub mod collections;
 pub mod command;
 mod digest;
 pub mod dispatch;

@@ -1,18 +1,20 @@
 //! The replicated state machine: `State::apply` is the only way tidal's state changes.
 //!
 //! Apply is deterministic: time comes from [`ApplyCtx`], fencing tokens are log
-//! indexes, and every collection is a `BTreeMap`/`BTreeSet`, so replicas that
+//! indexes, and every collection is ordered (`BTreeMap`/`BTreeSet`, and the
+//! persistent [`Map`]/[`Set`] for the state's own), so replicas that
 //! apply the same log end in equal states with equal [`State::digest`]s. Each
 //! command (or each item of a batch) is validated against the current state
 //! first and then applied whole; a rejection is returned as data, never a panic,
 //! because a committed entry cannot fail.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collections::{Map, Set};
 use crate::command::{
     ApplyCtx, Body, CannotApply, Command, Completion, Envelope, Granted, Rejection, Response,
     Submitted, FORMAT_VERSION_MAX, FORMAT_VERSION_MIN,
@@ -44,14 +46,14 @@ pub const MAX_QUEUE_WEIGHT: u32 = 1000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StateData")]
 pub struct State {
-    pub(crate) tasks: BTreeMap<TaskId, Task>,
+    pub(crate) tasks: Map<TaskId, Task>,
     /// Idempotency key -> the task submitted with it.
-    pub(crate) keys: BTreeMap<String, TaskId>,
-    pub(crate) queues: BTreeMap<String, Queue>,
+    pub(crate) keys: Map<String, TaskId>,
+    pub(crate) queues: Map<String, Queue>,
     /// Per queue, its Pending tasks in dispatch order: priority class, then id
     /// (age). Holds exactly the Pending tasks (checked by `check_invariants`).
-    pub(crate) pending: BTreeMap<String, BTreeSet<(Priority, TaskId)>>,
-    pub(crate) agents: BTreeMap<AgentId, Agent>,
+    pub(crate) pending: Map<String, Set<(Priority, TaskId)>>,
+    pub(crate) agents: Map<AgentId, Agent>,
     /// The id the next submitted task gets; ids start at 1.
     pub(crate) next_id: u64,
     /// Cross-DC outboxes and what was ingested from other DCs.
@@ -61,7 +63,7 @@ pub struct State {
     /// what retention expires, oldest first. Holds exactly the finished
     /// tasks (checked by `check_invariants`).
     #[serde(skip)]
-    pub(crate) finished: BTreeSet<(u64, TaskId)>,
+    pub(crate) finished: Set<(u64, TaskId)>,
     /// The cluster's format version (README: Rolling upgrade): commands of a
     /// higher [`Command::required_version`] are refused. Not part of the
     /// state's own encoding, which stays what builds before format versions
@@ -107,11 +109,11 @@ impl Hash for State {
 /// this and rebuilds the derived index.
 #[derive(Deserialize)]
 struct StateData {
-    tasks: BTreeMap<TaskId, Task>,
-    keys: BTreeMap<String, TaskId>,
-    queues: BTreeMap<String, Queue>,
-    pending: BTreeMap<String, BTreeSet<(Priority, TaskId)>>,
-    agents: BTreeMap<AgentId, Agent>,
+    tasks: Map<TaskId, Task>,
+    keys: Map<String, TaskId>,
+    queues: Map<String, Queue>,
+    pending: Map<String, Set<(Priority, TaskId)>>,
+    agents: Map<AgentId, Agent>,
     next_id: u64,
     links: Links,
 }
@@ -135,7 +137,7 @@ impl From<StateData> for State {
 }
 
 /// The finished tasks of `tasks` by finish time (see `State::finished`).
-pub(crate) fn finished_index(tasks: &BTreeMap<TaskId, Task>) -> BTreeSet<(u64, TaskId)> {
+pub(crate) fn finished_index(tasks: &Map<TaskId, Task>) -> Set<(u64, TaskId)> {
     tasks
         .values()
         .filter(|t| t.state.is_terminal())
@@ -145,7 +147,7 @@ pub(crate) fn finished_index(tasks: &BTreeMap<TaskId, Task>) -> BTreeSet<(u64, T
 
 /// Keeps `State::finished` in step with a task after a change: `before` is
 /// its finish time if it had finished before the change.
-pub(crate) fn refile(finished: &mut BTreeSet<(u64, TaskId)>, task: &Task, before: Option<u64>) {
+pub(crate) fn refile(finished: &mut Set<(u64, TaskId)>, task: &Task, before: Option<u64>) {
     if let Some(t) = before {
         finished.remove(&(t, task.id));
     }
@@ -156,7 +158,7 @@ pub(crate) fn refile(finished: &mut BTreeSet<(u64, TaskId)>, task: &Task, before
 
 /// Puts a task back among the Pending of its queue.
 pub(crate) fn requeue(
-    pending: &mut BTreeMap<String, BTreeSet<(Priority, TaskId)>>,
+    pending: &mut Map<String, Set<(Priority, TaskId)>>,
     task: &mut Task,
     id: TaskId,
 ) {
@@ -237,7 +239,7 @@ fn wrong_state(task: TaskId, state: &TaskState) -> Rejection {
 
 /// Gives back the capacity a task held on its agent. Invariant 3: the agent's
 /// in-use counters stay equal to the sum over the tasks it holds.
-fn release(agents: &mut BTreeMap<AgentId, Agent>, agent: &str, id: TaskId, spec: &TaskSpec) {
+fn release(agents: &mut Map<AgentId, Agent>, agent: &str, id: TaskId, spec: &TaskSpec) {
     if let Some(a) = agents.get_mut(agent) {
         release_from(a, id, spec);
     }
@@ -255,14 +257,14 @@ impl State {
     /// An empty state with the queue "default" (weight 1, least-loaded).
     pub fn new() -> State {
         let mut state = State {
-            tasks: BTreeMap::new(),
-            keys: BTreeMap::new(),
-            queues: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            agents: BTreeMap::new(),
+            tasks: Map::new(),
+            keys: Map::new(),
+            queues: Map::new(),
+            pending: Map::new(),
+            agents: Map::new(),
             next_id: 1,
             links: Links::default(),
-            finished: BTreeSet::new(),
+            finished: Set::new(),
             cluster_version: FORMAT_VERSION_MIN,
         };
         state.upsert_queue(DEFAULT_QUEUE.to_string(), 1, Strategy::LeastLoaded);
@@ -1020,11 +1022,11 @@ impl State {
     }
 
     pub fn pending_in_queue(&self, name: &str) -> usize {
-        self.pending.get(name).map_or(0, BTreeSet::len)
+        self.pending.get(name).map_or(0, |p| p.len())
     }
 
     pub fn pending_total(&self) -> usize {
-        self.pending.values().map(BTreeSet::len).sum()
+        self.pending.values().map(|p| p.len()).sum()
     }
 
     /// A queue's Pending tasks in dispatch order (priority class, then age).

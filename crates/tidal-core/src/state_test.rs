@@ -1128,20 +1128,29 @@ fn digest_leaves_out_the_derived_index_and_version_1() {
         tasks: &'a BTreeMap<TaskId, Task>,
         keys: &'a BTreeMap<String, TaskId>,
         queues: &'a BTreeMap<String, Queue>,
-        pending: &'a BTreeMap<String, BTreeSet<(Priority, TaskId)>>,
+        pending: &'a BTreeMap<String, std::collections::BTreeSet<(Priority, TaskId)>>,
         agents: &'a BTreeMap<AgentId, Agent>,
         next_id: &'a u64,
         links: &'a Links,
     }
     let s = &log.state;
     assert_eq!(s.cluster_version(), FORMAT_VERSION_MIN);
+    // Those builds' maps were std's: the persistent ones must hash alike.
+    fn std<K: Ord + Clone, V: Clone>(m: &crate::collections::Map<K, V>) -> BTreeMap<K, V> {
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+    let pending: BTreeMap<String, std::collections::BTreeSet<(Priority, TaskId)>> = s
+        .pending
+        .iter()
+        .map(|(q, p)| (q.clone(), p.iter().copied().collect()))
+        .collect();
     let mut h = Fnv64::default();
     Earlier {
-        tasks: &s.tasks,
-        keys: &s.keys,
-        queues: &s.queues,
-        pending: &s.pending,
-        agents: &s.agents,
+        tasks: &std(&s.tasks),
+        keys: &std(&s.keys),
+        queues: &std(&s.queues),
+        pending: &pending,
+        agents: &std(&s.agents),
         next_id: &s.next_id,
         links: &s.links,
     }

@@ -22,10 +22,10 @@
 pub mod placement;
 mod weighted_queues;
 
-use std::collections::btree_set;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
+use crate::collections::SetIter;
 use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
 use crate::state::State;
 use placement::Candidate;
@@ -151,7 +151,8 @@ impl<'a> Round<'a> {
 /// One queue's progress through its pending index in this round.
 struct QueueScan<'a> {
     strategy: Strategy,
-    pending: btree_set::Iter<'a, (Priority, TaskId)>,
+    /// None: the queue has nothing pending.
+    pending: Option<SetIter<'a, (Priority, TaskId)>>,
     scanned: usize,
 }
 
@@ -185,10 +186,10 @@ fn window<'a>(
     let start = cursor.next_agent.take().unwrap_or_default();
     let after = state
         .agents
-        .range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded));
+        .range::<_, str>((Bound::Included(start.as_str()), Bound::Unbounded));
     let before = state
         .agents
-        .range::<str, _>((Bound::Unbounded, Bound::Excluded(start.as_str())));
+        .range::<_, str>((Bound::Unbounded, Bound::Excluded(start.as_str())));
     let mut pool = Vec::new();
     let mut wrapped = false;
     let mut last = None;
@@ -276,7 +277,7 @@ pub fn place_new(
     let mut out = Vec::new();
     // Queues where a task waits (pending and not in the round in flight).
     let waits = |queue: &str| {
-        let pending = state.pending.get(queue).map_or(0, BTreeSet::len);
+        let pending = state.pending.get(queue).map_or(0, |p| p.len());
         pending > dispatching.per_queue.get(queue).copied().unwrap_or(0)
     };
     if specs.iter().all(|s| waits(&s.queue)) {
@@ -355,12 +356,12 @@ pub fn plan(
     let mut scans: Vec<QueueScan<'_>> = Vec::new();
     for (i, q) in state.queues.values().enumerate() {
         let pending = state.pending.get(&q.name);
-        if pending.is_none_or(BTreeSet::is_empty) {
+        if pending.is_none_or(|p| p.is_empty()) {
             rotation.deactivate(i);
         }
         scans.push(QueueScan {
             strategy: q.strategy,
-            pending: pending.map(|p| p.iter()).unwrap_or_default(),
+            pending: pending.map(|p| p.iter()),
             scanned: 0,
         });
     }
@@ -373,7 +374,7 @@ pub fn plan(
         let scan = &mut scans[qi];
         let mut placed = None;
         while scan.scanned < budget {
-            let Some(&(_, id)) = scan.pending.next() else {
+            let Some(&(_, id)) = scan.pending.as_mut().and_then(Iterator::next) else {
                 break;
             };
             scan.scanned += 1;

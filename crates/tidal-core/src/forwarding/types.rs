@@ -3,10 +3,9 @@
 //! over the model: commands and the state name these without reaching into
 //! forwarding's apply code.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde::{Deserialize, Serialize};
 
+use crate::collections::{Map, Set};
 use crate::model::{AgentId, TaskId, TaskSpec, TaskStateKind};
 
 /// A data center's name.
@@ -53,7 +52,7 @@ pub struct Outbox {
     /// The sequence the next record gets; sequences start at 1.
     pub next_seq: u64,
     /// seq -> (time the record was appended, the record).
-    pub records: BTreeMap<u64, (u64, Record)>,
+    pub records: Map<u64, (u64, Record)>,
     /// The highest sequence the peer has acknowledged.
     pub acked: u64,
 }
@@ -78,18 +77,18 @@ pub struct Inbound {
     /// Every sequence up to here has been ingested (or refused) exactly once.
     pub hwm: u64,
     /// Origin task id -> the local task it became.
-    pub tasks: BTreeMap<TaskId, TaskId>,
+    pub tasks: Map<TaskId, TaskId>,
 }
 
 /// The cross-DC part of a DC's state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Links {
-    pub(crate) outbox: BTreeMap<DcName, Outbox>,
-    pub(crate) inbound: BTreeMap<DcName, Inbound>,
+    pub(crate) outbox: Map<DcName, Outbox>,
+    pub(crate) inbound: Map<DcName, Inbound>,
     /// Local task -> (origin DC, its id there), for tasks ingested here.
-    pub(crate) origin_of: BTreeMap<TaskId, (DcName, TaskId)>,
+    pub(crate) origin_of: Map<TaskId, (DcName, TaskId)>,
     /// Peers that refused a task: it is not offered to them again.
-    pub(crate) refused: BTreeMap<TaskId, BTreeSet<DcName>>,
+    pub(crate) refused: Map<TaskId, Set<DcName>>,
     /// Forwarded tasks cancelled here whose end state has not come back.
-    pub(crate) cancelled: BTreeSet<TaskId>,
+    pub(crate) cancelled: Set<TaskId>,
 }
