@@ -68,11 +68,20 @@ async fn snapshot_builds_do_not_block_apply_and_keep_the_newest() {
     let (mut log, mut sm) = common::open(dir.path());
     common::apply(&mut sm, common::entries(1, 10)).await;
     let mut builder = sm.get_snapshot_builder().await;
-    // Applying more after taking the builder is fine; the builder snapshots
-    // whatever is applied when it runs.
+    // Apply goes on after the builder was taken; the builder encodes the
+    // state as it was when it was taken.
     common::apply(&mut sm, common::entries(11, 20)).await;
-    let snap = builder.build_snapshot().await.unwrap();
+    let mut newer = sm.get_snapshot_builder().await;
+    let snap = newer.build_snapshot().await.unwrap();
     assert_eq!(snap.meta.last_log_id, Some(common::log_id(1, 20)));
+    let older = builder.build_snapshot().await.unwrap();
+    assert_eq!(older.meta.last_log_id, Some(common::log_id(1, 10)));
+    let decoded = decode_snapshot(&older.snapshot.into_inner()).unwrap();
+    assert_eq!(decoded.last_applied, Some(common::log_id(1, 10)));
+    // The store keeps the newer one.
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta.last_log_id, Some(common::log_id(1, 20)));
+    assert_eq!(sm.handle().read().last_applied, Some(common::log_id(1, 20)));
     // The log is untouched by snapshots.
     assert!(log.try_get_log_entries(..).await.unwrap().is_empty());
 }
