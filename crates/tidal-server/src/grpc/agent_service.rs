@@ -17,9 +17,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::error::ServerError;
-use crate::leader::driver::{Opened, Outbound, SessionInput};
 use crate::leader::engine::{Closed, Event, Peer, ToAgent, Work};
 use crate::leader::leadership::Leadership;
+use crate::leader::session_input::{Opened, Outbound, SessionInput};
 use crate::node::Node;
 
 /// The sending end of a session's messages.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::driver::SessionInput;
 use super::engine;
+use super::session_input::SessionInput;
 
 /// This node's current leadership, if it leads; shared with what must see
 /// it outside a request (the submit batcher's placement).
@@ -46,7 +46,7 @@ pub struct Leadership {
     inbox: mpsc::UnboundedSender<engine::Event>,
     /// The engine's end of `inbox`, until its driver starts.
     pub(super) events: Mutex<Option<mpsc::UnboundedReceiver<engine::Event>>>,
-    /// Agent sessions' requests to the driver (`super::driver::SessionInput`).
+    /// Agent sessions' requests to the driver (`super::session_input::SessionInput`).
     sessions: mpsc::UnboundedSender<SessionInput>,
     /// The driver's end of `sessions`, until it starts.
     pub(super) session_inputs: Mutex<Option<mpsc::UnboundedReceiver<SessionInput>>>,

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod leadership;
 pub mod link;
 pub mod push;
+pub mod session_input;
 
 use std::sync::Arc;
 use std::time::Instant;
