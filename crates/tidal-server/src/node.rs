@@ -32,16 +32,16 @@ const READ_BARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 /// not travel sooner: they only make entries smaller and more numerous, and
 /// each entry costs every node a fixed share of CPU (propose, write, send,
 /// decode, apply, answer). Two let a submit that arrives while one entry is
-/// being written go into the next at once. At 10,000 tasks/s offered
-/// (`tidal-bench e2e --batch 20 --rate 10000`) 4 gave a p99 submit ->
-/// assigned of 7.7-11 ms, 2 gave 6.2-8.6 ms, 1 a higher p50 (4 vs 3 ms).
+/// being written go into the next at once; one alone makes a submit that
+/// just missed an entry wait a whole write. (Measurements: benches/README.md,
+/// Results item 3.)
 const SUBMITS_IN_FLIGHT: usize = 2;
 
 /// Agents' reports (starts, completions) proposed and not yet applied, at
 /// most, per kind. Nobody waits on a report as on a submit, so one entry at
-/// a time folds them into the fewest entries: going from 2 to 1 took the
-/// end-to-end rate from about 36,000 to 47,000-49,000 tasks/s (32 clients x
-/// 20) and the p50 submit -> assigned at 10,000 tasks/s from 3.5 to 3.1 ms.
+/// a time folds them into the fewest entries, which leaves each node's CPU
+/// to submits and assignments. (Measurements: benches/README.md, Results
+/// item 3.)
 const REPORTS_IN_FLIGHT: usize = 1;
 
 pub struct Node {

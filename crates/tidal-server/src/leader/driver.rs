@@ -27,7 +27,7 @@ use crate::node::Node;
 pub type Inbox = mpsc::UnboundedSender<Event>;
 
 /// The engine's settings from the server's configuration. Every handler the
-/// engine has is on: each took over a loop that no longer runs elsewhere.
+/// engine has is on: no other task of the leader does a handler's work.
 pub fn config(node: &Node) -> EngineConfig {
     let c = &node.config;
     EngineConfig {

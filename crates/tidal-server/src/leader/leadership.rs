@@ -38,8 +38,8 @@ pub struct Leadership {
     /// Until then this node's commit index may be behind: openraft restores
     /// a leader that restarts within its term without a new blank entry, and
     /// the committed index it reloads is not synced on every commit. A read
-    /// index taken before that could miss acknowledged writes (the chaos
-    /// harness found this, crash-points scenario).
+    /// index taken before that could miss acknowledged writes (chaos
+    /// scenario crash-points exercises this).
     pub(super) reads_ready: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Events for this leadership's engine (`super::driver`).
