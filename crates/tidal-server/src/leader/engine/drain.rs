@@ -12,8 +12,10 @@ use std::collections::HashMap;
 use tidal_core::drain::{due_stops, next_deadline, DueStop};
 use tidal_core::model::{FencingToken, TaskId};
 
+use super::action::{Action, ToAgent};
+use super::ctx::Ctx;
+use super::event::Now;
 use super::sessions::{SessionTable, StopTarget};
-use super::{Action, Ctx, Now, ToAgent};
 
 /// The longest it goes without looking: a new session of a draining agent
 /// past its deadline is told within this.

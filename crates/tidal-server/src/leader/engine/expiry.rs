@@ -8,7 +8,8 @@
 
 use tidal_core::command::{Command, Response};
 
-use super::{Ctx, Now, ProposeError, Purpose};
+use super::ctx::{Ctx, Purpose};
+use super::event::{Now, ProposeError};
 
 /// Tasks per `Expire` entry: 8 bytes each, so an entry stays small and the
 /// state is held for writing only briefly per entry.

@@ -10,11 +10,10 @@
 use std::collections::BTreeMap;
 
 use tidal_core::command::{Command, Response};
-use tidal_core::forwarding::{
-    plan_forwards, CapabilitySummary, DcName, PeerView, QueuePolicy, Record,
-};
+use tidal_core::forwarding::{plan_forwards, DcName, PeerView, Record};
 
-use super::{Ctx, Now, ProposeError, Purpose};
+use super::ctx::{Ctx, Purpose};
+use super::event::{Now, PeerSummary, ProposeError};
 
 /// At most this many tasks per `Forward` entry.
 pub const MAX_ROUND: usize = 1024;
@@ -23,39 +22,6 @@ pub const MAX_ROUND: usize = 1024;
 pub const EVERY_MS: u64 = 200;
 /// The least time between a wake and its round.
 pub const GAP_MS: u64 = 20;
-
-/// How pending tasks may leave for peers: per queue, or the defaults.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ForwardPolicy {
-    pub forward_after_ms: u64,
-    /// Records an outbox may hold before nothing more goes to that peer.
-    pub outbox_limit: usize,
-    pub queues: BTreeMap<String, QueuePolicy>,
-}
-
-impl ForwardPolicy {
-    /// A queue's policy: its own, or allowed after the default wait.
-    pub fn policy(&self, queue: &str) -> QueuePolicy {
-        self.queues.get(queue).copied().unwrap_or(QueuePolicy {
-            allow: true,
-            forward_after_ms: self.forward_after_ms,
-        })
-    }
-}
-
-/// What a peer DC last said of itself: what it can run and how many tasks wait there.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerSummary {
-    pub capabilities: CapabilitySummary,
-    pub pending: u64,
-}
-
-impl PeerSummary {
-    /// Free slots less the tasks already waiting: what a new task may find.
-    pub fn room(&self) -> u32 {
-        u64::from(self.capabilities.free_slots()).saturating_sub(self.pending) as u32
-    }
-}
 
 /// The forwarder's wait and its round in flight.
 #[derive(Debug, Default)]

@@ -15,8 +15,10 @@ use tidal_core::command::{Command, Granted, Response};
 use tidal_core::model::{AgentId, AgentState, FencingToken, TaskId};
 use tidal_core::reconcile::settle;
 
+use super::action::{Action, ToAgent, View};
+use super::ctx::{Ctx, Purpose};
+use super::event::ProposeError;
 use super::sessions::{Closed, Peer, SessionTable};
-use super::{Action, Ctx, ProposeError, Purpose, ToAgent, View};
 
 /// The reason a reconcile's cancel gives the agent.
 const STALE_TOKEN: &str = "the task is no longer assigned to this agent under this token";

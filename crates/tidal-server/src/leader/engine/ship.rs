@@ -11,10 +11,12 @@
 //! endpoints in turn) and reports the answer ([`Event::PeerAnswer`](super::Event::PeerAnswer)).
 
 use tidal_core::command::{Command, Response};
-use tidal_core::forwarding::{DcName, Record, Verdict};
+use tidal_core::forwarding::{DcName, Record};
 use tidal_core::State;
 
-use super::{Action, Ctx, Now, PeerSummary, ProposeError, Purpose};
+use super::action::{Action, LinkNews};
+use super::ctx::{Ctx, Purpose};
+use super::event::{Now, PeerReply, ProposeError};
 
 /// Records per exchange.
 pub const SHIP_BATCH: usize = 512;
@@ -25,27 +27,6 @@ pub const POLL_MS: u64 = 20;
 /// The first wait after a failed exchange; it doubles up to [`MAX_BACKOFF_MS`].
 pub const MIN_BACKOFF_MS: u64 = 50;
 pub const MAX_BACKOFF_MS: u64 = 5_000;
-
-/// A peer's answer to an exchange.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PeerReply {
-    pub summary: PeerSummary,
-    /// Its verdicts on the records sent.
-    pub verdicts: Vec<(u64, Verdict)>,
-    /// This DC's high-water mark there after the exchange.
-    pub hwm: u64,
-}
-
-/// What the link to a peer DC learned (for the node's peer table).
-#[derive(Clone, Debug, PartialEq)]
-pub enum LinkNews {
-    /// The peer answered.
-    Up,
-    /// The exchange failed, or the peer lost records: why.
-    Down(String),
-    /// Its summary, from its answer.
-    Summary(PeerSummary),
-}
 
 #[derive(Debug)]
 enum InFlight {

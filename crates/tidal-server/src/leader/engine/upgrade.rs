@@ -10,16 +10,9 @@
 
 use tidal_core::command::{Command, Response};
 
-use super::{Ctx, EngineConfig, Now, ProposeError, Purpose};
-
-/// What the leader last heard of one other member's supported versions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberFormat {
-    pub id: u64,
-    /// The highest version it supports and how long ago it said so (ms);
-    /// `None` if it never replied.
-    pub format: Option<(u8, u64)>,
-}
+use super::config::EngineConfig;
+use super::ctx::{Ctx, Purpose};
+use super::event::{MemberFormat, Now, ProposeError};
 
 /// The version every member supports, if it is above `current`: this node
 /// supports `supported`, and each other member's reply must be at most

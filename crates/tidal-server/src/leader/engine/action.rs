@@ -1,0 +1,109 @@
+//! What the engine leaves for its driver to do, and what it publishes for the rest of the node.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tidal_core::command::Command;
+use tidal_core::forwarding::{DcName, Record};
+use tidal_core::model::{AgentId, FencingToken, TaskId};
+
+use super::event::{PeerSummary, ProposalId};
+use super::sessions::{Closed, Peer};
+
+/// A message for an agent's session; the gRPC edge builds its wire form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToAgent {
+    /// Run the task under `token` (the edge reads its spec and attempt from
+    /// the applied state).
+    Assign { task: TaskId, token: FencingToken },
+    /// Stop running the task under `token`, for good (`task_id` as the agent
+    /// named it, or the task's id).
+    Cancel {
+        task_id: String,
+        token: FencingToken,
+        reason: String,
+    },
+    /// Stop the task and report it stopped (a drain's deadline passed).
+    Stop {
+        task: TaskId,
+        token: FencingToken,
+        reason: String,
+    },
+    /// The heartbeat `seq` renewed the lease.
+    HeartbeatAck { seq: u64 },
+    /// The answer to a completion (or stop) report of the task (`task_id` as
+    /// the agent named it) under `token`.
+    CompletionAck {
+        task_id: String,
+        token: FencingToken,
+        accepted: bool,
+        reason: String,
+    },
+}
+
+/// What the rest of the node reads of the engine between events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// Agents with a live session: the only ones placement may use.
+    pub connected: Arc<BTreeSet<AgentId>>,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Propose `command`; answer with `Committed` or `NotCommitted` and `id`.
+    Propose { id: ProposalId, command: Command },
+    /// Send these outbox records (maybe none) to a peer DC, with this DC's
+    /// summary; answer with [`Event::PeerAnswer`].
+    Exchange {
+        dc: DcName,
+        records: Vec<(u64, Record)>,
+    },
+    /// Record what the link to a peer DC learned (the node's peer table).
+    PeerLink { dc: DcName, news: LinkNews },
+    /// Wake the dispatch loop (tasks a peer refused are pending again, an
+    /// agent marked down freed its tasks).
+    WakeDispatcher,
+    // Handlers add their actions below this line: to agent sessions (Send,
+    // Close, Attached), to peer DCs (Exchange, PeerLink), Publish.
+    /// The answer to `SessionOpened`: the session's generation, the process
+    /// it displaced, and the assignments to regrant (no earlier than
+    /// `regrant_at`; counted as started first if `taken_over`).
+    Attached {
+        agent: AgentId,
+        generation: u64,
+        displaced: Option<Peer>,
+        regrant: Vec<(TaskId, FencingToken)>,
+        regrant_at: Option<u64>,
+        taken_over: bool,
+    },
+    /// Close the agent's session of `generation` (it ends with `why`).
+    Close {
+        agent: AgentId,
+        generation: u64,
+        why: Closed,
+    },
+    /// The agent's session of `generation` ended on its own: drop its
+    /// sending end.
+    Detach { agent: AgentId, generation: u64 },
+    /// Send `msg` on the agent's session of `generation` (dropped if that
+    /// session is gone).
+    Send {
+        agent: AgentId,
+        generation: u64,
+        msg: ToAgent,
+    },
+    /// The view changed: publish it.
+    Publish(View),
+}
+
+/// What the link to a peer DC learned (for the node's peer table).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinkNews {
+    /// The peer answered.
+    Up,
+    /// The exchange failed, or the peer lost records: why.
+    Down(String),
+    /// Its summary, from its answer.
+    Summary(PeerSummary),
+}

@@ -1,0 +1,74 @@
+//! What a handler is given when it acts, and where it writes: the time, the applied state, the settings, the actions and the proposals in flight.
+
+use std::collections::BTreeMap;
+
+use tidal_core::command::Command;
+use tidal_core::forwarding::DcName;
+use tidal_core::model::AgentId;
+use tidal_core::State;
+
+use super::action::Action;
+use super::config::EngineConfig;
+use super::event::{Now, ProposalId};
+
+/// Which handler proposed a command (and what it needs to handle the answer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    // One variant per proposing handler.
+    /// An `Expire` batch; `full` if it held [`EXPIRE_BATCH`] tasks.
+    Expire { full: bool },
+    /// A `SetClusterVersion` from one version to another.
+    RaiseVersion { from: u8, to: u8 },
+    /// A `Forward` round.
+    Forward,
+    /// A `ForwardAck` of a peer's verdicts.
+    ForwardAck(DcName),
+    /// The reaper's `AgentDown` of this agent.
+    AgentDown { agent: AgentId },
+}
+
+/// What a handler is given: the time, the applied state, the settings, and where to write.
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Now,
+    pub(crate) state: &'a State,
+    pub(crate) cfg: &'a EngineConfig,
+    pub(crate) out: &'a mut Output,
+}
+
+/// Where handlers write: the actions for the driver and the proposals in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    actions: Vec<Action>,
+    next_id: ProposalId,
+    inflight: BTreeMap<ProposalId, Purpose>,
+}
+
+impl Output {
+    /// Proposes `command` for `purpose`; returns its id.
+    pub(crate) fn propose(&mut self, purpose: Purpose, command: Command) -> ProposalId {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.inflight.insert(id, purpose);
+        self.actions.push(Action::Propose { id, command });
+        id
+    }
+
+    pub(crate) fn push(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    /// What `id` was proposed for, forgetting it: it has been answered.
+    pub(crate) fn answered(&mut self, id: ProposalId) -> Option<Purpose> {
+        self.inflight.remove(&id)
+    }
+
+    /// The actions since the last call, in the order they were decided.
+    pub(crate) fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Proposals sent and not answered yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+}
