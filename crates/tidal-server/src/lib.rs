@@ -237,6 +237,24 @@ pub async fn run(
     Ok(())
 }
 
+/// The address to bind for `config`: its `listen`, except that a node told
+/// to listen on port 0 whose data directory holds the address of an earlier
+/// start on the same IP ([`LISTEN_ADDR_FILE`]) takes that address again: the
+/// membership and the other members know the node by it, so a restart keeps
+/// it reachable. Binding it fails if another process took the port meanwhile.
+pub fn listen_address(config: &ServerConfig) -> std::net::SocketAddr {
+    if config.listen.port() != 0 {
+        return config.listen;
+    }
+    let earlier = std::fs::read_to_string(config.data_dir.join(LISTEN_ADDR_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<std::net::SocketAddr>().ok());
+    match earlier {
+        Some(addr) if addr.ip() == config.listen.ip() && addr.port() != 0 => addr,
+        _ => config.listen,
+    }
+}
+
 /// Writes `addr` to `<data>/listen.addr` through a temporary file and a rename.
 fn write_listen_addr(data: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let path = data.join(LISTEN_ADDR_FILE);

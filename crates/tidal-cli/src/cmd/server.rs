@@ -57,9 +57,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     #[cfg(feature = "failpoints")]
     shutdown::power_loss_on_sigusr1()?;
     let shutdown = shutdown::on_signal()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = tidal_server::listen_address(&config);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        if addr == config.listen {
+            format!("binding {addr}")
+        } else {
+            format!(
+                "binding {addr}, the address this node listened on before ({}): the other \
+                     members know it by this address",
+                config
+                    .data_dir
+                    .join(tidal_server::LISTEN_ADDR_FILE)
+                    .display()
+            )
+        }
+    })?;
     let bound = listener
         .local_addr()
         .context("reading the listener's address")?;

@@ -149,7 +149,9 @@ async fn an_idle_agent_is_assigned_a_task_by_its_submit_entry() -> anyhow::Resul
 }
 
 /// `--listen 127.0.0.1:0`: the server binds a port of the kernel's choice,
-/// prints it, writes it to `<data>/listen.addr` and advertises it.
+/// prints it, writes it to `<data>/listen.addr` and advertises it; restarted
+/// on the same data, it binds that address again, the one the membership
+/// knows it by.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_on_port_zero_reports_the_address_it_bound() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,4 +202,38 @@ async fn a_server_on_port_zero_reports_the_address_it_bound() {
     assert_eq!(written.trim(), printed);
     let members = client.members().await.unwrap();
     assert_eq!(members.members[0].addr, printed);
+
+    let mut node = node;
+    node.terminate();
+    assert!(
+        node.wait_exit(Duration::from_secs(30)).await.is_some(),
+        "the server did not stop on SIGTERM\n{}",
+        node.log_tail(20)
+    );
+    let restart_args: Vec<String> = args.iter().filter(|a| *a != "--init").cloned().collect();
+    let log = dir.path().join("node1-restart.log");
+    let node = crate::harness::spawn("node1", &restart_args, &log).unwrap();
+    node.wait_log("listening on ", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let again = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listening on "))
+        .unwrap();
+    assert_eq!(again, printed, "a restart keeps the node's address");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !client
+        .status_of(&printed)
+        .await
+        .is_ok_and(|s| s.role == "leader")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader after the restart\n{}",
+            node.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.members().await.unwrap().members[0].addr, printed);
 }
