@@ -246,6 +246,13 @@ impl InFlight {
         }
         f
     }
+
+    /// How many of the round's tasks each agent takes, in agent order.
+    pub fn tasks_per_agent(&self) -> impl Iterator<Item = (&AgentId, u64)> + '_ {
+        self.per_agent
+            .iter()
+            .map(|(agent, (_, _, tasks))| (agent, *tasks))
+    }
 }
 
 /// How many agents with room eager placement considers per spec (at least

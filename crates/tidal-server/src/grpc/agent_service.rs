@@ -247,7 +247,6 @@ impl Agents for AgentService {
                 taken_over,
             ));
         }
-        leadership.wake.notify_one();
         tracing::info!(agent_id = %agent_id, generation, instance = %peer.instance, "agent session started");
         // A session that fails (garbage on the stream) ends with that error
         // as its status, not OK.
@@ -432,7 +431,6 @@ impl AgentService {
         }
         if let Some(l) = self.node.leadership() {
             l.notify(Event::Work(Work::DrainChanged));
-            l.wake.notify_one();
         }
         Ok(index)
     }
@@ -514,7 +512,7 @@ async fn regrant(
                 "the agent did not run tasks it held: granted again under new tokens"
             );
             crate::leader::push::push(&leadership, &granted);
-            leadership.wake.notify_one();
+            leadership.notify(Event::Work(Work::Freed));
         }
         Ok((other, _)) => {
             tracing::warn!(agent_id = %agent_id, response = ?other, "unexpected response to regrant")
@@ -722,7 +720,7 @@ async fn stopped(
                 None => completion_ack(&c, false, "no result".into()),
             };
             let _ = tx.send(reply);
-            leadership.wake.notify_one();
+            leadership.notify(Event::Work(Work::Freed));
         }
         Ok((other, _)) => {
             tracing::warn!(task_id = %task, response = ?other, "unexpected response to stopped")
@@ -806,7 +804,7 @@ async fn complete(node: &Node, leadership: &Leadership, batch: Vec<v1::TaskCompl
                 };
                 let _ = tx.send(reply);
             }
-            leadership.wake.notify_one();
+            leadership.notify(Event::Work(Work::Freed));
         }
         // Not committed here: no ack, so the agent resends on its next session.
         Err(e) => {

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::channels::Channels;
 use crate::error::ServerError;
-use crate::leader::engine::Event;
+use crate::leader::engine::{Event, Work};
 use crate::links::{ExchangeBody, ExchangeReply, Summary};
 use crate::links::{MAX_EXCHANGE_MESSAGE, SHIP_BATCH};
 use crate::node::Node;
@@ -111,7 +111,7 @@ impl DcService {
         if !verdicts.is_empty() {
             // New tasks to dispatch.
             if let Some(l) = node.leadership() {
-                l.wake.notify_one();
+                l.notify(Event::Work(Work::Ingested));
             }
         }
         let summary = Summary::of(&node.state.read().state);

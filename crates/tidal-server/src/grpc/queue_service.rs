@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::error::ServerError;
+use crate::leader::engine::{Event, Work};
 use crate::node::Node;
 
 pub struct QueueService {
@@ -44,7 +45,7 @@ impl Queues for QueueService {
             return Err(ServerError::Rejected(r).into());
         }
         if let Some(l) = self.node.leadership() {
-            l.wake.notify_one();
+            l.notify(Event::Work(Work::QueueSet));
         }
         let applied = self.node.state.read();
         let q = applied

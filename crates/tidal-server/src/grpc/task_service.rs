@@ -164,10 +164,7 @@ impl Tasks for TaskService {
                 });
             }
             if let Some(l) = self.node.leadership() {
-                l.wake.notify_one();
-                if !self.node.config.peers.is_empty() {
-                    l.notify(Event::Work(Work::Submitted));
-                }
+                l.notify(Event::Work(Work::Submitted));
             }
         }
         Ok(Response::new(v1::SubmitResponse {
@@ -266,7 +263,7 @@ impl Tasks for TaskService {
                         token,
                         reason: "cancelled by a user".into(),
                     });
-                    l.wake.notify_one();
+                    l.notify(Event::Work(Work::Freed));
                 }
             }
             CoreResponse::Rejected(Rejection::TaskNotFound(t))

@@ -364,7 +364,6 @@ impl Driver {
                     },
                 ),
             },
-            Action::WakeDispatcher => self.leadership.wake.notify_one(),
         }
     }
 }

@@ -44,19 +44,21 @@ impl EagerPlacement {
         let Some(leadership) = self.current() else {
             return Command::Submit(specs);
         };
-        let connected = leadership.connected();
+        // The view before the state (the engine publishes a round before
+        // proposing it and clears it once it applied): a round in flight
+        // now is counted, twice if it applies before the state is read
+        // (which places less, never more). A round published after this
+        // read was planned without this batch; apply refuses whichever
+        // claim on the same capacity comes second.
+        let view = leadership.view();
         let place = {
-            let dispatching = leadership
-                .dispatching
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
             let applied = self.state.read();
             let mut cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
             place_new(
                 &applied.state,
-                &connected,
+                &view.connected,
                 &specs,
-                &dispatching,
+                &view.dispatching,
                 &mut cursor,
             )
         };

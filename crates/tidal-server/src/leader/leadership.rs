@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::engine;
@@ -28,10 +28,6 @@ pub struct Leadership {
     pub term: u64,
     /// When openraft made this node leader of `term`.
     pub since: Instant,
-    /// Wakes the dispatcher: new pending work or freed capacity.
-    pub wake: Notify,
-    /// The dispatch round being committed, for eager placement to plan around.
-    pub dispatching: Mutex<tidal_core::dispatch::InFlight>,
     /// Flips to false when this leadership ends; session loops watch it.
     alive: watch::Sender<bool>,
     /// Flips to true once an entry proposed by this leadership is applied.
@@ -50,7 +46,8 @@ pub struct Leadership {
     sessions: mpsc::UnboundedSender<SessionInput>,
     /// The driver's end of `sessions`, until it starts.
     pub(super) session_inputs: Mutex<Option<mpsc::UnboundedReceiver<SessionInput>>>,
-    /// What the engine last published: the connected agents.
+    /// What the engine last published: the connected agents and the
+    /// dispatch round in flight.
     pub(super) view: watch::Sender<engine::View>,
 }
 
@@ -64,8 +61,6 @@ impl Leadership {
         Arc::new(Leadership {
             term,
             since,
-            wake: Notify::new(),
-            dispatching: Mutex::default(),
             alive,
             reads_ready,
             tasks: Mutex::new(Vec::new()),
@@ -86,6 +81,11 @@ impl Leadership {
     /// Agents with a live session: the only ones placement may use.
     pub fn connected(&self) -> Arc<BTreeSet<String>> {
         self.view.borrow().connected.clone()
+    }
+
+    /// What the engine last published (for eager placement).
+    pub fn view(&self) -> engine::View {
+        self.view.borrow().clone()
     }
 
     /// The `mono_ms` of the engine's clock as an instant.

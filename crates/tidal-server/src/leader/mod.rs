@@ -1,9 +1,8 @@
 //! Leader-only memory, rebuilt on every election: the leader engine and its
-//! driver (agent sessions, lease deadlines, the reaper, drains, retention's
-//! expirer), the dispatch loop and cross-DC forwarding. It starts when this
+//! driver (agent sessions, lease deadlines, the reaper, dispatch rounds,
+//! drains, retention's expirer, cross-DC forwarding). It starts when this
 //! node becomes leader and is dropped when it steps down.
 
-pub mod dispatcher;
 pub mod driver;
 pub mod eager;
 pub mod engine;
@@ -67,10 +66,6 @@ fn establish(node: &Arc<Node>, leadership: &Arc<Leadership>) {
             events,
         )));
     }
-    tasks.push(tokio::spawn(dispatcher::run(
-        node.clone(),
-        leadership.clone(),
-    )));
     tracing::info!(
         node_id = node.id,
         term = leadership.term,

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tidal_core::command::Command;
+use tidal_core::dispatch::InFlight;
 use tidal_core::forwarding::{DcName, Record};
 use tidal_core::model::{AgentId, FencingToken, TaskId};
 
@@ -46,6 +47,9 @@ pub enum ToAgent {
 pub struct View {
     /// Agents with a live session: the only ones placement may use.
     pub connected: Arc<BTreeSet<AgentId>>,
+    /// The dispatch round proposed and not answered yet (empty if none),
+    /// for eager placement to plan around: published before it is proposed.
+    pub dispatching: Arc<InFlight>,
 }
 
 /// What the driver must do.
@@ -61,9 +65,6 @@ pub enum Action {
     },
     /// Record what the link to a peer DC learned (the node's peer table).
     PeerLink { dc: DcName, news: LinkNews },
-    /// Wake the dispatch loop (tasks a peer refused are pending again, an
-    /// agent marked down freed its tasks).
-    WakeDispatcher,
     // Handlers add their actions below this line: to agent sessions (Send,
     // Close, Attached), to peer DCs (Exchange, PeerLink), Publish.
     /// The answer to `SessionOpened`: the session's generation, the process

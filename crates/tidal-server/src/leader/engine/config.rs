@@ -22,6 +22,8 @@ pub enum Handler {
     Leases,
     /// Drain deadlines' stop orders (`drain.rs`).
     Drain,
+    /// Dispatch rounds (`dispatch.rs`).
+    Dispatch,
 }
 
 impl Handler {
@@ -33,6 +35,7 @@ impl Handler {
         Handler::Ship,
         Handler::Leases,
         Handler::Drain,
+        Handler::Dispatch,
     ];
 
     /// The handler's name in scenario files.
@@ -44,6 +47,7 @@ impl Handler {
             Handler::Ship => "ship",
             Handler::Leases => "leases",
             Handler::Drain => "drain",
+            Handler::Dispatch => "dispatch",
         }
     }
 }

@@ -7,7 +7,7 @@ use tidal_core::forwarding::DcName;
 use tidal_core::model::AgentId;
 use tidal_core::State;
 
-use super::action::Action;
+use super::action::{Action, View};
 use super::config::EngineConfig;
 use super::event::{Now, ProposalId};
 
@@ -25,6 +25,8 @@ pub(crate) enum Purpose {
     ForwardAck(DcName),
     /// The reaper's `AgentDown` of this agent.
     AgentDown { agent: AgentId },
+    /// A dispatch round's `Assign`.
+    Assign,
 }
 
 /// What a handler is given: the time, the applied state, the settings, and where to write.
@@ -35,12 +37,15 @@ pub(crate) struct Ctx<'a> {
     pub(crate) out: &'a mut Output,
 }
 
-/// Where handlers write: the actions for the driver and the proposals in flight.
+/// Where handlers write: the actions for the driver, the proposals in
+/// flight, the view as last published, and whether the dispatcher is woken.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
     actions: Vec<Action>,
     next_id: ProposalId,
     inflight: BTreeMap<ProposalId, Purpose>,
+    view: View,
+    wake_dispatch: bool,
 }
 
 impl Output {
@@ -55,6 +60,23 @@ impl Output {
 
     pub(crate) fn push(&mut self, action: Action) {
         self.actions.push(action);
+    }
+
+    /// Publishes the view with `change` made to it.
+    pub(crate) fn publish(&mut self, change: impl FnOnce(&mut View)) {
+        change(&mut self.view);
+        self.actions.push(Action::Publish(self.view.clone()));
+    }
+
+    /// Capacity came free or tasks are pending again: the dispatcher plans
+    /// a round before the step ends.
+    pub(crate) fn wake_dispatch(&mut self) {
+        self.wake_dispatch = true;
+    }
+
+    /// Whether the dispatcher was woken since the last call.
+    pub(crate) fn take_wake_dispatch(&mut self) -> bool {
+        std::mem::take(&mut self.wake_dispatch)
     }
 
     /// What `id` was proposed for, forgetting it: it has been answered.

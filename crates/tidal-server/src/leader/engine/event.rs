@@ -43,6 +43,9 @@ pub enum Work {
     QueueSet,
     /// A drain started, ended or its deadline changed.
     DrainChanged,
+    /// A peer DC's tasks were taken in (new pending tasks that are not
+    /// this DC's submits).
+    Ingested,
 }
 
 /// What happens to a leadership. The driver turns I/O results into these.

@@ -15,7 +15,7 @@ use tidal_core::command::{Command, Granted, Response};
 use tidal_core::model::{AgentId, AgentState, FencingToken, TaskId};
 use tidal_core::reconcile::settle;
 
-use super::action::{Action, ToAgent, View};
+use super::action::{Action, ToAgent};
 use super::ctx::{Ctx, Purpose};
 use super::event::ProposeError;
 use super::sessions::{Closed, Peer, SessionTable};
@@ -54,9 +54,8 @@ impl Leases {
     }
 
     fn publish(&mut self, cx: &mut Ctx) {
-        cx.out.push(Action::Publish(View {
-            connected: self.table.connected(),
-        }));
+        let connected = self.table.connected();
+        cx.out.publish(|view| view.connected = connected);
     }
 
     /// A session opened (its agent registered at `attached_at`, the applied
@@ -85,8 +84,8 @@ impl Leases {
             });
         }
         let settlement = settle(cx.state, &agent, &reported);
-        // Published before the answer: the session wakes the dispatcher
-        // once it hears, and the dispatcher must see it connected.
+        // Published before the answer: eager placement may use the agent
+        // once it is registered.
         self.publish(cx);
         cx.out.push(Action::Attached {
             agent: agent.clone(),
@@ -272,7 +271,7 @@ impl Leases {
                     "agent lease expired: marked down"
                 );
                 self.forget(cx, &agent);
-                cx.out.push(Action::WakeDispatcher);
+                cx.out.wake_dispatch();
             }
             other => {
                 tracing::warn!(agent_id = %agent, response = ?other, "agent down not applied");

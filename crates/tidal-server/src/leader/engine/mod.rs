@@ -29,6 +29,7 @@ mod config;
 mod ctx;
 mod event;
 
+mod dispatch;
 mod drain;
 mod expiry;
 mod forward;
@@ -63,6 +64,7 @@ pub struct Engine {
     shippers: BTreeMap<DcName, ship::Shipper>,
     leases: leases::Leases,
     drain: drain::Drain,
+    dispatch: dispatch::Dispatch,
 }
 
 impl Engine {
@@ -76,6 +78,7 @@ impl Engine {
             shippers: BTreeMap::new(),
             leases: leases::Leases::new(cfg.agent_ttl_ms),
             drain: drain::Drain::default(),
+            dispatch: dispatch::Dispatch::default(),
             cfg,
         }
     }
@@ -125,6 +128,9 @@ impl Engine {
                 if on(Handler::Drain) {
                     self.drain.start(now);
                 }
+                if on(Handler::Dispatch) {
+                    self.dispatch.start(now);
+                }
             }
             Event::Tick => {}
             Event::Work(work) => {
@@ -134,6 +140,8 @@ impl Engine {
                 if work == Work::DrainChanged {
                     self.drain.changed(now);
                 }
+                // Any of them may bring tasks to place or free capacity.
+                self.dispatch.work(now);
             }
             Event::Committed {
                 id,
@@ -149,13 +157,18 @@ impl Engine {
                 Some(Purpose::Forward) => self.forward.committed(index, response, now),
                 Some(Purpose::ForwardAck(dc)) => {
                     if let Some(shipper) = self.shippers.get_mut(&dc) {
+                        // Tasks a peer refused are pending here again.
                         if shipper.committed(index, response, &mut cx) {
-                            cx.out.push(Action::WakeDispatcher);
+                            cx.out.wake_dispatch();
                         }
                     }
                 }
                 Some(Purpose::AgentDown { agent }) => {
                     self.leases.committed(&mut cx, agent, index, response)
+                }
+                Some(Purpose::Assign) => {
+                    let granted = self.dispatch.committed(&mut cx, index, response);
+                    self.leases.granted(&mut cx, granted);
                 }
                 None => {}
             },
@@ -173,6 +186,7 @@ impl Engine {
                 Some(Purpose::AgentDown { agent }) => {
                     self.leases.not_committed(&mut cx, agent, &error)
                 }
+                Some(Purpose::Assign) => self.dispatch.not_committed(&mut cx, &error),
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
@@ -189,11 +203,15 @@ impl Engine {
                 peer,
                 reported,
                 attached_at,
-            } => self
-                .leases
-                .opened(&mut cx, agent, peer, reported, attached_at),
+            } => {
+                self.leases
+                    .opened(&mut cx, agent, peer, reported, attached_at);
+                // The connected agents changed.
+                self.dispatch.work(now);
+            }
             Event::SessionClosed { agent, generation } => {
-                self.leases.closed(&mut cx, agent, generation)
+                self.leases.closed(&mut cx, agent, generation);
+                self.dispatch.work(now);
             }
             Event::Heartbeat {
                 agent,
@@ -203,7 +221,10 @@ impl Engine {
             } => self
                 .leases
                 .heartbeat(&mut cx, agent, generation, seq, lease_holds),
-            Event::Forgotten { agent } => self.leases.forget(&mut cx, &agent),
+            Event::Forgotten { agent } => {
+                self.leases.forget(&mut cx, &agent);
+                self.dispatch.work(now);
+            }
             Event::Granted(granted) => self.leases.granted(&mut cx, granted),
             Event::Cancelled {
                 agent,
@@ -221,6 +242,10 @@ impl Engine {
             }
             self.leases.fire(&mut cx);
             self.drain.fire(&mut cx, &self.leases.table);
+            if cx.out.take_wake_dispatch() {
+                self.dispatch.work(now);
+            }
+            self.dispatch.fire(&mut cx, &mut self.leases.table);
         }
     }
 
@@ -238,6 +263,7 @@ impl Engine {
             self.forward.next_wake(),
             self.leases.next_wake(),
             self.drain.next_wake(),
+            self.dispatch.next_wake(),
         ];
         let ships = self.shippers.values().map(ship::Shipper::next_wake);
         wakes.into_iter().chain(ships).flatten().min()

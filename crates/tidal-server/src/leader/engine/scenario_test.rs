@@ -23,8 +23,10 @@
 //!   `assign AGENT ID,..` (ids may be ranges: `1-20`), `start ID,..` (the
 //!   holder reports them running), `complete ID,..` (success with the current
 //!   token), `down AGENT`, `version V` (raises the cluster format version).
-//! - Events: `established`, `tick`, `work submitted|freed|queue-set|drain-changed`,
-//!   `commit #ID` (applies the proposal and prints its response),
+//! - Events: `established`, `tick`, `work submitted|freed|queue-set|drain-changed|ingested`,
+//!   `commit #ID` (applies the proposal, unless `apply #ID` did, and prints
+//!   its response), `apply #ID` (applies the proposal and prints its
+//!   response, the engine not told yet: an event may come between),
 //!   `fail #ID [ERROR]`, `formats ID=V@AGE|ID=never,..` (the other members'
 //!   supported format versions and their replies' age in ms),
 //!   `peers DC=TYPES:FREE[:PENDING]|DC=none,..` (the peer DCs' summaries:
@@ -41,7 +43,9 @@
 //!   ID` (applied; its holder told), `drain AGENT [deadline=MS]` (applied,
 //!   deadline from now; then `work drain-changed`).
 //! - `actions`: prints the actions since the last `actions`, one a line, then
-//!   `wake-at MS` (the engine's next timer) or `wake-at none`.
+//!   `wake-at MS` (the engine's next timer) or `wake-at none`. With the
+//!   `dispatch` handler on, a `publish` also names the round in flight
+//!   (`dispatching=AGENT:TASKS,..`, or `-`).
 //!
 //! Adding a handler: give it a name in `Handler`, make its events and their
 //! directives here, and describe its actions in [`describe`].
@@ -56,8 +60,8 @@ use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec};
 use tidal_core::State;
 
 use super::{
-    Action, Closed, Engine, EngineConfig, Event, ForwardPolicy, LinkNews, MemberFormat, Now, Peer,
-    PeerReply, PeerSummary, ProposalId, ProposeError, ToAgent, Work,
+    Action, Closed, Engine, EngineConfig, Event, ForwardPolicy, Handler, LinkNews, MemberFormat,
+    Now, Peer, PeerReply, PeerSummary, ProposalId, ProposeError, ToAgent, Work,
 };
 
 /// The wall clock when a scenario starts.
@@ -73,6 +77,8 @@ struct Scenario {
     unprinted: Vec<Action>,
     /// Proposals not answered yet.
     proposed: BTreeMap<ProposalId, Command>,
+    /// Proposals applied (`apply`) and not answered yet: their response and index.
+    applied: BTreeMap<ProposalId, (Response, u64)>,
 }
 
 type Args = BTreeMap<String, String>;
@@ -139,6 +145,7 @@ impl Scenario {
             cfg: EngineConfig::default(),
             unprinted: Vec::new(),
             proposed: BTreeMap::new(),
+            applied: BTreeMap::new(),
         }
     }
 
@@ -443,6 +450,7 @@ impl Scenario {
                     "freed" => Work::Freed,
                     "queue-set" => Work::QueueSet,
                     "drain-changed" => Work::DrainChanged,
+                    "ingested" => Work::Ingested,
                     other => return Err(format!("unknown work {other:?}")),
                 };
                 self.step(Event::Work(work));
@@ -531,7 +539,7 @@ impl Scenario {
                 });
                 Ok(None)
             }
-            "commit" => {
+            "apply" => {
                 let id = proposal(first)?;
                 let command = self
                     .proposed
@@ -539,12 +547,29 @@ impl Scenario {
                     .ok_or_else(|| format!("no proposal #{id} in flight"))?;
                 let (response, index) = self.apply(command);
                 let out = format!("{}\n", describe_response(&response));
+                self.applied.insert(id, (response, index));
+                Ok(Some(out))
+            }
+            "commit" => {
+                let id = proposal(first)?;
+                let (out, (response, index)) = match self.applied.remove(&id) {
+                    Some(applied) => (None, applied),
+                    None => {
+                        let command = self
+                            .proposed
+                            .remove(&id)
+                            .ok_or_else(|| format!("no proposal #{id} in flight"))?;
+                        let (response, index) = self.apply(command);
+                        let out = format!("{}\n", describe_response(&response));
+                        (Some(out), (response, index))
+                    }
+                };
                 self.step(Event::Committed {
                     id,
                     index,
                     response,
                 });
-                Ok(Some(out))
+                Ok(out)
             }
             "fail" => {
                 let id = proposal(first)?;
@@ -564,8 +589,9 @@ impl Scenario {
             }
             "actions" => {
                 let mut out = String::new();
+                let dispatch = self.cfg.handlers.contains(&Handler::Dispatch);
                 for action in std::mem::take(&mut self.unprinted) {
-                    writeln!(out, "{}", describe(&action)).expect("writing to a String");
+                    writeln!(out, "{}", describe(&action, dispatch)).expect("writing to a String");
                 }
                 match self.engine().next_wake() {
                     Some(at) => writeln!(out, "wake-at {at}"),
@@ -643,8 +669,9 @@ fn peer_summary(text: &str) -> Result<PeerSummary, String> {
     })
 }
 
-/// One action as a line of a scenario file.
-fn describe(action: &Action) -> String {
+/// One action as a line of a scenario file; a published view names the
+/// dispatch round in flight if the dispatch handler is on.
+fn describe(action: &Action, dispatch: bool) -> String {
     match action {
         Action::Propose { id, command } => format!("propose #{id} {}", describe_command(command)),
         Action::Exchange { dc, records } => {
@@ -661,7 +688,6 @@ fn describe(action: &Action) -> String {
             LinkNews::Down(why) => format!("peer {dc} down {why:?}"),
             LinkNews::Summary(s) => format!("peer {dc} summary room={}", s.room()),
         },
-        Action::WakeDispatcher => "wake dispatcher".into(),
         Action::Attached {
             agent,
             generation,
@@ -727,7 +753,21 @@ fn describe(action: &Action) -> String {
         }
         Action::Publish(view) => {
             let c: Vec<&str> = view.connected.iter().map(String::as_str).collect();
-            format!("publish connected={}", c.join(","))
+            let mut line = format!("publish connected={}", c.join(","));
+            if dispatch {
+                let d: Vec<String> = view
+                    .dispatching
+                    .tasks_per_agent()
+                    .map(|(agent, n)| format!("{agent}:{n}"))
+                    .collect();
+                let d = if d.is_empty() {
+                    "-".into()
+                } else {
+                    d.join(",")
+                };
+                write!(line, " dispatching={d}").expect("writing to a String");
+            }
+            line
         }
     }
 }
@@ -759,6 +799,17 @@ fn describe_command(command: &Command) -> String {
             format!("Forward {}", pairs.join(","))
         }
         Command::AgentDown { agent } => format!("AgentDown {agent}"),
+        Command::Assign(round) => {
+            let mut per_agent: BTreeMap<&str, Vec<TaskId>> = BTreeMap::new();
+            for (task, agent) in round {
+                per_agent.entry(agent).or_default().push(*task);
+            }
+            let pairs: Vec<String> = per_agent
+                .iter()
+                .map(|(agent, t)| format!("{agent}={}", tasks(t)))
+                .collect();
+            format!("Assign {}", pairs.join(" "))
+        }
         other => format!("{other:?}"),
     }
 }
@@ -780,6 +831,15 @@ fn describe_response(response: &Response) -> String {
                 })
                 .collect();
             format!("forwarded {}", seqs.join(","))
+        }
+        Response::Assigned { granted, rejected } => {
+            let granted: Vec<TaskId> = granted.iter().map(|g| g.task).collect();
+            let rejected: Vec<TaskId> = rejected.iter().map(|(t, _)| *t).collect();
+            format!(
+                "assigned granted={} rejected={}",
+                tasks(&granted),
+                tasks(&rejected)
+            )
         }
         Response::AgentDown { requeued, failed } => format!(
             "agent-down requeued={} failed={}",
