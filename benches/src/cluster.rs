@@ -18,7 +18,7 @@ impl Cluster {
         let mut spec = ClusterSpec::new(tidal);
         spec.dc = "bench".into();
         spec.prefix = "tidal-bench-".into();
-        spec.rust_log = Some(std::env::var("TIDAL_BENCH_LOG").unwrap_or_else(|_| "warn".into()));
+        spec.rust_log = Some(rust_log(std::env::var("TIDAL_BENCH_LOG").ok()));
         // TIDAL_BENCH_KEEP=1 keeps the servers' data and logs.
         spec.keep_var = Some("TIDAL_BENCH_KEEP".into());
         if flush_delay_us > 0 {
@@ -47,6 +47,17 @@ impl Cluster {
             .unwrap_or(0)
     }
 
+    /// The lines of node `id`'s log (of every run on its data) that contain
+    /// `needle`.
+    pub fn log_lines(&self, id: u64, needle: &str) -> Vec<String> {
+        self.0
+            .node(id)
+            .proc
+            .as_ref()
+            .map(|p| p.log_lines(needle))
+            .unwrap_or_default()
+    }
+
     /// SIGKILLs node `id` (its data stays).
     pub fn kill(&mut self, id: u64) {
         self.0.kill_node(id);
@@ -65,5 +76,35 @@ impl Cluster {
     /// Starts node `id` again on its data.
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         self.0.restart_node(id)
+    }
+}
+
+/// The servers' `RUST_LOG`: `TIDAL_BENCH_LOG` (default `warn`), with
+/// tidal_store's snapshot lines at info unless it names tidal_store itself,
+/// so every "snapshot built" line (and its `apply_pause_max_ms`) is logged.
+fn rust_log(level: Option<String>) -> String {
+    let level = level.unwrap_or_else(|| "warn".into());
+    if level.contains("tidal_store") {
+        level
+    } else {
+        format!("{level},tidal_store::snapshot=info")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rust_log;
+
+    #[test]
+    fn snapshot_lines_are_logged_unless_tidal_store_is_named() {
+        assert_eq!(rust_log(None), "warn,tidal_store::snapshot=info");
+        assert_eq!(
+            rust_log(Some("debug".into())),
+            "debug,tidal_store::snapshot=info"
+        );
+        assert_eq!(
+            rust_log(Some("info,tidal_store=trace".into())),
+            "info,tidal_store=trace"
+        );
     }
 }

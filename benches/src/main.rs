@@ -23,6 +23,7 @@
 
 mod cluster;
 mod etcd;
+mod snapshot_apply;
 mod stats;
 mod workloads;
 

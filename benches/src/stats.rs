@@ -159,6 +159,21 @@ pub fn table(report: &Value) -> String {
                 r["restart_to_service_seconds"].as_f64().unwrap_or(0.0),
                 mib("memory_after_restart"),
             ));
+            let a = &r["snapshot_apply"];
+            let pauses = a["apply_pause_max_ms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| format!("node {} {}", n["node"], n["apply_pause_max_ms"]))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push_str(&format!(
+                "  longest apply pause during the leader's snapshot: {} ms (apply_pause_max_ms by node: {pauses})\n  probe, no snapshot:        {}\n  probe, leader's snapshot:  {}\n  probe, followers' snapshots: {}\n",
+                a["leader_apply_pause_max_ms"],
+                crate::snapshot_apply::describe(&a["probe_without_snapshot"]),
+                crate::snapshot_apply::describe(&a["probe_leader_snapshot"]),
+                crate::snapshot_apply::describe(&a["probe_follower_snapshots"]),
+            ));
             continue;
         }
         for (metric, rate, lat) in [

@@ -12,6 +12,7 @@ use tidal_client::v1::{self, agent_message::Msg as In, server_message::Msg as Ou
 use tidal_client::Client;
 use tokio::sync::mpsc;
 
+use crate::snapshot_apply;
 use crate::stats::{histogram, summary};
 
 fn spec(key: String) -> v1::TaskSpec {
@@ -622,6 +623,33 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// How long the memory workload's probe runs before the first snapshot.
+const PROBE_ALONE: Duration = Duration::from_secs(2);
+
+/// Submits one task of 16 bytes at a time until `stop`: when each was sent
+/// and how long its answer took.
+async fn probe_submits(client: Client, stop: Arc<AtomicBool>) -> Vec<snapshot_apply::Probe> {
+    let mut probes = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let task = v1::TaskSpec {
+            task_type: "t2i".into(),
+            payload: vec![b'p'; 16],
+            ..Default::default()
+        };
+        let sent = Instant::now();
+        let ok = client
+            .submit(vec![task])
+            .await
+            .is_ok_and(|r| r.iter().all(|r| r.error.is_none()));
+        probes.push(snapshot_apply::Probe {
+            sent,
+            took: sent.elapsed(),
+            ok,
+        });
+    }
+    probes
+}
+
 /// A client with room for slow answers (big batches, snapshots, restarts).
 fn patient_client(endpoints: &[String]) -> anyhow::Result<Client> {
     Ok(Client::with_options(
@@ -697,10 +725,23 @@ pub async fn memory(
     let leader = status.leader_id;
     let before: Vec<(f64, f64)> = (1..=3).map(|id| rss_mib(cluster.pid(id))).collect();
 
+    // A probe submits one small task at a time from here until every
+    // snapshot is built, so each of its round trips goes through apply
+    // while the state is encoded: first without a snapshot, for comparison.
+    let built_before: Vec<usize> = (1..=3)
+        .map(|id| cluster.log_lines(id, snapshot_apply::SNAPSHOT_BUILT).len())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = tokio::spawn(probe_submits(patient_client(&endpoints)?, stop.clone()));
+    let probe_started = Instant::now();
+    eprintln!("  probe without a snapshot for {PROBE_ALONE:?}...");
+    tokio::time::sleep(PROBE_ALONE).await;
+
     eprintln!("  snapshot...");
     let t = Instant::now();
     let snap = client.snapshot().await?;
     let snapshot_took = t.elapsed();
+    let leader_built = Instant::now();
     // The followers too, one at a time, as their own snapshot_every would
     // (this workload writes too few entries to reach it): a restart then
     // loads snapshots instead of replaying the whole log.
@@ -708,7 +749,29 @@ pub async fn memory(
         patient_client(std::slice::from_ref(e))?.snapshot().await?;
     }
     let snapshot_all_took = t.elapsed();
+    let all_built = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let probes = probe.await?;
     let after_snapshot: Vec<(f64, f64)> = (1..=3).map(|id| rss_mib(cluster.pid(id))).collect();
+    let pauses: Vec<Value> = (1..=3u64)
+        .map(|id| {
+            let lines = cluster.log_lines(id, snapshot_apply::SNAPSHOT_BUILT);
+            json!({
+                "node": id,
+                "apply_pause_max_ms": snapshot_apply::pauses_after(&lines, built_before[id as usize - 1]),
+            })
+        })
+        .collect();
+    let snapshot_apply = json!({
+        "leader_apply_pause_max_ms": pauses[leader as usize - 1]["apply_pause_max_ms"].get(0),
+        "apply_pause_max_ms": pauses,
+        "probe_without_snapshot": snapshot_apply::window(&probes, probe_started, t),
+        "probe_leader_snapshot": snapshot_apply::window(&probes, t, leader_built),
+        "probe_follower_snapshots": snapshot_apply::window(&probes, leader_built, all_built),
+    });
+    // The probe's tasks are pending too.
+    let status = client.status().await?;
+    let pending = status.tasks_by_state.get("pending").copied().unwrap_or(0);
 
     eprintln!("  restart every server...");
     for id in 1..=3 {
@@ -746,6 +809,7 @@ pub async fn memory(
         "snapshot_index": snap.snapshot_index,
         "snapshot_every_server_seconds": snapshot_all_took.as_secs_f64(),
         "memory_after_snapshot": mib(&after_snapshot),
+        "snapshot_apply": snapshot_apply,
         "restart_to_service_seconds": restart_took.as_secs_f64(),
         "memory_after_restart": mib(&after_restart),
     }))
