@@ -409,15 +409,26 @@ impl Node {
             .get_joint_config()
             .clone();
         let now = std::time::Instant::now();
-        let contact = quorum_contact(&configs, self.id, now, |peer| {
-            self.contacts.accepted_at(peer, term)
-        });
+        let contact = self.quorum_contact(&configs, term, now);
         let (min, max) = self.config.election_timeout;
         let bounds = Bounds {
             lease: std::time::Duration::from_millis(min),
             step_down: std::time::Duration::from_millis(max),
         };
         verdict(bounds, now, since, contact)
+    }
+
+    /// This node's quorum contact in `term` over the voter `configs`, at `now`
+    /// ([`quorum_contact`]).
+    pub fn quorum_contact(
+        &self,
+        configs: &[std::collections::BTreeSet<u64>],
+        term: u64,
+        now: std::time::Instant,
+    ) -> Option<std::time::Instant> {
+        quorum_contact(configs, self.id, now, |peer| {
+            self.contacts.accepted_at(peer, term)
+        })
     }
 
     /// Whether `leadership` may renew an agent's lease now: it is alive and
@@ -443,6 +454,20 @@ impl Node {
 
     pub(crate) fn set_leadership(&self, l: Option<Arc<Leadership>>) {
         *self.leadership.lock().expect("leadership lock poisoned") = l;
+    }
+
+    /// Makes `l` the leadership this node acts under and opens it to
+    /// linearizable reads, unless it has ended: checked under the slot's
+    /// lock, so a leadership that ends is never installed after its end
+    /// emptied the slot.
+    pub(crate) fn install_leadership(&self, l: &Arc<Leadership>) -> bool {
+        let mut slot = self.leadership.lock().expect("leadership lock poisoned");
+        if !l.is_alive() {
+            return false;
+        }
+        l.open_reads();
+        *slot = Some(l.clone());
+        true
     }
 
     /// This node's leadership; or NotLeader naming the leader. When the

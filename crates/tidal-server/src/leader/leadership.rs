@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use super::engine;
 use super::session_input::SessionInput;
@@ -36,8 +35,7 @@ pub struct Leadership {
     /// the committed index it reloads is not synced on every commit. A read
     /// index taken before that could miss acknowledged writes (chaos
     /// scenario crash-points exercises this).
-    pub(super) reads_ready: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    reads_ready: watch::Sender<bool>,
     /// Events for this leadership's engine (`super::driver`).
     inbox: mpsc::UnboundedSender<engine::Event>,
     /// The engine's end of `inbox`, until its driver starts.
@@ -63,7 +61,6 @@ impl Leadership {
             since,
             alive,
             reads_ready,
-            tasks: Mutex::new(Vec::new()),
             inbox,
             events: Mutex::new(Some(events)),
             sessions,
@@ -133,16 +130,15 @@ impl Leadership {
         ready
     }
 
-    pub(super) fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Opens this leadership to linearizable reads: an entry of its own has
+    /// been applied.
+    pub(crate) fn open_reads(&self) {
+        self.reads_ready.send_replace(true);
     }
 
+    /// Ends this leadership: `alive` flips to false, and the task that runs
+    /// it (`super::lead`, its driver) ends.
     pub(crate) fn end(&self) {
         self.alive.send_replace(false);
-        for task in self.tasks().drain(..) {
-            task.abort();
-        }
     }
 }
