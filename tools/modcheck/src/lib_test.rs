@@ -197,6 +197,43 @@ fn layer_rules_name_the_import_that_breaks_them() {
 }
 
 #[test]
+fn a_crate_used_outside_its_folders_is_named() {
+    let dir = tree(&[
+        (
+            "lib.rs",
+            "//! x\nmod grpc;\nmod leader;\nuse tokio::sync::Notify;\n",
+        ),
+        (
+            "grpc.rs",
+            "//! g\nuse tokio::sync::Notify;\npub fn serve() {}\n",
+        ),
+        (
+            "leader.rs",
+            "//! l\nuse tracing::info;\nfn f() { let _ = tokio::sync::Notify::new(); }\n",
+        ),
+    ]);
+    let rules = [Rule {
+        package: "crates/fx",
+        files: "src/",
+        check: Check::CrateOnlyUsedFrom {
+            krate: "tokio",
+            from: &["src/grpc", "src/lib.rs"],
+        },
+        why: "the wire",
+    }];
+    let f = failures(dir.path(), &rules);
+    let text = report(&f);
+    assert!(
+        text.contains(
+            "crates/fx/src/leader.rs:3 `fn f() { let _ = tokio::sync::Notify::new(); }`: uses crate tokio (layer rule: the wire)"
+        ),
+        "{text}"
+    );
+    // grpc.rs and lib.rs may; tracing is another crate.
+    assert_eq!(f.len(), 1, "{text}");
+}
+
+#[test]
 fn a_known_circle_is_a_note_and_a_stale_entry_is_named() {
     let dir = tree(&[
         ("lib.rs", "//! x\nmod engine;\nmod other;\n"),

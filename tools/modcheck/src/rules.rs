@@ -25,6 +25,12 @@ pub enum Check {
     DoesNotImport {
         modules: &'static [&'static [&'static str]],
     },
+    /// Only files whose path (under the package) starts with one of `from`
+    /// use the crate `krate`.
+    CrateOnlyUsedFrom {
+        krate: &'static str,
+        from: &'static [&'static str],
+    },
 }
 
 /// One layer rule.
@@ -195,6 +201,14 @@ pub fn check(graphs: &[CrateGraph], rules: &[Rule]) -> Result<Vec<String>, Strin
                     for x in g.externs.iter().filter(|x| in_scope(&x.file)) {
                         if !crates.contains(&x.krate.as_str()) {
                             broke(&x.file, x.line, &x.text, format!("uses crate {}", x.krate));
+                        }
+                    }
+                }
+                Check::CrateOnlyUsedFrom { krate, from } => {
+                    for x in g.externs.iter().filter(|x| in_scope(&x.file)) {
+                        let f = under(&x.file, &g.package);
+                        if x.krate == krate && !from.iter().any(|p| f.starts_with(p)) {
+                            broke(&x.file, x.line, &x.text, format!("uses crate {krate}"));
                         }
                     }
                 }
