@@ -39,8 +39,14 @@ async fn lead(node: Arc<Node>, leadership: Arc<Leadership>) {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
     if let Some(events) = events {
-        // It returns once the leadership ends.
-        driver::run(node, leadership, events).await;
+        // The driver stops at its next await once the leadership ends, as
+        // an aborted task would, with whatever events are still queued.
+        let ended = leadership.clone();
+        tokio::select! {
+            biased;
+            () = ended.ended() => {}
+            () = driver::run(node, leadership, events) => {}
+        }
     }
 }
 
