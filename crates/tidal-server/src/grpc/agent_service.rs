@@ -196,9 +196,6 @@ impl Agents for AgentService {
         let Ok(Opened {
             generation,
             displaced,
-            regrant: stopped,
-            regrant_at,
-            taken_over,
         }) = opened.await
         else {
             // The leadership ended before the session attached.
@@ -226,26 +223,6 @@ impl Agents for AgentService {
                 "a second agent process registered under a live agent id: it takes the id over; \
                  the other process's session is closed (ABORTED) and it stops its tasks"
             );
-        }
-        let wait = regrant_at.map(|at| at.saturating_duration_since(std::time::Instant::now()));
-        if !stopped.is_empty() {
-            if let Some(wait) = wait {
-                tracing::info!(
-                    agent_id = %agent_id,
-                    held = stopped.len(),
-                    wait_ms = wait.as_millis() as u64,
-                    "tasks the agent id holds that this process does not run are regranted once the \
-                     lease of the process that may still run them has ended"
-                );
-            }
-            tokio::spawn(regrant(
-                node.clone(),
-                leadership.clone(),
-                agent_id.clone(),
-                stopped,
-                wait,
-                taken_over,
-            ));
         }
         tracing::info!(agent_id = %agent_id, generation, instance = %peer.instance, "agent session started");
         // A session that fails (garbage on the stream) ends with that error
@@ -455,74 +432,6 @@ impl AgentService {
     }
 }
 
-/// Commits a `Regrant` of tasks the agent holds but does not run (after
-/// `wait`, when another process may still run them until then), then
-/// pushes the new assignments on its session.
-async fn regrant(
-    node: Arc<Node>,
-    leadership: Arc<Leadership>,
-    agent_id: String,
-    tasks: Vec<(TaskId, u64)>,
-    wait: Option<std::time::Duration>,
-    taken_over: bool,
-) {
-    if let Some(wait) = wait {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = leadership.ended() => return,
-        }
-    }
-    // Another agent process held these tokens: it may have started them
-    // without its report reaching the leader. Count them as started, so
-    // the regrant spends an attempt (a task that may have run never keeps
-    // its attempt). Tokens already running or settled are refused,
-    // harmlessly. (After an election the holder is unknown; a failover
-    // keeps attempts, as before.)
-    if taken_over {
-        if let Err(e) = node.starts.call(tasks.clone()).await {
-            tracing::warn!(agent_id = %agent_id, error = %e, "could not record the held tasks as started; not regranting them now");
-            return;
-        }
-    }
-    let n = tasks.len();
-    match node
-        .propose(Command::Regrant {
-            agent: agent_id.clone(),
-            tasks,
-        })
-        .await
-    {
-        Ok((
-            CoreResponse::Regranted {
-                granted,
-                requeued,
-                failed,
-                rejected,
-            },
-            index,
-        )) => {
-            tracing::info!(
-                agent_id = %agent_id,
-                log_index = index,
-                held = n,
-                regranted = granted.len(),
-                requeued = requeued.len(),
-                failed = failed.len(),
-                settled_elsewhere = rejected.len(),
-                "the agent did not run tasks it held: granted again under new tokens"
-            );
-            crate::leader::push::push(&leadership, &granted);
-            leadership.notify(Event::Work(Work::Freed));
-        }
-        Ok((other, _)) => {
-            tracing::warn!(agent_id = %agent_id, response = ?other, "unexpected response to regrant")
-        }
-        // Not committed: the tasks stay held under their old tokens, which
-        // are never pushed again; the next session (or the lease) settles them.
-        Err(e) => tracing::warn!(agent_id = %agent_id, error = %e, "could not commit the regrant"),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn serve_session(
     node: Arc<Node>,
@@ -646,15 +555,22 @@ async fn complete_in_order(
                 Err(_) => break,
             }
         }
-        // A draining agent's stop reports are their own command; the runs
-        // of completions between them keep their place in the order.
+        // A draining agent's stop reports go to the engine, which answers
+        // them on the session (only the session that holds a task may report
+        // it stopped); the runs of completions between them keep their place
+        // in the order.
         let mut run = Vec::new();
         for c in batch {
             if c.stopped {
                 if !run.is_empty() {
                     complete(&node, &leadership, std::mem::take(&mut run), &tx).await;
                 }
-                stopped(&node, &leadership, &session, c, &tx).await;
+                leadership.session_input(SessionInput::StopReported {
+                    agent: session.0.clone(),
+                    generation: session.1,
+                    task_id: c.task_id,
+                    token: c.token,
+                });
             } else {
                 run.push(c);
             }
@@ -662,79 +578,6 @@ async fn complete_in_order(
         if !run.is_empty() {
             complete(&node, &leadership, run, &tx).await;
         }
-    }
-}
-
-/// A task the draining agent stopped: requeued without spending an attempt.
-/// Only from the session that holds it (reported it running when it
-/// registered, or had it pushed): a stop report from a process that never
-/// ran it proves nothing about the process that may (the one whose id it
-/// took over, or the one an earlier leader knew), so it is refused; the
-/// session's delayed Regrant settles that task once that process's lease
-/// has ended.
-async fn stopped(
-    node: &Node,
-    leadership: &Leadership,
-    (agent_id, generation): &(String, u64),
-    c: v1::TaskCompleted,
-    tx: &Tx,
-) {
-    let Ok(task) = c.task_id.parse::<TaskId>() else {
-        let _ = tx.send(completion_ack(
-            &c,
-            false,
-            format!("invalid task id {:?}", c.task_id),
-        ));
-        return;
-    };
-    let (reply, held) = oneshot::channel();
-    leadership.session_input(SessionInput::Holds {
-        agent: agent_id.clone(),
-        generation: *generation,
-        task,
-        token: c.token,
-        reply,
-    });
-    // A leadership that ended holds nothing.
-    if !held.await.unwrap_or(false) {
-        tracing::warn!(agent_id = %agent_id, task_id = %task, token = c.token, "refusing a stop report for a task this session never held");
-        let _ = tx.send(completion_ack(
-            &c,
-            false,
-            format!(
-                "this session never held task {task} under token {}: a stop report counts only from \
-                 the session that runs it",
-                c.token
-            ),
-        ));
-        return;
-    }
-    match node.propose(Command::Stopped(vec![(task, c.token)])).await {
-        Ok((CoreResponse::Stopped(mut results), index)) => {
-            let reply = match results.pop() {
-                Some(Ok(())) => {
-                    tracing::info!(task_id = %task, token = c.token, log_index = index, "task stopped by its draining agent: requeued without spending an attempt");
-                    completion_ack(&c, true, String::new())
-                }
-                Some(Err(r)) => completion_ack(&c, false, r.to_string()),
-                None => completion_ack(&c, false, "no result".into()),
-            };
-            let _ = tx.send(reply);
-            leadership.notify(Event::Work(Work::Freed));
-        }
-        Ok((other, _)) => {
-            tracing::warn!(task_id = %task, response = ?other, "unexpected response to stopped")
-        }
-        // The cluster's format version lacks stops (an agent draining
-        // itself during a rolling upgrade): refused for good, so the agent
-        // does not hold it forever; the task stays held until the agent's
-        // lease ends, then is requeued.
-        Err(ServerError::FailedPrecondition(reason)) => {
-            tracing::info!(task_id = %task, reason = %reason, "stop report refused");
-            let _ = tx.send(completion_ack(&c, false, reason));
-        }
-        // Not committed: no ack, so the agent resends on its next session.
-        Err(e) => tracing::debug!(task_id = %task, error = %e, "stop report not committed"),
     }
 }
 

@@ -20,6 +20,7 @@ use super::leadership::Leadership;
 use super::link::Link;
 use super::session_input::{Opened, Outbound, SessionInput};
 use crate::clock::now_ms;
+use crate::error::ServerError;
 use crate::links::Summary;
 use crate::node::Node;
 
@@ -221,19 +222,17 @@ impl Driver {
             SessionInput::Closed { agent, generation } => {
                 self.step(Event::SessionClosed { agent, generation })
             }
-            SessionInput::Holds {
+            SessionInput::StopReported {
                 agent,
                 generation,
-                task,
+                task_id,
                 token,
-                reply,
-            } => {
-                let _ = reply.send(
-                    self.engine
-                        .sessions()
-                        .holds(&agent, generation, task, token),
-                );
-            }
+            } => self.step(Event::StopReported {
+                agent,
+                generation,
+                task_id,
+                token,
+            }),
             SessionInput::WasDisplaced {
                 agent,
                 instance,
@@ -257,7 +256,13 @@ impl Driver {
                         },
                         Err(e) => Event::NotCommitted {
                             id,
-                            error: ProposeError(e.to_string()),
+                            error: ProposeError {
+                                text: e.to_string(),
+                                failed_precondition: matches!(
+                                    e,
+                                    ServerError::FailedPrecondition(_)
+                                ),
+                            },
                         },
                     };
                     // A leadership that ended has no engine to tell.
@@ -268,9 +273,6 @@ impl Driver {
                 agent,
                 generation,
                 displaced,
-                regrant,
-                regrant_at,
-                taken_over,
             } => {
                 let Some((outbound, reply)) = self.opening.remove(&agent) else {
                     return;
@@ -279,9 +281,6 @@ impl Driver {
                 let opened = Opened {
                     generation,
                     displaced,
-                    regrant,
-                    regrant_at: regrant_at.map(|ms| self.leadership.instant_at(ms)),
-                    taken_over,
                 };
                 if reply.send(opened).is_err() {
                     // The session went away before it heard: it will not

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
@@ -83,11 +83,6 @@ impl Leadership {
     /// What the engine last published (for eager placement).
     pub fn view(&self) -> engine::View {
         self.view.borrow().clone()
-    }
-
-    /// The `mono_ms` of the engine's clock as an instant.
-    pub fn instant_at(&self, mono_ms: u64) -> Instant {
-        self.since + Duration::from_millis(mono_ms)
     }
 
     /// Tells this leadership's engine of `event` (nothing once it ended).

@@ -1,8 +1,6 @@
 //! What an agent session asks of its leadership's driver, and the sending ends it hands over.
 
-use std::time::Instant;
-
-use tidal_core::model::{FencingToken, TaskId};
+use tidal_core::model::FencingToken;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::engine::{Closed, Peer, ToAgent};
@@ -21,13 +19,6 @@ pub struct Opened {
     pub generation: u64,
     /// The other agent process whose live session this one displaced.
     pub displaced: Option<Peer>,
-    /// Assignments of this agent that the process did not report running:
-    /// to regrant under new tokens.
-    pub regrant: Vec<(TaskId, FencingToken)>,
-    /// Another process may still run them until then: regrant no earlier.
-    pub regrant_at: Option<Instant>,
-    /// Another known agent process held the id: count them as started first.
-    pub taken_over: bool,
 }
 
 /// What an agent session asks of the driver; answers come on the oneshots.
@@ -51,13 +42,13 @@ pub enum SessionInput {
     },
     /// The session ended on its own.
     Closed { agent: String, generation: u64 },
-    /// Whether the session holds the assignment (reported or pushed on it).
-    Holds {
+    /// The agent reports the task (`task_id` as it named it) under `token`
+    /// stopped: the engine answers on the session.
+    StopReported {
         agent: String,
         generation: u64,
-        task: TaskId,
+        task_id: String,
         token: FencingToken,
-        reply: oneshot::Sender<bool>,
     },
     /// Whether this agent process was displaced by another under its id.
     WasDisplaced {

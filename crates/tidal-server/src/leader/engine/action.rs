@@ -67,16 +67,12 @@ pub enum Action {
     PeerLink { dc: DcName, news: LinkNews },
     // Handlers add their actions below this line: to agent sessions (Send,
     // Close, Attached), to peer DCs (Exchange, PeerLink), Publish.
-    /// The answer to `SessionOpened`: the session's generation, the process
-    /// it displaced, and the assignments to regrant (no earlier than
-    /// `regrant_at`; counted as started first if `taken_over`).
+    /// The answer to `SessionOpened`: the session's generation, and the
+    /// process it displaced.
     Attached {
         agent: AgentId,
         generation: u64,
         displaced: Option<Peer>,
-        regrant: Vec<(TaskId, FencingToken)>,
-        regrant_at: Option<u64>,
-        taken_over: bool,
     },
     /// Close the agent's session of `generation` (it ends with `why`).
     Close {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use tidal_core::command::Command;
 use tidal_core::forwarding::DcName;
-use tidal_core::model::AgentId;
+use tidal_core::model::{AgentId, FencingToken, TaskId};
 use tidal_core::State;
 
 use super::action::{Action, View};
@@ -27,6 +27,27 @@ pub(crate) enum Purpose {
     AgentDown { agent: AgentId },
     /// A dispatch round's `Assign`.
     Assign,
+    /// A regrant's `StartedBatch` of the tasks another process held (then
+    /// the `Regrant` of them).
+    RegrantStarted {
+        agent: AgentId,
+        tasks: Vec<(TaskId, FencingToken)>,
+    },
+    /// A `Regrant` of `held` tasks of this agent.
+    Regrant { agent: AgentId, held: usize },
+    /// A `Stopped` of a stop report.
+    Stopped(StopReport),
+}
+
+/// A stop report, as its `Stopped` proposal carries it to the answer (`stop.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StopReport {
+    pub(crate) agent: AgentId,
+    pub(crate) generation: u64,
+    /// The task id as the agent named it (the answer repeats it).
+    pub(crate) task_id: String,
+    pub(crate) task: TaskId,
+    pub(crate) token: FencingToken,
 }
 
 /// What a handler is given: the time, the applied state, the settings, and where to write.

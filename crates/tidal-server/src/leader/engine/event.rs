@@ -21,13 +21,28 @@ pub struct Now {
     pub wall_ms: u64,
 }
 
-/// Why a proposal did not commit (the server error, as text).
+/// Why a proposal did not commit: the server error, as text.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProposeError(pub String);
+pub struct ProposeError {
+    pub text: String,
+    /// The cluster refused the command for good (its format version lacks
+    /// it), rather than failing to commit it now.
+    pub failed_precondition: bool,
+}
+
+impl ProposeError {
+    /// A failure to commit now (no quorum, not the leader, ...).
+    pub fn failed(text: impl Into<String>) -> ProposeError {
+        ProposeError {
+            text: text.into(),
+            failed_precondition: false,
+        }
+    }
+}
 
 impl fmt::Display for ProposeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -109,6 +124,14 @@ pub enum Event {
         task: TaskId,
         token: FencingToken,
         reason: String,
+    },
+    /// The agent's session `generation` reports the task (`task_id` as the
+    /// agent named it) under `token` stopped on a drain's order.
+    StopReported {
+        agent: AgentId,
+        generation: u64,
+        task_id: String,
+        token: FencingToken,
     },
 }
 

@@ -18,6 +18,7 @@ use tidal_core::reconcile::settle;
 use super::action::{Action, ToAgent};
 use super::ctx::{Ctx, Purpose};
 use super::event::ProposeError;
+use super::regrant::Held;
 use super::sessions::{Closed, Peer, SessionTable};
 
 /// The reason a reconcile's cancel gives the agent.
@@ -61,6 +62,7 @@ impl Leases {
     /// A session opened (its agent registered at `attached_at`, the applied
     /// index of the state read now): attach it, closing an older one, and
     /// settle what the agent id holds against what the process reported.
+    /// Returns what is left to regrant (`regrant.rs`).
     pub(crate) fn opened(
         &mut self,
         cx: &mut Ctx,
@@ -68,7 +70,7 @@ impl Leases {
         peer: Peer,
         reported: Vec<(String, FencingToken)>,
         attached_at: u64,
-    ) {
+    ) -> Held {
         let held: BTreeSet<(TaskId, FencingToken)> = reported
             .iter()
             .filter_map(|(id, token)| Some((id.parse::<TaskId>().ok()?, *token)))
@@ -91,9 +93,6 @@ impl Leases {
             agent: agent.clone(),
             generation: a.generation,
             displaced: a.displaced,
-            regrant: settlement.regrant,
-            regrant_at: a.regrant_at,
-            taken_over: a.taken_over,
         });
         for (task_id, token) in settlement.cancel {
             cx.out.push(Action::Send {
@@ -105,6 +104,11 @@ impl Leases {
                     reason: STALE_TOKEN.into(),
                 },
             });
+        }
+        Held {
+            tasks: settlement.regrant,
+            at: a.regrant_at,
+            taken_over: a.taken_over,
         }
     }
 

@@ -34,7 +34,9 @@ mod drain;
 mod expiry;
 mod forward;
 mod leases;
+mod regrant;
 mod ship;
+mod stop;
 mod upgrade;
 
 use std::collections::BTreeMap;
@@ -63,6 +65,7 @@ pub struct Engine {
     forward: forward::Forward,
     shippers: BTreeMap<DcName, ship::Shipper>,
     leases: leases::Leases,
+    regrants: regrant::Regrants,
     drain: drain::Drain,
     dispatch: dispatch::Dispatch,
 }
@@ -77,6 +80,7 @@ impl Engine {
             forward: forward::Forward::default(),
             shippers: BTreeMap::new(),
             leases: leases::Leases::new(cfg.agent_ttl_ms),
+            regrants: regrant::Regrants::default(),
             drain: drain::Drain::default(),
             dispatch: dispatch::Dispatch::default(),
             cfg,
@@ -170,6 +174,16 @@ impl Engine {
                     let granted = self.dispatch.committed(&mut cx, index, response);
                     self.leases.granted(&mut cx, granted);
                 }
+                Some(Purpose::RegrantStarted { agent, tasks }) => {
+                    self.regrants.started(&mut cx, agent, tasks, response)
+                }
+                Some(Purpose::Regrant { agent, held }) => {
+                    if let Some(granted) = self.regrants.committed(agent, held, index, response) {
+                        self.leases.granted(&mut cx, granted);
+                        cx.out.wake_dispatch();
+                    }
+                }
+                Some(Purpose::Stopped(report)) => stop::committed(&mut cx, report, index, response),
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.answered(id) {
@@ -187,6 +201,11 @@ impl Engine {
                     self.leases.not_committed(&mut cx, agent, &error)
                 }
                 Some(Purpose::Assign) => self.dispatch.not_committed(&mut cx, &error),
+                Some(Purpose::RegrantStarted { agent, .. }) => {
+                    self.regrants.not_started(agent, &error)
+                }
+                Some(Purpose::Regrant { agent, .. }) => self.regrants.not_committed(agent, &error),
+                Some(Purpose::Stopped(report)) => stop::not_committed(&mut cx, report, &error),
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
@@ -204,8 +223,10 @@ impl Engine {
                 reported,
                 attached_at,
             } => {
-                self.leases
-                    .opened(&mut cx, agent, peer, reported, attached_at);
+                let held = self
+                    .leases
+                    .opened(&mut cx, agent.clone(), peer, reported, attached_at);
+                self.regrants.add(&mut cx, agent, held);
                 // The connected agents changed.
                 self.dispatch.work(now);
             }
@@ -232,6 +253,19 @@ impl Engine {
                 token,
                 reason,
             } => self.leases.cancelled(&mut cx, agent, task, token, reason),
+            Event::StopReported {
+                agent,
+                generation,
+                task_id,
+                token,
+            } => stop::reported(
+                &mut cx,
+                &self.leases.table,
+                agent,
+                generation,
+                task_id,
+                token,
+            ),
         }
         if self.established {
             // Each enabled handler whose timer is due at `now` (a handler
@@ -241,6 +275,7 @@ impl Engine {
                 shipper.fire(&mut cx);
             }
             self.leases.fire(&mut cx);
+            self.regrants.fire(&mut cx);
             self.drain.fire(&mut cx, &self.leases.table);
             if cx.out.take_wake_dispatch() {
                 self.dispatch.work(now);
@@ -262,6 +297,7 @@ impl Engine {
             self.upgrade.next_wake(),
             self.forward.next_wake(),
             self.leases.next_wake(),
+            self.regrants.next_wake(),
             self.drain.next_wake(),
             self.dispatch.next_wake(),
         ];

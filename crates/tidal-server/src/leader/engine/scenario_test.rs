@@ -27,7 +27,8 @@
 //!   `commit #ID` (applies the proposal, unless `apply #ID` did, and prints
 //!   its response), `apply #ID` (applies the proposal and prints its
 //!   response, the engine not told yet: an event may come between),
-//!   `fail #ID [ERROR]`, `formats ID=V@AGE|ID=never,..` (the other members'
+//!   `fail #ID [precondition] [ERROR]` (`precondition`: refused for good, as
+//!   a format version that lacks the command), `formats ID=V@AGE|ID=never,..` (the other members'
 //!   supported format versions and their replies' age in ms),
 //!   `peers DC=TYPES:FREE[:PENDING]|DC=none,..` (the peer DCs' summaries:
 //!   one group of agents with those task types, `+`-separated, and free slots),
@@ -41,7 +42,9 @@
 //!   ended), `hb AGENT gen=G seq=S [noquorum]`, `forget AGENT`, `granted
 //!   ID,..` (each task's current assignment, committed elsewhere), `cancel
 //!   ID` (applied; its holder told), `drain AGENT [deadline=MS]` (applied,
-//!   deadline from now; then `work drain-changed`).
+//!   deadline from now; then `work drain-changed`), `stopped AGENT gen=G
+//!   ID:TOKEN` (the session reports the task stopped; an ID that is not a
+//!   number goes as sent).
 //! - `actions`: prints the actions since the last `actions`, one a line, then
 //!   `wake-at MS` (the engine's next timer) or `wake-at none`. With the
 //!   `dispatch` handler on, a `publish` also names the round in flight
@@ -342,6 +345,28 @@ impl Scenario {
                 });
                 Ok(None)
             }
+            "stopped" => {
+                let item = rest
+                    .get(1..)
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|w| !w.contains('='))
+                    .ok_or("stopped AGENT gen=G ID:TOKEN")?;
+                let (id, token) = item
+                    .split_once(':')
+                    .ok_or_else(|| format!("stopped {item:?}: want ID:TOKEN"))?;
+                let task_id = match id.parse::<u64>() {
+                    Ok(n) => TaskId(n).to_string(),
+                    Err(_) => id.to_string(),
+                };
+                self.step(Event::StopReported {
+                    agent: first.into(),
+                    generation: num(&a, "gen", 0)?,
+                    task_id,
+                    token: token.parse().map_err(|_| format!("token {token:?}"))?,
+                });
+                Ok(None)
+            }
             "close" => {
                 self.step(Event::SessionClosed {
                     agent: first.into(),
@@ -576,14 +601,22 @@ impl Scenario {
                 self.proposed
                     .remove(&id)
                     .ok_or_else(|| format!("no proposal #{id} in flight"))?;
-                let error = rest.get(1..).unwrap_or_default().join(" ");
+                let mut words = rest.get(1..).unwrap_or_default();
+                let failed_precondition = words.first() == Some(&"precondition");
+                if failed_precondition {
+                    words = &words[1..];
+                }
+                let error = words.join(" ");
                 self.step(Event::NotCommitted {
                     id,
-                    error: ProposeError(if error.is_empty() {
-                        "unavailable".into()
-                    } else {
-                        error
-                    }),
+                    error: ProposeError {
+                        text: if error.is_empty() {
+                            "unavailable".into()
+                        } else {
+                            error
+                        },
+                        failed_precondition,
+                    },
                 });
                 Ok(None)
             }
@@ -646,6 +679,12 @@ fn tasks(ids: &[TaskId]) -> String {
     runs.join(",")
 }
 
+/// (task, token) pairs: `2:3,3:3`.
+fn pairs(items: &[(TaskId, u64)]) -> String {
+    let each: Vec<String> = items.iter().map(|(t, k)| format!("{}:{k}", t.0)).collect();
+    each.join(",")
+}
+
 /// A peer's summary from `TYPES:FREE[:PENDING]`: one group of agents.
 fn peer_summary(text: &str) -> Result<PeerSummary, String> {
     let parts: Vec<&str> = text.split(':').collect();
@@ -692,26 +731,10 @@ fn describe(action: &Action, dispatch: bool) -> String {
             agent,
             generation,
             displaced,
-            regrant,
-            regrant_at,
-            taken_over,
         } => {
             let mut line = format!("attached {agent}@{generation}");
             if let Some(d) = displaced {
                 write!(line, " displaced={}", d.instance).expect("writing to a String");
-            }
-            if !regrant.is_empty() {
-                let r: Vec<String> = regrant
-                    .iter()
-                    .map(|(t, k)| format!("{}:{k}", t.0))
-                    .collect();
-                write!(line, " regrant={}", r.join(",")).expect("writing to a String");
-            }
-            if let Some(at) = regrant_at {
-                write!(line, " regrant_at={at}").expect("writing to a String");
-            }
-            if *taken_over {
-                line.push_str(" taken_over");
             }
             line
         }
@@ -747,7 +770,17 @@ fn describe(action: &Action, dispatch: bool) -> String {
                     token,
                     accepted,
                     reason,
-                } => format!("completion-ack {task_id} token={token} accepted={accepted} {reason}"),
+                } if reason.is_empty() => {
+                    format!("completion-ack {task_id} token={token} accepted={accepted}")
+                }
+                ToAgent::CompletionAck {
+                    task_id,
+                    token,
+                    accepted,
+                    reason,
+                } => {
+                    format!("completion-ack {task_id} token={token} accepted={accepted} ({reason})")
+                }
             };
             format!("send {agent}@{generation} {msg}")
         }
@@ -810,6 +843,9 @@ fn describe_command(command: &Command) -> String {
                 .collect();
             format!("Assign {}", pairs.join(" "))
         }
+        Command::StartedBatch(items) => format!("StartedBatch {}", pairs(items)),
+        Command::Regrant { agent, tasks } => format!("Regrant {agent} {}", pairs(tasks)),
+        Command::Stopped(items) => format!("Stopped {}", pairs(items)),
         other => format!("{other:?}"),
     }
 }
@@ -846,6 +882,43 @@ fn describe_response(response: &Response) -> String {
             tasks(requeued),
             tasks(failed)
         ),
+        Response::StartedBatch(results) | Response::Stopped(results) => {
+            let each: Vec<String> = results
+                .iter()
+                .map(|r| match r {
+                    Ok(()) => "ok".into(),
+                    Err(e) => format!("refused({e})"),
+                })
+                .collect();
+            let kind = match response {
+                Response::StartedBatch(_) => "started",
+                _ => "stopped",
+            };
+            format!("{kind} {}", each.join(","))
+        }
+        Response::Regranted {
+            granted,
+            requeued,
+            failed,
+            rejected,
+        } => {
+            let granted: Vec<String> = granted
+                .iter()
+                .map(|g| format!("{}:{}", g.task.0, g.token))
+                .collect();
+            let rejected: Vec<TaskId> = rejected.iter().map(|(t, _)| *t).collect();
+            format!(
+                "regranted granted={} requeued={} failed={} refused={}",
+                if granted.is_empty() {
+                    "-".into()
+                } else {
+                    granted.join(",")
+                },
+                tasks(requeued),
+                tasks(failed),
+                tasks(&rejected)
+            )
+        }
         other => format!("{other:?}"),
     }
 }
