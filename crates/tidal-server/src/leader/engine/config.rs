@@ -18,7 +18,8 @@ pub enum Handler {
     Forward,
     /// The shippers, one per peer DC (`ship.rs`).
     Ship,
-    /// Agent sessions, leases and the reaper (`leases.rs`).
+    /// Agent sessions, leases and the reaper (`leases.rs`), with the
+    /// sessions' regrants (`regrant.rs`) and stop reports (`stop.rs`).
     Leases,
     /// Drain deadlines' stop orders (`drain.rs`).
     Drain,
