@@ -64,24 +64,6 @@ pub fn window(probes: &[Probe], from: Instant, to: Instant) -> Value {
     s
 }
 
-/// A window's summary as one line of the table: `count, p50/p99/max ms`.
-pub fn describe(w: &Value) -> String {
-    let failed = w["failed"].as_u64().unwrap_or(0);
-    format!(
-        "{} submits over {:.1} s, p50 {} / p99 {} / max {} ms{}",
-        w["count"],
-        w["seconds"].as_f64().unwrap_or(0.0),
-        w["p50_ms"],
-        w["p99_ms"],
-        w["max_ms"],
-        if failed > 0 {
-            format!(", {failed} failed")
-        } else {
-            String::new()
-        }
-    )
-}
-
 #[cfg(test)]
 #[path = "snapshot_apply_test.rs"]
 mod tests;

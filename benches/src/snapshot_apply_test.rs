@@ -67,7 +67,7 @@ fn a_window_holds_every_probe_in_flight_during_it() {
     let max = w["max_ms"].as_f64().unwrap();
     assert!((max - 40.0).abs() < 0.1, "{max}");
     assert!((w["seconds"].as_f64().unwrap() - 0.1).abs() < 1e-9);
-    let text = describe(&w);
+    let text = crate::stats::describe_probe(&w);
     assert!(text.starts_with("4 submits over 0.1 s, p50 "), "{text}");
     assert!(text.ends_with(" ms, 1 failed"), "{text}");
 }

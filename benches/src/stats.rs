@@ -170,9 +170,9 @@ pub fn table(report: &Value) -> String {
             out.push_str(&format!(
                 "  longest apply pause during the leader's snapshot: {} ms (apply_pause_max_ms by node: {pauses})\n  probe, no snapshot:        {}\n  probe, leader's snapshot:  {}\n  probe, followers' snapshots: {}\n",
                 a["leader_apply_pause_max_ms"],
-                crate::snapshot_apply::describe(&a["probe_without_snapshot"]),
-                crate::snapshot_apply::describe(&a["probe_leader_snapshot"]),
-                crate::snapshot_apply::describe(&a["probe_follower_snapshots"]),
+                describe_probe(&a["probe_without_snapshot"]),
+                describe_probe(&a["probe_leader_snapshot"]),
+                describe_probe(&a["probe_follower_snapshots"]),
             ));
             continue;
         }
@@ -195,6 +195,24 @@ pub fn table(report: &Value) -> String {
         }
     }
     out
+}
+
+/// A window's summary as one line of the table: `count, p50/p99/max ms`.
+pub fn describe_probe(w: &Value) -> String {
+    let failed = w["failed"].as_u64().unwrap_or(0);
+    format!(
+        "{} submits over {:.1} s, p50 {} / p99 {} / max {} ms{}",
+        w["count"],
+        w["seconds"].as_f64().unwrap_or(0.0),
+        w["p50_ms"],
+        w["p99_ms"],
+        w["max_ms"],
+        if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// tidal/etcd ratios of throughput and p99: submit runs against put runs of
