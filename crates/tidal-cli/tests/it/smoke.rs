@@ -171,33 +171,10 @@ async fn a_server_on_port_zero_reports_the_address_it_bound() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let log = dir.path().join("node1.log");
-    let node = crate::harness::spawn("node1", &args, &log).unwrap();
-    node.wait_log("listening on ", Duration::from_secs(20))
-        .await
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let printed = text
-        .lines()
-        .find_map(|l| l.strip_prefix("listening on "))
-        .unwrap()
-        .to_string();
+    let (node, printed) = start_on_port_zero(&args, &dir.path().join("node1.log")).await;
     assert!(!printed.ends_with(":0"), "{printed}");
-
     let client = tidal_client::Client::new(vec![printed.clone()]).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !client
-        .status_of(&printed)
-        .await
-        .is_ok_and(|s| s.role == "leader")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader\n{}",
-            node.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_leader(&client, &printed, &node).await;
     let written = std::fs::read_to_string(data.join("listen.addr")).unwrap();
     assert_eq!(written.trim(), printed);
     let members = client.members().await.unwrap();
@@ -211,29 +188,44 @@ async fn a_server_on_port_zero_reports_the_address_it_bound() {
         node.log_tail(20)
     );
     let restart_args: Vec<String> = args.iter().filter(|a| *a != "--init").cloned().collect();
-    let log = dir.path().join("node1-restart.log");
-    let node = crate::harness::spawn("node1", &restart_args, &log).unwrap();
+    let (node, again) =
+        start_on_port_zero(&restart_args, &dir.path().join("node1-restart.log")).await;
+    assert_eq!(again, printed, "a restart keeps the node's address");
+    await_leader(&client, &printed, &node).await;
+    assert_eq!(client.members().await.unwrap().members[0].addr, printed);
+}
+
+/// Starts a server with `args` and returns it with the address it printed.
+async fn start_on_port_zero(
+    args: &[String],
+    log: &std::path::Path,
+) -> (crate::harness::Proc, String) {
+    let node = crate::harness::spawn("node1", args, log).unwrap();
     node.wait_log("listening on ", Duration::from_secs(20))
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let again = text
+    let text = std::fs::read_to_string(log).unwrap();
+    let printed = text
         .lines()
         .find_map(|l| l.strip_prefix("listening on "))
-        .unwrap();
-    assert_eq!(again, printed, "a restart keeps the node's address");
+        .unwrap()
+        .to_string();
+    (node, printed)
+}
+
+/// Waits until the server at `addr` says it leads.
+async fn await_leader(client: &tidal_client::Client, addr: &str, node: &crate::harness::Proc) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !client
-        .status_of(&printed)
+        .status_of(addr)
         .await
         .is_ok_and(|s| s.role == "leader")
     {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no leader after the restart\n{}",
+            "{addr} does not lead\n{}",
             node.log_tail(20)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(client.members().await.unwrap().members[0].addr, printed);
 }
