@@ -85,7 +85,6 @@ fn proc(
     let level = std::env::var("TIDAL_CHAOS_LOG").unwrap_or_else(|_| "info".into());
     Proc::new(name, &layout.tidal, args, &log)
         .netns(netns)
-        .die_with_parent(libc::SIGKILL)
         .env("RUST_LOG", &level)
         .env_remove("FAILPOINTS")
 }

@@ -1,6 +1,7 @@
 //! N `tidal server` processes on held 127.0.0.1 ports in one directory,
 //! each logging to `<dir>/node<N>.log`, joined into one group, with agents;
-//! every process is SIGKILLed (and reaped) when the [`Cluster`] is dropped.
+//! every process is SIGKILLed (and reaped) when the [`Cluster`] is dropped,
+//! and SIGKILLed by the kernel when the process that holds it dies.
 //!
 //! ```ignore
 //! let mut c = Cluster::start(ClusterSpec::new(tidal)).await?; // 3 nodes, joined
@@ -18,7 +19,7 @@ use tidal_client::{v1, Client, ClientOptions};
 use tokio::time::{sleep, Instant};
 
 use crate::ports::Port;
-use crate::proc::Proc;
+use crate::proc::{self, Proc};
 use crate::spec::{AgentSpec, ServerSpec};
 
 /// How to build a cluster.
@@ -337,12 +338,13 @@ impl Cluster {
 
     /// Runs the CLI against this cluster (`TIDAL_ENDPOINTS` names every node).
     pub fn tidal(&self, args: &[&str]) -> Output {
-        Command::new(&self.spec.tidal)
-            .args(args)
+        let mut cmd = Command::new(&self.spec.tidal);
+        cmd.args(args)
             .env("TIDAL_ENDPOINTS", self.endpoints_arg())
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run the tidal binary")
+            .env_remove("RUST_LOG");
+        // This thread waits for the CLI, so it outlives it.
+        proc::die_with_parent(&mut cmd, libc::SIGKILL);
+        cmd.output().expect("run the tidal binary")
     }
 
     /// Like [`Cluster::tidal`], but fails with stderr unless the exit code is 0; returns stdout.

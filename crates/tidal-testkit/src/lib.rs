@@ -3,8 +3,9 @@
 //!
 //! Module map:
 //! - [`proc`]: one child process: spawned with its output in a log file,
-//!   optionally inside a network namespace; killed, terminated, signalled,
-//!   paused and resumed, waited for; its log searched.
+//!   optionally inside a network namespace, killed by the kernel when the
+//!   launcher's process dies; killed, terminated, signalled, paused and
+//!   resumed, waited for; its log searched.
 //! - [`ports`]: server ports that are held, never guessed; `listen.addr`.
 //! - [`spec`]: the arguments of `tidal server` and `tidal agent`.
 //! - [`cluster`]: N servers in a directory, started, joined, restarted,

@@ -1,5 +1,11 @@
 //! One child process: `exe args...` with stdout and stderr appended to a log
 //! file, optionally inside a network namespace; SIGKILLed and reaped on drop.
+//!
+//! Every process dies with the launcher's process ([`Proc::die_with_parent`]):
+//! it is forked by one thread of the kit that lives as long as the process,
+//! because Linux's PR_SET_PDEATHSIG fires when the *thread* that forked the
+//! child ends, and a tokio worker or blocking thread may end long before the
+//! launcher does.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -29,8 +35,8 @@ pub struct Proc {
     pub env_remove: Vec<String>,
     /// The network namespace it runs in (`ip netns exec NS exe ...`).
     pub netns: Option<String>,
-    /// The signal the kernel sends it when the thread that started it ends.
-    death_signal: Option<i32>,
+    /// The signal the kernel sends it when the launcher's process ends.
+    death_signal: i32,
     /// Started in a process group of its own (a terminal's Ctrl-C reaches
     /// only the parent).
     own_group: bool,
@@ -53,7 +59,7 @@ impl Proc {
             extra_env: Vec::new(),
             env_remove: Vec::new(),
             netns: None,
-            death_signal: None,
+            death_signal: libc::SIGKILL,
             own_group: false,
             child: None,
             incarnation: 0,
@@ -92,12 +98,13 @@ impl Proc {
         self
     }
 
-    /// On Linux, the kernel sends `signal` to the child when the thread that
-    /// started it ends, so a launcher killed (by a CI timeout, a crash)
-    /// leaves no servers or agents behind. Start such processes from
-    /// threads that live as long as the launcher (the runtime's workers).
+    /// On Linux, the kernel sends `signal` to the child when the launcher's
+    /// process ends (SIGKILL unless set here), so a launcher killed (by a CI
+    /// timeout, a crash) leaves no servers or agents behind. Any thread may
+    /// start it: the fork happens on the kit's spawner thread, which never
+    /// ends.
     pub fn die_with_parent(mut self, signal: i32) -> Proc {
-        self.death_signal = Some(signal);
+        self.death_signal = signal;
         self
     }
 
@@ -141,11 +148,8 @@ impl Proc {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
-        if let Some(signal) = self.death_signal {
-            die_with_parent(&mut cmd, signal);
-        }
-        let child = cmd
-            .spawn()
+        die_with_parent(&mut cmd, self.death_signal);
+        let child = spawner::spawn(cmd)
             .with_context(|| format!("starting {} ({})", self.name, self.exe.display()))?;
         if self.started {
             self.incarnation += 1;
@@ -288,14 +292,25 @@ impl Drop for Proc {
     }
 }
 
+/// Makes the child of `cmd` receive `signal` when this process ends (on
+/// Linux; elsewhere nothing). The kernel sends it when the thread that forks
+/// the child ends: spawn `cmd` from a thread that lives as long as the
+/// process, or that waits for the child (as `Command::output` does).
 #[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut Command, signal: i32) {
+pub fn die_with_parent(cmd: &mut Command, signal: i32) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl, getppid and _exit are async-signal-safe and touch no
+    // memory of the parent.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The parent ended between the fork and the prctl: no signal will
+            // come, so end now, as the signal would have.
+            if libc::getppid() != parent {
+                libc::_exit(128 + signal);
             }
             Ok(())
         });
@@ -303,4 +318,44 @@ fn die_with_parent(cmd: &mut Command, signal: i32) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command, _signal: i32) {}
+pub fn die_with_parent(_cmd: &mut Command, _signal: i32) {}
+
+/// The thread that forks every [`Proc`].
+mod spawner {
+    use std::io;
+    use std::process::{Child, Command};
+    use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender};
+    use std::sync::OnceLock;
+
+    type Job = (Command, SyncSender<io::Result<Child>>);
+
+    /// The spawner's queue; the sender lives in this static, so the thread's
+    /// `recv` never fails and the thread ends only with the process.
+    static JOBS: OnceLock<Sender<Job>> = OnceLock::new();
+
+    /// Spawns `cmd` on the spawner thread and returns the child.
+    pub fn spawn(cmd: Command) -> io::Result<Child> {
+        let jobs = JOBS.get_or_init(|| {
+            let (tx, rx) = channel::<Job>();
+            std::thread::Builder::new()
+                .name("tidal-testkit-spawner".into())
+                .spawn(move || {
+                    while let Ok((mut cmd, reply)) = rx.recv() {
+                        let _ = reply.send(cmd.spawn());
+                    }
+                })
+                .expect("start the spawner thread");
+            tx
+        });
+        let (reply, child) = sync_channel(1);
+        jobs.send((cmd, reply))
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+        child
+            .recv()
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?
+    }
+}
+
+#[cfg(test)]
+#[path = "proc_test.rs"]
+mod tests;

@@ -11,6 +11,7 @@
 //! - `elections`: a follower cut off from the leader rejoins without an election.
 //! - `harness`: tidal-testkit's cluster of the binary under test; worker scripts, a cuttable relay.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
+//! - `orphans`: a SIGKILLed test binary leaves no server or agent running.
 //! - `retention`: finished tasks and their keys expire; `get` says expired.
 //! - `shutdown`: SIGTERM on a leader (handed over, exit 0) and a follower,
 //!   a second signal, a rolling restart of three servers under load.
@@ -42,6 +43,7 @@ mod failover;
 mod full_disk;
 mod harness;
 mod membership;
+mod orphans;
 mod retention;
 mod settings;
 mod shutdown;
