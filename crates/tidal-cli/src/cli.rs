@@ -30,24 +30,100 @@ impl Cli {
     /// Parses the command line and the variables of `tidal server`'s
     /// settings, where an empty `TIDAL_*` variable counts as unset.
     pub fn parse_args() -> Cli {
-        use clap::{CommandFactory, FromArgMatches};
-        let mut cmd = Cli::command().mut_subcommand("server", |mut server| {
-            let empty: Vec<clap::Id> = server
-                .get_arguments()
-                .filter(|a| {
-                    a.get_env()
-                        .and_then(std::env::var_os)
-                        .is_some_and(|v| v.is_empty())
-                })
-                .map(|a| a.get_id().clone())
-                .collect();
-            for id in empty {
-                server = server.mut_arg(id, |a| a.env(None));
-            }
-            server
-        });
-        let mut matches = cmd.get_matches_mut();
+        use clap::FromArgMatches;
+        let mut cmd = command();
+        let mut matches = cmd
+            .try_get_matches_from_mut(std::env::args_os())
+            .unwrap_or_else(|e| name_the_variable(command, e).exit());
         Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
+    }
+}
+
+/// The command line as [`Cli::parse_args`] reads it.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommand("server", |mut server| {
+        let empty: Vec<clap::Id> = server
+            .get_arguments()
+            .filter(|a| {
+                a.get_env()
+                    .and_then(std::env::var_os)
+                    .is_some_and(|v| v.is_empty())
+            })
+            .map(|a| a.get_id().clone())
+            .collect();
+        for id in empty {
+            server = server.mut_arg(id, |a| a.env(None));
+        }
+        server
+    })
+}
+
+/// clap names the flag of a value it cannot parse; when the value came from
+/// the flag's `TIDAL_*` variable, the error names the variable instead (same
+/// kind, so the same exit code, 2). The source is found by parsing again
+/// without a variable that holds the value: if the parse no longer fails
+/// the same way, the value was the variable's.
+fn name_the_variable(command: fn() -> clap::Command, mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return e;
+    }
+    let failed = |e: &clap::Error| match (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) {
+        (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) => {
+            Some((e.kind(), arg.clone(), value.clone()))
+        }
+        _ => None,
+    };
+    let Some(first) = failed(&e) else {
+        return e;
+    };
+    let value = &first.2;
+    for (path, id, var) in env_args(&command(), &[]) {
+        if std::env::var_os(&var).is_none_or(|v| v.to_string_lossy() != **value) {
+            continue;
+        }
+        let again = without_env(command(), &path, &id).try_get_matches_from(std::env::args_os());
+        if again.err().and_then(|e| failed(&e)).as_ref() != Some(&first) {
+            e.insert(ContextKind::InvalidArg, ContextValue::String(var));
+            return e;
+        }
+    }
+    e
+}
+
+/// Every argument with a variable, under `cmd`: the path of subcommand
+/// names to it, its id and its variable.
+fn env_args(cmd: &clap::Command, path: &[String]) -> Vec<(Vec<String>, clap::Id, String)> {
+    let mut out: Vec<_> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let var = a.get_env()?.to_string_lossy().into_owned();
+            Some((path.to_vec(), a.get_id().clone(), var))
+        })
+        .collect();
+    for sub in cmd.get_subcommands() {
+        let mut below = path.to_vec();
+        below.push(sub.get_name().to_string());
+        out.extend(env_args(sub, &below));
+    }
+    out
+}
+
+/// `cmd` with argument `id` of the subcommand at `path` reading no variable.
+fn without_env(cmd: clap::Command, path: &[String], id: &clap::Id) -> clap::Command {
+    match path.split_first() {
+        None => cmd.mut_arg(id, |a| a.env(None)),
+        Some((name, rest)) => {
+            let name = name.clone();
+            cmd.mut_subcommand(name, |sub| without_env(sub, rest, id))
+        }
     }
 }
 

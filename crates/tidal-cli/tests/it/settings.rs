@@ -99,3 +99,53 @@ fn printed_settings_read_back_to_the_same_configuration() {
     assert!(from_flags.init);
     assert!(!data.exists(), "--print-config starts nothing");
 }
+
+/// `tidal server ARGS --print-config` with only the variables `env`, which
+/// must be a usage error (exit 2); its stderr.
+fn usage_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_tidal"))
+        .arg("server")
+        .args(args)
+        .arg("--print-config")
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the tidal binary");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_value_that_does_not_parse_is_named_by_where_it_came_from() {
+    let bad = [("TIDAL_AGENT_TTL_MS", "ten")];
+    let e = usage_error(&REQUIRED, &bad);
+    assert!(
+        e.contains("invalid value 'ten' for 'TIDAL_AGENT_TTL_MS'"),
+        "{e}"
+    );
+    for (var, value) in [
+        ("TIDAL_OUTBOX_LIMIT", "-1"),
+        ("TIDAL_INIT", "maybe"),
+        ("TIDAL_ID", "one"),
+    ] {
+        let e = usage_error(&REQUIRED[2..], &[(var, value)]);
+        assert!(e.contains(&format!("'{value}' for '{var}'")), "{e}");
+    }
+
+    // A flag is named by the flag, whatever its variable holds.
+    let flag = [&REQUIRED[..], &["--agent-ttl-ms", "ten"]].concat();
+    for env in [&[][..], &bad, &[("TIDAL_AGENT_TTL_MS", "5000")]] {
+        let e = usage_error(&flag, env);
+        assert!(e.contains("'ten' for '--agent-ttl-ms <MS>'"), "{e}");
+    }
+    // A good flag overrides a bad variable, which is not read.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let good = [
+        &REQUIRED[..],
+        &["--data", data.to_str().unwrap(), "--agent-ttl-ms", "5000"],
+    ]
+    .concat();
+    assert_eq!(parse(&print_config(&good, &bad)).agent_ttl_ms, Some(5000));
+}
