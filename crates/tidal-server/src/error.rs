@@ -1,10 +1,10 @@
-//! The server's one error type and its one mapping to `tonic::Status`.
+//! The server's one error type and its gRPC status code (the status itself, with the leader
+//! named in its metadata, is built at the gRPC edge, `grpc::status`).
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::BasicNode;
 use tidal_core::command::Rejection;
-use tidal_proto::{LEADER_ADDR_KEY, LEADER_ID_KEY};
-use tonic::{Code, Status};
+use tonic::Code;
 
 /// Everything a request can fail with, before it becomes a gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -82,30 +82,6 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | Rejection::NeedsClusterVersion { .. } => Code::FailedPrecondition,
         Rejection::KeyConflict { .. } => Code::AlreadyExists,
         Rejection::Finished { .. } => Code::FailedPrecondition,
-    }
-}
-
-impl From<ServerError> for Status {
-    fn from(e: ServerError) -> Status {
-        let mut status = Status::new(e.code(), e.to_string());
-        if let ServerError::NotLeader {
-            leader_id,
-            leader_addr,
-        } = &e
-        {
-            let md = status.metadata_mut();
-            if let Some(id) = leader_id {
-                if let Ok(v) = id.to_string().parse() {
-                    md.insert(LEADER_ID_KEY, v);
-                }
-            }
-            if let Some(addr) = leader_addr {
-                if let Ok(v) = addr.parse() {
-                    md.insert(LEADER_ADDR_KEY, v);
-                }
-            }
-        }
-        status
     }
 }
 

@@ -106,7 +106,7 @@ pub async fn run(
         config.advertise = bound.to_string();
     }
     config.listen = bound;
-    let node = Node::start(config).await?;
+    let node = Node::start(config, grpc::dc_link::dial).await?;
     write_listen_addr(&node.config.data_dir, bound)?;
     tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started");
     let (node_id, raft_metrics, failures) =

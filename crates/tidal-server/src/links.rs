@@ -1,20 +1,38 @@
 //! What this node knows about its peer DCs beyond the replicated state: their
-//! last capability summaries, the health of each link, and the wire format of
-//! `Dcs.Exchange`. The leader's shippers write it; `Exchange` (a peer calling
-//! in) writes the caller's summary; `tidal dc status` reads it.
+//! last capability summaries, the health of each link, the wire format of
+//! `Dcs.Exchange` and the [`PeerLink`] a leader calls a peer through. The
+//! leader's shippers write it; `Exchange` (a peer calling in) writes the
+//! caller's summary; `tidal dc status` reads it.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tidal_core::forwarding::{CapabilitySummary, Record, Verdict};
 
-use crate::config::Peer;
+use crate::config::{Peer, ServerConfig};
 
 pub use crate::leader::engine::SHIP_BATCH;
 /// Largest Exchange message either way.
 pub const MAX_EXCHANGE_MESSAGE: usize = 64 << 20;
+
+/// A leader's link to one peer DC: one `Dcs.Exchange` call at a time, made
+/// at the gRPC edge (`grpc::dc_link`).
+pub trait PeerLink: Send {
+    /// Sends this DC's summary and `records` to the peer; its answer, or
+    /// why there is none.
+    fn exchange(
+        &mut self,
+        summary: Summary,
+        records: Vec<(u64, Record)>,
+    ) -> BoxFuture<'_, Result<ExchangeReply, String>>;
+}
+
+/// Makes this node's link to a peer DC, with connections of its own (each
+/// leadership makes its own).
+pub type DialPeer = fn(&ServerConfig, &Peer) -> Box<dyn PeerLink>;
 
 /// The body of an Exchange request (inside `ExchangeRequest.body`).
 #[derive(Clone, Debug, Serialize, Deserialize)]

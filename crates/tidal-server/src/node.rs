@@ -17,7 +17,7 @@ use crate::error::{Result, ServerError};
 use crate::leader::eager::{EagerPlacement, SubmitFold};
 use crate::leader::engine::{version_to_raise, MemberFormat};
 use crate::leader::leadership::{Leadership, LeadershipSlot};
-use crate::links::PeerTable;
+use crate::links::{DialPeer, PeerTable};
 use crate::raft::contact::LeaderContact;
 use crate::raft::network::{Contacts, Network};
 use crate::raft::quorum::{quorum_contact, verdict, Bounds, Verdict};
@@ -65,6 +65,8 @@ pub struct Node {
     pub write_gate: WriteGate,
     /// Peer DCs: their last summaries and link health.
     pub peers: PeerTable,
+    /// Makes a leadership's links to peer DCs (the gRPC edge's client).
+    pub dial_peer: DialPeer,
     /// When a leader last replicated to this node (a follower's view).
     pub leader_contact: LeaderContact,
     /// When to elect (after a pre-vote), holds and campaigns.
@@ -86,7 +88,8 @@ const FORMAT_RAISE_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 impl Node {
     /// Opens the store, starts Raft and, with `--init` on a new data
     /// directory, makes this node the first member of a new cluster.
-    pub async fn start(config: ServerConfig) -> anyhow::Result<Arc<Node>> {
+    /// `dial_peer` makes each leadership's links to peer DCs.
+    pub async fn start(config: ServerConfig, dial_peer: DialPeer) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         check_identity(&config.data_dir, config.node_id, &config.dc)?;
@@ -247,6 +250,7 @@ impl Node {
         Ok(Arc::new(Node {
             elections,
             peers,
+            dial_peer,
             leader_contact: LeaderContact::default(),
             id: config.node_id,
             config,

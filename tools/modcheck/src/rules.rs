@@ -60,6 +60,24 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         package: "crates/tidal-server",
+        files: "src/",
+        check: Check::CrateOnlyUsedFrom {
+            krate: "tidal_proto",
+            // raft/'s files are the clients of the Raft transport's own
+            // service (tidal_proto::raft), beside the openraft hooks they
+            // serve; they are not the public API's wire messages.
+            from: &[
+                "src/grpc/",
+                "src/lib.rs",
+                "src/raft/network.rs",
+                "src/raft/elections.rs",
+                "src/raft/transfer.rs",
+            ],
+        },
+        why: "wire messages are built only at the gRPC edge",
+    },
+    Rule {
+        package: "crates/tidal-server",
         files: "src/leader/engine/",
         check: Check::Confined {
             crates: &["std", "core", "alloc", "tidal_core", "tracing"],

@@ -3,10 +3,12 @@
 pub mod agent_service;
 pub mod cluster_service;
 pub mod convert;
+pub mod dc_link;
 pub mod dc_service;
 pub mod framing;
 pub mod queue_service;
 pub mod raft_service;
+pub mod status;
 pub mod task_service;
 
 use std::future::Future;

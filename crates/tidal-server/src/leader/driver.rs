@@ -17,11 +17,10 @@ use super::engine::{
     PeerSummary, ProposeError,
 };
 use super::leadership::Leadership;
-use super::link::Link;
 use super::session_input::{Opened, Outbound, SessionInput};
 use crate::clock::now_ms;
 use crate::error::ServerError;
-use crate::links::Summary;
+use crate::links::{PeerLink, Summary};
 use crate::node::Node;
 
 /// Where events for a leadership's engine go.
@@ -58,7 +57,7 @@ struct Driver {
     engine: Engine,
     inbox: Inbox,
     /// One per peer DC; an exchange holds its link until it is answered.
-    links: BTreeMap<DcName, Arc<Mutex<Link>>>,
+    links: BTreeMap<DcName, Arc<Mutex<Box<dyn PeerLink>>>>,
     /// The live session of each agent, by generation.
     outbound: HashMap<String, (u64, Outbound)>,
     /// Sessions stepped as opened, until the engine answers.
@@ -87,7 +86,12 @@ pub async fn run(
             .config
             .peers
             .iter()
-            .map(|p| (p.dc.clone(), Arc::new(Mutex::new(Link::new(&node, p)))))
+            .map(|p| {
+                (
+                    p.dc.clone(),
+                    Arc::new(Mutex::new((node.dial_peer)(&node.config, p))),
+                )
+            })
             .collect(),
         node,
         leadership,
@@ -332,13 +336,13 @@ impl Driver {
                 };
                 // Only for an exchange: it walks every agent.
                 let summary = Summary::of(&self.node.state.read().state);
-                let (node, inbox) = (self.node.clone(), self.inbox.clone());
+                let inbox = self.inbox.clone();
                 let leadership = self.leadership.clone();
                 tokio::spawn(async move {
                     let mut link = link.lock().await;
                     // An exchange ends with the leadership that sent it.
                     let answer = tokio::select! {
-                        answer = link.exchange(&node, summary, records) => answer,
+                        answer = link.exchange(summary, records) => answer,
                         _ = leadership.ended() => return,
                     };
                     let answer = answer.map(|r| PeerReply {

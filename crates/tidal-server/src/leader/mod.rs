@@ -7,7 +7,6 @@ pub mod driver;
 pub mod eager;
 pub mod engine;
 pub mod leadership;
-pub mod link;
 pub mod push;
 pub mod session_input;
 pub mod watch;

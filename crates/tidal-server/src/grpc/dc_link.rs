@@ -1,18 +1,19 @@
-//! The leader's link to one peer DC: its endpoints, the one in use, and the `Dcs.Exchange` call.
+//! The `Dcs.Exchange` client: the leader's link to one peer DC, its endpoints and the one in use.
 //!
 //! The leader engine's shippers decide what to send and when
-//! (`engine/ship.rs`); the driver makes the call through a [`Link`].
+//! (`leader/engine/ship.rs`); the driver makes the call through the
+//! [`PeerLink`] that [`dial`] returns.
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tidal_core::forwarding::Record;
 use tidal_proto::v1;
 use tidal_proto::v1::dcs_client::DcsClient;
 
 use crate::channels::Channels;
-use crate::config::Peer;
-use crate::links::{ExchangeBody, ExchangeReply, Summary, MAX_EXCHANGE_MESSAGE};
-use crate::node::Node;
+use crate::config::{Peer, ServerConfig};
+use crate::links::{ExchangeBody, ExchangeReply, PeerLink, Summary, MAX_EXCHANGE_MESSAGE};
 
 /// How long one exchange may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,54 +23,56 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// so the shipper never needs the peer's internal addresses: the endpoints
 /// may be a proxy or a load balancer.
 pub struct Link {
+    /// This node's DC, named in each request.
+    origin_dc: String,
     dc: String,
     endpoints: Vec<String>,
     current: usize,
     channels: Channels,
 }
 
-impl Link {
-    pub fn new(node: &Node, peer: &Peer) -> Link {
-        Link {
-            dc: peer.dc.clone(),
-            endpoints: peer.endpoints.clone(),
-            current: 0,
-            channels: Channels::new(node.config.source_ip, Duration::from_secs(2), |e| {
-                e.timeout(RPC_TIMEOUT)
-            }),
-        }
-    }
+/// The link from this node (`config`) to `peer`, with its own connections.
+pub fn dial(config: &ServerConfig, peer: &Peer) -> Box<dyn PeerLink> {
+    Box::new(Link {
+        origin_dc: config.dc.clone(),
+        dc: peer.dc.clone(),
+        endpoints: peer.endpoints.clone(),
+        current: 0,
+        channels: Channels::new(config.source_ip, Duration::from_secs(2), |e| {
+            e.timeout(RPC_TIMEOUT)
+        }),
+    })
+}
 
+impl PeerLink for Link {
     /// One exchange with the endpoint in use; a failure moves to the next.
-    pub async fn exchange(
+    fn exchange(
         &mut self,
-        node: &Node,
         summary: Summary,
         records: Vec<(u64, Record)>,
-    ) -> Result<ExchangeReply, String> {
-        let body = ExchangeBody { summary, records }
-            .encode()
-            .map_err(|e| format!("encoding: {e}"))?;
-        let addr = self.endpoints[self.current % self.endpoints.len()].clone();
-        let result = self.exchange_with(node, &addr, body).await;
-        if result.is_err() {
-            self.current = self.current.wrapping_add(1);
-        }
-        result
+    ) -> BoxFuture<'_, Result<ExchangeReply, String>> {
+        Box::pin(async move {
+            let body = ExchangeBody { summary, records }
+                .encode()
+                .map_err(|e| format!("encoding: {e}"))?;
+            let addr = self.endpoints[self.current % self.endpoints.len()].clone();
+            let result = self.exchange_with(&addr, body).await;
+            if result.is_err() {
+                self.current = self.current.wrapping_add(1);
+            }
+            result
+        })
     }
+}
 
-    async fn exchange_with(
-        &mut self,
-        node: &Node,
-        addr: &str,
-        body: Vec<u8>,
-    ) -> Result<ExchangeReply, String> {
+impl Link {
+    async fn exchange_with(&self, addr: &str, body: Vec<u8>) -> Result<ExchangeReply, String> {
         let channel = self.channels.get(addr)?;
         let mut client = DcsClient::new(channel)
             .max_decoding_message_size(MAX_EXCHANGE_MESSAGE)
             .max_encoding_message_size(MAX_EXCHANGE_MESSAGE);
         let request = v1::ExchangeRequest {
-            origin_dc: node.config.dc.clone(),
+            origin_dc: self.origin_dc.clone(),
             target_dc: self.dc.clone(),
             body,
         };
