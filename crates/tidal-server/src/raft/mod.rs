@@ -18,8 +18,8 @@
 //! a vote call into [`Elections`]; with 0.10 the first three give way to
 //! openraft's own messages and the check stays with the vote gate. Its
 //! `append_entries` handler feeds the [`vote_gate`] and touches the
-//! [`contact`]; both stay. openraft 0.10 needs Rust 1.88, and the workspace
-//! is on 1.85.
+//! [`contact`]; both stay. openraft 0.10 needs Rust 1.88, the workspace's
+//! `rust-version` already.
 //!
 //! The fence: of elections and transfer, outside this folder only
 //! [`Elections`] (made in node.rs, run by lib.rs, called by
