@@ -1,10 +1,11 @@
 //! Golden-file tests of the scheduling policies: `testdata/*.txt` scenarios and their expected plans.
 //!
-//! In the spirit of raft-rs's datadriven tests. A file is a scenario read top
-//! to bottom; each line is a directive, `#` starts a comment. A directive that
-//! prints something is followed by `----` and the expected output, ending at
-//! a blank line. Run with `TIDAL_REWRITE_GOLDEN=1` to rewrite the expected
-//! output from the actual one (then review the diff).
+//! Driven by [`crate::testing`], in the spirit of raft-rs's datadriven tests.
+//! A file is a scenario read top to bottom; each line is a directive, `#`
+//! starts a comment. A directive that prints something is followed by `----`
+//! and the expected output, ending at a blank line. Run with
+//! `TIDAL_REWRITE_GOLDEN=1` to rewrite the expected output from the actual
+//! one (then review the diff).
 //!
 //! Directives (`key=value` arguments, lists comma-separated):
 //!
@@ -243,83 +244,15 @@ fn expect_ok(r: Response) -> Result<Option<String>, String> {
     }
 }
 
-/// Runs one file; returns the rewritten text and the mismatches.
-fn run_file(text: &str) -> (String, Vec<String>) {
-    let mut s = Scenario {
-        state: State::new(),
-        index: 0,
-        cursor: DispatchCursor::default(),
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let mut rewritten = String::new();
-    let mut failures = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        rewritten.push_str(line);
-        rewritten.push('\n');
-        i += 1;
-        let directive = line.trim();
-        if directive.is_empty() || directive.starts_with('#') {
-            continue;
-        }
-        let mut expected = None;
-        if lines.get(i).map(|l| l.trim()) == Some("----") {
-            let start = i + 1;
-            let mut end = start;
-            while end < lines.len() && !lines[end].trim().is_empty() {
-                end += 1;
-            }
-            expected = Some(
-                lines[start..end]
-                    .iter()
-                    .map(|l| format!("{l}\n"))
-                    .collect::<String>(),
-            );
-            i = end;
-        }
-        let actual = match s.run(directive) {
-            Ok(out) => out,
-            Err(e) => {
-                failures.push(format!("line {}: {directive}: {e}", i));
-                Some(format!("error: {e}\n"))
-            }
-        };
-        if let Some(actual) = &actual {
-            rewritten.push_str("----\n");
-            rewritten.push_str(actual);
-        }
-        if actual != expected {
-            failures.push(format!(
-                "{directive}\n--- expected\n{}--- actual\n{}",
-                expected.unwrap_or_default(),
-                actual.unwrap_or_default()
-            ));
-        }
-    }
-    (rewritten, failures)
-}
-
 #[test]
 fn golden_scheduling_policies() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let rewrite = std::env::var_os("TIDAL_REWRITE_GOLDEN").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("testdata/ exists")
-        .map(|e| e.expect("readable entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no golden files in {}", dir.display());
-    let mut failures = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(&path).expect("readable golden file");
-        let (rewritten, errs) = run_file(&text);
-        if rewrite {
-            std::fs::write(&path, rewritten).expect("writable golden file");
-        } else {
-            failures.extend(errs.into_iter().map(|e| format!("{}: {e}", path.display())));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    crate::testing::run_dir(&dir, || {
+        let mut s = Scenario {
+            state: State::new(),
+            index: 0,
+            cursor: DispatchCursor::default(),
+        };
+        move |directive: &str| s.run(directive)
+    });
 }

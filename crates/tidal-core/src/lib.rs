@@ -23,6 +23,8 @@
 //! - [`limits`]: stateless size and name checks run at the API edge.
 //! - `invariants`: [`State::check_invariants`], the checker tests run after every apply.
 //! - `digest`: a hand-written FNV-1a hasher for [`State::digest`].
+//! - `testing` (tests and the `testing` feature only): the driver of
+//!   scenario files, shared with tidal-server's engine scenarios.
 //!
 //! # Dependency rule
 //!
@@ -42,6 +44,8 @@ pub mod limits;
 pub mod model;
 pub mod reconcile;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(test)]
 mod golden_test;

@@ -1,6 +1,6 @@
 //! Scenario-file tests of the leader engine: `testdata/engine/*.txt`, run against a real `State`.
 //!
-//! The format of tidal-core's golden tests (`crates/tidal-core/src/golden_test.rs`):
+//! The format of tidal-core's golden tests, driven by `tidal_core::testing`:
 //! a file is read top to bottom, one directive a line, `#` starts a comment;
 //! a directive that prints is followed by `----` and the expected output up
 //! to a blank line. `TIDAL_REWRITE_GOLDEN=1` rewrites the expected output
@@ -923,80 +923,11 @@ fn describe_response(response: &Response) -> String {
     }
 }
 
-/// Runs one file; returns the rewritten text and the mismatches.
-fn run_file(text: &str) -> (String, Vec<String>) {
-    let mut s = Scenario::new();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut rewritten = String::new();
-    let mut failures = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        rewritten.push_str(line);
-        rewritten.push('\n');
-        i += 1;
-        let directive = line.trim();
-        if directive.is_empty() || directive.starts_with('#') {
-            continue;
-        }
-        let at = i;
-        let mut expected = None;
-        if lines.get(i).map(|l| l.trim()) == Some("----") {
-            let start = i + 1;
-            let mut end = start;
-            while end < lines.len() && !lines[end].trim().is_empty() {
-                end += 1;
-            }
-            expected = Some(
-                lines[start..end]
-                    .iter()
-                    .map(|l| format!("{l}\n"))
-                    .collect::<String>(),
-            );
-            i = end;
-        }
-        let actual = match s.run(directive) {
-            Ok(out) => out,
-            Err(e) => {
-                failures.push(format!("line {at}: {directive}: {e}"));
-                Some(format!("error: {e}\n"))
-            }
-        };
-        if let Some(actual) = &actual {
-            rewritten.push_str("----\n");
-            rewritten.push_str(actual);
-        }
-        if actual != expected {
-            failures.push(format!(
-                "line {at}: {directive}\n--- expected\n{}--- actual\n{}",
-                expected.unwrap_or_default(),
-                actual.unwrap_or_default()
-            ));
-        }
-    }
-    (rewritten, failures)
-}
-
 #[test]
 fn engine_scenarios() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/engine");
-    let rewrite = std::env::var_os("TIDAL_REWRITE_GOLDEN").is_some();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("testdata/engine/ exists")
-        .map(|e| e.expect("readable entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no scenario files in {}", dir.display());
-    let mut failures = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(&path).expect("readable scenario file");
-        let (rewritten, errs) = run_file(&text);
-        if rewrite {
-            std::fs::write(&path, rewritten).expect("writable scenario file");
-        } else {
-            failures.extend(errs.into_iter().map(|e| format!("{}: {e}", path.display())));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    tidal_core::testing::run_dir(&dir, || {
+        let mut s = Scenario::new();
+        move |directive: &str| s.run(directive)
+    });
 }
