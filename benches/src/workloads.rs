@@ -201,6 +201,7 @@ impl SimAgents {
                             }),
                             running: vec![],
                             instance: format!("bench-agent-{a}-{}", std::process::id()),
+                            fenced: vec![],
                         })),
                     };
                     let Ok(mut session) = client.open_session(register, rx).await else {
@@ -871,6 +872,7 @@ pub async fn agents(
                     }),
                     running: vec![],
                     instance: format!("scale-agent-{a}-{}", std::process::id()),
+                    fenced: vec![],
                 })),
             };
             let permit = opening.acquire_owned().await;

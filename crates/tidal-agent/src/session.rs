@@ -157,6 +157,9 @@ pub(crate) struct Agent {
     reconnect_delay: Duration,
     /// (task, token) pairs stopped by a self-fence or on the leader's order: never started again.
     stopped: std::collections::VecDeque<(String, u64)>,
+    /// (task, token) pairs this process started and killed when it fenced
+    /// itself: named in every Register, so the leader counts them as started.
+    fenced: std::collections::VecDeque<(String, u64)>,
     /// Tests watch the children's events through this.
     observer: Option<mpsc::UnboundedSender<ExecEvent>>,
     /// Set once a graceful exit began.
@@ -197,6 +200,7 @@ impl Agent {
             heartbeat_seq: 0,
             reconnect_delay: RECONNECT_MIN,
             stopped: std::collections::VecDeque::new(),
+            fenced: std::collections::VecDeque::new(),
             observer,
             leaving: None,
         })
@@ -494,10 +498,14 @@ impl Agent {
     /// not reported; the server requeues the tasks after its own TTL.
     fn fence(&mut self) {
         for r in self.exec.running() {
-            self.stopped.push_back((r.task_id, r.token));
+            self.stopped.push_back((r.task_id.clone(), r.token));
+            self.fenced.push_back((r.task_id, r.token));
         }
         while self.stopped.len() > STOPPED_TOKENS {
             self.stopped.pop_front();
+        }
+        while self.fenced.len() > STOPPED_TOKENS {
+            self.fenced.pop_front();
         }
         let killed = self.exec.kill_all();
         self.lease.reset();
@@ -894,6 +902,14 @@ impl Agent {
                 spec: Some(self.config.spec()),
                 running,
                 instance: self.instance.clone(),
+                fenced: self
+                    .fenced
+                    .iter()
+                    .map(|(task_id, token)| v1::RunningTask {
+                        task_id: task_id.clone(),
+                        token: *token,
+                    })
+                    .collect(),
             })),
         };
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);

@@ -373,11 +373,21 @@ async fn self_fences_when_heartbeats_go_unacked() {
     // It left the silent session after two heartbeat intervals and looked
     // for the leader again while its lease lasted, still holding t1 (this
     // fake server never answers those). Once fenced, it reconnects holding
-    // nothing: the token was dropped, no completion.
+    // nothing: the token was dropped, no completion; it names the run it
+    // killed, so the leader counts it as started.
     let mut s2 = loop {
         let mut s = h.session().await;
         match s.recv().await {
-            Some(FromAgent::Register(reg)) if reg.running.is_empty() => break s,
+            Some(FromAgent::Register(reg)) if reg.running.is_empty() => {
+                assert_eq!(
+                    reg.fenced,
+                    vec![v1::RunningTask {
+                        task_id: "t1".into(),
+                        token: 7
+                    }]
+                );
+                break s;
+            }
             Some(FromAgent::Register(reg)) => assert_eq!(
                 reg.running,
                 vec![v1::RunningTask {

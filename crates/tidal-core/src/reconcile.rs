@@ -63,6 +63,23 @@ pub fn settle(state: &State, agent: &str, reported: &[(String, FencingToken)]) -
     Settlement { regrant, cancel }
 }
 
+/// The assignments among `regrant` that the process named as killed when it
+/// fenced itself (`fenced`, task ids as it sent them), in `regrant`'s order:
+/// it started them, so they are counted as started before they are granted
+/// again, and the new grant spends an attempt.
+pub fn ran_here(
+    regrant: &[(TaskId, FencingToken)],
+    fenced: &[(String, FencingToken)],
+) -> Vec<(TaskId, FencingToken)> {
+    let named: BTreeSet<(&str, FencingToken)> =
+        fenced.iter().map(|(id, tok)| (id.as_str(), *tok)).collect();
+    regrant
+        .iter()
+        .filter(|(task, token)| named.contains(&(task.to_string().as_str(), *token)))
+        .copied()
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "reconcile_test.rs"]
 mod tests;

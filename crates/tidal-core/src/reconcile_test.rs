@@ -131,3 +131,16 @@ fn settle_table() {
         );
     }
 }
+
+#[test]
+fn fenced_runs_among_the_regrant_are_those_named_with_their_token() {
+    let regrant = vec![(TaskId(1), 3), (TaskId(2), 3), (TaskId(4), 8)];
+    let fenced = vec![
+        (TaskId(2).to_string(), 3),
+        (TaskId(1).to_string(), 2),
+        ("x".to_string(), 3),
+        (TaskId(9).to_string(), 8),
+    ];
+    assert_eq!(ran_here(&regrant, &fenced), vec![(TaskId(2), 3)]);
+    assert_eq!(ran_here(&regrant, &[]), vec![]);
+}

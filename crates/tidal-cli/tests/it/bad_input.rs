@@ -48,6 +48,7 @@ fn register(spec: v1::AgentSpec) -> v1::AgentMessage {
             spec: Some(spec),
             running: vec![],
             instance: String::new(),
+            fenced: vec![],
         })),
     }
 }

@@ -35,6 +35,7 @@ fn register(id: &str) -> v1::AgentMessage {
             }),
             running: vec![],
             instance: String::new(),
+            fenced: vec![],
         })),
     }
 }

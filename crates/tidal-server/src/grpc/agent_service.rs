@@ -187,6 +187,11 @@ impl Agents for AgentService {
                 .iter()
                 .map(|r| (r.task_id.clone(), r.token))
                 .collect(),
+            fenced: register
+                .fenced
+                .iter()
+                .map(|r| (r.task_id.clone(), r.token))
+                .collect(),
             outbound: Outbound {
                 tx: tx.clone(),
                 close,

@@ -198,6 +198,7 @@ impl Driver {
                 agent,
                 peer,
                 reported,
+                fenced,
                 outbound,
                 reply,
             } => {
@@ -206,6 +207,7 @@ impl Driver {
                     agent,
                     peer,
                     reported,
+                    fenced,
                     attached_at,
                 });
             }

@@ -30,6 +30,8 @@ pub enum SessionInput {
         peer: Peer,
         /// The runs the process reported, task ids as it sent them.
         reported: Vec<(String, FencingToken)>,
+        /// The runs the process killed when it fenced itself (Register.fenced).
+        fenced: Vec<(String, FencingToken)>,
         outbound: Outbound,
         reply: oneshot::Sender<Opened>,
     },

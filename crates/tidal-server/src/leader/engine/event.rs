@@ -96,12 +96,14 @@ pub enum Event {
     // (SessionOpened, SessionClosed, Heartbeat, StopReported, Granted,
     // Cancelled, Forgotten), member formats, peer answers.
     /// An agent process opened a session and registered (`leases`):
-    /// `reported` are the runs it named (task ids as it sent them), and
-    /// `attached_at` is the applied index of the state this step reads.
+    /// `reported` are the runs it named (task ids as it sent them),
+    /// `fenced` the runs it killed when it fenced itself, and `attached_at`
+    /// is the applied index of the state this step reads.
     SessionOpened {
         agent: AgentId,
         peer: Peer,
         reported: Vec<(String, FencingToken)>,
+        fenced: Vec<(String, FencingToken)>,
         attached_at: u64,
     },
     /// A session ended on its own (the agent went away, or sent garbage).

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tidal_core::command::{Command, Granted, Response};
 use tidal_core::model::{AgentId, AgentState, FencingToken, TaskId};
-use tidal_core::reconcile::settle;
+use tidal_core::reconcile::{ran_here, settle};
 
 use super::action::{Action, ToAgent};
 use super::ctx::{Ctx, Purpose};
@@ -61,14 +61,15 @@ impl Leases {
 
     /// A session opened (its agent registered at `attached_at`, the applied
     /// index of the state read now): attach it, closing an older one, and
-    /// settle what the agent id holds against what the process reported.
-    /// Returns what is left to regrant (`regrant.rs`).
+    /// settle what the agent id holds against what the process reported
+    /// running and fenced. Returns what is left to regrant (`regrant.rs`).
     pub(crate) fn opened(
         &mut self,
         cx: &mut Ctx,
         agent: AgentId,
         peer: Peer,
         reported: Vec<(String, FencingToken)>,
+        fenced: Vec<(String, FencingToken)>,
         attached_at: u64,
     ) -> Held {
         let held: BTreeSet<(TaskId, FencingToken)> = reported
@@ -106,6 +107,7 @@ impl Leases {
             });
         }
         Held {
+            ran: ran_here(&settlement.regrant, &fenced),
             tasks: settlement.regrant,
             at: a.regrant_at,
             taken_over: a.taken_over,

@@ -221,11 +221,12 @@ impl Engine {
                 agent,
                 peer,
                 reported,
+                fenced,
                 attached_at,
             } => {
-                let held = self
-                    .leases
-                    .opened(&mut cx, agent.clone(), peer, reported, attached_at);
+                let held =
+                    self.leases
+                        .opened(&mut cx, agent.clone(), peer, reported, fenced, attached_at);
                 self.regrants.add(&mut cx, agent, held);
                 // The connected agents changed.
                 self.dispatch.work(now);

@@ -7,9 +7,11 @@
 //! held the id (a take-over), it first proposes them as started
 //! (`StartedBatch`), so the regrant spends an attempt: that process may have
 //! started them without its report reaching the leader. Tokens already
-//! running or settled are refused there, harmlessly. (After an election the
-//! holder is unknown; a failover keeps attempts.) The granted assignments go
-//! to the agent's session like any other (`Leases::granted`).
+//! running or settled are refused there, harmlessly. The same goes for the
+//! assignments the process itself names as killed when it fenced itself
+//! (`Register.fenced`): it started them. (After an election the holder is
+//! unknown: what no process names keeps its attempt.) The granted
+//! assignments go to the agent's session like any other (`Leases::granted`).
 //!
 //! Each session's regrant is its own: a later session of the same agent
 //! does not cancel an earlier one's (a regrant of tokens already regranted
@@ -33,6 +35,9 @@ pub(crate) struct Held {
     pub(crate) at: Option<u64>,
     /// Another known agent process held the id: count them as started first.
     pub(crate) taken_over: bool,
+    /// Those of `tasks` the process killed when it fenced itself: counted
+    /// as started first.
+    pub(crate) ran: Vec<(TaskId, FencingToken)>,
 }
 
 /// One session's tasks to regrant.
@@ -40,7 +45,8 @@ pub(crate) struct Held {
 struct Waiting {
     agent: AgentId,
     tasks: Vec<(TaskId, FencingToken)>,
-    taken_over: bool,
+    /// What to count as started before the regrant.
+    started: Vec<(TaskId, FencingToken)>,
 }
 
 /// The regrants waiting for their time.
@@ -59,6 +65,7 @@ impl Regrants {
             tasks,
             at,
             taken_over,
+            ran,
         } = held;
         if tasks.is_empty() {
             return;
@@ -78,8 +85,8 @@ impl Regrants {
             (at.unwrap_or(now), self.arrivals),
             Waiting {
                 agent,
+                started: if taken_over { tasks.clone() } else { ran },
                 tasks,
-                taken_over,
             },
         );
     }
@@ -89,7 +96,7 @@ impl Regrants {
         self.waiting.keys().next().map(|(at, _)| *at)
     }
 
-    /// Proposes every regrant that is due (its started batch first, if taken over).
+    /// Proposes every regrant that is due (its started batch first, if any).
     pub(crate) fn fire(&mut self, cx: &mut Ctx) {
         while let Some(entry) = self.waiting.first_entry() {
             if entry.key().0 > cx.now.mono_ms {
@@ -98,15 +105,12 @@ impl Regrants {
             let Waiting {
                 agent,
                 tasks,
-                taken_over,
+                started,
             } = entry.remove();
-            if taken_over {
+            if !started.is_empty() {
                 cx.out.propose(
-                    Purpose::RegrantStarted {
-                        agent,
-                        tasks: tasks.clone(),
-                    },
-                    Command::StartedBatch(tasks),
+                    Purpose::RegrantStarted { agent, tasks },
+                    Command::StartedBatch(started),
                 );
             } else {
                 propose_regrant(cx, agent, tasks);

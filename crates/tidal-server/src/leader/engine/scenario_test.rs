@@ -36,8 +36,9 @@
 //!   or `answer DC err=WHY` (a peer's answer to the exchange in flight).
 //! - `forward DC ID,..`: applies a `Forward` of those tasks to that peer
 //!   directly (its outbox records).
+//! - `task ID,..`: prints each task's state, holder and attempt.
 //! - Agent sessions (`leases`, `drain`): `open AGENT [inst=I] [addr=A]
-//!   [running=ID:TOKEN,..]` (attached at the last applied index; an ID
+//!   [running=ID:TOKEN,..] [fenced=ID:TOKEN,..]` (attached at the last applied index; an ID
 //!   that is not a number goes as sent), `close AGENT gen=G` (the session
 //!   ended), `hb AGENT gen=G seq=S [noquorum]`, `forget AGENT`, `granted
 //!   ID,..` (each task's current assignment, committed elsewhere), `cancel
@@ -59,7 +60,7 @@ use std::path::Path;
 
 use tidal_core::command::{ApplyCtx, Command, Completion, Granted, Response};
 use tidal_core::forwarding::{CapabilityGroup, CapabilitySummary, QueuePolicy, Verdict};
-use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec};
+use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec, TaskState};
 use tidal_core::State;
 
 use super::{
@@ -287,6 +288,26 @@ impl Scenario {
                     other => Err(format!("assign failed: {other:?}")),
                 }
             }
+            "task" => {
+                let mut out = String::new();
+                for id in ids(first)? {
+                    let t = self.state.task(id).ok_or(format!("no task {}", id.0))?;
+                    let (kind, holder) = match &t.state {
+                        TaskState::Assigned { agent, token } => {
+                            ("assigned".to_string(), format!(" {agent} token={token}"))
+                        }
+                        TaskState::Running { agent, token } => {
+                            ("running".to_string(), format!(" {agent} token={token}"))
+                        }
+                        other => (format!("{:?}", other.kind()).to_lowercase(), String::new()),
+                    };
+                    out.push_str(&format!(
+                        "task {} {kind}{holder} attempt={}\n",
+                        id.0, t.attempt
+                    ));
+                }
+                Ok(Some(out))
+            }
             "start" => {
                 let mut items = Vec::new();
                 for id in ids(first)? {
@@ -331,6 +352,15 @@ impl Scenario {
                     };
                     reported.push((id, token));
                 }
+                let mut fenced = Vec::new();
+                for item in list(&a, "fenced") {
+                    let (id, token) = item
+                        .split_once(':')
+                        .ok_or_else(|| format!("fenced {item:?}: want ID:TOKEN"))?;
+                    let token = token.parse().map_err(|_| format!("token {token:?}"))?;
+                    let id = id.parse::<u64>().map_err(|_| format!("task {id:?}"))?;
+                    fenced.push((TaskId(id).to_string(), token));
+                }
                 self.step(Event::SessionOpened {
                     agent: first.into(),
                     peer: Peer {
@@ -341,6 +371,7 @@ impl Scenario {
                             .unwrap_or_else(|| "10.0.0.1:1".into()),
                     },
                     reported,
+                    fenced,
                     attached_at: self.index,
                 });
                 Ok(None)
