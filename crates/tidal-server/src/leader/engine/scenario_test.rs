@@ -108,6 +108,25 @@ fn list(args: &Args, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The runs listed under `key` as `ID:TOKEN,..`: a number is a task id in
+/// its canonical form; any other word goes as the agent sent it.
+fn runs(args: &Args, key: &str) -> Result<Vec<(String, u64)>, String> {
+    list(args, key)
+        .iter()
+        .map(|item| {
+            let (id, token) = item
+                .split_once(':')
+                .ok_or_else(|| format!("{key} {item:?}: want ID:TOKEN"))?;
+            let token = token.parse().map_err(|_| format!("token {token:?}"))?;
+            let id = match id.parse::<u64>() {
+                Ok(n) => TaskId(n).to_string(),
+                Err(_) => id.to_string(),
+            };
+            Ok((id, token))
+        })
+        .collect()
+}
+
 fn num<T: std::str::FromStr>(args: &Args, key: &str, default: T) -> Result<T, String> {
     match args.get(key) {
         None => Ok(default),
@@ -338,29 +357,8 @@ impl Scenario {
                 }
             }
             "open" => {
-                let mut reported = Vec::new();
-                for item in list(&a, "running") {
-                    let (id, token) = item
-                        .split_once(':')
-                        .ok_or_else(|| format!("running {item:?}: want ID:TOKEN"))?;
-                    let token = token.parse().map_err(|_| format!("token {token:?}"))?;
-                    // A number is a task id in its canonical form; any other
-                    // word goes as the agent sent it.
-                    let id = match id.parse::<u64>() {
-                        Ok(n) => TaskId(n).to_string(),
-                        Err(_) => id.to_string(),
-                    };
-                    reported.push((id, token));
-                }
-                let mut fenced = Vec::new();
-                for item in list(&a, "fenced") {
-                    let (id, token) = item
-                        .split_once(':')
-                        .ok_or_else(|| format!("fenced {item:?}: want ID:TOKEN"))?;
-                    let token = token.parse().map_err(|_| format!("token {token:?}"))?;
-                    let id = id.parse::<u64>().map_err(|_| format!("task {id:?}"))?;
-                    fenced.push((TaskId(id).to_string(), token));
-                }
+                let reported = runs(&a, "running")?;
+                let fenced = runs(&a, "fenced")?;
                 self.step(Event::SessionOpened {
                     agent: first.into(),
                     peer: Peer {
