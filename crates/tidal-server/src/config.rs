@@ -57,6 +57,12 @@ pub struct RawConfig {
     /// Address others use to reach this node (default: --listen).
     #[arg(long, env = "TIDAL_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// A second address to bind, for the other servers of this DC and of peer DCs (default: none).
+    #[arg(long, env = "TIDAL_PEER_LISTEN", value_name = "HOST:PORT")]
+    pub peer_listen: Option<String>,
+    /// Address other servers use to reach --peer-listen (default: --peer-listen).
+    #[arg(long, env = "TIDAL_PEER_ADVERTISE", value_name = "HOST:PORT")]
+    pub peer_advertise: Option<String>,
     /// Directory for the Raft log, vote and snapshots.
     #[arg(long, env = "TIDAL_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -228,6 +234,8 @@ impl RawConfig {
             dc: Some(c.dc.clone()),
             listen: Some(c.listen.to_string()),
             advertise: Some(c.advertise.clone()),
+            peer_listen: c.peer_listen.map(|a| a.to_string()),
+            peer_advertise: c.peer_advertise.clone(),
             data: Some(c.data_dir.clone()),
             init: Some(c.init),
             agent_ttl_ms: Some(c.agent_ttl.as_millis() as u64),
@@ -307,20 +315,15 @@ impl RawConfig {
             .parse()
             .with_context(|| format!("--listen {listen:?} is not HOST:PORT with a numeric host"))?;
         let advertise = self.advertise.unwrap_or_else(|| listen.to_string());
-        // Port 0 of --listen is replaced by the port bound (`crate::run`),
-        // and so is an advertised address equal to it; any other port 0
-        // would be what other nodes, agents and clients dial.
-        if advertise != listen.to_string()
-            && advertise
-                .rsplit_once(':')
-                .is_some_and(|(_, port)| port == "0")
-        {
+        if advertises_port_0(listen, &advertise) {
             bail!(
                 "--advertise {advertise:?} names port 0: give the port others reach this \
                  node on (with --listen HOST:0, leave --advertise out to advertise the \
                  port bound)"
             );
         }
+        let (peer_listen, peer_advertise) =
+            peer_addresses(listen, self.peer_listen.as_deref(), self.peer_advertise)?;
         let Some(data_dir) = self.data else {
             bail!("--data DIR is required")
         };
@@ -426,6 +429,8 @@ impl RawConfig {
             dc,
             listen,
             advertise,
+            peer_listen,
+            peer_advertise,
             data_dir,
             init: self.init.unwrap_or(false),
             agent_ttl,
@@ -456,6 +461,46 @@ impl RawConfig {
     }
 }
 
+/// Whether `advertise` names port 0 while it is not `listen` itself (with
+/// port 0 there, the server advertises the port bound, `crate::run`): any
+/// other port 0 would be what other nodes, agents and clients dial.
+fn advertises_port_0(listen: SocketAddr, advertise: &str) -> bool {
+    advertise != listen.to_string()
+        && advertise
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port == "0")
+}
+
+/// `--peer-listen` and `--peer-advertise` checked: the peer listener's
+/// address and the one advertised for it (by default the same), or neither.
+fn peer_addresses(
+    listen: SocketAddr,
+    peer_listen: Option<&str>,
+    peer_advertise: Option<String>,
+) -> anyhow::Result<(Option<SocketAddr>, Option<String>)> {
+    let Some(peer_listen) = peer_listen else {
+        if let Some(a) = peer_advertise {
+            bail!("--peer-advertise {a:?} needs --peer-listen HOST:PORT");
+        }
+        return Ok((None, None));
+    };
+    let peer_listen: SocketAddr = peer_listen.parse().with_context(|| {
+        format!("--peer-listen {peer_listen:?} is not HOST:PORT with a numeric host")
+    })?;
+    if peer_listen.port() != 0 && peer_listen == listen {
+        bail!("--peer-listen {peer_listen} is --listen itself: give another port or address");
+    }
+    let peer_advertise = peer_advertise.unwrap_or_else(|| peer_listen.to_string());
+    if advertises_port_0(peer_listen, &peer_advertise) {
+        bail!(
+            "--peer-advertise {peer_advertise:?} names port 0: give the port other servers \
+             reach this node's peer listener on (with --peer-listen HOST:0, leave \
+             --peer-advertise out to advertise the port bound)"
+        );
+    }
+    Ok((Some(peer_listen), Some(peer_advertise)))
+}
+
 /// A checked configuration; everything the server needs to start.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
@@ -463,6 +508,11 @@ pub struct ServerConfig {
     pub dc: String,
     pub listen: SocketAddr,
     pub advertise: String,
+    /// The peer listener's address (`--peer-listen`), when there is one.
+    pub peer_listen: Option<SocketAddr>,
+    /// The address other servers reach the peer listener on: set exactly
+    /// when `peer_listen` is.
+    pub peer_advertise: Option<String>,
     pub data_dir: PathBuf,
     /// Make this node the only member of a new cluster (ignored if it already has state).
     pub init: bool,

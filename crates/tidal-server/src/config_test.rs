@@ -108,6 +108,8 @@ fn everything() -> RawConfig {
     .unwrap();
     RawConfig {
         advertise: Some("10.0.0.1:7001".into()),
+        peer_listen: Some("127.0.0.1:7011".into()),
+        peer_advertise: Some("10.0.0.1:7011".into()),
         init: Some(true),
         agent_ttl_ms: Some(9_000),
         heartbeat_interval_ms: Some(900),
@@ -243,5 +245,46 @@ fn an_advertised_port_0_is_refused_unless_it_is_the_listen_address() {
     ] {
         let e = err(with(listen, advertise));
         assert!(e.contains("--advertise") && e.contains("port 0"), "{e}");
+    }
+}
+
+#[test]
+fn the_peer_listener_is_optional_and_advertises_itself_by_default() {
+    let c = base().validate().unwrap();
+    assert_eq!((c.peer_listen, c.peer_advertise), (None, None));
+    let with = |listen: &str, advertise: Option<&str>| RawConfig {
+        peer_listen: Some(listen.into()),
+        peer_advertise: advertise.map(Into::into),
+        ..base()
+    };
+    let c = with("127.0.0.1:7011", None).validate().unwrap();
+    assert_eq!(c.peer_listen, Some("127.0.0.1:7011".parse().unwrap()));
+    assert_eq!(c.peer_advertise.as_deref(), Some("127.0.0.1:7011"));
+    let c = with("0.0.0.0:7011", Some("node1.example:7011"))
+        .validate()
+        .unwrap();
+    assert_eq!(c.peer_advertise.as_deref(), Some("node1.example:7011"));
+    // Port 0: the server advertises the port it binds.
+    let c = with("127.0.0.1:0", None).validate().unwrap();
+    assert_eq!(c.peer_advertise.as_deref(), Some("127.0.0.1:0"));
+
+    let e = err(RawConfig {
+        peer_advertise: Some("127.0.0.1:7011".into()),
+        ..base()
+    });
+    assert!(e.contains("needs --peer-listen"), "{e}");
+    let e = err(with("localhost:7011", None));
+    assert!(
+        e.contains("--peer-listen") && e.contains("numeric host"),
+        "{e}"
+    );
+    let e = err(with("127.0.0.1:7001", None));
+    assert!(e.contains("is --listen itself"), "{e}");
+    for (listen, advertise) in [("127.0.0.1:0", "127.0.0.2:0"), ("127.0.0.1:7011", "x:0")] {
+        let e = err(with(listen, Some(advertise)));
+        assert!(
+            e.contains("--peer-advertise") && e.contains("port 0"),
+            "{e}"
+        );
     }
 }

@@ -9,7 +9,8 @@
 //! - [`raft`]: openraft over tonic ([`raft::network`], and
 //!   [`grpc::raft_service`] on the server side), elections with a pre-vote,
 //!   leadership transfer, check-quorum and the leader's lease.
-//! - [`grpc`]: the public API (tasks, agents, queues, cluster).
+//! - [`grpc`]: the public API (tasks, agents, queues, cluster), served
+//!   with the Raft transport on the listeners of [`grpc::conn`].
 //! - [`leader`]: leader-only memory: the leader engine (agent sessions and
 //!   leases, the reaper, drains' stop orders, retention, format upgrades)
 //!   and its driver, the dispatch loop, and the cross-DC forwarder and
@@ -44,6 +45,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 pub use config::{RawConfig, ServerConfig};
+pub use grpc::conn::Listeners;
 use node::Node;
 pub use tidal_store::crash::init_from_env as init_crash_points;
 /// Simulated power loss (failpoints builds): drop every unsynced write, abort.
@@ -77,16 +79,20 @@ const STOP_RAFT_BY: u32 = 9;
 /// The file in a server's data directory that holds the address it
 /// listens on (one line, `HOST:PORT`), written once the node has started.
 pub const LISTEN_ADDR_FILE: &str = "listen.addr";
+/// The same for the peer listener (`--peer-listen`), when there is one.
+pub const PEER_LISTEN_ADDR_FILE: &str = "peer_listen.addr";
 
-/// Runs a server on `listener` until `shutdown` completes, the node is
-/// removed, or its store cannot write ([`fatal::StorageFailed`]: an error,
-/// never a clean exit).
+/// Runs a server on `listeners` (the public one, and the peer one when
+/// `config.peer_listen` is set; a bare `TcpListener` is the public one
+/// alone) until `shutdown` completes, the node is removed, or its store
+/// cannot write ([`fatal::StorageFailed`]: an error, never a clean exit).
 ///
-/// The listener's address is the one the server listens on; when
+/// The listeners' addresses are the ones the server listens on; when
 /// `config.advertise` is `config.listen` and that names port 0, the server
-/// advertises the address bound instead. Once the node has started, the
-/// address is written to [`LISTEN_ADDR_FILE`] in the data directory (a new
-/// file renamed into place, so a reader never sees half of it).
+/// advertises the address bound instead, and so for `peer_advertise` and
+/// `peer_listen`. Once the node has started, the addresses are written to
+/// [`LISTEN_ADDR_FILE`] and [`PEER_LISTEN_ADDR_FILE`] in the data directory
+/// (each a new file renamed into place, so a reader never sees half of it).
 ///
 /// When `shutdown` completes (SIGTERM, SIGINT) the server stops within
 /// `shutdown_timeout`: it takes no new request or session (each is answered
@@ -96,19 +102,47 @@ pub const LISTEN_ADDR_FILE: &str = "listen.addr";
 /// leader; open connections close; Raft stops; `Ok(())`.
 pub async fn run(
     mut config: ServerConfig,
-    listener: tokio::net::TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let bound = listener
+    let listeners = listeners.into();
+    let bound = listeners
+        .public
         .local_addr()
         .context("reading the listener's address")?;
     if config.listen.port() == 0 && config.advertise == config.listen.to_string() {
         config.advertise = bound.to_string();
     }
     config.listen = bound;
+    let peer_bound = match (&listeners.peer, config.peer_listen) {
+        (None, None) => None,
+        (Some(peer), Some(asked)) => {
+            let bound = peer
+                .local_addr()
+                .context("reading the peer listener's address")?;
+            if asked.port() == 0 && config.peer_advertise == Some(asked.to_string()) {
+                config.peer_advertise = Some(bound.to_string());
+            }
+            config.peer_listen = Some(bound);
+            Some(bound)
+        }
+        (None, Some(asked)) => {
+            anyhow::bail!("--peer-listen {asked} is set but no peer listener was bound")
+        }
+        (Some(_), None) => anyhow::bail!("a peer listener was bound without --peer-listen"),
+    };
     let node = Node::start(config, grpc::dc_link::dial).await?;
-    write_listen_addr(&node.config.data_dir, bound)?;
-    tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started");
+    write_addr(&node.config.data_dir, LISTEN_ADDR_FILE, bound)?;
+    match peer_bound {
+        Some(peer) => {
+            write_addr(&node.config.data_dir, PEER_LISTEN_ADDR_FILE, peer)?;
+            tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen,
+                peer_listen = %peer, "tidal server started");
+        }
+        None => {
+            tracing::info!(node_id = node.id, dc = %node.config.dc, listen = %node.config.listen, "tidal server started")
+        }
+    }
     let (node_id, raft_metrics, failures) =
         (node.id, node.raft.metrics(), node.store_failures.clone());
     let watcher = tokio::spawn(leader::watch_leadership(node.clone()));
@@ -147,7 +181,7 @@ pub async fn run(
             leave(&leaving, start, watcher_stop, elections_stop).await;
         }
     };
-    let served = grpc::serve(node.clone(), listener, stop);
+    let served = grpc::serve(node.clone(), listeners, stop);
     tokio::pin!(served);
     let timeout = node.config.shutdown_timeout;
     let share = move |start: tokio::time::Instant, tenths: u32| start + timeout * tenths / 10;
@@ -243,22 +277,82 @@ pub async fn run(
 /// membership and the other members know the node by it, so a restart keeps
 /// it reachable. Binding it fails if another process took the port meanwhile.
 pub fn listen_address(config: &ServerConfig) -> std::net::SocketAddr {
-    if config.listen.port() != 0 {
-        return config.listen;
+    earlier_address(config.listen, &config.data_dir, LISTEN_ADDR_FILE)
+}
+
+/// The address to bind for `config`'s `peer_listen`, if it has one, as
+/// [`listen_address`] finds it (the earlier start's is in
+/// [`PEER_LISTEN_ADDR_FILE`]).
+pub fn peer_listen_address(config: &ServerConfig) -> Option<std::net::SocketAddr> {
+    config
+        .peer_listen
+        .map(|asked| earlier_address(asked, &config.data_dir, PEER_LISTEN_ADDR_FILE))
+}
+
+/// `asked`, or for port 0 the address in `<data>/<file>` when it names the same IP.
+fn earlier_address(
+    asked: std::net::SocketAddr,
+    data: &std::path::Path,
+    file: &str,
+) -> std::net::SocketAddr {
+    if asked.port() != 0 {
+        return asked;
     }
-    let earlier = std::fs::read_to_string(config.data_dir.join(LISTEN_ADDR_FILE))
+    let earlier = std::fs::read_to_string(data.join(file))
         .ok()
         .and_then(|text| text.trim().parse::<std::net::SocketAddr>().ok());
     match earlier {
-        Some(addr) if addr.ip() == config.listen.ip() && addr.port() != 0 => addr,
-        _ => config.listen,
+        Some(addr) if addr.ip() == asked.ip() && addr.port() != 0 => addr,
+        _ => asked,
     }
 }
 
-/// Writes `addr` to `<data>/listen.addr` through a temporary file and a rename.
-fn write_listen_addr(data: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let path = data.join(LISTEN_ADDR_FILE);
-    let tmp = data.join(format!("{LISTEN_ADDR_FILE}.tmp"));
+/// Binds the sockets `config` names ([`listen_address`],
+/// [`peer_listen_address`]); an error names the address and, for an
+/// earlier start's, the file it came from.
+pub async fn bind(config: &ServerConfig) -> anyhow::Result<Listeners> {
+    async fn one(
+        addr: std::net::SocketAddr,
+        asked: std::net::SocketAddr,
+        data: &std::path::Path,
+        file: &str,
+    ) -> anyhow::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            if addr == asked {
+                format!("binding {addr}")
+            } else {
+                format!(
+                    "binding {addr}, the address this node listened on before ({}): the other \
+                     members know it by this address",
+                    data.join(file).display()
+                )
+            }
+        })
+    }
+    let public = one(
+        listen_address(config),
+        config.listen,
+        &config.data_dir,
+        LISTEN_ADDR_FILE,
+    )
+    .await?;
+    let peer = match (peer_listen_address(config), config.peer_listen) {
+        (Some(addr), Some(asked)) => {
+            Some(one(addr, asked, &config.data_dir, PEER_LISTEN_ADDR_FILE).await?)
+        }
+        _ => None,
+    };
+    Ok(Listeners { public, peer })
+}
+
+/// Writes `addr` to `<data>/<file>` through a temporary file and a rename.
+fn write_addr(
+    data: &std::path::Path,
+    file: &str,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let path = data.join(file);
+    let tmp = data.join(format!("{file}.tmp"));
     std::fs::write(&tmp, format!("{addr}\n"))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .with_context(|| format!("writing {}", path.display()))

@@ -57,26 +57,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     #[cfg(feature = "failpoints")]
     shutdown::power_loss_on_sigusr1()?;
     let shutdown = shutdown::on_signal()?;
-    let addr = tidal_server::listen_address(&config);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        if addr == config.listen {
-            format!("binding {addr}")
-        } else {
-            format!(
-                "binding {addr}, the address this node listened on before ({}): the other \
-                     members know it by this address",
-                config
-                    .data_dir
-                    .join(tidal_server::LISTEN_ADDR_FILE)
-                    .display()
-            )
-        }
-    })?;
-    let bound = listener
+    let listeners = tidal_server::bind(&config).await?;
+    let bound = listeners
+        .public
         .local_addr()
         .context("reading the listener's address")?;
     // One line on stdout (logs go to stderr): the address a launcher that
-    // passed port 0 connects to.
+    // passed port 0 connects to; a second for the peer listener.
     let _ = writeln!(std::io::stdout(), "listening on {bound}");
-    tidal_server::run(config, listener, shutdown).await
+    if let Some(peer) = &listeners.peer {
+        let peer = peer
+            .local_addr()
+            .context("reading the peer listener's address")?;
+        let _ = writeln!(std::io::stdout(), "peer listening on {peer}");
+    }
+    tidal_server::run(config, listeners, shutdown).await
 }

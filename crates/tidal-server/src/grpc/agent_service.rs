@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::conn::Caller;
 use super::convert;
 use crate::error::ServerError;
 use crate::leader::engine::{Closed, Event, Peer, ToAgent, Work};
@@ -119,9 +120,8 @@ impl Agents for AgentService {
     ) -> Result<Response<SessionStream>, Status> {
         let node = self.node.clone();
         let leadership = node.await_leader().await?;
-        let addr = request
-            .remote_addr()
-            .map(|a| a.to_string())
+        let addr = Caller::of(&request)
+            .map(|c| c.remote.to_string())
             .unwrap_or_else(|| "an unknown address".into());
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {

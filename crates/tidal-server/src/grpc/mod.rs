@@ -1,7 +1,8 @@
-//! The gRPC services: the public API and the Raft transport on one port.
+//! The gRPC services: the public API and the Raft transport, on one port or, with `--peer-listen`, on two ([`conn`]).
 
 pub mod agent_service;
 pub mod cluster_service;
+pub mod conn;
 pub mod convert;
 pub mod dc_link;
 pub mod dc_service;
@@ -21,10 +22,9 @@ use tidal_proto::v1::cluster_server::ClusterServer;
 use tidal_proto::v1::dcs_server::DcsServer;
 use tidal_proto::v1::queues_server::QueuesServer;
 use tidal_proto::v1::tasks_server::TasksServer;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 use crate::node::Node;
+use conn::Listeners;
 use framing::Framed;
 
 /// Headroom over the payload limit for the rest of a request.
@@ -32,7 +32,7 @@ const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 pub async fn serve(
     node: Arc<Node>,
-    listener: tokio::net::TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // A batch may carry many payloads; the per-task limit is checked per item.
@@ -59,15 +59,6 @@ pub async fn serve(
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
-    // The builder's tcp_nodelay applies only to listeners tonic binds itself:
-    // set it on each accepted stream, or small answers wait for Nagle and the
-    // peer's delayed ACK (40 ms here; tidal-bench showed it as a p99 tail).
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(s) = &stream {
-            let _ = s.set_nodelay(true);
-        }
-        stream
-    });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // A client or agent that went silent (dropped packets, a paused or
@@ -80,7 +71,7 @@ pub async fn serve(
         .add_service(Framed(cluster))
         .add_service(Framed(dcs))
         .add_service(Framed(raft))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(conn::incoming(listeners), shutdown)
         .await
         .context("serving gRPC")
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tidal_client::Client;
-use tidal_server::{RawConfig, LISTEN_ADDR_FILE};
+use tidal_server::{RawConfig, LISTEN_ADDR_FILE, PEER_LISTEN_ADDR_FILE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_the_given_listener_and_stops_on_shutdown() {
@@ -59,4 +59,67 @@ async fn serves_on_the_given_listener_and_stops_on_shutdown() {
         tokio::net::TcpStream::connect(&addr).await.is_err(),
         "nothing listens on {addr} after the shutdown"
     );
+}
+
+/// With a peer listener, both sockets serve, the peer one bound on port 0
+/// is written to `peer_listen.addr`, and a restart binds both addresses again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_the_peer_listener_too_and_binds_it_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node1");
+    let config = |init| {
+        RawConfig {
+            id: Some(1),
+            dc: Some("dc1".into()),
+            listen: Some("127.0.0.1:0".into()),
+            peer_listen: Some("127.0.0.1:0".into()),
+            data: Some(data.clone()),
+            init: Some(init),
+            ..RawConfig::default()
+        }
+        .validate()
+        .unwrap()
+    };
+    let mut seen = None;
+    for init in [true, false] {
+        let config = config(init);
+        let listeners = tidal_server::bind(&config).await.unwrap();
+        let addr = listeners.public.local_addr().unwrap().to_string();
+        let peer = listeners
+            .peer
+            .as_ref()
+            .expect("a peer listener")
+            .local_addr()
+            .unwrap()
+            .to_string();
+        assert_ne!(addr, peer);
+        if let Some(seen) = &seen {
+            assert_eq!(
+                &(addr.clone(), peer.clone()),
+                seen,
+                "a restart binds both again"
+            );
+        }
+        seen = Some((addr.clone(), peer.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(tidal_server::run(config, listeners, async {
+            let _ = stopped.await;
+        }));
+        let client = Client::new(vec![addr.clone()]).unwrap();
+        for at in [&addr, &peer] {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while !client.status_of(at).await.is_ok_and(|s| s.role == "leader") {
+                assert!(tokio::time::Instant::now() < deadline, "no leader on {at}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let written = std::fs::read_to_string(data.join(PEER_LISTEN_ADDR_FILE)).unwrap();
+        assert_eq!(written.trim(), peer);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("the server stops within its shutdown timeout")
+            .unwrap()
+            .unwrap();
+    }
 }
