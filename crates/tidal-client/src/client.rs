@@ -450,11 +450,23 @@ impl Client {
 
     // ------------------------------------------------------------ cluster
 
-    /// Adds a node as a learner.
+    /// Adds a node as a learner; the other servers reach it at `addr`.
     pub async fn add_learner(&self, id: u64, addr: &str) -> Result<v1::MembersResponse, Error> {
+        self.add_learner_with_peer(id, addr, None).await
+    }
+
+    /// Adds a node as a learner that clients reach at `addr` and the other
+    /// servers at `peer_addr` (its `--peer-advertise`; `None`: `addr`).
+    pub async fn add_learner_with_peer(
+        &self,
+        id: u64,
+        addr: &str,
+        peer_addr: Option<&str>,
+    ) -> Result<v1::MembersResponse, Error> {
         let req = v1::AddLearnerRequest {
             id,
             addr: addr.to_string(),
+            peer_addr: peer_addr.unwrap_or_default().to_string(),
         };
         self.call(true, |ch| {
             let req = req.clone();

@@ -322,6 +322,10 @@ impl RawConfig {
                  port bound)"
             );
         }
+        // The membership stores `CLIENT|PEER` (raft::member_addr).
+        if advertise.contains(crate::raft::member_addr::SEPARATOR) {
+            bail!("--advertise {advertise:?} contains '|': give one HOST:PORT");
+        }
         let (peer_listen, peer_advertise) =
             peer_addresses(listen, self.peer_listen.as_deref(), self.peer_advertise)?;
         let Some(data_dir) = self.data else {
@@ -497,6 +501,9 @@ fn peer_addresses(
              reach this node's peer listener on (with --peer-listen HOST:0, leave \
              --peer-advertise out to advertise the port bound)"
         );
+    }
+    if peer_advertise.contains(crate::raft::member_addr::SEPARATOR) {
+        bail!("--peer-advertise {peer_advertise:?} contains '|': give one HOST:PORT");
     }
     Ok((Some(peer_listen), Some(peer_advertise)))
 }

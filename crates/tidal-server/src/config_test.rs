@@ -288,3 +288,18 @@ fn the_peer_listener_is_optional_and_advertises_itself_by_default() {
         );
     }
 }
+
+#[test]
+fn an_advertised_address_with_the_member_separator_is_refused() {
+    let e = err(RawConfig {
+        advertise: Some("10.0.0.1:7001|10.0.0.1:7101".into()),
+        ..base()
+    });
+    assert!(e.contains("--advertise") && e.contains("'|'"), "{e}");
+    let e = err(RawConfig {
+        peer_listen: Some("127.0.0.1:7011".into()),
+        peer_advertise: Some("10.0.0.1:7011|x:1".into()),
+        ..base()
+    });
+    assert!(e.contains("--peer-advertise") && e.contains("'|'"), "{e}");
+}

@@ -61,7 +61,10 @@ impl ServerError {
     fn forward(f: ForwardToLeader<u64, BasicNode>) -> ServerError {
         ServerError::NotLeader {
             leader_id: f.leader_id,
-            leader_addr: f.leader_node.map(|n| n.addr),
+            leader_addr: f
+                .leader_node
+                .as_ref()
+                .map(crate::raft::member_addr::client_addr),
         }
     }
 }

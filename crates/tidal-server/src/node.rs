@@ -560,6 +560,17 @@ impl Node {
         Err(self.not_leader())
     }
 
+    /// Where this node reaches the leader's Raft and peer services (its
+    /// peer address, else its client address), when another node leads.
+    pub fn leader_peer_addr(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader.filter(|l| *l != self.id)?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(crate::raft::member_addr::peer_addr)
+    }
+
     pub fn not_leader(&self) -> ServerError {
         let m = self.raft.metrics().borrow().clone();
         let leader_id = m.current_leader.filter(|l| *l != self.id);
@@ -567,7 +578,7 @@ impl Node {
             m.membership_config
                 .membership()
                 .get_node(&l)
-                .map(|n| n.addr.clone())
+                .map(crate::raft::member_addr::client_addr)
         });
         ServerError::NotLeader {
             leader_id,

@@ -44,6 +44,10 @@ pub struct AddLearnerArgs {
     /// The new node's address (its --advertise, or --listen).
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: String,
+    /// Where the other servers reach the new node (its --peer-advertise, or
+    /// --peer-listen); without it they use --addr.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_addr: Option<String>,
     /// Wait until the learner has caught up with the leader, showing its progress.
     #[arg(long)]
     pub wait: bool,
@@ -94,7 +98,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             let ctx = Ctx::new(&a.client)?;
             let mut r = ctx
                 .client
-                .add_learner(a.id, &a.addr)
+                .add_learner_with_peer(a.id, &a.addr, a.peer_addr.as_deref())
                 .await
                 .with_context(|| format!("adding node {} at {} as a learner", a.id, a.addr))?;
             if a.wait {

@@ -11,6 +11,8 @@
 //! - `elections`: a follower cut off from the leader rejoins without an election.
 //! - `harness`: tidal-testkit's cluster of the binary under test; worker scripts, a cuttable relay.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
+//! - `peer_addresses`: a member added with `--peer-addr` is replicated to,
+//!   handed leadership and led through it; Members and Status name its client address.
 //! - `orphans`: a SIGKILLed test binary leaves no server or agent running.
 //! - `retention`: finished tasks and their keys expire; `get` says expired.
 //! - `shutdown`: SIGTERM on a leader (handed over, exit 0) and a follower,
@@ -44,6 +46,7 @@ mod full_disk;
 mod harness;
 mod membership;
 mod orphans;
+mod peer_addresses;
 mod retention;
 mod settings;
 mod shutdown;

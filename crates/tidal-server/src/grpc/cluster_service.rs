@@ -10,9 +10,10 @@ use std::time::Duration;
 use tidal_proto::v1::{self, cluster_server::Cluster};
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{convert, joiner};
 use crate::error::ServerError;
 use crate::node::Node;
+use crate::raft::member_addr::{client_addr, peer_addr, MemberAddr};
 use crate::raft::transfer::{peer, REACHABLE_WITHIN_ELECTION_TIMEOUTS};
 
 pub struct ClusterService {
@@ -21,9 +22,6 @@ pub struct ClusterService {
 
 /// Bytes per backup message.
 const BACKUP_CHUNK: usize = 1 << 20;
-
-/// How long `add-learner` waits for the new server's status.
-const JOINER_STATUS_WAIT: Duration = Duration::from_secs(1);
 
 impl ClusterService {
     fn members(&self) -> v1::MembersResponse {
@@ -72,7 +70,7 @@ impl ClusterService {
                     },
                     max_format_version,
                     id: *id,
-                    addr: n.addr.clone(),
+                    addr: client_addr(n),
                     voter: voters.contains(id),
                     leader: m.current_leader == Some(*id),
                     matched_index: if is_leader { matched_index } else { 0 },
@@ -94,41 +92,22 @@ impl ClusterService {
         }
     }
 
-    /// Refuses to add a server that says it does not support the cluster's
-    /// format version: it would stop at the first entry or snapshot it could
-    /// not apply (README: Rolling upgrade). Best effort: a server that does
-    /// not answer within [`JOINER_STATUS_WAIT`] (not started yet) is added,
-    /// and one of an older build stops by itself, exit 7.
-    async fn check_joiner_supports_the_cluster(&self, id: u64, addr: &str) -> Result<(), Status> {
+    /// Refuses to add a server that says it is another node, of another
+    /// DC, or does not support the cluster's format version: it would stop
+    /// at the first entry or snapshot it could not apply (README: Rolling
+    /// upgrade). Best effort: one that does not answer is added
+    /// ([`joiner`]).
+    async fn check_joiner(&self, id: u64, addr: &MemberAddr) -> Result<(), Status> {
+        let dc = &self.node.config.dc;
+        let channels = self.node.elections.channels();
+        let Some(said) = joiner::ask(&channels, addr, id, dc).await else {
+            return Ok(());
+        };
         let current = self.node.state.read().state.cluster_version();
-        if current <= tidal_core::FORMAT_VERSION_MIN {
-            return Ok(());
+        match joiner::refusal(&said, id, dc, current) {
+            Some(why) => Err(ServerError::FailedPrecondition(why).into()),
+            None => Ok(()),
         }
-        let Ok(channel) = self.node.elections.channels().get(addr) else {
-            return Ok(());
-        };
-        let mut request = Request::new(v1::StatusRequest { digest: false });
-        request.set_timeout(JOINER_STATUS_WAIT);
-        let status = tokio::time::timeout(
-            JOINER_STATUS_WAIT,
-            v1::cluster_client::ClusterClient::new(channel).status(request),
-        )
-        .await;
-        let Ok(Ok(status)) = status else {
-            return Ok(());
-        };
-        // 0: a server from before format versions, which supports 1 only.
-        let max = status.into_inner().max_format_version.max(1);
-        if max < u32::from(current) {
-            return Err(ServerError::FailedPrecondition(format!(
-                "node {id} at {addr} supports cluster format versions {} to {max}; the cluster \
-                 is at version {current}: start it with a tidal that supports version {current} \
-                 (README: Rolling upgrade)",
-                tidal_core::FORMAT_VERSION_MIN
-            ))
-            .into());
-        }
-        Ok(())
     }
 
     /// The voters that answered recently (this node included).
@@ -251,19 +230,14 @@ impl Cluster for ClusterService {
         if req.id == 0 {
             return Err(ServerError::InvalidArgument("member id must be 1 or more".into()).into());
         }
-        if req.addr.parse::<SocketAddr>().is_err() {
-            return Err(ServerError::InvalidArgument(format!(
-                "address {:?} is not HOST:PORT with a numeric host",
-                req.addr
-            ))
-            .into());
-        }
+        let joiner = joiner_addr(&req.addr, &req.peer_addr)?;
+        let stored = joiner.to_string();
         self.node.require_raft_leader()?;
         {
             let m = self.node.raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
             for (id, n) in membership.nodes() {
-                if *id == req.id && n.addr == req.addr {
+                if *id == req.id && n.addr == stored {
                     // Already there: adding again is a no-op, so retries are safe.
                     return Ok(Response::new(self.members()));
                 }
@@ -274,21 +248,26 @@ impl Cluster for ClusterService {
                     ))
                     .into());
                 }
-                if n.addr == req.addr {
+                let theirs = MemberAddr::of_stored(&n.addr);
+                let theirs = [Some(&theirs.client), theirs.peer.as_ref()];
+                let mine = [Some(&joiner.client), joiner.peer.as_ref()];
+                if let Some(taken) = mine
+                    .into_iter()
+                    .flatten()
+                    .find(|a| theirs.contains(&Some(a)))
+                {
                     return Err(ServerError::AlreadyExists(format!(
-                        "address {} is already used by member {}",
-                        n.addr, id
+                        "address {taken} is already used by member {id}"
                     ))
                     .into());
                 }
             }
         }
-        self.check_joiner_supports_the_cluster(req.id, &req.addr)
-            .await?;
-        tracing::info!(node_id = self.node.id, learner = req.id, addr = %req.addr, "adding learner");
+        self.check_joiner(req.id, &joiner).await?;
+        tracing::info!(node_id = self.node.id, learner = req.id, addr = %stored, "adding learner");
         self.node
             .raft
-            .add_learner(req.id, BasicNode { addr: req.addr }, false)
+            .add_learner(req.id, BasicNode { addr: stored }, false)
             .await
             .map_err(ServerError::from)?;
         Ok(Response::new(self.members()))
@@ -387,7 +366,7 @@ impl Cluster for ClusterService {
             .membership_config
             .membership()
             .get_node(&req.id)
-            .map(|n| n.addr.clone());
+            .map(peer_addr);
         // The leader cannot tell itself; it sees the entry and stops.
         let tell = addr.filter(|_| req.id != self.node.id).map(|a| (req.id, a));
         if voter {
@@ -499,7 +478,7 @@ impl Cluster for ClusterService {
                 m.membership_config
                     .membership()
                     .get_node(&l)
-                    .map(|n| n.addr.clone())
+                    .map(client_addr)
             })
             .unwrap_or_default();
         let role = match m.state {
@@ -545,6 +524,26 @@ impl Cluster for ClusterService {
             max_format_version: u32::from(node.supported_format_version()),
         }))
     }
+}
+
+/// A joiner's addresses from `AddLearner`'s `addr` and `peer_addr` (empty:
+/// none), each `HOST:PORT` with a numeric host.
+fn joiner_addr(addr: &str, peer_addr: &str) -> Result<MemberAddr, ServerError> {
+    let check = |what: &str, a: &str| {
+        if a.parse::<SocketAddr>().is_err() {
+            return Err(ServerError::InvalidArgument(format!(
+                "{what} {a:?} is not HOST:PORT with a numeric host"
+            )));
+        }
+        Ok(a.to_string())
+    };
+    Ok(MemberAddr {
+        client: check("address", addr)?,
+        peer: match peer_addr {
+            "" => None,
+            p => Some(check("peer address", p)?),
+        },
+    })
 }
 
 /// What a status answer reads from the applied state, in one hold of it.

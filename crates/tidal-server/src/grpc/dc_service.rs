@@ -30,13 +30,10 @@ impl DcService {
         DcService { node, channels }
     }
 
-    /// A follower passes the exchange to its leader (one hop).
+    /// A follower passes the exchange to its leader (one hop), at the
+    /// leader's peer address.
     async fn pass_on(&self, request: v1::ExchangeRequest) -> Result<v1::ExchangeResponse, Status> {
-        let ServerError::NotLeader {
-            leader_addr: Some(addr),
-            ..
-        } = self.node.not_leader()
-        else {
+        let Some(addr) = self.node.leader_peer_addr() else {
             return Err(ServerError::Unavailable(format!(
                 "DC {} has no leader right now; retry",
                 self.node.config.dc

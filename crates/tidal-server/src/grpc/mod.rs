@@ -7,6 +7,7 @@ pub mod convert;
 pub mod dc_link;
 pub mod dc_service;
 pub mod framing;
+pub mod joiner;
 pub mod queue_service;
 pub mod raft_service;
 pub mod status;
@@ -56,6 +57,7 @@ pub async fn serve(
         contact: node.leader_contact.clone(),
         elections: node.elections.clone(),
         max_format_version: node.supported_format_version(),
+        dc: node.config.dc.clone(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);

@@ -26,6 +26,8 @@ pub struct RaftService {
     /// The highest cluster format version this node supports, sent in
     /// every reply so the leader knows (README: Rolling upgrade).
     pub max_format_version: u8,
+    /// This node's DC, named in Hello.
+    pub dc: String,
 }
 
 /// Decodes a Raft payload of this server's wire format.
@@ -147,6 +149,18 @@ impl RaftRpc for RaftService {
             granted: answer.is_ok(),
             reason: answer.err().map(|r| r.to_string()).unwrap_or_default(),
             retry_after_ms,
+        }))
+    }
+
+    async fn hello(
+        &self,
+        _request: Request<tidal_proto::raft::HelloRequest>,
+    ) -> Result<Response<tidal_proto::raft::HelloResponse>, Status> {
+        Ok(Response::new(tidal_proto::raft::HelloResponse {
+            node_id: self.node_id,
+            dc: self.dc.clone(),
+            min_format_version: tidal_core::FORMAT_VERSION_MIN.into(),
+            max_format_version: self.max_format_version.into(),
         }))
     }
 

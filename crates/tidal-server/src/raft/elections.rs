@@ -33,6 +33,7 @@ use tidal_proto::raft::{PreVoteRequest, PreVoteResponse};
 use tidal_store::{LogReader, Raft};
 use tokio::time::Instant;
 
+use super::member_addr::peer_addr;
 use super::network::{decode, encode};
 use super::pre_vote::{
     answer, won, Canvassed, PreVote, Refusal, Seen, Step, Tick, Timeouts, VoterView,
@@ -195,7 +196,7 @@ impl Elections {
                     others: membership
                         .voter_ids()
                         .filter(|v| *v != me)
-                        .filter_map(|v| membership.get_node(&v).map(|n| (v, n.addr.clone())))
+                        .filter_map(|v| membership.get_node(&v).map(|n| (v, peer_addr(n))))
                         .collect(),
                     term: vote.leader_id().term,
                 }

@@ -9,6 +9,7 @@
 //! | [`network`] | openraft's RPCs over tonic, client side; when each peer last accepted this node's entries | stays (adds the transfer RPC) |
 //! | [`vote_gate`] | a node that started on an empty store votes only once it holds what was committed when it came back | stays |
 //! | [`contact`] | when this node last heard from a leader (openraft's metrics do not say) | stays |
+//! | [`member_addr`] | a member's client and peer addresses in `BasicNode.addr` (`CLIENT` or `CLIENT\|PEER`) | stays |
 //!
 //! `pre_vote.rs`, `elections.rs` and `transfer.rs` are workarounds for
 //! openraft 0.9, which has neither a pre-vote nor a leadership transfer.
@@ -32,6 +33,7 @@
 
 pub mod contact;
 mod elections;
+pub mod member_addr;
 pub mod network;
 mod pre_vote;
 pub mod quorum;

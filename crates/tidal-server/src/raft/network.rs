@@ -21,6 +21,7 @@ use tidal_proto::raft::RaftPayload;
 use tidal_store::TypeConfig;
 
 use crate::channels::Channels;
+use crate::raft::member_addr;
 use tonic::transport::Channel;
 
 /// The encoding of Raft payloads this build sends and accepts: the store
@@ -168,7 +169,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
         PeerClient {
             target,
-            channel: self.channels.get(&node.addr),
+            channel: self.channels.get(&member_addr::peer_addr(node)),
             contacts: self.contacts.clone(),
             outages: self.outages.clone(),
             probing: true,

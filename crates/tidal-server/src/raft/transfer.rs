@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::error::ServerError;
 use crate::node::Node;
+use crate::raft::member_addr::peer_addr;
 
 /// A voter that may take leadership over, as the leader sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,13 +106,13 @@ pub async fn transfer(
         let voters: Vec<(u64, String)> = membership
             .voter_ids()
             .filter(|v| *v != node.id && *v != target)
-            .filter_map(|v| membership.get_node(&v).map(|n| (v, n.addr.clone())))
+            .filter_map(|v| membership.get_node(&v).map(|n| (v, peer_addr(n))))
             .collect();
         (
             voters,
             membership
                 .get_node(&target)
-                .map(|n| n.addr.clone())
+                .map(peer_addr)
                 .unwrap_or_default(),
         )
     };
