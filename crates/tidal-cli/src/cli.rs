@@ -147,6 +147,9 @@ pub enum Command {
     /// Cross-DC forwarding: the links to peer DCs.
     #[command(subcommand)]
     Dc(cmd::dc::DcCmd),
+    /// Certificates for mutual TLS: create a CA, issue server, agent and client certificates, show one.
+    #[command(subcommand)]
+    Cert(cmd::cert::CertCmd),
     /// Start a local 3-node cluster and agents on 127.0.0.1 as child processes, with a demo.
     Dev(cmd::dev::DevArgs),
     /// Fault-injection runs against real processes: partitions, kills, pauses, checked histories.

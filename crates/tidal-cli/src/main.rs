@@ -4,7 +4,7 @@
 //! Module map:
 //! - [`cli`]: the clap definitions of every command and shared options.
 //! - `cmd::*`: one module per command group (server, agent, task, cluster,
-//!   queue, status, dev, the hidden example worker).
+//!   queue, status, cert, dev, the hidden example worker).
 //! - [`output`]: tables and JSON documents; [`lists`]: `--gpus`/`--labels` parsing.
 //! - [`exit`]: how an error becomes an exit code; [`shutdown`]: SIGINT/SIGTERM.
 //!
@@ -120,6 +120,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Queue(c) => cmd::queue::run(c).await.map(|()| exit::OK),
         Command::Status(a) => cmd::status::run(a).await.map(|()| exit::OK),
         Command::Dc(c) => cmd::dc::run(c).await.map(|()| exit::OK),
+        Command::Cert(c) => cmd::cert::run(c).map(|()| exit::OK),
         Command::Dev(a) => cmd::dev::run(a).await.map(|()| exit::OK),
         Command::Chaos(c) => cmd::chaos::run(c).await,
         Command::ExampleWorker(a) => cmd::example_worker::run(a).await,

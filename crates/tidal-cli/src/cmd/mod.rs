@@ -2,6 +2,7 @@
 //! client and how to print.
 
 pub mod agent;
+pub mod cert;
 pub mod chaos;
 pub mod cluster;
 pub mod dc;

@@ -2,6 +2,7 @@
 //!
 //! - `big_entries`: a follower catches up on megabytes of entries.
 //! - `bad_input`: refused requests against a real server: messages, codes, nothing lost.
+//! - `cert`: `tidal cert ca | issue | show`: files, modes, identities, refusals.
 //! - `chaos`: the bounded chaos subset: every scenario for a few seconds.
 //! - `drain`: drain and undrain, a deadline that stops a worker, a drain
 //!   carried on by a new leader, SIGTERM to an agent.
@@ -35,6 +36,7 @@
 
 mod bad_input;
 mod big_entries;
+mod cert;
 mod chaos;
 mod cli_errors;
 mod dev;

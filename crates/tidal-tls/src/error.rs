@@ -1,0 +1,33 @@
+//! The crate's one error type: what went wrong, naming the file involved.
+
+use std::path::PathBuf;
+
+use crate::identity::IdentityError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file that was read but does not hold what it must.
+    #[error("{}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+    #[error("{} exists; tidal cert does not overwrite files: remove it or choose another --out", path.display())]
+    Exists { path: PathBuf },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The identity of a certificate (or of a TLS peer) is missing or malformed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// rustls refused a configuration built from files that loaded fine.
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(String),
+    /// Creating a key or a certificate failed.
+    #[error("cannot issue the certificate: {0}")]
+    Issue(String),
+}
