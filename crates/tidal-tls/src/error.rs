@@ -4,8 +4,12 @@ use std::path::PathBuf;
 
 use crate::identity::IdentityError;
 
+/// Why a TLS directory, a certificate or a configuration could not be
+/// loaded, issued or built.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // the variants' fields are what their messages say
 pub enum TlsError {
+    /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -14,8 +18,10 @@ pub enum TlsError {
     /// A file that was read but does not hold what it must.
     #[error("{}: {reason}", path.display())]
     File { path: PathBuf, reason: String },
+    /// A file to be written exists already.
     #[error("{} exists; tidal cert does not overwrite files: remove it or choose another --out", path.display())]
     Exists { path: PathBuf },
+    /// A file or directory could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,

@@ -22,6 +22,17 @@ pub const CERT_FILE: &str = "cert.pem";
 /// This process's private key (PKCS#8, SEC1 or PKCS#1 PEM).
 pub const KEY_FILE: &str = "key.pem";
 
+/// The protocol every tidal connection speaks over TLS (gRPC).
+pub(crate) const ALPN_H2: &[u8] = b"h2";
+
+/// A certificate that verified but names the wrong identity (or none),
+/// as rustls reports it: the message travels in the error's source.
+pub(crate) fn refused(e: crate::identity::IdentityError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(e),
+    )))
+}
+
 /// The crypto provider of every configuration: ring, named explicitly so
 /// that no other provider (aws-lc-rs) is ever needed or picked up.
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -34,7 +45,6 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// identity, chains to ca.pem with the key usages of its role, and is
 /// valid now.
 #[derive(Clone)]
-#[allow(dead_code)] // roots, chain and key feed the rustls configurations.
 pub struct TlsDir {
     dir: PathBuf,
     pub(crate) roots: Arc<RootCertStore>,
@@ -141,7 +151,6 @@ impl TlsDir {
         self.not_after
     }
 
-    #[allow(dead_code)]
     pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         self.key.clone_key()
     }

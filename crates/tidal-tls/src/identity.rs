@@ -25,6 +25,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The name the URI and the command line use.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Server => "server",
@@ -112,6 +113,7 @@ impl CertIdentity {
         CertIdentity::new(Role::Server, Some(dc), &node_id.to_string())
     }
 
+    /// What the holder is.
     pub fn role(&self) -> Role {
         self.role
     }
@@ -121,6 +123,7 @@ impl CertIdentity {
         self.dc.as_deref()
     }
 
+    /// The holder's name (a server's node id, in decimal).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -225,6 +228,7 @@ fn node_id(name: &str) -> Option<u64> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Expect {
     /// Exactly this node of this DC.
+    #[allow(missing_docs)]
     Node { dc: String, id: u64 },
     /// Any server of this DC.
     Dc(String),

@@ -15,12 +15,15 @@ pub struct CertInfo {
     pub issuer: String,
     /// Every subjectAltName, as `URI:...`, `DNS:...` or `IP:...`.
     pub sans: Vec<String>,
+    /// The start of the validity period.
     pub not_before: SystemTime,
+    /// The end of the validity period.
     pub not_after: SystemTime,
     /// A CA certificate (basicConstraints CA:TRUE).
     pub is_ca: bool,
-    /// The extended key usages tidal cares about.
+    /// The certificate may serve TLS (extended key usage ServerAuth).
     pub server_auth: bool,
+    /// The certificate may dial TLS (extended key usage ClientAuth).
     pub client_auth: bool,
     /// The tidal identity, or why there is none (a CA has none).
     pub identity: Result<CertIdentity, IdentityError>,
@@ -35,6 +38,7 @@ impl CertInfo {
         CertInfo::from_der(&der)
     }
 
+    /// What a DER certificate says; an error only if it does not parse.
     pub fn from_der(der: &[u8]) -> Result<CertInfo, IdentityError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| IdentityError(format!("cannot parse the certificate: {e}")))?;

@@ -25,7 +25,9 @@ pub const DEFAULT_SERVER_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];
 /// When a certificate is valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Validity {
+    /// The first moment it is valid.
     pub not_before: SystemTime,
+    /// The last moment it is valid.
     pub not_after: SystemTime,
 }
 
@@ -43,11 +45,13 @@ impl Validity {
 /// What to put into a new certificate.
 #[derive(Clone, Debug)]
 pub struct Request {
+    /// Who the certificate names (its SAN URI and, by role, its key usages).
     pub identity: CertIdentity,
     /// DNS names or IP addresses added as SANs, for clients that check host
     /// names (tidal's own clients check the identity instead). Empty for a
     /// server means [`DEFAULT_SERVER_HOSTS`].
     pub hosts: Vec<String>,
+    /// When it is valid.
     pub validity: Validity,
 }
 

@@ -15,6 +15,10 @@
 //!   certificate), `Expect` (which server a client accepts).
 //! - [`files`]: `TlsDir::load`, which checks the three files together.
 //! - [`info`]: `CertInfo`, what a certificate says, for display.
+//! - [`server`]: `server_config` (client certificate required) and
+//!   `peer_identity` of an accepted connection.
+//! - [`client`]: `client_config`, whose verifier checks the server's
+//!   chain and then its identity against an `Expect`, not a host name.
 //! - [`issue`] (feature `issue`): a new CA, and certificates signed by it
 //!   (rcgen), for `tidal cert`.
 //! - `error`: `TlsError`, which names the file involved.
@@ -22,15 +26,26 @@
 //! Dependency rule: rustls, tokio-rustls and x509-parser (rcgen only with
 //! `issue`), with the ring crypto provider only. No tonic, no runtime logic.
 
+#![warn(missing_docs)]
+
+pub mod client;
 pub mod files;
 pub mod identity;
 pub mod info;
 #[cfg(any(test, feature = "issue"))]
 pub mod issue;
+pub mod server;
 
 mod error;
 
+pub use client::client_config;
 pub use error::TlsError;
 pub use files::TlsDir;
 pub use identity::{CertIdentity, Expect, IdentityError, Role};
 pub use info::CertInfo;
+/// The rustls this crate builds its configurations with (callers use it,
+/// so versions cannot drift apart).
+pub use rustls;
+pub use server::{peer_identity, server_config};
+/// The tokio-rustls that runs those configurations over tokio sockets.
+pub use tokio_rustls;
