@@ -562,6 +562,18 @@ pub struct Forwarding {
     pub queues: std::collections::BTreeMap<String, tidal_core::forwarding::QueuePolicy>,
 }
 
+impl ServerConfig {
+    /// This node's address as the membership stores it: `advertise`, or
+    /// `advertise|peer_advertise` with a peer listener (raft::member_addr).
+    pub fn member_addr(&self) -> String {
+        crate::raft::member_addr::MemberAddr {
+            client: self.advertise.clone(),
+            peer: self.peer_advertise.clone(),
+        }
+        .to_string()
+    }
+}
+
 impl Forwarding {
     /// A queue's policy: its own section, or allowed after the default wait.
     pub fn policy(&self, queue: &str) -> tidal_core::forwarding::QueuePolicy {

@@ -303,3 +303,18 @@ fn an_advertised_address_with_the_member_separator_is_refused() {
     });
     assert!(e.contains("--peer-advertise") && e.contains("'|'"), "{e}");
 }
+
+#[test]
+fn the_membership_names_the_peer_address_after_the_client_address() {
+    let c = base().validate().unwrap();
+    assert_eq!(c.member_addr(), c.advertise);
+    let c = RawConfig {
+        advertise: Some("10.0.0.1:7001".into()),
+        peer_listen: Some("0.0.0.0:7101".into()),
+        peer_advertise: Some("10.1.0.1:7101".into()),
+        ..base()
+    }
+    .validate()
+    .unwrap();
+    assert_eq!(c.member_addr(), "10.0.0.1:7001|10.1.0.1:7101");
+}

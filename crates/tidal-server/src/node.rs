@@ -100,7 +100,7 @@ impl Node {
                 &config.data_dir.join("raft"),
                 &bytes,
                 config.node_id,
-                &config.advertise,
+                &config.member_addr(),
             )
             .with_context(|| {
                 format!(
@@ -203,7 +203,7 @@ impl Node {
             let members = BTreeMap::from([(
                 config.node_id,
                 BasicNode {
-                    addr: config.advertise.clone(),
+                    addr: config.member_addr(),
                 },
             )]);
             raft.initialize(members)

@@ -20,7 +20,9 @@ use crate::{
 };
 
 /// Writes `backup` into the empty store at `dir` for node `node_id` at
-/// `addr`; returns the log index the restored state is at.
+/// `addr` (the member's address as the membership stores it: `CLIENT`, or
+/// `CLIENT|PEER` for a node with a peer listener); returns the log index
+/// the restored state is at.
 pub fn restore(dir: &Path, backup: &[u8], node_id: u64, addr: &str) -> Result<u64, StoreError> {
     let mut applied = crate::upgrade::decode_backup(backup)?;
     let last: LogId = applied

@@ -33,6 +33,10 @@ pub struct ClusterSpec {
     pub server_args: Vec<String>,
     /// Add nodes 2..=N as learners and promote them.
     pub join: bool,
+    /// Give every server a held peer port of its own (`--peer-listen`), so
+    /// the membership names `CLIENT|PEER` and the servers reach each other
+    /// there (nodes are joined with `--peer-addr`). Off by default.
+    pub peer_listen: bool,
     /// `RUST_LOG` of every process (`None`: inherited).
     pub rust_log: Option<String>,
     /// The temporary directory's name starts with this.
@@ -53,6 +57,7 @@ impl ClusterSpec {
             dc: "dc1".into(),
             server_args: Vec::new(),
             join: true,
+            peer_listen: false,
             rust_log: None,
             prefix: "tidal-".into(),
             keep_var: None,
@@ -76,6 +81,10 @@ pub struct Node {
     pub proc: Option<Proc>,
     /// Held for the cluster's life, so a restart listens on the same address.
     pub port: Port,
+    /// Its peer listener's address, with [`ClusterSpec::peer_listen`].
+    pub peer_addr: Option<String>,
+    /// Held like `port`.
+    pub peer_port: Option<Port>,
 }
 
 pub struct Cluster {
@@ -94,12 +103,19 @@ impl Cluster {
         let mut nodes = Vec::new();
         for i in 1..=spec.nodes as u64 {
             let port = Port::local().context("holding a server port")?;
+            let peer_port = if spec.peer_listen {
+                Some(Port::local().context("holding a peer port")?)
+            } else {
+                None
+            };
             nodes.push(Node {
                 id: i,
                 addr: port.addr().to_string(),
                 data: dir.path().join(format!("node{i}")),
                 proc: None,
                 port,
+                peer_addr: peer_port.as_ref().map(|p| p.addr().to_string()),
+                peer_port,
             });
         }
         let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
@@ -177,6 +193,7 @@ impl Cluster {
     pub fn start_node_with(&mut self, id: u64, init: bool, own: &[String]) -> anyhow::Result<()> {
         let n = self.node(id);
         let mut spec = ServerSpec::new(id, &self.spec.dc, &n.addr, n.data.clone());
+        spec.peer_listen = n.peer_addr.clone();
         spec.init = init;
         spec.args = self.spec.server_args.clone();
         spec.args.extend_from_slice(own);
@@ -283,7 +300,7 @@ impl Cluster {
     pub async fn join_all(&self) -> anyhow::Result<()> {
         for n in self.nodes.iter().skip(1) {
             self.client
-                .add_learner(n.id, &n.addr)
+                .add_learner_with_peer(n.id, &n.addr, n.peer_addr.as_deref())
                 .await
                 .with_context(|| format!("add-learner {}\n{}", n.id, self.logs_tail(20)))?;
             self.client

@@ -10,6 +10,8 @@ pub struct ServerSpec {
     pub listen: String,
     /// What others dial (default: `listen`).
     pub advertise: Option<String>,
+    /// `--peer-listen`: a second listener for the other servers.
+    pub peer_listen: Option<String>,
     pub data: PathBuf,
     /// `--init`: the first member of a new cluster.
     pub init: bool,
@@ -24,13 +26,15 @@ impl ServerSpec {
             dc: dc.to_string(),
             listen: listen.to_string(),
             advertise: None,
+            peer_listen: None,
             data,
             init: false,
             args: Vec::new(),
         }
     }
 
-    /// `server --id N --dc DC --listen ADDR [--advertise ADDR] --data DIR [--init] ARGS...`
+    /// `server --id N --dc DC --listen ADDR [--advertise ADDR] [--peer-listen ADDR]
+    /// --data DIR [--init] ARGS...`
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "server".into(),
@@ -43,6 +47,9 @@ impl ServerSpec {
         ];
         if let Some(advertise) = &self.advertise {
             a.extend(["--advertise".into(), advertise.clone()]);
+        }
+        if let Some(peer) = &self.peer_listen {
+            a.extend(["--peer-listen".into(), peer.clone()]);
         }
         a.extend(["--data".into(), self.data.display().to_string()]);
         if self.init {

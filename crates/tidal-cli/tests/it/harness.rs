@@ -129,7 +129,14 @@ pub struct Cluster(tidal_testkit::Cluster);
 impl Cluster {
     /// Ports and directories for `opts.nodes` servers; nothing is started.
     pub fn new(opts: ClusterOpts) -> anyhow::Result<Cluster> {
+        Cluster::new_with(opts, false)
+    }
+
+    /// As [`Cluster::new`]; with `peer_listen`, every server gets a peer
+    /// listener of its own (`ClusterSpec::peer_listen`).
+    pub fn new_with(opts: ClusterOpts, peer_listen: bool) -> anyhow::Result<Cluster> {
         let mut spec = ClusterSpec::new(tidal_exe());
+        spec.peer_listen = peer_listen;
         spec.nodes = opts.nodes;
         spec.dc = opts.dc;
         spec.server_args = opts.server_args;
