@@ -807,6 +807,7 @@ impl Client {
             ep,
             self.inner.opts.source_ip,
             self.inner.opts.connect_timeout,
+            None,
         );
         st.channels.insert(addr.to_string(), ch.clone());
         Ok(ch)

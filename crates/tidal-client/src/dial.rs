@@ -1,55 +1,108 @@
-//! Channels to tidal servers, optionally dialed from a fixed local IP.
+//! Channels to tidal servers, optionally dialed from a fixed local IP and optionally over mutual TLS.
 //!
 //! The one transport helper, shared by the client and the server's Raft
 //! network. A fixed source address serves multi-homed
 //! hosts (pick the interface the peers expect) and fault-injection harnesses,
-//! which tell links apart by the source address of each connection.
+//! which tell links apart by the source address of each connection. With a
+//! TLS configuration (from `tidal_tls::client_config`, which fixes the
+//! server identity it accepts), each connection is TCP first, with the same
+//! source bind, then a rustls handshake; tonic sees an `http://` endpoint
+//! over the established TLS stream.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use tidal_tls::rustls::pki_types::ServerName;
+use tidal_tls::rustls::ClientConfig;
+use tidal_tls::tokio_rustls::TlsConnector;
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// A lazily connecting channel to `endpoint`. With `source_ip`, every
-/// connection is bound to that local address first; `connect_timeout` bounds
-/// each connection attempt either way.
+/// connection is bound to that local address first; with `tls`, every
+/// connection runs a TLS handshake with that configuration before gRPC
+/// starts (ALPN h2; the configuration's verifier decides which servers are
+/// accepted). `connect_timeout` bounds each TCP connect and each handshake.
 pub fn connect_lazy(
     endpoint: Endpoint,
     source_ip: Option<IpAddr>,
     connect_timeout: Duration,
+    tls: Option<Arc<ClientConfig>>,
 ) -> Channel {
     let endpoint = endpoint.connect_timeout(connect_timeout).tcp_nodelay(true);
-    let Some(ip) = source_ip else {
-        return endpoint.connect_lazy();
-    };
-    let connector = tower::service_fn(move |uri: Uri| async move {
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_matches(|c| c == '[' || c == ']');
-        let port = uri.port_u16().unwrap_or(80);
-        let target: SocketAddr = tokio::net::lookup_host((host, port))
-            .await?
-            .find(|a| a.is_ipv4() == ip.is_ipv4())
-            .ok_or_else(|| {
-                std::io::Error::other(format!("{host} has no address of the family of {ip}"))
-            })?;
-        let socket = match ip {
-            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.bind(SocketAddr::new(ip, 0))?;
-        let stream = tokio::time::timeout(connect_timeout, socket.connect(target))
+    match tls {
+        None if source_ip.is_none() => endpoint.connect_lazy(),
+        None => {
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| async move {
+                let stream = tcp(&uri, source_ip, connect_timeout).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }))
+        }
+        Some(config) => {
+            let connector = TlsConnector::from(config);
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
+                let connector = connector.clone();
+                async move {
+                    let stream = tcp(&uri, source_ip, connect_timeout).await?;
+                    // The verifier checks the server's identity, not this
+                    // name; rustls only needs a valid one.
+                    let name = ServerName::try_from(host(&uri).to_string())
+                        .map_err(|e| std::io::Error::other(format!("{uri}: {e}")))?;
+                    let tls =
+                        tokio::time::timeout(connect_timeout, connector.connect(name, stream))
+                            .await
+                            .map_err(|_| {
+                                timed_out(format!("the TLS handshake with {uri} timed out"))
+                            })??;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            }))
+        }
+    }
+}
+
+/// The host of `uri`, without an IPv6 literal's brackets.
+fn host(uri: &Uri) -> &str {
+    uri.host()
+        .unwrap_or_default()
+        .trim_matches(|c| c == '[' || c == ']')
+}
+
+fn timed_out(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, message)
+}
+
+/// A TCP connection to `uri`'s host and port, bound to `source_ip` when given.
+async fn tcp(
+    uri: &Uri,
+    source_ip: Option<IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let host = host(uri);
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = match source_ip {
+        None => tokio::time::timeout(timeout, TcpStream::connect((host, port)))
             .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connecting to {target} timed out"),
-                )
-            })??;
-        stream.set_nodelay(true)?;
-        Ok::<_, std::io::Error>(TokioIo::new(stream))
-    });
-    endpoint.connect_with_connector_lazy(connector)
+            .map_err(|_| timed_out(format!("connecting to {host}:{port} timed out")))??,
+        Some(ip) => {
+            let target: SocketAddr = tokio::net::lookup_host((host, port))
+                .await?
+                .find(|a| a.is_ipv4() == ip.is_ipv4())
+                .ok_or_else(|| {
+                    std::io::Error::other(format!("{host} has no address of the family of {ip}"))
+                })?;
+            let socket = match ip {
+                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            tokio::time::timeout(timeout, socket.connect(target))
+                .await
+                .map_err(|_| timed_out(format!("connecting to {target} timed out")))??
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }

@@ -55,6 +55,7 @@ impl Channels {
             (self.configure)(endpoint),
             self.source_ip,
             self.connect_timeout,
+            None,
         );
         cache.insert(addr.to_string(), ch.clone());
         Ok(ch)

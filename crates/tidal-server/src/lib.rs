@@ -181,7 +181,7 @@ pub async fn run(
             leave(&leaving, start, watcher_stop, elections_stop).await;
         }
     };
-    let served = grpc::serve(node.clone(), listeners, stop);
+    let served = grpc::serve(node.clone(), listeners, None, stop);
     tokio::pin!(served);
     let timeout = node.config.shutdown_timeout;
     let share = move |start: tokio::time::Instant, tenths: u32| start + timeout * tenths / 10;

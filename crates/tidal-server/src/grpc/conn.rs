@@ -9,17 +9,29 @@
 //! [`Caller`] into the extensions of each request on it, where handlers and
 //! layers read it ([`Caller::of`]).
 //!
-//! A connection is plain TCP today; a TLS connection becomes another
-//! variant of [`Conn`]'s stream and adds what its certificate proves to
-//! [`Caller`].
+//! With a rustls server configuration, every accepted TCP connection runs
+//! a TLS handshake first ([`TlsAccept`]): each in its own task, so a slow
+//! or silent client holds up no other, and each within
+//! [`HANDSHAKE_TIMEOUT`]. A failed handshake is logged at warn with the
+//! remote address and the rustls error, rate-limited per remote IP
+//! ([`FailureLog`]). An established TLS connection's [`Caller`] carries the
+//! identity its client certificate names.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use tidal_tls::rustls::ServerConfig;
+use tidal_tls::tokio_rustls::server::TlsStream;
+use tidal_tls::tokio_rustls::TlsAcceptor;
+use tidal_tls::CertIdentity;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 
@@ -48,12 +60,19 @@ pub struct Caller {
     pub remote: SocketAddr,
     /// The socket that accepted the connection.
     pub listener: Listener,
+    /// The identity the caller's client certificate names (None on a
+    /// plaintext connection).
+    pub cert: Option<Arc<CertIdentity>>,
 }
 
 impl Caller {
     /// A caller on a plain TCP connection: all it tells is its address.
     pub fn plain(remote: SocketAddr, listener: Listener) -> Caller {
-        Caller { remote, listener }
+        Caller {
+            remote,
+            listener,
+            cert: None,
+        }
     }
 
     /// The caller of `request`: set on every request the server takes
@@ -67,6 +86,7 @@ impl Caller {
 #[derive(Debug)]
 enum Io {
     Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// One accepted connection: its stream and its [`Caller`].
@@ -106,6 +126,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -118,6 +139,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -128,24 +150,28 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match &self.stream {
             Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -194,8 +220,12 @@ impl Stream for Accept {
     }
 }
 
-/// Every connection both sockets accept, in one stream for tonic.
-pub fn incoming(listeners: Listeners) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
+/// Every connection both sockets accept, in one stream for tonic: plain
+/// TCP, or with `tls` the connections whose TLS handshake succeeded.
+pub fn incoming(
+    listeners: Listeners,
+    tls: Option<Arc<ServerConfig>>,
+) -> Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send + 'static>> {
     let public = Accept {
         socket: Some(listeners.public),
         listener: Listener::Public,
@@ -204,9 +234,180 @@ pub fn incoming(listeners: Listeners) -> impl Stream<Item = io::Result<Conn>> + 
         socket: listeners.peer,
         listener: Listener::Peer,
     };
-    public.merge(peer)
+    let plain = public.merge(peer);
+    match tls {
+        None => Box::pin(plain),
+        Some(config) => Box::pin(TlsAccept::new(plain, config)),
+    }
+}
+
+/// How long a client has to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often handshake failures from one IP are logged, at most.
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a handshake failed, and with whom.
+struct Failure {
+    remote: SocketAddr,
+    listener: Listener,
+    error: String,
+}
+
+/// The TLS connections of a stream of accepted TCP connections: each
+/// handshake runs in its own task (aborted when this stream is dropped),
+/// and connections come out in the order their handshakes finish.
+struct TlsAccept<S> {
+    plain: Option<S>,
+    acceptor: TlsAcceptor,
+    handshakes: JoinSet<Result<Conn, Failure>>,
+    failures: FailureLog,
+}
+
+impl<S> TlsAccept<S> {
+    fn new(plain: S, config: Arc<ServerConfig>) -> TlsAccept<S> {
+        TlsAccept {
+            plain: Some(plain),
+            acceptor: TlsAcceptor::from(config),
+            handshakes: JoinSet::new(),
+            failures: FailureLog::default(),
+        }
+    }
+}
+
+/// The TLS handshake of `conn`, a plain TCP connection.
+async fn handshake(acceptor: TlsAcceptor, conn: Conn) -> Result<Conn, Failure> {
+    let Conn { stream, caller } = conn;
+    let failure = |error: String| Failure {
+        remote: caller.remote,
+        listener: caller.listener,
+        error,
+    };
+    let tcp = match stream {
+        Io::Plain(tcp) => tcp,
+        Io::Tls(_) => return Err(failure("TLS is already established".into())),
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Err(_) => {
+            return Err(failure(format!(
+                "no TLS handshake within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )))
+        }
+        Ok(Err(e)) => return Err(failure(e.to_string())),
+        Ok(Ok(tls)) => tls,
+    };
+    let identity = tidal_tls::peer_identity(tls.get_ref().1).map_err(|e| failure(e.to_string()))?;
+    Ok(Conn {
+        stream: Io::Tls(Box::new(tls)),
+        caller: Caller {
+            cert: Some(Arc::new(identity)),
+            ..caller
+        },
+    })
+}
+
+impl<S> Stream for TlsAccept<S>
+where
+    S: Stream<Item = io::Result<Conn>> + Unpin,
+{
+    type Item = io::Result<Conn>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // Start a handshake for every connection accepted so far.
+        while let Some(plain) = &mut this.plain {
+            match Pin::new(plain).poll_next(cx) {
+                Poll::Ready(Some(Ok(conn))) => {
+                    this.handshakes
+                        .spawn(handshake(this.acceptor.clone(), conn));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.plain = None,
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Ok(conn)))) => return Poll::Ready(Some(Ok(conn))),
+                Poll::Ready(Some(Ok(Err(failure)))) => this.failures.record(&failure),
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "a TLS handshake task failed")
+                }
+                Poll::Ready(None) if this.plain.is_none() => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Handshake failures per remote IP: the first is logged, later ones are
+/// counted and summed up in one line at most every [`FAILURE_LOG_INTERVAL`],
+/// so a scanner or a misconfigured client cannot flood the log.
+#[derive(Default)]
+struct FailureLog {
+    by_ip: HashMap<IpAddr, Logged>,
+}
+
+struct Logged {
+    at: Instant,
+    unlogged: u64,
+}
+
+/// Entries kept before old ones are dropped.
+const FAILURE_LOG_IPS: usize = 4096;
+
+impl FailureLog {
+    fn record(&mut self, failure: &Failure) {
+        if let Some(more) = self.note(failure.remote.ip(), Instant::now()) {
+            tracing::warn!(
+                remote = %failure.remote,
+                listener = %failure.listener,
+                error = %failure.error,
+                more_failures_from_ip = more,
+                "TLS handshake failed"
+            );
+        }
+    }
+
+    /// Whether a failure from `ip` at `now` is to be logged: Some(the
+    /// failures from it not logged since its last line), or None to count it.
+    fn note(&mut self, ip: IpAddr, now: Instant) -> Option<u64> {
+        if self.by_ip.len() >= FAILURE_LOG_IPS && !self.by_ip.contains_key(&ip) {
+            self.by_ip
+                .retain(|_, l| now.duration_since(l.at) < FAILURE_LOG_INTERVAL);
+        }
+        match self.by_ip.get_mut(&ip) {
+            Some(l) if now.duration_since(l.at) < FAILURE_LOG_INTERVAL => {
+                l.unlogged += 1;
+                None
+            }
+            Some(l) => {
+                let more = l.unlogged;
+                *l = Logged {
+                    at: now,
+                    unlogged: 0,
+                };
+                Some(more)
+            }
+            None => {
+                self.by_ip.insert(
+                    ip,
+                    Logged {
+                        at: now,
+                        unlogged: 0,
+                    },
+                );
+                Some(0)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 #[path = "conn_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "conn_tls_test.rs"]
+mod tls_tests;

@@ -27,10 +27,13 @@ async fn accept_one(
 async fn each_connection_names_its_listener_and_the_callers_address() {
     let (public, public_addr) = socket().await;
     let (peer, peer_addr) = socket().await;
-    let mut incoming = Box::pin(incoming(Listeners {
-        public,
-        peer: Some(peer),
-    }));
+    let mut incoming = incoming(
+        Listeners {
+            public,
+            peer: Some(peer),
+        },
+        None,
+    );
     for (to, listener) in [
         (public_addr, Listener::Public),
         (peer_addr, Listener::Peer),
@@ -50,7 +53,7 @@ async fn each_connection_names_its_listener_and_the_callers_address() {
 #[tokio::test]
 async fn without_a_peer_socket_the_public_one_alone_is_served() {
     let (public, public_addr) = socket().await;
-    let mut incoming = Box::pin(incoming(Listeners::from(public)));
+    let mut incoming = incoming(Listeners::from(public), None);
     for _ in 0..2 {
         let (client, conn) = accept_one(&mut incoming, public_addr).await;
         assert_eq!(conn.caller().listener, Listener::Public);
@@ -62,7 +65,7 @@ async fn without_a_peer_socket_the_public_one_alone_is_served() {
 async fn bytes_pass_both_ways() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (public, public_addr) = socket().await;
-    let mut incoming = Box::pin(incoming(Listeners::from(public)));
+    let mut incoming = incoming(Listeners::from(public), None);
     let (mut client, mut conn) = accept_one(&mut incoming, public_addr).await;
     client.write_all(b"ping").await.unwrap();
     let mut got = [0u8; 4];

@@ -31,9 +31,12 @@ use framing::Framed;
 /// Headroom over the payload limit for the rest of a request.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
+/// Serves every service on `listeners` until `shutdown`: plain TCP, or
+/// with `tls` mutual TLS with that configuration ([`conn::incoming`]).
 pub async fn serve(
     node: Arc<Node>,
     listeners: Listeners,
+    tls: Option<Arc<tidal_tls::rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // A batch may carry many payloads; the per-task limit is checked per item.
@@ -73,7 +76,7 @@ pub async fn serve(
         .add_service(Framed(cluster))
         .add_service(Framed(dcs))
         .add_service(Framed(raft))
-        .serve_with_incoming_shutdown(conn::incoming(listeners), shutdown)
+        .serve_with_incoming_shutdown(conn::incoming(listeners, tls), shutdown)
         .await
         .context("serving gRPC")
 }

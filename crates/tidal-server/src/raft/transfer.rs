@@ -215,8 +215,12 @@ pub(crate) fn peer(
 ) -> Result<RaftClient<tonic::transport::Channel>, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?;
-    let channel =
-        tidal_client::dial::connect_lazy(endpoint, node.config.source_ip, Duration::from_secs(1));
+    let channel = tidal_client::dial::connect_lazy(
+        endpoint,
+        node.config.source_ip,
+        Duration::from_secs(1),
+        None,
+    );
     Ok(RaftClient::new(channel))
 }
 
