@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::types::{Principal, TenantLimits, TokenId, TokenRecord};
 use crate::forwarding::types::{DcName, Record, Verdict};
 use crate::model::{AgentId, AgentSpec, FencingToken, Outcome, Strategy, TaskId, TaskSpec};
 
@@ -9,10 +10,12 @@ use crate::model::{AgentId, AgentSpec, FencingToken, Outcome, Strategy, TaskId, 
 /// only one a build from before format versions knows.
 pub const FORMAT_VERSION_MIN: u8 = 1;
 /// The newest cluster format version this build knows (README: Rolling
-/// upgrade). Version 2 adds the commands of issue 15 (see
+/// upgrade). Version 2 adds drains, stops and retention's expiry (see
 /// [`Command::required_version`]) and the envelope layout that lets a node
-/// read an entry's version before its command.
-pub const FORMAT_VERSION_MAX: u8 = 2;
+/// read an entry's version before its command. Version 3 adds tokens,
+/// tenants and who submitted what ([`crate::access`]), and the access
+/// section of snapshots.
+pub const FORMAT_VERSION_MAX: u8 = 3;
 
 /// What the leader writes into one Raft entry: the command and the leader's
 /// clock at proposal time. Apply reads time only from here, never from a clock.
@@ -317,6 +320,41 @@ pub enum Command {
     SetClusterVersion {
         version: u8,
     },
+    /// Creates a token from its id and record (its hash, never its secret).
+    /// With `first_only` (the bootstrap token) it is refused once any token
+    /// was ever created.
+    CreateToken {
+        id: TokenId,
+        record: TokenRecord,
+        first_only: bool,
+    },
+    /// Revokes a token; the last active admin token cannot be revoked.
+    RevokeToken {
+        id: TokenId,
+    },
+    /// Sets (or replaces) a tenant's limits.
+    SetTenant {
+        name: String,
+        limits: TenantLimits,
+    },
+    /// Removes a tenant's limits.
+    RemoveTenant {
+        name: String,
+    },
+    /// `SubmitPlaced` with who submitted each task (`by[i]` for
+    /// `specs[i]`); the caller has set each spec's tenant from the
+    /// credential.
+    SubmitAs {
+        specs: Vec<TaskSpec>,
+        place: Vec<(u32, AgentId)>,
+        by: Vec<Principal>,
+    },
+    /// `RegisterAgent` by an agent that presented `token`: the agent id
+    /// belongs to that token while it is active.
+    RegisterAgentAs {
+        spec: AgentSpec,
+        token: TokenId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,6 +411,26 @@ pub enum Rejection {
     /// The command needs a cluster format version the cluster is not at.
     #[error("needs cluster format version {needed}; the cluster is at version {current}")]
     NeedsClusterVersion { needed: u8, current: u8 },
+    /// A tenant's limit would be passed.
+    #[error("tenant {tenant} is at its {limit} of {max} (tidal tenant set {tenant} --{limit})")]
+    OverQuota {
+        tenant: String,
+        limit: String,
+        max: u64,
+    },
+    /// Revoking this token would leave no active admin token.
+    #[error("token {0} is the last active admin token: create another admin token first")]
+    LastAdmin(TokenId),
+    /// The agent id is registered under another token that is still active.
+    #[error("agent {agent:?} belongs to another token ({token}) that is still active")]
+    AgentOwned { agent: AgentId, token: TokenId },
+    #[error("token {0} not found")]
+    TokenNotFound(TokenId),
+    /// The token is revoked or expired.
+    #[error("token {0} is revoked or expired")]
+    TokenInactive(TokenId),
+    #[error("tenant {0:?} has no limits set")]
+    TenantNotFound(String),
 }
 
 /// The outcome of one submitted item.
@@ -501,6 +559,12 @@ impl Command {
             | Command::Expire { .. } => 2,
             // Raising to a version needs at least that version.
             Command::SetClusterVersion { version } => (*version).max(2),
+            Command::CreateToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::SetTenant { .. }
+            | Command::RemoveTenant { .. }
+            | Command::SubmitAs { .. }
+            | Command::RegisterAgentAs { .. } => crate::access::types::ACCESS_VERSION,
         }
     }
 
@@ -518,11 +582,16 @@ impl Command {
                 specs.iter().map(spec_bytes).sum::<usize>()
                     + place.iter().map(|(_, a)| 8 + a.len()).sum::<usize>()
             }
+            Command::SubmitAs { specs, place, by } => {
+                specs.iter().map(spec_bytes).sum::<usize>()
+                    + place.iter().map(|(_, a)| 8 + a.len()).sum::<usize>()
+                    + by.iter().map(|p| 8 + p.id.len()).sum::<usize>()
+            }
             Command::Complete(list) => list.iter().map(Completion::approx_bytes).sum(),
             Command::Assign(pairs) => pairs.iter().map(|(_, a)| 16 + a.len()).sum(),
             Command::StartedBatch(list) => list.len() * 16,
             Command::Regrant { agent, tasks } => agent.len() + tasks.len() * 16,
-            Command::RegisterAgent(spec) => {
+            Command::RegisterAgent(spec) | Command::RegisterAgentAs { spec, .. } => {
                 256 + spec
                     .labels
                     .iter()

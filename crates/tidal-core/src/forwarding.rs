@@ -321,9 +321,7 @@ impl State {
                 state: task.state.kind().as_str().to_string(),
             });
         }
-        if let Some(index) = self.pending.get_mut(&task.spec.queue) {
-            index.remove(&(task.spec.priority, id));
-        }
+        crate::state::unqueue(&mut self.pending, &mut self.access, task, id);
         task.state = TaskState::Forwarded {
             dc: dc.clone(),
             remote: None,
@@ -582,7 +580,7 @@ impl State {
                         self.links.refused.remove(&id);
                     } else {
                         task.error = format!("DC {peer:?} refused it: {reason}");
-                        crate::state::requeue(&mut self.pending, task, id);
+                        crate::state::requeue(&mut self.pending, &mut self.access, task, id);
                     }
                     crate::state::refile(&mut self.finished, task, before);
                 }

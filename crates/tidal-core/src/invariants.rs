@@ -20,6 +20,8 @@ impl State {
     /// - idempotency keys point at tasks with that key; ids are below `next_id`;
     ///   every task's queue exists;
     /// - the finished index holds exactly the finished tasks, by `updated_ms`;
+    /// - the access state's (`check_access`): usage equals its recomputation,
+    ///   who submitted what names existing tasks, agents' tokens exist;
     ///
     /// - cross-DC (invariant 5): outbox sequences are below `next_seq` and
     ///   above `acked`; an ingested task maps back to its origin id and
@@ -120,6 +122,7 @@ impl State {
             ));
         }
         self.check_links()?;
+        self.check_access()?;
         for (key, id) in &self.keys {
             let has = self
                 .tasks

@@ -13,6 +13,8 @@
 //! - [`model`]: the domain nouns — tasks, agents, queues, fencing tokens.
 //! - [`command`]: commands (Raft entry payloads), their responses and rejections.
 //! - [`state`]: [`State`], the state machine: `apply` and the reads the server needs.
+//! - [`access`]: tokens (hashes only), roles, tenants' limits and usage, and
+//!   who submitted what: the replicated part of authentication (version 3).
 //! - [`dispatch`]: the planner: weighted queues, placement strategies, and the
 //!   eligibility predicate shared with `Assign` at apply.
 //! - [`drain`]: which tasks of draining agents are due to be stopped.
@@ -33,6 +35,7 @@
 //! and uses no randomness outside tests: whatever it needs from the outside
 //! world arrives in a command or its [`ApplyCtx`].
 
+pub mod access;
 pub mod collections;
 pub mod command;
 mod digest;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use crate::access::{Principal, Role, SubmitRate, TenantLimits, TokenRecord};
 use crate::command::{ApplyCtx, Command, Completion, Rejection, Response};
 use crate::dispatch::{place_new, plan, DispatchCursor, InFlight};
 use crate::forwarding::Verdict;
@@ -15,6 +16,9 @@ use crate::state::State;
 const AGENTS: u8 = 4;
 const QUEUES: [&str; 3] = ["default", "q1", "q2"];
 const TYPES: [&str; 3] = ["t0", "t1", "t2"];
+/// "" counts as the default tenant.
+const TENANTS: [&str; 3] = ["", "acme", "beta"];
+const TOKENS: u8 = 5;
 
 /// How a command picks the token it presents.
 #[derive(Clone, Debug)]
@@ -35,6 +39,7 @@ struct Item {
     key: Option<u8>,
     prio: u8,
     max_attempts: u8,
+    tenant: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -110,6 +115,31 @@ enum Op {
         live: bool,
         tok: Tok,
     },
+    /// A token of role `role % 3`, expiring `expires` entries from now.
+    CreateToken {
+        token: u8,
+        role: u8,
+        first_only: bool,
+        expires: Option<u8>,
+    },
+    RevokeToken(u8),
+    SetTenant {
+        tenant: u8,
+        max_pending: Option<u8>,
+        weight: u16,
+    },
+    RemoveTenant(u8),
+    /// `SubmitPlaced` as a principal per item.
+    SubmitAs {
+        items: Vec<Item>,
+        connected: u8,
+        extra: Vec<(u8, u8)>,
+    },
+    RegisterAs {
+        agent: u8,
+        types: u8,
+        token: u8,
+    },
 }
 
 const PEER: &str = "dc-x";
@@ -131,16 +161,20 @@ fn item() -> impl Strategy<Value = Item> {
         proptest::option::weighted(0.3, 0u8..6),
         0u8..3,
         0u8..4,
+        0u8..3,
     )
-        .prop_map(|(queue, ty, slots, gpus, key, prio, max_attempts)| Item {
-            queue,
-            ty,
-            slots,
-            gpus,
-            key,
-            prio,
-            max_attempts,
-        })
+        .prop_map(
+            |(queue, ty, slots, gpus, key, prio, max_attempts, tenant)| Item {
+                queue,
+                ty,
+                slots,
+                gpus,
+                key,
+                prio,
+                max_attempts,
+                tenant,
+            },
+        )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -168,6 +202,15 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<u16>(), any::<bool>(), tok()).prop_map(|(task, live, tok)| Op::Stop { task, live, tok }),
         2 => (0u8..20, 0u8..6, vec(any::<u16>(), 0..2))
             .prop_map(|(age, take, extra)| Op::Expire { age, take, extra }),
+        2 => (0..TOKENS, 0u8..3, proptest::bool::weighted(0.2), proptest::option::weighted(0.3, 0u8..10))
+            .prop_map(|(token, role, first_only, expires)| Op::CreateToken { token, role, first_only, expires }),
+        1 => (0..TOKENS).prop_map(Op::RevokeToken),
+        1 => (0u8..3, proptest::option::of(any::<u8>()), 0u16..1100)
+            .prop_map(|(tenant, max_pending, weight)| Op::SetTenant { tenant, max_pending, weight }),
+        1 => (0u8..3).prop_map(Op::RemoveTenant),
+        3 => (vec(item(), 1..5), any::<u8>(), vec((0u8..6, 0..AGENTS + 1), 0..3))
+            .prop_map(|(items, connected, extra)| Op::SubmitAs { items, connected, extra }),
+        2 => (0..AGENTS, 0u8..8, 0..TOKENS).prop_map(|(agent, types, token)| Op::RegisterAs { agent, types, token }),
     ]
 }
 
@@ -184,7 +227,23 @@ fn spec_of(it: &Item) -> TaskSpec {
         gpus: u32::from(it.gpus),
         max_attempts: u32::from(it.max_attempts),
         priority: [Priority::Online, Priority::Nearline, Priority::Offline][usize::from(it.prio)],
+        tenant: TENANTS[usize::from(it.tenant)].into(),
         ..TaskSpec::default()
+    }
+}
+
+fn token_id(i: u8) -> String {
+    format!("{i:016x}")
+}
+
+fn role_of(i: u8) -> Role {
+    [Role::Admin, Role::User, Role::Agent][usize::from(i % 3)]
+}
+
+fn principal_of(it: &Item) -> Principal {
+    Principal {
+        id: format!("token:{}", TENANTS[usize::from(it.tenant)]),
+        role: Role::User,
     }
 }
 
@@ -258,6 +317,37 @@ impl Sim {
         }
     }
 
+    /// The specs of `items` and their placements over the agents in the
+    /// mask, plus arbitrary (index, agent) pairs, valid or not.
+    fn placed(
+        &mut self,
+        items: &[Item],
+        connected: u8,
+        extra: &[(u8, u8)],
+    ) -> (Vec<TaskSpec>, Vec<(u32, AgentId)>) {
+        let specs: Vec<TaskSpec> = items
+            .iter()
+            .map(|it| {
+                let mut s = spec_of(it);
+                crate::state::normalize(&mut s);
+                s
+            })
+            .collect();
+        let connected: BTreeSet<AgentId> = (0..AGENTS)
+            .filter(|i| connected & (1 << i) != 0)
+            .map(agent_id)
+            .collect();
+        let mut place = place_new(
+            &self.a,
+            &connected,
+            &specs,
+            &InFlight::default(),
+            &mut self.cursor,
+        );
+        place.extend(extra.iter().map(|(i, a)| (u32::from(*i), agent_id(*a))));
+        (specs, place)
+    }
+
     fn command(&mut self, op: &Op) -> Command {
         match op {
             Op::Submit(items) => Command::Submit(items.iter().map(spec_of).collect()),
@@ -266,28 +356,71 @@ impl Sim {
                 connected,
                 extra,
             } => {
-                let specs: Vec<TaskSpec> = items
-                    .iter()
-                    .map(|it| {
-                        let mut s = spec_of(it);
-                        crate::state::normalize(&mut s);
-                        s
-                    })
-                    .collect();
-                let connected: BTreeSet<AgentId> = (0..AGENTS)
-                    .filter(|i| connected & (1 << i) != 0)
-                    .map(agent_id)
-                    .collect();
-                let mut place = place_new(
-                    &self.a,
-                    &connected,
-                    &specs,
-                    &InFlight::default(),
-                    &mut self.cursor,
-                );
-                place.extend(extra.iter().map(|(i, a)| (u32::from(*i), agent_id(*a))));
+                let (specs, place) = self.placed(items, *connected, extra);
                 Command::SubmitPlaced { specs, place }
             }
+            Op::SubmitAs {
+                items,
+                connected,
+                extra,
+            } => {
+                let (specs, place) = self.placed(items, *connected, extra);
+                Command::SubmitAs {
+                    specs,
+                    place,
+                    by: items.iter().map(principal_of).collect(),
+                }
+            }
+            Op::CreateToken {
+                token,
+                role,
+                first_only,
+                expires,
+            } => Command::CreateToken {
+                id: token_id(*token),
+                record: TokenRecord {
+                    hash: [*token; 32],
+                    name: format!("n{token}"),
+                    role: role_of(*role),
+                    tenant: (*role % 2 == 1).then(|| "acme".to_string()),
+                    created_ms: 0,
+                    // This entry's time is 1000 x (index + 1).
+                    expires_ms: expires.map(|e| 1_000 * (self.index + u64::from(e))),
+                    created_by: "token:test".into(),
+                    revoked_ms: None,
+                },
+                first_only: *first_only,
+            },
+            Op::RevokeToken(token) => Command::RevokeToken {
+                id: token_id(*token),
+            },
+            Op::SetTenant {
+                tenant,
+                max_pending,
+                weight,
+            } => Command::SetTenant {
+                name: TENANTS[usize::from(*tenant)].into(),
+                limits: TenantLimits {
+                    max_pending: max_pending.map(u64::from),
+                    submit_rate: Some(SubmitRate {
+                        per_s: u32::from(*weight % 3),
+                        burst: 10,
+                    }),
+                    weight: u32::from(*weight),
+                    ..TenantLimits::default()
+                },
+            },
+            Op::RemoveTenant(tenant) => Command::RemoveTenant {
+                name: TENANTS[usize::from(*tenant)].into(),
+            },
+            Op::RegisterAs {
+                agent,
+                types,
+                token,
+            } => Command::RegisterAgentAs {
+                spec: agent_spec(*agent, *types, 1),
+                token: token_id(*token),
+            },
             Op::Register {
                 agent,
                 types,
@@ -550,6 +683,8 @@ impl Sim {
             }
         }
 
+        self.check_access(&cmd, &ra, &before, ctx)?;
+
         // Started moves only the current holder's task.
         if let (Command::Started { task, token }, Response::Ok) = (&cmd, &ra) {
             let now = &self.a.task(*task).unwrap().state;
@@ -560,14 +695,80 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// What the access commands promise, against the state before them.
+    fn check_access(
+        &self,
+        cmd: &Command,
+        r: &Response,
+        before: &State,
+        ctx: ApplyCtx,
+    ) -> Result<(), TestCaseError> {
+        let (was, now) = (before.access(), self.a.access());
+        match (cmd, r) {
+            (Command::CreateToken { first_only, .. }, Response::Ok) => {
+                prop_assert!(!first_only || was.tokens_created() == 0);
+                prop_assert_eq!(now.tokens_created(), was.tokens_created() + 1);
+            }
+            (Command::RevokeToken { id }, Response::Ok) => {
+                prop_assert!(now.token(id).is_some_and(|t| t.revoked_ms.is_some()));
+            }
+            (Command::RevokeToken { id }, Response::Rejected(Rejection::LastAdmin(_))) => {
+                let others = was
+                    .tokens()
+                    .filter(|(t, r)| *t != id && r.role == Role::Admin && r.active(ctx.time_ms))
+                    .count();
+                prop_assert_eq!(others, 0);
+                prop_assert!(was.token_active(id, ctx.time_ms));
+            }
+            (Command::RegisterAgentAs { spec, token }, Response::Ok) => {
+                prop_assert_eq!(now.agent_token(&spec.id), Some(token));
+                prop_assert!(was.token_active(token, ctx.time_ms));
+            }
+            (
+                Command::RegisterAgentAs { spec, token },
+                Response::Rejected(Rejection::AgentOwned { token: owner, .. }),
+            ) => {
+                prop_assert_eq!(was.agent_token(&spec.id), Some(owner));
+                prop_assert!(owner != token && was.token_active(owner, ctx.time_ms));
+            }
+            (Command::SubmitAs { by, .. }, Response::SubmittedPlaced { submitted, .. }) => {
+                for (s, p) in submitted.iter().zip(by) {
+                    if let Ok(s) = s {
+                        if !s.existed {
+                            prop_assert_eq!(now.submitted_by(s.id), Some(p));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        // An active admin token is never lost by a revoke.
+        if let Command::RevokeToken { .. } = cmd {
+            let admins = |s: &State| {
+                s.access()
+                    .tokens()
+                    .filter(|(_, t)| t.role == Role::Admin && t.active(ctx.time_ms))
+                    .count()
+            };
+            prop_assert!(admins(before) == 0 || admins(&self.a) > 0);
+        }
+        Ok(())
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn random_sequences_keep_invariants(ops in vec(op(), 1..120)) {
+        // At the format version of the access commands, so the digests
+        // compared after every apply cover the access state too.
+        let mut at_v3 = State::new();
+        at_v3.restore_cluster_version(crate::access::ACCESS_VERSION);
         let mut sim = Sim {
-            a: State::new(),
-            b: State::new(),
+            a: at_v3.clone(),
+            b: at_v3,
             index: 0,
             cursor: DispatchCursor::default(),
             last_token: BTreeMap::new(),
@@ -576,6 +777,16 @@ proptest! {
         for op in &ops {
             sim.step(op)?;
         }
+        // Decoded from the state's encoding and the access section (as a
+        // snapshot holds them), a replica is equal, usage rebuilt.
+        let config = bincode::config::standard();
+        let state = bincode::serde::encode_to_vec(&sim.a, config).unwrap();
+        let access = bincode::serde::encode_to_vec(sim.a.access(), config).unwrap();
+        let (mut back, _): (State, _) = bincode::serde::decode_from_slice(&state, config).unwrap();
+        back.restore_cluster_version(sim.a.cluster_version());
+        back.restore_access(bincode::serde::decode_from_slice(&access, config).unwrap().0);
+        prop_assert!(back == sim.a, "a state decoded with its access section differs");
+        prop_assert_eq!(back.digest(), sim.a.digest());
         // Whatever happened, draining every agent returns all live work.
         for i in 0..AGENTS {
             sim.step(&Op::Down(i))?;

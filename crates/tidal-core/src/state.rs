@@ -14,6 +14,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::types::{tally, usage_index, Access, Tally, ACCESS_VERSION};
 use crate::collections::{Map, Set};
 use crate::command::{
     ApplyCtx, Body, CannotApply, Command, Completion, Envelope, Granted, Rejection, Response,
@@ -71,12 +72,20 @@ pub struct State {
     /// and later, and a snapshot without it is of version 1.
     #[serde(skip)]
     pub(crate) cluster_version: u8,
+    /// Tokens, tenants and who submitted what (cluster format version 3).
+    /// Not part of the state's own encoding either: tidal-store writes it
+    /// after the cluster version in snapshots of version 3 and later. Its
+    /// `usage` is derived from the tasks.
+    #[serde(skip)]
+    pub(crate) access: Access,
 }
 
 /// What [`State::digest`] covers: the encoded fields in their order, as the
 /// derived `Hash` of builds before the `finished` index and format versions
-/// hashed them, then the cluster's format version only when it is above 1.
-/// So a state at version 1 has the digest those builds give it, and `status
+/// hashed them, then the cluster's format version only when it is above 1,
+/// then the access state only from version 3 on (where it can be other
+/// than empty). So a state at version 1 or 2 has the digest the builds
+/// before it give it, and `status
 /// --digest` and chaos's convergence check can compare a mixed cluster
 /// during a rolling upgrade. `finished` is derived from `tasks` and left out.
 impl Hash for State {
@@ -91,6 +100,7 @@ impl Hash for State {
             links,
             finished: _,
             cluster_version,
+            access,
         } = self;
         tasks.hash(h);
         keys.hash(h);
@@ -101,6 +111,9 @@ impl Hash for State {
         links.hash(h);
         if *cluster_version > FORMAT_VERSION_MIN {
             cluster_version.hash(h);
+        }
+        if *cluster_version >= ACCESS_VERSION {
+            access.hash(h);
         }
     }
 }
@@ -121,6 +134,10 @@ struct StateData {
 impl From<StateData> for State {
     fn from(d: StateData) -> State {
         let finished = finished_index(&d.tasks);
+        let access = Access {
+            usage: usage_index(&d.tasks),
+            ..Access::default()
+        };
         State {
             tasks: d.tasks,
             keys: d.keys,
@@ -132,6 +149,7 @@ impl From<StateData> for State {
             finished,
             // Kept beside the state in snapshots (tidal-store).
             cluster_version: FORMAT_VERSION_MIN,
+            access,
         }
     }
 }
@@ -156,9 +174,11 @@ pub(crate) fn refile(finished: &mut Set<(u64, TaskId)>, task: &Task, before: Opt
     }
 }
 
-/// Puts a task back among the Pending of its queue.
+/// Puts a task back among the Pending of its queue, and in its tenant's
+/// usage.
 pub(crate) fn requeue(
     pending: &mut Map<String, Set<(Priority, TaskId)>>,
+    access: &mut Access,
     task: &mut Task,
     id: TaskId,
 ) {
@@ -167,11 +187,30 @@ pub(crate) fn requeue(
         .entry(task.spec.queue.clone())
         .or_default()
         .insert((task.spec.priority, id));
+    tally(&mut access.usage, &task.spec, Tally::AddPending);
 }
 
-/// Makes `agent` hold `task` under `token`: its capacity is taken.
-fn hold(agent: &mut Agent, task: &mut Task, id: TaskId, token: FencingToken) {
+/// Takes a task out of the Pending of its queue (and of its tenant's
+/// usage); the task's new state is the caller's to set.
+pub(crate) fn unqueue(
+    pending: &mut Map<String, Set<(Priority, TaskId)>>,
+    access: &mut Access,
+    task: &Task,
+    id: TaskId,
+) {
+    let removed = pending
+        .get_mut(&task.spec.queue)
+        .is_some_and(|index| index.remove(&(task.spec.priority, id)));
+    if removed {
+        tally(&mut access.usage, &task.spec, Tally::SubPending);
+    }
+}
+
+/// Makes `agent` hold `task` under `token`: its capacity is taken, in the
+/// agent's counters and in the task's tenant's usage.
+fn hold(agent: &mut Agent, access: &mut Access, task: &mut Task, id: TaskId, token: FencingToken) {
     agent.tasks.insert(id, token);
+    tally(&mut access.usage, &task.spec, Tally::AddHeld);
     agent.slots_in_use += task.spec.slots;
     agent.gpus_in_use += task.spec.gpus;
     task.state = TaskState::Assigned {
@@ -239,15 +278,22 @@ fn wrong_state(task: TaskId, state: &TaskState) -> Rejection {
 
 /// Gives back the capacity a task held on its agent. Invariant 3: the agent's
 /// in-use counters stay equal to the sum over the tasks it holds.
-fn release(agents: &mut Map<AgentId, Agent>, agent: &str, id: TaskId, spec: &TaskSpec) {
+fn release(
+    agents: &mut Map<AgentId, Agent>,
+    access: &mut Access,
+    agent: &str,
+    id: TaskId,
+    spec: &TaskSpec,
+) {
     if let Some(a) = agents.get_mut(agent) {
-        release_from(a, id, spec);
+        release_from(a, access, id, spec);
     }
 }
 
 /// [`release`] on an agent at hand; the task's state is the caller's to set.
-fn release_from(agent: &mut Agent, id: TaskId, spec: &TaskSpec) {
+fn release_from(agent: &mut Agent, access: &mut Access, id: TaskId, spec: &TaskSpec) {
     if agent.tasks.remove(&id).is_some() {
+        tally(&mut access.usage, spec, Tally::SubHeld);
         agent.slots_in_use = agent.slots_in_use.saturating_sub(spec.slots);
         agent.gpus_in_use = agent.gpus_in_use.saturating_sub(spec.gpus);
     }
@@ -266,6 +312,7 @@ impl State {
             links: Links::default(),
             finished: Set::new(),
             cluster_version: FORMAT_VERSION_MIN,
+            access: Access::default(),
         };
         state.upsert_queue(DEFAULT_QUEUE.to_string(), 1, Strategy::LeastLoaded);
         state
@@ -403,10 +450,20 @@ impl State {
             ),
             Command::Expire { before_ms, tasks } => self.expire(before_ms, tasks, ctx),
             Command::SetClusterVersion { version } => self.set_cluster_version(version),
+            Command::CreateToken {
+                id,
+                record,
+                first_only,
+            } => self.create_token(id, record, first_only, ctx),
+            Command::RevokeToken { id } => self.revoke_token(id, ctx),
+            Command::SetTenant { name, limits } => self.set_tenant(name, limits),
+            Command::RemoveTenant { name } => self.remove_tenant(&name),
+            Command::SubmitAs { specs, place, by } => self.submit_as(specs, place, by, ctx),
+            Command::RegisterAgentAs { spec, token } => self.register_agent_as(spec, token, ctx),
         }
     }
 
-    fn submit_placed(
+    pub(crate) fn submit_placed(
         &mut self,
         specs: Vec<TaskSpec>,
         place: Vec<(u32, AgentId)>,
@@ -475,6 +532,7 @@ impl State {
             .entry(spec.queue.clone())
             .or_default()
             .insert((spec.priority, id));
+        tally(&mut self.access.usage, &spec, Tally::AddPending);
         let task = Task {
             id,
             spec,
@@ -504,12 +562,8 @@ impl State {
         }
         let holder = task.state.holder().map(|(a, t)| (a.clone(), t));
         match &holder {
-            Some((agent, _)) => release(&mut self.agents, agent, id, &task.spec),
-            None => {
-                if let Some(index) = self.pending.get_mut(&task.spec.queue) {
-                    index.remove(&(task.spec.priority, id));
-                }
-            }
+            Some((agent, _)) => release(&mut self.agents, &mut self.access, agent, id, &task.spec),
+            None => unqueue(&mut self.pending, &mut self.access, task, id),
         }
         task.state = TaskState::Cancelled {
             agent: holder.as_ref().map(|(a, _)| a.clone()),
@@ -521,7 +575,7 @@ impl State {
         Response::Cancelled { task: id, holder }
     }
 
-    fn register_agent(&mut self, mut spec: AgentSpec, ctx: ApplyCtx) -> Response {
+    pub(crate) fn register_agent(&mut self, mut spec: AgentSpec, ctx: ApplyCtx) -> Response {
         if spec.id.is_empty() {
             return Response::Rejected(Rejection::Invalid("agent id \"\" is empty".to_string()));
         }
@@ -566,6 +620,7 @@ impl State {
         let response = self.agent_down(agent, ctx);
         if matches!(response, Response::AgentDown { .. }) {
             self.agents.remove(agent);
+            self.access.agent_tokens.remove(agent);
         }
         response
     }
@@ -592,10 +647,11 @@ impl State {
                 );
                 continue;
             }
+            tally(&mut self.access.usage, &task.spec, Tally::SubHeld);
             // The attempt is counted by the next Assign, so a task that already
             // used all its attempts fails here instead of running again.
             if task.attempt < task.spec.max_attempts {
-                requeue(&mut self.pending, task, id);
+                requeue(&mut self.pending, &mut self.access, task, id);
                 requeued.push(id);
             } else {
                 fail_exhausted(task, agent_id, token, "down");
@@ -658,10 +714,10 @@ impl State {
             }
         };
         // Invariant 3: the hold is released with the requeue.
-        release(&mut self.agents, &agent, id, &task.spec);
+        release(&mut self.agents, &mut self.access, &agent, id, &task.spec);
         task.attempt = task.attempt.saturating_sub(1);
         task.updated_ms = ctx.time_ms;
-        requeue(&mut self.pending, task, id);
+        requeue(&mut self.pending, &mut self.access, task, id);
         self.report(id, ctx);
         Ok(())
     }
@@ -706,7 +762,7 @@ impl State {
                 continue;
             };
             // Invariant 3: the hold is released before anything else happens.
-            release_from(agent, id, &task.spec);
+            release_from(agent, &mut self.access, id, &task.spec);
             task.updated_ms = ctx.time_ms;
             if started && task.attempt >= task.spec.max_attempts {
                 fail_exhausted(task, agent_id, token, "stopped the task (its lease lapsed)");
@@ -718,7 +774,7 @@ impl State {
             if placement::eligible(agent, &task.spec).is_ok() {
                 // Invariant 1: a new token, this entry's index.
                 let token = ctx.log_index;
-                hold(agent, task, id, token);
+                hold(agent, &mut self.access, task, id, token);
                 if started {
                     task.attempt = task.attempt.saturating_add(1);
                 }
@@ -734,7 +790,7 @@ impl State {
                 if !started {
                     task.attempt = task.attempt.saturating_sub(1);
                 }
-                requeue(&mut self.pending, task, id);
+                requeue(&mut self.pending, &mut self.access, task, id);
                 requeued.push(id);
             }
             self.report(id, ctx);
@@ -790,10 +846,8 @@ impl State {
             });
         }
         let token: FencingToken = ctx.log_index;
-        if let Some(index) = self.pending.get_mut(&task.spec.queue) {
-            index.remove(&(task.spec.priority, id));
-        }
-        hold(agent, task, id, token);
+        unqueue(&mut self.pending, &mut self.access, task, id);
+        hold(agent, &mut self.access, task, id, token);
         task.attempt = task.attempt.saturating_add(1);
         task.updated_ms = ctx.time_ms;
         let attempt = task.attempt;
@@ -845,7 +899,7 @@ impl State {
             // Invariant 1: a completion is accepted only with the current token.
             Some((agent, current)) if current == c.token => {
                 let agent = agent.clone();
-                release(&mut self.agents, &agent, id, &task.spec);
+                release(&mut self.agents, &mut self.access, &agent, id, &task.spec);
                 task.state = if c.outcome.success {
                     TaskState::Succeeded {
                         agent,
@@ -958,6 +1012,7 @@ impl State {
             self.links.origin_of.remove(&id);
             self.links.refused.remove(&id);
             self.links.cancelled.remove(&id);
+            self.access.submitted_by.remove(&id);
             removed.push(id);
         }
         Response::Expired { removed, rejected }

@@ -70,6 +70,14 @@ impl ServerError {
 }
 
 /// The gRPC code for a rejection that the state machine returned as data.
+///
+/// Of the access rejections: a tenant over a limit is RESOURCE_EXHAUSTED; a
+/// revoke of the last active admin token is FAILED_PRECONDITION (the request
+/// is fine, the cluster's state forbids it until another admin token
+/// exists); an agent id that belongs to another active token is
+/// PERMISSION_DENIED (this credential may not act as that agent, and trying
+/// again does not change that); a token revoked or expired by the time its
+/// command applied is UNAUTHENTICATED, as the auth layer answers it.
 pub fn rejection_code(r: &Rejection) -> Code {
     match r {
         Rejection::Invalid(_) => Code::InvalidArgument,
@@ -85,6 +93,11 @@ pub fn rejection_code(r: &Rejection) -> Code {
         | Rejection::NeedsClusterVersion { .. } => Code::FailedPrecondition,
         Rejection::KeyConflict { .. } => Code::AlreadyExists,
         Rejection::Finished { .. } => Code::FailedPrecondition,
+        Rejection::OverQuota { .. } => Code::ResourceExhausted,
+        Rejection::LastAdmin(_) => Code::FailedPrecondition,
+        Rejection::AgentOwned { .. } => Code::PermissionDenied,
+        Rejection::TokenNotFound(_) | Rejection::TenantNotFound(_) => Code::NotFound,
+        Rejection::TokenInactive(_) => Code::Unauthenticated,
     }
 }
 

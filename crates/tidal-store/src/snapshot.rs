@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use openraft::storage::RaftSnapshotBuilder;
 use openraft::{ErrorSubject, ErrorVerb};
 
+use tidal_core::access::{Access, ACCESS_VERSION};
 use tidal_core::{FORMAT_VERSION_MAX, FORMAT_VERSION_MIN};
 
 use crate::applied::{Applied, ApplyPauses};
@@ -28,15 +29,20 @@ const DATA_KEY: &[u8] = b"data";
 /// Encodes an applied state as snapshot data (versioned and checksummed).
 ///
 /// The body is the [`Applied`] and, when the cluster's format version is
-/// above 1, that version as one byte after it (later versions may add more
-/// after their byte). A state of cluster version 1 encodes exactly as builds
-/// from before format versions wrote it, so they can still install it.
+/// above 1, that version as one byte after it; from version 3
+/// ([`ACCESS_VERSION`]) the state's [`Access`] follows the byte. A state of
+/// cluster version 1 encodes exactly as builds from before format versions
+/// wrote it, so they can still install it, and one of version 2 exactly as
+/// builds of version 2 write it.
 pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, StoreError> {
     let version = applied.state.cluster_version();
     if version <= FORMAT_VERSION_MIN {
         return codec::encode("snapshot data", applied);
     }
-    codec::encode("snapshot data", &(applied, version))
+    if version < ACCESS_VERSION {
+        return codec::encode("snapshot data", &(applied, version));
+    }
+    codec::encode("snapshot data", &(applied, version, applied.state.access()))
 }
 
 /// Decodes snapshot data, verifying its version and checksum. Data of a
@@ -57,7 +63,24 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, StoreError> {
                 supported: FORMAT_VERSION_MAX,
             })
         }
-        [version] if *version > FORMAT_VERSION_MIN => *version,
+        [version] if *version > FORMAT_VERSION_MIN && *version < ACCESS_VERSION => *version,
+        [version, section @ ..] if *version >= ACCESS_VERSION => {
+            let (access, used): (Access, usize) =
+                bincode::serde::decode_from_slice(section, config).map_err(|e| {
+                    StoreError::corrupt(WHAT, format!("cannot decode the access section: {e}"))
+                })?;
+            if used != section.len() {
+                return Err(StoreError::corrupt(
+                    WHAT,
+                    format!(
+                        "{} trailing bytes after the access section",
+                        section.len() - used
+                    ),
+                ));
+            }
+            applied.state.restore_access(access);
+            *version
+        }
         rest => {
             return Err(StoreError::corrupt(
                 WHAT,

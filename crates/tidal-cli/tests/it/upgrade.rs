@@ -2,10 +2,11 @@
 //! claims only cluster format version 1 (the hidden `--max-format-version
 //! 1`, an older build as far as the cluster can tell): the cluster works on
 //! version 1, a command of version 2 is refused and never proposed. Node 1
-//! restarted as a full build, the cluster raises itself to version 2. A node
-//! then started as an older build stops at the entry it cannot apply, exits
-//! 7 naming the version it needs, and catches up once started as a full
-//! build; a new server of the older build is refused by `add-learner`.
+//! restarted as a full build, the cluster raises itself to the build's
+//! newest version at once. A node then started as an older build stops at
+//! the entry it cannot apply, exits 7 naming the version it needs, and
+//! catches up once started as a full build; a new server of the older build
+//! is refused by `add-learner`.
 
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ use tokio::time::{sleep, Instant};
 use crate::harness::{AgentOpts, Cluster, ClusterOpts};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The newest cluster format version of this build: what the cluster
+/// raises itself to once every member supports it.
+const NEWEST: u32 = tidal_core::FORMAT_VERSION_MAX as u32;
 
 fn older() -> Vec<String> {
     vec!["--max-format-version".into(), "1".into()]
@@ -89,7 +94,7 @@ async fn a_cluster_waits_for_its_oldest_node_then_moves_to_the_new_version() -> 
     let s1 = c.client.status_of(&c.node(1).addr).await?;
     assert_eq!((s1.min_format_version, s1.max_format_version), (1, 1));
     let s2 = c.client.status_of(&c.node(2).addr).await?;
-    assert_eq!((s2.min_format_version, s2.max_format_version), (1, 2));
+    assert_eq!((s2.min_format_version, s2.max_format_version), (1, NEWEST));
     let out = c.tidal_ok(&["status"])?;
     assert!(out.contains("cluster format version: 1"), "{out}");
     assert!(out.contains("SUPPORTS") && out.contains("1-1"), "{out}");
@@ -132,17 +137,20 @@ async fn a_cluster_waits_for_its_oldest_node_then_moves_to_the_new_version() -> 
     wait_version(&c, 1).await?;
 
     // Node 1 upgraded (restarted as a full build): the cluster moves to
-    // version 2 by itself, and the command is taken.
+    // the newest version by itself, and the command is taken.
     c.kill_node(1);
     c.start_node(1, false)?;
-    wait_version(&c, 2).await?;
+    wait_version(&c, NEWEST).await?;
     let out = c.tidal_ok(&["cluster", "members"])?;
-    assert!(out.contains("cluster format version 2"), "{out}");
+    assert!(
+        out.contains(&format!("cluster format version {NEWEST}")),
+        "{out}"
+    );
     assert!(!out.contains("1-1"), "{out}");
     c.client
         .drain_agent("a1", None)
         .await
-        .context("drain at version 2")?;
+        .context("drain at the newest version")?;
     c.client.undrain_agent("a1").await?;
     run_one_task(&c, "after").await?;
 
@@ -161,14 +169,19 @@ async fn a_cluster_waits_for_its_oldest_node_then_moves_to_the_new_version() -> 
         .context("node 2 of version 1 did not stop")?;
     let log = std::fs::read_to_string(&c.node(2).proc.as_ref().unwrap().log)?;
     assert_eq!(status.code(), Some(7), "{log}");
-    assert!(log.contains("needs cluster format version 2"), "{log}");
     assert!(
-        log.contains("run a tidal that supports cluster format version 2"),
+        log.contains(&format!("needs cluster format version {NEWEST}")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "run a tidal that supports cluster format version {NEWEST}"
+        )),
         "{log}"
     );
     c.start_node(2, false)?;
     c.wait_caught_up(2, WAIT).await?;
-    wait_version(&c, 2).await?;
+    wait_version(&c, NEWEST).await?;
 
     // Joining: a server that says it lacks the cluster's version is not
     // added; the same server of the new build is.
@@ -189,8 +202,9 @@ async fn a_cluster_waits_for_its_oldest_node_then_moves_to_the_new_version() -> 
     let err = c.client.add_learner(joiner, &addr).await.unwrap_err();
     assert_eq!(err.code, tonic::Code::FailedPrecondition, "{err:?}");
     assert!(
-        err.message
-            .contains("supports cluster format versions 1 to 1; the cluster is at version 2"),
+        err.message.contains(&format!(
+            "supports cluster format versions 1 to 1; the cluster is at version {NEWEST}"
+        )),
         "{err:?}"
     );
     let members = c.client.members().await?;
@@ -204,6 +218,6 @@ async fn a_cluster_waits_for_its_oldest_node_then_moves_to_the_new_version() -> 
     c.client.add_learner(joiner, &addr).await?;
     c.client.promote(joiner).await?;
     c.wait_caught_up(joiner, WAIT).await?;
-    wait_version(&c, 2).await?;
+    wait_version(&c, NEWEST).await?;
     Ok(())
 }

@@ -317,12 +317,19 @@ async fn a_fixed_state_encodes_to_the_checked_in_bytes() {
     let state = &applied.state;
     assert_eq!(state.outbox("dc3").map(|o| o.records.len()), Some(1));
     assert_eq!(state.inbound("dc9").map(|i| i.tasks.len()), Some(1));
-    let bytes = encode_snapshot(&applied).unwrap();
+    check_golden("state-v1", &applied);
+}
+
+/// Checks `applied`'s snapshot encoding and digest against
+/// `testdata/<name>.snapshot` and `.digest`, and that the checked-in bytes
+/// decode to it.
+fn check_golden(name: &str, applied: &tidal_store::Applied) {
+    let bytes = encode_snapshot(applied).unwrap();
     let digest = format!("{:016x}\n", applied.state.digest());
     let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/testdata");
     let (bytes_file, digest_file) = (
-        golden.join("state-v1.snapshot"),
-        golden.join("state-v1.digest"),
+        golden.join(format!("{name}.snapshot")),
+        golden.join(format!("{name}.digest")),
     );
     if std::env::var_os("TIDAL_REWRITE_GOLDEN").is_some() {
         std::fs::create_dir_all(&golden).unwrap();
@@ -333,6 +340,186 @@ async fn a_fixed_state_encodes_to_the_checked_in_bytes() {
     assert!(bytes == want, "the encoding of the fixed state changed");
     assert_eq!(digest, std::fs::read_to_string(&digest_file).unwrap());
     let decoded = decode_snapshot(&want).unwrap();
-    assert_eq!(decoded, applied);
+    assert_eq!(&decoded, applied);
     assert_eq!(decoded.state.digest(), applied.state.digest());
+}
+
+/// [`every_kind_of_entry`], then the cluster raised to version 3 and one of
+/// each access command: tokens (one revoked), a tenant, a `SubmitAs` with a
+/// placed pair, and an agent registered under its token. Entries 13-21.
+async fn every_kind_of_entry_v3(sm: &mut tidal_store::StateMachineStore) {
+    use tidal_core::access::{Principal, Role, SubmitRate, TenantLimits, TokenRecord};
+    use tidal_core::{AgentSpec, TaskSpec};
+    every_kind_of_entry(sm).await;
+    let token = |hash: u8, name: &str, role, tenant: Option<&str>| TokenRecord {
+        hash: [hash; 32],
+        name: name.to_string(),
+        role,
+        tenant: tenant.map(str::to_string),
+        created_ms: 0,
+        expires_ms: Some(9_000_000),
+        created_by: "token:bootstrap".to_string(),
+        revoked_ms: None,
+    };
+    let commands = vec![
+        Command::SetClusterVersion { version: 3 },
+        Command::CreateToken {
+            id: "00000000000000a1".to_string(),
+            record: token(1, "bootstrap", Role::Admin, None),
+            first_only: true,
+        },
+        Command::CreateToken {
+            id: "00000000000000b2".to_string(),
+            record: token(2, "alice", Role::User, Some("alice")),
+            first_only: false,
+        },
+        Command::CreateToken {
+            id: "00000000000000c3".to_string(),
+            record: token(3, "gpu-agents", Role::Agent, None),
+            first_only: false,
+        },
+        Command::CreateToken {
+            id: "00000000000000d4".to_string(),
+            record: token(4, "old", Role::User, Some("bob")),
+            first_only: false,
+        },
+        Command::RevokeToken {
+            id: "00000000000000d4".to_string(),
+        },
+        Command::SetTenant {
+            name: "alice".to_string(),
+            limits: TenantLimits {
+                max_pending: Some(100),
+                max_running_slots: Some(8),
+                max_gpus: Some(2),
+                submit_rate: Some(SubmitRate {
+                    per_s: 50,
+                    burst: 100,
+                }),
+                weight: 2,
+            },
+        },
+        Command::RegisterAgentAs {
+            spec: AgentSpec {
+                id: "agent-b".to_string(),
+                dc: "dc1".to_string(),
+                task_types: ["t2i".to_string()].into_iter().collect(),
+                slots: 2,
+                weight: 1,
+                ..Default::default()
+            },
+            token: "00000000000000c3".to_string(),
+        },
+        Command::SubmitAs {
+            specs: vec![
+                TaskSpec {
+                    task_type: "t2i".to_string(),
+                    payload: b"as-alice".to_vec(),
+                    tenant: "alice".to_string(),
+                    ..Default::default()
+                },
+                TaskSpec {
+                    task_type: "t2i".to_string(),
+                    idempotency_key: Some("key-as".to_string()),
+                    tenant: "alice".to_string(),
+                    ..Default::default()
+                },
+            ],
+            place: vec![(0, "agent-b".to_string())],
+            by: vec![
+                Principal {
+                    id: "token:alice".to_string(),
+                    role: Role::User,
+                };
+                2
+            ],
+        },
+    ];
+    let entries: Vec<_> = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| common::normal(1, 13 + i as u64, c))
+        .collect();
+    let responses = sm.apply(entries).await.expect("apply");
+    for r in &responses {
+        assert!(!format!("{r:?}").contains("Rejected"), "{responses:?}");
+    }
+}
+
+/// The same for a state of cluster format version 3: the snapshot carries
+/// the access section after the version byte, and the digest covers it.
+#[tokio::test]
+async fn a_fixed_state_of_version_3_encodes_to_the_checked_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = common::open(dir.path());
+    every_kind_of_entry_v3(&mut sm).await;
+    let applied = sm.handle().read().clone();
+    let access = applied.state.access();
+    assert_eq!(applied.state.cluster_version(), 3);
+    assert_eq!((access.tokens().count(), access.tokens_created()), (4, 4));
+    assert!(!access.token_active("00000000000000d4", 1_000));
+    assert_eq!(
+        access.agent_token("agent-b").map(String::as_str),
+        Some("00000000000000c3")
+    );
+    let usage = access.usage("alice");
+    // Pending: tasks 4 (refused by dc2), 6, 7 (ingested) and the second of
+    // SubmitAs; held: task 2 and the first of SubmitAs.
+    assert_eq!((usage.pending, usage.running_slots), (4, 2), "{usage:?}");
+    check_golden("state-v3", &applied);
+}
+
+#[tokio::test]
+async fn a_snapshot_of_version_3_needs_a_node_of_version_3_and_its_section_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = common::open(dir.path());
+    every_kind_of_entry_v3(&mut sm).await;
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let data = built.snapshot.clone().into_inner();
+    let v3 = sm.handle().read().clone();
+    let decoded = decode_snapshot(&data).unwrap();
+    assert_eq!(decoded, v3);
+    assert_eq!(decoded.state.access(), v3.state.access());
+
+    // A node of version 2 stops at it.
+    let dir_old = tempfile::tempdir().unwrap();
+    let (_lo, mut old) = open_supporting(dir_old.path(), 2);
+    let mut receiving = old.begin_receiving_snapshot().await.unwrap();
+    *receiving = *built.snapshot.clone();
+    let err = old
+        .install_snapshot(&built.meta, receiving)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cluster format version 3"),
+        "{err}"
+    );
+    assert_eq!(old.failures().halted().map(|h| h.needed), Some(3));
+
+    // The section must be there and read to its end.
+    let reframe = |body: &[u8]| {
+        let mut bytes = vec![tidal_store::codec::FORMAT_VERSION];
+        bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    let body = &data[5..];
+    let mut longer = body.to_vec();
+    longer.push(0);
+    let short = bincode::serde::encode_to_vec((&v3, 3u8), bincode::config::standard()).unwrap();
+    for bad in [longer, short, body[..body.len() - 1].to_vec()] {
+        assert!(
+            matches!(
+                decode_snapshot(&reframe(&bad)),
+                Err(StoreError::Corrupt { .. })
+            ),
+            "{:?}",
+            decode_snapshot(&reframe(&bad)).map(|_| ())
+        );
+    }
 }
