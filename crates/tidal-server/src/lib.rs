@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`config`]: raw settings (file, env, flags) validated into [`ServerConfig`].
 //! - [`node`]: the Raft node, its applied state and proposers.
+//! - [`auth`]: who may call what (the peer plane's rules).
 //! - [`batcher`]: group commit of concurrent submits and completions.
 //! - [`channels`]: cached outgoing channels to other servers.
 //! - [`clock`]: the leader's wall clock, written into every entry.
@@ -27,6 +28,7 @@
 // gRPC handlers return `tonic::Status`, which is large by design.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod batcher;
 pub mod channels;
 pub mod clock;

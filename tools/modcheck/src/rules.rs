@@ -86,6 +86,24 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         package: "crates/tidal-server",
+        files: "src/auth/",
+        check: Check::Confined {
+            // tidal_tls: the identity a client certificate names.
+            crates: &[
+                "std",
+                "core",
+                "alloc",
+                "tidal_core",
+                "tidal_tls",
+                "ring",
+                "base64",
+                "tracing",
+            ],
+        },
+        why: "auth/ is pure rules: the gRPC edge gathers what they need and answers refusals",
+    },
+    Rule {
+        package: "crates/tidal-server",
         files: "src/raft/",
         check: Check::DoesNotImport {
             modules: &[&["leader"], &["grpc"]],

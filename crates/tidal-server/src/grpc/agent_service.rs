@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::conn::Caller;
+use super::conn;
 use super::convert;
 use crate::error::ServerError;
 use crate::leader::engine::{Closed, Event, Peer, ToAgent, Work};
@@ -120,7 +120,7 @@ impl Agents for AgentService {
     ) -> Result<Response<SessionStream>, Status> {
         let node = self.node.clone();
         let leadership = node.await_leader().await?;
-        let addr = Caller::of(&request)
+        let addr = conn::caller(&request)
             .map(|c| c.remote.to_string())
             .unwrap_or_else(|| "an unknown address".into());
         let mut inbound = request.into_inner();

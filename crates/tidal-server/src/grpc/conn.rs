@@ -7,7 +7,7 @@
 //! and the remote address the kernel reported at accept. tonic calls
 //! [`Connected::connect_info`] once per connection and inserts the
 //! [`Caller`] into the extensions of each request on it, where handlers and
-//! layers read it ([`Caller::of`]).
+//! layers read it ([`caller`]).
 //!
 //! With a rustls server configuration, every accepted TCP connection runs
 //! a TLS handshake first ([`TlsAccept`]): each in its own task, so a slow
@@ -28,58 +28,18 @@ use std::time::{Duration, Instant};
 use tidal_tls::rustls::ServerConfig;
 use tidal_tls::tokio_rustls::server::TlsStream;
 use tidal_tls::tokio_rustls::TlsAcceptor;
-use tidal_tls::CertIdentity;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 
-/// Which of the server's sockets accepted a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Listener {
-    /// `--listen`: clients, agents and, without `--peer-listen`, other servers.
-    Public,
-    /// `--peer-listen`: other servers of this DC and peer DCs.
-    Peer,
-}
+pub use crate::auth::caller::{Caller, Listener};
 
-impl std::fmt::Display for Listener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Listener::Public => "public",
-            Listener::Peer => "peer",
-        })
-    }
-}
-
-/// What the connection a request came on tells about its caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    /// The caller's address as the kernel reported it at accept.
-    pub remote: SocketAddr,
-    /// The socket that accepted the connection.
-    pub listener: Listener,
-    /// The identity the caller's client certificate names (None on a
-    /// plaintext connection).
-    pub cert: Option<Arc<CertIdentity>>,
-}
-
-impl Caller {
-    /// A caller on a plain TCP connection: all it tells is its address.
-    pub fn plain(remote: SocketAddr, listener: Listener) -> Caller {
-        Caller {
-            remote,
-            listener,
-            cert: None,
-        }
-    }
-
-    /// The caller of `request`: set on every request the server takes
-    /// (None only for a request built outside the server, as in tests).
-    pub fn of<T>(request: &tonic::Request<T>) -> Option<&Caller> {
-        request.extensions().get::<Caller>()
-    }
+/// The caller of `request`: set on every request the server takes (None
+/// only for a request built outside the server, as in tests).
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Caller> {
+    request.extensions().get::<Caller>()
 }
 
 /// The byte stream of a connection.

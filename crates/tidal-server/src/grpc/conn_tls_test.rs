@@ -6,7 +6,7 @@ use tidal_proto::v1::queues_client::QueuesClient;
 use tidal_proto::v1::queues_server::{Queues, QueuesServer};
 use tidal_proto::v1::{ListQueuesRequest, ListQueuesResponse, Queue, SetQueueRequest};
 use tidal_tls::issue::{issue, new_ca, Request, Validity};
-use tidal_tls::{client_config, server_config, Expect, Role, TlsDir};
+use tidal_tls::{client_config, server_config, CertIdentity, Expect, Role, TlsDir};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tonic::transport::Endpoint;
@@ -55,7 +55,7 @@ impl Queues for WhoAmI {
         &self,
         request: tonic::Request<ListQueuesRequest>,
     ) -> Result<tonic::Response<ListQueuesResponse>, tonic::Status> {
-        let caller = Caller::of(&request).expect("the server sets the caller");
+        let caller = caller(&request).expect("the server sets the caller");
         let name = caller
             .cert
             .as_ref()

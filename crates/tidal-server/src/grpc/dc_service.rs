@@ -9,6 +9,9 @@ use tidal_core::command::{Command, Response as CoreResponse};
 use tidal_proto::v1::{self, dcs_client::DcsClient, dcs_server::Dcs};
 use tonic::{Request, Response, Status};
 
+use super::auth_layer::PeerPlane;
+use super::conn;
+use crate::auth::policy;
 use crate::channels::Channels;
 use crate::error::ServerError;
 use crate::leader::engine::{Event, Work};
@@ -20,14 +23,20 @@ pub struct DcService {
     pub node: Arc<Node>,
     /// Channels to this DC's leader, for passing exchanges on.
     channels: Channels,
+    /// The peer plane's rules (enforced with `--peer-listen`).
+    plane: Arc<PeerPlane>,
 }
 
 impl DcService {
-    pub fn new(node: Arc<Node>) -> DcService {
+    pub fn new(node: Arc<Node>, plane: Arc<PeerPlane>) -> DcService {
         let channels = Channels::new(node.config.source_ip, Duration::from_secs(2), |e| {
             e.timeout(Duration::from_secs(10))
         });
-        DcService { node, channels }
+        DcService {
+            node,
+            channels,
+            plane,
+        }
     }
 
     /// A follower passes the exchange to its leader (one hop), at the
@@ -131,6 +140,7 @@ impl Dcs for DcService {
         request: Request<v1::ExchangeRequest>,
     ) -> Result<Response<v1::ExchangeResponse>, Status> {
         let passed_on = request.metadata().get(PASSED_ON).is_some();
+        let caller = conn::caller(&request).cloned();
         let req = request.into_inner();
         let node = &self.node;
         let me = &node.config.dc;
@@ -147,6 +157,22 @@ impl Dcs for DcService {
                 req.origin_dc
             ))
             .into());
+        }
+        if let Some(caller) = caller.filter(|_| self.plane.enforced()) {
+            let members = self
+                .plane
+                .members()
+                .into_iter()
+                .filter_map(|m| m.ip)
+                .collect();
+            policy::exchange_origin(
+                &caller,
+                &req.origin_dc,
+                &self.plane.peer_dc_ips(&req.origin_dc),
+                &members,
+                passed_on,
+            )
+            .map_err(|denied| self.plane.deny(&caller, denied))?;
         }
         if node.leadership().is_none() {
             if passed_on {

@@ -1,6 +1,7 @@
 //! The gRPC services: the public API and the Raft transport, on one port or, with `--peer-listen`, on two ([`conn`]).
 
 pub mod agent_service;
+pub mod auth_layer;
 pub mod cluster_service;
 pub mod conn;
 pub mod convert;
@@ -49,7 +50,8 @@ pub async fn serve(
         .max_encoding_message_size(max_message);
     let queues = QueuesServer::new(queue_service::QueueService { node: node.clone() });
     let cluster = ClusterServer::new(cluster_service::ClusterService { node: node.clone() });
-    let dcs = DcsServer::new(dc_service::DcService::new(node.clone()))
+    let plane = auth_layer::PeerPlane::new(node.clone());
+    let dcs = DcsServer::new(dc_service::DcService::new(node.clone(), plane.clone()))
         .max_decoding_message_size(crate::links::MAX_EXCHANGE_MESSAGE)
         .max_encoding_message_size(crate::links::MAX_EXCHANGE_MESSAGE);
     let raft = RaftServer::new(raft_service::RaftService {
@@ -61,6 +63,9 @@ pub async fn serve(
         elections: node.elections.clone(),
         max_format_version: node.supported_format_version(),
         dc: node.config.dc.clone(),
+        max_hold: std::time::Duration::from_millis(node.config.election_timeout.1)
+            * crate::raft::transfer::HOLD_ELECTION_TIMEOUTS,
+        plane: plane.clone(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
@@ -70,6 +75,8 @@ pub async fn serve(
         // dead machine) has its streams failed within interval + timeout.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
+        // With --peer-listen, the peer plane's rules before any service.
+        .layer(auth_layer::AuthLayer(plane))
         .add_service(Framed(tasks))
         .add_service(Framed(agents))
         .add_service(Framed(queues))

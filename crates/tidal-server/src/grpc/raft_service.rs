@@ -1,5 +1,11 @@
 //! The Raft transport, server side: decodes openraft's RPCs and hands them to
 //! the local Raft node.
+//!
+//! With `--peer-listen`, each decoded message is also checked against the
+//! member at the caller's IP ([`policy::bind`]): the leader a vote or an
+//! append names, a pre-vote's candidate, a removal notice's leader (a
+//! voter), and the sender of a hold or a campaign (a voter, the leader this
+//! node knows).
 
 use std::sync::Arc;
 
@@ -9,6 +15,9 @@ use tidal_proto::raft::RaftPayload;
 use tidal_store::{Raft, TypeConfig};
 use tonic::{Request, Response, Status};
 
+use super::auth_layer::PeerPlane;
+use super::conn::{self, Caller};
+use crate::auth::policy::{self, PeerRpc, Sender};
 use crate::raft::contact::LeaderContact;
 use crate::raft::network::{decode, encode};
 use crate::raft::vote_gate::VoteGate;
@@ -28,6 +37,11 @@ pub struct RaftService {
     pub max_format_version: u8,
     /// This node's DC, named in Hello.
     pub dc: String,
+    /// The longest hold of elections taken: what a transfer asks for
+    /// (8 election timeouts).
+    pub max_hold: std::time::Duration,
+    /// The peer plane's rules (enforced with `--peer-listen`).
+    pub plane: Arc<PeerPlane>,
 }
 
 /// Decodes a Raft payload of this server's wire format.
@@ -42,6 +56,20 @@ fn bad_request(e: impl std::fmt::Display) -> Status {
 }
 
 impl RaftService {
+    /// Checks that `sender` is the member at the caller's IP (only with `--peer-listen`).
+    fn bind(&self, rpc: PeerRpc, caller: Option<&Caller>, sender: Sender) -> Result<(), Status> {
+        let Some(caller) = caller.filter(|_| self.plane.enforced()) else {
+            return Ok(());
+        };
+        policy::bind(rpc, caller, &self.plane.members(), sender)
+            .map_err(|denied| self.plane.deny(caller, denied))
+    }
+
+    /// The member a vote names as its leader or candidate.
+    fn named(vote: &openraft::Vote<u64>) -> Option<Sender> {
+        vote.leader_id().voted_for().map(Sender::Named)
+    }
+
     fn reply<T: serde::Serialize>(&self, value: &T) -> Result<Response<RaftPayload>, Status> {
         let data =
             encode(value).map_err(|e| Status::internal(format!("encoding raft reply: {e}")))?;
@@ -59,7 +87,11 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let caller = conn::caller(&request).cloned();
         let req: AppendEntriesRequest<TypeConfig> = payload(request)?;
+        if let Some(sender) = Self::named(&req.vote) {
+            self.bind(PeerRpc::AppendEntries, caller.as_ref(), sender)?;
+        }
         self.vote_gate
             .saw_leader_commit(req.leader_commit.map(|l| l.index));
         let resp = self.raft.append_entries(req).await;
@@ -74,7 +106,11 @@ impl RaftRpc for RaftService {
         self.elections
             .may_vote()
             .map_err(Status::failed_precondition)?;
-        let req = payload(request)?;
+        let caller = conn::caller(&request).cloned();
+        let req: openraft::raft::VoteRequest<u64> = payload(request)?;
+        if let Some(sender) = Self::named(&req.vote) {
+            self.bind(PeerRpc::Vote, caller.as_ref(), sender)?;
+        }
         self.reply(&self.raft.vote(req).await)
     }
 
@@ -82,7 +118,13 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<tidal_proto::raft::RemovedNotice>,
     ) -> Result<Response<tidal_proto::raft::RemovedAck>, Status> {
+        let caller = conn::caller(&request).cloned();
         let n = request.into_inner();
+        self.bind(
+            PeerRpc::Removed,
+            caller.as_ref(),
+            Sender::NamedVoter(n.leader_id),
+        )?;
         if n.node_id != self.node_id {
             return Err(Status::invalid_argument(format!(
                 "this is node {}, not node {}",
@@ -104,9 +146,19 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<tidal_proto::raft::HoldElectionsRequest>,
     ) -> Result<Response<tidal_proto::raft::RemovedAck>, Status> {
+        let caller = conn::caller(&request).cloned();
+        let millis = request.into_inner().millis;
+        self.bind(
+            PeerRpc::HoldElections,
+            caller.as_ref(),
+            Sender::Leader {
+                known: self.plane.known_leader(),
+                release: millis == 0,
+            },
+        )?;
         // Bounded, and ends by itself: a transfer that dies half way must
         // not leave a voter that never campaigns.
-        let hold = std::time::Duration::from_millis(request.into_inner().millis.min(10_000));
+        let hold = std::time::Duration::from_millis(millis).min(self.max_hold);
         self.elections.hold(hold);
         Ok(Response::new(tidal_proto::raft::RemovedAck {}))
     }
@@ -115,6 +167,15 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<tidal_proto::raft::CampaignRequest>,
     ) -> Result<Response<tidal_proto::raft::RemovedAck>, Status> {
+        let caller = conn::caller(&request).cloned();
+        self.bind(
+            PeerRpc::Campaign,
+            caller.as_ref(),
+            Sender::Leader {
+                known: self.plane.known_leader(),
+                release: false,
+            },
+        )?;
         if request.into_inner().node_id != self.node_id {
             return Err(Status::invalid_argument(
                 "the campaign request names another node",
@@ -132,7 +193,13 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<tidal_proto::raft::PreVoteRequest>,
     ) -> Result<Response<tidal_proto::raft::PreVoteResponse>, Status> {
+        let caller = conn::caller(&request).cloned();
         let req = request.into_inner();
+        self.bind(
+            PeerRpc::PreVote,
+            caller.as_ref(),
+            Sender::Named(req.candidate_id),
+        )?;
         crate::raft::network::check_format(req.format).map_err(Status::failed_precondition)?;
         let last_log_id = crate::raft::Elections::decode_last_log_id(&req.last_log_id)
             .map_err(Status::invalid_argument)?;
@@ -168,7 +235,11 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req = payload(request)?;
+        let caller = conn::caller(&request).cloned();
+        let req: openraft::raft::InstallSnapshotRequest<TypeConfig> = payload(request)?;
+        if let Some(sender) = Self::named(&req.vote) {
+            self.bind(PeerRpc::InstallSnapshot, caller.as_ref(), sender)?;
+        }
         self.reply(&self.raft.install_snapshot(req).await)
     }
 }

@@ -99,7 +99,7 @@ pub async fn transfer(
     // One RPC: at most a second, at least a little even past the deadline
     // (putting things back must be tried).
     let rpc = || left().clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let hold = election_max * 8;
+    let hold = election_max * HOLD_ELECTION_TIMEOUTS;
     let (voters, target_addr) = {
         let m = node.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -185,6 +185,10 @@ pub async fn transfer(
         )))
     }
 }
+
+/// How many election timeouts (the upper bound) a transfer holds the other
+/// voters' elections for; a voter takes no longer hold.
+pub const HOLD_ELECTION_TIMEOUTS: u32 = 8;
 
 /// Asks each of `voters` to start no election for `hold` (zero: ends a
 /// hold), best effort, each within `timeout`.

@@ -61,10 +61,12 @@ async fn serves_on_the_given_listener_and_stops_on_shutdown() {
     );
 }
 
-/// With a peer listener, both sockets serve, the peer one bound on port 0
-/// is written to `peer_listen.addr`, and a restart binds both addresses again.
+/// With a peer listener, the public API is served on the public socket and
+/// refused on the peer one (PERMISSION_DENIED); the peer socket bound on
+/// port 0 is written to `peer_listen.addr`, and a restart binds both
+/// addresses again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_on_the_peer_listener_too_and_binds_it_again_after_a_restart() {
+async fn a_peer_listener_refuses_the_public_api_and_is_bound_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node1");
     let config = |init| {
@@ -106,13 +108,24 @@ async fn serves_on_the_peer_listener_too_and_binds_it_again_after_a_restart() {
             let _ = stopped.await;
         }));
         let client = Client::new(vec![addr.clone()]).unwrap();
-        for at in [&addr, &peer] {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while !client.status_of(at).await.is_ok_and(|s| s.role == "leader") {
-                assert!(tokio::time::Instant::now() < deadline, "no leader on {at}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !client
+            .status_of(&addr)
+            .await
+            .is_ok_and(|s| s.role == "leader")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let refused = client.status_of(&peer).await.unwrap_err();
+        assert_eq!(refused.code, tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(
+            refused.message.contains("peer listener serves only Raft"),
+            "{refused:?}"
+        );
         let written = std::fs::read_to_string(data.join(PEER_LISTEN_ADDR_FILE)).unwrap();
         assert_eq!(written.trim(), peer);
         stop.send(()).unwrap();

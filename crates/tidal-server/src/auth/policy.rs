@@ -1,0 +1,323 @@
+//! Which RPC a caller may make on which listener: the peer plane's rules, enforced when `--peer-listen` is set.
+//!
+//! With a peer listener, the Raft RPCs and `Dcs/Exchange` are served on it
+//! only, and every other RPC on the public listener only ([`authorize`]).
+//! On the peer listener the caller's IP must be the IP of a member's peer
+//! address (the membership's voters and learners), or for an exchange of a
+//! configured peer DC's endpoint. A node with no membership yet (a new node
+//! the leader is about to add) takes peer RPCs from anyone.
+//!
+//! Once a Raft payload is decoded, [`bind`] checks that the member it claims
+//! to come from is the one at the caller's IP, so one member cannot speak
+//! for another. An IP is only as good as the network it crosses: anything on
+//! a member's host, behind the same NAT or proxy, passes (README).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::caller::{Caller, Listener};
+
+/// The RPCs servers make to each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Removed,
+    HoldElections,
+    Campaign,
+    PreVote,
+    Hello,
+    /// Any other method of the Raft service.
+    OtherRaft,
+    /// `tidal.v1.Dcs/Exchange`, from a peer DC (or passed on by a member).
+    Exchange,
+}
+
+/// Every peer RPC.
+pub const PEER_RPCS: [PeerRpc; 10] = [
+    PeerRpc::AppendEntries,
+    PeerRpc::Vote,
+    PeerRpc::InstallSnapshot,
+    PeerRpc::Removed,
+    PeerRpc::HoldElections,
+    PeerRpc::Campaign,
+    PeerRpc::PreVote,
+    PeerRpc::Hello,
+    PeerRpc::OtherRaft,
+    PeerRpc::Exchange,
+];
+
+/// The gRPC path prefix of the Raft service.
+const RAFT: &str = "/tidal.raft.v1.Raft/";
+/// The gRPC path of the cross-DC exchange.
+const EXCHANGE: &str = "/tidal.v1.Dcs/Exchange";
+
+impl PeerRpc {
+    /// How logs and refusals name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerRpc::AppendEntries => "Raft/AppendEntries",
+            PeerRpc::Vote => "Raft/Vote",
+            PeerRpc::InstallSnapshot => "Raft/InstallSnapshot",
+            PeerRpc::Removed => "Raft/Removed",
+            PeerRpc::HoldElections => "Raft/HoldElections",
+            PeerRpc::Campaign => "Raft/Campaign",
+            PeerRpc::PreVote => "Raft/PreVote",
+            PeerRpc::Hello => "Raft/Hello",
+            PeerRpc::OtherRaft => "Raft",
+            PeerRpc::Exchange => "Dcs/Exchange",
+        }
+    }
+}
+
+/// An RPC as the rules sort it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rpc {
+    Peer(PeerRpc),
+    /// Everything clients and agents call (an unknown path too: the
+    /// router answers it UNIMPLEMENTED).
+    Public,
+}
+
+impl Rpc {
+    /// The RPC of a gRPC method path (`/tidal.raft.v1.Raft/Vote`).
+    pub fn of_path(path: &str) -> Rpc {
+        if path == EXCHANGE {
+            return Rpc::Peer(PeerRpc::Exchange);
+        }
+        let Some(method) = path.strip_prefix(RAFT) else {
+            return Rpc::Public;
+        };
+        Rpc::Peer(match method {
+            "AppendEntries" => PeerRpc::AppendEntries,
+            "Vote" => PeerRpc::Vote,
+            "InstallSnapshot" => PeerRpc::InstallSnapshot,
+            "Removed" => PeerRpc::Removed,
+            "HoldElections" => PeerRpc::HoldElections,
+            "Campaign" => PeerRpc::Campaign,
+            "PreVote" => PeerRpc::PreVote,
+            "Hello" => PeerRpc::Hello,
+            _ => PeerRpc::OtherRaft,
+        })
+    }
+}
+
+/// What the rules need to know about this node's peers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peers {
+    /// Whether this node has a membership (a new node has none until the
+    /// leader adds it).
+    pub has_membership: bool,
+    /// The IPs of the members' peer addresses, voters and learners.
+    pub member_ips: BTreeSet<IpAddr>,
+    /// The IPs of every configured peer DC's endpoints.
+    pub peer_dc_ips: BTreeSet<IpAddr>,
+}
+
+/// Why a call is refused (PERMISSION_DENIED, with this as its message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// A peer RPC on the public listener.
+    PeerListenerOnly(PeerRpc),
+    /// A public RPC on the peer listener.
+    PublicListenerOnly,
+    /// A peer RPC from an IP that is no member's peer address.
+    NotAMember { rpc: PeerRpc, ip: IpAddr },
+    /// An exchange from an IP that is neither a member's nor a peer DC's.
+    NotAPeerDc { ip: IpAddr, origin: Option<String> },
+    /// A Raft message that names another member than the one at the caller's IP.
+    Impersonates {
+        rpc: PeerRpc,
+        ip: IpAddr,
+        claimed: u64,
+        actual: u64,
+    },
+    /// A Raft message that names a node that is not a member (or not a
+    /// voter where a voter is needed).
+    NotAllowedMember {
+        rpc: PeerRpc,
+        claimed: u64,
+        why: &'static str,
+    },
+}
+
+impl Denied {
+    /// A short fixed name, so logs are rate-limited per (IP, reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denied::PeerListenerOnly(_) => "peer rpc on the public listener",
+            Denied::PublicListenerOnly => "public rpc on the peer listener",
+            Denied::NotAMember { .. } => "not a member",
+            Denied::NotAPeerDc { .. } => "not a peer dc",
+            Denied::Impersonates { .. } => "names another member",
+            Denied::NotAllowedMember { .. } => "names a node that may not send it",
+        }
+    }
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denied::PeerListenerOnly(rpc) => write!(
+                f,
+                "{} refused: Raft and exchange RPCs are served on the peer listener only",
+                rpc.name()
+            ),
+            Denied::PublicListenerOnly => f.write_str(
+                "refused: the peer listener serves only Raft and exchange RPCs; \
+                 clients and agents use the public address",
+            ),
+            Denied::NotAMember { rpc, ip } => write!(
+                f,
+                "peer RPC {} refused: {ip} is not the peer address of a member of this DC",
+                rpc.name()
+            ),
+            Denied::NotAPeerDc { ip, origin } => match origin {
+                Some(dc) => write!(
+                    f,
+                    "Dcs/Exchange refused: {ip} is not an endpoint of peer DC {dc:?} \
+                     nor a member of this DC passing an exchange on"
+                ),
+                None => write!(
+                    f,
+                    "Dcs/Exchange refused: {ip} is neither a member of this DC nor an \
+                     endpoint of a peer DC"
+                ),
+            },
+            Denied::Impersonates {
+                rpc,
+                ip,
+                claimed,
+                actual,
+            } => write!(
+                f,
+                "peer RPC {} refused: it names node {claimed}, but {ip} is node {actual}",
+                rpc.name()
+            ),
+            Denied::NotAllowedMember { rpc, claimed, why } => {
+                write!(f, "peer RPC {} refused: node {claimed} {why}", rpc.name())
+            }
+        }
+    }
+}
+
+/// Whether `caller` may make `rpc`, by listener and IP, on a node with a
+/// peer listener.
+pub fn authorize(rpc: Rpc, caller: &Caller, peers: &Peers) -> Result<(), Denied> {
+    let rpc = match (rpc, caller.listener) {
+        (Rpc::Public, Listener::Public) => return Ok(()),
+        (Rpc::Public, Listener::Peer) => return Err(Denied::PublicListenerOnly),
+        (Rpc::Peer(rpc), Listener::Public) => return Err(Denied::PeerListenerOnly(rpc)),
+        (Rpc::Peer(rpc), Listener::Peer) => rpc,
+    };
+    let ip = caller.ip();
+    if peers.member_ips.contains(&ip) {
+        return Ok(());
+    }
+    match rpc {
+        PeerRpc::Exchange if peers.peer_dc_ips.contains(&ip) => Ok(()),
+        PeerRpc::Exchange => Err(Denied::NotAPeerDc { ip, origin: None }),
+        // A node the leader has not added yet knows no member to check.
+        _ if !peers.has_membership => Ok(()),
+        rpc => Err(Denied::NotAMember { rpc, ip }),
+    }
+}
+
+/// An exchange that passed [`authorize`], once its origin DC is known:
+/// from one of `origin_ips` (that DC's configured endpoints), or from a
+/// member of this DC passing it on (`passed_on`).
+pub fn exchange_origin(
+    caller: &Caller,
+    origin: &str,
+    origin_ips: &BTreeSet<IpAddr>,
+    member_ips: &BTreeSet<IpAddr>,
+    passed_on: bool,
+) -> Result<(), Denied> {
+    let ip = caller.ip();
+    if origin_ips.contains(&ip) || (passed_on && member_ips.contains(&ip)) {
+        return Ok(());
+    }
+    Err(Denied::NotAPeerDc {
+        ip,
+        origin: Some(origin.to_string()),
+    })
+}
+
+/// A member as [`bind`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub voter: bool,
+    /// The IP of its peer address (None: a name, not checked).
+    pub ip: Option<IpAddr>,
+}
+
+/// What a decoded Raft message must come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// AppendEntries, Vote, InstallSnapshot (the vote's leader), PreVote
+    /// (the candidate): the named node, a member.
+    Named(u64),
+    /// Removed: the named leader, a voter.
+    NamedVoter(u64),
+    /// HoldElections, Campaign: a voter, the leader this node knows if it
+    /// knows one. Releasing a hold needs a voter only.
+    Leader { known: Option<u64>, release: bool },
+}
+
+/// Checks that the member at the caller's IP is who `sender` must be.
+/// Only when exactly one member has that IP does the IP name a member;
+/// with none or several (a shared host) the check passes (the listener
+/// and [`authorize`] are what holds there). A node with no membership
+/// checks nothing.
+pub fn bind(
+    rpc: PeerRpc,
+    caller: &Caller,
+    members: &[Member],
+    sender: Sender,
+) -> Result<(), Denied> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let ip = caller.ip();
+    let mut at_ip = members.iter().filter(|m| m.ip == Some(ip));
+    let (Some(actual), None) = (at_ip.next(), at_ip.next()) else {
+        return Ok(());
+    };
+    let voter = |id: u64| members.iter().any(|m| m.id == id && m.voter);
+    match sender {
+        Sender::Named(claimed) | Sender::NamedVoter(claimed) if claimed != actual.id => {
+            Err(Denied::Impersonates {
+                rpc,
+                ip,
+                claimed,
+                actual: actual.id,
+            })
+        }
+        Sender::NamedVoter(claimed) if !voter(claimed) => Err(Denied::NotAllowedMember {
+            rpc,
+            claimed,
+            why: "is not a voter",
+        }),
+        Sender::Named(_) | Sender::NamedVoter(_) => Ok(()),
+        Sender::Leader { .. } if !actual.voter => Err(Denied::NotAllowedMember {
+            rpc,
+            claimed: actual.id,
+            why: "is not a voter",
+        }),
+        Sender::Leader {
+            known: Some(leader),
+            release: false,
+        } if leader != actual.id => Err(Denied::NotAllowedMember {
+            rpc,
+            claimed: actual.id,
+            why: "is not the leader this node knows",
+        }),
+        Sender::Leader { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_test.rs"]
+mod tests;

@@ -1,0 +1,201 @@
+//! The tower layer in front of every service that applies [`crate::auth::policy`] with `--peer-listen`: a refused call is PERMISSION_DENIED, and the service never sees it.
+//!
+//! Without a peer listener the layer passes every call through, so nothing
+//! changes for a server that has none. Refusals are logged at warn with the
+//! caller's address, the first one per (IP, reason) and then a count every
+//! [`LOG_EVERY`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::{Either, Ready};
+use tonic::body::BoxBody;
+use tonic::codegen::{http, Service};
+use tower_layer::Layer;
+
+use super::conn::Caller;
+use crate::auth::caller::canonical;
+use crate::auth::policy::{self, Denied, Member, Peers, Rpc};
+use crate::node::Node;
+
+/// How often refusals of one (IP, reason) are summed up in the log.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Most (IP, reason) pairs remembered; past it the log starts afresh.
+const LOG_KEYS: usize = 4096;
+
+/// The peer plane's state as the rules read it, taken from `node` per call.
+pub struct PeerPlane {
+    node: Arc<Node>,
+    denials: Denials,
+}
+
+impl PeerPlane {
+    pub fn new(node: Arc<Node>) -> Arc<PeerPlane> {
+        Arc::new(PeerPlane {
+            node,
+            denials: Denials::default(),
+        })
+    }
+
+    /// Whether the rules are enforced: only with `--peer-listen`.
+    pub fn enforced(&self) -> bool {
+        self.node.config.peer_listen.is_some()
+    }
+
+    /// The membership's members, each with the IP of its peer address.
+    pub fn members(&self) -> Vec<Member> {
+        let metrics = self.node.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                voter: voters.contains(id),
+                ip: peer_ip(&n.addr),
+            })
+            .collect()
+    }
+
+    /// The leader this node knows, if any.
+    pub fn known_leader(&self) -> Option<u64> {
+        self.node.raft.metrics().borrow().current_leader
+    }
+
+    /// What [`policy::authorize`] reads.
+    fn peers(&self) -> Peers {
+        let members = self.members();
+        Peers {
+            has_membership: !members.is_empty(),
+            member_ips: members.iter().filter_map(|m| m.ip).collect(),
+            peer_dc_ips: self
+                .node
+                .config
+                .peers
+                .iter()
+                .flat_map(|p| endpoint_ips(&p.endpoints))
+                .collect(),
+        }
+    }
+
+    /// The IPs of peer DC `dc`'s configured endpoints.
+    pub fn peer_dc_ips(&self, dc: &str) -> BTreeSet<IpAddr> {
+        self.node
+            .config
+            .peers
+            .iter()
+            .filter(|p| p.dc == dc)
+            .flat_map(|p| endpoint_ips(&p.endpoints))
+            .collect()
+    }
+
+    /// Logs a refusal (rate-limited) and returns it as PERMISSION_DENIED.
+    pub fn deny(&self, caller: &Caller, denied: Denied) -> tonic::Status {
+        self.denials.log(self.node.id, caller.remote, &denied);
+        tonic::Status::permission_denied(denied.to_string())
+    }
+}
+
+/// The IP of a member's peer address as `BasicNode.addr` holds it
+/// (`CLIENT` or `CLIENT|PEER`); None for a name.
+fn peer_ip(addr: &str) -> Option<IpAddr> {
+    let peer = addr.rsplit('|').next().unwrap_or(addr);
+    peer.parse::<SocketAddr>().ok().map(|a| canonical(a.ip()))
+}
+
+fn endpoint_ips(endpoints: &[String]) -> impl Iterator<Item = IpAddr> + '_ {
+    endpoints
+        .iter()
+        .filter_map(|e| e.parse::<SocketAddr>().ok())
+        .map(|a| canonical(a.ip()))
+}
+
+/// An address and a refusal's reason ([`Denied::reason`]).
+type DenialKey = (IpAddr, &'static str);
+
+/// Refusals seen per (IP, reason): when last logged, and how many since.
+#[derive(Default)]
+struct Denials(Mutex<HashMap<DenialKey, (Instant, u64)>>);
+
+impl Denials {
+    fn log(&self, node_id: u64, remote: SocketAddr, denied: &Denied) {
+        let key = (canonical(remote.ip()), denied.reason());
+        let now = Instant::now();
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= LOG_KEYS && !seen.contains_key(&key) {
+            seen.clear();
+        }
+        match seen.get_mut(&key) {
+            None => {
+                seen.insert(key, (now, 0));
+                tracing::warn!(node_id, remote = %remote, reason = %denied, "refused a call");
+            }
+            Some((last, count)) => {
+                *count += 1;
+                if now.duration_since(*last) >= LOG_EVERY {
+                    tracing::warn!(node_id, remote = %remote, refused = *count, last = %denied,
+                        "refused more calls from this address since the last report");
+                    *last = now;
+                    *count = 0;
+                }
+            }
+        }
+    }
+}
+
+/// The layer: wraps the server's routes in [`Guarded`].
+#[derive(Clone)]
+pub struct AuthLayer(pub Arc<PeerPlane>);
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            plane: self.0.clone(),
+        }
+    }
+}
+
+/// A service whose calls pass [`policy::authorize`] first.
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    plane: Arc<PeerPlane>,
+}
+
+impl<S, E> Service<http::Request<BoxBody>> for Guarded<S>
+where
+    S: Service<http::Request<BoxBody>, Response = http::Response<BoxBody>, Error = E>,
+{
+    type Response = http::Response<BoxBody>;
+    type Error = E;
+    type Future = Either<Ready<Result<http::Response<BoxBody>, E>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<BoxBody>) -> Self::Future {
+        if !self.plane.enforced() {
+            return Either::Right(self.inner.call(req));
+        }
+        let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+            // Every connection the server accepts carries one.
+            return Either::Right(self.inner.call(req));
+        };
+        let rpc = Rpc::of_path(req.uri().path());
+        match policy::authorize(rpc, &caller, &self.plane.peers()) {
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(denied) => Either::Left(futures::future::ready(Ok(self
+                .plane
+                .deny(&caller, denied)
+                .into_http()))),
+        }
+    }
+}
