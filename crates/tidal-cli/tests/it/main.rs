@@ -21,6 +21,8 @@
 //! - `settings`: `tidal server` settings: file < variables < flags; `--print-config`
 //!   read back by `--config`.
 //! - `smoke`: one small end-to-end run through the harness.
+//! - `peer_plane`: `--peer-listen` on 127.0.0.11-13: forged Raft calls refused,
+//!   the cluster runs through its peer listeners.
 //! - `strict_input`: out-of-range enums, key conflicts, second completions,
 //!   undecodable requests and agent-stream garbage, over the wire.
 //! - `full_disk`: a follower whose data directory fills up exits 5 and names
@@ -49,6 +51,7 @@ mod harness;
 mod membership;
 mod orphans;
 mod peer_addresses;
+mod peer_plane;
 mod retention;
 mod settings;
 mod shutdown;

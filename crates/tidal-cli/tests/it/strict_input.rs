@@ -80,7 +80,7 @@ async fn raw_call(addr: &str, path: &str, body: Vec<u8>) -> anyhow::Result<(i32,
 }
 
 /// grpc-message is percent-encoded.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -20,6 +20,7 @@ use super::conn::Caller;
 use crate::auth::caller::canonical;
 use crate::auth::policy::{self, Denied, Member, Peers, Rpc};
 use crate::node::Node;
+use crate::raft::member_addr::MemberAddr;
 
 /// How often refusals of one (IP, reason) are summed up in the log.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -100,11 +101,14 @@ impl PeerPlane {
     }
 }
 
-/// The IP of a member's peer address as `BasicNode.addr` holds it
-/// (`CLIENT` or `CLIENT|PEER`); None for a name.
+/// The IP of a member's peer address (its client address when it has
+/// none, [`MemberAddr::peer_or_client`]); None for a name.
 fn peer_ip(addr: &str) -> Option<IpAddr> {
-    let peer = addr.rsplit('|').next().unwrap_or(addr);
-    peer.parse::<SocketAddr>().ok().map(|a| canonical(a.ip()))
+    MemberAddr::of_stored(addr)
+        .peer_or_client()
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|a| canonical(a.ip()))
 }
 
 fn endpoint_ips(endpoints: &[String]) -> impl Iterator<Item = IpAddr> + '_ {

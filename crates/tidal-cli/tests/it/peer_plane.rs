@@ -1,0 +1,218 @@
+//! The peer plane with `--peer-listen`, on real processes at 127.0.0.11-13 (each dialing from its own IP, `--source-ip`): the cluster elects, replicates and runs a task through the peer listeners, while Raft calls on a client port, or from 127.0.0.1 (no member) on a peer port, are PERMISSION_DENIED and change nothing.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
+use tidal_testkit::ports::Port;
+
+use crate::harness::{AgentOpts, Cluster, ClusterOpts};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Node `id`'s IP.
+fn ip(id: u64) -> IpAddr {
+    format!("127.0.0.{}", 10 + id).parse().unwrap()
+}
+
+/// A 3-node cluster at 127.0.0.11-13, each node with a peer listener on
+/// its own IP; returns it with the peer addresses (held ports).
+async fn start() -> anyhow::Result<(Cluster, Vec<Port>)> {
+    let mut c = Cluster::new(ClusterOpts {
+        nodes: 3,
+        join: false,
+        ..ClusterOpts::default()
+    })?;
+    let mut peers = Vec::new();
+    for id in 1..=3 {
+        let port = Port::on(ip(id))?;
+        let n = c.node_mut(id);
+        n.addr = port.addr().to_string();
+        n.port = port;
+        peers.push(Port::on(ip(id))?);
+    }
+    c.client = tidal_client::Client::with_options(c.endpoints(), c.spec.client.clone())?;
+    let own = |id: u64, peers: &[Port]| -> Vec<String> {
+        vec![
+            "--peer-listen".into(),
+            peers[(id - 1) as usize].addr().to_string(),
+            "--source-ip".into(),
+            ip(id).to_string(),
+        ]
+    };
+    c.start_node_with(1, true, &own(1, &peers))?;
+    c.wait_leader(WAIT).await?;
+    for id in 2..=3 {
+        c.start_node_with(id, false, &own(id, &peers))?;
+        let (addr, peer) = (c.node(id).addr.clone(), peers[(id - 1) as usize].addr());
+        c.client
+            .add_learner_with_peer(id, &addr, Some(&peer.to_string()))
+            .await?;
+        c.wait_caught_up(id, WAIT).await?;
+        c.client.promote(id).await?;
+    }
+    Ok((c, peers))
+}
+
+/// POSTs one encoded gRPC message to `path` at `addr` on a fresh HTTP/2 connection
+/// opened from `from`, and returns the call's grpc-status and grpc-message.
+async fn raw_call(
+    from: IpAddr,
+    addr: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(i32, String)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((from, 0).into())?;
+    let tcp = socket.connect(addr.parse()?).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    let driver = tokio::spawn(conn);
+
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(body);
+    let req = hyper::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed)))?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await??;
+    let headers = resp.headers().clone();
+    let collected =
+        tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await??;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    driver.abort();
+    let get = |k: &str| {
+        headers
+            .get(k)
+            .or_else(|| trailers.get(k))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let code = get("grpc-status")
+        .ok_or_else(|| anyhow::anyhow!("no grpc-status in {headers:?} / {trailers:?}"))?
+        .parse()?;
+    let message = get("grpc-message").unwrap_or_default();
+    Ok((code, crate::strict_input::percent_decode(&message)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_raft_calls_are_refused_and_the_cluster_runs_through_its_peer_listeners(
+) -> anyhow::Result<()> {
+    let (mut c, peers) = start().await?;
+    let (leader, _) = c.wait_leader(WAIT).await?;
+    let before = c.client.members().await?;
+    assert_eq!(before.members.iter().filter(|m| m.voter).count(), 3);
+
+    // Forged calls to node 1: a removal notice from the leader, a long
+    // hold of elections, a campaign.
+    let removed = tidal_proto::raft::RemovedNotice {
+        node_id: 1,
+        leader_id: leader,
+        membership_index: 1,
+    };
+    let hold = tidal_proto::raft::HoldElectionsRequest { millis: 40_000 };
+    let campaign = tidal_proto::raft::CampaignRequest { node_id: 1 };
+    let calls = [
+        ("/tidal.raft.v1.Raft/Removed", removed.encode_to_vec()),
+        ("/tidal.raft.v1.Raft/HoldElections", hold.encode_to_vec()),
+        ("/tidal.raft.v1.Raft/Campaign", campaign.encode_to_vec()),
+    ];
+    let client_port = c.node(1).addr.clone();
+    let peer_port = peers[0].addr().to_string();
+    let localhost: IpAddr = "127.0.0.1".parse()?;
+    for (path, msg) in calls {
+        // On the client port, even from a member's IP.
+        for from in [localhost, ip(2)] {
+            let (code, message) = raw_call(from, &client_port, path, &msg).await?;
+            assert_eq!(code, 7, "{path} on the client port from {from}: {message}");
+            assert!(message.contains("peer listener only"), "{message}");
+        }
+        // On the peer port, from an IP no member has.
+        let (code, message) = raw_call(localhost, &peer_port, path, &msg).await?;
+        assert_eq!(code, 7, "{path} on the peer port from 127.0.0.1: {message}");
+        assert!(
+            message.contains("127.0.0.1 is not the peer address of a member"),
+            "{message}"
+        );
+    }
+    // A member cannot speak for another: node 2's IP, naming node 3.
+    let as_3 = tidal_proto::raft::RemovedNotice {
+        node_id: 1,
+        leader_id: 3,
+        membership_index: 1,
+    };
+    let (code, message) = raw_call(
+        ip(2),
+        &peer_port,
+        "/tidal.raft.v1.Raft/Removed",
+        &as_3.encode_to_vec(),
+    )
+    .await?;
+    assert_eq!(code, 7, "{message}");
+    assert!(
+        message.contains("names node 3, but 127.0.0.12 is node 2"),
+        "{message}"
+    );
+
+    // Node 1 runs on, and the refusals are in its log with the address.
+    assert!(
+        c.node_mut(1).proc.as_mut().unwrap().running(),
+        "{}",
+        c.logs_tail(20)
+    );
+    let log = std::fs::read_to_string(c.dir.path().join("node1.log"))?;
+    assert!(
+        log.contains("refused a call") && log.contains("127.0.0.1:"),
+        "{log}"
+    );
+    assert!(!log.contains("was removed from the cluster"), "{log}");
+
+    // The cluster replicates and runs a task as before.
+    c.start_agent(AgentOpts::new("agent-1", &["t2i"]))?;
+    c.wait_agents(1, WAIT).await?;
+    run_task(&c, "before").await?;
+    for id in 1..=3 {
+        c.wait_caught_up(id, WAIT).await?;
+    }
+    // A new leader is elected through the peer listeners.
+    c.kill_node(leader);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(l) = c.leader().await.filter(|l| *l != leader) {
+            let s = c.client.status_of(&c.node(l).addr.clone()).await?;
+            assert_eq!(s.role, "leader");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new leader\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run_task(&c, "after a new election").await?;
+    Ok(())
+}
+
+/// Submits a task and waits until it succeeded.
+async fn run_task(c: &Cluster, payload: &str) -> anyhow::Result<()> {
+    let id = c.tidal_ok(&["task", "submit", "--type", "t2i", "--payload", payload])?;
+    let id = id.trim();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let t: serde_json::Value =
+            serde_json::from_str(&c.tidal_ok(&["task", "get", id, "-o", "json"])?)?;
+        if t["state"] == "succeeded" {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} not done: {t}\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
