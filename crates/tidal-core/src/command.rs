@@ -102,7 +102,7 @@ fn decode_command(version: u8, bytes: &[u8]) -> Body {
              {FORMAT_VERSION_MIN} to {FORMAT_VERSION_MAX}"
         ));
     }
-    match bincode::serde::decode_from_slice::<Command, _>(bytes, bincode::config::standard()) {
+    match crate::bounded::decode_from_slice::<Command>(bytes) {
         Ok((command, used)) if used == bytes.len() && command.required_version() <= version => {
             Body::Command(command)
         }

@@ -21,6 +21,7 @@
 //! - [`reconcile`]: what a registering agent's session regrants and cancels.
 //! - [`forwarding`]: cross-DC outboxes, ingest and acks in the state, the
 //!   capability summary peers exchange, and the forwarding policy.
+//! - [`bounded`]: bincode decoding with a limit on allocation, for bytes from disk or the network.
 //! - [`collections`]: the state's persistent ordered maps and sets (O(1) copies).
 //! - [`limits`]: stateless size and name checks run at the API edge.
 //! - `invariants`: [`State::check_invariants`], the checker tests run after every apply.
@@ -36,6 +37,7 @@
 //! world arrives in a command or its [`ApplyCtx`].
 
 pub mod access;
+pub mod bounded;
 pub mod collections;
 pub mod command;
 mod digest;

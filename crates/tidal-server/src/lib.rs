@@ -20,6 +20,8 @@
 //! - [`error`]: the one mapping from errors to gRPC status codes.
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
 //! - [`fatal`]: stopping, with the reason, when the store cannot write.
+//! - `fuzz` (tests and the `fuzzing` feature only): the fuzz targets of the
+//!   decoders of what peers, clients and config files send (fuzz/README.md).
 //!
 //! Depends on tidal-core (the state machine), tidal-store (storage),
 //! tidal-proto and tidal-client (its dialer, for channels to other servers);
@@ -35,6 +37,9 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fatal;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod grpc;
 pub mod leader;
 pub mod links;

@@ -37,9 +37,8 @@ pub fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError
 /// body must be consumed exactly. `what` names the value in errors.
 pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     let body = verify(what, bytes)?;
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(body, bincode::config::standard())
-            .map_err(|e| StoreError::corrupt(what, format!("cannot decode: {e}")))?;
+    let (value, used) = tidal_core::bounded::decode_from_slice::<T>(body)
+        .map_err(|e| StoreError::corrupt(what, format!("cannot decode: {e}")))?;
     if used != body.len() {
         return Err(StoreError::corrupt(
             what,
@@ -117,9 +116,8 @@ pub(crate) fn entry_log_id(index: u64, bytes: &[u8]) -> Result<LogId, StoreError
     struct Head {
         log_id: LogId,
     }
-    let (head, _): (Head, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| StoreError::corrupt(what(), format!("cannot decode: {e}")))?;
+    let (head, _): (Head, usize) = tidal_core::bounded::decode_from_slice(body)
+        .map_err(|e| StoreError::corrupt(what(), format!("cannot decode: {e}")))?;
     if head.log_id.index != index {
         return Err(StoreError::corrupt(
             what(),

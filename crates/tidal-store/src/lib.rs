@@ -23,6 +23,8 @@
 //! # Modules
 //!
 //! - [`error`]: [`StoreError`] and its mapping to openraft's `StorageError`.
+//! - `fuzz` (tests and the `fuzzing` feature only): the fuzz targets of the
+//!   store's decoders, their corpus replay and seeds (fuzz/README.md).
 //! - [`failure`]: [`Failures`], the first write the store could not make.
 //! - [`codec`]: the versioned, checksummed value encoding.
 //! - [`crash`]: crash points and simulated power loss for fault-injection runs
@@ -49,6 +51,9 @@ pub mod crash;
 mod durability;
 pub mod error;
 pub mod failure;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod log_store;
 #[cfg(feature = "failpoints")]
 mod power_loss;

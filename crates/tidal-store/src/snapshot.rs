@@ -51,8 +51,7 @@ pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, StoreError> {
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, StoreError> {
     const WHAT: &str = "snapshot data";
     let body = codec::verify(WHAT, bytes)?;
-    let config = bincode::config::standard();
-    let (mut applied, used): (Applied, usize) = bincode::serde::decode_from_slice(body, config)
+    let (mut applied, used): (Applied, usize) = tidal_core::bounded::decode_from_slice(body)
         .map_err(|e| StoreError::corrupt(WHAT, format!("cannot decode: {e}")))?;
     let version = match &body[used..] {
         [] => FORMAT_VERSION_MIN,
@@ -65,10 +64,10 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, StoreError> {
         }
         [version] if *version > FORMAT_VERSION_MIN && *version < ACCESS_VERSION => *version,
         [version, section @ ..] if *version >= ACCESS_VERSION => {
-            let (access, used): (Access, usize) =
-                bincode::serde::decode_from_slice(section, config).map_err(|e| {
-                    StoreError::corrupt(WHAT, format!("cannot decode the access section: {e}"))
-                })?;
+            let (access, used): (Access, usize) = tidal_core::bounded::decode_from_slice(section)
+                .map_err(|e| {
+                StoreError::corrupt(WHAT, format!("cannot decode the access section: {e}"))
+            })?;
             if used != section.len() {
                 return Err(StoreError::corrupt(
                     WHAT,

@@ -62,9 +62,8 @@ pub fn decode_backup(bytes: &[u8]) -> Result<Applied, StoreError> {
     }
     let what = "backup (store format 1)";
     let body = codec::verify_version(what, bytes, 1)?;
-    let (old, used): (AppliedV1, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| StoreError::corrupt(what, format!("cannot decode: {e}")))?;
+    let (old, used): (AppliedV1, usize) = tidal_core::bounded::decode_from_slice(body)
+        .map_err(|e| StoreError::corrupt(what, format!("cannot decode: {e}")))?;
     if used != body.len() {
         return Err(StoreError::corrupt(
             what,

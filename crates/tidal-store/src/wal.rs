@@ -624,14 +624,14 @@ impl Frozen<'_> {
 
 /// The codec value of the record at `pos` in `buf`, if whole.
 fn record_at(buf: &[u8], pos: usize) -> Option<&[u8]> {
-    let head = buf.get(pos..pos + LEN_BYTES)?;
+    let start = pos.checked_add(LEN_BYTES)?;
+    let head = buf.get(pos..start)?;
     let len = u32::from_le_bytes(head.try_into().ok()?) as usize;
-    buf.get(pos + LEN_BYTES..pos + LEN_BYTES + len)
+    buf.get(start..start.checked_add(len)?)
 }
 
-/// Reads and checks one segment. A record at the very end of the last
-/// segment that is cut short or fails its checksum is a torn write: the log
-/// ends there and the file is cut. Anything else that fails is corruption.
+/// Reads and checks one segment ([`parse_segment`]), cutting off a torn
+/// write at the end of the last one.
 fn read_segment(
     path: &Path,
     first: u64,
@@ -643,13 +643,57 @@ fn read_segment(
         .open(path)
         .map_err(io_err("open log segment", path))?;
     let buf = fs::read(path).map_err(io_err("read log segment", path))?;
+    let parsed = parse_segment(&buf, first, is_last)?;
+    if let Some(e) = &parsed.torn {
+        tracing::warn!(
+            segment = %path.display(),
+            at_byte = parsed.len,
+            error = %e,
+            "the log ends in a torn write (a crash during an append that was never acknowledged); cutting it off"
+        );
+        file.set_len(parsed.len as u64)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("cut a torn write off log segment", path))?;
+    }
+    let segment = Segment {
+        first,
+        path: path.to_path_buf(),
+        file: Arc::new(file),
+        offsets: parsed.offsets,
+        len: parsed.len as u64,
+    };
+    Ok((segment, parsed.last))
+}
+
+/// What [`parse_segment`] found in a segment's bytes.
+#[derive(Debug)]
+pub(crate) struct ParsedSegment {
+    /// Where each whole, checked record starts.
+    pub(crate) offsets: Vec<u64>,
+    /// The log id of the last of them.
+    pub(crate) last: Option<LogId>,
+    /// The end of the last of them: where the log ends.
+    pub(crate) len: usize,
+    /// Why the bytes from `len` on are a torn write (only in the last segment).
+    pub(crate) torn: Option<StoreError>,
+}
+
+/// Checks the records of a segment whose first entry is `first`. A record
+/// at the very end of the last segment that is cut short or fails its
+/// checksum is a torn write: the log ends there. Anything else that fails
+/// is corruption.
+pub(crate) fn parse_segment(
+    buf: &[u8],
+    first: u64,
+    is_last: bool,
+) -> Result<ParsedSegment, StoreError> {
     let mut offsets = Vec::new();
     let mut pos = 0usize;
     let mut last = None;
     while pos < buf.len() {
-        let index = first + offsets.len() as u64;
+        let index = first.saturating_add(offsets.len() as u64);
         let what = || format!("log entry {index}");
-        let (torn, checked) = match record_at(&buf, pos) {
+        let (torn, checked) = match record_at(buf, pos) {
             None => (
                 true,
                 Err(StoreError::corrupt(what(), "its record is cut short")),
@@ -668,28 +712,22 @@ fn read_segment(
                 last = Some(id);
             }
             Err(e) if torn && is_last => {
-                tracing::warn!(
-                    segment = %path.display(),
-                    at_byte = pos,
-                    error = %e,
-                    "the log ends in a torn write (a crash during an append that was never acknowledged); cutting it off"
-                );
-                file.set_len(pos as u64)
-                    .and_then(|()| file.sync_data())
-                    .map_err(io_err("cut a torn write off log segment", path))?;
-                break;
+                return Ok(ParsedSegment {
+                    offsets,
+                    last,
+                    len: pos,
+                    torn: Some(e),
+                })
             }
             Err(e) => return Err(e),
         }
     }
-    let segment = Segment {
-        first,
-        path: path.to_path_buf(),
-        file: Arc::new(file),
+    Ok(ParsedSegment {
         offsets,
-        len: pos as u64,
-    };
-    Ok((segment, last))
+        last,
+        len: pos,
+        torn: None,
+    })
 }
 
 /// Encodes entries as the log stores them.

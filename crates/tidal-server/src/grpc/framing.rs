@@ -50,10 +50,7 @@ where
         self.0.call(req.map(|body| {
             tonic::body::boxed(Checked {
                 inner: body,
-                scan: Scan {
-                    compressed,
-                    ..Scan::default()
-                },
+                scan: Scan::new(compressed),
             })
         }))
     }
@@ -61,7 +58,7 @@ where
 
 /// Where the body is in its frames.
 #[derive(Debug, Default)]
-struct Scan {
+pub(crate) struct Scan {
     /// The request names a compression: flag 1 is allowed.
     compressed: bool,
     header: [u8; 5],
@@ -72,7 +69,15 @@ struct Scan {
 }
 
 impl Scan {
-    fn feed(&mut self, mut data: &[u8]) -> Result<(), Status> {
+    /// At the start of a body; `compressed`: the request names a compression.
+    pub(crate) fn new(compressed: bool) -> Scan {
+        Scan {
+            compressed,
+            ..Scan::default()
+        }
+    }
+
+    pub(crate) fn feed(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
             if self.remaining > 0 {
                 let n = usize::try_from(self.remaining)
@@ -112,7 +117,7 @@ impl Scan {
         Ok(())
     }
 
-    fn finish(&self) -> Result<(), Status> {
+    pub(crate) fn finish(&self) -> Result<(), Status> {
         if self.have > 0 || self.remaining > 0 {
             return Err(Status::invalid_argument(format!(
                 "malformed gRPC frame: the request ended inside a frame ({} bytes missing)",

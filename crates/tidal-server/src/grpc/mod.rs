@@ -8,6 +8,9 @@ pub mod convert;
 pub mod dc_link;
 pub mod dc_service;
 pub mod framing;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod joiner;
 pub mod queue_service;
 pub mod raft_service;

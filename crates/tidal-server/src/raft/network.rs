@@ -45,9 +45,10 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     bincode::serde::encode_to_vec(value, bincode::config::standard())
 }
 
-/// Decodes a Raft message from the wire.
+/// Decodes a Raft message from the wire, with a limit on what a length
+/// prefix may allocate ([`tidal_core::bounded`]).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(v, _)| v)
+    tidal_core::bounded::decode_from_slice(bytes).map(|(v, _)| v)
 }
 
 /// Hands openraft a client per peer; channels are cached by address so every
