@@ -3,9 +3,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use tidal_testkit::ports::Port;
 
@@ -68,34 +65,10 @@ async fn raw_call(
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind((from, 0).into())?;
     let tcp = socket.connect(addr.parse()?).await?;
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-    let driver = tokio::spawn(conn);
-
     let mut framed = vec![0];
     framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
     framed.extend_from_slice(body);
-    let req = hyper::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from(framed)))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await??;
-    let headers = resp.headers().clone();
-    let collected =
-        tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await??;
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    driver.abort();
-    let get = |k: &str| {
-        headers
-            .get(k)
-            .or_else(|| trailers.get(k))
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
-    let code = get("grpc-status")
-        .ok_or_else(|| anyhow::anyhow!("no grpc-status in {headers:?} / {trailers:?}"))?
-        .parse()?;
-    let message = get("grpc-message").unwrap_or_default();
-    Ok((code, crate::strict_input::percent_decode(&message)))
+    crate::strict_input::raw_call_on(tcp, addr, path, framed).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

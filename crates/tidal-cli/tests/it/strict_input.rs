@@ -53,6 +53,17 @@ fn frame(body: &[u8]) -> Vec<u8> {
 /// (from the headers of a trailers-only answer, or from the trailers).
 async fn raw_call(addr: &str, path: &str, body: Vec<u8>) -> anyhow::Result<(i32, String)> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
+    raw_call_on(tcp, addr, path, body).await
+}
+
+/// [`raw_call`] on a connection the caller opened (e.g. from a chosen source
+/// address).
+pub(crate) async fn raw_call_on(
+    tcp: tokio::net::TcpStream,
+    addr: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(i32, String)> {
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
     let driver = tokio::spawn(conn);
