@@ -1,8 +1,13 @@
 //! The agent's validated configuration.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
+use tidal_client::tidal_tls::rustls::ClientConfig;
+use tidal_client::tidal_tls::{self, Expect, Role, TlsDir};
 use tidal_proto::v1;
 
 /// Default cap of a task's result (its stdout).
@@ -18,6 +23,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default time a stopped task's worker gets between SIGTERM and SIGKILL.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// An agent whose certificate expires sooner than this warns at start.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 
 /// What an agent is and how it runs tasks. Built by the CLI from its file,
 /// environment and flags, then checked with [`AgentConfig::validate`].
@@ -52,6 +60,9 @@ pub struct AgentConfig {
     pub max_result_bytes: usize,
     /// Local IP that connections to the servers leave from (None: the OS chooses).
     pub source_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS with the servers: a directory with ca.pem, cert.pem and
+    /// key.pem, whose certificate names an agent of `dc` (None: plaintext).
+    pub tls_dir: Option<PathBuf>,
     /// The deadline of the drain a shutdown signal starts.
     pub drain_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a task is stopped on the leader's order.
@@ -75,6 +86,7 @@ impl Default for AgentConfig {
             ttl: None,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             source_ip: None,
+            tls_dir: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             stop_grace: DEFAULT_STOP_GRACE,
         }
@@ -134,6 +146,31 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// The TLS configuration of the connections to the servers, loaded
+    /// from `tls_dir` (None without it). Its certificate must name an
+    /// agent of this agent's DC, and only servers of that DC are accepted.
+    pub fn tls(&self) -> anyhow::Result<Option<Arc<ClientConfig>>> {
+        let Some(dir) = &self.tls_dir else {
+            return Ok(None);
+        };
+        let loaded =
+            agent_tls_dir(dir, &self.dc).with_context(|| format!("--tls-dir {}", dir.display()))?;
+        let left = loaded
+            .not_after()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left < EXPIRY_WARNING {
+            tracing::warn!(
+                cert = %dir.join("cert.pem").display(),
+                days_left = left.as_secs() / 86_400,
+                "this agent's certificate expires soon: issue a new one (tidal cert issue --role agent)"
+            );
+        }
+        let config = tidal_tls::client_config(&loaded, Expect::Dc(self.dc.clone()))
+            .with_context(|| format!("--tls-dir {}", dir.display()))?;
+        Ok(Some(config))
+    }
+
     /// The spec sent in `Register`.
     pub fn spec(&self) -> v1::AgentSpec {
         v1::AgentSpec {
@@ -161,6 +198,20 @@ impl AgentConfig {
             None => Ok(server_ttl.mul_f64(DEFAULT_TTL_SHARE)),
         }
     }
+}
+
+/// `dir` loaded, if its certificate names an agent of `dc`.
+fn agent_tls_dir(dir: &Path, dc: &str) -> anyhow::Result<TlsDir> {
+    let loaded = TlsDir::load(dir)?;
+    let id = loaded.identity();
+    if id.role() != Role::Agent || id.dc() != Some(dc) {
+        anyhow::bail!(
+            "{} names {id}, not an agent of dc '{dc}' (issue one with: tidal cert issue \
+             --role agent --dc {dc} --name NAME ...)",
+            dir.join("cert.pem").display()
+        );
+    }
+    Ok(loaded)
 }
 
 #[cfg(test)]

@@ -72,3 +72,58 @@ fn lease_ttl_is_shorter_than_the_servers() {
         "{e}"
     );
 }
+
+#[test]
+fn tls_needs_an_agent_certificate_of_its_dc() {
+    use tidal_client::tidal_tls::issue::{issue, new_ca, Request, Validity};
+    use tidal_client::tidal_tls::{CertIdentity, Role};
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    new_ca(&ca, "test CA", Validity::days(30)).unwrap();
+    let dir = |role: Role, dc: Option<&str>, name: &str| {
+        let out = tmp
+            .path()
+            .join(format!("{role}-{}-{name}", dc.unwrap_or("any")));
+        let req = Request {
+            identity: CertIdentity::new(role, dc, name).unwrap(),
+            hosts: Vec::new(),
+            validity: Validity::days(30),
+        };
+        issue(&ca, &req, &out).unwrap();
+        out
+    };
+    let with = |tls_dir: Option<std::path::PathBuf>| AgentConfig {
+        dc: "dc1".into(),
+        tls_dir,
+        ..good()
+    };
+    assert!(with(None).tls().unwrap().is_none());
+    assert!(with(Some(dir(Role::Agent, Some("dc1"), "gpu-1")))
+        .tls()
+        .unwrap()
+        .is_some());
+    for (other, says) in [
+        (
+            dir(Role::Agent, Some("dc2"), "gpu-1"),
+            "agent 'gpu-1' of dc 'dc2'",
+        ),
+        (dir(Role::Client, None, "alice"), "client 'alice' of any dc"),
+        (
+            dir(Role::Server, Some("dc1"), "1"),
+            "server '1' of dc 'dc1'",
+        ),
+    ] {
+        let e = format!("{:#}", with(Some(other.clone())).tls().unwrap_err());
+        assert!(
+            e.contains(&format!("--tls-dir {}", other.display()))
+                && e.contains(&format!("names {says}, not an agent of dc 'dc1'"))
+                && e.contains("tidal cert issue --role agent --dc dc1"),
+            "{e}"
+        );
+    }
+    let e = format!(
+        "{:#}",
+        with(Some(tmp.path().join("nowhere"))).tls().unwrap_err()
+    );
+    assert!(e.contains("cannot read") && e.contains("ca.pem"), "{e}");
+}

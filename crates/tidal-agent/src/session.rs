@@ -164,6 +164,10 @@ pub(crate) struct Agent {
     observer: Option<mpsc::UnboundedSender<ExecEvent>>,
     /// Set once a graceful exit began.
     leaving: Option<Leaving>,
+    /// Whether a session was ever opened: until then a TLS refusal is a
+    /// misconfiguration to stop on; afterwards (a server's certificate
+    /// being replaced, say) it is retried like any connection failure.
+    ever_opened: bool,
 }
 
 impl Agent {
@@ -174,6 +178,7 @@ impl Agent {
         config.validate().context("invalid agent configuration")?;
         let options = ClientOptions {
             source_ip: config.source_ip,
+            tls: config.tls()?,
             ..ClientOptions::default()
         };
         let client = Client::with_options(config.endpoints.clone(), options)
@@ -203,6 +208,7 @@ impl Agent {
             fenced: std::collections::VecDeque::new(),
             observer,
             leaving: None,
+            ever_opened: false,
         })
     }
 
@@ -588,6 +594,7 @@ impl Agent {
                     }
                 };
                 tracing::info!(endpoint = %session.endpoint, "session opened");
+                self.ever_opened = true;
                 self.conn = Conn::Open(Box::new(Open {
                     tx,
                     inbound: session.inbound,
@@ -607,6 +614,16 @@ impl Agent {
                         message: e.message,
                     }
                     .into());
+                }
+                if e.is_tls_refusal() {
+                    if !self.ever_opened {
+                        return Err(anyhow::anyhow!(
+                            "cannot connect to the servers over TLS: {e}"
+                        ));
+                    }
+                    tracing::warn!(error = %e, "a server refused TLS; retrying");
+                    self.schedule_reconnect();
+                    return Ok(());
                 }
                 if matches!(
                     e.code,

@@ -492,6 +492,64 @@ fn client_options_defaults_and_timeout() {
 }
 
 #[test]
+fn client_and_agent_tls_flags() {
+    // Tests must not depend on the environment.
+    if std::env::var_os("TIDAL_TLS_DIR").is_some() || std::env::var_os("TIDAL_INSECURE").is_some() {
+        return;
+    }
+    let Command::Status(s) = parse(&["status"]).command else {
+        panic!()
+    };
+    assert_eq!((s.client.tls.tls_dir, s.client.tls.insecure), (None, false));
+    let Command::Task(TaskCmd::Get(g)) =
+        parse(&["task", "get", "t-1", "--tls-dir", "/etc/tidal/tls"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(
+        g.client.tls.tls_dir,
+        Some(std::path::PathBuf::from("/etc/tidal/tls"))
+    );
+    let Command::Status(s) = parse(&["status", "--insecure"]).command else {
+        panic!()
+    };
+    assert!(s.client.tls.insecure);
+    assert_eq!(
+        usage_error(&["status", "--insecure", "--tls-dir", "x"]),
+        ErrorKind::ArgumentConflict
+    );
+    let Command::Agent(a) = parse(&[
+        "agent",
+        "--id",
+        "a",
+        "--dc",
+        "d",
+        "--task-types",
+        "t2i",
+        "--tls-dir",
+        "/etc/tidal/agent",
+        "--",
+        "true",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    let config = a.run.to_config().unwrap();
+    assert_eq!(
+        config.tls_dir,
+        Some(std::path::PathBuf::from("/etc/tidal/agent"))
+    );
+    let Command::Agent(a) = parse(&["agent", "list", "--insecure"]).command else {
+        panic!()
+    };
+    let Some(AgentCmd::List(l)) = a.action else {
+        panic!()
+    };
+    assert!(l.client.tls.insecure);
+}
+
+#[test]
 fn dev_form_and_global_log_format() {
     let cli = parse(&[
         "dev",

@@ -1,8 +1,13 @@
 //! The options shared by every command that talks to a cluster.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
+use tidal_tls::rustls::ClientConfig;
+use tidal_tls::{Expect, TlsDir};
 
 /// The default server a client command talks to.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7001";
@@ -27,10 +32,48 @@ pub struct ClientOpts {
     /// Give up on a request (including retries while a leader is elected) after this many milliseconds.
     #[arg(long, default_value_t = 15_000, value_name = "MS")]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tls: TlsOpts,
 }
 
 impl ClientOpts {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
     }
+}
+
+/// How a client or an agent connects: mutual TLS from a directory, or
+/// plaintext.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsOpts {
+    /// Mutual TLS: DIR holds ca.pem, cert.pem and key.pem (`tidal cert issue`); every connection uses TLS.
+    #[arg(
+        long,
+        env = "TIDAL_TLS_DIR",
+        value_name = "DIR",
+        conflicts_with = "insecure"
+    )]
+    pub tls_dir: Option<PathBuf>,
+    /// Connect in plaintext, without TLS (allowed without this flag for now).
+    #[arg(long, env = "TIDAL_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
+}
+
+impl TlsOpts {
+    /// The TLS configuration of a user's client (any server the CA
+    /// vouches for), or None for plaintext.
+    pub fn client_config(&self) -> anyhow::Result<Option<Arc<ClientConfig>>> {
+        let Some(dir) = &self.tls_dir else {
+            return Ok(None);
+        };
+        let loaded = load(dir)?;
+        let config = tidal_tls::client_config(&loaded, Expect::AnyServer)
+            .with_context(|| format!("--tls-dir {}", dir.display()))?;
+        Ok(Some(config))
+    }
+}
+
+/// A TLS directory, with the flag named in its errors.
+pub fn load(dir: &Path) -> anyhow::Result<TlsDir> {
+    TlsDir::load(dir).with_context(|| format!("--tls-dir {}", dir.display()))
 }

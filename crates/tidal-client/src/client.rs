@@ -11,6 +11,7 @@ use tidal_proto::v1::{
     self, agents_client::AgentsClient, cluster_client::ClusterClient, dcs_client::DcsClient,
     queues_client::QueuesClient, tasks_client::TasksClient,
 };
+use tidal_tls::rustls::ClientConfig;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
@@ -80,6 +81,11 @@ pub struct ClientOptions {
     pub keepalive_timeout: Duration,
     /// Local IP that connections leave from (None: the OS chooses).
     pub source_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS on every connection (None: plaintext). Built by
+    /// `tidal_tls::client_config` from a TLS directory, with the servers
+    /// it accepts: `Expect::AnyServer` for users, `Expect::Dc(dc)` for an
+    /// agent. An `https://` endpoint requires it.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -91,6 +97,7 @@ impl Default for ClientOptions {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             source_ip: None,
+            tls: None,
         }
     }
 }
@@ -113,6 +120,9 @@ struct State {
     known: Vec<String>,
     leader: Option<String>,
     channels: HashMap<String, Channel>,
+    /// Addresses probed for TLS, and whether they speak it
+    /// ([`Client::tls_mismatch`]).
+    probed: HashMap<String, bool>,
 }
 
 /// An open agent session (`Agents/Session`) with the leader.
@@ -152,12 +162,22 @@ impl Client {
         Client::with_options(endpoints, ClientOptions::default())
     }
 
-    /// A client with explicit timeouts and retry budget.
+    /// A client with explicit timeouts, retry budget and TLS. An
+    /// `https://` endpoint without `opts.tls` is an error.
     pub fn with_options<S: AsRef<str>>(
         endpoints: Vec<S>,
         opts: ClientOptions,
     ) -> Result<Client, Error> {
         let known = endpoint::normalize_all(&endpoints)?;
+        if opts.tls.is_none() {
+            if let Some(e) = endpoints.iter().find(|e| endpoint::wants_tls(e.as_ref())) {
+                return Err(Error::invalid_argument(format!(
+                    "endpoint {:?} asks for TLS (https://), but no TLS directory is configured \
+                     (--tls-dir DIR or TIDAL_TLS_DIR, with ca.pem, cert.pem and key.pem)",
+                    e.as_ref().trim()
+                )));
+            }
+        }
         Ok(Client {
             inner: Arc::new(Inner {
                 opts,
@@ -624,11 +644,17 @@ impl Client {
         };
         match tokio::time::timeout(self.inner.opts.request_timeout, fut).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) if retry::is_transport(&s) => Err(Error::new(
-                Code::Unavailable,
-                format!("cannot reach {addr}: {}", s.message()),
-            )),
-            Ok(Err(s)) => Err(s.into()),
+            Ok(Err(s)) => Err(match retry::tls_refusal(&s) {
+                Some(why) => retry::refused(&addr, &why),
+                None if retry::is_transport(&s) => match self.tls_mismatch(&addr, &s).await {
+                    Some(e) => e,
+                    None => Error::new(
+                        Code::Unavailable,
+                        format!("cannot reach {addr}: {}", s.message()),
+                    ),
+                },
+                None => s.into(),
+            }),
             Err(_) => Err(Error::new(
                 Code::DeadlineExceeded,
                 format!(
@@ -702,6 +728,7 @@ impl Client {
             };
             match retry::classify(&status) {
                 Verdict::Fail => return Err(status.into()),
+                Verdict::Refused(why) => return Err(retry::refused(&target, &why)),
                 Verdict::Redirect(addr) if unreachable.recently(&addr) => {
                     // This node names a leader this call could not reach: it
                     // has not noticed that the leader is gone. Ask it again
@@ -726,6 +753,9 @@ impl Client {
                     continue;
                 }
                 Verdict::Redirect(_) | Verdict::Retry => {}
+            }
+            if let Some(e) = self.tls_mismatch(&target, &status).await {
+                return Err(e);
             }
             tracing::debug!(endpoint = %target, code = ?status.code(), error = %status.message(), "attempt failed");
             self.forget_leader(&target);
@@ -754,6 +784,34 @@ impl Client {
                 st.known[pick].clone()
             };
         }
+    }
+
+    /// A plaintext client whose connection to `addr` was closed under it
+    /// may be talking to a TLS server, which closes connections that do
+    /// not start with a TLS handshake: the first time that happens for an
+    /// address, it is asked ([`dial::speaks_tls`]). A TLS server is a final
+    /// error, as retrying in plaintext cannot succeed.
+    async fn tls_mismatch(&self, addr: &str, status: &Status) -> Option<Error> {
+        let opts = &self.inner.opts;
+        if opts.tls.is_some() || !retry::closed_under_us(status) {
+            return None;
+        }
+        let known = self.state().probed.get(addr).copied();
+        let tls = match known {
+            Some(tls) => tls,
+            None => {
+                let tls = crate::dial::speaks_tls(addr, opts.source_ip, opts.connect_timeout).await;
+                self.state().probed.insert(addr.to_string(), tls);
+                tls
+            }
+        };
+        tls.then(|| {
+            retry::refused(
+                addr,
+                "the server speaks TLS and this client does not: give --tls-dir DIR \
+                 (or TIDAL_TLS_DIR) with ca.pem, cert.pem and key.pem",
+            )
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -807,7 +865,7 @@ impl Client {
             ep,
             self.inner.opts.source_ip,
             self.inner.opts.connect_timeout,
-            None,
+            self.inner.opts.tls.clone(),
         );
         st.channels.insert(addr.to_string(), ch.clone());
         Ok(ch)

@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::{Client, ClientOptions};
 
 #[derive(Clone, Debug)]
-enum Mode {
+pub(crate) enum Mode {
     /// Answers.
     Lead,
     /// Not the leader; names this address.
@@ -28,7 +28,7 @@ enum Mode {
 }
 
 #[derive(Clone)]
-struct Fake {
+pub(crate) struct Fake {
     mode: Arc<Mutex<Mode>>,
     calls: Arc<AtomicUsize>,
     /// Idempotency keys of every submit received.
@@ -40,7 +40,7 @@ struct Fake {
 }
 
 impl Fake {
-    fn new(mode: Mode) -> Fake {
+    pub(crate) fn new(mode: Mode) -> Fake {
         Fake {
             mode: Arc::new(Mutex::new(mode)),
             calls: Arc::default(),
@@ -51,7 +51,7 @@ impl Fake {
         }
     }
 
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
@@ -241,7 +241,7 @@ impl cluster_server::Cluster for Fake {
 }
 
 /// Serves `fake` on 127.0.0.1:0; returns its address.
-async fn serve(fake: Fake) -> String {
+pub(crate) async fn serve(fake: Fake) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(
@@ -254,7 +254,7 @@ async fn serve(fake: Fake) -> String {
 }
 
 /// An address nothing listens on.
-async fn dead_addr() -> String {
+pub(crate) async fn dead_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap().to_string()
 }

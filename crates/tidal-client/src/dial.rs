@@ -10,12 +10,17 @@
 //! over the established TLS stream.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tidal_tls::rustls::pki_types::ServerName;
-use tidal_tls::rustls::ClientConfig;
+use tidal_tls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tidal_tls::rustls::crypto::{ring, CryptoProvider};
+use tidal_tls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tidal_tls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tidal_tls::tokio_rustls::TlsConnector;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -60,6 +65,90 @@ pub fn connect_lazy(
                 }
             }))
         }
+    }
+}
+
+/// Whether the server at `addr` (`HOST:PORT`) speaks TLS: it answers a
+/// TLS client hello with a certificate. Nothing is verified and no
+/// connection is kept: a plaintext client asks this once its connection
+/// was closed under it, to tell a TLS server from a failing one.
+pub async fn speaks_tls(addr: &str, source_ip: Option<IpAddr>, timeout: Duration) -> bool {
+    let Ok(uri) = format!("http://{addr}").parse::<Uri>() else {
+        return false;
+    };
+    let Ok(stream) = tcp(&uri, source_ip, timeout).await else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(host(&uri).to_string()) else {
+        return false;
+    };
+    let provider = Arc::new(ring::default_provider());
+    let seen = Arc::new(AtomicBool::new(false));
+    let probe = Probe {
+        seen: seen.clone(),
+        provider: provider.clone(),
+    };
+    let Ok(config) = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(probe))
+                .with_no_client_auth()
+        })
+    else {
+        return false;
+    };
+    // The probe's verifier fails the handshake once it saw a certificate.
+    let _ = tokio::time::timeout(
+        timeout,
+        TlsConnector::from(Arc::new(config)).connect(name, stream),
+    )
+    .await;
+    seen.load(Ordering::SeqCst)
+}
+
+/// A verifier that notes that a certificate arrived and refuses it.
+#[derive(Debug)]
+struct Probe {
+    seen: Arc<AtomicBool>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Probe {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.seen.store(true, Ordering::SeqCst);
+        Err(rustls::Error::General("a probe only".into()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("a probe only".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("a probe only".into()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

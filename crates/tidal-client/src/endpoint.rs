@@ -2,8 +2,12 @@
 
 use crate::Error;
 
-/// Validates one endpoint and returns it as `HOST:PORT` (an `http://` prefix
-/// is accepted and stripped; it is added back when a channel is built).
+const HTTPS: &str = "https://";
+
+/// Validates one endpoint and returns it as `HOST:PORT`. An `http://` or
+/// `https://` prefix is accepted and stripped: whether a connection uses
+/// TLS is the client's setting (`ClientOptions::tls`), and `https://` only
+/// asks that it be on ([`wants_tls`]).
 pub fn normalize(raw: &str) -> Result<String, Error> {
     let s = raw.trim();
     let bad = |why: &str| {
@@ -11,10 +15,9 @@ pub fn normalize(raw: &str) -> Result<String, Error> {
             "invalid endpoint {raw:?}: {why} (expected HOST:PORT)"
         ))
     };
-    if s.starts_with("https://") {
-        return Err(bad("TLS (https://) is not supported"));
-    }
-    let s = s.strip_prefix("http://").unwrap_or(s);
+    let s = strip_scheme(s, HTTPS)
+        .or_else(|| strip_scheme(s, "http://"))
+        .unwrap_or(s);
     let s = s.strip_suffix('/').unwrap_or(s);
     if s.is_empty() {
         return Err(bad("empty"));
@@ -37,6 +40,18 @@ pub fn normalize(raw: &str) -> Result<String, Error> {
         Ok(_) => {}
     }
     Ok(s.to_string())
+}
+
+/// Whether `raw` names the `https://` scheme, which requires TLS.
+pub fn wants_tls(raw: &str) -> bool {
+    strip_scheme(raw.trim(), HTTPS).is_some()
+}
+
+/// `s` without `scheme` (matched without regard to case), if it starts with it.
+fn strip_scheme<'a>(s: &'a str, scheme: &str) -> Option<&'a str> {
+    let head = s.get(..scheme.len())?;
+    head.eq_ignore_ascii_case(scheme)
+        .then(|| &s[scheme.len()..])
 }
 
 /// Validates a list of endpoints, dropping duplicates (first one wins).
@@ -76,6 +91,22 @@ mod tests {
             "localhost:7000"
         );
         assert_eq!(normalize("[::1]:7000").unwrap(), "[::1]:7000");
+        assert_eq!(
+            normalize("https://node-1.example:7001").unwrap(),
+            "node-1.example:7001"
+        );
+        assert_eq!(normalize("HTTPS://[::1]:7001/").unwrap(), "[::1]:7001");
+        assert_eq!(normalize("Http://h:1").unwrap(), "h:1");
+    }
+
+    #[test]
+    fn https_asks_for_tls() {
+        for yes in ["https://h:1", " HTTPS://h:1", "Https://[::1]:2/"] {
+            assert!(wants_tls(yes), "{yes:?}");
+        }
+        for no in ["h:1", "http://h:1", "httpsx://h:1", "https:/h:1", "h"] {
+            assert!(!wants_tls(no), "{no:?}");
+        }
     }
 
     #[test]
@@ -88,7 +119,10 @@ mod tests {
             "host:0",
             "host:70000",
             "host:abc",
-            "https://h:1",
+            "https://",
+            "https://h",
+            "https://https://h:1",
+            "ftp://h:1",
             "a b:1",
             "h:1/x",
             "::1:7000",

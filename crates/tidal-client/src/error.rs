@@ -4,6 +4,9 @@ use std::fmt;
 
 use tonic::Code;
 
+/// How the message of a TLS refusal starts (`TLS with HOST:PORT failed: ...`).
+pub(crate) const TLS_REFUSAL: &str = "TLS with ";
+
 /// Why a request failed: the gRPC status code the server (or the transport)
 /// gave, and a message meant for a person.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +29,12 @@ impl Error {
     /// An `InvalidArgument` error (bad input caught before any request).
     pub fn invalid_argument(message: impl Into<String>) -> Error {
         Error::new(Code::InvalidArgument, message)
+    }
+
+    /// Whether a TLS handshake failed in a way no retry mends: a
+    /// certificate refused by either side, or a server without TLS.
+    pub fn is_tls_refusal(&self) -> bool {
+        self.code == Code::Unauthenticated && self.message.starts_with(TLS_REFUSAL)
     }
 
     /// An error from a per-item `v1::Error` (the code is a gRPC status code).

@@ -4,8 +4,9 @@
 //! Module map:
 //! - `client`: [`Client`], its options and the agent [`Session`]; one lazily
 //!   connected channel per endpoint; the retry loop.
-//! - `retry`: which answers may be retried or redirected; backoff.
-//! - `endpoint`: `HOST:PORT` validation.
+//! - `retry`: which answers may be retried or redirected, which TLS
+//!   failures are final; backoff.
+//! - `endpoint`: `HOST:PORT` validation (`https://` asks for TLS).
 //! - `idempotency`: random keys that make a retried submit safe.
 //! - `names`: the lowercase names of API enums users see.
 //! - `error`: [`Error`], a gRPC code and a message.
@@ -18,11 +19,17 @@
 //! `Unavailable` without a leader move to the next endpoint after a backoff
 //! (50ms doubling to 1s, jittered) until `retry_for` has passed. Final answers
 //! (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
-//! ResourceExhausted, ...) are never retried.
+//! ResourceExhausted, ...) are never retried, nor are TLS handshakes that
+//! fail for a certificate (either side's) or a server without TLS: those
+//! end the call at once with `Unauthenticated` and the reason in words.
 //!
-//! Dependency rule: this crate uses only `tidal-proto`, `tonic` and `tokio`
-//! (with `hyper-util` and `tower` for [`dial`]); it knows nothing of the
-//! server's internals.
+//! TLS: with `ClientOptions::tls` (a rustls configuration from
+//! `tidal_tls::client_config`) every connection, redirects included, is
+//! mutual TLS; the configuration decides which servers are accepted.
+//!
+//! Dependency rule: this crate uses only `tidal-proto`, `tidal-tls`, `tonic`
+//! and `tokio` (with `hyper-util` and `tower` for [`dial`]); it knows
+//! nothing of the server's internals.
 
 mod client;
 pub mod dial;
@@ -34,6 +41,8 @@ mod retry;
 
 #[cfg(test)]
 mod client_test;
+#[cfg(test)]
+mod tls_test;
 
 pub use client::{
     Client, ClientOptions, Session, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
@@ -44,3 +53,5 @@ pub use error::Error;
 pub use idempotency::auto_key;
 pub use names::{is_terminal, task_state_name};
 pub use tidal_proto::v1;
+/// The certificates and rustls configurations of [`ClientOptions::tls`].
+pub use tidal_tls;

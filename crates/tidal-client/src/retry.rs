@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use tidal_proto::LEADER_ADDR_KEY;
+use tidal_tls::rustls;
 use tonic::{Code, Status};
 
 use crate::endpoint;
 use crate::idempotency::random_u64;
+use crate::Error;
 
 /// What to do after a failed attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,6 +21,10 @@ pub(crate) enum Verdict {
     /// The answer is final (InvalidArgument, NotFound, AlreadyExists,
     /// FailedPrecondition, ResourceExhausted, ...): give it to the caller.
     Fail,
+    /// The TLS handshake failed in a way no retry can mend (a certificate
+    /// refused by either side, a server that does not speak TLS): give up
+    /// with this reason.
+    Refused(String),
 }
 
 /// True when the status was made on this side from a transport failure
@@ -38,6 +44,9 @@ pub(crate) fn leader_hint(status: &Status) -> Option<String> {
 /// idempotency keys; cancel, set-queue, add-learner and promote are idempotent
 /// at the server), so the policy depends on the answer only.
 pub(crate) fn classify(status: &Status) -> Verdict {
+    if let Some(why) = tls_refusal(status) {
+        return Verdict::Refused(why);
+    }
     match status.code() {
         Code::Unavailable => match leader_hint(status) {
             Some(addr) => Verdict::Redirect(addr),
@@ -47,6 +56,126 @@ pub(crate) fn classify(status: &Status) -> Verdict {
         Code::Unknown | Code::Cancelled | Code::Internal if is_transport(status) => Verdict::Retry,
         _ => Verdict::Fail,
     }
+}
+
+/// The error a call ends with when `addr` refused TLS (`why` from
+/// [`tls_refusal`]): `Unauthenticated`, final.
+pub(crate) fn refused(addr: &str, why: &str) -> Error {
+    Error::new(
+        Code::Unauthenticated,
+        format!("{}{addr} failed: {why}", crate::error::TLS_REFUSAL),
+    )
+}
+
+/// Why a status made on this side from a failed connection is a TLS
+/// failure that retrying cannot mend, if it is one. rustls' error is in
+/// the status' source chain: as itself (wrapped in the `io::Error` of
+/// tokio-rustls) when the handshake failed, or only as its text (in an
+/// `io::Error` of kind `InvalidData`) when it came later through h2, which
+/// keeps an I/O error's kind and message only: that is how a TLS 1.3
+/// server's refusal of the client's certificate arrives, after the
+/// client's side of the handshake is done.
+pub(crate) fn tls_refusal(status: &Status) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return explain(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return explain(tls);
+            }
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                if let Some(name) = io.to_string().strip_prefix(ALERT_RECEIVED) {
+                    return alert(name.trim());
+                }
+            }
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// How rustls words an alert from the peer (`Error::AlertReceived`),
+/// followed by the alert's name.
+const ALERT_RECEIVED: &str = "received fatal alert: ";
+
+/// A rustls error in words, when it is final.
+fn explain(e: &rustls::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let theirs = |why: &str| Some(format!("the server's certificate {why}"));
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature => {
+                theirs("is not signed by ca.pem (the CA this client trusts)")
+            }
+            C::Expired | C::ExpiredContext { .. } => theirs("has expired"),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                theirs("is not valid yet (are the clocks right?)")
+            }
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                theirs("is not a server's (its key usages do not allow TLS server use)")
+            }
+            // The identity check: its message names what the certificate
+            // says and what was expected.
+            C::Other(other) => {
+                let why = other.to_string();
+                if why.starts_with("the server's certificate") {
+                    Some(why)
+                } else {
+                    theirs(&format!("is not usable: {why}"))
+                }
+            }
+            other => theirs(&format!("was refused: {other:?}")),
+        },
+        rustls::Error::AlertReceived(a) => alert(&format!("{a:?}")),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            Some("the server does not speak TLS (is it running without --tls-dir?)".into())
+        }
+        _ => None,
+    }
+}
+
+/// An alert the server sent (by its rustls name), in words, when it is final.
+fn alert(name: &str) -> Option<String> {
+    match name {
+        "BadCertificate"
+        | "UnsupportedCertificate"
+        | "CertificateRevoked"
+        | "CertificateExpired"
+        | "CertificateUnknown"
+        | "UnknownCA"
+        | "AccessDenied"
+        | "CertificateRequired" => Some(format!(
+            "the server refused this client's certificate ({name}): is it signed by the CA \
+             the server trusts, and valid?"
+        )),
+        "HandshakeFailure"
+        | "ProtocolVersion"
+        | "InsufficientSecurity"
+        | "NoApplicationProtocol" => Some(format!("the server refused the TLS handshake ({name})")),
+        _ => None,
+    }
+}
+
+/// Whether the connection was closed under the client (reset, broken
+/// pipe, early end): among other causes, what a TLS server does to a
+/// plaintext client.
+pub(crate) fn closed_under_us(status: &Status) -> bool {
+    use std::io::ErrorKind as K;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                K::BrokenPipe | K::ConnectionReset | K::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Exponential backoff with jitter: 50ms doubling to 1s, each delay drawn

@@ -52,3 +52,94 @@ fn backoff_doubles_to_cap_with_jitter() {
         );
     }
 }
+
+/// A status made on this side from `e`, as tonic makes one from a failed
+/// connection.
+fn local(e: std::io::Error) -> Status {
+    Status::from_error(Box::new(e))
+}
+
+#[test]
+fn certificate_failures_are_final_and_told_in_words() {
+    use rustls::{AlertDescription as A, CertificateError as C};
+    use std::io::{Error as IoError, ErrorKind};
+    let tls = |e: rustls::Error| local(IoError::new(ErrorKind::InvalidData, e));
+    for (status, why) in [
+        (
+            tls(rustls::Error::InvalidCertificate(C::UnknownIssuer)),
+            "the server's certificate is not signed by ca.pem",
+        ),
+        (
+            tls(rustls::Error::InvalidCertificate(C::InvalidPurpose)),
+            "the server's certificate is not a server's",
+        ),
+        (
+            tls(rustls::Error::InvalidCertificate(C::Expired)),
+            "the server's certificate has expired",
+        ),
+        (
+            tls(rustls::Error::AlertReceived(A::CertificateRequired)),
+            "the server refused this client's certificate (CertificateRequired)",
+        ),
+        // Through h2, only the error's kind and text survive.
+        (
+            local(IoError::new(
+                ErrorKind::InvalidData,
+                "received fatal alert: UnknownCA",
+            )),
+            "the server refused this client's certificate (UnknownCA)",
+        ),
+        (
+            tls(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType,
+            )),
+            "the server does not speak TLS",
+        ),
+    ] {
+        match classify(&status) {
+            Verdict::Refused(said) => assert!(said.contains(why), "{said:?} lacks {why:?}"),
+            other => panic!("{status:?}: {other:?}"),
+        }
+    }
+    // Alerts that say nothing of certificates, other I/O errors and
+    // statuses from a server keep their verdicts.
+    for status in [
+        tls(rustls::Error::AlertReceived(A::CloseNotify)),
+        local(IoError::new(
+            ErrorKind::InvalidData,
+            "received fatal alert: DecodeError",
+        )),
+        local(IoError::new(ErrorKind::ConnectionRefused, "refused")),
+    ] {
+        assert_eq!(classify(&status), Verdict::Retry, "{status:?}");
+    }
+    assert_eq!(
+        classify(&Status::unauthenticated("received fatal alert: UnknownCA")),
+        Verdict::Fail
+    );
+    let e = refused("10.0.0.1:7001", "the server's certificate has expired");
+    assert_eq!(e.code, Code::Unauthenticated);
+    assert_eq!(
+        e.message,
+        "TLS with 10.0.0.1:7001 failed: the server's certificate has expired"
+    );
+    assert!(e.is_tls_refusal());
+    assert!(!Error::new(Code::Unauthenticated, "bad token").is_tls_refusal());
+}
+
+#[test]
+fn connections_closed_under_the_client_are_told_apart() {
+    use std::io::{Error as IoError, ErrorKind};
+    for kind in [
+        ErrorKind::BrokenPipe,
+        ErrorKind::ConnectionReset,
+        ErrorKind::UnexpectedEof,
+    ] {
+        assert!(closed_under_us(&local(IoError::new(kind, "x"))), "{kind:?}");
+    }
+    assert!(!closed_under_us(&local(IoError::new(
+        ErrorKind::ConnectionRefused,
+        "x"
+    ))));
+    assert!(!closed_under_us(&Status::unavailable("no leader")));
+}

@@ -12,7 +12,7 @@ use tidal_proto::v1::Gpu;
 
 use super::Ctx;
 use crate::lists;
-use crate::opts::{ClientOpts, DEFAULT_ENDPOINT};
+use crate::opts::{ClientOpts, TlsOpts, DEFAULT_ENDPOINT};
 use crate::output::{self, Table};
 use crate::shutdown;
 
@@ -116,6 +116,9 @@ pub struct AgentRunArgs {
     /// Local IP to open connections to the servers from (default: chosen by the OS).
     #[arg(long, value_name = "IP")]
     pub source_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS with the servers (--tls-dir: an agent certificate of --dc).
+    #[command(flatten)]
+    pub tls: TlsOpts,
     /// On SIGTERM or SIGINT the agent drains with this deadline: running tasks
     /// get this long to finish, then are stopped and requeued; it then
     /// deregisters and exits 0. A second signal exits at once, killing its tasks.
@@ -154,6 +157,7 @@ impl AgentRunArgs {
             ttl: self.ttl_ms.map(Duration::from_millis),
             max_result_bytes: self.max_result_bytes,
             source_ip: self.source_ip,
+            tls_dir: self.tls.tls_dir.clone(),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),
         })

@@ -13,10 +13,12 @@ pub mod server;
 pub mod status;
 pub mod task;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tidal_client::{Client, ClientOptions};
+use tidal_tls::rustls::ClientConfig;
 
 use crate::opts::{ClientOpts, OutputFormat};
 
@@ -29,7 +31,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(opts: &ClientOpts) -> anyhow::Result<Ctx> {
         Ok(Ctx {
-            client: client(&opts.endpoints, opts.timeout())?,
+            client: client_with_tls(&opts.endpoints, opts.timeout(), opts.tls.client_config()?)?,
             output: opts.output,
         })
     }
@@ -39,12 +41,22 @@ impl Ctx {
     }
 }
 
-/// A client whose whole retry budget (waiting for a leader included) is `timeout`.
+/// A plaintext client whose whole retry budget (waiting for a leader included) is `timeout`.
 pub fn client(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
+    client_with_tls(endpoints, timeout, None)
+}
+
+/// [`client`] over mutual TLS when `tls` is given.
+pub fn client_with_tls(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<Arc<ClientConfig>>,
+) -> anyhow::Result<Client> {
     let opts = ClientOptions {
         request_timeout: timeout.min(Duration::from_secs(10)),
         retry_for: timeout,
         connect_timeout: timeout.min(tidal_client::DEFAULT_CONNECT_TIMEOUT),
+        tls,
         ..ClientOptions::default()
     };
     Client::with_options(endpoints.to_vec(), opts).context("bad --endpoints")
