@@ -47,14 +47,9 @@ impl ClientOpts {
 #[derive(Args, Debug, Clone, Default)]
 pub struct TlsOpts {
     /// Mutual TLS: DIR holds ca.pem, cert.pem and key.pem (`tidal cert issue`); every connection uses TLS.
-    #[arg(
-        long,
-        env = "TIDAL_TLS_DIR",
-        value_name = "DIR",
-        conflicts_with = "insecure"
-    )]
+    #[arg(long, env = "TIDAL_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Connect in plaintext, without TLS (allowed without this flag for now).
+    /// Connect in plaintext, without TLS (allowed without this flag for now); not with --tls-dir.
     #[arg(long, env = "TIDAL_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
 }
@@ -63,17 +58,25 @@ impl TlsOpts {
     /// The TLS configuration of a user's client (any server the CA
     /// vouches for), or None for plaintext.
     pub fn client_config(&self) -> anyhow::Result<Option<Arc<ClientConfig>>> {
-        let Some(dir) = &self.tls_dir else {
+        let Some(dir) = self.checked()? else {
             return Ok(None);
         };
-        let loaded = load(dir)?;
-        let config = tidal_tls::client_config(&loaded, Expect::AnyServer)
-            .with_context(|| format!("--tls-dir {}", dir.display()))?;
+        let context = || format!("--tls-dir {}", dir.display());
+        let loaded = TlsDir::load(dir).with_context(context)?;
+        let config = tidal_tls::client_config(&loaded, Expect::AnyServer).with_context(context)?;
         Ok(Some(config))
     }
-}
 
-/// A TLS directory, with the flag named in its errors.
-pub fn load(dir: &Path) -> anyhow::Result<TlsDir> {
-    TlsDir::load(dir).with_context(|| format!("--tls-dir {}", dir.display()))
+    /// The TLS directory, unless plaintext is asked for; asking for both
+    /// (by flag or by variable) is an error.
+    pub fn checked(&self) -> anyhow::Result<Option<&Path>> {
+        match (&self.tls_dir, self.insecure) {
+            (Some(dir), true) => anyhow::bail!(
+                "both --tls-dir {} (or TIDAL_TLS_DIR) and --insecure (or TIDAL_INSECURE) are \
+                 set: choose TLS or plaintext",
+                dir.display()
+            ),
+            (dir, _) => Ok(dir.as_deref()),
+        }
+    }
 }

@@ -9,11 +9,12 @@ use crate::identity::IdentityError;
 #[derive(Debug, thiserror::Error)]
 #[allow(missing_docs)] // the variants' fields are what their messages say
 pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    /// A file could not be read. (The I/O error is part of the message,
+    /// not a source, so a chain of causes names it once.)
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file that was read but does not hold what it must.
     #[error("{}: {reason}", path.display())]
@@ -22,10 +23,10 @@ pub enum TlsError {
     #[error("{} exists; tidal cert does not overwrite files: remove it or choose another --out", path.display())]
     Exists { path: PathBuf },
     /// A file or directory could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {error}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The identity of a certificate (or of a TLS peer) is missing or malformed.
     #[error(transparent)]

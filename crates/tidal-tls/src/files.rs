@@ -73,7 +73,7 @@ impl TlsDir {
     pub(crate) fn load_at(dir: &Path, now: SystemTime) -> Result<TlsDir, TlsError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| TlsError::Read { path, source })
+            std::fs::read(&path).map_err(|error| TlsError::Read { path, error })
         };
         let (ca, cert, key) = (read(CA_FILE)?, read(CERT_FILE)?, read(KEY_FILE)?);
         TlsDir::from_pem(dir, &ca, &cert, &key, now)

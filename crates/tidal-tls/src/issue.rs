@@ -86,7 +86,7 @@ pub fn new_ca(out: &Path, name: &str, validity: Validity) -> Result<(), TlsError
 pub fn issue(ca_dir: &Path, req: &Request, out: &Path) -> Result<TlsDir, TlsError> {
     let read = |name: &str| {
         let path = ca_dir.join(name);
-        std::fs::read_to_string(&path).map_err(|source| TlsError::Read { path, source })
+        std::fs::read_to_string(&path).map_err(|error| TlsError::Read { path, error })
     };
     let bad = |name: &str, reason: String| TlsError::File {
         path: ca_dir.join(name),
@@ -178,9 +178,9 @@ fn issue_error(e: impl std::fmt::Display) -> TlsError {
 /// Writes new files into `dir` (created if missing): none may exist
 /// already; if one write fails, the files written before it are removed.
 fn write_new(dir: &Path, files: &[(&str, String, u32)]) -> Result<(), TlsError> {
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+    std::fs::create_dir_all(dir).map_err(|error| TlsError::Write {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     for (name, _, _) in files {
         let path = dir.join(name);
@@ -207,14 +207,20 @@ fn write_new(dir: &Path, files: &[(&str, String, u32)]) -> Result<(), TlsError> 
                 undo(&written);
                 return Err(match source.kind() {
                     std::io::ErrorKind::AlreadyExists => TlsError::Exists { path },
-                    _ => TlsError::Write { path, source },
+                    _ => TlsError::Write {
+                        path,
+                        error: source,
+                    },
                 });
             }
         };
         written.push(path.clone());
         if let Err(source) = f.write_all(contents.as_bytes()).and_then(|()| f.sync_all()) {
             undo(&written);
-            return Err(TlsError::Write { path, source });
+            return Err(TlsError::Write {
+                path,
+                error: source,
+            });
         }
     }
     Ok(())

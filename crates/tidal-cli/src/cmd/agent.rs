@@ -157,7 +157,7 @@ impl AgentRunArgs {
             ttl: self.ttl_ms.map(Duration::from_millis),
             max_result_bytes: self.max_result_bytes,
             source_ip: self.source_ip,
-            tls_dir: self.tls.tls_dir.clone(),
+            tls_dir: self.tls.checked()?.map(Into::into),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),
         })
