@@ -119,6 +119,17 @@ pub struct RawConfig {
     /// Local IP to open connections to other servers from (default: chosen by the OS).
     #[arg(long, env = "TIDAL_SOURCE_IP", value_name = "IP")]
     pub source_ip: Option<String>,
+    /// Serve mutual TLS on every listener and dial other servers with it:
+    /// DIR holds ca.pem, cert.pem (this server's, `tidal cert issue --role
+    /// server --dc DC --name ID`) and key.pem (default: plaintext).
+    #[arg(long, env = "TIDAL_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Allow serving plaintext without --tls-dir (accepted for scripts to
+    /// come: plaintext is allowed everywhere for now).
+    #[arg(long, env = "TIDAL_INSECURE", value_name = "BOOL", num_args = 0..=1,
+        require_equals = true, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: Option<bool>,
     /// A peer DC to forward work to, in preference order (repeat the flag):
     /// `DC=HOST:PORT[,HOST:PORT...]` (any servers of that DC). Replaces the
     /// config file's [[peers]]; TIDAL_PEERS separates peers with `;`.
@@ -253,6 +264,9 @@ impl RawConfig {
             flush_delay_us: c.flush_delay.map(|d| d.as_micros() as u64),
             max_format_version: c.max_format_version,
             source_ip: c.source_ip.map(|ip| ip.to_string()),
+            tls_dir: c.tls_dir.clone(),
+            // Written only when set, so a plaintext server's settings read as before.
+            insecure: c.insecure.then_some(true),
             peers: Some(
                 c.peers
                     .iter()
@@ -452,6 +466,8 @@ impl RawConfig {
             flush_delay: self.flush_delay_us.map(Duration::from_micros),
             max_format_version,
             source_ip,
+            tls_dir: self.tls_dir,
+            insecure: self.insecure.unwrap_or(false),
             peers: peers
                 .into_iter()
                 .map(|p| Peer {
@@ -540,6 +556,11 @@ pub struct ServerConfig {
     pub max_format_version: Option<u8>,
     /// Local IP for connections to other servers (None: the OS chooses).
     pub source_ip: Option<IpAddr>,
+    /// This server's TLS directory (`--tls-dir`): with it, every listener
+    /// serves mutual TLS and every dial to another server uses it ([`crate::tls`]).
+    pub tls_dir: Option<PathBuf>,
+    /// `--insecure`: plaintext allowed explicitly (for now it is allowed anyway).
+    pub insecure: bool,
     /// Peer DCs in preference order.
     pub peers: Vec<Peer>,
     pub forwarding: Forwarding,

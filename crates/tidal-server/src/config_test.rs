@@ -125,6 +125,8 @@ fn everything() -> RawConfig {
         flush_delay_us: Some(250),
         max_format_version: Some(tidal_core::FORMAT_VERSION_MIN),
         source_ip: Some("127.0.0.2".into()),
+        tls_dir: Some("/etc/tidal/tls".into()),
+        insecure: Some(true),
         ..base().merge(file).unwrap()
     }
 }

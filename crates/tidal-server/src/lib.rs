@@ -19,6 +19,7 @@
 //! - [`links`]: peer DCs' summaries and link health; the exchange format.
 //! - [`error`]: the one mapping from errors to gRPC status codes.
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
+//! - [`tls`]: this server's certificate (`--tls-dir`), checked at start.
 //! - [`fatal`]: stopping, with the reason, when the store cannot write.
 //! - `fuzz` (tests and the `fuzzing` feature only): the fuzz targets of the
 //!   decoders of what peers, clients and config files send (fuzz/README.md).
@@ -46,6 +47,7 @@ pub mod links;
 pub mod node;
 pub mod raft;
 pub mod stall;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -188,7 +190,15 @@ pub async fn run(
             leave(&leaving, start, watcher_stop, elections_stop).await;
         }
     };
-    let served = grpc::serve(node.clone(), listeners, None, stop);
+    let tls = match &node.tls {
+        Some(dir) => {
+            tracing::info!(node_id = node.id, cert = %dir.identity().to_uri(),
+                dir = %dir.dir().display(), "serving mutual TLS");
+            Some(tidal_tls::server_config(dir).context("--tls-dir")?)
+        }
+        None => None,
+    };
+    let served = grpc::serve(node.clone(), listeners, tls, stop);
     tokio::pin!(served);
     let timeout = node.config.shutdown_timeout;
     let share = move |start: tokio::time::Instant, tenths: u32| start + timeout * tenths / 10;

@@ -31,8 +31,9 @@ pub trait PeerLink: Send {
 }
 
 /// Makes this node's link to a peer DC, with connections of its own (each
-/// leadership makes its own).
-pub type DialPeer = fn(&ServerConfig, &Peer) -> Box<dyn PeerLink>;
+/// leadership makes its own), over mutual TLS with this node's certificate
+/// when it has one.
+pub type DialPeer = fn(&ServerConfig, Option<&tidal_tls::TlsDir>, &Peer) -> Box<dyn PeerLink>;
 
 /// The body of an Exchange request (inside `ExchangeRequest.body`).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -79,6 +79,9 @@ pub struct Node {
     /// Set on SIGTERM or SIGINT: this node takes no new request, session
     /// or leadership; it answers NotLeader naming the leader it knows.
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// This server's certificate (`--tls-dir`): every listener serves
+    /// mutual TLS and every dial to another server uses it.
+    pub tls: Option<tidal_tls::TlsDir>,
 }
 
 /// How long a command waits for a raise of the cluster format version that
@@ -92,6 +95,7 @@ impl Node {
     pub async fn start(config: ServerConfig, dial_peer: DialPeer) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let tls = crate::tls::load(&config)?;
         check_identity(&config.data_dir, config.node_id, &config.dc)?;
         if let Some(backup) = &config.restore {
             let bytes = std::fs::read(backup)
@@ -160,8 +164,13 @@ impl Node {
             use openraft::storage::RaftLogStorage;
             log_store.get_log_reader().await
         };
-        let network = Network::new(
-            config.source_ip,
+        let network = Network::over(
+            crate::channels::Channels::new(
+                config.source_ip,
+                std::time::Duration::from_millis(500),
+                |e| e,
+            )
+            .with_tls(&config.dc, tls.clone()),
             std::time::Duration::from_millis(config.raft_heartbeat_ms),
         );
         // Elections are this server's (raft/elections.rs: a pre-vote first);
@@ -267,6 +276,7 @@ impl Node {
             store_failures,
             deposed: std::sync::atomic::AtomicBool::new(false),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            tls,
         }))
     }
 
@@ -561,14 +571,14 @@ impl Node {
     }
 
     /// Where this node reaches the leader's Raft and peer services (its
-    /// peer address, else its client address), when another node leads.
-    pub fn leader_peer_addr(&self) -> Option<String> {
+    /// peer address, else its client address) and its id, when another node leads.
+    pub fn leader_peer_addr(&self) -> Option<(u64, String)> {
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader.filter(|l| *l != self.id)?;
         m.membership_config
             .membership()
             .get_node(&leader)
-            .map(crate::raft::member_addr::peer_addr)
+            .map(|n| (leader, crate::raft::member_addr::peer_addr(n)))
     }
 
     pub fn not_leader(&self) -> ServerError {

@@ -11,9 +11,19 @@
 //! to come from is the one at the caller's IP, so one member cannot speak
 //! for another. An IP is only as good as the network it crosses: anything on
 //! a member's host, behind the same NAT or proxy, passes (README).
+//!
+//! With TLS (`--tls-dir`), the caller's certificate decides instead of its
+//! IP ([`authorize_tls`], [`exchange_origin_tls`]): Raft RPCs need a server
+//! certificate of this DC naming a member (any server of this DC for
+//! Hello), an exchange a server of the origin DC or a member passing it
+//! on, and the public API a client or agent certificate (an agent of this
+//! DC for an agent session). [`bind`] then checks the decoded message
+//! against the node the certificate names.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+
+use tidal_tls::{CertIdentity, Role};
 
 use super::caller::{Caller, Listener};
 
@@ -52,6 +62,8 @@ pub const PEER_RPCS: [PeerRpc; 10] = [
 const RAFT: &str = "/tidal.raft.v1.Raft/";
 /// The gRPC path of the cross-DC exchange.
 const EXCHANGE: &str = "/tidal.v1.Dcs/Exchange";
+/// The gRPC path of an agent's session.
+const AGENT_SESSION: &str = "/tidal.v1.Agents/Session";
 
 impl PeerRpc {
     /// How logs and refusals name it.
@@ -78,6 +90,8 @@ pub enum Rpc {
     /// Everything clients and agents call (an unknown path too: the
     /// router answers it UNIMPLEMENTED).
     Public,
+    /// `tidal.v1.Agents/Session`: public, and with TLS for agents only.
+    AgentSession,
 }
 
 impl Rpc {
@@ -85,6 +99,9 @@ impl Rpc {
     pub fn of_path(path: &str) -> Rpc {
         if path == EXCHANGE {
             return Rpc::Peer(PeerRpc::Exchange);
+        }
+        if path == AGENT_SESSION {
+            return Rpc::AgentSession;
         }
         let Some(method) = path.strip_prefix(RAFT) else {
             return Rpc::Public;
@@ -140,6 +157,22 @@ pub enum Denied {
         claimed: u64,
         why: &'static str,
     },
+    /// With TLS: a connection without a client certificate.
+    NoCertificate { rpc: String },
+    /// With TLS: a certificate of a role or DC that may not make the call.
+    WrongCertificate {
+        rpc: String,
+        names: String,
+        wanted: String,
+    },
+    /// With TLS: a server certificate of this DC naming a node that is not a member.
+    CertNotAMember { rpc: PeerRpc, node: u64 },
+    /// With TLS: a Raft message that names another node than the caller's certificate.
+    CertNamesAnother {
+        rpc: PeerRpc,
+        claimed: u64,
+        actual: u64,
+    },
 }
 
 impl Denied {
@@ -152,6 +185,10 @@ impl Denied {
             Denied::NotAPeerDc { .. } => "not a peer dc",
             Denied::Impersonates { .. } => "names another member",
             Denied::NotAllowedMember { .. } => "names a node that may not send it",
+            Denied::NoCertificate { .. } => "no certificate",
+            Denied::WrongCertificate { .. } => "certificate of another role or dc",
+            Denied::CertNotAMember { .. } => "certificate names no member",
+            Denied::CertNamesAnother { .. } => "names another node than its certificate",
         }
     }
 }
@@ -198,6 +235,29 @@ impl std::fmt::Display for Denied {
             Denied::NotAllowedMember { rpc, claimed, why } => {
                 write!(f, "peer RPC {} refused: node {claimed} {why}", rpc.name())
             }
+            Denied::NoCertificate { rpc } => {
+                write!(f, "{rpc} refused: the caller presented no certificate")
+            }
+            Denied::WrongCertificate { rpc, names, wanted } => write!(
+                f,
+                "{rpc} refused: the caller's certificate names {names}, not {wanted}"
+            ),
+            Denied::CertNotAMember { rpc, node } => write!(
+                f,
+                "peer RPC {} refused: the caller's certificate names server '{node}', which is \
+                 not a member of this DC",
+                rpc.name()
+            ),
+            Denied::CertNamesAnother {
+                rpc,
+                claimed,
+                actual,
+            } => write!(
+                f,
+                "peer RPC {} refused: it names node {claimed}, but the caller's certificate \
+                 names node {actual}",
+                rpc.name()
+            ),
         }
     }
 }
@@ -205,11 +265,8 @@ impl std::fmt::Display for Denied {
 /// Whether `caller` may make `rpc`, by listener and IP, on a node with a
 /// peer listener.
 pub fn authorize(rpc: Rpc, caller: &Caller, peers: &Peers) -> Result<(), Denied> {
-    let rpc = match (rpc, caller.listener) {
-        (Rpc::Public, Listener::Public) => return Ok(()),
-        (Rpc::Public, Listener::Peer) => return Err(Denied::PublicListenerOnly),
-        (Rpc::Peer(rpc), Listener::Public) => return Err(Denied::PeerListenerOnly(rpc)),
-        (Rpc::Peer(rpc), Listener::Peer) => rpc,
+    let Some(rpc) = listener(rpc, caller)? else {
+        return Ok(());
     };
     let ip = caller.ip();
     if peers.member_ips.contains(&ip) {
@@ -222,6 +279,118 @@ pub fn authorize(rpc: Rpc, caller: &Caller, peers: &Peers) -> Result<(), Denied>
         _ if !peers.has_membership => Ok(()),
         rpc => Err(Denied::NotAMember { rpc, ip }),
     }
+}
+
+/// The listener rule of a node with a peer listener: peer RPCs on it
+/// only, the public API on the public one only. Some(the peer RPC) to check further.
+fn listener(rpc: Rpc, caller: &Caller) -> Result<Option<PeerRpc>, Denied> {
+    match (rpc, caller.listener) {
+        (Rpc::Public | Rpc::AgentSession, Listener::Public) => Ok(None),
+        (Rpc::Public | Rpc::AgentSession, Listener::Peer) => Err(Denied::PublicListenerOnly),
+        (Rpc::Peer(rpc), Listener::Public) => Err(Denied::PeerListenerOnly(rpc)),
+        (Rpc::Peer(rpc), Listener::Peer) => Ok(Some(rpc)),
+    }
+}
+
+/// What the TLS rules read about this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsPeers {
+    /// This node's DC.
+    pub dc: String,
+    /// The node ids of the membership's voters and learners (empty: this
+    /// node has no membership yet).
+    pub members: BTreeSet<u64>,
+    /// The configured peer DCs.
+    pub peer_dcs: BTreeSet<String>,
+    /// Whether a peer listener (`--peer-listen`) serves the peer plane
+    /// apart: then the listener rule of [`authorize`] holds too.
+    pub peer_listener: bool,
+}
+
+/// Whether `caller` may make `rpc` on a node with TLS, by the identity its
+/// certificate names:
+/// - Raft RPCs: a server of this DC that is a member (any server of this
+///   DC while this node has no membership); Hello: any server of this DC.
+/// - Dcs/Exchange: a server of this DC or of a peer DC
+///   ([`exchange_origin_tls`] checks the origin once it is decoded).
+/// - Agents/Session: an agent of this DC.
+/// - The rest of the public API: a client or an agent (never a server).
+pub fn authorize_tls(rpc: Rpc, caller: &Caller, peers: &TlsPeers) -> Result<(), Denied> {
+    if peers.peer_listener {
+        listener(rpc, caller)?;
+    }
+    let label = match rpc {
+        Rpc::Peer(p) => format!("peer RPC {}", p.name()),
+        Rpc::AgentSession => "Agents/Session".to_string(),
+        Rpc::Public => "public RPC".to_string(),
+    };
+    let Some(cert) = caller.cert.as_deref() else {
+        return Err(Denied::NoCertificate { rpc: label });
+    };
+    let mine = cert.dc() == Some(peers.dc.as_str());
+    let wrong = |wanted: String| Denied::WrongCertificate {
+        rpc: label.clone(),
+        names: cert.to_string(),
+        wanted,
+    };
+    let server_of_mine = || format!("a server of dc '{}'", peers.dc);
+    match rpc {
+        Rpc::Public if matches!(cert.role(), Role::Client | Role::Agent) => Ok(()),
+        Rpc::Public => Err(wrong("a client or an agent".into())),
+        Rpc::AgentSession if cert.role() == Role::Agent && mine => Ok(()),
+        Rpc::AgentSession => Err(wrong(format!("an agent of dc '{}'", peers.dc))),
+        Rpc::Peer(_) if cert.role() != Role::Server => Err(wrong(server_of_mine())),
+        Rpc::Peer(PeerRpc::Exchange)
+            if mine || cert.dc().is_some_and(|dc| peers.peer_dcs.contains(dc)) =>
+        {
+            Ok(())
+        }
+        Rpc::Peer(PeerRpc::Exchange) => Err(wrong(format!(
+            "a server of dc '{}' or of a peer dc",
+            peers.dc
+        ))),
+        Rpc::Peer(_) if !mine => Err(wrong(server_of_mine())),
+        Rpc::Peer(PeerRpc::Hello) => Ok(()),
+        // A node the leader has not added yet knows no member to check.
+        Rpc::Peer(_) if peers.members.is_empty() => Ok(()),
+        Rpc::Peer(rpc) => match cert.node_id() {
+            Some(id) if peers.members.contains(&id) => Ok(()),
+            Some(id) => Err(Denied::CertNotAMember { rpc, node: id }),
+            None => Err(wrong(server_of_mine())),
+        },
+    }
+}
+
+/// An exchange that passed [`authorize_tls`], once its origin DC is known:
+/// from a server of `origin` (a configured peer, checked before), or from
+/// a member of this DC (`my_dc`, `members`) passing it on (`passed_on`).
+pub fn exchange_origin_tls(
+    caller: &Caller,
+    origin: &str,
+    my_dc: &str,
+    members: &BTreeSet<u64>,
+    passed_on: bool,
+) -> Result<(), Denied> {
+    let rpc = format!("peer RPC {}", PeerRpc::Exchange.name());
+    let Some(cert) = caller.cert.as_deref() else {
+        return Err(Denied::NoCertificate { rpc });
+    };
+    let server = cert.role() == Role::Server;
+    if server && cert.dc() == Some(origin) {
+        return Ok(());
+    }
+    let member = cert.node_id().is_some_and(|id| members.contains(&id));
+    if server && passed_on && cert.dc() == Some(my_dc) && member {
+        return Ok(());
+    }
+    Err(Denied::WrongCertificate {
+        rpc,
+        names: cert.to_string(),
+        wanted: format!(
+            "a server of dc '{origin}' (the exchange's origin) nor a member of dc \
+             '{my_dc}' passing it on"
+        ),
+    })
 }
 
 /// An exchange that passed [`authorize`], once its origin DC is known:
@@ -266,11 +435,12 @@ pub enum Sender {
     Leader { known: Option<u64>, release: bool },
 }
 
-/// Checks that the member at the caller's IP is who `sender` must be.
-/// Only when exactly one member has that IP does the IP name a member;
-/// with none or several (a shared host) the check passes (the listener
-/// and [`authorize`] are what holds there). A node with no membership
-/// checks nothing.
+/// Checks that the member the caller is, is who `sender` must be. With
+/// TLS the caller is the member its certificate names. Without, only when
+/// exactly one member has the caller's IP does the IP name a member; with
+/// none or several (a shared host) the check passes (the listener and
+/// [`authorize`] are what holds there). A node with no membership checks
+/// nothing.
 pub fn bind(
     rpc: PeerRpc,
     caller: &Caller,
@@ -281,12 +451,27 @@ pub fn bind(
         return Ok(());
     }
     let ip = caller.ip();
-    let mut at_ip = members.iter().filter(|m| m.ip == Some(ip));
-    let (Some(actual), None) = (at_ip.next(), at_ip.next()) else {
-        return Ok(());
+    let actual = match caller.cert.as_deref() {
+        Some(cert) => member_of_cert(rpc, cert, members)?,
+        None => {
+            let mut at_ip = members.iter().filter(|m| m.ip == Some(ip));
+            let (Some(actual), None) = (at_ip.next(), at_ip.next()) else {
+                return Ok(());
+            };
+            actual
+        }
     };
     let voter = |id: u64| members.iter().any(|m| m.id == id && m.voter);
     match sender {
+        Sender::Named(claimed) | Sender::NamedVoter(claimed)
+            if claimed != actual.id && caller.cert.is_some() =>
+        {
+            Err(Denied::CertNamesAnother {
+                rpc,
+                claimed,
+                actual: actual.id,
+            })
+        }
         Sender::Named(claimed) | Sender::NamedVoter(claimed) if claimed != actual.id => {
             Err(Denied::Impersonates {
                 rpc,
@@ -316,6 +501,25 @@ pub fn bind(
         }),
         Sender::Leader { .. } => Ok(()),
     }
+}
+
+/// The member a server certificate names.
+fn member_of_cert<'m>(
+    rpc: PeerRpc,
+    cert: &CertIdentity,
+    members: &'m [Member],
+) -> Result<&'m Member, Denied> {
+    let Some(id) = cert.node_id() else {
+        return Err(Denied::WrongCertificate {
+            rpc: format!("peer RPC {}", rpc.name()),
+            names: cert.to_string(),
+            wanted: "a server".into(),
+        });
+    };
+    members
+        .iter()
+        .find(|m| m.id == id)
+        .ok_or(Denied::CertNotAMember { rpc, node: id })
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! The tower layer in front of every service that applies [`crate::auth::policy`] with `--peer-listen`: a refused call is PERMISSION_DENIED, and the service never sees it.
+//! The tower layer in front of every service that applies [`crate::auth::policy`] with `--peer-listen` or `--tls-dir`: a refused call is PERMISSION_DENIED, and the service never sees it.
 //!
-//! Without a peer listener the layer passes every call through, so nothing
-//! changes for a server that has none. Refusals are logged at warn with the
-//! caller's address, the first one per (IP, reason) and then a count every
-//! [`LOG_EVERY`].
+//! With TLS the caller's certificate decides ([`policy::authorize_tls`]).
+//! Without TLS and without a peer listener the layer passes every call
+//! through, so nothing changes for a server that has neither. Refusals are
+//! logged at warn with the caller's address, the first one per (IP,
+//! reason) and then a count every [`LOG_EVERY`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +19,7 @@ use tower_layer::Layer;
 
 use super::conn::Caller;
 use crate::auth::caller::canonical;
-use crate::auth::policy::{self, Denied, Member, Peers, Rpc};
+use crate::auth::policy::{self, Denied, Member, Peers, Rpc, TlsPeers};
 use crate::node::Node;
 use crate::raft::member_addr::MemberAddr;
 
@@ -41,9 +42,46 @@ impl PeerPlane {
         })
     }
 
-    /// Whether the rules are enforced: only with `--peer-listen`.
+    /// Whether the rules are enforced: with `--peer-listen` or with TLS.
     pub fn enforced(&self) -> bool {
-        self.node.config.peer_listen.is_some()
+        self.node.config.peer_listen.is_some() || self.tls()
+    }
+
+    /// Whether the caller's certificate decides (`--tls-dir`), not its IP.
+    pub fn tls(&self) -> bool {
+        self.node.tls.is_some()
+    }
+
+    /// The node ids of the membership's voters and learners.
+    pub fn member_ids(&self) -> BTreeSet<u64> {
+        let metrics = self.node.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// This node's DC.
+    pub fn dc(&self) -> &str {
+        &self.node.config.dc
+    }
+
+    /// What [`policy::authorize_tls`] reads.
+    fn tls_peers(&self) -> TlsPeers {
+        TlsPeers {
+            dc: self.node.config.dc.clone(),
+            members: self.member_ids(),
+            peer_dcs: self
+                .node
+                .config
+                .peers
+                .iter()
+                .map(|p| p.dc.clone())
+                .collect(),
+            peer_listener: self.node.config.peer_listen.is_some(),
+        }
     }
 
     /// The membership's members, each with the IP of its peer address.
@@ -194,7 +232,12 @@ where
             return Either::Right(self.inner.call(req));
         };
         let rpc = Rpc::of_path(req.uri().path());
-        match policy::authorize(rpc, &caller, &self.plane.peers()) {
+        let verdict = if self.plane.tls() {
+            policy::authorize_tls(rpc, &caller, &self.plane.tls_peers())
+        } else {
+            policy::authorize(rpc, &caller, &self.plane.peers())
+        };
+        match verdict {
             Ok(()) => Either::Right(self.inner.call(req)),
             Err(denied) => Either::Left(futures::future::ready(Ok(self
                 .plane

@@ -96,11 +96,18 @@ impl ClusterService {
     /// DC, or does not support the cluster's format version: it would stop
     /// at the first entry or snapshot it could not apply (README: Rolling
     /// upgrade). Best effort: one that does not answer is added
-    /// ([`joiner`]).
+    /// ([`joiner`]). With TLS, one whose handshake fails (its certificate
+    /// names another node or DC, or comes from another CA) is refused too.
     async fn check_joiner(&self, id: u64, addr: &MemberAddr) -> Result<(), Status> {
         let dc = &self.node.config.dc;
         let channels = self.node.elections.channels();
-        let Some(said) = joiner::ask(&channels, addr, id, dc).await else {
+        let said = joiner::ask(&channels, addr, id, dc).await.map_err(|why| {
+            ServerError::FailedPrecondition(format!(
+                "node {id} at {} refused: {why}",
+                addr.peer_or_client()
+            ))
+        })?;
+        let Some(said) = said else {
             return Ok(());
         };
         let current = self.node.state.read().state.cluster_version();
@@ -594,7 +601,7 @@ async fn tell_removed(node: &Node, id: u64, addr: &str) {
         membership_index,
     };
     let sent = async {
-        peer(node, addr)?
+        peer(node, id, addr)?
             .removed(notice)
             .await
             .map_err(|s| s.message().to_string())

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use tidal_core::forwarding::Record;
 use tidal_proto::v1;
 use tidal_proto::v1::dcs_client::DcsClient;
+use tidal_tls::{Expect, TlsDir};
 
 use crate::channels::Channels;
 use crate::config::{Peer, ServerConfig};
@@ -32,7 +33,8 @@ pub struct Link {
 }
 
 /// The link from this node (`config`) to `peer`, with its own connections.
-pub fn dial(config: &ServerConfig, peer: &Peer) -> Box<dyn PeerLink> {
+/// With `tls`, only a server whose certificate names the peer DC is accepted.
+pub fn dial(config: &ServerConfig, tls: Option<&TlsDir>, peer: &Peer) -> Box<dyn PeerLink> {
     Box::new(Link {
         origin_dc: config.dc.clone(),
         dc: peer.dc.clone(),
@@ -40,7 +42,8 @@ pub fn dial(config: &ServerConfig, peer: &Peer) -> Box<dyn PeerLink> {
         current: 0,
         channels: Channels::new(config.source_ip, Duration::from_secs(2), |e| {
             e.timeout(RPC_TIMEOUT)
-        }),
+        })
+        .with_tls(&config.dc, tls.cloned()),
     })
 }
 
@@ -67,7 +70,7 @@ impl PeerLink for Link {
 
 impl Link {
     async fn exchange_with(&self, addr: &str, body: Vec<u8>) -> Result<ExchangeReply, String> {
-        let channel = self.channels.get(addr)?;
+        let channel = self.channels.get(addr, Expect::Dc(self.dc.clone()))?;
         let mut client = DcsClient::new(channel)
             .max_decoding_message_size(MAX_EXCHANGE_MESSAGE)
             .max_encoding_message_size(MAX_EXCHANGE_MESSAGE);

@@ -31,7 +31,8 @@ impl DcService {
     pub fn new(node: Arc<Node>, plane: Arc<PeerPlane>) -> DcService {
         let channels = Channels::new(node.config.source_ip, Duration::from_secs(2), |e| {
             e.timeout(Duration::from_secs(10))
-        });
+        })
+        .with_tls(&node.config.dc, node.tls.clone());
         DcService {
             node,
             channels,
@@ -42,16 +43,20 @@ impl DcService {
     /// A follower passes the exchange to its leader (one hop), at the
     /// leader's peer address.
     async fn pass_on(&self, request: v1::ExchangeRequest) -> Result<v1::ExchangeResponse, Status> {
-        let Some(addr) = self.node.leader_peer_addr() else {
+        let Some((leader, addr)) = self.node.leader_peer_addr() else {
             return Err(ServerError::Unavailable(format!(
                 "DC {} has no leader right now; retry",
                 self.node.config.dc
             ))
             .into());
         };
-        let mut client = DcsClient::new(self.channels.get(&addr).map_err(ServerError::Internal)?)
-            .max_decoding_message_size(MAX_EXCHANGE_MESSAGE)
-            .max_encoding_message_size(MAX_EXCHANGE_MESSAGE);
+        let mut client = DcsClient::new(
+            self.channels
+                .member(&addr, leader)
+                .map_err(ServerError::Internal)?,
+        )
+        .max_decoding_message_size(MAX_EXCHANGE_MESSAGE)
+        .max_encoding_message_size(MAX_EXCHANGE_MESSAGE);
         let mut request = Request::new(request);
         request
             .metadata_mut()
@@ -158,7 +163,16 @@ impl Dcs for DcService {
             ))
             .into());
         }
-        if let Some(caller) = caller.filter(|_| self.plane.enforced()) {
+        if let Some(caller) = caller.as_ref().filter(|_| self.plane.tls()) {
+            policy::exchange_origin_tls(
+                caller,
+                &req.origin_dc,
+                self.plane.dc(),
+                &self.plane.member_ids(),
+                passed_on,
+            )
+            .map_err(|denied| self.plane.deny(caller, denied))?;
+        } else if let Some(caller) = caller.filter(|_| self.plane.enforced()) {
             let members = self
                 .plane
                 .members()

@@ -34,15 +34,20 @@ pub struct Joiner {
 }
 
 /// Asks the server at `addr` who it is: Hello at its peer address, or
-/// Status at its client address when it does not know Hello. `None` when
-/// it does not answer in time.
+/// Status at its client address when it does not know Hello (plaintext
+/// only: every build with TLS knows Hello). `Ok(None)` when it does not
+/// answer in time. With TLS (`channels`), the joiner's certificate must
+/// name node `expect_id` of `my_dc`; `Err` says why a TLS handshake
+/// failed (what the certificate named, or that the CA is not ours).
 pub async fn ask(
     channels: &Channels,
     addr: &MemberAddr,
     expect_id: u64,
     my_dc: &str,
-) -> Option<Joiner> {
-    let peer = channels.get(addr.peer_or_client()).ok()?;
+) -> Result<Option<Joiner>, String> {
+    let Ok(peer) = channels.member(addr.peer_or_client(), expect_id) else {
+        return Ok(None);
+    };
     let mut hello = Request::new(HelloRequest {
         node_id: expect_id,
         dc: my_dc.to_string(),
@@ -52,21 +57,32 @@ pub async fn ask(
     match said {
         Ok(Ok(r)) => {
             let r = r.into_inner();
-            return Some(Joiner {
+            return Ok(Some(Joiner {
                 node_id: r.node_id,
                 dc: r.dc,
                 max_format_version: r.max_format_version.max(1),
                 at: addr.peer_or_client().to_string(),
-            });
+            }));
         }
-        Ok(Err(s)) if s.code() == Code::Unimplemented => {}
-        _ => return None,
+        Ok(Err(s)) if s.code() == Code::Unimplemented && !channels.tls() => {}
+        Ok(Err(s)) if channels.tls() => {
+            return match crate::channels::tls_failure(&s) {
+                Some(why) => Err(why),
+                None => Ok(None),
+            }
+        }
+        _ => return Ok(None),
     }
+    Ok(status(channels, addr, expect_id).await)
+}
+
+/// What a server of a build without Hello says of itself in Cluster/Status.
+async fn status(channels: &Channels, addr: &MemberAddr, expect_id: u64) -> Option<Joiner> {
     let mut status = Request::new(v1::StatusRequest { digest: false });
     status.set_timeout(JOINER_WAIT);
     let said = tokio::time::timeout(
         JOINER_WAIT,
-        ClusterClient::new(channels.get(&addr.client).ok()?).status(status),
+        ClusterClient::new(channels.member(&addr.client, expect_id).ok()?).status(status),
     )
     .await
     .ok()?

@@ -89,7 +89,11 @@ pub async fn run(
             .map(|p| {
                 (
                     p.dc.clone(),
-                    Arc::new(Mutex::new((node.dial_peer)(&node.config, p))),
+                    Arc::new(Mutex::new((node.dial_peer)(
+                        &node.config,
+                        node.tls.as_ref(),
+                        p,
+                    ))),
                 )
             })
             .collect(),

@@ -344,7 +344,7 @@ impl Elections {
                     last_log_id: last_log_id.clone(),
                     format: super::network::WIRE_FORMAT,
                 };
-                let channel = self.channels.get(addr);
+                let channel = self.channels.member(addr, *id);
                 let id = *id;
                 async move {
                     let asked = async {

@@ -145,8 +145,17 @@ impl Network {
     /// peer without heartbeats past its election timeout, and its election
     /// deposed a healthy leader).
     pub fn new(source_ip: Option<IpAddr>, retry: Duration) -> Network {
+        Network::over(
+            Channels::new(source_ip, Duration::from_millis(500), |e| e),
+            retry,
+        )
+    }
+
+    /// A network over `channels` (with TLS, each peer is dialed expecting
+    /// its node id: [`Channels::member`]).
+    pub fn over(channels: Channels, retry: Duration) -> Network {
         Network {
-            channels: Channels::new(source_ip, Duration::from_millis(500), |e| e),
+            channels,
             contacts: Contacts::default(),
             outages: Outages::default(),
             retry,
@@ -170,7 +179,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
         PeerClient {
             target,
-            channel: self.channels.get(&member_addr::peer_addr(node)),
+            channel: self.channels.member(&member_addr::peer_addr(node), target),
             contacts: self.contacts.clone(),
             outages: self.outages.clone(),
             probing: true,

@@ -150,7 +150,7 @@ pub async fn transfer(
     node.elections.hold(hold);
     rt.heartbeat(false);
     let campaign = async {
-        peer(node, &target_addr)?
+        peer(node, target, &target_addr)?
             .campaign(tidal_proto::raft::CampaignRequest { node_id: target })
             .await
             .map_err(|s| s.message().to_string())
@@ -195,7 +195,7 @@ pub const HOLD_ELECTION_TIMEOUTS: u32 = 8;
 async fn hold_elections(node: &Node, voters: &[(u64, String)], hold: Duration, timeout: Duration) {
     let asks = voters.iter().map(|(id, addr)| async move {
         let held = async {
-            peer(node, addr)?
+            peer(node, *id, addr)?
                 .hold_elections(tidal_proto::raft::HoldElectionsRequest {
                     millis: hold.as_millis() as u64,
                 })
@@ -212,18 +212,33 @@ async fn hold_elections(node: &Node, voters: &[(u64, String)], hold: Duration, t
     futures::future::join_all(asks).await;
 }
 
-/// A client of the internal Raft service of the node at `addr`.
+/// A client of the internal Raft service of member `id` at `addr` (with
+/// TLS, only a server whose certificate names that node is accepted).
 pub(crate) fn peer(
     node: &Node,
+    id: u64,
     addr: &str,
 ) -> Result<RaftClient<tonic::transport::Channel>, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?;
+    let tls = match &node.tls {
+        None => None,
+        Some(dir) => Some(
+            tidal_tls::client_config(
+                dir,
+                tidal_tls::Expect::Node {
+                    dc: node.config.dc.clone(),
+                    id,
+                },
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+    };
     let channel = tidal_client::dial::connect_lazy(
         endpoint,
         node.config.source_ip,
         Duration::from_secs(1),
-        None,
+        tls,
     );
     Ok(RaftClient::new(channel))
 }
