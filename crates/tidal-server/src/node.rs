@@ -95,7 +95,7 @@ impl Node {
     pub async fn start(config: ServerConfig, dial_peer: DialPeer) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let tls = crate::tls::load(&config)?;
+        let tls = crate::tls::load_and_warn(&config)?;
         check_identity(&config.data_dir, config.node_id, &config.dc)?;
         if let Some(backup) = &config.restore {
             let bytes = std::fs::read(backup)

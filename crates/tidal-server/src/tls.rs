@@ -13,8 +13,8 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 /// Loads `config.tls_dir`, if it is set, and checks the certificate as the
 /// other servers will: it chains to ca.pem, is valid now (both checked by
 /// [`TlsDir::load`]) and names this server, `server/<dc>/<id>`. Errors name
-/// the file. Logs a warning when the certificate expires within
-/// [`EXPIRY_WARNING`].
+/// the file. `tidal server` calls it before binding, to fail early;
+/// [`load_and_warn`] is the server's own.
 pub fn load(config: &ServerConfig) -> anyhow::Result<Option<TlsDir>> {
     let Some(path) = &config.tls_dir else {
         return Ok(None);
@@ -24,12 +24,21 @@ pub fn load(config: &ServerConfig) -> anyhow::Result<Option<TlsDir>> {
     check_identity(dir.identity(), &config.dc, config.node_id).map_err(|why| {
         anyhow::anyhow!("--tls-dir {}: {}: {why}", path.display(), cert.display())
     })?;
-    if let Some(left) = expires_within(dir.not_after(), SystemTime::now(), EXPIRY_WARNING) {
-        tracing::warn!(node_id = config.node_id, cert = %cert.display(),
-            days_left = left.as_secs() / 86_400,
-            "this server's certificate expires soon: issue a new one (tidal cert issue) and restart");
-    }
     Ok(Some(dir))
+}
+
+/// [`load`], then a warning when the certificate expires within [`EXPIRY_WARNING`].
+pub fn load_and_warn(config: &ServerConfig) -> anyhow::Result<Option<TlsDir>> {
+    let dir = load(config)?;
+    if let Some(dir) = &dir {
+        if let Some(left) = expires_within(dir.not_after(), SystemTime::now(), EXPIRY_WARNING) {
+            tracing::warn!(node_id = config.node_id,
+                cert = %dir.dir().join(tidal_tls::files::CERT_FILE).display(),
+                days_left = left.as_secs() / 86_400,
+                "this server's certificate expires soon: issue a new one (tidal cert issue) and restart");
+        }
+    }
+    Ok(dir)
 }
 
 /// Why a server certificate naming `identity` is not the one of node `id`
@@ -43,7 +52,8 @@ pub fn check_identity(identity: &CertIdentity, dc: &str, id: u64) -> Result<(), 
     }
     Err(format!(
         "the certificate names {identity}, not server '{id}' of dc '{dc}' (this server's --id \
-         and --dc): issue one with `tidal cert issue --role server --dc {dc} --name {id}`"
+         and --dc): issue one with `tidal cert issue --ca CA_DIR --role server --dc {dc} \
+         --name {id} --out DIR`"
     ))
 }
 

@@ -56,6 +56,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     #[cfg(feature = "failpoints")]
     shutdown::power_loss_on_sigusr1()?;
+    // A certificate that is not this server's fails before anything is bound.
+    tidal_server::tls::load(&config)?;
     let shutdown = shutdown::on_signal()?;
     let listeners = tidal_server::bind(&config).await?;
     let bound = listeners

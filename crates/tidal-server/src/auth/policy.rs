@@ -1,4 +1,4 @@
-//! Which RPC a caller may make on which listener: the peer plane's rules, enforced when `--peer-listen` is set.
+//! Which RPC a caller may make on which listener and with which certificate: the peer plane's rules, enforced with `--peer-listen` or `--tls-dir`.
 //!
 //! With a peer listener, the Raft RPCs and `Dcs/Exchange` are served on it
 //! only, and every other RPC on the public listener only ([`authorize`]).

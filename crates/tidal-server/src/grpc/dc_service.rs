@@ -23,7 +23,7 @@ pub struct DcService {
     pub node: Arc<Node>,
     /// Channels to this DC's leader, for passing exchanges on.
     channels: Channels,
-    /// The peer plane's rules (enforced with `--peer-listen`).
+    /// The peer plane's rules (enforced with `--peer-listen` or TLS).
     plane: Arc<PeerPlane>,
 }
 

@@ -1,8 +1,9 @@
 //! The Raft transport, server side: decodes openraft's RPCs and hands them to
 //! the local Raft node.
 //!
-//! With `--peer-listen`, each decoded message is also checked against the
-//! member at the caller's IP ([`policy::bind`]): the leader a vote or an
+//! With `--peer-listen` or `--tls-dir`, each decoded message is also
+//! checked against the member the caller is, by its IP or, with TLS, by its
+//! certificate ([`policy::bind`]): the leader a vote or an
 //! append names, a pre-vote's candidate, a removal notice's leader (a
 //! voter), and the sender of a hold or a campaign (a voter, the leader this
 //! node knows).
@@ -40,7 +41,7 @@ pub struct RaftService {
     /// The longest hold of elections taken: what a transfer asks for
     /// (8 election timeouts).
     pub max_hold: std::time::Duration,
-    /// The peer plane's rules (enforced with `--peer-listen`).
+    /// The peer plane's rules (enforced with `--peer-listen` or TLS).
     pub plane: Arc<PeerPlane>,
 }
 
@@ -56,7 +57,7 @@ fn bad_request(e: impl std::fmt::Display) -> Status {
 }
 
 impl RaftService {
-    /// Checks that `sender` is the member at the caller's IP (only with `--peer-listen`).
+    /// Checks that `sender` is the member the caller is (only with `--peer-listen` or TLS).
     fn bind(&self, rpc: PeerRpc, caller: Option<&Caller>, sender: Sender) -> Result<(), Status> {
         let Some(caller) = caller.filter(|_| self.plane.enforced()) else {
             return Ok(());
