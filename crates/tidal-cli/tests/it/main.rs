@@ -27,7 +27,8 @@
 //!   undecodable requests and agent-stream garbage, over the wire.
 //! - `tls_peers`: three servers with `--tls-dir` form a DC, replicate and
 //!   fail over; servers with another node's, DC's or CA's certificate can
-//!   neither join nor vote; raw Raft calls with a client certificate or none are refused.
+//!   neither join nor vote; raw Raft calls with a client certificate or none
+//!   are refused; two DCs exchange over TLS.
 //! - `full_disk`: a follower whose data directory fills up exits 5 and names
 //!   it; the others serve on without flooding their logs; freed, it catches up.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.

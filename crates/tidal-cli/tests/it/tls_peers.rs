@@ -1,4 +1,4 @@
-//! Servers with `--tls-dir` (certificates from `tidal cert ca|issue`): three real processes form a DC over mutual TLS, replicate and fail over; a server whose certificate names another node or DC, or comes from another CA, can neither join nor vote; raw Raft calls with a client certificate are PERMISSION_DENIED and without one fail the handshake.
+//! Servers with `--tls-dir` (certificates from `tidal cert ca|issue`): three real processes form a DC over mutual TLS, replicate and fail over; a server whose certificate names another node or DC, or comes from another CA, can neither join nor vote; raw Raft calls with a client certificate are PERMISSION_DENIED and without one fail the handshake; two DCs exchange over TLS and refuse an exchange from a server of another origin.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -414,5 +414,94 @@ fn a_server_starts_only_on_a_certificate_that_names_it() -> anyhow::Result<()> {
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(err.contains(&format!("{dir}/cert.pem: {why}")), "{err}");
     }
+    Ok(())
+}
+
+/// Two DCs of one server each, over TLS, naming each other as peers: each
+/// link comes up (an exchange with the other DC's servers, expected by DC);
+/// an exchange from a server of this DC claiming another origin, or from a
+/// client, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dcs_exchange_over_tls() -> anyhow::Result<()> {
+    let one = |dc: &str| ClusterOpts {
+        nodes: 1,
+        dc: dc.into(),
+        join: false,
+        ..ClusterOpts::default()
+    };
+    let mut dcs = [Cluster::new(one("dc1"))?, Cluster::new(one("dc2"))?];
+    let pki = Pki::new(dcs[0].dir.path())?;
+    let alice = pki.client("alice")?;
+    let addrs = [dcs[0].node(1).addr.clone(), dcs[1].node(1).addr.clone()];
+    for (i, c) in dcs.iter_mut().enumerate() {
+        let (me, other) = (format!("dc{}", i + 1), format!("dc{}", 2 - i));
+        let mut opts = c.spec.client.clone();
+        opts.tls = Some(tls(&alice, Expect::Dc(me.clone()))?);
+        c.client = tidal_client::Client::with_options(c.endpoints(), opts)?;
+        let own = [
+            "--tls-dir".to_string(),
+            pki.server("ca", &me, 1)?,
+            "--peer".into(),
+            format!("{other}={}", addrs[1 - i]),
+        ];
+        c.start_node_with(1, true, &own)?;
+    }
+    for c in &dcs {
+        c.wait_leader(WAIT).await?;
+    }
+    for c in &dcs {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = c.client.dc_status().await?;
+            if s.peers
+                .iter()
+                .all(|p| p.link == "up" && p.summary.is_some())
+            {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{}: the link is not up: {s:?}\n{}",
+                s.dc,
+                c.logs_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let exchange = |config: Arc<ClientConfig>| {
+        let addr = addrs[0].clone();
+        async move {
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+            let channel = tidal_client::dial::connect_lazy(
+                endpoint,
+                None,
+                Duration::from_secs(5),
+                Some(config),
+            );
+            let request = v1::ExchangeRequest {
+                origin_dc: "dc2".into(),
+                target_dc: "dc1".into(),
+                body: Vec::new(),
+            };
+            let s = v1::dcs_client::DcsClient::new(channel)
+                .exchange(request)
+                .await
+                .map(|_| ())
+                .unwrap_err();
+            anyhow::Ok(s)
+        }
+    };
+    let dc1 = Expect::Dc("dc1".into());
+    let s = exchange(tls(&pki.path("ca-dc1-1"), dc1.clone())?).await?;
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(
+        s.message()
+            .contains("names server '1' of dc 'dc1', not a server of dc 'dc2'"),
+        "{s:?}"
+    );
+    let s = exchange(tls(&alice, dc1)?).await?;
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("client 'alice'"), "{s:?}");
     Ok(())
 }

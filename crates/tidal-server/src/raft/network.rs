@@ -267,7 +267,10 @@ impl PeerClient {
         }
         let reply = reply.map_err(|status| {
             // A refused connection means the peer is down: openraft backs off.
-            if status.code() == tonic::Code::Unavailable {
+            // So does a failed TLS handshake, whose reason is kept for the log.
+            if let Some(why) = crate::channels::tls_failure(&status) {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
+            } else if status.code() == tonic::Code::Unavailable {
                 RPCError::Unreachable(Unreachable::new(&status))
             } else {
                 RPCError::Network(NetworkError::new(&status))
