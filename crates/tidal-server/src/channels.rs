@@ -137,6 +137,13 @@ pub fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
+/// What went wrong with a call to another server, for a log or a
+/// refusal: a failed TLS handshake's reason ([`tls_failure`]), else the
+/// status' message.
+pub fn why(status: &tonic::Status) -> String {
+    tls_failure(status).unwrap_or_else(|| status.message().to_string())
+}
+
 /// A rustls error as an operator reads it.
 fn describe(e: &tidal_tls::rustls::Error) -> String {
     use tidal_tls::rustls::{CertificateError, Error};

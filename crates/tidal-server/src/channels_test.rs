@@ -82,6 +82,7 @@ async fn a_member_is_reached_only_under_the_node_id_its_certificate_names() {
         Some("the server's certificate names server '5' of dc 'dc1', not server '4' of dc 'dc1'"),
         "{err:?}"
     );
+    assert_eq!(why(&err), tls_failure(&err).unwrap());
     let err = list(channels.get(&addr, Expect::Dc("dc2".into())).unwrap())
         .await
         .unwrap_err();
@@ -120,4 +121,5 @@ async fn without_tls_a_failed_call_is_no_tls_failure() {
         .await
         .unwrap_err();
     assert_eq!(tls_failure(&err), None, "{err:?}");
+    assert_eq!(why(&err), err.message());
 }

@@ -604,7 +604,7 @@ async fn tell_removed(node: &Node, id: u64, addr: &str) {
         peer(node, id, addr)?
             .removed(notice)
             .await
-            .map_err(|s| s.message().to_string())
+            .map_err(|s| crate::channels::why(&s))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(2), sent).await {
         Ok(Ok(_)) => tracing::info!(node_id = node.id, removed = id, "told the removed node"),

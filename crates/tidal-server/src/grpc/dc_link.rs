@@ -82,7 +82,7 @@ impl Link {
         let resp = client
             .exchange(request)
             .await
-            .map_err(|s| format!("{addr}: {}", s.message()))?
+            .map_err(|s| format!("{addr}: {}", crate::channels::why(&s)))?
             .into_inner();
         if resp.dc != self.dc {
             return Err(format!("{addr} is DC {:?}, not {:?}", resp.dc, self.dc));

@@ -353,7 +353,7 @@ impl Elections {
                             .pre_vote(req)
                             .await
                             .map(|r| r.into_inner())
-                            .map_err(|s| s.message().to_string())
+                            .map_err(|s| crate::channels::why(&s))
                     };
                     let answer = tokio::time::timeout(wait, asked)
                         .await

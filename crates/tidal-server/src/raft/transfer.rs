@@ -153,7 +153,7 @@ pub async fn transfer(
         peer(node, target, &target_addr)?
             .campaign(tidal_proto::raft::CampaignRequest { node_id: target })
             .await
-            .map_err(|s| s.message().to_string())
+            .map_err(|s| crate::channels::why(&s))
     };
     let asked = tokio::time::timeout(rpc(), campaign)
         .await
@@ -200,7 +200,7 @@ async fn hold_elections(node: &Node, voters: &[(u64, String)], hold: Duration, t
                     millis: hold.as_millis() as u64,
                 })
                 .await
-                .map_err(|s| s.message().to_string())
+                .map_err(|s| crate::channels::why(&s))
         };
         if let Err(e) = tokio::time::timeout(timeout, held)
             .await
