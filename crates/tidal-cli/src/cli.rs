@@ -142,6 +142,9 @@ pub enum Command {
     /// Set and list queues (weights and placement strategy).
     #[command(subcommand)]
     Queue(cmd::queue::QueueCmd),
+    /// Set and list tenants' limits (max pending, running slots, GPUs, submit rate, weight) and usage.
+    #[command(subcommand)]
+    Tenant(cmd::tenant::TenantCmd),
     /// The cluster's status: every endpoint's role and indices, the leader's counts.
     Status(cmd::status::StatusArgs),
     /// Cross-DC forwarding: the links to peer DCs.

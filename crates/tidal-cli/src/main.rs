@@ -4,15 +4,15 @@
 //! Module map:
 //! - [`cli`]: the clap definitions of every command and shared options.
 //! - `cmd::*`: one module per command group (server, agent, task, cluster,
-//!   queue, status, cert, dev, the hidden example worker).
+//!   queue, tenant, status, cert, dev, the hidden example worker).
 //! - [`output`]: tables and JSON documents; [`lists`]: `--gpus`/`--labels` parsing.
 //! - [`exit`]: how an error becomes an exit code; [`shutdown`]: SIGINT/SIGTERM.
 //!
 //! Exit codes (scripts rely on them):
 //! - 0: success; `tidal server` stopped by SIGINT or SIGTERM (a graceful stop).
 //! - 1: an error: the server refused the request (bad input, not found, state
-//!   does not allow it, over a limit), a bad config, a local I/O failure; a
-//!   second SIGINT or SIGTERM during a graceful stop.
+//!   does not allow it, over a limit or a tenant's quota), a bad config, a
+//!   local I/O failure; a second SIGINT or SIGTERM during a graceful stop.
 //! - 2: usage error (unknown flag, missing argument); printed by clap.
 //! - 3: unavailable: no server answered, or no leader within `--timeout-ms`.
 //! - 4: `tidal task watch` only: the task ended failed or cancelled.
@@ -118,6 +118,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Task(c) => cmd::task::run(c).await,
         Command::Cluster(c) => cmd::cluster::run(c).await.map(|()| exit::OK),
         Command::Queue(c) => cmd::queue::run(c).await.map(|()| exit::OK),
+        Command::Tenant(c) => cmd::tenant::run(c).await.map(|()| exit::OK),
         Command::Status(a) => cmd::status::run(a).await.map(|()| exit::OK),
         Command::Dc(c) => cmd::dc::run(c).await.map(|()| exit::OK),
         Command::Cert(c) => cmd::cert::run(c).map(|()| exit::OK),

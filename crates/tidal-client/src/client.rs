@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tidal_proto::v1::{
     self, agents_client::AgentsClient, cluster_client::ClusterClient, dcs_client::DcsClient,
-    queues_client::QueuesClient, tasks_client::TasksClient,
+    queues_client::QueuesClient, tasks_client::TasksClient, tenants_client::TenantsClient,
 };
 use tidal_tls::rustls::ClientConfig;
 use tokio::sync::mpsc;
@@ -466,6 +466,38 @@ impl Client {
             })
             .await?;
         Ok(resp.queues)
+    }
+
+    // ------------------------------------------------------------ tenants
+
+    /// Sets a tenant's limits (all of them: a limit left out is no limit).
+    pub async fn set_tenant(
+        &self,
+        name: &str,
+        limits: v1::TenantLimits,
+    ) -> Result<v1::Tenant, Error> {
+        let req = v1::SetTenantRequest {
+            name: name.to_string(),
+            limits: Some(limits),
+        };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(TenantsClient::new(ch).set(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Lists tenants with limits or usage, with their usage.
+    pub async fn list_tenants(&self) -> Result<Vec<v1::Tenant>, Error> {
+        let resp = self
+            .call(true, |ch| async move {
+                Ok(TenantsClient::new(ch)
+                    .list(v1::ListTenantsRequest {})
+                    .await?
+                    .into_inner())
+            })
+            .await?;
+        Ok(resp.tenants)
     }
 
     // ------------------------------------------------------------ cluster

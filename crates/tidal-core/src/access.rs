@@ -11,12 +11,14 @@
 //! - an agent id registered under one active token cannot be taken over by
 //!   another ([`Rejection::AgentOwned`]).
 //!
-//! [`Usage`] per tenant is derived from the tasks and kept in step by apply.
+//! [`Usage`] per tenant is derived from the tasks and kept in step by apply;
+//! apply refuses what would pass a tenant's limits ([`quota`]).
 
 use crate::command::{ApplyCtx, Rejection, Response};
 use crate::model::{AgentId, AgentSpec, TaskId, TaskSpec};
 use crate::state::State;
 
+pub mod quota;
 pub mod types;
 pub use types::{
     tenant_of, Access, Principal, Role, SubmitRate, TenantLimits, TokenId, TokenRecord, Usage,

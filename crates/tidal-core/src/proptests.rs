@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::access::{Principal, Role, SubmitRate, TenantLimits, TokenRecord};
+use crate::access::{tenant_of, Principal, Role, SubmitRate, TenantLimits, TokenRecord};
 use crate::command::{ApplyCtx, Command, Completion, Rejection, Response};
 use crate::dispatch::{place_new, plan, DispatchCursor, InFlight};
 use crate::forwarding::Verdict;
@@ -126,6 +126,8 @@ enum Op {
     SetTenant {
         tenant: u8,
         max_pending: Option<u8>,
+        max_running_slots: Option<u8>,
+        max_gpus: Option<u8>,
         weight: u16,
     },
     RemoveTenant(u8),
@@ -205,12 +207,47 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..TOKENS, 0u8..3, proptest::bool::weighted(0.2), proptest::option::weighted(0.3, 0u8..10))
             .prop_map(|(token, role, first_only, expires)| Op::CreateToken { token, role, first_only, expires }),
         1 => (0..TOKENS).prop_map(Op::RevokeToken),
-        1 => (0u8..3, proptest::option::of(any::<u8>()), 0u16..1100)
-            .prop_map(|(tenant, max_pending, weight)| Op::SetTenant { tenant, max_pending, weight }),
+        1 => set_tenant(),
         1 => (0u8..3).prop_map(Op::RemoveTenant),
         3 => (vec(item(), 1..5), any::<u8>(), vec((0u8..6, 0..AGENTS + 1), 0..3))
             .prop_map(|(items, connected, extra)| Op::SubmitAs { items, connected, extra }),
         2 => (0..AGENTS, 0u8..8, 0..TOKENS).prop_map(|(agent, types, token)| Op::RegisterAs { agent, types, token }),
+    ]
+}
+
+/// Limits small enough to bind, often none.
+fn set_tenant() -> impl Strategy<Value = Op> {
+    let limit = || proptest::option::weighted(0.6, 0u8..6);
+    (0u8..3, limit(), limit(), limit(), 0u16..1100).prop_map(
+        |(tenant, max_pending, max_running_slots, max_gpus, weight)| Op::SetTenant {
+            tenant,
+            max_pending,
+            max_running_slots,
+            max_gpus,
+            weight,
+        },
+    )
+}
+
+/// The commands that move tenants' usage, from 3 tenants, with tenants'
+/// limits set often.
+fn quota_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => vec(item(), 1..5).prop_map(Op::Submit),
+        3 => (vec(item(), 1..5), any::<u8>(), vec((0u8..6, 0..AGENTS + 1), 0..3))
+            .prop_map(|(items, connected, extra)| Op::SubmitPlaced { items, connected, extra }),
+        3 => (vec(item(), 1..5), any::<u8>(), vec((0u8..6, 0..AGENTS + 1), 0..3))
+            .prop_map(|(items, connected, extra)| Op::SubmitAs { items, connected, extra }),
+        2 => (0..AGENTS, 0u8..8, 0u8..4).prop_map(|(agent, types, weight)| Op::Register { agent, types, weight }),
+        1 => (0..AGENTS).prop_map(Op::Down),
+        6 => (0u8..8, any::<u8>()).prop_map(|(max, connected)| Op::Plan { max, connected }),
+        3 => vec((any::<u16>(), 0..AGENTS + 1), 1..4).prop_map(Op::Assign),
+        2 => (any::<u16>(), any::<bool>(), tok()).prop_map(|(task, live, tok)| Op::Started { task, live, tok }),
+        3 => (any::<bool>(), vec((any::<u16>(), tok(), any::<bool>()), 1..4))
+            .prop_map(|(live, list)| Op::Complete { live, list }),
+        1 => (any::<u16>(), any::<bool>(), tok()).prop_map(|(task, live, tok)| Op::Stop { task, live, tok }),
+        1 => any::<u16>().prop_map(Op::Cancel),
+        3 => set_tenant(),
     ]
 }
 
@@ -397,17 +434,20 @@ impl Sim {
             Op::SetTenant {
                 tenant,
                 max_pending,
+                max_running_slots,
+                max_gpus,
                 weight,
             } => Command::SetTenant {
                 name: TENANTS[usize::from(*tenant)].into(),
                 limits: TenantLimits {
                     max_pending: max_pending.map(u64::from),
+                    max_running_slots: max_running_slots.map(u64::from),
+                    max_gpus: max_gpus.map(u64::from),
                     submit_rate: Some(SubmitRate {
                         per_s: u32::from(*weight % 3),
                         burst: 10,
                     }),
                     weight: u32::from(*weight),
-                    ..TenantLimits::default()
                 },
             },
             Op::RemoveTenant(tenant) => Command::RemoveTenant {
@@ -684,6 +724,7 @@ impl Sim {
         }
 
         self.check_access(&cmd, &ra, &before, ctx)?;
+        self.check_quotas(&cmd, &ra, &before)?;
 
         // Started moves only the current holder's task.
         if let (Command::Started { task, token }, Response::Ok) = (&cmd, &ra) {
@@ -696,6 +737,92 @@ impl Sim {
 }
 
 impl Sim {
+    fn new() -> Sim {
+        // At the format version of the access commands, so the digests
+        // compared after every apply cover the access state too.
+        let mut at_v3 = State::new();
+        at_v3.restore_cluster_version(crate::access::ACCESS_VERSION);
+        Sim {
+            a: at_v3.clone(),
+            b: at_v3,
+            index: 0,
+            cursor: DispatchCursor::default(),
+            last_token: BTreeMap::new(),
+            completed: BTreeSet::new(),
+        }
+    }
+
+    /// Quotas hold at apply: no apply raises a tenant's usage above a limit
+    /// in effect (a usage already above one, after the limit was lowered,
+    /// only falls). The one exception is max-pending, which tasks an agent
+    /// lost may pass on their way back to Pending: they were admitted, so
+    /// the tenant's admitted tasks (Pending and held) do not grow then; and
+    /// tasks a peer DC refused come back to Pending whatever it says.
+    fn check_quotas(
+        &self,
+        cmd: &Command,
+        r: &Response,
+        before: &State,
+    ) -> Result<(), TestCaseError> {
+        let requeues = matches!(
+            cmd,
+            Command::AgentDown { .. }
+                | Command::DeregisterAgent { .. }
+                | Command::Stopped(_)
+                | Command::Regrant { .. }
+        );
+        let comes_back = matches!(cmd, Command::ForwardAck { .. });
+        for tenant in ["default", "acme", "beta"] {
+            let Some(limits) = before.access().tenant(tenant) else {
+                continue;
+            };
+            let (was, now) = (before.access().usage(tenant), self.a.access().usage(tenant));
+            let held = |s: &State| {
+                s.tasks_after(None)
+                    .filter(|t| tenant_of(&t.spec) == tenant && t.state.holder().is_some())
+                    .count() as u64
+            };
+            if let Some(max) = limits.max_pending {
+                if now.pending > was.pending.max(max) && !comes_back {
+                    prop_assert!(
+                        requeues,
+                        "{} raised {}'s pending from {} to {} past max-pending {} -> {:?}",
+                        format!("{cmd:?}"),
+                        tenant,
+                        was.pending,
+                        now.pending,
+                        max,
+                        r
+                    );
+                    prop_assert!(now.pending + held(&self.a) <= was.pending + held(before));
+                }
+            }
+            if let Some(max) = limits.max_running_slots {
+                prop_assert!(
+                    now.running_slots <= was.running_slots.max(max),
+                    "{:?} raised {}'s running slots from {} to {} past {}",
+                    cmd,
+                    tenant,
+                    was.running_slots,
+                    now.running_slots,
+                    max
+                );
+            }
+            if let Some(max) = limits.max_gpus {
+                prop_assert!(
+                    now.running_gpus <= was.running_gpus.max(max),
+                    "{:?} raised {}'s GPUs from {} to {} past {}",
+                    cmd,
+                    tenant,
+                    was.running_gpus,
+                    now.running_gpus,
+                    max
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// What the access commands promise, against the state before them.
     fn check_access(
         &self,
@@ -762,18 +889,7 @@ proptest! {
 
     #[test]
     fn random_sequences_keep_invariants(ops in vec(op(), 1..120)) {
-        // At the format version of the access commands, so the digests
-        // compared after every apply cover the access state too.
-        let mut at_v3 = State::new();
-        at_v3.restore_cluster_version(crate::access::ACCESS_VERSION);
-        let mut sim = Sim {
-            a: at_v3.clone(),
-            b: at_v3,
-            index: 0,
-            cursor: DispatchCursor::default(),
-            last_token: BTreeMap::new(),
-            completed: BTreeSet::new(),
-        };
+        let mut sim = Sim::new();
         for op in &ops {
             sim.step(op)?;
         }
@@ -792,5 +908,17 @@ proptest! {
             sim.step(&Op::Down(i))?;
         }
         prop_assert_eq!(sim.a.agents().map(|a| a.slots_in_use).sum::<u32>(), 0);
+    }
+
+    /// Tenants' quotas under random interleavings of submits, plans,
+    /// assignments, completions, losses and limit changes from 3 tenants:
+    /// every apply is checked by `check_quotas`, and the replicas end equal.
+    #[test]
+    fn quotas_hold_under_random_interleavings(ops in vec(quota_op(), 1..150)) {
+        let mut sim = Sim::new();
+        for op in &ops {
+            sim.step(op)?;
+        }
+        prop_assert_eq!(sim.a.digest(), sim.b.digest());
     }
 }

@@ -520,6 +520,7 @@ impl State {
         if !self.queues.contains_key(&spec.queue) {
             return Err(Rejection::QueueNotFound(spec.queue));
         }
+        self.access.admit_pending(&spec)?;
         let Some(after) = self.next_id.checked_add(1) else {
             return Err(Rejection::Invalid("task id space exhausted".to_string()));
         };
@@ -845,6 +846,8 @@ impl State {
                 reason,
             });
         }
+        // The tenant's running quotas; the task stays Pending if over.
+        self.access.admit_running(&task.spec)?;
         let token: FencingToken = ctx.log_index;
         unqueue(&mut self.pending, &mut self.access, task, id);
         hold(agent, &mut self.access, task, id, token);

@@ -12,6 +12,7 @@ pub mod queue;
 pub mod server;
 pub mod status;
 pub mod task;
+pub mod tenant;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -31,6 +31,8 @@
 //!   are refused; two DCs exchange over TLS.
 //! - `full_disk`: a follower whose data directory fills up exits 5 and names
 //!   it; the others serve on without flooding their logs; freed, it catches up.
+//! - `tenants`: `tidal tenant set | list`; a submit past max-pending is
+//!   RESOURCE_EXHAUSTED (exit 1); max-running-slots holds with agents to spare.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
 //! - `workers`: a SIGKILLed agent leaves no worker process running.
 //! - `upgrade`: a rolling upgrade: a node of an older format version holds
@@ -61,6 +63,7 @@ mod settings;
 mod shutdown;
 mod smoke;
 mod strict_input;
+mod tenants;
 mod tls_peers;
 mod upgrade;
 mod workers;

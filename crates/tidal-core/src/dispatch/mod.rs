@@ -13,6 +13,12 @@
 //! Which task next: queues by smooth weighted round-robin ([`weighted_queues`]),
 //! then priority class, then age (id). Which agent: the queue's [`Strategy`].
 //!
+//! Tenants' running quotas (`tidal tenant set --max-running-slots/--max-gpus`)
+//! are respected in planning as apply checks them ([`crate::access::quota`]):
+//! a task whose tenant would pass one, counting what the round (and the
+//! round in flight) already booked, is skipped and stays Pending; the next
+//! task is tried. With no running limit set, planning is as without tenants.
+//!
 //! Cost: agents are pre-filtered once (Ready, connected, a free slot);
 //! capability is computed once per task shape per round; a shape that found no
 //! agent is not tried again in the round (capacity only shrinks within it); a
@@ -25,6 +31,8 @@ mod weighted_queues;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
+use crate::access::quota::running_over;
+use crate::access::{tenant_of, Access};
 use crate::collections::SetIter;
 use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
 use crate::state::State;
@@ -148,6 +156,56 @@ impl<'a> Round<'a> {
     }
 }
 
+/// Tenants' running quotas during a round: each tenant's usage plus what the
+/// round (and the round in flight) booked for it.
+struct Quotas<'a> {
+    /// None: no tenant has a running limit, nothing to count.
+    access: Option<&'a Access>,
+    booked: BTreeMap<&'a str, (u64, u64)>,
+}
+
+impl<'a> Quotas<'a> {
+    fn new(state: &'a State, dispatching: Option<&'a InFlight>) -> Self {
+        let access = state.access().any_running_limit().then(|| state.access());
+        let mut booked = BTreeMap::new();
+        if access.is_some() {
+            for (tenant, used) in dispatching.into_iter().flat_map(|f| &f.per_tenant) {
+                booked.insert(tenant.as_str(), *used);
+            }
+        }
+        Quotas { access, booked }
+    }
+
+    /// Whether an agent may take `spec` without its tenant passing a
+    /// running quota.
+    fn allows(&self, spec: &TaskSpec) -> bool {
+        let Some(access) = self.access else {
+            return true;
+        };
+        let tenant = tenant_of(spec);
+        let Some(limits) = access.tenant(tenant) else {
+            return true;
+        };
+        let used = access.usage(tenant);
+        let (slots, gpus) = self.booked.get(tenant).copied().unwrap_or_default();
+        running_over(
+            limits,
+            used.running_slots.saturating_add(slots),
+            used.running_gpus.saturating_add(gpus),
+            spec,
+        )
+        .is_none()
+    }
+
+    fn book(&mut self, spec: &'a TaskSpec) {
+        if self.access.is_some() {
+            let e = self.booked.entry(tenant_of(spec)).or_default();
+            e.0 = e.0.saturating_add(u64::from(spec.slots));
+            e.1 = e.1.saturating_add(u64::from(spec.gpus));
+        }
+    }
+}
+
 /// One queue's progress through its pending index in this round.
 struct QueueScan<'a> {
     strategy: Strategy,
@@ -229,11 +287,15 @@ pub struct InFlight {
     per_queue: BTreeMap<String, usize>,
     /// Slots, GPUs and tasks per agent.
     per_agent: BTreeMap<AgentId, (u32, u32, u64)>,
+    /// Slots and GPUs per tenant, counted only while a tenant has a running
+    /// limit.
+    per_tenant: BTreeMap<String, (u64, u64)>,
 }
 
 impl InFlight {
     pub fn of(state: &State, round: &[(TaskId, AgentId)]) -> InFlight {
         let mut f = InFlight::default();
+        let tenants = state.access().any_running_limit();
         for (id, agent) in round {
             let Some(task) = state.tasks.get(id) else {
                 continue;
@@ -243,6 +305,14 @@ impl InFlight {
             e.0 += task.spec.slots;
             e.1 += task.spec.gpus;
             e.2 += 1;
+            if tenants {
+                let t = f
+                    .per_tenant
+                    .entry(tenant_of(&task.spec).to_string())
+                    .or_default();
+                t.0 += u64::from(task.spec.slots);
+                t.1 += u64::from(task.spec.gpus);
+            }
         }
         f
     }
@@ -266,7 +336,9 @@ const WINDOW_VISITS: usize = 8;
 /// strategies, only for tasks whose queue has nothing pending apart from the
 /// tasks of the round in flight (whose capacity is taken too), and in a
 /// queue only until one task finds no agent (the ones after it would
-/// overtake it). It runs for every submit entry, so it does not look at the
+/// overtake it); a spec whose tenant would pass a running quota is skipped
+/// (it waits for a dispatch round; the queue stays open to other tenants'
+/// specs). It runs for every submit entry, so it does not look at the
 /// whole fleet: it takes a window of agents with room, starting where the
 /// previous call stopped (a rotation over the fleet), so the strategies hold
 /// within the window and the load spreads as the window turns. Returns
@@ -299,6 +371,7 @@ pub fn place_new(
         return out;
     }
     let mut round = Round::new(state, pool);
+    let mut quotas = Quotas::new(state, Some(dispatching));
     // Queues where a task is waiting, or where one of this batch found no agent.
     let mut closed: BTreeSet<&str> = BTreeSet::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -318,10 +391,14 @@ pub fn place_new(
             closed.insert(queue);
             continue;
         }
+        if !quotas.allows(spec) {
+            continue;
+        }
         let credits = cursor.agents.entry(queue.to_string()).or_default();
         match round.choose(spec, q.strategy, credits) {
             Some(agent) => {
                 round.book(agent, spec);
+                quotas.book(spec);
                 out.push((index, round.pool[agent].agent.spec.id.clone()));
             }
             None => {
@@ -353,6 +430,7 @@ pub fn plan(
         return out;
     }
     let mut round = Round::new(state, pool);
+    let mut quotas = Quotas::new(state, None);
 
     let queues: Vec<(&str, u32)> = state
         .queues
@@ -388,6 +466,9 @@ pub fn plan(
             let Some(task) = round.state.tasks.get(&id) else {
                 continue;
             };
+            if !quotas.allows(&task.spec) {
+                continue;
+            }
             if let Some(agent) = round.choose(&task.spec, scan.strategy, credits) {
                 placed = Some((task, agent));
                 break;
@@ -396,6 +477,7 @@ pub fn plan(
         match placed {
             Some((task, agent)) => {
                 round.book(agent, &task.spec);
+                quotas.book(&task.spec);
                 out.push((task.id, round.pool[agent].agent.spec.id.clone()));
             }
             // Nothing placeable left in this queue this round: its share goes

@@ -16,6 +16,7 @@ pub mod queue_service;
 pub mod raft_service;
 pub mod status;
 pub mod task_service;
+pub mod tenant_service;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tidal_proto::v1::cluster_server::ClusterServer;
 use tidal_proto::v1::dcs_server::DcsServer;
 use tidal_proto::v1::queues_server::QueuesServer;
 use tidal_proto::v1::tasks_server::TasksServer;
+use tidal_proto::v1::tenants_server::TenantsServer;
 
 use crate::node::Node;
 use conn::Listeners;
@@ -52,6 +54,7 @@ pub async fn serve(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let queues = QueuesServer::new(queue_service::QueueService { node: node.clone() });
+    let tenants = TenantsServer::new(tenant_service::TenantService { node: node.clone() });
     let cluster = ClusterServer::new(cluster_service::ClusterService { node: node.clone() });
     let plane = auth_layer::PeerPlane::new(node.clone());
     let dcs = DcsServer::new(dc_service::DcService::new(node.clone(), plane.clone()))
@@ -83,6 +86,7 @@ pub async fn serve(
         .add_service(Framed(tasks))
         .add_service(Framed(agents))
         .add_service(Framed(queues))
+        .add_service(Framed(tenants))
         .add_service(Framed(cluster))
         .add_service(Framed(dcs))
         .add_service(Framed(raft))
