@@ -120,9 +120,9 @@ struct State {
     known: Vec<String>,
     leader: Option<String>,
     channels: HashMap<String, Channel>,
-    /// Addresses probed for TLS, and whether they speak it
-    /// ([`Client::tls_mismatch`]).
-    probed: HashMap<String, bool>,
+    /// Addresses probed for TLS, and why they refuse this client's TLS
+    /// (or plaintext), if they do ([`Client::tls_mismatch`]).
+    probed: HashMap<String, Option<String>>,
 }
 
 /// An open agent session (`Agents/Session`) with the leader.
@@ -818,32 +818,43 @@ impl Client {
         }
     }
 
-    /// A plaintext client whose connection to `addr` was closed under it
-    /// may be talking to a TLS server, which closes connections that do
-    /// not start with a TLS handshake: the first time that happens for an
-    /// address, it is asked ([`dial::speaks_tls`]). A TLS server is a final
-    /// error, as retrying in plaintext cannot succeed.
+    /// Why `addr` refuses this client's TLS (or its plaintext), when a
+    /// connection failed after it was made: a TLS server closes a
+    /// plaintext client's connection or answers it with a TLS alert, and
+    /// HTTP/2 may report a refused certificate as a closed connection. The first time that happens
+    /// for an address, it is asked ([`crate::dial::speaks_tls`],
+    /// [`crate::dial::tls_refusal`]); a refusal is final.
     async fn tls_mismatch(&self, addr: &str, status: &Status) -> Option<Error> {
         let opts = &self.inner.opts;
-        if opts.tls.is_some() || !retry::closed_under_us(status) {
+        if !retry::failed_after_connect(status) {
             return None;
         }
-        let known = self.state().probed.get(addr).copied();
-        let tls = match known {
-            Some(tls) => tls,
+        let known = self.state().probed.get(addr).cloned();
+        let why = match known {
+            Some(why) => why,
             None => {
-                let tls = crate::dial::speaks_tls(addr, opts.source_ip, opts.connect_timeout).await;
-                self.state().probed.insert(addr.to_string(), tls);
-                tls
+                let why = match &opts.tls {
+                    None => crate::dial::speaks_tls(addr, opts.source_ip, opts.connect_timeout)
+                        .await
+                        .then(|| {
+                            "the server speaks TLS and this client does not: give --tls-dir DIR \
+                             (or TIDAL_TLS_DIR) with ca.pem, cert.pem and key.pem"
+                                .to_string()
+                        }),
+                    Some(config) => crate::dial::tls_refusal(
+                        addr,
+                        opts.source_ip,
+                        opts.connect_timeout,
+                        config.clone(),
+                    )
+                    .await
+                    .and_then(|e| retry::explain(&e)),
+                };
+                self.state().probed.insert(addr.to_string(), why.clone());
+                why
             }
         };
-        tls.then(|| {
-            retry::refused(
-                addr,
-                "the server speaks TLS and this client does not: give --tls-dir DIR \
-                 (or TIDAL_TLS_DIR) with ca.pem, cert.pem and key.pem",
-            )
-        })
+        why.map(|why| retry::refused(addr, &why))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

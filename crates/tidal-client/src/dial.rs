@@ -68,6 +68,41 @@ pub fn connect_lazy(
     }
 }
 
+/// Why the server at `addr` (`HOST:PORT`) refuses TLS with `config`, if
+/// it does: a handshake, then a read, where a TLS 1.3 server's refusal of
+/// the client's certificate arrives (a server that accepts sends its
+/// HTTP/2 settings). No connection is kept: a TLS client asks this once
+/// its connection was closed under it, because by then the refusal itself
+/// may have been lost (HTTP/2 reports such a connection as closed).
+pub async fn tls_refusal(
+    addr: &str,
+    source_ip: Option<IpAddr>,
+    timeout: Duration,
+    config: Arc<ClientConfig>,
+) -> Option<rustls::Error> {
+    use tokio::io::AsyncReadExt;
+    let uri = format!("http://{addr}").parse::<Uri>().ok()?;
+    let stream = tcp(&uri, source_ip, timeout).await.ok()?;
+    let name = ServerName::try_from(host(&uri).to_string()).ok()?;
+    let rustls_error = |e: std::io::Error| {
+        e.get_ref()
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+            .cloned()
+    };
+    let mut tls =
+        match tokio::time::timeout(timeout, TlsConnector::from(config).connect(name, stream)).await
+        {
+            Err(_) => return None,
+            Ok(Err(e)) => return rustls_error(e),
+            Ok(Ok(tls)) => tls,
+        };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(timeout, tls.read(&mut byte)).await {
+        Ok(Err(e)) => rustls_error(e),
+        _ => None,
+    }
+}
+
 /// Whether the server at `addr` (`HOST:PORT`) speaks TLS: it answers a
 /// TLS client hello with a certificate. Nothing is verified and no
 /// connection is kept: a plaintext client asks this once its connection

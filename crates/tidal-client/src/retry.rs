@@ -101,7 +101,7 @@ pub(crate) fn tls_refusal(status: &Status) -> Option<String> {
 const ALERT_RECEIVED: &str = "received fatal alert: ";
 
 /// A rustls error in words, when it is final.
-fn explain(e: &rustls::Error) -> Option<String> {
+pub(crate) fn explain(e: &rustls::Error) -> Option<String> {
     use rustls::CertificateError as C;
     let theirs = |why: &str| Some(format!("the server's certificate {why}"));
     match e {
@@ -139,6 +139,8 @@ fn explain(e: &rustls::Error) -> Option<String> {
 /// An alert the server sent (by its rustls name), in words, when it is final.
 fn alert(name: &str) -> Option<String> {
     match name {
+        // DecryptError: rustls' alert for a certificate whose signature
+        // does not verify (one from another CA of the same name).
         "BadCertificate"
         | "UnsupportedCertificate"
         | "CertificateRevoked"
@@ -146,7 +148,8 @@ fn alert(name: &str) -> Option<String> {
         | "CertificateUnknown"
         | "UnknownCA"
         | "AccessDenied"
-        | "CertificateRequired" => Some(format!(
+        | "CertificateRequired"
+        | "DecryptError" => Some(format!(
             "the server refused this client's certificate ({name}): is it signed by the CA \
              the server trusts, and valid?"
         )),
@@ -158,24 +161,24 @@ fn alert(name: &str) -> Option<String> {
     }
 }
 
-/// Whether the connection was closed under the client (reset, broken
-/// pipe, early end): among other causes, what a TLS server does to a
-/// plaintext client.
-pub(crate) fn closed_under_us(status: &Status) -> bool {
-    use std::io::ErrorKind as K;
+/// Whether a transport failure came after the connection was made (the
+/// server closed or reset it, or sent what is not HTTP/2), not from
+/// making it (tonic's `ConnectError`: refused, timed out, a failed TLS
+/// handshake): among other causes, what a TLS server does to a plaintext
+/// client, and how HTTP/2 may report a client certificate the server
+/// refused.
+pub(crate) fn failed_after_connect(status: &Status) -> bool {
+    if !is_transport(status) {
+        return false;
+    }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                K::BrokenPipe | K::ConnectionReset | K::UnexpectedEof
-            ) {
-                return true;
-            }
+        if e.is::<tonic::ConnectError>() {
+            return false;
         }
         cause = e.source();
     }
-    false
+    true
 }
 
 /// Exponential backoff with jitter: 50ms doubling to 1s, each delay drawn

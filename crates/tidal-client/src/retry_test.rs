@@ -128,18 +128,27 @@ fn certificate_failures_are_final_and_told_in_words() {
 }
 
 #[test]
-fn connections_closed_under_the_client_are_told_apart() {
+fn failures_after_the_connection_was_made_are_told_apart() {
     use std::io::{Error as IoError, ErrorKind};
     for kind in [
         ErrorKind::BrokenPipe,
         ErrorKind::ConnectionReset,
         ErrorKind::UnexpectedEof,
     ] {
-        assert!(closed_under_us(&local(IoError::new(kind, "x"))), "{kind:?}");
+        assert!(
+            failed_after_connect(&local(IoError::new(kind, "x"))),
+            "{kind:?}"
+        );
     }
-    assert!(!closed_under_us(&local(IoError::new(
-        ErrorKind::ConnectionRefused,
-        "x"
-    ))));
-    assert!(!closed_under_us(&Status::unavailable("no leader")));
+    let connect = |kind| {
+        Status::from_error(Box::new(tonic::ConnectError(Box::new(IoError::new(
+            kind, "x",
+        )))))
+    };
+    for kind in [ErrorKind::ConnectionRefused, ErrorKind::TimedOut] {
+        let s = connect(kind);
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(!failed_after_connect(&s), "{kind:?}");
+    }
+    assert!(!failed_after_connect(&Status::unavailable("no leader")));
 }

@@ -32,6 +32,9 @@ impl Pki {
         for ca in ["a", "b"] {
             new_ca(&tmp.path().join(ca), ca, Validity::days(30)).unwrap();
         }
+        // Another CA with a's name: its certificates fail on their
+        // signature, not on an unknown issuer.
+        new_ca(&tmp.path().join("a-twin"), "a", Validity::days(30)).unwrap();
         Pki {
             tmp,
             issued: std::cell::Cell::new(0),
@@ -194,18 +197,20 @@ async fn a_server_certificate_of_another_ca_is_final() {
 async fn a_client_certificate_the_server_does_not_trust_is_final() {
     let pki = Pki::new();
     let addr = serve_tls(Fake::new(Mode::Lead), pki.server("a", "dc1", 1)).await;
-    // The client trusts both CAs but holds a certificate of CA b, which
-    // the server does not trust.
-    let dir = pki.issue("b", Role::Client, None, "mallory");
-    let both = [
-        std::fs::read(pki.tmp.path().join("a/ca.pem")).unwrap(),
-        std::fs::read(pki.tmp.path().join("b/ca.pem")).unwrap(),
-    ]
-    .concat();
-    std::fs::write(dir.join("ca.pem"), both).unwrap();
-    let tls = client_config(&TlsDir::load(&dir).unwrap(), Expect::AnyServer).unwrap();
-    let c = client(vec![addr], Some(tls));
-    assert_refused_at_once(&c, "the server refused this client's certificate").await;
+    // The client trusts the server's CA too, but holds a certificate of
+    // another CA, which the server does not trust.
+    for other in ["b", "a-twin"] {
+        let dir = pki.issue(other, Role::Client, None, "mallory");
+        let both = [
+            std::fs::read(pki.tmp.path().join("a/ca.pem")).unwrap(),
+            std::fs::read(pki.tmp.path().join(other).join("ca.pem")).unwrap(),
+        ]
+        .concat();
+        std::fs::write(dir.join("ca.pem"), both).unwrap();
+        let tls = client_config(&TlsDir::load(&dir).unwrap(), Expect::AnyServer).unwrap();
+        let c = client(vec![addr.clone()], Some(tls));
+        assert_refused_at_once(&c, "the server refused this client's certificate").await;
+    }
 }
 
 #[tokio::test]
@@ -259,4 +264,51 @@ async fn https_needs_a_tls_configuration() {
     );
     assert!(Client::new(vec![format!("http://{addr}")]).is_ok());
     let _: Error = e;
+}
+
+#[tokio::test]
+async fn probes_tell_tls_servers_and_their_refusals() {
+    let pki = Pki::new();
+    let tls_addr = serve_tls(Fake::new(Mode::Lead), pki.server("a", "dc1", 1)).await;
+    let plain_addr = serve(Fake::new(Mode::Lead)).await;
+    let t = Duration::from_secs(2);
+    assert!(crate::dial::speaks_tls(&tls_addr, None, t).await);
+    assert!(!crate::dial::speaks_tls(&plain_addr, None, t).await);
+    assert!(!crate::dial::speaks_tls(&dead_addr().await, None, t).await);
+
+    let alice = pki.client("a", Expect::AnyServer);
+    assert_eq!(
+        crate::dial::tls_refusal(&tls_addr, None, t, alice).await,
+        None
+    );
+    let twin = client_config(
+        &pki.dir("a-twin", Role::Client, None, "mallory"),
+        Expect::AnyServer,
+    )
+    .unwrap();
+    // The twin's client refuses the server first (its own CA only).
+    let refusal = crate::dial::tls_refusal(&tls_addr, None, t, twin).await;
+    assert!(
+        matches!(
+            refusal,
+            Some(tidal_tls::rustls::Error::InvalidCertificate(_))
+        ),
+        "{refusal:?}"
+    );
+    // Trusting both CAs, it is refused by the server, which tells it
+    // after the client's side of the handshake is done.
+    let dir = pki.issue("a-twin", Role::Client, None, "mallory");
+    let both = [
+        std::fs::read(pki.tmp.path().join("a/ca.pem")).unwrap(),
+        std::fs::read(pki.tmp.path().join("a-twin/ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("ca.pem"), both).unwrap();
+    let twin = client_config(&TlsDir::load(&dir).unwrap(), Expect::AnyServer).unwrap();
+    assert_eq!(
+        crate::dial::tls_refusal(&tls_addr, None, t, twin).await,
+        Some(tidal_tls::rustls::Error::AlertReceived(
+            tidal_tls::rustls::AlertDescription::DecryptError
+        ))
+    );
 }

@@ -25,6 +25,9 @@
 //!   the cluster runs through its peer listeners.
 //! - `strict_input`: out-of-range enums, key conflicts, second completions,
 //!   undecodable requests and agent-stream garbage, over the wire.
+//! - `tls`: a 3-node DC over mutual TLS: the CLI (membership, tasks) and an
+//!   agent with their certificates; other CAs, another DC's agent, plaintext
+//!   and `https://` without a TLS directory refused at once, saying why.
 //! - `tls_peers`: three servers with `--tls-dir` form a DC, replicate and
 //!   fail over; servers with another node's, DC's or CA's certificate can
 //!   neither join nor vote; raw Raft calls with a client certificate or none
@@ -64,6 +67,7 @@ mod shutdown;
 mod smoke;
 mod strict_input;
 mod tenants;
+mod tls;
 mod tls_peers;
 mod upgrade;
 mod workers;
