@@ -15,7 +15,7 @@ pub enum TenantCmd {
     #[command(
         after_help = "Example: tidal tenant set acme --max-pending 1000 --max-running-slots 16 --max-gpus 8\n\
         A task counts against its --tenant (\"default\" without one). Over max-pending a submit is refused\n\
-        (RESOURCE_EXHAUSTED, exit code 1); at max-running-slots or max-gpus the tenant's tasks wait and\n\
+        (RESOURCE_EXHAUSTED, exit code 1), as is one past the submit rate; at max-running-slots or max-gpus the tenant's tasks wait and\n\
         the capacity goes to other tenants. Lowering a limit stops increases; it takes nothing away."
     )]
     Set(SetArgs),
@@ -36,7 +36,7 @@ pub struct SetArgs {
     /// At most this many GPUs held by the tenant's assigned and running tasks.
     #[arg(long, value_name = "N")]
     pub max_gpus: Option<u64>,
-    /// Submits per second, with an optional burst (default: one second's worth); stored, not enforced yet.
+    /// Submits per second, with an optional burst (default: one second's worth): the leader's token bucket.
     #[arg(long, value_name = "R[/s][:BURST]", value_parser = parse_rate)]
     pub submit_rate: Option<(u32, u32)>,
     /// The tenant's share against other tenants of a queue, 1..=1000.

@@ -139,6 +139,48 @@ async fn a_submit_past_max_pending_is_resource_exhausted_naming_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_past_the_submit_rate_are_refused_saying_when_to_retry() {
+    let c = one_node().await;
+    c.tidal_ok(&["tenant", "set", "acme", "--submit-rate", "1/s:2"])
+        .unwrap();
+    let results = c
+        .client
+        .submit(vec![
+            spec("acme"),
+            spec("beta"),
+            spec("acme"),
+            spec("acme"),
+            spec("acme"),
+        ])
+        .await
+        .unwrap();
+    let refused: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.error.as_ref().is_some_and(|e| e.code != 0))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(refused, [3, 4], "{results:?}");
+    let e = results[3].error.as_ref().unwrap();
+    assert_eq!(e.code, Code::ResourceExhausted as i32);
+    assert!(
+        e.message
+            .starts_with("tenant acme is over its submit rate of 1/s (burst 2); retry in "),
+        "{}",
+        e.message
+    );
+    let list = c.tidal_ok(&["tenant", "list"]).unwrap();
+    assert_eq!(
+        row(&list, "acme"),
+        ["acme", "2/-", "0/-", "0/-", "1/s:2", "1"]
+    );
+    // Another tenant has no rate.
+    for _ in 0..5 {
+        c.client.submit_one(spec("beta")).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_running_slots_holds_with_idle_agents_and_others_use_them() {
     let mut c = one_node().await;
     let dir = tempfile::tempdir().unwrap();

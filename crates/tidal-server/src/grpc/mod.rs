@@ -15,6 +15,7 @@ pub mod joiner;
 pub mod queue_service;
 pub mod raft_service;
 pub mod status;
+pub mod submit_rate;
 pub mod task_service;
 pub mod tenant_service;
 
@@ -47,9 +48,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // A batch may carry many payloads; the per-task limit is checked per item.
     let max_message = (node.config.limits.max_payload_bytes + MESSAGE_OVERHEAD).max(64 << 20);
-    let tasks = TasksServer::new(task_service::TaskService { node: node.clone() })
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+    let tasks = TasksServer::new(task_service::TaskService {
+        node: node.clone(),
+        rates: Default::default(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
     let agents = AgentsServer::new(agent_service::AgentService { node: node.clone() })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);

@@ -1,6 +1,9 @@
 //! `tidal.v1.Tasks`: submit (group-committed), get, list, cancel.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use tidal_core::access::{tenant_of, SubmitRate};
 
 use tidal_core::command::{spec_bytes, Command, Rejection, Response as CoreResponse};
 use tidal_core::limits::validate_task_spec;
@@ -10,6 +13,7 @@ use tidal_proto::v1::{self, tasks_server::Tasks};
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::submit_rate::{over_rate, SubmitRates};
 use crate::batcher::MAX_ENTRY_BYTES;
 use crate::error::{rejection_code, ServerError};
 use crate::leader::engine::{Event, Work};
@@ -17,6 +21,8 @@ use crate::node::Node;
 
 pub struct TaskService {
     pub node: Arc<Node>,
+    /// Tenants' submit-rate buckets, while this node leads.
+    pub rates: SubmitRates,
 }
 
 /// Splits specs into runs of about `batcher::MAX_ENTRY_BYTES` each (a spec
@@ -51,6 +57,62 @@ fn item_error(code: tonic::Code, message: String) -> v1::SubmitResult {
 }
 
 impl TaskService {
+    /// Tenants' submit rates: of the items in `valid` (whose result slots
+    /// are the `None`s of `results`, in order), those past their tenant's
+    /// bucket get RESOURCE_EXHAUSTED in their slot; returns the rest.
+    fn admit_by_rate(
+        &self,
+        term: u64,
+        valid: Vec<TaskSpec>,
+        results: &mut [Option<v1::SubmitResult>],
+    ) -> Vec<TaskSpec> {
+        let rates: BTreeMap<String, SubmitRate> = {
+            let applied = self.node.state.read();
+            let access = applied.state.access();
+            if access.tenants().all(|(_, l)| l.submit_rate.is_none()) {
+                return valid;
+            }
+            valid
+                .iter()
+                .filter_map(|s| {
+                    let t = tenant_of(s);
+                    let rate = access.tenant(t)?.submit_rate?;
+                    Some((t.to_string(), rate))
+                })
+                .collect()
+        };
+        let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in &valid {
+            if rates.contains_key(tenant_of(s)) {
+                *wanted.entry(tenant_of(s)).or_default() += 1;
+            }
+        }
+        let mut granted: BTreeMap<String, (u64, Option<u64>)> = wanted
+            .into_iter()
+            .map(|(t, n)| (t.to_string(), self.rates.take(term, t, n, rates[t])))
+            .collect();
+        let mut admitted = Vec::with_capacity(valid.len());
+        let mut slots = results.iter_mut().filter(|r| r.is_none());
+        for spec in valid {
+            let slot = slots.next().expect("one empty slot per valid item");
+            let tenant = tenant_of(&spec);
+            match granted.get_mut(tenant) {
+                Some((left, _)) if *left > 0 => {
+                    *left -= 1;
+                    admitted.push(spec);
+                }
+                Some((_, retry)) => {
+                    *slot = Some(item_error(
+                        tonic::Code::ResourceExhausted,
+                        over_rate(tenant, rates[tenant], retry.unwrap_or(1)),
+                    ));
+                }
+                None => admitted.push(spec),
+            }
+        }
+        admitted
+    }
+
     /// NOT_FOUND for a task that retention removed.
     fn expired(&self, id: TaskId) -> ServerError {
         ServerError::NotFound(format!(
@@ -111,8 +173,15 @@ impl Tasks for TaskService {
                 Err(r) => results.push(Some(item_error(rejection_code(&r), r.to_string()))),
             }
         }
-        if !valid.is_empty() {
-            let leadership = self.node.await_leader().await?;
+        let leadership = if valid.is_empty() {
+            None
+        } else {
+            Some(self.node.await_leader().await?)
+        };
+        if let Some(l) = &leadership {
+            valid = self.admit_by_rate(l.term, valid, &mut results);
+        }
+        if let (false, Some(leadership)) = (valid.is_empty(), leadership) {
             // A request over about a megabyte becomes several entries (see
             // batcher::MAX_ENTRY_BYTES), committed concurrently, in order.
             let chunks = chunk_by_bytes(valid);
