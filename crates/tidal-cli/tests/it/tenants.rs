@@ -1,7 +1,9 @@
 //! Tenants' quotas with real processes: `tidal tenant set` limits, a submit
 //! past max-pending refused (RESOURCE_EXHAUSTED naming the limit, the CLI
-//! exits 1), max-running-slots held with idle agents to spare while another
-//! tenant uses them, and `tidal tenant list` showing usage against limits.
+//! exits 1), items past the submit rate refused, max-running-slots held
+//! with idle agents to spare while another tenant uses them, `tidal tenant
+//! list` showing usage against limits, and `tenant set` refused below
+//! cluster format version 3.
 
 use std::time::Duration;
 
@@ -253,4 +255,31 @@ async fn max_running_slots_holds_with_idle_agents_and_others_use_them() {
     assert!(peak <= 2, "{peak} of acme's runs overlapped");
     let list = c.tidal_ok(&["tenant", "list"]).unwrap();
     assert_eq!(row(&list, "acme"), ["acme", "0/-", "0/2", "0/-", "-", "1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_set_needs_cluster_format_version_3() {
+    let c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        join: false,
+        server_args: vec!["--max-format-version".into(), "2".into()],
+        ..ClusterOpts::default()
+    })
+    .await
+    .expect("cluster");
+    let out = c.tidal(&["tenant", "set", "acme", "--max-pending", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cluster format version 3"), "{stderr}");
+    let err = c
+        .client
+        .set_tenant("acme", v1::TenantLimits::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition, "{err}");
+    // Submits go on, without limits; the list shows usage.
+    c.client.submit_one(spec("acme")).await.unwrap();
+    c.client.submit_one(spec("acme")).await.unwrap();
+    let list = c.tidal_ok(&["tenant", "list"]).unwrap();
+    assert_eq!(row(&list, "acme"), ["acme", "2/-", "0/-", "0/-", "-", "1"]);
 }

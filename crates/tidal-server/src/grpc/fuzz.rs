@@ -100,9 +100,14 @@ pub fn proto_to_domain(bytes: &[u8]) {
                 let _ = convert::task_id(&req.id);
             }
         }
+        // The settings requests share a selector, so the corpus keeps its meaning.
         _ => {
             if let Ok(req) = v1::SetQueueRequest::decode(msg) {
                 let _ = tidal_core::limits::validate_name("queue", &req.name, &limits);
+            }
+            if let Ok(req) = v1::SetTenantRequest::decode(msg) {
+                let _ = tidal_core::limits::validate_name("tenant", &req.name, &limits);
+                let _ = super::tenant_service::limits_from(req.limits);
             }
         }
     }
