@@ -96,3 +96,55 @@ pub fn config_toml(bytes: &[u8]) {
         let _ = line.parse::<tidal_core::TaskId>();
     }
 }
+
+/// Target `member_addr`: a member's stored address (`CLIENT` or
+/// `CLIENT|PEER`), as every reader of the membership parses it. What
+/// parses prints back as the same string.
+pub fn member_addr(bytes: &[u8]) {
+    use crate::raft::member_addr::MemberAddr;
+    let text = String::from_utf8_lossy(bytes);
+    if let Ok(addr) = MemberAddr::parse(&text) {
+        assert_eq!(
+            addr.to_string(),
+            text,
+            "a member address prints as it was read"
+        );
+        assert_eq!(MemberAddr::parse(&addr.to_string()), Ok(addr.clone()));
+        let _ = addr.peer_or_client().parse::<std::net::SocketAddr>();
+    }
+    let node = openraft::BasicNode::new(text.as_ref());
+    let _ = (
+        crate::raft::member_addr::client_addr(&node),
+        crate::raft::member_addr::peer_addr(&node),
+    );
+}
+
+/// Target `tls_identity`: a peer's certificate (DER) as the TLS acceptor
+/// reads its identity, and the bytes as an identity URI. An identity has
+/// one URI: what parses prints back as the same string.
+pub fn tls_identity(bytes: &[u8]) {
+    use tidal_tls::{CertIdentity, Expect};
+    let check = |id: &CertIdentity| {
+        assert_eq!(CertIdentity::from_uri(&id.to_uri()).as_ref(), Ok(id));
+        for expect in [
+            Expect::AnyServer,
+            Expect::Dc("dc1".into()),
+            Expect::Node {
+                dc: "dc1".into(),
+                id: 1,
+            },
+        ] {
+            let _ = expect.check(id);
+        }
+        let _ = (id.to_string(), id.node_id());
+    };
+    if let Ok(id) = CertIdentity::from_der(bytes) {
+        check(&id);
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if let Ok(id) = CertIdentity::from_uri(text) {
+            assert_eq!(id.to_uri(), text, "an identity URI is canonical");
+            check(&id);
+        }
+    }
+}

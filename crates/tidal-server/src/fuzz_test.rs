@@ -267,6 +267,58 @@ fn fuzz_seeds() {
             toml::from_str(std::str::from_utf8(b).unwrap()).unwrap();
         raw.validate().is_ok()
     });
+    seeds("member_addr", member_addr_seeds(), member_addr, |b| {
+        crate::raft::member_addr::MemberAddr::parse(std::str::from_utf8(b).unwrap()).is_ok()
+    });
+    seeds("tls_identity", tls_identity_seeds(), tls_identity, |b| {
+        tidal_tls::CertIdentity::from_der(b).is_ok()
+            || std::str::from_utf8(b).is_ok_and(|s| tidal_tls::CertIdentity::from_uri(s).is_ok())
+    });
+}
+
+/// Members' addresses as `--init`, `add-learner` and `--restore` store them.
+fn member_addr_seeds() -> Seeds {
+    [
+        ("client", "127.0.0.1:7001"),
+        ("client-peer", "127.0.0.11:7001|127.0.0.11:7101"),
+        ("names", "node-1.dc1.example:7001|node-1.internal:7101"),
+        ("ipv6", "[::1]:7001|[::1]:7101"),
+    ]
+    .into_iter()
+    .map(|(name, addr)| (name.to_string(), addr.as_bytes().to_vec()))
+    .collect()
+}
+
+/// Certificates of each role as `tidal cert issue` writes them (DER), and
+/// identity URIs with percent-encoded segments.
+fn tls_identity_seeds() -> Seeds {
+    use tidal_tls::issue::{issue, new_ca, Request, Validity};
+    use tidal_tls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    use tidal_tls::{CertIdentity, Role};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    new_ca(&ca, "fuzz-ca", Validity::days(30)).unwrap();
+    let mut out = Vec::new();
+    for (name, role, dc, holder) in [
+        ("server", Role::Server, Some("dc1"), "1"),
+        ("agent", Role::Agent, Some("dc/2"), "gpu-node:7"),
+        ("client", Role::Client, None, "alice"),
+    ] {
+        let identity = CertIdentity::new(role, dc, holder).unwrap();
+        let dir = tmp.path().join(name);
+        let req = Request {
+            identity: identity.clone(),
+            hosts: Vec::new(),
+            validity: Validity::days(10),
+        };
+        issue(&ca, &req, &dir).unwrap();
+        let pem = std::fs::read(dir.join(tidal_tls::files::CERT_FILE)).unwrap();
+        let der = CertificateDer::from_pem_slice(&pem).unwrap();
+        out.push((format!("{name}.der"), der.to_vec()));
+        out.push((format!("{name}.uri"), identity.to_uri().into_bytes()));
+    }
+    out
 }
 
 macro_rules! replays {
@@ -287,4 +339,6 @@ replays! {
     exchange_body_replays: exchange_body,
     exchange_reply_replays: exchange_reply,
     config_toml_replays: config_toml,
+    member_addr_replays: member_addr,
+    tls_identity_replays: tls_identity,
 }
