@@ -36,6 +36,8 @@
 //!   it; the others serve on without flooding their logs; freed, it catches up.
 //! - `tenants`: `tidal tenant set | list`; a submit past max-pending is
 //!   RESOURCE_EXHAUSTED (exit 1); max-running-slots holds with agents to spare.
+//! - `forged_peer`: a Python gRPC client built from proto/ forges Raft and exchange
+//!   calls from a non-member: all refused, no node stops, failover under a HoldElections flood.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
 //! - `workers`: a SIGKILLed agent leaves no worker process running.
 //! - `upgrade`: a rolling upgrade: a node of an older format version holds
@@ -55,6 +57,7 @@ mod drain;
 mod duplicate_agent;
 mod elections;
 mod failover;
+mod forged_peer;
 mod full_disk;
 mod harness;
 mod membership;

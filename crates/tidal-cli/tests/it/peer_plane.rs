@@ -8,16 +8,16 @@ use tidal_testkit::ports::Port;
 
 use crate::harness::{AgentOpts, Cluster, ClusterOpts};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// Node `id`'s IP.
-fn ip(id: u64) -> IpAddr {
+pub(crate) fn ip(id: u64) -> IpAddr {
     format!("127.0.0.{}", 10 + id).parse().unwrap()
 }
 
 /// A 3-node cluster at 127.0.0.11-13, each node with a peer listener on
 /// its own IP; returns it with the peer addresses (held ports).
-async fn start() -> anyhow::Result<(Cluster, Vec<Port>)> {
+pub(crate) async fn start() -> anyhow::Result<(Cluster, Vec<Port>)> {
     let mut c = Cluster::new(ClusterOpts {
         nodes: 3,
         join: false,
@@ -171,7 +171,7 @@ async fn forged_raft_calls_are_refused_and_the_cluster_runs_through_its_peer_lis
 }
 
 /// Submits a task and waits until it succeeded.
-async fn run_task(c: &Cluster, payload: &str) -> anyhow::Result<()> {
+pub(crate) async fn run_task(c: &Cluster, payload: &str) -> anyhow::Result<()> {
     let id = c.tidal_ok(&["task", "submit", "--type", "t2i", "--payload", payload])?;
     let id = id.trim();
     let deadline = tokio::time::Instant::now() + WAIT;
