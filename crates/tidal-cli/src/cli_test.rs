@@ -576,6 +576,11 @@ fn dev_form_and_global_log_format() {
     };
     assert_eq!(d.dir, std::path::PathBuf::from(".tidal-dev"));
     assert_eq!(d.dcs, 1);
+    assert!(!d.tls);
+    let Command::Dev(d) = parse(&["dev", "--tls"]).command else {
+        panic!()
+    };
+    assert!(d.tls);
     let Command::Dev(d) = parse(&["dev", "--dcs", "2"]).command else {
         panic!()
     };

@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,6 +11,9 @@ use clap::Args;
 use tidal_client::Client;
 use tidal_proto::v1;
 use tidal_testkit::{AgentSpec, Kind, ServerSpec, Supervisor};
+use tidal_tls::issue::{self, Request, Validity};
+use tidal_tls::rustls::ClientConfig;
+use tidal_tls::{CertIdentity, Expect, Role, TlsDir};
 use tokio::time::{sleep, Instant};
 
 use crate::output;
@@ -21,7 +25,7 @@ const NODES: u64 = 3;
 #[command(
     after_help = "Data and logs stay in DIR. Run `tidal dev` again to restart the same cluster \
     from its data (membership is kept; nothing is re-initialised), or pass --fresh to delete \
-    DIR/node1..3 and the logs first."
+    DIR/node1..3, DIR/tls and the logs first."
 )]
 pub struct DevArgs {
     /// Where nodes keep their data and everything writes its log.
@@ -47,6 +51,10 @@ pub struct DevArgs {
     /// capabilities, so part of the demo runs in dc-b and is followed from dc-a.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     pub dcs: u8,
+    /// Mutual TLS everywhere: certificates in DIR/tls (a CA, node-N,
+    /// agent-N and client), made on the first start and kept.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// What one dev agent offers.
@@ -105,6 +113,16 @@ struct Layout {
     /// The other DCs: name and endpoints.
     peers: Vec<(String, Vec<String>)>,
     profiles: &'static [Profile],
+    /// With --tls: the certificates and the client's TLS configuration.
+    tls: Option<DevTls>,
+}
+
+/// What --tls gives every DC of the dev setup.
+#[derive(Clone)]
+struct DevTls {
+    /// DIR/tls: ca, node-N, agent-N (prefixed by the DC with --dcs 2), client.
+    dir: PathBuf,
+    client: Arc<ClientConfig>,
 }
 
 impl Layout {
@@ -127,6 +145,78 @@ impl Layout {
     fn profile(&self, i: u32) -> &Profile {
         &self.profiles[((i - 1) as usize) % self.profiles.len()]
     }
+
+    /// A client of this DC (over TLS with --tls).
+    fn client(&self) -> anyhow::Result<Client> {
+        super::client_with_tls(
+            &self.endpoints,
+            Duration::from_secs(20),
+            self.tls.as_ref().map(|t| t.client.clone()),
+        )
+    }
+
+    /// `--tls-dir DIR/tls/NAME` (prefixed) with --tls, nothing without.
+    fn tls_args(&self, what: &str) -> Vec<String> {
+        match &self.tls {
+            Some(t) => vec![
+                "--tls-dir".into(),
+                t.dir.join(self.name(what)).display().to_string(),
+            ],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Makes DIR/tls on the first start with --tls: a CA, then a certificate
+/// for every node (`node-N`), agent (`agent-N`) and the client
+/// (`client`); a directory already holding the certificate wanted is kept,
+/// one naming someone else (another --dc) is issued again.
+fn ensure_pki(root: &Path, layouts: &[Layout], agents: u32) -> anyhow::Result<DevTls> {
+    let dir = root.join("tls");
+    let ca = dir.join("ca");
+    if !ca.join(tidal_tls::files::CA_FILE).exists() {
+        // Certificates of a CA that is gone are useless.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        issue::new_ca(&ca, "tidal dev CA", Validity::days(3650))?;
+        println!("created a CA for mutual TLS in {}", ca.display());
+    }
+    let mut wanted = vec![(
+        CertIdentity::new(Role::Client, None, "dev")?,
+        dir.join("client"),
+    )];
+    for l in layouts {
+        for n in 1..=NODES {
+            let name = l.name(&format!("node-{n}"));
+            wanted.push((CertIdentity::server(&l.dc, n)?, dir.join(name)));
+        }
+        for i in 1..=agents {
+            let name = l.name(&format!("agent-{i}"));
+            let id = CertIdentity::new(Role::Agent, Some(&l.dc), &name)?;
+            wanted.push((id, dir.join(name)));
+        }
+    }
+    for (identity, out) in wanted {
+        if out.exists() {
+            match TlsDir::load(&out) {
+                Ok(d) if *d.identity() == identity => continue,
+                _ => std::fs::remove_dir_all(&out)
+                    .with_context(|| format!("removing {}", out.display()))?,
+            }
+        }
+        let req = Request {
+            identity,
+            hosts: Vec::new(),
+            validity: Validity::days(365),
+        };
+        issue::issue(&ca, &req, &out)?;
+    }
+    let client_dir = dir.join("client");
+    let context = || format!("loading {}", client_dir.display());
+    let loaded = TlsDir::load(&client_dir).with_context(context)?;
+    let client = tidal_tls::client_config(&loaded, Expect::AnyServer).with_context(context)?;
+    Ok(DevTls { dir, client })
 }
 
 /// Every DC of the dev setup: one, or dc-a and dc-b linked as peers.
@@ -170,6 +260,7 @@ fn layouts(args: &DevArgs, exe: PathBuf, root: PathBuf) -> Vec<Layout> {
                 (_, 0) => &PROFILES_A,
                 _ => &PROFILES_B,
             },
+            tls: None,
         })
         .collect()
 }
@@ -192,11 +283,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .dir
         .canonicalize()
         .with_context(|| format!("resolving {}", args.dir.display()))?;
-    let layouts = layouts(&args, exe, root);
+    let mut layouts = layouts(&args, exe, root);
     for e in layouts.iter().flat_map(|l| &l.endpoints) {
         TcpListener::bind(e).with_context(|| {
             format!("port {e} is in use (another `tidal dev` or server running? stop it or pick --base-port)")
         })?;
+    }
+    if args.tls {
+        let tls = ensure_pki(&layouts[0].root, &layouts, args.agents)?;
+        for l in &mut layouts {
+            l.tls = Some(tls.clone());
+        }
     }
 
     let signal = shutdown::on_signal()?;
@@ -229,14 +326,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Deletes only what `tidal dev` creates: the node directories and logs.
+/// Deletes only what `tidal dev` creates: the node directories, the
+/// certificates and logs.
 fn clear(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    let created = (1..=NODES)
-        .map(|i| format!("node{i}"))
-        .chain(["dc-a".to_string(), "dc-b".to_string()]);
+    let created = (1..=NODES).map(|i| format!("node{i}")).chain([
+        "dc-a".to_string(),
+        "dc-b".to_string(),
+        "tls".to_string(),
+    ]);
     for name in created {
         let d = dir.join(name);
         if d.exists() {
@@ -268,11 +368,11 @@ async fn start(args: &DevArgs, layouts: &[Layout], sup: &mut Supervisor) -> anyh
         }
     }
     for l in layouts {
-        let client = super::client(&l.endpoints, Duration::from_secs(20))?;
+        let client = l.client()?;
         wait_agents(&client, l, sup, args.agents).await?;
         println!("{}: {} agent(s) connected", l.dc, args.agents);
     }
-    let client = super::client(&layouts[0].endpoints, Duration::from_secs(20))?;
+    let client = layouts[0].client()?;
     if layouts.len() > 1 {
         wait_peer_summary(&client, &layouts[0]).await?;
     }
@@ -298,7 +398,7 @@ async fn start(args: &DevArgs, layouts: &[Layout], sup: &mut Supervisor) -> anyh
 
 /// Starts (or restarts) one DC's servers, joins them, sets its queues.
 async fn start_dc(l: &Layout, sup: &mut Supervisor) -> anyhow::Result<()> {
-    let client = super::client(&l.endpoints, Duration::from_secs(20))?;
+    let client = l.client()?;
     let restarting = (1..=NODES).any(|n| has_data(&l.node_dir(n)));
     if restarting {
         println!(
@@ -371,6 +471,7 @@ fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::R
         spec.args.push("--peer".into());
         spec.args.push(format!("{dc}={}", endpoints.join(",")));
     }
+    spec.args.extend(l.tls_args(&format!("node-{n}")));
     sup.spawn(&name, Kind::Server, &l.exe, &spec.args(), &l.log(&name))?;
     println!(
         "{}: started node {n} on {} (log {})",
@@ -405,6 +506,7 @@ fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(l.tls_args(&format!("agent-{i}")))
     .collect();
     let args = spec.args(&l.dc, &l.endpoints, &l.exe);
     sup.spawn(&name, Kind::Agent, &l.exe, &args, &l.log(&name))?;
@@ -633,7 +735,14 @@ async fn demo(client: &Client, tasks: &[DemoTask], dc: &str) -> anyhow::Result<(
 fn print_guide(layouts: &[Layout], agents: u32) {
     let first = &layouts[0];
     let exe = first.exe.display();
-    let eps = first.endpoints.join(",");
+    // With TLS the endpoints say so: an https:// endpoint refuses plaintext.
+    let scheme = if first.tls.is_some() { "https://" } else { "" };
+    let eps = first
+        .endpoints
+        .iter()
+        .map(|e| format!("{scheme}{e}"))
+        .collect::<Vec<_>>()
+        .join(",");
     println!();
     for l in layouts {
         let logs: Vec<String> = (1..=NODES)
@@ -673,12 +782,23 @@ fn print_guide(layouts: &[Layout], agents: u32) {
             );
         }
         println!("  data:     {}/node1..node{NODES}", l.dir.display());
+        if let Some(t) = &l.tls {
+            println!(
+                "  tls:      mutual TLS; certificates in {}/{{ca,{},{},client}}",
+                t.dir.display(),
+                l.name("node-1..3"),
+                l.name(&format!("agent-1..{agents}")),
+            );
+        }
         println!("  logs:     {}/{{{}}}", l.root.display(), logs.join(","));
     }
     println!();
     println!(
         "Try (from another terminal; `cargo run -q --bin tidal --` works in place of the path):"
     );
+    if let Some(t) = &first.tls {
+        println!("  export TIDAL_TLS_DIR={}", t.dir.join("client").display());
+    }
     println!("  {exe} task submit --type t2i --payload \"a red fox\" --endpoints {eps}");
     if layouts.len() > 1 {
         println!(

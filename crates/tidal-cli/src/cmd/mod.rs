@@ -42,12 +42,8 @@ impl Ctx {
     }
 }
 
-/// A plaintext client whose whole retry budget (waiting for a leader included) is `timeout`.
-pub fn client(endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
-    client_with_tls(endpoints, timeout, None)
-}
-
-/// [`client`] over mutual TLS when `tls` is given.
+/// A client whose whole retry budget (waiting for a leader included) is
+/// `timeout`, over mutual TLS when `tls` is given.
 pub fn client_with_tls(
     endpoints: &[String],
     timeout: Duration,
