@@ -150,6 +150,9 @@ pub enum Command {
     /// Cross-DC forwarding: the links to peer DCs.
     #[command(subcommand)]
     Dc(cmd::dc::DcCmd),
+    /// Tokens with roles: create one (printed once), list, revoke; generate one locally.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCmd),
     /// Certificates for mutual TLS: create a CA, issue server, agent and client certificates, show one.
     #[command(subcommand)]
     Cert(cmd::cert::CertCmd),

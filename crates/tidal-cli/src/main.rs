@@ -121,6 +121,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Tenant(c) => cmd::tenant::run(c).await.map(|()| exit::OK),
         Command::Status(a) => cmd::status::run(a).await.map(|()| exit::OK),
         Command::Dc(c) => cmd::dc::run(c).await.map(|()| exit::OK),
+        Command::Token(c) => cmd::token::run(c).await.map(|()| exit::OK),
         Command::Cert(c) => cmd::cert::run(c).map(|()| exit::OK),
         Command::Dev(a) => cmd::dev::run(a).await.map(|()| exit::OK),
         Command::Chaos(c) => cmd::chaos::run(c).await,

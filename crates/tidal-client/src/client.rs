@@ -10,6 +10,7 @@ use std::time::Duration;
 use tidal_proto::v1::{
     self, agents_client::AgentsClient, cluster_client::ClusterClient, dcs_client::DcsClient,
     queues_client::QueuesClient, tasks_client::TasksClient, tenants_client::TenantsClient,
+    tokens_client::TokensClient,
 };
 use tidal_tls::rustls::ClientConfig;
 use tokio::sync::mpsc;
@@ -466,6 +467,44 @@ impl Client {
             })
             .await?;
         Ok(resp.queues)
+    }
+
+    // ------------------------------------------------------------ tokens
+
+    /// Creates a token; the answer holds its secret, shown this once. Not
+    /// idempotent: a retry after a lost answer may create a second token.
+    pub async fn create_token(
+        &self,
+        req: v1::CreateTokenRequest,
+    ) -> Result<v1::CreateTokenResponse, Error> {
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(TokensClient::new(ch).create(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Every token ever created, by id (never a secret).
+    pub async fn list_tokens(&self) -> Result<Vec<v1::TokenInfo>, Error> {
+        let resp = self
+            .call(true, |ch| async move {
+                Ok(TokensClient::new(ch)
+                    .list(v1::ListTokensRequest {})
+                    .await?
+                    .into_inner())
+            })
+            .await?;
+        Ok(resp.tokens)
+    }
+
+    /// Revokes token `id` (idempotent).
+    pub async fn revoke_token(&self, id: &str) -> Result<v1::TokenInfo, Error> {
+        let req = v1::RevokeTokenRequest { id: id.to_string() };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(TokensClient::new(ch).revoke(req).await?.into_inner()) }
+        })
+        .await
     }
 
     // ------------------------------------------------------------ tenants

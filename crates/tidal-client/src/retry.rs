@@ -41,8 +41,10 @@ pub(crate) fn leader_hint(status: &Status) -> Option<String> {
 }
 
 /// Every request the client sends is safe to repeat (reads; submits carry
-/// idempotency keys; cancel, set-queue, add-learner and promote are idempotent
-/// at the server), so the policy depends on the answer only.
+/// idempotency keys; cancel, set-queue, add-learner, promote and token
+/// revoke are idempotent at the server; a token create repeated after a lost
+/// answer makes a second token, which is listed and can be revoked), so the
+/// policy depends on the answer only.
 pub(crate) fn classify(status: &Status) -> Verdict {
     if let Some(why) = tls_refusal(status) {
         return Verdict::Refused(why);

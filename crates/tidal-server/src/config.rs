@@ -103,6 +103,9 @@ pub struct RawConfig {
     #[arg(long, env = "TIDAL_RESTORE", value_name = "FILE")]
     #[serde(skip)]
     pub restore: Option<PathBuf>,
+    /// A token (`tidal token generate`) that becomes the cluster's first admin token once it holds tokens and none was ever created (README: Tokens).
+    #[arg(long, env = "TIDAL_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
     /// Largest task payload in bytes (default 1048576).
     #[arg(long, env = "TIDAL_MAX_PAYLOAD_BYTES", value_name = "BYTES")]
     pub max_payload_bytes: Option<usize>,
@@ -259,6 +262,7 @@ impl RawConfig {
             snapshot_every: Some(c.snapshot_every),
             keep_log_entries: Some(c.keep_log_entries),
             restore: None,
+            bootstrap_token_file: c.bootstrap_token_file.clone(),
             max_payload_bytes: Some(c.limits.max_payload_bytes),
             max_batch: Some(c.limits.max_batch),
             flush_delay_us: c.flush_delay.map(|d| d.as_micros() as u64),
@@ -462,6 +466,7 @@ impl RawConfig {
             snapshot_every: self.snapshot_every.unwrap_or(20_000),
             keep_log_entries: self.keep_log_entries.unwrap_or(1_000),
             restore: self.restore,
+            bootstrap_token_file: self.bootstrap_token_file,
             limits,
             flush_delay: self.flush_delay_us.map(Duration::from_micros),
             max_format_version,
@@ -549,6 +554,8 @@ pub struct ServerConfig {
     pub keep_log_entries: u64,
     /// A backup to start a new single-node cluster from (`--restore`).
     pub restore: Option<PathBuf>,
+    /// The file of the token that becomes the first admin token (read at start).
+    pub bootstrap_token_file: Option<PathBuf>,
     pub limits: Limits,
     pub flush_delay: Option<Duration>,
     /// Tests only: the highest cluster format version this node claims to

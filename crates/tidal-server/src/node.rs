@@ -82,6 +82,21 @@ pub struct Node {
     /// This server's certificate (`--tls-dir`): every listener serves
     /// mutual TLS and every dial to another server uses it.
     pub tls: Option<tidal_tls::TlsDir>,
+    /// The id and hash of `--bootstrap-token-file`'s token (never its
+    /// secret): a leader makes it the first admin token.
+    pub bootstrap_token: Option<(String, [u8; 32])>,
+}
+
+/// The id and hash of the token in `--bootstrap-token-file`, if one is set.
+fn read_bootstrap_token(config: &ServerConfig) -> anyhow::Result<Option<(String, [u8; 32])>> {
+    let Some(path) = &config.bootstrap_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --bootstrap-token-file {}", path.display()))?;
+    let token = crate::auth::token::Token::parse(&text)
+        .with_context(|| format!("--bootstrap-token-file {}", path.display()))?;
+    Ok(Some((token.id().to_string(), token.hash())))
 }
 
 /// How long a command waits for a raise of the cluster format version that
@@ -97,6 +112,7 @@ impl Node {
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let tls = crate::tls::load_and_warn(&config)?;
         check_identity(&config.data_dir, config.node_id, &config.dc)?;
+        let bootstrap_token = read_bootstrap_token(&config)?;
         if let Some(backup) = &config.restore {
             let bytes = std::fs::read(backup)
                 .with_context(|| format!("reading backup {}", backup.display()))?;
@@ -257,6 +273,7 @@ impl Node {
             config.raft_heartbeat_ms,
         ));
         Ok(Arc::new(Node {
+            bootstrap_token,
             elections,
             peers,
             dial_peer,

@@ -13,6 +13,7 @@ pub mod server;
 pub mod status;
 pub mod task;
 pub mod tenant;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -40,6 +40,9 @@
 //!   calls from a non-member: all refused, no node stops, failover under a HoldElections flood.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
 //! - `workers`: a SIGKILLed agent leaves no worker process running.
+//! - `tokens`: `token generate | create | list | revoke`, the bootstrap
+//!   token, secrets shown once and never listed or logged; below cluster
+//!   format version 3 tokens are refused and submits work.
 //! - `upgrade`: a rolling upgrade: a node of an older format version holds
 //!   the cluster's version, which rises once it is upgraded; an older build
 //!   on an upgraded cluster exits 7.
@@ -72,6 +75,7 @@ mod strict_input;
 mod tenants;
 mod tls;
 mod tls_peers;
+mod tokens;
 mod upgrade;
 mod workers;
 mod xdc;

@@ -1,4 +1,4 @@
-//! Who may call what: the caller a connection proves ([`caller`]) and the pure rules over it ([`policy`]).
+//! Who may call what: the caller a connection proves ([`caller`]), the tokens a request presents ([`token`]) and the pure rules over them ([`policy`]).
 //!
 //! Confined to std, tidal_core, ring, base64 and tracing (tools/modcheck):
 //! the gRPC edge (`grpc/auth_layer.rs`, `grpc/raft_service.rs`) gathers what
@@ -6,3 +6,4 @@
 
 pub mod caller;
 pub mod policy;
+pub mod token;

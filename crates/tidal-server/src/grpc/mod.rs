@@ -18,6 +18,7 @@ pub mod status;
 pub mod submit_rate;
 pub mod task_service;
 pub mod tenant_service;
+pub mod token_service;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tidal_proto::v1::dcs_server::DcsServer;
 use tidal_proto::v1::queues_server::QueuesServer;
 use tidal_proto::v1::tasks_server::TasksServer;
 use tidal_proto::v1::tenants_server::TenantsServer;
+use tidal_proto::v1::tokens_server::TokensServer;
 
 use crate::node::Node;
 use conn::Listeners;
@@ -60,6 +62,7 @@ pub async fn serve(
     let queues = QueuesServer::new(queue_service::QueueService { node: node.clone() });
     let tenants = TenantsServer::new(tenant_service::TenantService { node: node.clone() });
     let cluster = ClusterServer::new(cluster_service::ClusterService { node: node.clone() });
+    let tokens = TokensServer::new(token_service::TokenService { node: node.clone() });
     let plane = auth_layer::PeerPlane::new(node.clone());
     let dcs = DcsServer::new(dc_service::DcService::new(node.clone(), plane.clone()))
         .max_decoding_message_size(crate::links::MAX_EXCHANGE_MESSAGE)
@@ -92,6 +95,7 @@ pub async fn serve(
         .add_service(Framed(queues))
         .add_service(Framed(tenants))
         .add_service(Framed(cluster))
+        .add_service(Framed(tokens))
         .add_service(Framed(dcs))
         .add_service(Framed(raft))
         .serve_with_incoming_shutdown(conn::incoming(listeners, tls), shutdown)

@@ -47,6 +47,7 @@ pub fn config(node: &Node) -> EngineConfig {
             outbox_limit: c.forwarding.outbox_limit,
             queues: c.forwarding.queues.clone(),
         },
+        bootstrap: node.bootstrap_token.clone(),
     }
 }
 

@@ -25,6 +25,8 @@ pub enum Handler {
     Drain,
     /// Dispatch rounds (`dispatch.rs`).
     Dispatch,
+    /// The bootstrap token (`bootstrap.rs`).
+    Bootstrap,
 }
 
 impl Handler {
@@ -37,6 +39,7 @@ impl Handler {
         Handler::Leases,
         Handler::Drain,
         Handler::Dispatch,
+        Handler::Bootstrap,
     ];
 
     /// The handler's name in scenario files.
@@ -49,6 +52,7 @@ impl Handler {
             Handler::Leases => "leases",
             Handler::Drain => "drain",
             Handler::Dispatch => "dispatch",
+            Handler::Bootstrap => "bootstrap",
         }
     }
 }
@@ -86,6 +90,9 @@ pub struct EngineConfig {
     /// Payload bytes per exchange (a batch stops early past this), so the
     /// receiver's ingest entry stays about this size.
     pub ship_bytes: usize,
+    /// The id and hash of the token to make the first admin token
+    /// (`--bootstrap-token-file`), if any.
+    pub bootstrap: Option<(String, [u8; 32])>,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +110,7 @@ impl Default for EngineConfig {
             peers: Vec::new(),
             forwarding: ForwardPolicy::default(),
             ship_bytes: 1 << 20,
+            bootstrap: None,
         }
     }
 }

@@ -37,6 +37,8 @@ pub(crate) enum Purpose {
     Regrant { agent: AgentId, held: usize },
     /// A `Stopped` of a stop report.
     Stopped(StopReport),
+    /// The bootstrap token's `CreateToken`.
+    Bootstrap,
 }
 
 /// A stop report, as its `Stopped` proposal carries it to the answer (`stop.rs`).

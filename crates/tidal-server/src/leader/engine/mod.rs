@@ -29,6 +29,7 @@ mod config;
 mod ctx;
 mod event;
 
+mod bootstrap;
 mod dispatch;
 mod drain;
 mod expiry;
@@ -68,6 +69,7 @@ pub struct Engine {
     regrants: regrant::Regrants,
     drain: drain::Drain,
     dispatch: dispatch::Dispatch,
+    bootstrap: bootstrap::Bootstrap,
 }
 
 impl Engine {
@@ -83,6 +85,7 @@ impl Engine {
             regrants: regrant::Regrants::default(),
             drain: drain::Drain::default(),
             dispatch: dispatch::Dispatch::default(),
+            bootstrap: bootstrap::Bootstrap::default(),
             cfg,
         }
     }
@@ -135,6 +138,9 @@ impl Engine {
                 if on(Handler::Dispatch) {
                     self.dispatch.start(now);
                 }
+                if on(Handler::Bootstrap) {
+                    self.bootstrap.start(&cx);
+                }
             }
             Event::Tick => {}
             Event::Work(work) => {
@@ -156,7 +162,8 @@ impl Engine {
                     self.expiry.committed(full, index, response, &mut cx)
                 }
                 Some(Purpose::RaiseVersion { from, to }) => {
-                    self.upgrade.committed((from, to), index, response, cx.cfg)
+                    self.upgrade.committed((from, to), index, response, cx.cfg);
+                    self.bootstrap.raised(&cx);
                 }
                 Some(Purpose::Forward) => self.forward.committed(index, response, now),
                 Some(Purpose::ForwardAck(dc)) => {
@@ -184,6 +191,7 @@ impl Engine {
                     }
                 }
                 Some(Purpose::Stopped(report)) => stop::committed(&mut cx, report, index, response),
+                Some(Purpose::Bootstrap) => self.bootstrap.committed(index, response, &cx),
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.answered(id) {
@@ -206,6 +214,7 @@ impl Engine {
                 }
                 Some(Purpose::Regrant { agent, .. }) => self.regrants.not_committed(agent, &error),
                 Some(Purpose::Stopped(report)) => stop::not_committed(&mut cx, report, &error),
+                Some(Purpose::Bootstrap) => self.bootstrap.not_committed(&error, &cx),
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
@@ -282,6 +291,7 @@ impl Engine {
                 self.dispatch.work(now);
             }
             self.dispatch.fire(&mut cx, &mut self.leases.table);
+            self.bootstrap.fire(&mut cx);
         }
     }
 
@@ -301,6 +311,7 @@ impl Engine {
             self.regrants.next_wake(),
             self.drain.next_wake(),
             self.dispatch.next_wake(),
+            self.bootstrap.next_wake(),
         ];
         let ships = self.shippers.values().map(ship::Shipper::next_wake);
         wakes.into_iter().chain(ships).flatten().min()

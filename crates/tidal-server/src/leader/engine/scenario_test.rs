@@ -15,14 +15,17 @@
 //!
 //! - `config [handlers=a,b] [seed=N] [agent_ttl=MS] [heartbeat=MS] [retain=MS]
 //!   [raft_heartbeat=MS] [election_max=MS] [supported=V] [peers=dc2,..]
-//!   [forward_after=MS] [outbox_limit=N] [deny=QUEUE,..]`: a new engine
-//!   (before the first event).
+//!   [forward_after=MS] [outbox_limit=N] [deny=QUEUE,..] [bootstrap=ID]`: a
+//!   new engine (before the first event); `bootstrap` gives it a bootstrap
+//!   token of that id (its hash: 32 bytes of 7).
+//! - `reset`: starts over (a new state, no engine, the default config).
 //! - `time +MS`: advances both clocks.
 //! - State, applied directly: `agent ID [slots=N] [types=a,b]`,
 //!   `queue NAME [weight=W]`, `submit N [type=T] [queue=Q]`,
 //!   `assign AGENT ID,..` (ids may be ranges: `1-20`), `start ID,..` (the
 //!   holder reports them running), `complete ID,..` (success with the current
-//!   token), `down AGENT`, `version V` (raises the cluster format version).
+//!   token), `down AGENT`, `version V` (raises the cluster format version),
+//!   `token ID [role=admin|user|agent]` (creates a token, hash 32 bytes of 1).
 //! - Events: `established`, `tick`, `work submitted|freed|queue-set|drain-changed|ingested`,
 //!   `commit #ID` (applies the proposal, unless `apply #ID` did, and prints
 //!   its response), `apply #ID` (applies the proposal and prints its
@@ -58,6 +61,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use tidal_core::access::{Role, TokenRecord};
 use tidal_core::command::{ApplyCtx, Command, Completion, Granted, Response};
 use tidal_core::forwarding::{CapabilityGroup, CapabilitySummary, QueuePolicy, Verdict};
 use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec, TaskState};
@@ -244,8 +248,13 @@ impl Scenario {
                             })
                             .collect(),
                     },
+                    bootstrap: a.get("bootstrap").map(|id| (id.clone(), [7; 32])),
                     ..d
                 };
+                Ok(None)
+            }
+            "reset" => {
+                *self = Scenario::new();
                 Ok(None)
             }
             "time" => {
@@ -484,6 +493,30 @@ impl Scenario {
                 Response::AgentDown { .. } => Ok(None),
                 other => Err(format!("down failed: {other:?}")),
             },
+            "token" => {
+                let role = match a.get("role").map(String::as_str) {
+                    None | Some("admin") => Role::Admin,
+                    Some("user") => Role::User,
+                    Some("agent") => Role::Agent,
+                    Some(other) => return Err(format!("role {other:?}")),
+                };
+                let record = TokenRecord {
+                    hash: [1; 32],
+                    name: String::new(),
+                    role,
+                    tenant: None,
+                    created_ms: 0,
+                    expires_ms: None,
+                    created_by: String::new(),
+                    revoked_ms: None,
+                };
+                let cmd = Command::CreateToken {
+                    id: first.to_string(),
+                    record,
+                    first_only: false,
+                };
+                expect_ok(self.apply(cmd).0)
+            }
             "version" => {
                 let version = first
                     .parse()
@@ -843,6 +876,17 @@ fn describe_command(command: &Command) -> String {
             format!("Expire before={before_ms} tasks={}", tasks(t))
         }
         Command::SetClusterVersion { version } => format!("SetClusterVersion {version}"),
+        Command::CreateToken {
+            id,
+            record,
+            first_only,
+        } => format!(
+            "CreateToken {id} role={} name={} tenant={} hash={:02x}.. first_only={first_only}",
+            record.role.as_str(),
+            record.name,
+            record.tenant.as_deref().unwrap_or("*"),
+            record.hash[0]
+        ),
         Command::ForwardAck { peer, verdicts } => {
             let seqs: Vec<String> = verdicts
                 .iter()
