@@ -500,7 +500,7 @@ fn client_and_agent_tls_flags() {
     let Command::Status(s) = parse(&["status"]).command else {
         panic!()
     };
-    assert_eq!((s.client.tls.tls_dir, s.client.tls.insecure), (None, false));
+    assert_eq!((s.client.tls.tls_dir, s.client.tls.insecure), (None, None));
     let Command::Task(TaskCmd::Get(g)) =
         parse(&["task", "get", "t-1", "--tls-dir", "/etc/tidal/tls"]).command
     else {
@@ -513,12 +513,47 @@ fn client_and_agent_tls_flags() {
     let Command::Status(s) = parse(&["status", "--insecure"]).command else {
         panic!()
     };
-    assert!(s.client.tls.insecure);
+    assert_eq!(s.client.tls.insecure, Some(true));
+    let Command::Status(s) = parse(&["status", "--insecure=false", "--tls-dir", "x"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(
+        s.client.tls.checked().unwrap(),
+        Some(std::path::Path::new("x"))
+    );
     let Command::Status(s) = parse(&["status", "--insecure", "--tls-dir", "x"]).command else {
         panic!()
     };
     let e = s.client.tls.client_config().unwrap_err().to_string();
-    assert!(e.contains("both --tls-dir x"), "{e}");
+    assert_eq!(
+        e,
+        "both --tls-dir x (or TIDAL_TLS_DIR) and --insecure (or TIDAL_INSECURE) are set: \
+         choose TLS or plaintext"
+    );
+    let Command::Agent(a) = parse(&[
+        "agent",
+        "--id",
+        "a",
+        "--dc",
+        "d",
+        "--task-types",
+        "t2i",
+        "--tls-dir",
+        "/etc/tidal/agent",
+        "--insecure",
+        "--",
+        "true",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    let e = a.run.to_config().unwrap_err().to_string();
+    assert!(
+        e.starts_with("both --tls-dir /etc/tidal/agent (or TIDAL_TLS_DIR)"),
+        "{e}"
+    );
     let Command::Agent(a) = parse(&[
         "agent",
         "--id",
@@ -547,7 +582,92 @@ fn client_and_agent_tls_flags() {
     let Some(AgentCmd::List(l)) = a.action else {
         panic!()
     };
-    assert!(l.client.tls.insecure);
+    assert_eq!(l.client.tls.insecure, Some(true));
+}
+
+/// `--insecure` of the server, of `tidal agent` and of the client commands:
+/// one shape (`--insecure[=BOOL]`) and one reading of its values, which clap
+/// applies to TIDAL_INSECURE too.
+#[test]
+fn insecure_has_one_shape_for_server_agent_and_client() {
+    use clap::CommandFactory;
+    if std::env::var_os("TIDAL_TLS_DIR").is_some() || std::env::var_os("TIDAL_INSECURE").is_some() {
+        return;
+    }
+    let insecure =
+        |args: Vec<String>| match parse(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .command
+        {
+            Command::Server(s) => s.settings.insecure,
+            Command::Status(s) => s.client.tls.insecure,
+            Command::Agent(a) => match a.action {
+                Some(AgentCmd::List(l)) => l.client.tls.insecure,
+                None => a.run.tls.insecure,
+                _ => panic!(),
+            },
+            _ => panic!(),
+        };
+    let agent = ["agent", "--id", "a", "--dc", "d", "--task-types", "t2i"];
+    let forms: [(&[&str], &[&str]); 4] = [
+        (&["server"], &[]),
+        (&agent, &["--", "true"]),
+        (&["status"], &[]),
+        (&["agent", "list"], &[]),
+    ];
+    let values = [
+        ("true", true),
+        ("false", false),
+        ("1", true),
+        ("0", false),
+        ("yes", true),
+        ("no", false),
+        ("on", true),
+        ("off", false),
+    ];
+    for (head, tail) in forms {
+        let with = |flag: Option<&str>| -> Vec<String> {
+            let mut v: Vec<&str> = head.to_vec();
+            v.extend(flag);
+            v.extend_from_slice(tail);
+            v.into_iter().map(String::from).collect()
+        };
+        assert_eq!(insecure(with(None)), None, "{head:?}");
+        assert_eq!(insecure(with(Some("--insecure"))), Some(true), "{head:?}");
+        for (value, want) in values {
+            let flag = format!("--insecure={value}");
+            assert_eq!(insecure(with(Some(&flag))), Some(want), "{head:?} {flag}");
+        }
+        let mut bad = with(Some("--insecure=maybe"));
+        bad.insert(0, "tidal".into());
+        assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
+    }
+    // The same attributes wherever the flag appears.
+    let cli = Cli::command();
+    let sub = |path: &[&str]| {
+        let mut c = &cli;
+        for name in path {
+            c = c.find_subcommand(name).unwrap();
+        }
+        let arg = c
+            .get_arguments()
+            .find(|a| a.get_id() == "insecure")
+            .unwrap();
+        (
+            arg.get_env().map(|e| e.to_owned()),
+            arg.get_num_args(),
+            arg.is_require_equals_set(),
+            arg.get_value_names().map(|n| n.to_vec()),
+            arg.get_default_values().to_vec(),
+        )
+    };
+    let server = sub(&["server"]);
+    assert_eq!(
+        server.0.as_deref(),
+        Some(std::ffi::OsStr::new("TIDAL_INSECURE"))
+    );
+    for path in [&["agent"][..], &["status"], &["agent", "list"]] {
+        assert_eq!(sub(path), server, "{path:?}");
+    }
 }
 
 #[test]

@@ -50,8 +50,11 @@ pub struct TlsOpts {
     #[arg(long, env = "TIDAL_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
     /// Connect in plaintext, without TLS (allowed without this flag for now); not with --tls-dir.
-    #[arg(long, env = "TIDAL_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub insecure: bool,
+    /// `--insecure` alone means true; the server's flag has the same shape.
+    #[arg(long, env = "TIDAL_INSECURE", value_name = "BOOL", num_args = 0..=1,
+        require_equals = true, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: Option<bool>,
 }
 
 impl TlsOpts {
@@ -68,15 +71,12 @@ impl TlsOpts {
     }
 
     /// The TLS directory, unless plaintext is asked for; asking for both
-    /// (by flag or by variable) is an error.
+    /// (by flag or by variable) is an error ([`tidal_tls::tls_or_plaintext`],
+    /// the rule servers follow too).
     pub fn checked(&self) -> anyhow::Result<Option<&Path>> {
-        match (&self.tls_dir, self.insecure) {
-            (Some(dir), true) => anyhow::bail!(
-                "both --tls-dir {} (or TIDAL_TLS_DIR) and --insecure (or TIDAL_INSECURE) are \
-                 set: choose TLS or plaintext",
-                dir.display()
-            ),
-            (dir, _) => Ok(dir.as_deref()),
-        }
+        Ok(tidal_tls::tls_or_plaintext(
+            self.tls_dir.as_deref(),
+            self.insecure == Some(true),
+        )?)
     }
 }

@@ -127,8 +127,9 @@ pub struct RawConfig {
     /// server --dc DC --name ID`) and key.pem (default: plaintext).
     #[arg(long, env = "TIDAL_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Allow serving plaintext without --tls-dir (accepted for scripts to
-    /// come: plaintext is allowed everywhere for now).
+    /// Serve plaintext, without TLS (allowed without this flag for now);
+    /// not with --tls-dir. `--insecure` alone means true (the shape of the
+    /// agent's and the clients' flag).
     #[arg(long, env = "TIDAL_INSECURE", value_name = "BOOL", num_args = 0..=1,
         require_equals = true, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
@@ -443,6 +444,7 @@ impl RawConfig {
             }
             v => v,
         };
+        tidal_tls::tls_or_plaintext(self.tls_dir.as_deref(), self.insecure == Some(true))?;
         if self.init == Some(true) && self.restore.is_some() {
             bail!("--init and --restore both start a new cluster: give one of them");
         }
@@ -566,7 +568,8 @@ pub struct ServerConfig {
     /// This server's TLS directory (`--tls-dir`): with it, every listener
     /// serves mutual TLS and every dial to another server uses it ([`crate::tls`]).
     pub tls_dir: Option<PathBuf>,
-    /// `--insecure`: plaintext allowed explicitly (for now it is allowed anyway).
+    /// `--insecure`: plaintext asked for explicitly (for now it is allowed
+    /// anyway); never together with `tls_dir`.
     pub insecure: bool,
     /// Peer DCs in preference order.
     pub peers: Vec<Peer>,

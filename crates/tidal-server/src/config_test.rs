@@ -184,7 +184,15 @@ fn every_flag_has_its_variable_and_its_field() {
 
 #[test]
 fn printed_settings_read_back_to_the_same_configuration() {
-    for raw in [base(), everything()] {
+    let plaintext = RawConfig {
+        tls_dir: None,
+        ..everything()
+    };
+    let tls = RawConfig {
+        insecure: Some(false),
+        ..everything()
+    };
+    for raw in [base(), plaintext, tls] {
         let config = raw.validate().unwrap();
         let printed = RawConfig::from_config(&config).to_toml().unwrap();
         let again: RawConfig = toml::from_str(&printed).unwrap();
@@ -320,4 +328,32 @@ fn the_membership_names_the_peer_address_after_the_client_address() {
     .validate()
     .unwrap();
     assert_eq!(c.member_addr(), "10.0.0.1:7001|10.1.0.1:7101");
+}
+
+#[test]
+fn tls_dir_and_insecure_together_are_refused() {
+    let both = RawConfig {
+        tls_dir: Some("/etc/tidal/tls".into()),
+        insecure: Some(true),
+        ..base()
+    };
+    assert_eq!(
+        err(both.clone()),
+        "both --tls-dir /etc/tidal/tls (or TIDAL_TLS_DIR) and --insecure (or TIDAL_INSECURE) \
+         are set: choose TLS or plaintext"
+    );
+    // The file's `insecure = true` is overridden by `--insecure=false`.
+    let over = RawConfig {
+        insecure: Some(false),
+        ..RawConfig::default()
+    };
+    let config = both.merge(over).unwrap().validate().unwrap();
+    assert_eq!(
+        (config.tls_dir.as_deref(), config.insecure),
+        (Some(Path::new("/etc/tidal/tls")), false)
+    );
+    for insecure in [None, Some(false), Some(true)] {
+        let config = RawConfig { insecure, ..base() }.validate().unwrap();
+        assert_eq!(config.insecure, insecure == Some(true));
+    }
 }

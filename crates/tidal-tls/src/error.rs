@@ -34,6 +34,14 @@ pub enum TlsError {
     /// rustls refused a configuration built from files that loaded fine.
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
+    /// Both a TLS directory and plaintext were asked for (server, agent or
+    /// client alike).
+    #[error(
+        "both --tls-dir {} (or TIDAL_TLS_DIR) and --insecure (or TIDAL_INSECURE) are set: \
+         choose TLS or plaintext",
+        dir.display()
+    )]
+    TlsAndInsecure { dir: PathBuf },
     /// Creating a key or a certificate failed.
     #[error("cannot issue the certificate: {0}")]
     Issue(String),

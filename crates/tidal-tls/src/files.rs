@@ -22,6 +22,16 @@ pub const CERT_FILE: &str = "cert.pem";
 /// This process's private key (PKCS#8, SEC1 or PKCS#1 PEM).
 pub const KEY_FILE: &str = "key.pem";
 
+/// The one rule of every process (server, agent, client) for its
+/// `--tls-dir` and `--insecure`: the TLS directory, unless plaintext is
+/// asked for; asking for both is an error.
+pub fn tls_or_plaintext(tls_dir: Option<&Path>, insecure: bool) -> Result<Option<&Path>, TlsError> {
+    match (tls_dir, insecure) {
+        (Some(dir), true) => Err(TlsError::TlsAndInsecure { dir: dir.into() }),
+        (dir, _) => Ok(dir),
+    }
+}
+
 /// The protocol every tidal connection speaks over TLS (gRPC).
 pub(crate) const ALPN_H2: &[u8] = b"h2";
 
@@ -241,4 +251,23 @@ pub(crate) fn utc(t: SystemTime) -> String {
                 .ok()
         })
         .unwrap_or_else(|| format!("{t:?}"))
+}
+
+#[cfg(test)]
+mod tls_or_plaintext_tests {
+    use super::*;
+
+    #[test]
+    fn tls_or_plaintext_refuses_both() {
+        let dir = Path::new("/etc/tidal/tls");
+        assert_eq!(tls_or_plaintext(Some(dir), false).unwrap(), Some(dir));
+        assert_eq!(tls_or_plaintext(None, true).unwrap(), None);
+        assert_eq!(tls_or_plaintext(None, false).unwrap(), None);
+        let e = tls_or_plaintext(Some(dir), true).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "both --tls-dir /etc/tidal/tls (or TIDAL_TLS_DIR) and --insecure (or TIDAL_INSECURE) \
+             are set: choose TLS or plaintext"
+        );
+    }
 }

@@ -40,7 +40,7 @@ mod error;
 
 pub use client::client_config;
 pub use error::TlsError;
-pub use files::TlsDir;
+pub use files::{tls_or_plaintext, TlsDir};
 pub use identity::{CertIdentity, Expect, IdentityError, Role};
 pub use info::CertInfo;
 /// The rustls this crate builds its configurations with (callers use it,
