@@ -23,6 +23,9 @@
 //! - `smoke`: one small end-to-end run through the harness.
 //! - `peer_plane`: `--peer-listen` on 127.0.0.11-13: forged Raft calls refused,
 //!   the cluster runs through its peer listeners.
+//! - `peer_plane_xdc`: two DCs with `--peer-listen`: exchanges between the peer
+//!   listeners; a non-peer's, a public port's and a posing member's refused.
+//! - `peer_names`: peer addresses named `localhost`, resolved by the peer plane's rules.
 //! - `strict_input`: out-of-range enums, key conflicts, second completions,
 //!   undecodable requests and agent-stream garbage, over the wire.
 //! - `tls`: a 3-node DC over mutual TLS: the CLI (membership, tasks) and an
@@ -66,7 +69,9 @@ mod harness;
 mod membership;
 mod orphans;
 mod peer_addresses;
+mod peer_names;
 mod peer_plane;
+mod peer_plane_xdc;
 mod retention;
 mod settings;
 mod shutdown;

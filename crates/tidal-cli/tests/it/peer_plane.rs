@@ -12,14 +12,34 @@ pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// Node `id`'s IP.
 pub(crate) fn ip(id: u64) -> IpAddr {
-    format!("127.0.0.{}", 10 + id).parse().unwrap()
+    ip_in(10, id)
+}
+
+/// Node `id`'s IP in a cluster at 127.0.0.(base+1)-(base+3).
+pub(crate) fn ip_in(base: u8, id: u64) -> IpAddr {
+    format!("127.0.0.{}", u64::from(base) + id).parse().unwrap()
 }
 
 /// A 3-node cluster at 127.0.0.11-13, each node with a peer listener on
 /// its own IP; returns it with the peer addresses (held ports).
 pub(crate) async fn start() -> anyhow::Result<(Cluster, Vec<Port>)> {
+    let (mut c, peers) = plan("dc1", ip)?;
+    launch(
+        &mut c,
+        &peers,
+        |id| ip(id).to_string(),
+        |id| peers[(id - 1) as usize].addr().to_string(),
+    )
+    .await?;
+    Ok((c, peers))
+}
+
+/// A 3-node cluster of `dc`, nothing started: node `id`'s client port and
+/// peer port (returned) held on `ip(id)`.
+pub(crate) fn plan(dc: &str, ip: impl Fn(u64) -> IpAddr) -> anyhow::Result<(Cluster, Vec<Port>)> {
     let mut c = Cluster::new(ClusterOpts {
         nodes: 3,
+        dc: dc.into(),
         join: false,
         ..ClusterOpts::default()
     })?;
@@ -32,31 +52,45 @@ pub(crate) async fn start() -> anyhow::Result<(Cluster, Vec<Port>)> {
         peers.push(Port::on(ip(id))?);
     }
     c.client = tidal_client::Client::with_options(c.endpoints(), c.spec.client.clone())?;
-    let own = |id: u64, peers: &[Port]| -> Vec<String> {
+    Ok((c, peers))
+}
+
+/// Starts node 1 with `--init`, then adds nodes 2 and 3 as learners with
+/// `peer_addr(id)` and promotes them; node `id` gets `--peer-listen` on its
+/// peer port, `--peer-advertise peer_addr(id)` and `--source-ip source(id)`.
+pub(crate) async fn launch(
+    c: &mut Cluster,
+    peers: &[Port],
+    source: impl Fn(u64) -> String,
+    peer_addr: impl Fn(u64) -> String,
+) -> anyhow::Result<()> {
+    let own = |id: u64| -> Vec<String> {
         vec![
             "--peer-listen".into(),
             peers[(id - 1) as usize].addr().to_string(),
+            "--peer-advertise".into(),
+            peer_addr(id),
             "--source-ip".into(),
-            ip(id).to_string(),
+            source(id),
         ]
     };
-    c.start_node_with(1, true, &own(1, &peers))?;
+    c.start_node_with(1, true, &own(1))?;
     c.wait_leader(WAIT).await?;
     for id in 2..=3 {
-        c.start_node_with(id, false, &own(id, &peers))?;
-        let (addr, peer) = (c.node(id).addr.clone(), peers[(id - 1) as usize].addr());
+        c.start_node_with(id, false, &own(id))?;
+        let addr = c.node(id).addr.clone();
         c.client
-            .add_learner_with_peer(id, &addr, Some(&peer.to_string()))
+            .add_learner_with_peer(id, &addr, Some(&peer_addr(id)))
             .await?;
         c.wait_caught_up(id, WAIT).await?;
         c.client.promote(id).await?;
     }
-    Ok((c, peers))
+    Ok(())
 }
 
 /// POSTs one encoded gRPC message to `path` at `addr` on a fresh HTTP/2 connection
 /// opened from `from`, and returns the call's grpc-status and grpc-message.
-async fn raw_call(
+pub(crate) async fn raw_call(
     from: IpAddr,
     addr: &str,
     path: &str,

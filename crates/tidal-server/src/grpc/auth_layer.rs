@@ -18,6 +18,7 @@ use tonic::codegen::{http, Service};
 use tower_layer::Layer;
 
 use super::conn::Caller;
+use super::peer_names::{self, PeerNames};
 use crate::auth::caller::canonical;
 use crate::auth::policy::{self, Denied, Member, Peers, Rpc, TlsPeers};
 use crate::node::Node;
@@ -32,14 +33,55 @@ const LOG_KEYS: usize = 4096;
 pub struct PeerPlane {
     node: Arc<Node>,
     denials: Denials,
+    /// Peer addresses that name hosts, resolved.
+    names: Arc<PeerNames>,
 }
 
 impl PeerPlane {
+    /// The plane of `node`; when addresses decide (`--peer-listen`
+    /// without TLS), a task resolves the
+    /// names among its peer addresses ([`PeerNames::run`]) until the node's
+    /// Raft stops. Call it inside a Tokio runtime.
     pub fn new(node: Arc<Node>) -> Arc<PeerPlane> {
-        Arc::new(PeerPlane {
+        let plane = Arc::new(PeerPlane {
             node,
             denials: Denials::default(),
-        })
+            names: Arc::new(PeerNames::default()),
+        });
+        if plane.enforced() && !plane.tls() {
+            let weak = Arc::downgrade(&plane);
+            let names = plane.names.clone();
+            let changes = plane.node.raft.metrics();
+            tokio::spawn(async move {
+                names
+                    .run(move || weak.upgrade().map(|p| p.names()), changes)
+                    .await
+            });
+        }
+        plane
+    }
+
+    /// The peer addresses of members and peer DCs that are names, not IPs.
+    fn names(&self) -> BTreeSet<String> {
+        let metrics = self.node.raft.metrics();
+        let m = metrics.borrow();
+        let members = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| MemberAddr::of_stored(&n.addr).peer_or_client().to_string())
+            .collect::<Vec<_>>();
+        let endpoints = self
+            .node
+            .config
+            .peers
+            .iter()
+            .flat_map(|p| p.endpoints.clone());
+        members
+            .into_iter()
+            .chain(endpoints)
+            .filter(|a| peer_names::is_name(a))
+            .collect()
     }
 
     /// Whether the rules are enforced: with `--peer-listen` or with TLS.
@@ -84,20 +126,30 @@ impl PeerPlane {
         }
     }
 
-    /// The membership's members, each with the IP of its peer address.
+    /// The membership's members, each with the IP of its peer address: a
+    /// member whose peer address is a name appears once per IP it resolves
+    /// to, and with no IP until it resolves.
     pub fn members(&self) -> Vec<Member> {
         let metrics = self.node.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        membership
-            .nodes()
-            .map(|(id, n)| Member {
+        let mut out = Vec::new();
+        for (id, n) in membership.nodes() {
+            let member = |ip| Member {
                 id: *id,
                 voter: voters.contains(id),
-                ip: peer_ip(&n.addr),
-            })
-            .collect()
+                ip,
+            };
+            let ips = self
+                .names
+                .ips(MemberAddr::of_stored(&n.addr).peer_or_client());
+            if ips.is_empty() {
+                out.push(member(None));
+            }
+            out.extend(ips.into_iter().map(|ip| member(Some(ip))));
+        }
+        out
     }
 
     /// The leader this node knows, if any.
@@ -116,7 +168,7 @@ impl PeerPlane {
                 .config
                 .peers
                 .iter()
-                .flat_map(|p| endpoint_ips(&p.endpoints))
+                .flat_map(|p| self.endpoint_ips(&p.endpoints))
                 .collect(),
         }
     }
@@ -128,8 +180,13 @@ impl PeerPlane {
             .peers
             .iter()
             .filter(|p| p.dc == dc)
-            .flat_map(|p| endpoint_ips(&p.endpoints))
+            .flat_map(|p| self.endpoint_ips(&p.endpoints))
             .collect()
+    }
+
+    /// The IPs of peer DC endpoints (names as last resolved).
+    fn endpoint_ips<'a>(&'a self, endpoints: &'a [String]) -> impl Iterator<Item = IpAddr> + 'a {
+        endpoints.iter().flat_map(|e| self.names.ips(e))
     }
 
     /// Logs a refusal (rate-limited) and returns it as PERMISSION_DENIED.
@@ -137,23 +194,6 @@ impl PeerPlane {
         self.denials.log(self.node.id, caller.remote, &denied);
         tonic::Status::permission_denied(denied.to_string())
     }
-}
-
-/// The IP of a member's peer address (its client address when it has
-/// none, [`MemberAddr::peer_or_client`]); None for a name.
-fn peer_ip(addr: &str) -> Option<IpAddr> {
-    MemberAddr::of_stored(addr)
-        .peer_or_client()
-        .parse::<SocketAddr>()
-        .ok()
-        .map(|a| canonical(a.ip()))
-}
-
-fn endpoint_ips(endpoints: &[String]) -> impl Iterator<Item = IpAddr> + '_ {
-    endpoints
-        .iter()
-        .filter_map(|e| e.parse::<SocketAddr>().ok())
-        .map(|a| canonical(a.ip()))
 }
 
 /// An address and a refusal's reason ([`Denied::reason`]).

@@ -534,23 +534,43 @@ impl Cluster for ClusterService {
 }
 
 /// A joiner's addresses from `AddLearner`'s `addr` and `peer_addr` (empty:
-/// none), each `HOST:PORT` with a numeric host.
+/// none): the client address `HOST:PORT` with a numeric host; the peer
+/// address also with a DNS name as host, which the peer plane's rules
+/// resolve (`grpc::peer_names`).
 fn joiner_addr(addr: &str, peer_addr: &str) -> Result<MemberAddr, ServerError> {
-    let check = |what: &str, a: &str| {
-        if a.parse::<SocketAddr>().is_err() {
+    if addr.parse::<SocketAddr>().is_err() {
+        return Err(ServerError::InvalidArgument(format!(
+            "address {addr:?} is not HOST:PORT with a numeric host"
+        )));
+    }
+    let peer = match peer_addr {
+        "" => None,
+        p if p.parse::<SocketAddr>().is_ok() || is_host_name_and_port(p) => Some(p.to_string()),
+        p => {
             return Err(ServerError::InvalidArgument(format!(
-                "{what} {a:?} is not HOST:PORT with a numeric host"
-            )));
+                "peer address {p:?} is not HOST:PORT with an IP or a DNS name as host"
+            )))
         }
-        Ok(a.to_string())
     };
     Ok(MemberAddr {
-        client: check("address", addr)?,
-        peer: match peer_addr {
-            "" => None,
-            p => Some(check("peer address", p)?),
-        },
+        client: addr.to_string(),
+        peer,
     })
+}
+
+/// Whether `a` is `NAME:PORT` with a DNS name (letters, digits, `-` and
+/// `.`, not starting with `-` or `.`) and a port other than 0.
+fn is_host_name_and_port(a: &str) -> bool {
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with(['-', '.'])
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 /// What a status answer reads from the applied state, in one hold of it.
@@ -616,5 +636,29 @@ async fn tell_removed(node: &Node, id: u64, addr: &str) {
             removed = id,
             "the removed node did not answer; stop it by hand"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joiner_s_peer_address_may_name_a_host_its_client_address_may_not() {
+        let j = joiner_addr("127.0.0.1:7001", "node-2.dc1:7101").unwrap();
+        assert_eq!(j.to_string(), "127.0.0.1:7001|node-2.dc1:7101");
+        assert!(joiner_addr("127.0.0.1:7001", "[::1]:7101").is_ok());
+        assert!(joiner_addr("localhost:7001", "").is_err());
+        for bad in [
+            "localhost",
+            "localhost:0",
+            ":7101",
+            "-x:7101",
+            "a b:7101",
+            "a|b:7101",
+            "x:y",
+        ] {
+            assert!(joiner_addr("127.0.0.1:7001", bad).is_err(), "{bad}");
+        }
     }
 }

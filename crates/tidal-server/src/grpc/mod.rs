@@ -12,6 +12,7 @@ pub mod framing;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod joiner;
+pub mod peer_names;
 pub mod queue_service;
 pub mod raft_service;
 pub mod status;
