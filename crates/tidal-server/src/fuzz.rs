@@ -148,3 +148,20 @@ pub fn tls_identity(bytes: &[u8]) {
         }
     }
 }
+
+/// Target `token`: a token's text, an `authorization` header and a TTL, as
+/// the server and the CLI read them. A token that parses prints back as
+/// the same text.
+pub fn token(bytes: &[u8]) {
+    use crate::auth::token;
+    let text = String::from_utf8_lossy(bytes);
+    if let Ok(t) = token::Token::parse(&text) {
+        assert_eq!(t.reveal(), text.trim(), "a token prints as it was read");
+        assert!(t.verify(&t.hash()));
+        assert!(token::is_id(t.id()));
+    }
+    let _ = token::parse_bearer(&text);
+    if let Ok(ms) = token::parse_ttl(&text) {
+        assert!(ms > 0);
+    }
+}

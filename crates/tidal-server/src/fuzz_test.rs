@@ -270,10 +270,30 @@ fn fuzz_seeds() {
     seeds("member_addr", member_addr_seeds(), member_addr, |b| {
         crate::raft::member_addr::MemberAddr::parse(std::str::from_utf8(b).unwrap()).is_ok()
     });
+    seeds("token", token_seeds(), token, |b| {
+        let s = std::str::from_utf8(b).unwrap();
+        crate::auth::token::Token::parse(s).is_ok()
+            || crate::auth::token::parse_bearer(s).is_ok()
+            || crate::auth::token::parse_ttl(s).is_ok()
+    });
     seeds("tls_identity", tls_identity_seeds(), tls_identity, |b| {
         tidal_tls::CertIdentity::from_der(b).is_ok()
             || std::str::from_utf8(b).is_ok_and(|s| tidal_tls::CertIdentity::from_uri(s).is_ok())
     });
+}
+
+/// A fixed token (no real secret), its `authorization` header, and TTLs.
+fn token_seeds() -> Seeds {
+    let t = format!("tdl_0123456789abcdef_{}", "A_-z".repeat(10) + "abc");
+    [
+        ("token", t.clone()),
+        ("bearer", format!("Bearer {t}")),
+        ("ttl-days", "30d".to_string()),
+        ("ttl-seconds", "90s".to_string()),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name.to_string(), text.into_bytes()))
+    .collect()
 }
 
 /// Members' addresses as `--init`, `add-learner` and `--restore` store them.
@@ -341,4 +361,5 @@ replays! {
     config_toml_replays: config_toml,
     member_addr_replays: member_addr,
     tls_identity_replays: tls_identity,
+    token_replays: token,
 }

@@ -179,7 +179,9 @@ pub fn parse_bearer(header: &str) -> Result<Token, TokenError> {
 pub fn parse_ttl(text: &str) -> Result<u64, TokenError> {
     let bad = || TokenError::BadTtl(text.to_string());
     let t = text.trim();
-    let (digits, unit) = t.split_at(t.len().saturating_sub(1));
+    // The unit is the last character, which may be more than one byte.
+    let cut = t.char_indices().last().map_or(0, |(i, _)| i);
+    let (digits, unit) = t.split_at(cut);
     let unit_ms = match unit {
         "s" => 1000,
         "m" => 60 * 1000,

@@ -127,6 +127,9 @@ fn ttls() {
         "3661d",
         "99999999999999999999d",
         "30D",
+        // A last character of more than one byte (found by fuzzing).
+        "5é",
+        "é",
     ] {
         assert!(parse_ttl(bad).is_err(), "{bad:?}");
     }
