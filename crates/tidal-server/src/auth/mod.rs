@@ -5,5 +5,6 @@
 //! the rules need, asks them, and answers a refusal.
 
 pub mod caller;
+pub mod grant;
 pub mod policy;
 pub mod token;
