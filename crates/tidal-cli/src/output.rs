@@ -158,6 +158,7 @@ pub fn task_json(t: &v1::Task) -> Value {
         "remote_id": t.remote_id,
         "origin_dc": t.origin_dc,
         "origin_id": t.origin_id,
+        "submitted_by": t.submitted_by.as_ref().map(|u| json!({ "id": u.id, "role": u.role })),
     });
     if !spec.payload.is_empty() {
         let (payload, enc) = encode_bytes(&spec.payload);
@@ -196,6 +197,12 @@ pub fn task_text(t: &v1::Task) -> String {
         );
     }
     kv("queue", spec.queue.clone());
+    if !spec.tenant.is_empty() {
+        kv("tenant", spec.tenant.clone());
+    }
+    if let Some(u) = &t.submitted_by {
+        kv("submitted_by", format!("{} ({})", u.id, u.role));
+    }
     kv("priority", priority_name(spec.priority).to_string());
     kv("agent", dash(&t.agent));
     if t.forwarded_to.is_empty() {

@@ -143,6 +143,31 @@ fn task_text_lists_fields_and_result() {
 }
 
 #[test]
+fn submitted_by_and_tenant_show_when_set() {
+    let v = task_json(&task());
+    assert_eq!(v["submitted_by"], Value::Null);
+    let s = task_text(&task());
+    assert!(!s.contains("submitted_by"), "{s}");
+    assert!(!s.contains("tenant"), "{s}");
+
+    let mut t = task();
+    t.submitted_by = Some(v1::UserInfo {
+        id: "token:alice".into(),
+        role: "user".into(),
+    });
+    if let Some(spec) = t.spec.as_mut() {
+        spec.tenant = "acme".into();
+    }
+    let v = task_json(&t);
+    assert_eq!(v["submitted_by"]["id"], "token:alice");
+    assert_eq!(v["submitted_by"]["role"], "user");
+    assert_eq!(v["tenant"], "acme");
+    let s = task_text(&t);
+    assert!(s.contains("submitted_by  token:alice (user)\n"), "{s}");
+    assert!(s.contains("tenant        acme\n"), "{s}");
+}
+
+#[test]
 fn utc_dates() {
     assert_eq!(ms_to_utc(0), "-");
     assert_eq!(ms_to_utc(1_700_000_000_123), "2023-11-14 22:13:20.123 UTC");

@@ -48,6 +48,12 @@ pub trait Fold: Send + Sync + 'static {
     fn results(&self, response: Response) -> Option<Vec<Self::Out>>;
     /// An item's rough encoded size.
     fn size(item: &Self::Item) -> usize;
+    /// Whether a request whose first item is `next` may share an entry with
+    /// one whose first item is `first` (all items of one request share an
+    /// entry); one that may not waits for the next entry.
+    fn joins(_first: &Self::Item, _next: &Self::Item) -> bool {
+        true
+    }
 }
 
 /// Agents' start reports: one `StartedBatch`.
@@ -139,7 +145,10 @@ impl<F: Fold> Batcher<F> {
                 let mut jobs = vec![first];
                 while count < max_items && bytes < MAX_ENTRY_BYTES {
                     match rx.try_recv() {
-                        Ok(job) if bytes + job.bytes > MAX_ENTRY_BYTES => {
+                        Ok(job)
+                            if bytes + job.bytes > MAX_ENTRY_BYTES
+                                || !joins::<F>(&jobs[0].items, &job.items) =>
+                        {
                             held = Some(job);
                             break;
                         }
@@ -176,6 +185,14 @@ impl<F: Fold> Batcher<F> {
             .map_err(|_| ServerError::Unavailable("server is shutting down".into()))?;
         rx.await
             .map_err(|_| ServerError::Unavailable("server is shutting down".into()))?
+    }
+}
+
+/// Whether a job of `next` may join a batch that starts with `first`.
+fn joins<F: Fold>(first: &[F::Item], next: &[F::Item]) -> bool {
+    match (first.first(), next.first()) {
+        (Some(a), Some(b)) => F::joins(a, b),
+        _ => true,
     }
 }
 

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use tidal_core::access::Role;
 use tidal_core::command::{Command, Completion, Response as CoreResponse};
 use tidal_core::limits::validate_agent_spec;
 use tidal_core::model::{Outcome, TaskId};
@@ -17,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::conn;
 use super::convert;
+use crate::auth::grant::Grant;
 use crate::error::ServerError;
 use crate::leader::engine::{Closed, Event, Peer, ToAgent, Work};
 use crate::leader::leadership::Leadership;
@@ -346,10 +348,27 @@ impl Agents for AgentService {
         &self,
         request: Request<v1::DeregisterAgentRequest>,
     ) -> Result<Response<v1::DeregisterAgentResponse>, Status> {
+        let grant = request.extensions().get::<Grant>().cloned();
         let agent = named_agent(&request.into_inner().agent_id)?;
         tracing::Span::current().record("agent_id", agent.as_str());
         // The check reads the leader's state as of now, not a follower's.
         self.node.linearizable().await?;
+        if let Some(g) = grant.as_ref().filter(|g| g.role() == Role::Agent) {
+            // An agent's credential removes only an agent registered under
+            // that same token.
+            let owned = {
+                let applied = self.node.state.read();
+                let owner = applied.state.access().agent_token(&agent).cloned();
+                owner.is_some() && owner == g.token
+            };
+            if !owned {
+                return Err(Status::permission_denied(format!(
+                    "agent {agent:?} was not registered under this credential's token ({}): \
+                     an agent's token may deregister only its own agents",
+                    g.token.as_deref().unwrap_or("none")
+                )));
+            }
+        }
         let held = {
             let applied = self.node.state.read();
             match applied.state.agent(&agent) {
@@ -660,3 +679,7 @@ async fn complete(node: &Node, leadership: &Leadership, batch: Vec<v1::TaskCompl
         }
     }
 }
+
+#[cfg(test)]
+#[path = "agent_service_test.rs"]
+mod tests;

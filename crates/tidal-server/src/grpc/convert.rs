@@ -161,6 +161,10 @@ pub fn task_to(state: &State, t: &Task, with_payload: bool, read_index: u64) -> 
         updated_ms: t.updated_ms,
         payload_bytes: t.spec.payload.len() as u64,
         read_index,
+        submitted_by: state.access().submitted_by(t.id).map(|p| v1::UserInfo {
+            id: p.id.clone(),
+            role: p.role.as_str().to_string(),
+        }),
     }
 }
 

@@ -19,6 +19,8 @@ pub mod status;
 pub mod submit_rate;
 pub mod task_service;
 pub mod tenant_service;
+#[cfg(test)]
+pub(crate) mod test_node;
 pub mod token_service;
 
 use std::future::Future;

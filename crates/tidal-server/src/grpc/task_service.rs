@@ -1,19 +1,20 @@
-//! `tidal.v1.Tasks`: submit (group-committed), get, list, cancel.
+//! `tidal.v1.Tasks`: submit (group-committed), get, list, cancel, scoped to the caller's tenant when its [`Grant`] names one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tidal_core::access::{tenant_of, SubmitRate};
+use tidal_core::access::{tenant_of, Principal, SubmitRate};
 
 use tidal_core::command::{spec_bytes, Command, Rejection, Response as CoreResponse};
 use tidal_core::limits::validate_task_spec;
 use tidal_core::model::TaskId;
-use tidal_core::model::TaskSpec;
+use tidal_core::model::{Task, TaskSpec};
 use tidal_proto::v1::{self, tasks_server::Tasks};
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::submit_rate::{over_rate, SubmitRates};
+use crate::auth::grant::Grant;
 use crate::batcher::MAX_ENTRY_BYTES;
 use crate::error::{rejection_code, ServerError};
 use crate::leader::engine::{Event, Work};
@@ -25,22 +26,55 @@ pub struct TaskService {
     pub rates: SubmitRates,
 }
 
-/// Splits specs into runs of about `batcher::MAX_ENTRY_BYTES` each (a spec
+/// A spec to submit and who submits it, if the caller was established.
+type Item = (TaskSpec, Option<Principal>);
+
+/// Splits items into runs of about `batcher::MAX_ENTRY_BYTES` each (a spec
 /// larger than that alone), keeping their order.
-fn chunk_by_bytes(specs: Vec<TaskSpec>) -> Vec<Vec<TaskSpec>> {
+fn chunk_by_bytes(items: Vec<Item>) -> Vec<Vec<Item>> {
     let mut chunks = vec![Vec::new()];
     let mut bytes = 0;
-    for spec in specs {
-        let size = spec_bytes(&spec);
+    for item in items {
+        let size = spec_bytes(&item.0);
         let last = chunks.last_mut().expect("one chunk at least");
         if !last.is_empty() && bytes + size > MAX_ENTRY_BYTES {
             chunks.push(Vec::new());
             bytes = 0;
         }
         bytes += size;
-        chunks.last_mut().expect("one chunk at least").push(spec);
+        chunks.last_mut().expect("one chunk at least").push(item);
     }
     chunks
+}
+
+/// Whether a caller with `grant` (none: a server that checks no
+/// credential) may see and act on `task`.
+fn sees(grant: Option<&Grant>, task: &Task) -> bool {
+    grant.is_none_or(|g| g.covers(tenant_of(&task.spec)))
+}
+
+/// A spec's tenant under `grant`: a grant bound to one tenant sets it to
+/// that tenant; a spec that names another (non-empty) tenant is refused
+/// with the reason. A grant for every tenant keeps the spec's.
+fn scope_tenant(grant: &Grant, spec: &mut TaskSpec) -> Result<(), String> {
+    let Some(tenant) = &grant.tenant else {
+        return Ok(());
+    };
+    if !spec.tenant.is_empty() && spec.tenant != *tenant {
+        return Err(format!(
+            "tenant {:?} is not this credential's: {} submits for tenant {tenant:?} only \
+             (leave the task's tenant empty or set it to {tenant:?})",
+            spec.tenant, grant.principal.id
+        ));
+    }
+    spec.tenant = tenant.clone();
+    Ok(())
+}
+
+/// The message of a task that does not exist, also given for one the
+/// caller may not see.
+fn not_found(id: TaskId) -> ServerError {
+    ServerError::Rejected(Rejection::TaskNotFound(id))
 }
 
 const DEFAULT_LIST_LIMIT: usize = 1_000;
@@ -63,9 +97,9 @@ impl TaskService {
     fn admit_by_rate(
         &self,
         term: u64,
-        valid: Vec<TaskSpec>,
+        valid: Vec<Item>,
         results: &mut [Option<v1::SubmitResult>],
-    ) -> Vec<TaskSpec> {
+    ) -> Vec<Item> {
         let rates: BTreeMap<String, SubmitRate> = {
             let applied = self.node.state.read();
             let access = applied.state.access();
@@ -74,7 +108,7 @@ impl TaskService {
             }
             valid
                 .iter()
-                .filter_map(|s| {
+                .filter_map(|(s, _)| {
                     let t = tenant_of(s);
                     let rate = access.tenant(t)?.submit_rate?;
                     Some((t.to_string(), rate))
@@ -82,7 +116,7 @@ impl TaskService {
                 .collect()
         };
         let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
-        for s in &valid {
+        for (s, _) in &valid {
             if rates.contains_key(tenant_of(s)) {
                 *wanted.entry(tenant_of(s)).or_default() += 1;
             }
@@ -93,13 +127,13 @@ impl TaskService {
             .collect();
         let mut admitted = Vec::with_capacity(valid.len());
         let mut slots = results.iter_mut().filter(|r| r.is_none());
-        for spec in valid {
+        for item in valid {
             let slot = slots.next().expect("one empty slot per valid item");
-            let tenant = tenant_of(&spec);
+            let tenant = tenant_of(&item.0);
             match granted.get_mut(tenant) {
                 Some((left, _)) if *left > 0 => {
                     *left -= 1;
-                    admitted.push(spec);
+                    admitted.push(item);
                 }
                 Some((_, retry)) => {
                     *slot = Some(item_error(
@@ -107,10 +141,33 @@ impl TaskService {
                         over_rate(tenant, rates[tenant], retry.unwrap_or(1)),
                     ));
                 }
-                None => admitted.push(spec),
+                None => admitted.push(item),
             }
         }
         admitted
+    }
+
+    /// A rejected item's result. A key conflict with a task the caller may
+    /// not see does not name that task.
+    fn rejected_item(&self, grant: Option<&Grant>, r: Rejection) -> v1::SubmitResult {
+        if let Rejection::KeyConflict { key, existing } = &r {
+            let hidden = {
+                let applied = self.node.state.read();
+                applied
+                    .state
+                    .task(*existing)
+                    .is_some_and(|t| !sees(grant, t))
+            };
+            if hidden {
+                return item_error(
+                    rejection_code(&r),
+                    format!(
+                        "idempotency key {key:?} is already used by another task: use a new key"
+                    ),
+                );
+            }
+        }
+        item_error(rejection_code(&r), r.to_string())
     }
 
     /// NOT_FOUND for a task that retention removed.
@@ -139,6 +196,7 @@ impl Tasks for TaskService {
         &self,
         request: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let grant = request.extensions().get::<Grant>().cloned();
         let specs = request.into_inner().tasks;
         let limits = &self.node.config.limits;
         if specs.is_empty() {
@@ -163,12 +221,17 @@ impl Tasks for TaskService {
                     continue;
                 }
             };
+            // The tenant comes from the credential, not from the body.
+            if let Some(Err(denied)) = grant.as_ref().map(|g| scope_tenant(g, &mut spec)) {
+                results.push(Some(item_error(tonic::Code::PermissionDenied, denied)));
+                continue;
+            }
             // Apply fills in the same defaults; planning (leader/eager) reads them.
             tidal_core::state::normalize(&mut spec);
             match validate_task_spec(&spec, limits) {
                 Ok(()) => {
                     results.push(None);
-                    valid.push(spec);
+                    valid.push((spec, grant.as_ref().map(|g| g.principal.clone())));
                 }
                 Err(r) => results.push(Some(item_error(rejection_code(&r), r.to_string()))),
             }
@@ -227,7 +290,7 @@ impl Tasks for TaskService {
                         log_index: index,
                         error: None,
                     },
-                    Some(Ok((Err(r), _))) => item_error(rejection_code(&r), r.to_string()),
+                    Some(Ok((Err(r), _))) => self.rejected_item(grant.as_ref(), r),
                     Some(Err((code, message))) => item_error(code, message),
                     None => item_error(tonic::Code::Internal, "no result for this item".into()),
                 });
@@ -246,6 +309,7 @@ impl Tasks for TaskService {
         &self,
         request: Request<v1::GetTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
+        let grant = request.extensions().get::<Grant>().cloned();
         let req = request.into_inner();
         let id = convert::task_id(&req.id)?;
         let index = self.read_index(req.stale).await?;
@@ -254,8 +318,11 @@ impl Tasks for TaskService {
             if applied.state.expired(id) {
                 return Err(self.expired(id).into());
             }
-            return Err(ServerError::NotFound(format!("task {id} not found")).into());
+            return Err(not_found(id).into());
         };
+        if !sees(grant.as_ref(), task) {
+            return Err(not_found(id).into());
+        }
         Ok(Response::new(convert::task_to(
             &applied.state,
             task,
@@ -269,6 +336,7 @@ impl Tasks for TaskService {
         &self,
         request: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let grant = request.extensions().get::<Grant>().cloned();
         let req = request.into_inner();
         let limit = match req.limit as usize {
             0 => DEFAULT_LIST_LIMIT,
@@ -298,6 +366,9 @@ impl Tasks for TaskService {
             if !req.queue.is_empty() && t.spec.queue != req.queue {
                 continue;
             }
+            if !sees(grant.as_ref(), t) {
+                continue;
+            }
             if tasks.len() == limit {
                 more = true;
                 break;
@@ -321,7 +392,22 @@ impl Tasks for TaskService {
         &self,
         request: Request<v1::CancelTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
+        let grant = request.extensions().get::<Grant>().cloned();
         let id = convert::task_id(&request.into_inner().id)?;
+        if grant.as_ref().is_some_and(|g| g.tenant.is_some()) {
+            // Decided on the leader's state as of now: a task this caller
+            // may not see, or one it cannot know of yet (its submit has not
+            // applied), is never proposed for cancelling. A task keeps its
+            // tenant for life, so the answer holds at the commit.
+            self.node.linearizable().await?;
+            let applied = self.node.state.read();
+            match applied.state.task(id) {
+                Some(t) if sees(grant.as_ref(), t) => {}
+                Some(_) => return Err(not_found(id).into()),
+                None if applied.state.expired(id) => return Err(self.expired(id).into()),
+                None => return Err(not_found(id).into()),
+            }
+        }
         let (resp, index) = self.node.propose(Command::Cancel { task: id }).await?;
         match resp {
             CoreResponse::Cancelled { holder, .. } => {
@@ -346,10 +432,7 @@ impl Tasks for TaskService {
             }
         }
         let applied = self.node.state.read();
-        let task = applied
-            .state
-            .task(id)
-            .ok_or_else(|| ServerError::NotFound(format!("task {id} not found")))?;
+        let task = applied.state.task(id).ok_or_else(|| not_found(id))?;
         Ok(Response::new(convert::task_to(
             &applied.state,
             task,
@@ -358,3 +441,7 @@ impl Tasks for TaskService {
         )))
     }
 }
+
+#[cfg(test)]
+#[path = "task_service_test.rs"]
+mod tests;

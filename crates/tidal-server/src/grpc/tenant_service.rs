@@ -1,4 +1,4 @@
-//! `tidal.v1.Tenants`: set a tenant's limits; list tenants with their usage against them.
+//! `tidal.v1.Tenants`: set a tenant's limits; list tenants with their usage against them (a caller bound to one tenant sees its own).
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use tidal_core::limits::validate_name;
 use tidal_proto::v1::{self, tenants_server::Tenants};
 use tonic::{Request, Response, Status};
 
+use crate::auth::grant::Grant;
 use crate::error::ServerError;
 use crate::leader::engine::{Event, Work};
 use crate::node::Node;
@@ -122,12 +123,24 @@ impl Tenants for TenantService {
 
     async fn list(
         &self,
-        _request: Request<v1::ListTenantsRequest>,
+        request: Request<v1::ListTenantsRequest>,
     ) -> Result<Response<v1::ListTenantsResponse>, Status> {
+        let scope = request
+            .extensions()
+            .get::<Grant>()
+            .and_then(|g| g.tenant.clone());
         self.node.linearizable().await?;
         let applied = self.node.state.read();
-        Ok(Response::new(v1::ListTenantsResponse {
-            tenants: tenants_to(applied.state.access()),
-        }))
+        let access = applied.state.access();
+        let tenants = match scope {
+            // A caller bound to one tenant sees that tenant's row only.
+            Some(t) => vec![tenant_to(&t, access.tenant(&t), access.usage(&t))],
+            None => tenants_to(access),
+        };
+        Ok(Response::new(v1::ListTenantsResponse { tenants }))
     }
 }
+
+#[cfg(test)]
+#[path = "tenant_service_test.rs"]
+mod tests;

@@ -13,9 +13,10 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use tidal_core::access::{Principal, ACCESS_VERSION};
 use tidal_core::command::{Command, Rejection, Response, Submitted};
 use tidal_core::dispatch::{place_new, DispatchCursor};
-use tidal_core::model::TaskSpec;
+use tidal_core::model::{AgentId, TaskSpec};
 use tidal_store::StateHandle;
 
 use super::leadership::LeadershipSlot;
@@ -38,11 +39,16 @@ impl EagerPlacement {
         }
     }
 
-    /// The command for a batch of (normalized) specs: `SubmitPlaced` when this
-    /// node leads and some of them find an agent, else `Submit`.
-    pub fn command(&self, specs: Vec<TaskSpec>) -> Command {
+    /// The command for a batch of (normalized) specs, each with who submitted
+    /// it if the caller was established: `SubmitPlaced` when this node leads
+    /// and some of them find an agent, else `Submit`; `SubmitAs` instead of
+    /// either when a submitter is known and the cluster is at
+    /// [`ACCESS_VERSION`] ([`submit_command`]).
+    pub fn command(&self, items: Vec<(TaskSpec, Option<Principal>)>) -> Command {
+        let (specs, by): (Vec<TaskSpec>, Vec<Option<Principal>>) = items.into_iter().unzip();
         let Some(leadership) = self.current() else {
-            return Command::Submit(specs);
+            let version = self.state.read().state.cluster_version();
+            return submit_command(specs, Vec::new(), by, version);
         };
         // The view before the state (the engine publishes a round before
         // proposing it and clears it once it applied): a round in flight
@@ -51,22 +57,19 @@ impl EagerPlacement {
         // read was planned without this batch; apply refuses whichever
         // claim on the same capacity comes second.
         let view = leadership.view();
-        let place = {
+        let (place, version) = {
             let applied = self.state.read();
             let mut cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
-            place_new(
+            let place = place_new(
                 &applied.state,
                 &view.connected,
                 &specs,
                 &view.dispatching,
                 &mut cursor,
-            )
+            );
+            (place, applied.state.cluster_version())
         };
-        if place.is_empty() {
-            Command::Submit(specs)
-        } else {
-            Command::SubmitPlaced { specs, place }
-        }
+        submit_command(specs, place, by, version)
     }
 
     /// The per-spec results of a committed batch; pushes what it assigned to
@@ -97,22 +100,60 @@ impl EagerPlacement {
     }
 }
 
-/// Submits: one `Submit` or `SubmitPlaced` per batch ([`EagerPlacement`]).
+/// The submit command for `specs` with the placements `place` planned for
+/// them, at cluster format version `version`, where `by[i]` is who
+/// submitted `specs[i]`, if known.
+///
+/// `SubmitAs` (which places as `SubmitPlaced` does and records each new
+/// task's submitter) only when every item has a submitter and the cluster
+/// is at [`ACCESS_VERSION`]: below it, apply would refuse the command.
+/// Otherwise `SubmitPlaced` when something is placed, else `Submit`, and the
+/// submitters are not recorded. The batcher keeps requests with and without
+/// a submitter in separate entries ([`SubmitFold`]), so a batch is not mixed.
+pub fn submit_command(
+    specs: Vec<TaskSpec>,
+    place: Vec<(u32, AgentId)>,
+    by: Vec<Option<Principal>>,
+    version: u8,
+) -> Command {
+    if version >= ACCESS_VERSION && !by.is_empty() && by.iter().all(Option::is_some) {
+        let by = by.into_iter().flatten().collect();
+        return Command::SubmitAs { specs, place, by };
+    }
+    if place.is_empty() {
+        Command::Submit(specs)
+    } else {
+        Command::SubmitPlaced { specs, place }
+    }
+}
+
+/// Submits: one `Submit`, `SubmitPlaced` or `SubmitAs` per batch
+/// ([`EagerPlacement`]). An item is a spec and who submitted it, if the
+/// caller was established; requests with a submitter and requests without
+/// one go into separate entries.
 pub struct SubmitFold(pub std::sync::Arc<EagerPlacement>);
 
 impl crate::batcher::Fold for SubmitFold {
-    type Item = TaskSpec;
+    type Item = (TaskSpec, Option<Principal>);
     type Out = Result<Submitted, Rejection>;
 
-    fn command(&self, specs: Vec<TaskSpec>) -> Command {
-        self.0.command(specs)
+    fn command(&self, items: Vec<Self::Item>) -> Command {
+        self.0.command(items)
     }
 
     fn results(&self, response: Response) -> Option<Vec<Self::Out>> {
         self.0.results(response)
     }
 
-    fn size(spec: &TaskSpec) -> usize {
-        tidal_core::command::spec_bytes(spec)
+    fn size((spec, by): &Self::Item) -> usize {
+        tidal_core::command::spec_bytes(spec) + by.as_ref().map_or(0, |p| p.id.len() + 8)
+    }
+
+    fn joins((_, first): &Self::Item, (_, next): &Self::Item) -> bool {
+        first.is_some() == next.is_some()
     }
 }
+
+#[cfg(test)]
+#[path = "eager_test.rs"]
+mod tests;

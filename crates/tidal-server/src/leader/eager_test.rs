@@ -1,0 +1,111 @@
+//! Tests of the submit command's choice: `SubmitAs` only with every submitter known and at the access format version.
+
+use tidal_core::access::{Principal, Role, ACCESS_VERSION};
+use tidal_core::command::Command;
+use tidal_core::model::TaskSpec;
+
+use super::submit_command;
+use crate::batcher::Fold;
+
+fn spec(n: u32) -> TaskSpec {
+    TaskSpec {
+        task_type: format!("t{n}"),
+        ..TaskSpec::default()
+    }
+}
+
+fn alice() -> Option<Principal> {
+    Some(Principal {
+        id: "token:alice".into(),
+        role: Role::User,
+    })
+}
+
+#[test]
+fn submit_as_only_with_submitters_at_the_access_version() {
+    let specs = vec![spec(1), spec(2)];
+    let place = vec![(1, "a1".to_string())];
+    let by = vec![alice(), alice()];
+
+    let at_v3 = submit_command(specs.clone(), place.clone(), by.clone(), ACCESS_VERSION);
+    assert_eq!(
+        at_v3,
+        Command::SubmitAs {
+            specs: specs.clone(),
+            place: place.clone(),
+            by: vec![alice().unwrap(), alice().unwrap()],
+        }
+    );
+    assert_eq!(at_v3.required_version(), ACCESS_VERSION);
+    // Nothing placed: still SubmitAs, which then places nothing.
+    assert!(matches!(
+        submit_command(specs.clone(), Vec::new(), by.clone(), ACCESS_VERSION + 1),
+        Command::SubmitAs { place, .. } if place.is_empty()
+    ));
+
+    // Below the access version the submitters are not recorded: the command
+    // is the one of a submit without them.
+    for version in 1..ACCESS_VERSION {
+        assert_eq!(
+            submit_command(specs.clone(), place.clone(), by.clone(), version),
+            Command::SubmitPlaced {
+                specs: specs.clone(),
+                place: place.clone(),
+            }
+        );
+        assert_eq!(
+            submit_command(specs.clone(), Vec::new(), by.clone(), version),
+            Command::Submit(specs.clone())
+        );
+    }
+}
+
+#[test]
+fn without_submitters_the_commands_are_unchanged() {
+    let specs = vec![spec(1), spec(2)];
+    let place = vec![(0, "a1".to_string())];
+    assert_eq!(
+        submit_command(
+            specs.clone(),
+            place.clone(),
+            vec![None, None],
+            ACCESS_VERSION
+        ),
+        Command::SubmitPlaced {
+            specs: specs.clone(),
+            place,
+        }
+    );
+    assert_eq!(
+        submit_command(specs.clone(), Vec::new(), vec![None, None], ACCESS_VERSION),
+        Command::Submit(specs.clone())
+    );
+    // A batch with one submitter missing does not invent one.
+    assert_eq!(
+        submit_command(
+            specs.clone(),
+            Vec::new(),
+            vec![alice(), None],
+            ACCESS_VERSION
+        ),
+        Command::Submit(specs)
+    );
+}
+
+#[test]
+fn requests_with_and_without_a_submitter_do_not_share_an_entry() {
+    type F = super::SubmitFold;
+    let with = (spec(1), alice());
+    let other = (
+        spec(2),
+        Some(Principal {
+            id: "cert:bob".into(),
+            role: Role::Admin,
+        }),
+    );
+    let without = (spec(3), None);
+    assert!(F::joins(&with, &other));
+    assert!(F::joins(&without, &(spec(4), None)));
+    assert!(!F::joins(&with, &without));
+    assert!(!F::joins(&without, &with));
+}
