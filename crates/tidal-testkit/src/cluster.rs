@@ -3,6 +3,9 @@
 //! every process is SIGKILLed (and reaped) when the [`Cluster`] is dropped,
 //! and SIGKILLed by the kernel when the process that holds it dies.
 //!
+//! With [`ClusterSpec::tls`], a throwaway CA in `<dir>/tls` gives every
+//! server, agent and the kit's own clients a certificate of their own.
+//!
 //! ```ignore
 //! let mut c = Cluster::start(ClusterSpec::new(tidal)).await?; // 3 nodes, joined
 //! c.start_agent(AgentSpec::new("agent-1", &["t2i"]))?;
@@ -15,9 +18,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tempfile::TempDir;
+use tidal_client::tidal_tls::Expect;
 use tidal_client::{v1, Client, ClientOptions};
 use tokio::time::{sleep, Instant};
 
+use crate::pki::Pki;
 use crate::ports::Port;
 use crate::proc::{self, Proc};
 use crate::spec::{AgentSpec, ServerSpec};
@@ -37,6 +42,11 @@ pub struct ClusterSpec {
     /// the membership names `CLIENT|PEER` and the servers reach each other
     /// there (nodes are joined with `--peer-addr`). Off by default.
     pub peer_listen: bool,
+    /// Mutual TLS: a CA of the cluster's own in `<dir>/tls`, a certificate
+    /// and `--tls-dir` for every server and agent, `https://` endpoints, and
+    /// the kit's client and CLI with the client certificate `kit` (unless
+    /// `client.tls` is set). Off by default.
+    pub tls: bool,
     /// `RUST_LOG` of every process (`None`: inherited).
     pub rust_log: Option<String>,
     /// The temporary directory's name starts with this.
@@ -58,6 +68,7 @@ impl ClusterSpec {
             server_args: Vec::new(),
             join: true,
             peer_listen: false,
+            tls: false,
             rust_log: None,
             prefix: "tidal-".into(),
             keep_var: None,
@@ -85,6 +96,8 @@ pub struct Node {
     pub peer_addr: Option<String>,
     /// Held like `port`.
     pub peer_port: Option<Port>,
+    /// Its `--tls-dir`, with [`ClusterSpec::tls`].
+    pub tls_dir: Option<PathBuf>,
 }
 
 pub struct Cluster {
@@ -92,14 +105,23 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub agents: Vec<Proc>,
     pub client: Client,
+    /// The cluster's CA, with [`ClusterSpec::tls`].
+    pub pki: Option<Pki>,
     // Last, so processes are gone before the directory is removed.
     pub dir: TempDir,
 }
 
 impl Cluster {
     /// Ports and directories for `spec.nodes` servers; nothing is started.
-    pub fn new(spec: ClusterSpec) -> anyhow::Result<Cluster> {
+    pub fn new(mut spec: ClusterSpec) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix(&spec.prefix).tempdir()?;
+        let pki = match spec.tls {
+            true => Some(Pki::new(&spec.tidal, &dir.path().join("tls"))?),
+            false => None,
+        };
+        if let (Some(pki), None) = (&pki, &spec.client.tls) {
+            spec.client.tls = Some(pki.client_config(KIT_CLIENT, Expect::Dc(spec.dc.clone()))?);
+        }
         let mut nodes = Vec::new();
         for i in 1..=spec.nodes as u64 {
             let port = Port::local().context("holding a server port")?;
@@ -107,6 +129,10 @@ impl Cluster {
                 Some(Port::local().context("holding a peer port")?)
             } else {
                 None
+            };
+            let tls_dir = match &pki {
+                Some(pki) => Some(pki.server(&spec.dc, i)?),
+                None => None,
             };
             nodes.push(Node {
                 id: i,
@@ -116,15 +142,17 @@ impl Cluster {
                 port,
                 peer_addr: peer_port.as_ref().map(|p| p.addr().to_string()),
                 peer_port,
+                tls_dir,
             });
         }
-        let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+        let endpoints: Vec<String> = nodes.iter().map(|n| scheme(spec.tls, &n.addr)).collect();
         let client = Client::with_options(endpoints, spec.client.clone())?;
         Ok(Cluster {
             spec,
             nodes,
             agents: Vec::new(),
             client,
+            pki,
             dir,
         })
     }
@@ -160,13 +188,40 @@ impl Cluster {
         &mut self.nodes[(id - 1) as usize]
     }
 
+    /// Every node's `HOST:PORT` (what the membership names).
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
-    /// `--endpoints` value naming every node.
+    /// Every node as clients name it: `https://HOST:PORT` with
+    /// [`ClusterSpec::tls`], else `HOST:PORT`.
+    pub fn client_endpoints(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| scheme(self.spec.tls, &n.addr))
+            .collect()
+    }
+
+    /// `--endpoints` value naming every node (`https://` with TLS).
     pub fn endpoints_arg(&self) -> String {
-        self.endpoints().join(",")
+        self.client_endpoints().join(",")
+    }
+
+    /// The kit client's TLS directory (`TIDAL_TLS_DIR` of [`Cluster::tidal`]),
+    /// with [`ClusterSpec::tls`].
+    pub fn client_tls_dir(&self) -> Option<PathBuf> {
+        self.pki.as_ref().and_then(|p| p.client(KIT_CLIENT).ok())
+    }
+
+    /// Gives node `id` a new certificate (same identity, new key) for its
+    /// next start, with [`ClusterSpec::tls`]; returns its directory.
+    pub fn reissue_node_cert(&mut self, id: u64) -> anyhow::Result<PathBuf> {
+        let Some(pki) = &self.pki else {
+            bail!("the cluster runs without TLS");
+        };
+        let dir = pki.reissue_server(&self.spec.dc, id)?;
+        self.node_mut(id).tls_dir = Some(dir.clone());
+        Ok(dir)
     }
 
     /// A process of the `tidal` binary with this cluster's `RUST_LOG`.
@@ -194,6 +249,7 @@ impl Cluster {
         let n = self.node(id);
         let mut spec = ServerSpec::new(id, &self.spec.dc, &n.addr, n.data.clone());
         spec.peer_listen = n.peer_addr.clone();
+        spec.tls_dir = n.tls_dir.clone();
         spec.init = init;
         spec.args = self.spec.server_args.clone();
         spec.args.extend_from_slice(own);
@@ -312,8 +368,16 @@ impl Cluster {
     }
 
     /// Starts an agent against every node of the cluster.
-    pub fn start_agent(&mut self, a: AgentSpec) -> anyhow::Result<()> {
-        let args = a.args(&self.spec.dc, &self.endpoints(), &self.spec.tidal);
+    /// With [`ClusterSpec::tls`] it gets a certificate of its id and DC
+    /// and `--tls-dir` before its own flags.
+    pub fn start_agent(&mut self, mut a: AgentSpec) -> anyhow::Result<()> {
+        if let Some(pki) = &self.pki {
+            let dir = pki.agent(&self.spec.dc, &a.id)?;
+            let mut extra = vec!["--tls-dir".to_string(), dir.display().to_string()];
+            extra.append(&mut a.extra_args);
+            a.extra_args = extra;
+        }
+        let args = a.args(&self.spec.dc, &self.client_endpoints(), &self.spec.tidal);
         // A second process under one id gets a log of its own.
         let mut log = self.dir.path().join(format!("{}.log", a.id));
         let mut n = 1;
@@ -353,12 +417,16 @@ impl Cluster {
         }
     }
 
-    /// Runs the CLI against this cluster (`TIDAL_ENDPOINTS` names every node).
+    /// Runs the CLI against this cluster (`TIDAL_ENDPOINTS` names every
+    /// node; with [`ClusterSpec::tls`], `TIDAL_TLS_DIR` is the kit client's).
     pub fn tidal(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(&self.spec.tidal);
         cmd.args(args)
             .env("TIDAL_ENDPOINTS", self.endpoints_arg())
             .env_remove("RUST_LOG");
+        if let Some(dir) = self.client_tls_dir() {
+            cmd.env("TIDAL_TLS_DIR", dir);
+        }
         // This thread waits for the CLI, so it outlives it.
         proc::die_with_parent(&mut cmd, libc::SIGKILL);
         cmd.output().expect("run the tidal binary")
@@ -394,6 +462,17 @@ impl Cluster {
             ));
         }
         out
+    }
+}
+
+/// The client certificate of the kit's own client and CLI.
+const KIT_CLIENT: &str = "kit";
+
+/// `https://ADDR` when `tls`, else `ADDR`.
+fn scheme(tls: bool, addr: &str) -> String {
+    match tls {
+        true => format!("https://{addr}"),
+        false => addr.to_string(),
     }
 }
 

@@ -7,6 +7,7 @@
 //!   launcher's process dies; killed, terminated, signalled, paused and
 //!   resumed, waited for; its log searched.
 //! - [`ports`]: server ports that are held, never guessed; `listen.addr`.
+//! - [`pki`]: a throwaway CA and certificates (`tidal cert`) for TLS clusters.
 //! - [`spec`]: the arguments of `tidal server` and `tidal agent`.
 //! - [`cluster`]: N servers in a directory, started, joined, restarted,
 //!   with agents; waits for a leader, a caught-up node, connected agents.
@@ -15,12 +16,14 @@
 //! Depends on tidal-client only (it launches the binary; no server internals).
 
 pub mod cluster;
+pub mod pki;
 pub mod ports;
 pub mod proc;
 pub mod spec;
 pub mod supervisor;
 
 pub use cluster::{Cluster, ClusterSpec, Node};
+pub use pki::Pki;
 pub use ports::Port;
 pub use proc::Proc;
 pub use spec::{AgentSpec, ServerSpec};

@@ -13,6 +13,8 @@ pub struct ServerSpec {
     /// `--peer-listen`: a second listener for the other servers.
     pub peer_listen: Option<String>,
     pub data: PathBuf,
+    /// `--tls-dir`: its certificate, key and CA.
+    pub tls_dir: Option<PathBuf>,
     /// `--init`: the first member of a new cluster.
     pub init: bool,
     /// Flags after the ones above.
@@ -28,13 +30,14 @@ impl ServerSpec {
             advertise: None,
             peer_listen: None,
             data,
+            tls_dir: None,
             init: false,
             args: Vec::new(),
         }
     }
 
     /// `server --id N --dc DC --listen ADDR [--advertise ADDR] [--peer-listen ADDR]
-    /// --data DIR [--init] ARGS...`
+    /// --data DIR [--tls-dir DIR] [--init] ARGS...`
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "server".into(),
@@ -52,6 +55,9 @@ impl ServerSpec {
             a.extend(["--peer-listen".into(), peer.clone()]);
         }
         a.extend(["--data".into(), self.data.display().to_string()]);
+        if let Some(tls) = &self.tls_dir {
+            a.extend(["--tls-dir".into(), tls.display().to_string()]);
+        }
         if self.init {
             a.push("--init".into());
         }

@@ -2,7 +2,8 @@
 //! come up, the demo's tts and sr tasks, submitted in dc-a, run in dc-b and
 //! their results show in dc-a. With `--tls`: the demo runs over mutual TLS,
 //! the CLI with the printed client directory works and a plaintext CLI is
-//! refused. Ctrl-C stops every child.
+//! refused; with both, the two DCs link and forward over TLS. Ctrl-C stops
+//! every child.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -216,5 +217,47 @@ fn dev_with_tls_runs_the_demo_and_the_cli_over_mutual_tls() {
         None,
     );
     assert!(!https_only.status.success());
+    dev.stop();
+}
+
+/// `--tls --dcs 2`: both DCs come up over mutual TLS with certificates of
+/// their own DC, link, and the demo's tts task forwards from dc-a to dc-b.
+#[test]
+fn dev_with_tls_and_two_dcs_forwards_between_them_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let tls = root.join("tls");
+    let dev = Dev::start(
+        &["--tls", "--dcs", "2", "--agents", "1"],
+        free_base(23_000),
+        &root,
+    );
+    let (text, out) = (dev.text(), dev.out.clone());
+    for d in [
+        "dc-a-node-1",
+        "dc-a-node-3",
+        "dc-b-node-1",
+        "dc-b-node-3",
+        "dc-a-agent-1",
+        "dc-b-agent-1",
+        "client",
+    ] {
+        assert!(tls.join(d).join("cert.pem").exists(), "{d}\n{text}");
+    }
+    assert!(text.contains("dc-a: linked to dc-b"), "{text}");
+    assert!(
+        text.contains("(no agent in dc-a runs tts: it ran in dc-b as t"),
+        "{text}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l.contains(" tts ") && l.contains("dc-b-agent-1@dc-b")),
+        "{text}"
+    );
+    let succeeded = out
+        .iter()
+        .filter(|l| l.starts_with('t') && l.contains(" succeeded "))
+        .count();
+    assert_eq!(succeeded, 4, "{text}");
     dev.stop();
 }

@@ -135,8 +135,18 @@ impl Cluster {
     /// As [`Cluster::new`]; with `peer_listen`, every server gets a peer
     /// listener of its own (`ClusterSpec::peer_listen`).
     pub fn new_with(opts: ClusterOpts, peer_listen: bool) -> anyhow::Result<Cluster> {
+        Cluster::new_spec(opts, |s| s.peer_listen = peer_listen)
+    }
+
+    /// As [`Cluster::new`], over mutual TLS (`ClusterSpec::tls`): a CA of
+    /// its own, a certificate per server, agent and the kit's client.
+    pub fn new_tls(opts: ClusterOpts) -> anyhow::Result<Cluster> {
+        Cluster::new_spec(opts, |s| s.tls = true)
+    }
+
+    fn new_spec(opts: ClusterOpts, with: impl FnOnce(&mut ClusterSpec)) -> anyhow::Result<Cluster> {
         let mut spec = ClusterSpec::new(tidal_exe());
-        spec.peer_listen = peer_listen;
+        with(&mut spec);
         spec.nodes = opts.nodes;
         spec.dc = opts.dc;
         spec.server_args = opts.server_args;

@@ -31,6 +31,8 @@
 //! - `tls`: a 3-node DC over mutual TLS: the CLI (membership, tasks) and an
 //!   agent with their certificates; other CAs, another DC's agent, plaintext
 //!   and `https://` without a TLS directory refused at once, saying why.
+//! - `tls_cluster`: a DC from the kit over mutual TLS (`ClusterSpec::tls`);
+//!   a member re-added with a new certificate joins, replicates and votes.
 //! - `tls_peers`: three servers with `--tls-dir` form a DC, replicate and
 //!   fail over; servers with another node's, DC's or CA's certificate can
 //!   neither join nor vote; raw Raft calls with a client certificate or none
@@ -79,6 +81,7 @@ mod smoke;
 mod strict_input;
 mod tenants;
 mod tls;
+mod tls_cluster;
 mod tls_peers;
 mod tokens;
 mod upgrade;
