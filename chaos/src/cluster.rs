@@ -4,6 +4,9 @@
 //! In the netns mode there are no proxies: each node and agent runs in its
 //! own network namespace (`ip netns exec NS tidal ...`), the nodes listen
 //! on their namespace's address and nftables drops the faulted packets.
+//! With [`Layout::tls`], every node, agent and client has a certificate of
+//! its own and speaks mutual TLS; the proxies pass its bytes on unchanged
+//! (the peers check identities, not addresses).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -12,9 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use tidal_client::tidal_tls::rustls::ClientConfig;
+use tidal_client::tidal_tls::Expect;
 use tidal_client::{v1, Client, ClientOptions};
-use tidal_testkit::Port;
 pub use tidal_testkit::Proc;
+use tidal_testkit::{Pki, Port};
 use tokio::time::{sleep, Instant};
 
 use crate::link::Peer;
@@ -54,6 +59,8 @@ pub struct Layout {
     /// to the sink is the agent's grandchild (agent-kill: PDEATHSIG reaches
     /// only the shell; the rest must die by the agent's reaper or cgroup).
     pub wrap_workers: bool,
+    /// Mutual TLS, with certificates from this CA (shared by both DCs).
+    pub tls: Option<Pki>,
 }
 
 impl Layout {
@@ -70,6 +77,36 @@ impl Layout {
     pub fn agent_id(&self, k: u8) -> String {
         format!("{}agent-{k}", log_prefix(self))
     }
+
+    /// The client configuration for this DC's servers, with TLS.
+    pub fn client_tls(&self) -> anyhow::Result<Option<Arc<ClientConfig>>> {
+        match &self.tls {
+            Some(pki) => Ok(Some(
+                pki.client_config("chaos", Expect::Dc(self.dc.clone()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// `--tls-dir DIR` of node `id`, with TLS.
+    fn node_tls_args(&self, id: u64) -> anyhow::Result<Vec<String>> {
+        match &self.tls {
+            Some(pki) => Ok(tls_dir_arg(&pki.server(&self.dc, id)?)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// `--tls-dir DIR` of agent `k`, with TLS.
+    fn agent_tls_args(&self, k: u8) -> anyhow::Result<Vec<String>> {
+        match &self.tls {
+            Some(pki) => Ok(tls_dir_arg(&pki.agent(&self.dc, &self.agent_id(k))?)),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+fn tls_dir_arg(dir: &std::path::Path) -> Vec<String> {
+    vec!["--tls-dir".into(), dir.display().to_string()]
 }
 
 /// A node or agent process of the run: `ip netns exec NS tidal ...` in the
@@ -164,7 +201,8 @@ impl Cluster {
                     (private, public, Some(held))
                 }
             };
-            let args = node_args(&layout, i, private, public, net.ip(peer));
+            let mut args = node_args(&layout, i, private, public, net.ip(peer));
+            args.extend(layout.node_tls_args(i)?);
             let name = format!("{}node{i}", log_prefix(&layout));
             let log = layout.dir.join(format!("{name}.log"));
             nodes.push(Node {
@@ -179,7 +217,12 @@ impl Cluster {
         let mut agents = Vec::new();
         for k in 1..=layout.agents {
             let peer = layout.agent_peer(k as u8);
-            let args = agent_args(&layout, k as u8, &publics, sink, net.ip(peer));
+            let mut args = agent_args(&layout, k as u8, &publics, sink, net.ip(peer));
+            // Before the `--` that starts the worker's command.
+            let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
+            let command = args.split_off(at);
+            args.extend(layout.agent_tls_args(k as u8)?);
+            args.extend(command);
             let name = format!("{}agent-{k}", log_prefix(&layout));
             let log = layout.dir.join(format!("{name}.log"));
             agents.push(proc(&layout, &name, args, log, ns.and_then(|n| n.ns(peer))));
@@ -192,6 +235,7 @@ impl Cluster {
                 connect_timeout: Duration::from_millis(300),
                 // The root namespace's own address, which no fault names.
                 source_ip: ns.map(|n| n.host_ip()),
+                tls: layout.client_tls()?,
                 ..ClientOptions::default()
             },
         )?;

@@ -13,6 +13,7 @@
 //!   packets silently.
 //! - [`cluster`]: the node and agent processes; kill, pause, restart.
 //! - [`sink`]: the token-checking resource the workers write to.
+//! - [`forger`]: forged peer traffic with the wrong certificates (S29).
 //! - [`workload`]: clients submitting, reading and cancelling tasks.
 //! - [`observer`]: every node's status over time.
 //! - [`history`]: the JSON-lines history of all of the above.
@@ -23,10 +24,13 @@
 //! # Dependency rule
 //!
 //! Speaks to tidal only through `tidal-client` and the `tidal` binary, as a
-//! user's own harness would; never depends on the server or the core.
+//! user's own harness would, and, for S29's forged peer traffic, through
+//! `tidal-proto`'s Raft client (what anyone can build from proto/raft.proto);
+//! never depends on the server or the core.
 
 pub mod check;
 pub mod cluster;
+pub mod forger;
 pub mod history;
 pub mod link;
 pub mod net;

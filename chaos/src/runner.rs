@@ -72,6 +72,9 @@ pub struct RunOptions {
     pub server_args: Vec<String>,
     /// The fault layer (a scenario marked netns always runs in netns).
     pub net: NetMode,
+    /// Mutual TLS everywhere: a CA in `dir/tls`, a certificate for every
+    /// node, agent and client.
+    pub tls: bool,
 }
 
 impl RunOptions {
@@ -85,6 +88,9 @@ impl RunOptions {
         );
         if self.net == NetMode::Netns || self.scenario.netns {
             cmd.push_str(" --net netns");
+        }
+        if self.tls {
+            cmd.push_str(" --tls");
         }
         for arg in &self.server_args {
             cmd.push_str(&format!(" --server-arg={arg}"));
@@ -219,6 +225,13 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
         task_types: "t2i".into(),
         agent1_work_ms: scenarios::agent1_work_ms(&s),
         wrap_workers: scenarios::wrap_workers(&s),
+        tls: match options.tls || scenarios::needs_tls(&s) {
+            true => Some(
+                tidal_testkit::Pki::new(&options.tidal, &options.dir.join("tls"))
+                    .context("making the run's certificates")?,
+            ),
+            false => None,
+        },
     };
     let mut cluster = Cluster::prepare(layout.clone(), sink.addr, net.clone())?;
     // A cross-DC scenario: a second DC, the only one that runs tts, with its
@@ -279,6 +292,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
         history.clone(),
         options.seed,
         remote_share,
+        layout.client_tls()?,
     )?;
 
     let until = Instant::now() + options.duration;

@@ -9,6 +9,7 @@ use rand::Rng;
 use tokio::time::{sleep, Instant};
 
 use crate::cluster::Cluster;
+use crate::forger::Forgers;
 use crate::history::{Event, Recorder};
 use crate::link::Peer;
 
@@ -58,6 +59,9 @@ pub enum Fault {
     /// Start a second process under a live agent's id: it takes the id
     /// over, and the first must exit 6.
     DuplicateAgentId,
+    /// Kill the leader while forgers (a client certificate, another DC's
+    /// server, a server that is no member) send Raft calls to every node.
+    ForgedPeers,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -290,6 +294,14 @@ pub const ALL: &[Scenario] = &[
         about: "start a second process under a live agent's id: it takes the id over, the first exits 6; no two executions of a task overlap",
         netns: false,
     },
+    Scenario {
+        id: "S29",
+        name: "forged-peers",
+        nodes: 3,
+        fault: Fault::ForgedPeers,
+        about: "(TLS) kill the leader while a client certificate, another DC's server and a server that is no member send HoldElections, Campaign, Removed, AppendEntries and Vote to every node; every forged call is refused and each election ends within 5 s",
+        netns: false,
+    },
 ];
 
 pub fn find(name: &str) -> Option<Scenario> {
@@ -348,6 +360,16 @@ pub fn agent1_work_ms(s: &Scenario) -> Option<u64> {
     }
     s.netns.then_some(8_000)
 }
+
+/// Whether the scenario needs mutual TLS (its forgers present certificates).
+pub fn needs_tls(s: &Scenario) -> bool {
+    s.fault == Fault::ForgedPeers
+}
+
+/// How long an election after a leader kill may take in forged-peers: the
+/// usual one is well under a second; a forged HoldElections that a node
+/// obeyed would hold it for a minute.
+const ELECTION_BOUND: Duration = Duration::from_secs(5);
 
 /// Whether workers run under `sh` (their own child does the work).
 pub fn wrap_workers(s: &Scenario) -> bool {
@@ -548,6 +570,63 @@ impl Nemesis<'_> {
     /// Plays `fault` until `until`, then heals everything.
     pub async fn run(&mut self, fault: Fault, until: Instant) -> anyhow::Result<()> {
         self.until = Some(until);
+        let forgers = match fault {
+            Fault::ForgedPeers => {
+                let nodes = self
+                    .cluster
+                    .nodes
+                    .iter()
+                    .map(|n| (n.id, n.private))
+                    .collect();
+                let f = Forgers::start(&self.cluster.layout, nodes)?;
+                self.note(
+                    "forge",
+                    "forgers call every node's Raft service until the faults end".into(),
+                );
+                Some(f)
+            }
+            _ => None,
+        };
+        let played = self.play(fault, until).await;
+        if let Some(f) = forgers {
+            self.forged(f.stop().await);
+        }
+        played?;
+        self.heal()
+    }
+
+    /// Records what the forgers got: each must have had every call refused;
+    /// no node may have taken a forged removal.
+    fn forged(&self, tallies: Vec<(String, crate::forger::Tally)>) {
+        for (who, t) in tallies {
+            self.history.record(Event {
+                accepted: Some(t.accepted == 0 && t.denied > 0),
+                detail: Some(format!(
+                    "forged Raft calls as {who}: {} refused (PERMISSION_DENIED), {} failed \
+                     otherwise, {} accepted{}",
+                    t.denied,
+                    t.failed,
+                    t.accepted,
+                    t.first_accepted
+                        .map(|c| format!(" (first: {c})"))
+                        .unwrap_or_default()
+                )),
+                ..Event::new("runner", "event", "expect")
+            });
+        }
+        let removed = self.cluster.node_log_lines("was removed from the cluster");
+        self.history.record(Event {
+            accepted: Some(removed.is_empty()),
+            detail: Some(format!(
+                "no node took a forged removal notice: {}",
+                removed.first().map_or("none", String::as_str)
+            )),
+            ..Event::new("runner", "event", "expect")
+        });
+    }
+
+    /// Plays `fault` until `until`.
+    async fn play(&mut self, fault: Fault, until: Instant) -> anyhow::Result<()> {
         let mut round = 0u32;
         while Instant::now() + Duration::from_millis(500) < until {
             let f = if fault == Fault::Mix {
@@ -572,7 +651,7 @@ impl Nemesis<'_> {
             round += 1;
             sleep(rest.min(until.saturating_duration_since(Instant::now()))).await;
         }
-        self.heal()
+        Ok(())
     }
 
     /// One inject-hold-heal; returns how long to rest before the next.
@@ -632,6 +711,39 @@ impl Nemesis<'_> {
                 } else {
                     2
                 }))
+            }
+            Fault::ForgedPeers => {
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                self.cluster.node(l).proc.kill();
+                self.note(
+                    "kill",
+                    format!("node {l} (the leader) under forged traffic"),
+                );
+                let killed = Instant::now();
+                let mut new = None;
+                while killed.elapsed() < ELECTION_BOUND * 2 {
+                    if let Some(n) = self.cluster.leader().await.filter(|n| *n != l) {
+                        new = Some(n);
+                        break;
+                    }
+                    sleep(Duration::from_millis(20)).await;
+                }
+                let took = killed.elapsed();
+                self.history.record(Event {
+                    accepted: Some(new.is_some() && took <= ELECTION_BOUND),
+                    detail: Some(format!(
+                        "a new leader within {ELECTION_BOUND:?} of killing node {l}: {new:?} \
+                         after {} ms",
+                        took.as_millis()
+                    )),
+                    ..Event::new("runner", "event", "expect")
+                });
+                sleep(Duration::from_millis(self.rng.gen_range(300..1000))).await;
+                self.cluster.restart(l)?;
+                self.note("restart", format!("node {l}"));
+                Ok(Duration::from_secs(2))
             }
             Fault::KillMinority => {
                 let mut ids: Vec<u64> = (1..=n).collect();

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
+use tidal_client::tidal_tls::rustls::ClientConfig;
 use tidal_client::{task_state_name, v1, Client, ClientOptions, Error};
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -29,7 +30,7 @@ type Known = Arc<Mutex<Vec<String>>>;
 impl Workload {
     /// `remote_share` of the submits are of the task type only the second
     /// DC runs (`tts`, keys ending in `-remote`); 0 with one DC. Client k
-    /// dials from `net`'s address of `Peer::Client(k)`.
+    /// dials from `net`'s address of `Peer::Client(k)`, over TLS with `tls`.
     pub fn start(
         clients: usize,
         endpoints: Vec<String>,
@@ -37,6 +38,7 @@ impl Workload {
         history: Recorder,
         seed: u64,
         remote_share: f64,
+        tls: Option<Arc<ClientConfig>>,
     ) -> anyhow::Result<Workload> {
         let stop = Arc::new(AtomicBool::new(false));
         let known: Known = Arc::default();
@@ -49,6 +51,7 @@ impl Workload {
                     retry_for: Duration::from_secs(4),
                     connect_timeout: Duration::from_millis(300),
                     source_ip: Some(net.ip(Peer::Client(k))),
+                    tls: tls.clone(),
                     ..ClientOptions::default()
                 },
             )?;

@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// netns.
     #[arg(long, default_value = "proxy", value_name = "proxy|netns")]
     pub net: NetMode,
+    /// Mutual TLS everywhere: a CA of the run's own (in its directory's
+    /// `tls/`), a certificate for every node, agent and client; the proxies
+    /// pass the TLS bytes on unchanged.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Args, Debug)]
@@ -163,14 +168,16 @@ async fn run_scenarios(a: RunArgs) -> anyhow::Result<i32> {
             agents: a.agents,
             server_args: a.server_args.clone(),
             net: a.net,
+            tls: a.tls,
         };
         let netns = s.netns || a.net == NetMode::Netns;
         eprintln!(
-            "running {} ({}) with seed {seed} for {:?}{}...",
+            "running {} ({}) with seed {seed} for {:?}{}{}...",
             s.name,
             s.id,
             a.duration,
-            if netns { " in network namespaces" } else { "" }
+            if netns { " in network namespaces" } else { "" },
+            if a.tls { " over mutual TLS" } else { "" }
         );
         match tidal_chaos::run(options.clone()).await {
             Ok(report) => {

@@ -4,6 +4,10 @@
 //! the seed and the command that reproduces it, and keeps the run's
 //! history, logs and data under target/tmp/chaos/.
 //!
+//! A few scenarios run again over mutual TLS (`--tls`): a leader kill, a
+//! partition and the membership changes; S29 (forged peer traffic) always
+//! runs over it.
+//!
 //! The seed is fixed per scenario so CI replays the same fault schedule;
 //! `TIDAL_CHAOS_SEED=N` overrides it. The full matrix, longer:
 //! `tidal chaos run --scenario all --duration 60s`.
@@ -22,6 +26,10 @@ use tidal_chaos::RunOptions;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run(name: &str, seed: u64, seconds: u64) {
+    run_with(name, seed, seconds, false).await
+}
+
+async fn run_with(name: &str, seed: u64, seconds: u64, tls: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let scenario = tidal_chaos::find(name).expect("a known scenario");
     let seed = std::env::var("TIDAL_CHAOS_SEED")
@@ -34,13 +42,14 @@ async fn run(name: &str, seed: u64, seconds: u64) {
         duration: Duration::from_secs(seconds),
         dir: std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("chaos")
-            .join(format!("{name}-{seed}")),
+            .join(format!("{name}-{seed}{}", if tls { "-tls" } else { "" })),
         keep: false,
         tidal: env!("CARGO_BIN_EXE_tidal").into(),
         clients: 3,
         agents: 2,
         server_args: Vec::new(),
         net: NetMode::Proxy,
+        tls,
     };
     let _ = std::fs::remove_dir_all(&options.dir);
     let report = match tidal_chaos::run(options.clone()).await {
@@ -101,4 +110,21 @@ scenarios! {
     s26_agent_kill: "agent-kill", 126, 8;
     s27_duplicate_agent_id: "duplicate-agent-id", 127, 8;
     s28_drain_under_faults: "drain-under-faults", 128, 8;
+}
+
+macro_rules! tls_scenarios {
+    ($($test:ident: $name:literal, $seed:literal, $seconds:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            run_with($name, $seed, $seconds, true).await;
+        }
+    )*};
+}
+
+// Over mutual TLS (S29 always runs with it).
+tls_scenarios! {
+    s02_kill_leader_tls: "kill-leader", 202, 10;
+    s06_split_2_3_tls: "split-2-3", 206, 8;
+    s18_membership_tls: "membership", 218, 8;
+    s29_forged_peers: "forged-peers", 129, 10;
 }
