@@ -1,10 +1,13 @@
 //! Three `tidal server` processes on held 127.0.0.1 ports with data in a
-//! temporary directory, joined into one group (tidal-testkit's cluster);
-//! killed on drop.
+//! temporary directory, joined into one group (tidal-testkit's cluster),
+//! over mutual TLS with `--tls`; killed on drop.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tidal_client::tidal_tls::rustls::ClientConfig;
+use tidal_client::tidal_tls::{client_config, Expect, TlsDir};
 use tidal_testkit::{ClusterSpec, Proc};
 
 pub struct Cluster(tidal_testkit::Cluster);
@@ -14,8 +17,10 @@ impl Cluster {
         tidal: &Path,
         flush_delay_us: u64,
         extra: &[String],
+        tls: bool,
     ) -> anyhow::Result<Cluster> {
         let mut spec = ClusterSpec::new(tidal);
+        spec.tls = tls;
         spec.dc = "bench".into();
         spec.prefix = "tidal-bench-".into();
         spec.rust_log = Some(rust_log(std::env::var("TIDAL_BENCH_LOG").ok()));
@@ -30,6 +35,18 @@ impl Cluster {
 
     pub fn endpoints(&self) -> Vec<String> {
         self.0.endpoints()
+    }
+
+    /// With mutual TLS: the configurations of its clients (a client
+    /// certificate) and of simulated agents (an agent certificate of its DC).
+    pub fn tls(&self) -> anyhow::Result<Option<(Arc<ClientConfig>, Arc<ClientConfig>)>> {
+        let (Some(pki), Some(client)) = (&self.0.pki, &self.0.spec.client.tls) else {
+            return Ok(None);
+        };
+        let dc = &self.0.spec.dc;
+        let dir = TlsDir::load(pki.agent(dc, "bench-agents")?)?;
+        let agent = client_config(&dir, Expect::Dc(dc.clone()))?;
+        Ok(Some((client.clone(), agent)))
     }
 
     /// The id of the node that says it leads.

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tidal_client::tidal_tls::Expect;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +64,17 @@ struct Cli {
     /// the ratios tidal/etcd.
     #[arg(long, global = true, value_enum)]
     compare: Option<Baseline>,
+    /// Mutual TLS: the cluster it starts gets a CA of its own and a
+    /// certificate per server, and every client and agent of the load
+    /// connects with a client certificate.
+    #[arg(long, global = true, conflicts_with = "tls_dir")]
+    tls: bool,
+    /// With `--endpoints`: connect over mutual TLS with the certificate in
+    /// DIR (ca.pem, cert.pem, key.pem), for clients and simulated agents
+    /// alike: an agent certificate of the cluster's DC (servers take it for
+    /// public calls too; a client certificate opens no agent session).
+    #[arg(long, global = true, value_name = "DIR", requires = "endpoints")]
+    tls_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -199,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
             server_args.push(format!("--retain-finished-ms={retain_ms}"));
         }
         Some(
-            cluster::Cluster::start(&tidal, cli.flush_delay_us, &server_args)
+            cluster::Cluster::start(&tidal, cli.flush_delay_us, &server_args, cli.tls)
                 .await
                 .context("starting the cluster")?,
         )
@@ -210,6 +222,19 @@ async fn main() -> anyhow::Result<()> {
         Some(c) => c.endpoints(),
         None => cli.endpoints.clone(),
     };
+    let tls = match (&cluster, &cli.tls_dir) {
+        (_, Some(dir)) => {
+            let config = tidal_client::tidal_tls::TlsDir::load(dir)
+                .and_then(|d| tidal_client::tidal_tls::client_config(&d, Expect::AnyServer))
+                .with_context(|| format!("loading {}", dir.display()))?;
+            Some((config.clone(), config))
+        }
+        (Some(c), None) => c.tls()?,
+        (None, None) => None,
+    };
+    if let Some((client, agent)) = tls {
+        workloads::use_tls(client, agent);
+    }
     let duration = Duration::from_secs(cli.seconds.max(1));
     let mut results = Vec::new();
     match &cli.workload {

@@ -3,17 +3,51 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
+use tidal_client::tidal_tls::rustls::ClientConfig;
 use tidal_client::v1::{self, agent_message::Msg as In, server_message::Msg as Out};
 use tidal_client::Client;
 use tokio::sync::mpsc;
 
 use crate::snapshot_apply;
 use crate::stats::{histogram, summary};
+
+/// The TLS configurations of the run (`--tls`): its clients' and its
+/// simulated agents' (an agent certificate of the DC), set once before
+/// the workload starts.
+static TLS: OnceLock<(Arc<ClientConfig>, Arc<ClientConfig>)> = OnceLock::new();
+
+/// Every client of the run connects over TLS with `client`, every
+/// simulated agent with `agent`.
+pub fn use_tls(client: Arc<ClientConfig>, agent: Arc<ClientConfig>) {
+    let _ = TLS.set((client, agent));
+}
+
+/// The default client options, with the run's client TLS configuration.
+fn options() -> tidal_client::ClientOptions {
+    tidal_client::ClientOptions {
+        tls: TLS.get().map(|t| t.0.clone()),
+        ..tidal_client::ClientOptions::default()
+    }
+}
+
+/// A client of `endpoints` with [`options`].
+fn new_client(endpoints: Vec<String>) -> Result<Client, tidal_client::Error> {
+    Client::with_options(endpoints, options())
+}
+
+/// A client of `endpoints` for simulated agents: [`options`] with the
+/// agents' TLS configuration.
+fn agent_options() -> tidal_client::ClientOptions {
+    tidal_client::ClientOptions {
+        tls: TLS.get().map(|t| t.1.clone()),
+        ..tidal_client::ClientOptions::default()
+    }
+}
 
 fn spec(key: String) -> v1::TaskSpec {
     v1::TaskSpec {
@@ -45,7 +79,7 @@ async fn submitters(
         (rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 * batch as f64 / rate));
     let mut pace = Vec::new();
     for k in 0..clients {
-        let client = Client::new(endpoints.to_vec())?;
+        let client = new_client(endpoints.to_vec())?;
         let (stop, started) = (stop.clone(), started.clone());
         let mut due = period.map(|_| {
             let (tx, rx) = mpsc::unbounded_channel::<Instant>();
@@ -176,7 +210,7 @@ impl SimAgents {
             registered: Arc::default(),
         };
         for a in 0..agents {
-            let client = Client::new(endpoints.to_vec())?;
+            let client = Client::with_options(endpoints.to_vec(), agent_options())?;
             let (started, assigned, completed) =
                 (started.clone(), sim.assigned.clone(), sim.completed.clone());
             let (n_assigned, n_completed, last) = (
@@ -409,7 +443,7 @@ pub async fn failover(
         let _ = t.await;
     }
     let load_secs = load_started.elapsed().as_secs_f64();
-    let client = Client::new(endpoints.clone())?;
+    let client = new_client(endpoints.clone())?;
     let tasks = client
         .list_all_tasks(v1::ListTasksRequest {
             limit: 10_000,
@@ -459,7 +493,7 @@ fn paced_load(
     let every = (rate > 0.0).then(|| Duration::from_secs_f64((clients * batch) as f64 / rate));
     let mut submitters = Vec::new();
     for k in 0..clients {
-        let client = Client::new(endpoints.to_vec())?;
+        let client = new_client(endpoints.to_vec())?;
         let (acked, stop, prefix) = (acked.clone(), stop.clone(), prefix.to_string());
         submitters.push(tokio::spawn(async move {
             let mut ticks = every.map(|d| {
@@ -511,7 +545,7 @@ pub async fn rolling_restart(
     let stop = Arc::new(AtomicBool::new(false));
     let load_started = Instant::now();
     let submitters = paced_load(&endpoints, &load, "r", &acked, &stop)?;
-    let client = Client::new(endpoints.clone())?;
+    let client = new_client(endpoints.clone())?;
     let mut restarts = Vec::new();
     for round in 0..rounds {
         for id in 1..=3u64 {
@@ -652,7 +686,10 @@ async fn probe_submits(client: Client, stop: Arc<AtomicBool>) -> Vec<snapshot_ap
 }
 
 /// A client with room for slow answers (big batches, snapshots, restarts).
-fn patient_client(endpoints: &[String]) -> anyhow::Result<Client> {
+fn patient_client(
+    endpoints: &[String],
+    base: tidal_client::ClientOptions,
+) -> anyhow::Result<Client> {
     Ok(Client::with_options(
         endpoints.to_vec(),
         tidal_client::ClientOptions {
@@ -660,7 +697,7 @@ fn patient_client(endpoints: &[String]) -> anyhow::Result<Client> {
             retry_for: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(1),
             source_ip: None,
-            ..tidal_client::ClientOptions::default()
+            ..base
         },
     )?)
 }
@@ -682,7 +719,7 @@ pub async fn memory(
     let next = Arc::new(AtomicU64::new(0));
     let mut fillers = Vec::new();
     for _ in 0..clients.max(1) {
-        let client = patient_client(&endpoints)?;
+        let client = patient_client(&endpoints, options())?;
         let next = next.clone();
         fillers.push(tokio::spawn(async move {
             loop {
@@ -716,7 +753,7 @@ pub async fn memory(
         f.await??;
     }
     let fill = started.elapsed();
-    let client = patient_client(&endpoints)?;
+    let client = patient_client(&endpoints, options())?;
     let status = client.status().await?;
     let pending = status.tasks_by_state.get("pending").copied().unwrap_or(0);
     anyhow::ensure!(
@@ -733,7 +770,10 @@ pub async fn memory(
         .map(|id| cluster.log_lines(id, snapshot_apply::SNAPSHOT_BUILT).len())
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let probe = tokio::spawn(probe_submits(patient_client(&endpoints)?, stop.clone()));
+    let probe = tokio::spawn(probe_submits(
+        patient_client(&endpoints, options())?,
+        stop.clone(),
+    ));
     let probe_started = Instant::now();
     eprintln!("  probe without a snapshot for {PROBE_ALONE:?}...");
     tokio::time::sleep(PROBE_ALONE).await;
@@ -747,7 +787,9 @@ pub async fn memory(
     // (this workload writes too few entries to reach it): a restart then
     // loads snapshots instead of replaying the whole log.
     for e in endpoints.iter().filter(|e| **e != status.leader_addr) {
-        patient_client(std::slice::from_ref(e))?.snapshot().await?;
+        patient_client(std::slice::from_ref(e), options())?
+            .snapshot()
+            .await?;
     }
     let snapshot_all_took = t.elapsed();
     let all_built = Instant::now();
@@ -846,7 +888,7 @@ pub async fn agents(
     let mut tasks = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..agents.div_ceil(PER_CLIENT) {
-        clients.push(patient_client(endpoints)?);
+        clients.push(patient_client(endpoints, agent_options())?);
     }
     // Open sessions a few hundred at a time: each registration is an entry.
     let opening = Arc::new(tokio::sync::Semaphore::new(256));
@@ -977,7 +1019,7 @@ async fn served(endpoints: &[String], applied: u64, pending: u64) -> anyhow::Res
                 retry_for: Duration::ZERO,
                 connect_timeout: Duration::from_millis(200),
                 source_ip: None,
-                ..tidal_client::ClientOptions::default()
+                ..options()
             },
         )?;
         let Ok(s) = quick.status_of(e).await else {
@@ -1024,7 +1066,7 @@ pub async fn soak(
         let endpoints = endpoints.clone();
         tokio::spawn(async move { submitters(&endpoints, clients, 8, rate, duration, None).await })
     };
-    let client = patient_client(&endpoints)?;
+    let client = patient_client(&endpoints, options())?;
     let mut samples = Vec::new();
     // Past the end of the load: one retention more, so the last tasks expire.
     let end = duration + retain + 2 * sample;
