@@ -35,6 +35,12 @@ fn specs(n: usize, queue: &str) -> Vec<TaskSpec> {
 /// A state with queues vip (8) and normal (2), `agents` agents of 4 slots
 /// and `pending` pending tasks split between the queues.
 fn loaded(agents: usize, pending: usize) -> (State, BTreeSet<String>, u64) {
+    loaded_tenants(agents, pending, 1)
+}
+
+/// [`loaded`] with the tasks of each queue spread over `tenants` tenants in
+/// turn (one tenant: no tenant named).
+fn loaded_tenants(agents: usize, pending: usize, tenants: usize) -> (State, BTreeSet<String>, u64) {
     let mut s = State::new();
     let mut i = 1;
     for (q, w) in [("vip", 8), ("normal", 2)] {
@@ -67,7 +73,13 @@ fn loaded(agents: usize, pending: usize) -> (State, BTreeSet<String>, u64) {
         i += 1;
     }
     for q in ["vip", "normal"] {
-        for chunk in specs(pending / 2, q).chunks(1000) {
+        let mut tasks = specs(pending / 2, q);
+        if tenants > 1 {
+            for (n, t) in tasks.iter_mut().enumerate() {
+                t.tenant = format!("tenant-{}", n % tenants);
+            }
+        }
+        for chunk in tasks.chunks(1000) {
             s.apply(Command::Submit(chunk.to_vec()), ctx(i));
             i += 1;
         }
@@ -107,6 +119,11 @@ fn dispatch_and_assign(c: &mut Criterion) {
             |(mut s, cmd)| s.apply(cmd, ctx(i)),
             BatchSize::LargeInput,
         )
+    });
+    // The same round with every queue's tasks spread over 8 tenants.
+    let (state, connected, _) = loaded_tenants(1000, 10_000, 8);
+    g.bench_function("plan_10k_pending_1k_agents_8_tenants", |b| {
+        b.iter(|| plan(&state, &connected, 4096, &mut DispatchCursor::default()))
     });
     g.finish();
 }
