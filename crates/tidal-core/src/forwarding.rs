@@ -321,7 +321,13 @@ impl State {
                 state: task.state.kind().as_str().to_string(),
             });
         }
-        crate::state::unqueue(&mut self.pending, &mut self.access, task, id);
+        crate::state::unqueue(
+            &mut self.pending,
+            &mut self.pending_by_tenant,
+            &mut self.access,
+            task,
+            id,
+        );
         task.state = TaskState::Forwarded {
             dc: dc.clone(),
             remote: None,
@@ -580,7 +586,13 @@ impl State {
                         self.links.refused.remove(&id);
                     } else {
                         task.error = format!("DC {peer:?} refused it: {reason}");
-                        crate::state::requeue(&mut self.pending, &mut self.access, task, id);
+                        crate::state::requeue(
+                            &mut self.pending,
+                            &mut self.pending_by_tenant,
+                            &mut self.access,
+                            task,
+                            id,
+                        );
                     }
                     crate::state::refile(&mut self.finished, task, before);
                 }

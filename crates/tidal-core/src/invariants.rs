@@ -16,7 +16,8 @@ impl State {
     /// - every Assigned/Running task is in its agent's map with its token, and
     ///   every entry of an agent's map is such a task;
     /// - the pending index holds exactly the Pending tasks, under their queue
-    ///   and priority;
+    ///   and priority, and so does the pending-by-tenant index, under their
+    ///   queue and tenant, with nothing empty;
     /// - idempotency keys point at tasks with that key; ids are below `next_id`;
     ///   every task's queue exists;
     /// - the finished index holds exactly the finished tasks, by `updated_ms`;
@@ -113,6 +114,17 @@ impl State {
         }
         if self.pending.keys().any(|q| !self.queues.contains_key(q)) {
             return Err("pending index names a missing queue".to_string());
+        }
+        if self.pending_by_tenant != crate::state::tenant_index(&self.tasks) {
+            return Err(format!(
+                "pending-by-tenant index holds {} entries, the Pending tasks are {}",
+                self.pending_by_tenant
+                    .values()
+                    .flat_map(|q| q.values())
+                    .map(|set| set.len())
+                    .sum::<usize>(),
+                pending_tasks.len()
+            ));
         }
         if self.finished != crate::state::finished_index(&self.tasks) {
             return Err(format!(

@@ -14,7 +14,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::types::{tally, usage_index, Access, Tally, ACCESS_VERSION};
+use crate::access::types::{tally, tenant_of, usage_index, Access, Tally, ACCESS_VERSION};
 use crate::collections::{Map, Set};
 use crate::command::{
     ApplyCtx, Body, CannotApply, Command, Completion, Envelope, Granted, Rejection, Response,
@@ -37,10 +37,11 @@ pub const MAX_QUEUE_WEIGHT: u32 = 1000;
 
 /// Tasks, agents and queues of one DC, as every replica holds them.
 ///
-/// Encoded field by field in this order (snapshots, backups); `finished` is
-/// derived from the tasks, not encoded, and rebuilt when a state is decoded
-/// (through [`StateData`], which lists the same encoded fields in the same
-/// order), so adding it left the snapshot format as it was.
+/// Encoded field by field in this order (snapshots, backups); `finished` and
+/// `pending_by_tenant` are derived from the tasks, not encoded, and rebuilt
+/// when a state is decoded (through [`StateData`], which lists the same
+/// encoded fields in the same order), so adding them left the snapshot
+/// format as it was.
 ///
 /// Hashed by hand (see the `Hash` impl): the digest covers the replicated
 /// fields only.
@@ -54,6 +55,13 @@ pub struct State {
     /// Per queue, its Pending tasks in dispatch order: priority class, then id
     /// (age). Holds exactly the Pending tasks (checked by `check_invariants`).
     pub(crate) pending: Map<String, Set<(Priority, TaskId)>>,
+    /// `pending` split by tenant ([`tenant_of`]): per queue, per tenant with
+    /// a Pending task there, its Pending tasks in dispatch order. What the
+    /// dispatcher shares a queue between tenants with. Holds exactly what
+    /// `pending` holds and no empty set or map (checked by
+    /// `check_invariants`); kept by the code that keeps `pending`.
+    #[serde(skip)]
+    pub(crate) pending_by_tenant: ByTenant,
     pub(crate) agents: Map<AgentId, Agent>,
     /// The id the next submitted task gets; ids start at 1.
     pub(crate) next_id: u64,
@@ -87,7 +95,8 @@ pub struct State {
 /// than empty). So a state at version 1 or 2 has the digest the builds
 /// before it give it, and `status
 /// --digest` and chaos's convergence check can compare a mixed cluster
-/// during a rolling upgrade. `finished` is derived from `tasks` and left out.
+/// during a rolling upgrade. `finished` and `pending_by_tenant` are derived
+/// from `tasks` and left out.
 impl Hash for State {
     fn hash<H: Hasher>(&self, h: &mut H) {
         let State {
@@ -95,6 +104,7 @@ impl Hash for State {
             keys,
             queues,
             pending,
+            pending_by_tenant: _,
             agents,
             next_id,
             links,
@@ -134,6 +144,7 @@ struct StateData {
 impl From<StateData> for State {
     fn from(d: StateData) -> State {
         let finished = finished_index(&d.tasks);
+        let pending_by_tenant = tenant_index(&d.tasks);
         let access = Access {
             usage: usage_index(&d.tasks),
             ..Access::default()
@@ -143,6 +154,7 @@ impl From<StateData> for State {
             keys: d.keys,
             queues: d.queues,
             pending: d.pending,
+            pending_by_tenant,
             agents: d.agents,
             next_id: d.next_id,
             links: d.links,
@@ -174,10 +186,57 @@ pub(crate) fn refile(finished: &mut Set<(u64, TaskId)>, task: &Task, before: Opt
     }
 }
 
-/// Puts a task back among the Pending of its queue, and in its tenant's
-/// usage.
+/// Per queue, per tenant, Pending tasks in dispatch order: see
+/// `State::pending_by_tenant`.
+pub(crate) type ByTenant = Map<String, Map<String, Set<(Priority, TaskId)>>>;
+
+/// The Pending tasks of `tasks` by queue and tenant, recomputed: what
+/// `State::pending_by_tenant` must equal.
+pub(crate) fn tenant_index(tasks: &Map<TaskId, Task>) -> ByTenant {
+    let mut index = ByTenant::new();
+    for task in tasks.values() {
+        if task.state == TaskState::Pending {
+            index_tenant(&mut index, &task.spec, task.id);
+        }
+    }
+    index
+}
+
+/// Adds a Pending task to `pending_by_tenant`.
+fn index_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId) {
+    let queue = index.entry_or_default(spec.queue.clone());
+    if queue.get(tenant_of(spec)).is_none() {
+        queue.insert(tenant_of(spec).to_string(), Set::new());
+    }
+    queue
+        .get_mut(tenant_of(spec))
+        .expect("inserted above")
+        .insert((spec.priority, id));
+}
+
+/// Takes a task out of `pending_by_tenant`, dropping what it leaves empty.
+fn unindex_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId) {
+    let Some(queue) = index.get_mut(&spec.queue) else {
+        return;
+    };
+    let tenant = tenant_of(spec);
+    let Some(set) = queue.get_mut(tenant) else {
+        return;
+    };
+    set.remove(&(spec.priority, id));
+    if set.is_empty() {
+        queue.remove(tenant);
+        if queue.is_empty() {
+            index.remove(&spec.queue);
+        }
+    }
+}
+
+/// Puts a task back among the Pending of its queue (`pending` and
+/// `by_tenant`), and in its tenant's usage.
 pub(crate) fn requeue(
     pending: &mut Map<String, Set<(Priority, TaskId)>>,
+    by_tenant: &mut ByTenant,
     access: &mut Access,
     task: &mut Task,
     id: TaskId,
@@ -187,13 +246,16 @@ pub(crate) fn requeue(
         .entry(task.spec.queue.clone())
         .or_default()
         .insert((task.spec.priority, id));
+    index_tenant(by_tenant, &task.spec, id);
     tally(&mut access.usage, &task.spec, Tally::AddPending);
 }
 
-/// Takes a task out of the Pending of its queue (and of its tenant's
-/// usage); the task's new state is the caller's to set.
+/// Takes a task out of the Pending of its queue (`pending` and
+/// `by_tenant`, and its tenant's usage); the task's new state is the
+/// caller's to set.
 pub(crate) fn unqueue(
     pending: &mut Map<String, Set<(Priority, TaskId)>>,
+    by_tenant: &mut ByTenant,
     access: &mut Access,
     task: &Task,
     id: TaskId,
@@ -202,6 +264,7 @@ pub(crate) fn unqueue(
         .get_mut(&task.spec.queue)
         .is_some_and(|index| index.remove(&(task.spec.priority, id)));
     if removed {
+        unindex_tenant(by_tenant, &task.spec, id);
         tally(&mut access.usage, &task.spec, Tally::SubPending);
     }
 }
@@ -307,6 +370,7 @@ impl State {
             keys: Map::new(),
             queues: Map::new(),
             pending: Map::new(),
+            pending_by_tenant: ByTenant::new(),
             agents: Map::new(),
             next_id: 1,
             links: Links::default(),
@@ -533,6 +597,7 @@ impl State {
             .entry(spec.queue.clone())
             .or_default()
             .insert((spec.priority, id));
+        index_tenant(&mut self.pending_by_tenant, &spec, id);
         tally(&mut self.access.usage, &spec, Tally::AddPending);
         let task = Task {
             id,
@@ -564,7 +629,13 @@ impl State {
         let holder = task.state.holder().map(|(a, t)| (a.clone(), t));
         match &holder {
             Some((agent, _)) => release(&mut self.agents, &mut self.access, agent, id, &task.spec),
-            None => unqueue(&mut self.pending, &mut self.access, task, id),
+            None => unqueue(
+                &mut self.pending,
+                &mut self.pending_by_tenant,
+                &mut self.access,
+                task,
+                id,
+            ),
         }
         task.state = TaskState::Cancelled {
             agent: holder.as_ref().map(|(a, _)| a.clone()),
@@ -652,7 +723,13 @@ impl State {
             // The attempt is counted by the next Assign, so a task that already
             // used all its attempts fails here instead of running again.
             if task.attempt < task.spec.max_attempts {
-                requeue(&mut self.pending, &mut self.access, task, id);
+                requeue(
+                    &mut self.pending,
+                    &mut self.pending_by_tenant,
+                    &mut self.access,
+                    task,
+                    id,
+                );
                 requeued.push(id);
             } else {
                 fail_exhausted(task, agent_id, token, "down");
@@ -718,7 +795,13 @@ impl State {
         release(&mut self.agents, &mut self.access, &agent, id, &task.spec);
         task.attempt = task.attempt.saturating_sub(1);
         task.updated_ms = ctx.time_ms;
-        requeue(&mut self.pending, &mut self.access, task, id);
+        requeue(
+            &mut self.pending,
+            &mut self.pending_by_tenant,
+            &mut self.access,
+            task,
+            id,
+        );
         self.report(id, ctx);
         Ok(())
     }
@@ -791,7 +874,13 @@ impl State {
                 if !started {
                     task.attempt = task.attempt.saturating_sub(1);
                 }
-                requeue(&mut self.pending, &mut self.access, task, id);
+                requeue(
+                    &mut self.pending,
+                    &mut self.pending_by_tenant,
+                    &mut self.access,
+                    task,
+                    id,
+                );
                 requeued.push(id);
             }
             self.report(id, ctx);
@@ -849,7 +938,13 @@ impl State {
         // The tenant's running quotas; the task stays Pending if over.
         self.access.admit_running(&task.spec)?;
         let token: FencingToken = ctx.log_index;
-        unqueue(&mut self.pending, &mut self.access, task, id);
+        unqueue(
+            &mut self.pending,
+            &mut self.pending_by_tenant,
+            &mut self.access,
+            task,
+            id,
+        );
         hold(agent, &mut self.access, task, id, token);
         task.attempt = task.attempt.saturating_add(1);
         task.updated_ms = ctx.time_ms;

@@ -10,8 +10,33 @@
 //! create, so the entry that creates them assigns them too
 //! (`Command::SubmitPlaced`), when their queue has nothing waiting.
 //!
-//! Which task next: queues by smooth weighted round-robin ([`weighted_queues`]),
-//! then priority class, then age (id). Which agent: the queue's [`Strategy`].
+//! Which task next: queues by smooth weighted round-robin ([`weighted_queues`]);
+//! within the queue that picks, its tenants share it (below); within a
+//! tenant, priority class, then age (id). Which agent: the queue's
+//! [`Strategy`].
+//!
+//! Sharing a queue between tenants (DRF-lite, [`tenant_of`]): the queue's
+//! next task is
+//! 1. of the highest priority class waiting among its tenants still in the
+//!    round;
+//! 2. among the tenants whose next task is of that class, of the one with
+//!    the lowest weighted dominant share,
+//!    `max(run_slots / T_slots, run_gpus / T_gpus) / weight`, where
+//!    `run_*` is what the tenant's tasks hold in the DC (all queues) plus
+//!    what this round booked for it, `T_*` the capacity of the Ready,
+//!    connected agents, and `weight` the tenant's (`tidal tenant set
+//!    --weight`, 1 if never set);
+//! 3. on equal shares, of the tenant whose next task is the oldest;
+//! 4. within the tenant, the oldest of that class.
+//!
+//! A task no agent can take (or that would pass its tenant's running quota)
+//! is skipped, and that tenant's next task competes in its place. The round
+//! is work-conserving: a tenant at its max-running-slots, or with nothing
+//! placeable left, drops out of the queue for the rest of the round, and a
+//! queue with no tenant left drops out of the rotation. With one tenant in a
+//! queue this is exactly priority class, then age. The shares are computed
+//! each round from the tasks agents hold, so no memory is kept between
+//! rounds for them; weights between queues are unchanged.
 //!
 //! Tenants' running quotas (`tidal tenant set --max-running-slots/--max-gpus`)
 //! are respected in planning as apply checks them ([`crate::access::quota`]):
@@ -22,8 +47,10 @@
 //! Cost: agents are pre-filtered once (Ready, connected, a free slot);
 //! capability is computed once per task shape per round; a shape that found no
 //! agent is not tried again in the round (capacity only shrinks within it); a
-//! queue's scan stops after `4 * max` candidates; the round stops when no
-//! agent has room.
+//! tenant's scan of a queue stops after `4 * max` candidates; choosing the
+//! tenant is a B-tree step (`State::pending_by_tenant` holds each tenant's
+//! tasks apart, so a tenant with a million waiting costs the others
+//! nothing); the round stops when no agent has room.
 
 pub mod placement;
 mod weighted_queues;
@@ -34,6 +61,7 @@ use std::ops::Bound;
 use crate::access::quota::running_over;
 use crate::access::{tenant_of, Access};
 use crate::collections::SetIter;
+use crate::collections::{Map, Set};
 use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
 use crate::state::State;
 use placement::Candidate;
@@ -156,49 +184,100 @@ impl<'a> Round<'a> {
     }
 }
 
-/// Tenants' running quotas during a round: each tenant's usage plus what the
-/// round (and the round in flight) booked for it.
+/// Tenants during a round: their running quotas and their shares, from each
+/// tenant's usage plus what the round (and the round in flight) booked for
+/// it.
 struct Quotas<'a> {
-    /// None: no tenant has a running limit, nothing to count.
-    access: Option<&'a Access>,
+    access: &'a Access,
+    /// Some tenant has a running limit: check them.
+    limits: bool,
+    /// Shares are asked for: the capacity they are shares of, slots and
+    /// GPUs. None: no queue has tasks of two tenants.
+    capacity: Option<(u64, u64)>,
+    /// Kept while `limits` or `capacity` is set.
     booked: BTreeMap<&'a str, (u64, u64)>,
 }
 
 impl<'a> Quotas<'a> {
     fn new(state: &'a State, dispatching: Option<&'a InFlight>) -> Self {
-        let access = state.access().any_running_limit().then(|| state.access());
+        let limits = state.access().any_running_limit();
         let mut booked = BTreeMap::new();
-        if access.is_some() {
+        if limits {
             for (tenant, used) in dispatching.into_iter().flat_map(|f| &f.per_tenant) {
                 booked.insert(tenant.as_str(), *used);
             }
         }
-        Quotas { access, booked }
+        Quotas {
+            access: state.access(),
+            limits,
+            capacity: None,
+            booked,
+        }
     }
 
     /// Whether an agent may take `spec` without its tenant passing a
     /// running quota.
     fn allows(&self, spec: &TaskSpec) -> bool {
-        let Some(access) = self.access else {
+        if !self.limits {
             return true;
-        };
+        }
         let tenant = tenant_of(spec);
-        let Some(limits) = access.tenant(tenant) else {
+        let Some(limits) = self.access.tenant(tenant) else {
             return true;
         };
-        let used = access.usage(tenant);
+        let (slots, gpus) = self.held(tenant);
+        running_over(limits, slots, gpus, spec).is_none()
+    }
+
+    /// Whether `tenant` is at its max-running-slots: no task of it fits.
+    fn exhausted(&self, tenant: &str) -> bool {
+        self.limits
+            && self
+                .access
+                .tenant(tenant)
+                .and_then(|l| l.max_running_slots)
+                .is_some_and(|max| self.held(tenant).0 >= max)
+    }
+
+    /// What `tenant`'s tasks hold, slots and GPUs, with the round's
+    /// bookings.
+    fn held(&self, tenant: &str) -> (u64, u64) {
+        let used = self.access.usage(tenant);
         let (slots, gpus) = self.booked.get(tenant).copied().unwrap_or_default();
-        running_over(
-            limits,
+        (
             used.running_slots.saturating_add(slots),
             used.running_gpus.saturating_add(gpus),
-            spec,
         )
-        .is_none()
+    }
+
+    /// `tenant`'s weighted dominant share (see the module's doc); 0 when
+    /// shares are not asked for.
+    fn share(&self, tenant: &str) -> Share {
+        let Some((total_slots, total_gpus)) = self.capacity else {
+            return Share::ZERO;
+        };
+        let (slots, gpus) = self.held(tenant);
+        let weight = self
+            .access
+            .tenant(tenant)
+            .map_or(1, |l| u128::from(l.weight.max(1)));
+        // The larger of slots/total_slots and gpus/total_gpus.
+        let (num, den) = if total_gpus > 0
+            && u128::from(gpus) * u128::from(total_slots.max(1))
+                > u128::from(slots) * u128::from(total_gpus)
+        {
+            (gpus, total_gpus)
+        } else {
+            (slots, total_slots.max(1))
+        };
+        Share {
+            num: u128::from(num),
+            den: u128::from(den).saturating_mul(weight),
+        }
     }
 
     fn book(&mut self, spec: &'a TaskSpec) {
-        if self.access.is_some() {
+        if self.limits || self.capacity.is_some() {
             let e = self.booked.entry(tenant_of(spec)).or_default();
             e.0 = e.0.saturating_add(u64::from(spec.slots));
             e.1 = e.1.saturating_add(u64::from(spec.gpus));
@@ -206,12 +285,129 @@ impl<'a> Quotas<'a> {
     }
 }
 
-/// One queue's progress through its pending index in this round.
+/// A weighted dominant share as a fraction `num / den` (`den` > 0),
+/// compared exactly.
+#[derive(Clone, Copy, Debug)]
+struct Share {
+    num: u128,
+    den: u128,
+}
+
+impl Share {
+    const ZERO: Share = Share { num: 0, den: 1 };
+}
+
+impl Ord for Share {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.num
+            .saturating_mul(other.den)
+            .cmp(&other.num.saturating_mul(self.den))
+    }
+}
+
+impl PartialOrd for Share {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Share {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Share {}
+
+/// One tenant's progress through its Pending tasks of one queue in this
+/// round.
+struct TenantScan<'a> {
+    tenant: &'a str,
+    pending: SetIter<'a, (Priority, TaskId)>,
+    scanned: usize,
+}
+
+/// One queue's progress in this round: its tenants' scans, in the order
+/// they pick (the module's rule).
 struct QueueScan<'a> {
     strategy: Strategy,
-    /// None: the queue has nothing pending.
-    pending: Option<SetIter<'a, (Priority, TaskId)>>,
-    scanned: usize,
+    tenants: Vec<TenantScan<'a>>,
+    /// The tenants still in the round, by their next task's priority
+    /// class, their share when they were filed, their next task's id, and
+    /// their index in `tenants`. Shares only grow within a round, so a
+    /// filed share may be below the tenant's share now, never above.
+    order: BTreeSet<(Priority, Share, TaskId, usize)>,
+    budget: usize,
+}
+
+impl<'a> QueueScan<'a> {
+    fn new(
+        strategy: Strategy,
+        tenants: Option<&'a Map<String, Set<(Priority, TaskId)>>>,
+        quotas: &Quotas<'_>,
+        budget: usize,
+    ) -> Self {
+        let mut scan = QueueScan {
+            strategy,
+            tenants: Vec::new(),
+            order: BTreeSet::new(),
+            budget,
+        };
+        for (tenant, pending) in tenants.into_iter().flatten() {
+            scan.tenants.push(TenantScan {
+                tenant,
+                pending: pending.iter(),
+                scanned: 0,
+            });
+            scan.file(scan.tenants.len() - 1, quotas);
+        }
+        scan
+    }
+
+    /// Files tenant `i` under its next task, unless it has none left to
+    /// examine this round.
+    fn file(&mut self, i: usize, quotas: &Quotas<'_>) {
+        let t = &mut self.tenants[i];
+        if t.scanned >= self.budget || quotas.exhausted(t.tenant) {
+            return;
+        }
+        if let Some(&(priority, id)) = t.pending.next() {
+            t.scanned += 1;
+            self.order.insert((priority, quotas.share(t.tenant), id, i));
+        }
+    }
+
+    /// The next task to examine, and its tenant's index: the module's rule,
+    /// among the tenants filed. The tenant is out of `order` until filed
+    /// again.
+    fn next(&mut self, quotas: &Quotas<'_>) -> Option<(TaskId, usize)> {
+        loop {
+            let (priority, filed, id, i) = self.order.pop_first()?;
+            if self.tenants.len() > 1 {
+                let now = quotas.share(self.tenants[i].tenant);
+                if now > filed {
+                    self.order.insert((priority, now, id, i));
+                    continue;
+                }
+            }
+            return Some((id, i));
+        }
+    }
+}
+
+/// The capacity, slots and GPUs, of the agents a round may place on with
+/// room or without: what tenants' shares are shares of.
+fn capacity(state: &State, connected: &BTreeSet<AgentId>) -> (u64, u64) {
+    state
+        .agents
+        .values()
+        .filter(|a| connected.contains(&a.spec.id) && placement::ready(a).is_ok())
+        .fold((0, 0), |(slots, gpus), a| {
+            (
+                slots + u64::from(a.spec.slots),
+                gpus + a.spec.gpus.len() as u64,
+            )
+        })
 }
 
 /// The agents a round may place on: Ready, connected, with a free slot.
@@ -429,8 +625,12 @@ pub fn plan(
     if pool.is_empty() {
         return out;
     }
-    let mut round = Round::new(state, pool);
     let mut quotas = Quotas::new(state, None);
+    let shared = state.pending_by_tenant.values().any(|q| q.len() > 1);
+    if shared {
+        quotas.capacity = Some(capacity(state, connected));
+    }
+    let mut round = Round::new(state, pool);
 
     let queues: Vec<(&str, u32)> = state
         .queues
@@ -438,19 +638,20 @@ pub fn plan(
         .map(|q| (q.name.as_str(), q.weight))
         .collect();
     let mut rotation = QueueRotation::new(queues, &cursor.queues);
+    let budget = max.saturating_mul(SCAN_FACTOR);
     let mut scans: Vec<QueueScan<'_>> = Vec::new();
     for (i, q) in state.queues.values().enumerate() {
-        let pending = state.pending.get(&q.name);
-        if pending.is_none_or(|p| p.is_empty()) {
+        let scan = QueueScan::new(
+            q.strategy,
+            state.pending_by_tenant.get(&q.name),
+            &quotas,
+            budget,
+        );
+        if scan.order.is_empty() {
             rotation.deactivate(i);
         }
-        scans.push(QueueScan {
-            strategy: q.strategy,
-            pending: pending.map(|p| p.iter()),
-            scanned: 0,
-        });
+        scans.push(scan);
     }
-    let budget = max.saturating_mul(SCAN_FACTOR);
 
     while out.len() < max && round.with_room > 0 {
         let Some(qi) = rotation.next() else { break };
@@ -458,26 +659,26 @@ pub fn plan(
         let credits = cursor.agents.entry(queue.to_string()).or_default();
         let scan = &mut scans[qi];
         let mut placed = None;
-        while scan.scanned < budget {
-            let Some(&(_, id)) = scan.pending.as_mut().and_then(Iterator::next) else {
-                break;
-            };
-            scan.scanned += 1;
+        while let Some((id, tenant)) = scan.next(&quotas) {
             let Some(task) = round.state.tasks.get(&id) else {
+                scan.file(tenant, &quotas);
                 continue;
             };
             if !quotas.allows(&task.spec) {
+                scan.file(tenant, &quotas);
                 continue;
             }
             if let Some(agent) = round.choose(&task.spec, scan.strategy, credits) {
-                placed = Some((task, agent));
+                placed = Some((task, agent, tenant));
                 break;
             }
+            scan.file(tenant, &quotas);
         }
         match placed {
-            Some((task, agent)) => {
+            Some((task, agent, tenant)) => {
                 round.book(agent, &task.spec);
                 quotas.book(&task.spec);
+                scan.file(tenant, &quotas);
                 out.push((task.id, round.pool[agent].agent.spec.id.clone()));
             }
             // Nothing placeable left in this queue this round: its share goes
