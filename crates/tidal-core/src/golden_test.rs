@@ -13,17 +13,23 @@
 //! - `agent ID slots=N [weight=W] [types=a,b] [pipelines=..] [models=..] [gpus=N] [gpu_mem=MB]`
 //!   (types default to `t2i`; GPUs all have `gpu_mem`, default 80000)
 //! - `submit N [queue=Q] [type=T] [pipeline=P] [models=..] [priority=online|nearline|offline]
-//!   [slots=S] [gpus=G] [gpu_mem=MB]`
+//!   [slots=S] [gpus=G] [gpu_mem=MB] [tenant=NAME]`
+//! - `tenant NAME [slots=N] [gpus=N] [weight=W]`: sets a tenant's
+//!   max-running-slots, max-gpus and weight (raising the cluster's format
+//!   version to the one tenants need first)
 //! - `down AGENT`, `complete ID,ID,..` (success with the current token)
 //! - `plan max=N [connected=a,b]` (default: all agents): prints the plan, one
-//!   `task queue -> agent` line each, then per-queue and per-agent counts, and
-//!   applies it as one Assign, which must grant every pair.
+//!   `task queue -> agent` line each (`task queue tenant -> agent` for a
+//!   task with a tenant), then per-queue and per-agent counts (and
+//!   per-tenant counts when a task has a tenant), and applies it as one
+//!   Assign, which must grant every pair.
 //! - `reset-cursor`: forgets the dispatcher's round-robin memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::access::types::{TenantLimits, ACCESS_VERSION};
 use crate::command::{ApplyCtx, Command, Completion, Response};
 use crate::dispatch::{plan, DispatchCursor};
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, Strategy, TaskId, TaskSpec};
@@ -138,12 +144,30 @@ impl Scenario {
                     slots: num(&a, "slots", 1),
                     gpus: num(&a, "gpus", 0),
                     gpu_memory_mb: num(&a, "gpu_mem", 0),
+                    tenant: a.get("tenant").cloned().unwrap_or_default(),
                     ..TaskSpec::default()
                 };
                 match self.apply(Command::Submit(vec![spec; n])) {
                     Response::Submitted(v) if v.iter().all(Result::is_ok) => Ok(None),
                     other => Err(format!("submit failed: {other:?}")),
                 }
+            }
+            "tenant" => {
+                if self.state.cluster_version() < ACCESS_VERSION {
+                    expect_ok(self.apply(Command::SetClusterVersion {
+                        version: ACCESS_VERSION,
+                    }))?;
+                }
+                let limits = TenantLimits {
+                    max_running_slots: a.get("slots").map(|_| num(&a, "slots", 0)),
+                    max_gpus: a.get("gpus").map(|_| num(&a, "gpus", 0)),
+                    weight: num(&a, "weight", 1),
+                    ..TenantLimits::default()
+                };
+                expect_ok(self.apply(Command::SetTenant {
+                    name: first.into(),
+                    limits,
+                }))
             }
             "down" => match self.apply(Command::AgentDown {
                 agent: first.into(),
@@ -215,9 +239,17 @@ impl Scenario {
         let mut out = String::new();
         let mut queues: BTreeMap<&str, usize> = BTreeMap::new();
         let mut agents: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut tenants: BTreeMap<&str, usize> = BTreeMap::new();
         for (t, a) in p {
-            let queue = self.state.task(*t).map_or("?", |t| t.spec.queue.as_str());
-            writeln!(out, "t{} {queue} -> {a}", t.0).expect("writing to a String");
+            let spec = self.state.task(*t).map(|t| &t.spec);
+            let queue = spec.map_or("?", |s| s.queue.as_str());
+            let tenant = spec.map_or("", |s| s.tenant.as_str());
+            if tenant.is_empty() {
+                writeln!(out, "t{} {queue} -> {a}", t.0).expect("writing to a String");
+            } else {
+                writeln!(out, "t{} {queue} {tenant} -> {a}", t.0).expect("writing to a String");
+                *tenants.entry(tenant).or_default() += 1;
+            }
             *queues.entry(queue).or_default() += 1;
             *agents.entry(a).or_default() += 1;
         }
@@ -232,6 +264,9 @@ impl Scenario {
         } else {
             writeln!(out, "queues: {}", join(&queues)).expect("writing to a String");
             writeln!(out, "agents: {}", join(&agents)).expect("writing to a String");
+            if !tenants.is_empty() {
+                writeln!(out, "tenants: {}", join(&tenants)).expect("writing to a String");
+            }
         }
         out
     }

@@ -556,3 +556,210 @@ fn eager_placement_looks_at_a_turning_window_of_the_fleet() {
     // Each call starts where the previous stopped: the load spreads.
     assert!(chosen.len() > 1, "{chosen:?}");
 }
+
+// Sharing a queue between tenants.
+
+impl Fixture {
+    fn tenant(&mut self, name: &str, limits: crate::access::TenantLimits) {
+        use crate::access::types::ACCESS_VERSION;
+        if self.state.cluster_version() < ACCESS_VERSION {
+            let r = self.apply(Command::SetClusterVersion {
+                version: ACCESS_VERSION,
+            });
+            assert_eq!(r, Response::Ok);
+        }
+        let r = self.apply(Command::SetTenant {
+            name: name.into(),
+            limits,
+        });
+        assert_eq!(r, Response::Ok);
+    }
+    fn weight(&mut self, name: &str, weight: u32) {
+        self.tenant(
+            name,
+            crate::access::TenantLimits {
+                weight,
+                ..Default::default()
+            },
+        );
+    }
+    fn per_tenant(&self, p: &[(TaskId, AgentId)]) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for (t, _) in p {
+            let spec = &self.state.task(*t).unwrap().spec;
+            *m.entry(crate::access::tenant_of(spec).to_string())
+                .or_default() += 1;
+        }
+        m
+    }
+    /// Ends every task an agent holds, successfully.
+    fn complete_all(&mut self) {
+        let held: Vec<crate::command::Completion> = self
+            .state
+            .tasks_after(None)
+            .filter_map(|t| {
+                t.state
+                    .holder()
+                    .map(|(_, token)| crate::command::Completion {
+                        task: t.id,
+                        token,
+                        outcome: crate::model::Outcome {
+                            success: true,
+                            result: Vec::new(),
+                            error: String::new(),
+                            exit_code: 0,
+                        },
+                    })
+            })
+            .collect();
+        self.apply(Command::Complete(held));
+    }
+}
+
+fn of(tenant: &'static str) -> impl Fn(&mut TaskSpec) {
+    move |s| s.tenant = tenant.into()
+}
+
+#[test]
+fn a_light_tenant_is_not_starved_behind_a_heavy_tenants_backlog() {
+    let mut f = Fixture::new();
+    f.agent("a1", 8, 1, |_| {});
+    // 5,000 tasks no agent can take, then 5,000 it can, all older than
+    // light's three.
+    f.submit(5_000, "", |s| {
+        s.tenant = "heavy".into();
+        s.task_type = "train".into();
+    });
+    f.submit(5_000, "", of("heavy"));
+    f.submit(3, "", of("light"));
+    // The scan of one queue of one tenant would stop after 16 of heavy's
+    // blocked tasks; each tenant has its own.
+    let p = f.round(4, &mut DispatchCursor::default());
+    assert_eq!(f.per_tenant(&p), BTreeMap::from([("light".into(), 3)]));
+    // A placeable backlog: the picks alternate from the first tie on.
+    let mut f = Fixture::new();
+    f.agent("a1", 8, 1, |_| {});
+    f.submit(10_000, "", of("heavy"));
+    f.submit(3, "", of("light"));
+    let p = f.round(8, &mut DispatchCursor::default());
+    assert_eq!(
+        f.per_tenant(&p),
+        BTreeMap::from([("heavy".into(), 5), ("light".into(), 3)])
+    );
+}
+
+#[test]
+fn weights_2_1_get_2_1_of_the_capacity() {
+    let mut f = Fixture::new();
+    f.agent("a1", 6, 1, |_| {});
+    f.agent("a2", 6, 1, |_| {});
+    f.weight("big", 2);
+    f.submit(200, "", of("small"));
+    f.submit(200, "", of("big"));
+    let mut cursor = DispatchCursor::default();
+    // Filling the capacity in rounds of 3: what is held counts.
+    let mut total = BTreeMap::new();
+    for _ in 0..4 {
+        let p = f.round(3, &mut cursor);
+        for (t, n) in f.per_tenant(&p) {
+            *total.entry(t).or_insert(0) += n;
+        }
+    }
+    assert_eq!(
+        total,
+        BTreeMap::from([("big".into(), 8), ("small".into(), 4)])
+    );
+    // And again after everything ends, over ten full rounds.
+    let mut total = BTreeMap::new();
+    for _ in 0..10 {
+        f.complete_all();
+        let p = f.round(12, &mut cursor);
+        for (t, n) in f.per_tenant(&p) {
+            *total.entry(t).or_insert(0) += n;
+        }
+    }
+    assert_eq!(
+        total,
+        BTreeMap::from([("big".into(), 80), ("small".into(), 40)])
+    );
+}
+
+#[test]
+fn a_tenant_at_its_quota_leaves_the_capacity_to_the_others() {
+    let mut f = Fixture::new();
+    f.agent("a1", 10, 1, |_| {});
+    f.tenant(
+        "capped",
+        crate::access::TenantLimits {
+            max_running_slots: Some(2),
+            weight: 100,
+            ..Default::default()
+        },
+    );
+    f.submit(50, "", of("capped"));
+    f.submit(50, "", of("other"));
+    let mut cursor = DispatchCursor::default();
+    let p = f.round(10, &mut cursor);
+    assert_eq!(
+        f.per_tenant(&p),
+        BTreeMap::from([("capped".into(), 2), ("other".into(), 8)])
+    );
+    // At its quota, it gets nothing more until its tasks end; then its
+    // share again up to the quota.
+    assert!(plan(&f.state, &f.all(), 10, &mut cursor).is_empty());
+    f.complete_all();
+    let p = f.round(10, &mut cursor);
+    assert_eq!(
+        f.per_tenant(&p),
+        BTreeMap::from([("capped".into(), 2), ("other".into(), 8)])
+    );
+}
+
+#[test]
+fn priority_class_comes_before_shares() {
+    let mut f = Fixture::new();
+    f.agent("a1", 4, 1, |_| {});
+    f.weight("vip", 1000);
+    f.submit(10, "", of("vip"));
+    f.submit(2, "", |s| {
+        s.tenant = "batch".into();
+        s.priority = crate::model::Priority::Online;
+    });
+    let p = f.round(3, &mut DispatchCursor::default());
+    assert_eq!(p.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), [11, 12, 1]);
+}
+
+#[test]
+fn one_tenant_plans_as_without_tenants() {
+    // The same submits under no tenant and under "acme" (with a weight):
+    // the same plans, round after round.
+    let build = |tenant: &'static str| {
+        let mut f = vip_normal();
+        f.agent("a2", 3, 2, |s| s.models = ["m".to_string()].into());
+        if !tenant.is_empty() {
+            f.weight(tenant, 7);
+        }
+        for (i, q) in ["vip", "normal", "vip"].into_iter().enumerate() {
+            f.submit(40, q, |s| {
+                s.tenant = tenant.into();
+                s.priority = [
+                    crate::model::Priority::Offline,
+                    crate::model::Priority::Online,
+                    crate::model::Priority::Nearline,
+                ][i];
+            });
+            f.submit(5, q, |s| {
+                s.tenant = tenant.into();
+                s.models = vec!["m".into()];
+            });
+        }
+        f
+    };
+    let (mut plain, mut acme) = (build(""), build("acme"));
+    let (mut c1, mut c2) = (DispatchCursor::default(), DispatchCursor::default());
+    for max in [1, 7, 30, 3, 100] {
+        assert_eq!(plain.round(max, &mut c1), acme.round(max, &mut c2));
+        plain.complete_all();
+        acme.complete_all();
+    }
+}
