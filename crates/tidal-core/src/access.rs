@@ -80,6 +80,16 @@ impl Access {
         self.agent_tokens.get(agent)
     }
 
+    /// The one tenant an agent serves: that of the token it registered with
+    /// through `RegisterAgentAs`, if that token is bound to a tenant (a
+    /// revoked or expired token still binds it). `None`: every tenant.
+    /// Placement reads it at planning and at apply alike
+    /// ([`crate::dispatch::placement::serves`]).
+    pub fn agent_tenant(&self, agent: &str) -> Option<&str> {
+        let token = self.agent_tokens.get(agent)?;
+        self.tokens.get(token)?.tenant.as_deref()
+    }
+
     /// Active admin tokens at `now_ms` other than `except`.
     fn other_active_admins(&self, except: &str, now_ms: u64) -> usize {
         self.tokens

@@ -503,3 +503,58 @@ fn tasks_in_every_state_count_where_they_should() {
     log.apply(Command::Forward(vec![(id, "dc2".into())]));
     assert_eq!(log.state.access().usage(DEFAULT_TENANT), Usage::default());
 }
+
+#[test]
+fn an_agent_of_a_tenant_bound_token_is_assigned_only_that_tenants_tasks() {
+    let mut log = Log::new();
+    let bound = |tenant: Option<&str>| TokenRecord {
+        tenant: tenant.map(str::to_string),
+        ..record(Role::Agent)
+    };
+    assert_eq!(create(&mut log, "ta", bound(Some("acme"))), Response::Ok);
+    assert_eq!(create(&mut log, "tall", bound(None)), Response::Ok);
+    for (id, token) in [("a", "ta"), ("all", "tall")] {
+        assert_eq!(
+            log.apply(Command::RegisterAgentAs {
+                spec: agent(id, 4),
+                token: token.into(),
+            }),
+            Response::Ok
+        );
+    }
+    assert_eq!(log.state.access().agent_tenant("a"), Some("acme"));
+    assert_eq!(log.state.access().agent_tenant("all"), None);
+    assert_eq!(log.state.access().agent_tenant("unknown"), None);
+    let of = |tenant: &str| TaskSpec {
+        tenant: tenant.into(),
+        ..task("t2i")
+    };
+    let acme = log.submit(of("acme")).unwrap().id;
+    let globex = log.submit(of("globex")).unwrap().id;
+    let default = log.submit(of("")).unwrap().id;
+    assert!(matches!(
+        log.assign(globex, "a"),
+        Err(Rejection::Ineligible { reason, .. }) if reason.contains("serves only tenant \"acme\"")
+    ));
+    assert!(log.assign(default, "a").is_err());
+    assert_eq!(log.state.task(globex).unwrap().state, TaskState::Pending);
+    let g = log.assign(acme, "a").unwrap();
+    assert!(log.assign(globex, "all").is_ok());
+    assert!(log.assign(default, "all").is_ok());
+
+    // A plain re-registration keeps the binding; so does a revoked token.
+    assert_eq!(log.register(agent("a", 4)), Response::Ok);
+    assert_eq!(
+        log.apply(Command::RevokeToken { id: "ta".into() }),
+        Response::Ok
+    );
+    assert_eq!(log.state.access().agent_tenant("a"), Some("acme"));
+    // A regrant re-checks the same predicate: acme's task stays with its agent.
+    match log.apply(Command::Regrant {
+        agent: "a".into(),
+        tasks: vec![(acme, g.token)],
+    }) {
+        Response::Regranted { granted, .. } => assert_eq!(granted.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}

@@ -10,13 +10,15 @@
 //! Directives (`key=value` arguments, lists comma-separated):
 //!
 //! - `queue NAME weight=W [strategy=least-loaded|wrr]`
-//! - `agent ID slots=N [weight=W] [types=a,b] [pipelines=..] [models=..] [gpus=N] [gpu_mem=MB]`
-//!   (types default to `t2i`; GPUs all have `gpu_mem`, default 80000)
+//! - `agent ID slots=N [weight=W] [types=a,b] [pipelines=..] [models=..] [gpus=N] [gpu_mem=MB]
+//!   [tenant=T|*]` (types default to `t2i`; GPUs all have `gpu_mem`, default 80000; with
+//!   `tenant`, it registers with a new agent token `tok-ID` of that tenant, `*`: every tenant)
 //! - `submit N [queue=Q] [type=T] [pipeline=P] [models=..] [priority=online|nearline|offline]
 //!   [slots=S] [gpus=G] [gpu_mem=MB] [tenant=NAME]`
 //! - `tenant NAME [slots=N] [gpus=N] [weight=W]`: sets a tenant's
 //!   max-running-slots, max-gpus and weight (raising the cluster's format
 //!   version to the one tenants need first)
+//! - `revoke TOKEN`: revokes a token (its agent stays bound to its tenant)
 //! - `down AGENT`, `complete ID,ID,..` (success with the current token)
 //! - `plan max=N [connected=a,b]` (default: all agents): prints the plan, one
 //!   `task queue -> agent` line each (`task queue tenant -> agent` for a
@@ -30,6 +32,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::access::types::{TenantLimits, ACCESS_VERSION};
+use crate::access::{Role, TokenRecord};
 use crate::command::{ApplyCtx, Command, Completion, Response};
 use crate::dispatch::{plan, DispatchCursor};
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, Strategy, TaskId, TaskSpec};
@@ -123,8 +126,29 @@ impl Scenario {
                         .collect(),
                     labels: BTreeMap::new(),
                 };
-                expect_ok(self.apply(Command::RegisterAgent(spec)))
+                match a.get("tenant") {
+                    None => expect_ok(self.apply(Command::RegisterAgent(spec))),
+                    Some(tenant) => {
+                        let token = format!("tok-{first}");
+                        expect_ok(self.apply(Command::CreateToken {
+                            id: token.clone(),
+                            record: TokenRecord {
+                                hash: [0; 32],
+                                name: token.clone(),
+                                role: Role::Agent,
+                                tenant: (tenant != "*").then(|| tenant.clone()),
+                                created_ms: 0,
+                                expires_ms: None,
+                                created_by: "token:golden".into(),
+                                revoked_ms: None,
+                            },
+                            first_only: false,
+                        }))?;
+                        expect_ok(self.apply(Command::RegisterAgentAs { spec, token }))
+                    }
+                }
             }
+            "revoke" => expect_ok(self.apply(Command::RevokeToken { id: first.into() })),
             "submit" => {
                 let n: usize = first
                     .parse()

@@ -855,7 +855,8 @@ impl State {
                 self.report(id, ctx);
                 continue;
             }
-            if placement::eligible(agent, &task.spec).is_ok() {
+            let bound = self.access.agent_tenant(agent_id);
+            if placement::eligible(agent, bound, &task.spec).is_ok() {
                 // Invariant 1: a new token, this entry's index.
                 let token = ctx.log_index;
                 hold(agent, &mut self.access, task, id, token);
@@ -928,7 +929,8 @@ impl State {
             .ok_or_else(|| Rejection::AgentNotFound(agent_id.clone()))?;
         // Invariant 3: the same predicate the planner used, re-checked here
         // against the state this entry actually applies to.
-        if let Err(reason) = placement::eligible(agent, &task.spec) {
+        let bound = self.access.agent_tenant(&agent_id);
+        if let Err(reason) = placement::eligible(agent, bound, &task.spec) {
             return Err(Rejection::Ineligible {
                 task: id,
                 agent: agent_id,

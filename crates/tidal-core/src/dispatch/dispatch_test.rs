@@ -763,3 +763,51 @@ fn one_tenant_plans_as_without_tenants() {
         acme.complete_all();
     }
 }
+
+#[test]
+fn eager_placement_puts_a_tenants_task_only_on_agents_that_serve_it() {
+    use crate::access::{Role, TokenRecord};
+    let mut f = Fixture::new();
+    f.agent("a-acme", 4, 1, |_| {});
+    f.agent("b-any", 1, 1, |_| {});
+    let record = TokenRecord {
+        hash: [0; 32],
+        name: "acme agents".into(),
+        role: Role::Agent,
+        tenant: Some("acme".into()),
+        created_ms: 0,
+        expires_ms: None,
+        created_by: "token:test".into(),
+        revoked_ms: None,
+    };
+    assert_eq!(
+        f.apply(Command::CreateToken {
+            id: "tk".into(),
+            record,
+            first_only: false,
+        }),
+        Response::Ok
+    );
+    // a-acme registers again, with an agent token of tenant acme.
+    let spec = f.state.agent("a-acme").unwrap().spec.clone();
+    assert_eq!(
+        f.apply(Command::RegisterAgentAs {
+            spec,
+            token: "tk".into(),
+        }),
+        Response::Ok
+    );
+    let of = |tenant: &str| TaskSpec {
+        tenant: tenant.into(),
+        ..t2i("")
+    };
+    let (place, granted) = f.submit_placed(vec![of("globex"), of("acme"), of("globex")]);
+    // globex's first task can only go to b-any, and takes its one slot;
+    // acme's goes to a-acme; globex's second finds no agent that serves it.
+    assert_eq!(
+        place,
+        vec![(0, "b-any".to_string()), (1, "a-acme".to_string())]
+    );
+    assert_eq!(granted.len(), 2);
+    assert_eq!(f.state.pending_total(), 1);
+}

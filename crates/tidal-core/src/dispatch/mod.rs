@@ -43,6 +43,8 @@
 //! a task whose tenant would pass one, counting what the round (and the
 //! round in flight) already booked, is skipped and stays Pending; the next
 //! task is tried. With no running limit set, planning is as without tenants.
+//! An agent registered with a token bound to one tenant takes only that
+//! tenant's tasks ([`placement::serves`], checked at apply too).
 //!
 //! Cost: agents are pre-filtered once (Ready, connected, a free slot);
 //! capability is computed once per task shape per round; a shape that found no
@@ -96,10 +98,12 @@ impl DispatchCursor {
 }
 
 /// What decides which agents can take a task, apart from free capacity.
-/// Tasks with equal shapes have equal candidate lists.
-type Shape<'a> = (&'a str, &'a str, &'a [String], u32, u32, u64);
+/// Tasks with equal shapes have equal candidate lists. The last part is the
+/// task's tenant while an agent of the round serves only one tenant, else
+/// empty.
+type Shape<'a> = (&'a str, &'a str, &'a [String], u32, u32, u64, &'a str);
 
-fn shape(s: &TaskSpec) -> Shape<'_> {
+fn shape(s: &TaskSpec, tenanted: bool) -> Shape<'_> {
     (
         &s.task_type,
         &s.pipeline,
@@ -107,6 +111,7 @@ fn shape(s: &TaskSpec) -> Shape<'_> {
         s.slots,
         s.gpus,
         s.gpu_memory_mb,
+        if tenanted { tenant_of(s) } else { "" },
     )
 }
 
@@ -125,6 +130,8 @@ struct Round<'a> {
     /// Agents in the pool with at least one free slot; the round ends at 0.
     with_room: usize,
     shapes: BTreeMap<Shape<'a>, Capable>,
+    /// Some agent of the pool serves only one tenant.
+    tenanted: bool,
 }
 
 impl<'a> Round<'a> {
@@ -132,6 +139,7 @@ impl<'a> Round<'a> {
         Round {
             state,
             with_room: pool.len(),
+            tenanted: pool.iter().any(|c| c.bound.is_some()),
             pool,
             shapes: BTreeMap::new(),
         }
@@ -145,13 +153,12 @@ impl<'a> Round<'a> {
         credits: &mut BTreeMap<AgentId, i64>,
     ) -> Option<usize> {
         let pool = &self.pool;
-        let entry = self.shapes.entry(shape(spec)).or_insert_with(|| {
-            Capable::Agents(
-                (0..pool.len())
-                    .filter(|&i| placement::capable(&pool[i].agent.spec, spec).is_ok())
-                    .collect(),
-            )
-        });
+        let entry = self
+            .shapes
+            .entry(shape(spec, self.tenanted))
+            .or_insert_with(|| {
+                Capable::Agents((0..pool.len()).filter(|&i| pool[i].takes(spec)).collect())
+            });
         let Capable::Agents(capable) = entry else {
             return None;
         };
@@ -418,6 +425,7 @@ fn pool<'a>(state: &'a State, connected: &BTreeSet<AgentId>) -> Vec<Candidate<'a
         .filter(|a| connected.contains(&a.spec.id) && placement::ready(a).is_ok())
         .map(|a| Candidate {
             agent: a,
+            bound: state.access().agent_tenant(&a.spec.id),
             free_slots: placement::free_slots(a),
             free_gpus: placement::free_gpus(a),
             in_flight: a.tasks.len() as u64,
@@ -463,6 +471,7 @@ fn window<'a>(
         let (slots, gpus, tasks) = dispatching.per_agent.get(id).copied().unwrap_or_default();
         let c = Candidate {
             agent: a,
+            bound: state.access().agent_tenant(id),
             free_slots: placement::free_slots(a).saturating_sub(slots),
             free_gpus: placement::free_gpus(a).saturating_sub(gpus),
             in_flight: a.tasks.len() as u64 + tasks,

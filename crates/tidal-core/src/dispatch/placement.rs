@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::access::types::tenant_of;
 use crate::model::{Agent, AgentSpec, AgentState, TaskSpec};
 
 /// Static fit: task type, pipeline, models and GPU memory. It depends only on
@@ -89,12 +90,27 @@ pub fn ready(agent: &Agent) -> Result<(), String> {
     }
 }
 
-/// The full predicate `Assign` applies: ready, capable, and the task fits in
-/// what is free now. The planner applies the same three parts, with the free
-/// capacity reduced by what it already placed in the round.
-pub fn eligible(agent: &Agent, task: &TaskSpec) -> Result<(), String> {
+/// Tenancy: an agent that registered with a token bound to one tenant
+/// (`bound`, as `Access::agent_tenant` reads it from the state) takes only
+/// that tenant's tasks; `None` takes every tenant's.
+pub fn serves(bound: Option<&str>, task: &TaskSpec) -> Result<(), String> {
+    match bound {
+        Some(tenant) if tenant != tenant_of(task) => Err(format!(
+            "serves only tenant {tenant:?}, the task is tenant {:?}'s",
+            tenant_of(task)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The full predicate `Assign` applies: ready, capable, serving the task's
+/// tenant (`bound`: see [`serves`]), and the task fits in what is free now.
+/// The planner applies the same four parts, with the free capacity reduced
+/// by what it already placed in the round.
+pub fn eligible(agent: &Agent, bound: Option<&str>, task: &TaskSpec) -> Result<(), String> {
     ready(agent)?;
     capable(&agent.spec, task)?;
+    serves(bound, task)?;
     fits(free_slots(agent), free_gpus(agent), task)
 }
 
@@ -102,6 +118,8 @@ pub fn eligible(agent: &Agent, task: &TaskSpec) -> Result<(), String> {
 /// the round already placed on it.
 pub(crate) struct Candidate<'a> {
     pub(crate) agent: &'a Agent,
+    /// The one tenant it serves, if it is bound to one ([`serves`]).
+    pub(crate) bound: Option<&'a str>,
     pub(crate) free_slots: u32,
     pub(crate) free_gpus: u32,
     /// Tasks held plus tasks placed in this round.
@@ -111,6 +129,11 @@ pub(crate) struct Candidate<'a> {
 impl Candidate<'_> {
     fn weight(&self) -> u64 {
         u64::from(self.agent.spec.weight.max(1))
+    }
+
+    /// The static part of [`eligible`]: capable, and serving the task's tenant.
+    pub(crate) fn takes(&self, task: &TaskSpec) -> bool {
+        capable(&self.agent.spec, task).is_ok() && serves(self.bound, task).is_ok()
     }
 }
 
