@@ -5,10 +5,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use tidal_core::access::Role;
+use tidal_core::access::{Role, TokenId, ACCESS_VERSION};
 use tidal_core::command::{Command, Completion, Response as CoreResponse};
 use tidal_core::limits::validate_agent_spec;
-use tidal_core::model::{Outcome, TaskId};
+use tidal_core::model::{AgentSpec, FencingToken, Outcome, TaskId};
+use tidal_core::State;
 use tidal_proto::v1::{
     self, agent_message::Msg as In, agents_server::Agents, server_message::Msg as Out,
 };
@@ -69,6 +70,61 @@ fn closed_status(agent_id: &str, closed: &Closed) -> Status {
         Closed::Expired => Status::unavailable(format!(
             "the lease of agent {agent_id:?} expired: it was marked down and its tasks requeued; register again"
         )),
+        Closed::Revoked { token } => Status::unauthenticated(format!(
+            "token tdl_{token} was revoked or has expired: the session of agent {agent_id:?} is closed \
+             and its tasks go to other agents once its lease runs out"
+        )),
+    }
+}
+
+/// The status a closed session ends with, saying for a token that stopped
+/// being active which of revoked or expired it is.
+fn end_status(node: &Node, agent_id: &str, closed: &Closed) -> Status {
+    let Closed::Revoked { token } = closed else {
+        return closed_status(agent_id, closed);
+    };
+    let expired = node
+        .state
+        .read()
+        .state
+        .access()
+        .token(token)
+        .is_some_and(|t| t.revoked_ms.is_none());
+    let what = if expired {
+        "has expired"
+    } else {
+        "was revoked"
+    };
+    Status::unauthenticated(format!(
+        "token tdl_{token} {what}: the session of agent {agent_id:?} is closed \
+         and its tasks go to other agents once its lease runs out"
+    ))
+}
+
+/// What a session's Register proposes, and the token the session lasts
+/// with. A caller that the auth layer established with a token the state
+/// knows (cluster format version 3) has its session end when that token
+/// stops being active; an agent token also owns the agent id
+/// (`RegisterAgentAs`: refused if another active token owns it) and binds
+/// the agent to the token's tenant. Without a grant (the server checks no
+/// tokens) it is the plain `RegisterAgent`.
+fn registration(
+    state: &State,
+    spec: AgentSpec,
+    grant: Option<&Grant>,
+) -> (Command, Option<TokenId>) {
+    let token = grant
+        .and_then(|g| g.token.clone())
+        .filter(|t| state.cluster_version() >= ACCESS_VERSION && state.access().token(t).is_some());
+    match (grant.map(Grant::role), token) {
+        (Some(Role::Agent), Some(token)) => (
+            Command::RegisterAgentAs {
+                spec,
+                token: token.clone(),
+            },
+            Some(token),
+        ),
+        (_, token) => (Command::RegisterAgent(spec), token),
     }
 }
 
@@ -88,14 +144,16 @@ fn session_stream(
     rx: mpsc::UnboundedReceiver<ToAgent>,
     closed: watch::Receiver<Option<Closed>>,
 ) -> SessionStream {
+    let at_close = node.clone();
     let messages = futures::stream::unfold((Some(rx), closed), move |(rx, mut closed)| {
         let agent_id = agent_id.clone();
+        let node = at_close.clone();
         async move {
             let mut rx = rx?;
             tokio::select! {
                 biased;
                 c = wait_closed(&mut closed) => match c {
-                    Some(c) => Some((Err(closed_status(&agent_id, &c)), (None, closed))),
+                    Some(c) => Some((Err(end_status(&node, &agent_id, &c)), (None, closed))),
                     // Never closed: the messages end when the session does.
                     None => rx.recv().await.map(|m| (Ok(m), (Some(rx), closed))),
                 },
@@ -125,6 +183,7 @@ impl Agents for AgentService {
         let addr = conn::caller(&request)
             .map(|c| c.remote.to_string())
             .unwrap_or_else(|| "an unknown address".into());
+        let grant = request.extensions().get::<Grant>().cloned();
         let mut inbound = request.into_inner();
         let register = match inbound.message().await? {
             Some(v1::AgentMessage {
@@ -148,9 +207,11 @@ impl Agents for AgentService {
         }
         let agent_id = spec.id.clone();
         tracing::Span::current().record("agent_id", agent_id.as_str());
+        let (command, token) = registration(&node.state.read().state, spec, grant.as_ref());
         let peer = Peer {
             instance: register.instance.clone(),
             addr,
+            token,
         };
         // A process whose id was taken over may not take it back (it did
         // not hear it was displaced): it is told again, and exits.
@@ -166,7 +227,7 @@ impl Agents for AgentService {
             let out = futures::stream::once(async move { Err(status) });
             return Ok(Response::new(Box::pin(out)));
         }
-        match node.propose(Command::RegisterAgent(spec)).await? {
+        match node.propose(command).await? {
             (CoreResponse::Ok, _) => {}
             (CoreResponse::Rejected(r), _) => return Err(ServerError::Rejected(r).into()),
             (other, _) => {
@@ -527,9 +588,19 @@ async fn serve_session(
                 let Ok(task) = s.task_id.parse::<TaskId>() else {
                     continue;
                 };
-                let node = node.clone();
+                let (node, leadership) = (node.clone(), leadership.clone());
+                let session = (agent_id.clone(), generation);
                 // Batched with other agents' starts into one entry.
                 tokio::spawn(async move {
+                    // Only the session that holds the assignment may say it started.
+                    match holds_all(&leadership, &session, vec![(task, s.token)]).await {
+                        Some(held) if held.first() == Some(&true) => {}
+                        Some(_) => {
+                            tracing::info!(agent_id = %session.0, task_id = %task, token = s.token, "start refused: {}", never_held(task, s.token));
+                            return;
+                        }
+                        None => return,
+                    }
                     match node.starts.call(vec![(task, s.token)]).await {
                         Ok((results, _)) => {
                             if let Some(Err(r)) = results.first() {
@@ -587,7 +658,7 @@ async fn complete_in_order(
         for c in batch {
             if c.stopped {
                 if !run.is_empty() {
-                    complete(&node, &leadership, std::mem::take(&mut run), &tx).await;
+                    complete(&node, &leadership, &session, std::mem::take(&mut run), &tx).await;
                 }
                 leadership.session_input(SessionInput::StopReported {
                     agent: session.0.clone(),
@@ -600,7 +671,7 @@ async fn complete_in_order(
             }
         }
         if !run.is_empty() {
-            complete(&node, &leadership, run, &tx).await;
+            complete(&node, &leadership, &session, run, &tx).await;
         }
     }
 }
@@ -631,18 +702,69 @@ async fn was_displaced(
     answer.await.map_err(|_| Status::from(node.not_leader()))
 }
 
-async fn complete(node: &Node, leadership: &Leadership, batch: Vec<v1::TaskCompleted>, tx: &Tx) {
-    let mut proposed = Vec::with_capacity(batch.len());
-    let mut completions = Vec::with_capacity(batch.len());
+/// Which of `items` the agent's session holds (`SessionInput::HoldsAll`),
+/// in order; `None` if the leadership ended before it answered.
+async fn holds_all(
+    leadership: &Leadership,
+    session: &(String, u64),
+    items: Vec<(TaskId, FencingToken)>,
+) -> Option<Vec<bool>> {
+    let (reply, answer) = oneshot::channel();
+    leadership.session_input(SessionInput::HoldsAll {
+        agent: session.0.clone(),
+        generation: session.1,
+        items,
+        reply,
+    });
+    answer.await.ok()
+}
+
+/// Why a report about an assignment the session does not hold is refused.
+fn never_held(task: TaskId, token: FencingToken) -> String {
+    format!("this session never held task {task} under token {token}")
+}
+
+/// Proposes the completions of a run (in one batch with other sessions'),
+/// and acknowledges each on the session. Only the assignments the session
+/// holds are proposed: a report of another is refused here, whatever its
+/// token, and not proposed.
+async fn complete(
+    node: &Node,
+    leadership: &Leadership,
+    session: &(String, u64),
+    batch: Vec<v1::TaskCompleted>,
+    tx: &Tx,
+) {
+    let mut parsed = Vec::with_capacity(batch.len());
     for c in batch {
-        let Ok(task) = c.task_id.parse::<TaskId>() else {
-            let _ = tx.send(completion_ack(
-                &c,
-                false,
-                format!("invalid task id {:?}", c.task_id),
-            ));
+        match c.task_id.parse::<TaskId>() {
+            Ok(task) => parsed.push((task, c)),
+            Err(_) => {
+                let _ = tx.send(completion_ack(
+                    &c,
+                    false,
+                    format!("invalid task id {:?}", c.task_id),
+                ));
+            }
+        }
+    }
+    if parsed.is_empty() {
+        return;
+    }
+    let items = parsed.iter().map(|(t, c)| (*t, c.token)).collect();
+    // Not answered: the leadership ended, and the agent resends on its
+    // next session.
+    let Some(held) = holds_all(leadership, session, items).await else {
+        return;
+    };
+    let mut proposed = Vec::with_capacity(parsed.len());
+    let mut completions = Vec::with_capacity(parsed.len());
+    for ((task, c), held) in parsed.into_iter().zip(held) {
+        if !held {
+            tracing::info!(agent_id = %session.0, task_id = %task, token = c.token, "completion refused: {}", never_held(task, c.token));
+            let _ = tx.send(completion_ack(&c, false, never_held(task, c.token)));
             continue;
-        };
+        }
         let mut result = c.result.clone();
         result.truncate(node.config.limits.max_result_bytes);
         completions.push(Completion {

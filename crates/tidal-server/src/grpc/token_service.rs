@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::token::{self, Token, MAX_TTL_MS};
 use crate::clock::now_ms;
 use crate::error::ServerError;
+use crate::leader::engine::Event;
 use crate::node::Node;
 
 pub struct TokenService {
@@ -195,6 +196,10 @@ impl Tokens for TokenService {
             .await?;
         if let CoreResponse::Rejected(r) = resp {
             return Err(ServerError::Rejected(r).into());
+        }
+        // Agent sessions of the token close now, not at their next heartbeat.
+        if let Some(l) = self.node.leadership() {
+            l.notify(Event::TokenRevoked);
         }
         tracing::info!(
             node_id = self.node.id,

@@ -244,6 +244,24 @@ impl Driver {
                 task_id,
                 token,
             }),
+            SessionInput::HoldsAll {
+                agent,
+                generation,
+                items,
+                reply,
+            } => {
+                let held = {
+                    let applied = self.node.state.read();
+                    let table = self.engine.sessions();
+                    items
+                        .iter()
+                        .map(|(task, token)| {
+                            table.may_report(&applied.state, &agent, generation, *task, *token)
+                        })
+                        .collect()
+                };
+                let _ = reply.send(held);
+            }
             SessionInput::WasDisplaced {
                 agent,
                 instance,

@@ -1,6 +1,6 @@
 //! What an agent session asks of its leadership's driver, and the sending ends it hands over.
 
-use tidal_core::model::FencingToken;
+use tidal_core::model::{FencingToken, TaskId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::engine::{Closed, Peer, ToAgent};
@@ -51,6 +51,15 @@ pub enum SessionInput {
         generation: u64,
         task_id: String,
         token: FencingToken,
+    },
+    /// Which of these assignments the agent's session `generation` holds
+    /// (reported in its Register or pushed on it): the only ones whose
+    /// start or completion it may report. Answered in order.
+    HoldsAll {
+        agent: String,
+        generation: u64,
+        items: Vec<(TaskId, FencingToken)>,
+        reply: oneshot::Sender<Vec<bool>>,
     },
     /// Whether this agent process was displaced by another under its id.
     WasDisplaced {

@@ -94,7 +94,7 @@ pub enum Event {
     },
     // Handlers add their events below this line: agent sessions
     // (SessionOpened, SessionClosed, Heartbeat, StopReported, Granted,
-    // Cancelled, Forgotten), member formats, peer answers.
+    // Cancelled, Forgotten, TokenRevoked), member formats, peer answers.
     /// An agent process opened a session and registered (`leases`):
     /// `reported` are the runs it named (task ids as it sent them),
     /// `fenced` the runs it killed when it fenced itself, and `attached_at`
@@ -135,6 +135,9 @@ pub enum Event {
         task_id: String,
         token: FencingToken,
     },
+    /// A token was revoked (its `RevokeToken` applied here): sessions that
+    /// opened with it close now, not at their next heartbeat.
+    TokenRevoked,
 }
 
 /// What a peer DC last said of itself: what it can run and how many tasks wait there.

@@ -8,9 +8,16 @@
 //! deadline keeps running. When a lease ends the reaper proposes
 //! `AgentDown` (one at a time, in agent order), never before the deadline;
 //! the commit closes the agent's session as expired.
+//!
+//! A session that opened with a token lasts while the token is active: the
+//! first heartbeat after the token was revoked or expired (or the revoke's
+//! commit, when the leader hears of it) closes it as
+//! [`Closed::Revoked`], without renewing its lease, which then runs out like
+//! any lost agent's: its tasks are granted again under higher tokens.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tidal_core::access::TokenId;
 use tidal_core::command::{Command, Granted, Response};
 use tidal_core::model::{AgentId, AgentState, FencingToken, TaskId};
 use tidal_core::reconcile::{ran_here, settle};
@@ -132,6 +139,13 @@ impl Leases {
         seq: u64,
         lease_holds: bool,
     ) {
+        if let Some(token) = self.table.token(&agent, generation) {
+            if !cx.state.access().token_active(token, cx.now.wall_ms) {
+                let token = token.clone();
+                self.revoked(cx, agent, generation, token);
+                return;
+            }
+        }
         // Invariant 6: a renewal counts only while a majority's recent
         // contact proves no other leader exists; otherwise the heartbeat
         // goes unanswered and the agent's own deadline keeps running.
@@ -146,6 +160,44 @@ impl Leases {
                 msg: ToAgent::HeartbeatAck { seq },
             });
         }
+    }
+
+    /// A token was revoked: every session that opened with a token no longer
+    /// active closes now rather than at its next heartbeat.
+    pub(crate) fn tokens_changed(&mut self, cx: &mut Ctx) {
+        let now = cx.now.wall_ms;
+        let access = cx.state.access();
+        let inactive: Vec<(AgentId, u64, TokenId)> = self
+            .table
+            .with_tokens()
+            .filter(|(_, _, token)| !access.token_active(token, now))
+            .map(|(agent, generation, token)| (agent.clone(), generation, token.clone()))
+            .collect();
+        for (agent, generation, token) in inactive {
+            self.revoked(cx, agent, generation, token);
+        }
+    }
+
+    /// The session's token is no longer active: close the session and
+    /// renew nothing; the lease runs out as it would for a lost agent.
+    fn revoked(&mut self, cx: &mut Ctx, agent: AgentId, generation: u64, token: TokenId) {
+        if !self.table.detach(&agent, generation) {
+            return;
+        }
+        tracing::info!(
+            agent_id = %agent,
+            token_id = %token,
+            "agent session closed: its token was revoked or expired; \
+             its tasks are granted again once its lease runs out"
+        );
+        cx.out.push(Action::Close {
+            agent,
+            generation,
+            why: Closed::Revoked { token },
+        });
+        self.publish(cx);
+        // No more work for it: dispatch without it.
+        cx.out.wake_dispatch();
     }
 
     /// Forgets an agent (deregistered, or marked down): its session ends as expired.

@@ -276,6 +276,7 @@ impl Engine {
                 task_id,
                 token,
             ),
+            Event::TokenRevoked => self.leases.tokens_changed(&mut cx),
         }
         if self.established {
             // Each enabled handler whose timer is due at `now` (a handler

@@ -25,7 +25,9 @@
 //!   `assign AGENT ID,..` (ids may be ranges: `1-20`), `start ID,..` (the
 //!   holder reports them running), `complete ID,..` (success with the current
 //!   token), `down AGENT`, `version V` (raises the cluster format version),
-//!   `token ID [role=admin|user|agent]` (creates a token, hash 32 bytes of 1).
+//!   `token ID [role=admin|user|agent] [tenant=T] [ttl=MS]` (creates a token,
+//!   hash 32 bytes of 1, expiring MS from now), `revoke ID` (revokes it);
+//!   `agent ID [token=T]` registers with `RegisterAgentAs` under token T.
 //! - Events: `established`, `tick`, `work submitted|freed|queue-set|drain-changed|ingested`,
 //!   `commit #ID` (applies the proposal, unless `apply #ID` did, and prints
 //!   its response), `apply #ID` (applies the proposal and prints its
@@ -40,10 +42,12 @@
 //! - `forward DC ID,..`: applies a `Forward` of those tasks to that peer
 //!   directly (its outbox records).
 //! - `task ID,..`: prints each task's state, holder and attempt.
-//! - Agent sessions (`leases`, `drain`): `open AGENT [inst=I] [addr=A]
+//! - Agent sessions (`leases`, `drain`): `open AGENT [inst=I] [addr=A] [token=T]
 //!   [running=ID:TOKEN,..] [fenced=ID:TOKEN,..]` (attached at the last applied index; an ID
-//!   that is not a number goes as sent), `close AGENT gen=G` (the session
-//!   ended), `hb AGENT gen=G seq=S [noquorum]`, `forget AGENT`, `granted
+//!   that is not a number goes as sent; `token`: the token it opened with), `close AGENT gen=G` (the session
+//!   ended), `hb AGENT gen=G seq=S [noquorum]`, `revoked` (a token's revoke
+//!   applied), `holds AGENT gen=G ID:TOKEN,..` (prints which of those
+//!   assignments the session may report started or ended), `forget AGENT`, `granted
 //!   ID,..` (each task's current assignment, committed elsewhere), `cancel
 //!   ID` (applied; its holder told), `drain AGENT [deadline=MS]` (applied,
 //!   deadline from now; then `work drain-changed`), `stopped AGENT gen=G
@@ -280,7 +284,14 @@ impl Scenario {
                     weight: 1,
                     ..AgentSpec::default()
                 };
-                expect_ok(self.apply(Command::RegisterAgent(spec)).0)
+                let cmd = match a.get("token") {
+                    Some(token) => Command::RegisterAgentAs {
+                        spec,
+                        token: token.clone(),
+                    },
+                    None => Command::RegisterAgent(spec),
+                };
+                expect_ok(self.apply(cmd).0)
             }
             "queue" => {
                 let r = self.apply(Command::SetQueue {
@@ -376,6 +387,7 @@ impl Scenario {
                             .get("addr")
                             .cloned()
                             .unwrap_or_else(|| "10.0.0.1:1".into()),
+                        token: a.get("token").cloned(),
                     },
                     reported,
                     fenced,
@@ -404,6 +416,36 @@ impl Scenario {
                     token: token.parse().map_err(|_| format!("token {token:?}"))?,
                 });
                 Ok(None)
+            }
+            "revoked" => {
+                self.step(Event::TokenRevoked);
+                Ok(None)
+            }
+            "holds" => {
+                let generation = num(&a, "gen", 0)?;
+                let items = rest
+                    .get(1..)
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|w| !w.contains('='))
+                    .ok_or("holds AGENT gen=G ID:TOKEN,..")?;
+                self.engine();
+                let table = self.engine.as_ref().expect("made above").sessions();
+                let mut out = Vec::new();
+                for item in items.split(',') {
+                    let (id, token) = item
+                        .split_once(':')
+                        .ok_or_else(|| format!("holds {item:?}: want ID:TOKEN"))?;
+                    let task: TaskId = id.parse()?;
+                    let token: u64 = token.parse().map_err(|_| format!("token {token:?}"))?;
+                    let held = table.may_report(&self.state, first, generation, task, token);
+                    out.push(format!(
+                        "{}:{token}={}",
+                        task.0,
+                        if held { "held" } else { "not-held" }
+                    ));
+                }
+                Ok(Some(format!("{}\n", out.join(" "))))
             }
             "close" => {
                 self.step(Event::SessionClosed {
@@ -500,13 +542,21 @@ impl Scenario {
                     Some("agent") => Role::Agent,
                     Some(other) => return Err(format!("role {other:?}")),
                 };
+                let expires_ms = match a.get("ttl") {
+                    Some(ms) => Some(
+                        self.now.wall_ms
+                            + ms.parse::<u64>()
+                                .map_err(|_| format!("ttl={ms}: want MS from now"))?,
+                    ),
+                    None => None,
+                };
                 let record = TokenRecord {
                     hash: [1; 32],
                     name: String::new(),
                     role,
-                    tenant: None,
+                    tenant: a.get("tenant").cloned(),
                     created_ms: 0,
-                    expires_ms: None,
+                    expires_ms,
                     created_by: String::new(),
                     revoked_ms: None,
                 };
@@ -517,6 +567,12 @@ impl Scenario {
                 };
                 expect_ok(self.apply(cmd).0)
             }
+            "revoke" => expect_ok(
+                self.apply(Command::RevokeToken {
+                    id: first.to_string(),
+                })
+                .0,
+            ),
             "version" => {
                 let version = first
                     .parse()
@@ -809,6 +865,7 @@ fn describe(action: &Action, dispatch: bool) -> String {
                 Closed::Displaced { by, from } => format!("displaced by={by} from={from}"),
                 Closed::Replaced => "replaced".into(),
                 Closed::Expired => "expired".into(),
+                Closed::Revoked { token } => format!("revoked token={token}"),
             };
             format!("close {agent}@{generation} {why}")
         }

@@ -20,7 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use tidal_core::model::{AgentId, FencingToken, TaskId};
+use tidal_core::access::TokenId;
+use tidal_core::model::{AgentId, FencingToken, TaskId, TaskState};
+use tidal_core::State;
 
 /// Displaced instances remembered per agent id (refused if they come back).
 const DISPLACED_REMEMBERED: usize = 16;
@@ -34,6 +36,10 @@ pub enum Closed {
     Replaced,
     /// The lease ran out: the agent was marked down.
     Expired,
+    /// The token the session opened with was revoked or expired: the
+    /// lease is not renewed again, so it runs out and the agent's tasks
+    /// are granted again elsewhere.
+    Revoked { token: TokenId },
 }
 
 /// Who opened a session.
@@ -43,6 +49,11 @@ pub struct Peer {
     pub instance: String,
     /// The address it connected from, for the operator.
     pub addr: String,
+    /// The token it presented, when the state knows it (cluster format
+    /// version 3, `--auth tokens`): the session lasts only while that
+    /// token is active. `None`: a session of a server that checks no
+    /// tokens.
+    pub token: Option<TokenId>,
 }
 
 #[derive(Debug)]
@@ -330,12 +341,59 @@ impl SessionTable {
         self.sessions.get(agent).map(|s| s.generation)
     }
 
+    /// The token the agent's session `generation` opened with, if any.
+    pub fn token(&self, agent: &str, generation: u64) -> Option<&TokenId> {
+        self.sessions
+            .get(agent)
+            .filter(|s| s.generation == generation)
+            .and_then(|s| s.peer.token.as_ref())
+    }
+
+    /// The sessions that opened with a token: (agent, generation, token).
+    pub fn with_tokens(&self) -> impl Iterator<Item = (&AgentId, u64, &TokenId)> + '_ {
+        self.sessions
+            .iter()
+            .filter_map(|(a, s)| Some((a, s.generation, s.peer.token.as_ref()?)))
+    }
+
     /// True if the agent's session `generation` holds the assignment
     /// (task, token): reported in its Register, or pushed on it.
     pub fn holds(&self, agent: &str, generation: u64, task: TaskId, token: FencingToken) -> bool {
         self.sessions
             .get(agent)
             .is_some_and(|s| s.generation == generation && s.holds(task, token))
+    }
+
+    /// Whether the agent's session `generation` may report the start or the
+    /// end of the assignment (task, token): it holds it ([`Self::holds`]),
+    /// and the state does not name another agent as holding that token
+    /// (tokens are log indexes, easy to guess; a session pushed or
+    /// reported an assignment of its own agent only). A report of an
+    /// assignment the task has since moved on from passes here; apply
+    /// refuses its stale token.
+    pub fn may_report(
+        &self,
+        state: &State,
+        agent: &str,
+        generation: u64,
+        task: TaskId,
+        token: FencingToken,
+    ) -> bool {
+        let other = state.task(task).is_some_and(|t| match &t.state {
+            TaskState::Assigned { agent: a, token: k }
+            | TaskState::Running { agent: a, token: k }
+            | TaskState::Succeeded { agent: a, token: k } => *k == token && a != agent,
+            TaskState::Failed {
+                agent: Some(a),
+                token: k,
+            }
+            | TaskState::Cancelled {
+                agent: Some(a),
+                token: k,
+            } => *k == token && a != agent,
+            _ => false,
+        });
+        !other && self.holds(agent, generation, task, token)
     }
 
     /// Where a stop order for (task, token) may go: only to a session that

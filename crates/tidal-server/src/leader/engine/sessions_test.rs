@@ -8,6 +8,7 @@ fn peer(instance: &str) -> Peer {
     Peer {
         instance: instance.into(),
         addr: "127.0.0.1:1".into(),
+        token: None,
     }
 }
 
