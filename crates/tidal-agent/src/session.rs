@@ -500,9 +500,28 @@ impl Agent {
         tracing::info!("agent stopped");
     }
 
-    /// The lease lapsed: stop all work and drop its tokens. Their results are
-    /// not reported; the server requeues the tasks after its own TTL.
-    fn fence(&mut self) {
+    /// The servers refused this agent's credentials (`what`: its
+    /// registration, or its open session): it fences itself, since without
+    /// a session its lease is not renewed, and the error ends the agent
+    /// (`tidal agent` exits 8). Never retried: the same token is refused
+    /// again.
+    fn credentials_refused(&mut self, e: tidal_client::Error, what: &str) -> anyhow::Error {
+        let killed = self.stop_all();
+        tracing::error!(
+            code = ?e.code,
+            error = %e.message,
+            killed,
+            "the servers refused this agent's credentials: stopped every task; exiting"
+        );
+        self.drop_session(Instant::now());
+        anyhow::Error::new(e).context(format!(
+            "the servers refused this agent's credentials ({what}); it stopped {killed} task(s)"
+        ))
+    }
+
+    /// Kills every running task and drops its token for good (the leader
+    /// grants the task again under a new one); returns how many it killed.
+    fn stop_all(&mut self) -> usize {
         for r in self.exec.running() {
             self.stopped.push_back((r.task_id.clone(), r.token));
             self.fenced.push_back((r.task_id, r.token));
@@ -513,7 +532,13 @@ impl Agent {
         while self.fenced.len() > STOPPED_TOKENS {
             self.fenced.pop_front();
         }
-        let killed = self.exec.kill_all();
+        self.exec.kill_all()
+    }
+
+    /// The lease lapsed: stop all work and drop its tokens. Their results are
+    /// not reported; the server requeues the tasks after its own TTL.
+    fn fence(&mut self) {
+        let killed = self.stop_all();
         self.lease.reset();
         let ttl_ms = self.lease.ttl().as_millis() as u64;
         if killed > 0 {
@@ -625,13 +650,10 @@ impl Agent {
                     self.schedule_reconnect();
                     return Ok(());
                 }
-                if matches!(
-                    e.code,
-                    Code::InvalidArgument
-                        | Code::PermissionDenied
-                        | Code::Unauthenticated
-                        | Code::Unimplemented
-                ) {
+                if matches!(e.code, Code::PermissionDenied | Code::Unauthenticated) {
+                    return Err(self.credentials_refused(e, "registration"));
+                }
+                if matches!(e.code, Code::InvalidArgument | Code::Unimplemented) {
                     return Err(anyhow::anyhow!(
                         "the server refused this agent's registration: {e}"
                     ));
@@ -664,6 +686,15 @@ impl Agent {
                         message: status.message().to_string(),
                     }
                     .into());
+                }
+                // The token was revoked or expired (or no longer allows a
+                // session): no session will take it again.
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                ) {
+                    let e = tidal_client::Error::new(status.code(), status.message());
+                    return Err(self.credentials_refused(e, "session"));
                 }
                 self.forget_endpoint();
                 if self.client.observe(&status) {

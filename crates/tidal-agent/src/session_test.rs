@@ -50,7 +50,8 @@ impl FakeSession {
 
 struct FakeAgents {
     sessions: mpsc::UnboundedSender<FakeSession>,
-    /// How `Drain` and `Deregister` answer: `None` is OK.
+    /// How `Drain` and `Deregister` answer: `None` is OK. A credentials
+    /// code (UNAUTHENTICATED, PERMISSION_DENIED) refuses every `Session` too.
     refuse: Option<tonic::Code>,
     /// Each `Drain` request's deadline.
     drains: mpsc::UnboundedSender<Option<u64>>,
@@ -64,6 +65,14 @@ impl agents_server::Agents for FakeAgents {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        if let Some(code @ (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)) =
+            self.refuse
+        {
+            return Err(Status::new(
+                code,
+                "token tdl_0123456789abcdef is unknown (fake)",
+            ));
+        }
         let (out, rx) = mpsc::unbounded_channel();
         let _ = self.sessions.send(FakeSession {
             inbound: request.into_inner(),
@@ -687,4 +696,64 @@ async fn a_leaving_agent_hands_back_assignments_and_drains_again_after_registeri
         other => panic!("expected t3 handed back, got {other:?}"),
     }
     h.stop().await.unwrap_err();
+}
+
+/// The `tidal_client::Error` in an agent's error chain (its code decides
+/// `tidal agent`'s exit code).
+fn client_error(e: &anyhow::Error) -> &tidal_client::Error {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<tidal_client::Error>())
+        .unwrap_or_else(|| panic!("no client error in {e:#}"))
+}
+
+#[tokio::test]
+async fn a_session_ended_unauthenticated_stops_every_task_and_ends_the_agent() {
+    let mut h = Harness::start("sleep 30", None).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    s.send(assignment("t1", 3, b""));
+    assert!(matches!(
+        s.recv_non_heartbeat(true).await,
+        Some(FromAgent::Started(_))
+    ));
+    let _ = s.out.send(Err(Status::unauthenticated(
+        "token tdl_0123456789abcdef was revoked (fake)",
+    )));
+    let e = tokio::time::timeout(Duration::from_secs(10), &mut h.agent)
+        .await
+        .expect("the agent ends")
+        .expect("no panic")
+        .expect_err("credentials refused");
+    assert_eq!(client_error(&e).code, tonic::Code::Unauthenticated, "{e:#}");
+    assert!(
+        format!("{e:#}").contains("refused this agent's credentials"),
+        "{e:#}"
+    );
+    assert!(format!("{e:#}").contains("was revoked"), "{e:#}");
+    assert_eq!(
+        h.events.recv().await,
+        Some(ExecEvent::Killed {
+            task_id: "t1".into(),
+            token: 3
+        })
+    );
+    // It does not try again.
+    assert!(h.sessions.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_refused_registration_ends_the_agent_without_retrying() {
+    for code in [tonic::Code::Unauthenticated, tonic::Code::PermissionDenied] {
+        let mut h = Harness::start_with("cat", None, Some(code), |_| {}).await;
+        let e = tokio::time::timeout(Duration::from_secs(10), &mut h.agent)
+            .await
+            .expect("the agent ends")
+            .expect("no panic")
+            .expect_err("credentials refused");
+        assert_eq!(client_error(&e).code, code, "{e:#}");
+        assert!(format!("{e:#}").contains("is unknown"), "{e:#}");
+    }
 }
