@@ -2,8 +2,8 @@
 //! past max-pending refused (RESOURCE_EXHAUSTED naming the limit, the CLI
 //! exits 1), items past the submit rate refused, max-running-slots held
 //! with idle agents to spare while another tenant uses them, `tidal tenant
-//! list` showing usage against limits, and `tenant set` refused below
-//! cluster format version 3.
+//! list` showing usage against limits, a queue shared between tenants,
+//! and `tenant set` refused below cluster format version 3.
 
 use std::time::Duration;
 
@@ -255,6 +255,52 @@ async fn max_running_slots_holds_with_idle_agents_and_others_use_them() {
     assert!(peak <= 2, "{peak} of acme's runs overlapped");
     let list = c.tidal_ok(&["tenant", "list"]).unwrap();
     assert_eq!(row(&list, "acme"), ["acme", "0/-", "0/2", "0/-", "-", "1"]);
+}
+
+/// A queue is shared between its tenants: light's two tasks, submitted
+/// after heavy's twelve, run in the agent's first four slots beside
+/// heavy's two oldest, not after heavy's backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_tenant_runs_beside_a_heavy_tenants_backlog() {
+    let mut c = one_node().await;
+    let mut heavy = Vec::new();
+    for _ in 0..12 {
+        heavy.push(c.client.submit_one(spec("heavy")).await.unwrap().id);
+    }
+    let mut light = Vec::new();
+    for _ in 0..2 {
+        light.push(c.client.submit_one(spec("light")).await.unwrap().id);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let mut a = AgentOpts::new("a1", &["t2i"]);
+    a.slots = 4;
+    a.command = timed_worker(&runs, 1.0);
+    c.start_agent(a).unwrap();
+    c.wait_agents(1, WAIT).await.unwrap();
+
+    // Until light's tasks started and four runs did.
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        let mut starts: Vec<(u128, String)> = read_runs(&runs)
+            .into_iter()
+            .filter(|r| r.start)
+            .map(|r| (r.at_nanos, r.task))
+            .collect();
+        starts.sort();
+        if starts.len() >= 4 && light.iter().all(|l| starts.iter().any(|(_, t)| t == l)) {
+            break starts;
+        }
+        if Instant::now() > deadline {
+            panic!("runs so far: {starts:?}\n{}", c.logs_tail(30));
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
+    let mut four: Vec<&String> = first[..4].iter().map(|(_, t)| t).collect();
+    four.sort();
+    let mut want = vec![&heavy[0], &heavy[1], &light[0], &light[1]];
+    want.sort();
+    assert_eq!(four, want, "first runs: {first:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
