@@ -204,12 +204,17 @@ pub(crate) fn tenant_index(tasks: &Map<TaskId, Task>) -> ByTenant {
 
 /// Adds a Pending task to `pending_by_tenant`.
 fn index_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId) {
-    let queue = index.entry_or_default(spec.queue.clone());
-    if queue.get(tenant_of(spec)).is_none() {
-        queue.insert(tenant_of(spec).to_string(), Set::new());
+    // Looked up before inserting, so the names are copied only when new.
+    if index.get(&spec.queue).is_none() {
+        index.insert(spec.queue.clone(), Map::new());
+    }
+    let queue = index.get_mut(&spec.queue).expect("inserted above");
+    let tenant = tenant_of(spec);
+    if queue.get(tenant).is_none() {
+        queue.insert(tenant.to_string(), Set::new());
     }
     queue
-        .get_mut(tenant_of(spec))
+        .get_mut(tenant)
         .expect("inserted above")
         .insert((spec.priority, id));
 }
