@@ -63,6 +63,9 @@ pub struct AgentConfig {
     /// Mutual TLS with the servers: a directory with ca.pem, cert.pem and
     /// key.pem, whose certificate names an agent of `dc` (None: plaintext).
     pub tls_dir: Option<PathBuf>,
+    /// The token its session (and every other request) presents as
+    /// `authorization: Bearer` (`--token`/`TIDAL_TOKEN`; None: no header).
+    pub token: Option<tidal_client::Token>,
     /// The deadline of the drain a shutdown signal starts.
     pub drain_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a task is stopped on the leader's order.
@@ -87,6 +90,7 @@ impl Default for AgentConfig {
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             source_ip: None,
             tls_dir: None,
+            token: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             stop_grace: DEFAULT_STOP_GRACE,
         }

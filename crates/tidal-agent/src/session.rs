@@ -179,6 +179,7 @@ impl Agent {
         let options = ClientOptions {
             source_ip: config.source_ip,
             tls: config.tls()?,
+            token: config.token.clone(),
             ..ClientOptions::default()
         };
         let client = Client::with_options(config.endpoints.clone(), options)

@@ -16,7 +16,8 @@ use crate::cmd;
                   4 `task watch`: the task failed or was cancelled, \
                   5 `server`: its data directory could not be written, \
                   6 `agent`: another agent process took its --id over, \
-                  7 `server`: an entry or snapshot needs a newer cluster format version."
+                  7 `server`: an entry or snapshot needs a newer cluster format version, \
+                  8 credentials refused: the server refused the token (--token) or its role."
 )]
 pub struct Cli {
     /// How log lines on stderr are written.

@@ -14,11 +14,16 @@ pub const AGENT_DISPLACED: i32 = 6;
 /// `tidal server` only: it met an entry or a snapshot of a cluster format
 /// version it does not support (README: Rolling upgrade).
 pub const NEEDS_VERSION: i32 = 7;
+/// A client command: the server refused its credentials, the token
+/// (UNAUTHENTICATED: none, malformed, unknown, expired or revoked) or what
+/// its role may call (PERMISSION_DENIED). Retrying does not help.
+pub const CREDENTIALS_REFUSED: i32 = 8;
 
 /// 3 when the cause is that no server (or no leader) answered; 5 when a
 /// server stopped because its store could not write; 6 when another agent
 /// process took this agent's id over; 7 when a server stopped at a format
-/// version it does not support; else 1.
+/// version it does not support; 8 when a server refused the caller's
+/// token or role; else 1.
 pub fn code_of(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
         if cause
@@ -39,6 +44,7 @@ pub fn code_of(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<tidal_client::Error>() {
             return match e.code {
                 Code::Unavailable | Code::DeadlineExceeded => UNAVAILABLE,
+                _ if e.is_credentials_refused() => CREDENTIALS_REFUSED,
                 _ => ERROR,
             };
         }
@@ -60,6 +66,21 @@ mod tests {
         let e = anyhow::Error::new(tidal_client::Error::new(Code::NotFound, "no such task"));
         assert_eq!(code_of(&e), ERROR);
         assert_eq!(code_of(&anyhow::anyhow!("plain")), ERROR);
+    }
+
+    #[test]
+    fn refused_credentials_map_to_8_and_a_tls_refusal_to_1() {
+        for code in [Code::Unauthenticated, Code::PermissionDenied] {
+            let e: Result<(), tidal_client::Error> =
+                Err(tidal_client::Error::new(code, "token refused"));
+            let e = e.context("listing tokens").unwrap_err();
+            assert_eq!(code_of(&e), CREDENTIALS_REFUSED);
+        }
+        let tls = anyhow::Error::new(tidal_client::Error::new(
+            Code::Unauthenticated,
+            "TLS with 127.0.0.1:7001 failed: the server speaks TLS",
+        ));
+        assert_eq!(code_of(&tls), ERROR);
     }
 
     #[test]

@@ -34,11 +34,45 @@ pub struct ClientOpts {
     pub timeout_ms: u64,
     #[command(flatten)]
     pub tls: TlsOpts,
+    #[command(flatten)]
+    pub token: TokenOpts,
 }
 
 impl ClientOpts {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
+    }
+}
+
+/// The token a client or an agent presents.
+#[derive(Args, Clone, Default)]
+pub struct TokenOpts {
+    /// Sent as `authorization: Bearer TOKEN` on every request (`tidal token create`); needed by servers with --auth tokens.
+    #[arg(
+        long = "token",
+        env = "TIDAL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub text: Option<String>,
+}
+
+/// Shows whether a token is set, never the token.
+impl std::fmt::Debug for TokenOpts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenOpts")
+            .field("token", &self.text.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl TokenOpts {
+    /// The token to send, if one is given (an empty one counts as none).
+    pub fn token(&self) -> anyhow::Result<Option<tidal_client::Token>> {
+        match self.text.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => Ok(Some(tidal_client::Token::new(text).context("--token")?)),
+        }
     }
 }
 

@@ -16,13 +16,18 @@ use tidal_tls::rustls::ClientConfig;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
+use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::endpoint;
 use crate::idempotency::auto_key;
 use crate::retry::{self, Backoff, Verdict};
+use crate::token::{Bearer, Token};
 use crate::Error;
+
+/// A channel whose requests carry the client's token, if it has one.
+type Chan = InterceptedService<Channel, Bearer>;
 
 /// Largest answer the client decodes (a page of tasks with their results).
 const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
@@ -87,6 +92,10 @@ pub struct ClientOptions {
     /// it accepts: `Expect::AnyServer` for users, `Expect::Dc(dc)` for an
     /// agent. An `https://` endpoint requires it.
     pub tls: Option<Arc<ClientConfig>>,
+    /// Sent as `authorization: Bearer <token>` on every request (None:
+    /// no header). A server that refuses it answers UNAUTHENTICATED or
+    /// PERMISSION_DENIED, which are final.
+    pub token: Option<Token>,
 }
 
 impl Default for ClientOptions {
@@ -99,6 +108,7 @@ impl Default for ClientOptions {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             source_ip: None,
             tls: None,
+            token: None,
         }
     }
 }
@@ -740,7 +750,7 @@ impl Client {
 
     async fn call<T, F, Fut>(&self, leader_only: bool, f: F) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Chan) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         Ok(self.call_at(leader_only, f).await?.0)
@@ -752,7 +762,7 @@ impl Client {
     /// endpoint that gave it.
     async fn call_at<T, F, Fut>(&self, leader_only: bool, mut f: F) -> Result<(T, String), Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Chan) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let opts = &self.inner.opts;
@@ -933,10 +943,11 @@ impl Client {
     }
 
     /// The cached channel of `addr` (connected lazily on first use).
-    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+    fn channel(&self, addr: &str) -> Result<Chan, Error> {
+        let bearer = Bearer(self.inner.opts.token.clone());
         let mut st = self.state();
         if let Some(ch) = st.channels.get(addr) {
-            return Ok(ch.clone());
+            return Ok(InterceptedService::new(ch.clone(), bearer));
         }
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::invalid_argument(format!("invalid endpoint {addr:?}: {e}")))?
@@ -950,7 +961,7 @@ impl Client {
             self.inner.opts.tls.clone(),
         );
         st.channels.insert(addr.to_string(), ch.clone());
-        Ok(ch)
+        Ok(InterceptedService::new(ch, bearer))
     }
 }
 

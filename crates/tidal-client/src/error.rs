@@ -37,6 +37,18 @@ impl Error {
         self.code == Code::Unauthenticated && self.message.starts_with(TLS_REFUSAL)
     }
 
+    /// Whether the server refused the caller's credentials: its token
+    /// (UNAUTHENTICATED: none, malformed, unknown, expired or revoked) or
+    /// what its role or certificate may call (PERMISSION_DENIED). Final;
+    /// a TLS handshake refusal ([`Error::is_tls_refusal`]) is not counted.
+    pub fn is_credentials_refused(&self) -> bool {
+        match self.code {
+            Code::PermissionDenied => true,
+            Code::Unauthenticated => !self.is_tls_refusal(),
+            _ => false,
+        }
+    }
+
     /// An error from a per-item `v1::Error` (the code is a gRPC status code).
     pub fn from_item(e: &tidal_proto::v1::Error) -> Error {
         Error::new(Code::from_i32(e.code), e.message.clone())
@@ -88,5 +100,15 @@ mod tests {
             message: "too big".into(),
         };
         assert_eq!(Error::from_item(&item).code, Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn refused_credentials_are_told_apart_from_tls_refusals() {
+        let token = Error::new(Code::Unauthenticated, "no token");
+        assert!(token.is_credentials_refused());
+        assert!(Error::new(Code::PermissionDenied, "role user").is_credentials_refused());
+        let tls = Error::new(Code::Unauthenticated, format!("{TLS_REFUSAL}a:1 failed: x"));
+        assert!(tls.is_tls_refusal() && !tls.is_credentials_refused());
+        assert!(!Error::new(Code::NotFound, "t").is_credentials_refused());
     }
 }

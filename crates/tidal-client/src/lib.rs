@@ -10,6 +10,7 @@
 //! - `idempotency`: random keys that make a retried submit safe.
 //! - `names`: the lowercase names of API enums users see.
 //! - `error`: [`Error`], a gRPC code and a message.
+//! - `token`: [`Token`], sent as `authorization: Bearer`.
 //! - [`dial`]: channels to tidal servers, optionally from a fixed local IP
 //!   (the server's Raft network uses it too).
 //!
@@ -22,6 +23,11 @@
 //! ResourceExhausted, ...) are never retried, nor are TLS handshakes that
 //! fail for a certificate (either side's) or a server without TLS: those
 //! end the call at once with `Unauthenticated` and the reason in words.
+//!
+//! Tokens: with `ClientOptions::token` every request carries
+//! `authorization: Bearer <token>` ([`Token`] never shows its secret in
+//! `Debug`). UNAUTHENTICATED and PERMISSION_DENIED are final, as every
+//! answer that is not about reaching the leader is.
 //!
 //! TLS: with `ClientOptions::tls` (a rustls configuration from
 //! `tidal_tls::client_config`) every connection, redirects included, is
@@ -38,6 +44,7 @@ mod error;
 mod idempotency;
 mod names;
 mod retry;
+mod token;
 
 #[cfg(test)]
 mod client_test;
@@ -55,3 +62,4 @@ pub use names::{is_terminal, task_state_name};
 pub use tidal_proto::v1;
 /// The certificates and rustls configurations of [`ClientOptions::tls`].
 pub use tidal_tls;
+pub use token::Token;

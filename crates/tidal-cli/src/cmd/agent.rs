@@ -12,7 +12,7 @@ use tidal_proto::v1::Gpu;
 
 use super::Ctx;
 use crate::lists;
-use crate::opts::{ClientOpts, TlsOpts, DEFAULT_ENDPOINT};
+use crate::opts::{ClientOpts, TlsOpts, TokenOpts, DEFAULT_ENDPOINT};
 use crate::output::{self, Table};
 use crate::shutdown;
 
@@ -119,6 +119,9 @@ pub struct AgentRunArgs {
     /// Mutual TLS with the servers (--tls-dir: an agent certificate of --dc).
     #[command(flatten)]
     pub tls: TlsOpts,
+    /// The agent's token (`tidal token create --role agent`).
+    #[command(flatten)]
+    pub token: TokenOpts,
     /// On SIGTERM or SIGINT the agent drains with this deadline: running tasks
     /// get this long to finish, then are stopped and requeued; it then
     /// deregisters and exits 0. A second signal exits at once, killing its tasks.
@@ -158,6 +161,7 @@ impl AgentRunArgs {
             max_result_bytes: self.max_result_bytes,
             source_ip: self.source_ip,
             tls_dir: self.tls.checked()?.map(Into::into),
+            token: self.token.token()?,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),
         })

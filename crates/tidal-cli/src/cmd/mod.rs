@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tidal_client::{Client, ClientOptions};
+use tidal_client::{Client, ClientOptions, Token};
 use tidal_tls::rustls::ClientConfig;
 
 use crate::opts::{ClientOpts, OutputFormat};
@@ -33,7 +33,12 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(opts: &ClientOpts) -> anyhow::Result<Ctx> {
         Ok(Ctx {
-            client: client_with_tls(&opts.endpoints, opts.timeout(), opts.tls.client_config()?)?,
+            client: client_with(
+                &opts.endpoints,
+                opts.timeout(),
+                opts.tls.client_config()?,
+                opts.token.token()?,
+            )?,
             output: opts.output,
         })
     }
@@ -50,11 +55,22 @@ pub fn client_with_tls(
     timeout: Duration,
     tls: Option<Arc<ClientConfig>>,
 ) -> anyhow::Result<Client> {
+    client_with(endpoints, timeout, tls, None)
+}
+
+/// [`client_with_tls`], presenting `token` on every request when given.
+pub fn client_with(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<Arc<ClientConfig>>,
+    token: Option<Token>,
+) -> anyhow::Result<Client> {
     let opts = ClientOptions {
         request_timeout: timeout.min(Duration::from_secs(10)),
         retry_for: timeout,
         connect_timeout: timeout.min(tidal_client::DEFAULT_CONNECT_TIMEOUT),
         tls,
+        token,
         ..ClientOptions::default()
     };
     Client::with_options(endpoints.to_vec(), opts).context("bad --endpoints")
