@@ -23,9 +23,10 @@
 //! - 7: `tidal server` only: it met an entry or a snapshot of a cluster
 //!   format version it does not support; it applied nothing of it (README:
 //!   Rolling upgrade).
-//! - 8: credentials refused: a server refused the token (`--token`:
-//!   none, malformed, unknown, expired or revoked; UNAUTHENTICATED) or what
-//!   its role may call (PERMISSION_DENIED). Not retried.
+//! - 8: credentials refused: a server refused the token of a client
+//!   command or `tidal agent` (`--token`: none, malformed, unknown, expired
+//!   or revoked; UNAUTHENTICATED) or what its role may call
+//!   (PERMISSION_DENIED). Not retried.
 //!
 //! A one-shot command whose stdout was closed by its reader (`tidal task
 //! list | head`) ends by SIGPIPE, as other command-line tools do; SIGPIPE

@@ -387,6 +387,9 @@ pub fn status_json(s: &v1::StatusResponse) -> Value {
         "queues": s.queues.iter().map(queue_json).collect::<Vec<_>>(),
         // Computed only when asked for (`tidal status --digest`).
         "state_digest": (s.state_digest != 0).then(|| format!("{:016x}", s.state_digest)),
+        // Empty from a server without --auth (an older build).
+        "auth": (!s.auth.is_empty()).then_some(&s.auth),
+        "tls": s.tls,
     })
 }
 

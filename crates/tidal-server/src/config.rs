@@ -134,6 +134,11 @@ pub struct RawConfig {
         require_equals = true, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: Option<bool>,
+    /// How callers of the public API are checked: none (no token asked
+    /// for) or tokens (every call needs a token whose role may make it;
+    /// README: Tokens). Default none.
+    #[arg(long, env = "TIDAL_AUTH", value_enum, value_name = "MODE")]
+    pub auth: Option<AuthMode>,
     /// A peer DC to forward work to, in preference order (repeat the flag):
     /// `DC=HOST:PORT[,HOST:PORT...]` (any servers of that DC). Replaces the
     /// config file's [[peers]]; TIDAL_PEERS separates peers with `;`.
@@ -148,6 +153,28 @@ pub struct RawConfig {
     #[command(flatten)]
     #[serde(default, skip_serializing_if = "RawForwarding::is_empty")]
     pub forwarding: RawForwarding,
+}
+
+/// How a server checks the callers of its public API (`--auth`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    // No token is asked for (with TLS, the certificate names the caller).
+    // Plain comments: documented values would turn `tidal server --help`
+    // into its long, one-line-per-part form.
+    #[default]
+    None,
+    // Every public call needs a token whose role may make it.
+    Tokens,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Tokens => "tokens",
+        }
+    }
 }
 
 /// One peer DC: its name and the addresses of its servers (any of them; the
@@ -272,6 +299,8 @@ impl RawConfig {
             tls_dir: c.tls_dir.clone(),
             // Written only when set, so a plaintext server's settings read as before.
             insecure: c.insecure.then_some(true),
+            // Written only when not the default, so settings read as before.
+            auth: (c.auth != AuthMode::None).then_some(c.auth),
             peers: Some(
                 c.peers
                     .iter()
@@ -475,6 +504,7 @@ impl RawConfig {
             source_ip,
             tls_dir: self.tls_dir,
             insecure: self.insecure.unwrap_or(false),
+            auth: self.auth.unwrap_or_default(),
             peers: peers
                 .into_iter()
                 .map(|p| Peer {
@@ -571,6 +601,8 @@ pub struct ServerConfig {
     /// `--insecure`: plaintext asked for explicitly (for now it is allowed
     /// anyway); never together with `tls_dir`.
     pub insecure: bool,
+    /// How callers of the public API are checked (`--auth`).
+    pub auth: AuthMode,
     /// Peer DCs in preference order.
     pub peers: Vec<Peer>,
     pub forwarding: Forwarding,

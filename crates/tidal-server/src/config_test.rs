@@ -127,6 +127,7 @@ fn everything() -> RawConfig {
         source_ip: Some("127.0.0.2".into()),
         tls_dir: Some("/etc/tidal/tls".into()),
         insecure: Some(true),
+        auth: Some(AuthMode::Tokens),
         bootstrap_token_file: Some("/etc/tidal/admin.token".into()),
         ..base().merge(file).unwrap()
     }

@@ -60,7 +60,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     }
     let mut columns = vec![
         "ENDPOINT", "NODE", "DC", "ROLE", "TERM", "LEADER", "LAST_LOG", "APPLIED", "FORMAT",
-        "SUPPORTS",
+        "SUPPORTS", "AUTH", "TLS",
     ];
     if args.digest {
         columns.push("DIGEST");
@@ -91,6 +91,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                     // and the versions this node supports.
                     output::format_version(s.cluster_format_version),
                     output::format_range(s.min_format_version, s.max_format_version),
+                    // Empty from a server without --auth (an older build).
+                    output::dash(&s.auth),
+                    if s.tls { "yes" } else { "no" }.into(),
                 ];
                 if args.digest {
                     row.push(format!("{:016x}", s.state_digest));

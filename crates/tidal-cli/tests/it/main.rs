@@ -1,5 +1,8 @@
 //! Integration tests of the `tidal` binary: real processes on 127.0.0.1.
 //!
+//! - `authz`: `--auth tokens`: no, malformed, unknown or revoked tokens
+//!   UNAUTHENTICATED and a user's admin calls PERMISSION_DENIED (exit 8); a
+//!   fresh token through a follower; below format version 3 the bootstrap token only.
 //! - `big_entries`: a follower catches up on megabytes of entries.
 //! - `bad_input`: refused requests against a real server: messages, codes, nothing lost.
 //! - `cert`: `tidal cert ca | issue | show`: files, modes, identities, refusals.
@@ -55,6 +58,7 @@
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
 
+mod authz;
 mod bad_input;
 mod big_entries;
 mod cert;

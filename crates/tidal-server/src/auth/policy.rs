@@ -19,13 +19,24 @@
 //! on, and the public API a client or agent certificate (an agent of this
 //! DC for an agent session). [`bind`] then checks the decoded message
 //! against the node the certificate names.
+//!
+//! Under `--auth tokens` the public API needs a token: [`bearer`] reads it
+//! from the `authorization` header, [`authenticate`] judges it against the
+//! applied state (its hash, revocation, expiry; below cluster format
+//! version 3 only the bootstrap token, as an admin) and makes the
+//! [`Grant`], and [`authorize_public`] checks its role against
+//! [`PUBLIC_RULES`]. Under `--auth none` with TLS, [`grant_of_cert`] names
+//! the caller from its certificate.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use tidal_core::access::{Principal, Role as AccessRole, TokenRecord};
 use tidal_tls::{CertIdentity, Role};
 
 use super::caller::{Caller, Listener};
+use super::grant::Grant;
+use super::token::{parse_bearer, Token, TokenError};
 
 /// The RPCs servers make to each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -520,6 +531,272 @@ fn member_of_cert<'m>(
         .iter()
         .find(|m| m.id == id)
         .ok_or(Denied::CertNotAMember { rpc, node: id })
+}
+
+// ---- the public API under `--auth tokens` ----
+
+/// Every method of the public API (`proto/tidal.proto`, `Dcs/Exchange`
+/// aside: it is the peer plane's) and the token roles that may call it.
+/// A method not listed is refused to every role. Tenant scoping (a user
+/// sees its own tenant's tasks) and an agent's own-agent rules are the
+/// handlers' to apply from the [`Grant`]; these rows say who may call at all.
+pub const PUBLIC_RULES: &[(&str, &[AccessRole])] = &[
+    ("/tidal.v1.Tasks/Submit", ADMIN_USER),
+    ("/tidal.v1.Tasks/Get", ADMIN_USER),
+    ("/tidal.v1.Tasks/List", ADMIN_USER),
+    ("/tidal.v1.Tasks/Cancel", ADMIN_USER),
+    ("/tidal.v1.Agents/Session", AGENT),
+    ("/tidal.v1.Agents/List", ADMIN),
+    ("/tidal.v1.Agents/Drain", ADMIN),
+    ("/tidal.v1.Agents/Undrain", ADMIN),
+    // An agent deregisters itself after a drain.
+    ("/tidal.v1.Agents/Deregister", ADMIN_AGENT),
+    ("/tidal.v1.Queues/Set", ADMIN),
+    ("/tidal.v1.Queues/List", EVERY_ROLE),
+    ("/tidal.v1.Tenants/Set", ADMIN),
+    ("/tidal.v1.Tenants/List", ADMIN_USER),
+    ("/tidal.v1.Tokens/Create", ADMIN),
+    ("/tidal.v1.Tokens/List", ADMIN),
+    ("/tidal.v1.Tokens/Revoke", ADMIN),
+    ("/tidal.v1.Cluster/AddLearner", ADMIN),
+    ("/tidal.v1.Cluster/Promote", ADMIN),
+    ("/tidal.v1.Cluster/Demote", ADMIN),
+    ("/tidal.v1.Cluster/TransferLeader", ADMIN),
+    ("/tidal.v1.Cluster/Remove", ADMIN),
+    ("/tidal.v1.Cluster/Members", ADMIN),
+    ("/tidal.v1.Cluster/Status", EVERY_ROLE),
+    ("/tidal.v1.Cluster/Snapshot", ADMIN),
+    ("/tidal.v1.Cluster/Backup", ADMIN),
+    ("/tidal.v1.Dcs/Status", ADMIN),
+];
+
+const ADMIN: &[AccessRole] = &[AccessRole::Admin];
+const AGENT: &[AccessRole] = &[AccessRole::Agent];
+const ADMIN_USER: &[AccessRole] = &[AccessRole::Admin, AccessRole::User];
+const ADMIN_AGENT: &[AccessRole] = &[AccessRole::Admin, AccessRole::Agent];
+const EVERY_ROLE: &[AccessRole] = &[AccessRole::Admin, AccessRole::User, AccessRole::Agent];
+
+/// The roles that may call the public method at `path` (none for a path
+/// not in [`PUBLIC_RULES`]).
+pub fn roles_of(path: &str) -> &'static [AccessRole] {
+    PUBLIC_RULES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(&[], |(_, roles)| *roles)
+}
+
+/// A method path as refusals name it: `Cluster/AddLearner`.
+pub fn method_name(path: &str) -> &str {
+    path.strip_prefix("/tidal.v1.").unwrap_or(path)
+}
+
+/// Whether a token of `role` may call the public method at `path`.
+pub fn authorize_public(path: &str, role: AccessRole) -> Result<(), TokenDenied> {
+    let allowed = roles_of(path);
+    if allowed.contains(&role) {
+        return Ok(());
+    }
+    Err(TokenDenied::Role {
+        role,
+        rpc: method_name(path).to_string(),
+        allowed,
+    })
+}
+
+/// Why a call's token was not taken (UNAUTHENTICATED) or may not make the
+/// call (PERMISSION_DENIED, [`TokenDenied::Role`]). Never holds a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenDenied {
+    /// No `authorization` header.
+    NoToken,
+    /// A header that is not `Bearer <token>`, or a token of the wrong shape.
+    Malformed(TokenError),
+    /// No token of this id in the applied state (the leader's judgement:
+    /// a follower sends the caller there first).
+    Unknown {
+        id: String,
+    },
+    /// A token of a known id whose secret does not hash to its record's.
+    WrongSecret {
+        id: String,
+    },
+    Revoked {
+        id: String,
+    },
+    Expired {
+        id: String,
+        at_ms: u64,
+    },
+    /// Below cluster format version 3, another token than the bootstrap one.
+    NeedsVersion3 {
+        id: String,
+    },
+    /// A valid token whose role may not make the call.
+    Role {
+        role: AccessRole,
+        rpc: String,
+        allowed: &'static [AccessRole],
+    },
+}
+
+impl TokenDenied {
+    /// UNAUTHENTICATED (else PERMISSION_DENIED).
+    pub fn unauthenticated(&self) -> bool {
+        !matches!(self, TokenDenied::Role { .. })
+    }
+
+    /// A short fixed name, so logs are rate-limited per (IP, reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenDenied::NoToken => "no token",
+            TokenDenied::Malformed(_) => "malformed token",
+            TokenDenied::Unknown { .. } => "unknown token",
+            TokenDenied::WrongSecret { .. } => "wrong token secret",
+            TokenDenied::Revoked { .. } => "revoked token",
+            TokenDenied::Expired { .. } => "expired token",
+            TokenDenied::NeedsVersion3 { .. } => "tokens below format version 3",
+            TokenDenied::Role { .. } => "role may not call",
+        }
+    }
+
+    /// The id of the token the call presented, when it had one.
+    pub fn token_id(&self) -> Option<&str> {
+        match self {
+            TokenDenied::Unknown { id }
+            | TokenDenied::WrongSecret { id }
+            | TokenDenied::Revoked { id }
+            | TokenDenied::Expired { id, .. }
+            | TokenDenied::NeedsVersion3 { id } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TokenDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenDenied::NoToken => f.write_str(
+                "no token: this server needs `authorization: Bearer tdl_...` \
+                 (the CLI's --token or TIDAL_TOKEN)",
+            ),
+            TokenDenied::Malformed(e) => write!(f, "the token was refused: {e}"),
+            TokenDenied::Unknown { id } => write!(f, "token {id} is not known to this cluster"),
+            TokenDenied::WrongSecret { id } => write!(
+                f,
+                "token {id} was refused: its secret is not the one the cluster holds"
+            ),
+            TokenDenied::Revoked { id } => write!(f, "token {id} was revoked"),
+            TokenDenied::Expired { id, at_ms } => {
+                write!(f, "token {id} expired (at {at_ms} ms since the epoch)")
+            }
+            TokenDenied::NeedsVersion3 { id } => write!(
+                f,
+                "token {id} was refused: tokens need cluster format version 3 (until then \
+                 only the --bootstrap-token-file token is taken; README: Rolling upgrade)"
+            ),
+            TokenDenied::Role { role, rpc, allowed } => {
+                let allowed: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+                let who = match allowed.as_slice() {
+                    [] => "no role".to_string(),
+                    roles => format!("role {} only", roles.join(" or ")),
+                };
+                write!(
+                    f,
+                    "role {} may not call {rpc} ({who}; README: Tokens)",
+                    role.as_str()
+                )
+            }
+        }
+    }
+}
+
+/// The token of an `authorization` header's value, or why there is none.
+pub fn bearer(header: Option<&[u8]>) -> Result<Token, TokenDenied> {
+    let Some(header) = header else {
+        return Err(TokenDenied::NoToken);
+    };
+    let text =
+        std::str::from_utf8(header).map_err(|_| TokenDenied::Malformed(TokenError::NotBearer))?;
+    parse_bearer(text).map_err(TokenDenied::Malformed)
+}
+
+/// The name the leader gives the bootstrap token's record.
+pub const BOOTSTRAP_NAME: &str = "bootstrap";
+
+/// What [`authenticate`] reads of the node and its applied state.
+pub struct TokenView<'a> {
+    /// Whether the cluster holds tokens (format version 3 or later).
+    pub tokens_held: bool,
+    /// The record of the token's id, if the applied state has one.
+    pub record: Option<&'a TokenRecord>,
+    /// `--bootstrap-token-file`'s token: its id and hash.
+    pub bootstrap: Option<&'a (String, [u8; 32])>,
+    /// Now, on this node's clock (ms since the epoch).
+    pub now_ms: u64,
+}
+
+/// Who `token` is, as [`TokenView`] tells: its [`Grant`] (principal
+/// `token:<name or id>`, its role, its tenant), or why it is not taken.
+/// Below format version 3 only the bootstrap token is, as an admin.
+pub fn authenticate(token: &Token, view: &TokenView) -> Result<Grant, TokenDenied> {
+    let id = token.id().to_string();
+    if !view.tokens_held {
+        return match view.bootstrap {
+            Some((boot_id, hash)) if *boot_id == id && token.verify(hash) => Ok(Grant {
+                principal: Principal {
+                    id: format!("token:{BOOTSTRAP_NAME}"),
+                    role: AccessRole::Admin,
+                },
+                token: Some(id),
+                tenant: None,
+            }),
+            _ => Err(TokenDenied::NeedsVersion3 { id }),
+        };
+    }
+    let Some(record) = view.record else {
+        return Err(TokenDenied::Unknown { id });
+    };
+    if !token.verify(&record.hash) {
+        return Err(TokenDenied::WrongSecret { id });
+    }
+    if record.revoked_ms.is_some() {
+        return Err(TokenDenied::Revoked { id });
+    }
+    if let Some(at_ms) = record.expires_ms.filter(|e| view.now_ms >= *e) {
+        return Err(TokenDenied::Expired { id, at_ms });
+    }
+    let name = if record.name.is_empty() {
+        &id
+    } else {
+        &record.name
+    };
+    Ok(Grant {
+        principal: Principal {
+            id: format!("token:{name}"),
+            role: record.role,
+        },
+        tenant: record.tenant.clone(),
+        token: Some(id),
+    })
+}
+
+/// Under `--auth none` with TLS, who a client certificate names: a client
+/// is an admin, an agent an agent, both for every tenant (`cert:<name>`).
+/// None for a server's certificate (the public API refuses it anyway).
+pub fn grant_of_cert(cert: &CertIdentity) -> Option<Grant> {
+    let role = match cert.role() {
+        Role::Client => AccessRole::Admin,
+        Role::Agent => AccessRole::Agent,
+        Role::Server => return None,
+    };
+    Some(Grant {
+        principal: Principal {
+            id: format!("cert:{}", cert.name()),
+            role,
+        },
+        token: None,
+        tenant: None,
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Tests of the peer plane's rules: every peer RPC against every listener, member and non-member.
+//! Tests of the rules: every peer RPC against every listener, member and non-member; every public RPC against every token role; tokens judged against their records.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -456,4 +456,304 @@ fn with_tls_a_raft_message_must_name_the_node_of_the_callers_certificate() {
     assert!(hold("1", Some(1)).is_ok());
     assert!(hold("2", Some(1)).is_err(), "not the known leader");
     assert!(hold("3", None).is_err(), "a learner");
+}
+
+// ---- the public API under --auth tokens ----
+
+/// Every `rpc` of every service of a .proto file, as gRPC paths
+/// (`/tidal.v1.Tasks/Submit`): what the generated servers route.
+fn proto_methods(proto: &str) -> Vec<String> {
+    let mut package = String::new();
+    let mut service = None;
+    let mut out = Vec::new();
+    for line in proto.lines() {
+        let line = line.split("//").next().unwrap_or("").trim();
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || "(){;".contains(c))
+            .filter(|w| !w.is_empty())
+            .collect();
+        match words.as_slice() {
+            ["package", p, ..] => package = p.to_string(),
+            ["service", name, ..] => service = Some(name.to_string()),
+            ["rpc", method, ..] => {
+                let service = service.as_ref().expect("an rpc outside a service");
+                out.push(format!("/{package}.{service}/{method}"));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn public_methods() -> Vec<String> {
+    proto_methods(include_str!("../../../../proto/tidal.proto"))
+}
+
+/// Who may call what, written out apart from [`PUBLIC_RULES`] (README:
+/// Tokens): a method of the proto without a line here fails the tests.
+const EXPECTED: &[(&str, &str)] = &[
+    ("Tasks/Submit", "admin user"),
+    ("Tasks/Get", "admin user"),
+    ("Tasks/List", "admin user"),
+    ("Tasks/Cancel", "admin user"),
+    ("Agents/Session", "agent"),
+    ("Agents/List", "admin"),
+    ("Agents/Drain", "admin"),
+    ("Agents/Undrain", "admin"),
+    ("Agents/Deregister", "admin agent"),
+    ("Queues/Set", "admin"),
+    ("Queues/List", "admin user agent"),
+    ("Tenants/Set", "admin"),
+    ("Tenants/List", "admin user"),
+    ("Tokens/Create", "admin"),
+    ("Tokens/List", "admin"),
+    ("Tokens/Revoke", "admin"),
+    ("Cluster/AddLearner", "admin"),
+    ("Cluster/Promote", "admin"),
+    ("Cluster/Demote", "admin"),
+    ("Cluster/TransferLeader", "admin"),
+    ("Cluster/Remove", "admin"),
+    ("Cluster/Members", "admin"),
+    ("Cluster/Status", "admin user agent"),
+    ("Cluster/Snapshot", "admin"),
+    ("Cluster/Backup", "admin"),
+    ("Dcs/Status", "admin"),
+    // The peer plane's: servers of peer DCs call it, with no token.
+    ("Dcs/Exchange", "peer"),
+];
+
+const ROLES: [AccessRole; 3] = [AccessRole::Admin, AccessRole::User, AccessRole::Agent];
+
+#[test]
+fn every_public_rpc_against_every_role() {
+    let methods = public_methods();
+    assert!(methods.len() >= 25, "read {} methods only", methods.len());
+    for path in &methods {
+        let name = method_name(path);
+        let Some((_, who)) = EXPECTED.iter().find(|(m, _)| *m == name) else {
+            panic!("{path} has no line in EXPECTED (and needs a row in PUBLIC_RULES)");
+        };
+        if *who == "peer" {
+            assert!(matches!(Rpc::of_path(path), Rpc::Peer(_)), "{path}");
+            assert!(roles_of(path).is_empty(), "{path} is the peer plane's");
+            continue;
+        }
+        assert_ne!(Rpc::of_path(path), Rpc::Peer(PeerRpc::OtherRaft), "{path}");
+        assert!(
+            PUBLIC_RULES.iter().any(|(p, _)| p == path),
+            "{path} has no row in PUBLIC_RULES"
+        );
+        // No token: refused before any role is looked at.
+        assert_eq!(bearer(None).err(), Some(TokenDenied::NoToken), "{path}");
+        for role in ROLES {
+            let may = who.split(' ').any(|w| w == role.as_str());
+            match authorize_public(path, role) {
+                Ok(()) => assert!(may, "{} may call {name}", role.as_str()),
+                Err(denied) => {
+                    assert!(!may, "{} is refused {name}: {denied}", role.as_str());
+                    assert!(!denied.unauthenticated(), "{denied}");
+                    let text = denied.to_string();
+                    assert!(
+                        text.contains(role.as_str()) && text.contains(name),
+                        "{text}"
+                    );
+                }
+            }
+        }
+    }
+    // No row for a method the proto does not have, and no line either.
+    for (path, _) in PUBLIC_RULES {
+        assert!(
+            methods.contains(&path.to_string()),
+            "{path} is not in the proto"
+        );
+    }
+    for (name, _) in EXPECTED {
+        assert!(
+            methods.iter().any(|m| method_name(m) == *name),
+            "{name} is not in the proto"
+        );
+    }
+}
+
+#[test]
+fn the_peer_rpcs_of_the_proto_are_all_peer_rpcs() {
+    let raft = proto_methods(include_str!("../../../../proto/raft.proto"));
+    assert!(raft.len() >= 8, "{raft:?}");
+    for path in &raft {
+        assert!(
+            matches!(Rpc::of_path(path), Rpc::Peer(p) if p != PeerRpc::OtherRaft),
+            "{path} is not sorted as a peer RPC"
+        );
+    }
+}
+
+#[test]
+fn a_method_no_row_names_is_refused_to_every_role() {
+    for role in ROLES {
+        let denied = authorize_public("/tidal.v1.Tasks/Purge", role).unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            format!(
+                "role {} may not call Tasks/Purge (no role; README: Tokens)",
+                role.as_str()
+            )
+        );
+    }
+    assert_eq!(
+        authorize_public("/tidal.v1.Cluster/AddLearner", AccessRole::User)
+            .unwrap_err()
+            .to_string(),
+        "role user may not call Cluster/AddLearner (role admin only; README: Tokens)"
+    );
+}
+
+const SECRET_A: &str = "tdl_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const SECRET_B: &str = "tdl_0123456789abcdef_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA";
+
+fn record(role: AccessRole, tenant: Option<&str>, name: &str) -> TokenRecord {
+    TokenRecord {
+        hash: Token::parse(SECRET_A).unwrap().hash(),
+        name: name.into(),
+        role,
+        tenant: tenant.map(str::to_string),
+        created_ms: 1_000,
+        expires_ms: None,
+        created_by: "token:bootstrap".into(),
+        revoked_ms: None,
+    }
+}
+
+fn view(record: Option<&TokenRecord>) -> TokenView<'_> {
+    TokenView {
+        tokens_held: true,
+        record,
+        bootstrap: None,
+        now_ms: 5_000,
+    }
+}
+
+#[test]
+fn bearer_headers_that_are_not_a_token_are_malformed() {
+    for header in [
+        &b"Basic dXNlcjpwYXNz"[..],
+        b"Bearer",
+        b"Bearer tdl_nothex0123456789_x",
+        b"Bearer tdl_0123456789abcdef_short",
+        b"bearer \xff\xfe",
+        b"tdl_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let denied = bearer(Some(header)).unwrap_err();
+        assert!(matches!(denied, TokenDenied::Malformed(_)), "{header:?}");
+        assert!(denied.unauthenticated());
+        assert_eq!(denied.token_id(), None);
+    }
+    let ok = bearer(Some(format!("Bearer {SECRET_A}").as_bytes())).unwrap();
+    assert_eq!(ok.id(), "0123456789abcdef");
+}
+
+#[test]
+fn a_token_is_judged_by_its_record() {
+    let token = Token::parse(SECRET_A).unwrap();
+    let user = record(AccessRole::User, Some("acme"), "ci");
+    let grant = authenticate(&token, &view(Some(&user))).unwrap();
+    assert_eq!(
+        grant,
+        Grant {
+            principal: Principal {
+                id: "token:ci".into(),
+                role: AccessRole::User
+            },
+            token: Some("0123456789abcdef".into()),
+            tenant: Some("acme".into()),
+        }
+    );
+    // Without a name the principal is the id; an admin acts for every tenant.
+    let admin = record(AccessRole::Admin, None, "");
+    let grant = authenticate(&token, &view(Some(&admin))).unwrap();
+    assert_eq!(grant.principal.id, "token:0123456789abcdef");
+    assert_eq!(grant.tenant, None);
+
+    let id = "0123456789abcdef".to_string();
+    let unknown = authenticate(&token, &view(None)).unwrap_err();
+    assert_eq!(unknown, TokenDenied::Unknown { id: id.clone() });
+    let other = Token::parse(SECRET_B).unwrap();
+    let wrong = authenticate(&other, &view(Some(&user))).unwrap_err();
+    assert_eq!(wrong, TokenDenied::WrongSecret { id: id.clone() });
+    let revoked = TokenRecord {
+        revoked_ms: Some(4_000),
+        ..user.clone()
+    };
+    let denied = authenticate(&token, &view(Some(&revoked))).unwrap_err();
+    assert_eq!(denied, TokenDenied::Revoked { id: id.clone() });
+    assert_eq!(denied.to_string(), "token 0123456789abcdef was revoked");
+    let expired = TokenRecord {
+        expires_ms: Some(5_000),
+        ..user.clone()
+    };
+    let denied = authenticate(&token, &view(Some(&expired))).unwrap_err();
+    assert_eq!(
+        denied,
+        TokenDenied::Expired {
+            id: id.clone(),
+            at_ms: 5_000
+        }
+    );
+    let later = TokenRecord {
+        expires_ms: Some(5_001),
+        ..user.clone()
+    };
+    assert!(authenticate(&token, &view(Some(&later))).is_ok());
+    for denied in [unknown, wrong, denied] {
+        assert!(denied.unauthenticated());
+        assert_eq!(denied.token_id(), Some(id.as_str()));
+        // The secret is never in a refusal.
+        assert!(!format!("{denied} {denied:?}").contains("AAAA"));
+    }
+}
+
+#[test]
+fn below_format_version_3_only_the_bootstrap_token_is_taken_as_an_admin() {
+    let token = Token::parse(SECRET_A).unwrap();
+    let boot = ("0123456789abcdef".to_string(), token.hash());
+    let user = record(AccessRole::User, Some("acme"), "ci");
+    let old = |bootstrap| TokenView {
+        tokens_held: false,
+        record: Some(&user),
+        bootstrap,
+        now_ms: 5_000,
+    };
+    let grant = authenticate(&token, &old(Some(&boot))).unwrap();
+    assert_eq!(grant.role(), AccessRole::Admin);
+    assert_eq!(grant.principal.id, "token:bootstrap");
+    assert_eq!(grant.tenant, None);
+    // Another token, or the bootstrap id with another secret, is not.
+    let other = Token::parse(SECRET_B).unwrap();
+    for (t, b) in [(&token, None), (&other, Some(&boot))] {
+        let denied = authenticate(t, &old(b)).unwrap_err();
+        assert!(denied.unauthenticated());
+        assert!(
+            denied
+                .to_string()
+                .contains("tokens need cluster format version 3"),
+            "{denied}"
+        );
+    }
+}
+
+#[test]
+fn without_tokens_a_client_certificate_is_an_admin_and_an_agent_certificate_an_agent() {
+    let client = CertIdentity::new(Role::Client, None, "alice").unwrap();
+    let grant = grant_of_cert(&client).unwrap();
+    assert_eq!(grant.principal.id, "cert:alice");
+    assert_eq!(grant.role(), AccessRole::Admin);
+    assert_eq!((grant.token, grant.tenant), (None, None));
+    let agent = CertIdentity::new(Role::Agent, Some("dc1"), "gpu-7").unwrap();
+    let grant = grant_of_cert(&agent).unwrap();
+    assert_eq!(grant.principal.id, "cert:gpu-7");
+    assert_eq!(grant.role(), AccessRole::Agent);
+    assert_eq!(
+        grant_of_cert(&CertIdentity::server("dc1", 1).unwrap()),
+        None
+    );
 }

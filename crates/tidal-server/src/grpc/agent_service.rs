@@ -414,9 +414,13 @@ impl Agents for AgentService {
         tracing::Span::current().record("agent_id", agent.as_str());
         // The check reads the leader's state as of now, not a follower's.
         self.node.linearizable().await?;
-        if let Some(g) = grant.as_ref().filter(|g| g.role() == Role::Agent) {
-            // An agent's credential removes only an agent registered under
-            // that same token.
+        if let Some(g) = grant
+            .as_ref()
+            .filter(|g| g.role() == Role::Agent && g.token.is_some())
+        {
+            // An agent's token removes only an agent registered under that
+            // same token. (An agent certificate under --auth none owns no
+            // agent: it deregisters as before.)
             let owned = {
                 let applied = self.node.state.read();
                 let owner = applied.state.access().agent_token(&agent).cloned();

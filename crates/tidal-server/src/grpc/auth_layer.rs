@@ -1,9 +1,23 @@
-//! The tower layer in front of every service that applies [`crate::auth::policy`] with `--peer-listen` or `--tls-dir`: a refused call is PERMISSION_DENIED, and the service never sees it.
+//! The tower layer in front of every service that applies [`crate::auth::policy`]: the peer plane's rules with `--peer-listen` or `--tls-dir`, and tokens on the public API with `--auth tokens`; a refused call is answered here, and the service never sees it.
 //!
-//! With TLS the caller's certificate decides ([`policy::authorize_tls`]).
-//! Without TLS and without a peer listener the layer passes every call
-//! through, so nothing changes for a server that has neither. Refusals are
-//! logged at warn with the caller's address, the first one per (IP,
+//! Peer plane: with TLS the caller's certificate decides
+//! ([`policy::authorize_tls`]), else with a peer listener its listener and
+//! IP ([`policy::authorize`]); a refusal is PERMISSION_DENIED, logged at
+//! warn. Without TLS and without a peer listener these rules pass every call.
+//!
+//! Public API: under `--auth tokens` every call needs `authorization:
+//! Bearer <token>` ([`policy::bearer`], [`policy::authenticate`],
+//! [`policy::authorize_public`]); a missing, malformed, unknown, expired or
+//! revoked token is UNAUTHENTICATED and a role that may not make the call
+//! PERMISSION_DENIED, logged at info with the token's id (never its
+//! secret). A token this node does not know is judged by the leader: a
+//! follower answers NotLeader naming it, as for any leader-only call, so a
+//! token created a moment ago works everywhere. A passed call carries the
+//! [`Grant`] in its extensions. Under `--auth none` with TLS the grant comes
+//! from the client certificate ([`policy::grant_of_cert`]); under `--auth
+//! none` without TLS nothing is checked and no grant is inserted.
+//!
+//! Refusals are logged with the caller's address, the first one per (IP,
 //! reason) and then a count every [`LOG_EVERY`].
 
 use std::collections::{BTreeSet, HashMap};
@@ -20,7 +34,10 @@ use tower_layer::Layer;
 use super::conn::Caller;
 use super::peer_names::{self, PeerNames};
 use crate::auth::caller::canonical;
-use crate::auth::policy::{self, Denied, Member, Peers, Rpc, TlsPeers};
+use crate::auth::grant::Grant;
+use crate::auth::policy::{self, Denied, Member, Peers, Rpc, TlsPeers, TokenDenied, TokenView};
+use crate::auth::token::Token;
+use crate::config::AuthMode;
 use crate::node::Node;
 use crate::raft::member_addr::MemberAddr;
 
@@ -33,6 +50,8 @@ const LOG_KEYS: usize = 4096;
 pub struct PeerPlane {
     node: Arc<Node>,
     denials: Denials,
+    /// Refused tokens and roles, logged apart from the peer plane's.
+    token_denials: Denials,
     /// Peer addresses that name hosts, resolved.
     names: Arc<PeerNames>,
 }
@@ -46,6 +65,7 @@ impl PeerPlane {
         let plane = Arc::new(PeerPlane {
             node,
             denials: Denials::default(),
+            token_denials: Denials::default(),
             names: Arc::new(PeerNames::default()),
         });
         if plane.enforced() && !plane.tls() {
@@ -191,8 +211,109 @@ impl PeerPlane {
 
     /// Logs a refusal (rate-limited) and returns it as PERMISSION_DENIED.
     pub fn deny(&self, caller: &Caller, denied: Denied) -> tonic::Status {
-        self.denials.log(self.node.id, caller.remote, &denied);
+        self.denials.log(
+            self.node.id,
+            caller.remote,
+            denied.reason(),
+            &denied,
+            None,
+            tracing::Level::WARN,
+        );
         tonic::Status::permission_denied(denied.to_string())
+    }
+
+    /// The grant of a public call with these headers, or the status that
+    /// refuses it. `Ok(None)`: nothing establishes the caller (`--auth
+    /// none` without TLS).
+    fn public_grant(
+        &self,
+        headers: &http::HeaderMap,
+        caller: &Caller,
+        path: &str,
+    ) -> Result<Option<Grant>, tonic::Status> {
+        if self.node.config.auth == AuthMode::None {
+            return Ok(caller.cert.as_deref().and_then(policy::grant_of_cert));
+        }
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let token = policy::bearer(header).map_err(|d| self.refuse(caller, d))?;
+        let grant = match self.authenticate(&token) {
+            Ok(grant) => grant,
+            Err(TokenDenied::Unknown { .. }) if !self.leads() => {
+                // The leader has applied every token it created: it judges.
+                return Err(self.node.not_leader().into());
+            }
+            Err(TokenDenied::Unknown { .. }) if self.bootstrap_pending(&token) => {
+                return Err(tonic::Status::unavailable(
+                    "the bootstrap token is being created (the leader proposes it once the \
+                     cluster holds tokens); retry",
+                ));
+            }
+            Err(denied) => return Err(self.refuse(caller, denied)),
+        };
+        policy::authorize_public(path, grant.role())
+            .map_err(|d| self.refuse_token(caller, d, grant.token.as_deref()))?;
+        Ok(Some(grant))
+    }
+
+    /// [`policy::authenticate`] against this node's applied state.
+    fn authenticate(&self, token: &Token) -> Result<Grant, TokenDenied> {
+        let applied = self.node.state.read();
+        let state = &applied.state;
+        policy::authenticate(
+            token,
+            &TokenView {
+                tokens_held: state.cluster_version() >= tidal_core::access::ACCESS_VERSION,
+                record: state.access().token(token.id()),
+                bootstrap: self.node.bootstrap_token.as_ref(),
+                now_ms: crate::clock::now_ms(),
+            },
+        )
+    }
+
+    /// Whether this node is the Raft leader.
+    fn leads(&self) -> bool {
+        self.node.raft.metrics().borrow().current_leader == Some(self.node.id)
+    }
+
+    /// Whether `token` is `--bootstrap-token-file`'s and the leader has not
+    /// created it yet (no token was ever created).
+    fn bootstrap_pending(&self, token: &Token) -> bool {
+        let Some((id, hash)) = &self.node.bootstrap_token else {
+            return false;
+        };
+        id == token.id()
+            && token.verify(hash)
+            && self.node.state.read().state.access().tokens_created() == 0
+    }
+
+    /// Logs a refused token (rate-limited, at info) and returns it as
+    /// UNAUTHENTICATED or PERMISSION_DENIED.
+    fn refuse(&self, caller: &Caller, denied: TokenDenied) -> tonic::Status {
+        let id = denied.token_id().map(str::to_string);
+        self.refuse_token(caller, denied, id.as_deref())
+    }
+
+    fn refuse_token(
+        &self,
+        caller: &Caller,
+        denied: TokenDenied,
+        token: Option<&str>,
+    ) -> tonic::Status {
+        self.token_denials.log(
+            self.node.id,
+            caller.remote,
+            denied.reason(),
+            &denied,
+            token,
+            tracing::Level::INFO,
+        );
+        if denied.unauthenticated() {
+            tonic::Status::unauthenticated(denied.to_string())
+        } else {
+            tonic::Status::permission_denied(denied.to_string())
+        }
     }
 }
 
@@ -204,8 +325,18 @@ type DenialKey = (IpAddr, &'static str);
 struct Denials(Mutex<HashMap<DenialKey, (Instant, u64)>>);
 
 impl Denials {
-    fn log(&self, node_id: u64, remote: SocketAddr, denied: &Denied) {
-        let key = (canonical(remote.ip()), denied.reason());
+    /// Logs a refusal for `reason` (with the token's id, if any) at
+    /// `level`, the first per (IP, reason) and then a count every [`LOG_EVERY`].
+    fn log(
+        &self,
+        node_id: u64,
+        remote: SocketAddr,
+        reason: &'static str,
+        denied: &dyn std::fmt::Display,
+        token: Option<&str>,
+        level: tracing::Level,
+    ) {
+        let key = (canonical(remote.ip()), reason);
         let now = Instant::now();
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= LOG_KEYS && !seen.contains_key(&key) {
@@ -214,13 +345,24 @@ impl Denials {
         match seen.get_mut(&key) {
             None => {
                 seen.insert(key, (now, 0));
-                tracing::warn!(node_id, remote = %remote, reason = %denied, "refused a call");
+                if level == tracing::Level::WARN {
+                    tracing::warn!(node_id, remote = %remote, reason = %denied, "refused a call");
+                } else {
+                    tracing::info!(node_id, remote = %remote, token = token.unwrap_or("-"),
+                        reason = %denied, "refused a call");
+                }
             }
             Some((last, count)) => {
                 *count += 1;
                 if now.duration_since(*last) >= LOG_EVERY {
-                    tracing::warn!(node_id, remote = %remote, refused = *count, last = %denied,
-                        "refused more calls from this address since the last report");
+                    if level == tracing::Level::WARN {
+                        tracing::warn!(node_id, remote = %remote, refused = *count, last = %denied,
+                            "refused more calls from this address since the last report");
+                    } else {
+                        tracing::info!(node_id, remote = %remote, refused = *count,
+                            token = token.unwrap_or("-"), last = %denied,
+                            "refused more calls from this address since the last report");
+                    }
                     *last = now;
                     *count = 0;
                 }
@@ -263,26 +405,37 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<BoxBody>) -> Self::Future {
-        if !self.plane.enforced() {
-            return Either::Right(self.inner.call(req));
-        }
+    fn call(&mut self, mut req: http::Request<BoxBody>) -> Self::Future {
+        let refuse =
+            |status: tonic::Status| Either::Left(futures::future::ready(Ok(status.into_http())));
         let Some(caller) = req.extensions().get::<Caller>().cloned() else {
             // Every connection the server accepts carries one.
             return Either::Right(self.inner.call(req));
         };
         let rpc = Rpc::of_path(req.uri().path());
-        let verdict = if self.plane.tls() {
-            policy::authorize_tls(rpc, &caller, &self.plane.tls_peers())
-        } else {
-            policy::authorize(rpc, &caller, &self.plane.peers())
-        };
-        match verdict {
-            Ok(()) => Either::Right(self.inner.call(req)),
-            Err(denied) => Either::Left(futures::future::ready(Ok(self
-                .plane
-                .deny(&caller, denied)
-                .into_http()))),
+        if self.plane.enforced() {
+            let verdict = if self.plane.tls() {
+                policy::authorize_tls(rpc, &caller, &self.plane.tls_peers())
+            } else {
+                policy::authorize(rpc, &caller, &self.plane.peers())
+            };
+            if let Err(denied) = verdict {
+                return refuse(self.plane.deny(&caller, denied));
+            }
+        }
+        if let Rpc::Peer(_) = rpc {
+            return Either::Right(self.inner.call(req));
+        }
+        match self
+            .plane
+            .public_grant(req.headers(), &caller, req.uri().path())
+        {
+            Ok(Some(grant)) => {
+                req.extensions_mut().insert(grant);
+                Either::Right(self.inner.call(req))
+            }
+            Ok(None) => Either::Right(self.inner.call(req)),
+            Err(status) => refuse(status),
         }
     }
 }

@@ -529,6 +529,8 @@ impl Cluster for ClusterService {
             cluster_format_version: u32::from(report.cluster_format_version),
             min_format_version: u32::from(tidal_core::FORMAT_VERSION_MIN),
             max_format_version: u32::from(node.supported_format_version()),
+            auth: node.config.auth.as_str().to_string(),
+            tls: node.tls.is_some(),
         }))
     }
 }
