@@ -42,6 +42,9 @@
 //!   are refused; two DCs exchange over TLS.
 //! - `full_disk`: a follower whose data directory fills up exits 5 and names
 //!   it; the others serve on without flooding their logs; freed, it catches up.
+//! - `tenant_isolation`: `--auth tokens`: a user token gets, cancels and lists only
+//!   its tenant's tasks (another's is NOT_FOUND), cannot submit for another
+//!   tenant, and `task get` shows submitted_by; an admin sees every tenant.
 //! - `tenants`: `tidal tenant set | list`; a submit past max-pending is
 //!   RESOURCE_EXHAUSTED (exit 1); max-running-slots holds with agents to spare.
 //! - `forged_peer`: a Python gRPC client built from proto/ forges Raft and exchange
@@ -83,6 +86,7 @@ mod settings;
 mod shutdown;
 mod smoke;
 mod strict_input;
+mod tenant_isolation;
 mod tenants;
 mod tls;
 mod tls_cluster;
