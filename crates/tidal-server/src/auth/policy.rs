@@ -547,9 +547,10 @@ pub const PUBLIC_RULES: &[(&str, &[AccessRole])] = &[
     ("/tidal.v1.Tasks/Cancel", ADMIN_USER),
     ("/tidal.v1.Agents/Session", AGENT),
     ("/tidal.v1.Agents/List", ADMIN),
-    ("/tidal.v1.Agents/Drain", ADMIN),
-    ("/tidal.v1.Agents/Undrain", ADMIN),
-    // An agent deregisters itself after a drain.
+    // An agent's token drains, undrains and deregisters only the agents
+    // registered under it (the handlers check): its graceful exit.
+    ("/tidal.v1.Agents/Drain", ADMIN_AGENT),
+    ("/tidal.v1.Agents/Undrain", ADMIN_AGENT),
     ("/tidal.v1.Agents/Deregister", ADMIN_AGENT),
     ("/tidal.v1.Queues/Set", ADMIN),
     ("/tidal.v1.Queues/List", EVERY_ROLE),

@@ -363,9 +363,11 @@ impl Agents for AgentService {
         &self,
         request: Request<v1::DrainAgentRequest>,
     ) -> Result<Response<v1::AgentInfo>, Status> {
+        let grant = request.extensions().get::<Grant>().cloned();
         let r = request.into_inner();
         let agent = named_agent(&r.agent_id)?;
         tracing::Span::current().record("agent_id", agent.as_str());
+        self.owned_by(grant.as_ref(), &agent, "drain").await?;
         let deadline_ms = match r.deadline_ms {
             Some(ms) if ms > MAX_DRAIN_DEADLINE_MS => {
                 return Err(ServerError::InvalidArgument(format!(
@@ -393,8 +395,10 @@ impl Agents for AgentService {
         &self,
         request: Request<v1::UndrainAgentRequest>,
     ) -> Result<Response<v1::AgentInfo>, Status> {
+        let grant = request.extensions().get::<Grant>().cloned();
         let agent = named_agent(&request.into_inner().agent_id)?;
         tracing::Span::current().record("agent_id", agent.as_str());
+        self.owned_by(grant.as_ref(), &agent, "undrain").await?;
         let index = self
             .admin_write(Command::UndrainAgent {
                 agent: agent.clone(),
@@ -412,28 +416,9 @@ impl Agents for AgentService {
         let grant = request.extensions().get::<Grant>().cloned();
         let agent = named_agent(&request.into_inner().agent_id)?;
         tracing::Span::current().record("agent_id", agent.as_str());
-        // The check reads the leader's state as of now, not a follower's.
+        // The checks read the leader's state as of now, not a follower's.
         self.node.linearizable().await?;
-        if let Some(g) = grant
-            .as_ref()
-            .filter(|g| g.role() == Role::Agent && g.token.is_some())
-        {
-            // An agent's token removes only an agent registered under that
-            // same token. (An agent certificate under --auth none owns no
-            // agent: it deregisters as before.)
-            let owned = {
-                let applied = self.node.state.read();
-                let owner = applied.state.access().agent_token(&agent).cloned();
-                owner.is_some() && owner == g.token
-            };
-            if !owned {
-                return Err(Status::permission_denied(format!(
-                    "agent {agent:?} was not registered under this credential's token ({}): \
-                     an agent's token may deregister only its own agents",
-                    g.token.as_deref().unwrap_or("none")
-                )));
-            }
-        }
+        self.owned_by(grant.as_ref(), &agent, "deregister").await?;
         let held = {
             let applied = self.node.state.read();
             match applied.state.agent(&agent) {
@@ -486,6 +471,31 @@ fn named_agent(id: &str) -> Result<String, Status> {
 impl AgentService {
     /// Commits an agent command that answers `Ok` or a rejection; wakes the
     /// drain driver and the dispatcher (a drain or its end changes both).
+    /// Under an agent's token, refuses a call on `agent` unless the agent
+    /// registered under that same token (PERMISSION_DENIED). Every other
+    /// grant passes: an admin's token, and an agent certificate under
+    /// `--auth none`, which owns no agent. The check reads the leader's
+    /// state as of now, not a follower's.
+    async fn owned_by(&self, grant: Option<&Grant>, agent: &str, verb: &str) -> Result<(), Status> {
+        let Some(g) = grant.filter(|g| g.role() == Role::Agent && g.token.is_some()) else {
+            return Ok(());
+        };
+        self.node.linearizable().await?;
+        let owned = {
+            let applied = self.node.state.read();
+            let owner = applied.state.access().agent_token(agent).cloned();
+            owner.is_some() && owner == g.token
+        };
+        if owned {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "agent {agent:?} was not registered under this credential's token ({}): \
+             an agent's token may {verb} only its own agents",
+            g.token.as_deref().unwrap_or("none")
+        )))
+    }
+
     async fn admin_write(&self, cmd: Command) -> Result<u64, Status> {
         let (resp, index) = self.node.propose(cmd).await?;
         match resp {
