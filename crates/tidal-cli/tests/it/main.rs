@@ -3,6 +3,9 @@
 //! - `authz`: `--auth tokens`: no, malformed, unknown or revoked tokens
 //!   UNAUTHENTICATED and a user's admin calls PERMISSION_DENIED (exit 8); a
 //!   fresh token through a follower; below format version 3 the bootstrap token only.
+//! - `agent_tokens`: an agent of a one-tenant token runs only that tenant's
+//!   tasks; a revoked token ends its agent (exit 8) and the task runs
+//!   elsewhere; SIGTERM drains and deregisters a token's agent.
 //! - `big_entries`: a follower catches up on megabytes of entries.
 //! - `bad_input`: refused requests against a real server: messages, codes, nothing lost.
 //! - `cert`: `tidal cert ca | issue | show`: files, modes, identities, refusals.
@@ -61,6 +64,7 @@
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
 
+mod agent_tokens;
 mod authz;
 mod bad_input;
 mod big_entries;
