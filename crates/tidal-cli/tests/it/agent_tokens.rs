@@ -1,4 +1,4 @@
-//! Agent tokens with real processes (README: Tokens): an agent of a one-tenant token runs that tenant's tasks only; revoking its token ends it with exit 8 and its task runs on another agent under a new fencing token; SIGTERM drains and deregisters a token's agent, which exits 0, and another agent's token may not drain it.
+//! Agent tokens with real processes (README: Tokens): an agent of a one-tenant token runs that tenant's tasks only; revoking its token ends it with exit 8 and its task runs on another agent under a new fencing token; SIGTERM drains and deregisters a token's agent, which exits 0, and another agent's token may neither drain it nor take its id.
 
 use std::path::Path;
 use std::process::Output;
@@ -295,6 +295,22 @@ async fn sigterm_drains_a_token_agent_which_deregisters_and_exits_0() -> anyhow:
             .contains("an agent's token may deregister only its own agents"),
         "{err:?}"
     );
+    // Nor take its id: a second process under id a1 with another agent
+    // token is refused and exits 8; the first keeps its session.
+    c.start_agent(agent("a1", &other, 1, &worker(&runs, 2)))?;
+    let status = c.agents[1]
+        .wait_exit(WAIT)
+        .await
+        .with_context(|| format!("the second a1 still runs\n{}", c.logs_tail(30)))?;
+    assert_eq!(
+        status.code(),
+        Some(CREDENTIALS_REFUSED),
+        "{}",
+        c.logs_tail(30)
+    );
+    let log = std::fs::read_to_string(&c.agents[1].log)?;
+    assert!(log.contains("belongs to another token"), "{log}");
+    assert!(c.agents[0].is_running(), "{}", c.logs_tail(30));
     wait_agent_state(&c, "a1", Some(v1::AgentState::Ready)).await?;
 
     let id = submit(&c, "team-a").await?;
