@@ -146,6 +146,17 @@ async fn tokens_and_roles_are_enforced_at_the_public_api() -> anyhow::Result<()>
     .trim()
     .to_string();
     assert!(user.starts_with("tdl_"), "{user}");
+    // The token records who created it: the bootstrap admin.
+    let listed: serde_json::Value =
+        serde_json::from_str(&tidal_as_ok(&c, &boot, &["token", "list", "-o", "json"])?)?;
+    let alice = listed["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["name"] == "alice")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(alice["created_by"], "token:bootstrap", "{listed}");
 
     // The user submits, gets and lists...
     let id = tidal_as_ok(

@@ -8,6 +8,7 @@ use tidal_core::limits::validate_name;
 use tidal_proto::v1::{self, tokens_server::Tokens};
 use tonic::{Request, Response, Status};
 
+use crate::auth::grant::Grant;
 use crate::auth::token::{self, Token, MAX_TTL_MS};
 use crate::clock::now_ms;
 use crate::error::ServerError;
@@ -130,6 +131,13 @@ impl Tokens for TokenService {
         request: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
         let new = check_create(request.get_ref(), &self.node)?;
+        // Who created it, as the auth layer established the caller; empty
+        // when the server checks neither tokens nor certificates.
+        let created_by = request
+            .extensions()
+            .get::<Grant>()
+            .map(|g| g.principal.id.clone())
+            .unwrap_or_default();
         let token = Token::generate().map_err(|e| ServerError::Internal(e.to_string()))?;
         let record = TokenRecord {
             hash: token.hash(),
@@ -138,7 +146,7 @@ impl Tokens for TokenService {
             tenant: new.tenant,
             created_ms: 0,
             expires_ms: new.ttl_ms.map(|ttl| now_ms().saturating_add(ttl)),
-            created_by: String::new(),
+            created_by,
             revoked_ms: None,
         };
         let (resp, index) = self
