@@ -1,7 +1,6 @@
 //! Agent tokens with real processes (README: Tokens): an agent of a one-tenant token runs that tenant's tasks only; revoking its token ends it with exit 8 and its task runs on another agent under a new fencing token; SIGTERM drains and deregisters a token's agent, which exits 0, and another agent's token may neither drain it nor take its id.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -19,28 +18,12 @@ const CREDENTIALS_REFUSED: i32 = 8;
 /// with the bootstrap token made the first admin token. Returns the
 /// cluster and the bootstrap token.
 async fn cluster() -> anyhow::Result<(Cluster, String)> {
-    let mut c = Cluster::new(ClusterOpts {
+    let (mut c, boot) = Cluster::new_with_tokens(ClusterOpts {
         nodes: 1,
         join: false,
         server_args: vec!["--agent-ttl-ms".into(), "3000".into()],
         ..ClusterOpts::default()
     })?;
-    let boot = c.tidal_ok(&["token", "generate"])?.trim().to_string();
-    let path = c.dir.path().join("admin.token");
-    std::fs::write(&path, format!("{boot}\n"))?;
-    c.spec.server_args.extend([
-        "--auth".to_string(),
-        "tokens".to_string(),
-        "--bootstrap-token-file".to_string(),
-        path.display().to_string(),
-    ]);
-    c.client = Client::with_options(
-        c.endpoints(),
-        ClientOptions {
-            token: Some(Token::new(&boot)?),
-            ..c.spec.client.clone()
-        },
-    )?;
     c.launch().await?;
     let deadline = Instant::now() + WAIT;
     loop {
@@ -53,28 +36,6 @@ async fn cluster() -> anyhow::Result<(Cluster, String)> {
     Ok((c, boot))
 }
 
-/// The CLI against the cluster with `TIDAL_TOKEN` set to `token`.
-fn tidal_as(c: &Cluster, token: &str, args: &[&str]) -> Output {
-    std::process::Command::new(&c.spec.tidal)
-        .args(args)
-        .env("TIDAL_ENDPOINTS", c.endpoints_arg())
-        .env("TIDAL_TOKEN", token)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the tidal binary")
-}
-
-fn tidal_as_ok(c: &Cluster, token: &str, args: &[&str]) -> anyhow::Result<String> {
-    let o = tidal_as(c, token, args);
-    anyhow::ensure!(
-        o.status.success(),
-        "tidal {args:?} exited {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
 /// `tidal token create --role agent` for `tenant` (None: all tenants).
 fn agent_token(c: &Cluster, boot: &str, tenant: Option<&str>) -> anyhow::Result<String> {
     let mut args = vec!["token", "create", "--role", "agent"];
@@ -82,7 +43,7 @@ fn agent_token(c: &Cluster, boot: &str, tenant: Option<&str>) -> anyhow::Result<
         Some(t) => args.extend(["--tenant", t]),
         None => args.push("--all-tenants"),
     }
-    tidal_as_ok(c, boot, &args)
+    c.tidal_as_ok(boot, &args)
 }
 
 /// The id of a token's text: the 16 hex digits after `tdl_`.
@@ -234,7 +195,7 @@ async fn a_tenant_agent_runs_its_tenant_only_and_a_revoke_ends_it_with_exit_8() 
         .first()
         .map(|r| r.2)
         .context("a1's run")?;
-    tidal_as_ok(&c, &boot, &["token", "revoke", &id_of(&a_token)])?;
+    c.tidal_as_ok(&boot, &["token", "revoke", &id_of(&a_token)])?;
     let status = c.agents[0]
         .wait_exit(WAIT)
         .await
@@ -269,7 +230,7 @@ async fn sigterm_drains_a_token_agent_which_deregisters_and_exits_0() -> anyhow:
     // Another agent's token may not drain, undrain or deregister a1.
     let other = agent_token(&c, &boot, Some("team-a"))?;
     for verb in ["drain", "undrain"] {
-        let o = tidal_as(&c, &other, &["agent", verb, "a1"]);
+        let o = c.tidal_as(Some(&other), &["agent", verb, "a1"]);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(
             o.status.code(),

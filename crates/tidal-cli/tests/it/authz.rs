@@ -14,24 +14,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The CLI's exit code for refused credentials.
 const CREDENTIALS_REFUSED: i32 = 8;
 
-/// A cluster whose servers run `--auth tokens` with a bootstrap token
-/// file (made by `tidal token generate`); its client presents that token.
-/// Returns the cluster, not started, and the token.
-fn cluster(opts: ClusterOpts) -> anyhow::Result<(Cluster, String)> {
-    let mut c = Cluster::new(opts)?;
-    let boot = c.tidal_ok(&["token", "generate"])?.trim().to_string();
-    let path = c.dir.path().join("admin.token");
-    std::fs::write(&path, format!("{boot}\n"))?;
-    c.spec.server_args.extend([
-        "--auth".to_string(),
-        "tokens".to_string(),
-        "--bootstrap-token-file".to_string(),
-        path.display().to_string(),
-    ]);
-    c.client = client(&c, &c.endpoints(), Some(&boot))?;
-    Ok((c, boot))
-}
-
 /// A client of `endpoints` presenting `token`.
 fn client(c: &Cluster, endpoints: &[String], token: Option<&str>) -> anyhow::Result<Client> {
     let opts = ClientOptions {
@@ -39,31 +21,6 @@ fn client(c: &Cluster, endpoints: &[String], token: Option<&str>) -> anyhow::Res
         ..c.spec.client.clone()
     };
     Ok(Client::with_options(endpoints.to_vec(), opts)?)
-}
-
-/// The CLI against the cluster with `TIDAL_TOKEN` set to `token` (unset
-/// for None).
-fn tidal_as(c: &Cluster, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(&c.spec.tidal);
-    cmd.args(args)
-        .env("TIDAL_ENDPOINTS", c.endpoints_arg())
-        .env_remove("TIDAL_TOKEN")
-        .env_remove("RUST_LOG");
-    if let Some(t) = token {
-        cmd.env("TIDAL_TOKEN", t);
-    }
-    cmd.output().expect("run the tidal binary")
-}
-
-fn tidal_as_ok(c: &Cluster, token: &str, args: &[&str]) -> anyhow::Result<String> {
-    let o = tidal_as(c, Some(token), args);
-    anyhow::ensure!(
-        o.status.success(),
-        "tidal {args:?} exited {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// Asserts the CLI exits 8 and says `says` on stderr.
@@ -99,19 +56,19 @@ async fn wait_tokens(c: &Cluster) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_roles_are_enforced_at_the_public_api() -> anyhow::Result<()> {
-    let (mut c, boot) = cluster(ClusterOpts::default())?;
+    let (mut c, boot) = Cluster::new_with_tokens(ClusterOpts::default())?;
     c.launch().await?;
     wait_tokens(&c).await?;
 
     // Every node says how it checks callers.
-    let status = tidal_as_ok(&c, &boot, &["status"])?;
+    let status = c.tidal_as_ok(&boot, &["status"])?;
     assert!(
         status.contains("AUTH") && status.contains("tokens"),
         "{status}"
     );
 
     // No token: UNAUTHENTICATED, exit 8, saying how to give one.
-    let o = tidal_as(&c, None, &["task", "list"]);
+    let o = c.tidal_as(None, &["task", "list"]);
     refused(&o, "no token");
     refused(&o, "--token or TIDAL_TOKEN");
     let anonymous = client(&c, &c.endpoints(), None)?;
@@ -122,7 +79,7 @@ async fn tokens_and_roles_are_enforced_at_the_public_api() -> anyhow::Result<()>
 
     // A malformed header or token: UNAUTHENTICATED.
     refused(
-        &tidal_as(&c, Some("not-a-token"), &["task", "list"]),
+        &c.tidal_as(Some("not-a-token"), &["task", "list"]),
         "not a tidal token",
     );
     let junk = client(&c, &c.endpoints(), Some("tdl_0123456789abcdef_tooshort"))?;
@@ -131,24 +88,24 @@ async fn tokens_and_roles_are_enforced_at_the_public_api() -> anyhow::Result<()>
     // A well-formed token the cluster never made: UNAUTHENTICATED, from the leader.
     let stranger = c.tidal_ok(&["token", "generate"])?.trim().to_string();
     refused(
-        &tidal_as(&c, Some(&stranger), &["task", "list"]),
+        &c.tidal_as(Some(&stranger), &["task", "list"]),
         "is not known to this cluster",
     );
 
     // The bootstrap admin makes a user token.
-    let user = tidal_as_ok(
-        &c,
-        &boot,
-        &[
-            "token", "create", "--role", "user", "--tenant", "team-a", "--name", "alice",
-        ],
-    )?
-    .trim()
-    .to_string();
+    let user = c
+        .tidal_as_ok(
+            &boot,
+            &[
+                "token", "create", "--role", "user", "--tenant", "team-a", "--name", "alice",
+            ],
+        )?
+        .trim()
+        .to_string();
     assert!(user.starts_with("tdl_"), "{user}");
     // The token records who created it: the bootstrap admin.
     let listed: serde_json::Value =
-        serde_json::from_str(&tidal_as_ok(&c, &boot, &["token", "list", "-o", "json"])?)?;
+        serde_json::from_str(&c.tidal_as_ok(&boot, &["token", "list", "-o", "json"])?)?;
     let alice = listed["tokens"]
         .as_array()
         .into_iter()
@@ -159,18 +116,18 @@ async fn tokens_and_roles_are_enforced_at_the_public_api() -> anyhow::Result<()>
     assert_eq!(alice["created_by"], "token:bootstrap", "{listed}");
 
     // The user submits, gets and lists...
-    let id = tidal_as_ok(
-        &c,
-        &user,
-        &["task", "submit", "--type", "t2i", "--payload", "hello"],
-    )?
-    .trim()
-    .to_string();
-    let got = tidal_as_ok(&c, &user, &["task", "get", &id])?;
+    let id = c
+        .tidal_as_ok(
+            &user,
+            &["task", "submit", "--type", "t2i", "--payload", "hello"],
+        )?
+        .trim()
+        .to_string();
+    let got = c.tidal_as_ok(&user, &["task", "get", &id])?;
     assert!(got.contains(&id), "{got}");
-    let listed = tidal_as_ok(&c, &user, &["task", "list"])?;
+    let listed = c.tidal_as_ok(&user, &["task", "list"])?;
     assert!(listed.contains(&id), "{listed}");
-    tidal_as_ok(&c, &user, &["status"])?;
+    c.tidal_as_ok(&user, &["status"])?;
     // ...but administers nothing: PERMISSION_DENIED, naming the role and the call.
     for (args, call) in [
         (
@@ -191,7 +148,7 @@ async fn tokens_and_roles_are_enforced_at_the_public_api() -> anyhow::Result<()>
         ),
         (vec!["agent", "drain", "a1"], "Agents/Drain"),
     ] {
-        let o = tidal_as(&c, Some(&user), &args);
+        let o = c.tidal_as(Some(&user), &args);
         refused(&o, &format!("role user may not call {call}"));
     }
     let as_user = client(&c, &c.endpoints(), Some(&user))?;
@@ -234,9 +191,9 @@ async fn tokens_and_roles_are_enforced_at_the_public_api() -> anyhow::Result<()>
 
     // Revoked: UNAUTHENTICATED on every node.
     let user_id = user.split('_').nth(1).unwrap_or_default().to_string();
-    tidal_as_ok(&c, &boot, &["token", "revoke", &user_id])?;
+    c.tidal_as_ok(&boot, &["token", "revoke", &user_id])?;
     refused(
-        &tidal_as(&c, Some(&user), &["task", "list"]),
+        &c.tidal_as(Some(&user), &["task", "list"]),
         &format!("token {user_id} was revoked"),
     );
     let deadline = Instant::now() + WAIT;
@@ -274,7 +231,7 @@ async fn tokens_and_roles_are_enforced_at_the_public_api() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_version_3_only_the_bootstrap_token_is_taken() -> anyhow::Result<()> {
-    let (mut c, boot) = cluster(ClusterOpts {
+    let (mut c, boot) = Cluster::new_with_tokens(ClusterOpts {
         nodes: 1,
         ..ClusterOpts::default()
     })?;
@@ -284,13 +241,13 @@ async fn below_version_3_only_the_bootstrap_token_is_taken() -> anyhow::Result<(
     // The bootstrap token is an admin's: it submits and administers.
     let t = c.client.submit_one(spec()).await?;
     c.client.get_task(&t.id, false).await?;
-    tidal_as_ok(&c, &boot, &["queue", "set", "vip", "--weight", "2"])?;
+    c.tidal_as_ok(&boot, &["queue", "set", "vip", "--weight", "2"])?;
     // Any other token is refused, saying why.
     let other = c.tidal_ok(&["token", "generate"])?.trim().to_string();
     refused(
-        &tidal_as(&c, Some(&other), &["task", "list"]),
+        &c.tidal_as(Some(&other), &["task", "list"]),
         "tokens need cluster format version 3",
     );
-    refused(&tidal_as(&c, None, &["status"]), "no token");
+    refused(&c.tidal_as(None, &["status"]), "no token");
     Ok(())
 }

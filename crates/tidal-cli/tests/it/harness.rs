@@ -157,6 +157,57 @@ impl Cluster {
         Ok(Cluster(tidal_testkit::Cluster::new(spec)?))
     }
 
+    /// As [`Cluster::new`], with every server under `--auth tokens` and a
+    /// bootstrap token file made by `tidal token generate`; the kit's
+    /// client presents that token. Returns the cluster, not started, and
+    /// the token.
+    pub fn new_with_tokens(opts: ClusterOpts) -> anyhow::Result<(Cluster, String)> {
+        let mut c = Cluster::new(opts)?;
+        let boot = c.tidal_ok(&["token", "generate"])?.trim().to_string();
+        let path = c.dir.path().join("admin.token");
+        std::fs::write(&path, format!("{boot}\n"))?;
+        c.spec.server_args.extend([
+            "--auth".to_string(),
+            "tokens".to_string(),
+            "--bootstrap-token-file".to_string(),
+            path.display().to_string(),
+        ]);
+        c.client = tidal_client::Client::with_options(
+            c.endpoints(),
+            tidal_client::ClientOptions {
+                token: Some(tidal_client::Token::new(&boot)?),
+                ..c.spec.client.clone()
+            },
+        )?;
+        Ok((c, boot))
+    }
+
+    /// The CLI against the cluster with `TIDAL_TOKEN` set to `token` (unset
+    /// for None).
+    pub fn tidal_as(&self, token: Option<&str>, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(&self.spec.tidal);
+        cmd.args(args)
+            .env("TIDAL_ENDPOINTS", self.endpoints_arg())
+            .env_remove("TIDAL_TOKEN")
+            .env_remove("RUST_LOG");
+        if let Some(t) = token {
+            cmd.env("TIDAL_TOKEN", t);
+        }
+        cmd.output().expect("run the tidal binary")
+    }
+
+    /// [`Cluster::tidal_as`] that must succeed: its stdout, trimmed.
+    pub fn tidal_as_ok(&self, token: &str, args: &[&str]) -> anyhow::Result<String> {
+        let o = self.tidal_as(Some(token), args);
+        anyhow::ensure!(
+            o.status.success(),
+            "tidal {args:?} exited {:?}: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+
     /// Starts every node (node 1 with `--init`), waits for a leader and, if
     /// `opts.join`, adds and promotes the others one at a time.
     pub async fn start(opts: ClusterOpts) -> anyhow::Result<Cluster> {

@@ -1,42 +1,17 @@
 //! Tenants kept apart with real processes under `--auth tokens` (README: Tokens): a user token sees, lists and cancels only its own tenant's tasks, cannot submit for another tenant, and every task records who submitted it.
 
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use tidal_client::{ClientOptions, Token};
 use tokio::time::{sleep, Instant};
 
 use crate::harness::{Cluster, ClusterOpts};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The CLI against the cluster presenting `token` (`TIDAL_TOKEN`).
-fn tidal_as(c: &Cluster, token: &str, args: &[&str]) -> Output {
-    std::process::Command::new(&c.spec.tidal)
-        .args(args)
-        .env("TIDAL_ENDPOINTS", c.endpoints_arg())
-        .env("TIDAL_TOKEN", token)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the tidal binary")
-}
-
-fn tidal_as_ok(c: &Cluster, token: &str, args: &[&str]) -> anyhow::Result<String> {
-    let o = tidal_as(c, token, args);
-    anyhow::ensure!(
-        o.status.success(),
-        "tidal {args:?} exited {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
 /// A user token for `tenant` named `name`, made by the admin.
 fn user_token(c: &Cluster, admin: &str, name: &str, tenant: &str) -> anyhow::Result<String> {
-    tidal_as_ok(
-        c,
+    c.tidal_as_ok(
         admin,
         &[
             "token", "create", "--role", "user", "--tenant", tenant, "--name", name,
@@ -46,7 +21,7 @@ fn user_token(c: &Cluster, admin: &str, name: &str, tenant: &str) -> anyhow::Res
 
 /// The ids `task list -o json` shows to `token`.
 fn listed(c: &Cluster, token: &str) -> anyhow::Result<Vec<String>> {
-    let v: Value = serde_json::from_str(&tidal_as_ok(c, token, &["task", "list", "-o", "json"])?)?;
+    let v: Value = serde_json::from_str(&c.tidal_as_ok(token, &["task", "list", "-o", "json"])?)?;
     Ok(v["tasks"]
         .as_array()
         .into_iter()
@@ -57,23 +32,7 @@ fn listed(c: &Cluster, token: &str) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_can_neither_see_nor_cancel_anothers_tasks() -> anyhow::Result<()> {
-    let mut c = Cluster::new(ClusterOpts::default())?;
-    let admin = c.tidal_ok(&["token", "generate"])?.trim().to_string();
-    let path = c.dir.path().join("admin.token");
-    std::fs::write(&path, format!("{admin}\n"))?;
-    c.spec.server_args.extend([
-        "--auth".to_string(),
-        "tokens".to_string(),
-        "--bootstrap-token-file".to_string(),
-        path.display().to_string(),
-    ]);
-    c.client = tidal_client::Client::with_options(
-        c.endpoints(),
-        ClientOptions {
-            token: Some(Token::new(&admin)?),
-            ..c.spec.client.clone()
-        },
-    )?;
+    let (mut c, admin) = Cluster::new_with_tokens(ClusterOpts::default())?;
     c.launch().await?;
     // The leader makes the bootstrap token the first admin token.
     let deadline = Instant::now() + WAIT;
@@ -85,15 +44,15 @@ async fn one_tenant_can_neither_see_nor_cancel_anothers_tasks() -> anyhow::Resul
     let alice = user_token(&c, &admin, "alice", "team-a")?;
     let bob = user_token(&c, &admin, "bob", "team-b")?;
     let submit = ["task", "submit", "--type", "t2i", "--payload", "x"];
-    let theirs = tidal_as_ok(&c, &bob, &submit)?;
-    let mine = tidal_as_ok(&c, &alice, &submit)?;
+    let theirs = c.tidal_as_ok(&bob, &submit)?;
+    let mine = c.tidal_as_ok(&alice, &submit)?;
 
     // Get and cancel of bob's task: NOT_FOUND, worded as for a task that
     // does not exist.
     let missing = "t0000099999";
     for verb in ["get", "cancel"] {
-        let absent = tidal_as(&c, &alice, &["task", verb, missing]);
-        let hidden = tidal_as(&c, &alice, &["task", verb, &theirs]);
+        let absent = c.tidal_as(Some(&alice), &["task", verb, missing]);
+        let hidden = c.tidal_as(Some(&alice), &["task", verb, &theirs]);
         assert!(!hidden.status.success());
         assert_eq!(hidden.status.code(), absent.status.code());
         let (absent, hidden) = (
@@ -106,11 +65,8 @@ async fn one_tenant_can_neither_see_nor_cancel_anothers_tasks() -> anyhow::Resul
         );
         assert_eq!(hidden, absent);
     }
-    let t: Value = serde_json::from_str(&tidal_as_ok(
-        &c,
-        &bob,
-        &["task", "get", &theirs, "-o", "json"],
-    )?)?;
+    let t: Value =
+        serde_json::from_str(&c.tidal_as_ok(&bob, &["task", "get", &theirs, "-o", "json"])?)?;
     assert_eq!(t["state"], "pending", "bob's task was not cancelled: {t}");
 
     // Lists: each user its own; the admin both.
@@ -119,9 +75,8 @@ async fn one_tenant_can_neither_see_nor_cancel_anothers_tasks() -> anyhow::Resul
     assert_eq!(listed(&c, &admin)?, [theirs.clone(), mine.clone()]);
 
     // A body naming another tenant is refused; naming its own is fine.
-    let o = tidal_as(
-        &c,
-        &alice,
+    let o = c.tidal_as(
+        Some(&alice),
         &["task", "submit", "--type", "t2i", "--tenant", "team-b"],
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -131,18 +86,14 @@ async fn one_tenant_can_neither_see_nor_cancel_anothers_tasks() -> anyhow::Resul
         "{stderr}"
     );
     assert_eq!(listed(&c, &bob)?, vec![theirs.clone()]);
-    tidal_as_ok(
-        &c,
+    c.tidal_as_ok(
         &alice,
         &["task", "submit", "--type", "t2i", "--tenant", "team-a"],
     )?;
 
     // The task records its tenant and who submitted it.
-    let t: Value = serde_json::from_str(&tidal_as_ok(
-        &c,
-        &alice,
-        &["task", "get", &mine, "-o", "json"],
-    )?)?;
+    let t: Value =
+        serde_json::from_str(&c.tidal_as_ok(&alice, &["task", "get", &mine, "-o", "json"])?)?;
     assert_eq!(t["tenant"], "team-a", "{t}");
     assert_eq!(t["submitted_by"]["role"], "user", "{t}");
     let by = t["submitted_by"]["id"]
@@ -150,15 +101,15 @@ async fn one_tenant_can_neither_see_nor_cancel_anothers_tasks() -> anyhow::Resul
         .unwrap_or_default()
         .to_string();
     assert!(by.contains("alice"), "{t}");
-    let text = tidal_as_ok(&c, &alice, &["task", "get", &mine])?;
+    let text = c.tidal_as_ok(&alice, &["task", "get", &mine])?;
     assert!(text.contains(&format!("{by} (user)")), "{text}");
 
     // The admin sees and cancels both.
     for id in [&mine, &theirs] {
-        tidal_as_ok(&c, &admin, &["task", "get", id])?;
+        c.tidal_as_ok(&admin, &["task", "get", id])?;
     }
-    tidal_as_ok(&c, &admin, &["task", "cancel", &theirs])?;
+    c.tidal_as_ok(&admin, &["task", "cancel", &theirs])?;
     // Alice cancels her own.
-    tidal_as_ok(&c, &alice, &["task", "cancel", &mine])?;
+    c.tidal_as_ok(&alice, &["task", "cancel", &mine])?;
     Ok(())
 }
