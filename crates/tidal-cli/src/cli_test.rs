@@ -696,11 +696,20 @@ fn dev_form_and_global_log_format() {
     };
     assert_eq!(d.dir, std::path::PathBuf::from(".tidal-dev"));
     assert_eq!(d.dcs, 1);
-    assert!(!d.tls);
+    assert!(!d.tls && !d.insecure);
+    // --tls is the default and still accepted; --insecure opts out of TLS and tokens.
     let Command::Dev(d) = parse(&["dev", "--tls"]).command else {
         panic!()
     };
-    assert!(d.tls);
+    assert!(d.tls && !d.insecure);
+    let Command::Dev(d) = parse(&["dev", "--insecure"]).command else {
+        panic!()
+    };
+    assert!(d.insecure);
+    assert_eq!(
+        usage_error(&["dev", "--tls", "--insecure"]),
+        ErrorKind::ArgumentConflict
+    );
     let Command::Dev(d) = parse(&["dev", "--dcs", "2"]).command else {
         panic!()
     };

@@ -39,9 +39,13 @@ impl Supervisor {
         args: &[String],
         log: &Path,
     ) -> anyhow::Result<()> {
-        let mut proc = Proc::new(name, exe, args.to_vec(), log)
-            .own_process_group()
-            .die_with_parent(libc::SIGTERM);
+        self.start(kind, Proc::new(name, exe, args.to_vec(), log))
+    }
+
+    /// Starts `proc` (its environment as set) in a process group of its
+    /// own, sent SIGTERM if this process dies.
+    pub fn start(&mut self, kind: Kind, proc: Proc) -> anyhow::Result<()> {
+        let mut proc = proc.own_process_group().die_with_parent(libc::SIGTERM);
         proc.start()?;
         self.children.push(Child {
             kind,

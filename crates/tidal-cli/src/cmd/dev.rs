@@ -1,16 +1,19 @@
 //! `tidal dev`: a local 3-node cluster and agents on 127.0.0.1, as child
-//! processes of this binary, with a short demo; Ctrl-C stops everything.
+//! processes of this binary, over mutual TLS with tokens (or plaintext with
+//! `--insecure`), with a short demo; Ctrl-C stops everything.
 
+use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use tidal_client::Client;
+use tidal_client::{Client, Token};
 use tidal_proto::v1;
-use tidal_testkit::{AgentSpec, Kind, ServerSpec, Supervisor};
+use tidal_testkit::{AgentSpec, Kind, Proc, ServerSpec, Supervisor};
 use tidal_tls::issue::{self, Request, Validity};
 use tidal_tls::rustls::ClientConfig;
 use tidal_tls::{CertIdentity, Expect, Role, TlsDir};
@@ -21,11 +24,33 @@ use crate::shutdown;
 
 const NODES: u64 = 3;
 
+/// In DIR: every DC's bootstrap token, the admin token of the dev's own
+/// calls and of the CLI.
+const ADMIN_TOKEN: &str = "admin.token";
+/// In each DC's directory: its agents' token (role agent, every tenant).
+const AGENT_TOKEN: &str = "agent.token";
+/// The name the agents' token is created under (`tidal token list`).
+const AGENT_TOKEN_NAME: &str = "dev-agents";
+/// In each DC's directory: `. DIR/env` points the CLI at that DC.
+const ENV_FILE: &str = "env";
+/// Variables of a user's shell (`. DIR/env` sets them) that the dev's
+/// servers and agents must not inherit: the dev passes its own.
+const NOT_INHERITED: [&str; 4] = [
+    "TIDAL_ENDPOINTS",
+    "TIDAL_TLS_DIR",
+    "TIDAL_TOKEN",
+    "TIDAL_INSECURE",
+];
+
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Data and logs stay in DIR. Run `tidal dev` again to restart the same cluster \
-    from its data (membership is kept; nothing is re-initialised), or pass --fresh to delete \
-    DIR/node1..3, DIR/tls and the logs first."
+    after_help = "By default every server runs mutual TLS and --auth tokens: the CA and \
+    certificates are in DIR/tls, the admin token (every server's bootstrap token) in \
+    DIR/admin.token, the agents' token in DIR/agent.token, and `. DIR/env` sets TIDAL_ENDPOINTS, \
+    TIDAL_TLS_DIR and TIDAL_TOKEN for the CLI. --insecure: plaintext and --auth none.\n\
+    Data and logs stay in DIR. Run `tidal dev` again to restart the same cluster \
+    from its data (membership and tokens are kept; nothing is re-initialised), or pass --fresh \
+    to delete DIR/node1..3, DIR/tls, the tokens, DIR/env and the logs first."
 )]
 pub struct DevArgs {
     /// Where nodes keep their data and everything writes its log.
@@ -51,9 +76,13 @@ pub struct DevArgs {
     /// capabilities, so part of the demo runs in dc-b and is followed from dc-a.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     pub dcs: u8,
-    /// Mutual TLS everywhere: certificates in DIR/tls (a CA, node-N,
-    /// agent-N and client), made on the first start and kept.
+    /// Plaintext and no tokens (every server with --auth none), as on a
+    /// machine no one else can reach.
     #[arg(long)]
+    pub insecure: bool,
+    /// Mutual TLS: the default (certificates in DIR/tls); kept so that
+    /// older command lines still work.
+    #[arg(long, hide = true, conflicts_with = "insecure")]
     pub tls: bool,
 }
 
@@ -113,16 +142,21 @@ struct Layout {
     /// The other DCs: name and endpoints.
     peers: Vec<(String, Vec<String>)>,
     profiles: &'static [Profile],
-    /// With --tls: the certificates and the client's TLS configuration.
-    tls: Option<DevTls>,
+    /// Without --insecure: the certificates, the client's TLS
+    /// configuration and the admin token.
+    secure: Option<Secure>,
 }
 
-/// What --tls gives every DC of the dev setup.
+/// What every DC of the dev setup gets without --insecure.
 #[derive(Clone)]
-struct DevTls {
+struct Secure {
     /// DIR/tls: ca, node-N, agent-N (prefixed by the DC with --dcs 2), client.
-    dir: PathBuf,
+    tls_dir: PathBuf,
     client: Arc<ClientConfig>,
+    /// DIR/admin.token: every DC's `--bootstrap-token-file`.
+    admin_file: PathBuf,
+    /// Its token, which the dev's own calls present.
+    admin: String,
 }
 
 impl Layout {
@@ -146,32 +180,75 @@ impl Layout {
         &self.profiles[((i - 1) as usize) % self.profiles.len()]
     }
 
-    /// A client of this DC (over TLS with --tls).
+    /// Its agents' token file.
+    fn agent_token_file(&self) -> PathBuf {
+        self.dir.join(AGENT_TOKEN)
+    }
+
+    /// A client of this DC (over TLS, with the admin token, unless --insecure).
     fn client(&self) -> anyhow::Result<Client> {
-        super::client_with_tls(
+        let token = match &self.secure {
+            Some(s) => Some(Token::new(&s.admin).context("the admin token")?),
+            None => None,
+        };
+        super::client_with(
             &self.endpoints,
             Duration::from_secs(20),
-            self.tls.as_ref().map(|t| t.client.clone()),
+            self.secure.as_ref().map(|s| s.client.clone()),
+            token,
         )
     }
 
-    /// `--tls-dir DIR/tls/NAME` (prefixed) with --tls, nothing without.
+    /// `--tls-dir DIR/tls/NAME` (prefixed), nothing with --insecure.
     fn tls_args(&self, what: &str) -> Vec<String> {
-        match &self.tls {
-            Some(t) => vec![
+        match &self.secure {
+            Some(s) => vec![
                 "--tls-dir".into(),
-                t.dir.join(self.name(what)).display().to_string(),
+                s.tls_dir.join(self.name(what)).display().to_string(),
             ],
             None => Vec::new(),
         }
     }
+
+    /// Every server's `--auth`, given explicitly: tokens with the admin
+    /// token as the bootstrap token, or none with --insecure.
+    fn auth_args(&self) -> Vec<String> {
+        match &self.secure {
+            Some(s) => vec![
+                "--auth".into(),
+                "tokens".into(),
+                "--bootstrap-token-file".into(),
+                s.admin_file.display().to_string(),
+            ],
+            None => vec!["--auth".into(), "none".into()],
+        }
+    }
+
+    /// The endpoints as a client names them: `https://` over TLS (an
+    /// https:// endpoint refuses plaintext).
+    fn client_endpoints(&self) -> String {
+        let scheme = if self.secure.is_some() {
+            "https://"
+        } else {
+            ""
+        };
+        self.endpoints
+            .iter()
+            .map(|e| format!("{scheme}{e}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
-/// Makes DIR/tls on the first start with --tls: a CA, then a certificate
+/// Makes DIR/tls on the first start: a CA, then a certificate
 /// for every node (`node-N`), agent (`agent-N`) and the client
 /// (`client`); a directory already holding the certificate wanted is kept,
 /// one naming someone else (another --dc) is issued again.
-fn ensure_pki(root: &Path, layouts: &[Layout], agents: u32) -> anyhow::Result<DevTls> {
+fn ensure_pki(
+    root: &Path,
+    layouts: &[Layout],
+    agents: u32,
+) -> anyhow::Result<(PathBuf, Arc<ClientConfig>)> {
     let dir = root.join("tls");
     let ca = dir.join("ca");
     if !ca.join(tidal_tls::files::CA_FILE).exists() {
@@ -216,7 +293,146 @@ fn ensure_pki(root: &Path, layouts: &[Layout], agents: u32) -> anyhow::Result<De
     let context = || format!("loading {}", client_dir.display());
     let loaded = TlsDir::load(&client_dir).with_context(context)?;
     let client = tidal_tls::client_config(&loaded, Expect::AnyServer).with_context(context)?;
-    Ok(DevTls { dir, client })
+    Ok((dir, client))
+}
+
+/// DIR/admin.token, made on the first start (as `tidal token generate`
+/// makes one) and kept: every DC's bootstrap token, and the admin token
+/// of the dev's own calls and of the CLI.
+fn ensure_admin_token(root: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let path = root.join(ADMIN_TOKEN);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if tidal_server::auth::token::Token::parse(&text).is_ok() {
+            return Ok((path, text.trim().to_string()));
+        }
+        println!("{} holds no token: making a new one", path.display());
+    }
+    let token = tidal_server::auth::token::Token::generate().context("generating a token")?;
+    let text = token.reveal();
+    write_private(&path, &format!("{text}\n"))?;
+    println!(
+        "created an admin token (token {}) in {}",
+        token.id(),
+        path.display()
+    );
+    Ok((path, text))
+}
+
+/// The agents' token of a DC whose servers are up: DIR/agent.token if the
+/// cluster holds it and it is active, else a new one (role agent, every
+/// tenant), written there. Older dev agent tokens are revoked first, since
+/// an agent id registered under an active token is refused to any other.
+async fn agent_token(client: &Client, l: &Layout) -> anyhow::Result<String> {
+    let path = l.agent_token_file();
+    let tokens = client.list_tokens().await.context("listing tokens")?;
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = text.trim().to_string();
+        let id = Token::new(&text)
+            .ok()
+            .and_then(|t| t.id().map(str::to_string));
+        if tokens
+            .iter()
+            .any(|t| t.active && Some(t.id.as_str()) == id.as_deref())
+        {
+            println!("{}: agents use the token in {}", l.dc, path.display());
+            return Ok(text);
+        }
+    }
+    for stale in tokens
+        .iter()
+        .filter(|t| t.active && t.name == AGENT_TOKEN_NAME)
+    {
+        client
+            .revoke_token(&stale.id)
+            .await
+            .with_context(|| format!("revoking the old agents' token {}", stale.id))?;
+    }
+    let created = client
+        .create_token(v1::CreateTokenRequest {
+            role: "agent".into(),
+            all_tenants: true,
+            name: AGENT_TOKEN_NAME.into(),
+            ..v1::CreateTokenRequest::default()
+        })
+        .await
+        .context("creating the agents' token")?;
+    write_private(&path, &format!("{}\n", created.token))?;
+    println!(
+        "{}: created the agents' token (token {}, role agent, every tenant) in {}",
+        l.dc,
+        created.info.map(|i| i.id).unwrap_or_default(),
+        path.display()
+    );
+    Ok(created.token)
+}
+
+/// Writes `text` to `path` with mode 0600, through a new file renamed
+/// over it (a reader sees the old text or the new, never a part).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("new");
+    let context = || format!("writing {}", path.display());
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(context)?;
+    f.write_all(text.as_bytes()).with_context(context)?;
+    f.sync_all().with_context(context)?;
+    std::fs::rename(&tmp, path).with_context(context)
+}
+
+/// `s` as one word of a POSIX shell.
+fn sh_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._,:=@+-%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// DIR/env of a DC (and of the first DC in DIR too, with --dcs 2): what
+/// `. DIR/env` sets for the CLI.
+fn write_env(layouts: &[Layout]) -> anyhow::Result<()> {
+    let text = |l: &Layout| {
+        let mut t = format!(
+            "# tidal dev, dc {}: `. {}` points the tidal CLI at it.\n",
+            l.dc,
+            l.dir.join(ENV_FILE).display()
+        );
+        t += &format!(
+            "export TIDAL_ENDPOINTS={}\n",
+            sh_word(&l.client_endpoints())
+        );
+        match &l.secure {
+            Some(s) => {
+                let client = s.tls_dir.join("client").display().to_string();
+                t += &format!("export TIDAL_TLS_DIR={}\n", sh_word(&client));
+                t += &format!("export TIDAL_TOKEN={}\n", sh_word(&s.admin));
+                t += "unset TIDAL_INSECURE\n";
+            }
+            None => t += "unset TIDAL_TLS_DIR TIDAL_TOKEN TIDAL_INSECURE\n",
+        }
+        t
+    };
+    let first = &layouts[0];
+    let mut top = text(first);
+    for l in &layouts[1..] {
+        top += &format!(
+            "# dc {}: . {}\n",
+            l.dc,
+            sh_word(&l.dir.join(ENV_FILE).display().to_string())
+        );
+    }
+    write_private(&first.root.join(ENV_FILE), &top)?;
+    if layouts.len() > 1 {
+        for l in layouts {
+            write_private(&l.dir.join(ENV_FILE), &text(l))?;
+        }
+    }
+    Ok(())
 }
 
 /// Every DC of the dev setup: one, or dc-a and dc-b linked as peers.
@@ -260,7 +476,7 @@ fn layouts(args: &DevArgs, exe: PathBuf, root: PathBuf) -> Vec<Layout> {
                 (_, 0) => &PROFILES_A,
                 _ => &PROFILES_B,
             },
-            tls: None,
+            secure: None,
         })
         .collect()
 }
@@ -289,12 +505,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             format!("port {e} is in use (another `tidal dev` or server running? stop it or pick --base-port)")
         })?;
     }
-    if args.tls {
-        let tls = ensure_pki(&layouts[0].root, &layouts, args.agents)?;
+    if !args.insecure {
+        let root = &layouts[0].root;
+        let (tls_dir, client) = ensure_pki(root, &layouts, args.agents)?;
+        let (admin_file, admin) = ensure_admin_token(root)?;
+        let secure = Secure {
+            tls_dir,
+            client,
+            admin_file,
+            admin,
+        };
         for l in &mut layouts {
-            l.tls = Some(tls.clone());
+            l.secure = Some(secure.clone());
         }
     }
+    for l in &layouts {
+        std::fs::create_dir_all(&l.dir).with_context(|| format!("creating {}", l.dir.display()))?;
+    }
+    write_env(&layouts)?;
 
     let signal = shutdown::on_signal()?;
     tokio::pin!(signal);
@@ -327,10 +555,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 /// Deletes only what `tidal dev` creates: the node directories, the
-/// certificates and logs.
+/// certificates, tokens, env and logs.
 fn clear(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
         return Ok(());
+    }
+    for name in [ADMIN_TOKEN, AGENT_TOKEN, ENV_FILE] {
+        let f = dir.join(name);
+        if f.exists() {
+            std::fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+        }
     }
     let created = (1..=NODES).map(|i| format!("node{i}")).chain([
         "dc-a".to_string(),
@@ -363,8 +597,12 @@ async fn start(args: &DevArgs, layouts: &[Layout], sup: &mut Supervisor) -> anyh
         start_dc(l, sup).await?;
     }
     for l in layouts {
+        let token = match (&l.secure, args.agents) {
+            (Some(_), 1..) => Some(agent_token(&l.client()?, l).await?),
+            _ => None,
+        };
         for i in 1..=args.agents {
-            start_agent(l, sup, i)?;
+            start_agent(l, sup, i, token.as_deref())?;
         }
     }
     for l in layouts {
@@ -472,7 +710,8 @@ fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::R
         spec.args.push(format!("{dc}={}", endpoints.join(",")));
     }
     spec.args.extend(l.tls_args(&format!("node-{n}")));
-    sup.spawn(&name, Kind::Server, &l.exe, &spec.args(), &l.log(&name))?;
+    spec.args.extend(l.auth_args());
+    spawn(sup, &name, Kind::Server, l, spec.args(), &[])?;
     println!(
         "{}: started node {n} on {} (log {})",
         l.dc,
@@ -482,7 +721,31 @@ fn start_node(l: &Layout, sup: &mut Supervisor, n: u64, init: bool) -> anyhow::R
     Ok(())
 }
 
-fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
+/// Starts a child with this DC's log, without the user's TIDAL_* client
+/// variables, with `env`.
+fn spawn(
+    sup: &mut Supervisor,
+    name: &str,
+    kind: Kind,
+    l: &Layout,
+    args: Vec<String>,
+    env: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut proc = Proc::new(name, &l.exe, args, &l.log(name)).envs(env);
+    for k in NOT_INHERITED {
+        proc = proc.env_remove(k);
+    }
+    sup.start(kind, proc)
+}
+
+/// Starts agent `i`, presenting `token` (in TIDAL_TOKEN, which `ps` does
+/// not show) when given.
+fn start_agent(
+    l: &Layout,
+    sup: &mut Supervisor,
+    i: u32,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
     let p = l.profile(i);
     let name = l.name(&format!("agent-{i}"));
     let types: Vec<&str> = p.task_types.split(',').collect();
@@ -509,7 +772,11 @@ fn start_agent(l: &Layout, sup: &mut Supervisor, i: u32) -> anyhow::Result<()> {
     .chain(l.tls_args(&format!("agent-{i}")))
     .collect();
     let args = spec.args(&l.dc, &l.endpoints, &l.exe);
-    sup.spawn(&name, Kind::Agent, &l.exe, &args, &l.log(&name))?;
+    let env: Vec<(String, String)> = token
+        .map(|t| ("TIDAL_TOKEN".to_string(), t.to_string()))
+        .into_iter()
+        .collect();
+    spawn(sup, &name, Kind::Agent, l, args, &env)?;
     println!(
         "{}: started {name}: task types {}, models {} (log {})",
         l.dc,
@@ -533,10 +800,22 @@ async fn wait_leader(
             sup.check_alive(&l.name(&format!("node{n}")))?;
         }
         for e in among {
-            if let Ok(s) = client.status_of(e).await {
-                if s.role == "leader" {
-                    return Ok(s.node_id);
+            match client.status_of(e).await {
+                Ok(s) if s.role == "leader" => return Ok(s.node_id),
+                Err(err) if err.is_credentials_refused() => {
+                    let file = l
+                        .secure
+                        .as_ref()
+                        .map(|s| s.admin_file.display().to_string());
+                    bail!(
+                        "{e} refused the admin token in {}: {err}. The cluster in {} holds \
+                         tokens made with another admin token; put that one back, or start \
+                         over with --fresh",
+                        file.unwrap_or_default(),
+                        l.dir.display()
+                    );
                 }
+                _ => {}
             }
         }
         if Instant::now() > deadline {
@@ -735,14 +1014,6 @@ async fn demo(client: &Client, tasks: &[DemoTask], dc: &str) -> anyhow::Result<(
 fn print_guide(layouts: &[Layout], agents: u32) {
     let first = &layouts[0];
     let exe = first.exe.display();
-    // With TLS the endpoints say so: an https:// endpoint refuses plaintext.
-    let scheme = if first.tls.is_some() { "https://" } else { "" };
-    let eps = first
-        .endpoints
-        .iter()
-        .map(|e| format!("{scheme}{e}"))
-        .collect::<Vec<_>>()
-        .join(",");
     println!();
     for l in layouts {
         let logs: Vec<String> = (1..=NODES)
@@ -782,13 +1053,22 @@ fn print_guide(layouts: &[Layout], agents: u32) {
             );
         }
         println!("  data:     {}/node1..node{NODES}", l.dir.display());
-        if let Some(t) = &l.tls {
-            println!(
-                "  tls:      mutual TLS; certificates in {}/{{ca,{},{},client}}",
-                t.dir.display(),
-                l.name("node-1..3"),
-                l.name(&format!("agent-1..{agents}")),
-            );
+        match &l.secure {
+            Some(s) => {
+                println!(
+                    "  tls:      mutual TLS; the CA in {}/ca, certificates in {}/{{{},{},client}}",
+                    s.tls_dir.display(),
+                    s.tls_dir.display(),
+                    l.name("node-1..3"),
+                    l.name(&format!("agent-1..{agents}")),
+                );
+                println!(
+                    "  tokens:   --auth tokens; admin (every server's bootstrap token) in {}, agents' in {}",
+                    s.admin_file.display(),
+                    l.agent_token_file().display()
+                );
+            }
+            None => println!("  security: none (--insecure): plaintext, --auth none"),
         }
         println!("  logs:     {}/{{{}}}", l.root.display(), logs.join(","));
     }
@@ -796,24 +1076,41 @@ fn print_guide(layouts: &[Layout], agents: u32) {
     println!(
         "Try (from another terminal; `cargo run -q --bin tidal --` works in place of the path):"
     );
-    if let Some(t) = &first.tls {
-        println!("  export TIDAL_TLS_DIR={}", t.dir.join("client").display());
-    }
-    println!("  {exe} task submit --type t2i --payload \"a red fox\" --endpoints {eps}");
+    let env = first.root.join(ENV_FILE);
+    let sets = if first.secure.is_some() {
+        "TIDAL_ENDPOINTS, TIDAL_TLS_DIR (the client certificate) and TIDAL_TOKEN (the admin token)"
+    } else {
+        "TIDAL_ENDPOINTS"
+    };
+    println!(
+        "  . {}   # sets {sets} for dc {}",
+        sh_word(&env.display().to_string()),
+        first.dc
+    );
+    println!("  {exe} task submit --type t2i --payload \"a red fox\"");
     if layouts.len() > 1 {
         println!(
-            "  {exe} task submit --type tts --models vits --payload \"hello\" --endpoints {eps}   # runs in {}",
+            "  {exe} task submit --type tts --models vits --payload \"hello\"   # runs in {}",
             layouts[1].dc
         );
     }
-    println!("  {exe} task watch <ID> --endpoints {eps}");
-    println!("  export TIDAL_ENDPOINTS={eps}");
+    println!("  {exe} task watch <ID>");
     println!("  {exe} task list");
     println!("  {exe} agent list");
     println!("  {exe} status");
     println!("  {exe} cluster members");
     if layouts.len() > 1 {
         println!("  {exe} dc status");
+        for l in &layouts[1..] {
+            println!(
+                "  . {}   # the same for dc {}",
+                sh_word(&l.dir.join(ENV_FILE).display().to_string()),
+                l.dc
+            );
+        }
+    }
+    if first.secure.is_some() {
+        println!("  {exe} token create --role user --tenant team-a   # a token for one tenant");
     }
     println!();
     println!("Ctrl-C stops the agents, then the servers. The data stays in {}: run `tidal dev` again to restart from it, or add --fresh.", first.root.display());

@@ -49,16 +49,8 @@ impl Ctx {
 }
 
 /// A client whose whole retry budget (waiting for a leader included) is
-/// `timeout`, over mutual TLS when `tls` is given.
-pub fn client_with_tls(
-    endpoints: &[String],
-    timeout: Duration,
-    tls: Option<Arc<ClientConfig>>,
-) -> anyhow::Result<Client> {
-    client_with(endpoints, timeout, tls, None)
-}
-
-/// [`client_with_tls`], presenting `token` on every request when given.
+/// `timeout`, over mutual TLS when `tls` is given, presenting `token` on
+/// every request when given.
 pub fn client_with(
     endpoints: &[String],
     timeout: Duration,

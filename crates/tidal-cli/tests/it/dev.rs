@@ -1,12 +1,13 @@
-//! `tidal dev` as a user runs it. With `--dcs 2`: two DCs and their agents
-//! come up, the demo's tts and sr tasks, submitted in dc-a, run in dc-b and
-//! their results show in dc-a. With `--tls`: the demo runs over mutual TLS,
-//! the CLI with the printed client directory works and a plaintext CLI is
-//! refused; with both, the two DCs link and forward over TLS. Ctrl-C stops
-//! every child.
+//! `tidal dev` as a user runs it. By default over mutual TLS with tokens:
+//! the demo runs, the CLI works after `. DIR/env` and is refused without the
+//! token (exit 8) or without TLS, and a restart keeps the tokens. With
+//! `--dcs 2`: two DCs and their agents come up, the demo's tts and sr tasks,
+//! submitted in dc-a, run in dc-b and their results show in dc-a, over TLS
+//! with tokens, or in plaintext with `--insecure`. Ctrl-C stops every child.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -43,7 +44,10 @@ impl Dev {
             .arg("--dir")
             .arg(dir)
             .env_remove("RUST_LOG")
-            .env_remove("TIDAL_TLS_DIR")
+            // A shell that sourced DIR/env holds these; the dev must not need them gone.
+            .env("TIDAL_TLS_DIR", dir.join("tls").join("client"))
+            .env("TIDAL_TOKEN", "tdl_0123456789abcdef_not-the-token")
+            .env("TIDAL_ENDPOINTS", "127.0.0.1:1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -93,116 +97,169 @@ impl Drop for Dev {
     }
 }
 
-#[test]
-fn dev_with_two_dcs_runs_the_demo_across_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let dev = Dev::start(
-        &["--dcs", "2", "--agents", "1"],
-        free_base(20_000),
-        dir.path(),
-    );
-    let (text, out) = (dev.text(), dev.out.clone());
-    dev.stop();
-    assert!(text.contains("dc-a: linked to dc-b"), "{text}");
-    assert!(
-        text.contains("(no agent in dc-a runs tts: it ran in dc-b as t"),
-        "{text}"
-    );
-    assert!(
-        text.contains("(no agent in dc-a runs sr: it ran in dc-b as t"),
-        "{text}"
-    );
-    let succeeded = out
-        .iter()
-        .filter(|l| l.starts_with('t') && l.contains(" succeeded "))
-        .count();
-    assert_eq!(succeeded, 4, "{text}");
-    assert!(
-        out.iter()
-            .any(|l| l.contains(" tts ") && l.contains("dc-b-agent-1@dc-b")),
-        "{text}"
-    );
+/// The CLI's variables, none set.
+const CLIENT_VARS: [&str; 5] = [
+    "RUST_LOG",
+    "TIDAL_ENDPOINTS",
+    "TIDAL_TLS_DIR",
+    "TIDAL_TOKEN",
+    "TIDAL_INSECURE",
+];
+
+/// `tidal ARGS` with none of the CLI's variables but `vars`.
+fn cli(args: &[&str], vars: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(tidal_exe());
+    cmd.args(args);
+    for k in CLIENT_VARS {
+        cmd.env_remove(k);
+    }
+    cmd.envs(vars.iter().copied()).output().unwrap()
 }
 
-/// `tidal ARGS` against a dev cluster, with `TIDAL_TLS_DIR` set to `tls` or unset.
-fn cli(args: &[&str], tls: Option<&Path>) -> Output {
-    let mut cmd = Command::new(tidal_exe());
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("TIDAL_ENDPOINTS")
-        .env_remove("TIDAL_INSECURE");
-    match tls {
-        Some(dir) => cmd.env("TIDAL_TLS_DIR", dir),
-        None => cmd.env_remove("TIDAL_TLS_DIR"),
-    };
+/// `tidal ARGS` in a shell that ran `. ENV` first, as the guide says.
+fn cli_sourcing(env: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", r#"env="$1"; shift; . "$env" && exec "$@""#, "sh"])
+        .arg(env)
+        .arg(tidal_exe())
+        .args(args);
+    for k in CLIENT_VARS {
+        cmd.env_remove(k);
+    }
     cmd.output().unwrap()
 }
 
+/// Stdout of a command that must succeed.
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Submits a task through `. ENV` and waits for it to succeed.
+fn run_task(env: &Path, task_type: &str, model: &str) {
+    let args = [
+        "task",
+        "submit",
+        "--type",
+        task_type,
+        "--models",
+        model,
+        "--payload",
+        "a red fox",
+    ];
+    let id = ok(cli_sourcing(env, &args)).trim().to_string();
+    let watched = ok(cli_sourcing(env, &["task", "watch", &id]));
+    assert!(watched.contains("succeeded"), "{watched}");
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Each node's AUTH and TLS, as `tidal status -o json` through `. ENV` shows them.
+fn security(env: &Path) -> Vec<(String, bool)> {
+    let doc: serde_json::Value =
+        serde_json::from_str(&ok(cli_sourcing(env, &["status", "-o", "json"]))).unwrap();
+    doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let s = &n["status"];
+            (
+                s["auth"].as_str().unwrap_or("").to_string(),
+                s["tls"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn demo_outcomes(out: &[String]) -> (usize, usize) {
+    let count = |what: &str| {
+        out.iter()
+            .filter(|l| l.starts_with('t') && l.contains(what))
+            .count()
+    };
+    (count(" succeeded "), count(" failed "))
+}
+
+/// The default: mutual TLS and tokens. The demo runs; DIR holds the
+/// certificates, the tokens and env (0600); the CLI works after `. DIR/env`
+/// and is refused without the token (exit 8) or in plaintext; a restart
+/// keeps both tokens (no new bootstrap token, no new agent token) and its
+/// agents run tasks under the kept one.
 #[test]
-fn dev_with_tls_runs_the_demo_and_the_cli_over_mutual_tls() {
+fn dev_runs_over_tls_with_tokens_and_restarts_with_the_same_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let tls = root.join("tls");
     let base = free_base(26_000);
-    let dev = Dev::start(&["--tls"], base, &root);
+    let dev = Dev::start(&[], base, &root);
     let text = dev.text();
     for d in ["node-1", "node-2", "node-3", "agent-1", "agent-2", "client"] {
         assert!(tls.join(d).join("cert.pem").exists(), "{d}\n{text}");
     }
     assert!(tls.join("ca").join("ca.key").exists(), "{text}");
-    let succeeded = dev
-        .out
-        .iter()
-        .filter(|l| l.starts_with('t') && l.contains(" succeeded "))
-        .count();
-    assert_eq!(succeeded, 4, "{text}");
+    assert_eq!(demo_outcomes(&dev.out), (4, 1), "{text}");
+    let env = root.join("env");
+    let (admin_file, agent_file) = (root.join("admin.token"), root.join("agent.token"));
+    for f in [&env, &admin_file, &agent_file] {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    let (admin, agent) = (read(&admin_file), read(&agent_file));
+    assert!(admin.starts_with("tdl_") && agent.starts_with("tdl_") && admin != agent);
+    let env_text = read(&env);
+    let client = tls.join("client");
+    let eps: Vec<String> = (0..3)
+        .map(|i| format!("https://127.0.0.1:{}", base + i))
+        .collect();
+    for line in [
+        format!("export TIDAL_ENDPOINTS={}", eps.join(",")),
+        format!("export TIDAL_TLS_DIR={}", client.display()),
+        format!("export TIDAL_TOKEN={}", admin.trim()),
+    ] {
+        assert!(env_text.lines().any(|l| l == line), "{line}\n{env_text}");
+    }
+    let source = format!(". {}", env.display());
     assert!(
-        dev.out
-            .iter()
-            .any(|l| l.starts_with('t') && l.contains(" failed ")),
+        dev.out.iter().any(|l| l.trim().starts_with(&source)),
         "{text}"
     );
-    let client = tls.join("client");
-    let export = format!("export TIDAL_TLS_DIR={}", client.display());
-    assert!(dev.out.iter().any(|l| l.trim() == export), "{text}");
-    let https = format!("--endpoints https://127.0.0.1:{base},");
-    assert!(text.contains(&https), "{text}");
+    assert!(text.contains(&admin_file.display().to_string()), "{text}");
+    assert!(text.contains(&agent_file.display().to_string()), "{text}");
+    assert_eq!(security(&env), vec![("tokens".to_string(), true); 3]);
 
-    // The CLI as the guide says: TIDAL_TLS_DIR and https:// endpoints.
-    let eps = format!("https://127.0.0.1:{base},https://127.0.0.1:{}", base + 1);
-    let submit = cli(
-        &[
-            "task",
-            "submit",
-            "--type",
-            "t2i",
-            "--models",
-            "sdxl",
-            "--payload",
-            "a red fox",
-            "--endpoints",
-            &eps,
-        ],
-        Some(&client),
+    // The CLI as the guide says: `. DIR/env`, then tidal.
+    run_task(&env, "t2i", "sdxl");
+
+    // Without the token: refused, exit 8.
+    let no_token = cli(
+        &["task", "list", "--endpoints", &eps[0]],
+        &[("TIDAL_TLS_DIR", &client)],
     );
-    let stderr = String::from_utf8_lossy(&submit.stderr);
-    assert!(submit.status.success(), "{stderr}");
-    let id = String::from_utf8_lossy(&submit.stdout).trim().to_string();
-    let watch = cli(&["task", "watch", &id, "--endpoints", &eps], Some(&client));
-    let stdout = String::from_utf8_lossy(&watch.stdout);
-    assert!(
-        watch.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&watch.stderr)
-    );
-    assert!(stdout.contains("succeeded"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert_eq!(no_token.status.code(), Some(8), "{stderr}");
 
     // A plaintext CLI is told why, at once.
     let plain = format!("127.0.0.1:{base}");
     let started = Instant::now();
     let refused = cli(
         &["status", "--endpoints", &plain, "--timeout-ms", "10000"],
-        None,
+        &[],
     );
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
@@ -212,18 +269,80 @@ fn dev_with_tls_runs_the_demo_and_the_cli_over_mutual_tls() {
     );
     assert!(started.elapsed() < Duration::from_secs(8), "{stderr}");
     // An https:// endpoint without a TLS directory is an error too.
-    let https_only = cli(
-        &["status", "--endpoints", &format!("https://{plain}")],
-        None,
-    );
+    let https_only = cli(&["status", "--endpoints", &eps[0]], &[]);
     assert!(!https_only.status.success());
+    dev.stop();
+
+    // A restart keeps the tokens: the bootstrap and the agents' token are
+    // the only ones, and the agents run tasks again.
+    let dev = Dev::start(&["--no-demo"], base, &root);
+    let text = dev.text();
+    assert!(text.contains("restarting the cluster"), "{text}");
+    assert!(!text.contains("created an admin token"), "{text}");
+    assert!(!text.contains("created the agents' token"), "{text}");
+    assert!(text.contains("agents use the token in"), "{text}");
+    assert_eq!((read(&admin_file), read(&agent_file)), (admin, agent));
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(cli_sourcing(&env, &["token", "list", "-o", "json"]))).unwrap();
+    let names: Vec<&str> = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{list}");
+    assert!(names.contains(&"dev-agents"), "{list}");
+    run_task(&env, "tts", "vits");
     dev.stop();
 }
 
-/// `--tls --dcs 2`: both DCs come up over mutual TLS with certificates of
-/// their own DC, link, and the demo's tts task forwards from dc-a to dc-b.
+/// `--insecure --dcs 2`: the plaintext dev setup, every server with
+/// `--auth none`; no certificates or tokens are made; the two DCs link and
+/// the demo's tts and sr tasks run in dc-b; `. DIR/env` works in plaintext.
 #[test]
-fn dev_with_tls_and_two_dcs_forwards_between_them_over_tls() {
+fn dev_insecure_with_two_dcs_runs_the_demo_across_them_in_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let dev = Dev::start(
+        &["--insecure", "--dcs", "2", "--agents", "1"],
+        free_base(20_000),
+        &root,
+    );
+    let (text, out) = (dev.text(), dev.out.clone());
+    assert!(text.contains("dc-a: linked to dc-b"), "{text}");
+    assert!(
+        text.contains("(no agent in dc-a runs tts: it ran in dc-b as t"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(no agent in dc-a runs sr: it ran in dc-b as t"),
+        "{text}"
+    );
+    assert_eq!(demo_outcomes(&out).0, 4, "{text}");
+    assert!(
+        out.iter()
+            .any(|l| l.contains(" tts ") && l.contains("dc-b-agent-1@dc-b")),
+        "{text}"
+    );
+    for f in ["tls", "admin.token", "dc-a/agent.token", "dc-b/agent.token"] {
+        assert!(!root.join(f).exists(), "{f}\n{text}");
+    }
+    let env = root.join("env");
+    assert!(!read(&env).contains("TIDAL_TOKEN="), "{}", read(&env));
+    assert_eq!(security(&env), vec![("none".to_string(), false); 3]);
+    assert_eq!(
+        security(&root.join("dc-b").join("env")),
+        vec![("none".to_string(), false); 3]
+    );
+    dev.stop();
+}
+
+/// `--dcs 2` (the default, mutual TLS and tokens; `--tls` is still
+/// accepted): both DCs come up with certificates of their own DC, each with
+/// its own agents' token and the one admin token as bootstrap, link, and
+/// the demo's tts task forwards from dc-a to dc-b.
+#[test]
+fn dev_with_two_dcs_forwards_between_them_over_tls_with_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let tls = root.join("tls");
@@ -254,10 +373,17 @@ fn dev_with_tls_and_two_dcs_forwards_between_them_over_tls() {
             .any(|l| l.contains(" tts ") && l.contains("dc-b-agent-1@dc-b")),
         "{text}"
     );
-    let succeeded = out
-        .iter()
-        .filter(|l| l.starts_with('t') && l.contains(" succeeded "))
-        .count();
-    assert_eq!(succeeded, 4, "{text}");
+    assert_eq!(demo_outcomes(&out).0, 4, "{text}");
+    let (a, b) = (
+        read(&root.join("dc-a").join("agent.token")),
+        read(&root.join("dc-b").join("agent.token")),
+    );
+    assert!(a.starts_with("tdl_") && b.starts_with("tdl_") && a != b);
+    // DIR/env is dc-a's; each DC has its own.
+    assert!(read(&root.join("env")).starts_with(&read(&root.join("dc-a").join("env"))));
+    let dc_b = root.join("dc-b").join("env");
+    assert_eq!(security(&dc_b), vec![("tokens".to_string(), true); 3]);
+    // A task for dc-b's agents, submitted in dc-a, forwarded and followed.
+    run_task(&root.join("env"), "tts", "vits");
     dev.stop();
 }
