@@ -6,7 +6,13 @@
 //! on their namespace's address and nftables drops the faulted packets.
 //! With [`Layout::tls`], every node, agent and client has a certificate of
 //! its own and speaks mutual TLS; the proxies pass its bytes on unchanged
-//! (the peers check identities, not addresses).
+//! (the peers check identities, not addresses). With [`Layout::tokens`],
+//! the servers run `--auth tokens` with a bootstrap admin token the run
+//! makes (`tidal token generate`), which the run's own clients present, and
+//! every agent gets an agent token of its own (so revoking one token
+//! affects one agent). Without TLS every process is told `--insecure`, and
+//! in the netns mode (nodes on non-loopback addresses) the nodes serve the
+//! peer plane on a listener of its own (`--peer-listen`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -17,7 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tidal_client::tidal_tls::rustls::ClientConfig;
 use tidal_client::tidal_tls::Expect;
-use tidal_client::{v1, Client, ClientOptions};
+use tidal_client::{v1, Client, ClientOptions, Token};
 pub use tidal_testkit::Proc;
 use tidal_testkit::{Pki, Port};
 use tokio::time::{sleep, Instant};
@@ -61,6 +67,9 @@ pub struct Layout {
     pub wrap_workers: bool,
     /// Mutual TLS, with certificates from this CA (shared by both DCs).
     pub tls: Option<Pki>,
+    /// `--auth tokens` (an admin token for the run's clients, an agent
+    /// token per agent); `--auth none` without.
+    pub tokens: bool,
 }
 
 impl Layout {
@@ -76,6 +85,12 @@ impl Layout {
     /// The id agent `k` registers with.
     pub fn agent_id(&self, k: u8) -> String {
         format!("{}agent-{k}", log_prefix(self))
+    }
+
+    /// The servers' agent heartbeat interval (`--heartbeat-interval-ms`):
+    /// a quarter of the agent lease.
+    pub fn heartbeat_ms(&self) -> u64 {
+        (self.agent_ttl_ms / 4).max(50)
     }
 
     /// The client configuration for this DC's servers, with TLS.
@@ -109,6 +124,39 @@ fn tls_dir_arg(dir: &std::path::Path) -> Vec<String> {
     vec!["--tls-dir".into(), dir.display().to_string()]
 }
 
+/// The port of every node's peer listener in the netns mode without TLS.
+pub const NETNS_PEER_PORT: u16 = 7101;
+
+/// Variables of the harness's own environment that would change what its
+/// processes do (a user's `. DIR/env` of `tidal dev`, say): every process
+/// gets its settings as flags, never from these.
+const INHERITED_SETTINGS: &[&str] = &[
+    "FAILPOINTS",
+    "TIDAL_TOKEN",
+    "TIDAL_TLS_DIR",
+    "TIDAL_INSECURE",
+    "TIDAL_AUTH",
+    "TIDAL_ENDPOINTS",
+    "TIDAL_BOOTSTRAP_TOKEN_FILE",
+];
+
+/// A new token's text from `tidal token generate` (stores nothing).
+fn generate_token(tidal: &std::path::Path) -> anyhow::Result<String> {
+    let o = std::process::Command::new(tidal)
+        .args(["token", "generate"])
+        .env_remove("RUST_LOG")
+        .output()
+        .context("running tidal token generate")?;
+    if !o.status.success() {
+        bail!(
+            "tidal token generate exited {:?}: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
 /// A node or agent process of the run: `ip netns exec NS tidal ...` in the
 /// netns mode, killed when the harness dies, logging at `TIDAL_CHAOS_LOG`
 /// (default info), never armed by the harness's own `FAILPOINTS`.
@@ -120,10 +168,13 @@ fn proc(
     netns: Option<String>,
 ) -> Proc {
     let level = std::env::var("TIDAL_CHAOS_LOG").unwrap_or_else(|_| "info".into());
-    Proc::new(name, &layout.tidal, args, &log)
+    let mut p = Proc::new(name, &layout.tidal, args, &log)
         .netns(netns)
-        .env("RUST_LOG", &level)
-        .env_remove("FAILPOINTS")
+        .env("RUST_LOG", &level);
+    for key in INHERITED_SETTINGS {
+        p = p.env_remove(key);
+    }
+    p
 }
 
 pub struct Node {
@@ -135,6 +186,8 @@ pub struct Node {
     _held: Option<Port>,
     /// Its proxy: what it advertises and everyone else dials.
     pub public: SocketAddr,
+    /// Its peer listener (`--peer-listen`), in the netns mode without TLS.
+    pub peer: Option<SocketAddr>,
     pub proc: Proc,
 }
 
@@ -151,6 +204,12 @@ pub struct Cluster {
     pub admin: Client,
     /// Each node's incarnation, shared with the observer.
     pub incarnations: Arc<Vec<AtomicU32>>,
+    /// The admin token `admin` presents (the servers' bootstrap token),
+    /// with [`Layout::tokens`].
+    pub admin_token: Option<Token>,
+    /// Each agent's current token id, with [`Layout::tokens`] (set when
+    /// the agents start).
+    pub agent_tokens: Vec<Option<String>>,
     _proxies: Vec<Proxy>,
 }
 
@@ -178,6 +237,27 @@ impl Cluster {
         if ns.is_some() && layout.id_base != 0 {
             bail!("the netns mode runs one DC");
         }
+        let admin_token = match layout.tokens {
+            true => {
+                let text = generate_token(&layout.tidal)?;
+                let path = layout
+                    .dir
+                    .join(format!("{}admin.token", log_prefix(&layout)));
+                std::fs::write(&path, format!("{text}\n"))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Some((Token::new(&text)?, path))
+            }
+            false => None,
+        };
+        let auth_args: Vec<String> = match &admin_token {
+            Some((_, path)) => vec![
+                "--auth".into(),
+                "tokens".into(),
+                "--bootstrap-token-file".into(),
+                path.display().to_string(),
+            ],
+            None => vec!["--auth".into(), "none".into()],
+        };
         for i in 1..=layout.nodes as u64 {
             let peer = layout.node_peer(i);
             let (private, public, held) = match ns {
@@ -202,7 +282,21 @@ impl Cluster {
                 }
             };
             let mut args = node_args(&layout, i, private, public, net.ip(peer));
-            args.extend(layout.node_tls_args(i)?);
+            args.extend(auth_args.iter().cloned());
+            // Without TLS on a namespace's own (non-loopback) address, the
+            // peer plane gets a listener of its own, checked against the
+            // membership's peer addresses.
+            let peer_listen = match (ns, &layout.tls) {
+                (Some(ns), None) => Some(SocketAddr::new(ns.ip(peer), NETNS_PEER_PORT)),
+                _ => None,
+            };
+            match &layout.tls {
+                Some(_) => args.extend(layout.node_tls_args(i)?),
+                None => args.push("--insecure".into()),
+            }
+            if let Some(p) = peer_listen {
+                args.extend(["--peer-listen".into(), p.to_string()]);
+            }
             let name = format!("{}node{i}", log_prefix(&layout));
             let log = layout.dir.join(format!("{name}.log"));
             nodes.push(Node {
@@ -210,6 +304,7 @@ impl Cluster {
                 private,
                 _held: held,
                 public,
+                peer: peer_listen,
                 proc: proc(&layout, &name, args, log, ns.and_then(|n| n.ns(peer))),
             });
         }
@@ -221,7 +316,10 @@ impl Cluster {
             // Before the `--` that starts the worker's command.
             let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
             let command = args.split_off(at);
-            args.extend(layout.agent_tls_args(k as u8)?);
+            match &layout.tls {
+                Some(_) => args.extend(layout.agent_tls_args(k as u8)?),
+                None => args.push("--insecure".into()),
+            }
             args.extend(command);
             let name = format!("{}agent-{k}", log_prefix(&layout));
             let log = layout.dir.join(format!("{name}.log"));
@@ -236,10 +334,12 @@ impl Cluster {
                 // The root namespace's own address, which no fault names.
                 source_ip: ns.map(|n| n.host_ip()),
                 tls: layout.client_tls()?,
+                token: admin_token.as_ref().map(|(t, _)| t.clone()),
                 ..ClientOptions::default()
             },
         )?;
         let incarnations = Arc::new((0..nodes.len()).map(|_| AtomicU32::new(0)).collect());
+        let agent_tokens = vec![None; agents.len()];
         Ok(Cluster {
             layout,
             nodes,
@@ -248,6 +348,8 @@ impl Cluster {
             net,
             admin,
             incarnations,
+            admin_token: admin_token.map(|(t, _)| t),
+            agent_tokens,
             _proxies: proxies,
         })
     }
@@ -271,24 +373,71 @@ impl Cluster {
         c.nodes[0].proc.args.push("--init".into());
         c.nodes[0].proc.start()?;
         c.wait_leader(Duration::from_secs(20)).await?;
+        if c.layout.tokens {
+            c.wait_bootstrapped(Duration::from_secs(20)).await?;
+        }
         for i in 1..c.nodes.len() {
             c.nodes[i].proc.start()?;
         }
         for n in c.nodes.iter().take(c.layout.voters).skip(1) {
-            c.admin
-                .add_learner(n.id, &n.public.to_string())
+            c.join(n.id)
                 .await
-                .with_context(|| format!("adding node {}", n.id))?;
-            c.admin
-                .promote(n.id)
-                .await
-                .with_context(|| format!("promoting node {}", n.id))?;
+                .with_context(|| format!("adding and promoting node {}", n.id))?;
         }
-        for a in &mut c.agents {
-            a.start()?;
+        for k in 1..=c.agents.len() {
+            if c.layout.tokens {
+                c.new_agent_token(k).await?;
+            }
+            c.agents[k - 1].start()?;
         }
         c.wait_agents(Duration::from_secs(30)).await?;
         Ok(())
+    }
+
+    /// Adds node `id` as a learner (with its peer address, if it has a
+    /// peer listener) and promotes it; both are idempotent.
+    pub async fn join(&self, id: u64) -> Result<(), tidal_client::Error> {
+        let n = &self.nodes[(id - 1) as usize];
+        let peer = n.peer.map(|p| p.to_string());
+        self.admin
+            .add_learner_with_peer(id, &n.public.to_string(), peer.as_deref())
+            .await?;
+        self.admin.promote(id).await.map(|_| ())
+    }
+
+    /// Waits until the leader has made the bootstrap token the first admin
+    /// token (the admin client can list tokens).
+    async fn wait_bootstrapped(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.admin.list_tokens().await {
+                Ok(tokens) if !tokens.is_empty() => return Ok(()),
+                r if Instant::now() > deadline => {
+                    bail!("the bootstrap token was not created after {timeout:?}: {r:?}")
+                }
+                _ => sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Creates a new agent token (every tenant) for agent `k`, which its
+    /// next start presents (`TIDAL_TOKEN`); returns the token's id.
+    pub async fn new_agent_token(&mut self, k: usize) -> anyhow::Result<String> {
+        let name = self.layout.agent_id(k as u8);
+        let created = self
+            .admin
+            .create_token(v1::CreateTokenRequest {
+                role: "agent".into(),
+                all_tenants: true,
+                name: name.clone(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating an agent token for {name}"))?;
+        let id = created.info.map(|i| i.id).unwrap_or_default();
+        self.agents[k - 1].extra_env = vec![("TIDAL_TOKEN".into(), created.token)];
+        self.agent_tokens[k - 1] = Some(id.clone());
+        Ok(id)
     }
 
     pub fn node(&mut self, id: u64) -> &mut Node {
@@ -314,6 +463,7 @@ impl Cluster {
         let name = format!("{}agent-{k}.dup{n}", log_prefix(&self.layout));
         let log = self.layout.dir.join(format!("{name}.log"));
         let mut p = proc(&self.layout, &name, a.args.clone(), log, a.netns.clone());
+        p.extra_env = a.extra_env.clone();
         p.start()?;
         Ok(p)
     }
@@ -487,7 +637,7 @@ fn node_args(
     public: SocketAddr,
     source_ip: IpAddr,
 ) -> Vec<String> {
-    let hb = (l.agent_ttl_ms / 4).max(50);
+    let hb = l.heartbeat_ms();
     [
         "server",
         "--id",

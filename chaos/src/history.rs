@@ -77,6 +77,11 @@ pub struct Event {
     /// connection): its `begin`, `commit` and `end` carry the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<u64>,
+    /// The time a checker allows after this event, in ms (a revocation:
+    /// the servers' heartbeat interval, within which the revoked session
+    /// must be closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_ms: Option<u64>,
     /// Free text: an error message, a fault's targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -73,8 +73,14 @@ pub struct RunOptions {
     /// The fault layer (a scenario marked netns always runs in netns).
     pub net: NetMode,
     /// Mutual TLS everywhere: a CA in `dir/tls`, a certificate for every
-    /// node, agent and client.
+    /// node, agent and client (`tidal chaos run` does this unless
+    /// `--insecure`). Without it, plaintext (S29 always runs with TLS).
     pub tls: bool,
+    /// `--auth tokens` on every server: the run's clients present an admin
+    /// token, every agent an agent token of its own (`tidal chaos run`
+    /// does this unless `--auth none`). Without it, `--auth none` (S30
+    /// always runs with tokens).
+    pub tokens: bool,
 }
 
 impl RunOptions {
@@ -89,13 +95,39 @@ impl RunOptions {
         if self.net == NetMode::Netns || self.scenario.netns {
             cmd.push_str(" --net netns");
         }
-        if self.tls {
-            cmd.push_str(" --tls");
+        if !self.tls && !scenarios::needs_tls(&self.scenario) {
+            cmd.push_str(" --insecure");
+        }
+        if !self.tokens && !scenarios::needs_tokens(&self.scenario) {
+            cmd.push_str(" --auth none");
         }
         for arg in &self.server_args {
             cmd.push_str(&format!(" --server-arg={arg}"));
         }
         cmd
+    }
+}
+
+impl RunOptions {
+    /// Whether the run uses mutual TLS (asked for, or needed by the scenario).
+    pub fn uses_tls(&self) -> bool {
+        self.tls || scenarios::needs_tls(&self.scenario)
+    }
+
+    /// Whether the run's servers check tokens (asked for, or needed by the
+    /// scenario).
+    pub fn uses_tokens(&self) -> bool {
+        self.tokens || scenarios::needs_tokens(&self.scenario)
+    }
+
+    /// How the run's processes talk: ", mutual TLS and tokens" and so on.
+    pub fn security(&self) -> &'static str {
+        match (self.uses_tls(), self.uses_tokens()) {
+            (true, true) => ", mutual TLS and tokens",
+            (true, false) => ", mutual TLS, --auth none",
+            (false, true) => ", plaintext with tokens",
+            (false, false) => ", plaintext, --auth none",
+        }
     }
 }
 
@@ -115,16 +147,17 @@ impl Report {
     pub fn render(&self) -> String {
         let o = &self.options;
         let mut s = format!(
-            "scenario {} ({}) seed {} duration {}s{}: {} operations, {} acknowledged submits, {} tasks at the end\n",
+            "scenario {} ({}) seed {} duration {}s{}{}: {} operations, {} acknowledged submits, {} tasks at the end\n",
             o.scenario.name,
             o.scenario.id,
             o.seed,
             o.duration.as_secs(),
-            if o.net == NetMode::Netns {
+            if o.net == NetMode::Netns || o.scenario.netns {
                 " in network namespaces"
             } else {
                 ""
             },
+            o.security(),
             self.ops,
             self.acknowledged_submits,
             self.tasks
@@ -161,6 +194,7 @@ impl Report {
 /// scenario that needs the proxy) and why.
 pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
     let s = options.scenario;
+    options.agents = options.agents.max(scenarios::min_agents(&s));
     if s.netns {
         options.net = NetMode::Netns;
     }
@@ -177,8 +211,11 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
     let history = Recorder::new(Some(&options.dir.join("history.jsonl")))?;
     history.record(Event {
         detail: Some(format!(
-            "scenario {} seed {} duration {:?}",
-            s.name, options.seed, options.duration
+            "scenario {} seed {} duration {:?}{}",
+            s.name,
+            options.seed,
+            options.duration,
+            options.security()
         )),
         ..Event::new("runner", "event", "start")
     });
@@ -218,20 +255,21 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
         agents: options.agents,
         agent_slots: 4,
         agent_ttl_ms: 3000,
-        work_ms: 100,
+        work_ms: scenarios::work_ms(&s),
         seed: options.seed,
         dc: "chaos".into(),
         id_base: 0,
         task_types: "t2i".into(),
         agent1_work_ms: scenarios::agent1_work_ms(&s),
         wrap_workers: scenarios::wrap_workers(&s),
-        tls: match options.tls || scenarios::needs_tls(&s) {
+        tls: match options.uses_tls() {
             true => Some(
                 tidal_testkit::Pki::new(&options.tidal, &options.dir.join("tls"))
                     .context("making the run's certificates")?,
             ),
             false => None,
         },
+        tokens: options.uses_tokens(),
     };
     let mut cluster = Cluster::prepare(layout.clone(), sink.addr, net.clone())?;
     // A cross-DC scenario: a second DC, the only one that runs tts, with its
@@ -293,6 +331,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
         options.seed,
         remote_share,
         layout.client_tls()?,
+        cluster.admin_token.clone(),
     )?;
 
     let until = Instant::now() + options.duration;
@@ -703,10 +742,10 @@ fn committed_while_cut(events: &[Event]) -> (bool, String) {
 
 /// The servers' default election timeout minimum (the harness does not
 /// change it unless `--server-arg` does).
-const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
+pub(crate) const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
 
 /// The stalls of at least `min_ms` the servers logged, as "node N: X ms".
-fn starved(cluster: &Cluster, min_ms: u64) -> Vec<String> {
+pub(crate) fn starved(cluster: &Cluster, min_ms: u64) -> Vec<String> {
     cluster
         .node_log_lines("runtime stalled")
         .into_iter()
@@ -845,6 +884,27 @@ async fn expectations(
             expect(
                 forwarded > 0,
                 format!("tasks were forwarded to the other DC ({forwarded})"),
+            );
+        }
+        Fault::TokenRevoked => {
+            // No task lost with a revoked session: every one ended (the
+            // revoked agents' tasks ran again elsewhere once their leases
+            // ran out).
+            let open: Vec<String> = finals
+                .iter()
+                .filter(|t| !is_probe(t) && !check::is_terminal(state_name(t.state)))
+                .map(|t| format!("{} {} on {:?}", t.id, state_name(t.state), t.agent))
+                .collect();
+            let again = finals.iter().filter(|t| t.attempt > 1).count();
+            expect(
+                open.is_empty(),
+                format!(
+                    "every task ended ({} of {} not finished{}; {again} ran under a later attempt)",
+                    open.len(),
+                    finals.len(),
+                    open.first()
+                        .map_or(String::new(), |t| format!(", e.g. {t}"))
+                ),
             );
         }
         Fault::Membership => {

@@ -59,9 +59,15 @@ pub enum Fault {
     /// Start a second process under a live agent's id: it takes the id
     /// over, and the first must exit 6.
     DuplicateAgentId,
-    /// Kill the leader while forgers (a client certificate, another DC's
-    /// server, a server that is no member) send Raft calls to every node.
+    /// Forgers (a client certificate, another DC's server, a server that
+    /// is no member, TLS without a certificate, plaintext) send Raft calls
+    /// to every node: first while nothing else happens, then while the
+    /// leader is killed.
     ForgedPeers,
+    /// Under agent tokens: SIGSTOP one agent, cut another off from the
+    /// nodes and revoke a third's token; that agent exits 8 and comes back
+    /// under a new token.
+    TokenRevoked,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -299,7 +305,15 @@ pub const ALL: &[Scenario] = &[
         name: "forged-peers",
         nodes: 3,
         fault: Fault::ForgedPeers,
-        about: "(TLS) kill the leader while a client certificate, another DC's server and a server that is no member send HoldElections, Campaign, Removed, AppendEntries and Vote to every node; every forged call is refused and each election ends within 5 s",
+        about: "(TLS) a client certificate, another DC's server, a server that is no member, TLS without a certificate and plaintext send HoldElections, Campaign, Removed, AppendEntries and Vote to every node, first alone, then while the leader is killed; every forged call is refused, nothing changes while alone, each election ends within 5 s",
+        netns: false,
+    },
+    Scenario {
+        id: "S30",
+        name: "token-revoked",
+        nodes: 3,
+        fault: Fault::TokenRevoked,
+        about: "(tokens) SIGSTOP one agent, cut another off and revoke a third's agent token mid-workload; nothing starts or completes on the revoked session past one heartbeat interval, the agent exits 8, its tasks run elsewhere",
         netns: false,
     },
 ];
@@ -365,6 +379,38 @@ pub fn agent1_work_ms(s: &Scenario) -> Option<u64> {
 pub fn needs_tls(s: &Scenario) -> bool {
     s.fault == Fault::ForgedPeers
 }
+
+/// Whether the scenario needs `--auth tokens` (it revokes agent tokens).
+pub fn needs_tokens(s: &Scenario) -> bool {
+    s.fault == Fault::TokenRevoked
+}
+
+/// The fewest agents the scenario runs: token-revoked pauses one, cuts
+/// off another and revokes a third's token at once.
+pub fn min_agents(s: &Scenario) -> usize {
+    match s.fault {
+        Fault::TokenRevoked => 3,
+        _ => 1,
+    }
+}
+
+/// How long a worker works: in token-revoked long enough that the revoked
+/// agent is in the middle of tasks when its token goes.
+pub fn work_ms(s: &Scenario) -> u64 {
+    match s.fault {
+        Fault::TokenRevoked => 400,
+        _ => 100,
+    }
+}
+
+/// How long the revoked agent of token-revoked may take to exit 8 after
+/// the revocation was acknowledged: its session closes within a heartbeat
+/// interval, then it stops its workers.
+const REVOKED_EXIT_BOUND: Duration = Duration::from_secs(10);
+
+/// How long forged-peers' forgers run alone before the first leader kill
+/// (at most; a third of a shorter run).
+const FORGED_ALONE: Duration = Duration::from_secs(3);
 
 /// How long an election after a leader kill may take in forged-peers: the
 /// usual one is well under a second; a forged HoldElections that a node
@@ -473,12 +519,6 @@ impl Nemesis<'_> {
         v
     }
 
-    /// Adds `id` as a learner and promotes it (both are idempotent).
-    async fn join(&self, id: u64, addr: &str) -> Result<(), tidal_client::Error> {
-        self.cluster.admin.add_learner(id, addr).await?;
-        self.cluster.admin.promote(id).await.map(|_| ())
-    }
-
     fn heal(&mut self) -> anyhow::Result<()> {
         self.cluster.heal_all()?;
         if let Some(r) = self.remote.as_deref_mut() {
@@ -567,6 +607,168 @@ impl Nemesis<'_> {
         Ok(Duration::from_millis(500))
     }
 
+    /// forged-peers' first phase: the forgers alone, no other fault. The
+    /// leader, its term and the membership must stay as they were (a term
+    /// change is excused only by a server's runtime stall beyond the
+    /// election timeout, as in S1).
+    async fn forged_alone(&mut self) {
+        let left = self.until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        });
+        let hold = FORGED_ALONE.min(left / 3);
+        let members = |m: Result<tidal_client::v1::MembersResponse, tidal_client::Error>| {
+            m.map(|m| {
+                let mut v: Vec<(u64, bool)> = m.members.iter().map(|m| (m.id, m.voter)).collect();
+                v.sort();
+                v
+            })
+            .map_err(|e| e.to_string())
+        };
+        let status = |s: Result<tidal_client::v1::StatusResponse, tidal_client::Error>| {
+            s.map(|s| (s.leader_id, s.term)).map_err(|e| e.to_string())
+        };
+        let before = (
+            status(self.cluster.admin.status().await),
+            members(self.cluster.admin.members().await),
+        );
+        self.note(
+            "forge",
+            format!("the forgers alone for {hold:?}: leader and term, members {before:?}"),
+        );
+        sleep(hold).await;
+        let after = (
+            status(self.cluster.admin.status().await),
+            members(self.cluster.admin.members().await),
+        );
+        let same_members = before.1.is_ok() && before.1 == after.1;
+        let same_leader = before.0.is_ok() && before.0 == after.0;
+        let stalls = crate::runner::starved(self.cluster, crate::runner::ELECTION_TIMEOUT_MIN_MS);
+        self.history.record(Event {
+            accepted: Some(same_members && (same_leader || !stalls.is_empty())),
+            detail: Some(format!(
+                "forged traffic alone changed nothing: (leader, term) and members {before:?} -> \
+                 {after:?}{}",
+                if same_leader || stalls.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (a server stalled beyond the election timeout: {})",
+                        stalls.join("; ")
+                    )
+                }
+            )),
+            ..Event::new("runner", "event", "expect")
+        });
+    }
+
+    /// One round of token-revoked: SIGSTOP one agent, cut another off from
+    /// every node, revoke a third's agent token (`revoke`, when the
+    /// revocation was acknowledged: it committed before), hold 1-2 s, wait
+    /// for the revoked agent to exit (`revoked-exit`: code 8), give it a
+    /// new token and start it again under its id (`rejoin`), heal. The
+    /// roles move on by one agent each round.
+    async fn revoke_under_faults(&mut self, round: u32) -> anyhow::Result<Duration> {
+        if round == 0 {
+            // Let the workload fill the agents first.
+            sleep(Duration::from_secs(1)).await;
+        }
+        let agents = self.cluster.agents.len();
+        let pick = |i: u32| 1 + (round + i) as usize % agents;
+        let (stopped, cut, revoked) = (pick(0), pick(1), pick(2));
+        let hold = Duration::from_millis(self.rng.gen_range(1000..2000));
+        self.cluster.agents[stopped - 1].pause();
+        self.note("pause", format!("agent-{stopped}"));
+        let nodes = self.all_nodes();
+        let cut_peer = self.cluster.layout.agent_peer(cut as u8);
+        self.cluster.net.cut(&[cut_peer], &nodes);
+        self.note(
+            "partition",
+            format!(
+                "agent-{cut} cut off from every node: {}",
+                self.cluster.net.describe()
+            ),
+        );
+        let held_from = Instant::now();
+        let id = self.cluster.layout.agent_id(revoked as u8);
+        let token = self.cluster.agent_tokens[revoked - 1]
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("token-revoked needs agent tokens"))?;
+        let answer = self.cluster.admin.revoke_token(&token).await;
+        let heartbeat_ms = self.cluster.layout.heartbeat_ms();
+        let acked = Instant::now();
+        tracing::info!(fault = "revoke", agent = %id, token = %token, ok = answer.is_ok(), "nemesis");
+        self.history.record(Event {
+            agent: Some(id.clone()),
+            accepted: Some(answer.is_ok()),
+            within_ms: Some(heartbeat_ms),
+            detail: Some(format!(
+                "agent-{revoked}'s token {token}: {}",
+                match &answer {
+                    Ok(info) => format!("revoked at leader time {} ms", info.revoked_ms),
+                    Err(e) => format!("not revoked: {e}"),
+                }
+            )),
+            ..Event::new("nemesis", "event", "revoke")
+        });
+        // Until the hold ends and the revoked agent has exited (or the
+        // bound passed): resume and heal at the hold's end, note the exit
+        // when it comes.
+        let mut exit = None;
+        let mut held = true;
+        loop {
+            if exit.is_none() {
+                if let Some(s) = self.cluster.agents[revoked - 1].try_exit() {
+                    exit = Some((s, acked.elapsed()));
+                }
+            }
+            if held && held_from.elapsed() >= hold {
+                held = false;
+                self.cluster.agents[stopped - 1].resume();
+                self.note("resume", format!("agent-{stopped}"));
+                self.cluster.net.heal();
+                self.note("heal", format!("agent-{cut}'s links"));
+            }
+            if !held && (exit.is_some() || acked.elapsed() >= REVOKED_EXIT_BOUND) {
+                break;
+            }
+            sleep(Duration::from_millis(5)).await;
+        }
+        let status = exit.map(|(s, _)| s);
+        let code = status.and_then(|s| s.code());
+        self.history.record(Event {
+            agent: Some(id.clone()),
+            accepted: Some(code == Some(8)),
+            detail: Some(format!(
+                "agent-{revoked} {} (expected exit code 8): {}",
+                exit.map_or(
+                    format!("still ran {REVOKED_EXIT_BOUND:?} after the revocation was acknowledged; killed"),
+                    |(s, took)| format!(
+                        "exited {} ms after the revocation was acknowledged: {s}",
+                        took.as_millis()
+                    )
+                ),
+                self.cluster.agents[revoked - 1]
+                    .last_log_line("credentials")
+                    .unwrap_or_else(|| "no log line about its credentials".into())
+            )),
+            ..Event::new("nemesis", "event", "revoked-exit")
+        });
+        if status.is_none() {
+            self.cluster.agents[revoked - 1].kill();
+        }
+        let new = self.cluster.new_agent_token(revoked).await?;
+        self.cluster.restart_agent(revoked)?;
+        self.history.record(Event {
+            agent: Some(id.clone()),
+            detail: Some(format!(
+                "agent-{revoked} started again under a new token {new}"
+            )),
+            ..Event::new("nemesis", "event", "rejoin")
+        });
+        self.heal()?;
+        Ok(Duration::from_millis(1500))
+    }
+
     /// Plays `fault` until `until`, then heals everything.
     pub async fn run(&mut self, fault: Fault, until: Instant) -> anyhow::Result<()> {
         self.until = Some(until);
@@ -599,16 +801,26 @@ impl Nemesis<'_> {
     /// no node may have taken a forged removal.
     fn forged(&self, tallies: Vec<(String, crate::forger::Tally)>) {
         for (who, t) in tallies {
+            let want = match t.approach {
+                crate::forger::Approach::Certificate => "every call refused by the policy",
+                crate::forger::Approach::NoCertificate => "no call answered: the handshake refused",
+            };
             self.history.record(Event {
-                accepted: Some(t.accepted == 0 && t.denied > 0),
+                accepted: Some(t.held()),
                 detail: Some(format!(
-                    "forged Raft calls as {who}: {} refused (PERMISSION_DENIED), {} failed \
-                     otherwise, {} accepted{}",
+                    "forged Raft calls as {who} ({want}): {} refused (PERMISSION_DENIED), {} failed \
+                     otherwise{}, {} accepted{}{}",
                     t.denied,
                     t.failed,
+                    t.first_failed
+                        .map(|c| format!(" (the first: {c})"))
+                        .unwrap_or_default(),
                     t.accepted,
                     t.first_accepted
                         .map(|c| format!(" (first: {c})"))
+                        .unwrap_or_default(),
+                    t.first_unexpected
+                        .map(|c| format!(" (answered: {c})"))
                         .unwrap_or_default()
                 )),
                 ..Event::new("runner", "event", "expect")
@@ -713,6 +925,9 @@ impl Nemesis<'_> {
                 }))
             }
             Fault::ForgedPeers => {
+                if round == 0 {
+                    self.forged_alone().await;
+                }
                 let Some(l) = self.leader().await else {
                     return Ok(Duration::from_secs(1));
                 };
@@ -953,10 +1168,7 @@ impl Nemesis<'_> {
                     .net
                     .cut(&[Peer::Node(victim as u8)], &self.everyone_but(victim));
                 self.note("partition", format!("node {victim} alone"));
-                let addr = self.cluster.nodes[(newcomer - 1) as usize]
-                    .public
-                    .to_string();
-                let mut joined = self.join(newcomer, &addr).await;
+                let mut joined = self.cluster.join(newcomer).await;
                 self.note("membership", format!("add and promote node {newcomer} while node {victim} is cut off: {joined:?}"));
                 sleep(Duration::from_millis(1500)).await;
                 self.heal()?;
@@ -965,7 +1177,7 @@ impl Nemesis<'_> {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while joined.is_err() && Instant::now() < deadline {
                     sleep(Duration::from_millis(300)).await;
-                    joined = self.join(newcomer, &addr).await;
+                    joined = self.cluster.join(newcomer).await;
                 }
                 self.note(
                     "membership",
@@ -1112,6 +1324,7 @@ impl Nemesis<'_> {
                 Ok(Duration::from_secs(3))
             }
             Fault::DrainUnderFaults => self.drain_under_faults(round).await,
+            Fault::TokenRevoked => self.revoke_under_faults(round).await,
             Fault::KillAgent => {
                 let k = 1;
                 let id = self.cluster.layout.agent_id(k as u8);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use tidal_client::tidal_tls::rustls::ClientConfig;
-use tidal_client::{task_state_name, v1, Client, ClientOptions, Error};
+use tidal_client::{task_state_name, v1, Client, ClientOptions, Error, Token};
 use tokio::task::JoinHandle;
 use tonic::Code;
 
@@ -30,7 +30,9 @@ type Known = Arc<Mutex<Vec<String>>>;
 impl Workload {
     /// `remote_share` of the submits are of the task type only the second
     /// DC runs (`tts`, keys ending in `-remote`); 0 with one DC. Client k
-    /// dials from `net`'s address of `Peer::Client(k)`, over TLS with `tls`.
+    /// dials from `net`'s address of `Peer::Client(k)`, over TLS with `tls`,
+    /// presenting `token` (the run's admin token) when there is one.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         clients: usize,
         endpoints: Vec<String>,
@@ -39,6 +41,7 @@ impl Workload {
         seed: u64,
         remote_share: f64,
         tls: Option<Arc<ClientConfig>>,
+        token: Option<Token>,
     ) -> anyhow::Result<Workload> {
         let stop = Arc::new(AtomicBool::new(false));
         let known: Known = Arc::default();
@@ -52,6 +55,7 @@ impl Workload {
                     connect_timeout: Duration::from_millis(300),
                     source_ip: Some(net.ip(Peer::Client(k))),
                     tls: tls.clone(),
+                    token: token.clone(),
                     ..ClientOptions::default()
                 },
             )?;

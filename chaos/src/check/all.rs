@@ -1,8 +1,8 @@
 //! Runs every checker over one history.
 
 use super::{
-    convergence, durability, exclusivity, forwarding, leaders, linearizability, overlap, runs,
-    Facts, Verdict,
+    convergence, durability, exclusivity, forwarding, leaders, linearizability, overlap,
+    revocation, runs, Facts, Verdict,
 };
 use crate::history::Event;
 
@@ -17,5 +17,6 @@ pub fn run_all(events: &[Event], facts: &Facts) -> Vec<Verdict> {
         leaders::check(events),
         convergence::check(events),
         forwarding::check(events),
+        revocation::check(events),
     ]
 }

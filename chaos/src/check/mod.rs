@@ -19,6 +19,9 @@
 //!   crashes, applied <= last log.
 //! - [`convergence`]: I11, after healing one leader, equal digests, service
 //!   within the bound, no panic in any log.
+//! - [`revocation`]: a revoked agent token stops working within one
+//!   heartbeat interval: nothing starts or completes on its session after
+//!   that, and its agent exits 8.
 
 mod all;
 pub mod convergence;
@@ -28,6 +31,7 @@ pub mod forwarding;
 pub mod leaders;
 pub mod linearizability;
 pub mod overlap;
+pub mod revocation;
 pub mod runs;
 
 use std::collections::BTreeMap;

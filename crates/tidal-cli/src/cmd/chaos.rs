@@ -61,11 +61,20 @@ pub struct RunArgs {
     /// netns.
     #[arg(long, default_value = "proxy", value_name = "proxy|netns")]
     pub net: NetMode,
-    /// Mutual TLS everywhere: a CA of the run's own (in its directory's
-    /// `tls/`), a certificate for every node, agent and client; the proxies
-    /// pass the TLS bytes on unchanged.
-    #[arg(long)]
+    /// Plaintext instead of mutual TLS (by default every run has a CA of
+    /// its own in its directory's `tls/` and a certificate for every node,
+    /// agent and client; the proxies pass the TLS bytes on unchanged).
+    /// S29 always runs over TLS.
+    #[arg(long, conflicts_with = "tls")]
+    pub insecure: bool,
+    /// Mutual TLS (the default; kept for older command lines).
+    #[arg(long, hide = true)]
     pub tls: bool,
+    /// How the servers check callers: `tokens` (the default: an admin token
+    /// for the run's clients, an agent token for each agent) or `none`.
+    /// S30 always runs with tokens.
+    #[arg(long, default_value = "tokens", value_name = "tokens|none", value_parser = ["tokens", "none"])]
+    pub auth: String,
 }
 
 #[derive(Args, Debug)]
@@ -168,7 +177,8 @@ async fn run_scenarios(a: RunArgs) -> anyhow::Result<i32> {
             agents: a.agents,
             server_args: a.server_args.clone(),
             net: a.net,
-            tls: a.tls,
+            tls: !a.insecure,
+            tokens: a.auth == "tokens",
         };
         let netns = s.netns || a.net == NetMode::Netns;
         eprintln!(
@@ -177,7 +187,7 @@ async fn run_scenarios(a: RunArgs) -> anyhow::Result<i32> {
             s.id,
             a.duration,
             if netns { " in network namespaces" } else { "" },
-            if a.tls { " over mutual TLS" } else { "" }
+            options.security()
         );
         match tidal_chaos::run(options.clone()).await {
             Ok(report) => {

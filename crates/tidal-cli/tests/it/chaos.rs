@@ -4,9 +4,13 @@
 //! the seed and the command that reproduces it, and keeps the run's
 //! history, logs and data under target/tmp/chaos/.
 //!
-//! A few scenarios run again over mutual TLS (`--tls`): a leader kill, a
-//! partition and the membership changes; S29 (forged peer traffic) always
-//! runs over it.
+//! Every run has mutual TLS and tokens, as `tidal chaos run` does by
+//! default. A few run again in plaintext (`--insecure`), so that path
+//! stays covered: a leader kill with `--auth none` (the way everything
+//! ran before TLS and tokens), the membership changes with tokens, and a
+//! netns scenario with `--auth none`, whose nodes on non-loopback
+//! addresses serve the peer plane on `--peer-listen`. S29 (forged peer
+//! traffic) always runs over TLS, S30 (a revoked agent token) with tokens.
 //!
 //! The seed is fixed per scenario so CI replays the same fault schedule;
 //! `TIDAL_CHAOS_SEED=N` overrides it. The full matrix, longer:
@@ -26,10 +30,10 @@ use tidal_chaos::RunOptions;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run(name: &str, seed: u64, seconds: u64) {
-    run_with(name, seed, seconds, false).await
+    run_with(name, seed, seconds, true, true).await
 }
 
-async fn run_with(name: &str, seed: u64, seconds: u64, tls: bool) {
+async fn run_with(name: &str, seed: u64, seconds: u64, tls: bool, tokens: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let scenario = tidal_chaos::find(name).expect("a known scenario");
     let seed = std::env::var("TIDAL_CHAOS_SEED")
@@ -42,7 +46,11 @@ async fn run_with(name: &str, seed: u64, seconds: u64, tls: bool) {
         duration: Duration::from_secs(seconds),
         dir: std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("chaos")
-            .join(format!("{name}-{seed}{}", if tls { "-tls" } else { "" })),
+            .join(format!(
+                "{name}-{seed}{}{}",
+                if tls { "" } else { "-insecure" },
+                if tokens { "" } else { "-noauth" }
+            )),
         keep: false,
         tidal: env!("CARGO_BIN_EXE_tidal").into(),
         clients: 3,
@@ -50,6 +58,7 @@ async fn run_with(name: &str, seed: u64, seconds: u64, tls: bool) {
         server_args: Vec::new(),
         net: NetMode::Proxy,
         tls,
+        tokens,
     };
     let _ = std::fs::remove_dir_all(&options.dir);
     let report = match tidal_chaos::run(options.clone()).await {
@@ -110,21 +119,22 @@ scenarios! {
     s26_agent_kill: "agent-kill", 126, 8;
     s27_duplicate_agent_id: "duplicate-agent-id", 127, 8;
     s28_drain_under_faults: "drain-under-faults", 128, 8;
+    s29_forged_peers: "forged-peers", 129, 10;
+    s30_token_revoked: "token-revoked", 130, 10;
 }
 
-macro_rules! tls_scenarios {
-    ($($test:ident: $name:literal, $seed:literal, $seconds:literal;)*) => {$(
+macro_rules! insecure_scenarios {
+    ($($test:ident: $name:literal, $seed:literal, $seconds:literal, $tokens:literal;)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $test() {
-            run_with($name, $seed, $seconds, true).await;
+            run_with($name, $seed, $seconds, false, $tokens).await;
         }
     )*};
 }
 
-// Over mutual TLS (S29 always runs with it).
-tls_scenarios! {
-    s02_kill_leader_tls: "kill-leader", 202, 10;
-    s06_split_2_3_tls: "split-2-3", 206, 8;
-    s18_membership_tls: "membership", 218, 8;
-    s29_forged_peers: "forged-peers", 129, 10;
+// In plaintext (`--insecure`), with tokens or `--auth none`.
+insecure_scenarios! {
+    s02_kill_leader_insecure: "kill-leader", 202, 10, false;
+    s18_membership_insecure: "membership", 218, 8, true;
+    s23_pause_leader_agent_ttl_insecure: "pause-leader-agent-ttl", 223, 8, false;
 }
