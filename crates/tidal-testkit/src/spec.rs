@@ -37,7 +37,8 @@ impl ServerSpec {
     }
 
     /// `server --id N --dc DC --listen ADDR [--advertise ADDR] [--peer-listen ADDR]
-    /// --data DIR [--tls-dir DIR] [--init] ARGS...`
+    /// --data DIR [--tls-dir DIR] [--init] [--auth none] ARGS...` (`--auth
+    /// none` unless ARGS choose)
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "server".into(),
@@ -60,6 +61,15 @@ impl ServerSpec {
         }
         if self.init {
             a.push("--init".into());
+        }
+        // The server's default is --auth tokens: a cluster whose flags do
+        // not choose runs without tokens.
+        if !self
+            .args
+            .iter()
+            .any(|f| f == "--auth" || f.starts_with("--auth="))
+        {
+            a.extend(["--auth".into(), "none".into()]);
         }
         a.extend(self.args.iter().cloned());
         a

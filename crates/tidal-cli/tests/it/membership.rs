@@ -331,6 +331,9 @@ async fn a_backup_restores_every_task_and_agent_into_a_new_cluster() -> anyhow::
         &data.display().to_string(),
         "--restore",
         &backup.display().to_string(),
+        // As the cluster it was taken from (the kit's).
+        "--auth",
+        "none",
     ]
     .iter()
     .map(|s| s.to_string())

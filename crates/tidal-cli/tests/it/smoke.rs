@@ -167,6 +167,8 @@ async fn a_server_on_port_zero_reports_the_address_it_bound() {
         "--data",
         &data.display().to_string(),
         "--init",
+        "--auth",
+        "none",
     ]
     .iter()
     .map(|s| s.to_string())

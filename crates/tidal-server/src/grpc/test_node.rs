@@ -31,6 +31,7 @@ impl TestNode {
             data: Some(dir.path().join("node1")),
             init: Some(true),
             max_format_version,
+            auth: Some(crate::config::AuthMode::None),
             ..crate::RawConfig::default()
         }
         .validate()

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tidal_client::Client;
+use tidal_server::config::AuthMode;
 use tidal_server::{RawConfig, LISTEN_ADDR_FILE, PEER_LISTEN_ADDR_FILE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,6 +18,7 @@ async fn serves_on_the_given_listener_and_stops_on_shutdown() {
         listen: Some("127.0.0.1:0".into()),
         data: Some(data.clone()),
         init: Some(true),
+        auth: Some(AuthMode::None),
         ..RawConfig::default()
     }
     .validate()
@@ -77,6 +79,7 @@ async fn a_peer_listener_refuses_the_public_api_and_is_bound_again_after_a_resta
             peer_listen: Some("127.0.0.1:0".into()),
             data: Some(data.clone()),
             init: Some(init),
+            auth: Some(AuthMode::None),
             ..RawConfig::default()
         }
         .validate()
