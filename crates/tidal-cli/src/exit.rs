@@ -4,6 +4,10 @@ use tonic::Code;
 
 pub const OK: i32 = 0;
 pub const ERROR: i32 = 1;
+/// A usage error: clap's (unknown flag, missing argument), or a setting
+/// refused before anything starts (`tidal server` serving plaintext on an
+/// address that is not loopback without `--insecure`).
+pub const USAGE: i32 = 2;
 pub const UNAVAILABLE: i32 = 3;
 pub const TASK_NOT_SUCCEEDED: i32 = 4;
 /// `tidal server` only: its store could not write (disk full, I/O error).
@@ -19,13 +23,20 @@ pub const NEEDS_VERSION: i32 = 7;
 /// its role may call (PERMISSION_DENIED). Retrying does not help.
 pub const CREDENTIALS_REFUSED: i32 = 8;
 
-/// 3 when the cause is that no server (or no leader) answered; 5 when a
-/// server stopped because its store could not write; 6 when another agent
+/// 2 when a setting was refused as a usage error; 3 when the cause is
+/// that no server (or no leader) answered; 5 when a server stopped
+/// because its store could not write; 6 when another agent
 /// process took this agent's id over; 7 when a server stopped at a format
 /// version it does not support; 8 when a server refused the caller's
 /// token or role; else 1.
 pub fn code_of(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
+        if cause
+            .downcast_ref::<tidal_server::config::Refused>()
+            .is_some()
+        {
+            return USAGE;
+        }
         if cause
             .downcast_ref::<tidal_server::fatal::NeedsVersion>()
             .is_some()
@@ -108,6 +119,13 @@ mod tests {
             e.to_string(),
             "cannot write the Raft log in /d/raft/log: No space left on device (os error 28); this server stops"
         );
+    }
+
+    #[test]
+    fn a_refused_plaintext_listener_maps_to_2_through_context() {
+        let e: Result<(), _> = Err(tidal_server::config::Refused("refusing plaintext".into()));
+        let e = e.context("invalid server configuration").unwrap_err();
+        assert_eq!(code_of(&e), USAGE);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! - 1: an error: the server refused the request (bad input, not found, state
 //!   does not allow it, over a limit or a tenant's quota), a bad config, a
 //!   local I/O failure; a second SIGINT or SIGTERM during a graceful stop.
-//! - 2: usage error (unknown flag, missing argument); printed by clap.
+//! - 2: usage error (unknown flag, missing argument), printed by clap;
+//!   `tidal server` refusing to serve plaintext on an address that is not
+//!   loopback (no `--tls-dir`, no `--insecure`), before it binds anything.
 //! - 3: unavailable: no server answered, or no leader within `--timeout-ms`.
 //! - 4: `tidal task watch` only: the task ended failed or cancelled.
 //! - 5: `tidal server` only: its store could not write (disk full, I/O

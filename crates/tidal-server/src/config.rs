@@ -127,16 +127,18 @@ pub struct RawConfig {
     /// server --dc DC --name ID`) and key.pem (default: plaintext).
     #[arg(long, env = "TIDAL_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Serve plaintext, without TLS (allowed without this flag for now);
-    /// not with --tls-dir. `--insecure` alone means true (the shape of the
-    /// agent's and the clients' flag).
+    /// Serve plaintext, without TLS, on an address that is not loopback
+    /// (needs --peer-listen there); not with --tls-dir. Without TLS and
+    /// without this flag every listener must be a loopback address.
+    /// `--insecure` alone means true (the shape of the agent's and the
+    /// clients' flag).
     #[arg(long, env = "TIDAL_INSECURE", value_name = "BOOL", num_args = 0..=1,
         require_equals = true, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: Option<bool>,
-    /// How callers of the public API are checked: none (no token asked
-    /// for) or tokens (every call needs a token whose role may make it;
-    /// README: Tokens). Default none.
+    /// How callers of the public API are checked: tokens (every call
+    /// needs a token whose role may make it; README: Tokens) or none (no
+    /// token asked for: only on a network you trust). Default tokens.
     #[arg(long, env = "TIDAL_AUTH", value_enum, value_name = "MODE")]
     pub auth: Option<AuthMode>,
     /// A peer DC to forward work to, in preference order (repeat the flag):
@@ -162,9 +164,9 @@ pub enum AuthMode {
     // No token is asked for (with TLS, the certificate names the caller).
     // Plain comments: documented values would turn `tidal server --help`
     // into its long, one-line-per-part form.
-    #[default]
     None,
     // Every public call needs a token whose role may make it.
+    #[default]
     Tokens,
 }
 
@@ -299,8 +301,7 @@ impl RawConfig {
             tls_dir: c.tls_dir.clone(),
             // Written only when set, so a plaintext server's settings read as before.
             insecure: c.insecure.then_some(true),
-            // Written only when not the default, so settings read as before.
-            auth: (c.auth != AuthMode::None).then_some(c.auth),
+            auth: Some(c.auth),
             peers: Some(
                 c.peers
                     .iter()
@@ -473,7 +474,11 @@ impl RawConfig {
             }
             v => v,
         };
-        tidal_tls::tls_or_plaintext(self.tls_dir.as_deref(), self.insecure == Some(true))?;
+        let tls_dir =
+            tidal_tls::tls_or_plaintext(self.tls_dir.as_deref(), self.insecure == Some(true))?;
+        if tls_dir.is_none() {
+            plaintext_allowed(listen, peer_listen, self.insecure == Some(true))?;
+        }
         if self.init == Some(true) && self.restore.is_some() {
             bail!("--init and --restore both start a new cluster: give one of them");
         }
@@ -526,6 +531,50 @@ fn advertises_port_0(listen: SocketAddr, advertise: &str) -> bool {
         && advertise
             .rsplit_once(':')
             .is_some_and(|(_, port)| port == "0")
+}
+
+/// A setting the server refuses as a usage error (`tidal server` exits 2):
+/// plaintext where [`plaintext_allowed`] does not allow it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Whether `addr` is a loopback address (127.0.0.0/8, ::1, or an IPv4
+/// loopback written as an IPv4-mapped IPv6 address): reachable from this
+/// machine only.
+pub fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// The plaintext rule (no `--tls-dir`): every listener on a loopback
+/// address (the local development mode), or `--insecure`; and with
+/// `--insecure` on any other address, a `--peer-listen` of its own, since
+/// without TLS the peer plane is checked against the membership only there.
+fn plaintext_allowed(
+    listen: SocketAddr,
+    peer_listen: Option<SocketAddr>,
+    insecure: bool,
+) -> Result<(), Refused> {
+    let Some(open) = std::iter::once(listen)
+        .chain(peer_listen)
+        .find(|a| !is_loopback(*a))
+    else {
+        return Ok(());
+    };
+    if !insecure {
+        return Err(Refused(format!(
+            "refusing to serve plaintext on {open} (not a loopback address): give --tls-dir DIR \
+             (see `tidal cert`) or --insecure"
+        )));
+    }
+    if peer_listen.is_none() {
+        return Err(Refused(format!(
+            "--insecure on {open} (not a loopback address) needs --peer-listen HOST:PORT: \
+             without TLS the peer plane is checked against the membership only on a listener \
+             of its own (or give --tls-dir DIR)"
+        )));
+    }
+    Ok(())
 }
 
 /// `--peer-listen` and `--peer-advertise` checked: the peer listener's
@@ -598,8 +647,8 @@ pub struct ServerConfig {
     /// This server's TLS directory (`--tls-dir`): with it, every listener
     /// serves mutual TLS and every dial to another server uses it ([`crate::tls`]).
     pub tls_dir: Option<PathBuf>,
-    /// `--insecure`: plaintext asked for explicitly (for now it is allowed
-    /// anyway); never together with `tls_dir`.
+    /// `--insecure`: plaintext asked for explicitly (needed on an address
+    /// that is not loopback); never together with `tls_dir`.
     pub insecure: bool,
     /// How callers of the public API are checked (`--auth`).
     pub auth: AuthMode,

@@ -272,9 +272,12 @@ fn the_peer_listener_is_optional_and_advertises_itself_by_default() {
     let c = with("127.0.0.1:7011", None).validate().unwrap();
     assert_eq!(c.peer_listen, Some("127.0.0.1:7011".parse().unwrap()));
     assert_eq!(c.peer_advertise.as_deref(), Some("127.0.0.1:7011"));
-    let c = with("0.0.0.0:7011", Some("node1.example:7011"))
-        .validate()
-        .unwrap();
+    let c = RawConfig {
+        insecure: Some(true),
+        ..with("0.0.0.0:7011", Some("node1.example:7011"))
+    }
+    .validate()
+    .unwrap();
     assert_eq!(c.peer_advertise.as_deref(), Some("node1.example:7011"));
     // Port 0: the server advertises the port it binds.
     let c = with("127.0.0.1:0", None).validate().unwrap();
@@ -324,6 +327,7 @@ fn the_membership_names_the_peer_address_after_the_client_address() {
         advertise: Some("10.0.0.1:7001".into()),
         peer_listen: Some("0.0.0.0:7101".into()),
         peer_advertise: Some("10.1.0.1:7101".into()),
+        insecure: Some(true),
         ..base()
     }
     .validate()
@@ -356,5 +360,138 @@ fn tls_dir_and_insecure_together_are_refused() {
     for insecure in [None, Some(false), Some(true)] {
         let config = RawConfig { insecure, ..base() }.validate().unwrap();
         assert_eq!(config.insecure, insecure == Some(true));
+    }
+}
+
+#[test]
+fn plaintext_is_served_on_loopback_addresses_only_unless_insecure() {
+    let with = |listen: &str, peer_listen: Option<&str>, insecure: Option<bool>| RawConfig {
+        listen: Some(listen.into()),
+        peer_listen: peer_listen.map(Into::into),
+        insecure,
+        ..base()
+    };
+    // The local development mode: loopback needs neither flag.
+    for (listen, peer) in [
+        ("127.0.0.1:7001", None),
+        ("127.3.2.1:7001", Some("127.0.0.1:7101")),
+        ("[::1]:7001", Some("[::1]:7101")),
+        ("[::ffff:127.0.0.1]:7001", None),
+    ] {
+        for insecure in [None, Some(true)] {
+            with(listen, peer, insecure).validate().unwrap();
+        }
+    }
+    for (listen, peer, open) in [
+        ("0.0.0.0:7001", None, "0.0.0.0:7001"),
+        ("[::]:7001", None, "[::]:7001"),
+        ("10.0.0.5:7001", None, "10.0.0.5:7001"),
+        ("10.0.0.5:7001", Some("127.0.0.1:7101"), "10.0.0.5:7001"),
+        ("127.0.0.1:7001", Some("10.0.0.5:7101"), "10.0.0.5:7101"),
+        ("[::ffff:10.0.0.5]:7001", None, "[::ffff:10.0.0.5]:7001"),
+    ] {
+        for insecure in [None, Some(false)] {
+            let e = with(listen, peer, insecure).validate().unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "refusing to serve plaintext on {open} (not a loopback address): give \
+                     --tls-dir DIR (see `tidal cert`) or --insecure"
+                )
+            );
+            assert!(e.downcast_ref::<Refused>().is_some(), "{e}");
+        }
+    }
+    // --insecure on such an address: with a peer listener of its own only.
+    for listen in ["0.0.0.0:7001", "10.0.0.5:7001"] {
+        let e = with(listen, None, Some(true)).validate().unwrap_err();
+        assert!(e.downcast_ref::<Refused>().is_some(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "--insecure on {listen} (not a loopback address) needs --peer-listen HOST:PORT: \
+                 without TLS the peer plane is checked against the membership only on a \
+                 listener of its own (or give --tls-dir DIR)"
+            )
+        );
+        for peer in ["10.0.0.5:7101", "127.0.0.1:7101"] {
+            let c = with(listen, Some(peer), Some(true)).validate().unwrap();
+            assert!(c.insecure);
+        }
+    }
+    // With TLS any address goes, with or without a peer listener.
+    for (listen, peer) in [
+        ("0.0.0.0:7001", None),
+        ("10.0.0.5:7001", Some("10.0.0.5:7101")),
+    ] {
+        let c = RawConfig {
+            tls_dir: Some("/etc/tidal/tls".into()),
+            ..with(listen, peer, None)
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.tls_dir.as_deref(), Some(Path::new("/etc/tidal/tls")));
+    }
+}
+
+#[test]
+fn a_config_file_says_insecure_and_auth_as_the_flags_do() {
+    let file: RawConfig = toml::from_str(
+        r#"
+        id = 1
+        dc = "dc-a"
+        listen = "10.0.0.5:7001"
+        data = "/var/lib/tidal"
+        "#,
+    )
+    .unwrap();
+    let e = file.clone().validate().unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("refusing to serve plaintext on 10.0.0.5:7001"),
+        "{e}"
+    );
+    let insecure: RawConfig = toml::from_str(
+        r#"
+        insecure = true
+        peer_listen = "10.0.0.5:7101"
+        auth = "none"
+        "#,
+    )
+    .unwrap();
+    let c = file.clone().merge(insecure).unwrap().validate().unwrap();
+    assert!(c.insecure);
+    assert_eq!(c.auth, AuthMode::None);
+    // --insecure=false on the command line over the file's insecure = true.
+    let over = RawConfig {
+        insecure: Some(false),
+        ..RawConfig::default()
+    };
+    let insecure: RawConfig =
+        toml::from_str("insecure = true\npeer_listen = \"10.0.0.5:7101\"").unwrap();
+    let e = file
+        .merge(insecure)
+        .unwrap()
+        .merge(over)
+        .unwrap()
+        .validate();
+    assert!(e.unwrap_err().downcast_ref::<Refused>().is_some());
+}
+
+#[test]
+fn tokens_are_the_default_and_none_is_kept_when_printed() {
+    assert_eq!(base().validate().unwrap().auth, AuthMode::Tokens);
+    for auth in [AuthMode::None, AuthMode::Tokens] {
+        let c = RawConfig {
+            auth: Some(auth),
+            ..base()
+        }
+        .validate()
+        .unwrap();
+        let printed = RawConfig::from_config(&c).to_toml().unwrap();
+        assert!(
+            printed.contains(&format!("auth = \"{}\"", auth.as_str())),
+            "{printed}"
+        );
     }
 }

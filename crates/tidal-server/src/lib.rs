@@ -33,6 +33,7 @@
 
 pub mod auth;
 pub mod batcher;
+pub mod bootstrap_file;
 pub mod channels;
 pub mod clock;
 pub mod config;

@@ -87,16 +87,42 @@ pub struct Node {
     pub bootstrap_token: Option<(String, [u8; 32])>,
 }
 
-/// The id and hash of the token in `--bootstrap-token-file`, if one is set.
-fn read_bootstrap_token(config: &ServerConfig) -> anyhow::Result<Option<(String, [u8; 32])>> {
-    let Some(path) = &config.bootstrap_token_file else {
+/// The id and hash of the bootstrap token (`--bootstrap-token-file`, or
+/// `DATA/bootstrap.token`: [`crate::bootstrap_file`]), if there is one.
+/// `fresh`: the data directory holds no state yet.
+fn read_bootstrap_token(
+    config: &ServerConfig,
+    fresh: bool,
+) -> anyhow::Result<Option<(String, [u8; 32])>> {
+    let source = crate::bootstrap_file::choose(config, fresh)?;
+    let Some(path) = source.path() else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading --bootstrap-token-file {}", path.display()))?;
-    let token = crate::auth::token::Token::parse(&text)
-        .with_context(|| format!("--bootstrap-token-file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", source.name()))?;
+    let token = crate::auth::token::Token::parse(&text).with_context(|| source.name())?;
+    source.announce();
     Ok(Some((token.id().to_string(), token.hash())))
+}
+
+/// Logs at warn when this server checks tokens but its cluster has state,
+/// holds no token yet and this server has no bootstrap token: every public
+/// call would be refused, as after an older build's cluster (which checked
+/// no token by default) is restarted on this one.
+fn warn_if_locked(config: &ServerConfig, state: &StateHandle, bootstrap: bool) {
+    let s = state.read();
+    if config.auth == crate::config::AuthMode::Tokens
+        && !bootstrap
+        && s.last_applied.is_some()
+        && s.state.access().tokens_created() == 0
+    {
+        tracing::warn!(
+            "--auth tokens (the default) and this cluster holds no token yet, and this server \
+             has no bootstrap token: it refuses every call of the public API; give \
+             --bootstrap-token-file FILE (tidal token generate) or --auth none (README: \
+             Runbook, Upgrading to secure defaults)"
+        );
+    }
 }
 
 /// How long a command waits for a raise of the cluster format version that
@@ -108,11 +134,13 @@ impl Node {
     /// directory, makes this node the first member of a new cluster.
     /// `dial_peer` makes each leadership's links to peer DCs.
     pub async fn start(config: ServerConfig, dial_peer: DialPeer) -> anyhow::Result<Arc<Node>> {
+        // No store yet: the first start in this directory.
+        let fresh = !config.data_dir.join("raft").exists();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let tls = crate::tls::load_and_warn(&config)?;
         check_identity(&config.data_dir, config.node_id, &config.dc)?;
-        let bootstrap_token = read_bootstrap_token(&config)?;
+        let bootstrap_token = read_bootstrap_token(&config, fresh)?;
         if let Some(backup) = &config.restore {
             let bytes = std::fs::read(backup)
                 .with_context(|| format!("reading backup {}", backup.display()))?;
@@ -161,6 +189,7 @@ impl Node {
             )),
         })?;
         let state = state_machine.handle();
+        warn_if_locked(&config, &state, bootstrap_token.is_some());
         let store_failures = log_store.failures();
         // Nothing in the log, no vote and no snapshot: a new node, or a member
         // whose disk was wiped (see VoteGate).

@@ -24,6 +24,9 @@
 //! - `retention`: finished tasks and their keys expire; `get` says expired.
 //! - `shutdown`: SIGTERM on a leader (handed over, exit 0) and a follower,
 //!   a second signal, a rolling restart of three servers under load.
+//! - `secure_defaults`: plaintext on an address that is not loopback refused
+//!   before binding (exit 2); a new cluster under the default `--auth tokens`
+//!   writes DATA/bootstrap.token, which the CLI needs (exit 8 without it).
 //! - `settings`: `tidal server` settings: file < variables < flags; `--print-config`
 //!   read back by `--config`.
 //! - `smoke`: one small end-to-end run through the harness.
@@ -86,6 +89,7 @@ mod peer_names;
 mod peer_plane;
 mod peer_plane_xdc;
 mod retention;
+mod secure_defaults;
 mod settings;
 mod shutdown;
 mod smoke;
