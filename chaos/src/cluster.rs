@@ -140,6 +140,20 @@ const INHERITED_SETTINGS: &[&str] = &[
     "TIDAL_BOOTSTRAP_TOKEN_FILE",
 ];
 
+/// Writes a token to `path`, one line, readable by its owner only.
+fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{text}").with_context(|| format!("writing {}", path.display()))
+}
+
 /// A new token's text from `tidal token generate` (stores nothing).
 fn generate_token(tidal: &std::path::Path) -> anyhow::Result<String> {
     let o = std::process::Command::new(tidal)
@@ -243,8 +257,7 @@ impl Cluster {
                 let path = layout
                     .dir
                     .join(format!("{}admin.token", log_prefix(&layout)));
-                std::fs::write(&path, format!("{text}\n"))
-                    .with_context(|| format!("writing {}", path.display()))?;
+                write_secret(&path, &text)?;
                 Some((Token::new(&text)?, path))
             }
             false => None,
