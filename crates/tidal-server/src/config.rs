@@ -103,7 +103,7 @@ pub struct RawConfig {
     #[arg(long, env = "TIDAL_RESTORE", value_name = "FILE")]
     #[serde(skip)]
     pub restore: Option<PathBuf>,
-    /// A token (`tidal token generate`) that becomes the cluster's first admin token once it holds tokens and none was ever created (README: Tokens).
+    /// A token (`tidal token generate`) that becomes the cluster's first admin token once it holds tokens and none was ever created (README: Tokens; default under --auth tokens: --init on a new DIR writes DIR/bootstrap.token).
     #[arg(long, env = "TIDAL_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
     /// Largest task payload in bytes (default 1048576).
