@@ -1,6 +1,13 @@
 # Shell functions shared by the cluster scripts (sourced, not run).
-# Expects RUN (pid and log directory) and TIDAL (the binary) to be set, and
-# the repository root as the working directory.
+# Expects RUN (pid and log directory), TIDAL (the binary) and TLS (the
+# directory of the CA and the certificates) to be set, and the repository
+# root as the working directory. The client calls (cli) use CLIENT_TLS (a
+# client certificate's directory) and TOKEN_FILE (an admin token).
+
+# The scripts pass every setting of their own processes explicitly: a
+# shell that sourced an env file (TIDAL_TLS_DIR of a client, say) must not
+# reach the servers and agents they start.
+unset TIDAL_ENDPOINTS TIDAL_TLS_DIR TIDAL_TOKEN TIDAL_INSECURE TIDAL_AUTH
 
 # build_tidal: sets TIDAL to an absolute path, building the release binary if unset.
 build_tidal() {
@@ -9,6 +16,72 @@ build_tidal() {
     TIDAL=target/release/tidal
   fi
   TIDAL=$(cd "$(dirname "$TIDAL")" && pwd)/$(basename "$TIDAL")
+}
+
+# abs PATH: PATH made absolute (its directory must exist).
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+
+# https_endpoints HOST:PORT,...: the same list with https:// on each, which
+# makes a client refuse to talk to them without TLS.
+https_endpoints() { sed -e 's|^|https://|' -e 's|,|,https://|g' <<<"$1"; }
+
+# cli ARGS...: `tidal ARGS...` as the admin: over TLS with the client
+# certificate in CLIENT_TLS, presenting the token in TOKEN_FILE.
+cli() {
+  TIDAL_TLS_DIR=$CLIENT_TLS TIDAL_TOKEN=$(cat "$TOKEN_FILE") "$TIDAL" "$@"
+}
+
+# issue_cert OUT ARGS...: `tidal cert issue --ca TLS/ca --out OUT ARGS...`
+# unless OUT already holds a certificate (a later start keeps it).
+issue_cert() {
+  local out=$1
+  shift
+  [[ -f "$out/cert.pem" ]] && return 0
+  rm -rf "$out"
+  "$TIDAL" cert issue --ca "$TLS/ca" --out "$out" "$@" >/dev/null
+}
+
+# ensure_ca: once, a CA in TLS/ca for `tidal cert issue`. A new CA
+# replaces every certificate under TLS (those of a CA that is gone are
+# useless).
+ensure_ca() {
+  [[ -f "$TLS/ca/ca.pem" ]] && return 0
+  rm -rf "$TLS"
+  "$TIDAL" cert ca --out "$TLS/ca" --name "tidal cluster CA" >/dev/null
+  echo "created a CA in $TLS/ca (ca.key signs every certificate: keep it to yourself)"
+}
+
+# ensure_token FILE: once, a new token (`tidal token generate`) in FILE,
+# readable by its owner only: the servers' --bootstrap-token-file, which
+# becomes the first admin token.
+ensure_token() {
+  [[ -s "$1" ]] && return 0
+  (
+    umask 077
+    "$TIDAL" token generate >"$1.tmp" 2>/dev/null
+    mv "$1.tmp" "$1"
+  )
+}
+
+# ensure_agent_token FILE ENDPOINTS: once, an agent token for every tenant,
+# created on the cluster at ENDPOINTS, in FILE (0600).
+ensure_agent_token() {
+  [[ -s "$1" ]] && return 0
+  (
+    umask 077
+    cli token create --role agent --all-tenants --name cluster-agents \
+      --endpoints "$2" >"$1.tmp" 2>/dev/null
+    mv "$1.tmp" "$1"
+  )
+}
+
+# write_env FILE ENDPOINTS: the client's settings as one `export` line in
+# FILE (0600), to source: `. FILE`.
+write_env() {
+  (
+    umask 077
+    echo "export TIDAL_ENDPOINTS=$2 TIDAL_TLS_DIR=$CLIENT_TLS TIDAL_TOKEN=$(cat "$TOKEN_FILE")" >"$1"
+  )
 }
 
 running() { [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
@@ -26,42 +99,72 @@ start() {
   echo "started $name (pid $!, log $RUN/$name.log)"
 }
 
-# wait_leader ENDPOINTS: until one of them answers that it is the leader.
+# start_agent NAME TOKEN_FILE ARGS...: `start NAME agent ARGS...` with the
+# agent token of TOKEN_FILE in its environment (TIDAL_TOKEN), not on its
+# command line.
+start_agent() {
+  local name=$1 token_file=$2
+  shift 2
+  TIDAL_TOKEN=$(cat "$token_file") start "$name" agent "$@"
+}
+
+# wait_leader ENDPOINTS: until one of them answers that it is the leader,
+# then until the admin token works (the leader makes the bootstrap token
+# the first admin token just after the cluster's first election).
 wait_leader() {
-  for _ in $(seq 1 150); do
-    if "$TIDAL" status --endpoints "$1" --output json --timeout-ms 1000 2>/dev/null | grep -q '"role": "leader"'; then
-      return 0
+  local i
+  for i in $(seq 1 150); do
+    if cli status --endpoints "$1" --output json --timeout-ms 1000 2>/dev/null | grep -q '"role": "leader"'; then
+      break
+    fi
+    if ((i == 150)); then
+      echo "error: no leader among $1 after 30s; see $RUN/*.log" >&2
+      exit 1
     fi
     sleep 0.2
   done
-  echo "error: no leader among $1 after 30s; see $RUN/*.log" >&2
+  for i in $(seq 1 150); do
+    cli token list --endpoints "$1" --timeout-ms 1000 >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "error: the token in $TOKEN_FILE is refused by $1 after 30s; see $RUN/*.log" >&2
   exit 1
+}
+
+# start_server PREFIX N CONFIG: `tidal server --config CONFIG` as PREFIX-nodeN,
+# with the flags in the array SERVER_ARGS_N (if set) after it.
+start_server() {
+  local -n extra="SERVER_ARGS_$2"
+  start "${1}node$2" server --config "$3" ${extra[@]+"${extra[@]}"}
 }
 
 # start_dc PREFIX DATA_DIR ENDPOINTS CONFIG...: starts a 3-node DC from three
 # config files (node 1 initialises it) and joins nodes 2 and 3. The process
-# names are PREFIX-node1..3 (PREFIX may be empty). Idempotent: a restart
-# starts all three on their data, and the join steps change nothing.
+# names are PREFIX-node1..3 (PREFIX may be empty). ENDPOINTS are the
+# members' HOST:PORT addresses. SERVER_ARGS_1..3 (arrays, may be unset) are
+# added to each server's flags. Idempotent: a restart starts all three on
+# their data, and the join steps change nothing.
 start_dc() {
   local prefix=$1 data=$2 endpoints=$3
   shift 3
-  local configs=("$@") first=${endpoints%%,*}
+  local configs=("$@") first=${endpoints%%,*} https n
+  https=$(https_endpoints "$endpoints")
   if [[ -d "$data/node2" || -d "$data/node3" ]]; then
     # A single node cannot elect itself in a 3-node group: start all.
-    for n in 1 2 3; do start "${prefix}node$n" server --config "${configs[$((n - 1))]}"; done
-    wait_leader "$endpoints"
+    for n in 1 2 3; do start_server "$prefix" "$n" "${configs[$((n - 1))]}"; done
+    wait_leader "$https"
   else
-    start "${prefix}node1" server --config "${configs[0]}"
-    wait_leader "$first"
-    for n in 2 3; do start "${prefix}node$n" server --config "${configs[$((n - 1))]}"; done
+    start_server "$prefix" 1 "${configs[0]}"
+    wait_leader "https://$first"
+    for n in 2 3; do start_server "$prefix" "$n" "${configs[$((n - 1))]}"; done
   fi
   local addrs
   IFS=, read -r -a addrs <<<"$endpoints"
   for n in 2 3; do
-    "$TIDAL" cluster add-learner --id "$n" --addr "${addrs[$((n - 1))]}" --endpoints "$endpoints" >/dev/null
-    "$TIDAL" cluster promote "$n" --endpoints "$endpoints" >/dev/null
+    cli cluster add-learner --id "$n" --addr "${addrs[$((n - 1))]}" --endpoints "$https" >/dev/null
+    cli cluster promote "$n" --endpoints "$https" >/dev/null
   done
-  "$TIDAL" cluster members --endpoints "$endpoints"
+  cli cluster members --endpoints "$https"
 }
 
 # stop NAME: SIGTERM, then SIGKILL after 10 s, of a process started by `start`.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what cluster/two-dc/start.sh started: agents, then servers. With
-# --clean, also deletes cluster/data/dc-{a,b} and cluster/run/two-dc.
+# --clean, also deletes cluster/data/two-dc (data, certificates, tokens,
+# env files) and cluster/run/two-dc.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,6 @@ for dc in dc-a dc-b; do
 done
 
 if [[ "${1:-}" == "--clean" ]]; then
-  rm -rf cluster/data/dc-a cluster/data/dc-b "$RUN"
-  echo "deleted cluster/data/dc-a, cluster/data/dc-b and $RUN"
+  rm -rf cluster/data/two-dc "$RUN"
+  echo "deleted cluster/data/two-dc and $RUN"
 fi

@@ -63,6 +63,9 @@ pub struct AgentConfig {
     /// Mutual TLS with the servers: a directory with ca.pem, cert.pem and
     /// key.pem, whose certificate names an agent of `dc` (None: plaintext).
     pub tls_dir: Option<PathBuf>,
+    /// Plaintext asked for (`--insecure`): without it and without
+    /// `tls_dir`, every endpoint must be loopback.
+    pub insecure: bool,
     /// The token its session (and every other request) presents as
     /// `authorization: Bearer` (`--token`/`TIDAL_TOKEN`; None: no header).
     pub token: Option<tidal_client::Token>,
@@ -90,6 +93,7 @@ impl Default for AgentConfig {
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             source_ip: None,
             tls_dir: None,
+            insecure: false,
             token: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             stop_grace: DEFAULT_STOP_GRACE,
@@ -108,6 +112,9 @@ pub enum ConfigError {
     MissingEndpoints,
     #[error("{0}")]
     BadEndpoint(String),
+    /// Plaintext to a server that is not loopback, without `insecure`.
+    #[error(transparent)]
+    PlaintextRefused(#[from] tidal_tls::PlaintextRefused),
     #[error("slots must be at least 1")]
     NoSlots,
     #[error("max_result_bytes must be at least 1")]
@@ -138,6 +145,11 @@ impl AgentConfig {
         for e in &self.endpoints {
             tidal_client::normalize_endpoint(e).map_err(|e| ConfigError::BadEndpoint(e.message))?;
         }
+        tidal_tls::check_plaintext_endpoints(
+            &self.endpoints,
+            self.tls_dir.is_some(),
+            self.insecure,
+        )?;
         if self.slots == 0 {
             return Err(ConfigError::NoSlots);
         }

@@ -53,6 +53,48 @@ fn validates() {
 }
 
 #[test]
+fn plaintext_to_a_server_off_this_machine_needs_insecure() {
+    let with = |endpoints: &[&str], tls_dir: Option<&str>, insecure: bool| AgentConfig {
+        endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+        tls_dir: tls_dir.map(Into::into),
+        insecure,
+        ..good()
+    };
+    let remote = ["10.0.0.1:7001", "10.0.0.2:7001"];
+    let cases = [
+        (
+            with(&["127.0.0.1:7001", "localhost:7002"], None, false),
+            None,
+        ),
+        (with(&["[::1]:7001"], None, false), None),
+        (with(&remote, None, false), Some("10.0.0.1:7001")),
+        (
+            with(&["127.0.0.1:7001", "gpu-host:7001"], None, false),
+            Some("gpu-host:7001"),
+        ),
+        (with(&remote, Some("/etc/tidal/tls"), false), None),
+        (with(&remote, None, true), None),
+    ];
+    for (config, refused) in cases {
+        let want = match refused {
+            None => Ok(()),
+            Some(e) => Err(ConfigError::PlaintextRefused(tidal_tls::PlaintextRefused {
+                endpoint: e.into(),
+            })),
+        };
+        assert_eq!(config.validate(), want, "{:?}", config.endpoints);
+    }
+    let e = with(&remote, None, false)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("10.0.0.1:7001") && e.contains("--tls-dir DIR") && e.contains("--insecure"),
+        "{e}"
+    );
+}
+
+#[test]
 fn lease_ttl_is_shorter_than_the_servers() {
     let server = Duration::from_secs(10);
     assert_eq!(good().lease_ttl(server), Ok(Duration::from_secs(6)));

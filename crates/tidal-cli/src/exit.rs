@@ -6,7 +6,9 @@ pub const OK: i32 = 0;
 pub const ERROR: i32 = 1;
 /// A usage error: clap's (unknown flag, missing argument), or a setting
 /// refused before anything starts (`tidal server` serving plaintext on an
-/// address that is not loopback without `--insecure`).
+/// address that is not loopback without `--insecure`; a client or an agent
+/// talking plaintext to a server that is not loopback without it,
+/// [`tidal_tls::PlaintextRefused`]).
 pub const USAGE: i32 = 2;
 pub const UNAVAILABLE: i32 = 3;
 pub const TASK_NOT_SUCCEEDED: i32 = 4;
@@ -23,8 +25,9 @@ pub const NEEDS_VERSION: i32 = 7;
 /// its role may call (PERMISSION_DENIED). Retrying does not help.
 pub const CREDENTIALS_REFUSED: i32 = 8;
 
-/// 2 when a setting was refused as a usage error; 3 when the cause is
-/// that no server (or no leader) answered; 5 when a server stopped
+/// 2 when a setting was refused as a usage error (plaintext off loopback
+/// without `--insecure`); 3 when the cause is that no server (or no
+/// leader) answered; 5 when a server stopped
 /// because its store could not write; 6 when another agent
 /// process took this agent's id over; 7 when a server stopped at a format
 /// version it does not support; 8 when a server refused the caller's
@@ -34,6 +37,13 @@ pub fn code_of(err: &anyhow::Error) -> i32 {
         if cause
             .downcast_ref::<tidal_server::config::Refused>()
             .is_some()
+            || cause
+                .downcast_ref::<tidal_tls::PlaintextRefused>()
+                .is_some()
+            || matches!(
+                cause.downcast_ref::<tidal_agent::ConfigError>(),
+                Some(tidal_agent::ConfigError::PlaintextRefused(_))
+            )
         {
             return USAGE;
         }
@@ -126,6 +136,24 @@ mod tests {
         let e: Result<(), _> = Err(tidal_server::config::Refused("refusing plaintext".into()));
         let e = e.context("invalid server configuration").unwrap_err();
         assert_eq!(code_of(&e), USAGE);
+    }
+
+    #[test]
+    fn refused_plaintext_maps_to_2() {
+        let refused = tidal_tls::PlaintextRefused {
+            endpoint: "10.1.2.3:7001".into(),
+        };
+        let e: Result<(), _> = Err(refused.clone());
+        let e = e.context("status").unwrap_err();
+        assert_eq!(code_of(&e), USAGE);
+        let e: Result<(), _> = Err(tidal_agent::ConfigError::PlaintextRefused(refused));
+        let e = e.context("invalid agent configuration").unwrap_err();
+        assert_eq!(code_of(&e), USAGE);
+        assert!(format!("{e:#}").ends_with(
+            "invalid agent configuration: refusing to connect in plaintext to 10.1.2.3:7001 \
+             (not a loopback address): give --tls-dir DIR or TIDAL_TLS_DIR (see `tidal cert`), \
+             or --insecure or TIDAL_INSECURE=true"
+        ));
     }
 
     #[test]

@@ -44,6 +44,18 @@ impl ClientOpts {
     }
 }
 
+impl TlsOpts {
+    /// The plaintext rule ([`tidal_tls::check_plaintext_endpoints`]):
+    /// without `--tls-dir`, every endpoint must be loopback unless
+    /// `--insecure` is given. Checked before anything is sent; a refusal
+    /// is a usage error (exit 2).
+    pub fn check_plaintext(&self, endpoints: &[String]) -> anyhow::Result<()> {
+        let tls = self.checked()?.is_some();
+        tidal_tls::check_plaintext_endpoints(endpoints, tls, self.insecure == Some(true))?;
+        Ok(())
+    }
+}
+
 /// The token a client or an agent presents.
 #[derive(Args, Clone, Default)]
 pub struct TokenOpts {
@@ -83,8 +95,9 @@ pub struct TlsOpts {
     /// Mutual TLS: DIR holds ca.pem, cert.pem and key.pem (`tidal cert issue`); every connection uses TLS.
     #[arg(long, env = "TIDAL_TLS_DIR", value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Connect in plaintext, without TLS (allowed without this flag for now); not with --tls-dir.
-    /// `--insecure` alone means true; the server's flag has the same shape.
+    /// Connect in plaintext, without TLS, also to servers that are not on this machine (without
+    /// TLS and without this flag, only loopback servers: 127.0.0.0/8, ::1, localhost); not with
+    /// --tls-dir. `--insecure` alone means true; the server's flag has the same shape.
     #[arg(long, env = "TIDAL_INSECURE", value_name = "BOOL", num_args = 0..=1,
         require_equals = true, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]

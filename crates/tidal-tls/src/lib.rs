@@ -19,6 +19,8 @@
 //!   `peer_identity` of an accepted connection.
 //! - [`client`]: `client_config`, whose verifier checks the server's
 //!   chain and then its identity against an `Expect`, not a host name.
+//! - [`plaintext`]: the rule of clients and agents without TLS
+//!   (loopback servers only, unless `--insecure`).
 //! - [`issue`] (feature `issue`): a new CA, and certificates signed by it
 //!   (rcgen), for `tidal cert`.
 //! - `error`: `TlsError`, which names the file involved.
@@ -34,6 +36,7 @@ pub mod identity;
 pub mod info;
 #[cfg(any(test, feature = "issue"))]
 pub mod issue;
+pub mod plaintext;
 pub mod server;
 
 mod error;
@@ -43,6 +46,7 @@ pub use error::TlsError;
 pub use files::{tls_or_plaintext, TlsDir};
 pub use identity::{CertIdentity, Expect, IdentityError, Role};
 pub use info::CertInfo;
+pub use plaintext::{check_plaintext_endpoints, is_loopback_host, PlaintextRefused};
 /// The rustls this crate builds its configurations with (callers use it,
 /// so versions cannot drift apart).
 pub use rustls;

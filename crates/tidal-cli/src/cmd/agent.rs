@@ -161,6 +161,7 @@ impl AgentRunArgs {
             max_result_bytes: self.max_result_bytes,
             source_ip: self.source_ip,
             tls_dir: self.tls.checked()?.map(Into::into),
+            insecure: self.tls.insecure == Some(true),
             token: self.token.token()?,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),

@@ -31,14 +31,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The client of `opts`: its endpoints are checked first (their form,
+    /// then the plaintext rule, [`crate::opts::TlsOpts::check_plaintext`]).
     pub fn new(opts: &ClientOpts) -> anyhow::Result<Ctx> {
+        let tls = opts.tls.client_config()?;
+        let client = client_with(&opts.endpoints, opts.timeout(), tls, opts.token.token()?)?;
+        opts.tls.check_plaintext(&opts.endpoints)?;
         Ok(Ctx {
-            client: client_with(
-                &opts.endpoints,
-                opts.timeout(),
-                opts.tls.client_config()?,
-                opts.token.token()?,
-            )?,
+            client,
             output: opts.output,
         })
     }

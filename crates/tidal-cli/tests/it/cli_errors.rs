@@ -218,3 +218,130 @@ fn server_help_shows_the_defaults_the_server_uses() {
     assert_eq!(DEFAULT_ELECTION_TIMEOUT_MS, (150, 300));
     assert_eq!(DEFAULT_RAFT_HEARTBEAT_MS, 50);
 }
+
+/// What a refused plaintext endpoint prints, after `error: `.
+fn refusal(endpoint: &str) -> String {
+    format!(
+        "refusing to connect in plaintext to {endpoint} (not a loopback address): give --tls-dir \
+         DIR or TIDAL_TLS_DIR (see `tidal cert`), or --insecure or TIDAL_INSECURE=true"
+    )
+}
+
+/// Without TLS a client or an agent talks only to loopback servers unless
+/// `--insecure`: the refusal comes at once (exit 2), before anything is
+/// sent (10.1.2.3 is never dialled: nothing here leaves this machine).
+#[test]
+fn plaintext_to_a_remote_server_is_refused_without_insecure() {
+    let unset = |c: &mut Command| {
+        c.env_remove("TIDAL_ENDPOINTS")
+            .env_remove("TIDAL_TLS_DIR")
+            .env_remove("TIDAL_INSECURE")
+            .env_remove("TIDAL_TOKEN")
+            .env_remove("RUST_LOG");
+    };
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tidal"));
+        unset(&mut c);
+        c.args(args).envs(env.iter().copied());
+        let start = Instant::now();
+        let o = c.output().expect("run the tidal binary");
+        (o, start.elapsed())
+    };
+    let agent = [
+        "agent",
+        "--id",
+        "a",
+        "--dc",
+        "dc1",
+        "--task-types",
+        "t2i",
+        "--endpoints",
+        "127.0.0.1:7001,10.1.2.3:7001",
+        "--",
+        "true",
+    ];
+    for (args, env, endpoint) in [
+        (
+            &["status", "--endpoints", "10.1.2.3:7001"][..],
+            &[][..],
+            "10.1.2.3:7001",
+        ),
+        (
+            &["task", "list"],
+            &[("TIDAL_ENDPOINTS", "localhost:7001,gpu-cluster.example:7001")],
+            "gpu-cluster.example:7001",
+        ),
+        (
+            &["status"],
+            &[
+                ("TIDAL_INSECURE", "false"),
+                ("TIDAL_ENDPOINTS", "0.0.0.0:7001"),
+            ],
+            "0.0.0.0:7001",
+        ),
+        (&agent, &[], "10.1.2.3:7001"),
+    ] {
+        let (o, took) = run(args, env);
+        assert_eq!(o.status.code(), Some(2), "{args:?} {env:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("error: ")
+                && stderr(&o).trim_end().ends_with(&refusal(endpoint)),
+            "{args:?} {env:?}: {}",
+            stderr(&o)
+        );
+        assert!(o.stdout.is_empty());
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    }
+    // With --insecure (or TIDAL_INSECURE) the rule lets it through: this
+    // submit then fails on its payload file, still before sending anything.
+    let submit = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![
+            "task",
+            "submit",
+            "--type",
+            "t2i",
+            "--payload-file",
+            "/nonexistent/payload",
+            "--endpoints",
+            "10.1.2.3:7001",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, env).0
+    };
+    let o = submit(&[], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for (extra, env) in [
+        (&["--insecure"][..], &[][..]),
+        (&["--insecure=true"], &[]),
+        (&[], &[("TIDAL_INSECURE", "1")]),
+    ] {
+        let o = submit(extra, env);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{extra:?} {env:?}: {}",
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains("reading --payload-file /nonexistent/payload")
+                && !stderr(&o).contains("plaintext"),
+            "{extra:?} {env:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+/// Loopback endpoints need neither TLS nor --insecure: the client tries
+/// them and, with no server there, exits 3 (unavailable), not 2.
+#[test]
+fn plaintext_to_loopback_needs_no_insecure() {
+    for endpoint in ["127.0.0.1:1", "localhost:1", "127.0.0.77:1"] {
+        let o = tidal(&["status", "--endpoints", endpoint, "--timeout-ms", "500"]);
+        assert_eq!(o.status.code(), Some(3), "{endpoint}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("plaintext"),
+            "{endpoint}: {}",
+            stderr(&o)
+        );
+    }
+}

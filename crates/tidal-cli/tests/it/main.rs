@@ -14,7 +14,10 @@
 //!   carried on by a new leader, SIGTERM to an agent.
 //! - `dev`: `tidal dev --dcs 2` up, its demo across two DCs, Ctrl-C.
 //! - `duplicate_agent`: a second agent process under a live id takes it over; the first exits 6.
-//! - `cli_errors`: usage and connection errors that need no server.
+//! - `cli_errors`: usage and connection errors that need no server; plaintext
+//!   to a server off loopback refused (exit 2) unless `--insecure`.
+//! - `cluster_scripts`: cluster/start.sh on ports of its own: certificates,
+//!   tokens and the env file made once; a task submitted with it runs; stop.sh.
 //! - `elections`: a follower cut off from the leader rejoins without an election.
 //! - `harness`: tidal-testkit's cluster of the binary under test; worker scripts, a cuttable relay.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
@@ -74,6 +77,7 @@ mod big_entries;
 mod cert;
 mod chaos;
 mod cli_errors;
+mod cluster_scripts;
 mod dev;
 mod drain;
 mod duplicate_agent;
