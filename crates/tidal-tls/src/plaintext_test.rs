@@ -58,8 +58,9 @@ fn plaintext_to_a_remote_server_needs_insecure() {
             endpoint: e.to_string(),
         })
     };
-    // (endpoints, tls, insecure, outcome)
-    let cases: [(&[&str], bool, bool, Result<(), PlaintextRefused>); 10] = [
+    /// Endpoints, TLS, --insecure, the outcome.
+    type Case<'a> = (&'a [&'a str], bool, bool, Result<(), PlaintextRefused>);
+    let cases: [Case; 10] = [
         (&["127.0.0.1:7001"], false, false, Ok(())),
         (
             &["127.0.0.1:7001", "localhost:7002", "[::1]:7003"],
