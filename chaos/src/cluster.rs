@@ -111,12 +111,11 @@ impl Layout {
         }
     }
 
-    /// `--tls-dir DIR` of agent `k` with TLS; `--insecure` without (in
-    /// network namespaces its servers are not on loopback addresses).
+    /// `--tls-dir DIR` of agent `k`, with TLS.
     fn agent_tls_args(&self, k: u8) -> anyhow::Result<Vec<String>> {
         match &self.tls {
             Some(pki) => Ok(tls_dir_arg(&pki.agent(&self.dc, &self.agent_id(k))?)),
-            None => Ok(vec!["--insecure".into()]),
+            None => Ok(Vec::new()),
         }
     }
 }
