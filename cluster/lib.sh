@@ -75,12 +75,29 @@ ensure_agent_token() {
   )
 }
 
-# write_env FILE ENDPOINTS: the client's settings as one `export` line in
-# FILE (0600), to source: `. FILE`.
+# sh_word TEXT: TEXT as one shell word: as it is when it has only plain
+# characters, else in single quotes.
+sh_word() {
+  if [[ -n $1 && $1 =~ ^[A-Za-z0-9/._,:=@+%-]+$ ]]; then
+    echo "$1"
+  else
+    echo "'${1//\'/\'\\\'\'}'"
+  fi
+}
+
+# write_env FILE ENDPOINTS WHAT: the client's settings (the endpoints, the
+# client certificate, the admin token) as a file to source, `. FILE`, in
+# the shape of `tidal dev`'s DIR/env; readable by its owner only.
 write_env() {
   (
     umask 077
-    echo "export TIDAL_ENDPOINTS=$2 TIDAL_TLS_DIR=$CLIENT_TLS TIDAL_TOKEN=$(cat "$TOKEN_FILE")" >"$1"
+    {
+      echo "# $3: \`. $1\` points the tidal CLI at it."
+      echo "export TIDAL_ENDPOINTS=$(sh_word "$2")"
+      echo "export TIDAL_TLS_DIR=$(sh_word "$CLIENT_TLS")"
+      echo "export TIDAL_TOKEN=$(sh_word "$(cat "$TOKEN_FILE")")"
+      echo "unset TIDAL_INSECURE"
+    } >"$1"
   )
 }
 

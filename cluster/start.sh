@@ -66,7 +66,7 @@ start_dc "" "$DATA" "$ADDRS" cluster/node1.toml cluster/node2.toml cluster/node3
 cli queue set vip --weight 8 --endpoints "$ENDPOINTS" >/dev/null
 cli queue set normal --weight 2 --endpoints "$ENDPOINTS" >/dev/null
 ensure_agent_token "$DATA/agent.token" "$ENDPOINTS"
-write_env "$DATA/env" "$ENDPOINTS"
+write_env "$DATA/env" "$ENDPOINTS" "cluster/start.sh, dc dc1"
 
 # The agents run the built-in demo worker; put your own command after `--`.
 if ((AGENTS >= 1)); then

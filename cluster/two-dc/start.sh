@@ -47,8 +47,8 @@ for dc in dc-a dc-b; do
   ensure_agent_token "$DATA/$dc-agent.token" "$(https_endpoints "$eps")"
 done
 cli queue set local --weight 1 --endpoints "$(https_endpoints "$A")" >/dev/null
-write_env "$DATA/env" "$(https_endpoints "$A")"
-write_env "$DATA/env-dc-b" "$(https_endpoints "$B")"
+write_env "$DATA/env" "$(https_endpoints "$A")" "cluster/two-dc/start.sh, dc dc-a"
+write_env "$DATA/env-dc-b" "$(https_endpoints "$B")" "cluster/two-dc/start.sh, dc dc-b"
 
 start_agent dc-a-agent-1 "$DATA/dc-a-agent.token" --id a-gpu-1 --dc dc-a --task-types t2i \
   --models sdxl --slots 2 --gpus A100:81920 --endpoints "$(https_endpoints "$A")" \

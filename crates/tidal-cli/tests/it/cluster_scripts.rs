@@ -116,15 +116,20 @@ fn start_sh_runs_a_dc_over_tls_with_tokens_and_stop_sh_ends_it() {
     }
     let env = std::fs::read_to_string(data.join("env")).unwrap();
     let https: Vec<String> = addrs.iter().map(|a| format!("https://{a}")).collect();
-    assert!(
-        env.starts_with(&format!("export TIDAL_ENDPOINTS={} ", https.join(",")))
-            && env.contains(&format!(
-                " TIDAL_TLS_DIR={} ",
-                data.join("tls/client").display()
-            ))
-            && env.contains(" TIDAL_TOKEN=tdl_"),
+    let lines: Vec<&str> = env.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 4, "{env}");
+    assert_eq!(
+        lines[0],
+        format!("export TIDAL_ENDPOINTS={}", https.join(",")),
         "{env}"
     );
+    assert_eq!(
+        lines[1],
+        format!("export TIDAL_TLS_DIR={}", data.join("tls/client").display()),
+        "{env}"
+    );
+    assert!(lines[2].starts_with("export TIDAL_TOKEN=tdl_"), "{env}");
+    assert_eq!(lines[3], "unset TIDAL_INSECURE", "{env}");
     let status = s.with_env("\"$TIDAL\" status -o json");
     assert!(status.status.success(), "{}", text(&status));
     let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
