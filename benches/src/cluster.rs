@@ -1,6 +1,7 @@
 //! Three `tidal server` processes on held 127.0.0.1 ports with data in a
 //! temporary directory, joined into one group (tidal-testkit's cluster),
-//! over mutual TLS with `--tls`; killed on drop.
+//! over mutual TLS with `--tls` (else plaintext), always with `--auth none`;
+//! killed on drop.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +21,10 @@ impl Cluster {
         tls: bool,
     ) -> anyhow::Result<Cluster> {
         let mut spec = ClusterSpec::new(tidal);
+        // As benches/README's figures were measured: plaintext and
+        // `--auth none` unless `--tls`, and never tokens.
         spec.tls = tls;
+        spec.tokens = false;
         spec.dc = "bench".into();
         spec.prefix = "tidal-bench-".into();
         spec.rust_log = Some(rust_log(std::env::var("TIDAL_BENCH_LOG").ok()));

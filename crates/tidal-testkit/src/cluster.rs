@@ -3,8 +3,18 @@
 //! every process is SIGKILLed (and reaped) when the [`Cluster`] is dropped,
 //! and SIGKILLed by the kernel when the process that holds it dies.
 //!
-//! With [`ClusterSpec::tls`], a throwaway CA in `<dir>/tls` gives every
-//! server, agent and the kit's own clients a certificate of their own.
+//! By default a cluster runs as users run theirs: mutual TLS and tokens.
+//! - [`ClusterSpec::tls`] (on by default): a throwaway CA in `<dir>/tls`
+//!   (or [`ClusterSpec::pki`], shared by DCs that peer) gives every server,
+//!   agent and the kit's own clients a certificate of their own.
+//! - [`ClusterSpec::tokens`] (on by default): `tidal token generate` makes
+//!   an admin token in `<dir>/admin.token`; every server gets `--auth tokens
+//!   --bootstrap-token-file` (the leader makes it the first admin token);
+//!   the kit's client and [`Cluster::tidal`] present it; the first agent the
+//!   kit starts has it create an agent token (role agent, every tenant,
+//!   named `kit-agents`) that every agent gets in `TIDAL_TOKEN`.
+//!   Without it every server gets `--auth none`: the kit never depends on
+//!   the server's default.
 //!
 //! ```ignore
 //! let mut c = Cluster::start(ClusterSpec::new(tidal)).await?; // 3 nodes, joined
@@ -18,8 +28,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tempfile::TempDir;
-use tidal_client::tidal_tls::Expect;
-use tidal_client::{v1, Client, ClientOptions};
+use tidal_client::tidal_tls::{client_config, Expect, TlsDir};
+use tidal_client::{v1, Client, ClientOptions, Token};
 use tokio::time::{sleep, Instant};
 
 use crate::pki::Pki;
@@ -42,11 +52,18 @@ pub struct ClusterSpec {
     /// the membership names `CLIENT|PEER` and the servers reach each other
     /// there (nodes are joined with `--peer-addr`). Off by default.
     pub peer_listen: bool,
-    /// Mutual TLS: a CA of the cluster's own in `<dir>/tls`, a certificate
-    /// and `--tls-dir` for every server and agent, `https://` endpoints, and
-    /// the kit's client and CLI with the client certificate `kit` (unless
-    /// `client.tls` is set). Off by default.
+    /// Mutual TLS: a CA of the cluster's own in `<dir>/tls` (or `pki`), a
+    /// certificate and `--tls-dir` for every server and agent, `https://`
+    /// endpoints, and the kit's client and CLI with the client certificate
+    /// `kit` (unless `client.tls` is set). On by default.
     pub tls: bool,
+    /// With `tls`, the CA to issue from instead of a new one: DCs that peer
+    /// share one, so each trusts the other's servers.
+    pub pki: Option<Pki>,
+    /// `--auth tokens` with a bootstrap admin token that the kit's client
+    /// (unless `client.token` is set) and CLI present, and an agent token
+    /// for the kit's agents; without it, `--auth none`. On by default.
+    pub tokens: bool,
     /// `RUST_LOG` of every process (`None`: inherited).
     pub rust_log: Option<String>,
     /// The temporary directory's name starts with this.
@@ -68,7 +85,9 @@ impl ClusterSpec {
             server_args: Vec::new(),
             join: true,
             peer_listen: false,
-            tls: false,
+            tls: true,
+            pki: None,
+            tokens: true,
             rust_log: None,
             prefix: "tidal-".into(),
             keep_var: None,
@@ -107,6 +126,10 @@ pub struct Cluster {
     pub client: Client,
     /// The cluster's CA, with [`ClusterSpec::tls`].
     pub pki: Option<Pki>,
+    /// The bootstrap admin token, with [`ClusterSpec::tokens`].
+    admin_token: Option<String>,
+    /// The kit's agents' token, created when the first agent starts.
+    agent_token: Option<String>,
     // Last, so processes are gone before the directory is removed.
     pub dir: TempDir,
 }
@@ -115,12 +138,23 @@ impl Cluster {
     /// Ports and directories for `spec.nodes` servers; nothing is started.
     pub fn new(mut spec: ClusterSpec) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix(&spec.prefix).tempdir()?;
-        let pki = match spec.tls {
-            true => Some(Pki::new(&spec.tidal, &dir.path().join("tls"))?),
-            false => None,
+        let pki = match (spec.tls, &spec.pki) {
+            (false, _) => None,
+            (true, Some(shared)) => Some(shared.clone()),
+            (true, None) => Some(Pki::new(&spec.tidal, &dir.path().join("tls"))?),
         };
         if let (Some(pki), None) = (&pki, &spec.client.tls) {
             spec.client.tls = Some(pki.client_config(KIT_CLIENT, Expect::Dc(spec.dc.clone()))?);
+        }
+        let admin_token = match spec.tokens {
+            true => Some(bootstrap_token(
+                &spec.tidal,
+                &dir.path().join(ADMIN_TOKEN_FILE),
+            )?),
+            false => None,
+        };
+        if let (Some(token), None) = (&admin_token, &spec.client.token) {
+            spec.client.token = Some(Token::new(token).context("the kit's admin token")?);
         }
         let mut nodes = Vec::new();
         for i in 1..=spec.nodes as u64 {
@@ -153,6 +187,8 @@ impl Cluster {
             agents: Vec::new(),
             client,
             pki,
+            admin_token,
+            agent_token: None,
             dir,
         })
     }
@@ -207,6 +243,12 @@ impl Cluster {
         self.client_endpoints().join(",")
     }
 
+    /// The bootstrap admin token (`<dir>/admin.token`), with
+    /// [`ClusterSpec::tokens`]: for clients a test builds itself.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
     /// The kit client's TLS directory (`TIDAL_TLS_DIR` of [`Cluster::tidal`]),
     /// with [`ClusterSpec::tls`].
     pub fn client_tls_dir(&self) -> Option<PathBuf> {
@@ -239,6 +281,20 @@ impl Cluster {
         Ok(p)
     }
 
+    /// `--auth tokens --bootstrap-token-file <dir>/admin.token` with
+    /// [`ClusterSpec::tokens`], else `--auth none`.
+    fn auth_args(&self) -> Vec<String> {
+        match self.admin_token {
+            Some(_) => vec![
+                "--auth".into(),
+                "tokens".into(),
+                "--bootstrap-token-file".into(),
+                self.dir.path().join(ADMIN_TOKEN_FILE).display().to_string(),
+            ],
+            None => vec!["--auth".into(), "none".into()],
+        }
+    }
+
     /// Starts (or restarts, on its existing data) node `id`.
     pub fn start_node(&mut self, id: u64, init: bool) -> anyhow::Result<()> {
         self.start_node_with(id, init, &[])
@@ -251,7 +307,8 @@ impl Cluster {
         spec.peer_listen = n.peer_addr.clone();
         spec.tls_dir = n.tls_dir.clone();
         spec.init = init;
-        spec.args = self.spec.server_args.clone();
+        spec.args = self.auth_args();
+        spec.args.extend_from_slice(&self.spec.server_args);
         spec.args.extend_from_slice(own);
         let log = self.dir.path().join(format!("node{id}.log"));
         let p = self.spawn(&format!("node{id}"), spec.args(), &log)?;
@@ -369,7 +426,10 @@ impl Cluster {
 
     /// Starts an agent against every node of the cluster.
     /// With [`ClusterSpec::tls`] it gets a certificate of its id and DC
-    /// and `--tls-dir` before its own flags.
+    /// and `--tls-dir` before its own flags. With [`ClusterSpec::tokens`]
+    /// it gets the kit's agent token in `TIDAL_TOKEN` (created on the first
+    /// call), unless its spec brings a token of its own (`--token` or
+    /// `TIDAL_TOKEN`).
     pub fn start_agent(&mut self, mut a: AgentSpec) -> anyhow::Result<()> {
         if let Some(pki) = &self.pki {
             let dir = pki.agent(&self.spec.dc, &a.id)?;
@@ -377,6 +437,15 @@ impl Cluster {
             extra.append(&mut a.extra_args);
             a.extra_args = extra;
         }
+        let own_token = a
+            .extra_args
+            .iter()
+            .any(|f| f == "--token" || f.starts_with("--token="))
+            || a.env.iter().any(|(k, _)| k == "TIDAL_TOKEN");
+        let token = match self.admin_token.is_some() && !own_token {
+            true => Some(self.agent_token()?),
+            false => None,
+        };
         let args = a.args(&self.spec.dc, &self.client_endpoints(), &self.spec.tidal);
         // A second process under one id gets a log of its own.
         let mut log = self.dir.path().join(format!("{}.log", a.id));
@@ -385,13 +454,59 @@ impl Cluster {
             n += 1;
             log = self.dir.path().join(format!("{}.{n}.log", a.id));
         }
-        let mut p = Proc::new(&a.id, &self.spec.tidal, args, &log).envs(&a.env);
+        let mut p = Proc::new(&a.id, &self.spec.tidal, args, &log)
+            .env_remove("TIDAL_TOKEN")
+            .env_remove("TIDAL_TLS_DIR");
+        if let Some(token) = &token {
+            p = p.env("TIDAL_TOKEN", token);
+        }
+        p = p.envs(&a.env);
         if let Some(level) = &self.spec.rust_log {
             p = p.env("RUST_LOG", level);
         }
         p.start()?;
         self.agents.push(p);
         Ok(())
+    }
+
+    /// A client that presents what the kit's agents present, for tests
+    /// that open agent sessions themselves: with [`ClusterSpec::tls`], the
+    /// agent certificate `name` of the cluster's DC; with
+    /// [`ClusterSpec::tokens`], the kit's agent token.
+    pub fn agent_client(&mut self, name: &str) -> anyhow::Result<Client> {
+        let mut opts = self.spec.client.clone();
+        if let Some(pki) = &self.pki {
+            let dir = TlsDir::load(pki.agent(&self.spec.dc, name)?)?;
+            opts.tls = Some(client_config(&dir, Expect::Dc(self.spec.dc.clone()))?);
+        }
+        if self.admin_token.is_some() {
+            opts.token = Some(Token::new(&self.agent_token()?)?);
+        }
+        Ok(Client::with_options(self.client_endpoints(), opts)?)
+    }
+
+    /// The kit's agent token: created with the CLI the first time
+    /// (`token create --role agent --all-tenants --name kit-agents`, as the
+    /// admin), then the same for every agent.
+    pub fn agent_token(&mut self) -> anyhow::Result<String> {
+        if let Some(t) = &self.agent_token {
+            return Ok(t.clone());
+        }
+        let out = self.tidal_ok(&[
+            "token",
+            "create",
+            "--role",
+            "agent",
+            "--all-tenants",
+            "--name",
+            KIT_AGENTS,
+        ])?;
+        let token = out.trim().to_string();
+        if Token::new(&token).ok().and_then(|t| t.id().map(str::len)) != Some(16) {
+            bail!("tidal token create printed {out:?}, not a token");
+        }
+        self.agent_token = Some(token.clone());
+        Ok(token)
     }
 
     /// Waits until at least `n` agents are connected and ready.
@@ -417,16 +532,36 @@ impl Cluster {
         }
     }
 
-    /// Runs the CLI against this cluster (`TIDAL_ENDPOINTS` names every
-    /// node; with [`ClusterSpec::tls`], `TIDAL_TLS_DIR` is the kit client's).
-    pub fn tidal(&self, args: &[&str]) -> Output {
+    /// The CLI against this cluster, not started: `TIDAL_ENDPOINTS` names
+    /// every node; with [`ClusterSpec::tls`], `TIDAL_TLS_DIR` is the kit
+    /// client's; with [`ClusterSpec::tokens`], `TIDAL_TOKEN` is the admin
+    /// token. Those variables are otherwise removed, with `RUST_LOG`.
+    pub fn cli(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.spec.tidal);
-        cmd.args(args)
-            .env("TIDAL_ENDPOINTS", self.endpoints_arg())
+        cmd.args(args);
+        self.cli_env(&mut cmd);
+        cmd
+    }
+
+    /// Gives `cmd` (the CLI, or a shell that runs it) the environment of
+    /// [`Cluster::cli`].
+    pub fn cli_env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("TIDAL_ENDPOINTS", self.endpoints_arg())
+            .env_remove("TIDAL_TLS_DIR")
+            .env_remove("TIDAL_TOKEN")
             .env_remove("RUST_LOG");
         if let Some(dir) = self.client_tls_dir() {
             cmd.env("TIDAL_TLS_DIR", dir);
         }
+        if let Some(token) = &self.admin_token {
+            cmd.env("TIDAL_TOKEN", token);
+        }
+        cmd
+    }
+
+    /// Runs [`Cluster::cli`] and waits for it.
+    pub fn tidal(&self, args: &[&str]) -> Output {
+        let mut cmd = self.cli(args);
         // This thread waits for the CLI, so it outlives it.
         proc::die_with_parent(&mut cmd, libc::SIGKILL);
         cmd.output().expect("run the tidal binary")
@@ -467,6 +602,41 @@ impl Cluster {
 
 /// The client certificate of the kit's own client and CLI.
 const KIT_CLIENT: &str = "kit";
+
+/// The bootstrap admin token's file in the cluster's directory.
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The name of the kit's agent token.
+const KIT_AGENTS: &str = "kit-agents";
+
+/// `tidal token generate` into `path` (mode 0600, one line); the token.
+fn bootstrap_token(tidal: &std::path::Path, path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut cmd = Command::new(tidal);
+    cmd.args(["token", "generate"]).env_remove("RUST_LOG");
+    proc::die_with_parent(&mut cmd, libc::SIGKILL);
+    let o = cmd.output().context("running tidal token generate")?;
+    if !o.status.success() {
+        bail!(
+            "tidal token generate exited {:?}: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let token = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if Token::new(&token).ok().and_then(|t| t.id().map(str::len)) != Some(16) {
+        bail!("tidal token generate printed {token:?}, not a token");
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
 
 /// `https://ADDR` when `tls`, else `ADDR`.
 fn scheme(tls: bool, addr: &str) -> String {

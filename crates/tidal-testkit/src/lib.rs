@@ -11,6 +11,10 @@
 //! - [`spec`]: the arguments of `tidal server` and `tidal agent`.
 //! - [`cluster`]: N servers in a directory, started, joined, restarted,
 //!   with agents; waits for a leader, a caught-up node, connected agents.
+//!   By default as users run theirs: mutual TLS ([`ClusterSpec::tls`]) and
+//!   `--auth tokens` with an admin and an agent token
+//!   ([`ClusterSpec::tokens`]); without tokens it passes `--auth none`, so
+//!   it never depends on the server's default.
 //! - [`supervisor`]: long-running children stopped agents first, then servers.
 //!
 //! Depends on tidal-client only (it launches the binary; no server internals).

@@ -55,7 +55,7 @@ fn register(spec: v1::AgentSpec) -> v1::AgentMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_nothing_accepted_is_lost() -> anyhow::Result<()> {
-    let c = Cluster::start(ClusterOpts {
+    let mut c = Cluster::start(ClusterOpts {
         server_args: vec![
             "--max-payload-bytes".into(),
             "1000".into(),
@@ -257,17 +257,16 @@ async fn bad_input_is_refused_and_nothing_accepted_is_lost() -> anyhow::Result<(
     );
 
     // Agents: zero slots and a foreign DC are refused at registration.
+    let agent = c.agent_client("probe")?;
     let (_tx, rx) = mpsc::channel(1);
-    let e = c
-        .client
+    let e = agent
         .open_session(register(agent_spec("zero", 0)), rx)
         .await
         .unwrap_err();
     assert_eq!(e.code, Code::InvalidArgument, "{e}");
     assert!(e.to_string().contains("slots"), "{e}");
     let (_tx, rx) = mpsc::channel(1);
-    let e = c
-        .client
+    let e = agent
         .open_session(
             register(v1::AgentSpec {
                 dc: "elsewhere".into(),
@@ -282,8 +281,7 @@ async fn bad_input_is_refused_and_nothing_accepted_is_lost() -> anyhow::Result<(
     // A completion for an unknown task is answered as refused, and the
     // session stays usable.
     let (tx, rx) = mpsc::channel(4);
-    let mut session = c
-        .client
+    let mut session = agent
         .open_session(register(agent_spec("probe", 1)), rx)
         .await?;
     let first = session.inbound.message().await?.and_then(|m| m.msg);

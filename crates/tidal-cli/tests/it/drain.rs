@@ -528,14 +528,18 @@ async fn a_drain_deadline_during_a_take_over_does_not_run_a_task_twice() {
 /// ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_at_format_version_1_drains_locally_and_exits_0() {
-    let mut c = Cluster::start(ClusterOpts {
-        nodes: 1,
-        join: false,
-        server_args: vec!["--max-format-version".into(), "1".into()],
-        ..ClusterOpts::default()
-    })
-    .await
+    // `--auth none`: agent tokens need format version 3.
+    let mut c = Cluster::new_spec(
+        ClusterOpts {
+            nodes: 1,
+            join: false,
+            server_args: vec!["--max-format-version".into(), "1".into()],
+            ..ClusterOpts::default()
+        },
+        |s| s.tokens = false,
+    )
     .expect("cluster");
+    c.launch().await.expect("cluster");
     let runs = c.dir.path().join("runs");
     let cmd = worker(&runs, 60_000, 200);
     let mut a1 = agent("a1", &cmd);

@@ -227,7 +227,7 @@ async fn a_follower_on_a_full_disk_exits_loudly_and_catches_up_after() -> anyhow
         ClientOptions {
             request_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(5),
-            ..ClientOptions::default()
+            ..c.client.options().clone()
         },
     )?;
     for id in meanwhile.iter().chain(accepted.iter()) {

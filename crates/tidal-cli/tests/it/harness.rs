@@ -123,13 +123,27 @@ impl Default for ClusterOpts {
 }
 
 /// tidal-testkit's cluster of the binary under test, in a `tidal-it-`
-/// tempdir that `TIDAL_IT_KEEP=1` keeps.
+/// tempdir that `TIDAL_IT_KEEP=1` keeps. Like the kit, it runs as users
+/// run theirs unless a test opts out: mutual TLS (a CA of its own) and
+/// `--auth tokens` (the kit's client, [`tidal_testkit::Cluster::tidal`]
+/// and agents present the kit's tokens).
 pub struct Cluster(tidal_testkit::Cluster);
 
 impl Cluster {
-    /// Ports and directories for `opts.nodes` servers; nothing is started.
+    /// Ports and directories for `opts.nodes` servers, with TLS and
+    /// tokens; nothing is started.
     pub fn new(opts: ClusterOpts) -> anyhow::Result<Cluster> {
-        Cluster::new_with(opts, false)
+        Cluster::new_spec(opts, |_| {})
+    }
+
+    /// As [`Cluster::new`], in plaintext and with `--auth none`: for tests
+    /// about the plaintext peer plane, raw calls without credentials, or
+    /// certificates and tokens of their own.
+    pub fn new_plaintext(opts: ClusterOpts) -> anyhow::Result<Cluster> {
+        Cluster::new_spec(opts, |s| {
+            s.tls = false;
+            s.tokens = false;
+        })
     }
 
     /// As [`Cluster::new`]; with `peer_listen`, every server gets a peer
@@ -138,13 +152,24 @@ impl Cluster {
         Cluster::new_spec(opts, |s| s.peer_listen = peer_listen)
     }
 
-    /// As [`Cluster::new`], over mutual TLS (`ClusterSpec::tls`): a CA of
-    /// its own, a certificate per server, agent and the kit's client.
-    pub fn new_tls(opts: ClusterOpts) -> anyhow::Result<Cluster> {
-        Cluster::new_spec(opts, |s| s.tls = true)
+    /// As [`Cluster::new`], a DC that peers with `other`: its certificates
+    /// come from `other`'s CA, so each DC's servers trust the other's.
+    pub fn new_peer_of(other: &Cluster, opts: ClusterOpts) -> anyhow::Result<Cluster> {
+        let pki = other.pki.clone();
+        let (tls, tokens) = (other.spec.tls, other.spec.tokens);
+        Cluster::new_spec(opts, |s| {
+            s.pki = pki;
+            s.tls = tls;
+            s.tokens = tokens;
+        })
     }
 
-    fn new_spec(opts: ClusterOpts, with: impl FnOnce(&mut ClusterSpec)) -> anyhow::Result<Cluster> {
+    /// As [`Cluster::new`], with the kit's spec changed by `with` first
+    /// (e.g. `|s| s.tokens = false`).
+    pub fn new_spec(
+        opts: ClusterOpts,
+        with: impl FnOnce(&mut ClusterSpec),
+    ) -> anyhow::Result<Cluster> {
         let mut spec = ClusterSpec::new(tidal_exe());
         with(&mut spec);
         spec.nodes = opts.nodes;
@@ -157,39 +182,24 @@ impl Cluster {
         Ok(Cluster(tidal_testkit::Cluster::new(spec)?))
     }
 
-    /// As [`Cluster::new`], with every server under `--auth tokens` and a
-    /// bootstrap token file made by `tidal token generate`; the kit's
-    /// client presents that token. Returns the cluster, not started, and
-    /// the token.
+    /// [`Cluster::new`] and its bootstrap admin token (the token the kit's
+    /// client and CLI present), for tests that use it by name.
     pub fn new_with_tokens(opts: ClusterOpts) -> anyhow::Result<(Cluster, String)> {
-        let mut c = Cluster::new(opts)?;
-        let boot = c.tidal_ok(&["token", "generate"])?.trim().to_string();
-        let path = c.dir.path().join("admin.token");
-        std::fs::write(&path, format!("{boot}\n"))?;
-        c.spec.server_args.extend([
-            "--auth".to_string(),
-            "tokens".to_string(),
-            "--bootstrap-token-file".to_string(),
-            path.display().to_string(),
-        ]);
-        c.client = tidal_client::Client::with_options(
-            c.endpoints(),
-            tidal_client::ClientOptions {
-                token: Some(tidal_client::Token::new(&boot)?),
-                ..c.spec.client.clone()
-            },
-        )?;
+        let c = Cluster::new(opts)?;
+        let boot = c.admin().to_string();
         Ok((c, boot))
     }
 
-    /// The CLI against the cluster with `TIDAL_TOKEN` set to `token` (unset
-    /// for None).
+    /// The bootstrap admin token; panics for a cluster without tokens.
+    pub fn admin(&self) -> &str {
+        self.admin_token().expect("a cluster with tokens")
+    }
+
+    /// The CLI against the cluster (endpoints and, with TLS, the kit's
+    /// client certificate) with `TIDAL_TOKEN` set to `token` (unset for None).
     pub fn tidal_as(&self, token: Option<&str>, args: &[&str]) -> std::process::Output {
-        let mut cmd = std::process::Command::new(&self.spec.tidal);
-        cmd.args(args)
-            .env("TIDAL_ENDPOINTS", self.endpoints_arg())
-            .env_remove("TIDAL_TOKEN")
-            .env_remove("RUST_LOG");
+        let mut cmd = self.cli(args);
+        cmd.env_remove("TIDAL_TOKEN");
         if let Some(t) = token {
             cmd.env("TIDAL_TOKEN", t);
         }
@@ -212,6 +222,14 @@ impl Cluster {
     /// `opts.join`, adds and promotes the others one at a time.
     pub async fn start(opts: ClusterOpts) -> anyhow::Result<Cluster> {
         let mut c = Cluster::new(opts)?;
+        c.launch().await?;
+        Ok(c)
+    }
+
+    /// As [`Cluster::start`], in plaintext with `--auth none`
+    /// ([`Cluster::new_plaintext`]).
+    pub async fn start_plaintext(opts: ClusterOpts) -> anyhow::Result<Cluster> {
+        let mut c = Cluster::new_plaintext(opts)?;
         c.launch().await?;
         Ok(c)
     }

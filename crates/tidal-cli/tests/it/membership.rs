@@ -331,13 +331,24 @@ async fn a_backup_restores_every_task_and_agent_into_a_new_cluster() -> anyhow::
         &data.display().to_string(),
         "--restore",
         &backup.display().to_string(),
-        // As the cluster it was taken from (the kit's).
-        "--auth",
-        "none",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // As its cluster ran: node 1's certificate, and the tokens of the
+    // backup (the kit's admin token among them).
+    let mut args = args;
+    let tls = c
+        .node(1)
+        .tls_dir
+        .clone()
+        .context("node 1's TLS directory")?;
+    args.extend([
+        "--tls-dir".to_string(),
+        tls.display().to_string(),
+        "--auth".to_string(),
+        "tokens".to_string(),
+    ]);
     let _restored = spawn("restored", &args, &c.dir.path().join("restored.log"))?;
     let addr = tidal_testkit::ports::wait_listen_addr(&data, Duration::from_secs(30))
         .await?

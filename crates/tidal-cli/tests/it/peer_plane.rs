@@ -34,10 +34,11 @@ pub(crate) async fn start() -> anyhow::Result<(Cluster, Vec<Port>)> {
     Ok((c, peers))
 }
 
-/// A 3-node cluster of `dc`, nothing started: node `id`'s client port and
+/// A 3-node plaintext cluster of `dc` under `--auth none`, nothing started: node `id`'s client port and
 /// peer port (returned) held on `ip(id)`.
 pub(crate) fn plan(dc: &str, ip: impl Fn(u64) -> IpAddr) -> anyhow::Result<(Cluster, Vec<Port>)> {
-    let mut c = Cluster::new(ClusterOpts {
+    // The plaintext peer plane: no TLS, and `--auth none`.
+    let mut c = Cluster::new_plaintext(ClusterOpts {
         nodes: 3,
         dc: dc.into(),
         join: false,

@@ -318,9 +318,8 @@ async fn shutdown_sigterm_on_a_follower_exits_at_once() -> anyhow::Result<()> {
 
     // A one-shot command whose reader went away (`tidal task list | head`)
     // ends as SIGPIPE ends other tools, quietly.
-    let mut list = std::process::Command::new(crate::harness::tidal_exe())
-        .args(["task", "list"])
-        .env("TIDAL_ENDPOINTS", c.endpoints_arg())
+    let mut list = c
+        .cli(&["task", "list"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
@@ -339,7 +338,8 @@ async fn shutdown_sigterm_on_a_follower_exits_at_once() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_a_second_signal_exits_at_once() -> anyhow::Result<()> {
     use tidal_proto::v1::agents_client::AgentsClient;
-    let mut c = Cluster::start(ClusterOpts {
+    // A raw session over a plaintext channel, without a token.
+    let mut c = Cluster::start_plaintext(ClusterOpts {
         nodes: 1,
         server_args: vec!["--shutdown-timeout-ms".into(), "60000".into()],
         ..ClusterOpts::default()

@@ -81,15 +81,14 @@ async fn three_nodes_one_agent_run_a_task() {
         "2000",
     ])
     .unwrap();
-    let piped = std::process::Command::new("bash")
-        .args([
+    let piped = c
+        .cli_env(std::process::Command::new("bash").args([
             "-c",
             &format!(
                 "{} task list --limit 2000 | head -n 1 >/dev/null; echo ${{PIPESTATUS[0]}}",
                 crate::harness::tidal_exe()
             ),
-        ])
-        .env("TIDAL_ENDPOINTS", c.endpoints_arg())
+        ]))
         .output()
         .unwrap();
     assert_eq!(

@@ -117,7 +117,8 @@ pub(crate) fn percent_decode(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_input_is_refused_with_the_right_code_and_names_the_problem() -> anyhow::Result<()> {
-    let c = Cluster::start(ClusterOpts {
+    // Raw HTTP/2 calls in plaintext, without a token.
+    let c = Cluster::start_plaintext(ClusterOpts {
         nodes: 1,
         ..ClusterOpts::default()
     })

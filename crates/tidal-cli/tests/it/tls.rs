@@ -137,7 +137,11 @@ async fn a_tls_dc_serves_the_cli_and_an_agent_and_refuses_strangers() {
     let alice = pki.issue("ca", "client", None, "alice", "alice");
     let gpu = pki.issue("ca", "agent", Some("dc1"), "gpu-1", "gpu-1");
 
+    // Certificates of its own (not the kit's), and no tokens: the test is
+    // about what TLS alone lets in.
     let mut spec = ClusterSpec::new(tidal_exe());
+    spec.tls = false;
+    spec.tokens = false;
     spec.join = false;
     spec.prefix = "tidal-it-".into();
     spec.keep_var = Some("TIDAL_IT_KEEP".into());

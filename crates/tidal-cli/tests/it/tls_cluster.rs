@@ -1,4 +1,4 @@
-//! A DC from the kit over mutual TLS (`ClusterSpec::tls`): an agent runs a task and the kit's CLI works; a member removed, wiped and given a new certificate for its node id joins again at the same address, replicates and votes.
+//! A DC from the kit over mutual TLS and tokens (the kit's defaults): an agent runs a task and the kit's CLI works; a member removed, wiped and given a new certificate for its node id joins again at the same address, replicates and votes.
 
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ async fn succeeded(c: &Cluster, id: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_readded_with_a_new_certificate_joins_replicates_and_votes() -> anyhow::Result<()>
 {
-    let mut c = Cluster::new_tls(ClusterOpts::default())?;
+    let mut c = Cluster::new(ClusterOpts::default())?;
     c.launch().await?;
     assert!(c.endpoints_arg().starts_with("https://"));
     c.start_agent(AgentOpts::new("gpu-1", &["t2i"]))?;

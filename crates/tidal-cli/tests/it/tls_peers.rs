@@ -209,11 +209,15 @@ fn task(payload: &str) -> v1::TaskSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_with_tls_form_a_dc_and_let_in_no_one_else() -> anyhow::Result<()> {
-    let mut c = Cluster::new(ClusterOpts {
-        nodes: 3,
-        join: false,
-        ..ClusterOpts::default()
-    })?;
+    // Certificates of the test's own CAs, not the kit's.
+    let mut c = Cluster::new_spec(
+        ClusterOpts {
+            nodes: 3,
+            join: false,
+            ..ClusterOpts::default()
+        },
+        |s| s.tls = false,
+    )?;
     let pki = Pki::new(c.dir.path())?;
     let alice = pki.client("alice")?;
     let mut opts = c.spec.client.clone();
@@ -429,7 +433,11 @@ async fn two_dcs_exchange_over_tls() -> anyhow::Result<()> {
         join: false,
         ..ClusterOpts::default()
     };
-    let mut dcs = [Cluster::new(one("dc1"))?, Cluster::new(one("dc2"))?];
+    let own_certs = |s: &mut tidal_testkit::ClusterSpec| s.tls = false;
+    let mut dcs = [
+        Cluster::new_spec(one("dc1"), own_certs)?,
+        Cluster::new_spec(one("dc2"), own_certs)?,
+    ];
     let pki = Pki::new(dcs[0].dir.path())?;
     let alice = pki.client("alice")?;
     let addrs = [dcs[0].node(1).addr.clone(), dcs[1].node(1).addr.clone()];

@@ -11,6 +11,13 @@ use crate::harness::{Cluster, ClusterOpts};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A cluster of `opts` under `--auth none`, with TLS: these tests manage
+/// tokens with a bootstrap token file of their own (authz.rs checks that
+/// `--auth tokens` enforces them).
+fn cluster(opts: ClusterOpts) -> anyhow::Result<Cluster> {
+    Cluster::new_spec(opts, |s| s.tokens = false)
+}
+
 /// The id of a token's text: the 16 hex digits after `tdl_`.
 fn id_of(token: &str) -> String {
     token.split('_').nth(1).unwrap_or_default().to_string()
@@ -66,7 +73,7 @@ async fn wait_listed(c: &Cluster, id: &str) -> anyhow::Result<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_created_once_listed_without_secrets_and_revoked() -> anyhow::Result<()> {
-    let mut c = Cluster::new(ClusterOpts::default())?;
+    let mut c = cluster(ClusterOpts::default())?;
     let boot = bootstrap_file(&mut c)?;
     c.launch().await?;
 
@@ -210,7 +217,7 @@ async fn tokens_are_created_once_listed_without_secrets_and_revoked() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_version_3_tokens_are_refused_and_submits_work() -> anyhow::Result<()> {
-    let mut c = Cluster::new(ClusterOpts {
+    let mut c = cluster(ClusterOpts {
         nodes: 1,
         ..ClusterOpts::default()
     })?;
@@ -263,7 +270,7 @@ async fn below_version_3_tokens_are_refused_and_submits_work() -> anyhow::Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_bootstrap_token_file_stops_the_server_at_start() -> anyhow::Result<()> {
-    let mut c = Cluster::new(ClusterOpts {
+    let mut c = cluster(ClusterOpts {
         nodes: 1,
         ..ClusterOpts::default()
     })?;
