@@ -189,7 +189,6 @@ impl Node {
             )),
         })?;
         let state = state_machine.handle();
-        warn_if_locked(&config, &state, bootstrap_token.is_some());
         let store_failures = log_store.failures();
         // Nothing in the log, no vote and no snapshot: a new node, or a member
         // whose disk was wiped (see VoteGate).
@@ -253,6 +252,8 @@ impl Node {
         // core has loaded the store; answer no status before that.
         let mut metrics = raft.metrics();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), metrics.changed()).await;
+        // The committed log is re-applied by now: the state is this node's.
+        warn_if_locked(&config, &state, bootstrap_token.is_some());
         if config.init && !raft.is_initialized().await.context("reading raft state")? {
             let members = BTreeMap::from([(
                 config.node_id,

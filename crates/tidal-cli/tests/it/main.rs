@@ -29,7 +29,8 @@
 //!   a second signal, a rolling restart of three servers under load.
 //! - `secure_defaults`: plaintext on an address that is not loopback refused
 //!   before binding (exit 2); a new cluster under the default `--auth tokens`
-//!   writes DATA/bootstrap.token, which the CLI needs (exit 8 without it).
+//!   writes DATA/bootstrap.token, which the CLI needs (exit 8 without it);
+//!   a tokenless cluster restarted under the default warns that it refuses every call.
 //! - `settings`: `tidal server` settings: file < variables < flags; `--print-config`
 //!   read back by `--config`.
 //! - `smoke`: one small end-to-end run through the harness.

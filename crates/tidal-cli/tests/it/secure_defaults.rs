@@ -232,3 +232,61 @@ async fn a_new_cluster_under_default_auth_writes_its_bootstrap_token() {
     }
     assert!(node.log_lines(WROTE).is_empty(), "{}", node.log_tail(20));
 }
+
+/// A cluster made under `--auth none` (as by an older build, whose default
+/// it was) restarted under the default: no token exists and none is given,
+/// so the server says it refuses every call, and it does (exit 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokenless_cluster_restarted_under_the_default_says_it_refuses_every_call() {
+    let dir = tempfile::Builder::new()
+        .prefix("tidal-it-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("node1");
+    let args = |extra: &[&str]| -> Vec<String> {
+        [
+            "server",
+            "--id",
+            "1",
+            "--dc",
+            "dc1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            &data.display().to_string(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (mut node, addr) = start(
+        &args(&["--init", "--auth", "none"]),
+        &dir.path().join("none.log"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cli(&addr, None, &["task", "list"]).status.success() {
+        assert!(Instant::now() < deadline, "{}", node.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.terminate();
+    assert!(node.wait_exit(Duration::from_secs(30)).await.is_some());
+    assert!(!data.join("bootstrap.token").exists());
+
+    let (node, again) = start(&args(&[]), &dir.path().join("tokens.log")).await;
+    assert_eq!(again, addr);
+    node.wait_log("holds no token yet", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let line = node.last_log_line("holds no token yet").unwrap();
+    assert!(
+        line.contains("WARN")
+            && line.contains("--bootstrap-token-file")
+            && line.contains("--auth none"),
+        "{line}"
+    );
+    let o = cli(&addr, None, &["task", "list"]);
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    assert!(!data.join("bootstrap.token").exists());
+}
