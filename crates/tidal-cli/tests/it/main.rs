@@ -19,7 +19,8 @@
 //! - `cluster_scripts`: cluster/start.sh on ports of its own: certificates,
 //!   tokens and the env file made once; a task submitted with it runs; stop.sh.
 //! - `elections`: a follower cut off from the leader rejoins without an election.
-//! - `harness`: tidal-testkit's cluster of the binary under test; worker scripts, a cuttable relay.
+//! - `harness`: tidal-testkit's cluster of the binary under test (mutual TLS
+//!   and `--auth tokens` unless a test opts out); worker scripts, a cuttable relay.
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
 //! - `peer_addresses`: a member added with `--peer-addr` is replicated to,
 //!   handed leadership and led through it; Members and Status name its client address.
@@ -44,7 +45,7 @@
 //! - `tls`: a 3-node DC over mutual TLS: the CLI (membership, tasks) and an
 //!   agent with their certificates; other CAs, another DC's agent, plaintext
 //!   and `https://` without a TLS directory refused at once, saying why.
-//! - `tls_cluster`: a DC from the kit over mutual TLS (`ClusterSpec::tls`);
+//! - `tls_cluster`: a DC from the kit over mutual TLS and tokens (its defaults);
 //!   a member re-added with a new certificate joins, replicates and votes.
 //! - `tls_peers`: three servers with `--tls-dir` form a DC, replicate and
 //!   fail over; servers with another node's, DC's or CA's certificate can
