@@ -32,6 +32,10 @@ use crate::link::Peer;
 use crate::net::Net;
 use crate::proxy::Proxy;
 
+/// The servers' default election timeout minimum (the harness does not
+/// change it unless `--server-arg` does).
+pub(crate) const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
+
 /// What a run's cluster looks like.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -600,6 +604,25 @@ impl Cluster {
             );
         }
         out
+    }
+
+    /// The runtime stalls of at least `min_ms` the servers logged, as
+    /// "node N: X ms" (a machine that starved a server of CPU).
+    pub fn stalls(&self, min_ms: u64) -> Vec<String> {
+        self.node_log_lines("runtime stalled")
+            .into_iter()
+            .filter_map(|line| {
+                let ms: u64 = line
+                    .split("stalled_ms=")
+                    .nth(1)?
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let node = line.split(':').next().unwrap_or("?").to_string();
+                (ms >= min_ms).then(|| format!("{node}: {ms} ms"))
+            })
+            .collect()
     }
 
     /// The agents' log lines that contain `needle`.

@@ -10,7 +10,7 @@ use tidal_client::{task_state_name as state_name, v1};
 use tokio::time::{sleep, Instant};
 
 use crate::check::{self, Facts, Verdict};
-use crate::cluster::{Cluster, Layout};
+use crate::cluster::{Cluster, Layout, ELECTION_TIMEOUT_MIN_MS};
 use crate::history::{Event, Recorder};
 use crate::link::Peer;
 use crate::net::Net;
@@ -740,29 +740,6 @@ fn committed_while_cut(events: &[Event]) -> (bool, String) {
     )
 }
 
-/// The servers' default election timeout minimum (the harness does not
-/// change it unless `--server-arg` does).
-pub(crate) const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
-
-/// The stalls of at least `min_ms` the servers logged, as "node N: X ms".
-pub(crate) fn starved(cluster: &Cluster, min_ms: u64) -> Vec<String> {
-    cluster
-        .node_log_lines("runtime stalled")
-        .into_iter()
-        .filter_map(|line| {
-            let ms: u64 = line
-                .split("stalled_ms=")
-                .nth(1)?
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()?;
-            let node = line.split(':').next().unwrap_or("?").to_string();
-            (ms >= min_ms).then(|| format!("{node}: {ms} ms"))
-        })
-        .collect()
-}
-
 /// The scenario's extra pass criteria, recorded as `expect` events.
 async fn expectations(
     cluster: &Cluster,
@@ -791,7 +768,7 @@ async fn expectations(
                     format!("no election after warm-up (term {term_before})"),
                 );
             } else {
-                let stalls = starved(cluster, ELECTION_TIMEOUT_MIN_MS);
+                let stalls = cluster.stalls(ELECTION_TIMEOUT_MIN_MS);
                 expect(
                     !stalls.is_empty(),
                     format!(

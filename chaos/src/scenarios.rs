@@ -642,7 +642,7 @@ impl Nemesis<'_> {
         );
         let same_members = before.1.is_ok() && before.1 == after.1;
         let same_leader = before.0.is_ok() && before.0 == after.0;
-        let stalls = crate::runner::starved(self.cluster, crate::runner::ELECTION_TIMEOUT_MIN_MS);
+        let stalls = self.cluster.stalls(crate::cluster::ELECTION_TIMEOUT_MIN_MS);
         self.history.record(Event {
             accepted: Some(same_members && (same_leader || !stalls.is_empty())),
             detail: Some(format!(
