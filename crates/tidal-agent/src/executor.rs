@@ -385,6 +385,9 @@ fn failed(a: &v1::Assignment, error: String) -> v1::TaskCompleted {
     }
 }
 
+/// The agent's variables that its workers do not inherit.
+pub const AGENT_ONLY_ENV: [&str; 3] = ["TIDAL_TOKEN", "TIDAL_TLS_DIR", "TIDAL_INSECURE"];
+
 fn command(settings: &ExecSettings, a: &v1::Assignment) -> Command {
     let spec = a.spec.clone().unwrap_or_default();
     let mut cmd = Command::new(&settings.command[0]);
@@ -400,6 +403,11 @@ fn command(settings: &ExecSettings, a: &v1::Assignment) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // The agent's own credentials are not the task's: a worker that logs
+    // its environment must not hand out the agent token.
+    for var in AGENT_ONLY_ENV {
+        cmd.env_remove(var);
+    }
     // Its own process group, so a kill reaches whatever the task started.
     cmd.process_group(0);
     cmd

@@ -79,6 +79,20 @@ async fn environment_names_the_task() {
 }
 
 #[tokio::test]
+async fn workers_do_not_inherit_the_agents_credentials() {
+    // As an agent started with its token in TIDAL_TOKEN (other tests'
+    // workers do not look at these variables).
+    for var in AGENT_ONLY_ENV {
+        std::env::set_var(var, "secret");
+    }
+    let script = r#"printf '%s|%s|%s' "${TIDAL_TOKEN-unset}" "${TIDAL_TLS_DIR-unset}" "${TIDAL_INSECURE-unset}""#;
+    let (mut exec, mut rx) = executor(script, 1, 1024);
+    exec.start(&assignment("t-creds", 7, b""));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert_eq!(String::from_utf8_lossy(&c.result), "unset|unset|unset");
+}
+
+#[tokio::test]
 async fn nonzero_exit_is_a_failure_with_the_stderr_tail() {
     let (mut exec, mut rx) = executor("echo partial; echo 'model not loaded' >&2; exit 3", 1, 1024);
     exec.start(&assignment("t1", 1, b""));
