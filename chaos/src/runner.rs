@@ -873,6 +873,19 @@ async fn expectations(
                 .map(|t| format!("{} {} on {:?}", t.id, state_name(t.state), t.agent))
                 .collect();
             let again = finals.iter().filter(|t| t.attempt > 1).count();
+            // The revocation checker passes a history without revocations
+            // (every other scenario's): this one must have revoked a token.
+            let revoked = history
+                .events()
+                .iter()
+                .filter(|e| {
+                    e.proc == "nemesis" && e.is("event", "revoke") && e.accepted == Some(true)
+                })
+                .count();
+            expect(
+                revoked > 0,
+                format!("agent tokens were revoked and the revocations acknowledged ({revoked})"),
+            );
             expect(
                 open.is_empty(),
                 format!(
