@@ -273,7 +273,7 @@ impl Cluster {
         args: Vec<String>,
         log: &std::path::Path,
     ) -> anyhow::Result<Proc> {
-        let mut p = Proc::new(name, &self.spec.tidal, args, log);
+        let mut p = without_user_env(Proc::new(name, &self.spec.tidal, args, log));
         if let Some(level) = &self.spec.rust_log {
             p = p.env("RUST_LOG", level);
         }
@@ -454,9 +454,7 @@ impl Cluster {
             n += 1;
             log = self.dir.path().join(format!("{}.{n}.log", a.id));
         }
-        let mut p = Proc::new(&a.id, &self.spec.tidal, args, &log)
-            .env_remove("TIDAL_TOKEN")
-            .env_remove("TIDAL_TLS_DIR");
+        let mut p = without_user_env(Proc::new(&a.id, &self.spec.tidal, args, &log));
         if let Some(token) = &token {
             p = p.env("TIDAL_TOKEN", token);
         }
@@ -546,9 +544,10 @@ impl Cluster {
     /// Gives `cmd` (the CLI, or a shell that runs it) the environment of
     /// [`Cluster::cli`].
     pub fn cli_env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        for var in USER_ENV {
+            cmd.env_remove(var);
+        }
         cmd.env("TIDAL_ENDPOINTS", self.endpoints_arg())
-            .env_remove("TIDAL_TLS_DIR")
-            .env_remove("TIDAL_TOKEN")
             .env_remove("RUST_LOG");
         if let Some(dir) = self.client_tls_dir() {
             cmd.env("TIDAL_TLS_DIR", dir);
@@ -636,6 +635,22 @@ fn bootstrap_token(tidal: &std::path::Path, path: &std::path::Path) -> anyhow::R
         .with_context(|| format!("creating {}", path.display()))?;
     writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
     Ok(token)
+}
+
+/// The variables of a user's shell (e.g. after `. .tidal-dev/env`) that
+/// would change what the kit's processes do: the kit sets what it means.
+const USER_ENV: [&str; 6] = [
+    "TIDAL_ENDPOINTS",
+    "TIDAL_TLS_DIR",
+    "TIDAL_TOKEN",
+    "TIDAL_INSECURE",
+    "TIDAL_AUTH",
+    "TIDAL_BOOTSTRAP_TOKEN_FILE",
+];
+
+/// `p` without the user's [`USER_ENV`].
+fn without_user_env(p: Proc) -> Proc {
+    USER_ENV.iter().fold(p, |p, var| p.env_remove(var))
 }
 
 /// `https://ADDR` when `tls`, else `ADDR`.
