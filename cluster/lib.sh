@@ -97,7 +97,9 @@ write_env() {
       echo "export TIDAL_TLS_DIR=$(sh_word "$CLIENT_TLS")"
       echo "export TIDAL_TOKEN=$(sh_word "$(cat "$TOKEN_FILE")")"
       echo "unset TIDAL_INSECURE"
-    } >"$1"
+    } >"$1.tmp"
+    # A new file gets the umask's mode; an older, looser one is replaced.
+    mv -f "$1.tmp" "$1"
   )
 }
 
