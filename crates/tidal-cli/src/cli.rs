@@ -28,8 +28,9 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Parses the command line and the variables of `tidal server`'s
-    /// settings, where an empty `TIDAL_*` variable counts as unset.
+    /// Parses the command line and the `TIDAL_*` variables, where an empty
+    /// variable counts as unset (for every command: the server, the agent
+    /// and the clients).
     pub fn parse_args() -> Cli {
         use clap::FromArgMatches;
         let mut cmd = command();
@@ -43,21 +44,33 @@ impl Cli {
 /// The command line as [`Cli::parse_args`] reads it.
 fn command() -> clap::Command {
     use clap::CommandFactory;
-    Cli::command().mut_subcommand("server", |mut server| {
-        let empty: Vec<clap::Id> = server
-            .get_arguments()
-            .filter(|a| {
-                a.get_env()
-                    .and_then(std::env::var_os)
-                    .is_some_and(|v| v.is_empty())
-            })
-            .map(|a| a.get_id().clone())
-            .collect();
-        for id in empty {
-            server = server.mut_arg(id, |a| a.env(None));
-        }
-        server
-    })
+    unset_empty_variables(Cli::command())
+}
+
+/// `cmd` and its subcommands, where an argument whose variable is set but
+/// empty reads no variable (so an empty `TIDAL_TLS_DIR` is no `--tls-dir`
+/// and an empty `TIDAL_INSECURE` no `--insecure`).
+fn unset_empty_variables(mut cmd: clap::Command) -> clap::Command {
+    let empty: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.is_empty())
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in empty {
+        cmd = cmd.mut_arg(id, |a| a.env(None));
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, unset_empty_variables);
+    }
+    cmd
 }
 
 /// clap names the flag of a value it cannot parse; when the value came from

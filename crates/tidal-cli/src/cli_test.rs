@@ -776,3 +776,105 @@ fn help_lists_every_exit_code() {
         );
     }
 }
+
+/// `cmd` and its subcommands with every argument that reads variable `from`
+/// reading `to` instead.
+fn renamed(mut cmd: clap::Command, from: &str, to: &'static str) -> clap::Command {
+    let ids: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| a.get_env().is_some_and(|v| v == from))
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in ids {
+        cmd = cmd.mut_arg(id, |a| a.env(to));
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, |s| renamed(s, from, to));
+    }
+    cmd
+}
+
+#[test]
+fn an_empty_tls_variable_counts_as_unset_for_clients_agents_and_servers() {
+    use clap::{CommandFactory, FromArgMatches};
+    // Variables of this process only, so parses in other tests read the real ones.
+    let pid = std::process::id();
+    let tls_dir: &'static str = Box::leak(format!("TIDAL_TEST_EMPTY_TLS_DIR_{pid}").into());
+    let insecure: &'static str = Box::leak(format!("TIDAL_TEST_EMPTY_INSECURE_{pid}").into());
+    std::env::set_var(tls_dir, "");
+    std::env::set_var(insecure, "");
+    let cmd = || {
+        renamed(
+            renamed(Cli::command(), "TIDAL_TLS_DIR", tls_dir),
+            "TIDAL_INSECURE",
+            insecure,
+        )
+    };
+    let commands: [&[&str]; 4] = [
+        &["tidal", "status"],
+        &["tidal", "task", "list"],
+        &[
+            "tidal",
+            "agent",
+            "--id",
+            "a1",
+            "--dc",
+            "dc1",
+            "--task-types",
+            "t2i",
+            "--",
+            "true",
+        ],
+        &[
+            "tidal",
+            "server",
+            "--id",
+            "1",
+            "--dc",
+            "dc1",
+            "--listen",
+            "127.0.0.1:7001",
+            "--data",
+            "d",
+        ],
+    ];
+    for tls_var in [tls_dir, insecure] {
+        let only = if tls_var == tls_dir {
+            insecure
+        } else {
+            tls_dir
+        };
+        // Each variable alone: clap by itself refuses its empty value.
+        let one = || renamed(cmd(), only, "TIDAL_TEST_NEVER_SET");
+        for args in commands {
+            let e = one().try_get_matches_from(args).unwrap_err();
+            assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::InvalidValue | ErrorKind::ValueValidation
+                ),
+                "{args:?}: {e}"
+            );
+        }
+    }
+    for args in commands {
+        let mut matches = super::unset_empty_variables(cmd())
+            .try_get_matches_from(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let mut deepest = &matches;
+        while let Some((_, sub)) = deepest.subcommand() {
+            deepest = sub;
+        }
+        for id in ["tls_dir", "insecure"] {
+            let raw = deepest
+                .try_get_raw(id)
+                .expect("the command has the argument");
+            assert!(raw.is_none(), "{args:?}: {id} is set");
+        }
+        Cli::from_arg_matches_mut(&mut matches).unwrap();
+    }
+}
