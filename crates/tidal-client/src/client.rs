@@ -759,7 +759,10 @@ impl Client {
     /// Runs `f` against the leader (or any node when `!leader_only`), following
     /// redirects at once and retrying transient failures on the next endpoint
     /// with backoff, until `retry_for` has passed. Returns the answer and the
-    /// endpoint that gave it.
+    /// endpoint that gave it. An endpoint that refuses TLS (or this client's
+    /// plaintext) is passed over at once, for the rest of the call; the
+    /// refusal is final when every endpoint refused, or when the leader
+    /// named by a redirect is one that refused.
     async fn call_at<T, F, Fut>(&self, leader_only: bool, mut f: F) -> Result<(T, String), Error>
     where
         F: FnMut(Chan) -> Fut,
@@ -782,6 +785,9 @@ impl Client {
         // reset) in the last UNREACHABLE_FOR: a dead leader, until the
         // others notice, or a node restarting.
         let mut unreachable = Unreachable::default();
+        // Endpoints that refused this client's TLS (or plaintext) in this
+        // call, with their refusal, in the order met.
+        let mut refused: Vec<(String, Error)> = Vec::new();
         loop {
             if !tried.contains(&target) {
                 tried.push(target.clone());
@@ -807,9 +813,13 @@ impl Client {
                 }
                 Err(s) => s,
             };
-            match retry::classify(&status) {
+            let refusal = match retry::classify(&status) {
                 Verdict::Fail => return Err(status.into()),
-                Verdict::Refused(why) => return Err(retry::refused(&target, &why)),
+                Verdict::Refused(why) => Some(retry::refused(&target, &why)),
+                Verdict::Redirect(addr) if refused.iter().any(|(a, _)| *a == addr) => {
+                    // The leader is one that refused: no other node can serve.
+                    return Err(all_refused(&refused, Some(&addr)));
+                }
                 Verdict::Redirect(addr) if unreachable.recently(&addr) => {
                     // This node names a leader this call could not reach: it
                     // has not noticed that the leader is gone. Ask it again
@@ -833,10 +843,37 @@ impl Client {
                     }
                     continue;
                 }
-                Verdict::Redirect(_) | Verdict::Retry => {}
-            }
-            if let Some(e) = self.tls_mismatch(&target, &status).await {
-                return Err(e);
+                Verdict::Redirect(_) | Verdict::Retry => None,
+            };
+            let refusal = match refusal {
+                Some(e) => Some(e),
+                None => self.tls_mismatch(&target, &status).await,
+            };
+            if let Some(e) = refusal {
+                tracing::debug!(endpoint = %target, error = %e.message, "endpoint refused TLS; trying the next");
+                self.forget_leader(&target);
+                self.drop_channel(&target);
+                if !refused.iter().any(|(a, _)| *a == target) {
+                    refused.push((target.clone(), e));
+                }
+                let next = {
+                    let st = self.state();
+                    let n = st.known.len();
+                    (0..n)
+                        .map(|i| (cursor + i) % n)
+                        .find(|&i| !refused.iter().any(|(a, _)| *a == st.known[i]))
+                        .map(|i| (i, st.known[i].clone()))
+                };
+                let Some((pick, addr)) = next else {
+                    return Err(all_refused(&refused, None));
+                };
+                if Instant::now() >= deadline {
+                    return Err(give_up(&tried, &status, start.elapsed()));
+                }
+                cursor = pick + 1;
+                redirects = 0;
+                target = addr;
+                continue;
             }
             tracing::debug!(endpoint = %target, code = ?status.code(), error = %status.message(), "attempt failed");
             self.forget_leader(&target);
@@ -857,9 +894,12 @@ impl Client {
                 // while another is left.
                 let st = self.state();
                 let n = st.known.len();
+                let refused = |i: usize| refused.iter().any(|(a, _)| *a == st.known[i]);
                 let pick = (0..n)
                     .map(|i| (cursor + i) % n)
+                    .filter(|&i| !refused(i))
                     .find(|&i| !unreachable.recently(&st.known[i]))
+                    .or_else(|| (0..n).map(|i| (cursor + i) % n).find(|&i| !refused(i)))
                     .unwrap_or(cursor % n);
                 cursor = pick + 1;
                 st.known[pick].clone()
@@ -963,6 +1003,28 @@ impl Client {
         st.channels.insert(addr.to_string(), ch.clone());
         Ok(InterceptedService::new(ch, bearer))
     }
+}
+
+/// The error of a call whose endpoints refused TLS (every one, or `leader`,
+/// the one a redirect named): the first refusal, naming the others.
+fn all_refused(refused: &[(String, Error)], leader: Option<&str>) -> Error {
+    let first = leader
+        .and_then(|l| refused.iter().find(|(a, _)| a == l))
+        .or(refused.first())
+        .map(|(_, e)| e.clone())
+        .unwrap_or_else(|| Error::new(Code::Unauthenticated, crate::error::TLS_REFUSAL));
+    let others: Vec<&str> = refused
+        .iter()
+        .filter(|(_, e)| e.message != first.message)
+        .map(|(_, e)| e.message.as_str())
+        .collect();
+    if others.is_empty() {
+        return first;
+    }
+    Error::new(
+        first.code,
+        format!("{} (also: {})", first.message, others.join("; ")),
+    )
 }
 
 /// The error after the retry budget ran out: connection failures become

@@ -32,7 +32,9 @@ impl Error {
     }
 
     /// Whether a TLS handshake failed in a way no retry mends: a
-    /// certificate refused by either side, or a server without TLS.
+    /// certificate refused by either side, or a server without TLS. A call
+    /// ends with it when every endpoint refused (or the leader did); one
+    /// that refused is passed over for the next.
     pub fn is_tls_refusal(&self) -> bool {
         self.code == Code::Unauthenticated && self.message.starts_with(TLS_REFUSAL)
     }

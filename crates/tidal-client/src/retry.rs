@@ -22,8 +22,8 @@ pub(crate) enum Verdict {
     /// FailedPrecondition, ResourceExhausted, ...): give it to the caller.
     Fail,
     /// The TLS handshake failed in a way no retry can mend (a certificate
-    /// refused by either side, a server that does not speak TLS): give up
-    /// with this reason.
+    /// refused by either side, a server that does not speak TLS): pass this
+    /// endpoint over, and give up with this reason when every one refused.
     Refused(String),
 }
 

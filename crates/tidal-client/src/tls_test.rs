@@ -236,11 +236,76 @@ async fn a_server_of_another_dc_or_role_is_final() {
 }
 
 #[tokio::test]
-async fn a_plaintext_server_is_final_for_a_tls_client() {
+async fn a_plaintext_server_is_final_for_a_tls_client_of_it_alone() {
     let pki = Pki::new();
     let addr = serve(Fake::new(Mode::Lead)).await;
     let c = client(vec![addr], Some(pki.client("a", Expect::AnyServer)));
     assert_refused_at_once(&c, "the server does not speak TLS").await;
+}
+
+#[tokio::test]
+async fn an_endpoint_that_refuses_tls_is_passed_over_for_the_next() {
+    let pki = Pki::new();
+    let plaintext = serve(Fake::new(Mode::Lead)).await;
+    let other_ca = serve_tls(Fake::new(Mode::Lead), pki.server("b", "dc1", 2)).await;
+    let leader = Fake::new(Mode::Lead);
+    let leader_addr = serve_tls(leader.clone(), pki.server("a", "dc1", 3)).await;
+    let c = client(
+        vec![plaintext.clone(), other_ca, leader_addr.clone()],
+        Some(pki.client("a", Expect::AnyServer)),
+    );
+    let started = Instant::now();
+    assert_eq!(c.get_task("t-1", false).await.unwrap().id, "t-1");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.leader().as_deref(), Some(leader_addr.as_str()));
+    assert_eq!(leader.calls(), 1);
+
+    // The same for a plaintext client whose first endpoint speaks TLS.
+    let tls_first = serve_tls(Fake::new(Mode::Lead), pki.server("a", "dc1", 4)).await;
+    let c = client(vec![tls_first, plaintext.clone()], None);
+    assert_eq!(c.get_task("t-1", false).await.unwrap().id, "t-1");
+    assert_eq!(c.leader().as_deref(), Some(plaintext.as_str()));
+}
+
+#[tokio::test]
+async fn a_refusal_is_final_when_every_endpoint_refused() {
+    let pki = Pki::new();
+    let plaintext = serve(Fake::new(Mode::Lead)).await;
+    let other_ca = serve_tls(Fake::new(Mode::Lead), pki.server("b", "dc1", 2)).await;
+    let c = client(
+        vec![plaintext.clone(), other_ca.clone()],
+        Some(pki.client("a", Expect::AnyServer)),
+    );
+    assert_refused_at_once(
+        &c,
+        &format!("TLS with {plaintext} failed: the server does not speak TLS"),
+    )
+    .await;
+    let e = c.get_task("t-1", false).await.unwrap_err();
+    assert!(e.is_tls_refusal(), "{e}");
+    assert!(
+        e.message.contains(&format!(
+            "TLS with {other_ca} failed: the server's certificate is not signed by ca.pem"
+        )),
+        "{e}"
+    );
+
+    // A leader that refused is final too, though the follower naming it did not.
+    let follower = serve_tls(
+        Fake::new(Mode::Redirect(plaintext.clone())),
+        pki.server("a", "dc1", 3),
+    )
+    .await;
+    let c = client(vec![follower], Some(pki.client("a", Expect::AnyServer)));
+    assert_refused_at_once(
+        &c,
+        &format!("TLS with {plaintext} failed: the server does not speak TLS"),
+    )
+    .await;
 }
 
 #[tokio::test]
