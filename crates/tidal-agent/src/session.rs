@@ -77,6 +77,15 @@ enum Answer {
     /// lacks drains, or the agent still holds tasks; UNIMPLEMENTED: an older
     /// server), with the server's message.
     Cannot(String),
+    /// Refused in a way no retry mends (TLS refused by every server, or
+    /// this agent's credentials refused): the graceful exit gives up.
+    Refused(tidal_client::Error),
+}
+
+/// Whether a graceful exit's request failed for good: retrying it until
+/// the exit gives up would only delay the exit.
+fn is_final(e: &tidal_client::Error) -> bool {
+    e.is_tls_refusal() || e.is_credentials_refused()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,8 +283,9 @@ impl Agent {
                     Ok(())
                 }
                 Event::Leave(answer) => match self.on_leave(answer) {
-                    true => break Ok(()),
-                    false => Ok(()),
+                    Ok(true) => break Ok(()),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
                 },
                 Event::LocalDeadline => {
                     self.stop_at_local_deadline();
@@ -342,6 +352,7 @@ impl Agent {
                     Err(e) if matches!(e.code, Code::FailedPrecondition | Code::Unimplemented) => {
                         return Answer::Cannot(e.to_string())
                     }
+                    Err(e) if is_final(&e) => return Answer::Refused(e),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot drain this agent yet; retrying");
                         tokio::time::sleep(LEAVE_RETRY).await;
@@ -376,13 +387,34 @@ impl Agent {
         self.leaving.as_ref().is_some_and(|l| l.local)
     }
 
-    /// The graceful exit's request answered; true when the exit is done.
-    fn on_leave(&mut self, answer: Answer) -> bool {
+    /// The graceful exit's request answered; true when the exit is done,
+    /// an error when it cannot finish (a drain or a deregistration refused
+    /// for good: the running tasks are killed, and requeued by the leader
+    /// once this agent's lease runs out).
+    fn on_leave(&mut self, answer: Answer) -> anyhow::Result<bool> {
+        let live = self.exec.live();
+        let Some(l) = self.leaving.as_mut() else {
+            return Ok(false);
+        };
+        l.call = None;
+        match (l.step, answer) {
+            (LeaveStep::Draining | LeaveStep::Deregistering, Answer::Refused(e)) => {
+                Err(anyhow::anyhow!(
+                    "the graceful exit cannot finish (at step {:?}): {e}: killing {live} running \
+                     task(s) and exiting; the leader requeues them once this agent's lease runs out",
+                    l.step
+                ))
+            }
+            (step, answer) => Ok(self.on_leave_answer(step, answer)),
+        }
+    }
+
+    /// [`Agent::on_leave`] for an answer the exit goes on after.
+    fn on_leave_answer(&mut self, step: LeaveStep, answer: Answer) -> bool {
         let Some(l) = self.leaving.as_mut() else {
             return false;
         };
-        l.call = None;
-        match l.step {
+        match step {
             LeaveStep::Draining => {
                 l.step = LeaveStep::Drained;
                 match answer {
@@ -395,6 +427,8 @@ impl Agent {
                         l.known = false;
                         tracing::info!("the cluster does not know this agent: nothing to drain");
                     }
+                    // Taken by `on_leave`.
+                    Answer::Refused(_) => {}
                     Answer::Cannot(e) => {
                         // Drain here: start nothing new, let the running
                         // tasks finish until the deadline, stop the rest
@@ -466,6 +500,7 @@ impl Agent {
                     {
                         return Answer::Cannot(e.to_string())
                     }
+                    Err(e) if is_final(&e) => return Answer::Refused(e),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot deregister this agent yet; retrying");
                         tokio::time::sleep(LEAVE_RETRY).await;

@@ -53,6 +53,8 @@ struct FakeAgents {
     /// How `Drain` and `Deregister` answer: `None` is OK. A credentials
     /// code (UNAUTHENTICATED, PERMISSION_DENIED) refuses every `Session` too.
     refuse: Option<tonic::Code>,
+    /// How `Drain` alone answers, when set (before `refuse`).
+    refuse_drain: Option<Status>,
     /// Each `Drain` request's deadline.
     drains: mpsc::UnboundedSender<Option<u64>>,
 }
@@ -93,6 +95,9 @@ impl agents_server::Agents for FakeAgents {
         r: Request<v1::DrainAgentRequest>,
     ) -> Result<Response<v1::AgentInfo>, Status> {
         let _ = self.drains.send(r.into_inner().deadline_ms);
+        if let Some(status) = &self.refuse_drain {
+            return Err(status.clone());
+        }
         match self.refuse {
             Some(code) => Err(Status::new(
                 code,
@@ -141,6 +146,16 @@ impl Harness {
         refuse: Option<tonic::Code>,
         tweak: impl FnOnce(&mut AgentConfig),
     ) -> Harness {
+        Harness::start_full(script, ttl, refuse, None, tweak).await
+    }
+
+    async fn start_full(
+        script: &str,
+        ttl: Option<Duration>,
+        refuse: Option<tonic::Code>,
+        refuse_drain: Option<Status>,
+        tweak: impl FnOnce(&mut AgentConfig),
+    ) -> Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
@@ -150,6 +165,7 @@ impl Harness {
                 .add_service(agents_server::AgentsServer::new(FakeAgents {
                     sessions: sessions_tx,
                     refuse,
+                    refuse_drain,
                     drains: drains_tx,
                 }))
                 .serve_with_incoming(TcpListenerStream::new(listener)),
@@ -755,5 +771,52 @@ async fn a_refused_registration_ends_the_agent_without_retrying() {
             .expect_err("credentials refused");
         assert_eq!(client_error(&e).code, code, "{e:#}");
         assert!(format!("{e:#}").contains("is unknown"), "{e:#}");
+    }
+}
+
+/// A drain refused for good (TLS refused by every server, or the agent's
+/// credentials refused) ends the graceful exit at once: the running task is
+/// killed and the agent exits with the refusal, instead of retrying until
+/// the drain's deadline and the slack have passed.
+#[tokio::test]
+async fn a_drain_refused_for_good_ends_the_graceful_exit_at_once() {
+    for refusal in [
+        Status::unauthenticated(
+            "TLS with 127.0.0.1:7001 failed: the server speaks TLS and this client does not (fake)",
+        ),
+        Status::permission_denied("role agent may not call Agents/Drain (fake)"),
+    ] {
+        let why = refusal.message().to_string();
+        let mut h = Harness::start_full("sleep 30", None, None, Some(refusal), |_| {}).await;
+        let mut s = h.session().await;
+        let Some(FromAgent::Register(_)) = s.recv().await else {
+            panic!("first message must be Register")
+        };
+        s.send(registered(10_000, 50));
+        s.send(assignment("t1", 9, b""));
+        match s.recv_non_heartbeat(true).await {
+            Some(FromAgent::Started(st)) => assert_eq!(st.task_id, "t1"),
+            other => panic!("expected Started, got {other:?}"),
+        }
+        let signalled = Instant::now();
+        h.signal_drain();
+        assert_eq!(h.drains.recv().await, Some(Some(60_000)));
+        let exited = tokio::time::timeout(Duration::from_secs(10), &mut h.agent)
+            .await
+            .expect("the agent exits at once")
+            .expect("no panic");
+        let e = exited.expect_err("a graceful exit that could not finish is an error");
+        assert!(e.to_string().contains(&why), "{e}");
+        assert!(e.to_string().contains("killing 1 running task(s)"), "{e}");
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            signalled.elapsed()
+        );
+        assert_eq!(
+            h.drains.try_recv().ok(),
+            None,
+            "the drain was not asked for again"
+        );
     }
 }
