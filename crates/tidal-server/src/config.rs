@@ -478,6 +478,14 @@ impl RawConfig {
             tidal_tls::tls_or_plaintext(self.tls_dir.as_deref(), self.insecure == Some(true))?;
         if tls_dir.is_none() {
             plaintext_allowed(listen, peer_listen, self.insecure == Some(true))?;
+            let named = std::iter::once(("--advertise", advertise.as_str()))
+                .chain(peer_advertise.as_deref().map(|a| ("--peer-advertise", a)))
+                .chain(
+                    peers
+                        .iter()
+                        .flat_map(|p| p.endpoints.iter().map(|e| ("--peer", e.as_str()))),
+                );
+            plaintext_named(named, self.insecure == Some(true))?;
         }
         if self.init == Some(true) && self.restore.is_some() {
             bail!("--init and --restore both start a new cluster: give one of them");
@@ -575,6 +583,27 @@ fn plaintext_allowed(
         )));
     }
     Ok(())
+}
+
+/// The plaintext rule for the addresses a server without TLS gives others
+/// to dial (`--advertise`, `--peer-advertise`) and dials itself (a peer
+/// DC's endpoints): loopback, or `--insecure`, as for its listeners.
+fn plaintext_named<'a>(
+    mut named: impl Iterator<Item = (&'a str, &'a str)>,
+    insecure: bool,
+) -> Result<(), Refused> {
+    if insecure {
+        return Ok(());
+    }
+    match named
+        .find(|(_, addr)| !tidal_tls::is_loopback_host(tidal_tls::plaintext::endpoint_host(addr)))
+    {
+        Some((flag, addr)) => Err(Refused(format!(
+            "refusing plaintext to {addr} ({flag}; not a loopback address): give --tls-dir DIR \
+             (see `tidal cert`) or --insecure"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `--peer-listen` and `--peer-advertise` checked: the peer listener's

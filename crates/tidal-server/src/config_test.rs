@@ -435,6 +435,65 @@ fn plaintext_is_served_on_loopback_addresses_only_unless_insecure() {
 }
 
 #[test]
+fn plaintext_names_and_dials_loopback_addresses_only_unless_insecure() {
+    let with =
+        |advertise: Option<&str>, peer_advertise: Option<&str>, peer: Option<&str>| RawConfig {
+            advertise: advertise.map(Into::into),
+            peer_listen: peer_advertise.map(|_| "127.0.0.1:7101".into()),
+            peer_advertise: peer_advertise.map(Into::into),
+            peers: peer.map(|p| vec![p.parse().unwrap()]),
+            ..base()
+        };
+    for (advertise, peer_advertise, peer) in [
+        (Some("127.0.0.1:7001"), None, None),
+        (Some("localhost:7001"), Some("127.0.0.1:7101"), None),
+        (None, None, Some("dc-b=127.0.0.1:7201")),
+    ] {
+        with(advertise, peer_advertise, peer).validate().unwrap();
+    }
+    for (advertise, peer_advertise, peer, refused) in [
+        (
+            Some("node1.example:7001"),
+            None,
+            None,
+            "node1.example:7001 (--advertise;",
+        ),
+        (
+            None,
+            Some("10.0.0.5:7101"),
+            None,
+            "10.0.0.5:7101 (--peer-advertise;",
+        ),
+        (
+            None,
+            None,
+            Some("dc-b=10.0.0.9:7001"),
+            "10.0.0.9:7001 (--peer;",
+        ),
+    ] {
+        let raw = with(advertise, peer_advertise, peer);
+        let e = raw.clone().validate().unwrap_err();
+        assert!(e.downcast_ref::<Refused>().is_some(), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "refusing plaintext to {refused} not a loopback address)"
+            )),
+            "{e}"
+        );
+        let insecure = RawConfig {
+            insecure: Some(true),
+            ..raw.clone()
+        };
+        insecure.validate().unwrap();
+        let tls = RawConfig {
+            tls_dir: Some("/etc/tidal/tls".into()),
+            ..raw
+        };
+        tls.validate().unwrap();
+    }
+}
+
+#[test]
 fn a_config_file_says_insecure_and_auth_as_the_flags_do() {
     let file: RawConfig = toml::from_str(
         r#"
