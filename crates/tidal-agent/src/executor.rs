@@ -129,6 +129,11 @@ impl Guard {
         }
     }
 
+    /// The pipe a worker lists its own group in before exec.
+    fn reaper_pipe(&self) -> Option<std::os::fd::RawFd> {
+        self.reaper.as_ref().and_then(Reaper::pipe)
+    }
+
     /// A cgroup for the next worker, if cgroups are in use.
     fn cgroup(&self) -> Option<(WorkerCgroup, std::os::fd::OwnedFd)> {
         let c = self.cgroups.as_ref()?;
@@ -261,8 +266,8 @@ impl Executor {
         let (task_id, token) = key.clone();
         let guard = self.guard.clone();
         let pid = child.id();
-        if let (Some(r), Some(pid)) = (&guard.reaper, pid) {
-            r.watch(pid);
+        if let Some(r) = &guard.reaper {
+            r.listed_by_worker();
         }
         tokio::spawn(async move {
             let ev = supervise(
@@ -423,7 +428,7 @@ fn spawn(
     let mut cgroup_error = None;
     if let Some((cg, procs)) = guard.cgroup() {
         let mut cmd = command(settings, a);
-        lifetime::guard(&mut cmd, Some(procs.as_raw_fd()));
+        lifetime::guard(&mut cmd, Some(procs.as_raw_fd()), guard.reaper_pipe());
         match lifetime::spawn(cmd) {
             Ok(child) => return Ok((child, Some(cg))),
             Err(e) => {
@@ -433,7 +438,7 @@ fn spawn(
         }
     }
     let mut cmd = command(settings, a);
-    lifetime::guard(&mut cmd, None);
+    lifetime::guard(&mut cmd, None, guard.reaper_pipe());
     let child = lifetime::spawn(cmd)?;
     // It starts without a cgroup: entering one was what failed.
     if let Some(e) = cgroup_error {

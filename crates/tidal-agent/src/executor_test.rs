@@ -429,7 +429,7 @@ async fn workers_outlive_the_thread_that_started_them() {
         assert_eq!(exec.start(&assignment("t1", 1, b"")), Start::Started);
         let mut cmd = tokio::process::Command::new("sleep");
         cmd.arg("30").kill_on_drop(true);
-        lifetime::guard(&mut cmd, None);
+        lifetime::guard(&mut cmd, None, None);
         let control = cmd.spawn().expect("spawn the control child");
         (exec, control)
     })
@@ -464,16 +464,17 @@ async fn workers_outlive_the_thread_that_started_them() {
 async fn the_reaper_kills_listed_groups_when_the_agent_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("grandchild.pid");
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
+    let reaper = Reaper::start(None).unwrap();
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
         .arg(format!("sleep 30 & echo $! > {}; wait", pidfile.display()))
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    // The worker lists its own group with the reaper before exec.
+    lifetime::guard(&mut cmd, None, reaper.pipe());
+    let mut child = cmd.spawn().unwrap();
+    reaper.listed_by_worker();
     let grandchild = read_pid(&pidfile).await;
-    let reaper = Reaper::start(None).unwrap();
-    reaper.watch(child.id().unwrap());
     drop(reaper);
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await

@@ -11,8 +11,9 @@
 //! 2. PDEATHSIG is not inherited by what the worker forks. Each worker leads
 //!    its own process group, and a [`Reaper`] process, forked when the
 //!    executor starts, reads a pipe whose write end only the agent holds. It
-//!    is told each worker's group; when the pipe closes (the agent exited or
-//!    was killed) it SIGKILLs every group still listed, then exits.
+//!    is told each worker's group by the worker itself, before `exec`; when
+//!    the pipe closes (the agent exited or was killed) it SIGKILLs every
+//!    group still listed, then exits.
 //! 3. Where cgroup v2 is delegated to the agent (its own cgroup directory is
 //!    writable), each worker also runs in a cgroup of its own under
 //!    `<agent's cgroup>/tidal-agent-<pid>/`, entered before `exec`, and killed
@@ -20,10 +21,7 @@
 //!    left the group (`setsid`). The reaper kills the parent cgroup when the
 //!    agent dies. Without delegation this layer is skipped ([`Cgroups::detect`]).
 //!
-//! Limits: the reaper remembers at most [`REAPER_GROUPS`] groups at once; a
-//! worker that forks in the instant between its start and the reaper being
-//! told of its group, as the agent is SIGKILLed, can leave that child behind
-//! (only where no cgroup is delegated).
+//! Limits: the reaper remembers at most [`REAPER_GROUPS`] groups at once.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -88,9 +86,13 @@ pub fn spawn(cmd: Command) -> io::Result<Child> {
 }
 
 /// Sets up `cmd` to die with the agent (PDEATHSIG, with the race where the
-/// agent died before the prctl closed) and, with `cgroup_procs` (an open
-/// `cgroup.procs` of the worker's cgroup), to enter that cgroup before exec.
-pub fn guard(cmd: &mut Command, cgroup_procs: Option<RawFd>) {
+/// agent died before the prctl closed), with `cgroup_procs` (an open
+/// `cgroup.procs` of the worker's cgroup) to enter that cgroup before exec,
+/// and with `reaper` (its pipe, [`Reaper::pipe`]) to list its own process
+/// group with the reaper before exec: nothing the worker forks can exist
+/// before the reaper knows its group (the agent then counts it,
+/// [`Reaper::listed_by_worker`]).
+pub fn guard(cmd: &mut Command, cgroup_procs: Option<RawFd>, reaper: Option<RawFd>) {
     // SAFETY: getpid has no preconditions.
     let agent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only
@@ -118,6 +120,12 @@ pub fn guard(cmd: &mut Command, cgroup_procs: Option<RawFd>) {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            if let Some(fd) = reaper {
+                // Its own group (`process_group(0)`: the group id is its pid).
+                // A reaper that is gone makes this fail; PDEATHSIG remains.
+                let rec = watch_record(libc::getpid());
+                libc::write(fd, rec.as_ptr().cast(), rec.len());
             }
             Ok(())
         });
@@ -189,8 +197,19 @@ impl Reaper {
         })
     }
 
-    /// The reaper kills this group if the agent dies while it is listed.
-    pub fn watch(&self, pgid: u32) {
+    /// The reaper's pipe, for a worker to list its own group before exec
+    /// ([`guard`]).
+    pub fn pipe(&self) -> Option<RawFd> {
+        self.tx.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// A worker listed its own group ([`guard`]): counted until
+    /// [`Reaper::forget`] says it is gone.
+    pub fn listed_by_worker(&self) {
+        self.count_one();
+    }
+
+    fn count_one(&self) {
         let n = self.listed.fetch_add(1, Ordering::Relaxed) + 1;
         if n as usize > REAPER_GROUPS && !self.warned_full.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -198,7 +217,6 @@ impl Reaper {
                 "more worker process groups than the reaper can list: some would outlive a killed agent"
             );
         }
-        self.send(OP_WATCH, pgid);
     }
 
     /// The group is gone (killed and its leader reaped).
@@ -208,9 +226,7 @@ impl Reaper {
     }
 
     fn send(&self, op: i32, pgid: u32) {
-        let mut rec = [0u8; 8];
-        rec[..4].copy_from_slice(&op.to_ne_bytes());
-        rec[4..].copy_from_slice(&(pgid as i32).to_ne_bytes());
+        let rec = record(op, pgid as i32);
         // One 8-byte write is atomic on a pipe (under PIPE_BUF). A reaper
         // that died makes this EPIPE (SIGPIPE is ignored by Rust programs).
         // SAFETY: writes 8 bytes from a live buffer to our fd.
@@ -224,6 +240,19 @@ impl Reaper {
             );
         }
     }
+}
+
+/// One message to the reaper: an op and a process group.
+fn record(op: i32, pgid: i32) -> [u8; 8] {
+    let mut rec = [0u8; 8];
+    rec[..4].copy_from_slice(&op.to_ne_bytes());
+    rec[4..].copy_from_slice(&pgid.to_ne_bytes());
+    rec
+}
+
+/// [`record`] of `OP_WATCH`, without allocating (a forked child's).
+fn watch_record(pgid: libc::pid_t) -> [u8; 8] {
+    record(OP_WATCH, pgid)
 }
 
 impl Drop for Reaper {
