@@ -302,6 +302,19 @@ unsafe fn reaper_main(rfd: RawFd, cgroup: Option<ReaperCgroup>) -> ! {
                 let op = i32::from_ne_bytes([carry[0], carry[1], carry[2], carry[3]]);
                 let pgid = i32::from_ne_bytes([carry[4], carry[5], carry[6], carry[7]]);
                 if op == OP_WATCH {
+                    // Drop groups that are gone: a worker lists itself before
+                    // exec, and one whose exec failed is never forgotten.
+                    let mut j = 0;
+                    while j < n && j < groups.len() {
+                        if libc::kill(-groups[j], 0) != 0
+                            && *libc::__errno_location() == libc::ESRCH
+                        {
+                            n -= 1;
+                            groups[j] = groups[n];
+                        } else {
+                            j += 1;
+                        }
+                    }
                     if n < groups.len() {
                         groups[n] = pgid;
                         n += 1;
