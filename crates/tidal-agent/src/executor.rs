@@ -5,29 +5,27 @@
 //! (capped) is the result; the tail of its stderr explains a failure. A
 //! supervisor per child reports one [`ExecEvent`] when it is gone. A kill
 //! is SIGKILL to the child's process group; a stop ([`Executor::stop`],
-//! a drain's deadline) is SIGTERM to the group, then SIGKILL after a grace.
+//! a drain's deadline) is SIGTERM to the group, then SIGKILL after a grace;
+//! so is an attempt that runs longer than its max-run (see `worker`).
 //! Workers never outlive the agent: see `lifetime` (PDEATHSIG, a reaper of
 //! process groups, a cgroup per worker where delegated).
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tidal_proto::v1;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::lifetime::{self, Cgroups, Reaper, WorkerCgroup};
+use crate::worker::{self, Attempt, Order};
 
 /// How much of a task's stderr is kept for its error message.
 pub const STDERR_TAIL_BYTES: usize = 4096;
-/// How long to wait for a finished task's pipes to close (a grandchild that
-/// escaped the process group could hold them open).
-const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// What every task of this agent runs with.
 #[derive(Debug, Clone)]
@@ -36,26 +34,21 @@ pub struct ExecSettings {
     /// Program and arguments (non-empty; checked by the config).
     pub command: Vec<String>,
     pub max_result_bytes: usize,
+    /// From SIGTERM to SIGKILL when the agent ends an attempt by itself
+    /// (its max-run passed): the agent's stop grace.
+    pub kill_grace: Duration,
 }
 
 /// A child is gone.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecEvent {
-    /// It exited on its own: the completion to report.
+    /// It exited on its own, or the agent ended it for running longer than
+    /// its max-run (`timed_out`): the completion to report.
     Exited(v1::TaskCompleted),
     /// It was killed (cancel, self-fence, shutdown) and has been reaped.
     Killed { task_id: String, token: u64 },
     /// It was stopped ([`Executor::stop`]) and has been reaped.
     Stopped { task_id: String, token: u64 },
-}
-
-/// What the session loop asks of a child's supervisor.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Order {
-    /// SIGKILL its process group now.
-    Kill,
-    /// SIGTERM its process group, SIGKILL after this grace.
-    Stop(Duration),
 }
 
 /// The outcome of [`Executor::start`].
@@ -262,18 +255,22 @@ impl Executor {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let events = self.events.clone();
-        let max = self.settings.max_result_bytes;
         let (task_id, token) = key.clone();
+        let attempt = Attempt {
+            task_id,
+            token,
+            payload,
+            max_result_bytes: self.settings.max_result_bytes,
+            max_run: (a.max_run_ms > 0).then(|| Duration::from_millis(a.max_run_ms)),
+            kill_grace: self.settings.kill_grace,
+        };
         let guard = self.guard.clone();
         let pid = child.id();
         if let Some(r) = &guard.reaper {
             r.listed_by_worker();
         }
         tokio::spawn(async move {
-            let ev = supervise(
-                child, task_id, token, payload, stdin, stdout, stderr, max, kill_rx,
-            )
-            .await;
+            let ev = worker::supervise(child, attempt, stdin, stdout, stderr, kill_rx).await;
             // The group was killed and its leader reaped; the cgroup takes
             // whatever left the group.
             if let Some(cg) = cgroup {
@@ -375,6 +372,7 @@ pub(crate) fn stopped(task_id: String, token: u64) -> v1::TaskCompleted {
         error: "stopped on the leader's order (the agent's drain deadline passed)".into(),
         exit_code: -1,
         stopped: true,
+        ..Default::default()
     }
 }
 
@@ -386,7 +384,7 @@ fn failed(a: &v1::Assignment, error: String) -> v1::TaskCompleted {
         result: Vec::new(),
         error,
         exit_code: -1,
-        stopped: false,
+        ..Default::default()
     }
 }
 
@@ -445,249 +443,6 @@ fn spawn(
         guard.disable_cgroups(&e);
     }
     Ok((child, None))
-}
-
-/// Sends `sig` to the child's process group (best effort: it may be gone).
-fn signal_group(pid: Option<u32>, sig: i32) {
-    #[cfg(unix)]
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) has no memory effects; a negative pid names the
-        // process group this child leads (its own group, see `spawn`).
-        unsafe {
-            libc::kill(-pid, sig);
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (pid, sig);
-}
-
-/// Kills the child's whole process group (best effort: it may be gone).
-fn kill_group(child: &mut Child, pid: Option<u32>) {
-    #[cfg(unix)]
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) has no memory effects; a negative pid names the
-        // process group this child leads (process_group(0) above).
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = pid;
-    let _ = child.start_kill();
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn supervise(
-    mut child: Child,
-    task_id: String,
-    token: u64,
-    payload: Vec<u8>,
-    stdin: Option<tokio::process::ChildStdin>,
-    stdout: Option<tokio::process::ChildStdout>,
-    stderr: Option<tokio::process::ChildStderr>,
-    max_result_bytes: usize,
-    mut orders: mpsc::UnboundedReceiver<Order>,
-) -> ExecEvent {
-    let pid = child.id();
-    let writer = tokio::spawn(async move {
-        if let Some(mut stdin) = stdin {
-            // A child that does not read its stdin gets EPIPE here: fine.
-            let _ = stdin.write_all(&payload).await;
-            let _ = stdin.shutdown().await;
-        }
-    });
-    let out = tokio::spawn(async move {
-        match stdout {
-            Some(s) => read_capped(s, max_result_bytes).await,
-            None => (Vec::new(), false),
-        }
-    });
-    let err = tokio::spawn(async move {
-        match stderr {
-            Some(s) => read_tail(s, STDERR_TAIL_BYTES).await,
-            None => Vec::new(),
-        }
-    });
-    // A kill order or a dropped sender both mean: kill.
-    let order = tokio::select! {
-        s = child.wait() => Ok(s),
-        o = orders.recv() => Err(o.unwrap_or(Order::Kill)),
-    };
-    let status = match order {
-        Ok(s) => s,
-        Err(order) => {
-            let stopped = match order {
-                Order::Stop(grace) => stop_child(&mut child, pid, grace, &mut orders).await,
-                Order::Kill => false,
-            };
-            kill_group(&mut child, pid);
-            let _ = child.wait().await;
-            writer.abort();
-            out.abort();
-            err.abort();
-            return if stopped {
-                ExecEvent::Stopped { task_id, token }
-            } else {
-                ExecEvent::Killed { task_id, token }
-            };
-        }
-    };
-    // Whatever the task left behind in its group goes with it, closing pipes.
-    kill_group(&mut child, pid);
-    writer.abort();
-    let (result, truncated) = match tokio::time::timeout(PIPE_GRACE, out).await {
-        Ok(Ok(r)) => r,
-        _ => (Vec::new(), false),
-    };
-    let tail = match tokio::time::timeout(PIPE_GRACE, err).await {
-        Ok(Ok(t)) => t,
-        _ => Vec::new(),
-    };
-    ExecEvent::Exited(completion(
-        task_id,
-        token,
-        status,
-        result,
-        truncated,
-        &tail,
-        max_result_bytes,
-    ))
-}
-
-/// SIGTERM to the group, then waits for the child up to `grace`. True if
-/// it ended or the grace ran out (a stop); false if a kill order came
-/// meanwhile (a kill). The caller SIGKILLs what is left of the group.
-async fn stop_child(
-    child: &mut Child,
-    pid: Option<u32>,
-    grace: Duration,
-    orders: &mut mpsc::UnboundedReceiver<Order>,
-) -> bool {
-    #[cfg(unix)]
-    signal_group(pid, libc::SIGTERM);
-    #[cfg(not(unix))]
-    let _ = pid;
-    let until = tokio::time::Instant::now() + grace;
-    loop {
-        tokio::select! {
-            _ = child.wait() => return true,
-            _ = tokio::time::sleep_until(until) => return true,
-            o = orders.recv() => match o {
-                Some(Order::Stop(_)) => continue,
-                Some(Order::Kill) | None => return false,
-            },
-        }
-    }
-}
-
-fn completion(
-    task_id: String,
-    token: u64,
-    status: std::io::Result<ExitStatus>,
-    result: Vec<u8>,
-    truncated: bool,
-    stderr_tail: &[u8],
-    max: usize,
-) -> v1::TaskCompleted {
-    let tail = String::from_utf8_lossy(stderr_tail).trim_end().to_string();
-    let status = match status {
-        Ok(s) => s,
-        Err(e) => {
-            return v1::TaskCompleted {
-                task_id,
-                token,
-                success: false,
-                result,
-                error: format!("cannot wait for the task's process: {e}"),
-                exit_code: -1,
-                stopped: false,
-            }
-        }
-    };
-    let exit_code = exit_code(&status);
-    let success = status.success();
-    let mut notes: Vec<String> = Vec::new();
-    if !success {
-        notes.push(if tail.is_empty() {
-            describe(&status)
-        } else {
-            tail
-        });
-    }
-    if truncated {
-        notes.push(format!("result truncated to {max} bytes"));
-    }
-    v1::TaskCompleted {
-        task_id,
-        token,
-        success,
-        result,
-        error: notes.join("; "),
-        exit_code,
-        stopped: false,
-    }
-}
-
-/// The exit code, or 128 + the signal number as shells report it.
-fn exit_code(status: &ExitStatus) -> i32 {
-    if let Some(c) = status.code() {
-        return c;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = status.signal() {
-            return 128 + sig;
-        }
-    }
-    -1
-}
-
-fn describe(status: &ExitStatus) -> String {
-    match status.code() {
-        Some(c) => format!("exited with code {c}"),
-        None => format!("terminated by a signal (exit code {})", exit_code(status)),
-    }
-}
-
-/// Reads everything, keeping the first `max` bytes; reading on past the cap
-/// keeps the child from blocking on a full pipe.
-async fn read_capped(mut r: impl AsyncRead + Unpin, max: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut truncated = false;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = max.saturating_sub(kept.len());
-                if n > room {
-                    truncated = true;
-                }
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
-    }
-    (kept, truncated)
-}
-
-/// Reads everything, keeping the last `max` bytes.
-async fn read_tail(mut r: impl AsyncRead + Unpin, max: usize) -> Vec<u8> {
-    let mut tail: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 8 * 1024];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > max {
-                    let cut = tail.len() - max;
-                    tail.drain(..cut);
-                }
-            }
-        }
-    }
-    tail
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ fn executor(
             agent_id: "agent-7".into(),
             command: vec!["sh".into(), "-c".into(), script.into()],
             max_result_bytes: max,
+            kill_grace: Duration::from_millis(300),
         },
         slots,
     )
@@ -32,6 +33,7 @@ fn assignment(id: &str, token: u64, payload: &[u8]) -> v1::Assignment {
             payload: payload.to_vec(),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 
@@ -149,6 +151,7 @@ async fn spawn_failure_is_a_failed_completion() {
             agent_id: "a".into(),
             command: vec!["/nonexistent/tidal-task".into()],
             max_result_bytes: 10,
+            kill_grace: Duration::from_millis(300),
         },
         1,
     );
@@ -516,4 +519,51 @@ async fn a_task_cgroup_takes_what_left_the_process_group() {
     assert!(leftover.is_empty(), "worker cgroups left: {leftover:?}");
     drop(exec);
     assert!(!parent.exists(), "{} was not removed", parent.display());
+}
+
+fn with_max_run(mut a: v1::Assignment, ms: u64) -> v1::Assignment {
+    a.max_run_ms = ms;
+    a
+}
+
+#[tokio::test]
+async fn an_attempt_past_its_max_run_is_ended_and_reported_timed_out() {
+    let (mut exec, mut rx) = executor("echo working >&2; sleep 30", 1, 1024);
+    let started = tokio::time::Instant::now();
+    exec.start(&with_max_run(assignment("t1", 3, b""), 300));
+    let c = completion_of(&mut exec, &mut rx).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "ended at its max-run: {took:?}"
+    );
+    assert!(c.timed_out && !c.success && !c.stopped, "{c:?}");
+    assert_eq!(c.error, "ran longer than its max-run-ms of 300 ms");
+    assert_eq!(c.exit_code, 128 + libc::SIGTERM, "ended by SIGTERM");
+    assert!(exec.is_idle());
+}
+
+#[tokio::test]
+async fn a_worker_that_ignores_sigterm_at_its_max_run_is_killed_after_the_grace() {
+    // The executor's kill grace is 300 ms (see `executor`).
+    let (mut exec, mut rx) = executor("trap '' TERM; sleep 30", 1, 1024);
+    let started = tokio::time::Instant::now();
+    exec.start(&with_max_run(assignment("t1", 3, b""), 200));
+    let c = completion_of(&mut exec, &mut rx).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "SIGKILL a grace after the max-run: {took:?}"
+    );
+    assert!(c.timed_out && !c.success, "{c:?}");
+    assert_eq!(c.exit_code, 128 + libc::SIGKILL);
+}
+
+#[tokio::test]
+async fn an_attempt_within_its_max_run_is_not_timed_out() {
+    let (mut exec, mut rx) = executor("echo done", 1, 1024);
+    exec.start(&with_max_run(assignment("t1", 3, b""), 10_000));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert!(c.success && !c.timed_out, "{c:?}");
+    assert_eq!(c.result, b"done\n");
 }

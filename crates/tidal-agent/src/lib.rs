@@ -11,8 +11,9 @@
 //! - `session`: the one loop: session, heartbeats, assignments, stop
 //!   orders, reconnects, and the graceful exit (drain, deregister).
 //! - `executor`: tasks as child processes (stdin payload, capped stdout,
-//!   stderr tail, `TIDAL_*` environment, process-group kill, and stop:
-//!   SIGTERM to the group, SIGKILL after a grace).
+//!   stderr tail, `TIDAL_*` environment), and the slot count.
+//! - `worker`: one child's supervisor: process-group kill, stop (SIGTERM to
+//!   the group, SIGKILL after a grace), its max-run clock, its report.
 //! - `lifetime`: workers never outlive the agent (PDEATHSIG from a spawner
 //!   thread that never exits, a reaper process for their process groups, a
 //!   cgroup per worker where cgroup v2 is delegated).
@@ -30,6 +31,7 @@ mod fence;
 mod lifetime;
 mod outbox;
 mod session;
+mod worker;
 
 #[cfg(test)]
 mod session_test;

@@ -198,6 +198,7 @@ impl Agent {
                 agent_id: config.id.clone(),
                 command: config.command.clone(),
                 max_result_bytes: config.max_result_bytes,
+                kill_grace: config.stop_grace,
             },
             config.slots,
         );
@@ -777,6 +778,12 @@ impl Agent {
                 }
             }
             In::Stop(s) => self.on_stop(s),
+            In::Suspend(s) => {
+                tracing::warn!(task_id = %s.task_id, token = s.token, "suspend order: not supported by this agent yet; ignored");
+            }
+            In::Resume(r) => {
+                tracing::warn!(task_id = %r.task_id, token = r.token, "resume order: not supported by this agent yet; ignored");
+            }
             In::CompletionAck(a) => {
                 self.outbox.ack(&a.task_id, a.token);
                 if a.accepted {

@@ -250,6 +250,7 @@ fn assignment(task_id: &str, token: u64, payload: &[u8]) -> ToAgent {
             payload: payload.to_vec(),
             ..Default::default()
         }),
+        ..Default::default()
     })
 }
 
@@ -546,6 +547,7 @@ async fn a_stop_order_stops_the_child_and_reports_it_stopped_until_acked() {
         task_id: "t1".into(),
         token: 9,
         reason: "the agent's drain deadline passed".into(),
+        ..Default::default()
     }));
     let report = match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Completed(c)) => c,
@@ -563,6 +565,7 @@ async fn a_stop_order_stops_the_child_and_reports_it_stopped_until_acked() {
         task_id: "t2".into(),
         token: 11,
         reason: String::new(),
+        ..Default::default()
     }));
     s.send(assignment("t2", 11, b""));
     s.send(assignment("t3", 12, b""));

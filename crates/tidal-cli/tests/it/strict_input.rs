@@ -213,6 +213,7 @@ async fn strict_input_is_refused_with_the_right_code_and_names_the_problem() -> 
                     },
                     exit_code: i32::from(!success),
                     stopped: false,
+                    timed_out: false,
                 })),
             })
             .await?;

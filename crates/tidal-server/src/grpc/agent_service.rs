@@ -633,6 +633,9 @@ async fn serve_session(
             In::Register(_) => {
                 tracing::warn!(agent_id = %agent_id, "ignoring a second Register on one session");
             }
+            In::Checkpoint(c) => {
+                tracing::debug!(agent_id = %agent_id, task_id = %c.task_id, token = c.token, "checkpoint not recorded by this server");
+            }
         }
     }
     leadership.session_input(SessionInput::Closed {

@@ -260,6 +260,7 @@ pub fn to_agent(state: &State, msg: ToAgent) -> Option<v1::ServerMessage> {
             task_id: task.to_string(),
             token,
             reason,
+            ..Default::default()
         }),
         ToAgent::HeartbeatAck { seq } => Msg::HeartbeatAck(v1::HeartbeatAck { seq }),
         ToAgent::CompletionAck {
@@ -285,6 +286,7 @@ pub fn assignment(task: &Task, token: u64) -> v1::ServerMessage {
             token,
             attempt: task.attempt,
             spec: Some(spec_to(&task.spec, true)),
+            ..Default::default()
         })),
     }
 }

@@ -78,6 +78,9 @@ pub fn proto_to_domain(bytes: &[u8]) {
                     Some(v1::agent_message::Msg::Completed(c)) => {
                         let _ = convert::task_id(&c.task_id);
                     }
+                    Some(v1::agent_message::Msg::Checkpoint(c)) => {
+                        let _ = convert::task_id(&c.task_id);
+                    }
                     Some(v1::agent_message::Msg::Heartbeat(_)) | None => {}
                 }
             }
