@@ -6,7 +6,10 @@
 //! supervisor per child reports one [`ExecEvent`] when it is gone. A kill
 //! is SIGKILL to the child's process group; a stop ([`Executor::stop`],
 //! a drain's deadline) is SIGTERM to the group, then SIGKILL after a grace;
-//! so is an attempt that runs longer than its max-run (see `worker`).
+//! so is an attempt that runs longer than its max-run. A preemption
+//! ([`Executor::preempt`]) gives notice first; a suspend is SIGSTOP to the
+//! group, a resume SIGCONT (see `worker`). Each attempt has a directory of
+//! its own (see `taskdir`) for its checkpoint and preemption files.
 //! Workers never outlive the agent: see `lifetime` (PDEATHSIG, a reaper of
 //! process groups, a cgroup per worker where delegated).
 
@@ -22,7 +25,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::lifetime::{self, Cgroups, Reaper, WorkerCgroup};
-use crate::worker::{self, Attempt, Order};
+use crate::taskdir::{RunDir, TaskDir};
+use crate::worker::{self, Attempt, Notice, Order, LONGEST};
 
 /// How much of a task's stderr is kept for its error message.
 pub const STDERR_TAIL_BYTES: usize = 4096;
@@ -47,8 +51,16 @@ pub enum ExecEvent {
     Exited(v1::TaskCompleted),
     /// It was killed (cancel, self-fence, shutdown) and has been reaped.
     Killed { task_id: String, token: u64 },
-    /// It was stopped ([`Executor::stop`]) and has been reaped.
-    Stopped { task_id: String, token: u64 },
+    /// It was stopped ([`Executor::stop`], or [`Executor::preempt`]:
+    /// `preempted`) and has been reaped.
+    Stopped {
+        task_id: String,
+        token: u64,
+        preempted: bool,
+    },
+    /// Its worker wrote a new checkpoint (sent before the child's last
+    /// event).
+    Checkpoint(v1::TaskCheckpoint),
 }
 
 /// The outcome of [`Executor::start`].
@@ -86,6 +98,9 @@ pub struct Executor {
     /// Shared with the supervisors: the reaper and cgroups go when the last
     /// child is gone.
     guard: Arc<Guard>,
+    /// The parent of the tasks' directories, made at the first start; it
+    /// goes when the executor and the last task directory are gone.
+    run_dir: Option<Arc<RunDir>>,
 }
 
 /// What makes workers die with the agent, beyond PDEATHSIG.
@@ -168,6 +183,7 @@ impl Executor {
                 running: BTreeMap::new(),
                 events,
                 guard: Arc::new(Guard::new()),
+                run_dir: None,
             },
             rx,
         )
@@ -236,9 +252,16 @@ impl Executor {
                 ),
             ));
         }
-        let (mut child, cgroup) = match spawn(&self.settings, a, &self.guard) {
+        let dir = match self.task_dir(a) {
+            Ok(d) => d,
+            Err(e) => {
+                return Start::Failed(failed(a, format!("cannot make the task's directory: {e}")))
+            }
+        };
+        let (mut child, cgroup) = match spawn(&self.settings, a, &dir, &self.guard) {
             Ok(c) => c,
             Err(e) => {
+                dir.remove();
                 return Start::Failed(failed(
                     a,
                     format!("cannot start {:?}: {e}", self.settings.command[0]),
@@ -261,8 +284,11 @@ impl Executor {
             token,
             payload,
             max_result_bytes: self.settings.max_result_bytes,
-            max_run: (a.max_run_ms > 0).then(|| Duration::from_millis(a.max_run_ms)),
+            max_run: (a.max_run_ms > 0).then(|| Duration::from_millis(a.max_run_ms).min(LONGEST)),
             kill_grace: self.settings.kill_grace,
+            dir,
+            checkpoint: a.checkpoint.clone(),
+            events: self.events.clone(),
         };
         let guard = self.guard.clone();
         let pid = child.id();
@@ -320,7 +346,7 @@ impl Executor {
                 Some(k) => {
                     if !r.stopping {
                         r.stopping = true;
-                        let _ = k.send(Order::Stop(grace));
+                        let _ = k.send(Order::Stop(grace.min(LONGEST)));
                     }
                     true
                 }
@@ -328,6 +354,74 @@ impl Executor {
             },
             None => false,
         }
+    }
+
+    /// Preempts the child of this task under this token: it gets notice
+    /// (see [`Notice`]) and `grace` to checkpoint and exit, and is reported
+    /// as [`ExecEvent::Stopped`] (preempted) once reaped, whatever its
+    /// exit. Like [`Executor::stop`] otherwise; an order to a child already
+    /// stopping changes nothing.
+    pub fn preempt(&mut self, task_id: &str, token: u64, notice: Notice, grace: Duration) -> bool {
+        match self.running.get_mut(&(task_id.to_string(), token)) {
+            Some(r) => match &r.kill {
+                Some(k) => {
+                    if !r.stopping {
+                        r.stopping = true;
+                        let grace = grace.min(LONGEST);
+                        let _ = k.send(Order::Preempt { notice, grace });
+                    }
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Suspends the child of this task under this token (SIGSTOP to its
+    /// process group; its max-run clock pauses). False if no such live
+    /// child, or it is being stopped.
+    pub fn suspend(&mut self, task_id: &str, token: u64) -> bool {
+        self.order(task_id, token, Order::Suspend)
+    }
+
+    /// Resumes a suspended child (SIGCONT to its process group). False if
+    /// no such live child, or it is being stopped.
+    pub fn resume(&mut self, task_id: &str, token: u64) -> bool {
+        self.order(task_id, token, Order::Resume)
+    }
+
+    fn order(&mut self, task_id: &str, token: u64, order: Order) -> bool {
+        match self.running.get(&(task_id.to_string(), token)) {
+            Some(Running {
+                kill: Some(k),
+                stopping: false,
+                ..
+            }) => k.send(order).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Whether a live child of this task under this token is held.
+    pub fn holds(&self, task_id: &str, token: u64) -> bool {
+        self.running
+            .get(&(task_id.to_string(), token))
+            .is_some_and(|r| r.kill.is_some())
+    }
+
+    /// A new directory for this attempt (see `taskdir`), with its
+    /// checkpoint written.
+    fn task_dir(&mut self, a: &v1::Assignment) -> std::io::Result<TaskDir> {
+        let run = match &self.run_dir {
+            Some(r) => r.clone(),
+            None => {
+                let r = Arc::new(RunDir::create()?);
+                tracing::debug!(dir = %r.path().display(), "the tasks' directories are here");
+                self.run_dir = Some(r.clone());
+                r
+            }
+        };
+        run.task(&a.task_id, a.token, &a.checkpoint)
     }
 
     /// Kills every live child; returns how many.
@@ -354,10 +448,21 @@ impl Executor {
                 self.running.remove(&(task_id.clone(), *token));
                 None
             }
-            ExecEvent::Stopped { task_id, token } => {
+            ExecEvent::Stopped {
+                task_id,
+                token,
+                preempted,
+            } => {
                 let r = self.running.remove(&(task_id.clone(), *token))?;
-                r.kill.is_some().then(|| stopped(task_id.clone(), *token))
+                r.kill.is_some().then(|| {
+                    if *preempted {
+                        preempted_report(task_id.clone(), *token)
+                    } else {
+                        stopped(task_id.clone(), *token)
+                    }
+                })
             }
+            ExecEvent::Checkpoint(_) => None,
         }
     }
 }
@@ -376,6 +481,16 @@ pub(crate) fn stopped(task_id: String, token: u64) -> v1::TaskCompleted {
     }
 }
 
+/// The report of a task preempted on the leader's order: not a result.
+fn preempted_report(task_id: String, token: u64) -> v1::TaskCompleted {
+    v1::TaskCompleted {
+        error:
+            "preempted on the leader's order (notice given; it ended or was killed at the grace)"
+                .into(),
+        ..stopped(task_id, token)
+    }
+}
+
 fn failed(a: &v1::Assignment, error: String) -> v1::TaskCompleted {
     v1::TaskCompleted {
         task_id: a.task_id.clone(),
@@ -391,7 +506,7 @@ fn failed(a: &v1::Assignment, error: String) -> v1::TaskCompleted {
 /// The agent's variables that its workers do not inherit.
 pub const AGENT_ONLY_ENV: [&str; 3] = ["TIDAL_TOKEN", "TIDAL_TLS_DIR", "TIDAL_INSECURE"];
 
-fn command(settings: &ExecSettings, a: &v1::Assignment) -> Command {
+fn command(settings: &ExecSettings, a: &v1::Assignment, dir: &TaskDir) -> Command {
     let spec = a.spec.clone().unwrap_or_default();
     let mut cmd = Command::new(&settings.command[0]);
     cmd.args(&settings.command[1..])
@@ -402,6 +517,8 @@ fn command(settings: &ExecSettings, a: &v1::Assignment) -> Command {
         .env("TIDAL_PIPELINE", &spec.pipeline)
         .env("TIDAL_MODELS", spec.models.join(","))
         .env("TIDAL_AGENT_ID", &settings.agent_id)
+        .env("TIDAL_CHECKPOINT_FILE", dir.checkpoint_file())
+        .env("TIDAL_PREEMPT_FILE", dir.preempt_file())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -421,11 +538,12 @@ fn command(settings: &ExecSettings, a: &v1::Assignment) -> Command {
 fn spawn(
     settings: &ExecSettings,
     a: &v1::Assignment,
+    dir: &TaskDir,
     guard: &Guard,
 ) -> std::io::Result<(Child, Option<WorkerCgroup>)> {
     let mut cgroup_error = None;
     if let Some((cg, procs)) = guard.cgroup() {
-        let mut cmd = command(settings, a);
+        let mut cmd = command(settings, a, dir);
         lifetime::guard(&mut cmd, Some(procs.as_raw_fd()), guard.reaper_pipe());
         match lifetime::spawn(cmd) {
             Ok(child) => return Ok((child, Some(cg))),
@@ -435,7 +553,7 @@ fn spawn(
             }
         }
     }
-    let mut cmd = command(settings, a);
+    let mut cmd = command(settings, a, dir);
     lifetime::guard(&mut cmd, None, guard.reaper_pipe());
     let child = lifetime::spawn(cmd)?;
     // It starts without a cgroup: entering one was what failed.

@@ -339,7 +339,8 @@ async fn stop_sends_sigterm_and_reports_a_stop() {
         ev,
         ExecEvent::Stopped {
             task_id: "t1".into(),
-            token: 5
+            token: 5,
+            preempted: false,
         }
     );
     assert!(
@@ -566,4 +567,367 @@ async fn an_attempt_within_its_max_run_is_not_timed_out() {
     let c = completion_of(&mut exec, &mut rx).await;
     assert!(c.success && !c.timed_out, "{c:?}");
     assert_eq!(c.result, b"done\n");
+}
+
+/// The next event that is not a checkpoint; the checkpoints before it.
+async fn next_after_checkpoints(
+    rx: &mut mpsc::UnboundedReceiver<ExecEvent>,
+) -> (Vec<Vec<u8>>, ExecEvent) {
+    let mut checkpoints = Vec::new();
+    loop {
+        match next(rx).await {
+            ExecEvent::Checkpoint(c) => {
+                assert_eq!((c.task_id.as_str(), c.token), ("t1", 5));
+                checkpoints.push(c.data);
+            }
+            ev => return (checkpoints, ev),
+        }
+    }
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_preemption_by_signal_terms_the_worker_which_checkpoints_and_is_reported_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let script = format!(
+        "trap 'echo saved > \"$TIDAL_CHECKPOINT_FILE\"; exit 0' TERM; touch {}; while :; do sleep 0.05; done",
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    let started = tokio::time::Instant::now();
+    assert!(!exec.preempt("t1", 4, Notice::Signal, Duration::from_secs(10)));
+    assert!(exec.preempt("t1", 5, Notice::Signal, Duration::from_secs(10)));
+    let (checkpoints, ev) = next_after_checkpoints(&mut rx).await;
+    assert_eq!(
+        checkpoints,
+        vec![b"saved\n".to_vec()],
+        "its last checkpoint, before the end"
+    );
+    assert_eq!(
+        ev,
+        ExecEvent::Stopped {
+            task_id: "t1".into(),
+            token: 5,
+            preempted: true
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it ended on SIGTERM"
+    );
+    let report = exec.on_event(&ev).expect("a preemption is reported");
+    assert!(
+        report.stopped && !report.success && !report.timed_out,
+        "{report:?}"
+    );
+    assert!(report.error.contains("preempted"), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_preemption_by_file_names_the_deadline_and_the_worker_checkpoints_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let termed = dir.path().join("termed");
+    let script = format!(
+        r#"trap 'touch {termed}' TERM; touch {ready}
+while [ ! -e "$TIDAL_PREEMPT_FILE" ]; do sleep 0.02; done
+printf 'until %s' "$(cat "$TIDAL_PREEMPT_FILE")" > "$TIDAL_CHECKPOINT_FILE.new"
+mv "$TIDAL_CHECKPOINT_FILE.new" "$TIDAL_CHECKPOINT_FILE"
+exit 0"#,
+        termed = termed.display(),
+        ready = ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    let before = epoch_ms();
+    assert!(exec.preempt("t1", 5, Notice::File, Duration::from_secs(8)));
+    let (checkpoints, ev) = next_after_checkpoints(&mut rx).await;
+    let after = epoch_ms();
+    assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");
+    let text = String::from_utf8(checkpoints[0].clone()).unwrap();
+    let deadline: u64 = text.strip_prefix("until ").unwrap().parse().unwrap();
+    assert!(
+        (before + 8000..=after + 8000).contains(&deadline),
+        "the deadline is now + the grace: {deadline} in {before}..{after} + 8000"
+    );
+    assert!(
+        matches!(
+            ev,
+            ExecEvent::Stopped {
+                preempted: true,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert!(!termed.exists(), "no SIGTERM before the grace");
+    assert!(exec.on_event(&ev).is_some_and(|c| c.stopped));
+}
+
+#[tokio::test]
+async fn a_preemption_by_file_terms_at_the_grace_and_any_exit_is_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let termed = dir.path().join("termed");
+    // Ignores the file; exits 3 on SIGTERM.
+    let script = format!(
+        "trap 'touch {}; exit 3' TERM; touch {}; while :; do sleep 0.02; done",
+        termed.display(),
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    let started = tokio::time::Instant::now();
+    assert!(exec.preempt("t1", 5, Notice::File, Duration::from_millis(400)));
+    assert!(
+        exec.stop("t1", 5, Duration::from_millis(1)),
+        "a stop during a preemption changes nothing"
+    );
+    let (_, ev) = next_after_checkpoints(&mut rx).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "SIGTERM at the grace: {took:?}"
+    );
+    assert!(termed.exists(), "the worker saw SIGTERM");
+    assert!(
+        matches!(
+            ev,
+            ExecEvent::Stopped {
+                preempted: true,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert!(exec
+        .on_event(&ev)
+        .is_some_and(|c| c.stopped && c.exit_code == -1));
+}
+
+#[tokio::test]
+async fn a_preempted_worker_that_ignores_its_notice_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let script = format!("trap '' TERM; touch {}; sleep 30", ready.display());
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    let started = tokio::time::Instant::now();
+    // SIGTERM at 200 ms, SIGKILL after the kill grace (300 ms).
+    assert!(exec.preempt("t1", 5, Notice::File, Duration::from_millis(200)));
+    let (_, ev) = next_after_checkpoints(&mut rx).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(
+        matches!(
+            ev,
+            ExecEvent::Stopped {
+                preempted: true,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+}
+
+/// The time stamps (ns) a worker printed, one a line.
+fn stamps(out: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| l.trim().parse().expect("a time stamp"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_suspended_worker_stops_counting_until_it_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    // Prints the time about every 20 ms, 40 times; ready after 4.
+    let script = format!(
+        "i=0; while [ $i -lt 40 ]; do date +%s%N; [ $i -eq 3 ] && touch {}; sleep 0.02; i=$((i+1)); done",
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    assert!(!exec.suspend("t1", 4), "another token");
+    assert!(exec.suspend("t1", 5));
+    let paused = Duration::from_millis(800);
+    // The suspension itself: nothing to wait for but time.
+    tokio::time::sleep(paused).await;
+    assert!(!exec.resume("t1", 4), "another token");
+    assert!(exec.resume("t1", 5));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert!(c.success, "{c:?}");
+    let t = stamps(&c.result);
+    assert_eq!(t.len(), 40, "it ran to its end after the resume");
+    let gaps: Vec<u64> = t
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]) / 1_000_000)
+        .collect();
+    let long: Vec<&u64> = gaps.iter().filter(|g| **g >= 600).collect();
+    assert_eq!(long.len(), 1, "one pause, of about {paused:?}: {gaps:?}");
+}
+
+#[tokio::test]
+async fn time_suspended_does_not_count_toward_the_max_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let (mut exec, mut rx) = executor(
+        &format!("touch {}; sleep 0.3; echo done", ready.display()),
+        1,
+        1024,
+    );
+    let started = tokio::time::Instant::now();
+    exec.start(&with_max_run(assignment("t1", 5, b""), 700));
+    while !ready.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(exec.suspend("t1", 5));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(exec.resume("t1", 5));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert!(c.success && !c.timed_out, "{c:?}");
+}
+
+#[tokio::test]
+async fn a_suspended_worker_is_killed_and_nothing_of_it_lingers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let pidfile = dir.path().join("child.pid");
+    let script = format!(
+        "sleep 30 & echo $! > {}; touch {}; wait",
+        pidfile.display(),
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    let child = read_pid(&pidfile).await;
+    assert!(exec.suspend("t1", 5));
+    assert!(exec.kill("t1", 5), "as when the agent fences itself");
+    let ev = next(&mut rx).await;
+    assert!(matches!(ev, ExecEvent::Killed { .. }), "{ev:?}");
+    wait_gone(child, "the suspended worker's child").await;
+}
+
+#[tokio::test]
+async fn a_suspended_worker_that_is_stopped_gets_its_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let termed = dir.path().join("termed");
+    let script = format!(
+        "trap 'touch {}; exit 0' TERM; touch {}; while :; do sleep 0.02; done",
+        termed.display(),
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    assert!(exec.suspend("t1", 5));
+    assert!(exec.stop("t1", 5, Duration::from_secs(10)));
+    assert!(!exec.suspend("t1", 5), "no suspend while stopping");
+    let started = tokio::time::Instant::now();
+    let (_, ev) = next_after_checkpoints(&mut rx).await;
+    assert!(
+        matches!(
+            ev,
+            ExecEvent::Stopped {
+                preempted: false,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it ended on SIGTERM"
+    );
+    assert!(termed.exists(), "it was continued to take its SIGTERM");
+}
+
+#[tokio::test]
+async fn checkpoints_are_reported_as_the_worker_writes_them() {
+    // The large one is written aside and renamed in (a file rewritten in
+    // place may be read half-written).
+    let script = r#"printf one > "$TIDAL_CHECKPOINT_FILE"; sleep 0.5
+head -c 70000 /dev/zero > "$TIDAL_CHECKPOINT_FILE.new"
+mv "$TIDAL_CHECKPOINT_FILE.new" "$TIDAL_CHECKPOINT_FILE"; sleep 0.5
+printf two > "$TIDAL_CHECKPOINT_FILE""#;
+    let (mut exec, mut rx) = executor(script, 1, 1024);
+    exec.start(&assignment("t1", 5, b""));
+    let (checkpoints, ev) = next_after_checkpoints(&mut rx).await;
+    assert_eq!(
+        checkpoints,
+        vec![b"one".to_vec(), b"two".to_vec()],
+        "in order; the one over 64 KiB left out"
+    );
+    assert!(exec.on_event(&ev).is_some_and(|c| c.success));
+}
+
+#[tokio::test]
+async fn the_checkpoint_is_in_place_before_the_start_and_the_directory_goes_after() {
+    let script = r#"cat "$TIDAL_CHECKPOINT_FILE"; echo; dirname "$TIDAL_CHECKPOINT_FILE"
+test -e "$TIDAL_PREEMPT_FILE" || echo no-notice
+test "$(dirname "$TIDAL_PREEMPT_FILE")" = "$(dirname "$TIDAL_CHECKPOINT_FILE")" && echo same-dir"#;
+    let (mut exec, mut rx) = executor(script, 1, 1024);
+    let mut a = assignment("t1", 5, b"");
+    a.checkpoint = b"step 41".to_vec();
+    exec.start(&a);
+    let ev = next(&mut rx).await;
+    let c = exec
+        .on_event(&ev)
+        .unwrap_or_else(|| panic!("not a completion (the start's checkpoint is not news): {ev:?}"));
+    let out = String::from_utf8(c.result).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines[0], "step 41");
+    assert_eq!(&lines[2..], ["no-notice", "same-dir"]);
+    let task_dir = std::path::Path::new(lines[1]);
+    assert!(!task_dir.exists(), "removed once the worker is gone");
+}
+
+#[tokio::test]
+async fn workers_without_a_checkpoint_start_without_the_file() {
+    let (mut exec, mut rx) = executor(
+        r#"test -e "$TIDAL_CHECKPOINT_FILE" && echo there || echo absent"#,
+        1,
+        1024,
+    );
+    exec.start(&assignment("t1", 5, b""));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert_eq!(c.result, b"absent\n");
+}
+
+#[tokio::test]
+async fn the_longest_max_run_and_grace_the_wire_allows_are_kept_without_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let script = format!(
+        "trap 'exit 0' TERM; touch {}; while :; do sleep 0.02; done",
+        ready.display()
+    );
+    let (mut exec, mut rx) = executor(&script, 1, 1024);
+    exec.start(&with_max_run(assignment("t1", 5, b""), u64::MAX));
+    let started = tokio::time::Instant::now();
+    while !ready.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(exec.suspend("t1", 5) && exec.resume("t1", 5));
+    assert!(exec.preempt("t1", 5, Notice::Signal, Duration::from_millis(u64::MAX)));
+    let (_, ev) = next_after_checkpoints(&mut rx).await;
+    assert!(
+        matches!(
+            ev,
+            ExecEvent::Stopped {
+                preempted: true,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
 }

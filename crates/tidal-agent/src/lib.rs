@@ -13,13 +13,17 @@
 //! - `executor`: tasks as child processes (stdin payload, capped stdout,
 //!   stderr tail, `TIDAL_*` environment), and the slot count.
 //! - `worker`: one child's supervisor: process-group kill, stop (SIGTERM to
-//!   the group, SIGKILL after a grace), its max-run clock, its report.
+//!   the group, SIGKILL after a grace), preemption notice (signal or file),
+//!   suspend and resume (SIGSTOP, SIGCONT), its max-run clock, its
+//!   checkpoint file, its report.
+//! - `taskdir`: each attempt's directory (`TIDAL_CHECKPOINT_FILE`,
+//!   `TIDAL_PREEMPT_FILE`) and the watch on its checkpoint file.
 //! - `lifetime`: workers never outlive the agent (PDEATHSIG from a spawner
 //!   thread that never exits, a reaper process for their process groups, a
 //!   cgroup per worker where cgroup v2 is delegated).
 //! - `fence`: the lease deadline as a pure struct ([`Lease`]).
 //! - `outbox`: completions and stop reports kept until the leader
-//!   acknowledges them.
+//!   acknowledges them, and the latest checkpoint of each task held.
 //!
 //! Dependency rule: the agent speaks only the public API (`tidal-proto`
 //! through `tidal-client`), as any user's agent in another language would;
@@ -31,6 +35,7 @@ mod fence;
 mod lifetime;
 mod outbox;
 mod session;
+mod taskdir;
 mod worker;
 
 #[cfg(test)]
@@ -46,6 +51,7 @@ pub use executor::{ExecEvent, ExecSettings, Executor, Start, STDERR_TAIL_BYTES};
 pub use fence::Lease;
 pub use outbox::Outbox;
 pub use session::Displaced;
+pub use worker::Notice;
 
 /// Runs the agent until `shutdown` completes (then kills its tasks and
 /// returns `Ok`), or until a fatal error: an invalid configuration, a

@@ -1,13 +1,22 @@
-//! Completions kept until the leader acknowledges them.
+//! Completions kept until the leader acknowledges them, and the latest
+//! checkpoint of each task held.
+
+use std::collections::BTreeMap;
 
 use tidal_proto::v1;
 
 /// Completions in the order they happened. An entry leaves only on a
 /// `CompletionAck` for its task and token (accepted or not); everything left
 /// is sent again after a reconnect.
+///
+/// Checkpoints are a latest value: one per task (the newest replaces the
+/// one before), sent again after every reconnect (they have no ack) while
+/// the task is held: running here, or its completion not yet acknowledged
+/// (see [`Outbox::retain_checkpoints`]).
 #[derive(Debug, Default, Clone)]
 pub struct Outbox {
     items: Vec<v1::TaskCompleted>,
+    checkpoints: BTreeMap<String, v1::TaskCheckpoint>,
 }
 
 impl Outbox {
@@ -59,6 +68,29 @@ impl Outbox {
         })
     }
 
+    /// Keeps a task's newest checkpoint, replacing the one before (of any
+    /// token: a newer attempt's supersedes).
+    pub fn checkpoint(&mut self, c: v1::TaskCheckpoint) {
+        self.checkpoints.insert(c.task_id.clone(), c);
+    }
+
+    /// The latest checkpoint of each task held: what to (re)send.
+    pub fn checkpoints(&self) -> impl Iterator<Item = &v1::TaskCheckpoint> {
+        self.checkpoints.values()
+    }
+
+    /// Forgets the checkpoints of attempts neither `running` (task, token)
+    /// nor with a completion pending here.
+    pub fn retain_checkpoints(&mut self, running: impl Fn(&str, u64) -> bool) {
+        let items = &self.items;
+        self.checkpoints.retain(|task_id, c| {
+            running(task_id, c.token)
+                || items
+                    .iter()
+                    .any(|i| i.task_id == *task_id && i.token == c.token)
+        });
+    }
+
     /// Number of pending completions.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -71,54 +103,5 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn done(id: &str, token: u64, success: bool) -> v1::TaskCompleted {
-        v1::TaskCompleted {
-            task_id: id.into(),
-            token,
-            success,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn keeps_until_acked_and_resends_in_order() {
-        let mut o = Outbox::new();
-        o.push(done("t1", 5, true));
-        o.push(done("t2", 6, false));
-        o.push(done("t3", 7, true));
-        // Session lost before any ack: all three are resent, oldest first.
-        let ids: Vec<&str> = o.pending().map(|c| c.task_id.as_str()).collect();
-        assert_eq!(ids, ["t1", "t2", "t3"]);
-        assert!(o.ack("t2", 6));
-        let ids: Vec<&str> = o.pending().map(|c| c.task_id.as_str()).collect();
-        assert_eq!(ids, ["t1", "t3"]);
-        let held: Vec<(String, u64)> = o.held().map(|r| (r.task_id, r.token)).collect();
-        assert_eq!(held, [("t1".to_string(), 5), ("t3".to_string(), 7)]);
-    }
-
-    #[test]
-    fn ack_needs_the_same_token() {
-        let mut o = Outbox::new();
-        o.push(done("t1", 5, true));
-        assert!(!o.ack("t1", 4));
-        assert!(!o.ack("t9", 5));
-        assert_eq!(o.len(), 1);
-        assert!(o.get("t1", 5).is_some());
-        assert!(o.ack("t1", 5));
-        assert!(o.is_empty());
-        assert!(!o.ack("t1", 5), "a second ack is harmless");
-    }
-
-    #[test]
-    fn same_task_and_token_is_replaced_not_duplicated() {
-        let mut o = Outbox::new();
-        o.push(done("t1", 5, false));
-        o.push(done("t1", 5, true));
-        o.push(done("t1", 8, true));
-        assert_eq!(o.len(), 2);
-        assert!(o.get("t1", 5).is_some_and(|c| c.success));
-    }
-}
+#[path = "outbox_test.rs"]
+mod tests;

@@ -1,6 +1,6 @@
 //! The session loop: one stream to the leader, heartbeats, assignments,
-//! completions, stops, reconnects, self-fencing and a graceful exit (drain,
-//! then deregister).
+//! completions, checkpoints, stops and preemptions, suspends and resumes,
+//! reconnects, self-fencing and a graceful exit (drain, then deregister).
 //!
 //! Everything the agent owns (children, outbox, lease) lives in one task: the
 //! loop in [`Agent::run`]. Opening a session runs in a spawned task so the
@@ -21,6 +21,7 @@ use crate::config::AgentConfig;
 use crate::executor::{ExecEvent, ExecSettings, Executor, Start};
 use crate::fence::Lease;
 use crate::outbox::Outbox;
+use crate::worker::Notice;
 
 /// Messages queued toward the server before the session counts as stuck.
 const OUTBOUND_QUEUE: usize = 1024;
@@ -601,8 +602,31 @@ impl Agent {
         }
     }
 
+    /// Keeps the latest checkpoint of each task held here (running, or
+    /// with its completion not yet acknowledged); forgets the others.
+    fn settle_checkpoints(&mut self) {
+        let exec = &self.exec;
+        self.outbox
+            .retain_checkpoints(|task_id, token| exec.holds(task_id, token));
+    }
+
     fn on_exec(&mut self, e: ExecEvent) {
-        if let Some(c) = self.exec.on_event(&e) {
+        if let ExecEvent::Checkpoint(c) = &e {
+            if self.exec.holds(&c.task_id, c.token) {
+                self.outbox.checkpoint(c.clone());
+                self.send_if_registered(Out::Checkpoint(c.clone()));
+            }
+            self.observe(e);
+            return;
+        }
+        self.on_child_gone(&e);
+        self.settle_checkpoints();
+        self.observe(e);
+    }
+
+    /// A child's last event: report it if it is to be reported.
+    fn on_child_gone(&mut self, e: &ExecEvent) {
+        if let Some(c) = self.exec.on_event(e) {
             if c.stopped && self.leaving_locally() {
                 // Stopped at a local drain's deadline: not reported (the
                 // cluster cannot take it back); its token never runs here
@@ -613,7 +637,6 @@ impl Agent {
                     self.stopped.pop_front();
                 }
                 tracing::info!(task_id = %c.task_id, token = c.token, "task stopped at the local drain deadline; the leader requeues it once this agent's lease has ended");
-                self.observe(e);
                 return;
             }
             if c.stopped {
@@ -625,12 +648,11 @@ impl Agent {
                 }
                 tracing::info!(task_id = %c.task_id, token = c.token, "task stopped on the leader's order; reporting it");
             } else {
-                tracing::info!(task_id = %c.task_id, token = c.token, success = c.success, exit_code = c.exit_code, "task finished");
+                tracing::info!(task_id = %c.task_id, token = c.token, success = c.success, exit_code = c.exit_code, timed_out = c.timed_out, "task finished");
             }
             self.outbox.push(c.clone());
             self.send_if_registered(Out::Completed(c));
         }
-        self.observe(e);
     }
 
     fn on_conn(&mut self, c: ConnEvent) -> anyhow::Result<()> {
@@ -779,13 +801,22 @@ impl Agent {
             }
             In::Stop(s) => self.on_stop(s),
             In::Suspend(s) => {
-                tracing::warn!(task_id = %s.task_id, token = s.token, "suspend order: not supported by this agent yet; ignored");
+                if self.exec.suspend(&s.task_id, s.token) {
+                    tracing::info!(task_id = %s.task_id, token = s.token, "suspending task: SIGSTOP to its process group");
+                } else {
+                    tracing::warn!(task_id = %s.task_id, token = s.token, "suspend order for a task not running here under this token (or being stopped); ignored");
+                }
             }
             In::Resume(r) => {
-                tracing::warn!(task_id = %r.task_id, token = r.token, "resume order: not supported by this agent yet; ignored");
+                if self.exec.resume(&r.task_id, r.token) {
+                    tracing::info!(task_id = %r.task_id, token = r.token, "resuming task: SIGCONT to its process group");
+                } else {
+                    tracing::warn!(task_id = %r.task_id, token = r.token, "resume order for a task not running here under this token (or being stopped); ignored");
+                }
             }
             In::CompletionAck(a) => {
                 self.outbox.ack(&a.task_id, a.token);
+                self.settle_checkpoints();
                 if a.accepted {
                     tracing::debug!(task_id = %a.task_id, token = a.token, "completion accepted");
                 } else {
@@ -842,6 +873,12 @@ impl Agent {
             pending_completions = self.outbox.len(),
             "registered with the leader"
         );
+        // The latest checkpoints first: a task's checkpoint precedes its
+        // completion, as when it was first sent.
+        let checkpoints: Vec<v1::TaskCheckpoint> = self.outbox.checkpoints().cloned().collect();
+        for c in checkpoints {
+            self.send_if_registered(Out::Checkpoint(c));
+        }
         let resend: Vec<v1::TaskCompleted> = self.outbox.pending().cloned().collect();
         for c in resend {
             self.send_if_registered(Out::Completed(c));
@@ -871,9 +908,24 @@ impl Agent {
         }
     }
 
-    /// The leader's order to stop a task (its drain's deadline passed).
+    /// The leader's order to stop a task (its drain's deadline passed), or
+    /// to preempt it (`preempt`: notice, then a grace).
     fn on_stop(&mut self, s: v1::StopTask) {
-        if self.exec.stop(&s.task_id, s.token, self.config.stop_grace) {
+        if s.preempt {
+            // 0: the agent's own grace.
+            let grace = match s.grace_ms {
+                0 => self.config.stop_grace,
+                ms => Duration::from_millis(ms),
+            };
+            let notice = match v1::PreemptNotice::try_from(s.notice) {
+                Ok(v1::PreemptNotice::File) => Notice::File,
+                _ => Notice::Signal,
+            };
+            if self.exec.preempt(&s.task_id, s.token, notice, grace) {
+                tracing::info!(task_id = %s.task_id, token = s.token, reason = %s.reason, ?notice, grace_ms = grace.as_millis() as u64, "preempting task: notice given");
+                return;
+            }
+        } else if self.exec.stop(&s.task_id, s.token, self.config.stop_grace) {
             tracing::info!(task_id = %s.task_id, token = s.token, reason = %s.reason, grace_ms = self.config.stop_grace.as_millis() as u64, "stopping task: SIGTERM to its process group, SIGKILL after the grace");
             return;
         }

@@ -823,3 +823,201 @@ async fn a_drain_refused_for_good_ends_the_graceful_exit_at_once() {
         );
     }
 }
+
+/// The state letter of a process (`/proc/PID/stat`): `T` when stopped.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+async fn wait_state(pid: i32, want: impl Fn(char) -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if proc_state(pid).is_some_and(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: worker {pid} is in state {:?}",
+            proc_state(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn read_pid(path: &std::path::Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Ok(p)) = std::fs::read_to_string(path).map(|s| s.trim().parse::<i32>()) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "no pid in {}", path.display());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn suspend_and_resume_orders_stop_and_continue_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut h = Harness::start(
+        &format!("echo $$ > {}; exec sleep 30", pidfile.display()),
+        None,
+    )
+    .await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    s.send(assignment("t1", 9, b""));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    let pid = read_pid(&pidfile).await;
+    wait_state(pid, |c| c == 'S', "running").await;
+    // Another token: ignored (the next order shows it was not acted on).
+    s.send(ToAgent::Suspend(v1::SuspendTask {
+        task_id: "t1".into(),
+        token: 8,
+    }));
+    s.send(ToAgent::Resume(v1::ResumeTask {
+        task_id: "t1".into(),
+        token: 8,
+    }));
+    s.send(ToAgent::Suspend(v1::SuspendTask {
+        task_id: "t1".into(),
+        token: 9,
+    }));
+    wait_state(pid, |c| c == 'T', "suspended").await;
+    s.send(ToAgent::Resume(v1::ResumeTask {
+        task_id: "t1".into(),
+        token: 8,
+    }));
+    s.send(ToAgent::Resume(v1::ResumeTask {
+        task_id: "t1".into(),
+        token: 9,
+    }));
+    wait_state(pid, |c| c != 'T', "resumed").await;
+    // Suspended again, then stopped: it is continued to take its SIGTERM.
+    s.send(ToAgent::Suspend(v1::SuspendTask {
+        task_id: "t1".into(),
+        token: 9,
+    }));
+    wait_state(pid, |c| c == 'T', "suspended again").await;
+    s.send(ToAgent::Stop(v1::StopTask {
+        task_id: "t1".into(),
+        token: 9,
+        reason: "the agent's drain deadline passed".into(),
+        ..Default::default()
+    }));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Completed(c)) => assert!(c.stopped, "{c:?}"),
+        other => panic!("expected the stop report, got {other:?}"),
+    }
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn checkpoints_are_sent_again_after_a_reconnect_and_come_before_the_preempted_report() {
+    let script = r#"printf 'from %s' "$(cat "$TIDAL_CHECKPOINT_FILE")" > "$TIDAL_CHECKPOINT_FILE.new"
+mv "$TIDAL_CHECKPOINT_FILE.new" "$TIDAL_CHECKPOINT_FILE"
+while [ ! -e "$TIDAL_PREEMPT_FILE" ]; do sleep 0.02; done
+printf last > "$TIDAL_CHECKPOINT_FILE"
+exit 0"#;
+    let mut h = Harness::start(script, None).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    let ToAgent::Assignment(mut a) = assignment("t1", 9, b"") else {
+        unreachable!()
+    };
+    a.checkpoint = b"step 3".to_vec();
+    s.send(ToAgent::Assignment(a));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    let first = match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Checkpoint(c)) => c,
+        other => panic!("expected a checkpoint, got {other:?}"),
+    };
+    assert_eq!(
+        (first.task_id.as_str(), first.token, first.data.as_slice()),
+        ("t1", 9, b"from step 3".as_slice())
+    );
+    // Lost before the leader kept it: sent again after the reconnect.
+    drop(s);
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Checkpoint(c)) => assert_eq!(c, first),
+        other => panic!("expected the checkpoint again, got {other:?}"),
+    }
+    s.send(ToAgent::Stop(v1::StopTask {
+        task_id: "t1".into(),
+        token: 9,
+        reason: "preempted for t7".into(),
+        preempt: true,
+        grace_ms: 10_000,
+        notice: v1::PreemptNotice::File.into(),
+    }));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Checkpoint(c)) => assert_eq!(c.data, b"last"),
+        other => panic!("expected the last checkpoint, got {other:?}"),
+    }
+    let report = match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Completed(c)) => c,
+        other => panic!("expected the preempted report, got {other:?}"),
+    };
+    assert!(report.stopped && !report.success, "{report:?}");
+    s.send(ToAgent::CompletionAck(v1::CompletionAck {
+        task_id: "t1".into(),
+        token: 9,
+        accepted: true,
+        reason: String::new(),
+    }));
+    // Another task, started after the ack was taken (messages are handled
+    // in order), with a checkpoint of its own.
+    s.send(assignment("t2", 10, b""));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t2", 10)),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    let t2 = match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Checkpoint(c)) => c,
+        other => panic!("expected t2's checkpoint, got {other:?}"),
+    };
+    assert_eq!(
+        (t2.task_id.as_str(), t2.data.as_slice()),
+        ("t2", b"from ".as_slice())
+    );
+    // t1 is settled: after another reconnect only t2's checkpoint is sent.
+    drop(s);
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(reg)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    assert_eq!(reg.running.len(), 1, "{reg:?}");
+    s.send(registered(10_000, 50));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Checkpoint(c)) => assert_eq!(c, t2),
+        other => panic!("expected t2's checkpoint again, got {other:?}"),
+    }
+    for _ in 0..3 {
+        match s.recv().await {
+            Some(FromAgent::Heartbeat(hb)) => {
+                s.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }));
+            }
+            other => panic!("expected only heartbeats, got {other:?}"),
+        }
+    }
+    h.stop().await.unwrap();
+}

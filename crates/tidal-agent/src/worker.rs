@@ -1,5 +1,10 @@
-//! One worker's supervisor: its orders (kill, stop), its max-run clock, and
-//! the one [`ExecEvent`] that says it is gone.
+//! One worker's supervisor: its orders (kill, stop, preempt, suspend,
+//! resume), its max-run clock, its checkpoint file, and the one
+//! [`ExecEvent`] that says it is gone.
+//!
+//! Signals go to the worker's process group. A suspended group (SIGSTOP)
+//! gets SIGCONT with whatever must reach it (a stop's SIGTERM, a preemption
+//! notice) and after every SIGKILL, so nothing of the group stays stopped.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -8,13 +13,29 @@ use tidal_proto::v1;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::executor::{ExecEvent, STDERR_TAIL_BYTES};
+use crate::taskdir::{CheckpointWatch, Seen, TaskDir, CHECKPOINT_MAX_BYTES};
 
 /// How long to wait for a finished task's pipes to close (a grandchild that
 /// escaped the process group could hold them open).
 const PIPE_GRACE: Duration = Duration::from_secs(2);
+/// How often the checkpoint file is looked at.
+pub const CHECKPOINT_POLL: Duration = Duration::from_millis(200);
+/// The longest max-run or grace the agent keeps (about 30 years): longer
+/// ones, which the wire allows, are cut to it, so no deadline overflows.
+pub const LONGEST: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// How a worker is told that it is being preempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// SIGTERM to the group at once, SIGKILL at the grace.
+    Signal,
+    /// `TIDAL_PREEMPT_FILE` names the deadline; SIGTERM at the grace,
+    /// SIGKILL after the agent's stop grace.
+    File,
+}
 
 /// What the session loop asks of a child's supervisor.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +44,12 @@ pub(crate) enum Order {
     Kill,
     /// SIGTERM its process group, SIGKILL after this grace.
     Stop(Duration),
+    /// Give the worker notice, and `grace` to checkpoint and exit.
+    Preempt { notice: Notice, grace: Duration },
+    /// SIGSTOP its process group; its max-run clock pauses.
+    Suspend,
+    /// SIGCONT its process group; its max-run clock runs again.
+    Resume,
 }
 
 /// What one supervisor needs to know of its attempt.
@@ -35,8 +62,15 @@ pub(crate) struct Attempt {
     /// Assignment.max_run_ms (None: no limit).
     pub max_run: Option<Duration>,
     /// The agent's stop grace: from SIGTERM to SIGKILL when the agent ends
-    /// an attempt by itself (its max-run).
+    /// an attempt by itself (its max-run), or after a notice by file.
     pub kill_grace: Duration,
+    /// Its directory (checkpoint and preemption files); removed once the
+    /// worker is gone.
+    pub dir: TaskDir,
+    /// The checkpoint the agent wrote before the start (not news).
+    pub checkpoint: Vec<u8>,
+    /// Where checkpoints are sent as they appear.
+    pub events: mpsc::UnboundedSender<ExecEvent>,
 }
 
 /// An attempt's running time: it runs from the worker's start and pauses
@@ -66,6 +100,29 @@ impl RunClock {
         let since = self.since?;
         Some(since + limit.saturating_sub(self.used))
     }
+
+    /// Running time so far.
+    pub(crate) fn used(&self, now: Instant) -> Duration {
+        self.used
+            + self
+                .since
+                .map(|s| now.saturating_duration_since(s))
+                .unwrap_or_default()
+    }
+
+    /// Stops counting (suspended). A no-op when paused.
+    pub(crate) fn pause(&mut self, now: Instant) {
+        if let Some(s) = self.since.take() {
+            self.used += now.saturating_duration_since(s);
+        }
+    }
+
+    /// Counts again from `now` (resumed). A no-op when running.
+    pub(crate) fn resume(&mut self, now: Instant) {
+        if self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
 }
 
 /// Why the supervisor is ending the worker (once it began to).
@@ -73,11 +130,15 @@ impl RunClock {
 enum Ending {
     /// A stop order: reported stopped, whatever the exit.
     Stop,
+    /// A preemption notice was given: reported stopped, whatever the exit.
+    Preempt,
     /// Its max-run passed: reported as a timed-out failure.
     Timeout,
 }
 
-/// Supervises the child until it is gone; returns what to report.
+/// Supervises the child until it is gone; returns what to report. Each
+/// checkpoint the worker writes is sent on `attempt.events` as it is seen,
+/// and once more (if new) after the worker has exited, before the report.
 pub(crate) async fn supervise(
     mut child: Child,
     attempt: Attempt,
@@ -93,6 +154,9 @@ pub(crate) async fn supervise(
         max_result_bytes,
         max_run,
         kill_grace,
+        dir,
+        checkpoint,
+        events,
     } = attempt;
     let pid = child.id();
     let writer = tokio::spawn(async move {
@@ -114,12 +178,19 @@ pub(crate) async fn supervise(
             None => Vec::new(),
         }
     });
-    let clock = RunClock::start(max_run, Instant::now());
+    let mut watch = CheckpointWatch::new(dir.checkpoint_file(), &checkpoint);
+    let mut poll = tokio::time::interval(CHECKPOINT_POLL);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut clock = RunClock::start(max_run, Instant::now());
+    let mut suspended = false;
     let mut ending: Option<Ending> = None;
-    // When the group gets SIGKILL (a stop's or a timeout's grace).
+    // When the group gets SIGTERM (a notice by file's grace).
+    let mut term_at: Option<Instant> = None;
+    // When the group gets SIGKILL (a stop's, a notice's or a timeout's grace).
     let mut kill_at: Option<Instant> = None;
     let status = loop {
-        // Once the attempt is being ended, its max-run no longer matters.
+        // Once the attempt is being ended, its max-run no longer matters; a
+        // suspended clock has no deadline.
         let timeout_at = clock.deadline().filter(|_| ending.is_none());
         tokio::select! {
             s = child.wait() => break s,
@@ -131,13 +202,58 @@ pub(crate) async fn supervise(
                     writer.abort();
                     out.abort();
                     err.abort();
+                    dir.remove();
                     return ExecEvent::Killed { task_id, token };
                 }
-                Order::Stop(grace) => {
+                order @ (Order::Stop(grace) | Order::Preempt { notice: Notice::Signal, grace }) => {
                     if ending.is_none() {
-                        ending = Some(Ending::Stop);
+                        ending = Some(if matches!(order, Order::Stop(_)) { Ending::Stop } else { Ending::Preempt });
                         signal_group(pid, SIGTERM);
+                        // A suspended worker runs again to take the signal.
+                        if std::mem::take(&mut suspended) {
+                            signal_group(pid, SIGCONT);
+                        }
                         kill_at = Some(Instant::now() + grace);
+                    }
+                }
+                Order::Preempt { notice: Notice::File, grace } => {
+                    if ending.is_none() {
+                        ending = Some(Ending::Preempt);
+                        let deadline = std::time::SystemTime::now() + grace;
+                        let deadline_ms = deadline
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or_default();
+                        match dir.notify_preempt(deadline_ms) {
+                            Ok(()) => term_at = Some(Instant::now() + grace),
+                            Err(e) => {
+                                // No notice by file: by signal, then.
+                                tracing::warn!(%task_id, token, error = %e, "cannot write the preemption notice file; giving notice by SIGTERM");
+                                signal_group(pid, SIGTERM);
+                                kill_at = Some(Instant::now() + grace);
+                            }
+                        }
+                        if std::mem::take(&mut suspended) {
+                            signal_group(pid, SIGCONT);
+                        }
+                    }
+                }
+                Order::Suspend => {
+                    if ending.is_some() {
+                        tracing::info!(%task_id, token, "suspend order while the task is being stopped; ignored");
+                    } else if !suspended {
+                        signal_group(pid, SIGSTOP);
+                        suspended = true;
+                        clock.pause(Instant::now());
+                        tracing::info!(%task_id, token, ran_ms = clock.used(Instant::now()).as_millis() as u64, "task suspended: SIGSTOP to its process group");
+                    }
+                }
+                Order::Resume => {
+                    if suspended {
+                        signal_group(pid, SIGCONT);
+                        suspended = false;
+                        clock.resume(Instant::now());
+                        tracing::info!(%task_id, token, "task resumed: SIGCONT to its process group");
                     }
                 }
             },
@@ -147,19 +263,33 @@ pub(crate) async fn supervise(
                 signal_group(pid, SIGTERM);
                 kill_at = Some(Instant::now() + kill_grace);
             }
+            _ = sleep_until_opt(term_at) => {
+                term_at = None;
+                signal_group(pid, SIGTERM);
+                kill_at = Some(Instant::now() + kill_grace);
+            }
             _ = sleep_until_opt(kill_at) => {
                 kill_at = None;
                 signal_group(pid, SIGKILL);
+                signal_group(pid, SIGCONT);
             }
+            _ = poll.tick() => look_at_checkpoint(&mut watch, &task_id, token, &events),
         }
     };
     // Whatever the task left behind in its group goes with it, closing pipes.
     kill_group(&mut child, pid);
     writer.abort();
-    if ending == Some(Ending::Stop) {
+    // What it wrote just before it exited.
+    look_at_checkpoint(&mut watch, &task_id, token, &events);
+    dir.remove();
+    if matches!(ending, Some(Ending::Stop | Ending::Preempt)) {
         out.abort();
         err.abort();
-        return ExecEvent::Stopped { task_id, token };
+        return ExecEvent::Stopped {
+            task_id,
+            token,
+            preempted: ending == Some(Ending::Preempt),
+        };
     }
     let (result, truncated) = match tokio::time::timeout(PIPE_GRACE, out).await {
         Ok(Ok(r)) => r,
@@ -189,14 +319,33 @@ pub(crate) async fn supervise(
     ExecEvent::Exited(c)
 }
 
-#[cfg(unix)]
+/// Sends the worker's checkpoint if it wrote a new one.
+fn look_at_checkpoint(
+    watch: &mut CheckpointWatch,
+    task_id: &str,
+    token: u64,
+    events: &mpsc::UnboundedSender<ExecEvent>,
+) {
+    match watch.poll() {
+        Seen::Nothing => {}
+        Seen::New(data) => {
+            tracing::debug!(%task_id, token, bytes = data.len(), "new checkpoint");
+            let _ = events.send(ExecEvent::Checkpoint(v1::TaskCheckpoint {
+                task_id: task_id.to_string(),
+                token,
+                data,
+            }));
+        }
+        Seen::TooLarge(len) => {
+            tracing::warn!(%task_id, token, bytes = len, max_bytes = CHECKPOINT_MAX_BYTES, "the task's checkpoint file is larger than the agent sends; ignored");
+        }
+    }
+}
+
 const SIGTERM: i32 = libc::SIGTERM;
-#[cfg(unix)]
 const SIGKILL: i32 = libc::SIGKILL;
-#[cfg(not(unix))]
-const SIGTERM: i32 = 15;
-#[cfg(not(unix))]
-const SIGKILL: i32 = 9;
+const SIGSTOP: i32 = libc::SIGSTOP;
+const SIGCONT: i32 = libc::SIGCONT;
 
 /// Sends `sig` to the child's process group (best effort: it may be gone).
 fn signal_group(pid: Option<u32>, sig: i32) {
@@ -212,9 +361,11 @@ fn signal_group(pid: Option<u32>, sig: i32) {
     let _ = (pid, sig);
 }
 
-/// Kills the child's whole process group (best effort: it may be gone).
+/// Kills the child's whole process group (best effort: it may be gone),
+/// stopped members too (SIGCONT after SIGKILL, so none stays stopped).
 fn kill_group(child: &mut Child, pid: Option<u32>) {
     signal_group(pid, SIGKILL);
+    signal_group(pid, SIGCONT);
     let _ = child.start_kill();
 }
 

@@ -1,0 +1,77 @@
+//! Outbox tests: completions until acked, checkpoints while held.
+
+use super::*;
+
+fn done(id: &str, token: u64, success: bool) -> v1::TaskCompleted {
+    v1::TaskCompleted {
+        task_id: id.into(),
+        token,
+        success,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn keeps_until_acked_and_resends_in_order() {
+    let mut o = Outbox::new();
+    o.push(done("t1", 5, true));
+    o.push(done("t2", 6, false));
+    o.push(done("t3", 7, true));
+    // Session lost before any ack: all three are resent, oldest first.
+    let ids: Vec<&str> = o.pending().map(|c| c.task_id.as_str()).collect();
+    assert_eq!(ids, ["t1", "t2", "t3"]);
+    assert!(o.ack("t2", 6));
+    let ids: Vec<&str> = o.pending().map(|c| c.task_id.as_str()).collect();
+    assert_eq!(ids, ["t1", "t3"]);
+    let held: Vec<(String, u64)> = o.held().map(|r| (r.task_id, r.token)).collect();
+    assert_eq!(held, [("t1".to_string(), 5), ("t3".to_string(), 7)]);
+}
+
+#[test]
+fn ack_needs_the_same_token() {
+    let mut o = Outbox::new();
+    o.push(done("t1", 5, true));
+    assert!(!o.ack("t1", 4));
+    assert!(!o.ack("t9", 5));
+    assert_eq!(o.len(), 1);
+    assert!(o.get("t1", 5).is_some());
+    assert!(o.ack("t1", 5));
+    assert!(o.is_empty());
+    assert!(!o.ack("t1", 5), "a second ack is harmless");
+}
+
+#[test]
+fn a_checkpoint_is_kept_while_its_task_is_held() {
+    let mut o = Outbox::new();
+    let cp = |id: &str, token, data: &[u8]| v1::TaskCheckpoint {
+        task_id: id.into(),
+        token,
+        data: data.to_vec(),
+    };
+    o.checkpoint(cp("t1", 5, b"one"));
+    o.checkpoint(cp("t1", 5, b"two"));
+    o.checkpoint(cp("t2", 6, b"x"));
+    let data: Vec<&[u8]> = o.checkpoints().map(|c| c.data.as_slice()).collect();
+    assert_eq!(data, [b"two".as_slice(), b"x"], "only the newest per task");
+    // t1 ended (its completion pending), t2 was killed.
+    o.push(done("t1", 5, true));
+    o.retain_checkpoints(|_, _| false);
+    let ids: Vec<&str> = o.checkpoints().map(|c| c.task_id.as_str()).collect();
+    assert_eq!(ids, ["t1"]);
+    o.ack("t1", 5);
+    o.retain_checkpoints(|_, _| false);
+    assert_eq!(o.checkpoints().count(), 0);
+    o.checkpoint(cp("t3", 7, b"y"));
+    o.retain_checkpoints(|t, k| t == "t3" && k == 7);
+    assert_eq!(o.checkpoints().count(), 1, "still running");
+}
+
+#[test]
+fn same_task_and_token_is_replaced_not_duplicated() {
+    let mut o = Outbox::new();
+    o.push(done("t1", 5, false));
+    o.push(done("t1", 5, true));
+    o.push(done("t1", 8, true));
+    assert_eq!(o.len(), 2);
+    assert!(o.get("t1", 5).is_some_and(|c| c.success));
+}
