@@ -4,7 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::types::{Principal, TenantLimits, TokenId, TokenRecord};
 use crate::forwarding::types::{DcName, Record, Verdict};
-use crate::model::{AgentId, AgentSpec, FencingToken, Outcome, Strategy, TaskId, TaskSpec};
+use crate::lifecycle::{Headroom, TaskOptions};
+use crate::model::{
+    AgentId, AgentSpec, FencingToken, Outcome, Priority, Strategy, TaskId, TaskSpec,
+};
 
 /// The oldest cluster format version: what every cluster starts at, and the
 /// only one a build from before format versions knows.
@@ -14,8 +17,10 @@ pub const FORMAT_VERSION_MIN: u8 = 1;
 /// [`Command::required_version`]) and the envelope layout that lets a node
 /// read an entry's version before its command. Version 3 adds tokens,
 /// tenants and who submitted what ([`crate::access`]), and the access
-/// section of snapshots.
-pub const FORMAT_VERSION_MAX: u8 = 3;
+/// section of snapshots. Version 4 adds tasks' lifecycles: retries with
+/// backoff, attempt history, dead letters, deadlines, checkpoints,
+/// headroom ([`crate::lifecycle`]), and the lifecycle section of snapshots.
+pub const FORMAT_VERSION_MAX: u8 = 4;
 
 /// What the leader writes into one Raft entry: the command and the leader's
 /// clock at proposal time. Apply reads time only from here, never from a clock.
@@ -355,6 +360,53 @@ pub enum Command {
         spec: AgentSpec,
         token: TokenId,
     },
+    /// `SubmitAs` with each task's lifecycle options (`opts[i]` for
+    /// `specs[i]`; missing ones are the defaults). `by` may be empty: no
+    /// credential was checked.
+    SubmitWith {
+        specs: Vec<TaskSpec>,
+        place: Vec<(u32, AgentId)>,
+        by: Vec<Principal>,
+        opts: Vec<TaskOptions>,
+    },
+    /// Completions that say whether the attempt ran out of its max-run
+    /// time; at version 4 a failed attempt with attempts left is retried
+    /// after its backoff, one with none left fails as a dead letter.
+    Finished(Vec<Finished>),
+    /// Tasks whose retry backoff ended at or before the entry's time go
+    /// back into the dispatch order.
+    Wake(Vec<TaskId>),
+    /// Pending tasks whose deadline passed before the entry's time: each is
+    /// counted once, and fails if it asked to (`OnDeadline::Fail`).
+    DeadlineMissed(Vec<TaskId>),
+    /// Dead letters (failed with their attempts used up) go back to
+    /// Pending with a fresh attempt budget; their history stays.
+    Replay(Vec<TaskId>),
+    /// The latest checkpoint of running tasks, each from the holder's
+    /// token; at most `MAX_CHECKPOINT_BYTES` each.
+    Checkpoint(Vec<(TaskId, FencingToken, Vec<u8>)>),
+    /// Capacity kept free for work of `class` and the classes above it.
+    SetHeadroom {
+        class: Priority,
+        headroom: Headroom,
+    },
+}
+
+/// A completion with how the attempt ended (`Command::Finished`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    pub task: TaskId,
+    pub token: FencingToken,
+    pub outcome: Outcome,
+    /// The agent stopped it for running longer than its max-run time.
+    pub timed_out: bool,
+}
+
+impl Finished {
+    /// Rough encoded size (see [`spec_bytes`]).
+    pub fn approx_bytes(&self) -> usize {
+        48 + self.outcome.result.len() + self.outcome.error.len()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -507,6 +559,9 @@ pub enum Response {
         removed: Vec<TaskId>,
         rejected: Vec<(TaskId, Rejection)>,
     },
+    /// One result per item, in order (Wake, DeadlineMissed, Replay,
+    /// Checkpoint).
+    Items(Vec<Result<(), Rejection>>),
 }
 
 /// Rough encoded size of a task spec: its variable-length fields plus a
@@ -565,6 +620,13 @@ impl Command {
             | Command::RemoveTenant { .. }
             | Command::SubmitAs { .. }
             | Command::RegisterAgentAs { .. } => crate::access::types::ACCESS_VERSION,
+            Command::SubmitWith { .. }
+            | Command::Finished(_)
+            | Command::Wake(_)
+            | Command::DeadlineMissed(_)
+            | Command::Replay(_)
+            | Command::Checkpoint(_)
+            | Command::SetHeadroom { .. } => crate::lifecycle::LIFECYCLE_VERSION,
         }
     }
 
@@ -582,6 +644,19 @@ impl Command {
                 specs.iter().map(spec_bytes).sum::<usize>()
                     + place.iter().map(|(_, a)| 8 + a.len()).sum::<usize>()
             }
+            Command::SubmitWith {
+                specs, place, by, ..
+            } => {
+                specs.iter().map(spec_bytes).sum::<usize>()
+                    + place.iter().map(|(_, a)| 8 + a.len()).sum::<usize>()
+                    + by.iter().map(|p| 8 + p.id.len()).sum::<usize>()
+                    + specs.len() * 64
+            }
+            Command::Finished(list) => list.iter().map(Finished::approx_bytes).sum(),
+            Command::Wake(ids) | Command::DeadlineMissed(ids) | Command::Replay(ids) => {
+                ids.len() * 8
+            }
+            Command::Checkpoint(list) => list.iter().map(|(_, _, d)| 24 + d.len()).sum(),
             Command::SubmitAs { specs, place, by } => {
                 specs.iter().map(spec_bytes).sum::<usize>()
                     + place.iter().map(|(_, a)| 8 + a.len()).sum::<usize>()

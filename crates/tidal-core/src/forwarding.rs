@@ -325,6 +325,7 @@ impl State {
             &mut self.pending,
             &mut self.pending_by_tenant,
             &mut self.access,
+            &mut self.lifecycle,
             task,
             id,
         );
@@ -590,6 +591,7 @@ impl State {
                             &mut self.pending,
                             &mut self.pending_by_tenant,
                             &mut self.access,
+                            &mut self.lifecycle,
                             task,
                             id,
                         );

@@ -93,9 +93,9 @@ impl State {
             if task.state == TaskState::Pending {
                 pending_tasks.insert((task.spec.queue.as_str(), task.spec.priority, *id));
             }
-            if task.attempt > task.spec.max_attempts {
+            if self.attempts_used(task) > task.spec.max_attempts {
                 return Err(format!(
-                    "task {id} attempt {} over max {}",
+                    "task {id} attempt {} over max {} (since its last replay)",
                     task.attempt, task.spec.max_attempts
                 ));
             }
@@ -115,7 +115,7 @@ impl State {
         if self.pending.keys().any(|q| !self.queues.contains_key(q)) {
             return Err("pending index names a missing queue".to_string());
         }
-        if self.pending_by_tenant != crate::state::tenant_index(&self.tasks) {
+        if self.pending_by_tenant != crate::state::tenant_index(&self.tasks, &self.lifecycle) {
             return Err(format!(
                 "pending-by-tenant index holds {} entries, the Pending tasks are {}",
                 self.pending_by_tenant
@@ -126,6 +126,7 @@ impl State {
                 pending_tasks.len()
             ));
         }
+        self.check_lifecycle()?;
         if self.finished != crate::state::finished_index(&self.tasks) {
             return Err(format!(
                 "finished index holds {} entries, the finished tasks are {}",
@@ -206,6 +207,48 @@ impl State {
                     "task {local} names origin {origin}/{origin_task}, which does not name it"
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The lifecycle state's: its indexes equal their recomputation; a
+    /// task in backoff is Pending; a dead letter is Failed; it names only
+    /// existing tasks; nothing of it exists below version 4.
+    fn check_lifecycle(&self) -> Result<(), String> {
+        let mut again = self.lifecycle.clone();
+        again.reindex(&self.tasks);
+        if again.delayed != self.lifecycle.delayed || again.deadlines != self.lifecycle.deadlines {
+            return Err(format!(
+                "lifecycle indexes: delayed {:?} / {:?}, deadlines {:?} / {:?}",
+                self.lifecycle.delayed, again.delayed, self.lifecycle.deadlines, again.deadlines
+            ));
+        }
+        for (id, life) in self.lifecycle.tasks.iter() {
+            let Some(task) = self.tasks.get(id) else {
+                return Err(format!("lifecycle names unknown task {id}"));
+            };
+            if life.not_before_ms.is_some() && task.state != TaskState::Pending {
+                return Err(format!("task {id} is in backoff but {:?}", task.state));
+            }
+            if life.dead && !matches!(task.state, TaskState::Failed { .. }) {
+                return Err(format!("task {id} is a dead letter but {:?}", task.state));
+            }
+            if life.attempts.len() > crate::lifecycle::MAX_ATTEMPT_HISTORY {
+                return Err(format!("task {id} keeps {} attempts", life.attempts.len()));
+            }
+            if let Some((_, token)) = task.state.holder() {
+                if life.attempts.last().map(|a| a.token) != Some(token) {
+                    return Err(format!(
+                        "task {id} is held under {token}, its last attempt is {:?}",
+                        life.attempts.last()
+                    ));
+                }
+            }
+        }
+        if self.cluster_version < crate::lifecycle::LIFECYCLE_VERSION
+            && *self.lifecycle() != crate::lifecycle::Lifecycle::default()
+        {
+            return Err("lifecycle state below format version 4".to_string());
         }
         Ok(())
     }

@@ -15,6 +15,9 @@
 //! - [`state`]: [`State`], the state machine: `apply` and the reads the server needs.
 //! - [`access`]: tokens (hashes only), roles, tenants' limits and usage, and
 //!   who submitted what: the replicated part of authentication (version 3).
+//! - [`lifecycle`]: tasks' declared lives and histories: retries with
+//!   backoff, dead letters and replay, deadlines, checkpoints, headroom
+//!   (version 4).
 //! - [`dispatch`]: the planner: weighted queues, placement strategies, and the
 //!   eligibility predicate shared with `Assign` at apply.
 //! - [`drain`]: which tasks of draining agents are due to be stopped.
@@ -45,6 +48,7 @@ pub mod dispatch;
 pub mod drain;
 pub mod forwarding;
 mod invariants;
+pub mod lifecycle;
 pub mod limits;
 pub mod model;
 pub mod reconcile;
@@ -58,8 +62,8 @@ mod golden_test;
 mod proptests;
 
 pub use command::{
-    ApplyCtx, Body, CannotApply, Command, Completion, Envelope, Granted, Rejection, Response,
-    Submitted, FORMAT_VERSION_MAX, FORMAT_VERSION_MIN,
+    ApplyCtx, Body, CannotApply, Command, Completion, Envelope, Finished, Granted, Rejection,
+    Response, Submitted, FORMAT_VERSION_MAX, FORMAT_VERSION_MIN,
 };
 pub use dispatch::{plan, DispatchCursor};
 pub use limits::Limits;

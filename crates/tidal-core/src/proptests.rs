@@ -6,9 +6,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::access::{tenant_of, Principal, Role, SubmitRate, TenantLimits, TokenRecord};
-use crate::command::{ApplyCtx, Command, Completion, Rejection, Response};
+use crate::command::{ApplyCtx, Command, Completion, Finished, Rejection, Response};
 use crate::dispatch::{place_new, plan, DispatchCursor, InFlight};
 use crate::forwarding::Verdict;
+use crate::lifecycle::{OnDeadline, TaskOptions, MAX_CHECKPOINT_BYTES};
 use crate::model::Strategy as QueueStrategy;
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, TaskId, TaskSpec, TaskState};
 use crate::state::State;
@@ -142,6 +143,29 @@ enum Op {
         types: u8,
         token: u8,
     },
+    /// `SubmitWith`: per item, a deadline `d` entries from now (or none),
+    /// whether it fails when missed, and a backoff base of `b` x 500 ms.
+    SubmitWith {
+        items: Vec<Item>,
+        connected: u8,
+        opts: Vec<(Option<u8>, bool, u8)>,
+    },
+    /// Completions that may have timed out.
+    Finished {
+        live: bool,
+        list: Vec<(u16, Tok, bool, bool)>,
+    },
+    /// Every task in backoff (due or not) and arbitrary ids.
+    Wake(Vec<u16>),
+    /// Every task past its deadline and arbitrary ids.
+    DeadlineMissed(Vec<u16>),
+    Replay(Vec<u16>),
+    Checkpoint {
+        task: u16,
+        live: bool,
+        tok: Tok,
+        big: bool,
+    },
 }
 
 const PEER: &str = "dc-x";
@@ -212,6 +236,14 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (vec(item(), 1..5), any::<u8>(), vec((0u8..6, 0..AGENTS + 1), 0..3))
             .prop_map(|(items, connected, extra)| Op::SubmitAs { items, connected, extra }),
         2 => (0..AGENTS, 0u8..8, 0..TOKENS).prop_map(|(agent, types, token)| Op::RegisterAs { agent, types, token }),
+        2 => (vec(item(), 1..4), any::<u8>(), vec((proptest::option::of(0u8..4), any::<bool>(), 0u8..4), 0..4))
+            .prop_map(|(items, connected, opts)| Op::SubmitWith { items, connected, opts }),
+        3 => (any::<bool>(), vec((any::<u16>(), tok(), any::<bool>(), any::<bool>()), 1..3))
+            .prop_map(|(live, list)| Op::Finished { live, list }),
+        2 => vec(any::<u16>(), 0..2).prop_map(Op::Wake),
+        1 => vec(any::<u16>(), 0..2).prop_map(Op::DeadlineMissed),
+        1 => vec(any::<u16>(), 1..3).prop_map(Op::Replay),
+        1 => (any::<u16>(), any::<bool>(), tok(), any::<bool>()).prop_map(|(task, live, tok, big)| Op::Checkpoint { task, live, tok, big }),
     ]
 }
 
@@ -248,6 +280,14 @@ fn quota_op() -> impl Strategy<Value = Op> {
         1 => (any::<u16>(), any::<bool>(), tok()).prop_map(|(task, live, tok)| Op::Stop { task, live, tok }),
         1 => any::<u16>().prop_map(Op::Cancel),
         3 => set_tenant(),
+        2 => (vec(item(), 1..4), any::<u8>(), vec((proptest::option::of(0u8..4), any::<bool>(), 0u8..4), 0..4))
+            .prop_map(|(items, connected, opts)| Op::SubmitWith { items, connected, opts }),
+        3 => (any::<bool>(), vec((any::<u16>(), tok(), any::<bool>(), any::<bool>()), 1..3))
+            .prop_map(|(live, list)| Op::Finished { live, list }),
+        2 => vec(any::<u16>(), 0..2).prop_map(Op::Wake),
+        1 => vec(any::<u16>(), 0..2).prop_map(Op::DeadlineMissed),
+        1 => vec(any::<u16>(), 1..3).prop_map(Op::Replay),
+        1 => (any::<u16>(), any::<bool>(), tok(), any::<bool>()).prop_map(|(task, live, tok, big)| Op::Checkpoint { task, live, tok, big }),
     ]
 }
 
@@ -528,6 +568,71 @@ impl Sim {
                 },
             },
             Op::Noop => Command::Noop,
+            Op::SubmitWith {
+                items,
+                connected,
+                opts,
+            } => {
+                let (specs, place) = self.placed(items, *connected, &[]);
+                let now = 1_000 * (self.index + 1);
+                Command::SubmitWith {
+                    specs,
+                    place,
+                    by: Vec::new(),
+                    opts: opts
+                        .iter()
+                        .map(|(d, fail, b)| TaskOptions {
+                            deadline_ms: d.map(|d| now + 1_000 * u64::from(d)),
+                            on_deadline: if *fail {
+                                OnDeadline::Fail
+                            } else {
+                                OnDeadline::Report
+                            },
+                            backoff_base_ms: 500 * u64::from(*b),
+                            ..TaskOptions::default()
+                        })
+                        .collect(),
+                }
+            }
+            Op::Finished { live, list } => Command::Finished(
+                list.iter()
+                    .map(|(t, k, success, timed_out)| {
+                        let id = self.pick(*t, *live);
+                        Finished {
+                            task: id,
+                            token: self.token(id, k),
+                            outcome: Outcome {
+                                success: *success,
+                                result: vec![2],
+                                error: "e".into(),
+                                exit_code: 3,
+                            },
+                            timed_out: *timed_out,
+                        }
+                    })
+                    .collect(),
+            ),
+            Op::Wake(extra) => {
+                let mut ids = self.a.lifecycle().wakes_due(u64::MAX, usize::MAX);
+                ids.extend(extra.iter().map(|t| self.task_id(*t)));
+                Command::Wake(ids)
+            }
+            Op::DeadlineMissed(extra) => {
+                let mut ids = self.a.lifecycle().deadlines_due(u64::MAX, usize::MAX);
+                ids.extend(extra.iter().map(|t| self.task_id(*t)));
+                Command::DeadlineMissed(ids)
+            }
+            Op::Replay(list) => Command::Replay(list.iter().map(|t| self.task_id(*t)).collect()),
+            Op::Checkpoint {
+                task,
+                live,
+                tok,
+                big,
+            } => {
+                let id = self.pick(*task, *live);
+                let len = if *big { MAX_CHECKPOINT_BYTES + 1 } else { 3 };
+                Command::Checkpoint(vec![(id, self.token(id, tok), vec![7; len])])
+            }
             Op::Drain { agent, deadline } => Command::DrainAgent {
                 agent: agent_id(*agent),
                 deadline_ms: deadline.map(|d| 1_000 * (self.index + u64::from(d))),
@@ -738,10 +843,11 @@ impl Sim {
 
 impl Sim {
     fn new() -> Sim {
-        // At the format version of the access commands, so the digests
-        // compared after every apply cover the access state too.
+        // At the newest format version (access, lifecycle), so the digests
+        // compared after every apply cover the access and lifecycle states
+        // too.
         let mut at_v3 = State::new();
-        at_v3.restore_cluster_version(crate::access::ACCESS_VERSION);
+        at_v3.restore_cluster_version(crate::FORMAT_VERSION_MAX);
         Sim {
             a: at_v3.clone(),
             b: at_v3,
@@ -770,6 +876,10 @@ impl Sim {
                 | Command::DeregisterAgent { .. }
                 | Command::Stopped(_)
                 | Command::Regrant { .. }
+                // A failed attempt is retried from version 4 on.
+                | Command::Complete(_)
+                | Command::Finished(_)
+                | Command::Replay(_)
         );
         let comes_back = matches!(cmd, Command::ForwardAck { .. });
         for tenant in ["default", "acme", "beta"] {
@@ -898,10 +1008,15 @@ proptest! {
         let config = bincode::config::standard();
         let state = bincode::serde::encode_to_vec(&sim.a, config).unwrap();
         let access = bincode::serde::encode_to_vec(sim.a.access(), config).unwrap();
+        let lifecycle = bincode::serde::encode_to_vec(sim.a.lifecycle(), config).unwrap();
         let (mut back, _): (State, _) = bincode::serde::decode_from_slice(&state, config).unwrap();
         back.restore_cluster_version(sim.a.cluster_version());
         back.restore_access(bincode::serde::decode_from_slice(&access, config).unwrap().0);
-        prop_assert!(back == sim.a, "a state decoded with its access section differs");
+        back.restore_lifecycle(bincode::serde::decode_from_slice(&lifecycle, config).unwrap().0);
+        prop_assert!(
+            back == sim.a,
+            "a state decoded with its access and lifecycle sections differs"
+        );
         prop_assert_eq!(back.digest(), sim.a.digest());
         // Whatever happened, draining every agent returns all live work.
         for i in 0..AGENTS {

@@ -23,6 +23,7 @@ use crate::command::{
 use crate::digest::Fnv64;
 use crate::dispatch::placement;
 use crate::forwarding::types::Links;
+use crate::lifecycle::{AttemptEnd, Lifecycle, TaskLife, TaskOptions, LIFECYCLE_VERSION};
 use crate::model::{
     Agent, AgentId, AgentSpec, AgentState, FencingToken, Priority, Queue, Strategy, Task, TaskId,
     TaskSpec, TaskState, TaskStateKind,
@@ -86,13 +87,19 @@ pub struct State {
     /// `usage` is derived from the tasks.
     #[serde(skip)]
     pub(crate) access: Access,
+    /// Tasks' declared lives and histories, and the classes' headroom
+    /// (cluster format version 4). Not part of the state's own encoding:
+    /// tidal-store writes it after the access section in snapshots of
+    /// version 4 and later. Its indexes are derived.
+    #[serde(skip)]
+    pub(crate) lifecycle: Lifecycle,
 }
 
 /// What [`State::digest`] covers: the encoded fields in their order, as the
 /// derived `Hash` of builds before the `finished` index and format versions
 /// hashed them, then the cluster's format version only when it is above 1,
 /// then the access state only from version 3 on (where it can be other
-/// than empty). So a state at version 1 or 2 has the digest the builds
+/// than empty), and the lifecycle state only from version 4 on. So a state at version 1 or 2 has the digest the builds
 /// before it give it, and `status
 /// --digest` and chaos's convergence check can compare a mixed cluster
 /// during a rolling upgrade. `finished` and `pending_by_tenant` are derived
@@ -111,6 +118,7 @@ impl Hash for State {
             finished: _,
             cluster_version,
             access,
+            lifecycle,
         } = self;
         tasks.hash(h);
         keys.hash(h);
@@ -124,6 +132,9 @@ impl Hash for State {
         }
         if *cluster_version >= ACCESS_VERSION {
             access.hash(h);
+        }
+        if *cluster_version >= LIFECYCLE_VERSION {
+            lifecycle.hash(h);
         }
     }
 }
@@ -144,7 +155,7 @@ struct StateData {
 impl From<StateData> for State {
     fn from(d: StateData) -> State {
         let finished = finished_index(&d.tasks);
-        let pending_by_tenant = tenant_index(&d.tasks);
+        let pending_by_tenant = tenant_index(&d.tasks, &Lifecycle::default());
         let access = Access {
             usage: usage_index(&d.tasks),
             ..Access::default()
@@ -162,6 +173,7 @@ impl From<StateData> for State {
             // Kept beside the state in snapshots (tidal-store).
             cluster_version: FORMAT_VERSION_MIN,
             access,
+            lifecycle: Lifecycle::default(),
         }
     }
 }
@@ -186,24 +198,31 @@ pub(crate) fn refile(finished: &mut Set<(u64, TaskId)>, task: &Task, before: Opt
     }
 }
 
+/// Where a Pending task sits in the dispatch order within its tenant:
+/// priority class, then deadline (`u64::MAX` when it has none), then age.
+pub(crate) type PendingKey = (Priority, u64, TaskId);
+
 /// Per queue, per tenant, Pending tasks in dispatch order: see
 /// `State::pending_by_tenant`.
-pub(crate) type ByTenant = Map<String, Map<String, Set<(Priority, TaskId)>>>;
+pub(crate) type ByTenant = Map<String, Map<String, Set<PendingKey>>>;
 
-/// The Pending tasks of `tasks` by queue and tenant, recomputed: what
-/// `State::pending_by_tenant` must equal.
-pub(crate) fn tenant_index(tasks: &Map<TaskId, Task>) -> ByTenant {
+/// The Pending tasks of `tasks` that may be dispatched (not in backoff), by
+/// queue and tenant, recomputed: what `State::pending_by_tenant` must
+/// equal.
+pub(crate) fn tenant_index(tasks: &Map<TaskId, Task>, lifecycle: &Lifecycle) -> ByTenant {
     let mut index = ByTenant::new();
     for task in tasks.values() {
         if task.state == TaskState::Pending {
-            index_tenant(&mut index, &task.spec, task.id);
+            if let Some(deadline) = lifecycle.dispatch_key(task.id) {
+                index_tenant(&mut index, &task.spec, task.id, deadline);
+            }
         }
     }
     index
 }
 
 /// Adds a Pending task to `pending_by_tenant`.
-fn index_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId) {
+pub(crate) fn index_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId, deadline: u64) {
     // Looked up before inserting, so the names are copied only when new.
     if index.get(&spec.queue).is_none() {
         index.insert(spec.queue.clone(), Map::new());
@@ -216,11 +235,11 @@ fn index_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId) {
     queue
         .get_mut(tenant)
         .expect("inserted above")
-        .insert((spec.priority, id));
+        .insert((spec.priority, deadline, id));
 }
 
 /// Takes a task out of `pending_by_tenant`, dropping what it leaves empty.
-fn unindex_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId) {
+fn unindex_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId, deadline: u64) {
     let Some(queue) = index.get_mut(&spec.queue) else {
         return;
     };
@@ -228,7 +247,7 @@ fn unindex_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId) {
     let Some(set) = queue.get_mut(tenant) else {
         return;
     };
-    set.remove(&(spec.priority, id));
+    set.remove(&(spec.priority, deadline, id));
     if set.is_empty() {
         queue.remove(tenant);
         if queue.is_empty() {
@@ -237,12 +256,14 @@ fn unindex_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId) {
     }
 }
 
-/// Puts a task back among the Pending of its queue (`pending` and
-/// `by_tenant`), and in its tenant's usage.
+/// Puts a task back among the Pending of its queue (`pending`, and
+/// `by_tenant` unless it is in backoff), in its tenant's usage, and in the
+/// lifecycle's indexes.
 pub(crate) fn requeue(
     pending: &mut Map<String, Set<(Priority, TaskId)>>,
     by_tenant: &mut ByTenant,
     access: &mut Access,
+    lifecycle: &mut Lifecycle,
     task: &mut Task,
     id: TaskId,
 ) {
@@ -251,17 +272,20 @@ pub(crate) fn requeue(
         .entry(task.spec.queue.clone())
         .or_default()
         .insert((task.spec.priority, id));
-    index_tenant(by_tenant, &task.spec, id);
+    if let Some(deadline) = lifecycle.index_pending(id) {
+        index_tenant(by_tenant, &task.spec, id, deadline);
+    }
     tally(&mut access.usage, &task.spec, Tally::AddPending);
 }
 
 /// Takes a task out of the Pending of its queue (`pending` and
-/// `by_tenant`, and its tenant's usage); the task's new state is the
-/// caller's to set.
+/// `by_tenant`, its tenant's usage and the lifecycle's indexes); the task's
+/// new state is the caller's to set.
 pub(crate) fn unqueue(
     pending: &mut Map<String, Set<(Priority, TaskId)>>,
     by_tenant: &mut ByTenant,
     access: &mut Access,
+    lifecycle: &mut Lifecycle,
     task: &Task,
     id: TaskId,
 ) {
@@ -269,7 +293,11 @@ pub(crate) fn unqueue(
         .get_mut(&task.spec.queue)
         .is_some_and(|index| index.remove(&(task.spec.priority, id)));
     if removed {
-        unindex_tenant(by_tenant, &task.spec, id);
+        if let Some(deadline) = lifecycle.unindex_pending(id) {
+            unindex_tenant(by_tenant, &task.spec, id, deadline);
+        }
+        // Whatever it becomes, it is no longer waiting out a backoff.
+        lifecycle.end_backoff(id);
         tally(&mut access.usage, &task.spec, Tally::SubPending);
     }
 }
@@ -337,7 +365,7 @@ pub fn same_spec(a: &TaskSpec, b: &TaskSpec) -> bool {
     a == b
 }
 
-fn wrong_state(task: TaskId, state: &TaskState) -> Rejection {
+pub(crate) fn wrong_state(task: TaskId, state: &TaskState) -> Rejection {
     Rejection::WrongState {
         task,
         state: state.kind().as_str().to_string(),
@@ -382,6 +410,7 @@ impl State {
             finished: Set::new(),
             cluster_version: FORMAT_VERSION_MIN,
             access: Access::default(),
+            lifecycle: Lifecycle::default(),
         };
         state.upsert_queue(DEFAULT_QUEUE.to_string(), 1, Strategy::LeastLoaded);
         state
@@ -529,6 +558,39 @@ impl State {
             Command::RemoveTenant { name } => self.remove_tenant(&name),
             Command::SubmitAs { specs, place, by } => self.submit_as(specs, place, by, ctx),
             Command::RegisterAgentAs { spec, token } => self.register_agent_as(spec, token, ctx),
+            Command::SubmitWith {
+                specs,
+                place,
+                by,
+                opts,
+            } => self.submit_with(specs, place, by, opts, ctx),
+            Command::Finished(list) => Response::Completed(
+                list.into_iter()
+                    .map(|f| {
+                        let end = match (f.outcome.success, f.timed_out) {
+                            (true, _) => AttemptEnd::Succeeded,
+                            (false, true) => AttemptEnd::TimedOut,
+                            (false, false) => AttemptEnd::Failed {
+                                exit_code: f.outcome.exit_code,
+                            },
+                        };
+                        self.complete_as(
+                            Completion {
+                                task: f.task,
+                                token: f.token,
+                                outcome: f.outcome,
+                            },
+                            end,
+                            ctx,
+                        )
+                    })
+                    .collect(),
+            ),
+            Command::Wake(ids) => self.wake(ids, ctx),
+            Command::DeadlineMissed(ids) => self.deadline_missed(ids, ctx),
+            Command::Replay(ids) => self.replay(ids, ctx),
+            Command::Checkpoint(items) => self.checkpoint(items, ctx),
+            Command::SetHeadroom { class, headroom } => self.set_headroom(class, headroom),
         }
     }
 
@@ -538,12 +600,25 @@ impl State {
         place: Vec<(u32, AgentId)>,
         ctx: ApplyCtx,
     ) -> Response {
+        self.submit_placed_with(specs, Vec::new(), place, ctx)
+    }
+
+    /// `SubmitPlaced` with each task's lifecycle options (`opts[i]` for
+    /// `specs[i]`; missing ones are the defaults).
+    pub(crate) fn submit_placed_with(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        opts: Vec<TaskOptions>,
+        place: Vec<(u32, AgentId)>,
+        ctx: ApplyCtx,
+    ) -> Response {
         let mut place: BTreeMap<u32, AgentId> = place.into_iter().collect();
         let mut submitted = Vec::with_capacity(specs.len());
         let mut granted = Vec::new();
+        let mut opts = opts.into_iter();
         for (i, spec) in specs.into_iter().enumerate() {
             let agent = u32::try_from(i).ok().and_then(|i| place.remove(&i));
-            let result = self.submit(spec, ctx);
+            let result = self.submit_opts(spec, opts.next(), ctx);
             if let (Ok(s), Some(agent)) = (&result, agent) {
                 if !s.existed {
                     if let Ok(g) = self.assign_one(s.id, agent, ctx) {
@@ -556,9 +631,16 @@ impl State {
         Response::SubmittedPlaced { submitted, granted }
     }
 
-    pub(crate) fn submit(
+    pub(crate) fn submit(&mut self, spec: TaskSpec, ctx: ApplyCtx) -> Result<Submitted, Rejection> {
+        self.submit_opts(spec, None, ctx)
+    }
+
+    /// Submits one task; from version 4 on it gets a lifecycle entry with
+    /// `opts` (the defaults when `None`).
+    pub(crate) fn submit_opts(
         &mut self,
         mut spec: TaskSpec,
+        opts: Option<TaskOptions>,
         ctx: ApplyCtx,
     ) -> Result<Submitted, Rejection> {
         normalize(&mut spec);
@@ -589,6 +671,9 @@ impl State {
         if !self.queues.contains_key(&spec.queue) {
             return Err(Rejection::QueueNotFound(spec.queue));
         }
+        if let Some(o) = &opts {
+            crate::lifecycle::validate_options(o).map_err(Rejection::Invalid)?;
+        }
         self.access.admit_pending(&spec)?;
         let Some(after) = self.next_id.checked_add(1) else {
             return Err(Rejection::Invalid("task id space exhausted".to_string()));
@@ -602,8 +687,17 @@ impl State {
             .entry(spec.queue.clone())
             .or_default()
             .insert((spec.priority, id));
-        index_tenant(&mut self.pending_by_tenant, &spec, id);
         tally(&mut self.access.usage, &spec, Tally::AddPending);
+        if self.lifecycle_on() {
+            let life = TaskLife {
+                opts: opts.unwrap_or_default(),
+                ..TaskLife::default()
+            };
+            self.lifecycle.tasks.insert(id, life);
+        }
+        if let Some(deadline) = self.lifecycle.index_pending(id) {
+            index_tenant(&mut self.pending_by_tenant, &spec, id, deadline);
+        }
         let task = Task {
             id,
             spec,
@@ -632,12 +726,17 @@ impl State {
             return self.cancel_forwarded(id, dc, ctx);
         }
         let holder = task.state.holder().map(|(a, t)| (a.clone(), t));
+        if let (Some((_, token)), true) = (&holder, self.cluster_version >= LIFECYCLE_VERSION) {
+            self.lifecycle
+                .end(id, *token, AttemptEnd::Cancelled, "", ctx.time_ms);
+        }
         match &holder {
             Some((agent, _)) => release(&mut self.agents, &mut self.access, agent, id, &task.spec),
             None => unqueue(
                 &mut self.pending,
                 &mut self.pending_by_tenant,
                 &mut self.access,
+                &mut self.lifecycle,
                 task,
                 id,
             ),
@@ -725,6 +824,18 @@ impl State {
                 continue;
             }
             tally(&mut self.access.usage, &task.spec, Tally::SubHeld);
+            if self.cluster_version >= LIFECYCLE_VERSION {
+                // A lost agent is a failed attempt: retried after the
+                // backoff while attempts are left.
+                task.error = format!("agent {agent_id} down");
+                if self.retry_or_bury(id, Some(agent_id.to_string()), token, AttemptEnd::Lost, ctx)
+                {
+                    requeued.push(id);
+                } else {
+                    failed.push(id);
+                }
+                continue;
+            }
             // The attempt is counted by the next Assign, so a task that already
             // used all its attempts fails here instead of running again.
             if task.attempt < task.spec.max_attempts {
@@ -732,6 +843,7 @@ impl State {
                     &mut self.pending,
                     &mut self.pending_by_tenant,
                     &mut self.access,
+                    &mut self.lifecycle,
                     task,
                     id,
                 );
@@ -798,12 +910,17 @@ impl State {
         };
         // Invariant 3: the hold is released with the requeue.
         release(&mut self.agents, &mut self.access, &agent, id, &task.spec);
+        if self.cluster_version >= LIFECYCLE_VERSION {
+            self.lifecycle
+                .end(id, token, AttemptEnd::Stopped, "", ctx.time_ms);
+        }
         task.attempt = task.attempt.saturating_sub(1);
         task.updated_ms = ctx.time_ms;
         requeue(
             &mut self.pending,
             &mut self.pending_by_tenant,
             &mut self.access,
+            &mut self.lifecycle,
             task,
             id,
         );
@@ -853,8 +970,17 @@ impl State {
             // Invariant 3: the hold is released before anything else happens.
             release_from(agent, &mut self.access, id, &task.spec);
             task.updated_ms = ctx.time_ms;
-            if started && task.attempt >= task.spec.max_attempts {
+            let v4 = self.cluster_version >= LIFECYCLE_VERSION;
+            if v4 {
+                self.lifecycle
+                    .end(id, token, AttemptEnd::Lost, "its lease lapsed", ctx.time_ms);
+            }
+            let base = self.lifecycle.task(id).map_or(0, |l| l.budget_base);
+            if started && task.attempt.saturating_sub(base) >= task.spec.max_attempts {
                 fail_exhausted(task, agent_id, token, "stopped the task (its lease lapsed)");
+                if v4 {
+                    self.lifecycle.life_mut(id).dead = true;
+                }
                 refile(&mut self.finished, task, None);
                 failed.push(id);
                 self.report(id, ctx);
@@ -867,6 +993,10 @@ impl State {
                 hold(agent, &mut self.access, task, id, token);
                 if started {
                     task.attempt = task.attempt.saturating_add(1);
+                }
+                if v4 {
+                    self.lifecycle
+                        .begin(id, task.attempt, agent_id, token, ctx.time_ms);
                 }
                 granted.push(Granted {
                     task: id,
@@ -884,6 +1014,7 @@ impl State {
                     &mut self.pending,
                     &mut self.pending_by_tenant,
                     &mut self.access,
+                    &mut self.lifecycle,
                     task,
                     id,
                 );
@@ -928,6 +1059,12 @@ impl State {
         if task.state != TaskState::Pending {
             return Err(wrong_state(id, &task.state));
         }
+        if let Some(t) = self.lifecycle.task(id).and_then(|l| l.not_before_ms) {
+            return Err(Rejection::WrongState {
+                task: id,
+                state: format!("pending in retry backoff until {t} ms"),
+            });
+        }
         let agent = self
             .agents
             .get_mut(&agent_id)
@@ -949,6 +1086,7 @@ impl State {
             &mut self.pending,
             &mut self.pending_by_tenant,
             &mut self.access,
+            &mut self.lifecycle,
             task,
             id,
         );
@@ -956,6 +1094,10 @@ impl State {
         task.attempt = task.attempt.saturating_add(1);
         task.updated_ms = ctx.time_ms;
         let attempt = task.attempt;
+        if self.cluster_version >= LIFECYCLE_VERSION {
+            self.lifecycle
+                .begin(id, attempt, &agent_id, token, ctx.time_ms);
+        }
         self.report(id, ctx);
         Ok(Granted {
             task: id,
@@ -979,6 +1121,9 @@ impl State {
                     token,
                 };
                 task.updated_ms = ctx.time_ms;
+                if self.cluster_version >= LIFECYCLE_VERSION {
+                    self.lifecycle.mark_started(id, token, ctx.time_ms);
+                }
                 self.report(id, ctx);
                 Response::Ok
             }
@@ -998,13 +1143,45 @@ impl State {
     }
 
     fn complete(&mut self, c: Completion, ctx: ApplyCtx) -> Result<(), Rejection> {
+        let end = if c.outcome.success {
+            AttemptEnd::Succeeded
+        } else {
+            AttemptEnd::Failed {
+                exit_code: c.outcome.exit_code,
+            }
+        };
+        self.complete_as(c, end, ctx)
+    }
+
+    /// A completion, with how the attempt ended. From version 4 on a
+    /// failed attempt is retried after its backoff while attempts are left
+    /// ([`State::retry_or_bury`]); before, a failing exit is the task's
+    /// answer.
+    pub(crate) fn complete_as(
+        &mut self,
+        c: Completion,
+        end: AttemptEnd,
+        ctx: ApplyCtx,
+    ) -> Result<(), Rejection> {
         let id = c.task;
+        let v4 = self.cluster_version >= LIFECYCLE_VERSION;
         let task = self.tasks.get_mut(&id).ok_or(Rejection::TaskNotFound(id))?;
         match task.state.holder() {
             // Invariant 1: a completion is accepted only with the current token.
             Some((agent, current)) if current == c.token => {
                 let agent = agent.clone();
                 release(&mut self.agents, &mut self.access, &agent, id, &task.spec);
+                if v4 && !c.outcome.success {
+                    task.result = c.outcome.result;
+                    task.error = c.outcome.error;
+                    task.exit_code = c.outcome.exit_code;
+                    self.retry_or_bury(id, Some(agent), current, end, ctx);
+                    self.report(id, ctx);
+                    return Ok(());
+                }
+                if v4 {
+                    self.lifecycle.end(id, current, end, "", ctx.time_ms);
+                }
                 task.state = if c.outcome.success {
                     TaskState::Succeeded {
                         agent,
@@ -1118,6 +1295,7 @@ impl State {
             self.links.refused.remove(&id);
             self.links.cancelled.remove(&id);
             self.access.submitted_by.remove(&id);
+            self.lifecycle.tasks.remove(&id);
             removed.push(id);
         }
         Response::Expired { removed, rejected }

@@ -13,6 +13,7 @@ use openraft::storage::RaftSnapshotBuilder;
 use openraft::{ErrorSubject, ErrorVerb};
 
 use tidal_core::access::{Access, ACCESS_VERSION};
+use tidal_core::lifecycle::{Lifecycle, LIFECYCLE_VERSION};
 use tidal_core::{FORMAT_VERSION_MAX, FORMAT_VERSION_MIN};
 
 use crate::applied::{Applied, ApplyPauses};
@@ -30,7 +31,8 @@ const DATA_KEY: &[u8] = b"data";
 ///
 /// The body is the [`Applied`] and, when the cluster's format version is
 /// above 1, that version as one byte after it; from version 3
-/// ([`ACCESS_VERSION`]) the state's [`Access`] follows the byte. A state of
+/// ([`ACCESS_VERSION`]) the state's [`Access`] follows the byte, and from
+/// version 4 ([`LIFECYCLE_VERSION`]) its [`Lifecycle`] follows that. A state of
 /// cluster version 1 encodes exactly as builds from before format versions
 /// wrote it, so they can still install it, and one of version 2 exactly as
 /// builds of version 2 write it.
@@ -42,7 +44,18 @@ pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, StoreError> {
     if version < ACCESS_VERSION {
         return codec::encode("snapshot data", &(applied, version));
     }
-    codec::encode("snapshot data", &(applied, version, applied.state.access()))
+    if version < LIFECYCLE_VERSION {
+        return codec::encode("snapshot data", &(applied, version, applied.state.access()));
+    }
+    codec::encode(
+        "snapshot data",
+        &(
+            applied,
+            version,
+            applied.state.access(),
+            applied.state.lifecycle(),
+        ),
+    )
 }
 
 /// Decodes snapshot data, verifying its version and checksum. Data of a
@@ -68,13 +81,33 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, StoreError> {
                 .map_err(|e| {
                 StoreError::corrupt(WHAT, format!("cannot decode the access section: {e}"))
             })?;
-            if used != section.len() {
+            let rest = &section[used..];
+            if *version >= LIFECYCLE_VERSION {
+                let (lifecycle, used): (Lifecycle, usize) =
+                    tidal_core::bounded::decode_from_slice(rest).map_err(|e| {
+                        StoreError::corrupt(
+                            WHAT,
+                            format!("cannot decode the lifecycle section: {e}"),
+                        )
+                    })?;
+                if used != rest.len() {
+                    return Err(StoreError::corrupt(
+                        WHAT,
+                        format!(
+                            "{} trailing bytes after the lifecycle section",
+                            rest.len() - used
+                        ),
+                    ));
+                }
+                applied.state.restore_access(access);
+                applied.state.restore_lifecycle(lifecycle);
+                applied.state.restore_cluster_version(*version);
+                return Ok(applied);
+            }
+            if !rest.is_empty() {
                 return Err(StoreError::corrupt(
                     WHAT,
-                    format!(
-                        "{} trailing bytes after the access section",
-                        section.len() - used
-                    ),
+                    format!("{} trailing bytes after the access section", rest.len()),
                 ));
             }
             applied.state.restore_access(access);

@@ -65,7 +65,7 @@ use crate::access::{tenant_of, Access};
 use crate::collections::SetIter;
 use crate::collections::{Map, Set};
 use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
-use crate::state::State;
+use crate::state::{PendingKey, State};
 use placement::Candidate;
 use weighted_queues::QueueRotation;
 
@@ -330,7 +330,7 @@ impl Eq for Share {}
 /// round.
 struct TenantScan<'a> {
     tenant: &'a str,
-    pending: SetIter<'a, (Priority, TaskId)>,
+    pending: SetIter<'a, PendingKey>,
     scanned: usize,
 }
 
@@ -350,7 +350,7 @@ struct QueueScan<'a> {
 impl<'a> QueueScan<'a> {
     fn new(
         strategy: Strategy,
-        tenants: Option<&'a Map<String, Set<(Priority, TaskId)>>>,
+        tenants: Option<&'a Map<String, Set<PendingKey>>>,
         quotas: &Quotas<'_>,
         budget: usize,
     ) -> Self {
@@ -378,7 +378,7 @@ impl<'a> QueueScan<'a> {
         if t.scanned >= self.budget || quotas.exhausted(t.tenant) {
             return;
         }
-        if let Some(&(priority, id)) = t.pending.next() {
+        if let Some(&(priority, _, id)) = t.pending.next() {
             t.scanned += 1;
             self.order.insert((priority, quotas.share(t.tenant), id, i));
         }

@@ -27,6 +27,8 @@ pub enum Handler {
     Dispatch,
     /// The bootstrap token (`bootstrap.rs`).
     Bootstrap,
+    /// Retry backoffs' ends and missed deadlines (`lifecycle.rs`).
+    Lifecycle,
 }
 
 impl Handler {
@@ -40,6 +42,7 @@ impl Handler {
         Handler::Drain,
         Handler::Dispatch,
         Handler::Bootstrap,
+        Handler::Lifecycle,
     ];
 
     /// The handler's name in scenario files.
@@ -53,6 +56,7 @@ impl Handler {
             Handler::Drain => "drain",
             Handler::Dispatch => "dispatch",
             Handler::Bootstrap => "bootstrap",
+            Handler::Lifecycle => "lifecycle",
         }
     }
 }

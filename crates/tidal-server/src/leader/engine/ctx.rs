@@ -39,6 +39,10 @@ pub(crate) enum Purpose {
     Stopped(StopReport),
     /// The bootstrap token's `CreateToken`.
     Bootstrap,
+    /// A `Wake` batch (tasks whose retry backoff ended).
+    Wake,
+    /// A `DeadlineMissed` batch.
+    DeadlineMissed,
 }
 
 /// A stop report, as its `Stopped` proposal carries it to the answer (`stop.rs`).

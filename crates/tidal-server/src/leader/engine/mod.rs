@@ -35,6 +35,7 @@ mod drain;
 mod expiry;
 mod forward;
 mod leases;
+mod lifecycle;
 mod regrant;
 mod ship;
 mod stop;
@@ -70,6 +71,7 @@ pub struct Engine {
     drain: drain::Drain,
     dispatch: dispatch::Dispatch,
     bootstrap: bootstrap::Bootstrap,
+    lifecycle: lifecycle::Lifecycle,
 }
 
 impl Engine {
@@ -86,6 +88,7 @@ impl Engine {
             drain: drain::Drain::default(),
             dispatch: dispatch::Dispatch::default(),
             bootstrap: bootstrap::Bootstrap::default(),
+            lifecycle: lifecycle::Lifecycle::default(),
             cfg,
         }
     }
@@ -141,6 +144,9 @@ impl Engine {
                 if on(Handler::Bootstrap) {
                     self.bootstrap.start(&cx);
                 }
+                if on(Handler::Lifecycle) {
+                    self.lifecycle.start(now);
+                }
             }
             Event::Tick => {}
             Event::Work(work) => {
@@ -192,6 +198,9 @@ impl Engine {
                 }
                 Some(Purpose::Stopped(report)) => stop::committed(&mut cx, report, index, response),
                 Some(Purpose::Bootstrap) => self.bootstrap.committed(index, response, &cx),
+                Some(p @ (Purpose::Wake | Purpose::DeadlineMissed)) => {
+                    self.lifecycle.committed(&p, index, response, &mut cx)
+                }
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.answered(id) {
@@ -215,6 +224,9 @@ impl Engine {
                 Some(Purpose::Regrant { agent, .. }) => self.regrants.not_committed(agent, &error),
                 Some(Purpose::Stopped(report)) => stop::not_committed(&mut cx, report, &error),
                 Some(Purpose::Bootstrap) => self.bootstrap.not_committed(&error, &cx),
+                Some(p @ (Purpose::Wake | Purpose::DeadlineMissed)) => {
+                    self.lifecycle.not_committed(&p, &error)
+                }
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
@@ -287,6 +299,7 @@ impl Engine {
             }
             self.leases.fire(&mut cx);
             self.regrants.fire(&mut cx);
+            self.lifecycle.fire(&mut cx);
             self.drain.fire(&mut cx, &self.leases.table);
             if cx.out.take_wake_dispatch() {
                 self.dispatch.work(now);
@@ -313,6 +326,7 @@ impl Engine {
             self.drain.next_wake(),
             self.dispatch.next_wake(),
             self.bootstrap.next_wake(),
+            self.lifecycle.next_wake(),
         ];
         let ships = self.shippers.values().map(ship::Shipper::next_wake);
         wakes.into_iter().chain(ships).flatten().min()
