@@ -18,7 +18,9 @@ const PREEMPT_FILE: &str = "preempt";
 /// The agent's directory of per-task directories: created under the
 /// system's temporary directory (`$TMPDIR`), readable by the agent's user
 /// only, and removed with what is left in it once the executor and every
-/// task directory are gone.
+/// task directory are gone. An agent that was killed leaves its directory
+/// behind: the next agent to start there removes it (see
+/// [`remove_stale`]).
 #[derive(Debug)]
 pub(crate) struct RunDir {
     path: PathBuf,
@@ -26,9 +28,26 @@ pub(crate) struct RunDir {
     next: AtomicU64,
 }
 
+/// The name of an agent's directory: `tidal-agent-<pid namespace>-<pid>-<hex>`
+/// (the namespace's inode number, or 0 if unknown).
+const RUN_DIR_PREFIX: &str = "tidal-agent-";
+
+/// The inode number of this process's pid namespace: pids name processes
+/// only within it.
+fn pid_namespace() -> Option<u64> {
+    let link = fs::read_link("/proc/self/ns/pid").ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
 impl RunDir {
+    /// Under `$TMPDIR`.
     pub(crate) fn create() -> io::Result<RunDir> {
-        let base = std::env::temp_dir();
+        RunDir::create_in(&std::env::temp_dir())
+    }
+
+    pub(crate) fn create_in(base: &Path) -> io::Result<RunDir> {
+        remove_stale(base);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -36,7 +55,8 @@ impl RunDir {
         let mut last = None;
         for i in 0..16u64 {
             let path = base.join(format!(
-                "tidal-agent-{}-{:x}",
+                "{RUN_DIR_PREFIX}{}-{}-{:x}",
+                pid_namespace().unwrap_or(0),
                 std::process::id(),
                 nanos.wrapping_add(i) & 0xffff_ffff_ffff
             ));
@@ -93,6 +113,57 @@ impl RunDir {
         }
         Ok(dir)
     }
+}
+
+/// Removes the directories that agents which are gone (killed before they
+/// could clean up) left in `base`: only directories named as an agent's of
+/// this pid namespace, owned by this user, whose process no longer exists.
+/// Best effort; nothing when the pid namespace is unknown.
+pub(crate) fn remove_stale(base: &Path) {
+    let Some(ns) = pid_namespace() else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: geteuid(2) has no failure mode and no memory effects.
+    let uid = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_DIR_PREFIX))
+            .and_then(|rest| rest.strip_prefix(&format!("{ns}-")))
+            .and_then(|rest| rest.split_once('-'))
+            .filter(|(_, hex)| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        // Not a symlink, and this user's.
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != uid || process_exists(pid) {
+            continue;
+        }
+        match fs::remove_dir_all(entry.path()) {
+            Ok(()) => {
+                tracing::info!(dir = %entry.path().display(), pid, "removed the task directories of an agent that is gone")
+            }
+            Err(e) => {
+                tracing::debug!(dir = %entry.path().display(), error = %e, "cannot remove a gone agent's task directories")
+            }
+        }
+    }
+}
+
+/// Whether a process with this pid exists (any user's).
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks the pid.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 impl Drop for RunDir {

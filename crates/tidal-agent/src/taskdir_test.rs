@@ -58,3 +58,39 @@ fn the_watch_sees_each_new_checkpoint_once() {
     fs::write(&path, b"two").unwrap();
     assert_eq!(w.poll(), Seen::Nothing, "the same contents again");
 }
+
+#[test]
+fn an_agent_removes_what_agents_that_are_gone_left_behind() {
+    let ns = pid_namespace().expect("a pid namespace in /proc");
+    let base = tempfile::tempdir().unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let me = std::process::id();
+    let stale = base.path().join(format!("tidal-agent-{ns}-{dead_pid}-1f"));
+    fs::create_dir(&stale).unwrap();
+    fs::write(stale.join("checkpoint"), b"left").unwrap();
+    // Kept: a live agent's (this process, and pid 1), another pid
+    // namespace's, names that are not an agent's.
+    let kept = [
+        base.path().join(format!("tidal-agent-{ns}-{me}-2a")),
+        base.path().join(format!("tidal-agent-{ns}-1-3b")),
+        base.path()
+            .join(format!("tidal-agent-{}-{dead_pid}-5d", ns + 1)),
+        base.path().join(format!("tidal-agent-{ns}-{dead_pid}-zz")),
+        base.path().join(format!("tidal-agent-{ns}-{dead_pid}")),
+    ];
+    for k in &kept {
+        fs::create_dir(k).unwrap();
+    }
+    let file = base.path().join(format!("tidal-agent-{ns}-{dead_pid}-4c"));
+    fs::write(&file, b"").unwrap();
+    let run = RunDir::create_in(base.path()).unwrap();
+    assert!(!stale.exists(), "a gone agent's directory is removed");
+    for k in &kept {
+        assert!(k.exists(), "{} kept", k.display());
+    }
+    assert!(file.exists(), "only directories");
+    let own = run.path().file_name().unwrap().to_str().unwrap();
+    assert!(own.starts_with(&format!("tidal-agent-{ns}-{me}-")), "{own}");
+}
