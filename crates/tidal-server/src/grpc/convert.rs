@@ -1,5 +1,6 @@
 //! Conversions between the public API's messages and tidal-core's domain types.
 
+use tidal_core::lifecycle::Notice;
 use tidal_core::model::{
     Agent, AgentSpec, AgentState, Gpu, Priority, Queue, Task, TaskId, TaskSpec, TaskState,
     TaskStateKind,
@@ -256,11 +257,22 @@ pub fn to_agent(state: &State, msg: ToAgent) -> Option<v1::ServerMessage> {
             task,
             token,
             reason,
+            preempt,
         } => Msg::Stop(v1::StopTask {
             task_id: task.to_string(),
             token,
             reason,
-            ..Default::default()
+            preempt: preempt.is_some(),
+            grace_ms: preempt.map_or(0, |(_, grace_ms)| grace_ms),
+            notice: preempt.map_or(v1::PreemptNotice::Unspecified, |(n, _)| notice_to(n)) as i32,
+        }),
+        ToAgent::Suspend { task, token } => Msg::Suspend(v1::SuspendTask {
+            task_id: task.to_string(),
+            token,
+        }),
+        ToAgent::Resume { task, token } => Msg::Resume(v1::ResumeTask {
+            task_id: task.to_string(),
+            token,
         }),
         ToAgent::HeartbeatAck { seq } => Msg::HeartbeatAck(v1::HeartbeatAck { seq }),
         ToAgent::CompletionAck {
@@ -278,6 +290,14 @@ pub fn to_agent(state: &State, msg: ToAgent) -> Option<v1::ServerMessage> {
     Some(v1::ServerMessage { msg: Some(msg) })
 }
 
+/// How a preempted worker is told, on the wire.
+pub fn notice_to(n: Notice) -> v1::PreemptNotice {
+    match n {
+        Notice::Signal => v1::PreemptNotice::Signal,
+        Notice::File => v1::PreemptNotice::File,
+    }
+}
+
 /// The message that hands a task to its agent.
 pub fn assignment(task: &Task, token: u64) -> v1::ServerMessage {
     v1::ServerMessage {
@@ -290,3 +310,7 @@ pub fn assignment(task: &Task, token: u64) -> v1::ServerMessage {
         })),
     }
 }
+
+#[cfg(test)]
+#[path = "convert_test.rs"]
+mod tests;

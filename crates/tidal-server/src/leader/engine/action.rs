@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tidal_core::command::Command;
 use tidal_core::dispatch::InFlight;
 use tidal_core::forwarding::{DcName, Record};
+use tidal_core::lifecycle::Notice;
 use tidal_core::model::{AgentId, FencingToken, TaskId};
 
 use super::event::{PeerSummary, ProposalId};
@@ -24,12 +25,20 @@ pub enum ToAgent {
         token: FencingToken,
         reason: String,
     },
-    /// Stop the task and report it stopped (a drain's deadline passed).
+    /// Stop the task and report it stopped: a drain's deadline passed
+    /// (`preempt` is `None`), or online work preempts it (`preempt` says
+    /// how its worker is told, and its grace in ms, defaults filled in).
     Stop {
         task: TaskId,
         token: FencingToken,
         reason: String,
+        preempt: Option<(Notice, u64)>,
     },
+    /// Pause the task running under `token` in place (SIGSTOP of its
+    /// process group) for the online work that preempted it.
+    Suspend { task: TaskId, token: FencingToken },
+    /// Continue the task suspended under `token` (SIGCONT).
+    Resume { task: TaskId, token: FencingToken },
     /// The heartbeat `seq` renewed the lease.
     HeartbeatAck { seq: u64 },
     /// The answer to a completion (or stop) report of the task (`task_id` as

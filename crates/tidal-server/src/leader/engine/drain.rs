@@ -99,6 +99,7 @@ impl Drain {
                         task: stop.task,
                         token: stop.token,
                         reason: DEADLINE_PASSED.into(),
+                        preempt: None,
                     },
                 });
                 self.sent.insert(key, generation);

@@ -882,7 +882,23 @@ fn describe(action: &Action, dispatch: bool) -> String {
                     token,
                     reason,
                 } => format!("cancel {task_id} token={token} ({reason})"),
-                ToAgent::Stop { task, token, .. } => format!("stop {} token={token}", task.0),
+                ToAgent::Stop {
+                    task,
+                    token,
+                    preempt: None,
+                    ..
+                } => format!("stop {} token={token}", task.0),
+                ToAgent::Stop {
+                    task,
+                    token,
+                    preempt: Some((notice, grace_ms)),
+                    ..
+                } => format!(
+                    "stop {} token={token} preempt={notice:?} grace={grace_ms}",
+                    task.0
+                ),
+                ToAgent::Suspend { task, token } => format!("suspend {} token={token}", task.0),
+                ToAgent::Resume { task, token } => format!("resume {} token={token}", task.0),
                 ToAgent::HeartbeatAck { seq } => format!("heartbeat-ack seq={seq}"),
                 ToAgent::CompletionAck {
                     task_id,
