@@ -1,6 +1,6 @@
 //! Conversions between the public API's messages and tidal-core's domain types.
 
-use tidal_core::lifecycle::Notice;
+use tidal_core::lifecycle::{Notice, TaskLife};
 use tidal_core::model::{
     Agent, AgentSpec, AgentState, Gpu, Priority, Queue, Task, TaskId, TaskSpec, TaskState,
     TaskStateKind,
@@ -243,7 +243,11 @@ pub fn queue_to(q: &Queue, pending: usize) -> v1::Queue {
 pub fn to_agent(state: &State, msg: ToAgent) -> Option<v1::ServerMessage> {
     use v1::server_message::Msg;
     let msg = match msg {
-        ToAgent::Assign { task, token } => return state.task(task).map(|t| assignment(t, token)),
+        ToAgent::Assign { task, token } => {
+            return state
+                .task(task)
+                .map(|t| assignment(t, state.lifecycle().task(task), token))
+        }
         ToAgent::Cancel {
             task_id,
             token,
@@ -298,16 +302,32 @@ pub fn notice_to(n: Notice) -> v1::PreemptNotice {
     }
 }
 
-/// The message that hands a task to its agent.
-pub fn assignment(task: &Task, token: u64) -> v1::ServerMessage {
+/// The message that hands a task to its agent, with what its lifecycle
+/// state says of its attempts (`life`: none for a task submitted before
+/// cluster format version 4): its max-run time, how a preemption is
+/// noticed and its grace (default filled in), and the last checkpoint
+/// committed, which the agent writes to the worker's checkpoint file before
+/// it starts.
+pub fn assignment(task: &Task, life: Option<&TaskLife>, token: u64) -> v1::ServerMessage {
+    let mut a = v1::Assignment {
+        task_id: task.id.to_string(),
+        token,
+        attempt: task.attempt,
+        spec: Some(spec_to(&task.spec, true)),
+        ..Default::default()
+    };
+    if let Some(life) = life {
+        a.max_run_ms = life.opts.max_run_ms.unwrap_or(0);
+        a.preempt_notice = notice_to(life.opts.notice) as i32;
+        a.preempt_grace_ms = life.opts.grace_ms();
+        a.checkpoint = life
+            .checkpoint
+            .as_ref()
+            .map(|c| c.data.clone())
+            .unwrap_or_default();
+    }
     v1::ServerMessage {
-        msg: Some(v1::server_message::Msg::Assignment(v1::Assignment {
-            task_id: task.id.to_string(),
-            token,
-            attempt: task.attempt,
-            spec: Some(spec_to(&task.spec, true)),
-            ..Default::default()
-        })),
+        msg: Some(v1::server_message::Msg::Assignment(a)),
     }
 }
 
