@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::types::{Principal, TenantLimits, TokenId, TokenRecord};
 use crate::forwarding::types::{DcName, Record, Verdict};
-use crate::lifecycle::{Headroom, TaskOptions};
+use crate::lifecycle::{Headroom, Notice, TaskOptions};
 use crate::model::{
     AgentId, AgentSpec, FencingToken, Outcome, Priority, Strategy, TaskId, TaskSpec,
 };
@@ -390,6 +390,21 @@ pub enum Command {
         class: Priority,
         headroom: Headroom,
     },
+    /// One preemption decision, all or nothing: the online Pending `task`
+    /// is to run on `agent`, which each victim holds under its token. A
+    /// suspendable victim is paused in place (its slots are released at
+    /// once, its GPUs stay taken); any other is told to checkpoint and exit
+    /// within its grace (it holds what it holds until its agent reports it
+    /// stopped). If every victim was suspended and the task then fits, it
+    /// is assigned to `agent` by this entry (token: this entry's index).
+    Preempt {
+        task: TaskId,
+        agent: AgentId,
+        victims: Vec<(TaskId, FencingToken)>,
+    },
+    /// Suspended tasks whose preemptor has ended go on, each once its
+    /// agent has room for its slots again.
+    Resume(Vec<TaskId>),
 }
 
 /// A completion with how the attempt ended (`Command::Finished`).
@@ -560,8 +575,26 @@ pub enum Response {
         rejected: Vec<(TaskId, Rejection)>,
     },
     /// One result per item, in order (Wake, DeadlineMissed, Replay,
-    /// Checkpoint).
+    /// Checkpoint, Resume).
     Items(Vec<Result<(), Rejection>>),
+    /// Preempt: the victims suspended (to be told to pause) and those told
+    /// to stop (with the notice and grace their agent is to give), and the
+    /// preempting task's assignment when every victim was suspended.
+    Preempted {
+        agent: AgentId,
+        granted: Option<Granted>,
+        suspended: Vec<(TaskId, FencingToken)>,
+        stopping: Vec<Stopping>,
+    },
+}
+
+/// A victim told to checkpoint and exit (`Response::Preempted`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopping {
+    pub task: TaskId,
+    pub token: FencingToken,
+    pub notice: Notice,
+    pub grace_ms: u64,
 }
 
 /// Rough encoded size of a task spec: its variable-length fields plus a
@@ -626,7 +659,9 @@ impl Command {
             | Command::DeadlineMissed(_)
             | Command::Replay(_)
             | Command::Checkpoint(_)
-            | Command::SetHeadroom { .. } => crate::lifecycle::LIFECYCLE_VERSION,
+            | Command::SetHeadroom { .. }
+            | Command::Preempt { .. }
+            | Command::Resume(_) => crate::lifecycle::LIFECYCLE_VERSION,
         }
     }
 
@@ -653,9 +688,11 @@ impl Command {
                     + specs.len() * 64
             }
             Command::Finished(list) => list.iter().map(Finished::approx_bytes).sum(),
-            Command::Wake(ids) | Command::DeadlineMissed(ids) | Command::Replay(ids) => {
-                ids.len() * 8
-            }
+            Command::Wake(ids)
+            | Command::DeadlineMissed(ids)
+            | Command::Replay(ids)
+            | Command::Resume(ids) => ids.len() * 8,
+            Command::Preempt { agent, victims, .. } => 16 + agent.len() + victims.len() * 16,
             Command::Checkpoint(list) => list.iter().map(|(_, _, d)| 24 + d.len()).sum(),
             Command::SubmitAs { specs, place, by } => {
                 specs.iter().map(spec_bytes).sum::<usize>()

@@ -10,7 +10,8 @@ impl State {
     /// time needs a history; see the property tests):
     ///
     /// - invariant 3: for every agent, `slots_in_use`/`gpus_in_use` equal the
-    ///   sums over the tasks it holds and do not exceed its capacity (the one
+    ///   sums over the tasks it holds (slots: those not suspended) and do not
+    ///   exceed its capacity (the one
     ///   legitimate exception, an agent re-registered with less capacity than in
     ///   use, is reported too: callers that allow it filter it out);
     /// - every Assigned/Running task is in its agent's map with its token, and
@@ -47,7 +48,14 @@ impl State {
                         task.state
                     ));
                 }
-                slots += u64::from(task.spec.slots);
+                // A suspended task's slots are free; its GPUs stay taken.
+                let suspended = self
+                    .lifecycle
+                    .task(*id)
+                    .is_some_and(|l| l.suspended.is_some());
+                if !suspended {
+                    slots += u64::from(task.spec.slots);
+                }
                 gpus += u64::from(task.spec.gpus);
             }
             if slots != u64::from(agent.slots_in_use) || gpus != u64::from(agent.gpus_in_use) {
@@ -212,12 +220,16 @@ impl State {
     }
 
     /// The lifecycle state's: its indexes equal their recomputation; a
-    /// task in backoff is Pending; a dead letter is Failed; it names only
+    /// task in backoff is Pending; a preempting or suspended one is held
+    /// (and not both); a dead letter is Failed; it names only
     /// existing tasks; nothing of it exists below version 4.
     fn check_lifecycle(&self) -> Result<(), String> {
         let mut again = self.lifecycle.clone();
         again.reindex(&self.tasks);
-        if again.delayed != self.lifecycle.delayed || again.deadlines != self.lifecycle.deadlines {
+        if again.delayed != self.lifecycle.delayed
+            || again.deadlines != self.lifecycle.deadlines
+            || again.preempted != self.lifecycle.preempted
+        {
             return Err(format!(
                 "lifecycle indexes: delayed {:?} / {:?}, deadlines {:?} / {:?}",
                 self.lifecycle.delayed, again.delayed, self.lifecycle.deadlines, again.deadlines
@@ -235,6 +247,17 @@ impl State {
             }
             if life.attempts.len() > crate::lifecycle::MAX_ATTEMPT_HISTORY {
                 return Err(format!("task {id} keeps {} attempts", life.attempts.len()));
+            }
+            if (life.preempting.is_some() || life.suspended.is_some())
+                && task.state.holder().is_none()
+            {
+                return Err(format!(
+                    "task {id} is preempted or suspended but {:?}",
+                    task.state
+                ));
+            }
+            if life.preempting.is_some() && life.suspended.is_some() {
+                return Err(format!("task {id} is both preempting and suspended"));
             }
             if let Some((_, token)) = task.state.holder() {
                 if life.attempts.last().map(|a| a.token) != Some(token) {

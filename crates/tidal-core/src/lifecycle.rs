@@ -30,6 +30,7 @@ use crate::digest::Fnv64;
 use crate::model::{AgentId, FencingToken, Priority, Task, TaskId, TaskSpec, TaskState};
 use crate::state::State;
 
+pub mod preempt;
 pub mod types;
 pub use types::{
     Attempt, AttemptEnd, Checkpoint, Headroom, Lifecycle, Notice, OnDeadline, Preemption,
@@ -204,6 +205,12 @@ impl Lifecycle {
     pub(crate) fn reindex(&mut self, tasks: &crate::collections::Map<TaskId, Task>) {
         self.delayed = Default::default();
         self.deadlines = Default::default();
+        self.preempted = self
+            .tasks
+            .iter()
+            .filter(|(_, l)| l.preempting.is_some() || l.suspended.is_some())
+            .map(|(id, _)| *id)
+            .collect();
         let pending: Vec<TaskId> = tasks
             .values()
             .filter(|t| t.state == TaskState::Pending)
@@ -221,6 +228,19 @@ impl Lifecycle {
             self.tasks.insert(id, TaskLife::default());
         }
         self.tasks.get_mut(&id).expect("inserted above")
+    }
+
+    /// Ends the preemption or suspension of a task whose hold ends;
+    /// returns whether it was suspended (its slots were released already).
+    pub(crate) fn let_go(&mut self, id: TaskId) -> bool {
+        match self.tasks.get_mut(&id) {
+            Some(l) => {
+                self.preempted.remove(&id);
+                l.preempting = None;
+                l.suspended.take().is_some()
+            }
+            None => false,
+        }
     }
 
     /// Records a new assignment in the task's history.

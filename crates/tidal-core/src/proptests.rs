@@ -166,6 +166,22 @@ enum Op {
         tok: Tok,
         big: bool,
     },
+    /// A preemption for an online Pending task (any task if none) on an
+    /// agent, of the tasks it holds picked by the mask, with tokens.
+    Preempt {
+        task: u16,
+        agent: u8,
+        mask: u8,
+        tok: Tok,
+    },
+    /// A preemption naming arbitrary tasks and tokens.
+    PreemptAny {
+        task: u16,
+        agent: u8,
+        victims: Vec<(u16, Tok)>,
+    },
+    /// Every suspended task and arbitrary ids.
+    Resume(Vec<u16>),
 }
 
 const PEER: &str = "dc-x";
@@ -236,7 +252,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (vec(item(), 1..5), any::<u8>(), vec((0u8..6, 0..AGENTS + 1), 0..3))
             .prop_map(|(items, connected, extra)| Op::SubmitAs { items, connected, extra }),
         2 => (0..AGENTS, 0u8..8, 0..TOKENS).prop_map(|(agent, types, token)| Op::RegisterAs { agent, types, token }),
-        2 => (vec(item(), 1..4), any::<u8>(), vec((proptest::option::of(0u8..4), any::<bool>(), 0u8..4), 0..4))
+        2 => (vec(item(), 1..4), any::<u8>(), vec((proptest::option::of(0u8..4), any::<bool>(), 0u8..16), 0..4))
             .prop_map(|(items, connected, opts)| Op::SubmitWith { items, connected, opts }),
         3 => (any::<bool>(), vec((any::<u16>(), tok(), any::<bool>(), any::<bool>()), 1..3))
             .prop_map(|(live, list)| Op::Finished { live, list }),
@@ -244,6 +260,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => vec(any::<u16>(), 0..2).prop_map(Op::DeadlineMissed),
         1 => vec(any::<u16>(), 1..3).prop_map(Op::Replay),
         1 => (any::<u16>(), any::<bool>(), tok(), any::<bool>()).prop_map(|(task, live, tok, big)| Op::Checkpoint { task, live, tok, big }),
+        3 => (any::<u16>(), 0..AGENTS, any::<u8>(), tok()).prop_map(|(task, agent, mask, tok)| Op::Preempt { task, agent, mask, tok }),
+        1 => (any::<u16>(), 0..AGENTS + 1, vec((any::<u16>(), tok()), 0..3)).prop_map(|(task, agent, victims)| Op::PreemptAny { task, agent, victims }),
+        2 => vec(any::<u16>(), 0..2).prop_map(Op::Resume),
     ]
 }
 
@@ -259,6 +278,33 @@ fn set_tenant() -> impl Strategy<Value = Op> {
             weight,
         },
     )
+}
+
+/// Preemption under load: agents that run every type, lower-class work
+/// (some of it suspendable or opted out) started on them, online work
+/// arriving, and preemptions, stops, resumes, ends and losses interleaved.
+fn preempt_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0..AGENTS, 1u8..4).prop_map(|(agent, weight)| Op::Register { agent, types: 7, weight }),
+        4 => (vec(item(), 1..4), any::<u8>(), vec((proptest::option::of(0u8..4), any::<bool>(), 0u8..16), 1..4))
+            .prop_map(|(items, connected, opts)| Op::SubmitWith { items, connected, opts }),
+        4 => (0u8..8, any::<u8>()).prop_map(|(max, connected)| Op::Plan { max, connected }),
+        4 => (any::<u16>(), Just(true), Just(Tok::Current)).prop_map(|(task, live, tok)| Op::Started { task, live, tok }),
+        8 => (any::<u16>(), 0..AGENTS, 0u8..0x7f, prop_oneof![6 => Just(Tok::Current), 1 => tok()])
+            .prop_map(|(task, agent, mask, tok)| Op::Preempt { task, agent, mask, tok }),
+        1 => (any::<u16>(), 0..AGENTS, any::<u8>(), tok()).prop_map(|(task, agent, mask, tok)| Op::Preempt { task, agent, mask, tok }),
+        1 => (any::<u16>(), 0..AGENTS + 1, vec((any::<u16>(), tok()), 0..3)).prop_map(|(task, agent, victims)| Op::PreemptAny { task, agent, victims }),
+        4 => vec(any::<u16>(), 0..2).prop_map(Op::Resume),
+        3 => (any::<u16>(), Just(true), prop_oneof![4 => Just(Tok::Current), 1 => tok()]).prop_map(|(task, live, tok)| Op::Stop { task, live, tok }),
+        3 => (Just(true), vec((any::<u16>(), tok(), any::<bool>(), any::<bool>()), 1..3))
+            .prop_map(|(live, list)| Op::Finished { live, list }),
+        1 => any::<u16>().prop_map(Op::Cancel),
+        1 => (0..AGENTS).prop_map(Op::Down),
+        1 => (0..AGENTS + 1, proptest::option::of(0u8..3))
+            .prop_map(|(agent, deadline)| Op::Drain { agent, deadline }),
+        1 => (0..AGENTS + 1).prop_map(Op::Undrain),
+        1 => vec(any::<u16>(), 0..2).prop_map(Op::Wake),
+    ]
 }
 
 /// The commands that move tenants' usage, from 3 tenants, with tenants'
@@ -280,7 +326,7 @@ fn quota_op() -> impl Strategy<Value = Op> {
         1 => (any::<u16>(), any::<bool>(), tok()).prop_map(|(task, live, tok)| Op::Stop { task, live, tok }),
         1 => any::<u16>().prop_map(Op::Cancel),
         3 => set_tenant(),
-        2 => (vec(item(), 1..4), any::<u8>(), vec((proptest::option::of(0u8..4), any::<bool>(), 0u8..4), 0..4))
+        2 => (vec(item(), 1..4), any::<u8>(), vec((proptest::option::of(0u8..4), any::<bool>(), 0u8..16), 0..4))
             .prop_map(|(items, connected, opts)| Op::SubmitWith { items, connected, opts }),
         3 => (any::<bool>(), vec((any::<u16>(), tok(), any::<bool>(), any::<bool>()), 1..3))
             .prop_map(|(live, list)| Op::Finished { live, list }),
@@ -288,6 +334,9 @@ fn quota_op() -> impl Strategy<Value = Op> {
         1 => vec(any::<u16>(), 0..2).prop_map(Op::DeadlineMissed),
         1 => vec(any::<u16>(), 1..3).prop_map(Op::Replay),
         1 => (any::<u16>(), any::<bool>(), tok(), any::<bool>()).prop_map(|(task, live, tok, big)| Op::Checkpoint { task, live, tok, big }),
+        3 => (any::<u16>(), 0..AGENTS, any::<u8>(), tok()).prop_map(|(task, agent, mask, tok)| Op::Preempt { task, agent, mask, tok }),
+        1 => (any::<u16>(), 0..AGENTS + 1, vec((any::<u16>(), tok()), 0..3)).prop_map(|(task, agent, victims)| Op::PreemptAny { task, agent, victims }),
+        2 => vec(any::<u16>(), 0..2).prop_map(Op::Resume),
     ]
 }
 
@@ -588,7 +637,9 @@ impl Sim {
                             } else {
                                 OnDeadline::Report
                             },
-                            backoff_base_ms: 500 * u64::from(*b),
+                            backoff_base_ms: 500 * u64::from(*b % 4),
+                            suspendable: *b & 4 != 0,
+                            preemptible: *b & 8 == 0,
                             ..TaskOptions::default()
                         })
                         .collect(),
@@ -632,6 +683,91 @@ impl Sim {
                 let id = self.pick(*task, *live);
                 let len = if *big { MAX_CHECKPOINT_BYTES + 1 } else { 3 };
                 Command::Checkpoint(vec![(id, self.token(id, tok), vec![7; len])])
+            }
+            Op::Preempt {
+                task,
+                agent,
+                mask,
+                tok,
+            } => {
+                let online: Vec<TaskId> = self
+                    .a
+                    .tasks_after(None)
+                    .filter(|t| {
+                        t.state == TaskState::Pending && t.spec.priority == Priority::Online
+                    })
+                    .map(|t| t.id)
+                    .collect();
+                let task = match online.len() {
+                    0 => self.task_id(*task),
+                    n => online[usize::from(*task) % n],
+                };
+                // Mostly valid victims: lower-class, preemptible, not
+                // preempted yet, on an agent that has some; with the
+                // mask's top bit, whatever the agent holds.
+                let any = *mask & 0x80 != 0;
+                let prio = self
+                    .a
+                    .task(task)
+                    .map_or(Priority::Online, |t| t.spec.priority);
+                let candidates = |a: &crate::model::Agent| -> Vec<TaskId> {
+                    a.tasks
+                        .keys()
+                        .copied()
+                        .filter(|id| {
+                            any || (self.a.task(*id).is_some_and(|t| t.spec.priority > prio)
+                                && self.a.lifecycle().task(*id).is_some_and(|l| {
+                                    l.opts.preemptible
+                                        && l.preempting.is_none()
+                                        && l.suspended.is_none()
+                                }))
+                        })
+                        .collect()
+                };
+                let picked = agent_id(*agent);
+                let (agent, held) = self
+                    .a
+                    .agents()
+                    .filter(|a| {
+                        self.a.task(task).is_none_or(|t| {
+                            crate::dispatch::placement::capable(&a.spec, &t.spec).is_ok()
+                        })
+                    })
+                    .map(|a| (a.spec.id.clone(), candidates(a)))
+                    .filter(|(_, c)| !c.is_empty())
+                    .min_by_key(|(id, _)| *id != picked)
+                    .unwrap_or((picked, Vec::new()));
+                let victims = held
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *mask & (1 << (i % 7)) != 0 || held.len() == 1)
+                    .map(|(_, id)| (*id, self.token(*id, tok)))
+                    .collect();
+                Command::Preempt {
+                    task,
+                    agent,
+                    victims,
+                }
+            }
+            Op::PreemptAny {
+                task,
+                agent,
+                victims,
+            } => Command::Preempt {
+                task: self.task_id(*task),
+                agent: agent_id(*agent),
+                victims: victims
+                    .iter()
+                    .map(|(t, k)| {
+                        let id = self.pick(*t, true);
+                        (id, self.token(id, k))
+                    })
+                    .collect(),
+            },
+            Op::Resume(extra) => {
+                let mut ids: Vec<TaskId> = self.a.suspended().map(|(id, _)| id).collect();
+                ids.extend(extra.iter().map(|t| self.task_id(*t)));
+                Command::Resume(ids)
             }
             Op::Drain { agent, deadline } => Command::DrainAgent {
                 agent: agent_id(*agent),
@@ -759,6 +895,57 @@ impl Sim {
                 rejected
             );
             prop_assert_eq!(granted.len(), pairs.len());
+        }
+
+        // A preemption is all or nothing: refused, nothing changed;
+        // applied, every victim is suspended (slots free) or preempting.
+        // A resumed task was suspended and is no longer.
+        if let (Command::Resume(ids), Response::Items(results)) = (&cmd, &ra) {
+            for (id, r) in ids.iter().zip(results) {
+                if r.is_ok() {
+                    let was = before
+                        .lifecycle()
+                        .task(*id)
+                        .and_then(|l| l.suspended.as_ref());
+                    let is = self
+                        .a
+                        .lifecycle()
+                        .task(*id)
+                        .and_then(|l| l.suspended.as_ref());
+                    prop_assert!(
+                        was.is_some() && is.is_none(),
+                        "resumed {} was {:?}",
+                        id,
+                        was
+                    );
+                }
+            }
+        }
+        if let Command::Preempt { task, victims, .. } = &cmd {
+            match &ra {
+                Response::Rejected(_) => {
+                    prop_assert!(before == self.a, "a refused preempt changed the state")
+                }
+                Response::Preempted {
+                    suspended,
+                    stopping,
+                    ..
+                } => {
+                    prop_assert_eq!(suspended.len() + stopping.len(), victims.len());
+                    for (v, _) in victims {
+                        let life = self.a.lifecycle().task(*v).expect("a victim has a life");
+                        prop_assert!(
+                            life.suspended.as_ref().map(|s| s.by) == Some(*task)
+                                || life.preempting.as_ref().map(|p| p.by) == Some(*task)
+                        );
+                        prop_assert_eq!(
+                            before.task(*v).map(|t| &t.state),
+                            self.a.task(*v).map(|t| &t.state)
+                        );
+                    }
+                }
+                other => prop_assert!(false, "preempt answered {:?}", other),
+            }
         }
 
         // Invariant 1, across time: a task's tokens strictly increase.
@@ -1023,6 +1210,29 @@ proptest! {
             sim.step(&Op::Down(i))?;
         }
         prop_assert_eq!(sim.a.agents().map(|a| a.slots_in_use).sum::<u32>(), 0);
+    }
+
+    /// Preemptions (valid and not), suspensions, stops and resumes among
+    /// the other ends of held work: every apply keeps the invariants (no
+    /// agent over its capacity, a suspended task's slots free and its
+    /// GPUs taken), and the replicas end equal.
+    #[test]
+    fn preemption_under_random_interleavings(ops in vec(preempt_op(), 1..150)) {
+        let mut sim = Sim::new();
+        for agent in 0..AGENTS {
+            sim.step(&Op::Register { agent, types: 7, weight: 1 })?;
+        }
+        for queue in 1..3 {
+            sim.step(&Op::SetQueue { queue, weight: 1, wrr: false })?;
+        }
+        for op in &ops {
+            sim.step(op)?;
+        }
+        prop_assert_eq!(sim.a.digest(), sim.b.digest());
+        for i in 0..AGENTS {
+            sim.step(&Op::Down(i))?;
+        }
+        prop_assert_eq!(sim.a.agents().map(|a| a.slots_in_use + a.gpus_in_use).sum::<u32>(), 0);
     }
 
     /// Tenants' quotas under random interleavings of submits, plans,

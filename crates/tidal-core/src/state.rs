@@ -373,24 +373,36 @@ pub(crate) fn wrong_state(task: TaskId, state: &TaskState) -> Rejection {
 }
 
 /// Gives back the capacity a task held on its agent. Invariant 3: the agent's
-/// in-use counters stay equal to the sum over the tasks it holds.
+/// in-use counters stay equal to the sum over the tasks it holds (its
+/// slots only while it is not suspended). A preemption or suspension of
+/// the task ends with its hold.
 fn release(
     agents: &mut Map<AgentId, Agent>,
     access: &mut Access,
+    lifecycle: &mut Lifecycle,
     agent: &str,
     id: TaskId,
     spec: &TaskSpec,
 ) {
     if let Some(a) = agents.get_mut(agent) {
-        release_from(a, access, id, spec);
+        release_from(a, access, lifecycle, id, spec);
     }
 }
 
 /// [`release`] on an agent at hand; the task's state is the caller's to set.
-fn release_from(agent: &mut Agent, access: &mut Access, id: TaskId, spec: &TaskSpec) {
+pub(crate) fn release_from(
+    agent: &mut Agent,
+    access: &mut Access,
+    lifecycle: &mut Lifecycle,
+    id: TaskId,
+    spec: &TaskSpec,
+) {
+    let suspended = lifecycle.let_go(id);
     if agent.tasks.remove(&id).is_some() {
         tally(&mut access.usage, spec, Tally::SubHeld);
-        agent.slots_in_use = agent.slots_in_use.saturating_sub(spec.slots);
+        if !suspended {
+            agent.slots_in_use = agent.slots_in_use.saturating_sub(spec.slots);
+        }
         agent.gpus_in_use = agent.gpus_in_use.saturating_sub(spec.gpus);
     }
 }
@@ -591,6 +603,12 @@ impl State {
             Command::Replay(ids) => self.replay(ids, ctx),
             Command::Checkpoint(items) => self.checkpoint(items, ctx),
             Command::SetHeadroom { class, headroom } => self.set_headroom(class, headroom),
+            Command::Preempt {
+                task,
+                agent,
+                victims,
+            } => self.preempt(task, agent, victims, ctx),
+            Command::Resume(ids) => self.resume(ids),
         }
     }
 
@@ -731,7 +749,14 @@ impl State {
                 .end(id, *token, AttemptEnd::Cancelled, "", ctx.time_ms);
         }
         match &holder {
-            Some((agent, _)) => release(&mut self.agents, &mut self.access, agent, id, &task.spec),
+            Some((agent, _)) => release(
+                &mut self.agents,
+                &mut self.access,
+                &mut self.lifecycle,
+                agent,
+                id,
+                &task.spec,
+            ),
             None => unqueue(
                 &mut self.pending,
                 &mut self.pending_by_tenant,
@@ -824,6 +849,8 @@ impl State {
                 continue;
             }
             tally(&mut self.access.usage, &task.spec, Tally::SubHeld);
+            // Its preemption or suspension ends with the hold.
+            self.lifecycle.let_go(id);
             if self.cluster_version >= LIFECYCLE_VERSION {
                 // A lost agent is a failed attempt: retried after the
                 // backoff while attempts are left.
@@ -908,11 +935,30 @@ impl State {
                 })
             }
         };
+        // A victim of a preemption: its attempt is not spent either, and
+        // it counts as preempted.
+        let preempted = self
+            .lifecycle
+            .task(id)
+            .is_some_and(|l| l.preempting.is_some());
         // Invariant 3: the hold is released with the requeue.
-        release(&mut self.agents, &mut self.access, &agent, id, &task.spec);
+        release(
+            &mut self.agents,
+            &mut self.access,
+            &mut self.lifecycle,
+            &agent,
+            id,
+            &task.spec,
+        );
         if self.cluster_version >= LIFECYCLE_VERSION {
-            self.lifecycle
-                .end(id, token, AttemptEnd::Stopped, "", ctx.time_ms);
+            let end = if preempted {
+                let life = self.lifecycle.life_mut(id);
+                life.preempted = life.preempted.saturating_add(1);
+                AttemptEnd::Preempted
+            } else {
+                AttemptEnd::Stopped
+            };
+            self.lifecycle.end(id, token, end, "", ctx.time_ms);
         }
         task.attempt = task.attempt.saturating_sub(1);
         task.updated_ms = ctx.time_ms;
@@ -968,7 +1014,7 @@ impl State {
                 continue;
             };
             // Invariant 3: the hold is released before anything else happens.
-            release_from(agent, &mut self.access, id, &task.spec);
+            release_from(agent, &mut self.access, &mut self.lifecycle, id, &task.spec);
             task.updated_ms = ctx.time_ms;
             let v4 = self.cluster_version >= LIFECYCLE_VERSION;
             if v4 {
@@ -1042,7 +1088,7 @@ impl State {
         Response::Assigned { granted, rejected }
     }
 
-    fn assign_one(
+    pub(crate) fn assign_one(
         &mut self,
         id: TaskId,
         agent_id: AgentId,
@@ -1170,7 +1216,14 @@ impl State {
             // Invariant 1: a completion is accepted only with the current token.
             Some((agent, current)) if current == c.token => {
                 let agent = agent.clone();
-                release(&mut self.agents, &mut self.access, &agent, id, &task.spec);
+                release(
+                    &mut self.agents,
+                    &mut self.access,
+                    &mut self.lifecycle,
+                    &agent,
+                    id,
+                    &task.spec,
+                );
                 if v4 && !c.outcome.success {
                     task.result = c.outcome.result;
                     task.error = c.outcome.error;

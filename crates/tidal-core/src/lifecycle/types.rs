@@ -239,6 +239,9 @@ pub struct Lifecycle {
     /// Pending tasks with a deadline not yet reported missed, by deadline.
     #[serde(skip)]
     pub(crate) deadlines: Set<(u64, TaskId)>,
+    /// Tasks suspended or told to stop for a preemption.
+    #[serde(skip)]
+    pub(crate) preempted: Set<TaskId>,
 }
 
 /// The replicated fields, in their encoded order; the indexes are derived.
@@ -250,6 +253,7 @@ impl Hash for Lifecycle {
             deadlines_missed,
             delayed: _,
             deadlines: _,
+            preempted: _,
         } = self;
         tasks.hash(h);
         headroom.hash(h);
