@@ -8,8 +8,10 @@
 
 use std::sync::Arc;
 
-use tidal_core::command::{Command, Completion, Envelope, Rejection, Response};
-use tidal_core::model::TaskId;
+use tidal_core::command::{Command, Completion, Envelope, Finished, Rejection, Response};
+#[cfg(doc)]
+use tidal_core::lifecycle::MAX_CHECKPOINT_BYTES;
+use tidal_core::model::{FencingToken, TaskId};
 use tidal_store::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -79,15 +81,55 @@ impl Fold for StartsFold {
     }
 }
 
-/// Agents' completion reports: one `Complete`.
+/// An agent's completion report, in the form the cluster's format version
+/// takes: a `Complete` item below version 4, a `Finished` one (which says
+/// whether the attempt timed out) from it on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    Complete(Completion),
+    Finished(Finished),
+}
+
+impl Report {
+    fn into_finished(self) -> Finished {
+        match self {
+            Report::Finished(f) => f,
+            Report::Complete(c) => Finished {
+                task: c.task,
+                token: c.token,
+                outcome: c.outcome,
+                timed_out: false,
+            },
+        }
+    }
+
+    fn into_completion(self) -> Completion {
+        match self {
+            Report::Complete(c) => c,
+            Report::Finished(f) => Completion {
+                task: f.task,
+                token: f.token,
+                outcome: f.outcome,
+            },
+        }
+    }
+}
+
+/// Agents' completion reports: one `Complete`, or from cluster format
+/// version 4 one `Finished` (the two kinds never share an entry).
 pub struct CompletionsFold;
 
 impl Fold for CompletionsFold {
-    type Item = Completion;
+    type Item = Report;
     type Out = Result<(), Rejection>;
 
-    fn command(&self, items: Vec<Completion>) -> Command {
-        Command::Complete(items)
+    fn command(&self, items: Vec<Report>) -> Command {
+        match items.first() {
+            Some(Report::Finished(_)) => {
+                Command::Finished(items.into_iter().map(Report::into_finished).collect())
+            }
+            _ => Command::Complete(items.into_iter().map(Report::into_completion).collect()),
+        }
     }
 
     fn results(&self, response: Response) -> Option<Vec<Self::Out>> {
@@ -97,8 +139,47 @@ impl Fold for CompletionsFold {
         }
     }
 
-    fn size(item: &Completion) -> usize {
-        item.approx_bytes()
+    fn size(item: &Report) -> usize {
+        match item {
+            Report::Complete(c) => c.approx_bytes(),
+            Report::Finished(f) => f.approx_bytes(),
+        }
+    }
+
+    fn joins(first: &Report, next: &Report) -> bool {
+        matches!(
+            (first, next),
+            (Report::Complete(_), Report::Complete(_)) | (Report::Finished(_), Report::Finished(_))
+        )
+    }
+}
+
+/// The most checkpoints one entry carries: at most
+/// [`MAX_CHECKPOINT_BYTES`] each, they fill an entry of about
+/// [`MAX_ENTRY_BYTES`] with fewer.
+pub const CHECKPOINTS_PER_ENTRY: usize = 16;
+
+/// Agents' checkpoints (the latest of a task, from the token that ran it):
+/// one `Checkpoint`, from cluster format version 4.
+pub struct CheckpointsFold;
+
+impl Fold for CheckpointsFold {
+    type Item = (TaskId, FencingToken, Vec<u8>);
+    type Out = Result<(), Rejection>;
+
+    fn command(&self, items: Vec<Self::Item>) -> Command {
+        Command::Checkpoint(items)
+    }
+
+    fn results(&self, response: Response) -> Option<Vec<Self::Out>> {
+        match response {
+            Response::Items(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn size((_, _, data): &Self::Item) -> usize {
+        24 + data.len()
     }
 }
 
@@ -248,3 +329,7 @@ fn clone_error(e: &ServerError) -> ServerError {
         },
     }
 }
+
+#[cfg(test)]
+#[path = "batcher_test.rs"]
+mod tests;

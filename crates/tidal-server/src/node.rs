@@ -10,7 +10,9 @@ use openraft::{BasicNode, SnapshotPolicy};
 use tidal_core::command::{Command, Envelope, Response};
 use tidal_store::{Raft, StateHandle, StoreOptions};
 
-use crate::batcher::{Batcher, CompletionsFold, StartsFold, WriteGate};
+use crate::batcher::{
+    Batcher, CheckpointsFold, CompletionsFold, StartsFold, WriteGate, CHECKPOINTS_PER_ENTRY,
+};
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
@@ -53,6 +55,8 @@ pub struct Node {
     pub completions: Batcher<CompletionsFold>,
     /// Agents' start reports, batched like submits and completions.
     pub starts: Batcher<StartsFold>,
+    /// Agents' checkpoints (cluster format version 4), batched likewise.
+    pub checkpoints: Batcher<CheckpointsFold>,
     leadership: LeadershipSlot,
     /// When peers last answered this node's Raft RPCs.
     pub contacts: Contacts,
@@ -291,6 +295,13 @@ impl Node {
             REPORTS_IN_FLIGHT,
             CompletionsFold,
         );
+        let checkpoints = Batcher::spawn(
+            raft.clone(),
+            write_gate.clone(),
+            CHECKPOINTS_PER_ENTRY.min(max_batch),
+            REPORTS_IN_FLIGHT,
+            CheckpointsFold,
+        );
         let peers = PeerTable::new(config.peers.clone());
         let vote_gate = Arc::new(VoteGate::new(started_empty));
         let elections = Arc::new(Elections::new(
@@ -315,6 +326,7 @@ impl Node {
             submits,
             completions,
             starts,
+            checkpoints,
             leadership,
             contacts: network.contacts(),
             removed: tokio::sync::watch::channel(None).0,

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 use tidal_core::access::{Role, TokenId, ACCESS_VERSION};
-use tidal_core::command::{Command, Completion, Response as CoreResponse};
+use tidal_core::command::{Command, Completion, Finished, Response as CoreResponse};
+use tidal_core::lifecycle::{LIFECYCLE_VERSION, MAX_CHECKPOINT_BYTES};
 use tidal_core::limits::validate_agent_spec;
 use tidal_core::model::{AgentSpec, FencingToken, Outcome, TaskId};
 use tidal_core::State;
@@ -17,9 +18,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::agent_checkpoints::{Pending, Put};
 use super::conn;
 use super::convert;
 use crate::auth::grant::Grant;
+use crate::batcher::{Report, MAX_ENTRY_BYTES};
 use crate::error::ServerError;
 use crate::leader::engine::{Closed, Event, Peer, ToAgent, Work};
 use crate::leader::leadership::Leadership;
@@ -28,6 +31,17 @@ use crate::node::Node;
 
 /// The sending end of a session's messages.
 type Tx = mpsc::UnboundedSender<ToAgent>;
+
+/// What a session hands to its reporter, which proposes in arrival order.
+#[derive(Debug)]
+enum Reported {
+    Completed(v1::TaskCompleted),
+    /// Checkpoints wait in the session's [`Pending`].
+    Checkpoints,
+}
+
+/// A session's checkpoints not yet proposed.
+type Checkpoints = Arc<Mutex<Pending>>;
 
 pub struct AgentService {
     pub node: Arc<Node>,
@@ -545,13 +559,17 @@ async fn serve_session(
     let mut alive = leadership.alive();
     // Completions go through one worker per session, in the order the agent
     // sent them, so the first of two for one attempt is the one proposed
-    // first (and the only one accepted).
+    // first (and the only one accepted). Checkpoints wait beside them (the
+    // latest per task) and are proposed before the completions that
+    // arrived after them.
     let (completions, pending) = mpsc::unbounded_channel();
+    let checkpoints = Checkpoints::default();
     tokio::spawn(complete_in_order(
         node.clone(),
         leadership.clone(),
         (agent_id.clone(), generation),
         pending,
+        checkpoints.clone(),
         tx.clone(),
     ));
     let mut fail = Some(fail);
@@ -628,13 +646,15 @@ async fn serve_session(
                 });
             }
             In::Completed(c) => {
-                let _ = completions.send(c);
+                let _ = completions.send(Reported::Completed(c));
             }
             In::Register(_) => {
                 tracing::warn!(agent_id = %agent_id, "ignoring a second Register on one session");
             }
             In::Checkpoint(c) => {
-                tracing::debug!(agent_id = %agent_id, task_id = %c.task_id, token = c.token, "checkpoint not recorded by this server");
+                if take_checkpoint(&node, &agent_id, &checkpoints, c) {
+                    let _ = completions.send(Reported::Checkpoints);
+                }
             }
         }
     }
@@ -645,28 +665,78 @@ async fn serve_session(
     tracing::info!(agent_id = %agent_id, generation, "agent session ended");
 }
 
+/// Keeps a checkpoint the agent reported for proposing (the latest of its
+/// task wins); true if the session's reporter must be woken for it. Only
+/// from cluster format version 4; one that is too large, or of a task the
+/// state does not have, is logged and dropped. Fencing is the entry's (only
+/// the attempt's own token records one) and the reporter's (only the
+/// session that holds the assignment).
+fn take_checkpoint(
+    node: &Node,
+    agent_id: &str,
+    checkpoints: &Mutex<Pending>,
+    c: v1::TaskCheckpoint,
+) -> bool {
+    let known = {
+        let applied = node.state.read();
+        if applied.state.cluster_version() < LIFECYCLE_VERSION {
+            tracing::debug!(agent_id, task_id = %c.task_id, token = c.token, "checkpoint dropped: the cluster is below format version {LIFECYCLE_VERSION}");
+            return false;
+        }
+        c.task_id
+            .parse::<TaskId>()
+            .ok()
+            .filter(|t| applied.state.task(*t).is_some())
+    };
+    let Some(task) = known else {
+        tracing::debug!(agent_id, task_id = %c.task_id, token = c.token, "checkpoint of an unknown task ignored");
+        return false;
+    };
+    if c.data.len() > MAX_CHECKPOINT_BYTES {
+        tracing::warn!(agent_id, task_id = %task, token = c.token, bytes = c.data.len(), max_bytes = MAX_CHECKPOINT_BYTES, "checkpoint dropped: larger than a checkpoint may be");
+        return false;
+    }
+    let put = checkpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .put(task, c.token, c.data);
+    match put {
+        Put::First => true,
+        Put::Kept => false,
+        Put::Full => {
+            tracing::warn!(agent_id, task_id = %task, token = c.token, "checkpoint dropped: the session's checkpoints waiting for their entry are at their bound");
+            false
+        }
+    }
+}
+
 /// A session's completions, proposed in the order they arrived: whatever
 /// accumulated while one entry commits goes into the next, up to about half
-/// an entry.
+/// an entry. The checkpoints waiting go first (a worker's last checkpoint
+/// arrives before its completion, and a retry starts from it).
 async fn complete_in_order(
     node: Arc<Node>,
     leadership: Arc<Leadership>,
     session: (String, u64),
-    mut pending: mpsc::UnboundedReceiver<v1::TaskCompleted>,
+    mut pending: mpsc::UnboundedReceiver<Reported>,
+    checkpoints: Checkpoints,
     tx: Tx,
 ) {
     while let Some(first) = pending.recv().await {
-        let mut batch = vec![first];
-        let mut bytes = batch[0].result.len();
-        while bytes < crate::batcher::MAX_ENTRY_BYTES / 2 {
-            match pending.try_recv() {
-                Ok(c) => {
-                    bytes += c.result.len() + c.error.len() + 48;
-                    batch.push(c);
-                }
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            if let Reported::Completed(c) = r {
+                bytes += c.result.len() + c.error.len() + 48;
+                batch.push(c);
             }
+            if bytes >= MAX_ENTRY_BYTES / 2 {
+                break;
+            }
+            next = pending.try_recv().ok();
         }
+        propose_checkpoints(&node, &leadership, &session, &checkpoints).await;
         // A draining agent's stop reports go to the engine, which answers
         // them on the session (only the session that holds a task may report
         // it stopped); the runs of completions between them keep their place
@@ -689,6 +759,59 @@ async fn complete_in_order(
         }
         if !run.is_empty() {
             complete(&node, &leadership, &session, run, &tx).await;
+        }
+    }
+}
+
+/// Proposes the session's checkpoints waiting (in entries with other
+/// sessions'), those of the assignments it holds.
+async fn propose_checkpoints(
+    node: &Node,
+    leadership: &Leadership,
+    session: &(String, u64),
+    checkpoints: &Mutex<Pending>,
+) {
+    let items = checkpoints.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if items.is_empty() {
+        return;
+    }
+    let runs = items.iter().map(|(t, k, _)| (*t, *k)).collect();
+    let Some(held) = holds_all(leadership, session, runs).await else {
+        return;
+    };
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    let mut chunks = Vec::new();
+    for ((task, token, data), held) in items.into_iter().zip(held) {
+        if !held {
+            tracing::info!(agent_id = %session.0, task_id = %task, token, "checkpoint refused: {}", never_held(task, token));
+            continue;
+        }
+        if bytes + data.len() > MAX_ENTRY_BYTES / 2 && !chunk.is_empty() {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += data.len();
+        chunk.push((task, token, data));
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    // Each a request of at most about half an entry (the batcher never
+    // splits one).
+    for chunk in chunks {
+        let tasks: Vec<(TaskId, FencingToken)> = chunk.iter().map(|(t, k, _)| (*t, *k)).collect();
+        match node.checkpoints.call(chunk).await {
+            Ok((results, _)) => {
+                for ((task, token), r) in tasks.into_iter().zip(results) {
+                    if let Err(r) = r {
+                        tracing::debug!(task_id = %task, token, reason = %r, "checkpoint refused");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(checkpoints = tasks.len(), error = %e, "checkpoints not committed")
+            }
         }
     }
 }
@@ -774,6 +897,9 @@ async fn complete(
     let Some(held) = holds_all(leadership, session, items).await else {
         return;
     };
+    // From cluster format version 4 a completion says whether the attempt
+    // timed out, and a failed one may be retried (still accepted).
+    let finished = node.state.read().state.cluster_version() >= LIFECYCLE_VERSION;
     let mut proposed = Vec::with_capacity(parsed.len());
     let mut completions = Vec::with_capacity(parsed.len());
     for ((task, c), held) in parsed.into_iter().zip(held) {
@@ -784,15 +910,25 @@ async fn complete(
         }
         let mut result = c.result.clone();
         result.truncate(node.config.limits.max_result_bytes);
-        completions.push(Completion {
-            task,
-            token: c.token,
-            outcome: Outcome {
-                success: c.success,
-                result,
-                error: c.error.clone(),
-                exit_code: c.exit_code,
-            },
+        let outcome = Outcome {
+            success: c.success,
+            result,
+            error: c.error.clone(),
+            exit_code: c.exit_code,
+        };
+        completions.push(if finished {
+            Report::Finished(Finished {
+                task,
+                token: c.token,
+                outcome,
+                timed_out: c.timed_out,
+            })
+        } else {
+            Report::Complete(Completion {
+                task,
+                token: c.token,
+                outcome,
+            })
         });
         proposed.push(c);
     }

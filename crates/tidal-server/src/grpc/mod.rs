@@ -1,5 +1,6 @@
 //! The gRPC services: the public API and the Raft transport, on one port or, with `--peer-listen`, on two ([`conn`]).
 
+pub mod agent_checkpoints;
 pub mod agent_service;
 pub mod auth_layer;
 pub mod cluster_service;
