@@ -68,6 +68,8 @@
 //! - `upgrade`: a rolling upgrade: a node of an older format version holds
 //!   the cluster's version, which rises once it is upgraded; an older build
 //!   on an upgraded cluster exits 7.
+//! - `checkpoints`: a worker's checkpoint written before a failed attempt
+//!   reaches the retry's worker through the agent and the leader.
 //! - `xdc`: two DCs: forwarding by capability, a cut link, leader kills on both sides.
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
@@ -78,6 +80,7 @@ mod bad_input;
 mod big_entries;
 mod cert;
 mod chaos;
+mod checkpoints;
 mod cli_errors;
 mod cluster_scripts;
 mod dev;

@@ -1,0 +1,103 @@
+//! Checkpoints through a real agent session (cluster format version 4): a
+//! worker writes $TIDAL_CHECKPOINT_FILE and exits non-zero; the agent sends
+//! the checkpoint, the leader commits it before the failed completion, the
+//! retry's assignment carries it and the agent writes it to the retry's
+//! checkpoint file before the worker starts.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{AgentOpts, Cluster, ClusterOpts};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the cluster is at the lifecycle's format version (a new
+/// cluster raises itself to the build's newest at once).
+async fn wait_lifecycle(c: &Cluster) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let at = c
+            .client
+            .status()
+            .await
+            .map(|s| s.cluster_format_version)
+            .unwrap_or(0);
+        if at >= u32::from(tidal_core::lifecycle::LIFECYCLE_VERSION) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster stays at format version {at}\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The task's JSON once it has ended.
+async fn wait_done(c: &Cluster, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let t: serde_json::Value =
+            serde_json::from_str(&c.tidal_ok(&["task", "get", id, "-o", "json"]).unwrap()).unwrap();
+        if ["succeeded", "failed", "cancelled"].contains(&t["state"].as_str().unwrap_or("")) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task not done: {t}\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_starts_from_the_checkpoint_of_the_failed_attempt() {
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        ..ClusterOpts::default()
+    })
+    .await
+    .expect("cluster");
+    wait_lifecycle(&c).await;
+    // First attempt: no checkpoint yet; it writes one naming its token
+    // (renamed into place, as a worker should) and fails. A retry finds
+    // it and says so in its result.
+    let script = r#"
+        if [ -s "$TIDAL_CHECKPOINT_FILE" ]; then
+            printf 'resumed from '; cat "$TIDAL_CHECKPOINT_FILE"; exit 0
+        fi
+        printf 'step-%s' "$TIDAL_FENCING_TOKEN" > "$TIDAL_CHECKPOINT_FILE.new"
+        mv "$TIDAL_CHECKPOINT_FILE.new" "$TIDAL_CHECKPOINT_FILE"
+        exit 3
+    "#;
+    c.start_agent(AgentOpts::new("agent-1", &["t2i"]).command(&["sh", "-c", script]))
+        .unwrap();
+    c.wait_agents(1, WAIT).await.unwrap();
+    let id = c
+        .tidal_ok(&[
+            "task",
+            "submit",
+            "--type",
+            "t2i",
+            "--payload",
+            "x",
+            "--max-attempts",
+            "3",
+        ])
+        .unwrap()
+        .trim()
+        .to_string();
+    let t = wait_done(&c, &id).await;
+    assert_eq!(t["state"], "succeeded", "{t}\n{}", c.logs_tail(40));
+    assert_eq!(t["attempt"], 2, "{t}");
+    let result = t["result"].as_str().unwrap_or_default();
+    let first: u64 = result
+        .strip_prefix("resumed from step-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the retry did not get the checkpoint: {t}"));
+    assert!(
+        first < t["token"].as_u64().unwrap(),
+        "the checkpoint is the first attempt's: {t}"
+    );
+}
