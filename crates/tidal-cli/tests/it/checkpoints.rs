@@ -2,7 +2,8 @@
 //! worker writes $TIDAL_CHECKPOINT_FILE and exits non-zero; the agent sends
 //! the checkpoint, the leader commits it before the failed completion, the
 //! retry's assignment carries it and the agent writes it to the retry's
-//! checkpoint file before the worker starts.
+//! checkpoint file before the worker starts. And an attempt reported
+//! timed out (TaskCompleted.timed_out) is acknowledged and retried.
 
 use std::time::{Duration, Instant};
 
@@ -100,4 +101,101 @@ async fn a_retry_starts_from_the_checkpoint_of_the_failed_attempt() {
         first < t["token"].as_u64().unwrap(),
         "the checkpoint is the first attempt's: {t}"
     );
+}
+
+/// The next message of the session that is not a heartbeat ack.
+async fn next_msg(
+    session: &mut tidal_client::Session,
+    c: &Cluster,
+) -> tidal_client::v1::server_message::Msg {
+    loop {
+        let Ok(next) = tokio::time::timeout(WAIT, session.inbound.message()).await else {
+            panic!("nothing on the session\n{}", c.logs_tail(30))
+        };
+        let m = next
+            .expect("session")
+            .and_then(|m| m.msg)
+            .expect("a message");
+        if !matches!(m, tidal_client::v1::server_message::Msg::HeartbeatAck(_)) {
+            return m;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_attempt_is_acknowledged_and_retried() {
+    use tidal_client::v1::{self, agent_message::Msg as In, server_message::Msg as Out};
+    let mut c = Cluster::start(ClusterOpts {
+        nodes: 1,
+        ..ClusterOpts::default()
+    })
+    .await
+    .expect("cluster");
+    wait_lifecycle(&c).await;
+    // An agent session of this test's own, to report the attempt as an
+    // agent does when it ends one for running past its max-run time.
+    let agent = c.agent_client("probe").unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let register = v1::AgentMessage {
+        msg: Some(In::Register(v1::Register {
+            spec: Some(v1::AgentSpec {
+                id: "probe".into(),
+                dc: "dc1".into(),
+                task_types: vec!["t2i".into()],
+                slots: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    };
+    let mut session = agent.open_session(register, rx).await.expect("session");
+    assert!(matches!(
+        next_msg(&mut session, &c).await,
+        Out::Registered(_)
+    ));
+    let id = c
+        .tidal_ok(&[
+            "task",
+            "submit",
+            "--type",
+            "t2i",
+            "--payload",
+            "x",
+            "--max-attempts",
+            "2",
+        ])
+        .unwrap()
+        .trim()
+        .to_string();
+    let Out::Assignment(first) = next_msg(&mut session, &c).await else {
+        panic!("no assignment")
+    };
+    assert_eq!((first.task_id.as_str(), first.attempt), (id.as_str(), 1));
+    for m in [
+        In::Started(v1::TaskStarted {
+            task_id: id.clone(),
+            token: first.token,
+        }),
+        In::Completed(v1::TaskCompleted {
+            task_id: id.clone(),
+            token: first.token,
+            success: false,
+            error: "ran longer than its max-run time".into(),
+            exit_code: -1,
+            timed_out: true,
+            ..Default::default()
+        }),
+    ] {
+        tx.send(v1::AgentMessage { msg: Some(m) }).await.unwrap();
+    }
+    let Out::CompletionAck(ack) = next_msg(&mut session, &c).await else {
+        panic!("no completion ack")
+    };
+    assert!(ack.accepted, "{ack:?}");
+    // Retried after its backoff, on the only agent there is.
+    let Out::Assignment(retry) = next_msg(&mut session, &c).await else {
+        panic!("no retry")
+    };
+    assert_eq!((retry.task_id.as_str(), retry.attempt), (id.as_str(), 2));
+    assert!(retry.token > first.token);
 }

@@ -69,7 +69,8 @@
 //!   the cluster's version, which rises once it is upgraded; an older build
 //!   on an upgraded cluster exits 7.
 //! - `checkpoints`: a worker's checkpoint written before a failed attempt
-//!   reaches the retry's worker through the agent and the leader.
+//!   reaches the retry's worker through the agent and the leader; an
+//!   attempt reported timed out is acknowledged and retried.
 //! - `xdc`: two DCs: forwarding by capability, a cut link, leader kills on both sides.
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
