@@ -27,9 +27,7 @@ use tokio::sync::mpsc;
 use crate::lifetime::{self, Cgroups, Reaper, WorkerCgroup};
 use crate::taskdir::{RunDir, TaskDir};
 use crate::worker::{self, Attempt, Notice, Order, LONGEST};
-
-/// How much of a task's stderr is kept for its error message.
-pub const STDERR_TAIL_BYTES: usize = 4096;
+pub use crate::worker::{ExecEvent, STDERR_TAIL_BYTES};
 
 /// What every task of this agent runs with.
 #[derive(Debug, Clone)]
@@ -41,26 +39,6 @@ pub struct ExecSettings {
     /// From SIGTERM to SIGKILL when the agent ends an attempt by itself
     /// (its max-run passed): the agent's stop grace.
     pub kill_grace: Duration,
-}
-
-/// A child is gone.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExecEvent {
-    /// It exited on its own, or the agent ended it for running longer than
-    /// its max-run (`timed_out`): the completion to report.
-    Exited(v1::TaskCompleted),
-    /// It was killed (cancel, self-fence, shutdown) and has been reaped.
-    Killed { task_id: String, token: u64 },
-    /// It was stopped ([`Executor::stop`], or [`Executor::preempt`]:
-    /// `preempted`) and has been reaped.
-    Stopped {
-        task_id: String,
-        token: u64,
-        preempted: bool,
-    },
-    /// Its worker wrote a new checkpoint (sent before the child's last
-    /// event).
-    Checkpoint(v1::TaskCheckpoint),
 }
 
 /// The outcome of [`Executor::start`].

@@ -15,8 +15,30 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::executor::{ExecEvent, STDERR_TAIL_BYTES};
 use crate::taskdir::{CheckpointWatch, Seen, TaskDir, CHECKPOINT_MAX_BYTES};
+
+/// How much of a task's stderr is kept for its error message.
+pub const STDERR_TAIL_BYTES: usize = 4096;
+
+/// A child is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecEvent {
+    /// It exited on its own, or the agent ended it for running longer than
+    /// its max-run (`timed_out`): the completion to report.
+    Exited(v1::TaskCompleted),
+    /// It was killed (cancel, self-fence, shutdown) and has been reaped.
+    Killed { task_id: String, token: u64 },
+    /// It was stopped (`Executor::stop`, or `Executor::preempt`:
+    /// `preempted`) and has been reaped.
+    Stopped {
+        task_id: String,
+        token: u64,
+        preempted: bool,
+    },
+    /// Its worker wrote a new checkpoint (sent before the child's last
+    /// event).
+    Checkpoint(v1::TaskCheckpoint),
+}
 
 /// How long to wait for a finished task's pipes to close (a grandchild that
 /// escaped the process group could hold them open).

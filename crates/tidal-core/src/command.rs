@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::types::{Principal, TenantLimits, TokenId, TokenRecord};
 use crate::forwarding::types::{DcName, Record, Verdict};
-use crate::lifecycle::{Headroom, Notice, TaskOptions};
+use crate::lifecycle::types::{Headroom, Notice, TaskOptions};
 use crate::model::{
     AgentId, AgentSpec, FencingToken, Outcome, Priority, Strategy, TaskId, TaskSpec,
 };
@@ -661,7 +661,7 @@ impl Command {
             | Command::Checkpoint(_)
             | Command::SetHeadroom { .. }
             | Command::Preempt { .. }
-            | Command::Resume(_) => crate::lifecycle::LIFECYCLE_VERSION,
+            | Command::Resume(_) => crate::lifecycle::types::LIFECYCLE_VERSION,
         }
     }
 

@@ -245,7 +245,7 @@ impl State {
             if life.dead && !matches!(task.state, TaskState::Failed { .. }) {
                 return Err(format!("task {id} is a dead letter but {:?}", task.state));
             }
-            if life.attempts.len() > crate::lifecycle::MAX_ATTEMPT_HISTORY {
+            if life.attempts.len() > crate::lifecycle::types::MAX_ATTEMPT_HISTORY {
                 return Err(format!("task {id} keeps {} attempts", life.attempts.len()));
             }
             if (life.preempting.is_some() || life.suspended.is_some())
@@ -268,8 +268,8 @@ impl State {
                 }
             }
         }
-        if self.cluster_version < crate::lifecycle::LIFECYCLE_VERSION
-            && *self.lifecycle() != crate::lifecycle::Lifecycle::default()
+        if self.cluster_version < crate::lifecycle::types::LIFECYCLE_VERSION
+            && *self.lifecycle() != crate::lifecycle::types::Lifecycle::default()
         {
             return Err("lifecycle state below format version 4".to_string());
         }

@@ -23,7 +23,7 @@ use crate::command::{
 use crate::digest::Fnv64;
 use crate::dispatch::placement;
 use crate::forwarding::types::Links;
-use crate::lifecycle::{AttemptEnd, Lifecycle, TaskLife, TaskOptions, LIFECYCLE_VERSION};
+use crate::lifecycle::types::{AttemptEnd, Lifecycle, TaskLife, TaskOptions, LIFECYCLE_VERSION};
 use crate::model::{
     Agent, AgentId, AgentSpec, AgentState, FencingToken, Priority, Queue, Strategy, Task, TaskId,
     TaskSpec, TaskState, TaskStateKind,
@@ -690,7 +690,7 @@ impl State {
             return Err(Rejection::QueueNotFound(spec.queue));
         }
         if let Some(o) = &opts {
-            crate::lifecycle::validate_options(o).map_err(Rejection::Invalid)?;
+            crate::lifecycle::types::validate_options(o).map_err(Rejection::Invalid)?;
         }
         self.access.admit_pending(&spec)?;
         let Some(after) = self.next_id.checked_add(1) else {

@@ -6,6 +6,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::collections::{Map, Set};
+use crate::digest::Fnv64;
 use crate::model::{AgentId, FencingToken, Priority, TaskId};
 
 /// The cluster format version that adds the lifecycle state: its commands
@@ -259,4 +260,44 @@ impl Hash for Lifecycle {
         headroom.hash(h);
         deadlines_missed.hash(h);
     }
+}
+
+/// The delay before retry `n` (1 for the first retry) of a task whose
+/// backoff is `base`..`max`: `d = min(max, base * 2^(n-1))`, then "equal
+/// jitter": `d/2` plus a value in `0..=d/2` drawn from a hash of the task
+/// and the failed attempt's token, so every replica computes the same.
+pub fn backoff_ms(opts: &TaskOptions, task: TaskId, token: FencingToken, n: u32) -> u64 {
+    let (base, max) = opts.backoff();
+    let shift = n.saturating_sub(1).min(63);
+    let d = base.checked_shl(shift).unwrap_or(u64::MAX).min(max);
+    let mut h = Fnv64::default();
+    task.0.hash(&mut h);
+    token.hash(&mut h);
+    d / 2 + h.finish() % (d / 2 + 1)
+}
+
+/// Checks a task's options at submit; the reason is for the submitter.
+pub fn validate_options(opts: &TaskOptions) -> Result<(), String> {
+    if opts.max_run_ms == Some(0) {
+        return Err("max_run_ms 0: leave it unset for no limit".to_string());
+    }
+    if opts.backoff_base_ms > MAX_BACKOFF_MS || opts.backoff_max_ms > MAX_BACKOFF_MS {
+        return Err(format!(
+            "retry backoff over {MAX_BACKOFF_MS} ms (a day): {} ms, {} ms",
+            opts.backoff_base_ms, opts.backoff_max_ms
+        ));
+    }
+    if opts.backoff_max_ms != 0 && opts.backoff_max_ms < opts.backoff_base_ms {
+        return Err(format!(
+            "retry backoff cap {} ms is below its base {} ms",
+            opts.backoff_max_ms, opts.backoff_base_ms
+        ));
+    }
+    if opts.preempt_grace_ms > MAX_PREEMPT_GRACE_MS {
+        return Err(format!(
+            "preempt grace {} ms is over {MAX_PREEMPT_GRACE_MS} ms",
+            opts.preempt_grace_ms
+        ));
+    }
+    Ok(())
 }

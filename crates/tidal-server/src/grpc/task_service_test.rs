@@ -97,7 +97,10 @@ fn user_info(id: &str, role: &str) -> Option<v1::UserInfo> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tenant_comes_from_the_credential_and_the_submitter_is_recorded() {
     let n = TestNode::start(None).await;
-    assert_eq!(n.node.state.read().state.cluster_version(), ACCESS_VERSION);
+    assert_eq!(
+        n.node.state.read().state.cluster_version(),
+        tidal_core::FORMAT_VERSION_MAX
+    );
     let s = service(&n);
 
     // A user bound to acme: an empty tenant becomes acme, acme stays, and
