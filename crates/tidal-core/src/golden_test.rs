@@ -14,15 +14,23 @@
 //!   [tenant=T|*]` (types default to `t2i`; GPUs all have `gpu_mem`, default 80000; with
 //!   `tenant`, it registers with a new agent token `tok-ID` of that tenant, `*`: every tenant)
 //! - `submit N [queue=Q] [type=T] [pipeline=P] [models=..] [priority=online|nearline|offline]
-//!   [slots=S] [gpus=G] [gpu_mem=MB] [tenant=NAME]`
+//!   [slots=S] [gpus=G] [gpu_mem=MB] [tenant=NAME] [attempts=N] [deadline=MS]` (at format version 4 a
+//!   `SubmitWith` with the deadline, absolute, as the tasks' options)
+//! - `version V`: raises the cluster's format version (4: the lifecycle rules)
+//! - `headroom online|nearline|offline [slots=N] [gpus=N]`: the class's headroom
+//! - `fail ID,ID,..`: the current attempts fail (`Finished`; at version 4 a
+//!   task with attempts left waits out its backoff)
+//! - `wake ID,ID,..`: moves the clock past the tasks' backoff and commits a
+//!   `Wake` for them
 //! - `tenant NAME [slots=N] [gpus=N] [weight=W]`: sets a tenant's
 //!   max-running-slots, max-gpus and weight (raising the cluster's format
 //!   version to the one tenants need first)
 //! - `revoke TOKEN`: revokes a token (its agent stays bound to its tenant)
 //! - `down AGENT`, `complete ID,ID,..` (success with the current token)
-//! - `plan max=N [connected=a,b]` (default: all agents): prints the plan, one
+//! - `plan max=N [connected=a,b] [classes]` (default: all agents): prints the plan, one
 //!   `task queue -> agent` line each (`task queue tenant -> agent` for a
-//!   task with a tenant), then per-queue and per-agent counts (and
+//!   task with a tenant; with `classes`, the task's class and deadline
+//!   after the queue), then per-queue and per-agent counts (and
 //!   per-tenant counts when a task has a tenant), and applies it as one
 //!   Assign, which must grant every pair.
 //! - `reset-cursor`: forgets the dispatcher's round-robin memory.
@@ -33,14 +41,17 @@ use std::path::Path;
 
 use crate::access::types::{TenantLimits, ACCESS_VERSION};
 use crate::access::{Role, TokenRecord};
-use crate::command::{ApplyCtx, Command, Completion, Response};
+use crate::command::{ApplyCtx, Command, Completion, Finished, Response};
 use crate::dispatch::{plan, DispatchCursor};
+use crate::lifecycle::{Headroom, TaskOptions, LIFECYCLE_VERSION};
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, Strategy, TaskId, TaskSpec};
 use crate::state::State;
 
 struct Scenario {
     state: State,
     index: u64,
+    /// Added to the log index to make an entry's time (`wake` moves it).
+    clock: u64,
     cursor: DispatchCursor,
 }
 
@@ -79,11 +90,26 @@ impl Scenario {
             cmd,
             ApplyCtx {
                 log_index: self.index,
-                time_ms: self.index,
+                time_ms: self.index + self.clock,
             },
         );
         self.state.check_invariants().expect("invariants hold");
         r
+    }
+
+    /// The current token of each named task.
+    fn holders(&self, ids: &str) -> Result<Vec<(TaskId, u64)>, String> {
+        let mut out = Vec::new();
+        for id in ids.split(',') {
+            let id: TaskId = id.parse()?;
+            let task = self.state.task(id).ok_or(format!("no task {id}"))?;
+            let (_, token) = task
+                .state
+                .holder()
+                .ok_or(format!("task {id} is not live"))?;
+            out.push((id, token));
+        }
+        Ok(out)
     }
 
     /// Runs one directive; returns its output, if it prints any.
@@ -148,17 +174,62 @@ impl Scenario {
                     }
                 }
             }
+            "version" => expect_ok(self.apply(Command::SetClusterVersion {
+                version: first.parse().map_err(|_| format!("version {first:?}"))?,
+            })),
+            "headroom" => expect_ok(self.apply(Command::SetHeadroom {
+                class: class(first)?,
+                headroom: Headroom {
+                    slots: num(&a, "slots", 0),
+                    gpus: num(&a, "gpus", 0),
+                },
+            })),
+            "fail" => {
+                let list = self
+                    .holders(first)?
+                    .into_iter()
+                    .map(|(task, token)| Finished {
+                        task,
+                        token,
+                        outcome: Outcome {
+                            success: false,
+                            result: Vec::new(),
+                            error: "exit 1".into(),
+                            exit_code: 1,
+                        },
+                        timed_out: false,
+                    })
+                    .collect();
+                match self.apply(Command::Finished(list)) {
+                    Response::Completed(v) if v.iter().all(Result::is_ok) => Ok(None),
+                    other => Err(format!("fail failed: {other:?}")),
+                }
+            }
+            "wake" => {
+                let mut ids = Vec::new();
+                for id in first.split(',') {
+                    let id: TaskId = id.parse()?;
+                    let until = self
+                        .state
+                        .lifecycle()
+                        .task(id)
+                        .and_then(|l| l.not_before_ms)
+                        .ok_or(format!("task {id} is not in backoff"))?;
+                    // The next entry's time is past the backoff.
+                    self.clock = self.clock.max(until.saturating_sub(self.index));
+                    ids.push(id);
+                }
+                match self.apply(Command::Wake(ids)) {
+                    Response::Items(v) if v.iter().all(Result::is_ok) => Ok(None),
+                    other => Err(format!("wake failed: {other:?}")),
+                }
+            }
             "revoke" => expect_ok(self.apply(Command::RevokeToken { id: first.into() })),
             "submit" => {
                 let n: usize = first
                     .parse()
                     .map_err(|_| format!("submit count {first:?}"))?;
-                let priority = match a.get("priority").map(String::as_str) {
-                    None | Some("nearline") => Priority::Nearline,
-                    Some("online") => Priority::Online,
-                    Some("offline") => Priority::Offline,
-                    Some(other) => return Err(format!("unknown priority {other}")),
-                };
+                let priority = class(a.get("priority").map_or("nearline", String::as_str))?;
                 let spec = TaskSpec {
                     task_type: a.get("type").cloned().unwrap_or_else(|| "t2i".into()),
                     pipeline: a.get("pipeline").cloned().unwrap_or_default(),
@@ -169,10 +240,34 @@ impl Scenario {
                     gpus: num(&a, "gpus", 0),
                     gpu_memory_mb: num(&a, "gpu_mem", 0),
                     tenant: a.get("tenant").cloned().unwrap_or_default(),
+                    max_attempts: num(&a, "attempts", 0),
                     ..TaskSpec::default()
                 };
-                match self.apply(Command::Submit(vec![spec; n])) {
-                    Response::Submitted(v) if v.iter().all(Result::is_ok) => Ok(None),
+                let deadline = a.get("deadline").map(|_| num(&a, "deadline", 0u64));
+                if self.state.cluster_version() < LIFECYCLE_VERSION {
+                    if deadline.is_some() {
+                        return Err("deadline needs `version 4` first".into());
+                    }
+                    return match self.apply(Command::Submit(vec![spec; n])) {
+                        Response::Submitted(v) if v.iter().all(Result::is_ok) => Ok(None),
+                        other => Err(format!("submit failed: {other:?}")),
+                    };
+                }
+                let opts = TaskOptions {
+                    deadline_ms: deadline,
+                    ..TaskOptions::default()
+                };
+                match self.apply(Command::SubmitWith {
+                    specs: vec![spec; n],
+                    place: Vec::new(),
+                    by: Vec::new(),
+                    opts: vec![opts; n],
+                }) {
+                    Response::SubmittedPlaced { submitted, .. }
+                        if submitted.iter().all(Result::is_ok) =>
+                    {
+                        Ok(None)
+                    }
                     other => Err(format!("submit failed: {other:?}")),
                 }
             }
@@ -201,13 +296,7 @@ impl Scenario {
             },
             "complete" => {
                 let mut completions = Vec::new();
-                for id in first.split(',') {
-                    let id: TaskId = id.parse()?;
-                    let task = self.state.task(id).ok_or(format!("no task {id}"))?;
-                    let (_, token) = task
-                        .state
-                        .holder()
-                        .ok_or(format!("task {id} is not live"))?;
+                for (id, token) in self.holders(first)? {
                     let outcome = Outcome {
                         success: true,
                         result: Vec::new(),
@@ -245,7 +334,7 @@ impl Scenario {
                     num(&all, "max", 0),
                     &mut self.cursor,
                 );
-                let out = self.describe(&p);
+                let out = self.describe(&p, all.contains_key("classes"));
                 match self.apply(Command::Assign(p.clone())) {
                     Response::Assigned { granted, rejected }
                         if rejected.is_empty() && granted.len() == p.len() =>
@@ -259,7 +348,7 @@ impl Scenario {
         }
     }
 
-    fn describe(&self, p: &[(TaskId, AgentId)]) -> String {
+    fn describe(&self, p: &[(TaskId, AgentId)], classes: bool) -> String {
         let mut out = String::new();
         let mut queues: BTreeMap<&str, usize> = BTreeMap::new();
         let mut agents: BTreeMap<&str, usize> = BTreeMap::new();
@@ -268,13 +357,25 @@ impl Scenario {
             let spec = self.state.task(*t).map(|t| &t.spec);
             let queue = spec.map_or("?", |s| s.queue.as_str());
             let tenant = spec.map_or("", |s| s.tenant.as_str());
+            let mut queue = queue.to_string();
+            if classes {
+                let class = spec.map_or(Priority::Nearline, |s| s.priority);
+                write!(queue, " {}", format!("{class:?}").to_lowercase())
+                    .expect("writing to a String");
+                let life = self.state.lifecycle().task(*t);
+                if let Some(d) = life.and_then(|l| l.opts.deadline_ms) {
+                    write!(queue, " deadline={d}").expect("writing to a String");
+                }
+            }
             if tenant.is_empty() {
                 writeln!(out, "t{} {queue} -> {a}", t.0).expect("writing to a String");
             } else {
                 writeln!(out, "t{} {queue} {tenant} -> {a}", t.0).expect("writing to a String");
                 *tenants.entry(tenant).or_default() += 1;
             }
-            *queues.entry(queue).or_default() += 1;
+            *queues
+                .entry(spec.map_or("?", |s| s.queue.as_str()))
+                .or_default() += 1;
             *agents.entry(a).or_default() += 1;
         }
         let join = |m: &BTreeMap<&str, usize>| {
@@ -296,6 +397,15 @@ impl Scenario {
     }
 }
 
+fn class(name: &str) -> Result<Priority, String> {
+    match name {
+        "online" => Ok(Priority::Online),
+        "nearline" => Ok(Priority::Nearline),
+        "offline" => Ok(Priority::Offline),
+        other => Err(format!("unknown priority class {other}")),
+    }
+}
+
 fn expect_ok(r: Response) -> Result<Option<String>, String> {
     match r {
         Response::Ok => Ok(None),
@@ -310,6 +420,7 @@ fn golden_scheduling_policies() {
         let mut s = Scenario {
             state: State::new(),
             index: 0,
+            clock: 0,
             cursor: DispatchCursor::default(),
         };
         move |directive: &str| s.run(directive)

@@ -123,6 +123,14 @@ impl State {
         if self.pending.keys().any(|q| !self.queues.contains_key(q)) {
             return Err("pending index names a missing queue".to_string());
         }
+        if self.pending_by_tenant.counts() != self.pending_by_tenant.recount() {
+            return Err(format!(
+                "pending-by-tenant index counts {:?} tasks per class, holds {:?}",
+                self.pending_by_tenant.counts(),
+                self.pending_by_tenant.recount()
+            ));
+        }
+        // Equal indexes have equal per-class counts too.
         if self.pending_by_tenant != crate::state::tenant_index(&self.tasks, &self.lifecycle) {
             return Err(format!(
                 "pending-by-tenant index holds {} entries, the Pending tasks are {}",

@@ -9,7 +9,7 @@ use crate::access::{tenant_of, Principal, Role, SubmitRate, TenantLimits, TokenR
 use crate::command::{ApplyCtx, Command, Completion, Finished, Rejection, Response};
 use crate::dispatch::{place_new, plan, DispatchCursor, InFlight};
 use crate::forwarding::Verdict;
-use crate::lifecycle::{OnDeadline, TaskOptions, MAX_CHECKPOINT_BYTES};
+use crate::lifecycle::{Headroom, OnDeadline, TaskOptions, MAX_CHECKPOINT_BYTES};
 use crate::model::Strategy as QueueStrategy;
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, TaskId, TaskSpec, TaskState};
 use crate::state::State;
@@ -182,6 +182,11 @@ enum Op {
     },
     /// Every suspended task and arbitrary ids.
     Resume(Vec<u16>),
+    SetHeadroom {
+        class: u8,
+        slots: u8,
+        gpus: u8,
+    },
 }
 
 const PEER: &str = "dc-x";
@@ -263,6 +268,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u16>(), 0..AGENTS, any::<u8>(), tok()).prop_map(|(task, agent, mask, tok)| Op::Preempt { task, agent, mask, tok }),
         1 => (any::<u16>(), 0..AGENTS + 1, vec((any::<u16>(), tok()), 0..3)).prop_map(|(task, agent, victims)| Op::PreemptAny { task, agent, victims }),
         2 => vec(any::<u16>(), 0..2).prop_map(Op::Resume),
+        1 => (0u8..3, 0u8..4, 0u8..3).prop_map(|(class, slots, gpus)| Op::SetHeadroom { class, slots, gpus }),
     ]
 }
 
@@ -337,6 +343,27 @@ fn quota_op() -> impl Strategy<Value = Op> {
         3 => (any::<u16>(), 0..AGENTS, any::<u8>(), tok()).prop_map(|(task, agent, mask, tok)| Op::Preempt { task, agent, mask, tok }),
         1 => (any::<u16>(), 0..AGENTS + 1, vec((any::<u16>(), tok()), 0..3)).prop_map(|(task, agent, victims)| Op::PreemptAny { task, agent, victims }),
         2 => vec(any::<u16>(), 0..2).prop_map(Op::Resume),
+    ]
+}
+
+/// What the dispatch order depends on: submits of every class into three
+/// queues of random weights, agents that run every type, rounds of random
+/// sizes over random agents, completions, failures and wakes, and headroom.
+fn class_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => vec(item(), 1..6).prop_map(Op::Submit),
+        2 => (vec(item(), 1..5), any::<u8>())
+            .prop_map(|(items, connected)| Op::SubmitPlaced { items, connected, extra: Vec::new() }),
+        2 => (0..AGENTS, 1u8..4).prop_map(|(agent, weight)| Op::Register { agent, types: 7, weight }),
+        6 => (1u8..8, any::<u8>()).prop_map(|(max, connected)| Op::Plan { max, connected }),
+        4 => vec((any::<u16>(), Just(Tok::Current), any::<bool>()), 1..4)
+            .prop_map(|list| Op::Complete { live: true, list }),
+        2 => vec((any::<u16>(), Just(Tok::Current), any::<bool>(), any::<bool>()), 1..3)
+            .prop_map(|list| Op::Finished { live: true, list }),
+        1 => vec(any::<u16>(), 0..2).prop_map(Op::Wake),
+        1 => (0u8..3, 1u16..10, any::<bool>()).prop_map(|(queue, weight, wrr)| Op::SetQueue { queue, weight, wrr }),
+        1 => (0u8..3, 0u8..4, 0u8..3).prop_map(|(class, slots, gpus)| Op::SetHeadroom { class, slots, gpus }),
+        1 => (0..AGENTS).prop_map(Op::Down),
     ]
 }
 
@@ -769,6 +796,14 @@ impl Sim {
                 ids.extend(extra.iter().map(|t| self.task_id(*t)));
                 Command::Resume(ids)
             }
+            Op::SetHeadroom { class, slots, gpus } => Command::SetHeadroom {
+                class: [Priority::Online, Priority::Nearline, Priority::Offline]
+                    [usize::from(*class)],
+                headroom: Headroom {
+                    slots: u32::from(*slots),
+                    gpus: u32::from(*gpus),
+                },
+            },
             Op::Drain { agent, deadline } => Command::DrainAgent {
                 agent: agent_id(*agent),
                 deadline_ms: deadline.map(|d| 1_000 * (self.index + u64::from(d))),
@@ -839,6 +874,20 @@ impl Sim {
         // Invariant 3 and the structural invariants, after every apply.
         if let Err(e) = self.a.check_invariants() {
             return Err(TestCaseError::fail(format!("after {cmd:?} -> {ra:?}: {e}")));
+        }
+
+        // Classes in order, work-conserving: no plan places a task of a
+        // lower class while one of a higher class that an agent of its pool
+        // could still take stays unplaced.
+        if let (
+            Op::Plan { max, connected },
+            Command::Assign(pairs),
+            Response::Assigned { rejected, .. },
+        ) = (op, &cmd, &ra)
+        {
+            if rejected.is_empty() {
+                self.check_class_order(&before, pairs, *max, *connected)?;
+            }
         }
 
         // Retention removes exactly the finished tasks named that finished
@@ -1045,6 +1094,106 @@ impl Sim {
         }
     }
 
+    /// The dispatch order's class rule for the round `pairs` that `plan`
+    /// made from `before` (and that applied in full, giving `self.a`): no
+    /// placed task took from the headroom reserved above its class; and if
+    /// it placed a task of class C, every dispatchable task of a class above
+    /// C that it left Pending cannot be placed now, after the round: no
+    /// agent of the round's pool (Ready, connected, a free slot at its
+    /// start) can take it, or its tenant would pass a running quota, or it
+    /// would leave less free in the pool than the headroom reserved above
+    /// its class. Capacity, usage and free headroom only shrink within a
+    /// round, so such a task could not be placed when it was examined
+    /// either. Checked only while every tenant's tasks in a queue are
+    /// within the round's scan bound.
+    fn check_class_order(
+        &self,
+        before: &State,
+        pairs: &[(TaskId, AgentId)],
+        max: u8,
+        mask: u8,
+    ) -> Result<(), TestCaseError> {
+        use crate::dispatch::placement;
+        let bound = 4 * usize::from(max);
+        let sets = || before.pending_by_tenant.values().flat_map(|q| q.values());
+        if sets().any(|set| set.len() > bound) {
+            return Ok(());
+        }
+        let Some(lowest) = pairs
+            .iter()
+            .filter_map(|(t, _)| before.task(*t).map(|t| t.spec.priority))
+            .max()
+        else {
+            return Ok(());
+        };
+        let placed: BTreeSet<TaskId> = pairs.iter().map(|(t, _)| *t).collect();
+        let pool: Vec<&crate::model::Agent> = (0..AGENTS)
+            .filter(|i| mask & (1 << i) != 0)
+            .filter_map(|i| before.agent(&agent_id(i)))
+            .filter(|a| placement::ready(a).is_ok() && placement::free_slots(a) > 0)
+            .filter_map(|a| self.a.agent(&a.spec.id))
+            .collect();
+        let free_slots: u64 = pool
+            .iter()
+            .map(|a| u64::from(placement::free_slots(a)))
+            .sum();
+        let free_gpus: u64 = pool
+            .iter()
+            .map(|a| u64::from(placement::free_gpus(a)))
+            .sum();
+        // Headroom: every placed task left the reserve above its class free
+        // (what the round placed later only took more).
+        for (t, _) in pairs {
+            let spec = &before.task(*t).expect("planned tasks exist").spec;
+            let reserved = self.a.lifecycle().reserved_above(spec.priority);
+            prop_assert!(
+                free_slots >= u64::from(reserved.slots)
+                    && (spec.gpus == 0 || free_gpus >= u64::from(reserved.gpus)),
+                "plan {:?} left {} slots and {} GPUs free, {} took from {:?} reserved",
+                pairs,
+                free_slots,
+                free_gpus,
+                t,
+                reserved
+            );
+        }
+        for set in sets() {
+            for &(class, _, id) in set.iter() {
+                if class >= lowest || placed.contains(&id) {
+                    continue;
+                }
+                let spec = &before.task(id).expect("indexed tasks exist").spec;
+                let reserved = self.a.lifecycle().reserved_above(class);
+                let leaves = free_slots >= u64::from(spec.slots) + u64::from(reserved.slots)
+                    && (spec.gpus == 0
+                        || free_gpus >= u64::from(spec.gpus) + u64::from(reserved.gpus));
+                let tenant = tenant_of(spec);
+                let usage = self.a.access().usage(tenant);
+                let quota = self.a.access().tenant(tenant).is_none_or(|l| {
+                    crate::access::quota::running_over(
+                        l,
+                        usage.running_slots,
+                        usage.running_gpus,
+                        spec,
+                    )
+                    .is_none()
+                });
+                let fits = pool.iter().any(|a| {
+                    placement::eligible(a, self.a.access().agent_tenant(&a.spec.id), spec).is_ok()
+                });
+                prop_assert!(
+                    !(leaves && quota && fits),
+                    "plan {:?} placed class {:?} and left {} of class {:?}, which fits",
+                    pairs,
+                    lowest,
+                    id,
+                    class
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Quotas hold at apply: no apply raises a tenant's usage above a limit
     /// in effect (a usage already above one, after the limit was lowered,
     /// only falls). The one exception is max-pending, which tasks an agent
@@ -1233,6 +1382,16 @@ proptest! {
             sim.step(&Op::Down(i))?;
         }
         prop_assert_eq!(sim.a.agents().map(|a| a.slots_in_use + a.gpus_in_use).sum::<u32>(), 0);
+    }
+
+    /// The dispatch order's class rule (`Sim::check_class_order`, checked
+    /// after every round) under workloads where most tasks are placeable.
+    #[test]
+    fn classes_in_order_across_queues(ops in vec(class_op(), 1..100)) {
+        let mut sim = Sim::new();
+        for op in &ops {
+            sim.step(op)?;
+        }
     }
 
     /// Tenants' quotas under random interleavings of submits, plans,

@@ -203,8 +203,52 @@ pub(crate) fn refile(finished: &mut Set<(u64, TaskId)>, task: &Task, before: Opt
 pub(crate) type PendingKey = (Priority, u64, TaskId);
 
 /// Per queue, per tenant, Pending tasks in dispatch order: see
-/// `State::pending_by_tenant`.
-pub(crate) type ByTenant = Map<String, Map<String, Set<PendingKey>>>;
+/// `State::pending_by_tenant`. Reads go through `Deref` to the map; changes
+/// only through [`index_tenant`] and [`unindex_tenant`], which keep the
+/// per-class counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ByTenant {
+    queues: Map<String, Map<String, Set<PendingKey>>>,
+    /// How many tasks of each priority class the index holds (in all
+    /// queues), by `Priority as usize`: whether a class waits anywhere is
+    /// one look (eager placement). Checked by `check_invariants` (a
+    /// recomputed index must equal this one, counts included).
+    per_class: [usize; 3],
+}
+
+impl ByTenant {
+    pub(crate) fn new() -> Self {
+        ByTenant::default()
+    }
+
+    /// How many dispatchable Pending tasks of `class` there are, over all
+    /// queues.
+    pub(crate) fn of_class(&self, class: Priority) -> usize {
+        self.per_class[class as usize]
+    }
+
+    /// The per-class counts, recounted from the sets (`check_invariants`).
+    pub(crate) fn recount(&self) -> [usize; 3] {
+        let mut n = [0; 3];
+        for set in self.queues.values().flat_map(|q| q.values()) {
+            for (p, _, _) in set.iter() {
+                n[*p as usize] += 1;
+            }
+        }
+        n
+    }
+
+    pub(crate) fn counts(&self) -> [usize; 3] {
+        self.per_class
+    }
+}
+
+impl std::ops::Deref for ByTenant {
+    type Target = Map<String, Map<String, Set<PendingKey>>>;
+    fn deref(&self) -> &Self::Target {
+        &self.queues
+    }
+}
 
 /// The Pending tasks of `tasks` that may be dispatched (not in backoff), by
 /// queue and tenant, recomputed: what `State::pending_by_tenant` must
@@ -223,35 +267,42 @@ pub(crate) fn tenant_index(tasks: &Map<TaskId, Task>, lifecycle: &Lifecycle) -> 
 
 /// Adds a Pending task to `pending_by_tenant`.
 pub(crate) fn index_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId, deadline: u64) {
+    let queues = &mut index.queues;
     // Looked up before inserting, so the names are copied only when new.
-    if index.get(&spec.queue).is_none() {
-        index.insert(spec.queue.clone(), Map::new());
+    if queues.get(&spec.queue).is_none() {
+        queues.insert(spec.queue.clone(), Map::new());
     }
-    let queue = index.get_mut(&spec.queue).expect("inserted above");
+    let queue = queues.get_mut(&spec.queue).expect("inserted above");
     let tenant = tenant_of(spec);
     if queue.get(tenant).is_none() {
         queue.insert(tenant.to_string(), Set::new());
     }
-    queue
-        .get_mut(tenant)
-        .expect("inserted above")
-        .insert((spec.priority, deadline, id));
+    let added =
+        queue
+            .get_mut(tenant)
+            .expect("inserted above")
+            .insert((spec.priority, deadline, id));
+    if added {
+        index.per_class[spec.priority as usize] += 1;
+    }
 }
 
 /// Takes a task out of `pending_by_tenant`, dropping what it leaves empty.
 fn unindex_tenant(index: &mut ByTenant, spec: &TaskSpec, id: TaskId, deadline: u64) {
-    let Some(queue) = index.get_mut(&spec.queue) else {
+    let Some(queue) = index.queues.get_mut(&spec.queue) else {
         return;
     };
     let tenant = tenant_of(spec);
     let Some(set) = queue.get_mut(tenant) else {
         return;
     };
-    set.remove(&(spec.priority, deadline, id));
+    if set.remove(&(spec.priority, deadline, id)) {
+        index.per_class[spec.priority as usize] -= 1;
+    }
     if set.is_empty() {
         queue.remove(tenant);
         if queue.is_empty() {
-            index.remove(&spec.queue);
+            index.queues.remove(&spec.queue);
         }
     }
 }

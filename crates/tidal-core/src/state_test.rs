@@ -1384,3 +1384,39 @@ fn replicas_that_expire_by_the_same_entries_stay_equal() {
     assert_eq!(a.state.digest(), b.state.digest());
     assert_eq!(a.state.finished_count(), 3);
 }
+
+#[test]
+fn the_dispatch_index_counts_its_tasks_per_class() {
+    let mut s = State::new();
+    let spec = |p: Priority| TaskSpec {
+        task_type: "t2i".into(),
+        priority: p,
+        ..TaskSpec::default()
+    };
+    s.apply(
+        Command::Submit(vec![
+            spec(Priority::Online),
+            spec(Priority::Offline),
+            spec(Priority::Offline),
+        ]),
+        ApplyCtx {
+            log_index: 1,
+            time_ms: 1,
+        },
+    );
+    assert_eq!(s.pending_by_tenant.counts(), [1, 0, 2]);
+    assert_eq!(s.pending_by_tenant.of_class(Priority::Offline), 2);
+    s.apply(
+        Command::Cancel { task: TaskId(2) },
+        ApplyCtx {
+            log_index: 2,
+            time_ms: 2,
+        },
+    );
+    assert_eq!(s.pending_by_tenant.counts(), [1, 0, 1]);
+    s.check_invariants().expect("invariants hold");
+    // A count out of step with the sets is caught.
+    s.pending_by_tenant.per_class[1] += 1;
+    let e = s.check_invariants().unwrap_err();
+    assert!(e.contains("per class"), "{e}");
+}

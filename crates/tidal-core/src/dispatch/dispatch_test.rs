@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::command::{ApplyCtx, Command, Response};
+use crate::lifecycle::Headroom;
 use crate::model::{AgentSpec, Gpu, TaskSpec};
 
 struct Fixture {
@@ -420,19 +421,32 @@ fn new_tasks_are_assigned_by_the_entry_that_creates_them() {
 fn a_new_task_does_not_overtake_a_waiting_one() {
     let mut f = Fixture::new();
     f.agent("a", 4, 1, |_| {});
-    // A task no agent can run waits in "default"; another queue is empty.
+    // A nearline task no agent can run waits in "default"; another queue
+    // is empty. A nearline (or offline) task waits too, in any queue; an
+    // online one does not.
     f.submit(1, "", |s| s.task_type = "train".into());
     f.queue("online", 1, Strategy::LeastLoaded);
-    let (place, granted) = f.submit_placed(vec![t2i(""), t2i("online")]);
-    assert_eq!(place, vec![(1, "a".to_string())]);
+    let online = |queue: &str| {
+        let mut s = t2i(queue);
+        s.priority = Priority::Online;
+        s
+    };
+    let offline = |queue: &str| {
+        let mut s = t2i(queue);
+        s.priority = Priority::Offline;
+        s
+    };
+    let (place, granted) =
+        f.submit_placed(vec![t2i(""), t2i("online"), offline("online"), online("")]);
+    assert_eq!(place, vec![(3, "a".to_string())]);
     assert_eq!(granted.len(), 1);
-    assert_eq!(f.state.pending_total(), 2);
+    assert_eq!(f.state.pending_total(), 4);
 
     // Apply checks only what `Assign` checks: a plan that is stale by the
     // time it applies may place a task past one that started waiting in
     // between (entries in flight); the planner avoids it whenever it can see.
     let connected = f.all();
-    let specs = vec![t2i("online")];
+    let specs = vec![online("online")];
     let place = place_new(
         &f.state,
         &connected,
@@ -441,7 +455,10 @@ fn a_new_task_does_not_overtake_a_waiting_one() {
         &mut DispatchCursor::default(),
     );
     assert_eq!(place.len(), 1);
-    f.submit(1, "online", |s| s.task_type = "train".into());
+    f.submit(1, "online", |s| {
+        s.task_type = "train".into();
+        s.priority = Priority::Online;
+    });
     assert!(place_new(
         &f.state,
         &connected,
@@ -810,4 +827,203 @@ fn eager_placement_puts_a_tenants_task_only_on_agents_that_serve_it() {
     );
     assert_eq!(granted.len(), 2);
     assert_eq!(f.state.pending_total(), 1);
+}
+
+// Classes across queues, headroom, retries, eager placement by class.
+
+fn class(p: Priority) -> impl Fn(&mut TaskSpec) {
+    move |s| s.priority = p
+}
+
+fn at_v4() -> Fixture {
+    let mut f = Fixture::new();
+    assert_eq!(
+        f.apply(Command::SetClusterVersion {
+            version: crate::lifecycle::LIFECYCLE_VERSION
+        }),
+        Response::Ok
+    );
+    f
+}
+
+#[test]
+fn a_higher_class_goes_first_whatever_its_queues_weight() {
+    let mut f = vip_normal();
+    f.submit(50, "vip", class(Priority::Offline));
+    f.submit(5, "normal", class(Priority::Online));
+    let p = f.round(10, &mut DispatchCursor::default());
+    assert_eq!(
+        p.iter().map(|(t, _)| t.0).collect::<Vec<_>>(),
+        [51, 52, 53, 54, 55, 1, 2, 3, 4, 5]
+    );
+}
+
+#[test]
+fn queues_credits_are_kept_per_class() {
+    let mut f = vip_normal();
+    f.submit(50, "vip", |_| {});
+    f.submit(50, "normal", |_| {});
+    let mut cursor = DispatchCursor::default();
+    f.round(1, &mut cursor);
+    let nearline = cursor.queues[&Priority::Nearline].clone();
+    // Online rounds in normal alone leave the nearline rotation's phase as
+    // it was, and keep no credit of their own (one queue: no debt).
+    f.submit(3, "normal", class(Priority::Online));
+    let p = f.round(3, &mut cursor);
+    assert_eq!(f.per_queue(&p), BTreeMap::from([("normal".into(), 3)]));
+    assert_eq!(cursor.queues[&Priority::Nearline], nearline);
+    assert!(!cursor.queues.contains_key(&Priority::Online));
+    // Nine more one-task rounds make 8 vip and 2 normal.
+    let mut all = Vec::new();
+    for _ in 0..9 {
+        all.extend(f.round(1, &mut cursor));
+    }
+    let mut per_queue = f.per_queue(&all);
+    *per_queue.get_mut("vip").unwrap() += 1;
+    assert_eq!(
+        per_queue,
+        BTreeMap::from([("normal".into(), 2), ("vip".into(), 8)])
+    );
+}
+
+#[test]
+fn a_class_nobody_can_run_does_not_hold_back_the_lower_ones() {
+    let mut f = vip_normal();
+    f.submit(5, "vip", |s| {
+        s.priority = Priority::Online;
+        s.task_type = "train".into();
+    });
+    f.submit(2, "vip", class(Priority::Offline));
+    f.submit(2, "normal", |_| {});
+    let p = f.round(10, &mut DispatchCursor::default());
+    assert_eq!(p.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), [8, 9, 6, 7]);
+}
+
+#[test]
+fn headroom_stops_a_class_at_its_reserve() {
+    let mut f = at_v4();
+    f.agent("a", 4, 1, |_| {});
+    f.apply(Command::SetHeadroom {
+        class: Priority::Online,
+        headroom: Headroom { slots: 1, gpus: 0 },
+    });
+    f.apply(Command::SetHeadroom {
+        class: Priority::Nearline,
+        headroom: Headroom { slots: 1, gpus: 0 },
+    });
+    f.submit(4, "", class(Priority::Offline));
+    f.submit(4, "", |_| {});
+    // Nearline leaves 1 slot (online's), offline 2: nearline takes 3 of 4.
+    let p = f.round(10, &mut DispatchCursor::default());
+    assert_eq!(p.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), [5, 6, 7]);
+    // A task that would take from the reserve is skipped, though an agent
+    // has room for it; a smaller one of the same class behind it goes.
+    f.apply(Command::Cancel { task: TaskId(8) });
+    f.apply(Command::SetHeadroom {
+        class: Priority::Nearline,
+        headroom: Headroom::default(),
+    });
+    f.apply(Command::SetHeadroom {
+        class: Priority::Online,
+        headroom: Headroom { slots: 3, gpus: 0 },
+    });
+    f.agent("b", 4, 1, |_| {});
+    f.agent("c", 4, 1, |_| {});
+    f.submit(2, "", |s| s.slots = 4);
+    f.submit(1, "", |_| {});
+    // 9 free, 3 kept: t9 (4 slots, on b) leaves 5; t10 would fit c but
+    // leave 1; t11 leaves 4, and offline t1 the last slot above the
+    // reserve.
+    let p = f.round(10, &mut DispatchCursor::default());
+    assert_eq!(p.iter().map(|(t, _)| t.0).collect::<Vec<_>>(), [9, 11, 1]);
+}
+
+#[test]
+fn a_retry_prefers_another_agent_under_either_strategy() {
+    for strategy in [Strategy::LeastLoaded, Strategy::WeightedRoundRobin] {
+        let mut f = at_v4();
+        f.queue("default", 1, strategy);
+        f.agent("a", 4, 1, |_| {});
+        f.agent("b", 4, 1, |_| {});
+        f.agent("c", 4, 1, |_| {});
+        let mut cursor = DispatchCursor::default();
+        f.submit(1, "", |s| s.max_attempts = 10);
+        let mut last = f.round(1, &mut cursor)[0].1.clone();
+        for _ in 0..6 {
+            let (_, token) = f.state.task(TaskId(1)).unwrap().state.holder().unwrap();
+            f.apply(Command::Finished(vec![crate::command::Finished {
+                task: TaskId(1),
+                token,
+                outcome: crate::model::Outcome {
+                    success: false,
+                    result: Vec::new(),
+                    error: "exit 1".into(),
+                    exit_code: 1,
+                },
+                timed_out: false,
+            }]));
+            f.index += 1_000_000;
+            f.apply(Command::Wake(vec![TaskId(1)]));
+            let p = f.round(1, &mut cursor);
+            assert_eq!(p.len(), 1, "{strategy:?}");
+            assert_ne!(p[0].1, last, "{strategy:?}: a retry went back to {last}");
+            last = p[0].1.clone();
+        }
+    }
+}
+
+#[test]
+fn eager_placement_takes_a_batch_class_by_class() {
+    let mut f = Fixture::new();
+    f.agent("a", 1, 1, |_| {});
+    let mut online = t2i("");
+    online.priority = Priority::Online;
+    let mut offline = t2i("");
+    offline.priority = Priority::Offline;
+    let (place, _) = f.submit_placed(vec![offline.clone(), online]);
+    assert_eq!(place, vec![(1, "a".to_string())]);
+    // The offline task waits now: a new offline one does not pass it; a
+    // nearline one does.
+    f.agent("b", 2, 1, |_| {});
+    let (place, _) = f.submit_placed(vec![offline, t2i("")]);
+    assert_eq!(place, vec![(1, "b".to_string())]);
+}
+
+#[test]
+fn a_task_in_backoff_does_not_hold_back_eager_placement() {
+    let mut f = at_v4();
+    f.agent("a", 2, 1, |_| {});
+    f.submit(1, "", |_| {});
+    f.round(1, &mut DispatchCursor::default());
+    let (_, token) = f.state.task(TaskId(1)).unwrap().state.holder().unwrap();
+    f.apply(Command::Finished(vec![crate::command::Finished {
+        task: TaskId(1),
+        token,
+        outcome: crate::model::Outcome {
+            success: false,
+            result: Vec::new(),
+            error: "exit 1".into(),
+            exit_code: 1,
+        },
+        timed_out: false,
+    }]));
+    assert_eq!(f.state.pending_total(), 1, "in backoff");
+    let (place, _) = f.submit_placed(vec![t2i("")]);
+    assert_eq!(place.len(), 1);
+}
+
+#[test]
+fn eager_placement_keeps_the_headroom_in_its_window() {
+    let mut f = at_v4();
+    f.agent("a", 2, 1, |_| {});
+    f.apply(Command::SetHeadroom {
+        class: Priority::Online,
+        headroom: Headroom { slots: 1, gpus: 0 },
+    });
+    let mut online = t2i("");
+    online.priority = Priority::Online;
+    let (place, _) = f.submit_placed(vec![t2i(""), t2i(""), online]);
+    // Online first, then one nearline would leave nothing for online.
+    assert_eq!(place, vec![(2, "a".to_string())]);
+    assert_eq!(f.state.pending_total(), 2);
 }

@@ -8,43 +8,80 @@
 //!
 //! [`place_new`] plans the same way for the tasks a submit batch is about to
 //! create, so the entry that creates them assigns them too
-//! (`Command::SubmitPlaced`), when their queue has nothing waiting.
+//! (`Command::SubmitPlaced`, `Command::SubmitWith`), when nothing of their
+//! class or a higher one waits (below).
 //!
-//! Which task next: queues by smooth weighted round-robin ([`weighted_queues`]);
-//! within the queue that picks, its tenants share it (below); within a
-//! tenant, priority class, then age (id). Which agent: the queue's
-//! [`Strategy`].
+//! # Dispatch order
 //!
-//! Sharing a queue between tenants (DRF-lite, [`tenant_of`]): the queue's
-//! next task is
-//! 1. of the highest priority class waiting among its tenants still in the
-//!    round;
-//! 2. among the tenants whose next task is of that class, of the one with
-//!    the lowest weighted dominant share,
-//!    `max(run_slots / T_slots, run_gpus / T_gpus) / weight`, where
-//!    `run_*` is what the tenant's tasks hold in the DC (all queues) plus
-//!    what this round booked for it, `T_*` the capacity of the Ready,
-//!    connected agents, and `weight` the tenant's (`tidal tenant set
-//!    --weight`, 1 if never set);
-//! 3. on equal shares, of the tenant whose next task is the oldest;
-//! 4. within the tenant, the oldest of that class.
+//! The tasks a round may place are the dispatchable Pending tasks
+//! (`State::pending_by_tenant`: Pending and not waiting out a retry
+//! backoff). Its agents, the *pool*, are the Ready, connected agents with a
+//! free slot when the round starts. A round picks one task at a time:
 //!
-//! A task no agent can take (or that would pass its tenant's running quota)
-//! is skipped, and that tenant's next task competes in its place. The round
-//! is work-conserving: a tenant at its max-running-slots, or with nothing
-//! placeable left, drops out of the queue for the rest of the round, and a
-//! queue with no tenant left drops out of the rotation. With one tenant in a
-//! queue this is exactly priority class, then age. The shares are computed
-//! each round from the tasks agents hold, so no memory is kept between
-//! rounds for them; weights between queues are unchanged.
+//! 1. **Class.** Priority classes strictly in order, online, then nearline,
+//!    then offline, over all queues: a task of a class is picked only when
+//!    no task of a higher class is left that the round may still place.
+//!    Work-conserving both ways: once a higher class has nothing placeable
+//!    left, every pick goes to the lower classes.
+//! 2. **Queue**, within the class: smooth weighted round-robin
+//!    ([`weighted_queues`]) by queue weight over the queues with a task of
+//!    the class still to examine; its credits are kept per (class, queue)
+//!    between rounds, so each class's rotation is exactly the one-class
+//!    rotation of [`weighted_queues`]. A queue with nothing placeable left in
+//!    the class leaves that class's rotation for the rest of the round, and
+//!    its share goes to the others.
+//! 3. **Tenant**, within the queue (DRF-lite, [`tenant_of`]): among the
+//!    queue's tenants whose next task is of the class, the one with the
+//!    lowest weighted dominant share,
+//!    `max(run_slots / T_slots, run_gpus / T_gpus) / weight`, where `run_*`
+//!    is what the tenant's tasks hold in the DC (all queues) plus what this
+//!    round booked for it, `T_*` the capacity of the Ready, connected agents,
+//!    and `weight` the tenant's (`tidal tenant set --weight`, 1 if never
+//!    set); on equal shares, the tenant whose next task comes first by the
+//!    next rule.
+//! 4. **Task**, within the tenant: earlier deadline first (a task without
+//!    one comes after every task with one), then the older (lower id).
+//! 5. **Agent**: among the pool's agents that can take the task now (ready,
+//!    capable, serving its tenant, fitting in what is free after the round's
+//!    earlier picks: [`placement::eligible`]), the queue's [`Strategy`]
+//!    chooses, with its own tie-breaker (LeastLoaded: the smaller agent id;
+//!    WeightedRoundRobin: the agents' smooth-WRR credits, then the smaller
+//!    id). A retry's tie-breaker comes first: when the task's last attempt
+//!    ran on agent X (`Lifecycle::last_agent`), the strategy chooses among
+//!    the fitting agents other than X, and X only when it is the only one.
+//!
+//! A task that cannot be placed now is skipped, stays Pending, and its
+//! tenant's next task competes in its place: no agent of the pool can take
+//! it, its tenant would pass a running quota (below), or headroom (below)
+//! keeps it out. With one tenant in each queue and one queue this is
+//! exactly class, deadline, age.
+//!
+//! **Headroom** (`Command::SetHeadroom`): a task of
+//! class C is not placed if, after it, the free slots summed over the pool
+//! would be fewer than the slots reserved above C, or, for a task that takes
+//! GPUs, the free GPUs summed over the pool would be fewer than the GPUs
+//! reserved above C (`Lifecycle::reserved_above`: the headroom of every
+//! class above C, summed). Free means after the round's earlier picks. So
+//! online work always finds the reserved capacity, and a class is not
+//! examined at all once the pool has no slot left beyond its reserve.
+//!
+//! **Scan bound.** A tenant's tasks in a queue are examined at most
+//! `SCAN_FACTOR * max` times in a round, over all classes; the ones past the
+//! bound count as not placeable in this round (they are next round's to
+//! examine). So a lower class can pass a placeable task of a higher class
+//! only from behind `4 * max` unplaceable ones of the same tenant and queue.
 //!
 //! Tenants' running quotas (`tidal tenant set --max-running-slots/--max-gpus`)
 //! are respected in planning as apply checks them ([`crate::access::quota`]):
 //! a task whose tenant would pass one, counting what the round (and the
 //! round in flight) already booked, is skipped and stays Pending; the next
-//! task is tried. With no running limit set, planning is as without tenants.
-//! An agent registered with a token bound to one tenant takes only that
-//! tenant's tasks ([`placement::serves`], checked at apply too).
+//! task is tried. A tenant at its max-running-slots, or with nothing left to
+//! examine, drops out of its queues for the rest of the round. With no
+//! running limit set, planning is as without tenants. An agent registered
+//! with a token bound to one tenant takes only that tenant's tasks
+//! ([`placement::serves`], checked at apply too). The shares are computed
+//! each round from the tasks agents hold, so no memory is kept between
+//! rounds for them.
 //!
 //! Cost: agents are pre-filtered once (Ready, connected, a free slot);
 //! capability is computed once per task shape per round; a shape that found no
@@ -52,7 +89,8 @@
 //! tenant's scan of a queue stops after `4 * max` candidates; choosing the
 //! tenant is a B-tree step (`State::pending_by_tenant` holds each tenant's
 //! tasks apart, so a tenant with a million waiting costs the others
-//! nothing); the round stops when no agent has room.
+//! nothing); a retry's last agent is looked up only when more than one agent
+//! fits; the round stops when no agent has room.
 
 pub mod placement;
 mod weighted_queues;
@@ -64,6 +102,7 @@ use crate::access::quota::running_over;
 use crate::access::{tenant_of, Access};
 use crate::collections::SetIter;
 use crate::collections::{Map, Set};
+use crate::lifecycle::Headroom;
 use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
 use crate::state::{PendingKey, State};
 use placement::Candidate;
@@ -73,12 +112,16 @@ use weighted_queues::QueueRotation;
 /// skips tasks no agent can take (no head-of-line blocking) within a bound.
 const SCAN_FACTOR: usize = 4;
 
+/// The priority classes in dispatch order.
+const CLASSES: [Priority; 3] = [Priority::Online, Priority::Nearline, Priority::Offline];
+
 /// Dispatcher memory kept by the leader between rounds (not replicated: a new
 /// leader starts from `Default`, which only shifts round-robin phases).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DispatchCursor {
-    /// Smooth-WRR credit of each queue, for queue selection.
-    queues: BTreeMap<String, i64>,
+    /// Per priority class, the smooth-WRR credit of each queue, for queue
+    /// selection within the class.
+    queues: BTreeMap<Priority, BTreeMap<String, i64>>,
     /// Per queue, smooth-WRR credit of each agent (WeightedRoundRobin queues).
     agents: BTreeMap<String, BTreeMap<AgentId, i64>>,
     /// Where eager placement's next window of agents starts.
@@ -89,7 +132,10 @@ impl DispatchCursor {
     /// Forgets queues and agents that no longer exist, so the cursor stays
     /// bounded by the state.
     fn prune(&mut self, state: &State) {
-        self.queues.retain(|q, _| state.queue(q).is_some());
+        for credits in self.queues.values_mut() {
+            credits.retain(|q, _| state.queue(q).is_some());
+        }
+        self.queues.retain(|_, credits| !credits.is_empty());
         self.agents.retain(|q, _| state.queue(q).is_some());
         for credits in self.agents.values_mut() {
             credits.retain(|a, _| state.agent(a).is_some());
@@ -129,6 +175,10 @@ struct Round<'a> {
     pool: Vec<Candidate<'a>>,
     /// Agents in the pool with at least one free slot; the round ends at 0.
     with_room: usize,
+    /// Free slots and GPUs summed over the pool, after the round's picks:
+    /// what headroom is checked against.
+    free_slots: u64,
+    free_gpus: u64,
     shapes: BTreeMap<Shape<'a>, Capable>,
     /// Some agent of the pool serves only one tenant.
     tenanted: bool,
@@ -139,20 +189,40 @@ impl<'a> Round<'a> {
         Round {
             state,
             with_room: pool.len(),
+            free_slots: pool.iter().map(|c| u64::from(c.free_slots)).sum(),
+            free_gpus: pool.iter().map(|c| u64::from(c.free_gpus)).sum(),
             tenanted: pool.iter().any(|c| c.bound.is_some()),
             pool,
             shapes: BTreeMap::new(),
         }
     }
 
-    /// The agent for `task` under `strategy`, if any can take it now.
+    /// Whether the pool has a slot beyond `reserved`: else no task of the
+    /// class it is reserved above can be placed.
+    fn room_beyond(&self, reserved: Headroom) -> bool {
+        self.free_slots > u64::from(reserved.slots)
+    }
+
+    /// Headroom: whether `spec` leaves at least `reserved` free in the pool
+    /// (the GPUs only if it takes some).
+    fn leaves(&self, reserved: Headroom, spec: &TaskSpec) -> bool {
+        let slots = u64::from(spec.slots) + u64::from(reserved.slots);
+        let gpus = u64::from(spec.gpus) + u64::from(reserved.gpus);
+        self.free_slots >= slots && (spec.gpus == 0 || self.free_gpus >= gpus)
+    }
+
+    /// The agent for `task` under `strategy`, if any can take it now. For a
+    /// task that ran before (`retry`), not the agent of its last attempt
+    /// unless it is the only one that fits.
     fn choose(
         &mut self,
         spec: &'a TaskSpec,
+        retry: Option<TaskId>,
         strategy: Strategy,
         credits: &mut BTreeMap<AgentId, i64>,
     ) -> Option<usize> {
         let pool = &self.pool;
+        let state = self.state;
         let entry = self
             .shapes
             .entry(shape(spec, self.tenanted))
@@ -164,11 +234,16 @@ impl<'a> Round<'a> {
         };
         // Invariant 3: only agents whose remaining capacity fits the task.
         capable.retain(|&i| pool[i].free_slots > 0);
-        let fit: Vec<usize> = capable
+        let mut fit: Vec<usize> = capable
             .iter()
             .copied()
             .filter(|&i| placement::fits(pool[i].free_slots, pool[i].free_gpus, spec).is_ok())
             .collect();
+        if fit.len() > 1 {
+            if let Some(last) = retry.and_then(|id| state.lifecycle().last_agent(id)) {
+                fit.retain(|&i| &pool[i].agent.spec.id != last);
+            }
+        }
         let chosen = match strategy {
             Strategy::LeastLoaded => placement::least_loaded(pool, &fit),
             Strategy::WeightedRoundRobin => placement::weighted_round_robin(pool, &fit, credits),
@@ -188,6 +263,8 @@ impl<'a> Round<'a> {
         if c.free_slots == 0 {
             self.with_room -= 1;
         }
+        self.free_slots -= u64::from(spec.slots);
+        self.free_gpus -= u64::from(spec.gpus);
     }
 }
 
@@ -340,10 +417,11 @@ struct QueueScan<'a> {
     strategy: Strategy,
     tenants: Vec<TenantScan<'a>>,
     /// The tenants still in the round, by their next task's priority
-    /// class, their share when they were filed, their next task's id, and
-    /// their index in `tenants`. Shares only grow within a round, so a
-    /// filed share may be below the tenant's share now, never above.
-    order: BTreeSet<(Priority, Share, TaskId, usize)>,
+    /// class, their share when they were filed, their next task's deadline
+    /// and id, and their index in `tenants`. Shares only grow within a
+    /// round, so a filed share may be below the tenant's share now, never
+    /// above.
+    order: BTreeSet<(Priority, Share, u64, TaskId, usize)>,
     budget: usize,
 }
 
@@ -378,22 +456,32 @@ impl<'a> QueueScan<'a> {
         if t.scanned >= self.budget || quotas.exhausted(t.tenant) {
             return;
         }
-        if let Some(&(priority, _, id)) = t.pending.next() {
+        if let Some(&(priority, deadline, id)) = t.pending.next() {
             t.scanned += 1;
-            self.order.insert((priority, quotas.share(t.tenant), id, i));
+            self.order
+                .insert((priority, quotas.share(t.tenant), deadline, id, i));
         }
     }
 
-    /// The next task to examine, and its tenant's index: the module's rule,
-    /// among the tenants filed. The tenant is out of `order` until filed
-    /// again.
-    fn next(&mut self, quotas: &Quotas<'_>) -> Option<(TaskId, usize)> {
+    /// The class of the next task the queue would examine, if any.
+    fn head(&self) -> Option<Priority> {
+        self.order.first().map(|k| k.0)
+    }
+
+    /// The next task of `class` to examine, and its tenant's index: the
+    /// module's rule, among the tenants filed under `class`. The tenant is
+    /// out of `order` until filed again. None when the queue has no task of
+    /// `class` left to examine.
+    fn next(&mut self, class: Priority, quotas: &Quotas<'_>) -> Option<(TaskId, usize)> {
         loop {
-            let (priority, filed, id, i) = self.order.pop_first()?;
+            if self.head()? != class {
+                return None;
+            }
+            let (priority, filed, deadline, id, i) = self.order.pop_first()?;
             if self.tenants.len() > 1 {
                 let now = quotas.share(self.tenants[i].tenant);
                 if now > filed {
-                    self.order.insert((priority, now, id, i));
+                    self.order.insert((priority, now, deadline, id, i));
                     continue;
                 }
             }
@@ -485,11 +573,12 @@ fn window<'a>(
 }
 
 /// A dispatch round being committed, as eager placement needs it: how many
-/// of its tasks each queue has (they are pending but not waiting) and what it
-/// takes from each agent. Built once per round.
+/// of its tasks each priority class has (they are dispatchable but not
+/// waiting) and what it takes from each agent. Built once per round.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InFlight {
-    per_queue: BTreeMap<String, usize>,
+    /// Tasks per class, by `Priority as usize`.
+    per_class: [usize; 3],
     /// Slots, GPUs and tasks per agent.
     per_agent: BTreeMap<AgentId, (u32, u32, u64)>,
     /// Slots and GPUs per tenant, counted only while a tenant has a running
@@ -505,7 +594,7 @@ impl InFlight {
             let Some(task) = state.tasks.get(id) else {
                 continue;
             };
-            *f.per_queue.entry(task.spec.queue.clone()).or_default() += 1;
+            f.per_class[task.spec.priority as usize] += 1;
             let e = f.per_agent.entry(agent.clone()).or_default();
             e.0 += task.spec.slots;
             e.1 += task.spec.gpus;
@@ -536,21 +625,37 @@ const WINDOW_PER_SPEC: usize = 2;
 const WINDOW_MIN: usize = 32;
 const WINDOW_VISITS: usize = 8;
 
+/// The highest class with a task waiting (dispatchable, in
+/// `State::pending_by_tenant`, and not in the round in flight), if any:
+/// eager placement places nothing of that class or a lower one. One look
+/// per class at the index's counts.
+fn waiting_class(state: &State, dispatching: &InFlight) -> Option<Priority> {
+    CLASSES
+        .into_iter()
+        .find(|&c| state.pending_by_tenant.of_class(c) > dispatching.per_class[c as usize])
+}
+
 /// Plans where the tasks of a submit batch go, for the entry that creates
-/// them to assign them too (`Command::SubmitPlaced`), with the queues'
-/// strategies, only for tasks whose queue has nothing pending apart from the
-/// tasks of the round in flight (whose capacity is taken too), and in a
-/// queue only until one task finds no agent (the ones after it would
-/// overtake it); a spec whose tenant would pass a running quota is skipped
-/// (it waits for a dispatch round; the queue stays open to other tenants'
-/// specs). It runs for every submit entry, so it does not look at the
-/// whole fleet: it takes a window of agents with room, starting where the
-/// previous call stopped (a rotation over the fleet), so the strategies hold
-/// within the window and the load spreads as the window turns. Returns
-/// (index into `specs`, agent) pairs. Expects specs with apply's defaults
-/// filled in (`state::normalize`); others are not placed. Specs that apply
-/// will reject, or that repeat an idempotency key, may be planned: apply
-/// skips them. Pure: reads `state`, updates only `cursor`.
+/// them to assign them too (`Command::SubmitPlaced`, `Command::SubmitWith`),
+/// with the queues' strategies. A spec of class C is placed only if no
+/// task of class C or a higher one waits in any queue (dispatchable and not
+/// in the round in flight, whose capacity is taken too), so a new task
+/// never overtakes a waiting one the dispatcher would place first. The
+/// batch is taken class by class (online specs first, then nearline, then
+/// offline; within a class in batch order), and once a spec of class C
+/// finds no agent, or headroom keeps it out, no spec of class C or lower
+/// is placed (the ones after it would overtake it). A spec whose tenant
+/// would pass a running quota is skipped (it waits for a dispatch round;
+/// the others still go). It runs for every submit entry, so it does not
+/// look at the whole fleet: it takes a window of agents with room, starting
+/// where the previous call stopped (a rotation over the fleet), so the
+/// strategies hold within the window and the load spreads as the window
+/// turns. Headroom (the module's rule) is checked against the window's free
+/// capacity, a part of the pool's: stricter than a round, never looser.
+/// Returns (index into `specs`, agent) pairs. Expects specs with apply's
+/// defaults filled in (`state::normalize`); others are not placed. Specs
+/// that apply will reject, or that repeat an idempotency key, may be
+/// planned: apply skips them. Pure: reads `state`, updates only `cursor`.
 pub fn place_new(
     state: &State,
     connected: &BTreeSet<AgentId>,
@@ -559,12 +664,10 @@ pub fn place_new(
     cursor: &mut DispatchCursor,
 ) -> Vec<(u32, AgentId)> {
     let mut out = Vec::new();
-    // Queues where a task waits (pending and not in the round in flight).
-    let waits = |queue: &str| {
-        let pending = state.pending.get(queue).map_or(0, |p| p.len());
-        pending > dispatching.per_queue.get(queue).copied().unwrap_or(0)
-    };
-    if specs.iter().all(|s| waits(&s.queue)) {
+    // Specs of this class or a lower one wait for a dispatch round.
+    let mut closed = waiting_class(state, dispatching);
+    let open = |closed: Option<Priority>, spec: &TaskSpec| closed.is_none_or(|c| spec.priority < c);
+    if !specs.iter().any(|s| open(closed, s)) {
         return out;
     }
     let want = (specs.len() * WINDOW_PER_SPEC).max(WINDOW_MIN);
@@ -577,38 +680,43 @@ pub fn place_new(
     }
     let mut round = Round::new(state, pool);
     let mut quotas = Quotas::new(state, Some(dispatching));
-    // Queues where a task is waiting, or where one of this batch found no agent.
-    let mut closed: BTreeSet<&str> = BTreeSet::new();
-    for (i, spec) in specs.iter().enumerate() {
+    // Class order, then batch order; most batches are of one class.
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    if !specs.is_sorted_by_key(|s| s.priority) {
+        order.sort_by_key(|&i| specs[i].priority);
+    }
+    for i in order {
+        let spec = &specs[i];
         if round.with_room == 0 {
             break;
         }
-        let Ok(index) = u32::try_from(i) else { break };
-        let queue = spec.queue.as_str();
-        // Not normalized: apply would give it other values than planning read.
-        if closed.contains(queue) || queue.is_empty() || spec.slots == 0 {
-            continue;
-        }
-        let Some(q) = state.queue(queue) else {
+        let Ok(index) = u32::try_from(i) else {
             continue;
         };
-        if waits(queue) {
-            closed.insert(queue);
+        // Not normalized: apply would give it other values than planning read.
+        if !open(closed, spec) || spec.queue.is_empty() || spec.slots == 0 {
             continue;
         }
+        let Some(q) = state.queue(&spec.queue) else {
+            continue;
+        };
         if !quotas.allows(spec) {
             continue;
         }
-        let credits = cursor.agents.entry(queue.to_string()).or_default();
-        match round.choose(spec, q.strategy, credits) {
+        let reserved = state.lifecycle().reserved_above(spec.priority);
+        let credits = cursor.agents.entry(spec.queue.clone()).or_default();
+        let chosen = if round.leaves(reserved, spec) {
+            round.choose(spec, None, q.strategy, credits)
+        } else {
+            None
+        };
+        match chosen {
             Some(agent) => {
                 round.book(agent, spec);
                 quotas.book(spec);
                 out.push((index, round.pool[agent].agent.spec.id.clone()));
             }
-            None => {
-                closed.insert(queue);
-            }
+            None => closed = Some(spec.priority),
         }
     }
     cursor.agents.retain(|_, credits| !credits.is_empty());
@@ -616,7 +724,8 @@ pub fn place_new(
 }
 
 /// Plans one dispatch round of at most `max` assignments onto agents that are
-/// Ready and in `connected`. Pure: reads `state`, updates only `cursor`.
+/// Ready and in `connected`, in the module's dispatch order. Pure: reads
+/// `state`, updates only `cursor`.
 pub fn plan(
     state: &State,
     connected: &BTreeSet<AgentId>,
@@ -646,56 +755,79 @@ pub fn plan(
         .values()
         .map(|q| (q.name.as_str(), q.weight))
         .collect();
-    let mut rotation = QueueRotation::new(queues, &cursor.queues);
     let budget = max.saturating_mul(SCAN_FACTOR);
-    let mut scans: Vec<QueueScan<'_>> = Vec::new();
-    for (i, q) in state.queues.values().enumerate() {
-        let scan = QueueScan::new(
-            q.strategy,
-            state.pending_by_tenant.get(&q.name),
-            &quotas,
-            budget,
-        );
-        if scan.order.is_empty() {
-            rotation.deactivate(i);
-        }
-        scans.push(scan);
-    }
+    let mut scans: Vec<QueueScan<'_>> = state
+        .queues
+        .values()
+        .map(|q| {
+            QueueScan::new(
+                q.strategy,
+                state.pending_by_tenant.get(&q.name),
+                &quotas,
+                budget,
+            )
+        })
+        .collect();
 
-    while out.len() < max && round.with_room > 0 {
-        let Some(qi) = rotation.next() else { break };
-        let queue = rotation.name(qi);
-        let credits = cursor.agents.entry(queue.to_string()).or_default();
-        let scan = &mut scans[qi];
-        let mut placed = None;
-        while let Some((id, tenant)) = scan.next(&quotas) {
-            let Some(task) = round.state.tasks.get(&id) else {
-                scan.file(tenant, &quotas);
-                continue;
-            };
-            if !quotas.allows(&task.spec) {
-                scan.file(tenant, &quotas);
-                continue;
-            }
-            if let Some(agent) = round.choose(&task.spec, scan.strategy, credits) {
-                placed = Some((task, agent, tenant));
-                break;
-            }
-            scan.file(tenant, &quotas);
+    for class in CLASSES {
+        if out.len() >= max || round.with_room == 0 {
+            break;
         }
-        match placed {
-            Some((task, agent, tenant)) => {
-                round.book(agent, &task.spec);
-                quotas.book(&task.spec);
-                scan.file(tenant, &quotas);
-                out.push((task.id, round.pool[agent].agent.spec.id.clone()));
+        let reserved = state.lifecycle().reserved_above(class);
+        if !round.room_beyond(reserved) {
+            // Nothing of this class fits beside the reserve, nor of a lower
+            // class, whose reserve is at least as large.
+            break;
+        }
+        let saved = cursor.queues.remove(&class).unwrap_or_default();
+        let mut rotation = QueueRotation::new(queues.clone(), &saved);
+        for (i, scan) in scans.iter().enumerate() {
+            // Every higher class is done: a queue's head is of this class
+            // or a lower one.
+            if scan.head() != Some(class) {
+                rotation.deactivate(i);
             }
-            // Nothing placeable left in this queue this round: its share goes
-            // to the others (work-conserving).
-            None => rotation.retract(qi),
+        }
+        while out.len() < max && round.with_room > 0 {
+            let Some(qi) = rotation.next() else { break };
+            let queue = rotation.name(qi);
+            let credits = cursor.agents.entry(queue.to_string()).or_default();
+            let scan = &mut scans[qi];
+            let mut placed = None;
+            while let Some((id, tenant)) = scan.next(class, &quotas) {
+                let Some(task) = round.state.tasks.get(&id) else {
+                    scan.file(tenant, &quotas);
+                    continue;
+                };
+                if !quotas.allows(&task.spec) || !round.leaves(reserved, &task.spec) {
+                    scan.file(tenant, &quotas);
+                    continue;
+                }
+                if let Some(agent) = round.choose(&task.spec, Some(task.id), scan.strategy, credits)
+                {
+                    placed = Some((task, agent, tenant));
+                    break;
+                }
+                scan.file(tenant, &quotas);
+            }
+            match placed {
+                Some((task, agent, tenant)) => {
+                    round.book(agent, &task.spec);
+                    quotas.book(&task.spec);
+                    scan.file(tenant, &quotas);
+                    out.push((task.id, round.pool[agent].agent.spec.id.clone()));
+                }
+                // Nothing placeable of this class left in this queue this
+                // round: its share goes to the others (work-conserving).
+                None => rotation.retract(qi),
+            }
+        }
+        let mut saved = saved;
+        rotation.save(&mut saved);
+        if !saved.is_empty() {
+            cursor.queues.insert(class, saved);
         }
     }
-    rotation.save(&mut cursor.queues);
     cursor.agents.retain(|_, credits| !credits.is_empty());
     out
 }
