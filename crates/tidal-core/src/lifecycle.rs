@@ -30,12 +30,14 @@ use crate::state::State;
 pub mod preempt;
 pub mod types;
 pub use types::{backoff_ms, validate_options};
+pub mod victims;
 pub use types::{
     Attempt, AttemptEnd, Checkpoint, Headroom, Lifecycle, Notice, OnDeadline, Preemption,
     Suspension, TaskLife, TaskOptions, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
     DEFAULT_PREEMPT_GRACE_MS, LIFECYCLE_VERSION, MAX_ATTEMPT_HISTORY, MAX_BACKOFF_MS,
     MAX_CHECKPOINT_BYTES, MAX_PREEMPT_GRACE_MS,
 };
+pub use victims::plan_preemption;
 
 // ---- reads ----
 

@@ -9,7 +9,7 @@ use crate::access::{tenant_of, Principal, Role, SubmitRate, TenantLimits, TokenR
 use crate::command::{ApplyCtx, Command, Completion, Finished, Rejection, Response};
 use crate::dispatch::{place_new, plan, DispatchCursor, InFlight};
 use crate::forwarding::Verdict;
-use crate::lifecycle::{Headroom, OnDeadline, TaskOptions, MAX_CHECKPOINT_BYTES};
+use crate::lifecycle::{plan_preemption, Headroom, OnDeadline, TaskOptions, MAX_CHECKPOINT_BYTES};
 use crate::model::Strategy as QueueStrategy;
 use crate::model::{AgentId, AgentSpec, Gpu, Outcome, Priority, TaskId, TaskSpec, TaskState};
 use crate::state::State;
@@ -187,6 +187,11 @@ enum Op {
         slots: u8,
         gpus: u8,
     },
+    /// The first preemption the planner finds over the agents in the mask
+    /// (a no-op if none).
+    PlanPreempt {
+        connected: u8,
+    },
 }
 
 const PEER: &str = "dc-x";
@@ -269,6 +274,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u16>(), 0..AGENTS + 1, vec((any::<u16>(), tok()), 0..3)).prop_map(|(task, agent, victims)| Op::PreemptAny { task, agent, victims }),
         2 => vec(any::<u16>(), 0..2).prop_map(Op::Resume),
         1 => (0u8..3, 0u8..4, 0u8..3).prop_map(|(class, slots, gpus)| Op::SetHeadroom { class, slots, gpus }),
+        2 => any::<u8>().prop_map(|connected| Op::PlanPreempt { connected }),
     ]
 }
 
@@ -296,6 +302,7 @@ fn preempt_op() -> impl Strategy<Value = Op> {
             .prop_map(|(items, connected, opts)| Op::SubmitWith { items, connected, opts }),
         4 => (0u8..8, any::<u8>()).prop_map(|(max, connected)| Op::Plan { max, connected }),
         4 => (any::<u16>(), Just(true), Just(Tok::Current)).prop_map(|(task, live, tok)| Op::Started { task, live, tok }),
+        6 => prop_oneof![3 => Just(0xffu8), 1 => any::<u8>()].prop_map(|connected| Op::PlanPreempt { connected }),
         8 => (any::<u16>(), 0..AGENTS, 0u8..0x7f, prop_oneof![6 => Just(Tok::Current), 1 => tok()])
             .prop_map(|(task, agent, mask, tok)| Op::Preempt { task, agent, mask, tok }),
         1 => (any::<u16>(), 0..AGENTS, any::<u8>(), tok()).prop_map(|(task, agent, mask, tok)| Op::Preempt { task, agent, mask, tok }),
@@ -791,6 +798,17 @@ impl Sim {
                     })
                     .collect(),
             },
+            Op::PlanPreempt { connected } => {
+                let connected: BTreeSet<AgentId> = (0..AGENTS)
+                    .filter(|i| connected & (1 << i) != 0)
+                    .map(agent_id)
+                    .collect();
+                let now = 1_000 * (self.index + 1);
+                plan_preemption(&self.a, &connected, now, 4)
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Command::Noop)
+            }
             Op::Resume(extra) => {
                 let mut ids: Vec<TaskId> = self.a.suspended().map(|(id, _)| id).collect();
                 ids.extend(extra.iter().map(|t| self.task_id(*t)));
@@ -969,6 +987,15 @@ impl Sim {
                     );
                 }
             }
+        }
+        // The planner's preemptions are applied in full.
+        if let (Op::PlanPreempt { .. }, Command::Preempt { .. }) = (op, &cmd) {
+            prop_assert!(
+                matches!(ra, Response::Preempted { .. }),
+                "planned {:?} answered {:?}",
+                cmd,
+                ra
+            );
         }
         if let Command::Preempt { task, victims, .. } = &cmd {
             match &ra {

@@ -1,0 +1,294 @@
+//! The preemption planner's choices.
+
+use std::collections::BTreeSet;
+
+use super::plan_preemption;
+use crate::command::{ApplyCtx, Command, Response};
+use crate::lifecycle::{TaskOptions, LIFECYCLE_VERSION};
+use crate::model::{AgentId, AgentSpec, Gpu, Priority, TaskId, TaskSpec};
+use crate::state::State;
+
+struct World {
+    state: State,
+    index: u64,
+}
+
+impl World {
+    fn new() -> World {
+        let mut state = State::new();
+        state.restore_cluster_version(LIFECYCLE_VERSION);
+        World { state, index: 0 }
+    }
+
+    fn at(&mut self, time_ms: u64, cmd: Command) -> Response {
+        self.index += 1;
+        let r = self.state.apply(
+            cmd,
+            ApplyCtx {
+                log_index: self.index,
+                time_ms,
+            },
+        );
+        self.state
+            .check_invariants()
+            .unwrap_or_else(|e| panic!("after {r:?}: {e}"));
+        r
+    }
+
+    fn agent(&mut self, id: &str, slots: u32, gpus: usize) {
+        self.at(
+            0,
+            Command::RegisterAgent(AgentSpec {
+                id: id.into(),
+                dc: "dc1".into(),
+                task_types: ["t".to_string()].into(),
+                slots,
+                weight: 1,
+                gpus: vec![
+                    Gpu {
+                        model: "A40".into(),
+                        memory_mb: 1,
+                    };
+                    gpus
+                ],
+                ..AgentSpec::default()
+            }),
+        );
+    }
+
+    fn submit(&mut self, prio: Priority, slots: u32, gpus: u32, opts: TaskOptions) -> TaskId {
+        let spec = TaskSpec {
+            task_type: "t".into(),
+            priority: prio,
+            slots,
+            gpus,
+            ..TaskSpec::default()
+        };
+        match self.at(
+            0,
+            Command::SubmitWith {
+                specs: vec![spec],
+                place: vec![],
+                by: vec![],
+                opts: vec![opts],
+            },
+        ) {
+            Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A task of `prio` started on `agent` at `start_ms`.
+    fn run(
+        &mut self,
+        agent: &str,
+        prio: Priority,
+        (slots, gpus): (u32, u32),
+        opts: TaskOptions,
+        start_ms: u64,
+    ) -> TaskId {
+        let id = self.submit(prio, slots, gpus, opts);
+        let token = match self.at(start_ms, Command::Assign(vec![(id, agent.into())])) {
+            Response::Assigned { granted, .. } if granted.len() == 1 => granted[0].token,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            self.at(start_ms, Command::Started { task: id, token }),
+            Response::Ok
+        );
+        id
+    }
+
+    fn plan(&self, agents: &[&str], now_ms: u64) -> Vec<(TaskId, AgentId, Vec<TaskId>)> {
+        let connected: BTreeSet<AgentId> = agents.iter().map(|a| a.to_string()).collect();
+        plan_preemption(&self.state, &connected, now_ms, 16)
+            .into_iter()
+            .map(|c| match c {
+                Command::Preempt {
+                    task,
+                    agent,
+                    victims,
+                } => {
+                    // What the planner proposes, apply takes.
+                    self.state.check_preempt(task, &agent, &victims).unwrap();
+                    (task, agent, victims.into_iter().map(|(v, _)| v).collect())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+}
+
+fn opts() -> TaskOptions {
+    TaskOptions::default()
+}
+
+fn suspendable() -> TaskOptions {
+    TaskOptions {
+        suspendable: true,
+        ..TaskOptions::default()
+    }
+}
+
+#[test]
+fn victims_lowest_class_first_then_least_work_lost_then_youngest() {
+    let mut w = World::new();
+    w.agent("a1", 5, 0);
+    let near = w.run("a1", Priority::Nearline, (1, 0), opts(), 9_000);
+    let old = w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    let young = w.run("a1", Priority::Offline, (1, 0), opts(), 5_000);
+    let checkpointed = w.run("a1", Priority::Offline, (1, 0), opts(), 2_000);
+    let token = w
+        .state
+        .task(checkpointed)
+        .unwrap()
+        .state
+        .holder()
+        .unwrap()
+        .1;
+    w.at(
+        8_000,
+        Command::Checkpoint(vec![(checkpointed, token, vec![1])]),
+    );
+    let young2 = w.run("a1", Priority::Offline, (1, 0), opts(), 5_000);
+    let online = w.submit(Priority::Online, 1, 0, opts());
+    // At 10 s: lost 2 s (checkpointed at 8), 5 s (young, young2), 9 s (old).
+    // Young and young2 tie on both: the smaller id goes first.
+    assert_eq!(
+        w.plan(&["a1"], 10_000),
+        vec![(online, "a1".into(), vec![checkpointed])]
+    );
+    let online2 = w.submit(Priority::Online, 4, 0, opts());
+    // The first online task (older) is planned first; one preemption per
+    // agent per plan, so the second waits for the next plan.
+    assert_eq!(w.plan(&["a1"], 10_000).len(), 1);
+    w.at(10_000, Command::Cancel { task: online });
+    let plan = w.plan(&["a1"], 10_000);
+    assert_eq!(plan.len(), 1);
+    let (task, _, victims) = &plan[0];
+    assert_eq!(*task, online2);
+    // Four of the offline ones (all of them), nearline untouched.
+    let got: BTreeSet<TaskId> = victims.iter().copied().collect();
+    assert_eq!(got, [old, young, young2, checkpointed].into());
+    assert!(!victims.contains(&near));
+    // In order of choice: checkpointed (2 s lost), young, young2 (5 s, the
+    // smaller id first), old (9 s).
+    assert_eq!(victims, &vec![checkpointed, young, young2, old]);
+}
+
+#[test]
+fn nearline_is_taken_only_when_offline_is_not_enough() {
+    let mut w = World::new();
+    w.agent("a1", 3, 0);
+    let near = w.run("a1", Priority::Nearline, (2, 0), opts(), 9_000);
+    let off = w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    let online = w.submit(Priority::Online, 1, 0, opts());
+    assert_eq!(
+        w.plan(&["a1"], 10_000),
+        vec![(online, "a1".into(), vec![off])]
+    );
+    let online2 = w.submit(Priority::Online, 2, 0, opts());
+    w.at(10_000, Command::Cancel { task: online });
+    // Offline alone frees 1 slot: the nearline task is needed, and then
+    // the offline one is not (pruned).
+    assert_eq!(
+        w.plan(&["a1"], 10_000),
+        vec![(online2, "a1".into(), vec![near])]
+    );
+}
+
+#[test]
+fn never_online_and_an_opt_out_is_respected() {
+    let mut w = World::new();
+    w.agent("a1", 2, 0);
+    w.run("a1", Priority::Online, (1, 0), opts(), 1_000);
+    w.run(
+        "a1",
+        Priority::Offline,
+        (1, 0),
+        TaskOptions {
+            preemptible: false,
+            ..opts()
+        },
+        1_000,
+    );
+    w.submit(Priority::Online, 1, 0, opts());
+    assert!(w.plan(&["a1"], 10_000).is_empty());
+    // Nor for a nearline task, whatever is below it.
+    let mut w = World::new();
+    w.agent("a1", 1, 0);
+    w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    w.submit(Priority::Nearline, 1, 0, opts());
+    assert!(w.plan(&["a1"], 10_000).is_empty());
+}
+
+#[test]
+fn a_task_that_needs_gpus_is_not_served_by_suspension() {
+    let mut w = World::new();
+    w.agent("a1", 4, 1);
+    let paused = w.run("a1", Priority::Offline, (1, 1), suspendable(), 1_000);
+    let online = w.submit(Priority::Online, 1, 1, opts());
+    // Slots are free (3), the GPU is not, and suspending keeps it taken.
+    assert!(w.plan(&["a1"], 10_000).is_empty());
+    // A stoppable one on another agent serves.
+    w.agent("a2", 4, 1);
+    let stoppable = w.run("a2", Priority::Offline, (1, 1), opts(), 1_000);
+    assert_eq!(
+        w.plan(&["a1", "a2"], 10_000),
+        vec![(online, "a2".into(), vec![stoppable])]
+    );
+    // Only connected agents count.
+    assert!(w.plan(&["a1"], 10_000).is_empty());
+    let _ = paused;
+}
+
+#[test]
+fn agents_compare_by_victims_then_work_lost() {
+    let mut w = World::new();
+    w.agent("a1", 2, 0);
+    w.agent("a2", 2, 0);
+    w.agent("a3", 2, 0);
+    // a1: two tasks of one slot; a2: one task of two slots, lost 9 s;
+    // a3: one task of two slots, lost 4 s.
+    w.run("a1", Priority::Offline, (1, 0), opts(), 9_500);
+    w.run("a1", Priority::Offline, (1, 0), opts(), 9_500);
+    w.run("a2", Priority::Offline, (2, 0), opts(), 1_000);
+    let cheap = w.run("a3", Priority::Offline, (2, 0), opts(), 6_000);
+    let online = w.submit(Priority::Online, 2, 0, opts());
+    assert_eq!(
+        w.plan(&["a1", "a2", "a3"], 10_000),
+        vec![(online, "a3".into(), vec![cheap])]
+    );
+}
+
+#[test]
+fn one_preemption_per_online_task_and_none_when_it_fits_somewhere() {
+    let mut w = World::new();
+    w.agent("a1", 1, 0);
+    let victim = w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    let online = w.submit(Priority::Online, 1, 0, opts());
+    let plan = w.plan(&["a1"], 10_000);
+    assert_eq!(plan, vec![(online, "a1".into(), vec![victim])]);
+    let token = w.state.task(victim).unwrap().state.holder().unwrap().1;
+    let r = w.at(
+        10_000,
+        Command::Preempt {
+            task: online,
+            agent: "a1".into(),
+            victims: vec![(victim, token)],
+        },
+    );
+    assert!(
+        matches!(r, Response::Preempted { granted: None, .. }),
+        "{r:?}"
+    );
+    // Under way (the victim is stopping): nothing more for it.
+    assert!(w.plan(&["a1"], 10_000).is_empty());
+    // An online task that fits on a connected agent is the dispatcher's.
+    w.agent("a2", 1, 0);
+    assert!(w.plan(&["a1", "a2"], 10_000).is_empty());
+    // Below version 4, nothing.
+    let mut old = State::new();
+    old.restore_cluster_version(3);
+    assert!(plan_preemption(&old, &BTreeSet::new(), 0, 4).is_empty());
+}
