@@ -29,6 +29,8 @@ pub enum Handler {
     Bootstrap,
     /// Retry backoffs' ends and missed deadlines (`lifecycle.rs`).
     Lifecycle,
+    /// Preemptions, suspensions and resumptions (`preempt.rs`).
+    Preempt,
 }
 
 impl Handler {
@@ -43,6 +45,7 @@ impl Handler {
         Handler::Dispatch,
         Handler::Bootstrap,
         Handler::Lifecycle,
+        Handler::Preempt,
     ];
 
     /// The handler's name in scenario files.
@@ -57,6 +60,7 @@ impl Handler {
             Handler::Dispatch => "dispatch",
             Handler::Bootstrap => "bootstrap",
             Handler::Lifecycle => "lifecycle",
+            Handler::Preempt => "preempt",
         }
     }
 }

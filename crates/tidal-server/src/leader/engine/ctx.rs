@@ -43,6 +43,10 @@ pub(crate) enum Purpose {
     Wake,
     /// A `DeadlineMissed` batch.
     DeadlineMissed,
+    /// A `Preempt` (`preempt.rs`).
+    Preempt,
+    /// A `Resume` batch (`preempt.rs`).
+    Resume,
 }
 
 /// A stop report, as its `Stopped` proposal carries it to the answer (`stop.rs`).

@@ -36,6 +36,7 @@ mod expiry;
 mod forward;
 mod leases;
 mod lifecycle;
+mod preempt;
 mod regrant;
 mod ship;
 mod stop;
@@ -72,6 +73,7 @@ pub struct Engine {
     dispatch: dispatch::Dispatch,
     bootstrap: bootstrap::Bootstrap,
     lifecycle: lifecycle::Lifecycle,
+    preempt: preempt::Preempt,
 }
 
 impl Engine {
@@ -89,6 +91,7 @@ impl Engine {
             dispatch: dispatch::Dispatch::default(),
             bootstrap: bootstrap::Bootstrap::default(),
             lifecycle: lifecycle::Lifecycle::default(),
+            preempt: preempt::Preempt::default(),
             cfg,
         }
     }
@@ -147,6 +150,9 @@ impl Engine {
                 if on(Handler::Lifecycle) {
                     self.lifecycle.start(now);
                 }
+                if on(Handler::Preempt) {
+                    self.preempt.start(now);
+                }
             }
             Event::Tick => {}
             Event::Work(work) => {
@@ -158,6 +164,7 @@ impl Engine {
                 }
                 // Any of them may bring tasks to place or free capacity.
                 self.dispatch.work(now);
+                self.preempt.look(now);
             }
             Event::Committed {
                 id,
@@ -201,6 +208,13 @@ impl Engine {
                 Some(p @ (Purpose::Wake | Purpose::DeadlineMissed)) => {
                     self.lifecycle.committed(&p, index, response, &mut cx)
                 }
+                Some(Purpose::Preempt) => {
+                    let granted =
+                        self.preempt
+                            .preempted(&mut cx, &mut self.leases.table, index, response);
+                    self.leases.granted(&mut cx, granted);
+                }
+                Some(Purpose::Resume) => self.preempt.resumed(&mut cx, index, response),
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.answered(id) {
@@ -227,6 +241,9 @@ impl Engine {
                 Some(p @ (Purpose::Wake | Purpose::DeadlineMissed)) => {
                     self.lifecycle.not_committed(&p, &error)
                 }
+                Some(p @ (Purpose::Preempt | Purpose::Resume)) => {
+                    self.preempt.not_committed(&mut cx, &p, &error)
+                }
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
@@ -251,6 +268,8 @@ impl Engine {
                 self.regrants.add(&mut cx, agent, held);
                 // The connected agents changed.
                 self.dispatch.work(now);
+                // A new session is told the preemption orders it holds.
+                self.preempt.look(now);
             }
             Event::SessionClosed { agent, generation } => {
                 self.leases.closed(&mut cx, agent, generation);
@@ -305,6 +324,7 @@ impl Engine {
                 self.dispatch.work(now);
             }
             self.dispatch.fire(&mut cx, &mut self.leases.table);
+            self.preempt.fire(&mut cx, &mut self.leases.table);
             self.bootstrap.fire(&mut cx);
         }
     }
@@ -327,6 +347,7 @@ impl Engine {
             self.dispatch.next_wake(),
             self.bootstrap.next_wake(),
             self.lifecycle.next_wake(),
+            self.preempt.next_wake(),
         ];
         let ships = self.shippers.values().map(ship::Shipper::next_wake);
         wakes.into_iter().chain(ships).flatten().min()

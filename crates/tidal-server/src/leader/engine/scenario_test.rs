@@ -21,7 +21,9 @@
 //! - `reset`: starts over (a new state, no engine, the default config).
 //! - `time +MS`: advances both clocks.
 //! - State, applied directly: `agent ID [slots=N] [types=a,b]`,
-//!   `queue NAME [weight=W]`, `submit N [type=T] [queue=Q]`,
+//!   `queue NAME [weight=W]`, `submit N [type=T] [queue=Q]
+//!   [prio=online|nearline|offline] [slots=N] [suspendable] [grace=MS]` (any
+//!   of the last four: submitted with lifecycle options, `SubmitWith`),
 //!   `assign AGENT ID,..` (ids may be ranges: `1-20`), `start ID,..` (the
 //!   holder reports them running), `complete ID,..` (success with the current
 //!   token), `down AGENT`, `version V` (raises the cluster format version),
@@ -68,7 +70,8 @@ use std::path::Path;
 use tidal_core::access::{Role, TokenRecord};
 use tidal_core::command::{ApplyCtx, Command, Completion, Granted, Response};
 use tidal_core::forwarding::{CapabilityGroup, CapabilitySummary, QueuePolicy, Verdict};
-use tidal_core::model::{AgentSpec, Outcome, Strategy, TaskId, TaskSpec, TaskState};
+use tidal_core::lifecycle::TaskOptions;
+use tidal_core::model::{AgentSpec, Outcome, Priority, Strategy, TaskId, TaskSpec, TaskState};
 use tidal_core::State;
 
 use super::{
@@ -305,12 +308,45 @@ impl Scenario {
                 let n: usize = first
                     .parse()
                     .map_err(|_| format!("submit count {first:?}"))?;
+                let priority = match a.get("prio").map(String::as_str) {
+                    None | Some("nearline") => Priority::Nearline,
+                    Some("online") => Priority::Online,
+                    Some("offline") => Priority::Offline,
+                    Some(other) => return Err(format!("prio {other:?}")),
+                };
                 let spec = TaskSpec {
                     task_type: a.get("type").cloned().unwrap_or_else(|| "t2i".into()),
                     queue: a.get("queue").cloned().unwrap_or_default(),
-                    slots: 1,
+                    slots: num(&a, "slots", 1)?,
+                    priority,
                     ..TaskSpec::default()
                 };
+                let lifecycle = ["prio", "suspendable", "grace", "slots"]
+                    .iter()
+                    .any(|k| a.contains_key(*k));
+                if lifecycle {
+                    let opts = TaskOptions {
+                        suspendable: a.contains_key("suspendable"),
+                        preempt_grace_ms: num(&a, "grace", 0)?,
+                        ..TaskOptions::default()
+                    };
+                    return match self
+                        .apply(Command::SubmitWith {
+                            specs: vec![spec; n],
+                            place: Vec::new(),
+                            by: Vec::new(),
+                            opts: vec![opts; n],
+                        })
+                        .0
+                    {
+                        Response::SubmittedPlaced { submitted, .. }
+                            if submitted.iter().all(Result::is_ok) =>
+                        {
+                            Ok(None)
+                        }
+                        other => Err(format!("submit failed: {other:?}")),
+                    };
+                }
                 match self.apply(Command::Submit(vec![spec; n])).0 {
                     Response::Submitted(v) if v.iter().all(Result::is_ok) => Ok(None),
                     other => Err(format!("submit failed: {other:?}")),
@@ -992,6 +1028,12 @@ fn describe_command(command: &Command) -> String {
         Command::StartedBatch(items) => format!("StartedBatch {}", pairs(items)),
         Command::Regrant { agent, tasks } => format!("Regrant {agent} {}", pairs(tasks)),
         Command::Stopped(items) => format!("Stopped {}", pairs(items)),
+        Command::Preempt {
+            task,
+            agent,
+            victims,
+        } => format!("Preempt {} on {agent} victims={}", task.0, pairs(victims)),
+        Command::Resume(ids) => format!("Resume {}", tasks(ids)),
         other => format!("{other:?}"),
     }
 }
@@ -1064,6 +1106,39 @@ fn describe_response(response: &Response) -> String {
                 tasks(failed),
                 tasks(&rejected)
             )
+        }
+        Response::Preempted {
+            agent,
+            granted,
+            suspended,
+            stopping,
+        } => {
+            let stopping: Vec<String> = stopping
+                .iter()
+                .map(|s| format!("{}:{}", s.task.0, s.token))
+                .collect();
+            format!(
+                "preempted on {agent} granted={} suspended={} stopping={}",
+                granted
+                    .as_ref()
+                    .map_or("-".into(), |g| format!("{}:{}", g.task.0, g.token)),
+                pairs(suspended),
+                if stopping.is_empty() {
+                    "-".into()
+                } else {
+                    stopping.join(",")
+                }
+            )
+        }
+        Response::Items(items) => {
+            let each: Vec<String> = items
+                .iter()
+                .map(|r| match r {
+                    Ok(()) => "ok".into(),
+                    Err(e) => format!("refused({e})"),
+                })
+                .collect();
+            format!("items {}", each.join(","))
         }
         other => format!("{other:?}"),
     }
