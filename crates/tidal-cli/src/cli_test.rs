@@ -878,3 +878,142 @@ fn an_empty_tls_variable_counts_as_unset_for_clients_agents_and_servers() {
         Cli::from_arg_matches_mut(&mut matches).unwrap();
     }
 }
+
+#[test]
+fn task_submit_lifecycle_flags() {
+    let cli = parse(&[
+        "task",
+        "submit",
+        "--type",
+        "train",
+        "--deadline-ms",
+        "60000",
+        "--on-deadline",
+        "fail",
+        "--max-run-ms",
+        "5000",
+        "--retry-backoff-ms",
+        "200,3000",
+        "--preemptible",
+        "false",
+        "--suspendable",
+        "--preempt-notice",
+        "file",
+        "--preempt-grace-ms",
+        "2500",
+    ]);
+    let Command::Task(TaskCmd::Submit(s)) = cli.command else {
+        panic!()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let spec = &s.specs().unwrap()[0];
+    // Relative on the command line, absolute on the wire.
+    assert!(
+        spec.deadline_ms >= now + 59_000 && spec.deadline_ms <= now + 61_000,
+        "{} vs {now}",
+        spec.deadline_ms
+    );
+    assert_eq!(spec.on_deadline, v1::OnDeadline::Fail as i32);
+    assert_eq!(spec.max_run_ms, 5000);
+    assert_eq!(
+        (spec.retry_backoff_base_ms, spec.retry_backoff_max_ms),
+        (200, 3000)
+    );
+    assert_eq!(spec.preemptible, Some(false));
+    assert!(spec.suspendable);
+    assert_eq!(spec.preempt_notice, v1::PreemptNotice::File as i32);
+    assert_eq!(spec.preempt_grace_ms, 2500);
+
+    // Left out: the defaults (nothing set on the wire).
+    let cli = parse(&[
+        "task",
+        "submit",
+        "--type",
+        "t2i",
+        "--retry-backoff-ms",
+        "200",
+    ]);
+    let Command::Task(TaskCmd::Submit(s)) = cli.command else {
+        panic!()
+    };
+    let spec = &s.specs().unwrap()[0];
+    assert_eq!(
+        (spec.deadline_ms, spec.max_run_ms, spec.preemptible),
+        (0, 0, None)
+    );
+    assert_eq!(
+        (spec.retry_backoff_base_ms, spec.retry_backoff_max_ms),
+        (200, 0)
+    );
+
+    for bad in [
+        &["--on-deadline", "never"][..],
+        &["--on-deadline", "fail"],
+        &["--retry-backoff-ms", "500,100"],
+        &["--retry-backoff-ms", "0"],
+        &["--retry-backoff-ms", "fast"],
+        &["--max-run-ms", "0"],
+        &["--preempt-grace-ms", "600001"],
+        &["--preemptible", "maybe"],
+        &["--preempt-notice", "email"],
+    ] {
+        let mut args = vec!["task", "submit", "--type", "t2i"];
+        args.extend_from_slice(bad);
+        assert!(
+            Cli::try_parse_from(std::iter::once("tidal").chain(args.iter().copied())).is_err(),
+            "{bad:?} parsed"
+        );
+    }
+}
+
+#[test]
+fn task_list_dead_replay_and_queue_headroom() {
+    let cli = parse(&["task", "list", "--dead", "--queue", "q"]);
+    let Command::Task(TaskCmd::List(l)) = cli.command else {
+        panic!()
+    };
+    assert!(l.dead);
+    let cli = parse(&["task", "replay", "t1", "t2"]);
+    let Command::Task(TaskCmd::Replay(r)) = cli.command else {
+        panic!()
+    };
+    assert_eq!(r.ids, ["t1", "t2"]);
+    let cli = parse(&["task", "replay", "--dead", "--queue", "q", "--since", "2h"]);
+    let Command::Task(TaskCmd::Replay(r)) = cli.command else {
+        panic!()
+    };
+    assert_eq!(
+        (r.dead, r.queue.as_deref(), r.since),
+        (true, Some("q"), Some(7_200_000))
+    );
+    let cli = parse(&[
+        "task", "replay", "--dead", "--queue", "q", "--since", "1500",
+    ]);
+    let Command::Task(TaskCmd::Replay(r)) = cli.command else {
+        panic!()
+    };
+    assert_eq!(r.since, Some(1500));
+    for bad in [
+        &["task", "replay"][..],
+        &["task", "replay", "t1", "--dead", "--queue", "q"],
+        &["task", "replay", "--dead"],
+        &["task", "replay", "--queue", "q"],
+        &[
+            "task", "replay", "--dead", "--queue", "q", "--since", "soon",
+        ],
+        &["queue", "headroom", "offline", "--slots", "1"],
+    ] {
+        assert!(
+            Cli::try_parse_from(std::iter::once("tidal").chain(bad.iter().copied())).is_err(),
+            "{bad:?} parsed"
+        );
+    }
+    let cli = parse(&["queue", "headroom", "online", "--slots", "4", "--gpus", "2"]);
+    let Command::Queue(QueueCmd::Headroom(h)) = cli.command else {
+        panic!()
+    };
+    assert_eq!((h.slots, h.gpus), (4, 2));
+}

@@ -160,12 +160,111 @@ pub fn task_json(t: &v1::Task) -> Value {
         "origin_id": t.origin_id,
         "submitted_by": t.submitted_by.as_ref().map(|u| json!({ "id": u.id, "role": u.role })),
     });
+    // The lifecycle (cluster format version 4), apart: one json! of every
+    // field is over the macro's recursion limit.
+    let life = json!({
+        "deadline_ms": (spec.deadline_ms > 0).then_some(spec.deadline_ms),
+        "on_deadline": on_deadline_name(spec.on_deadline),
+        "max_run_ms": (spec.max_run_ms > 0).then_some(spec.max_run_ms),
+        "retry_backoff_base_ms": spec.retry_backoff_base_ms,
+        "retry_backoff_max_ms": spec.retry_backoff_max_ms,
+        "preemptible": spec.preemptible.unwrap_or(true),
+        "suspendable": spec.suspendable,
+        "preempt_notice": preempt_notice_name(spec.preempt_notice),
+        "preempt_grace_ms": spec.preempt_grace_ms,
+        "attempts": t.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
+        "attempts_left": t.attempts_left,
+        "preempted": t.preempted,
+        "not_before_ms": (t.not_before_ms > 0).then_some(t.not_before_ms),
+        "dead": t.dead,
+        "deadline_missed": t.deadline_missed,
+        "suspended": t.suspended,
+        "suspended_by": (!t.suspended_by.is_empty()).then_some(&t.suspended_by),
+        "checkpoint_ms": (t.checkpoint_ms > 0).then_some(t.checkpoint_ms),
+        "checkpoint_bytes": t.checkpoint_bytes,
+    });
+    if let (Some(v), Value::Object(life)) = (v.as_object_mut(), life) {
+        v.extend(life);
+    }
     if !spec.payload.is_empty() {
         let (payload, enc) = encode_bytes(&spec.payload);
         v["payload"] = json!(payload);
         v["payload_encoding"] = json!(enc);
     }
     v
+}
+
+/// One attempt of a task's history as JSON (times: ms since the epoch,
+/// null when not reached).
+pub fn attempt_json(a: &v1::Attempt) -> Value {
+    json!({
+        "attempt": a.attempt,
+        "agent": a.agent,
+        "token": a.token,
+        "assigned_ms": a.assigned_ms,
+        "started_ms": (a.started_ms > 0).then_some(a.started_ms),
+        "ended_ms": (a.ended_ms > 0).then_some(a.ended_ms),
+        "end": (!a.end.is_empty()).then_some(&a.end),
+        "exit_code": a.exit_code,
+        "error": a.error,
+    })
+}
+
+pub fn on_deadline_name(v: i32) -> &'static str {
+    match v1::OnDeadline::try_from(v) {
+        Ok(v1::OnDeadline::Fail) => "fail",
+        _ => "report",
+    }
+}
+
+pub fn preempt_notice_name(v: i32) -> &'static str {
+    match v1::PreemptNotice::try_from(v) {
+        Ok(v1::PreemptNotice::File) => "file",
+        _ => "signal",
+    }
+}
+
+/// A task's attempt history: one line per attempt.
+pub fn attempts_table(attempts: &[v1::Attempt]) -> String {
+    let mut t = Table::new(&[
+        "ATTEMPT",
+        "AGENT",
+        "TOKEN",
+        "STARTED",
+        "ENDED",
+        "END",
+        "EXIT/ERROR",
+    ]);
+    for a in attempts {
+        let start = if a.started_ms > 0 {
+            a.started_ms
+        } else {
+            a.assigned_ms
+        };
+        let outcome = match a.end.as_str() {
+            "failed" if a.error.is_empty() => format!("exit {}", a.exit_code),
+            "failed" => format!("exit {}: {}", a.exit_code, a.error),
+            _ => a.error.clone(),
+        };
+        t.row(vec![
+            a.attempt.to_string(),
+            dash(&a.agent),
+            a.token.to_string(),
+            ms_to_utc(start),
+            if a.ended_ms > 0 {
+                ms_to_utc(a.ended_ms)
+            } else {
+                "-".to_string()
+            },
+            if a.end.is_empty() {
+                "(running)".to_string()
+            } else {
+                a.end.clone()
+            },
+            dash(&one_line(&outcome, 60)),
+        ]);
+    }
+    t.render()
 }
 
 /// A task for people: one `field  value` line each.
@@ -208,7 +307,55 @@ pub fn task_text(t: &v1::Task) -> String {
     if t.forwarded_to.is_empty() {
         kv("token", t.token.to_string());
     }
-    kv("attempt", format!("{} of {}", t.attempt, spec.max_attempts));
+    kv(
+        "attempt",
+        format!(
+            "{} of {} ({} left)",
+            t.attempt, spec.max_attempts, t.attempts_left
+        ),
+    );
+    if t.not_before_ms > 0 {
+        kv(
+            "backoff",
+            format!("retrying at {}", ms_to_utc(t.not_before_ms)),
+        );
+    }
+    if t.dead {
+        kv(
+            "dead",
+            "yes: its attempts are used up (tidal task replay)".to_string(),
+        );
+    }
+    if spec.deadline_ms > 0 {
+        kv(
+            "deadline",
+            format!(
+                "{} (on deadline: {}){}",
+                ms_to_utc(spec.deadline_ms),
+                on_deadline_name(spec.on_deadline),
+                if t.deadline_missed { ", missed" } else { "" }
+            ),
+        );
+    }
+    if spec.max_run_ms > 0 {
+        kv("max_run", format!("{} ms", spec.max_run_ms));
+    }
+    if t.preempted > 0 {
+        kv("preempted", format!("{} times", t.preempted));
+    }
+    if t.suspended {
+        kv("suspended", format!("yes, for {}", dash(&t.suspended_by)));
+    }
+    if t.checkpoint_ms > 0 {
+        kv(
+            "checkpoint",
+            format!(
+                "{} bytes at {}",
+                t.checkpoint_bytes,
+                ms_to_utc(t.checkpoint_ms)
+            ),
+        );
+    }
     kv("slots", spec.slots.to_string());
     if spec.gpus > 0 {
         kv(
@@ -238,6 +385,10 @@ pub fn task_text(t: &v1::Task) -> String {
             r.trim_end()
         ));
     }
+    if !t.attempts.is_empty() {
+        out.push_str("attempts:\n");
+        out.push_str(&attempts_table(&t.attempts));
+    }
     out
 }
 
@@ -265,6 +416,23 @@ pub fn agent_json(a: &v1::AgentInfo) -> Value {
 
 pub fn queue_json(q: &v1::Queue) -> Value {
     json!({ "name": q.name, "weight": q.weight, "strategy": q.strategy, "pending": q.pending })
+}
+
+pub fn headroom_json(h: &v1::Headroom) -> Value {
+    json!({ "class": priority_name(h.class), "slots": h.slots, "gpus": h.gpus })
+}
+
+/// The headroom set per class: capacity kept free for that class and above.
+pub fn headroom_table(headroom: &[v1::Headroom]) -> String {
+    let mut t = Table::new(&["CLASS", "HEADROOM_SLOTS", "HEADROOM_GPUS"]);
+    for h in headroom {
+        t.row(vec![
+            priority_name(h.class).to_string(),
+            h.slots.to_string(),
+            h.gpus.to_string(),
+        ]);
+    }
+    t.render()
 }
 
 pub fn queues_table(queues: &[v1::Queue]) -> String {
@@ -390,6 +558,7 @@ pub fn status_json(s: &v1::StatusResponse) -> Value {
         // Empty from a server without --auth (an older build).
         "auth": (!s.auth.is_empty()).then_some(&s.auth),
         "tls": s.tls,
+        "deadlines_missed": s.deadlines_missed,
     })
 }
 

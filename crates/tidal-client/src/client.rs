@@ -344,6 +344,64 @@ impl Client {
         .await
     }
 
+    /// Replays dead letters: the tasks `ids`, or (`ids` empty) the dead
+    /// letters of `queue` that finished at or after `since_ms`, at most
+    /// 1000 per call (`ReplayResponse.more` says whether more matched).
+    /// One result per task; not idempotent (a replayed task is no longer
+    /// dead).
+    pub async fn replay(&self, req: v1::ReplayRequest) -> Result<v1::ReplayResponse, Error> {
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(TasksClient::new(ch).replay(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Replays the tasks `ids` (see [`Client::replay`]).
+    pub async fn replay_tasks(&self, ids: Vec<String>) -> Result<Vec<v1::SubmitResult>, Error> {
+        let req = v1::ReplayRequest {
+            ids,
+            ..Default::default()
+        };
+        Ok(self.replay(req).await?.results)
+    }
+
+    /// Replays the dead letters of `queue` that finished at or after
+    /// `since_ms` (0: any), following `more` until none is left.
+    pub async fn replay_dead(
+        &self,
+        queue: &str,
+        since_ms: u64,
+    ) -> Result<Vec<v1::SubmitResult>, Error> {
+        let req = v1::ReplayRequest {
+            dead: true,
+            queue: queue.to_string(),
+            since_ms,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        loop {
+            let resp = self.replay(req.clone()).await?;
+            // A call that replayed nothing would return the same tasks again.
+            let progressed = resp.results.iter().any(|r| r.error.is_none());
+            out.extend(resp.results);
+            if !resp.more || !progressed {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The dead letters (failed with their attempts used up), optionally of
+    /// one queue, every page.
+    pub async fn list_dead(&self, queue: &str) -> Result<Vec<v1::Task>, Error> {
+        self.list_all_tasks(v1::ListTasksRequest {
+            queue: queue.to_string(),
+            dead: true,
+            ..Default::default()
+        })
+        .await
+    }
+
     // ------------------------------------------------------------ agents
 
     /// Lists agents (linearizable unless `stale`).
@@ -468,15 +526,39 @@ impl Client {
 
     /// Lists queues.
     pub async fn list_queues(&self) -> Result<Vec<v1::Queue>, Error> {
+        Ok(self.list_queues_full().await?.queues)
+    }
+
+    /// Lists queues, with the headroom set per class.
+    pub async fn list_queues_full(&self) -> Result<v1::ListQueuesResponse, Error> {
+        self.call(true, |ch| async move {
+            Ok(QueuesClient::new(ch)
+                .list(v1::ListQueuesRequest {})
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
+    /// Admin: sets the capacity kept free for `class` and the classes above
+    /// it (0 and 0 remove it); returns every headroom set.
+    pub async fn set_headroom(
+        &self,
+        class: v1::Priority,
+        slots: u32,
+        gpus: u32,
+    ) -> Result<Vec<v1::Headroom>, Error> {
+        let req = v1::SetHeadroomRequest {
+            class: class as i32,
+            slots,
+            gpus,
+        };
         let resp = self
             .call(true, |ch| async move {
-                Ok(QueuesClient::new(ch)
-                    .list(v1::ListQueuesRequest {})
-                    .await?
-                    .into_inner())
+                Ok(QueuesClient::new(ch).set_headroom(req).await?.into_inner())
             })
             .await?;
-        Ok(resp.queues)
+        Ok(resp.headroom)
     }
 
     // ------------------------------------------------------------ tokens

@@ -158,6 +158,27 @@ impl tasks_server::Tasks for Fake {
             ..Default::default()
         }))
     }
+
+    async fn replay(
+        &self,
+        r: Request<v1::ReplayRequest>,
+    ) -> Result<Response<v1::ReplayResponse>, Status> {
+        self.gate()?;
+        let results = r
+            .into_inner()
+            .ids
+            .into_iter()
+            .map(|id| v1::SubmitResult {
+                id,
+                log_index: 9,
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(v1::ReplayResponse {
+            results,
+            more: false,
+        }))
+    }
 }
 
 #[tonic::async_trait]

@@ -115,6 +115,17 @@ impl Lifecycle {
             .map(|a| &a.agent)
     }
 
+    /// The dead letters (failed with their attempts used up) with ids after
+    /// `after`, in id order: what `task list --dead` and `Replay` of a
+    /// queue's dead letters read. Looks only at tasks with a lifecycle.
+    pub fn dead_after(&self, after: Option<TaskId>) -> impl Iterator<Item = TaskId> + '_ {
+        let from = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        self.tasks
+            .range((from, std::ops::Bound::Unbounded))
+            .filter(|(_, l)| l.dead)
+            .map(|(id, _)| *id)
+    }
+
     /// The dispatch-order deadline of a Pending task, or `None` while it is
     /// in backoff (it is then out of the dispatch index).
     pub(crate) fn dispatch_key(&self, id: TaskId) -> Option<u64> {

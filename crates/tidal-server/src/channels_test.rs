@@ -22,6 +22,13 @@ impl Queues for Empty {
         Err(tonic::Status::unimplemented("set"))
     }
 
+    async fn set_headroom(
+        &self,
+        _: tonic::Request<tidal_proto::v1::SetHeadroomRequest>,
+    ) -> Result<tonic::Response<tidal_proto::v1::ListHeadroomResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("set_headroom"))
+    }
+
     async fn list(
         &self,
         _: tonic::Request<ListQueuesRequest>,

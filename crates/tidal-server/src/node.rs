@@ -403,7 +403,7 @@ impl Node {
     /// right after it started, the last node of an upgrade just back): the
     /// command waits for that, at most [`FORMAT_RAISE_WAIT`]. Elsewhere the
     /// write is forwarded to the leader, which decides.
-    async fn await_format_version(&self, command: &Command) -> Result<()> {
+    pub(crate) async fn await_format_version(&self, command: &Command) -> Result<()> {
         let needed = command.required_version();
         let current = || self.state.read().state.cluster_version();
         if needed <= current()

@@ -1,4 +1,4 @@
-//! `tidal queue set | list`: queue weights and placement strategy.
+//! `tidal queue set | list | headroom`: queue weights and placement strategy, the classes' headroom.
 
 use crate::output::out;
 use anyhow::Context;
@@ -17,8 +17,37 @@ pub enum QueueCmd {
         Per dispatch round, a queue of weight w gets up to w/sum(weights) of the picks; unused share flows to the others."
     )]
     Set(SetArgs),
-    /// List queues with their weight, strategy and pending count.
+    /// List queues with their weight, strategy and pending count, and the
+    /// headroom set per class.
     List(ListArgs),
+    /// Keep capacity free for a class and the classes above it (admin).
+    #[command(
+        after_help = "Example: tidal queue headroom online --slots 4 --gpus 2\n\
+        Nearline and offline tasks are not placed where they would leave fewer free slots (GPUs) \
+        than that. --slots 0 --gpus 0 removes it. Needs cluster format version 4."
+    )]
+    Headroom(HeadroomArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClassArg {
+    Online,
+    Nearline,
+}
+
+#[derive(Args, Debug)]
+pub struct HeadroomArgs {
+    /// The class it is kept for (and every class above it).
+    #[arg(value_enum)]
+    pub class: ClassArg,
+    /// Task slots kept free (0..=1000000).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub slots: u32,
+    /// GPUs kept free (0..=1000000).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub gpus: u32,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -75,13 +104,40 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
         }
         QueueCmd::List(a) => {
             let ctx = Ctx::new(&a.client)?;
-            let qs = ctx.client.list_queues().await.context("listing queues")?;
+            let resp = ctx
+                .client
+                .list_queues_full()
+                .await
+                .context("listing queues")?;
+            if ctx.json() {
+                output::print_json(&json!({
+                    "queues": resp.queues.iter().map(output::queue_json).collect::<Vec<_>>(),
+                    "headroom": resp.headroom.iter().map(output::headroom_json).collect::<Vec<_>>(),
+                }));
+            } else {
+                out!("{}", output::queues_table(&resp.queues));
+                if !resp.headroom.is_empty() {
+                    out!("\n{}", output::headroom_table(&resp.headroom));
+                }
+            }
+        }
+        QueueCmd::Headroom(a) => {
+            let ctx = Ctx::new(&a.client)?;
+            let class = match a.class {
+                ClassArg::Online => tidal_proto::v1::Priority::Online,
+                ClassArg::Nearline => tidal_proto::v1::Priority::Nearline,
+            };
+            let hs = ctx
+                .client
+                .set_headroom(class, a.slots, a.gpus)
+                .await
+                .context("setting the headroom")?;
             if ctx.json() {
                 output::print_json(
-                    &json!({ "queues": qs.iter().map(output::queue_json).collect::<Vec<_>>() }),
+                    &json!({ "headroom": hs.iter().map(output::headroom_json).collect::<Vec<_>>() }),
                 );
             } else {
-                out!("{}", output::queues_table(&qs));
+                out!("{}", output::headroom_table(&hs));
             }
         }
     }

@@ -131,6 +131,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             l.agents,
             l.agents_connected
         );
+        outln!("deadlines missed: {}", l.deadlines_missed);
         if !l.queues.is_empty() {
             outln!();
             out!("{}", output::queues_table(&l.queues));

@@ -1,4 +1,4 @@
-//! `tidal task submit | get | list | cancel | watch`.
+//! `tidal task submit | get | list | cancel | watch | replay`.
 
 use crate::output::{out, outln};
 use std::path::PathBuf;
@@ -15,6 +15,8 @@ use crate::lists;
 use crate::opts::ClientOpts;
 use crate::output::{self, Table};
 
+// Parsed once per process: the size of the submit variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum TaskCmd {
     /// Submit a task (or --count copies in one batch); prints the task id.
@@ -33,6 +35,99 @@ pub enum TaskCmd {
     /// Poll a task until it finishes, printing each state change.
     #[command(after_help = "Exits 0 when the task succeeded, 4 when it failed or was cancelled.")]
     Watch(WatchArgs),
+    /// Put dead letters (failed with their attempts used up) back to pending
+    /// with a fresh attempt budget; their attempt history is kept.
+    #[command(after_help = "Examples: tidal task replay t0000000042 t0000000043\n\
+        tidal task replay --dead --queue vip --since 2h\n\
+        Exits 1 if any task was not replayed (each refusal is printed).")]
+    Replay(ReplayArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnDeadlineArg {
+    /// Count it and report it once; the task stays pending.
+    Report,
+    /// Count it and fail the task.
+    Fail,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NoticeArg {
+    /// SIGTERM to the worker's process group at once.
+    Signal,
+    /// The agent writes $TIDAL_PREEMPT_FILE (the deadline); SIGTERM at the grace.
+    File,
+}
+
+/// `BASE` or `BASE,MAX`, in ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: u64,
+    pub max: u64,
+}
+
+pub fn parse_backoff(s: &str) -> Result<Backoff, String> {
+    let num = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{v:?} is not a number of ms: use BASE or BASE,MAX"))
+    };
+    let (base, max) = match s.split_once(',') {
+        Some((b, m)) => (num(b)?, num(m)?),
+        None => (num(s)?, 0),
+    };
+    if base == 0 {
+        return Err("the base must be at least 1 ms".into());
+    }
+    if max != 0 && max < base {
+        return Err(format!("the cap {max} ms is below the base {base} ms"));
+    }
+    Ok(Backoff { base, max })
+}
+
+/// A duration back from now: `500ms`, `90s`, `30m`, `2h`, `1d`, or plain ms.
+pub fn parse_ago(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30m, 2h, 1d, 90s or 500 (ms)"))?;
+    let ms = match unit {
+        "" | "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(format!("{s:?}: use ms, s, m, h or d")),
+    };
+    ms.ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["ids", "dead"]))]
+pub struct ReplayArgs {
+    /// The tasks to replay (at most 1000).
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Replay the dead letters of --queue instead (1000 per request, until none is left).
+    #[arg(long, requires = "queue")]
+    pub dead: bool,
+    /// With --dead: the queue.
+    #[arg(long, value_name = "NAME", requires = "dead")]
+    pub queue: Option<String>,
+    /// With --dead: only those that finished within this long before now
+    /// (30m, 2h, 1d, 90s, or ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_ago, requires = "dead")]
+    pub since: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -123,6 +218,31 @@ pub struct SubmitArgs {
     /// Submit this many copies in one batch (ids printed one per line).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub count: u32,
+    /// It must start within MS from now (converted to an absolute time by
+    /// this machine's clock); earlier deadlines go first within a class.
+    #[arg(long, value_name = "MS")]
+    pub deadline_ms: Option<u64>,
+    /// What a missed deadline does (default report).
+    #[arg(long, value_enum, value_name = "report|fail", requires = "deadline_ms")]
+    pub on_deadline: Option<OnDeadlineArg>,
+    /// The agent stops an attempt that runs longer (a failed attempt, retried).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_run_ms: Option<u64>,
+    /// Retry backoff: BASE ms, doubling per retry up to MAX (default 1000,60000).
+    #[arg(long, value_name = "BASE[,MAX]", value_parser = parse_backoff)]
+    pub retry_backoff_ms: Option<Backoff>,
+    /// Whether online work may preempt it (default true).
+    #[arg(long, value_name = "true|false")]
+    pub preemptible: Option<bool>,
+    /// Preempted by pausing it in place (SIGSTOP, later SIGCONT) instead of stopping it.
+    #[arg(long)]
+    pub suspendable: bool,
+    /// How its worker is told of a preemption (default signal).
+    #[arg(long, value_enum, value_name = "signal|file")]
+    pub preempt_notice: Option<NoticeArg>,
+    /// How long a preempted worker has to checkpoint and exit (default 10000, at most 600000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub preempt_grace_ms: Option<u64>,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -155,6 +275,9 @@ pub struct ListArgs {
     /// Answer from the node reached, without a read index (may be stale).
     #[arg(long)]
     pub stale: bool,
+    /// Only dead letters: failed with their attempts used up (`task replay` takes them).
+    #[arg(long)]
+    pub dead: bool,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -185,6 +308,7 @@ pub async fn run(cmd: TaskCmd) -> anyhow::Result<i32> {
         TaskCmd::List(a) => list(a).await.map(|()| exit::OK),
         TaskCmd::Cancel(a) => cancel(a).await.map(|()| exit::OK),
         TaskCmd::Watch(a) => watch(a).await,
+        TaskCmd::Replay(a) => replay(a).await.map(|()| exit::OK),
     }
 }
 
@@ -222,6 +346,23 @@ impl SubmitArgs {
             gpus: self.gpus.unwrap_or(0),
             gpu_memory_mb: self.gpu_memory_mb.unwrap_or(0),
             tenant: self.tenant.clone().unwrap_or_default(),
+            deadline_ms: self.deadline_ms.map_or(0, |d| now_ms().saturating_add(d)),
+            on_deadline: match self.on_deadline {
+                None => v1::OnDeadline::Unspecified,
+                Some(OnDeadlineArg::Report) => v1::OnDeadline::Report,
+                Some(OnDeadlineArg::Fail) => v1::OnDeadline::Fail,
+            } as i32,
+            max_run_ms: self.max_run_ms.unwrap_or(0),
+            retry_backoff_base_ms: self.retry_backoff_ms.map_or(0, |b| b.base),
+            retry_backoff_max_ms: self.retry_backoff_ms.map_or(0, |b| b.max),
+            preemptible: self.preemptible,
+            suspendable: self.suspendable,
+            preempt_notice: match self.preempt_notice {
+                None => v1::PreemptNotice::Unspecified,
+                Some(NoticeArg::Signal) => v1::PreemptNotice::Signal,
+                Some(NoticeArg::File) => v1::PreemptNotice::File,
+            } as i32,
+            preempt_grace_ms: self.preempt_grace_ms.unwrap_or(0),
         };
         Ok((1..=self.count)
             .map(|i| {
@@ -318,6 +459,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         limit: args.limit.unwrap_or(0),
         after_id: args.after.clone().unwrap_or_default(),
         stale: args.stale,
+        dead: args.dead,
     };
     let resp = ctx.client.list_tasks(req).await.context("listing tasks")?;
     if ctx.json() {
@@ -384,6 +526,55 @@ async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
         output::print_json(&output::task_json(&t));
     } else {
         outln!("{} {}", t.id, output::task_state_name(t.state));
+    }
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let results = if args.dead {
+        let queue = args.queue.clone().unwrap_or_default();
+        let since = args.since.map_or(0, |ago| now_ms().saturating_sub(ago));
+        ctx.client
+            .replay_dead(&queue, since)
+            .await
+            .with_context(|| format!("replaying the dead letters of queue {queue}"))?
+    } else {
+        ctx.client
+            .replay_tasks(args.ids.clone())
+            .await
+            .context("replaying tasks")?
+    };
+    let mut refused = 0usize;
+    let mut items = Vec::with_capacity(results.len());
+    for r in &results {
+        match &r.error {
+            Some(e) if e.code != 0 => {
+                refused += 1;
+                eprintln!(
+                    "error: task {} was not replayed: {}",
+                    r.id,
+                    tidal_client::Error::from_item(e)
+                );
+                items.push(
+                    json!({ "id": r.id, "replayed": false, "error": e.message, "code": e.code }),
+                );
+            }
+            _ => {
+                if !ctx.json() {
+                    outln!("{} replayed", r.id);
+                }
+                items.push(json!({ "id": r.id, "replayed": true, "log_index": r.log_index }));
+            }
+        }
+    }
+    if ctx.json() {
+        output::print_json(&json!(items));
+    } else if results.is_empty() {
+        eprintln!("no dead letter to replay");
+    }
+    if refused > 0 {
+        bail!("{refused} of {} tasks were not replayed", results.len());
     }
     Ok(())
 }

@@ -545,6 +545,8 @@ pub const PUBLIC_RULES: &[(&str, &[AccessRole])] = &[
     ("/tidal.v1.Tasks/Get", ADMIN_USER),
     ("/tidal.v1.Tasks/List", ADMIN_USER),
     ("/tidal.v1.Tasks/Cancel", ADMIN_USER),
+    // As Cancel: a user replays its own tenant's tasks (the handler scopes).
+    ("/tidal.v1.Tasks/Replay", ADMIN_USER),
     ("/tidal.v1.Agents/Session", AGENT),
     ("/tidal.v1.Agents/List", ADMIN),
     // An agent's token drains, undrains and deregisters only the agents
@@ -554,6 +556,7 @@ pub const PUBLIC_RULES: &[(&str, &[AccessRole])] = &[
     ("/tidal.v1.Agents/Deregister", ADMIN_AGENT),
     ("/tidal.v1.Queues/Set", ADMIN),
     ("/tidal.v1.Queues/List", EVERY_ROLE),
+    ("/tidal.v1.Queues/SetHeadroom", ADMIN),
     ("/tidal.v1.Tenants/Set", ADMIN),
     ("/tidal.v1.Tenants/List", ADMIN_USER),
     ("/tidal.v1.Tokens/Create", ADMIN),

@@ -531,6 +531,7 @@ impl Cluster for ClusterService {
             max_format_version: u32::from(node.supported_format_version()),
             auth: node.config.auth.as_str().to_string(),
             tls: node.tls.is_some(),
+            deadlines_missed: report.deadlines_missed,
         }))
     }
 }
@@ -583,6 +584,7 @@ struct StateReport {
     agents: u32,
     queues: Vec<v1::Queue>,
     digest: u64,
+    deadlines_missed: u64,
 }
 
 impl StateReport {
@@ -602,6 +604,7 @@ impl StateReport {
                 .map(|q| convert::queue_to(q, state.pending_in_queue(&q.name)))
                 .collect(),
             digest: if with_digest { state.digest() } else { 0 },
+            deadlines_missed: state.lifecycle().deadlines_missed(),
         }
     }
 }

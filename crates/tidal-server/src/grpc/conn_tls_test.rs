@@ -51,6 +51,13 @@ impl Queues for WhoAmI {
         Err(tonic::Status::unimplemented("set"))
     }
 
+    async fn set_headroom(
+        &self,
+        _: tonic::Request<tidal_proto::v1::SetHeadroomRequest>,
+    ) -> Result<tonic::Response<tidal_proto::v1::ListHeadroomResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("set_headroom"))
+    }
+
     async fn list(
         &self,
         request: tonic::Request<ListQueuesRequest>,
@@ -66,6 +73,7 @@ impl Queues for WhoAmI {
                 strategy: caller.listener.to_string(),
                 ..Queue::default()
             }],
+            ..ListQueuesResponse::default()
         }))
     }
 }

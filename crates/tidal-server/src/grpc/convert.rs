@@ -1,6 +1,8 @@
 //! Conversions between the public API's messages and tidal-core's domain types.
 
-use tidal_core::lifecycle::{Notice, TaskLife};
+use tidal_core::lifecycle::{
+    AttemptEnd, Headroom, Notice, OnDeadline, TaskLife, TaskOptions, LIFECYCLE_VERSION,
+};
 use tidal_core::model::{
     Agent, AgentSpec, AgentState, Gpu, Priority, Queue, Task, TaskId, TaskSpec, TaskState,
     TaskStateKind,
@@ -60,6 +62,136 @@ pub fn spec_from(s: v1::TaskSpec) -> Result<TaskSpec, ServerError> {
     })
 }
 
+/// A task's lifecycle options from its wire spec (README: Task
+/// lifecycle): an enum value outside the API is refused naming the field,
+/// and the options are checked ([`tidal_core::lifecycle::validate_options`]).
+pub fn options_from(s: &v1::TaskSpec) -> Result<TaskOptions, ServerError> {
+    let on_deadline = match v1::OnDeadline::try_from(s.on_deadline) {
+        Ok(v1::OnDeadline::Unspecified | v1::OnDeadline::Report) => OnDeadline::Report,
+        Ok(v1::OnDeadline::Fail) => OnDeadline::Fail,
+        Err(_) => {
+            return Err(out_of_range(
+                "on_deadline",
+                s.on_deadline,
+                "0 (unspecified), 1 (report) or 2 (fail)",
+            ))
+        }
+    };
+    let notice = match v1::PreemptNotice::try_from(s.preempt_notice) {
+        Ok(v1::PreemptNotice::Unspecified | v1::PreemptNotice::Signal) => Notice::Signal,
+        Ok(v1::PreemptNotice::File) => Notice::File,
+        Err(_) => {
+            return Err(out_of_range(
+                "preempt_notice",
+                s.preempt_notice,
+                "0 (unspecified), 1 (signal) or 2 (file)",
+            ))
+        }
+    };
+    let opts = TaskOptions {
+        deadline_ms: Some(s.deadline_ms).filter(|d| *d != 0),
+        on_deadline,
+        max_run_ms: Some(s.max_run_ms).filter(|m| *m != 0),
+        backoff_base_ms: s.retry_backoff_base_ms,
+        backoff_max_ms: s.retry_backoff_max_ms,
+        preemptible: s.preemptible.unwrap_or(true),
+        suspendable: s.suspendable,
+        notice,
+        preempt_grace_ms: s.preempt_grace_ms,
+    };
+    tidal_core::lifecycle::validate_options(&opts).map_err(ServerError::InvalidArgument)?;
+    Ok(opts)
+}
+
+/// Options other than the defaults need cluster format version 4; below
+/// it they are refused (FAILED_PRECONDITION) rather than dropped.
+pub fn check_options_version(opts: &TaskOptions, version: u8) -> Result<(), ServerError> {
+    if version >= LIFECYCLE_VERSION || *opts == TaskOptions::default() {
+        return Ok(());
+    }
+    Err(ServerError::FailedPrecondition(format!(
+        "deadline, on-deadline, max-run, retry backoff and preemption options need cluster \
+         format version {LIFECYCLE_VERSION}; the cluster is at version {version} (README: \
+         Rolling upgrade)"
+    )))
+}
+
+/// Writes a task's options into its wire spec.
+pub fn options_into(o: &TaskOptions, s: &mut v1::TaskSpec) {
+    s.deadline_ms = o.deadline_ms.unwrap_or(0);
+    s.on_deadline = match o.on_deadline {
+        OnDeadline::Report => v1::OnDeadline::Report,
+        OnDeadline::Fail => v1::OnDeadline::Fail,
+    } as i32;
+    s.max_run_ms = o.max_run_ms.unwrap_or(0);
+    s.retry_backoff_base_ms = o.backoff_base_ms;
+    s.retry_backoff_max_ms = o.backoff_max_ms;
+    s.preemptible = Some(o.preemptible);
+    s.suspendable = o.suspendable;
+    s.preempt_notice = notice_to(o.notice) as i32;
+    s.preempt_grace_ms = o.preempt_grace_ms;
+}
+
+/// Fills a wire task's lifecycle fields from what the state keeps of it.
+fn life_into(t: &Task, life: Option<&TaskLife>, out: &mut v1::Task) {
+    let base = life.map_or(0, |l| l.budget_base);
+    out.attempts_left = t
+        .spec
+        .max_attempts
+        .saturating_sub(t.attempt.saturating_sub(base));
+    let Some(l) = life else {
+        return;
+    };
+    if let Some(spec) = out.spec.as_mut() {
+        options_into(&l.opts, spec);
+    }
+    out.attempts = l
+        .attempts
+        .iter()
+        .map(|a| v1::Attempt {
+            attempt: a.attempt,
+            agent: a.agent.clone(),
+            token: a.token,
+            assigned_ms: a.assigned_ms,
+            started_ms: a.started_ms.unwrap_or(0),
+            ended_ms: a.ended_ms.unwrap_or(0),
+            end: a.end.as_ref().map_or("", AttemptEnd::as_str).to_string(),
+            error: a.error.clone(),
+            exit_code: match a.end {
+                Some(AttemptEnd::Failed { exit_code }) => exit_code,
+                _ => 0,
+            },
+        })
+        .collect();
+    out.preempted = l.preempted;
+    out.not_before_ms = l.not_before_ms.unwrap_or(0);
+    out.dead = l.dead;
+    out.deadline_missed = l.deadline_missed;
+    out.suspended = l.suspended.is_some();
+    out.suspended_by = l
+        .suspended
+        .as_ref()
+        .map(|s| s.by.to_string())
+        .unwrap_or_default();
+    if let Some(c) = &l.checkpoint {
+        out.checkpoint_ms = c.at_ms;
+        out.checkpoint_bytes = c.data.len() as u64;
+    }
+}
+
+/// The headroom set per class, for the API.
+pub fn headroom_to(state: &State) -> Vec<v1::Headroom> {
+    state
+        .lifecycle()
+        .headrooms()
+        .map(|(class, h): (Priority, Headroom)| v1::Headroom {
+            class: priority_to(class) as i32,
+            slots: h.slots,
+            gpus: h.gpus,
+        })
+        .collect()
+}
+
 pub fn spec_to(s: &TaskSpec, with_payload: bool) -> v1::TaskSpec {
     v1::TaskSpec {
         task_type: s.task_type.clone(),
@@ -78,6 +210,8 @@ pub fn spec_to(s: &TaskSpec, with_payload: bool) -> v1::TaskSpec {
         gpus: s.gpus,
         gpu_memory_mb: s.gpu_memory_mb,
         tenant: s.tenant.clone(),
+        // The lifecycle options live apart from the spec ([`options_into`]).
+        ..Default::default()
     }
 }
 
@@ -144,7 +278,7 @@ pub fn task_to(state: &State, t: &Task, with_payload: bool, read_index: u64) -> 
         .origin_of(t.id)
         .map(|(dc, id)| (dc.clone(), id.to_string()))
         .unwrap_or_default();
-    v1::Task {
+    let mut out = v1::Task {
         id: t.id.to_string(),
         spec: Some(spec_to(&t.spec, with_payload)),
         state: state_kind_to(effective_kind(t)) as i32,
@@ -166,7 +300,10 @@ pub fn task_to(state: &State, t: &Task, with_payload: bool, read_index: u64) -> 
             id: p.id.clone(),
             role: p.role.as_str().to_string(),
         }),
-    }
+        ..Default::default()
+    };
+    life_into(t, state.lifecycle().task(t.id), &mut out);
+    out
 }
 
 pub fn agent_spec_from(s: v1::AgentSpec) -> AgentSpec {

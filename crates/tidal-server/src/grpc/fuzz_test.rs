@@ -98,6 +98,7 @@ fn proto_seeds() -> Seeds {
                     limit: 10,
                     after_id: "t0000000003".into(),
                     stale: false,
+                    dead: false,
                 }
                 .encode_to_vec(),
             ),

@@ -1,8 +1,9 @@
-//! `tidal.v1.Queues`: create or change a queue's weight and strategy; list.
+//! `tidal.v1.Queues`: create or change a queue's weight and strategy; list; the classes' headroom.
 
 use std::sync::Arc;
 
 use tidal_core::command::{Command, Response as CoreResponse};
+use tidal_core::lifecycle::Headroom;
 use tidal_core::limits::validate_name;
 use tidal_core::model::Strategy;
 use tidal_proto::v1::{self, queues_server::Queues};
@@ -15,6 +16,25 @@ use crate::node::Node;
 
 pub struct QueueService {
     pub node: Arc<Node>,
+}
+
+/// The most slots or GPUs a class's headroom may keep.
+pub const MAX_HEADROOM: u32 = 1_000_000;
+
+/// The class a headroom is set for: online or nearline (nothing is below
+/// offline, and unspecified would be a guess).
+fn headroom_class(p: i32) -> Result<tidal_core::model::Priority, ServerError> {
+    match v1::Priority::try_from(p) {
+        Ok(v1::Priority::Online | v1::Priority::Nearline) => convert::priority_from(p),
+        Ok(v1::Priority::Offline) => Err(ServerError::InvalidArgument(
+            "headroom for offline keeps nothing from anyone (no class is below it): set it for \
+             online or nearline"
+                .into(),
+        )),
+        _ => Err(ServerError::InvalidArgument(format!(
+            "headroom class {p} is not valid: use 1 (online) or 2 (nearline)"
+        ))),
+    }
 }
 
 #[tonic::async_trait]
@@ -69,6 +89,44 @@ impl Queues for QueueService {
             .queues()
             .map(|q| convert::queue_to(q, applied.state.pending_in_queue(&q.name)))
             .collect();
-        Ok(Response::new(v1::ListQueuesResponse { queues }))
+        let headroom = convert::headroom_to(&applied.state);
+        Ok(Response::new(v1::ListQueuesResponse { queues, headroom }))
+    }
+
+    async fn set_headroom(
+        &self,
+        request: Request<v1::SetHeadroomRequest>,
+    ) -> Result<Response<v1::ListHeadroomResponse>, Status> {
+        let req = request.into_inner();
+        let class = headroom_class(req.class)?;
+        for (what, n) in [("slots", req.slots), ("gpus", req.gpus)] {
+            if n > MAX_HEADROOM {
+                return Err(ServerError::InvalidArgument(format!(
+                    "headroom of {n} {what} is over the limit of {MAX_HEADROOM}"
+                ))
+                .into());
+            }
+        }
+        let (resp, _) = self
+            .node
+            .propose(Command::SetHeadroom {
+                class,
+                headroom: Headroom {
+                    slots: req.slots,
+                    gpus: req.gpus,
+                },
+            })
+            .await?;
+        if let CoreResponse::Rejected(r) = resp {
+            return Err(ServerError::Rejected(r).into());
+        }
+        if let Some(l) = self.node.leadership() {
+            // Less headroom may let waiting work in.
+            l.notify(Event::Work(Work::QueueSet));
+        }
+        let applied = self.node.state.read();
+        Ok(Response::new(v1::ListHeadroomResponse {
+            headroom: convert::headroom_to(&applied.state),
+        }))
     }
 }

@@ -1,14 +1,15 @@
-//! `tidal.v1.Tasks`: submit (group-committed), get, list, cancel, scoped to the caller's tenant when its [`Grant`] names one.
+//! `tidal.v1.Tasks`: submit (group-committed), get, list, cancel, replay, scoped to the caller's tenant when its [`Grant`] names one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tidal_core::access::{tenant_of, Principal, SubmitRate};
+use tidal_core::access::{tenant_of, SubmitRate};
 
 use tidal_core::command::{spec_bytes, Command, Rejection, Response as CoreResponse};
+use tidal_core::lifecycle::{TaskOptions, LIFECYCLE_VERSION};
 use tidal_core::limits::validate_task_spec;
-use tidal_core::model::TaskId;
 use tidal_core::model::{Task, TaskSpec};
+use tidal_core::model::{TaskId, TaskStateKind};
 use tidal_proto::v1::{self, tasks_server::Tasks};
 use tonic::{Request, Response, Status};
 
@@ -26,8 +27,9 @@ pub struct TaskService {
     pub rates: SubmitRates,
 }
 
-/// A spec to submit and who submits it, if the caller was established.
-type Item = (TaskSpec, Option<Principal>);
+/// A spec to submit, who submits it (if the caller was established) and
+/// its lifecycle options.
+type Item = crate::leader::eager::SubmitItem;
 
 /// Splits items into runs of about `batcher::MAX_ENTRY_BYTES` each (a spec
 /// larger than that alone), keeping their order.
@@ -79,6 +81,9 @@ fn not_found(id: TaskId) -> ServerError {
 
 const DEFAULT_LIST_LIMIT: usize = 1_000;
 const MAX_LIST_LIMIT: usize = 10_000;
+/// The most tasks one Replay call takes (ids given, or dead letters of a
+/// queue).
+pub const MAX_REPLAY: usize = 1_000;
 
 fn item_error(code: tonic::Code, message: String) -> v1::SubmitResult {
     v1::SubmitResult {
@@ -108,7 +113,7 @@ impl TaskService {
             }
             valid
                 .iter()
-                .filter_map(|(s, _)| {
+                .filter_map(|(s, _, _)| {
                     let t = tenant_of(s);
                     let rate = access.tenant(t)?.submit_rate?;
                     Some((t.to_string(), rate))
@@ -116,7 +121,7 @@ impl TaskService {
                 .collect()
         };
         let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
-        for (s, _) in &valid {
+        for (s, _, _) in &valid {
             if rates.contains_key(tenant_of(s)) {
                 *wanted.entry(tenant_of(s)).or_default() += 1;
             }
@@ -142,6 +147,39 @@ impl TaskService {
                     ));
                 }
                 None => admitted.push(item),
+            }
+        }
+        admitted
+    }
+
+    /// Items with lifecycle options other than the defaults need cluster
+    /// format version 4: below it they get FAILED_PRECONDITION in their
+    /// slot (the `None`s of `results`, in order). A new cluster raises its
+    /// version right after it starts: this waits for that as a proposal
+    /// would. Returns the rest.
+    async fn admit_by_version(
+        &self,
+        valid: Vec<Item>,
+        results: &mut [Option<v1::SubmitResult>],
+    ) -> Vec<Item> {
+        let with_options =
+            |items: &[Item]| items.iter().any(|(_, _, o)| *o != TaskOptions::default());
+        if !with_options(&valid)
+            || self.node.state.read().state.cluster_version() >= LIFECYCLE_VERSION
+        {
+            return valid;
+        }
+        let probe = Command::Replay(Vec::new());
+        // Its refusal is answered per item below.
+        let _ = self.node.await_format_version(&probe).await;
+        let version = self.node.state.read().state.cluster_version();
+        let mut admitted = Vec::with_capacity(valid.len());
+        let mut slots = results.iter_mut().filter(|r| r.is_none());
+        for item in valid {
+            let slot = slots.next().expect("one empty slot per valid item");
+            match convert::check_options_version(&item.2, version) {
+                Ok(()) => admitted.push(item),
+                Err(e) => *slot = Some(item_error(e.code(), e.to_string())),
             }
         }
         admitted
@@ -214,6 +252,13 @@ impl Tasks for TaskService {
         let mut results: Vec<Option<v1::SubmitResult>> = Vec::with_capacity(specs.len());
         let mut valid = Vec::with_capacity(specs.len());
         for spec in specs {
+            let opts = match convert::options_from(&spec) {
+                Ok(opts) => opts,
+                Err(e) => {
+                    results.push(Some(item_error(e.code(), e.to_string())));
+                    continue;
+                }
+            };
             let mut spec = match convert::spec_from(spec) {
                 Ok(spec) => spec,
                 Err(e) => {
@@ -231,7 +276,7 @@ impl Tasks for TaskService {
             match validate_task_spec(&spec, limits) {
                 Ok(()) => {
                     results.push(None);
-                    valid.push((spec, grant.as_ref().map(|g| g.principal.clone())));
+                    valid.push((spec, grant.as_ref().map(|g| g.principal.clone()), opts));
                 }
                 Err(r) => results.push(Some(item_error(rejection_code(&r), r.to_string()))),
             }
@@ -241,6 +286,9 @@ impl Tasks for TaskService {
         } else {
             Some(self.node.await_leader().await?)
         };
+        if leadership.is_some() {
+            valid = self.admit_by_version(valid, &mut results).await;
+        }
         if let Some(l) = &leadership {
             valid = self.admit_by_rate(l.term, valid, &mut results);
         }
@@ -354,12 +402,29 @@ impl Tasks for TaskService {
             Some(convert::task_id(&req.after_id)?)
         };
         let state_filter = convert::state_kind_from(req.state)?;
+        if req.dead && state_filter.is_some_and(|k| k != TaskStateKind::Failed) {
+            return Err(ServerError::InvalidArgument(
+                "dead letters are failed tasks: a dead listing takes no other state".into(),
+            )
+            .into());
+        }
         let index = self.read_index(req.stale).await?;
         let applied = self.node.state.read();
         let mut tasks = Vec::new();
         let mut last: Option<TaskId> = None;
         let mut more = false;
-        for t in applied.state.tasks_after(after) {
+        let listed: Box<dyn Iterator<Item = &Task>> = if req.dead {
+            let state = &applied.state;
+            Box::new(
+                state
+                    .lifecycle()
+                    .dead_after(after)
+                    .filter_map(|id| state.task(id)),
+            )
+        } else {
+            Box::new(applied.state.tasks_after(after))
+        };
+        for t in listed {
             if state_filter.is_some_and(|k| convert::effective_kind(t) != k) {
                 continue;
             }
@@ -439,6 +504,165 @@ impl Tasks for TaskService {
             false,
             index,
         )))
+    }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn replay(
+        &self,
+        request: Request<v1::ReplayRequest>,
+    ) -> Result<Response<v1::ReplayResponse>, Status> {
+        let grant = request.extensions().get::<Grant>().cloned();
+        Ok(Response::new(
+            self.replay_tasks(grant, request.into_inner()).await?,
+        ))
+    }
+}
+
+impl TaskService {
+    /// The ids a Replay names: the given ones (visibility is checked
+    /// against the leader's state), or a queue's dead letters that finished
+    /// at or after `since_ms` and that the caller may see, at most
+    /// [`MAX_REPLAY`] (and whether more matched). Items refused here get
+    /// their result in `results` at their position; the ids to propose are
+    /// returned with their position.
+    fn replay_ids(
+        &self,
+        grant: Option<&Grant>,
+        req: &v1::ReplayRequest,
+        results: &mut Vec<Option<v1::SubmitResult>>,
+    ) -> Result<(Vec<(usize, TaskId)>, bool), ServerError> {
+        let applied = self.node.state.read();
+        let state = &applied.state;
+        if req.dead {
+            let mut ids = Vec::new();
+            let mut more = false;
+            for id in state.lifecycle().dead_after(None) {
+                let Some(t) = state.task(id) else { continue };
+                if t.spec.queue != req.queue || t.updated_ms < req.since_ms || !sees(grant, t) {
+                    continue;
+                }
+                if ids.len() == MAX_REPLAY {
+                    more = true;
+                    break;
+                }
+                results.push(None);
+                ids.push((ids.len(), id));
+            }
+            return Ok((ids, more));
+        }
+        let mut ids = Vec::with_capacity(req.ids.len());
+        for (i, raw) in req.ids.iter().enumerate() {
+            let id = convert::task_id(raw)?;
+            let refused = match state.task(id) {
+                Some(t) if sees(grant, t) => None,
+                Some(_) => Some(not_found(id)),
+                None if state.expired(id) => Some(self.expired(id)),
+                None => Some(not_found(id)),
+            };
+            match refused {
+                Some(e) => results.push(Some(v1::SubmitResult {
+                    id: raw.clone(),
+                    ..item_error(e.code(), e.to_string())
+                })),
+                None => {
+                    results.push(None);
+                    ids.push((i, id));
+                }
+            }
+        }
+        Ok((ids, false))
+    }
+
+    /// `tidal.v1.Tasks/Replay` (proto: limits and codes).
+    pub async fn replay_tasks(
+        &self,
+        grant: Option<Grant>,
+        req: v1::ReplayRequest,
+    ) -> Result<v1::ReplayResponse, ServerError> {
+        match (req.ids.is_empty(), req.dead) {
+            (true, false) => {
+                return Err(ServerError::InvalidArgument(
+                    "replay names no task: give ids, or dead with a queue".into(),
+                ))
+            }
+            (false, true) => {
+                return Err(ServerError::InvalidArgument(
+                    "replay takes ids or dead with a queue, not both".into(),
+                ))
+            }
+            _ => {}
+        }
+        if req.dead && req.queue.is_empty() {
+            return Err(ServerError::InvalidArgument(
+                "replay of dead letters needs the queue they are in".into(),
+            ));
+        }
+        if !req.dead && req.since_ms != 0 {
+            return Err(ServerError::InvalidArgument(
+                "since_ms applies to a replay of dead letters (dead with a queue) only".into(),
+            ));
+        }
+        if req.ids.len() > MAX_REPLAY {
+            return Err(ServerError::InvalidArgument(format!(
+                "replay names {} tasks, over the limit of {MAX_REPLAY} per call",
+                req.ids.len()
+            )));
+        }
+        for raw in &req.ids {
+            convert::task_id(raw)?;
+        }
+        // FAILED_PRECONDITION below version 4 (a new cluster that is about
+        // to raise it is waited for).
+        self.node
+            .await_format_version(&Command::Replay(Vec::new()))
+            .await?;
+        // Read on the leader's state as of now, as for a cancel: a task
+        // keeps its tenant for life, so what the caller may see holds at
+        // the commit.
+        self.node.linearizable().await?;
+        let mut results: Vec<Option<v1::SubmitResult>> = Vec::new();
+        let (ids, more) = self.replay_ids(grant.as_ref(), &req, &mut results)?;
+        if !ids.is_empty() {
+            let (resp, index) = self
+                .node
+                .propose(Command::Replay(ids.iter().map(|(_, id)| *id).collect()))
+                .await?;
+            let items = match resp {
+                CoreResponse::Items(items) if items.len() == ids.len() => items,
+                CoreResponse::Rejected(r) => return Err(ServerError::Rejected(r)),
+                other => {
+                    return Err(ServerError::Internal(format!(
+                        "unexpected response {other:?}"
+                    )))
+                }
+            };
+            let mut replayed = false;
+            let mut slots = results.iter_mut().filter(|r| r.is_none());
+            for ((_, id), item) in ids.iter().zip(items) {
+                let slot = slots.next().expect("one empty slot per proposed id");
+                *slot = Some(match item {
+                    Ok(()) => {
+                        replayed = true;
+                        v1::SubmitResult {
+                            id: id.to_string(),
+                            log_index: index,
+                            ..Default::default()
+                        }
+                    }
+                    Err(r) => v1::SubmitResult {
+                        id: id.to_string(),
+                        ..item_error(rejection_code(&r), r.to_string())
+                    },
+                });
+            }
+            if let (true, Some(l)) = (replayed, self.node.leadership()) {
+                l.notify(Event::Work(Work::Submitted));
+            }
+        }
+        Ok(v1::ReplayResponse {
+            results: results.into_iter().flatten().collect(),
+            more,
+        })
     }
 }
 

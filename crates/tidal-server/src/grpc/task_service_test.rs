@@ -245,3 +245,274 @@ async fn below_the_access_version_tenants_are_scoped_but_no_submitter_is_recorde
     assert_eq!(hidden.code(), Code::NotFound);
     n.stop().await;
 }
+
+// ---- lifecycle (cluster format version 4) ----
+
+/// Fails task `id`'s current attempt on agent `a1` (registered and assigned
+/// here, as the leader would), exiting 3.
+async fn fail_attempt(n: &TestNode, id: &str) {
+    use tidal_core::command::{Command, Finished};
+    use tidal_core::model::{AgentSpec, Outcome};
+    let id: tidal_core::model::TaskId = id.parse().unwrap();
+    n.propose(Command::RegisterAgent(AgentSpec {
+        id: "a1".into(),
+        dc: "dc1".into(),
+        task_types: ["t2i".to_string()].into(),
+        slots: 4,
+        weight: 1,
+        ..Default::default()
+    }))
+    .await;
+    n.propose(Command::Assign(vec![(id, "a1".into())])).await;
+    let token = {
+        let applied = n.node.state.read();
+        applied.state.task(id).unwrap().state.holder().unwrap().1
+    };
+    n.propose(Command::Finished(vec![Finished {
+        task: id,
+        token,
+        outcome: Outcome {
+            success: false,
+            result: vec![],
+            error: "exit 3".into(),
+            exit_code: 3,
+        },
+        timed_out: false,
+    }]))
+    .await;
+}
+
+async fn replay(
+    s: &TaskService,
+    req: v1::ReplayRequest,
+    g: Option<&Grant>,
+) -> Result<v1::ReplayResponse, tonic::Status> {
+    s.replay(request(req, g)).await.map(|r| r.into_inner())
+}
+
+fn with_options(tenant: &str) -> v1::TaskSpec {
+    v1::TaskSpec {
+        deadline_ms: 4_000_000_000_000,
+        on_deadline: v1::OnDeadline::Fail as i32,
+        max_run_ms: 30_000,
+        retry_backoff_base_ms: 200,
+        retry_backoff_max_ms: 5_000,
+        preemptible: Some(false),
+        suspendable: true,
+        preempt_notice: v1::PreemptNotice::File as i32,
+        preempt_grace_ms: 2_000,
+        ..spec(tenant)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_are_kept_and_bad_ones_refused_per_item() {
+    let n = TestNode::start(None).await;
+    let s = service(&n);
+    let id = submit_one(&s, with_options(""), None).await;
+    let t = get(&s, &id, None).await.unwrap();
+    let got = t.spec.clone().unwrap();
+    let want = with_options("default");
+    assert_eq!(
+        (
+            got.deadline_ms,
+            got.on_deadline,
+            got.max_run_ms,
+            got.retry_backoff_base_ms,
+            got.retry_backoff_max_ms,
+            got.preemptible,
+            got.suspendable,
+            got.preempt_notice,
+            got.preempt_grace_ms
+        ),
+        (
+            want.deadline_ms,
+            want.on_deadline,
+            want.max_run_ms,
+            want.retry_backoff_base_ms,
+            want.retry_backoff_max_ms,
+            want.preemptible,
+            want.suspendable,
+            want.preempt_notice,
+            want.preempt_grace_ms
+        )
+    );
+    assert_eq!(t.attempts_left, 3);
+    assert!(t.attempts.is_empty() && !t.dead);
+
+    let bad = [
+        (
+            v1::TaskSpec {
+                retry_backoff_base_ms: 500,
+                retry_backoff_max_ms: 100,
+                ..spec("")
+            },
+            "below its base",
+        ),
+        (
+            v1::TaskSpec {
+                preempt_grace_ms: 600_001,
+                ..spec("")
+            },
+            "preempt grace",
+        ),
+        (
+            v1::TaskSpec {
+                on_deadline: 7,
+                ..spec("")
+            },
+            "on_deadline 7",
+        ),
+        (
+            v1::TaskSpec {
+                preempt_notice: 9,
+                ..spec("")
+            },
+            "preempt_notice 9",
+        ),
+    ];
+    let mut specs: Vec<v1::TaskSpec> = bad.iter().map(|(s, _)| s.clone()).collect();
+    specs.push(spec(""));
+    let results = submit(&s, specs, None).await;
+    for (r, (_, why)) in results.iter().zip(&bad) {
+        let e = r.error.as_ref().expect("refused");
+        assert_eq!(e.code, Code::InvalidArgument as i32, "{e:?}");
+        assert!(e.message.contains(why), "{why}: {e:?}");
+    }
+    // The rest of the batch goes on.
+    assert_eq!(results[bad.len()].error, None);
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_version_4_options_are_refused_and_defaults_accepted() {
+    let n = TestNode::start(Some(ACCESS_VERSION)).await;
+    let s = service(&n);
+    let results = submit(&s, vec![with_options(""), spec("")], None).await;
+    let e = results[0].error.as_ref().expect("refused");
+    assert_eq!(e.code, Code::FailedPrecondition as i32, "{e:?}");
+    assert!(e.message.contains("cluster format version 4"), "{e:?}");
+    assert_eq!(results[1].error, None);
+    let r = replay(
+        &s,
+        v1::ReplayRequest {
+            ids: vec![results[1].id.clone()],
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(r.code(), Code::FailedPrecondition, "{r:?}");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_per_tenant_and_replayed() {
+    let n = TestNode::start(None).await;
+    let s = service(&n);
+    let once = |tenant: &str| v1::TaskSpec {
+        max_attempts: 1,
+        ..spec(tenant)
+    };
+    let mine = submit_one(&s, once(""), Some(&alice())).await;
+    let theirs = submit_one(&s, once(""), Some(&bob())).await;
+    let alive = submit_one(&s, spec(""), Some(&alice())).await;
+    fail_attempt(&n, &mine).await;
+    fail_attempt(&n, &theirs).await;
+
+    let dead = |g: Option<Grant>| {
+        let s = &s;
+        async move {
+            let req = v1::ListTasksRequest {
+                dead: true,
+                ..Default::default()
+            };
+            let page = s.list(request(req, g.as_ref())).await.unwrap().into_inner();
+            page.tasks.into_iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(dead(Some(root())).await, vec![mine.clone(), theirs.clone()]);
+    assert_eq!(dead(Some(alice())).await, vec![mine.clone()]);
+    let t = get(&s, &mine, None).await.unwrap();
+    assert!(t.dead);
+    assert_eq!(t.attempts_left, 0);
+    assert_eq!(t.attempts.len(), 1);
+    assert_eq!(
+        (t.attempts[0].end.as_str(), t.attempts[0].exit_code),
+        ("failed", 3)
+    );
+    // A dead listing with another state is refused.
+    let req = v1::ListTasksRequest {
+        dead: true,
+        state: v1::TaskState::Pending as i32,
+        ..Default::default()
+    };
+    let e = s.list(request(req, None)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Alice replays by id: her dead letter yes, Bob's is not found, a live
+    // task is not a dead letter.
+    let r = replay(
+        &s,
+        v1::ReplayRequest {
+            ids: vec![mine.clone(), theirs.clone(), alive.clone()],
+            ..Default::default()
+        },
+        Some(&alice()),
+    )
+    .await
+    .unwrap();
+    let codes: Vec<i32> = r
+        .results
+        .iter()
+        .map(|r| r.error.as_ref().map_or(0, |e| e.code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![0, Code::NotFound as i32, Code::FailedPrecondition as i32],
+        "{r:?}"
+    );
+    assert!(r.results[0].log_index > 0);
+    let t = get(&s, &mine, None).await.unwrap();
+    assert_eq!(t.state, v1::TaskState::Pending as i32);
+    assert!(!t.dead);
+    assert_eq!(t.attempts_left, 1);
+    assert_eq!(t.attempts.len(), 1, "history kept");
+
+    // By queue: Bob's, as admin; then nothing is left.
+    let by_queue = v1::ReplayRequest {
+        dead: true,
+        queue: "default".into(),
+        ..Default::default()
+    };
+    let r = replay(&s, by_queue.clone(), Some(&root())).await.unwrap();
+    assert_eq!(r.results.len(), 1);
+    assert_eq!(r.results[0].id, theirs);
+    assert!(!r.more);
+    let r = replay(&s, by_queue, Some(&root())).await.unwrap();
+    assert!(r.results.is_empty());
+
+    // Bad requests.
+    for req in [
+        v1::ReplayRequest::default(),
+        v1::ReplayRequest {
+            dead: true,
+            ..Default::default()
+        },
+        v1::ReplayRequest {
+            ids: vec![mine.clone()],
+            dead: true,
+            queue: "default".into(),
+            ..Default::default()
+        },
+        v1::ReplayRequest {
+            ids: vec!["nope".into()],
+            ..Default::default()
+        },
+    ] {
+        let e = replay(&s, req.clone(), None).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{req:?}: {e:?}");
+    }
+    n.stop().await;
+}

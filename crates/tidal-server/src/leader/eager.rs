@@ -16,6 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use tidal_core::access::{Principal, ACCESS_VERSION};
 use tidal_core::command::{Command, Rejection, Response, Submitted};
 use tidal_core::dispatch::{place_new, DispatchCursor};
+use tidal_core::lifecycle::{TaskOptions, LIFECYCLE_VERSION};
 use tidal_core::model::{AgentId, TaskSpec};
 use tidal_store::StateHandle;
 
@@ -43,12 +44,20 @@ impl EagerPlacement {
     /// it if the caller was established: `SubmitPlaced` when this node leads
     /// and some of them find an agent, else `Submit`; `SubmitAs` instead of
     /// either when a submitter is known and the cluster is at
-    /// [`ACCESS_VERSION`] ([`submit_command`]).
-    pub fn command(&self, items: Vec<(TaskSpec, Option<Principal>)>) -> Command {
-        let (specs, by): (Vec<TaskSpec>, Vec<Option<Principal>>) = items.into_iter().unzip();
+    /// [`ACCESS_VERSION`]; `SubmitWith`, with each task's options, at
+    /// [`LIFECYCLE_VERSION`] ([`submit_command`]).
+    pub fn command(&self, items: Vec<SubmitItem>) -> Command {
+        let mut specs = Vec::with_capacity(items.len());
+        let mut by = Vec::with_capacity(items.len());
+        let mut opts = Vec::with_capacity(items.len());
+        for (spec, principal, o) in items {
+            specs.push(spec);
+            by.push(principal);
+            opts.push(o);
+        }
         let Some(leadership) = self.current() else {
             let version = self.state.read().state.cluster_version();
-            return submit_command(specs, Vec::new(), by, version);
+            return submit_command(specs, Vec::new(), by, opts, version);
         };
         // The view before the state (the engine publishes a round before
         // proposing it and clears it once it applied): a round in flight
@@ -69,7 +78,7 @@ impl EagerPlacement {
             );
             (place, applied.state.cluster_version())
         };
-        submit_command(specs, place, by, version)
+        submit_command(specs, place, by, opts, version)
     }
 
     /// The per-spec results of a committed batch; pushes what it assigned to
@@ -110,12 +119,37 @@ impl EagerPlacement {
 /// Otherwise `SubmitPlaced` when something is placed, else `Submit`, and the
 /// submitters are not recorded. The batcher keeps requests with and without
 /// a submitter in separate entries ([`SubmitFold`]), so a batch is not mixed.
+///
+/// At [`LIFECYCLE_VERSION`] and later always `SubmitWith`: `opts[i]` for
+/// `specs[i]` (none at all when every one is the default), `by` when every
+/// item has a submitter, else empty. Below it the options are dropped:
+/// the server refuses items with options other than the defaults there
+/// before they reach the batcher.
 pub fn submit_command(
     specs: Vec<TaskSpec>,
     place: Vec<(u32, AgentId)>,
     by: Vec<Option<Principal>>,
+    opts: Vec<TaskOptions>,
     version: u8,
 ) -> Command {
+    if version >= LIFECYCLE_VERSION {
+        let by = if !by.is_empty() && by.iter().all(Option::is_some) {
+            by.into_iter().flatten().collect()
+        } else {
+            Vec::new()
+        };
+        let opts = if opts.iter().all(|o| *o == TaskOptions::default()) {
+            Vec::new()
+        } else {
+            opts
+        };
+        return Command::SubmitWith {
+            specs,
+            place,
+            by,
+            opts,
+        };
+    }
     if version >= ACCESS_VERSION && !by.is_empty() && by.iter().all(Option::is_some) {
         let by = by.into_iter().flatten().collect();
         return Command::SubmitAs { specs, place, by };
@@ -133,8 +167,12 @@ pub fn submit_command(
 /// one go into separate entries.
 pub struct SubmitFold(pub std::sync::Arc<EagerPlacement>);
 
+/// A spec to submit, who submits it (if the caller was established) and
+/// its lifecycle options.
+pub type SubmitItem = (TaskSpec, Option<Principal>, TaskOptions);
+
 impl crate::batcher::Fold for SubmitFold {
-    type Item = (TaskSpec, Option<Principal>);
+    type Item = SubmitItem;
     type Out = Result<Submitted, Rejection>;
 
     fn command(&self, items: Vec<Self::Item>) -> Command {
@@ -145,11 +183,11 @@ impl crate::batcher::Fold for SubmitFold {
         self.0.results(response)
     }
 
-    fn size((spec, by): &Self::Item) -> usize {
-        tidal_core::command::spec_bytes(spec) + by.as_ref().map_or(0, |p| p.id.len() + 8)
+    fn size((spec, by, _): &Self::Item) -> usize {
+        tidal_core::command::spec_bytes(spec) + by.as_ref().map_or(0, |p| p.id.len() + 8) + 64
     }
 
-    fn joins((_, first): &Self::Item, (_, next): &Self::Item) -> bool {
+    fn joins((_, first, _): &Self::Item, (_, next, _): &Self::Item) -> bool {
         first.is_some() == next.is_some()
     }
 }

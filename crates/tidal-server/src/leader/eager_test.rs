@@ -2,6 +2,7 @@
 
 use tidal_core::access::{Principal, Role, ACCESS_VERSION};
 use tidal_core::command::Command;
+use tidal_core::lifecycle::{TaskOptions, LIFECYCLE_VERSION};
 use tidal_core::model::TaskSpec;
 
 use super::submit_command;
@@ -27,7 +28,13 @@ fn submit_as_only_with_submitters_at_the_access_version() {
     let place = vec![(1, "a1".to_string())];
     let by = vec![alice(), alice()];
 
-    let at_v3 = submit_command(specs.clone(), place.clone(), by.clone(), ACCESS_VERSION);
+    let at_v3 = submit_command(
+        specs.clone(),
+        place.clone(),
+        by.clone(),
+        Vec::new(),
+        ACCESS_VERSION,
+    );
     assert_eq!(
         at_v3,
         Command::SubmitAs {
@@ -39,7 +46,7 @@ fn submit_as_only_with_submitters_at_the_access_version() {
     assert_eq!(at_v3.required_version(), ACCESS_VERSION);
     // Nothing placed: still SubmitAs, which then places nothing.
     assert!(matches!(
-        submit_command(specs.clone(), Vec::new(), by.clone(), ACCESS_VERSION + 1),
+        submit_command(specs.clone(), Vec::new(), by.clone(), Vec::new(), ACCESS_VERSION),
         Command::SubmitAs { place, .. } if place.is_empty()
     ));
 
@@ -47,14 +54,20 @@ fn submit_as_only_with_submitters_at_the_access_version() {
     // is the one of a submit without them.
     for version in 1..ACCESS_VERSION {
         assert_eq!(
-            submit_command(specs.clone(), place.clone(), by.clone(), version),
+            submit_command(
+                specs.clone(),
+                place.clone(),
+                by.clone(),
+                Vec::new(),
+                version
+            ),
             Command::SubmitPlaced {
                 specs: specs.clone(),
                 place: place.clone(),
             }
         );
         assert_eq!(
-            submit_command(specs.clone(), Vec::new(), by.clone(), version),
+            submit_command(specs.clone(), Vec::new(), by.clone(), Vec::new(), version),
             Command::Submit(specs.clone())
         );
     }
@@ -69,6 +82,7 @@ fn without_submitters_the_commands_are_unchanged() {
             specs.clone(),
             place.clone(),
             vec![None, None],
+            Vec::new(),
             ACCESS_VERSION
         ),
         Command::SubmitPlaced {
@@ -77,7 +91,13 @@ fn without_submitters_the_commands_are_unchanged() {
         }
     );
     assert_eq!(
-        submit_command(specs.clone(), Vec::new(), vec![None, None], ACCESS_VERSION),
+        submit_command(
+            specs.clone(),
+            Vec::new(),
+            vec![None, None],
+            Vec::new(),
+            ACCESS_VERSION
+        ),
         Command::Submit(specs.clone())
     );
     // A batch with one submitter missing does not invent one.
@@ -86,6 +106,7 @@ fn without_submitters_the_commands_are_unchanged() {
             specs.clone(),
             Vec::new(),
             vec![alice(), None],
+            Vec::new(),
             ACCESS_VERSION
         ),
         Command::Submit(specs)
@@ -95,17 +116,78 @@ fn without_submitters_the_commands_are_unchanged() {
 #[test]
 fn requests_with_and_without_a_submitter_do_not_share_an_entry() {
     type F = super::SubmitFold;
-    let with = (spec(1), alice());
+    let o = TaskOptions::default;
+    let with = (spec(1), alice(), o());
     let other = (
         spec(2),
         Some(Principal {
             id: "cert:bob".into(),
             role: Role::Admin,
         }),
+        TaskOptions {
+            suspendable: true,
+            ..o()
+        },
     );
-    let without = (spec(3), None);
+    let without = (spec(3), None, o());
     assert!(F::joins(&with, &other));
-    assert!(F::joins(&without, &(spec(4), None)));
+    assert!(F::joins(&without, &(spec(4), None, o())));
     assert!(!F::joins(&with, &without));
     assert!(!F::joins(&without, &with));
+}
+
+#[test]
+fn submit_with_at_the_lifecycle_version() {
+    let specs = vec![spec(1), spec(2)];
+    let place = vec![(1, "a1".to_string())];
+    let timed = TaskOptions {
+        max_run_ms: Some(5_000),
+        ..TaskOptions::default()
+    };
+    let opts = vec![TaskOptions::default(), timed];
+    // Every submitter known: recorded, with each task's options.
+    assert_eq!(
+        submit_command(
+            specs.clone(),
+            place.clone(),
+            vec![alice(), alice()],
+            opts.clone(),
+            LIFECYCLE_VERSION
+        ),
+        Command::SubmitWith {
+            specs: specs.clone(),
+            place: place.clone(),
+            by: vec![alice().unwrap(), alice().unwrap()],
+            opts: opts.clone(),
+        }
+    );
+    // No submitter, only default options: SubmitWith all the same, with
+    // neither list (apply gives each task the defaults).
+    assert_eq!(
+        submit_command(
+            specs.clone(),
+            Vec::new(),
+            vec![None, None],
+            vec![TaskOptions::default(); 2],
+            LIFECYCLE_VERSION
+        ),
+        Command::SubmitWith {
+            specs: specs.clone(),
+            place: Vec::new(),
+            by: Vec::new(),
+            opts: Vec::new(),
+        }
+    );
+    // Below it the options never reach the command (the server refused
+    // items that set any).
+    assert_eq!(
+        submit_command(
+            specs.clone(),
+            Vec::new(),
+            vec![None, None],
+            opts,
+            ACCESS_VERSION
+        ),
+        Command::Submit(specs)
+    );
 }
