@@ -60,6 +60,9 @@ struct Running {
     kill: Option<mpsc::UnboundedSender<Order>>,
     /// Told to stop: reported as stopped once gone (unless killed after).
     stopping: bool,
+    /// Paused in place (SIGSTOP): its slots are free for other work, as the
+    /// leader counts them (its GPUs stay its own).
+    suspended: bool,
 }
 
 /// The children of this agent. Owned by the session loop; each child has a
@@ -169,7 +172,11 @@ impl Executor {
 
     /// Slots held by children, including killed ones not yet reaped.
     pub fn used_slots(&self) -> u32 {
-        self.running.values().map(|r| r.slots).sum()
+        self.running
+            .values()
+            .filter(|r| !r.suspended)
+            .map(|r| r.slots)
+            .sum()
     }
 
     /// Slots free for new tasks.
@@ -291,6 +298,7 @@ impl Executor {
                 slots: need,
                 kill: Some(kill_tx),
                 stopping: false,
+                suspended: false,
             },
         );
         Start::Started
@@ -360,22 +368,31 @@ impl Executor {
     /// process group; its max-run clock pauses). False if no such live
     /// child, or it is being stopped.
     pub fn suspend(&mut self, task_id: &str, token: u64) -> bool {
-        self.order(task_id, token, Order::Suspend)
+        self.order(task_id, token, Order::Suspend, true)
     }
 
     /// Resumes a suspended child (SIGCONT to its process group). False if
     /// no such live child, or it is being stopped.
     pub fn resume(&mut self, task_id: &str, token: u64) -> bool {
-        self.order(task_id, token, Order::Resume)
+        self.order(task_id, token, Order::Resume, false)
     }
 
-    fn order(&mut self, task_id: &str, token: u64, order: Order) -> bool {
-        match self.running.get(&(task_id.to_string(), token)) {
+    /// Sends a suspend or resume order; `suspended` is what the child is
+    /// once it is sent.
+    fn order(&mut self, task_id: &str, token: u64, order: Order, suspended: bool) -> bool {
+        match self.running.get_mut(&(task_id.to_string(), token)) {
             Some(Running {
                 kill: Some(k),
                 stopping: false,
+                suspended: s,
                 ..
-            }) => k.send(order).is_ok(),
+            }) => {
+                let sent = k.send(order).is_ok();
+                if sent {
+                    *s = suspended;
+                }
+                sent
+            }
             _ => false,
         }
     }

@@ -755,13 +755,19 @@ async fn a_suspended_worker_stops_counting_until_it_is_resumed() {
         ready.display()
     );
     let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    let used = exec.used_slots();
+    assert!(used > 0);
     assert!(!exec.suspend("t1", 4), "another token");
     assert!(exec.suspend("t1", 5));
+    // Its slots are free for other work while it is paused, as the leader
+    // counts them.
+    assert_eq!(exec.used_slots(), 0);
     let paused = Duration::from_millis(800);
     // The suspension itself: nothing to wait for but time.
     tokio::time::sleep(paused).await;
     assert!(!exec.resume("t1", 4), "another token");
     assert!(exec.resume("t1", 5));
+    assert_eq!(exec.used_slots(), used);
     let c = completion_of(&mut exec, &mut rx).await;
     assert!(c.success, "{c:?}");
     let t = stamps(&c.result);
