@@ -21,6 +21,9 @@
 //! - `elections`: a follower cut off from the leader rejoins without an election.
 //! - `harness`: tidal-testkit's cluster of the binary under test (mutual TLS
 //!   and `--auth tokens` unless a test opts out); worker scripts, a cuttable relay.
+//! - `lifecycle`: retries after a backoff with their history, dead letters
+//!   listed and replayed, a deadline that fails a task and is counted,
+//!   headroom, bad lifecycle flags (exit 2) and values (INVALID_ARGUMENT).
 //! - `membership`: grow, shrink, snapshots, backup and restore, refusals.
 //! - `peer_addresses`: a member added with `--peer-addr` is replicated to,
 //!   handed leadership and led through it; Members and Status name its client address.
@@ -92,6 +95,7 @@ mod failover;
 mod forged_peer;
 mod full_disk;
 mod harness;
+mod lifecycle;
 mod membership;
 mod orphans;
 mod peer_addresses;
