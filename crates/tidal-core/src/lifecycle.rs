@@ -172,6 +172,15 @@ impl Lifecycle {
         }
     }
 
+    /// Forgets a task's checkpoint (it ended and will not run again).
+    pub(crate) fn drop_checkpoint(&mut self, id: TaskId) {
+        if self.tasks.get(&id).is_some_and(|l| l.checkpoint.is_some()) {
+            if let Some(l) = self.tasks.get_mut(&id) {
+                l.checkpoint = None;
+            }
+        }
+    }
+
     /// Rebuilds the derived indexes from the tasks.
     pub(crate) fn reindex(&mut self, tasks: &crate::collections::Map<TaskId, Task>) {
         self.delayed = Default::default();

@@ -799,6 +799,7 @@ impl State {
             self.lifecycle
                 .end(id, *token, AttemptEnd::Cancelled, "", ctx.time_ms);
         }
+        self.lifecycle.drop_checkpoint(id);
         match &holder {
             Some((agent, _)) => release(
                 &mut self.agents,
@@ -1285,6 +1286,8 @@ impl State {
                 }
                 if v4 {
                     self.lifecycle.end(id, current, end, "", ctx.time_ms);
+                    // Done: nothing will resume from its checkpoint.
+                    self.lifecycle.drop_checkpoint(id);
                 }
                 task.state = if c.outcome.success {
                     TaskState::Succeeded {

@@ -89,7 +89,7 @@ impl Access {
 
     /// Assignment: an agent taking `spec` is refused when its tenant would
     /// pass max-running-slots or max-gpus.
-    pub(crate) fn admit_running(&self, spec: &TaskSpec) -> Result<(), Rejection> {
+    pub fn admit_running(&self, spec: &TaskSpec) -> Result<(), Rejection> {
         let tenant = tenant_of(spec);
         let Some(limits) = self.tenants.get(tenant) else {
             return Ok(());

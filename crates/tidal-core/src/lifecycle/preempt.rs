@@ -51,6 +51,9 @@ impl State {
                 state: format!("pending in retry backoff until {at} ms"),
             });
         }
+        // Room made for a task its tenant's running quota holds back would
+        // go to waste (and its victims be preempted again and again).
+        self.access.admit_running(&t.spec)?;
         let a = self
             .agents
             .get(agent)

@@ -278,6 +278,9 @@ pub fn backoff_ms(opts: &TaskOptions, task: TaskId, token: FencingToken, n: u32)
 
 /// Checks a task's options at submit; the reason is for the submitter.
 pub fn validate_options(opts: &TaskOptions) -> Result<(), String> {
+    if opts.on_deadline == OnDeadline::Fail && opts.deadline_ms.is_none() {
+        return Err("on_deadline FAIL needs a deadline (deadline_ms)".to_string());
+    }
     if opts.max_run_ms == Some(0) {
         return Err("max_run_ms 0: leave it unset for no limit".to_string());
     }

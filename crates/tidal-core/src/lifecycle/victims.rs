@@ -84,6 +84,11 @@ pub fn plan_preemption(
         if under_way.contains(&task.id) {
             continue;
         }
+        // A task its tenant's running quota holds back would not be
+        // assigned on the room a preemption makes.
+        if state.access().admit_running(&task.spec).is_err() {
+            continue;
+        }
         let bound = |a: &Agent| state.access().agent_tenant(&a.spec.id);
         if agents
             .iter()
@@ -132,8 +137,12 @@ pub fn plan_preemption(
 fn online_waiting(state: &State) -> Vec<&Task> {
     let mut tasks: Vec<(u64, &Task)> = state
         .queues()
-        .flat_map(|q| state.pending_in_order(&q.name))
-        .take_while(|t| t.spec.priority == Priority::Online)
+        // Each queue's Pending are in class order: its online ones first.
+        .flat_map(|q| {
+            state
+                .pending_in_order(&q.name)
+                .take_while(|t| t.spec.priority == Priority::Online)
+        })
         .filter(|t| t.state == TaskState::Pending)
         .filter_map(|t| state.lifecycle().dispatch_key(t.id).map(|d| (d, t)))
         .collect();
@@ -178,7 +187,8 @@ fn victims_on(state: &State, agent: &Agent, task: &Task, now_ms: u64) -> Option<
             chosen.remove(i);
         }
     }
-    (!chosen.is_empty()).then_some(chosen)
+    // More than one entry may name: apply would refuse it every time.
+    (!chosen.is_empty() && chosen.len() <= super::preempt::MAX_VICTIMS).then_some(chosen)
 }
 
 /// Task `id`, held under `token`, as a victim for work of class `class`,

@@ -292,3 +292,82 @@ fn one_preemption_per_online_task_and_none_when_it_fits_somewhere() {
     old.restore_cluster_version(3);
     assert!(plan_preemption(&old, &BTreeSet::new(), 0, 4).is_empty());
 }
+
+#[test]
+fn online_work_in_any_queue_preempts_while_another_queue_has_lower_work_waiting() {
+    let mut w = World::new();
+    w.agent("a1", 1, 0);
+    for q in ["a", "z"] {
+        w.at(
+            0,
+            Command::SetQueue {
+                name: q.into(),
+                weight: 1,
+                strategy: Default::default(),
+            },
+        );
+    }
+    let victim = w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    // Queue "a" (first by name) holds offline work that waits; the online
+    // task is in queue "z".
+    let waiting = TaskSpec {
+        task_type: "t".into(),
+        queue: "a".into(),
+        priority: Priority::Offline,
+        ..TaskSpec::default()
+    };
+    let online = TaskSpec {
+        task_type: "t".into(),
+        queue: "z".into(),
+        priority: Priority::Online,
+        ..TaskSpec::default()
+    };
+    w.at(0, Command::Submit(vec![waiting]));
+    let id = match w.at(0, Command::Submit(vec![online])) {
+        Response::Submitted(v) => v[0].as_ref().unwrap().id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        w.plan(&["a1"], 2_000),
+        vec![(id, "a1".to_string(), vec![victim])]
+    );
+}
+
+#[test]
+fn no_preemption_for_a_task_its_tenants_running_quota_holds_back() {
+    use crate::access::TenantLimits;
+    let mut w = World::new();
+    w.agent("a1", 1, 0);
+    w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    w.at(
+        0,
+        Command::SetTenant {
+            name: "acme".into(),
+            limits: TenantLimits {
+                max_running_slots: Some(0),
+                ..TenantLimits::default()
+            },
+        },
+    );
+    let spec = TaskSpec {
+        task_type: "t".into(),
+        priority: Priority::Online,
+        tenant: "acme".into(),
+        ..TaskSpec::default()
+    };
+    let id = match w.at(0, Command::Submit(vec![spec])) {
+        Response::Submitted(v) => v[0].as_ref().unwrap().id,
+        other => panic!("{other:?}"),
+    };
+    assert!(w.plan(&["a1"], 2_000).is_empty());
+    // And apply refuses one all the same.
+    let victims: Vec<_> = w
+        .state
+        .agent("a1")
+        .unwrap()
+        .tasks
+        .iter()
+        .map(|(t, k)| (*t, *k))
+        .collect();
+    assert!(w.state.check_preempt(id, "a1", &victims).is_err());
+}

@@ -534,6 +534,12 @@ impl TaskService {
         let applied = self.node.state.read();
         let state = &applied.state;
         if req.dead {
+            if state.queue(&req.queue).is_none() {
+                return Err(ServerError::NotFound(format!(
+                    "queue {:?} does not exist (`tidal queue list` lists them)",
+                    req.queue
+                )));
+            }
             let mut ids = Vec::new();
             let mut more = false;
             for id in state.lifecycle().dead_after(None) {

@@ -155,7 +155,8 @@ impl Preempt {
                 .task(id)
                 .map(|l| l.opts.notice)
                 .unwrap_or_default();
-            let left = (p.at_ms + p.grace_ms).saturating_sub(wall);
+            // At least 1 ms: 0 would mean "the agent's own grace".
+            let left = (p.at_ms + p.grace_ms).saturating_sub(wall).max(1);
             due.push((
                 id,
                 token,
@@ -244,7 +245,12 @@ impl Preempt {
         response: Response,
     ) -> Vec<Granted> {
         self.preempting = false;
-        self.next = Some(cx.now.mono_ms);
+        // At once after a decision (more may wait); after a refusal, not
+        // before the next look, so a refusal that would repeat cannot spin.
+        self.next = Some(match response {
+            Response::Preempted { .. } => cx.now.mono_ms,
+            _ => cx.now.mono_ms + LOOK_EVERY_MS,
+        });
         if cx.state.cluster_version() >= LIFECYCLE_VERSION {
             let connected = table.connected();
             self.tell(cx, table, &connected);
