@@ -67,7 +67,14 @@ impl Lifecycle {
         }
         // The earliest time anything is due, at most LOOK_EVERY_MS away
         // (a deadline is due once it has passed, hence + 1).
-        let soonest = [life.next_wake(), life.next_deadline().map(|d| d + 1)]
+        // A kind whose batch is in flight is looked at again when it is
+        // answered (`committed` resets the timer), not every millisecond.
+        let wake = life.next_wake().filter(|_| !self.waking);
+        let deadline = life
+            .next_deadline()
+            .map(|d| d + 1)
+            .filter(|_| !self.reporting);
+        let soonest = [wake, deadline]
             .into_iter()
             .flatten()
             .min()
