@@ -8,7 +8,10 @@
 //! a drain's deadline) is SIGTERM to the group, then SIGKILL after a grace;
 //! so is an attempt that runs longer than its max-run. A preemption
 //! ([`Executor::preempt`]) gives notice first; a suspend is SIGSTOP to the
-//! group, a resume SIGCONT (see `worker`). Each attempt has a directory of
+//! group, a resume SIGCONT, or for a task whose notice is by file its hook:
+//! `suspend`, then `resume` in `TIDAL_PREEMPT_FILE` (see `worker`). A
+//! worker that exits 0 after a preemption notice finished its work: a
+//! success. Each attempt has a directory of
 //! its own (see `taskdir`) for its checkpoint and preemption files.
 //! Workers never outlive the agent: see `lifetime` (PDEATHSIG, a reaper of
 //! process groups, a cgroup per worker where delegated).
@@ -60,8 +63,8 @@ struct Running {
     kill: Option<mpsc::UnboundedSender<Order>>,
     /// Told to stop: reported as stopped once gone (unless killed after).
     stopping: bool,
-    /// Paused in place (SIGSTOP): its slots are free for other work, as the
-    /// leader counts them (its GPUs stay its own).
+    /// Paused in place (SIGSTOP, or by its hook): its slots are free for
+    /// other work, as the leader counts them (its GPUs stay its own).
     suspended: bool,
 }
 
@@ -273,6 +276,7 @@ impl Executor {
             kill_grace: self.settings.kill_grace,
             dir,
             checkpoint: a.checkpoint.clone(),
+            suspend_by_hook: a.preempt_notice == v1::PreemptNotice::File as i32,
             events: self.events.clone(),
         };
         let guard = self.guard.clone();
@@ -344,9 +348,10 @@ impl Executor {
 
     /// Preempts the child of this task under this token: it gets notice
     /// (see [`Notice`]) and `grace` to checkpoint and exit, and is reported
-    /// as [`ExecEvent::Stopped`] (preempted) once reaped, whatever its
-    /// exit. Like [`Executor::stop`] otherwise; an order to a child already
-    /// stopping changes nothing.
+    /// as [`ExecEvent::Stopped`] (preempted) once reaped, unless it exits 0
+    /// (it finished its work within the grace: reported as
+    /// [`ExecEvent::Exited`], a success). Like [`Executor::stop`]
+    /// otherwise; an order to a child already stopping changes nothing.
     pub fn preempt(&mut self, task_id: &str, token: u64, notice: Notice, grace: Duration) -> bool {
         match self.running.get_mut(&(task_id.to_string(), token)) {
             Some(r) => match &r.kill {
@@ -364,15 +369,18 @@ impl Executor {
         }
     }
 
-    /// Suspends the child of this task under this token (SIGSTOP to its
-    /// process group; its max-run clock pauses). False if no such live
-    /// child, or it is being stopped.
+    /// Suspends the child of this task under this token: SIGSTOP to its
+    /// process group, or, when its assignment's notice is by file, its hook
+    /// (`suspend` in `TIDAL_PREEMPT_FILE`; SIGSTOP if that file cannot be
+    /// written). Either way its max-run clock pauses and its slots are
+    /// free. False if no such live child, or it is being stopped.
     pub fn suspend(&mut self, task_id: &str, token: u64) -> bool {
         self.order(task_id, token, Order::Suspend, true)
     }
 
-    /// Resumes a suspended child (SIGCONT to its process group). False if
-    /// no such live child, or it is being stopped.
+    /// Resumes a suspended child (SIGCONT to its process group, or
+    /// `resume` in `TIDAL_PREEMPT_FILE` for one suspended by its hook).
+    /// False if no such live child, or it is being stopped.
     pub fn resume(&mut self, task_id: &str, token: u64) -> bool {
         self.order(task_id, token, Order::Resume, false)
     }

@@ -597,7 +597,7 @@ async fn a_preemption_by_signal_terms_the_worker_which_checkpoints_and_is_report
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let script = format!(
-        "trap 'echo saved > \"$TIDAL_CHECKPOINT_FILE\"; exit 0' TERM; touch {}; while :; do sleep 0.05; done",
+        "trap 'echo saved > \"$TIDAL_CHECKPOINT_FILE\"; exit 143' TERM; touch {}; while :; do sleep 0.05; done",
         ready.display()
     );
     let (mut exec, mut rx) = start_ready(&script, &ready).await;
@@ -640,7 +640,7 @@ async fn a_preemption_by_file_names_the_deadline_and_the_worker_checkpoints_and_
 while [ ! -e "$TIDAL_PREEMPT_FILE" ]; do sleep 0.02; done
 printf 'until %s' "$(cat "$TIDAL_PREEMPT_FILE")" > "$TIDAL_CHECKPOINT_FILE.new"
 mv "$TIDAL_CHECKPOINT_FILE.new" "$TIDAL_CHECKPOINT_FILE"
-exit 0"#,
+exit 1"#,
         termed = termed.display(),
         ready = ready.display()
     );
@@ -913,7 +913,7 @@ async fn the_longest_max_run_and_grace_the_wire_allows_are_kept_without_overflow
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let script = format!(
-        "trap 'exit 0' TERM; touch {}; while :; do sleep 0.02; done",
+        "trap 'exit 1' TERM; touch {}; while :; do sleep 0.02; done",
         ready.display()
     );
     let (mut exec, mut rx) = executor(&script, 1, 1024);
@@ -936,4 +936,201 @@ async fn the_longest_max_run_and_grace_the_wire_allows_are_kept_without_overflow
         ),
         "{ev:?}"
     );
+}
+
+#[tokio::test]
+async fn a_worker_that_exits_0_after_its_notice_finished_its_work_and_succeeds() {
+    // By signal: it traps SIGTERM, finishes and exits 0.
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let script = format!(
+        "trap 'echo finished; exit 0' TERM; touch {}; while :; do sleep 0.02; done",
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    assert!(exec.preempt("t1", 5, Notice::Signal, Duration::from_secs(10)));
+    let (_, ev) = next_after_checkpoints(&mut rx).await;
+    assert!(matches!(ev, ExecEvent::Exited(_)), "{ev:?}");
+    let c = exec.on_event(&ev).expect("reported");
+    assert!(c.success && !c.stopped && !c.timed_out, "{c:?}");
+    assert_eq!(
+        (c.result.as_slice(), c.exit_code),
+        (b"finished\n".as_slice(), 0)
+    );
+    assert_eq!(exec.used_slots(), 0);
+
+    // By file: it reads its deadline, finishes and exits 0.
+    let ready = dir.path().join("ready-file");
+    let script = format!(
+        r#"touch {}; while [ ! -e "$TIDAL_PREEMPT_FILE" ]; do sleep 0.02; done; echo finished early"#,
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    assert!(exec.preempt("t1", 5, Notice::File, Duration::from_secs(10)));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert!(c.success && !c.stopped, "{c:?}");
+    assert_eq!(c.result, b"finished early\n");
+
+    // By file, ignoring it: SIGTERM at the grace, and an exit 0 then is a
+    // success too (a non-zero exit or a kill is a stop: tests above).
+    let ready = dir.path().join("ready-late");
+    let script = format!(
+        "trap 'echo finished late; exit 0' TERM; touch {}; while :; do sleep 0.02; done",
+        ready.display()
+    );
+    let (mut exec, mut rx) = start_ready(&script, &ready).await;
+    assert!(exec.preempt("t1", 5, Notice::File, Duration::from_millis(100)));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert!(c.success && !c.stopped, "{c:?}");
+    assert_eq!(c.result, b"finished late\n");
+}
+
+/// A worker that holds its work while `$TIDAL_PREEMPT_FILE` says `suspend`
+/// (touching `held` meanwhile: it is not stopped) and prints each line of
+/// the file it acts on; `ready` once started.
+fn hooked_worker(ready: &std::path::Path, held: &std::path::Path) -> String {
+    format!(
+        r#"touch {ready}; seen=; i=0
+while [ $i -lt 50 ]; do
+  s=$(cat "$TIDAL_PREEMPT_FILE" 2>/dev/null)
+  if [ "$s" != "$seen" ]; then echo "$s"; seen=$s; fi
+  case "$s" in
+    suspend) touch {held}; sleep 0.02; continue ;;
+    [0-9]*) echo step-$i > "$TIDAL_CHECKPOINT_FILE"; exit 1 ;;
+  esac
+  sleep 0.02; i=$((i+1))
+done
+echo done"#,
+        ready = ready.display(),
+        held = held.display()
+    )
+}
+
+fn with_file_notice(mut a: v1::Assignment) -> v1::Assignment {
+    a.preempt_notice = v1::PreemptNotice::File.into();
+    a
+}
+
+async fn wait_file(path: &std::path::Path, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_with_notice_by_file_is_suspended_and_resumed_by_its_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, held) = (dir.path().join("ready"), dir.path().join("held"));
+    let (mut exec, mut rx) = executor(&hooked_worker(&ready, &held), 2, 1024);
+    assert_eq!(
+        exec.start(&with_file_notice(assignment("t1", 5, b""))),
+        Start::Started
+    );
+    wait_file(&ready, "the worker never got ready").await;
+    let used = exec.used_slots();
+    assert!(used > 0);
+    assert!(exec.suspend("t1", 5));
+    assert_eq!(exec.used_slots(), 0, "its slots are free, as with SIGSTOP");
+    // It runs while suspended (a stopped process touches nothing).
+    wait_file(&held, "the worker never saw `suspend`").await;
+    assert!(exec.suspend("t1", 5), "a second suspend changes nothing");
+    assert!(exec.resume("t1", 5));
+    assert_eq!(exec.used_slots(), used);
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert!(c.success, "{c:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&c.result),
+        "suspend\nresume\ndone\n"
+    );
+}
+
+#[tokio::test]
+async fn time_suspended_by_the_hook_does_not_count_toward_the_max_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, held) = (dir.path().join("ready"), dir.path().join("held"));
+    let (mut exec, mut rx) = executor(
+        &format!(
+            r#"touch {}; until grep -q suspend "$TIDAL_PREEMPT_FILE" 2>/dev/null; do sleep 0.01; done
+touch {}; until grep -q resume "$TIDAL_PREEMPT_FILE"; do sleep 0.01; done
+sleep 0.2; echo done"#,
+            ready.display(),
+            held.display()
+        ),
+        1,
+        1024,
+    );
+    let started = tokio::time::Instant::now();
+    exec.start(&with_max_run(
+        with_file_notice(assignment("t1", 5, b"")),
+        700,
+    ));
+    wait_file(&ready, "never ready").await;
+    assert!(exec.suspend("t1", 5));
+    wait_file(&held, "never saw `suspend`").await;
+    // The suspension itself: nothing to wait for but time.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(exec.resume("t1", 5));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert!(c.success && !c.timed_out, "{c:?}");
+}
+
+#[tokio::test]
+async fn a_worker_suspended_by_its_hook_reads_its_preemption_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, held) = (dir.path().join("ready"), dir.path().join("held"));
+    let (mut exec, mut rx) = executor(&hooked_worker(&ready, &held), 2, 1024);
+    exec.start(&with_file_notice(assignment("t1", 5, b"")));
+    wait_file(&ready, "the worker never got ready").await;
+    assert!(exec.suspend("t1", 5));
+    wait_file(&held, "the worker never saw `suspend`").await;
+    assert!(exec.preempt("t1", 5, Notice::File, Duration::from_secs(10)));
+    let (checkpoints, ev) = next_after_checkpoints(&mut rx).await;
+    assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");
+    assert!(
+        matches!(
+            ev,
+            ExecEvent::Stopped {
+                preempted: true,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_with_notice_by_signal_is_still_suspended_by_sigstop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, held) = (dir.path().join("ready"), dir.path().join("held"));
+    let pidfile = dir.path().join("pid");
+    let script = format!(
+        "echo $$ > {}; {}",
+        pidfile.display(),
+        hooked_worker(&ready, &held)
+    );
+    let (mut exec, mut rx) = executor(&script, 2, 1024);
+    exec.start(&assignment("t1", 5, b""));
+    wait_file(&ready, "the worker never got ready").await;
+    let pid = read_pid(&pidfile).await;
+    assert!(exec.suspend("t1", 5));
+    assert_eq!(exec.used_slots(), 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while proc_state(pid) != Some('T') {
+        assert!(tokio::time::Instant::now() < deadline, "never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(exec.resume("t1", 5));
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert!(c.success, "{c:?}");
+    assert_eq!(c.result, b"done\n", "no file was written");
+    assert!(!held.exists());
+}
+
+/// The state letter of a process (`/proc/PID/stat`): `T` when stopped.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }

@@ -14,7 +14,8 @@
 //!   stderr tail, `TIDAL_*` environment), and the slot count.
 //! - `worker`: one child's supervisor: process-group kill, stop (SIGTERM to
 //!   the group, SIGKILL after a grace), preemption notice (signal or file),
-//!   suspend and resume (SIGSTOP, SIGCONT), its max-run clock, its
+//!   suspend and resume (SIGSTOP, SIGCONT, or the worker's hook through
+//!   `TIDAL_PREEMPT_FILE` when its notice is by file), its max-run clock, its
 //!   checkpoint file, its report.
 //! - `taskdir`: each attempt's directory (`TIDAL_CHECKPOINT_FILE`,
 //!   `TIDAL_PREEMPT_FILE`) and the watch on its checkpoint file.

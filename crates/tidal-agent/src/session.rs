@@ -802,14 +802,14 @@ impl Agent {
             In::Stop(s) => self.on_stop(s),
             In::Suspend(s) => {
                 if self.exec.suspend(&s.task_id, s.token) {
-                    tracing::info!(task_id = %s.task_id, token = s.token, "suspending task: SIGSTOP to its process group");
+                    tracing::info!(task_id = %s.task_id, token = s.token, "suspending task (SIGSTOP to its process group, or its hook when its notice is by file)");
                 } else {
                     tracing::warn!(task_id = %s.task_id, token = s.token, "suspend order for a task not running here under this token (or being stopped); ignored");
                 }
             }
             In::Resume(r) => {
                 if self.exec.resume(&r.task_id, r.token) {
-                    tracing::info!(task_id = %r.task_id, token = r.token, "resuming task: SIGCONT to its process group");
+                    tracing::info!(task_id = %r.task_id, token = r.token, "resuming task");
                 } else {
                     tracing::warn!(task_id = %r.task_id, token = r.token, "resume order for a task not running here under this token (or being stopped); ignored");
                 }

@@ -926,7 +926,7 @@ async fn checkpoints_are_sent_again_after_a_reconnect_and_come_before_the_preemp
 mv "$TIDAL_CHECKPOINT_FILE.new" "$TIDAL_CHECKPOINT_FILE"
 while [ ! -e "$TIDAL_PREEMPT_FILE" ]; do sleep 0.02; done
 printf last > "$TIDAL_CHECKPOINT_FILE"
-exit 0"#;
+exit 1"#;
     let mut h = Harness::start(script, None).await;
     let mut s = h.session().await;
     let Some(FromAgent::Register(_)) = s.recv().await else {

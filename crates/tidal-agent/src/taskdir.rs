@@ -1,6 +1,8 @@
 //! Per-task directories: where a worker finds its checkpoint file
 //! (`TIDAL_CHECKPOINT_FILE`) and gets its preemption notice
-//! (`TIDAL_PREEMPT_FILE`), and how the agent notices a new checkpoint.
+//! (`TIDAL_PREEMPT_FILE`: a deadline, or `suspend` and `resume` for a
+//! worker suspended by its hook), and how the agent notices a new
+//! checkpoint.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -14,6 +16,11 @@ use std::sync::Arc;
 pub const CHECKPOINT_MAX_BYTES: usize = 64 * 1024;
 const CHECKPOINT_FILE: &str = "checkpoint";
 const PREEMPT_FILE: &str = "preempt";
+/// `TIDAL_PREEMPT_FILE` of a worker suspended by its hook (a suspendable
+/// task with notice by file): release compute, keep memory, wait.
+pub(crate) const SUSPEND_LINE: &str = "suspend\n";
+/// `TIDAL_PREEMPT_FILE` once such a worker is resumed: go on.
+pub(crate) const RESUME_LINE: &str = "resume\n";
 
 /// The agent's directory of per-task directories: created under the
 /// system's temporary directory (`$TMPDIR`), readable by the agent's user
@@ -204,12 +211,24 @@ impl TaskDir {
     }
 
     /// The preemption notice: the deadline (ms since the Unix epoch, as
-    /// decimal text) appears in `TIDAL_PREEMPT_FILE` whole (written aside,
-    /// then renamed into place).
+    /// decimal text) appears in `TIDAL_PREEMPT_FILE` whole.
     pub(crate) fn notify_preempt(&self, deadline_ms: u64) -> io::Result<()> {
+        self.notify(&format!("{deadline_ms}\n"))
+    }
+
+    /// The suspension by the worker's hook: `TIDAL_PREEMPT_FILE` holds
+    /// [`SUSPEND_LINE`] (release compute, keep memory), then
+    /// [`RESUME_LINE`] (go on).
+    pub(crate) fn notify_suspend(&self, suspend: bool) -> io::Result<()> {
+        self.notify(if suspend { SUSPEND_LINE } else { RESUME_LINE })
+    }
+
+    /// Replaces `TIDAL_PREEMPT_FILE` whole with `text` (written aside, then
+    /// renamed into place), so the worker never reads half of it.
+    fn notify(&self, text: &str) -> io::Result<()> {
         let aside = self.path.join(".preempt.tmp");
         let _ = fs::remove_file(&aside);
-        write_new(&aside, format!("{deadline_ms}\n").as_bytes())?;
+        write_new(&aside, text.as_bytes())?;
         fs::rename(&aside, self.preempt_file())
     }
 

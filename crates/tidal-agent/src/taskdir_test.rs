@@ -22,6 +22,10 @@ fn a_task_directory_holds_its_checkpoint_and_goes_with_its_parent() {
         fs::read_to_string(a.preempt_file()).unwrap(),
         "1700000000123\n"
     );
+    a.notify_suspend(true).unwrap();
+    assert_eq!(fs::read_to_string(a.preempt_file()).unwrap(), "suspend\n");
+    a.notify_suspend(false).unwrap();
+    assert_eq!(fs::read_to_string(a.preempt_file()).unwrap(), "resume\n");
     a.remove();
     assert!(!a.path().exists());
     drop((a, run));

@@ -5,6 +5,9 @@
 //! Signals go to the worker's process group. A suspended group (SIGSTOP)
 //! gets SIGCONT with whatever must reach it (a stop's SIGTERM, a preemption
 //! notice) and after every SIGKILL, so nothing of the group stays stopped.
+//! A worker whose notice is by file is suspended by its hook instead:
+//! `TIDAL_PREEMPT_FILE` says `suspend`, then `resume` (see `taskdir`); it
+//! keeps running, and is trusted to release compute meanwhile.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -91,6 +94,8 @@ pub(crate) struct Attempt {
     pub dir: TaskDir,
     /// The checkpoint the agent wrote before the start (not news).
     pub checkpoint: Vec<u8>,
+    /// Suspended by its hook (its notice is by file), not by SIGSTOP.
+    pub suspend_by_hook: bool,
     /// Where checkpoints are sent as they appear.
     pub events: mpsc::UnboundedSender<ExecEvent>,
 }
@@ -147,12 +152,22 @@ impl RunClock {
     }
 }
 
+/// How a suspended worker was paused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Paused {
+    /// SIGSTOP to its process group.
+    Stopped,
+    /// `suspend` in its `TIDAL_PREEMPT_FILE`: it runs, holding its work.
+    Hook,
+}
+
 /// Why the supervisor is ending the worker (once it began to).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ending {
     /// A stop order: reported stopped, whatever the exit.
     Stop,
-    /// A preemption notice was given: reported stopped, whatever the exit.
+    /// A preemption notice was given: reported stopped, unless the worker
+    /// exits 0 (it finished its work within the grace: a success).
     Preempt,
     /// Its max-run passed: reported as a timed-out failure.
     Timeout,
@@ -178,6 +193,7 @@ pub(crate) async fn supervise(
         kill_grace,
         dir,
         checkpoint,
+        suspend_by_hook,
         events,
     } = attempt;
     let pid = child.id();
@@ -204,7 +220,7 @@ pub(crate) async fn supervise(
     let mut poll = tokio::time::interval(CHECKPOINT_POLL);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut clock = RunClock::start(max_run, Instant::now());
-    let mut suspended = false;
+    let mut suspended: Option<Paused> = None;
     let mut ending: Option<Ending> = None;
     // When the group gets SIGTERM (a notice by file's grace).
     let mut term_at: Option<Instant> = None;
@@ -232,7 +248,7 @@ pub(crate) async fn supervise(
                         ending = Some(if matches!(order, Order::Stop(_)) { Ending::Stop } else { Ending::Preempt });
                         signal_group(pid, SIGTERM);
                         // A suspended worker runs again to take the signal.
-                        if std::mem::take(&mut suspended) {
+                        if suspended.take() == Some(Paused::Stopped) {
                             signal_group(pid, SIGCONT);
                         }
                         kill_at = Some(Instant::now() + grace);
@@ -255,7 +271,8 @@ pub(crate) async fn supervise(
                                 kill_at = Some(Instant::now() + grace);
                             }
                         }
-                        if std::mem::take(&mut suspended) {
+                        // Its notice replaced a hook's `suspend`.
+                        if suspended.take() == Some(Paused::Stopped) {
                             signal_group(pid, SIGCONT);
                         }
                     }
@@ -263,21 +280,45 @@ pub(crate) async fn supervise(
                 Order::Suspend => {
                     if ending.is_some() {
                         tracing::info!(%task_id, token, "suspend order while the task is being stopped; ignored");
-                    } else if !suspended {
-                        signal_group(pid, SIGSTOP);
-                        suspended = true;
+                    } else if suspended.is_none() {
+                        let hooked = suspend_by_hook
+                            && match dir.notify_suspend(true) {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    tracing::warn!(%task_id, token, error = %e, "cannot write the suspension to the preemption file; suspending by SIGSTOP");
+                                    false
+                                }
+                            };
+                        if !hooked {
+                            signal_group(pid, SIGSTOP);
+                        }
+                        suspended = Some(if hooked { Paused::Hook } else { Paused::Stopped });
                         clock.pause(Instant::now());
-                        tracing::info!(%task_id, token, ran_ms = clock.used(Instant::now()).as_millis() as u64, "task suspended: SIGSTOP to its process group");
+                        let ran_ms = clock.used(Instant::now()).as_millis() as u64;
+                        if hooked {
+                            tracing::info!(%task_id, token, ran_ms, "task suspended by its hook: `suspend` in its preemption file");
+                        } else {
+                            tracing::info!(%task_id, token, ran_ms, "task suspended: SIGSTOP to its process group");
+                        }
                     }
                 }
-                Order::Resume => {
-                    if suspended {
+                Order::Resume => match suspended.take() {
+                    Some(Paused::Stopped) => {
                         signal_group(pid, SIGCONT);
-                        suspended = false;
                         clock.resume(Instant::now());
                         tracing::info!(%task_id, token, "task resumed: SIGCONT to its process group");
                     }
-                }
+                    Some(Paused::Hook) => {
+                        // The worker goes on when it reads the file: its
+                        // clock runs from the order, as after a SIGCONT.
+                        clock.resume(Instant::now());
+                        match dir.notify_suspend(false) {
+                            Ok(()) => tracing::info!(%task_id, token, "task resumed by its hook: `resume` in its preemption file"),
+                            Err(e) => tracing::error!(%task_id, token, error = %e, "cannot write the resumption to the preemption file: the worker may stay paused until it is stopped or its max-run passes"),
+                        }
+                    }
+                    None => {}
+                },
             },
             _ = sleep_until_opt(timeout_at) => {
                 tracing::info!(%task_id, token, max_run_ms = max_run.unwrap_or_default().as_millis() as u64, "task ran longer than its max-run: SIGTERM to its process group, SIGKILL after the grace");
@@ -304,7 +345,13 @@ pub(crate) async fn supervise(
     // What it wrote just before it exited.
     look_at_checkpoint(&mut watch, &task_id, token, &events);
     dir.remove();
-    if matches!(ending, Some(Ending::Stop | Ending::Preempt)) {
+    // A preempted worker that exits 0 finished its work within the grace:
+    // its result is reported, as a success.
+    let finished = ending == Some(Ending::Preempt) && status.as_ref().is_ok_and(|s| s.success());
+    if finished {
+        tracing::info!(%task_id, token, "the preempted worker exited 0 after its notice: it finished its work, reported as a success");
+    }
+    if matches!(ending, Some(Ending::Stop | Ending::Preempt)) && !finished {
         out.abort();
         err.abort();
         return ExecEvent::Stopped {

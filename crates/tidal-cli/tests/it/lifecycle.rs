@@ -220,10 +220,13 @@ async fn retries_dead_letters_replay_and_deadlines() -> anyhow::Result<()> {
 }
 
 /// A worker that, for the payload `long`, runs until told to stop (and
-/// then writes a checkpoint and exits); for any other payload answers at
-/// once.
+/// then writes a checkpoint and exits 143, to be requeued); for `finish`,
+/// runs until told to stop and then finishes its work (exit 0); for any
+/// other payload answers at once.
 const PREEMPTABLE_WORKER: &str = "p=$(cat); if [ \"$p\" = long ]; then \
-     trap 'echo step-7 > \"$TIDAL_CHECKPOINT_FILE\"; exit 0' TERM; \
+     trap 'echo step-7 > \"$TIDAL_CHECKPOINT_FILE\"; exit 143' TERM; \
+     while :; do sleep 0.05; done; fi; \
+     if [ \"$p\" = finish ]; then trap 'echo finished; exit 0' TERM; \
      while :; do sleep 0.05; done; fi; echo \"done $p\"";
 
 /// Polls `task get` until `check` holds.
@@ -247,7 +250,8 @@ async fn wait_until(c: &Cluster, id: &str, what: &str, check: impl Fn(&Value) ->
 /// victim is told to stop (SIGTERM), checkpoints, goes back to pending
 /// with `preempted` 1 and runs again from its checkpoint; a suspendable
 /// victim is paused in place under the same token while the online task
-/// runs beside it, and resumed when it is done.
+/// runs beside it, and resumed when it is done; a victim that finishes its
+/// work after the notice (exit 0) succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_work_preempts_offline_work_with_notice_or_suspends_it() -> anyhow::Result<()> {
     let mut c = Cluster::start(ClusterOpts::default()).await?;
@@ -303,5 +307,17 @@ async fn online_work_preempts_offline_work_with_notice_or_suspends_it() -> anyho
     assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{v}");
     c.tidal_ok(&["task", "cancel", &paused])?;
     wait_state(&c, &paused, "cancelled").await;
+
+    // Finished within the grace: it exits 0 on its notice, so the attempt
+    // is a success with its result, not a preemption.
+    let done = submit(&["--priority", "offline", "--payload", "finish"])?;
+    wait_state(&c, &done, "running").await;
+    let online = submit(&["--priority", "online", "--payload", "after"])?;
+    let t = wait_state(&c, &done, "succeeded").await;
+    assert_eq!(t["result"].as_str().unwrap().trim(), "finished", "{t}");
+    assert_eq!(t["preempted"], 0, "{t}");
+    assert_eq!(ends(&t), ["succeeded"], "{t}");
+    let t = wait_state(&c, &online, "succeeded").await;
+    assert_eq!(t["result"].as_str().unwrap().trim(), "done after", "{t}");
     Ok(())
 }
