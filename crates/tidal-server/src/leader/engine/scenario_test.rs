@@ -51,7 +51,7 @@
 //!   applied), `holds AGENT gen=G ID:TOKEN,..` (prints which of those
 //!   assignments the session may report started or ended), `forget AGENT`, `granted
 //!   ID,..` (each task's current assignment, committed elsewhere), `cancel
-//!   ID` (applied; its holder told), `drain AGENT [deadline=MS]` (applied,
+//!   ID` (applied; its holder, if any, told), `drain AGENT [deadline=MS]` (applied,
 //!   deadline from now; then `work drain-changed`), `stopped AGENT gen=G
 //!   ID:TOKEN` (the session reports the task stopped; an ID that is not a
 //!   number goes as sent).
@@ -540,7 +540,9 @@ impl Scenario {
                         });
                         Ok(None)
                     }
-                    other => Err(format!("cancel of a held task: {other:?}")),
+                    // A Pending task: no holder to tell.
+                    Response::Cancelled { holder: None, .. } => Ok(None),
+                    other => Err(format!("cancel: {other:?}")),
                 }
             }
             "drain" => {
