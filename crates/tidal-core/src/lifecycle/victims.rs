@@ -1,11 +1,24 @@
 //! The preemption planner: which online tasks preempt, on which agent, and
 //! whom (pure; the leader proposes what it returns as `Command::Preempt`).
 //!
-//! An online Pending task (dispatchable: not in backoff) that no connected
-//! agent can take now, and for which no preemption is under way (no task is
-//! suspended or told to stop for it), looks at every connected Ready agent
-//! that could run it (capable, serving its tenant) for the cheapest set of
-//! victims that makes it fit:
+//! The online Pending tasks that may be dispatched (not in backoff) are
+//! looked at in the dispatcher's order as far as it does not depend on the
+//! round ([`online_waiting`]): queues by smooth weighted round-robin of
+//! their weights, starting from even credits (so the heaviest queue first,
+//! ties in name order), and within a queue earlier deadline, then age, over
+//! all its tenants (tenants' dominant shares are not weighed). At most
+//! [`PREEMPT_SCAN`] of them are examined per plan (a task with a
+//! preemption under way is passed over without counting), so a plan costs
+//! at most that many tasks times the connected agents, and nothing at all
+//! when no online task waits; a task past the bound is looked at once those
+//! before it are placed or preempted for. Headroom does not enter: it never
+//! keeps online work out (nothing is reserved above online).
+//!
+//! An online task that no connected agent can take now, whose tenant's
+//! running quota does not hold it back, and for which no preemption is under
+//! way (no task is suspended or told to stop for it), looks at every
+//! connected Ready agent that could run it (capable, serving its tenant) for
+//! the cheapest set of victims that makes it fit:
 //!
 //! - victims are lower-class work that did not opt out
 //!   (`TaskOptions::preemptible`), assigned at format version 4 or later,
@@ -29,12 +42,17 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
+use crate::collections::SetIter;
 use crate::command::Command;
 use crate::dispatch::placement;
-use crate::model::{Agent, AgentId, FencingToken, Priority, Task, TaskId, TaskState};
-use crate::state::State;
+use crate::model::{Agent, AgentId, FencingToken, Priority, Task, TaskId};
+use crate::state::{PendingKey, State};
 
 use super::LIFECYCLE_VERSION;
+
+/// How many online tasks one plan examines at most, in the order of
+/// [`online_waiting`].
+pub const PREEMPT_SCAN: usize = 16;
 
 /// One possible victim, with what it frees and its place in the order.
 #[derive(Debug)]
@@ -59,7 +77,10 @@ pub fn plan_preemption(
     max: usize,
 ) -> Vec<Command> {
     let mut out = Vec::new();
-    if state.cluster_version() < LIFECYCLE_VERSION || max == 0 {
+    if state.cluster_version() < LIFECYCLE_VERSION
+        || max == 0
+        || state.pending_by_tenant.of_class(Priority::Online) == 0
+    {
         return out;
     }
     let agents: Vec<&Agent> = connected
@@ -77,13 +98,15 @@ pub fn plan_preemption(
         .chain(state.suspended().map(|(_, s)| s.by))
         .collect();
     let mut used: BTreeSet<&str> = BTreeSet::new();
+    let mut examined = 0;
     for task in online_waiting(state) {
-        if out.len() >= max || used.len() == agents.len() {
+        if out.len() >= max || used.len() == agents.len() || examined >= PREEMPT_SCAN {
             break;
         }
         if under_way.contains(&task.id) {
             continue;
         }
+        examined += 1;
         // A task its tenant's running quota holds back would not be
         // assigned on the room a preemption makes.
         if state.access().admit_running(&task.spec).is_err() {
@@ -131,23 +154,59 @@ pub fn plan_preemption(
     out
 }
 
-/// The online Pending tasks that may be dispatched (not in backoff), in
-/// dispatch order within the class: earlier deadline first (none last),
-/// then age.
-fn online_waiting(state: &State) -> Vec<&Task> {
-    let mut tasks: Vec<(u64, &Task)> = state
-        .queues()
-        // Each queue's Pending are in class order: its online ones first.
-        .flat_map(|q| {
-            state
-                .pending_in_order(&q.name)
-                .take_while(|t| t.spec.priority == Priority::Online)
+/// The online Pending tasks that may be dispatched (not in backoff),
+/// lazily, in order: queues by smooth weighted round-robin of their weights
+/// from even credits (ties: name order); within a queue, over its tenants,
+/// earlier deadline first (none last), then age. Each step costs the
+/// queues and the queue's tenants that have online work.
+fn online_waiting(state: &State) -> impl Iterator<Item = &Task> + '_ {
+    /// One queue's tenants' online tasks, each tenant's in order.
+    struct Lane<'a> {
+        weight: i64,
+        credit: i64,
+        tenants: Vec<std::iter::Peekable<SetIter<'a, PendingKey>>>,
+    }
+    impl Lane<'_> {
+        /// The key of the queue's next online task and its tenant.
+        fn peek(&mut self) -> Option<(u64, TaskId, usize)> {
+            self.tenants
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    t.peek()
+                        .filter(|(p, _, _)| *p == Priority::Online)
+                        .map(|(_, d, id)| (*d, *id, i))
+                })
+                .min()
+        }
+    }
+    let mut lanes: Vec<Lane> = state
+        .pending_by_tenant
+        .iter()
+        .map(|(queue, tenants)| Lane {
+            weight: i64::from(state.queue(queue).map_or(1, |q| q.weight).max(1)),
+            credit: 0,
+            // Each tenant's set is in class order: its online tasks first.
+            tenants: tenants.values().map(|s| s.iter().peekable()).collect(),
         })
-        .filter(|t| t.state == TaskState::Pending)
-        .filter_map(|t| state.lifecycle().dispatch_key(t.id).map(|d| (d, t)))
         .collect();
-    tasks.sort_by_key(|(d, t)| (*d, t.id));
-    tasks.into_iter().map(|(_, t)| t).collect()
+    std::iter::from_fn(move || {
+        lanes.retain_mut(|l| l.peek().is_some());
+        let total: i64 = lanes.iter().map(|l| l.weight).sum();
+        let mut best: Option<usize> = None;
+        for i in 0..lanes.len() {
+            lanes[i].credit += lanes[i].weight;
+            // Strictly greater: on a tie the earlier name wins.
+            if best.is_none_or(|b| lanes[i].credit > lanes[b].credit) {
+                best = Some(i);
+            }
+        }
+        let lane = &mut lanes[best?];
+        lane.credit -= total;
+        let (_, id, tenant) = lane.peek()?;
+        lane.tenants[tenant].next();
+        state.task(id)
+    })
 }
 
 /// The cheapest victims on `agent` that make `task` fit, if any do.

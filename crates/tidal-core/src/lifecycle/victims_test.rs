@@ -371,3 +371,80 @@ fn no_preemption_for_a_task_its_tenants_running_quota_holds_back() {
         .collect();
     assert!(w.state.check_preempt(id, "a1", &victims).is_err());
 }
+
+/// Submits one online task of 1 slot in `queue`, with `deadline_ms`.
+fn online_in(w: &mut World, queue: &str, deadline_ms: Option<u64>) -> TaskId {
+    let spec = TaskSpec {
+        task_type: "t".into(),
+        queue: queue.into(),
+        priority: Priority::Online,
+        ..TaskSpec::default()
+    };
+    let opts = TaskOptions {
+        deadline_ms,
+        ..TaskOptions::default()
+    };
+    match w.at(
+        0,
+        Command::SubmitWith {
+            specs: vec![spec],
+            place: vec![],
+            by: vec![],
+            opts: vec![opts],
+        },
+    ) {
+        Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn online_tasks_are_looked_at_by_queue_weight_then_deadline_then_age() {
+    let mut w = World::new();
+    w.agent("a1", 1, 0);
+    for (q, weight) in [("normal", 1), ("vip", 8)] {
+        w.at(
+            0,
+            Command::SetQueue {
+                name: q.into(),
+                weight,
+                strategy: Default::default(),
+            },
+        );
+    }
+    let victim = w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    // The older online task is in the lighter queue: the heavier queue's
+    // goes first, as the dispatcher would pick it first.
+    let _normal = online_in(&mut w, "normal", None);
+    let vip_late = online_in(&mut w, "vip", None);
+    assert_eq!(
+        w.plan(&["a1"], 2_000),
+        vec![(vip_late, "a1".to_string(), vec![victim])]
+    );
+    // Within the queue: an earlier deadline before age.
+    let vip_due = online_in(&mut w, "vip", Some(5_000));
+    assert_eq!(
+        w.plan(&["a1"], 2_000),
+        vec![(vip_due, "a1".to_string(), vec![victim])]
+    );
+}
+
+#[test]
+fn a_plan_examines_at_most_preempt_scan_online_tasks() {
+    let mut w = World::new();
+    w.agent("a1", 1, 0);
+    let victim = w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    // PREEMPT_SCAN online tasks no victim set can make room for (two slots
+    // on a one-slot agent), then one that a preemption would serve.
+    let blockers: Vec<TaskId> = (0..super::PREEMPT_SCAN)
+        .map(|_| w.submit(Priority::Online, 2, 0, opts()))
+        .collect();
+    let served = w.submit(Priority::Online, 1, 0, opts());
+    assert!(w.plan(&["a1"], 2_000).is_empty());
+    // One blocker fewer: it is within the bound.
+    w.at(2_000, Command::Cancel { task: blockers[0] });
+    assert_eq!(
+        w.plan(&["a1"], 2_000),
+        vec![(served, "a1".to_string(), vec![victim])]
+    );
+}
