@@ -957,6 +957,7 @@ fn task_submit_lifecycle_flags() {
         &["--retry-backoff-ms", "fast"],
         &["--max-run-ms", "0"],
         &["--preempt-grace-ms", "600001"],
+        &["--preempt-grace-ms", "0"],
         &["--preemptible", "maybe"],
         &["--preempt-notice", "email"],
     ] {

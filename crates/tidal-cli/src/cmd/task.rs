@@ -240,8 +240,9 @@ pub struct SubmitArgs {
     /// How its worker is told of a preemption (default signal).
     #[arg(long, value_enum, value_name = "signal|file")]
     pub preempt_notice: Option<NoticeArg>,
-    /// How long a preempted worker has to checkpoint and exit (default 10000, at most 600000).
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    /// How long a preempted worker has to checkpoint and exit (default 10000, 1 to 600000;
+    /// 0 is refused: on the wire it means the default).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub preempt_grace_ms: Option<u64>,
     #[command(flatten)]
     pub client: ClientOpts,
