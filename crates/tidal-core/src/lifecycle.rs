@@ -28,6 +28,8 @@ use crate::model::{AgentId, FencingToken, Priority, Task, TaskId, TaskSpec, Task
 use crate::state::State;
 
 pub mod preempt;
+#[cfg(test)]
+pub(crate) mod test_world;
 pub mod types;
 pub use types::{backoff_ms, validate_options};
 pub mod victims;
@@ -381,14 +383,20 @@ impl State {
         }
     }
 
+    /// An entry of independent items: each applied (or refused) alone, in
+    /// order, by `one`.
+    pub(crate) fn items<T>(
+        &mut self,
+        items: Vec<T>,
+        mut one: impl FnMut(&mut Self, T) -> Result<(), Rejection>,
+    ) -> Response {
+        Response::Items(items.into_iter().map(|item| one(self, item)).collect())
+    }
+
     /// `Wake`: tasks whose backoff ended at or before the entry's time go
     /// back into the dispatch order.
     pub(crate) fn wake(&mut self, ids: Vec<TaskId>, ctx: ApplyCtx) -> Response {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.wake_one(id, ctx));
-        }
-        Response::Items(out)
+        self.items(ids, |s, id| s.wake_one(id, ctx))
     }
 
     fn wake_one(&mut self, id: TaskId, ctx: ApplyCtx) -> Result<(), Rejection> {
@@ -418,11 +426,7 @@ impl State {
     /// `DeadlineMissed`: Pending tasks whose deadline passed before the
     /// entry's time are counted once; those that asked for it fail.
     pub(crate) fn deadline_missed(&mut self, ids: Vec<TaskId>, ctx: ApplyCtx) -> Response {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.deadline_missed_one(id, ctx));
-        }
-        Response::Items(out)
+        self.items(ids, |s, id| s.deadline_missed_one(id, ctx))
     }
 
     fn deadline_missed_one(&mut self, id: TaskId, ctx: ApplyCtx) -> Result<(), Rejection> {
@@ -484,11 +488,7 @@ impl State {
     /// `Replay`: dead letters go back to Pending with a fresh attempt
     /// budget; their history stays.
     pub(crate) fn replay(&mut self, ids: Vec<TaskId>, ctx: ApplyCtx) -> Response {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.replay_one(id, ctx));
-        }
-        Response::Items(out)
+        self.items(ids, |s, id| s.replay_one(id, ctx))
     }
 
     fn replay_one(&mut self, id: TaskId, ctx: ApplyCtx) -> Result<(), Rejection> {
@@ -536,11 +536,9 @@ impl State {
         items: Vec<(TaskId, FencingToken, Vec<u8>)>,
         ctx: ApplyCtx,
     ) -> Response {
-        let mut out = Vec::with_capacity(items.len());
-        for (id, token, data) in items {
-            out.push(self.checkpoint_one(id, token, data, ctx));
-        }
-        Response::Items(out)
+        self.items(items, |s, (id, token, data)| {
+            s.checkpoint_one(id, token, data, ctx)
+        })
     }
 
     fn checkpoint_one(

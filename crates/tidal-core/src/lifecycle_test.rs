@@ -80,74 +80,26 @@ use crate::command::{ApplyCtx, Command, Finished as Fin, Response};
 use crate::model::{AgentSpec, Outcome, TaskSpec};
 use crate::state::State;
 
-/// A version-4 state whose entries carry the times a test gives.
-struct Clocked {
-    state: State,
-    index: u64,
+use crate::lifecycle::test_world::World;
+
+/// One agent "a1" of 4 slots.
+fn clocked() -> World {
+    let mut w = World::new();
+    w.agent("a1", 4, 0);
+    w
 }
 
-impl Clocked {
-    fn new() -> Clocked {
-        let mut state = State::new();
-        state.restore_cluster_version(LIFECYCLE_VERSION);
-        let mut c = Clocked { state, index: 0 };
-        c.at(
-            0,
-            Command::RegisterAgent(AgentSpec {
-                id: "a1".into(),
-                dc: "dc1".into(),
-                task_types: ["t2i".to_string()].into(),
-                slots: 4,
-                weight: 1,
-                ..AgentSpec::default()
-            }),
-        );
-        c
-    }
+/// A task of type "t" with `max_attempts` and `opts`, submitted at `time_ms`.
+fn submit(c: &mut World, time_ms: u64, max_attempts: u32, opts: TaskOptions) -> TaskId {
+    let spec = TaskSpec {
+        task_type: "t".into(),
+        max_attempts,
+        ..TaskSpec::default()
+    };
+    c.submit_at(time_ms, spec, opts)
+}
 
-    fn at(&mut self, time_ms: u64, cmd: Command) -> Response {
-        self.index += 1;
-        let r = self.state.apply(
-            cmd,
-            ApplyCtx {
-                log_index: self.index,
-                time_ms,
-            },
-        );
-        self.state
-            .check_invariants()
-            .unwrap_or_else(|e| panic!("after {r:?}: {e}"));
-        r
-    }
-
-    fn submit(&mut self, time_ms: u64, max_attempts: u32, opts: TaskOptions) -> TaskId {
-        let spec = TaskSpec {
-            task_type: "t2i".into(),
-            max_attempts,
-            ..TaskSpec::default()
-        };
-        match self.at(
-            time_ms,
-            Command::SubmitWith {
-                specs: vec![spec],
-                place: vec![],
-                by: vec![],
-                opts: vec![opts],
-            },
-        ) {
-            Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// Assigns `id` to a1 and returns the token.
-    fn assign(&mut self, time_ms: u64, id: TaskId) -> u64 {
-        match self.at(time_ms, Command::Assign(vec![(id, "a1".into())])) {
-            Response::Assigned { granted, rejected } if rejected.is_empty() => granted[0].token,
-            other => panic!("{other:?}"),
-        }
-    }
-
+impl World {
     fn fail(&mut self, time_ms: u64, id: TaskId, token: u64, timed_out: bool) {
         let r = self.at(
             time_ms,
@@ -181,9 +133,9 @@ fn quick_backoff() -> TaskOptions {
 
 #[test]
 fn a_failed_attempt_is_retried_after_its_backoff_then_dies_with_its_history() {
-    let mut c = Clocked::new();
-    let id = c.submit(1_000, 3, quick_backoff());
-    let t1 = c.assign(1_010, id);
+    let mut c = clocked();
+    let id = submit(&mut c, 1_000, 3, quick_backoff());
+    let t1 = c.assign_at(1_010, id, "a1");
     c.fail(1_500, id, t1, false);
     // Pending in backoff: 50..=100 ms after the failing entry's time.
     let nb = c.life(id).not_before_ms.unwrap();
@@ -212,13 +164,13 @@ fn a_failed_attempt_is_retried_after_its_backoff_then_dies_with_its_history() {
         Response::Items(vec![Ok(())])
     );
     assert_eq!(c.life(id).not_before_ms, None);
-    let t2 = c.assign(nb + 1, id);
+    let t2 = c.assign_at(nb + 1, id, "a1");
     c.fail(nb + 50, id, t2, true);
     // The second retry waits 100..=200 ms.
     let nb2 = c.life(id).not_before_ms.unwrap();
     assert!((nb + 150..=nb + 250).contains(&nb2), "{nb2}");
     c.at(nb2, Command::Wake(vec![id]));
-    let t3 = c.assign(nb2, id);
+    let t3 = c.assign_at(nb2, id, "a1");
     c.fail(nb2 + 10, id, t3, false);
     // Attempts used up: a dead letter, failed, with three attempts kept.
     let task = c.state.task(id).unwrap();
@@ -255,7 +207,7 @@ fn a_failed_attempt_is_retried_after_its_backoff_then_dies_with_its_history() {
     assert_eq!(c.state.task(id).unwrap().state, TaskState::Pending);
     assert!(!c.life(id).dead);
     assert_eq!(c.life(id).budget_base, 3);
-    let t4 = c.assign(nb2 + 30, id);
+    let t4 = c.assign_at(nb2 + 30, id, "a1");
     assert_eq!(c.state.task(id).unwrap().attempt, 4);
     assert_eq!(c.life(id).attempts.len(), 4);
     c.fail(nb2 + 40, id, t4, false);
@@ -270,9 +222,9 @@ fn a_failed_attempt_is_retried_after_its_backoff_then_dies_with_its_history() {
 
 #[test]
 fn max_attempts_one_means_no_retry() {
-    let mut c = Clocked::new();
-    let id = c.submit(1_000, 1, TaskOptions::default());
-    let t = c.assign(1_001, id);
+    let mut c = clocked();
+    let id = submit(&mut c, 1_000, 1, TaskOptions::default());
+    let t = c.assign_at(1_001, id, "a1");
     c.fail(1_002, id, t, false);
     assert!(c.life(id).dead);
     assert!(matches!(
@@ -283,9 +235,9 @@ fn max_attempts_one_means_no_retry() {
 
 #[test]
 fn a_lost_agent_is_a_failed_attempt_with_backoff() {
-    let mut c = Clocked::new();
-    let id = c.submit(1_000, 2, quick_backoff());
-    let t = c.assign(1_001, id);
+    let mut c = clocked();
+    let id = submit(&mut c, 1_000, 2, quick_backoff());
+    let t = c.assign_at(1_001, id, "a1");
     c.at(1_002, Command::Started { task: id, token: t });
     c.at(2_000, Command::AgentDown { agent: "a1".into() });
     let life = c.life(id);
@@ -296,8 +248,9 @@ fn a_lost_agent_is_a_failed_attempt_with_backoff() {
 
 #[test]
 fn a_missed_deadline_is_counted_once_and_fails_only_when_asked() {
-    let mut c = Clocked::new();
-    let report = c.submit(
+    let mut c = clocked();
+    let report = submit(
+        &mut c,
         1_000,
         3,
         TaskOptions {
@@ -305,7 +258,8 @@ fn a_missed_deadline_is_counted_once_and_fails_only_when_asked() {
             ..TaskOptions::default()
         },
     );
-    let fail = c.submit(
+    let fail = submit(
+        &mut c,
         1_000,
         3,
         TaskOptions {
@@ -339,9 +293,9 @@ fn a_missed_deadline_is_counted_once_and_fails_only_when_asked() {
 
 #[test]
 fn checkpoints_come_only_from_the_current_token() {
-    let mut c = Clocked::new();
-    let id = c.submit(1_000, 3, quick_backoff());
-    let t = c.assign(1_001, id);
+    let mut c = clocked();
+    let id = submit(&mut c, 1_000, 3, quick_backoff());
+    let t = c.assign_at(1_001, id, "a1");
     let r = c.at(1_002, Command::Checkpoint(vec![(id, t + 1, b"x".to_vec())]));
     assert!(matches!(r, Response::Items(v) if v[0].is_err()));
     let r = c.at(
@@ -361,8 +315,9 @@ fn checkpoints_come_only_from_the_current_token() {
 
 #[test]
 fn earlier_deadline_goes_first_within_a_class() {
-    let mut c = Clocked::new();
-    let late = c.submit(
+    let mut c = clocked();
+    let late = submit(
+        &mut c,
         1_000,
         3,
         TaskOptions {
@@ -370,8 +325,9 @@ fn earlier_deadline_goes_first_within_a_class() {
             ..TaskOptions::default()
         },
     );
-    let none = c.submit(1_000, 3, TaskOptions::default());
-    let soon = c.submit(
+    let none = submit(&mut c, 1_000, 3, TaskOptions::default());
+    let soon = submit(
+        &mut c,
         1_000,
         3,
         TaskOptions {
@@ -387,7 +343,7 @@ fn earlier_deadline_goes_first_within_a_class() {
                 1,
                 &mut Default::default(),
             );
-            c.assign(2_000, pairs[0].0);
+            c.assign_at(2_000, pairs[0].0, "a1");
             pairs[0].0
         })
         .collect();

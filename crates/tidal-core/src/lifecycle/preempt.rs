@@ -231,11 +231,7 @@ impl State {
 
     /// `Resume`: each suspended task that may go on takes its slots back.
     pub(crate) fn resume(&mut self, ids: Vec<TaskId>) -> Response {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.resume_one(id));
-        }
-        Response::Items(out)
+        self.items(ids, Self::resume_one)
     }
 
     fn resume_one(&mut self, id: TaskId) -> Result<(), Rejection> {

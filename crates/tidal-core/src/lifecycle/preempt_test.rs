@@ -1,73 +1,19 @@
 //! Preempt, Stopped of a victim, Resume, and the ends of suspended tasks.
 
-use crate::command::{ApplyCtx, Command, Completion, Rejection, Response, Stopping};
+use crate::command::{Command, Completion, Rejection, Response, Stopping};
+use crate::lifecycle::test_world::World;
 use crate::lifecycle::{AttemptEnd, Notice, TaskOptions, LIFECYCLE_VERSION};
-use crate::model::{AgentSpec, Gpu, Outcome, Priority, TaskId, TaskSpec, TaskState};
+use crate::model::{Outcome, Priority, TaskId, TaskState};
 use crate::state::State;
 
-struct World {
-    state: State,
-    index: u64,
+/// One agent "a1": 4 slots, 2 GPUs.
+fn world() -> World {
+    let mut w = World::new();
+    w.agent("a1", 4, 2);
+    w
 }
 
 impl World {
-    /// One agent "a1": 4 slots, 2 GPUs.
-    fn new() -> World {
-        let mut state = State::new();
-        state.restore_cluster_version(LIFECYCLE_VERSION);
-        let mut w = World { state, index: 0 };
-        w.apply(Command::RegisterAgent(AgentSpec {
-            id: "a1".into(),
-            dc: "dc1".into(),
-            task_types: ["t".to_string()].into(),
-            slots: 4,
-            weight: 1,
-            gpus: vec![
-                Gpu {
-                    model: "A40".into(),
-                    memory_mb: 1,
-                };
-                2
-            ],
-            ..AgentSpec::default()
-        }));
-        w
-    }
-
-    fn apply(&mut self, cmd: Command) -> Response {
-        self.index += 1;
-        let r = self.state.apply(
-            cmd,
-            ApplyCtx {
-                log_index: self.index,
-                time_ms: 1_000 * self.index,
-            },
-        );
-        self.state
-            .check_invariants()
-            .unwrap_or_else(|e| panic!("after {r:?}: {e}"));
-        r
-    }
-
-    fn submit(&mut self, prio: Priority, slots: u32, gpus: u32, opts: TaskOptions) -> TaskId {
-        let spec = TaskSpec {
-            task_type: "t".into(),
-            priority: prio,
-            slots,
-            gpus,
-            ..TaskSpec::default()
-        };
-        match self.apply(Command::SubmitWith {
-            specs: vec![spec],
-            place: vec![],
-            by: vec![],
-            opts: vec![opts],
-        }) {
-            Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
-            other => panic!("{other:?}"),
-        }
-    }
-
     /// A running task of `prio` on a1; returns it and its token.
     fn running(
         &mut self,
@@ -77,14 +23,7 @@ impl World {
         opts: TaskOptions,
     ) -> (TaskId, u64) {
         let id = self.submit(prio, slots, gpus, opts);
-        let token = match self.apply(Command::Assign(vec![(id, "a1".into())])) {
-            Response::Assigned { granted, .. } if granted.len() == 1 => granted[0].token,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            self.apply(Command::Started { task: id, token }),
-            Response::Ok
-        );
+        let token = self.start_at(1_000 * (self.index + 1), id, "a1");
         (id, token)
     }
 
@@ -111,7 +50,7 @@ fn suspendable() -> TaskOptions {
 
 #[test]
 fn a_stopped_victim_holds_until_it_stops_then_is_pending_with_its_attempt_back() {
-    let mut w = World::new();
+    let mut w = world();
     let opts = TaskOptions {
         notice: Notice::File,
         preempt_grace_ms: 5_000,
@@ -163,7 +102,7 @@ fn a_stopped_victim_holds_until_it_stops_then_is_pending_with_its_attempt_back()
 
 #[test]
 fn suspending_every_victim_assigns_the_task_in_the_same_entry_and_resume_follows_its_end() {
-    let mut w = World::new();
+    let mut w = world();
     let (v, tv) = w.running(Priority::Nearline, 3, 1, suspendable());
     let (other, _) = w.running(Priority::Offline, 1, 0, TaskOptions::default());
     let online = w.submit(Priority::Online, 2, 1, TaskOptions::default());
@@ -227,7 +166,7 @@ fn suspending_every_victim_assigns_the_task_in_the_same_entry_and_resume_follows
 
 #[test]
 fn resume_waits_for_room() {
-    let mut w = World::new();
+    let mut w = world();
     let (v, tv) = w.running(Priority::Offline, 3, 0, suspendable());
     let online = w.submit(Priority::Online, 4, 0, TaskOptions::default());
     let Response::Preempted {
@@ -256,7 +195,7 @@ fn resume_waits_for_room() {
 #[test]
 fn a_suspended_task_that_ends_otherwise_releases_what_it_holds() {
     for how in ["cancel", "down", "fail", "regrant"] {
-        let mut w = World::new();
+        let mut w = world();
         let (v, tv) = w.running(Priority::Offline, 2, 2, suspendable());
         let online = w.submit(Priority::Online, 3, 0, TaskOptions::default());
         let r = w.preempt(online, vec![(v, tv)]);
@@ -314,7 +253,7 @@ fn a_suspended_task_that_ends_otherwise_releases_what_it_holds() {
 
 #[test]
 fn preempt_is_all_or_nothing() {
-    let mut w = World::new();
+    let mut w = world();
     let (near, tn) = w.running(Priority::Nearline, 1, 0, TaskOptions::default());
     let (opt_out, to) = w.running(
         Priority::Offline,
@@ -374,7 +313,7 @@ fn preempt_is_all_or_nothing() {
 
 #[test]
 fn a_mixed_preemption_keeps_the_suspended_ones_until_the_task_ran() {
-    let mut w = World::new();
+    let mut w = world();
     let (s, ts) = w.running(Priority::Offline, 2, 0, suspendable());
     let (k, tk) = w.running(Priority::Offline, 2, 0, TaskOptions::default());
     let online = w.submit(Priority::Online, 4, 0, TaskOptions::default());

@@ -3,81 +3,13 @@
 use std::collections::BTreeSet;
 
 use super::plan_preemption;
-use crate::command::{ApplyCtx, Command, Response};
-use crate::lifecycle::{TaskOptions, LIFECYCLE_VERSION};
-use crate::model::{AgentId, AgentSpec, Gpu, Priority, TaskId, TaskSpec};
+use crate::command::{Command, Response};
+use crate::lifecycle::test_world::World;
+use crate::lifecycle::TaskOptions;
+use crate::model::{AgentId, Priority, TaskId, TaskSpec};
 use crate::state::State;
 
-struct World {
-    state: State,
-    index: u64,
-}
-
 impl World {
-    fn new() -> World {
-        let mut state = State::new();
-        state.restore_cluster_version(LIFECYCLE_VERSION);
-        World { state, index: 0 }
-    }
-
-    fn at(&mut self, time_ms: u64, cmd: Command) -> Response {
-        self.index += 1;
-        let r = self.state.apply(
-            cmd,
-            ApplyCtx {
-                log_index: self.index,
-                time_ms,
-            },
-        );
-        self.state
-            .check_invariants()
-            .unwrap_or_else(|e| panic!("after {r:?}: {e}"));
-        r
-    }
-
-    fn agent(&mut self, id: &str, slots: u32, gpus: usize) {
-        self.at(
-            0,
-            Command::RegisterAgent(AgentSpec {
-                id: id.into(),
-                dc: "dc1".into(),
-                task_types: ["t".to_string()].into(),
-                slots,
-                weight: 1,
-                gpus: vec![
-                    Gpu {
-                        model: "A40".into(),
-                        memory_mb: 1,
-                    };
-                    gpus
-                ],
-                ..AgentSpec::default()
-            }),
-        );
-    }
-
-    fn submit(&mut self, prio: Priority, slots: u32, gpus: u32, opts: TaskOptions) -> TaskId {
-        let spec = TaskSpec {
-            task_type: "t".into(),
-            priority: prio,
-            slots,
-            gpus,
-            ..TaskSpec::default()
-        };
-        match self.at(
-            0,
-            Command::SubmitWith {
-                specs: vec![spec],
-                place: vec![],
-                by: vec![],
-                opts: vec![opts],
-            },
-        ) {
-            Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
-            other => panic!("{other:?}"),
-        }
-    }
-
     /// A task of `prio` started on `agent` at `start_ms`.
     fn run(
         &mut self,
@@ -88,14 +20,7 @@ impl World {
         start_ms: u64,
     ) -> TaskId {
         let id = self.submit(prio, slots, gpus, opts);
-        let token = match self.at(start_ms, Command::Assign(vec![(id, agent.into())])) {
-            Response::Assigned { granted, .. } if granted.len() == 1 => granted[0].token,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            self.at(start_ms, Command::Started { task: id, token }),
-            Response::Ok
-        );
+        self.start_at(start_ms, id, agent);
         id
     }
 
@@ -384,18 +309,7 @@ fn online_in(w: &mut World, queue: &str, deadline_ms: Option<u64>) -> TaskId {
         deadline_ms,
         ..TaskOptions::default()
     };
-    match w.at(
-        0,
-        Command::SubmitWith {
-            specs: vec![spec],
-            place: vec![],
-            by: vec![],
-            opts: vec![opts],
-        },
-    ) {
-        Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
-        other => panic!("{other:?}"),
-    }
+    w.submit_at(0, spec, opts)
 }
 
 #[test]
