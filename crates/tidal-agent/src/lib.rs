@@ -24,7 +24,8 @@
 //!   cgroup per worker where cgroup v2 is delegated).
 //! - `fence`: the lease deadline as a pure struct ([`Lease`]).
 //! - `outbox`: completions and stop reports kept until the leader
-//!   acknowledges them, and the latest checkpoint of each task held.
+//!   acknowledges them, and the latest checkpoint of each task held until
+//!   the leader answers it (sent again with backoff meanwhile).
 //!
 //! Dependency rule: the agent speaks only the public API (`tidal-proto`
 //! through `tidal-client`), as any user's agent in another language would;

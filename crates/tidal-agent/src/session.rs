@@ -147,6 +147,8 @@ enum Event {
     /// The graceful exit did not finish in time.
     GiveUp,
     LeaseExpired,
+    /// An unanswered checkpoint is due to go again.
+    ResendCheckpoints,
     Exec(ExecEvent),
     Conn(ConnEvent),
 }
@@ -164,6 +166,8 @@ pub(crate) struct Agent {
     lease: Lease,
     conn: Conn,
     heartbeat_seq: u64,
+    /// The number of the last checkpoint sent (`TaskCheckpoint.seq`).
+    checkpoint_seq: u64,
     reconnect_delay: Duration,
     /// (task, token) pairs stopped by a self-fence or on the leader's order: never started again.
     stopped: std::collections::VecDeque<(String, u64)>,
@@ -215,6 +219,7 @@ impl Agent {
                 retry_at: Instant::now(),
             },
             heartbeat_seq: 0,
+            checkpoint_seq: 0,
             reconnect_delay: RECONNECT_MIN,
             stopped: std::collections::VecDeque::new(),
             fenced: std::collections::VecDeque::new(),
@@ -244,6 +249,7 @@ impl Agent {
             let leaving = self.leaving.is_some();
             let give_up_at = self.leaving.as_ref().map(|l| l.give_up_at);
             let stop_at = self.leaving.as_ref().and_then(|l| l.stop_at);
+            let resend_at = self.outbox.next_checkpoint_resend();
             let ev = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
@@ -252,6 +258,7 @@ impl Agent {
                 _ = sleep_until_opt(give_up_at) => Event::GiveUp,
                 _ = sleep_until_opt(stop_at) => Event::LocalDeadline,
                 _ = sleep_until_opt(self.lease.deadline()) => Event::LeaseExpired,
+                _ = sleep_until_opt(resend_at) => Event::ResendCheckpoints,
                 Some(e) = self.events.recv() => Event::Exec(e),
                 c = next_conn_event(&mut self.conn, self.lease.oldest_unacked()) => Event::Conn(c),
             };
@@ -303,6 +310,10 @@ impl Agent {
                     ));
                 }
                 Event::LeaseExpired => Ok(()),
+                Event::ResendCheckpoints => {
+                    self.resend_checkpoints();
+                    Ok(())
+                }
                 Event::Exec(e) => {
                     self.on_exec(e);
                     Ok(())
@@ -610,11 +621,24 @@ impl Agent {
             .retain_checkpoints(|task_id, token| exec.holds(task_id, token));
     }
 
+    /// Sends again the checkpoints the leader has not answered in time.
+    fn resend_checkpoints(&mut self) {
+        for c in self.outbox.checkpoints_due(Instant::now()) {
+            tracing::debug!(task_id = %c.task_id, token = c.token, seq = c.seq, "checkpoint not answered yet; sending it again");
+            self.send_if_registered(Out::Checkpoint(c));
+        }
+    }
+
     fn on_exec(&mut self, e: ExecEvent) {
         if let ExecEvent::Checkpoint(c) = &e {
             if self.exec.holds(&c.task_id, c.token) {
-                self.outbox.checkpoint(c.clone());
-                self.send_if_registered(Out::Checkpoint(c.clone()));
+                self.checkpoint_seq += 1;
+                let c = v1::TaskCheckpoint {
+                    seq: self.checkpoint_seq,
+                    ..c.clone()
+                };
+                self.outbox.checkpoint(c.clone(), Instant::now());
+                self.send_if_registered(Out::Checkpoint(c));
             }
             self.observe(e);
             return;
@@ -814,6 +838,15 @@ impl Agent {
                     tracing::warn!(task_id = %r.task_id, token = r.token, "resume order for a task not running here under this token (or being stopped); ignored");
                 }
             }
+            In::CheckpointAck(a) => {
+                if self.outbox.checkpoint_answered(&a.task_id, a.token, a.seq) {
+                    if a.accepted {
+                        tracing::debug!(task_id = %a.task_id, token = a.token, seq = a.seq, "checkpoint committed");
+                    } else {
+                        tracing::info!(task_id = %a.task_id, token = a.token, seq = a.seq, reason = %a.reason, "checkpoint refused by the leader");
+                    }
+                }
+            }
             In::CompletionAck(a) => {
                 self.outbox.ack(&a.task_id, a.token);
                 self.settle_checkpoints();
@@ -873,10 +906,9 @@ impl Agent {
             pending_completions = self.outbox.len(),
             "registered with the leader"
         );
-        // The latest checkpoints first: a task's checkpoint precedes its
-        // completion, as when it was first sent.
-        let checkpoints: Vec<v1::TaskCheckpoint> = self.outbox.checkpoints().cloned().collect();
-        for c in checkpoints {
+        // The latest unanswered checkpoints first: a task's checkpoint
+        // precedes its completion, as when it was first sent.
+        for c in self.outbox.checkpoints_resent(Instant::now()) {
             self.send_if_registered(Out::Checkpoint(c));
         }
         let resend: Vec<v1::TaskCompleted> = self.outbox.pending().cloned().collect();

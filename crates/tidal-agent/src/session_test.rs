@@ -1021,3 +1021,75 @@ exit 1"#;
     }
     h.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unanswered_checkpoint_goes_again_until_the_leader_answers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let script = format!(
+        r#"printf one > "$TIDAL_CHECKPOINT_FILE"
+while [ ! -e {go} ]; do sleep 0.02; done
+printf two > "$TIDAL_CHECKPOINT_FILE.new"; mv "$TIDAL_CHECKPOINT_FILE.new" "$TIDAL_CHECKPOINT_FILE"
+exec sleep 30"#,
+        go = go.display()
+    );
+    let mut h = Harness::start(&script, None).await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+    s.send(assignment("t1", 9, b""));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    let one = match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Checkpoint(c)) => c,
+        other => panic!("expected a checkpoint, got {other:?}"),
+    };
+    assert_eq!((one.data.as_slice(), one.token), (b"one".as_slice(), 9));
+    assert!(one.seq > 0, "{one:?}");
+    // Not answered: the same one goes again on the same session.
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Checkpoint(c)) => assert_eq!(c, one),
+        other => panic!("expected the checkpoint again, got {other:?}"),
+    }
+    std::fs::write(&go, b"").unwrap();
+    let two = loop {
+        match s.recv_non_heartbeat(true).await {
+            Some(FromAgent::Checkpoint(c)) if c == one => continue,
+            Some(FromAgent::Checkpoint(c)) => break c,
+            other => panic!("expected the new checkpoint, got {other:?}"),
+        }
+    };
+    assert_eq!(two.data, b"two");
+    assert!(two.seq > one.seq, "{two:?}");
+    let ack = |seq| {
+        ToAgent::CheckpointAck(v1::CheckpointAck {
+            task_id: "t1".into(),
+            token: 9,
+            seq,
+            accepted: true,
+            reason: String::new(),
+        })
+    };
+    // The answer to the older one settles nothing: the newest goes again.
+    s.send(ack(one.seq));
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Checkpoint(c)) => assert_eq!(c, two),
+        other => panic!("expected the newest checkpoint again, got {other:?}"),
+    }
+    s.send(ack(two.seq));
+    // Answered: nothing but heartbeats, past when it would have gone
+    // again (2 s after its resend; heartbeats are 50 ms apart).
+    for _ in 0..50 {
+        match s.recv().await {
+            Some(FromAgent::Heartbeat(hb)) => {
+                s.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }));
+            }
+            other => panic!("expected only heartbeats, got {other:?}"),
+        }
+    }
+    h.stop().await.unwrap();
+}

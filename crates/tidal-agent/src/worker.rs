@@ -399,10 +399,12 @@ fn look_at_checkpoint(
         Seen::Nothing => {}
         Seen::New(data) => {
             tracing::debug!(%task_id, token, bytes = data.len(), "new checkpoint");
+            // Numbered (`seq`) by the session as it sends it.
             let _ = events.send(ExecEvent::Checkpoint(v1::TaskCheckpoint {
                 task_id: task_id.to_string(),
                 token,
                 data,
+                seq: 0,
             }));
         }
         Seen::TooLarge(len) => {

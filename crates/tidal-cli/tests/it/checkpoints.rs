@@ -123,7 +123,7 @@ async fn next_msg(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timed_out_attempt_is_acknowledged_and_retried() {
+async fn checkpoints_are_answered_and_a_timed_out_attempt_is_acknowledged_and_retried() {
     use tidal_client::v1::{self, agent_message::Msg as In, server_message::Msg as Out};
     let mut c = Cluster::start(ClusterOpts {
         nodes: 1,
@@ -171,6 +171,26 @@ async fn a_timed_out_attempt_is_acknowledged_and_retried() {
         panic!("no assignment")
     };
     assert_eq!((first.task_id.as_str(), first.attempt), (id.as_str(), 1));
+    // Each checkpoint is answered with its seq: committed under the
+    // attempt's token, refused under another.
+    for (token, seq, accepted) in [(first.token, 7, true), (first.token + 1, 8, false)] {
+        let m = In::Checkpoint(v1::TaskCheckpoint {
+            task_id: id.clone(),
+            token,
+            data: b"step 1".to_vec(),
+            seq,
+        });
+        tx.send(v1::AgentMessage { msg: Some(m) }).await.unwrap();
+        let Out::CheckpointAck(ack) = next_msg(&mut session, &c).await else {
+            panic!("no checkpoint ack")
+        };
+        assert_eq!(
+            (ack.task_id.as_str(), ack.token, ack.seq, ack.accepted),
+            (id.as_str(), token, seq, accepted),
+            "{ack:?}"
+        );
+        assert_eq!(ack.reason.is_empty(), accepted, "{ack:?}");
+    }
     for m in [
         In::Started(v1::TaskStarted {
             task_id: id.clone(),

@@ -8,7 +8,7 @@ use tidal_core::model::{FencingToken, TaskId};
 /// The most one session keeps waiting for their entry, in bytes (each
 /// checkpoint counted with [`OVERHEAD`]): a checkpoint that would take it
 /// over is dropped and logged (the worker's next one, or the agent's
-/// resend after a reconnect, comes again).
+/// resend, comes again).
 pub const MAX_PENDING_CHECKPOINT_BYTES: usize = 64 * (MAX_CHECKPOINT_BYTES + OVERHEAD);
 
 /// What a waiting checkpoint costs besides its data.
@@ -27,28 +27,32 @@ pub enum Put {
     Full,
 }
 
+/// One checkpoint waiting: its task, token, the agent's number for it
+/// (`TaskCheckpoint.seq`, echoed in its answer) and its data.
+pub type Waiting = (TaskId, FencingToken, u64, Vec<u8>);
+
 /// The latest checkpoint of each task, not yet proposed.
 #[derive(Debug, Default)]
 pub struct Pending {
-    latest: BTreeMap<TaskId, (FencingToken, Vec<u8>)>,
+    latest: BTreeMap<TaskId, (FencingToken, u64, Vec<u8>)>,
     bytes: usize,
 }
 
 impl Pending {
     /// Keeps `data` as the task's latest checkpoint (the newest report wins,
     /// whatever its token: fencing is the entry's).
-    pub fn put(&mut self, task: TaskId, token: FencingToken, data: Vec<u8>) -> Put {
+    pub fn put(&mut self, task: TaskId, token: FencingToken, seq: u64, data: Vec<u8>) -> Put {
         let first = self.latest.is_empty();
         let old = self
             .latest
             .get(&task)
-            .map_or(0, |(_, d)| OVERHEAD + d.len());
+            .map_or(0, |(_, _, d)| OVERHEAD + d.len());
         let bytes = self.bytes - old + OVERHEAD + data.len();
         if bytes > MAX_PENDING_CHECKPOINT_BYTES {
             return Put::Full;
         }
         self.bytes = bytes;
-        self.latest.insert(task, (token, data));
+        self.latest.insert(task, (token, seq, data));
         if first {
             Put::First
         } else {
@@ -57,11 +61,11 @@ impl Pending {
     }
 
     /// Everything waiting, in task order; leaves nothing.
-    pub fn take(&mut self) -> Vec<(TaskId, FencingToken, Vec<u8>)> {
+    pub fn take(&mut self) -> Vec<Waiting> {
         self.bytes = 0;
         std::mem::take(&mut self.latest)
             .into_iter()
-            .map(|(task, (token, data))| (task, token, data))
+            .map(|(task, (token, seq, data))| (task, token, seq, data))
             .collect()
     }
 

@@ -652,7 +652,7 @@ async fn serve_session(
                 tracing::warn!(agent_id = %agent_id, "ignoring a second Register on one session");
             }
             In::Checkpoint(c) => {
-                if take_checkpoint(&node, &agent_id, &checkpoints, c) {
+                if take_checkpoint(&node, &agent_id, &checkpoints, c, &tx) {
                     let _ = completions.send(Reported::Checkpoints);
                 }
             }
@@ -668,19 +668,26 @@ async fn serve_session(
 /// Keeps a checkpoint the agent reported for proposing (the latest of its
 /// task wins); true if the session's reporter must be woken for it. Only
 /// from cluster format version 4; one that is too large, or of a task the
-/// state does not have, is logged and dropped. Fencing is the entry's (only
-/// the attempt's own token records one) and the reporter's (only the
-/// session that holds the assignment).
+/// state does not have, is logged and refused (answered, not accepted).
+/// Fencing is the entry's (only the attempt's own token records one) and
+/// the reporter's (only the session that holds the assignment).
 fn take_checkpoint(
     node: &Node,
     agent_id: &str,
     checkpoints: &Mutex<Pending>,
     c: v1::TaskCheckpoint,
+    tx: &Tx,
 ) -> bool {
+    let refuse = |reason: String| {
+        let _ = tx.send(checkpoint_ack(&c.task_id, c.token, c.seq, Err(reason)));
+    };
     let known = {
         let applied = node.state.read();
         if applied.state.cluster_version() < LIFECYCLE_VERSION {
             tracing::debug!(agent_id, task_id = %c.task_id, token = c.token, "checkpoint dropped: the cluster is below format version {LIFECYCLE_VERSION}");
+            refuse(format!(
+                "checkpoints need cluster format version {LIFECYCLE_VERSION}"
+            ));
             return false;
         }
         c.task_id
@@ -690,23 +697,40 @@ fn take_checkpoint(
     };
     let Some(task) = known else {
         tracing::debug!(agent_id, task_id = %c.task_id, token = c.token, "checkpoint of an unknown task ignored");
+        refuse(format!("task {:?} not found", c.task_id));
         return false;
     };
     if c.data.len() > MAX_CHECKPOINT_BYTES {
         tracing::warn!(agent_id, task_id = %task, token = c.token, bytes = c.data.len(), max_bytes = MAX_CHECKPOINT_BYTES, "checkpoint dropped: larger than a checkpoint may be");
+        refuse(format!(
+            "checkpoint of {} bytes is over {MAX_CHECKPOINT_BYTES}",
+            c.data.len()
+        ));
         return false;
     }
     let put = checkpoints
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .put(task, c.token, c.data);
+        .put(task, c.token, c.seq, c.data);
     match put {
         Put::First => true,
         Put::Kept => false,
         Put::Full => {
+            // Not answered: the agent sends it again.
             tracing::warn!(agent_id, task_id = %task, token = c.token, "checkpoint dropped: the session's checkpoints waiting for their entry are at their bound");
             false
         }
+    }
+}
+
+/// The answer to a checkpoint: committed (`Ok`), or refused for good.
+fn checkpoint_ack(task_id: &str, token: u64, seq: u64, r: Result<(), String>) -> ToAgent {
+    ToAgent::CheckpointAck {
+        task_id: task_id.to_string(),
+        token,
+        seq,
+        accepted: r.is_ok(),
+        reason: r.err().unwrap_or_default(),
     }
 }
 
@@ -736,7 +760,7 @@ async fn complete_in_order(
             }
             next = pending.try_recv().ok();
         }
-        propose_checkpoints(&node, &leadership, &session, &checkpoints).await;
+        propose_checkpoints(&node, &leadership, &session, &checkpoints, &tx).await;
         // A draining agent's stop reports go to the engine, which answers
         // them on the session (only the session that holds a task may report
         // it stopped); the runs of completions between them keep their place
@@ -764,53 +788,67 @@ async fn complete_in_order(
 }
 
 /// Proposes the session's checkpoints waiting (in entries with other
-/// sessions'), those of the assignments it holds.
+/// sessions'), those of the assignments it holds, and answers each that
+/// was committed or refused. One that could not be committed (the
+/// leadership ended, the entry failed) is not answered: the agent sends it
+/// again.
 async fn propose_checkpoints(
     node: &Node,
     leadership: &Leadership,
     session: &(String, u64),
     checkpoints: &Mutex<Pending>,
+    tx: &Tx,
 ) {
     let items = checkpoints.lock().unwrap_or_else(|e| e.into_inner()).take();
     if items.is_empty() {
         return;
     }
-    let runs = items.iter().map(|(t, k, _)| (*t, *k)).collect();
+    let runs = items.iter().map(|(t, k, _, _)| (*t, *k)).collect();
     let Some(held) = holds_all(leadership, session, runs).await else {
         return;
     };
     let mut chunk = Vec::new();
+    let mut seqs = Vec::new();
     let mut bytes = 0;
     let mut chunks = Vec::new();
-    for ((task, token, data), held) in items.into_iter().zip(held) {
+    for ((task, token, seq, data), held) in items.into_iter().zip(held) {
         if !held {
             tracing::info!(agent_id = %session.0, task_id = %task, token, "checkpoint refused: {}", never_held(task, token));
+            let _ = tx.send(checkpoint_ack(
+                &task.to_string(),
+                token,
+                seq,
+                Err(never_held(task, token)),
+            ));
             continue;
         }
         if bytes + data.len() > MAX_ENTRY_BYTES / 2 && !chunk.is_empty() {
-            chunks.push(std::mem::take(&mut chunk));
+            chunks.push((std::mem::take(&mut chunk), std::mem::take(&mut seqs)));
             bytes = 0;
         }
         bytes += data.len();
         chunk.push((task, token, data));
+        seqs.push(seq);
     }
     if !chunk.is_empty() {
-        chunks.push(chunk);
+        chunks.push((chunk, seqs));
     }
     // Each a request of at most about half an entry (the batcher never
     // splits one).
-    for chunk in chunks {
+    for (chunk, seqs) in chunks {
         let tasks: Vec<(TaskId, FencingToken)> = chunk.iter().map(|(t, k, _)| (*t, *k)).collect();
         match node.checkpoints.call(chunk).await {
             Ok((results, _)) => {
-                for ((task, token), r) in tasks.into_iter().zip(results) {
-                    if let Err(r) = r {
+                for (((task, token), seq), r) in tasks.into_iter().zip(seqs).zip(results) {
+                    if let Err(r) = &r {
                         tracing::debug!(task_id = %task, token, reason = %r, "checkpoint refused");
                     }
+                    let r = r.map_err(|r| r.to_string());
+                    let _ = tx.send(checkpoint_ack(&task.to_string(), token, seq, r));
                 }
             }
             Err(e) => {
-                tracing::debug!(checkpoints = tasks.len(), error = %e, "checkpoints not committed")
+                tracing::debug!(checkpoints = tasks.len(), error = %e, "checkpoints not committed (not answered: the agent sends them again)")
             }
         }
     }

@@ -427,6 +427,19 @@ pub fn to_agent(state: &State, msg: ToAgent) -> Option<v1::ServerMessage> {
             accepted,
             reason,
         }),
+        ToAgent::CheckpointAck {
+            task_id,
+            token,
+            seq,
+            accepted,
+            reason,
+        } => Msg::CheckpointAck(v1::CheckpointAck {
+            task_id,
+            token,
+            seq,
+            accepted,
+            reason,
+        }),
     };
     Some(v1::ServerMessage { msg: Some(msg) })
 }

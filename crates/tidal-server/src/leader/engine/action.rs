@@ -49,6 +49,15 @@ pub enum ToAgent {
         accepted: bool,
         reason: String,
     },
+    /// The answer to the checkpoint `seq` of the task (`task_id` as the
+    /// agent named it) under `token`: committed, or refused for good.
+    CheckpointAck {
+        task_id: String,
+        token: FencingToken,
+        seq: u64,
+        accepted: bool,
+        reason: String,
+    },
 }
 
 /// What the rest of the node reads of the engine between events.

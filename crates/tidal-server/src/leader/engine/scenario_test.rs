@@ -954,6 +954,15 @@ fn describe(action: &Action, dispatch: bool) -> String {
                 } => {
                     format!("completion-ack {task_id} token={token} accepted={accepted} ({reason})")
                 }
+                ToAgent::CheckpointAck {
+                    task_id,
+                    token,
+                    seq,
+                    accepted,
+                    ..
+                } => {
+                    format!("checkpoint-ack {task_id} token={token} seq={seq} accepted={accepted}")
+                }
             };
             format!("send {agent}@{generation} {msg}")
         }
