@@ -9,7 +9,11 @@
 //! Module map:
 //! - `config`: [`AgentConfig`] and its validation, the agent-side TTL.
 //! - `session`: the one loop: session, heartbeats, assignments, stop
-//!   orders, reconnects, and the graceful exit (drain, deregister).
+//!   orders, reconnects, and the graceful exit (drain, deregister). The
+//!   agent's state is in `session` itself; what the loop does with it is
+//!   in its children: `run` (the loop), `conn` (sessions, heartbeats),
+//!   `orders` (the leader's messages), `reports` (completions,
+//!   checkpoints), `drain` (the graceful exit), `fencing`.
 //! - `executor`: tasks as child processes (stdin payload, capped stdout,
 //!   stderr tail, `TIDAL_*` environment), and the slot count.
 //! - `worker`: one child's supervisor: process-group kill, stop (SIGTERM to
