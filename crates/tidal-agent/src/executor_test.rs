@@ -569,6 +569,20 @@ async fn an_attempt_within_its_max_run_is_not_timed_out() {
     assert_eq!(c.result, b"done\n");
 }
 
+/// Asserts that `ev` says the worker was preempted (reported stopped).
+fn assert_preempted(ev: &ExecEvent) {
+    assert!(
+        matches!(
+            ev,
+            ExecEvent::Stopped {
+                preempted: true,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+}
+
 /// The next event that is not a checkpoint; the checkpoints before it.
 async fn next_after_checkpoints(
     rx: &mut mpsc::UnboundedReceiver<ExecEvent>,
@@ -656,16 +670,7 @@ exit 1"#,
         (before + 8000..=after + 8000).contains(&deadline),
         "the deadline is now + the grace: {deadline} in {before}..{after} + 8000"
     );
-    assert!(
-        matches!(
-            ev,
-            ExecEvent::Stopped {
-                preempted: true,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    assert_preempted(&ev);
     assert!(!termed.exists(), "no SIGTERM before the grace");
     assert!(exec.on_event(&ev).is_some_and(|c| c.stopped));
 }
@@ -695,16 +700,7 @@ async fn a_preemption_by_file_terms_at_the_grace_and_any_exit_is_a_stop() {
         "SIGTERM at the grace: {took:?}"
     );
     assert!(termed.exists(), "the worker saw SIGTERM");
-    assert!(
-        matches!(
-            ev,
-            ExecEvent::Stopped {
-                preempted: true,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    assert_preempted(&ev);
     assert!(exec
         .on_event(&ev)
         .is_some_and(|c| c.stopped && c.exit_code == -1));
@@ -725,16 +721,7 @@ async fn a_preempted_worker_that_ignores_its_notice_is_killed() {
         took >= Duration::from_millis(500) && took < Duration::from_secs(5),
         "{took:?}"
     );
-    assert!(
-        matches!(
-            ev,
-            ExecEvent::Stopped {
-                preempted: true,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    assert_preempted(&ev);
 }
 
 /// The time stamps (ns) a worker printed, one a line.
@@ -926,16 +913,7 @@ async fn the_longest_max_run_and_grace_the_wire_allows_are_kept_without_overflow
     assert!(exec.suspend("t1", 5) && exec.resume("t1", 5));
     assert!(exec.preempt("t1", 5, Notice::Signal, Duration::from_millis(u64::MAX)));
     let (_, ev) = next_after_checkpoints(&mut rx).await;
-    assert!(
-        matches!(
-            ev,
-            ExecEvent::Stopped {
-                preempted: true,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    assert_preempted(&ev);
 }
 
 #[tokio::test]
@@ -1089,16 +1067,7 @@ async fn a_worker_suspended_by_its_hook_reads_its_preemption_deadline() {
     assert!(exec.preempt("t1", 5, Notice::File, Duration::from_secs(10)));
     let (checkpoints, ev) = next_after_checkpoints(&mut rx).await;
     assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");
-    assert!(
-        matches!(
-            ev,
-            ExecEvent::Stopped {
-                preempted: true,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    assert_preempted(&ev);
 }
 
 #[tokio::test]

@@ -230,6 +230,25 @@ impl Harness {
     }
 }
 
+/// Takes the session's Register and answers it (10 s lease, heartbeats
+/// every 50 ms).
+async fn register(s: &mut FakeSession) {
+    let Some(FromAgent::Register(_)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    s.send(registered(10_000, 50));
+}
+
+/// The next message but heartbeats (acked) is the start of `task_id`.
+async fn expect_started(s: &mut FakeSession, task_id: &str, token: u64) {
+    match s.recv_non_heartbeat(true).await {
+        Some(FromAgent::Started(st)) => {
+            assert_eq!((st.task_id.as_str(), st.token), (task_id, token))
+        }
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
 fn registered(server_ttl_ms: u64, heartbeat_interval_ms: u64) -> ToAgent {
     ToAgent::Registered(v1::Registered {
         agent_id: "agent-1".into(),
@@ -272,10 +291,7 @@ async fn runs_an_assignment_and_resends_its_completion_after_reconnect() {
     s.send(assignment("t1", 42, b"hello payload"));
     // A duplicate push (as after a reconnect) must not start a second child.
     s.send(assignment("t1", 42, b"hello payload"));
-    match s.recv_non_heartbeat(true).await {
-        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 42)),
-        other => panic!("expected Started, got {other:?}"),
-    }
+    expect_started(&mut s, "t1", 42).await;
     let done = match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Completed(c)) => c,
         other => panic!("expected Completed, got {other:?}"),
@@ -450,10 +466,7 @@ async fn self_fences_when_heartbeats_go_unacked() {
 async fn cancel_kills_the_child_without_a_completion() {
     let mut h = Harness::start("sleep 30", None).await;
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     s.send(assignment("t1", 3, b""));
     assert!(matches!(
         s.recv_non_heartbeat(true).await,
@@ -500,10 +513,7 @@ async fn refuses_an_agent_ttl_not_shorter_than_the_servers() {
 async fn shutdown_kills_running_tasks() {
     let mut h = Harness::start("sleep 30", None).await;
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     s.send(assignment("t1", 3, b""));
     assert!(matches!(
         s.recv_non_heartbeat(true).await,
@@ -534,15 +544,9 @@ async fn shutdown_kills_running_tasks() {
 async fn a_stop_order_stops_the_child_and_reports_it_stopped_until_acked() {
     let mut h = Harness::start("sleep 30", None).await;
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     s.send(assignment("t1", 9, b""));
-    match s.recv_non_heartbeat(true).await {
-        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
-        other => panic!("expected Started, got {other:?}"),
-    }
+    expect_started(&mut s, "t1", 9).await;
     s.send(ToAgent::Stop(v1::StopTask {
         task_id: "t1".into(),
         token: 9,
@@ -666,10 +670,7 @@ async fn a_leaving_agent_hands_back_assignments_and_drains_again_after_registeri
     })
     .await;
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     s.send(assignment("t1", 9, b""));
     match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Started(st)) => assert_eq!(st.task_id, "t1"),
@@ -729,10 +730,7 @@ fn client_error(e: &anyhow::Error) -> &tidal_client::Error {
 async fn a_session_ended_unauthenticated_stops_every_task_and_ends_the_agent() {
     let mut h = Harness::start("sleep 30", None).await;
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     s.send(assignment("t1", 3, b""));
     assert!(matches!(
         s.recv_non_heartbeat(true).await,
@@ -867,15 +865,9 @@ async fn suspend_and_resume_orders_stop_and_continue_the_worker() {
     )
     .await;
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     s.send(assignment("t1", 9, b""));
-    match s.recv_non_heartbeat(true).await {
-        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
-        other => panic!("expected Started, got {other:?}"),
-    }
+    expect_started(&mut s, "t1", 9).await;
     let pid = read_pid(&pidfile).await;
     wait_state(pid, |c| c == 'S', "running").await;
     // Another token: ignored (the next order shows it was not acted on).
@@ -929,19 +921,13 @@ printf last > "$TIDAL_CHECKPOINT_FILE"
 exit 1"#;
     let mut h = Harness::start(script, None).await;
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     let ToAgent::Assignment(mut a) = assignment("t1", 9, b"") else {
         unreachable!()
     };
     a.checkpoint = b"step 3".to_vec();
     s.send(ToAgent::Assignment(a));
-    match s.recv_non_heartbeat(true).await {
-        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
-        other => panic!("expected Started, got {other:?}"),
-    }
+    expect_started(&mut s, "t1", 9).await;
     let first = match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Checkpoint(c)) => c,
         other => panic!("expected a checkpoint, got {other:?}"),
@@ -953,10 +939,7 @@ exit 1"#;
     // Lost before the leader kept it: sent again after the reconnect.
     drop(s);
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Checkpoint(c)) => assert_eq!(c, first),
         other => panic!("expected the checkpoint again, got {other:?}"),
@@ -987,10 +970,7 @@ exit 1"#;
     // Another task, started after the ack was taken (messages are handled
     // in order), with a checkpoint of its own.
     s.send(assignment("t2", 10, b""));
-    match s.recv_non_heartbeat(true).await {
-        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t2", 10)),
-        other => panic!("expected Started, got {other:?}"),
-    }
+    expect_started(&mut s, "t2", 10).await;
     let t2 = match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Checkpoint(c)) => c,
         other => panic!("expected t2's checkpoint, got {other:?}"),
@@ -1035,15 +1015,9 @@ exec sleep 30"#,
     );
     let mut h = Harness::start(&script, None).await;
     let mut s = h.session().await;
-    let Some(FromAgent::Register(_)) = s.recv().await else {
-        panic!("first message must be Register")
-    };
-    s.send(registered(10_000, 50));
+    register(&mut s).await;
     s.send(assignment("t1", 9, b""));
-    match s.recv_non_heartbeat(true).await {
-        Some(FromAgent::Started(st)) => assert_eq!((st.task_id.as_str(), st.token), ("t1", 9)),
-        other => panic!("expected Started, got {other:?}"),
-    }
+    expect_started(&mut s, "t1", 9).await;
     let one = match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Checkpoint(c)) => c,
         other => panic!("expected a checkpoint, got {other:?}"),
