@@ -82,6 +82,12 @@ pub struct Event {
     /// must be closed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_ms: Option<u64>,
+    /// How many times online work preempted the task (reads, the end state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted: Option<u32>,
+    /// Whether a read saw the task suspended in place (only when it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<bool>,
     /// Free text: an error message, a fault's targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

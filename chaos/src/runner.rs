@@ -253,7 +253,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
         nodes: s.nodes,
         voters: scenarios::initial_voters(&s),
         agents: options.agents,
-        agent_slots: 4,
+        agent_slots: scenarios::agent_slots(&s),
         agent_ttl_ms: 3000,
         work_ms: scenarios::work_ms(&s),
         seed: options.seed,
@@ -324,6 +324,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
     let term_before = cluster.admin.status().await.map(|st| st.term).unwrap_or(0);
     let remote_share = if remote.is_some() { 0.3 } else { 0.0 };
     let workload = Workload::start(
+        scenarios::mix(&s),
         options.clients,
         publics,
         &net,
@@ -404,6 +405,8 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
             agent: Some(t.agent.clone()),
             remote: (!t.forwarded_to.is_empty())
                 .then(|| format!("{}/{}", t.forwarded_to, t.remote_id)),
+            preempted: Some(t.preempted),
+            suspended: t.suspended.then_some(true),
             ..Event::new("runner", "event", "final")
         });
     }
@@ -444,6 +447,10 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
     let stops = record_stops(&cluster, &history);
     if s.fault == Fault::DrainUnderFaults {
         drain_expectations(&history, stops);
+    }
+    let preemptions = record_preemptions(&cluster, &history);
+    if s.fault == Fault::PreemptUnderFaults {
+        preemption_expectations(&history, preemptions);
     }
     if s.fault == Fault::DuplicateAgentId {
         displaced_expectations(&history);
@@ -548,7 +555,18 @@ async fn record_remote(r: &Remote, history: &Recorder) -> anyhow::Result<()> {
 /// read of pending after one of assigned or running) allow only for these
 /// tokens. Returns how many.
 fn record_stops(cluster: &Cluster, history: &Recorder) -> usize {
-    let lines = cluster.agent_log_lines("task stopped on the leader's order");
+    record_agent_lines(
+        cluster,
+        history,
+        "task stopped on the leader's order",
+        "stopped",
+    )
+}
+
+/// Records one runner event `f`, with the task, token and agent of the
+/// line, for each agent log line that contains `needle`; returns how many.
+fn record_agent_lines(cluster: &Cluster, history: &Recorder, needle: &str, f: &str) -> usize {
+    let lines = cluster.agent_log_lines(needle);
     for line in &lines {
         let field = |name: &str| {
             line.split(&format!("{name}="))
@@ -560,10 +578,42 @@ fn record_stops(cluster: &Cluster, history: &Recorder) -> usize {
             task: field("task_id"),
             token: field("token").and_then(|t| t.parse().ok()),
             agent: field("agent_id"),
-            ..Event::new("runner", "event", "stopped")
+            ..Event::new("runner", "event", f)
         });
     }
     lines.len()
+}
+
+/// What the agents did to preempt (their logs, in each agent's order):
+/// `notice` for a worker given notice to stop (then `stopped` once it
+/// did), `suspend` and `resume` for a worker paused in place and
+/// continued. The preemption checker reads them.
+struct Preemptions {
+    notices: usize,
+    suspends: usize,
+    resumes: usize,
+}
+
+fn record_preemptions(cluster: &Cluster, history: &Recorder) -> Preemptions {
+    Preemptions {
+        notices: record_agent_lines(cluster, history, "preempting task: notice given", "notice"),
+        suspends: record_agent_lines(cluster, history, "suspending task:", "suspend"),
+        resumes: record_agent_lines(cluster, history, "resuming task:", "resume"),
+    }
+}
+
+/// preempt-under-faults' pass criteria: online work did preempt offline
+/// work in each of the ways, so the checkers saw preemptions under faults.
+fn preemption_expectations(history: &Recorder, p: Preemptions) {
+    history.record(Event {
+        accepted: Some(p.notices > 0 && p.suspends > 0 && p.resumes > 0),
+        detail: Some(format!(
+            "online work preempted offline work under the faults: {} workers given notice, \
+             {} suspended, {} resumed (the agents' logs)",
+            p.notices, p.suspends, p.resumes
+        )),
+        ..Event::new("runner", "event", "expect")
+    });
 }
 
 /// drain-under-faults' pass criteria: every drain ended drained, and

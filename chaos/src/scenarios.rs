@@ -68,6 +68,10 @@ pub enum Fault {
     /// nodes and revoke a third's token; that agent exits 8 and comes back
     /// under a new token.
     TokenRevoked,
+    /// Online work preempts offline work (stops with notice, suspensions)
+    /// while the leader is SIGKILLed or SIGTERMed and agents are paused
+    /// (SIGSTOP, within their lease).
+    PreemptUnderFaults,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -316,6 +320,14 @@ pub const ALL: &[Scenario] = &[
         about: "(tokens) SIGSTOP one agent, cut another off and revoke a third's agent token mid-workload; nothing starts or completes on the revoked session past one heartbeat interval, the agent exits 8, its tasks run elsewhere",
         netns: false,
     },
+    Scenario {
+        id: "S31",
+        name: "preempt-under-faults",
+        nodes: 3,
+        fault: Fault::PreemptUnderFaults,
+        about: "online work preempts offline work on full agents (stops with notice and a grace, suspensions in place, resumes) while the leader is SIGKILLed or SIGTERMed and agents are SIGSTOPped within their lease; never online or non-preemptible work, every preemption committed, no two holders' work overlaps",
+        netns: false,
+    },
 ];
 
 pub fn find(name: &str) -> Option<Scenario> {
@@ -448,9 +460,29 @@ pub fn server_args(s: &Scenario) -> Vec<String> {
     }
 }
 
-/// Whether agents get paused: a paused agent cannot stop its own workers.
+/// Whether agents get paused past their lease: a paused agent cannot stop
+/// its own workers. (preempt-under-faults pauses agents within their
+/// lease, so its overlap checks hold.)
 pub fn pauses_agents(s: &Scenario) -> bool {
     s.fault == Fault::PauseAgent
+}
+
+/// Each agent's slots: preempt-under-faults keeps its agents full with
+/// few, so that online work finds no free slot and preempts.
+pub fn agent_slots(s: &Scenario) -> u32 {
+    match s.fault {
+        Fault::PreemptUnderFaults => 2,
+        _ => 4,
+    }
+}
+
+/// What the scenario's clients submit: preempt-under-faults submits every
+/// latency class.
+pub fn mix(s: &Scenario) -> crate::workload::Mix {
+    match s.fault {
+        Fault::PreemptUnderFaults => crate::workload::Mix::Classes,
+        _ => crate::workload::Mix::Plain,
+    }
 }
 
 /// The crash points armed in the crash-points scenario: rare on the hot
@@ -1377,7 +1409,66 @@ impl Nemesis<'_> {
                 self.cluster.replace_agent(k, dup);
                 Ok(Duration::from_secs(2))
             }
+            Fault::PreemptUnderFaults => self.preempt_under_faults(round).await,
             Fault::Mix => unreachable!("Mix picks a concrete fault"),
         }
+    }
+
+    /// One round of preempt-under-faults: by turns, SIGKILL the leader,
+    /// SIGSTOP an agent within its lease (its stop, suspend and resume
+    /// orders wait, its reports come late), SIGTERM the leader (a graceful
+    /// stop: the new leader re-derives the orders of committed
+    /// preemptions), each restarted or resumed.
+    async fn preempt_under_faults(&mut self, round: u32) -> anyhow::Result<Duration> {
+        if round == 0 {
+            // The agents fill with offline work first, so the faults find
+            // preemptions on their way.
+            sleep(Duration::from_millis(1500)).await;
+        }
+        match round % 3 {
+            0 => {
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                self.cluster.node(l).proc.kill();
+                self.note("kill", format!("node {l} (the leader)"));
+                sleep(Duration::from_millis(self.rng.gen_range(500..1500))).await;
+                self.cluster.restart(l)?;
+                self.note("restart", format!("node {l}"));
+            }
+            1 => {
+                let k = 1 + (round as usize / 3 % self.cluster.agents.len());
+                self.cluster.agents[k - 1].pause();
+                self.note("pause", format!("agent-{k} (within its lease)"));
+                // At most a third of the lease: it renews as soon as it
+                // runs again, and its workers never outlive its lease.
+                let ttl = self.cluster.layout.agent_ttl_ms;
+                sleep(Duration::from_millis(self.rng.gen_range(ttl / 6..ttl / 3))).await;
+                self.cluster.agents[k - 1].resume();
+                self.note("resume", format!("agent-{k}"));
+            }
+            _ => {
+                let Some(l) = self.leader().await else {
+                    return Ok(Duration::from_secs(1));
+                };
+                let proc = &mut self.cluster.node(l).proc;
+                proc.terminate();
+                let status = proc.wait_exit(SHUTDOWN_BOUND).await;
+                if status.is_none() {
+                    proc.kill();
+                }
+                self.note(
+                    "sigterm",
+                    format!(
+                        "node {l} (the leader): {}",
+                        status.map_or("did not exit; killed".to_string(), |s| s.to_string())
+                    ),
+                );
+                sleep(Duration::from_millis(self.rng.gen_range(200..800))).await;
+                self.cluster.restart(l)?;
+                self.note("restart", format!("node {l}"));
+            }
+        }
+        Ok(Duration::from_millis(self.rng.gen_range(800..1500)))
     }
 }

@@ -3,6 +3,11 @@
 //! `fail` (certainly not applied) or `info` (unknown). After an `info` the
 //! client retires its process name and goes on under a new one, as in
 //! Jepsen: an operation with an unknown outcome may still take effect.
+//!
+//! With [`Mix::Classes`] the submits are of every latency class, so that
+//! online work preempts offline work while the faults play: a key's
+//! suffix says what it is (see [`Kind`]), which the preemption checker
+//! reads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,99 @@ use tonic::Code;
 use crate::history::{Event, Recorder};
 use crate::link::Peer;
 use crate::net::Net;
+
+/// What the clients submit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// Nearline tasks of the agents' usual work time.
+    Plain,
+    /// Online, preemptible offline (stopped with notice), suspendable
+    /// offline and non-preemptible offline tasks.
+    Classes,
+}
+
+/// A task of [`Mix::Classes`], named by its key's suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Online, short: the work that preempts.
+    Online,
+    /// Offline, preempted by a stop with notice (SIGTERM, a grace).
+    Stoppable,
+    /// Offline, preempted by suspension in place.
+    Suspendable,
+    /// Offline, `preemptible = false`.
+    Unpreemptible,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::Online,
+        Kind::Stoppable,
+        Kind::Suspendable,
+        Kind::Unpreemptible,
+    ];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Kind::Online => ".on",
+            Kind::Stoppable => ".stop",
+            Kind::Suspendable => ".susp",
+            Kind::Unpreemptible => ".keep",
+        }
+    }
+
+    /// The kind a key names (`None`: a key of [`Mix::Plain`]).
+    pub fn of_key(key: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| key.ends_with(k.suffix()))
+    }
+
+    /// Whether online work may preempt tasks of this kind.
+    pub fn preemptible(self) -> bool {
+        matches!(self, Kind::Stoppable | Kind::Suspendable)
+    }
+
+    /// How long its worker works (ms): offline work outlasts a few online
+    /// tasks, so online submits find the agents full.
+    fn work_ms(self) -> u64 {
+        match self {
+            Kind::Online => 100,
+            Kind::Stoppable | Kind::Suspendable => 1500,
+            Kind::Unpreemptible => 600,
+        }
+    }
+
+    fn spec(self, key: &str) -> v1::TaskSpec {
+        let offline = self != Kind::Online;
+        v1::TaskSpec {
+            task_type: "t2i".into(),
+            idempotency_key: key.into(),
+            payload: format!("{key} work-ms={}", self.work_ms()).into_bytes(),
+            max_attempts: 20,
+            priority: if offline {
+                v1::Priority::Offline
+            } else {
+                v1::Priority::Online
+            } as i32,
+            preemptible: (self == Kind::Unpreemptible).then_some(false),
+            suspendable: self == Kind::Suspendable,
+            preempt_grace_ms: if self == Kind::Stoppable { 300 } else { 0 },
+            // Retries come back quickly, so the run settles in time.
+            retry_backoff_base_ms: 100,
+            retry_backoff_max_ms: 400,
+            ..Default::default()
+        }
+    }
+}
+
+/// A weighted pick of a kind: online work often enough to preempt.
+fn pick_kind(rng: &mut rand::rngs::StdRng) -> Kind {
+    match rng.gen_range(0..100) {
+        0..30 => Kind::Online,
+        30..60 => Kind::Stoppable,
+        60..85 => Kind::Suspendable,
+        _ => Kind::Unpreemptible,
+    }
+}
 
 pub struct Workload {
     stop: Arc<AtomicBool>,
@@ -34,6 +132,7 @@ impl Workload {
     /// presenting `token` (the run's admin token) when there is one.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
+        mix: Mix,
         clients: usize,
         endpoints: Vec<String>,
         net: &Net,
@@ -63,6 +162,7 @@ impl Workload {
             let rng =
                 rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(u64::from(k)));
             tasks.push(tokio::spawn(run_client(
+                mix,
                 k,
                 client,
                 stop,
@@ -105,11 +205,15 @@ fn observed(e: Event, t: &v1::Task) -> Event {
         attempt: Some(t.attempt),
         agent: Some(t.agent.clone()),
         remote: (!t.forwarded_to.is_empty()).then(|| format!("{}/{}", t.forwarded_to, t.remote_id)),
+        preempted: Some(t.preempted),
+        suspended: t.suspended.then_some(true),
         ..e
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_client(
+    mix: Mix,
     k: u8,
     client: Client,
     stop: Arc<AtomicBool>,
@@ -132,7 +236,9 @@ async fn run_client(
             Some(id) if roll < 0.47 => cancel(&client, &proc, &id, &history).await,
             _ => {
                 n += 1;
-                let key = if rng.gen_bool(remote_share) {
+                let key = if mix == Mix::Classes {
+                    format!("w{k}-{n}{}", pick_kind(&mut rng).suffix())
+                } else if rng.gen_bool(remote_share) {
                     format!("w{k}-{n}{}", crate::check::forwarding::REMOTE_KEY_SUFFIX)
                 } else {
                     format!("w{k}-{n}")
@@ -143,7 +249,13 @@ async fn run_client(
         if unknown {
             generation += 1;
         }
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..60))).await;
+        // The classes' offline work is long: fewer submits keep the
+        // backlog one the agents clear soon after the faults end.
+        let pause = match mix {
+            Mix::Plain => 20..60,
+            Mix::Classes => 40..120,
+        };
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(pause))).await;
     }
 }
 
@@ -157,12 +269,15 @@ async fn submit(client: &Client, proc: &str, key: &str, history: &Recorder, know
         ..Event::new(proc, "invoke", "submit")
     });
     let remote = key.ends_with(crate::check::forwarding::REMOTE_KEY_SUFFIX);
-    let spec = v1::TaskSpec {
-        task_type: if remote { REMOTE_TYPE } else { "t2i" }.into(),
-        idempotency_key: key.into(),
-        payload: key.as_bytes().to_vec(),
-        max_attempts: 20,
-        ..Default::default()
+    let spec = match Kind::of_key(key) {
+        Some(kind) => kind.spec(key),
+        None => v1::TaskSpec {
+            task_type: if remote { REMOTE_TYPE } else { "t2i" }.into(),
+            idempotency_key: key.into(),
+            payload: key.as_bytes().to_vec(),
+            max_attempts: 20,
+            ..Default::default()
+        },
     };
     match client.submit_one(spec).await {
         Ok(r) => {

@@ -2,7 +2,7 @@
 
 use super::{
     convergence, durability, exclusivity, forwarding, leaders, linearizability, overlap,
-    revocation, runs, Facts, Verdict,
+    preemption, revocation, runs, Facts, Verdict,
 };
 use crate::history::Event;
 
@@ -18,5 +18,6 @@ pub fn run_all(events: &[Event], facts: &Facts) -> Vec<Verdict> {
         convergence::check(events),
         forwarding::check(events),
         revocation::check(events),
+        preemption::check(events),
     ]
 }

@@ -6,9 +6,12 @@
 //! - Tokens rise with attempts: a later attempt of a task holds a higher
 //!   token. An attempt holds a second token only when its first never ran
 //!   (a regrant of an assignment its agent never started), or when its
-//!   agent stopped it on the leader's order (a drain's deadline: the task
-//!   is requeued keeping its attempt; the runner records these `stopped`
-//!   from the agents' logs).
+//!   agent stopped it on the leader's order (a drain's deadline, or a
+//!   preemption's notice: the task is requeued keeping its attempt; the
+//!   runner records these `stopped` from the agents' logs). A task
+//!   suspended for a preemption keeps its token and its one worker run,
+//!   whose span covers the suspension: no other holder's work may overlap
+//!   it either.
 //! - The sink (a resource that checks fencing tokens, as a user's storage
 //!   would) accepted per task a non-decreasing sequence of tokens, and never
 //!   a token below one it had already seen.

@@ -19,6 +19,9 @@
 //!   crashes, applied <= last log.
 //! - [`convergence`]: I11, after healing one leader, equal digests, service
 //!   within the bound, no panic in any log.
+//! - [`preemption`]: online work preempts only preemptible offline work,
+//!   the way each task declared, and only as committed; the count never
+//!   goes back; a worker is resumed as it was suspended.
 //! - [`revocation`]: a revoked agent token stops working within one
 //!   heartbeat interval: nothing starts or completes on its session after
 //!   that, and its agent exits 8.
@@ -31,6 +34,7 @@ pub mod forwarding;
 pub mod leaders;
 pub mod linearizability;
 pub mod overlap;
+pub mod preemption;
 pub mod revocation;
 pub mod runs;
 

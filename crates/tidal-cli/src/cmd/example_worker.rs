@@ -2,7 +2,14 @@
 //! agents run. It reads the payload on stdin and the task's identity from the
 //! `TIDAL_*` variables the agent sets, does a small deterministic piece of
 //! work and prints a JSON result. A payload containing "fail" exits 3 with a
-//! message on stderr, to show a failed task.
+//! message on stderr, to show a failed task; a word `work-ms=N` in the
+//! payload sets how long it pretends to work (over `--sleep-ms`), so one
+//! agent's workers can run short online and long offline tasks.
+//!
+//! It checkpoints as a preemptible worker should: when the agent names a
+//! checkpoint file (`TIDAL_CHECKPOINT_FILE`), it writes its progress there
+//! (`done-ms=N`) every 100 ms, and an attempt that finds a checkpoint
+//! there (a preempted or retried task's) works only what is left.
 //!
 //! With `--fence-at HOST:PORT` it shows how a worker uses its fencing token:
 //! it presents `TIDAL_FENCING_TOKEN` to a resource that checks tokens (a line
@@ -51,9 +58,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         .filter(|m| !m.is_empty())
         .map(str::to_string)
         .collect();
-    let sleep = args
-        .sleep_ms
+    let sleep = work_ms(&text)
+        .or(args.sleep_ms)
         .unwrap_or_else(|| (200 + 10 * payload.len() as u64).min(2_000));
+    let checkpoint = std::env::var_os("TIDAL_CHECKPOINT_FILE").map(std::path::PathBuf::from);
     let mut fence = match &args.fence_at {
         Some(addr) => Some(
             Fence::open(
@@ -72,7 +80,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
             return Ok(FENCED_OUT);
         }
     }
-    tokio::time::sleep(Duration::from_millis(sleep)).await;
+    match &checkpoint {
+        Some(path) => work_with_checkpoints(path, sleep).await,
+        None => tokio::time::sleep(Duration::from_millis(sleep)).await,
+    }
     if let Some(f) = fence.as_mut() {
         if let Err(refusal) = f.say("COMMIT").await? {
             eprintln!("example-worker: {refusal}");
@@ -92,6 +103,39 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
     out["token"] = json!(env("TIDAL_FENCING_TOKEN"));
     println!("{out}");
     Ok(exit::OK)
+}
+
+/// The `work-ms=N` word of a payload.
+fn work_ms(text: &str) -> Option<u64> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("work-ms="))
+        .and_then(|n| n.parse().ok())
+}
+
+/// How often the worker writes its progress to its checkpoint file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Works `total_ms`, less what an earlier attempt's checkpoint (`done-ms=N`
+/// in `path`) says is done, writing its own progress to `path` as it goes.
+/// A checkpoint that cannot be read counts as none; one that cannot be
+/// written is skipped (the work goes on).
+async fn work_with_checkpoints(path: &std::path::Path, total_ms: u64) {
+    let done = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().strip_prefix("done-ms=")?.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(total_ms);
+    let start = std::time::Instant::now();
+    let left = Duration::from_millis(total_ms - done);
+    loop {
+        let worked = start.elapsed();
+        if worked >= left {
+            return;
+        }
+        let progress = done + worked.as_millis() as u64;
+        let _ = std::fs::write(path, format!("done-ms={progress}\n"));
+        tokio::time::sleep(CHECKPOINT_EVERY.min(left - worked)).await;
+    }
 }
 
 /// A connection to a token-checking resource.
@@ -179,6 +223,33 @@ fn fnv1a(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_sets_the_work_time() {
+        assert_eq!(work_ms("a red fox work-ms=1500"), Some(1500));
+        assert_eq!(work_ms("work-ms=0"), Some(0));
+        assert_eq!(work_ms("work-ms=soon"), None);
+        assert_eq!(work_ms("a red fox"), None);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_works_only_what_its_checkpoint_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint");
+        // Everything done: nothing left to work, the checkpoint untouched.
+        std::fs::write(&path, "done-ms=1000\n").unwrap();
+        work_with_checkpoints(&path, 1_000).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "done-ms=1000\n");
+        // 100 ms left: its first progress starts from the checkpoint's
+        // 900 ms, not from 0, and it works one 100 ms step.
+        std::fs::write(&path, "done-ms=900\n").unwrap();
+        work_with_checkpoints(&path, 1_000).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "done-ms=900\n");
+        // No checkpoint: it starts from 0.
+        std::fs::remove_file(&path).unwrap();
+        work_with_checkpoints(&path, 50).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "done-ms=0\n");
+    }
 
     #[test]
     fn work_is_deterministic_and_typed() {

@@ -121,6 +121,7 @@ scenarios! {
     s28_drain_under_faults: "drain-under-faults", 128, 8;
     s29_forged_peers: "forged-peers", 129, 10;
     s30_token_revoked: "token-revoked", 130, 10;
+    s31_preempt_under_faults: "preempt-under-faults", 131, 10;
 }
 
 macro_rules! insecure_scenarios {
