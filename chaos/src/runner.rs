@@ -587,11 +587,14 @@ fn record_agent_lines(cluster: &Cluster, history: &Recorder, needle: &str, f: &s
 /// What the agents did to preempt (their logs, in each agent's order):
 /// `notice` for a worker given notice to stop (then `stopped` once it
 /// did), `suspend` and `resume` for a worker paused in place and
-/// continued. The preemption checker reads them.
+/// continued, `rejected` for a report the leader refused. The preemption
+/// checker reads them.
 struct Preemptions {
     notices: usize,
     suspends: usize,
     resumes: usize,
+    /// Reports (a completion, a stop) the leader refused.
+    rejected: usize,
 }
 
 fn record_preemptions(cluster: &Cluster, history: &Recorder) -> Preemptions {
@@ -599,6 +602,12 @@ fn record_preemptions(cluster: &Cluster, history: &Recorder) -> Preemptions {
         notices: record_agent_lines(cluster, history, "preempting task: notice given", "notice"),
         suspends: record_agent_lines(cluster, history, "suspending task:", "suspend"),
         resumes: record_agent_lines(cluster, history, "resuming task:", "resume"),
+        rejected: record_agent_lines(
+            cluster,
+            history,
+            "completion rejected by the leader",
+            "rejected",
+        ),
     }
 }
 
@@ -609,8 +618,8 @@ fn preemption_expectations(history: &Recorder, p: Preemptions) {
         accepted: Some(p.notices > 0 && p.suspends > 0 && p.resumes > 0),
         detail: Some(format!(
             "online work preempted offline work under the faults: {} workers given notice, \
-             {} suspended, {} resumed (the agents' logs)",
-            p.notices, p.suspends, p.resumes
+             {} suspended, {} resumed ({} reports refused; the agents' logs)",
+            p.notices, p.suspends, p.resumes, p.rejected
         )),
         ..Event::new("runner", "event", "expect")
     });

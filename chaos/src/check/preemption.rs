@@ -18,7 +18,10 @@
 //!   given notice and then stopped (an agent acting on an order no
 //!   committed `Preempt` backs, e.g. a deposed leader's, would exceed it).
 //!   A worker that finished its work within its notice ended the attempt
-//!   as any other: it was not preempted, and is not counted.
+//!   as any other: it was not preempted, and is not counted; nor is a stop
+//!   the leader refused to count (`rejected`, from the agents' logs: the
+//!   task was cancelled meanwhile) or a stop of a task that ended
+//!   cancelled (a cancel may overtake the stop's report).
 //! - The count never goes back: a linearizable read that began after
 //!   another had completed never shows fewer preemptions.
 //! - A worker is resumed only under the token it was suspended under, on
@@ -90,14 +93,19 @@ pub fn check(events: &[Event]) -> Verdict {
     }
 
     // Every preemption carried out was committed.
-    let stopped: BTreeSet<(&str, u64)> =
-        agents_did("stopped").map(|(t, tok, _)| (t, tok)).collect();
+    let finals = super::final_tasks(events);
+    let rejected: BTreeSet<(&str, u64)> =
+        agents_did("rejected").map(|(t, tok, _)| (t, tok)).collect();
+    let stopped: BTreeSet<(&str, u64)> = agents_did("stopped")
+        .map(|(t, tok, _)| (t, tok))
+        .filter(|run| !rejected.contains(run))
+        .filter(|(t, _)| finals.get(t).and_then(|f| f.state.as_deref()) != Some("cancelled"))
+        .collect();
     let mut carried: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
     let notice_then_stop = agents_did("notice").filter(|(t, tok, _)| stopped.contains(&(*t, *tok)));
     for (task, token, _) in notice_then_stop.chain(agents_did("suspend")) {
         carried.entry(task).or_default().insert(token);
     }
-    let finals = super::final_tasks(events);
     for (task, tokens) in &carried {
         let Some(n) = finals.get(task).and_then(|f| f.preempted) else {
             continue;

@@ -114,6 +114,7 @@ fn a_preemption_never_committed_is_caught() {
         v.problems
     );
     agent_did(&mut h, "stopped", "t1", 9, "a2");
+    let mut refused = h.events.clone();
     let v = check(&h.events);
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
     assert!(
@@ -122,6 +123,13 @@ fn a_preemption_never_committed_is_caught() {
         "{:?}",
         v.problems
     );
+    // The leader refused that stop's report (the task was cancelled
+    // meanwhile): not a preemption.
+    let mut r = H::new();
+    agent_did(&mut r, "rejected", "t1", 9, "a2");
+    refused.extend(r.events);
+    let v = check(&refused);
+    assert!(v.ok(), "{:?}", v.problems);
 }
 
 #[test]
