@@ -600,8 +600,8 @@ struct Preemptions {
 fn record_preemptions(cluster: &Cluster, history: &Recorder) -> Preemptions {
     Preemptions {
         notices: record_agent_lines(cluster, history, "preempting task: notice given", "notice"),
-        suspends: record_agent_lines(cluster, history, "suspending task:", "suspend"),
-        resumes: record_agent_lines(cluster, history, "resuming task:", "resume"),
+        suspends: record_agent_lines(cluster, history, "suspending task", "suspend"),
+        resumes: record_agent_lines(cluster, history, "resuming task", "resume"),
         rejected: record_agent_lines(
             cluster,
             history,
