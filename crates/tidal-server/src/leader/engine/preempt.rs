@@ -10,7 +10,7 @@
 //! each is sent once per session that holds the task (all are idempotent at
 //! the agent):
 //!
-//! - `ToAgent::Stop`, with its notice and the grace left, to every task told
+//! - `ToAgent::Stop`, with its notice and its whole grace, to every task told
 //!   to stop for a preemption whose preemptor still waits for it (Pending
 //!   and not in backoff). A preemptor that went elsewhere, was cancelled or
 //!   ended needs no room: its victims are not told (again). Their marker
@@ -210,7 +210,6 @@ impl Preempt {
     /// once per session.
     fn tell(&mut self, cx: &mut Ctx, table: &SessionTable) {
         let state = cx.state;
-        let wall = cx.now.wall_ms;
         let mut due: Vec<(TaskId, FencingToken, Order, ToAgent, String)> = Vec::new();
         for (id, p) in state.preempting() {
             // A preemptor that no longer waits needs no room.
@@ -225,8 +224,12 @@ impl Preempt {
                 .task(id)
                 .map(|l| l.opts.notice)
                 .unwrap_or_default();
-            // At least 1 ms: 0 would mean "the agent's own grace".
-            let left = (p.at_ms + p.grace_ms).saturating_sub(wall).max(1);
+            // The whole grace, whenever the order goes out: the worker
+            // has it from the notice (a leader killed after the commit
+            // must not cut it short), and an agent that already gave
+            // notice keeps its first deadline. At least 1 ms: 0 would mean
+            // "the agent's own grace".
+            let grace = p.grace_ms.max(1);
             due.push((
                 id,
                 token,
@@ -235,7 +238,7 @@ impl Preempt {
                     task: id,
                     token,
                     reason: format!("preempted by online task {}", p.by),
-                    preempt: Some((notice, left)),
+                    preempt: Some((notice, grace)),
                 },
                 agent.clone(),
             ));
