@@ -36,6 +36,18 @@ use crate::proxy::Proxy;
 /// change it unless `--server-arg` does).
 pub(crate) const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
 
+/// The servers' default Raft heartbeat interval.
+const RAFT_HEARTBEAT_MS: u64 = 50;
+
+/// The shortest runtime stall of a server that can cost a leader its
+/// leadership without any fault: a follower that stalls this long may wake
+/// to an election timer that expired (its last heartbeat came up to one
+/// heartbeat interval before the stall) before it reads the heartbeat
+/// waiting for it, and a leader that stalls this long sends nothing for an
+/// election timeout. Shorter stalls cannot: the S1 and S29 criteria excuse
+/// an election only for a stall of at least this.
+pub(crate) const STALL_COSTS_LEADERSHIP_MS: u64 = ELECTION_TIMEOUT_MIN_MS - RAFT_HEARTBEAT_MS;
+
 /// What a run's cluster looks like.
 #[derive(Clone, Debug)]
 pub struct Layout {

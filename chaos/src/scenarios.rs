@@ -674,7 +674,9 @@ impl Nemesis<'_> {
         );
         let same_members = before.1.is_ok() && before.1 == after.1;
         let same_leader = before.0.is_ok() && before.0 == after.0;
-        let stalls = self.cluster.stalls(crate::cluster::ELECTION_TIMEOUT_MIN_MS);
+        let stalls = self
+            .cluster
+            .stalls(crate::cluster::STALL_COSTS_LEADERSHIP_MS);
         self.history.record(Event {
             accepted: Some(same_members && (same_leader || !stalls.is_empty())),
             detail: Some(format!(
@@ -684,7 +686,7 @@ impl Nemesis<'_> {
                     String::new()
                 } else {
                     format!(
-                        " (a server stalled beyond the election timeout: {})",
+                        " (a server stalled long enough to cost a leadership: {})",
                         stalls.join("; ")
                     )
                 }
