@@ -1,7 +1,8 @@
 //! Three `tidal server` processes on held 127.0.0.1 ports with data in a
 //! temporary directory, joined into one group (tidal-testkit's cluster),
-//! over mutual TLS with `--tls` (else plaintext), always with `--auth none`;
-//! killed on drop.
+//! over mutual TLS with `--tls` (else plaintext), with `--auth none`; or,
+//! for the workloads that run real agents ([`Cluster::start_as_users`]),
+//! as users run theirs: mutual TLS and tokens. Killed on drop.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use tidal_client::tidal_tls::rustls::ClientConfig;
 use tidal_client::tidal_tls::{client_config, Expect, TlsDir};
-use tidal_testkit::{ClusterSpec, Proc};
+use tidal_client::Client;
+use tidal_testkit::{AgentSpec, ClusterSpec, Proc};
 
 pub struct Cluster(tidal_testkit::Cluster);
 
@@ -20,21 +22,39 @@ impl Cluster {
         extra: &[String],
         tls: bool,
     ) -> anyhow::Result<Cluster> {
-        let mut spec = ClusterSpec::new(tidal);
+        let mut spec = bench_spec(tidal, flush_delay_us, extra);
         // As benches/README's figures were measured: plaintext and
         // `--auth none` unless `--tls`, and never tokens.
         spec.tls = tls;
         spec.tokens = false;
-        spec.dc = "bench".into();
-        spec.prefix = "tidal-bench-".into();
-        spec.rust_log = Some(rust_log(std::env::var("TIDAL_BENCH_LOG").ok()));
-        // TIDAL_BENCH_KEEP=1 keeps the servers' data and logs.
-        spec.keep_var = Some("TIDAL_BENCH_KEEP".into());
-        if flush_delay_us > 0 {
-            spec.server_args = vec!["--flush-delay-us".into(), flush_delay_us.to_string()];
-        }
-        spec.server_args.extend_from_slice(extra);
         Ok(Cluster(tidal_testkit::Cluster::start(spec).await?))
+    }
+
+    /// The same servers with the test kit's defaults, as users run them:
+    /// mutual TLS and `--auth tokens` (the kit's client presents an admin
+    /// token, its agents an agent token).
+    pub async fn start_as_users(
+        tidal: &Path,
+        flush_delay_us: u64,
+        extra: &[String],
+    ) -> anyhow::Result<Cluster> {
+        let spec = bench_spec(tidal, flush_delay_us, extra);
+        Ok(Cluster(tidal_testkit::Cluster::start(spec).await?))
+    }
+
+    /// The kit's client (its certificate and token, if any).
+    pub fn client(&self) -> &Client {
+        &self.0.client
+    }
+
+    /// Starts a real `tidal agent` process against every server.
+    pub fn start_agent(&mut self, agent: AgentSpec) -> anyhow::Result<()> {
+        self.0.start_agent(agent)
+    }
+
+    /// Waits until at least `n` agents are connected and ready.
+    pub async fn wait_agents(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        self.0.wait_agents(n, timeout).await
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -98,6 +118,23 @@ impl Cluster {
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         self.0.restart_node(id)
     }
+}
+
+/// The settings every cluster of the benches shares (the test kit's
+/// defaults otherwise): DC `bench`, the log level of `TIDAL_BENCH_LOG`,
+/// `TIDAL_BENCH_KEEP` to keep data and logs, the flush delay and flags.
+fn bench_spec(tidal: &Path, flush_delay_us: u64, extra: &[String]) -> ClusterSpec {
+    let mut spec = ClusterSpec::new(tidal);
+    spec.dc = "bench".into();
+    spec.prefix = "tidal-bench-".into();
+    spec.rust_log = Some(rust_log(std::env::var("TIDAL_BENCH_LOG").ok()));
+    // TIDAL_BENCH_KEEP=1 keeps the servers' data and logs.
+    spec.keep_var = Some("TIDAL_BENCH_KEEP".into());
+    if flush_delay_us > 0 {
+        spec.server_args = vec!["--flush-delay-us".into(), flush_delay_us.to_string()];
+    }
+    spec.server_args.extend_from_slice(extra);
+    spec
 }
 
 /// The servers' `RUST_LOG`: `TIDAL_BENCH_LOG` (default `warn`), with

@@ -17,12 +17,16 @@
 //!   a restart of every server to service.
 //! - `soak`: a million tasks through at a steady rate with a short
 //!   retention; the leader's resident memory and state size over time.
+//! - `preempt`: real agents full of offline work; the time from an online
+//!   task's submit to its worker's start, victims stopped with notice or
+//!   suspended.
 //!
 //! Results: a table, or one JSON document with `--output json`, with the
 //! machine, the git revision and the settings.
 
 mod cluster;
 mod etcd;
+mod preempt;
 mod snapshot_apply;
 mod stats;
 mod workloads;
@@ -185,6 +189,32 @@ enum Workload {
         #[arg(long, default_value_t = 10)]
         sample_s: u64,
     },
+    /// Online tasks on a cluster full of offline work (only on the cluster
+    /// it starts, with mutual TLS and tokens, and real agents): the time
+    /// from each online submit to its worker's start, per kind of victim.
+    Preempt {
+        #[arg(long, default_value_t = 2)]
+        agents: usize,
+        #[arg(long, default_value_t = 4)]
+        slots: u32,
+        /// Offline tasks waiting behind those that fill the slots.
+        #[arg(long, default_value_t = 4)]
+        pending: usize,
+        /// Online tasks, one at a time, per kind of victim.
+        #[arg(long, default_value_t = 60)]
+        samples: usize,
+        /// The victims' preempt_grace_ms.
+        #[arg(long, default_value_t = 200)]
+        grace_ms: u64,
+        /// Kinds of victim, one run each.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "prompt,full-grace,suspend"
+        )]
+        victims: Vec<preempt::Victims>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -210,11 +240,14 @@ async fn main() -> anyhow::Result<()> {
         if let Workload::Soak { retain_ms, .. } = &cli.workload {
             server_args.push(format!("--retain-finished-ms={retain_ms}"));
         }
-        Some(
-            cluster::Cluster::start(&tidal, cli.flush_delay_us, &server_args, cli.tls)
-                .await
-                .context("starting the cluster")?,
-        )
+        let started = match &cli.workload {
+            // Real agents, as users run them: mutual TLS and tokens.
+            Workload::Preempt { .. } => {
+                cluster::Cluster::start_as_users(&tidal, cli.flush_delay_us, &server_args).await
+            }
+            _ => cluster::Cluster::start(&tidal, cli.flush_delay_us, &server_args, cli.tls).await,
+        };
+        Some(started.context("starting the cluster")?)
     } else {
         None
     };
@@ -355,6 +388,28 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?,
             );
+        }
+        Workload::Preempt {
+            agents,
+            slots,
+            pending,
+            samples,
+            grace_ms,
+            victims,
+        } => {
+            let c = cluster
+                .as_mut()
+                .context("preempt needs the cluster tidal-bench starts (no --endpoints)")?;
+            eprintln!("preempt: {agents} agents x {slots} slots, {pending} offline tasks pending, grace {grace_ms} ms...");
+            let opts = preempt::Opts {
+                agents: (*agents).max(1),
+                slots: (*slots).max(1),
+                pending: *pending,
+                samples: *samples,
+                grace_ms: *grace_ms,
+                victims: victims.clone(),
+            };
+            results.extend(preempt::run(c, &opts).await?);
         }
     }
     let own_cluster = cluster.is_some();

@@ -105,6 +105,31 @@ pub fn table(report: &Value) -> String {
             }
             continue;
         }
+        if let Some(h) = r.get("submit_to_worker_start") {
+            let l = &r["leader_clock"];
+            out.push_str(&format!(
+                "{}\n  submit -> worker start: n {}, p50 {} / p99 {} / max {} ms; target under {} ms: {}; victims {}, not preempted (left out) {}\n  submit answered p50 {} / p99 {} ms; leader clock p50 / p99 from submit: victims stopped {} / {}, assigned {} / {}, start reported {} / {} ms; suspended at the end {}\n",
+                r["name"].as_str().unwrap_or(""),
+                h["count"],
+                h["p50_ms"],
+                h["p99_ms"],
+                h["max_ms"],
+                r["target_ms"],
+                if r["target_met"].as_bool() == Some(true) { "met" } else { "NOT met" },
+                r["victims_total"],
+                r["not_preempted"],
+                r["submit_acknowledged"]["p50_ms"],
+                r["submit_acknowledged"]["p99_ms"],
+                l["submit_to_victims_stopped"]["p50_ms"],
+                l["submit_to_victims_stopped"]["p99_ms"],
+                l["submit_to_assigned"]["p50_ms"],
+                l["submit_to_assigned"]["p99_ms"],
+                l["submit_to_start_reported"]["p50_ms"],
+                l["submit_to_start_reported"]["p99_ms"],
+                r["suspended_left_at_end"],
+            ));
+            continue;
+        }
         if let Some(h) = r.get("heartbeat_round_trip") {
             out.push_str(&format!(
                 "{:<28} {:>12.0} {:>12} {:>12} {:>12}\n",
