@@ -637,6 +637,20 @@ impl Cluster {
             .collect()
     }
 
+    /// The agents' log lines that contain one of `needles`, each agent's in
+    /// its log's order, with the index of the first needle it contains.
+    pub fn agent_log_matches(&self, needles: &[&str]) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for a in self.agents.iter().chain(&self.retired) {
+            let text = std::fs::read_to_string(&a.log).unwrap_or_default();
+            out.extend(text.lines().filter_map(|l| {
+                let k = needles.iter().position(|n| l.contains(n))?;
+                Some((k, l.trim().to_string()))
+            }));
+        }
+        out
+    }
+
     /// The agents' log lines that contain `needle`.
     pub fn agent_log_lines(&self, needle: &str) -> Vec<String> {
         let mut out = Vec::new();

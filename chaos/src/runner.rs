@@ -566,8 +566,20 @@ fn record_stops(cluster: &Cluster, history: &Recorder) -> usize {
 /// Records one runner event `f`, with the task, token and agent of the
 /// line, for each agent log line that contains `needle`; returns how many.
 fn record_agent_lines(cluster: &Cluster, history: &Recorder, needle: &str, f: &str) -> usize {
-    let lines = cluster.agent_log_lines(needle);
-    for line in &lines {
+    record_agent_events(cluster, history, &[(needle, f)])[0]
+}
+
+/// Records, for each agent log line that contains one of the needles, the
+/// runner event named beside it (with the line's task, token and agent),
+/// each agent's in its log's order; returns how many of each.
+fn record_agent_events(
+    cluster: &Cluster,
+    history: &Recorder,
+    kinds: &[(&str, &str)],
+) -> Vec<usize> {
+    let needles: Vec<&str> = kinds.iter().map(|(n, _)| *n).collect();
+    let mut counts = vec![0; kinds.len()];
+    for (k, line) in cluster.agent_log_matches(&needles) {
         let field = |name: &str| {
             line.split(&format!("{name}="))
                 .nth(1)
@@ -578,17 +590,18 @@ fn record_agent_lines(cluster: &Cluster, history: &Recorder, needle: &str, f: &s
             task: field("task_id"),
             token: field("token").and_then(|t| t.parse().ok()),
             agent: field("agent_id"),
-            ..Event::new("runner", "event", f)
+            ..Event::new("runner", "event", kinds[k].1)
         });
+        counts[k] += 1;
     }
-    lines.len()
+    counts
 }
 
-/// What the agents did to preempt (their logs, in each agent's order):
+/// What the agents did to preempt (their logs, each agent's in its order):
 /// `notice` for a worker given notice to stop (then `stopped` once it
-/// did), `suspend` and `resume` for a worker paused in place and
-/// continued, `rejected` for a report the leader refused. The preemption
-/// checker reads them.
+/// did, recorded with the drains' stops), `suspend` and `resume` for a
+/// worker paused in place and continued, `rejected` for a report the
+/// leader refused. The preemption checker reads them.
 struct Preemptions {
     notices: usize,
     suspends: usize,
@@ -598,16 +611,21 @@ struct Preemptions {
 }
 
 fn record_preemptions(cluster: &Cluster, history: &Recorder) -> Preemptions {
+    let n = record_agent_events(
+        cluster,
+        history,
+        &[
+            ("preempting task: notice given", "notice"),
+            ("suspending task", "suspend"),
+            ("resuming task", "resume"),
+            ("completion rejected by the leader", "rejected"),
+        ],
+    );
     Preemptions {
-        notices: record_agent_lines(cluster, history, "preempting task: notice given", "notice"),
-        suspends: record_agent_lines(cluster, history, "suspending task", "suspend"),
-        resumes: record_agent_lines(cluster, history, "resuming task", "resume"),
-        rejected: record_agent_lines(
-            cluster,
-            history,
-            "completion rejected by the leader",
-            "rejected",
-        ),
+        notices: n[0],
+        suspends: n[1],
+        resumes: n[2],
+        rejected: n[3],
     }
 }
 

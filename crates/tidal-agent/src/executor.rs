@@ -405,6 +405,13 @@ impl Executor {
         }
     }
 
+    /// Whether the live child of this task under this token is suspended.
+    pub fn is_suspended(&self, task_id: &str, token: u64) -> bool {
+        self.running
+            .get(&(task_id.to_string(), token))
+            .is_some_and(|r| r.suspended)
+    }
+
     /// Whether a live child of this task under this token is held.
     pub fn holds(&self, task_id: &str, token: u64) -> bool {
         self.running

@@ -26,14 +26,23 @@ impl Agent {
             }
             In::Stop(s) => self.on_stop(s),
             In::Suspend(s) => {
-                if self.exec.suspend(&s.task_id, s.token) {
+                if self.exec.is_suspended(&s.task_id, s.token) {
+                    // A new leader or session re-sends the orders of the state.
+                    tracing::debug!(task_id = %s.task_id, token = s.token, "suspend order for a task suspended already");
+                } else if self.exec.suspend(&s.task_id, s.token) {
                     tracing::info!(task_id = %s.task_id, token = s.token, "suspending task (SIGSTOP to its process group, or its hook when its notice is by file)");
                 } else {
                     tracing::warn!(task_id = %s.task_id, token = s.token, "suspend order for a task not running here under this token (or being stopped); ignored");
                 }
             }
             In::Resume(r) => {
-                if self.exec.resume(&r.task_id, r.token) {
+                if self.exec.holds(&r.task_id, r.token)
+                    && !self.exec.is_suspended(&r.task_id, r.token)
+                {
+                    // A re-sent resume (a new leader owes it) for a worker
+                    // that goes on already.
+                    tracing::debug!(task_id = %r.task_id, token = r.token, "resume order for a task that is not suspended; nothing to do");
+                } else if self.exec.resume(&r.task_id, r.token) {
                     tracing::info!(task_id = %r.task_id, token = r.token, "resuming task");
                 } else {
                     tracing::warn!(task_id = %r.task_id, token = r.token, "resume order for a task not running here under this token (or being stopped); ignored");

@@ -7,11 +7,18 @@
 //! their weights, starting from even credits (so the heaviest queue first,
 //! ties in name order), and within a queue earlier deadline, then age, over
 //! all its tenants (tenants' dominant shares are not weighed). At most
-//! [`PREEMPT_SCAN`] of them are examined per plan (a task with a
-//! preemption under way is passed over without counting), so a plan costs
-//! at most that many tasks times the connected agents, and nothing at all
-//! when no online task waits; a task past the bound is looked at once those
-//! before it are placed or preempted for. Headroom does not enter: it never
+//! [`PREEMPT_SCAN`] of them are examined per plan: searched for victims on
+//! an agent that could run them. A task with a preemption under way is
+//! passed over without counting, and one its tenant's quota holds back, one
+//! some agent can take now (the dispatcher places it) or one no connected
+//! agent could ever run is passed over counting towards a larger bound,
+//! [`PREEMPT_PASS`], so such tasks at the front cannot keep the plan from
+//! the ones behind them. A plan costs at most `PREEMPT_SCAN` victim
+//! searches over the tasks held on the connected agents and `PREEMPT_PASS`
+//! cheaper checks over the agents, and nothing at all when no online task
+//! waits. A task past the bounds is looked at once those before it are
+//! placed or preempted for (or, past `PREEMPT_SCAN`, once fewer of those
+//! before it wait with no victim set that would make room). Headroom does not enter: it never
 //! keeps online work out (nothing is reserved above online).
 //!
 //! An online task that no connected agent can take now, whose tenant's
@@ -53,6 +60,11 @@ use super::LIFECYCLE_VERSION;
 /// How many online tasks one plan examines at most, in the order of
 /// [`online_waiting`].
 pub const PREEMPT_SCAN: usize = 16;
+
+/// How many online tasks one plan passes over at most without a victim
+/// search (held back by quota, placeable now, or runnable by no connected
+/// agent).
+pub const PREEMPT_PASS: usize = 256;
 
 /// One possible victim, with what it frees and its place in the order.
 #[derive(Debug)]
@@ -98,18 +110,22 @@ pub fn plan_preemption(
         .chain(state.suspended().map(|(_, s)| s.by))
         .collect();
     let mut used: BTreeSet<&str> = BTreeSet::new();
-    let mut examined = 0;
+    let (mut examined, mut passed) = (0, 0);
     for task in online_waiting(state) {
-        if out.len() >= max || used.len() == agents.len() || examined >= PREEMPT_SCAN {
+        if out.len() >= max
+            || used.len() == agents.len()
+            || examined >= PREEMPT_SCAN
+            || passed >= PREEMPT_PASS
+        {
             break;
         }
         if under_way.contains(&task.id) {
             continue;
         }
-        examined += 1;
         // A task its tenant's running quota holds back would not be
         // assigned on the room a preemption makes.
         if state.access().admit_running(&task.spec).is_err() {
+            passed += 1;
             continue;
         }
         let bound = |a: &Agent| state.access().agent_tenant(&a.spec.id);
@@ -118,8 +134,19 @@ pub fn plan_preemption(
             .any(|a| placement::eligible(a, bound(a), &task.spec).is_ok())
         {
             // The dispatcher places it.
+            passed += 1;
             continue;
         }
+        let could_run = |a: &&Agent| {
+            placement::capable(&a.spec, &task.spec).is_ok()
+                && placement::serves(bound(a), &task.spec).is_ok()
+        };
+        if !agents.iter().any(could_run) {
+            // No victim anywhere would make room for it.
+            passed += 1;
+            continue;
+        }
+        examined += 1;
         // (victims, work lost, agent) and the victims.
         type Choice<'a> = ((usize, u64, &'a str), Vec<(TaskId, FencingToken)>);
         let mut best: Option<Choice> = None;

@@ -362,3 +362,26 @@ fn a_plan_examines_at_most_preempt_scan_online_tasks() {
         vec![(served, "a1".to_string(), vec![victim])]
     );
 }
+
+#[test]
+fn online_tasks_no_agent_could_run_do_not_hold_back_those_behind_them() {
+    let mut w = World::new();
+    w.agent("a1", 1, 0);
+    let victim = w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    // More than PREEMPT_SCAN online tasks of a type no agent runs, at the
+    // front of the queue (the oldest), then one a preemption would serve.
+    for _ in 0..super::PREEMPT_SCAN + 4 {
+        let spec = TaskSpec {
+            task_type: "elsewhere".into(),
+            priority: Priority::Online,
+            ..TaskSpec::default()
+        };
+        w.submit_at(0, spec, opts());
+    }
+    let served = w.submit(Priority::Online, 1, 0, opts());
+    assert_eq!(
+        w.plan(&["a1"], 2_000),
+        vec![(served, "a1".to_string(), vec![victim])],
+        "passed over without a victim search, within PREEMPT_PASS"
+    );
+}
