@@ -112,13 +112,34 @@ impl State {
                     "victim {v} opted out of preemption"
                 )));
             }
-            if life.preempting.is_some() || life.suspended.is_some() {
+            // A victim told to stop for a preemptor that no longer waits
+            // (placed elsewhere, cancelled, ended) may be taken again.
+            if life.suspended.is_some()
+                || life
+                    .preempting
+                    .as_ref()
+                    .is_some_and(|p| self.preemptor_waits(p.by))
+            {
                 return Err(Rejection::Invalid(format!(
                     "victim {v} is already preempted"
                 )));
             }
         }
         Ok(())
+    }
+
+    /// Whether the online task `by`, for which victims were told to stop,
+    /// still waits for the room: Pending and not in a retry backoff. Once
+    /// it does not (placed elsewhere, cancelled, ended), its victims are
+    /// not told to stop, and another preemption may take them.
+    pub fn preemptor_waits(&self, by: TaskId) -> bool {
+        self.tasks.get(&by).is_some_and(|t| {
+            t.state == TaskState::Pending
+                && self
+                    .lifecycle
+                    .task(by)
+                    .is_none_or(|l| l.not_before_ms.is_none())
+        })
     }
 
     /// `Preempt`: see the module's documentation.

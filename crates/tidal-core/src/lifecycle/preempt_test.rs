@@ -357,3 +357,37 @@ fn below_version_4_preempt_is_refused() {
         Response::Rejected(Rejection::NeedsClusterVersion { needed: 4, .. })
     ));
 }
+
+#[test]
+fn a_victim_whose_preemptor_no_longer_waits_may_be_taken_again() {
+    let mut w = world();
+    let (v, tv) = w.running(Priority::Offline, 4, 0, TaskOptions::default());
+    let first = w.submit(Priority::Online, 2, 0, TaskOptions::default());
+    let second = w.submit(Priority::Online, 2, 0, TaskOptions::default());
+    assert!(matches!(
+        w.preempt(first, vec![(v, tv)]),
+        Response::Preempted { .. }
+    ));
+    // While the first still waits, the victim is its own.
+    assert!(w.state.preemptor_waits(first));
+    assert!(matches!(
+        w.preempt(second, vec![(v, tv)]),
+        Response::Rejected(Rejection::Invalid(_))
+    ));
+    // The first is cancelled: its victim was told to stop for nothing, and
+    // the second may take it; the marker names the second now.
+    w.apply(Command::Cancel { task: first });
+    assert!(!w.state.preemptor_waits(first));
+    assert!(matches!(
+        w.preempt(second, vec![(v, tv)]),
+        Response::Preempted { .. }
+    ));
+    let life = w.state.lifecycle().task(v).unwrap();
+    assert_eq!(life.preempting.as_ref().map(|p| p.by), Some(second));
+    assert_eq!(
+        w.apply(Command::Stopped(vec![(v, tv)])),
+        Response::Stopped(vec![Ok(())])
+    );
+    assert_eq!(w.state.task(v).unwrap().state, TaskState::Pending);
+    assert_eq!(w.state.lifecycle().task(v).unwrap().preempted, 1);
+}

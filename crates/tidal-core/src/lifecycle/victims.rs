@@ -29,7 +29,9 @@
 //!
 //! - victims are lower-class work that did not opt out
 //!   (`TaskOptions::preemptible`), assigned at format version 4 or later,
-//!   and not preempted already; never online work;
+//!   and not preempted already (suspended, or told to stop for an online
+//!   task that still waits: one told to stop for a task that no longer
+//!   waits may be taken again); never online work;
 //! - they are taken in order: lowest class first (offline before
 //!   nearline), then least work lost since the last checkpoint
 //!   (`now - max(start, checkpoint)`; nothing for one not started yet),
@@ -291,7 +293,11 @@ fn victim(
         return None;
     }
     let life = state.lifecycle().task(id)?;
-    if !life.opts.preemptible || life.preempting.is_some() || life.suspended.is_some() {
+    let stopping_for_another = life
+        .preempting
+        .as_ref()
+        .is_some_and(|p| state.preemptor_waits(p.by));
+    if !life.opts.preemptible || stopping_for_another || life.suspended.is_some() {
         return None;
     }
     let attempt = life.attempts.last().filter(|a| a.token == token)?;

@@ -385,3 +385,34 @@ fn online_tasks_no_agent_could_run_do_not_hold_back_those_behind_them() {
         "passed over without a victim search, within PREEMPT_PASS"
     );
 }
+
+#[test]
+fn a_victim_told_to_stop_for_a_task_that_no_longer_waits_is_planned_again() {
+    let mut w = World::new();
+    w.agent("a1", 1, 0);
+    let victim = w.run("a1", Priority::Offline, (1, 0), opts(), 1_000);
+    let token = w.state.task(victim).unwrap().state.holder().unwrap().1;
+    let first = w.submit(Priority::Online, 1, 0, opts());
+    assert_eq!(
+        w.plan(&["a1"], 2_000),
+        vec![(first, "a1".to_string(), vec![victim])]
+    );
+    w.at(
+        2_000,
+        Command::Preempt {
+            task: first,
+            agent: "a1".into(),
+            victims: vec![(victim, token)],
+        },
+    );
+    let second = w.submit(Priority::Online, 1, 0, opts());
+    assert!(
+        w.plan(&["a1"], 2_100).is_empty(),
+        "the victim is being stopped for the first"
+    );
+    w.at(2_200, Command::Cancel { task: first });
+    assert_eq!(
+        w.plan(&["a1"], 2_300),
+        vec![(second, "a1".to_string(), vec![victim])]
+    );
+}

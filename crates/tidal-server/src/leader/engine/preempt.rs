@@ -15,8 +15,9 @@
 //!   and not in backoff). A preemptor that went elsewhere, was cancelled or
 //!   ended needs no room: its victims are not told (again). Their marker
 //!   stays in the state until their hold ends (no entry clears it at this
-//!   format version), so until then they are not chosen as victims again,
-//!   and a stop for another reason counts as a preemption;
+//!   format version): another preemption may take them again (it points
+//!   the marker at its own task), and a stop for another reason counts as
+//!   a preemption;
 //! - `ToAgent::Suspend` to every suspended task;
 //! - `ToAgent::Resume` to the resumes this leadership owes: the tasks a
 //!   `Resume` it committed let go on, and, when it began, every held task
@@ -44,7 +45,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tidal_core::command::{Command, Granted, Response};
 use tidal_core::lifecycle::{plan_preemption, LIFECYCLE_VERSION};
-use tidal_core::model::{FencingToken, TaskId, TaskState};
+use tidal_core::model::{FencingToken, TaskId};
 use tidal_core::State;
 
 use super::action::{Action, ToAgent};
@@ -90,13 +91,7 @@ pub(crate) struct Preempt {
 /// Whether online task `by` still waits for the room its preemption makes:
 /// Pending and not in backoff.
 fn waits(state: &State, by: TaskId) -> bool {
-    state.task(by).is_some_and(|t| {
-        t.state == TaskState::Pending
-            && state
-                .lifecycle()
-                .task(by)
-                .is_none_or(|l| l.not_before_ms.is_none())
-    })
+    state.preemptor_waits(by)
 }
 
 /// Whether held task `id` may have been suspended and resumed under its
