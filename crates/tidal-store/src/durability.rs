@@ -165,6 +165,9 @@ impl Durability {
     }
 }
 
+/// A log sync that takes this long is logged (the disk is the bottleneck).
+const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A thread that acknowledges appends once they are durable. It takes every
 /// callback queued so far, syncs once (group commit: the log files'
 /// fdatasync, `wal::Wal::sync`), then fires them in order; appends that
@@ -186,7 +189,16 @@ impl Flusher {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     crate::crash::point("store::flush::before_sync");
+                    let started = std::time::Instant::now();
                     let result = sync();
+                    let took = started.elapsed();
+                    if took >= SLOW_SYNC {
+                        tracing::warn!(
+                            took_ms = took.as_millis() as u64,
+                            appends = batch.len(),
+                            "the Raft log's fdatasync was slow; appends wait for it to be acknowledged"
+                        );
+                    }
                     crate::crash::point("store::flush::after_sync");
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "log flush failed; appends are not acknowledged");

@@ -123,6 +123,40 @@ impl RaftLogReader<TypeConfig> for LogReader {
     }
 }
 
+/// A store call on the Raft core's path that takes this long is logged: the
+/// core handles nothing else meanwhile (no heartbeat, no vote), so a call
+/// that outlasts the election timeout costs the leadership.
+const SLOW_CORE_CALL: Duration = Duration::from_millis(50);
+
+/// Times a store call made on the Raft core's path; when dropped, logs it
+/// if it took [`SLOW_CORE_CALL`] or more.
+struct CoreCall {
+    op: &'static str,
+    started: std::time::Instant,
+}
+
+impl CoreCall {
+    fn start(op: &'static str) -> CoreCall {
+        CoreCall {
+            op,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for CoreCall {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        if took >= SLOW_CORE_CALL {
+            tracing::warn!(
+                op = self.op,
+                took_ms = took.as_millis() as u64,
+                "a Raft log store call held the Raft core (no heartbeats meanwhile); the disk may be stalled"
+            );
+        }
+    }
+}
+
 /// How many stored bytes of entries one replication read decodes at most
 /// (plus one entry): about what one AppendEntries message carries.
 pub const REPLICATION_READ_BYTES: usize = 1 << 20;
@@ -312,6 +346,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Durable before returning: openraft must never vote twice in a term.
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let _call = CoreCall::start("save the vote");
         let to_storage = |e: StoreError| {
             self.failures.db("save the vote", &e);
             e.into_storage(ErrorSubject::Vote, ErrorVerb::Write)
@@ -340,6 +375,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.failures.db("save the committed log id", &e);
             e.into_storage(ErrorSubject::Store, ErrorVerb::Write)
         };
+        let _call = CoreCall::start("save the committed log id");
         let stored =
             committed
                 .zip(self.wal.durable_log_id())
@@ -374,6 +410,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         crash::point("store::append::before_write");
+        let _call = CoreCall::start("append");
         let records = encode_entries(entries)
             .map_err(|(id, e)| e.into_storage(ErrorSubject::Log(id), ErrorVerb::Write))?;
         self.wal.append(records).map_err(|e| {
@@ -391,6 +428,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Removes entries from `log_id.index` on, inclusive; durable before
     /// returning, so a restart never resurrects a conflicting suffix.
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let _call = CoreCall::start("truncate");
         let wal = self.wal.clone();
         blocking(move || wal.truncate(log_id.index))
             .await
@@ -404,6 +442,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// log files wholly at or below it: a crash in between leaves only such
     /// files, which `open` deletes. Never a hole.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let _call = CoreCall::start("purge");
         let to_storage =
             |e: StoreError| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete);
         let current: Option<LogId> = self
