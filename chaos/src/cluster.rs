@@ -39,8 +39,7 @@ pub(crate) const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
 /// The servers' default Raft heartbeat interval.
 const RAFT_HEARTBEAT_MS: u64 = 50;
 
-/// The shortest stall of a server (its runtime, or its Raft core waiting
-/// for the disk) that can cost a leader its
+/// The shortest runtime stall of a server that can cost a leader its
 /// leadership without any fault: a follower that stalls this long may wake
 /// to an election timer that expired (its last heartbeat came up to one
 /// heartbeat interval before the stall) before it reads the heartbeat
@@ -619,38 +618,23 @@ impl Cluster {
         out
     }
 
-    /// The stalls of at least `min_ms` the servers logged, as "node N: X ms
-    /// (why)": a runtime stall (the machine starved a server of CPU), or a
-    /// disk stall: openraft 0.9's Raft core waits for each log append's
-    /// fdatasync before it does anything else (no heartbeat, no vote), so a
-    /// slow sync, or a store call that held the core, stalls the node's Raft
-    /// as much as a starved runtime does. Three servers on one disk stall
-    /// together.
+    /// The runtime stalls of at least `min_ms` the servers logged, as
+    /// "node N: X ms" (a machine that starved a server of CPU).
     pub fn stalls(&self, min_ms: u64) -> Vec<String> {
-        let kinds = [
-            ("runtime stalled", "stalled_ms=", "runtime"),
-            ("fdatasync was slow", "took_ms=", "log fdatasync"),
-            (
-                "held the Raft core",
-                "took_ms=",
-                "store call on the Raft core",
-            ),
-        ];
-        let mut out = Vec::new();
-        for (needle, field, why) in kinds {
-            out.extend(self.node_log_lines(needle).into_iter().filter_map(|line| {
+        self.node_log_lines("runtime stalled")
+            .into_iter()
+            .filter_map(|line| {
                 let ms: u64 = line
-                    .split(field)
+                    .split("stalled_ms=")
                     .nth(1)?
                     .split(|c: char| !c.is_ascii_digit())
                     .next()?
                     .parse()
                     .ok()?;
                 let node = line.split(':').next().unwrap_or("?").to_string();
-                (ms >= min_ms).then(|| format!("{node}: {ms} ms ({why})"))
-            }));
-        }
-        out
+                (ms >= min_ms).then(|| format!("{node}: {ms} ms"))
+            })
+            .collect()
     }
 
     /// The agents' log lines that contain one of `needles`, each agent's in

@@ -834,12 +834,11 @@ async fn expectations(
     };
     match s.fault {
         Fault::None => {
-            // Without faults no election may happen, unless a server
-            // stalled long enough to cost a leadership (the machine starved
-            // its runtime of CPU, or its Raft core waited that long for the
-            // disk; see STALL_COSTS_LEADERSHIP_MS): each server measures
-            // its own stalls and logs them (tidal-server's stall.rs,
-            // tidal-store's slow fdatasync and store-call warnings).
+            // Without faults no election may happen, unless a server's
+            // runtime stalled long enough to cost a leadership (the
+            // machine starved it of CPU; see STALL_COSTS_LEADERSHIP_MS):
+            // each server measures its own stalls and logs those of half
+            // the election timeout or more (tidal-server's stall.rs).
             let term = cluster.admin.status().await.map(|st| st.term).unwrap_or(0);
             if term == term_before {
                 expect(

@@ -157,6 +157,7 @@ pub async fn run(
         (node.id, node.raft.metrics(), node.store_failures.clone());
     let watcher = tokio::spawn(leader::watch_leadership(node.clone()));
     let elections = tokio::spawn(node.elections.clone().run());
+    let alive = tokio::spawn(raft::alive::run(node.clone()));
     let stalls = tokio::spawn(stall::watch(
         node.id,
         std::time::Duration::from_millis(node.config.election_timeout.0 / 2),
@@ -227,6 +228,7 @@ pub async fn run(
     watcher.abort();
     elections.abort();
     stalls.abort();
+    alive.abort();
     if let Some(l) = node.take_leadership() {
         l.end();
     }

@@ -77,6 +77,8 @@ pub struct Node {
     pub elections: Arc<Elections>,
     /// The store's first failed write, to name in the error the server stops with.
     pub store_failures: tidal_store::Failures,
+    /// When this node's Raft core waits for its disk ([`crate::raft::alive`]).
+    pub disk: tidal_store::DiskWait,
     /// True while openraft has this node lead but check-quorum made it step
     /// down (no majority heard it): requests are sent on at once.
     pub deposed: std::sync::atomic::AtomicBool,
@@ -168,6 +170,7 @@ impl Node {
             StoreOptions {
                 flush_delay: config.flush_delay,
                 max_format_version: config.max_format_version,
+                disk_stall: Some(std::time::Duration::from_millis(config.raft_heartbeat_ms)),
             },
         )
         .map_err(|e| match e {
@@ -194,6 +197,7 @@ impl Node {
         })?;
         let state = state_machine.handle();
         let store_failures = log_store.failures();
+        let disk = log_store.disk_wait();
         // Nothing in the log, no vote and no snapshot: a new node, or a member
         // whose disk was wiped (see VoteGate).
         let started_empty = {
@@ -313,12 +317,13 @@ impl Node {
             config.election_timeout,
             config.raft_heartbeat_ms,
         ));
+        let leader_contact = elections.contact();
         Ok(Arc::new(Node {
             bootstrap_token,
             elections,
             peers,
             dial_peer,
-            leader_contact: LeaderContact::default(),
+            leader_contact,
             id: config.node_id,
             config,
             raft,
@@ -333,6 +338,7 @@ impl Node {
             vote_gate,
             write_gate,
             store_failures,
+            disk,
             deposed: std::sync::atomic::AtomicBool::new(false),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             tls,
@@ -489,6 +495,23 @@ impl Node {
             step_down: std::time::Duration::from_millis(max),
         };
         verdict(bounds, now, since, contact)
+    }
+
+    /// Whether a majority of every voter configuration answered a
+    /// `LeaderAlive` of `term` sent within the election timeout's maximum
+    /// of `now`, saying they follow this node ([`crate::raft::alive`]): its
+    /// peers' silence is their disks', not a lost majority. Never a lease.
+    pub fn vouched(
+        &self,
+        configs: &[std::collections::BTreeSet<u64>],
+        term: u64,
+        now: std::time::Instant,
+    ) -> bool {
+        let max = std::time::Duration::from_millis(self.config.election_timeout.1);
+        quorum_contact(configs, self.id, now, |peer| {
+            self.contacts.vouched_at(peer, term)
+        })
+        .is_some_and(|at| now.saturating_duration_since(at) <= max)
     }
 
     /// This node's quorum contact in `term` over the voter `configs`, at `now`

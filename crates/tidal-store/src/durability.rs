@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use openraft::storage::LogFlushed;
 
+use crate::disk_wait::DiskWait;
 use crate::{StoreError, TypeConfig};
 
 /// sled 0.34.7's file names under its directory (`config.rs`: `db_path`,
@@ -175,12 +176,16 @@ const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 pub(crate) struct Flusher {
     tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
     thread: Option<JoinHandle<()>>,
+    /// Appends queued and acknowledged: the Raft core waits meanwhile.
+    disk: DiskWait,
 }
 
 impl Flusher {
     pub(crate) fn spawn(
+        disk: DiskWait,
         sync: impl Fn() -> Result<(), StoreError> + Send + 'static,
     ) -> Result<Self, StoreError> {
+        let queued = disk.clone();
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let thread = std::thread::Builder::new()
             .name("tidal-store-flush".to_string())
@@ -203,12 +208,14 @@ impl Flusher {
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "log flush failed; appends are not acknowledged");
                     }
+                    let n = batch.len();
                     for callback in batch {
                         // io::Error is not Clone: rebuild it for each callback.
                         callback.log_io_completed(
                             result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
                         );
                     }
+                    disk.appends_done(n, started, std::time::Instant::now());
                 }
             })
             .map_err(|source| StoreError::Io {
@@ -219,6 +226,7 @@ impl Flusher {
         Ok(Flusher {
             tx: Some(tx),
             thread: Some(thread),
+            disk: queued,
         })
     }
 
@@ -229,7 +237,15 @@ impl Flusher {
         callback: LogFlushed<TypeConfig>,
     ) -> Result<(), LogFlushed<TypeConfig>> {
         match &self.tx {
-            Some(tx) => tx.send(callback).map_err(|e| e.0),
+            Some(tx) => {
+                // Counted before the thread can acknowledge it.
+                let now = std::time::Instant::now();
+                self.disk.append_submitted(now);
+                tx.send(callback).map_err(|e| {
+                    self.disk.appends_done(1, now, now);
+                    e.0
+                })
+            }
             None => Err(callback),
         }
     }

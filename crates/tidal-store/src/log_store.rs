@@ -18,6 +18,7 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use serde::de::DeserializeOwned;
 
 use crate::codec::entry_log_id;
+use crate::disk_wait::DiskWait;
 use crate::durability::{Durability, Flusher};
 use crate::error::blocking;
 use crate::failure::Failures;
@@ -133,20 +134,26 @@ const SLOW_CORE_CALL: Duration = Duration::from_millis(50);
 struct CoreCall {
     op: &'static str,
     started: std::time::Instant,
+    disk: DiskWait,
 }
 
 impl CoreCall {
-    fn start(op: &'static str) -> CoreCall {
+    fn start(op: &'static str, disk: &DiskWait) -> CoreCall {
+        let started = std::time::Instant::now();
+        disk.call_began(started);
         CoreCall {
             op,
-            started: std::time::Instant::now(),
+            started,
+            disk: disk.clone(),
         }
     }
 }
 
 impl Drop for CoreCall {
     fn drop(&mut self) {
-        let took = self.started.elapsed();
+        let now = std::time::Instant::now();
+        self.disk.call_ended(now);
+        let took = now.saturating_duration_since(self.started);
         if took >= SLOW_CORE_CALL {
             tracing::warn!(
                 op = self.op,
@@ -170,6 +177,7 @@ pub struct LogStore {
     flusher: Flusher,
     reader: LogReader,
     failures: Failures,
+    disk: DiskWait,
 }
 
 impl LogStore {
@@ -183,6 +191,7 @@ impl LogStore {
         durability: Arc<Durability>,
         flush_delay: Option<Duration>,
         failures: Failures,
+        disk: DiskWait,
     ) -> Result<Self, StoreError> {
         let meta = db.open_tree(META_TREE)?;
         for item in meta.iter() {
@@ -213,7 +222,7 @@ impl LogStore {
         crate::power_loss::register(&wal, &durability);
         let sync_wal = wal.clone();
         let sync_failures = failures.clone();
-        let flusher = Flusher::spawn(move || {
+        let flusher = Flusher::spawn(disk.clone(), move || {
             sync_wal
                 .sync()
                 .inspect_err(|e| sync_failures.log("sync the Raft log", e))
@@ -225,7 +234,13 @@ impl LogStore {
             wal,
             flusher,
             failures,
+            disk,
         })
+    }
+
+    /// The record of the Raft core's waits for the disk in this store's calls.
+    pub fn disk_wait(&self) -> DiskWait {
+        self.disk.clone()
     }
 
     /// The store's first write failure, shared with the state machine store.
@@ -346,7 +361,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Durable before returning: openraft must never vote twice in a term.
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let _call = CoreCall::start("save the vote");
+        let _call = CoreCall::start("save the vote", &self.disk);
         let to_storage = |e: StoreError| {
             self.failures.db("save the vote", &e);
             e.into_storage(ErrorSubject::Vote, ErrorVerb::Write)
@@ -375,7 +390,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.failures.db("save the committed log id", &e);
             e.into_storage(ErrorSubject::Store, ErrorVerb::Write)
         };
-        let _call = CoreCall::start("save the committed log id");
+        let _call = CoreCall::start("save the committed log id", &self.disk);
         let stored =
             committed
                 .zip(self.wal.durable_log_id())
@@ -410,7 +425,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         crash::point("store::append::before_write");
-        let _call = CoreCall::start("append");
+        let _call = CoreCall::start("append", &self.disk);
         let records = encode_entries(entries)
             .map_err(|(id, e)| e.into_storage(ErrorSubject::Log(id), ErrorVerb::Write))?;
         self.wal.append(records).map_err(|e| {
@@ -428,7 +443,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Removes entries from `log_id.index` on, inclusive; durable before
     /// returning, so a restart never resurrects a conflicting suffix.
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let _call = CoreCall::start("truncate");
+        let _call = CoreCall::start("truncate", &self.disk);
         let wal = self.wal.clone();
         blocking(move || wal.truncate(log_id.index))
             .await
@@ -442,7 +457,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// log files wholly at or below it: a crash in between leaves only such
     /// files, which `open` deletes. Never a hole.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let _call = CoreCall::start("purge");
+        let _call = CoreCall::start("purge", &self.disk);
         let to_storage =
             |e: StoreError| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete);
         let current: Option<LogId> = self

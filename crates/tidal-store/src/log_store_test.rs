@@ -120,7 +120,8 @@ fn a_log_kept_in_sled_moves_into_the_log_files() {
     let db = crate::open_sled(sled::Config::new().path(dir.path())).unwrap();
     let durability = Arc::new(Durability::open(db.clone(), dir.path(), None).unwrap());
     let failures = Failures::new(dir.path());
-    let store = LogStore::open(&db, dir.path(), durability, None, failures).unwrap();
+    let disk = crate::DiskWait::new(crate::DEFAULT_DISK_STALL);
+    let store = LogStore::open(&db, dir.path(), durability, None, failures, disk).unwrap();
     assert_eq!(
         indexes(&store.reader, ..),
         vec![5, 6, 7, 8, 9],

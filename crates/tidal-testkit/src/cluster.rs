@@ -46,6 +46,8 @@ pub struct ClusterSpec {
     pub dc: String,
     /// Extra flags for every `tidal server` (e.g. `--agent-ttl-ms 3000`).
     pub server_args: Vec<String>,
+    /// Extra environment of every `tidal server` (e.g. `FAILPOINTS`).
+    pub server_env: Vec<(String, String)>,
     /// Add nodes 2..=N as learners and promote them.
     pub join: bool,
     /// Give every server a held peer port of its own (`--peer-listen`), so
@@ -83,6 +85,7 @@ impl ClusterSpec {
             nodes: 3,
             dc: "dc1".into(),
             server_args: Vec::new(),
+            server_env: Vec::new(),
             join: true,
             peer_listen: false,
             tls: true,
@@ -273,7 +276,18 @@ impl Cluster {
         args: Vec<String>,
         log: &std::path::Path,
     ) -> anyhow::Result<Proc> {
-        let mut p = without_user_env(Proc::new(name, &self.spec.tidal, args, log));
+        self.spawn_with_env(name, args, log, &[])
+    }
+
+    /// As [`Cluster::spawn`], with `env` added to the process's environment.
+    pub fn spawn_with_env(
+        &self,
+        name: &str,
+        args: Vec<String>,
+        log: &std::path::Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Proc> {
+        let mut p = without_user_env(Proc::new(name, &self.spec.tidal, args, log)).envs(env);
         if let Some(level) = &self.spec.rust_log {
             p = p.env("RUST_LOG", level);
         }
@@ -311,7 +325,12 @@ impl Cluster {
         spec.args.extend_from_slice(&self.spec.server_args);
         spec.args.extend_from_slice(own);
         let log = self.dir.path().join(format!("node{id}.log"));
-        let p = self.spawn(&format!("node{id}"), spec.args(), &log)?;
+        let p = self.spawn_with_env(
+            &format!("node{id}"),
+            spec.args(),
+            &log,
+            &self.spec.server_env,
+        )?;
         self.node_mut(id).proc = Some(p);
         Ok(())
     }

@@ -72,6 +72,7 @@ pub const RULES: &[Rule] = &[
                 "src/raft/network.rs",
                 "src/raft/elections.rs",
                 "src/raft/transfer.rs",
+                "src/raft/alive.rs",
             ],
         },
         why: "wire messages are built only at the gRPC edge",

@@ -71,3 +71,60 @@ async fn a_follower_cut_off_from_the_leader_rejoins_without_an_election() -> any
     assert_eq!(third.leader_id, before.leader_id);
     Ok(())
 }
+
+/// How often a log sync of a server stalls in
+/// [`a_leader_whose_disk_stalls_longer_than_the_election_timeout_stays_leader`],
+/// and for how long: longer than the election timeout (150-300 ms), shorter
+/// than the tolerance of a leader's wait for its disk (3 x 300 ms) even when
+/// an append waits for a stalled sync before its own.
+const STALLING_SYNCS: &str = "store::flush::before_sync=30%sleep(300)";
+
+/// openraft 0.9's Raft core waits for each log append's sync before it does
+/// anything else, so a leader whose disk stalls for longer than the election
+/// timeout sends nothing meanwhile, and its voters would elect another. The
+/// leader tells its voters it is alive meanwhile (raft::alive), and its
+/// check-quorum excuses the silence its own disk caused: writes go on under
+/// the same leader and term. (The `failpoints` build the tests run makes a
+/// third of every server's log syncs stall for 300 ms.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_stalls_longer_than_the_election_timeout_stays_leader(
+) -> anyhow::Result<()> {
+    let mut c = Cluster::new_spec(ClusterOpts::default(), |s| {
+        s.server_env = vec![("FAILPOINTS".into(), STALLING_SYNCS.into())];
+    })?;
+    c.launch().await?;
+    let before = c.client.status().await?;
+    for i in 0..20 {
+        let submitted = c
+            .client
+            .submit(vec![v1::TaskSpec {
+                task_type: "t2i".into(),
+                payload: format!("written through a stalling disk {i}").into_bytes(),
+                ..Default::default()
+            }])
+            .await?;
+        assert!(
+            submitted[0].error.as_ref().is_none_or(|e| e.code == 0),
+            "{submitted:?}"
+        );
+    }
+    let after = c.client.status().await?;
+    assert_eq!(
+        (after.leader_id, after.term),
+        (before.leader_id, before.term),
+        "a stalling disk cost an election\n{}",
+        c.logs_tail(40)
+    );
+    let leader = c
+        .node(before.leader_id)
+        .proc
+        .as_ref()
+        .context("the leader runs")?;
+    let log = std::fs::read_to_string(&leader.log)?;
+    assert!(
+        log.contains("telling the voters it is alive"),
+        "the leader's core never waited long for its disk\n{}",
+        c.logs_tail(40)
+    );
+    Ok(())
+}

@@ -49,6 +49,7 @@ pub enum PeerRpc {
     Campaign,
     PreVote,
     Hello,
+    LeaderAlive,
     /// Any other method of the Raft service.
     OtherRaft,
     /// `tidal.v1.Dcs/Exchange`, from a peer DC (or passed on by a member).
@@ -56,7 +57,7 @@ pub enum PeerRpc {
 }
 
 /// Every peer RPC.
-pub const PEER_RPCS: [PeerRpc; 10] = [
+pub const PEER_RPCS: [PeerRpc; 11] = [
     PeerRpc::AppendEntries,
     PeerRpc::Vote,
     PeerRpc::InstallSnapshot,
@@ -65,6 +66,7 @@ pub const PEER_RPCS: [PeerRpc; 10] = [
     PeerRpc::Campaign,
     PeerRpc::PreVote,
     PeerRpc::Hello,
+    PeerRpc::LeaderAlive,
     PeerRpc::OtherRaft,
     PeerRpc::Exchange,
 ];
@@ -88,6 +90,7 @@ impl PeerRpc {
             PeerRpc::Campaign => "Raft/Campaign",
             PeerRpc::PreVote => "Raft/PreVote",
             PeerRpc::Hello => "Raft/Hello",
+            PeerRpc::LeaderAlive => "Raft/LeaderAlive",
             PeerRpc::OtherRaft => "Raft",
             PeerRpc::Exchange => "Dcs/Exchange",
         }
@@ -126,6 +129,7 @@ impl Rpc {
             "Campaign" => PeerRpc::Campaign,
             "PreVote" => PeerRpc::PreVote,
             "Hello" => PeerRpc::Hello,
+            "LeaderAlive" => PeerRpc::LeaderAlive,
             _ => PeerRpc::OtherRaft,
         })
     }

@@ -95,6 +95,13 @@ impl RaftRpc for RaftService {
         }
         self.vote_gate
             .saw_leader_commit(req.leader_commit.map(|l| l.index));
+        // From the leader this node follows: heard, as it arrives. openraft
+        // answers only once the entries are on this node's disk, and a
+        // disk that stalls would otherwise make a live leader look silent
+        // (raft::alive). Hearing sooner only refuses pre-votes sooner.
+        if self.raft.metrics().borrow().vote == req.vote && req.vote.is_committed() {
+            self.contact.touch();
+        }
         let resp = self.raft.append_entries(req).await;
         if matches!(&resp, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
         {
@@ -242,5 +249,42 @@ impl RaftRpc for RaftService {
             self.bind(PeerRpc::InstallSnapshot, caller.as_ref(), sender)?;
         }
         self.reply(&self.raft.install_snapshot(req).await)
+    }
+
+    /// The leader's Raft core waits for its disk: if this node has the
+    /// sender as the leader of that term, it counts as having heard from it
+    /// (no pre-vote asked or granted meanwhile). Nothing else changes.
+    async fn leader_alive(
+        &self,
+        request: Request<tidal_proto::raft::LeaderAliveRequest>,
+    ) -> Result<Response<tidal_proto::raft::LeaderAliveResponse>, Status> {
+        let caller = conn::caller(&request).cloned();
+        let req = request.into_inner();
+        self.bind(
+            PeerRpc::LeaderAlive,
+            caller.as_ref(),
+            Sender::NamedVoter(req.leader_id),
+        )?;
+        let heard = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            req.leader_id != self.node_id
+                && m.current_term == req.term
+                && m.current_leader == Some(req.leader_id)
+                && m.vote.is_committed()
+                && m.vote.leader_id().voted_for() == Some(req.leader_id)
+        };
+        if heard {
+            self.contact.touch();
+            tracing::debug!(
+                node_id = self.node_id,
+                leader = req.leader_id,
+                waited_ms = req.waited_ms,
+                "the leader is alive; its Raft waits for its disk"
+            );
+        }
+        Ok(Response::new(tidal_proto::raft::LeaderAliveResponse {
+            heard,
+        }))
     }
 }

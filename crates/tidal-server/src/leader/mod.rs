@@ -102,17 +102,16 @@ fn observe(
         names_me: stored.membership().get_node(&node.id).is_some(),
         has_nodes: stored.membership().nodes().count() > 0,
     });
+    let configs = stored.membership().get_joint_config();
     Observation {
         now,
         term: m.current_term,
         is_leader,
         contact: is_leader
-            .then(|| {
-                let configs = stored.membership().get_joint_config();
-                node.quorum_contact(configs, m.current_term, now)
-            })
+            .then(|| node.quorum_contact(configs, m.current_term, now))
             .flatten(),
         membership,
+        vouched: is_leader && node.vouched(configs, m.current_term, now),
     }
 }
 

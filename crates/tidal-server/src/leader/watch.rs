@@ -20,6 +20,10 @@ pub struct Observation {
     pub contact: Option<Instant>,
     /// The latest membership, once one is in the log.
     pub membership: Option<Membership>,
+    /// While it leads: a majority said they follow it within the election
+    /// timeout's maximum, though their answers to its entries are late
+    /// (disks that stall: [`crate::raft::alive`]), so it does not step down.
+    pub vouched: bool,
 }
 
 /// The latest membership, as far as removal is concerned.
@@ -104,7 +108,7 @@ impl LeadershipWatch {
         let verdict_now = |since| verdict(self.bounds, now, since, seen.contact);
         match (self.led, self.current) {
             (Some((term, since)), Some(current)) if current == term => {
-                if verdict_now(since) == Verdict::StepDown {
+                if verdict_now(since) == Verdict::StepDown && !seen.vouched {
                     out.push(Decision::StepDown { term });
                     self.current = None;
                     self.deposed = true;

@@ -21,6 +21,9 @@ struct Row {
     want: &'static [&'static str],
     /// `deposed()` after the step.
     deposed: bool,
+    /// A majority said they follow it (`LeaderAlive`), though late with
+    /// their answers.
+    vouched: bool,
 }
 
 const fn row(
@@ -38,6 +41,15 @@ const fn row(
         contact,
         want,
         deposed,
+        vouched: false,
+    }
+}
+
+impl Row {
+    /// The same step while a majority vouches for it.
+    const fn vouched(mut self) -> Row {
+        self.vouched = true;
+        self
     }
 }
 
@@ -71,6 +83,7 @@ fn run(name: &str, rows: &[Row]) {
                 is_leader: r.leader,
                 contact: r.contact.map(at),
                 membership: None,
+                vouched: r.vouched,
             })
             .iter()
             .map(|d| show(d, base))
@@ -142,6 +155,24 @@ fn no_majority_for_an_election_timeout_steps_down_until_one_is_heard_within_the_
 }
 
 #[test]
+fn a_majority_that_says_it_follows_keeps_the_leader_from_stepping_down() {
+    run(
+        "disks stall",
+        &[
+            row(0, 2, true, Some(0), &["start 2 since 0"], false),
+            // Disks stall: the answers to its entries are late, but a
+            // majority says it follows (LeaderAlive), and nobody elects.
+            row(301, 2, true, Some(0), &[], false).vouched(),
+            row(450, 2, true, Some(0), &[], false).vouched(),
+            // The answers come back: it leads on, never having stepped down.
+            row(500, 2, true, Some(480), &[], false),
+            // The same silence with nobody saying it follows: a lost majority.
+            row(781, 2, true, Some(480), &["step down 2"], true),
+        ],
+    );
+}
+
+#[test]
 fn a_new_term_replaces_the_old_leadership() {
     run(
         "new term",
@@ -185,6 +216,7 @@ fn removal_from_the_membership() {
                 term: 1,
                 is_leader: false,
                 contact: None,
+                vouched: false,
                 membership: Some(Membership {
                     index,
                     names_me,
@@ -212,6 +244,7 @@ fn removal_from_the_membership() {
         is_leader: false,
         contact: None,
         membership: None,
+        vouched: false,
     });
     assert!(quiet.is_empty());
 }

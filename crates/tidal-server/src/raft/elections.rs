@@ -33,6 +33,7 @@ use tidal_proto::raft::{PreVoteRequest, PreVoteResponse};
 use tidal_store::{LogReader, Raft};
 use tokio::time::Instant;
 
+use super::contact::LeaderContact;
 use super::member_addr::peer_addr;
 use super::network::{decode, encode};
 use super::pre_vote::{
@@ -55,6 +56,9 @@ pub struct Elections {
     raft: Raft,
     log: LogReader,
     vote_gate: Arc<VoteGate>,
+    /// When this node last heard from the leader it follows, as the Raft
+    /// service saw it (an AppendEntries as it arrived, a `LeaderAlive`).
+    contact: LeaderContact,
     channels: Channels,
     min: Duration,
     /// The pre-vote's rules and state: timeouts, tries, holds, nudges.
@@ -88,6 +92,12 @@ impl Elections {
         self.channels.clone()
     }
 
+    /// When this node last heard from its leader, as the Raft service
+    /// records it (the elections read it too).
+    pub fn contact(&self) -> LeaderContact {
+        self.contact.clone()
+    }
+
     pub fn new(
         node_id: u64,
         raft: Raft,
@@ -107,6 +117,7 @@ impl Elections {
             raft,
             log,
             vote_gate,
+            contact: LeaderContact::default(),
             channels,
             min: Duration::from_millis(timeout_ms.0),
             pre_vote: Mutex::new(PreVote::new(timeouts, rand::thread_rng().gen(), 0)),
@@ -182,11 +193,22 @@ impl Elections {
 
     async fn local(&self) -> Option<Local> {
         let me = self.node_id;
+        // The Raft service hears the leader sooner than openraft's core
+        // does when this node's (or the leader's) disk stalls: openraft
+        // takes an AppendEntries only once it is written, and a leader
+        // whose core waits for its disk sends a `LeaderAlive` instead.
+        let contact = self.contact.at().map(Instant::from_std);
         self.raft
             .with_raft_state(move |st| {
                 let membership = st.membership_state.effective().membership();
                 let vote = st.vote_ref();
-                let touched = st.vote_last_modified();
+                let touched = match (
+                    st.vote_last_modified(),
+                    contact.filter(|_| vote.is_committed()),
+                ) {
+                    (Some(t), Some(c)) => Some(t.max(c)),
+                    (t, c) => t.or(c),
+                };
                 Local {
                     state: st.server_state,
                     touched,

@@ -7,6 +7,7 @@
 //! | [`transfer`] | handing leadership over (`tidal cluster transfer-leader`, a leader's graceful shutdown): holds the other voters' elections, asks the target to campaign | its mechanism goes (`Raft::trigger().transfer_leader`, `Raft::handle_transfer_leader` on the target); the choice of a target ([`transfer::best_target`]) and the write gate stay |
 //! | [`quorum`] | check-quorum and the leader's lease, which tidal's leader-only memory (agent leases) rests on | stays |
 //! | [`network`] | openraft's RPCs over tonic, client side; when each peer last accepted this node's entries | stays (adds the transfer RPC) |
+//! | [`alive`] | a leader whose core waits for its disk (openraft 0.9 waits for each append's sync) tells its voters it lives (`Raft/LeaderAlive`), so a disk stall costs no election | goes: openraft 0.10 does not wait for the disk in its core (`IOFlushed`) |
 //! | [`vote_gate`] | a node that started on an empty store votes only once it holds what was committed when it came back | stays |
 //! | [`contact`] | when this node last heard from a leader (openraft's metrics do not say) | stays |
 //! | [`member_addr`] | a member's client and peer addresses in `BasicNode.addr` (`CLIENT` or `CLIENT\|PEER`) | stays |
@@ -31,6 +32,7 @@
 //! nothing outside `raft/` names them; nothing in `raft/` imports
 //! `crate::leader` or `crate::grpc`.
 
+pub mod alive;
 pub mod contact;
 mod elections;
 pub mod member_addr;

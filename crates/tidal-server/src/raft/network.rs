@@ -74,9 +74,30 @@ struct ContactTable {
     answered: HashMap<u64, Instant>,
     /// peer -> (term, send time of the latest accepted AppendEntries).
     accepted: HashMap<u64, (u64, Instant)>,
+    /// peer -> (term, send time of the latest `LeaderAlive` of that term it
+    /// answered as this node's follower: [`crate::raft::alive`]).
+    vouched: HashMap<u64, (u64, Instant)>,
     /// peer -> (the highest cluster format version its latest reply named,
     /// when that reply came).
     formats: HashMap<u64, (u8, Instant)>,
+}
+
+/// Keeps `(term, at)` for `peer` if it is later than what is kept: a higher
+/// term, or the same term at a later instant.
+fn record_latest(map: &mut HashMap<u64, (u64, Instant)>, peer: u64, term: u64, at: Instant) {
+    let newer = map.get(&peer).is_none_or(|(have_term, have_at)| {
+        term > *have_term || (term == *have_term && at > *have_at)
+    });
+    if newer {
+        map.insert(peer, (term, at));
+    }
+}
+
+/// The instant kept for `peer` if it is of `term`.
+fn latest_of_term(map: &HashMap<u64, (u64, Instant)>, peer: u64, term: u64) -> Option<Instant> {
+    map.get(&peer)
+        .filter(|(t, _)| *t == term)
+        .map(|(_, at)| *at)
 }
 
 impl Contacts {
@@ -94,26 +115,25 @@ impl Contacts {
     /// from its receipt (after `sent_at`) it refuses to vote for anyone else
     /// for the election timeout's minimum (openraft's leader lease there).
     pub fn accepted(&self, peer: u64, term: u64, sent_at: Instant) {
-        let mut t = self.lock();
-        let newer = match t.accepted.get(&peer) {
-            Some((have_term, have_at)) => {
-                term > *have_term || (term == *have_term && sent_at > *have_at)
-            }
-            None => true,
-        };
-        if newer {
-            t.accepted.insert(peer, (term, sent_at));
-        }
+        record_latest(&mut self.lock().accepted, peer, term, sent_at);
     }
 
     /// When this node sent the latest AppendEntries of `term` that `peer`
     /// accepted; `None` if it accepted none of that term.
     pub fn accepted_at(&self, peer: u64, term: u64) -> Option<Instant> {
-        self.lock()
-            .accepted
-            .get(&peer)
-            .filter(|(t, _)| *t == term)
-            .map(|(_, at)| *at)
+        latest_of_term(&self.lock().accepted, peer, term)
+    }
+
+    /// `peer` answered a `LeaderAlive` of `term` sent at `sent_at`: it
+    /// follows this node. Never a lease: only keeps it from stepping down.
+    pub fn vouched(&self, peer: u64, term: u64, sent_at: Instant) {
+        record_latest(&mut self.lock().vouched, peer, term, sent_at);
+    }
+
+    /// When this node sent the latest `LeaderAlive` of `term` that `peer`
+    /// answered as its follower.
+    pub fn vouched_at(&self, peer: u64, term: u64) -> Option<Instant> {
+        latest_of_term(&self.lock().vouched, peer, term)
     }
 
     /// `peer` answered, saying it supports cluster format versions up to

@@ -20,7 +20,10 @@
 //! - When the quorum contact is older than the election timeout's maximum,
 //!   the others may have elected already: the node steps down from acting
 //!   as leader ([`Verdict::StepDown`]) and acknowledges nothing until a
-//!   majority accepts its entries again.
+//!   majority accepts its entries again. Unless a majority answered a
+//!   `LeaderAlive` within that bound, saying they follow it (a disk that
+//!   stalls delays the answers to AppendEntries, not to those:
+//!   [`crate::raft::alive`]); that keeps it leading, never in its lease.
 //!
 //! [`Contacts::accepted`]: crate::raft::network::Contacts::accepted
 
