@@ -8,7 +8,9 @@
 //! the load generator's) and writes it to a file named for its task.
 //!
 //! Victims, one kind per run:
-//! - `prompt`: stopped with notice (SIGTERM), they exit at once;
+//! - `prompt`: stopped with notice (SIGTERM), they exit at once, non-zero
+//!   (143), as a worker that wants to be requeued does (exit 0 would be
+//!   a success);
 //! - `full-grace`: stopped with notice, they ignore SIGTERM and are killed
 //!   at the end of the grace (`preempt_grace_ms`);
 //! - `suspend`: `suspendable`, paused in place (SIGSTOP), no grace.
@@ -35,7 +37,7 @@ use crate::stats::{histogram, summary};
 /// How the offline victims behave when preempted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Victims {
-    /// Stopped with notice (SIGTERM); they exit at once.
+    /// Stopped with notice (SIGTERM); they exit at once (143: requeued).
     Prompt,
     /// Stopped with notice; they ignore SIGTERM and are killed at the grace.
     FullGrace,
@@ -79,7 +81,7 @@ const WORKER: &str = r#"t=$EPOCHREALTIME
 p=$(cat)
 case "$p" in
 online) echo "$t" > "$TIDAL_BENCH_DIR/$TIDAL_TASK_ID"; echo "$t" ;;
-prompt) trap 'exit 0' TERM; sleep 86400 & wait ;;
+prompt) trap 'exit 143' TERM; sleep 86400 & wait ;;
 full-grace) trap '' TERM; sleep 86400 ;;
 *) sleep 86400 ;;
 esac"#;

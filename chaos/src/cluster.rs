@@ -48,6 +48,12 @@ const RAFT_HEARTBEAT_MS: u64 = 50;
 /// an election only for a stall of at least this.
 pub(crate) const STALL_COSTS_LEADERSHIP_MS: u64 = ELECTION_TIMEOUT_MIN_MS - RAFT_HEARTBEAT_MS;
 
+/// The shortest wait of a leader's Raft core for its disk that can cost
+/// its leadership: three election timeouts (the upper bound, 300 ms), past
+/// which it no longer tells its voters it is alive (tidal-server's
+/// `raft::alive`).
+pub(crate) const DISK_STALL_COSTS_LEADERSHIP_MS: u64 = 3 * 300;
+
 /// What a run's cluster looks like.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -618,23 +624,38 @@ impl Cluster {
         out
     }
 
-    /// The runtime stalls of at least `min_ms` the servers logged, as
-    /// "node N: X ms" (a machine that starved a server of CPU).
+    /// The stalls of at least `min_ms` the servers logged, as "node N: X ms
+    /// (why)": a runtime stall (the machine starved a server of CPU), or a
+    /// disk stall of at least [`DISK_STALL_COSTS_LEADERSHIP_MS`] (a log
+    /// sync, or a store call holding the Raft core: a leader tells its
+    /// voters it is alive through shorter ones, `Raft/LeaderAlive`).
     pub fn stalls(&self, min_ms: u64) -> Vec<String> {
-        self.node_log_lines("runtime stalled")
-            .into_iter()
-            .filter_map(|line| {
+        let disk_ms = min_ms.max(DISK_STALL_COSTS_LEADERSHIP_MS);
+        let kinds = [
+            ("runtime stalled", "stalled_ms=", min_ms, "runtime"),
+            ("fdatasync was slow", "took_ms=", disk_ms, "log sync"),
+            (
+                "held the Raft core",
+                "took_ms=",
+                disk_ms,
+                "store call on the Raft core",
+            ),
+        ];
+        let mut out = Vec::new();
+        for (needle, field, least, why) in kinds {
+            out.extend(self.node_log_lines(needle).into_iter().filter_map(|line| {
                 let ms: u64 = line
-                    .split("stalled_ms=")
+                    .split(field)
                     .nth(1)?
                     .split(|c: char| !c.is_ascii_digit())
                     .next()?
                     .parse()
                     .ok()?;
                 let node = line.split(':').next().unwrap_or("?").to_string();
-                (ms >= min_ms).then(|| format!("{node}: {ms} ms"))
-            })
-            .collect()
+                (ms >= least).then(|| format!("{node}: {ms} ms ({why})"))
+            }));
+        }
+        out
     }
 
     /// The agents' log lines that contain one of `needles`, each agent's in

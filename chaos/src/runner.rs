@@ -836,9 +836,11 @@ async fn expectations(
         Fault::None => {
             // Without faults no election may happen, unless a server's
             // runtime stalled long enough to cost a leadership (the
-            // machine starved it of CPU; see STALL_COSTS_LEADERSHIP_MS):
-            // each server measures its own stalls and logs those of half
-            // the election timeout or more (tidal-server's stall.rs).
+            // machine starved it of CPU; see STALL_COSTS_LEADERSHIP_MS),
+            // or its Raft core waited for its disk for three election
+            // timeouts (DISK_STALL_COSTS_LEADERSHIP_MS): each server
+            // measures its own stalls and logs them (tidal-server's
+            // stall.rs, tidal-store's slow sync and store call warnings).
             let term = cluster.admin.status().await.map(|st| st.term).unwrap_or(0);
             if term == term_before {
                 expect(

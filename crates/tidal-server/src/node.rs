@@ -170,7 +170,6 @@ impl Node {
             StoreOptions {
                 flush_delay: config.flush_delay,
                 max_format_version: config.max_format_version,
-                disk_stall: Some(std::time::Duration::from_millis(config.raft_heartbeat_ms)),
             },
         )
         .map_err(|e| match e {

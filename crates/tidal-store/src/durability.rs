@@ -193,8 +193,9 @@ impl Flusher {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
-                    crate::crash::point("store::flush::before_sync");
+                    // Before the crash point: a stall armed there counts.
                     let started = std::time::Instant::now();
+                    crate::crash::point("store::flush::before_sync");
                     let result = sync();
                     let took = started.elapsed();
                     if took >= SLOW_SYNC {
@@ -208,14 +209,15 @@ impl Flusher {
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "log flush failed; appends are not acknowledged");
                     }
-                    let n = batch.len();
+                    // Uncounted before the core hears: it may append again
+                    // at once, before this thread runs on.
+                    disk.appends_done(batch.len(), started);
                     for callback in batch {
                         // io::Error is not Clone: rebuild it for each callback.
                         callback.log_io_completed(
                             result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
                         );
                     }
-                    disk.appends_done(n, started, std::time::Instant::now());
                 }
             })
             .map_err(|source| StoreError::Io {
@@ -242,7 +244,7 @@ impl Flusher {
                 let now = std::time::Instant::now();
                 self.disk.append_submitted(now);
                 tx.send(callback).map_err(|e| {
-                    self.disk.appends_done(1, now, now);
+                    self.disk.appends_done(1, now);
                     e.0
                 })
             }

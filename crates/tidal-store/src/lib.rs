@@ -74,7 +74,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use applied::Applied;
-pub use disk_wait::{DiskWait, Stall};
+pub use disk_wait::DiskWait;
 pub use error::StoreError;
 pub use failure::{Failures, WriteFailure};
 pub use log_store::{LogReader, LogStore};
@@ -96,15 +96,7 @@ pub struct StoreOptions {
     /// support, below the build's [`tidal_core::FORMAT_VERSION_MAX`], to
     /// imitate an older build. `None`: the build's.
     pub max_format_version: Option<u8>,
-    /// How long a wait of the Raft core for the disk must last to count as
-    /// a stall ([`DiskWait`]); `None`: [`DEFAULT_DISK_STALL`].
-    pub disk_stall: Option<Duration>,
 }
-
-/// A wait of the Raft core for the disk this long is a stall unless
-/// [`StoreOptions::disk_stall`] says otherwise: the servers' default Raft
-/// heartbeat interval (the core sends none while it waits).
-pub const DEFAULT_DISK_STALL: Duration = Duration::from_millis(50);
 
 impl StoreOptions {
     /// The highest cluster format version this node supports.
@@ -157,7 +149,7 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
         durability.clone(),
         opts.flush_delay,
         failures.clone(),
-        DiskWait::new(opts.disk_stall.unwrap_or(DEFAULT_DISK_STALL)),
+        DiskWait::default(),
     )?;
     let log_ms = started.elapsed().as_millis() as u64;
     let sm = StateMachineStore::open(&db, durability, failures, opts.supported_format_version())?;

@@ -151,9 +151,8 @@ impl CoreCall {
 
 impl Drop for CoreCall {
     fn drop(&mut self) {
-        let now = std::time::Instant::now();
-        self.disk.call_ended(now);
-        let took = now.saturating_duration_since(self.started);
+        self.disk.call_ended();
+        let took = self.started.elapsed();
         if took >= SLOW_CORE_CALL {
             tracing::warn!(
                 op = self.op,

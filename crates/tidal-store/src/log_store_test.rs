@@ -120,7 +120,7 @@ fn a_log_kept_in_sled_moves_into_the_log_files() {
     let db = crate::open_sled(sled::Config::new().path(dir.path())).unwrap();
     let durability = Arc::new(Durability::open(db.clone(), dir.path(), None).unwrap());
     let failures = Failures::new(dir.path());
-    let disk = crate::DiskWait::new(crate::DEFAULT_DISK_STALL);
+    let disk = crate::DiskWait::default();
     let store = LogStore::open(&db, dir.path(), durability, None, failures, disk).unwrap();
     assert_eq!(
         indexes(&store.reader, ..),

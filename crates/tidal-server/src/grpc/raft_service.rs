@@ -269,6 +269,7 @@ impl RaftRpc for RaftService {
             let m = self.raft.metrics();
             let m = m.borrow();
             req.leader_id != self.node_id
+                && m.running_state.is_ok()
                 && m.current_term == req.term
                 && m.current_leader == Some(req.leader_id)
                 && m.vote.is_committed()

@@ -26,7 +26,7 @@
 //! its disk the leader stops, so the voters elect one whose disk answers.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tidal_proto::raft::raft_client::RaftClient;
@@ -45,26 +45,45 @@ pub fn stall_tolerance(election_max_ms: u64) -> Duration {
     Duration::from_millis(election_max_ms) * STALL_TOLERANCE_TIMEOUTS
 }
 
+/// A leader that has told its voters it is alive logs so again only after
+/// this long without telling them (disks that are slow under load would
+/// otherwise log a line per slow sync).
+const QUIET_BEFORE_LOGGING_AGAIN: Duration = Duration::from_secs(10);
+
 /// Every Raft heartbeat: while this node leads and its core waits for its
-/// disk (a heartbeat interval or more, up to the tolerance), or the answers
-/// to its entries are late while its core answers, tells every other voter
-/// that the leader is alive, and records who says it follows.
+/// disk (a heartbeat interval or more), or the answers to its entries are
+/// late while its core answers, tells every other voter that the leader is
+/// alive, and records who says it follows; never once no majority has
+/// accepted its entries for the tolerance, nor while its Raft has failed.
 pub async fn run(node: Arc<Node>) {
     let heartbeat = Duration::from_millis(node.config.raft_heartbeat_ms);
     let tolerance = stall_tolerance(node.config.election_timeout.1);
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Voters of a build without LeaderAlive: asked no more.
-    let mut unsupported: HashSet<u64> = HashSet::new();
-    let mut told = false;
+    // Voters that answered UNIMPLEMENTED (a build without LeaderAlive), in
+    // the term they did: asked again in the next term (they may have been
+    // upgraded meanwhile).
+    let unsupported: Arc<Mutex<(u64, HashSet<u64>)>> = Arc::default();
+    let mut last_told: Option<Instant> = None;
     let mut gave_up = false;
     loop {
         tick.tick().await;
         let now = Instant::now();
+        let leads = {
+            let m = node.raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(node.id)
+                && m.state.is_leader()
+                && m.running_state.is_ok()
+                && !node.is_shutting_down()
+        };
+        if !leads {
+            gave_up = false;
+            continue;
+        }
         let (term, voters, configs) = {
             let m = node.raft.metrics();
             let m = m.borrow();
-            let leads = m.current_leader == Some(node.id) && m.state.is_leader();
             let membership = m.membership_config.membership();
             let voters: Vec<(u64, String)> = membership
                 .voter_ids()
@@ -72,35 +91,38 @@ pub async fn run(node: Arc<Node>) {
                 .filter_map(|v| membership.get_node(&v).map(|n| (v, peer_addr(n))))
                 .collect();
             (
-                leads.then_some(m.current_term),
+                m.current_term,
                 voters,
                 membership.get_joint_config().clone(),
             )
         };
-        let Some(term) = term.filter(|_| !node.is_shutting_down()) else {
-            (told, gave_up) = (false, false);
-            continue;
-        };
         let waited = node.disk.waiting(now).unwrap_or_default();
         let on_disk = waited >= heartbeat;
-        if on_disk && waited >= tolerance {
-            if !gave_up {
+        // How long since a majority last accepted its entries: `None` if
+        // none has in this term.
+        let quiet = node
+            .quorum_contact(&configs, term, now)
+            .map(|c| now.saturating_duration_since(c));
+        let late = quiet.is_none_or(|q| q >= 2 * heartbeat);
+        if !on_disk && !late {
+            gave_up = false;
+            continue;
+        }
+        // Bounded: past the tolerance of waiting for its disk, or of no
+        // majority accepting its entries, the voters may elect another.
+        if waited >= tolerance || quiet.is_none_or(|q| q >= tolerance) {
+            if !gave_up && last_told.is_some_and(|t| now.saturating_duration_since(t) < tolerance) {
                 tracing::warn!(
                     node_id = node.id,
                     term,
                     waited_ms = waited.as_millis() as u64,
-                    "this leader's Raft has waited for its disk longer than the tolerance; \
-                     the voters may elect a leader whose disk answers"
+                    quiet_ms = quiet.map(|q| q.as_millis() as u64),
+                    "this leader no longer tells its voters it is alive: its Raft has waited for \
+                     its disk, or no majority has taken its entries, for longer than the \
+                     tolerance; they may elect another leader"
                 );
-                gave_up = true;
             }
-            continue;
-        }
-        let late = node
-            .quorum_contact(&configs, term, now)
-            .is_none_or(|c| now.saturating_duration_since(c) >= 2 * heartbeat);
-        if !on_disk && !late {
-            (told, gave_up) = (false, false);
+            gave_up = true;
             continue;
         }
         // Answers are late but the core does not wait for the disk: say
@@ -111,8 +133,8 @@ pub async fn run(node: Arc<Node>) {
                 continue;
             }
         }
-        if !told {
-            // Once per spell; a loaded machine's late answers at debug.
+        if last_told.is_none_or(|t| now.saturating_duration_since(t) >= QUIET_BEFORE_LOGGING_AGAIN)
+        {
             if on_disk {
                 tracing::info!(
                     node_id = node.id,
@@ -121,44 +143,57 @@ pub async fn run(node: Arc<Node>) {
                     "this leader's Raft waits for its disk; telling the voters it is alive"
                 );
             } else {
-                tracing::debug!(
+                tracing::info!(
                     node_id = node.id,
                     term,
+                    quiet_ms = quiet.map(|q| q.as_millis() as u64),
                     "the answers to this leader's entries are late; telling the voters it is alive"
                 );
             }
-            told = true;
         }
+        last_told = Some(now);
         let channels = node.elections.channels();
-        let sent = Instant::now();
-        let asks = voters
-            .into_iter()
-            .filter(|(id, _)| !unsupported.contains(id))
-            .map(|(id, addr)| {
-                let channel = channels.member(&addr, id);
-                let req = LeaderAliveRequest {
-                    term,
-                    leader_id: node.id,
-                    waited_ms: waited.as_millis() as u64,
+        {
+            let mut u = unsupported.lock().unwrap_or_else(PoisonError::into_inner);
+            if u.0 != term {
+                *u = (term, HashSet::new());
+            }
+        }
+        // Each on its own: a dead voter must not hold back the others.
+        for (id, addr) in voters {
+            if unsupported
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .1
+                .contains(&id)
+            {
+                continue;
+            }
+            let channel = channels.member(&addr, id);
+            let req = LeaderAliveRequest {
+                term,
+                leader_id: node.id,
+                waited_ms: waited.as_millis() as u64,
+            };
+            let (contacts, unsupported) = (node.contacts.clone(), unsupported.clone());
+            tokio::spawn(async move {
+                let asked = async {
+                    RaftClient::new(channel.map_err(tonic::Status::unavailable)?)
+                        .leader_alive(req)
+                        .await
+                        .map(|r| r.into_inner().heard)
                 };
-                async move {
-                    let asked = async {
-                        RaftClient::new(channel.map_err(tonic::Status::unavailable)?)
-                            .leader_alive(req)
-                            .await
-                            .map(|r| r.into_inner().heard)
-                    };
-                    (id, tokio::time::timeout(heartbeat, asked).await)
+                match tokio::time::timeout(heartbeat, asked).await {
+                    Ok(Ok(true)) => contacts.vouched(id, term, now),
+                    Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                        let mut u = unsupported.lock().unwrap_or_else(PoisonError::into_inner);
+                        if u.0 == term {
+                            u.1.insert(id);
+                        }
+                    }
+                    _ => {}
                 }
             });
-        for (id, answer) in futures::future::join_all(asks).await {
-            match answer {
-                Ok(Ok(true)) => node.contacts.vouched(id, term, sent),
-                Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
-                    unsupported.insert(id);
-                }
-                _ => {}
-            }
         }
     }
 }
