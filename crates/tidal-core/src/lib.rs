@@ -51,6 +51,7 @@ mod invariants;
 pub mod lifecycle;
 pub mod limits;
 pub mod model;
+pub mod placement;
 pub mod reconcile;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
