@@ -84,7 +84,7 @@ impl Access {
     /// through `RegisterAgentAs`, if that token is bound to a tenant (a
     /// revoked or expired token still binds it). `None`: every tenant.
     /// Placement reads it at planning and at apply alike
-    /// ([`crate::dispatch::placement::serves`]).
+    /// ([`crate::dispatch::eligibility::serves`]).
     pub fn agent_tenant(&self, agent: &str) -> Option<&str> {
         let token = self.agent_tokens.get(agent)?;
         self.tokens.get(token)?.tenant.as_deref()

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{ApplyCtx, Rejection, Response};
-use crate::dispatch::placement;
+use crate::dispatch::eligibility;
 use crate::model::{
     AgentId, AgentSpec, AgentState, Gpu, RemoteView, TaskId, TaskSpec, TaskState, TaskStateKind,
 };
@@ -79,7 +79,7 @@ impl CapabilitySummary {
             }
             g.agents += 1;
             g.slots = g.slots.saturating_add(s.slots);
-            g.free_slots = g.free_slots.saturating_add(placement::free_slots(agent));
+            g.free_slots = g.free_slots.saturating_add(eligibility::free_slots(agent));
         }
         CapabilitySummary {
             groups: groups
@@ -111,7 +111,7 @@ impl CapabilitySummary {
                 slots: g.slots,
                 ..AgentSpec::default()
             };
-            placement::capable(&spec, task).is_ok()
+            eligibility::capable(&spec, task).is_ok()
         })
     }
 
@@ -128,7 +128,7 @@ pub fn runs_locally(state: &State, task: &TaskSpec) -> bool {
     state
         .agents()
         .filter(|a| a.state != AgentState::Down)
-        .any(|a| placement::capable(&a.spec, task).is_ok())
+        .any(|a| eligibility::capable(&a.spec, task).is_ok())
 }
 
 /// What decides which agents can run a task (its capability needs).
@@ -148,7 +148,7 @@ fn shape(s: &TaskSpec) -> Shape<'_> {
 fn ready_agent_runs(state: &State, task: &TaskSpec) -> bool {
     state
         .agents()
-        .any(|a| a.state == AgentState::Ready && placement::capable(&a.spec, task).is_ok())
+        .any(|a| a.state == AgentState::Ready && eligibility::capable(&a.spec, task).is_ok())
 }
 
 /// A peer as the forwarding policy sees it.

@@ -764,7 +764,7 @@ impl Sim {
                     .agents()
                     .filter(|a| {
                         self.a.task(task).is_none_or(|t| {
-                            crate::dispatch::placement::capable(&a.spec, &t.spec).is_ok()
+                            crate::dispatch::eligibility::capable(&a.spec, &t.spec).is_ok()
                         })
                     })
                     .map(|a| (a.spec.id.clone(), candidates(a)))
@@ -1140,7 +1140,7 @@ impl Sim {
         max: u8,
         mask: u8,
     ) -> Result<(), TestCaseError> {
-        use crate::dispatch::placement;
+        use crate::dispatch::eligibility;
         let bound = 4 * usize::from(max);
         let sets = || before.pending_by_tenant.values().flat_map(|q| q.values());
         if sets().any(|set| set.len() > bound) {
@@ -1157,16 +1157,16 @@ impl Sim {
         let pool: Vec<&crate::model::Agent> = (0..AGENTS)
             .filter(|i| mask & (1 << i) != 0)
             .filter_map(|i| before.agent(&agent_id(i)))
-            .filter(|a| placement::ready(a).is_ok() && placement::free_slots(a) > 0)
+            .filter(|a| eligibility::ready(a).is_ok() && eligibility::free_slots(a) > 0)
             .filter_map(|a| self.a.agent(&a.spec.id))
             .collect();
         let free_slots: u64 = pool
             .iter()
-            .map(|a| u64::from(placement::free_slots(a)))
+            .map(|a| u64::from(eligibility::free_slots(a)))
             .sum();
         let free_gpus: u64 = pool
             .iter()
-            .map(|a| u64::from(placement::free_gpus(a)))
+            .map(|a| u64::from(eligibility::free_gpus(a)))
             .sum();
         // Headroom: every placed task left the reserve above its class free
         // (what the round placed later only took more).
@@ -1206,7 +1206,7 @@ impl Sim {
                     .is_none()
                 });
                 let fits = pool.iter().any(|a| {
-                    placement::eligible(a, self.a.access().agent_tenant(&a.spec.id), spec).is_ok()
+                    eligibility::eligible(a, self.a.access().agent_tenant(&a.spec.id), spec).is_ok()
                 });
                 prop_assert!(
                     !(leaves && quota && fits),

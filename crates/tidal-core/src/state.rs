@@ -21,7 +21,7 @@ use crate::command::{
     Submitted, FORMAT_VERSION_MAX, FORMAT_VERSION_MIN,
 };
 use crate::digest::Fnv64;
-use crate::dispatch::placement;
+use crate::dispatch::eligibility;
 use crate::forwarding::types::Links;
 use crate::lifecycle::types::{AttemptEnd, Lifecycle, TaskLife, TaskOptions, LIFECYCLE_VERSION};
 use crate::model::{
@@ -1085,7 +1085,7 @@ impl State {
                 continue;
             }
             let bound = self.access.agent_tenant(agent_id);
-            if placement::eligible(agent, bound, &task.spec).is_ok() {
+            if eligibility::eligible(agent, bound, &task.spec).is_ok() {
                 // Invariant 1: a new token, this entry's index.
                 let token = ctx.log_index;
                 hold(agent, &mut self.access, task, id, token);
@@ -1170,7 +1170,7 @@ impl State {
         // Invariant 3: the same predicate the planner used, re-checked here
         // against the state this entry actually applies to.
         let bound = self.access.agent_tenant(&agent_id);
-        if let Err(reason) = placement::eligible(agent, bound, &task.spec) {
+        if let Err(reason) = eligibility::eligible(agent, bound, &task.spec) {
             return Err(Rejection::Ineligible {
                 task: id,
                 agent: agent_id,

@@ -2,7 +2,7 @@
 //!
 //! [`plan`] reads the state, never changes it, and returns `(task, agent)`
 //! pairs for one `Assign` entry. The state machine re-checks every pair at
-//! apply with the same predicate ([`placement::eligible`]), so a stale plan is
+//! apply with the same predicate ([`eligibility::eligible`]), so a stale plan is
 //! rejected pair by pair, never over-commits (invariant 3), and a fresh plan is
 //! granted in full.
 //!
@@ -43,7 +43,7 @@
 //!    one comes after every task with one), then the older (lower id).
 //! 5. **Agent**: among the pool's agents that can take the task now (ready,
 //!    capable, serving its tenant, fitting in what is free after the round's
-//!    earlier picks: [`placement::eligible`]), the queue's [`Strategy`]
+//!    earlier picks: [`eligibility::eligible`]), the queue's [`Strategy`]
 //!    chooses, with its own tie-breaker (LeastLoaded: the smaller agent id;
 //!    WeightedRoundRobin: the agents' smooth-WRR credits, then the smaller
 //!    id). A retry's tie-breaker comes first: when the task's last attempt
@@ -79,7 +79,7 @@
 //! examine, drops out of its queues for the rest of the round. With no
 //! running limit set, planning is as without tenants. An agent registered
 //! with a token bound to one tenant takes only that tenant's tasks
-//! ([`placement::serves`], checked at apply too). The shares are computed
+//! ([`eligibility::serves`], checked at apply too). The shares are computed
 //! each round from the tasks agents hold, so no memory is kept between
 //! rounds for them.
 //!
@@ -92,7 +92,7 @@
 //! nothing); a retry's last agent is looked up only when more than one agent
 //! fits; the round stops when no agent has room.
 
-pub mod placement;
+pub mod eligibility;
 mod weighted_queues;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,7 +105,7 @@ use crate::collections::{Map, Set};
 use crate::lifecycle::Headroom;
 use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
 use crate::state::{PendingKey, State};
-use placement::Candidate;
+use eligibility::Candidate;
 use weighted_queues::QueueRotation;
 
 /// How many candidates a queue may examine per round, per task asked for:
@@ -237,7 +237,7 @@ impl<'a> Round<'a> {
         let mut fit: Vec<usize> = capable
             .iter()
             .copied()
-            .filter(|&i| placement::fits(pool[i].free_slots, pool[i].free_gpus, spec).is_ok())
+            .filter(|&i| eligibility::fits(pool[i].free_slots, pool[i].free_gpus, spec).is_ok())
             .collect();
         if fit.len() > 1 {
             if let Some(last) = retry.and_then(|id| state.lifecycle().last_agent(id)) {
@@ -245,8 +245,8 @@ impl<'a> Round<'a> {
             }
         }
         let chosen = match strategy {
-            Strategy::LeastLoaded => placement::least_loaded(pool, &fit),
-            Strategy::WeightedRoundRobin => placement::weighted_round_robin(pool, &fit, credits),
+            Strategy::LeastLoaded => eligibility::least_loaded(pool, &fit),
+            Strategy::WeightedRoundRobin => eligibility::weighted_round_robin(pool, &fit, credits),
         };
         if chosen.is_none() {
             *entry = Capable::Exhausted;
@@ -496,7 +496,7 @@ fn capacity(state: &State, connected: &BTreeSet<AgentId>) -> (u64, u64) {
     state
         .agents
         .values()
-        .filter(|a| connected.contains(&a.spec.id) && placement::ready(a).is_ok())
+        .filter(|a| connected.contains(&a.spec.id) && eligibility::ready(a).is_ok())
         .fold((0, 0), |(slots, gpus), a| {
             (
                 slots + u64::from(a.spec.slots),
@@ -510,12 +510,12 @@ fn pool<'a>(state: &'a State, connected: &BTreeSet<AgentId>) -> Vec<Candidate<'a
     state
         .agents
         .values()
-        .filter(|a| connected.contains(&a.spec.id) && placement::ready(a).is_ok())
+        .filter(|a| connected.contains(&a.spec.id) && eligibility::ready(a).is_ok())
         .map(|a| Candidate {
             agent: a,
             bound: state.access().agent_tenant(&a.spec.id),
-            free_slots: placement::free_slots(a),
-            free_gpus: placement::free_gpus(a),
+            free_slots: eligibility::free_slots(a),
+            free_gpus: eligibility::free_gpus(a),
             in_flight: a.tasks.len() as u64,
         })
         .filter(|c| c.free_slots > 0)
@@ -553,15 +553,15 @@ fn window<'a>(
             wrapped = true;
         }
         last = Some(id);
-        if !connected.contains(id) || placement::ready(a).is_err() {
+        if !connected.contains(id) || eligibility::ready(a).is_err() {
             continue;
         }
         let (slots, gpus, tasks) = dispatching.per_agent.get(id).copied().unwrap_or_default();
         let c = Candidate {
             agent: a,
             bound: state.access().agent_tenant(id),
-            free_slots: placement::free_slots(a).saturating_sub(slots),
-            free_gpus: placement::free_gpus(a).saturating_sub(gpus),
+            free_slots: eligibility::free_slots(a).saturating_sub(slots),
+            free_gpus: eligibility::free_gpus(a).saturating_sub(gpus),
             in_flight: a.tasks.len() as u64 + tasks,
         };
         if c.free_slots > 0 {

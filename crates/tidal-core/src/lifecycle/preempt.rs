@@ -18,7 +18,7 @@
 //! (`Lifecycle::let_go`), so nothing it held is counted twice.
 
 use crate::command::{ApplyCtx, Granted, Rejection, Response, Stopping};
-use crate::dispatch::placement;
+use crate::dispatch::eligibility;
 use crate::model::{AgentId, FencingToken, Priority, TaskId, TaskState};
 use crate::state::State;
 
@@ -59,9 +59,9 @@ impl State {
             .get(agent)
             .ok_or_else(|| Rejection::AgentNotFound(agent.to_string()))?;
         let bound = self.access.agent_tenant(agent);
-        placement::ready(a)
-            .and_then(|()| placement::capable(&a.spec, &t.spec))
-            .and_then(|()| placement::serves(bound, &t.spec))
+        eligibility::ready(a)
+            .and_then(|()| eligibility::capable(&a.spec, &t.spec))
+            .and_then(|()| eligibility::serves(bound, &t.spec))
             .map_err(|reason| Rejection::Ineligible {
                 task,
                 agent: agent.to_string(),
@@ -236,7 +236,7 @@ impl State {
                 )));
             }
         }
-        let free = placement::free_slots(agent);
+        let free = eligibility::free_slots(agent);
         if free < task.spec.slots {
             return Err(Rejection::Ineligible {
                 task: id,

@@ -53,7 +53,7 @@ use std::collections::BTreeSet;
 
 use crate::collections::SetIter;
 use crate::command::Command;
-use crate::dispatch::placement;
+use crate::dispatch::eligibility;
 use crate::model::{Agent, AgentId, FencingToken, Priority, Task, TaskId};
 use crate::state::{PendingKey, State};
 
@@ -100,7 +100,7 @@ pub fn plan_preemption(
     let agents: Vec<&Agent> = connected
         .iter()
         .filter_map(|id| state.agent(id))
-        .filter(|a| placement::ready(a).is_ok())
+        .filter(|a| eligibility::ready(a).is_ok())
         .collect();
     if agents.is_empty() {
         return out;
@@ -133,15 +133,15 @@ pub fn plan_preemption(
         let bound = |a: &Agent| state.access().agent_tenant(&a.spec.id);
         if agents
             .iter()
-            .any(|a| placement::eligible(a, bound(a), &task.spec).is_ok())
+            .any(|a| eligibility::eligible(a, bound(a), &task.spec).is_ok())
         {
             // The dispatcher places it.
             passed += 1;
             continue;
         }
         let could_run = |a: &&Agent| {
-            placement::capable(&a.spec, &task.spec).is_ok()
-                && placement::serves(bound(a), &task.spec).is_ok()
+            eligibility::capable(&a.spec, &task.spec).is_ok()
+                && eligibility::serves(bound(a), &task.spec).is_ok()
         };
         if !agents.iter().any(could_run) {
             // No victim anywhere would make room for it.
@@ -154,8 +154,8 @@ pub fn plan_preemption(
         let mut best: Option<Choice> = None;
         for agent in &agents {
             if used.contains(agent.spec.id.as_str())
-                || placement::capable(&agent.spec, &task.spec).is_err()
-                || placement::serves(bound(agent), &task.spec).is_err()
+                || eligibility::capable(&agent.spec, &task.spec).is_err()
+                || eligibility::serves(bound(agent), &task.spec).is_err()
             {
                 continue;
             }
@@ -240,8 +240,8 @@ fn online_waiting(state: &State) -> impl Iterator<Item = &Task> + '_ {
 
 /// The cheapest victims on `agent` that make `task` fit, if any do.
 fn victims_on(state: &State, agent: &Agent, task: &Task, now_ms: u64) -> Option<Vec<Victim>> {
-    let need_slots = task.spec.slots.saturating_sub(placement::free_slots(agent));
-    let need_gpus = task.spec.gpus.saturating_sub(placement::free_gpus(agent));
+    let need_slots = task.spec.slots.saturating_sub(eligibility::free_slots(agent));
+    let need_gpus = task.spec.gpus.saturating_sub(eligibility::free_gpus(agent));
     let mut candidates: Vec<Victim> = agent
         .tasks
         .iter()

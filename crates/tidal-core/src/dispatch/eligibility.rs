@@ -180,5 +180,5 @@ pub(crate) fn weighted_round_robin(
 }
 
 #[cfg(test)]
-#[path = "placement_test.rs"]
+#[path = "eligibility_test.rs"]
 mod tests;
