@@ -240,7 +240,10 @@ fn online_waiting(state: &State) -> impl Iterator<Item = &Task> + '_ {
 
 /// The cheapest victims on `agent` that make `task` fit, if any do.
 fn victims_on(state: &State, agent: &Agent, task: &Task, now_ms: u64) -> Option<Vec<Victim>> {
-    let need_slots = task.spec.slots.saturating_sub(eligibility::free_slots(agent));
+    let need_slots = task
+        .spec
+        .slots
+        .saturating_sub(eligibility::free_slots(agent));
     let need_gpus = task.spec.gpus.saturating_sub(eligibility::free_gpus(agent));
     let mut candidates: Vec<Victim> = agent
         .tasks
