@@ -523,3 +523,305 @@ async fn a_snapshot_of_version_3_needs_a_node_of_version_3_and_its_section_whole
         );
     }
 }
+
+/// [`every_kind_of_entry_v3`], then the cluster raised to version 4 and the
+/// lifecycle commands: tasks submitted with options (deadlines, backoff,
+/// max-run time, preemption opt-outs, notices, graces) on two agents with
+/// GPUs and labels, an attempt that failed into its retry backoff, one that
+/// failed as a dead letter and was replayed, a checkpoint, a missed
+/// deadline, a suspended victim with its preemptor placed, a victim told to
+/// stop for a preemptor that waits, and headroom. Entries 22-35; tasks 10-16.
+async fn every_kind_of_entry_v4(sm: &mut tidal_store::StateMachineStore) {
+    use tidal_core::lifecycle::{Headroom, Notice, OnDeadline, TaskOptions};
+    use tidal_core::{AgentSpec, Finished, Gpu, Outcome, Priority, TaskId, TaskSpec};
+    every_kind_of_entry_v3(sm).await;
+    let agent = |id: &str, slots, gpus: usize, zone: &str| AgentSpec {
+        id: id.to_string(),
+        dc: "dc1".to_string(),
+        task_types: ["t2i".to_string()].into_iter().collect(),
+        models: ["sdxl".to_string()].into_iter().collect(),
+        slots,
+        weight: 2,
+        gpus: vec![
+            Gpu {
+                model: "A100".to_string(),
+                memory_mb: 81_920,
+            };
+            gpus
+        ],
+        labels: [("zone".to_string(), zone.to_string())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let spec = |n: u8, priority, slots, gpus| TaskSpec {
+        task_type: "t2i".to_string(),
+        models: vec!["sdxl".to_string()],
+        payload: vec![n; 3],
+        priority,
+        slots,
+        gpus,
+        gpu_memory_mb: if gpus > 0 { 40_000 } else { 0 },
+        max_attempts: 2,
+        tenant: "bob".to_string(),
+        ..Default::default()
+    };
+    let failed = |task: u64, token: u64| Finished {
+        task: TaskId(task),
+        token,
+        outcome: Outcome {
+            success: false,
+            result: Vec::new(),
+            error: "exit status 3".to_string(),
+            exit_code: 3,
+        },
+        timed_out: false,
+    };
+    let (t10, t11, t12, t13, t14, t15, t16) = (
+        TaskId(10),
+        TaskId(11),
+        TaskId(12),
+        TaskId(13),
+        TaskId(14),
+        TaskId(15),
+        TaskId(16),
+    );
+    let commands = vec![
+        // 22-24
+        Command::SetClusterVersion { version: 4 },
+        Command::RegisterAgent(agent("agent-c", 5, 2, "a")),
+        Command::RegisterAgent(agent("agent-d", 1, 0, "b")),
+        // 25: tasks 10-16; 10 placed on agent-c, 15 on agent-d.
+        Command::SubmitWith {
+            specs: vec![
+                // 10: an offline victim paused in place.
+                TaskSpec {
+                    idempotency_key: Some("key-v4".to_string()),
+                    ..spec(10, Priority::Offline, 3, 1)
+                },
+                // 11: retried after a backoff.
+                spec(11, Priority::Nearline, 1, 0),
+                // 12: fails once, a dead letter, replayed.
+                TaskSpec {
+                    max_attempts: 1,
+                    ..spec(12, Priority::Offline, 1, 0)
+                },
+                // 13: its deadline passes while it waits.
+                TaskSpec {
+                    pipeline: "none-has-it".to_string(),
+                    ..spec(13, Priority::Nearline, 1, 0)
+                },
+                // 14: online, preempts 10 on agent-c.
+                spec(14, Priority::Online, 3, 1),
+                // 15: a nearline victim told to stop.
+                spec(15, Priority::Nearline, 1, 0),
+                // 16: online, waits for 15 to stop.
+                spec(16, Priority::Online, 1, 0),
+            ],
+            place: vec![(0, "agent-c".to_string()), (5, "agent-d".to_string())],
+            by: Vec::new(),
+            opts: vec![
+                TaskOptions {
+                    max_run_ms: Some(3_600_000),
+                    suspendable: true,
+                    ..TaskOptions::default()
+                },
+                TaskOptions {
+                    backoff_base_ms: 2_000,
+                    backoff_max_ms: 8_000,
+                    preemptible: false,
+                    ..TaskOptions::default()
+                },
+                TaskOptions::default(),
+                TaskOptions {
+                    deadline_ms: Some(1_020),
+                    on_deadline: OnDeadline::Report,
+                    ..TaskOptions::default()
+                },
+                TaskOptions {
+                    deadline_ms: Some(9_000_000),
+                    on_deadline: OnDeadline::Fail,
+                    ..TaskOptions::default()
+                },
+                TaskOptions {
+                    notice: Notice::File,
+                    preempt_grace_ms: 30_000,
+                    ..TaskOptions::default()
+                },
+            ],
+        },
+        // 26: tokens 26.
+        Command::Assign(vec![
+            (t11, "agent-c".to_string()),
+            (t12, "agent-c".to_string()),
+        ]),
+        // 27-28
+        Command::StartedBatch(vec![(t10, 25), (t11, 26), (t12, 26), (t15, 25)]),
+        Command::Finished(vec![failed(11, 26), failed(12, 26)]),
+        // 29
+        Command::Checkpoint(vec![(t10, 25, b"step-400".to_vec())]),
+        // 30-31: 10 is suspended and 14 assigned by entry 30; 15 is told
+        // to stop for 16.
+        Command::Preempt {
+            task: t14,
+            agent: "agent-c".to_string(),
+            victims: vec![(t10, 25)],
+        },
+        Command::Preempt {
+            task: t16,
+            agent: "agent-d".to_string(),
+            victims: vec![(t15, 25)],
+        },
+        // 32-35
+        Command::Replay(vec![t12]),
+        Command::DeadlineMissed(vec![t13]),
+        Command::SetHeadroom {
+            class: Priority::Online,
+            headroom: Headroom { slots: 1, gpus: 1 },
+        },
+        Command::SetHeadroom {
+            class: Priority::Nearline,
+            headroom: Headroom { slots: 0, gpus: 1 },
+        },
+    ];
+    let entries: Vec<_> = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| common::normal(1, 22 + i as u64, c))
+        .collect();
+    let responses = sm.apply(entries).await.expect("apply");
+    for r in &responses {
+        let r = format!("{r:?}");
+        assert!(
+            !r.contains("Rejected") && !r.contains("Err("),
+            "{responses:#?}"
+        );
+    }
+}
+
+/// The same for a state of cluster format version 4: the snapshot carries
+/// the lifecycle section after the access section, and the digest covers
+/// it.
+#[tokio::test]
+async fn a_fixed_state_of_version_4_encodes_to_the_checked_in_bytes() {
+    use tidal_core::lifecycle::{AttemptEnd, Headroom};
+    use tidal_core::{Priority, TaskId, TaskState};
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = common::open(dir.path());
+    every_kind_of_entry_v4(&mut sm).await;
+    let applied = sm.handle().read().clone();
+    let state = &applied.state;
+    let life = state.lifecycle();
+    assert_eq!(state.cluster_version(), 4);
+    let task = |id| state.task(TaskId(id)).expect("the task");
+    let lived = |id| life.task(TaskId(id)).expect("its lifecycle");
+
+    // 10: paused in place by 14, its checkpoint kept; 14 holds agent-c.
+    assert!(lived(10)
+        .suspended
+        .as_ref()
+        .is_some_and(|s| s.by == TaskId(14)));
+    assert_eq!(lived(10).preempted, 1);
+    assert_eq!(
+        lived(10).checkpoint.as_ref().map(|c| c.data.as_slice()),
+        Some(&b"step-400"[..])
+    );
+    assert_eq!(
+        task(14).state,
+        TaskState::Assigned {
+            agent: "agent-c".to_string(),
+            token: 30
+        }
+    );
+    // 11: Pending in its backoff after a failed attempt.
+    assert_eq!(task(11).state, TaskState::Pending);
+    assert!(lived(11).not_before_ms.is_some());
+    assert_eq!(
+        lived(11)
+            .attempts
+            .iter()
+            .map(|a| a.end.clone())
+            .collect::<Vec<_>>(),
+        vec![Some(AttemptEnd::Failed { exit_code: 3 })]
+    );
+    // 12: a dead letter replayed, its history kept.
+    assert_eq!(task(12).state, TaskState::Pending);
+    assert!(!lived(12).dead && lived(12).budget_base == task(12).attempt);
+    assert_eq!(lived(12).attempts.len(), 1);
+    // 13: its deadline missed (reported, still Pending).
+    assert!(lived(13).deadline_missed && task(13).state == TaskState::Pending);
+    assert_eq!(life.deadlines_missed(), 1);
+    // 15: told to stop for 16, which waits.
+    assert!(lived(15)
+        .preempting
+        .as_ref()
+        .is_some_and(|p| p.by == TaskId(16) && p.grace_ms == 30_000));
+    assert_eq!(task(16).state, TaskState::Pending);
+    assert_eq!(
+        life.headroom(Priority::Online),
+        Headroom { slots: 1, gpus: 1 }
+    );
+    check_golden("state-v4", &applied);
+}
+
+#[tokio::test]
+async fn a_snapshot_of_version_4_needs_a_node_of_version_4_and_its_lifecycle_section_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = common::open(dir.path());
+    every_kind_of_entry_v4(&mut sm).await;
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let data = built.snapshot.clone().into_inner();
+    let v4 = sm.handle().read().clone();
+    let decoded = decode_snapshot(&data).unwrap();
+    // The lifecycle's indexes (backoffs, deadlines, preempted) are rebuilt.
+    assert_eq!(decoded, v4);
+    assert_eq!(decoded.state.lifecycle(), v4.state.lifecycle());
+    assert_eq!(
+        decoded.state.lifecycle().next_wake(),
+        v4.state.lifecycle().next_wake()
+    );
+
+    // A node of version 3 stops at it.
+    let dir_old = tempfile::tempdir().unwrap();
+    let (_lo, mut old) = open_supporting(dir_old.path(), 3);
+    let mut receiving = old.begin_receiving_snapshot().await.unwrap();
+    *receiving = *built.snapshot.clone();
+    let err = old
+        .install_snapshot(&built.meta, receiving)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cluster format version 4"),
+        "{err}"
+    );
+    assert_eq!(old.failures().halted().map(|h| h.needed), Some(4));
+
+    // The section must be there and read to its end.
+    let reframe = |body: &[u8]| {
+        let mut bytes = vec![tidal_store::codec::FORMAT_VERSION];
+        bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    let body = &data[5..];
+    let mut longer = body.to_vec();
+    longer.push(0);
+    let short =
+        bincode::serde::encode_to_vec((&v4, 4u8, v4.state.access()), bincode::config::standard())
+            .unwrap();
+    for bad in [longer, short, body[..body.len() - 1].to_vec()] {
+        assert!(
+            matches!(
+                decode_snapshot(&reframe(&bad)),
+                Err(StoreError::Corrupt { .. })
+            ),
+            "{:?}",
+            decode_snapshot(&reframe(&bad)).map(|_| ())
+        );
+    }
+}
