@@ -1,5 +1,7 @@
 //! Commands (the payload of every Raft entry) and their responses.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::access::types::{Principal, TenantLimits, TokenId, TokenRecord};
@@ -20,7 +22,10 @@ pub const FORMAT_VERSION_MIN: u8 = 1;
 /// section of snapshots. Version 4 adds tasks' lifecycles: retries with
 /// backoff, attempt history, dead letters, deadlines, checkpoints,
 /// headroom ([`crate::lifecycle`]), and the lifecycle section of snapshots.
-pub const FORMAT_VERSION_MAX: u8 = 4;
+/// Version 5 adds placement: label constraints, tags and tag rules, GPU
+/// shapes and devices, queue strategies, GPU weights ([`crate::placement`]),
+/// and the placement section of snapshots.
+pub const FORMAT_VERSION_MAX: u8 = 5;
 
 /// What the leader writes into one Raft entry: the command and the leader's
 /// clock at proposal time. Apply reads time only from here, never from a clock.
@@ -405,6 +410,27 @@ pub enum Command {
     /// Suspended tasks whose preemptor has ended go on, each once its
     /// agent has room for its slots again.
     Resume(Vec<TaskId>),
+    /// `SubmitWith` with each task's placement ask (`asks[i]` for
+    /// `specs[i]`; missing ones ask nothing): label constraints, tags and
+    /// tag rules, GPU shapes, a hash key.
+    SubmitWithPlacement {
+        specs: Vec<TaskSpec>,
+        place: Vec<(u32, AgentId)>,
+        by: Vec<Principal>,
+        opts: Vec<TaskOptions>,
+        asks: Vec<crate::placement::types::PlaceAsk>,
+    },
+    /// `SetQueue` with a version-5 placement strategy: upserts the queue,
+    /// whose version-1 strategy becomes the nearest (least-loaded, or
+    /// weighted round-robin for that strategy).
+    SetQueueWith {
+        name: String,
+        weight: u32,
+        placement: crate::placement::types::QueuePlacement,
+    },
+    /// The GPU models' weights (thousandths; a model not named weighs
+    /// 1.0): least-loaded and bin-pack compare agents' GPUs by them.
+    SetGpuWeights(BTreeMap<String, u32>),
 }
 
 /// A completion with how the attempt ended (`Command::Finished`).
@@ -610,6 +636,19 @@ pub fn spec_bytes(s: &crate::model::TaskSpec) -> usize {
         + s.models.iter().map(|m| m.len() + 8).sum::<usize>()
 }
 
+/// Rough encoded size of a placement ask (see [`spec_bytes`]).
+pub fn ask_bytes(a: &crate::placement::types::PlaceAsk) -> usize {
+    16 + a
+        .constraints
+        .iter()
+        .map(|c| 16 + c.key.len() + c.values.iter().map(|v| 8 + v.len()).sum::<usize>())
+        .sum::<usize>()
+        + a.tags.iter().map(|t| 8 + t.len()).sum::<usize>()
+        + a.rules.iter().map(|r| 32 + r.tag.len()).sum::<usize>()
+        + a.shapes.iter().len() * 32
+        + a.hash_key.as_ref().map_or(0, String::len)
+}
+
 impl Completion {
     /// Rough encoded size (see [`spec_bytes`]).
     pub fn approx_bytes(&self) -> usize {
@@ -662,6 +701,9 @@ impl Command {
             | Command::SetHeadroom { .. }
             | Command::Preempt { .. }
             | Command::Resume(_) => crate::lifecycle::types::LIFECYCLE_VERSION,
+            Command::SubmitWithPlacement { .. }
+            | Command::SetQueueWith { .. }
+            | Command::SetGpuWeights(_) => crate::placement::types::PLACEMENT_VERSION,
         }
     }
 
@@ -687,6 +729,20 @@ impl Command {
                     + by.iter().map(|p| 8 + p.id.len()).sum::<usize>()
                     + specs.len() * 64
             }
+            Command::SubmitWithPlacement {
+                specs,
+                place,
+                by,
+                asks,
+                ..
+            } => {
+                specs.iter().map(spec_bytes).sum::<usize>()
+                    + place.iter().map(|(_, a)| 8 + a.len()).sum::<usize>()
+                    + by.iter().map(|p| 8 + p.id.len()).sum::<usize>()
+                    + specs.len() * 64
+                    + asks.iter().map(ask_bytes).sum::<usize>()
+            }
+            Command::SetGpuWeights(w) => w.keys().map(|k| 8 + k.len()).sum(),
             Command::Finished(list) => list.iter().map(Finished::approx_bytes).sum(),
             Command::Wake(ids)
             | Command::DeadlineMissed(ids)

@@ -143,6 +143,7 @@ impl State {
             ));
         }
         self.check_lifecycle()?;
+        self.check_placement()?;
         if self.finished != crate::state::finished_index(&self.tasks) {
             return Err(format!(
                 "finished index holds {} entries, the finished tasks are {}",
@@ -280,6 +281,62 @@ impl State {
             && *self.lifecycle() != crate::lifecycle::types::Lifecycle::default()
         {
             return Err("lifecycle state below format version 4".to_string());
+        }
+        Ok(())
+    }
+
+    /// The placement state's: its indexes equal their recomputation; a
+    /// task's held devices are under its current token, on its agent, within
+    /// the agent's GPU list (unless the agent re-registered smaller), never
+    /// held twice, as many as its spec's GPUs; it names only existing tasks;
+    /// nothing of it exists below version 5.
+    fn check_placement(&self) -> Result<(), String> {
+        use crate::placement::types::{Placement, PLACEMENT_VERSION};
+        if self.cluster_version < PLACEMENT_VERSION && self.placement != Placement::default() {
+            return Err("placement state below format version 5".to_string());
+        }
+        let mut again = self.placement.clone();
+        again.reindex(self.agents.values().map(|a| (&a.spec, &a.tasks)));
+        if again.devices != self.placement.devices {
+            return Err(format!(
+                "placement devices: {:?}, recomputed {:?}",
+                self.placement.devices, again.devices
+            ));
+        }
+        if again.tags != self.placement.tags || again.tags_total != self.placement.tags_total {
+            return Err(format!(
+                "placement tags: {:?} / {:?}, recomputed {:?} / {:?}",
+                self.placement.tags, self.placement.tags_total, again.tags, again.tags_total
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (id, entry) in self.placement.tasks.iter() {
+            let Some(task) = self.tasks.get(id) else {
+                return Err(format!("placement names unknown task {id}"));
+            };
+            let Some(held) = &entry.held else {
+                continue;
+            };
+            let Some((agent, token)) = task.state.holder() else {
+                return Err(format!("task {id} holds devices but {:?}", task.state));
+            };
+            if held.token != token {
+                return Err(format!(
+                    "task {id} holds devices under {}, its token is {token}",
+                    held.token
+                ));
+            }
+            if !held.devices.is_empty() && held.devices.len() as u32 != task.spec.gpus {
+                return Err(format!(
+                    "task {id} holds devices {:?} but asks for {} GPUs",
+                    held.devices, task.spec.gpus
+                ));
+            }
+            for d in &held.devices {
+                if !seen.insert((agent.clone(), *d)) {
+                    return Err(format!("device {d} of agent {agent} is held twice"));
+                }
+            }
         }
         Ok(())
     }

@@ -296,6 +296,7 @@ impl State {
         place: Vec<(u32, AgentId)>,
         by: Vec<Principal>,
         opts: Vec<TaskOptions>,
+        asks: Vec<crate::placement::types::PlaceAsk>,
         ctx: ApplyCtx,
     ) -> Response {
         if !by.is_empty() && by.len() != specs.len() {
@@ -312,7 +313,14 @@ impl State {
                 specs.len()
             )));
         }
-        let response = self.submit_placed_with(specs, opts, place, ctx);
+        if asks.len() > specs.len() {
+            return Response::Rejected(Rejection::Invalid(format!(
+                "{} placement asks for {} tasks",
+                asks.len(),
+                specs.len()
+            )));
+        }
+        let response = self.submit_placed_with(specs, opts, asks, place, ctx);
         if let Response::SubmittedPlaced { submitted, .. } = &response {
             for (result, principal) in submitted.iter().zip(by) {
                 if let Ok(s) = result {

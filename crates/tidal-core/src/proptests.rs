@@ -1372,13 +1372,15 @@ proptest! {
         let state = bincode::serde::encode_to_vec(&sim.a, config).unwrap();
         let access = bincode::serde::encode_to_vec(sim.a.access(), config).unwrap();
         let lifecycle = bincode::serde::encode_to_vec(sim.a.lifecycle(), config).unwrap();
+        let placement = bincode::serde::encode_to_vec(sim.a.placement(), config).unwrap();
         let (mut back, _): (State, _) = bincode::serde::decode_from_slice(&state, config).unwrap();
         back.restore_cluster_version(sim.a.cluster_version());
         back.restore_access(bincode::serde::decode_from_slice(&access, config).unwrap().0);
         back.restore_lifecycle(bincode::serde::decode_from_slice(&lifecycle, config).unwrap().0);
+        back.restore_placement(bincode::serde::decode_from_slice(&placement, config).unwrap().0);
         prop_assert!(
             back == sim.a,
-            "a state decoded with its access and lifecycle sections differs"
+            "a state decoded with its access, lifecycle and placement sections differs"
         );
         prop_assert_eq!(back.digest(), sim.a.digest());
         // Whatever happened, draining every agent returns all live work.

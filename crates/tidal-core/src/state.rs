@@ -28,6 +28,8 @@ use crate::model::{
     Agent, AgentId, AgentSpec, AgentState, FencingToken, Priority, Queue, Strategy, Task, TaskId,
     TaskSpec, TaskState, TaskStateKind,
 };
+use crate::placement::check as placement_check;
+use crate::placement::types::{PlaceAsk, Placement, PLACEMENT_VERSION};
 
 /// The queue every state starts with; a submit without a queue goes here.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -93,13 +95,20 @@ pub struct State {
     /// version 4 and later. Its indexes are derived.
     #[serde(skip)]
     pub(crate) lifecycle: Lifecycle,
+    /// What tasks ask of placement, the GPU devices assignments hold, queues'
+    /// strategies and GPU weights (cluster format version 5). Not part of
+    /// the state's own encoding: tidal-store writes it after the lifecycle
+    /// section in snapshots of version 5 and later. Its indexes are derived.
+    #[serde(skip)]
+    pub(crate) placement: Placement,
 }
 
 /// What [`State::digest`] covers: the encoded fields in their order, as the
 /// derived `Hash` of builds before the `finished` index and format versions
 /// hashed them, then the cluster's format version only when it is above 1,
 /// then the access state only from version 3 on (where it can be other
-/// than empty), and the lifecycle state only from version 4 on. So a state at version 1 or 2 has the digest the builds
+/// than empty), the lifecycle state only from version 4 on, and the
+/// placement state only from version 5 on. So a state at version 1 or 2 has the digest the builds
 /// before it give it, and `status
 /// --digest` and chaos's convergence check can compare a mixed cluster
 /// during a rolling upgrade. `finished` and `pending_by_tenant` are derived
@@ -119,6 +128,7 @@ impl Hash for State {
             cluster_version,
             access,
             lifecycle,
+            placement,
         } = self;
         tasks.hash(h);
         keys.hash(h);
@@ -135,6 +145,9 @@ impl Hash for State {
         }
         if *cluster_version >= LIFECYCLE_VERSION {
             lifecycle.hash(h);
+        }
+        if *cluster_version >= PLACEMENT_VERSION {
+            placement.hash(h);
         }
     }
 }
@@ -174,6 +187,7 @@ impl From<StateData> for State {
             cluster_version: FORMAT_VERSION_MIN,
             access,
             lifecycle: Lifecycle::default(),
+            placement: Placement::default(),
         }
     }
 }
@@ -355,7 +369,13 @@ pub(crate) fn unqueue(
 
 /// Makes `agent` hold `task` under `token`: its capacity is taken, in the
 /// agent's counters and in the task's tenant's usage.
-fn hold(agent: &mut Agent, access: &mut Access, task: &mut Task, id: TaskId, token: FencingToken) {
+pub(crate) fn hold(
+    agent: &mut Agent,
+    access: &mut Access,
+    task: &mut Task,
+    id: TaskId,
+    token: FencingToken,
+) {
     agent.tasks.insert(id, token);
     tally(&mut access.usage, &task.spec, Tally::AddHeld);
     agent.slots_in_use += task.spec.slots;
@@ -364,6 +384,21 @@ fn hold(agent: &mut Agent, access: &mut Access, task: &mut Task, id: TaskId, tok
         agent: agent.spec.id.clone(),
         token,
     };
+}
+
+/// A task with GPU shapes holds the GPUs of the shape its assignment took:
+/// its spec's `gpus` and `gpu_memory_mb` become that shape's, so what its
+/// agent and its tenant count is what it holds. Nothing changes for a task
+/// without shapes (its spec is its only shape).
+fn take_shape(
+    spec: &mut TaskSpec,
+    pick: &crate::placement::devices::Pick,
+    shapes: Option<&[crate::placement::types::GpuShape]>,
+) {
+    if let Some(shape) = shapes.and_then(|s| s.get(usize::from(pick.shape))) {
+        spec.gpus = shape.count;
+        spec.gpu_memory_mb = shape.min_memory_mb;
+    }
 }
 
 /// Fails a task that lost its holder with no attempt left.
@@ -431,12 +466,13 @@ fn release(
     agents: &mut Map<AgentId, Agent>,
     access: &mut Access,
     lifecycle: &mut Lifecycle,
+    placement: &mut Placement,
     agent: &str,
     id: TaskId,
     spec: &TaskSpec,
 ) {
     if let Some(a) = agents.get_mut(agent) {
-        release_from(a, access, lifecycle, id, spec);
+        release_from(a, access, lifecycle, placement, id, spec);
     }
 }
 
@@ -445,10 +481,12 @@ pub(crate) fn release_from(
     agent: &mut Agent,
     access: &mut Access,
     lifecycle: &mut Lifecycle,
+    placement: &mut Placement,
     id: TaskId,
     spec: &TaskSpec,
 ) {
     let suspended = lifecycle.let_go(id);
+    placement.let_go(&agent.spec, id);
     if agent.tasks.remove(&id).is_some() {
         tally(&mut access.usage, spec, Tally::SubHeld);
         if !suspended {
@@ -474,6 +512,7 @@ impl State {
             cluster_version: FORMAT_VERSION_MIN,
             access: Access::default(),
             lifecycle: Lifecycle::default(),
+            placement: Placement::default(),
         };
         state.upsert_queue(DEFAULT_QUEUE.to_string(), 1, Strategy::LeastLoaded);
         state
@@ -626,7 +665,7 @@ impl State {
                 place,
                 by,
                 opts,
-            } => self.submit_with(specs, place, by, opts, ctx),
+            } => self.submit_with(specs, place, by, opts, Vec::new(), ctx),
             Command::Finished(list) => Response::Completed(
                 list.into_iter()
                     .map(|f| {
@@ -660,6 +699,19 @@ impl State {
                 victims,
             } => self.preempt(task, agent, victims, ctx),
             Command::Resume(ids) => self.resume(ids),
+            Command::SubmitWithPlacement {
+                specs,
+                place,
+                by,
+                opts,
+                asks,
+            } => self.submit_with_placement(specs, place, by, opts, asks, ctx),
+            Command::SetQueueWith {
+                name,
+                weight,
+                placement,
+            } => self.set_queue_with(name, weight, placement),
+            Command::SetGpuWeights(weights) => self.set_gpu_weights(weights),
         }
     }
 
@@ -669,15 +721,17 @@ impl State {
         place: Vec<(u32, AgentId)>,
         ctx: ApplyCtx,
     ) -> Response {
-        self.submit_placed_with(specs, Vec::new(), place, ctx)
+        self.submit_placed_with(specs, Vec::new(), Vec::new(), place, ctx)
     }
 
     /// `SubmitPlaced` with each task's lifecycle options (`opts[i]` for
-    /// `specs[i]`; missing ones are the defaults).
+    /// `specs[i]`; missing ones are the defaults) and placement asks
+    /// (`asks[i]`, likewise).
     pub(crate) fn submit_placed_with(
         &mut self,
         specs: Vec<TaskSpec>,
         opts: Vec<TaskOptions>,
+        asks: Vec<PlaceAsk>,
         place: Vec<(u32, AgentId)>,
         ctx: ApplyCtx,
     ) -> Response {
@@ -685,9 +739,10 @@ impl State {
         let mut submitted = Vec::with_capacity(specs.len());
         let mut granted = Vec::new();
         let mut opts = opts.into_iter();
+        let mut asks = asks.into_iter();
         for (i, spec) in specs.into_iter().enumerate() {
             let agent = u32::try_from(i).ok().and_then(|i| place.remove(&i));
-            let result = self.submit_opts(spec, opts.next(), ctx);
+            let result = self.submit_opts(spec, opts.next(), asks.next(), ctx);
             if let (Ok(s), Some(agent)) = (&result, agent) {
                 if !s.existed {
                     if let Ok(g) = self.assign_one(s.id, agent, ctx) {
@@ -701,18 +756,33 @@ impl State {
     }
 
     pub(crate) fn submit(&mut self, spec: TaskSpec, ctx: ApplyCtx) -> Result<Submitted, Rejection> {
-        self.submit_opts(spec, None, ctx)
+        self.submit_opts(spec, None, None, ctx)
     }
 
     /// Submits one task; from version 4 on it gets a lifecycle entry with
-    /// `opts` (the defaults when `None`).
+    /// `opts` (the defaults when `None`), from version 5 on a placement
+    /// entry when its `ask` asks anything.
     pub(crate) fn submit_opts(
         &mut self,
         mut spec: TaskSpec,
         opts: Option<TaskOptions>,
+        ask: Option<PlaceAsk>,
         ctx: ApplyCtx,
     ) -> Result<Submitted, Rejection> {
         normalize(&mut spec);
+        let ask = match ask.map(crate::placement::validate::normalize) {
+            Some(a) if !a.is_plain() => {
+                crate::placement::validate::validate(&a).map_err(Rejection::Invalid)?;
+                // Its spec's GPUs are its first shape's until an assignment
+                // takes one.
+                if let Some(first) = a.shapes.first() {
+                    spec.gpus = first.count;
+                    spec.gpu_memory_mb = first.min_memory_mb;
+                }
+                Some(a)
+            }
+            _ => None,
+        };
         // A repeated key with the same spec returns the first task, also
         // within one batch: the client retries a submit whose answer it lost
         // (invariant 2). The same key with another spec is a conflict, never
@@ -722,10 +792,18 @@ impl State {
             .as_ref()
             .and_then(|k| self.keys.get(k).map(|id| (k, *id)))
         {
-            let same = self
-                .tasks
-                .get(&id)
-                .is_some_and(|t| same_spec(&t.spec, &spec));
+            let same = self.tasks.get(&id).is_some_and(|t| {
+                let theirs = self.placement.ask(id);
+                theirs == ask.as_ref() && {
+                    // A task with shapes holds the GPUs of the one it took.
+                    let mut mine = spec.clone();
+                    if theirs.is_some_and(|a| !a.shapes.is_empty()) {
+                        mine.gpus = t.spec.gpus;
+                        mine.gpu_memory_mb = t.spec.gpu_memory_mb;
+                    }
+                    same_spec(&t.spec, &mine)
+                }
+            });
             if !same {
                 return Err(Rejection::KeyConflict {
                     key: key.clone(),
@@ -763,6 +841,15 @@ impl State {
                 ..TaskLife::default()
             };
             self.lifecycle.tasks.insert(id, life);
+        }
+        if let Some(ask) = ask {
+            self.placement.tasks.insert(
+                id,
+                crate::placement::types::TaskPlace {
+                    ask,
+                    ..Default::default()
+                },
+            );
         }
         if let Some(deadline) = self.lifecycle.index_pending(id) {
             index_tenant(&mut self.pending_by_tenant, &spec, id, deadline);
@@ -805,6 +892,7 @@ impl State {
                 &mut self.agents,
                 &mut self.access,
                 &mut self.lifecycle,
+                &mut self.placement,
                 agent,
                 id,
                 &task.spec,
@@ -848,6 +936,8 @@ impl State {
             // A draining agent that reconnects (a new session, a new
             // leader) stays draining, with its deadline.
             Some(agent) => {
+                let held: Vec<TaskId> = agent.tasks.keys().copied().collect();
+                self.placement.relabel(&agent.spec, &spec, &held);
                 agent.spec = spec;
                 if !agent.is_draining() {
                     agent.state = AgentState::Ready;
@@ -885,6 +975,9 @@ impl State {
         agent.state = AgentState::Down;
         // Invariant 3: the agent holds nothing once its tasks are taken back.
         let held = std::mem::take(&mut agent.tasks);
+        for id in held.keys() {
+            self.placement.let_go(&agent.spec, *id);
+        }
         agent.slots_in_use = 0;
         agent.gpus_in_use = 0;
         let (mut requeued, mut failed) = (Vec::new(), Vec::new());
@@ -998,6 +1091,7 @@ impl State {
             &mut self.agents,
             &mut self.access,
             &mut self.lifecycle,
+            &mut self.placement,
             &agent,
             id,
             &task.spec,
@@ -1066,7 +1160,14 @@ impl State {
                 continue;
             };
             // Invariant 3: the hold is released before anything else happens.
-            release_from(agent, &mut self.access, &mut self.lifecycle, id, &task.spec);
+            release_from(
+                agent,
+                &mut self.access,
+                &mut self.lifecycle,
+                &mut self.placement,
+                id,
+                &task.spec,
+            );
             task.updated_ms = ctx.time_ms;
             let v4 = self.cluster_version >= LIFECYCLE_VERSION;
             if v4 {
@@ -1085,10 +1186,24 @@ impl State {
                 continue;
             }
             let bound = self.access.agent_tenant(agent_id);
-            if eligibility::eligible(agent, bound, &task.spec).is_ok() {
+            let fit = if self.cluster_version >= PLACEMENT_VERSION {
+                let ask = self.placement.ask(id);
+                placement_check::eligible(agent, bound, &task.spec, ask, &self.placement)
+                    .map(|pick| pick.map(|p| (p, ask.map(|a| a.shapes.clone()))))
+            } else {
+                eligibility::eligible(agent, bound, &task.spec).map(|()| None)
+            };
+            if let Ok(pick) = fit {
                 // Invariant 1: a new token, this entry's index.
                 let token = ctx.log_index;
+                let pick = pick.map(|(p, shapes)| {
+                    take_shape(&mut task.spec, &p, shapes.as_deref());
+                    p
+                });
                 hold(agent, &mut self.access, task, id, token);
+                if self.cluster_version >= PLACEMENT_VERSION {
+                    self.placement.take(&agent.spec, id, token, pick);
+                }
                 if started {
                     task.attempt = task.attempt.saturating_add(1);
                 }
@@ -1153,6 +1268,7 @@ impl State {
                 "assign needs a log index above 0".to_string(),
             ));
         }
+        let v5 = self.placement_on();
         let task = self.tasks.get_mut(&id).ok_or(Rejection::TaskNotFound(id))?;
         if task.state != TaskState::Pending {
             return Err(wrong_state(id, &task.state));
@@ -1170,15 +1286,37 @@ impl State {
         // Invariant 3: the same predicate the planner used, re-checked here
         // against the state this entry actually applies to.
         let bound = self.access.agent_tenant(&agent_id);
-        if let Err(reason) = eligibility::eligible(agent, bound, &task.spec) {
-            return Err(Rejection::Ineligible {
-                task: id,
-                agent: agent_id,
-                reason,
-            });
+        let fit = if v5 {
+            let ask = self.placement.ask(id);
+            placement_check::eligible(agent, bound, &task.spec, ask, &self.placement)
+                .map(|pick| pick.map(|p| (p, ask.map(|a| a.shapes.clone()))))
+        } else {
+            eligibility::eligible(agent, bound, &task.spec).map(|()| None)
+        };
+        let pick = match fit {
+            Ok(pick) => pick,
+            Err(reason) => {
+                return Err(Rejection::Ineligible {
+                    task: id,
+                    agent: agent_id,
+                    reason,
+                })
+            }
+        };
+        // The tenant's running quotas, for the GPUs of the shape it takes;
+        // the task stays Pending if over.
+        match &pick {
+            Some((p, Some(shapes))) if !shapes.is_empty() => {
+                let mut spec = task.spec.clone();
+                take_shape(&mut spec, p, Some(shapes));
+                self.access.admit_running(&spec)?;
+            }
+            _ => self.access.admit_running(&task.spec)?,
         }
-        // The tenant's running quotas; the task stays Pending if over.
-        self.access.admit_running(&task.spec)?;
+        let pick = pick.map(|(p, shapes)| {
+            take_shape(&mut task.spec, &p, shapes.as_deref());
+            p
+        });
         let token: FencingToken = ctx.log_index;
         unqueue(
             &mut self.pending,
@@ -1189,6 +1327,9 @@ impl State {
             id,
         );
         hold(agent, &mut self.access, task, id, token);
+        if v5 {
+            self.placement.take(&agent.spec, id, token, pick);
+        }
         task.attempt = task.attempt.saturating_add(1);
         task.updated_ms = ctx.time_ms;
         let attempt = task.attempt;
@@ -1272,6 +1413,7 @@ impl State {
                     &mut self.agents,
                     &mut self.access,
                     &mut self.lifecycle,
+                    &mut self.placement,
                     &agent,
                     id,
                     &task.spec,
@@ -1333,7 +1475,7 @@ impl State {
         }
     }
 
-    fn set_queue(&mut self, name: String, weight: u32, strategy: Strategy) -> Response {
+    pub(crate) fn set_queue(&mut self, name: String, weight: u32, strategy: Strategy) -> Response {
         if name.is_empty() {
             return Response::Rejected(Rejection::Invalid("queue \"\" is empty".to_string()));
         }
@@ -1403,6 +1545,7 @@ impl State {
             self.links.cancelled.remove(&id);
             self.access.submitted_by.remove(&id);
             self.lifecycle.tasks.remove(&id);
+            self.placement.forget(id);
             removed.push(id);
         }
         Response::Expired { removed, rejected }

@@ -14,6 +14,7 @@ use openraft::{ErrorSubject, ErrorVerb};
 
 use tidal_core::access::{Access, ACCESS_VERSION};
 use tidal_core::lifecycle::{Lifecycle, LIFECYCLE_VERSION};
+use tidal_core::placement::types::{Placement, PLACEMENT_VERSION};
 use tidal_core::{FORMAT_VERSION_MAX, FORMAT_VERSION_MIN};
 
 use crate::applied::{Applied, ApplyPauses};
@@ -32,7 +33,8 @@ const DATA_KEY: &[u8] = b"data";
 /// The body is the [`Applied`] and, when the cluster's format version is
 /// above 1, that version as one byte after it; from version 3
 /// ([`ACCESS_VERSION`]) the state's [`Access`] follows the byte, and from
-/// version 4 ([`LIFECYCLE_VERSION`]) its [`Lifecycle`] follows that. A state of
+/// version 4 ([`LIFECYCLE_VERSION`]) its [`Lifecycle`] follows that, and from
+/// version 5 ([`PLACEMENT_VERSION`]) its [`Placement`] follows that. A state of
 /// cluster version 1 encodes exactly as builds from before format versions
 /// wrote it, so they can still install it, and one of version 2 exactly as
 /// builds of version 2 write it.
@@ -47,6 +49,17 @@ pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, StoreError> {
     if version < LIFECYCLE_VERSION {
         return codec::encode("snapshot data", &(applied, version, applied.state.access()));
     }
+    if version < PLACEMENT_VERSION {
+        return codec::encode(
+            "snapshot data",
+            &(
+                applied,
+                version,
+                applied.state.access(),
+                applied.state.lifecycle(),
+            ),
+        );
+    }
     codec::encode(
         "snapshot data",
         &(
@@ -54,6 +67,7 @@ pub fn encode_snapshot(applied: &Applied) -> Result<Vec<u8>, StoreError> {
             version,
             applied.state.access(),
             applied.state.lifecycle(),
+            applied.state.placement(),
         ),
     )
 }
@@ -90,17 +104,38 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Applied, StoreError> {
                             format!("cannot decode the lifecycle section: {e}"),
                         )
                     })?;
+                let rest = &rest[used..];
+                let (placement, used) = if *version >= PLACEMENT_VERSION {
+                    let (placement, used): (Placement, usize) =
+                        tidal_core::bounded::decode_from_slice(rest).map_err(|e| {
+                            StoreError::corrupt(
+                                WHAT,
+                                format!("cannot decode the placement section: {e}"),
+                            )
+                        })?;
+                    (Some(placement), used)
+                } else {
+                    (None, 0)
+                };
                 if used != rest.len() {
                     return Err(StoreError::corrupt(
                         WHAT,
                         format!(
-                            "{} trailing bytes after the lifecycle section",
-                            rest.len() - used
+                            "{} trailing bytes after the {} section",
+                            rest.len() - used,
+                            if placement.is_some() {
+                                "placement"
+                            } else {
+                                "lifecycle"
+                            }
                         ),
                     ));
                 }
                 applied.state.restore_access(access);
                 applied.state.restore_lifecycle(lifecycle);
+                if let Some(placement) = placement {
+                    applied.state.restore_placement(placement);
+                }
                 applied.state.restore_cluster_version(*version);
                 return Ok(applied);
             }

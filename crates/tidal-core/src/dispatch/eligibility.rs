@@ -13,6 +13,12 @@ use crate::model::{Agent, AgentSpec, AgentState, TaskSpec};
 /// Static fit: task type, pipeline, models and GPU memory. It depends only on
 /// the two specs, so the planner caches it per task shape within a round.
 pub fn capable(agent: &AgentSpec, task: &TaskSpec) -> Result<(), String> {
+    capable_work(agent, task)?;
+    capable_gpus(agent, task)
+}
+
+/// The part of [`capable`] about the work: task type, pipeline and models.
+pub fn capable_work(agent: &AgentSpec, task: &TaskSpec) -> Result<(), String> {
     if !agent.task_types.contains(&task.task_type) {
         return Err(format!("does not run task type {:?}", task.task_type));
     }
@@ -26,6 +32,11 @@ pub fn capable(agent: &AgentSpec, task: &TaskSpec) -> Result<(), String> {
     if let Some(missing) = task.models.iter().find(|m| !agent.models.contains(*m)) {
         return Err(format!("does not have model {missing:?}"));
     }
+    Ok(())
+}
+
+/// The part of [`capable`] about GPUs, counted (below version 5).
+fn capable_gpus(agent: &AgentSpec, task: &TaskSpec) -> Result<(), String> {
     if task.gpus as usize > agent.gpus.len() {
         return Err(format!(
             "has {} GPUs, the task needs {}",

@@ -5,17 +5,25 @@ use std::collections::BTreeMap;
 
 use crate::placement::types::{PlaceAsk, Scope, TagRule};
 
-/// The group an agent is in for a scope: `(None, agent id)` for the agent
-/// scope, `(Some(key), value)` for a label (value "" if it has no such label).
+/// The group an agent is in for a scope: `(Some(key), value)` for a label
+/// the agent has; `(None, agent id)` for the agent scope, and for a label it
+/// does not have (an agent without the label is a group of its own).
 pub fn group_of(
     scope: &Scope,
     agent: &str,
     labels: &BTreeMap<String, String>,
 ) -> (Option<String>, String) {
     match scope {
-        Scope::Agent => (None, agent.to_string()),
-        Scope::Label(k) => (Some(k.clone()), labels.get(k).cloned().unwrap_or_default()),
+        Scope::Label(k) if labels.contains_key(k) => (Some(k.clone()), labels[k].clone()),
+        _ => (None, agent.to_string()),
     }
+}
+
+/// Every group an agent is in: its own, and one per label.
+pub fn groups_of(agent: &str, labels: &BTreeMap<String, String>) -> Vec<(Option<String>, String)> {
+    std::iter::once((None, agent.to_string()))
+        .chain(labels.iter().map(|(k, v)| (Some(k.clone()), v.clone())))
+        .collect()
 }
 
 /// The first of the ask's rules that the agent breaks, given `count(group,
