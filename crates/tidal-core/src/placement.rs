@@ -10,6 +10,7 @@ mod book;
 pub mod check;
 pub mod constraint;
 pub mod devices;
+pub mod explain;
 pub mod hrw;
 pub mod rules;
 pub mod types;

@@ -723,6 +723,45 @@ pub fn place_new(
     out
 }
 
+/// What the leader knows of the agents beyond the state: which have a live
+/// session, and which models each has loaded now (its heartbeats).
+#[derive(Clone, Copy, Debug)]
+pub struct Live<'a> {
+    /// Agents with a live session: the only ones placement may use.
+    pub connected: &'a BTreeSet<AgentId>,
+    /// Per agent, the models it reports warm (loaded now).
+    pub warm: &'a BTreeMap<AgentId, BTreeSet<String>>,
+    /// How much a task's models being warm on an agent counts against its
+    /// load, in thousandths of one task per unit of weight.
+    pub warm_weight_milli: u32,
+}
+
+/// [`plan`] with what the leader knows of the agents beyond the state.
+pub fn plan_with(
+    state: &State,
+    live: &Live<'_>,
+    max: usize,
+    cursor: &mut DispatchCursor,
+) -> Vec<(TaskId, AgentId)> {
+    plan(state, live.connected, max, cursor)
+}
+
+/// [`place_new`] with each spec's placement ask (`asks[i]` for `specs[i]`;
+/// missing ones ask nothing) and what the leader knows of the agents.
+pub fn place_new_with(
+    state: &State,
+    live: &Live<'_>,
+    specs: &[TaskSpec],
+    asks: &[crate::placement::types::PlaceAsk],
+    dispatching: &InFlight,
+    cursor: &mut DispatchCursor,
+) -> Vec<(u32, AgentId)> {
+    if asks.iter().any(|a| !a.is_plain()) {
+        return Vec::new();
+    }
+    place_new(state, live.connected, specs, dispatching, cursor)
+}
+
 /// Plans one dispatch round of at most `max` assignments onto agents that are
 /// Ready and in `connected`, in the module's dispatch order. Pure: reads
 /// `state`, updates only `cursor`.

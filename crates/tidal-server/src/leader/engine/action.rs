@@ -1,6 +1,6 @@
 //! What the engine leaves for its driver to do, and what it publishes for the rest of the node.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tidal_core::command::Command;
@@ -68,6 +68,15 @@ pub struct View {
     /// The dispatch round proposed and not answered yet (empty if none),
     /// for eager placement to plan around: published before it is proposed.
     pub dispatching: Arc<InFlight>,
+    /// Per connected agent, the models it reported warm (loaded now) in its
+    /// latest heartbeat or registration.
+    pub warm: Arc<BTreeMap<AgentId, BTreeSet<String>>>,
+    /// Per queue, assignments committed per second over the last minute, in
+    /// thousandths (for `task explain`'s estimated start).
+    pub queue_rate_milli: Arc<BTreeMap<String, u64>>,
+    /// Per queue, the latest dispatch round's picks and the queue's share of
+    /// that round: (picked, share).
+    pub last_round: Arc<BTreeMap<String, (u32, u32)>>,
 }
 
 /// What the driver must do.
