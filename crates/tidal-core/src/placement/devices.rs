@@ -80,3 +80,7 @@ pub fn possible(gpus: &[Gpu], shapes: &[GpuShape]) -> bool {
         .iter()
         .any(|s| gpus.iter().filter(|g| matches(g, s)).count() as u64 >= u64::from(s.count))
 }
+
+#[cfg(test)]
+#[path = "devices_test.rs"]
+mod tests;

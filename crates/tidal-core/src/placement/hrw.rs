@@ -21,6 +21,17 @@ pub fn score(key: u64, agent: u64) -> u64 {
     splitmix64(key ^ agent)
 }
 
+/// The agent a key goes to among `agents`: the highest score, ties (not
+/// seen in practice) to the smaller id. `None` when there is no agent.
+pub fn best<'a>(key: &str, agents: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let k = hash_str(key);
+    agents
+        .into_iter()
+        .map(|a| (score(k, hash_str(a)), std::cmp::Reverse(a)))
+        .max()
+        .map(|(_, std::cmp::Reverse(a))| a)
+}
+
 /// splitmix64's finaliser: spreads the bits of its input over the output.
 fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -28,3 +39,7 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+#[path = "hrw_test.rs"]
+mod tests;
