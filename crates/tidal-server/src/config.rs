@@ -25,6 +25,10 @@ pub const DEFAULT_RAFT_HEARTBEAT_MS: u64 = 50;
 /// streams and stop Raft before the server exits anyway.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 2_000;
 
+/// How much a task's models being warm on an agent count against its load
+/// by default, in thousandths: 1.0 (README: Warm models).
+pub const DEFAULT_WARM_WEIGHT_MILLI: u32 = 1000;
+
 /// How the layers of settings combine, shown by `tidal server --help`.
 pub const PRECEDENCE: &str = "Settings: each has a flag, a TIDAL_* variable and a field of the \
     --config FILE (TOML; --print-config writes one). A flag overrides its variable, which \
@@ -155,6 +159,10 @@ pub struct RawConfig {
     #[command(flatten)]
     #[serde(default, skip_serializing_if = "RawForwarding::is_empty")]
     pub forwarding: RawForwarding,
+    /// Placement settings (`[placement]` in the file).
+    #[command(flatten)]
+    #[serde(default, skip_serializing_if = "RawPlacement::is_empty")]
+    pub placement: RawPlacement,
 }
 
 /// How a server checks the callers of its public API (`--auth`).
@@ -234,6 +242,133 @@ pub struct RawQueueForwarding {
     /// Whether this queue's tasks may leave the DC (default true).
     pub allow: Option<bool>,
     pub forward_after_ms: Option<u64>,
+}
+
+/// The `[placement]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlacement {
+    /// How much a task's models being warm on an agent count against the agent's load, in tasks per unit of weight (default 1.0; 0.001..=100).
+    #[arg(long, env = "TIDAL_WARM_WEIGHT", value_name = "W")]
+    pub warm_weight: Option<Weight>,
+    /// GPU model -> weight (`[placement.gpu_weights]` or `gpu_weights = { A100 = 1.0 }`, file only).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpu_weights: BTreeMap<String, Weight>,
+}
+
+impl RawPlacement {
+    fn is_empty(&self) -> bool {
+        *self == RawPlacement::default()
+    }
+}
+
+/// A weight written as a decimal number (`1.0`, `0.5`, `2`), kept exactly in
+/// thousandths; more than three decimals are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Weight(pub u64);
+
+impl Weight {
+    /// A weight from a number of the file: thousandths, exactly.
+    fn from_f64(v: f64) -> Result<Weight, String> {
+        let milli = v * 1000.0;
+        if !v.is_finite() || v < 0.0 || milli > u64::MAX as f64 / 2.0 {
+            return Err(format!(
+                "weight {v} is not a number of 0 or more (e.g. 0.5)"
+            ));
+        }
+        let rounded = milli.round();
+        if (milli - rounded).abs() > 1e-6 {
+            return Err(format!(
+                "weight {v} has more than three decimals: weights are kept in thousandths"
+            ));
+        }
+        Ok(Weight(rounded as u64))
+    }
+}
+
+impl std::fmt::Display for Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+impl std::str::FromStr for Weight {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Weight, String> {
+        let v: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("weight {s:?} is not a decimal number (e.g. 0.5)"))?;
+        Weight::from_f64(v)
+    }
+}
+
+impl Serialize for Weight {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0 as f64 / 1000.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Weight {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Weight, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Weight;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a weight, a number such as 1.0 or 0.5")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Weight, E> {
+                Weight::from_f64(v).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Weight, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Weight, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Weight, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The range a placement weight must be in, in thousandths: 0.001..=100.
+pub const WEIGHT_MILLI_RANGE: std::ops::RangeInclusive<u64> =
+    1..=tidal_core::placement::types::MAX_GPU_WEIGHT_MILLI as u64;
+
+/// The `[placement]` settings checked: the GPU weights the leader keeps the
+/// cluster's at (the built-in ones with the file's over them) and the warm
+/// weight, both in thousandths.
+fn placement_settings(raw: RawPlacement, limits: &Limits) -> anyhow::Result<PlacementConfig> {
+    let in_range = |what: String, w: Weight| -> anyhow::Result<u32> {
+        if !WEIGHT_MILLI_RANGE.contains(&w.0) {
+            bail!("{what} {w} is out of range: use 0.001..=100");
+        }
+        Ok(w.0 as u32)
+    };
+    let warm_weight_milli = match raw.warm_weight {
+        Some(w) => in_range("warm_weight".into(), w)?,
+        None => DEFAULT_WARM_WEIGHT_MILLI,
+    };
+    let mut gpu_weights_milli: BTreeMap<String, u32> =
+        tidal_core::placement::types::BUILTIN_GPU_WEIGHTS
+            .iter()
+            .map(|(m, w)| (m.to_string(), *w))
+            .collect();
+    for (model, w) in raw.gpu_weights {
+        tidal_core::limits::validate_name("GPU model", &model, limits)
+            .map_err(|e| anyhow::anyhow!("[placement] gpu_weights: {e}"))?;
+        let w = in_range(format!("[placement] gpu_weights.{model}"), w)?;
+        gpu_weights_milli.insert(model, w);
+    }
+    Ok(PlacementConfig {
+        gpu_weights_milli,
+        warm_weight_milli,
+    })
 }
 
 impl RawConfig {
@@ -327,6 +462,15 @@ impl RawConfig {
                             },
                         )
                     })
+                    .collect(),
+            },
+            placement: RawPlacement {
+                warm_weight: Some(Weight(u64::from(c.placement.warm_weight_milli))),
+                gpu_weights: c
+                    .placement
+                    .gpu_weights_milli
+                    .iter()
+                    .map(|(m, w)| (m.clone(), Weight(u64::from(*w))))
                     .collect(),
             },
         }
@@ -487,6 +631,7 @@ impl RawConfig {
                 );
             plaintext_named(named, self.insecure == Some(true))?;
         }
+        let placement = placement_settings(self.placement, &limits)?;
         if self.init == Some(true) && self.restore.is_some() {
             bail!("--init and --restore both start a new cluster: give one of them");
         }
@@ -526,6 +671,7 @@ impl RawConfig {
                 })
                 .collect(),
             forwarding,
+            placement,
             shutdown_timeout,
         })
     }
@@ -684,6 +830,8 @@ pub struct ServerConfig {
     /// Peer DCs in preference order.
     pub peers: Vec<Peer>,
     pub forwarding: Forwarding,
+    /// Placement settings for this node's leaderships (`[placement]`).
+    pub placement: PlacementConfig,
     /// Bound on a graceful shutdown (SIGTERM, SIGINT): leadership handed
     /// over, streams closed, Raft stopped.
     pub shutdown_timeout: Duration,
@@ -701,6 +849,30 @@ pub struct Forwarding {
     pub forward_after_ms: u64,
     pub outbox_limit: usize,
     pub queues: std::collections::BTreeMap<String, tidal_core::forwarding::QueuePolicy>,
+}
+
+/// The `[placement]` settings (README: Placement), for the leader's engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacementConfig {
+    /// GPU model -> weight in thousandths: the built-in ones (A100 1000, A40
+    /// 500) with the file's `gpu_weights` over them. The leader proposes
+    /// them when the cluster's differ (the leader's configuration wins).
+    pub gpu_weights_milli: BTreeMap<String, u32>,
+    /// How much a task's models being warm on an agent count against its
+    /// load, in thousandths (planning only).
+    pub warm_weight_milli: u32,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            gpu_weights_milli: tidal_core::placement::types::BUILTIN_GPU_WEIGHTS
+                .iter()
+                .map(|(m, w)| (m.to_string(), *w))
+                .collect(),
+            warm_weight_milli: DEFAULT_WARM_WEIGHT_MILLI,
+        }
+    }
 }
 
 impl ServerConfig {

@@ -103,6 +103,9 @@ fn everything() -> RawConfig {
         outbox_limit = 100
         [forwarding.queues.local]
         allow = false
+        [placement]
+        warm_weight = 0.25
+        gpu_weights = { H100 = 2.0, A40 = 0.4 }
         "#,
     )
     .unwrap();
@@ -139,11 +142,20 @@ fn every_flag_has_its_variable_and_its_field() {
     let cmd = RawConfig::augment_args(clap::Command::new("server"));
     // Every field of a full configuration, `[forwarding]`'s among them.
     let doc = toml::Table::try_from(everything()).unwrap();
-    let mut fields: Vec<String> = doc.keys().filter(|k| *k != "forwarding").cloned().collect();
+    let tables = ["forwarding", "placement"];
+    let mut fields: Vec<String> = doc
+        .keys()
+        .filter(|k| !tables.contains(&k.as_str()))
+        .cloned()
+        .collect();
     let toml::Value::Table(fwd) = &doc["forwarding"] else {
         panic!("no [forwarding] table")
     };
     fields.extend(fwd.keys().filter(|k| *k != "queues").cloned());
+    let toml::Value::Table(placement) = &doc["placement"] else {
+        panic!("no [placement] table")
+    };
+    fields.extend(placement.keys().filter(|k| *k != "gpu_weights").cloned());
     fields.sort();
     let mut names = Vec::new();
     for arg in cmd.get_arguments() {
@@ -553,4 +565,75 @@ fn tokens_are_the_default_and_none_is_kept_when_printed() {
             "{printed}"
         );
     }
+}
+
+#[test]
+fn placement_weights_are_read_in_thousandths_over_the_built_in_ones() {
+    let c = base().validate().unwrap();
+    assert_eq!(c.placement, PlacementConfig::default());
+    assert_eq!(c.placement.warm_weight_milli, 1000);
+    let builtin: Vec<(&str, u32)> = c
+        .placement
+        .gpu_weights_milli
+        .iter()
+        .map(|(m, w)| (m.as_str(), *w))
+        .collect();
+    assert_eq!(builtin, [("A100", 1000), ("A40", 500)]);
+    let c = RawConfig {
+        tls_dir: None,
+        ..everything()
+    }
+    .validate()
+    .unwrap();
+    assert_eq!(c.placement.warm_weight_milli, 250);
+    let set: Vec<(&str, u32)> = c
+        .placement
+        .gpu_weights_milli
+        .iter()
+        .map(|(m, w)| (m.as_str(), *w))
+        .collect();
+    assert_eq!(set, [("A100", 1000), ("A40", 400), ("H100", 2000)]);
+    // A table and whole numbers read as well as inline decimals.
+    let file: RawConfig =
+        toml::from_str("[placement]\nwarm_weight = 2\n[placement.gpu_weights]\nL4 = 0.125\n")
+            .unwrap();
+    let c = base().merge(file).unwrap().validate().unwrap();
+    assert_eq!(c.placement.warm_weight_milli, 2000);
+    assert_eq!(c.placement.gpu_weights_milli["L4"], 125);
+    // The flag, as clap parses it.
+    assert_eq!("0.5".parse::<Weight>(), Ok(Weight(500)));
+    assert_eq!(Weight(1500).to_string(), "1.500");
+}
+
+#[test]
+fn bad_placement_weights_are_refused_with_a_reason() {
+    for (text, why) in [
+        (
+            "warm_weight = 0",
+            "warm_weight 0.000 is out of range: use 0.001..=100",
+        ),
+        ("warm_weight = 100.5", "out of range"),
+        (
+            "gpu_weights = { A100 = 0.0 }",
+            "gpu_weights.A100 0.000 is out of range",
+        ),
+        ("gpu_weights = { A100 = 101 }", "out of range"),
+        ("gpu_weights = { \"A 100\" = 1.0 }", "GPU model"),
+    ] {
+        let file: RawConfig = toml::from_str(&format!("[placement]\n{text}\n")).unwrap();
+        let e = err(base().merge(file).unwrap());
+        assert!(e.contains(why), "{text}: {e}");
+    }
+    for text in [
+        "warm_weight = -1.0",
+        "warm_weight = 0.0005",
+        "warm_weight = \"x\"",
+        "gpu_weights = { A100 = 1.2345 }",
+        "warm = 1.0",
+    ] {
+        let read = toml::from_str::<RawConfig>(&format!("[placement]\n{text}\n"));
+        assert!(read.is_err(), "{text} is refused");
+    }
+    assert!("1e400".parse::<Weight>().is_err());
+    assert!("abc".parse::<Weight>().is_err());
 }
