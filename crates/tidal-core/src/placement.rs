@@ -117,3 +117,7 @@ impl State {
         Response::Ok
     }
 }
+
+#[cfg(test)]
+#[path = "placement_test.rs"]
+mod tests;

@@ -27,9 +27,11 @@ impl Placement {
         if pick.devices.is_empty() && !self.tasks.contains_key(&id) {
             return;
         }
-        let busy = self.devices.entry(agent.id.clone()).or_default();
-        for d in &pick.devices {
-            busy.insert(*d, id);
+        if !pick.devices.is_empty() {
+            let busy = self.devices.entry(agent.id.clone()).or_default();
+            for d in &pick.devices {
+                busy.insert(*d, id);
+            }
         }
         let mut entry = self.tasks.get(&id).cloned().unwrap_or_default();
         entry.last_shape = Some(pick.shape);

@@ -37,7 +37,7 @@ pub fn eligible(
             .iter()
             .find(|c| !constraint::matches(&agent.spec.labels, c))
         {
-            return Err(format!("does not meet constraint {c:?}"));
+            return Err(format!("does not meet constraint {c}"));
         }
     }
     let pick = pick_devices(agent, spec, ask, placement)?;
@@ -50,7 +50,7 @@ pub fn eligible(
             |tag| placement.tag_total(tag),
         );
         if let Some(rule) = broken {
-            return Err(format!("breaks rule {rule:?}"));
+            return Err(format!("breaks rule {rule}"));
         }
     }
     Ok(pick)
