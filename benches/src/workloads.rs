@@ -236,6 +236,7 @@ impl SimAgents {
                             running: vec![],
                             instance: format!("bench-agent-{a}-{}", std::process::id()),
                             fenced: vec![],
+                            warm_models: vec![],
                         })),
                     };
                     let Ok(mut session) = client.open_session(register, rx).await else {
@@ -248,7 +249,11 @@ impl SimAgents {
                         loop {
                             seq += 1;
                             let m = v1::AgentMessage {
-                                msg: Some(In::Heartbeat(v1::Heartbeat { seq, free_slots: 0 })),
+                                msg: Some(In::Heartbeat(v1::Heartbeat {
+                                    seq,
+                                    free_slots: 0,
+                                    warm_models: vec![],
+                                })),
                             };
                             if hb.send(m).await.is_err() {
                                 return;
@@ -915,6 +920,7 @@ pub async fn agents(
                     running: vec![],
                     instance: format!("scale-agent-{a}-{}", std::process::id()),
                     fenced: vec![],
+                    warm_models: vec![],
                 })),
             };
             let permit = opening.acquire_owned().await;
@@ -942,7 +948,11 @@ pub async fn agents(
                     seq += 1;
                     beats.lock().expect("lock").insert(seq, Instant::now());
                     let m = v1::AgentMessage {
-                        msg: Some(In::Heartbeat(v1::Heartbeat { seq, free_slots: 1 })),
+                        msg: Some(In::Heartbeat(v1::Heartbeat {
+                            seq,
+                            free_slots: 1,
+                            warm_models: vec![],
+                        })),
                     };
                     if tx.send(m).await.is_err() {
                         return;

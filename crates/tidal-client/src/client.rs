@@ -516,6 +516,7 @@ impl Client {
             name: name.to_string(),
             weight,
             strategy: strategy.to_string(),
+            spread_key: String::new(),
         };
         self.call(true, |ch| {
             let req = req.clone();

@@ -179,6 +179,17 @@ impl tasks_server::Tasks for Fake {
             more: false,
         }))
     }
+
+    async fn explain(
+        &self,
+        r: Request<v1::ExplainRequest>,
+    ) -> Result<Response<v1::TaskExplanation>, Status> {
+        self.gate()?;
+        Ok(Response::new(v1::TaskExplanation {
+            id: r.into_inner().id,
+            ..Default::default()
+        }))
+    }
 }
 
 #[tonic::async_trait]

@@ -232,6 +232,7 @@ impl Agent {
         self.send_if_registered(Out::Heartbeat(v1::Heartbeat {
             seq,
             free_slots: self.exec.free_slots(),
+            warm_models: Vec::new(),
         }));
     }
 
@@ -261,6 +262,7 @@ impl Agent {
                 spec: Some(self.config.spec()),
                 running,
                 instance: self.instance.clone(),
+                warm_models: Vec::new(),
                 fenced: self
                     .fenced
                     .iter()

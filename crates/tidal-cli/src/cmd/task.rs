@@ -364,6 +364,7 @@ impl SubmitArgs {
                 Some(NoticeArg::File) => v1::PreemptNotice::File,
             } as i32,
             preempt_grace_ms: self.preempt_grace_ms.unwrap_or(0),
+            ..Default::default()
         };
         Ok((1..=self.count)
             .map(|i| {

@@ -49,6 +49,7 @@ fn register(spec: v1::AgentSpec) -> v1::AgentMessage {
             running: vec![],
             instance: String::new(),
             fenced: vec![],
+            warm_models: vec![],
         })),
     }
 }
@@ -299,6 +300,7 @@ async fn bad_input_is_refused_and_nothing_accepted_is_lost() -> anyhow::Result<(
         msg: Some(In::Heartbeat(v1::Heartbeat {
             seq: 1,
             free_slots: 1,
+            warm_models: vec![],
         })),
     })
     .await?;

@@ -36,6 +36,7 @@ fn register(id: &str) -> v1::AgentMessage {
             running: vec![],
             instance: String::new(),
             fenced: vec![],
+            warm_models: vec![],
         })),
     }
 }

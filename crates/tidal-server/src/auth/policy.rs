@@ -551,6 +551,8 @@ pub const PUBLIC_RULES: &[(&str, &[AccessRole])] = &[
     ("/tidal.v1.Tasks/Cancel", ADMIN_USER),
     // As Cancel: a user replays its own tenant's tasks (the handler scopes).
     ("/tidal.v1.Tasks/Replay", ADMIN_USER),
+    // As Get: a user explains its own tenant's tasks (the handler scopes).
+    ("/tidal.v1.Tasks/Explain", ADMIN_USER),
     ("/tidal.v1.Agents/Session", AGENT),
     ("/tidal.v1.Agents/List", ADMIN),
     // An agent's token drains, undrains and deregisters only the agents

@@ -497,6 +497,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("Tasks/List", "admin user"),
     ("Tasks/Cancel", "admin user"),
     ("Tasks/Replay", "admin user"),
+    ("Tasks/Explain", "admin user"),
     ("Agents/Session", "agent"),
     ("Agents/List", "admin"),
     ("Agents/Drain", "admin agent"),

@@ -532,6 +532,7 @@ impl Cluster for ClusterService {
             auth: node.config.auth.as_str().to_string(),
             tls: node.tls.is_some(),
             deadlines_missed: report.deadlines_missed,
+            gpu_weight_milli: Default::default(),
         }))
     }
 }

@@ -363,6 +363,8 @@ pub fn agent_to(a: &Agent, connected: bool) -> v1::AgentInfo {
         connected,
         registered_ms: a.registered_ms,
         drain_deadline_ms: a.drain_deadline().unwrap_or(0),
+        warm_models: Vec::new(),
+        gpus_busy: Vec::new(),
     }
 }
 
@@ -372,6 +374,7 @@ pub fn queue_to(q: &Queue, pending: usize) -> v1::Queue {
         weight: q.weight,
         strategy: q.strategy.as_str().to_string(),
         pending: pending as u64,
+        spread_key: String::new(),
     }
 }
 

@@ -62,6 +62,7 @@ fn proto_seeds() -> Seeds {
             }],
             instance: "i-1".into(),
             fenced: vec![],
+            warm_models: vec![],
         })),
     };
     let completed = v1::AgentMessage {

@@ -516,6 +516,14 @@ impl Tasks for TaskService {
             self.replay_tasks(grant, request.into_inner()).await?,
         ))
     }
+
+    #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
+    async fn explain(
+        &self,
+        _request: Request<v1::ExplainRequest>,
+    ) -> Result<Response<v1::TaskExplanation>, Status> {
+        Err(Status::unimplemented("task explain is not built yet"))
+    }
 }
 
 impl TaskService {
