@@ -1,6 +1,6 @@
 //! `tidal.v1.Agents`: the agent session (held with the leader) and listing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -8,7 +8,7 @@ use futures::Stream;
 use tidal_core::access::{Role, TokenId, ACCESS_VERSION};
 use tidal_core::command::{Command, Completion, Finished, Response as CoreResponse};
 use tidal_core::lifecycle::{LIFECYCLE_VERSION, MAX_CHECKPOINT_BYTES};
-use tidal_core::limits::validate_agent_spec;
+use tidal_core::limits::{validate_agent_spec, validate_name, Limits};
 use tidal_core::model::{AgentSpec, FencingToken, Outcome, TaskId};
 use tidal_core::State;
 use tidal_proto::v1::{
@@ -115,6 +115,42 @@ fn end_status(node: &Node, agent_id: &str, closed: &Closed) -> Status {
     ))
 }
 
+/// The warm models an agent reported, as the leader keeps them: at most
+/// `limits.max_models` valid names, sorted and without repeats. Invalid
+/// names and those past the limit are left out, with a warning the first
+/// time in a session (`warned`), since the list comes again with every
+/// heartbeat.
+fn warm_models(
+    agent_id: &str,
+    reported: Vec<String>,
+    limits: &Limits,
+    warned: &mut bool,
+) -> Vec<String> {
+    let mut kept = BTreeSet::new();
+    let mut invalid = 0usize;
+    let mut over = 0usize;
+    for m in reported {
+        if validate_name("model", &m, limits).is_err() {
+            invalid += 1;
+        } else if kept.len() >= limits.max_models && !kept.contains(&m) {
+            over += 1;
+        } else {
+            kept.insert(m);
+        }
+    }
+    if (invalid > 0 || over > 0) && !*warned {
+        *warned = true;
+        tracing::warn!(
+            agent_id = %agent_id,
+            invalid,
+            over_limit = over,
+            limit = limits.max_models,
+            "ignoring warm models the agent reported: invalid names, or more than the limit"
+        );
+    }
+    kept.into_iter().collect()
+}
+
 /// What a session's Register proposes, and the token the session lasts
 /// with. A caller that the auth layer established with a token the state
 /// knows (cluster format version 3) has its session end when that token
@@ -210,6 +246,17 @@ impl Agents for AgentService {
                 .into())
             }
         };
+        let mut warned = false;
+        let warm = warm_models(
+            &register
+                .spec
+                .as_ref()
+                .map(|s| s.id.clone())
+                .unwrap_or_default(),
+            register.warm_models,
+            &node.config.limits,
+            &mut warned,
+        );
         let spec = convert::agent_spec_from(register.spec.unwrap_or_default());
         validate_agent_spec(&spec, &node.config.limits).map_err(ServerError::from)?;
         if spec.dc != node.config.dc {
@@ -269,6 +316,7 @@ impl Agents for AgentService {
                 .iter()
                 .map(|r| (r.task_id.clone(), r.token))
                 .collect(),
+            warm_models: warm,
             outbound: Outbound {
                 tx: tx.clone(),
                 close,
@@ -319,6 +367,7 @@ impl Agents for AgentService {
             inbound,
             tx,
             fail,
+            warned,
         ));
         let failed = futures::stream::once(failed).filter_map(|r| r.ok().map(Err));
         // A session that ends because this leadership ended (a step-down,
@@ -358,16 +407,12 @@ impl Agents for AgentService {
         if !request.into_inner().stale {
             self.node.linearizable().await?;
         }
-        let connected: std::sync::Arc<BTreeSet<String>> = self
-            .node
-            .leadership()
-            .map(|l| l.connected())
-            .unwrap_or_default();
+        let view = self.node.leadership().map(|l| l.view()).unwrap_or_default();
         let applied = self.node.state.read();
         let agents = applied
             .state
             .agents()
-            .map(|a| convert::agent_to(a, connected.contains(&a.spec.id)))
+            .map(|a| agent_info(&applied.state, a, &view.connected, &view.warm))
             .collect();
         Ok(Response::new(v1::ListAgentsResponse { agents }))
     }
@@ -527,15 +572,12 @@ impl AgentService {
 
     /// The agent as the state has it now (after the write this node applied).
     fn agent_info(&self, agent: &str) -> Result<v1::AgentInfo, Status> {
-        let connected = self
-            .node
-            .leadership()
-            .is_some_and(|l| l.connected().contains(agent));
+        let view = self.node.leadership().map(|l| l.view()).unwrap_or_default();
         let applied = self.node.state.read();
         applied
             .state
             .agent(agent)
-            .map(|a| convert::agent_to(a, connected))
+            .map(|a| agent_info(&applied.state, a, &view.connected, &view.warm))
             .ok_or_else(|| {
                 ServerError::Rejected(tidal_core::command::Rejection::AgentNotFound(
                     agent.to_string(),
@@ -543,6 +585,28 @@ impl AgentService {
                 .into()
             })
     }
+}
+
+/// An agent's wire form with what the leader knows of it beyond the state:
+/// whether it is connected and the models it reported warm (leader memory,
+/// empty on other nodes), and the GPU devices its tasks hold (version 5).
+fn agent_info(
+    state: &State,
+    a: &tidal_core::model::Agent,
+    connected: &BTreeSet<String>,
+    warm: &BTreeMap<String, BTreeSet<String>>,
+) -> v1::AgentInfo {
+    let mut info = convert::agent_to(a, connected.contains(&a.spec.id));
+    info.warm_models = warm
+        .get(&a.spec.id)
+        .map(|m| m.iter().cloned().collect())
+        .unwrap_or_default();
+    info.gpus_busy = state
+        .placement()
+        .busy(&a.spec.id)
+        .map(|b| b.keys().map(|i| u32::from(*i)).collect())
+        .unwrap_or_default();
+    info
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -555,6 +619,8 @@ async fn serve_session(
     mut inbound: Streaming<v1::AgentMessage>,
     tx: Tx,
     fail: oneshot::Sender<Status>,
+    // A warning about its warm models was logged already.
+    mut warned: bool,
 ) {
     let mut alive = leadership.alive();
     // Completions go through one worker per session, in the order the agent
@@ -610,10 +676,13 @@ async fn serve_session(
                 // deadline keeps running.
                 // The driver looks at the lease as it renews (and acks on
                 // the session).
+                let warm_models =
+                    warm_models(&agent_id, hb.warm_models, &node.config.limits, &mut warned);
                 leadership.session_input(SessionInput::Heartbeat {
                     agent: agent_id.clone(),
                     generation,
                     seq: hb.seq,
+                    warm_models,
                 });
             }
             In::Started(s) => {

@@ -48,6 +48,8 @@ pub fn config(node: &Node) -> EngineConfig {
             queues: c.forwarding.queues.clone(),
         },
         bootstrap: node.bootstrap_token.clone(),
+        gpu_weights_milli: c.placement.gpu_weights_milli.clone(),
+        warm_weight_milli: c.placement.warm_weight_milli,
     }
 }
 
@@ -204,6 +206,7 @@ impl Driver {
                 peer,
                 reported,
                 fenced,
+                warm_models,
                 outbound,
                 reply,
             } => {
@@ -214,12 +217,14 @@ impl Driver {
                     reported,
                     fenced,
                     attached_at,
+                    warm_models,
                 });
             }
             SessionInput::Heartbeat {
                 agent,
                 generation,
                 seq,
+                warm_models,
             } => {
                 // Guarantee 6: looked at as the renewal is decided.
                 let lease_holds = self.node.lease_holds(&self.leadership);
@@ -228,6 +233,7 @@ impl Driver {
                     generation,
                     seq,
                     lease_holds,
+                    warm_models,
                 });
             }
             SessionInput::Closed { agent, generation } => {

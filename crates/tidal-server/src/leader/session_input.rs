@@ -32,6 +32,9 @@ pub enum SessionInput {
         reported: Vec<(String, FencingToken)>,
         /// The runs the process killed when it fenced itself (Register.fenced).
         fenced: Vec<(String, FencingToken)>,
+        /// The models the process has loaded (Register.warm_models,
+        /// validated and bounded).
+        warm_models: Vec<String>,
         outbound: Outbound,
         reply: oneshot::Sender<Opened>,
     },
@@ -41,6 +44,8 @@ pub enum SessionInput {
         agent: String,
         generation: u64,
         seq: u64,
+        /// The models the agent has loaded now (validated and bounded).
+        warm_models: Vec<String>,
     },
     /// The session ended on its own.
     Closed { agent: String, generation: u64 },

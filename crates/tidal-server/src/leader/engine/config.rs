@@ -3,6 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tidal_core::forwarding::{DcName, QueuePolicy};
+use tidal_core::placement::types::BUILTIN_GPU_WEIGHTS;
+
+/// The warm-model weight when the configuration sets none: a task's models
+/// all warm on an agent count as much as one task less in flight there.
+pub const DEFAULT_WARM_WEIGHT_MILLI: u32 = 1000;
 
 /// One handler of the engine; only the enabled ones act (the driver enables
 /// the handlers whose loop has moved here; a scenario file names those it
@@ -31,6 +36,8 @@ pub enum Handler {
     Lifecycle,
     /// Preemptions, suspensions and resumptions (`preempt.rs`).
     Preempt,
+    /// The GPU models' weights from the configuration (`gpu_weights.rs`).
+    GpuWeights,
 }
 
 impl Handler {
@@ -46,6 +53,7 @@ impl Handler {
         Handler::Bootstrap,
         Handler::Lifecycle,
         Handler::Preempt,
+        Handler::GpuWeights,
     ];
 
     /// The handler's name in scenario files.
@@ -61,6 +69,7 @@ impl Handler {
             Handler::Bootstrap => "bootstrap",
             Handler::Lifecycle => "lifecycle",
             Handler::Preempt => "preempt",
+            Handler::GpuWeights => "gpu-weights",
         }
     }
 }
@@ -101,6 +110,12 @@ pub struct EngineConfig {
     /// The id and hash of the token to make the first admin token
     /// (`--bootstrap-token-file`), if any.
     pub bootstrap: Option<(String, [u8; 32])>,
+    /// GPU model -> weight in thousandths (`[placement] gpu_weights`): the
+    /// leader proposes them when the cluster's differ (format version 5).
+    pub gpu_weights_milli: BTreeMap<String, u32>,
+    /// How much a task's models being warm on an agent counts against the
+    /// agent's load, in thousandths (`[placement] warm_weight`; planning only).
+    pub warm_weight_milli: u32,
 }
 
 impl Default for EngineConfig {
@@ -119,6 +134,11 @@ impl Default for EngineConfig {
             forwarding: ForwardPolicy::default(),
             ship_bytes: 1 << 20,
             bootstrap: None,
+            gpu_weights_milli: BUILTIN_GPU_WEIGHTS
+                .iter()
+                .map(|(m, w)| (m.to_string(), *w))
+                .collect(),
+            warm_weight_milli: DEFAULT_WARM_WEIGHT_MILLI,
         }
     }
 }

@@ -47,6 +47,8 @@ pub(crate) enum Purpose {
     Preempt,
     /// A `Resume` batch (`preempt.rs`).
     Resume,
+    /// The configured GPU weights' `SetGpuWeights` (`gpu_weights.rs`).
+    SetGpuWeights,
 }
 
 /// A stop report, as its `Stopped` proposal carries it to the answer (`stop.rs`).

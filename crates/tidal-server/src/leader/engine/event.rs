@@ -105,16 +105,22 @@ pub enum Event {
         reported: Vec<(String, FencingToken)>,
         fenced: Vec<(String, FencingToken)>,
         attached_at: u64,
+        /// The models the process reported loaded (validated and bounded
+        /// by the edge).
+        warm_models: Vec<String>,
     },
     /// A session ended on its own (the agent went away, or sent garbage).
     SessionClosed { agent: AgentId, generation: u64 },
     /// A heartbeat on a session; `lease_holds`: a majority heard this
-    /// leader within its lease when the driver looked (invariant 6).
+    /// leader within its lease when the driver looked (invariant 6);
+    /// `warm_models`: the models the agent has loaded now (validated and
+    /// bounded by the edge).
     Heartbeat {
         agent: AgentId,
         generation: u64,
         seq: u64,
         lease_holds: bool,
+        warm_models: Vec<String>,
     },
     /// The agent was deregistered.
     Forgotten { agent: AgentId },

@@ -63,13 +63,19 @@ impl Leases {
 
     fn publish(&mut self, cx: &mut Ctx) {
         let connected = self.table.connected();
-        cx.out.publish(|view| view.connected = connected);
+        let warm = self.table.warm();
+        cx.out.publish(|view| {
+            view.connected = connected;
+            view.warm = warm;
+        });
     }
 
     /// A session opened (its agent registered at `attached_at`, the applied
     /// index of the state read now): attach it, closing an older one, and
     /// settle what the agent id holds against what the process reported
-    /// running and fenced. Returns what is left to regrant (`regrant.rs`).
+    /// running and fenced, and keep the models it has warm. Returns what is
+    /// left to regrant (`regrant.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn opened(
         &mut self,
         cx: &mut Ctx,
@@ -78,6 +84,7 @@ impl Leases {
         reported: Vec<(String, FencingToken)>,
         fenced: Vec<(String, FencingToken)>,
         attached_at: u64,
+        warm_models: Vec<String>,
     ) -> Held {
         let held: BTreeSet<(TaskId, FencingToken)> = reported
             .iter()
@@ -86,6 +93,8 @@ impl Leases {
         let a = self
             .table
             .attach(&agent, peer, attached_at, held, cx.now.mono_ms);
+        self.table
+            .set_warm(&agent, a.generation, warm_models.into_iter().collect());
         if let Some((generation, why)) = a.closed {
             cx.out.push(Action::Close {
                 agent: agent.clone(),
@@ -130,7 +139,8 @@ impl Leases {
     }
 
     /// A heartbeat on session `generation`; `lease_holds`: a majority heard
-    /// this leader within its lease when the driver looked.
+    /// this leader within its lease when the driver looked; `warm_models`:
+    /// the models the agent has loaded now (published when they changed).
     pub(crate) fn heartbeat(
         &mut self,
         cx: &mut Ctx,
@@ -138,6 +148,7 @@ impl Leases {
         generation: u64,
         seq: u64,
         lease_holds: bool,
+        warm_models: Vec<String>,
     ) {
         if let Some(token) = self.table.token(&agent, generation) {
             if !cx.state.access().token_active(token, cx.now.wall_ms) {
@@ -145,6 +156,14 @@ impl Leases {
                 self.revoked(cx, agent, generation, token);
                 return;
             }
+        }
+        // What the agent has loaded is news whatever the lease: it steers
+        // placement only (apply never reads it).
+        if self
+            .table
+            .set_warm(&agent, generation, warm_models.into_iter().collect())
+        {
+            self.publish(cx);
         }
         // Invariant 6: a renewal counts only while a majority's recent
         // contact proves no other leader exists; otherwise the heartbeat

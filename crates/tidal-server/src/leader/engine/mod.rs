@@ -34,6 +34,7 @@ mod dispatch;
 mod drain;
 mod expiry;
 mod forward;
+mod gpu_weights;
 mod leases;
 mod lifecycle;
 mod preempt;
@@ -55,6 +56,7 @@ pub use sessions::{Closed, Peer};
 
 pub use drain::LOOK_EVERY_MS as DRAIN_LOOK_EVERY_MS;
 pub use expiry::{EXPIRE_BATCH, EXPIRE_EVERY_MS};
+pub use gpu_weights::weights_to_set;
 pub use ship::SHIP_BATCH;
 pub use upgrade::version_to_raise;
 
@@ -74,6 +76,7 @@ pub struct Engine {
     bootstrap: bootstrap::Bootstrap,
     lifecycle: lifecycle::Lifecycle,
     preempt: preempt::Preempt,
+    gpu_weights: gpu_weights::GpuWeights,
 }
 
 impl Engine {
@@ -92,6 +95,7 @@ impl Engine {
             bootstrap: bootstrap::Bootstrap::default(),
             lifecycle: lifecycle::Lifecycle::default(),
             preempt: preempt::Preempt::default(),
+            gpu_weights: gpu_weights::GpuWeights::default(),
             cfg,
         }
     }
@@ -153,6 +157,9 @@ impl Engine {
                 if on(Handler::Preempt) {
                     self.preempt.start(now);
                 }
+                if on(Handler::GpuWeights) {
+                    self.gpu_weights.look(now);
+                }
             }
             Event::Tick => {}
             Event::Work(work) => {
@@ -177,6 +184,9 @@ impl Engine {
                 Some(Purpose::RaiseVersion { from, to }) => {
                     self.upgrade.committed((from, to), index, response, cx.cfg);
                     self.bootstrap.raised(&cx);
+                    if self.established && cx.cfg.handlers.contains(&Handler::GpuWeights) {
+                        self.gpu_weights.look(now);
+                    }
                 }
                 Some(Purpose::Forward) => self.forward.committed(index, response, now),
                 Some(Purpose::ForwardAck(dc)) => {
@@ -215,6 +225,7 @@ impl Engine {
                     self.leases.granted(&mut cx, granted);
                 }
                 Some(Purpose::Resume) => self.preempt.resumed(&mut cx, index, response),
+                Some(Purpose::SetGpuWeights) => self.gpu_weights.committed(index, response),
                 None => {}
             },
             Event::NotCommitted { id, error } => match cx.out.answered(id) {
@@ -244,6 +255,7 @@ impl Engine {
                 Some(p @ (Purpose::Preempt | Purpose::Resume)) => {
                     self.preempt.not_committed(&mut cx, &p, &error)
                 }
+                Some(Purpose::SetGpuWeights) => self.gpu_weights.not_committed(&cx, &error),
                 None => {}
             },
             Event::MemberFormats(formats) => self.upgrade.told(&formats, &mut cx),
@@ -261,10 +273,17 @@ impl Engine {
                 reported,
                 fenced,
                 attached_at,
+                warm_models,
             } => {
-                let held =
-                    self.leases
-                        .opened(&mut cx, agent.clone(), peer, reported, fenced, attached_at);
+                let held = self.leases.opened(
+                    &mut cx,
+                    agent.clone(),
+                    peer,
+                    reported,
+                    fenced,
+                    attached_at,
+                    warm_models,
+                );
                 self.regrants.add(&mut cx, agent, held);
                 // The connected agents changed.
                 self.dispatch.work(now);
@@ -280,9 +299,10 @@ impl Engine {
                 generation,
                 seq,
                 lease_holds,
+                warm_models,
             } => self
                 .leases
-                .heartbeat(&mut cx, agent, generation, seq, lease_holds),
+                .heartbeat(&mut cx, agent, generation, seq, lease_holds, warm_models),
             Event::Forgotten { agent } => {
                 self.leases.forget(&mut cx, &agent);
                 self.dispatch.work(now);
@@ -326,6 +346,7 @@ impl Engine {
             self.dispatch.fire(&mut cx, &mut self.leases.table);
             self.preempt.fire(&mut cx, &mut self.leases.table);
             self.bootstrap.fire(&mut cx);
+            self.gpu_weights.fire(&mut cx);
         }
     }
 
@@ -348,6 +369,7 @@ impl Engine {
             self.bootstrap.next_wake(),
             self.lifecycle.next_wake(),
             self.preempt.next_wake(),
+            self.gpu_weights.next_wake(),
         ];
         let ships = self.shippers.values().map(ship::Shipper::next_wake);
         wakes.into_iter().chain(ships).flatten().min()

@@ -15,9 +15,11 @@
 //!
 //! - `config [handlers=a,b] [seed=N] [agent_ttl=MS] [heartbeat=MS] [retain=MS]
 //!   [raft_heartbeat=MS] [election_max=MS] [supported=V] [peers=dc2,..]
-//!   [forward_after=MS] [outbox_limit=N] [deny=QUEUE,..] [bootstrap=ID]`: a
+//!   [forward_after=MS] [outbox_limit=N] [deny=QUEUE,..] [bootstrap=ID]
+//!   [gpu_weights=MODEL:MILLI,..|none] [warm_weight=MILLI]`: a
 //!   new engine (before the first event); `bootstrap` gives it a bootstrap
-//!   token of that id (its hash: 32 bytes of 7).
+//!   token of that id (its hash: 32 bytes of 7); `gpu_weights` are the
+//!   configured GPU weights (default the built-ins; `none`: an empty map).
 //! - `reset`: starts over (a new state, no engine, the default config).
 //! - `time +MS`: advances both clocks.
 //! - State, applied directly: `agent ID [slots=N] [types=a,b]`,
@@ -27,6 +29,7 @@
 //!   `assign AGENT ID,..` (ids may be ranges: `1-20`), `start ID,..` (the
 //!   holder reports them running), `complete ID,..` (success with the current
 //!   token), `down AGENT`, `version V` (raises the cluster format version),
+//!   `gpu-weights MODEL:MILLI,..` (applies `SetGpuWeights`),
 //!   `token ID [role=admin|user|agent] [tenant=T] [ttl=MS]` (creates a token,
 //!   hash 32 bytes of 1, expiring MS from now), `revoke ID` (revokes it);
 //!   `agent ID [token=T]` registers with `RegisterAgentAs` under token T.
@@ -45,9 +48,10 @@
 //!   directly (its outbox records).
 //! - `task ID,..`: prints each task's state, holder and attempt.
 //! - Agent sessions (`leases`, `drain`): `open AGENT [inst=I] [addr=A] [token=T]
-//!   [running=ID:TOKEN,..] [fenced=ID:TOKEN,..]` (attached at the last applied index; an ID
-//!   that is not a number goes as sent; `token`: the token it opened with), `close AGENT gen=G` (the session
-//!   ended), `hb AGENT gen=G seq=S [noquorum]`, `revoked` (a token's revoke
+//!   [running=ID:TOKEN,..] [fenced=ID:TOKEN,..] [warm=MODEL,..]` (attached at the last applied index; an ID
+//!   that is not a number goes as sent; `token`: the token it opened with;
+//!   `warm`: the models it has loaded), `close AGENT gen=G` (the session
+//!   ended), `hb AGENT gen=G seq=S [noquorum] [warm=MODEL,..]`, `revoked` (a token's revoke
 //!   applied), `holds AGENT gen=G ID:TOKEN,..` (prints which of those
 //!   assignments the session may report started or ended), `forget AGENT`, `granted
 //!   ID,..` (each task's current assignment, committed elsewhere), `cancel
@@ -58,7 +62,10 @@
 //! - `actions`: prints the actions since the last `actions`, one a line, then
 //!   `wake-at MS` (the engine's next timer) or `wake-at none`. With the
 //!   `dispatch` handler on, a `publish` also names the round in flight
-//!   (`dispatching=AGENT:TASKS,..`, or `-`).
+//!   (`dispatching=AGENT:TASKS,..`, or `-`); a `publish` names the agents'
+//!   warm models when some are (`warm=AGENT:MODEL+MODEL,..`).
+//! - `view`: prints the latest published view's queue throughputs
+//!   (`rates=QUEUE:MILLI,..`, the queue `""` as `-`) and last round.
 //!
 //! Adding a handler: give it a name in `Handler`, make its events and their
 //! directives here, and describe its actions in [`describe`].
@@ -76,7 +83,7 @@ use tidal_core::State;
 
 use super::{
     Action, Closed, Engine, EngineConfig, Event, ForwardPolicy, Handler, LinkNews, MemberFormat,
-    Now, Peer, PeerReply, PeerSummary, ProposalId, ProposeError, ToAgent, Work,
+    Now, Peer, PeerReply, PeerSummary, ProposalId, ProposeError, ToAgent, View, Work,
 };
 
 /// The wall clock when a scenario starts.
@@ -94,6 +101,8 @@ struct Scenario {
     proposed: BTreeMap<ProposalId, Command>,
     /// Proposals applied (`apply`) and not answered yet: their response and index.
     applied: BTreeMap<ProposalId, (Response, u64)>,
+    /// The latest view the engine published.
+    view: View,
 }
 
 type Args = BTreeMap<String, String>;
@@ -134,6 +143,20 @@ fn runs(args: &Args, key: &str) -> Result<Vec<(String, u64)>, String> {
                 Err(_) => id.to_string(),
             };
             Ok((id, token))
+        })
+        .collect()
+}
+
+/// GPU weights: `A100:1000,A40:500`.
+fn weights(word: &str) -> Result<BTreeMap<String, u32>, String> {
+    word.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (m, w) = item
+                .split_once(':')
+                .ok_or_else(|| format!("weight {item:?}: want MODEL:MILLI"))?;
+            let w = w.parse().map_err(|_| format!("weight {w:?}"))?;
+            Ok((m.to_string(), w))
         })
         .collect()
 }
@@ -180,6 +203,7 @@ impl Scenario {
             unprinted: Vec::new(),
             proposed: BTreeMap::new(),
             applied: BTreeMap::new(),
+            view: View::default(),
         }
     }
 
@@ -210,6 +234,9 @@ impl Scenario {
         for action in engine.take_actions() {
             if let Action::Propose { id, command } = &action {
                 self.proposed.insert(*id, command.clone());
+            }
+            if let Action::Publish(view) = &action {
+                self.view = view.clone();
             }
             self.unprinted.push(action);
         }
@@ -256,6 +283,12 @@ impl Scenario {
                             .collect(),
                     },
                     bootstrap: a.get("bootstrap").map(|id| (id.clone(), [7; 32])),
+                    gpu_weights_milli: match a.get("gpu_weights").map(String::as_str) {
+                        None => d.gpu_weights_milli.clone(),
+                        Some("none") => BTreeMap::new(),
+                        Some(w) => weights(w)?,
+                    },
+                    warm_weight_milli: num(&a, "warm_weight", d.warm_weight_milli)?,
                     ..d
                 };
                 Ok(None)
@@ -428,6 +461,7 @@ impl Scenario {
                     reported,
                     fenced,
                     attached_at: self.index,
+                    warm_models: list(&a, "warm"),
                 });
                 Ok(None)
             }
@@ -496,6 +530,7 @@ impl Scenario {
                     generation: num(&a, "gen", 0)?,
                     seq: num(&a, "seq", 0)?,
                     lease_holds: !a.contains_key("noquorum"),
+                    warm_models: list(&a, "warm"),
                 });
                 Ok(None)
             }
@@ -611,6 +646,35 @@ impl Scenario {
                 })
                 .0,
             ),
+            "gpu-weights" => expect_ok(self.apply(Command::SetGpuWeights(weights(first)?)).0),
+            "view" => {
+                let rates: Vec<String> = self
+                    .view
+                    .queue_rate_milli
+                    .iter()
+                    .map(|(q, r)| format!("{}:{r}", if q.is_empty() { "-" } else { q }))
+                    .collect();
+                let rounds: Vec<String> = self
+                    .view
+                    .last_round
+                    .iter()
+                    .map(|(q, (picked, share))| {
+                        format!("{}:{picked}/{share}", if q.is_empty() { "-" } else { q })
+                    })
+                    .collect();
+                let dash = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "-".into()
+                    } else {
+                        v.join(",")
+                    }
+                };
+                Ok(Some(format!(
+                    "rates={} last_round={}\n",
+                    dash(rates),
+                    dash(rounds)
+                )))
+            }
             "version" => {
                 let version = first
                     .parse()
@@ -982,6 +1046,17 @@ fn describe(action: &Action, dispatch: bool) -> String {
                 };
                 write!(line, " dispatching={d}").expect("writing to a String");
             }
+            if !view.warm.is_empty() {
+                let w: Vec<String> = view
+                    .warm
+                    .iter()
+                    .map(|(agent, models)| {
+                        let m: Vec<&str> = models.iter().map(String::as_str).collect();
+                        format!("{agent}:{}", m.join("+"))
+                    })
+                    .collect();
+                write!(line, " warm={}", w.join(",")).expect("writing to a String");
+            }
             line
         }
     }
@@ -1045,6 +1120,10 @@ fn describe_command(command: &Command) -> String {
             victims,
         } => format!("Preempt {} on {agent} victims={}", task.0, pairs(victims)),
         Command::Resume(ids) => format!("Resume {}", tasks(ids)),
+        Command::SetGpuWeights(w) => {
+            let w: Vec<String> = w.iter().map(|(m, v)| format!("{m}:{v}")).collect();
+            format!("SetGpuWeights {}", w.join(","))
+        }
         other => format!("{other:?}"),
     }
 }

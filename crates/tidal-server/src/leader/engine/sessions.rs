@@ -70,6 +70,9 @@ struct Session {
     /// the assignments this session holds: the only ones it may be told to
     /// stop, and the only ones whose stop report it may make.
     reported: BTreeSet<(TaskId, FencingToken)>,
+    /// The models the process last reported loaded (Register, then each
+    /// heartbeat): planning prefers agents with a task's models warm.
+    warm: BTreeSet<String>,
 }
 
 impl Session {
@@ -132,6 +135,9 @@ pub struct SessionTable {
     /// reads it for every dispatch round and submit batch, sessions change
     /// rarely.
     connected: Option<Arc<BTreeSet<AgentId>>>,
+    /// The sessions' warm models (agents with none left out), built when
+    /// asked for after a change, as `connected`.
+    warm: Option<Arc<BTreeMap<AgentId, BTreeSet<String>>>>,
 }
 
 impl SessionTable {
@@ -148,6 +154,7 @@ impl SessionTable {
             displaced: BTreeMap::new(),
             next_generation: 0,
             connected: None,
+            warm: None,
         }
     }
 
@@ -218,9 +225,11 @@ impl SessionTable {
                 peer,
                 attached_at,
                 reported,
+                warm: BTreeSet::new(),
             },
         );
         self.connected = None;
+        self.warm = None;
         self.set_deadline(agent, now.saturating_add(self.ttl_ms));
         Attached {
             generation,
@@ -250,6 +259,7 @@ impl SessionTable {
         {
             self.sessions.remove(agent);
             self.connected = None;
+            self.warm = None;
             return true;
         }
         false
@@ -322,6 +332,7 @@ impl SessionTable {
         self.fenced_until.remove(agent);
         self.taken_over_until.remove(agent);
         self.connected = None;
+        self.warm = None;
         closed
     }
 
@@ -329,6 +340,37 @@ impl SessionTable {
     pub fn connected(&mut self) -> Arc<BTreeSet<AgentId>> {
         self.connected
             .get_or_insert_with(|| Arc::new(self.sessions.keys().cloned().collect()))
+            .clone()
+    }
+
+    /// Sets the models the agent's session `generation` reports loaded
+    /// now. True if they changed (false for a session that is no longer
+    /// the agent's).
+    pub fn set_warm(&mut self, agent: &str, generation: u64, models: BTreeSet<String>) -> bool {
+        match self.sessions.get_mut(agent) {
+            Some(s) if s.generation == generation && s.warm != models => {
+                s.warm = models;
+                self.warm = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Per connected agent, the models it reported warm (agents that
+    /// reported none are left out). Leader memory: a new leadership knows
+    /// none until the agents register or heartbeat.
+    pub fn warm(&mut self) -> Arc<BTreeMap<AgentId, BTreeSet<String>>> {
+        self.warm
+            .get_or_insert_with(|| {
+                Arc::new(
+                    self.sessions
+                        .iter()
+                        .filter(|(_, s)| !s.warm.is_empty())
+                        .map(|(a, s)| (a.clone(), s.warm.clone()))
+                        .collect(),
+                )
+            })
             .clone()
     }
 

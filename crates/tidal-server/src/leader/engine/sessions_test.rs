@@ -209,3 +209,31 @@ fn connected_is_rebuilt_after_a_change() {
     s.forget("b");
     assert!(s.connected().is_empty());
 }
+
+#[test]
+fn warm_models_live_with_the_session() {
+    let models = |m: &[&str]| {
+        m.iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<String>>()
+    };
+    let mut s = SessionTable::new(TTL);
+    let a = s.attach("a", peer("p1"), 0, BTreeSet::new(), 0);
+    s.attach("b", peer("p2"), 0, BTreeSet::new(), 0);
+    assert!(s.set_warm("a", a.generation, models(&["m1", "m2"])));
+    // The same list again is no change; a stale generation sets nothing.
+    assert!(!s.set_warm("a", a.generation, models(&["m1", "m2"])));
+    assert!(!s.set_warm("a", a.generation + 7, models(&["m3"])));
+    // An agent that reports none is left out.
+    assert_eq!(
+        *s.warm(),
+        BTreeMap::from([("a".to_string(), models(&["m1", "m2"]))])
+    );
+    // A new session of the agent starts with none; its end drops them.
+    let a2 = s.attach("a", peer("p1"), 0, BTreeSet::new(), 10);
+    assert!(s.warm().is_empty());
+    assert!(s.set_warm("a", a2.generation, models(&["m3"])));
+    assert_eq!(s.warm().len(), 1);
+    s.detach("a", a2.generation);
+    assert!(s.warm().is_empty());
+}
