@@ -20,6 +20,8 @@
 use crate::command::{ApplyCtx, Granted, Rejection, Response, Stopping};
 use crate::dispatch::eligibility;
 use crate::model::{AgentId, FencingToken, Priority, TaskId, TaskState};
+use crate::placement::check;
+use crate::placement::types::PLACEMENT_VERSION;
 use crate::state::State;
 
 use super::{Preemption, Suspension};
@@ -59,9 +61,18 @@ impl State {
             .get(agent)
             .ok_or_else(|| Rejection::AgentNotFound(agent.to_string()))?;
         let bound = self.access.agent_tenant(agent);
+        let placed = self.cluster_version() >= PLACEMENT_VERSION;
         eligibility::ready(a)
-            .and_then(|()| eligibility::capable(&a.spec, &t.spec))
-            .and_then(|()| eligibility::serves(bound, &t.spec))
+            .and_then(|()| {
+                if placed {
+                    // Constraints and GPU models too: victims stopped on an
+                    // agent the task cannot use would stop for nothing.
+                    check::could_run(a, bound, &t.spec, self.placement.ask(task))
+                } else {
+                    eligibility::capable(&a.spec, &t.spec)
+                        .and_then(|()| eligibility::serves(bound, &t.spec))
+                }
+            })
             .map_err(|reason| Rejection::Ineligible {
                 task,
                 agent: agent.to_string(),

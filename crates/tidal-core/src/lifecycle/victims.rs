@@ -38,6 +38,11 @@
 //!   then youngest (latest start), then task id;
 //! - a suspendable victim frees its slots only (its GPUs stay taken while
 //!   it is paused), so a task that needs GPUs needs victims that stop;
+//! - from cluster format version 5 on, an agent could run the task only if
+//!   it also meets the task's label constraints and has GPUs of one of its
+//!   shapes (`placement::check::could_run`), and GPUs are devices: the
+//!   victims must free devices of a model and memory one of the task's
+//!   shapes takes (a stopping victim frees the devices it holds);
 //! - a victim is taken only if it frees something still missing; then the
 //!   set is pruned of victims it does not need, latest in the order first;
 //! - agents are compared by the number of victims, then the work lost in
@@ -55,6 +60,8 @@ use crate::collections::SetIter;
 use crate::command::Command;
 use crate::dispatch::eligibility;
 use crate::model::{Agent, AgentId, FencingToken, Priority, Task, TaskId};
+use crate::placement::check;
+use crate::placement::types::PLACEMENT_VERSION;
 use crate::state::{PendingKey, State};
 
 use super::LIFECYCLE_VERSION;
@@ -131,17 +138,27 @@ pub fn plan_preemption(
             continue;
         }
         let bound = |a: &Agent| state.access().agent_tenant(&a.spec.id);
-        if agents
-            .iter()
-            .any(|a| eligibility::eligible(a, bound(a), &task.spec).is_ok())
-        {
+        let placed = state.cluster_version() >= PLACEMENT_VERSION;
+        let ask = state.placement().ask(task.id);
+        let eligible_now = |a: &&Agent| {
+            if placed {
+                check::eligible(a, bound(a), &task.spec, ask, state.placement()).is_ok()
+            } else {
+                eligibility::eligible(a, bound(a), &task.spec).is_ok()
+            }
+        };
+        if agents.iter().any(eligible_now) {
             // The dispatcher places it.
             passed += 1;
             continue;
         }
         let could_run = |a: &&Agent| {
-            eligibility::capable(&a.spec, &task.spec).is_ok()
-                && eligibility::serves(bound(a), &task.spec).is_ok()
+            if placed {
+                check::could_run(a, bound(a), &task.spec, ask).is_ok()
+            } else {
+                eligibility::capable(&a.spec, &task.spec).is_ok()
+                    && eligibility::serves(bound(a), &task.spec).is_ok()
+            }
         };
         if !agents.iter().any(could_run) {
             // No victim anywhere would make room for it.
@@ -153,13 +170,10 @@ pub fn plan_preemption(
         type Choice<'a> = ((usize, u64, &'a str), Vec<(TaskId, FencingToken)>);
         let mut best: Option<Choice> = None;
         for agent in &agents {
-            if used.contains(agent.spec.id.as_str())
-                || eligibility::capable(&agent.spec, &task.spec).is_err()
-                || eligibility::serves(bound(agent), &task.spec).is_err()
-            {
+            if used.contains(agent.spec.id.as_str()) || !could_run(agent) {
                 continue;
             }
-            let Some(victims) = victims_on(state, agent, task, now_ms) else {
+            let Some(victims) = victims_on(state, agent, task, now_ms, placed) else {
                 continue;
             };
             let cost = (
@@ -239,12 +253,40 @@ fn online_waiting(state: &State) -> impl Iterator<Item = &Task> + '_ {
 }
 
 /// The cheapest victims on `agent` that make `task` fit, if any do.
-fn victims_on(state: &State, agent: &Agent, task: &Task, now_ms: u64) -> Option<Vec<Victim>> {
+///
+/// From version 5 on (`placed`), GPUs are devices: a victim that stops
+/// frees the devices it holds, and the set must free devices of a model
+/// and memory that one of the task's shapes can take, not only a count.
+fn victims_on(
+    state: &State,
+    agent: &Agent,
+    task: &Task,
+    now_ms: u64,
+    placed: bool,
+) -> Option<Vec<Victim>> {
     let need_slots = task
         .spec
         .slots
         .saturating_sub(eligibility::free_slots(agent));
     let need_gpus = task.spec.gpus.saturating_sub(eligibility::free_gpus(agent));
+    let ask = state.placement().ask(task.id);
+    let placement = state.placement();
+    // The devices a stopping victim frees (none below version 5, or if it
+    // is suspended).
+    let frees = |v: &Victim| -> Vec<u16> {
+        if !placed || v.gpus == 0 {
+            return Vec::new();
+        }
+        placement
+            .task(v.id)
+            .and_then(|p| p.held.as_ref())
+            .filter(|h| h.token == v.token)
+            .map(|h| h.devices.clone())
+            .unwrap_or_default()
+    };
+    let devices_ok = |freed: &BTreeSet<u16>| {
+        !placed || check::devices_fit(agent, &task.spec, ask, placement, freed)
+    };
     let mut candidates: Vec<Victim> = agent
         .tasks
         .iter()
@@ -252,19 +294,23 @@ fn victims_on(state: &State, agent: &Agent, task: &Task, now_ms: u64) -> Option<
         .collect();
     candidates.sort_by_key(|v| v.key);
     let (mut slots, mut gpus) = (0u32, 0u32);
+    let mut freed: BTreeSet<u16> = BTreeSet::new();
     let mut chosen = Vec::new();
     for v in candidates {
-        if slots >= need_slots && gpus >= need_gpus {
+        if slots >= need_slots && gpus >= need_gpus && devices_ok(&freed) {
             break;
         }
-        let helps = (slots < need_slots && v.slots > 0) || (gpus < need_gpus && v.gpus > 0);
+        let more_devices = placed && !devices_ok(&freed) && !frees(&v).is_empty();
+        let helps =
+            (slots < need_slots && v.slots > 0) || (gpus < need_gpus && v.gpus > 0) || more_devices;
         if helps {
             slots = slots.saturating_add(v.slots);
             gpus = gpus.saturating_add(v.gpus);
+            freed.extend(frees(&v));
             chosen.push(v);
         }
     }
-    if slots < need_slots || gpus < need_gpus {
+    if slots < need_slots || gpus < need_gpus || !devices_ok(&freed) {
         return None;
     }
     // Drop those it does not need, latest in the order first.
@@ -272,9 +318,16 @@ fn victims_on(state: &State, agent: &Agent, task: &Task, now_ms: u64) -> Option<
     while i > 0 {
         i -= 1;
         let (s, g) = (chosen[i].slots, chosen[i].gpus);
-        if slots - s >= need_slots && gpus - g >= need_gpus {
+        let gone = frees(&chosen[i]);
+        let without: BTreeSet<u16> = freed
+            .iter()
+            .copied()
+            .filter(|d| !gone.contains(d))
+            .collect();
+        if slots - s >= need_slots && gpus - g >= need_gpus && devices_ok(&without) {
             slots -= s;
             gpus -= g;
+            freed = without;
             chosen.remove(i);
         }
     }

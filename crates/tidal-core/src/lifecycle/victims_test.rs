@@ -416,3 +416,119 @@ fn a_victim_told_to_stop_for_a_task_that_no_longer_waits_is_planned_again() {
         vec![(second, "a1".to_string(), vec![victim])]
     );
 }
+
+mod placed {
+    //! From cluster format version 5 on: GPUs are devices and tasks have
+    //! constraints, so victims must free devices the task can take, on an
+    //! agent whose labels it accepts.
+
+    use super::*;
+    use crate::model::{AgentSpec, Gpu};
+    use crate::placement::types::{Constraint, GpuShape, Op, PlaceAsk, PLACEMENT_VERSION};
+
+    fn world() -> World {
+        let mut w = World::new();
+        w.state.restore_cluster_version(PLACEMENT_VERSION);
+        w
+    }
+
+    fn agent(w: &mut World, id: &str, models: &[&str], labels: &[(&str, &str)]) {
+        let spec = AgentSpec {
+            id: id.into(),
+            dc: "dc1".into(),
+            task_types: ["t".to_string()].into(),
+            slots: 8,
+            weight: 1,
+            gpus: models
+                .iter()
+                .map(|m| Gpu {
+                    model: m.to_string(),
+                    memory_mb: 1,
+                })
+                .collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..AgentSpec::default()
+        };
+        assert_eq!(w.at(0, Command::RegisterAgent(spec)), Response::Ok);
+    }
+
+    fn online_asking(w: &mut World, gpus: u32, ask: PlaceAsk) -> TaskId {
+        let spec = TaskSpec {
+            task_type: "t".into(),
+            priority: Priority::Online,
+            slots: 1,
+            gpus,
+            ..TaskSpec::default()
+        };
+        match w.apply(Command::SubmitWithPlacement {
+            specs: vec![spec],
+            place: vec![],
+            by: vec![],
+            opts: vec![opts()],
+            asks: vec![ask],
+        }) {
+            Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn victims_free_a_device_of_the_model_the_task_asks_for() {
+        let mut w = world();
+        agent(&mut w, "a1", &["A40", "A100"], &[]);
+        // Device 0 (A40) goes to the first, device 1 (A100) to the second.
+        let on_a40 = w.run("a1", Priority::Offline, (1, 1), opts(), 9_000);
+        let on_a100 = w.run("a1", Priority::Offline, (1, 1), opts(), 1_000);
+        let held = |w: &World, id| {
+            let p = w.state.placement().task(id).and_then(|t| t.held.clone());
+            p.map(|h| h.devices).unwrap_or_default()
+        };
+        assert_eq!((held(&w, on_a40), held(&w, on_a100)), (vec![0], vec![1]));
+        let a100 = PlaceAsk {
+            shapes: vec![GpuShape {
+                count: 1,
+                model: Some("A100".into()),
+                min_memory_mb: 0,
+            }],
+            ..PlaceAsk::default()
+        };
+        let online = online_asking(&mut w, 1, a100);
+        // The A40 task lost less work (started later) and comes first in
+        // the victims' order, but stopping it frees no A100.
+        assert_eq!(
+            w.plan(&["a1"], 10_000),
+            vec![(online, "a1".into(), vec![on_a100])]
+        );
+    }
+
+    #[test]
+    fn no_victim_is_taken_on_an_agent_whose_labels_the_task_refuses() {
+        let mut w = world();
+        agent(&mut w, "a1", &[], &[("zone", "b")]);
+        let b = w.run("a1", Priority::Offline, (8, 0), opts(), 1_000);
+        let zone_a = PlaceAsk {
+            constraints: vec![Constraint {
+                key: "zone".into(),
+                op: Op::Eq,
+                values: vec!["a".into()],
+            }],
+            ..PlaceAsk::default()
+        };
+        let online = online_asking(&mut w, 0, zone_a);
+        assert_eq!(w.plan(&["a1"], 10_000), vec![]);
+        let victims = vec![(b, w.state.task(b).unwrap().state.holder().unwrap().1)];
+        assert!(matches!(
+            w.state.check_preempt(online, "a1", &victims),
+            Err(crate::command::Rejection::Ineligible { .. })
+        ));
+        agent(&mut w, "a2", &[], &[("zone", "a")]);
+        let a = w.run("a2", Priority::Offline, (8, 0), opts(), 1_000);
+        assert_eq!(
+            w.plan(&["a1", "a2"], 10_000),
+            vec![(online, "a2".into(), vec![a])]
+        );
+    }
+}

@@ -56,6 +56,65 @@ pub fn eligible(
     Ok(pick)
 }
 
+/// Whether the task could run on the agent if the work there made room:
+/// it does the work, serves the tenant, meets the constraints and has
+/// GPUs of one of the task's shapes (free or not). What preemption looks
+/// for from version 5 on; tag rules are left to the assignment.
+pub fn could_run(
+    agent: &Agent,
+    bound: Option<&str>,
+    spec: &TaskSpec,
+    ask: Option<&PlaceAsk>,
+) -> Result<(), String> {
+    capable_work(&agent.spec, spec)?;
+    serves(bound, spec)?;
+    if let Some(ask) = ask {
+        if let Some(c) = ask
+            .constraints
+            .iter()
+            .find(|c| !constraint::matches(&agent.spec.labels, c))
+        {
+            return Err(format!("does not meet constraint {c}"));
+        }
+    }
+    let shapes = devices::shapes_of(
+        ask.map_or(&[][..], |a| &a.shapes),
+        spec.gpus,
+        spec.gpu_memory_mb,
+    );
+    if shapes.iter().any(|s| s.count > 0) && !devices::possible(&agent.spec.gpus, &shapes) {
+        return Err(format!("has no GPUs for {}", shapes_text(&shapes)));
+    }
+    Ok(())
+}
+
+/// Whether the agent's devices that are free or in `freed` hold one of
+/// the task's shapes (true for a task that takes no GPUs).
+pub fn devices_fit(
+    agent: &Agent,
+    spec: &TaskSpec,
+    ask: Option<&PlaceAsk>,
+    placement: &Placement,
+    freed: &std::collections::BTreeSet<u16>,
+) -> bool {
+    let shapes = devices::shapes_of(
+        ask.map_or(&[][..], |a| &a.shapes),
+        spec.gpus,
+        spec.gpu_memory_mb,
+    );
+    if shapes.iter().all(|s| s.count == 0) {
+        return true;
+    }
+    let busy = placement.busy(&agent.spec.id);
+    devices::pick(
+        &agent.spec.gpus,
+        |i| freed.contains(&i) || busy.is_none_or(|b| !b.contains_key(&i)),
+        &shapes,
+        |m| placement.gpu_weight(m),
+    )
+    .is_some()
+}
+
 /// The devices for the first of the task's shapes that the agent's free
 /// devices can hold.
 pub fn pick_devices(
