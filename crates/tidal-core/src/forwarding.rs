@@ -151,6 +151,13 @@ fn ready_agent_runs(state: &State, task: &TaskSpec) -> bool {
         .any(|a| a.state == AgentState::Ready && eligibility::capable(&a.spec, task).is_ok())
 }
 
+/// Whether a task may leave the DC: not if it asks for placement
+/// (constraints, tags and tag rules, GPU shapes or a hash key), which a
+/// forwarded record does not carry; it waits for a local agent.
+pub fn forwardable(state: &State, id: TaskId) -> bool {
+    state.placement().ask(id).is_none_or(|a| a.is_plain())
+}
+
 /// A peer as the forwarding policy sees it.
 #[derive(Clone, Debug)]
 pub struct PeerView {
@@ -182,7 +189,8 @@ pub struct QueuePolicy {
 /// a task that no local agent can run goes to the first peer that can, one
 /// with room first; a task that waited longer than its queue's
 /// `forward_after` goes to the first capable peer with room, if any. Ingested
-/// tasks are never forwarded again, and a peer that refused a task is not
+/// tasks are never forwarded again, nor are tasks that ask for placement
+/// ([`forwardable`]), and a peer that refused a task is not
 /// asked again, nor is a peer whose outbox is full. Reduces each chosen
 /// peer's `room` and `outbox_room`.
 pub fn plan_forwards(
@@ -213,7 +221,7 @@ pub fn plan_forwards(
             if out.len() >= max {
                 return out;
             }
-            if state.links.origin_of.contains_key(&task.id) {
+            if state.links.origin_of.contains_key(&task.id) || !forwardable(state, task.id) {
                 continue;
             }
             let waited = now_ms.saturating_sub(task.updated_ms) >= p.forward_after_ms;
@@ -312,6 +320,13 @@ impl State {
         if let Some((origin, _)) = self.links.origin_of.get(&id) {
             return Err(Rejection::Invalid(format!(
                 "task {id} came from DC {origin:?} and is not forwarded again"
+            )));
+        }
+        if self.placement.ask(id).is_some_and(|a| !a.is_plain()) {
+            // A peer would get the spec without the ask: its constraints,
+            // tag rules and GPU shapes would not hold there.
+            return Err(Rejection::Invalid(format!(
+                "task {id} asks for placement (constraints, tags, GPU shapes or a hash key) and is not forwarded"
             )));
         }
         let task = self.tasks.get_mut(&id).ok_or(Rejection::TaskNotFound(id))?;

@@ -415,3 +415,43 @@ fn summary_groups_agents_and_counts_free_slots() {
     assert_eq!(s.groups[0].slots, 4);
     assert_eq!(s.groups[0].free_slots, 3);
 }
+
+#[test]
+fn a_task_that_asks_for_placement_is_not_forwarded() {
+    use crate::placement::types::{PlaceAsk, PLACEMENT_VERSION};
+    let mut a = Log::new();
+    a.state.restore_cluster_version(PLACEMENT_VERSION);
+    a.register(agent("a1", 1)); // runs t2i only
+    let plain = a.submit(task("tts")).unwrap().id;
+    let tagged = match a.apply(Command::SubmitWithPlacement {
+        specs: vec![task("tts")],
+        place: vec![],
+        by: vec![],
+        opts: vec![Default::default()],
+        asks: vec![PlaceAsk {
+            tags: vec!["web".into()],
+            ..PlaceAsk::default()
+        }],
+    }) {
+        Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
+        other => panic!("{other:?}"),
+    };
+    let mut b = Log::new();
+    b.register(tts_agent("b1"));
+    let mut peers = vec![PeerView {
+        dc: "dc-b".into(),
+        summary: Some(CapabilitySummary::of(&b.state)),
+        room: 5,
+        outbox_room: 10,
+    }];
+    // Neither runs here; only the plain one goes.
+    let plan = plan_forwards(&a.state, &mut peers, |_| ALLOW_AFTER_MINUTE, 0, 10);
+    assert_eq!(plan, vec![(plain, "dc-b".to_string())]);
+    assert!(!forwardable(&a.state, tagged));
+    // Apply refuses it too, whoever proposes it.
+    assert!(matches!(
+        forward(&mut a, tagged, "dc-b"),
+        Err(Rejection::Invalid(_))
+    ));
+    assert_eq!(a.state.task(tagged).unwrap().state, TaskState::Pending);
+}
