@@ -67,6 +67,10 @@ pub struct Layout {
     pub voters: usize,
     pub agents: usize,
     pub agent_slots: u32,
+    /// Each agent's GPUs (A100 devices 0..n): with format version 5 their
+    /// tasks hold devices, whose workers tell the sink which
+    /// (`TIDAL_GPU_IDS`), for the exclusivity checker.
+    pub agent_gpus: u32,
     /// The server's agent lease; agents take 60% of it.
     pub agent_ttl_ms: u64,
     /// How long a worker pretends to work.
@@ -767,6 +771,12 @@ fn agent_args(
     } else {
         &[]
     };
+    let gpus = vec!["A100:81920"; l.agent_gpus as usize].join(",");
+    let gpus: &[&str] = if l.agent_gpus > 0 {
+        &["--gpus", &gpus]
+    } else {
+        &[]
+    };
     [
         "agent",
         "--id",
@@ -781,9 +791,10 @@ fn agent_args(
         &source_ip.to_string(),
         "--endpoints",
         &publics.join(","),
-        "--",
     ]
     .iter()
+    .chain(gpus)
+    .chain(&["--"])
     .chain(wrap)
     .chain(&[
         l.tidal.display().to_string().as_str(),

@@ -73,6 +73,10 @@ pub struct Event {
     /// `DC/ID` of its origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// The GPU devices a worker run was given (`TIDAL_GPU_IDS`, e.g.
+    /// `0,2`), on its `begin`, when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<String>,
     /// The sink's number of one worker run (one worker process's
     /// connection): its `begin`, `commit` and `end` carry the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]

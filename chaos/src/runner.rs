@@ -254,6 +254,7 @@ pub async fn run(mut options: RunOptions) -> anyhow::Result<Report> {
         voters: scenarios::initial_voters(&s),
         agents: options.agents,
         agent_slots: scenarios::agent_slots(&s),
+        agent_gpus: scenarios::agent_slots(&s),
         agent_ttl_ms: 3000,
         work_ms: scenarios::work_ms(&s),
         seed: options.seed,

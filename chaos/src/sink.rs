@@ -4,7 +4,8 @@
 //! that task has been seen, and records every contact in the history.
 //!
 //! Protocol, one line each way: the worker sends `BEGIN <task> <token>
-//! <agent>` when it starts and `COMMIT <task> <token> <agent>` when its work
+//! <agent> [gpus=<ids>]` when it starts (`ids`: its `TIDAL_GPU_IDS`, when
+//! it was given devices) and `COMMIT <task> <token> <agent>` when its work
 //! is done; the sink answers `OK` or `STALE <highest>`. When the worker's
 //! connection closes (it exited or was killed) the sink records `end`.
 //!
@@ -60,9 +61,23 @@ impl Sink {
                     let mut last: Option<(String, u64, String)> = None;
                     while let Ok(Some(line)) = lines.next_line().await {
                         let parts: Vec<&str> = line.split_whitespace().collect();
-                        let [verb @ ("BEGIN" | "COMMIT"), task, token, agent] = parts[..] else {
-                            let _ = w.write_all(b"ERR bad request\n").await;
-                            break;
+                        let (verb, task, token, agent, devices) = match parts[..] {
+                            [verb @ ("BEGIN" | "COMMIT"), task, token, agent] => {
+                                (verb, task, token, agent, None)
+                            }
+                            [verb @ "BEGIN", task, token, agent, gpus] => {
+                                match gpus.strip_prefix("gpus=") {
+                                    Some(ids) => (verb, task, token, agent, Some(ids.to_string())),
+                                    None => {
+                                        let _ = w.write_all(b"ERR bad request\n").await;
+                                        break;
+                                    }
+                                }
+                            }
+                            _ => {
+                                let _ = w.write_all(b"ERR bad request\n").await;
+                                break;
+                            }
                         };
                         let Ok(token) = token.parse::<u64>() else {
                             break;
@@ -87,6 +102,7 @@ impl Sink {
                                 agent: Some(agent.to_string()),
                                 accepted: Some(accepted),
                                 run: Some(run),
+                                devices,
                                 ..Event::new("sink", "event", &verb.to_lowercase())
                             });
                             reply

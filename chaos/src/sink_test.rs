@@ -52,3 +52,20 @@ async fn refuses_a_token_below_one_it_has_seen() {
     assert_eq!(run_of(7), vec![Some(1); 3]);
     assert_eq!(run_of(12), vec![Some(2); 3]);
 }
+
+#[tokio::test]
+async fn records_the_devices_a_worker_says_it_was_given() {
+    let history = Recorder::new(None).unwrap();
+    let sink = Sink::start(history.clone()).await.unwrap();
+    let mut w = BufReader::new(TcpStream::connect(sink.addr).await.unwrap());
+    assert_eq!(say(&mut w, "BEGIN t1 7 a1 gpus=0,3").await, "OK");
+    assert_eq!(say(&mut w, "COMMIT t1 7 a1").await, "OK");
+    let begin = history
+        .events()
+        .into_iter()
+        .find(|e| e.f == "begin")
+        .unwrap();
+    assert_eq!(begin.devices.as_deref(), Some("0,3"));
+    let mut bad = BufReader::new(TcpStream::connect(sink.addr).await.unwrap());
+    assert_eq!(say(&mut bad, "BEGIN t2 7 a1 0,3").await, "ERR bad request");
+}

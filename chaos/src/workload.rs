@@ -276,6 +276,9 @@ async fn submit(client: &Client, proc: &str, key: &str, history: &Recorder, know
             idempotency_key: key.into(),
             payload: key.as_bytes().to_vec(),
             max_attempts: 20,
+            // Half the plain tasks take a GPU device (agents have one per
+            // slot), for the exclusivity checker's device check.
+            gpus: u32::from(key.bytes().last().is_some_and(|b| b % 2 == 0)),
             ..Default::default()
         },
     };

@@ -21,6 +21,7 @@
 //!   overlapped in time: an agent that loses its lease stops its worker
 //!   before the task can be granted again. The problem names both tokens,
 //!   their agents and their times (seconds since the run began).
+//! - No GPU device is given to two workers at once ([`super::devices`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -270,6 +271,7 @@ pub fn check(events: &[Event], facts: &Facts) -> Verdict {
             }
         }
     }
+    problems.extend(super::devices::problems(events, facts));
     Verdict {
         checker: "exclusivity",
         problems,

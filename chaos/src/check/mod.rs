@@ -28,6 +28,7 @@
 
 mod all;
 pub mod convergence;
+pub mod devices;
 pub mod durability;
 pub mod exclusivity;
 pub mod forwarding;
