@@ -135,6 +135,16 @@ pub(crate) struct Candidate<'a> {
     pub(crate) free_gpus: u32,
     /// Tasks held plus tasks placed in this round.
     pub(crate) in_flight: u64,
+    /// From version 5: its free GPU device indexes, ascending, after the
+    /// round's picks (empty below version 5 and for an agent without GPUs).
+    pub(crate) free_devices: Vec<u16>,
+    /// From version 5: its GPUs' weights summed, and the free ones' (after
+    /// the round's picks), in thousandths.
+    pub(crate) gpu_total_milli: u64,
+    pub(crate) gpu_free_milli: u64,
+    /// Scratch for the pick being chosen: the weighted GPUs (thousandths)
+    /// the task would take here.
+    pub(crate) pick_milli: u32,
 }
 
 impl Candidate<'_> {

@@ -93,6 +93,8 @@
 //! fits; the round stops when no agent has room.
 
 pub mod eligibility;
+mod round_tags;
+mod strategies;
 mod weighted_queues;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,9 +105,14 @@ use crate::access::{tenant_of, Access};
 use crate::collections::SetIter;
 use crate::collections::{Map, Set};
 use crate::lifecycle::Headroom;
-use crate::model::{AgentId, Priority, Strategy, TaskId, TaskSpec};
+use crate::model::{Agent, AgentId, Priority, Strategy, TaskId, TaskSpec};
+use crate::placement::devices::{self, Pick};
+use crate::placement::hrw;
+use crate::placement::types::{Constraint, GpuShape, PlaceAsk, PlaceStrategy, Placement};
 use crate::state::{PendingKey, State};
 use eligibility::Candidate;
+use round_tags::RoundTags;
+use strategies::Warmth;
 use weighted_queues::QueueRotation;
 
 /// How many candidates a queue may examine per round, per task asked for:
@@ -161,13 +168,98 @@ fn shape(s: &TaskSpec, tenanted: bool) -> Shape<'_> {
     )
 }
 
+/// The cache key of a task's candidate list: its [`Shape`], and from
+/// version 5 its ask's label constraints and GPU shapes (empty otherwise).
+/// Tag rules and the hash key are not in it: they never make an agent
+/// incapable, only unfit now.
+type Key<'a> = (Shape<'a>, &'a [Constraint], &'a [GpuShape]);
+
 enum Capable {
     /// Pool indices of the agents with the capabilities.
     Agents(Vec<usize>),
     /// No agent had room for this shape earlier in the round; capacity only
-    /// shrinks within a round, so none will.
+    /// shrinks within a round, so none will. (From version 5: room is
+    /// slots and devices; an agent left out only by a tag rule, a quota or
+    /// headroom does not make the shape exhausted.)
     Exhausted,
 }
+
+/// Which agents have which models warm, and how much that counts (see
+/// [`Live`]).
+type Warm<'a> = (&'a BTreeMap<AgentId, BTreeSet<String>>, u32);
+
+/// The version-5 part of a round (cluster format version 5 on).
+struct V5<'a> {
+    placement: &'a Placement,
+    /// Tagged tasks booked in the round, per scope group.
+    tags: RoundTags,
+    /// Per pool index, the agent's warm models; empty when none anywhere.
+    warm: Vec<Option<&'a BTreeSet<String>>>,
+    warm_weight_milli: u32,
+    /// Per pool index, the agent id's rendezvous hash (consistent hashing).
+    hashes: Vec<u64>,
+    /// Per (queue, label key) of a spread queue seen in the round: the
+    /// queue's tasks held or booked per value of the key ("" without it).
+    spread: BTreeMap<(&'a str, &'a str), BTreeMap<&'a str, u64>>,
+}
+
+impl<'a> V5<'a> {
+    fn new(state: &'a State, pool: &mut [Candidate<'a>], warm: Option<Warm<'a>>) -> Self {
+        let placement = state.placement();
+        for c in pool.iter_mut() {
+            let (free, total, free_milli) = round_tags::devices_of(c.agent, placement);
+            c.free_devices = free;
+            c.gpu_total_milli = total;
+            c.gpu_free_milli = free_milli;
+        }
+        let (warm, warm_weight_milli) = match warm {
+            Some((sets, w)) if !sets.is_empty() && w > 0 => {
+                (pool.iter().map(|c| sets.get(&c.agent.spec.id)).collect(), w)
+            }
+            _ => (Vec::new(), 0),
+        };
+        V5 {
+            placement,
+            tags: RoundTags::default(),
+            warm,
+            warm_weight_milli,
+            hashes: pool
+                .iter()
+                .map(|c| hrw::hash_str(&c.agent.spec.id))
+                .collect(),
+            spread: BTreeMap::new(),
+        }
+    }
+
+    /// The spread counts of `queue` over `key`, computed on first use from
+    /// the tasks every agent holds.
+    fn spread_counts(
+        &mut self,
+        state: &'a State,
+        queue: &'a str,
+        key: &'a str,
+    ) -> &BTreeMap<&'a str, u64> {
+        self.spread.entry((queue, key)).or_insert_with(|| {
+            let mut counts: BTreeMap<&'a str, u64> = BTreeMap::new();
+            for a in state.agents.values() {
+                let value = a.spec.labels.get(key).map_or("", String::as_str);
+                let n = a
+                    .tasks
+                    .keys()
+                    .filter(|&id| state.tasks.get(id).is_some_and(|t| t.spec.queue == queue))
+                    .count() as u64;
+                if n > 0 {
+                    *counts.entry(value).or_default() += n;
+                }
+            }
+            counts
+        })
+    }
+}
+
+/// The agent chosen for a task at version 5 and the devices it would take
+/// there (`None`: it takes no GPU).
+type Choice = (usize, Option<Pick>);
 
 /// One round's working set.
 struct Round<'a> {
@@ -179,14 +271,20 @@ struct Round<'a> {
     /// what headroom is checked against.
     free_slots: u64,
     free_gpus: u64,
-    shapes: BTreeMap<Shape<'a>, Capable>,
+    shapes: BTreeMap<Key<'a>, Capable>,
     /// Some agent of the pool serves only one tenant.
     tenanted: bool,
+    /// Cluster format version 5 on: asks, devices, tags, strategies.
+    v5: Option<V5<'a>>,
 }
 
 impl<'a> Round<'a> {
-    fn new(state: &'a State, pool: Vec<Candidate<'a>>) -> Self {
+    fn new(state: &'a State, mut pool: Vec<Candidate<'a>>, warm: Option<Warm<'a>>) -> Self {
+        let v5 = state
+            .placement_on()
+            .then(|| V5::new(state, &mut pool, warm));
         Round {
+            v5,
             state,
             with_room: pool.len(),
             free_slots: pool.iter().map(|c| u64::from(c.free_slots)).sum(),
@@ -225,7 +323,7 @@ impl<'a> Round<'a> {
         let state = self.state;
         let entry = self
             .shapes
-            .entry(shape(spec, self.tenanted))
+            .entry((shape(spec, self.tenanted), &[], &[]))
             .or_insert_with(|| {
                 Capable::Agents((0..pool.len()).filter(|&i| pool[i].takes(spec)).collect())
             });
@@ -254,17 +352,203 @@ impl<'a> Round<'a> {
         chosen
     }
 
-    /// Books the task's resources on the agent for the rest of the round.
-    fn book(&mut self, i: usize, spec: &TaskSpec) {
+    /// Books the task's resources (its slots, and `gpus` GPUs) on the agent
+    /// for the rest of the round.
+    fn book(&mut self, i: usize, slots: u32, gpus: u32) {
         let c = &mut self.pool[i];
-        c.free_slots -= spec.slots;
-        c.free_gpus -= spec.gpus;
+        c.free_slots -= slots;
+        c.free_gpus -= gpus;
         c.in_flight += 1;
         if c.free_slots == 0 {
             self.with_room -= 1;
         }
-        self.free_slots -= u64::from(spec.slots);
-        self.free_gpus -= u64::from(spec.gpus);
+        self.free_slots -= u64::from(slots);
+        self.free_gpus -= u64::from(gpus);
+    }
+
+    /// [`Round::choose`] from version 5 on: only agents that
+    /// [`crate::placement::check::eligible`] accepts after the round's
+    /// earlier bookings (constraints, devices for the first fitting shape,
+    /// tag rules counting the round's tagged tasks), whose pick's GPU count
+    /// `gpus_ok` accepts (quotas and headroom for a task with shapes), then
+    /// the queue's strategy (module [`strategies`]).
+    #[allow(clippy::too_many_arguments)]
+    fn choose_v5(
+        &mut self,
+        spec: &'a TaskSpec,
+        ask: Option<&'a PlaceAsk>,
+        retry: Option<TaskId>,
+        queue: &'a str,
+        strategy: &'a PlaceStrategy,
+        credits: &mut BTreeMap<AgentId, i64>,
+        gpus_ok: &dyn Fn(&Round<'a>, u32) -> bool,
+    ) -> Option<Choice> {
+        let asked = ask.map_or(&[][..], |a| &a.shapes);
+        let shapes = devices::shapes_of(asked, spec.gpus, spec.gpu_memory_mb);
+        let key = (
+            shape(spec, self.tenanted),
+            ask.map_or(&[][..], |a| &a.constraints),
+            asked,
+        );
+        let mut entry = self.shapes.remove(&key).unwrap_or_else(|| {
+            Capable::Agents(
+                (0..self.pool.len())
+                    .filter(|&i| round_tags::takes(&self.pool[i], spec, ask, &shapes))
+                    .collect(),
+            )
+        });
+        let chosen = match &mut entry {
+            Capable::Exhausted => None,
+            Capable::Agents(capable) => {
+                capable.retain(|&i| self.pool[i].free_slots > 0);
+                let mut room = false;
+                let mut fit = Vec::new();
+                let mut picks = Vec::new();
+                let v5 = self.v5.as_ref().expect("version 5");
+                for &i in capable.iter() {
+                    let Ok(pick) = round_tags::room(&self.pool[i], spec, &shapes, v5.placement)
+                    else {
+                        continue;
+                    };
+                    room = true;
+                    let n = pick.as_ref().map_or(0, |p| p.devices.len() as u32);
+                    if !gpus_ok(self, n)
+                        || !round_tags::keeps_rules(&self.pool[i], ask, v5.placement, &v5.tags)
+                    {
+                        continue;
+                    }
+                    fit.push(i);
+                    picks.push(pick);
+                }
+                if !room {
+                    entry = Capable::Exhausted;
+                    None
+                } else {
+                    self.strategy_v5(spec, ask, retry, queue, strategy, credits, fit, picks)
+                }
+            }
+        };
+        self.shapes.insert(key, entry);
+        chosen
+    }
+
+    /// The queue's strategy among `fit` (with their `picks`), after the
+    /// retry rule.
+    #[allow(clippy::too_many_arguments)]
+    fn strategy_v5(
+        &mut self,
+        spec: &'a TaskSpec,
+        ask: Option<&'a PlaceAsk>,
+        retry: Option<TaskId>,
+        queue: &'a str,
+        strategy: &'a PlaceStrategy,
+        credits: &mut BTreeMap<AgentId, i64>,
+        mut fit: Vec<usize>,
+        mut picks: Vec<Option<Pick>>,
+    ) -> Option<Choice> {
+        if fit.len() > 1 {
+            if let Some(last) = retry.and_then(|id| self.state.lifecycle().last_agent(id)) {
+                if let Some(k) = fit
+                    .iter()
+                    .position(|&i| &self.pool[i].agent.spec.id == last)
+                {
+                    fit.remove(k);
+                    picks.remove(k);
+                }
+            }
+        }
+        for (&i, pick) in fit.iter().zip(&picks) {
+            self.pool[i].pick_milli = pick.as_ref().map_or(0, |p| p.gpu_milli);
+        }
+        let state = self.state;
+        let v5 = self.v5.as_mut().expect("version 5");
+        if let PlaceStrategy::Spread { key } = strategy {
+            v5.spread_counts(state, queue, key);
+        }
+        let v5 = &*v5;
+        let gpus = picks.iter().any(|p| p.is_some());
+        let pool = &self.pool;
+        let warm = Warmth {
+            sets: &v5.warm,
+            models: &spec.models,
+            weight_milli: v5.warm_weight_milli,
+        };
+        let chosen = match strategy {
+            PlaceStrategy::LeastLoaded => strategies::least_loaded(pool, &fit, gpus, &warm),
+            PlaceStrategy::WeightedRoundRobin => {
+                eligibility::weighted_round_robin(pool, &fit, credits)
+            }
+            PlaceStrategy::BinPack => strategies::bin_pack(pool, &fit, spec.slots, &warm),
+            PlaceStrategy::Spread { key } => {
+                let counts = &v5.spread[&(queue, key.as_str())];
+                let group = |i: usize| {
+                    let value = pool[i].agent.spec.labels.get(key.as_str());
+                    let value = value.map_or("", String::as_str);
+                    (counts.get(value).copied().unwrap_or(0), value)
+                };
+                strategies::spread(pool, &fit, group, gpus, &warm)
+            }
+            PlaceStrategy::ConsistentHash => match ask.and_then(|a| a.hash_key.as_deref()) {
+                Some(k) => strategies::consistent_hash(&fit, &v5.hashes, k),
+                None => strategies::least_loaded(pool, &fit, gpus, &warm),
+            },
+        }?;
+        let k = fit.iter().position(|&i| i == chosen)?;
+        Some((chosen, picks.swap_remove(k)))
+    }
+
+    /// Books a version-5 choice: slots and the pick's GPUs and devices, the
+    /// task's tags, and its queue's spread counts.
+    fn book_v5(
+        &mut self,
+        (i, pick): &Choice,
+        spec: &TaskSpec,
+        ask: Option<&'a PlaceAsk>,
+        queue: &str,
+    ) {
+        self.book(*i, spec.slots, picked_gpus(pick));
+        let c = &mut self.pool[*i];
+        if let Some(p) = pick {
+            round_tags::take_devices(c, p);
+        }
+        let agent: &'a Agent = c.agent;
+        let agent = &agent.spec;
+        let v5 = self.v5.as_mut().expect("version 5");
+        if let Some(ask) = ask {
+            v5.tags.book(agent, &ask.tags);
+        }
+        for ((q, key), counts) in v5.spread.iter_mut() {
+            if *q == queue {
+                let value = agent.labels.get(*key).map_or("", String::as_str);
+                *counts.entry(value).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// The GPUs a task takes with a pick (its shape's count).
+fn picked_gpus(pick: &Option<Pick>) -> u32 {
+    pick.as_ref().map_or(0, |p| p.devices.len() as u32)
+}
+
+/// `spec` with the GPU count of the shape it would take (what apply counts
+/// for quotas once the shape is taken).
+fn with_gpus(spec: &TaskSpec, gpus: u32) -> std::borrow::Cow<'_, TaskSpec> {
+    if spec.gpus == gpus {
+        std::borrow::Cow::Borrowed(spec)
+    } else {
+        let mut s = spec.clone();
+        s.gpus = gpus;
+        std::borrow::Cow::Owned(s)
+    }
+}
+
+/// The fewest GPUs any of the ask's shapes takes (the spec's count without
+/// shapes): what the checks before choosing an agent count.
+fn min_gpus(spec: &TaskSpec, ask: Option<&PlaceAsk>) -> u32 {
+    match ask.map(|a| &a.shapes) {
+        Some(shapes) if !shapes.is_empty() => shapes.iter().map(|s| s.count).min().unwrap_or(0),
+        _ => spec.gpus,
     }
 }
 
@@ -361,10 +645,15 @@ impl<'a> Quotas<'a> {
     }
 
     fn book(&mut self, spec: &'a TaskSpec) {
+        self.book_gpus(spec, spec.gpus);
+    }
+
+    /// [`Quotas::book`] for `spec` taking `gpus` GPUs (its shape's).
+    fn book_gpus(&mut self, spec: &'a TaskSpec, gpus: u32) {
         if self.limits || self.capacity.is_some() {
             let e = self.booked.entry(tenant_of(spec)).or_default();
             e.0 = e.0.saturating_add(u64::from(spec.slots));
-            e.1 = e.1.saturating_add(u64::from(spec.gpus));
+            e.1 = e.1.saturating_add(u64::from(gpus));
         }
     }
 }
@@ -415,6 +704,8 @@ struct TenantScan<'a> {
 /// they pick (the module's rule).
 struct QueueScan<'a> {
     strategy: Strategy,
+    /// The queue's name.
+    name: &'a str,
     tenants: Vec<TenantScan<'a>>,
     /// The tenants still in the round, by their next task's priority
     /// class, their share when they were filed, their next task's deadline
@@ -427,13 +718,14 @@ struct QueueScan<'a> {
 
 impl<'a> QueueScan<'a> {
     fn new(
-        strategy: Strategy,
+        (strategy, name): (Strategy, &'a str),
         tenants: Option<&'a Map<String, Set<PendingKey>>>,
         quotas: &Quotas<'_>,
         budget: usize,
     ) -> Self {
         let mut scan = QueueScan {
             strategy,
+            name,
             tenants: Vec::new(),
             order: BTreeSet::new(),
             budget,
@@ -517,6 +809,10 @@ fn pool<'a>(state: &'a State, connected: &BTreeSet<AgentId>) -> Vec<Candidate<'a
             free_slots: eligibility::free_slots(a),
             free_gpus: eligibility::free_gpus(a),
             in_flight: a.tasks.len() as u64,
+            free_devices: Vec::new(),
+            gpu_total_milli: 0,
+            gpu_free_milli: 0,
+            pick_milli: 0,
         })
         .filter(|c| c.free_slots > 0)
         .collect()
@@ -563,6 +859,10 @@ fn window<'a>(
             free_slots: eligibility::free_slots(a).saturating_sub(slots),
             free_gpus: eligibility::free_gpus(a).saturating_sub(gpus),
             in_flight: a.tasks.len() as u64 + tasks,
+            free_devices: Vec::new(),
+            gpu_total_milli: 0,
+            gpu_free_milli: 0,
+            pick_milli: 0,
         };
         if c.free_slots > 0 {
             pool.push(c);
@@ -663,6 +963,20 @@ pub fn place_new(
     dispatching: &InFlight,
     cursor: &mut DispatchCursor,
 ) -> Vec<(u32, AgentId)> {
+    place_new_asked(state, connected, specs, &[], None, dispatching, cursor)
+}
+
+/// [`place_new`] with each spec's ask (normalized; `None`: plain) and the
+/// agents' warm models, if known.
+fn place_new_asked(
+    state: &State,
+    connected: &BTreeSet<AgentId>,
+    specs: &[TaskSpec],
+    asks: &[Option<PlaceAsk>],
+    warm: Option<Warm<'_>>,
+    dispatching: &InFlight,
+    cursor: &mut DispatchCursor,
+) -> Vec<(u32, AgentId)> {
     let mut out = Vec::new();
     // Specs of this class or a lower one wait for a dispatch round.
     let mut closed = waiting_class(state, dispatching);
@@ -678,7 +992,16 @@ pub fn place_new(
     if pool.is_empty() {
         return out;
     }
-    let mut round = Round::new(state, pool);
+    // The specs' queues' strategies from version 5 on.
+    let places: BTreeMap<&str, PlaceStrategy> = if state.placement_on() {
+        specs
+            .iter()
+            .map(|s| (s.queue.as_str(), state.queue_strategy(&s.queue)))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let mut round = Round::new(state, pool, warm);
     let mut quotas = Quotas::new(state, Some(dispatching));
     // Class order, then batch order; most batches are of one class.
     let mut order: Vec<usize> = (0..specs.len()).collect();
@@ -700,21 +1023,43 @@ pub fn place_new(
         let Some(q) = state.queue(&spec.queue) else {
             continue;
         };
-        if !quotas.allows(spec) {
+        let ask = match round.v5 {
+            Some(_) => asks.get(i).and_then(Option::as_ref),
+            None => None,
+        };
+        // Below version 5, and without shapes, exactly the spec.
+        let least = with_gpus(spec, min_gpus(spec, ask));
+        if !quotas.allows(&least) {
             continue;
         }
         let reserved = state.lifecycle().reserved_above(spec.priority);
         let credits = cursor.agents.entry(spec.queue.clone()).or_default();
-        let chosen = if round.leaves(reserved, spec) {
-            round.choose(spec, None, q.strategy, credits)
-        } else {
+        let chosen = if !round.leaves(reserved, &least) {
             None
+        } else if let Some(place) = places
+            .get(spec.queue.as_str())
+            .filter(|_| round.v5.is_some())
+        {
+            let gpus_ok = |r: &Round<'_>, n: u32| {
+                let spec = with_gpus(spec, n);
+                n == least.gpus || (quotas.allows(&spec) && r.leaves(reserved, &spec))
+            };
+            round.choose_v5(spec, ask, None, &spec.queue, place, credits, &gpus_ok)
+        } else {
+            round
+                .choose(spec, None, q.strategy, credits)
+                .map(|i| (i, None))
         };
         match chosen {
-            Some(agent) => {
-                round.book(agent, spec);
-                quotas.book(spec);
-                out.push((index, round.pool[agent].agent.spec.id.clone()));
+            Some(choice) => {
+                if round.v5.is_some() {
+                    round.book_v5(&choice, spec, ask, &spec.queue);
+                    quotas.book_gpus(spec, picked_gpus(&choice.1));
+                } else {
+                    round.book(choice.0, spec.slots, spec.gpus);
+                    quotas.book(spec);
+                }
+                out.push((index, round.pool[choice.0].agent.spec.id.clone()));
             }
             None => closed = Some(spec.priority),
         }
@@ -736,14 +1081,16 @@ pub struct Live<'a> {
     pub warm_weight_milli: u32,
 }
 
-/// [`plan`] with what the leader knows of the agents beyond the state.
+/// [`plan`] with what the leader knows of the agents beyond the state: from
+/// version 5 on, warm models break ties (module [`strategies`]).
 pub fn plan_with(
     state: &State,
     live: &Live<'_>,
     max: usize,
     cursor: &mut DispatchCursor,
 ) -> Vec<(TaskId, AgentId)> {
-    plan(state, live.connected, max, cursor)
+    let warm = (live.warm, live.warm_weight_milli);
+    plan_warm(state, live.connected, Some(warm), max, cursor)
 }
 
 /// [`place_new`] with each spec's placement ask (`asks[i]` for `specs[i]`;
@@ -756,10 +1103,25 @@ pub fn place_new_with(
     dispatching: &InFlight,
     cursor: &mut DispatchCursor,
 ) -> Vec<(u32, AgentId)> {
-    if asks.iter().any(|a| !a.is_plain()) {
+    // As apply reads them (`state::submit_opts`); below version 5 a
+    // non-plain ask is refused at apply, so nothing is planned for it.
+    let asks: Vec<Option<PlaceAsk>> = asks
+        .iter()
+        .map(|a| Some(crate::placement::validate::normalize(a.clone())).filter(|a| !a.is_plain()))
+        .collect();
+    if !state.placement_on() && asks.iter().any(Option::is_some) {
         return Vec::new();
     }
-    place_new(state, live.connected, specs, dispatching, cursor)
+    let warm = (live.warm, live.warm_weight_milli);
+    place_new_asked(
+        state,
+        live.connected,
+        specs,
+        &asks,
+        Some(warm),
+        dispatching,
+        cursor,
+    )
 }
 
 /// Plans one dispatch round of at most `max` assignments onto agents that are
@@ -768,6 +1130,17 @@ pub fn place_new_with(
 pub fn plan(
     state: &State,
     connected: &BTreeSet<AgentId>,
+    max: usize,
+    cursor: &mut DispatchCursor,
+) -> Vec<(TaskId, AgentId)> {
+    plan_warm(state, connected, None, max, cursor)
+}
+
+/// [`plan`] with the agents' warm models, if known.
+fn plan_warm(
+    state: &State,
+    connected: &BTreeSet<AgentId>,
+    warm: Option<Warm<'_>>,
     max: usize,
     cursor: &mut DispatchCursor,
 ) -> Vec<(TaskId, AgentId)> {
@@ -787,7 +1160,17 @@ pub fn plan(
     if shared {
         quotas.capacity = Some(capacity(state, connected));
     }
-    let mut round = Round::new(state, pool);
+    // Each queue's strategy from version 5 on, in queue order.
+    let places: Vec<PlaceStrategy> = if state.placement_on() {
+        state
+            .queues
+            .keys()
+            .map(|q| state.queue_strategy(q))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut round = Round::new(state, pool, warm);
 
     let queues: Vec<(&str, u32)> = state
         .queues
@@ -800,7 +1183,7 @@ pub fn plan(
         .values()
         .map(|q| {
             QueueScan::new(
-                q.strategy,
+                (q.strategy, &q.name),
                 state.pending_by_tenant.get(&q.name),
                 &quotas,
                 budget,
@@ -838,23 +1221,52 @@ pub fn plan(
                     scan.file(tenant, &quotas);
                     continue;
                 };
-                if !quotas.allows(&task.spec) || !round.leaves(reserved, &task.spec) {
+                let ask = match round.v5 {
+                    Some(_) => state.placement().ask(task.id),
+                    None => None,
+                };
+                // Below version 5, and without shapes, exactly the spec.
+                let least = with_gpus(&task.spec, min_gpus(&task.spec, ask));
+                if !quotas.allows(&least) || !round.leaves(reserved, &least) {
                     scan.file(tenant, &quotas);
                     continue;
                 }
-                if let Some(agent) = round.choose(&task.spec, Some(task.id), scan.strategy, credits)
-                {
-                    placed = Some((task, agent, tenant));
+                let chosen = if round.v5.is_some() {
+                    let gpus_ok = |r: &Round<'_>, n: u32| {
+                        let spec = with_gpus(&task.spec, n);
+                        n == least.gpus || (quotas.allows(&spec) && r.leaves(reserved, &spec))
+                    };
+                    round.choose_v5(
+                        &task.spec,
+                        ask,
+                        Some(task.id),
+                        scan.name,
+                        &places[qi],
+                        credits,
+                        &gpus_ok,
+                    )
+                } else {
+                    round
+                        .choose(&task.spec, Some(task.id), scan.strategy, credits)
+                        .map(|i| (i, None))
+                };
+                if let Some(choice) = chosen {
+                    placed = Some((task, choice, ask, tenant));
                     break;
                 }
                 scan.file(tenant, &quotas);
             }
             match placed {
-                Some((task, agent, tenant)) => {
-                    round.book(agent, &task.spec);
-                    quotas.book(&task.spec);
+                Some((task, choice, ask, tenant)) => {
+                    if round.v5.is_some() {
+                        round.book_v5(&choice, &task.spec, ask, scan.name);
+                        quotas.book_gpus(&task.spec, picked_gpus(&choice.1));
+                    } else {
+                        round.book(choice.0, task.spec.slots, task.spec.gpus);
+                        quotas.book(&task.spec);
+                    }
                     scan.file(tenant, &quotas);
-                    out.push((task.id, round.pool[agent].agent.spec.id.clone()));
+                    out.push((task.id, round.pool[choice.0].agent.spec.id.clone()));
                 }
                 // Nothing placeable of this class left in this queue this
                 // round: its share goes to the others (work-conserving).
