@@ -1286,3 +1286,11 @@ fn plan_warm(
 #[cfg(test)]
 #[path = "dispatch_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "scenario_test.rs"]
+mod scenario_tests;
+
+#[cfg(test)]
+#[path = "placement_test.rs"]
+mod placement_tests;

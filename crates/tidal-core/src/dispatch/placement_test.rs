@@ -1,0 +1,1 @@
+//! Unit tests of the planner at cluster format version 5.
