@@ -50,6 +50,19 @@
 //!    ran on agent X (`Lifecycle::last_agent`), the strategy chooses among
 //!    the fitting agents other than X, and X only when it is the only one.
 //!
+//! From cluster format version 5 on (`State::placement_on`), step 5 reads
+//! the task's placement ask (`Placement::ask`) and takes only agents that
+//! [`crate::placement::check::eligible`] accepts after the round's earlier
+//! bookings ([`round_tags`]): its label constraints (checked once per
+//! candidate list), free GPU devices for its first fitting shape (devices
+//! booked in the round are not free; the shape's GPU count is what capacity,
+//! headroom and the tenant's quotas count), and its tag rules, counting the
+//! round's tagged tasks per scope group. The queue's
+//! [`PlaceStrategy`](crate::placement::types::PlaceStrategy) then chooses
+//! ([`strategies`]), with warm models ([`Live::warm`]) as a tie-breaker
+//! weighed against load. Below version 5 none of this runs and planning is
+//! as it was.
+//!
 //! A task that cannot be placed now is skipped, stays Pending, and its
 //! tenant's next task competes in its place: no agent of the pool can take
 //! it, its tenant would pass a running quota (below), or headroom (below)
@@ -84,8 +97,12 @@
 //! rounds for them.
 //!
 //! Cost: agents are pre-filtered once (Ready, connected, a free slot);
-//! capability is computed once per task shape per round; a shape that found no
-//! agent is not tried again in the round (capacity only shrinks within it); a
+//! capability is computed once per task shape per round (from version 5 the
+//! shape includes the ask's constraints and GPU shapes, so label checks run
+//! once per ask shape); a shape that found no agent with room (slots and, from
+//! version 5, devices: not tag rules, quotas or headroom, which can change
+//! within a round) is not tried again in the round (capacity only shrinks
+//! within it); a
 //! tenant's scan of a queue stops after `4 * max` candidates; choosing the
 //! tenant is a B-tree step (`State::pending_by_tenant` holds each tenant's
 //! tasks apart, so a tenant with a million waiting costs the others
@@ -884,20 +901,31 @@ pub struct InFlight {
     /// Slots and GPUs per tenant, counted only while a tenant has a running
     /// limit.
     per_tenant: BTreeMap<String, (u64, u64)>,
+    /// From version 5: per agent, the devices the round's tasks take there
+    /// (as `Assign` will pick them, in the round's order).
+    devices: BTreeMap<AgentId, BTreeSet<u16>>,
+    /// From version 5: the round's tagged tasks, as (agent, tags).
+    tagged: Vec<(AgentId, Vec<String>)>,
 }
 
 impl InFlight {
     pub fn of(state: &State, round: &[(TaskId, AgentId)]) -> InFlight {
         let mut f = InFlight::default();
         let tenants = state.access().any_running_limit();
+        let v5 = state.placement_on();
         for (id, agent) in round {
             let Some(task) = state.tasks.get(id) else {
                 continue;
             };
+            let gpus = if v5 {
+                f.take_v5(state, *id, agent, &task.spec)
+            } else {
+                task.spec.gpus
+            };
             f.per_class[task.spec.priority as usize] += 1;
             let e = f.per_agent.entry(agent.clone()).or_default();
             e.0 += task.spec.slots;
-            e.1 += task.spec.gpus;
+            e.1 += gpus;
             e.2 += 1;
             if tenants {
                 let t = f
@@ -905,10 +933,47 @@ impl InFlight {
                     .entry(tenant_of(&task.spec).to_string())
                     .or_default();
                 t.0 += u64::from(task.spec.slots);
-                t.1 += u64::from(task.spec.gpus);
+                t.1 += u64::from(gpus);
             }
         }
         f
+    }
+
+    /// Records the devices and tags task `id` takes on `agent` when the
+    /// round applies (version 5); returns its GPU count.
+    fn take_v5(&mut self, state: &State, id: TaskId, agent: &AgentId, spec: &TaskSpec) -> u32 {
+        let placement = state.placement();
+        let ask = placement.ask(id);
+        if let Some(tags) = ask.map(|a| &a.tags).filter(|t| !t.is_empty()) {
+            self.tagged.push((agent.clone(), tags.clone()));
+        }
+        let Some(a) = state.agent(agent) else {
+            return spec.gpus;
+        };
+        let shapes = devices::shapes_of(
+            ask.map_or(&[][..], |a| &a.shapes),
+            spec.gpus,
+            spec.gpu_memory_mb,
+        );
+        if round_tags::needs_no_gpus(&shapes) {
+            return 0;
+        }
+        let busy = placement.busy(agent);
+        let taken = self.devices.entry(agent.clone()).or_default();
+        let pick = devices::pick(
+            &a.spec.gpus,
+            |i| busy.is_none_or(|b| !b.contains_key(&i)) && !taken.contains(&i),
+            &shapes,
+            |m| placement.gpu_weight(m),
+        );
+        match pick {
+            Some(p) => {
+                taken.extend(&p.devices);
+                p.devices.len() as u32
+            }
+            // Apply will refuse it: count what the spec says.
+            None => spec.gpus,
+        }
     }
 
     /// How many of the round's tasks each agent takes, in agent order.
@@ -1002,6 +1067,28 @@ fn place_new_asked(
         BTreeMap::new()
     };
     let mut round = Round::new(state, pool, warm);
+    if let Some(v5) = round.v5.as_mut() {
+        // What the round in flight takes first: its devices and its tags.
+        for c in round.pool.iter_mut() {
+            let Some(taken) = dispatching.devices.get(&c.agent.spec.id) else {
+                continue;
+            };
+            for &d in taken {
+                if let Ok(k) = c.free_devices.binary_search(&d) {
+                    c.free_devices.remove(k);
+                    let w = v5
+                        .placement
+                        .gpu_weight(&c.agent.spec.gpus[usize::from(d)].model);
+                    c.gpu_free_milli = c.gpu_free_milli.saturating_sub(u64::from(w));
+                }
+            }
+        }
+        for (agent, tags) in &dispatching.tagged {
+            if let Some(a) = state.agent(agent) {
+                v5.tags.book(&a.spec, tags);
+            }
+        }
+    }
     let mut quotas = Quotas::new(state, Some(dispatching));
     // Class order, then batch order; most batches are of one class.
     let mut order: Vec<usize> = (0..specs.len()).collect();

@@ -609,3 +609,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn eager_placement_counts_the_devices_and_tags_of_the_round_in_flight() {
+    let mut w = World::new();
+    w.agent("a", 4, &["A40", "A100"], &[]);
+    w.agent("b", 4, &["A100"], &[]);
+    let anti = ask(&[], &["web"], &["anti-affinity tag=web"]);
+    let mut one_a100 = anti.clone();
+    one_a100.shapes = shapes("1xA100").unwrap();
+    // Pending: one A100 task on each agent would use both A100s.
+    w.submit(vec![spec("default", 1); 2], vec![one_a100.clone(); 2]);
+    let connected: BTreeSet<AgentId> = w.state.agents().map(|a| a.spec.id.clone()).collect();
+    let live = Live {
+        connected: &connected,
+        warm: &w.warm,
+        warm_weight_milli: 1000,
+    };
+    let round = plan_with(&w.state, &live, 10, &mut DispatchCursor::default());
+    assert_eq!(round.len(), 2);
+    let in_flight = InFlight::of(&w.state, &round);
+    // The round in flight takes both A100s and tags both agents web.
+    for batch in [one_a100, anti] {
+        let place = place_new_with(
+            &w.state,
+            &live,
+            &[spec("default", 1)],
+            &[batch],
+            &in_flight,
+            &mut DispatchCursor::default(),
+        );
+        assert!(place.is_empty(), "{place:?}");
+    }
+}
