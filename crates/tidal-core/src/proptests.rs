@@ -192,7 +192,16 @@ enum Op {
     PlanPreempt {
         connected: u8,
     },
+    /// `SubmitWithPlacement` of items with random asks, eagerly placed over
+    /// the agents in the mask (`placement.rs`).
+    SubmitAsking {
+        items: Vec<(Item, placement::AskSel)>,
+        connected: u8,
+    },
 }
+
+#[path = "proptests/placement.rs"]
+mod placement;
 
 const PEER: &str = "dc-x";
 
@@ -275,6 +284,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => vec(any::<u16>(), 0..2).prop_map(Op::Resume),
         1 => (0u8..3, 0u8..4, 0u8..3).prop_map(|(class, slots, gpus)| Op::SetHeadroom { class, slots, gpus }),
         2 => any::<u8>().prop_map(|connected| Op::PlanPreempt { connected }),
+        4 => placement::submit_asking(),
     ]
 }
 
@@ -430,6 +440,17 @@ fn agent_spec(i: u8, types: u8, weight: u8) -> AgentSpec {
                 memory_mb: 16_000 * (1 + u64::from(g)),
             })
             .collect(),
+        // For placement's constraints (`proptests/placement.rs`).
+        labels: [
+            (
+                "zone".to_string(),
+                ["a", "b"][usize::from(i % 2)].to_string(),
+            ),
+            ("rack".to_string(), format!("r{i}")),
+        ]
+        .into_iter()
+        .chain((i == 2).then(|| ("ssd".to_string(), "yes".to_string())))
+        .collect(),
         ..AgentSpec::default()
     }
 }
@@ -519,6 +540,7 @@ impl Sim {
                 let (specs, place) = self.placed(items, *connected, extra);
                 Command::SubmitPlaced { specs, place }
             }
+            Op::SubmitAsking { items, connected } => self.submit_asking(items, *connected),
             Op::SubmitAs {
                 items,
                 connected,
@@ -893,6 +915,9 @@ impl Sim {
         if let Err(e) = self.a.check_invariants() {
             return Err(TestCaseError::fail(format!("after {cmd:?} -> {ra:?}: {e}")));
         }
+        // Every new hold meets its task's placement ask.
+        placement::check_new_holds(&before, &self.a)
+            .map_err(|e| TestCaseError::fail(format!("after {cmd:?} -> {ra:?}: {e}")))?;
 
         // Classes in order, work-conserving: no plan places a task of a
         // lower class while one of a higher class that an agent of its pool
@@ -1205,8 +1230,18 @@ impl Sim {
                     )
                     .is_none()
                 });
+                // From version 5 on, with its placement ask (constraints,
+                // devices, tag rules) too.
                 let fits = pool.iter().any(|a| {
-                    eligibility::eligible(a, self.a.access().agent_tenant(&a.spec.id), spec).is_ok()
+                    let bound = self.a.access().agent_tenant(&a.spec.id);
+                    crate::placement::check::eligible(
+                        a,
+                        bound,
+                        spec,
+                        self.a.placement().ask(id),
+                        self.a.placement(),
+                    )
+                    .is_ok()
                 });
                 prop_assert!(
                     !(leaves && quota && fits),
