@@ -532,9 +532,18 @@ impl Cluster for ClusterService {
             auth: node.config.auth.as_str().to_string(),
             tls: node.tls.is_some(),
             deadlines_missed: report.deadlines_missed,
-            gpu_weight_milli: Default::default(),
+            gpu_weight_milli: gpu_weights(&node.state.read().state),
         }))
     }
+}
+
+/// The GPU weights in force (thousandths), from cluster format version 5;
+/// none below it.
+fn gpu_weights(state: &tidal_core::State) -> std::collections::HashMap<String, u32> {
+    if state.cluster_version() < tidal_core::placement::types::PLACEMENT_VERSION {
+        return Default::default();
+    }
+    state.placement().gpu_weights().into_iter().collect()
 }
 
 /// A joiner's addresses from `AddLearner`'s `addr` and `peer_addr` (empty:
@@ -602,7 +611,7 @@ impl StateReport {
             agents: state.agents().count() as u32,
             queues: state
                 .queues()
-                .map(|q| convert::queue_to(q, state.pending_in_queue(&q.name)))
+                .map(|q| convert::queue_to(state, q, state.pending_in_queue(&q.name)))
                 .collect(),
             digest: if with_digest { state.digest() } else { 0 },
             deadlines_missed: state.lifecycle().deadlines_missed(),

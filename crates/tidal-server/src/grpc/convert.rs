@@ -10,6 +10,7 @@ use tidal_core::model::{
 use tidal_core::State;
 use tidal_proto::v1;
 
+use super::convert_placement;
 use crate::error::ServerError;
 use crate::leader::engine::ToAgent;
 
@@ -303,6 +304,13 @@ pub fn task_to(state: &State, t: &Task, with_payload: bool, read_index: u64) -> 
         ..Default::default()
     };
     life_into(t, state.lifecycle().task(t.id), &mut out);
+    if let Some(place) = state.placement().task(t.id) {
+        if let Some(spec) = out.spec.as_mut() {
+            convert_placement::ask_into(&place.ask, spec);
+        }
+        out.gpu_devices = convert_placement::taken_devices(place);
+        out.gpu_shape = convert_placement::taken_shape(&t.spec, place);
+    }
     out
 }
 
@@ -368,13 +376,22 @@ pub fn agent_to(a: &Agent, connected: bool) -> v1::AgentInfo {
     }
 }
 
-pub fn queue_to(q: &Queue, pending: usize) -> v1::Queue {
+/// A queue for the API, with the strategy it is placed by (`state`'s
+/// version-5 one when set).
+pub fn queue_to(state: &State, q: &Queue, pending: usize) -> v1::Queue {
+    let (strategy, spread_key) = match state.placement().queue(&q.name) {
+        Some(p) => {
+            let (s, k) = convert_placement::strategy_to(&p.strategy);
+            (s.to_string(), k)
+        }
+        None => (q.strategy.as_str().to_string(), String::new()),
+    };
     v1::Queue {
         name: q.name.clone(),
         weight: q.weight,
-        strategy: q.strategy.as_str().to_string(),
+        strategy,
         pending: pending as u64,
-        spread_key: String::new(),
+        spread_key,
     }
 }
 
@@ -384,9 +401,13 @@ pub fn to_agent(state: &State, msg: ToAgent) -> Option<v1::ServerMessage> {
     use v1::server_message::Msg;
     let msg = match msg {
         ToAgent::Assign { task, token } => {
-            return state
-                .task(task)
-                .map(|t| assignment(t, state.lifecycle().task(task), token))
+            return state.task(task).map(|t| {
+                let mut m = assignment(t, state.lifecycle().task(task), token);
+                if let Some(v1::server_message::Msg::Assignment(a)) = m.msg.as_mut() {
+                    a.gpu_devices = assigned_devices(state, t, token);
+                }
+                m
+            })
         }
         ToAgent::Cancel {
             task_id,
@@ -445,6 +466,34 @@ pub fn to_agent(state: &State, msg: ToAgent) -> Option<v1::ServerMessage> {
         }),
     };
     Some(v1::ServerMessage { msg: Some(msg) })
+}
+
+/// The GPU devices an assignment holds, for its agent (proto:
+/// Assignment.gpu_devices): the devices the state holds for the task under
+/// `token`; none at all (absent) below version 5, and for an assignment of
+/// a task that takes GPUs but holds no devices (made before version 5: it
+/// holds GPUs by count, and the agent must leave CUDA_VISIBLE_DEVICES
+/// unset).
+pub fn assigned_devices(state: &State, t: &Task, token: u64) -> Option<v1::GpuDevices> {
+    use tidal_core::placement::types::PLACEMENT_VERSION;
+    if state.cluster_version() < PLACEMENT_VERSION {
+        return None;
+    }
+    let place = state.placement().task(t.id);
+    if let Some(held) = place
+        .and_then(|p| p.held.as_ref())
+        .filter(|h| h.token == token)
+    {
+        return Some(v1::GpuDevices {
+            index: held.devices.iter().map(|d| u32::from(*d)).collect(),
+        });
+    }
+    let takes_gpus = t.spec.gpus > 0 || place.is_some_and(|p| !p.ask.shapes.is_empty());
+    if takes_gpus {
+        None
+    } else {
+        Some(v1::GpuDevices::default())
+    }
 }
 
 /// How a preempted worker is told, on the wire.

@@ -6,6 +6,7 @@ pub mod auth_layer;
 pub mod cluster_service;
 pub mod conn;
 pub mod convert;
+pub mod convert_placement;
 pub mod dc_link;
 pub mod dc_service;
 pub mod framing;
@@ -18,6 +19,7 @@ pub mod queue_service;
 pub mod raft_service;
 pub mod status;
 pub mod submit_rate;
+pub mod task_explain;
 pub mod task_service;
 pub mod tenant_service;
 #[cfg(test)]

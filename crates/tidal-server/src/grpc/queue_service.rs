@@ -6,10 +6,12 @@ use tidal_core::command::{Command, Response as CoreResponse};
 use tidal_core::lifecycle::Headroom;
 use tidal_core::limits::validate_name;
 use tidal_core::model::Strategy;
+use tidal_core::placement::types::{PlaceStrategy, QueuePlacement, PLACEMENT_VERSION};
 use tidal_proto::v1::{self, queues_server::Queues};
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::convert_placement::{self, QueueStrategy};
 use crate::error::ServerError;
 use crate::leader::engine::{Event, Work};
 use crate::node::Node;
@@ -52,15 +54,35 @@ impl Queues for QueueService {
             ))
             .into());
         }
-        let strategy: Strategy = req.strategy.parse().map_err(ServerError::InvalidArgument)?;
-        let (resp, _) = self
-            .node
-            .propose(Command::SetQueue {
+        let version = self.node.state.read().state.cluster_version();
+        let command = match convert_placement::strategy_from(&req.strategy, &req.spread_key)? {
+            // From version 5 on every strategy is set with SetQueueWith, so
+            // a version-1 strategy replaces a version-5 one set before.
+            QueueStrategy::V1(strategy) if version >= PLACEMENT_VERSION => Command::SetQueueWith {
+                name: req.name.clone(),
+                weight: req.weight,
+                placement: QueuePlacement {
+                    strategy: match strategy {
+                        Strategy::LeastLoaded => PlaceStrategy::LeastLoaded,
+                        Strategy::WeightedRoundRobin => PlaceStrategy::WeightedRoundRobin,
+                    },
+                },
+            },
+            QueueStrategy::V1(strategy) => Command::SetQueue {
                 name: req.name.clone(),
                 weight: req.weight,
                 strategy,
-            })
-            .await?;
+            },
+            QueueStrategy::Placement(placement) => Command::SetQueueWith {
+                name: req.name.clone(),
+                weight: req.weight,
+                placement,
+            },
+        };
+        // FAILED_PRECONDITION below version 5 (a new cluster that is about
+        // to raise it is waited for).
+        self.node.await_format_version(&command).await?;
+        let (resp, _) = self.node.propose(command).await?;
         if let CoreResponse::Rejected(r) = resp {
             return Err(ServerError::Rejected(r).into());
         }
@@ -73,6 +95,7 @@ impl Queues for QueueService {
             .queue(&req.name)
             .ok_or_else(|| ServerError::Internal("queue missing after set".into()))?;
         Ok(Response::new(convert::queue_to(
+            &applied.state,
             q,
             applied.state.pending_in_queue(&q.name),
         )))
@@ -87,7 +110,7 @@ impl Queues for QueueService {
         let queues = applied
             .state
             .queues()
-            .map(|q| convert::queue_to(q, applied.state.pending_in_queue(&q.name)))
+            .map(|q| convert::queue_to(&applied.state, q, applied.state.pending_in_queue(&q.name)))
             .collect();
         let headroom = convert::headroom_to(&applied.state);
         Ok(Response::new(v1::ListQueuesResponse { queues, headroom }))

@@ -10,11 +10,14 @@ use tidal_core::lifecycle::{TaskOptions, LIFECYCLE_VERSION};
 use tidal_core::limits::validate_task_spec;
 use tidal_core::model::{Task, TaskSpec};
 use tidal_core::model::{TaskId, TaskStateKind};
+use tidal_core::placement::types::{PlaceAsk, PLACEMENT_VERSION};
 use tidal_proto::v1::{self, tasks_server::Tasks};
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::convert_placement;
 use super::submit_rate::{over_rate, SubmitRates};
+use super::task_explain;
 use crate::auth::grant::Grant;
 use crate::batcher::MAX_ENTRY_BYTES;
 use crate::error::{rejection_code, ServerError};
@@ -113,7 +116,7 @@ impl TaskService {
             }
             valid
                 .iter()
-                .filter_map(|(s, _, _)| {
+                .filter_map(|(s, _, _, _)| {
                     let t = tenant_of(s);
                     let rate = access.tenant(t)?.submit_rate?;
                     Some((t.to_string(), rate))
@@ -121,7 +124,7 @@ impl TaskService {
                 .collect()
         };
         let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
-        for (s, _, _) in &valid {
+        for (s, _, _, _) in &valid {
             if rates.contains_key(tenant_of(s)) {
                 *wanted.entry(tenant_of(s)).or_default() += 1;
             }
@@ -153,23 +156,33 @@ impl TaskService {
     }
 
     /// Items with lifecycle options other than the defaults need cluster
-    /// format version 4: below it they get FAILED_PRECONDITION in their
-    /// slot (the `None`s of `results`, in order). A new cluster raises its
-    /// version right after it starts: this waits for that as a proposal
-    /// would. Returns the rest.
+    /// format version 4, items with placement fields version 5: below it
+    /// they get FAILED_PRECONDITION in their slot (the `None`s of
+    /// `results`, in order). A new cluster raises its version right after
+    /// it starts: this waits for that as a proposal would. Returns the rest.
     async fn admit_by_version(
         &self,
         valid: Vec<Item>,
         results: &mut [Option<v1::SubmitResult>],
     ) -> Vec<Item> {
-        let with_options =
-            |items: &[Item]| items.iter().any(|(_, _, o)| *o != TaskOptions::default());
-        if !with_options(&valid)
-            || self.node.state.read().state.cluster_version() >= LIFECYCLE_VERSION
-        {
+        let needed = |(_, _, o, a): &Item| {
+            if !a.is_plain() {
+                PLACEMENT_VERSION
+            } else if *o != TaskOptions::default() {
+                LIFECYCLE_VERSION
+            } else {
+                0
+            }
+        };
+        let most = valid.iter().map(needed).max().unwrap_or(0);
+        if most == 0 || self.node.state.read().state.cluster_version() >= most {
             return valid;
         }
-        let probe = Command::Replay(Vec::new());
+        let probe = if most >= PLACEMENT_VERSION {
+            Command::SetGpuWeights(Default::default())
+        } else {
+            Command::Replay(Vec::new())
+        };
         // Its refusal is answered per item below.
         let _ = self.node.await_format_version(&probe).await;
         let version = self.node.state.read().state.cluster_version();
@@ -177,7 +190,12 @@ impl TaskService {
         let mut slots = results.iter_mut().filter(|r| r.is_none());
         for item in valid {
             let slot = slots.next().expect("one empty slot per valid item");
-            match convert::check_options_version(&item.2, version) {
+            let checked = if !item.3.is_plain() && version < PLACEMENT_VERSION {
+                Err(convert_placement::needs_version(version))
+            } else {
+                convert::check_options_version(&item.2, version)
+            };
+            match checked {
                 Ok(()) => admitted.push(item),
                 Err(e) => *slot = Some(item_error(e.code(), e.to_string())),
             }
@@ -259,6 +277,17 @@ impl Tasks for TaskService {
                     continue;
                 }
             };
+            let ask = if convert_placement::has_placement(&spec) {
+                match convert_placement::ask_from(&spec) {
+                    Ok(ask) => ask,
+                    Err(e) => {
+                        results.push(Some(item_error(e.code(), e.to_string())));
+                        continue;
+                    }
+                }
+            } else {
+                PlaceAsk::default()
+            };
             let mut spec = match convert::spec_from(spec) {
                 Ok(spec) => spec,
                 Err(e) => {
@@ -273,10 +302,16 @@ impl Tasks for TaskService {
             }
             // Apply fills in the same defaults; planning (leader/eager) reads them.
             tidal_core::state::normalize(&mut spec);
+            // A task with GPU shapes reads as its first shape's GPUs until an
+            // assignment takes one (as apply sets them).
+            if let Some(first) = ask.shapes.first() {
+                spec.gpus = first.count;
+                spec.gpu_memory_mb = first.min_memory_mb;
+            }
             match validate_task_spec(&spec, limits) {
                 Ok(()) => {
                     results.push(None);
-                    valid.push((spec, grant.as_ref().map(|g| g.principal.clone()), opts));
+                    valid.push((spec, grant.as_ref().map(|g| g.principal.clone()), opts, ask));
                 }
                 Err(r) => results.push(Some(item_error(rejection_code(&r), r.to_string()))),
             }
@@ -371,12 +406,13 @@ impl Tasks for TaskService {
         if !sees(grant.as_ref(), task) {
             return Err(not_found(id).into());
         }
-        Ok(Response::new(convert::task_to(
-            &applied.state,
-            task,
-            true,
-            index,
-        )))
+        let mut out = convert::task_to(&applied.state, task, true, index);
+        if !req.stale {
+            let view = self.node.leadership().map(|l| l.view());
+            let leader = view.as_ref().map(|v| (v, &self.node.config));
+            out.waiting = task_explain::waiting(&applied.state, task, leader);
+        }
+        Ok(Response::new(out))
     }
 
     #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
@@ -520,9 +556,36 @@ impl Tasks for TaskService {
     #[tracing::instrument(skip_all, fields(node_id = self.node.id))]
     async fn explain(
         &self,
-        _request: Request<v1::ExplainRequest>,
+        request: Request<v1::ExplainRequest>,
     ) -> Result<Response<v1::TaskExplanation>, Status> {
-        Err(Status::unimplemented("task explain is not built yet"))
+        let grant = request.extensions().get::<Grant>().cloned();
+        let req = request.into_inner();
+        let id = convert::task_id(&req.id)?;
+        self.read_index(req.stale).await?;
+        // The leader's memory only at a linearizable read (this node leads).
+        let leadership = if req.stale {
+            None
+        } else {
+            self.node.leadership()
+        };
+        let view = leadership.map(|l| l.view());
+        let applied = self.node.state.read();
+        let Some(task) = applied.state.task(id) else {
+            if applied.state.expired(id) {
+                return Err(self.expired(id).into());
+            }
+            return Err(not_found(id).into());
+        };
+        if !sees(grant.as_ref(), task) {
+            return Err(not_found(id).into());
+        }
+        let leader = view.as_ref().map(|v| (v, &self.node.config));
+        Ok(Response::new(task_explain::explanation(
+            &applied.state,
+            task,
+            leader,
+            crate::clock::now_ms(),
+        )))
     }
 }
 

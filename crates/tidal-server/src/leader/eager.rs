@@ -15,9 +15,10 @@ use std::sync::{Mutex, PoisonError};
 
 use tidal_core::access::{Principal, ACCESS_VERSION};
 use tidal_core::command::{Command, Rejection, Response, Submitted};
-use tidal_core::dispatch::{place_new, DispatchCursor};
+use tidal_core::dispatch::{place_new_with, DispatchCursor, Live};
 use tidal_core::lifecycle::{TaskOptions, LIFECYCLE_VERSION};
 use tidal_core::model::{AgentId, TaskSpec};
+use tidal_core::placement::types::{PlaceAsk, PLACEMENT_VERSION};
 use tidal_store::StateHandle;
 
 use super::leadership::LeadershipSlot;
@@ -29,6 +30,8 @@ pub struct EagerPlacement {
     /// This planner's round-robin credits (apart from the dispatcher's) and
     /// where its next window of agents starts.
     cursor: Mutex<DispatchCursor>,
+    /// How much warm models count in placement (`[placement] warm_weight`).
+    warm_weight_milli: u32,
 }
 
 impl EagerPlacement {
@@ -37,7 +40,14 @@ impl EagerPlacement {
             state,
             leadership,
             cursor: Mutex::new(DispatchCursor::default()),
+            warm_weight_milli: crate::leader::engine::EngineConfig::default().warm_weight_milli,
         }
+    }
+
+    /// Sets how much warm models count in placement (thousandths).
+    pub fn with_warm_weight(mut self, milli: u32) -> Self {
+        self.warm_weight_milli = milli;
+        self
     }
 
     /// The command for a batch of (normalized) specs, each with who submitted
@@ -50,14 +60,16 @@ impl EagerPlacement {
         let mut specs = Vec::with_capacity(items.len());
         let mut by = Vec::with_capacity(items.len());
         let mut opts = Vec::with_capacity(items.len());
-        for (spec, principal, o) in items {
+        let mut asks = Vec::with_capacity(items.len());
+        for (spec, principal, o, ask) in items {
             specs.push(spec);
             by.push(principal);
             opts.push(o);
+            asks.push(ask);
         }
         let Some(leadership) = self.current() else {
             let version = self.state.read().state.cluster_version();
-            return submit_command(specs, Vec::new(), by, opts, version);
+            return submit_command_with(specs, Vec::new(), by, opts, asks, version);
         };
         // The view before the state (the engine publishes a round before
         // proposing it and clears it once it applied): a round in flight
@@ -69,16 +81,22 @@ impl EagerPlacement {
         let (place, version) = {
             let applied = self.state.read();
             let mut cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
-            let place = place_new(
+            let live = Live {
+                connected: &view.connected,
+                warm: &view.warm,
+                warm_weight_milli: self.warm_weight_milli,
+            };
+            let place = place_new_with(
                 &applied.state,
-                &view.connected,
+                &live,
                 &specs,
+                &asks,
                 &view.dispatching,
                 &mut cursor,
             );
             (place, applied.state.cluster_version())
         };
-        submit_command(specs, place, by, opts, version)
+        submit_command_with(specs, place, by, opts, asks, version)
     }
 
     /// The per-spec results of a committed batch; pushes what it assigned to
@@ -161,15 +179,48 @@ pub fn submit_command(
     }
 }
 
+/// [`submit_command`] with each spec's placement ask: from
+/// [`PLACEMENT_VERSION`] on, `SubmitWithPlacement` when any ask is not
+/// plain (the asks, one per spec; options and submitters as for
+/// `SubmitWith`). Below it the asks are dropped: the server refuses items
+/// with placement fields there before they reach the batcher.
+pub fn submit_command_with(
+    specs: Vec<TaskSpec>,
+    place: Vec<(u32, AgentId)>,
+    by: Vec<Option<Principal>>,
+    opts: Vec<TaskOptions>,
+    asks: Vec<PlaceAsk>,
+    version: u8,
+) -> Command {
+    if version < PLACEMENT_VERSION || asks.iter().all(PlaceAsk::is_plain) {
+        return submit_command(specs, place, by, opts, version);
+    }
+    match submit_command(specs, place, by, opts, version) {
+        Command::SubmitWith {
+            specs,
+            place,
+            by,
+            opts,
+        } => Command::SubmitWithPlacement {
+            specs,
+            place,
+            by,
+            opts,
+            asks,
+        },
+        other => other,
+    }
+}
+
 /// Submits: one `Submit`, `SubmitPlaced` or `SubmitAs` per batch
 /// ([`EagerPlacement`]). An item is a spec and who submitted it, if the
 /// caller was established; requests with a submitter and requests without
 /// one go into separate entries.
 pub struct SubmitFold(pub std::sync::Arc<EagerPlacement>);
 
-/// A spec to submit, who submits it (if the caller was established) and
-/// its lifecycle options.
-pub type SubmitItem = (TaskSpec, Option<Principal>, TaskOptions);
+/// A spec to submit, who submits it (if the caller was established), its
+/// lifecycle options and its placement ask.
+pub type SubmitItem = (TaskSpec, Option<Principal>, TaskOptions, PlaceAsk);
 
 impl crate::batcher::Fold for SubmitFold {
     type Item = SubmitItem;
@@ -183,11 +234,14 @@ impl crate::batcher::Fold for SubmitFold {
         self.0.results(response)
     }
 
-    fn size((spec, by, _): &Self::Item) -> usize {
-        tidal_core::command::spec_bytes(spec) + by.as_ref().map_or(0, |p| p.id.len() + 8) + 64
+    fn size((spec, by, _, ask): &Self::Item) -> usize {
+        tidal_core::command::spec_bytes(spec)
+            + by.as_ref().map_or(0, |p| p.id.len() + 8)
+            + 64
+            + tidal_core::command::ask_bytes(ask)
     }
 
-    fn joins((_, first, _): &Self::Item, (_, next, _): &Self::Item) -> bool {
+    fn joins((_, first, _, _): &Self::Item, (_, next, _, _): &Self::Item) -> bool {
         first.is_some() == next.is_some()
     }
 }

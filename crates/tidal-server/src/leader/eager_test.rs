@@ -5,7 +5,9 @@ use tidal_core::command::Command;
 use tidal_core::lifecycle::{TaskOptions, LIFECYCLE_VERSION};
 use tidal_core::model::TaskSpec;
 
-use super::submit_command;
+use tidal_core::placement::types::{PlaceAsk, PLACEMENT_VERSION};
+
+use super::{submit_command, submit_command_with};
 use crate::batcher::Fold;
 
 fn spec(n: u32) -> TaskSpec {
@@ -117,7 +119,7 @@ fn without_submitters_the_commands_are_unchanged() {
 fn requests_with_and_without_a_submitter_do_not_share_an_entry() {
     type F = super::SubmitFold;
     let o = TaskOptions::default;
-    let with = (spec(1), alice(), o());
+    let with = (spec(1), alice(), o(), PlaceAsk::default());
     let other = (
         spec(2),
         Some(Principal {
@@ -128,10 +130,14 @@ fn requests_with_and_without_a_submitter_do_not_share_an_entry() {
             suspendable: true,
             ..o()
         },
+        PlaceAsk::default(),
     );
-    let without = (spec(3), None, o());
+    let without = (spec(3), None, o(), PlaceAsk::default());
     assert!(F::joins(&with, &other));
-    assert!(F::joins(&without, &(spec(4), None, o())));
+    assert!(F::joins(
+        &without,
+        &(spec(4), None, o(), PlaceAsk::default())
+    ));
     assert!(!F::joins(&with, &without));
     assert!(!F::joins(&without, &with));
 }
@@ -189,5 +195,49 @@ fn submit_with_at_the_lifecycle_version() {
             ACCESS_VERSION
         ),
         Command::Submit(specs)
+    );
+}
+
+#[test]
+fn submit_with_placement_only_for_asks_at_the_placement_version() {
+    let specs = vec![spec(1), spec(2)];
+    let ask = PlaceAsk {
+        tags: vec!["web".into()],
+        ..PlaceAsk::default()
+    };
+    let asks = vec![PlaceAsk::default(), ask];
+    assert_eq!(
+        submit_command_with(
+            specs.clone(),
+            Vec::new(),
+            vec![alice(), alice()],
+            Vec::new(),
+            asks.clone(),
+            PLACEMENT_VERSION
+        ),
+        Command::SubmitWithPlacement {
+            specs: specs.clone(),
+            place: Vec::new(),
+            by: vec![alice().unwrap(), alice().unwrap()],
+            opts: Vec::new(),
+            asks,
+        }
+    );
+    // Plain asks: the command of a submit without them.
+    assert_eq!(
+        submit_command_with(
+            specs.clone(),
+            Vec::new(),
+            vec![None, None],
+            Vec::new(),
+            vec![PlaceAsk::default(); 2],
+            PLACEMENT_VERSION
+        ),
+        Command::SubmitWith {
+            specs,
+            place: Vec::new(),
+            by: Vec::new(),
+            opts: Vec::new(),
+        }
     );
 }
