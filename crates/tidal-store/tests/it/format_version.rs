@@ -825,3 +825,226 @@ async fn a_snapshot_of_version_4_needs_a_node_of_version_4_and_its_lifecycle_sec
         );
     }
 }
+
+/// [`every_kind_of_entry_v4`], then the cluster raised to version 5 and one
+/// of each placement command: an agent with A100s and A40s, a
+/// `SubmitWithPlacement` of a task with constraints, tags, a tag rule and a
+/// hash key (placed: it holds a device), a shaped task (placed on its second
+/// shape, then finished: its last shape and devices are kept) and a task no
+/// agent meets (Pending with its ask); queues with the spread and bin-pack
+/// strategies; the GPU weights. Entries 36-43.
+async fn every_kind_of_entry_v5(sm: &mut tidal_store::StateMachineStore) {
+    use std::collections::BTreeMap;
+    use tidal_core::placement::types::{
+        Constraint, GpuShape, Op, PlaceAsk, PlaceStrategy, QueuePlacement, RuleKind, Scope, TagRule,
+    };
+    use tidal_core::{AgentSpec, Finished, Gpu, Outcome, TaskId, TaskSpec};
+    every_kind_of_entry_v4(sm).await;
+    let gpu = |model: &str, memory_mb| Gpu {
+        model: model.to_string(),
+        memory_mb,
+    };
+    let agent_e = AgentSpec {
+        id: "agent-e".to_string(),
+        dc: "dc1".to_string(),
+        task_types: ["train".to_string()].into_iter().collect(),
+        slots: 4,
+        weight: 1,
+        gpus: vec![gpu("A100", 81_920), gpu("A40", 49_152), gpu("A40", 49_152)],
+        labels: [("zone".to_string(), "c".to_string())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let spec = |n: u8, gpus| TaskSpec {
+        task_type: "train".to_string(),
+        payload: vec![n; 2],
+        gpus,
+        ..Default::default()
+    };
+    let zone = |op, values: &[&str]| Constraint {
+        key: "zone".to_string(),
+        op,
+        values: values.iter().map(|v| v.to_string()).collect(),
+    };
+    let tagged = PlaceAsk {
+        constraints: vec![zone(Op::Eq, &["c"])],
+        tags: vec!["web".to_string()],
+        rules: vec![TagRule {
+            kind: RuleKind::AntiAffinity,
+            tag: "web".to_string(),
+            scope: Scope::Label("zone".to_string()),
+        }],
+        shapes: Vec::new(),
+        hash_key: Some("user-42".to_string()),
+    };
+    let shaped = PlaceAsk {
+        shapes: vec![
+            GpuShape {
+                count: 2,
+                model: Some("A100".to_string()),
+                min_memory_mb: 0,
+            },
+            GpuShape {
+                count: 2,
+                model: Some("A40".to_string()),
+                min_memory_mb: 40_000,
+            },
+        ],
+        ..PlaceAsk::default()
+    };
+    let nowhere = PlaceAsk {
+        constraints: vec![zone(Op::In, &["x", "y"])],
+        rules: vec![TagRule {
+            kind: RuleKind::MaxPer(2),
+            tag: "web".to_string(),
+            scope: Scope::Agent,
+        }],
+        ..PlaceAsk::default()
+    };
+    let commands = vec![
+        // 36-37
+        Command::SetClusterVersion { version: 5 },
+        Command::RegisterAgent(agent_e),
+        // 38: tasks 17-19; 17 and 18 placed on agent-e (token 38).
+        Command::SubmitWithPlacement {
+            specs: vec![
+                TaskSpec {
+                    idempotency_key: Some("key-v5".to_string()),
+                    ..spec(17, 1)
+                },
+                spec(18, 0),
+                spec(19, 0),
+            ],
+            place: vec![(0, "agent-e".to_string()), (1, "agent-e".to_string())],
+            by: Vec::new(),
+            opts: Vec::new(),
+            asks: vec![tagged, shaped, nowhere],
+        },
+        // 39-40: 18 runs and succeeds.
+        Command::StartedBatch(vec![(TaskId(18), 38)]),
+        Command::Finished(vec![Finished {
+            task: TaskId(18),
+            token: 38,
+            outcome: Outcome {
+                success: true,
+                result: b"ok".to_vec(),
+                error: String::new(),
+                exit_code: 0,
+            },
+            timed_out: false,
+        }]),
+        // 41-43
+        Command::SetQueueWith {
+            name: "spread-q".to_string(),
+            weight: 3,
+            placement: QueuePlacement {
+                strategy: PlaceStrategy::Spread {
+                    key: "zone".to_string(),
+                },
+            },
+        },
+        Command::SetQueueWith {
+            name: "pack-q".to_string(),
+            weight: 1,
+            placement: QueuePlacement {
+                strategy: PlaceStrategy::BinPack,
+            },
+        },
+        Command::SetGpuWeights(BTreeMap::from([
+            ("A100".to_string(), 1000),
+            ("A40".to_string(), 400),
+            ("H100".to_string(), 2500),
+        ])),
+    ];
+    let entries: Vec<_> = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| common::normal(1, 36 + i as u64, c))
+        .collect();
+    let responses = sm.apply(entries).await.expect("apply");
+    for r in &responses {
+        let r = format!("{r:?}");
+        assert!(
+            !r.contains("Rejected") && !r.contains("Err("),
+            "{responses:#?}"
+        );
+    }
+}
+
+/// The same for a state of cluster format version 5: the snapshot carries
+/// the placement section after the lifecycle section, and the digest
+/// covers it.
+#[tokio::test]
+async fn a_fixed_state_of_version_5_encodes_to_the_checked_in_bytes() {
+    use tidal_core::placement::types::PlaceStrategy;
+    use tidal_core::{TaskId, TaskState};
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = common::open(dir.path());
+    every_kind_of_entry_v5(&mut sm).await;
+    let applied = sm.handle().read().clone();
+    let state = &applied.state;
+    let placement = state.placement();
+    assert_eq!(state.cluster_version(), 5);
+    let place = |id| placement.task(TaskId(id)).expect("a placement entry");
+    // 17: holds the first device of its type's default shape (no shapes:
+    // one GPU of any model; the lowest free index, the A100).
+    let held = place(17).held.clone().expect("17 holds devices");
+    assert_eq!((held.token, held.shape, held.devices), (38, 0, vec![0]));
+    assert_eq!(place(17).ask.hash_key.as_deref(), Some("user-42"));
+    // 18: took its second shape (two A40s), finished: kept as its last.
+    assert!(place(18).held.is_none());
+    assert_eq!(place(18).last_shape, Some(1));
+    assert_eq!(place(18).last_devices, vec![1, 2]);
+    assert!(matches!(
+        state.task(TaskId(18)).unwrap().state,
+        TaskState::Succeeded { .. }
+    ));
+    // 19: Pending with its ask.
+    assert_eq!(state.task(TaskId(19)).unwrap().state, TaskState::Pending);
+    assert_eq!(place(19).ask.constraints.len(), 1);
+    assert_eq!(
+        state.queue_strategy("spread-q"),
+        PlaceStrategy::Spread {
+            key: "zone".to_string()
+        }
+    );
+    assert_eq!(state.queue_strategy("pack-q"), PlaceStrategy::BinPack);
+    assert_eq!(placement.gpu_weight("A40"), 400);
+    assert_eq!(placement.gpu_weight("H200"), 1000);
+    check_golden("state-v5", &applied);
+}
+
+#[tokio::test]
+async fn a_snapshot_of_version_5_needs_a_node_of_version_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = common::open(dir.path());
+    every_kind_of_entry_v5(&mut sm).await;
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let data = built.snapshot.clone().into_inner();
+    let v5 = sm.handle().read().clone();
+    // The placement's derived indexes (devices, tags) are rebuilt.
+    let decoded = decode_snapshot(&data).unwrap();
+    assert_eq!(decoded, v5);
+    assert_eq!(decoded.state.placement(), v5.state.placement());
+    assert_eq!(decoded.state.digest(), v5.state.digest());
+
+    let dir_old = tempfile::tempdir().unwrap();
+    let (_lo, mut old) = open_supporting(dir_old.path(), 4);
+    let mut receiving = old.begin_receiving_snapshot().await.unwrap();
+    *receiving = *built.snapshot.clone();
+    let err = old
+        .install_snapshot(&built.meta, receiving)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cluster format version 5"),
+        "{err}"
+    );
+    assert_eq!(old.failures().halted().map(|h| h.needed), Some(5));
+}
