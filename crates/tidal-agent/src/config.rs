@@ -73,6 +73,11 @@ pub struct AgentConfig {
     pub drain_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a task is stopped on the leader's order.
     pub stop_grace: Duration,
+    /// The file that lists the models loaded on this machine now, one per
+    /// line (`--warm-models-file`): read again before every heartbeat and
+    /// sent as its `warm_models`; its workers get its path as
+    /// `TIDAL_WARM_MODELS_FILE` and may rewrite it. None: none is sent.
+    pub warm_models_file: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -97,6 +102,7 @@ impl Default for AgentConfig {
             token: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             stop_grace: DEFAULT_STOP_GRACE,
+            warm_models_file: None,
         }
     }
 }
@@ -121,6 +127,8 @@ pub enum ConfigError {
     NoResultBytes,
     #[error("the agent ttl must be positive")]
     ZeroTtl,
+    #[error("the warm models file path must not be empty")]
+    EmptyWarmModelsFile,
     /// Invariant 6: the agent must stop its work before the server's lease
     /// on it expires, so its own TTL must be the shorter.
     #[error(
@@ -158,6 +166,13 @@ impl AgentConfig {
         }
         if self.ttl == Some(Duration::ZERO) {
             return Err(ConfigError::ZeroTtl);
+        }
+        if self
+            .warm_models_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::EmptyWarmModelsFile);
         }
         Ok(())
     }

@@ -169,3 +169,23 @@ fn tls_needs_an_agent_certificate_of_its_dc() {
     );
     assert!(e.contains("cannot read") && e.contains("ca.pem"), "{e}");
 }
+
+#[test]
+fn an_empty_warm_models_file_path_is_refused() {
+    assert_eq!(
+        AgentConfig {
+            warm_models_file: Some(PathBuf::new()),
+            ..good()
+        }
+        .validate(),
+        Err(ConfigError::EmptyWarmModelsFile)
+    );
+    assert_eq!(
+        AgentConfig {
+            warm_models_file: Some("warm.txt".into()),
+            ..good()
+        }
+        .validate(),
+        Ok(())
+    );
+}

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,48 @@ pub struct ExecSettings {
     /// From SIGTERM to SIGKILL when the agent ends an attempt by itself
     /// (its max-run passed): the agent's stop grace.
     pub kill_grace: Duration,
+    /// The agent's warm models file (absolute), given to workers as
+    /// `TIDAL_WARM_MODELS_FILE`.
+    pub warm_models_file: Option<PathBuf>,
+    /// The agent's own `CUDA_VISIBLE_DEVICES`, when it was started with one:
+    /// device index i of an assignment is its i-th entry (see [`gpu_env`]).
+    pub cuda_visible: Option<Vec<String>>,
+}
+
+/// The agent's own `CUDA_VISIBLE_DEVICES` as a list (None when unset or
+/// empty).
+pub fn cuda_visible_of_env() -> Option<Vec<String>> {
+    let v = std::env::var("CUDA_VISIBLE_DEVICES").ok()?;
+    let list: Vec<String> = v.split(',').map(|d| d.trim().to_string()).collect();
+    (!v.trim().is_empty()).then_some(list)
+}
+
+/// The GPU variables of a worker, from its assignment's devices:
+/// `(CUDA_VISIBLE_DEVICES, TIDAL_GPU_IDS)`, the indexes comma-joined (""
+/// when the assignment took no GPU). None when the assignment names no
+/// devices (made before cluster format version 5): the agent then sets
+/// neither. `TIDAL_GPU_IDS` is always the indexes into the agent's
+/// `--gpus`; `CUDA_VISIBLE_DEVICES` is the same, unless the agent itself
+/// runs with a `CUDA_VISIBLE_DEVICES` (`agent_visible`): index i is then
+/// its i-th entry, so a worker sees the same physical device its index
+/// names (an index past that list is passed as it is).
+pub fn gpu_env(
+    devices: Option<&v1::GpuDevices>,
+    agent_visible: Option<&[String]>,
+) -> Option<(String, String)> {
+    let d = devices?;
+    let ids: Vec<String> = d.index.iter().map(u32::to_string).collect();
+    let cuda: Vec<String> = d
+        .index
+        .iter()
+        .map(|&i| {
+            agent_visible
+                .and_then(|v| v.get(i as usize))
+                .cloned()
+                .unwrap_or_else(|| i.to_string())
+        })
+        .collect();
+    Some((cuda.join(","), ids.join(",")))
 }
 
 /// The outcome of [`Executor::start`].
@@ -533,6 +576,21 @@ fn command(settings: &ExecSettings, a: &v1::Assignment, dir: &TaskDir) -> Comman
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Its GPUs (cluster format version 5); an assignment from before names
+    // none, and the worker then keeps whatever the agent has.
+    match gpu_env(a.gpu_devices.as_ref(), settings.cuda_visible.as_deref()) {
+        Some((cuda, ids)) => {
+            cmd.env("CUDA_VISIBLE_DEVICES", cuda)
+                .env("TIDAL_GPU_IDS", ids);
+        }
+        None => {
+            cmd.env_remove("TIDAL_GPU_IDS");
+        }
+    }
+    match &settings.warm_models_file {
+        Some(p) => cmd.env("TIDAL_WARM_MODELS_FILE", p),
+        None => cmd.env_remove("TIDAL_WARM_MODELS_FILE"),
+    };
     // The agent's own credentials are not the task's: a worker that logs
     // its environment must not hand out the agent token.
     for var in AGENT_ONLY_ENV {

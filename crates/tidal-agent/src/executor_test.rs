@@ -16,6 +16,8 @@ fn executor(
             command: vec!["sh".into(), "-c".into(), script.into()],
             max_result_bytes: max,
             kill_grace: Duration::from_millis(300),
+            warm_models_file: None,
+            cuda_visible: None,
         },
         slots,
     )
@@ -77,6 +79,80 @@ async fn environment_names_the_task() {
     assert_eq!(
         String::from_utf8_lossy(&c.result),
         "t-env|42|2|t2i|sdxl|m1,m2|agent-7"
+    );
+}
+
+fn gpus(index: &[u32]) -> Option<v1::GpuDevices> {
+    Some(v1::GpuDevices {
+        index: index.to_vec(),
+    })
+}
+
+#[test]
+fn gpu_variables_name_the_assignments_devices() {
+    assert_eq!(
+        gpu_env(gpus(&[0, 2, 3]).as_ref(), None),
+        Some(("0,2,3".into(), "0,2,3".into()))
+    );
+    // Present and empty: the task took no GPU and sees none.
+    assert_eq!(
+        gpu_env(gpus(&[]).as_ref(), None),
+        Some((String::new(), String::new()))
+    );
+    // Absent (an assignment from before version 5): neither is set.
+    assert_eq!(gpu_env(None, None), None);
+    // An agent run with its own CUDA_VISIBLE_DEVICES: index i is its i-th entry.
+    let visible: Vec<String> = ["4", "5", "GPU-uuid-6"].map(String::from).to_vec();
+    assert_eq!(
+        gpu_env(gpus(&[0, 2]).as_ref(), Some(&visible)),
+        Some(("4,GPU-uuid-6".into(), "0,2".into()))
+    );
+    assert_eq!(
+        gpu_env(gpus(&[1, 7]).as_ref(), Some(&visible)),
+        Some(("5,7".into(), "1,7".into()))
+    );
+}
+
+const GPU_SCRIPT: &str = r#"printf '%s|%s|%s' "${CUDA_VISIBLE_DEVICES-unset}" "${TIDAL_GPU_IDS-unset}" "${TIDAL_WARM_MODELS_FILE-unset}""#;
+
+#[tokio::test]
+async fn workers_get_their_gpus_and_the_warm_models_file() {
+    let (mut exec, mut rx) = Executor::new(
+        ExecSettings {
+            agent_id: "agent-7".into(),
+            command: vec!["sh".into(), "-c".into(), GPU_SCRIPT.into()],
+            max_result_bytes: 1024,
+            kill_grace: Duration::from_millis(300),
+            warm_models_file: Some("/run/tidal/warm".into()),
+            cuda_visible: None,
+        },
+        2,
+    );
+    let mut a = assignment("t-gpu", 3, b"");
+    a.gpu_devices = gpus(&[1, 3]);
+    exec.start(&a);
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert_eq!(
+        String::from_utf8_lossy(&c.result),
+        "1,3|1,3|/run/tidal/warm"
+    );
+    let mut a = assignment("t-none", 4, b"");
+    a.gpu_devices = gpus(&[]);
+    exec.start(&a);
+    let c = completion_of(&mut exec, &mut rx).await;
+    assert_eq!(String::from_utf8_lossy(&c.result), "||/run/tidal/warm");
+}
+
+#[tokio::test]
+async fn an_assignment_without_devices_sets_no_gpu_variable() {
+    let (mut exec, mut rx) = executor(GPU_SCRIPT, 1, 1024);
+    exec.start(&assignment("t-old", 5, b""));
+    let c = completion_of(&mut exec, &mut rx).await;
+    // CUDA_VISIBLE_DEVICES is the agent's own, as before version 5.
+    let inherited = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "unset".into());
+    assert_eq!(
+        String::from_utf8_lossy(&c.result),
+        format!("{inherited}|unset|unset")
     );
 }
 
@@ -152,6 +228,8 @@ async fn spawn_failure_is_a_failed_completion() {
             command: vec!["/nonexistent/tidal-task".into()],
             max_result_bytes: 10,
             kill_grace: Duration::from_millis(300),
+            warm_models_file: None,
+            cuda_visible: None,
         },
         1,
     );

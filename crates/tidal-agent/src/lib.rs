@@ -27,6 +27,8 @@
 //!   thread that never exits, a reaper process for their process groups, a
 //!   cgroup per worker where cgroup v2 is delegated).
 //! - `fence`: the lease deadline as a pure struct ([`Lease`]).
+//! - `warm`: the models loaded on this machine now (`--warm-models-file`),
+//!   read before every heartbeat.
 //! - `outbox`: completions and stop reports kept until the leader
 //!   acknowledges them, and the latest checkpoint of each task held until
 //!   the leader answers it (sent again with backoff meanwhile).
@@ -42,6 +44,7 @@ mod lifetime;
 mod outbox;
 mod session;
 mod taskdir;
+mod warm;
 mod worker;
 
 #[cfg(test)]
@@ -53,10 +56,11 @@ pub use config::{
     AgentConfig, ConfigError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_RESULT_BYTES, DEFAULT_STOP_GRACE,
     DEFAULT_TTL_SHARE,
 };
-pub use executor::{ExecEvent, ExecSettings, Executor, Start, STDERR_TAIL_BYTES};
+pub use executor::{gpu_env, ExecEvent, ExecSettings, Executor, Start, STDERR_TAIL_BYTES};
 pub use fence::Lease;
 pub use outbox::Outbox;
 pub use session::Displaced;
+pub use warm::MAX_WARM_MODELS;
 pub use worker::Notice;
 
 /// Runs the agent until `shutdown` completes (then kills its tasks and

@@ -40,6 +40,7 @@ use crate::config::AgentConfig;
 use crate::executor::{ExecEvent, ExecSettings, Executor};
 use crate::fence::Lease;
 use crate::outbox::Outbox;
+use crate::warm::WarmModels;
 
 /// Reconnect backoff: from this, doubling, up to `RECONNECT_MAX`.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -146,6 +147,8 @@ pub(crate) struct Agent {
     /// misconfiguration to stop on; afterwards (a server's certificate
     /// being replaced, say) it is retried like any connection failure.
     ever_opened: bool,
+    /// `--warm-models-file`: read before every heartbeat and registration.
+    warm: Option<WarmModels>,
 }
 
 impl Agent {
@@ -162,12 +165,21 @@ impl Agent {
         };
         let client = Client::with_options(config.endpoints.clone(), options)
             .context("invalid server endpoints")?;
+        let warm = match &config.warm_models_file {
+            Some(p) => Some(WarmModels::new(
+                std::path::absolute(p)
+                    .with_context(|| format!("--warm-models-file {}", p.display()))?,
+            )),
+            None => None,
+        };
         let (exec, events) = Executor::new(
             ExecSettings {
                 agent_id: config.id.clone(),
                 command: config.command.clone(),
                 max_result_bytes: config.max_result_bytes,
                 kill_grace: config.stop_grace,
+                warm_models_file: warm.as_ref().map(|w| w.path().to_path_buf()),
+                cuda_visible: crate::executor::cuda_visible_of_env(),
             },
             config.slots,
         );
@@ -190,7 +202,14 @@ impl Agent {
             observer,
             leaving: None,
             ever_opened: false,
+            warm,
         })
+    }
+
+    /// The models loaded here now (read from `--warm-models-file`; none
+    /// without it).
+    fn warm_models(&mut self) -> Vec<String> {
+        self.warm.as_mut().map(WarmModels::read).unwrap_or_default()
     }
 
     /// Remembers that this task's `token` never starts here again (the

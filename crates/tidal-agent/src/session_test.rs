@@ -1067,3 +1067,46 @@ exec sleep 30"#,
     }
     h.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn registers_and_heartbeats_with_the_models_its_workers_report_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warm");
+    std::fs::write(&file, "sdxl\n").unwrap();
+    // The worker loads another model and says so through the file.
+    let script = r#"printf 'vits\nsdxl\n' > "$TIDAL_WARM_MODELS_FILE.new" && mv "$TIDAL_WARM_MODELS_FILE.new" "$TIDAL_WARM_MODELS_FILE""#;
+    let warm = file.clone();
+    let mut h = Harness::start_with(script, None, None, move |c| {
+        c.warm_models_file = Some(warm);
+    })
+    .await;
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(reg)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    assert_eq!(reg.warm_models, ["sdxl"]);
+    s.send(registered(10_000, 50));
+    match s.recv().await {
+        Some(FromAgent::Heartbeat(hb)) => {
+            assert_eq!(hb.warm_models, ["sdxl"]);
+            s.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }));
+        }
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    s.send(assignment("t-warm", 9, b""));
+    // Heartbeats carry the new list once the worker wrote it.
+    loop {
+        match s.recv().await {
+            Some(FromAgent::Heartbeat(hb)) => {
+                s.send(ToAgent::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }));
+                if hb.warm_models == ["vits", "sdxl"] {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => panic!("session ended"),
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "vits\nsdxl\n");
+    h.stop().await.unwrap();
+}

@@ -229,10 +229,11 @@ impl Agent {
         let seq = self.heartbeat_seq;
         // Invariant 6: the lease is renewed from this send time.
         self.lease.sent(seq, Instant::now());
+        let warm_models = self.warm_models();
         self.send_if_registered(Out::Heartbeat(v1::Heartbeat {
             seq,
             free_slots: self.exec.free_slots(),
-            warm_models: Vec::new(),
+            warm_models,
         }));
     }
 
@@ -262,7 +263,7 @@ impl Agent {
                 spec: Some(self.config.spec()),
                 running,
                 instance: self.instance.clone(),
-                warm_models: Vec::new(),
+                warm_models: self.warm_models(),
                 fenced: self
                     .fenced
                     .iter()
