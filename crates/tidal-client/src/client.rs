@@ -293,6 +293,21 @@ impl Client {
         .await
     }
 
+    /// Why a pending task is not placed (`Tasks/Explain`, cluster format
+    /// version 5); linearizable unless `stale`, which leaves the leader's
+    /// memory out.
+    pub async fn explain_task(&self, id: &str, stale: bool) -> Result<v1::TaskExplanation, Error> {
+        let req = v1::ExplainRequest {
+            id: id.to_string(),
+            stale,
+        };
+        self.call(!stale, |ch| {
+            let req = req.clone();
+            async move { Ok(TasksClient::new(ch).explain(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     /// Lists tasks (one page; follow `next_after_id` for more).
     pub async fn list_tasks(
         &self,
@@ -518,6 +533,16 @@ impl Client {
             strategy: strategy.to_string(),
             spread_key: String::new(),
         };
+        self.call(true, |ch| {
+            let req = req.clone();
+            async move { Ok(QueuesClient::new(ch).set(req).await?.into_inner()) }
+        })
+        .await
+    }
+
+    /// Creates or updates a queue with every field of the request (the
+    /// spread key of strategy "spread", say).
+    pub async fn set_queue_with(&self, req: v1::SetQueueRequest) -> Result<v1::Queue, Error> {
         self.call(true, |ch| {
             let req = req.clone();
             async move { Ok(QueuesClient::new(ch).set(req).await?.into_inner()) }
