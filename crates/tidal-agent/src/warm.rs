@@ -14,8 +14,9 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-/// The most models sent in one heartbeat.
-pub const MAX_WARM_MODELS: usize = 64;
+/// The most models sent in one heartbeat: the servers' default model limit
+/// (more are ignored there).
+pub const MAX_WARM_MODELS: usize = 32;
 /// The longest model name (the servers' name rule).
 pub const MAX_NAME_BYTES: usize = 128;
 /// The most bytes of the file read.

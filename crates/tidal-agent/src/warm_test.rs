@@ -29,7 +29,7 @@ fn at_most_the_limit_is_sent() {
         .collect();
     let (models, problems) = parse(text.as_bytes());
     assert_eq!(models.len(), MAX_WARM_MODELS);
-    assert_eq!(models.last().map(String::as_str), Some("m63"));
+    assert_eq!(models.last().map(String::as_str), Some("m31"));
     assert_eq!(problems.len(), 1);
     assert!(problems[0].contains("the last 3"), "{problems:?}");
 }
