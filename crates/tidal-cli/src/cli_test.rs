@@ -1018,3 +1018,212 @@ fn task_list_dead_replay_and_queue_headroom() {
     };
     assert_eq!((h.slots, h.gpus), (4, 2));
 }
+
+#[test]
+fn task_submit_placement_flags() {
+    let Command::Task(TaskCmd::Submit(s)) = parse(&[
+        "task",
+        "submit",
+        "--type",
+        "t2i",
+        "--constraint",
+        "zone=a",
+        "--constraint",
+        "gpu in (A100, H100)",
+        "--constraint",
+        "!spot",
+        "--tag",
+        "web,front",
+        "--affinity",
+        "tag=db",
+        "--anti-affinity",
+        "tag=web@agent",
+        "--max-per",
+        "tag=web:2",
+        "--scope",
+        "zone",
+        "--gpu-shape",
+        "2xH100|1xA100|1xany:40960",
+        "--hash-key",
+        "user-42",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    let spec = &s.specs().unwrap()[0];
+    assert_eq!(spec.constraints, ["zone=a", "gpu in (A100, H100)", "!spot"]);
+    assert_eq!(spec.tags, ["web", "front"]);
+    let rule = |kind: v1::TagRuleKind, tag: &str, max: u32, scope: &str| v1::TagRule {
+        kind: kind as i32,
+        tag: tag.into(),
+        max,
+        scope: scope.into(),
+    };
+    assert_eq!(
+        spec.tag_rules,
+        [
+            rule(v1::TagRuleKind::Affinity, "db", 0, "zone"),
+            rule(v1::TagRuleKind::AntiAffinity, "web", 0, ""),
+            rule(v1::TagRuleKind::MaxPer, "web", 2, "zone"),
+        ]
+    );
+    let shape = |count: u32, model: &str, memory_mb: u64| v1::GpuShape {
+        count,
+        model: model.into(),
+        memory_mb,
+    };
+    assert_eq!(
+        spec.gpu_shapes,
+        [
+            shape(2, "H100", 0),
+            shape(1, "A100", 0),
+            shape(1, "", 40960)
+        ]
+    );
+    assert_eq!((spec.gpus, spec.gpu_model.as_str()), (0, ""));
+    assert_eq!(spec.hash_key, "user-42");
+
+    let Command::Task(TaskCmd::Submit(s)) = parse(&[
+        "task",
+        "submit",
+        "--type",
+        "t2i",
+        "--gpus",
+        "2",
+        "--gpu-model",
+        "A100",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    let spec = &s.specs().unwrap()[0];
+    assert_eq!((spec.gpus, spec.gpu_model.as_str()), (2, "A100"));
+    assert!(spec.gpu_shapes.is_empty() && spec.tag_rules.is_empty());
+}
+
+#[test]
+fn bad_placement_flags_are_usage_errors() {
+    let submit = |extra: &[&str]| {
+        let mut v = vec!["task", "submit", "--type", "t2i"];
+        v.extend_from_slice(extra);
+        usage_error(&v)
+    };
+    for bad in [
+        &["--constraint", "zone in a,b"][..],
+        &["--constraint", "=a"],
+        &["--affinity", "db"],
+        &["--max-per", "tag=web"],
+        &["--max-per", "tag=web:0"],
+        &["--anti-affinity", "tag=web@"],
+        &["--scope", "bad key"],
+        &["--gpu-shape", "A100"],
+        &["--gpu-shape", "0xA100"],
+        &["--gpu-shape", "1xA100|"],
+        &["--gpu-shape", "1x"],
+    ] {
+        assert_eq!(submit(bad), ErrorKind::ValueValidation, "{bad:?}");
+    }
+    // --gpu-shape replaces --gpus and --gpu-model; a model needs a count.
+    assert_eq!(
+        submit(&["--gpu-shape", "1xA100", "--gpus", "1"]),
+        ErrorKind::ArgumentConflict
+    );
+    assert_eq!(
+        submit(&["--gpu-model", "A100"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    let nine = ["1xA100"; 9].join("|");
+    assert_eq!(submit(&["--gpu-shape", &nine]), ErrorKind::ValueValidation);
+    // --scope alone scopes nothing.
+    let Command::Task(TaskCmd::Submit(s)) =
+        parse(&["task", "submit", "--type", "t2i", "--scope", "zone"]).command
+    else {
+        panic!()
+    };
+    let e = format!("{:#}", s.specs().unwrap_err());
+    assert!(e.contains("--scope") && e.contains("--max-per"), "{e}");
+}
+
+#[test]
+fn queue_strategies_and_spread() {
+    for (name, want) in [
+        ("bin-pack", StrategyArg::BinPack),
+        ("consistent-hash", StrategyArg::ConsistentHash),
+        ("least-loaded", StrategyArg::LeastLoaded),
+    ] {
+        let Command::Queue(QueueCmd::Set(s)) =
+            parse(&["queue", "set", "q", "--weight", "1", "--strategy", name]).command
+        else {
+            panic!()
+        };
+        assert_eq!((s.strategy, s.strategy.as_str()), (want, name));
+    }
+    let Command::Queue(QueueCmd::Set(s)) = parse(&[
+        "queue",
+        "set",
+        "q",
+        "--weight",
+        "1",
+        "--strategy",
+        "spread",
+        "--spread",
+        "zone",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (s.strategy, s.spread.as_deref()),
+        (StrategyArg::Spread, Some("zone"))
+    );
+    assert_eq!(
+        usage_error(&["queue", "set", "q", "--weight", "1", "--strategy", "spread"]),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        usage_error(&["queue", "set", "q", "--weight", "1", "--spread", "zone"]),
+        ErrorKind::MissingRequiredArgument
+    );
+}
+
+#[test]
+fn explain_agent_get_and_warm_models_file_forms() {
+    let Command::Task(TaskCmd::Explain(e)) =
+        parse(&["task", "explain", "t0000000042", "-o", "json"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(e.id, "t0000000042");
+    assert_eq!(e.client.output, OutputFormat::Json);
+    let Command::Agent(a) = parse(&["agent", "get", "gpu-7"]).command else {
+        panic!()
+    };
+    assert!(matches!(a.action, Some(AgentCmd::Get(g)) if g.id == "gpu-7"));
+    let Command::Agent(a) = parse(&[
+        "agent",
+        "--id",
+        "gpu-7",
+        "--dc",
+        "dc1",
+        "--task-types",
+        "t2i",
+        "--endpoints",
+        "127.0.0.1:7001",
+        "--warm-models-file",
+        "/run/warm",
+        "--",
+        "true",
+    ])
+    .command
+    else {
+        panic!()
+    };
+    let c = a.run.to_config().unwrap();
+    assert_eq!(
+        c.warm_models_file.as_deref(),
+        Some(std::path::Path::new("/run/warm"))
+    );
+}

@@ -186,12 +186,55 @@ pub fn task_json(t: &v1::Task) -> Value {
     if let (Some(v), Value::Object(life)) = (v.as_object_mut(), life) {
         v.extend(life);
     }
+    // Placement (cluster format version 5).
+    let place = json!({
+        "constraints": spec.constraints,
+        "tags": spec.tags,
+        "tag_rules": spec.tag_rules.iter().map(tag_rule_json).collect::<Vec<_>>(),
+        "gpu_model": (!spec.gpu_model.is_empty()).then_some(&spec.gpu_model),
+        "gpu_shapes": spec.gpu_shapes.iter().map(gpu_shape_json).collect::<Vec<_>>(),
+        "hash_key": (!spec.hash_key.is_empty()).then_some(&spec.hash_key),
+        "gpu_devices": t.gpu_devices,
+        "gpu_shape": t.gpu_shape.as_ref().map(gpu_shape_json),
+        "waiting": (!t.waiting.is_empty()).then_some(&t.waiting),
+    });
+    if let (Some(v), Value::Object(place)) = (v.as_object_mut(), place) {
+        v.extend(place);
+    }
     if !spec.payload.is_empty() {
         let (payload, enc) = encode_bytes(&spec.payload);
         v["payload"] = json!(payload);
         v["payload_encoding"] = json!(enc);
     }
     v
+}
+
+/// A tag rule as JSON: `{kind, tag, max, scope, text}` (`max` only for
+/// max-per; `scope` "agent" or a label key).
+pub fn tag_rule_json(r: &v1::TagRule) -> Value {
+    let kind = match v1::TagRuleKind::try_from(r.kind) {
+        Ok(v1::TagRuleKind::Affinity) => "affinity",
+        Ok(v1::TagRuleKind::AntiAffinity) => "anti-affinity",
+        Ok(v1::TagRuleKind::MaxPer) => "max-per",
+        _ => "unspecified",
+    };
+    json!({
+        "kind": kind,
+        "tag": r.tag,
+        "max": (r.kind == v1::TagRuleKind::MaxPer as i32).then_some(r.max),
+        "scope": if r.scope.is_empty() { "agent" } else { r.scope.as_str() },
+        "text": crate::lists::rule_text(r),
+    })
+}
+
+/// A GPU shape as JSON: `{count, model, memory_mb, text}` (model null: any).
+pub fn gpu_shape_json(s: &v1::GpuShape) -> Value {
+    json!({
+        "count": s.count,
+        "model": (!s.model.is_empty()).then_some(&s.model),
+        "memory_mb": s.memory_mb,
+        "text": crate::lists::shape_text(s),
+    })
 }
 
 /// One attempt of a task's history as JSON (times: ms since the epoch,
@@ -357,11 +400,46 @@ pub fn task_text(t: &v1::Task) -> String {
         );
     }
     kv("slots", spec.slots.to_string());
-    if spec.gpus > 0 {
+    if !spec.gpu_shapes.is_empty() {
+        let alts: Vec<String> = spec
+            .gpu_shapes
+            .iter()
+            .map(crate::lists::shape_text)
+            .collect();
+        kv("gpu_shapes", alts.join("|"));
+    } else if spec.gpus > 0 {
+        let model = if spec.gpu_model.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", spec.gpu_model)
+        };
         kv(
             "gpus",
-            format!("{} (>= {} MB each)", spec.gpus, spec.gpu_memory_mb),
+            format!("{}{model} (>= {} MB each)", spec.gpus, spec.gpu_memory_mb),
         );
+    }
+    if let Some(shape) = &t.gpu_shape {
+        kv("gpu_shape", crate::lists::shape_text(shape));
+    }
+    if !t.gpu_devices.is_empty() {
+        let d: Vec<String> = t.gpu_devices.iter().map(u32::to_string).collect();
+        kv("gpu_devices", d.join(","));
+    }
+    if !spec.constraints.is_empty() {
+        kv("constraints", spec.constraints.join("; "));
+    }
+    if !spec.tags.is_empty() {
+        kv("tags", spec.tags.join(","));
+    }
+    if !spec.tag_rules.is_empty() {
+        let rules: Vec<String> = spec.tag_rules.iter().map(crate::lists::rule_text).collect();
+        kv("tag_rules", rules.join("; "));
+    }
+    if !spec.hash_key.is_empty() {
+        kv("hash_key", spec.hash_key.clone());
+    }
+    if !t.waiting.is_empty() {
+        kv("waiting", t.waiting.clone());
     }
     kv("payload", format!("{} bytes", t.payload_bytes));
     if is_terminal(t.state) {
@@ -411,11 +489,173 @@ pub fn agent_json(a: &v1::AgentInfo) -> Value {
         "labels": spec.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "registered_ms": a.registered_ms,
         "drain_deadline_ms": (a.drain_deadline_ms > 0).then_some(a.drain_deadline_ms),
+        "warm_models": a.warm_models,
+        "gpus_busy": a.gpus_busy,
     })
 }
 
+/// An agent for people (`agent get`): one `field  value` line each, then
+/// its GPUs, busy or free.
+pub fn agent_text(a: &v1::AgentInfo) -> String {
+    let spec = a.spec.clone().unwrap_or_default();
+    let mut table = Table::new(&["FIELD", "VALUE"]);
+    let mut kv = |k: &str, v: String| table.row(vec![k.to_string(), v]);
+    kv("id", spec.id.clone());
+    kv("dc", spec.dc.clone());
+    kv("state", agent_state_name(a.state).to_string());
+    kv(
+        "connected",
+        if a.connected { "yes" } else { "no" }.to_string(),
+    );
+    kv("task_types", dash(&spec.task_types.join(",")));
+    if !spec.pipelines.is_empty() {
+        kv("pipelines", spec.pipelines.join(","));
+    }
+    kv("models", dash(&spec.models.join(",")));
+    kv("warm_models", dash(&a.warm_models.join(",")));
+    kv(
+        "slots",
+        format!("{} of {} in use", a.slots_in_use, spec.slots),
+    );
+    kv(
+        "gpus",
+        format!("{} of {} in use", a.gpus_in_use, spec.gpus.len()),
+    );
+    kv("in_flight", a.in_flight.to_string());
+    kv("weight", spec.weight.to_string());
+    let labels: Vec<String> = spec
+        .labels
+        .iter()
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    kv("labels", dash(&labels.join(",")));
+    kv("registered", ms_to_utc(a.registered_ms));
+    if a.drain_deadline_ms > 0 {
+        kv("drain_deadline", ms_to_utc(a.drain_deadline_ms));
+    }
+    let mut out = table.render();
+    if let Some(nl) = out.find('\n') {
+        out.drain(..=nl);
+    }
+    if !spec.gpus.is_empty() {
+        let mut t = Table::new(&["GPU", "MODEL", "MEMORY_MB", "BUSY"]);
+        for (i, g) in spec.gpus.iter().enumerate() {
+            t.row(vec![
+                i.to_string(),
+                g.model.clone(),
+                g.memory_mb.to_string(),
+                if a.gpus_busy.contains(&(i as u32)) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_string(),
+            ]);
+        }
+        out.push_str("gpus:\n");
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// Device indexes as `0,1,3`; `-` for none.
+pub fn devices_text(d: &[u32]) -> String {
+    dash(&d.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+}
+
 pub fn queue_json(q: &v1::Queue) -> Value {
-    json!({ "name": q.name, "weight": q.weight, "strategy": q.strategy, "pending": q.pending })
+    json!({
+        "name": q.name,
+        "weight": q.weight,
+        "strategy": q.strategy,
+        "spread_key": (!q.spread_key.is_empty()).then_some(&q.spread_key),
+        "pending": q.pending,
+    })
+}
+
+/// A queue's strategy as people read it: `spread:zone` for a spread.
+pub fn strategy_text(q: &v1::Queue) -> String {
+    if q.spread_key.is_empty() {
+        q.strategy.clone()
+    } else {
+        format!("{}:{}", q.strategy, q.spread_key)
+    }
+}
+
+/// Why a task waits (`task explain -o json`): every field of the answer;
+/// times in ms since the epoch, null when unknown.
+pub fn explanation_json(e: &v1::TaskExplanation) -> Value {
+    json!({
+        "id": e.id,
+        "state": task_state_name(e.state),
+        "summary": e.summary,
+        "agents_total": e.agents_total,
+        "agents_eligible_now": e.agents_eligible_now,
+        "reasons": e.reasons.iter().map(|r| json!({ "reason": r.reason, "agents": r.agents })).collect::<Vec<_>>(),
+        "queue_position": (e.queue_position > 0).then_some(e.queue_position),
+        "position_capped": e.position_capped,
+        "queue_throughput_per_s": e.queue_throughput_per_s,
+        "estimated_start_ms": (e.estimated_start_ms > 0).then_some(e.estimated_start_ms),
+        "queue_share": (!e.queue_share.is_empty()).then_some(&e.queue_share),
+        "forwarding": (!e.forwarding.is_empty()).then_some(&e.forwarding),
+        "in_backoff": e.in_backoff,
+        "not_before_ms": (e.not_before_ms > 0).then_some(e.not_before_ms),
+    })
+}
+
+/// Why a task waits, for people; `now_ms` makes the estimated start
+/// relative.
+pub fn explanation_text(e: &v1::TaskExplanation, now_ms: u64) -> String {
+    let state = task_state_name(e.state);
+    if e.state != v1::TaskState::Pending as i32 {
+        return format!("task {} is {state}: it is not waiting to be placed\n", e.id);
+    }
+    let mut out = format!("task {} is pending: {}\n", e.id, dash(&e.summary));
+    out.push_str(&format!(
+        "agents: {} of {} could take it now\n",
+        e.agents_eligible_now, e.agents_total
+    ));
+    if !e.reasons.is_empty() {
+        let mut t = Table::new(&["AGENTS", "REASON"]);
+        for r in &e.reasons {
+            t.row(vec![r.agents.to_string(), r.reason.clone()]);
+        }
+        out.push_str(&t.render());
+    }
+    if e.in_backoff {
+        out.push_str(&format!(
+            "backoff: not placed before {}\n",
+            ms_to_utc(e.not_before_ms)
+        ));
+    }
+    let position = match (e.queue_position, e.position_capped) {
+        (0, _) => "unknown".to_string(),
+        (p, true) => format!("at least {p}"),
+        (p, false) => p.to_string(),
+    };
+    out.push_str(&format!("queue position: {position}\n"));
+    let rate = if e.queue_throughput_per_s > 0.0 {
+        format!("{:.2} tasks/s over the last 60 s", e.queue_throughput_per_s)
+    } else {
+        "none in the last 60 s (or unknown)".to_string()
+    };
+    out.push_str(&format!("queue throughput: {rate}\n"));
+    let start = if e.estimated_start_ms > 0 {
+        let secs = e.estimated_start_ms.saturating_sub(now_ms).div_ceil(1000);
+        format!("{} (in about {secs} s)", ms_to_utc(e.estimated_start_ms))
+    } else {
+        "unknown".to_string()
+    };
+    out.push_str(&format!("estimated start: {start}\n"));
+    if !e.queue_share.is_empty() {
+        out.push_str(&format!("queue share: {}\n", e.queue_share));
+    }
+    if !e.forwarding.is_empty() {
+        out.push_str(&format!("forwarding: {}\n", e.forwarding));
+    }
+    out
 }
 
 pub fn headroom_json(h: &v1::Headroom) -> Value {
@@ -441,7 +681,7 @@ pub fn queues_table(queues: &[v1::Queue]) -> String {
         t.row(vec![
             q.name.clone(),
             q.weight.to_string(),
-            q.strategy.clone(),
+            strategy_text(q),
             q.pending.to_string(),
         ]);
     }

@@ -179,3 +179,166 @@ fn one_line_truncates() {
     assert_eq!(one_line("a\nb", 10), "a b");
     assert_eq!(one_line("abcdefghijkl", 8), "abcde...");
 }
+
+fn placed_task() -> v1::Task {
+    let mut t = task();
+    let spec = t.spec.as_mut().unwrap();
+    spec.constraints = vec!["zone=a".into(), "gpu in (A100,H100)".into()];
+    spec.tags = vec!["web".into()];
+    spec.tag_rules = vec![v1::TagRule {
+        kind: v1::TagRuleKind::MaxPer as i32,
+        tag: "web".into(),
+        max: 2,
+        scope: "zone".into(),
+    }];
+    spec.gpu_shapes = vec![
+        v1::GpuShape {
+            count: 2,
+            model: "H100".into(),
+            memory_mb: 0,
+        },
+        v1::GpuShape {
+            count: 1,
+            model: "A100".into(),
+            memory_mb: 40960,
+        },
+    ];
+    spec.hash_key = "user-42".into();
+    t.gpu_devices = vec![3];
+    t.gpu_shape = Some(spec.gpu_shapes[1].clone());
+    t
+}
+
+#[test]
+fn placement_fields_in_json_and_text() {
+    let t = placed_task();
+    let v = task_json(&t);
+    assert_eq!(v["constraints"], json!(["zone=a", "gpu in (A100,H100)"]));
+    assert_eq!(v["tags"], json!(["web"]));
+    assert_eq!(
+        v["tag_rules"],
+        json!([{"kind": "max-per", "tag": "web", "max": 2, "scope": "zone",
+                "text": "max-per tag=web:2@zone"}])
+    );
+    assert_eq!(v["gpu_shapes"][0]["text"], "2xH100");
+    assert_eq!(
+        v["gpu_shape"],
+        json!({"count": 1, "model": "A100", "memory_mb": 40960, "text": "1xA100:40960"})
+    );
+    assert_eq!(v["gpu_devices"], json!([3]));
+    assert_eq!(v["hash_key"], "user-42");
+    assert_eq!(v["waiting"], Value::Null);
+    let text = task_text(&t);
+    for want in [
+        "2xH100|1xA100:40960",
+        "gpu_shape",
+        "gpu_devices",
+        "zone=a; gpu in (A100,H100)",
+        "max-per tag=web:2@zone",
+        "user-42",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    // A pending task says why it waits; one without placement fields shows none.
+    let mut p = task();
+    p.state = v1::TaskState::Pending as i32;
+    p.waiting = "full: GPUs (no 1 free A100) on 3 agents".into();
+    let v = task_json(&p);
+    assert_eq!(v["waiting"], "full: GPUs (no 1 free A100) on 3 agents");
+    assert_eq!(
+        (v["gpu_devices"].clone(), v["gpu_shape"].clone()),
+        (json!([]), Value::Null)
+    );
+    assert!(task_text(&p).contains("waiting"));
+    assert!(!task_text(&task()).contains("gpu_devices"));
+}
+
+#[test]
+fn an_explanation_for_people_and_as_json() {
+    let e = v1::TaskExplanation {
+        id: "t1".into(),
+        state: v1::TaskState::Pending as i32,
+        summary: "full: GPUs on 1 agent".into(),
+        agents_total: 3,
+        agents_eligible_now: 0,
+        reasons: vec![
+            v1::ReasonCount {
+                reason: "constraint zone=a unmet".into(),
+                agents: 2,
+            },
+            v1::ReasonCount {
+                reason: "full: GPUs (no 1 free A100)".into(),
+                agents: 1,
+            },
+        ],
+        queue_position: 4,
+        position_capped: false,
+        queue_throughput_per_s: 2.0,
+        estimated_start_ms: 1_700_000_002_000,
+        ..Default::default()
+    };
+    let text = explanation_text(&e, 1_700_000_000_000);
+    for want in [
+        "task t1 is pending: full: GPUs on 1 agent",
+        "0 of 3",
+        "constraint zone=a unmet",
+        "queue position: 4",
+        "2.00 tasks/s",
+        "in about 2 s",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    let v = explanation_json(&e);
+    assert_eq!(v["state"], "pending");
+    assert_eq!(
+        v["reasons"][1],
+        json!({"reason": "full: GPUs (no 1 free A100)", "agents": 1})
+    );
+    assert_eq!(v["queue_share"], Value::Null);
+    // Not pending: its state only.
+    let done = v1::TaskExplanation {
+        id: "t2".into(),
+        state: v1::TaskState::Running as i32,
+        ..Default::default()
+    };
+    assert!(explanation_text(&done, 0).contains("t2 is running"));
+}
+
+#[test]
+fn an_agent_with_warm_models_and_busy_gpus() {
+    let gpu = |model: &str| v1::Gpu {
+        model: model.into(),
+        memory_mb: 81920,
+    };
+    let a = v1::AgentInfo {
+        spec: Some(v1::AgentSpec {
+            id: "gpu-7".into(),
+            slots: 4,
+            gpus: vec![gpu("A100"), gpu("A100"), gpu("A40")],
+            ..Default::default()
+        }),
+        state: v1::AgentState::Ready as i32,
+        gpus_in_use: 2,
+        warm_models: vec!["sdxl".into()],
+        gpus_busy: vec![0, 2],
+        ..Default::default()
+    };
+    let v = agent_json(&a);
+    assert_eq!(
+        (v["warm_models"].clone(), v["gpus_busy"].clone()),
+        (json!(["sdxl"]), json!([0, 2]))
+    );
+    let text = agent_text(&a);
+    assert!(
+        text.contains("warm_models") && text.contains("sdxl"),
+        "{text}"
+    );
+    assert!(text.contains("2 of 3 in use"), "{text}");
+    let busy: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with("yes"))
+        .collect();
+    assert_eq!(busy.len(), 2, "{text}");
+    assert_eq!(devices_text(&a.gpus_busy), "0,2");
+    assert_eq!(devices_text(&[]), "-");
+}

@@ -1,5 +1,6 @@
-//! `tidal agent ... -- COMMAND`: run an agent; `tidal agent list`: list
-//! agents; `tidal agent drain | undrain ID`: drain an agent and end it.
+//! `tidal agent ... -- COMMAND`: run an agent; `tidal agent list | get ID`:
+//! list agents, show one; `tidal agent drain | undrain ID`: drain an agent
+//! and end it.
 
 use crate::output::out;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub struct AgentArgs {
 pub enum AgentCmd {
     /// List the agents the cluster knows, with their state and load.
     List(AgentListArgs),
+    /// Show one agent: state, load, labels, warm models, and each GPU busy or free.
+    Get(AgentGetArgs),
     /// Drain an agent: nothing new is placed on it; its tasks finish, or at
     /// the deadline are stopped (SIGTERM, SIGKILL after the agent's grace)
     /// and requeued without spending an attempt. `agent list` shows it
@@ -62,6 +65,18 @@ pub struct AgentUndrainArgs {
     /// The agent's id.
     #[arg(value_name = "ID")]
     pub id: String,
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentGetArgs {
+    /// The agent's id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Answer from the node reached, without a read index (may be stale).
+    #[arg(long)]
+    pub stale: bool,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -130,6 +145,13 @@ pub struct AgentRunArgs {
     /// Time a stopped task's worker gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = tidal_agent::DEFAULT_STOP_GRACE.as_millis() as u64, value_name = "MS")]
     pub stop_grace_ms: u64,
+    /// A file listing the models loaded on this machine now, one per line:
+    /// read again before every heartbeat and reported to the leader, whose
+    /// placement prefers agents with a task's models warm. Its workers get
+    /// its path as TIDAL_WARM_MODELS_FILE and may rewrite it (write a new
+    /// file and rename it into place). Missing: no model is warm.
+    #[arg(long, value_name = "PATH")]
+    pub warm_models_file: Option<std::path::PathBuf>,
     /// The command that runs one task (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -165,6 +187,7 @@ impl AgentRunArgs {
             token: self.token.token()?,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),
+            warm_models_file: self.warm_models_file.clone(),
         })
     }
 }
@@ -172,6 +195,7 @@ impl AgentRunArgs {
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.action {
         Some(AgentCmd::List(a)) => list(a).await,
+        Some(AgentCmd::Get(a)) => get(a).await,
         Some(AgentCmd::Drain(a)) => drain(a).await,
         Some(AgentCmd::Undrain(a)) => undrain(a).await,
         None => {
@@ -243,6 +267,31 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+async fn get(args: AgentGetArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let agents = ctx
+        .client
+        .list_agents(args.stale)
+        .await
+        .with_context(|| format!("getting agent {}", args.id))?;
+    let a = agents
+        .iter()
+        .find(|a| a.spec.as_ref().is_some_and(|s| s.id == args.id))
+        .ok_or_else(|| {
+            anyhow::Error::new(tidal_client::Error::new(
+                tonic::Code::NotFound,
+                format!("agent {:?} is not known to the cluster", args.id),
+            ))
+            .context(format!("getting agent {}", args.id))
+        })?;
+    if ctx.json() {
+        output::print_json(&output::agent_json(a));
+    } else {
+        out!("{}", output::agent_text(a));
+    }
+    Ok(())
+}
+
 async fn list(args: AgentListArgs) -> anyhow::Result<()> {
     let ctx = Ctx::new(&args.client)?;
     let agents = ctx
@@ -263,9 +312,11 @@ async fn list(args: AgentListArgs) -> anyhow::Result<()> {
         "CONNECTED",
         "SLOTS",
         "GPUS",
+        "BUSY_GPUS",
         "IN_FLIGHT",
         "TASK_TYPES",
         "MODELS",
+        "WARM",
     ]);
     for a in &agents {
         let spec = a.spec.clone().unwrap_or_default();
@@ -276,9 +327,11 @@ async fn list(args: AgentListArgs) -> anyhow::Result<()> {
             if a.connected { "yes" } else { "no" }.to_string(),
             format!("{}/{}", a.slots_in_use, spec.slots),
             format!("{}/{}", a.gpus_in_use, spec.gpus.len()),
+            output::devices_text(&a.gpus_busy),
             a.in_flight.to_string(),
             output::dash(&spec.task_types.join(",")),
             output::dash(&spec.models.join(",")),
+            output::dash(&a.warm_models.join(",")),
         ]);
     }
     out!("{}", t.render());

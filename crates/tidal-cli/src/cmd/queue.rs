@@ -56,6 +56,15 @@ pub enum StrategyArg {
     LeastLoaded,
     /// Eligible agents in turn, in proportion to their weight.
     WeightedRoundRobin,
+    /// The agent left with the least free capacity (GPUs, then slots) after
+    /// the task, so whole machines stay free for big tasks.
+    BinPack,
+    /// Over the values of the label --spread KEY: the group holding the
+    /// fewest of the queue's tasks, least-loaded within it.
+    Spread,
+    /// Rendezvous hashing of the task's --hash-key: one key, one agent while
+    /// it lives and has room (tasks without a key: least-loaded).
+    ConsistentHash,
 }
 
 impl StrategyArg {
@@ -63,6 +72,9 @@ impl StrategyArg {
         match self {
             StrategyArg::LeastLoaded => "least-loaded",
             StrategyArg::WeightedRoundRobin => "weighted-round-robin",
+            StrategyArg::BinPack => "bin-pack",
+            StrategyArg::Spread => "spread",
+            StrategyArg::ConsistentHash => "consistent-hash",
         }
     }
 }
@@ -74,9 +86,19 @@ pub struct SetArgs {
     /// Weight, 1..=1000.
     #[arg(long, value_name = "W")]
     pub weight: u32,
-    /// How an agent is chosen for this queue's tasks.
+    /// How an agent is chosen for this queue's tasks (bin-pack, spread and
+    /// consistent-hash need cluster format version 5).
     #[arg(long, value_enum, default_value_t = StrategyArg::LeastLoaded)]
     pub strategy: StrategyArg,
+    /// With --strategy spread: the label key whose values the queue's tasks
+    /// are spread over (e.g. zone).
+    #[arg(
+        long,
+        value_name = "KEY",
+        required_if_eq("strategy", "spread"),
+        requires = "strategy"
+    )]
+    pub spread: Option<String>,
     #[command(flatten)]
     pub client: ClientOpts,
 }
@@ -90,10 +112,18 @@ pub struct ListArgs {
 pub async fn run(cmd: QueueCmd) -> anyhow::Result<()> {
     match cmd {
         QueueCmd::Set(a) => {
+            if a.spread.is_some() && a.strategy != StrategyArg::Spread {
+                anyhow::bail!("--spread KEY goes with --strategy spread");
+            }
             let ctx = Ctx::new(&a.client)?;
             let q = ctx
                 .client
-                .set_queue(&a.name, a.weight, a.strategy.as_str())
+                .set_queue_with(tidal_proto::v1::SetQueueRequest {
+                    name: a.name.clone(),
+                    weight: a.weight,
+                    strategy: a.strategy.as_str().to_string(),
+                    spread_key: a.spread.clone().unwrap_or_default(),
+                })
                 .await
                 .with_context(|| format!("setting queue {}", a.name))?;
             if ctx.json() {

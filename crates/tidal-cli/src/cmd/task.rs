@@ -28,6 +28,12 @@ pub enum TaskCmd {
     Submit(SubmitArgs),
     /// Show one task: state, agent, fencing token, attempt, result or error.
     Get(GetArgs),
+    /// Why a pending task is not placed: per reason, on how many agents;
+    /// its queue position, its queue's throughput, an estimated start, and
+    /// whether it may be forwarded.
+    #[command(after_help = "Example: tidal task explain t0000000042 -o json\n\
+        Needs cluster format version 5. A task that is not pending answers its state only.")]
+    Explain(GetArgs),
     /// List tasks in id order, optionally filtered by state and queue.
     List(ListArgs),
     /// Cancel a task that has not finished; its agent is told to stop.
@@ -206,12 +212,46 @@ pub struct SubmitArgs {
     /// Task slots it occupies on the agent (default 1).
     #[arg(long, value_name = "N")]
     pub slots: Option<u32>,
-    /// GPUs it needs.
+    /// GPUs it needs (whole devices; its worker gets them in CUDA_VISIBLE_DEVICES).
     #[arg(long, value_name = "N")]
     pub gpus: Option<u32>,
     /// Minimum memory of each GPU, in MB.
     #[arg(long, value_name = "MB")]
     pub gpu_memory_mb: Option<u64>,
+    /// The model each of its --gpus must be (as agents list it, e.g. A100).
+    #[arg(long, value_name = "MODEL", requires = "gpus")]
+    pub gpu_model: Option<String>,
+    /// GPU alternatives in order of preference, COUNTxMODEL[:MEM_MB] separated
+    /// by `|` (`any` for any model), e.g. '1xA100|2xA40:40960': the first an
+    /// agent can take now wins. Instead of --gpus, --gpu-model, --gpu-memory-mb.
+    #[arg(long, value_name = "SHAPES", value_parser = lists::parse_gpu_shapes,
+        conflicts_with_all = ["gpus", "gpu_model", "gpu_memory_mb"])]
+    pub gpu_shape: Option<lists::GpuShapes>,
+    /// A label constraint on the agent (repeatable, all must hold): KEY=V,
+    /// KEY!=V, 'KEY in (A,B)', 'KEY notin (A,B)', KEY (present), !KEY (absent).
+    #[arg(long, value_name = "EXPR", value_parser = lists::parse_constraint)]
+    pub constraint: Vec<String>,
+    /// A tag of this task, which tag rules count where it runs (repeatable).
+    #[arg(long, value_name = "TAG", value_delimiter = ',')]
+    pub tag: Vec<String>,
+    /// Only where a task tagged T runs (repeatable; @KEY: its own scope).
+    #[arg(long, value_name = "tag=T[@KEY]", value_parser = lists::parse_affinity)]
+    pub affinity: Vec<lists::RuleArg>,
+    /// Only where no task tagged T runs (repeatable; @KEY: its own scope).
+    #[arg(long, value_name = "tag=T[@KEY]", value_parser = lists::parse_anti_affinity)]
+    pub anti_affinity: Vec<lists::RuleArg>,
+    /// At most N tasks tagged T per scope, this one included (repeatable;
+    /// @KEY: its own scope).
+    #[arg(long, value_name = "tag=T:N[@KEY]", value_parser = lists::parse_max_per)]
+    pub max_per: Vec<lists::RuleArg>,
+    /// The scope of its tag rules without @KEY: `agent` (default) or a label
+    /// key, whose agents sharing a value count as one (e.g. zone).
+    #[arg(long, value_name = "agent|KEY", value_parser = lists::parse_scope)]
+    pub scope: Option<String>,
+    /// The key of consistent hashing (queues with strategy consistent-hash):
+    /// tasks of one key go to the same agent while it lives and has room.
+    #[arg(long, value_name = "KEY")]
+    pub hash_key: Option<String>,
     /// Tenant (user id) for accounting.
     #[arg(long, value_name = "NAME")]
     pub tenant: Option<String>,
@@ -306,6 +346,7 @@ pub async fn run(cmd: TaskCmd) -> anyhow::Result<i32> {
     match cmd {
         TaskCmd::Submit(a) => submit(a).await.map(|()| exit::OK),
         TaskCmd::Get(a) => get(a).await.map(|()| exit::OK),
+        TaskCmd::Explain(a) => explain(a).await.map(|()| exit::OK),
         TaskCmd::List(a) => list(a).await.map(|()| exit::OK),
         TaskCmd::Cancel(a) => cancel(a).await.map(|()| exit::OK),
         TaskCmd::Watch(a) => watch(a).await,
@@ -314,6 +355,25 @@ pub async fn run(cmd: TaskCmd) -> anyhow::Result<i32> {
 }
 
 impl SubmitArgs {
+    /// `--affinity`, `--anti-affinity` and `--max-per`, in that order, with
+    /// `--scope` as the scope of those without `@KEY`.
+    fn tag_rules(&self) -> anyhow::Result<Vec<v1::TagRule>> {
+        let scope = self.scope.clone().unwrap_or_default();
+        if self.scope.is_some()
+            && self.affinity.is_empty()
+            && self.anti_affinity.is_empty()
+            && self.max_per.is_empty()
+        {
+            bail!("--scope is the scope of --affinity, --anti-affinity and --max-per: give one of them");
+        }
+        self.affinity
+            .iter()
+            .chain(&self.anti_affinity)
+            .chain(&self.max_per)
+            .map(|r| r.to_wire(&scope).map_err(|e| anyhow!(e)))
+            .collect()
+    }
+
     /// The specs to submit (one per --count), payload read here.
     pub fn specs(&self) -> anyhow::Result<Vec<v1::TaskSpec>> {
         if self.count == 0 {
@@ -364,7 +424,12 @@ impl SubmitArgs {
                 Some(NoticeArg::File) => v1::PreemptNotice::File,
             } as i32,
             preempt_grace_ms: self.preempt_grace_ms.unwrap_or(0),
-            ..Default::default()
+            constraints: self.constraint.clone(),
+            tags: lists::clean("--tag", self.tag.clone()).map_err(|e| anyhow!(e))?,
+            tag_rules: self.tag_rules()?,
+            gpu_model: self.gpu_model.clone().unwrap_or_default(),
+            gpu_shapes: self.gpu_shape.clone().map(|s| s.0).unwrap_or_default(),
+            hash_key: self.hash_key.clone().unwrap_or_default(),
         };
         Ok((1..=self.count)
             .map(|i| {
@@ -446,6 +511,21 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         output::print_json(&output::task_json(&t));
     } else {
         out!("{}", output::task_text(&t));
+    }
+    Ok(())
+}
+
+async fn explain(args: GetArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.client)?;
+    let e = ctx
+        .client
+        .explain_task(&args.id, args.stale)
+        .await
+        .with_context(|| format!("explaining task {}", args.id))?;
+    if ctx.json() {
+        output::print_json(&output::explanation_json(&e));
+    } else {
+        out!("{}", output::explanation_text(&e, now_ms()));
     }
     Ok(())
 }
