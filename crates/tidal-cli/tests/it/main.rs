@@ -28,6 +28,10 @@
 //! - `peer_addresses`: a member added with `--peer-addr` is replicated to,
 //!   handed leadership and led through it; Members and Status name its client address.
 //! - `orphans`: a SIGKILLed test binary leaves no server or agent running.
+//! - `placement`: an agent of four GPUs gives four one-GPU workers one
+//!   device each (CUDA_VISIBLE_DEVICES, TIDAL_GPU_IDS); a fifth waits with
+//!   `task explain` naming busy GPUs and gets the freed device; label
+//!   constraints pick the agent; a GPU shape falls back and is recorded.
 //! - `retention`: finished tasks and their keys expire; `get` says expired.
 //! - `shutdown`: SIGTERM on a leader (handed over, exit 0) and a follower,
 //!   a second signal, a rolling restart of three servers under load.
@@ -102,6 +106,7 @@ mod peer_addresses;
 mod peer_names;
 mod peer_plane;
 mod peer_plane_xdc;
+mod placement;
 mod retention;
 mod secure_defaults;
 mod settings;
