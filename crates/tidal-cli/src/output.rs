@@ -799,7 +799,26 @@ pub fn status_json(s: &v1::StatusResponse) -> Value {
         "auth": (!s.auth.is_empty()).then_some(&s.auth),
         "tls": s.tls,
         "deadlines_missed": s.deadlines_missed,
+        // GPU model -> weight in thousandths (cluster format version 5).
+        "gpu_weight_milli": s.gpu_weight_milli.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
+}
+
+/// The GPU weights in force as people read them (`A100 1.0, A40 0.5`),
+/// by model; None when there are none (below cluster format version 5).
+pub fn gpu_weights_text(w: &std::collections::HashMap<String, u32>) -> Option<String> {
+    let by_model: std::collections::BTreeMap<_, _> = w.iter().collect();
+    let parts: Vec<String> = by_model
+        .into_iter()
+        .map(|(m, &milli)| {
+            let mut n = format!("{}.{:03}", milli / 1000, milli % 1000);
+            while n.ends_with('0') && !n.ends_with(".0") {
+                n.pop();
+            }
+            format!("{m} {n}")
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 pub fn dash(s: &str) -> String {

@@ -342,3 +342,24 @@ fn an_agent_with_warm_models_and_busy_gpus() {
     assert_eq!(devices_text(&a.gpus_busy), "0,2");
     assert_eq!(devices_text(&[]), "-");
 }
+
+#[test]
+fn gpu_weights_in_status() {
+    let w: std::collections::HashMap<String, u32> = [
+        ("A40".to_string(), 500),
+        ("A100".to_string(), 1000),
+        ("L4".to_string(), 1250),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        gpu_weights_text(&w).as_deref(),
+        Some("A100 1.0, A40 0.5, L4 1.25")
+    );
+    assert_eq!(gpu_weights_text(&Default::default()), None);
+    let s = v1::StatusResponse {
+        gpu_weight_milli: w,
+        ..Default::default()
+    };
+    assert_eq!(status_json(&s)["gpu_weight_milli"]["A40"], 500);
+}

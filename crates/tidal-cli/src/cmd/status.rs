@@ -132,6 +132,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             l.agents_connected
         );
         outln!("deadlines missed: {}", l.deadlines_missed);
+        if let Some(w) = output::gpu_weights_text(&l.gpu_weight_milli) {
+            outln!("gpu weights: {w} (any other model 1.0)");
+        }
         if !l.queues.is_empty() {
             outln!();
             out!("{}", output::queues_table(&l.queues));
