@@ -150,7 +150,7 @@ pub struct AgentRunArgs {
     /// placement prefers agents with a task's models warm. Its workers get
     /// its path as TIDAL_WARM_MODELS_FILE and may rewrite it (write a new
     /// file and rename it into place). Missing: no model is warm.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "TIDAL_WARM_MODELS_FILE", value_name = "PATH")]
     pub warm_models_file: Option<std::path::PathBuf>,
     /// The command that runs one task (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]

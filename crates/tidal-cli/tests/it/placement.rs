@@ -3,7 +3,8 @@
 //! CUDA_VISIBLE_DEVICES and TIDAL_GPU_IDS), a fifth waits and `task
 //! explain` says its GPUs are busy, then it gets the device freed first; a
 //! label constraint only a second agent meets sends the task there, and one
-//! no agent meets keeps it pending with the constraint named; a GPU shape
+//! no agent meets keeps it pending with the constraint named; an agent's
+//! warm models file is reported as it changes; a GPU shape
 //! that no agent has falls back to the next alternative, which `task get`
 //! records with the devices.
 
@@ -213,8 +214,27 @@ async fn constraints_choose_the_agent_and_a_gpu_shape_falls_back() -> anyhow::Re
     let (mut c, _tmp, dir) = one_node().await;
     release(&dir, "all");
     c.start_agent(agent("gpu-a", &dir, 4, "A100:81920,A100:81920", "zone=a"))?;
-    c.start_agent(agent("cpu-b", &dir, 4, "", "zone=b,ssd=yes"))?;
+    let warm = dir.join("warm-b");
+    std::fs::write(&warm, "sdxl\n")?;
+    let mut b = agent("cpu-b", &dir, 4, "", "zone=b,ssd=yes");
+    b.extra_args
+        .extend(["--warm-models-file".into(), warm.display().to_string()]);
+    c.start_agent(b)?;
     c.wait_agents(2, WAIT).await?;
+
+    // The agent reports its warm models, and again when the file changes.
+    for want in [
+        serde_json::json!(["sdxl"]),
+        serde_json::json!(["sdxl", "vits"]),
+    ] {
+        wait_for(&c, &format!("cpu-b warm {want}"), || {
+            let a = json_of(&c, &["agent", "get", "cpu-b"]);
+            (a["warm_models"] == want).then_some(())
+        })
+        .await;
+        std::fs::write(dir.join("warm-new"), "sdxl\nvits\n")?;
+        std::fs::rename(dir.join("warm-new"), &warm)?;
+    }
 
     // Only cpu-b meets these, every time.
     for extra in [
