@@ -13,7 +13,7 @@
 //!
 //! With `--fence-at HOST:PORT` it shows how a worker uses its fencing token:
 //! it presents `TIDAL_FENCING_TOKEN` to a resource that checks tokens (a line
-//! `BEGIN <task> <token> <agent>` when it starts, `COMMIT ...` when its work
+//! `BEGIN <task> <token> <agent> [gpus=<TIDAL_GPU_IDS>]` when it starts, `COMMIT ...` when its work
 //! is done; the resource answers `OK` or `STALE <highest>`), and gives up
 //! (exit 75) when the resource has seen a newer holder of the task.
 
@@ -159,11 +159,17 @@ impl Fence {
         })
     }
 
-    /// Sends `VERB task token agent`; Ok(Err(why)) when the token was refused.
+    /// Sends `VERB task token agent`, and on `BEGIN` the GPU devices the
+    /// worker was given (` gpus=0,2`, from `TIDAL_GPU_IDS`) when it was
+    /// given any; Ok(Err(why)) when the token was refused.
     async fn say(&mut self, verb: &str) -> anyhow::Result<Result<(), String>> {
         use tokio::io::AsyncWriteExt;
+        let gpus = match std::env::var("TIDAL_GPU_IDS") {
+            Ok(ids) if verb == "BEGIN" && !ids.is_empty() => format!(" gpus={ids}"),
+            _ => String::new(),
+        };
         self.writer
-            .write_all(format!("{verb} {}\n", self.ident).as_bytes())
+            .write_all(format!("{verb} {}{gpus}\n", self.ident).as_bytes())
             .await
             .context("writing to the fenced resource")?;
         match self
