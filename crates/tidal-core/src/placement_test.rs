@@ -442,3 +442,26 @@ fn below_version_5_placement_commands_are_refused_and_gpus_are_counted() {
         crate::placement::types::Placement::default()
     );
 }
+
+#[test]
+fn a_plain_task_holding_devices_is_found_again_by_its_key() {
+    // A task that asks nothing of placement but takes a GPU holds a device
+    // (its placement entry has a plain ask): the same submit again, as a
+    // client retries one whose answer it lost, is the same task.
+    let mut w = World::new();
+    w.agent("a1", &["A100"], &[]);
+    let id = w.submit_key(1, Some("k"), PlaceAsk::default()).unwrap();
+    w.assign(id, "a1").unwrap();
+    assert_eq!(w.devices(id), vec![0]);
+    assert_eq!(w.submit_key(1, Some("k"), PlaceAsk::default()), Ok(id));
+    let spec = TaskSpec {
+        task_type: "t".into(),
+        gpus: 1,
+        idempotency_key: Some("k".into()),
+        ..TaskSpec::default()
+    };
+    match w.apply(Command::Submit(vec![spec])) {
+        Response::Submitted(r) => assert_eq!(r[0].as_ref().map(|s| s.id), Ok(id)),
+        other => panic!("{other:?}"),
+    }
+}

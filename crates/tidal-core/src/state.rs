@@ -793,7 +793,9 @@ impl State {
             .and_then(|k| self.keys.get(k).map(|id| (k, *id)))
         {
             let same = self.tasks.get(&id).is_some_and(|t| {
-                let theirs = self.placement.ask(id);
+                // A plain task that holds devices has an entry with a plain
+                // ask: it asked nothing.
+                let theirs = self.placement.ask(id).filter(|a| !a.is_plain());
                 theirs == ask.as_ref() && {
                     // A task with shapes holds the GPUs of the one it took.
                     let mut mine = spec.clone();
