@@ -56,6 +56,31 @@ pub fn proto_to_domain(bytes: &[u8]) {
         0 => {
             if let Ok(req) = v1::SubmitRequest::decode(msg) {
                 for spec in req.tasks {
+                    // The placement fields parse and echo back to the same ask.
+                    if let Ok(ask) = super::convert_placement::ask_from(&spec) {
+                        // As Get shows it: the spec's GPUs are the first
+                        // shape's; a resubmit of shapes leaves them unset.
+                        let (gpus, gpu_memory_mb) = ask
+                            .shapes
+                            .first()
+                            .map_or((spec.gpus, spec.gpu_memory_mb), |f| {
+                                (f.count, f.min_memory_mb)
+                            });
+                        let mut echoed = v1::TaskSpec {
+                            gpus,
+                            gpu_memory_mb,
+                            ..Default::default()
+                        };
+                        super::convert_placement::ask_into(&ask, &mut echoed);
+                        if !echoed.gpu_shapes.is_empty() {
+                            echoed.gpus = 0;
+                        }
+                        assert_eq!(
+                            super::convert_placement::ask_from(&echoed).ok(),
+                            Some(ask),
+                            "an echoed ask reads back"
+                        );
+                    }
                     if let Ok(spec) = convert::spec_from(spec) {
                         let _ = tidal_core::limits::validate_task_spec(&spec, &limits);
                     }
@@ -107,6 +132,7 @@ pub fn proto_to_domain(bytes: &[u8]) {
         _ => {
             if let Ok(req) = v1::SetQueueRequest::decode(msg) {
                 let _ = tidal_core::limits::validate_name("queue", &req.name, &limits);
+                let _ = super::convert_placement::strategy_from(&req.strategy, &req.spread_key);
             }
             if let Ok(req) = v1::SetTenantRequest::decode(msg) {
                 let _ = tidal_core::limits::validate_name("tenant", &req.name, &limits);

@@ -126,7 +126,67 @@ fn proto_seeds() -> Seeds {
                 .encode_to_vec(),
             ),
         ),
+        ("submit-placement".into(), with(0, placement_submit())),
+        (
+            "set-queue-spread".into(),
+            with(
+                5,
+                v1::SetQueueRequest {
+                    name: "spread-q".into(),
+                    weight: 2,
+                    strategy: "spread".into(),
+                    spread_key: "zone".into(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
     ]
+}
+
+/// A submit with every placement field (cluster format version 5).
+fn placement_submit() -> Vec<u8> {
+    let shaped = v1::TaskSpec {
+        task_type: "train".into(),
+        constraints: vec!["zone in (a,b)".into(), "!spot".into(), "rack!=r3".into()],
+        tags: vec!["web".into()],
+        tag_rules: vec![
+            v1::TagRule {
+                kind: v1::TagRuleKind::MaxPer as i32,
+                tag: "web".into(),
+                max: 2,
+                scope: "zone".into(),
+            },
+            v1::TagRule {
+                kind: v1::TagRuleKind::Affinity as i32,
+                tag: "db".into(),
+                ..Default::default()
+            },
+        ],
+        gpu_shapes: vec![
+            v1::GpuShape {
+                count: 2,
+                model: "A100".into(),
+                memory_mb: 40_960,
+            },
+            v1::GpuShape {
+                count: 4,
+                model: String::new(),
+                memory_mb: 0,
+            },
+        ],
+        hash_key: "user-42".into(),
+        ..Default::default()
+    };
+    let modelled = v1::TaskSpec {
+        task_type: "infer".into(),
+        gpus: 1,
+        gpu_model: "A40".into(),
+        ..Default::default()
+    };
+    v1::SubmitRequest {
+        tasks: vec![shaped, modelled],
+    }
+    .encode_to_vec()
 }
 
 #[test]
