@@ -40,7 +40,7 @@ fn chunk_by_bytes(items: Vec<Item>) -> Vec<Vec<Item>> {
     let mut chunks = vec![Vec::new()];
     let mut bytes = 0;
     for item in items {
-        let size = spec_bytes(&item.0);
+        let size = spec_bytes(&item.0) + tidal_core::command::ask_bytes(&item.3);
         let last = chunks.last_mut().expect("one chunk at least");
         if !last.is_empty() && bytes + size > MAX_ENTRY_BYTES {
             chunks.push(Vec::new());
