@@ -276,7 +276,10 @@ impl Node {
         let max_batch = config.limits.max_batch;
         let write_gate = WriteGate::default();
         let leadership: LeadershipSlot = Arc::default();
-        let eager = Arc::new(EagerPlacement::new(state.clone(), leadership.clone()));
+        let eager = Arc::new(
+            EagerPlacement::new(state.clone(), leadership.clone())
+                .with_warm_weight(config.placement.warm_weight_milli),
+        );
         let submits = Batcher::spawn(
             raft.clone(),
             write_gate.clone(),
