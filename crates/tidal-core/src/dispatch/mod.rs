@@ -274,6 +274,10 @@ impl<'a> V5<'a> {
     }
 }
 
+/// The GPU count the checks before choosing already passed (quotas and
+/// headroom), and what checks another count a pick may take.
+type GpusOk<'f, 'a> = (u32, &'f dyn Fn(&Round<'a>, u32) -> bool);
+
 /// The agent chosen for a task at version 5 and the devices it would take
 /// there (`None`: it takes no GPU).
 type Choice = (usize, Option<Pick>);
@@ -398,15 +402,18 @@ impl<'a> Round<'a> {
         queue: &'a str,
         strategy: &'a PlaceStrategy,
         credits: &mut BTreeMap<AgentId, i64>,
-        gpus_ok: &dyn Fn(&Round<'a>, u32) -> bool,
+        (least_gpus, gpus_ok): GpusOk<'_, 'a>,
     ) -> Option<Choice> {
         let asked = ask.map_or(&[][..], |a| &a.shapes);
-        let shapes = devices::shapes_of(asked, spec.gpus, spec.gpu_memory_mb);
         let key = (
             shape(spec, self.tenanted),
             ask.map_or(&[][..], |a| &a.constraints),
             asked,
         );
+        if let Some(Capable::Exhausted) = self.shapes.get(&key) {
+            return None;
+        }
+        let shapes = devices::shapes_of(asked, spec.gpus, spec.gpu_memory_mb);
         let mut entry = self.shapes.remove(&key).unwrap_or_else(|| {
             Capable::Agents(
                 (0..self.pool.len())
@@ -419,23 +426,37 @@ impl<'a> Round<'a> {
             Capable::Agents(capable) => {
                 capable.retain(|&i| self.pool[i].free_slots > 0);
                 let mut room = false;
-                let mut fit = Vec::new();
+                let mut fit = Vec::with_capacity(capable.len());
+                // Only for a task that takes GPUs (else every pick is None).
                 let mut picks = Vec::new();
                 let v5 = self.v5.as_ref().expect("version 5");
+                let gpuless = round_tags::needs_no_gpus(&shapes);
+                let ruled = ask.filter(|a| !a.rules.is_empty());
                 for &i in capable.iter() {
-                    let Ok(pick) = round_tags::room(&self.pool[i], spec, &shapes, v5.placement)
-                    else {
-                        continue;
+                    let c = &self.pool[i];
+                    let pick = if gpuless {
+                        if c.free_slots < spec.slots {
+                            continue;
+                        }
+                        None
+                    } else {
+                        let Ok(pick) = round_tags::room(c, spec, &shapes, v5.placement) else {
+                            continue;
+                        };
+                        pick
                     };
                     room = true;
                     let n = pick.as_ref().map_or(0, |p| p.devices.len() as u32);
-                    if !gpus_ok(self, n)
-                        || !round_tags::keeps_rules(&self.pool[i], ask, v5.placement, &v5.tags)
+                    if (n != least_gpus && !gpus_ok(self, n))
+                        || (ruled.is_some()
+                            && !round_tags::keeps_rules(c, ruled, v5.placement, &v5.tags))
                     {
                         continue;
                     }
                     fit.push(i);
-                    picks.push(pick);
+                    if !gpuless {
+                        picks.push(pick);
+                    }
                 }
                 if !room {
                     entry = Capable::Exhausted;
@@ -470,12 +491,17 @@ impl<'a> Round<'a> {
                     .position(|&i| &self.pool[i].agent.spec.id == last)
                 {
                     fit.remove(k);
-                    picks.remove(k);
+                    if !picks.is_empty() {
+                        picks.remove(k);
+                    }
                 }
             }
         }
-        for (&i, pick) in fit.iter().zip(&picks) {
-            self.pool[i].pick_milli = pick.as_ref().map_or(0, |p| p.gpu_milli);
+        if matches!(strategy, PlaceStrategy::BinPack) {
+            for (k, &i) in fit.iter().enumerate() {
+                let pick = picks.get(k).and_then(Option::as_ref);
+                self.pool[i].pick_milli = pick.map_or(0, |p| p.gpu_milli);
+            }
         }
         let state = self.state;
         let v5 = self.v5.as_mut().expect("version 5");
@@ -483,7 +509,7 @@ impl<'a> Round<'a> {
             v5.spread_counts(state, queue, key);
         }
         let v5 = &*v5;
-        let gpus = picks.iter().any(|p| p.is_some());
+        let gpus = picks.iter().any(Option::is_some);
         let pool = &self.pool;
         let warm = Warmth {
             sets: &v5.warm,
@@ -510,6 +536,9 @@ impl<'a> Round<'a> {
                 None => strategies::least_loaded(pool, &fit, gpus, &warm),
             },
         }?;
+        if picks.is_empty() {
+            return Some((chosen, None));
+        }
         let k = fit.iter().position(|&i| i == chosen)?;
         Some((chosen, picks.swap_remove(k)))
     }
@@ -1131,7 +1160,15 @@ fn place_new_asked(
                 let spec = with_gpus(spec, n);
                 n == least.gpus || (quotas.allows(&spec) && r.leaves(reserved, &spec))
             };
-            round.choose_v5(spec, ask, None, &spec.queue, place, credits, &gpus_ok)
+            round.choose_v5(
+                spec,
+                ask,
+                None,
+                &spec.queue,
+                place,
+                credits,
+                (least.gpus, &gpus_ok),
+            )
         } else {
             round
                 .choose(spec, None, q.strategy, credits)
@@ -1330,7 +1367,7 @@ fn plan_warm(
                         scan.name,
                         &places[qi],
                         credits,
-                        &gpus_ok,
+                        (least.gpus, &gpus_ok),
                     )
                 } else {
                     round

@@ -24,7 +24,8 @@
 //!   moves to the next rank when it is full. A task without a key is placed
 //!   least-loaded.
 //!
-//! All take `fit`, pool indexes in agent-id order (a round's pool is), and
+//! All take `fit`, pool indexes in the pool's order (agent-id order in a
+//! round; eager placement's window starts where the last one stopped), and
 //! return one of them; ties go to the earlier index.
 
 use std::cmp::{Ordering, Reverse};
@@ -70,7 +71,11 @@ fn load_cmp(pool: &[Candidate<'_>], warm: &Warmth<'_>, a: usize, b: usize) -> Or
         i128::from(cb.agent.spec.weight.max(1)),
     );
     if warm.off() {
-        return (i128::from(ca.in_flight) * wb).cmp(&(i128::from(cb.in_flight) * wa));
+        let (wa, wb) = (
+            u128::from(ca.agent.spec.weight.max(1)),
+            u128::from(cb.agent.spec.weight.max(1)),
+        );
+        return (u128::from(ca.in_flight) * wb).cmp(&(u128::from(cb.in_flight) * wa));
     }
     let m = warm.models.len() as i128;
     let big_w = i128::from(warm.weight_milli);
@@ -107,6 +112,10 @@ pub(crate) fn least_loaded(
     gpus: bool,
     warm: &Warmth<'_>,
 ) -> Option<usize> {
+    if !gpus && warm.off() {
+        // Load alone: as before version 5.
+        return super::eligibility::least_loaded(pool, fit);
+    }
     min_by(fit, |a, b| {
         let first = if gpus {
             gpu_share_cmp(pool, a, b)
