@@ -642,3 +642,48 @@ fn eager_placement_counts_the_devices_and_tags_of_the_round_in_flight() {
         assert!(place.is_empty(), "{place:?}");
     }
 }
+
+#[test]
+fn a_retry_with_an_ask_prefers_another_agent_under_every_strategy() {
+    for strategy in [
+        PlaceStrategy::LeastLoaded,
+        PlaceStrategy::WeightedRoundRobin,
+        PlaceStrategy::BinPack,
+        PlaceStrategy::Spread { key: "zone".into() },
+        PlaceStrategy::ConsistentHash,
+    ] {
+        let mut w = World::new();
+        w.queue("q", strategy.clone());
+        for (id, zone) in [("a", "x"), ("b", "y"), ("c", "x"), ("d", "z")] {
+            w.agent(id, 4, &["A40"], &[("zone", zone)]);
+        }
+        let mut s = spec("q", 1);
+        s.max_attempts = 10;
+        let mut asked = ask(&["zone in (x,y)"], &[], &[]);
+        asked.hash_key = Some("k".into());
+        let id = w.submit(vec![s], vec![asked])[0];
+        w.round();
+        let mut last = w.agent_of(id).expect("placed");
+        for _ in 0..4 {
+            let (_, token) = w.state.task(id).unwrap().state.holder().unwrap();
+            w.apply(Command::Finished(vec![crate::command::Finished {
+                task: id,
+                token,
+                outcome: Outcome {
+                    success: false,
+                    result: Vec::new(),
+                    error: "exit 1".into(),
+                    exit_code: 1,
+                },
+                timed_out: false,
+            }]));
+            w.index += 1_000_000;
+            w.apply(Command::Wake(vec![id]));
+            w.round();
+            let now = w.agent_of(id).expect("placed again");
+            assert_ne!(now, last, "{strategy:?}: a retry went back to {last}");
+            assert_ne!(now, "d", "{strategy:?}: constraint broken");
+            last = now;
+        }
+    }
+}
