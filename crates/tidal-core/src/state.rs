@@ -8,7 +8,7 @@
 //! first and then applied whole; a rejection is returned as data, never a panic,
 //! because a committed entry cannot fail.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 
@@ -735,6 +735,9 @@ impl State {
         place: Vec<(u32, AgentId)>,
         ctx: ApplyCtx,
     ) -> Response {
+        if self.cluster_version >= PLACEMENT_VERSION {
+            return self.submit_placed_in_order(specs, opts, asks, place, ctx);
+        }
         let mut place: BTreeMap<u32, AgentId> = place.into_iter().collect();
         let mut submitted = Vec::with_capacity(specs.len());
         let mut granted = Vec::new();
@@ -751,6 +754,43 @@ impl State {
                 }
             }
             submitted.push(result);
+        }
+        Response::SubmittedPlaced { submitted, granted }
+    }
+
+    /// From version 5 on: every task of the batch is submitted, then the
+    /// placements are assigned in the order the entry lists them, which is
+    /// the order the planner booked them in (class first): with concrete
+    /// devices and tag rules, which task is assigned first decides what
+    /// the next one finds. The first placement named for an index counts.
+    fn submit_placed_in_order(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        opts: Vec<TaskOptions>,
+        asks: Vec<PlaceAsk>,
+        place: Vec<(u32, AgentId)>,
+        ctx: ApplyCtx,
+    ) -> Response {
+        let mut opts = opts.into_iter();
+        let mut asks = asks.into_iter();
+        let submitted: Vec<Result<Submitted, Rejection>> = specs
+            .into_iter()
+            .map(|spec| self.submit_opts(spec, opts.next(), asks.next(), ctx))
+            .collect();
+        let mut granted = Vec::new();
+        let mut done = BTreeSet::new();
+        for (i, agent) in place {
+            if !done.insert(i) {
+                continue;
+            }
+            match submitted.get(i as usize) {
+                Some(Ok(s)) if !s.existed => {
+                    if let Ok(g) = self.assign_one(s.id, agent, ctx) {
+                        granted.push(g);
+                    }
+                }
+                _ => {}
+            }
         }
         Response::SubmittedPlaced { submitted, granted }
     }

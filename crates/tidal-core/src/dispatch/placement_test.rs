@@ -687,3 +687,62 @@ fn a_retry_with_an_ask_prefers_another_agent_under_every_strategy() {
         }
     }
 }
+
+#[test]
+fn eager_placement_is_applied_in_the_order_it_was_planned() {
+    // The planner books the online task first (class order), on the one
+    // A100; apply must assign in that order, or the offline task, first in
+    // the batch, takes device 0 and the online one finds no A100.
+    let mut w = World::new();
+    w.agent("a", 4, &["A100", "A40"], &[]);
+    let offline = TaskSpec {
+        priority: crate::model::Priority::Offline,
+        ..spec("default", 1)
+    };
+    let online = TaskSpec {
+        priority: crate::model::Priority::Online,
+        ..spec("default", 1)
+    };
+    let a100 = PlaceAsk {
+        shapes: shapes("1xA100").unwrap(),
+        ..PlaceAsk::default()
+    };
+    let specs = vec![offline, online];
+    let asks = vec![PlaceAsk::default(), a100];
+    let connected: BTreeSet<AgentId> = w.state.agents().map(|a| a.spec.id.clone()).collect();
+    let live = Live {
+        connected: &connected,
+        warm: &w.warm,
+        warm_weight_milli: 1000,
+    };
+    let place = place_new_with(
+        &w.state,
+        &live,
+        &specs,
+        &asks,
+        &InFlight::default(),
+        &mut DispatchCursor::default(),
+    );
+    assert_eq!(place, vec![(1, "a".to_string()), (0, "a".to_string())]);
+    let ids = match w.apply(Command::SubmitWithPlacement {
+        specs,
+        place,
+        by: Vec::new(),
+        opts: Vec::new(),
+        asks,
+    }) {
+        Response::SubmittedPlaced { submitted, granted } => {
+            assert_eq!(granted.len(), 2, "{granted:?}");
+            submitted
+                .into_iter()
+                .map(|s| s.unwrap().id)
+                .collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    let held = |id| {
+        let t = w.state.placement().task(id).and_then(|t| t.held.clone());
+        t.map(|h| h.devices).unwrap_or_default()
+    };
+    assert_eq!((held(ids[0]), held(ids[1])), (vec![1], vec![0]));
+}
