@@ -67,7 +67,9 @@ impl State {
                 if placed {
                     // Constraints and GPU models too: victims stopped on an
                     // agent the task cannot use would stop for nothing.
-                    check::could_run(a, bound, &t.spec, self.placement.ask(task))
+                    let ask = self.placement.ask(task);
+                    check::could_run(a, bound, &t.spec, ask)
+                        .and_then(|()| check::keeps_rules(a, ask, &self.placement))
                 } else {
                     eligibility::capable(&a.spec, &t.spec)
                         .and_then(|()| eligibility::serves(bound, &t.spec))

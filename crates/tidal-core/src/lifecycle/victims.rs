@@ -42,7 +42,10 @@
 //!   it also meets the task's label constraints and has GPUs of one of its
 //!   shapes (`placement::check::could_run`), and GPUs are devices: the
 //!   victims must free devices of a model and memory one of the task's
-//!   shapes takes (a stopping victim frees the devices it holds);
+//!   shapes takes (a stopping victim frees the devices it holds), and the
+//!   task's tag rules must hold there with the tags held now (victims are
+//!   not chosen to lift a rule: an anti-affinity kept by a victim's tag
+//!   makes no preemption);
 //! - a victim is taken only if it frees something still missing; then the
 //!   set is pruned of victims it does not need, latest in the order first;
 //! - agents are compared by the number of victims, then the work lost in
@@ -155,6 +158,7 @@ pub fn plan_preemption(
         let could_run = |a: &&Agent| {
             if placed {
                 check::could_run(a, bound(a), &task.spec, ask).is_ok()
+                    && check::keeps_rules(a, ask, state.placement()).is_ok()
             } else {
                 eligibility::capable(&a.spec, &task.spec).is_ok()
                     && eligibility::serves(bound(a), &task.spec).is_ok()

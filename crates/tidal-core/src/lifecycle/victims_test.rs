@@ -505,6 +505,55 @@ mod placed {
     }
 
     #[test]
+    fn no_victim_is_taken_where_a_tag_rule_keeps_the_task_out() {
+        let mut w = world();
+        agent(&mut w, "a1", &[], &[]);
+        // A web task that cannot be preempted, and batch work filling the agent.
+        let web = PlaceAsk {
+            tags: vec!["web".into()],
+            ..PlaceAsk::default()
+        };
+        let keep = TaskOptions {
+            preemptible: false,
+            ..opts()
+        };
+        let spec = TaskSpec {
+            task_type: "t".into(),
+            priority: Priority::Offline,
+            slots: 1,
+            ..TaskSpec::default()
+        };
+        let held = match w.apply(Command::SubmitWithPlacement {
+            specs: vec![spec],
+            place: vec![],
+            by: vec![],
+            opts: vec![keep],
+            asks: vec![web],
+        }) {
+            Response::SubmittedPlaced { submitted, .. } => submitted[0].as_ref().unwrap().id,
+            other => panic!("{other:?}"),
+        };
+        w.start_at(1_000, held, "a1");
+        let batch = w.run("a1", Priority::Offline, (7, 0), opts(), 1_000);
+        let anti_web = PlaceAsk {
+            rules: vec![crate::placement::rules::parse_rule_text("anti-affinity tag=web").unwrap()],
+            ..PlaceAsk::default()
+        };
+        let online = online_asking(&mut w, 0, anti_web);
+        // Stopping the batch work would free slots, but the web task stays:
+        // the online task could not go there anyway.
+        assert_eq!(w.plan(&["a1"], 10_000), vec![]);
+        let victims = vec![(
+            batch,
+            w.state.task(batch).unwrap().state.holder().unwrap().1,
+        )];
+        assert!(matches!(
+            w.state.check_preempt(online, "a1", &victims),
+            Err(crate::command::Rejection::Ineligible { .. })
+        ));
+    }
+
+    #[test]
     fn no_victim_is_taken_on_an_agent_whose_labels_the_task_refuses() {
         let mut w = world();
         agent(&mut w, "a1", &[], &[("zone", "b")]);

@@ -88,6 +88,31 @@ pub fn could_run(
     Ok(())
 }
 
+/// Whether the task's tag rules hold on the agent with the tags held now.
+/// Preemption asks this before choosing victims, counting the victims'
+/// tags too: a task kept out by a rule is not helped by stopping others
+/// (victims are not chosen to lift a rule).
+pub fn keeps_rules(
+    agent: &Agent,
+    ask: Option<&PlaceAsk>,
+    placement: &Placement,
+) -> Result<(), String> {
+    let Some(ask) = ask else {
+        return Ok(());
+    };
+    let broken = rules::first_broken(
+        ask,
+        &agent.spec.id,
+        &agent.spec.labels,
+        |group, tag| placement.tag_count(group, tag),
+        |tag| placement.tag_total(tag),
+    );
+    match broken {
+        Some(rule) => Err(format!("breaks rule {rule}")),
+        None => Ok(()),
+    }
+}
+
 /// Whether the agent's devices that are free or in `freed` hold one of
 /// the task's shapes (true for a task that takes no GPUs).
 pub fn devices_fit(
