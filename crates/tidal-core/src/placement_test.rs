@@ -465,3 +465,29 @@ fn a_plain_task_holding_devices_is_found_again_by_its_key() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_version_1_set_queue_replaces_a_version_5_strategy() {
+    use crate::model::Strategy;
+    use crate::placement::types::{PlaceStrategy, QueuePlacement};
+    let mut w = World::new();
+    let r = w.apply(Command::SetQueueWith {
+        name: "q".into(),
+        weight: 2,
+        placement: QueuePlacement {
+            strategy: PlaceStrategy::BinPack,
+        },
+    });
+    assert_eq!(r, Response::Ok);
+    assert_eq!(w.state.queue_strategy("q"), PlaceStrategy::BinPack);
+    let r = w.apply(Command::SetQueue {
+        name: "q".into(),
+        weight: 2,
+        strategy: Strategy::WeightedRoundRobin,
+    });
+    assert_eq!(r, Response::Ok);
+    assert_eq!(
+        w.state.queue_strategy("q"),
+        PlaceStrategy::WeightedRoundRobin
+    );
+}

@@ -1526,6 +1526,8 @@ impl State {
                 "queue weight {weight} is out of range: use 1..={MAX_QUEUE_WEIGHT}"
             )));
         }
+        // A version-1 strategy replaces a version-5 one set before.
+        self.placement.queues.remove(&name);
         self.upsert_queue(name, weight, strategy);
         Response::Ok
     }
