@@ -272,8 +272,24 @@ fn victims_on(
         .spec
         .slots
         .saturating_sub(eligibility::free_slots(agent));
-    let need_gpus = task.spec.gpus.saturating_sub(eligibility::free_gpus(agent));
     let ask = state.placement().ask(task.id);
+    // From version 5 a task with GPU shapes needs the GPUs of the smallest
+    // shape the agent has (devices_ok below checks the devices exactly).
+    let gpus = if placed {
+        crate::placement::devices::shapes_of(
+            ask.map_or(&[][..], |a| &a.shapes),
+            task.spec.gpus,
+            task.spec.gpu_memory_mb,
+        )
+        .iter()
+        .filter(|s| crate::placement::devices::possible(&agent.spec.gpus, std::slice::from_ref(*s)))
+        .map(|s| s.count)
+        .min()
+        .unwrap_or(task.spec.gpus)
+    } else {
+        task.spec.gpus
+    };
+    let need_gpus = gpus.saturating_sub(eligibility::free_gpus(agent));
     let placement = state.placement();
     // The devices a stopping victim frees (none below version 5, or if it
     // is suspended).

@@ -505,6 +505,36 @@ mod placed {
     }
 
     #[test]
+    fn a_task_with_gpu_shapes_needs_the_gpus_of_a_shape_the_agent_has() {
+        let mut w = world();
+        agent(&mut w, "a1", &["A100"; 4], &[]);
+        let batch: Vec<TaskId> = (0..4)
+            .map(|k| w.run("a1", Priority::Offline, (1, 1), opts(), 1_000 * (k + 1)))
+            .collect();
+        let shaped = PlaceAsk {
+            shapes: vec![
+                GpuShape {
+                    count: 8,
+                    model: Some("H100".into()),
+                    min_memory_mb: 0,
+                },
+                GpuShape {
+                    count: 1,
+                    model: Some("A100".into()),
+                    min_memory_mb: 0,
+                },
+            ],
+            ..PlaceAsk::default()
+        };
+        let online = online_asking(&mut w, 0, shaped);
+        // One A100 is enough: the youngest batch task (least work lost).
+        assert_eq!(
+            w.plan(&["a1"], 10_000),
+            vec![(online, "a1".into(), vec![batch[3]])]
+        );
+    }
+
+    #[test]
     fn no_victim_is_taken_where_a_tag_rule_keeps_the_task_out() {
         let mut w = world();
         agent(&mut w, "a1", &[], &[]);
