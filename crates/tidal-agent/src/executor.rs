@@ -59,6 +59,22 @@ pub fn cuda_visible_of_env() -> Option<Vec<String>> {
     (!v.trim().is_empty()).then_some(list)
 }
 
+/// Refuses an agent that lists more GPUs (`--gpus`) than its own
+/// `CUDA_VISIBLE_DEVICES` names: device index i is that list's i-th entry,
+/// and an index past its end would name a device of the machine that a
+/// lower index may already name for another worker.
+pub fn check_visible(gpus: usize, agent_visible: Option<&[String]>) -> Result<(), String> {
+    match agent_visible {
+        Some(v) if gpus > v.len() => Err(format!(
+            "--gpus lists {gpus} GPUs but this agent's CUDA_VISIBLE_DEVICES names {} ({}): \
+             list at most that many, or unset CUDA_VISIBLE_DEVICES",
+            v.len(),
+            v.join(",")
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The GPU variables of a worker, from its assignment's devices:
 /// `(CUDA_VISIBLE_DEVICES, TIDAL_GPU_IDS)`, the indexes comma-joined (""
 /// when the assignment took no GPU). None when the assignment names no
@@ -67,7 +83,8 @@ pub fn cuda_visible_of_env() -> Option<Vec<String>> {
 /// `--gpus`; `CUDA_VISIBLE_DEVICES` is the same, unless the agent itself
 /// runs with a `CUDA_VISIBLE_DEVICES` (`agent_visible`): index i is then
 /// its i-th entry, so a worker sees the same physical device its index
-/// names (an index past that list is passed as it is).
+/// names (the agent does not start with more `--gpus` than that list
+/// names: [`check_visible`]; an index past it would be passed as it is).
 pub fn gpu_env(
     devices: Option<&v1::GpuDevices>,
     agent_visible: Option<&[String]>,

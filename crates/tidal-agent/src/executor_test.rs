@@ -113,6 +113,17 @@ fn gpu_variables_name_the_assignments_devices() {
     );
 }
 
+#[test]
+fn an_agent_may_not_list_more_gpus_than_its_own_cuda_visible_devices() {
+    let visible: Vec<String> = ["4", "5"].map(String::from).to_vec();
+    assert_eq!(check_visible(2, Some(&visible)), Ok(()));
+    assert_eq!(check_visible(0, Some(&visible)), Ok(()));
+    let err = check_visible(3, Some(&visible)).unwrap_err();
+    assert!(err.contains("3 GPUs") && err.contains("4,5"), "{err}");
+    // Without its own list, the indexes are the machine's.
+    assert_eq!(check_visible(8, None), Ok(()));
+}
+
 const GPU_SCRIPT: &str = r#"printf '%s|%s|%s' "${CUDA_VISIBLE_DEVICES-unset}" "${TIDAL_GPU_IDS-unset}" "${TIDAL_WARM_MODELS_FILE-unset}""#;
 
 #[tokio::test]

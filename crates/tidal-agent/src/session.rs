@@ -172,6 +172,9 @@ impl Agent {
             )),
             None => None,
         };
+        let cuda_visible = crate::executor::cuda_visible_of_env();
+        crate::executor::check_visible(config.gpus.len(), cuda_visible.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
         let (exec, events) = Executor::new(
             ExecSettings {
                 agent_id: config.id.clone(),
@@ -179,7 +182,7 @@ impl Agent {
                 max_result_bytes: config.max_result_bytes,
                 kill_grace: config.stop_grace,
                 warm_models_file: warm.as_ref().map(|w| w.path().to_path_buf()),
-                cuda_visible: crate::executor::cuda_visible_of_env(),
+                cuda_visible,
             },
             config.slots,
         );

@@ -279,6 +279,11 @@ async fn a_leader_killed_mid_change_leaves_one_agreed_configuration() -> anyhow:
         c.client.promote(id).await?;
     }
     c.client.add_learner(4, &c.node(4).addr).await?;
+    // Caught up first, as `add-learner --wait` does: a node that started
+    // empty votes only once it applied what its first leader had committed,
+    // so a joint configuration that needs a lagging node 4's vote has no
+    // leader until the killed one returns.
+    c.wait_caught_up(4, Duration::from_secs(30)).await?;
     let (leader, _) = c.wait_leader(Duration::from_secs(5)).await?;
     // Promote node 4 and kill the leader while the change is in flight.
     let client = c.client.clone();
