@@ -285,7 +285,8 @@ impl State {
     /// tokens there are.
     pub(crate) fn check_access(&self) -> Result<(), String> {
         let access = &self.access;
-        let want = types::usage_index(&self.tasks);
+        let placement = &self.placement;
+        let want = types::usage_index(&self.tasks, |id, spec| placement.held_gpu_milli(id, spec));
         if access.usage != want {
             return Err(format!(
                 "usage {:?} differs from its recomputation {want:?}",

@@ -367,7 +367,8 @@ fn usage_follows_each_tenants_tasks() {
         Usage {
             pending: 1,
             running_slots: 2,
-            running_gpus: 0
+            running_gpus: 0,
+            running_gpu_milli: 0,
         }
     );
     log.complete(a, g.token, true).unwrap();

@@ -18,11 +18,11 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 
-use crate::access::types::Principal;
+use crate::access::types::{usage_index, Principal};
 use crate::command::{ApplyCtx, Rejection, Response};
 use crate::lifecycle::types::TaskOptions;
 use crate::limits::{validate_name, Limits};
-use crate::model::{AgentId, Strategy, TaskSpec};
+use crate::model::{Agent, AgentId, Strategy, TaskSpec};
 use crate::state::State;
 use types::{
     PlaceAsk, PlaceStrategy, Placement, QueuePlacement, MAX_GPU_WEIGHT_MILLI, PLACEMENT_VERSION,
@@ -39,6 +39,28 @@ impl State {
         self.cluster_version >= PLACEMENT_VERSION
     }
 
+    /// Whether the task's tenant may run it (on `agent`, or on any agent)
+    /// without passing a running quota, counting the least its GPUs could
+    /// weigh there ([`check::gpu_milli_floor`]; 1000 per GPU below version
+    /// 5). `Assign` checks the devices it actually takes.
+    pub(crate) fn admits_at_least(
+        &self,
+        agent: Option<&Agent>,
+        spec: &TaskSpec,
+        ask: Option<&PlaceAsk>,
+    ) -> Result<(), Rejection> {
+        let milli = if self.placement_on() {
+            match check::gpu_milli_floor(agent, spec, ask, &self.placement) {
+                Some(milli) => milli,
+                // No shape fits the agent: the device check says why.
+                None => return Ok(()),
+            }
+        } else {
+            u64::from(spec.gpus) * 1000
+        };
+        self.access.admit_running(spec, milli)
+    }
+
     /// Sets the placement state of a state read from a snapshot (tidal-store
     /// keeps it beside the state) and rebuilds what derives from it. Not a
     /// replicated change.
@@ -46,6 +68,8 @@ impl State {
         self.placement = placement;
         let agents = self.agents.values().map(|a| (&a.spec, &a.tasks));
         self.placement.reindex(agents);
+        let placement = &self.placement;
+        self.access.usage = usage_index(&self.tasks, |id, spec| placement.held_gpu_milli(id, spec));
     }
 
     /// The strategy a queue's tasks are placed by: the one set at version 5,

@@ -491,3 +491,88 @@ fn a_version_1_set_queue_replaces_a_version_5_strategy() {
         PlaceStrategy::WeightedRoundRobin
     );
 }
+
+/// A plain task of tenant acme taking `gpus` GPUs.
+fn acme(w: &mut World, gpus: u32) -> TaskId {
+    let spec = TaskSpec {
+        task_type: "t".into(),
+        tenant: "acme".into(),
+        gpus,
+        ..TaskSpec::default()
+    };
+    match w.apply(Command::Submit(vec![spec])) {
+        Response::Submitted(mut r) => r.remove(0).unwrap().id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn max_gpus(w: &mut World, max: u64) {
+    let limits = crate::access::types::TenantLimits {
+        max_gpus: Some(max),
+        ..Default::default()
+    };
+    let r = w.apply(Command::SetTenant {
+        name: "acme".into(),
+        limits,
+    });
+    assert_eq!(r, Response::Ok);
+}
+
+fn gpu_milli(w: &World) -> u64 {
+    w.state.access().usage("acme").running_gpu_milli
+}
+
+#[test]
+fn max_gpus_counts_gpus_weighed_by_model() {
+    let mut w = World::new();
+    w.agent("a40s", &["A40", "A40", "A40", "A40"], &[]);
+    w.agent("a100s", &["A100", "A100"], &[]);
+    max_gpus(&mut w, 1);
+    let (t1, t2, t3) = (acme(&mut w, 1), acme(&mut w, 1), acme(&mut w, 1));
+    // An A40 weighs 0.5 by default: two of them are one weighted GPU.
+    let token = w.assign(t1, "a40s").unwrap();
+    w.assign(t2, "a40s").unwrap();
+    assert_eq!(gpu_milli(&w), 1000);
+    assert_eq!(w.state.access().usage("acme").running_gpus, 2);
+    let over = Rejection::OverQuota {
+        tenant: "acme".into(),
+        limit: "max-gpus".into(),
+        max: 1,
+    };
+    assert_eq!(w.assign(t3, "a40s"), Err(over.clone()));
+    w.finish(t1, token);
+    assert_eq!(gpu_milli(&w), 500);
+    // Half a GPU is left: an A100 is too heavy, an A40 fits.
+    assert_eq!(w.assign(t3, "a100s"), Err(over));
+    w.assign(t3, "a40s").unwrap();
+    assert_eq!(gpu_milli(&w), 1000);
+    // Letting go gives back what was counted, whatever the weights now.
+    let r = w.apply(Command::AgentDown {
+        agent: "a40s".into(),
+    });
+    assert!(matches!(r, Response::AgentDown { .. }), "{r:?}");
+    assert_eq!(gpu_milli(&w), 0);
+}
+
+#[test]
+fn a_regranted_task_keeps_the_devices_its_worker_uses() {
+    let mut w = World::new();
+    w.agent("a1", &["A100", "A100", "A100", "A100"], &[]);
+    let ids: Vec<TaskId> = (0..3).map(|_| w.submit(1, PlaceAsk::default())).collect();
+    let tokens: Vec<u64> = ids.iter().map(|&id| w.assign(id, "a1").unwrap()).collect();
+    assert_eq!(w.devices(ids[2]), vec![2]);
+    w.finish(ids[0], tokens[0]);
+    // Device 0 is free now; the regranted task still runs on device 2.
+    match w.apply(Command::Regrant {
+        agent: "a1".into(),
+        tasks: vec![(ids[2], tokens[2])],
+    }) {
+        Response::Regranted { granted, .. } => assert_eq!(granted.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.devices(ids[2]), vec![2]);
+    // The next task takes device 0, not the regranted task's.
+    let next = w.submit(1, PlaceAsk::default());
+    w.assign(next, "a1").unwrap();
+    assert_eq!(w.devices(next), vec![0]);
+}

@@ -1221,15 +1221,18 @@ impl Sim {
                         || free_gpus >= u64::from(spec.gpus) + u64::from(reserved.gpus));
                 let tenant = tenant_of(spec);
                 let usage = self.a.access().usage(tenant);
-                let quota = self.a.access().tenant(tenant).is_none_or(|l| {
-                    crate::access::quota::running_over(
-                        l,
-                        usage.running_slots,
-                        usage.running_gpus,
-                        spec,
-                    )
-                    .is_none()
-                });
+                // Its tenant's running quotas, for the GPUs' weight there
+                // (by model from version 5 on, else 1000 per GPU).
+                let quota = |pick: Option<crate::placement::devices::Pick>| {
+                    let milli = match pick {
+                        Some(p) if self.a.placement_on() => u64::from(p.gpu_milli),
+                        _ => u64::from(spec.gpus) * 1000,
+                    };
+                    self.a.access().tenant(tenant).is_none_or(|l| {
+                        let held = (usage.running_slots, usage.running_gpu_milli);
+                        crate::access::quota::running_over(l, held, spec, milli).is_none()
+                    })
+                };
                 // From version 5 on, with its placement ask (constraints,
                 // devices, tag rules) too.
                 let fits = pool.iter().any(|a| {
@@ -1241,10 +1244,10 @@ impl Sim {
                         self.a.placement().ask(id),
                         self.a.placement(),
                     )
-                    .is_ok()
+                    .is_ok_and(quota)
                 });
                 prop_assert!(
-                    !(leaves && quota && fits),
+                    !(leaves && fits),
                     "plan {:?} placed class {:?} and left {} of class {:?}, which fits",
                     pairs,
                     lowest,
@@ -1317,13 +1320,14 @@ impl Sim {
                 );
             }
             if let Some(max) = limits.max_gpus {
+                // Weighed by model, in thousandths.
                 prop_assert!(
-                    now.running_gpus <= was.running_gpus.max(max),
-                    "{:?} raised {}'s GPUs from {} to {} past {}",
+                    now.running_gpu_milli <= was.running_gpu_milli.max(max * 1000),
+                    "{:?} raised {}'s GPU weight from {} to {} past {}",
                     cmd,
                     tenant,
-                    was.running_gpus,
-                    now.running_gpus,
+                    was.running_gpu_milli,
+                    now.running_gpu_milli,
                     max
                 );
             }

@@ -170,7 +170,9 @@ impl From<StateData> for State {
         let finished = finished_index(&d.tasks);
         let pending_by_tenant = tenant_index(&d.tasks, &Lifecycle::default());
         let access = Access {
-            usage: usage_index(&d.tasks),
+            // Placement is restored after (`restore_placement`), which
+            // weighs held GPUs again.
+            usage: usage_index(&d.tasks, |_, spec| u64::from(spec.gpus) * 1000),
             ..Access::default()
         };
         State {
@@ -368,16 +370,17 @@ pub(crate) fn unqueue(
 }
 
 /// Makes `agent` hold `task` under `token`: its capacity is taken, in the
-/// agent's counters and in the task's tenant's usage.
+/// agent's counters and in the task's tenant's usage (its GPUs weighing
+/// `gpu_milli`, [`Placement::held_gpu_milli`] once the hold is recorded).
 pub(crate) fn hold(
     agent: &mut Agent,
     access: &mut Access,
-    task: &mut Task,
-    id: TaskId,
+    (task, id): (&mut Task, TaskId),
     token: FencingToken,
+    gpu_milli: u64,
 ) {
     agent.tasks.insert(id, token);
-    tally(&mut access.usage, &task.spec, Tally::AddHeld);
+    tally(&mut access.usage, &task.spec, Tally::AddHeld(gpu_milli));
     agent.slots_in_use += task.spec.slots;
     agent.gpus_in_use += task.spec.gpus;
     task.state = TaskState::Assigned {
@@ -399,6 +402,13 @@ fn take_shape(
         spec.gpus = shape.count;
         spec.gpu_memory_mb = shape.min_memory_mb;
     }
+}
+
+/// What the GPUs of an assignment weigh, in thousandths: its pick's devices
+/// (version 5), else 1000 per GPU of its spec. Equal to
+/// [`Placement::held_gpu_milli`] once the pick is recorded.
+fn pick_gpu_milli(pick: Option<&crate::placement::devices::Pick>, spec: &TaskSpec) -> u64 {
+    pick.map_or(u64::from(spec.gpus) * 1000, |p| u64::from(p.gpu_milli))
 }
 
 /// Fails a task that lost its holder with no attempt left.
@@ -486,9 +496,10 @@ pub(crate) fn release_from(
     spec: &TaskSpec,
 ) {
     let suspended = lifecycle.let_go(id);
+    let gpu_milli = placement.held_gpu_milli(id, spec);
     placement.let_go(&agent.spec, id);
     if agent.tasks.remove(&id).is_some() {
-        tally(&mut access.usage, spec, Tally::SubHeld);
+        tally(&mut access.usage, spec, Tally::SubHeld(gpu_milli));
         if !suspended {
             agent.slots_in_use = agent.slots_in_use.saturating_sub(spec.slots);
         }
@@ -1017,7 +1028,11 @@ impl State {
         agent.state = AgentState::Down;
         // Invariant 3: the agent holds nothing once its tasks are taken back.
         let held = std::mem::take(&mut agent.tasks);
+        let mut gpu_milli = BTreeMap::new();
         for id in held.keys() {
+            if let Some(task) = self.tasks.get(id) {
+                gpu_milli.insert(*id, self.placement.held_gpu_milli(*id, &task.spec));
+            }
             self.placement.let_go(&agent.spec, *id);
         }
         agent.slots_in_use = 0;
@@ -1035,7 +1050,8 @@ impl State {
                 );
                 continue;
             }
-            tally(&mut self.access.usage, &task.spec, Tally::SubHeld);
+            let milli = gpu_milli.get(&id).copied().unwrap_or_default();
+            tally(&mut self.access.usage, &task.spec, Tally::SubHeld(milli));
             // Its preemption or suspension ends with the hold.
             self.lifecycle.let_go(id);
             if self.cluster_version >= LIFECYCLE_VERSION {
@@ -1201,6 +1217,8 @@ impl State {
                 rejected.push((id, Rejection::AgentNotFound(agent_id.to_string())));
                 continue;
             };
+            // The devices it held, which its worker may be using now.
+            let had = self.placement.task(id).and_then(|e| e.held.clone());
             // Invariant 3: the hold is released before anything else happens.
             release_from(
                 agent,
@@ -1230,8 +1248,17 @@ impl State {
             let bound = self.access.agent_tenant(agent_id);
             let fit = if self.cluster_version >= PLACEMENT_VERSION {
                 let ask = self.placement.ask(id);
-                placement_check::eligible(agent, bound, &task.spec, ask, &self.placement)
-                    .map(|pick| pick.map(|p| (p, ask.map(|a| a.shapes.clone()))))
+                placement_check::eligible(agent, bound, &task.spec, ask, &self.placement).map(
+                    |pick| {
+                        // It keeps the devices it had, and so its shape and
+                        // what its tenant's quota counts for it.
+                        let kept = had.as_ref().and_then(|h| {
+                            let p = &self.placement;
+                            placement_check::kept_devices(agent, &task.spec, ask, p, h)
+                        });
+                        kept.or(pick).map(|p| (p, ask.map(|a| a.shapes.clone())))
+                    },
+                )
             } else {
                 eligibility::eligible(agent, bound, &task.spec).map(|()| None)
             };
@@ -1242,7 +1269,8 @@ impl State {
                     take_shape(&mut task.spec, &p, shapes.as_deref());
                     p
                 });
-                hold(agent, &mut self.access, task, id, token);
+                let gpu_milli = pick_gpu_milli(pick.as_ref(), &task.spec);
+                hold(agent, &mut self.access, (task, id), token, gpu_milli);
                 if self.cluster_version >= PLACEMENT_VERSION {
                     self.placement.take(&agent.spec, id, token, pick);
                 }
@@ -1345,16 +1373,10 @@ impl State {
                 })
             }
         };
-        // The tenant's running quotas, for the GPUs of the shape it takes;
-        // the task stays Pending if over.
-        match &pick {
-            Some((p, Some(shapes))) if !shapes.is_empty() => {
-                let mut spec = task.spec.clone();
-                take_shape(&mut spec, p, Some(shapes));
-                self.access.admit_running(&spec)?;
-            }
-            _ => self.access.admit_running(&task.spec)?,
-        }
+        // The tenant's running quotas, for the slots and the weighted GPUs
+        // of the devices it takes; the task stays Pending if over.
+        let gpu_milli = pick_gpu_milli(pick.as_ref().map(|(p, _)| p), &task.spec);
+        self.access.admit_running(&task.spec, gpu_milli)?;
         let pick = pick.map(|(p, shapes)| {
             take_shape(&mut task.spec, &p, shapes.as_deref());
             p
@@ -1368,7 +1390,7 @@ impl State {
             task,
             id,
         );
-        hold(agent, &mut self.access, task, id, token);
+        hold(agent, &mut self.access, (task, id), token, gpu_milli);
         if v5 {
             self.placement.take(&agent.spec, id, token, pick);
         }

@@ -93,6 +93,24 @@ fn rate(l: &v1::TenantLimits) -> String {
     }
 }
 
+/// What the tenant's held GPUs weigh (what max-gpus counts), in GPUs of
+/// weight 1; a server that predates weights counts each GPU as 1.
+fn gpu_weight(x: &v1::Tenant) -> f64 {
+    if x.running_gpu_milli == 0 {
+        x.running_gpus as f64
+    } else {
+        x.running_gpu_milli as f64 / 1000.0
+    }
+}
+
+/// `1.5/4`: the weighted GPUs in use of the tenant's max-gpus.
+fn gpus_of_max(x: &v1::Tenant, max: Option<u64>) -> String {
+    match max {
+        Some(max) => format!("{}/{max}", gpu_weight(x)),
+        None => format!("{}/-", gpu_weight(x)),
+    }
+}
+
 pub fn tenants_table(tenants: &[v1::Tenant]) -> String {
     let mut t = Table::new(&[
         "TENANT",
@@ -108,7 +126,7 @@ pub fn tenants_table(tenants: &[v1::Tenant]) -> String {
             x.name.clone(),
             of_max(x.pending, l.max_pending),
             of_max(x.running_slots, l.max_running_slots),
-            of_max(x.running_gpus, l.max_gpus),
+            gpus_of_max(x, l.max_gpus),
             rate(&l),
             l.weight.max(1).to_string(),
         ]);
@@ -124,6 +142,7 @@ pub fn tenant_json(x: &v1::Tenant) -> Value {
         "pending": x.pending,
         "running_slots": x.running_slots,
         "running_gpus": x.running_gpus,
+        "running_gpu_weight": gpu_weight(x),
         "max_pending": l.max_pending,
         "max_running_slots": l.max_running_slots,
         "max_gpus": l.max_gpus,
@@ -208,11 +227,19 @@ mod tests {
             limits_set: true,
             pending: 2,
             running_slots: 5,
-            running_gpus: 1,
+            running_gpus: 3,
+            running_gpu_milli: 1500,
         };
-        let table = tenants_table(&[t]);
+        let table = tenants_table(std::slice::from_ref(&t));
         let row = table.lines().nth(1).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cells, ["acme", "2/10", "5/-", "1/4", "100/s:200", "3"]);
+        // Three GPUs (one A100, two A40s) weigh 1.5 of max-gpus 4.
+        assert_eq!(cells, ["acme", "2/10", "5/-", "1.5/4", "100/s:200", "3"]);
+        // A server that predates weights: each GPU weighs 1.
+        let old = v1::Tenant {
+            running_gpu_milli: 0,
+            ..t
+        };
+        assert_eq!(gpus_of_max(&old, Some(4)), "3/4");
     }
 }

@@ -1,5 +1,11 @@
 //! Tenants' quotas as apply and the dispatcher check them: max-pending at submit, max-running-slots and max-gpus at assignment.
 //!
+//! Max-gpus counts weighted GPUs (cluster format version 5): what the
+//! devices a task takes weigh by model (`[placement] gpu_weights`, A100 1,
+//! A40 0.5 by default), in thousandths; a GPU held by count (before
+//! version 5) weighs 1. A tenant with `--max-gpus 4` runs four A100s, or
+//! eight A40s, at once.
+//!
 //! Every check reads the tenant's [`Usage`] (derived from the tasks, the
 //! same on every replica) and its [`TenantLimits`], so every replica
 //! refuses alike. A check only stops an increase: lowering a limit never
@@ -45,9 +51,15 @@ pub fn pending_over(limits: &TenantLimits, usage: &Usage) -> Option<Over> {
     })
 }
 
-/// Whether an agent taking `spec` keeps its tenant within `limits`, when
-/// its tasks already hold `slots` slots and `gpus` GPUs.
-pub fn running_over(limits: &TenantLimits, slots: u64, gpus: u64, spec: &TaskSpec) -> Option<Over> {
+/// Whether an agent taking `spec`, whose GPUs there weigh `gpu_milli`
+/// thousandths, keeps its tenant within `limits`, when its tasks already
+/// hold `slots` slots and GPUs weighing `held_milli`.
+pub fn running_over(
+    limits: &TenantLimits,
+    (slots, held_milli): (u64, u64),
+    spec: &TaskSpec,
+    gpu_milli: u64,
+) -> Option<Over> {
     if let Some(max) = limits.max_running_slots {
         if slots.saturating_add(u64::from(spec.slots)) > max {
             return Some(Over {
@@ -57,7 +69,7 @@ pub fn running_over(limits: &TenantLimits, slots: u64, gpus: u64, spec: &TaskSpe
         }
     }
     if let Some(max) = limits.max_gpus {
-        if spec.gpus > 0 && gpus.saturating_add(u64::from(spec.gpus)) > max {
+        if gpu_milli > 0 && held_milli.saturating_add(gpu_milli) > max.saturating_mul(1000) {
             return Some(Over {
                 limit: MAX_GPUS,
                 max,
@@ -87,15 +99,21 @@ impl Access {
         }
     }
 
-    /// Assignment: an agent taking `spec` is refused when its tenant would
-    /// pass max-running-slots or max-gpus.
-    pub fn admit_running(&self, spec: &TaskSpec) -> Result<(), Rejection> {
+    /// Assignment: an agent taking `spec`, whose GPUs there weigh
+    /// `gpu_milli` thousandths, is refused when its tenant would pass
+    /// max-running-slots or max-gpus.
+    pub fn admit_running(&self, spec: &TaskSpec, gpu_milli: u64) -> Result<(), Rejection> {
         let tenant = tenant_of(spec);
         let Some(limits) = self.tenants.get(tenant) else {
             return Ok(());
         };
         let u = self.usage(tenant);
-        match running_over(limits, u.running_slots, u.running_gpus, spec) {
+        match running_over(
+            limits,
+            (u.running_slots, u.running_gpu_milli),
+            spec,
+            gpu_milli,
+        ) {
             Some(over) => Err(over.rejection(tenant)),
             None => Ok(()),
         }

@@ -88,7 +88,10 @@ pub struct TenantLimits {
     pub max_pending: Option<u64>,
     /// Slots of the tasks agents hold (Assigned or Running) at once.
     pub max_running_slots: Option<u64>,
-    /// GPUs of the tasks agents hold at once.
+    /// GPUs of the tasks agents hold at once, weighted by model (from
+    /// cluster format version 5; an A100 counts 1, an A40 0.5 by default):
+    /// what the tenant's held GPUs weigh, [`Usage::running_gpu_milli`],
+    /// stays at or under this many thousand thousandths.
     pub max_gpus: Option<u64>,
     pub submit_rate: Option<SubmitRate>,
     /// The tenant's share of a queue against other tenants (at least 1).
@@ -116,6 +119,10 @@ pub struct Usage {
     pub running_slots: u64,
     /// GPUs of those tasks.
     pub running_gpus: u64,
+    /// What those GPUs weigh, in thousandths of a weight-1 GPU: the weight
+    /// recorded with the devices each task took (version 5), else 1000 per
+    /// GPU. What max-gpus and the dominant share count.
+    pub running_gpu_milli: u64,
 }
 
 impl Usage {
@@ -181,10 +188,11 @@ pub(crate) enum Tally {
     AddPending,
     /// It stopped being Pending.
     SubPending,
-    /// An agent took hold of it (its capacity is taken).
-    AddHeld,
-    /// Its agent let go of it.
-    SubHeld,
+    /// An agent took hold of it (its capacity is taken); its GPUs weigh
+    /// this many thousandths.
+    AddHeld(u64),
+    /// Its agent let go of it; its GPUs weighed this many thousandths.
+    SubHeld(u64),
 }
 
 /// Keeps `usage` in step with one task's change. Called where the pending
@@ -199,13 +207,15 @@ pub(crate) fn tally(usage: &mut Map<String, Usage>, spec: &TaskSpec, change: Tal
     match change {
         Tally::AddPending => u.pending += 1,
         Tally::SubPending => u.pending = u.pending.saturating_sub(1),
-        Tally::AddHeld => {
+        Tally::AddHeld(milli) => {
             u.running_slots += slots;
             u.running_gpus += gpus;
+            u.running_gpu_milli += milli;
         }
-        Tally::SubHeld => {
+        Tally::SubHeld(milli) => {
             u.running_slots = u.running_slots.saturating_sub(slots);
             u.running_gpus = u.running_gpus.saturating_sub(gpus);
+            u.running_gpu_milli = u.running_gpu_milli.saturating_sub(milli);
         }
     }
     if u.is_zero() {
@@ -214,13 +224,18 @@ pub(crate) fn tally(usage: &mut Map<String, Usage>, spec: &TaskSpec, change: Tal
 }
 
 /// The usage of `tasks`, recomputed: what `Access::usage` must equal.
-pub(crate) fn usage_index(tasks: &Map<TaskId, Task>) -> Map<String, Usage> {
+/// `gpu_milli`: what a held task's GPUs weigh (`State::held_gpu_milli`).
+pub(crate) fn usage_index(
+    tasks: &Map<TaskId, Task>,
+    gpu_milli: impl Fn(TaskId, &TaskSpec) -> u64,
+) -> Map<String, Usage> {
     let mut usage = Map::new();
     for task in tasks.values() {
         if task.state == crate::model::TaskState::Pending {
             tally(&mut usage, &task.spec, Tally::AddPending);
         } else if task.state.holder().is_some() {
-            tally(&mut usage, &task.spec, Tally::AddHeld);
+            let milli = gpu_milli(task.id, &task.spec);
+            tally(&mut usage, &task.spec, Tally::AddHeld(milli));
         }
     }
     usage

@@ -274,9 +274,10 @@ impl<'a> V5<'a> {
     }
 }
 
-/// The GPU count the checks before choosing already passed (quotas and
-/// headroom), and what checks another count a pick may take.
-type GpusOk<'f, 'a> = (u32, &'f dyn Fn(&Round<'a>, u32) -> bool);
+/// What checks a pick of `n` GPUs weighing `milli` thousandths: headroom
+/// for a count other than the one checked before choosing, the tenant's
+/// quotas for the weight.
+type GpusOk<'f, 'a> = &'f dyn Fn(&Round<'a>, u32, u64) -> bool;
 
 /// The agent chosen for a task at version 5 and the devices it would take
 /// there (`None`: it takes no GPU).
@@ -390,8 +391,8 @@ impl<'a> Round<'a> {
     /// [`Round::choose`] from version 5 on: only agents that
     /// [`crate::placement::check::eligible`] accepts after the round's
     /// earlier bookings (constraints, devices for the first fitting shape,
-    /// tag rules counting the round's tagged tasks), whose pick's GPU count
-    /// `gpus_ok` accepts (quotas and headroom for a task with shapes), then
+    /// tag rules counting the round's tagged tasks), whose pick `gpus_ok`
+    /// accepts (quotas for its weight, headroom for its count), then
     /// the queue's strategy (module [`strategies`]).
     #[allow(clippy::too_many_arguments)]
     fn choose_v5(
@@ -402,7 +403,7 @@ impl<'a> Round<'a> {
         queue: &'a str,
         strategy: &'a PlaceStrategy,
         credits: &mut BTreeMap<AgentId, i64>,
-        (least_gpus, gpus_ok): GpusOk<'_, 'a>,
+        gpus_ok: GpusOk<'_, 'a>,
     ) -> Option<Choice> {
         let asked = ask.map_or(&[][..], |a| &a.shapes);
         let key = (
@@ -446,8 +447,10 @@ impl<'a> Round<'a> {
                         pick
                     };
                     room = true;
-                    let n = pick.as_ref().map_or(0, |p| p.devices.len() as u32);
-                    if (n != least_gpus && !gpus_ok(self, n))
+                    let (n, milli) = pick
+                        .as_ref()
+                        .map_or((0, 0), |p| (p.devices.len() as u32, u64::from(p.gpu_milli)));
+                    if !gpus_ok(self, n, milli)
                         || (ruled.is_some()
                             && !round_tags::keeps_rules(c, ruled, v5.placement, &v5.tags))
                     {
@@ -577,6 +580,22 @@ fn picked_gpus(pick: &Option<Pick>) -> u32 {
     pick.as_ref().map_or(0, |p| p.devices.len() as u32)
 }
 
+/// The least a task's GPUs could weigh on any agent, in thousandths (1000
+/// per GPU below version 5): its tenant's quotas are checked with it before
+/// an agent is chosen, and with the pick's weight after.
+fn least_milli(state: &State, spec: &TaskSpec, ask: Option<&PlaceAsk>) -> u64 {
+    if state.placement_on() {
+        crate::placement::check::gpu_milli_floor(None, spec, ask, state.placement()).unwrap_or(0)
+    } else {
+        u64::from(spec.gpus) * 1000
+    }
+}
+
+/// What a version-5 pick's GPUs weigh, in thousandths.
+fn picked_milli(pick: &Option<Pick>) -> u64 {
+    pick.as_ref().map_or(0, |p| u64::from(p.gpu_milli))
+}
+
 /// `spec` with the GPU count of the shape it would take (what apply counts
 /// for quotas once the shape is taken).
 fn with_gpus(spec: &TaskSpec, gpus: u32) -> std::borrow::Cow<'_, TaskSpec> {
@@ -606,9 +625,10 @@ struct Quotas<'a> {
     /// Some tenant has a running limit: check them.
     limits: bool,
     /// Shares are asked for: the capacity they are shares of, slots and
-    /// GPUs. None: no queue has tasks of two tenants.
+    /// GPUs' weight (thousandths). None: no queue has tasks of two tenants.
     capacity: Option<(u64, u64)>,
-    /// Kept while `limits` or `capacity` is set.
+    /// Slots and GPUs' weight (thousandths) per tenant; kept while `limits`
+    /// or `capacity` is set.
     booked: BTreeMap<&'a str, (u64, u64)>,
 }
 
@@ -629,9 +649,10 @@ impl<'a> Quotas<'a> {
         }
     }
 
-    /// Whether an agent may take `spec` without its tenant passing a
-    /// running quota.
-    fn allows(&self, spec: &TaskSpec) -> bool {
+    /// Whether an agent may take `spec`, its GPUs weighing `gpu_milli`
+    /// thousandths there (asked only when a limit is set), without its
+    /// tenant passing a running quota.
+    fn allows(&self, spec: &TaskSpec, gpu_milli: impl FnOnce() -> u64) -> bool {
         if !self.limits {
             return true;
         }
@@ -639,8 +660,7 @@ impl<'a> Quotas<'a> {
         let Some(limits) = self.access.tenant(tenant) else {
             return true;
         };
-        let (slots, gpus) = self.held(tenant);
-        running_over(limits, slots, gpus, spec).is_none()
+        running_over(limits, self.held(tenant), spec, gpu_milli()).is_none()
     }
 
     /// Whether `tenant` is at its max-running-slots: no task of it fits.
@@ -653,14 +673,14 @@ impl<'a> Quotas<'a> {
                 .is_some_and(|max| self.held(tenant).0 >= max)
     }
 
-    /// What `tenant`'s tasks hold, slots and GPUs, with the round's
-    /// bookings.
+    /// What `tenant`'s tasks hold, slots and GPUs' weight (thousandths),
+    /// with the round's bookings.
     fn held(&self, tenant: &str) -> (u64, u64) {
         let used = self.access.usage(tenant);
-        let (slots, gpus) = self.booked.get(tenant).copied().unwrap_or_default();
+        let (slots, milli) = self.booked.get(tenant).copied().unwrap_or_default();
         (
             used.running_slots.saturating_add(slots),
-            used.running_gpus.saturating_add(gpus),
+            used.running_gpu_milli.saturating_add(milli),
         )
     }
 
@@ -690,16 +710,13 @@ impl<'a> Quotas<'a> {
         }
     }
 
-    fn book(&mut self, spec: &'a TaskSpec) {
-        self.book_gpus(spec, spec.gpus);
-    }
-
-    /// [`Quotas::book`] for `spec` taking `gpus` GPUs (its shape's).
-    fn book_gpus(&mut self, spec: &'a TaskSpec, gpus: u32) {
+    /// Books `spec` for its tenant, its GPUs weighing `gpu_milli`
+    /// thousandths.
+    fn book(&mut self, spec: &'a TaskSpec, gpu_milli: u64) {
         if self.limits || self.capacity.is_some() {
             let e = self.booked.entry(tenant_of(spec)).or_default();
             e.0 = e.0.saturating_add(u64::from(spec.slots));
-            e.1 = e.1.saturating_add(u64::from(gpus));
+            e.1 = e.1.saturating_add(gpu_milli);
         }
     }
 }
@@ -828,18 +845,24 @@ impl<'a> QueueScan<'a> {
     }
 }
 
-/// The capacity, slots and GPUs, of the agents a round may place on with
-/// room or without: what tenants' shares are shares of.
+/// The capacity, slots and GPUs' weight (thousandths; 1000 per GPU below
+/// version 5), of the agents a round may place on with room or without:
+/// what tenants' shares are shares of.
 fn capacity(state: &State, connected: &BTreeSet<AgentId>) -> (u64, u64) {
+    let weighed = state.placement_on();
+    let placement = state.placement();
     state
         .agents
         .values()
         .filter(|a| connected.contains(&a.spec.id) && eligibility::ready(a).is_ok())
-        .fold((0, 0), |(slots, gpus), a| {
-            (
-                slots + u64::from(a.spec.slots),
-                gpus + a.spec.gpus.len() as u64,
-            )
+        .fold((0, 0), |(slots, milli), a| {
+            let gpus: u64 = if weighed {
+                let w = a.spec.gpus.iter().map(|g| placement.gpu_weight(&g.model));
+                w.map(u64::from).sum()
+            } else {
+                a.spec.gpus.len() as u64 * 1000
+            };
+            (slots + u64::from(a.spec.slots), milli + gpus)
         })
 }
 
@@ -927,8 +950,8 @@ pub struct InFlight {
     per_class: [usize; 3],
     /// Slots, GPUs and tasks per agent.
     per_agent: BTreeMap<AgentId, (u32, u32, u64)>,
-    /// Slots and GPUs per tenant, counted only while a tenant has a running
-    /// limit.
+    /// Slots and GPUs' weight (thousandths) per tenant, counted only while
+    /// a tenant has a running limit.
     per_tenant: BTreeMap<String, (u64, u64)>,
     /// From version 5: per agent, the devices the round's tasks take there
     /// (as `Assign` will pick them, in the round's order).
@@ -946,10 +969,10 @@ impl InFlight {
             let Some(task) = state.tasks.get(id) else {
                 continue;
             };
-            let gpus = if v5 {
+            let (gpus, milli) = if v5 {
                 f.take_v5(state, *id, agent, &task.spec)
             } else {
-                task.spec.gpus
+                (task.spec.gpus, u64::from(task.spec.gpus) * 1000)
             };
             f.per_class[task.spec.priority as usize] += 1;
             let e = f.per_agent.entry(agent.clone()).or_default();
@@ -962,22 +985,31 @@ impl InFlight {
                     .entry(tenant_of(&task.spec).to_string())
                     .or_default();
                 t.0 += u64::from(task.spec.slots);
-                t.1 += u64::from(gpus);
+                t.1 += milli;
             }
         }
         f
     }
 
     /// Records the devices and tags task `id` takes on `agent` when the
-    /// round applies (version 5); returns its GPU count.
-    fn take_v5(&mut self, state: &State, id: TaskId, agent: &AgentId, spec: &TaskSpec) -> u32 {
+    /// round applies (version 5); returns its GPU count and what they weigh
+    /// (thousandths).
+    fn take_v5(
+        &mut self,
+        state: &State,
+        id: TaskId,
+        agent: &AgentId,
+        spec: &TaskSpec,
+    ) -> (u32, u64) {
         let placement = state.placement();
         let ask = placement.ask(id);
         if let Some(tags) = ask.map(|a| &a.tags).filter(|t| !t.is_empty()) {
             self.tagged.push((agent.clone(), tags.clone()));
         }
+        // Apply will refuse it: count what the spec says.
+        let as_spec = (spec.gpus, u64::from(spec.gpus) * 1000);
         let Some(a) = state.agent(agent) else {
-            return spec.gpus;
+            return as_spec;
         };
         let shapes = devices::shapes_of(
             ask.map_or(&[][..], |a| &a.shapes),
@@ -985,7 +1017,7 @@ impl InFlight {
             spec.gpu_memory_mb,
         );
         if round_tags::needs_no_gpus(&shapes) {
-            return 0;
+            return (0, 0);
         }
         let busy = placement.busy(agent);
         let taken = self.devices.entry(agent.clone()).or_default();
@@ -998,10 +1030,9 @@ impl InFlight {
         match pick {
             Some(p) => {
                 taken.extend(&p.devices);
-                p.devices.len() as u32
+                (p.devices.len() as u32, u64::from(p.gpu_milli))
             }
-            // Apply will refuse it: count what the spec says.
-            None => spec.gpus,
+            None => as_spec,
         }
     }
 
@@ -1145,7 +1176,7 @@ fn place_new_asked(
         };
         // Below version 5, and without shapes, exactly the spec.
         let least = with_gpus(spec, min_gpus(spec, ask));
-        if !quotas.allows(&least) {
+        if !quotas.allows(spec, || least_milli(state, spec, ask)) {
             continue;
         }
         let reserved = state.lifecycle().reserved_above(spec.priority);
@@ -1156,19 +1187,11 @@ fn place_new_asked(
             .get(spec.queue.as_str())
             .filter(|_| round.v5.is_some())
         {
-            let gpus_ok = |r: &Round<'_>, n: u32| {
-                let spec = with_gpus(spec, n);
-                n == least.gpus || (quotas.allows(&spec) && r.leaves(reserved, &spec))
+            let gpus_ok = |r: &Round<'_>, n: u32, milli: u64| {
+                (n == least.gpus || r.leaves(reserved, &with_gpus(spec, n)))
+                    && quotas.allows(spec, || milli)
             };
-            round.choose_v5(
-                spec,
-                ask,
-                None,
-                &spec.queue,
-                place,
-                credits,
-                (least.gpus, &gpus_ok),
-            )
+            round.choose_v5(spec, ask, None, &spec.queue, place, credits, &gpus_ok)
         } else {
             round
                 .choose(spec, None, q.strategy, credits)
@@ -1178,10 +1201,10 @@ fn place_new_asked(
             Some(choice) => {
                 if round.v5.is_some() {
                     round.book_v5(&choice, spec, ask, &spec.queue);
-                    quotas.book_gpus(spec, picked_gpus(&choice.1));
+                    quotas.book(spec, picked_milli(&choice.1));
                 } else {
                     round.book(choice.0, spec.slots, spec.gpus);
-                    quotas.book(spec);
+                    quotas.book(spec, u64::from(spec.gpus) * 1000);
                 }
                 out.push((index, round.pool[choice.0].agent.spec.id.clone()));
             }
@@ -1351,14 +1374,16 @@ fn plan_warm(
                 };
                 // Below version 5, and without shapes, exactly the spec.
                 let least = with_gpus(&task.spec, min_gpus(&task.spec, ask));
-                if !quotas.allows(&least) || !round.leaves(reserved, &least) {
+                if !quotas.allows(&task.spec, || least_milli(state, &task.spec, ask))
+                    || !round.leaves(reserved, &least)
+                {
                     scan.file(tenant, &quotas);
                     continue;
                 }
                 let chosen = if round.v5.is_some() {
-                    let gpus_ok = |r: &Round<'_>, n: u32| {
-                        let spec = with_gpus(&task.spec, n);
-                        n == least.gpus || (quotas.allows(&spec) && r.leaves(reserved, &spec))
+                    let gpus_ok = |r: &Round<'_>, n: u32, milli: u64| {
+                        (n == least.gpus || r.leaves(reserved, &with_gpus(&task.spec, n)))
+                            && quotas.allows(&task.spec, || milli)
                     };
                     round.choose_v5(
                         &task.spec,
@@ -1367,7 +1392,7 @@ fn plan_warm(
                         scan.name,
                         &places[qi],
                         credits,
-                        (least.gpus, &gpus_ok),
+                        &gpus_ok,
                     )
                 } else {
                     round
@@ -1384,10 +1409,10 @@ fn plan_warm(
                 Some((task, choice, ask, tenant)) => {
                     if round.v5.is_some() {
                         round.book_v5(&choice, &task.spec, ask, scan.name);
-                        quotas.book_gpus(&task.spec, picked_gpus(&choice.1));
+                        quotas.book(&task.spec, picked_milli(&choice.1));
                     } else {
                         round.book(choice.0, task.spec.slots, task.spec.gpus);
-                        quotas.book(&task.spec);
+                        quotas.book(&task.spec, u64::from(task.spec.gpus) * 1000);
                     }
                     scan.file(tenant, &quotas);
                     out.push((task.id, round.pool[choice.0].agent.spec.id.clone()));

@@ -287,6 +287,45 @@ fn a_shape_over_the_gpu_quota_falls_back_to_one_within_it() {
 }
 
 #[test]
+fn the_gpu_quota_is_weighed_by_model_in_planning() {
+    let mut w = World::new();
+    let r = w.apply(Command::SetTenant {
+        name: "t".into(),
+        limits: TenantLimits {
+            max_gpus: Some(1),
+            ..TenantLimits::default()
+        },
+    });
+    assert_eq!(r, Response::Ok);
+    w.agent("big", 8, &["A100", "A100"], &[]);
+    w.agent("small", 4, &["A40", "A40", "A40"], &[]);
+    let tenant = |mut s: TaskSpec| {
+        s.tenant = "t".into();
+        s
+    };
+    let first = w.submit(vec![tenant(spec("default", 1))], vec![PlaceAsk::default()])[0];
+    let r = w.apply(Command::Assign(vec![(first, "small".into())]));
+    assert!(
+        matches!(&r, Response::Assigned { granted, .. } if granted.len() == 1),
+        "{r:?}"
+    );
+    assert_eq!(w.state.access().usage("t").running_gpu_milli, 500);
+    // The A100 agent is the emptier one (least-loaded would choose it), but
+    // with half a weighted GPU in use only an A40 (0.5) keeps the tenant
+    // within one.
+    let ids = w.submit(
+        (0..2).map(|_| tenant(spec("default", 1))).collect(),
+        vec![PlaceAsk::default(); 2],
+    );
+    assert_eq!(w.round(), vec![(ids[0], "small".to_string())]);
+    assert_eq!(w.state.access().usage("t").running_gpu_milli, 1000);
+    // The last waits while one weighted GPU is in use.
+    assert!(w.round().is_empty());
+    w.complete(first);
+    assert_eq!(w.round(), vec![(ids[1], "small".to_string())]);
+}
+
+#[test]
 fn warm_models_count_against_load_by_their_weight() {
     for (weight, expect) in [(500, "b"), (1500, "a"), (0, "b")] {
         let mut w = World::new();

@@ -53,13 +53,14 @@ impl State {
                 state: format!("pending in retry backoff until {at} ms"),
             });
         }
-        // Room made for a task its tenant's running quota holds back would
-        // go to waste (and its victims be preempted again and again).
-        self.access.admit_running(&t.spec)?;
         let a = self
             .agents
             .get(agent)
             .ok_or_else(|| Rejection::AgentNotFound(agent.to_string()))?;
+        // Room made for a task its tenant's running quota holds back would
+        // go to waste (and its victims be preempted again and again): the
+        // GPUs it could take on this agent weigh too much.
+        self.admits_at_least(Some(a), &t.spec, self.placement.ask(task))?;
         let bound = self.access.agent_tenant(agent);
         let placed = self.cluster_version() >= PLACEMENT_VERSION;
         eligibility::ready(a)

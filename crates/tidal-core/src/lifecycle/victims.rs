@@ -136,13 +136,13 @@ pub fn plan_preemption(
         }
         // A task its tenant's running quota holds back would not be
         // assigned on the room a preemption makes.
-        if state.access().admit_running(&task.spec).is_err() {
+        let ask = state.placement().ask(task.id);
+        if state.admits_at_least(None, &task.spec, ask).is_err() {
             passed += 1;
             continue;
         }
         let bound = |a: &Agent| state.access().agent_tenant(&a.spec.id);
         let placed = state.cluster_version() >= PLACEMENT_VERSION;
-        let ask = state.placement().ask(task.id);
         let eligible_now = |a: &&Agent| {
             if placed {
                 check::eligible(a, bound(a), &task.spec, ask, state.placement()).is_ok()
@@ -159,6 +159,7 @@ pub fn plan_preemption(
             if placed {
                 check::could_run(a, bound(a), &task.spec, ask).is_ok()
                     && check::keeps_rules(a, ask, state.placement()).is_ok()
+                    && state.admits_at_least(Some(a), &task.spec, ask).is_ok()
             } else {
                 eligibility::capable(&a.spec, &task.spec).is_ok()
                     && eligibility::serves(bound(a), &task.spec).is_ok()

@@ -10,7 +10,7 @@ use crate::model::{Agent, TaskSpec};
 use crate::placement::constraint;
 use crate::placement::devices::{self, Pick};
 use crate::placement::rules;
-use crate::placement::types::{PlaceAsk, Placement};
+use crate::placement::types::{Held, PlaceAsk, Placement};
 
 /// The devices the task would take on the agent (`None` when it takes no
 /// GPUs), or why it cannot go there.
@@ -171,6 +171,89 @@ pub fn pick_devices(
         Some(p) if p.devices.len() as u32 <= free_gpus(agent) => Ok(Some(p)),
         _ => Err(format!("full: no free GPUs for {}", shapes_text(&shapes))),
     }
+}
+
+/// The least the task's GPUs could weigh (thousandths), what its tenant's
+/// max-gpus is checked against before the devices are known: on `agent`,
+/// its lightest devices that serve one of the task's shapes (were they all
+/// free; `None` when none can); anywhere (`agent` `None`), the lightest
+/// weight in force per GPU of each shape, or its model's.
+pub fn gpu_milli_floor(
+    agent: Option<&Agent>,
+    spec: &TaskSpec,
+    ask: Option<&PlaceAsk>,
+    placement: &Placement,
+) -> Option<u64> {
+    let shapes = devices::shapes_of(
+        ask.map_or(&[][..], |a| &a.shapes),
+        spec.gpus,
+        spec.gpu_memory_mb,
+    );
+    let weight = |m: &str| u64::from(placement.gpu_weight(m));
+    let floor = |s: &crate::placement::types::GpuShape| -> Option<u64> {
+        let count = s.count as usize;
+        if count == 0 {
+            return Some(0);
+        }
+        match agent {
+            Some(a) => {
+                let mut w: Vec<u64> = (a.spec.gpus.iter())
+                    .filter(|g| devices::matches(g, s))
+                    .map(|g| weight(&g.model))
+                    .collect();
+                if w.len() < count {
+                    return None;
+                }
+                w.sort_unstable();
+                Some(w[..count].iter().sum())
+            }
+            None => {
+                let each = match &s.model {
+                    Some(m) => weight(m),
+                    None => u64::from(placement.lightest_gpu_weight()),
+                };
+                Some(each * count as u64)
+            }
+        }
+    };
+    shapes.iter().filter_map(floor).min()
+}
+
+/// The devices a regranted task keeps: the ones it held (`held`), while
+/// they are free on the agent and still serve the shape they were taken
+/// for. Its worker runs on them already; a fresh pick could name others,
+/// and the ones it uses would then be given to another task. `None`: it
+/// held none, or the agent's GPUs changed under it.
+pub fn kept_devices(
+    agent: &Agent,
+    spec: &TaskSpec,
+    ask: Option<&PlaceAsk>,
+    placement: &Placement,
+    held: &Held,
+) -> Option<Pick> {
+    if held.devices.is_empty() {
+        return None;
+    }
+    let shapes = devices::shapes_of(
+        ask.map_or(&[][..], |a| &a.shapes),
+        spec.gpus,
+        spec.gpu_memory_mb,
+    );
+    let shape = shapes.get(usize::from(held.shape))?;
+    let busy = placement.busy(&agent.spec.id);
+    let serves = |&d: &u16| {
+        busy.is_none_or(|b| !b.contains_key(&d))
+            && agent
+                .spec
+                .gpus
+                .get(usize::from(d))
+                .is_some_and(|g| devices::matches(g, shape))
+    };
+    (held.devices.len() as u32 == shape.count && held.devices.iter().all(serves)).then(|| Pick {
+        shape: held.shape,
+        devices: held.devices.clone(),
+        gpu_milli: held.gpu_milli,
+    })
 }
 
 /// `2xA100 (40960 MB)|1xany`.

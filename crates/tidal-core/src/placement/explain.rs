@@ -56,20 +56,23 @@ pub fn explain(state: &State, id: TaskId, live: Option<&Live<'_>>) -> Option<Exp
         return Some(out);
     }
     let ask = state.placement().ask(id);
-    let quota = state
-        .access()
-        .admit_running(&task.spec)
-        .err()
-        .map(|r| format!("tenant quota: {r}"));
     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
     for agent in state.agents() {
         let bound = state.access().agent_tenant(&agent.spec.id);
-        match first_failing(state, agent, bound, &task.spec, ask, live) {
+        let reason = first_failing(state, agent, bound, &task.spec, ask, live).or_else(|| {
+            // Last, the tenant's running quotas, for the GPUs (weighed by
+            // model) it would take here.
+            let pick = pick_devices(agent, &task.spec, ask, state.placement());
+            let gpu_milli = match pick {
+                Ok(Some(p)) if state.placement_on() => u64::from(p.gpu_milli),
+                _ => u64::from(task.spec.gpus) * 1000,
+            };
+            let admitted = state.access().admit_running(&task.spec, gpu_milli);
+            admitted.err().map(|r| format!("tenant quota: {r}"))
+        });
+        match reason {
             Some(reason) => *counts.entry(reason).or_default() += 1,
-            None => match &quota {
-                Some(q) => *counts.entry(q.clone()).or_default() += 1,
-                None => out.agents_eligible_now += 1,
-            },
+            None => out.agents_eligible_now += 1,
         }
     }
     let mut reasons: Vec<(String, u32)> = counts.into_iter().collect();

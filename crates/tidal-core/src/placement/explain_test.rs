@@ -177,3 +177,47 @@ fn gpu_devices_busy_and_missing_are_reasons() {
     );
     assert_eq!(e.queue_position, 1);
 }
+
+#[test]
+fn the_gpu_quota_is_a_reason_where_the_gpus_weigh_too_much() {
+    let mut state = State::new();
+    state.restore_cluster_version(PLACEMENT_VERSION);
+    let mut i = 0;
+    let limits = crate::access::TenantLimits {
+        max_gpus: Some(1),
+        ..Default::default()
+    };
+    let r = apply(
+        &mut state,
+        &mut i,
+        Command::SetTenant {
+            name: crate::access::DEFAULT_TENANT.into(),
+            limits,
+        },
+    );
+    assert_eq!(r, Response::Ok);
+    for (id, gpus) in [("a40s", &["A40", "A40"][..]), ("a100", &["A100"][..])] {
+        apply(
+            &mut state,
+            &mut i,
+            Command::RegisterAgent(agent(id, gpus, "a")),
+        );
+    }
+    let holder = submit(&mut state, &mut i, "t", 1, PlaceAsk::default());
+    apply(
+        &mut state,
+        &mut i,
+        Command::Assign(vec![(holder, "a40s".into())]),
+    );
+    // Half a weighted GPU is in use: another A40 fits, an A100 does not.
+    let id = submit(&mut state, &mut i, "t", 1, PlaceAsk::default());
+    let e = explain(&state, id, None).unwrap();
+    assert_eq!(e.agents_eligible_now, 1);
+    assert_eq!(e.reasons.len(), 1, "{:?}", e.reasons);
+    let (reason, n) = &e.reasons[0];
+    assert!(
+        reason.starts_with("tenant quota: ") && reason.contains("max-gpus of 1"),
+        "{reason}"
+    );
+    assert_eq!(*n, 1);
+}

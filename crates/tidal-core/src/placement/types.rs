@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::collections::Map;
-use crate::model::{AgentId, FencingToken, TaskId};
+use crate::model::{AgentId, FencingToken, TaskId, TaskSpec};
 
 /// The cluster format version that adds the placement state: its commands
 /// need it, snapshots carry a placement section from it on, the digest
@@ -239,6 +239,19 @@ impl Placement {
         DEFAULT_GPU_WEIGHT_MILLI
     }
 
+    /// The lightest weight a GPU can have now: of the models weighed, and of
+    /// the models that are not ([`DEFAULT_GPU_WEIGHT_MILLI`]).
+    pub fn lightest_gpu_weight(&self) -> u32 {
+        let set = if self.weights_set {
+            self.gpu_weights.values().min().copied()
+        } else {
+            BUILTIN_GPU_WEIGHTS.iter().map(|(_, w)| *w).min()
+        };
+        set.map_or(DEFAULT_GPU_WEIGHT_MILLI, |w| {
+            w.min(DEFAULT_GPU_WEIGHT_MILLI)
+        })
+    }
+
     /// The weights in force: the set ones, or the built-ins.
     pub fn gpu_weights(&self) -> BTreeMap<String, u32> {
         if self.weights_set {
@@ -259,6 +272,17 @@ impl Placement {
     /// A task's ask (the plain one if it has no entry).
     pub fn ask(&self, id: TaskId) -> Option<&PlaceAsk> {
         self.tasks.get(&id).map(|t| &t.ask)
+    }
+
+    /// What a held task's GPUs weigh, in thousandths: the weight recorded
+    /// with the devices it took (from version 5), else 1000 per GPU of its
+    /// spec (a task assigned before version 5 holds GPUs by count). What
+    /// its tenant's usage counts against max-gpus.
+    pub fn held_gpu_milli(&self, id: TaskId, spec: &TaskSpec) -> u64 {
+        match self.tasks.get(&id).and_then(|e| e.held.as_ref()) {
+            Some(held) => u64::from(held.gpu_milli),
+            None => u64::from(spec.gpus) * 1000,
+        }
     }
 
     /// The devices an agent's tasks hold now: index -> holder.

@@ -71,6 +71,7 @@ pub fn tenant_to(name: &str, limits: Option<&TenantLimits>, usage: Usage) -> v1:
         pending: usage.pending,
         running_slots: usage.running_slots,
         running_gpus: usage.running_gpus,
+        running_gpu_milli: usage.running_gpu_milli,
     }
 }
 
