@@ -43,6 +43,22 @@ fn too_many(field: &str, n: usize, max: usize) -> ServerError {
     ))
 }
 
+/// Every GPU shape of `ask` within the server's GPU limit per task (the
+/// one `gpus` has, `[limits] max_slots`): INVALID_ARGUMENT naming the
+/// shape otherwise, as for `gpus`.
+pub fn shapes_within(ask: &PlaceAsk, max: u32) -> Result<(), ServerError> {
+    match ask.shapes.iter().position(|g| g.count > max) {
+        Some(i) => Err(invalid(
+            &format!("gpu_shapes[{i}]"),
+            format!(
+                "task asks for {} GPUs, over the limit of {max}",
+                ask.shapes[i].count
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A task's placement ask from its wire spec (normalised): a malformed
 /// field is INVALID_ARGUMENT naming it, more entries than a limit allows
 /// RESOURCE_EXHAUSTED. `gpu_model` with `gpus` becomes one shape.
@@ -90,10 +106,18 @@ pub fn ask_from(s: &v1::TaskSpec) -> Result<PlaceAsk, ServerError> {
     for (i, r) in s.tag_rules.iter().enumerate() {
         tag_rules.push(rule_from(r).map_err(|e| invalid(&format!("tag_rules[{i}]"), e))?);
     }
-    if !s.gpu_shapes.is_empty() && (s.gpus != 0 || !s.gpu_model.is_empty()) {
+    // With shapes, gpus and gpu_memory_mb are unset, or one shape's (as
+    // Get shows a task's spec, so a spec read back can be sent again).
+    let echoes = |g: &v1::GpuShape| g.count == s.gpus && g.memory_mb == s.gpu_memory_mb;
+    let unset = s.gpus == 0 && s.gpu_memory_mb == 0;
+    if !s.gpu_shapes.is_empty()
+        && (!s.gpu_model.is_empty() || !(unset || s.gpu_shapes.iter().any(echoes)))
+    {
         return Err(invalid(
             "gpu_shapes",
-            "with gpu_shapes leave gpus and gpu_model unset: each shape gives its count and model",
+            "with gpu_shapes leave gpus, gpu_model and gpu_memory_mb unset (or gpus and \
+             gpu_memory_mb one shape's, as Get shows them): each shape gives its count, model \
+             and memory",
         ));
     }
     let mut shapes = Vec::new();

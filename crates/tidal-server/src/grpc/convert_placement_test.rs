@@ -98,6 +98,20 @@ fn an_ask_is_read_normalised_and_echoed() {
         vec!["gpu in (A100,H100)", "!spot", "zone=a"]
     );
     assert_eq!(ask_from(&echoed).unwrap(), ask);
+    // As Get shows a task that took its second shape: gpus and memory are
+    // that shape's, and the spec can be sent again as it is.
+    let got = v1::TaskSpec {
+        gpus: 2,
+        gpu_memory_mb: 0,
+        ..echoed.clone()
+    };
+    assert_eq!(ask_from(&got).unwrap(), ask);
+    let first = v1::TaskSpec {
+        gpus: 1,
+        gpu_memory_mb: 40_960,
+        ..echoed
+    };
+    assert_eq!(ask_from(&first).unwrap(), ask);
 
     // gpu_model with gpus is one shape, echoed as gpu_model.
     let s = v1::TaskSpec {
@@ -161,7 +175,31 @@ fn a_malformed_field_is_invalid_argument_naming_it() {
         ),
         (
             v1::TaskSpec {
+                gpus: 2,
+                gpu_shapes: vec![v1::GpuShape {
+                    count: 1,
+                    ..Default::default()
+                }],
+                ..spec()
+            },
+            "gpu_shapes",
+        ),
+        (
+            // Memory given beside the shapes, none of which asks it.
+            v1::TaskSpec {
+                gpu_memory_mb: 40_960,
+                gpu_shapes: vec![v1::GpuShape {
+                    count: 1,
+                    ..Default::default()
+                }],
+                ..spec()
+            },
+            "gpu_shapes",
+        ),
+        (
+            v1::TaskSpec {
                 gpus: 1,
+                gpu_model: "A100".into(),
                 gpu_shapes: vec![v1::GpuShape {
                     count: 1,
                     ..Default::default()
@@ -190,6 +228,32 @@ fn a_malformed_field_is_invalid_argument_naming_it() {
         assert_eq!(code, Code::InvalidArgument, "{message}");
         assert!(message.starts_with(field), "{field}: {message}");
     }
+}
+
+#[test]
+fn every_shape_is_within_the_gpu_limit() {
+    let s = v1::TaskSpec {
+        gpu_shapes: vec![
+            v1::GpuShape {
+                count: 2,
+                ..Default::default()
+            },
+            v1::GpuShape {
+                count: 16,
+                ..Default::default()
+            },
+        ],
+        ..spec()
+    };
+    let ask = ask_from(&s).unwrap();
+    assert!(shapes_within(&ask, 16).is_ok());
+    // The second shape, not only the first, is held to the limit.
+    let e = shapes_within(&ask, 8).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.to_string(),
+        "gpu_shapes[1]: task asks for 16 GPUs, over the limit of 8"
+    );
 }
 
 #[test]

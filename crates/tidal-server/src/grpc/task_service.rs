@@ -278,7 +278,10 @@ impl Tasks for TaskService {
                 }
             };
             let ask = if convert_placement::has_placement(&spec) {
-                match convert_placement::ask_from(&spec) {
+                let ask = convert_placement::ask_from(&spec).and_then(|ask| {
+                    convert_placement::shapes_within(&ask, limits.max_slots).map(|()| ask)
+                });
+                match ask {
                     Ok(ask) => ask,
                     Err(e) => {
                         results.push(Some(item_error(e.code(), e.to_string())));
