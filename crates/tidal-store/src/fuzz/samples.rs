@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload};
 use tidal_core::command::ApplyCtx;
 use tidal_core::forwarding::{Record, Verdict};
+use tidal_core::lifecycle::types::TaskOptions;
+use tidal_core::placement::types::{
+    Constraint, GpuShape, Op, PlaceAsk, PlaceStrategy, QueuePlacement, RuleKind, Scope, TagRule,
+};
 use tidal_core::{
     AgentSpec, Command, Completion, Envelope, Outcome, Priority, State, Strategy, TaskId, TaskSpec,
 };
@@ -141,6 +145,52 @@ pub fn commands() -> Vec<Command> {
         Command::DeregisterAgent { agent: agent() },
         Command::Noop,
         Command::SetClusterVersion { version: 2 },
+        // Lifecycle options (version 4) and placement (version 5).
+        Command::SetClusterVersion { version: 5 },
+        Command::SubmitWith {
+            specs: vec![spec(5, "default", Priority::Offline)],
+            place: Vec::new(),
+            by: Vec::new(),
+            opts: vec![TaskOptions::default()],
+        },
+        Command::SetGpuWeights(BTreeMap::from([
+            ("a100".to_string(), 1000),
+            ("a40".to_string(), 500),
+        ])),
+        Command::SetQueueWith {
+            name: "q2".to_string(),
+            weight: 2,
+            placement: QueuePlacement {
+                strategy: PlaceStrategy::Spread {
+                    key: "rack".to_string(),
+                },
+            },
+        },
+        Command::SubmitWithPlacement {
+            specs: vec![spec(6, "q2", Priority::Nearline)],
+            place: Vec::new(),
+            by: Vec::new(),
+            opts: Vec::new(),
+            asks: vec![PlaceAsk {
+                constraints: vec![Constraint {
+                    key: "rack".to_string(),
+                    op: Op::In,
+                    values: vec!["r1".to_string(), "r2".to_string()],
+                }],
+                tags: vec!["web".to_string()],
+                rules: vec![TagRule {
+                    kind: RuleKind::MaxPer(2),
+                    tag: "web".to_string(),
+                    scope: Scope::Label("rack".to_string()),
+                }],
+                shapes: vec![GpuShape {
+                    count: 1,
+                    model: Some("a100".to_string()),
+                    min_memory_mb: 40_960,
+                }],
+                hash_key: Some("user-1".to_string()),
+            }],
+        },
     ]
 }
 
@@ -155,8 +205,8 @@ pub fn membership() -> Membership {
 }
 
 /// Entries 1.. of term 1: the membership, the leader's blank entry, then
-/// one entry per command of [`commands`] (of format version 1 and, once
-/// the last one raised it, 2).
+/// one entry per command of [`commands`] (each of the format version its
+/// command needs), then a Noop of version 2.
 pub fn entries() -> Vec<Entry> {
     let mut out = vec![
         Entry {
