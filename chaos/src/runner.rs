@@ -549,25 +549,19 @@ async fn record_remote(r: &Remote, history: &Recorder) -> anyhow::Result<()> {
 }
 
 /// The agents' own word (their logs, complete once they are stopped) on
-/// the tasks they stopped on the leader's order, a drain's deadline: one
-/// `stopped` event each, with the task, token and agent. Such a task goes
-/// back to Pending without spending its attempt, which the exclusivity
-/// checker (two tokens of one attempt) and the linearizability checker (a
-/// read of pending after one of assigned or running) allow only for these
-/// tokens. Returns how many.
+/// the tasks they stopped on the leader's order (a drain's deadline), or
+/// handed back unstarted (leaving, or no free slot while workers being
+/// stopped still held theirs): one `stopped` event each, with the task,
+/// token and agent. Such a task goes back to Pending without spending its
+/// attempt, which the exclusivity checker (two tokens of one attempt) and
+/// the linearizability checker (a read of pending after one of assigned or
+/// running) allow only for these tokens. Returns how many.
 fn record_stops(cluster: &Cluster, history: &Recorder) -> usize {
-    record_agent_lines(
-        cluster,
-        history,
-        "task stopped on the leader's order",
-        "stopped",
-    )
-}
-
-/// Records one runner event `f`, with the task, token and agent of the
-/// line, for each agent log line that contains `needle`; returns how many.
-fn record_agent_lines(cluster: &Cluster, history: &Recorder, needle: &str, f: &str) -> usize {
-    record_agent_events(cluster, history, &[(needle, f)])[0]
+    let kinds = [
+        ("task stopped on the leader's order", "stopped"),
+        ("handing it back as stopped", "stopped"),
+    ];
+    record_agent_events(cluster, history, &kinds).iter().sum()
 }
 
 /// Records, for each agent log line that contains one of the needles, the

@@ -113,6 +113,10 @@ pub enum Start {
     Duplicate,
     /// The task could not start: report this failed completion.
     Failed(v1::TaskCompleted),
+    /// No room for it here now (the slots are held by workers still being
+    /// stopped, which the leader already counts as free): report this
+    /// stopped completion, so it is requeued without spending an attempt.
+    NoRoom(v1::TaskCompleted),
 }
 
 #[derive(Debug)]
@@ -270,9 +274,11 @@ impl Executor {
     }
 
     /// Starts an assignment. Never runs more than `slots` slots at once: a
-    /// task that does not fit fails at once (the leader assigns only within
-    /// the slots this agent declared, counting the tasks the committed state
-    /// gives it, so this means the two views disagree).
+    /// task that does not fit is handed back unstarted (the leader assigns
+    /// only within the slots this agent declared, counting the tasks the
+    /// committed state gives it, so the two views disagree: most often a
+    /// worker stopped on the leader's order, or fenced, has not exited yet
+    /// while the leader already freed its slots).
     pub fn start(&mut self, a: &v1::Assignment) -> Start {
         let key = (a.task_id.clone(), a.token);
         if self.running.get(&key).is_some_and(|r| r.kill.is_some()) {
@@ -292,13 +298,18 @@ impl Executor {
         let need = slots_of(a.spec.as_ref());
         let free = self.free_slots();
         if need > free {
-            return Start::Failed(failed(
-                a,
-                format!(
-                    "agent {} has {free} free slot(s) of {}, the task needs {need}",
+            return Start::NoRoom(v1::TaskCompleted {
+                task_id: a.task_id.clone(),
+                token: a.token,
+                error: format!(
+                    "not started: agent {} has {free} free slot(s) of {}, the task needs {need} \
+                     (handed back; its workers being stopped still hold them)",
                     self.settings.agent_id, self.slots
                 ),
-            ));
+                exit_code: -1,
+                stopped: true,
+                ..Default::default()
+            });
         }
         let dir = match self.task_dir(a) {
             Ok(d) => d,

@@ -343,7 +343,11 @@ async fn never_runs_more_than_its_slots() {
     let mut also_big = assignment("big2", 2, b"");
     also_big.spec.as_mut().unwrap().slots = 2;
     match exec.start(&also_big) {
-        Start::Failed(c) => assert!(c.error.contains("free slot"), "{}", c.error),
+        // Handed back as stopped: requeued without spending an attempt.
+        Start::NoRoom(c) => {
+            assert!(c.stopped && !c.success, "{c:?}");
+            assert!(c.error.contains("free slot"), "{}", c.error);
+        }
         other => panic!("expected no room, got {other:?}"),
     }
     assert_eq!(exec.start(&assignment("small", 3, b"")), Start::Started);

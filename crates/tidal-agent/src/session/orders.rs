@@ -161,6 +161,12 @@ impl Agent {
                 self.outbox.push(c.clone());
                 self.send_if_registered(Out::Completed(c));
             }
+            Start::NoRoom(c) => {
+                tracing::warn!(task_id = %c.task_id, token = c.token, error = %c.error, "no room for the task: handing it back as stopped");
+                self.never_start(c.task_id.clone(), c.token);
+                self.outbox.push(c.clone());
+                self.send_if_registered(Out::Completed(c));
+            }
         }
     }
 }

@@ -305,8 +305,13 @@ fn victims_on(
             .map(|h| h.devices.clone())
             .unwrap_or_default()
     };
+    // The devices Assign would then take hold a shape, and what they weigh
+    // keeps the tenant within max-gpus (victims stopped for a task its
+    // quota then holds back would be stopped for nothing, again and again).
     let devices_ok = |freed: &BTreeSet<u16>| {
-        !placed || check::devices_fit(agent, &task.spec, ask, placement, freed)
+        !placed
+            || check::devices_fit(agent, &task.spec, ask, placement, freed)
+                .is_some_and(|milli| state.access().admit_running(&task.spec, milli).is_ok())
     };
     let mut candidates: Vec<Victim> = agent
         .tasks

@@ -505,6 +505,59 @@ mod placed {
     }
 
     #[test]
+    fn no_victim_is_stopped_for_gpus_that_would_pass_the_tenants_max_gpus() {
+        use crate::access::TenantLimits;
+        let mut w = world();
+        agent(&mut w, "a1", &["A100", "A40"], &[]);
+        agent(&mut w, "a2", &["A40"], &[]);
+        let limits = TenantLimits {
+            max_gpus: Some(1),
+            ..TenantLimits::default()
+        };
+        let r = w.at(
+            0,
+            Command::SetTenant {
+                name: "acme".into(),
+                limits,
+            },
+        );
+        assert_eq!(r, Response::Ok);
+        let acme = |w: &mut World| {
+            let spec = TaskSpec {
+                task_type: "t".into(),
+                priority: Priority::Online,
+                tenant: "acme".into(),
+                slots: 1,
+                gpus: 1,
+                ..TaskSpec::default()
+            };
+            match w.at(0, Command::Submit(vec![spec])) {
+                Response::Submitted(v) => v[0].as_ref().unwrap().id,
+                other => panic!("{other:?}"),
+            }
+        };
+        // acme holds half a weighted GPU (an A40 on a2).
+        let holder = acme(&mut w);
+        w.start_at(500, holder, "a2");
+        // The A100 task (device 0) started later, so it lost less work:
+        // first in the victims' order.
+        let on_a100 = w.submit(Priority::Offline, 1, 1, opts());
+        let token = w.assign_at(1_000, on_a100, "a1");
+        w.run("a1", Priority::Offline, (1, 1), opts(), 2_000);
+        let started = Command::Started {
+            task: on_a100,
+            token,
+        };
+        assert_eq!(w.at(9_000, started), Response::Ok);
+        let online = acme(&mut w);
+        // Assign would take the lowest free device, the A100 (1.5 weighted
+        // GPUs, over acme's 1): no victim is worth stopping.
+        let plan = w.plan(&["a1", "a2"], 10_000);
+        assert!(plan.is_empty(), "{plan:?} {online:?}");
+        assert!(w.state.check_preempt(online, "a1", &[]).is_err());
+    }
+
+    #[test]
     fn a_task_with_gpu_shapes_needs_the_gpus_of_a_shape_the_agent_has() {
         let mut w = world();
         agent(&mut w, "a1", &["A100"; 4], &[]);

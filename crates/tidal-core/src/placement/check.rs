@@ -113,22 +113,23 @@ pub fn keeps_rules(
     }
 }
 
-/// Whether the agent's devices that are free or in `freed` hold one of
-/// the task's shapes (true for a task that takes no GPUs).
+/// What the devices the task would take weigh (thousandths), were the
+/// agent's devices in `freed` free too: `Some(0)` for a task that takes no
+/// GPUs, `None` when none of its shapes fits.
 pub fn devices_fit(
     agent: &Agent,
     spec: &TaskSpec,
     ask: Option<&PlaceAsk>,
     placement: &Placement,
     freed: &std::collections::BTreeSet<u16>,
-) -> bool {
+) -> Option<u64> {
     let shapes = devices::shapes_of(
         ask.map_or(&[][..], |a| &a.shapes),
         spec.gpus,
         spec.gpu_memory_mb,
     );
     if shapes.iter().all(|s| s.count == 0) {
-        return true;
+        return Some(0);
     }
     let busy = placement.busy(&agent.spec.id);
     devices::pick(
@@ -137,7 +138,7 @@ pub fn devices_fit(
         &shapes,
         |m| placement.gpu_weight(m),
     )
-    .is_some()
+    .map(|p| u64::from(p.gpu_milli))
 }
 
 /// The devices for the first of the task's shapes that the agent's free

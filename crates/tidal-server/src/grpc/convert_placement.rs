@@ -236,8 +236,9 @@ pub fn shape_to(s: &GpuShape) -> v1::GpuShape {
 
 /// Writes a task's ask into its wire spec: one shape with a model as
 /// `gpu_model` (with the spec's gpus and memory, as submitted), otherwise
-/// the shapes as `gpu_shapes` (the spec's gpus and memory stay the first
-/// shape's, as the proto says Get shows them).
+/// the shapes as `gpu_shapes` (the spec's gpus and memory are the first
+/// shape's until an assignment takes one, then the shape taken, as the
+/// proto says Get shows them).
 pub fn ask_into(ask: &PlaceAsk, out: &mut v1::TaskSpec) {
     out.constraints = ask.constraints.iter().map(|c| c.to_string()).collect();
     out.tags = ask.tags.clone();
