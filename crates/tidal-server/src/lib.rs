@@ -200,7 +200,12 @@ pub async fn run(
         }
         None => None,
     };
-    let served = grpc::serve(node.clone(), listeners, tls, stop);
+    // The health service's NOT_SERVING starts with the graceful shutdown.
+    let mut leaving = began.clone();
+    let draining = async move {
+        let _ = leaving.wait_for(Option::is_some).await;
+    };
+    let served = grpc::serve(node.clone(), listeners, tls, draining, stop);
     tokio::pin!(served);
     let timeout = node.config.shutdown_timeout;
     let share = move |start: tokio::time::Instant, tenths: u32| start + timeout * tenths / 10;

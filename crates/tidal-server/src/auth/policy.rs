@@ -25,8 +25,9 @@
 //! applied state (its hash, revocation, expiry; below cluster format
 //! version 3 only the bootstrap token, as an admin) and makes the
 //! [`Grant`], and [`authorize_public`] checks its role against
-//! [`PUBLIC_RULES`]. Under `--auth none` with TLS, [`grant_of_cert`] names
-//! the caller from its certificate.
+//! [`PUBLIC_RULES`] (server reflection: [`STANDARD_RULES`]); the health
+//! service needs no token ([`tokenless`]). Under `--auth none` with TLS,
+//! [`grant_of_cert`] names the caller from its certificate.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -586,11 +587,36 @@ const ADMIN_USER: &[AccessRole] = &[AccessRole::Admin, AccessRole::User];
 const ADMIN_AGENT: &[AccessRole] = &[AccessRole::Admin, AccessRole::Agent];
 const EVERY_ROLE: &[AccessRole] = &[AccessRole::Admin, AccessRole::User, AccessRole::Agent];
 
+/// gRPC's standard services beside the public API: server reflection
+/// (v1 and v1alpha) to any role. It describes `proto/tidal.proto` only.
+pub const STANDARD_RULES: &[(&str, &[AccessRole])] = &[
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        EVERY_ROLE,
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        EVERY_ROLE,
+    ),
+];
+
+/// The path prefix of gRPC's health service (`grpc.health.v1.Health`).
+const HEALTH: &str = "/grpc.health.v1.Health/";
+
+/// Whether the public method at `path` needs no token under `--auth
+/// tokens`: the health service, which load balancers' probes call without
+/// one (it tells whether this node serves, nothing else). The listener and
+/// TLS rules still apply.
+pub fn tokenless(path: &str) -> bool {
+    path.starts_with(HEALTH)
+}
+
 /// The roles that may call the public method at `path` (none for a path
-/// not in [`PUBLIC_RULES`]).
+/// not in [`PUBLIC_RULES`] or [`STANDARD_RULES`]).
 pub fn roles_of(path: &str) -> &'static [AccessRole] {
     PUBLIC_RULES
         .iter()
+        .chain(STANDARD_RULES)
         .find(|(p, _)| *p == path)
         .map_or(&[], |(_, roles)| *roles)
 }

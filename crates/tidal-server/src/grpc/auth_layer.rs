@@ -7,7 +7,8 @@
 //!
 //! Public API: under `--auth tokens` every call needs `authorization:
 //! Bearer <token>` ([`policy::bearer`], [`policy::authenticate`],
-//! [`policy::authorize_public`]); a missing, malformed, unknown, expired or
+//! [`policy::authorize_public`]), except the health service
+//! ([`policy::tokenless`]); a missing, malformed, unknown, expired or
 //! revoked token is UNAUTHENTICATED and a role that may not make the call
 //! PERMISSION_DENIED, logged at info with the token's id (never its
 //! secret). A token this node does not know is judged by the leader: a
@@ -233,6 +234,9 @@ impl PeerPlane {
     ) -> Result<Option<Grant>, tonic::Status> {
         if self.node.config.auth == AuthMode::None {
             return Ok(caller.cert.as_deref().and_then(policy::grant_of_cert));
+        }
+        if policy::tokenless(path) {
+            return Ok(None);
         }
         let header = headers
             .get(http::header::AUTHORIZATION)

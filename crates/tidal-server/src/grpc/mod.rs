@@ -1,4 +1,4 @@
-//! The gRPC services: the public API and the Raft transport, on one port or, with `--peer-listen`, on two ([`conn`]).
+//! The gRPC services: the public API and the Raft transport, on one port or, with `--peer-listen`, on two ([`conn`]); with them gRPC's standard health service and server reflection ([`health`]).
 
 pub mod agent_checkpoints;
 pub mod agent_service;
@@ -13,6 +13,7 @@ pub mod framing;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod health;
 pub mod joiner;
 pub mod peer_names;
 pub mod queue_service;
@@ -48,10 +49,14 @@ const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 /// Serves every service on `listeners` until `shutdown`: plain TCP, or
 /// with `tls` mutual TLS with that configuration ([`conn::incoming`]).
+/// `draining` completes when the node begins to shut down (before
+/// `shutdown`, which completes once it is ready to stop serving): from then
+/// on the health service reports NOT_SERVING ([`health`]).
 pub async fn serve(
     node: Arc<Node>,
     listeners: Listeners,
     tls: Option<Arc<tidal_tls::rustls::ServerConfig>>,
+    draining: impl Future<Output = ()> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // A batch may carry many payloads; the per-task limit is checked per item.
@@ -88,6 +93,16 @@ pub async fn serve(
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
+    // Not serving until the node's metrics say otherwise; when serving
+    // ends, every health Watch stream ends with it.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reporter = health::Reporter::start(node.clone(), reporter, draining).await;
+    let shutdown = async move {
+        shutdown.await;
+        reporter.close().await;
+    };
+    let reflection_v1 = health::reflection_v1().context("server reflection")?;
+    let reflection_v1alpha = health::reflection_v1alpha().context("server reflection")?;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // A client or agent that went silent (dropped packets, a paused or
@@ -104,6 +119,9 @@ pub async fn serve(
         .add_service(Framed(tokens))
         .add_service(Framed(dcs))
         .add_service(Framed(raft))
+        .add_service(Framed(health))
+        .add_service(Framed(reflection_v1))
+        .add_service(Framed(reflection_v1alpha))
         .serve_with_incoming_shutdown(conn::incoming(listeners, tls), shutdown)
         .await
         .context("serving gRPC")
