@@ -230,6 +230,11 @@ impl State {
             }
         }
         if self.last != Some(false) {
+            tracing::info!(
+                node_id = self.node.id,
+                why = "stopping",
+                "health: NOT_SERVING"
+            );
             set_all(&mut reporter, false).await;
         }
         for service in SERVICES {

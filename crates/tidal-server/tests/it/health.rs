@@ -111,6 +111,27 @@ async fn until<F: Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
     }
 }
 
+/// The answer of `call`, called again while it is UNAVAILABLE: a new
+/// cluster's leader takes the bootstrap token a moment after it leads, and
+/// says so. Any other error fails the test.
+async fn settled<T, F: Future<Output = Result<T, tonic::Status>>>(
+    mut call: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match call().await {
+            Ok(answer) => return answer,
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+}
+
 /// A Check of `service`: its status, or the call's status code.
 async fn check(
     health: &mut HealthClient<Channel>,
@@ -258,10 +279,8 @@ async fn reflection_lists_the_public_services_and_serves_tidal_proto() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 
-    until("the bootstrap token is written", || async {
-        data.join("bootstrap.token").exists()
-    })
-    .await;
+    // The server answered, so it started: its --init wrote the bootstrap
+    // token before it served.
     let token = std::fs::read_to_string(data.join("bootstrap.token")).unwrap();
     let bearer: tonic::metadata::MetadataValue<_> =
         format!("Bearer {}", token.trim()).parse().unwrap();
@@ -272,30 +291,25 @@ async fn reflection_lists_the_public_services_and_serves_tidal_proto() {
             .insert("authorization", bearer.clone());
         request
     };
-    // The first leader takes the bootstrap token a moment after it leads.
     let file_of_tasks = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::FileContainingSymbol(
             "tidal.v1.Tasks".into(),
         )),
     };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let answers = loop {
-        let request = ask(vec![list.clone(), file_of_tasks.clone()]);
-        if let Ok(response) = reflection.server_reflection_info(request).await {
-            let mut stream = response.into_inner();
-            let mut answers = Vec::new();
-            while let Some(m) = stream.message().await.unwrap() {
-                answers.push(m.message_response.unwrap());
-            }
-            break answers;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reflection never answered with the token"
+    let mut stream = settled(|| {
+        let (mut reflection, request) = (
+            reflection.clone(),
+            ask(vec![list.clone(), file_of_tasks.clone()]),
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        async move { reflection.server_reflection_info(request).await }
+    })
+    .await
+    .into_inner();
+    let mut answers = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        answers.push(m.message_response.unwrap());
+    }
     assert_eq!(answers.len(), 2, "{answers:?}");
     let Some(MessageResponse::ListServicesResponse(listed)) = answers.first() else {
         panic!("{answers:?}");
@@ -322,21 +336,23 @@ async fn reflection_lists_the_public_services_and_serves_tidal_proto() {
     assert!(tasks.method.iter().any(|m| m.name() == "Submit"));
 
     // v1alpha, as older grpcurl releases ask.
-    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
-    let mut request = tonic::Request::new(tokio_stream::iter([v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    }]));
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.clone());
-    let mut stream = alpha
-        .server_reflection_info(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut stream = settled(|| {
+        let mut alpha = alpha.clone();
+        let mut request =
+            tonic::Request::new(tokio_stream::iter([v1alpha::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(
+                    v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+                ),
+            }]));
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
+        async move { alpha.server_reflection_info(request).await }
+    })
+    .await
+    .into_inner();
     let answer = stream.message().await.unwrap().unwrap();
     let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(listed)) =
         answer.message_response
