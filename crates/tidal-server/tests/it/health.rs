@@ -259,6 +259,40 @@ async fn a_node_serves_once_it_is_a_member_that_knows_the_leader() {
     first.stopped().await;
 }
 
+/// A leader whose only other voter is gone stops serving once check-quorum
+/// deposes it (no majority heard within its lease), and a Watch on it sees
+/// that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_peers_are_gone_stops_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(1, &dir.path().join("node1"), true, AuthMode::None).await;
+    let second = Server::start(2, &dir.path().join("node2"), false, AuthMode::None).await;
+    let client = Client::new(vec![first.addr.clone()]).unwrap();
+    until("node 2 is a voter", || {
+        let (client, addr) = (client.clone(), second.addr.clone());
+        async move { client.add_learner(2, &addr).await.is_ok() && client.promote(2).await.is_ok() }
+    })
+    .await;
+    let mut health = HealthClient::new(first.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest { service: "".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut watch).await, Some(ServingStatus::Serving));
+
+    second.stopped().await;
+    assert_eq!(
+        next_change(&mut watch, ServingStatus::Serving).await,
+        Some(ServingStatus::NotServing)
+    );
+    assert_eq!(
+        check(&mut health, "tidal.v1.Tasks").await,
+        Ok(ServingStatus::NotServing)
+    );
+    first.stopped().await;
+}
+
 /// Reflection (v1 and v1alpha) lists the public services, not the Raft
 /// transport, and serves the file that defines `tidal.v1.Tasks`; under
 /// `--auth tokens` it needs a token.
