@@ -3,8 +3,9 @@
 //! Health: the server as a whole (`""`) and each public service
 //! ([`SERVICES`]) are SERVING while this node is a member (voter or
 //! learner) of its DC's Raft group that knows a current leader, and
-//! NOT_SERVING otherwise: no leader known, not (or no longer) a member, a
-//! leader that check-quorum deposed, a Raft core that stopped, a node the
+//! NOT_SERVING otherwise: no leader known (or none heard from within an
+//! election timeout), not (or no longer) a member, a leader that
+//! check-quorum deposed, a Raft core that stopped, a node the
 //! leader removed, or one shutting down (from the moment SIGTERM or SIGINT
 //! arrives, while it still hands its leadership over). [`Reporter`] drives
 //! the statuses from openraft's metrics watch, so a `Watch` stream hears of
@@ -47,11 +48,15 @@ pub const SERVICES: [&str; 8] = [
 
 /// Why node `id` does not serve, with these metrics (None: it serves).
 /// `deposed`: check-quorum made it step down while openraft still has it
-/// lead ([`Node::deposed`]).
+/// lead ([`Node::deposed`]). `heard`: a follower heard from a leader
+/// within an election timeout ([`Node::leader_contact`]); openraft keeps
+/// naming a leader that went quiet until another is elected, which on the
+/// minority side of a partition is never.
 pub fn not_serving(
     id: u64,
     metrics: &RaftMetrics<u64, BasicNode>,
     deposed: bool,
+    heard: bool,
 ) -> Option<&'static str> {
     if metrics.running_state.is_err() {
         return Some("its raft core stopped");
@@ -68,6 +73,9 @@ pub fn not_serving(
         None => Some("no leader known"),
         Some(leader) if leader == id && deposed => {
             Some("a leader no majority has heard within its lease")
+        }
+        Some(leader) if leader != id && !heard => {
+            Some("no word from its leader within an election timeout")
         }
         Some(_) => None,
     }
@@ -174,7 +182,9 @@ impl State {
             return Some("removed from the cluster");
         }
         let deposed = self.node.deposed.load(std::sync::atomic::Ordering::Relaxed);
-        not_serving(self.node.id, &metrics.borrow_and_update(), deposed)
+        let quiet = Duration::from_millis(self.node.config.election_timeout.1);
+        let heard = self.node.leader_contact.since().is_some_and(|d| d < quiet);
+        not_serving(self.node.id, &metrics.borrow_and_update(), deposed, heard)
     }
 
     /// Sets every status for what the node shows now, if it changed.
@@ -197,9 +207,10 @@ impl State {
         self.last = Some(serving);
     }
 
-    /// Follows the metrics, the removal, the shutdown and (while this node
-    /// leads, every half minimum election timeout) check-quorum's verdict,
-    /// until `closing` completes.
+    /// Follows the metrics, the removal and the shutdown, and every half
+    /// minimum election timeout what the metrics do not show (check-quorum's
+    /// verdict, a follower's last word from its leader), until `closing`
+    /// completes.
     async fn follow(
         mut self,
         mut reporter: HealthReporter,
@@ -215,9 +226,7 @@ impl State {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.publish(&mut reporter, &mut metrics).await;
-            let leads = !self.raft_stopped
-                && !self.draining
-                && metrics.borrow().current_leader == Some(self.node.id);
+            let live = !self.raft_stopped && !self.draining;
             tokio::select! {
                 biased;
                 _ = &mut closing => break,
@@ -226,7 +235,7 @@ impl State {
                     self.raft_stopped = changed.is_err();
                 }
                 changed = removed.changed(), if removed_open => removed_open = changed.is_ok(),
-                _ = tick.tick(), if leads => {}
+                _ = tick.tick(), if live => {}
             }
         }
         if self.last != Some(false) {

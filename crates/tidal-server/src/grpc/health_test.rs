@@ -22,21 +22,17 @@ fn metrics(voters: &[u64], learners: &[u64], leader: Option<u64>) -> RaftMetrics
 
 #[test]
 fn a_member_that_knows_a_leader_serves() {
-    assert_eq!(
-        not_serving(1, &metrics(&[1, 2, 3], &[], Some(2)), false),
-        None
-    );
-    assert_eq!(not_serving(1, &metrics(&[1], &[], Some(1)), false), None);
+    let serves = |m: &RaftMetrics<u64, BasicNode>, heard| not_serving(1, m, false, heard);
+    assert_eq!(serves(&metrics(&[1, 2, 3], &[], Some(2)), true), None);
+    // A leader hears from no leader but itself.
+    assert_eq!(serves(&metrics(&[1], &[], Some(1)), false), None);
     // A learner serves too (it reads, and sends writes on to the leader).
-    assert_eq!(
-        not_serving(1, &metrics(&[2, 3], &[1], Some(2)), false),
-        None
-    );
+    assert_eq!(serves(&metrics(&[2, 3], &[1], Some(2)), true), None);
 }
 
 #[test]
 fn no_leader_no_membership_a_deposed_leader_or_a_stopped_core_does_not_serve() {
-    let why = |m: &RaftMetrics<u64, BasicNode>, deposed| not_serving(1, m, deposed).unwrap();
+    let why = |m: &RaftMetrics<u64, BasicNode>, deposed| not_serving(1, m, deposed, true).unwrap();
     assert_eq!(
         why(&metrics(&[1, 2, 3], &[], None), false),
         "no leader known"
@@ -56,8 +52,13 @@ fn no_leader_no_membership_a_deposed_leader_or_a_stopped_core_does_not_serve() {
     );
     // Deposed matters only while openraft has this node lead.
     assert_eq!(
-        not_serving(1, &metrics(&[1, 2, 3], &[], Some(2)), true),
+        not_serving(1, &metrics(&[1, 2, 3], &[], Some(2)), true, true),
         None
+    );
+    // A follower whose leader went quiet (openraft still names it).
+    assert_eq!(
+        not_serving(1, &metrics(&[1, 2, 3], &[], Some(2)), false, false),
+        Some("no word from its leader within an election timeout")
     );
     let mut stopped = metrics(&[1], &[], Some(1));
     stopped.running_state = Err(Fatal::Stopped);
