@@ -178,6 +178,11 @@ pub enum Command {
     /// The demo worker that `tidal dev`'s agents run: reads a payload on stdin, prints a result.
     #[command(hide = true)]
     ExampleWorker(cmd::example_worker::WorkerArgs),
+    /// Print a completion script for bash, zsh or fish on stdout (README: Shell completions).
+    Completions(cmd::completions::CompletionsArgs),
+    /// Parse `tidal ARGS...` without running it: exit 0, or the usage error and exit 2.
+    #[command(hide = true)]
+    CheckArgs(cmd::completions::CheckArgsArgs),
 }
 
 impl Command {

@@ -4,7 +4,7 @@
 //! Module map:
 //! - [`cli`]: the clap definitions of every command and shared options.
 //! - `cmd::*`: one module per command group (server, agent, task, cluster,
-//!   queue, tenant, status, cert, dev, the hidden example worker).
+//!   queue, tenant, status, cert, dev, completions, the hidden example worker).
 //! - [`output`]: tables and JSON documents; [`lists`]: `--gpus`/`--labels` parsing.
 //! - [`exit`]: how an error becomes an exit code; [`shutdown`]: SIGINT/SIGTERM.
 //!
@@ -132,6 +132,8 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Dev(a) => cmd::dev::run(a).await.map(|()| exit::OK),
         Command::Chaos(c) => cmd::chaos::run(c).await,
         Command::ExampleWorker(a) => cmd::example_worker::run(a).await,
+        Command::Completions(a) => cmd::completions::run(a).map(|()| exit::OK),
+        Command::CheckArgs(a) => Ok(cmd::completions::check_args(a)),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cert;
 pub mod chaos;
 pub mod cluster;
+pub mod completions;
 pub mod dc;
 pub mod dev;
 pub mod example_worker;

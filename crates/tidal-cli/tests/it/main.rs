@@ -16,6 +16,8 @@
 //! - `duplicate_agent`: a second agent process under a live id takes it over; the first exits 6.
 //! - `cli_errors`: usage and connection errors that need no server; plaintext
 //!   to a server off loopback refused (exit 2) unless `--insecure`.
+//! - `completions`: `tidal completions bash|zsh|fish` names the real
+//!   commands; bash parses its script and completes `tidal ta` to `task`.
 //! - `cluster_scripts`: cluster/start.sh on ports of its own: certificates,
 //!   tokens and the env file made once; a task submitted with it runs; stop.sh.
 //! - `elections`: a follower cut off from the leader rejoins without an election.
@@ -91,6 +93,7 @@ mod chaos;
 mod checkpoints;
 mod cli_errors;
 mod cluster_scripts;
+mod completions;
 mod dev;
 mod drain;
 mod duplicate_agent;
