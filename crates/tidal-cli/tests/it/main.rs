@@ -30,6 +30,9 @@
 //! - `peer_addresses`: a member added with `--peer-addr` is replicated to,
 //!   handed leadership and led through it; Members and Status name its client address.
 //! - `orphans`: a SIGKILLed test binary leaves no server or agent running.
+//! - `packaging`: every `tidal` command line of cluster/compose's compose
+//!   file and cluster/systemd's units parses (`tidal check-args`); the
+//!   compose set-up script makes certificates and the admin token once.
 //! - `placement`: an agent of four GPUs gives four one-GPU workers one
 //!   device each (CUDA_VISIBLE_DEVICES, TIDAL_GPU_IDS); a fifth waits with
 //!   `task explain` naming busy GPUs and gets the freed device; label
@@ -105,6 +108,7 @@ mod harness;
 mod lifecycle;
 mod membership;
 mod orphans;
+mod packaging;
 mod peer_addresses;
 mod peer_names;
 mod peer_plane;
