@@ -32,7 +32,9 @@
 //! - `orphans`: a SIGKILLed test binary leaves no server or agent running.
 //! - `packaging`: every `tidal` command line of cluster/compose's compose
 //!   file and cluster/systemd's units parses (`tidal check-args`); the
-//!   compose set-up script makes certificates and the admin token once.
+//!   compose set-up script makes certificates and the admin token once; the
+//!   compose services' command lines, run as local processes, join a DC
+//!   whose agents run a task.
 //! - `placement`: an agent of four GPUs gives four one-GPU workers one
 //!   device each (CUDA_VISIBLE_DEVICES, TIDAL_GPU_IDS); a fifth waits with
 //!   `task explain` naming busy GPUs and gets the freed device; label
