@@ -16,7 +16,7 @@ fn text(shell: ShellArg) -> String {
 }
 
 /// The names of `cmd`'s visible subcommands.
-fn visible(cmd: &clap::Command) -> Vec<String> {
+fn visible_names(cmd: &clap::Command) -> Vec<String> {
     cmd.get_subcommands()
         .filter(|s| !s.is_hide_set())
         .map(|s| s.get_name().to_string())
@@ -26,11 +26,11 @@ fn visible(cmd: &clap::Command) -> Vec<String> {
 #[test]
 fn every_shell_gets_a_script_naming_the_commands_and_subcommands() {
     let tree = Cli::command();
-    let top = visible(&tree);
+    let top = visible_names(&tree);
     for name in ["server", "agent", "task", "cluster", "completions"] {
         assert!(top.contains(&name.to_string()), "{name} in {top:?}");
     }
-    let task = visible(tree.find_subcommand("task").expect("task"));
+    let task = visible_names(tree.find_subcommand("task").expect("task"));
     assert!(task.contains(&"submit".to_string()), "{task:?}");
     for shell in SHELLS {
         let s = text(shell);
@@ -58,6 +58,29 @@ fn hidden_commands_are_not_offered() {
         assert!(!s.contains("example-worker"), "{shell:?}");
         assert!(!s.contains("check-args"), "{shell:?}");
     }
+}
+
+/// Every visible subcommand's path, arguments and about, below `cmd`.
+fn shape(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+    let mut args: Vec<String> = cmd
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    args.sort();
+    let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+    out.push(format!("{path}: {args:?} {about}"));
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        shape(sub, &format!("{path} {}", sub.get_name()), out);
+    }
+}
+
+#[test]
+fn the_completed_tree_is_the_visible_part_of_the_real_one() {
+    let (mut real, mut completed) = (Vec::new(), Vec::new());
+    shape(&Cli::command(), "tidal", &mut real);
+    shape(&super::visible(Cli::command()), "tidal", &mut completed);
+    assert_eq!(completed, real);
+    assert!(real.len() > 40, "{real:?}");
 }
 
 #[test]
