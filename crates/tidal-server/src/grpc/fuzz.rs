@@ -59,7 +59,7 @@ pub fn proto_to_domain(bytes: &[u8]) {
                     // The placement fields parse and echo back to the same ask.
                     if let Ok(ask) = super::convert_placement::ask_from(&spec) {
                         // As Get shows it: the spec's GPUs are the first
-                        // shape's; a resubmit of shapes leaves them unset.
+                        // shape's, and it reads back as it is.
                         let (gpus, gpu_memory_mb) = ask
                             .shapes
                             .first()
@@ -72,9 +72,6 @@ pub fn proto_to_domain(bytes: &[u8]) {
                             ..Default::default()
                         };
                         super::convert_placement::ask_into(&ask, &mut echoed);
-                        if !echoed.gpu_shapes.is_empty() {
-                            echoed.gpus = 0;
-                        }
                         assert_eq!(
                             super::convert_placement::ask_from(&echoed).ok(),
                             Some(ask),
