@@ -1167,11 +1167,21 @@ async fn a_worker_suspended_by_its_hook_reads_its_preemption_deadline() {
 async fn a_worker_with_notice_by_signal_is_still_suspended_by_sigstop() {
     let dir = tempfile::tempdir().unwrap();
     let (ready, held) = (dir.path().join("ready"), dir.path().join("held"));
-    let pidfile = dir.path().join("pid");
+    let (pidfile, go) = (dir.path().join("pid"), dir.path().join("go"));
+    // It works until the test says go (not for a fixed time, which a loaded
+    // machine could let pass before the suspension arrives); a `suspend`
+    // in its preemption file would leave `held`.
     let script = format!(
-        "echo $$ > {}; {}",
-        pidfile.display(),
-        hooked_worker(&ready, &held)
+        r#"echo $$ > {pid}; touch {ready}; i=0
+while [ ! -e {go} ] && [ $i -lt 3000 ]; do
+  case "$(cat "$TIDAL_PREEMPT_FILE" 2>/dev/null)" in suspend) touch {held} ;; esac
+  sleep 0.02; i=$((i+1))
+done
+echo done"#,
+        pid = pidfile.display(),
+        ready = ready.display(),
+        go = go.display(),
+        held = held.display()
     );
     let (mut exec, mut rx) = executor(&script, 2, 1024);
     exec.start(&assignment("t1", 5, b""));
@@ -1185,10 +1195,11 @@ async fn a_worker_with_notice_by_signal_is_still_suspended_by_sigstop() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(exec.resume("t1", 5));
+    std::fs::write(&go, b"").unwrap();
     let c = completion_of(&mut exec, &mut rx).await;
     assert!(c.success, "{c:?}");
-    assert_eq!(c.result, b"done\n", "no file was written");
-    assert!(!held.exists());
+    assert_eq!(c.result, b"done\n");
+    assert!(!held.exists(), "suspended through its file, not by SIGSTOP");
 }
 
 /// The state letter of a process (`/proc/PID/stat`): `T` when stopped.
