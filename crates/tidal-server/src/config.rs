@@ -67,6 +67,9 @@ pub struct RawConfig {
     /// Address other servers use to reach --peer-listen (default: --peer-listen).
     #[arg(long, env = "TIDAL_PEER_ADVERTISE", value_name = "HOST:PORT")]
     pub peer_advertise: Option<String>,
+    /// Serve Prometheus metrics over plain HTTP (GET /metrics) on this address, with no TLS and no auth: bind loopback or a private network (default: off).
+    #[arg(long, env = "TIDAL_METRICS_LISTEN", value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
     /// Directory for the Raft log, vote and snapshots.
     #[arg(long, env = "TIDAL_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -415,6 +418,7 @@ impl RawConfig {
             advertise: Some(c.advertise.clone()),
             peer_listen: c.peer_listen.map(|a| a.to_string()),
             peer_advertise: c.peer_advertise.clone(),
+            metrics_listen: c.metrics_listen.map(|a| a.to_string()),
             data: Some(c.data_dir.clone()),
             init: Some(c.init),
             agent_ttl_ms: Some(c.agent_ttl.as_millis() as u64),
@@ -521,6 +525,7 @@ impl RawConfig {
         }
         let (peer_listen, peer_advertise) =
             peer_addresses(listen, self.peer_listen.as_deref(), self.peer_advertise)?;
+        let metrics_listen = metrics_address(listen, peer_listen, self.metrics_listen.as_deref())?;
         let Some(data_dir) = self.data else {
             bail!("--data DIR is required")
         };
@@ -642,6 +647,7 @@ impl RawConfig {
             advertise,
             peer_listen,
             peer_advertise,
+            metrics_listen,
             data_dir,
             init: self.init.unwrap_or(false),
             agent_ttl,
@@ -785,6 +791,28 @@ fn peer_addresses(
     Ok((Some(peer_listen), Some(peer_advertise)))
 }
 
+/// `--metrics-listen` checked: a numeric HOST:PORT that is neither of the
+/// other listeners.
+fn metrics_address(
+    listen: SocketAddr,
+    peer_listen: Option<SocketAddr>,
+    metrics_listen: Option<&str>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(asked) = metrics_listen else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = asked.parse().with_context(|| {
+        format!("--metrics-listen {asked:?} is not HOST:PORT with a numeric host")
+    })?;
+    if addr.port() != 0 && addr == listen {
+        bail!("--metrics-listen {addr} is --listen itself: give another port or address");
+    }
+    if addr.port() != 0 && Some(addr) == peer_listen {
+        bail!("--metrics-listen {addr} is --peer-listen itself: give another port or address");
+    }
+    Ok(Some(addr))
+}
+
 /// A checked configuration; everything the server needs to start.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
@@ -797,6 +825,8 @@ pub struct ServerConfig {
     /// The address other servers reach the peer listener on: set exactly
     /// when `peer_listen` is.
     pub peer_advertise: Option<String>,
+    /// The metrics listener's address (`--metrics-listen`), when metrics are on.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// Make this node the only member of a new cluster (ignored if it already has state).
     pub init: bool,

@@ -113,6 +113,7 @@ fn everything() -> RawConfig {
         advertise: Some("10.0.0.1:7001".into()),
         peer_listen: Some("127.0.0.1:7011".into()),
         peer_advertise: Some("10.0.0.1:7011".into()),
+        metrics_listen: Some("127.0.0.1:9101".into()),
         init: Some(true),
         agent_ttl_ms: Some(9_000),
         heartbeat_interval_ms: Some(900),

@@ -21,6 +21,7 @@
 //! - [`stall`]: logs when the runtime stalls (CPU starvation, a pause).
 //! - [`tls`]: this server's certificate (`--tls-dir`), checked at start.
 //! - [`fatal`]: stopping, with the reason, when the store cannot write.
+//! - [`metrics`]: Prometheus metrics over HTTP on `--metrics-listen`.
 //! - `fuzz` (tests and the `fuzzing` feature only): the fuzz targets of the
 //!   decoders of what peers, clients and config files send (fuzz/README.md).
 //!
@@ -45,6 +46,7 @@ pub mod fuzz;
 pub mod grpc;
 pub mod leader;
 pub mod links;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod stall;
@@ -141,8 +143,36 @@ pub async fn run(
         }
         (Some(_), None) => anyhow::bail!("a peer listener was bound without --peer-listen"),
     };
+    // Bound before the node starts, so a taken port stops nothing.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?,
+        ),
+        None => None,
+    };
     let node = Node::start(config, grpc::dc_link::dial).await?;
     write_addr(&node.config.data_dir, LISTEN_ADDR_FILE, bound)?;
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .context("reading the metrics listener's address")?;
+            write_addr(
+                &node.config.data_dir,
+                metrics::METRICS_LISTEN_ADDR_FILE,
+                addr,
+            )?;
+            tracing::info!(node_id = node.id, metrics_listen = %addr, "serving metrics at /metrics");
+            let sources = metrics::Sources::new(node.id, node.raft.clone(), node.state.clone());
+            Some((
+                tokio::spawn(metrics::serve(listener, sources.clone())),
+                tokio::spawn(metrics::watch_terms(sources)),
+            ))
+        }
+        None => None,
+    };
     match peer_bound {
         Some(peer) => {
             write_addr(&node.config.data_dir, PEER_LISTEN_ADDR_FILE, peer)?;
@@ -230,6 +260,10 @@ pub async fn run(
         }
     };
     failure_watch.abort();
+    if let Some((served, terms)) = &metrics {
+        served.abort();
+        terms.abort();
+    }
     watcher.abort();
     elections.abort();
     stalls.abort();

@@ -109,6 +109,7 @@ pub async fn run(
     let mut event = Some(Event::Established);
     let mut input = None;
     loop {
+        let round = std::time::Instant::now();
         if let Some(e) = event.take() {
             d.step(e);
         }
@@ -126,6 +127,7 @@ pub async fn run(
             .engine
             .next_wake()
             .map(|ms| since + Duration::from_millis(ms));
+        crate::metrics::rounds::observe(round.elapsed());
         tokio::select! {
             received = events.recv() => match received {
                 Some(e) => event = Some(e),

@@ -2,4 +2,5 @@
 //! bound, stopped by a future the test completes.
 
 mod health;
+mod metrics;
 mod run;

@@ -1,0 +1,45 @@
+use super::*;
+
+fn status(head: Option<&str>) -> (&'static str, String) {
+    route(head.map(str::as_bytes), || "families\n".to_string())
+}
+
+#[test]
+fn get_metrics_is_answered_with_the_scrape() {
+    let (status_line, body) = status(Some("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!(status_line, "200 OK");
+    assert_eq!(body, "families\n");
+    // A query string is ignored.
+    let (status_line, _) = status(Some("GET /metrics?x=1 HTTP/1.0\r\n\r\n"));
+    assert_eq!(status_line, "200 OK");
+}
+
+#[test]
+fn other_paths_methods_and_long_heads_are_refused() {
+    assert_eq!(status(Some("GET / HTTP/1.1\r\n\r\n")).0, "404 Not Found");
+    assert_eq!(
+        status(Some("GET /metricsx HTTP/1.1\r\n\r\n")).0,
+        "404 Not Found"
+    );
+    assert_eq!(
+        status(Some("POST /metrics HTTP/1.1\r\n\r\n")).0,
+        "405 Method Not Allowed"
+    );
+    assert_eq!(status(Some("\r\n\r\n")).0, "404 Not Found");
+    assert_eq!(status(None).0, "431 Request Header Fields Too Large");
+}
+
+#[test]
+fn rounds_are_counted_in_the_histogram() {
+    let mut registry = Registry::default();
+    rounds::observe(Duration::from_millis(3));
+    registry.register("rounds", "r", rounds::histogram().clone());
+    let mut text = String::new();
+    encode(&mut text, &registry).unwrap();
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rounds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rounds_count in {text}"));
+    assert!(count >= 1, "{text}");
+}

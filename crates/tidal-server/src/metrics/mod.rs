@@ -1,0 +1,345 @@
+//! Prometheus metrics over plain HTTP on `--metrics-listen` (off by default).
+//!
+//! `GET /metrics` answers the families below in the text exposition format
+//! (OpenMetrics text, which Prometheus reads); every other path is 404, and
+//! `/` is kept for a status page. There is no TLS and no authentication:
+//! bind the listener to loopback or a private network.
+//!
+//! What a scrape reads, at the time of the scrape:
+//! - openraft's metrics of this node ([`Raft::metrics`]): term, leader,
+//!   log and applied indexes, and on the leader each follower's lag;
+//! - the applied state ([`StateHandle`]): tasks by queue and state, agents
+//!   by state, the cross-DC outboxes. The state is copied under its lock
+//!   (its maps share their nodes, so the copy is cheap) and counted after.
+//!
+//! What is recorded as it happens: the term changes this node saw since it
+//! started ([`watch_terms`]) and the duration of the leader's rounds
+//! ([`rounds`]).
+//!
+//! The HTTP side is a small handler on tokio: one request per connection
+//! (`Connection: close`), a request head of at most [`MAX_HEAD`] bytes read
+//! within [`READ_TIMEOUT`].
+
+pub mod rounds;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tidal_core::model::{AgentState, TaskStateKind};
+use tidal_store::{Raft, StateHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The file in a server's data directory that holds the address of its
+/// metrics listener (one line, `HOST:PORT`), written once it listens.
+pub const METRICS_LISTEN_ADDR_FILE: &str = "metrics_listen.addr";
+
+/// The largest request head read; a longer one is answered 431.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// How long a client has to send its request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Content-Type of `/metrics`.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels: (name, value) pairs.
+type Labels = Vec<(String, String)>;
+
+/// What a scrape reads: this node's Raft and applied state, and what is
+/// counted as it happens.
+#[derive(Clone)]
+pub struct Sources {
+    pub node_id: u64,
+    pub raft: Raft,
+    pub state: StateHandle,
+    /// Term changes this node saw since it started ([`watch_terms`]).
+    pub elections: Counter,
+}
+
+impl Sources {
+    pub fn new(node_id: u64, raft: Raft, state: StateHandle) -> Sources {
+        Sources {
+            node_id,
+            raft,
+            state,
+            elections: Counter::default(),
+        }
+    }
+}
+
+/// Counts the term changes of `sources`' Raft (by how much the term grew)
+/// until its metrics end. Each new term is an election some member started.
+pub async fn watch_terms(sources: Sources) {
+    let mut metrics = sources.raft.metrics();
+    let mut term = metrics.borrow().current_term;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().current_term;
+        if now > term {
+            sources.elections.inc_by(now - term);
+        }
+        term = now;
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until dropped (the caller aborts it).
+pub async fn serve(listener: TcpListener, sources: Sources) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors and the like: wait a little, go on.
+                tracing::warn!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let sources = sources.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &sources).await {
+                tracing::debug!(error = %e, "metrics listener: a request failed");
+            }
+        });
+    }
+}
+
+/// Reads one request head from `stream` and answers it.
+async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
+    let (status, body) = match head {
+        Err(_) => return Ok(()),
+        Ok(head) => route(head?.as_deref(), || scrape(sources)),
+    };
+    let content_type = if status.starts_with("200") {
+        CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The request head (up to the blank line), or `None` when it is longer
+/// than [`MAX_HEAD`]. A connection closed before the head ends is an error.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(Some(head));
+        }
+        if head.len() > MAX_HEAD {
+            return Ok(None);
+        }
+    }
+}
+
+/// The status line and body for a request head (`None`: too long);
+/// `scrape` makes the body of `GET /metrics`.
+pub fn route(head: Option<&[u8]>, scrape: impl FnOnce() -> String) -> (&'static str, String) {
+    let Some(head) = head else {
+        return (
+            "431 Request Header Fields Too Large",
+            "request head too long\n".into(),
+        );
+    };
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split(' ');
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET", "/metrics") => ("200 OK", scrape()),
+        (_, "/metrics") => ("405 Method Not Allowed", "GET only\n".into()),
+        _ => ("404 Not Found", "metrics are at /metrics\n".into()),
+    }
+}
+
+/// Every family, as of now, in the text exposition format.
+pub fn scrape(sources: &Sources) -> String {
+    let mut registry = Registry::with_prefix("tidal");
+    raft_families(&mut registry, sources);
+    state_families(&mut registry, sources);
+    registry.register(
+        "raft_elections",
+        "Term changes this node saw since it started (each new term is an election)",
+        sources.elections.clone(),
+    );
+    registry.register(
+        "leader_round_seconds",
+        "How long each round of the leader's engine took: the events, timers and dispatch it \
+         stepped and the actions it performed (every leadership of this process)",
+        rounds::histogram().clone(),
+    );
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+fn raft_families(registry: &mut Registry, sources: &Sources) {
+    let m = sources.raft.metrics().borrow().clone();
+    let leads = m.current_leader == Some(sources.node_id);
+    gauge(
+        registry,
+        "raft_term",
+        "This node's current Raft term",
+        m.current_term as i64,
+    );
+    gauge(
+        registry,
+        "raft_is_leader",
+        "1 if this node is the leader, else 0",
+        leads as i64,
+    );
+    gauge(
+        registry,
+        "raft_leader_id",
+        "The id of the leader this node knows (0: none known)",
+        m.current_leader.unwrap_or(0) as i64,
+    );
+    gauge(
+        registry,
+        "raft_last_log_index",
+        "The index of the last entry in this node's log (0: empty)",
+        m.last_log_index.unwrap_or(0) as i64,
+    );
+    gauge(
+        registry,
+        "raft_applied_index",
+        "The index of the last entry applied to this node's state (0: none)",
+        m.last_applied.map_or(0, |l| l.index) as i64,
+    );
+    gauge(
+        registry,
+        "raft_snapshot_index",
+        "The last index of this node's latest snapshot (0: none)",
+        m.snapshot.map_or(0, |l| l.index) as i64,
+    );
+    gauge(
+        registry,
+        "raft_voters",
+        "Voters in the membership this node knows",
+        m.membership_config.membership().voter_ids().count() as i64,
+    );
+    // The leader's view of its followers; absent elsewhere.
+    let lag = Family::<Labels, Gauge>::default();
+    if let (true, Some(replication)) = (leads, &m.replication) {
+        let last = m.last_log_index.unwrap_or(0);
+        for (follower, matched) in replication.iter() {
+            if *follower == sources.node_id {
+                continue;
+            }
+            let matched = matched.map_or(0, |l| l.index);
+            lag.get_or_create(&vec![("follower".into(), follower.to_string())])
+                .set(last.saturating_sub(matched) as i64);
+        }
+    }
+    registry.register(
+        "raft_replication_lag",
+        "On the leader: entries of its log each follower has not matched yet",
+        lag,
+    );
+    let ack = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    if let (true, Some(ms)) = (leads, m.millis_since_quorum_ack) {
+        ack.set(ms as f64 / 1000.0);
+    }
+    registry.register(
+        "raft_quorum_ack_age_seconds",
+        "On the leader: time since a quorum last acknowledged it (0 elsewhere)",
+        ack,
+    );
+}
+
+/// Tasks by queue and state, agents by state, outboxes by peer DC.
+fn state_families(registry: &mut Registry, sources: &Sources) {
+    // A copy shares the maps' nodes: the lock is held for the copy only.
+    let state = sources.state.read().state.clone();
+    let mut tasks: BTreeMap<(&str, TaskStateKind), i64> = BTreeMap::new();
+    for task in state.tasks_after(None) {
+        *tasks
+            .entry((task.spec.queue.as_str(), task.state.kind()))
+            .or_default() += 1;
+    }
+    // Every state of every queue defined, zero included, so a queue that
+    // empties reads 0 instead of vanishing.
+    for queue in state.queues() {
+        for kind in TaskStateKind::ALL {
+            tasks.entry((queue.name.as_str(), kind)).or_default();
+        }
+    }
+    let family = Family::<Labels, Gauge>::default();
+    for ((queue, kind), n) in &tasks {
+        family
+            .get_or_create(&vec![
+                ("queue".into(), queue.to_string()),
+                ("state".into(), kind.as_str().into()),
+            ])
+            .set(*n);
+    }
+    registry.register(
+        "tasks",
+        "Tasks in the applied state by queue and state (finished ones until retention removes them)",
+        family,
+    );
+    let mut agents: BTreeMap<&str, i64> = [("ready", 0), ("draining", 0), ("down", 0)].into();
+    for agent in state.agents() {
+        let name = match agent.state {
+            AgentState::Ready => "ready",
+            AgentState::Draining { .. } => "draining",
+            AgentState::Down => "down",
+        };
+        *agents.entry(name).or_default() += 1;
+    }
+    let family = Family::<Labels, Gauge>::default();
+    for (name, n) in agents {
+        family
+            .get_or_create(&vec![("state".into(), name.into())])
+            .set(n);
+    }
+    registry.register("agents", "Registered agents by state", family);
+    let depth = Family::<Labels, Gauge>::default();
+    let age = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let now_ms = crate::clock::now_ms();
+    for (peer, outbox) in state.outboxes() {
+        let labels = vec![("peer".into(), peer.to_string())];
+        depth
+            .get_or_create(&labels)
+            .set(outbox.records.len() as i64);
+        let oldest = outbox.oldest_ms().map_or(0, |t| now_ms.saturating_sub(t));
+        age.get_or_create(&labels).set(oldest as f64 / 1000.0);
+    }
+    registry.register(
+        "forwarding_outbox_records",
+        "Records for a peer DC it has not acknowledged yet",
+        depth,
+    );
+    registry.register(
+        "forwarding_outbox_oldest_age_seconds",
+        "Age of the oldest record a peer DC has not acknowledged (0: none), by this node's clock",
+        age,
+    );
+}
+
+#[cfg(test)]
+#[path = "metrics_test.rs"]
+mod tests;
