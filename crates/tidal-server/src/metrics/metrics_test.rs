@@ -43,3 +43,39 @@ fn rounds_are_counted_in_the_histogram() {
         .unwrap_or_else(|| panic!("no rounds_count in {text}"));
     assert!(count >= 1, "{text}");
 }
+
+fn config(metrics_listen: Option<&str>) -> anyhow::Result<crate::ServerConfig> {
+    crate::RawConfig {
+        id: Some(1),
+        dc: Some("dc-a".into()),
+        listen: Some("127.0.0.1:7001".into()),
+        peer_listen: Some("127.0.0.1:7011".into()),
+        metrics_listen: metrics_listen.map(Into::into),
+        data: Some("/tmp/tidal-metrics-test".into()),
+        ..crate::RawConfig::default()
+    }
+    .validate()
+}
+
+#[test]
+fn metrics_are_off_by_default_and_the_address_is_checked() {
+    assert_eq!(config(None).unwrap().metrics_listen, None);
+    let on = config(Some("127.0.0.1:9101")).unwrap();
+    assert_eq!(on.metrics_listen, Some("127.0.0.1:9101".parse().unwrap()));
+    // It is printed, and read back, as a setting.
+    assert_eq!(
+        crate::RawConfig::from_config(&on).metrics_listen.as_deref(),
+        Some("127.0.0.1:9101")
+    );
+    let e = config(Some("localhost:9101")).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "--metrics-listen \"localhost:9101\" is not HOST:PORT with a numeric host"
+    );
+    let e = config(Some("127.0.0.1:7001")).unwrap_err().to_string();
+    assert!(e.contains("is --listen itself"), "{e}");
+    let e = config(Some("127.0.0.1:7011")).unwrap_err().to_string();
+    assert!(e.contains("is --peer-listen itself"), "{e}");
+    // Port 0 is the kernel's choice, never the same as another listener's.
+    assert!(config(Some("127.0.0.1:0")).is_ok());
+}
