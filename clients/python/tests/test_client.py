@@ -1,0 +1,103 @@
+"""tidal.Client against a real cluster of three servers and an agent of t2i tasks."""
+
+import json
+import os
+import secrets
+
+import grpc
+import pytest
+
+import tidal
+
+
+def unique(prefix):
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+def test_submit_and_wait_returns_the_result(client):
+    tid = client.submit(type="t2i", payload=b"a red fox", key=unique("py-wait"))
+    task = client.wait(tid, timeout=30)
+    assert task.id == tid
+    assert task.state == tidal.TaskState.SUCCEEDED
+    assert task.state == "succeeded"
+    assert task.agent == "agent-1"
+    assert task.token > 0 and task.attempt == 1 and task.error == ""
+    result = json.loads(task.result)
+    assert result["prompt"] == "a red fox"
+    assert result["task_id"] == tid
+
+
+def test_resubmitting_a_key_returns_the_same_task(client):
+    key = unique("py-idem")
+    first = client.submit(type="t2i", payload=b"same", key=key)
+    assert client.submit(type="t2i", payload=b"same", key=key) == first
+    [again] = client.submit_many([dict(type="t2i", payload=b"same", key=key)])
+    assert (again.id, again.existed, again.error) == (first, True, None)
+    # The same key with another spec is refused.
+    with pytest.raises(tidal.AlreadyExists) as e:
+        client.submit(type="t2i", payload=b"other", key=key)
+    assert e.value.code == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_get_of_an_unknown_task_is_not_found(client):
+    with pytest.raises(tidal.NotFound) as e:
+        client.get("t9999999999")
+    assert e.value.code == grpc.StatusCode.NOT_FOUND
+    assert "t9999999999" in e.value.message
+    with pytest.raises(tidal.InvalidArgument) as e:
+        client.get("not an id")
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_cancel_a_pending_task(client):
+    # No agent runs this type: the task stays pending until cancelled.
+    tid = client.submit(type="py-nobody-runs", payload=b"x")
+    assert client.get(tid).state == tidal.TaskState.PENDING
+    pending = [t.id for t in client.list(state="pending")]
+    assert tid in pending
+    cancelled = client.cancel(tid)
+    assert cancelled.state == tidal.TaskState.CANCELLED
+    assert client.wait(tid, timeout=5).state == "cancelled"
+    with pytest.raises(tidal.FailedPrecondition) as e:
+        client.cancel(tid)
+    assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_follower_redirects_to_the_leader(client):
+    statuses = {addr: client.status(addr) for addr in client.endpoints}
+    leaders = {s.leader_addr for s in statuses.values()}
+    assert len(leaders) == 1, statuses
+    [leader] = leaders
+    follower = next(a for a, s in statuses.items() if s.role == "follower")
+    # Only the follower is given: the submit reaches the leader through its hint.
+    with tidal.Client([follower], token=os.environ.get("TIDAL_TOKEN"), tls=os.environ.get("TIDAL_TLS_DIR")) as c:
+        tid = c.submit(type="t2i", payload=b"through a follower")
+        assert c.leader == leader
+        assert leader in c.endpoints
+        assert c.wait(tid, timeout=30).state == "succeeded"
+
+
+def test_queues_set_and_list(client):
+    name = unique("py-q")
+    q = client.set_queue(name, weight=5)
+    assert (q.name, q.weight) == (name, 5)
+    # Idempotent; a new weight replaces the old.
+    assert client.set_queue(name, weight=7).weight == 7
+    queues = {q.name: q for q in client.list_queues()}
+    assert queues[name].weight == 7
+    assert "default" in queues
+    tid = client.submit(type="t2i", payload=b"queued", queue=name)
+    assert client.get(tid).queue == name
+    with pytest.raises(tidal.InvalidArgument):
+        client.set_queue(name, weight=0)
+
+
+def test_bad_arguments_are_refused_before_any_call():
+    with pytest.raises(tidal.InvalidArgument, match="no endpoints"):
+        tidal.Client([])
+    with pytest.raises(tidal.InvalidArgument, match="missing host or port"):
+        tidal.Client(["localhost"])
+    with pytest.raises(tidal.InvalidArgument, match="needs tls"):
+        tidal.Client(["https://127.0.0.1:1"])
+    with pytest.raises(tidal.InvalidArgument, match="does not exist"):
+        tidal.Client(["127.0.0.1:1"], tls="/nonexistent/tidal-tls")
