@@ -101,3 +101,27 @@ def test_bad_arguments_are_refused_before_any_call():
         tidal.Client(["https://127.0.0.1:1"])
     with pytest.raises(tidal.InvalidArgument, match="does not exist"):
         tidal.Client(["127.0.0.1:1"], tls="/nonexistent/tidal-tls")
+
+
+def test_a_refused_certificate_is_final():
+    tls_dir = os.environ.get("TIDAL_TLS_DIR")
+    if not tls_dir:
+        pytest.skip("the cluster runs plaintext")
+    endpoints = os.environ["TIDAL_ENDPOINTS"]
+    # The cluster's CA but no client certificate: the server refuses the
+    # handshake, which no retry mends (well before the 15 s of retries).
+    c = tidal.Client(endpoints, token=os.environ.get("TIDAL_TOKEN"), tls={"ca": os.path.join(tls_dir, "ca.pem")})
+    with pytest.raises(tidal.Unauthenticated) as e:
+        c.list_queues()
+    assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert "TLS with" in e.value.message
+
+
+def test_a_call_without_the_token_is_unauthenticated():
+    if not os.environ.get("TIDAL_TOKEN"):
+        pytest.skip("the cluster runs without tokens")
+    c = tidal.Client(os.environ["TIDAL_ENDPOINTS"], tls=os.environ.get("TIDAL_TLS_DIR"))
+    with pytest.raises(tidal.Unauthenticated) as e:
+        c.get("t0000000001")
+    assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert "token" in e.value.message
