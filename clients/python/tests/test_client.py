@@ -3,6 +3,7 @@
 import json
 import os
 import secrets
+import time
 
 import grpc
 import pytest
@@ -64,9 +65,15 @@ def test_cancel_a_pending_task(client):
 
 
 def test_a_follower_redirects_to_the_leader(client):
-    statuses = {addr: client.status(addr) for addr in client.endpoints}
-    leaders = {s.leader_addr for s in statuses.values()}
-    assert len(leaders) == 1, statuses
+    # Every server names the same leader (polled: a follower may learn it a moment late).
+    end = time.monotonic() + 10
+    while True:
+        statuses = {addr: client.status(addr) for addr in client.endpoints}
+        leaders = {s.leader_addr for s in statuses.values()}
+        if len(leaders) == 1 and "" not in leaders or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    assert len(leaders) == 1 and "" not in leaders, statuses
     [leader] = leaders
     follower = next(a for a, s in statuses.items() if s.role == "follower")
     # Only the follower is given: the submit reaches the leader through its hint.

@@ -461,6 +461,8 @@ class Client:
         """Every task that matches (state, queue, dead letters), in id order,
         at most `limit` of them, following pages."""
         out, after = [], ""
+        if limit is not None and limit <= 0:
+            return out
         while True:
             page_size = 0 if limit is None else min(1000, limit - len(out))
             page, after = self.list_page(state, queue, page_size, after, stale, dead)
