@@ -74,6 +74,8 @@
 //!   RESOURCE_EXHAUSTED (exit 1); max-running-slots holds with agents to spare.
 //! - `forged_peer`: a Python gRPC client built from proto/ forges Raft and exchange
 //!   calls from a non-member: all refused, no node stops, failover under a HoldElections flood.
+//! - `python_client`: the Python client (clients/python) passes its pytest
+//!   tests against three servers with TLS and tokens and an agent.
 //! - `failover`: 1,000 tasks exactly once, a leader SIGKILLed, the node catching up.
 //! - `workers`: a SIGKILLed agent leaves no worker process running.
 //! - `tokens`: `token generate | create | list | revoke`, the bootstrap
@@ -116,6 +118,7 @@ mod peer_names;
 mod peer_plane;
 mod peer_plane_xdc;
 mod placement;
+mod python_client;
 mod retention;
 mod secure_defaults;
 mod settings;
