@@ -154,6 +154,27 @@ class Queue:
         return cls(q.name, q.weight, q.strategy or "least-loaded", q.pending, q.spread_key)
 
 
+@dataclasses.dataclass
+class AgentInfo:
+    """An agent as the leader knows it; `raw` is the tidal.v1.AgentInfo message."""
+
+    id: str
+    state: str           # ready, draining, down, drained
+    connected: bool
+    task_types: list
+    slots: int
+    slots_in_use: int
+    in_flight: int
+    labels: dict
+    raw: object = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_pb(cls, a):
+        state = pb.AgentState.Name(a.state).lower() if a.state else "unspecified"
+        return cls(a.spec.id, state, a.connected, list(a.spec.task_types), a.spec.slots,
+                   a.slots_in_use, a.in_flight, dict(a.spec.labels), a)
+
+
 def _normalize(raw):
     """`HOST:PORT` of an endpoint (an http:// or https:// prefix stripped), and whether it asked for TLS."""
     if not isinstance(raw, str):
@@ -500,6 +521,13 @@ class Client:
     def list_queues(self):
         """Every queue, by name."""
         return [Queue.from_pb(q) for q in self._call(pb_grpc.QueuesStub, "List", pb.ListQueuesRequest()).queues]
+
+    # ---------------------------------------------------------------- agents
+
+    def agents(self, stale=False):
+        """Every registered agent (DOWN ones too, until deregistered), by id (admin)."""
+        answer = self._call(pb_grpc.AgentsStub, "List", pb.ListAgentsRequest(stale=stale))
+        return [AgentInfo.from_pb(a) for a in answer.agents]
 
     # ---------------------------------------------------------------- cluster
 

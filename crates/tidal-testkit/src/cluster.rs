@@ -258,6 +258,15 @@ impl Cluster {
         self.pki.as_ref().and_then(|p| p.client(KIT_CLIENT).ok())
     }
 
+    /// The TLS directory of an agent certificate `name` of the cluster's DC
+    /// (issued on the first call), with [`ClusterSpec::tls`]: for agents a
+    /// test runs itself.
+    pub fn agent_tls_dir(&self, name: &str) -> Option<PathBuf> {
+        self.pki
+            .as_ref()
+            .and_then(|p| p.agent(&self.spec.dc, name).ok())
+    }
+
     /// Gives node `id` a new certificate (same identity, new key) for its
     /// next start, with [`ClusterSpec::tls`]; returns its directory.
     pub fn reissue_node_cert(&mut self, id: u64) -> anyhow::Result<PathBuf> {

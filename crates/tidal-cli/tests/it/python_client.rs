@@ -1,4 +1,4 @@
-//! The Python client (clients/python) against a real DC: three servers with mutual TLS and tokens, one agent of t2i tasks; its pytest tests (clients/python/tests) submit and wait, resubmit a key, get an unknown id, cancel, go through a follower to the leader, set and list queues, and check that the checked-in stubs match proto/.
+//! The Python client and agent (clients/python) against a real DC: three servers with mutual TLS and tokens, one agent of t2i tasks; its pytest tests (clients/python/tests) submit and wait, resubmit a key, get an unknown id, cancel, go through a follower to the leader, set and list queues, check that the checked-in stubs match proto/, run tasks as Python functions (results, retries, cancel, checkpoints, self-fencing, a leader change, drain, displacement) and drive the agent protocol message by message.
 //!
 //! The Python comes from `TIDAL_TEST_PYTHON` (`.ci/run` sets it to a venv
 //! with `tests/py/requirements.txt`: grpcio, grpcio-tools, pytest); without
@@ -50,12 +50,20 @@ async fn the_python_client_passes_its_tests_against_a_cluster() -> anyhow::Resul
 
     let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
     let tls = c.client_tls_dir().context("the kit's cluster runs TLS")?;
+    // The Python agents' credentials: an agent certificate of the DC and the kit's agent token.
+    let agent_tls = c
+        .agent_tls_dir("py-agents")
+        .context("an agent certificate")?;
+    let agent_token = c.agent_token()?;
     let child = tokio::process::Command::new(&python)
-        .args(["-m", "pytest", "tests", "-q", "-p", "no:cacheprovider"])
+        .args(["-m", "pytest", "tests", "-v", "-p", "no:cacheprovider"])
         .current_dir(&client)
         .env("TIDAL_ENDPOINTS", c.endpoints_arg())
         .env("TIDAL_TOKEN", c.admin())
         .env("TIDAL_TLS_DIR", &tls)
+        .env("TIDAL_AGENT_TOKEN", &agent_token)
+        .env("TIDAL_AGENT_TLS_DIR", &agent_tls)
+        .env("TIDAL_DC", &c.spec.dc)
         .env("PYTHON", &python)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
@@ -75,8 +83,19 @@ async fn the_python_client_passes_its_tests_against_a_cluster() -> anyhow::Resul
         String::from_utf8_lossy(&out.stderr),
         c.logs_tail(30)
     );
-    // Every test ran: none was skipped or deselected.
+    println!("{stdout}");
+    // Every test ran: none was skipped or deselected, the agent's among them.
     assert!(stdout.contains(" passed"), "{stdout}");
-    assert!(!stdout.contains("skipped"), "{stdout}");
+    assert!(
+        !stdout.contains("SKIPPED") && !stdout.contains("skipped"),
+        "{stdout}"
+    );
+    for test in [
+        "test_client.py::test_submit_and_wait_returns_the_result PASSED",
+        "test_agent.py::test_an_agent_that_cannot_renew_its_lease_fences_itself PASSED",
+        "test_agent.py::test_protocol_registered_then_heartbeat_acks_and_assignments PASSED",
+    ] {
+        assert!(stdout.contains(test), "{test} is missing:\n{stdout}");
+    }
     Ok(())
 }
