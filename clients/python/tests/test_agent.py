@@ -392,6 +392,22 @@ def test_protocol_the_first_message_must_be_a_register(client):
         s.close()
 
 
+def test_protocol_a_message_with_nothing_set_ends_the_session(client):
+    agent_id = unique("py-raw")
+    s = RawSession(client.status().leader_addr)
+    try:
+        s.send(register=pb.Register(spec=spec(agent_id, "t2i")))
+        s.recv("registered")
+        s.out.put(pb.AgentMessage())
+        e = s.error()
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+        for kind in ("register", "heartbeat", "started", "completed", "checkpoint"):
+            assert kind in e.details(), e
+    finally:
+        s.close()
+    client._call(pb_grpc.AgentsStub, "Deregister", pb.DeregisterAgentRequest(agent_id=agent_id))
+
+
 def test_protocol_a_follower_answers_with_the_leader_hint(client):
     status = client.status()
     follower = next(e for e in client.endpoints if e != status.leader_addr)

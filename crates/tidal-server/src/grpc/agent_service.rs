@@ -649,7 +649,7 @@ async fn serve_session(
         let failure = match next {
             Ok(Some(v1::AgentMessage { msg: Some(m) })) => Ok(m),
             Ok(Some(_)) => Err(Status::invalid_argument(
-                "an agent message with none of register, heartbeat, started or completed set",
+                "an agent message with none of register, heartbeat, started, completed or checkpoint set",
             )),
             Ok(None) => break,
             Err(status) => Err(status),
