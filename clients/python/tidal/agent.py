@@ -342,8 +342,12 @@ class Agent:
             try:
                 session.serve()
                 if session.registered:
-                    # Our own drop (an unanswered heartbeat, a fence): again at once.
+                    # Our own drop: again at once; after an unanswered
+                    # heartbeat on the next endpoint (the leader may be
+                    # deposed: whoever leads now is named by any server).
                     backoff, redirects = RECONNECT_INITIAL_S, 0
+                    if session.silent:
+                        addr = self._next_endpoint(addr)
                     continue
                 code, message, trailers = grpc.StatusCode.UNAVAILABLE, "no Registered in time", {}
             except grpc.RpcError as e:
@@ -378,10 +382,21 @@ class Agent:
             else:
                 redirects = 0
                 log.info("agent %s: session with %s ended (%s: %s); reconnecting", self.id, addr, code.name, message)
-                endpoints = self._client.endpoints
-                addr = endpoints[(endpoints.index(addr) + 1) % len(endpoints)] if addr in endpoints else endpoints[0]
+                addr = self._next_endpoint(addr)
             self._exit.wait(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, RECONNECT_MAX_S)
+
+    def _next_endpoint(self, addr):
+        endpoints = self._client.endpoints
+        return endpoints[(endpoints.index(addr) + 1) % len(endpoints)] if addr in endpoints else endpoints[0]
+
+    def _register_timeout(self):
+        """How long to wait for Registered: REGISTER_TIMEOUT_S, or less
+        while tasks run on a lease that ends sooner (try another server first)."""
+        with self._lock:
+            if not self._runs or self._lease_until is None:
+                return REGISTER_TIMEOUT_S
+            return min(REGISTER_TIMEOUT_S, max(0.5, (self._lease_until - time.monotonic()) / 2))
 
     def _fail(self, err):
         log.error("agent %s: %s", self.id, err)
@@ -631,6 +646,7 @@ class _Session:
         self.ttl = None
         self.interval = None
         self.closed = threading.Event()
+        self.silent = False  # closed here for a heartbeat left unanswered
         self._sent = {}      # seq -> monotonic send time, unacknowledged
         self._lock = threading.Lock()
 
@@ -676,7 +692,7 @@ class _Session:
         self.out.put(agent._register())
         self.opened = time.monotonic()
         self.call = pb_grpc.AgentsStub(channel).Session(self._requests(), metadata=agent._client._metadata)
-        timer = threading.Timer(REGISTER_TIMEOUT_S, lambda: self.registered or self.close())
+        timer = threading.Timer(agent._register_timeout(), lambda: self.registered or self.close())
         timer.daemon = True
         timer.start()
         beats = None
@@ -707,6 +723,7 @@ class _Session:
         while not self.closed.wait(self.interval):
             if self.overdue():
                 log.info("agent %s: a heartbeat went unanswered for 2 intervals: dropping the session", self.agent.id)
+                self.silent = True
                 self.close()
                 return
             self.agent._heartbeat(self)
