@@ -83,6 +83,9 @@ def test_a_function_runs_a_task_and_its_result_is_reported(client, agents):
     # TaskStarted made it RUNNING while the function runs.
     until("RUNNING", lambda: client.get(tid).state == "running")
     release.set()
+    # watch: each state once, in order, ending with the final one.
+    states = [t.state.value for t in client.watch(tid, timeout=WAIT_S, poll=0.02)]
+    assert states[0] == "running" and states[-1] == "succeeded", states
     task = client.wait(tid, timeout=WAIT_S)
     assert task.state == "succeeded"
     assert task.result == b'{"prompt": "a red fox"}'

@@ -495,6 +495,25 @@ class Client:
         """Cancels a task that has not finished; returns it CANCELLED."""
         return Task.from_pb(self._call(pb_grpc.TasksStub, "Cancel", pb.CancelTaskRequest(id=id)))
 
+    def watch(self, id, timeout=None, poll=0.2):
+        """Yields the task each time its state, agent or attempt changes
+        (the first read included), until it is SUCCEEDED, FAILED or
+        CANCELLED, as `tidal task watch` does: polls every `poll` seconds
+        (the API has no push). WaitTimeout after `timeout` seconds."""
+        end = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            task = self.get(id)
+            now = (task.state, task.agent, task.attempt, task.raw.remote_id)
+            if now != last:
+                last = now
+                yield task
+            if task.state.final:
+                return
+            if end is not None and time.monotonic() + poll > end:
+                raise errors.WaitTimeout(f"task {id} is still {task.state} after {timeout:g}s", task)
+            time.sleep(poll)
+
     def wait(self, id, timeout=None, poll=1.0):
         """Polls the task until it is SUCCEEDED, FAILED or CANCELLED (the
         API has no watch) and returns it: every 50 ms at first, doubling to
