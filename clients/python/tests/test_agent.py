@@ -8,6 +8,7 @@ TIDAL_DC; crates/tidal-cli/tests/it/python_client.rs sets them.
 import os
 import queue
 import secrets
+import signal
 import threading
 import time
 
@@ -246,6 +247,58 @@ def test_the_agent_follows_a_new_leader_and_keeps_its_running_task(client, agent
     release.set()
     task = client.wait(tid, timeout=WAIT_S)
     assert (task.state, task.result, task.token, task.attempt) == ("succeeded", b"survived a leader change", token, 1)
+
+
+def test_an_agent_whose_leader_is_paused_registers_with_the_next(client, agents):
+    # The leader's process is paused (SIGSTOP): the agent's heartbeats go
+    # unanswered, it drops the session, and registers with the leader the
+    # other two elect, naming its running task. Its task keeps its
+    # assignment if that happened within the agent's lease; on a machine
+    # too slow for that the agent fenced itself and the task was granted
+    # again under a higher token. Either way it ends SUCCEEDED, once.
+    pids = dict(p.split("=") for p in os.environ.get("TIDAL_SERVER_PIDS", "").split(",") if p)
+    if not pids:
+        pytest.skip("TIDAL_SERVER_PIDS is not set (HOST:PORT=PID of each server)")
+    a = agents()
+    kind = unique("py-paused")
+    started, release = threading.Event(), threading.Event()
+    runs = []
+
+    @a.task(kind)
+    def run(task):
+        runs.append(task.token)
+        started.set()
+        release.wait(WAIT_S)
+        return b"done"
+
+    a.start()
+    tid = client.submit(type=kind, max_attempts=3)
+    assert started.wait(WAIT_S)
+    token = client.get(tid).token
+    leader = client.status().leader_addr
+    others = [e for e in client.endpoints if e != leader]
+    os.kill(int(pids[leader]), signal.SIGSTOP)
+    try:
+        def new_leader():
+            for e in others:
+                try:
+                    addr = client.status(e).leader_addr
+                except tidal.TidalError:
+                    continue
+                if addr and addr != leader:
+                    return addr
+        elected = until("a new leader", new_leader)
+        until("a session with the new leader",
+              lambda: a._session is not None and a._session.addr == elected)
+    finally:
+        os.kill(int(pids[leader]), signal.SIGCONT)
+    release.set()
+    task = client.wait(tid, timeout=WAIT_S)
+    assert (task.state, task.result) == ("succeeded", b"done")
+    if task.token == token:
+        assert task.attempt == 1 and runs == [token]
+    else:
+        assert (tid, token) in a._fenced and task.token > token
 
 
 def test_an_agent_given_a_follower_reaches_the_leader(client, agents):

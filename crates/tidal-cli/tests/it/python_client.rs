@@ -55,6 +55,12 @@ async fn the_python_client_passes_its_tests_against_a_cluster() -> anyhow::Resul
         .agent_tls_dir("py-agents")
         .context("an agent certificate")?;
     let agent_token = c.agent_token()?;
+    // For the test that pauses the leader (SIGSTOP) under a Python agent.
+    let pids: Vec<String> = c
+        .nodes
+        .iter()
+        .filter_map(|n| Some(format!("{}={}", n.addr, n.proc.as_ref()?.pid()?)))
+        .collect();
     let child = tokio::process::Command::new(&python)
         .args(["-m", "pytest", "tests", "-v", "-p", "no:cacheprovider"])
         .current_dir(&client)
@@ -64,6 +70,7 @@ async fn the_python_client_passes_its_tests_against_a_cluster() -> anyhow::Resul
         .env("TIDAL_AGENT_TOKEN", &agent_token)
         .env("TIDAL_AGENT_TLS_DIR", &agent_tls)
         .env("TIDAL_DC", &c.spec.dc)
+        .env("TIDAL_SERVER_PIDS", pids.join(","))
         .env("PYTHON", &python)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
@@ -94,6 +101,7 @@ async fn the_python_client_passes_its_tests_against_a_cluster() -> anyhow::Resul
         "test_client.py::test_submit_and_wait_returns_the_result PASSED",
         "test_agent.py::test_an_agent_that_cannot_renew_its_lease_fences_itself PASSED",
         "test_agent.py::test_protocol_registered_then_heartbeat_acks_and_assignments PASSED",
+        "test_agent.py::test_an_agent_whose_leader_is_paused_registers_with_the_next PASSED",
     ] {
         assert!(stdout.contains(test), "{test} is missing:\n{stdout}");
     }
