@@ -20,11 +20,12 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::storage::LogFlushed;
 
 use crate::disk_wait::DiskWait;
+use crate::events::EventsSlot;
 use crate::{StoreError, TypeConfig};
 
 /// sled 0.34.7's file names under its directory (`config.rs`: `db_path`,
@@ -172,9 +173,10 @@ const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 /// A thread that acknowledges appends once they are durable. It takes every
 /// callback queued so far, syncs once (group commit: the log files'
 /// fdatasync, `wal::Wal::sync`), then fires them in order; appends that
-/// arrive meanwhile wait for the next round.
+/// arrive meanwhile wait for the next round. Each append's time, from the
+/// core's call to its acknowledgement, goes to the store's events.
 pub(crate) struct Flusher {
-    tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    tx: Option<mpsc::Sender<(LogFlushed<TypeConfig>, Instant)>>,
     thread: Option<JoinHandle<()>>,
     /// Appends queued and acknowledged: the Raft core waits meanwhile.
     disk: DiskWait,
@@ -183,10 +185,11 @@ pub(crate) struct Flusher {
 impl Flusher {
     pub(crate) fn spawn(
         disk: DiskWait,
+        events: EventsSlot,
         sync: impl Fn() -> Result<(), StoreError> + Send + 'static,
     ) -> Result<Self, StoreError> {
         let queued = disk.clone();
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
+        let (tx, rx) = mpsc::channel::<(LogFlushed<TypeConfig>, Instant)>();
         let thread = std::thread::Builder::new()
             .name("tidal-store-flush".to_string())
             .spawn(move || {
@@ -212,7 +215,11 @@ impl Flusher {
                     // Uncounted before the core hears: it may append again
                     // at once, before this thread runs on.
                     disk.appends_done(batch.len(), started);
-                    for callback in batch {
+                    let events = events.get().filter(|_| result.is_ok());
+                    for (callback, began) in batch {
+                        if let Some(events) = events {
+                            events.append_durable(began.elapsed());
+                        }
                         // io::Error is not Clone: rebuild it for each callback.
                         callback.log_io_completed(
                             result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
@@ -232,20 +239,21 @@ impl Flusher {
         })
     }
 
-    /// Queues `callback` to fire after the next durable sync. Gives it back
-    /// if the thread is gone.
+    /// Queues `callback` of the append the core began at `began` to fire
+    /// after the next durable sync. Gives it back if the thread is gone.
     pub(crate) fn submit(
         &self,
         callback: LogFlushed<TypeConfig>,
+        began: Instant,
     ) -> Result<(), LogFlushed<TypeConfig>> {
         match &self.tx {
             Some(tx) => {
                 // Counted before the thread can acknowledge it.
                 let now = std::time::Instant::now();
                 self.disk.append_submitted(now);
-                tx.send(callback).map_err(|e| {
+                tx.send((callback, began)).map_err(|e| {
                     self.disk.appends_done(1, now);
-                    e.0
+                    e.0 .0
                 })
             }
             None => Err(callback),

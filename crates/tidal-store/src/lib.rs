@@ -32,6 +32,7 @@
 //! - `power_loss`: what is durable of the log and of sled, and discarding the rest.
 //! - `disk_wait`: [`DiskWait`], when the Raft core waits for the disk.
 //! - `durability`: flush + fsync of sled's files, and the group-commit flusher thread.
+//! - [`events`]: [`StoreEvents`], what apply and the log tell the server's metrics.
 //! - `wal`: the Raft log's segment files: append, read, truncate, purge, recovery.
 //! - [`log_store`]: [`LogStore`] and [`LogReader`]: log entries, vote, purge, truncate.
 //! - [`state_machine`]: [`StateMachineStore`], [`Applied`], [`StateHandle`].
@@ -52,6 +53,7 @@ pub mod crash;
 mod disk_wait;
 mod durability;
 pub mod error;
+pub mod events;
 pub mod failure;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -76,6 +78,7 @@ use std::time::Duration;
 pub use applied::Applied;
 pub use disk_wait::DiskWait;
 pub use error::StoreError;
+pub use events::{EventsSlot, StoreEvents};
 pub use failure::{Failures, WriteFailure};
 pub use log_store::{LogReader, LogStore};
 pub use restore::restore;
@@ -143,6 +146,7 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
     )?);
     let synced_ms = started.elapsed().as_millis() as u64;
     let failures = Failures::new(dir);
+    let events = EventsSlot::default();
     let log = LogStore::open(
         &db,
         dir,
@@ -150,9 +154,16 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Result<(LogStore, StateMachineSto
         opts.flush_delay,
         failures.clone(),
         DiskWait::default(),
+        events.clone(),
     )?;
     let log_ms = started.elapsed().as_millis() as u64;
-    let sm = StateMachineStore::open(&db, durability, failures, opts.supported_format_version())?;
+    let sm = StateMachineStore::open(
+        &db,
+        durability,
+        failures,
+        opts.supported_format_version(),
+        events,
+    )?;
     tracing::info!(
         dir = %dir.display(),
         sled_ms,

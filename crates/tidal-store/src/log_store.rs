@@ -21,6 +21,7 @@ use crate::codec::entry_log_id;
 use crate::disk_wait::DiskWait;
 use crate::durability::{Durability, Flusher};
 use crate::error::blocking;
+use crate::events::EventsSlot;
 use crate::failure::Failures;
 use crate::wal::{encode_entries, Wal};
 use crate::{codec, crash};
@@ -191,6 +192,7 @@ impl LogStore {
         flush_delay: Option<Duration>,
         failures: Failures,
         disk: DiskWait,
+        events: EventsSlot,
     ) -> Result<Self, StoreError> {
         let meta = db.open_tree(META_TREE)?;
         for item in meta.iter() {
@@ -221,7 +223,7 @@ impl LogStore {
         crate::power_loss::register(&wal, &durability);
         let sync_wal = wal.clone();
         let sync_failures = failures.clone();
-        let flusher = Flusher::spawn(disk.clone(), move || {
+        let flusher = Flusher::spawn(disk.clone(), events, move || {
             sync_wal
                 .sync()
                 .inspect_err(|e| sync_failures.log("sync the Raft log", e))
@@ -423,6 +425,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let began = std::time::Instant::now();
         crash::point("store::append::before_write");
         let _call = CoreCall::start("append", &self.disk);
         let records = encode_entries(entries)
@@ -432,7 +435,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             e.into_storage(ErrorSubject::Logs, ErrorVerb::Write)
         })?;
         crash::point("store::append::after_write");
-        self.flusher.submit(callback).map_err(|callback| {
+        self.flusher.submit(callback, began).map_err(|callback| {
             let msg = "the store's flusher thread is gone";
             callback.log_io_completed(Err(std::io::Error::other(msg)));
             StorageError::from(StorageIOError::write_logs(AnyError::error(msg)))

@@ -121,7 +121,16 @@ fn a_log_kept_in_sled_moves_into_the_log_files() {
     let durability = Arc::new(Durability::open(db.clone(), dir.path(), None).unwrap());
     let failures = Failures::new(dir.path());
     let disk = crate::DiskWait::default();
-    let store = LogStore::open(&db, dir.path(), durability, None, failures, disk).unwrap();
+    let store = LogStore::open(
+        &db,
+        dir.path(),
+        durability,
+        None,
+        failures,
+        disk,
+        crate::EventsSlot::default(),
+    )
+    .unwrap();
     assert_eq!(
         indexes(&store.reader, ..),
         vec![5, 6, 7, 8, 9],

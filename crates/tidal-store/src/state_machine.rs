@@ -12,6 +12,7 @@ use tidal_core::{CannotApply, Response};
 use crate::applied::{Applied, ApplyPauses};
 use crate::durability::Durability;
 use crate::error::blocking;
+use crate::events::{EventsSlot, StoreEvents, Watch};
 use crate::failure::Failures;
 use crate::snapshot::{decode_for, SnapshotBuilder, SnapshotStore};
 use crate::{
@@ -23,6 +24,7 @@ use crate::{
 #[derive(Clone)]
 pub struct StateHandle {
     applied: Arc<RwLock<Applied>>,
+    events: EventsSlot,
 }
 
 impl StateHandle {
@@ -32,6 +34,13 @@ impl StateHandle {
         // A poisoned lock means an apply panicked; openraft stops the node on
         // that, and readers keep the last state rather than panicking too.
         self.applied.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Has the store tell `events` what it applies and when its log
+    /// appends are durable ([`crate::events`]), from now on; false (and
+    /// nothing changes) if events were set before.
+    pub fn set_events(&self, events: Arc<dyn StoreEvents>) -> bool {
+        self.events.set(events)
     }
 }
 
@@ -44,6 +53,8 @@ pub struct StateMachineStore {
     /// The highest cluster format version this node supports.
     supported: u8,
     pauses: Arc<ApplyPauses>,
+    /// Shared with the log store.
+    events: EventsSlot,
 }
 
 impl StateMachineStore {
@@ -55,6 +66,7 @@ impl StateMachineStore {
         durability: Arc<Durability>,
         failures: Failures,
         supported: u8,
+        events: EventsSlot,
     ) -> Result<Self, StoreError> {
         let (snapshots, restored) = SnapshotStore::open(db, durability)?;
         if let Some(applied) = &restored {
@@ -66,6 +78,7 @@ impl StateMachineStore {
             failures,
             supported,
             pauses: Arc::default(),
+            events,
         })
     }
 
@@ -99,6 +112,7 @@ impl StateMachineStore {
     pub fn handle(&self) -> StateHandle {
         StateHandle {
             applied: self.applied.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -117,7 +131,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     /// Applies each entry under its own short write lock, so readers wait at
-    /// most one entry.
+    /// most one entry. With events set, tells them what each entry did once
+    /// its lock is released.
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
@@ -125,9 +140,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let entries = entries.into_iter();
         let mut responses = Vec::with_capacity(entries.size_hint().0);
+        let events = self.events.get().cloned();
         for entry in entries {
             let log_id = entry.log_id;
             let started = Instant::now();
+            let mut seen = None;
             let mut applied = self.write();
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Ok,
@@ -135,11 +152,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 // One this node cannot apply stops apply here, before the
                 // entry: it is never skipped (README: Rolling upgrade).
                 EntryPayload::Normal(envelope) => {
+                    let watch = match (&events, envelope.command()) {
+                        (Some(_), Some(command)) => Some(Watch::before(
+                            &applied.state,
+                            command,
+                            log_id.index,
+                            envelope.time_ms,
+                        )),
+                        _ => None,
+                    };
                     match applied
                         .state
                         .apply_envelope(envelope, log_id.index, self.supported)
                     {
-                        Ok(response) => response,
+                        Ok(response) => {
+                            seen = watch.map(|w| w.after(&applied.state));
+                            response
+                        }
                         Err(why) => {
                             drop(applied);
                             return Err(self.halt(why, ErrorSubject::Apply(log_id)));
@@ -154,6 +183,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.last_applied = Some(log_id);
             drop(applied);
             self.pauses.record(started);
+            if let Some(events) = &events {
+                for s in seen.into_iter().flatten() {
+                    s.tell(events.as_ref());
+                }
+            }
             responses.push(response);
         }
         Ok(responses)

@@ -3,6 +3,7 @@
 mod common;
 mod corruption;
 mod crash;
+mod events;
 mod format_version;
 #[cfg(feature = "failpoints")]
 mod power_loss;
