@@ -166,6 +166,9 @@ pub async fn run(
             )?;
             tracing::info!(node_id = node.id, metrics_listen = %addr, "serving metrics at /metrics");
             let sources = metrics::Sources::new(node.id, node.raft.clone(), node.state.clone());
+            // From here on the store tells what it applies and appends.
+            node.state
+                .set_events(std::sync::Arc::new(sources.events.clone()));
             Some((
                 tokio::spawn(metrics::serve(listener, sources.clone())),
                 tokio::spawn(metrics::watch_terms(sources)),

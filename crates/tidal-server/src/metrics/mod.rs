@@ -13,13 +13,16 @@
 //!   (its maps share their nodes, so the copy is cheap) and counted after.
 //!
 //! What is recorded as it happens: the term changes this node saw since it
-//! started ([`watch_terms`]) and the duration of the leader's rounds
-//! ([`rounds`]).
+//! started ([`watch_terms`]), the duration of the leader's rounds
+//! ([`rounds`]), and what the store tells as it applies entries and makes
+//! log appends durable ([`events`]: tasks' submit-to-assigned and
+//! submit-to-finished times, lease expiries, log append times).
 //!
 //! The HTTP side is a small handler on tokio: one request per connection
 //! (`Connection: close`), a request head of at most [`MAX_HEAD`] bytes read
 //! within [`READ_TIMEOUT`].
 
+pub mod events;
 pub mod rounds;
 
 use std::collections::BTreeMap;
@@ -59,6 +62,8 @@ pub struct Sources {
     pub state: StateHandle,
     /// Term changes this node saw since it started ([`watch_terms`]).
     pub elections: Counter,
+    /// Fed by the store once set on it ([`tidal_store::StateHandle::set_events`]).
+    pub events: events::Events,
 }
 
 impl Sources {
@@ -68,6 +73,7 @@ impl Sources {
             raft,
             state,
             elections: Counter::default(),
+            events: events::Events::default(),
         }
     }
 }
@@ -185,6 +191,7 @@ pub fn scrape(sources: &Sources) -> String {
          stepped and the actions it performed (every leadership of this process)",
         rounds::histogram().clone(),
     );
+    sources.events.register(&mut registry);
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     text

@@ -1,6 +1,7 @@
 //! `--metrics-listen`: a server serves `GET /metrics` over plain HTTP in
 //! the text exposition format; the families read what the node knows (its
-//! Raft role and term, the tasks of the applied state by queue and state).
+//! Raft role and term, the tasks of the applied state by queue and state)
+//! and what it recorded as it applied entries and appended to its log.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -186,4 +187,178 @@ async fn metrics_show_the_leader_its_term_and_a_submitted_task() {
         tokio::net::TcpStream::connect(&metrics).await.is_err(),
         "nothing listens on {metrics} after the shutdown"
     );
+}
+
+/// The scrape once `ready` holds for it, polled until [`WAIT`] (then a
+/// failure naming `what`).
+async fn scrape_until(metrics: &str, what: &str, ready: impl Fn(&Samples) -> bool) -> Samples {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = get(metrics, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let samples = parse(&body);
+        if ready(&samples) {
+            return samples;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never showed in:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next message of an agent session that is not a heartbeat ack.
+async fn next_msg(session: &mut tidal_client::Session) -> v1::server_message::Msg {
+    loop {
+        let next = tokio::time::timeout(WAIT, session.inbound.message())
+            .await
+            .expect("a message on the session within the wait");
+        let m = next
+            .expect("the session is open")
+            .and_then(|m| m.msg)
+            .expect("a message");
+        if !matches!(m, v1::server_message::Msg::HeartbeatAck(_)) {
+            return m;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_time_a_task_to_its_assignment_and_end_and_count_a_lapsed_lease() {
+    use v1::{agent_message::Msg as In, server_message::Msg as Out};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node1");
+    let config = RawConfig {
+        id: Some(1),
+        dc: Some("dc1".into()),
+        listen: Some("127.0.0.1:0".into()),
+        metrics_listen: Some("127.0.0.1:0".into()),
+        data: Some(data.clone()),
+        init: Some(true),
+        auth: Some(AuthMode::None),
+        // A short lease, so the agent's lapses soon after it goes silent.
+        agent_ttl_ms: Some(2_000),
+        heartbeat_interval_ms: Some(500),
+        ..RawConfig::default()
+    }
+    .validate()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tidal_server::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let client = Client::new(vec![addr.clone()]).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !matches!(client.status_of(&addr).await, Ok(s) if s.role == "leader") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = metrics_addr(&data).await;
+
+    // An agent session of the test's own, heartbeating while it works.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let register = v1::AgentMessage {
+        msg: Some(In::Register(v1::Register {
+            spec: Some(v1::AgentSpec {
+                id: "probe".into(),
+                dc: "dc1".into(),
+                task_types: vec!["t2i".into()],
+                slots: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    };
+    let mut session = client.open_session(register, rx).await.expect("session");
+    assert!(matches!(next_msg(&mut session).await, Out::Registered(_)));
+    let beats = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for seq in 1.. {
+                let beat = In::Heartbeat(v1::Heartbeat {
+                    seq,
+                    free_slots: 1,
+                    ..Default::default()
+                });
+                if tx.send(v1::AgentMessage { msg: Some(beat) }).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let submitted = client
+        .submit_one(v1::TaskSpec {
+            queue: "default".into(),
+            task_type: "t2i".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(submitted.error.is_none(), "{submitted:?}");
+    let Out::Assignment(assigned) = next_msg(&mut session).await else {
+        panic!("no assignment")
+    };
+    for m in [
+        In::Started(v1::TaskStarted {
+            task_id: assigned.task_id.clone(),
+            token: assigned.token,
+        }),
+        In::Completed(v1::TaskCompleted {
+            task_id: assigned.task_id.clone(),
+            token: assigned.token,
+            success: true,
+            ..Default::default()
+        }),
+    ] {
+        tx.send(v1::AgentMessage { msg: Some(m) }).await.unwrap();
+    }
+    let Out::CompletionAck(_) = next_msg(&mut session).await else {
+        panic!("no completion ack")
+    };
+
+    let default = [("queue", "default")];
+    let succeeded = [("queue", "default"), ("outcome", "succeeded")];
+    let samples = scrape_until(&metrics, "the task's assignment and end", |s| {
+        value(s, "tidal_task_finish_seconds_count", &succeeded).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(
+        value(&samples, "tidal_task_assign_seconds_count", &default),
+        Some(1.0),
+        "one assignment"
+    );
+    let inf = [("le", "+Inf"), ("queue", "default")];
+    assert_eq!(
+        value(&samples, "tidal_task_assign_seconds_bucket", &inf),
+        Some(1.0)
+    );
+    assert!(value(&samples, "tidal_raft_append_seconds_count", &[]).unwrap() >= 1.0);
+    assert_eq!(
+        value(&samples, "tidal_lease_expiries_total", &[]),
+        Some(0.0)
+    );
+
+    // The agent goes silent: its lease lapses and it is marked down.
+    beats.abort();
+    drop(tx);
+    scrape_until(&metrics, "the lapsed lease", |s| {
+        value(s, "tidal_lease_expiries_total", &[]) == Some(1.0)
+            && value(s, "tidal_agents", &[("state", "down")]) == Some(1.0)
+    })
+    .await;
+    drop(session);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("the server stops within its shutdown timeout")
+        .unwrap()
+        .unwrap();
 }
