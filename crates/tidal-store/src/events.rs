@@ -13,9 +13,10 @@
 //! Every node tells what it applies (each node applies every entry), and
 //! nothing is told for a snapshot installed from the leader. Events set
 //! after the store opened miss what was applied before they were set (a
-//! server sets them once its Raft has started, after openraft re-applied
-//! the entries committed before a restart). The store holds no counter of
-//! its own; without events set, apply does no extra work.
+//! server sets them once its Raft has started: openraft's `Raft::new`
+//! re-applies the entries up to the committed id the log store saved before
+//! a restart before it returns). The store holds no counter of its own;
+//! without events set, apply does no extra work.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

@@ -8,9 +8,10 @@
 //! same entries. Every node records what it applies (each node applies
 //! every entry): sum over one node, not over the cluster. They count from
 //! the metrics listener's start: a restart starts them at zero, and the
-//! entries openraft re-applies while the node starts (those committed
-//! before the restart) are not counted again; nor is a snapshot installed
-//! from the leader.
+//! entries openraft re-applies while the node starts (up to the committed
+//! index this node had saved) are not counted again; those after it, which
+//! the node learns are committed once it runs, are. Nothing is counted for
+//! a snapshot installed from the leader.
 
 use std::time::Duration;
 
