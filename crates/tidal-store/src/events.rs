@@ -43,6 +43,10 @@ pub trait StoreEvents: Send + Sync {
     /// A log append became durable (its fdatasync done) `took` after the
     /// Raft core handed it to the store.
     fn append_durable(&self, took: Duration);
+    /// openraft saved `index` as the log's committed index on this node (a
+    /// leader once a quorum has it; a follower as the leader tells it).
+    /// Called on the Raft core's task; by default nothing.
+    fn committed(&self, _index: u64) {}
 }
 
 /// Where a store's [`StoreEvents`] go once set; cheap to clone, shared by

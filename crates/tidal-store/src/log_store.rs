@@ -178,6 +178,8 @@ pub struct LogStore {
     reader: LogReader,
     failures: Failures,
     disk: DiskWait,
+    /// Told of each committed index saved.
+    events: EventsSlot,
 }
 
 impl LogStore {
@@ -223,7 +225,7 @@ impl LogStore {
         crate::power_loss::register(&wal, &durability);
         let sync_wal = wal.clone();
         let sync_failures = failures.clone();
-        let flusher = Flusher::spawn(disk.clone(), events, move || {
+        let flusher = Flusher::spawn(disk.clone(), events.clone(), move || {
             sync_wal
                 .sync()
                 .inspect_err(|e| sync_failures.log("sync the Raft log", e))
@@ -236,6 +238,7 @@ impl LogStore {
             flusher,
             failures,
             disk,
+            events,
         })
     }
 
@@ -392,6 +395,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             e.into_storage(ErrorSubject::Store, ErrorVerb::Write)
         };
         let _call = CoreCall::start("save the committed log id", &self.disk);
+        if let (Some(c), Some(events)) = (committed, self.events.get()) {
+            events.committed(c.index);
+        }
         let stored =
             committed
                 .zip(self.wal.durable_log_id())

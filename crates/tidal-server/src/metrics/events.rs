@@ -13,6 +13,8 @@
 //! the node learns are committed once it runs, are. Nothing is counted for
 //! a snapshot installed from the leader.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +55,9 @@ pub struct Events {
     finish: TaskFamily,
     lease_expiries: Counter,
     append: Histogram,
+    /// The last committed index the log store saved (0: none since the
+    /// listener started).
+    committed: Arc<AtomicU64>,
 }
 
 impl Default for Events {
@@ -62,11 +67,18 @@ impl Default for Events {
             finish: Family::new_with_constructor(task_histogram),
             lease_expiries: Counter::default(),
             append: Histogram::new(APPEND_BUCKETS),
+            committed: Arc::default(),
         }
     }
 }
 
 impl Events {
+    /// The last committed index this node's log store saved since the
+    /// listener started (0: none yet).
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
     /// Adds the families to a scrape's registry.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -125,6 +137,10 @@ impl StoreEvents for Events {
     fn append_durable(&self, took: Duration) {
         self.append.observe(took.as_secs_f64());
     }
+
+    fn committed(&self, index: u64) {
+        self.committed.fetch_max(index, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +157,9 @@ mod tests {
         events.task_finished("q1", TaskStateKind::Succeeded, 90_000);
         events.agent_expired();
         events.append_durable(Duration::from_micros(300));
+        events.committed(7);
+        events.committed(5);
+        assert_eq!(events.committed_index(), 7, "never moves back");
         let mut registry = Registry::with_prefix("tidal");
         events.register(&mut registry);
         let mut text = String::new();

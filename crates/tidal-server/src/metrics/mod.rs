@@ -230,6 +230,16 @@ fn raft_families(registry: &mut Registry, sources: &Sources) {
         "The index of the last entry in this node's log (0: empty)",
         m.last_log_index.unwrap_or(0) as i64,
     );
+    // What this node saved as committed; no lower than what it applied
+    // (an idle node saves nothing new after a restart).
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    gauge(
+        registry,
+        "raft_commit_index",
+        "The highest log index this node knows committed (saved by its log store, and at least \
+         its applied index)",
+        sources.events.committed_index().max(applied) as i64,
+    );
     gauge(
         registry,
         "raft_applied_index",

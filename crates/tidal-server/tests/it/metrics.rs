@@ -163,7 +163,9 @@ async fn metrics_show_the_leader_its_term_and_a_submitted_task() {
     assert_eq!(value(&samples, "tidal_raft_is_leader", &[]), Some(1.0));
     assert_eq!(value(&samples, "tidal_raft_leader_id", &[]), Some(1.0));
     assert!(value(&samples, "tidal_raft_term", &[]).unwrap() >= 1.0);
-    assert!(value(&samples, "tidal_raft_applied_index", &[]).unwrap() >= 1.0);
+    let applied = value(&samples, "tidal_raft_applied_index", &[]).unwrap();
+    assert!(applied >= 1.0);
+    assert!(value(&samples, "tidal_raft_commit_index", &[]).unwrap() >= applied);
     let running = [("queue", "default"), ("state", "running")];
     assert_eq!(value(&samples, "tidal_tasks", &running), Some(0.0));
     assert_eq!(

@@ -8,12 +8,15 @@ use tidal_core::model::TaskStateKind;
 use tidal_core::{AgentSpec, Command, Completion, Outcome, TaskId, TaskSpec};
 use tidal_store::StoreEvents;
 
-use crate::common::{append, apply, blank, membership, normal, open};
+use openraft::storage::RaftLogStorage;
+
+use crate::common::{append, apply, blank, log_id, membership, normal, open};
 
 #[derive(Default)]
 struct Recorded {
     told: Mutex<Vec<String>>,
     appends: Mutex<Vec<Duration>>,
+    committed: Mutex<Vec<u64>>,
 }
 
 impl StoreEvents for Recorded {
@@ -34,6 +37,9 @@ impl StoreEvents for Recorded {
     }
     fn append_durable(&self, took: Duration) {
         self.appends.lock().unwrap().push(took);
+    }
+    fn committed(&self, index: u64) {
+        self.committed.lock().unwrap().push(index);
     }
 }
 
@@ -117,4 +123,7 @@ async fn applied_entries_and_durable_appends_are_told_once_events_are_set() {
     );
     // One per append made after events were set.
     assert_eq!(events.appends.lock().unwrap().len(), 2);
+    // The committed index openraft saves is told (clamped to what is durable).
+    log.save_committed(Some(log_id(1, 12))).await.unwrap();
+    assert_eq!(*events.committed.lock().unwrap(), [12]);
 }
