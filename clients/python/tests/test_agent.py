@@ -9,6 +9,8 @@ import os
 import queue
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -83,10 +85,12 @@ def test_a_function_runs_a_task_and_its_result_is_reported(client, agents):
     tid = client.submit(type=kind, payload=b"a red fox")
     # TaskStarted made it RUNNING while the function runs.
     until("RUNNING", lambda: client.get(tid).state == "running")
-    release.set()
     # watch: each state once, in order, ending with the final one.
-    states = [t.state.value for t in client.watch(tid, timeout=WAIT_S, poll=0.02)]
-    assert states[0] == "running" and states[-1] == "succeeded", states
+    watch = client.watch(tid, timeout=WAIT_S, poll=0.02)
+    assert next(watch).state == "running"
+    release.set()
+    states = [t.state.value for t in watch]
+    assert states[-1] == "succeeded" and set(states) <= {"running", "succeeded"}, states
     task = client.wait(tid, timeout=WAIT_S)
     assert task.state == "succeeded"
     assert task.result == b'{"prompt": "a red fox"}'
@@ -133,7 +137,22 @@ def test_an_exception_fails_the_attempt_with_its_traceback(client, agents):
     assert "ValueError: boom" in task.error and "Traceback" in task.error
 
 
-def test_cancel_reaches_the_function_and_nothing_is_reported(client, agents):
+def completions_sent(monkeypatch):
+    """Records the (task, token) of every TaskCompleted any agent sends."""
+    sent = []
+    send = tidal.agent._Session.send
+
+    def recording(session, m):
+        if m.WhichOneof("msg") == "completed":
+            sent.append((m.completed.task_id, m.completed.token))
+        send(session, m)
+
+    monkeypatch.setattr(tidal.agent._Session, "send", recording)
+    return sent
+
+
+def test_cancel_reaches_the_function_and_nothing_is_reported(client, agents, monkeypatch):
+    sent = completions_sent(monkeypatch)
     a = agents()
     kind = unique("py-cancel")
     started, ended = threading.Event(), threading.Event()
@@ -154,10 +173,11 @@ def test_cancel_reaches_the_function_and_nothing_is_reported(client, agents):
     assert client.cancel(tid).state == "cancelled"
     assert ended.wait(WAIT_S)
     assert reasons[0].startswith("cancelled")
-    # The function's late result was never sent: nothing waits for an ack.
-    until("no report kept", lambda: not a._unacked and not a._runs)
+    until("the run gone", lambda: not a._runs)
     task = client.get(tid)
     assert (task.state, task.result) == ("cancelled", b"")
+    # The function's late result was never sent.
+    assert (tid, task.token) not in sent and not a._unacked
 
 
 def test_a_checkpoint_is_handed_to_the_next_attempt(client, agents):
@@ -182,12 +202,13 @@ def test_a_checkpoint_is_handed_to_the_next_attempt(client, agents):
     assert seen == [b"", b"step-3"]
 
 
-def test_an_agent_that_cannot_renew_its_lease_fences_itself(client, agents):
+def test_an_agent_that_cannot_renew_its_lease_fences_itself(client, agents, monkeypatch):
     # A lease of 2 s (the server's is 10 s); its heartbeats stop while the
     # first attempt runs, so the agent fences itself: the function is told
     # to stop, its result is never reported, the agent registers again
     # naming the run as fenced, and the leader grants the task anew under a
     # higher token (a new attempt).
+    sent = completions_sent(monkeypatch)
     a = agents(ttl=2.0)
     kind = unique("py-fence")
     beat = a._heartbeat
@@ -216,6 +237,7 @@ def test_an_agent_that_cannot_renew_its_lease_fences_itself(client, agents):
     assert task.token == runs[-1] > first
     assert task.attempt >= 2
     assert (tid, first) in a._fenced
+    assert (tid, first) not in sent, "a fenced run reported its result"
     assert a.sessions >= 2
 
 
@@ -266,10 +288,15 @@ def test_an_agent_whose_leader_is_paused_registers_with_the_next(client, agents)
 
     @a.task(kind)
     def run(task):
-        runs.append(task.token)
+        runs.append((task.token, task.checkpoint))
+        if len(runs) > 1:
+            return task.checkpoint
         started.set()
         release.wait(WAIT_S)
-        return b"done"
+        # While the leader is paused: a checkpoint, then a failure. Both
+        # wait for the next session, which sends them in that order.
+        task.save_checkpoint(b"saved during the failover")
+        raise tidal.TaskFailed("failed during the failover")
 
     a.start()
     tid = client.submit(type=kind, max_attempts=3)
@@ -278,6 +305,7 @@ def test_an_agent_whose_leader_is_paused_registers_with_the_next(client, agents)
     leader = client.status().leader_addr
     others = [e for e in client.endpoints if e != leader]
     os.kill(int(pids[leader]), signal.SIGSTOP)
+    release.set()
     try:
         def new_leader():
             for e in others:
@@ -292,13 +320,40 @@ def test_an_agent_whose_leader_is_paused_registers_with_the_next(client, agents)
               lambda: a._session is not None and a._session.addr == elected)
     finally:
         os.kill(int(pids[leader]), signal.SIGCONT)
-    release.set()
     task = client.wait(tid, timeout=WAIT_S)
-    assert (task.state, task.result) == ("succeeded", b"done")
-    if task.token == token:
-        assert task.attempt == 1 and runs == [token]
-    else:
-        assert (tid, token) in a._fenced and task.token > token
+    assert task.state == "succeeded", task
+    assert runs[0][0] == token and task.token > token
+    if (tid, token) not in a._fenced:
+        # The first attempt's checkpoint and failure reached the new leader.
+        assert task.attempt == 2 and task.result == b"saved during the failover"
+        assert task.raw.attempts[0].error.startswith("failed during the failover")
+
+
+def test_an_assignment_without_a_free_slot_is_handed_back_without_an_attempt(client, agents):
+    # The cancelled function still holds the only slot (a Python function
+    # stops when it chooses): the leader's next assignment is handed back
+    # (TaskCompleted.stopped), requeued without spending an attempt, and
+    # runs once the slot is free.
+    a = agents(slots=1)
+    kind = unique("py-full")
+    started, hold = threading.Event(), threading.Event()
+
+    @a.task(kind)
+    def run(task):
+        if task.payload == b"slow to stop":
+            started.set()
+            hold.wait(WAIT_S)
+        return b"ran"
+
+    a.start()
+    first = client.submit(type=kind, payload=b"slow to stop")
+    assert started.wait(WAIT_S)
+    client.cancel(first)
+    second = client.submit(type=kind, payload=b"next", max_attempts=1)
+    until("a hand-back", lambda: a.handed_back >= 1)
+    hold.set()
+    task = client.wait(second, timeout=WAIT_S)
+    assert (task.state, task.result, task.attempt) == ("succeeded", b"ran", 1)
 
 
 def test_an_agent_given_a_follower_reaches_the_leader(client, agents):
@@ -336,7 +391,35 @@ def test_stop_drains_waits_for_the_running_task_and_deregisters(client, agents):
     stopper.join(WAIT_S)
     assert not stopper.is_alive()
     assert client.wait(tid, timeout=WAIT_S).result == b"finished while draining"
+    # Its sessions ended before it deregistered: it cannot register again.
+    assert a._loop_done.is_set() and a._current.closed.is_set()
     assert a.id not in [x.id for x in client.agents()]
+
+
+def test_sigterm_drains_and_deregisters_before_the_process_exits(client):
+    env = agent_env()
+    name, kind = unique("py-sigterm"), unique("py-sigterm")
+    script = f"""
+import threading, tidal
+a = tidal.Agent({env['endpoints']!r}, id={name!r}, dc={env['dc']!r}, token={env['token']!r}, tls={env['tls']!r})
+a.task({kind!r})(lambda task: b"")
+threading.Thread(target=lambda: a.registered.wait(60) and print("registered", flush=True), daemon=True).start()
+a.run()
+print("run returned", flush=True)
+"""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=package))
+    try:
+        assert p.stdout.readline().strip() == "registered"
+        assert name in [x.id for x in client.agents()]
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=WAIT_S)
+    finally:
+        p.kill()
+    assert p.returncode == 0 and "run returned" in out
+    # It deregistered before the process ended.
+    assert name not in [x.id for x in client.agents()]
 
 
 def test_a_second_process_under_the_same_id_displaces_the_first(client, agents):

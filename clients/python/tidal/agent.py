@@ -59,6 +59,10 @@ RECONNECT_MAX_S = 5.0
 REDIRECTS_BEFORE_BACKOFF = 3
 # How long the leader has to answer Register with Registered.
 REGISTER_TIMEOUT_S = 10.0
+# stop(): the drain's deadline by default (as tidal's agent), and how long
+# past it a graceful exit waits for stops to be reported before giving up.
+DRAIN_TIMEOUT_S = 60.0
+LEAVE_SLACK_S = 30.0
 # The leader keeps 1 MiB of a result; the agent sends no more.
 MAX_RESULT_BYTES = 1 << 20
 MAX_ERROR_CHARS = 4096
@@ -169,10 +173,21 @@ class _Run:
         self.task = task
         self.slots = slots
         self.started = time.monotonic()
+        self.suspended_at = None   # monotonic, while suspended
+        self.suspended_for = 0.0   # seconds suspended before, not counted in max-run
         # How it must end: None (its own result), "cancelled" / "fenced"
         # (report nothing), "stopped" (report stopped), "preempted" (stopped
         # unless it returns normally), "timed_out".
         self.order = None
+
+    def reports(self):
+        '''Whether its end will be reported (not cancelled nor fenced).'''
+        return self.order not in ("cancelled", "fenced")
+
+    def running_for(self, now):
+        '''Seconds it ran, time suspended not counted.'''
+        suspended = self.suspended_for + (now - self.suspended_at if self.suspended_at is not None else 0.0)
+        return now - self.started - suspended
 
 
 def _encode_result(value):
@@ -226,9 +241,15 @@ class Agent:
         self._current = None       # the _Session being served
         self._leaving = False
         self._exit = threading.Event()
+        self._loop_done = threading.Event()   # the connect loop ended: nothing registers any more
+        self._stop_started = False
+        self._signalled = False               # stop() was started by a signal
+        self._stopped = threading.Event()     # stop() finished
+        self._force = threading.Event()       # a second signal: exit at once
         self._thread = None
         self._error = None
         self.sessions = 0          # sessions registered so far
+        self.handed_back = 0       # assignments handed back unstarted (no room, leaving)
         self.registered = threading.Event()
 
     # ---------------------------------------------------------------- the API
@@ -254,15 +275,32 @@ class Agent:
             raise errors.error(grpc.StatusCode.INVALID_ARGUMENT, "no task function: decorate one with @agent.task(TYPE)")
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: threading.Thread(target=self.stop, daemon=True).start())
+                signal.signal(sig, self._on_signal)
         watchdog = threading.Thread(target=self._watchdog, name="tidal-agent-lease", daemon=True)
         watchdog.start()
         try:
             self._connect_loop()
         finally:
             self._exit.set()
+            self._loop_done.set()
+        # A signal's stop deregisters after the loop ended: wait for it (the
+        # process ends when run() returns).
+        if self._signalled:
+            while not self._stopped.wait(0.1) and not self._force.is_set():
+                pass
         if self._error is not None:
             raise self._error
+
+    def _on_signal(self, *_):
+        '''The first SIGTERM/SIGINT leaves gracefully (stop()); a second exits at once.'''
+        if self._stop_started:
+            log.warning("agent %s: a second signal: exiting now", self.id)
+            self._force.set()
+            self._shutdown()
+            return
+        self._stop_started = self._signalled = True
+        log.info("agent %s: draining (a second signal exits at once)", self.id)
+        threading.Thread(target=self.stop, name="tidal-agent-stop").start()
 
     def start(self):
         """Runs the agent in a background thread; returns self."""
@@ -278,34 +316,59 @@ class Agent:
         except AgentStopped:
             pass
 
-    def stop(self, drain=True, timeout=None):
-        """Leaves the DC. drain: Agents.Drain on itself (no new work), wait
-        until every task ended and every report was acknowledged (at most
-        `timeout` seconds), then Agents.Deregister. Without drain, tells the
-        running tasks to stop and ends the session: the leader grants them
-        again once the lease runs out."""
-        if drain and not self._exit.is_set():
-            self._leaving = True
-            try:
-                self._client._call(pb_grpc.AgentsStub, "Drain", pb.DrainAgentRequest(agent_id=self.id))
-                end = None if timeout is None else time.monotonic() + timeout
-                while not self._exit.is_set():
-                    with self._lock:
-                        idle = not self._runs and not self._unacked
-                    if idle or (end is not None and time.monotonic() > end):
-                        break
-                    time.sleep(0.05)
-                with self._lock:
-                    idle = not self._runs and not self._unacked
-                if idle:
-                    # End the session first, so that it does not register again.
-                    self._close_session()
-                    self._client._call(pb_grpc.AgentsStub, "Deregister", pb.DeregisterAgentRequest(agent_id=self.id))
-            except errors.TidalError as e:
-                log.warning("agent %s: leaving: %s", self.id, e)
-        self._shutdown()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+    def stop(self, drain=True, timeout=DRAIN_TIMEOUT_S):
+        """Leaves the DC. drain: Agents.Drain on itself with a deadline of
+        `timeout` seconds (no new work; at the deadline the leader stops
+        what still runs: its functions are told to stop and reported
+        stopped, requeued without spending an attempt), waits until every
+        task ended and every report was acknowledged (giving up 30 s after
+        the deadline), then ends the session and Agents.Deregister. Without
+        drain: tells the running tasks to stop and ends the session; the
+        leader grants them again once the lease runs out."""
+        self._stop_started = True
+        try:
+            if drain and not self._exit.is_set():
+                self._leave(timeout)
+        finally:
+            self._shutdown()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join()
+            self._stopped.set()
+
+    def _leave(self, timeout):
+        self._leaving = True
+        try:
+            self._client._call(pb_grpc.AgentsStub, "Drain",
+                               pb.DrainAgentRequest(agent_id=self.id, deadline_ms=int(timeout * 1000)))
+        except errors.NotFound:
+            pass  # never registered (or removed): nothing to drain
+        except errors.TidalError as e:
+            log.warning("agent %s: cannot drain: %s", self.id, e)
+            return
+        give_up = time.monotonic() + timeout + LEAVE_SLACK_S
+        while not self._exit.is_set() and not self._force.is_set():
+            with self._lock:
+                idle = not self._runs and not self._unacked
+            if idle:
+                break
+            if time.monotonic() > give_up:
+                log.warning("agent %s: tasks still run or reports are unacknowledged %gs after the "
+                            "drain's deadline: leaving without deregistering", self.id, LEAVE_SLACK_S)
+                return
+            time.sleep(0.05)
+        with self._lock:
+            idle = not self._runs and not self._unacked
+        if not idle or self._force.is_set():
+            return
+        # End the sessions and wait until nothing can register again, then deregister.
+        self._close_session()
+        self._loop_done.wait(REGISTER_TIMEOUT_S)
+        try:
+            self._client._call(pb_grpc.AgentsStub, "Deregister", pb.DeregisterAgentRequest(agent_id=self.id))
+        except errors.NotFound:
+            pass
+        except errors.TidalError as e:
+            log.warning("agent %s: cannot deregister: %s", self.id, e)
 
     def _close_session(self):
         with self._lock:
@@ -341,7 +404,7 @@ class Agent:
                 self._current = session
             try:
                 session.serve()
-                if session.registered:
+                if session.registered and session.closed_here:
                     # Our own drop: again at once; after an unanswered
                     # heartbeat on the next endpoint (the leader may be
                     # deposed: whoever leads now is named by any server).
@@ -349,7 +412,8 @@ class Agent:
                     if session.silent:
                         addr = self._next_endpoint(addr)
                     continue
-                code, message, trailers = grpc.StatusCode.UNAVAILABLE, "no Registered in time", {}
+                code, trailers = grpc.StatusCode.UNAVAILABLE, {}
+                message = 'the session ended' if session.registered else 'no Registered in time'
             except grpc.RpcError as e:
                 code, message = e.code(), e.details() or ""
                 trailers = dict(e.trailing_metadata() or ())
@@ -358,7 +422,7 @@ class Agent:
                     if self._session is session:
                         self._session = None
             if session.registered:
-                backoff = RECONNECT_INITIAL_S
+                backoff, redirects = RECONNECT_INITIAL_S, 0
             if self._exit.is_set():
                 return
             if code == grpc.StatusCode.ABORTED and DISPLACED_KEY in trailers:
@@ -394,20 +458,22 @@ class Agent:
         """How long to wait for Registered: REGISTER_TIMEOUT_S, or less
         while tasks run on a lease that ends sooner (try another server first)."""
         with self._lock:
-            if not self._runs or self._lease_until is None:
+            left = None if self._lease_until is None else self._lease_until - time.monotonic()
+            if left is None or left <= 0 or not any(r.reports() for r in self._runs.values()):
                 return REGISTER_TIMEOUT_S
-            return min(REGISTER_TIMEOUT_S, max(0.5, (self._lease_until - time.monotonic()) / 2))
+            return min(REGISTER_TIMEOUT_S, max(0.5, left / 2))
 
     def _fail(self, err):
         log.error("agent %s: %s", self.id, err)
         self._error = err
         self._shutdown()
 
-    def _register(self):
+    def _register(self, session):
         with self._lock:
-            running = [pb.RunningTask(task_id=t, token=k)
-                       for (t, k), r in self._runs.items() if r.order not in ("cancelled", "fenced")]
-            running += [pb.RunningTask(task_id=t, token=k) for (t, k) in self._unacked if (t, k) not in self._runs]
+            named = [k for k, r in self._runs.items() if r.reports()]
+            named += [k for k in self._unacked if k not in self._runs]
+            session.named = set(named)
+            running = [pb.RunningTask(task_id=t, token=k) for t, k in named]
             spec = pb.AgentSpec(
                 id=self.id, dc=self.dc, task_types=sorted(self._handlers), pipelines=self._pipelines,
                 models=self._models, slots=self.slots, weight=self._weight, gpus=self._gpus, labels=self._labels)
@@ -437,11 +503,12 @@ class Agent:
             for (t, k), run in self._runs.items():
                 if run.order is None:
                     session.send(pb.AgentMessage(started=pb.TaskStarted(task_id=t, token=k)))
+            # A checkpoint goes before the completion that follows it.
+            for task_id, entry in self._checkpoints.items():
+                entry[2] = 0
+                self._send_checkpoint(session, task_id)
             for done in self._unacked.values():
                 session.send(pb.AgentMessage(completed=done))
-            now = time.monotonic()
-            for entry in self._checkpoints.values():
-                entry[2], entry[3] = 0, now
         self.registered.set()
         log.info("agent %s: registered with node %d (lease %gs, heartbeat every %gs)",
                  self.id, r.leader_id, ttl, session.interval)
@@ -469,7 +536,14 @@ class Agent:
             with self._lock:
                 run = self._runs.get((msg.task_id, msg.token))
                 if run is not None and run.order is None:
-                    (run.task.suspended.set if kind == "suspend" else run.task.suspended.clear)()
+                    now = time.monotonic()
+                    if kind == "suspend" and run.suspended_at is None:
+                        run.suspended_at = now
+                        run.task.suspended.set()
+                    elif kind == "resume" and run.suspended_at is not None:
+                        run.suspended_for += now - run.suspended_at
+                        run.suspended_at = None
+                        run.task.suspended.clear()
         elif kind == "completion_ack":
             a = m.completion_ack
             with self._lock:
@@ -491,36 +565,58 @@ class Agent:
         key = (a.task_id, a.token)
         slots = a.spec.slots or 1
         with self._lock:
-            if key in self._runs or key in self._never:
+            if key in self._runs:
                 return
             if key in self._unacked:
                 session.send(pb.AgentMessage(completed=self._unacked[key]))
                 return
-            busy = sum(r.slots for r in self._runs.values())
+            if key in self._never:
+                return
+            if self._lease_until is not None and time.monotonic() >= self._lease_until:
+                # The lease ran out: the watchdog drops this session; the
+                # next Register does not name it, so the leader grants it
+                # again without counting an attempt.
+                self._never_again(key)
+                return
+            # Suspended workers keep their memory, not their slots.
+            busy = self._busy_slots()
             fn = self._handlers.get(a.spec.task_type)
             if self._leaving or self._exit.is_set() or busy + slots > self.slots or fn is None:
                 why = ("the agent is leaving" if self._leaving or self._exit.is_set()
                        else f"no function for task type {a.spec.task_type}" if fn is None
                        else f"no free slot ({busy} of {self.slots} taken)")
-                # Handed back unstarted: requeued without spending an attempt.
-                session.send(pb.AgentMessage(completed=pb.TaskCompleted(
-                    task_id=a.task_id, token=a.token, success=False, exit_code=-1, stopped=True, error=why)))
+                # Handed back unstarted: requeued without spending an
+                # attempt; kept until acknowledged, and never started.
+                back = pb.TaskCompleted(task_id=a.task_id, token=a.token, success=False, exit_code=-1,
+                                        stopped=True, error=why)
+                self._unacked[key] = back
+                self._never_again(key)
+                self.handed_back += 1
+                session.send(pb.AgentMessage(completed=back))
                 return
             run = _Run(AgentTask(self, a), slots)
             self._runs[key] = run
+            session.send(pb.AgentMessage(started=pb.TaskStarted(task_id=a.task_id, token=a.token)))
         threading.Thread(target=self._work, args=(fn, run), name=f"tidal-task-{a.task_id}", daemon=True).start()
-        session.send(pb.AgentMessage(started=pb.TaskStarted(task_id=a.task_id, token=a.token)))
+
+    def _busy_slots(self):
+        return sum(r.slots for r in self._runs.values() if r.suspended_at is None)
 
     def _order(self, task_id, token, order, reason, grace=None):
         key = (task_id, token)
         with self._lock:
             self._never_again(key)
             run = self._runs.get(key)
-            if run is None or run.order in ("cancelled", "fenced", "stopped", "timed_out"):
+            if run is None or not run.reports():
                 return
-            if run.order == "preempted" and order == "preempted":
-                return  # the first notice sets the deadline
+            # A cancel overrides any stop (nothing is reported); a stop while
+            # one is under way (or a max-run end) changes nothing.
+            if run.order is not None and order != "cancelled":
+                return
             run.order = order
+            if run.suspended_at is not None:
+                run.suspended_for += time.monotonic() - run.suspended_at
+                run.suspended_at = None
             if grace is not None:
                 run.task.preempt_deadline = time.monotonic() + grace
             run.task.suspended.clear()
@@ -543,14 +639,20 @@ class Agent:
             done.success, done.exit_code, done.error = False, -1, e.reason
         except TaskFailed as e:
             done.success, done.exit_code, done.error = False, e.exit_code, str(e)[-MAX_ERROR_CHARS:]
-        except Exception:  # noqa: BLE001 - any exception of the function fails the attempt
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+            done.success, done.exit_code = code == 0, code
+            done.error = "" if code == 0 else f"the function exited with {e.code!r}"
+        except BaseException:  # noqa: BLE001 - any exception of the function fails the attempt
             done.success, done.exit_code = False, 1
             done.error = traceback.format_exc()[-MAX_ERROR_CHARS:]
         with self._lock:
             self._runs.pop((t.id, t.token), None)
             order = run.order
             if order in ("cancelled", "fenced"):
-                self._checkpoints.pop(t.id, None)
+                entry = self._checkpoints.get(t.id)
+                if entry is not None and entry[1] == t.token:
+                    del self._checkpoints[t.id]
                 return  # the leader let this assignment go: no result
             if order == "stopped" or (order == "preempted" and not done.success):
                 done.success, done.stopped, done.result = False, True, b""
@@ -568,7 +670,8 @@ class Agent:
 
     def _checkpoint(self, task, data):
         with self._lock:
-            if (task.id, task.token) not in self._runs:
+            run = self._runs.get((task.id, task.token))
+            if run is None or not run.reports():
                 return
             self._checkpoint_seq += 1
             msg = pb.TaskCheckpoint(task_id=task.id, token=task.token, data=data, seq=self._checkpoint_seq)
@@ -592,7 +695,7 @@ class Agent:
         with self._lock:
             self._seq += 1
             seq = self._seq
-            free = max(0, self.slots - sum(r.slots for r in self._runs.values()))
+            free = max(0, self.slots - self._busy_slots())
             warm = list(self._warm)
             due = [t for t, e in self._checkpoints.items() if e[3] <= time.monotonic()]
         session.sent(seq)
@@ -601,23 +704,27 @@ class Agent:
             self._send_checkpoint(session, task_id)
 
     def _watchdog(self):
-        """Self-fencing and max-run: every 20 ms."""
+        """Self-fencing, silent leaders and max-run: every 20 ms."""
         while not self._exit.wait(0.02):
             now = time.monotonic()
-            fence = False
+            drop = []
             with self._lock:
                 for run in self._runs.values():
                     t = run.task
-                    if run.order is None and t.max_run_ms and now - run.started > t.max_run_ms / 1000:
+                    if run.order is None and t.max_run_ms and run.running_for(now) > t.max_run_ms / 1000:
                         run.order = "timed_out"
                         t.suspended.clear()
                         t.stop_reason = f"ran longer than its max-run-ms of {t.max_run_ms} ms"
                         t.stopping.set()
                     if run.order == "preempted" and t.preempt_deadline is not None and now > t.preempt_deadline:
                         run.order = "stopped"
-                live = [k for k, r in self._runs.items() if r.order not in ("cancelled", "fenced")]
-                if live and self._lease_until is not None and now >= self._lease_until:
-                    fence = True
+                session = self._session
+                if session is not None and session.overdue():
+                    log.info("agent %s: a heartbeat went unanswered for 2 intervals: dropping the session", self.id)
+                    session.silent = True
+                    drop.append(session)
+                if self._lease_until is not None and now >= self._lease_until:
+                    live = [k for k, r in self._runs.items() if r.reports()]
                     for key in live:
                         run = self._runs[key]
                         run.order = "fenced"
@@ -625,12 +732,22 @@ class Agent:
                         run.task.stopping.set()
                         self._never_again(key)
                         self._fenced.append(key)
-                        self._checkpoints.pop(key[0], None)
-                session = self._session
-            if fence:
-                log.warning("agent %s: lease expired: fenced %d task(s); registering again", self.id, len(live))
-                if session is not None:
-                    session.close()
+                        entry = self._checkpoints.get(key[0])
+                        if entry is not None and entry[1] == key[1]:
+                            del self._checkpoints[key[0]]
+                    if live:
+                        log.warning("agent %s: lease expired: fenced %d task(s); registering again",
+                                    self.id, len(live))
+                    # A registered session on a lapsed lease goes (the next
+                    # Registered starts a new lease), and so does a Register
+                    # in flight that named what was just fenced as running.
+                    if session is not None:
+                        drop.append(session)
+                    current = self._current
+                    if current is not None and current is not session and current.named & set(live):
+                        drop.append(current)
+            for s in drop:
+                s.close()
 
 
 class _Session:
@@ -646,7 +763,9 @@ class _Session:
         self.ttl = None
         self.interval = None
         self.closed = threading.Event()
+        self.closed_here = False  # this side closed it
         self.silent = False  # closed here for a heartbeat left unanswered
+        self.named = set()  # the (task, token) pairs its Register named as running
         self._sent = {}      # seq -> monotonic send time, unacknowledged
         self._lock = threading.Lock()
 
@@ -679,19 +798,24 @@ class _Session:
             return bool(self._sent) and time.monotonic() - min(self._sent.values()) > 2 * self.interval
 
     def close(self):
+        self.closed_here = True
         self.closed.set()
         self.out.put(None)
-        if self.call is not None:
-            self.call.cancel()
+        call = self.call
+        if call is not None:
+            call.cancel()
 
     def serve(self):
         """Runs the session until it ends: returns when this side closed it,
         raises grpc.RpcError when the server ended it."""
         agent = self.agent
         channel = agent._client._channel(self.addr)
-        self.out.put(agent._register())
+        self.out.put(agent._register(self))
         self.opened = time.monotonic()
         self.call = pb_grpc.AgentsStub(channel).Session(self._requests(), metadata=agent._client._metadata)
+        if self.closed.is_set():
+            self.call.cancel()  # closed while the call was being made
+            return
         timer = threading.Timer(agent._register_timeout(), lambda: self.registered or self.close())
         timer.daemon = True
         timer.start()
@@ -721,9 +845,4 @@ class _Session:
 
     def _beat(self):
         while not self.closed.wait(self.interval):
-            if self.overdue():
-                log.info("agent %s: a heartbeat went unanswered for 2 intervals: dropping the session", self.agent.id)
-                self.silent = True
-                self.close()
-                return
             self.agent._heartbeat(self)

@@ -62,7 +62,17 @@ async fn the_python_client_passes_its_tests_against_a_cluster() -> anyhow::Resul
         .filter_map(|n| Some(format!("{}={}", n.addr, n.proc.as_ref()?.pid()?)))
         .collect();
     let child = tokio::process::Command::new(&python)
-        .args(["-m", "pytest", "tests", "-v", "-p", "no:cacheprovider"])
+        // A test stuck for 2 minutes dumps every thread's stack.
+        .args([
+            "-m",
+            "pytest",
+            "tests",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "faulthandler_timeout=120",
+        ])
         .current_dir(&client)
         .env("TIDAL_ENDPOINTS", c.endpoints_arg())
         .env("TIDAL_TOKEN", c.admin())
