@@ -1,7 +1,12 @@
 use super::*;
 
 fn status(head: Option<&str>) -> (&'static str, String) {
-    route(head.map(str::as_bytes), || "families\n".to_string())
+    let (status_line, _, body) = route(
+        head.map(str::as_bytes),
+        || "families\n".to_string(),
+        |_| "status\n".to_string(),
+    );
+    (status_line, body)
 }
 
 #[test]
@@ -16,7 +21,7 @@ fn get_metrics_is_answered_with_the_scrape() {
 
 #[test]
 fn other_paths_methods_and_long_heads_are_refused() {
-    assert_eq!(status(Some("GET / HTTP/1.1\r\n\r\n")).0, "404 Not Found");
+    assert_eq!(status(Some("GET /x HTTP/1.1\r\n\r\n")).0, "404 Not Found");
     assert_eq!(
         status(Some("GET /metricsx HTTP/1.1\r\n\r\n")).0,
         "404 Not Found"

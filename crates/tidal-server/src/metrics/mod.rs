@@ -1,9 +1,10 @@
 //! Prometheus metrics over plain HTTP on `--metrics-listen` (off by default).
 //!
 //! `GET /metrics` answers the families below in the text exposition format
-//! (OpenMetrics text, which Prometheus reads); every other path is 404, and
-//! `/` is kept for a status page. There is no TLS and no authentication:
-//! bind the listener to loopback or a private network.
+//! (OpenMetrics text, which Prometheus reads); `GET /` is a status page and
+//! `GET /status.json` its data ([`status`]); every other path is 404. There
+//! is no TLS and no authentication: bind the listener to loopback or a
+//! private network.
 //!
 //! What a scrape reads, at the time of the scrape:
 //! - openraft's metrics of this node ([`Raft::metrics`]): term, leader,
@@ -24,6 +25,7 @@
 
 pub mod events;
 pub mod rounds;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -92,7 +94,8 @@ pub async fn watch_terms(sources: Sources) {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until dropped (the caller aborts it).
+/// Serves `GET /metrics` and the status pages on `listener` until dropped
+/// (the caller aborts it).
 pub async fn serve(listener: TcpListener, sources: Sources) {
     loop {
         let (stream, _) = match listener.accept().await {
@@ -116,14 +119,13 @@ pub async fn serve(listener: TcpListener, sources: Sources) {
 /// Reads one request head from `stream` and answers it.
 async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
     let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
-    let (status, body) = match head {
+    let (status, content_type, body) = match head {
         Err(_) => return Ok(()),
-        Ok(head) => route(head?.as_deref(), || scrape(sources)),
-    };
-    let content_type = if status.starts_with("200") {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
+        Ok(head) => route(
+            head?.as_deref(),
+            || scrape(sources),
+            |page| page.render(sources.node_id, &sources.raft, &sources.state),
+        ),
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
@@ -154,12 +156,19 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// The status line and body for a request head (`None`: too long);
-/// `scrape` makes the body of `GET /metrics`.
-pub fn route(head: Option<&[u8]>, scrape: impl FnOnce() -> String) -> (&'static str, String) {
+/// The status line, Content-Type and body for a request head (`None`: too
+/// long); `scrape` makes the body of `GET /metrics`, `status` that of a
+/// status page.
+pub fn route(
+    head: Option<&[u8]>,
+    scrape: impl FnOnce() -> String,
+    status: impl FnOnce(status::Page) -> String,
+) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
     let Some(head) = head else {
         return (
             "431 Request Header Fields Too Large",
+            TEXT,
             "request head too long\n".into(),
         );
     };
@@ -168,10 +177,17 @@ pub fn route(head: Option<&[u8]>, scrape: impl FnOnce() -> String) -> (&'static 
     let mut words = line.split(' ');
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") => ("200 OK", scrape()),
-        (_, "/metrics") => ("405 Method Not Allowed", "GET only\n".into()),
-        _ => ("404 Not Found", "metrics are at /metrics\n".into()),
+    match (method, path, status::Page::of(path)) {
+        ("GET", "/metrics", _) => ("200 OK", CONTENT_TYPE, scrape()),
+        ("GET", _, Some(page)) => ("200 OK", page.content_type(), status(page)),
+        (_, "/metrics", _) | (_, _, Some(_)) => {
+            ("405 Method Not Allowed", TEXT, "GET only\n".into())
+        }
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "metrics are at /metrics, the status page at /\n".into(),
+        ),
     }
 }
 

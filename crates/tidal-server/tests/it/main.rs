@@ -4,3 +4,4 @@
 mod health;
 mod metrics;
 mod run;
+mod status_page;

@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(20);
 type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
 /// Sends `GET path` and returns the status line and the body.
-async fn get(addr: &str, path: &str) -> (String, String) {
+pub(crate) async fn get(addr: &str, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -91,7 +91,7 @@ fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 }
 
 /// The metrics listener's address, once the server wrote it.
-async fn metrics_addr(data: &Path) -> String {
+pub(crate) async fn metrics_addr(data: &Path) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Ok(text) = std::fs::read_to_string(data.join(METRICS_LISTEN_ADDR_FILE)) {
@@ -176,8 +176,8 @@ async fn metrics_show_the_leader_its_term_and_a_submitted_task() {
         value(&samples, "tidal_leader_round_seconds_count", &[]).unwrap() >= 1.0,
         "the leader's rounds are timed"
     );
-    // `/` is not the metrics (kept for a status page).
-    assert_eq!(get(&metrics, "/").await.0, "HTTP/1.1 404 Not Found");
+    // Nothing else is served.
+    assert_eq!(get(&metrics, "/nowhere").await.0, "HTTP/1.1 404 Not Found");
 
     stop.send(()).unwrap();
     tokio::time::timeout(WAIT, server)
