@@ -198,7 +198,7 @@ impl Status {
         // One pass over the tasks: counts per queue, and a min-heap of the
         // `recent` newest by (update time, id) whose top is the one to drop.
         let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-        let mut newest = BinaryHeap::with_capacity(recent + 1);
+        let mut newest = BinaryHeap::with_capacity(recent);
         let mut tasks_total = 0;
         for task in state.tasks_after(None) {
             tasks_total += 1;
@@ -210,9 +210,13 @@ impl Status {
             ) {
                 *in_flight += 1;
             }
-            newest.push(Reverse((task.updated_ms, task.id)));
-            if newest.len() > recent {
+            let key = Reverse((task.updated_ms, task.id));
+            if newest.len() < recent {
+                newest.push(key);
+            } else if newest.peek().is_some_and(|oldest| key < *oldest) {
+                // Newer than the oldest kept (`Reverse` orders it first).
                 newest.pop();
+                newest.push(key);
             }
         }
         let recent = newest
@@ -300,7 +304,7 @@ impl Status {
         let _ = write!(
             j,
             "{{\"node\":{},\"role\":{},\"term\":{},\"leader\":{},\"last_log_index\":{},\
-             \"applied_index\":{},\"tasks_total\":{},\"recent_cap\":{},\"members\":[",
+             \"applied_index\":{},\"tasks_total\":{},\"members\":[",
             self.node,
             json_str(self.role),
             self.term,
@@ -308,7 +312,6 @@ impl Status {
             self.last_log_index,
             self.applied_index,
             self.tasks_total,
-            RECENT_TASKS,
         );
         for (i, m) in self.members.iter().enumerate() {
             let _ = write!(
