@@ -206,3 +206,96 @@ fn ages_read_in_two_units() {
     assert_eq!(age(5 * 3_600_000 + 120_000), "5h 2m");
     assert_eq!(age(2 * 86_400_000 + 4 * 3_600_000), "2d 4h");
 }
+
+/// Raft metrics of node `me` in a membership of voters 1 and 2 and learner
+/// 3, led by node 1, which matched index 7 on 2 and nothing on 3.
+fn metrics(me: u64) -> RaftMetrics<u64, BasicNode> {
+    use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+    let node = |port: u16| BasicNode::new(format!("127.0.0.1:{port}"));
+    let membership = Membership::new(
+        vec![[1, 2].into()],
+        std::collections::BTreeMap::from([(1, node(7001)), (2, node(7002)), (3, node(7003))]),
+    );
+    let mut m = RaftMetrics::new_initial(me);
+    m.membership_config = std::sync::Arc::new(StoredMembership::new(None, membership));
+    m.current_leader = Some(1);
+    m.current_term = 4;
+    m.state = if me == 1 {
+        ServerState::Leader
+    } else {
+        ServerState::Follower
+    };
+    m.replication = Some(std::collections::BTreeMap::from([
+        (1, Some(LogId::new(CommittedLeaderId::new(4, 1), 9))),
+        (2, Some(LogId::new(CommittedLeaderId::new(4, 1), 7))),
+        (3, None),
+    ]));
+    m
+}
+
+#[test]
+fn members_show_the_leader_voters_learners_and_on_the_leader_what_each_matched() {
+    let s = Status::of(1, &metrics(1), &State::new(), 0, RECENT_TASKS);
+    assert_eq!((s.role, s.term, s.leader), ("leader", 4, Some(1)));
+    let members: Vec<_> = s
+        .members
+        .iter()
+        .map(|m| (m.id, m.addr.as_str(), m.voter, m.matched))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            (1, "127.0.0.1:7001", true, Some(9)),
+            (2, "127.0.0.1:7002", true, Some(7)),
+            (3, "127.0.0.1:7003", false, Some(0)),
+        ]
+    );
+    let html = s.html();
+    assert!(html.contains("<b id=\"leader\">1</b>"));
+    assert!(html.contains(
+        "<tr><td>1</td><td>127.0.0.1:7001</td><td>voter</td><td>leader, this node</td><td>9</td></tr>"
+    ));
+    assert!(html
+        .contains("<tr><td>3</td><td>127.0.0.1:7003</td><td>learner</td><td></td><td>0</td></tr>"));
+    assert!(s
+        .json()
+        .contains(r#""members":[{"id":1,"addr":"127.0.0.1:7001","voter":true,"matched":9},"#));
+    // A follower knows the leader but not what the members matched.
+    let s = Status::of(2, &metrics(2), &State::new(), 0, RECENT_TASKS);
+    assert_eq!((s.role, s.leader), ("follower", Some(1)));
+    assert!(s.members.iter().all(|m| m.matched.is_none()));
+    assert!(s.html().contains(
+        "<tr><td>2</td><td>127.0.0.1:7002</td><td>voter</td><td>this node</td><td></td></tr>"
+    ));
+}
+
+#[test]
+fn forwarded_tasks_fill_the_outbox_of_their_peer() {
+    let mut state = state(3);
+    apply(
+        &mut state,
+        150,
+        Command::Forward(vec![(TaskId(2), "dc-2".into())]),
+    );
+    let s = Status::of(1, &metrics(1), &state, 200_000, RECENT_TASKS);
+    assert_eq!(
+        s.links,
+        [LinkRow {
+            peer: "dc-2".into(),
+            records: 1,
+            acked: 0,
+            oldest_age_ms: Some(50_000),
+        }]
+    );
+    let forwarded = s.recent.iter().find(|t| t.id == "t0000000002").unwrap();
+    assert_eq!(
+        (forwarded.state, forwarded.agent.as_str()),
+        ("forwarded", "dc:dc-2")
+    );
+    assert!(s
+        .html()
+        .contains("<tr><td>dc-2</td><td>1</td><td>0</td><td>50s</td></tr>"));
+    assert!(s
+        .json()
+        .contains(r#""links":[{"peer":"dc-2","records":1,"acked":0,"oldest_age_ms":50000}]"#));
+}
