@@ -11,6 +11,8 @@
 //! - `names`: the lowercase names of API enums users see.
 //! - `error`: [`Error`], a gRPC code and a message.
 //! - `token`: [`Token`], sent as `authorization: Bearer`.
+//! - [`plain_http`]: a minimal HTTP/1.1 responder for the metrics
+//!   listeners of the server and the agent (`--metrics-listen`).
 //! - [`dial`]: channels to tidal servers, optionally from a fixed local IP
 //!   (the server's Raft network uses it too).
 //!
@@ -43,6 +45,7 @@ mod endpoint;
 mod error;
 mod idempotency;
 mod names;
+pub mod plain_http;
 mod retry;
 mod token;
 

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 fn status(head: Option<&str>) -> (&'static str, String) {
     let (status_line, _, body) = route(

@@ -19,35 +19,33 @@
 //! log appends durable ([`events`]: tasks' submit-to-assigned and
 //! submit-to-finished times, lease expiries, log append times).
 //!
-//! The HTTP side is a small handler on tokio: one request per connection
-//! (`Connection: close`), a request head of at most [`MAX_HEAD`] bytes read
-//! within [`READ_TIMEOUT`].
+//! The HTTP side is [`tidal_client::plain_http`]: one request per
+//! connection (`Connection: close`), a request head of at most [`MAX_HEAD`]
+//! bytes read within [`READ_TIMEOUT`], at most
+//! [`plain_http::MAX_CONNECTIONS`] connections at once; [`route`] decides
+//! the answer.
 
 pub mod events;
 pub mod rounds;
 pub mod status;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tidal_client::plain_http;
 use tidal_core::model::{AgentState, TaskStateKind};
 use tidal_store::{Raft, StateHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// The file in a server's data directory that holds the address of its
 /// metrics listener (one line, `HOST:PORT`), written once it listens.
 pub const METRICS_LISTEN_ADDR_FILE: &str = "metrics_listen.addr";
 
-/// The largest request head read; a longer one is answered 431.
-pub const MAX_HEAD: usize = 8 * 1024;
-/// How long a client has to send its request head.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub use tidal_client::plain_http::{MAX_HEAD, READ_TIMEOUT};
 
 /// The Content-Type of `/metrics`.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -97,63 +95,19 @@ pub async fn watch_terms(sources: Sources) {
 /// Serves `GET /metrics` and the status pages on `listener` until dropped
 /// (the caller aborts it).
 pub async fn serve(listener: TcpListener, sources: Sources) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors and the like: wait a little, go on.
-                tracing::warn!(error = %e, "metrics listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let sources = sources.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, &sources).await {
-                tracing::debug!(error = %e, "metrics listener: a request failed");
-            }
-        });
-    }
-}
-
-/// Reads one request head from `stream` and answers it.
-async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
-    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
-    let (status, content_type, body) = match head {
-        Err(_) => return Ok(()),
-        Ok(head) => route(
-            head?.as_deref(),
-            || scrape(sources),
+    plain_http::serve(listener, move |head| {
+        let (status, content_type, body) = route(
+            head,
+            || scrape(&sources),
             |page| page.render(sources.node_id, &sources.raft, &sources.state),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// The request head (up to the blank line), or `None` when it is longer
-/// than [`MAX_HEAD`]. A connection closed before the head ends is an error.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        );
+        plain_http::Response {
+            status,
+            content_type,
+            body,
         }
-        head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(Some(head));
-        }
-        if head.len() > MAX_HEAD {
-            return Ok(None);
-        }
-    }
+    })
+    .await
 }
 
 /// The status line, Content-Type and body for a request head (`None`: too
