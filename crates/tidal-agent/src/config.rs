@@ -78,6 +78,10 @@ pub struct AgentConfig {
     /// sent as its `warm_models`; its workers get its path as
     /// `TIDAL_WARM_MODELS_FILE` and may rewrite it. None: none is sent.
     pub warm_models_file: Option<PathBuf>,
+    /// Serve Prometheus metrics over plain HTTP (`GET /metrics`) on this
+    /// address (`--metrics-listen`; None: off). Port 0: the kernel's
+    /// choice, logged once bound.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -103,6 +107,7 @@ impl Default for AgentConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             stop_grace: DEFAULT_STOP_GRACE,
             warm_models_file: None,
+            metrics_listen: None,
         }
     }
 }

@@ -29,6 +29,8 @@
 //! - `fence`: the lease deadline as a pure struct ([`Lease`]).
 //! - `warm`: the models loaded on this machine now (`--warm-models-file`),
 //!   read before every heartbeat.
+//! - `metrics`: the families served on `--metrics-listen` (workers
+//!   running, their exits by code, completions, the session and lease).
 //! - `outbox`: completions and stop reports kept until the leader
 //!   acknowledges them, and the latest checkpoint of each task held until
 //!   the leader answers it (sent again with backoff meanwhile).
@@ -41,6 +43,7 @@ mod config;
 mod executor;
 mod fence;
 mod lifetime;
+mod metrics;
 mod outbox;
 mod session;
 mod taskdir;

@@ -39,6 +39,7 @@ use tokio::time::{Instant, Interval};
 use crate::config::AgentConfig;
 use crate::executor::{ExecEvent, ExecSettings, Executor};
 use crate::fence::Lease;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::warm::WarmModels;
 
@@ -149,6 +150,8 @@ pub(crate) struct Agent {
     ever_opened: bool,
     /// `--warm-models-file`: read before every heartbeat and registration.
     warm: Option<WarmModels>,
+    /// What `--metrics-listen` serves (kept whether or not it is on).
+    metrics: std::sync::Arc<Metrics>,
 }
 
 impl Agent {
@@ -187,6 +190,7 @@ impl Agent {
             config.slots,
         );
         Ok(Agent {
+            metrics: std::sync::Arc::new(Metrics::new(&config.task_types)),
             lease: Lease::new(config.ttl.unwrap_or(Duration::from_secs(1))),
             instance: instance_id(),
             config,

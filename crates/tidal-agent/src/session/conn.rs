@@ -201,6 +201,7 @@ impl Agent {
         self.lease.set_ttl(ttl);
         self.lease.renewed_from(open.opened_at);
         self.reconnect_delay = RECONNECT_MIN;
+        self.metrics.registered();
         tracing::info!(
             endpoint = %open.endpoint,
             leader_id = r.leader_id,
@@ -303,6 +304,7 @@ impl Agent {
         // stream cancels the call.
         self.conn = Conn::Idle { retry_at };
         self.lease.abandon_in_flight();
+        self.metrics.disconnected();
     }
 }
 

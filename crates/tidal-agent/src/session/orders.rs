@@ -141,12 +141,16 @@ impl Agent {
             // attempt (the session it came on holds it, so the report counts).
             tracing::info!(task_id = %a.task_id, token = a.token, "assignment while leaving: not started; handing it back as stopped");
             let c = crate::executor::stopped(a.task_id, a.token);
+            let label = self.metrics.type_label(&task_type(&a.spec));
+            self.metrics.completed(&label, "handed_back");
             self.outbox.push(c.clone());
             self.send_if_registered(Out::Completed(c));
             return;
         }
         match self.exec.start(&a) {
             Start::Started => {
+                self.metrics
+                    .worker_started(&a.task_id, a.token, &task_type(&a.spec));
                 tracing::info!(task_id = %a.task_id, token = a.token, attempt = a.attempt, "task started");
                 self.send_if_registered(Out::Started(v1::TaskStarted {
                     task_id: a.task_id,
@@ -158,15 +162,27 @@ impl Agent {
             }
             Start::Failed(c) => {
                 tracing::warn!(task_id = %c.task_id, token = c.token, error = %c.error, "task could not start");
+                let task_type = task_type(&a.spec);
+                self.metrics.spawn_failed(&task_type);
+                let label = self.metrics.type_label(&task_type);
+                self.metrics.completed(&label, "failed");
                 self.outbox.push(c.clone());
                 self.send_if_registered(Out::Completed(c));
             }
             Start::NoRoom(c) => {
                 tracing::warn!(task_id = %c.task_id, token = c.token, error = %c.error, "no room for the task: handing it back as stopped");
                 self.never_start(c.task_id.clone(), c.token);
+                let label = self.metrics.type_label(&task_type(&a.spec));
+                self.metrics.completed(&label, "handed_back");
                 self.outbox.push(c.clone());
                 self.send_if_registered(Out::Completed(c));
             }
         }
     }
+}
+
+fn task_type(spec: &Option<v1::TaskSpec>) -> String {
+    spec.as_ref()
+        .map(|s| s.task_type.clone())
+        .unwrap_or_default()
 }

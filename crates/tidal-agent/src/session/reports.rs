@@ -45,13 +45,14 @@ impl Agent {
             self.observe(e);
             return;
         }
-        self.on_child_gone(&e);
+        let label = self.metrics.worker_gone(&e).unwrap_or_default();
+        self.on_child_gone(&e, &label);
         self.settle_checkpoints();
         self.observe(e);
     }
 
     /// A child's last event: report it if it is to be reported.
-    fn on_child_gone(&mut self, e: &ExecEvent) {
+    fn on_child_gone(&mut self, e: &ExecEvent, label: &str) {
         if let Some(c) = self.exec.on_event(e) {
             if c.stopped && self.leaving_locally() {
                 // Stopped at a local drain's deadline: not reported (the
@@ -70,6 +71,16 @@ impl Agent {
             } else {
                 tracing::info!(task_id = %c.task_id, token = c.token, success = c.success, exit_code = c.exit_code, timed_out = c.timed_out, "task finished");
             }
+            let outcome = match e {
+                ExecEvent::Stopped {
+                    preempted: true, ..
+                } => "preempted",
+                _ if c.stopped => "stopped",
+                _ if c.success => "succeeded",
+                _ if c.timed_out => "timed_out",
+                _ => "failed",
+            };
+            self.metrics.completed(label, outcome);
             self.outbox.push(c.clone());
             self.send_if_registered(Out::Completed(c));
         }

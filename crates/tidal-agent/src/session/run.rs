@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::time::Instant;
 
 use super::conn::{next_conn_event, ConnEvent};
@@ -50,6 +51,8 @@ impl Agent {
         tokio::pin!(shutdown);
         tokio::pin!(drain);
         tracing::info!(endpoints = ?self.config.endpoints, slots = self.config.slots, instance = %self.instance, "agent starting");
+        let metrics_server =
+            serve_metrics(self.config.metrics_listen, self.metrics.clone()).await?;
         let outcome = loop {
             let leaving = self.leaving.is_some();
             let give_up_at = self.leaving.as_ref().map(|l| l.give_up_at);
@@ -129,8 +132,12 @@ impl Agent {
                 break Err(e);
             }
             self.leave_when_idle();
+            self.metrics.set_lease_deadline(self.lease.deadline());
         };
         self.stop().await;
+        if let Some(server) = metrics_server {
+            server.abort();
+        }
         outcome
     }
 
@@ -145,6 +152,7 @@ impl Agent {
         while !self.exec.is_idle() {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(e)) => {
+                    self.metrics.worker_gone(&e);
                     self.exec.on_event(&e);
                     self.observe(e);
                 }
@@ -153,4 +161,27 @@ impl Agent {
         }
         tracing::info!("agent stopped");
     }
+}
+
+/// Binds `--metrics-listen` (a taken address stops the agent before it
+/// registers) and serves it until the returned task is aborted.
+async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --metrics-listen {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the metrics listener's address")?;
+    // The agent has no data directory to write it to: it is logged.
+    tracing::info!(metrics_listen = %bound, "serving metrics at /metrics");
+    Ok(Some(tokio::spawn(tidal_client::plain_http::serve(
+        listener,
+        move |head| metrics.answer(head),
+    ))))
 }

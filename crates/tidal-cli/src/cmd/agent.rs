@@ -152,6 +152,11 @@ pub struct AgentRunArgs {
     /// file and rename it into place). Missing: no model is warm.
     #[arg(long, env = "TIDAL_WARM_MODELS_FILE", value_name = "PATH")]
     pub warm_models_file: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics over plain HTTP (GET /metrics) on this
+    /// address, with no TLS and no auth: bind loopback or a private network
+    /// (default: off). Port 0 binds one of the kernel's choice, logged.
+    #[arg(long, env = "TIDAL_AGENT_METRICS_LISTEN", value_name = "IP:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The command that runs one task (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -188,6 +193,7 @@ impl AgentRunArgs {
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             stop_grace: Duration::from_millis(self.stop_grace_ms),
             warm_models_file: self.warm_models_file.clone(),
+            metrics_listen: self.metrics_listen,
         })
     }
 }
