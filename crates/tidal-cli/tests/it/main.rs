@@ -3,6 +3,9 @@
 //! - `authz`: `--auth tokens`: no, malformed, unknown or revoked tokens
 //!   UNAUTHENTICATED and a user's admin calls PERMISSION_DENIED (exit 8); a
 //!   fresh token through a follower; below format version 3 the bootstrap token only.
+//! - `agent_metrics`: `tidal agent --metrics-listen`: worker exits counted
+//!   by code (0 and 3), the session shown; cluster/grafana/tidal.json names
+//!   only metrics a server or an agent serves.
 //! - `agent_tokens`: an agent of a one-tenant token runs only that tenant's
 //!   tasks; a revoked token ends its agent (exit 8) and the task runs
 //!   elsewhere; SIGTERM drains and deregisters a token's agent.
@@ -91,6 +94,7 @@
 //!
 //! Cluster tests go in their own module here, built on `harness::Cluster`.
 
+mod agent_metrics;
 mod agent_tokens;
 mod authz;
 mod bad_input;
