@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 
 use crate::endpoint;
 use crate::idempotency::auto_key;
-use crate::retry::{self, Backoff, Verdict};
+use crate::retry::{self, Backoff, Repeat, Verdict};
 use crate::token::{Bearer, Token};
 use crate::Error;
 
@@ -346,7 +346,7 @@ impl Client {
     /// Cancels a task that has not finished.
     pub async fn cancel_task(&self, id: &str) -> Result<v1::Task, Error> {
         let req = v1::CancelTaskRequest { id: id.to_string() };
-        self.call(true, |ch| {
+        self.call_once(|ch| {
             let req = req.clone();
             async move {
                 Ok(TasksClient::new(ch)
@@ -365,7 +365,7 @@ impl Client {
     /// One result per task; not idempotent (a replayed task is no longer
     /// dead).
     pub async fn replay(&self, req: v1::ReplayRequest) -> Result<v1::ReplayResponse, Error> {
-        self.call(true, |ch| {
+        self.call_once(|ch| {
             let req = req.clone();
             async move { Ok(TasksClient::new(ch).replay(req).await?.into_inner()) }
         })
@@ -469,7 +469,7 @@ impl Client {
         let req = v1::DeregisterAgentRequest {
             agent_id: id.to_string(),
         };
-        self.call(true, |ch| {
+        self.call_once(|ch| {
             let req = req.clone();
             async move { Ok(AgentsClient::new(ch).deregister(req).await?.into_inner()) }
         })
@@ -491,7 +491,7 @@ impl Client {
             generation: 0,
         }));
         let ((inbound, opened_at), endpoint) = self
-            .call_at(true, |ch| {
+            .call_at(true, Repeat::Safe, |ch| {
                 let generation = {
                     let mut g = lock(&shared);
                     g.generation += 1;
@@ -787,7 +787,7 @@ impl Client {
     /// follower names); otherwise the status of the first node that answers.
     pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
         let (resp, at) = self
-            .call_at(false, |ch| async move {
+            .call_at(false, Repeat::Safe, |ch| async move {
                 Ok(ClusterClient::new(ch)
                     .status(v1::StatusRequest { digest: false })
                     .await?
@@ -861,7 +861,18 @@ impl Client {
         F: FnMut(Chan) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        Ok(self.call_at(leader_only, f).await?.0)
+        Ok(self.call_at(leader_only, Repeat::Safe, f).await?.0)
+    }
+
+    /// [`Client::call`] on the leader for a request that is not safe to
+    /// repeat: sent again only after an attempt that certainly was not
+    /// applied (see [`Repeat`]).
+    async fn call_once<T, F, Fut>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnMut(Chan) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        Ok(self.call_at(true, Repeat::Once, f).await?.0)
     }
 
     /// Runs `f` against the leader (or any node when `!leader_only`), following
@@ -871,7 +882,12 @@ impl Client {
     /// plaintext) is passed over at once, for the rest of the call; the
     /// refusal is final when every endpoint refused, or when the leader
     /// named by a redirect is one that refused.
-    async fn call_at<T, F, Fut>(&self, leader_only: bool, mut f: F) -> Result<(T, String), Error>
+    async fn call_at<T, F, Fut>(
+        &self,
+        leader_only: bool,
+        repeat: Repeat,
+        mut f: F,
+    ) -> Result<(T, String), Error>
     where
         F: FnMut(Chan) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -921,8 +937,16 @@ impl Client {
                 }
                 Err(s) => s,
             };
-            let refusal = match retry::classify(&status) {
+            let refusal = match retry::classify_for(&status, repeat) {
                 Verdict::Fail => return Err(status.into()),
+                Verdict::Unknown => match self.tls_mismatch(&target, &status).await {
+                    // Refused at TLS: the server never read the request.
+                    Some(e) => Some(e),
+                    None => {
+                        self.forget_leader(&target);
+                        return Err(retry::outcome_unknown(&target, &status));
+                    }
+                },
                 Verdict::Refused(why) => Some(retry::refused(&target, &why)),
                 Verdict::Redirect(addr) if refused.iter().any(|(a, _)| *a == addr) => {
                     // The leader is one that refused: no other node can serve.

@@ -25,6 +25,8 @@ pub(crate) enum Mode {
     NoLeader(usize),
     /// The task does not exist.
     NotFound,
+    /// What a repeat of an applied cancel gets: the task is cancelled already.
+    AlreadyDone,
 }
 
 #[derive(Clone)]
@@ -37,6 +39,9 @@ pub(crate) struct Fake {
     leader_addr: String,
     /// The remote address of every Get.
     peers: Arc<Mutex<Vec<std::net::SocketAddr>>>,
+    /// Cancels and replays still to take without ever answering (applied,
+    /// their answer lost).
+    hang: Arc<AtomicUsize>,
 }
 
 impl Fake {
@@ -48,6 +53,24 @@ impl Fake {
             role: "leader",
             leader_addr: String::new(),
             peers: Arc::default(),
+            hang: Arc::default(),
+        }
+    }
+
+    /// The next `n` cancels and replays are counted and never answered.
+    pub(crate) fn hang(self, n: usize) -> Fake {
+        self.hang.store(n, Ordering::SeqCst);
+        self
+    }
+
+    /// Counts a call to hang, and hangs it forever, while any are left.
+    async fn maybe_hang(&self) {
+        let left = self
+            .hang
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if left.is_ok() {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
         }
     }
 
@@ -90,6 +113,7 @@ impl Fake {
                 Err(Status::unavailable("no leader is known yet"))
             }
             Mode::NotFound => Err(Status::not_found("task t-404 not found")),
+            Mode::AlreadyDone => Err(Status::failed_precondition("task t-1 is cancelled already")),
         }
     }
 }
@@ -151,6 +175,7 @@ impl tasks_server::Tasks for Fake {
         &self,
         r: Request<v1::CancelTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
+        self.maybe_hang().await;
         self.gate()?;
         Ok(Response::new(v1::Task {
             id: r.into_inner().id,
@@ -163,6 +188,7 @@ impl tasks_server::Tasks for Fake {
         &self,
         r: Request<v1::ReplayRequest>,
     ) -> Result<Response<v1::ReplayResponse>, Status> {
+        self.maybe_hang().await;
         self.gate()?;
         let results = r
             .into_inner()
@@ -621,4 +647,55 @@ async fn connections_leave_from_the_source_ip() {
     let peers = fake.peers.lock().unwrap().clone();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].ip(), source);
+}
+
+fn quick(endpoints: Vec<String>) -> Client {
+    Client::with_options(
+        endpoints,
+        ClientOptions {
+            request_timeout: Duration::from_millis(300),
+            retry_for: Duration::from_secs(10),
+            connect_timeout: Duration::from_millis(500),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_cancel_or_replay_whose_answer_was_lost_is_not_sent_again() {
+    // Applied, its answer lost: a repeat would say FAILED_PRECONDITION for
+    // a cancel that worked.
+    let node = Fake::new(Mode::AlreadyDone).hang(2);
+    let addr = serve(node.clone()).await;
+    let client = quick(vec![addr.clone()]);
+    let e = client.cancel_task("t-1").await.unwrap_err();
+    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    assert!(
+        e.message.contains("may or may not have been applied"),
+        "{}",
+        e.message
+    );
+    assert_eq!(node.calls(), 1, "sent once");
+    let e = client.replay_tasks(vec!["t-1".into()]).await.unwrap_err();
+    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    assert_eq!(node.calls(), 2, "sent once");
+    // A read is still retried after a lost answer.
+    let slow = Fake::new(Mode::Lead);
+    let slow_addr = serve(slow.clone()).await;
+    quick(vec![slow_addr]).get_task("t-1", false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancel_is_sent_again_after_a_refused_connection_or_a_redirect() {
+    // Neither could have applied it: a dead endpoint, then a follower
+    // that names the leader.
+    let leader = Fake::new(Mode::Lead);
+    let leader_addr = serve(leader.clone()).await;
+    let follower = Fake::new(Mode::Redirect(leader_addr.clone()));
+    let follower_addr = serve(follower.clone()).await;
+    let client = quick(vec![dead_addr().await, follower_addr]);
+    let t = client.cancel_task("t-1").await.unwrap();
+    assert_eq!(t.id, "t-1");
+    assert_eq!((follower.calls(), leader.calls()), (1, 1));
 }

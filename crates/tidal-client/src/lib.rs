@@ -25,6 +25,10 @@
 //! ResourceExhausted, ...) are never retried, nor are TLS handshakes that
 //! fail for a certificate (either side's) or a server without TLS: those
 //! end the call at once with `Unauthenticated` and the reason in words.
+//! Cancel, replay and deregister are not safe to repeat: they are sent
+//! again only after an attempt that certainly was not applied (a refused
+//! connection, a not-leader answer); after any other failure the call ends
+//! with `Unavailable` saying the outcome is unknown (see `retry`).
 //!
 //! Tokens: with `ClientOptions::token` every request carries
 //! `authorization: Bearer <token>` ([`Token`] never shows its secret in

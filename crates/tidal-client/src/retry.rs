@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tidal_proto::LEADER_ADDR_KEY;
+use tidal_proto::{LEADER_ADDR_KEY, LEADER_ID_KEY};
 use tidal_tls::rustls;
 use tonic::{Code, Status};
 
@@ -25,6 +25,9 @@ pub(crate) enum Verdict {
     /// refused by either side, a server that does not speak TLS): pass this
     /// endpoint over, and give up with this reason when every one refused.
     Refused(String),
+    /// The request is not safe to repeat ([`Repeat::Once`]) and this attempt
+    /// may have been applied: give up, saying the outcome is unknown.
+    Unknown,
 }
 
 /// True when the status was made on this side from a transport failure
@@ -40,11 +43,80 @@ pub(crate) fn leader_hint(status: &Status) -> Option<String> {
     endpoint::normalize(v).ok()
 }
 
-/// Every request the client sends is safe to repeat (reads; submits carry
-/// idempotency keys; cancel, set-queue, add-learner, promote and token
-/// revoke are idempotent at the server; a token create repeated after a lost
-/// answer makes a second token, which is listed and can be revoked), so the
-/// policy depends on the answer only.
+/// Whether a request may be sent again after an attempt that may have
+/// reached the leader.
+///
+/// Most requests are safe to repeat ([`Repeat::Safe`]): reads; submits
+/// carry idempotency keys; set-queue, add-learner, promote and token revoke
+/// are idempotent at the server; a token create repeated after a lost
+/// answer makes a second token, which is listed and can be revoked. For
+/// those the policy depends on the answer only ([`classify`]).
+///
+/// `Tasks.Cancel`, `Tasks.Replay` and `Agents.Deregister` are not
+/// ([`Repeat::Once`]): when the first attempt was applied and only its
+/// answer was lost, a second one reports FAILED_PRECONDITION (the task is
+/// cancelled already), NOT_FOUND (the agent is gone already) or, for a
+/// replay of a queue's dead letters, replays others and omits the ones
+/// replayed, for an operation that worked. Treating the "already done"
+/// answer as success is not unambiguous for them (a replay cannot tell;
+/// NOT_FOUND may be a wrong id), so they are sent again only after an
+/// attempt that certainly was not applied ([`never_applied`]); any other
+/// failure ends the call with UNAVAILABLE saying the outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    Safe,
+    Once,
+}
+
+/// True when the failed attempt certainly was not applied:
+/// - the connection could not be made (refused, timed out, TLS handshake):
+///   no byte of the request was sent;
+/// - the server answered that it is not the leader (UNAVAILABLE naming the
+///   leader in `tidal-leader-id` or `tidal-leader-addr`): the server
+///   answers so either before proposing, or for an entry removed from its
+///   log when a new leader's log replaced it (openraft's ForwardToLeader),
+///   which is never applied.
+///
+/// A connection lost after the request went out, a deadline passed, or an
+/// UNAVAILABLE without a leader named (no quorum, raft stopped) may follow
+/// an applied request.
+pub(crate) fn never_applied(status: &Status) -> bool {
+    if is_transport(status) {
+        return !failed_after_connect(status);
+    }
+    status.code() == Code::Unavailable
+        && (status.metadata().get(LEADER_ADDR_KEY).is_some()
+            || status.metadata().get(LEADER_ID_KEY).is_some())
+}
+
+/// What to do after a failed attempt of a request that may be repeated as
+/// `repeat` says: [`classify`]'s verdict, but a retry or redirect of a
+/// [`Repeat::Once`] request that may have been applied is [`Verdict::Unknown`].
+pub(crate) fn classify_for(status: &Status, repeat: Repeat) -> Verdict {
+    match classify(status) {
+        Verdict::Retry | Verdict::Redirect(_)
+            if repeat == Repeat::Once && !never_applied(status) =>
+        {
+            Verdict::Unknown
+        }
+        v => v,
+    }
+}
+
+/// The error of a [`Repeat::Once`] call whose attempt at `addr` may have
+/// been applied.
+pub(crate) fn outcome_unknown(addr: &str, status: &Status) -> Error {
+    Error::new(
+        Code::Unavailable,
+        format!(
+            "the request to {addr} may or may not have been applied (its answer was lost: {});              it is not sent again, as repeating it is not safe: check the result before retrying",
+            status.message()
+        ),
+    )
+}
+
+/// What to do after a failed attempt of a request that is safe to repeat:
+/// the policy depends on the answer only.
 pub(crate) fn classify(status: &Status) -> Verdict {
     if let Some(why) = tls_refusal(status) {
         return Verdict::Refused(why);

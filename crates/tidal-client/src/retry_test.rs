@@ -152,3 +152,38 @@ fn failures_after_the_connection_was_made_are_told_apart() {
     }
     assert!(!failed_after_connect(&Status::unavailable("no leader")));
 }
+
+#[test]
+fn requests_not_safe_to_repeat_are_repeated_only_when_never_applied() {
+    // A not-leader answer naming the leader, by address or by id.
+    let mut by_id = Status::unavailable("this node is not the leader");
+    by_id
+        .metadata_mut()
+        .insert(LEADER_ID_KEY, MetadataValue::from_static("2"));
+    assert!(never_applied(&by_id));
+    assert_eq!(classify_for(&by_id, Repeat::Once), Verdict::Retry);
+    assert_eq!(
+        classify_for(&with_leader("10.0.0.2:7000"), Repeat::Once),
+        Verdict::Redirect("10.0.0.2:7000".into())
+    );
+    // Refused before connecting: no byte was sent.
+    let refused = Status::from_error(Box::new(tonic::ConnectError(Box::new(
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+    ))));
+    assert!(never_applied(&refused), "{refused:?}");
+    // Maybe applied: a lost connection, a deadline, no leader named.
+    for s in [
+        local(std::io::Error::other("connection reset")),
+        Status::deadline_exceeded("no answer within 5s"),
+        Status::unavailable("no leader is known yet"),
+    ] {
+        assert!(!never_applied(&s), "{s:?}");
+        assert_eq!(classify_for(&s, Repeat::Once), Verdict::Unknown, "{s:?}");
+        assert_eq!(classify_for(&s, Repeat::Safe), Verdict::Retry, "{s:?}");
+    }
+    // Final answers stay final.
+    assert_eq!(
+        classify_for(&Status::not_found("x"), Repeat::Once),
+        Verdict::Fail
+    );
+}
