@@ -592,6 +592,8 @@ async fn a_stop_order_stops_the_child_and_reports_it_stopped_until_acked() {
     held.sort();
     assert_eq!(held, vec![("t1", 9), ("t3", 12)]);
     s.send(registered(10_000, 50));
+    // t3 still runs: its start is said again first.
+    expect_started(&mut s, "t3", 12).await;
     match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Completed(c)) => assert_eq!(c, report),
         other => panic!("expected the stop report again, got {other:?}"),
@@ -701,6 +703,7 @@ async fn a_leaving_agent_hands_back_assignments_and_drains_again_after_registeri
     };
     assert_eq!(reg.running.len(), 1, "{:?}", reg.running);
     s.send(registered(10_000, 50));
+    expect_started(&mut s, "t1", 9).await;
     let again = tokio::time::timeout(Duration::from_secs(10), h.drains.recv())
         .await
         .expect("the drain is asked for again")
@@ -940,6 +943,8 @@ exit 1"#;
     drop(s);
     let mut s = h.session().await;
     register(&mut s).await;
+    // Its start first (it still runs), then its checkpoint.
+    expect_started(&mut s, "t1", 9).await;
     match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Checkpoint(c)) => assert_eq!(c, first),
         other => panic!("expected the checkpoint again, got {other:?}"),
@@ -987,6 +992,7 @@ exit 1"#;
     };
     assert_eq!(reg.running.len(), 1, "{reg:?}");
     s.send(registered(10_000, 50));
+    expect_started(&mut s, "t2", 10).await;
     match s.recv_non_heartbeat(true).await {
         Some(FromAgent::Checkpoint(c)) => assert_eq!(c, t2),
         other => panic!("expected t2's checkpoint again, got {other:?}"),
@@ -1108,5 +1114,27 @@ async fn registers_and_heartbeats_with_the_models_its_workers_report_warm() {
         }
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "vits\nsdxl\n");
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_running_task_is_said_started_again_on_every_new_session() {
+    let mut h = Harness::start("sleep 30", None).await;
+    let mut s = h.session().await;
+    register(&mut s).await;
+    s.send(assignment("t1", 7, b""));
+    expect_started(&mut s, "t1", 7).await;
+    // The session is lost, and the TaskStarted it carried may be lost with
+    // it: the next session says so again once registered.
+    drop(s);
+    let mut s = h.session().await;
+    let Some(FromAgent::Register(reg)) = s.recv().await else {
+        panic!("first message must be Register")
+    };
+    assert_eq!(reg.running.len(), 1, "{reg:?}");
+    s.send(registered(10_000, 50));
+    tokio::time::timeout(Duration::from_secs(10), expect_started(&mut s, "t1", 7))
+        .await
+        .expect("the running task's start is sent again on the new session");
     h.stop().await.unwrap();
 }

@@ -212,6 +212,18 @@ impl Agent {
             pending_completions = self.outbox.len(),
             "registered with the leader"
         );
+        // Every task running here is said to have started again: the
+        // TaskStarted sent on an earlier session may have been lost with it
+        // (the task would stay ASSIGNED while it runs). The leader records
+        // a start once; a repeat for a task RUNNING under the same token is
+        // answered Ok and changes nothing, and one for a token this agent
+        // no longer holds is refused.
+        for r in self.exec.running() {
+            self.send_if_registered(Out::Started(v1::TaskStarted {
+                task_id: r.task_id,
+                token: r.token,
+            }));
+        }
         // The latest unanswered checkpoints first: a task's checkpoint
         // precedes its completion, as when it was first sent.
         for c in self.outbox.checkpoints_resent(Instant::now()) {
