@@ -364,6 +364,7 @@ class Agent:
         self._close_session()
         self._loop_done.wait(REGISTER_TIMEOUT_S)
         try:
+            # Its own id: a repeat after a lost answer says NOT_FOUND, which is done.
             self._client._call(pb_grpc.AgentsStub, "Deregister", pb.DeregisterAgentRequest(agent_id=self.id))
         except errors.NotFound:
             pass

@@ -175,6 +175,23 @@ class AgentInfo:
                    a.slots_in_use, a.in_flight, dict(a.spec.labels), a)
 
 
+# How a server's "not the leader" answer begins (sent before proposing).
+NOT_LEADER = "this node is not the leader"
+# How grpcio words a connection that was never made (nothing was sent).
+_NOT_CONNECTED = ("failed to connect to all addresses", "Connection refused", "connection refused")
+
+
+def _never_applied(code, message, trailers):
+    """Whether a failed attempt certainly was not applied: the server said
+    it is not the leader (with or without naming it), or no connection was
+    made. A lost connection, a deadline or another UNAVAILABLE may follow an
+    applied request."""
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return False
+    return (LEADER_ADDR_KEY in trailers or LEADER_ID_KEY in trailers or message.startswith(NOT_LEADER)
+            or any(m in message for m in _NOT_CONNECTED))
+
+
 def _normalize(raw):
     """`HOST:PORT` of an endpoint (an http:// or https:// prefix stripped), and whether it asked for TLS."""
     if not isinstance(raw, str):
@@ -366,8 +383,11 @@ class Client:
                 self._channels[addr] = ch
             return ch
 
-    def _call(self, stub_cls, method, request):
-        """One unary call with leader hints and retries (header: Retries)."""
+    def _call(self, stub_cls, method, request, safe=True):
+        """One unary call with leader hints and retries (header: Retries).
+        A call that is not `safe` to repeat (Tasks.Cancel, Tasks.Replay,
+        Agents.Deregister) is sent again only after an attempt that
+        certainly was not applied, as tidal's Rust client does."""
         start = time.monotonic()
         deadline = start + self._retry_for
         addr = self._leader or self._endpoints[self._next % len(self._endpoints)]
@@ -396,6 +416,12 @@ class Client:
                 err = errors.error(code, message, int(leader_id) if leader_id else None, hint)
                 if code not in _RETRIED:
                     raise err from None
+                if not safe and not _never_applied(code, message, trailers):
+                    raise errors.error(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the request to {addr} may or may not have been applied (its answer was lost: "
+                        f"{message}); it is not sent again, as repeating it is not safe: check before retrying",
+                    ) from None
                 if code == grpc.StatusCode.UNAVAILABLE and any(m in message for m in _TLS_REFUSALS):
                     # A certificate refused by either side: no retry can mend it.
                     raise errors.error(
@@ -492,8 +518,11 @@ class Client:
                 return out
 
     def cancel(self, id):
-        """Cancels a task that has not finished; returns it CANCELLED."""
-        return Task.from_pb(self._call(pb_grpc.TasksStub, "Cancel", pb.CancelTaskRequest(id=id)))
+        """Cancels a task that has not finished; returns it CANCELLED. Not
+        safe to repeat (a repeat of an applied cancel is FAILED_PRECONDITION):
+        after an attempt whose answer was lost it raises Unavailable saying
+        the outcome is unknown (check with `get`)."""
+        return Task.from_pb(self._call(pb_grpc.TasksStub, "Cancel", pb.CancelTaskRequest(id=id), safe=False))
 
     def watch(self, id, timeout=None, poll=0.2):
         """Yields the task each time its state, agent or attempt changes

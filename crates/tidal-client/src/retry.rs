@@ -72,22 +72,29 @@ pub(crate) enum Repeat {
 /// - the connection could not be made (refused, timed out, TLS handshake):
 ///   no byte of the request was sent;
 /// - the server answered that it is not the leader (UNAVAILABLE naming the
-///   leader in `tidal-leader-id` or `tidal-leader-addr`): the server
-///   answers so either before proposing, or for an entry removed from its
-///   log when a new leader's log replaced it (openraft's ForwardToLeader),
-///   which is never applied.
+///   leader in `tidal-leader-id` or `tidal-leader-addr`, or, while no
+///   leader is known, with the message [`NOT_LEADER`] proto/tidal.proto
+///   gives): the server answers so either before proposing, or for an
+///   entry removed from its log when a new leader's log replaced it
+///   (openraft's ForwardToLeader), which is never applied.
 ///
-/// A connection lost after the request went out, a deadline passed, or an
-/// UNAVAILABLE without a leader named (no quorum, raft stopped) may follow
-/// an applied request.
+/// A connection lost after the request went out, a deadline passed, or
+/// another UNAVAILABLE (no quorum, a leader that stepped down before the
+/// entry committed, raft stopped) may follow an applied request.
 pub(crate) fn never_applied(status: &Status) -> bool {
     if is_transport(status) {
         return !failed_after_connect(status);
     }
     status.code() == Code::Unavailable
         && (status.metadata().get(LEADER_ADDR_KEY).is_some()
-            || status.metadata().get(LEADER_ID_KEY).is_some())
+            || status.metadata().get(LEADER_ID_KEY).is_some()
+            || status.message().starts_with(NOT_LEADER))
 }
+
+/// How a server's "not the leader" answer begins (proto/tidal.proto:
+/// "this node is not the leader; the leader is node N at HOST:PORT", or
+/// "...; no leader is known yet").
+pub(crate) const NOT_LEADER: &str = "this node is not the leader";
 
 /// What to do after a failed attempt of a request that may be repeated as
 /// `repeat` says: [`classify`]'s verdict, but a retry or redirect of a

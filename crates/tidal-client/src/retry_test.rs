@@ -171,11 +171,18 @@ fn requests_not_safe_to_repeat_are_repeated_only_when_never_applied() {
         std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
     ))));
     assert!(never_applied(&refused), "{refused:?}");
-    // Maybe applied: a lost connection, a deadline, no leader named.
+    // A not-leader answer during an election (no leader known): not
+    // proposed, so retried.
+    let electing = Status::unavailable("this node is not the leader; no leader is known yet");
+    assert!(never_applied(&electing));
+    assert_eq!(classify_for(&electing, Repeat::Once), Verdict::Retry);
+    // Maybe applied: a lost connection, a deadline, another UNAVAILABLE
+    // (no quorum, a leader that stepped down before the entry committed).
     for s in [
         local(std::io::Error::other("connection reset")),
         Status::deadline_exceeded("no answer within 5s"),
-        Status::unavailable("no leader is known yet"),
+        Status::unavailable("cannot confirm leadership"),
+        Status::unavailable("the leader stepped down before the entry committed"),
     ] {
         assert!(!never_applied(&s), "{s:?}");
         assert_eq!(classify_for(&s, Repeat::Once), Verdict::Unknown, "{s:?}");
