@@ -165,7 +165,8 @@ pub async fn run(
                 addr,
             )?;
             tracing::info!(node_id = node.id, metrics_listen = %addr, "serving metrics at /metrics");
-            let sources = metrics::Sources::new(node.id, node.raft.clone(), node.state.clone());
+            let mut sources = metrics::Sources::new(node.id, node.raft.clone(), node.state.clone());
+            sources.peers = Some(node.peers.clone());
             // From here on the store tells what it applies and appends.
             node.state
                 .set_events(std::sync::Arc::new(sources.events.clone()));

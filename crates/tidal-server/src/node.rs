@@ -68,7 +68,7 @@ pub struct Node {
     /// Held for reading by every proposal, for writing by a leadership transfer.
     pub write_gate: WriteGate,
     /// Peer DCs: their last summaries and link health.
-    pub peers: PeerTable,
+    pub peers: Arc<PeerTable>,
     /// Makes a leadership's links to peer DCs (the gRPC edge's client).
     pub dial_peer: DialPeer,
     /// When a leader last replicated to this node (a follower's view).
@@ -308,7 +308,7 @@ impl Node {
             REPORTS_IN_FLIGHT,
             CheckpointsFold,
         );
-        let peers = PeerTable::new(config.peers.clone());
+        let peers = Arc::new(PeerTable::new(config.peers.clone()));
         let vote_gate = Arc::new(VoteGate::new(started_empty));
         let elections = Arc::new(Elections::new(
             config.node_id,

@@ -24,7 +24,8 @@ use prometheus_client::registry::Registry;
 use tidal_core::model::TaskStateKind;
 use tidal_store::StoreEvents;
 
-use super::Labels;
+/// Labels: (name, value) pairs (as the scrape's).
+type Labels = Vec<(String, String)>;
 
 /// Bounds of the tasks' histograms, in seconds: from 1 ms (a task placed
 /// by the entry that submits it waits 0 ms; the times are whole ms) through

@@ -30,6 +30,7 @@ pub mod rounds;
 pub mod status;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +41,8 @@ use tidal_client::plain_http;
 use tidal_core::model::{AgentState, TaskStateKind};
 use tidal_store::{Raft, StateHandle};
 use tokio::net::TcpListener;
+
+use crate::links::PeerTable;
 
 /// The file in a server's data directory that holds the address of its
 /// metrics listener (one line, `HOST:PORT`), written once it listens.
@@ -64,6 +67,9 @@ pub struct Sources {
     pub elections: Counter,
     /// Fed by the store once set on it ([`tidal_store::StateHandle::set_events`]).
     pub events: events::Events,
+    /// The configured peer DCs and what this node's links know of them (the
+    /// status page's cross-DC links); none in unit tests.
+    pub peers: Option<Arc<PeerTable>>,
 }
 
 impl Sources {
@@ -74,6 +80,7 @@ impl Sources {
             state,
             elections: Counter::default(),
             events: events::Events::default(),
+            peers: None,
         }
     }
 }
@@ -99,7 +106,14 @@ pub async fn serve(listener: TcpListener, sources: Sources) {
         let (status, content_type, body) = route(
             head,
             || scrape(&sources),
-            |page| page.render(sources.node_id, &sources.raft, &sources.state),
+            |page| {
+                page.render(
+                    sources.node_id,
+                    &sources.raft,
+                    &sources.state,
+                    sources.peers.as_deref(),
+                )
+            },
         );
         plain_http::Response {
             status,

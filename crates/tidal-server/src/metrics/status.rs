@@ -23,12 +23,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write as _;
 use std::sync::LazyLock;
+use std::time::Instant;
 
 use base64::Engine as _;
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use tidal_core::model::{AgentState, Strategy, TaskStateKind};
 use tidal_core::State;
 use tidal_store::{Raft, StateHandle};
+
+use crate::links::PeerTable;
 
 /// How many tasks the page lists: those updated last.
 pub const RECENT_TASKS: usize = 50;
@@ -63,8 +66,17 @@ impl Page {
 
     /// The page of node `node` with Raft `raft` and applied state `state`,
     /// as of now.
-    pub fn render(self, node: u64, raft: &Raft, state: &StateHandle) -> String {
-        let status = Status::read(node, raft, state);
+    pub fn render(
+        self,
+        node: u64,
+        raft: &Raft,
+        state: &StateHandle,
+        peers: Option<&PeerTable>,
+    ) -> String {
+        let mut status = Status::read(node, raft, state);
+        if let Some(peers) = peers {
+            status.add_links(peers, Instant::now());
+        }
         match self {
             Page::Html => status.html(),
             Page::Json => status.json(),
@@ -153,9 +165,51 @@ pub struct LinkRow {
     pub acked: u64,
     /// The age of the oldest record not acknowledged, by this node's clock.
     pub oldest_age_ms: Option<u64>,
+    /// The link as this node's shipper last saw it (the leader's: a
+    /// follower ships nothing): up, down, unknown (not tried), or "" for an
+    /// outbox of a DC that is no longer configured.
+    pub link: &'static str,
+    /// Since the peer last answered an exchange.
+    pub last_ack_age_ms: Option<u64>,
+    /// Why the last exchange failed, while the link is down.
+    pub last_error: String,
 }
 
 impl Status {
+    /// Adds what the links know of each configured peer DC (in preference
+    /// order, first), whether or not it has an outbox yet; outboxes of DCs
+    /// no longer configured stay after them.
+    pub fn add_links(&mut self, peers: &PeerTable, now: Instant) {
+        let mut rows = Vec::with_capacity(self.links.len() + peers.peers().len());
+        for p in peers.peers() {
+            let info = peers.get(&p.dc);
+            let mut row = match self.links.iter().position(|l| l.peer == p.dc) {
+                Some(i) => self.links.remove(i),
+                None => LinkRow {
+                    peer: p.dc.clone(),
+                    records: 0,
+                    acked: 0,
+                    oldest_age_ms: None,
+                    link: "",
+                    last_ack_age_ms: None,
+                    last_error: String::new(),
+                },
+            };
+            row.link = match info.up {
+                None => "unknown",
+                Some(true) => "up",
+                Some(false) => "down",
+            };
+            row.last_ack_age_ms = info
+                .last_ack
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64);
+            row.last_error = info.last_error;
+            rows.push(row);
+        }
+        rows.append(&mut self.links);
+        self.links = rows;
+    }
+
     /// What node `node` knows as of now.
     pub fn read(node: u64, raft: &Raft, state: &StateHandle) -> Status {
         let metrics = raft.metrics().borrow().clone();
@@ -279,6 +333,9 @@ impl Status {
                 records: outbox.records.len() as u64,
                 acked: outbox.acked,
                 oldest_age_ms: outbox.oldest_ms().map(|t| now_ms.saturating_sub(t)),
+                link: "",
+                last_ack_age_ms: None,
+                last_error: String::new(),
             })
             .collect();
         Status {
@@ -379,12 +436,16 @@ impl Status {
         for (i, l) in self.links.iter().enumerate() {
             let _ = write!(
                 j,
-                "{}{{\"peer\":{},\"records\":{},\"acked\":{},\"oldest_age_ms\":{}}}",
+                "{}{{\"peer\":{},\"link\":{},\"records\":{},\"acked\":{},\"oldest_age_ms\":{},\
+                 \"last_ack_age_ms\":{},\"last_error\":{}}}",
                 comma(i),
                 json_str(&l.peer),
+                json_str(l.link),
                 l.records,
                 l.acked,
-                opt(l.oldest_age_ms)
+                opt(l.oldest_age_ms),
+                opt(l.last_ack_age_ms),
+                json_str(&l.last_error)
             );
         }
         j.push_str("]}");
@@ -541,16 +602,27 @@ impl Status {
             .map(|l| {
                 vec![
                     l.peer.clone(),
+                    l.link.to_string(),
+                    l.last_ack_age_ms.map_or(String::new(), age),
                     l.records.to_string(),
                     l.acked.to_string(),
                     l.oldest_age_ms.map_or(String::new(), age),
+                    l.last_error.clone(),
                 ]
             })
             .collect();
         table(
             h,
             "Cross-DC links",
-            &["peer dc", "outbox records", "acked", "oldest"],
+            &[
+                "peer dc",
+                "link",
+                "last ack",
+                "outbox records",
+                "acked",
+                "oldest",
+                "last error",
+            ],
             rows,
         );
     }
@@ -732,9 +804,11 @@ const SCRIPT: &str = r#""use strict";
       ["id", "type", "queue", "state", "agent", "age"], s.recent.map(function (t) {
         return [t.id, t.type, t.queue, t.state, t.agent, age(t.age_ms)];
       }));
-    table(main, "Cross-DC links", ["peer dc", "outbox records", "acked", "oldest"],
+    table(main, "Cross-DC links",
+      ["peer dc", "link", "last ack", "outbox records", "acked", "oldest", "last error"],
       s.links.map(function (l) {
-        return [l.peer, l.records, l.acked, l.oldest_age_ms === null ? "" : age(l.oldest_age_ms)];
+        return [l.peer, l.link, l.last_ack_age_ms === null ? "" : age(l.last_ack_age_ms), l.records,
+          l.acked, l.oldest_age_ms === null ? "" : age(l.oldest_age_ms), l.last_error];
       }));
     document.getElementById("status").replaceWith(main);
   }

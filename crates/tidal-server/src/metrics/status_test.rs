@@ -1,6 +1,8 @@
 use tidal_core::command::{ApplyCtx, Command};
 use tidal_core::model::{AgentSpec, TaskId, TaskSpec};
 
+use std::time::Duration;
+
 use super::*;
 
 const EVIL_QUEUE: &str = "<script>alert('q')</script>";
@@ -285,6 +287,9 @@ fn forwarded_tasks_fill_the_outbox_of_their_peer() {
             records: 1,
             acked: 0,
             oldest_age_ms: Some(50_000),
+            link: "",
+            last_ack_age_ms: None,
+            last_error: String::new(),
         }]
     );
     let forwarded = s.recent.iter().find(|t| t.id == "t0000000002").unwrap();
@@ -292,10 +297,52 @@ fn forwarded_tasks_fill_the_outbox_of_their_peer() {
         (forwarded.state, forwarded.agent.as_str()),
         ("forwarded", "dc:dc-2")
     );
-    assert!(s
-        .html()
-        .contains("<tr><td>dc-2</td><td>1</td><td>0</td><td>50s</td></tr>"));
-    assert!(s
-        .json()
-        .contains(r#""links":[{"peer":"dc-2","records":1,"acked":0,"oldest_age_ms":50000}]"#));
+    assert!(s.html().contains(
+        "<tr><td>dc-2</td><td></td><td></td><td>1</td><td>0</td><td>50s</td><td></td></tr>"
+    ));
+    assert!(s.json().contains(
+        r#""links":[{"peer":"dc-2","link":"","records":1,"acked":0,"oldest_age_ms":50000,"last_ack_age_ms":null,"last_error":""}]"#
+    ));
+}
+
+#[test]
+fn configured_peers_show_their_link_first_with_or_without_an_outbox() {
+    let mut state = state(3);
+    apply(
+        &mut state,
+        150,
+        Command::Forward(vec![(TaskId(2), "dc-old".into())]),
+    );
+    let mut s = Status::of(1, &metrics(1), &state, 200_000, RECENT_TASKS);
+    let peer = |dc: &str| crate::config::Peer {
+        dc: dc.into(),
+        endpoints: vec!["127.0.0.1:1".into()],
+    };
+    let peers = PeerTable::new(vec![peer("dc-b"), peer("dc-c")]);
+    let then = Instant::now();
+    peers.up("dc-b");
+    peers.down("dc-c", "connection refused <x>".into());
+    s.add_links(&peers, then + Duration::from_secs(3));
+    let links: Vec<(&str, &str, Option<u64>, &str)> = s
+        .links
+        .iter()
+        .map(|l| {
+            (
+                l.peer.as_str(),
+                l.link,
+                l.last_ack_age_ms.map(|ms| ms / 1000),
+                l.last_error.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        links,
+        [
+            ("dc-b", "up", Some(2), ""),
+            ("dc-c", "down", None, "connection refused <x>"),
+            ("dc-old", "", None, ""),
+        ]
+    );
+    // The error is escaped in the page.
+    assert!(s.html().contains("connection refused &lt;x&gt;"));
 }
