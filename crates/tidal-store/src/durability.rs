@@ -216,6 +216,9 @@ impl Flusher {
                     // at once, before this thread runs on.
                     disk.appends_done(batch.len(), started);
                     let events = events.get().filter(|_| result.is_ok());
+                    if let Some(events) = events {
+                        events.log_synced(took, batch.len());
+                    }
                     for (callback, began) in batch {
                         if let Some(events) = events {
                             events.append_durable(began.elapsed());

@@ -47,6 +47,10 @@ pub trait StoreEvents: Send + Sync {
     /// leader once a quorum has it; a follower as the leader tells it).
     /// Called on the Raft core's task; by default nothing.
     fn committed(&self, _index: u64) {}
+    /// One fdatasync of the log files succeeded after `took`, making
+    /// `appends` appends durable at once. Called on the flusher thread; by
+    /// default nothing.
+    fn log_synced(&self, _took: Duration, _appends: usize) {}
 }
 
 /// Where a store's [`StoreEvents`] go once set; cheap to clone, shared by

@@ -56,6 +56,7 @@ pub struct Events {
     finish: TaskFamily,
     lease_expiries: Counter,
     append: Histogram,
+    fsync: Histogram,
     /// The last committed index the log store saved (0: none since the
     /// listener started).
     committed: Arc<AtomicU64>,
@@ -68,6 +69,7 @@ impl Default for Events {
             finish: Family::new_with_constructor(task_histogram),
             lease_expiries: Counter::default(),
             append: Histogram::new(APPEND_BUCKETS),
+            fsync: Histogram::new(APPEND_BUCKETS),
             committed: Arc::default(),
         }
     }
@@ -108,6 +110,12 @@ impl Events {
              durable (written and fdatasync'd)",
             self.append.clone(),
         );
+        registry.register(
+            "raft_fsync_seconds",
+            "Time of each fdatasync of this node's Raft log files (one sync makes every append \
+             written before it durable)",
+            self.fsync.clone(),
+        );
     }
 }
 
@@ -139,6 +147,10 @@ impl StoreEvents for Events {
         self.append.observe(took.as_secs_f64());
     }
 
+    fn log_synced(&self, took: Duration, _appends: usize) {
+        self.fsync.observe(took.as_secs_f64());
+    }
+
     fn committed(&self, index: u64) {
         self.committed.fetch_max(index, Ordering::Relaxed);
     }
@@ -158,6 +170,7 @@ mod tests {
         events.task_finished("q1", TaskStateKind::Succeeded, 90_000);
         events.agent_expired();
         events.append_durable(Duration::from_micros(300));
+        events.log_synced(Duration::from_micros(200), 3);
         events.committed(7);
         events.committed(5);
         assert_eq!(events.committed_index(), 7, "never moves back");
@@ -176,6 +189,8 @@ mod tests {
             "tidal_raft_append_seconds_count 1",
             r#"tidal_raft_append_seconds_bucket{le="0.00025"} 0"#,
             r#"tidal_raft_append_seconds_bucket{le="0.0005"} 1"#,
+            "tidal_raft_fsync_seconds_count 1",
+            r#"tidal_raft_fsync_seconds_bucket{le="0.00025"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

@@ -342,6 +342,7 @@ async fn metrics_time_a_task_to_its_assignment_and_end_and_count_a_lapsed_lease(
         Some(1.0)
     );
     assert!(value(&samples, "tidal_raft_append_seconds_count", &[]).unwrap() >= 1.0);
+    assert!(value(&samples, "tidal_raft_fsync_seconds_count", &[]).unwrap() >= 1.0);
     assert_eq!(
         value(&samples, "tidal_lease_expiries_total", &[]),
         Some(0.0)

@@ -17,6 +17,7 @@ struct Recorded {
     told: Mutex<Vec<String>>,
     appends: Mutex<Vec<Duration>>,
     committed: Mutex<Vec<u64>>,
+    synced: Mutex<Vec<usize>>,
 }
 
 impl StoreEvents for Recorded {
@@ -40,6 +41,9 @@ impl StoreEvents for Recorded {
     }
     fn committed(&self, index: u64) {
         self.committed.lock().unwrap().push(index);
+    }
+    fn log_synced(&self, _took: Duration, appends: usize) {
+        self.synced.lock().unwrap().push(appends);
     }
 }
 
@@ -123,6 +127,10 @@ async fn applied_entries_and_durable_appends_are_told_once_events_are_set() {
     );
     // One per append made after events were set.
     assert_eq!(events.appends.lock().unwrap().len(), 2);
+    // Each sync made at least one of them durable, and every one was.
+    let synced = events.synced.lock().unwrap().clone();
+    assert!(synced.iter().all(|n| *n >= 1), "{synced:?}");
+    assert_eq!(synced.iter().sum::<usize>(), 2, "{synced:?}");
     // The committed index openraft saves is told (clamped to what is durable).
     log.save_committed(Some(log_id(1, 12))).await.unwrap();
     assert_eq!(*events.committed.lock().unwrap(), [12]);
