@@ -102,38 +102,77 @@ pub(crate) async fn metrics_addr(data: &Path) -> String {
     }
 }
 
+/// One server (node 1 of DC dc1, no auth) with its metrics listener on a
+/// free port, leading: what the metrics and status page tests run against.
+pub(crate) struct OneNode {
+    _dir: tempfile::TempDir,
+    pub data: std::path::PathBuf,
+    pub client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl OneNode {
+    /// Starts it with the config `tweak` changes, and waits until it leads.
+    pub(crate) async fn start(tweak: impl FnOnce(&mut RawConfig)) -> OneNode {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node1");
+        let mut raw = RawConfig {
+            id: Some(1),
+            dc: Some("dc1".into()),
+            listen: Some("127.0.0.1:0".into()),
+            metrics_listen: Some("127.0.0.1:0".into()),
+            data: Some(data.clone()),
+            init: Some(true),
+            auth: Some(AuthMode::None),
+            ..RawConfig::default()
+        };
+        tweak(&mut raw);
+        let config = raw.validate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(tidal_server::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let client = Client::new(vec![addr.clone()]).unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !matches!(client.status_of(&addr).await, Ok(s) if s.role == "leader") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        OneNode {
+            _dir: dir,
+            data,
+            client,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// The metrics listener's address.
+    pub(crate) async fn metrics(&self) -> String {
+        metrics_addr(&self.data).await
+    }
+
+    /// Stops it and checks that it stopped cleanly within [`WAIT`].
+    pub(crate) async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(WAIT, self.server.take().unwrap())
+            .await
+            .expect("the server stops within its shutdown timeout")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_leader_its_term_and_a_submitted_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("node1");
-    let config = RawConfig {
-        id: Some(1),
-        dc: Some("dc1".into()),
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("127.0.0.1:0".into()),
-        data: Some(data.clone()),
-        init: Some(true),
-        auth: Some(AuthMode::None),
-        ..RawConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tidal_server::run(config, listener, async {
-        let _ = stopped.await;
-    }));
-
-    let client = Client::new(vec![addr.clone()]).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !matches!(client.status_of(&addr).await, Ok(s) if s.role == "leader") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let node = OneNode::start(|_| {}).await;
+    let client = &node.client;
     let submitted = client
         .submit_one(v1::TaskSpec {
             queue: "default".into(),
@@ -144,7 +183,7 @@ async fn metrics_show_the_leader_its_term_and_a_submitted_task() {
         .unwrap();
     assert!(submitted.error.is_none(), "{submitted:?}");
 
-    let metrics = metrics_addr(&data).await;
+    let metrics = node.metrics().await;
     let pending = [("queue", "default"), ("state", "pending")];
     let deadline = tokio::time::Instant::now() + WAIT;
     let samples = loop {
@@ -179,12 +218,7 @@ async fn metrics_show_the_leader_its_term_and_a_submitted_task() {
     // Nothing else is served.
     assert_eq!(get(&metrics, "/nowhere").await.0, "HTTP/1.1 404 Not Found");
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(WAIT, server)
-        .await
-        .expect("the server stops within its shutdown timeout")
-        .unwrap()
-        .unwrap();
+    node.stop().await;
     assert!(
         tokio::net::TcpStream::connect(&metrics).await.is_err(),
         "nothing listens on {metrics} after the shutdown"
@@ -229,39 +263,14 @@ async fn next_msg(session: &mut tidal_client::Session) -> v1::server_message::Ms
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_time_a_task_to_its_assignment_and_end_and_count_a_lapsed_lease() {
     use v1::{agent_message::Msg as In, server_message::Msg as Out};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("node1");
-    let config = RawConfig {
-        id: Some(1),
-        dc: Some("dc1".into()),
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("127.0.0.1:0".into()),
-        data: Some(data.clone()),
-        init: Some(true),
-        auth: Some(AuthMode::None),
+    let node = OneNode::start(|c| {
         // A short lease, so the agent's lapses soon after it goes silent.
-        agent_ttl_ms: Some(2_000),
-        heartbeat_interval_ms: Some(500),
-        ..RawConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tidal_server::run(config, listener, async {
-        let _ = stopped.await;
-    }));
-    let client = Client::new(vec![addr.clone()]).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !matches!(client.status_of(&addr).await, Ok(s) if s.role == "leader") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let metrics = metrics_addr(&data).await;
+        c.agent_ttl_ms = Some(2_000);
+        c.heartbeat_interval_ms = Some(500);
+    })
+    .await;
+    let client = &node.client;
+    let metrics = node.metrics().await;
 
     // An agent session of the test's own, heartbeating while it works.
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -358,10 +367,5 @@ async fn metrics_time_a_task_to_its_assignment_and_end_and_count_a_lapsed_lease(
     .await;
     drop(session);
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(WAIT, server)
-        .await
-        .expect("the server stops within its shutdown timeout")
-        .unwrap()
-        .unwrap();
+    node.stop().await;
 }

@@ -12,13 +12,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tidal_client::v1::{self, agent_message::Msg as In, server_message::Msg as Out};
-use tidal_client::Client;
-use tidal_server::config::AuthMode;
-use tidal_server::RawConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::metrics::{get, metrics_addr};
+use crate::metrics::{get, OneNode};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// How long one Chromium run may take to dump the DOM.
@@ -28,36 +25,8 @@ const EVIL: &str = "<script>alert(\"x\")</script>";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_the_leader_and_a_submitted_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("node1");
-    let config = RawConfig {
-        id: Some(1),
-        dc: Some("dc1".into()),
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("127.0.0.1:0".into()),
-        data: Some(data.clone()),
-        init: Some(true),
-        auth: Some(AuthMode::None),
-        ..RawConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tidal_server::run(config, listener, async {
-        let _ = stopped.await;
-    }));
-
-    let client = Client::new(vec![addr.clone()]).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !matches!(client.status_of(&addr).await, Ok(s) if s.role == "leader") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let node = OneNode::start(|_| {}).await;
+    let client = &node.client;
     let submitted = client
         .submit_one(v1::TaskSpec {
             queue: "default".into(),
@@ -93,7 +62,7 @@ async fn the_status_page_shows_the_leader_and_a_submitted_task() {
     assert!(matches!(first, Some(Out::Registered(_))), "{first:?}");
 
     // Plain HTTP: the data, then the page rendered by the server.
-    let metrics = metrics_addr(&data).await;
+    let metrics = node.metrics().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let json = loop {
         let (status, body) = get(&metrics, "/status.json").await;
@@ -175,12 +144,7 @@ async fn the_status_page_shows_the_leader_and_a_submitted_task() {
     }
 
     drop(session);
-    stop.send(()).unwrap();
-    tokio::time::timeout(WAIT, server)
-        .await
-        .expect("the server stops within its shutdown timeout")
-        .unwrap()
-        .unwrap();
+    node.stop().await;
 }
 
 /// The Content-Type of `GET path`.
