@@ -132,8 +132,13 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Dev(a) => cmd::dev::run(a).await.map(|()| exit::OK),
         Command::Chaos(c) => cmd::chaos::run(c).await,
         Command::ExampleWorker(a) => cmd::example_worker::run(a).await,
-        Command::Completions(a) => cmd::completions::run(a).map(|()| exit::OK),
-        Command::CheckArgs(a) => Ok(cmd::completions::check_args(a)),
+        Command::Completions(a) => {
+            cmd::completions::run(a, <Cli as clap::CommandFactory>::command()).map(|()| exit::OK)
+        }
+        Command::CheckArgs(a) => Ok(cmd::completions::check_args(
+            a,
+            <Cli as clap::CommandFactory>::command(),
+        )),
     }
 }
 

@@ -10,9 +10,8 @@
 
 use std::ffi::OsString;
 
-use clap::{Args, CommandFactory, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 
-use crate::cli::Cli;
 use crate::exit;
 use crate::output::write_stdout;
 
@@ -72,18 +71,19 @@ fn visible(cmd: clap::Command) -> clap::Command {
     out
 }
 
-pub fn run(args: CompletionsArgs) -> anyhow::Result<()> {
-    let text = String::from_utf8(script(args.shell, Cli::command()))?;
+/// Prints the script of `tidal`, whose command line is `cli`.
+pub fn run(args: CompletionsArgs, cli: clap::Command) -> anyhow::Result<()> {
+    let text = String::from_utf8(script(args.shell, cli))?;
     write_stdout(format_args!("{text}"));
     Ok(())
 }
 
-/// Parses `tidal ARGS...`; returns the exit code (0: it parses; 2: a
-/// usage error, printed on stderr). `--help` or `--version` among ARGS
-/// prints what they print and counts as parsing.
-pub fn check_args(args: CheckArgsArgs) -> i32 {
+/// Parses `tidal ARGS...` against `cli`, tidal's command line; returns the
+/// exit code (0: it parses; 2: a usage error, printed on stderr). `--help`
+/// or `--version` among ARGS prints what they print and counts as parsing.
+pub fn check_args(args: CheckArgsArgs, cli: clap::Command) -> i32 {
     let argv = std::iter::once(OsString::from("tidal")).chain(args.args);
-    match Cli::try_parse_from(argv) {
+    match cli.try_get_matches_from(argv) {
         Ok(_) => exit::OK,
         Err(e) => {
             let _ = e.print();

@@ -105,9 +105,12 @@ fn the_shell_is_one_of_three() {
 }
 
 fn check(args: &[&str]) -> i32 {
-    check_args(CheckArgsArgs {
-        args: args.iter().map(Into::into).collect(),
-    })
+    check_args(
+        CheckArgsArgs {
+            args: args.iter().map(Into::into).collect(),
+        },
+        Cli::command(),
+    )
 }
 
 #[test]
