@@ -329,11 +329,11 @@ def test_an_agent_whose_leader_is_paused_registers_with_the_next(client, agents)
         assert task.raw.attempts[0].error.startswith("failed during the failover")
 
 
-def test_an_assignment_without_a_free_slot_is_handed_back_without_an_attempt(client, agents):
+def test_an_assignment_waits_for_the_slot_of_a_cancelled_run(client, agents):
     # The cancelled function still holds the only slot (a Python function
-    # stops when it chooses): the leader's next assignment is handed back
-    # (TaskCompleted.stopped), requeued without spending an attempt, and
-    # runs once the slot is free.
+    # stops when it chooses) while the leader counts it free: its next
+    # assignment waits for that slot (not handed back, which would have the
+    # leader grant it straight back again and again), then runs.
     a = agents(slots=1)
     kind = unique("py-full")
     started, hold = threading.Event(), threading.Event()
@@ -350,10 +350,12 @@ def test_an_assignment_without_a_free_slot_is_handed_back_without_an_attempt(cli
     assert started.wait(WAIT_S)
     client.cancel(first)
     second = client.submit(type=kind, payload=b"next", max_attempts=1)
-    until("a hand-back", lambda: a.handed_back >= 1)
+    until("the assignment waiting", lambda: a.parked_total >= 1)
+    assert client.get(second).state == "assigned"
     hold.set()
     task = client.wait(second, timeout=WAIT_S)
     assert (task.state, task.result, task.attempt) == ("succeeded", b"ran", 1)
+    assert a.handed_back == 0
 
 
 def test_an_agent_given_a_follower_reaches_the_leader(client, agents):

@@ -69,6 +69,11 @@ MAX_ERROR_CHARS = 4096
 MAX_CHECKPOINT_BYTES = 64 * 1024
 # Register.fenced carries the most recent runs killed by self-fencing.
 MAX_FENCED = 4096
+# An assignment that finds no free slot while runs told to stop still hold
+# them (the leader already counts those slots free) waits this long for
+# one before it is handed back: handing it back at once would have the
+# leader grant it straight back, two Raft entries per round trip.
+PARK_S = 30.0
 # Assignments remembered as never to be started again (cancelled, stopped, fenced).
 MAX_NEVER = 65536
 # A checkpoint unanswered on one session is sent again after 1, 2, 4, 8, 16 s.
@@ -231,6 +236,7 @@ class Agent:
         self._lock = threading.RLock()
         self._runs = {}            # (task_id, token) -> _Run, functions still running
         self._unacked = {}         # (task_id, token) -> TaskCompleted not yet acknowledged
+        self._parked = collections.OrderedDict()  # (task_id, token) -> (Assignment, fn, slots, deadline)
         self._checkpoints = {}     # task_id -> [TaskCheckpoint, token, sends on this session, next send]
         self._never = collections.OrderedDict()  # (task_id, token) cancelled, stopped or fenced: never start again
         self._fenced = collections.deque(maxlen=MAX_FENCED)
@@ -250,6 +256,7 @@ class Agent:
         self._error = None
         self.sessions = 0          # sessions registered so far
         self.handed_back = 0       # assignments handed back unstarted (no room, leaving)
+        self.parked_total = 0      # assignments that waited for a slot of a run told to stop
         self.registered = threading.Event()
 
     # ---------------------------------------------------------------- the API
@@ -348,7 +355,7 @@ class Agent:
         give_up = time.monotonic() + timeout + LEAVE_SLACK_S
         while not self._exit.is_set() and not self._force.is_set():
             with self._lock:
-                idle = not self._runs and not self._unacked
+                idle = not self._runs and not self._unacked and not self._parked
             if idle:
                 break
             if time.monotonic() > give_up:
@@ -357,7 +364,7 @@ class Agent:
                 return
             time.sleep(0.05)
         with self._lock:
-            idle = not self._runs and not self._unacked
+            idle = not self._runs and not self._unacked and not self._parked
         if not idle or self._force.is_set():
             return
         # End the sessions and wait until nothing can register again, then deregister.
@@ -473,6 +480,7 @@ class Agent:
         with self._lock:
             named = [k for k, r in self._runs.items() if r.reports()]
             named += [k for k in self._unacked if k not in self._runs]
+            named += list(self._parked)
             session.named = set(named)
             running = [pb.RunningTask(task_id=t, token=k) for t, k in named]
             spec = pb.AgentSpec(
@@ -566,7 +574,7 @@ class Agent:
         key = (a.task_id, a.token)
         slots = a.spec.slots or 1
         with self._lock:
-            if key in self._runs:
+            if key in self._runs or key in self._parked:
                 return
             if key in self._unacked:
                 session.send(pb.AgentMessage(completed=self._unacked[key]))
@@ -582,31 +590,79 @@ class Agent:
             # Suspended workers keep their memory, not their slots.
             busy = self._busy_slots()
             fn = self._handlers.get(a.spec.task_type)
-            if self._leaving or self._exit.is_set() or busy + slots > self.slots or fn is None:
-                why = ("the agent is leaving" if self._leaving or self._exit.is_set()
-                       else f"no function for task type {a.spec.task_type}" if fn is None
-                       else f"no free slot ({busy} of {self.slots} taken)")
-                # Handed back unstarted: requeued without spending an
-                # attempt; kept until acknowledged, and never started.
-                back = pb.TaskCompleted(task_id=a.task_id, token=a.token, success=False, exit_code=-1,
-                                        stopped=True, error=why)
-                self._unacked[key] = back
-                self._never_again(key)
-                self.handed_back += 1
-                session.send(pb.AgentMessage(completed=back))
+            if self._leaving or self._exit.is_set() or fn is None:
+                self._hand_back(session, key, "the agent is leaving" if fn is not None
+                                else f"no function for task type {a.spec.task_type}")
                 return
-            run = _Run(AgentTask(self, a), slots)
-            self._runs[key] = run
-            session.send(pb.AgentMessage(started=pb.TaskStarted(task_id=a.task_id, token=a.token)))
+            if busy + slots > self.slots:
+                if busy - self._winding_down_slots() + slots <= self.slots and not self._parked_over():
+                    # Runs told to stop hold the room: wait for it.
+                    self._parked[key] = (a, fn, slots, time.monotonic() + PARK_S)
+                    self.parked_total += 1
+                else:
+                    self._hand_back(session, key, f"no free slot ({busy} of {self.slots} taken)")
+                return
+            run = self._start(session, a, fn, slots)
         threading.Thread(target=self._work, args=(fn, run), name=f"tidal-task-{a.task_id}", daemon=True).start()
+
+    def _start(self, session, a, fn, slots):
+        """Records a run and sends its TaskStarted (under the lock); the caller starts its thread."""
+        run = _Run(AgentTask(self, a), slots)
+        self._runs[(a.task_id, a.token)] = run
+        if session is not None:
+            session.send(pb.AgentMessage(started=pb.TaskStarted(task_id=a.task_id, token=a.token)))
+        return run
+
+    def _hand_back(self, session, key, why):
+        """Hands an assignment back unstarted (under the lock): requeued
+        without spending an attempt; kept until acknowledged, never started."""
+        back = pb.TaskCompleted(task_id=key[0], token=key[1], success=False, exit_code=-1, stopped=True, error=why)
+        self._unacked[key] = back
+        self._never_again(key)
+        self.handed_back += 1
+        if session is not None:
+            session.send(pb.AgentMessage(completed=back))
 
     def _busy_slots(self):
         return sum(r.slots for r in self._runs.values() if r.suspended_at is None)
+
+    def _winding_down_slots(self):
+        """Slots of runs told to end (cancelled, stopped, fenced, past their max run)."""
+        return sum(r.slots for r in self._runs.values() if r.suspended_at is None and r.order is not None)
+
+    def _parked_over(self):
+        """Whether the parked assignments already claim every slot that is winding down."""
+        return sum(p[2] for p in self._parked.values()) >= self._winding_down_slots()
+
+    def _start_parked(self):
+        """Starts the parked assignments that fit now, in order, and hands
+        back those that waited too long (or all of them when leaving)."""
+        started = []
+        with self._lock:
+            session = self._session
+            now = time.monotonic()
+            for key in list(self._parked):
+                a, fn, slots, deadline = self._parked[key]
+                if self._leaving or self._exit.is_set() or now > deadline:
+                    del self._parked[key]
+                    self._hand_back(session, key, "the agent is leaving" if self._leaving or self._exit.is_set()
+                                    else f"no slot freed within {PARK_S:g}s")
+                elif self._busy_slots() + slots <= self.slots:
+                    del self._parked[key]
+                    started.append((fn, self._start(session, a, fn, slots)))
+        for fn, run in started:
+            threading.Thread(target=self._work, args=(fn, run), name=f"tidal-task-{run.task.id}", daemon=True).start()
 
     def _order(self, task_id, token, order, reason, grace=None):
         key = (task_id, token)
         with self._lock:
             self._never_again(key)
+            if key in self._parked:
+                # Never started: a cancel drops it, a stop hands it back.
+                del self._parked[key]
+                if order != "cancelled":
+                    self._hand_back(self._session, key, reason)
+                return
             run = self._runs.get(key)
             if run is None or not run.reports():
                 return
@@ -631,6 +687,12 @@ class Agent:
     # ---------------------------------------------------------------- work
 
     def _work(self, fn, run):
+        try:
+            self._run_function(fn, run)
+        finally:
+            self._start_parked()
+
+    def _run_function(self, fn, run):
         t = run.task
         done = pb.TaskCompleted(task_id=t.id, token=t.token)
         try:
@@ -725,6 +787,11 @@ class Agent:
                     session.silent = True
                     drop.append(session)
                 if self._lease_until is not None and now >= self._lease_until:
+                    # Parked ones never started: not named again, the leader
+                    # grants them anew without counting an attempt.
+                    for key in self._parked:
+                        self._never_again(key)
+                    self._parked.clear()
                     live = [k for k, r in self._runs.items() if r.reports()]
                     for key in live:
                         run = self._runs[key]
