@@ -137,9 +137,12 @@ def test_a_call_without_the_token_is_unauthenticated():
 def test_cancel_is_repeated_only_after_an_attempt_that_was_not_applied():
     from tidal.client import _never_applied
     u = grpc.StatusCode.UNAVAILABLE
-    assert _never_applied(u, "this node is not the leader; no leader is known yet", {})
+    assert _never_applied(u, "this node is not the leader; no leader is known yet", {"tidal-not-proposed": "1"})
     assert _never_applied(u, "this node is not the leader; the leader is node 2 at 127.0.0.1:7002",
-                          {"tidal-leader-addr": "127.0.0.1:7002"})
+                          {"tidal-leader-addr": "127.0.0.1:7002", "tidal-not-proposed": "1"})
+    # Without the mark: the entry may have been in the log and live on elsewhere.
+    assert not _never_applied(u, "this node is not the leader; the leader is node 2 at 127.0.0.1:7002",
+                              {"tidal-leader-addr": "127.0.0.1:7002"})
     assert _never_applied(u, "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
                              "Failed to connect to remote host: Connection refused", {})
     # Maybe applied: no quorum, a leader that stepped down before the entry

@@ -175,21 +175,21 @@ class AgentInfo:
                    a.slots_in_use, a.in_flight, dict(a.spec.labels), a)
 
 
-# How a server's "not the leader" answer begins (sent before proposing).
-NOT_LEADER = "this node is not the leader"
+# On a "not the leader" answer given before the request was proposed.
+NOT_PROPOSED_KEY = "tidal-not-proposed"
 # How grpcio words a connection that was never made (nothing was sent).
 _NOT_CONNECTED = ("failed to connect to all addresses", "Connection refused", "connection refused")
 
 
 def _never_applied(code, message, trailers):
     """Whether a failed attempt certainly was not applied: the server said
-    it is not the leader (with or without naming it), or no connection was
-    made. A lost connection, a deadline or another UNAVAILABLE may follow an
-    applied request."""
+    it is not the leader before proposing anything (`tidal-not-proposed`),
+    or no connection was made. A lost connection, a deadline or another
+    UNAVAILABLE (a "not the leader" without the mark included) may follow
+    an applied request."""
     if code != grpc.StatusCode.UNAVAILABLE:
         return False
-    return (LEADER_ADDR_KEY in trailers or LEADER_ID_KEY in trailers or message.startswith(NOT_LEADER)
-            or any(m in message for m in _NOT_CONNECTED))
+    return NOT_PROPOSED_KEY in trailers or any(m in message for m in _NOT_CONNECTED)
 
 
 def _normalize(raw):

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidal_proto::v1::{self, cluster_server, tasks_server};
-use tidal_proto::LEADER_ADDR_KEY;
+use tidal_proto::{LEADER_ADDR_KEY, NOT_PROPOSED_KEY};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataValue;
@@ -17,8 +17,11 @@ use crate::{Client, ClientOptions};
 pub(crate) enum Mode {
     /// Answers.
     Lead,
-    /// Not the leader; names this address.
+    /// Not the leader (said before proposing); names this address.
     Redirect(String),
+    /// Not the leader, named, without the not-proposed mark: openraft's
+    /// answer for a write whose entry this node's log dropped.
+    DroppedEntry(String),
     /// Names the first address this many times, then the second.
     RedirectThen(String, usize, String),
     /// Not the leader and no leader known, this many times, then answers.
@@ -91,6 +94,16 @@ impl Fake {
                     LEADER_ADDR_KEY,
                     MetadataValue::try_from(addr.as_str()).unwrap(),
                 );
+                s.metadata_mut()
+                    .insert(NOT_PROPOSED_KEY, MetadataValue::from_static("1"));
+                Err(s)
+            }
+            Mode::DroppedEntry(addr) => {
+                let mut s = Status::unavailable("this node is not the leader");
+                s.metadata_mut().insert(
+                    LEADER_ADDR_KEY,
+                    MetadataValue::try_from(addr.as_str()).unwrap(),
+                );
                 Err(s)
             }
             Mode::RedirectThen(first, n, then) => {
@@ -105,6 +118,8 @@ impl Fake {
                     LEADER_ADDR_KEY,
                     MetadataValue::try_from(addr.as_str()).unwrap(),
                 );
+                s.metadata_mut()
+                    .insert(NOT_PROPOSED_KEY, MetadataValue::from_static("1"));
                 Err(s)
             }
             Mode::NoLeader(0) => Ok(()),
@@ -698,4 +713,21 @@ async fn a_cancel_is_sent_again_after_a_refused_connection_or_a_redirect() {
     let t = client.cancel_task("t-1").await.unwrap();
     assert_eq!(t.id, "t-1");
     assert_eq!((follower.calls(), leader.calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_cancel_whose_entry_may_live_on_is_not_sent_again() {
+    // "Not the leader" without the not-proposed mark: the write was in
+    // this node's log, and another voter may still commit it.
+    let leader = Fake::new(Mode::Lead);
+    let leader_addr = serve(leader.clone()).await;
+    let old = Fake::new(Mode::DroppedEntry(leader_addr));
+    let old_addr = serve(old.clone()).await;
+    let e = quick(vec![old_addr]).cancel_task("t-1").await.unwrap_err();
+    assert!(
+        e.message.contains("may or may not have been applied"),
+        "{}",
+        e.message
+    );
+    assert_eq!((old.calls(), leader.calls()), (1, 0));
 }

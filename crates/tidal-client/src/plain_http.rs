@@ -23,6 +23,8 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// How long a client has to send its request head; a slower one is closed
 /// without an answer.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to take the answer; a slower one is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 64;
 
@@ -78,7 +80,7 @@ where
         };
         let handler = handler.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &*handler).await {
+            if let Err(e) = answer(stream, handler).await {
                 tracing::debug!(error = %e, "metrics listener: a request failed");
             }
             drop(permit);
@@ -98,16 +100,22 @@ pub fn request_line(head: &[u8]) -> (String, String) {
     (method, path)
 }
 
-/// Reads one request head from `stream` and answers it.
-async fn answer<H>(mut stream: TcpStream, handler: &H) -> std::io::Result<()>
+/// Reads one request head from `stream` and answers it. The handler runs
+/// on tokio's blocking pool (it may read a large state), never on the
+/// threads that serve the rest of the process; the answer must be taken
+/// within [`WRITE_TIMEOUT`], so a client that does not read cannot hold its
+/// connection's place for ever.
+async fn answer<H>(mut stream: TcpStream, handler: Arc<H>) -> std::io::Result<()>
 where
-    H: Fn(Option<&[u8]>) -> Response,
+    H: Fn(Option<&[u8]>) -> Response + Send + Sync + 'static,
 {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Err(_) => return Ok(()),
         Ok(head) => head?,
     };
-    let r = handler(head.as_deref());
+    let r = tokio::task::spawn_blocking(move || handler(head.as_deref()))
+        .await
+        .map_err(std::io::Error::other)?;
     let response = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{}",
@@ -116,8 +124,14 @@ where
         r.body.len(),
         r.body
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// The request head (up to the blank line), or `None` when it is longer

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tidal_proto::{LEADER_ADDR_KEY, LEADER_ID_KEY};
+use tidal_proto::{LEADER_ADDR_KEY, NOT_PROPOSED_KEY};
 use tidal_tls::rustls;
 use tonic::{Code, Status};
 
@@ -71,30 +71,22 @@ pub(crate) enum Repeat {
 /// True when the failed attempt certainly was not applied:
 /// - the connection could not be made (refused, timed out, TLS handshake):
 ///   no byte of the request was sent;
-/// - the server answered that it is not the leader (UNAVAILABLE naming the
-///   leader in `tidal-leader-id` or `tidal-leader-addr`, or, while no
-///   leader is known, with the message [`NOT_LEADER`] proto/tidal.proto
-///   gives): the server answers so either before proposing, or for an
-///   entry removed from its log when a new leader's log replaced it
-///   (openraft's ForwardToLeader), which is never applied.
+/// - the server answered that it is not the leader before proposing
+///   anything (UNAVAILABLE with `tidal-not-proposed: 1`, with or without
+///   the leader named).
 ///
 /// A connection lost after the request went out, a deadline passed, or
-/// another UNAVAILABLE (no quorum, a leader that stepped down before the
-/// entry committed, raft stopped) may follow an applied request.
+/// another UNAVAILABLE may follow an applied request: no quorum, a leader
+/// that stepped down before the entry committed, and a "not the leader"
+/// answer without the mark (openraft's, for a write whose entry a new
+/// leader's log replaced on this node: with five voters another voter may
+/// still hold that entry and commit it under a later leader).
 pub(crate) fn never_applied(status: &Status) -> bool {
     if is_transport(status) {
         return !failed_after_connect(status);
     }
-    status.code() == Code::Unavailable
-        && (status.metadata().get(LEADER_ADDR_KEY).is_some()
-            || status.metadata().get(LEADER_ID_KEY).is_some()
-            || status.message().starts_with(NOT_LEADER))
+    status.code() == Code::Unavailable && status.metadata().get(NOT_PROPOSED_KEY).is_some()
 }
-
-/// How a server's "not the leader" answer begins (proto/tidal.proto:
-/// "this node is not the leader; the leader is node N at HOST:PORT", or
-/// "...; no leader is known yet").
-pub(crate) const NOT_LEADER: &str = "this node is not the leader";
 
 /// What to do after a failed attempt of a request that may be repeated as
 /// `repeat` says: [`classify`]'s verdict, but a retry or redirect of a
@@ -116,7 +108,8 @@ pub(crate) fn outcome_unknown(addr: &str, status: &Status) -> Error {
     Error::new(
         Code::Unavailable,
         format!(
-            "the request to {addr} may or may not have been applied (its answer was lost: {});              it is not sent again, as repeating it is not safe: check the result before retrying",
+            "the request to {addr} may or may not have been applied (its answer was lost: {}); \
+             it is not sent again, as repeating it is not safe: check the result before retrying",
             status.message()
         ),
     )

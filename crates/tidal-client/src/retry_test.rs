@@ -155,15 +155,30 @@ fn failures_after_the_connection_was_made_are_told_apart() {
 
 #[test]
 fn requests_not_safe_to_repeat_are_repeated_only_when_never_applied() {
-    // A not-leader answer naming the leader, by address or by id.
-    let mut by_id = Status::unavailable("this node is not the leader");
-    by_id
+    // A not-leader answer given before anything was proposed, naming the
+    // leader (redirected there) or not (an election: retried).
+    let mut named = with_leader("10.0.0.2:7000");
+    named
         .metadata_mut()
-        .insert(LEADER_ID_KEY, MetadataValue::from_static("2"));
-    assert!(never_applied(&by_id));
-    assert_eq!(classify_for(&by_id, Repeat::Once), Verdict::Retry);
+        .insert(NOT_PROPOSED_KEY, MetadataValue::from_static("1"));
+    assert!(never_applied(&named));
     assert_eq!(
-        classify_for(&with_leader("10.0.0.2:7000"), Repeat::Once),
+        classify_for(&named, Repeat::Once),
+        Verdict::Redirect("10.0.0.2:7000".into())
+    );
+    let mut electing = Status::unavailable("this node is not the leader; no leader is known yet");
+    electing
+        .metadata_mut()
+        .insert(NOT_PROPOSED_KEY, MetadataValue::from_static("1"));
+    assert!(never_applied(&electing));
+    assert_eq!(classify_for(&electing, Repeat::Once), Verdict::Retry);
+    // The same answer without the mark (openraft's, for a write whose
+    // entry was dropped here and may live on elsewhere): maybe applied.
+    let unmarked = with_leader("10.0.0.2:7000");
+    assert!(!never_applied(&unmarked));
+    assert_eq!(classify_for(&unmarked, Repeat::Once), Verdict::Unknown);
+    assert_eq!(
+        classify_for(&unmarked, Repeat::Safe),
         Verdict::Redirect("10.0.0.2:7000".into())
     );
     // Refused before connecting: no byte was sent.
@@ -171,11 +186,6 @@ fn requests_not_safe_to_repeat_are_repeated_only_when_never_applied() {
         std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
     ))));
     assert!(never_applied(&refused), "{refused:?}");
-    // A not-leader answer during an election (no leader known): not
-    // proposed, so retried.
-    let electing = Status::unavailable("this node is not the leader; no leader is known yet");
-    assert!(never_applied(&electing));
-    assert_eq!(classify_for(&electing, Repeat::Once), Verdict::Retry);
     // Maybe applied: a lost connection, a deadline, another UNAVAILABLE
     // (no quorum, a leader that stepped down before the entry committed).
     for s in [

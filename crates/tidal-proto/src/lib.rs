@@ -28,6 +28,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub const LEADER_ID_KEY: &str = "tidal-leader-id";
 /// Metadata key naming the leader's address on an `Unavailable` answer.
 pub const LEADER_ADDR_KEY: &str = "tidal-leader-addr";
+/// Metadata key (value `1`) on a "not the leader" answer given before the
+/// request was proposed to Raft: it certainly was not applied, so even a
+/// request that is not safe to repeat may be sent again.
+pub const NOT_PROPOSED_KEY: &str = "tidal-not-proposed";
 
 #[cfg(test)]
 mod tests {

@@ -318,9 +318,11 @@ fn clone_error(e: &ServerError) -> ServerError {
         ServerError::NotLeader {
             leader_id,
             leader_addr,
+            before_proposal,
         } => ServerError::NotLeader {
             leader_id: *leader_id,
             leader_addr: leader_addr.clone(),
+            before_proposal: *before_proposal,
         },
         other => match other.code() {
             tonic::Code::Unavailable => ServerError::Unavailable(other.to_string()),

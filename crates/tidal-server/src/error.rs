@@ -14,6 +14,11 @@ pub enum ServerError {
     NotLeader {
         leader_id: Option<u64>,
         leader_addr: Option<String>,
+        /// Said before anything was proposed (this node's own check), so
+        /// the request certainly was not applied. False for openraft's
+        /// answer to a write, which may come for an entry its log dropped
+        /// that another voter still holds and may yet commit.
+        before_proposal: bool,
     },
     #[error("{0}")]
     Rejected(#[from] Rejection),
@@ -60,6 +65,7 @@ impl ServerError {
 
     fn forward(f: ForwardToLeader<u64, BasicNode>) -> ServerError {
         ServerError::NotLeader {
+            before_proposal: false,
             leader_id: f.leader_id,
             leader_addr: f
                 .leader_node

@@ -677,6 +677,7 @@ impl Node {
         ServerError::NotLeader {
             leader_id,
             leader_addr,
+            before_proposal: true,
         }
     }
 }

@@ -9,7 +9,7 @@ use tidal_core::access::{Role, TokenId, ACCESS_VERSION};
 use tidal_core::command::{Command, Completion, Finished, Response as CoreResponse};
 use tidal_core::lifecycle::{LIFECYCLE_VERSION, MAX_CHECKPOINT_BYTES};
 use tidal_core::limits::{validate_agent_spec, validate_name, Limits};
-use tidal_core::model::{AgentSpec, FencingToken, Outcome, TaskId};
+use tidal_core::model::{AgentSpec, FencingToken, Outcome, TaskId, TaskState};
 use tidal_core::State;
 use tidal_proto::v1::{
     self, agent_message::Msg as In, agents_server::Agents, server_message::Msg as Out,
@@ -701,6 +701,15 @@ async fn serve_session(
                             return;
                         }
                         None => return,
+                    }
+                    // A start resent after a reconnect for a task already
+                    // RUNNING under this token: nothing to commit.
+                    let running = matches!(
+                        node.state.read().state.task(task).map(|t| &t.state),
+                        Some(TaskState::Running { token, .. }) if *token == s.token
+                    );
+                    if running {
+                        return;
                     }
                     match node.starts.call(vec![(task, s.token)]).await {
                         Ok((results, _)) => {
