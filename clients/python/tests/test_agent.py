@@ -560,6 +560,8 @@ def test_protocol_a_follower_answers_with_the_leader_hint(client):
         assert e.code() == grpc.StatusCode.UNAVAILABLE
         assert trailers["tidal-leader-addr"] == status.leader_addr
         assert trailers["tidal-leader-id"] == str(status.leader_id)
+        # Said before anything was proposed: safe to send anything again.
+        assert trailers["tidal-not-proposed"] == "1"
     finally:
         s.close()
 

@@ -95,7 +95,14 @@ pub fn request_line(head: &[u8]) -> (String, String) {
     let line = String::from_utf8_lossy(line);
     let mut words = line.split(' ');
     let method = words.next().unwrap_or("").to_string();
-    let target = words.next().unwrap_or("");
+    let mut target = words.next().unwrap_or("");
+    // The absolute form (`GET http://host:port/metrics`), which HTTP/1.1
+    // servers must take: its path.
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = target.strip_prefix(scheme) {
+            target = rest.find('/').map_or("/", |i| &rest[i..]);
+        }
+    }
     let path = target.split('?').next().unwrap_or("").to_string();
     (method, path)
 }

@@ -36,6 +36,15 @@ fn request_line_splits_method_and_path() {
         ("GET".to_string(), "/metrics".to_string())
     );
     assert_eq!(request_line(b"\r\n\r\n"), (String::new(), String::new()));
+    // The absolute form a proxy may send.
+    assert_eq!(
+        request_line(b"GET http://10.0.0.1:9101/status.json HTTP/1.1\r\n\r\n"),
+        ("GET".to_string(), "/status.json".to_string())
+    );
+    assert_eq!(
+        request_line(b"GET http://10.0.0.1:9101 HTTP/1.1\r\n\r\n"),
+        ("GET".to_string(), "/".to_string())
+    );
 }
 
 #[tokio::test]
