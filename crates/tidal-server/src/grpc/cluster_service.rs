@@ -287,18 +287,26 @@ impl Cluster for ClusterService {
     ) -> Result<Response<v1::MembersResponse>, Status> {
         let id = request.into_inner().id;
         self.node.require_raft_leader()?;
-        {
-            let m = self.node.raft.metrics().borrow().clone();
-            let membership = m.membership_config.membership();
-            if membership.get_node(&id).is_none() {
-                return Err(ServerError::NotFound(format!(
-                    "node {id} is not a member; add it first with `tidal cluster add-learner`"
-                ))
-                .into());
-            }
-            if membership.voter_ids().any(|v| v == id) {
-                return Ok(Response::new(self.members()));
-            }
+        // The membership as the Raft core has it now, not as its metrics
+        // last reported it: those may not show yet the learner an
+        // add-learner that just returned committed.
+        let (member, voter) = self
+            .node
+            .raft
+            .with_raft_state(move |st| {
+                let m = st.membership_state.effective().membership();
+                (m.get_node(&id).is_some(), m.voter_ids().any(|v| v == id))
+            })
+            .await
+            .map_err(|e| ServerError::Unavailable(format!("raft is stopped: {e}")))?;
+        if !member {
+            return Err(ServerError::NotFound(format!(
+                "node {id} is not a member; add it first with `tidal cluster add-learner`"
+            ))
+            .into());
+        }
+        if voter {
+            return Ok(Response::new(self.members()));
         }
         tracing::info!(node_id = self.node.id, voter = id, "promoting learner");
         self.change(
